@@ -1,0 +1,67 @@
+/** The ledger port: the only source of truth. Both adapters pass test/contract/event-store.contract.ts. */
+
+/** `no_stream`: the stream must not exist; `any`: no check; a number: the stream's last revision must be exactly that. */
+export type ExpectedRevision = 'any' | 'no_stream' | number;
+
+export interface EventMetadata {
+  correlationId?: string;
+  causationId?: string;
+  actor?: string;
+  at?: string;
+  [key: string]: unknown;
+}
+
+export interface NewEvent<T extends string = string, D = Record<string, unknown>> {
+  type: T;
+  data: D;
+  metadata?: EventMetadata;
+}
+
+export interface RecordedEvent<T extends string = string, D = Record<string, unknown>> {
+  id: string;
+  stream: string;
+  /** 0-based position inside its stream. */
+  revision: number;
+  /** Global, strictly increasing commit position (0 = before the first event). */
+  position: bigint;
+  type: T;
+  data: D;
+  metadata: EventMetadata;
+}
+
+export interface AppendResult {
+  /** Revision of the last appended event: pass it as the next expected revision. */
+  nextExpectedRevision: number;
+  position: bigint;
+}
+
+export interface Subscription {
+  close(): Promise<void>;
+}
+
+export type EventHandler = (event: RecordedEvent) => void | Promise<void>;
+
+export interface EventStore {
+  append(stream: string, events: NewEvent[], expected: ExpectedRevision): Promise<AppendResult>;
+  /** Events of one stream in revision order; empty when the stream does not exist. */
+  readStream(stream: string, fromRevision?: number): Promise<RecordedEvent[]>;
+  /** Events with a position strictly after `after`, in order, at most `limit`. */
+  readAll(after: bigint, limit: number): Promise<RecordedEvent[]>;
+  /** Catch-up from `after`, then live; the handler is awaited, so delivery is in order without gaps or repeats. */
+  subscribeAll(after: bigint, handler: EventHandler, onError?: (err: unknown) => void): Subscription;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class WrongExpectedRevisionError extends Error {
+  constructor(
+    readonly stream: string,
+    readonly expected: ExpectedRevision,
+    readonly actual: number | 'no_stream',
+  ) {
+    super(`wrong expected revision on ${stream}: expected ${String(expected)}, actual ${String(actual)}`);
+    this.name = 'WrongExpectedRevisionError';
+  }
+}
+
+export const EVENT_STORE = Symbol('EVENT_STORE');

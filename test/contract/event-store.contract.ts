@@ -1,0 +1,114 @@
+import { describe, expect, it, beforeEach, afterEach } from '@jest/globals';
+import { randomUUID } from 'node:crypto';
+import { EventStore, RecordedEvent, WrongExpectedRevisionError } from '../../src/eventstore/event-store.port.js';
+
+/** One behaviour, every adapter: the embedded ledger and EventStoreDB must both pass this. */
+export function eventStoreContract(name: string, open: () => Promise<EventStore>) {
+  describe(`event store contract: ${name}`, () => {
+    let store: EventStore;
+    // Unique streams per test: a production store is shared and never emptied.
+    const stream = (label: string) => `${label}-${randomUUID().slice(0, 8)}`;
+    const ev = (n: number) => ({ type: 'Counted', data: { n }, metadata: { actor: 'test' } });
+
+    beforeEach(async () => (store = await open()));
+    afterEach(async () => store.close());
+
+    it('appends to a new stream with no_stream and reads it back in order', async () => {
+      const s = stream('c');
+      const r = await store.append(s, [ev(1), ev(2)], 'no_stream');
+      expect(r.nextExpectedRevision).toBe(1);
+      const read = await store.readStream(s);
+      expect(read.map((e) => [e.revision, e.type, e.data.n, e.metadata.actor])).toEqual([
+        [0, 'Counted', 1, 'test'],
+        [1, 'Counted', 2, 'test'],
+      ]);
+      expect(read[1].position > read[0].position).toBe(true);
+    });
+
+    it('rejects no_stream on an existing stream', async () => {
+      const s = stream('c');
+      await store.append(s, [ev(1)], 'no_stream');
+      await expect(store.append(s, [ev(2)], 'no_stream')).rejects.toBeInstanceOf(WrongExpectedRevisionError);
+    });
+
+    it('appends with the exact expected revision and rejects a stale one without writing', async () => {
+      const s = stream('c');
+      const first = await store.append(s, [ev(1)], 'no_stream');
+      await store.append(s, [ev(2)], first.nextExpectedRevision);
+      const err = await store.append(s, [ev(3)], first.nextExpectedRevision).catch((e) => e);
+      expect(err).toBeInstanceOf(WrongExpectedRevisionError);
+      expect(err.actual).toBe(1);
+      expect((await store.readStream(s)).map((e) => e.data.n)).toEqual([1, 2]);
+    });
+
+    it('rejects an expected revision on a stream that does not exist', async () => {
+      const err = await store.append(stream('c'), [ev(1)], 0).catch((e) => e);
+      expect(err).toBeInstanceOf(WrongExpectedRevisionError);
+      expect(err.actual).toBe('no_stream');
+    });
+
+    it('lets exactly one of many concurrent appends with the same expected revision win', async () => {
+      const s = stream('race');
+      await store.append(s, [ev(0)], 'no_stream');
+      const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => store.append(s, [ev(i + 1)], 0)));
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      expect(results.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason instanceof WrongExpectedRevisionError)).toBe(true);
+      expect(await store.readStream(s)).toHaveLength(2);
+    });
+
+    it('reads an unknown stream as empty', async () => {
+      expect(await store.readStream(stream('none'))).toEqual([]);
+    });
+
+    it('reads all from a position, strictly after it, in order, paged', async () => {
+      const a = stream('a');
+      const b = stream('b');
+      const first = await store.append(a, [ev(1)], 'no_stream');
+      await store.append(b, [ev(2)], 'no_stream');
+      await store.append(a, [ev(3)], 0);
+      const after = await readAllFrom(store, first.position);
+      const mine = after.filter((e) => e.stream === a || e.stream === b);
+      expect(mine.map((e) => e.data.n)).toEqual([2, 3]);
+      const page = await store.readAll(0n, 2);
+      expect(page.length).toBeLessThanOrEqual(2);
+      if (page.length === 2) expect(page[1].position > page[0].position).toBe(true);
+    });
+
+    it('subscribes: catch-up then live, in order, without gaps or repeats', async () => {
+      const s = stream('sub');
+      const start = await store.append(s, [ev(0)], 'no_stream');
+      await store.append(s, [ev(1), ev(2)], 0);
+      const seen: RecordedEvent[] = [];
+      let resolveDone!: () => void;
+      const done = new Promise<void>((r) => (resolveDone = r));
+      const sub = store.subscribeAll(start.position, async (e) => {
+        if (e.stream !== s) return;
+        seen.push(e);
+        if (seen.length === 4) resolveDone();
+      });
+      await store.append(s, [ev(3)], 2);
+      await store.append(s, [ev(4)], 3);
+      await done;
+      await sub.close();
+      expect(seen.map((e) => e.data.n)).toEqual([1, 2, 3, 4]);
+      expect(seen.map((e) => e.revision)).toEqual([1, 2, 3, 4]);
+    });
+
+    it('survives a reopen with everything it acknowledged', async () => {
+      const s = stream('durable');
+      await store.append(s, [ev(1)], 'no_stream');
+      await store.close();
+      store = await open();
+      expect((await store.readStream(s)).map((e) => e.data.n)).toEqual([1]);
+    });
+  });
+}
+
+async function readAllFrom(store: EventStore, after: bigint): Promise<RecordedEvent[]> {
+  const out: RecordedEvent[] = [];
+  for (;;) {
+    const page = await store.readAll(out.length ? out[out.length - 1].position : after, 500);
+    if (page.length === 0) return out;
+    out.push(...page);
+  }
+}
