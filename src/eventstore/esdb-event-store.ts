@@ -13,14 +13,14 @@ import {
   type ResolvedEvent,
 } from '@eventstore/db-client';
 import {
-  AppendResult,
-  EventHandler,
-  EventMetadata,
-  EventStore,
-  ExpectedRevision,
-  NewEvent,
-  RecordedEvent,
-  Subscription,
+  type AppendResult,
+  type EventHandler,
+  type EventMetadata,
+  type EventStore,
+  type ExpectedRevision,
+  type NewEvent,
+  type RecordedEvent,
+  type Subscription,
   WrongExpectedRevisionError,
 } from './event-store.port.js';
 

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { EventStore } from './event-store.port.js';
+import { type EventStore } from './event-store.port.js';
 import { EsdbEventStore } from './esdb-event-store.js';
 import { SqliteEventStore } from './sqlite-event-store.js';
 

@@ -11,7 +11,7 @@ export interface EventMetadata {
   [key: string]: unknown;
 }
 
-export interface NewEvent<T extends string = string, D = Record<string, unknown>> {
+export interface NewEvent<T extends string = string, D = object> {
   type: T;
   data: D;
   metadata?: EventMetadata;

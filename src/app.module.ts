@@ -1,0 +1,54 @@
+import { type DynamicModule, Module } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import { CqrsModule } from '@nestjs/cqrs';
+import { NodesController, PoolProfilesController, PoolsController, TenantsController } from './api/admin.controller.js';
+import { BasicAuthGuard } from './api/auth.js';
+import { ErrorsFilter } from './api/errors.filter.js';
+import { LegacyController } from './api/legacy.controller.js';
+import { SessionsController } from './api/sessions.controller.js';
+import { type Settings } from './config/config.js';
+import { EVENT_STORE, type EventStore } from './eventstore/event-store.port.js';
+import { createEventStore } from './eventstore/event-store.factory.js';
+import { Bootstrap } from './ledger/bootstrap.service.js';
+import { Catalog, SETTINGS } from './ledger/catalog.js';
+import {
+  EndSessionHandler,
+  ExtendSessionHandler,
+  RegisterMachineHandler,
+  RegisterTenantHandler,
+  RequestSessionHandler,
+  UpdateTenantHandler,
+} from './ledger/handlers.js';
+import { Ledger } from './ledger/ledger.service.js';
+import { InFlight, SessionLifecycle } from './ledger/session-lifecycle.js';
+import { Reconciler } from './ledger/reconciler.service.js';
+
+@Module({})
+export class AppModule {
+  /** `store` lets tests hand in an adapter; otherwise the settings pick one. */
+  static forRoot(settings: Settings, store?: EventStore): DynamicModule {
+    return {
+      module: AppModule,
+      imports: [CqrsModule.forRoot()],
+      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController],
+      providers: [
+        { provide: SETTINGS, useValue: settings },
+        { provide: EVENT_STORE, useFactory: () => store ?? createEventStore(settings.eventStoreUrl, settings.dataDir) },
+        { provide: APP_FILTER, useClass: ErrorsFilter },
+        Catalog,
+        Ledger,
+        InFlight,
+        SessionLifecycle,
+                    Reconciler,
+        Bootstrap,
+        BasicAuthGuard,
+        RegisterTenantHandler,
+        UpdateTenantHandler,
+        RegisterMachineHandler,
+        RequestSessionHandler,
+        EndSessionHandler,
+        ExtendSessionHandler,
+      ],
+    };
+  }
+}

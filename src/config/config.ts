@@ -1,0 +1,153 @@
+import 'reflect-metadata';
+import { plainToInstance, Type } from 'class-transformer';
+import {
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsIP,
+  IsObject,
+  IsOptional,
+  IsString,
+  Matches,
+  Max,
+  Min,
+  ValidateNested,
+  validateSync,
+  type ValidationError,
+} from 'class-validator';
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse } from 'yaml';
+import { MACHINE_STATES, MACHINE_TYPES, type MachineState, type MachineType, type RecyclePolicy } from '../ledger/events.js';
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export class PoolConfig {
+  @Matches(NAME, { message: 'name must be 1-128 letters, digits, dot, dash or underscore' }) name!: string;
+  @IsIn(MACHINE_TYPES) type!: MachineType;
+  @IsString() arch!: string;
+  @IsString() platform!: string;
+  @IsIn(['local', 'baremetal', 'vm']) driver: 'local' | 'baremetal' | 'vm' = 'local';
+  @IsInt() @Min(0) 'fill-level': number = 0;
+  @IsIn(['reuse', 'rebuild', 'reinstall', 'shutdown']) 'release-policy': RecyclePolicy = 'reuse';
+  /** Inject the tenant's SSH key with the contextualize playbook before hand-over. */
+  @IsBoolean() contextualize = false;
+  @IsOptional() @IsObject() vars: Record<string, unknown> = {};
+}
+
+export class MachineConfig {
+  @Matches(/^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$/, { message: 'hostname must be a DNS name' }) hostname!: string;
+  @IsOptional() @IsIP() ipaddr: string | null = null;
+  @IsString() pool!: string;
+  @IsBoolean() reusable = true;
+  @IsIn(MACHINE_STATES) state: MachineState = 'ready';
+  @IsOptional() @IsObject() data: Record<string, unknown> = {};
+}
+
+/** One line of the legacy cico map: regexes on ver, arch and flavor (absent = any); first match wins. */
+export class LegacyRule {
+  @IsOptional() @IsString() ver?: string;
+  @IsOptional() @IsString() arch?: string;
+  @IsOptional() @IsString() flavor?: string;
+  @IsString() pool!: string;
+}
+
+export class DefaultsConfig {
+  @IsInt() @Min(1) @Max(100000) 'node-quota' = 10;
+  @IsInt() @Min(60) 'session-lifetime' = 6 * 3600;
+  @IsInt() @Min(60) 'session-lifetime-max' = 12 * 3600;
+}
+
+export class DuffyConfig {
+  @ValidateNested({ each: true }) @Type(() => PoolConfig) pools: PoolConfig[] = [];
+  @ValidateNested({ each: true }) @Type(() => MachineConfig) machines: MachineConfig[] = [];
+  @ValidateNested({ each: true }) @Type(() => LegacyRule) legacy: LegacyRule[] = [];
+  @ValidateNested() @Type(() => DefaultsConfig) defaults: DefaultsConfig = new DefaultsConfig();
+}
+
+export interface Settings {
+  port: number;
+  dataDir: string;
+  configFile: string;
+  eventStoreUrl?: string;
+  readModelsUrl?: string;
+  adminName: string;
+  adminKey?: string;
+  config: DuffyConfig;
+}
+
+export class ConfigError extends Error {}
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** The bundled demo inventory, found from src/ or dist/src/ alike. */
+export const DEMO_CONFIG = resolve(here, here.includes(`${'/'}dist${'/'}`) ? '../../../config/demo.yaml' : '../../config/demo.yaml');
+
+export function loadConfig(file: string): DuffyConfig {
+  let raw: unknown;
+  try {
+    raw = parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`${file}: cannot read YAML: ${(err as Error).message}`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`${file}: top level must be a mapping`);
+  const config = plainToInstance(DuffyConfig, raw, { exposeDefaultValues: true });
+  const errors = validateSync(config, { forbidUnknownValues: true, whitelist: true, forbidNonWhitelisted: true });
+  if (errors.length > 0) throw new ConfigError(`${file}: ${describeValidation(errors).join('; ')}`);
+  const pools = new Set<string>();
+  config.pools.forEach((p, i) => {
+    if (pools.has(p.name)) throw new ConfigError(`${file}: pools[${i}].name: duplicate pool ${p.name}`);
+    pools.add(p.name);
+  });
+  const hosts = new Set<string>();
+  config.machines.forEach((m, i) => {
+    if (!pools.has(m.pool)) throw new ConfigError(`${file}: machines[${i}].pool: unknown pool ${m.pool}`);
+    if (hosts.has(m.hostname)) throw new ConfigError(`${file}: machines[${i}].hostname: duplicate ${m.hostname}`);
+    hosts.add(m.hostname);
+  });
+  config.legacy.forEach((r, i) => {
+    if (!pools.has(r.pool)) throw new ConfigError(`${file}: legacy[${i}].pool: unknown pool ${r.pool}`);
+    for (const key of ['ver', 'arch', 'flavor'] as const) {
+      const pattern = r[key];
+      if (pattern === undefined) continue;
+      try {
+        new RegExp(`^(?:${pattern})$`);
+      } catch {
+        throw new ConfigError(`${file}: legacy[${i}].${key}: invalid pattern ${pattern}`);
+      }
+    }
+  });
+  return config;
+}
+
+/** class-validator errors as `path.to[0].field: message` lines. */
+export function describeValidation(errors: ValidationError[], prefix = ''): string[] {
+  return errors.flatMap((e) => {
+    const path = /^\d+$/.test(e.property) ? `${prefix}[${e.property}]` : prefix ? `${prefix}.${e.property}` : e.property;
+    const own = Object.values(e.constraints ?? {}).map((m) => `${path}: ${m}`);
+    return [...own, ...describeValidation(e.children ?? [], path)];
+  });
+}
+
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  const port = Number(env.DUFFY_PORT ?? 8080);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`DUFFY_PORT: not a port number: ${env.DUFFY_PORT}`);
+  const configFile = env.DUFFY_CONFIG ? resolve(env.DUFFY_CONFIG) : DEMO_CONFIG;
+  const dataDir = resolve(env.DUFFY_DATA_DIR ?? './data');
+  return {
+    port,
+    dataDir: isAbsolute(dataDir) ? dataDir : resolve(dataDir),
+    configFile,
+    eventStoreUrl: env.DUFFY_EVENTSTORE || undefined,
+    readModelsUrl: env.DUFFY_READMODELS || undefined,
+    adminName: env.DUFFY_ADMIN_NAME || 'admin',
+    adminKey: env.DUFFY_ADMIN_KEY || undefined,
+    config: loadConfig(configFile),
+  };
+}
+
+export function legacyPool(rules: readonly LegacyRule[], q: { ver: string; arch: string; flavor?: string }): string | undefined {
+  const test = (pattern: string | undefined, value: string | undefined) =>
+    pattern === undefined || new RegExp(`^(?:${pattern})$`).test(value ?? '');
+  return rules.find((r) => test(r.ver, q.ver) && test(r.arch, q.arch) && test(r.flavor, q.flavor))?.pool;
+}

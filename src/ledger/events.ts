@@ -1,0 +1,100 @@
+/**
+ * Every fact Duffy records. Stored events never change meaning: a new need gets a new type or field.
+ * Streams: tenant-<name>, machine-<hostname>, session-<id>, ids-<kind> (integer id sequences).
+ */
+export const MACHINE_STATES = [
+  'unused',
+  'provisioning',
+  'ready',
+  'contextualizing',
+  'deployed',
+  'deprovisioning',
+  'done',
+  'failed',
+] as const;
+export type MachineState = (typeof MACHINE_STATES)[number];
+
+export const MACHINE_TYPES = ['baremetal', 'vm'] as const;
+export type MachineType = (typeof MACHINE_TYPES)[number];
+
+/** One line of a request: a pool by name, or a type (+ arch, platform) that the scheduler maps to pools. */
+export interface NodeSpec {
+  pool?: string;
+  type?: MachineType;
+  arch?: string;
+  platform?: string;
+  quantity: number;
+}
+
+export type ReleaseReason = 'done' | 'expired' | 'tenant-retired';
+export type RecyclePolicy = 'reuse' | 'rebuild' | 'reinstall' | 'shutdown';
+
+export interface TenantSettings {
+  sshKey: string;
+  nodeQuota: number | null;
+  sessionLifetime: number | null;
+  sessionLifetimeMax: number | null;
+}
+
+export type DuffyEvent =
+  | { type: 'IdAllocated'; data: { kind: string } }
+  | {
+      type: 'TenantRegistered';
+      data: TenantSettings & { tenantId: number; name: string; apiKeyDigest: string; isAdmin: boolean; at: string };
+    }
+  | { type: 'TenantUpdated'; data: { tenantId: number; changes: Partial<TenantSettings & { apiKeyDigest: string }>; at: string } }
+  | { type: 'TenantRetired'; data: { tenantId: number; at: string } }
+  | { type: 'TenantReactivated'; data: { tenantId: number; at: string } }
+  | { type: 'QuotaClaimed'; data: { tenantId: number; sessionId: number; count: number; at: string } }
+  | { type: 'QuotaReturned'; data: { tenantId: number; sessionId: number; count: number; at: string } }
+  | {
+      type: 'MachineRegistered';
+      data: {
+        machineId: number;
+        hostname: string;
+        ipaddr: string | null;
+        pool: string;
+        reusable: boolean;
+        data: Record<string, unknown>;
+        state: MachineState;
+        at: string;
+      };
+    }
+  | {
+      type: 'MachineReserved';
+      data: {
+        machineId: number;
+        hostname: string;
+        sessionId: number;
+        tenantId: number;
+        pool: string;
+        platform: string;
+        /** kept | established | fallback: how the tenant's platform affinity was honoured (invariant 7). */
+        affinity: 'kept' | 'established' | 'fallback';
+        /** True when the hand-over runs a contextualize playbook before the machine is deployed. */
+        contextualize: boolean;
+        at: string;
+      };
+    }
+  | { type: 'MachineReservationCancelled'; data: { machineId: number; sessionId: number; reason: string; at: string } }
+  | { type: 'MachineReleased'; data: { machineId: number; sessionId: number; reason: ReleaseReason; at: string } }
+  | { type: 'MachineRecycled'; data: { machineId: number; policy: RecyclePolicy; state: MachineState; at: string } }
+  | {
+      type: 'MachineRequested';
+      data: { sessionId: number; tenantId: number; tenant: string; specs: NodeSpec[]; expiresAt: string; at: string };
+    }
+  | { type: 'SessionStarted'; data: { sessionId: number; machineIds: number[]; at: string } }
+  | { type: 'SessionRejected'; data: { sessionId: number; reason: string; at: string } }
+  | { type: 'SessionExtended'; data: { sessionId: number; expiresAt: string; at: string } }
+  | { type: 'SessionReleased'; data: { sessionId: number; reason: ReleaseReason; at: string } }
+  | { type: 'SessionExpired'; data: { sessionId: number; at: string } };
+
+export type DuffyEventType = DuffyEvent['type'];
+export type EventOf<T extends DuffyEventType> = Extract<DuffyEvent, { type: T }>;
+
+export const stream = {
+  tenant: (name: string) => `tenant-${name}`,
+  machine: (hostname: string) => `machine-${hostname}`,
+  session: (id: number) => `session-${id}`,
+  ids: (kind: 'tenant' | 'machine') => `ids-${kind}`,
+};

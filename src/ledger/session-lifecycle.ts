@@ -1,0 +1,102 @@
+import { Injectable } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import type { EventMetadata } from '../eventstore/event-store.port.js';
+import { Catalog } from './catalog.js';
+import type { Actor } from './commands.js';
+import { type Write, decideEndSession, decideRecycle, decideSettleSession, visibleSession } from './decide.js';
+import { refuse } from './errors.js';
+import { Ledger, type WriteOutcome } from './ledger.service.js';
+import type { Session, World } from './world.js';
+
+export const metaFor = (actor: Actor | null, extra: EventMetadata = {}): EventMetadata => ({
+  actor: actor?.tenant.name ?? 'duffy',
+  correlationId: actor?.requestId ?? randomUUID(),
+  at: new Date().toISOString(),
+  ...extra,
+});
+
+export const now = () => new Date().toISOString();
+
+export function failOnConflict(outcomes: WriteOutcome[]): void {
+  if (outcomes.some((o) => !o.ok)) refuse('conflict', 'the ledger changed under this request too often; try again');
+}
+
+/**
+ * Requests in flight in this process. Promises made here are invisible to the World until written,
+ * so the next decision must not hand out the same machine or quota meanwhile.
+ */
+@Injectable()
+export class InFlight {
+  readonly machines = new Set<number>();
+  readonly quota = new Map<number, number>();
+  readonly sessions = new Set<number>();
+  private lastSessionId = 0;
+
+  nextSessionId(world: World): number {
+    this.lastSessionId = Math.max(this.lastSessionId, world.lastSessionId) + 1;
+    return this.lastSessionId;
+  }
+}
+
+/** Ending, settling and recycling sessions: shared by done, expiry, tenant retirement and crash recovery. */
+@Injectable()
+export class SessionLifecycle {
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly catalog: Catalog,
+  ) {}
+
+  /** Compensate a half-written request: only the writes that succeeded, at the revisions they produced. */
+  async abandon(sessionId: number, outcomes: WriteOutcome[], reason: string, meta: EventMetadata): Promise<void> {
+    const at = now();
+    const undo: Write[] = [];
+    for (const o of outcomes) {
+      if (!o.ok) continue;
+      const event = o.write.events[0];
+      const expected = o.result.nextExpectedRevision;
+      if (event.type === 'MachineReserved') {
+        undo.push({ stream: o.write.stream, expected, events: [{ type: 'MachineReservationCancelled', data: { machineId: event.data.machineId, sessionId, reason, at } }] });
+      } else if (event.type === 'QuotaClaimed') {
+        undo.push({ stream: o.write.stream, expected, events: [{ type: 'QuotaReturned', data: { tenantId: event.data.tenantId, sessionId, count: event.data.count, at } }] });
+      } else if (event.type === 'MachineRequested') {
+        undo.push({ stream: o.write.stream, expected, events: [{ type: 'SessionRejected', data: { sessionId, reason, at } }] });
+      }
+    }
+    const results = await this.ledger.commit(undo, meta);
+    // A compensation can only conflict if something else touched the stream; settle() repairs that later.
+    if (results.some((r) => !r.ok)) await this.settle(sessionId, meta);
+  }
+
+  async end(sessionId: number, reason: 'done' | 'expired' | 'tenant-retired', actor: Actor | null): Promise<Session> {
+    const meta = metaFor(actor);
+    const outcomes = await this.ledger.decideAndCommit((world) => {
+      const s = actor ? visibleSession(world, sessionId, actor.tenant) : (world.sessions.get(sessionId) ?? refuse('not_found', `session ${sessionId} not found`));
+      const w = decideEndSession(s, reason, now());
+      return w ? [w] : [];
+    }, meta);
+    failOnConflict(outcomes);
+    await this.settle(sessionId, meta);
+    return this.ledger.world.sessions.get(sessionId)!;
+  }
+
+  /** Release what an ended session still holds, then recycle machines whose policy needs no playbook. */
+  async settle(sessionId: number, meta: EventMetadata): Promise<void> {
+    await this.ledger.decideAndCommit((world) => {
+      const s = world.sessions.get(sessionId);
+      return s ? decideSettleSession(world, s, now()) : [];
+    }, meta);
+    const machines = this.ledger.world.sessions.get(sessionId)?.machineIds ?? [];
+    for (const id of machines) await this.recycleIfInstant(id, meta);
+  }
+
+  async recycleIfInstant(machineId: number, meta: EventMetadata): Promise<void> {
+    await this.ledger.decideAndCommit((world) => {
+      const m = world.machines.get(machineId);
+      const policy = m && this.catalog.pool(m.pool)?.['release-policy'];
+      if (!m || policy !== 'reuse') return [];
+      const w = decideRecycle(m, policy, now());
+      return w ? [w] : [];
+    }, meta);
+  }
+}
+

@@ -1,0 +1,253 @@
+import { type DuffyEvent, type MachineState, type NodeSpec, type ReleaseReason, type TenantSettings } from './events.js';
+
+/**
+ * The state every decision reads: all tenants, machines and sessions folded from the ledger.
+ * `evolve` mutates the World it is given (a fold over millions of events must not copy maps);
+ * it does no I/O and reads no clock, so a replay from position 0 always yields the same World.
+ */
+export interface Tenant extends TenantSettings {
+  id: number;
+  name: string;
+  apiKeyDigest: string;
+  isAdmin: boolean;
+  createdAt: string;
+  retiredAt: string | null;
+  revision: number;
+  /** Machines claimed against the quota, per session (invariant 3). */
+  claims: Map<number, number>;
+  /** Platform family of the tenant's first allocation (invariant 7). */
+  platform: string | null;
+}
+
+export interface Machine {
+  id: number;
+  hostname: string;
+  ipaddr: string | null;
+  pool: string;
+  reusable: boolean;
+  data: Record<string, unknown>;
+  state: MachineState;
+  createdAt: string;
+  retiredAt: string | null;
+  revision: number;
+  sessionId: number | null;
+  tenantId: number | null;
+  reservedAt: string | null;
+  /** Wear: how often and how long the machine has been in use (invariant 8). */
+  allocations: number;
+  busyMs: number;
+  lastUsedAt: string | null;
+}
+
+export type SessionStatus = 'requested' | 'active' | 'rejected' | 'released' | 'expired';
+
+export interface Session {
+  id: number;
+  tenantId: number;
+  specs: NodeSpec[];
+  createdAt: string;
+  expiresAt: string;
+  retiredAt: string | null;
+  status: SessionStatus;
+  releaseReason: ReleaseReason | null;
+  rejection: string | null;
+  /** Every machine ever reserved for it, in order; `active` ones are those still held. */
+  machineIds: number[];
+  revision: number;
+}
+
+export interface World {
+  tenants: Map<number, Tenant>;
+  tenantIdsByName: Map<string, number>;
+  tenantIdsByDigest: Map<string, number>;
+  machines: Map<number, Machine>;
+  machineIdsByHostname: Map<string, number>;
+  sessions: Map<number, Session>;
+  /** Last revision of each id sequence stream, so an id is `revision + 1` of the IdAllocated event. */
+  lastSessionId: number;
+  position: bigint;
+}
+
+export function emptyWorld(): World {
+  return {
+    tenants: new Map(),
+    tenantIdsByName: new Map(),
+    tenantIdsByDigest: new Map(),
+    machines: new Map(),
+    machineIdsByHostname: new Map(),
+    sessions: new Map(),
+    lastSessionId: 0,
+    position: 0n,
+  };
+}
+
+export const sessionIsLive = (s: Session) => s.status === 'requested' || s.status === 'active';
+export const claimedBy = (t: Tenant) => [...t.claims.values()].reduce((a, b) => a + b, 0);
+
+/** Fold one recorded event into the World. Unknown types are ignored, so old code can read newer ledgers. */
+export function evolve(world: World, event: DuffyEvent & { revision: number; position?: bigint }): World {
+  const { revision } = event;
+  if (event.position !== undefined) world.position = event.position;
+  switch (event.type) {
+    case 'IdAllocated':
+      return world;
+    case 'TenantRegistered': {
+      const d = event.data;
+      world.tenants.set(d.tenantId, {
+        id: d.tenantId,
+        name: d.name,
+        apiKeyDigest: d.apiKeyDigest,
+        isAdmin: d.isAdmin,
+        sshKey: d.sshKey,
+        nodeQuota: d.nodeQuota,
+        sessionLifetime: d.sessionLifetime,
+        sessionLifetimeMax: d.sessionLifetimeMax,
+        createdAt: d.at,
+        retiredAt: null,
+        revision,
+        claims: new Map(),
+        platform: null,
+      });
+      world.tenantIdsByName.set(d.name, d.tenantId);
+      world.tenantIdsByDigest.set(d.apiKeyDigest, d.tenantId);
+      return world;
+    }
+    case 'TenantUpdated': {
+      const t = world.tenants.get(event.data.tenantId);
+      if (!t) return world;
+      const { apiKeyDigest, ...settings } = event.data.changes;
+      if (apiKeyDigest !== undefined) {
+        world.tenantIdsByDigest.delete(t.apiKeyDigest);
+        world.tenantIdsByDigest.set(apiKeyDigest, t.id);
+        t.apiKeyDigest = apiKeyDigest;
+      }
+      Object.assign(t, settings);
+      t.revision = revision;
+      return world;
+    }
+    case 'TenantRetired':
+    case 'TenantReactivated': {
+      const t = world.tenants.get(event.data.tenantId);
+      if (!t) return world;
+      t.retiredAt = event.type === 'TenantRetired' ? event.data.at : null;
+      t.revision = revision;
+      return world;
+    }
+    case 'QuotaClaimed':
+    case 'QuotaReturned': {
+      const t = world.tenants.get(event.data.tenantId);
+      if (!t) return world;
+      if (event.type === 'QuotaClaimed') t.claims.set(event.data.sessionId, event.data.count);
+      else t.claims.delete(event.data.sessionId);
+      t.revision = revision;
+      return world;
+    }
+    case 'MachineRegistered': {
+      const d = event.data;
+      world.machines.set(d.machineId, {
+        id: d.machineId,
+        hostname: d.hostname,
+        ipaddr: d.ipaddr,
+        pool: d.pool,
+        reusable: d.reusable,
+        data: d.data,
+        state: d.state,
+        createdAt: d.at,
+        retiredAt: null,
+        revision,
+        sessionId: null,
+        tenantId: null,
+        reservedAt: null,
+        allocations: 0,
+        busyMs: 0,
+        lastUsedAt: null,
+      });
+      world.machineIdsByHostname.set(d.hostname, d.machineId);
+      return world;
+    }
+    case 'MachineReserved': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.sessionId = event.data.sessionId;
+      m.tenantId = event.data.tenantId;
+      m.reservedAt = event.data.at;
+      m.state = event.data.contextualize ? 'contextualizing' : 'deployed';
+      m.allocations += 1;
+      m.lastUsedAt = event.data.at;
+      m.revision = revision;
+      const t = world.tenants.get(event.data.tenantId);
+      if (t && t.platform === null) t.platform = event.data.platform;
+      const s = world.sessions.get(event.data.sessionId);
+      if (s && s.tenantId === event.data.tenantId && !s.machineIds.includes(m.id)) s.machineIds.push(m.id);
+      return world;
+    }
+    case 'MachineReservationCancelled':
+    case 'MachineReleased': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      if (m.reservedAt) m.busyMs += Math.max(0, Date.parse(event.data.at) - Date.parse(m.reservedAt));
+      m.lastUsedAt = event.data.at;
+      m.sessionId = null;
+      m.tenantId = null;
+      m.reservedAt = null;
+      // A cancelled reservation never reached the tenant: the machine is as ready as before.
+      m.state = event.type === 'MachineReleased' ? 'deprovisioning' : 'ready';
+      m.revision = revision;
+      return world;
+    }
+    case 'MachineRecycled': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.state = event.data.state;
+      if (event.data.state === 'done') m.retiredAt = event.data.at;
+      m.revision = revision;
+      return world;
+    }
+    case 'MachineRequested': {
+      const d = event.data;
+      world.sessions.set(d.sessionId, {
+        id: d.sessionId,
+        tenantId: d.tenantId,
+        specs: d.specs,
+        createdAt: d.at,
+        expiresAt: d.expiresAt,
+        retiredAt: null,
+        status: 'requested',
+        releaseReason: null,
+        rejection: null,
+        machineIds: [],
+        revision,
+      });
+      if (d.sessionId > world.lastSessionId) world.lastSessionId = d.sessionId;
+      return world;
+    }
+    case 'SessionStarted':
+    case 'SessionRejected':
+    case 'SessionExtended':
+    case 'SessionReleased':
+    case 'SessionExpired': {
+      const s = world.sessions.get(event.data.sessionId);
+      if (!s) return world;
+      s.revision = revision;
+      if (event.type === 'SessionStarted') {
+        s.status = 'active';
+        s.machineIds = event.data.machineIds;
+      } else if (event.type === 'SessionRejected') {
+        s.status = 'rejected';
+        s.rejection = event.data.reason;
+        s.retiredAt = event.data.at;
+      } else if (event.type === 'SessionExtended') {
+        s.expiresAt = event.data.expiresAt;
+      } else {
+        s.status = event.type === 'SessionExpired' ? 'expired' : 'released';
+        s.releaseReason = event.type === 'SessionExpired' ? 'expired' : event.data.reason;
+        s.retiredAt = event.data.at;
+      }
+      return world;
+    }
+    default: {
+      const unknownEvent: never = event;
+      return unknownEvent ? world : world;
+    }
+  }
+}
