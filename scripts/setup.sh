@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what Duffy needs on a Debian machine, idempotently: Ansible from Debian, then npm packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need_apt=()
+command -v ansible-playbook >/dev/null || need_apt+=(ansible-core)
+# community.general (IPMI) and community.libvirt come with Debian's `ansible` collection bundle.
+[ -d /usr/lib/python3/dist-packages/ansible_collections/community/general ] || need_apt+=(ansible)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  echo "setup: apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# npm ci only when the lock file changed since the last install (it rebuilds better-sqlite3, ~90 s).
+stamp=node_modules/.duffy-lock-stamp
+if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund
+  cp package-lock.json "$stamp"
+fi

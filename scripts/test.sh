@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every suite, then prints the closing line CI reads: "N passed, N failed, N skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p test-results
+npx tsc --noEmit -p tsconfig.json || { echo "typecheck failed"; echo "0 passed, 1 failed"; exit 1; }
+NODE_OPTIONS=--experimental-vm-modules npx jest --runInBand --json --outputFile=test-results/jest.json "$@" 2>&1
+status=$?
+node -e '
+  const r = JSON.parse(require("fs").readFileSync("test-results/jest.json", "utf8"));
+  const broken = r.numRuntimeErrorTestSuites || 0;
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests + broken} failed, ${r.numPendingTests} skipped`);
+' || { echo "0 passed, 1 failed"; exit 1; }
+exit $status

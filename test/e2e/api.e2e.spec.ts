@@ -1,0 +1,140 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { type Client, type Running, basic, newTenant, startDuffy } from '../support/server.js';
+
+const V1 = '/api/v1';
+
+describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
+  let duffy: Running;
+  let alice: Client;
+  let bob: Client;
+
+  beforeAll(async () => {
+    duffy = await startDuffy();
+    alice = await newTenant(duffy, 'alice');
+    bob = await newTenant(duffy, 'bob');
+  });
+  afterAll(() => duffy.close());
+
+  it('answers pools with exactly name and fill-level, and levels per pool', async () => {
+    const list = await alice.get(`${V1}/pools`);
+    expect(list.status).toBe(200);
+    expect(list.body.action).toBe('get');
+    for (const p of list.body.pools) expect(Object.keys(p).sort()).toEqual(['fill-level', 'name']);
+    const one = await alice.get(`${V1}/pools/metal-intel-x86_64`);
+    expect(Object.keys(one.body.pool).sort()).toEqual(['fill-level', 'levels', 'name']);
+    expect(Object.keys(one.body.pool.levels).sort()).toEqual(['contextualizing', 'deployed', 'deprovisioning', 'provisioning', 'ready']);
+    expect((await alice.get(`${V1}/pools/nope`)).status).toBe(404);
+  });
+
+  it('runs request -> list -> done with Duffy v3 shapes', async () => {
+    const created = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 2 }] });
+    expect(created.status).toBe(201);
+    const s = created.body.session;
+    expect(Object.keys(s).sort()).toEqual(['active', 'created_at', 'data', 'expires_at', 'id', 'nodes', 'retired_at', 'tenant']);
+    expect(Object.keys(s.tenant).sort()).toEqual(
+      ['active', 'created_at', 'effective_node_quota', 'effective_session_lifetime', 'effective_session_lifetime_max', 'id', 'is_admin', 'name', 'node_quota', 'retired_at', 'session_lifetime', 'session_lifetime_max', 'ssh_key'].sort(),
+    );
+    expect(s.tenant.ssh_key).toBe('**********');
+    expect(s.nodes).toHaveLength(2);
+    for (const n of s.nodes) {
+      expect(Object.keys(n).sort()).toEqual(['comment', 'data', 'hostname', 'id', 'ipaddr', 'pool', 'reusable', 'state']);
+      expect(n.state).toBe('deployed');
+    }
+    expect(Number.isInteger(s.id)).toBe(true);
+    expect(Date.parse(s.expires_at) - Date.parse(s.created_at)).toBe(6 * 3600 * 1000);
+
+    const mine = await alice.get(`${V1}/sessions`);
+    expect(mine.body.sessions.map((x: { id: number }) => x.id)).toContain(s.id);
+    expect((await bob.get(`${V1}/sessions`)).body.sessions.map((x: { id: number }) => x.id)).not.toContain(s.id);
+
+    const done = await alice.put(`${V1}/sessions/${s.id}`, { active: false });
+    expect(done.status).toBe(200);
+    expect(done.body.action).toBe('put');
+    expect(done.body.session.active).toBe(false);
+    expect(done.body.session.retired_at).not.toBeNull();
+    const pool = await alice.get(`${V1}/pools/vm-intel-x86_64`);
+    expect(pool.body.pool.levels.ready).toBe(4);
+    expect((await alice.get(`${V1}/sessions`)).body.sessions.map((x: { id: number }) => x.id)).not.toContain(s.id);
+  });
+
+  it('keeps tenants apart: bob can neither see nor end nor extend alice\'s session', async () => {
+    const s = (await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-amd-x86_64', quantity: 1 }] })).body.session;
+    expect((await bob.get(`${V1}/sessions/${s.id}`)).status).toBe(404);
+    const put = await bob.put(`${V1}/sessions/${s.id}`, { active: false });
+    expect(put.status).toBe(404);
+    expect(JSON.stringify(put.body)).not.toContain('metal-amd');
+    expect((await bob.put(`${V1}/sessions/${s.id}`, { expires_at: '+1h' })).status).toBe(404);
+    const still = await alice.get(`${V1}/sessions/${s.id}`);
+    expect(still.body.session.active).toBe(true);
+    expect(still.body.session.expires_at).toBe(s.expires_at);
+    // The admin sees every session.
+    expect((await duffy.admin.get(`${V1}/sessions/${s.id}`)).status).toBe(200);
+    await alice.put(`${V1}/sessions/${s.id}`, { active: false });
+  });
+
+  it('extends a session, clamped to the maximum lifetime', async () => {
+    const s = (await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-amd-x86_64', quantity: 1 }] })).body.session;
+    const r = await alice.put(`${V1}/sessions/${s.id}`, { expires_at: '+48h' });
+    expect(r.status).toBe(200);
+    expect(Date.parse(r.body.session.expires_at) - Date.parse(s.created_at)).toBe(12 * 3600 * 1000);
+    await alice.put(`${V1}/sessions/${s.id}`, { active: false });
+  });
+
+  it('asks by type/arch/platform instead of a pool', async () => {
+    const r = await bob.post(`${V1}/sessions`, { nodes_specs: [{ type: 'baremetal', arch: 'aarch64', quantity: 1 }] });
+    expect(r.status).toBe(201);
+    expect(r.body.session.nodes[0].pool).toBe('metal-arm-aarch64');
+    const none = await bob.post(`${V1}/sessions`, { nodes_specs: [{ type: 'vm', arch: 'sparc', quantity: 1 }] });
+    expect(none.status).toBe(422);
+    expect(none.body.detail).toMatch(/^can't reserve nodes: /);
+    await bob.put(`${V1}/sessions/${r.body.session.id}`, { active: false });
+  });
+
+  it('refuses over quota with 403 and the numbers, and over capacity with 422 naming what is missing', async () => {
+    const small = await newTenant(duffy, 'small', { node_quota: 1 });
+    const q = await small.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 2 }] });
+    expect(q.status).toBe(403);
+    expect(q.body.detail).toBe('quota exceeded: tenant small has 0 of 1 nodes and asked for 2 more');
+    const c = await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 3 }] });
+    expect(c.status).toBe(422);
+    expect(c.body.detail).toBe("can't reserve nodes: pool vm-arm-aarch64: 3 requested, 2 available");
+  });
+
+  describe('bad input: always 4xx with a clear detail, never 5xx', () => {
+    const cases: Array<[string, () => Promise<{ status: number; body: any }>, number, RegExp]> = [
+      ['malformed JSON', () => alice.call('POST', `${V1}/sessions`, undefined, '{"nodes_specs": ['), 400, /JSON|Unexpected|Expected/],
+      ['wrong type for quantity', () => alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 'two' }] }), 422, /quantity/],
+      ['wrong type for nodes_specs', () => alice.post(`${V1}/sessions`, { nodes_specs: 'all' }), 422, /nodes_specs/],
+      ['quantity 0', () => alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 0 }] }), 422, /at least 1/],
+      ['negative quantity', () => alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: -3 }] }), 422, /at least 1/],
+      ['quantity 10^9', () => alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1e9 }] }), 422, /at most/],
+      ['unknown pool', () => alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'no-such-pool', quantity: 1 }] }), 404, /unknown pool no-such-pool/],
+      ['empty nodes_specs', () => alice.post(`${V1}/sessions`, { nodes_specs: [] }), 422, /empty/],
+      ['a JSON array body', () => alice.call('POST', `${V1}/sessions`, undefined, '[1,2]'), 422, /nodes_specs/],
+      ['a 10 MB body', () => alice.call('POST', `${V1}/sessions`, undefined, JSON.stringify({ nodes_specs: [], pad: 'x'.repeat(10 * 1024 * 1024) })), 413, /too large/],
+      ['missing auth', () => new (alice.constructor as any)(duffy.url).get(`${V1}/sessions`), 401, /Not authenticated/],
+      ['garbled auth', () => new (alice.constructor as any)(duffy.url, 'Basic %%%garbage').get(`${V1}/sessions`), 401, /Malformed/],
+      ['wrong key', () => new (alice.constructor as any)(duffy.url, basic('alice', 'not-the-key')).get(`${V1}/sessions`), 401, /Invalid/],
+      ['non-integer id', () => alice.get(`${V1}/sessions/abc`), 422, /integer/],
+      ['unknown session', () => alice.get(`${V1}/sessions/999999`), 404, /not found/],
+      [
+        'bad expires_at',
+        async () => {
+          const s = (await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 1 }] })).body.session;
+          const r = await alice.put(`${V1}/sessions/${s.id}`, { expires_at: 'soon' });
+          await alice.put(`${V1}/sessions/${s.id}`, { active: false });
+          return r;
+        },
+        422,
+        /expires_at must be like/,
+      ],
+      ['non-admin creating a tenant', () => alice.post(`${V1}/tenants`, { name: 'mallory', ssh_key: 'x' }), 403, /admin/],
+    ];
+    it.each(cases)('%s', async (_name, send, status, detail) => {
+      const r = await send();
+      expect(r.status).toBe(status);
+      expect(typeof r.body.detail).toBe('string');
+      expect(r.body.detail).toMatch(detail);
+    });
+  });
+});

@@ -1,0 +1,79 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+
+/** cico 0.4.7's calls, byte for byte where it matters. */
+describe('legacy cico API', () => {
+  let duffy: Running;
+  let key: string;
+  let plain: Client;
+
+  beforeAll(async () => {
+    duffy = await startDuffy();
+    const r = await duffy.admin.post('/api/v1/tenants', { name: 'cico-user', ssh_key: 'ssh-rsa AAAA cico', node_quota: 3 });
+    key = r.body.tenant.api_key;
+    plain = duffy.client('x', 'y');
+    await newTenant(duffy, 'other');
+  });
+  afterAll(() => duffy.close());
+
+  const get = (path: string) => fetch(duffy.url + path).then(async (r) => ({ status: r.status, type: r.headers.get('content-type'), body: JSON.parse(await r.text()) }));
+
+  it('Node/get -> {ssid, hosts}; Inventory with and without key; Node/done -> "Done"', async () => {
+    const got = await get(`/Node/get?key=${key}&ver=9-stream&arch=x86_64&count=2`);
+    expect(got.status).toBe(200);
+    expect(Object.keys(got.body).sort()).toEqual(['hosts', 'ssid']);
+    expect(Number.isInteger(got.body.ssid)).toBe(true);
+    expect(got.body.hosts).toHaveLength(2);
+
+    const mine = await get(`/Inventory?key=${key}`);
+    expect(mine.body).toEqual(got.body.hosts.map((h: string) => [h, got.body.ssid]));
+    const all = await get('/Inventory');
+    const rows = all.body.filter((row: unknown[]) => row[6] === String(got.body.ssid));
+    expect(rows).toHaveLength(2);
+    for (const row of rows) {
+      expect(row).toHaveLength(14);
+      expect(got.body.hosts).toContain(row[1]);
+      expect(row[10]).toBe('x86_64');
+    }
+
+    const done = await get(`/Node/done?key=${key}&ssid=${got.body.ssid}`);
+    expect(done).toMatchObject({ status: 200, body: 'Done' });
+    expect((await get(`/Inventory?key=${key}`)).body).toEqual([]);
+  });
+
+  it('uses cico defaults (ver 7, x86_64, count 1) and maps aarch64', async () => {
+    const def = await get(`/Node/get?key=${key}`);
+    expect(def.body.hosts).toHaveLength(1);
+    expect(def.body.hosts[0]).toMatch(/^metal-intel-/);
+    const arm = await get(`/Node/get?key=${key}&ver=8-stream&arch=aarch64`);
+    expect(arm.body.hosts[0]).toMatch(/^metal-arm-/);
+    await get(`/Node/done?key=${key}&ssid=${def.body.ssid}`);
+    await get(`/Node/done?key=${key}&ssid=${arm.body.ssid}`);
+  });
+
+  it('answers 200 "Failed to allocate nodes" when nothing can be had, as cico expects', async () => {
+    for (const q of ['count=5', 'ver=6', 'arch=ppc64le', 'count=0', 'count=lots']) {
+      const r = await get(`/Node/get?key=${key}&${q}`);
+      expect(r).toMatchObject({ status: 200, body: 'Failed to allocate nodes' });
+    }
+  });
+
+  it('Node/fail keeps the machines 6 more hours', async () => {
+    const got = await get(`/Node/get?key=${key}`);
+    const before = (await duffy.admin.get(`/api/v1/sessions/${got.body.ssid}`)).body.session;
+    expect((await get(`/Node/fail?key=${key}&ssid=${got.body.ssid}`)).body).toBe('Done');
+    const after = (await duffy.admin.get(`/api/v1/sessions/${got.body.ssid}`)).body.session;
+    expect(Date.parse(after.expires_at)).toBeGreaterThan(Date.parse(before.expires_at));
+    await get(`/Node/done?key=${key}&ssid=${got.body.ssid}`);
+  });
+
+  it('rejects an unknown key with 403 {"msg": "Invalid duffy key"}, and another tenant\'s ssid with 404', async () => {
+    expect(await get('/Node/get?key=nope')).toMatchObject({ status: 403, body: { msg: 'Invalid duffy key' } });
+    expect(await get('/Inventory?key=nope')).toMatchObject({ status: 403, body: { msg: 'Invalid duffy key' } });
+    const other = (await duffy.admin.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+    const r = await get(`/Node/done?key=${key}&ssid=${other.id}`);
+    expect(r.status).toBe(404);
+    expect((await duffy.admin.get(`/api/v1/sessions/${other.id}`)).body.session.active).toBe(true);
+    void plain;
+  });
+});

@@ -1,0 +1,43 @@
+import type { Write } from '../../src/ledger/decide.js';
+import type { DuffyEvent } from '../../src/ledger/events.js';
+import { type World, emptyWorld, evolve } from '../../src/ledger/world.js';
+
+/** Given-when-then on events: the World folded from `given`, the events a decision writes out. */
+export function given(...history: Array<[stream: string, event: DuffyEvent]>): World {
+  const world = emptyWorld();
+  const revisions = new Map<string, number>();
+  let position = 0n;
+  for (const [stream, event] of history) {
+    const revision = (revisions.get(stream) ?? -1) + 1;
+    revisions.set(stream, revision);
+    evolve(world, { ...event, revision, position: ++position } as never);
+  }
+  return world;
+}
+
+/** The events of writes, with their streams and guards, for `expect(...).toEqual`. */
+export const written = (writes: Write[]) => writes.map((w) => ({ stream: w.stream, expected: w.expected, events: w.events }));
+
+export const AT = '2026-01-01T00:00:00.000Z';
+export const LATER = '2026-01-01T01:00:00.000Z';
+
+export const tenant = (tenantId: number, name: string, extra: Partial<{ nodeQuota: number | null; isAdmin: boolean }> = {}): [string, DuffyEvent] => [
+  `tenant-${name}`,
+  {
+    type: 'TenantRegistered',
+    data: { tenantId, name, apiKeyDigest: `digest-${name}`, isAdmin: extra.isAdmin ?? false, sshKey: 'ssh-ed25519 AAAA', nodeQuota: extra.nodeQuota ?? null, sessionLifetime: null, sessionLifetimeMax: null, at: AT },
+  },
+];
+
+export const machine = (machineId: number, hostname: string, pool: string, state: 'ready' | 'unused' = 'ready'): [string, DuffyEvent] => [
+  `machine-${hostname}`,
+  { type: 'MachineRegistered', data: { machineId, hostname, ipaddr: null, pool, reusable: true, data: {}, state, at: AT } },
+];
+
+export const POOLS = [
+  { name: 'metal-intel', type: 'baremetal' as const, arch: 'x86_64', platform: 'intel' },
+  { name: 'metal-amd', type: 'baremetal' as const, arch: 'x86_64', platform: 'amd' },
+  { name: 'vm-intel', type: 'vm' as const, arch: 'x86_64', platform: 'intel' },
+];
+
+export const DEFAULTS = { nodeQuota: 5, sessionLifetime: 3600, sessionLifetimeMax: 7200 };

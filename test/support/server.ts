@@ -1,0 +1,71 @@
+import type { INestApplication } from '@nestjs/common';
+import { mkdtempSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DEMO_CONFIG, type Settings, loadConfig } from '../../src/config/config.js';
+import { createApp } from '../../src/main.js';
+
+export const ADMIN_KEY = '00000000-0000-4000-8000-000000000001';
+
+export interface Running {
+  app: INestApplication;
+  url: string;
+  dataDir: string;
+  admin: Client;
+  client(name: string, key: string): Client;
+  close(): Promise<void>;
+}
+
+export type Reply = { status: number; body: any; headers: Headers };
+
+export class Client {
+  constructor(
+    readonly url: string,
+    private readonly auth?: string,
+  ) {}
+
+  async call(method: string, path: string, body?: unknown, raw?: string): Promise<Reply> {
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (this.auth) headers.authorization = this.auth;
+    const res = await fetch(this.url + path, { method, headers, body: raw ?? (body === undefined ? undefined : JSON.stringify(body)) });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      /* not JSON: keep the text so the test can show it */
+    }
+    return { status: res.status, body: parsed, headers: res.headers };
+  }
+  get = (path: string) => this.call('GET', path);
+  post = (path: string, body: unknown) => this.call('POST', path, body);
+  put = (path: string, body: unknown) => this.call('PUT', path, body);
+}
+
+export const basic = (name: string, key: string) => `Basic ${Buffer.from(`${name}:${key}`).toString('base64')}`;
+
+/** A real Duffy on a free port with its own data dir: the embedded ledger, the demo inventory unless told otherwise. */
+export async function startDuffy(opts: { dataDir?: string; configFile?: string; reconcileEveryMs?: number } = {}): Promise<Running> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'duffy-e2e-'));
+  const configFile = opts.configFile ?? DEMO_CONFIG;
+  const settings: Settings = { port: 0, dataDir, configFile, adminName: 'admin', adminKey: ADMIN_KEY, config: loadConfig(configFile) };
+  const { app } = await createApp(settings, { logger: false, reconcileEveryMs: opts.reconcileEveryMs ?? 60_000 });
+  await app.listen(0, '127.0.0.1');
+  const url = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}`;
+  return {
+    app,
+    url,
+    dataDir,
+    admin: new Client(url, basic('admin', ADMIN_KEY)),
+    client: (name, key) => new Client(url, basic(name, key)),
+    close: () => app.close(),
+  };
+}
+
+/** Creates a tenant through the API and returns a client logged in as it. */
+export async function newTenant(duffy: Running, name: string, extra: Record<string, unknown> = {}): Promise<Client> {
+  const r = await duffy.admin.post('/api/v1/tenants', { name, ssh_key: `ssh-ed25519 AAAAC3Nza ${name}@ci`, ...extra });
+  if (r.status !== 201) throw new Error(`tenant ${name}: ${r.status} ${JSON.stringify(r.body)}`);
+  return duffy.client(name, r.body.tenant.api_key);
+}

@@ -1,0 +1,37 @@
+import { describe, expect, it } from '@jest/globals';
+import { planAllocation } from '../../src/scheduling/policy.js';
+import type { Machine } from '../../src/ledger/world.js';
+import { POOLS } from '../support/given.js';
+
+const m = (id: number, pool: string, busyMs = 0, allocations = 0) => ({ id, pool, busyMs, allocations }) as Machine;
+const inventory = [m(1, 'metal-intel', 500, 3), m(2, 'metal-intel', 100, 9), m(3, 'metal-intel', 100, 2), m(4, 'metal-amd', 0, 0), m(5, 'vm-intel')];
+const free = (pool: string) => inventory.filter((x) => x.pool === pool);
+
+describe('allocation policy', () => {
+  it('chooses the least-stressed machine: busy time, then allocations, then id', () => {
+    const plan = planAllocation({ specs: [{ pool: 'metal-intel', quantity: 2 }], pools: POOLS, free, tenantPlatform: null });
+    expect(plan.ok && plan.picks.map((p) => p.machine.id)).toEqual([3, 2]);
+  });
+
+  it('keeps a tenant on its established platform for type-based requests', () => {
+    const plan = planAllocation({ specs: [{ type: 'baremetal', quantity: 1 }], pools: POOLS, free, tenantPlatform: 'intel' });
+    expect(plan.ok && plan.picks.map((p) => [p.machine.id, p.affinity])).toEqual([[3, 'kept']]);
+  });
+
+  it('refuses another family unless the request names it, and says why', () => {
+    const plan = planAllocation({ specs: [{ type: 'baremetal', quantity: 4 }], pools: POOLS, free, tenantPlatform: 'intel' });
+    expect(plan).toEqual({ ok: false, reason: 'baremetal: 4 requested, 3 available on platform intel' });
+    const explicit = planAllocation({ specs: [{ type: 'baremetal', platform: 'amd', quantity: 1 }], pools: POOLS, free, tenantPlatform: 'intel' });
+    expect(explicit.ok && explicit.picks.map((p) => [p.machine.id, p.affinity])).toEqual([[4, 'fallback']]);
+  });
+
+  it('treats baremetal and vm as separate capacity', () => {
+    const plan = planAllocation({ specs: [{ type: 'vm', quantity: 2 }], pools: POOLS, free, tenantPlatform: null });
+    expect(plan).toEqual({ ok: false, reason: 'vm: 2 requested, 1 available' });
+  });
+
+  it('never picks one machine twice inside a request', () => {
+    const plan = planAllocation({ specs: [{ pool: 'metal-intel', quantity: 2 }, { type: 'baremetal', arch: 'x86_64', quantity: 1 }], pools: POOLS, free, tenantPlatform: null });
+    expect(plan.ok && plan.picks.map((p) => p.machine.id)).toEqual([3, 2, 1]);
+  });
+});
