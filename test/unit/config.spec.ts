@@ -1,0 +1,47 @@
+import { describe, expect, it } from '@jest/globals';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, DEMO_CONFIG, legacyPool, loadConfig } from '../../src/config/config.js';
+
+const write = (yaml: string) => {
+  const file = join(mkdtempSync(join(tmpdir(), 'duffy-cfg-')), 'duffy.yaml');
+  writeFileSync(file, yaml);
+  return file;
+};
+const pool = 'pools: [{ name: p1, type: baremetal, arch: x86_64, platform: intel }]\n';
+
+describe('configuration', () => {
+  it('loads the bundled demo inventory: baremetal and VM pools on several platform families', () => {
+    const c = loadConfig(DEMO_CONFIG);
+    expect(new Set(c.pools.map((p) => p.type))).toEqual(new Set(['baremetal', 'vm']));
+    expect(new Set(c.pools.map((p) => p.platform)).size).toBeGreaterThanOrEqual(3);
+    expect(c.machines.length).toBeGreaterThanOrEqual(20);
+    for (const ver of ['7', '8', '8-stream', '9', '9-stream', '10-stream']) {
+      for (const arch of ['x86_64', 'aarch64']) expect(legacyPool(c.legacy, { ver, arch })).toBeDefined();
+    }
+    expect(legacyPool(c.legacy, { ver: '6', arch: 'x86_64' })).toBeUndefined();
+  });
+
+  it.each([
+    ['not YAML', 'pools: [', /cannot read YAML/],
+    ['a list at top level', '- a\n- b\n', /top level must be a mapping/],
+    ['an unknown type', 'pools: [{ name: p1, type: mainframe, arch: x, platform: y }]', /pools\[0\]\.type: type must be one of/],
+    ['a machine in an unknown pool', `${pool}machines: [{ hostname: a.b, pool: nope }]`, /machines\[0\]\.pool: unknown pool nope/],
+    ['a bad IP', `${pool}machines: [{ hostname: a.b, pool: p1, ipaddr: 999.1.1.1 }]`, /machines\[0\]\.ipaddr/],
+    ['a duplicate host', `${pool}machines: [{ hostname: a.b, pool: p1 }, { hostname: a.b, pool: p1 }]`, /machines\[1\]\.hostname: duplicate/],
+    ['a bad legacy pattern', `${pool}legacy: [{ ver: '(', pool: p1 }]`, /legacy\[0\]\.ver: invalid pattern/],
+    ['an unknown key', `${pool}colour: blue`, /colour/],
+  ])('refuses %s, naming the file, key and problem', (_name, yaml, message) => {
+    const file = write(yaml);
+    let error: unknown;
+    try {
+      loadConfig(file);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as Error).message).toContain(file);
+    expect((error as Error).message).toMatch(message);
+  });
+});
