@@ -22,6 +22,8 @@ import {
 import { Ledger } from './ledger/ledger.service.js';
 import { InFlight, SessionLifecycle } from './ledger/session-lifecycle.js';
 import { Reconciler } from './ledger/reconciler.service.js';
+import { AnsibleRunner, PLAYBOOK_RUNNER } from './provisioning/ansible-runner.js';
+import { LookForProvisioningWorkHandler, Provisioner, ProvisioningSaga } from './provisioning/provisioner.service.js';
 
 @Module({})
 export class AppModule {
@@ -40,6 +42,10 @@ export class AppModule {
         InFlight,
         SessionLifecycle,
                     Reconciler,
+        { provide: PLAYBOOK_RUNNER, useFactory: () => new AnsibleRunner() },
+        Provisioner,
+        ProvisioningSaga,
+        LookForProvisioningWorkHandler,
         Bootstrap,
         BasicAuthGuard,
         RegisterTenantHandler,

@@ -10,6 +10,7 @@ const STATUS: Record<DomainErrorKind, number> = {
   quota: 403,
   capacity: 422,
   conflict: 409,
+  unavailable: 503,
 };
 
 /** Every error leaves as `{"detail": "..."}` (Duffy v3); nothing internal leaks, nothing is a bare 500 page. */
@@ -29,6 +30,7 @@ export class ErrorsFilter implements ExceptionFilter {
     const [status, detail] = describe(error);
     if (status >= 500) this.log.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
     if (status === 401) res.setHeader('WWW-Authenticate', 'Basic realm="duffy"');
+    if (status === 503) res.setHeader('Retry-After', '60');
     res.status(status).json({ detail });
   }
 }

@@ -33,6 +33,18 @@ export class PoolConfig {
   @IsIn(['reuse', 'rebuild', 'reinstall', 'shutdown']) 'release-policy': RecyclePolicy = 'reuse';
   /** Inject the tenant's SSH key with the contextualize playbook before hand-over. */
   @IsBoolean() contextualize = false;
+  /** Run the collect-artifacts playbook before release; files land under <data dir>/artifacts/session-<id>/. */
+  @IsBoolean() 'collect-artifacts' = false;
+  /** Seconds one playbook run may take before its process group is killed. */
+  @IsInt() @Min(1) @Max(86400) 'playbook-timeout' = 1800;
+  /** Seconds a request waits for provisioning and hand-over before it is answered 503. */
+  @IsInt() @Min(1) @Max(86400) 'handover-timeout' = 900;
+  /** Failures in a row after which a machine is quarantined. */
+  @IsInt() @Min(1) @Max(100) 'quarantine-after' = 3;
+  /** Seconds between health checks of a quarantined machine. */
+  @IsInt() @Min(1) 'health-check-interval' = 600;
+  /** Playbook paths (relative to ansible/ or absolute) overriding the generic ones, per action. */
+  @IsOptional() @IsObject() playbooks: Partial<Record<'provision' | 'contextualize' | 'decontextualize' | 'release' | 'collect_artifacts' | 'health_check', string>> = {};
   @IsOptional() @IsObject() vars: Record<string, unknown> = {};
 }
 

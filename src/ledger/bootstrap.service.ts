@@ -3,6 +3,7 @@ import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from './catalog.js';
 import { RegisterMachineCommand, RegisterTenantCommand } from './commands.js';
 import { Ledger } from './ledger.service.js';
+import { Provisioner } from '../provisioning/provisioner.service.js';
 import { Reconciler } from './reconciler.service.js';
 
 /** Start-up: fold the ledger, create the first admin on an empty ledger, register configured machines not yet known. */
@@ -15,6 +16,7 @@ export class Bootstrap {
     private readonly catalog: Catalog,
     private readonly commands: CommandBus,
     private readonly reconciler: Reconciler,
+    private readonly provisioner: Provisioner,
   ) {}
 
   async run(options: { reconcileEveryMs?: number } = {}): Promise<{ adminKey?: string }> {
@@ -39,6 +41,7 @@ export class Bootstrap {
     }
     if (added > 0) this.log.log(`registered ${added} machine(s) from ${s.configFile}`);
     this.reconciler.start(options.reconcileEveryMs);
+    this.provisioner.start();
     return { adminKey };
   }
 }

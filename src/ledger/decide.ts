@@ -146,6 +146,7 @@ export function decideRequestSession(
             platform: p.platform,
             affinity: p.affinity,
             contextualize: cmd.contextualize(p.machine.pool),
+            ...(p.machine.state === 'unused' ? { provision: true } : {}),
             at: cmd.now,
           },
         },
@@ -156,9 +157,10 @@ export function decideRequestSession(
   };
 }
 
+/** Machines a request may take: ready ones, and unused ones that get provisioned on demand. */
 export function* freeMachines(world: World, pool: string, busy: (id: number) => boolean): Iterable<Machine> {
   for (const m of world.machines.values()) {
-    if (m.pool === pool && m.state === 'ready' && m.retiredAt === null && m.sessionId === null && !busy(m.id)) yield m;
+    if (m.pool === pool && (m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null && !busy(m.id)) yield m;
   }
 }
 
@@ -197,12 +199,14 @@ export function visibleSession(world: World, sessionId: number, actor: Tenant): 
 }
 
 /** Ending a session: the session's own event first; the machines and the quota follow (see decideSettleSession). */
-export function decideEndSession(session: Session, reason: ReleaseReason, now: string): Write | null {
+export function decideEndSession(session: Session, reason: ReleaseReason, now: string, detail?: string): Write | null {
   if (session.status !== 'active') return null;
   const event: DuffyEvent =
     reason === 'expired'
       ? { type: 'SessionExpired', data: { sessionId: session.id, at: now } }
-      : { type: 'SessionReleased', data: { sessionId: session.id, reason, at: now } };
+      : reason === 'failed'
+        ? { type: 'SessionFailed', data: { sessionId: session.id, reason: detail ?? 'hand-over failed', at: now } }
+        : { type: 'SessionReleased', data: { sessionId: session.id, reason, at: now } };
   return { stream: stream.session(session.id), expected: session.revision, events: [event] };
 }
 

@@ -1,5 +1,5 @@
 /** Domain refusals. The API maps each kind to its status; deciders never see HTTP. */
-export type DomainErrorKind = 'invalid' | 'unauthorized' | 'forbidden' | 'not_found' | 'quota' | 'capacity' | 'conflict';
+export type DomainErrorKind = 'invalid' | 'unauthorized' | 'forbidden' | 'not_found' | 'quota' | 'capacity' | 'conflict' | 'unavailable';
 
 export class DomainError extends Error {
   constructor(

@@ -26,7 +26,19 @@ export interface NodeSpec {
   quantity: number;
 }
 
-export type ReleaseReason = 'done' | 'expired' | 'tenant-retired';
+export type ReleaseReason = 'done' | 'expired' | 'tenant-retired' | 'failed';
+
+export type PlaybookAction = 'provision' | 'contextualize' | 'decontextualize' | 'release' | 'collect_artifacts' | 'health_check';
+
+/** What a playbook run leaves in the ledger: enough to audit it without its full output. */
+export interface PlaybookRun {
+  action: PlaybookAction;
+  playbook: string;
+  exitCode: number | null;
+  durationMs: number;
+  timedOut: boolean;
+  tail: string;
+}
 export type RecyclePolicy = 'reuse' | 'rebuild' | 'reinstall' | 'shutdown';
 
 export interface TenantSettings {
@@ -73,12 +85,28 @@ export type DuffyEvent =
         affinity: 'kept' | 'established' | 'fallback';
         /** True when the hand-over runs a contextualize playbook before the machine is deployed. */
         contextualize: boolean;
+        /** True when the machine was `unused` and gets provisioned for this session first. */
+        provision?: boolean;
         at: string;
       };
     }
   | { type: 'MachineReservationCancelled'; data: { machineId: number; sessionId: number; reason: string; at: string } }
   | { type: 'MachineReleased'; data: { machineId: number; sessionId: number; reason: ReleaseReason; at: string } }
-  | { type: 'MachineRecycled'; data: { machineId: number; policy: RecyclePolicy; state: MachineState; at: string } }
+  | { type: 'MachineRecycled'; data: { machineId: number; policy: RecyclePolicy; state: MachineState; run?: PlaybookRun; at: string } }
+  | {
+      type: 'PlaybookStarted';
+      data: { machineId: number; action: PlaybookAction; sessionId: number | null; instance: string; deadline: string; at: string };
+    }
+  | { type: 'MachineProvisioned'; data: { machineId: number; sessionId: number | null; ipaddr: string | null; run: PlaybookRun; at: string } }
+  | { type: 'MachineContextualized'; data: { machineId: number; sessionId: number; run: PlaybookRun; at: string } }
+  | { type: 'ArtifactsCollected'; data: { machineId: number; sessionId: number | null; files: string[]; error: string | null; run: PlaybookRun; at: string } }
+  | {
+      type: 'ProvisioningFailed';
+      data: { machineId: number; sessionId: number | null; action: PlaybookAction; error: string; run: PlaybookRun; at: string };
+    }
+  | { type: 'MachineQuarantined'; data: { machineId: number; reason: string; at: string } }
+  | { type: 'MachineReturnedToService'; data: { machineId: number; run: PlaybookRun; at: string } }
+  | { type: 'SessionFailed'; data: { sessionId: number; reason: string; at: string } }
   | {
       type: 'MachineRequested';
       data: { sessionId: number; tenantId: number; tenant: string; specs: NodeSpec[]; expiresAt: string; at: string };

@@ -101,6 +101,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
   async execute(cmd: RequestSessionCommand): Promise<Session> {
     if (cmd.tenantId !== cmd.actor.tenant.id && !cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may request nodes for another tenant');
     const meta = metaFor(cmd.actor);
+    const wanted = cmd.specs.reduce((n, s) => n + s.quantity, 0);
     for (let attempt = 1; attempt <= 8; attempt++) {
       const world = this.ledger.world;
       const sessionId = this.inFlight.nextSessionId(world);
@@ -114,19 +115,18 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
         busy: (id) => this.inFlight.machines.has(id),
         pendingQuota: this.inFlight.quota.get(cmd.tenantId) ?? 0,
       });
-      const wanted = cmd.specs.reduce((n, s) => n + s.quantity, 0);
       plan.machineIds.forEach((id) => this.inFlight.machines.add(id));
       this.inFlight.quota.set(cmd.tenantId, (this.inFlight.quota.get(cmd.tenantId) ?? 0) + wanted);
       this.inFlight.sessions.add(sessionId);
+      let started = false;
       try {
         const outcomes = await this.ledger.commit([plan.requested, plan.claim, ...plan.reserves], meta);
-        if (outcomes.every((o) => o.ok)) {
-          const started = await this.ledger.commit([plan.started], meta);
-          if (started[0].ok) return this.ledger.world.sessions.get(sessionId)!;
+        if (outcomes.every((o) => o.ok)) started = (await this.ledger.commit([plan.started], meta))[0].ok;
+        if (!started) {
+          // Another writer won a machine, the quota or the id: undo exactly what we wrote, then decide again.
+          await this.sessions.abandon(sessionId, outcomes, 'a concurrent request took a machine first', meta);
+          await this.ledger.catchUp();
         }
-        // Another writer won a machine, the quota or the id: undo exactly what we wrote, then decide again.
-        await this.sessions.abandon(sessionId, outcomes, 'a concurrent request took a machine first', meta);
-        await this.ledger.catchUp();
       } finally {
         plan.machineIds.forEach((id) => this.inFlight.machines.delete(id));
         const left = (this.inFlight.quota.get(cmd.tenantId) ?? wanted) - wanted;
@@ -134,8 +134,34 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
         else this.inFlight.quota.delete(cmd.tenantId);
         this.inFlight.sessions.delete(sessionId);
       }
+      // From here the ledger holds the whole reservation; the promises above are no longer needed.
+      if (started) return this.handedOver(sessionId, wanted, plan.machineIds);
     }
     return refuse('conflict', 'too many concurrent requests for the same machines; try again');
+  }
+
+  /**
+   * A 201 hands over machines that are ready to use: wait (bounded) while playbooks provision and contextualize
+   * them. A session that cannot be served in time is ended, so nothing leaks, and answered 503.
+   */
+  private async handedOver(sessionId: number, wanted: number, machineIds: number[]): Promise<Session> {
+    const world = this.ledger.world;
+    const done = () => {
+      const s = world.sessions.get(sessionId)!;
+      if (s.status !== 'active') return true;
+      const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === sessionId);
+      return held.length === wanted && held.every((id) => world.machines.get(id)!.state === 'deployed');
+    };
+    const pools = machineIds.map((id) => this.catalog.pool(world.machines.get(id)!.pool)!);
+    const timeoutMs = Math.max(...pools.map((p) => p['handover-timeout'])) * 1000;
+    const inTime = await this.ledger.until(done, timeoutMs).then(
+      () => true,
+      () => false,
+    );
+    const s = world.sessions.get(sessionId)!;
+    if (inTime && s.status === 'active') return s;
+    if (!inTime) await this.sessions.end(sessionId, 'failed', null, 'provisioning did not finish in time');
+    return refuse('unavailable', `can't provision nodes: ${world.sessions.get(sessionId)!.failure ?? 'provisioning did not finish in time'}`);
   }
 }
 

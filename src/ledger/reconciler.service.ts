@@ -1,5 +1,4 @@
 import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
-import { Catalog } from './catalog.js';
 import { decideAbandonRequest, decideCancelOrphan } from './decide.js';
 import { InFlight, SessionLifecycle, metaFor } from './session-lifecycle.js';
 import { Ledger } from './ledger.service.js';
@@ -21,7 +20,6 @@ export class Reconciler implements OnApplicationShutdown {
 
   constructor(
     private readonly ledger: Ledger,
-    private readonly catalog: Catalog,
     private readonly inFlight: InFlight,
     private readonly sessions: SessionLifecycle,
   ) {}
@@ -59,7 +57,7 @@ export class Reconciler implements OnApplicationShutdown {
           await this.ledger.decideAndCommit((w) => decideCancelOrphan(w, m.id, new Date(nowMs).toISOString()), meta);
         }
       }
-      if (m.state === 'deprovisioning' && this.catalog.pool(m.pool)?.['release-policy'] === 'reuse') {
+      if (m.state === 'deprovisioning') {
         await this.sessions.recycleIfInstant(m.id, meta);
       }
     }

@@ -6,6 +6,7 @@ import type { Actor } from './commands.js';
 import { type Write, decideEndSession, decideRecycle, decideSettleSession, visibleSession } from './decide.js';
 import { refuse } from './errors.js';
 import { Ledger, type WriteOutcome } from './ledger.service.js';
+import type { ReleaseReason } from './events.js';
 import type { Session, World } from './world.js';
 
 export const metaFor = (actor: Actor | null, extra: EventMetadata = {}): EventMetadata => ({
@@ -67,11 +68,11 @@ export class SessionLifecycle {
     if (results.some((r) => !r.ok)) await this.settle(sessionId, meta);
   }
 
-  async end(sessionId: number, reason: 'done' | 'expired' | 'tenant-retired', actor: Actor | null): Promise<Session> {
+  async end(sessionId: number, reason: ReleaseReason, actor: Actor | null, detail?: string): Promise<Session> {
     const meta = metaFor(actor);
     const outcomes = await this.ledger.decideAndCommit((world) => {
       const s = actor ? visibleSession(world, sessionId, actor.tenant) : (world.sessions.get(sessionId) ?? refuse('not_found', `session ${sessionId} not found`));
-      const w = decideEndSession(s, reason, now());
+      const w = decideEndSession(s, reason, now(), detail);
       return w ? [w] : [];
     }, meta);
     failOnConflict(outcomes);
@@ -92,8 +93,10 @@ export class SessionLifecycle {
   async recycleIfInstant(machineId: number, meta: EventMetadata): Promise<void> {
     await this.ledger.decideAndCommit((world) => {
       const m = world.machines.get(machineId);
-      const policy = m && this.catalog.pool(m.pool)?.['release-policy'];
-      if (!m || policy !== 'reuse') return [];
+      const pool = m && this.catalog.pool(m.pool);
+      const policy = pool?.['release-policy'];
+      // Only a pool that neither puts keys on machines nor collects artifacts can skip the release playbook.
+      if (!m || !pool || policy !== 'reuse' || pool.contextualize || pool['collect-artifacts']) return [];
       const w = decideRecycle(m, policy, now());
       return w ? [w] : [];
     }, meta);

@@ -1,4 +1,4 @@
-import { type DuffyEvent, type MachineState, type NodeSpec, type ReleaseReason, type TenantSettings } from './events.js';
+import type { DuffyEvent, MachineState, NodeSpec, PlaybookAction, ReleaseReason, TenantSettings } from './events.js';
 
 /**
  * The state every decision reads: all tenants, machines and sessions folded from the ledger.
@@ -37,6 +37,19 @@ export interface Machine {
   allocations: number;
   busyMs: number;
   lastUsedAt: string | null;
+  /** Playbook failures in a row; reset by any success. */
+  failures: number;
+  provisioningFailures: number;
+  quarantines: number;
+  /** The playbook run somebody claimed on this machine, until its outcome is recorded. */
+  job: { action: PlaybookAction; instance: string; deadline: string } | null;
+  /** Set when artifacts were collected (or tried) for the session being released. */
+  artifactsCollectedFor: number | null;
+  /** The session whose release is in progress (set by MachineReleased, cleared by MachineRecycled). */
+  releasingSession: number | null;
+  lastHealthCheckAt: string | null;
+  /** From the reservation: the hand-over runs the contextualize playbook. */
+  contextualizeOnHandover: boolean;
 }
 
 export type SessionStatus = 'requested' | 'active' | 'rejected' | 'released' | 'expired';
@@ -51,8 +64,11 @@ export interface Session {
   status: SessionStatus;
   releaseReason: ReleaseReason | null;
   rejection: string | null;
-  /** Every machine ever reserved for it, in order; `active` ones are those still held. */
+  /** Machines handed to it (a machine that failed its hand-over leaves this list). */
   machineIds: number[];
+  /** Files collected from its machines before release, relative to the data dir. */
+  artifacts: string[];
+  failure: string | null;
   revision: number;
 }
 
@@ -161,6 +177,14 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
         allocations: 0,
         busyMs: 0,
         lastUsedAt: null,
+        failures: 0,
+        provisioningFailures: 0,
+        quarantines: 0,
+        job: null,
+        artifactsCollectedFor: null,
+        releasingSession: null,
+        lastHealthCheckAt: null,
+        contextualizeOnHandover: false,
       });
       world.machineIdsByHostname.set(d.hostname, d.machineId);
       return world;
@@ -171,7 +195,8 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       m.sessionId = event.data.sessionId;
       m.tenantId = event.data.tenantId;
       m.reservedAt = event.data.at;
-      m.state = event.data.contextualize ? 'contextualizing' : 'deployed';
+      m.contextualizeOnHandover = event.data.contextualize;
+      m.state = event.data.provision ? 'provisioning' : event.data.contextualize ? 'contextualizing' : 'deployed';
       m.allocations += 1;
       m.lastUsedAt = event.data.at;
       m.revision = revision;
@@ -190,8 +215,83 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       m.sessionId = null;
       m.tenantId = null;
       m.reservedAt = null;
-      // A cancelled reservation never reached the tenant: the machine is as ready as before.
-      m.state = event.type === 'MachineReleased' ? 'deprovisioning' : 'ready';
+      if (event.type === 'MachineReleased') {
+        m.state = 'deprovisioning';
+        m.releasingSession = event.data.sessionId;
+      } else if (m.state === 'contextualizing' || m.state === 'deployed') {
+        // Cancelled before the tenant got it. A key may already be on it: run the release playbook.
+        m.state = m.state === 'deployed' ? 'ready' : 'deprovisioning';
+      } else if (m.state === 'provisioning') {
+        m.state = 'unused';
+      }
+      m.job = null;
+      m.revision = revision;
+      return world;
+    }
+    case 'PlaybookStarted': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.job = { action: event.data.action, instance: event.data.instance, deadline: event.data.deadline };
+      if (event.data.action === 'provision' && m.state === 'unused') m.state = 'provisioning';
+      if (event.data.action === 'health_check') m.lastHealthCheckAt = event.data.at;
+      m.revision = revision;
+      return world;
+    }
+    case 'MachineProvisioned':
+    case 'MachineContextualized':
+    case 'ArtifactsCollected':
+    case 'MachineReturnedToService': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.job = null;
+      m.revision = revision;
+      if (event.type === 'ArtifactsCollected') {
+        m.artifactsCollectedFor = event.data.sessionId;
+        const s = event.data.sessionId === null ? undefined : world.sessions.get(event.data.sessionId);
+        if (s) s.artifacts.push(...event.data.files);
+        return world;
+      }
+      m.failures = 0;
+      if (event.type === 'MachineProvisioned') {
+        m.ipaddr = event.data.ipaddr ?? m.ipaddr;
+        m.state = m.sessionId === null ? 'ready' : m.contextualizeOnHandover ? 'contextualizing' : 'deployed';
+      } else if (event.type === 'MachineContextualized') {
+        m.state = 'deployed';
+      } else {
+        m.state = 'unused';
+        m.retiredAt = null;
+      }
+      return world;
+    }
+    case 'ProvisioningFailed': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.job = null;
+      m.failures += 1;
+      m.provisioningFailures += 1;
+      m.revision = revision;
+      const { action, sessionId } = event.data;
+      if (sessionId !== null && m.sessionId === sessionId && (action === 'provision' || action === 'contextualize')) {
+        // The hand-over failed: the machine leaves the session, which gets another one or fails.
+        const s = world.sessions.get(sessionId);
+        if (s) s.machineIds = s.machineIds.filter((id) => id !== m.id);
+        if (m.reservedAt) m.busyMs += Math.max(0, Date.parse(event.data.at) - Date.parse(m.reservedAt));
+        m.sessionId = null;
+        m.tenantId = null;
+        m.reservedAt = null;
+        // Its disk may hold half a hand-over: a provision starts from scratch, a contextualize is undone by release.
+        m.state = action === 'provision' ? 'unused' : 'deprovisioning';
+      } else if (action === 'provision') {
+        m.state = 'unused';
+      }
+      return world;
+    }
+    case 'MachineQuarantined': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.state = 'failed';
+      m.job = null;
+      m.quarantines += 1;
       m.revision = revision;
       return world;
     }
@@ -199,6 +299,10 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;
       m.state = event.data.state;
+      m.job = null;
+      m.failures = event.data.run ? 0 : m.failures;
+      m.releasingSession = null;
+      m.artifactsCollectedFor = null;
       if (event.data.state === 'done') m.retiredAt = event.data.at;
       m.revision = revision;
       return world;
@@ -216,6 +320,8 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
         releaseReason: null,
         rejection: null,
         machineIds: [],
+        artifacts: [],
+        failure: null,
         revision,
       });
       if (d.sessionId > world.lastSessionId) world.lastSessionId = d.sessionId;
@@ -225,6 +331,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
     case 'SessionRejected':
     case 'SessionExtended':
     case 'SessionReleased':
+    case 'SessionFailed':
     case 'SessionExpired': {
       const s = world.sessions.get(event.data.sessionId);
       if (!s) return world;
@@ -238,6 +345,11 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
         s.retiredAt = event.data.at;
       } else if (event.type === 'SessionExtended') {
         s.expiresAt = event.data.expiresAt;
+      } else if (event.type === 'SessionFailed') {
+        s.status = 'released';
+        s.releaseReason = 'failed';
+        s.failure = event.data.reason;
+        s.retiredAt = event.data.at;
       } else {
         s.status = event.type === 'SessionExpired' ? 'expired' : 'released';
         s.releaseReason = event.type === 'SessionExpired' ? 'expired' : event.data.reason;

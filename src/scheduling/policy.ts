@@ -41,6 +41,9 @@ export function lessStressed(a: Machine, b: Machine): number {
   return a.busyMs - b.busyMs || a.allocations - b.allocations || a.id - b.id;
 }
 
+/** A ready machine serves at once; an unused one needs provisioning first. */
+const readiness = (m: Machine) => (m.state === 'ready' ? 0 : 1);
+
 /**
  * Choose machines for every spec of one request, or say why not.
  * Platform affinity (invariant 7): a tenant with an established platform family gets it whenever it can be served;
@@ -65,7 +68,7 @@ export function planAllocation(args: {
         if (!taken.has(machine.id)) candidates.push({ machine, platform: pool.platform });
       }
     }
-    candidates.sort((a, b) => lessStressed(a.machine, b.machine));
+    candidates.sort((a, b) => readiness(a.machine) - readiness(b.machine) || lessStressed(a.machine, b.machine));
     const explicit = spec.pool !== undefined || spec.platform !== undefined;
     const preferred = platform === null ? candidates : candidates.filter((c) => c.platform === platform);
     let chosen = preferred.slice(0, spec.quantity);

@@ -1,8 +1,9 @@
 import type { INestApplication } from '@nestjs/common';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parse, stringify } from 'yaml';
 import { DEMO_CONFIG, type Settings, loadConfig } from '../../src/config/config.js';
 import { createApp } from '../../src/main.js';
 
@@ -45,10 +46,23 @@ export class Client {
 
 export const basic = (name: string, key: string) => `Basic ${Buffer.from(`${name}:${key}`).toString('base64')}`;
 
+/**
+ * The demo inventory without playbooks on the hand-over path (no contextualize, `reuse`), so API tests run in
+ * milliseconds; the provisioning suites use configurations that run Ansible for real.
+ */
+export function instantDemoConfig(): string {
+  const demo = parse(readFileSync(DEMO_CONFIG, 'utf8'));
+  for (const pool of demo.pools) Object.assign(pool, { contextualize: false, 'release-policy': 'reuse', 'collect-artifacts': false, 'fill-level': 0 });
+  for (const m of demo.machines) m.state = 'ready';
+  const file = join(mkdtempSync(join(tmpdir(), 'duffy-cfg-')), 'instant-demo.yaml');
+  writeFileSync(file, stringify(demo));
+  return file;
+}
+
 /** A real Duffy on a free port with its own data dir: the embedded ledger, the demo inventory unless told otherwise. */
 export async function startDuffy(opts: { dataDir?: string; configFile?: string; reconcileEveryMs?: number } = {}): Promise<Running> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'duffy-e2e-'));
-  const configFile = opts.configFile ?? DEMO_CONFIG;
+  const configFile = opts.configFile ?? instantDemoConfig();
   const settings: Settings = { port: 0, dataDir, configFile, adminName: 'admin', adminKey: ADMIN_KEY, config: loadConfig(configFile) };
   const { app } = await createApp(settings, { logger: false, reconcileEveryMs: opts.reconcileEveryMs ?? 60_000 });
   await app.listen(0, '127.0.0.1');
