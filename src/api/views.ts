@@ -39,7 +39,7 @@ export function sessionView(s: Session, world: World, catalog: Catalog) {
     active: live,
     expires_at: live ? s.expiresAt : null,
     tenant: tenantView(world.tenants.get(s.tenantId)!, catalog),
-    data: { nodes_specs: s.specs },
+    data: { nodes_specs: s.specs, ...(s.artifacts.length ? { artifacts: s.artifacts } : {}) },
     // Once the session is over its nodes are listed as they were handed out; their current state is theirs.
     nodes: s.machineIds.map((id) => world.machines.get(id)!).filter(Boolean).map(sessionNodeView),
   };

@@ -67,8 +67,8 @@ export class LegacyRule {
 
 export class DefaultsConfig {
   @IsInt() @Min(1) @Max(100000) 'node-quota' = 10;
-  @IsInt() @Min(60) 'session-lifetime' = 6 * 3600;
-  @IsInt() @Min(60) 'session-lifetime-max' = 12 * 3600;
+  @IsInt() @Min(1) 'session-lifetime' = 6 * 3600;
+  @IsInt() @Min(1) 'session-lifetime-max' = 12 * 3600;
 }
 
 export class DuffyConfig {

@@ -64,7 +64,7 @@ export async function startDuffy(opts: { dataDir?: string; configFile?: string; 
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'duffy-e2e-'));
   const configFile = opts.configFile ?? instantDemoConfig();
   const settings: Settings = { port: 0, dataDir, configFile, adminName: 'admin', adminKey: ADMIN_KEY, config: loadConfig(configFile) };
-  const { app } = await createApp(settings, { logger: false, reconcileEveryMs: opts.reconcileEveryMs ?? 60_000 });
+  const { app } = await createApp(settings, { logger: process.env.DUFFY_TEST_LOG ? undefined : false, reconcileEveryMs: opts.reconcileEveryMs ?? 60_000 });
   await app.listen(0, '127.0.0.1');
   const url = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}`;
   return {

@@ -1,0 +1,170 @@
+import { afterEach, describe, expect, it, jest } from '@jest/globals';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
+import { Ledger } from '../../src/ledger/ledger.service.js';
+import { ansibleConfig, inject } from '../support/ansible.js';
+import { type Running, newTenant, startDuffy } from '../support/server.js';
+
+const V1 = '/api/v1';
+const GARBAGE = fileURLToPath(new URL('../fixtures/playbooks/garbage.yml', import.meta.url));
+
+async function ledgerEvents(duffy: Running): Promise<RecordedEvent[]> {
+  const store = duffy.app.get(Ledger).store;
+  const out: RecordedEvent[] = [];
+  for (;;) {
+    const page = await store.readAll(out.length ? out[out.length - 1].position : 0n, 1000);
+    if (page.length === 0) return out;
+    out.push(...page);
+  }
+}
+
+const machineEvents = (events: RecordedEvent[], hostname: string) => events.filter((e) => e.stream === `machine-${hostname}`);
+const until = (duffy: Running, ready: () => boolean, ms = 120_000) => duffy.app.get(Ledger).until(ready, ms);
+const machine = (duffy: Running, hostname: string) => {
+  const w = duffy.app.get(Ledger).world;
+  return w.machines.get(w.machineIdsByHostname.get(hostname)!)!;
+};
+
+// Real playbooks take seconds each.
+jest.setTimeout(300_000);
+
+describe('provisioning with real ansible-playbook (local driver)', () => {
+  let duffy: Running | undefined;
+  afterEach(async () => {
+    await duffy?.close();
+    duffy = undefined;
+  });
+
+  it('takes a machine requested -> reserved -> provisioned -> contextualized -> released -> recycled, every step an event with its run', async () => {
+    const config = ansibleConfig([{ name: 'p', 'release-policy': 'rebuild', 'collect-artifacts': true }], [{ hostname: 'life-1.test', pool: 'p' }]);
+    duffy = await startDuffy({ configFile: config });
+    const alice = await newTenant(duffy, 'alice');
+    const created = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'p', quantity: 1 }] });
+    expect(created.status).toBe(201);
+    const node = created.body.session.nodes[0];
+    expect(node).toMatchObject({ hostname: 'life-1.test', state: 'deployed' });
+    const disk = join(duffy.dataDir, 'machines', 'life-1.test');
+    const keys = readFileSync(join(disk, 'root/.ssh/authorized_keys'), 'utf8');
+    expect(keys).toContain('ssh-ed25519 AAAAC3Nza alice@ci');
+
+    // The tenant leaves something behind; done collects it, then the release playbook rebuilds the machine.
+    mkdirSync(join(disk, 'root/artifacts'), { recursive: true });
+    writeFileSync(join(disk, 'root/artifacts/results.xml'), '<testsuite tests="1"/>');
+    expect((await alice.put(`${V1}/sessions/${created.body.session.id}`, { active: false })).status).toBe(200);
+    await until(duffy, () => machine(duffy!, 'life-1.test').state === 'ready');
+    // Rebuilt: the disk was wiped and reinstalled, so the tenant's key is gone with it.
+    const keysFile = join(disk, 'root/.ssh/authorized_keys');
+    expect(existsSync(keysFile) ? readFileSync(keysFile, 'utf8') : '').not.toContain('alice@ci');
+    expect(readFileSync(join(disk, 'actions.log'), 'utf8')).toMatch(/provision[\s\S]*contextualize[\s\S]*collect_artifacts[\s\S]*release rebuild/);
+    const artifacts = join(duffy.dataDir, 'artifacts', `session-${created.body.session.id}`, 'life-1.test', 'results.xml');
+    expect(existsSync(artifacts)).toBe(true);
+    const session = await alice.get(`${V1}/sessions/${created.body.session.id}`);
+    expect(session.body.session.data.artifacts).toEqual([`artifacts/session-${created.body.session.id}/life-1.test/results.xml`]);
+
+    const events = await ledgerEvents(duffy);
+    const sessionTypes = events.filter((e) => e.stream === `session-${created.body.session.id}`).map((e) => e.type);
+    expect(sessionTypes).toEqual(['MachineRequested', 'SessionStarted', 'SessionReleased']);
+    const life = machineEvents(events, 'life-1.test');
+    expect(life.map((e) => e.type)).toEqual([
+      'MachineRegistered',
+      'MachineReserved',
+      'PlaybookStarted',
+      'MachineProvisioned',
+      'PlaybookStarted',
+      'MachineContextualized',
+      'MachineReleased',
+      'PlaybookStarted',
+      'ArtifactsCollected',
+      'PlaybookStarted',
+      'MachineRecycled',
+    ]);
+    for (const e of life.filter((x) => ['MachineProvisioned', 'MachineContextualized', 'ArtifactsCollected', 'MachineRecycled'].includes(x.type))) {
+      const run = (e.data as { run: { exitCode: number; durationMs: number; playbook: string } }).run;
+      expect(run.exitCode).toBe(0);
+      expect(run.durationMs).toBeGreaterThan(0);
+      expect(run.playbook).toMatch(/\.yml$/);
+    }
+  });
+
+  it('serves the request with another machine when a playbook fails, hangs past its timeout, or answers garbage', async () => {
+    const config = ansibleConfig(
+      [
+        { name: 'fails', 'quarantine-after': 5 },
+        { name: 'hangs', contextualize: false, 'playbook-timeout': 12 },
+        { name: 'garbage', contextualize: true, playbooks: { contextualize: GARBAGE } },
+      ],
+      [
+        { hostname: 'bad-1.test', pool: 'fails' },
+        { hostname: 'good-1.test', pool: 'fails' },
+        { hostname: 'hang-1.test', pool: 'hangs' },
+        { hostname: 'good-2.test', pool: 'hangs' },
+        { hostname: 'junk-1.test', pool: 'garbage', state: 'ready' },
+      ],
+    );
+    duffy = await startDuffy({ configFile: config });
+    inject(duffy.dataDir, 'bad-1.test', 'fail', 'provision', 'disk on fire');
+    inject(duffy.dataDir, 'hang-1.test', 'hang', 'provision');
+    const bob = await newTenant(duffy, 'bob');
+
+    const a = await bob.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'fails', quantity: 1 }] });
+    expect(a.status).toBe(201);
+    expect(a.body.session.nodes.map((n: { hostname: string }) => n.hostname)).toEqual(['good-1.test']);
+    const b = await bob.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'hangs', quantity: 1 }] });
+    expect(b.status).toBe(201);
+    expect(b.body.session.nodes.map((n: { hostname: string }) => n.hostname)).toEqual(['good-2.test']);
+    // The only machine of the pool answers garbage: a clear 503 with Retry-After, and the machine is not leaked.
+    const c = await bob.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'garbage', quantity: 1 }] });
+    expect(c.status).toBe(503);
+    expect(c.headers.get('retry-after')).toBe('60');
+    expect(c.body.detail).toMatch(/^can't provision nodes: no replacement/);
+
+    const events = await ledgerEvents(duffy);
+    const failed = events.filter((e) => e.type === 'ProvisioningFailed').map((e) => [e.stream, (e.data as { error: string }).error]);
+    expect(failed).toEqual(
+      expect.arrayContaining([
+        ['machine-bad-1.test', 'disk on fire'],
+        ['machine-hang-1.test', 'playbook timed out'],
+        ['machine-junk-1.test', 'playbook output had no duffy_out'],
+      ]),
+    );
+    const hung = events.find((e) => e.type === 'ProvisioningFailed' && e.stream === 'machine-hang-1.test')!.data as { run: { timedOut: boolean; durationMs: number } };
+    expect(hung.run.timedOut).toBe(true);
+    expect(hung.run.durationMs).toBeLessThan(30_000);
+    // Nobody holds the failed machines.
+    for (const h of ['bad-1.test', 'hang-1.test', 'junk-1.test']) expect(machine(duffy, h).sessionId).toBeNull();
+  });
+
+  it('quarantines a machine that keeps failing, and a health check brings it back', async () => {
+    const config = ansibleConfig([{ name: 'q', 'fill-level': 1, 'quarantine-after': 2, 'health-check-interval': 1 }], [{ hostname: 'flaky-1.test', pool: 'q' }]);
+    // The injection must be there before the fill level first provisions it.
+    const dataDir = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'test-results', `quarantine-${Date.now()}`);
+    inject(dataDir, 'flaky-1.test', 'fail', 'provision', 'no disk');
+    inject(dataDir, 'flaky-1.test', 'fail', 'health_check', 'still no disk');
+    duffy = await startDuffy({ configFile: config, dataDir });
+    await until(duffy, () => machine(duffy!, 'flaky-1.test').state === 'failed');
+    const events = machineEvents(await ledgerEvents(duffy), 'flaky-1.test');
+    expect(events.filter((e) => e.type === 'ProvisioningFailed' && (e.data as { action: string }).action === 'provision')).toHaveLength(2);
+    expect(events.find((e) => e.type === 'MachineQuarantined')!.data).toMatchObject({ reason: '2 failures in a row, last: provision: no disk' });
+
+    // Fixed by hand: the next health check returns it to service, and the fill level provisions it.
+    rmSync(join(dataDir, 'machines/flaky-1.test/inject'), { recursive: true });
+    await until(duffy, () => machine(duffy!, 'flaky-1.test').state === 'ready');
+    const after = machineEvents(await ledgerEvents(duffy), 'flaky-1.test').map((e) => e.type);
+    expect(after).toContain('MachineReturnedToService');
+    expect(after[after.length - 1]).toBe('MachineProvisioned');
+  });
+
+  it('expires an abandoned session and recycles its machine with nobody calling done', async () => {
+    const config = ansibleConfig([{ name: 'e', contextualize: false, 'release-policy': 'rebuild' }], [{ hostname: 'lease-1.test', pool: 'e' }], { 'session-lifetime': 10, 'session-lifetime-max': 20 });
+    duffy = await startDuffy({ configFile: config, reconcileEveryMs: 500 });
+    const carol = await newTenant(duffy, 'carol');
+    const s = await carol.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'e', quantity: 1 }] });
+    expect(s.status).toBe(201);
+    await until(duffy, () => machine(duffy!, 'lease-1.test').state === 'ready' && machine(duffy!, 'lease-1.test').allocations === 1, 60_000);
+    const events = await ledgerEvents(duffy);
+    expect(events.filter((e) => e.stream === `session-${s.body.session.id}`).map((e) => e.type)).toEqual(['MachineRequested', 'SessionStarted', 'SessionExpired']);
+    expect(machineEvents(events, 'lease-1.test').map((e) => e.type).slice(-4)).toEqual(['MachineProvisioned', 'MachineReleased', 'PlaybookStarted', 'MachineRecycled']);
+  });
+});
