@@ -29,6 +29,7 @@ import {
  * Our global position is the commit position; reading from it skips events at or before it.
  */
 export class EsdbEventStore implements EventStore {
+  readonly singleWriter = false;
   private readonly client: EventStoreDBClient;
 
   constructor(connectionString: string) {

@@ -42,6 +42,8 @@ export interface Subscription {
 export type EventHandler = (event: RecordedEvent) => void | Promise<void>;
 
 export interface EventStore {
+  /** True when no other process can write this ledger (the embedded file): claims left by a dead process are void. */
+  readonly singleWriter: boolean;
   append(stream: string, events: NewEvent[], expected: ExpectedRevision): Promise<AppendResult>;
   /** Events of one stream in revision order; empty when the stream does not exist. */
   readStream(stream: string, fromRevision?: number): Promise<RecordedEvent[]>;

@@ -37,6 +37,7 @@ interface PendingAppend {
  * each keeps its own expected-revision check and fails alone.
  */
 export class SqliteEventStore implements EventStore {
+  readonly singleWriter = true;
   private readonly db: Database.Database;
   private readonly stmts;
   private queue: PendingAppend[] = [];

@@ -55,7 +55,13 @@ export class Provisioner implements OnApplicationShutdown {
 
   private async pass(): Promise<void> {
     await this.replaceLostMachines();
-    const jobs = dueJobs(this.ledger.world, { pools: (n) => this.catalog.pool(n), now: Date.now(), runningHere: (id) => this.running.has(id) });
+    const jobs = dueJobs(this.ledger.world, {
+      pools: (n) => this.catalog.pool(n),
+      now: Date.now(),
+      runningHere: (id) => this.running.has(id),
+      instance: this.instance,
+      soleInstance: this.ledger.store.singleWriter,
+    });
     for (const job of jobs) {
       if (this.runs >= MAX_PARALLEL_RUNS || this.stopped) return;
       job.machineIds.forEach((id) => this.running.add(id));

@@ -21,11 +21,16 @@ export interface JobContext {
   now: number;
   /** Machines this process is running a playbook on right now. */
   runningHere: (machineId: number) => boolean;
+  /** This process; with `soleInstance`, nobody else can hold a live claim (a previous run's claims died with it). */
+  instance: string;
+  soleInstance: boolean;
 }
 
 /** A claim is live while its deadline has not passed; a dead instance's claims lapse. */
-function claimedElsewhere(m: Machine, ctx: JobContext): boolean {
-  return ctx.runningHere(m.id) || (m.job !== null && Date.parse(m.job.deadline) > ctx.now);
+function claimed(m: Machine, ctx: JobContext): boolean {
+  if (ctx.runningHere(m.id)) return true;
+  if (m.job === null || (ctx.soleInstance && m.job.instance !== ctx.instance)) return false;
+  return Date.parse(m.job.deadline) > ctx.now;
 }
 
 export function dueJobs(world: World, ctx: JobContext): Job[] {
@@ -42,7 +47,7 @@ export function dueJobs(world: World, ctx: JobContext): Job[] {
     const pool = ctx.pools(m.pool);
     if (!pool || m.retiredAt !== null) continue;
     if (m.sessionId === null && (m.state === 'ready' || m.state === 'provisioning')) readyOrComing.set(m.pool, (readyOrComing.get(m.pool) ?? 0) + 1);
-    if (claimedElsewhere(m, ctx)) continue;
+    if (claimed(m, ctx)) continue;
     switch (m.state) {
       case 'unused':
         if (m.sessionId === null) unused.set(m.pool, [...(unused.get(m.pool) ?? []), m]);

@@ -1,0 +1,87 @@
+import { describe, expect, it, jest } from '@jest/globals';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
+import { SqliteEventStore } from '../../src/eventstore/sqlite-event-store.js';
+import { ansibleConfig } from '../support/ansible.js';
+import { ADMIN_KEY, Client, basic } from '../support/server.js';
+
+jest.setTimeout(300_000);
+const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function ledger(file: string): Promise<RecordedEvent[]> {
+  const store = new SqliteEventStore(file);
+  try {
+    const out: RecordedEvent[] = [];
+    for (;;) {
+      const page = await store.readAll(out.length ? out[out.length - 1].position : 0n, 1000);
+      if (page.length === 0) return out;
+      out.push(...page);
+    }
+  } finally {
+    await store.close();
+  }
+}
+
+async function poll<T>(what: string, probe: () => Promise<T | undefined>, ms = 120_000): Promise<T> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) return v;
+    await sleep(200);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+function server(dataDir: string, config: string, port: number): ChildProcess {
+  return spawn(process.execPath, [MAIN], {
+    env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_CONFIG: config, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, NODE_OPTIONS: '' },
+    stdio: 'ignore',
+  });
+}
+
+describe('kill -9 while playbooks run', () => {
+  it('resumes after restart: the session is handed over and each machine is provisioned once for it', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-crash-'));
+    const config = ansibleConfig([{ name: 'k', contextualize: true }], [{ hostname: 'crash-1.test', pool: 'k' }, { hostname: 'crash-2.test', pool: 'k' }]);
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const url = `http://127.0.0.1:${port}`;
+    const file = join(dataDir, 'ledger.sqlite');
+    const admin = new Client(url, basic('admin', ADMIN_KEY));
+
+    let child = server(dataDir, config, port);
+    try {
+      await poll('the server', async () => ((await admin.get('/api/v1/pools')).status === 200 ? true : undefined));
+      // The request waits for provisioning; kill the server as soon as the playbook is running.
+      void admin.post('/api/v1/sessions', { nodes_specs: [{ pool: 'k', quantity: 2 }] }).catch(() => undefined);
+      await poll('a running provision playbook', async () =>
+        (await ledger(file)).some((e) => e.type === 'PlaybookStarted' && e.data.action === 'provision') ? true : undefined,
+      );
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+      const before = await ledger(file);
+      expect(before.some((e) => e.type === 'MachineContextualized')).toBe(false);
+
+      child = server(dataDir, config, port);
+      const sessionId = before.find((e) => e.type === 'MachineRequested')!.data.sessionId as number;
+      const session = await poll('the hand-over to finish after restart', async () => {
+        const r = await admin.get(`/api/v1/sessions/${sessionId}`);
+        const nodes = r.body?.session?.nodes ?? [];
+        return nodes.length === 2 && nodes.every((n: { state: string }) => n.state === 'deployed') ? r.body.session : undefined;
+      });
+      expect(session.active).toBe(true);
+      const after = await ledger(file);
+      for (const host of ['crash-1.test', 'crash-2.test']) {
+        const mine = after.filter((e) => e.stream === `machine-${host}`);
+        expect(mine.filter((e) => e.type === 'MachineProvisioned' && e.data.sessionId === sessionId)).toHaveLength(1);
+        expect(mine.filter((e) => e.type === 'MachineContextualized' && e.data.sessionId === sessionId)).toHaveLength(1);
+      }
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});

@@ -1,0 +1,40 @@
+import { describe, expect, it } from '@jest/globals';
+import { type DuffyIn, findDuffyOut, outcomes } from '../../src/provisioning/ansible-runner.js';
+
+const input = {
+  action: 'provision',
+  nodes: [
+    { id: 1, hostname: 'a', ipaddr: '10.0.0.1', data: {} },
+    { id: 2, hostname: 'b', ipaddr: null, data: {} },
+  ],
+} as unknown as DuffyIn;
+const doc = (duffyOut: unknown) => JSON.stringify({ plays: [{ tasks: [{ hosts: { localhost: { ansible_facts: { duffy_out: duffyOut } } } }] }] });
+
+describe('reading a playbook run', () => {
+  it('takes each node from duffy_out', () => {
+    const out = outcomes(input, doc({ nodes: [{ hostname: 'a', ipaddr: '10.0.0.9', ok: true }, { hostname: 'b', ok: false, error: 'no disk' }] }), { exitCode: 0, timedOut: false });
+    expect([...out]).toEqual([
+      ['a', { ok: true, ipaddr: '10.0.0.9' }],
+      ['b', { ok: false, ipaddr: null, error: 'no disk' }],
+    ]);
+  });
+
+  it.each([
+    ['garbage output', '\u0000\u00ff not json {', 0, false, 'playbook output had no duffy_out'],
+    ['a failed run', '', 2, false, 'playbook failed with exit code 2'],
+    ['a timeout', doc({ nodes: [{ hostname: 'a', ok: true }] }), null, true, 'playbook timed out'],
+    ['a duffy_out of the wrong shape', doc('}{ nonsense'), 0, false, 'playbook output had no duffy_out'],
+  ])('fails every node on %s, saying why', (_name, stdout, exitCode, timedOut, error) => {
+    const out = outcomes(input, stdout as string, { exitCode: exitCode as number | null, timedOut: timedOut as boolean });
+    expect([...out.values()].map((o) => [o.ok, o.error])).toEqual([
+      [false, error],
+      [false, error],
+    ]);
+  });
+
+  it('fails a node that duffy_out forgot', () => {
+    const out = outcomes(input, doc({ nodes: [{ hostname: 'a', ok: true }] }), { exitCode: 0, timedOut: false });
+    expect(out.get('b')).toEqual({ ok: false, ipaddr: null, error: 'node missing from duffy_out' });
+    expect(findDuffyOut('prefix noise ' + doc({ nodes: [] }))).toEqual([]);
+  });
+});
