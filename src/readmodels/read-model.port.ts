@@ -1,0 +1,35 @@
+/**
+ * The read side's port: documents per collection plus one checkpoint per projection.
+ * Adapters: embedded SQLite (default) and MongoDB; both pass test/contract/read-models.contract.ts.
+ */
+export type Doc = Record<string, unknown>;
+
+/** A document change produced by a projection for the event at `position`. */
+export type DocChange =
+  | { op: 'put'; collection: string; id: string; doc: Doc; position: bigint }
+  | { op: 'delete'; collection: string; id: string; position: bigint };
+
+export interface Checkpoint {
+  position: bigint;
+  /** The projection's definition version that wrote the documents; a new version means rebuild from 0. */
+  version: number;
+}
+
+export interface ReadModelStore {
+  /**
+   * Applies the changes in order and moves the projection's checkpoint to `checkpoint`.
+   * Embedded: one transaction. MongoDB: every document keeps the last applied position (`_position`) and a
+   * change at or below it is skipped, so re-applying a batch after a crash changes nothing.
+   */
+  apply(projection: string, version: number, changes: DocChange[], checkpoint: bigint): Promise<void>;
+  get(collection: string, id: string): Promise<Doc | undefined>;
+  /** Documents whose top-level fields equal every entry of `filter` (empty filter: all), ordered by id. */
+  find(collection: string, filter?: Record<string, string | number | boolean | null>): Promise<Doc[]>;
+  checkpoint(projection: string): Promise<Checkpoint | undefined>;
+  /** Drops the collections' documents and the projection's checkpoint (before a rebuild from position 0). */
+  reset(projection: string, collections: string[]): Promise<void>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export const READ_MODELS = Symbol('READ_MODELS');
