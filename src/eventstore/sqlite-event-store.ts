@@ -47,12 +47,21 @@ export class SqliteEventStore implements EventStore {
   /** Bumped on every commit, so a subscriber never sleeps through a commit that raced its last read. */
   private commits = 0;
 
-  constructor(file: string, private readonly groupCommit = true) {
-    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
-    this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
-    this.db.exec(`
+  /** `readonly` opens an existing ledger for auditors: no schema changes, no writes. */
+  constructor(
+    file: string,
+    private readonly groupCommit = true,
+    readonly = false,
+  ) {
+    if (readonly) {
+      this.db = new Database(file, { readonly: true, fileMustExist: true });
+    } else {
+      if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+      this.db = new Database(file);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+    }
+    if (!readonly) this.db.exec(`
       CREATE TABLE IF NOT EXISTS events (
         position INTEGER PRIMARY KEY AUTOINCREMENT,
         stream   TEXT    NOT NULL,

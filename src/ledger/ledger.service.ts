@@ -10,6 +10,7 @@ import {
   type Subscription,
   WrongExpectedRevisionError,
 } from '../eventstore/event-store.port.js';
+import { GENESIS, chainHash } from '../audit/chain.js';
 import { type Write } from './decide.js';
 import { type DuffyEvent, stream } from './events.js';
 import { type World, emptyWorld, evolve } from './world.js';
@@ -30,6 +31,8 @@ export class Ledger implements OnApplicationShutdown {
   readonly world: World = emptyWorld();
   private subscription?: Subscription;
   private waiters: Array<{ ready: () => boolean; resolve: () => void }> = [];
+  /** Last hash per chained stream: the predecessor of the next append (see src/audit/chain.ts). */
+  private readonly heads = new Map<string, string>();
   private readonly log = new Logger('Ledger');
   failure: unknown;
 
@@ -42,7 +45,10 @@ export class Ledger implements OnApplicationShutdown {
     for (;;) {
       const page = await this.store.readAll(this.world.position, 5000);
       if (page.length === 0) break;
-      for (const e of page) evolve(this.world, e as RecordedEvent & DuffyEvent);
+      for (const e of page) {
+        evolve(this.world, e as RecordedEvent & DuffyEvent);
+        this.noteHead(e);
+      }
     }
     this.subscription = this.store.subscribeAll(
       this.world.position,
@@ -54,8 +60,13 @@ export class Ledger implements OnApplicationShutdown {
     );
   }
 
+  private noteHead(e: RecordedEvent): void {
+    if (typeof e.metadata.hash === 'string') this.heads.set(e.stream, e.metadata.hash);
+  }
+
   private apply(e: RecordedEvent): void {
     evolve(this.world, e as RecordedEvent & DuffyEvent);
+    this.noteHead(e);
     if (this.waiters.length > 0) {
       this.waiters = this.waiters.filter((w) => (w.ready() ? (w.resolve(), false) : true));
     }
@@ -81,9 +92,7 @@ export class Ledger implements OnApplicationShutdown {
   /** Appends the writes concurrently (one group commit on the embedded store) and waits until the World shows them. */
   async commit(writes: Write[], meta: EventMetadata): Promise<WriteOutcome[]> {
     const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta };
-    const settled = await Promise.allSettled(
-      writes.map((w) => this.store.append(w.stream, w.events.map((e) => ({ ...e, metadata })), w.expected)),
-    );
+    const settled = await Promise.allSettled(writes.map((w) => this.store.append(w.stream, this.chained(w, metadata), w.expected)));
     const outcomes: WriteOutcome[] = settled.map((s, i) =>
       s.status === 'fulfilled' ? { ok: true, write: writes[i], result: s.value } : { ok: false, write: writes[i], error: s.reason },
     );
@@ -91,6 +100,23 @@ export class Ledger implements OnApplicationShutdown {
     await this.until(() => this.world.position >= last);
     for (const o of outcomes) if (!o.ok && !(o.error instanceof WrongExpectedRevisionError)) throw o.error;
     return outcomes;
+  }
+
+  /**
+   * Links each event to its stream's previous one. A write guarded by a revision knows its predecessor: if the
+   * World is behind, the append fails on that revision anyway, and the retry chains again.
+   */
+  private chained(w: Write, metadata: EventMetadata): Array<{ type: string; data: object; metadata: EventMetadata }> {
+    if (w.expected === 'any') return w.events.map((e) => ({ ...e, metadata }));
+    let prev = w.expected === 'no_stream' ? GENESIS : (this.heads.get(w.stream) ?? GENESIS);
+    let revision = w.expected === 'no_stream' ? -1 : w.expected;
+    return w.events.map((e) => {
+      revision += 1;
+      const hash = chainHash(prev, w.stream, revision, e.type, e.data);
+      const linked = { ...e, metadata: { ...metadata, prevHash: prev, hash } };
+      prev = hash;
+      return linked;
+    });
   }
 
   /** Commit, and on a revision conflict decide again on the caught-up World (bounded). */
