@@ -6,6 +6,10 @@ import { BasicAuthGuard } from './api/auth.js';
 import { ErrorsFilter } from './api/errors.filter.js';
 import { LegacyController } from './api/legacy.controller.js';
 import { SessionsController } from './api/sessions.controller.js';
+import { StatsController } from './api/stats.controller.js';
+import { READ_MODELS } from './readmodels/read-model.port.js';
+import { createReadModels } from './readmodels/read-models.factory.js';
+import { ReadSide } from './readmodels/read-side.service.js';
 import { type Settings } from './config/config.js';
 import { EVENT_STORE, type EventStore } from './eventstore/event-store.port.js';
 import { createEventStore } from './eventstore/event-store.factory.js';
@@ -32,10 +36,12 @@ export class AppModule {
     return {
       module: AppModule,
       imports: [CqrsModule.forRoot()],
-      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController],
+      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController],
       providers: [
         { provide: SETTINGS, useValue: settings },
         { provide: EVENT_STORE, useFactory: () => store ?? createEventStore(settings.eventStoreUrl, settings.dataDir) },
+        { provide: READ_MODELS, useFactory: () => createReadModels(settings.readModelsUrl, settings.dataDir) },
+        ReadSide,
         { provide: APP_FILTER, useClass: ErrorsFilter },
         Catalog,
         Ledger,

@@ -146,8 +146,6 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`DUFFY_PORT: not a port number: ${env.DUFFY_PORT}`);
   const configFile = env.DUFFY_CONFIG ? resolve(env.DUFFY_CONFIG) : DEMO_CONFIG;
   const dataDir = resolve(env.DUFFY_DATA_DIR ?? './data');
-  // Reads are served from the in-memory fold of the ledger; the MongoDB read-model adapter is not built yet.
-  if (env.DUFFY_READMODELS) throw new ConfigError('DUFFY_READMODELS: MongoDB read models are not supported by this version yet; unset it');
   return {
     port,
     dataDir: isAbsolute(dataDir) ? dataDir : resolve(dataDir),

@@ -4,6 +4,7 @@ import { Catalog } from './catalog.js';
 import { RegisterMachineCommand, RegisterTenantCommand } from './commands.js';
 import { Ledger } from './ledger.service.js';
 import { Provisioner } from '../provisioning/provisioner.service.js';
+import { ReadSide } from '../readmodels/read-side.service.js';
 import { Reconciler } from './reconciler.service.js';
 
 /** Start-up: fold the ledger, create the first admin on an empty ledger, register configured machines not yet known. */
@@ -17,10 +18,12 @@ export class Bootstrap {
     private readonly commands: CommandBus,
     private readonly reconciler: Reconciler,
     private readonly provisioner: Provisioner,
+    private readonly readSide: ReadSide,
   ) {}
 
   async run(options: { reconcileEveryMs?: number } = {}): Promise<{ adminKey?: string }> {
     await this.ledger.start();
+    await this.readSide.start();
     const s = this.catalog.settings;
     let adminKey: string | undefined;
     if (this.ledger.world.tenants.size === 0) {

@@ -1,0 +1,68 @@
+import type { Change, Projection } from './projection.js';
+import { del, ms, put } from './projection.js';
+
+const TENANTS = 'tenant_usage';
+const HOLDING = 'holding';
+const WAITING = 'request_wait';
+const CAPACITY = 'capacity';
+/** Usage that ended this long before the event being projected is dropped: the widest window is 7 days. */
+const KEEP_MS = 7 * 24 * 3600 * 1000;
+const MAX_WAITS = 1000;
+
+/**
+ * Fairness per tenant: machines held now, busy intervals (machine-hours over 1 h / 24 h / 7 d are computed at
+ * query time from them), and queue waits from request to start. Capacity counts machines in service.
+ */
+export const fairness: Projection = {
+  name: 'fairness',
+  version: 1,
+  collections: [TENANTS, HOLDING, WAITING, CAPACITY],
+  project(e, doc): Change[] {
+    switch (e.type) {
+      case 'TenantRegistered':
+        return [put(TENANTS, e.data.tenantId, { tenant_id: e.data.tenantId, tenant: e.data.name, active_machines: 0, intervals: [], waits_ms: [] })];
+      case 'MachineRegistered':
+        return [put(CAPACITY, 'all', { machines: Number(doc(CAPACITY, 'all')?.machines ?? 0) + 1 })];
+      case 'MachineRecycled':
+        return e.data.state === 'done' ? [put(CAPACITY, 'all', { machines: Math.max(0, Number(doc(CAPACITY, 'all')?.machines ?? 1) - 1) })] : [];
+      case 'MachineRequested':
+        return [put(WAITING, e.data.sessionId, { tenant_id: e.data.tenantId, requested_at: e.data.at })];
+      case 'SessionStarted':
+      case 'SessionRejected': {
+        const w = doc(WAITING, String(e.data.sessionId));
+        if (!w) return [];
+        const changes: Change[] = [del(WAITING, e.data.sessionId)];
+        const t = doc(TENANTS, String(w.tenant_id));
+        if (t && e.type === 'SessionStarted') {
+          const waits = [...(t.waits_ms as number[]), ms(String(w.requested_at), e.data.at)].slice(-MAX_WAITS);
+          changes.push(put(TENANTS, String(w.tenant_id), { ...t, waits_ms: waits }));
+        }
+        return changes;
+      }
+      case 'MachineReserved': {
+        const t = doc(TENANTS, String(e.data.tenantId));
+        if (!t) return [];
+        return [
+          put(HOLDING, e.data.machineId, { tenant_id: e.data.tenantId, since: e.data.at }),
+          put(TENANTS, String(e.data.tenantId), { ...t, active_machines: Number(t.active_machines) + 1 }),
+        ];
+      }
+      case 'MachineReleased':
+      case 'MachineReservationCancelled':
+      case 'ProvisioningFailed': {
+        const h = doc(HOLDING, String(e.data.machineId));
+        if (!h || e.data.sessionId === null) return [];
+        const t = doc(TENANTS, String(h.tenant_id));
+        const changes: Change[] = [del(HOLDING, e.data.machineId)];
+        if (t) {
+          const horizon = Date.parse(e.data.at) - KEEP_MS;
+          const intervals = [...(t.intervals as Array<[string, string]>).filter(([, end]) => Date.parse(end) >= horizon), [String(h.since), e.data.at]];
+          changes.push(put(TENANTS, String(h.tenant_id), { ...t, active_machines: Math.max(0, Number(t.active_machines) - 1), intervals }));
+        }
+        return changes;
+      }
+      default:
+        return [];
+    }
+  },
+};

@@ -1,0 +1,74 @@
+import { type Change, type Doc, type Projection, ms, put } from './projection.js';
+
+const MACHINES = 'machine_stress';
+const POOLS = 'pool_stress';
+const PLATFORMS = 'platform_stress';
+
+const zero = { allocations: 0, busy_ms: 0, provisioning_failures: 0, quarantines: 0 };
+type Counters = typeof zero;
+
+/** Hardware stress per machine, rolled up by pool and by platform family: what wear levelling is judged on. */
+export const machineStress: Projection = {
+  name: 'machine-stress',
+  version: 1,
+  collections: [MACHINES, POOLS, PLATFORMS],
+  project(e, doc) {
+    if (e.type === 'MachineRegistered') {
+      const { hostname, pool, machineId } = e.data;
+      return [
+        put(MACHINES, hostname, { hostname, machine_id: machineId, pool, platform: null, ...zero, last_used: null, reserved_at: null }),
+        put(POOLS, pool, { pool, machines: Number(doc(POOLS, pool)?.machines ?? 0) + 1, ...counters(doc(POOLS, pool)) }),
+      ];
+    }
+    const hostname = hostOf(e);
+    const m = hostname ? doc(MACHINES, hostname) : undefined;
+    if (!m || !hostname) return [];
+    const add: Partial<Counters> = {};
+    const next: Doc = { ...m };
+    switch (e.type) {
+      case 'MachineReserved':
+        add.allocations = 1;
+        Object.assign(next, { platform: e.data.platform, reserved_at: e.data.at, last_used: e.data.at });
+        break;
+      case 'MachineReleased':
+      case 'MachineReservationCancelled':
+        add.busy_ms = m.reserved_at ? ms(String(m.reserved_at), e.data.at) : 0;
+        Object.assign(next, { reserved_at: null, last_used: e.data.at });
+        break;
+      case 'ProvisioningFailed':
+        add.provisioning_failures = 1;
+        if (e.data.sessionId !== null && m.reserved_at && (e.data.action === 'provision' || e.data.action === 'contextualize')) {
+          add.busy_ms = ms(String(m.reserved_at), e.data.at);
+          next.reserved_at = null;
+        }
+        break;
+      case 'MachineQuarantined':
+        add.quarantines = 1;
+        break;
+      default:
+        return [];
+    }
+    for (const [k, v] of Object.entries(add)) next[k] = Number(next[k] ?? 0) + v;
+    const changes: Change[] = [put(MACHINES, hostname, next)];
+    const pool = String(m.pool);
+    changes.push(put(POOLS, pool, bump(doc(POOLS, pool) ?? { pool, machines: 0, ...zero }, add)));
+    const platform = (next.platform as string | null) ?? null;
+    if (platform !== null) changes.push(put(PLATFORMS, platform, bump(doc(PLATFORMS, platform) ?? { platform, ...zero }, add)));
+    return changes;
+  },
+};
+
+function counters(d: Doc | undefined): Counters {
+  return { allocations: Number(d?.allocations ?? 0), busy_ms: Number(d?.busy_ms ?? 0), provisioning_failures: Number(d?.provisioning_failures ?? 0), quarantines: Number(d?.quarantines ?? 0) };
+}
+
+function bump(d: Doc, add: Partial<Counters>): Doc {
+  const out = { ...d };
+  for (const [k, v] of Object.entries(add)) out[k] = Number(out[k] ?? 0) + v;
+  return out;
+}
+
+/** Machine events name the machine by id; its stream name carries the hostname. */
+function hostOf(e: { stream: string }): string | undefined {
+  return e.stream.startsWith('machine-') ? e.stream.slice('machine-'.length) : undefined;
+}

@@ -1,0 +1,20 @@
+import { describe, it } from '@jest/globals';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MongoReadModels } from '../../src/readmodels/mongo-read-models.js';
+import { SqliteReadModels } from '../../src/readmodels/sqlite-read-models.js';
+import { readModelsContract } from './read-models.contract.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'duffy-rm-'));
+readModelsContract('embedded SQLite', async () => new SqliteReadModels(join(dir, 'readmodels.sqlite')));
+
+const mongo = process.env.DUFFY_READMODELS;
+if (mongo && /^mongodb/.test(mongo)) {
+  readModelsContract(`MongoDB at ${mongo}`, async () => new MongoReadModels(mongo));
+} else {
+  console.log('SKIPPED: MongoDB read-model contract suite (set DUFFY_READMODELS=mongodb://... e.g. after `docker compose up -d mongo`)');
+  describe('read models contract: MongoDB', () => {
+    it.skip('SKIPPED: no DUFFY_READMODELS=mongodb://... server configured', () => undefined);
+  });
+}

@@ -1,0 +1,233 @@
+import { describe, it, expect, beforeEach, afterEach } from '@jest/globals';
+import { randomUUID } from 'node:crypto';
+import { type Doc, type DocChange, type ReadModelStore } from '../../src/readmodels/read-model.port.js';
+
+/** One behaviour, every adapter: the embedded read models and MongoDB must both pass this. */
+export function readModelsContract(name: string, open: () => Promise<ReadModelStore>) {
+  describe(`read models contract: ${name}`, () => {
+    let store: ReadModelStore;
+    // Unique collections and projections per test: a production store is shared and never emptied.
+    const unique = (label: string) => `${label}_${randomUUID().slice(0, 8)}`;
+    const put = (collection: string, id: string, doc: Doc, position: number | bigint): DocChange => ({
+      op: 'put',
+      collection,
+      id,
+      doc,
+      position: BigInt(position),
+    });
+    const del = (collection: string, id: string, position: number | bigint): DocChange => ({
+      op: 'delete',
+      collection,
+      id,
+      position: BigInt(position),
+    });
+
+    beforeEach(async () => (store = await open()));
+    afterEach(async () => store.close());
+
+    it('puts, gets and deletes documents, each collection on its own', async () => {
+      const p = unique('p');
+      const a = unique('a');
+      const b = unique('b');
+      await store.apply(p, 1, [put(a, 'm1', { state: 'free', cpus: 4 }, 1), put(b, 'm1', { other: true }, 1)], 1n);
+      expect(await store.get(a, 'm1')).toEqual({ state: 'free', cpus: 4 });
+      expect(await store.get(b, 'm1')).toEqual({ other: true });
+      expect(await store.get(a, 'nope')).toBeUndefined();
+      expect(await store.get(unique('none'), 'm1')).toBeUndefined();
+
+      await store.apply(p, 1, [del(a, 'm1', 2)], 2n);
+      expect(await store.get(a, 'm1')).toBeUndefined();
+      expect(await store.get(b, 'm1')).toEqual({ other: true });
+    });
+
+    it('replaces the whole document on put and keeps nested values', async () => {
+      const p = unique('p');
+      const c = unique('c');
+      await store.apply(p, 1, [put(c, 'm1', { state: 'free', lease: { until: 5, by: 'ci' }, tags: ['x'] }, 1)], 1n);
+      await store.apply(p, 1, [put(c, 'm1', { state: 'busy', tags: [] }, 2)], 2n);
+      expect(await store.get(c, 'm1')).toEqual({ state: 'busy', tags: [] });
+    });
+
+    it('finds by equality on top-level fields, ordered by id', async () => {
+      const p = unique('p');
+      const c = unique('c');
+      await store.apply(
+        p,
+        1,
+        [
+          put(c, 'd', { kind: 'vm', cpus: 2, active: false, lease: null }, 1),
+          put(c, 'b', { kind: 'metal', cpus: 4, active: true, lease: 'l1' }, 2),
+          put(c, 'a', { kind: 'vm', cpus: 4, active: true, lease: null }, 3),
+          put(c, 'c', { kind: 'vm', cpus: 2.5, active: true }, 4),
+          // Look-alikes of other types must not match.
+          put(c, 'e', { kind: ['vm'], cpus: '4', active: 1, lease: 0 }, 5),
+          put(c, 'f', { kind: 'VM', cpus: true, active: 'true', lease: 'null' }, 6),
+        ],
+        6n,
+      );
+      const ids = async (filter?: Record<string, string | number | boolean | null>) =>
+        (await store.find(c, filter)).map((d) => (d.kind === 'vm' ? `${d.cpus}` : JSON.stringify(d)));
+      const all = await store.find(c);
+      expect(all).toHaveLength(6);
+      expect(all[0]).toEqual({ kind: 'vm', cpus: 4, active: true, lease: null });
+      expect(await store.find(c, {})).toEqual(all);
+
+      expect(await ids({ kind: 'vm' })).toEqual(['4', '2.5', '2']); // a, c, d
+      expect((await store.find(c, { cpus: 4 })).map((d) => d.kind)).toEqual(['vm', 'metal']); // a, b
+      expect(await ids({ cpus: 2.5 })).toEqual(['2.5']);
+      expect((await store.find(c, { active: true })).map((d) => d.cpus)).toEqual([4, 4, 2.5]); // a, b, c
+      expect(await ids({ active: false })).toEqual(['2']);
+      // null matches an explicit null and a missing field.
+      expect(await ids({ lease: null })).toEqual(['4', '2.5', '2']);
+      expect(await ids({ kind: 'vm', active: true, lease: null })).toEqual(['4', '2.5']);
+      expect(await ids({ cpus: '4' })).toEqual([JSON.stringify({ kind: ['vm'], cpus: '4', active: 1, lease: 0 })]);
+      expect((await store.find(c, { active: 1 })).map((d) => d.cpus)).toEqual(['4']);
+      expect((await store.find(c, { lease: 0 })).map((d) => d.cpus)).toEqual(['4']);
+      expect(await store.find(c, { kind: '["vm"]' })).toEqual([]);
+      expect(await store.find(c, { kind: 'vm', cpus: 8 })).toEqual([]);
+      expect(await store.find(c, { nosuchfield: 'x' })).toEqual([]);
+      expect(await store.find(unique('none'), {})).toEqual([]);
+    });
+
+    it('has no checkpoint until the first apply, then keeps position and version, only moving forward', async () => {
+      const p = unique('p');
+      expect(await store.checkpoint(p)).toBeUndefined();
+      await store.apply(p, 3, [], 10n);
+      expect(await store.checkpoint(p)).toEqual({ position: 10n, version: 3 });
+      await store.apply(p, 3, [], 12n);
+      expect(await store.checkpoint(p)).toEqual({ position: 12n, version: 3 });
+      await store.apply(p, 3, [], 11n);
+      expect(await store.checkpoint(p)).toEqual({ position: 12n, version: 3 });
+      expect(await store.checkpoint(unique('other'))).toBeUndefined();
+    });
+
+    it('makes a batch and its checkpoint visible together, and a failed batch shows neither', async () => {
+      const p = unique('p');
+      const a = unique('a');
+      const b = unique('b');
+      await store.apply(p, 1, [put(a, 'x', { n: 1 }, 4), put(b, 'y', { n: 1 }, 5)], 5n);
+      expect([await store.get(a, 'x'), await store.get(b, 'y'), await store.checkpoint(p)]).toEqual([
+        { n: 1 },
+        { n: 1 },
+        { position: 5n, version: 1 },
+      ]);
+      // The last change's position no adapter can store: nothing of the batch may land.
+      const failing = [put(a, 'x', { n: 2 }, 6), put(b, 'z', { n: 2 }, 7), put(a, 'w', { n: 2 }, 2n ** 64n)];
+      await expect(store.apply(p, 1, failing, 8n)).rejects.toThrow();
+      expect([await store.get(a, 'x'), await store.get(b, 'z'), await store.get(a, 'w'), await store.checkpoint(p)]).toEqual([
+        { n: 1 },
+        undefined,
+        undefined,
+        { position: 5n, version: 1 },
+      ]);
+    });
+
+    it('skips changes at or below the position a document already has, so replaying a batch changes nothing', async () => {
+      const p = unique('p');
+      const c = unique('c');
+      const batch = [put(c, 'a', { n: 1 }, 5), put(c, 'b', { n: 1 }, 6), put(c, 'gone', { n: 1 }, 6), del(c, 'gone', 7)];
+      await store.apply(p, 1, batch, 7n);
+      await store.apply(p, 1, [put(c, 'a', { n: 3 }, 8)], 8n);
+      const before = await store.find(c);
+      await store.apply(p, 1, batch, 7n);
+      expect(await store.find(c)).toEqual(before);
+      expect(await store.get(c, 'a')).toEqual({ n: 3 });
+      expect(await store.get(c, 'gone')).toBeUndefined();
+      expect(await store.checkpoint(p)).toEqual({ position: 8n, version: 1 });
+
+      // Older and equal positions lose; a newer one wins.
+      await store.apply(p, 1, [put(c, 'k', { n: 3 }, 7n)], 9n);
+      await store.apply(p, 1, [put(c, 'k', { n: 2 }, 5n)], 9n);
+      await store.apply(p, 1, [put(c, 'k', { n: 4 }, 7n)], 9n);
+      expect(await store.get(c, 'k')).toEqual({ n: 3 });
+      await store.apply(p, 1, [put(c, 'k', { n: 5 }, 10n)], 10n);
+      expect(await store.get(c, 'k')).toEqual({ n: 5 });
+    });
+
+    it('does not delete a document newer than the delete', async () => {
+      const p = unique('p');
+      const c = unique('c');
+      await store.apply(p, 1, [put(c, 'a', { n: 1 }, 7)], 7n);
+      await store.apply(p, 1, [del(c, 'a', 5)], 7n);
+      await store.apply(p, 1, [del(c, 'a', 7)], 7n);
+      expect(await store.get(c, 'a')).toEqual({ n: 1 });
+      await store.apply(p, 1, [del(c, 'a', 8), del(c, 'never-existed', 8)], 8n);
+      expect(await store.get(c, 'a')).toBeUndefined();
+    });
+
+    it('applies the last of several changes one event makes to the same document', async () => {
+      const p = unique('p');
+      const c = unique('c');
+      await store.apply(p, 1, [put(c, 'x', { n: 0 }, 1), put(c, 'y', { n: 0 }, 1)], 1n);
+      await store.apply(
+        p,
+        1,
+        [
+          put(c, 'x', { n: 1 }, 2),
+          put(c, 'x', { n: 2 }, 2),
+          put(c, 'y', { n: 1 }, 2),
+          del(c, 'y', 2),
+          del(c, 'z', 2),
+          put(c, 'z', { n: 1 }, 2),
+        ],
+        2n,
+      );
+      expect([await store.get(c, 'x'), await store.get(c, 'y'), await store.get(c, 'z')]).toEqual([
+        { n: 2 },
+        undefined,
+        { n: 1 },
+      ]);
+    });
+
+    it('resets: drops the named collections and the checkpoint, so a rebuild starts from scratch', async () => {
+      const p = unique('p');
+      const other = unique('p');
+      const a = unique('a');
+      const b = unique('b');
+      const kept = unique('kept');
+      await store.apply(p, 1, [put(a, 'x', { v: 1 }, 100), put(b, 'y', { v: 1 }, 100)], 100n);
+      await store.apply(other, 1, [put(kept, 'z', { v: 1 }, 100)], 100n);
+      await store.reset(p, [a, b]);
+      expect(await store.checkpoint(p)).toBeUndefined();
+      expect(await store.find(a)).toEqual([]);
+      expect(await store.find(b)).toEqual([]);
+      expect(await store.get(kept, 'z')).toEqual({ v: 1 });
+      expect(await store.checkpoint(other)).toEqual({ position: 100n, version: 1 });
+
+      // Rebuilt by a new version from position 0: the old, higher positions are gone with the documents.
+      await store.apply(p, 2, [put(a, 'x', { v: 2 }, 3)], 3n);
+      expect(await store.get(a, 'x')).toEqual({ v: 2 });
+      expect(await store.checkpoint(p)).toEqual({ position: 3n, version: 2 });
+      await store.reset(unique('never-applied'), [unique('never-written')]);
+    });
+
+    it('keeps everything it acknowledged across close and reopen', async () => {
+      const p = unique('p');
+      const c = unique('c');
+      await store.apply(p, 4, [put(c, 'a', { n: 1 }, 20), put(c, 'b', { n: 2 }, 21)], 21n);
+      await store.close();
+      store = await open();
+      expect(await store.find(c)).toEqual([{ n: 1 }, { n: 2 }]);
+      expect(await store.checkpoint(p)).toEqual({ position: 21n, version: 4 });
+    });
+
+    it('round-trips positions above 2^32 exactly', async () => {
+      const p = unique('p');
+      const c = unique('c');
+      const high = 2n ** 40n + 3n;
+      await store.apply(p, 1, [put(c, 'a', { n: 1 }, high)], high);
+      const cp = await store.checkpoint(p);
+      expect(typeof cp?.position).toBe('bigint');
+      expect(cp?.position).toBe(high);
+      await store.apply(p, 1, [put(c, 'a', { n: 2 }, high - 1n)], high);
+      expect(await store.get(c, 'a')).toEqual({ n: 1 });
+      await store.apply(p, 1, [put(c, 'a', { n: 3 }, high + 1n)], high + 1n);
+      expect(await store.get(c, 'a')).toEqual({ n: 3 });
+      expect((await store.checkpoint(p))?.position).toBe(high + 1n);
+    });
+
+    it('answers ping while open', async () => {
+      await expect(store.ping()).resolves.toBeUndefined();
+    });
+  });
+}
