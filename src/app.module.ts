@@ -1,6 +1,11 @@
-import { type DynamicModule, Module } from '@nestjs/common';
+import { type DynamicModule, type MiddlewareConsumer, Module, type NestModule } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { CqrsModule } from '@nestjs/cqrs';
+import { TerminusModule } from '@nestjs/terminus';
+import { LoggerModule } from 'nestjs-pino';
+import { randomUUID } from 'node:crypto';
+import { HealthController } from './ops/health.controller.js';
+import { HttpMetricsMiddleware, Metrics, MetricsController } from './ops/metrics.js';
 import { NodesController, PoolProfilesController, PoolsController, TenantsController } from './api/admin.controller.js';
 import { BasicAuthGuard } from './api/auth.js';
 import { ErrorsFilter } from './api/errors.filter.js';
@@ -30,18 +35,38 @@ import { AnsibleRunner, PLAYBOOK_RUNNER } from './provisioning/ansible-runner.js
 import { LookForProvisioningWorkHandler, Provisioner, ProvisioningSaga } from './provisioning/provisioner.service.js';
 
 @Module({})
-export class AppModule {
+export class AppModule implements NestModule {
+  configure(consumer: MiddlewareConsumer): void {
+    consumer.apply(HttpMetricsMiddleware).forRoutes('*path');
+  }
+
   /** `store` lets tests hand in an adapter; otherwise the settings pick one. */
   static forRoot(settings: Settings, store?: EventStore): DynamicModule {
     return {
       module: AppModule,
-      imports: [CqrsModule.forRoot()],
-      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController],
+      imports: [
+        CqrsModule.forRoot(),
+        TerminusModule,
+        LoggerModule.forRoot({
+          pinoHttp: {
+            level: process.env.DUFFY_LOG_LEVEL ?? 'info',
+            // One id per request, taken from the caller when it sends one, echoed back for support tickets.
+            genReqId: (req, res) => {
+              const id = String(req.headers['x-request-id'] ?? '').slice(0, 128) || randomUUID();
+              res.setHeader('X-Request-Id', id);
+              return id;
+            },
+            redact: ['req.headers.authorization'],
+          },
+        }),
+      ],
+      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, HealthController, MetricsController],
       providers: [
         { provide: SETTINGS, useValue: settings },
         { provide: EVENT_STORE, useFactory: () => store ?? createEventStore(settings.eventStoreUrl, settings.dataDir) },
         { provide: READ_MODELS, useFactory: () => createReadModels(settings.readModelsUrl, settings.dataDir) },
         ReadSide,
+        Metrics,
         { provide: APP_FILTER, useClass: ErrorsFilter },
         Catalog,
         Ledger,

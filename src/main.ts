@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { Logger, ValidationPipe } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
+import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule } from './app.module.js';
 import { ConfigError, type Settings, describeValidation, loadSettings } from './config/config.js';
 import { type EventStore } from './eventstore/event-store.port.js';
@@ -11,12 +12,15 @@ import { DomainError } from './ledger/errors.js';
 /** Builds the whole app; tests call this with their own settings and port 0. */
 export async function createApp(settings: Settings, options: { store?: EventStore; logger?: false; reconcileEveryMs?: number } = {}) {
   const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(settings, options.store), {
-    logger: options.logger ?? ['log', 'warn', 'error'],
+    bufferLogs: options.logger !== false,
+    logger: options.logger === false ? false : undefined,
     bodyParser: false,
   });
+  // Structured JSON logs (pino), with the request id of each HTTP request.
+  if (options.logger !== false) app.useLogger(app.get(PinoLogger));
   // 1 MB is far above any real request and keeps a hostile body from costing memory.
   app.useBodyParser('json', { limit: '1mb', strict: false });
-  app.setGlobalPrefix('api/v1', { exclude: ['Node/get', 'Node/done', 'Node/fail', 'Inventory'] });
+  app.setGlobalPrefix('api/v1', { exclude: ['Node/get', 'Node/done', 'Node/fail', 'Inventory', 'health', 'metrics'] });
   app.useGlobalPipes(
     new ValidationPipe({
       whitelist: true,

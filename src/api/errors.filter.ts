@@ -21,9 +21,9 @@ export class ErrorsFilter implements ExceptionFilter {
   catch(error: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<Response>();
     if (res.headersSent) return;
-    // The legacy API has its own error shape (`{"msg": ...}`), which cico expects.
+    // The legacy API has its own error shape (`{"msg": ...}`), which cico expects; /health keeps terminus's report.
     const body = error instanceof HttpException ? error.getResponse() : undefined;
-    if (body && typeof body === 'object' && 'msg' in body) {
+    if (body && typeof body === 'object' && ('msg' in body || 'details' in body)) {
       res.status((error as HttpException).getStatus()).json(body);
       return;
     }

@@ -17,7 +17,8 @@ import {
   decideUpdateTenant,
   visibleSession,
 } from './decide.js';
-import { refuse } from './errors.js';
+import { Metrics } from '../ops/metrics.js';
+import { DomainError, refuse } from './errors.js';
 import { Ledger } from './ledger.service.js';
 import { InFlight, SessionLifecycle, failOnConflict, metaFor, now } from './session-lifecycle.js';
 import type { Session } from './world.js';
@@ -96,9 +97,22 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     private readonly catalog: Catalog,
     private readonly inFlight: InFlight,
     private readonly sessions: SessionLifecycle,
+    private readonly metrics: Metrics,
   ) {}
 
   async execute(cmd: RequestSessionCommand): Promise<Session> {
+    const stop = this.metrics.allocation.startTimer();
+    try {
+      const session = await this.request(cmd);
+      stop({ outcome: 'served' });
+      return session;
+    } catch (err) {
+      stop({ outcome: err instanceof DomainError ? err.kind : 'error' });
+      throw err;
+    }
+  }
+
+  private async request(cmd: RequestSessionCommand): Promise<Session> {
     if (cmd.tenantId !== cmd.actor.tenant.id && !cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may request nodes for another tenant');
     const meta = metaFor(cmd.actor);
     const wanted = cmd.specs.reduce((n, s) => n + s.quantity, 0);

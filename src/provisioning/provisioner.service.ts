@@ -7,6 +7,7 @@ import { isAbsolute, join, relative, resolve } from 'node:path';
 import { Catalog } from '../ledger/catalog.js';
 import { LedgerEvent, Ledger } from '../ledger/ledger.service.js';
 import { InFlight, SessionLifecycle, metaFor } from '../ledger/session-lifecycle.js';
+import { Metrics } from '../ops/metrics.js';
 import { ANSIBLE_DIR, PLAYBOOK_RUNNER, type DuffyIn, type PlaybookRunner } from './ansible-runner.js';
 import { type Job, decideClaim, decideReplacement, decideRunOutcome, dueJobs } from './provisioning.decide.js';
 
@@ -35,6 +36,7 @@ export class Provisioner implements OnApplicationShutdown {
     private readonly inFlight: InFlight,
     private readonly sessions: SessionLifecycle,
     @Inject(PLAYBOOK_RUNNER) private readonly runner: PlaybookRunner,
+    private readonly metrics: Metrics,
   ) {}
 
   start(intervalMs = 2_000): void {
@@ -106,6 +108,9 @@ export class Provisioner implements OnApplicationShutdown {
     const override = pool.playbooks?.[job.action];
     const playbook = override ? (isAbsolute(override) ? override : resolve(ANSIBLE_DIR, override)) : undefined;
     const { run, nodes } = await this.runner.run(input, { timeoutMs, playbook });
+    const failed = [...nodes.values()].filter((n) => !n.ok).length;
+    this.metrics.playbook.observe({ action: job.action, outcome: failed === 0 ? 'ok' : 'failed' }, run.durationMs / 1000);
+    if (failed > 0) this.metrics.provisioningFailures.inc({ action: job.action }, failed);
     this.log.log(`${job.action} ${pool.name} [${claimed.map((c) => c.machine.hostname).join(', ')}]: exit ${run.exitCode}${run.timedOut ? ' (timed out)' : ''} in ${run.durationMs} ms`);
     const now = new Date().toISOString();
     const outcomes = await Promise.all(

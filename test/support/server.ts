@@ -7,6 +7,9 @@ import { parse, stringify } from 'yaml';
 import { DEMO_CONFIG, type Settings, loadConfig } from '../../src/config/config.js';
 import { createApp } from '../../src/main.js';
 
+// Request logs would drown the test output; DUFFY_TEST_LOG=1 shows them.
+process.env.DUFFY_LOG_LEVEL ??= process.env.DUFFY_TEST_LOG ? 'info' : 'silent';
+
 export const ADMIN_KEY = '00000000-0000-4000-8000-000000000001';
 
 export interface Running {

@@ -1,0 +1,53 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Ledger } from '../../src/ledger/ledger.service.js';
+import { type Running, newTenant, startDuffy } from '../support/server.js';
+
+describe('operating Duffy: health, metrics, request ids', () => {
+  let duffy: Running;
+
+  beforeAll(async () => {
+    duffy = await startDuffy();
+    const alice = await newTenant(duffy, 'alice');
+    await alice.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] });
+    await alice.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 5 }] });
+  });
+  afterAll(() => duffy.close());
+
+  it('/metrics parses as Prometheus text with the Duffy series', async () => {
+    const res = await fetch(`${duffy.url}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    const text = await res.text();
+    // Every non-comment line is `name{labels} value`; every sample's family was declared with # TYPE.
+    const declared = new Set([...text.matchAll(/^# TYPE (\S+) (counter|gauge|histogram|summary|untyped)$/gm)].map((m) => m[1]));
+    const samples = text.split('\n').filter((l) => l && !l.startsWith('#'));
+    for (const line of samples) {
+      expect(line).toMatch(/^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? -?[0-9.eE+-]+|NaN|[+-]Inf$/);
+      const name = line.split(/[{ ]/)[0].replace(/_(bucket|sum|count)$/, '');
+      expect(declared.has(name) || declared.has(line.split(/[{ ]/)[0])).toBe(true);
+    }
+    expect(text).toMatch(/^duffy_machines\{pool="vm-intel-x86_64",state="deployed"\} 1$/m);
+    expect(text).toMatch(/^duffy_allocation_seconds_count\{outcome="served"\} 1$/m);
+    expect(text).toMatch(/^duffy_allocation_seconds_count\{outcome="capacity"\} 1$/m);
+    expect(text).toMatch(/^duffy_http_requests_total\{method="POST",route="\/api\/v1\/sessions",status="201"\} 1$/m);
+  });
+
+  it('echoes X-Request-Id, or makes one', async () => {
+    const mine = await fetch(`${duffy.url}/health`, { headers: { 'x-request-id': 'job-42' } });
+    expect(mine.headers.get('x-request-id')).toBe('job-42');
+    const made = await fetch(`${duffy.url}/health`);
+    expect(made.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('/health is up with ledger, read models and ansible, and down when the ledger is unreachable', async () => {
+    const up = await fetch(`${duffy.url}/health`);
+    const body = (await up.json()) as { info: Record<string, unknown> };
+    expect(up.status).toBe(200);
+    expect(Object.keys(body.info).sort()).toEqual(['ansible', 'ledger', 'readModels']);
+    // Cut the ledger away under the running server.
+    await duffy.app.get(Ledger).store.close();
+    const down = await fetch(`${duffy.url}/health`);
+    expect(down.status).toBe(503);
+    expect(((await down.json()) as { error: { ledger: { status: string } } }).error.ledger.status).toBe("down");
+  });
+});
