@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { Logger, ValidationPipe } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule } from './app.module.js';
@@ -31,6 +32,14 @@ export async function createApp(settings: Settings, options: { store?: EventStor
         new DomainError('invalid', describeValidation(errors).join('; ') || 'invalid request body'),
     }),
   );
+  const openapi = new DocumentBuilder()
+    .setTitle('Duffy')
+    .setDescription('Machines for CI on an event-sourced ledger: the Duffy v3 API, cico legacy calls, ops endpoints')
+    .setVersion('1')
+    .addBasicAuth({ type: 'http', scheme: 'basic', description: 'tenant name and API key' }, 'tenant')
+    .addSecurityRequirements('tenant')
+    .build();
+  SwaggerModule.setup('api/docs', app, () => SwaggerModule.createDocument(app, openapi));
   app.enableShutdownHooks();
   await app.init();
   const boot = await app.get(Bootstrap).run({ reconcileEveryMs: options.reconcileEveryMs });

@@ -1,3 +1,4 @@
+import { ApiTags } from '@nestjs/swagger';
 import { Body, Controller, Get, HttpCode, Param, ParseIntPipe, Post, Put, UseGuards } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from '../ledger/catalog.js';
@@ -10,6 +11,7 @@ import { nodeView, poolLevels, tenantView } from './views.js';
 
 const intId = new ParseIntPipe({ exceptionFactory: () => refuse('invalid', 'id must be an integer') });
 
+@ApiTags('tenants')
 @Controller('tenants')
 @UseGuards(BasicAuthGuard)
 export class TenantsController {
@@ -55,6 +57,7 @@ export class TenantsController {
   }
 }
 
+@ApiTags('nodes')
 @Controller('nodes')
 @UseGuards(BasicAuthGuard)
 export class NodesController {
@@ -84,6 +87,7 @@ export class NodesController {
   }
 }
 
+@ApiTags('pools')
 @Controller('pools')
 @UseGuards(BasicAuthGuard)
 export class PoolsController {
@@ -105,6 +109,7 @@ export class PoolsController {
 }
 
 /** Duffy-only: what each pool is, for requests by type/arch/platform. Kept out of /pools, whose shape clients check. */
+@ApiTags('pool-profiles')
 @Controller('pool-profiles')
 @UseGuards(BasicAuthGuard)
 export class PoolProfilesController {

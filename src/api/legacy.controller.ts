@@ -1,3 +1,4 @@
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Controller, Get, Header, HttpException, Query } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
 import { legacyPool } from '../config/config.js';
@@ -14,6 +15,7 @@ const FAILED = 'Failed to allocate nodes';
  * The old Duffy API that cico 0.4.7 and old scripts speak: query-string key, no Basic auth, at the root path.
  * It answers with the old shapes, not Duffy v3's.
  */
+@ApiTags('legacy cico')
 @Controller()
 export class LegacyController {
   constructor(
@@ -28,6 +30,7 @@ export class LegacyController {
     return { tenant };
   }
 
+  @ApiOperation({ summary: 'cico: get nodes (query key, ver, arch, count, flavor)' })
   @Get('Node/get')
   @Header('Content-Type', 'application/json')
   async get(@Query() q: Record<string, unknown>) {
@@ -45,6 +48,7 @@ export class LegacyController {
     }
   }
 
+  @ApiOperation({ summary: 'cico: done with a session' })
   @Get('Node/done')
   @Header('Content-Type', 'application/json')
   async done(@Query('key') key: unknown, @Query('ssid') ssid: unknown) {
@@ -54,6 +58,7 @@ export class LegacyController {
   }
 
   /** cico's "fail": keep the machines 6 more hours for debugging. */
+  @ApiOperation({ summary: 'cico: keep the nodes of a failed job 6 h longer' })
   @Get('Node/fail')
   @Header('Content-Type', 'application/json')
   async fail(@Query('key') key: unknown, @Query('ssid') ssid: unknown) {
@@ -62,6 +67,7 @@ export class LegacyController {
     return JSON.stringify('Done');
   }
 
+  @ApiOperation({ summary: 'cico: inventory, keyed or the old 14 columns' })
   @Get('Inventory')
   inventory(@Query('key') key: unknown) {
     const w = this.ledger.world;

@@ -1,3 +1,4 @@
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Body, Controller, Get, HttpCode, Param, ParseIntPipe, Post, Put, UseGuards } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from '../ledger/catalog.js';
@@ -12,6 +13,7 @@ import { sessionView } from './views.js';
 
 const intId = new ParseIntPipe({ exceptionFactory: () => refuse('invalid', 'id must be an integer') });
 
+@ApiTags('sessions')
 @Controller('sessions')
 @UseGuards(BasicAuthGuard)
 export class SessionsController {
@@ -21,6 +23,7 @@ export class SessionsController {
     private readonly catalog: Catalog,
   ) {}
 
+  @ApiOperation({ summary: 'my active sessions (admin: all)' })
   @Get()
   list(@CurrentActor() actor: Actor) {
     const w = this.ledger.world;
@@ -30,12 +33,14 @@ export class SessionsController {
     return { action: 'get', sessions: sessions.map((s) => sessionView(s, w, this.catalog)) };
   }
 
+  @ApiOperation({ summary: 'one session' })
   @Get(':id')
   get(@CurrentActor() actor: Actor, @Param('id', intId) id: number) {
     const w = this.ledger.world;
     return { action: 'get', session: sessionView(visibleSession(w, id, actor.tenant), w, this.catalog) };
   }
 
+  @ApiOperation({ summary: 'request machines; answers once they are handed over' })
   @Post()
   @HttpCode(201)
   async create(@CurrentActor() actor: Actor, @Body() body: SessionCreateDto) {
@@ -47,6 +52,7 @@ export class SessionsController {
     return { action: 'post', session: sessionView(session, this.ledger.world, this.catalog) };
   }
 
+  @ApiOperation({ summary: 'done ({active: false}) or extend ({expires_at})' })
   @Put(':id')
   async update(@CurrentActor() actor: Actor, @Param('id', intId) id: number, @Body() body: SessionUpdateDto) {
     if (body.active === undefined && body.expires_at === undefined) refuse('invalid', 'give "active": false or "expires_at"');

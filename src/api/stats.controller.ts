@@ -1,3 +1,4 @@
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Controller, Get, HttpCode, Post, UseGuards } from '@nestjs/common';
 import { refuse } from '../ledger/errors.js';
 import type { Actor } from '../ledger/commands.js';
@@ -12,6 +13,7 @@ const round = (x: number, digits = 4) => Number(x.toFixed(digits));
 const strip = ({ __id, ...doc }: Record<string, unknown>) => (void __id, doc);
 
 /** Ops figures from the projections (admin only): how worn the hardware is and how fairly it is shared. */
+@ApiTags('ops')
 @Controller('stats')
 @UseGuards(BasicAuthGuard)
 export class StatsController {
@@ -25,6 +27,7 @@ export class StatsController {
     await this.readSide.caughtUp(this.ledger.world.position);
   }
 
+  @ApiOperation({ summary: 'hardware stress per pool, platform and machine (admin)' })
   @Get('stress')
   async stress(@CurrentActor() actor: Actor) {
     await this.fresh(actor);
@@ -43,6 +46,7 @@ export class StatsController {
   }
 
   /** Drop the read models and project the ledger from position 0 again. */
+  @ApiOperation({ summary: 'rebuild every read model from position 0 (admin)' })
   @Post('rebuild')
   @HttpCode(202)
   async rebuild(@CurrentActor() actor: Actor) {
@@ -51,6 +55,7 @@ export class StatsController {
     return { action: 'post', rebuilt: this.readSide.runners.map((r) => r.projection.name) };
   }
 
+  @ApiOperation({ summary: 'fairness per tenant (admin)' })
   @Get('fairness')
   async fairness(@CurrentActor() actor: Actor) {
     await this.fresh(actor);

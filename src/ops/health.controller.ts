@@ -1,3 +1,4 @@
+import { ApiTags } from '@nestjs/swagger';
 import { Controller, Get, Inject } from '@nestjs/common';
 import { HealthCheck, HealthCheckService, HealthIndicatorService } from '@nestjs/terminus';
 import { execa } from 'execa';
@@ -8,6 +9,7 @@ const withTimeout = <T>(p: Promise<T>, ms: number) =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms).unref())]);
 
 /** Liveness and readiness for load balancers and compose: 200 when all parts answer, 503 naming the one that does not. */
+@ApiTags('ops')
 @Controller('health')
 export class HealthController {
   private ansible?: Promise<string>;

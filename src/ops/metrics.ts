@@ -1,3 +1,4 @@
+import { ApiTags } from '@nestjs/swagger';
 import { Controller, Get, Header, Injectable, type NestMiddleware } from '@nestjs/common';
 import type { NextFunction, Request, Response } from 'express';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -74,6 +75,7 @@ export class HttpMetricsMiddleware implements NestMiddleware {
   }
 }
 
+@ApiTags('ops')
 @Controller('metrics')
 export class MetricsController {
   constructor(private readonly metrics: Metrics) {}
