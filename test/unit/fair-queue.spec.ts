@@ -1,0 +1,65 @@
+import { describe, expect, it } from '@jest/globals';
+import { type WaitingRequest, fairOrder, recentUsageMs } from '../../src/scheduling/fair-queue.js';
+
+const req = (sessionId: number, tenantId: number, enqueuedAt: number, quantity = 1): WaitingRequest => ({ sessionId, tenantId, quantity, enqueuedAt });
+const usage = (table: Record<number, number>) => (t: number) => table[t] ?? 0;
+const ids = (rs: WaitingRequest[]) => rs.map((r) => r.sessionId);
+
+describe('fairOrder', () => {
+  it('serves the tenant with less recent machine time first', () => {
+    const waiting = [req(1, 10, 0), req(2, 20, 5), req(3, 30, 9)];
+    expect(ids(fairOrder(waiting, usage({ 10: 3_600_000, 20: 60_000, 30: 0 })))).toEqual([3, 2, 1]);
+  });
+
+  it('keeps one tenant first-in first-out', () => {
+    const waiting = [req(7, 1, 300), req(4, 1, 100), req(9, 2, 50), req(5, 1, 200)];
+    expect(ids(fairOrder(waiting, usage({ 1: 0, 2: 1000 })))).toEqual([4, 5, 7, 9]);
+  });
+
+  it('breaks ties by enqueue time, then session id', () => {
+    const waiting = [req(3, 1, 100), req(2, 2, 100), req(1, 3, 200)];
+    expect(ids(fairOrder(waiting, () => 500))).toEqual([2, 3, 1]);
+  });
+
+  it('divides usage by weight', () => {
+    // tenant 1 used 3000 with weight 4 -> 750; tenant 2 used 1000 with weight 1 -> 1000
+    const waiting = [req(1, 2, 0), req(2, 1, 10)];
+    expect(ids(fairOrder(waiting, usage({ 1: 3000, 2: 1000 }), (t) => (t === 1 ? 4 : 1)))).toEqual([2, 1]);
+    expect(ids(fairOrder(waiting, usage({ 1: 3000, 2: 1000 })))).toEqual([1, 2]);
+  });
+
+  it('asks each tenant once, leaves its input alone and refuses a weight that is not positive', () => {
+    const asked: number[] = [];
+    const waiting = [req(1, 1, 0), req(2, 1, 1), req(3, 2, 2)];
+    const before = [...waiting];
+    fairOrder(waiting, (t) => (asked.push(t), 0));
+    expect(asked.sort()).toEqual([1, 2]);
+    expect(waiting).toEqual(before);
+    expect(() => fairOrder(waiting, () => 0, () => 0)).toThrow(RangeError);
+    expect(fairOrder([], () => 0)).toEqual([]);
+  });
+
+  it('is the same whatever order the requests come in', () => {
+    const waiting = [req(1, 1, 0), req(2, 2, 0), req(3, 3, 50), req(4, 1, 60), req(5, 2, 70)];
+    const f = usage({ 1: 10, 2: 10, 3: 5 });
+    expect(ids(fairOrder([...waiting].reverse(), f))).toEqual(ids(fairOrder(waiting, f)));
+    expect(ids(fairOrder(waiting, f))).toEqual([3, 1, 2, 4, 5]);
+  });
+});
+
+describe('recentUsageMs', () => {
+  it('counts the overlap of each interval with the window, open ones up to now', () => {
+    const now = 10_000;
+    const intervals = [
+      { start: 0, end: 2_000 }, // wholly before the window (4000, 10000]
+      { start: 3_000, end: 5_000 }, // 1000 inside
+      { start: 6_000, end: 7_000 }, // 1000 inside
+      { start: 9_500, end: null }, // still held: 500
+    ];
+    expect(recentUsageMs(intervals, now, 6_000)).toBe(2_500);
+  });
+
+  it('counts machines separately and ignores intervals that start after now', () => {
+    expect(recentUsageMs([{ start: 0, end: null }, { start: 0, end: null }, { start: 20, end: 30 }], 10, 100)).toBe(20);
+  });
+});
