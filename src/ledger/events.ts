@@ -81,8 +81,11 @@ export type DuffyEvent =
         tenantId: number;
         pool: string;
         platform: string;
-        /** kept | established | fallback: how the tenant's platform affinity was honoured (invariant 7). */
-        affinity: 'kept' | 'established' | 'fallback';
+        /**
+         * How the tenant's platform affinity was honoured (invariant 7): established (first family), kept,
+         * fallback (the request named another pool or platform), not-offered (no pool of its family serves this kind).
+         */
+        affinity: 'kept' | 'established' | 'fallback' | 'not-offered';
         /** True when the hand-over runs a contextualize playbook before the machine is deployed. */
         contextualize: boolean;
         /** True when the machine was `unused` and gets provisioned for this session first. */

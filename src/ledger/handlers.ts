@@ -114,6 +114,12 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
 
   private async request(cmd: RequestSessionCommand): Promise<Session> {
     if (cmd.tenantId !== cmd.actor.tenant.id && !cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may request nodes for another tenant');
+    const reserved = await this.inFlight.serial(`tenant:${cmd.tenantId}`, () => this.reserve(cmd));
+    return this.handedOver(reserved.sessionId, reserved.wanted, reserved.machineIds);
+  }
+
+  /** Decide and write the reservation; one tenant's reservations are written one after another (see InFlight.serial). */
+  private async reserve(cmd: RequestSessionCommand): Promise<{ sessionId: number; wanted: number; machineIds: number[] }> {
     const meta = metaFor(cmd.actor);
     const wanted = cmd.specs.reduce((n, s) => n + s.quantity, 0);
     for (let attempt = 1; attempt <= 8; attempt++) {
@@ -149,7 +155,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
         this.inFlight.sessions.delete(sessionId);
       }
       // From here the ledger holds the whole reservation; the promises above are no longer needed.
-      if (started) return this.handedOver(sessionId, wanted, plan.machineIds);
+      if (started) return { sessionId, wanted, machineIds: plan.machineIds };
     }
     return refuse('conflict', 'too many concurrent requests for the same machines; try again');
   }

@@ -32,6 +32,22 @@ export class InFlight {
   readonly quota = new Map<number, number>();
   readonly sessions = new Set<number>();
   private lastSessionId = 0;
+  private readonly queues = new Map<string, Promise<unknown>>();
+
+  /**
+   * Runs `fn` after every earlier `fn` of the same key. Writes to one tenant's stream go one at a time in this
+   * process, so its expected revision is fresh and same-tenant requests do not lose races to each other.
+   */
+  serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.queues.get(key) ?? Promise.resolve();
+    const next = previous.then(fn, fn);
+    const settled = next.catch(() => undefined);
+    this.queues.set(key, settled);
+    void settled.then(() => {
+      if (this.queues.get(key) === settled) this.queues.delete(key);
+    });
+    return next;
+  }
 
   nextSessionId(world: World): number {
     this.lastSessionId = Math.max(this.lastSessionId, world.lastSessionId) + 1;
@@ -45,6 +61,7 @@ export class SessionLifecycle {
   constructor(
     private readonly ledger: Ledger,
     private readonly catalog: Catalog,
+    private readonly inFlight: InFlight,
   ) {}
 
   /** Compensate a half-written request: only the writes that succeeded, at the revisions they produced. */
@@ -69,6 +86,11 @@ export class SessionLifecycle {
   }
 
   async end(sessionId: number, reason: ReleaseReason, actor: Actor | null, detail?: string): Promise<Session> {
+    const tenantId = this.ledger.world.sessions.get(sessionId)?.tenantId;
+    return this.inFlight.serial(`tenant:${tenantId}`, () => this.endNow(sessionId, reason, actor, detail));
+  }
+
+  private async endNow(sessionId: number, reason: ReleaseReason, actor: Actor | null, detail?: string): Promise<Session> {
     const meta = metaFor(actor);
     const outcomes = await this.ledger.decideAndCommit((world) => {
       const s = actor ? visibleSession(world, sessionId, actor.tenant) : (world.sessions.get(sessionId) ?? refuse('not_found', `session ${sessionId} not found`));

@@ -9,7 +9,7 @@ export interface PoolProfile {
   platform: string;
 }
 
-export type Affinity = 'kept' | 'established' | 'fallback';
+export type Affinity = 'kept' | 'established' | 'fallback' | 'not-offered';
 
 export interface Pick {
   machine: Machine;
@@ -70,22 +70,49 @@ export function planAllocation(args: {
     }
     candidates.sort((a, b) => readiness(a.machine) - readiness(b.machine) || lessStressed(a.machine, b.machine));
     const explicit = spec.pool !== undefined || spec.platform !== undefined;
-    const preferred = platform === null ? candidates : candidates.filter((c) => c.platform === platform);
-    let chosen = preferred.slice(0, spec.quantity);
-    if (chosen.length < spec.quantity && explicit) chosen = candidates.slice(0, spec.quantity);
+    // The family this spec must come from (null: any). A spec naming a pool or platform is the tenant's own choice;
+    // affinity binds only where the tenant's family is offered for this kind of machine at all.
+    const offered = platform !== null && pools.some((p) => p.platform === platform);
+    const family = explicit ? null : platform === null ? roomiestFamily(candidates, spec.quantity) : offered ? platform : null;
+    if (!explicit && platform === null && family === null) {
+      const perFamily = countBy(candidates.map((c) => c.platform));
+      const most = Math.max(0, ...perFamily.values());
+      const detail = perFamily.size > 1 ? `at most ${most} available on one platform family (${candidates.length} in all)` : `${most} available`;
+      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${detail}` };
+    }
+    const chosen = (family === null ? candidates : candidates.filter((c) => c.platform === family)).slice(0, spec.quantity);
     if (chosen.length < spec.quantity) {
-      const where = platform !== null && !explicit ? ` on platform ${platform}` : '';
-      return {
-        ok: false,
-        reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${chosen.length} available${where}`,
-      };
+      const where = family !== null && !explicit ? ` on platform ${family}` : '';
+      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${chosen.length} available${where}` };
     }
     for (const c of chosen) {
-      const affinity: Affinity = platform === null ? 'established' : c.platform === platform ? 'kept' : 'fallback';
+      const affinity: Affinity =
+        platform === null ? 'established' : !explicit && !offered ? 'not-offered' : c.platform === platform ? 'kept' : 'fallback';
       if (platform === null) platform = c.platform;
       taken.add(c.machine.id);
       picks.push({ machine: c.machine, platform: c.platform, affinity });
     }
   }
   return { ok: true, picks };
+}
+
+/**
+ * A tenant's first family: the one with the most free machines of the kind it asked for, so that tenants
+ * spread over families instead of all landing on the first one; ties go to the least worn machine's family.
+ */
+function roomiestFamily(candidates: ReadonlyArray<{ platform: string }>, quantity: number): string | null {
+  const free = countBy(candidates.map((c) => c.platform));
+  let best: string | null = null;
+  for (const c of candidates) {
+    const n = free.get(c.platform)!;
+    if (best === null || n > free.get(best)!) best = c.platform;
+  }
+  // A family that cannot serve the whole request is no better than none.
+  return best !== null && free.get(best)! >= quantity ? best : null;
+}
+
+function countBy(values: readonly string[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
+  return counts;
 }

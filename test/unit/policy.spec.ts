@@ -25,6 +25,19 @@ describe('allocation policy', () => {
     expect(explicit.ok && explicit.picks.map((p) => [p.machine.id, p.affinity])).toEqual([[4, 'fallback']]);
   });
 
+  it("establishes a new tenant on the family with the most free machines, so tenants spread out", () => {
+    const plan = planAllocation({ specs: [{ type: 'baremetal', quantity: 1 }], pools: POOLS, free, tenantPlatform: null });
+    expect(plan.ok && plan.picks.map((p) => [p.machine.id, p.platform, p.affinity])).toEqual([[3, 'intel', 'established']]);
+    const amdHeavy = [m(4, 'metal-amd'), m(6, 'metal-amd'), m(7, 'metal-amd', 1), m(8, 'metal-amd', 2), m(1, 'metal-intel')];
+    const spread = planAllocation({ specs: [{ type: 'baremetal', quantity: 1 }], pools: POOLS, free: (p) => amdHeavy.filter((x) => x.pool === p), tenantPlatform: null });
+    expect(spread.ok && spread.picks.map((p) => [p.machine.id, p.platform])).toEqual([[4, 'amd']]);
+  });
+
+  it('lets a tenant out of its family where its family offers no such machine', () => {
+    const plan = planAllocation({ specs: [{ type: 'vm', quantity: 1 }], pools: POOLS, free, tenantPlatform: 'amd' });
+    expect(plan.ok && plan.picks.map((p) => [p.machine.id, p.affinity])).toEqual([[5, 'not-offered']]);
+  });
+
   it('treats baremetal and vm as separate capacity', () => {
     const plan = planAllocation({ specs: [{ type: 'vm', quantity: 2 }], pools: POOLS, free, tenantPlatform: null });
     expect(plan).toEqual({ ok: false, reason: 'vm: 2 requested, 1 available' });
