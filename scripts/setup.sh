@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what Duffy needs on a Debian machine, idempotently: Ansible from Debian, then npm packages.
+# Installs what Duffy needs on a Debian machine, idempotently: Ansible and Chromium from Debian, then npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -8,6 +8,8 @@ need_apt=()
 command -v ansible-playbook >/dev/null || need_apt+=(ansible-core)
 # community.general (IPMI) and community.libvirt come with Debian's `ansible` collection bundle.
 [ -d /usr/lib/python3/dist-packages/ansible_collections/community/general ] || need_apt+=(ansible)
+# Debian's Chromium drives the ops page's browser test (playwright-core never downloads a browser of its own).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq

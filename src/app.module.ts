@@ -6,6 +6,8 @@ import { LoggerModule } from 'nestjs-pino';
 import { randomUUID } from 'node:crypto';
 import { HealthController } from './ops/health.controller.js';
 import { HttpMetricsMiddleware, Metrics, MetricsController } from './ops/metrics.js';
+import { EventsController, RecentEvents } from './ops/events.controller.js';
+import { OpsPageController } from './ops/ops-page.controller.js';
 import { NodesController, PoolProfilesController, PoolsController, TenantsController } from './api/admin.controller.js';
 import { BasicAuthGuard } from './api/auth.js';
 import { ErrorsFilter } from './api/errors.filter.js';
@@ -21,6 +23,7 @@ import { createEventStore } from './eventstore/event-store.factory.js';
 import { Bootstrap } from './ledger/bootstrap.service.js';
 import { Catalog, SETTINGS } from './ledger/catalog.js';
 import {
+  CancelWaitingHandler,
   EndSessionHandler,
   ExtendSessionHandler,
   RegisterMachineHandler,
@@ -31,6 +34,7 @@ import {
 import { Ledger } from './ledger/ledger.service.js';
 import { InFlight, SessionLifecycle } from './ledger/session-lifecycle.js';
 import { Reconciler } from './ledger/reconciler.service.js';
+import { QueueSaga, ServeWaitingRequestsHandler, WaitingQueue } from './scheduling/queue.service.js';
 import { AnsibleRunner, PLAYBOOK_RUNNER } from './provisioning/ansible-runner.js';
 import { LookForProvisioningWorkHandler, Provisioner, ProvisioningSaga } from './provisioning/provisioner.service.js';
 
@@ -60,19 +64,23 @@ export class AppModule implements NestModule {
           },
         }),
       ],
-      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, HealthController, MetricsController],
+      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, HealthController, MetricsController, OpsPageController, EventsController],
       providers: [
         { provide: SETTINGS, useValue: settings },
         { provide: EVENT_STORE, useFactory: () => store ?? createEventStore(settings.eventStoreUrl, settings.dataDir) },
         { provide: READ_MODELS, useFactory: () => createReadModels(settings.readModelsUrl, settings.dataDir) },
         ReadSide,
         Metrics,
+        RecentEvents,
         { provide: APP_FILTER, useClass: ErrorsFilter },
         Catalog,
         Ledger,
         InFlight,
         SessionLifecycle,
                     Reconciler,
+        WaitingQueue,
+        QueueSaga,
+        ServeWaitingRequestsHandler,
         { provide: PLAYBOOK_RUNNER, useFactory: () => new AnsibleRunner() },
         Provisioner,
         ProvisioningSaga,
@@ -84,6 +92,7 @@ export class AppModule implements NestModule {
         RegisterMachineHandler,
         RequestSessionHandler,
         EndSessionHandler,
+        CancelWaitingHandler,
         ExtendSessionHandler,
       ],
     };

@@ -21,7 +21,7 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   if (options.logger !== false) app.useLogger(app.get(PinoLogger));
   // 1 MB is far above any real request and keeps a hostile body from costing memory.
   app.useBodyParser('json', { limit: '1mb', strict: false });
-  app.setGlobalPrefix('api/v1', { exclude: ['Node/get', 'Node/done', 'Node/fail', 'Inventory', 'health', 'metrics'] });
+  app.setGlobalPrefix('api/v1', { exclude: ['Node/get', 'Node/done', 'Node/fail', 'Inventory', 'health', 'metrics', 'ops'] });
   app.useGlobalPipes(
     new ValidationPipe({
       whitelist: true,

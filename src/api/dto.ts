@@ -47,6 +47,13 @@ export class SessionCreateDto {
   @ApiPropertyOptional({ type: Number, nullable: true, description: 'admin only: request for another tenant' })
   @IsOptional() @IsInt({ message: 'tenant_id must be an integer or null' }) tenant_id?: number | null;
 
+  @ApiPropertyOptional({ minimum: 0, maximum: 3600, description: 'Duffy extension: seconds to wait in the fair-share queue when no machine is free' })
+  @IsOptional()
+  @IsInt({ message: 'wait must be an integer number of seconds' })
+  @Min(0, { message: 'wait must be at least 0' })
+  @Max(3600, { message: 'wait must be at most 3600 seconds' })
+  wait?: number;
+
   @ApiProperty({ type: () => [NodesSpecDto] })
   @IsArray({ message: 'nodes_specs must be a list' })
   @ArrayMinSize(1, { message: 'nodes_specs must not be empty' })

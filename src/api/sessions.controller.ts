@@ -2,7 +2,7 @@ import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Body, Controller, Get, HttpCode, Param, ParseIntPipe, Post, Put, UseGuards } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from '../ledger/catalog.js';
-import { EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Actor } from '../ledger/commands.js';
+import { CancelWaitingCommand, EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Actor } from '../ledger/commands.js';
 import { visibleSession } from '../ledger/decide.js';
 import { refuse } from '../ledger/errors.js';
 import type { NodeSpec } from '../ledger/events.js';
@@ -28,7 +28,7 @@ export class SessionsController {
   list(@CurrentActor() actor: Actor) {
     const w = this.ledger.world;
     const sessions = [...w.sessions.values()].filter(
-      (s) => s.status === 'active' && (actor.tenant.isAdmin || s.tenantId === actor.tenant.id),
+      (s) => (s.status === 'active' || s.status === 'waiting') && (actor.tenant.isAdmin || s.tenantId === actor.tenant.id),
     );
     return { action: 'get', sessions: sessions.map((s) => sessionView(s, w, this.catalog)) };
   }
@@ -48,7 +48,7 @@ export class SessionsController {
     const specs: NodeSpec[] = body.nodes_specs.map(({ pool, type, arch, platform, quantity }) =>
       Object.fromEntries(Object.entries({ pool, type, arch, platform, quantity }).filter(([, v]) => v !== undefined)) as unknown as NodeSpec,
     );
-    const session = await this.commands.execute(new RequestSessionCommand(actor, tenantId, specs));
+    const session = await this.commands.execute(new RequestSessionCommand(actor, tenantId, specs, body.wait ?? 0));
     return { action: 'post', session: sessionView(session, this.ledger.world, this.catalog) };
   }
 
@@ -60,7 +60,9 @@ export class SessionsController {
     // Check visibility first, so another tenant's session gives 404 whatever the body says.
     visibleSession(this.ledger.world, id, actor.tenant);
     let session = body.expires_at !== undefined ? await this.commands.execute(new ExtendSessionCommand(actor, id, body.expires_at)) : undefined;
-    if (body.active === false) session = await this.commands.execute(new EndSessionCommand(actor, id, 'done'));
+    if (body.active === false && this.ledger.world.sessions.get(id)?.status === 'waiting') {
+      session = await this.commands.execute(new CancelWaitingCommand(actor, id));
+    } else if (body.active === false) session = await this.commands.execute(new EndSessionCommand(actor, id, 'done'));
     return { action: 'put', session: sessionView(session!, this.ledger.world, this.catalog) };
   }
 }

@@ -1,4 +1,5 @@
 import { Catalog } from '../ledger/catalog.js';
+import { queueOrder } from '../scheduling/queue.service.js';
 import { effective } from '../ledger/decide.js';
 import { type Machine, type Session, type Tenant, type World } from '../ledger/world.js';
 
@@ -39,7 +40,13 @@ export function sessionView(s: Session, world: World, catalog: Catalog) {
     active: live,
     expires_at: live ? s.expiresAt : null,
     tenant: tenantView(world.tenants.get(s.tenantId)!, catalog),
-    data: { nodes_specs: s.specs, ...(s.artifacts.length ? { artifacts: s.artifacts } : {}) },
+    data: {
+      nodes_specs: s.specs,
+      ...(s.artifacts.length ? { artifacts: s.artifacts } : {}),
+      // Duffy extension: a waiting request says why it waits and where it stands.
+      ...(s.status === 'waiting' && s.queue ? { queue: { position: queuePosition(world, s.id), reason: s.queue.reason, until: s.queue.until } } : {}),
+      ...(s.status === 'rejected' && s.rejection ? { rejected: s.rejection } : {}),
+    },
     // Once the session is over its nodes are listed as they were handed out; their current state is theirs.
     nodes: s.machineIds.map((id) => world.machines.get(id)!).filter(Boolean).map(sessionNodeView),
   };
@@ -53,4 +60,9 @@ export function poolLevels(world: World, pool: string) {
     if (m.pool === pool && m.retiredAt === null && m.state in levels) levels[m.state as (typeof LEVELS)[number]] += 1;
   }
   return levels;
+}
+
+/** 1-based place in the fair-share order of waiting requests. */
+export function queuePosition(world: World, sessionId: number): number {
+  return queueOrder(world, Date.now()).findIndex((s) => s.id === sessionId) + 1;
 }

@@ -5,6 +5,7 @@ import { RegisterMachineCommand, RegisterTenantCommand } from './commands.js';
 import { Ledger } from './ledger.service.js';
 import { Provisioner } from '../provisioning/provisioner.service.js';
 import { ReadSide } from '../readmodels/read-side.service.js';
+import { WaitingQueue } from '../scheduling/queue.service.js';
 import { Reconciler } from './reconciler.service.js';
 
 /** Start-up: fold the ledger, create the first admin on an empty ledger, register configured machines not yet known. */
@@ -19,6 +20,7 @@ export class Bootstrap {
     private readonly reconciler: Reconciler,
     private readonly provisioner: Provisioner,
     private readonly readSide: ReadSide,
+    private readonly queue: WaitingQueue,
   ) {}
 
   async run(options: { reconcileEveryMs?: number } = {}): Promise<{ adminKey?: string }> {
@@ -45,6 +47,7 @@ export class Bootstrap {
     if (added > 0) this.log.log(`registered ${added} machine(s) from ${s.configFile}`);
     this.reconciler.start(options.reconcileEveryMs);
     this.provisioner.start();
+    this.queue.start();
     return { adminKey };
   }
 }

@@ -46,6 +46,8 @@ export class RequestSessionCommand extends Command<Session> {
     readonly actor: Actor,
     readonly tenantId: number,
     readonly specs: NodeSpec[],
+    /** Seconds to wait in the fair-share queue when no machine is free now (0: answer 422 at once). */
+    readonly waitSeconds = 0,
   ) {
     super();
   }
@@ -66,6 +68,15 @@ export class ExtendSessionCommand extends Command<Session> {
     readonly actor: Actor,
     readonly sessionId: number,
     readonly expiresAt: string,
+  ) {
+    super();
+  }
+}
+
+export class CancelWaitingCommand extends Command<Session> {
+  constructor(
+    readonly actor: Actor,
+    readonly sessionId: number,
   ) {
     super();
   }

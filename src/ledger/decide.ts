@@ -192,7 +192,8 @@ export function decideAbandonRequest(world: World, sessionId: number, reason: st
 /** Who may see or change a session: its tenant, or an admin. Others get 404, never its data. */
 export function visibleSession(world: World, sessionId: number, actor: Tenant): Session {
   const s = world.sessions.get(sessionId);
-  if (!s || s.status === 'requested' || s.status === 'rejected' || (s.tenantId !== actor.id && !actor.isAdmin)) {
+  const neverShown = s?.status === 'requested' || (s?.status === 'rejected' && !s.wasQueued);
+  if (!s || neverShown || (s.tenantId !== actor.id && !actor.isAdmin)) {
     return refuse('not_found', `session ${sessionId} not found`);
   }
   return s;
@@ -280,4 +281,25 @@ export function decideCancelOrphan(world: World, machineId: number, now: string)
       events: [{ type: 'MachineReservationCancelled', data: { machineId: m.id, sessionId: m.sessionId, reason: 'orphaned reservation', at: now } }],
     },
   ];
+}
+
+/** No capacity now, and the request may wait: the session is recorded as waiting, holding nothing. */
+export function decideQueueRequest(world: World, cmd: { sessionId: number; tenantId: number; specs: NodeSpec[]; reason: string; waitSeconds: number; defaults: Defaults; now: string }): Write {
+  const tenant = world.tenants.get(cmd.tenantId) ?? refuse('not_found', `tenant ${cmd.tenantId} not found`);
+  const nowMs = Date.parse(cmd.now);
+  const expiresAt = iso(nowMs + effective(tenant, cmd.defaults).sessionLifetime * 1000);
+  return {
+    stream: stream.session(cmd.sessionId),
+    expected: 'no_stream',
+    events: [
+      { type: 'MachineRequested', data: { sessionId: cmd.sessionId, tenantId: tenant.id, tenant: tenant.name, specs: cmd.specs, expiresAt, at: cmd.now } },
+      { type: 'RequestQueued', data: { sessionId: cmd.sessionId, reason: cmd.reason, waitUntil: iso(nowMs + cmd.waitSeconds * 1000), at: cmd.now } },
+    ],
+  };
+}
+
+/** A waiting request leaves the queue unserved: its time is up, or its tenant cancelled it. */
+export function decideLeaveQueue(session: Session, reason: string, now: string): Write | null {
+  if (session.status !== 'waiting') return null;
+  return { stream: stream.session(session.id), expected: session.revision, events: [{ type: 'SessionRejected', data: { sessionId: session.id, reason, at: now } }] };
 }

@@ -114,7 +114,9 @@ export type DuffyEvent =
       type: 'MachineRequested';
       data: { sessionId: number; tenantId: number; tenant: string; specs: NodeSpec[]; expiresAt: string; at: string };
     }
-  | { type: 'SessionStarted'; data: { sessionId: number; machineIds: number[]; at: string } }
+  | { type: 'SessionStarted'; data: { sessionId: number; machineIds: number[]; at: string; /** set when served from the queue */ expiresAt?: string } }
+  /** The request asked to wait for capacity: it is served in fair-share order, or rejected at `waitUntil`. */
+  | { type: 'RequestQueued'; data: { sessionId: number; reason: string; waitUntil: string; at: string } }
   | { type: 'SessionRejected'; data: { sessionId: number; reason: string; at: string } }
   | { type: 'SessionExtended'; data: { sessionId: number; expiresAt: string; at: string } }
   | { type: 'SessionReleased'; data: { sessionId: number; reason: ReleaseReason; at: string } }

@@ -2,6 +2,7 @@ import { CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
 import { randomUUID } from 'node:crypto';
 import { Catalog, digestKey } from './catalog.js';
 import {
+  CancelWaitingCommand,
   EndSessionCommand,
   ExtendSessionCommand,
   RegisterMachineCommand,
@@ -13,7 +14,6 @@ import {
   decideExtendSession,
   decideRegisterMachine,
   decideRegisterTenant,
-  decideRequestSession,
   decideUpdateTenant,
   visibleSession,
 } from './decide.js';
@@ -21,6 +21,7 @@ import { Metrics } from '../ops/metrics.js';
 import { DomainError, refuse } from './errors.js';
 import { Ledger } from './ledger.service.js';
 import { InFlight, SessionLifecycle, failOnConflict, metaFor, now } from './session-lifecycle.js';
+import { decideLeaveQueue, decideQueueRequest } from './decide.js';
 import type { Session } from './world.js';
 
 @CommandHandler(RegisterTenantCommand)
@@ -114,52 +115,36 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
 
   private async request(cmd: RequestSessionCommand): Promise<Session> {
     if (cmd.tenantId !== cmd.actor.tenant.id && !cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may request nodes for another tenant');
-    const reserved = await this.inFlight.serial(`tenant:${cmd.tenantId}`, () => this.reserve(cmd));
-    return this.handedOver(reserved.sessionId, reserved.wanted, reserved.machineIds);
+    const meta = metaFor(cmd.actor);
+    const reserved = await this.inFlight.serial(`tenant:${cmd.tenantId}`, async () => {
+      try {
+        return await this.sessions.reserve(cmd.tenantId, cmd.specs, meta);
+      } catch (err) {
+        if (!(err instanceof DomainError && err.kind === 'capacity' && cmd.waitSeconds > 0)) throw err;
+        const sessionId = this.inFlight.nextSessionId(this.ledger.world);
+        const queued = decideQueueRequest(this.ledger.world, {
+          sessionId,
+          tenantId: cmd.tenantId,
+          specs: cmd.specs,
+          reason: err.message.replace(/^can't reserve nodes: /, ''),
+          waitSeconds: cmd.waitSeconds,
+          defaults: this.catalog.defaults,
+          now: now(),
+        });
+        failOnConflict(await this.ledger.commit([queued], meta));
+        return { sessionId, wanted: 0, machineIds: [] as number[] };
+      }
+    });
+    if (reserved.wanted > 0) return this.handedOver(reserved.sessionId, reserved.wanted, reserved.machineIds);
+    // Queued: the queue serves it in fair-share order, or rejects it when its time is up.
+    const world = this.ledger.world;
+    await this.ledger.until(() => world.sessions.get(reserved.sessionId)!.status !== 'waiting', (cmd.waitSeconds + 30) * 1000).catch(() => undefined);
+    const s = world.sessions.get(reserved.sessionId)!;
+    if (s.status === 'active') return this.handedOver(s.id, cmd.specs.reduce((n, x) => n + x.quantity, 0), s.machineIds);
+    return refuse('capacity', `can't reserve nodes: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
   }
 
   /** Decide and write the reservation; one tenant's reservations are written one after another (see InFlight.serial). */
-  private async reserve(cmd: RequestSessionCommand): Promise<{ sessionId: number; wanted: number; machineIds: number[] }> {
-    const meta = metaFor(cmd.actor);
-    const wanted = cmd.specs.reduce((n, s) => n + s.quantity, 0);
-    for (let attempt = 1; attempt <= 8; attempt++) {
-      const world = this.ledger.world;
-      const sessionId = this.inFlight.nextSessionId(world);
-      // Decision and promise happen in one synchronous step: no other request can interleave.
-      const plan = decideRequestSession(world, this.catalog.profiles, this.catalog.defaults, {
-        sessionId,
-        tenantId: cmd.tenantId,
-        specs: cmd.specs,
-        now: now(),
-        contextualize: (pool) => this.catalog.pool(pool)?.contextualize ?? false,
-        busy: (id) => this.inFlight.machines.has(id),
-        pendingQuota: this.inFlight.quota.get(cmd.tenantId) ?? 0,
-      });
-      plan.machineIds.forEach((id) => this.inFlight.machines.add(id));
-      this.inFlight.quota.set(cmd.tenantId, (this.inFlight.quota.get(cmd.tenantId) ?? 0) + wanted);
-      this.inFlight.sessions.add(sessionId);
-      let started = false;
-      try {
-        const outcomes = await this.ledger.commit([plan.requested, plan.claim, ...plan.reserves], meta);
-        if (outcomes.every((o) => o.ok)) started = (await this.ledger.commit([plan.started], meta))[0].ok;
-        if (!started) {
-          // Another writer won a machine, the quota or the id: undo exactly what we wrote, then decide again.
-          await this.sessions.abandon(sessionId, outcomes, 'a concurrent request took a machine first', meta);
-          await this.ledger.catchUp();
-        }
-      } finally {
-        plan.machineIds.forEach((id) => this.inFlight.machines.delete(id));
-        const left = (this.inFlight.quota.get(cmd.tenantId) ?? wanted) - wanted;
-        if (left > 0) this.inFlight.quota.set(cmd.tenantId, left);
-        else this.inFlight.quota.delete(cmd.tenantId);
-        this.inFlight.sessions.delete(sessionId);
-      }
-      // From here the ledger holds the whole reservation; the promises above are no longer needed.
-      if (started) return { sessionId, wanted, machineIds: plan.machineIds };
-    }
-    return refuse('conflict', 'too many concurrent requests for the same machines; try again');
-  }
-
   /**
    * A 201 hands over machines that are ready to use: wait (bounded) while playbooks provision and contextualize
    * them. A session that cannot be served in time is ended, so nothing leaks, and answered 503.
@@ -190,6 +175,20 @@ export class EndSessionHandler implements ICommandHandler<EndSessionCommand> {
   constructor(private readonly sessions: SessionLifecycle) {}
   execute(cmd: EndSessionCommand) {
     return this.sessions.end(cmd.sessionId, cmd.reason, cmd.actor);
+  }
+}
+
+@CommandHandler(CancelWaitingCommand)
+export class CancelWaitingHandler implements ICommandHandler<CancelWaitingCommand> {
+  constructor(private readonly ledger: Ledger) {}
+
+  async execute(cmd: CancelWaitingCommand) {
+    const outcomes = await this.ledger.decideAndCommit((world) => {
+      const w = decideLeaveQueue(visibleSession(world, cmd.sessionId, cmd.actor.tenant), `cancelled by ${cmd.actor.tenant.name}`, now());
+      return w ? [w] : [];
+    }, metaFor(cmd.actor));
+    failOnConflict(outcomes);
+    return this.ledger.world.sessions.get(cmd.sessionId)!;
   }
 }
 

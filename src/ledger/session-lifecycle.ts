@@ -3,10 +3,10 @@ import { randomUUID } from 'node:crypto';
 import type { EventMetadata } from '../eventstore/event-store.port.js';
 import { Catalog } from './catalog.js';
 import type { Actor } from './commands.js';
-import { type Write, decideEndSession, decideRecycle, decideSettleSession, visibleSession } from './decide.js';
+import { type Write, decideEndSession, decideRecycle, decideRequestSession, decideSettleSession, visibleSession } from './decide.js';
 import { refuse } from './errors.js';
 import { Ledger, type WriteOutcome } from './ledger.service.js';
-import type { ReleaseReason } from './events.js';
+import type { DuffyEvent, NodeSpec, ReleaseReason } from './events.js';
 import type { Session, World } from './world.js';
 
 export const metaFor = (actor: Actor | null, extra: EventMetadata = {}): EventMetadata => ({
@@ -63,6 +63,55 @@ export class SessionLifecycle {
     private readonly catalog: Catalog,
     private readonly inFlight: InFlight,
   ) {}
+
+  /**
+   * Decide and write a reservation: a new session, or a `waiting` one the queue serves now. Callers run it
+   * under `InFlight.serial('tenant:<id>')`, so one tenant's reservations are written one after another.
+   */
+  async reserve(tenantId: number, specs: NodeSpec[], meta: EventMetadata, waiting?: Session): Promise<{ sessionId: number; wanted: number; machineIds: number[] }> {
+    const wanted = specs.reduce((n, s) => n + s.quantity, 0);
+    for (let attempt = 1; attempt <= 8; attempt++) {
+      const world = this.ledger.world;
+      const sessionId = waiting?.id ?? this.inFlight.nextSessionId(world);
+      // Decision and promise happen in one synchronous step: no other request can interleave.
+      const plan = decideRequestSession(world, this.catalog.profiles, this.catalog.defaults, {
+        sessionId,
+        tenantId,
+        specs,
+        now: now(),
+        contextualize: (pool) => this.catalog.pool(pool)?.contextualize ?? false,
+        busy: (id) => this.inFlight.machines.has(id),
+        pendingQuota: this.inFlight.quota.get(tenantId) ?? 0,
+      });
+      plan.machineIds.forEach((id) => this.inFlight.machines.add(id));
+      this.inFlight.quota.set(tenantId, (this.inFlight.quota.get(tenantId) ?? 0) + wanted);
+      if (!waiting) this.inFlight.sessions.add(sessionId);
+      let started = false;
+      try {
+        // A waiting session already has its request on record; its lease starts now, not when it asked.
+        const first = waiting ? [plan.claim, ...plan.reserves] : [plan.requested, plan.claim, ...plan.reserves];
+        const start = waiting ? servedFromQueue(plan.started, waiting, plan.requested) : plan.started;
+        const outcomes = await this.ledger.commit(first, meta);
+        if (outcomes.every((o) => o.ok)) started = (await this.ledger.commit([start], meta))[0].ok;
+        if (!started) {
+          // Another writer won a machine, the quota or the id: undo exactly what we wrote, then decide again.
+          await this.abandon(sessionId, outcomes, 'a concurrent request took a machine first', meta);
+          await this.ledger.catchUp();
+        }
+      } finally {
+        plan.machineIds.forEach((id) => this.inFlight.machines.delete(id));
+        const left = (this.inFlight.quota.get(tenantId) ?? wanted) - wanted;
+        if (left > 0) this.inFlight.quota.set(tenantId, left);
+        else this.inFlight.quota.delete(tenantId);
+        if (!waiting) this.inFlight.sessions.delete(sessionId);
+      }
+      // From here the ledger holds the whole reservation; the promises above are no longer needed.
+      if (started) return { sessionId, wanted, machineIds: plan.machineIds };
+      if (waiting && this.ledger.world.sessions.get(sessionId)?.status !== 'waiting') break;
+    }
+    return refuse('conflict', 'too many concurrent requests for the same machines; try again');
+  }
+
 
   /** Compensate a half-written request: only the writes that succeeded, at the revisions they produced. */
   async abandon(sessionId: number, outcomes: WriteOutcome[], reason: string, meta: EventMetadata): Promise<void> {
@@ -125,3 +174,10 @@ export class SessionLifecycle {
   }
 }
 
+
+/** SessionStarted for a session served from the queue: at its revision, with the lease counted from now. */
+function servedFromQueue(started: Write, waiting: Session, requested: Write): Write {
+  const expiresAt = (requested.events[0] as Extract<DuffyEvent, { type: 'MachineRequested' }>).data.expiresAt;
+  const event = started.events[0] as Extract<DuffyEvent, { type: 'SessionStarted' }>;
+  return { ...started, expected: waiting.revision, events: [{ ...event, data: { ...event.data, expiresAt } }] };
+}

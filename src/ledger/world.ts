@@ -17,6 +17,8 @@ export interface Tenant extends TenantSettings {
   claims: Map<number, number>;
   /** Platform family of the tenant's first allocation (invariant 7). */
   platform: string | null;
+  /** Recent machine use (ms since epoch), newest last, for fair-share queueing; `end` null while held. */
+  usage: Array<{ machineId: number; start: number; end: number | null }>;
 }
 
 export interface Machine {
@@ -52,7 +54,7 @@ export interface Machine {
   contextualizeOnHandover: boolean;
 }
 
-export type SessionStatus = 'requested' | 'active' | 'rejected' | 'released' | 'expired';
+export type SessionStatus = 'requested' | 'waiting' | 'active' | 'rejected' | 'released' | 'expired';
 
 export interface Session {
   id: number;
@@ -69,6 +71,10 @@ export interface Session {
   /** Files collected from its machines before release, relative to the data dir. */
   artifacts: string[];
   failure: string | null;
+  /** While waiting for capacity: why, and until when. */
+  queue: { reason: string; until: string; since: string } | null;
+  /** It waited in the queue at some point: the tenant has seen its id, so it stays visible once rejected. */
+  wasQueued: boolean;
   revision: number;
 }
 
@@ -97,7 +103,7 @@ export function emptyWorld(): World {
   };
 }
 
-export const sessionIsLive = (s: Session) => s.status === 'requested' || s.status === 'active';
+export const sessionIsLive = (s: Session) => s.status === 'requested' || s.status === 'waiting' || s.status === 'active';
 export const claimedBy = (t: Tenant) => [...t.claims.values()].reduce((a, b) => a + b, 0);
 
 /** Fold one recorded event into the World. Unknown types are ignored, so old code can read newer ledgers. */
@@ -123,6 +129,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
         revision,
         claims: new Map(),
         platform: null,
+        usage: [],
       });
       world.tenantIdsByName.set(d.name, d.tenantId);
       world.tenantIdsByDigest.set(d.apiKeyDigest, d.tenantId);
@@ -202,6 +209,11 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       m.revision = revision;
       const t = world.tenants.get(event.data.tenantId);
       if (t && t.platform === null) t.platform = event.data.platform;
+      if (t) {
+        t.usage.push({ machineId: m.id, start: Date.parse(event.data.at), end: null });
+        // Only the last hour counts for fair share; keep a bounded tail.
+        if (t.usage.length > 256) t.usage.splice(0, t.usage.length - 256);
+      }
       const s = world.sessions.get(event.data.sessionId);
       if (s && s.tenantId === event.data.tenantId && !s.machineIds.includes(m.id)) s.machineIds.push(m.id);
       return world;
@@ -210,6 +222,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
     case 'MachineReleased': {
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;
+      closeUsage(world, m, event.data.at);
       if (m.reservedAt) m.busyMs += Math.max(0, Date.parse(event.data.at) - Date.parse(m.reservedAt));
       m.lastUsedAt = event.data.at;
       m.sessionId = null;
@@ -273,6 +286,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       const { action, sessionId } = event.data;
       if (sessionId !== null && m.sessionId === sessionId && (action === 'provision' || action === 'contextualize')) {
         // The hand-over failed: the machine leaves the session, which gets another one or fails.
+        closeUsage(world, m, event.data.at);
         const s = world.sessions.get(sessionId);
         if (s) s.machineIds = s.machineIds.filter((id) => id !== m.id);
         if (m.reservedAt) m.busyMs += Math.max(0, Date.parse(event.data.at) - Date.parse(m.reservedAt));
@@ -322,11 +336,14 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
         machineIds: [],
         artifacts: [],
         failure: null,
+        queue: null,
+        wasQueued: false,
         revision,
       });
       if (d.sessionId > world.lastSessionId) world.lastSessionId = d.sessionId;
       return world;
     }
+    case 'RequestQueued':
     case 'SessionStarted':
     case 'SessionRejected':
     case 'SessionExtended':
@@ -336,11 +353,18 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       const s = world.sessions.get(event.data.sessionId);
       if (!s) return world;
       s.revision = revision;
-      if (event.type === 'SessionStarted') {
+      if (event.type === 'RequestQueued') {
+        s.status = 'waiting';
+        s.wasQueued = true;
+        s.queue = { reason: event.data.reason, until: event.data.waitUntil, since: event.data.at };
+      } else if (event.type === 'SessionStarted') {
         s.status = 'active';
+        s.queue = null;
         s.machineIds = event.data.machineIds;
+        if (event.data.expiresAt) s.expiresAt = event.data.expiresAt;
       } else if (event.type === 'SessionRejected') {
         s.status = 'rejected';
+        s.queue = null;
         s.rejection = event.data.reason;
         s.retiredAt = event.data.at;
       } else if (event.type === 'SessionExtended') {
@@ -362,4 +386,10 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       return unknownEvent ? world : world;
     }
   }
+}
+
+function closeUsage(world: World, m: Machine, at: string): void {
+  const t = m.tenantId === null ? undefined : world.tenants.get(m.tenantId);
+  const open = t?.usage.findLast((u) => u.machineId === m.id && u.end === null);
+  if (open) open.end = Date.parse(at);
 }

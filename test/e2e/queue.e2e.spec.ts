@@ -1,0 +1,93 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { Ledger } from '../../src/ledger/ledger.service.js';
+import { type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+
+const V1 = '/api/v1';
+
+function twoMachines(): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'duffy-cfg-')), 'queue.yaml');
+  writeFileSync(
+    file,
+    stringify({
+      pools: [{ name: 'small', type: 'baremetal', arch: 'x86_64', platform: 'intel', driver: 'local' }],
+      machines: [{ hostname: 'q1.test', pool: 'small' }, { hostname: 'q2.test', pool: 'small' }],
+    }),
+  );
+  return file;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('waiting for capacity in a fair-share queue', () => {
+  let duffy: Running;
+  let heavy: Client;
+  let light: Client;
+  let other: Client;
+
+  beforeAll(async () => {
+    duffy = await startDuffy({ configFile: twoMachines() });
+    [heavy, light, other] = [await newTenant(duffy, 'heavy'), await newTenant(duffy, 'light'), await newTenant(duffy, 'other')];
+  });
+  afterAll(() => duffy.close());
+
+  const waitingIds = async (c: Client) => (await c.get(`${V1}/sessions`)).body.sessions.filter((s: { active: boolean }) => !s.active).map((s: { id: number }) => s.id);
+
+  it('serves a waiting request when capacity frees up, tenants with less recent machine time first', async () => {
+    // heavy holds both machines; then heavy asks again, and later light asks: light must go first.
+    const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }] })).body.session;
+    const heavyWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 30 });
+    await sleep(200);
+    const lightWaits = light.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 30 });
+    await sleep(200);
+
+    const [lightId] = await waitingIds(light);
+    const waiting = (await light.get(`${V1}/sessions/${lightId}`)).body.session;
+    expect(waiting.active).toBe(false);
+    expect(waiting.nodes).toEqual([]);
+    expect(waiting.data.queue).toMatchObject({ position: 1, reason: 'pool small: 1 requested, 0 available' });
+    const [heavyId] = await waitingIds(heavy);
+    expect((await heavy.get(`${V1}/sessions/${heavyId}`)).body.session.data.queue.position).toBe(2);
+
+    // One machine frees: light (no recent machine time) gets it although heavy asked first.
+    await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
+    const lightGot = await lightWaits;
+    expect(lightGot.status).toBe(201);
+    expect(lightGot.body.session.nodes).toHaveLength(1);
+    const heavyGot = await heavyWaits;
+    expect(heavyGot.status).toBe(201);
+
+    const events = await duffy.app.get(Ledger).store.readAll(0n, 100_000);
+    const started = events.filter((e) => e.type === 'SessionStarted').map((e) => e.data.sessionId);
+    expect(started.indexOf(lightGot.body.session.id)).toBeLessThan(started.indexOf(heavyGot.body.session.id));
+    for (const s of [lightGot.body.session, heavyGot.body.session]) await duffy.admin.put(`${V1}/sessions/${s.id}`, { active: false });
+  });
+
+  it('answers 422 when the wait is over, and lets a waiting request be cancelled', async () => {
+    const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }] })).body.session;
+    const started = Date.now();
+    const timedOut = await other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 1 });
+    expect(timedOut.status).toBe(422);
+    expect(timedOut.body.detail).toMatch(/^can't reserve nodes: waited until .*: pool small: 1 requested, 0 available$/);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+
+    const cancelled = other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 60 });
+    await sleep(200);
+    const [id] = await waitingIds(other);
+    const put = await other.put(`${V1}/sessions/${id}`, { active: false });
+    expect(put.status).toBe(200);
+    expect(put.body.session.data.rejected).toBe('cancelled by other');
+    expect((await cancelled).status).toBe(422);
+    expect((await heavy.get(`${V1}/sessions/${id}`)).status).toBe(404);
+    await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
+  });
+
+  it('refuses a bad wait', async () => {
+    const r = await other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: -1 });
+    expect(r.status).toBe(422);
+    expect(r.body.detail).toMatch(/wait must be at least 0/);
+  });
+});
