@@ -14,6 +14,7 @@ import { ErrorsFilter } from './api/errors.filter.js';
 import { LegacyController } from './api/legacy.controller.js';
 import { SessionsController } from './api/sessions.controller.js';
 import { StatsController } from './api/stats.controller.js';
+import { QueueController } from './api/queue.controller.js';
 import { READ_MODELS } from './readmodels/read-model.port.js';
 import { createReadModels } from './readmodels/read-models.factory.js';
 import { ReadSide } from './readmodels/read-side.service.js';
@@ -64,7 +65,7 @@ export class AppModule implements NestModule {
           },
         }),
       ],
-      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, HealthController, MetricsController, OpsPageController, EventsController],
+      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, QueueController, HealthController, MetricsController, OpsPageController, EventsController],
       providers: [
         { provide: SETTINGS, useValue: settings },
         { provide: EVENT_STORE, useFactory: () => store ?? createEventStore(settings.eventStoreUrl, settings.dataDir) },

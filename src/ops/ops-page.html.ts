@@ -94,7 +94,7 @@ const STATES = ['provisioning', 'ready', 'contextualizing', 'deployed', 'deprovi
 // WAITING QUEUE PLACEHOLDER: Duffy has no endpoint for requests waiting on capacity yet. When it has one, set
 // QUEUE_ENDPOINT to its path under /api/v1 (e.g. 'queue'); the "Waiting queue" section then lists the rows of
 // the first array in its answer (e.g. {"queue": [...]}), one column per key.
-const QUEUE_ENDPOINT = null;
+const QUEUE_ENDPOINT = 'queue';
 
 let paused = false;
 let lastSuccess = 0;
@@ -463,7 +463,7 @@ export const OPS_PAGE_HTML = `<!doctype html>
     </div>
     <h2 id="h-queue">Waiting queue</h2>
     <div class="body" data-testid="waiting-queue">
-      <div id="queue-body" class="placeholder">No queue endpoint yet: point <code>QUEUE_ENDPOINT</code> in <code>src/ops/ops-page.html.ts</code> at one.</div>
+      <div id="queue-body" class="placeholder">loading…</div>
       <p class="note" id="queue-note"></p>
       <p class="error" id="queue-error" data-testid="error"></p>
     </div>

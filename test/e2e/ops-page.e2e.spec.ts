@@ -216,7 +216,7 @@ describe('the ops page in headless Chromium', () => {
     // Hand-over: the instant demo pools deploy at once, so nothing is in hand-over; the queue placeholder is there.
     expect(await count('[data-testid=handover-row]')).toBe(0);
     await expect(page.locator('[data-testid=handover]').textContent()).resolves.toContain('every active session has all its machines deployed');
-    await expect(page.locator('[data-testid=waiting-queue]').textContent()).resolves.toContain('QUEUE_ENDPOINT');
+    await expect(page.locator('[data-testid=waiting-queue]').textContent()).resolves.toContain('nobody is waiting');
 
     expect(await page.locator('[data-testid=status]').getAttribute('data-state')).toBe('live');
     expect((await page.locator('[data-testid=error]').allTextContents()).join('')).toBe('');

@@ -51,6 +51,8 @@ describe('waiting for capacity in a fair-share queue', () => {
     expect(waiting.data.queue).toMatchObject({ position: 1, reason: 'pool small: 1 requested, 0 available' });
     const [heavyId] = await waitingIds(heavy);
     expect((await heavy.get(`${V1}/sessions/${heavyId}`)).body.session.data.queue.position).toBe(2);
+    const queue = (await duffy.admin.get(`${V1}/queue`)).body.queue;
+    expect(queue.map((q: { tenant: string; position: number }) => [q.position, q.tenant])).toEqual([[1, 'light'], [2, 'heavy']]);
 
     // One machine frees: light (no recent machine time) gets it although heavy asked first.
     await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
