@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --only p2,p4,p7,p1 --seconds 10]`: prints figures, asserts nothing.
+ * `npm run bench [-- --only p2,p4,p5,p7,p1 --seconds 10]`: prints figures, asserts nothing.
  *
  * P2 ledger appends/s on the embedded store, group commit vs one fsync per append;
  * P4 decision time at 100, 10k and 100k machines;
@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { ExpectedRevision } from '../src/eventstore/event-store.port.js';
 import { SqliteEventStore } from '../src/eventstore/sqlite-event-store.js';
+import { p5 } from './read-side.js';
 import { decideRequestSession } from '../src/ledger/decide.js';
 import type { DuffyEvent, MachineState, NodeSpec } from '../src/ledger/events.js';
 import { type Machine, type World, emptyWorld, evolve } from '../src/ledger/world.js';
@@ -427,7 +428,7 @@ async function p1(seconds: number): Promise<void> {
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      only: { type: 'string', default: 'p2,p4,p7,p1' },
+      only: { type: 'string', default: 'p2,p4,p5,p7,p1' },
       seconds: { type: 'string', default: '10' },
       'append-seconds': { type: 'string', default: '3' },
     },
@@ -437,6 +438,7 @@ async function main(): Promise<void> {
   const appendSeconds = Number(values['append-seconds']);
   if (only.has('p2')) await p2(appendSeconds);
   if (only.has('p4')) p4();
+  if (only.has('p5')) await p5();
   if (only.has('p7')) {
     if (only.size === 1) p7();
     else {

@@ -7,15 +7,17 @@ const WAITING = 'request_wait';
 const CAPACITY = 'capacity';
 /** Usage that ended this long before the event being projected is dropped: the widest window is 7 days. */
 const KEEP_MS = 7 * 24 * 3600 * 1000;
-const MAX_WAITS = 1000;
+/** Bounds keep every document small, so projecting one event stays cheap however long a tenant has been here. */
+const MAX_WAITS = 200;
+const MAX_INTERVALS = 500;
 
 /**
- * Fairness per tenant: machines held now, busy intervals (machine-hours over 1 h / 24 h / 7 d are computed at
+ * Fairness per tenant: machines held now, busy intervals in ms since the epoch (machine-hours over 1 h / 24 h / 7 d are computed at
  * query time from them), and queue waits from request to start. Capacity counts machines in service.
  */
 export const fairness: Projection = {
   name: 'fairness',
-  version: 1,
+  version: 3,
   collections: [TENANTS, HOLDING, WAITING, CAPACITY],
   project(e, doc): Change[] {
     switch (e.type) {
@@ -55,8 +57,12 @@ export const fairness: Projection = {
         const t = doc(TENANTS, String(h.tenant_id));
         const changes: Change[] = [del(HOLDING, e.data.machineId)];
         if (t) {
-          const horizon = Date.parse(e.data.at) - KEEP_MS;
-          const intervals = [...(t.intervals as Array<[string, string]>).filter(([, end]) => Date.parse(end) >= horizon), [String(h.since), e.data.at]];
+          // Intervals are [start ms, end ms], oldest first: prune from the front only.
+          const end = Date.parse(e.data.at);
+          const old = t.intervals as Array<[number, number]>;
+          let from = Math.max(0, old.length + 1 - MAX_INTERVALS);
+          while (from < old.length && old[from][1] < end - KEEP_MS) from += 1;
+          const intervals = [...old.slice(from), [Date.parse(String(h.since)), end]];
           changes.push(put(TENANTS, String(h.tenant_id), { ...t, active_machines: Math.max(0, Number(t.active_machines) - 1), intervals }));
         }
         return changes;

@@ -62,7 +62,7 @@ export class StatsController {
     const now = Date.now();
     const capacity = Number((await this.readSide.store.get('capacity', 'all'))?.machines ?? 0);
     const tenants = (await this.readSide.store.find('tenant_usage')).map((t) => {
-      const intervals = (t.intervals as Array<[string, string]>).map(([start, end]) => ({ start: Date.parse(start), end: Date.parse(end) }));
+      const intervals = (t.intervals as Array<[number, number]>).map(([start, end]) => ({ start, end }));
       const hours = (windowMs: number) => round(recentUsageMs(intervals, now, windowMs) / HOUR, 3);
       const waits = t.waits_ms as number[];
       return {

@@ -86,7 +86,14 @@ export class ProjectionRunner {
         }
       }
       const last = batch[batch.length - 1];
-      await this.store.apply(this.projection.name, this.projection.version, changes, last.position);
+      // Only each document's final state in the batch is written: the checkpoint covers the whole batch anyway.
+      const final = new Map<string, DocChange>();
+      for (const ch of changes) {
+        const k = key(ch.collection, ch.id);
+        final.delete(k);
+        final.set(k, ch);
+      }
+      await this.store.apply(this.projection.name, this.projection.version, [...final.values()], last.position);
       this.position = last.position;
       const at = Date.parse(String(last.metadata.at ?? ''));
       if (!Number.isNaN(at)) this.lastLagMs = Date.now() - at;

@@ -1,0 +1,82 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PROJECTIONS } from '../projections/index.js';
+import type { NewEvent } from '../src/eventstore/event-store.port.js';
+import { SqliteEventStore } from '../src/eventstore/sqlite-event-store.js';
+import type { DuffyEvent } from '../src/ledger/events.js';
+import { ProjectionRunner } from '../src/readmodels/projector.js';
+import { SqliteReadModels } from '../src/readmodels/sqlite-read-models.js';
+import { percentile } from '../src/scheduling/metrics.js';
+
+const count = (n: number) => Math.round(n).toLocaleString('en-US');
+
+/** A synthetic ledger: tenants, machines, then reserve/release cycles, as the API writes them. */
+async function fill(store: SqliteEventStore, cycles: number, machines = 1000, tenants = 50): Promise<number> {
+  const at = () => new Date().toISOString();
+  const rev = new Map<string, number>();
+  let written = 0;
+  const put = async (stream: string, events: DuffyEvent[]) => {
+    const expected = rev.has(stream) ? rev.get(stream)! : 'no_stream';
+    const r = await store.append(stream, events.map((e) => ({ ...e, metadata: { at: at() } }) as NewEvent), expected);
+    rev.set(stream, r.nextExpectedRevision);
+    written += events.length;
+  };
+  for (let t = 1; t <= tenants; t++) {
+    await put(`tenant-t${t}`, [{ type: 'TenantRegistered', data: { tenantId: t, name: `t${t}`, apiKeyDigest: `d${t}`, isAdmin: false, sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null, at: at() } }]);
+  }
+  for (let m = 1; m <= machines; m++) {
+    await put(`machine-m${m}`, [{ type: 'MachineRegistered', data: { machineId: m, hostname: `m${m}`, ipaddr: null, pool: `pool-${m % 10}`, reusable: true, data: {}, state: 'ready', at: at() } }]);
+  }
+  // Concurrent appends share group commits, as live traffic does.
+  const batch = 200;
+  for (let c = 0; c < cycles; c += batch) {
+    await Promise.all(
+      Array.from({ length: Math.min(batch, cycles - c) }, async (_, i) => {
+        const s = c + i + 1;
+        const m = (s % machines) + 1;
+        const t = (s % tenants) + 1;
+        await put(`session-${s}`, [{ type: 'MachineRequested', data: { sessionId: s, tenantId: t, tenant: `t${t}`, specs: [{ pool: `pool-${m % 10}`, quantity: 1 }], expiresAt: at(), at: at() } }]);
+        return { s, m, t };
+      }),
+    ).then(async (made) => {
+      for (const { s, m, t } of made) {
+        await put(`machine-m${m}`, [
+          { type: 'MachineReserved', data: { machineId: m, hostname: `m${m}`, sessionId: s, tenantId: t, pool: `pool-${m % 10}`, platform: m % 2 ? 'intel' : 'amd', affinity: 'kept', contextualize: false, at: at() } },
+          { type: 'MachineReleased', data: { machineId: m, sessionId: s, reason: 'done', at: at() } },
+        ]);
+      }
+      await Promise.all(made.map(({ s }) => put(`session-${s}`, [{ type: 'SessionStarted', data: { sessionId: s, machineIds: [], at: at() } }])));
+    });
+  }
+  return written;
+}
+
+/** P5: rebuild rate of every projection from position 0, and live projection lag, on the embedded stores. */
+export async function p5(events = 200_000): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'duffy-bench-p5-'));
+  const ledger = new SqliteEventStore(join(dir, 'ledger.sqlite'));
+  const written = await fill(ledger, Math.floor(events / 5));
+  const models = new SqliteReadModels(join(dir, 'readmodels.sqlite'));
+  const head = (await ledger.readAll(0n, 10_000_000)).at(-1)!.position;
+  const runners = PROJECTIONS.map((p) => new ProjectionRunner(p, ledger, models));
+  const t0 = performance.now();
+  await Promise.all(runners.map((r) => r.start({ rebuild: true })));
+  await Promise.all(runners.map((r) => r.caughtUp(head, 600_000)));
+  const seconds = (performance.now() - t0) / 1000;
+  console.log(`P5 rebuild: ${count(written)} events through ${runners.length} projections in ${seconds.toFixed(2)} s = ${count(written / seconds)} events/s (each projection reads the whole ledger)`);
+
+  // Live lag: append one event at a time at a steady pace and time until every projection has it.
+  const lags: number[] = [];
+  for (let i = 0; i < 500; i++) {
+    const start = performance.now();
+    const r = await ledger.append(`machine-m${(i % 1000) + 1}`, [{ type: 'MachineQuarantined', data: { machineId: (i % 1000) + 1, reason: 'bench', at: new Date().toISOString() }, metadata: {} }], 'any');
+    await Promise.all(runners.map((x) => x.caughtUp(r.position)));
+    lags.push(performance.now() - start);
+    await new Promise((res) => setTimeout(res, 2));
+  }
+  console.log(`P5 projection lag (append to every projection written, 500 events): p50 ${percentile(lags, 50).toFixed(2)} ms, p99 ${percentile(lags, 99).toFixed(2)} ms`);
+  for (const r of runners) await r.stop();
+  await models.close();
+  await ledger.close();
+}
