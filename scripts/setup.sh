@@ -10,6 +10,8 @@ command -v ansible-playbook >/dev/null || need_apt+=(ansible-core)
 [ -d /usr/lib/python3/dist-packages/ansible_collections/community/general ] || need_apt+=(ansible)
 # Debian's Chromium drives the ops page's browser test (playwright-core never downloads a browser of its own).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# Validates docker-compose.yml without a Docker engine (the test suite runs `docker-compose config -q`).
+command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq

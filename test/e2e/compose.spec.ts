@@ -1,0 +1,22 @@
+import { describe, expect, it } from '@jest/globals';
+import { execa } from 'execa';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+describe('docker-compose.yml', () => {
+  it('is accepted by docker-compose config -q (no engine needed)', async () => {
+    const r = await execa('docker-compose', ['-f', 'docker-compose.yml', 'config', '-q'], { cwd: ROOT, reject: false, env: { DUFFY_ADMIN_KEY: '00000000-0000-4000-8000-000000000001' } });
+    expect(r.stderr).toBe('');
+    expect(r.exitCode).toBe(0);
+  });
+
+  it('runs EventStoreDB, a MongoDB replica set and Duffy with health checks', async () => {
+    const r = await execa('docker-compose', ['-f', 'docker-compose.yml', 'config'], { cwd: ROOT, env: { DUFFY_ADMIN_KEY: '00000000-0000-4000-8000-000000000001' } });
+    expect(r.stdout).toMatch(/eventstore\/eventstore/);
+    expect(r.stdout).toMatch(/--replSet/);
+    expect(r.stdout).toMatch(/DUFFY_EVENTSTORE: esdb:\/\/eventstore:2113/);
+    expect(r.stdout).toMatch(/DUFFY_READMODELS: mongodb:\/\/mongo:27017/);
+    expect(r.stdout.match(/healthcheck:/g)?.length).toBe(3);
+  });
+});
