@@ -215,7 +215,7 @@ export function decideEndSession(session: Session, reason: ReleaseReason, now: s
  * A session that is over but still holds machines or quota (just ended, or the process died half-way):
  * release every machine it holds and return its quota. Repeating it writes nothing new.
  */
-export function decideSettleSession(world: World, session: Session, now: string): Write[] {
+export function decideSettleSession(world: World, session: Session, now: string, recyclesInstantly: (pool: string) => boolean = () => false): Write[] {
   if (sessionIsLive(session)) return [];
   const reason: ReleaseReason = session.releaseReason ?? 'done';
   const writes: Write[] = [];
@@ -225,11 +225,16 @@ export function decideSettleSession(world: World, session: Session, now: string)
       writes.push({
         stream: stream.machine(m.hostname),
         expected: m.revision,
-        events: [
+        events:
           session.status === 'rejected'
-            ? { type: 'MachineReservationCancelled', data: { machineId: m.id, sessionId: session.id, reason: session.rejection ?? 'rejected', at: now } }
-            : { type: 'MachineReleased', data: { machineId: m.id, sessionId: session.id, reason, at: now } },
-        ],
+            ? [{ type: 'MachineReservationCancelled', data: { machineId: m.id, sessionId: session.id, reason: session.rejection ?? 'rejected', at: now } }]
+            : [
+                { type: 'MachineReleased', data: { machineId: m.id, sessionId: session.id, reason, at: now } },
+                // Nothing to undo on it: back in service in the same write.
+                ...(recyclesInstantly(m.pool)
+                  ? [{ type: 'MachineRecycled' as const, data: { machineId: m.id, policy: 'reuse' as const, state: m.reusable ? ('ready' as const) : ('done' as const), at: now } }]
+                  : []),
+              ],
       });
     }
   }

@@ -131,15 +131,10 @@ export class SessionLifecycle {
     }
     const results = await this.ledger.commit(undo, meta);
     // A compensation can only conflict if something else touched the stream; settle() repairs that later.
-    if (results.some((r) => !r.ok)) await this.settle(sessionId, meta);
+    if (results.some((r) => !r.ok)) await this.settleNow(sessionId, meta);
   }
 
   async end(sessionId: number, reason: ReleaseReason, actor: Actor | null, detail?: string): Promise<Session> {
-    const tenantId = this.ledger.world.sessions.get(sessionId)?.tenantId;
-    return this.inFlight.serial(`tenant:${tenantId}`, () => this.endNow(sessionId, reason, actor, detail));
-  }
-
-  private async endNow(sessionId: number, reason: ReleaseReason, actor: Actor | null, detail?: string): Promise<Session> {
     const meta = metaFor(actor);
     const outcomes = await this.ledger.decideAndCommit((world) => {
       const s = actor ? visibleSession(world, sessionId, actor.tenant) : (world.sessions.get(sessionId) ?? refuse('not_found', `session ${sessionId} not found`));
@@ -152,23 +147,31 @@ export class SessionLifecycle {
   }
 
   /** Release what an ended session still holds, then recycle machines whose policy needs no playbook. */
+  /** Under the tenant's turn: the quota goes back to its stream (see InFlight.serial). */
   async settle(sessionId: number, meta: EventMetadata): Promise<void> {
-    await this.ledger.decideAndCommit((world) => {
+    const tenantId = this.ledger.world.sessions.get(sessionId)?.tenantId;
+    await this.inFlight.serial(`tenant:${tenantId}`, () => this.settleNow(sessionId, meta));
+  }
+
+  /** For callers already holding the tenant's turn (taking it again would wait for themselves). */
+  private settleNow(sessionId: number, meta: EventMetadata) {
+    return this.ledger.decideAndCommit((world) => {
       const s = world.sessions.get(sessionId);
-      return s ? decideSettleSession(world, s, now()) : [];
+      return s ? decideSettleSession(world, s, now(), (pool) => this.recyclesInstantly(pool)) : [];
     }, meta);
-    const machines = this.ledger.world.sessions.get(sessionId)?.machineIds ?? [];
-    for (const id of machines) await this.recycleIfInstant(id, meta);
+  }
+
+  /** A pool that neither puts keys on machines nor collects artifacts and reuses them needs no release playbook. */
+  recyclesInstantly(poolName: string): boolean {
+    const pool = this.catalog.pool(poolName);
+    return !!pool && pool['release-policy'] === 'reuse' && !pool.contextualize && !pool['collect-artifacts'];
   }
 
   async recycleIfInstant(machineId: number, meta: EventMetadata): Promise<void> {
     await this.ledger.decideAndCommit((world) => {
       const m = world.machines.get(machineId);
-      const pool = m && this.catalog.pool(m.pool);
-      const policy = pool?.['release-policy'];
-      // Only a pool that neither puts keys on machines nor collects artifacts can skip the release playbook.
-      if (!m || !pool || policy !== 'reuse' || pool.contextualize || pool['collect-artifacts']) return [];
-      const w = decideRecycle(m, policy, now());
+      if (!m || !this.recyclesInstantly(m.pool)) return [];
+      const w = decideRecycle(m, 'reuse', now());
       return w ? [w] : [];
     }, meta);
   }
