@@ -1,5 +1,5 @@
 import { type ExpectedRevision } from '../eventstore/event-store.port.js';
-import { type PoolProfile, planAllocation } from '../scheduling/policy.js';
+import { type Pick, type PoolProfile, planAllocation } from '../scheduling/policy.js';
 import { refuse } from './errors.js';
 import { type DuffyEvent, type NodeSpec, type ReleaseReason, type TenantSettings, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, claimedBy, sessionIsLive } from './world.js';
@@ -131,29 +131,34 @@ export function decideRequestSession(
       expected: tenant.revision,
       events: [{ type: 'QuotaClaimed', data: { tenantId: tenant.id, sessionId: cmd.sessionId, count: wanted, at: cmd.now } }],
     },
-    reserves: picks.map((p) => ({
-      stream: stream.machine(p.machine.hostname),
-      expected: p.machine.revision,
-      events: [
-        {
-          type: 'MachineReserved',
-          data: {
-            machineId: p.machine.id,
-            hostname: p.machine.hostname,
-            sessionId: cmd.sessionId,
-            tenantId: tenant.id,
-            pool: p.machine.pool,
-            platform: p.platform,
-            affinity: p.affinity,
-            contextualize: cmd.contextualize(p.machine.pool),
-            ...(p.machine.state === 'unused' ? { provision: true } : {}),
-            at: cmd.now,
-          },
-        },
-      ],
-    })),
+    reserves: picks.map((p) => decideReserve(p, cmd.sessionId, tenant.id, cmd.contextualize(p.machine.pool), cmd.now)),
     machineIds: picks.map((p) => p.machine.id),
     started: { stream: s, expected: 0, events: [{ type: 'SessionStarted', data: { sessionId: cmd.sessionId, machineIds: picks.map((p) => p.machine.id), at: cmd.now } }] },
+  };
+}
+
+/** One picked machine reserved for a session, at the machine's revision (invariant 1). */
+export function decideReserve(p: Pick, sessionId: number, tenantId: number, contextualize: boolean, now: string): Write {
+  return {
+    stream: stream.machine(p.machine.hostname),
+    expected: p.machine.revision,
+    events: [
+      {
+        type: 'MachineReserved',
+        data: {
+          machineId: p.machine.id,
+          hostname: p.machine.hostname,
+          sessionId,
+          tenantId,
+          pool: p.machine.pool,
+          platform: p.platform,
+          affinity: p.affinity,
+          contextualize,
+          ...(p.machine.state === 'unused' ? { provision: true } : {}),
+          at: now,
+        },
+      },
+    ],
   };
 }
 

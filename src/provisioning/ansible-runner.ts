@@ -3,8 +3,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { PlaybookAction, PlaybookRun } from '../ledger/events.js';
 
-export type PlaybookAction = 'provision' | 'contextualize' | 'decontextualize' | 'release' | 'collect_artifacts' | 'health_check';
+export type { PlaybookAction };
 
 const PLAYBOOK: Record<PlaybookAction, string> = {
   provision: 'provision.yml',
@@ -43,15 +44,8 @@ export interface NodeOutcome {
   error?: string;
 }
 
-/** Recorded in the outcome event: enough to audit a run without its full output. */
-export interface RunRecord {
-  action: PlaybookAction;
-  playbook: string;
-  exitCode: number | null;
-  durationMs: number;
-  timedOut: boolean;
-  tail: string;
-}
+/** Recorded in the outcome event (see `PlaybookRun` in the ledger's events). */
+export type RunRecord = PlaybookRun;
 
 export interface RunResult {
   run: RunRecord;

@@ -1,6 +1,6 @@
 import type { PoolConfig } from '../config/config.js';
 import type { Write } from '../ledger/decide.js';
-import { freeMachines } from '../ledger/decide.js';
+import { decideReserve, freeMachines } from '../ledger/decide.js';
 import { type DuffyEvent, type PlaybookAction, type PlaybookRun, stream } from '../ledger/events.js';
 import type { Machine, Session, World } from '../ledger/world.js';
 import { type PoolProfile, lessStressed, planAllocation } from '../scheduling/policy.js';
@@ -163,25 +163,5 @@ export function decideReplacement(
   if (missing.length === 0) return [];
   const plan = planAllocation({ specs: missing, pools: profiles, tenantPlatform: tenant.platform, free: (pool) => freeMachines(world, pool, busy) });
   if (!plan.ok) return { fail: `no replacement for a machine whose hand-over failed: ${plan.reason}` };
-  return plan.picks.map((p) => ({
-    stream: stream.machine(p.machine.hostname),
-    expected: p.machine.revision,
-    events: [
-      {
-        type: 'MachineReserved',
-        data: {
-          machineId: p.machine.id,
-          hostname: p.machine.hostname,
-          sessionId: session.id,
-          tenantId: tenant.id,
-          pool: p.machine.pool,
-          platform: p.platform,
-          affinity: p.affinity,
-          contextualize: contextualize(p.machine.pool),
-          ...(p.machine.state === 'unused' ? { provision: true } : {}),
-          at: now,
-        },
-      },
-    ],
-  }));
+  return plan.picks.map((p) => decideReserve(p, session.id, tenant.id, contextualize(p.machine.pool), now));
 }

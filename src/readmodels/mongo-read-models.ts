@@ -9,8 +9,8 @@ import {
   MongoServerError,
 } from 'mongodb';
 import { type Checkpoint, type Doc, type DocChange, type ReadModelStore } from './read-model.port.js';
+import { type FilterValue, filterEntries, latestPerDocAndEvent } from './changes.js';
 
-type FilterValue = string | number | boolean | null;
 interface StoredDoc {
   _id: string;
   _position?: number;
@@ -191,24 +191,4 @@ function toBigInt(value: number | Long | bigint): bigint {
   return value.toBigInt();
 }
 
-/** Same rule as the embedded store: of several changes to one document from the same event, only the last counts. */
-function latestPerDocAndEvent(changes: DocChange[]): boolean[] {
-  const keep = new Array<boolean>(changes.length).fill(true);
-  const last = new Map<string, number>();
-  for (let i = 0; i < changes.length; i++) {
-    const key = `${changes[i].collection}\0${changes[i].id}`;
-    const prev = last.get(key);
-    if (prev !== undefined && changes[prev].position === changes[i].position) keep[prev] = false;
-    last.set(key, i);
-  }
-  return keep;
-}
 
-/** Top-level field names only: a dot would be a path and `$` an operator. */
-function filterEntries(filter: Record<string, FilterValue>): Array<[string, FilterValue]> {
-  const entries = Object.entries(filter);
-  for (const [field] of entries) {
-    if (!field || field.startsWith('$') || /[."]/.test(field)) throw new Error(`read models: unsupported filter field '${field}'`);
-  }
-  return entries;
-}

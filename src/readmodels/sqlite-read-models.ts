@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { type Checkpoint, type Doc, type DocChange, type ReadModelStore } from './read-model.port.js';
+import { type FilterValue, filterEntries, latestPerDocAndEvent } from './changes.js';
 
 /**
  * Embedded read models: one SQLite file, WAL, synchronous=NORMAL. A batch and its checkpoint commit together, so a
@@ -124,33 +125,9 @@ export class SqliteReadModels implements ReadModelStore {
   }
 }
 
-type FilterValue = string | number | boolean | null;
 type Shape = 's' | 'n' | 't' | 'f' | 'z';
 
-/**
- * Marks the changes to apply: of several changes to one document from the same event (same position) only the last
- * counts. Applying each would keep the first, since the rest are "at or below" the position it just wrote.
- */
-function latestPerDocAndEvent(changes: DocChange[]): boolean[] {
-  const keep = new Array<boolean>(changes.length).fill(true);
-  const last = new Map<string, number>();
-  for (let i = 0; i < changes.length; i++) {
-    const key = `${changes[i].collection}\0${changes[i].id}`;
-    const prev = last.get(key);
-    if (prev !== undefined && changes[prev].position === changes[i].position) keep[prev] = false;
-    last.set(key, i);
-  }
-  return keep;
-}
 
-/** Top-level field names only; the MongoDB adapter would read a dot as a path and `$` as an operator. */
-function filterEntries(filter: Record<string, FilterValue>): Array<[string, FilterValue]> {
-  const entries = Object.entries(filter);
-  for (const [field] of entries) {
-    if (!field || field.startsWith('$') || /[."]/.test(field)) throw new Error(`read models: unsupported filter field '${field}'`);
-  }
-  return entries;
-}
 
 function shapeOf(value: FilterValue): Shape {
   if (value === null) return 'z';

@@ -80,6 +80,20 @@ describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
     await alice.put(`${V1}/sessions/${s.id}`, { active: false });
   });
 
+  it('keeps a tenant on its platform family across requests, and spreads wear inside it', async () => {
+    const dave = await newTenant(duffy, 'dave');
+    const got: Array<{ pool: string; hostname: string }> = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await dave.post(`${V1}/sessions`, { nodes_specs: [{ type: 'baremetal', arch: 'x86_64', quantity: 1 }] });
+      expect(r.status).toBe(201);
+      got.push(r.body.session.nodes[0]);
+      await dave.put(`${V1}/sessions/${r.body.session.id}`, { active: false });
+    }
+    // Same family every time, and never the machine it just wore.
+    expect(new Set(got.map((n) => n.pool)).size).toBe(1);
+    expect(new Set(got.map((n) => n.hostname)).size).toBe(3);
+  });
+
   it('asks by type/arch/platform instead of a pool', async () => {
     const r = await bob.post(`${V1}/sessions`, { nodes_specs: [{ type: 'baremetal', arch: 'aarch64', quantity: 1 }] });
     expect(r.status).toBe(201);
