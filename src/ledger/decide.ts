@@ -164,8 +164,8 @@ export function decideReserve(p: Pick, sessionId: number, tenantId: number, cont
 
 /** Machines a request may take: ready ones, and unused ones that get provisioned on demand. */
 export function* freeMachines(world: World, pool: string, busy: (id: number) => boolean): Iterable<Machine> {
-  for (const m of world.machines.values()) {
-    if (m.pool === pool && (m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null && !busy(m.id)) yield m;
+  for (const m of world.machinesByPool.get(pool) ?? []) {
+    if ((m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null && !busy(m.id)) yield m;
   }
 }
 

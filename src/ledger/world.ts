@@ -84,6 +84,8 @@ export interface World {
   tenantIdsByDigest: Map<string, number>;
   machines: Map<number, Machine>;
   machineIdsByHostname: Map<string, number>;
+  /** Machines per pool: a decision looks only at the pools it may draw from. */
+  machinesByPool: Map<string, Machine[]>;
   sessions: Map<number, Session>;
   /** Last revision of each id sequence stream, so an id is `revision + 1` of the IdAllocated event. */
   lastSessionId: number;
@@ -97,6 +99,7 @@ export function emptyWorld(): World {
     tenantIdsByDigest: new Map(),
     machines: new Map(),
     machineIdsByHostname: new Map(),
+    machinesByPool: new Map(),
     sessions: new Map(),
     lastSessionId: 0,
     position: 0n,
@@ -194,6 +197,9 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
         contextualizeOnHandover: false,
       });
       world.machineIdsByHostname.set(d.hostname, d.machineId);
+      const inPool = world.machinesByPool.get(d.pool) ?? [];
+      inPool.push(world.machines.get(d.machineId)!);
+      world.machinesByPool.set(d.pool, inPool);
       return world;
     }
     case 'MachineReserved': {
