@@ -43,6 +43,21 @@ export function lessStressed(a: Machine, b: Machine): number {
 
 /** A ready machine serves at once; an unused one needs provisioning first. */
 const readiness = (m: Machine) => (m.state === 'ready' ? 0 : 1);
+const byPreference = (a: { machine: Machine }, b: { machine: Machine }) =>
+  readiness(a.machine) - readiness(b.machine) || lessStressed(a.machine, b.machine);
+
+/** The k smallest items in order, without sorting them all: a request wants a few machines out of many. */
+function smallest<T>(items: readonly T[], k: number, cmp: (a: T, b: T) => number): T[] {
+  const best: T[] = [];
+  for (const item of items) {
+    if (best.length === k && cmp(item, best[k - 1]) >= 0) continue;
+    let i = best.length < k ? best.length : k - 1;
+    while (i > 0 && cmp(item, best[i - 1]) < 0) i -= 1;
+    best.splice(i, 0, item);
+    if (best.length > k) best.pop();
+  }
+  return best;
+}
 
 /**
  * Choose machines for every spec of one request, or say why not.
@@ -68,7 +83,6 @@ export function planAllocation(args: {
         if (!taken.has(machine.id)) candidates.push({ machine, platform: pool.platform });
       }
     }
-    candidates.sort((a, b) => readiness(a.machine) - readiness(b.machine) || lessStressed(a.machine, b.machine));
     const explicit = spec.pool !== undefined || spec.platform !== undefined;
     // The family this spec must come from (null: any). A spec naming a pool or platform is the tenant's own choice;
     // affinity binds only where the tenant's family is offered for this kind of machine at all.
@@ -80,7 +94,7 @@ export function planAllocation(args: {
       const detail = perFamily.size > 1 ? `at most ${most} available on one platform family (${candidates.length} in all)` : `${most} available`;
       return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${detail}` };
     }
-    const chosen = (family === null ? candidates : candidates.filter((c) => c.platform === family)).slice(0, spec.quantity);
+    const chosen = smallest(family === null ? candidates : candidates.filter((c) => c.platform === family), spec.quantity, byPreference);
     if (chosen.length < spec.quantity) {
       const where = family !== null && !explicit ? ` on platform ${family}` : '';
       return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${chosen.length} available${where}` };
@@ -100,13 +114,11 @@ export function planAllocation(args: {
  * A tenant's first family: the one with the most free machines of the kind it asked for, so that tenants
  * spread over families instead of all landing on the first one; ties go to the least worn machine's family.
  */
-function roomiestFamily(candidates: ReadonlyArray<{ platform: string }>, quantity: number): string | null {
+function roomiestFamily(candidates: ReadonlyArray<{ machine: Machine; platform: string }>, quantity: number): string | null {
   const free = countBy(candidates.map((c) => c.platform));
-  let best: string | null = null;
-  for (const c of candidates) {
-    const n = free.get(c.platform)!;
-    if (best === null || n > free.get(best)!) best = c.platform;
-  }
+  const leastWorn = smallest(candidates, 1, byPreference)[0]?.platform ?? null;
+  let best = leastWorn;
+  for (const [platform, n] of free) if (best === null || n > free.get(best)! || (n === free.get(best)! && platform === leastWorn)) best = platform;
   // A family that cannot serve the whole request is no better than none.
   return best !== null && free.get(best)! >= quantity ? best : null;
 }
