@@ -1,7 +1,8 @@
+import { entities } from './entities.projection.js';
 import { fairness } from './fairness.projection.js';
 import { machineStress } from './machine-stress.projection.js';
 import type { Projection } from './projection.js';
 import { tenantAllocations } from './tenant-allocations.projection.js';
 
 export type { Change, Doc, DocReader, Projection } from './projection.js';
-export const PROJECTIONS: readonly Projection[] = [tenantAllocations, machineStress, fairness];
+export const PROJECTIONS: readonly Projection[] = [entities, tenantAllocations, machineStress, fairness];

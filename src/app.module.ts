@@ -13,6 +13,7 @@ import { BasicAuthGuard } from './api/auth.js';
 import { ErrorsFilter } from './api/errors.filter.js';
 import { LegacyController } from './api/legacy.controller.js';
 import { SessionsController } from './api/sessions.controller.js';
+import { ReadViews } from './api/read-views.js';
 import { StatsController } from './api/stats.controller.js';
 import { QueueController } from './api/queue.controller.js';
 import { READ_MODELS } from './readmodels/read-model.port.js';
@@ -71,6 +72,7 @@ export class AppModule implements NestModule {
         { provide: EVENT_STORE, useFactory: () => store ?? createEventStore(settings.eventStoreUrl, settings.dataDir) },
         { provide: READ_MODELS, useFactory: () => createReadModels(settings.readModelsUrl, settings.dataDir) },
         ReadSide,
+        ReadViews,
         Metrics,
         RecentEvents,
         { provide: APP_FILTER, useClass: ErrorsFilter },

@@ -4,8 +4,8 @@ import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from '../ledger/catalog.js';
 import { RegisterMachineCommand, RegisterTenantCommand, UpdateTenantCommand, type Actor } from '../ledger/commands.js';
 import { refuse } from '../ledger/errors.js';
-import { Ledger } from '../ledger/ledger.service.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
+import { ReadViews } from './read-views.js';
 import { NodeCreateDto, TenantCreateDto, TenantUpdateDto } from './dto.js';
 import { nodeView, poolLevels, tenantView } from './views.js';
 
@@ -17,20 +17,20 @@ const intId = new ParseIntPipe({ exceptionFactory: () => refuse('invalid', 'id m
 export class TenantsController {
   constructor(
     private readonly commands: CommandBus,
-    private readonly ledger: Ledger,
     private readonly catalog: Catalog,
+    private readonly views: ReadViews,
   ) {}
 
   @Get()
-  list(@CurrentActor() actor: Actor) {
-    const all = [...this.ledger.world.tenants.values()];
+  async list(@CurrentActor() actor: Actor) {
+    const all = [...(await this.views.load({ tenants: {} })).tenants.values()];
     const visible = actor.tenant.isAdmin ? all : all.filter((t) => t.id === actor.tenant.id);
     return { action: 'get', tenants: visible.map((t) => tenantView(t, this.catalog)) };
   }
 
   @Get(':id')
-  get(@CurrentActor() actor: Actor, @Param('id', intId) id: number) {
-    const t = this.ledger.world.tenants.get(id);
+  async get(@CurrentActor() actor: Actor, @Param('id', intId) id: number) {
+    const t = (await this.views.load({ tenants: id })).tenants.get(id);
     if (!t || (!actor.tenant.isAdmin && t.id !== actor.tenant.id)) refuse('not_found', `tenant ${id} not found`);
     return { action: 'get', tenant: tenantView(t!, this.catalog) };
   }
@@ -63,17 +63,18 @@ export class TenantsController {
 export class NodesController {
   constructor(
     private readonly commands: CommandBus,
-    private readonly ledger: Ledger,
+    private readonly views: ReadViews,
   ) {}
 
   @Get()
-  list() {
-    return { action: 'get', nodes: [...this.ledger.world.machines.values()].map(nodeView) };
+  async list() {
+    const w = await this.views.load({ machines: {} });
+    return { action: 'get', nodes: [...w.machines.values()].sort((a, b) => a.id - b.id).map(nodeView) };
   }
 
   @Get(':id')
-  get(@Param('id', intId) id: number) {
-    const m = this.ledger.world.machines.get(id) ?? refuse('not_found', `node ${id} not found`);
+  async get(@Param('id', intId) id: number) {
+    const m = (await this.views.load({ machines: id })).machines.get(id) ?? refuse('not_found', `node ${id} not found`);
     return { action: 'get', node: nodeView(m) };
   }
 
@@ -92,8 +93,8 @@ export class NodesController {
 @UseGuards(BasicAuthGuard)
 export class PoolsController {
   constructor(
-    private readonly ledger: Ledger,
     private readonly catalog: Catalog,
+    private readonly views: ReadViews,
   ) {}
 
   @Get()
@@ -102,9 +103,10 @@ export class PoolsController {
   }
 
   @Get(':name')
-  get(@Param('name') name: string) {
+  async get(@Param('name') name: string) {
     const p = this.catalog.pool(name) ?? refuse('not_found', `pool ${name} not found`);
-    return { action: 'get', pool: { name: p.name, 'fill-level': p['fill-level'], levels: poolLevels(this.ledger.world, p.name) } };
+    const w = await this.views.load({ machines: { pool: p.name } });
+    return { action: 'get', pool: { name: p.name, 'fill-level': p['fill-level'], levels: poolLevels(w, p.name) } };
   }
 }
 

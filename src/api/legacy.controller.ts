@@ -7,6 +7,7 @@ import { EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Ac
 import { DomainError } from '../ledger/errors.js';
 import { Ledger } from '../ledger/ledger.service.js';
 import { tenantByKey } from './auth.js';
+import { ReadViews } from './read-views.js';
 
 /** What cico prints and retries on; a `{"detail"}` object here would crash it. */
 const FAILED = 'Failed to allocate nodes';
@@ -22,6 +23,7 @@ export class LegacyController {
     private readonly commands: CommandBus,
     private readonly ledger: Ledger,
     private readonly catalog: Catalog,
+    private readonly views: ReadViews,
   ) {}
 
   private actor(key: unknown): Actor {
@@ -69,8 +71,8 @@ export class LegacyController {
 
   @ApiOperation({ summary: 'cico: inventory, keyed or the old 14 columns' })
   @Get('Inventory')
-  inventory(@Query('key') key: unknown) {
-    const w = this.ledger.world;
+  async inventory(@Query('key') key: unknown) {
+    const w = await this.views.load({ sessions: { status: 'active' } });
     const active = [...w.sessions.values()].filter((s) => s.status === 'active');
     if (key !== undefined) {
       const actor = this.actor(key);

@@ -8,6 +8,7 @@ import { refuse } from '../ledger/errors.js';
 import type { NodeSpec } from '../ledger/events.js';
 import { Ledger } from '../ledger/ledger.service.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
+import { ReadViews } from './read-views.js';
 import { SessionCreateDto, SessionUpdateDto } from './dto.js';
 import { sessionView } from './views.js';
 
@@ -21,23 +22,24 @@ export class SessionsController {
     private readonly commands: CommandBus,
     private readonly ledger: Ledger,
     private readonly catalog: Catalog,
+    private readonly views: ReadViews,
   ) {}
 
   @ApiOperation({ summary: 'my active sessions (admin: all)' })
   @Get()
-  list(@CurrentActor() actor: Actor) {
-    const w = this.ledger.world;
-    const sessions = [...w.sessions.values()].filter(
-      (s) => (s.status === 'active' || s.status === 'waiting') && (actor.tenant.isAdmin || s.tenantId === actor.tenant.id),
-    );
-    return { action: 'get', sessions: sessions.map((s) => sessionView(s, w, this.catalog)) };
+  async list(@CurrentActor() actor: Actor) {
+    const mine: Record<string, number> = actor.tenant.isAdmin ? {} : { tenantId: actor.tenant.id };
+    const active = await this.views.load({ sessions: { ...mine, status: 'active' } });
+    const waiting = await this.views.load({ sessions: { ...mine, status: 'waiting' } });
+    const render = (w: typeof active) => [...w.sessions.values()].sort((a, b) => a.id - b.id).map((s) => sessionView(s, w, this.catalog, this.ledger.world));
+    return { action: 'get', sessions: [...render(active), ...render(waiting)] };
   }
 
   @ApiOperation({ summary: 'one session' })
   @Get(':id')
-  get(@CurrentActor() actor: Actor, @Param('id', intId) id: number) {
-    const w = this.ledger.world;
-    return { action: 'get', session: sessionView(visibleSession(w, id, actor.tenant), w, this.catalog) };
+  async get(@CurrentActor() actor: Actor, @Param('id', intId) id: number) {
+    const w = await this.views.load({ sessions: id });
+    return { action: 'get', session: sessionView(visibleSession(w, id, actor.tenant), w, this.catalog, this.ledger.world) };
   }
 
   @ApiOperation({ summary: 'request machines; answers once they are handed over' })

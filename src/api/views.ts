@@ -31,7 +31,8 @@ export function nodeView(m: Machine) {
   return { ...sessionNodeView(m), created_at: m.createdAt, retired_at: m.retiredAt, active: m.retiredAt === null };
 }
 
-export function sessionView(s: Session, world: World, catalog: Catalog) {
+/** `queue`: the in-process World, for the queue position (the queue is decided from it). */
+export function sessionView(s: Session, world: World, catalog: Catalog, queue: World = world) {
   const live = s.status === 'active';
   return {
     id: s.id,
@@ -44,7 +45,7 @@ export function sessionView(s: Session, world: World, catalog: Catalog) {
       nodes_specs: s.specs,
       ...(s.artifacts.length ? { artifacts: s.artifacts } : {}),
       // Duffy extension: a waiting request says why it waits and where it stands.
-      ...(s.status === 'waiting' && s.queue ? { queue: { position: queuePosition(world, s.id), reason: s.queue.reason, until: s.queue.until } } : {}),
+      ...(s.status === 'waiting' && s.queue ? { queue: { position: queuePosition(queue, s.id), reason: s.queue.reason, until: s.queue.until } } : {}),
       ...(s.status === 'rejected' && s.rejection ? { rejected: s.rejection } : {}),
     },
     // Once the session is over its nodes are listed as they were handed out; their current state is theirs.
