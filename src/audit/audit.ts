@@ -3,6 +3,8 @@ import type { Defaults } from '../ledger/decide.js';
 import type { DuffyEvent, NodeSpec } from '../ledger/events.js';
 import { EsdbEventStore } from '../eventstore/esdb-event-store.js';
 import { SqliteEventStore } from '../eventstore/sqlite-event-store.js';
+import { emptyWorld, evolve } from '../ledger/world.js';
+import { lessStressed } from '../scheduling/policy.js';
 import { type Violation, checkInvariants } from './invariants.js';
 
 /** Opens a ledger read-only for auditing: an embedded file, or an EventStoreDB URL. */
@@ -26,12 +28,42 @@ export async function collect(store: EventStore): Promise<RecordedEvent[]> {
   return out;
 }
 
-/** Invariants 1, 2, 3, 6 (see invariants.ts) and 7: a tenant moved off its platform only when its request allowed it. */
+/** A machine freed this recently may have been promised to a request in flight when the choice was made. */
+const IN_FLIGHT_GRACE_MS = 1000;
+
+/**
+ * Invariants 1, 2, 3, 6 (see invariants.ts), 7 (a tenant moved off its platform only when its request allowed it)
+ * and 8 (no less-worn machine of the same pool was free when one was reserved), folding the World as it goes.
+ */
 export function replay(events: RecordedEvent[], defaults: Defaults): Violation[] {
   const violations = checkInvariants(events, defaults);
   const specs = new Map<number, NodeSpec[]>();
+  const world = emptyWorld();
+  const freedAt = new Map<number, number>();
   for (const recorded of events) {
     const e = recorded as RecordedEvent & DuffyEvent;
+    if (e.type === 'MachineReserved') {
+      const m = world.machines.get(e.data.machineId);
+      const at = Date.parse(e.data.at);
+      const worn = m && (world.machinesByPool.get(m.pool) ?? []).find(
+        (x) =>
+          x.id !== m.id &&
+          (x.state === 'ready' || (x.state === 'unused' && m.state === 'unused')) &&
+          x.sessionId === null && x.job === null && x.retiredAt === null &&
+          at - (freedAt.get(x.id) ?? 0) > IN_FLIGHT_GRACE_MS &&
+          ((x.state === 'ready' && m.state !== 'ready') || lessStressed(x, m) < 0),
+      );
+      if (m && worn) {
+        violations.push({
+          invariant: 8,
+          message: `session ${e.data.sessionId} got ${m.hostname} (busy ${m.busyMs} ms, ${m.allocations} allocations) while ${worn.hostname} (busy ${worn.busyMs} ms, ${worn.allocations} allocations) of the same pool was free`,
+          positions: [recorded.position],
+        });
+      }
+    }
+    evolve(world, e);
+    const touched = (e.data as { machineId?: number }).machineId;
+    if (touched !== undefined && world.machines.get(touched)?.state === 'ready') freedAt.set(touched, Date.parse(String((e.data as { at?: string }).at ?? 0)));
     if (e.type === 'MachineRequested') specs.set(e.data.sessionId, e.data.specs);
     if (e.type === 'MachineReserved' && e.data.affinity === 'fallback') {
       const explicit = (specs.get(e.data.sessionId) ?? []).some((s) => s.pool !== undefined || s.platform !== undefined);

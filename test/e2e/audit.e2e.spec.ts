@@ -130,6 +130,19 @@ describe('replay reports each broken invariant', () => {
     expect(invariants(events)).toEqual([7]);
   });
 
+  it('8: a more worn machine given while a less worn one of the same pool was free', () => {
+    const events = [
+      ...base(),
+      ev('machine-m2', { type: 'MachineRegistered', data: { machineId: 2, hostname: 'm2', ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready', at } }),
+      ev('machine-m1', reserve(1)),
+      ev('machine-m1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at: '2026-01-01T01:00:00.000Z' } }),
+      ev('machine-m1', { type: 'MachineRecycled', data: { machineId: 1, policy: 'reuse', state: 'ready', at: '2026-01-01T01:00:00.000Z' } }),
+    ];
+    // m1 has an hour of wear, m2 none: m1 again is a breach.
+    const again = { ...(reserve(2) as { data: object }), data: { ...(reserve(2).data as object), at: '2026-01-01T02:00:00.000Z' } } as DuffyEvent;
+    expect(invariants([...events, ev('machine-m1', again)])).toEqual([8]);
+  });
+
   it('none on a clean ledger', () => {
     expect(invariants([...base(), ev('machine-m1', reserve(1)), ev('machine-m1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at } }), ev('machine-m1', reserve(2))])).toEqual([]);
   });

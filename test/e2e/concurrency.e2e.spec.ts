@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { fileURLToPath } from 'node:url';
+import { replay } from '../../src/audit/audit.js';
 import { checkInvariants } from '../../src/audit/invariants.js';
 import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
 import { SqliteEventStore } from '../../src/eventstore/sqlite-event-store.js';
@@ -50,7 +51,7 @@ describe('64 concurrent requests from 8 tenants over 20 ready machines', () => {
     for (const r of replies.filter((x) => x.status === 422)) expect(r.body.detail).toMatch(/^can't reserve nodes: /);
 
     const ledger = await readLedger(`${duffy.dataDir}/ledger.sqlite`);
-    expect(checkInvariants(ledger, { nodeQuota: 10, sessionLifetime: 3600, sessionLifetimeMax: 7200 })).toEqual([]);
+    expect(replay(ledger, { nodeQuota: 10, sessionLifetime: 3600, sessionLifetimeMax: 7200 })).toEqual([]);
     const reserved = ledger.filter((e) => e.type === 'MachineReserved').map((e) => e.data.hostname);
     expect(reserved.sort()).toEqual([...handed].sort());
 
