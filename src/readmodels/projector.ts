@@ -31,6 +31,12 @@ export class ProjectionRunner {
 
   /** Rebuilds from 0 when the stored version differs (or when asked), then follows the ledger live. */
   async start(options: { rebuild?: boolean } = {}): Promise<void> {
+    await this.prepare(options);
+    this.subscription = this.ledger.subscribeAll(this.position, (e) => this.push(e), (err) => (this.failure = err));
+  }
+
+  /** Loads the checkpoint (or resets for a rebuild); returns the position to follow the ledger from. */
+  async prepare(options: { rebuild?: boolean } = {}): Promise<bigint> {
     const p = this.projection;
     this.cache.clear();
     this.buffer = [];
@@ -44,7 +50,7 @@ export class ProjectionRunner {
       for (const c of p.collections) for (const d of await this.store.find(c)) this.cache.set(key(c, String(d.__id)), d);
     }
     this.taken = this.position;
-    this.subscription = this.ledger.subscribeAll(this.position, (e) => this.push(e), (err) => (this.failure = err));
+    return this.position;
   }
 
   /** Resolves once everything up to `position` is written. */
@@ -103,8 +109,32 @@ export class ProjectionRunner {
 
   async stop(): Promise<void> {
     await this.subscription?.close();
+    this.subscription = undefined;
     await this.flushing;
   }
+
+  fail(err: unknown): void {
+    this.failure = err;
+  }
+}
+
+/**
+ * Follows the ledger once for several projections: each event is read and parsed once and offered to every
+ * runner (a runner ignores what it already has), which is what makes a rebuild of all of them cheap.
+ */
+export async function followTogether(runners: ProjectionRunner[], ledger: EventStore, options: { rebuild?: boolean } = {}): Promise<Subscription> {
+  let from: bigint | undefined;
+  for (const r of runners) {
+    const p = await r.prepare(options);
+    if (from === undefined || p < from) from = p;
+  }
+  return ledger.subscribeAll(
+    from ?? 0n,
+    async (e) => {
+      for (const r of runners) await r.push(e);
+    },
+    (err) => runners.forEach((r) => r.fail(err)),
+  );
 }
 
 const key = (collection: string, id: string) => `${collection}\u0000${id}`;

@@ -1,29 +1,37 @@
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import { PROJECTIONS } from '../../projections/index.js';
 import { Ledger } from '../ledger/ledger.service.js';
-import { ProjectionRunner } from './projector.js';
+import type { Subscription } from '../eventstore/event-store.port.js';
+import { ProjectionRunner, followTogether } from './projector.js';
 import { READ_MODELS, type ReadModelStore } from './read-model.port.js';
 
 /** Runs every projection of projections/ against the configured read-model store. */
 @Injectable()
 export class ReadSide implements OnApplicationShutdown {
   readonly runners: ProjectionRunner[];
+  private subscription?: Subscription;
 
   constructor(
     @Inject(READ_MODELS) readonly store: ReadModelStore,
-    ledger: Ledger,
+    private readonly ledger: Ledger,
   ) {
     this.runners = PROJECTIONS.map((p) => new ProjectionRunner(p, ledger.store, store));
   }
 
   async start(options: { rebuild?: boolean } = {}): Promise<void> {
-    for (const r of this.runners) await r.start(options);
+    this.subscription = await followTogether(this.runners, this.ledger.store, options);
+  }
+
+  private async stopAll(): Promise<void> {
+    await this.subscription?.close();
+    this.subscription = undefined;
+    for (const r of this.runners) await r.stop();
   }
 
   /** Drop every read model and project the whole ledger again. */
   async rebuild(): Promise<void> {
-    for (const r of this.runners) await r.stop();
-    for (const r of this.runners) await r.start({ rebuild: true });
+    await this.stopAll();
+    await this.start({ rebuild: true });
   }
 
   /** Read-your-writes for endpoints that need it: wait until every projection has reached `position`. */
@@ -36,7 +44,7 @@ export class ReadSide implements OnApplicationShutdown {
   }
 
   async onApplicationShutdown(): Promise<void> {
-    for (const r of this.runners) await r.stop();
+    await this.stopAll();
     await this.store.close();
   }
 }
