@@ -21,7 +21,7 @@ import { SqliteEventStore } from '../src/eventstore/sqlite-event-store.js';
 import { p5 } from './read-side.js';
 import { decideRequestSession } from '../src/ledger/decide.js';
 import type { DuffyEvent, MachineState, NodeSpec } from '../src/ledger/events.js';
-import { type Machine, type World, emptyWorld, evolve } from '../src/ledger/world.js';
+import { type Machine, type World, emptyWorld, evolve, newMachine } from '../src/ledger/world.js';
 import { percentile } from '../src/scheduling/metrics.js';
 import { type PoolProfile, planAllocation } from '../src/scheduling/policy.js';
 
@@ -101,32 +101,7 @@ async function p2(seconds: number): Promise<void> {
 // P4: decision time against cluster size.
 
 function machine(id: number, pool: string, state: MachineState, busyMs: number, allocations: number): Machine {
-  return {
-    id,
-    hostname: `m${id}.bench`,
-    ipaddr: null,
-    pool,
-    reusable: true,
-    data: {},
-    state,
-    createdAt: '2026-01-01T00:00:00.000Z',
-    retiredAt: null,
-    revision: 0,
-    sessionId: null,
-    tenantId: null,
-    reservedAt: null,
-    allocations,
-    busyMs,
-    lastUsedAt: null,
-    failures: 0,
-    provisioningFailures: 0,
-    quarantines: 0,
-    job: null,
-    artifactsCollectedFor: null,
-    releasingSession: null,
-    lastHealthCheckAt: null,
-    contextualizeOnHandover: false,
-  };
+  return Object.assign(newMachine({ id, hostname: `m${id}.bench`, ipaddr: null, pool, reusable: true, data: {}, state, createdAt: '2026-01-01T00:00:00.000Z', revision: 0 }), { busyMs, allocations });
 }
 
 function medianTime(calls: number, f: () => unknown): number {

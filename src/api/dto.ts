@@ -18,9 +18,9 @@ import {
   ValidateIf,
   ValidateNested,
 } from 'class-validator';
+import { NAME } from '../config/config.js';
 import { MACHINE_STATES, MACHINE_TYPES, type MachineState, type MachineType } from '../ledger/events.js';
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 /** One request can't ask for more than this many machines; quota applies on top. */
 export const MAX_QUANTITY = 1000;
 

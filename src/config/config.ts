@@ -21,7 +21,8 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { MACHINE_STATES, MACHINE_TYPES, type MachineState, type MachineType, type RecyclePolicy } from '../ledger/events.js';
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** Pool and tenant names: also checked on API input. */
+export const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export class PoolConfig {
   @Matches(NAME, { message: 'name must be 1-128 letters, digits, dot, dash or underscore' }) name!: string;

@@ -1,7 +1,7 @@
 import { type ExpectedRevision } from '../eventstore/event-store.port.js';
 import { type Pick, type PoolProfile, planAllocation } from '../scheduling/policy.js';
 import { refuse } from './errors.js';
-import { type DuffyEvent, type NodeSpec, type ReleaseReason, type TenantSettings, stream } from './events.js';
+import { type DuffyEvent, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, claimedBy, sessionIsLive } from './world.js';
 
 /**
@@ -237,7 +237,7 @@ export function decideSettleSession(world: World, session: Session, now: string,
                 { type: 'MachineReleased', data: { machineId: m.id, sessionId: session.id, reason, at: now } },
                 // Nothing to undo on it: back in service in the same write.
                 ...(recyclesInstantly(m.pool)
-                  ? [{ type: 'MachineRecycled' as const, data: { machineId: m.id, policy: 'reuse' as const, state: m.reusable ? ('ready' as const) : ('done' as const), at: now } }]
+                  ? [recycled(m, 'reuse', now)]
                   : []),
               ],
       });
@@ -271,11 +271,20 @@ export function parseExpiry(value: string, nowMs: number): number {
   return abs;
 }
 
-/** Back into service after release. `reuse` skips playbooks, so a reusable machine is ready at once. */
-export function decideRecycle(machine: Machine, policy: 'reuse' | 'rebuild' | 'reinstall' | 'shutdown', now: string): Write | null {
+/** The state a released machine returns to: retired if not reusable, powered off (unused) after shutdown, else ready. */
+export function recycledState(machine: Machine, policy: RecyclePolicy): MachineState {
+  return !machine.reusable ? 'done' : policy === 'shutdown' ? 'unused' : 'ready';
+}
+
+/** MachineRecycled, with the run of the release playbook when there was one. */
+export function recycled(machine: Machine, policy: RecyclePolicy, now: string, run?: PlaybookRun): DuffyEvent {
+  return { type: 'MachineRecycled', data: { machineId: machine.id, policy, state: recycledState(machine, policy), ...(run ? { run } : {}), at: now } };
+}
+
+/** Back into service after release, where no playbook is needed. */
+export function decideRecycle(machine: Machine, policy: RecyclePolicy, now: string): Write | null {
   if (machine.state !== 'deprovisioning') return null;
-  const state = !machine.reusable || policy === 'shutdown' ? 'done' : 'ready';
-  return { stream: stream.machine(machine.hostname), expected: machine.revision, events: [{ type: 'MachineRecycled', data: { machineId: machine.id, policy, state, at: now } }] };
+  return { stream: stream.machine(machine.hostname), expected: machine.revision, events: [recycled(machine, policy, now)] };
 }
 
 /** A reservation that names a session the ledger does not have (a request cut short before its first write). */

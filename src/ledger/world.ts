@@ -92,6 +92,37 @@ export interface World {
   position: bigint;
 }
 
+/** A machine as registered: identity from its registration, every counter and link at zero. */
+export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool' | 'reusable' | 'data' | 'state' | 'createdAt' | 'revision'>): Machine {
+  // Written out field by field: every Machine gets one hidden class, which the hot decision loops depend on.
+  return {
+    id: m.id,
+    hostname: m.hostname,
+    ipaddr: m.ipaddr,
+    pool: m.pool,
+    reusable: m.reusable,
+    data: m.data,
+    state: m.state,
+    createdAt: m.createdAt,
+    retiredAt: null,
+    revision: m.revision,
+    sessionId: null,
+    tenantId: null,
+    reservedAt: null,
+    allocations: 0,
+    busyMs: 0,
+    lastUsedAt: null,
+    failures: 0,
+    provisioningFailures: 0,
+    quarantines: 0,
+    job: null,
+    artifactsCollectedFor: null,
+    releasingSession: null,
+    lastHealthCheckAt: null,
+    contextualizeOnHandover: false,
+  };
+}
+
 export function emptyWorld(): World {
   return {
     tenants: new Map(),
@@ -170,32 +201,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
     }
     case 'MachineRegistered': {
       const d = event.data;
-      world.machines.set(d.machineId, {
-        id: d.machineId,
-        hostname: d.hostname,
-        ipaddr: d.ipaddr,
-        pool: d.pool,
-        reusable: d.reusable,
-        data: d.data,
-        state: d.state,
-        createdAt: d.at,
-        retiredAt: null,
-        revision,
-        sessionId: null,
-        tenantId: null,
-        reservedAt: null,
-        allocations: 0,
-        busyMs: 0,
-        lastUsedAt: null,
-        failures: 0,
-        provisioningFailures: 0,
-        quarantines: 0,
-        job: null,
-        artifactsCollectedFor: null,
-        releasingSession: null,
-        lastHealthCheckAt: null,
-        contextualizeOnHandover: false,
-      });
+      world.machines.set(d.machineId, newMachine({ id: d.machineId, hostname: d.hostname, ipaddr: d.ipaddr, pool: d.pool, reusable: d.reusable, data: d.data, state: d.state, createdAt: d.at, revision }));
       world.machineIdsByHostname.set(d.hostname, d.machineId);
       const inPool = world.machinesByPool.get(d.pool) ?? [];
       inPool.push(world.machines.get(d.machineId)!);

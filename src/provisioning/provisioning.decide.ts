@@ -1,6 +1,6 @@
 import type { PoolConfig } from '../config/config.js';
 import type { Write } from '../ledger/decide.js';
-import { decideReserve, freeMachines } from '../ledger/decide.js';
+import { decideReserve, freeMachines, recycled } from '../ledger/decide.js';
 import { type DuffyEvent, type PlaybookAction, type PlaybookRun, stream } from '../ledger/events.js';
 import type { Machine, Session, World } from '../ledger/world.js';
 import { type PoolProfile, lessStressed, planAllocation } from '../scheduling/policy.js';
@@ -114,11 +114,7 @@ export function decideRunOutcome(
     if (job.action === 'provision') events.push({ type: 'MachineProvisioned', data: { machineId, sessionId: m.sessionId, ipaddr: result.ipaddr, run, at: now } });
     else if (job.action === 'contextualize') events.push({ type: 'MachineContextualized', data: { machineId, sessionId: job.sessionId!, run, at: now } });
     else if (job.action === 'health_check') events.push({ type: 'MachineReturnedToService', data: { machineId, run, at: now } });
-    else {
-      const policy = pool['release-policy'];
-      const state = !m.reusable ? 'done' : policy === 'shutdown' ? 'unused' : 'ready';
-      events.push({ type: 'MachineRecycled', data: { machineId, policy, state, run, at: now } });
-    }
+    else events.push(recycled(m, pool['release-policy'], now, run));
   } else {
     const error = result.error ?? 'failed';
     events.push({ type: 'ProvisioningFailed', data: { machineId, sessionId: job.sessionId, action: job.action, error, run, at: now } });

@@ -1,5 +1,5 @@
 import type { MachineType, NodeSpec } from '../ledger/events.js';
-import type { Machine } from '../ledger/world.js';
+import { type Machine, newMachine } from '../ledger/world.js';
 import { type BusyInterval, type WaitingRequest, fairOrder, recentUsageMs } from './fair-queue.js';
 import { gini, jain, maxMinFair, percentile } from './metrics.js';
 import { type PoolProfile, eligiblePools, planAllocation } from './policy.js';
@@ -620,32 +620,7 @@ export function simulate(config: SimConfig, workload: Workload, policy: PolicyNa
 
 /** A Machine as the ledger would fold it: registered ready, never used. */
 function simMachine(id: number, pool: string): Machine {
-  return {
-    id,
-    hostname: `${pool}-${id}.sim`,
-    ipaddr: null,
-    pool,
-    reusable: true,
-    data: {},
-    state: 'ready',
-    createdAt: new Date(0).toISOString(),
-    retiredAt: null,
-    revision: 0,
-    sessionId: null,
-    tenantId: null,
-    reservedAt: null,
-    allocations: 0,
-    busyMs: 0,
-    lastUsedAt: null,
-    failures: 0,
-    provisioningFailures: 0,
-    quarantines: 0,
-    job: null,
-    artifactsCollectedFor: null,
-    releasingSession: null,
-    lastHealthCheckAt: null,
-    contextualizeOnHandover: false,
-  };
+  return newMachine({ id, hostname: `${pool}-${id}.sim`, ipaddr: null, pool, reusable: true, data: {}, state: 'ready', createdAt: new Date(0).toISOString(), revision: 0 });
 }
 
 /** Each part of `duffy` switched off or lent to a baseline, to see what each one does. */
