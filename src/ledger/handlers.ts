@@ -62,7 +62,7 @@ export class UpdateTenantHandler implements ICommandHandler<UpdateTenantCommand>
     const tenant = this.ledger.world.tenants.get(cmd.tenantId)!;
     if (tenant.retiredAt !== null) {
       // Retiring a tenant ends its sessions; their machines go back through release.
-      for (const s of [...this.ledger.world.sessions.values()]) {
+      for (const s of [...this.ledger.world.openSessions].map((id) => this.ledger.world.sessions.get(id)!)) {
         if (s.tenantId === tenant.id && s.status === 'active') await this.sessions.end(s.id, 'tenant-retired', cmd.actor);
       }
     }

@@ -87,6 +87,8 @@ export interface World {
   /** Machines per pool: a decision looks only at the pools it may draw from. */
   machinesByPool: Map<string, Machine[]>;
   sessions: Map<number, Session>;
+  /** Ids of sessions still requested, waiting or active: what the per-event work looks at, not every session ever. */
+  openSessions: Set<number>;
   /** Last revision of each id sequence stream, so an id is `revision + 1` of the IdAllocated event. */
   lastSessionId: number;
   position: bigint;
@@ -132,6 +134,7 @@ export function emptyWorld(): World {
     machineIdsByHostname: new Map(),
     machinesByPool: new Map(),
     sessions: new Map(),
+    openSessions: new Set(),
     lastSessionId: 0,
     position: 0n,
   };
@@ -353,6 +356,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
         revision,
       });
       if (d.sessionId > world.lastSessionId) world.lastSessionId = d.sessionId;
+      world.openSessions.add(d.sessionId);
       return world;
     }
     case 'RequestQueued':
@@ -391,6 +395,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
         s.releaseReason = event.type === 'SessionExpired' ? 'expired' : event.data.reason;
         s.retiredAt = event.data.at;
       }
+      if (!sessionIsLive(s)) world.openSessions.delete(s.id);
       return world;
     }
     default: {

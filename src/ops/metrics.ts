@@ -46,7 +46,10 @@ export class Metrics {
       collect() {
         const w = ledger.world;
         let n = 0;
-        for (const s of w.sessions.values()) if (s.status === 'active' && s.machineIds.some((id) => w.machines.get(id)?.state !== 'deployed')) n += 1;
+        for (const id of w.openSessions) {
+          const s = w.sessions.get(id)!;
+          if (s.status === 'active' && s.machineIds.some((m) => w.machines.get(m)?.state !== 'deployed')) n += 1;
+        }
         this.set(n);
       },
     });

@@ -127,7 +127,7 @@ export class Provisioner implements OnApplicationShutdown {
   /** Sessions in hand-over that lost a machine get another one, or fail (and are released). */
   private async replaceLostMachines(): Promise<void> {
     const world = this.ledger.world;
-    for (const s of world.sessions.values()) {
+    for (const s of [...world.openSessions].map((id) => world.sessions.get(id)!)) {
       if (s.status !== 'active' || this.inFlight.sessions.has(s.id)) continue;
       const wanted = s.specs.reduce((n, x) => n + x.quantity, 0);
       const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === s.id).length;

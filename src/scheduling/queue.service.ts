@@ -13,7 +13,7 @@ const FAIR_SHARE_WINDOW_MS = 3600_000;
 
 /** Waiting sessions in the order they will be tried: less recent machine time first (weighted fair share). */
 export function queueOrder(world: World, nowMs: number): Session[] {
-  const waiting = [...world.sessions.values()].filter((s) => s.status === 'waiting');
+  const waiting = [...world.openSessions].map((id) => world.sessions.get(id)!).filter((s) => s.status === 'waiting');
   const order = fairOrder(
     waiting.map((s) => ({ sessionId: s.id, tenantId: s.tenantId, quantity: s.specs.reduce((n, x) => n + x.quantity, 0), enqueuedAt: Date.parse(s.queue!.since) })),
     (tenantId) => recentUsageMs(world.tenants.get(tenantId)?.usage ?? [], nowMs, FAIR_SHARE_WINDOW_MS),
