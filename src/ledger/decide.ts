@@ -1,5 +1,5 @@
 import { type ExpectedRevision } from '../eventstore/event-store.port.js';
-import { type Pick, type PoolProfile, planAllocation } from '../scheduling/policy.js';
+import { type FreePool, type Pick, type PoolProfile, planAllocation } from '../scheduling/policy.js';
 import { refuse } from './errors.js';
 import { type DuffyEvent, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, claimedBy, sessionIsLive } from './world.js';
@@ -162,11 +162,22 @@ export function decideReserve(p: Pick, sessionId: number, tenantId: number, cont
   };
 }
 
-/** Machines a request may take: ready ones, and unused ones that get provisioned on demand. */
-export function* freeMachines(world: World, pool: string, busy: (id: number) => boolean): Iterable<Machine> {
-  for (const m of world.machinesByPool.get(pool) ?? []) {
-    if ((m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null && !busy(m.id)) yield m;
-  }
+/**
+ * Machines a request may take (see `isFree`), from the World's index in the policy's order: taking k of them
+ * costs O(k log n). `busy` (promised to a request still being written) is skipped on the way; only the count
+ * has to look at every free machine then, and the policy asks for it only to place a tenant's first request.
+ */
+export function freeMachines(world: World, pool: string, busy: (id: number) => boolean): FreePool {
+  return {
+    size: () => {
+      let n = 0;
+      for (const m of world.free.inOrder(pool)) if (!busy(m.id)) n += 1;
+      return n;
+    },
+    *inOrder() {
+      for (const m of world.free.inOrder(pool)) if (!busy(m.id)) yield m;
+    },
+  };
 }
 
 /** Undo what part of a request got written: the request failed, nobody may be left holding anything. */

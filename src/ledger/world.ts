@@ -1,4 +1,5 @@
 import type { DuffyEvent, MachineState, NodeSpec, PlaybookAction, ReleaseReason, TenantSettings } from './events.js';
+import { FreeIndex, LeaseIndex, WorkIndex } from './indexes.js';
 
 /**
  * The state every decision reads: all tenants, machines and sessions folded from the ledger.
@@ -15,6 +16,8 @@ export interface Tenant extends TenantSettings {
   revision: number;
   /** Machines claimed against the quota, per session (invariant 3). */
   claims: Map<number, number>;
+  /** The sum of `claims`, kept as they change: the quota check reads it on every request. */
+  held: number;
   /** Platform family of the tenant's first allocation (invariant 7). */
   platform: string | null;
   /** Recent machine use (ms since epoch), newest last, for fair-share queueing; `end` null while held. */
@@ -89,6 +92,17 @@ export interface World {
   sessions: Map<number, Session>;
   /** Ids of sessions still requested, waiting or active: what the per-event work looks at, not every session ever. */
   openSessions: Set<number>;
+  /** Free machines per pool in the policy's order (see `freeMachines`). */
+  free: FreeIndex;
+  /** Machines that may need a playbook, and ready idle machines per pool (the provisioner's pass). */
+  work: WorkIndex;
+  /** Active sessions by expiry (the lease reaper). */
+  leases: LeaseIndex;
+  /**
+   * Ended sessions, oldest first. Past the last RETAINED_ENDED of them, a session that holds nothing any more
+   * (no machine, no quota) leaves the World: history is served from the read models and the ledger.
+   */
+  ended: number[];
   /** Last revision of each id sequence stream, so an id is `revision + 1` of the IdAllocated event. */
   lastSessionId: number;
   position: bigint;
@@ -135,16 +149,62 @@ export function emptyWorld(): World {
     machinesByPool: new Map(),
     sessions: new Map(),
     openSessions: new Set(),
+    free: new FreeIndex(),
+    work: new WorkIndex(),
+    leases: new LeaseIndex(),
+    ended: [],
     lastSessionId: 0,
     position: 0n,
   };
 }
 
 export const sessionIsLive = (s: Session) => s.status === 'requested' || s.status === 'waiting' || s.status === 'active';
-export const claimedBy = (t: Tenant) => [...t.claims.values()].reduce((a, b) => a + b, 0);
+export const claimedBy = (t: Tenant) => t.held;
+
+/** The one definition of a machine a request may take: ready, or unused and provisioned on demand. */
+export const isFree = (m: Machine) => (m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null;
+
+/** Ended sessions the World keeps whatever they hold: what a client just ended stays readable. */
+export const RETAINED_ENDED = 10_000;
 
 /** Fold one recorded event into the World. Unknown types are ignored, so old code can read newer ledgers. */
 export function evolve(world: World, event: DuffyEvent & { revision: number; position?: bigint }): World {
+  apply(world, event);
+  // Every index follows the entity the event touched, whichever field changed.
+  const data = event.data as { machineId?: number; sessionId?: number | null };
+  if (data.machineId !== undefined) {
+    const m = world.machines.get(data.machineId);
+    if (m) {
+      world.free.update(m, isFree(m));
+      world.work.update(m);
+    }
+  }
+  if (data.sessionId !== undefined && data.sessionId !== null && event.type.startsWith('Session')) {
+    const s = world.sessions.get(data.sessionId);
+    if (s) world.leases.update(s.id, s.status === 'active' ? s.expiresAt : null);
+  }
+  if (world.ended.length > RETAINED_ENDED) forgetSettled(world);
+  return world;
+}
+
+/** Drops the oldest ended sessions that hold nothing; one still holding something waits its turn at the back. */
+function forgetSettled(world: World): void {
+  for (let tries = 0; tries < 2 && world.ended.length > RETAINED_ENDED; tries++) {
+    const id = world.ended.shift()!;
+    const s = world.sessions.get(id);
+    if (!s) continue;
+    const holds =
+      world.tenants.get(s.tenantId)?.claims.has(id) ||
+      s.machineIds.some((mid) => {
+        const m = world.machines.get(mid);
+        return m !== undefined && (m.sessionId === id || m.releasingSession === id);
+      });
+    if (holds) world.ended.push(id);
+    else world.sessions.delete(id);
+  }
+}
+
+function apply(world: World, event: DuffyEvent & { revision: number; position?: bigint }): World {
   const { revision } = event;
   if (event.position !== undefined) world.position = event.position;
   switch (event.type) {
@@ -165,6 +225,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
         retiredAt: null,
         revision,
         claims: new Map(),
+        held: 0,
         platform: null,
         usage: [],
       });
@@ -197,8 +258,10 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
     case 'QuotaReturned': {
       const t = world.tenants.get(event.data.tenantId);
       if (!t) return world;
+      t.held -= t.claims.get(event.data.sessionId) ?? 0;
       if (event.type === 'QuotaClaimed') t.claims.set(event.data.sessionId, event.data.count);
       else t.claims.delete(event.data.sessionId);
+      t.held += t.claims.get(event.data.sessionId) ?? 0;
       t.revision = revision;
       return world;
     }
@@ -395,7 +458,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
         s.releaseReason = event.type === 'SessionExpired' ? 'expired' : event.data.reason;
         s.retiredAt = event.data.at;
       }
-      if (!sessionIsLive(s)) world.openSessions.delete(s.id);
+      if (!sessionIsLive(s) && world.openSessions.delete(s.id)) world.ended.push(s.id);
       return world;
     }
     default: {

@@ -41,9 +41,9 @@ export function dueJobs(world: World, ctx: JobContext): Job[] {
     job.machineIds.push(m.id);
     groups.set(key, job);
   };
-  const readyOrComing = new Map<string, number>();
+  const readyOrComing = new Map(world.work.readyIdle);
   const unused = new Map<string, Machine[]>();
-  for (const m of world.machines.values()) {
+  for (const m of world.work.machines) {
     const pool = ctx.pools(m.pool);
     if (!pool || m.retiredAt !== null) continue;
     if (m.sessionId === null && (m.state === 'ready' || m.state === 'provisioning')) readyOrComing.set(m.pool, (readyOrComing.get(m.pool) ?? 0) + 1);

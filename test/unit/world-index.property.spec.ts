@@ -1,0 +1,306 @@
+import { describe, expect, it } from '@jest/globals';
+import { freeMachines } from '../../src/ledger/decide.js';
+import type { DuffyEvent, NodeSpec, PlaybookAction } from '../../src/ledger/events.js';
+import { OrderedSet } from '../../src/ledger/ordered-set.js';
+import { type Machine, type World, RETAINED_ENDED, emptyWorld, evolve, sessionIsLive } from '../../src/ledger/world.js';
+import { type PlanResult, type PoolProfile, describeSpec, eligiblePools, lessStressed, planAllocation } from '../../src/scheduling/policy.js';
+
+/**
+ * The World's indexes change how fast a choice is made, never which: random worlds, random event sequences
+ * (valid or not: evolve folds anything), and after every step the indexes must agree with a plain scan, and the
+ * planner drawing from the index must choose exactly what the scan-based planner (the code before the index) chose.
+ */
+
+function prng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const POOLS: PoolProfile[] = [
+  { name: 'metal-intel', type: 'baremetal', arch: 'x86_64', platform: 'intel' },
+  { name: 'metal-amd', type: 'baremetal', arch: 'x86_64', platform: 'amd' },
+  { name: 'metal-arm', type: 'baremetal', arch: 'aarch64', platform: 'arm' },
+  { name: 'vm-intel', type: 'vm', arch: 'x86_64', platform: 'intel' },
+  { name: 'vm-amd', type: 'vm', arch: 'x86_64', platform: 'amd' },
+];
+const ACTIONS: PlaybookAction[] = ['provision', 'contextualize', 'release', 'health_check', 'collect_artifacts'];
+const run = { exitCode: 0, durationMs: 1, tail: '' } as never;
+
+// ---- The oracle: the planner as it was before the index, over a plain scan of every machine. ----
+const oldFree = (m: Machine) => (m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null;
+const readiness = (m: Machine) => (m.state === 'ready' ? 0 : 1);
+const byPreference = (a: { machine: Machine }, b: { machine: Machine }) => readiness(a.machine) - readiness(b.machine) || lessStressed(a.machine, b.machine);
+function smallest<T>(items: readonly T[], k: number, cmp: (a: T, b: T) => number): T[] {
+  return [...items].sort(cmp).slice(0, k);
+}
+function countBy(values: readonly string[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
+  return counts;
+}
+function roomiestFamily(candidates: ReadonlyArray<{ machine: Machine; platform: string }>, quantity: number): string | null {
+  const free = countBy(candidates.map((c) => c.platform));
+  const leastWorn = smallest(candidates, 1, byPreference)[0]?.platform ?? null;
+  let best = leastWorn;
+  for (const [platform, n] of free) if (best === null || n > free.get(best)! || (n === free.get(best)! && platform === leastWorn)) best = platform;
+  return best !== null && free.get(best)! >= quantity ? best : null;
+}
+function scanPlan(world: World, specs: NodeSpec[], tenantPlatform: string | null, busy: (id: number) => boolean): PlanResult {
+  const free = (pool: string) => [...world.machines.values()].filter((m) => m.pool === pool && oldFree(m) && !busy(m.id));
+  const taken = new Set<number>();
+  const picks: Array<{ machine: Machine; platform: string; affinity: 'kept' | 'established' | 'fallback' | 'not-offered' }> = [];
+  let platform = tenantPlatform;
+  for (const spec of specs) {
+    const pools = eligiblePools(POOLS, spec);
+    if (pools.length === 0) return { ok: false, reason: `no pool matches ${describeSpec(spec)}` };
+    const candidates: Array<{ machine: Machine; platform: string }> = [];
+    for (const pool of pools) for (const machine of free(pool.name)) if (!taken.has(machine.id)) candidates.push({ machine, platform: pool.platform });
+    const explicit = spec.pool !== undefined || spec.platform !== undefined;
+    const offered = platform !== null && pools.some((p) => p.platform === platform);
+    const family = explicit ? null : platform === null ? roomiestFamily(candidates, spec.quantity) : offered ? platform : null;
+    if (!explicit && platform === null && family === null) {
+      const perFamily = countBy(candidates.map((c) => c.platform));
+      const most = Math.max(0, ...perFamily.values());
+      const detail = perFamily.size > 1 ? `at most ${most} available on one platform family (${candidates.length} in all)` : `${most} available`;
+      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${detail}` };
+    }
+    const chosen = smallest(family === null ? candidates : candidates.filter((c) => c.platform === family), spec.quantity, byPreference);
+    if (chosen.length < spec.quantity) {
+      const where = family !== null && !explicit ? ` on platform ${family}` : '';
+      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${chosen.length} available${where}` };
+    }
+    for (const c of chosen) {
+      const affinity = platform === null ? 'established' : !explicit && !offered ? 'not-offered' : c.platform === platform ? 'kept' : 'fallback';
+      if (platform === null) platform = c.platform;
+      taken.add(c.machine.id);
+      picks.push({ machine: c.machine, platform: c.platform, affinity });
+    }
+  }
+  return { ok: true, picks };
+}
+const summary = (p: PlanResult) => (p.ok ? p.picks.map((x) => `${x.machine.id}/${x.platform}/${x.affinity}`) : p.reason);
+
+// ---- Random worlds and histories. ----
+class History {
+  readonly world = emptyWorld();
+  private position = 0n;
+  private clock = Date.parse('2026-01-01T00:00:00.000Z');
+  private nextSession = 1;
+  constructor(readonly rnd: () => number) {}
+
+  pick<T>(xs: readonly T[]): T {
+    return xs[Math.floor(this.rnd() * xs.length)];
+  }
+  at(): string {
+    // Coarse steps, so equal wear (and the id tie-break) happens often.
+    this.clock += 1000 * Math.floor(this.rnd() * 3);
+    return new Date(this.clock).toISOString();
+  }
+  fold(event: DuffyEvent): void {
+    evolve(this.world, { ...event, revision: 0, position: ++this.position } as never);
+  }
+
+  build(machines: number): void {
+    for (let t = 1; t <= 3; t++) {
+      this.fold({ type: 'TenantRegistered', data: { tenantId: t, name: `t${t}`, apiKeyDigest: `d${t}`, isAdmin: false, sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null, at: this.at() } });
+    }
+    for (let id = 1; id <= machines; id++) {
+      const pool = this.pick(POOLS).name;
+      this.fold({ type: 'MachineRegistered', data: { machineId: id, hostname: `m${id}`, ipaddr: null, pool, reusable: true, data: {}, state: this.pick(['ready', 'ready', 'unused'] as const), at: this.at() } });
+    }
+  }
+
+  /** One random event: mostly the ones a real farm sees, on machines in a state where they make sense, some not. */
+  step(): void {
+    const w = this.world;
+    const m = w.machines.get(1 + Math.floor(this.rnd() * w.machines.size))!;
+    const machineId = m.id;
+    const at = this.at();
+    const open = [...w.openSessions];
+    const sessionId = m.sessionId ?? (open.length && this.rnd() < 0.7 ? this.pick(open) : this.nextSession);
+    const tenantId = 1 + Math.floor(this.rnd() * 3);
+    const r = Math.floor(this.rnd() * 17);
+    switch (r) {
+      case 0:
+      case 1:
+      case 2: {
+        const id = this.nextSession++;
+        this.fold({ type: 'MachineRequested', data: { sessionId: id, tenantId, tenant: `t${tenantId}`, specs: [], expiresAt: new Date(this.clock + this.rnd() * 7200_000).toISOString(), at } });
+        this.fold({ type: 'QuotaClaimed', data: { tenantId, sessionId: id, count: 1 + Math.floor(this.rnd() * 3), at } });
+        return;
+      }
+      case 3:
+      case 4:
+        return this.fold({ type: 'MachineReserved', data: { machineId, hostname: m.hostname, sessionId, tenantId, pool: m.pool, platform: 'intel', affinity: 'kept', contextualize: this.rnd() < 0.3, ...(m.state === 'unused' ? { provision: true } : {}), at } });
+      case 5:
+        return this.fold({ type: 'MachineReleased', data: { machineId, sessionId, reason: 'done', at } });
+      case 6:
+        return this.fold({ type: 'MachineReservationCancelled', data: { machineId, sessionId, reason: 'x', at } });
+      case 7:
+        return this.fold({ type: 'MachineRecycled', data: { machineId, policy: 'reuse', state: this.pick(['ready', 'ready', 'unused', 'done'] as const), at } });
+      case 8:
+        return this.fold({ type: 'PlaybookStarted', data: { machineId, action: this.pick(ACTIONS), sessionId: m.sessionId, instance: 'i', deadline: at, at } });
+      case 9:
+        return this.fold({ type: 'MachineProvisioned', data: { machineId, sessionId: m.sessionId, ipaddr: null, run, at } });
+      case 10:
+        return this.fold({ type: 'ProvisioningFailed', data: { machineId, sessionId: m.sessionId, action: this.pick(ACTIONS), error: 'x', run, at } });
+      case 11:
+        return this.fold(this.rnd() < 0.5 ? { type: 'MachineQuarantined', data: { machineId, reason: 'x', at } } : { type: 'MachineReturnedToService', data: { machineId, run, at } });
+      case 12:
+        return this.fold({ type: 'SessionStarted', data: { sessionId, machineIds: [machineId], at, ...(this.rnd() < 0.3 ? { expiresAt: new Date(this.clock + this.rnd() * 3600_000).toISOString() } : {}) } });
+      case 13:
+        return this.fold({ type: 'SessionExtended', data: { sessionId, expiresAt: new Date(this.clock + this.rnd() * 7200_000).toISOString(), at } });
+      case 14:
+        return this.fold(
+          this.pick([
+            { type: 'SessionReleased', data: { sessionId, reason: 'done', at } },
+            { type: 'SessionExpired', data: { sessionId, at } },
+            { type: 'SessionFailed', data: { sessionId, reason: 'x', at } },
+            { type: 'SessionRejected', data: { sessionId, reason: 'x', at } },
+          ] as DuffyEvent[]),
+        );
+      case 15:
+        return this.fold({ type: 'QuotaReturned', data: { tenantId: w.sessions.get(sessionId)?.tenantId ?? tenantId, sessionId, count: 1, at } });
+      default:
+        return this.fold({ type: 'MachineContextualized', data: { machineId, sessionId, run, at } });
+    }
+  }
+
+  randomSpecs(): NodeSpec[] {
+    const one = (): NodeSpec => {
+      const quantity = 1 + Math.floor(this.rnd() * 4);
+      switch (Math.floor(this.rnd() * 5)) {
+        case 0:
+          return { pool: this.pick(POOLS).name, quantity };
+        case 1:
+          return { type: this.pick(['baremetal', 'vm'] as const), quantity };
+        case 2:
+          return { type: 'baremetal', arch: this.pick(['x86_64', 'aarch64']), quantity };
+        case 3:
+          return { type: this.pick(['baremetal', 'vm'] as const), platform: this.pick(['intel', 'amd', 'arm']), quantity };
+        default:
+          return { type: 'vm', arch: 'aarch64', quantity };
+      }
+    };
+    return Array.from({ length: 1 + Math.floor(this.rnd() * 3) }, one);
+  }
+}
+
+function checkIndexes(world: World): void {
+  for (const pool of POOLS) {
+    const scanned = [...world.machines.values()].filter((m) => m.pool === pool.name && oldFree(m)).sort((a, b) => readiness(a) - readiness(b) || lessStressed(a, b));
+    expect([...world.free.inOrder(pool.name)].map((m) => m.id)).toEqual(scanned.map((m) => m.id));
+    expect(world.free.size(pool.name)).toBe(scanned.length);
+  }
+  const inService = [...world.machines.values()].filter((m) => m.retiredAt === null);
+  const work = inService.filter((m) => ['unused', 'provisioning', 'contextualizing', 'deprovisioning', 'failed'].includes(m.state)).map((m) => m.id).sort((a, b) => a - b);
+  expect([...world.work.machines].map((m) => m.id)).toEqual(work);
+  const idle = new Map<string, number>();
+  for (const m of inService) if (m.state === 'ready' && m.sessionId === null) idle.set(m.pool, (idle.get(m.pool) ?? 0) + 1);
+  for (const pool of POOLS) expect(world.work.readyIdle.get(pool.name) ?? 0).toBe(idle.get(pool.name) ?? 0);
+  for (const t of world.tenants.values()) expect(t.held).toBe([...t.claims.values()].reduce((a, b) => a + b, 0));
+  const now = Date.parse('2026-01-01T00:30:00.000Z');
+  const due = [...world.sessions.values()]
+    .filter((s) => s.status === 'active' && Date.parse(s.expiresAt) <= now)
+    .sort((a, b) => Date.parse(a.expiresAt) - Date.parse(b.expiresAt) || a.id - b.id)
+    .map((s) => s.id);
+  expect(world.leases.expired(now)).toEqual(due);
+  expect(world.leases.size).toBe([...world.sessions.values()].filter((s) => s.status === 'active').length);
+}
+
+describe('World indexes against plain scans (property, seeded)', () => {
+  it.each([1, 2, 3, 4, 5, 6, 7, 8])('seed %i: the free, work, quota and lease indexes match a scan after every event, and the planner chooses the same', (seed) => {
+    const h = new History(prng(seed));
+    h.build(20 + Math.floor(h.rnd() * 60));
+    for (let step = 0; step < 400; step++) {
+      h.step();
+      checkIndexes(h.world);
+      // Some machines are promised to requests still being written: skipped by both.
+      const busyIds = new Set([...h.world.machines.keys()].filter(() => h.rnd() < 0.1));
+      const busy = (id: number) => busyIds.has(id);
+      const specs = h.randomSpecs();
+      const tenantPlatform = h.pick([null, 'intel', 'amd', 'arm', 'ppc']);
+      const indexed = planAllocation({ specs, pools: POOLS, tenantPlatform, free: (pool) => freeMachines(h.world, pool, busy) });
+      expect(summary(indexed)).toEqual(summary(scanPlan(h.world, specs, tenantPlatform, busy)));
+      // The same planner over plain lists (the simulator's way) agrees too.
+      const listed = planAllocation({ specs, pools: POOLS, tenantPlatform, free: (pool) => [...h.world.machines.values()].filter((m) => m.pool === pool && oldFree(m) && !busy(m.id)) });
+      expect(summary(listed)).toEqual(summary(indexed));
+    }
+  });
+
+  it('chooses among 1,000 machines in a few pools exactly as the scan does, over a long history', () => {
+    const h = new History(prng(99));
+    h.build(1000);
+    for (let step = 0; step < 5000; step++) {
+      h.step();
+      if (step % 250 === 0) checkIndexes(h.world);
+      const specs = h.randomSpecs();
+      const tenantPlatform = h.pick([null, 'intel', 'amd']);
+      const busy = () => false;
+      expect(summary(planAllocation({ specs, pools: POOLS, tenantPlatform, free: (pool) => freeMachines(h.world, pool, busy) }))).toEqual(summary(scanPlan(h.world, specs, tenantPlatform, busy)));
+    }
+    checkIndexes(h.world);
+  });
+});
+
+describe('OrderedSet', () => {
+  it('keeps random inserts and deletes in order', () => {
+    const rnd = prng(7);
+    const set = new OrderedSet<number>((a, b) => a - b);
+    const plain = new Set<number>();
+    for (let i = 0; i < 5000; i++) {
+      const x = Math.floor(rnd() * 1000);
+      if (plain.has(x)) {
+        expect(set.delete(x)).toBe(true);
+        plain.delete(x);
+      } else {
+        set.insert(x);
+        plain.add(x);
+      }
+      expect(set.delete(-1)).toBe(false);
+    }
+    expect([...set]).toEqual([...plain].sort((a, b) => a - b));
+    expect(set.size).toBe(plain.size);
+  });
+});
+
+describe('ended sessions leave the World', () => {
+  it('keeps the last ones and any still holding machines or quota; forgets older settled ones', () => {
+    const h = new History(prng(3));
+    h.build(2);
+    const at = '2026-01-01T00:00:00.000Z';
+    const total = RETAINED_ENDED + 500;
+    for (let id = 1; id <= total; id++) {
+      h.fold({ type: 'MachineRequested', data: { sessionId: id, tenantId: 1, tenant: 't1', specs: [], expiresAt: at, at } });
+      h.fold({ type: 'QuotaClaimed', data: { tenantId: 1, sessionId: id, count: 1, at } });
+      if (id === 1) h.fold({ type: 'MachineReserved', data: { machineId: 1, hostname: 'm1', sessionId: 1, tenantId: 1, pool: 'x', platform: 'intel', affinity: 'kept', contextualize: false, at } });
+      h.fold({ type: 'SessionStarted', data: { sessionId: id, machineIds: id === 1 ? [1] : [], at } });
+      h.fold({ type: 'SessionReleased', data: { sessionId: id, reason: 'done', at } });
+      // Session 2 never gets its quota back.
+      if (id !== 2) h.fold({ type: 'QuotaReturned', data: { tenantId: 1, sessionId: id, count: 1, at } });
+    }
+    const w = h.world;
+    expect(w.sessions.has(1)).toBe(true); // machine 1 still reserved for it
+    expect(w.sessions.has(2)).toBe(true); // its quota is still claimed
+    expect(w.sessions.has(3)).toBe(false);
+    expect(w.sessions.has(total)).toBe(true);
+    expect(w.sessions.size).toBeLessThanOrEqual(RETAINED_ENDED + 3);
+    expect([...w.sessions.values()].filter(sessionIsLive)).toEqual([]);
+    // Once machine 1 is released and recycled, session 1 goes too when its turn comes again.
+    h.fold({ type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at } });
+    h.fold({ type: 'MachineRecycled', data: { machineId: 1, policy: 'reuse', state: 'ready', at } });
+    for (let id = total + 1; id <= total + RETAINED_ENDED; id++) {
+      h.fold({ type: 'MachineRequested', data: { sessionId: id, tenantId: 1, tenant: 't1', specs: [], expiresAt: at, at } });
+      h.fold({ type: 'SessionRejected', data: { sessionId: id, reason: 'x', at } });
+    }
+    expect(w.sessions.has(1)).toBe(false);
+    expect(w.sessions.has(2)).toBe(true);
+    expect(w.sessions.size).toBeLessThanOrEqual(RETAINED_ENDED + 1);
+  });
+});
