@@ -12,7 +12,7 @@ import { percentile } from '../src/scheduling/metrics.js';
 const count = (n: number) => Math.round(n).toLocaleString('en-US');
 
 /** A synthetic ledger: tenants, machines, then reserve/release cycles, as the API writes them. */
-async function fill(store: SqliteEventStore, cycles: number, machines = 1000, tenants = 50): Promise<number> {
+export async function fill(store: SqliteEventStore, cycles: number, machines = 1000, tenants = 50): Promise<number> {
   const at = () => new Date().toISOString();
   const rev = new Map<string, number>();
   let written = 0;

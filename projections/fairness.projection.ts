@@ -36,18 +36,19 @@ export const fairness: Projection = {
         const changes: Change[] = [del(WAITING, e.data.sessionId)];
         const t = doc(TENANTS, String(w.tenant_id));
         if (t && e.type === 'SessionStarted') {
-          const waits = [...(t.waits_ms as number[]), ms(String(w.requested_at), e.data.at)].slice(-MAX_WAITS);
-          changes.push(put(TENANTS, String(w.tenant_id), { ...t, waits_ms: waits }));
+          // Folded in place: the projector keeps the document in memory and writes it once per batch.
+          const waits = t.waits_ms as number[];
+          waits.push(ms(String(w.requested_at), e.data.at));
+          if (waits.length > MAX_WAITS) waits.splice(0, waits.length - MAX_WAITS);
+          changes.push(put(TENANTS, String(w.tenant_id), t));
         }
         return changes;
       }
       case 'MachineReserved': {
         const t = doc(TENANTS, String(e.data.tenantId));
         if (!t) return [];
-        return [
-          put(HOLDING, e.data.machineId, { tenant_id: e.data.tenantId, since: e.data.at }),
-          put(TENANTS, String(e.data.tenantId), { ...t, active_machines: Number(t.active_machines) + 1 }),
-        ];
+        t.active_machines = Number(t.active_machines) + 1;
+        return [put(HOLDING, e.data.machineId, { tenant_id: e.data.tenantId, since: e.data.at }), put(TENANTS, String(e.data.tenantId), t)];
       }
       case 'MachineReleased':
       case 'MachineReservationCancelled':
@@ -59,11 +60,13 @@ export const fairness: Projection = {
         if (t) {
           // Intervals are [start ms, end ms], oldest first: prune from the front only.
           const end = Date.parse(e.data.at);
-          const old = t.intervals as Array<[number, number]>;
-          let from = Math.max(0, old.length + 1 - MAX_INTERVALS);
-          while (from < old.length && old[from][1] < end - KEEP_MS) from += 1;
-          const intervals = [...old.slice(from), [Date.parse(String(h.since)), end]];
-          changes.push(put(TENANTS, String(h.tenant_id), { ...t, active_machines: Math.max(0, Number(t.active_machines) - 1), intervals }));
+          const intervals = t.intervals as Array<[number, number]>;
+          let from = Math.max(0, intervals.length + 1 - MAX_INTERVALS);
+          while (from < intervals.length && intervals[from][1] < end - KEEP_MS) from += 1;
+          if (from > 0) intervals.splice(0, from);
+          intervals.push([Date.parse(String(h.since)), end]);
+          t.active_machines = Math.max(0, Number(t.active_machines) - 1);
+          changes.push(put(TENANTS, String(h.tenant_id), t));
         }
         return changes;
       }

@@ -24,7 +24,8 @@ export const machineStress: Projection = {
     const m = hostname ? doc(MACHINES, hostname) : undefined;
     if (!m || !hostname) return [];
     const add: Partial<Counters> = {};
-    const next: Doc = { ...m };
+    // Folded in place: the projector keeps the document in memory and writes it once per batch.
+    const next: Doc = m;
     switch (e.type) {
       case 'MachineReserved':
         add.allocations = 1;
@@ -48,7 +49,7 @@ export const machineStress: Projection = {
       default:
         return [];
     }
-    for (const [k, v] of Object.entries(add)) next[k] = Number(next[k] ?? 0) + v;
+    for (const k in add) next[k] = Number(next[k] ?? 0) + add[k as keyof Counters]!;
     const changes: Change[] = [put(MACHINES, hostname, next)];
     const pool = String(m.pool);
     changes.push(put(POOLS, pool, bump(doc(POOLS, pool) ?? { pool, machines: 0, ...zero }, add)));
@@ -63,9 +64,8 @@ function counters(d: Doc | undefined): Counters {
 }
 
 function bump(d: Doc, add: Partial<Counters>): Doc {
-  const out = { ...d };
-  for (const [k, v] of Object.entries(add)) out[k] = Number(out[k] ?? 0) + v;
-  return out;
+  for (const k in add) d[k] = Number(d[k] ?? 0) + add[k as keyof Counters]!;
+  return d;
 }
 
 /** Machine events name the machine by id; its stream name carries the hostname. */

@@ -3,7 +3,8 @@ import type { DuffyEvent } from '../src/ledger/events.js';
 
 /**
  * A read-model definition: pure, event in, document changes out. `doc` reads the projection's current
- * documents (as left by the changes before this event). Bump `version` whenever the output changes meaning:
+ * documents (as left by the changes before this event). A projection may change a document `doc` returned in
+ * place (folding in memory), and then puts it; the projector keeps what it puts as the current document. Bump `version` whenever the output changes meaning:
  * the projector then rebuilds from position 0.
  */
 export type Doc = Record<string, unknown>;

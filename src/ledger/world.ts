@@ -165,7 +165,7 @@ export const claimedBy = (t: Tenant) => t.held;
 export const isFree = (m: Machine) => (m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null;
 
 /** Ended sessions the World keeps whatever they hold: what a client just ended stays readable. */
-export const RETAINED_ENDED = 10_000;
+export const RETAINED_ENDED = 1_000;
 
 /** Fold one recorded event into the World. Unknown types are ignored, so old code can read newer ledgers. */
 export function evolve(world: World, event: DuffyEvent & { revision: number; position?: bigint }): World {
@@ -204,7 +204,11 @@ function forgetSettled(world: World): void {
   }
 }
 
-function apply(world: World, event: DuffyEvent & { revision: number; position?: bigint }): World {
+/**
+ * The entities' part of `evolve`: tenants, machines and sessions change, the indexes do not. The `entities`
+ * projection folds documents with it, one event at a time, without a whole World (see entities.projection.ts).
+ */
+export function apply(world: World, event: DuffyEvent & { revision: number; position?: bigint }): World {
   const { revision } = event;
   if (event.position !== undefined) world.position = event.position;
   switch (event.type) {

@@ -3,8 +3,11 @@ import type { EventStore, RecordedEvent, Subscription } from '../eventstore/even
 import type { DuffyEvent } from '../ledger/events.js';
 import type { DocChange, ReadModelStore } from './read-model.port.js';
 
-/** Past this many buffered events the subscription waits for the store: memory stays bounded during a rebuild. */
-const HIGH_WATER = 5000;
+/**
+ * Past this many buffered events the subscription waits for the store: memory stays bounded during a rebuild, and
+ * batches are large enough that a hot document (a tenant, a pool) is written once per batch, not once per event.
+ */
+const HIGH_WATER = 20_000;
 
 /**
  * Follows the ledger for one projection from its checkpoint and writes its documents in batches, each batch
@@ -13,7 +16,8 @@ const HIGH_WATER = 5000;
  * projection must read its state synchronously.
  */
 export class ProjectionRunner {
-  private readonly cache = new Map<string, Doc>();
+  /** Documents by collection, then id (no key strings built per read). */
+  private readonly cache = new Map<string, Map<string, Doc>>();
   private buffer: RecordedEvent[] = [];
   private flushing?: Promise<void>;
   private subscription?: Subscription;
@@ -39,6 +43,7 @@ export class ProjectionRunner {
   async prepare(options: { rebuild?: boolean } = {}): Promise<bigint> {
     const p = this.projection;
     this.cache.clear();
+    for (const c of this.projection.collections) this.cache.set(c, new Map());
     this.buffer = [];
     this.failure = undefined;
     const cp = await this.store.checkpoint(p.name);
@@ -47,7 +52,7 @@ export class ProjectionRunner {
       this.position = 0n;
     } else {
       this.position = cp.position;
-      for (const c of p.collections) for (const d of await this.store.find(c)) this.cache.set(key(c, String(d.__id)), d);
+      for (const c of p.collections) for (const d of await this.store.find(c)) this.docs(c).set(String(d.__id), d);
     }
     this.taken = this.position;
     return this.position;
@@ -63,48 +68,65 @@ export class ProjectionRunner {
     }
   }
 
-  /** Takes an event from the ledger; one at or before what is already taken (a redelivery) changes nothing. */
-  async push(e: RecordedEvent): Promise<void> {
-    if (e.position <= this.taken) return;
+  /**
+   * Takes an event from the ledger; one at or before what is already taken (a redelivery) changes nothing.
+   * A promise only when the buffer is full and the caller must wait (no promise per event on a rebuild).
+   */
+  push(e: RecordedEvent): Promise<void> | undefined {
+    if (e.position <= this.taken) return undefined;
     this.taken = e.position;
     this.buffer.push(e);
     if (!this.flushing) this.flushing = new Promise<void>((r) => setImmediate(r)).then(() => this.flush());
-    if (this.buffer.length >= HIGH_WATER) await this.flushing;
+    return this.buffer.length >= HIGH_WATER ? this.flushing : undefined;
   }
 
   private async flush(): Promise<void> {
     while (this.buffer.length > 0) {
       const batch = this.buffer;
       this.buffer = [];
-      const changes: DocChange[] = [];
-      const read = (c: string, id: string) => this.cache.get(key(c, id));
+      // Folded in memory (the cache is the projection's state); only each document's final state is written,
+      // once per batch: the checkpoint covers the whole batch anyway.
+      const dirty = new Map<Map<string, Doc>, Map<string, Dirty>>();
+      const read = (c: string, id: string) => this.cache.get(c)?.get(id);
       for (const e of batch) {
         for (const ch of this.projection.project(e as RecordedEvent & DuffyEvent, read)) {
+          const docs = this.docs(ch.collection);
+          let changed = dirty.get(docs);
+          if (!changed) dirty.set(docs, (changed = new Map()));
+          let d = changed.get(ch.id);
+          if (!d) changed.set(ch.id, (d = { collection: ch.collection, stored: docs.has(ch.id), position: e.position }));
+          d.position = e.position;
           if (ch.op === 'put') {
             // The id rides along in the document, so a restart can rebuild the cache from `find`.
-            const doc = { ...ch.doc, __id: ch.id };
-            this.cache.set(key(ch.collection, ch.id), doc);
-            changes.push({ ...ch, doc, position: e.position });
+            ch.doc.__id = ch.id;
+            docs.set(ch.id, ch.doc);
           } else {
-            this.cache.delete(key(ch.collection, ch.id));
-            changes.push({ ...ch, position: e.position });
+            docs.delete(ch.id);
           }
         }
       }
-      const last = batch[batch.length - 1];
-      // Only each document's final state in the batch is written: the checkpoint covers the whole batch anyway.
-      const final = new Map<string, DocChange>();
-      for (const ch of changes) {
-        const k = key(ch.collection, ch.id);
-        final.delete(k);
-        final.set(k, ch);
+      const changes: DocChange[] = [];
+      for (const [docs, changed] of dirty) {
+        for (const [id, d] of changed) {
+          const doc = docs.get(id);
+          if (doc) changes.push({ op: 'put', collection: d.collection, id, doc, position: d.position });
+          // A document born and gone within the batch was never written: nothing to delete.
+          else if (d.stored) changes.push({ op: 'delete', collection: d.collection, id, position: d.position });
+        }
       }
-      await this.store.apply(this.projection.name, this.projection.version, [...final.values()], last.position);
+      const last = batch[batch.length - 1];
+      await this.store.apply(this.projection.name, this.projection.version, changes, last.position);
       this.position = last.position;
       const at = Date.parse(String(last.metadata.at ?? ''));
       if (!Number.isNaN(at)) this.lastLagMs = Date.now() - at;
     }
     this.flushing = undefined;
+  }
+
+  private docs(collection: string): Map<string, Doc> {
+    let docs = this.cache.get(collection);
+    if (!docs) this.cache.set(collection, (docs = new Map()));
+    return docs;
   }
 
   async stop(): Promise<void> {
@@ -131,10 +153,18 @@ export async function followTogether(runners: ProjectionRunner[], ledger: EventS
   return ledger.subscribeAll(
     from ?? 0n,
     async (e) => {
-      for (const r of runners) await r.push(e);
+      for (const r of runners) {
+        const full = r.push(e);
+        if (full) await full;
+      }
     },
     (err) => runners.forEach((r) => r.fail(err)),
   );
 }
 
-const key = (collection: string, id: string) => `${collection}\u0000${id}`;
+/** A document changed in the batch being folded: whether the store had it before, and the last event that changed it. */
+interface Dirty {
+  collection: string;
+  stored: boolean;
+  position: bigint;
+}
