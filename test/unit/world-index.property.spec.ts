@@ -1,4 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
+import { MACHINES, SESSIONS, TENANTS, entities, tenantDoc } from '../../projections/entities.projection.js';
+import type { Doc } from '../../projections/projection.js';
 import { freeMachines } from '../../src/ledger/decide.js';
 import type { DuffyEvent, NodeSpec, PlaybookAction } from '../../src/ledger/events.js';
 import { OrderedSet } from '../../src/ledger/ordered-set.js';
@@ -102,8 +104,11 @@ class History {
     this.clock += 1000 * Math.floor(this.rnd() * 3);
     return new Date(this.clock).toISOString();
   }
+  readonly recorded: Array<DuffyEvent & { revision: number; position: bigint }> = [];
   fold(event: DuffyEvent): void {
-    evolve(this.world, { ...event, revision: 0, position: ++this.position } as never);
+    const e = { ...event, revision: 0, position: ++this.position };
+    this.recorded.push(e);
+    evolve(this.world, e as never);
   }
 
   build(machines: number): void {
@@ -246,6 +251,26 @@ describe('World indexes against plain scans (property, seeded)', () => {
       expect(summary(planAllocation({ specs, pools: POOLS, tenantPlatform, free: (pool) => freeMachines(h.world, pool, busy) }))).toEqual(summary(scanPlan(h.world, specs, tenantPlatform, busy)));
     }
     checkIndexes(h.world);
+  });
+});
+
+describe('entities projection', () => {
+  it.each([11, 12, 13])('seed %i: folds its documents to exactly the World\'s entities', (seed) => {
+    const h = new History(prng(seed));
+    h.build(30);
+    for (let step = 0; step < 1500; step++) h.step();
+    const docs = new Map<string, Doc>();
+    for (const e of h.recorded) {
+      for (const ch of entities.project(e as never, (c, id) => docs.get(`${c}/${id}`))) {
+        if (ch.op === 'put') docs.set(`${ch.collection}/${ch.id}`, ch.doc);
+        else docs.delete(`${ch.collection}/${ch.id}`);
+      }
+    }
+    const json = (x: unknown) => JSON.parse(JSON.stringify(x));
+    for (const t of h.world.tenants.values()) expect(json(docs.get(`${TENANTS}/${t.id}`))).toEqual(json(tenantDoc(t)));
+    for (const m of h.world.machines.values()) expect(json(docs.get(`${MACHINES}/${m.id}`))).toEqual(json(m));
+    for (const s of h.world.sessions.values()) expect(json(docs.get(`${SESSIONS}/${s.id}`))).toEqual(json(s));
+    expect(h.world.sessions.size).toBeGreaterThan(0);
   });
 });
 
