@@ -1,9 +1,10 @@
 /**
- * `npm run bench [-- --only p2,p4,p5,p7,p1 --seconds 10]`: prints figures, asserts nothing.
+ * `npm run bench [-- --only p2,p4,p5,p7,p8,p1 --seconds 10]`: prints figures, asserts nothing.
  *
  * P2 ledger appends/s on the embedded store, group commit vs one fsync per append;
  * P4 decision time at 100, 10k and 100k machines;
- * P7 memory of a World with 100k machines after folding 1M events (in a child process, so nothing else counts);
+ * P5 projection rebuild rate; P7 memory of a World with 100k machines after folding 1M events (in a child process,
+ * so nothing else counts); P8 start-up of the built server with a 200- and a 20,000-machine inventory;
  * P1 request+release throughput and latency over HTTP against the real app, and a bare Express app as the yardstick.
  * The HTTP clients run in a worker thread, so they do not share the server's event loop.
  */
@@ -19,6 +20,7 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import type { ExpectedRevision } from '../src/eventstore/event-store.port.js';
 import { SqliteEventStore } from '../src/eventstore/sqlite-event-store.js';
 import { p5 } from './read-side.js';
+import { p8 } from './startup.js';
 import { decideRequestSession, freeMachines } from '../src/ledger/decide.js';
 import type { DuffyEvent, MachineState, NodeSpec } from '../src/ledger/events.js';
 import { type Machine, type World, emptyWorld, evolve, isFree, newMachine } from '../src/ledger/world.js';
@@ -404,7 +406,7 @@ async function p1(seconds: number): Promise<void> {
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      only: { type: 'string', default: 'p2,p4,p5,p7,p1' },
+      only: { type: 'string', default: 'p2,p4,p5,p7,p8,p1' },
       seconds: { type: 'string', default: '10' },
       'append-seconds': { type: 'string', default: '3' },
     },
@@ -423,6 +425,7 @@ async function main(): Promise<void> {
       if (child.status !== 0) console.log(`P7 failed (exit ${child.status})`);
     }
   }
+  if (only.has('p8')) await p8();
   if (only.has('p1')) await p1(seconds);
 }
 

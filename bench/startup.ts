@@ -1,0 +1,88 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+
+/** The built server (`npm run bench` builds it first). */
+const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** An inventory of `machines` ready machines over four pools, no playbook on any path. */
+function inventory(dir: string, machines: number): string {
+  const pools = ['metal-a', 'metal-b', 'vm-a', 'vm-b'].map((name, i) => ({
+    name,
+    type: name.startsWith('metal') ? 'baremetal' : 'vm',
+    arch: 'x86_64',
+    platform: i % 2 ? 'amd' : 'intel',
+    driver: 'local',
+    'release-policy': 'reuse',
+    contextualize: false,
+    'collect-artifacts': false,
+    'fill-level': 0,
+  }));
+  const file = join(dir, 'inventory.yaml');
+  writeFileSync(
+    file,
+    stringify({ pools, machines: Array.from({ length: machines }, (_, i) => ({ hostname: `n${i + 1}.bench.test`, pool: pools[i % 4].name, state: 'ready' })) }),
+  );
+  return file;
+}
+
+/** Starts the built server as its own process; resolves with the seconds until /health answers 200. */
+async function timeToHealth(env: Record<string, string>, timeoutMs: number): Promise<{ seconds: number; child: ChildProcess }> {
+  const port = await freePort();
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [MAIN], { env: { ...process.env, ...env, DUFFY_PORT: String(port), DUFFY_LOG_LEVEL: 'silent' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-2000)));
+  while (performance.now() - t0 < timeoutMs) {
+    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}: ${stderr}`);
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/health`);
+      if (res.status === 200) return { seconds: (performance.now() - t0) / 1000, child };
+    } catch {
+      /* not listening yet */
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`no /health answer within ${timeoutMs} ms: ${stderr}`);
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
+  });
+}
+
+/** P8: start-up of the built server with a generated inventory, first start (registration) and restart (existing ledger). */
+export async function p8(sizes: readonly number[] = [200, 20_000]): Promise<void> {
+  const parts: string[] = [];
+  for (const machines of sizes) {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-bench-p8-'));
+    const env = { DUFFY_CONFIG: inventory(dir, machines), DUFFY_DATA_DIR: join(dir, 'data'), DUFFY_ADMIN_KEY: '00000000-0000-4000-8000-00000000beef' };
+    const first = await timeToHealth(env, 600_000);
+    await stop(first.child);
+    const again = await timeToHealth(env, 600_000);
+    await stop(again.child);
+    rmSync(dir, { recursive: true, force: true });
+    parts.push(`${machines.toLocaleString('en-US')} machines: first start ${first.seconds.toFixed(1)} s, restart ${again.seconds.toFixed(1)} s`);
+  }
+  console.log(`P8 start-up of the built server until /health answers (inventory generated, embedded stores): ${parts.join('; ')}`);
+}

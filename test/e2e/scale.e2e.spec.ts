@@ -1,0 +1,77 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { type Running, newTenant, startDuffy } from '../support/server.js';
+
+/**
+ * Correctness at size, not a timing: a farm of 20,000 machines is registered at start-up (in batches), and a
+ * request is served from it by the least-worn machine, on the pool it asked for; a restart registers nothing again.
+ */
+const MACHINES = 20_000;
+
+function bigInventory(): string {
+  const pools = ['metal-a', 'metal-b', 'vm-a', 'vm-b'].map((name, i) => ({
+    name,
+    type: name.startsWith('metal') ? 'baremetal' : 'vm',
+    arch: 'x86_64',
+    platform: i % 2 ? 'amd' : 'intel',
+    driver: 'local',
+    'release-policy': 'reuse',
+    contextualize: false,
+    'collect-artifacts': false,
+    'fill-level': 0,
+  }));
+  const machines = Array.from({ length: MACHINES }, (_, i) => ({
+    hostname: `n${String(i + 1).padStart(5, '0')}.scale.test`,
+    pool: pools[i % pools.length].name,
+    state: 'ready',
+  }));
+  const file = join(mkdtempSync(join(tmpdir(), 'duffy-scale-')), 'scale.yaml');
+  writeFileSync(file, stringify({ defaults: { 'node-quota': 100, 'session-lifetime': 3600, 'session-lifetime-max': 7200 }, pools, machines }));
+  return file;
+}
+
+describe(`a farm of ${MACHINES.toLocaleString('en-US')} machines`, () => {
+  let duffy: Running;
+  let configFile: string;
+
+  beforeAll(async () => {
+    configFile = bigInventory();
+    duffy = await startDuffy({ configFile });
+  }, 120_000);
+
+  afterAll(async () => {
+    await duffy?.close();
+  });
+
+  it('registers every machine of the inventory once', async () => {
+    const pool = await duffy.admin.get('/api/v1/pools/metal-a');
+    expect(pool.status).toBe(200);
+    expect(pool.body.pool.levels.ready).toBe(MACHINES / 4);
+    const nodes = await duffy.admin.get('/api/v1/nodes');
+    expect(nodes.status).toBe(200);
+    expect(nodes.body.nodes).toHaveLength(MACHINES);
+    expect(new Set(nodes.body.nodes.map((n: { hostname: string }) => n.hostname)).size).toBe(MACHINES);
+  }, 60_000);
+
+  it('serves a request from the pool asked for, and takes the machine back', async () => {
+    const ci = await newTenant(duffy, 'scale-ci');
+    const r = await ci.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-b', quantity: 2 }] });
+    expect(r.status).toBe(201);
+    expect(r.body.session.nodes).toHaveLength(2);
+    for (const n of r.body.session.nodes) expect(n.pool).toBe('vm-b');
+    // Nothing is worn yet: the lowest ids of the pool win the tie-break (vm-b holds machines 4, 8, 12, ...).
+    expect(r.body.session.nodes.map((n: { hostname: string }) => n.hostname).sort()).toEqual(['n00004.scale.test', 'n00008.scale.test']);
+    const done = await ci.put(`/api/v1/sessions/${r.body.session.id}`, { active: false });
+    expect(done.status).toBe(200);
+  }, 60_000);
+
+  it('registers nothing again on a restart with the same ledger', async () => {
+    await duffy.close();
+    duffy = await startDuffy({ configFile, dataDir: duffy.dataDir });
+    const nodes = await duffy.admin.get('/api/v1/nodes');
+    expect(nodes.body.nodes).toHaveLength(MACHINES);
+  }, 120_000);
+});
