@@ -5,39 +5,23 @@ import { preferred } from '../scheduling/policy.js';
 
 /**
  * Indexes the World keeps as it folds, so that no decision and no per-event step scans every machine or session.
- * Each entry keeps a copy of the fields it is ordered by: the machine object changes in place, and an entry must be
- * found again under the key it was filed with.
+ * Machines are filed under their own fields: `evolve` takes a machine out before an event changes it and files it
+ * again after (see `file`/`unfile` in world.ts), so an entry is never stale and costs one tree node, nothing more.
  */
 
-interface FreeEntry {
-  state: MachineState;
-  busyMs: number;
-  allocations: number;
-  id: number;
-  machine: Machine;
-}
+/** The one definition of a machine a request may take: ready, or unused and provisioned on demand. */
+export const isFree = (m: Machine) => (m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null;
 
 /** Free machines per pool, in the policy's order of preference: ready first, then least worn (invariant 8). */
 export class FreeIndex {
-  private readonly pools = new Map<string, OrderedSet<FreeEntry>>();
-  private readonly entries = new Map<number, FreeEntry>();
+  private readonly pools = new Map<string, OrderedSet<Machine>>();
 
-  /** Files the machine again after any change: out if it is no longer free, moved if its wear or readiness changed. */
-  update(m: Machine, free: boolean): void {
-    const old = this.entries.get(m.id);
-    if (old) {
-      if (free && old.state === m.state && old.busyMs === m.busyMs && old.allocations === m.allocations) return;
-      this.pool(m.pool).delete(old);
-      this.entries.delete(m.id);
-    }
-    if (!free) return;
-    const entry: FreeEntry = { state: m.state, busyMs: m.busyMs, allocations: m.allocations, id: m.id, machine: m };
-    this.pool(m.pool).insert(entry);
-    this.entries.set(m.id, entry);
+  add(m: Machine): void {
+    if (isFree(m)) this.pool(m.pool).insert(m);
   }
 
-  has(id: number): boolean {
-    return this.entries.has(id);
+  remove(m: Machine): void {
+    if (isFree(m)) this.pool(m.pool).delete(m);
   }
 
   size(pool: string): number {
@@ -45,15 +29,14 @@ export class FreeIndex {
   }
 
   /** The pool's free machines, most preferred first, lazily. */
-  *inOrder(pool: string): Generator<Machine> {
-    const set = this.pools.get(pool);
-    if (set) for (const e of set) yield e.machine;
+  inOrder(pool: string): Iterable<Machine> {
+    return this.pools.get(pool) ?? [];
   }
 
-  private pool(name: string): OrderedSet<FreeEntry> {
+  private pool(name: string): OrderedSet<Machine> {
     let set = this.pools.get(name);
     if (!set) {
-      set = new OrderedSet<FreeEntry>(preferred);
+      set = new OrderedSet<Machine>(preferred);
       this.pools.set(name, set);
     }
     return set;
@@ -62,6 +45,8 @@ export class FreeIndex {
 
 /** States where a playbook may be due (provision, contextualize, release or artifacts, health check). */
 const WORK_STATES = new Set<MachineState>(['unused', 'provisioning', 'contextualizing', 'deprovisioning', 'failed']);
+const needsWork = (m: Machine) => m.retiredAt === null && WORK_STATES.has(m.state);
+const readyIdle = (m: Machine) => m.retiredAt === null && m.state === 'ready' && m.sessionId === null;
 
 /**
  * What the provisioner looks at on each pass: machines in service that may need a playbook, in id order (the order
@@ -70,27 +55,15 @@ const WORK_STATES = new Set<MachineState>(['unused', 'provisioning', 'contextual
 export class WorkIndex {
   readonly machines = new OrderedSet<Machine>((a, b) => a.id - b.id);
   readonly readyIdle = new Map<string, number>();
-  private readonly listed = new Set<number>();
-  private readonly idle = new Set<number>();
 
-  update(m: Machine): void {
-    const inService = m.retiredAt === null;
-    const work = inService && WORK_STATES.has(m.state);
-    if (work !== this.listed.has(m.id)) {
-      if (work) {
-        this.machines.insert(m);
-        this.listed.add(m.id);
-      } else {
-        this.machines.delete(m);
-        this.listed.delete(m.id);
-      }
-    }
-    const idle = inService && m.state === 'ready' && m.sessionId === null;
-    if (idle !== this.idle.has(m.id)) {
-      this.readyIdle.set(m.pool, (this.readyIdle.get(m.pool) ?? 0) + (idle ? 1 : -1));
-      if (idle) this.idle.add(m.id);
-      else this.idle.delete(m.id);
-    }
+  add(m: Machine): void {
+    if (needsWork(m)) this.machines.insert(m);
+    if (readyIdle(m)) this.readyIdle.set(m.pool, (this.readyIdle.get(m.pool) ?? 0) + 1);
+  }
+
+  remove(m: Machine): void {
+    if (needsWork(m)) this.machines.delete(m);
+    if (readyIdle(m)) this.readyIdle.set(m.pool, this.readyIdle.get(m.pool)! - 1);
   }
 }
 

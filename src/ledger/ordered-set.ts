@@ -22,24 +22,39 @@ export class OrderedSet<T> {
     return this.count;
   }
 
-  /** Adds an item that no item in the set compares equal to. */
+  /** Adds an item that no item in the set compares equal to; its key must not change while it is in the set. */
   insert(item: T): void {
     const node: Node<T> = { item, priority: this.nextPriority(), left: null, right: null };
-    const [l, r] = this.split(this.root, item);
-    this.root = this.merge(this.merge(l, node), r);
+    // Down the search path while the nodes outrank the new one; there, the subtree is split around it.
+    let parent: Node<T> | null = null;
+    let at = this.root;
+    while (at && at.priority > node.priority) {
+      parent = at;
+      at = this.cmp(item, at.item) < 0 ? at.left : at.right;
+    }
+    this.split(at, item);
+    node.left = this.splitLeft;
+    node.right = this.splitRight;
+    this.splitLeft = this.splitRight = null;
+    if (!parent) this.root = node;
+    else if (this.cmp(item, parent.item) < 0) parent.left = node;
+    else parent.right = node;
     this.count += 1;
   }
 
-  /** Removes the item that compares equal to `item`; false when there is none. */
+  /**
+   * Removes `item` (this very object). Found by the order in O(log n); should its key have changed behind the set's
+   * back, found by a walk instead, so the set never keeps a stale entry. False when it is not in the set.
+   */
   delete(item: T): boolean {
     let parent: Node<T> | null = null;
     let node = this.root;
-    while (node) {
+    while (node && node.item !== item) {
       const c = this.cmp(item, node.item);
-      if (c === 0) break;
       parent = node;
-      node = c < 0 ? node.left : node.right;
+      node = c < 0 ? node.left : c > 0 ? node.right : null;
     }
+    if (!node) [parent, node] = this.find(item);
     if (!node) return false;
     const joined = this.merge(node.left, node.right);
     if (!parent) this.root = joined;
@@ -47,6 +62,18 @@ export class OrderedSet<T> {
     else parent.right = joined;
     this.count -= 1;
     return true;
+  }
+
+  /** The node holding `item` and its parent, by a walk over the whole tree. */
+  private find(item: T): [Node<T> | null, Node<T> | null] {
+    const stack: Array<[Node<T> | null, Node<T>]> = this.root ? [[null, this.root]] : [];
+    while (stack.length > 0) {
+      const [parent, node] = stack.pop()!;
+      if (node.item === item) return [parent, node];
+      if (node.left) stack.push([node, node.left]);
+      if (node.right) stack.push([node, node.right]);
+    }
+    return [null, null];
   }
 
   /** Items from the smallest up, lazily: taking k of them walks O(k + log n) nodes. */
@@ -64,17 +91,23 @@ export class OrderedSet<T> {
     }
   }
 
-  /** Splits into items smaller than `key` and the rest. */
-  private split(node: Node<T> | null, key: T): [Node<T> | null, Node<T> | null] {
-    if (!node) return [null, null];
-    if (this.cmp(node.item, key) < 0) {
-      const [l, r] = this.split(node.right, key);
-      node.right = l;
-      return [node, r];
+  /** Where `split` leaves its two halves (fields, not a returned pair: no allocation per level). */
+  private splitLeft: Node<T> | null = null;
+  private splitRight: Node<T> | null = null;
+
+  /** Splits a subtree into items smaller than `key` (splitLeft) and the rest (splitRight). */
+  private split(node: Node<T> | null, key: T): void {
+    if (!node) {
+      this.splitLeft = this.splitRight = null;
+    } else if (this.cmp(node.item, key) < 0) {
+      this.split(node.right, key);
+      node.right = this.splitLeft;
+      this.splitLeft = node;
+    } else {
+      this.split(node.left, key);
+      node.left = this.splitRight;
+      this.splitRight = node;
     }
-    const [l, r] = this.split(node.left, key);
-    node.left = r;
-    return [l, node];
   }
 
   /** Joins two trees where every item of `a` is smaller than every item of `b`. */
@@ -89,13 +122,13 @@ export class OrderedSet<T> {
     return b;
   }
 
-  /** xorshift32: cheap, and the same shape on every run. */
+  /** xorshift32: cheap, and the same shape on every run; 31 bits, so V8 keeps it a small integer, not a boxed number. */
   private nextPriority(): number {
     let x = this.seed;
     x ^= x << 13;
     x ^= x >>> 17;
     x ^= x << 5;
     this.seed = x >>> 0;
-    return this.seed;
+    return this.seed >>> 1;
   }
 }

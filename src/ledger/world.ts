@@ -1,5 +1,7 @@
 import type { DuffyEvent, MachineState, NodeSpec, PlaybookAction, ReleaseReason, TenantSettings } from './events.js';
-import { FreeIndex, LeaseIndex, WorkIndex } from './indexes.js';
+import { FreeIndex, LeaseIndex, WorkIndex, isFree } from './indexes.js';
+
+export { isFree };
 
 /**
  * The state every decision reads: all tenants, machines and sessions folded from the ledger.
@@ -161,30 +163,36 @@ export function emptyWorld(): World {
 export const sessionIsLive = (s: Session) => s.status === 'requested' || s.status === 'waiting' || s.status === 'active';
 export const claimedBy = (t: Tenant) => t.held;
 
-/** The one definition of a machine a request may take: ready, or unused and provisioned on demand. */
-export const isFree = (m: Machine) => (m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null;
-
 /** Ended sessions the World keeps whatever they hold: what a client just ended stays readable. */
 export const RETAINED_ENDED = 1_000;
 
 /** Fold one recorded event into the World. Unknown types are ignored, so old code can read newer ledgers. */
 export function evolve(world: World, event: DuffyEvent & { revision: number; position?: bigint }): World {
-  apply(world, event);
-  // Every index follows the entity the event touched, whichever field changed.
+  // Every index follows the entity the event touches: out before the change, in again after it.
   const data = event.data as { machineId?: number; sessionId?: number | null };
-  if (data.machineId !== undefined) {
-    const m = world.machines.get(data.machineId);
-    if (m) {
-      world.free.update(m, isFree(m));
-      world.work.update(m);
-    }
-  }
+  const before = data.machineId === undefined ? undefined : world.machines.get(data.machineId);
+  if (before) unfile(world, before);
+  apply(world, event);
+  const m = data.machineId === undefined ? undefined : world.machines.get(data.machineId);
+  if (m) file(world, m);
   if (data.sessionId !== undefined && data.sessionId !== null && event.type.startsWith('Session')) {
     const s = world.sessions.get(data.sessionId);
     if (s) world.leases.update(s.id, s.status === 'active' ? s.expiresAt : null);
   }
   if (world.ended.length > RETAINED_ENDED) forgetSettled(world);
   return world;
+}
+
+/** Files a machine in the indexes under its current fields (they must not change until `unfile`). */
+export function file(world: World, m: Machine): void {
+  world.free.add(m);
+  world.work.add(m);
+}
+
+/** Takes a machine out of the indexes, before anything changes it. */
+export function unfile(world: World, m: Machine): void {
+  world.free.remove(m);
+  world.work.remove(m);
 }
 
 /** Drops the oldest ended sessions that hold nothing; one still holding something waits its turn at the back. */
