@@ -2,12 +2,12 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROJECTIONS } from '../projections/index.js';
-import type { NewEvent } from '../src/eventstore/event-store.port.js';
-import { SqliteEventStore } from '../src/eventstore/sqlite-event-store.js';
-import type { DuffyEvent } from '../src/ledger/events.js';
-import { ProjectionRunner, followTogether } from '../src/readmodels/projector.js';
-import { SqliteReadModels } from '../src/readmodels/sqlite-read-models.js';
-import { percentile } from '../src/scheduling/metrics.js';
+import type { NewEvent } from '../src/application/ports/event-store.port.js';
+import { SqliteEventStore } from '../src/adapters/eventstore/sqlite-event-store.js';
+import type { DuffyEvent } from '../src/domain/events.js';
+import { ProjectionRunner, followTogether } from '../src/application/projector.js';
+import { SqliteReadModels } from '../src/adapters/readmodels/sqlite-read-models.js';
+import { percentile } from '../src/domain/statistics.js';
 
 const count = (n: number) => Math.round(n).toLocaleString('en-US');
 
@@ -18,8 +18,8 @@ export async function fill(store: SqliteEventStore, cycles: number, machines = 1
   let written = 0;
   const put = async (stream: string, events: DuffyEvent[]) => {
     const expected = rev.has(stream) ? rev.get(stream)! : 'no_stream';
-    const r = await store.append(stream, events.map((e) => ({ ...e, metadata: { at: at() } }) as NewEvent), expected);
-    rev.set(stream, r.nextExpectedRevision);
+    const r = await store.append([{ stream, events: events.map((e) => ({ ...e, metadata: { at: at() } }) as NewEvent), expected }]);
+    rev.set(stream, r.nextExpectedRevisions[0]);
     written += events.length;
   };
   for (let t = 1; t <= tenants; t++) {
@@ -70,7 +70,7 @@ export async function p5(events = 200_000): Promise<void> {
   const lags: number[] = [];
   for (let i = 0; i < 500; i++) {
     const start = performance.now();
-    const r = await ledger.append(`machine-m${(i % 1000) + 1}`, [{ type: 'MachineQuarantined', data: { machineId: (i % 1000) + 1, reason: 'bench', at: new Date().toISOString() }, metadata: {} }], 'any');
+    const r = await ledger.append([{ stream: `machine-m${(i % 1000) + 1}`, events: [{ type: 'MachineQuarantined', data: { machineId: (i % 1000) + 1, reason: 'bench', at: new Date().toISOString() }, metadata: {} }], expected: 'any' }]);
     await Promise.all(runners.map((x) => x.caughtUp(r.position)));
     lags.push(performance.now() - start);
     await new Promise((res) => setTimeout(res, 2));

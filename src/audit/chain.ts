@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { RecordedEvent } from '../eventstore/event-store.port.js';
+import type { RecordedEvent } from '../application/ports/event-store.port.js';
 
 /**
  * Tamper evidence: every event's metadata carries `hash`, chaining it to the previous event OF ITS STREAM.
@@ -61,4 +61,12 @@ export function verifyChains(events: Iterable<RecordedEvent>): { checked: number
     }
   }
   return { checked, breaks };
+}
+
+/**
+ * The embedded ledger's single writer also links every event to the one before it in global order, so moving
+ * events between streams' timelines (a reorder that keeps each stream's order) breaks this chain.
+ */
+export function globalLink(prev: string, position: bigint, hash: string): string {
+  return createHash('sha256').update(`${prev}\n${position}\n${hash}`).digest('hex');
 }

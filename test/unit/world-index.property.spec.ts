@@ -1,11 +1,11 @@
 import { describe, expect, it } from '@jest/globals';
 import { MACHINES, SESSIONS, TENANTS, entities, tenantDoc } from '../../projections/entities.projection.js';
 import type { Doc } from '../../projections/projection.js';
-import { freeMachines } from '../../src/ledger/decide.js';
-import type { DuffyEvent, NodeSpec, PlaybookAction } from '../../src/ledger/events.js';
-import { OrderedSet } from '../../src/ledger/ordered-set.js';
-import { type Machine, type World, RETAINED_ENDED, emptyWorld, evolve, sessionIsLive } from '../../src/ledger/world.js';
-import { type PlanResult, type PoolProfile, describeSpec, eligiblePools, lessStressed, planAllocation } from '../../src/scheduling/policy.js';
+import { freeMachines } from '../../src/domain/decide.js';
+import type { DuffyEvent, NodeSpec, PlaybookAction } from '../../src/domain/events.js';
+import { OrderedSet } from '../../src/domain/ordered-set.js';
+import { type Machine, type World, RETAINED_ENDED, emptyWorld, evolve, sessionIsLive } from '../../src/domain/world.js';
+import { type PlanResult, type PoolProfile, describeSpec, eligiblePools, lessStressed, planAllocation } from '../../src/domain/policy.js';
 
 /**
  * The World's indexes change how fast a choice is made, never which: random worlds, random event sequences

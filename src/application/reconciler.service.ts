@@ -1,0 +1,49 @@
+import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
+import { SessionLifecycle, metaFor } from './session-lifecycle.js';
+import { Ledger } from './ledger.service.js';
+
+/**
+ * Expires overdue sessions and recycles machines whose release needs no playbook. Requests and releases are
+ * atomic appends, so there is nothing half-written to repair. Every step is a decider guarded by revisions, so
+ * running it twice, or on two instances at once, writes each fact once.
+ */
+@Injectable()
+export class Reconciler implements OnApplicationShutdown {
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+  private readonly log = new Logger('Reconciler');
+
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly sessions: SessionLifecycle,
+  ) {}
+
+  start(intervalMs = 5_000): void {
+    this.timer = setInterval(() => void this.tick(), intervalMs);
+    this.timer.unref();
+    void this.tick();
+  }
+
+  tick(nowMs = Date.now()): Promise<void> {
+    this.running ??= this.pass(nowMs)
+      .catch((err) => this.log.error(`reconcile pass failed: ${String(err)}`))
+      .finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async pass(nowMs: number): Promise<void> {
+    const world = this.ledger.world;
+    const meta = metaFor(null, { reason: 'reconcile' });
+    for (const s of [...world.openSessions].map((id) => world.sessions.get(id)!)) {
+      if (s.status === 'active' && Date.parse(s.expiresAt) <= nowMs) await this.sessions.end(s.id, 'expired', null);
+    }
+    for (const m of [...world.machines.values()]) {
+      if (m.state === 'deprovisioning') await this.sessions.recycleIfInstant(m.id, meta);
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+  }
+}

@@ -1,0 +1,170 @@
+import { type MachineType, type NodeSpec } from './events.js';
+import { type Machine } from './world.js';
+
+/** What the scheduler knows of a pool (from configuration). */
+export interface PoolProfile {
+  name: string;
+  type: MachineType;
+  arch: string;
+  platform: string;
+}
+
+export type Affinity = 'kept' | 'established' | 'fallback' | 'not-offered';
+
+export interface Pick {
+  machine: Machine;
+  platform: string;
+  affinity: Affinity;
+}
+
+export type PlanResult = { ok: true; picks: Pick[] } | { ok: false; reason: string };
+
+/** Pools a spec may draw from: a named pool, or every pool of that type (and arch, platform when given). */
+export function eligiblePools(pools: readonly PoolProfile[], spec: NodeSpec): PoolProfile[] {
+  if (spec.pool !== undefined) return pools.filter((p) => p.name === spec.pool);
+  return pools.filter(
+    (p) =>
+      (spec.type === undefined || p.type === spec.type) &&
+      (spec.arch === undefined || p.arch === spec.arch) &&
+      (spec.platform === undefined || p.platform === spec.platform),
+  );
+}
+
+export function describeSpec(spec: NodeSpec): string {
+  if (spec.pool !== undefined) return `pool ${spec.pool}`;
+  const parts = [spec.type ?? 'any type', spec.arch, spec.platform].filter(Boolean);
+  return parts.join(' ');
+}
+
+/** What wear levelling reads of a machine (invariant 8). */
+export type Wear = { state: Machine['state']; busyMs: number; allocations: number; id: number };
+
+/** Wear levelling (invariant 8): least busy time, then fewest allocations, then lowest id, so ties are deterministic. */
+export function lessStressed(a: Wear, b: Wear): number {
+  return a.busyMs - b.busyMs || a.allocations - b.allocations || a.id - b.id;
+}
+
+/** The order machines are offered in: a ready machine serves at once, an unused one needs provisioning first. */
+export function preferred(a: Wear, b: Wear): number {
+  return (a.state === 'ready' ? 0 : 1) - (b.state === 'ready' ? 0 : 1) || lessStressed(a, b);
+}
+
+/** The free machines of one pool as the policy reads them: how many, and the most preferred first (lazily). */
+export interface FreePool {
+  size(): number;
+  inOrder(): Iterable<Machine>;
+}
+
+/** A plain list of free machines (the simulator, tests), put in order once. */
+function listed(machines: Iterable<Machine>): FreePool {
+  const sorted = [...machines].sort(preferred);
+  return { size: () => sorted.length, inOrder: () => sorted };
+}
+
+const isFreePool = (x: FreePool | Iterable<Machine>): x is FreePool => typeof (x as FreePool).inOrder === 'function';
+
+interface Offer {
+  pool: PoolProfile;
+  free: FreePool;
+}
+
+/**
+ * Choose machines for every spec of one request, or say why not.
+ * Platform affinity (invariant 7): a tenant with an established platform family gets it whenever it can be served;
+ * another family only when the spec names a pool or a platform itself (an explicit choice).
+ * `free` gives each pool's free machines: an index in preference order (the World's), or any list.
+ * Taking k machines reads O(k) of them per pool, however many are free.
+ */
+export function planAllocation(args: {
+  specs: readonly NodeSpec[];
+  pools: readonly PoolProfile[];
+  free: (pool: string) => FreePool | Iterable<Machine>;
+  tenantPlatform: string | null;
+}): PlanResult {
+  const taken = new Set<number>();
+  const takenPerPool = new Map<string, number>();
+  const picks: Pick[] = [];
+  // Within one request, the first pick establishes the family for the rest.
+  let platform = args.tenantPlatform;
+  for (const spec of args.specs) {
+    const pools = eligiblePools(args.pools, spec);
+    if (pools.length === 0) return { ok: false, reason: `no pool matches ${describeSpec(spec)}` };
+    const offers: Offer[] = pools.map((pool) => {
+      const free = args.free(pool.name);
+      return { pool, free: isFreePool(free) ? free : listed(free) };
+    });
+    // Free machines of a pool not yet taken by this request's earlier specs.
+    const available = (o: Offer) => o.free.size() - (takenPerPool.get(o.pool.name) ?? 0);
+    const explicit = spec.pool !== undefined || spec.platform !== undefined;
+    // The family this spec must come from (null: any). A spec naming a pool or platform is the tenant's own choice;
+    // affinity binds only where the tenant's family is offered for this kind of machine at all.
+    const offered = platform !== null && pools.some((p) => p.platform === platform);
+    const family = explicit ? null : platform === null ? roomiestFamily(offers, available, taken, spec.quantity) : offered ? platform : null;
+    if (!explicit && platform === null && family === null) {
+      const perFamily = freePerFamily(offers, available);
+      const most = Math.max(0, ...perFamily.values());
+      const all = [...perFamily.values()].reduce((a, b) => a + b, 0);
+      const detail = perFamily.size > 1 ? `at most ${most} available on one platform family (${all} in all)` : `${most} available`;
+      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${detail}` };
+    }
+    const chosen = leastWorn(family === null ? offers : offers.filter((o) => o.pool.platform === family), taken, spec.quantity);
+    if (chosen.length < spec.quantity) {
+      const where = family !== null && !explicit ? ` on platform ${family}` : '';
+      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${chosen.length} available${where}` };
+    }
+    for (const c of chosen) {
+      const affinity: Affinity =
+        platform === null ? 'established' : !explicit && !offered ? 'not-offered' : c.platform === platform ? 'kept' : 'fallback';
+      if (platform === null) platform = c.platform;
+      taken.add(c.machine.id);
+      takenPerPool.set(c.machine.pool, (takenPerPool.get(c.machine.pool) ?? 0) + 1);
+      picks.push({ machine: c.machine, platform: c.platform, affinity });
+    }
+  }
+  return { ok: true, picks };
+}
+
+/** The k most preferred machines over several pools, not yet taken: a merge of each pool's ordered free machines. */
+function leastWorn(offers: readonly Offer[], taken: ReadonlySet<number>, k: number): Array<{ machine: Machine; platform: string }> {
+  const heads = offers.map((o) => {
+    const it = o.free.inOrder()[Symbol.iterator]();
+    return { it, platform: o.pool.platform, machine: nextFree(it, taken) };
+  });
+  const chosen: Array<{ machine: Machine; platform: string }> = [];
+  while (chosen.length < k) {
+    let best: (typeof heads)[number] | undefined;
+    for (const h of heads) if (h.machine && (!best || preferred(h.machine, best.machine!) < 0)) best = h;
+    if (!best) break;
+    chosen.push({ machine: best.machine!, platform: best.platform });
+    best.machine = nextFree(best.it, taken);
+  }
+  return chosen;
+}
+
+function nextFree(it: Iterator<Machine>, taken: ReadonlySet<number>): Machine | undefined {
+  for (let r = it.next(); !r.done; r = it.next()) if (!taken.has(r.value.id)) return r.value;
+  return undefined;
+}
+
+/** Free machines per family, families in the order of the first pool offering any. */
+function freePerFamily(offers: readonly Offer[], available: (o: Offer) => number): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const o of offers) {
+    const n = available(o);
+    if (n > 0) counts.set(o.pool.platform, (counts.get(o.pool.platform) ?? 0) + n);
+  }
+  return counts;
+}
+
+/**
+ * A tenant's first family: the one with the most free machines of the kind it asked for, so that tenants
+ * spread over families instead of all landing on the first one; ties go to the least worn machine's family.
+ */
+function roomiestFamily(offers: readonly Offer[], available: (o: Offer) => number, taken: ReadonlySet<number>, quantity: number): string | null {
+  const free = freePerFamily(offers, available);
+  const leastWornFamily = leastWorn(offers, taken, 1)[0]?.platform ?? null;
+  let best = leastWornFamily;
+  for (const [platform, n] of free) if (best === null || n > free.get(best)! || (n === free.get(best)! && platform === leastWornFamily)) best = platform;
+  // A family that cannot serve the whole request is no better than none.
+  return best !== null && free.get(best)! >= quantity ? best : null;
+}
