@@ -1,14 +1,16 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from './catalog.js';
-import { RegisterMachineCommand, RegisterTenantCommand } from './commands.js';
+import { RegisterTenantCommand } from './commands.js';
+import { decideRegisterMachines } from '../domain/decide.js';
 import { Ledger } from './ledger.service.js';
 import { Provisioner } from './provisioner.service.js';
 import { ReadSide } from './read-side.service.js';
 import { WaitingQueue } from './queue.service.js';
 import { Reconciler } from './reconciler.service.js';
+import { metaFor, now } from './session-lifecycle.js';
 
-/** Start-up: fold the ledger, create the first admin on an empty ledger, register configured machines not yet known. */
+/** Start-up: fold the ledger, create the first admin on an empty ledger, register configured machines not yet known (in batches). */
 @Injectable()
 export class Bootstrap {
   private readonly log = new Logger('Bootstrap');
@@ -38,16 +40,33 @@ export class Bootstrap {
         this.log.warn(`created admin tenant '${s.adminName}' with API key ${created.apiKey} (shown once; set DUFFY_ADMIN_KEY to choose it)`);
       }
     }
-    let added = 0;
-    for (const m of s.config.machines) {
-      if (this.ledger.world.machineIdsByHostname.has(m.hostname)) continue;
-      await this.commands.execute(new RegisterMachineCommand(null, { ...m, ipaddr: m.ipaddr ?? null, data: m.data ?? {} }));
-      added += 1;
-    }
+    const added = await this.importInventory();
     if (added > 0) this.log.log(`registered ${added} machine(s) from ${s.configFile}`);
     this.reconciler.start(options.reconcileEveryMs);
     this.provisioner.start();
     this.queue.start();
     return { adminKey };
   }
+
+  /**
+   * Registers the configured machines the ledger does not know yet, IMPORT_CHUNK per append (each append atomic,
+   * ids allocated in it). A restart, or a crash half-way, registers only what is still missing.
+   */
+  private async importInventory(): Promise<number> {
+    const meta = metaFor(null, { process: 'bootstrap' });
+    const missing = this.catalog.settings.config.machines.filter((m) => !this.ledger.world.machineIdsByHostname.has(m.hostname));
+    for (let i = 0; i < missing.length; i += IMPORT_CHUNK) {
+      const chunk = missing.slice(i, i + IMPORT_CHUNK).map((m) => ({ ...m, ipaddr: m.ipaddr ?? null, data: m.data ?? {} }));
+      // Decided on the World at that moment: a machine another instance registered meanwhile is left out.
+      await this.ledger.decide(
+        (world, inFlight) =>
+          decideRegisterMachines(world, this.catalog.profiles, { machines: chunk.filter((m) => !world.machineIdsByHostname.has(m.hostname)), now: now() }, inFlight),
+        meta,
+      );
+    }
+    return missing.length;
+  }
 }
+
+/** Machines per append: one write per machine plus the id allocation, well under a store's size limit for one append. */
+const IMPORT_CHUNK = 1000;
