@@ -10,7 +10,7 @@ import {
   type Subscription,
   WrongExpectedRevisionError,
 } from '../eventstore/event-store.port.js';
-import { GENESIS, chainHash } from '../audit/chain.js';
+import { GENESIS, eventHash } from '../audit/chain.js';
 import { type Write } from './decide.js';
 import { type DuffyEvent, stream } from './events.js';
 import { type World, emptyWorld, evolve } from './world.js';
@@ -112,7 +112,7 @@ export class Ledger implements OnApplicationShutdown {
     let revision = w.expected === 'no_stream' ? -1 : w.expected;
     return w.events.map((e) => {
       revision += 1;
-      const hash = chainHash(prev, w.stream, revision, e.type, e.data);
+      const hash = eventHash(prev, { stream: w.stream, revision, type: e.type, data: e.data, metadata });
       const linked = { ...e, metadata: { ...metadata, prevHash: prev, hash } };
       prev = hash;
       return linked;
