@@ -2,8 +2,6 @@ import Database from 'better-sqlite3';
 import type { EventStore, RecordedEvent } from '../eventstore/event-store.port.js';
 import type { Defaults } from '../ledger/decide.js';
 import type { DuffyEvent, NodeSpec } from '../ledger/events.js';
-import { EsdbEventStore } from '../eventstore/esdb-event-store.js';
-import { SqliteEventStore } from '../eventstore/sqlite-event-store.js';
 import { emptyWorld, evolve } from '../ledger/world.js';
 import { lessStressed } from '../scheduling/policy.js';
 import { type Violation, checkInvariants, holdEnds, holdStarts } from './invariants.js';
@@ -11,8 +9,10 @@ import { type Violation, checkInvariants, holdEnds, holdStarts } from './invaria
 /** Opens a ledger read-only for auditing: an embedded file, or an EventStoreDB URL. */
 export const isEventStoreUrl = (location: string) => /^(esdb|esdb\+discover|kurrentdb|kurrent|kdb):\/\//.test(location);
 
-export function openLedger(location: string): EventStore {
-  return isEventStoreUrl(location) ? new EsdbEventStore(location) : new SqliteEventStore(location, false, true);
+/** Adapters load on demand: the replay and its helpers stay pure, and the CLI loads only the driver it needs. */
+export async function openLedger(location: string): Promise<EventStore> {
+  if (isEventStoreUrl(location)) return new (await import('../eventstore/esdb-event-store.js')).EsdbEventStore(location);
+  return new (await import('../eventstore/sqlite-event-store.js')).SqliteEventStore(location, false, true);
 }
 
 export async function* allEvents(store: EventStore, pageSize = 5000): AsyncGenerator<RecordedEvent> {

@@ -61,7 +61,7 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
   const table = (headers: string[], rows: string[][]) => out(formatTable(headers, rows));
   const audit = duffy.command('audit').description('read-only checks of a ledger, for auditors').option('--ledger <file|esdb-url>', 'ledger to read');
   const withLedger = async <T>(fn: (events: RecordedEvent[]) => T): Promise<T> => {
-    const store = openLedger(ledgerOf(audit.opts()));
+    const store = await openLedger(ledgerOf(audit.opts()));
     try {
       return fn(await collect(store));
     } finally {
@@ -180,7 +180,7 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
     .option('--from <time>', 'from (inclusive)', time)
     .option('--to <time>', 'to (exclusive)', time)
     .action(async (o: { from?: Date; to?: Date }) => {
-      const store = openLedger(ledgerOf(audit.opts()));
+      const store = await openLedger(ledgerOf(audit.opts()));
       try {
         for await (const e of allEvents(store)) if (inWindow(e, o.from, o.to)) out(jsonLine(e));
       } finally {
