@@ -16,6 +16,8 @@ import { SessionsController } from './api/sessions.controller.js';
 import { ReadViews } from './api/read-views.js';
 import { StatsController } from './api/stats.controller.js';
 import { QueueController } from './api/queue.controller.js';
+import { AuditController } from './audit/audit.controller.js';
+import { CheckpointService } from './audit/checkpoint.service.js';
 import { READ_MODELS } from './readmodels/read-model.port.js';
 import { createReadModels } from './readmodels/read-models.factory.js';
 import { ReadSide } from './readmodels/read-side.service.js';
@@ -66,7 +68,7 @@ export class AppModule implements NestModule {
           },
         }),
       ],
-      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, QueueController, HealthController, MetricsController, OpsPageController, EventsController],
+      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, QueueController, HealthController, MetricsController, OpsPageController, EventsController, AuditController],
       providers: [
         { provide: SETTINGS, useValue: settings },
         { provide: EVENT_STORE, useFactory: () => store ?? createEventStore(settings.eventStoreUrl, settings.dataDir) },
@@ -78,6 +80,7 @@ export class AppModule implements NestModule {
         { provide: APP_FILTER, useClass: ErrorsFilter },
         Catalog,
         Ledger,
+        CheckpointService,
         InFlight,
         SessionLifecycle,
                     Reconciler,

@@ -149,6 +149,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
   if (event.position !== undefined) world.position = event.position;
   switch (event.type) {
     case 'IdAllocated':
+    case 'CheckpointPublished':
       return world;
     case 'TenantRegistered': {
       const d = event.data;
