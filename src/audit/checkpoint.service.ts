@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { createPublicKey } from 'node:crypto';
 import type { Settings } from '../config/config.js';
-import { EVENT_STORE, type EventStore, type RecordedEvent, type Subscription, WrongExpectedRevisionError } from '../eventstore/event-store.port.js';
+import { EVENT_STORE, type EventStore, type RecordedEvent, type Subscription } from '../eventstore/event-store.port.js';
 import { SETTINGS } from '../ledger/catalog.js';
 import { Ledger } from '../ledger/ledger.service.js';
 import { CHECKPOINT_STREAM, type Checkpoint, eventLeaf, keyId, newSigningKey, privateKeyOf, signCheckpoint } from './checkpoint.js';
@@ -87,13 +87,13 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
     try {
       const cp = this.current();
       this.sincePublished = 0;
-      await this.ledger.commit(
+      // A conflict means another instance published first: the next checkpoint covers these events too.
+      await this.ledger.record(
         [{ stream: CHECKPOINT_STREAM, expected: this.streamRevision < 0 ? 'no_stream' : this.streamRevision, events: [{ type: 'CheckpointPublished', data: cp }] }],
-        { actor: 'duffy' },
+        { actor: 'duffy', at: cp.time },
       );
     } catch (err) {
-      // Another instance published first, or the store is down: the next one covers these events too.
-      if (!(err instanceof WrongExpectedRevisionError)) this.log.warn(`checkpoint not published: ${String(err)}`);
+      this.log.warn(`checkpoint not published: ${String(err)}`);
     } finally {
       this.publishing = false;
     }

@@ -117,7 +117,7 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
         notes.push(`${checked} events in their stream chains`);
         const links = globalLinks(location);
         if (links) {
-          const hashes = new Map(events.map((e) => [e.position, String(e.metadata.hash)]));
+          const hashes = new Map(events.map((e) => [e.position, typeof e.metadata.hash === 'string' ? e.metadata.hash : '']));
           const g = verifyGlobalChain(links, (p) => hashes.get(p));
           if (g.broken) problems.push({ position: String(g.broken.position), where: 'global chain', problem: g.broken.problem });
           else notes.push(`${g.checked} links of the global chain`);
