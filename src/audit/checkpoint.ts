@@ -27,6 +27,7 @@ export interface Checkpoint {
 
 export const CHECKPOINT_STREAM = 'audit-checkpoints';
 const PRINT = 4;
+const BACKDATE_SLACK_MS = 60_000;
 
 /** The canonical bytes of one event: everything it says, where it stands. */
 export function leafBytes(e: RecordedEvent): Buffer {
@@ -115,6 +116,15 @@ export function checkExtends(cp: Checkpoint, events: readonly RecordedEvent[]): 
     const d = firstDiff();
     if (d === undefined) return { ok: false, message: `the first ${cp.size} events are not the ones the checkpoint saw (root hash differs)` };
     return { ok: false, message: `leaf ${d} (position ${events[d].position}, ${events[d].stream}@${events[d].revision}) differs from the checkpoint: the covered prefix was changed`, ...at(d) };
+  }
+  // An event appended after the checkpoint that claims an earlier time is a forged back-dated fact (a minute of
+  // slack for commands in flight when the checkpoint was taken).
+  const taken = Date.parse(cp.time);
+  for (let i = cp.size; i < events.length; i++) {
+    const claimed = Date.parse(String(events[i].metadata.at ?? ''));
+    if (claimed < taken - BACKDATE_SLACK_MS) {
+      return { ok: false, message: `event at position ${events[i].position} (${events[i].type}) was appended after the checkpoint of ${cp.time} but claims ${events[i].metadata.at}`, ...at(i) };
+    }
   }
   const newRoot = rootOf(leaves);
   if (!verifyConsistency(cp.size, leaves.length, oldRoot, newRoot, consistencyProof(leaves, cp.size))) {
