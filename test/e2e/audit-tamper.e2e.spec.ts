@@ -48,7 +48,7 @@ function tampered(original: string, edit: (rows: Row[]) => Row[], recompute: 'no
     let chain = GENESIS;
     for (const r of out) {
       const prev = heads.get(r.stream) ?? GENESIS;
-      const metadata = { ...r.metadata, prevHash: prev };
+      const metadata: Record<string, unknown> = { ...r.metadata, prevHash: prev };
       delete metadata.hash;
       r.metadata = { ...metadata, hash: eventHash(prev, { ...r, metadata }) };
       heads.set(r.stream, String(r.metadata.hash));
