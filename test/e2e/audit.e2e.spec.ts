@@ -160,3 +160,55 @@ describe('replay reports each broken invariant', () => {
     expect(invariants([...base(), ev('machine-m1', reserve(1)), ev('machine-m1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at } }), ev('machine-m1', reserve(2))])).toEqual([]);
   });
 });
+
+describe('audit export through a pipe', () => {
+  it('writes every line, even into a slow reader', async () => {
+    const { SqliteEventStore } = await import('../../src/eventstore/sqlite-event-store.js');
+    const { execFile } = await import('node:child_process');
+    const { fileURLToPath } = await import('node:url');
+    const file = join(mkdtempSync(join(tmpdir(), 'duffy-export-')), 'ledger.sqlite');
+    const store = new SqliteEventStore(file);
+    const filler = 'x'.repeat(1000);
+    for (let batch = 0; batch < 10; batch++) {
+      const events = Array.from({ length: 500 }, (_, i) => ({ type: 'Noted', data: { n: batch * 500 + i, filler }, metadata: { at: '2026-01-01T00:00:00.000Z' } }));
+      await store.append([{ stream: `filler-${batch}`, expected: 'no_stream', events }]);
+    }
+    await store.close();
+    const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
+    // gzip, then a reader that starts late: the CLI's 5 MB must wait in the pipe, not be cut off at exit.
+    const lines = await new Promise<string>((resolve, reject) =>
+      execFile('sh', ['-c', `"${process.execPath}" "${cli}" audit --ledger "${file}" export | gzip -c | (sleep 1; gzip -dc) | wc -l`], (err, stdout) => (err ? reject(err) : resolve(stdout))),
+    );
+    expect(Number(lines.trim())).toBe(5000);
+  }, 30_000);
+});
+
+describe('audit history of a machine with playbook runs', () => {
+  it('shows playbook output tails only with --verbose', async () => {
+    const { SqliteEventStore } = await import('../../src/eventstore/sqlite-event-store.js');
+    const file = join(mkdtempSync(join(tmpdir(), 'duffy-tails-')), 'ledger.sqlite');
+    const store = new SqliteEventStore(file);
+    const at = '2026-01-01T00:00:00.000Z';
+    const run = { action: 'provision', playbook: 'provision.yml', exitCode: 0, durationMs: 900, timedOut: false, tail: 'TASK [disk] ok\nPLAY RECAP m1 ok=3' };
+    await store.append([
+      {
+        stream: 'machine-m1',
+        expected: 'no_stream',
+        events: [
+          { type: 'MachineRegistered', data: { machineId: 1, hostname: 'm1', ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'unused', at }, metadata: { actor: 'duffy', at } },
+          { type: 'MachineProvisioned', data: { machineId: 1, sessionId: null, ipaddr: '10.0.0.1', run, at }, metadata: { actor: 'duffy', at } },
+        ],
+      },
+    ]);
+    await store.close();
+    const plain = await duffyCli('audit', '--ledger', file, 'history', 'machine-m1');
+    expect(plain.lines[0]).toMatch(/^time +pos +event/);
+    expect(plain.lines.some((l) => l.includes('PLAY RECAP'))).toBe(false);
+    const verbose = await duffyCli('audit', '--ledger', file, 'history', 'machine-m1', '--verbose');
+    expect(verbose.lines).toEqual(expect.arrayContaining(['    | PLAY RECAP m1 ok=3']));
+    const json = await duffyCli('--json', 'audit', '--ledger', file, 'history', 'machine-m1');
+    expect(JSON.parse(json.lines[1]).data.run).toEqual({ action: 'provision', playbook: 'provision.yml', exitCode: 0, durationMs: 900, timedOut: false });
+    const full = await duffyCli('--json', 'audit', '--ledger', file, 'history', 'machine-m1', '--verbose');
+    expect(JSON.parse(full.lines[1]).data.run.tail).toBe(run.tail);
+  });
+});
