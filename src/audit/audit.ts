@@ -7,7 +7,7 @@ import { lessStressed } from '../scheduling/policy.js';
 import { type Violation, checkInvariants, holdEnds, holdStarts } from './invariants.js';
 
 /** Opens a ledger read-only for auditing: an embedded file, or an EventStoreDB URL. */
-export const isEventStoreUrl = (location: string) => /^(esdb|esdb\+discover|kurrentdb|kurrent|kdb):\/\//.test(location);
+export const isEventStoreUrl = (location: string) => /^(esdb|kurrentdb|kurrent|kdb)(\+discover)?:\/\//.test(location);
 
 /** Adapters load on demand: the replay and its helpers stay pure, and the CLI loads only the driver it needs. */
 export async function openLedger(location: string): Promise<EventStore> {

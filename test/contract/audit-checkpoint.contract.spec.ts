@@ -10,7 +10,7 @@ const dir = mkdtempSync(join(tmpdir(), 'duffy-audit-'));
 auditCheckpointContract('embedded SQLite', async () => new SqliteEventStore(join(dir, 'ledger.sqlite')));
 
 const esdb = process.env.DUFFY_EVENTSTORE;
-if (esdb && /^(esdb|kurrentdb|kdb)/.test(esdb)) {
+if (esdb && /^(esdb|kurrentdb|kurrent|kdb)/.test(esdb)) {
   auditCheckpointContract(`EventStoreDB at ${esdb}`, async () => new EsdbEventStore(esdb));
 } else {
   console.log('SKIPPED: EventStoreDB audit checkpoint suite (set DUFFY_EVENTSTORE=esdb://... e.g. after `docker compose up -d eventstore`)');

@@ -146,7 +146,7 @@ describe('an auditor against a tamperer with the ledger file', () => {
   });
 
   /** Each tampering, and whether plain `verify` (no checkpoint) must see it: all that keep the hashes do. */
-  const tamperings: Array<{ name: string; plain: boolean; make: (ledger: string) => string; factsKept?: true }> = [
+  const tamperings: Array<{ name: string; plain: boolean; make: (ledger: string) => string; factsKept?: true; newest?: true }> = [
     { name: 'data edited (one byte of a MachineReserved)', plain: true, make: (l) => tampered(l, (rows) => (pick(rows, (r) => r.type === 'MachineReserved', 'reservation').data.tenantId = 99, rows)) },
     { name: 'type changed (SessionExtended -> SessionExpired)', plain: true, make: (l) => tampered(l, (rows) => ((pick(rows, (r) => r.type === 'SessionExtended', 'extension').type = 'SessionExpired'), rows)) },
     { name: 'metadata actor edited', plain: true, make: (l) => tampered(l, (rows) => ((pick(rows, (r) => r.type === 'SessionReleased', 'release').metadata.actor = 'bob'), rows)) },
@@ -241,7 +241,7 @@ describe('an auditor against a tamperer with the ledger file', () => {
         return [...rows, forged];
       }, 'all'),
     },
-    { name: 'the newest event of the ledger deleted (truncation)', plain: false, make: (l) => tampered(l, (rows) => rows.slice(0, -1)) },
+    { name: 'the newest event of the ledger deleted (truncation)', plain: false, newest: true, make: (l) => tampered(l, (rows) => rows.slice(0, -1)) },
   ];
 
   it.each(tamperings.map((t) => [t.name, t] as const))('%s', async (_name, t) => {
@@ -253,7 +253,10 @@ describe('an auditor against a tamperer with the ledger file', () => {
     expect(withCheckpoint.lines.at(-1)).toMatch(/^TAMPERED/);
     // It says where: the first leaf that differs, or that the ledger is shorter, in the checkpoint's own line.
     if (!t.factsKept) expect(withCheckpoint.lines.join('\n')).toMatch(/checkpoint .*(leaf \d+ \(position \d+|ledger shorter than checkpoint|was appended after the checkpoint)/);
-    expect((await cli('audit', '--ledger', copy, 'verify', '--checkpoint', signedFile)).exitCode).toBe(1);
+    // The server's checkpoint covers what the server had seen when asked: maybe not the newest event.
+    const signed = JSON.parse(readFileSync(signedFile, 'utf8'));
+    const seesIt = !t.newest || signed.size === (new Database(ledger, { readonly: true }).prepare('SELECT COUNT(*) AS n FROM events').get() as { n: number }).n;
+    expect((await cli('audit', '--ledger', copy, 'verify', '--checkpoint', signedFile)).exitCode).toBe(seesIt ? 1 : 0);
   });
 
   it('is a list of at least 17 kinds', () => {
