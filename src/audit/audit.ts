@@ -1,9 +1,9 @@
 import Database from 'better-sqlite3';
-import type { EventStore, RecordedEvent } from '../eventstore/event-store.port.js';
-import type { Defaults } from '../ledger/decide.js';
-import type { DuffyEvent, NodeSpec } from '../ledger/events.js';
-import { emptyWorld, evolve } from '../ledger/world.js';
-import { lessStressed } from '../scheduling/policy.js';
+import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
+import type { Defaults } from '../domain/decide.js';
+import type { DuffyEvent, NodeSpec } from '../domain/events.js';
+import { emptyWorld, evolve } from '../domain/world.js';
+import { lessStressed } from '../domain/policy.js';
 import { type Violation, checkInvariants, holdEnds, holdStarts } from './invariants.js';
 
 /** Opens a ledger read-only for auditing: an embedded file, or an EventStoreDB URL. */
@@ -11,8 +11,8 @@ export const isEventStoreUrl = (location: string) => /^(esdb|kurrentdb|kurrent|k
 
 /** Adapters load on demand: the replay and its helpers stay pure, and the CLI loads only the driver it needs. */
 export async function openLedger(location: string): Promise<EventStore> {
-  if (isEventStoreUrl(location)) return new (await import('../eventstore/esdb-event-store.js')).EsdbEventStore(location);
-  return new (await import('../eventstore/sqlite-event-store.js')).SqliteEventStore(location, false, true);
+  if (isEventStoreUrl(location)) return new (await import('../adapters/eventstore/kurrentdb-event-store.js')).KurrentDbEventStore(location);
+  return new (await import('../adapters/eventstore/sqlite-event-store.js')).SqliteEventStore(location, false, true);
 }
 
 export async function* allEvents(store: EventStore, pageSize = 5000): AsyncGenerator<RecordedEvent> {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { RecordedEvent } from '../eventstore/event-store.port.js';
+import type { RecordedEvent } from '../application/ports/event-store.port.js';
 
 /**
  * Tamper evidence, two chains:
