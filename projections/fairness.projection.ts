@@ -1,5 +1,5 @@
-import type { NodeSpec } from '../src/ledger/events.js';
-import { jain, maxMinFair } from '../src/scheduling/metrics.js';
+import type { NodeSpec } from '../src/domain/events.js';
+import { jain, maxMinFair } from '../src/domain/statistics.js';
 import type { Change, Projection } from './projection.js';
 import { del, ms, put } from './projection.js';
 

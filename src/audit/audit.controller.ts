@@ -1,6 +1,6 @@
 import { Controller, Get, UseGuards } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
-import { BasicAuthGuard } from '../api/auth.js';
+import { BasicAuthGuard } from '../http/auth.js';
 import { keyId } from './checkpoint.js';
 import { CheckpointService } from './checkpoint.service.js';
 

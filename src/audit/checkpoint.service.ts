@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { createPublicKey } from 'node:crypto';
 import type { Settings } from '../config/config.js';
-import { EVENT_STORE, type EventStore, type RecordedEvent, type Subscription } from '../eventstore/event-store.port.js';
-import { SETTINGS } from '../ledger/catalog.js';
-import { Ledger } from '../ledger/ledger.service.js';
+import { EVENT_STORE, type EventStore, type RecordedEvent, type Subscription } from '../application/ports/event-store.port.js';
+import { SETTINGS } from '../application/catalog.js';
+import { Ledger } from '../application/ledger.service.js';
 import { CHECKPOINT_STREAM, type Checkpoint, eventLeaf, keyId, newSigningKey, privateKeyOf, signCheckpoint } from './checkpoint.js';
 import { CompactTree } from './merkle.js';
 

@@ -1,5 +1,5 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify as verifySignature, type KeyObject } from 'node:crypto';
-import type { RecordedEvent } from '../eventstore/event-store.port.js';
+import type { RecordedEvent } from '../application/ports/event-store.port.js';
 import { canonical } from './chain.js';
 import { CompactTree, consistencyProof, leafHash, rootOf, verifyConsistency } from './merkle.js';
 

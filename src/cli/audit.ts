@@ -18,8 +18,8 @@ import {
 import { verifyChains, verifyGlobalChain } from '../audit/chain.js';
 import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } from '../audit/checkpoint.js';
 import { DEMO_CONFIG, loadConfig } from '../config/config.js';
-import type { RecordedEvent } from '../eventstore/event-store.port.js';
-import { formatTable } from '../scheduling/simulator.js';
+import type { RecordedEvent } from '../application/ports/event-store.port.js';
+import { formatTable } from '../domain/simulator.js';
 
 const time = (v: string) => {
   const t = new Date(v);

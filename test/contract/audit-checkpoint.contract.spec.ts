@@ -2,8 +2,8 @@ import { describe, it } from '@jest/globals';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EsdbEventStore } from '../../src/eventstore/esdb-event-store.js';
-import { SqliteEventStore } from '../../src/eventstore/sqlite-event-store.js';
+import { KurrentDbEventStore } from '../../src/adapters/eventstore/kurrentdb-event-store.js';
+import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { auditCheckpointContract } from './audit-checkpoint.contract.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'duffy-audit-'));
@@ -11,7 +11,7 @@ auditCheckpointContract('embedded SQLite', async () => new SqliteEventStore(join
 
 const esdb = process.env.DUFFY_EVENTSTORE;
 if (esdb && /^(esdb|kurrentdb|kurrent|kdb)/.test(esdb)) {
-  auditCheckpointContract(`EventStoreDB at ${esdb}`, async () => new EsdbEventStore(esdb));
+  auditCheckpointContract(`EventStoreDB at ${esdb}`, async () => new KurrentDbEventStore(esdb));
 } else {
   console.log('SKIPPED: EventStoreDB audit checkpoint suite (set DUFFY_EVENTSTORE=esdb://... e.g. after `docker compose up -d eventstore`)');
   describe('audit checkpoints: EventStoreDB', () => {

@@ -4,7 +4,7 @@ import { collect } from '../../src/audit/audit.js';
 import { GENESIS, eventHash, verifyChains } from '../../src/audit/chain.js';
 import { checkExtends, checkpointOf, eventLeaf } from '../../src/audit/checkpoint.js';
 import { consistencyProof, rootOf, verifyConsistency } from '../../src/audit/merkle.js';
-import type { EventStore, NewEvent } from '../../src/eventstore/event-store.port.js';
+import type { EventStore, NewEvent } from '../../src/application/ports/event-store.port.js';
 
 /** Checkpoints and consistency proofs over what an adapter's readAll returns: the auditor's path on every store. */
 export function auditCheckpointContract(name: string, open: () => Promise<EventStore>) {

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
 import { collect } from '../../src/audit/audit.js';
-import { Ledger } from '../../src/ledger/ledger.service.js';
-import { ReadSide } from '../../src/readmodels/read-side.service.js';
+import { Ledger } from '../../src/application/ledger.service.js';
+import { ReadSide } from '../../src/application/read-side.service.js';
 import { ansibleConfig } from '../support/ansible.js';
 import { type Running, newTenant, startDuffy } from '../support/server.js';
 

@@ -163,7 +163,7 @@ describe('replay reports each broken invariant', () => {
 
 describe('audit export through a pipe', () => {
   it('writes every line, even into a slow reader', async () => {
-    const { SqliteEventStore } = await import('../../src/eventstore/sqlite-event-store.js');
+    const { SqliteEventStore } = await import('../../src/adapters/eventstore/sqlite-event-store.js');
     const { execFile } = await import('node:child_process');
     const { fileURLToPath } = await import('node:url');
     const file = join(mkdtempSync(join(tmpdir(), 'duffy-export-')), 'ledger.sqlite');
@@ -185,7 +185,7 @@ describe('audit export through a pipe', () => {
 
 describe('audit history of a machine with playbook runs', () => {
   it('shows playbook output tails only with --verbose', async () => {
-    const { SqliteEventStore } = await import('../../src/eventstore/sqlite-event-store.js');
+    const { SqliteEventStore } = await import('../../src/adapters/eventstore/sqlite-event-store.js');
     const file = join(mkdtempSync(join(tmpdir(), 'duffy-tails-')), 'ledger.sqlite');
     const store = new SqliteEventStore(file);
     const at = '2026-01-01T00:00:00.000Z';

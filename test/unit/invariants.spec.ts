@@ -1,8 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
 import { whoHad } from '../../src/audit/audit.js';
 import { checkInvariants } from '../../src/audit/invariants.js';
-import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
-import type { DuffyEvent } from '../../src/ledger/events.js';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import type { DuffyEvent } from '../../src/domain/events.js';
 import { AT, LATER, machine, tenant } from '../support/given.js';
 
 const DEFAULTS = { nodeQuota: 5, sessionLifetime: 3600, sessionLifetimeMax: 7200 };
