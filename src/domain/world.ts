@@ -226,6 +226,8 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
     case 'IdAllocated':
       world.idRevisions.set(event.data.kind, revision);
       return world;
+    case 'CheckpointPublished':
+      return world;
     case 'TenantRegistered': {
       const d = event.data;
       world.tenants.set(d.tenantId, {
