@@ -7,6 +7,7 @@ import { EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Ac
 import { DomainError } from '../ledger/errors.js';
 import { Ledger } from '../ledger/ledger.service.js';
 import { tenantByKey } from './auth.js';
+import { isId } from './input.js';
 import { ReadViews } from './read-views.js';
 
 /** What cico prints and retries on; a `{"detail"}` object here would crash it. */
@@ -38,7 +39,8 @@ export class LegacyController {
   async get(@Query() q: Record<string, unknown>) {
     const actor = this.actor(q.key);
     const str = (v: unknown, d: string) => (typeof v === 'string' && v !== '' ? v : d);
-    const count = Number(str(q.count, '1'));
+    // Decimal digits only: Number() would also take "0x10", "1e1" or " 2".
+    const count = q.count === undefined ? 1 : typeof q.count === 'string' && /^[0-9]{1,3}$/.test(q.count) ? Number(q.count) : NaN;
     const pool = legacyPool(this.catalog.settings.config.legacy, { ver: str(q.ver, '7'), arch: str(q.arch, 'x86_64'), flavor: typeof q.flavor === 'string' ? q.flavor : undefined });
     if (!pool || !Number.isInteger(count) || count < 1 || count > 100) return JSON.stringify(FAILED);
     try {
@@ -91,8 +93,7 @@ export class LegacyController {
   }
 
   private ssid(v: unknown): number {
-    const n = Number(v);
-    if (typeof v !== 'string' || !/^\d{1,12}$/.test(v) || !Number.isSafeInteger(n)) throw new HttpException({ msg: 'ssid must be an integer' }, 400);
-    return n;
+    if (!isId(v)) throw new HttpException({ msg: 'ssid must be a decimal integer' }, 400);
+    return Number(v);
   }
 }

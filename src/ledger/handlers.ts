@@ -55,7 +55,7 @@ export class UpdateTenantHandler implements ICommandHandler<UpdateTenantCommand>
     const changes = { ...cmd.changes, ...(apiKey ? { apiKeyDigest: digestKey(apiKey) } : {}) };
     const outcomes = await this.ledger.decideAndCommit((world) => {
       const tenant = world.tenants.get(cmd.tenantId) ?? refuse('not_found', `tenant ${cmd.tenantId} not found`);
-      const write = decideUpdateTenant(tenant, { changes, active: cmd.active, now: now() });
+      const write = decideUpdateTenant(tenant, { changes, active: cmd.active, now: now() }, world);
       return write ? [write] : [];
     }, metaFor(cmd.actor));
     failOnConflict(outcomes);
