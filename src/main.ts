@@ -6,7 +6,7 @@ import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@n
 import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule } from './app.module.js';
 import { ConfigError, type Settings, loadSettings } from './config/config.js';
-import { checkJsonDepth, dropNullMembers, validationFailed } from './api/input.js';
+import { IdParamsPipe, checkJsonDepth, dropNullMembers, validationFailed } from './api/input.js';
 import { type EventStore } from './eventstore/event-store.port.js';
 import { Bootstrap } from './ledger/bootstrap.service.js';
 
@@ -26,6 +26,7 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   app.useBodyParser('json', json as NestExpressBodyParserOptionsFor<'json'>);
   app.setGlobalPrefix('api/v1', { exclude: ['Node/get', 'Node/done', 'Node/fail', 'Inventory', 'health', 'metrics', 'ops'] });
   app.useGlobalPipes(
+    new IdParamsPipe(),
     new ValidationPipe({
       whitelist: true,
       // Strict bodies: a field the API does not know is refused by name, never silently ignored.

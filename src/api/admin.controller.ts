@@ -5,7 +5,6 @@ import { Catalog } from '../ledger/catalog.js';
 import { RegisterMachineCommand, RegisterTenantCommand, UpdateTenantCommand, type Actor } from '../ledger/commands.js';
 import { refuse } from '../ledger/errors.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
-import { IdPipe } from './input.js';
 import { ReadViews } from './read-views.js';
 import { NodeCreateDto, TenantCreateDto, TenantUpdateDto } from './dto.js';
 import { maySee, nodeView, poolLevels, tenantView } from './views.js';
@@ -29,7 +28,7 @@ export class TenantsController {
   }
 
   @Get(':id')
-  async get(@CurrentActor() actor: Actor, @Param('id', IdPipe) id: number) {
+  async get(@CurrentActor() actor: Actor, @Param('id') id: number) {
     const t = (await this.views.load({ tenants: id })).tenants.get(id);
     if (!t || (!actor.tenant.isAdmin && t.id !== actor.tenant.id)) refuse('not_found', `tenant ${id} not found`);
     return { action: 'get', tenant: tenantView(t!, this.catalog) };
@@ -50,7 +49,7 @@ export class TenantsController {
   }
 
   @Put(':id')
-  async update(@CurrentActor() actor: Actor, @Param('id', IdPipe) id: number, @Body() b: TenantUpdateDto) {
+  async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() b: TenantUpdateDto) {
     const changes = { sshKey: b.ssh_key, nodeQuota: b.node_quota, sessionLifetime: b.session_lifetime, sessionLifetimeMax: b.session_lifetime_max };
     const { tenant, apiKey } = await this.commands.execute(new UpdateTenantCommand(actor, id, changes, b.active, b.api_key === true));
     return { action: 'put', tenant: { ...tenantView(tenant, this.catalog), ...(apiKey ? { api_key: apiKey } : {}) } };
@@ -74,7 +73,7 @@ export class NodesController {
   }
 
   @Get(':id')
-  async get(@CurrentActor() actor: Actor, @Param('id', IdPipe) id: number) {
+  async get(@CurrentActor() actor: Actor, @Param('id') id: number) {
     const m = (await this.views.load({ machines: id })).machines.get(id);
     if (!m || !maySee(m, actor.tenant)) return refuse('not_found', `node ${id} not found`);
     return { action: 'get', node: nodeView(m, actor.tenant.isAdmin) };

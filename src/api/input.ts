@@ -1,4 +1,4 @@
-import { type PipeTransform } from '@nestjs/common';
+import { type ArgumentMetadata, type PipeTransform } from '@nestjs/common';
 import type { ValidationError } from 'class-validator';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -67,8 +67,15 @@ export function parseId(raw: unknown, what = 'id'): number {
   return Number(raw);
 }
 
-/** The one pipe for `:id` path parameters of every controller. */
-export const IdPipe: PipeTransform<unknown, number> = { transform: (value) => parseId(value) };
+/**
+ * Global, ahead of the ValidationPipe (whose `transform` would turn "0x10" into 16 with Number()): every path or
+ * query parameter a controller declares as a number must be a canonical decimal id.
+ */
+export class IdParamsPipe implements PipeTransform {
+  transform(value: unknown, meta: ArgumentMetadata): unknown {
+    return (meta.type === 'param' || meta.type === 'query') && meta.metatype === Number && meta.data ? parseId(value, meta.data) : value;
+  }
+}
 
 /** Printable ASCII, no spaces: safe to echo in a header, log and store in every event's metadata. */
 const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;

@@ -8,7 +8,6 @@ import { refuse } from '../ledger/errors.js';
 import type { NodeSpec } from '../ledger/events.js';
 import { Ledger } from '../ledger/ledger.service.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
-import { IdPipe } from './input.js';
 import { ReadViews } from './read-views.js';
 import { SessionCreateDto, SessionUpdateDto } from './dto.js';
 import { sessionView } from './views.js';
@@ -37,7 +36,7 @@ export class SessionsController {
 
   @ApiOperation({ summary: 'one session' })
   @Get(':id')
-  async get(@CurrentActor() actor: Actor, @Param('id', IdPipe) id: number) {
+  async get(@CurrentActor() actor: Actor, @Param('id') id: number) {
     const w = await this.views.load({ sessions: id });
     return { action: 'get', session: sessionView(visibleSession(w, id, actor.tenant), w, this.catalog, this.ledger.world) };
   }
@@ -56,7 +55,7 @@ export class SessionsController {
 
   @ApiOperation({ summary: 'done ({active: false}) or extend ({expires_at})' })
   @Put(':id')
-  async update(@CurrentActor() actor: Actor, @Param('id', IdPipe) id: number, @Body() body: SessionUpdateDto) {
+  async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() body: SessionUpdateDto) {
     if (body.active === undefined && body.expires_at === undefined) refuse('invalid', 'give "active": false or "expires_at"');
     if (body.active === true) refuse('invalid', 'a session cannot be reactivated');
     // Check visibility first, so another tenant's session gives 404 whatever the body says.
