@@ -10,7 +10,7 @@ import { OpsPageController } from './ops/ops-page.controller.js';
 import { NodesController, PoolProfilesController, PoolsController, TenantsController } from './api/admin.controller.js';
 import { BasicAuthGuard } from './api/auth.js';
 import { ErrorsFilter } from './api/errors.filter.js';
-import { redactQuery, redactUrl, requestIdOf } from './api/input.js';
+import { httpLogging } from './api/input.js';
 import { LegacyController } from './api/legacy.controller.js';
 import { SessionsController } from './api/sessions.controller.js';
 import { ReadViews } from './api/read-views.js';
@@ -56,11 +56,7 @@ export class AppModule implements NestModule {
         LoggerModule.forRoot({
           pinoHttp: {
             level: process.env.DUFFY_LOG_LEVEL ?? 'info',
-            // One id per request, taken from the caller when it is sane, echoed back for support tickets.
-            genReqId: (req, res) => requestIdOf(req, res),
-            redact: ['req.headers.authorization'],
-            // The legacy API's key travels in the query string: never log it.
-            serializers: { req: (req: { url?: string; query?: unknown }) => ({ ...req, url: req.url && redactUrl(req.url), query: redactQuery(req.query) }) },
+            ...httpLogging,
           },
         }),
       ],

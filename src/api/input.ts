@@ -101,3 +101,10 @@ export function redactQuery(query: unknown): unknown {
   if (!query || typeof query !== 'object') return query;
   return Object.fromEntries(Object.entries(query).map(([k, v]) => (/^(key|api_key)$/i.test(k) ? [k, '[Redacted]'] : [k, v])));
 }
+
+/** pino-http settings: sane request ids, and no credential in any request log line (Basic auth, legacy `key`). */
+export const httpLogging = {
+  genReqId: (req: IncomingMessage, res: ServerResponse) => requestIdOf(req, res),
+  redact: ['req.headers.authorization'],
+  serializers: { req: (req: { url?: string; query?: unknown }) => ({ ...req, url: req.url && redactUrl(req.url), query: redactQuery(req.query) }) },
+};
