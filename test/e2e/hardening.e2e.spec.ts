@@ -1,7 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
 import { Ledger } from '../../src/ledger/ledger.service.js';
-import { type Client, type Running, basic, newTenant, startDuffy } from '../support/server.js';
+import { ADMIN_KEY, type Client, type Running, basic, instantDemoConfig, newTenant, startDuffy } from '../support/server.js';
 
 /** Issue 10 (input and secrets) and issue 14's strict bodies, item by item, through HTTP. */
 const V1 = '/api/v1';
@@ -305,6 +311,11 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
         const r = await raw(duffy, 'POST', `${V1}/sessions`, body, { authorization: aliceAuth });
         expect(r.status).toBe(422);
       }
+      // Not sent as JSON: no body for the validator, so a 422 too, never a 500.
+      for (const type of ['text/plain', 'application/x-www-form-urlencoded', '']) {
+        const r = await raw(duffy, 'POST', `${V1}/sessions`, 'nodes_specs=1', { authorization: aliceAuth, 'content-type': type });
+        expect(r.status).toBe(422);
+      }
     });
   });
 });
@@ -331,5 +342,44 @@ describe('item 8: the last active admin stays', () => {
     expect((await duffy.admin.put(`${V1}/tenants/1`, { active: false })).status).toBe(200);
     expect((await admin2.put(`${V1}/tenants/${second.body.tenant.id}`, { active: false })).status).toBe(409);
     expect((await admin2.put(`${V1}/tenants/1`, { active: true })).status).toBe(200);
+  });
+});
+
+describe('item 9: the legacy key never reaches the logs (built server, DUFFY_LOG_LEVEL=info)', () => {
+  const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
+  const freePort = () =>
+    new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = srv.address() as { port: number };
+        srv.close(() => resolve(port));
+      });
+    });
+
+  it('logs requests with [Redacted] in place of the key, in url and query, for good and bad keys', async () => {
+    const port = await freePort();
+    const env = { ...process.env, DUFFY_PORT: String(port), DUFFY_LOG_LEVEL: 'info', DUFFY_DATA_DIR: mkdtempSync(join(tmpdir(), 'duffy-log-')), DUFFY_CONFIG: instantDemoConfig(), DUFFY_ADMIN_KEY: ADMIN_KEY };
+    const child = spawn(process.execPath, [MAIN], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    try {
+      const url = `http://127.0.0.1:${port}`;
+      for (let i = 0; i < 100 && !out.includes('listening on'); i++) await new Promise((r) => setTimeout(r, 100));
+      const t = await fetch(`${url}/api/v1/tenants`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: basic('admin', ADMIN_KEY) }, body: JSON.stringify({ name: 'logged', ssh_key: 'x' }) }).then((r) => r.json());
+      const key = t.tenant.api_key as string;
+      const got = await fetch(`${url}/Node/get?key=${key}&ver=7&count=1`).then((r) => r.json());
+      await fetch(`${url}/Node/done?key=${key}&ssid=${got.ssid}`);
+      await fetch(`${url}/Node/done?key=${key}&ssid=0x1`);
+      await fetch(`${url}/Inventory?key=ffffffff-0000-4000-8000-00000000dead`);
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    }
+    expect(out).toContain('/Node/get?key=[Redacted]&ver=7&count=1');
+    expect(out).toMatch(/"query":\{"key":"\[Redacted\]"/);
+    expect(out).not.toMatch(/key=[0-9a-f]{8}-/);
+    expect(out).not.toContain('ffffffff-0000-4000-8000-00000000dead');
+    expect(out).not.toContain(ADMIN_KEY);
   });
 });
