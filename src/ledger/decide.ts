@@ -85,6 +85,7 @@ export function decideUpdateTenant(
   tenant: Tenant,
   cmd: { changes: Partial<TenantSettings & { apiKeyDigest: string }>; active?: boolean; now: string },
   world: World,
+  inFlight: InFlightView = NOTHING_IN_FLIGHT,
 ): Write | null {
   const events: DuffyEvent[] = [];
   const changes = Object.fromEntries(
@@ -93,7 +94,7 @@ export function decideUpdateTenant(
   if (Object.keys(changes).length > 0) events.push({ type: 'TenantUpdated', data: { tenantId: tenant.id, changes, at: cmd.now } });
   if (cmd.active === false && tenant.retiredAt === null) {
     // Without an active admin nobody could create, change or reactivate tenants again, not even after a restart.
-    if (tenant.isAdmin && !anotherActiveAdmin(world, tenant.id)) {
+    if (tenant.isAdmin && !anotherActiveAdmin(world, tenant.id, inFlight)) {
       refuse('conflict', `tenant ${tenant.name} is the last active admin: retiring it would lock every admin out; make another admin first`);
     }
     events.push({ type: 'TenantRetired', data: { tenantId: tenant.id, at: cmd.now } });
@@ -102,7 +103,9 @@ export function decideUpdateTenant(
   return events.length ? { stream: stream.tenant(tenant.name), expected: tenant.revision, events } : null;
 }
 
-const anotherActiveAdmin = (world: World, tenantId: number) => [...world.tenants.values()].some((t) => t.id !== tenantId && t.isAdmin && t.retiredAt === null);
+/** An admin whose stream has a write in flight may be retiring right now: it does not count (two admins retiring each other at once). */
+const anotherActiveAdmin = (world: World, tenantId: number, inFlight: InFlightView) =>
+  [...world.tenants.values()].some((t) => t.id !== tenantId && t.isAdmin && t.retiredAt === null && inFlight.revision(stream.tenant(t.name), t.revision) === t.revision);
 
 export type MachineRegistration = { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state'] };
 

@@ -365,9 +365,9 @@ describe('item 9: the legacy key never reaches the logs (built server, DUFFY_LOG
     try {
       const url = `http://127.0.0.1:${port}`;
       for (let i = 0; i < 100 && !out.includes('listening on'); i++) await new Promise((r) => setTimeout(r, 100));
-      const t = await fetch(`${url}/api/v1/tenants`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: basic('admin', ADMIN_KEY) }, body: JSON.stringify({ name: 'logged', ssh_key: 'x' }) }).then((r) => r.json());
+      const t = await fetch(`${url}/api/v1/tenants`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: basic('admin', ADMIN_KEY) }, body: JSON.stringify({ name: 'logged', ssh_key: 'x' }) }).then((r) => r.json() as Promise<any>);
       const key = t.tenant.api_key as string;
-      const got = await fetch(`${url}/Node/get?key=${key}&ver=7&count=1`).then((r) => r.json());
+      const got = await fetch(`${url}/Node/get?key=${key}&ver=7&count=1`).then((r) => r.json() as Promise<any>);
       await fetch(`${url}/Node/done?key=${key}&ssid=${got.ssid}`);
       await fetch(`${url}/Node/done?key=${key}&ssid=0x1`);
       await fetch(`${url}/Inventory?key=ffffffff-0000-4000-8000-00000000dead`);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { decideExtendSession, decideUpdateTenant, parseExpiry } from '../../src/ledger/decide.js';
+import { NOTHING_IN_FLIGHT, decideExtendSession, decideUpdateTenant, parseExpiry } from '../../src/ledger/decide.js';
 import { DomainError } from '../../src/ledger/errors.js';
 import type { DuffyEvent } from '../../src/ledger/events.js';
 import { AT, DEFAULTS, LATER, given, machine, tenant } from '../support/given.js';
@@ -73,6 +73,12 @@ describe('the last active admin', () => {
   it('given a retired second admin, the first is still the last', () => {
     const history: Array<[string, DuffyEvent]> = [tenant(1, 'admin', { isAdmin: true }), tenant(2, 'b', { isAdmin: true }), ['tenant-b', { type: 'TenantRetired', data: { tenantId: 2, at: AT } }]];
     expect(kind(() => retire(history, 1))).toBe('conflict');
+  });
+
+  it('given two admins, when the other one has a write in flight (it may be retiring too), then this one stays', () => {
+    const world = given(tenant(1, 'admin', { isAdmin: true }), tenant(2, 'b', { isAdmin: true }));
+    const bBusy = { ...NOTHING_IN_FLIGHT, revision: (s: string, known: number) => (s === 'tenant-b' ? known + 1 : known) };
+    expect(kind(() => decideUpdateTenant(world.tenants.get(1)!, { changes: {}, active: false, now: LATER }, world, bBusy))).toBe('conflict');
   });
 
   it('given two active admins, one may go; a non-admin may always go', () => {
