@@ -29,31 +29,41 @@ export const MAX_LIFETIME = 30 * 24 * 3600;
 /** Ids in bodies are bounded like ids in paths (see parseId). */
 export const MAX_ID = 999_999_999_999_999;
 
-/** An optional integer within [min, max]; a JSON null was already dropped as "not given" (see input.ts). */
-const BoundedInt = (name: string, min: number, max: number, unit = '') =>
+/*
+ * Stacked decorators register bottom-up, and with stopAtFirstError the first registered failure is the answer;
+ * applyDecorators registers in the order written. These helpers keep "must be an integer" ahead of its bounds.
+ */
+const Int = (name: string, min: number, max: number, unit = '') =>
   applyDecorators(
-    IsOptional(),
     IsInt({ message: `${name} must be an integer${unit}` }),
     Min(min, { message: `${name} must be at least ${min}${unit}` }),
     Max(max, { message: `${name} must be at most ${max}${unit}` }),
   );
+/** An optional integer within [min, max]; a JSON null was already dropped as "not given" (see input.ts). */
+const BoundedInt = (name: string, min: number, max: number, unit = '') => applyDecorators(IsOptional(), Int(name, min, max, unit));
+const Str = (name: string, max: number) =>
+  applyDecorators(IsString({ message: `${name} must be a string` }), MaxLength(max, { message: `${name} must be at most ${max} characters` }));
+const OptionalStr = (name: string, max: number) => applyDecorators(IsOptional(), Str(name, max));
+
+/** `pool` is required unless the spec asks by type/arch/platform. */
+const PoolUnlessProfile = applyDecorators(
+  ValidateIf((o) => o.type === undefined && o.arch === undefined && o.platform === undefined),
+  IsString({ message: 'pool must be a string (or give type/arch/platform instead)' }),
+  Matches(NAME, { message: 'pool must be a pool name' }),
+);
 
 export class NodesSpecDto {
-  @ValidateIf((o) => o.type === undefined && o.arch === undefined && o.platform === undefined)
-  @IsString({ message: 'pool must be a string (or give type/arch/platform instead)' })
-  @Matches(NAME, { message: 'pool must be a pool name' })
   @ApiPropertyOptional({ description: 'pool name; or give type/arch/platform instead', example: 'metal-intel-x86_64' })
+  @PoolUnlessProfile
   pool?: string;
 
   @ApiPropertyOptional({ enum: MACHINE_TYPES, description: 'Duffy extension: any pool of this type' })
   @IsOptional() @IsIn(MACHINE_TYPES, { message: 'type must be baremetal or vm' }) type?: MachineType;
-  @ApiPropertyOptional({ example: 'x86_64' }) @IsOptional() @IsString() @MaxLength(64) arch?: string;
-  @ApiPropertyOptional({ description: 'platform family, e.g. intel, amd, arm' }) @IsOptional() @IsString() @MaxLength(64) platform?: string;
+  @ApiPropertyOptional({ example: 'x86_64' }) @OptionalStr('arch', 64) arch?: string;
+  @ApiPropertyOptional({ description: 'platform family, e.g. intel, amd, arm' }) @OptionalStr('platform', 64) platform?: string;
 
-  @ApiProperty({ minimum: 1, maximum: 1000 })
-  @IsInt({ message: 'quantity must be an integer' })
-  @Min(1, { message: 'quantity must be at least 1' })
-  @Max(MAX_QUANTITY, { message: `quantity must be at most ${MAX_QUANTITY}` })
+  @ApiProperty({ minimum: 1, maximum: MAX_QUANTITY })
+  @Int('quantity', 1, MAX_QUANTITY)
   quantity!: number;
 }
 
@@ -65,20 +75,21 @@ export class SessionCreateDto {
   @BoundedInt('wait', 0, 3600, ' seconds') wait?: number;
 
   @ApiProperty({ type: () => [NodesSpecDto] })
-  @IsArray({ message: 'nodes_specs must be a list' })
-  @ArrayMinSize(1, { message: 'nodes_specs must not be empty' })
-  @ArrayMaxSize(32, { message: 'nodes_specs must have at most 32 specs' })
-  // A list inside the list (`[[]]`), null or a string would slip past ValidateNested: each must be an object.
-  @IsObject({ each: true, message: 'nodes_specs[] must each be an object like {"pool": "...", "quantity": 1}' })
   @ValidateNested({ each: true })
   @Type(() => NodesSpecDto)
+  // Checked bottom-up with stopAtFirstError: a list first, then its size, then each element.
+  // A list inside the list (`[[]]`), null or a string would slip past ValidateNested: each must be an object.
+  @IsObject({ each: true, message: 'nodes_specs[] must each be an object like {"pool": "...", "quantity": 1}' })
+  @ArrayMaxSize(32, { message: 'nodes_specs must have at most 32 specs' })
+  @ArrayMinSize(1, { message: 'nodes_specs must not be empty' })
+  @IsArray({ message: 'nodes_specs must be a list' })
   nodes_specs!: NodesSpecDto[];
 }
 
 export class SessionUpdateDto {
   @ApiPropertyOptional({ description: 'false: done with the machines' }) @IsOptional() @IsBoolean({ message: 'active must be a boolean' }) active?: boolean;
   @ApiPropertyOptional({ example: '+2h', description: 'extend: +Ns/m/h/d or an ISO 8601 time, clamped to the maximum lifetime' })
-  @IsOptional() @IsString({ message: 'expires_at must be a string like "+2h" or an ISO 8601 time' }) @MaxLength(64) expires_at?: string;
+  @IsOptional() @MaxLength(64, { message: 'expires_at must be at most 64 characters' }) @IsString({ message: 'expires_at must be a string like "+2h" or an ISO 8601 time' }) expires_at?: string;
 }
 
 export class TenantCreateDto {
@@ -87,7 +98,7 @@ export class TenantCreateDto {
   @ApiPropertyOptional()
   @IsOptional() @IsBoolean({ message: 'is_admin must be a boolean' }) is_admin?: boolean;
   @ApiProperty()
-  @IsString({ message: 'ssh_key must be a string' }) @MaxLength(16384, { message: 'ssh_key must be at most 16384 characters' }) ssh_key!: string;
+  @Str('ssh_key', 16384) ssh_key!: string;
   @ApiPropertyOptional({ minimum: 0, maximum: 100000 })
   @BoundedInt('node_quota', 0, 100000) node_quota?: number;
   @ApiPropertyOptional({ minimum: 60, maximum: MAX_LIFETIME })
@@ -98,7 +109,7 @@ export class TenantCreateDto {
 
 export class TenantUpdateDto {
   @ApiPropertyOptional()
-  @IsOptional() @IsString({ message: 'ssh_key must be a string' }) @MaxLength(16384, { message: 'ssh_key must be at most 16384 characters' }) ssh_key?: string;
+  @OptionalStr('ssh_key', 16384) ssh_key?: string;
   @ApiPropertyOptional({ minimum: 0, maximum: 100000 })
   @BoundedInt('node_quota', 0, 100000) node_quota?: number;
   @ApiPropertyOptional({ minimum: 60, maximum: MAX_LIFETIME })
