@@ -24,6 +24,9 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   // (Nest's type omits `verify`, which it reserves for rawBody; rawBody is off, so express gets ours.)
   const json = { limit: '1mb', strict: false, verify: checkJsonDepth, reviver: dropNullMembers };
   app.useBodyParser('json', json as NestExpressBodyParserOptionsFor<'json'>);
+  // API answers change with every call: an ETag per response is a hash of every body for nothing.
+  app.set('etag', false);
+  app.disable('x-powered-by');
   app.setGlobalPrefix('api/v1', { exclude: ['Node/get', 'Node/done', 'Node/fail', 'Inventory', 'health', 'metrics', 'ops'] });
   app.useGlobalPipes(
     new IdParamsPipe(),

@@ -37,7 +37,7 @@ export class EsdbEventStore implements EventStore {
   private readonly client: KurrentDBClient;
 
   constructor(connectionString: string) {
-    this.client = KurrentDBClient.connectionString(connectionString.replace(/^(kurrentdb|kdb)(\+discover)?:/, 'esdb$2:'));
+    this.client = KurrentDBClient.connectionString(connectionString);
   }
 
   async append(writes: StreamWrite[]): Promise<AppendResult> {

@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { GENESIS, globalLink } from '../audit/chain.js';
+import { Worker } from 'node:worker_threads';
 import {
   type AppendResult,
   type EventHandler,
@@ -26,38 +26,46 @@ interface Row {
 
 interface PendingAppend {
   writes: StreamWrite[];
+  ids: string[][];
   resolve: (r: AppendResult) => void;
   reject: (e: unknown) => void;
 }
+
+type WriterReply =
+  | { ready: { position: bigint; chain: string } }
+  | { closed: true }
+  | { failed: number[]; error: { message: string; code?: string } }
+  | { outcomes: Array<{ id: number; ok: true; first: bigint; bases: number[] } | { id: number; ok: false; stream: string; expected: ExpectedRevision; actual: number | 'no_stream' }> };
 
 /** Recent events kept in memory, so live subscribers get what was just committed without reading it back. */
 const TAIL_SIZE = 8192;
 
 /**
  * Embedded ledger: one SQLite file, WAL, synchronous=FULL, so a resolved append is on disk.
- * Calls arriving in the same tick share one transaction (group commit: one fsync for many requests); each call
- * runs in its own SAVEPOINT, so a stale revision fails that call alone, and atomically.
- * The single writer also keeps the global chain (column `chain`, see globalLink).
+ * The writes and their fsync run on a worker thread (src/eventstore/sqlite-writer.worker.js), which puts every call
+ * that arrived during the last commit into the next transaction (group commit); each call is checked and written
+ * whole, so a stale revision fails that call alone and leaves nothing of it. The writer also keeps the global
+ * chain (column `chain`). This thread reads, and hands committed events to subscribers from memory.
  */
 export class SqliteEventStore implements EventStore {
   readonly singleWriter = true;
   private readonly db: Database.Database;
   private readonly stmts;
-  private queue: PendingAppend[] = [];
-  private flushScheduled = false;
+  private readonly writer?: Worker;
+  private readonly calls = new Map<number, PendingAppend>();
+  private nextCall = 0;
+  private writerFailure: unknown;
+  private closing?: Promise<void>;
   private readonly wakeups = new Set<() => void>();
   private closed = false;
-  /** Last revision per stream: this process is the only writer, so the cache stays true once read. */
-  private readonly revisions = new Map<string, number>();
-  private lastChain = GENESIS;
   private lastPosition = 0n;
   /** Events of the last commits, oldest first: live subscribers read from here, not from the file. */
   private tail: RecordedEvent[] = [];
 
-  /** `readonly` opens an existing ledger for auditors: no schema changes, no writes. */
+  /** `groupCommit` false: one transaction (and fsync) per call, for the benchmark. `readonly`: for auditors. */
   constructor(
     file: string,
-    private readonly groupCommit = true,
+    groupCommit = true,
     readonly = false,
   ) {
     if (readonly) {
@@ -66,125 +74,117 @@ export class SqliteEventStore implements EventStore {
       if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
       this.db = new Database(file);
       this.db.pragma('journal_mode = WAL');
-      this.db.pragma('synchronous = FULL');
+      this.db.exec(`
+        CREATE TABLE IF NOT EXISTS events (
+          position INTEGER PRIMARY KEY AUTOINCREMENT,
+          stream   TEXT    NOT NULL,
+          revision INTEGER NOT NULL,
+          id       TEXT    NOT NULL UNIQUE,
+          type     TEXT    NOT NULL,
+          data     TEXT    NOT NULL,
+          metadata TEXT    NOT NULL,
+          chain    TEXT    NOT NULL,
+          UNIQUE (stream, revision)
+        );
+        -- Invariant 6: the ledger is append-only, even for someone with a SQL shell.
+        CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+          BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+        CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+          BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+      `);
     }
-    if (!readonly) this.db.exec(`
-      CREATE TABLE IF NOT EXISTS events (
-        position INTEGER PRIMARY KEY AUTOINCREMENT,
-        stream   TEXT    NOT NULL,
-        revision INTEGER NOT NULL,
-        id       TEXT    NOT NULL UNIQUE,
-        type     TEXT    NOT NULL,
-        data     TEXT    NOT NULL,
-        metadata TEXT    NOT NULL,
-        chain    TEXT    NOT NULL,
-        UNIQUE (stream, revision)
-      );
-      -- Invariant 6: the ledger is append-only, even for someone with a SQL shell.
-      CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
-        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-      CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
-        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-    `);
     this.stmts = {
-      lastRevision: this.db.prepare<[string], { r: number | null }>('SELECT MAX(revision) AS r FROM events WHERE stream = ?'),
-      insert: readonly ? undefined : this.db.prepare('INSERT INTO events (position, stream, revision, id, type, data, metadata, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
       readStream: this.db.prepare<[string, number], Row>('SELECT * FROM events WHERE stream = ? AND revision >= ? ORDER BY revision'),
       readAll: this.db.prepare<[bigint, number], Row>('SELECT * FROM events WHERE position > ? ORDER BY position LIMIT ?'),
-      head: this.db.prepare<[], { position: bigint; chain: string }>('SELECT position, chain FROM events ORDER BY position DESC LIMIT 1'),
+      head: this.db.prepare<[], { position: bigint }>('SELECT position FROM events ORDER BY position DESC LIMIT 1'),
     };
     this.stmts.readAll.safeIntegers(true);
     this.stmts.head.safeIntegers(true);
-    if (!readonly) {
-      const head = this.stmts.head.get();
-      if (head) {
-        this.lastChain = head.chain;
-        this.lastPosition = BigInt(head.position);
-      }
-    }
+    this.lastPosition = BigInt(this.stmts.head.get()?.position ?? 0n);
+    if (readonly) return;
+    this.writer = new Worker(new URL('./sqlite-writer.worker.js', import.meta.url), { workerData: { file, groupCommit } });
+    this.writer.on('message', (reply: WriterReply) => this.onReply(reply));
+    this.writer.on('error', (err) => this.failAll(err));
+    this.writer.on('exit', (code) => this.failAll(new Error(`the ledger writer stopped (exit ${code})`)));
+    this.writer.unref();
   }
 
   append(writes: StreamWrite[]): Promise<AppendResult> {
-    if (this.closed) return Promise.reject(new Error('event store is closed'));
+    if (this.closed || this.closing) return Promise.reject(new Error('event store is closed'));
+    if (this.writerFailure) return Promise.reject(this.writerFailure);
     if (writes.length === 0 || writes.some((w) => w.events.length === 0)) return Promise.reject(new Error('append needs at least one event per write'));
     if (new Set(writes.map((w) => w.stream)).size !== writes.length) return Promise.reject(new Error('a stream may appear once per append'));
+    const id = ++this.nextCall;
+    const ids = writes.map((w) => w.events.map(() => randomUUID()));
+    // Serialised here, so the writer thread only binds strings.
+    const message = {
+      id,
+      writes: writes.map((w, i) => ({
+        stream: w.stream,
+        expected: w.expected,
+        events: w.events.map((e, j) => ({
+          id: ids[i][j],
+          type: e.type,
+          data: JSON.stringify(e.data),
+          metadata: JSON.stringify(e.metadata ?? {}),
+          hash: typeof e.metadata?.hash === 'string' ? e.metadata.hash : '',
+        })),
+      })),
+    };
     return new Promise((resolve, reject) => {
-      this.queue.push({ writes, resolve, reject });
-      if (!this.groupCommit) return this.flush();
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
+      // The writer keeps the process alive only while it owes an answer.
+      if (this.calls.size === 0) this.writer!.ref();
+      this.calls.set(id, { writes, ids, resolve, reject });
+      this.writer!.postMessage(message);
     });
   }
 
-  private revisionOf(stream: string, staged: Map<string, number>): number {
-    const s = staged.get(stream) ?? this.revisions.get(stream);
-    if (s !== undefined) return s;
-    const r = this.stmts.lastRevision.get(stream)?.r ?? -1;
-    this.revisions.set(stream, r);
-    return r;
-  }
-
-  private flush(): void {
-    this.flushScheduled = false;
-    const batch = this.queue;
-    this.queue = [];
-    if (batch.length === 0) return;
-    const outcomes: Array<{ ok: true; result: AppendResult } | { ok: false; error: unknown }> = [];
-    // Revisions, chain and events written by this transaction; they become true only once it commits.
-    const staged = new Map<string, number>();
-    let chain = this.lastChain;
-    let position = this.lastPosition;
-    const written: RecordedEvent[] = [];
-    const tx = this.db.transaction(() => {
-      for (const item of batch) {
-        const conflict = item.writes.find((w) => !matches(w.expected, this.revisionOf(w.stream, staged)));
-        if (conflict) {
-          const last = this.revisionOf(conflict.stream, staged);
-          outcomes.push({ ok: false, error: new WrongExpectedRevisionError(conflict.stream, conflict.expected, last < 0 ? 'no_stream' : last) });
-          continue;
-        }
-        // Revisions were checked up front, so nothing in here can fail for a logical reason; an I/O error
-        // aborts the whole transaction and every call in it.
-        const next: number[] = [];
-        for (const w of item.writes) {
-          let revision = this.revisionOf(w.stream, staged);
-          for (const e of w.events) {
-            revision += 1;
-            const id = randomUUID();
-            const metadata = e.metadata ?? {};
-            const data = JSON.stringify(e.data);
-            position += 1n;
-            chain = globalLink(chain, position, typeof metadata.hash === 'string' ? metadata.hash : '');
-            this.stmts.insert!.run(position, w.stream, revision, id, e.type, data, JSON.stringify(metadata), chain);
-            written.push({ id, stream: w.stream, revision, position, type: e.type, data: JSON.parse(data), metadata });
-          }
-          staged.set(w.stream, revision);
-          next.push(revision);
-        }
-        outcomes.push({ ok: true, result: { position, nextExpectedRevisions: next } });
-      }
-    });
-    try {
-      tx();
-    } catch (err) {
-      for (const item of batch) item.reject(err);
+  private onReply(reply: WriterReply): void {
+    if ('ready' in reply || 'closed' in reply) return;
+    if ('failed' in reply) {
+      const err = Object.assign(new Error(reply.error.message), { code: reply.error.code });
+      for (const id of reply.failed) this.settle(id)?.reject(err);
       return;
     }
-    for (const [stream, revision] of staged) this.revisions.set(stream, revision);
-    this.lastChain = chain;
-    this.lastPosition = position;
-    if (written.length > 0) {
-      this.tail.push(...written);
-      if (this.tail.length > TAIL_SIZE) this.tail = this.tail.slice(this.tail.length - TAIL_SIZE / 2);
+    for (const o of reply.outcomes) {
+      const call = this.settle(o.id);
+      if (!call) continue;
+      if (!o.ok) {
+        call.reject(new WrongExpectedRevisionError(o.stream, o.expected, o.actual));
+        continue;
+      }
+      let position = o.first - 1n;
+      const next: number[] = [];
+      call.writes.forEach((w, i) => {
+        let revision = o.bases[i] - 1;
+        w.events.forEach((e, j) => {
+          revision += 1;
+          position += 1n;
+          this.tail.push({ id: call.ids[i][j], stream: w.stream, revision, position, type: e.type, data: e.data as Record<string, unknown>, metadata: e.metadata ?? {} });
+        });
+        next.push(revision);
+      });
+      this.lastPosition = position;
+      call.resolve({ position, nextExpectedRevisions: next });
     }
-    batch.forEach((item, i) => {
-      const o = outcomes[i];
-      if (o.ok) item.resolve(o.result);
-      else item.reject(o.error);
-    });
+    if (this.tail.length > TAIL_SIZE) this.tail = this.tail.slice(this.tail.length - TAIL_SIZE / 2);
     for (const wake of this.wakeups) wake();
+  }
+
+  private settle(id: number): PendingAppend | undefined {
+    const call = this.calls.get(id);
+    this.calls.delete(id);
+    if (this.calls.size === 0) this.writer?.unref();
+    return call;
+  }
+
+  private failAll(err: unknown): void {
+    if (this.closed) return;
+    this.writerFailure ??= err;
+    for (const [id, call] of this.calls) {
+      this.calls.delete(id);
+      call.reject(err);
+    }
   }
 
   async readStream(stream: string, fromRevision = 0): Promise<RecordedEvent[]> {
@@ -241,22 +241,28 @@ export class SqliteEventStore implements EventStore {
 
   async ping(): Promise<void> {
     if (this.closed) throw new Error('event store is closed');
+    if (this.writerFailure) throw this.writerFailure;
     this.db.prepare('SELECT 1').get();
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
-    this.flush();
-    this.closed = true;
-    for (const wake of this.wakeups) wake();
-    this.db.close();
+    this.closing ??= (async () => {
+      if (this.writer && !this.writerFailure) {
+        // The writer commits what it holds, then closes its connection.
+        await new Promise<void>((resolve) => {
+          this.writer!.on('message', (r: WriterReply) => 'closed' in r && resolve());
+          this.writer!.once('exit', () => resolve());
+          this.writer!.postMessage({ close: true });
+        });
+      }
+      this.closed = true;
+      await this.writer?.terminate();
+      for (const wake of this.wakeups) wake();
+      this.db.close();
+    })();
+    return this.closing;
   }
-}
-
-function matches(expected: ExpectedRevision, last: number): boolean {
-  if (expected === 'any') return true;
-  if (expected === 'no_stream') return last < 0;
-  return expected === last;
 }
 
 function toRecorded(row: Row): RecordedEvent {

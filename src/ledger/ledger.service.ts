@@ -48,6 +48,8 @@ export class Ledger implements OnApplicationShutdown {
   readonly world: World = emptyWorld();
   private subscription?: Subscription;
   private waiters: Array<{ ready: () => boolean; resolve: () => void }> = [];
+  /** Appends waiting to be seen in the World, in position order (cheaper than a predicate per event each). */
+  private positionWaiters: Array<{ position: bigint; resolve: () => void }> = [];
   /** Head (revision, hash) per stream as the World knows it: the predecessor of the next chained append. */
   private readonly heads = new Map<string, { revision: number; hash: string }>();
   private readonly pending = new Set<PendingBatch>();
@@ -87,6 +89,9 @@ export class Ledger implements OnApplicationShutdown {
   private apply(e: RecordedEvent): void {
     evolve(this.world, e as RecordedEvent & DuffyEvent);
     this.noteHead(e);
+    let seen = 0;
+    while (seen < this.positionWaiters.length && this.positionWaiters[seen].position <= e.position) this.positionWaiters[seen++].resolve();
+    if (seen > 0) this.positionWaiters.splice(0, seen);
     if (this.waiters.length > 0) {
       this.waiters = this.waiters.filter((w) => (w.ready() ? (w.resolve(), false) : true));
     }
@@ -106,6 +111,25 @@ export class Ledger implements OnApplicationShutdown {
         resolve();
       };
       this.waiters.push({ ready, resolve: done });
+    });
+  }
+
+  /** Resolves once the World holds the event at `position` (it arrives through the one subscription). */
+  private seen(position: bigint): Promise<void> {
+    if (this.world.position >= position) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      // Durable but not seen: the subscription is broken, which /health reports; the caller gets a 503.
+      const timer = setTimeout(() => {
+        this.positionWaiters = this.positionWaiters.filter((w) => w.resolve !== done);
+        reject(new DomainError('unavailable', `the ledger did not deliver position ${position} back in time: ${String(this.failure ?? 'subscription stalled')}`));
+      }, 30_000);
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      let i = this.positionWaiters.length;
+      while (i > 0 && this.positionWaiters[i - 1].position > position) i--;
+      this.positionWaiters.splice(i, 0, { position, resolve: done });
     });
   }
 
@@ -147,7 +171,7 @@ export class Ledger implements OnApplicationShutdown {
     this.appends += 1;
     try {
       const result = await this.store.append(chained);
-      await this.until(() => this.world.position >= result.position);
+      await this.seen(result.position);
       return { ok: true, position: result.position, revisions: result.nextExpectedRevisions };
     } catch (err) {
       if (err instanceof WrongExpectedRevisionError) return { ok: false, conflict: err };
