@@ -89,8 +89,15 @@ const q = (params: Record<string, fc.Arbitrary<string | undefined>>) =>
   });
 const queryValue = fc.oneof(nastyString, fc.integer({ min: -2, max: 200 }).map(String), fc.string({ maxLength: 10 }));
 
-function requests(keys: () => string[]): fc.Arbitrary<Req> {
-  const who = fc.integer({ min: -2, max: 4 });
+function requests(keys: () => string[], sessions: (tenant?: number) => number[]): fc.Arbitrary<Req> {
+  // Mostly the three fuzzed tenants, whose quotas are checked; also the admin, nobody, garbage and a wrong key.
+  const who = fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 1, max: 3 }) }, { weight: 1, arbitrary: fc.integer({ min: -2, max: 4 }) });
+  // Ids of sessions that exist, so done, extend and cico's done/fail reach real sessions (any tenant's).
+  const pick = (known: number[], i: number) => String(known.length ? known[known.length - 1 - (i % Math.min(known.length, 12))] : 1);
+  const sessionId = fc.nat().map((i) => pick(sessions(), i));
+  // A tenant and one of its own recent sessions: done and extend that succeed.
+  const own = fc.tuple(fc.integer({ min: 1, max: 3 }), fc.nat()).map(([k, i]) => ({ k, id: pick(sessions(k), i) }));
+  const validCreate = fc.record({ pool: fc.constantFrom(...POOLS), quantity: fc.integer({ min: 1, max: 3 }) }).map((spec) => JSON.stringify({ nodes_specs: [spec] }));
   const key = fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 0, max: 4 }).map((i) => keys()[i]) }, { weight: 1, arbitrary: nastyString }, { weight: 1, arbitrary: fc.uuid() });
   const legacy = {
     ver: maybe(fc.oneof(fc.constantFrom('7', '8', '8-stream', '9', '9-stream', '10-stream', '6'), queryValue)),
@@ -101,6 +108,17 @@ function requests(keys: () => string[]): fc.Arbitrary<Req> {
   const r = (method: Req['method'], path: fc.Arbitrary<string>, b?: fc.Arbitrary<string>) =>
     fc.record({ method: fc.constant(method), path, who, body: b ?? fc.constant(undefined), requestId: maybe(fc.oneof(fc.stringMatching(/^[!-~]{1,200}$/), fc.constant('A'.repeat(12 * 1024)))) });
   return fc.oneof(
+    // Well-formed traffic, so quotas fill up and machines change hands while the hostile requests arrive.
+    { weight: 10, arbitrary: r('POST', fc.constant(`${V1}/sessions`), validCreate) },
+    {
+      weight: 12,
+      arbitrary: fc
+        .tuple(own, fc.constantFrom('{"active": false}', '{"active": false, "expires_at": null}', '{"expires_at": "+1h"}'))
+        .map(([{ k, id: sid }, b]): Req => ({ method: 'PUT', path: `${V1}/sessions/${sid}`, who: k, body: b })),
+    },
+    { weight: 4, arbitrary: r('GET', fc.tuple(fc.integer({ min: 1, max: 3 }), fc.constantFrom('7', '8-stream', '9-stream'), fc.constantFrom('x86_64', 'aarch64'), fc.integer({ min: 1, max: 3 })).map(([k, ver, arch, count]) => `/Node/get?key=${keys()[k]}&ver=${ver}&arch=${arch}&count=${count}`)) },
+    { weight: 4, arbitrary: r('GET', fc.tuple(own, fc.constantFrom('done', 'done', 'fail')).map(([{ k, id: ssid }, a]) => `/Node/${a}?key=${keys()[k]}&ssid=${ssid}`)) },
+    { weight: 1, arbitrary: r('GET', fc.tuple(fc.integer({ min: 1, max: 3 }), sessionId).map(([k, ssid]) => `/Node/done?key=${keys()[k]}&ssid=${ssid}`)) },
     { weight: 8, arbitrary: r('POST', fc.constant(`${V1}/sessions`), body(sessionCreate)) },
     { weight: 5, arbitrary: r('PUT', id.map((i) => `${V1}/sessions/${i}`), body(sessionUpdate)) },
     { weight: 3, arbitrary: r('GET', fc.oneof(fc.constant(`${V1}/sessions`), id.map((i) => `${V1}/sessions/${i}`))) },
@@ -127,6 +145,7 @@ describe('fuzzing every endpoint (fast-check)', () => {
   const names = ['admin', 'fz-alice', 'fz-bob', 'fz-carol'];
   let sent = 0;
   const statuses = new Map<number, number>();
+  const sessionIds: Array<{ id: number; who: number }> = [];
 
   beforeAll(async () => {
     duffy = await startDuffy();
@@ -148,26 +167,49 @@ describe('fuzzing every endpoint (fast-check)', () => {
     const text = await res.text();
     sent++;
     statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
-    let parsed: unknown = text;
+    let parsed: any = text;
     try {
       parsed = JSON.parse(text);
     } catch {
       /* not JSON */
     }
+    const created = res.status === 201 ? parsed?.session?.id : parsed?.ssid;
+    // Legacy calls carry their tenant in the key.
+    const owner = r.path.startsWith('/Node/get') ? keys.findIndex((k) => r.path.includes(`key=${k}&`)) : r.who;
+    if (Number.isInteger(created)) sessionIds.push({ id: created, who: owner });
     return { status: res.status, body: parsed };
   }
 
-  /** What a tenant is shown is its own: sessions and nodes. */
-  function checkAnswer(r: Req, a: { status: number; body: any }) {
+  /**
+   * What a tenant is shown is its own: sessions and nodes. A node must be one the tenant held when the answer was
+   * made: in a concurrent batch it may have been released (or even passed on) since, so the ones it does not hold
+   * any more are returned and checked against the batch's ledger events.
+   */
+  function checkAnswer(r: Req, a: { status: number; body: any }): Array<{ machine: number; tenant: number }> {
     if (a.status >= 500) throw new Error(`5xx: ${r.method} ${r.path.slice(0, 200)} ${String(r.body).slice(0, 300)} -> ${a.status} ${JSON.stringify(a.body).slice(0, 300)}`);
     const world = duffy.app.get(Ledger).world;
     const me = r.who >= 1 && r.who <= 3 ? world.tenantIdsByName.get(names[r.who]) : undefined;
-    if (me === undefined || a.status !== 200) return;
+    if (me === undefined || a.status !== 200) return [];
     for (const s of a.body?.sessions ?? []) expect(s.tenant.id).toBe(me);
     if (a.body?.session) expect(a.body.session.tenant.id).toBe(me);
+    const toCheck: Array<{ machine: number; tenant: number }> = [];
     for (const n of [...(a.body?.nodes ?? []), ...(a.body?.node ? [a.body.node] : [])]) {
       expect(JSON.stringify(n.data ?? {})).not.toContain('fuzz-secret-pw');
-      if (r.path.startsWith(`${V1}/nodes`)) expect(world.machines.get(n.id)?.tenantId).toBe(me);
+      if (r.path.startsWith(`${V1}/nodes`) && world.machines.get(n.id)?.tenantId !== me) toCheck.push({ machine: n.id, tenant: me });
+    }
+    return toCheck;
+  }
+
+  /** Nodes shown to a tenant that it no longer holds: it must have been reserved for that tenant before or during the batch. */
+  async function checkShown(shown: Array<{ machine: number; tenant: number }>, heldBefore: Map<number, number | null>, from: bigint) {
+    if (shown.length === 0) return;
+    const reserved = new Set<string>();
+    const store = duffy.app.get(Ledger).store;
+    for (let page = await store.readAll(from, 1000); page.length > 0; page = await store.readAll(page[page.length - 1].position, 1000)) {
+      for (const e of page) if (e.type === 'MachineReserved') reserved.add(`${(e.data as { machineId: number }).machineId}/${(e.data as { tenantId: number }).tenantId}`);
+    }
+    for (const { machine, tenant } of shown) {
+      expect({ machine, shownTo: tenant, held: heldBefore.get(machine) === tenant || reserved.has(`${machine}/${tenant}`) }).toEqual({ machine, shownTo: tenant, held: true });
     }
   }
 
@@ -199,19 +241,25 @@ describe('fuzzing every endpoint (fast-check)', () => {
     const seed = process.env.DUFFY_FUZZ_SEED ? Number(process.env.DUFFY_FUZZ_SEED) : undefined;
     const started = Date.now();
     const result = await fc.check(
-      fc.asyncProperty(fc.array(requests(() => keys), { minLength: 1, maxLength: 16 }), fc.boolean(), async (batch, concurrent) => {
+      fc.asyncProperty(fc.array(requests(() => keys, (who) => sessionIds.filter((s) => who === undefined || s.who === who).map((s) => s.id)), { minLength: 1, maxLength: 16 }), fc.boolean(), async (batch, concurrent) => {
+        const ledger = duffy.app.get(Ledger);
+        const from = ledger.world.position;
+        const heldBefore = new Map([...ledger.world.machines.values()].map((m) => [m.id, m.tenantId]));
         if (concurrent) {
           const answers = await Promise.all(batch.map(send));
-          answers.forEach((a, i) => checkAnswer(batch[i], a));
+          await checkShown(answers.flatMap((a, i) => checkAnswer(batch[i], a)), heldBefore, from);
         } else {
-          for (const r of batch) checkAnswer(r, await send(r));
+          for (const r of batch) expect(checkAnswer(r, await send(r))).toEqual([]);
         }
         checkWorld();
       }),
       { numRuns: Number(process.env.DUFFY_FUZZ_RUNS ?? 400), seed, interruptAfterTimeLimit: BUDGET_MS, markInterruptAsFailure: false, endOnFailure: false },
     );
     console.log(`fuzz: ${sent} requests in ${result.numRuns} batches, ${Date.now() - started} ms, seed ${result.seed}${result.interrupted ? ' (stopped at the time budget)' : ''}; statuses ${JSON.stringify(Object.fromEntries([...statuses].sort(([a], [b]) => a - b)))}`);
-    if (result.failed) throw new Error(fc.defaultReportMessage(result) ?? 'fuzz failed');
+    if (result.failed) {
+      const cause = result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance);
+      throw new Error(`${cause.slice(0, 2000)}\n${(fc.defaultReportMessage(result) ?? 'fuzz failed').slice(0, 4000)}`);
+    }
     // About 2,400 on an idle machine; the floor only guards against a run that did next to nothing.
     expect(sent).toBeGreaterThanOrEqual(500);
   });
