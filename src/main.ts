@@ -6,9 +6,9 @@ import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@n
 import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule } from './app.module.js';
 import { ConfigError, type Settings, loadSettings } from './config/config.js';
-import { IdParamsPipe, checkJsonDepth, dropNullMembers, validationFailed } from './api/input.js';
-import { type EventStore } from './eventstore/event-store.port.js';
-import { Bootstrap } from './ledger/bootstrap.service.js';
+import { IdParamsPipe, checkJsonDepth, dropNullMembers, validationFailed } from './http/input.js';
+import { type EventStore } from './application/ports/event-store.port.js';
+import { Bootstrap } from './application/bootstrap.service.js';
 
 /** Builds the whole app; tests call this with their own settings and port 0. */
 export async function createApp(settings: Settings, options: { store?: EventStore; logger?: false; reconcileEveryMs?: number } = {}) {

@@ -2,8 +2,8 @@ import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Ledger } from '../../src/ledger/ledger.service.js';
-import { AnsibleRunner, type DuffyIn } from '../../src/provisioning/ansible-runner.js';
+import { Ledger } from '../../src/application/ledger.service.js';
+import { AnsibleRunner, type DuffyIn } from '../../src/adapters/ansible-runner.js';
 import { ansibleConfig } from '../support/ansible.js';
 import { type Running, newTenant, startDuffy } from '../support/server.js';
 

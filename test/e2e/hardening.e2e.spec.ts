@@ -5,8 +5,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
-import { Ledger } from '../../src/ledger/ledger.service.js';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import { Ledger } from '../../src/application/ledger.service.js';
 import { ADMIN_KEY, type Client, type Running, basic, instantDemoConfig, newTenant, startDuffy } from '../support/server.js';
 
 /** Issue 10 (input and secrets) and issue 14's strict bodies, item by item, through HTTP. */

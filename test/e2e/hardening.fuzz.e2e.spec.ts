@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import fc from 'fast-check';
-import { effective } from '../../src/ledger/decide.js';
-import { Catalog } from '../../src/ledger/catalog.js';
-import { Ledger } from '../../src/ledger/ledger.service.js';
+import { effective } from '../../src/domain/decide.js';
+import { Catalog } from '../../src/application/catalog.js';
+import { Ledger } from '../../src/application/ledger.service.js';
 import { ADMIN_KEY, type Running, basic, startDuffy } from '../support/server.js';
 
 /**

@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
-import { NOTHING_IN_FLIGHT, decideExtendSession, decideUpdateTenant, parseExpiry } from '../../src/ledger/decide.js';
-import { DomainError } from '../../src/ledger/errors.js';
-import type { DuffyEvent } from '../../src/ledger/events.js';
+import { NOTHING_IN_FLIGHT, decideExtendSession, decideUpdateTenant, parseExpiry } from '../../src/domain/decide.js';
+import { DomainError } from '../../src/domain/errors.js';
+import type { DuffyEvent } from '../../src/domain/events.js';
 import { AT, DEFAULTS, LATER, given, machine, tenant } from '../support/given.js';
 
 const HOUR = 3600_000;

@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pinoHttp } from 'pino-http';
-import { MAX_BODY_DEPTH, checkJsonDepth, dropNullMembers, httpLogging, isId, redactUrl } from '../../src/api/input.js';
+import { MAX_BODY_DEPTH, checkJsonDepth, dropNullMembers, httpLogging, isId, redactUrl } from '../../src/http/input.js';
 
 const depth = (text: string) => () => checkJsonDepth(undefined, undefined, Buffer.from(text));
 
