@@ -1,4 +1,4 @@
-import { type ArgumentMetadata, type PipeTransform } from '@nestjs/common';
+import { type ArgumentMetadata, type ExecutionContext, type PipeTransform, createParamDecorator } from '@nestjs/common';
 import type { ValidationError } from 'class-validator';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -91,6 +91,9 @@ export function requestIdOf(req: WithId, res?: ServerResponse): string {
   if (res && !res.headersSent) res.setHeader('X-Request-Id', id);
   return id;
 }
+
+/** The request's id, for handlers without Basic auth (the legacy calls) to put in their events' metadata. */
+export const RequestId = createParamDecorator((_: unknown, ctx: ExecutionContext): string => requestIdOf(ctx.switchToHttp().getRequest<WithId>()));
 
 /** The legacy API carries the API key in the query string: mask it wherever a URL or query is logged. */
 export function redactUrl(url: string): string {

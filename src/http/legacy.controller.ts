@@ -7,7 +7,7 @@ import { EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Ac
 import { DomainError } from '../domain/errors.js';
 import { Ledger } from '../application/ledger.service.js';
 import { tenantByKey } from './auth.js';
-import { isId } from './input.js';
+import { RequestId, isId } from './input.js';
 import { ReadViews } from './read-views.js';
 
 /** What cico prints and retries on; a `{"detail"}` object here would crash it. */
@@ -27,17 +27,17 @@ export class LegacyController {
     private readonly views: ReadViews,
   ) {}
 
-  private actor(key: unknown): Actor {
+  private actor(key: unknown, requestId?: string): Actor {
     const tenant = typeof key === 'string' && key.length <= 256 ? tenantByKey(this.ledger.world, key) : undefined;
     if (!tenant || tenant.retiredAt !== null) throw new HttpException({ msg: 'Invalid duffy key' }, 403);
-    return { tenant };
+    return { tenant, requestId };
   }
 
   @ApiOperation({ summary: 'cico: get nodes (query key, ver, arch, count, flavor)' })
   @Get('Node/get')
   @Header('Content-Type', 'application/json')
-  async get(@Query() q: Record<string, unknown>) {
-    const actor = this.actor(q.key);
+  async get(@Query() q: Record<string, unknown>, @RequestId() requestId: string) {
+    const actor = this.actor(q.key, requestId);
     const str = (v: unknown, d: string) => (typeof v === 'string' && v !== '' ? v : d);
     // Decimal digits only: Number() would also take "0x10", "1e1" or " 2".
     const count = q.count === undefined ? 1 : typeof q.count === 'string' && /^[0-9]{1,3}$/.test(q.count) ? Number(q.count) : NaN;
@@ -55,8 +55,8 @@ export class LegacyController {
   @ApiOperation({ summary: 'cico: done with a session' })
   @Get('Node/done')
   @Header('Content-Type', 'application/json')
-  async done(@Query('key') key: unknown, @Query('ssid') ssid: unknown) {
-    const actor = this.actor(key);
+  async done(@Query('key') key: unknown, @Query('ssid') ssid: unknown, @RequestId() requestId: string) {
+    const actor = this.actor(key, requestId);
     await this.commands.execute(new EndSessionCommand(actor, this.ssid(ssid), 'done'));
     return JSON.stringify('Done');
   }
@@ -65,8 +65,8 @@ export class LegacyController {
   @ApiOperation({ summary: 'cico: keep the nodes of a failed job 6 h longer' })
   @Get('Node/fail')
   @Header('Content-Type', 'application/json')
-  async fail(@Query('key') key: unknown, @Query('ssid') ssid: unknown) {
-    const actor = this.actor(key);
+  async fail(@Query('key') key: unknown, @Query('ssid') ssid: unknown, @RequestId() requestId: string) {
+    const actor = this.actor(key, requestId);
     await this.commands.execute(new ExtendSessionCommand(actor, this.ssid(ssid), '+6h'));
     return JSON.stringify('Done');
   }

@@ -260,9 +260,14 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
         const b = await fetch(duffy.url + `${V1}/pools`, { headers: { authorization: aliceAuth, 'x-request-id': bad } }).catch(() => undefined);
         if (b) expect(b.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
       }
+      // The legacy calls (no Basic auth) record the same bounded id.
+      const t = await duffy.admin.post(`${V1}/tenants`, { name: 'cico-rid', ssh_key: 'x' });
+      const got = await raw(duffy, 'GET', `/Node/get?key=${t.body.tenant.api_key}`, undefined, { 'x-request-id': 'cico-run-7' });
+      await raw(duffy, 'GET', `/Node/done?key=${t.body.tenant.api_key}&ssid=${got.body.ssid}`, undefined, { 'x-request-id': huge });
       const meta = (await ledgerEvents(duffy)).map((e) => JSON.stringify(e.metadata));
       expect(meta.some((m) => m.includes('AAAAAAAAAA'))).toBe(false);
       expect(meta.some((m) => m.includes('jenkins-job-42'))).toBe(true);
+      expect(meta.some((m) => m.includes('cico-run-7'))).toBe(true);
       expect(Math.max(...meta.map((m) => m.length))).toBeLessThan(1024);
     });
   });
