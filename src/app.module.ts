@@ -34,6 +34,7 @@ import {
   UpdateTenantHandler,
 } from './ledger/handlers.js';
 import { Ledger } from './ledger/ledger.service.js';
+import { ChangeNodeServiceHandler } from './ledger/node-service.handler.js';
 import { InFlight, SessionLifecycle } from './ledger/session-lifecycle.js';
 import { Reconciler } from './ledger/reconciler.service.js';
 import { QueueSaga, ServeWaitingRequestsHandler, WaitingQueue } from './scheduling/queue.service.js';
@@ -97,6 +98,7 @@ export class AppModule implements NestModule {
         EndSessionHandler,
         CancelWaitingHandler,
         ExtendSessionHandler,
+        ChangeNodeServiceHandler,
       ],
     };
   }

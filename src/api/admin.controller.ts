@@ -6,7 +6,8 @@ import { RegisterMachineCommand, RegisterTenantCommand, UpdateTenantCommand, typ
 import { refuse } from '../ledger/errors.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
 import { ReadViews } from './read-views.js';
-import { NodeCreateDto, TenantCreateDto, TenantUpdateDto } from './dto.js';
+import { NodeCreateDto, NodeServiceDto, TenantCreateDto, TenantUpdateDto } from './dto.js';
+import { ChangeNodeServiceCommand } from '../ledger/node-service.handler.js';
 import { nodeView, poolLevels, tenantView } from './views.js';
 
 const intId = new ParseIntPipe({ exceptionFactory: () => refuse('invalid', 'id must be an integer') });
@@ -85,6 +86,13 @@ export class NodesController {
       new RegisterMachineCommand(actor, { hostname: b.hostname, ipaddr: b.ipaddr ?? null, pool: b.pool, reusable: b.reusable ?? true, data: b.data ?? {}, state: b.state ?? 'ready' }),
     );
     return { action: 'post', node: nodeView(m) };
+  }
+
+  /** Admin: maintenance, back in service (also out of quarantine), retirement; each an event with actor and reason. */
+  @Put(':id')
+  async update(@CurrentActor() actor: Actor, @Param('id', intId) id: number, @Body() b: NodeServiceDto) {
+    const m = await this.commands.execute(new ChangeNodeServiceCommand(actor, id, { maintenance: b.maintenance ?? undefined, retired: b.retired ?? undefined, reason: b.reason ?? null }));
+    return { action: 'put', node: nodeView(m) };
   }
 }
 

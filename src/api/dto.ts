@@ -113,3 +113,13 @@ export class NodeCreateDto {
   @ApiPropertyOptional()
   @IsOptional() @IsIn(MACHINE_STATES) state?: MachineState;
 }
+
+/** PUT /nodes/{id} (admin): `{"maintenance": true, "reason": "disk swap"}`, `{"maintenance": false}` or `{"retired": true}`. */
+export class NodeServiceDto {
+  @ApiPropertyOptional({ description: 'true: hand it out no more (a held node drains); false: back in service, also out of quarantine' })
+  @IsOptional() @IsBoolean({ message: 'maintenance must be a boolean' }) maintenance?: boolean | null;
+  @ApiPropertyOptional({ description: 'true: out of service for good (its history stays in the ledger)' })
+  @IsOptional() @IsBoolean({ message: 'retired must be a boolean' }) retired?: boolean | null;
+  @ApiPropertyOptional({ example: 'disk swap' })
+  @IsOptional() @IsString({ message: 'reason must be a string' }) @MaxLength(1024, { message: 'reason must be at most 1024 characters' }) reason?: string | null;
+}

@@ -1,6 +1,7 @@
 import { Catalog } from '../ledger/catalog.js';
 import { queueOrder } from '../scheduling/queue.service.js';
 import { effective } from '../ledger/decide.js';
+import { nodeService } from '../ledger/decide-service.js';
 import { type Machine, type Session, type Tenant, type World } from '../ledger/world.js';
 
 /** Response shapes of Duffy v3, key for key: existing clients validate them. */
@@ -28,7 +29,18 @@ export function sessionNodeView(m: Machine) {
 }
 
 export function nodeView(m: Machine) {
-  return { ...sessionNodeView(m), created_at: m.createdAt, retired_at: m.retiredAt, active: m.retiredAt === null };
+  const service = nodeService(m);
+  // A node an admin retired is retired from when it stopped draining; a used-up one (`done`) from its recycling.
+  const retiredAt = m.retiredAt ?? (service === 'retired' ? m.serviceChangedAt : null);
+  return {
+    ...sessionNodeView(m),
+    created_at: m.createdAt,
+    retired_at: retiredAt,
+    active: retiredAt === null,
+    // Duffy extension: `state` keeps Duffy v3's values; whether the node may be handed out is said here.
+    service,
+    service_reason: service === 'quarantined' ? (m.quarantine?.reason ?? null) : service === 'in-service' ? null : (m.serviceReason ?? null),
+  };
 }
 
 /** `queue`: the in-process World, for the queue position (the queue is decided from it). */
@@ -54,11 +66,24 @@ export function sessionView(s: Session, world: World, catalog: Catalog, queue: W
 }
 
 export const LEVELS = ['provisioning', 'ready', 'contextualizing', 'deployed', 'deprovisioning'] as const;
+/** Duffy extension: where the other machines are (Duffy v3 clients ignore the extra keys). */
+export const EXTRA_LEVELS = ['unused', 'maintenance', 'quarantined', 'failed', 'retired'] as const;
+type Level = (typeof LEVELS)[number] | (typeof EXTRA_LEVELS)[number];
+
+/** The level a machine counts in, exactly one: draining machines count in their state, they are still in use. */
+export function levelOf(m: Machine): Level | null {
+  const service = nodeService(m);
+  if (service === 'retired' || service === 'maintenance') return service;
+  // Quarantined: waiting for its health check; failed: a health check has failed since.
+  if (service === 'quarantined') return (m.healthCheckFailures ?? 0) > 0 ? 'failed' : 'quarantined';
+  return m.state === 'done' || m.state === 'failed' ? null : m.state;
+}
 
 export function poolLevels(world: World, pool: string) {
-  const levels = Object.fromEntries(LEVELS.map((l) => [l, 0])) as Record<(typeof LEVELS)[number], number>;
+  const levels = Object.fromEntries([...LEVELS, ...EXTRA_LEVELS].map((l) => [l, 0])) as Record<Level, number>;
   for (const m of world.machines.values()) {
-    if (m.pool === pool && m.retiredAt === null && m.state in levels) levels[m.state as (typeof LEVELS)[number]] += 1;
+    const level = m.pool === pool ? levelOf(m) : null;
+    if (level) levels[level] += 1;
   }
   return levels;
 }

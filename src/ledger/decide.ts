@@ -162,10 +162,10 @@ export function decideReserve(p: Pick, sessionId: number, tenantId: number, cont
   };
 }
 
-/** Machines a request may take: ready ones, and unused ones that get provisioned on demand. */
+/** Machines a request may take: ready ones, and unused ones that get provisioned on demand; never one an admin took out of service. */
 export function* freeMachines(world: World, pool: string, busy: (id: number) => boolean): Iterable<Machine> {
   for (const m of world.machinesByPool.get(pool) ?? []) {
-    if ((m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null && !busy(m.id)) yield m;
+    if ((m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null && m.service === 'in-service' && !busy(m.id)) yield m;
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * Every fact Duffy records. Stored events never change meaning: a new need gets a new type or field.
- * Streams: tenant-<name>, machine-<hostname>, session-<id>, ids-<kind> (integer id sequences).
+ * Streams: tenant-<name>, machine-<hostname>, service-<hostname>, session-<id>, ids-<kind> (integer id sequences).
  */
 export const MACHINE_STATES = [
   'unused',
@@ -25,6 +25,13 @@ export interface NodeSpec {
   platform?: string;
   quantity: number;
 }
+
+/**
+ * Whether an admin lets the scheduler hand a machine out: `maintenance` (back later) and `retired` (for good)
+ * take it out; a machine held by a session stays with it until the session ends, then stays out.
+ */
+export const SERVICE_STATES = ['in-service', 'maintenance', 'retired'] as const;
+export type MachineService = (typeof SERVICE_STATES)[number];
 
 export type ReleaseReason = 'done' | 'expired' | 'tenant-retired' | 'failed';
 
@@ -109,6 +116,11 @@ export type DuffyEvent =
     }
   | { type: 'MachineQuarantined'; data: { machineId: number; reason: string; at: string } }
   | { type: 'MachineReturnedToService'; data: { machineId: number; run: PlaybookRun; at: string } }
+  /**
+   * An admin took a machine out of service or put it back (also out of quarantine). Written to the machine's
+   * `service-<hostname>` stream, so it never races a playbook's outcome or a reservation on `machine-<hostname>`.
+   */
+  | { type: 'MachineServiceChanged'; data: { machineId: number; hostname: string; service: MachineService; reason: string | null; actor: string | null; at: string } }
   | { type: 'SessionFailed'; data: { sessionId: number; reason: string; at: string } }
   | {
       type: 'MachineRequested';
@@ -128,6 +140,8 @@ export type EventOf<T extends DuffyEventType> = Extract<DuffyEvent, { type: T }>
 export const stream = {
   tenant: (name: string) => `tenant-${name}`,
   machine: (hostname: string) => `machine-${hostname}`,
+  /** Admin decisions about a machine (maintenance, retirement): kept off the machine stream, see MachineServiceChanged. */
+  service: (hostname: string) => `service-${hostname}`,
   session: (id: number) => `session-${id}`,
   ids: (kind: 'tenant' | 'machine') => `ids-${kind}`,
 };

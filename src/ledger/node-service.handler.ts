@@ -1,0 +1,34 @@
+import { Command, CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
+import type { Actor } from './commands.js';
+import { type ServiceRequest, decideServiceChange } from './decide-service.js';
+import { refuse } from './errors.js';
+import { Ledger } from './ledger.service.js';
+import { failOnConflict, metaFor, now } from './session-lifecycle.js';
+import type { Machine } from './world.js';
+
+/** An admin takes a node out of service (maintenance, retirement) or puts it back. */
+export class ChangeNodeServiceCommand extends Command<Machine> {
+  constructor(
+    readonly actor: Actor,
+    readonly machineId: number,
+    readonly change: ServiceRequest,
+  ) {
+    super();
+  }
+}
+
+@CommandHandler(ChangeNodeServiceCommand)
+export class ChangeNodeServiceHandler implements ICommandHandler<ChangeNodeServiceCommand> {
+  constructor(private readonly ledger: Ledger) {}
+
+  async execute(cmd: ChangeNodeServiceCommand): Promise<Machine> {
+    if (!cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may take nodes in and out of service');
+    const outcomes = await this.ledger.decideAndCommit((world) => {
+      const m = world.machines.get(cmd.machineId) ?? refuse('not_found', `node ${cmd.machineId} not found`);
+      const write = decideServiceChange(m, cmd.change, cmd.actor.tenant.name, now());
+      return write ? [write] : [];
+    }, metaFor(cmd.actor));
+    failOnConflict(outcomes);
+    return this.ledger.world.machines.get(cmd.machineId)!;
+  }
+}
