@@ -68,8 +68,8 @@ export function dueJobs(world: World, ctx: JobContext): Job[] {
         }
         break;
       case 'failed': {
-        // The first check comes one interval after the quarantine, not at once: a flaky machine must stay out a while.
-        const since = Math.max(Date.parse(m.lastHealthCheckAt ?? '') || 0, Date.parse(m.quarantine?.at ?? '') || 0);
+        // The first check comes one interval after the quarantine (or registration), not at once: a flaky machine stays out a while.
+        const since = Math.max(...[m.lastHealthCheckAt, m.quarantine?.at, m.createdAt].map((t) => Date.parse(t ?? '') || 0));
         if (inService && ctx.now - since >= pool['health-check-interval'] * 1000) add(m, 'health_check', null);
         break;
       }

@@ -1,0 +1,141 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { Ledger } from '../../src/ledger/ledger.service.js';
+import { type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+
+const V1 = '/api/v1';
+
+/** Three machines, no playbook on the hand-over path; m3 starts quarantined (`failed`), its health check far off. */
+function threeMachines(): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'duffy-cfg-')), 'operating.yaml');
+  writeFileSync(
+    file,
+    stringify({
+      pools: [
+        { name: 'm', type: 'baremetal', arch: 'x86_64', platform: 'intel', driver: 'local', contextualize: false, 'release-policy': 'reuse', 'fill-level': 0, 'health-check-interval': 3600 },
+      ],
+      machines: [
+        { hostname: 'm1.test', pool: 'm', state: 'ready' },
+        { hostname: 'm2.test', pool: 'm', state: 'ready' },
+        { hostname: 'm3.test', pool: 'm', state: 'failed' },
+      ],
+    }),
+  );
+  return file;
+}
+
+describe('operating the farm: machines in and out of service', () => {
+  let duffy: Running;
+  let alice: Client;
+  const ids: Record<string, number> = {};
+
+  beforeAll(async () => {
+    duffy = await startDuffy({ configFile: threeMachines() });
+    alice = await newTenant(duffy, 'alice', { node_quota: 5 });
+    for (const n of (await duffy.admin.get(`${V1}/nodes`)).body.nodes) ids[n.hostname] = n.id;
+  });
+  afterAll(() => duffy.close());
+
+  const node = async (host: string) => (await duffy.admin.get(`${V1}/nodes/${ids[host]}`)).body.node;
+  const levels = async () => (await alice.get(`${V1}/pools/m`)).body.pool.levels;
+  const request = (quantity: number) => alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'm', quantity }] });
+  const done = (id: number) => alice.put(`${V1}/sessions/${id}`, { active: false });
+  const hosts = (r: { body: { session: { nodes: Array<{ hostname: string }> } } }) => r.body.session.nodes.map((n) => n.hostname).sort();
+
+  it('gives a tenant 403 on PUT /nodes, and an admin 404 for an unknown node and 422 for a muddled body', async () => {
+    const r = await alice.put(`${V1}/nodes/${ids['m1.test']}`, { maintenance: true, reason: 'mine now' });
+    expect(r.status).toBe(403);
+    expect(r.body.detail).toBe('only admins may take nodes in and out of service');
+    expect((await node('m1.test')).service).toBe('in-service');
+    expect((await duffy.admin.put(`${V1}/nodes/99999`, { maintenance: true })).status).toBe(404);
+    const both = await duffy.admin.put(`${V1}/nodes/${ids['m1.test']}`, { maintenance: true, retired: true });
+    expect(both.status).toBe(422);
+    expect(both.body.detail).toMatch(/exactly one of/);
+    expect((await duffy.admin.put(`${V1}/nodes/${ids['m1.test']}`, { maintenance: 'yes' })).status).toBe(422);
+  });
+
+  it('shows every node\'s service, and counts quarantined machines in the pool levels', async () => {
+    expect(await node('m1.test')).toMatchObject({ state: 'ready', service: 'in-service', service_reason: null });
+    expect(await node('m3.test')).toMatchObject({ state: 'failed', service: 'quarantined' });
+    expect(await levels()).toEqual({ provisioning: 0, ready: 2, contextualizing: 0, deployed: 0, deprovisioning: 0, unused: 0, maintenance: 0, quarantined: 1, failed: 0, retired: 0 });
+  });
+
+  it('never hands out a node in maintenance, counts it, and hands it out again once it is back', async () => {
+    const put = await duffy.admin.put(`${V1}/nodes/${ids['m1.test']}`, { maintenance: true, reason: 'disk swap' });
+    expect(put.status).toBe(200);
+    expect(put.body.node).toMatchObject({ hostname: 'm1.test', state: 'ready', service: 'maintenance', service_reason: 'disk swap' });
+    expect(await levels()).toMatchObject({ ready: 1, maintenance: 1, quarantined: 1 });
+
+    const two = await request(2);
+    expect(two.status).toBe(422);
+    expect(two.body.detail).toBe("can't reserve nodes: pool m: 2 requested, 1 available");
+    for (let i = 0; i < 3; i++) {
+      const one = await request(1);
+      expect(one.status).toBe(201);
+      expect(hosts(one)).toEqual(['m2.test']);
+      await done(one.body.session.id);
+    }
+
+    const back = await duffy.admin.put(`${V1}/nodes/${ids['m1.test']}`, { maintenance: false });
+    expect(back.body.node).toMatchObject({ service: 'in-service', service_reason: null });
+    const again = await request(2);
+    expect(again.status).toBe(201);
+    expect(hosts(again)).toEqual(['m1.test', 'm2.test']);
+    await done(again.body.session.id);
+  });
+
+  it('lets a held node drain: it stays with its session, then stays out', async () => {
+    const held = await request(2);
+    expect(held.status).toBe(201);
+    const put = await duffy.admin.put(`${V1}/nodes/${ids['m2.test']}`, { maintenance: true, reason: 'fan noise' });
+    expect(put.body.node).toMatchObject({ state: 'deployed', service: 'draining', service_reason: 'fan noise' });
+    // Still the tenant's, and counted as in use.
+    expect((await alice.get(`${V1}/sessions/${held.body.session.id}`)).body.session.nodes).toHaveLength(2);
+    expect(await levels()).toMatchObject({ deployed: 2, maintenance: 0 });
+
+    await done(held.body.session.id);
+    expect(await node('m2.test')).toMatchObject({ state: 'ready', service: 'maintenance', service_reason: 'fan noise' });
+    expect(await levels()).toMatchObject({ ready: 1, maintenance: 1 });
+    const next = await request(1);
+    expect(hosts(next)).toEqual(['m1.test']);
+    await done(next.body.session.id);
+    await duffy.admin.put(`${V1}/nodes/${ids['m2.test']}`, { maintenance: false });
+  });
+
+  it('returns a quarantined node to service on an admin\'s word', async () => {
+    const put = await duffy.admin.put(`${V1}/nodes/${ids['m3.test']}`, { maintenance: false, reason: 'reseated the disk' });
+    expect(put.status).toBe(200);
+    // Out of quarantine; provisioned before its next use.
+    expect(put.body.node).toMatchObject({ state: 'unused', service: 'in-service' });
+    expect(await levels()).toMatchObject({ unused: 1, quarantined: 0 });
+  });
+
+  it('retires a node for good, with its history kept', async () => {
+    const put = await duffy.admin.put(`${V1}/nodes/${ids['m3.test']}`, { retired: true, reason: 'end of life' });
+    expect(put.body.node).toMatchObject({ service: 'retired', service_reason: 'end of life', active: false });
+    expect(put.body.node.retired_at).toEqual(expect.any(String));
+    const undo = await duffy.admin.put(`${V1}/nodes/${ids['m3.test']}`, { maintenance: false });
+    expect(undo.status).toBe(409);
+    expect(undo.body.detail).toBe('node m3.test is retired');
+    expect(await levels()).toMatchObject({ ready: 2, unused: 0, retired: 1 });
+    expect((await request(3)).status).toBe(422);
+  });
+
+  it('records each change as an event with actor and reason, apart from the machine stream', async () => {
+    const events = (await duffy.app.get(Ledger).store.readAll(0n, 100_000)).filter((e) => e.type === 'MachineServiceChanged');
+    expect(events.map((e) => [e.stream, e.data.service, e.data.reason, e.data.actor, e.metadata.actor])).toEqual([
+      ['service-m1.test', 'maintenance', 'disk swap', 'admin', 'admin'],
+      ['service-m1.test', 'in-service', null, 'admin', 'admin'],
+      ['service-m2.test', 'maintenance', 'fan noise', 'admin', 'admin'],
+      ['service-m2.test', 'in-service', null, 'admin', 'admin'],
+      ['service-m3.test', 'in-service', 'reseated the disk', 'admin', 'admin'],
+      ['service-m3.test', 'retired', 'end of life', 'admin', 'admin'],
+    ]);
+    // Repeating a PUT writes nothing.
+    await duffy.admin.put(`${V1}/nodes/${ids['m3.test']}`, { retired: true, reason: 'end of life' });
+    expect((await duffy.app.get(Ledger).store.readAll(0n, 100_000)).filter((e) => e.type === 'MachineServiceChanged')).toHaveLength(6);
+  });
+});
