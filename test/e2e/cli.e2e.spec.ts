@@ -112,7 +112,7 @@ describe('duffy CLI against a running server', () => {
     const started = (await duffy.app.get(Ledger).store.readAll(0n, 100_000)).filter((e) => e.type === 'SessionStarted').map((e) => e.data.sessionId);
     expect(started.indexOf(mine.session)).toBeLessThan(started.indexOf(hogGot.body.session.id));
     // One POST, one session: the CLI did not poll by asking again.
-    const jenkinsRequests = (await duffy.app.get(Ledger).store.readAll(0n, 100_000)).filter((e) => e.type === 'MachineRequested' && e.data.tenant === 'jenkins' && e.data.specs[0].pool === 'vm-arm-aarch64');
+    const jenkinsRequests = (await duffy.app.get(Ledger).store.readAll(0n, 100_000)).filter((e) => e.type === 'MachineRequested' && e.data.tenant === 'jenkins' && (e.data.specs as Array<{ pool?: string }>)[0].pool === 'vm-arm-aarch64');
     expect(jenkinsRequests).toHaveLength(1);
     await duffy.admin.put(`${V1}/sessions/${mine.session}`, { active: false });
     await duffy.admin.put(`${V1}/sessions/${hogGot.body.session.id}`, { active: false });
