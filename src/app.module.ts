@@ -13,6 +13,7 @@ import { BasicAuthGuard } from './api/auth.js';
 import { ErrorsFilter } from './api/errors.filter.js';
 import { LegacyController } from './api/legacy.controller.js';
 import { SessionsController } from './api/sessions.controller.js';
+import { ArtifactsController } from './api/artifacts.controller.js';
 import { ReadViews } from './api/read-views.js';
 import { StatsController } from './api/stats.controller.js';
 import { QueueController } from './api/queue.controller.js';
@@ -67,7 +68,7 @@ export class AppModule implements NestModule {
           },
         }),
       ],
-      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, QueueController, HealthController, MetricsController, OpsPageController, EventsController],
+      controllers: [SessionsController, ArtifactsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, QueueController, HealthController, MetricsController, OpsPageController, EventsController],
       providers: [
         { provide: SETTINGS, useValue: settings },
         { provide: EVENT_STORE, useFactory: () => store ?? createEventStore(settings.eventStoreUrl, settings.dataDir) },

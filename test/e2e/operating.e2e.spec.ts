@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { Ledger } from '../../src/ledger/ledger.service.js';
-import { type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+import { type Client, type Running, basic, newTenant, startDuffy } from '../support/server.js';
 
 const V1 = '/api/v1';
 
@@ -137,5 +138,82 @@ describe('operating the farm: machines in and out of service', () => {
     // Repeating a PUT writes nothing.
     await duffy.admin.put(`${V1}/nodes/${ids['m3.test']}`, { retired: true, reason: 'end of life' });
     expect((await duffy.app.get(Ledger).store.readAll(0n, 100_000)).filter((e) => e.type === 'MachineServiceChanged')).toHaveLength(6);
+  });
+});
+
+describe('artifacts a tenant can fetch', () => {
+  let duffy: Running;
+  let alice: Client;
+  let bob: Client;
+  let mine: number;
+  let theirs: number;
+  let aliceAuth: string;
+
+  beforeAll(async () => {
+    duffy = await startDuffy({ configFile: threeMachines() });
+    const key = (await duffy.admin.post(`${V1}/tenants`, { name: 'alice', ssh_key: 'ssh-ed25519 AAAA alice' })).body.tenant.api_key;
+    aliceAuth = basic('alice', key);
+    [alice, bob] = [duffy.client('alice', key), await newTenant(duffy, 'bob')];
+    const ended = async (c: Client) => {
+      const s = (await c.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'm', quantity: 1 }] })).body.session;
+      await c.put(`${V1}/sessions/${s.id}`, { active: false });
+      return s.id as number;
+    };
+    [mine, theirs] = [await ended(alice), await ended(bob)];
+    // What the collect-artifacts playbook leaves: <data>/artifacts/session-<id>/<host>/... (see the provisioning suite).
+    const dir = (id: number) => join(duffy.dataDir, 'artifacts', `session-${id}`);
+    mkdirSync(join(dir(mine), 'm1.test', 'logs'), { recursive: true });
+    writeFileSync(join(dir(mine), 'm1.test', 'results.xml'), '<testsuite tests="1"/>');
+    writeFileSync(join(dir(mine), 'm1.test', 'logs', 'run 1.log'), 'all good\n');
+    symlinkSync(join(dir(mine), 'm1.test', 'results.xml'), join(dir(mine), 'm1.test', 'latest.xml'));
+    // Links that lead out of the session's directory: to another tenant's artifacts, and to the ledger.
+    mkdirSync(join(dir(theirs), 'm2.test'), { recursive: true });
+    writeFileSync(join(dir(theirs), 'm2.test', 'secret.txt'), 'bob only');
+    symlinkSync(join(dir(theirs), 'm2.test', 'secret.txt'), join(dir(mine), 'm1.test', 'peek.txt'));
+    symlinkSync(join(dir(theirs), 'm2.test'), join(dir(mine), 'bobs-dir'));
+    symlinkSync(join(duffy.dataDir, 'ledger.sqlite'), join(dir(mine), 'ledger'));
+  });
+  afterAll(() => duffy.close());
+
+  /** Raw HTTP, so `..` reaches the server as written (fetch would normalise the path first). */
+  const raw = (path: string, auth: string) =>
+    new Promise<number>((resolve, reject) => {
+      const url = new URL(duffy.url);
+      const req = httpRequest({ host: url.hostname, port: url.port, path, headers: { authorization: auth } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+
+  it('lists and downloads its own session\'s artifacts, and nothing a link leads to outside them', async () => {
+    const list = await alice.get(`${V1}/sessions/${mine}/artifacts`);
+    expect(list.status).toBe(200);
+    expect(list.body.artifacts).toEqual([
+      { path: 'm1.test/latest.xml', size: 22 },
+      { path: 'm1.test/logs/run 1.log', size: 9 },
+      { path: 'm1.test/results.xml', size: 22 },
+    ]);
+    const file = await fetch(`${duffy.url}${V1}/sessions/${mine}/artifacts/m1.test/logs/run%201.log`, { headers: { authorization: aliceAuth } });
+    expect(file.status).toBe(200);
+    expect(file.headers.get('content-type')).toBe('application/octet-stream');
+    expect(file.headers.get('content-disposition')).toBe('attachment; filename="run_1.log"');
+    expect(await file.text()).toBe('all good\n');
+    expect((await alice.get(`${V1}/sessions/${mine}/artifacts/m1.test/latest.xml`)).body).toBe('<testsuite tests="1"/>');
+    // Admins may read them too.
+    expect((await duffy.admin.get(`${V1}/sessions/${mine}/artifacts`)).body.artifacts).toHaveLength(3);
+  });
+
+  it("gives 404 for another tenant's artifacts, and for every path out of the session's directory", async () => {
+    expect((await alice.get(`${V1}/sessions/${theirs}/artifacts`)).status).toBe(404);
+    expect((await alice.get(`${V1}/sessions/${theirs}/artifacts/m2.test/secret.txt`)).status).toBe(404);
+    expect((await bob.get(`${V1}/sessions/${mine}/artifacts/m1.test/results.xml`)).status).toBe(404);
+    for (const path of ['m1.test/peek.txt', 'bobs-dir/secret.txt', 'ledger', 'm1.test%2F..%2F..%2Fsession-' + theirs + '%2Fm2.test%2Fsecret.txt', '%2Fetc%2Fpasswd', 'm1.test', 'nothing-here']) {
+      const r = await alice.get(`${V1}/sessions/${mine}/artifacts/${path}`);
+      expect([path, r.status]).toEqual([path, 404]);
+    }
+    expect(await raw(`${V1}/sessions/${mine}/artifacts/../session-${theirs}/m2.test/secret.txt`, aliceAuth)).toBe(404);
+    expect(await raw(`${V1}/sessions/${mine}/artifacts/m1.test/../../../ledger.sqlite`, aliceAuth)).toBe(404);
   });
 });
