@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { isDeepStrictEqual } from 'node:util';
-import { join, resolve } from 'node:path';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
 import { allEvents, collect, history, inWindow, jsonLine, openLedger, replay, whoHad } from '../audit/audit.js';
 import { verifyChains } from '../audit/chain.js';
 import { DEMO_CONFIG, loadConfig } from '../config/config.js';
@@ -105,6 +106,27 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .command('extend <session> [by]')
     .description('keep the machines longer: +2h, +30m or an ISO time (clamped to your maximum)')
     .action(async (id: string, by = '+1h') => show((await client().call<{ session: Session }>('PUT', `/sessions/${encodeURIComponent(id)}`, { expires_at: by })).session));
+
+  duffy
+    .command('artifacts <session>')
+    .description("download the files collected from a session's machines at release")
+    .option('--out <dir>', 'where to put them (created if missing)', '.')
+    .action(async (id: string, o: { out: string }) => {
+      const c = client();
+      const base = `/sessions/${encodeURIComponent(id)}/artifacts`;
+      const list = (await c.call<{ artifacts: Array<{ path: string; size: number }> }>('GET', base)).artifacts;
+      const root = resolve(o.out);
+      for (const a of list) {
+        // The server confines paths to the session; check again, a file must not land outside --out.
+        const target = resolve(root, ...a.path.split('/'));
+        if (!target.startsWith(root + sep)) throw new Error(`refusing to write ${a.path} outside ${root}`);
+        await mkdir(dirname(target), { recursive: true });
+        await writeFile(target, await c.raw('GET', `${base}/${a.path.split('/').map(encodeURIComponent).join('/')}`));
+        if (!json()) out(`${a.path}\t${a.size}`);
+      }
+      if (json()) out(JSON.stringify(list.map((a) => ({ ...a, file: resolve(root, ...a.path.split('/')) }))));
+      else if (list.length === 0) out(`session ${id} has no artifacts`);
+    });
 
   const listing = (rows: Array<Record<string, unknown>>) => {
     if (json()) return out(JSON.stringify(rows));

@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Ledger } from '../../src/ledger/ledger.service.js';
@@ -155,5 +158,26 @@ describe('duffy CLI against a running server', () => {
     expect((await as(admin, 'nodes', 'return', 'no-such-host')).code).toBe(4);
     const retired = await as(admin, '--json', 'nodes', 'retire', host, '--reason', 'end of life');
     expect(JSON.parse(retired.stdout)).toMatchObject({ hostname: host, service: 'retired', service_reason: 'end of life', active: false });
+  });
+
+  it('downloads a session\'s artifacts into a directory, and not another tenant\'s', async () => {
+    const req = await cli('--json', 'request', '--pool', 'vm-intel-x86_64');
+    const { id, nodes } = JSON.parse(req.stdout) as { id: number; nodes: Array<{ hostname: string }> };
+    const host = nodes[0].hostname;
+    await cli('done', String(id));
+    const dir = join(duffy.dataDir, 'artifacts', `session-${id}`, host, 'logs');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'test.log'), 'PASS\n');
+    const out = mkdtempSync(join(tmpdir(), 'duffy-artifacts-'));
+    const r = await cli('artifacts', String(id), '--out', out);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${host}/logs/test.log\t5\n`);
+    expect(readFileSync(join(out, host, 'logs', 'test.log'), 'utf8')).toBe('PASS\n');
+
+    const other = (await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+    const denied = await cli('artifacts', String(other.id), '--out', out);
+    expect(denied.code).toBe(4);
+    expect(denied.stderr).toBe(`duffy: session ${other.id} not found\n`);
+    await duffy.admin.put(`${V1}/sessions/${other.id}`, { active: false });
   });
 });
