@@ -78,13 +78,15 @@ async function p2(seconds: number): Promise<void> {
         let expected: ExpectedRevision = 'no_stream';
         for (let n = 0; performance.now() < end; n++) {
           const t0 = performance.now();
-          const r = await store.append(
-            `machine-bench-${i}`,
-            [{ type: 'MachineReserved', data: { machineId: i, hostname: `bench-${i}`, sessionId: n, tenantId: 1, pool: 'p', platform: 'intel', affinity: 'kept', contextualize: false, at: new Date().toISOString() } }],
-            expected,
-          );
+          const r = await store.append([
+            {
+              stream: `machine-bench-${i}`,
+              events: [{ type: 'MachineReserved', data: { machineId: i, hostname: `bench-${i}`, sessionId: n, tenantId: 1, pool: 'p', platform: 'intel', affinity: 'kept', contextualize: false, at: new Date().toISOString() } }],
+              expected,
+            },
+          ]);
           latencies.push(performance.now() - t0);
-          expected = r.nextExpectedRevision;
+          expected = r.nextExpectedRevisions[0];
         }
       }),
     );
@@ -153,8 +155,6 @@ function p4(): void {
         specs: [spec],
         now: '2026-01-02T00:00:00.000Z',
         contextualize: () => false,
-        busy: () => false,
-        pendingQuota: 0,
       }),
     );
     parts.push(`${count(n)} machines: planAllocation ${us(plan)}, decideRequestSession ${us(decide)}`);

@@ -7,7 +7,7 @@ import { refuse } from '../ledger/errors.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
 import { ReadViews } from './read-views.js';
 import { NodeCreateDto, NodeServiceDto, TenantCreateDto, TenantUpdateDto } from './dto.js';
-import { ChangeNodeServiceCommand } from '../ledger/node-service.handler.js';
+import { ChangeNodeServiceCommand } from '../ledger/handlers/node-service.handler.js';
 import { nodeView, poolLevels, tenantView } from './views.js';
 
 const intId = new ParseIntPipe({ exceptionFactory: () => refuse('invalid', 'id must be an integer') });

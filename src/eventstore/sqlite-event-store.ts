@@ -2,13 +2,14 @@ import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { GENESIS, globalLink } from '../audit/chain.js';
 import {
   type AppendResult,
   type EventHandler,
   type EventStore,
   type ExpectedRevision,
-  type NewEvent,
   type RecordedEvent,
+  type StreamWrite,
   type Subscription,
   WrongExpectedRevisionError,
 } from './event-store.port.js';
@@ -24,17 +25,19 @@ interface Row {
 }
 
 interface PendingAppend {
-  stream: string;
-  events: NewEvent[];
-  expected: ExpectedRevision;
+  writes: StreamWrite[];
   resolve: (r: AppendResult) => void;
   reject: (e: unknown) => void;
 }
 
+/** Recent events kept in memory, so live subscribers get what was just committed without reading it back. */
+const TAIL_SIZE = 8192;
+
 /**
  * Embedded ledger: one SQLite file, WAL, synchronous=FULL, so a resolved append is on disk.
- * Appends arriving in the same tick share one transaction (group commit: one fsync for many requests);
- * each keeps its own expected-revision check and fails alone.
+ * Calls arriving in the same tick share one transaction (group commit: one fsync for many requests); each call
+ * runs in its own SAVEPOINT, so a stale revision fails that call alone, and atomically.
+ * The single writer also keeps the global chain (column `chain`, see globalLink).
  */
 export class SqliteEventStore implements EventStore {
   readonly singleWriter = true;
@@ -44,8 +47,12 @@ export class SqliteEventStore implements EventStore {
   private flushScheduled = false;
   private readonly wakeups = new Set<() => void>();
   private closed = false;
-  /** Bumped on every commit, so a subscriber never sleeps through a commit that raced its last read. */
-  private commits = 0;
+  /** Last revision per stream: this process is the only writer, so the cache stays true once read. */
+  private readonly revisions = new Map<string, number>();
+  private lastChain = GENESIS;
+  private lastPosition = 0n;
+  /** Events of the last commits, oldest first: live subscribers read from here, not from the file. */
+  private tail: RecordedEvent[] = [];
 
   /** `readonly` opens an existing ledger for auditors: no schema changes, no writes. */
   constructor(
@@ -70,6 +77,7 @@ export class SqliteEventStore implements EventStore {
         type     TEXT    NOT NULL,
         data     TEXT    NOT NULL,
         metadata TEXT    NOT NULL,
+        chain    TEXT    NOT NULL,
         UNIQUE (stream, revision)
       );
       -- Invariant 6: the ledger is append-only, even for someone with a SQL shell.
@@ -80,22 +88,28 @@ export class SqliteEventStore implements EventStore {
     `);
     this.stmts = {
       lastRevision: this.db.prepare<[string], { r: number | null }>('SELECT MAX(revision) AS r FROM events WHERE stream = ?'),
-      insert: this.db.prepare(
-        'INSERT INTO events (stream, revision, id, type, data, metadata) VALUES (?, ?, ?, ?, ?, ?)',
-      ),
-      readStream: this.db.prepare<[string, number], Row>(
-        'SELECT * FROM events WHERE stream = ? AND revision >= ? ORDER BY revision',
-      ),
+      insert: readonly ? undefined : this.db.prepare('INSERT INTO events (position, stream, revision, id, type, data, metadata, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      readStream: this.db.prepare<[string, number], Row>('SELECT * FROM events WHERE stream = ? AND revision >= ? ORDER BY revision'),
       readAll: this.db.prepare<[bigint, number], Row>('SELECT * FROM events WHERE position > ? ORDER BY position LIMIT ?'),
+      head: this.db.prepare<[], { position: bigint; chain: string }>('SELECT position, chain FROM events ORDER BY position DESC LIMIT 1'),
     };
     this.stmts.readAll.safeIntegers(true);
+    this.stmts.head.safeIntegers(true);
+    if (!readonly) {
+      const head = this.stmts.head.get();
+      if (head) {
+        this.lastChain = head.chain;
+        this.lastPosition = BigInt(head.position);
+      }
+    }
   }
 
-  append(stream: string, events: NewEvent[], expected: ExpectedRevision): Promise<AppendResult> {
+  append(writes: StreamWrite[]): Promise<AppendResult> {
     if (this.closed) return Promise.reject(new Error('event store is closed'));
-    if (events.length === 0) return Promise.reject(new Error('append needs at least one event'));
+    if (writes.length === 0 || writes.some((w) => w.events.length === 0)) return Promise.reject(new Error('append needs at least one event per write'));
+    if (new Set(writes.map((w) => w.stream)).size !== writes.length) return Promise.reject(new Error('a stream may appear once per append'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ stream, events, expected, resolve, reject });
+      this.queue.push({ writes, resolve, reject });
       if (!this.groupCommit) return this.flush();
       if (!this.flushScheduled) {
         this.flushScheduled = true;
@@ -104,43 +118,52 @@ export class SqliteEventStore implements EventStore {
     });
   }
 
+  private revisionOf(stream: string, staged: Map<string, number>): number {
+    const s = staged.get(stream) ?? this.revisions.get(stream);
+    if (s !== undefined) return s;
+    const r = this.stmts.lastRevision.get(stream)?.r ?? -1;
+    this.revisions.set(stream, r);
+    return r;
+  }
+
   private flush(): void {
     this.flushScheduled = false;
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;
     const outcomes: Array<{ ok: true; result: AppendResult } | { ok: false; error: unknown }> = [];
-    const revisions = new Map<string, number>();
-    const current = (stream: string): number => {
-      if (!revisions.has(stream)) revisions.set(stream, this.stmts.lastRevision.get(stream)?.r ?? -1);
-      return revisions.get(stream)!;
-    };
+    // Revisions, chain and events written by this transaction; they become true only once it commits.
+    const staged = new Map<string, number>();
+    let chain = this.lastChain;
+    let position = this.lastPosition;
+    const written: RecordedEvent[] = [];
     const tx = this.db.transaction(() => {
       for (const item of batch) {
-        const last = current(item.stream);
-        if (!matches(item.expected, last)) {
-          outcomes.push({
-            ok: false,
-            error: new WrongExpectedRevisionError(item.stream, item.expected, last < 0 ? 'no_stream' : last),
-          });
+        const conflict = item.writes.find((w) => !matches(w.expected, this.revisionOf(w.stream, staged)));
+        if (conflict) {
+          const last = this.revisionOf(conflict.stream, staged);
+          outcomes.push({ ok: false, error: new WrongExpectedRevisionError(conflict.stream, conflict.expected, last < 0 ? 'no_stream' : last) });
           continue;
         }
-        let revision = last;
-        let position = 0n;
-        for (const e of item.events) {
-          revision += 1;
-          const info = this.stmts.insert.run(
-            item.stream,
-            revision,
-            randomUUID(),
-            e.type,
-            JSON.stringify(e.data),
-            JSON.stringify(e.metadata ?? {}),
-          );
-          position = BigInt(info.lastInsertRowid);
+        // Revisions were checked up front, so nothing in here can fail for a logical reason; an I/O error
+        // aborts the whole transaction and every call in it.
+        const next: number[] = [];
+        for (const w of item.writes) {
+          let revision = this.revisionOf(w.stream, staged);
+          for (const e of w.events) {
+            revision += 1;
+            const id = randomUUID();
+            const metadata = e.metadata ?? {};
+            const data = JSON.stringify(e.data);
+            position += 1n;
+            chain = globalLink(chain, position, typeof metadata.hash === 'string' ? metadata.hash : '');
+            this.stmts.insert!.run(position, w.stream, revision, id, e.type, data, JSON.stringify(metadata), chain);
+            written.push({ id, stream: w.stream, revision, position, type: e.type, data: JSON.parse(data), metadata });
+          }
+          staged.set(w.stream, revision);
+          next.push(revision);
         }
-        revisions.set(item.stream, revision);
-        outcomes.push({ ok: true, result: { nextExpectedRevision: revision, position } });
+        outcomes.push({ ok: true, result: { position, nextExpectedRevisions: next } });
       }
     });
     try {
@@ -149,12 +172,18 @@ export class SqliteEventStore implements EventStore {
       for (const item of batch) item.reject(err);
       return;
     }
+    for (const [stream, revision] of staged) this.revisions.set(stream, revision);
+    this.lastChain = chain;
+    this.lastPosition = position;
+    if (written.length > 0) {
+      this.tail.push(...written);
+      if (this.tail.length > TAIL_SIZE) this.tail = this.tail.slice(this.tail.length - TAIL_SIZE / 2);
+    }
     batch.forEach((item, i) => {
       const o = outcomes[i];
       if (o.ok) item.resolve(o.result);
       else item.reject(o.error);
     });
-    this.commits += 1;
     for (const wake of this.wakeups) wake();
   }
 
@@ -166,22 +195,37 @@ export class SqliteEventStore implements EventStore {
     return this.stmts.readAll.all(after, limit).map(toRecorded);
   }
 
+  /** What follows `after`: from memory when the tail still holds it, else from the file. */
+  private nextPage(after: bigint): RecordedEvent[] {
+    const first = this.tail[0];
+    if (first && first.position <= after + 1n) {
+      if (after >= this.lastPosition) return [];
+      const start = Number(after + 1n - first.position);
+      return this.tail.slice(start, start + 1000);
+    }
+    return this.stmts.readAll.all(after, 1000).map(toRecorded);
+  }
+
   subscribeAll(after: bigint, handler: EventHandler, onError?: (err: unknown) => void): Subscription {
     let cursor = after;
     let active = true;
     let wake: (() => void) | undefined;
-    const signal = () => wake?.();
+    let pendingWake = false;
+    const signal = () => {
+      pendingWake = true;
+      wake?.();
+    };
     this.wakeups.add(signal);
     const done = (async () => {
       while (active && !this.closed) {
-        const seen = this.commits;
-        const page = await this.readAll(cursor, 1000);
+        pendingWake = false;
+        const page = this.nextPage(cursor);
         for (const event of page) {
           if (!active) return;
           await handler(event);
           cursor = event.position;
         }
-        if (page.length === 0 && seen === this.commits && active) await new Promise<void>((r) => (wake = r));
+        if (page.length === 0 && !pendingWake && active) await new Promise<void>((r) => (wake = r));
         wake = undefined;
       }
     })().catch((err) => (onError ? onError(err) : console.error('subscription failed', err)));

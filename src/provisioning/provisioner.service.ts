@@ -6,7 +6,7 @@ import { readdir } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { Catalog } from '../ledger/catalog.js';
 import { LedgerEvent, Ledger } from '../ledger/ledger.service.js';
-import { InFlight, SessionLifecycle, metaFor } from '../ledger/session-lifecycle.js';
+import { SessionLifecycle, metaFor } from '../ledger/session-lifecycle.js';
 import { Metrics } from '../ops/metrics.js';
 import { ANSIBLE_DIR, PLAYBOOK_RUNNER, type DuffyIn, type PlaybookRunner } from './ansible-runner.js';
 import { type Job, decideClaim, decideReplacement, decideRunOutcome, dueJobs } from './provisioning.decide.js';
@@ -33,7 +33,6 @@ export class Provisioner implements OnApplicationShutdown {
   constructor(
     private readonly ledger: Ledger,
     private readonly catalog: Catalog,
-    private readonly inFlight: InFlight,
     private readonly sessions: SessionLifecycle,
     @Inject(PLAYBOOK_RUNNER) private readonly runner: PlaybookRunner,
     private readonly metrics: Metrics,
@@ -90,7 +89,7 @@ export class Provisioner implements OnApplicationShutdown {
     const claims = await this.ledger.commit(machines.map((m) => decideClaim(m, job.action, job.sessionId, this.instance, timeoutMs, Date.now())), meta);
     const claimed = machines.flatMap((m, i) => {
       const c = claims[i];
-      return c.ok ? [{ machine: m, revision: c.result.nextExpectedRevision }] : [];
+      return c.ok ? [{ machine: m, revision: c.result.nextExpectedRevisions[0] }] : [];
     });
     if (claimed.length === 0) return;
     const session = job.sessionId === null ? undefined : world.sessions.get(job.sessionId);
@@ -128,11 +127,11 @@ export class Provisioner implements OnApplicationShutdown {
   private async replaceLostMachines(): Promise<void> {
     const world = this.ledger.world;
     for (const s of [...world.openSessions].map((id) => world.sessions.get(id)!)) {
-      if (s.status !== 'active' || this.inFlight.sessions.has(s.id)) continue;
+      if (s.status !== 'active') continue;
       const wanted = s.specs.reduce((n, x) => n + x.quantity, 0);
       const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === s.id).length;
       if (held >= wanted) continue;
-      const decision = decideReplacement(world, s, this.catalog.profiles, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => this.inFlight.machines.has(id), new Date().toISOString());
+      const decision = decideReplacement(world, s, this.catalog.profiles, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => this.ledger.inFlight.busy(id), new Date().toISOString());
       if ('fail' in decision) {
         await this.sessions.end(s.id, 'failed', null, decision.fail);
       } else if (decision.length > 0) {

@@ -3,7 +3,7 @@ import { machineStress } from '../../projections/machine-stress.projection.js';
 import type { Doc } from '../../projections/projection.js';
 import { PoolConfig } from '../../src/config/config.js';
 import { decideServiceChange, nodeService } from '../../src/ledger/decide-service.js';
-import { freeMachines } from '../../src/ledger/decide.js';
+import { type Write, freeMachines } from '../../src/ledger/decide.js';
 import type { DuffyEvent, PlaybookRun } from '../../src/ledger/events.js';
 import { dueJobs } from '../../src/provisioning/provisioning.decide.js';
 import { AT, given, machine, tenant } from '../support/given.js';
@@ -26,7 +26,7 @@ describe('quarantine that means something', () => {
   it('runs no health check on a machine an admin took out of service', () => {
     const world = quarantined();
     const m = world.machines.get(1)!;
-    const write = decideServiceChange(m, { maintenance: true, reason: 'rma' }, 'admin', at(200))!;
+    const [write] = decideServiceChange(m, { maintenance: true, reason: 'rma' }, 'admin', at(200)) as Write[];
     const w2 = given(machine(1, 'a.test', 'p'), ['machine-a.test', { type: 'MachineQuarantined', data: { machineId: 1, reason: 'x', at: at(100) } }], [write.stream, write.events[0]]);
     expect(nodeService(w2.machines.get(1)!)).toBe('maintenance');
     expect(dueJobs(w2, ctx(5000))).toEqual([]);
@@ -68,12 +68,12 @@ describe('machines in and out of service', () => {
   it('writes on the service stream at its own revision, never on the machine stream, and nothing when nothing changes', () => {
     const world = given(machine(1, 'a.test', 'p'));
     const m = world.machines.get(1)!;
-    expect(decideServiceChange(m, { maintenance: false }, 'admin', AT)).toBeNull();
-    const w = decideServiceChange(m, { retired: true, reason: 'eol' }, 'admin', AT)!;
+    expect(decideServiceChange(m, { maintenance: false }, 'admin', AT)).toEqual([]);
+    const [w] = decideServiceChange(m, { retired: true, reason: 'eol' }, 'admin', AT) as Write[];
     expect(w).toMatchObject({ stream: 'service-a.test', expected: 'no_stream' });
     const after = given(machine(1, 'a.test', 'p'), [w.stream, w.events[0]]).machines.get(1)!;
     expect(after).toMatchObject({ revision: 0, serviceRevision: 0, service: 'retired' });
-    expect(decideServiceChange(after, { retired: true, reason: 'eol' }, 'admin', AT)).toBeNull();
-    expect(() => decideServiceChange(after, { maintenance: true }, 'admin', AT)).toThrow('node a.test is retired');
+    expect(decideServiceChange(after, { retired: true, reason: 'eol' }, 'admin', AT)).toEqual([]);
+    expect(decideServiceChange(after, { maintenance: true }, 'admin', AT)).toEqual({ refused: 'conflict', reason: 'node a.test is retired' });
   });
 });

@@ -1,10 +1,11 @@
 import { Command, CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
-import type { Actor } from './commands.js';
-import { type ServiceRequest, decideServiceChange } from './decide-service.js';
-import { refuse } from './errors.js';
-import { Ledger } from './ledger.service.js';
-import { failOnConflict, metaFor, now } from './session-lifecycle.js';
-import type { Machine } from './world.js';
+import type { Actor } from '../commands.js';
+import { type ServiceRequest, decideServiceChange } from '../decide-service.js';
+import { refusal } from '../decide.js';
+import { refuse } from '../errors.js';
+import { Ledger } from '../ledger.service.js';
+import { metaFor, now } from '../session-lifecycle.js';
+import type { Machine } from '../world.js';
 
 /** An admin takes a node out of service (maintenance, retirement) or puts it back. */
 export class ChangeNodeServiceCommand extends Command<Machine> {
@@ -23,12 +24,10 @@ export class ChangeNodeServiceHandler implements ICommandHandler<ChangeNodeServi
 
   async execute(cmd: ChangeNodeServiceCommand): Promise<Machine> {
     if (!cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may take nodes in and out of service');
-    const outcomes = await this.ledger.decideAndCommit((world) => {
-      const m = world.machines.get(cmd.machineId) ?? refuse('not_found', `node ${cmd.machineId} not found`);
-      const write = decideServiceChange(m, cmd.change, cmd.actor.tenant.name, now());
-      return write ? [write] : [];
+    await this.ledger.decide((world, inFlight) => {
+      const m = world.machines.get(cmd.machineId);
+      return m ? decideServiceChange(m, cmd.change, cmd.actor.tenant.name, now(), inFlight) : refusal('not_found', `node ${cmd.machineId} not found`);
     }, metaFor(cmd.actor));
-    failOnConflict(outcomes);
     return this.ledger.world.machines.get(cmd.machineId)!;
   }
 }
