@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Ledger } from '../../src/ledger/ledger.service.js';
+import { recentUsageMs } from '../../src/scheduling/fair-queue.js';
 import { ADMIN_KEY, type Client, type Running, newTenant, startDuffy } from '../support/server.js';
 
 const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
@@ -93,8 +94,12 @@ describe('duffy CLI against a running server', () => {
     // hog holds both arm VMs and asks for one more first; then the CLI (jenkins, with less recent machine time) asks.
     const hog: Client = await newTenant(duffy, 'hog');
     const held = (await hog.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] })).body.session;
-    // Long enough for hog's machine time to pass what jenkins used in the tests above (a few machine-seconds).
-    await sleep(4000);
+    // Until hog's machine time over the last hour passes what jenkins used in the tests above.
+    const usage = (name: string) => {
+      const w = duffy.app.get(Ledger).world;
+      return recentUsageMs(w.tenants.get(w.tenantIdsByName.get(name)!)!.usage, Date.now(), 3600_000);
+    };
+    while (usage('hog') <= usage('jenkins') + 1000) await sleep(200);
     const hogWaits = hog.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }], wait: 30 });
     await untilQueued('hog');
     const args = [CLI, 'request', '--pool', 'vm-arm-aarch64', '--wait', '30'].map((a) => `'${a}'`).join(' ');
