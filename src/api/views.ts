@@ -30,7 +30,7 @@ export function sessionNodeView(m: Machine) {
 
 export function nodeView(m: Machine) {
   const service = nodeService(m);
-  // A node an admin retired is retired from when it stopped draining; a used-up one (`done`) from its recycling.
+  // A node an admin retired shows when that was decided (once it no longer drains); a used-up one (`done`) its recycling.
   const retiredAt = m.retiredAt ?? (service === 'retired' ? m.serviceChangedAt : null);
   return {
     ...sessionNodeView(m),

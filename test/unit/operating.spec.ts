@@ -1,4 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
+import { replay } from '../../src/audit/audit.js';
 import { machineStress } from '../../projections/machine-stress.projection.js';
 import type { Doc } from '../../projections/projection.js';
 import { PoolConfig } from '../../src/config/config.js';
@@ -6,7 +7,7 @@ import { decideServiceChange, nodeService } from '../../src/ledger/decide-servic
 import { type Write, freeMachines } from '../../src/ledger/decide.js';
 import type { DuffyEvent, PlaybookRun } from '../../src/ledger/events.js';
 import { dueJobs } from '../../src/provisioning/provisioning.decide.js';
-import { AT, given, machine, tenant } from '../support/given.js';
+import { AT, DEFAULTS, given, machine, tenant } from '../support/given.js';
 
 const run: PlaybookRun = { action: 'provision', playbook: 'p.yml', exitCode: 2, durationMs: 10, timedOut: false, tail: '' };
 const pool = Object.assign(new PoolConfig(), { name: 'p', type: 'baremetal', arch: 'x86_64', platform: 'intel', driver: 'local', 'health-check-interval': 600 });
@@ -75,5 +76,23 @@ describe('machines in and out of service', () => {
     expect(after).toMatchObject({ revision: 0, serviceRevision: 0, service: 'retired' });
     expect(decideServiceChange(after, { retired: true, reason: 'eol' }, 'admin', AT)).toEqual([]);
     expect(decideServiceChange(after, { maintenance: true }, 'admin', AT)).toEqual({ refused: 'conflict', reason: 'node a.test is retired' });
+  });
+
+  it('is no breach of wear levelling (invariant 8) to pass over a less worn machine in maintenance', () => {
+    const history: Array<[string, DuffyEvent]> = [
+      machine(1, 'a.test', 'p'),
+      machine(2, 'b.test', 'p'),
+      tenant(1, 't'),
+      ['service-a.test', { type: 'MachineServiceChanged', data: { machineId: 1, hostname: 'a.test', service: 'maintenance', reason: null, actor: 'admin', at: at(0) } }],
+      ['machine-b.test', { type: 'MachineReserved', data: { machineId: 2, hostname: 'b.test', sessionId: 7, tenantId: 1, pool: 'p', platform: 'intel', affinity: 'established', contextualize: false, at: at(10) } }],
+    ];
+    const revisions = new Map<string, number>();
+    const events = history.map(([stream, e], i) => {
+      revisions.set(stream, (revisions.get(stream) ?? -1) + 1);
+      return { ...e, stream, revision: revisions.get(stream)!, position: BigInt(i + 1), metadata: {} };
+    });
+    expect(replay(events as never, DEFAULTS).filter((v) => v.invariant === 8)).toEqual([]);
+    // The same choice with a in service is a breach: the check is live.
+    expect(replay(events.filter((e) => e.type !== 'MachineServiceChanged') as never, DEFAULTS).filter((v) => v.invariant === 8)).toHaveLength(1);
   });
 });
