@@ -2,6 +2,7 @@ import { Catalog } from '../ledger/catalog.js';
 import { queueOrder } from '../scheduling/queue.service.js';
 import { effective } from '../ledger/decide.js';
 import { nodeService } from '../ledger/decide-service.js';
+import { eligiblePools } from '../scheduling/policy.js';
 import { type Machine, type Session, type Tenant, type World } from '../ledger/world.js';
 
 /** Response shapes of Duffy v3, key for key: existing clients validate them. */
@@ -59,10 +60,26 @@ export function sessionView(s: Session, world: World, catalog: Catalog, queue: W
       // Duffy extension: a waiting request says why it waits and where it stands.
       ...(s.status === 'waiting' && s.queue ? { queue: { position: queuePosition(queue, s.id), reason: s.queue.reason, until: s.queue.until } } : {}),
       ...(s.status === 'rejected' && s.rejection ? { rejected: s.rejection } : {}),
+      ...overflowNote(s, world, catalog),
     },
     // Once the session is over its nodes are listed as they were handed out; their current state is theirs.
     nodes: s.machineIds.map((id) => world.machines.get(id)!).filter(Boolean).map(sessionNodeView),
   };
+}
+
+/**
+ * Duffy extension: a request by type served outside the tenant's platform family (soft affinity: its family had
+ * too few free machines of that type and arch) says so. Specs naming a pool or platform are the tenant's choice.
+ */
+function overflowNote(s: Session, world: World, catalog: Catalog): { affinity?: { platform: string; served_from: string[]; reason: string } } {
+  const family = world.tenants.get(s.tenantId)?.platform;
+  if (!family || s.specs.some((x) => x.pool !== undefined || x.platform !== undefined)) return {};
+  // Where the family offers no such machine at all, another family is no fallback but the only choice.
+  if (!s.specs.every((spec) => eligiblePools(catalog.profiles, spec).some((p) => p.platform === family))) return {};
+  const platforms = s.machineIds.map((id) => world.machines.get(id)).map((m) => (m ? catalog.pool(m.pool)?.platform : undefined));
+  const others = [...new Set(platforms.filter((p): p is string => p !== undefined && p !== family))].sort();
+  if (others.length === 0) return {};
+  return { affinity: { platform: family, served_from: others, reason: `no ${family} machine of the kind asked for was free: served from ${others.join(', ')}` } };
 }
 
 export const LEVELS = ['provisioning', 'ready', 'contextualizing', 'deployed', 'deprovisioning'] as const;

@@ -90,9 +90,10 @@ export type DuffyEvent =
         platform: string;
         /**
          * How the tenant's platform affinity was honoured (invariant 7): established (first family), kept,
-         * fallback (the request named another pool or platform), not-offered (no pool of its family serves this kind).
+         * fallback (the request named another pool or platform), not-offered (no pool of its family serves this kind),
+         * overflow (asked by type: its family had too few free machines of this type and arch, another family served).
          */
-        affinity: 'kept' | 'established' | 'fallback' | 'not-offered';
+        affinity: 'kept' | 'established' | 'fallback' | 'not-offered' | 'overflow';
         /** True when the hand-over runs a contextualize playbook before the machine is deployed. */
         contextualize: boolean;
         /** True when the machine was `unused` and gets provisioned for this session first. */

@@ -9,7 +9,7 @@ export interface PoolProfile {
   platform: string;
 }
 
-export type Affinity = 'kept' | 'established' | 'fallback' | 'not-offered';
+export type Affinity = 'kept' | 'established' | 'fallback' | 'not-offered' | 'overflow';
 
 export interface Pick {
   machine: Machine;
@@ -62,7 +62,8 @@ function smallest<T>(items: readonly T[], k: number, cmp: (a: T, b: T) => number
 /**
  * Choose machines for every spec of one request, or say why not.
  * Platform affinity (invariant 7): a tenant with an established platform family gets it whenever it can be served;
- * another family only when the spec names a pool or a platform itself (an explicit choice).
+ * another family when the spec names a pool or a platform itself (an explicit choice), or when its own family
+ * has too few free machines of the kind asked for and another family has enough (overflow, soft affinity).
  */
 export function planAllocation(args: {
   specs: readonly NodeSpec[];
@@ -87,7 +88,14 @@ export function planAllocation(args: {
     // The family this spec must come from (null: any). A spec naming a pool or platform is the tenant's own choice;
     // affinity binds only where the tenant's family is offered for this kind of machine at all.
     const offered = platform !== null && pools.some((p) => p.platform === platform);
-    const family = explicit ? null : platform === null ? roomiestFamily(candidates, spec.quantity) : offered ? platform : null;
+    let family = explicit ? null : platform === null ? roomiestFamily(candidates, spec.quantity) : offered ? platform : null;
+    // Soft affinity: when the tenant's family has too few free machines of this type and arch, another family
+    // that has enough serves rather than nobody (the pick says `overflow`). A spec naming a pool or platform stays strict.
+    let overflow = false;
+    if (!explicit && family !== null && family === platform && candidates.filter((c) => c.platform === family).length < spec.quantity) {
+      const other = roomiestFamily(candidates.filter((c) => c.platform !== family), spec.quantity);
+      if (other !== null) [family, overflow] = [other, true];
+    }
     if (!explicit && platform === null && family === null) {
       const perFamily = countBy(candidates.map((c) => c.platform));
       const most = Math.max(0, ...perFamily.values());
@@ -101,7 +109,7 @@ export function planAllocation(args: {
     }
     for (const c of chosen) {
       const affinity: Affinity =
-        platform === null ? 'established' : !explicit && !offered ? 'not-offered' : c.platform === platform ? 'kept' : 'fallback';
+        platform === null ? 'established' : !explicit && !offered ? 'not-offered' : c.platform === platform ? 'kept' : overflow ? 'overflow' : 'fallback';
       if (platform === null) platform = c.platform;
       taken.add(c.machine.id);
       picks.push({ machine: c.machine, platform: c.platform, affinity });

@@ -217,3 +217,37 @@ describe('artifacts a tenant can fetch', () => {
     expect(await raw(`${V1}/sessions/${mine}/artifacts/m1.test/../../../ledger.sqlite`, aliceAuth)).toBe(404);
   });
 });
+
+describe('soft affinity: a request by type falls back to another family of the same type and arch', () => {
+  let duffy: Running;
+  let ivy: Client;
+
+  beforeAll(async () => {
+    duffy = await startDuffy();
+    ivy = await newTenant(duffy, 'ivy', { node_quota: 10 });
+  });
+  afterAll(() => duffy.close());
+
+  it('serves an intel tenant from amd when no intel machine is free, says so, and stays strict when it names a platform or pool', async () => {
+    // ivy's first machine establishes its family: intel.
+    const first = await ivy.post(`${V1}/sessions`, { nodes_specs: [{ type: 'baremetal', arch: 'x86_64', platform: 'intel', quantity: 1 }] });
+    expect(first.body.session.nodes[0].pool).toBe('metal-intel-x86_64');
+    expect(first.body.session.data.affinity).toBeUndefined();
+    // Somebody else takes every other intel machine.
+    const hog = await newTenant(duffy, 'hog', { node_quota: 10 });
+    expect((await hog.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 5 }] })).status).toBe(201);
+
+    const byType = await ivy.post(`${V1}/sessions`, { nodes_specs: [{ type: 'baremetal', arch: 'x86_64', quantity: 1 }] });
+    expect(byType.status).toBe(201);
+    expect(byType.body.session.nodes[0].pool).toBe('metal-amd-x86_64');
+    expect(byType.body.session.data.affinity).toEqual({ platform: 'intel', served_from: ['amd'], reason: 'no intel machine of the kind asked for was free: served from amd' });
+    expect((await ivy.get(`${V1}/sessions/${byType.body.session.id}`)).body.session.data.affinity.served_from).toEqual(['amd']);
+    const reserved = (await duffy.app.get(Ledger).store.readAll(0n, 100_000)).filter((e) => e.type === 'MachineReserved' && e.data.sessionId === byType.body.session.id);
+    expect(reserved.map((e) => e.data.affinity)).toEqual(['overflow']);
+
+    const named = await ivy.post(`${V1}/sessions`, { nodes_specs: [{ type: 'baremetal', arch: 'x86_64', platform: 'intel', quantity: 1 }] });
+    expect(named.status).toBe(422);
+    expect(named.body.detail).toBe("can't reserve nodes: baremetal x86_64 intel: 1 requested, 0 available");
+    expect((await ivy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 1 }] })).status).toBe(422);
+  });
+});

@@ -7,7 +7,9 @@ import { decideServiceChange, nodeService } from '../../src/ledger/decide-servic
 import { type Write, freeMachines } from '../../src/ledger/decide.js';
 import type { DuffyEvent, PlaybookRun } from '../../src/ledger/events.js';
 import { dueJobs } from '../../src/provisioning/provisioning.decide.js';
-import { AT, DEFAULTS, given, machine, tenant } from '../support/given.js';
+import { planAllocation } from '../../src/scheduling/policy.js';
+import type { Machine } from '../../src/ledger/world.js';
+import { AT, DEFAULTS, POOLS, given, machine, tenant } from '../support/given.js';
 
 const run: PlaybookRun = { action: 'provision', playbook: 'p.yml', exitCode: 2, durationMs: 10, timedOut: false, tail: '' };
 const pool = Object.assign(new PoolConfig(), { name: 'p', type: 'baremetal', arch: 'x86_64', platform: 'intel', driver: 'local', 'health-check-interval': 600 });
@@ -96,3 +98,25 @@ describe('machines in and out of service', () => {
     expect(replay(events.filter((e) => e.type !== 'MachineServiceChanged') as never, DEFAULTS).filter((v) => v.invariant === 8)).toHaveLength(1);
   });
 });
+
+describe('soft affinity by type', () => {
+  const m = (id: number, pool: string) => ({ id, pool, busyMs: 0, allocations: 0, state: 'ready' }) as Machine;
+  // Every intel baremetal machine is taken; two amd ones are free.
+  const free = (pool: string) => [m(4, 'metal-amd'), m(6, 'metal-amd'), m(5, 'vm-intel')].filter((x) => x.pool === pool);
+  const plan = (spec: Record<string, unknown>) => planAllocation({ specs: [{ quantity: 1, ...spec }], pools: POOLS, free, tenantPlatform: 'intel' });
+
+  it("serves an intel tenant asking by type from amd when intel has nothing free, and says so", () => {
+    const p = plan({ type: 'baremetal', arch: 'x86_64' });
+    expect(p.ok && p.picks.map((x) => [x.machine.id, x.platform, x.affinity])).toEqual([[4, 'amd', 'overflow']]);
+    // Its own family first whenever it has enough.
+    const own = planAllocation({ specs: [{ type: 'vm', quantity: 1 }], pools: POOLS, free, tenantPlatform: 'intel' });
+    expect(own.ok && own.picks.map((x) => x.affinity)).toEqual(['kept']);
+  });
+
+  it('stays strict when the spec names a platform or a pool, or when no other family has enough', () => {
+    expect(plan({ type: 'baremetal', platform: 'intel' })).toEqual({ ok: false, reason: 'baremetal intel: 1 requested, 0 available' });
+    expect(plan({ pool: 'metal-intel' })).toEqual({ ok: false, reason: 'pool metal-intel: 1 requested, 0 available' });
+    expect(plan({ type: 'baremetal', quantity: 3 })).toEqual({ ok: false, reason: 'baremetal: 3 requested, 0 available on platform intel' });
+  });
+});
+
