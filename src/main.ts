@@ -6,9 +6,9 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule } from './app.module.js';
 import { ConfigError, type Settings, describeValidation, loadSettings } from './config/config.js';
-import { type EventStore } from './eventstore/event-store.port.js';
-import { Bootstrap } from './ledger/bootstrap.service.js';
-import { DomainError } from './ledger/errors.js';
+import { type EventStore } from './application/ports/event-store.port.js';
+import { Bootstrap } from './application/bootstrap.service.js';
+import { DomainError } from './domain/errors.js';
 
 /** Builds the whole app; tests call this with their own settings and port 0. */
 export async function createApp(settings: Settings, options: { store?: EventStore; logger?: false; reconcileEveryMs?: number } = {}) {
@@ -21,6 +21,9 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   if (options.logger !== false) app.useLogger(app.get(PinoLogger));
   // 1 MB is far above any real request and keeps a hostile body from costing memory.
   app.useBodyParser('json', { limit: '1mb', strict: false });
+  // API answers change with every call: an ETag per response is a hash of every body for nothing.
+  app.set('etag', false);
+  app.disable('x-powered-by');
   app.setGlobalPrefix('api/v1', { exclude: ['Node/get', 'Node/done', 'Node/fail', 'Inventory', 'health', 'metrics', 'ops'] });
   app.useGlobalPipes(
     new ValidationPipe({

@@ -1,15 +1,15 @@
-import type { EventStore, RecordedEvent } from '../eventstore/event-store.port.js';
-import type { Defaults } from '../ledger/decide.js';
-import type { DuffyEvent, NodeSpec } from '../ledger/events.js';
-import { EsdbEventStore } from '../eventstore/esdb-event-store.js';
-import { SqliteEventStore } from '../eventstore/sqlite-event-store.js';
-import { emptyWorld, evolve } from '../ledger/world.js';
-import { lessStressed } from '../scheduling/policy.js';
+import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
+import type { Defaults } from '../domain/decide.js';
+import type { DuffyEvent, NodeSpec } from '../domain/events.js';
+import { KurrentDbEventStore } from '../adapters/eventstore/kurrentdb-event-store.js';
+import { SqliteEventStore } from '../adapters/eventstore/sqlite-event-store.js';
+import { emptyWorld, evolve } from '../domain/world.js';
+import { lessStressed } from '../domain/policy.js';
 import { type Violation, checkInvariants } from './invariants.js';
 
 /** Opens a ledger read-only for auditing: an embedded file, or an EventStoreDB URL. */
 export function openLedger(location: string): EventStore {
-  return /^(esdb|esdb\+discover|kurrentdb|kdb):\/\//.test(location) ? new EsdbEventStore(location) : new SqliteEventStore(location, false, true);
+  return /^(esdb|esdb\+discover|kurrentdb|kdb):\/\//.test(location) ? new KurrentDbEventStore(location) : new SqliteEventStore(location, false, true);
 }
 
 export async function* allEvents(store: EventStore, pageSize = 5000): AsyncGenerator<RecordedEvent> {

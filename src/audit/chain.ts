@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { RecordedEvent } from '../eventstore/event-store.port.js';
+import type { RecordedEvent } from '../application/ports/event-store.port.js';
 
 /**
  * Tamper evidence: every event's metadata carries `hash`, chaining it to the previous event OF ITS STREAM.

@@ -1,6 +1,6 @@
-import type { RecordedEvent } from '../eventstore/event-store.port.js';
-import type { Defaults } from '../ledger/decide.js';
-import type { DuffyEvent } from '../ledger/events.js';
+import type { RecordedEvent } from '../application/ports/event-store.port.js';
+import type { Defaults } from '../domain/decide.js';
+import type { DuffyEvent } from '../domain/events.js';
 
 export interface Violation {
   invariant: number;

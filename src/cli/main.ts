@@ -6,7 +6,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import { allEvents, collect, history, inWindow, jsonLine, openLedger, replay, whoHad } from '../audit/audit.js';
 import { verifyChains } from '../audit/chain.js';
 import { DEMO_CONFIG, loadConfig } from '../config/config.js';
-import { MACHINE_TYPES } from '../ledger/events.js';
+import { MACHINE_TYPES } from '../domain/events.js';
 import { ApiError, DuffyClient, EXIT, clientConfig } from './client.js';
 
 const time = (v: string) => {

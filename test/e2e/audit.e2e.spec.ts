@@ -4,8 +4,8 @@ import { copyFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { replay } from '../../src/audit/audit.js';
-import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
-import type { DuffyEvent } from '../../src/ledger/events.js';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import type { DuffyEvent } from '../../src/domain/events.js';
 import { program } from '../../src/cli/main.js';
 import { newTenant, startDuffy } from '../support/server.js';
 

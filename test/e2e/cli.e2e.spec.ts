@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { Ledger } from '../../src/ledger/ledger.service.js';
-import { recentUsageMs } from '../../src/scheduling/fair-queue.js';
+import { Ledger } from '../../src/application/ledger.service.js';
+import { recentUsageMs } from '../../src/domain/fair-queue.js';
 import { ADMIN_KEY, type Client, type Running, newTenant, startDuffy } from '../support/server.js';
 
 const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));

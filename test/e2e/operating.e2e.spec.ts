@@ -4,7 +4,7 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { Ledger } from '../../src/ledger/ledger.service.js';
+import { Ledger } from '../../src/application/ledger.service.js';
 import { type Client, type Running, basic, newTenant, startDuffy } from '../support/server.js';
 
 const V1 = '/api/v1';

@@ -3,12 +3,12 @@ import { replay } from '../../src/audit/audit.js';
 import { machineStress } from '../../projections/machine-stress.projection.js';
 import type { Doc } from '../../projections/projection.js';
 import { PoolConfig } from '../../src/config/config.js';
-import { decideServiceChange, nodeService } from '../../src/ledger/decide-service.js';
-import { type Write, freeMachines } from '../../src/ledger/decide.js';
-import type { DuffyEvent, PlaybookRun } from '../../src/ledger/events.js';
-import { dueJobs } from '../../src/provisioning/provisioning.decide.js';
-import { planAllocation } from '../../src/scheduling/policy.js';
-import type { Machine } from '../../src/ledger/world.js';
+import { decideServiceChange, nodeService } from '../../src/domain/decide-service.js';
+import { type Write, freeMachines } from '../../src/domain/decide.js';
+import type { DuffyEvent, PlaybookRun } from '../../src/domain/events.js';
+import { dueJobs } from '../../src/domain/provisioning.decide.js';
+import { planAllocation } from '../../src/domain/policy.js';
+import type { Machine } from '../../src/domain/world.js';
 import { AT, DEFAULTS, POOLS, given, machine, tenant } from '../support/given.js';
 
 const run: PlaybookRun = { action: 'provision', playbook: 'p.yml', exitCode: 2, durationMs: 10, timedOut: false, tail: '' };
