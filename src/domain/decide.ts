@@ -1,4 +1,4 @@
-import { type Pick, type PoolProfile, planAllocation } from './policy.js';
+import { OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, planAllocation } from './policy.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { type DuffyEvent, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, claimedBy } from './world.js';
@@ -160,8 +160,11 @@ export function decideRequestSession(
   }
   const unknown = cmd.specs.find((x) => x.pool !== undefined && !pools.some((p) => p.name === x.pool));
   if (unknown) return refusal('not_found', `can't reserve nodes: unknown pool ${unknown.pool}`);
-  const plan = planAllocation({ specs: cmd.specs, pools, tenantPlatform: tenant.platform, free: (pool) => freeMachines(world, pool, inFlight.busy) });
   const nowMs = Date.parse(cmd.now);
+  // Soft affinity: another family may serve a request that cannot wait at once, a waiting one once it has waited its share.
+  const q = cmd.waiting?.queue;
+  const overflow = q ? nowMs >= Date.parse(q.since) + OVERFLOW_AFTER_SHARE_OF_WAIT * (Date.parse(q.until) - Date.parse(q.since)) : !cmd.waitSeconds;
+  const plan = planAllocation({ specs: cmd.specs, pools, tenantPlatform: tenant.platform, overflow, free: (pool) => freeMachines(world, pool, inFlight.busy) });
   // The lease starts when machines are handed over (for a waiting request: now), within the tenant's maximum.
   const expiresAt = iso(nowMs + Math.min(limits.sessionLifetime, limits.sessionLifetimeMax) * 1000);
   const s = stream.session(cmd.sessionId);
