@@ -20,6 +20,8 @@ import { QueueController } from './http/queue.controller.js';
 import { READ_MODELS } from './application/ports/read-model.port.js';
 import { createReadModels } from './adapters/readmodels/read-models.factory.js';
 import { ReadSide } from './application/read-side.service.js';
+import { AuditController } from './audit/audit.controller.js';
+import { CheckpointService } from './audit/checkpoint.service.js';
 import { type Settings } from './config/config.js';
 import { EVENT_STORE, type EventStore } from './application/ports/event-store.port.js';
 import { createEventStore } from './adapters/eventstore/event-store.factory.js';
@@ -71,7 +73,7 @@ export class AppModule implements NestModule {
           },
         }),
       ],
-      controllers: [SessionsController, ArtifactsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, QueueController, HealthController, MetricsController, OpsPageController, EventsController],
+      controllers: [SessionsController, ArtifactsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, QueueController, HealthController, MetricsController, OpsPageController, EventsController, AuditController],
       providers: [
         { provide: SETTINGS, useValue: settings },
         { provide: EVENT_STORE, useFactory: () => store ?? createEventStore(settings.eventStoreUrl, settings.dataDir) },
@@ -83,6 +85,7 @@ export class AppModule implements NestModule {
         { provide: APP_FILTER, useClass: ErrorsFilter },
         Catalog,
         Ledger,
+        CheckpointService,
         SessionLifecycle,
         Reconciler,
         WaitingQueue,

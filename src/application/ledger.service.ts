@@ -11,7 +11,7 @@ import {
   type Subscription,
   WrongExpectedRevisionError,
 } from './ports/event-store.port.js';
-import { GENESIS, chainHash } from '../audit/chain.js';
+import { GENESIS, eventHash } from '../audit/chain.js';
 import { type Decision, type InFlightView, type Write, isRefusal } from '../domain/decide.js';
 import { type DuffyEvent } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
@@ -165,7 +165,8 @@ export class Ledger implements OnApplicationShutdown {
    * A conflict is returned, not thrown: the caller decides again on fresh state.
    */
   async record(writes: Write[], meta: EventMetadata): Promise<Recorded> {
-    const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta };
+    // Stamped at the append: the projection lag and the audit tools read an event's time from here.
+    const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta, at: new Date().toISOString() };
     const chained = writes.map((w) => ({ stream: w.stream, expected: w.expected, events: this.chained(w, metadata) }));
     const batch = this.track(writes, chained);
     this.appends += 1;
@@ -245,7 +246,7 @@ export class Ledger implements OnApplicationShutdown {
     let prev = revision < 0 ? GENESIS : this.headHash(w.stream, revision);
     return w.events.map((e) => {
       revision += 1;
-      const hash = chainHash(prev, w.stream, revision, e.type, e.data);
+      const hash = eventHash(prev, { stream: w.stream, revision, type: e.type, data: e.data, metadata });
       const linked = { type: e.type, data: e.data, metadata: { ...metadata, prevHash: prev, hash } };
       prev = hash;
       return linked;

@@ -21,7 +21,7 @@ export class ProjectionRunner {
   private subscription?: Subscription;
   position = 0n;
   private taken = 0n;
-  /** Milliseconds from an event's own time to its documents being written (the last batch's worst). */
+  /** Milliseconds from an event's append to its documents being written (the last batch's worst). */
   lastLagMs = 0;
   failure: unknown;
 
@@ -103,8 +103,7 @@ export class ProjectionRunner {
       }
       await this.store.apply(this.projection.name, this.projection.version, [...final.values()], last.position);
       this.position = last.position;
-      const at = Date.parse(String(last.metadata.at ?? ''));
-      if (!Number.isNaN(at)) this.lastLagMs = Date.now() - at;
+      this.lastLagMs = batchLagMs(batch, Date.now());
     }
     this.flushing = undefined;
   }
@@ -140,3 +139,16 @@ export async function followTogether(runners: ProjectionRunner[], ledger: EventS
 }
 
 const key = (collection: string, id: string) => `${collection}\u0000${id}`;
+
+/**
+ * The worst lag of a batch: from each event's append (metadata `at`, stamped as the command records its events,
+ * outcomes of playbooks included, a few ms before the append) to `now`, when its documents are written.
+ */
+export function batchLagMs(batch: readonly RecordedEvent[], now: number): number {
+  let worst = 0;
+  for (const e of batch) {
+    const at = Date.parse(String(e.metadata.at ?? ''));
+    if (!Number.isNaN(at)) worst = Math.max(worst, now - at);
+  }
+  return worst;
+}

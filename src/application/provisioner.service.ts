@@ -119,7 +119,8 @@ export class Provisioner implements OnApplicationShutdown {
         return decideRunOutcome(machine, pool, job, { ...result, files }, run, revision, now);
       }),
     );
-    await this.ledger.commit(outcomes, meta);
+    // The outcome is recorded at its own time, not the claim's (same correlation id).
+    await this.ledger.commit(outcomes, { ...meta, at: now });
     if (job.sessionId !== null && (job.action === 'provision' || job.action === 'contextualize')) await this.replaceLostMachines();
   }
 

@@ -133,7 +133,9 @@ export type DuffyEvent =
   | { type: 'SessionRejected'; data: { sessionId: number; reason: string; at: string } }
   | { type: 'SessionExtended'; data: { sessionId: number; expiresAt: string; at: string } }
   | { type: 'SessionReleased'; data: { sessionId: number; reason: ReleaseReason; at: string } }
-  | { type: 'SessionExpired'; data: { sessionId: number; at: string } };
+  | { type: 'SessionExpired'; data: { sessionId: number; at: string } }
+  /** A signed Merkle tree head of the ledger's first `size` events (src/audit/checkpoint.ts), in stream audit-checkpoints. */
+  | { type: 'CheckpointPublished'; data: { size: number; lastPosition: string; rootHash: string; time: string; signature?: string; publicKey?: string } };
 
 export type DuffyEventType = DuffyEvent['type'];
 export type EventOf<T extends DuffyEventType> = Extract<DuffyEvent, { type: T }>;

@@ -171,6 +171,8 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
     case 'IdAllocated':
       world.idRevisions.set(event.data.kind, revision);
       return world;
+    case 'CheckpointPublished':
+      return world;
     case 'TenantRegistered': {
       const d = event.data;
       world.tenants.set(d.tenantId, {
