@@ -1,6 +1,6 @@
 import { OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, planAllocation } from './policy.js';
 import { type DomainErrorKind, refuse } from './errors.js';
-import { type DuffyEvent, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
+import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, claimedBy } from './world.js';
 
 /**
@@ -97,7 +97,7 @@ export function decideUpdateTenant(
   return events.length ? { stream: stream.tenant(tenant.name), expected: tenant.revision, events } : null;
 }
 
-export type MachineRegistration = { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state'] };
+export type MachineRegistration = { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state']; hardware?: Hardware };
 
 /** Machines joining the inventory, any number in one append (ids allocated in it too). */
 export function decideRegisterMachines(

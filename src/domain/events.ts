@@ -17,12 +17,27 @@ export type MachineState = (typeof MACHINE_STATES)[number];
 export const MACHINE_TYPES = ['baremetal', 'vm'] as const;
 export type MachineType = (typeof MACHINE_TYPES)[number];
 
+/**
+ * What a machine is made of, as its operator describes it: `cpus`, `ram_gb`, `disk_gb`, `cpu_model`, and any other
+ * key. Requests may require some of it (Beaker's host requirements).
+ */
+export type Hardware = Record<string, string | number | boolean>;
+
+/** A spec's hardware needs: at least so many CPUs, GB of RAM and disk; `cpu_model` a case-insensitive substring. */
+export interface HardwareRequirement {
+  min_cpus?: number;
+  min_ram_gb?: number;
+  min_disk_gb?: number;
+  cpu_model?: string;
+}
+
 /** One line of a request: a pool by name, or a type (+ arch, platform) that the scheduler maps to pools. */
 export interface NodeSpec {
   pool?: string;
   type?: MachineType;
   arch?: string;
   platform?: string;
+  hardware?: HardwareRequirement;
   quantity: number;
 }
 
@@ -76,6 +91,8 @@ export type DuffyEvent =
         reusable: boolean;
         data: Record<string, unknown>;
         state: MachineState;
+        /** Absent in events written before hardware was recorded. */
+        hardware?: Hardware;
         at: string;
       };
     }

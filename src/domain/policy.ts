@@ -1,4 +1,5 @@
 import { type MachineType, type NodeSpec } from './events.js';
+import { unmet } from './hardware.js';
 import { type Machine } from './world.js';
 
 /** What the scheduler knows of a pool (from configuration). */
@@ -39,9 +40,11 @@ export function eligiblePools(pools: readonly PoolProfile[], spec: NodeSpec): Po
 }
 
 export function describeSpec(spec: NodeSpec): string {
-  if (spec.pool !== undefined) return `pool ${spec.pool}`;
+  const hw = Object.entries(spec.hardware ?? {}).filter(([, v]) => v !== undefined);
+  const needs = hw.length ? ` with ${hw.map(([k, v]) => `${k} ${typeof v === 'string' ? JSON.stringify(v) : v}`).join(', ')}` : '';
+  if (spec.pool !== undefined) return `pool ${spec.pool}${needs}`;
   const parts = [spec.type ?? 'any type', spec.arch, spec.platform].filter(Boolean);
-  return parts.join(' ');
+  return parts.join(' ') + needs;
 }
 
 /** Wear levelling (invariant 8): least busy time, then fewest allocations, then lowest id, so ties are deterministic. */
@@ -89,11 +92,17 @@ export function planAllocation(args: {
     const pools = eligiblePools(args.pools, spec);
     if (pools.length === 0) return { ok: false, reason: `no pool matches ${describeSpec(spec)}` };
     const candidates: Array<{ machine: Machine; platform: string }> = [];
+    // Hardware requirements: only machines that meet them all are candidates; count what each one rules out.
+    const ruledOut = new Map<string, number>();
     for (const pool of pools) {
       for (const machine of args.free(pool.name)) {
-        if (!taken.has(machine.id)) candidates.push({ machine, platform: pool.platform });
+        if (taken.has(machine.id)) continue;
+        const misses = unmet(machine.hardware ?? {}, spec.hardware);
+        for (const r of misses) ruledOut.set(r, (ruledOut.get(r) ?? 0) + 1);
+        if (misses.length === 0) candidates.push({ machine, platform: pool.platform });
       }
     }
+    const hw = ruledOut.size ? `; hardware ${[...ruledOut].map(([r, n]) => `${r} rules out ${n} free machine${n === 1 ? '' : 's'}`).join(', ')}` : '';
     const explicit = spec.pool !== undefined || spec.platform !== undefined;
     // The family this spec must come from (null: any). A spec naming a pool or platform is the tenant's own choice;
     // affinity binds only where the tenant's family is offered for this kind of machine at all.
@@ -110,12 +119,12 @@ export function planAllocation(args: {
       const perFamily = countBy(candidates.map((c) => c.platform));
       const most = Math.max(0, ...perFamily.values());
       const detail = perFamily.size > 1 ? `at most ${most} available on one platform family (${candidates.length} in all)` : `${most} available`;
-      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${detail}` };
+      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${detail}${hw}` };
     }
     const chosen = smallest(family === null ? candidates : candidates.filter((c) => c.platform === family), spec.quantity, byPreference);
     if (chosen.length < spec.quantity) {
       const where = family !== null && !explicit ? ` on platform ${family}` : '';
-      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${chosen.length} available${where}` };
+      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${chosen.length} available${where}${hw}` };
     }
     for (const c of chosen) {
       const affinity: Affinity =

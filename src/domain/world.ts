@@ -1,4 +1,4 @@
-import type { DuffyEvent, MachineService, MachineState, NodeSpec, PlaybookAction, ReleaseReason, TenantSettings } from './events.js';
+import type { DuffyEvent, Hardware, MachineService, MachineState, NodeSpec, PlaybookAction, ReleaseReason, TenantSettings } from './events.js';
 
 /**
  * The state every decision reads: all tenants, machines and sessions folded from the ledger.
@@ -28,6 +28,7 @@ export interface Machine {
   pool: string;
   reusable: boolean;
   data: Record<string, unknown>;
+  hardware: Hardware;
   state: MachineState;
   createdAt: string;
   retiredAt: string | null;
@@ -108,7 +109,7 @@ export interface World {
 }
 
 /** A machine as registered: identity from its registration, every counter and link at zero. */
-export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool' | 'reusable' | 'data' | 'state' | 'createdAt' | 'revision'>): Machine {
+export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool' | 'reusable' | 'data' | 'state' | 'createdAt' | 'revision'> & { hardware?: Hardware }): Machine {
   // Written out field by field: every Machine gets one hidden class, which the hot decision loops depend on.
   return {
     id: m.id,
@@ -117,6 +118,7 @@ export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool
     pool: m.pool,
     reusable: m.reusable,
     data: m.data,
+    hardware: m.hardware ?? {},
     state: m.state,
     createdAt: m.createdAt,
     retiredAt: null,
@@ -227,7 +229,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
     }
     case 'MachineRegistered': {
       const d = event.data;
-      world.machines.set(d.machineId, newMachine({ id: d.machineId, hostname: d.hostname, ipaddr: d.ipaddr, pool: d.pool, reusable: d.reusable, data: d.data, state: d.state, createdAt: d.at, revision }));
+      world.machines.set(d.machineId, newMachine({ id: d.machineId, hostname: d.hostname, ipaddr: d.ipaddr, pool: d.pool, reusable: d.reusable, data: d.data, hardware: d.hardware, state: d.state, createdAt: d.at, revision }));
       world.machineIdsByHostname.set(d.hostname, d.machineId);
       const inPool = world.machinesByPool.get(d.pool) ?? [];
       inPool.push(world.machines.get(d.machineId)!);

@@ -24,6 +24,15 @@ import { MACHINE_STATES, MACHINE_TYPES, type MachineState, type MachineType } fr
 /** One request can't ask for more than this many machines; quota applies on top. */
 export const MAX_QUANTITY = 1000;
 
+/** Duffy extension: what a spec requires of a machine's `hardware`. */
+export class HardwareRequirementDto {
+  @ApiPropertyOptional({ minimum: 1 }) @IsOptional() @IsInt({ message: 'min_cpus must be an integer' }) @Min(1, { message: 'min_cpus must be at least 1' }) @Max(100000) min_cpus?: number;
+  @ApiPropertyOptional({ minimum: 1 }) @IsOptional() @IsInt({ message: 'min_ram_gb must be an integer' }) @Min(1, { message: 'min_ram_gb must be at least 1' }) @Max(1_000_000) min_ram_gb?: number;
+  @ApiPropertyOptional({ minimum: 1 }) @IsOptional() @IsInt({ message: 'min_disk_gb must be an integer' }) @Min(1, { message: 'min_disk_gb must be at least 1' }) @Max(1_000_000_000) min_disk_gb?: number;
+  @ApiPropertyOptional({ description: 'case-insensitive substring of the machine\'s cpu_model', example: 'EPYC' })
+  @IsOptional() @IsString({ message: 'cpu_model must be a string' }) @MaxLength(128) cpu_model?: string;
+}
+
 export class NodesSpecDto {
   @ValidateIf((o) => o.type === undefined && o.arch === undefined && o.platform === undefined)
   @IsString({ message: 'pool must be a string (or give type/arch/platform instead)' })
@@ -41,6 +50,12 @@ export class NodesSpecDto {
   @Min(1, { message: 'quantity must be at least 1' })
   @Max(MAX_QUANTITY, { message: `quantity must be at most ${MAX_QUANTITY}` })
   quantity!: number;
+
+  @ApiPropertyOptional({ type: () => HardwareRequirementDto, description: 'Duffy extension: only machines whose hardware meets all of these' })
+  @IsOptional()
+  @ValidateNested()
+  @Type(() => HardwareRequirementDto)
+  hardware?: HardwareRequirementDto;
 }
 
 export class SessionCreateDto {
@@ -112,6 +127,8 @@ export class NodeCreateDto {
   @IsOptional() @IsObject() data?: Record<string, unknown>;
   @ApiPropertyOptional()
   @IsOptional() @IsIn(MACHINE_STATES) state?: MachineState;
+  @ApiPropertyOptional({ description: 'cpus, ram_gb, disk_gb, cpu_model and any other key', example: { cpus: 32, ram_gb: 256, disk_gb: 960, cpu_model: 'AMD EPYC 7313' } })
+  @IsOptional() @IsObject({ message: 'hardware must be an object' }) hardware?: Record<string, string | number | boolean>;
 }
 
 /** PUT /nodes/{id} (admin): `{"maintenance": true, "reason": "disk swap"}`, `{"maintenance": false}` or `{"retired": true}`. */

@@ -39,6 +39,8 @@ export function nodeView(m: Machine) {
     retired_at: retiredAt,
     active: retiredAt === null,
     // Duffy extension: `state` keeps Duffy v3's values; whether the node may be handed out is said here.
+    // Duffy extension: what requests may require of it.
+    hardware: m.hardware ?? {},
     service,
     service_reason: service === 'quarantined' ? (m.quarantine?.reason ?? null) : service === 'in-service' ? null : (m.serviceReason ?? null),
   };

@@ -263,3 +263,64 @@ describe('soft affinity: a request by type falls back to another family of the s
     expect(served.body.session.data.affinity.served_from).toEqual(['amd']);
   });
 });
+
+describe('hardware requirements', () => {
+  let duffy: Running;
+  let hana: Client;
+
+  function withHardware(): string {
+    const file = join(mkdtempSync(join(tmpdir(), 'duffy-cfg-')), 'hardware.yaml');
+    writeFileSync(
+      file,
+      stringify({
+        pools: [
+          { name: 'intel', type: 'baremetal', arch: 'x86_64', platform: 'intel', driver: 'local', contextualize: false, 'release-policy': 'reuse', 'fill-level': 0 },
+          { name: 'amd', type: 'baremetal', arch: 'x86_64', platform: 'amd', driver: 'local', contextualize: false, 'release-policy': 'reuse', 'fill-level': 0 },
+        ],
+        machines: [
+          { hostname: 'small.test', pool: 'intel', state: 'ready', hardware: { cpus: 8, ram_gb: 32, disk_gb: 240, cpu_model: 'Intel Xeon E-2236' } },
+          { hostname: 'big.test', pool: 'amd', state: 'ready', hardware: { cpus: 64, ram_gb: 512, disk_gb: 3840, cpu_model: 'AMD EPYC 7513', gpu: 'none' } },
+        ],
+      }),
+    );
+    return file;
+  }
+
+  beforeAll(async () => {
+    duffy = await startDuffy({ configFile: withHardware() });
+    hana = await newTenant(duffy, 'hana', { node_quota: 5 });
+  });
+  afterAll(() => duffy.close());
+
+  const ask = (spec: Record<string, unknown>) => hana.post(`${V1}/sessions`, { nodes_specs: [{ type: 'baremetal', arch: 'x86_64', quantity: 1, ...spec }] });
+
+  it('shows each node\'s hardware, from the configuration and from POST /nodes', async () => {
+    const nodes = (await hana.get(`${V1}/nodes`)).body.nodes;
+    expect(nodes.find((n: { hostname: string }) => n.hostname === 'big.test').hardware).toEqual({ cpus: 64, ram_gb: 512, disk_gb: 3840, cpu_model: 'AMD EPYC 7513', gpu: 'none' });
+    const posted = await duffy.admin.post(`${V1}/nodes`, { hostname: 'mid.test', pool: 'intel', hardware: { cpus: 16, ram_gb: 128, disk_gb: 480, cpu_model: 'Intel Xeon Gold 6230' } });
+    expect(posted.status).toBe(201);
+    expect(posted.body.node.hardware).toEqual({ cpus: 16, ram_gb: 128, disk_gb: 480, cpu_model: 'Intel Xeon Gold 6230' });
+    const bad = await duffy.admin.post(`${V1}/nodes`, { hostname: 'odd.test', pool: 'intel', hardware: { cpus: [1, 2] } });
+    expect(bad.status).toBe(422);
+    expect(bad.body.detail).toBe('hardware.cpus must be a string, a number or a boolean');
+  });
+
+  it('hands out only machines that meet every requirement, across families, and names the one that cannot be met', async () => {
+    const epyc = await ask({ hardware: { min_ram_gb: 256, cpu_model: 'epyc' } });
+    expect(epyc.status).toBe(201);
+    expect(epyc.body.session.nodes.map((n: { hostname: string }) => n.hostname)).toEqual(['big.test']);
+    const mid = await ask({ hardware: { min_cpus: 12, min_disk_gb: 400 } });
+    expect(mid.body.session.nodes.map((n: { hostname: string }) => n.hostname)).toEqual(['mid.test']);
+
+    const huge = await ask({ hardware: { min_ram_gb: 1024 } });
+    expect(huge.status).toBe(422);
+    expect(huge.body.detail).toBe("can't reserve nodes: baremetal x86_64 with min_ram_gb 1024: 1 requested, 0 available on platform amd; hardware min_ram_gb 1024 rules out 1 free machine");
+    const model = await ask({ pool: 'intel', type: undefined, arch: undefined, hardware: { cpu_model: 'EPYC' } });
+    expect(model.status).toBe(422);
+    expect(model.body.detail).toBe('can\'t reserve nodes: pool intel with cpu_model "EPYC": 1 requested, 0 available; hardware cpu_model "EPYC" rules out 1 free machine');
+    const neg = await ask({ hardware: { min_cpus: 0 } });
+    expect(neg.status).toBe(422);
+    expect(neg.body.detail).toMatch(/min_cpus must be at least 1/);
+    for (const s of [epyc, mid]) await hana.put(`${V1}/sessions/${s.body.session.id}`, { active: false });
+  });
+});
