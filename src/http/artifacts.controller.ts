@@ -1,4 +1,4 @@
-import { Controller, Get, Param, ParseIntPipe, StreamableFile, UseGuards } from '@nestjs/common';
+import { Controller, Get, Param, StreamableFile, UseGuards } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { createReadStream } from 'node:fs';
 import { lstat, readdir, realpath, stat } from 'node:fs/promises';
@@ -9,8 +9,6 @@ import { visibleSession } from '../domain/decide.js';
 import { refuse } from '../domain/errors.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
 import { ReadViews } from './read-views.js';
-
-const intId = new ParseIntPipe({ exceptionFactory: () => refuse('invalid', 'id must be an integer') });
 
 /** The real path of `rel` inside `base`, or null when it is not a file there (`..`, absolute, a symlink leading out). */
 export async function artifactPath(base: string, rel: string): Promise<string | null> {
@@ -60,13 +58,13 @@ export class ArtifactsController {
 
   @ApiOperation({ summary: "files collected from the session's machines at release (its tenant and admins)" })
   @Get(':id/artifacts')
-  async list(@CurrentActor() actor: Actor, @Param('id', intId) id: number) {
+  async list(@CurrentActor() actor: Actor, @Param('id') id: number) {
     return { action: 'get', session: id, artifacts: await listArtifacts(await this.dirOf(actor, id)) };
   }
 
   @ApiOperation({ summary: 'one artifact, as a download' })
   @Get(':id/artifacts/*path')
-  async get(@CurrentActor() actor: Actor, @Param('id', intId) id: number, @Param('path') path: string | string[]) {
+  async get(@CurrentActor() actor: Actor, @Param('id') id: number, @Param('path') path: string | string[]) {
     const rel = Array.isArray(path) ? path.join('/') : String(path);
     const real = await artifactPath(await this.dirOf(actor, id), rel);
     if (!real) refuse('not_found', `artifact ${rel} not found in session ${id}`);

@@ -25,26 +25,39 @@ export function tenantView(t: Tenant, catalog: Catalog) {
   };
 }
 
-export function sessionNodeView(m: Machine) {
-  return { id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, comment: null, pool: m.pool, reusable: m.reusable, data: m.data, state: m.state };
+/** Keys of node `data` that hold credentials (BMC passwords, tokens, a `secrets` map): admins only. */
+const SECRET_KEY = /secret|passw|passwd|token|credential|api_?key|private_?key/i;
+
+/** Node `data` as a tenant may see it: every credential-looking key dropped, at any depth. */
+export function publicData(data: unknown): unknown {
+  if (Array.isArray(data)) return data.map(publicData);
+  if (!data || typeof data !== 'object') return data;
+  return Object.fromEntries(Object.entries(data).filter(([k]) => !SECRET_KEY.test(k)).map(([k, v]) => [k, publicData(v)]));
 }
 
-export function nodeView(m: Machine) {
+/** A node inside a session: shown to the session's tenant, so never with credentials. */
+export function sessionNodeView(m: Machine, admin = false) {
+  return { id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, comment: null, pool: m.pool, reusable: m.reusable, data: admin ? m.data : publicData(m.data), state: m.state };
+}
+
+export function nodeView(m: Machine, admin = false) {
   const service = nodeService(m);
   // A node an admin retired shows when that was decided (once it no longer drains); a used-up one (`done`) its recycling.
   const retiredAt = m.retiredAt ?? (service === 'retired' ? m.serviceChangedAt : null);
   return {
-    ...sessionNodeView(m),
+    ...sessionNodeView(m, admin),
     created_at: m.createdAt,
     retired_at: retiredAt,
     active: retiredAt === null,
-    // Duffy extension: `state` keeps Duffy v3's values; whether the node may be handed out is said here.
-    // Duffy extension: what requests may require of it.
+    // Duffy extensions: what requests may require of it; whether it may be handed out (`state` keeps Duffy v3's values).
     hardware: m.hardware ?? {},
     service,
     service_reason: service === 'quarantined' ? (m.quarantine?.reason ?? null) : service === 'in-service' ? null : (m.serviceReason ?? null),
   };
 }
+
+/** Tenants see the nodes they hold; admins see all. */
+export const maySee = (m: Machine, actor: Tenant) => actor.isAdmin || (m.sessionId !== null && m.tenantId === actor.id);
 
 /** `queue`: the in-process World, for the queue position (the queue is decided from it). */
 export function sessionView(s: Session, world: World, catalog: Catalog, queue: World = world) {
@@ -65,7 +78,7 @@ export function sessionView(s: Session, world: World, catalog: Catalog, queue: W
       ...overflowNote(s, world, catalog),
     },
     // Once the session is over its nodes are listed as they were handed out; their current state is theirs.
-    nodes: s.machineIds.map((id) => world.machines.get(id)!).filter(Boolean).map(sessionNodeView),
+    nodes: s.machineIds.map((id) => world.machines.get(id)!).filter(Boolean).map((m) => sessionNodeView(m)),
   };
 }
 
