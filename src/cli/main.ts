@@ -135,8 +135,9 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .command('nodes')
     .description('list nodes; admins take them in and out of service')
     .action(async () => listing((await client().call('GET', '/nodes')).nodes));
-  /** HOST is a hostname or a node id. */
+  /** HOST is a node id, or a hostname looked up in the nodes the caller may see (admins: all). */
   const nodeId = async (host: string) => {
+    if (/^[0-9]+$/.test(host)) return Number(host);
     const all = (await client().call<{ nodes: Node[] }>('GET', '/nodes')).nodes;
     const n = all.find((x) => x.hostname === host || String(x.id) === host);
     if (!n) throw new ApiError(404, `node ${host} not found`);

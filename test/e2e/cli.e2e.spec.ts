@@ -154,11 +154,14 @@ describe('duffy CLI against a running server', () => {
       }
     };
     const host = 'metal-arm-03.demo.duffy';
-    expect((await cli('nodes', 'maintenance', host, '--reason', 'mine')).code).toBe(3);
+    const id = (await duffy.admin.get(`${V1}/nodes`)).body.nodes.find((n: { hostname: string }) => n.hostname === host).id;
+    const refused = await cli('nodes', 'maintenance', String(id), '--reason', 'mine');
+    expect(refused.code).toBe(3);
+    expect(refused.stderr).toBe('duffy: only admins may take nodes in and out of service\n');
     const m = await as(admin, 'nodes', 'maintenance', host, '--reason', 'disk swap');
     expect(m.code).toBe(0);
     expect(m.stdout).toBe(`${host}\tready\tmaintenance\tdisk swap\n`);
-    expect((await cli('--json', 'nodes')).stdout).toContain('"service":"maintenance"');
+    expect((await as(admin, '--json', 'nodes')).stdout).toContain('"service":"maintenance"');
     expect((await as(admin, 'nodes', 'return', host)).stdout).toBe(`${host}\tready\tin-service\n`);
     expect((await as(admin, 'nodes', 'return', 'no-such-host')).code).toBe(4);
     const retired = await as(admin, '--json', 'nodes', 'retire', host, '--reason', 'end of life');

@@ -295,7 +295,7 @@ describe('hardware requirements', () => {
   const ask = (spec: Record<string, unknown>) => hana.post(`${V1}/sessions`, { nodes_specs: [{ type: 'baremetal', arch: 'x86_64', quantity: 1, ...spec }] });
 
   it('shows each node\'s hardware, from the configuration and from POST /nodes', async () => {
-    const nodes = (await hana.get(`${V1}/nodes`)).body.nodes;
+    const nodes = (await duffy.admin.get(`${V1}/nodes`)).body.nodes;
     expect(nodes.find((n: { hostname: string }) => n.hostname === 'big.test').hardware).toEqual({ cpus: 64, ram_gb: 512, disk_gb: 3840, cpu_model: 'AMD EPYC 7513', gpu: 'none' });
     const posted = await duffy.admin.post(`${V1}/nodes`, { hostname: 'mid.test', pool: 'intel', hardware: { cpus: 16, ram_gb: 128, disk_gb: 480, cpu_model: 'Intel Xeon Gold 6230' } });
     expect(posted.status).toBe(201);
