@@ -50,7 +50,8 @@ const TOUCHES_TENANT = new Set<string>([
  */
 export const entities: Projection = {
   name: 'entities',
-  version: 2,
+  // 2: machines carry their service (maintenance, retirement) and quarantine. 3: tenants carry `held` (claims summed).
+  version: 3,
   collections: [TENANTS, MACHINES, SESSIONS],
   project(e, doc): Change[] {
     if (e.type === 'IdAllocated') return [];

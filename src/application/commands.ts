@@ -1,5 +1,5 @@
 import { Command } from '@nestjs/cqrs';
-import { type NodeSpec, type ReleaseReason, type TenantSettings } from '../domain/events.js';
+import { type Hardware, type NodeSpec, type ReleaseReason, type TenantSettings } from '../domain/events.js';
 import { type Machine, type Session, type Tenant } from '../domain/world.js';
 
 /** Who asks; commands carry it so every event names its actor. */
@@ -35,7 +35,7 @@ export class UpdateTenantCommand extends Command<{ tenant: Tenant; apiKey?: stri
 export class RegisterMachineCommand extends Command<Machine> {
   constructor(
     readonly actor: Actor | null,
-    readonly machine: { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state'] },
+    readonly machine: { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state']; hardware?: Hardware },
   ) {
     super();
   }
@@ -48,6 +48,8 @@ export class RequestSessionCommand extends Command<Session> {
     readonly specs: NodeSpec[],
     /** Seconds to wait in the fair-share queue when no machine is free now (0: answer 422 at once). */
     readonly waitSeconds = 0,
+    /** Aborted when the caller hung up: a request still waiting then leaves the queue instead of being served to nobody. */
+    readonly callerGone?: AbortSignal,
   ) {
     super();
   }

@@ -10,7 +10,8 @@ import { preferred } from './policy.js';
  */
 
 /** The one definition of a machine a request may take: ready, or unused and provisioned on demand. */
-export const isFree = (m: Machine) => (m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null;
+export const isFree = (m: Machine) =>
+  (m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null && m.service === 'in-service';
 
 /** Free machines per pool, in the policy's order of preference: ready first, then least worn (invariant 8). */
 export class FreeIndex {
@@ -46,7 +47,7 @@ export class FreeIndex {
 /** States where a playbook may be due (provision, contextualize, release or artifacts, health check). */
 const WORK_STATES = new Set<MachineState>(['unused', 'provisioning', 'contextualizing', 'deprovisioning', 'failed']);
 const needsWork = (m: Machine) => m.retiredAt === null && WORK_STATES.has(m.state);
-const readyIdle = (m: Machine) => m.retiredAt === null && m.state === 'ready' && m.sessionId === null;
+const readyIdle = (m: Machine) => m.retiredAt === null && m.service === 'in-service' && m.state === 'ready' && m.sessionId === null;
 
 /**
  * What the provisioner looks at on each pass: machines in service that may need a playbook, in id order (the order

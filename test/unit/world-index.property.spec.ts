@@ -5,7 +5,8 @@ import { freeMachines } from '../../src/domain/decide.js';
 import type { DuffyEvent, NodeSpec, PlaybookAction } from '../../src/domain/events.js';
 import { OrderedSet } from '../../src/domain/ordered-set.js';
 import { type Machine, type World, RETAINED_ENDED, emptyWorld, evolve, sessionIsLive } from '../../src/domain/world.js';
-import { type PlanResult, type PoolProfile, describeSpec, eligiblePools, lessStressed, planAllocation } from '../../src/domain/policy.js';
+import { unmet } from '../../src/domain/hardware.js';
+import { type Affinity, type Pick, type PlanResult, type PoolProfile, describeSpec, eligiblePools, lessStressed, planAllocation } from '../../src/domain/policy.js';
 
 /**
  * The World's indexes change how fast a choice is made, never which: random worlds, random event sequences
@@ -34,51 +35,85 @@ const POOLS: PoolProfile[] = [
 const ACTIONS: PlaybookAction[] = ['provision', 'contextualize', 'release', 'health_check', 'collect_artifacts'];
 const run = { exitCode: 0, durationMs: 1, tail: '' } as never;
 
-// ---- The oracle: the planner as it was before the index, over a plain scan of every machine. ----
-const oldFree = (m: Machine) => (m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null;
-const readiness = (m: Machine) => (m.state === 'ready' ? 0 : 1);
-const byPreference = (a: { machine: Machine }, b: { machine: Machine }) => readiness(a.machine) - readiness(b.machine) || lessStressed(a.machine, b.machine);
-function smallest<T>(items: readonly T[], k: number, cmp: (a: T, b: T) => number): T[] {
-  return [...items].sort(cmp).slice(0, k);
-}
-function countBy(values: readonly string[]): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
-  return counts;
-}
-function roomiestFamily(candidates: ReadonlyArray<{ machine: Machine; platform: string }>, quantity: number): string | null {
-  const free = countBy(candidates.map((c) => c.platform));
-  const leastWorn = smallest(candidates, 1, byPreference)[0]?.platform ?? null;
-  let best = leastWorn;
-  for (const [platform, n] of free) if (best === null || n > free.get(best)! || (n === free.get(best)! && platform === leastWorn)) best = platform;
-  return best !== null && free.get(best)! >= quantity ? best : null;
-}
-function scanPlan(world: World, specs: NodeSpec[], tenantPlatform: string | null, busy: (id: number) => boolean): PlanResult {
+const oldFree = (m: Machine) =>
+  (m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null && m.service === 'in-service';
+function scanPlan(world: World, specs: NodeSpec[], tenantPlatform: string | null, busy: (id: number) => boolean, overflow: boolean): PlanResult {
   const free = (pool: string) => [...world.machines.values()].filter((m) => m.pool === pool && oldFree(m) && !busy(m.id));
+  return scanPlanAllocation({ specs, pools: POOLS, free, tenantPlatform, overflow });
+}
+
+// ---- The oracle: the planner as it was before the index (main's scan over every free machine), verbatim. ----
+/** A ready machine serves at once; an unused one needs provisioning first. */
+const readiness = (m: Machine) => (m.state === 'ready' ? 0 : 1);
+const byPreference = (a: { machine: Machine }, b: { machine: Machine }) =>
+  readiness(a.machine) - readiness(b.machine) || lessStressed(a.machine, b.machine);
+
+/** The k smallest items in order, without sorting them all: a request wants a few machines out of many. */
+function smallest<T>(items: readonly T[], k: number, cmp: (a: T, b: T) => number): T[] {
+  const best: T[] = [];
+  for (const item of items) {
+    if (best.length === k && cmp(item, best[k - 1]) >= 0) continue;
+    let i = best.length < k ? best.length : k - 1;
+    while (i > 0 && cmp(item, best[i - 1]) < 0) i -= 1;
+    best.splice(i, 0, item);
+    if (best.length > k) best.pop();
+  }
+  return best;
+}
+
+function scanPlanAllocation(args: {
+  specs: readonly NodeSpec[];
+  pools: readonly PoolProfile[];
+  free: (pool: string) => Iterable<Machine>;
+  tenantPlatform: string | null;
+  /** Soft affinity may serve from another family (default: yes); a request that waits first gives its family time. */
+  overflow?: boolean;
+}): PlanResult {
   const taken = new Set<number>();
-  const picks: Array<{ machine: Machine; platform: string; affinity: 'kept' | 'established' | 'fallback' | 'not-offered' }> = [];
-  let platform = tenantPlatform;
-  for (const spec of specs) {
-    const pools = eligiblePools(POOLS, spec);
+  const picks: Pick[] = [];
+  // Within one request, the first pick establishes the family for the rest.
+  let platform = args.tenantPlatform;
+  for (const spec of args.specs) {
+    const pools = eligiblePools(args.pools, spec);
     if (pools.length === 0) return { ok: false, reason: `no pool matches ${describeSpec(spec)}` };
     const candidates: Array<{ machine: Machine; platform: string }> = [];
-    for (const pool of pools) for (const machine of free(pool.name)) if (!taken.has(machine.id)) candidates.push({ machine, platform: pool.platform });
+    // Hardware requirements: only machines that meet them all are candidates; count what each one rules out.
+    const ruledOut = new Map<string, number>();
+    for (const pool of pools) {
+      for (const machine of args.free(pool.name)) {
+        if (taken.has(machine.id)) continue;
+        const misses = unmet(machine.hardware ?? {}, spec.hardware);
+        for (const r of misses) ruledOut.set(r, (ruledOut.get(r) ?? 0) + 1);
+        if (misses.length === 0) candidates.push({ machine, platform: pool.platform });
+      }
+    }
+    const hw = ruledOut.size ? `; hardware ${[...ruledOut].map(([r, n]) => `${r} rules out ${n} free machine${n === 1 ? '' : 's'}`).join(', ')}` : '';
     const explicit = spec.pool !== undefined || spec.platform !== undefined;
+    // The family this spec must come from (null: any). A spec naming a pool or platform is the tenant's own choice;
+    // affinity binds only where the tenant's family is offered for this kind of machine at all.
     const offered = platform !== null && pools.some((p) => p.platform === platform);
-    const family = explicit ? null : platform === null ? roomiestFamily(candidates, spec.quantity) : offered ? platform : null;
+    let family = explicit ? null : platform === null ? roomiestFamily(candidates, spec.quantity) : offered ? platform : null;
+    // Soft affinity: when the tenant's family has too few free machines of this type and arch, another family
+    // that has enough serves rather than nobody (the pick says `overflow`). A spec naming a pool or platform stays strict.
+    let overflow = false;
+    if (args.overflow !== false && !explicit && family !== null && family === platform && candidates.filter((c) => c.platform === family).length < spec.quantity) {
+      const other = roomiestFamily(candidates.filter((c) => c.platform !== family), spec.quantity);
+      if (other !== null) [family, overflow] = [other, true];
+    }
     if (!explicit && platform === null && family === null) {
       const perFamily = countBy(candidates.map((c) => c.platform));
       const most = Math.max(0, ...perFamily.values());
       const detail = perFamily.size > 1 ? `at most ${most} available on one platform family (${candidates.length} in all)` : `${most} available`;
-      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${detail}` };
+      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${detail}${hw}` };
     }
     const chosen = smallest(family === null ? candidates : candidates.filter((c) => c.platform === family), spec.quantity, byPreference);
     if (chosen.length < spec.quantity) {
       const where = family !== null && !explicit ? ` on platform ${family}` : '';
-      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${chosen.length} available${where}` };
+      return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${chosen.length} available${where}${hw}` };
     }
     for (const c of chosen) {
-      const affinity = platform === null ? 'established' : !explicit && !offered ? 'not-offered' : c.platform === platform ? 'kept' : 'fallback';
+      const affinity: Affinity =
+        platform === null ? 'established' : !explicit && !offered ? 'not-offered' : c.platform === platform ? 'kept' : overflow ? 'overflow' : 'fallback';
       if (platform === null) platform = c.platform;
       taken.add(c.machine.id);
       picks.push({ machine: c.machine, platform: c.platform, affinity });
@@ -86,6 +121,26 @@ function scanPlan(world: World, specs: NodeSpec[], tenantPlatform: string | null
   }
   return { ok: true, picks };
 }
+
+/**
+ * A tenant's first family: the one with the most free machines of the kind it asked for, so that tenants
+ * spread over families instead of all landing on the first one; ties go to the least worn machine's family.
+ */
+function roomiestFamily(candidates: ReadonlyArray<{ machine: Machine; platform: string }>, quantity: number): string | null {
+  const free = countBy(candidates.map((c) => c.platform));
+  const leastWorn = smallest(candidates, 1, byPreference)[0]?.platform ?? null;
+  let best = leastWorn;
+  for (const [platform, n] of free) if (best === null || n > free.get(best)! || (n === free.get(best)! && platform === leastWorn)) best = platform;
+  // A family that cannot serve the whole request is no better than none.
+  return best !== null && free.get(best)! >= quantity ? best : null;
+}
+
+function countBy(values: readonly string[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
+  return counts;
+}
+
 const summary = (p: PlanResult) => (p.ok ? p.picks.map((x) => `${x.machine.id}/${x.platform}/${x.affinity}`) : p.reason);
 
 // ---- Random worlds and histories. ----
@@ -117,7 +172,8 @@ class History {
     }
     for (let id = 1; id <= machines; id++) {
       const pool = this.pick(POOLS).name;
-      this.fold({ type: 'MachineRegistered', data: { machineId: id, hostname: `m${id}`, ipaddr: null, pool, reusable: true, data: {}, state: this.pick(['ready', 'ready', 'unused'] as const), at: this.at() } });
+      const hardware = this.rnd() < 0.8 ? { cpus: this.pick([2, 8, 32]), ram_gb: this.pick([4, 64, 256]), cpu_model: this.pick(['Xeon Gold', 'EPYC 7763']) } : undefined;
+      this.fold({ type: 'MachineRegistered', data: { machineId: id, hostname: `m${id}`, ipaddr: null, pool, reusable: true, data: {}, state: this.pick(['ready', 'ready', 'unused'] as const), ...(hardware ? { hardware } : {}), at: this.at() } });
     }
   }
 
@@ -130,7 +186,7 @@ class History {
     const open = [...w.openSessions];
     const sessionId = m.sessionId ?? (open.length && this.rnd() < 0.7 ? this.pick(open) : this.nextSession);
     const tenantId = 1 + Math.floor(this.rnd() * 3);
-    const r = Math.floor(this.rnd() * 17);
+    const r = Math.floor(this.rnd() * 18);
     switch (r) {
       case 0:
       case 1:
@@ -172,13 +228,16 @@ class History {
         );
       case 15:
         return this.fold({ type: 'QuotaReturned', data: { tenantId: w.sessions.get(sessionId)?.tenantId ?? tenantId, sessionId, count: 1, at } });
+      case 16:
+        return this.fold({ type: 'MachineServiceChanged', data: { machineId, hostname: m.hostname, service: this.pick(['in-service', 'in-service', 'maintenance', 'retired'] as const), reason: null, actor: 'admin', at } });
       default:
         return this.fold({ type: 'MachineContextualized', data: { machineId, sessionId, run, at } });
     }
   }
 
   randomSpecs(): NodeSpec[] {
-    const one = (): NodeSpec => {
+    const one = (): NodeSpec => ({ ...shape(), ...(this.rnd() < 0.25 ? { hardware: this.pick([{ min_cpus: 8 }, { min_ram_gb: 64, cpu_model: 'xeon' }, {}]) } : {}) });
+    const shape = (): NodeSpec => {
       const quantity = 1 + Math.floor(this.rnd() * 4);
       switch (Math.floor(this.rnd() * 5)) {
         case 0:
@@ -207,7 +266,7 @@ function checkIndexes(world: World): void {
   const work = inService.filter((m) => ['unused', 'provisioning', 'contextualizing', 'deprovisioning', 'failed'].includes(m.state)).map((m) => m.id).sort((a, b) => a - b);
   expect([...world.work.machines].map((m) => m.id)).toEqual(work);
   const idle = new Map<string, number>();
-  for (const m of inService) if (m.state === 'ready' && m.sessionId === null) idle.set(m.pool, (idle.get(m.pool) ?? 0) + 1);
+  for (const m of inService) if (m.service === 'in-service' && m.state === 'ready' && m.sessionId === null) idle.set(m.pool, (idle.get(m.pool) ?? 0) + 1);
   for (const pool of POOLS) expect(world.work.readyIdle.get(pool.name) ?? 0).toBe(idle.get(pool.name) ?? 0);
   for (const t of world.tenants.values()) expect(t.held).toBe([...t.claims.values()].reduce((a, b) => a + b, 0));
   const now = Date.parse('2026-01-01T00:30:00.000Z');
@@ -231,10 +290,11 @@ describe('World indexes against plain scans (property, seeded)', () => {
       const busy = (id: number) => busyIds.has(id);
       const specs = h.randomSpecs();
       const tenantPlatform = h.pick([null, 'intel', 'amd', 'arm', 'ppc']);
-      const indexed = planAllocation({ specs, pools: POOLS, tenantPlatform, free: (pool) => freeMachines(h.world, pool, busy) });
-      expect(summary(indexed)).toEqual(summary(scanPlan(h.world, specs, tenantPlatform, busy)));
+      const overflow = h.rnd() < 0.5;
+      const indexed = planAllocation({ specs, pools: POOLS, tenantPlatform, overflow, free: (pool) => freeMachines(h.world, pool, busy) });
+      expect(summary(indexed)).toEqual(summary(scanPlan(h.world, specs, tenantPlatform, busy, overflow)));
       // The same planner over plain lists (the simulator's way) agrees too.
-      const listed = planAllocation({ specs, pools: POOLS, tenantPlatform, free: (pool) => [...h.world.machines.values()].filter((m) => m.pool === pool && oldFree(m) && !busy(m.id)) });
+      const listed = planAllocation({ specs, pools: POOLS, tenantPlatform, overflow, free: (pool) => [...h.world.machines.values()].filter((m) => m.pool === pool && oldFree(m) && !busy(m.id)) });
       expect(summary(listed)).toEqual(summary(indexed));
     }
   });
@@ -248,7 +308,7 @@ describe('World indexes against plain scans (property, seeded)', () => {
       const specs = h.randomSpecs();
       const tenantPlatform = h.pick([null, 'intel', 'amd']);
       const busy = () => false;
-      expect(summary(planAllocation({ specs, pools: POOLS, tenantPlatform, free: (pool) => freeMachines(h.world, pool, busy) }))).toEqual(summary(scanPlan(h.world, specs, tenantPlatform, busy)));
+      expect(summary(planAllocation({ specs, pools: POOLS, tenantPlatform, free: (pool) => freeMachines(h.world, pool, busy) }))).toEqual(summary(scanPlan(h.world, specs, tenantPlatform, busy, true)));
     }
     checkIndexes(h.world);
   });
