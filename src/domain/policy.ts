@@ -131,7 +131,8 @@ export function planAllocation(args: {
     // Soft affinity: when the tenant's family has too few free machines of this type and arch, another family
     // that has enough serves rather than nobody (the pick says `overflow`). A spec naming a pool or platform stays strict.
     let overflow = false;
-    if (args.overflow !== false && !explicit && family !== null && family === platform && (freePerFamily(offers, available).get(family) ?? 0) < spec.quantity) {
+    // (Too few: fewer than `quantity` to take, found by taking them, not by counting the whole family.)
+    if (args.overflow !== false && !explicit && family !== null && family === platform && leastWorn(offers.filter((o) => o.pool.platform === family), taken, spec.quantity).length < spec.quantity) {
       const other = roomiestFamily(
         offers.filter((o) => o.pool.platform !== family),
         available,

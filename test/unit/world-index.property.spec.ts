@@ -334,6 +334,35 @@ describe('entities projection', () => {
   });
 });
 
+describe('cost of a choice', () => {
+  it('reads a few machines per pool, and counts none, for a tenant with an established family', () => {
+    const h = new History(prng(21));
+    h.build(0);
+    for (let id = 1; id <= 5000; id++) {
+      h.fold({ type: 'MachineRegistered', data: { machineId: id, hostname: `m${id}`, ipaddr: null, pool: POOLS[id % POOLS.length].name, reusable: true, data: {}, state: 'ready', at: h.at() } });
+    }
+    let read = 0;
+    let counted = 0;
+    const free = (pool: string) => {
+      const view = freeMachines(h.world, pool, () => false);
+      return {
+        size: () => (counted += 1) && view.size(),
+        *inOrder() {
+          for (const m of view.inOrder()) {
+            read += 1;
+            yield m;
+          }
+        },
+      };
+    };
+    const plan = planAllocation({ specs: [{ type: 'baremetal', arch: 'x86_64', quantity: 3 }], pools: POOLS, tenantPlatform: 'intel', free });
+    expect(plan.ok).toBe(true);
+    expect(counted).toBe(0);
+    // At most the 3 taken plus one look-ahead per pool the merge and the overflow check walk.
+    expect(read).toBeLessThanOrEqual(3 * 2 + 4);
+  });
+});
+
 describe('OrderedSet', () => {
   it('keeps random inserts and deletes in order', () => {
     const rnd = prng(7);
