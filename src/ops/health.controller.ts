@@ -2,6 +2,7 @@ import { ApiTags } from '@nestjs/swagger';
 import { Controller, Get, Inject } from '@nestjs/common';
 import { HealthCheck, HealthCheckService, HealthIndicatorService } from '@nestjs/terminus';
 import { execa } from 'execa';
+import { writeHealthOf } from '../eventstore/event-store.factory.js';
 import { Ledger } from '../ledger/ledger.service.js';
 import { READ_MODELS, type ReadModelStore } from '../readmodels/read-model.port.js';
 
@@ -29,6 +30,9 @@ export class HealthController {
         const ledger = this.indicators.check('ledger');
         try {
           if (this.ledger.failure) throw this.ledger.failure;
+          // A store that answers reads may still refuse writes (a full disk): down until a write succeeds again.
+          const write = writeHealthOf(this.ledger.store)?.failure;
+          if (write) return ledger.down({ message: `last write failed at ${write.at}: ${write.message}` });
           await withTimeout(this.ledger.store.ping(), 2000);
           return ledger.up({ position: this.ledger.world.position.toString() });
         } catch (err) {
