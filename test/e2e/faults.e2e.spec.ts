@@ -111,6 +111,26 @@ describe('fault: a session that ends before its machine was ever provisioned', (
   });
 });
 
+describe('fault: a quarantined machine that was never provisioned', () => {
+  it('passes its health check (an empty disk is a healthy one) and returns to service', async () => {
+    // A broken release playbook quarantines a machine registered `ready` whose directory was never created.
+    const garbage = fileURLToPath(new URL('../fixtures/playbooks/garbage.yml', import.meta.url));
+    const config = ansibleConfig(
+      [{ name: 'q', contextualize: false, 'release-policy': 'rebuild', playbooks: { release: garbage }, 'quarantine-after': 1, 'health-check-interval': 1 }],
+      [{ hostname: 'bare-1.test', pool: 'q', state: 'ready' }],
+    );
+    duffy = await startDuffy({ configFile: config });
+    const alice = await newTenant(duffy, 'alice');
+    const s = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'q', quantity: 1 }] });
+    expect(s.status).toBe(201);
+    expect((await alice.put(`${V1}/sessions/${s.body.session.id}`, { active: false })).status).toBe(200);
+    await until(duffy, () => machine(duffy!, 'bare-1.test').quarantines === 1, 60_000);
+    await until(duffy, () => machine(duffy!, 'bare-1.test').state === 'unused', 60_000);
+    const types = (await ledgerEvents(duffy)).filter((e) => e.stream === 'machine-bare-1.test').map((e) => e.type);
+    expect(types.slice(-2)).toEqual(['PlaybookStarted', 'MachineReturnedToService']);
+  });
+});
+
 /** A tmpfs we can fill; undefined (and the test skipped) where mounting is not allowed. */
 function mountTmpfs(): string | undefined {
   const dir = mkdtempSync(join(tmpdir(), 'duffy-full-'));
