@@ -18,8 +18,8 @@ async function fill(store: SqliteEventStore, cycles: number, machines = 1000, te
   let written = 0;
   const put = async (stream: string, events: DuffyEvent[]) => {
     const expected = rev.has(stream) ? rev.get(stream)! : 'no_stream';
-    const r = await store.append(stream, events.map((e) => ({ ...e, metadata: { at: at() } }) as NewEvent), expected);
-    rev.set(stream, r.nextExpectedRevision);
+    const r = await store.append([{ stream, events: events.map((e) => ({ ...e, metadata: { at: at() } }) as NewEvent), expected }]);
+    rev.set(stream, r.nextExpectedRevisions[0]);
     written += events.length;
   };
   for (let t = 1; t <= tenants; t++) {
@@ -70,7 +70,7 @@ export async function p5(events = 200_000): Promise<void> {
   const lags: number[] = [];
   for (let i = 0; i < 500; i++) {
     const start = performance.now();
-    const r = await ledger.append(`machine-m${(i % 1000) + 1}`, [{ type: 'MachineQuarantined', data: { machineId: (i % 1000) + 1, reason: 'bench', at: new Date().toISOString() }, metadata: {} }], 'any');
+    const r = await ledger.append([{ stream: `machine-m${(i % 1000) + 1}`, events: [{ type: 'MachineQuarantined', data: { machineId: (i % 1000) + 1, reason: 'bench', at: new Date().toISOString() }, metadata: {} }], expected: 'any' }]);
     await Promise.all(runners.map((x) => x.caughtUp(r.position)));
     lags.push(performance.now() - start);
     await new Promise((res) => setTimeout(res, 2));

@@ -5,20 +5,18 @@
  * P4 decision time at 100, 10k and 100k machines;
  * P7 memory of a World with 100k machines after folding 1M events (in a child process, so nothing else counts);
  * P1 request+release throughput and latency over HTTP against the real app, and a bare Express app as the yardstick.
- * The HTTP clients run in a worker thread, so they do not share the server's event loop.
+ * P1 runs Duffy and bare Express each in a process of its own; the load comes from this one (bench/p1-http.ts).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { ExpectedRevision } from '../src/eventstore/event-store.port.js';
 import { SqliteEventStore } from '../src/eventstore/sqlite-event-store.js';
 import { p5 } from './read-side.js';
+import { p1 } from './p1-http.js';
 import { decideRequestSession } from '../src/ledger/decide.js';
 import type { DuffyEvent, MachineState, NodeSpec } from '../src/ledger/events.js';
 import { type Machine, type World, emptyWorld, evolve, newMachine } from '../src/ledger/world.js';
@@ -78,13 +76,15 @@ async function p2(seconds: number): Promise<void> {
         let expected: ExpectedRevision = 'no_stream';
         for (let n = 0; performance.now() < end; n++) {
           const t0 = performance.now();
-          const r = await store.append(
-            `machine-bench-${i}`,
-            [{ type: 'MachineReserved', data: { machineId: i, hostname: `bench-${i}`, sessionId: n, tenantId: 1, pool: 'p', platform: 'intel', affinity: 'kept', contextualize: false, at: new Date().toISOString() } }],
-            expected,
-          );
+          const r = await store.append([
+            {
+              stream: `machine-bench-${i}`,
+              events: [{ type: 'MachineReserved', data: { machineId: i, hostname: `bench-${i}`, sessionId: n, tenantId: 1, pool: 'p', platform: 'intel', affinity: 'kept', contextualize: false, at: new Date().toISOString() } }],
+              expected,
+            },
+          ]);
           latencies.push(performance.now() - t0);
-          expected = r.nextExpectedRevision;
+          expected = r.nextExpectedRevisions[0];
         }
       }),
     );
@@ -153,8 +153,6 @@ function p4(): void {
         specs: [spec],
         now: '2026-01-02T00:00:00.000Z',
         contextualize: () => false,
-        busy: () => false,
-        pendingQuota: 0,
       }),
     );
     parts.push(`${count(n)} machines: planAllocation ${us(plan)}, decideRequestSession ${us(decide)}`);
@@ -228,177 +226,6 @@ function p7(): void {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// P1: HTTP request+release against the real app, and a bare Express app.
-
-interface LoadJob {
-  url: string;
-  /** Authorization header per client. */
-  auths: string[];
-  seconds: number;
-  warmupSeconds: number;
-}
-
-interface LoadResult {
-  cycles: number;
-  requests: number;
-  seconds: number;
-  post: number[];
-  put: number[];
-  statuses: Record<string, number>;
-}
-
-function call(agent: http.Agent, url: string, method: string, path: string, auth: string | undefined, body: unknown): Promise<{ status: number; text: string }> {
-  const payload = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      url + path,
-      {
-        method,
-        agent,
-        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), ...(auth ? { authorization: auth } : {}) },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
-
-/** Runs in the worker: each client loops POST /sessions, PUT /sessions/{id} {"active": false}. */
-async function clientLoop(job: LoadJob): Promise<LoadResult> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: job.auths.length });
-  const begin = performance.now();
-  const measureFrom = begin + job.warmupSeconds * 1000;
-  const end = measureFrom + job.seconds * 1000;
-  const result: LoadResult = { cycles: 0, requests: 0, seconds: job.seconds, post: [], put: [], statuses: {} };
-  const note = (status: number, method: string, t0: number) => {
-    if (t0 < measureFrom) return;
-    const key = `${method} ${status}`;
-    result.statuses[key] = (result.statuses[key] ?? 0) + 1;
-    result.requests += 1;
-    (method === 'POST' ? result.post : result.put).push(performance.now() - t0);
-  };
-  const spec = { nodes_specs: [{ type: 'baremetal', arch: 'x86_64', quantity: 1 }] };
-  await Promise.all(
-    job.auths.map(async (auth) => {
-      while (performance.now() < end) {
-        const t0 = performance.now();
-        const r = await call(agent, job.url, 'POST', '/api/v1/sessions', auth, spec);
-        note(r.status, 'POST', t0);
-        if (r.status !== 201) continue;
-        const id = (JSON.parse(r.text) as { session: { id: number } }).session.id;
-        const t1 = performance.now();
-        const d = await call(agent, job.url, 'PUT', `/api/v1/sessions/${id}`, auth, { active: false });
-        note(d.status, 'PUT', t1);
-        if (t0 >= measureFrom && d.status === 200) result.cycles += 1;
-      }
-    }),
-  );
-  agent.destroy();
-  result.seconds = (performance.now() - measureFrom) / 1000;
-  return result;
-}
-
-function load(job: LoadJob): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(SCRIPT, { workerData: job });
-    worker.once('message', (r: LoadResult) => resolve(r));
-    worker.once('error', reject);
-    worker.once('exit', (code) => code !== 0 && reject(new Error(`load worker exited with ${code}`)));
-  });
-}
-
-function describeLoad(name: string, r: LoadResult): { rps: number; line: string } {
-  const all = [...r.post, ...r.put];
-  const rps = r.requests / r.seconds;
-  const statuses = Object.entries(r.statuses)
-    .sort()
-    .map(([k, v]) => `${k}: ${count(v)}`)
-    .join(', ');
-  return {
-    rps,
-    line:
-      `${name}: ${count(Math.round(r.cycles / r.seconds))} request+release/s, ${count(Math.round(rps))} HTTP req/s, ` +
-      `latency p50 ${ms(percentile(all, 50))} p99 ${ms(percentile(all, 99))} ` +
-      `(POST p50 ${ms(percentile(r.post, 50))} p99 ${ms(percentile(r.post, 99))}, PUT p50 ${ms(percentile(r.put, 50))} p99 ${ms(percentile(r.put, 99))}) [${statuses}]`,
-  };
-}
-
-const basic = (name: string, key: string) => `Basic ${Buffer.from(`${name}:${key}`).toString('base64')}`;
-
-async function p1(seconds: number): Promise<void> {
-  const clients = 64;
-  const tenants = 8;
-  const machines = 200;
-  const warmupSeconds = 1;
-
-  // The real app: embedded ledger in a temp dir, one pool of 200 ready machines, no playbooks on the hand-over path.
-  // Request logs (pino, when the app has it) would flood the output and cost the server time: silent unless asked.
-  process.env.DUFFY_LOG_LEVEL ??= 'silent';
-  const { createApp } = await import('../src/main.js');
-  const { loadConfig } = await import('../src/config/config.js');
-  const { stringify } = await import('yaml');
-  const dataDir = mkdtempSync(join(tmpdir(), 'duffy-bench-p1-'));
-  const configFile = join(dataDir, 'bench.yaml');
-  writeFileSync(
-    configFile,
-    stringify({
-      defaults: { 'node-quota': 1000, 'session-lifetime': 3600, 'session-lifetime-max': 7200 },
-      pools: [
-        { name: 'metal-bench', type: 'baremetal', arch: 'x86_64', platform: 'intel', driver: 'local', 'release-policy': 'reuse', contextualize: false, 'collect-artifacts': false, 'fill-level': 0 },
-      ],
-      machines: Array.from({ length: machines }, (_, i) => ({ hostname: `bench-${String(i + 1).padStart(3, '0')}.test`, pool: 'metal-bench', state: 'ready' })),
-    }),
-  );
-  const adminKey = '00000000-0000-4000-8000-00000000beef';
-  const { app } = await createApp(
-    { port: 0, dataDir, configFile, adminName: 'admin', adminKey, config: loadConfig(configFile) },
-    { logger: false, reconcileEveryMs: 60_000 },
-  );
-  await app.listen(0, '127.0.0.1');
-  const url = `http://127.0.0.1:${(app.getHttpServer().address() as AddressInfo).port}`;
-  const agent = new http.Agent({ keepAlive: true });
-  const auths: string[] = [];
-  for (let t = 0; t < tenants; t++) {
-    const r = await call(agent, url, 'POST', '/api/v1/tenants', basic('admin', adminKey), { name: `bench-${t}`, ssh_key: `ssh-ed25519 AAAAC3Nza bench-${t}@ci`, node_quota: 1000 });
-    if (r.status !== 201) throw new Error(`tenant bench-${t}: ${r.status} ${r.text}`);
-    auths.push(basic(`bench-${t}`, (JSON.parse(r.text) as { tenant: { api_key: string } }).tenant.api_key));
-  }
-  agent.destroy();
-  const duffy = describeLoad('Duffy', await load({ url, auths: Array.from({ length: clients }, (_, i) => auths[i % tenants]), seconds, warmupSeconds }));
-  await app.close();
-  rmSync(dataDir, { recursive: true, force: true });
-
-  // The yardstick: Express with the same JSON body parsing and the same two routes, answering at once.
-  const { default: express } = await import('express');
-  const bare = express();
-  bare.use(express.json());
-  let next = 0;
-  bare.post('/api/v1/sessions', (_req, res) => {
-    res.status(201).json({ action: 'post', session: { id: ++next } });
-  });
-  bare.put('/api/v1/sessions/:id', (req, res) => {
-    res.json({ action: 'put', session: { id: Number(req.params.id), active: false } });
-  });
-  const server = await new Promise<http.Server>((resolve) => {
-    const s = bare.listen(0, '127.0.0.1', () => resolve(s));
-  });
-  const bareUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const hello = describeLoad('bare Express', await load({ url: bareUrl, auths: Array.from({ length: clients }, () => ''), seconds, warmupSeconds }));
-  await new Promise((resolve) => server.close(resolve));
-
-  console.log(`P1 HTTP, ${clients} keep-alive clients on loopback (${tenants} tenants, ${machines} machines), ${seconds} s after ${warmupSeconds} s warm-up:`);
-  console.log(`   ${duffy.line}`);
-  console.log(`   ${hello.line}`);
-  console.log(`   Duffy / bare Express: ${(duffy.rps / hello.rps).toFixed(3)} of the HTTP requests per second`);
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -425,14 +252,10 @@ async function main(): Promise<void> {
   if (only.has('p1')) await p1(seconds);
 }
 
-if (isMainThread) {
-  main().then(
-    () => process.exit(0),
-    (err) => {
-      console.error('bench failed:', err);
-      process.exit(1);
-    },
-  );
-} else {
-  clientLoop(workerData as LoadJob).then((r) => parentPort!.postMessage(r));
-}
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error('bench failed:', err);
+    process.exit(1);
+  },
+);

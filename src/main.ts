@@ -21,6 +21,9 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   if (options.logger !== false) app.useLogger(app.get(PinoLogger));
   // 1 MB is far above any real request and keeps a hostile body from costing memory.
   app.useBodyParser('json', { limit: '1mb', strict: false });
+  // API answers change with every call: an ETag per response is a hash of every body for nothing.
+  app.set('etag', false);
+  app.disable('x-powered-by');
   app.setGlobalPrefix('api/v1', { exclude: ['Node/get', 'Node/done', 'Node/fail', 'Inventory', 'health', 'metrics', 'ops'] });
   app.useGlobalPipes(
     new ValidationPipe({

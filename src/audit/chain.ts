@@ -62,3 +62,11 @@ export function verifyChains(events: Iterable<RecordedEvent>): { checked: number
   }
   return { checked, breaks };
 }
+
+/**
+ * The embedded ledger's single writer also links every event to the one before it in global order, so moving
+ * events between streams' timelines (a reorder that keeps each stream's order) breaks this chain.
+ */
+export function globalLink(prev: string, position: bigint, hash: string): string {
+  return createHash('sha256').update(`${prev}\n${position}\n${hash}`).digest('hex');
+}

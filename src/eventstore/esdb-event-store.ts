@@ -1,9 +1,8 @@
 import {
-  ANY,
+  AppendConsistencyViolationError,
   END,
-  EventStoreDBClient,
   FORWARDS,
-  NO_STREAM,
+  KurrentDBClient,
   START,
   StreamNotFoundError,
   WrongExpectedVersionError,
@@ -11,46 +10,58 @@ import {
   jsonEvent,
   type AllStreamResolvedEvent,
   type ResolvedEvent,
-} from '@eventstore/db-client';
+} from '@kurrent/kurrentdb-client';
 import {
   type AppendResult,
   type EventHandler,
   type EventMetadata,
   type EventStore,
-  type ExpectedRevision,
-  type NewEvent,
   type RecordedEvent,
+  type StreamWrite,
   type Subscription,
   WrongExpectedRevisionError,
 } from './event-store.port.js';
 
 /**
- * Production ledger on EventStoreDB (single node or cluster: the connection string decides).
- * Our global position is the commit position; reading from it skips events at or before it.
+ * Multi-stream appends carry metadata as string properties only (KurrentDB 25.1), so Duffy's metadata object
+ * travels as one JSON string under this key and is parsed back on read.
+ */
+const METADATA_KEY = 'duffy';
+
+/**
+ * Production ledger on KurrentDB (EventStoreDB's current name), 25.1 or later for `multiStreamAppend`:
+ * single node or cluster, the connection string decides. Our global position is the commit position.
  */
 export class EsdbEventStore implements EventStore {
   readonly singleWriter = false;
-  private readonly client: EventStoreDBClient;
+  private readonly client: KurrentDBClient;
 
   constructor(connectionString: string) {
-    this.client = EventStoreDBClient.connectionString(connectionString);
+    this.client = KurrentDBClient.connectionString(connectionString);
   }
 
-  async append(stream: string, events: NewEvent[], expected: ExpectedRevision): Promise<AppendResult> {
+  async append(writes: StreamWrite[]): Promise<AppendResult> {
+    if (new Set(writes.map((w) => w.stream)).size !== writes.length) throw new Error('a stream may appear once per append');
     try {
-      const result = await this.client.appendToStream(
-        stream,
-        events.map((e) => jsonEvent({ type: e.type, data: e.data as never, metadata: (e.metadata ?? {}) as never })),
-        { expectedRevision: expected === 'any' ? ANY : expected === 'no_stream' ? NO_STREAM : BigInt(expected) },
+      const result = await this.client.multiStreamAppend(
+        writes.map((w) => ({
+          streamName: w.stream,
+          expectedState: w.expected === 'any' ? 'any' : w.expected === 'no_stream' ? 'no_stream' : BigInt(w.expected),
+          events: w.events.map((e) => jsonEvent({ type: e.type, data: e.data as never, metadata: { [METADATA_KEY]: JSON.stringify(e.metadata ?? {}) } as never })),
+        })),
       );
-      return {
-        nextExpectedRevision: Number(result.nextExpectedRevision),
-        position: result.position?.commit ?? 0n,
-      };
+      const byStream = new Map(result.responses.map((r) => [r.streamName, Number(r.revision)]));
+      return { position: result.position, nextExpectedRevisions: writes.map((w) => byStream.get(w.stream) ?? -1) };
     } catch (err) {
+      if (err instanceof AppendConsistencyViolationError && err.violations.length > 0) {
+        const v = err.violations[0];
+        const w = writes.find((x) => x.stream === v.streamName) ?? writes[0];
+        throw new WrongExpectedRevisionError(v.streamName, w.expected, typeof v.actualState === 'bigint' ? Number(v.actualState) : 'no_stream');
+      }
       if (err instanceof WrongExpectedVersionError) {
-        const actual = typeof err.actualVersion === 'bigint' ? Number(err.actualVersion) : 'no_stream';
-        throw new WrongExpectedRevisionError(stream, expected, actual);
+        const w = writes.find((x) => x.stream === err.streamName) ?? writes[0];
+        const actual = typeof err.actualState === 'bigint' ? Number(err.actualState) : 'no_stream';
+        throw new WrongExpectedRevisionError(err.streamName ?? w.stream, w.expected, actual);
       }
       throw err;
     }
@@ -126,6 +137,11 @@ function toRecorded(resolved: ResolvedEvent | AllStreamResolvedEvent): RecordedE
     position: e.position?.commit ?? resolved.commitPosition ?? 0n,
     type: e.type,
     data: e.data as Record<string, unknown>,
-    metadata: (e.metadata ?? {}) as EventMetadata,
+    metadata: decodeMetadata(e.metadata),
   };
+}
+
+function decodeMetadata(raw: unknown): EventMetadata {
+  const m = (raw ?? {}) as Record<string, unknown>;
+  return typeof m[METADATA_KEY] === 'string' ? (JSON.parse(m[METADATA_KEY] as string) as EventMetadata) : (m as EventMetadata);
 }

@@ -4,7 +4,7 @@ import { type EventStore, WrongExpectedRevisionError } from './event-store.port.
 import { EsdbEventStore } from './esdb-event-store.js';
 import { SqliteEventStore } from './sqlite-event-store.js';
 
-/** `DUFFY_EVENTSTORE=esdb://...` selects EventStoreDB; unset means the embedded SQLite ledger in the data dir. */
+/** `DUFFY_EVENTSTORE=kurrentdb://...` selects KurrentDB (EventStoreDB's current name, 25.1+); unset means the embedded SQLite ledger in the data dir. */
 export function createEventStore(url: string | undefined, dataDir: string): EventStore {
   if (!url) {
     // One writer per embedded ledger: a second process on this data dir stops here, naming the first.
@@ -16,8 +16,8 @@ export function createEventStore(url: string | undefined, dataDir: string): Even
       throw err;
     }
   }
-  if (/^(esdb|esdb\+discover|kurrentdb|kdb):\/\//.test(url)) return watchWrites(new EsdbEventStore(url));
-  throw new Error(`DUFFY_EVENTSTORE: unsupported URL '${url}' (expected esdb://... or unset for the embedded ledger)`);
+  if (/^(esdb|kurrentdb|kurrent|kdb)(\+discover)?:\/\//.test(url)) return watchWrites(new EsdbEventStore(url));
+  throw new Error(`DUFFY_EVENTSTORE: unsupported URL '${url}' (expected kurrentdb://... (esdb://... still works) or unset for the embedded ledger)`);
 }
 
 /** The last write the store could not make (a full disk...), until a write succeeds again. */

@@ -29,10 +29,18 @@ export interface RecordedEvent<T extends string = string, D = Record<string, unk
   metadata: EventMetadata;
 }
 
+/** Events for one stream, guarded by the revision the decision was made on. */
+export interface StreamWrite {
+  stream: string;
+  expected: ExpectedRevision;
+  events: NewEvent[];
+}
+
 export interface AppendResult {
-  /** Revision of the last appended event: pass it as the next expected revision. */
-  nextExpectedRevision: number;
+  /** Position of the last event written by this call. */
   position: bigint;
+  /** Per write, in call order: the revision of its last event (pass it as that stream's next expected revision). */
+  nextExpectedRevisions: number[];
 }
 
 export interface Subscription {
@@ -44,7 +52,12 @@ export type EventHandler = (event: RecordedEvent) => void | Promise<void>;
 export interface EventStore {
   /** True when no other process can write this ledger (the embedded file): claims left by a dead process are void. */
   readonly singleWriter: boolean;
-  append(stream: string, events: NewEvent[], expected: ExpectedRevision): Promise<AppendResult>;
+  /**
+   * One decision, one call: every write commits, or none does (a stale revision anywhere fails the whole call
+   * with WrongExpectedRevisionError and leaves the store untouched). A reader never sees part of a call.
+   * A stream may appear once per call.
+   */
+  append(writes: StreamWrite[]): Promise<AppendResult>;
   /** Events of one stream in revision order; empty when the stream does not exist. */
   readStream(stream: string, fromRevision?: number): Promise<RecordedEvent[]>;
   /** Events with a position strictly after `after`, in order, at most `limit`. */

@@ -2,13 +2,14 @@ import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import {
   type AppendResult,
   type EventHandler,
   type EventStore,
   type ExpectedRevision,
-  type NewEvent,
   type RecordedEvent,
+  type StreamWrite,
   type Subscription,
   WrongExpectedRevisionError,
 } from './event-store.port.js';
@@ -24,33 +25,47 @@ interface Row {
 }
 
 interface PendingAppend {
-  stream: string;
-  events: NewEvent[];
-  expected: ExpectedRevision;
+  writes: StreamWrite[];
+  ids: string[][];
   resolve: (r: AppendResult) => void;
   reject: (e: unknown) => void;
 }
 
+type WriterReply =
+  | { ready: { position: bigint; chain: string } }
+  | { closed: true }
+  | { failed: number[]; error: { message: string; code?: string } }
+  | { outcomes: Array<{ id: number; ok: true; first: bigint; bases: number[] } | { id: number; ok: false; stream: string; expected: ExpectedRevision; actual: number | 'no_stream' }> };
+
+/** Recent events kept in memory, so live subscribers get what was just committed without reading it back. */
+const TAIL_SIZE = 8192;
+
 /**
  * Embedded ledger: one SQLite file, WAL, synchronous=FULL, so a resolved append is on disk.
- * Appends arriving in the same tick share one transaction (group commit: one fsync for many requests);
- * each keeps its own expected-revision check and fails alone.
+ * The writes and their fsync run on a worker thread (src/eventstore/sqlite-writer.worker.js), which puts every call
+ * that arrived during the last commit into the next transaction (group commit); each call is checked and written
+ * whole, so a stale revision fails that call alone and leaves nothing of it. The writer also keeps the global
+ * chain (column `chain`). This thread reads, and hands committed events to subscribers from memory.
  */
 export class SqliteEventStore implements EventStore {
   readonly singleWriter = true;
   private readonly db: Database.Database;
   private readonly stmts;
-  private queue: PendingAppend[] = [];
-  private flushScheduled = false;
+  private readonly writer?: Worker;
+  private readonly calls = new Map<number, PendingAppend>();
+  private nextCall = 0;
+  private writerFailure: unknown;
+  private closing?: Promise<void>;
   private readonly wakeups = new Set<() => void>();
   private closed = false;
-  /** Bumped on every commit, so a subscriber never sleeps through a commit that raced its last read. */
-  private commits = 0;
+  private lastPosition = 0n;
+  /** Events of the last commits, oldest first: live subscribers read from here, not from the file. */
+  private tail: RecordedEvent[] = [];
 
-  /** `readonly` opens an existing ledger for auditors: no schema changes, no writes. */
+  /** `groupCommit` false: one transaction (and fsync) per call, for the benchmark. `readonly`: for auditors. */
   constructor(
     file: string,
-    private readonly groupCommit = true,
+    groupCommit = true,
     readonly = false,
   ) {
     if (readonly) {
@@ -59,103 +74,117 @@ export class SqliteEventStore implements EventStore {
       if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
       this.db = new Database(file);
       this.db.pragma('journal_mode = WAL');
-      this.db.pragma('synchronous = FULL');
+      this.db.exec(`
+        CREATE TABLE IF NOT EXISTS events (
+          position INTEGER PRIMARY KEY AUTOINCREMENT,
+          stream   TEXT    NOT NULL,
+          revision INTEGER NOT NULL,
+          id       TEXT    NOT NULL UNIQUE,
+          type     TEXT    NOT NULL,
+          data     TEXT    NOT NULL,
+          metadata TEXT    NOT NULL,
+          chain    TEXT    NOT NULL,
+          UNIQUE (stream, revision)
+        );
+        -- Invariant 6: the ledger is append-only, even for someone with a SQL shell.
+        CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+          BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+        CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+          BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+      `);
     }
-    if (!readonly) this.db.exec(`
-      CREATE TABLE IF NOT EXISTS events (
-        position INTEGER PRIMARY KEY AUTOINCREMENT,
-        stream   TEXT    NOT NULL,
-        revision INTEGER NOT NULL,
-        id       TEXT    NOT NULL UNIQUE,
-        type     TEXT    NOT NULL,
-        data     TEXT    NOT NULL,
-        metadata TEXT    NOT NULL,
-        UNIQUE (stream, revision)
-      );
-      -- Invariant 6: the ledger is append-only, even for someone with a SQL shell.
-      CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
-        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-      CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
-        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-    `);
     this.stmts = {
-      lastRevision: this.db.prepare<[string], { r: number | null }>('SELECT MAX(revision) AS r FROM events WHERE stream = ?'),
-      insert: this.db.prepare(
-        'INSERT INTO events (stream, revision, id, type, data, metadata) VALUES (?, ?, ?, ?, ?, ?)',
-      ),
-      readStream: this.db.prepare<[string, number], Row>(
-        'SELECT * FROM events WHERE stream = ? AND revision >= ? ORDER BY revision',
-      ),
+      readStream: this.db.prepare<[string, number], Row>('SELECT * FROM events WHERE stream = ? AND revision >= ? ORDER BY revision'),
       readAll: this.db.prepare<[bigint, number], Row>('SELECT * FROM events WHERE position > ? ORDER BY position LIMIT ?'),
+      head: this.db.prepare<[], { position: bigint }>('SELECT position FROM events ORDER BY position DESC LIMIT 1'),
     };
     this.stmts.readAll.safeIntegers(true);
+    this.stmts.head.safeIntegers(true);
+    this.lastPosition = BigInt(this.stmts.head.get()?.position ?? 0n);
+    if (readonly) return;
+    this.writer = new Worker(new URL('./sqlite-writer.worker.js', import.meta.url), { workerData: { file, groupCommit } });
+    this.writer.on('message', (reply: WriterReply) => this.onReply(reply));
+    this.writer.on('error', (err) => this.failAll(err));
+    this.writer.on('exit', (code) => this.failAll(new Error(`the ledger writer stopped (exit ${code})`)));
+    this.writer.unref();
   }
 
-  append(stream: string, events: NewEvent[], expected: ExpectedRevision): Promise<AppendResult> {
-    if (this.closed) return Promise.reject(new Error('event store is closed'));
-    if (events.length === 0) return Promise.reject(new Error('append needs at least one event'));
-    return new Promise((resolve, reject) => {
-      this.queue.push({ stream, events, expected, resolve, reject });
-      if (!this.groupCommit) return this.flush();
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
-    });
-  }
-
-  private flush(): void {
-    this.flushScheduled = false;
-    const batch = this.queue;
-    this.queue = [];
-    if (batch.length === 0) return;
-    const outcomes: Array<{ ok: true; result: AppendResult } | { ok: false; error: unknown }> = [];
-    const revisions = new Map<string, number>();
-    const current = (stream: string): number => {
-      if (!revisions.has(stream)) revisions.set(stream, this.stmts.lastRevision.get(stream)?.r ?? -1);
-      return revisions.get(stream)!;
+  append(writes: StreamWrite[]): Promise<AppendResult> {
+    if (this.closed || this.closing) return Promise.reject(new Error('event store is closed'));
+    if (this.writerFailure) return Promise.reject(this.writerFailure);
+    if (writes.length === 0 || writes.some((w) => w.events.length === 0)) return Promise.reject(new Error('append needs at least one event per write'));
+    if (new Set(writes.map((w) => w.stream)).size !== writes.length) return Promise.reject(new Error('a stream may appear once per append'));
+    const id = ++this.nextCall;
+    const ids = writes.map((w) => w.events.map(() => randomUUID()));
+    // Serialised here, so the writer thread only binds strings.
+    const message = {
+      id,
+      writes: writes.map((w, i) => ({
+        stream: w.stream,
+        expected: w.expected,
+        events: w.events.map((e, j) => ({
+          id: ids[i][j],
+          type: e.type,
+          data: JSON.stringify(e.data),
+          metadata: JSON.stringify(e.metadata ?? {}),
+          hash: typeof e.metadata?.hash === 'string' ? e.metadata.hash : '',
+        })),
+      })),
     };
-    const tx = this.db.transaction(() => {
-      for (const item of batch) {
-        const last = current(item.stream);
-        if (!matches(item.expected, last)) {
-          outcomes.push({
-            ok: false,
-            error: new WrongExpectedRevisionError(item.stream, item.expected, last < 0 ? 'no_stream' : last),
-          });
-          continue;
-        }
-        let revision = last;
-        let position = 0n;
-        for (const e of item.events) {
-          revision += 1;
-          const info = this.stmts.insert.run(
-            item.stream,
-            revision,
-            randomUUID(),
-            e.type,
-            JSON.stringify(e.data),
-            JSON.stringify(e.metadata ?? {}),
-          );
-          position = BigInt(info.lastInsertRowid);
-        }
-        revisions.set(item.stream, revision);
-        outcomes.push({ ok: true, result: { nextExpectedRevision: revision, position } });
-      }
+    return new Promise((resolve, reject) => {
+      // The writer keeps the process alive only while it owes an answer.
+      if (this.calls.size === 0) this.writer!.ref();
+      this.calls.set(id, { writes, ids, resolve, reject });
+      this.writer!.postMessage(message);
     });
-    try {
-      tx();
-    } catch (err) {
-      for (const item of batch) item.reject(err);
+  }
+
+  private onReply(reply: WriterReply): void {
+    if ('ready' in reply || 'closed' in reply) return;
+    if ('failed' in reply) {
+      const err = Object.assign(new Error(reply.error.message), { code: reply.error.code });
+      for (const id of reply.failed) this.settle(id)?.reject(err);
       return;
     }
-    batch.forEach((item, i) => {
-      const o = outcomes[i];
-      if (o.ok) item.resolve(o.result);
-      else item.reject(o.error);
-    });
-    this.commits += 1;
+    for (const o of reply.outcomes) {
+      const call = this.settle(o.id);
+      if (!call) continue;
+      if (!o.ok) {
+        call.reject(new WrongExpectedRevisionError(o.stream, o.expected, o.actual));
+        continue;
+      }
+      let position = o.first - 1n;
+      const next: number[] = [];
+      call.writes.forEach((w, i) => {
+        let revision = o.bases[i] - 1;
+        w.events.forEach((e, j) => {
+          revision += 1;
+          position += 1n;
+          this.tail.push({ id: call.ids[i][j], stream: w.stream, revision, position, type: e.type, data: e.data as Record<string, unknown>, metadata: e.metadata ?? {} });
+        });
+        next.push(revision);
+      });
+      this.lastPosition = position;
+      call.resolve({ position, nextExpectedRevisions: next });
+    }
+    if (this.tail.length > TAIL_SIZE) this.tail = this.tail.slice(this.tail.length - TAIL_SIZE / 2);
     for (const wake of this.wakeups) wake();
+  }
+
+  private settle(id: number): PendingAppend | undefined {
+    const call = this.calls.get(id);
+    this.calls.delete(id);
+    if (this.calls.size === 0) this.writer?.unref();
+    return call;
+  }
+
+  private failAll(err: unknown): void {
+    if (this.closed) return;
+    this.writerFailure ??= err;
+    for (const [id, call] of this.calls) {
+      this.calls.delete(id);
+      call.reject(err);
+    }
   }
 
   async readStream(stream: string, fromRevision = 0): Promise<RecordedEvent[]> {
@@ -166,22 +195,37 @@ export class SqliteEventStore implements EventStore {
     return this.stmts.readAll.all(after, limit).map(toRecorded);
   }
 
+  /** What follows `after`: from memory when the tail still holds it, else from the file. */
+  private nextPage(after: bigint): RecordedEvent[] {
+    const first = this.tail[0];
+    if (first && first.position <= after + 1n) {
+      if (after >= this.lastPosition) return [];
+      const start = Number(after + 1n - first.position);
+      return this.tail.slice(start, start + 1000);
+    }
+    return this.stmts.readAll.all(after, 1000).map(toRecorded);
+  }
+
   subscribeAll(after: bigint, handler: EventHandler, onError?: (err: unknown) => void): Subscription {
     let cursor = after;
     let active = true;
     let wake: (() => void) | undefined;
-    const signal = () => wake?.();
+    let pendingWake = false;
+    const signal = () => {
+      pendingWake = true;
+      wake?.();
+    };
     this.wakeups.add(signal);
     const done = (async () => {
       while (active && !this.closed) {
-        const seen = this.commits;
-        const page = await this.readAll(cursor, 1000);
+        pendingWake = false;
+        const page = this.nextPage(cursor);
         for (const event of page) {
           if (!active) return;
           await handler(event);
           cursor = event.position;
         }
-        if (page.length === 0 && seen === this.commits && active) await new Promise<void>((r) => (wake = r));
+        if (page.length === 0 && !pendingWake && active) await new Promise<void>((r) => (wake = r));
         wake = undefined;
       }
     })().catch((err) => (onError ? onError(err) : console.error('subscription failed', err)));
@@ -197,22 +241,28 @@ export class SqliteEventStore implements EventStore {
 
   async ping(): Promise<void> {
     if (this.closed) throw new Error('event store is closed');
+    if (this.writerFailure) throw this.writerFailure;
     this.db.prepare('SELECT 1').get();
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
-    this.flush();
-    this.closed = true;
-    for (const wake of this.wakeups) wake();
-    this.db.close();
+    this.closing ??= (async () => {
+      if (this.writer && !this.writerFailure) {
+        // The writer commits what it holds, then closes its connection.
+        await new Promise<void>((resolve) => {
+          this.writer!.on('message', (r: WriterReply) => 'closed' in r && resolve());
+          this.writer!.once('exit', () => resolve());
+          this.writer!.postMessage({ close: true });
+        });
+      }
+      this.closed = true;
+      await this.writer?.terminate();
+      for (const wake of this.wakeups) wake();
+      this.db.close();
+    })();
+    return this.closing;
   }
-}
-
-function matches(expected: ExpectedRevision, last: number): boolean {
-  if (expected === 'any') return true;
-  if (expected === 'no_stream') return last < 0;
-  return expected === last;
 }
 
 function toRecorded(row: Row): RecordedEvent {

@@ -1,8 +1,8 @@
 import { type ExpectedRevision } from '../eventstore/event-store.port.js';
 import { type Pick, type PoolProfile, planAllocation } from '../scheduling/policy.js';
-import { refuse } from './errors.js';
+import { type DomainErrorKind, refuse } from './errors.js';
 import { type DuffyEvent, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
-import { type Machine, type Session, type Tenant, type World, claimedBy, sessionIsLive } from './world.js';
+import { type Machine, type Session, type Tenant, type World, claimedBy } from './world.js';
 
 /**
  * Deciders: (World, command, now) -> the writes that record the decision, or a DomainError.
@@ -14,6 +14,31 @@ export interface Write {
   expected: ExpectedRevision;
   events: DuffyEvent[];
 }
+
+/** A decider's "no": a value the handler turns into the API's answer, never an exception inside the domain. */
+export interface Refusal {
+  refused: DomainErrorKind;
+  reason: string;
+}
+/** What one command decided: the writes of one atomic append (empty: nothing to do), or a refusal. */
+export type Decision = Write[] | Refusal;
+export const refusal = (refused: DomainErrorKind, reason: string): Refusal => ({ refused, reason });
+export const isRefusal = (d: Decision): d is Refusal => !Array.isArray(d);
+
+/**
+ * This process's appends that the World does not show yet. A decision counts them as taken (machines, quota,
+ * session ids) and may build on their stream heads, so concurrent commands in one process never collide.
+ */
+export interface InFlightView {
+  busy(machineId: number): boolean;
+  quota(tenantId: number): number;
+  /** The revision a write to this stream must expect, given the one the World knows. */
+  revision(stream: string, known: number): number;
+  lastSessionId(): number;
+}
+
+/** Nothing in flight: for replays, tests and the simulator. */
+export const NOTHING_IN_FLIGHT: InFlightView = { busy: () => false, quota: () => 0, revision: (_s, known) => known, lastSessionId: () => 0 };
 
 export interface Defaults {
   nodeQuota: number;
@@ -29,21 +54,31 @@ export const effective = (t: Tenant, d: Defaults) => ({
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
+/** Integer ids: the id sequence stream gets one IdAllocated per id, in the same append as what it names. */
+function allocateIds(world: World, kind: 'tenant' | 'machine', count: number, inFlight: InFlightView): { first: number; write: Write } {
+  const name = stream.ids(kind);
+  const expected = inFlight.revision(name, world.idRevisions.get(kind) ?? -1);
+  return {
+    first: expected + 2,
+    write: { stream: name, expected: expected < 0 ? 'no_stream' : expected, events: Array.from({ length: count }, () => ({ type: 'IdAllocated' as const, data: { kind } })) },
+  };
+}
+
 export function decideRegisterTenant(
   world: World,
-  cmd: { tenantId: number; name: string; apiKeyDigest: string; isAdmin: boolean; settings: TenantSettings; now: string },
-): Write {
-  if (world.tenantIdsByName.has(cmd.name)) refuse('conflict', `tenant ${cmd.name} already exists`);
-  return {
-    stream: stream.tenant(cmd.name),
-    expected: 'no_stream',
-    events: [
-      {
-        type: 'TenantRegistered',
-        data: { tenantId: cmd.tenantId, name: cmd.name, apiKeyDigest: cmd.apiKeyDigest, isAdmin: cmd.isAdmin, ...cmd.settings, at: cmd.now },
-      },
-    ],
-  };
+  cmd: { name: string; apiKeyDigest: string; isAdmin: boolean; settings: TenantSettings; now: string },
+  inFlight: InFlightView = NOTHING_IN_FLIGHT,
+): Decision {
+  if (world.tenantIdsByName.has(cmd.name)) return refusal('conflict', `tenant ${cmd.name} already exists`);
+  const ids = allocateIds(world, 'tenant', 1, inFlight);
+  return [
+    ids.write,
+    {
+      stream: stream.tenant(cmd.name),
+      expected: 'no_stream',
+      events: [{ type: 'TenantRegistered', data: { tenantId: ids.first, name: cmd.name, apiKeyDigest: cmd.apiKeyDigest, isAdmin: cmd.isAdmin, ...cmd.settings, at: cmd.now } }],
+    },
+  ];
 }
 
 export function decideUpdateTenant(
@@ -60,28 +95,37 @@ export function decideUpdateTenant(
   return events.length ? { stream: stream.tenant(tenant.name), expected: tenant.revision, events } : null;
 }
 
-export function decideRegisterMachine(
+export type MachineRegistration = { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state'] };
+
+/** Machines joining the inventory, any number in one append (ids allocated in it too). */
+export function decideRegisterMachines(
   world: World,
   pools: readonly PoolProfile[],
-  cmd: { machineId: number; hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state']; now: string },
-): Write {
-  if (world.machineIdsByHostname.has(cmd.hostname)) refuse('conflict', `node ${cmd.hostname} already exists`);
-  if (!pools.some((p) => p.name === cmd.pool)) refuse('invalid', `unknown pool ${cmd.pool}`);
-  const { now, ...data } = cmd;
-  return { stream: stream.machine(cmd.hostname), expected: 'no_stream', events: [{ type: 'MachineRegistered', data: { ...data, at: now } }] };
-}
-
-export interface RequestPlan {
-  requested: Write;
-  claim: Write;
-  reserves: Write[];
-  machineIds: number[];
-  started: Write;
+  cmd: { machines: MachineRegistration[]; now: string },
+  inFlight: InFlightView = NOTHING_IN_FLIGHT,
+): Decision {
+  const seen = new Set<string>();
+  for (const m of cmd.machines) {
+    if (world.machineIdsByHostname.has(m.hostname) || seen.has(m.hostname)) return refusal('conflict', `node ${m.hostname} already exists`);
+    if (!pools.some((p) => p.name === m.pool)) return refusal('invalid', `unknown pool ${m.pool}`);
+    seen.add(m.hostname);
+  }
+  if (cmd.machines.length === 0) return [];
+  const ids = allocateIds(world, 'machine', cmd.machines.length, inFlight);
+  return [
+    ids.write,
+    ...cmd.machines.map((m, i): Write => ({
+      stream: stream.machine(m.hostname),
+      expected: 'no_stream',
+      events: [{ type: 'MachineRegistered', data: { machineId: ids.first + i, ...m, at: cmd.now } }],
+    })),
+  ];
 }
 
 /**
- * A request becomes: the session's MachineRequested, the tenant's QuotaClaimed, one MachineReserved per machine
- * (all guarded by revisions, written together), then SessionStarted once all of them are durable.
+ * A request, whole: the session's MachineRequested and SessionStarted, the tenant's QuotaClaimed and one
+ * MachineReserved per machine, all in one append. With no capacity and a wait, it is recorded as waiting instead
+ * (MachineRequested + RequestQueued, holding nothing). A `waiting` session given here is served from the queue.
  */
 export function decideRequestSession(
   world: World,
@@ -93,48 +137,56 @@ export function decideRequestSession(
     specs: NodeSpec[];
     now: string;
     contextualize: (pool: string) => boolean;
-    /** Machines and quota already promised to requests still being written in this process. */
-    busy: (machineId: number) => boolean;
-    pendingQuota: number;
+    /** Seconds it may wait in the fair-share queue when nothing is free now (0: refuse at once). */
+    waitSeconds?: number;
+    waiting?: Session;
   },
-): RequestPlan {
-  const tenant = world.tenants.get(cmd.tenantId) ?? refuse('not_found', `tenant ${cmd.tenantId} not found`);
-  if (tenant.retiredAt !== null) refuse('forbidden', `tenant ${tenant.name} is retired`);
-  if (cmd.specs.length === 0) refuse('invalid', 'nodes_specs must not be empty');
-  const wanted = cmd.specs.reduce((n, s) => n + s.quantity, 0);
+  inFlight: InFlightView = NOTHING_IN_FLIGHT,
+): Decision {
+  const tenant = world.tenants.get(cmd.tenantId);
+  if (!tenant) return refusal('not_found', `tenant ${cmd.tenantId} not found`);
+  if (tenant.retiredAt !== null) return refusal('forbidden', `tenant ${tenant.name} is retired`);
+  if (cmd.specs.length === 0) return refusal('invalid', 'nodes_specs must not be empty');
+  // The quota check below must never compare with a missing number, whatever reached the domain.
+  const bad = cmd.specs.find((x) => typeof x !== 'object' || x === null || !Number.isSafeInteger(x.quantity) || x.quantity < 1);
+  if (bad !== undefined) return refusal('invalid', 'every node spec needs a quantity that is a positive integer');
+  const wanted = cmd.specs.reduce((n, x) => n + x.quantity, 0);
   const limits = effective(tenant, defaults);
-  const held = claimedBy(tenant) + cmd.pendingQuota;
+  const held = claimedBy(tenant) + inFlight.quota(tenant.id);
   if (held + wanted > limits.nodeQuota) {
-    refuse('quota', `quota exceeded: tenant ${tenant.name} has ${held} of ${limits.nodeQuota} nodes and asked for ${wanted} more`);
+    return refusal('quota', `quota exceeded: tenant ${tenant.name} has ${held} of ${limits.nodeQuota} nodes and asked for ${wanted} more`);
   }
-  for (const spec of cmd.specs) {
-    if (spec.pool !== undefined && !pools.some((p) => p.name === spec.pool)) refuse('not_found', `can't reserve nodes: unknown pool ${spec.pool}`);
-  }
-  const plan = planAllocation({
-    specs: cmd.specs,
-    pools,
-    tenantPlatform: tenant.platform,
-    free: (pool) => freeMachines(world, pool, cmd.busy),
-  });
-  if (!plan.ok) refuse('capacity', `can't reserve nodes: ${plan.reason}`);
-  const picks = plan.ok ? plan.picks : [];
-  const expiresAt = iso(Date.parse(cmd.now) + limits.sessionLifetime * 1000);
+  const unknown = cmd.specs.find((x) => x.pool !== undefined && !pools.some((p) => p.name === x.pool));
+  if (unknown) return refusal('not_found', `can't reserve nodes: unknown pool ${unknown.pool}`);
+  const plan = planAllocation({ specs: cmd.specs, pools, tenantPlatform: tenant.platform, free: (pool) => freeMachines(world, pool, inFlight.busy) });
+  const nowMs = Date.parse(cmd.now);
+  // The lease starts when machines are handed over (for a waiting request: now), within the tenant's maximum.
+  const expiresAt = iso(nowMs + Math.min(limits.sessionLifetime, limits.sessionLifetimeMax) * 1000);
   const s = stream.session(cmd.sessionId);
-  return {
-    requested: {
-      stream: s,
-      expected: 'no_stream',
-      events: [{ type: 'MachineRequested', data: { sessionId: cmd.sessionId, tenantId: tenant.id, tenant: tenant.name, specs: cmd.specs, expiresAt, at: cmd.now } }],
-    },
-    claim: {
-      stream: stream.tenant(tenant.name),
-      expected: tenant.revision,
+  const requested: DuffyEvent = { type: 'MachineRequested', data: { sessionId: cmd.sessionId, tenantId: tenant.id, tenant: tenant.name, specs: cmd.specs, expiresAt, at: cmd.now } };
+  if (!plan.ok) {
+    const reason = `can't reserve nodes: ${plan.reason}`;
+    if (cmd.waiting || !cmd.waitSeconds) return refusal('capacity', reason);
+    return [
+      {
+        stream: s,
+        expected: 'no_stream',
+        events: [requested, { type: 'RequestQueued', data: { sessionId: cmd.sessionId, reason: plan.reason, waitUntil: iso(nowMs + cmd.waitSeconds * 1000), at: cmd.now } }],
+      },
+    ];
+  }
+  const machineIds = plan.picks.map((p) => p.machine.id);
+  const started: DuffyEvent = { type: 'SessionStarted', data: { sessionId: cmd.sessionId, machineIds, at: cmd.now, expiresAt } };
+  const tenantStream = stream.tenant(tenant.name);
+  return [
+    cmd.waiting ? { stream: s, expected: cmd.waiting.revision, events: [started] } : { stream: s, expected: 'no_stream', events: [requested, started] },
+    {
+      stream: tenantStream,
+      expected: inFlight.revision(tenantStream, tenant.revision),
       events: [{ type: 'QuotaClaimed', data: { tenantId: tenant.id, sessionId: cmd.sessionId, count: wanted, at: cmd.now } }],
     },
-    reserves: picks.map((p) => decideReserve(p, cmd.sessionId, tenant.id, cmd.contextualize(p.machine.pool), cmd.now)),
-    machineIds: picks.map((p) => p.machine.id),
-    started: { stream: s, expected: 0, events: [{ type: 'SessionStarted', data: { sessionId: cmd.sessionId, machineIds: picks.map((p) => p.machine.id), at: cmd.now } }] },
-  };
+    ...plan.picks.map((p) => decideReserve(p, cmd.sessionId, tenant.id, cmd.contextualize(p.machine.pool), cmd.now)),
+  ];
 }
 
 /** One picked machine reserved for a session, at the machine's revision (invariant 1). */
@@ -169,84 +221,60 @@ export function* freeMachines(world: World, pool: string, busy: (id: number) => 
   }
 }
 
-/** Undo what part of a request got written: the request failed, nobody may be left holding anything. */
-export function decideAbandonRequest(world: World, sessionId: number, reason: string, now: string): Write[] {
-  const writes: Write[] = [];
-  const session = world.sessions.get(sessionId);
-  for (const m of world.machines.values()) {
-    if (m.sessionId === sessionId) {
-      writes.push({
-        stream: stream.machine(m.hostname),
-        expected: m.revision,
-        events: [{ type: 'MachineReservationCancelled', data: { machineId: m.id, sessionId, reason, at: now } }],
-      });
-    }
-  }
-  for (const t of world.tenants.values()) {
-    const count = t.claims.get(sessionId);
-    if (count !== undefined) {
-      writes.push({ stream: stream.tenant(t.name), expected: t.revision, events: [{ type: 'QuotaReturned', data: { tenantId: t.id, sessionId, count, at: now } }] });
-    }
-  }
-  if (session && session.status === 'requested') {
-    writes.push({ stream: stream.session(sessionId), expected: session.revision, events: [{ type: 'SessionRejected', data: { sessionId, reason, at: now } }] });
-  }
-  return writes;
-}
-
 /** Who may see or change a session: its tenant, or an admin. Others get 404, never its data. */
-export function visibleSession(world: World, sessionId: number, actor: Tenant): Session {
+export function visibleSessionOrRefusal(world: World, sessionId: number, actor: Tenant): Session | Refusal {
   const s = world.sessions.get(sessionId);
   const neverShown = s?.status === 'requested' || (s?.status === 'rejected' && !s.wasQueued);
-  if (!s || neverShown || (s.tenantId !== actor.id && !actor.isAdmin)) {
-    return refuse('not_found', `session ${sessionId} not found`);
-  }
+  if (!s || neverShown || (s.tenantId !== actor.id && !actor.isAdmin)) return refusal('not_found', `session ${sessionId} not found`);
   return s;
 }
 
-/** Ending a session: the session's own event first; the machines and the quota follow (see decideSettleSession). */
-export function decideEndSession(session: Session, reason: ReleaseReason, now: string, detail?: string): Write | null {
-  if (session.status !== 'active') return null;
-  const event: DuffyEvent =
-    reason === 'expired'
-      ? { type: 'SessionExpired', data: { sessionId: session.id, at: now } }
-      : reason === 'failed'
-        ? { type: 'SessionFailed', data: { sessionId: session.id, reason: detail ?? 'hand-over failed', at: now } }
-        : { type: 'SessionReleased', data: { sessionId: session.id, reason, at: now } };
-  return { stream: stream.session(session.id), expected: session.revision, events: [event] };
+/** The same, for the API's reads: a refusal is thrown as the DomainError it maps to a status. */
+export function visibleSession(world: World, sessionId: number, actor: Tenant): Session {
+  const s = visibleSessionOrRefusal(world, sessionId, actor);
+  return 'refused' in s ? refuse(s.refused, s.reason) : s;
 }
 
 /**
- * A session that is over but still holds machines or quota (just ended, or the process died half-way):
- * release every machine it holds and return its quota. Repeating it writes nothing new.
+ * Ending a session, whole: the session's end, every machine it holds released (and back in service at once where
+ * nothing needs undoing on it), its quota returned; one append. Ending a session that is over writes nothing.
  */
-export function decideSettleSession(world: World, session: Session, now: string, recyclesInstantly: (pool: string) => boolean = () => false): Write[] {
-  if (sessionIsLive(session)) return [];
-  const reason: ReleaseReason = session.releaseReason ?? 'done';
-  const writes: Write[] = [];
+export function decideEndSession(
+  world: World,
+  session: Session,
+  cmd: { reason: ReleaseReason; now: string; detail?: string; recyclesInstantly: (pool: string) => boolean },
+  inFlight: InFlightView = NOTHING_IN_FLIGHT,
+): Write[] {
+  if (session.status !== 'active') return [];
+  const { reason, now } = cmd;
+  const ended: DuffyEvent =
+    reason === 'expired'
+      ? { type: 'SessionExpired', data: { sessionId: session.id, at: now } }
+      : reason === 'failed'
+        ? { type: 'SessionFailed', data: { sessionId: session.id, reason: cmd.detail ?? 'hand-over failed', at: now } }
+        : { type: 'SessionReleased', data: { sessionId: session.id, reason, at: now } };
+  const writes: Write[] = [{ stream: stream.session(session.id), expected: session.revision, events: [ended] }];
   for (const id of session.machineIds) {
     const m = world.machines.get(id);
-    if (m && m.sessionId === session.id) {
-      writes.push({
-        stream: stream.machine(m.hostname),
-        expected: m.revision,
-        events:
-          session.status === 'rejected'
-            ? [{ type: 'MachineReservationCancelled', data: { machineId: m.id, sessionId: session.id, reason: session.rejection ?? 'rejected', at: now } }]
-            : [
-                { type: 'MachineReleased', data: { machineId: m.id, sessionId: session.id, reason, at: now } },
-                // Nothing to undo on it: back in service in the same write.
-                ...(recyclesInstantly(m.pool)
-                  ? [recycled(m, 'reuse', now)]
-                  : []),
-              ],
-      });
-    }
+    if (!m || m.sessionId !== session.id) continue;
+    writes.push({
+      stream: stream.machine(m.hostname),
+      expected: m.revision,
+      events: [
+        { type: 'MachineReleased', data: { machineId: m.id, sessionId: session.id, reason, at: now } },
+        ...(cmd.recyclesInstantly(m.pool) ? [recycled(m, 'reuse', now)] : []),
+      ],
+    });
   }
   const tenant = world.tenants.get(session.tenantId);
   const count = tenant?.claims.get(session.id);
   if (tenant && count !== undefined) {
-    writes.push({ stream: stream.tenant(tenant.name), expected: tenant.revision, events: [{ type: 'QuotaReturned', data: { tenantId: tenant.id, sessionId: session.id, count, at: now } }] });
+    const tenantStream = stream.tenant(tenant.name);
+    writes.push({
+      stream: tenantStream,
+      expected: inFlight.revision(tenantStream, tenant.revision),
+      events: [{ type: 'QuotaReturned', data: { tenantId: tenant.id, sessionId: session.id, count, at: now } }],
+    });
   }
   return writes;
 }
@@ -285,36 +313,6 @@ export function recycled(machine: Machine, policy: RecyclePolicy, now: string, r
 export function decideRecycle(machine: Machine, policy: RecyclePolicy, now: string): Write | null {
   if (machine.state !== 'deprovisioning') return null;
   return { stream: stream.machine(machine.hostname), expected: machine.revision, events: [recycled(machine, policy, now)] };
-}
-
-/** A reservation that names a session the ledger does not have (a request cut short before its first write). */
-export function decideCancelOrphan(world: World, machineId: number, now: string): Write[] {
-  const m = world.machines.get(machineId);
-  if (!m || m.sessionId === null) return [];
-  const s = world.sessions.get(m.sessionId);
-  if (s && s.tenantId === m.tenantId) return [];
-  return [
-    {
-      stream: stream.machine(m.hostname),
-      expected: m.revision,
-      events: [{ type: 'MachineReservationCancelled', data: { machineId: m.id, sessionId: m.sessionId, reason: 'orphaned reservation', at: now } }],
-    },
-  ];
-}
-
-/** No capacity now, and the request may wait: the session is recorded as waiting, holding nothing. */
-export function decideQueueRequest(world: World, cmd: { sessionId: number; tenantId: number; specs: NodeSpec[]; reason: string; waitSeconds: number; defaults: Defaults; now: string }): Write {
-  const tenant = world.tenants.get(cmd.tenantId) ?? refuse('not_found', `tenant ${cmd.tenantId} not found`);
-  const nowMs = Date.parse(cmd.now);
-  const expiresAt = iso(nowMs + effective(tenant, cmd.defaults).sessionLifetime * 1000);
-  return {
-    stream: stream.session(cmd.sessionId),
-    expected: 'no_stream',
-    events: [
-      { type: 'MachineRequested', data: { sessionId: cmd.sessionId, tenantId: tenant.id, tenant: tenant.name, specs: cmd.specs, expiresAt, at: cmd.now } },
-      { type: 'RequestQueued', data: { sessionId: cmd.sessionId, reason: cmd.reason, waitUntil: iso(nowMs + cmd.waitSeconds * 1000), at: cmd.now } },
-    ],
-  };
 }
 
 /** A waiting request leaves the queue unserved: its time is up, or its tenant cancelled it. */

@@ -1,16 +1,11 @@
 import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
-import { decideAbandonRequest, decideCancelOrphan } from './decide.js';
-import { InFlight, SessionLifecycle, metaFor } from './session-lifecycle.js';
+import { SessionLifecycle, metaFor } from './session-lifecycle.js';
 import { Ledger } from './ledger.service.js';
-import { sessionIsLive } from './world.js';
-
-/** A request still `requested` after this long was cut short (crash, lost instance): undo it. */
-const ORPHAN_AFTER_MS = 30_000;
 
 /**
- * Drives the ledger back to a settled state: expires overdue sessions, finishes releases a crash interrupted,
- * undoes orphaned half-written requests. Every step is a decider guarded by revisions, so running it twice,
- * or on two instances at once, writes each fact once.
+ * Expires overdue sessions and recycles machines whose release needs no playbook. Requests and releases are
+ * atomic appends, so there is nothing half-written to repair. Every step is a decider guarded by revisions, so
+ * running it twice, or on two instances at once, writes each fact once.
  */
 @Injectable()
 export class Reconciler implements OnApplicationShutdown {
@@ -20,7 +15,6 @@ export class Reconciler implements OnApplicationShutdown {
 
   constructor(
     private readonly ledger: Ledger,
-    private readonly inFlight: InFlight,
     private readonly sessions: SessionLifecycle,
   ) {}
 
@@ -40,32 +34,12 @@ export class Reconciler implements OnApplicationShutdown {
   private async pass(nowMs: number): Promise<void> {
     const world = this.ledger.world;
     const meta = metaFor(null, { reason: 'reconcile' });
-    for (const s of [...world.sessions.values()]) {
-      if (s.status === 'requested' && !this.inFlight.sessions.has(s.id) && nowMs - Date.parse(s.createdAt) > ORPHAN_AFTER_MS) {
-        await this.ledger.decideAndCommit((w) => decideAbandonRequest(w, s.id, 'request interrupted before it completed', new Date(nowMs).toISOString()), meta);
-      } else if (s.status === 'active' && Date.parse(s.expiresAt) <= nowMs) {
-        await this.sessions.end(s.id, 'expired', null);
-      } else if (!sessionIsLive(s) && this.holdsAnything(s.id, s.tenantId, s.machineIds)) {
-        await this.sessions.settle(s.id, meta);
-      }
+    for (const s of [...world.openSessions].map((id) => world.sessions.get(id)!)) {
+      if (s.status === 'active' && Date.parse(s.expiresAt) <= nowMs) await this.sessions.end(s.id, 'expired', null);
     }
     for (const m of [...world.machines.values()]) {
-      if (m.sessionId !== null && !this.inFlight.sessions.has(m.sessionId) && nowMs - Date.parse(m.reservedAt ?? '') > ORPHAN_AFTER_MS) {
-        const s = world.sessions.get(m.sessionId);
-        // A reservation whose session never got written (or whose id another instance took) belongs to nobody.
-        if (!s || s.tenantId !== m.tenantId) {
-          await this.ledger.decideAndCommit((w) => decideCancelOrphan(w, m.id, new Date(nowMs).toISOString()), meta);
-        }
-      }
-      if (m.state === 'deprovisioning') {
-        await this.sessions.recycleIfInstant(m.id, meta);
-      }
+      if (m.state === 'deprovisioning') await this.sessions.recycleIfInstant(m.id, meta);
     }
-  }
-
-  private holdsAnything(sessionId: number, tenantId: number, machineIds: number[]): boolean {
-    const w = this.ledger.world;
-    return machineIds.some((id) => w.machines.get(id)?.sessionId === sessionId) || (w.tenants.get(tenantId)?.claims.has(sessionId) ?? false);
   }
 
   async onApplicationShutdown(): Promise<void> {

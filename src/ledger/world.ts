@@ -98,6 +98,8 @@ export interface World {
   openSessions: Set<number>;
   /** Last revision of each id sequence stream, so an id is `revision + 1` of the IdAllocated event. */
   lastSessionId: number;
+  /** Last revision of each id sequence stream (ids-tenant, ids-machine): the next id is that revision + 2. */
+  idRevisions: Map<string, number>;
   position: bigint;
 }
 
@@ -145,6 +147,7 @@ export function emptyWorld(): World {
     sessions: new Map(),
     openSessions: new Set(),
     lastSessionId: 0,
+    idRevisions: new Map(),
     position: 0n,
   };
 }
@@ -158,6 +161,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
   if (event.position !== undefined) world.position = event.position;
   switch (event.type) {
     case 'IdAllocated':
+      world.idRevisions.set(event.data.kind, revision);
       return world;
     case 'TenantRegistered': {
       const d = event.data;

@@ -6,7 +6,7 @@ import { readdir } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { Catalog } from '../ledger/catalog.js';
 import { LedgerEvent, Ledger } from '../ledger/ledger.service.js';
-import { InFlight, SessionLifecycle, metaFor } from '../ledger/session-lifecycle.js';
+import { SessionLifecycle, metaFor } from '../ledger/session-lifecycle.js';
 import { Metrics } from '../ops/metrics.js';
 import { ANSIBLE_DIR, PLAYBOOK_RUNNER, type DuffyIn, type EnvironmentFault, type PlaybookRunner, type RunResult } from './ansible-runner.js';
 import { type Job, decideClaim, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork, isHandover } from './provisioning.decide.js';
@@ -40,7 +40,6 @@ export class Provisioner implements OnApplicationShutdown {
   constructor(
     private readonly ledger: Ledger,
     private readonly catalog: Catalog,
-    private readonly inFlight: InFlight,
     private readonly sessions: SessionLifecycle,
     @Inject(PLAYBOOK_RUNNER) private readonly runner: PlaybookRunner,
     private readonly metrics: Metrics,
@@ -110,7 +109,7 @@ export class Provisioner implements OnApplicationShutdown {
     const claims = await this.ledger.commit(machines.map((m) => decideClaim(m, job.action, job.sessionId, this.instance, timeoutMs, Date.now())), meta);
     const claimed = machines.flatMap((m, i) => {
       const c = claims[i];
-      return c.ok ? [{ machine: m, revision: c.result.nextExpectedRevision }] : [];
+      return c.ok ? [{ machine: m, revision: c.result.nextExpectedRevisions[0] }] : [];
     });
     if (claimed.length === 0) return;
     const session = job.sessionId === null ? undefined : world.sessions.get(job.sessionId);
@@ -179,11 +178,11 @@ export class Provisioner implements OnApplicationShutdown {
     const world = this.ledger.world;
     for (const id of this.lostBecause.keys()) if (!world.openSessions.has(id)) this.lostBecause.delete(id);
     for (const s of [...world.openSessions].map((id) => world.sessions.get(id)!)) {
-      if (s.status !== 'active' || this.inFlight.sessions.has(s.id)) continue;
+      if (s.status !== 'active') continue;
       const wanted = s.specs.reduce((n, x) => n + x.quantity, 0);
       const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === s.id).length;
       if (held >= wanted) continue;
-      const decision = decideReplacement(world, s, this.catalog.profiles, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => this.inFlight.machines.has(id), new Date().toISOString(), this.lostBecause.get(s.id));
+      const decision = decideReplacement(world, s, this.catalog.profiles, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => this.ledger.inFlight.busy(id), new Date().toISOString(), this.lostBecause.get(s.id));
       if ('fail' in decision) {
         await this.sessions.end(s.id, 'failed', null, decision.fail);
       } else if (decision.length > 0) {

@@ -5,6 +5,8 @@ import type { DocChange, ReadModelStore } from './read-model.port.js';
 
 /** Past this many buffered events the subscription waits for the store: memory stays bounded during a rebuild. */
 const HIGH_WATER = 5000;
+/** Read-model writes gather this long: one transaction for many requests' events, off the requests' way. */
+const BATCH_MS = 20;
 
 /**
  * Follows the ledger for one projection from its checkpoint and writes its documents in batches, each batch
@@ -68,7 +70,7 @@ export class ProjectionRunner {
     if (e.position <= this.taken) return;
     this.taken = e.position;
     this.buffer.push(e);
-    if (!this.flushing) this.flushing = new Promise<void>((r) => setImmediate(r)).then(() => this.flush());
+    if (!this.flushing) this.flushing = new Promise<void>((r) => setTimeout(r, BATCH_MS)).then(() => this.flush());
     if (this.buffer.length >= HIGH_WATER) await this.flushing;
   }
 

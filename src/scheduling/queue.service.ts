@@ -1,10 +1,11 @@
 import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
 import { type Observable, filter, map } from 'rxjs';
-import { decideLeaveQueue } from '../ledger/decide.js';
+import { Catalog } from '../ledger/catalog.js';
+import { decideLeaveQueue, decideRequestSession } from '../ledger/decide.js';
 import { DomainError } from '../ledger/errors.js';
 import { Ledger, LedgerEvent } from '../ledger/ledger.service.js';
-import { SessionLifecycle, metaFor } from '../ledger/session-lifecycle.js';
+import { metaFor } from '../ledger/session-lifecycle.js';
 import type { Session, World } from '../ledger/world.js';
 import { fairOrder, recentUsageMs } from './fair-queue.js';
 
@@ -37,7 +38,7 @@ export class WaitingQueue implements OnApplicationShutdown {
 
   constructor(
     private readonly ledger: Ledger,
-    private readonly sessions: SessionLifecycle,
+    private readonly catalog: Catalog,
   ) {}
 
   start(intervalMs = 1000): void {
@@ -67,17 +68,26 @@ export class WaitingQueue implements OnApplicationShutdown {
     const world = this.ledger.world;
     const order = queueOrder(world, nowMs);
     for (const s of order.filter((x) => Date.parse(x.queue!.until) <= nowMs)) {
-      await this.ledger.decideAndCommit((w) => {
-        const current = w.sessions.get(s.id)!;
-        const write = decideLeaveQueue(current, `waited until ${current.queue?.until}: ${current.queue?.reason}`, new Date(nowMs).toISOString());
+      await this.ledger.decide((w) => {
+        const write = decideLeaveQueue(w.sessions.get(s.id)!, `waited until ${s.queue?.until}: ${s.queue?.reason}`, new Date(nowMs).toISOString());
         return write ? [write] : [];
       }, metaFor(null, { process: 'queue', sessionId: s.id }));
     }
-    // Every decision of this pass is taken now, synchronously and in fair-share order (reserve decides and
-    // promises its machines before its first await), so capacity freed later in the pass cannot jump the order.
+    // Every decision of this pass is taken now, synchronously and in fair-share order (each counts the ones before
+    // it as in flight), so capacity freed later in the pass cannot jump the order.
     const attempts = order
       .filter((s) => this.ledger.world.sessions.get(s.id)?.status === 'waiting')
-      .map((s) => this.sessions.reserve(s.tenantId, s.specs, metaFor(null, { process: 'queue', sessionId: s.id }), s));
+      .map((s) =>
+        this.ledger.decide(
+          (world, inFlight) => {
+            const waiting = world.sessions.get(s.id)!;
+            if (waiting.status !== 'waiting') return [];
+            const contextualize = (pool: string) => this.catalog.pool(pool)?.contextualize ?? false;
+            return decideRequestSession(world, this.catalog.profiles, this.catalog.defaults, { sessionId: s.id, tenantId: s.tenantId, specs: s.specs, now: new Date().toISOString(), contextualize, waiting }, inFlight);
+          },
+          metaFor(null, { process: 'queue', sessionId: s.id }),
+        ),
+      );
     for (const r of await Promise.allSettled(attempts)) {
       if (r.status === 'rejected' && !(r.reason instanceof DomainError)) throw r.reason;
     }

@@ -11,11 +11,11 @@ eventStoreContract('embedded SQLite (group commit)', async () => new SqliteEvent
 eventStoreContract('embedded SQLite (one fsync per append)', async () => new SqliteEventStore(join(dir, 'single.sqlite'), false));
 
 const esdb = process.env.DUFFY_EVENTSTORE;
-if (esdb && /^esdb/.test(esdb)) {
-  eventStoreContract(`EventStoreDB at ${esdb}`, async () => new EsdbEventStore(esdb));
+if (esdb && /^(esdb|kurrentdb|kurrent|kdb)/.test(esdb)) {
+  eventStoreContract(`KurrentDB at ${esdb}`, async () => new EsdbEventStore(esdb));
 } else {
-  console.log('SKIPPED: EventStoreDB contract suite (set DUFFY_EVENTSTORE=esdb://... e.g. after `docker compose up -d eventstore`)');
+  console.log('SKIPPED: KurrentDB (EventStoreDB) contract suite (set DUFFY_EVENTSTORE=kurrentdb://localhost:2113?tls=false, e.g. after `docker compose up -d eventstore`)');
   describe('event store contract: EventStoreDB', () => {
-    it.skip('SKIPPED: no DUFFY_EVENTSTORE=esdb://... server configured', () => undefined);
+    it.skip('SKIPPED: no DUFFY_EVENTSTORE=kurrentdb://... server configured', () => undefined);
   });
 }

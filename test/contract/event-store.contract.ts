@@ -1,6 +1,6 @@
 import { describe, expect, it, beforeEach, afterEach } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
-import { type EventStore, type RecordedEvent, WrongExpectedRevisionError } from '../../src/eventstore/event-store.port.js';
+import { type EventStore, type ExpectedRevision, type NewEvent, type RecordedEvent, WrongExpectedRevisionError } from '../../src/eventstore/event-store.port.js';
 
 /** One behaviour, every adapter: the embedded ledger and EventStoreDB must both pass this. */
 export function eventStoreContract(name: string, open: () => Promise<EventStore>) {
@@ -15,7 +15,7 @@ export function eventStoreContract(name: string, open: () => Promise<EventStore>
 
     it('appends to a new stream with no_stream and reads it back in order', async () => {
       const s = stream('c');
-      const r = await store.append(s, [ev(1), ev(2)], 'no_stream');
+      const r = await one(store, s, [ev(1), ev(2)], 'no_stream');
       expect(r.nextExpectedRevision).toBe(1);
       const read = await store.readStream(s);
       expect(read.map((e) => [e.revision, e.type, e.data.n, e.metadata.actor])).toEqual([
@@ -27,30 +27,30 @@ export function eventStoreContract(name: string, open: () => Promise<EventStore>
 
     it('rejects no_stream on an existing stream', async () => {
       const s = stream('c');
-      await store.append(s, [ev(1)], 'no_stream');
-      await expect(store.append(s, [ev(2)], 'no_stream')).rejects.toBeInstanceOf(WrongExpectedRevisionError);
+      await one(store, s, [ev(1)], 'no_stream');
+      await expect(one(store, s, [ev(2)], 'no_stream')).rejects.toBeInstanceOf(WrongExpectedRevisionError);
     });
 
     it('appends with the exact expected revision and rejects a stale one without writing', async () => {
       const s = stream('c');
-      const first = await store.append(s, [ev(1)], 'no_stream');
-      await store.append(s, [ev(2)], first.nextExpectedRevision);
-      const err = await store.append(s, [ev(3)], first.nextExpectedRevision).catch((e) => e);
+      const first = await one(store, s, [ev(1)], 'no_stream');
+      await one(store, s, [ev(2)], first.nextExpectedRevision);
+      const err = await one(store, s, [ev(3)], first.nextExpectedRevision).catch((e) => e);
       expect(err).toBeInstanceOf(WrongExpectedRevisionError);
       expect(err.actual).toBe(1);
       expect((await store.readStream(s)).map((e) => e.data.n)).toEqual([1, 2]);
     });
 
     it('rejects an expected revision on a stream that does not exist', async () => {
-      const err = await store.append(stream('c'), [ev(1)], 0).catch((e) => e);
+      const err = await one(store, stream('c'), [ev(1)], 0).catch((e) => e);
       expect(err).toBeInstanceOf(WrongExpectedRevisionError);
       expect(err.actual).toBe('no_stream');
     });
 
     it('lets exactly one of many concurrent appends with the same expected revision win', async () => {
       const s = stream('race');
-      await store.append(s, [ev(0)], 'no_stream');
-      const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => store.append(s, [ev(i + 1)], 0)));
+      await one(store, s, [ev(0)], 'no_stream');
+      const results = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => one(store, s, [ev(i + 1)], 0)));
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
       expect(results.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason instanceof WrongExpectedRevisionError)).toBe(true);
       expect(await store.readStream(s)).toHaveLength(2);
@@ -63,9 +63,9 @@ export function eventStoreContract(name: string, open: () => Promise<EventStore>
     it('reads all from a position, strictly after it, in order, paged', async () => {
       const a = stream('a');
       const b = stream('b');
-      const first = await store.append(a, [ev(1)], 'no_stream');
-      await store.append(b, [ev(2)], 'no_stream');
-      await store.append(a, [ev(3)], 0);
+      const first = await one(store, a, [ev(1)], 'no_stream');
+      await one(store, b, [ev(2)], 'no_stream');
+      await one(store, a, [ev(3)], 0);
       const after = await readAllFrom(store, first.position);
       const mine = after.filter((e) => e.stream === a || e.stream === b);
       expect(mine.map((e) => e.data.n)).toEqual([2, 3]);
@@ -76,8 +76,8 @@ export function eventStoreContract(name: string, open: () => Promise<EventStore>
 
     it('subscribes: catch-up then live, in order, without gaps or repeats', async () => {
       const s = stream('sub');
-      const start = await store.append(s, [ev(0)], 'no_stream');
-      await store.append(s, [ev(1), ev(2)], 0);
+      const start = await one(store, s, [ev(0)], 'no_stream');
+      await one(store, s, [ev(1), ev(2)], 0);
       const seen: RecordedEvent[] = [];
       let resolveDone!: () => void;
       const done = new Promise<void>((r) => (resolveDone = r));
@@ -86,17 +86,63 @@ export function eventStoreContract(name: string, open: () => Promise<EventStore>
         seen.push(e);
         if (seen.length === 4) resolveDone();
       });
-      await store.append(s, [ev(3)], 2);
-      await store.append(s, [ev(4)], 3);
+      await one(store, s, [ev(3)], 2);
+      await one(store, s, [ev(4)], 3);
       await done;
       await sub.close();
       expect(seen.map((e) => e.data.n)).toEqual([1, 2, 3, 4]);
       expect(seen.map((e) => e.revision)).toEqual([1, 2, 3, 4]);
     });
 
+    it('appends to several streams in one call, all of it or nothing', async () => {
+      const [a, b, c] = [stream('multi-a'), stream('multi-b'), stream('multi-c')];
+      await one(store, a, [ev(0)], 'no_stream');
+      const r = await store.append([
+        { stream: a, expected: 0, events: [ev(1), ev(2)] },
+        { stream: b, expected: 'no_stream', events: [ev(3)] },
+      ]);
+      expect(r.nextExpectedRevisions).toEqual([2, 0]);
+      // One stale revision among several writes: nothing of the call is written.
+      const err = await store
+        .append([
+          { stream: c, expected: 'no_stream', events: [ev(4)] },
+          { stream: b, expected: 0, events: [ev(5)] },
+          { stream: a, expected: 1, events: [ev(6)] },
+        ])
+        .catch((e) => e);
+      expect(err).toBeInstanceOf(WrongExpectedRevisionError);
+      expect(err.stream).toBe(a);
+      expect(await store.readStream(c)).toEqual([]);
+      expect((await store.readStream(b)).map((e) => e.data.n)).toEqual([3]);
+      expect((await store.readStream(a)).map((e) => e.data.n)).toEqual([0, 1, 2]);
+    });
+
+    it('never shows a reader part of a call', async () => {
+      const streams = Array.from({ length: 5 }, (_, i) => stream(`whole-${i}`));
+      const seen: RecordedEvent[] = [];
+      const before = await one(store, stream('mark'), [ev(-1)], 'no_stream');
+      let resolveDone!: () => void;
+      const done = new Promise<void>((r) => (resolveDone = r));
+      const sub = store.subscribeAll(before.position, async (e) => {
+        if (!streams.includes(e.stream)) return;
+        seen.push(e);
+        if (seen.length === 10) resolveDone();
+      });
+      // Two calls racing on the same streams: exactly one wins, and its five writes arrive together.
+      const calls = [1, 2].map((k) => store.append(streams.map((s) => ({ stream: s, expected: 'no_stream' as const, events: [ev(k), ev(k * 10)] }))));
+      const results = await Promise.allSettled(calls);
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      await done;
+      await sub.close();
+      const winner = seen[0].data.n as number;
+      expect(seen.every((e) => e.data.n === winner || e.data.n === winner * 10)).toBe(true);
+      const positions = seen.map((e) => e.position);
+      expect([...positions].sort((x, y) => (x < y ? -1 : 1))).toEqual(positions);
+    });
+
     it('survives a reopen with everything it acknowledged', async () => {
       const s = stream('durable');
-      await store.append(s, [ev(1)], 'no_stream');
+      await one(store, s, [ev(1)], 'no_stream');
       await store.close();
       store = await open();
       expect((await store.readStream(s)).map((e) => e.data.n)).toEqual([1]);
@@ -111,4 +157,10 @@ async function readAllFrom(store: EventStore, after: bigint): Promise<RecordedEv
     if (page.length === 0) return out;
     out.push(...page);
   }
+}
+
+/** A single-stream append, as most tests need. */
+async function one(store: EventStore, stream: string, events: NewEvent[], expected: ExpectedRevision) {
+  const r = await store.append([{ stream, expected, events }]);
+  return { position: r.position, nextExpectedRevision: r.nextExpectedRevisions[0] };
 }

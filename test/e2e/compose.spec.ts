@@ -11,11 +11,11 @@ describe('docker-compose.yml', () => {
     expect(r.exitCode).toBe(0);
   });
 
-  it('runs EventStoreDB, a MongoDB replica set and Duffy with health checks', async () => {
+  it('runs KurrentDB 25.1 (multi-stream appends), a MongoDB replica set and Duffy with health checks', async () => {
     const r = await execa('docker-compose', ['-f', 'docker-compose.yml', 'config'], { cwd: ROOT, env: { DUFFY_ADMIN_KEY: '00000000-0000-4000-8000-000000000001' } });
-    expect(r.stdout).toMatch(/eventstore\/eventstore/);
+    expect(r.stdout).toMatch(/kurrentplatform\/kurrentdb:25\.1/);
     expect(r.stdout).toMatch(/--replSet/);
-    expect(r.stdout).toMatch(/DUFFY_EVENTSTORE: esdb:\/\/eventstore:2113/);
+    expect(r.stdout).toMatch(/DUFFY_EVENTSTORE: kurrentdb:\/\/eventstore:2113/);
     expect(r.stdout).toMatch(/DUFFY_READMODELS: mongodb:\/\/mongo:27017/);
     expect(r.stdout.match(/healthcheck:/g)?.length).toBe(3);
   });

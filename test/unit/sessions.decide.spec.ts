@@ -1,34 +1,45 @@
 import { describe, expect, it } from '@jest/globals';
 import {
-  decideAbandonRequest,
+  type Decision,
+  type InFlightView,
+  NOTHING_IN_FLIGHT,
   decideEndSession,
   decideExtendSession,
   decideRecycle,
   decideRequestSession,
-  decideSettleSession,
+  isRefusal,
   visibleSession,
 } from '../../src/ledger/decide.js';
 import { DomainError } from '../../src/ledger/errors.js';
 import type { DuffyEvent, NodeSpec } from '../../src/ledger/events.js';
 import { AT, DEFAULTS, LATER, POOLS, given, machine, tenant, written } from '../support/given.js';
 
-const request = (world: ReturnType<typeof given>, specs: NodeSpec[], extra: Partial<{ sessionId: number; tenantId: number; busy: (id: number) => boolean; pendingQuota: number }> = {}) =>
-  decideRequestSession(world, POOLS, DEFAULTS, {
-    sessionId: extra.sessionId ?? 1,
-    tenantId: extra.tenantId ?? 1,
-    specs,
-    now: AT,
-    contextualize: () => false,
-    busy: extra.busy ?? (() => false),
-    pendingQuota: extra.pendingQuota ?? 0,
-  });
+const request = (world: ReturnType<typeof given>, specs: NodeSpec[], extra: Partial<{ sessionId: number; tenantId: number; waitSeconds: number; inFlight: InFlightView }> = {}) =>
+  decideRequestSession(
+    world,
+    POOLS,
+    DEFAULTS,
+    { sessionId: extra.sessionId ?? 1, tenantId: extra.tenantId ?? 1, specs, now: AT, contextualize: () => false, waitSeconds: extra.waitSeconds },
+    extra.inFlight ?? NOTHING_IN_FLIGHT,
+  );
 
+const writesOf = (d: Decision) => {
+  if (isRefusal(d)) throw new Error(`refused: ${d.reason}`);
+  return written(d);
+};
+
+/** A decider's refusal value, or a thrown DomainError (the API-side helpers), as {kind, message}. */
 const refusal = (fn: () => unknown) => {
+  let result: unknown;
   try {
-    fn();
+    result = fn();
   } catch (e) {
     if (e instanceof DomainError) return { kind: e.kind, message: e.message };
     throw e;
+  }
+  if (result && typeof result === 'object' && 'refused' in result) {
+    const r = result as { refused: string; reason: string };
+    return { kind: r.refused, message: r.reason };
   }
   throw new Error('expected a refusal');
 };
@@ -44,15 +55,47 @@ const started = (): Array<[string, DuffyEvent]> => [
 ];
 
 describe('requesting machines', () => {
-  it('given a ready machine, when a tenant asks for it, then request, quota claim, reservation and start are written with their guards', () => {
+  it('given a ready machine, when a tenant asks for it, then request, start, quota claim and reservation are one decision with their guards', () => {
     const world = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'));
-    const plan = request(world, [{ pool: 'metal-intel', quantity: 1 }]);
-    expect(written([plan.requested, plan.claim, ...plan.reserves, plan.started])).toEqual([
-      { stream: 'session-1', expected: 'no_stream', events: [{ type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: '2026-01-01T01:00:00.000Z', at: AT } }] },
+    expect(writesOf(request(world, [{ pool: 'metal-intel', quantity: 1 }]))).toEqual([
+      {
+        stream: 'session-1',
+        expected: 'no_stream',
+        events: [
+          { type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: '2026-01-01T01:00:00.000Z', at: AT } },
+          { type: 'SessionStarted', data: { sessionId: 1, machineIds: [1], expiresAt: '2026-01-01T01:00:00.000Z', at: AT } },
+        ],
+      },
       { stream: 'tenant-alice', expected: 0, events: [{ type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 1, count: 1, at: AT } }] },
       { stream: 'machine-i1', expected: 0, events: [{ type: 'MachineReserved', data: { machineId: 1, hostname: 'i1', sessionId: 1, tenantId: 1, pool: 'metal-intel', platform: 'intel', affinity: 'established', contextualize: false, at: AT } }] },
-      { stream: 'session-1', expected: 0, events: [{ type: 'SessionStarted', data: { sessionId: 1, machineIds: [1], at: AT } }] },
     ]);
+  });
+
+  it('given nothing free and a wait, when a tenant asks, then the request is recorded as waiting, holding nothing', () => {
+    const world = given(tenant(1, 'alice'));
+    expect(writesOf(request(world, [{ pool: 'metal-intel', quantity: 1 }], { waitSeconds: 60 }))).toEqual([
+      {
+        stream: 'session-1',
+        expected: 'no_stream',
+        events: [
+          { type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: '2026-01-01T01:00:00.000Z', at: AT } },
+          { type: 'RequestQueued', data: { sessionId: 1, reason: 'pool metal-intel: 1 requested, 0 available', waitUntil: '2026-01-01T00:01:00.000Z', at: AT } },
+        ],
+      },
+    ]);
+  });
+
+  it('given a spec without a numeric quantity (a malformed body that reached the domain), when asked, then refused, never compared with the quota', () => {
+    const world = given(tenant(1, 'alice', { nodeQuota: 2 }), machine(1, 'i1', 'metal-intel'));
+    for (const specs of [[[]], [{ pool: 'metal-intel' }], [null], [{ pool: 'metal-intel', quantity: 1.5 }]] as unknown as NodeSpec[][]) {
+      expect(refusal(() => request(world, specs)).kind).toBe('invalid');
+    }
+  });
+
+  it('given a tenant lifetime above its maximum, when served, then the lease ends at the maximum', () => {
+    const world = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'), ['tenant-alice', { type: 'TenantUpdated', data: { tenantId: 1, changes: { sessionLifetime: 86400, sessionLifetimeMax: 7200 }, at: AT } }]);
+    const d = writesOf(request(world, [{ pool: 'metal-intel', quantity: 1 }]));
+    expect((d[0].events[0] as Extract<DuffyEvent, { type: 'MachineRequested' }>).data.expiresAt).toBe('2026-01-01T02:00:00.000Z');
   });
 
   it('given the only machine is held, when another tenant asks, then 422-style capacity refusal naming what is missing', () => {
@@ -65,7 +108,17 @@ describe('requesting machines', () => {
 
   it('given a machine promised to a request still being written, when another asks, then it is not handed out twice', () => {
     const world = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'));
-    expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 1 }], { busy: (id) => id === 1 })).kind).toBe('capacity');
+    const inFlight: InFlightView = { ...NOTHING_IN_FLIGHT, busy: (id) => id === 1 };
+    expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 1 }], { inFlight })).kind).toBe('capacity');
+  });
+
+  it('given another request of the same tenant in flight, when it asks, then its quota counts and the tenant write builds on that head', () => {
+    const world = given(tenant(1, 'alice', { nodeQuota: 2 }), machine(1, 'i1', 'metal-intel'), machine(2, 'i2', 'metal-intel'));
+    const inFlight: InFlightView = { busy: (id) => id === 1, quota: (t) => (t === 1 ? 1 : 0), revision: (s, known) => (s === 'tenant-alice' ? 1 : known), lastSessionId: () => 1 };
+    const d = writesOf(request(world, [{ pool: 'metal-intel', quantity: 1 }], { sessionId: 2, inFlight }));
+    expect(d[1]).toEqual({ stream: 'tenant-alice', expected: 1, events: [{ type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 2, count: 1, at: AT } }] });
+    expect(d[2].stream).toBe('machine-i2');
+    expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2 }], { sessionId: 2, inFlight })).kind).toBe('quota');
   });
 
   it('given a quota of 2 with 1 held, when the tenant asks for 2 more, then quota refusal with the numbers', () => {
@@ -86,38 +139,32 @@ describe('requesting machines', () => {
     expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 1 }])).kind).toBe('forbidden');
   });
 
-  it('given a request cut short after its reservation, when abandoned, then the machine, quota and session are all undone', () => {
-    const history = started().slice(0, 5);
-    const world = given(...history);
-    expect(written(decideAbandonRequest(world, 1, 'interrupted', LATER))).toEqual([
-      { stream: 'machine-i1', expected: 1, events: [{ type: 'MachineReservationCancelled', data: { machineId: 1, sessionId: 1, reason: 'interrupted', at: LATER } }] },
-      { stream: 'tenant-alice', expected: 1, events: [{ type: 'QuotaReturned', data: { tenantId: 1, sessionId: 1, count: 1, at: LATER } }] },
-      { stream: 'session-1', expected: 0, events: [{ type: 'SessionRejected', data: { sessionId: 1, reason: 'interrupted', at: LATER } }] },
-    ]);
-  });
 });
 
 describe('ending sessions', () => {
-  it('given an active session, when done, then SessionReleased; when settled, then the machine is released and the quota returned', () => {
+  it('given an active session, when done, then its end, the machine release and the quota return are one decision', () => {
     const world = given(...started());
-    const end = decideEndSession(world.sessions.get(1)!, 'done', LATER)!;
-    expect(written([end])).toEqual([{ stream: 'session-1', expected: 1, events: [{ type: 'SessionReleased', data: { sessionId: 1, reason: 'done', at: LATER } }] }]);
-    const after = given(...started(), ['session-1', end.events[0]]);
-    expect(written(decideSettleSession(after, after.sessions.get(1)!, LATER))).toEqual([
+    expect(written(decideEndSession(world, world.sessions.get(1)!, { reason: 'done', now: LATER, recyclesInstantly: () => false }))).toEqual([
+      { stream: 'session-1', expected: 1, events: [{ type: 'SessionReleased', data: { sessionId: 1, reason: 'done', at: LATER } }] },
       { stream: 'machine-i1', expected: 1, events: [{ type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at: LATER } }] },
       { stream: 'tenant-alice', expected: 1, events: [{ type: 'QuotaReturned', data: { tenantId: 1, sessionId: 1, count: 1, at: LATER } }] },
     ]);
   });
 
-  it('given a settled session, when settled again, then nothing new is written', () => {
+  it('given a pool that needs no release playbook, when done, then the machine is back in service in the same write', () => {
+    const world = given(...started());
+    const [, m] = decideEndSession(world, world.sessions.get(1)!, { reason: 'done', now: LATER, recyclesInstantly: () => true });
+    expect(m.events.map((e) => e.type)).toEqual(['MachineReleased', 'MachineRecycled']);
+  });
+
+  it('given an ended session, when ended again, then nothing new is written', () => {
     const world = given(
       ...started(),
       ['session-1', { type: 'SessionReleased', data: { sessionId: 1, reason: 'done', at: LATER } }],
       ['machine-i1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at: LATER } }],
       ['tenant-alice', { type: 'QuotaReturned', data: { tenantId: 1, sessionId: 1, count: 1, at: LATER } }],
     );
-    expect(decideSettleSession(world, world.sessions.get(1)!, LATER)).toEqual([]);
-    expect(decideEndSession(world.sessions.get(1)!, 'done', LATER)).toBeNull();
+    expect(decideEndSession(world, world.sessions.get(1)!, { reason: 'done', now: LATER, recyclesInstantly: () => false })).toEqual([]);
     expect(world.machines.get(1)!.busyMs).toBe(3600_000);
   });
 

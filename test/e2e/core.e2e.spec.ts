@@ -1,0 +1,130 @@
+import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
+import { SqliteEventStore } from '../../src/eventstore/sqlite-event-store.js';
+import { Ledger } from '../../src/ledger/ledger.service.js';
+import { ADMIN_KEY, Client, type Running, basic, instantDemoConfig, newTenant, startDuffy } from '../support/server.js';
+
+jest.setTimeout(300_000);
+const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('one command, one append', () => {
+  let duffy: Running;
+  beforeAll(async () => (duffy = await startDuffy()));
+  afterAll(async () => duffy.close());
+
+  it('a request and a release are each exactly one append to the store', async () => {
+    const alice = await newTenant(duffy, 'one-append');
+    const ledger = duffy.app.get(Ledger);
+    const before = ledger.appends;
+    const r = await alice.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 2 }] });
+    expect(r.status).toBe(201);
+    expect(ledger.appends - before).toBe(1);
+    const mid = ledger.appends;
+    const done = await alice.put(`/api/v1/sessions/${r.body.session.id}`, { active: false });
+    expect(done.status).toBe(200);
+    expect(ledger.appends - mid).toBe(1);
+  });
+});
+
+async function readLedger(file: string): Promise<RecordedEvent[]> {
+  const store = new SqliteEventStore(file, true, true);
+  try {
+    const out: RecordedEvent[] = [];
+    for (;;) {
+      const page = await store.readAll(out.length ? out[out.length - 1].position : 0n, 5000);
+      if (page.length === 0) return out;
+      out.push(...page);
+    }
+  } finally {
+    await store.close();
+  }
+}
+
+function server(dataDir: string, config: string, port: number): ChildProcess {
+  return spawn(process.execPath, [MAIN], {
+    env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_CONFIG: config, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'silent', NODE_OPTIONS: '' },
+    stdio: 'ignore',
+  });
+}
+
+async function until(probe: () => Promise<boolean>, ms = 60_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await probe().catch(() => false)) return;
+    await sleep(100);
+  }
+  throw new Error('server did not come up');
+}
+
+describe('kill -9 at random points of requests and releases', () => {
+  it('the ledger never holds part of a request or of a release, and every acknowledged session is intact', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-core-crash-'));
+    const config = instantDemoConfig();
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const url = `http://127.0.0.1:${port}`;
+    const admin = new Client(url, basic('admin', ADMIN_KEY));
+    const acknowledged = { started: new Set<number>(), released: new Set<number>() };
+    let child = server(dataDir, config, port);
+    await until(async () => (await admin.get('/api/v1/pools')).status === 200);
+    const keys: Client[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await admin.post('/api/v1/tenants', { name: `crash-${i}`, ssh_key: 'ssh-ed25519 AAAA x', node_quota: 50 });
+      keys.push(new Client(url, basic(`crash-${i}`, r.body.tenant.api_key)));
+    }
+    try {
+      for (let round = 0; round < 4; round++) {
+        let stop = false;
+        const load = keys.map(async (c) => {
+          while (!stop) {
+            const r = await c.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 + (round % 2) }] }).catch(() => undefined);
+            if (r?.status !== 201) continue;
+            acknowledged.started.add(r.body.session.id);
+            const d = await c.put(`/api/v1/sessions/${r.body.session.id}`, { active: false }).catch(() => undefined);
+            if (d?.status === 200) acknowledged.released.add(r.body.session.id);
+          }
+        });
+        await sleep(300 + Math.random() * 1200);
+        child.kill('SIGKILL');
+        await new Promise((r) => child.once('exit', r));
+        stop = true;
+        await Promise.all(load);
+        child = server(dataDir, config, port);
+        await until(async () => (await admin.get('/api/v1/pools')).status === 200);
+      }
+    } finally {
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+    }
+
+    const events = await readLedger(join(dataDir, 'ledger.sqlite'));
+    const bySession = new Map<number, RecordedEvent[]>();
+    for (const e of events) {
+      const id = (e.data as { sessionId?: number }).sessionId;
+      if (typeof id === 'number') bySession.set(id, [...(bySession.get(id) ?? []), e]);
+    }
+    expect(acknowledged.started.size).toBeGreaterThan(0);
+    let requests = 0;
+    for (const [id, mine] of bySession) {
+      const count = (type: string) => mine.filter((e) => e.type === type).length;
+      const requested = mine.find((e) => e.type === 'MachineRequested');
+      if (!requested) continue;
+      requests += 1;
+      const wanted = (requested.data.specs as Array<{ quantity: number }>).reduce((n, s) => n + s.quantity, 0);
+      // A request is whole: started, quota claimed, every machine reserved, or none of it.
+      expect({ id, started: count('SessionStarted'), claimed: count('QuotaClaimed'), reserved: count('MachineReserved') }).toEqual({ id, started: 1, claimed: 1, reserved: wanted });
+      // A release is whole: the session's end, every machine released, the quota returned.
+      if (count('SessionReleased') > 0) {
+        expect({ id, released: count('MachineReleased'), returned: count('QuotaReturned') }).toEqual({ id, released: wanted, returned: 1 });
+      }
+    }
+    expect(requests).toBeGreaterThanOrEqual(acknowledged.started.size);
+    for (const id of acknowledged.started) expect(bySession.get(id)?.some((e) => e.type === 'SessionStarted')).toBe(true);
+    for (const id of acknowledged.released) expect(bySession.get(id)?.some((e) => e.type === 'SessionReleased')).toBe(true);
+  });
+});
