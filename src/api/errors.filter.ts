@@ -54,6 +54,6 @@ export function describe(error: unknown): [number, string] {
   }
   // A write the store cannot make is Duffy's trouble, not the client's, and it passes: 503 with Retry-After.
   const fault = storageFault(error);
-  if (fault) return [503, `the ledger could not record this change: ${fault.what} (${fault.code}); try again later`];
+  if (fault) return [503, `Duffy cannot write its data: ${fault.what} (${fault.code}); try again later`];
   return [500, 'internal error: see the server log'];
 }

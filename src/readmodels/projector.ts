@@ -7,6 +7,8 @@ import type { DocChange, ReadModelStore } from './read-model.port.js';
 const HIGH_WATER = 5000;
 /** Read-model writes gather this long: one transaction for many requests' events, off the requests' way. */
 const BATCH_MS = 20;
+/** A batch the store refused (a full disk...) is written again after this long. */
+const RETRY_MS = 1_000;
 
 /**
  * Follows the ledger for one projection from its checkpoint and writes its documents in batches, each batch
@@ -24,6 +26,11 @@ export class ProjectionRunner {
   /** Milliseconds from an event's own time to its documents being written (the last batch's worst). */
   lastLagMs = 0;
   failure: unknown;
+  /** Why the last batch could not be written, until one is (reads answer it rather than wait). */
+  writeFailure: unknown;
+  /** A projected batch the store refused: written again as is, since the cache already holds its effects. */
+  private unwritten?: { changes: DocChange[]; last: RecordedEvent };
+  private stopped = false;
 
   constructor(
     readonly projection: Projection,
@@ -42,7 +49,9 @@ export class ProjectionRunner {
     const p = this.projection;
     this.cache.clear();
     this.buffer = [];
+    this.unwritten = undefined;
     this.failure = undefined;
+    this.writeFailure = undefined;
     const cp = await this.store.checkpoint(p.name);
     if (options.rebuild || !cp || cp.version !== p.version) {
       await this.store.reset(p.name, p.collections);
@@ -60,6 +69,7 @@ export class ProjectionRunner {
     const end = Date.now() + timeoutMs;
     while (this.position < position) {
       if (this.failure) throw this.failure;
+      if (this.writeFailure) throw this.writeFailure;
       if (Date.now() > end) throw new Error(`projection ${this.projection.name} is behind: at ${this.position}, wanted ${position}`);
       await (this.flushing ?? new Promise((r) => setTimeout(r, 5)));
     }
@@ -70,46 +80,66 @@ export class ProjectionRunner {
     if (e.position <= this.taken) return;
     this.taken = e.position;
     this.buffer.push(e);
-    if (!this.flushing) this.flushing = new Promise<void>((r) => setTimeout(r, BATCH_MS)).then(() => this.flush());
+    this.schedule(BATCH_MS);
     if (this.buffer.length >= HIGH_WATER) await this.flushing;
   }
 
+  private schedule(ms: number): void {
+    if (!this.flushing) this.flushing = new Promise<void>((r) => setTimeout(r, ms)).then(() => this.flush());
+  }
+
+  /** Never rejects: a refused write is kept, reported in `writeFailure`, and tried again (a full disk must not crash Duffy). */
   private async flush(): Promise<void> {
-    while (this.buffer.length > 0) {
-      const batch = this.buffer;
-      this.buffer = [];
-      const changes: DocChange[] = [];
-      const read = (c: string, id: string) => this.cache.get(key(c, id));
-      for (const e of batch) {
-        for (const ch of this.projection.project(e as RecordedEvent & DuffyEvent, read)) {
-          if (ch.op === 'put') {
-            // The id rides along in the document, so a restart can rebuild the cache from `find`.
-            const doc = { ...ch.doc, __id: ch.id };
-            this.cache.set(key(ch.collection, ch.id), doc);
-            changes.push({ ...ch, doc, position: e.position });
-          } else {
-            this.cache.delete(key(ch.collection, ch.id));
-            changes.push({ ...ch, position: e.position });
-          }
+    try {
+      while (this.unwritten || this.buffer.length > 0) {
+        this.unwritten ??= this.projectBatch();
+        const { changes, last } = this.unwritten;
+        await this.store.apply(this.projection.name, this.projection.version, changes, last.position);
+        this.unwritten = undefined;
+        this.writeFailure = undefined;
+        this.position = last.position;
+        const at = Date.parse(String(last.metadata.at ?? ''));
+        if (!Number.isNaN(at)) this.lastLagMs = Date.now() - at;
+      }
+      this.flushing = undefined;
+    } catch (err) {
+      this.writeFailure = err;
+      this.flushing = undefined;
+      if (!this.stopped) this.schedule(RETRY_MS);
+    }
+  }
+
+  private projectBatch(): { changes: DocChange[]; last: RecordedEvent } {
+    const batch = this.buffer;
+    this.buffer = [];
+    const changes: DocChange[] = [];
+    const read = (c: string, id: string) => this.cache.get(key(c, id));
+    for (const e of batch) {
+      for (const ch of this.projection.project(e as RecordedEvent & DuffyEvent, read)) {
+        if (ch.op === 'put') {
+          // The id rides along in the document, so a restart can rebuild the cache from `find`.
+          const doc = { ...ch.doc, __id: ch.id };
+          this.cache.set(key(ch.collection, ch.id), doc);
+          changes.push({ ...ch, doc, position: e.position });
+        } else {
+          this.cache.delete(key(ch.collection, ch.id));
+          changes.push({ ...ch, position: e.position });
         }
       }
-      const last = batch[batch.length - 1];
-      // Only each document's final state in the batch is written: the checkpoint covers the whole batch anyway.
-      const final = new Map<string, DocChange>();
-      for (const ch of changes) {
-        const k = key(ch.collection, ch.id);
-        final.delete(k);
-        final.set(k, ch);
-      }
-      await this.store.apply(this.projection.name, this.projection.version, [...final.values()], last.position);
-      this.position = last.position;
-      const at = Date.parse(String(last.metadata.at ?? ''));
-      if (!Number.isNaN(at)) this.lastLagMs = Date.now() - at;
     }
-    this.flushing = undefined;
+    const last = batch[batch.length - 1];
+    // Only each document's final state in the batch is written: the checkpoint covers the whole batch anyway.
+    const final = new Map<string, DocChange>();
+    for (const ch of changes) {
+      const k = key(ch.collection, ch.id);
+      final.delete(k);
+      final.set(k, ch);
+    }
+    return { changes: [...final.values()], last };
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     await this.subscription?.close();
     this.subscription = undefined;
     await this.flushing;

@@ -173,7 +173,7 @@ describe('fault: the data directory\'s disk fills up', () => {
         if (r.status === 201) acknowledged.push(`during-${i}`);
         else refused = r;
       }
-      expect(refused && [refused.status, refused.body.detail]).toEqual([503, 'the ledger could not record this change: the disk is full (SQLITE_FULL); try again later']);
+      expect(refused && [refused.status, refused.body.detail]).toEqual([503, 'Duffy cannot write its data: the disk is full (SQLITE_FULL); try again later']);
       expect(refused!.headers.get('retry-after')).toBe('60');
       const down = await duffy.admin.get('/health');
       expect([down.status, down.body.error?.ledger?.status]).toEqual([503, 'down']);
@@ -240,7 +240,7 @@ describe('fault: a second server on the same data directory', () => {
     await serving(port);
 
     const second = server(dataDir, port + 1);
-    const code = await Promise.race([second.exit, sleep(30_000).then(() => 'still running')]);
+    const code = await Promise.race([second.exit, new Promise((r) => setTimeout(r, 30_000).unref()).then(() => 'still running')]);
     expect(code).not.toBe('still running');
     expect(code).not.toBe(0);
     expect(second.output()).toContain(`pid ${first.child.pid}`);

@@ -17,7 +17,7 @@ describe('a write the store cannot make', () => {
     ['ENOSPC', 'the disk is full'],
     ['SQLITE_READONLY', 'the storage is read-only'],
   ])('%s is a 503 naming the cause', (code, what) => {
-    expect(describeError(raised(code))).toEqual([503, `the ledger could not record this change: ${what} (${code}); try again later`]);
+    expect(describeError(raised(code))).toEqual([503, `Duffy cannot write its data: ${what} (${code}); try again later`]);
   });
 
   it('is found under a wrapping error, by its code and never its message', () => {
@@ -40,7 +40,7 @@ describe('a write the store cannot make', () => {
     new ErrorsFilter().catch(raised('SQLITE_FULL', 'database or disk is full'), { switchToHttp: () => ({ getResponse: () => res }) } as never);
     expect(sent.status).toBe(503);
     expect(headers['Retry-After']).toBe('60');
-    expect(sent.body).toEqual({ detail: 'the ledger could not record this change: the disk is full (SQLITE_FULL); try again later' });
+    expect(sent.body).toEqual({ detail: 'Duffy cannot write its data: the disk is full (SQLITE_FULL); try again later' });
   });
 });
 
