@@ -4,6 +4,7 @@ import { HealthCheck, HealthCheckService, HealthIndicatorService } from '@nestjs
 import { execa } from 'execa';
 import { writeHealthOf } from '../eventstore/event-store.factory.js';
 import { Ledger } from '../ledger/ledger.service.js';
+import { Provisioner } from '../provisioning/provisioner.service.js';
 import { READ_MODELS, type ReadModelStore } from '../readmodels/read-model.port.js';
 
 const withTimeout = <T>(p: Promise<T>, ms: number) =>
@@ -20,6 +21,7 @@ export class HealthController {
     private readonly indicators: HealthIndicatorService,
     private readonly ledger: Ledger,
     @Inject(READ_MODELS) private readonly readModels: ReadModelStore,
+    private readonly provisioner: Provisioner,
   ) {}
 
   @Get()
@@ -48,13 +50,16 @@ export class HealthController {
       },
       async () => {
         const ansible = this.indicators.check('ansible');
-        // Looked up once: the binary does not come and go while Duffy runs.
+        // Runs failing on Duffy's side (Ansible gone since, a playbook missing) say more than the version did.
+        const fault = this.provisioner.environmentFault;
+        if (fault) return ansible.down({ message: `${fault.reason} (playbook runs failing since ${fault.since})` });
+        // Looked up once while it works: the runs above tell when it stops working.
         this.ansible ??= execa('ansible-playbook', ['--version'], { timeout: 10_000 }).then((r) => String(r.stdout).split('\n')[0]);
         return this.ansible.then(
           (version) => ansible.up({ version }),
           () => {
             this.ansible = undefined;
-            return ansible.down({ message: 'ansible-playbook not found' });
+            return ansible.down({ message: 'ansible-playbook not found on PATH' });
           },
         );
       },

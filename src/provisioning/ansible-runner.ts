@@ -123,7 +123,7 @@ export class AnsibleRunner implements PlaybookRunner {
         const stdout = String(result.stdout ?? '');
         const stderr = String(result.stderr ?? '');
         const exitCode = typeof result.exitCode === 'number' ? result.exitCode : null;
-        const fault = environmentFault({ code: result.code, signal: result.signal, exitCode, timedOut, hasDuffyOut: findDuffyOut(stdout) !== undefined });
+        const fault = environmentFault({ code: result.code, signal: result.signal, exitCode, timedOut, hasDuffyOut: findDuffyOut(stdout) !== undefined, hasReport: hasPlayReport(stdout) });
         const run: RunRecord = {
           action: input.action,
           playbook,
@@ -148,15 +148,16 @@ export class AnsibleRunner implements PlaybookRunner {
  * Whether a finished run failed on Duffy's side rather than the machines'. A playbook that hangs past its
  * timeout, fails, or answers garbage is the machines' (or their playbook's) failure; these are not.
  */
-export function environmentFault(r: { code?: string; signal?: string; exitCode: number | null; timedOut: boolean; hasDuffyOut: boolean }): EnvironmentFault | undefined {
+export function environmentFault(r: { code?: string; signal?: string; exitCode: number | null; timedOut: boolean; hasDuffyOut: boolean; hasReport?: boolean }): EnvironmentFault | undefined {
   if (r.code === 'ENOENT') return { reason: 'ansible-playbook not found on PATH', spawned: false };
   if (r.code === 'EACCES' || r.code === 'EPERM') return { reason: `ansible-playbook is not executable (${r.code})`, spawned: false };
   if (r.code) return { reason: `could not start ansible-playbook: ${r.code}`, spawned: false };
   if (r.timedOut || r.hasDuffyOut) return undefined;
   // Killed by somebody else than Duffy's timeout (the OOM killer, an operator): the controller died, not the machine.
   if (r.signal) return { reason: `ansible-playbook was killed by ${r.signal}`, spawned: true };
-  // 4: parser error, 5: bad options; 126/127: the shell could not run it (a broken installation).
-  if (r.exitCode === 4 || r.exitCode === 5) return { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true };
+  // 4 with no play report: a parser error (4 with a report is an unreachable host), 5: bad options;
+  // 126/127: the shell could not run it (a broken installation).
+  if ((r.exitCode === 4 || r.exitCode === 5) && !r.hasReport) return { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true };
   if (r.exitCode === 126 || r.exitCode === 127) return { reason: `ansible-playbook could not run (exit code ${r.exitCode})`, spawned: true };
   return undefined;
 }
@@ -191,6 +192,15 @@ export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'e
     );
   }
   return map;
+}
+
+/** Whether the JSON callback printed its report, i.e. Ansible got as far as running plays. */
+function hasPlayReport(stdout: string): boolean {
+  try {
+    return Array.isArray((JSON.parse(stdout.slice(stdout.indexOf('{'))) as { plays?: unknown }).plays);
+  } catch {
+    return false;
+  }
 }
 
 type OutNode = { hostname: string; ipaddr?: unknown; ok?: unknown; error?: unknown };

@@ -58,6 +58,7 @@ describe('fault: Ansible missing, then back (demo inventory)', () => {
     await until(duffy, () => [...world(duffy!).machines.values()].every((m) => m.sessionId === null && (m.state === 'ready' || m.state === 'unused') && m.job === null));
     const health = await duffy.admin.get('/health');
     expect([health.status, health.body.error?.ansible?.status]).toEqual([503, 'down']);
+    expect(health.body.error.ansible.message).toMatch(/^ansible-playbook not found on PATH/);
     let events = await ledgerEvents(duffy);
     expect(events.filter((e) => e.type === 'EnvironmentFault').length).toBeGreaterThanOrEqual(6);
     expect(events.filter((e) => e.type === 'ProvisioningFailed' || e.type === 'MachineQuarantined')).toEqual([]);
@@ -72,6 +73,7 @@ describe('fault: Ansible missing, then back (demo inventory)', () => {
     const hosts = served.body.session.nodes.map((n: { hostname: string; state: string }) => `${n.hostname} ${n.state}`);
     expect(hosts.sort()).toEqual([...world(duffy).machines.values()].filter((m) => /^metal-(arm|intel)/.test(m.hostname)).map((m) => `${m.hostname} deployed`).sort());
     for (const host of touched) expect(hosts).toContain(`${host} deployed`);
+    expect((await duffy.admin.get('/health')).body.details?.ansible?.status).toBe('up');
     events = await ledgerEvents(duffy);
     expect(events.filter((e) => e.type === 'ProvisioningFailed' || e.type === 'MachineQuarantined')).toEqual([]);
   });

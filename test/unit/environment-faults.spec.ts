@@ -45,6 +45,7 @@ describe('faults of Duffy\'s own environment', () => {
     ['a failed task', { exitCode: 2 }],
     ['a hang past the timeout (Duffy killed it)', { timedOut: true, signal: 'SIGKILL' }],
     ['a run that answered', { exitCode: 4, hasDuffyOut: true }],
+    ['an unreachable host (exit 4 with a play report)', { exitCode: 4, hasReport: true }],
   ])('leave %s to the machine', (_name, r) => {
     expect(environmentFault({ exitCode: null, timedOut: false, hasDuffyOut: false, ...r })).toBeUndefined();
   });
