@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { stringify } from 'yaml';
-import { percentile } from '../src/scheduling/metrics.js';
+import { percentile } from '../src/domain/statistics.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const DIST = fileURLToPath(new URL('..', import.meta.url));

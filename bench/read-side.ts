@@ -2,12 +2,12 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROJECTIONS } from '../projections/index.js';
-import type { NewEvent } from '../src/eventstore/event-store.port.js';
-import { SqliteEventStore } from '../src/eventstore/sqlite-event-store.js';
-import type { DuffyEvent } from '../src/ledger/events.js';
-import { ProjectionRunner, followTogether } from '../src/readmodels/projector.js';
-import { SqliteReadModels } from '../src/readmodels/sqlite-read-models.js';
-import { percentile } from '../src/scheduling/metrics.js';
+import type { NewEvent } from '../src/application/ports/event-store.port.js';
+import { SqliteEventStore } from '../src/adapters/eventstore/sqlite-event-store.js';
+import type { DuffyEvent } from '../src/domain/events.js';
+import { ProjectionRunner, followTogether } from '../src/application/projector.js';
+import { SqliteReadModels } from '../src/adapters/readmodels/sqlite-read-models.js';
+import { percentile } from '../src/domain/statistics.js';
 
 const count = (n: number) => Math.round(n).toLocaleString('en-US');
 

@@ -4,7 +4,7 @@
  * line per seed, to see whether the ordering of the policies holds beyond one draw.
  */
 import { parseArgs } from 'node:util';
-import { DEFAULT_CONFIG, compare, formatReports, formatTable } from '../src/scheduling/simulator.js';
+import { DEFAULT_CONFIG, compare, formatReports, formatTable } from '../src/domain/simulator.js';
 
 const { values } = parseArgs({
   options: {

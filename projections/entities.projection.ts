@@ -1,6 +1,6 @@
-import type { RecordedEvent } from '../src/eventstore/event-store.port.js';
-import type { DuffyEvent } from '../src/ledger/events.js';
-import { type Machine, type Session, type Tenant, type World, emptyWorld, evolve } from '../src/ledger/world.js';
+import type { RecordedEvent } from '../src/application/ports/event-store.port.js';
+import type { DuffyEvent } from '../src/domain/events.js';
+import { type Machine, type Session, type Tenant, type World, emptyWorld, evolve } from '../src/domain/world.js';
 import { type Change, type Doc, type DocReader, type Projection, put } from './projection.js';
 
 export const TENANTS = 'tenants';

@@ -1,3 +1,5 @@
+import type { NodeSpec } from '../src/domain/events.js';
+import { jain, maxMinFair } from '../src/domain/statistics.js';
 import type { Change, Projection } from './projection.js';
 import { del, ms, put } from './projection.js';
 
@@ -12,32 +14,41 @@ const MAX_WAITS = 200;
 const MAX_INTERVALS = 500;
 
 /**
- * Fairness per tenant: machines held now, busy intervals in ms since the epoch (machine-hours over 1 h / 24 h / 7 d are computed at
- * query time from them), and queue waits from request to start. Capacity counts machines in service.
+ * Fairness per tenant: machines held now, busy intervals `[start ms, end ms, pool]` (machine-hours over 1 h / 24 h /
+ * 7 d are computed at query time from them), queue waits from request to start, and the spells requests spent
+ * queued `[start ms, end ms, specs]` (what a tenant wanted and did not hold, for the fair share). Capacity counts
+ * machines in service.
  */
 export const fairness: Projection = {
   name: 'fairness',
-  version: 3,
+  version: 4,
   collections: [TENANTS, HOLDING, WAITING, CAPACITY],
   project(e, doc): Change[] {
     switch (e.type) {
       case 'TenantRegistered':
-        return [put(TENANTS, e.data.tenantId, { tenant_id: e.data.tenantId, tenant: e.data.name, active_machines: 0, intervals: [], waits_ms: [] })];
+        return [put(TENANTS, e.data.tenantId, { tenant_id: e.data.tenantId, tenant: e.data.name, active_machines: 0, intervals: [], waits_ms: [], queued: [] })];
       case 'MachineRegistered':
         return [put(CAPACITY, 'all', { machines: Number(doc(CAPACITY, 'all')?.machines ?? 0) + 1 })];
       case 'MachineRecycled':
         return e.data.state === 'done' ? [put(CAPACITY, 'all', { machines: Math.max(0, Number(doc(CAPACITY, 'all')?.machines ?? 1) - 1) })] : [];
       case 'MachineRequested':
-        return [put(WAITING, e.data.sessionId, { tenant_id: e.data.tenantId, requested_at: e.data.at })];
+        return [put(WAITING, e.data.sessionId, { tenant_id: e.data.tenantId, requested_at: e.data.at, specs: e.data.specs, queued_at: null })];
+      case 'RequestQueued': {
+        const w = doc(WAITING, String(e.data.sessionId));
+        return w ? [put(WAITING, e.data.sessionId, { ...w, queued_at: e.data.at })] : [];
+      }
       case 'SessionStarted':
       case 'SessionRejected': {
         const w = doc(WAITING, String(e.data.sessionId));
         if (!w) return [];
         const changes: Change[] = [del(WAITING, e.data.sessionId)];
         const t = doc(TENANTS, String(w.tenant_id));
-        if (t && e.type === 'SessionStarted') {
-          const waits = [...(t.waits_ms as number[]), ms(String(w.requested_at), e.data.at)].slice(-MAX_WAITS);
-          changes.push(put(TENANTS, String(w.tenant_id), { ...t, waits_ms: waits }));
+        if (t) {
+          const waits = e.type === 'SessionStarted' ? [...(t.waits_ms as number[]), ms(String(w.requested_at), e.data.at)].slice(-MAX_WAITS) : t.waits_ms;
+          const end = Date.parse(e.data.at);
+          const spells = ((t.queued as Array<[number, number, NodeSpec[]]> | undefined) ?? []).filter(([, until]) => until >= end - KEEP_MS);
+          const queued = w.queued_at ? [...spells, [Date.parse(String(w.queued_at)), end, w.specs]].slice(-MAX_INTERVALS) : spells;
+          changes.push(put(TENANTS, String(w.tenant_id), { ...t, waits_ms: waits, queued }));
         }
         return changes;
       }
@@ -45,7 +56,7 @@ export const fairness: Projection = {
         const t = doc(TENANTS, String(e.data.tenantId));
         if (!t) return [];
         return [
-          put(HOLDING, e.data.machineId, { tenant_id: e.data.tenantId, since: e.data.at }),
+          put(HOLDING, e.data.machineId, { tenant_id: e.data.tenantId, since: e.data.at, pool: e.data.pool }),
           put(TENANTS, String(e.data.tenantId), { ...t, active_machines: Number(t.active_machines) + 1 }),
         ];
       }
@@ -62,7 +73,7 @@ export const fairness: Projection = {
           const old = t.intervals as Array<[number, number]>;
           let from = Math.max(0, old.length + 1 - MAX_INTERVALS);
           while (from < old.length && old[from][1] < end - KEEP_MS) from += 1;
-          const intervals = [...old.slice(from), [Date.parse(String(h.since)), end]];
+          const intervals = [...old.slice(from), [Date.parse(String(h.since)), end, h.pool]];
           changes.push(put(TENANTS, String(h.tenant_id), { ...t, active_machines: Math.max(0, Number(t.active_machines) - 1), intervals }));
         }
         return changes;
@@ -72,3 +83,60 @@ export const fairness: Projection = {
     }
   },
 };
+
+/** A spell during which a tenant held (`held`) or waited for (`waiting`) machines of one resource class. */
+export interface Demand {
+  tenant: string;
+  resource: string;
+  start: number;
+  end: number;
+  held: number;
+  waiting: number;
+}
+
+/**
+ * Jain's index the way the simulator defines it (src/scheduling/simulator.ts): at every instant, per resource class,
+ * the machines the tenants hold are split max-min fairly over what each wants (held + waiting); tenant i gets
+ * x_i = machine time held / fair machine time over [from, to), and the index is Jain's of the x_i. 1 when every
+ * tenant got its fair share; without contention held = wanted = fair, so 1. Null when nobody held anything.
+ */
+export function fairShareJain(demands: readonly Demand[], from: number, to: number): { index: number | null; shares: Map<string, number> } {
+  const deltas: Array<{ at: number; d: Demand; sign: 1 | -1 }> = [];
+  for (const d of demands) {
+    const start = Math.max(from, d.start);
+    const end = Math.min(to, d.end);
+    if (end <= start) continue;
+    deltas.push({ at: start, d, sign: 1 }, { at: end, d, sign: -1 });
+  }
+  deltas.sort((a, b) => a.at - b.at);
+  const held = new Map<string, Map<string, number>>();
+  const wanted = new Map<string, Map<string, number>>();
+  const heldTime = new Map<string, number>();
+  const fairTime = new Map<string, number>();
+  const add = (m: Map<string, Map<string, number>>, r: string, t: string, n: number) => {
+    const byTenant = m.get(r) ?? new Map<string, number>();
+    byTenant.set(t, (byTenant.get(t) ?? 0) + n);
+    m.set(r, byTenant);
+  };
+  let clock = deltas[0]?.at ?? from;
+  for (const { at, d, sign } of deltas) {
+    const dt = at - clock;
+    if (dt > 0) {
+      for (const [r, byTenant] of wanted) {
+        const tenants = [...byTenant.keys()];
+        const holding = tenants.map((t) => held.get(r)?.get(t) ?? 0);
+        const fair = maxMinFair(holding.reduce((a, b) => a + b, 0), tenants.map((t) => byTenant.get(t)!));
+        tenants.forEach((t, i) => {
+          heldTime.set(t, (heldTime.get(t) ?? 0) + holding[i] * dt);
+          fairTime.set(t, (fairTime.get(t) ?? 0) + fair[i] * dt);
+        });
+      }
+      clock = at;
+    }
+    add(held, d.resource, d.tenant, sign * d.held);
+    add(wanted, d.resource, d.tenant, sign * (d.held + d.waiting));
+  }
+  const shares = new Map<string, number>();
+  for (const [t, f] of fairTime) if (f > 0) shares.set(t, (heldTime.get(t) ?? 0) / f);
+  return { index: shares.size ? jain([...shares.values()]) : null, shares };
+}

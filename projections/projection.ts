@@ -1,5 +1,5 @@
-import type { RecordedEvent } from '../src/eventstore/event-store.port.js';
-import type { DuffyEvent } from '../src/ledger/events.js';
+import type { RecordedEvent } from '../src/application/ports/event-store.port.js';
+import type { DuffyEvent } from '../src/domain/events.js';
 
 /**
  * A read-model definition: pure, event in, document changes out. `doc` reads the projection's current

@@ -4,6 +4,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p test-results
 npx tsc --noEmit -p tsconfig.json || { echo "typecheck failed"; echo "0 passed, 1 failed"; exit 1; }
+# The layer rule (.dependency-cruiser.cjs): the domain imports nothing outside itself, nothing inward knows http.
+npx depcruise src projections --config .dependency-cruiser.cjs --output-type err || { echo "dependency rule broken"; echo "0 passed, 1 failed"; exit 1; }
 # The crash test runs the built server as a child process.
 npm run build --silent || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 NODE_OPTIONS=--experimental-vm-modules npx jest --runInBand --json --outputFile=test-results/jest.json "$@" 2>&1

@@ -4,39 +4,41 @@ import { CqrsModule } from '@nestjs/cqrs';
 import { TerminusModule } from '@nestjs/terminus';
 import { LoggerModule } from 'nestjs-pino';
 import { randomUUID } from 'node:crypto';
-import { HealthController } from './ops/health.controller.js';
-import { HttpMetricsMiddleware, Metrics, MetricsController } from './ops/metrics.js';
-import { EventsController, RecentEvents } from './ops/events.controller.js';
-import { OpsPageController } from './ops/ops-page.controller.js';
-import { NodesController, PoolProfilesController, PoolsController, TenantsController } from './api/admin.controller.js';
-import { BasicAuthGuard } from './api/auth.js';
-import { ErrorsFilter } from './api/errors.filter.js';
-import { LegacyController } from './api/legacy.controller.js';
-import { SessionsController } from './api/sessions.controller.js';
-import { ReadViews } from './api/read-views.js';
-import { StatsController } from './api/stats.controller.js';
-import { QueueController } from './api/queue.controller.js';
-import { READ_MODELS } from './readmodels/read-model.port.js';
-import { createReadModels } from './readmodels/read-models.factory.js';
-import { ReadSide } from './readmodels/read-side.service.js';
+import { HealthController } from './http/ops/health.controller.js';
+import { HttpMetricsMiddleware, Metrics, MetricsController } from './adapters/metrics.js';
+import { EventsController, RecentEvents } from './http/ops/events.controller.js';
+import { OpsPageController } from './http/ops/ops-page.controller.js';
+import { NodesController, PoolProfilesController, PoolsController, TenantsController } from './http/admin.controller.js';
+import { BasicAuthGuard } from './http/auth.js';
+import { ErrorsFilter } from './http/errors.filter.js';
+import { LegacyController } from './http/legacy.controller.js';
+import { SessionsController } from './http/sessions.controller.js';
+import { ReadViews } from './http/read-views.js';
+import { StatsController } from './http/stats.controller.js';
+import { QueueController } from './http/queue.controller.js';
+import { READ_MODELS } from './application/ports/read-model.port.js';
+import { createReadModels } from './adapters/readmodels/read-models.factory.js';
+import { ReadSide } from './application/read-side.service.js';
+import { AuditController } from './audit/audit.controller.js';
+import { CheckpointService } from './audit/checkpoint.service.js';
 import { type Settings } from './config/config.js';
-import { EVENT_STORE, type EventStore } from './eventstore/event-store.port.js';
-import { createEventStore } from './eventstore/event-store.factory.js';
-import { Bootstrap } from './ledger/bootstrap.service.js';
-import { Catalog, SETTINGS } from './ledger/catalog.js';
-import { CancelWaitingHandler } from './ledger/handlers/cancel-waiting.handler.js';
-import { EndSessionHandler } from './ledger/handlers/end-session.handler.js';
-import { ExtendSessionHandler } from './ledger/handlers/extend-session.handler.js';
-import { RegisterMachineHandler } from './ledger/handlers/register-machine.handler.js';
-import { RegisterTenantHandler } from './ledger/handlers/register-tenant.handler.js';
-import { RequestSessionHandler } from './ledger/handlers/request-session.handler.js';
-import { UpdateTenantHandler } from './ledger/handlers/update-tenant.handler.js';
-import { Ledger } from './ledger/ledger.service.js';
-import { SessionLifecycle } from './ledger/session-lifecycle.js';
-import { Reconciler } from './ledger/reconciler.service.js';
-import { QueueSaga, ServeWaitingRequestsHandler, WaitingQueue } from './scheduling/queue.service.js';
-import { AnsibleRunner, PLAYBOOK_RUNNER } from './provisioning/ansible-runner.js';
-import { LookForProvisioningWorkHandler, Provisioner, ProvisioningSaga } from './provisioning/provisioner.service.js';
+import { EVENT_STORE, type EventStore } from './application/ports/event-store.port.js';
+import { createEventStore } from './adapters/eventstore/event-store.factory.js';
+import { Bootstrap } from './application/bootstrap.service.js';
+import { Catalog, SETTINGS } from './application/catalog.js';
+import { CancelWaitingHandler } from './application/handlers/cancel-waiting.handler.js';
+import { EndSessionHandler } from './application/handlers/end-session.handler.js';
+import { ExtendSessionHandler } from './application/handlers/extend-session.handler.js';
+import { RegisterMachineHandler } from './application/handlers/register-machine.handler.js';
+import { RegisterTenantHandler } from './application/handlers/register-tenant.handler.js';
+import { RequestSessionHandler } from './application/handlers/request-session.handler.js';
+import { UpdateTenantHandler } from './application/handlers/update-tenant.handler.js';
+import { Ledger } from './application/ledger.service.js';
+import { SessionLifecycle } from './application/session-lifecycle.js';
+import { Reconciler } from './application/reconciler.service.js';
+import { QueueSaga, ServeWaitingRequestsHandler, WaitingQueue } from './application/queue.service.js';
+import { AnsibleRunner, PLAYBOOK_RUNNER } from './adapters/ansible-runner.js';
+import { LookForProvisioningWorkHandler, Provisioner, ProvisioningSaga } from './application/provisioner.service.js';
 
 @Module({})
 export class AppModule implements NestModule {
@@ -69,7 +71,7 @@ export class AppModule implements NestModule {
           },
         }),
       ],
-      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, QueueController, HealthController, MetricsController, OpsPageController, EventsController],
+      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, QueueController, HealthController, MetricsController, OpsPageController, EventsController, AuditController],
       providers: [
         { provide: SETTINGS, useValue: settings },
         { provide: EVENT_STORE, useFactory: () => store ?? createEventStore(settings.eventStoreUrl, settings.dataDir) },
@@ -81,6 +83,7 @@ export class AppModule implements NestModule {
         { provide: APP_FILTER, useClass: ErrorsFilter },
         Catalog,
         Ledger,
+        CheckpointService,
         SessionLifecycle,
         Reconciler,
         WaitingQueue,

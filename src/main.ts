@@ -6,9 +6,9 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule } from './app.module.js';
 import { ConfigError, type Settings, describeValidation, loadSettings } from './config/config.js';
-import { type EventStore } from './eventstore/event-store.port.js';
-import { Bootstrap } from './ledger/bootstrap.service.js';
-import { DomainError } from './ledger/errors.js';
+import { type EventStore } from './application/ports/event-store.port.js';
+import { Bootstrap } from './application/bootstrap.service.js';
+import { DomainError } from './domain/errors.js';
 
 /** Builds the whole app; tests call this with their own settings and port 0. */
 export async function createApp(settings: Settings, options: { store?: EventStore; logger?: false; reconcileEveryMs?: number } = {}) {

@@ -1,15 +1,18 @@
-import type { EventStore, RecordedEvent } from '../eventstore/event-store.port.js';
-import type { Defaults } from '../ledger/decide.js';
-import type { DuffyEvent, NodeSpec } from '../ledger/events.js';
-import { EsdbEventStore } from '../eventstore/esdb-event-store.js';
-import { SqliteEventStore } from '../eventstore/sqlite-event-store.js';
-import { emptyWorld, evolve } from '../ledger/world.js';
-import { lessStressed } from '../scheduling/policy.js';
-import { type Violation, checkInvariants } from './invariants.js';
+import Database from 'better-sqlite3';
+import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
+import type { Defaults } from '../domain/decide.js';
+import type { DuffyEvent, NodeSpec } from '../domain/events.js';
+import { emptyWorld, evolve } from '../domain/world.js';
+import { lessStressed } from '../domain/policy.js';
+import { type Violation, checkInvariants, holdEnds, holdStarts } from './invariants.js';
 
 /** Opens a ledger read-only for auditing: an embedded file, or an EventStoreDB URL. */
-export function openLedger(location: string): EventStore {
-  return /^(esdb|esdb\+discover|kurrentdb|kdb):\/\//.test(location) ? new EsdbEventStore(location) : new SqliteEventStore(location, false, true);
+export const isEventStoreUrl = (location: string) => /^(esdb|kurrentdb|kurrent|kdb)(\+discover)?:\/\//.test(location);
+
+/** Adapters load on demand: the replay and its helpers stay pure, and the CLI loads only the driver it needs. */
+export async function openLedger(location: string): Promise<EventStore> {
+  if (isEventStoreUrl(location)) return new (await import('../adapters/eventstore/kurrentdb-event-store.js')).KurrentDbEventStore(location);
+  return new (await import('../adapters/eventstore/sqlite-event-store.js')).SqliteEventStore(location, false, true);
 }
 
 export async function* allEvents(store: EventStore, pageSize = 5000): AsyncGenerator<RecordedEvent> {
@@ -79,25 +82,54 @@ export function replay(events: RecordedEvent[], defaults: Defaults): Violation[]
   return violations.sort((a, b) => (a.positions[0] < b.positions[0] ? -1 : 1));
 }
 
-/** Who held a machine at an instant: the reservation in force then, from the machine's own stream. */
-export function whoHad(events: RecordedEvent[], hostname: string, at: Date): { sessionId: number; tenantId: number; from: string; until: string | null } | null {
-  let current: { sessionId: number; tenantId: number; from: string; until: string | null } | null = null;
-  for (const recorded of events) {
-    if (recorded.stream !== `machine-${hostname}`) continue;
+/** An unknown host, session or tenant: the CLI exits non-zero instead of answering "nobody". */
+export class NotFoundError extends Error {}
+
+/** Why a session ended, from its own events: done, expired, tenant-retired, failed, rejected; null while open. */
+export function sessionEnds(events: readonly RecordedEvent[]): Map<number, string> {
+  const ends = new Map<number, string>();
+  for (const r of events) {
+    const e = r as RecordedEvent & DuffyEvent;
+    if (e.type === 'SessionReleased') ends.set(e.data.sessionId, e.data.reason);
+    else if (e.type === 'SessionExpired') ends.set(e.data.sessionId, 'expired');
+    else if (e.type === 'SessionFailed') ends.set(e.data.sessionId, 'failed');
+    else if (e.type === 'SessionRejected') ends.set(e.data.sessionId, 'rejected');
+  }
+  return ends;
+}
+
+export interface Holding {
+  hostname: string;
+  sessionId: number;
+  tenantId: number;
+  tenant: string | undefined;
+  from: string;
+  until: string | null;
+  ended: string | null;
+}
+
+/** Who held a machine at an instant: the reservation in force then, from the machine's own stream (see holdEnds). */
+export function whoHad(events: readonly RecordedEvent[], hostname: string, at: Date): Holding | null {
+  const mine = events.filter((r) => r.stream === `machine-${hostname}`);
+  if (mine.length === 0) throw new NotFoundError(`no machine ${hostname} in this ledger`);
+  let current: { sessionId: number; tenantId: number; from: string } | null = null;
+  let until: string | null = null;
+  for (const recorded of mine) {
     const e = recorded as RecordedEvent & DuffyEvent;
     const when = Date.parse(String((e.data as { at?: string }).at ?? e.metadata.at));
-    if (when > at.getTime()) break;
-    if (e.type === 'MachineReserved') current = { sessionId: e.data.sessionId, tenantId: e.data.tenantId, from: e.data.at, until: null };
-    if (e.type === 'MachineReleased' || e.type === 'MachineReservationCancelled' || (e.type === 'ProvisioningFailed' && e.data.sessionId !== null)) current = null;
+    const start = holdStarts(e);
+    const end = holdEnds(e);
+    if (when <= at.getTime()) {
+      if (start) current = { sessionId: start.sessionId, tenantId: start.tenantId, from: String(e.data.at) };
+      if (end && current && end.sessionId === current.sessionId) current = null;
+    } else if (current && end && end.sessionId === current.sessionId) {
+      until = String(e.data.at);
+      break;
+    } else if (!current) break;
   }
   if (!current) return null;
-  const end = events.find(
-    (r) =>
-      r.stream === `machine-${hostname}` &&
-      ['MachineReleased', 'MachineReservationCancelled', 'ProvisioningFailed'].includes(r.type) &&
-      (r.data as { sessionId?: number }).sessionId === current!.sessionId,
-  );
-  return { ...current, until: end ? String(end.data.at) : null };
+  const tenant = events.find((e) => e.type === 'TenantRegistered' && e.data.tenantId === current!.tenantId)?.data.name as string | undefined;
+  return { hostname, ...current, tenant, until, ended: sessionEnds(events).get(current.sessionId) ?? null };
 }
 
 /** Every event about one session, machine or tenant: its own stream plus the events elsewhere that name it. */
@@ -107,6 +139,7 @@ export function history(events: RecordedEvent[], subject: string): RecordedEvent
   const [, kind, key] = m;
   let tenantId: number | undefined;
   if (kind === 'tenant') tenantId = events.find((e) => e.type === 'TenantRegistered' && e.data.name === key)?.data.tenantId as number | undefined;
+  if (!events.some((e) => e.stream === subject)) throw new NotFoundError(`no ${kind} ${key} in this ledger`);
   return events.filter((e) => {
     if (e.stream === subject) return true;
     const d = e.data as { sessionId?: unknown; hostname?: unknown; tenantId?: unknown };
@@ -125,4 +158,65 @@ export function inWindow(e: RecordedEvent, from?: Date, to?: Date): boolean {
 /** One JSON line per event; bigints as strings. */
 export function jsonLine(e: RecordedEvent): string {
   return JSON.stringify({ ...e, position: e.position.toString() });
+}
+
+/** One readable row per event: who, what, which session, tenant and machine, and why that session ended. */
+export interface Row {
+  time: string;
+  position: string;
+  event: string;
+  session: string;
+  tenant: string;
+  machine: string;
+  actor: string;
+  ended: string;
+}
+
+export function rowsOf(all: readonly RecordedEvent[], shown: readonly RecordedEvent[] = all): Row[] {
+  const tenants = new Map<number, string>();
+  const machines = new Map<number, string>();
+  const sessionTenant = new Map<number, number>();
+  for (const e of all) {
+    const d = e.data as { tenantId?: number; name?: string; machineId?: number; hostname?: string; sessionId?: number };
+    if (e.type === 'TenantRegistered') tenants.set(d.tenantId!, d.name!);
+    if (e.type === 'MachineRegistered') machines.set(d.machineId!, d.hostname!);
+    if (e.type === 'MachineRequested') sessionTenant.set(d.sessionId!, d.tenantId!);
+  }
+  const ends = sessionEnds(all);
+  return shown.map((e) => {
+    const d = e.data as { tenantId?: number; name?: string; machineId?: number; hostname?: string; sessionId?: number | null; at?: string };
+    const sessionId = typeof d.sessionId === 'number' ? d.sessionId : undefined;
+    const tenantId = d.tenantId ?? (sessionId === undefined ? undefined : sessionTenant.get(sessionId));
+    return {
+      time: String(d.at ?? e.metadata.at ?? ''),
+      position: e.position.toString(),
+      event: e.type,
+      session: sessionId === undefined ? '' : String(sessionId),
+      tenant: d.name && e.type.startsWith('Tenant') ? d.name : tenantId === undefined ? '' : (tenants.get(tenantId) ?? `#${tenantId}`),
+      machine: d.hostname ?? (d.machineId === undefined ? '' : (machines.get(d.machineId) ?? `#${d.machineId}`)),
+      actor: String(e.metadata.actor ?? ''),
+      ended: sessionId === undefined ? '' : (ends.get(sessionId) ?? 'open'),
+    };
+  });
+}
+
+/** The event without its playbook output tails (shown with --verbose only). */
+export function withoutTails(e: RecordedEvent): RecordedEvent {
+  const run = (e.data as { run?: { tail?: string } }).run;
+  if (!run || run.tail === undefined) return e;
+  const { tail: _tail, ...rest } = run;
+  return { ...e, data: { ...e.data, run: rest } };
+}
+
+/** The embedded ledger's global chain column, or null when the file has none (or the ledger is not a file). */
+export function globalLinks(location: string): Array<{ position: bigint; chain: string | null }> | null {
+  if (isEventStoreUrl(location)) return null;
+  const db = new Database(location, { readonly: true, fileMustExist: true });
+  try {
+    const columns = db.prepare('PRAGMA table_info(events)').all() as Array<{ name: string }>;
+    if (!columns.some((c) => c.name === 'chain')) return null;
+    return db.prepare('SELECT position, chain FROM events ORDER BY position').safeIntegers(true).all() as Array<{ position: bigint; chain: string | null }>;
+  } finally {
+    db.close();
+  }
 }

@@ -1,16 +1,23 @@
 import { createHash } from 'node:crypto';
-import type { RecordedEvent } from '../eventstore/event-store.port.js';
+import type { RecordedEvent } from '../application/ports/event-store.port.js';
 
 /**
- * Tamper evidence: every event's metadata carries `hash`, chaining it to the previous event OF ITS STREAM.
- * Per stream, not global: appends to different streams are not serialised by any single writer (several Duffy
- * instances on one EventStoreDB cluster), while each stream already is, by its expected revision.
- * A stream's first event chains to GENESIS. Streams appended without a known predecessor (`ids-*`) carry none.
+ * Tamper evidence, two chains:
+ * - per stream: every event's metadata carries `hash` = eventHash(prevHash, event) and `prevHash`, the hash of the
+ *   previous event OF ITS STREAM (GENESIS for revision 0). Per stream because several Duffy instances on one
+ *   EventStoreDB order appends only per stream (by expected revision).
+ * - global, on the embedded ledger (one writer): column `chain` = globalLink(previous row's chain, position, hash),
+ *   so a reordering across streams, or a removed event anywhere but at the very end, breaks it.
+ * Neither is keyed (the format is public): a rewrite that recomputes both is exposed by a checkpoint (merkle.ts).
  */
 export const GENESIS = '0'.repeat(64);
 
+/** The metadata fields the chain writes itself: excluded from the hash they are part of. */
+export const CHAIN_FIELDS = ['hash', 'prevHash'] as const;
+
 /** JSON with keys sorted at every level, so a hash does not depend on property order. */
 export function canonical(value: unknown): string {
+  if (typeof value === 'bigint') return JSON.stringify(value.toString());
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
   const obj = value as Record<string, unknown>;
@@ -21,8 +28,32 @@ export function canonical(value: unknown): string {
     .join(',')}}`;
 }
 
-export function chainHash(prev: string, stream: string, revision: number, type: string, data: unknown): string {
-  return createHash('sha256').update(`${prev}\n${stream}\n${revision}\n${type}\n${canonical(data)}`).digest('hex');
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+export interface Chainable {
+  stream: string;
+  revision: number;
+  type: string;
+  data: unknown;
+  metadata: Record<string, unknown>;
+}
+
+/** Metadata as covered by the hash: everything but the chain's own fields. */
+export function coveredMetadata(metadata: Record<string, unknown>): Record<string, unknown> {
+  const rest = { ...metadata };
+  for (const f of CHAIN_FIELDS) delete rest[f];
+  return rest;
+}
+
+/** The link of one event in its stream's chain: covers prev, stream, revision, type, data and metadata (actor, ids, time...). */
+export function eventHash(prev: string, e: Chainable): string {
+  // A JSON array is unambiguous: no field can borrow a separator from the next.
+  return sha256(canonical([prev, e.stream, e.revision, e.type, e.data ?? null, coveredMetadata(e.metadata ?? {})]));
+}
+
+/** The global chain of the embedded ledger: one link per position, over the event's own hash. */
+export function globalLink(prev: string, position: bigint, hash: string): string {
+  return sha256(`${prev}\n${position}\n${hash}`);
 }
 
 export interface ChainBreak {
@@ -32,12 +63,16 @@ export interface ChainBreak {
   problem: string;
 }
 
-/** Recomputes every stream's chain; reports edited, removed (revision gaps) and reordered events with their positions. */
+/**
+ * Recomputes every stream's chain: every event must carry a hash that covers it, linked to its stream's previous
+ * event; reports edited, removed (revision gaps), unchained and reordered events with their positions.
+ */
 export function verifyChains(events: Iterable<RecordedEvent>): { checked: number; breaks: ChainBreak[] } {
   const last = new Map<string, { revision: number; hash: string; position: bigint }>();
   const breaks: ChainBreak[] = [];
   let checked = 0;
   for (const e of events) {
+    checked += 1;
     const hash = e.metadata?.hash;
     const prev = last.get(e.stream);
     const at = { position: e.position, stream: e.stream, revision: e.revision };
@@ -46,27 +81,41 @@ export function verifyChains(events: Iterable<RecordedEvent>): { checked: number
     if (e.revision !== expectedRevision) {
       breaks.push({ ...at, problem: `revision ${e.revision} where ${expectedRevision} was due: an event is missing or moved` });
     }
-    if (typeof hash === 'string') {
-      checked += 1;
-      const before = e.metadata.prevHash;
-      const linked = prev?.hash ?? GENESIS;
-      if (before !== linked) breaks.push({ ...at, problem: `prevHash does not match the previous event of ${e.stream}` });
-      if (chainHash(String(before), e.stream, e.revision, e.type, e.data) !== hash) {
-        breaks.push({ ...at, problem: 'hash does not match the event: its type or data was changed' });
-      }
-      last.set(e.stream, { revision: e.revision, hash, position: e.position });
-    } else {
-      if (prev?.hash !== undefined && prev.hash !== '') breaks.push({ ...at, problem: 'event without hash in a chained stream' });
-      last.set(e.stream, { revision: e.revision, hash: prev?.hash ?? '', position: e.position });
+    if (typeof hash !== 'string') {
+      breaks.push({ ...at, problem: 'event without hash: not covered by the chain' });
+      last.set(e.stream, { revision: e.revision, hash: '', position: e.position });
+      continue;
     }
+    const before = e.metadata.prevHash;
+    const linked = prev ? prev.hash : GENESIS;
+    if (before !== linked) breaks.push({ ...at, problem: `prevHash does not match the previous event of ${e.stream}` });
+    if (eventHash(String(before), e) !== hash) {
+      breaks.push({ ...at, problem: 'hash does not match the event: its type, data or metadata was changed' });
+    }
+    last.set(e.stream, { revision: e.revision, hash, position: e.position });
   }
   return { checked, breaks };
 }
 
 /**
- * The embedded ledger's single writer also links every event to the one before it in global order, so moving
- * events between streams' timelines (a reorder that keeps each stream's order) breaks this chain.
+ * The embedded ledger's global chain: `links` are (position, chain) in position order, `hashOf` the event hash
+ * stored at a position. Returns the first position whose link does not follow, or null.
  */
-export function globalLink(prev: string, position: bigint, hash: string): string {
-  return createHash('sha256').update(`${prev}\n${position}\n${hash}`).digest('hex');
+export function verifyGlobalChain(
+  links: Iterable<{ position: bigint; chain: string | null }>,
+  hashOf: (position: bigint) => string | undefined,
+): { checked: number; broken: { position: bigint; problem: string } | null } {
+  let prev = GENESIS;
+  let checked = 0;
+  for (const { position, chain } of links) {
+    const hash = hashOf(position);
+    if (hash === undefined) return { checked, broken: { position, problem: 'no event hash at this position' } };
+    const expected = globalLink(prev, position, hash);
+    if (chain !== expected) {
+      return { checked, broken: { position, problem: 'global chain broken: an event before it was removed, moved or changed, or this one was' } };
+    }
+    prev = chain;
+    checked += 1;
+  }
+  return { checked, broken: null };
 }

@@ -1,6 +1,6 @@
-import type { RecordedEvent } from '../eventstore/event-store.port.js';
-import type { Defaults } from '../ledger/decide.js';
-import type { DuffyEvent } from '../ledger/events.js';
+import type { RecordedEvent } from '../application/ports/event-store.port.js';
+import type { Defaults } from '../domain/decide.js';
+import type { DuffyEvent } from '../domain/events.js';
 
 export interface Violation {
   invariant: number;
@@ -10,14 +10,32 @@ export interface Violation {
 }
 
 /**
- * Replays a ledger and reports every breach of DESIGN section 4's invariants it can see in events alone.
+ * The ledger's own facts about holding a machine, shared by the replay and `who-had`: a machine is held from its
+ * MachineReserved until MachineReleased, MachineReservationCancelled, or a failed hand-over (provision or
+ * contextualize) of that session took it back.
+ */
+export function holdStarts(e: DuffyEvent): { machineId: number; sessionId: number; tenantId: number } | null {
+  return e.type === 'MachineReserved' ? { machineId: e.data.machineId, sessionId: e.data.sessionId, tenantId: e.data.tenantId } : null;
+}
+
+export function holdEnds(e: DuffyEvent): { machineId: number; sessionId: number } | null {
+  if (e.type === 'MachineReleased' || e.type === 'MachineReservationCancelled') return { machineId: e.data.machineId, sessionId: e.data.sessionId };
+  if (e.type === 'ProvisioningFailed' && e.data.sessionId !== null && (e.data.action === 'provision' || e.data.action === 'contextualize')) {
+    return { machineId: e.data.machineId, sessionId: e.data.sessionId };
+  }
+  return null;
+}
+
+/**
+ * Replays a ledger and reports every breach of DESIGN section 4's invariants 1, 2, 3 and 6 it can see in events
+ * alone. Quota (3) is counted from the machines each tenant's sessions hold, whatever QuotaClaimed says.
  * Pure: feed it events in ledger order.
  */
 export function checkInvariants(events: Iterable<RecordedEvent>, defaults: Defaults): Violation[] {
   const violations: Violation[] = [];
-  const holder = new Map<number, { sessionId: number; position: bigint }>();
+  const holder = new Map<number, { sessionId: number; tenantId: number; position: bigint }>();
   const quota = new Map<number, number | null>();
-  const claims = new Map<number, Map<number, number>>();
+  const held = new Map<number, Set<number>>();
   const lastRevision = new Map<string, number>();
   for (const recorded of events) {
     const e = recorded as RecordedEvent & DuffyEvent;
@@ -27,53 +45,44 @@ export function checkInvariants(events: Iterable<RecordedEvent>, defaults: Defau
       violations.push({ invariant: 6, message: `${recorded.stream}: revision ${recorded.revision} follows ${prev}`, positions: [at] });
     }
     lastRevision.set(recorded.stream, recorded.revision);
-    switch (e.type) {
-      case 'TenantRegistered':
-        quota.set(e.data.tenantId, e.data.nodeQuota);
-        break;
-      case 'TenantUpdated':
-        if (e.data.changes.nodeQuota !== undefined) quota.set(e.data.tenantId, e.data.changes.nodeQuota);
-        break;
-      case 'QuotaClaimed': {
-        const mine = claims.get(e.data.tenantId) ?? new Map<number, number>();
-        mine.set(e.data.sessionId, e.data.count);
-        claims.set(e.data.tenantId, mine);
-        const held = [...mine.values()].reduce((a, b) => a + b, 0);
-        const limit = quota.get(e.data.tenantId) ?? defaults.nodeQuota;
-        if (held > limit) {
-          violations.push({ invariant: 3, message: `tenant ${e.data.tenantId} holds ${held} machines over its quota of ${limit}`, positions: [at] });
-        }
-        break;
+    if (e.type === 'TenantRegistered') quota.set(e.data.tenantId, e.data.nodeQuota);
+    if (e.type === 'TenantUpdated' && e.data.changes.nodeQuota !== undefined) quota.set(e.data.tenantId, e.data.changes.nodeQuota);
+    const start = holdStarts(e);
+    if (start) {
+      const current = holder.get(start.machineId);
+      if (current) {
+        violations.push({
+          invariant: 1,
+          message: `machine ${e.type === 'MachineReserved' ? e.data.hostname : start.machineId} reserved for session ${start.sessionId} while session ${current.sessionId} holds it`,
+          positions: [current.position, at],
+        });
+        held.get(current.tenantId)?.delete(start.machineId);
       }
-      case 'QuotaReturned':
-        claims.get(e.data.tenantId)?.delete(e.data.sessionId);
-        break;
-      case 'MachineReserved': {
-        const current = holder.get(e.data.machineId);
-        if (current) {
-          violations.push({
-            invariant: 1,
-            message: `machine ${e.data.hostname} reserved for session ${e.data.sessionId} while session ${current.sessionId} holds it`,
-            positions: [current.position, at],
-          });
-        }
-        holder.set(e.data.machineId, { sessionId: e.data.sessionId, position: at });
-        break;
+      holder.set(start.machineId, { ...start, position: at });
+      const mine = held.get(start.tenantId) ?? new Set<number>();
+      mine.add(start.machineId);
+      held.set(start.tenantId, mine);
+      const limit = quota.get(start.tenantId) ?? defaults.nodeQuota;
+      if (mine.size > limit) {
+        const positions = [...mine].map((id) => holder.get(id)!.position).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+        violations.push({ invariant: 3, message: `tenant ${start.tenantId} holds ${mine.size} machines over its quota of ${limit}`, positions });
       }
-      case 'MachineReleased':
-      case 'MachineReservationCancelled': {
-        const current = holder.get(e.data.machineId);
-        if (!current || current.sessionId !== e.data.sessionId) {
-          violations.push({
-            invariant: 2,
-            message: `machine ${e.data.machineId}: ${e.type} for session ${e.data.sessionId} without its MachineReserved`,
-            positions: current ? [current.position, at] : [at],
-          });
-        } else holder.delete(e.data.machineId);
-        break;
+    }
+    const end = holdEnds(e);
+    const provisioned = e.type === 'MachineProvisioned' && e.data.sessionId !== null ? { machineId: e.data.machineId, sessionId: e.data.sessionId } : null;
+    const claim = end ?? provisioned;
+    if (claim) {
+      const current = holder.get(claim.machineId);
+      if (!current || current.sessionId !== claim.sessionId) {
+        violations.push({
+          invariant: 2,
+          message: `machine ${claim.machineId}: ${e.type} for session ${claim.sessionId} without its MachineReserved`,
+          positions: current ? [current.position, at] : [at],
+        });
+      } else if (end) {
+        holder.delete(claim.machineId);
+        held.get(current.tenantId)?.delete(claim.machineId);
       }
-      default:
-        break;
     }
   }
   return violations;

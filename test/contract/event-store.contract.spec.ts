@@ -2,8 +2,8 @@ import { describe, it } from '@jest/globals';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EsdbEventStore } from '../../src/eventstore/esdb-event-store.js';
-import { SqliteEventStore } from '../../src/eventstore/sqlite-event-store.js';
+import { KurrentDbEventStore } from '../../src/adapters/eventstore/kurrentdb-event-store.js';
+import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { eventStoreContract } from './event-store.contract.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'duffy-es-'));
@@ -12,7 +12,7 @@ eventStoreContract('embedded SQLite (one fsync per append)', async () => new Sql
 
 const esdb = process.env.DUFFY_EVENTSTORE;
 if (esdb && /^(esdb|kurrentdb|kurrent|kdb)/.test(esdb)) {
-  eventStoreContract(`KurrentDB at ${esdb}`, async () => new EsdbEventStore(esdb));
+  eventStoreContract(`KurrentDB at ${esdb}`, async () => new KurrentDbEventStore(esdb));
 } else {
   console.log('SKIPPED: KurrentDB (EventStoreDB) contract suite (set DUFFY_EVENTSTORE=kurrentdb://localhost:2113?tls=false, e.g. after `docker compose up -d eventstore`)');
   describe('event store contract: EventStoreDB', () => {

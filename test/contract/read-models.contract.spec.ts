@@ -2,8 +2,8 @@ import { describe, it } from '@jest/globals';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MongoReadModels } from '../../src/readmodels/mongo-read-models.js';
-import { SqliteReadModels } from '../../src/readmodels/sqlite-read-models.js';
+import { MongoReadModels } from '../../src/adapters/readmodels/mongo-read-models.js';
+import { SqliteReadModels } from '../../src/adapters/readmodels/sqlite-read-models.js';
 import { readModelsContract } from './read-models.contract.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'duffy-rm-'));

@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeEach, afterEach } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
-import { type Doc, type DocChange, type ReadModelStore } from '../../src/readmodels/read-model.port.js';
+import { type Doc, type DocChange, type ReadModelStore } from '../../src/application/ports/read-model.port.js';
 
 /** One behaviour, every adapter: the embedded read models and MongoDB must both pass this. */
 export function readModelsContract(name: string, open: () => Promise<ReadModelStore>) {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { execa } from 'execa';
-import { ANSIBLE_DIR } from '../../src/provisioning/ansible-runner.js';
+import { ANSIBLE_DIR } from '../../src/adapters/ansible-runner.js';
 
 describe('playbooks', () => {
   it('pass ansible-playbook --syntax-check for the baremetal, vm and local drivers', async () => {

@@ -4,9 +4,9 @@ import { copyFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { replay } from '../../src/audit/audit.js';
-import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
-import type { DuffyEvent } from '../../src/ledger/events.js';
-import { program } from '../../src/cli/main.js';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import type { DuffyEvent } from '../../src/domain/events.js';
+import { run } from '../../src/cli/main.js';
 import { newTenant, startDuffy } from '../support/server.js';
 
 const DEFAULTS = { nodeQuota: 2, sessionLifetime: 3600, sessionLifetimeMax: 7200 };
@@ -14,8 +14,7 @@ const DEFAULTS = { nodeQuota: 2, sessionLifetime: 3600, sessionLifetimeMax: 7200
 async function duffyCli(...args: string[]): Promise<{ lines: string[]; exitCode: number }> {
   const lines: string[] = [];
   process.exitCode = 0;
-  await program((l) => lines.push(l)).parseAsync(['node', 'duffy', ...args]);
-  const exitCode = Number(process.exitCode ?? 0);
+  const exitCode = await run(['node', 'duffy', ...args], (l) => lines.push(...l.split('\n')));
   process.exitCode = 0;
   return { lines, exitCode };
 }
@@ -37,7 +36,7 @@ describe('auditor CLI on a real ledger', () => {
 
   it('verifies a clean ledger', async () => {
     const r = await duffyCli('audit', '--ledger', ledger, 'verify');
-    expect(r.lines.at(-1)).toMatch(/^OK: \d+ chained events verified$/);
+    expect(r.lines.at(-1)).toMatch(/^OK: (\d+) events in their stream chains; \1 links of the global chain$/);
     expect(r.exitCode).toBe(0);
   });
 
@@ -55,18 +54,31 @@ describe('auditor CLI on a real ledger', () => {
     db.close();
     const r = await duffyCli('audit', '--ledger', copy, 'verify');
     expect(r.exitCode).toBe(1);
-    expect(r.lines[0]).toMatch(new RegExp(`^position ${victim.position}: machine-[^@]+@1: hash does not match the event: its type or data was changed$`));
+    expect(r.lines[0]).toMatch(/^position +where +problem$/);
+    expect(r.lines[2]).toMatch(new RegExp(`^${victim.position} +machine-[^@]+@1 +hash does not match the event: its type, data or metadata was changed$`));
     expect(r.lines.at(-1)).toMatch(/^TAMPERED: 1 problem/);
+    const j = await duffyCli('--json', 'audit', '--ledger', copy, 'verify');
+    expect(JSON.parse(j.lines[0])).toMatchObject({ position: String(victim.position), problem: 'hash does not match the event: its type, data or metadata was changed' });
+    expect(JSON.parse(j.lines.at(-1)!)).toMatchObject({ ok: false });
   });
 
   it('replays without violations, and answers who-had, history and export', async () => {
     expect((await duffyCli('audit', '--ledger', ledger, 'replay')).lines.at(-1)).toBe('OK: no invariant is broken');
-    const hist = await duffyCli('audit', '--ledger', ledger, 'history', `session-${sessionId}`);
+    const hist = await duffyCli('--json', 'audit', '--ledger', ledger, 'history', `session-${sessionId}`);
     const types = hist.lines.map((l) => JSON.parse(l).type);
     expect(types).toEqual(expect.arrayContaining(['MachineRequested', 'QuotaClaimed', 'MachineReserved', 'SessionStarted', 'SessionReleased', 'MachineReleased', 'QuotaReturned']));
     const reserved = hist.lines.map((l) => JSON.parse(l)).find((e) => e.type === 'MachineReserved');
-    const who = await duffyCli('audit', '--ledger', ledger, 'who-had', reserved.data.hostname, '--at', reserved.data.at);
-    expect(JSON.parse(who.lines[0])).toMatchObject({ sessionId, tenant: 'alice' });
+    const who = await duffyCli('--json', 'audit', '--ledger', ledger, 'who-had', reserved.data.hostname, '--at', reserved.data.at);
+    expect(JSON.parse(who.lines[0])).toMatchObject({ sessionId, tenant: 'alice', ended: 'done' });
+    const table = await duffyCli('audit', '--ledger', ledger, 'who-had', reserved.data.hostname, '--at', reserved.data.at);
+    expect(table.lines[0]).toMatch(/^machine +at +session +tenant +from +until +session ended$/);
+    expect(table.lines[2]).toMatch(new RegExp(`^${reserved.data.hostname.replace(/\./g, '\\.')} .* ${sessionId} +alice .* done$`));
+    const readable = await duffyCli('audit', '--ledger', ledger, 'history', `session-${sessionId}`);
+    expect(readable.lines[0]).toMatch(/^time +pos +event +session +tenant +machine +actor +session ended$/);
+    expect(readable.lines.find((l) => / MachineReserved /.test(l))).toMatch(/alice .* done$/);
+    expect(await duffyCli('audit', '--ledger', ledger, 'who-had', 'nosuch.host', '--at', reserved.data.at)).toMatchObject({ exitCode: 4 });
+    expect(await duffyCli('audit', '--ledger', ledger, 'history', 'session-99999')).toMatchObject({ exitCode: 4, lines: [] });
+    expect(await duffyCli('audit', '--ledger', ledger, 'history', 'tenant-nobody')).toMatchObject({ exitCode: 4 });
     const nobody = await duffyCli('audit', '--ledger', ledger, 'who-had', reserved.data.hostname, '--at', '2000-01-01T00:00:00Z');
     expect(nobody.lines[0]).toMatch(/^nobody held/);
     const all = await duffyCli('audit', '--ledger', ledger, 'export');
@@ -110,9 +122,10 @@ describe('replay reports each broken invariant', () => {
     expect(invariants([...base(), ev('machine-m1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 7, reason: 'done', at } })])).toEqual([2]);
   });
 
-  it('3: more machines than the quota', () => {
+  it('3: more machines than the quota, whatever QuotaClaimed says', () => {
     const claim = (sessionId: number, count: number): DuffyEvent => ({ type: 'QuotaClaimed', data: { tenantId: 1, sessionId, count, at } });
-    expect(invariants([...base(), ev('tenant-a', claim(1, 2)), ev('tenant-a', claim(2, 1))])).toEqual([3]);
+    const other = (id: number, sessionId: number): DuffyEvent => ({ type: 'MachineReserved', data: { ...(reserve(sessionId).data as object), machineId: id, hostname: `m${id}` } } as DuffyEvent);
+    expect(invariants([...base(), ev('tenant-a', claim(1, 1)), ev('machine-m1', reserve(1)), ev('machine-m2', other(2, 1)), ev('machine-m3', other(3, 2))])).toEqual([3]);
   });
 
   it('6: an event removed from a stream', () => {
@@ -145,5 +158,57 @@ describe('replay reports each broken invariant', () => {
 
   it('none on a clean ledger', () => {
     expect(invariants([...base(), ev('machine-m1', reserve(1)), ev('machine-m1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at } }), ev('machine-m1', reserve(2))])).toEqual([]);
+  });
+});
+
+describe('audit export through a pipe', () => {
+  it('writes every line, even into a slow reader', async () => {
+    const { SqliteEventStore } = await import('../../src/adapters/eventstore/sqlite-event-store.js');
+    const { execFile } = await import('node:child_process');
+    const { fileURLToPath } = await import('node:url');
+    const file = join(mkdtempSync(join(tmpdir(), 'duffy-export-')), 'ledger.sqlite');
+    const store = new SqliteEventStore(file);
+    const filler = 'x'.repeat(1000);
+    for (let batch = 0; batch < 10; batch++) {
+      const events = Array.from({ length: 500 }, (_, i) => ({ type: 'Noted', data: { n: batch * 500 + i, filler }, metadata: { at: '2026-01-01T00:00:00.000Z' } }));
+      await store.append([{ stream: `filler-${batch}`, expected: 'no_stream', events }]);
+    }
+    await store.close();
+    const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
+    // gzip, then a reader that starts late: the CLI's 5 MB must wait in the pipe, not be cut off at exit.
+    const lines = await new Promise<string>((resolve, reject) =>
+      execFile('sh', ['-c', `"${process.execPath}" "${cli}" audit --ledger "${file}" export | gzip -c | (sleep 1; gzip -dc) | wc -l`], (err, stdout) => (err ? reject(err) : resolve(stdout))),
+    );
+    expect(Number(lines.trim())).toBe(5000);
+  }, 30_000);
+});
+
+describe('audit history of a machine with playbook runs', () => {
+  it('shows playbook output tails only with --verbose', async () => {
+    const { SqliteEventStore } = await import('../../src/adapters/eventstore/sqlite-event-store.js');
+    const file = join(mkdtempSync(join(tmpdir(), 'duffy-tails-')), 'ledger.sqlite');
+    const store = new SqliteEventStore(file);
+    const at = '2026-01-01T00:00:00.000Z';
+    const run = { action: 'provision', playbook: 'provision.yml', exitCode: 0, durationMs: 900, timedOut: false, tail: 'TASK [disk] ok\nPLAY RECAP m1 ok=3' };
+    await store.append([
+      {
+        stream: 'machine-m1',
+        expected: 'no_stream',
+        events: [
+          { type: 'MachineRegistered', data: { machineId: 1, hostname: 'm1', ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'unused', at }, metadata: { actor: 'duffy', at } },
+          { type: 'MachineProvisioned', data: { machineId: 1, sessionId: null, ipaddr: '10.0.0.1', run, at }, metadata: { actor: 'duffy', at } },
+        ],
+      },
+    ]);
+    await store.close();
+    const plain = await duffyCli('audit', '--ledger', file, 'history', 'machine-m1');
+    expect(plain.lines[0]).toMatch(/^time +pos +event/);
+    expect(plain.lines.some((l) => l.includes('PLAY RECAP'))).toBe(false);
+    const verbose = await duffyCli('audit', '--ledger', file, 'history', 'machine-m1', '--verbose');
+    expect(verbose.lines).toEqual(expect.arrayContaining(['    | PLAY RECAP m1 ok=3']));
+    const json = await duffyCli('--json', 'audit', '--ledger', file, 'history', 'machine-m1');
+    expect(JSON.parse(json.lines[1]).data.run).toEqual({ action: 'provision', playbook: 'provision.yml', exitCode: 0, durationMs: 900, timedOut: false });
+    const full = await duffyCli('--json', 'audit', '--ledger', file, 'history', 'machine-m1', '--verbose');
+    expect(JSON.parse(full.lines[1]).data.run.tail).toBe(run.tail);
   });
 });

@@ -2,8 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { fileURLToPath } from 'node:url';
 import { replay } from '../../src/audit/audit.js';
 import { checkInvariants } from '../../src/audit/invariants.js';
-import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
-import { SqliteEventStore } from '../../src/eventstore/sqlite-event-store.js';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { type Client, type Running, newTenant, startDuffy } from '../support/server.js';
 
 const TWENTY = fileURLToPath(new URL('../fixtures/twenty.yaml', import.meta.url));

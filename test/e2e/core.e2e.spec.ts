@@ -4,9 +4,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
-import { SqliteEventStore } from '../../src/eventstore/sqlite-event-store.js';
-import { Ledger } from '../../src/ledger/ledger.service.js';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
+import { Ledger } from '../../src/application/ledger.service.js';
 import { ADMIN_KEY, Client, type Running, basic, instantDemoConfig, newTenant, startDuffy } from '../support/server.js';
 
 jest.setTimeout(300_000);

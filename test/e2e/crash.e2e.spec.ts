@@ -4,8 +4,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
-import { SqliteEventStore } from '../../src/eventstore/sqlite-event-store.js';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { ansibleConfig } from '../support/ansible.js';
 import { ADMIN_KEY, Client, basic } from '../support/server.js';
 

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEMO_CONFIG } from '../../src/config/config.js';
-import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
-import { Ledger } from '../../src/ledger/ledger.service.js';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import { Ledger } from '../../src/application/ledger.service.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
 import { ADMIN_KEY, Client, type Running, basic, newTenant, startDuffy } from '../support/server.js';
 

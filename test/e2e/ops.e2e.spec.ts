@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { Ledger } from '../../src/ledger/ledger.service.js';
+import { Ledger } from '../../src/application/ledger.service.js';
 import { type Running, newTenant, startDuffy } from '../support/server.js';
 
 describe('operating Duffy: health, metrics, request ids', () => {

@@ -2,8 +2,8 @@ import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { RecordedEvent } from '../../src/eventstore/event-store.port.js';
-import { Ledger } from '../../src/ledger/ledger.service.js';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import { Ledger } from '../../src/application/ledger.service.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
 import { type Running, newTenant, startDuffy } from '../support/server.js';
 

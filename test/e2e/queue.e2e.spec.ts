@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { Ledger } from '../../src/ledger/ledger.service.js';
+import { Ledger } from '../../src/application/ledger.service.js';
 import { type Client, type Running, newTenant, startDuffy } from '../support/server.js';
 
 const V1 = '/api/v1';

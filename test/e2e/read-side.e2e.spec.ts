@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { PROJECTIONS } from '../../projections/index.js';
-import { Ledger } from '../../src/ledger/ledger.service.js';
-import { ReadSide } from '../../src/readmodels/read-side.service.js';
+import { Ledger } from '../../src/application/ledger.service.js';
+import { ReadSide } from '../../src/application/read-side.service.js';
 import { type Client, type Running, newTenant, startDuffy } from '../support/server.js';
 
 const V1 = '/api/v1';

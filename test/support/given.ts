@@ -1,6 +1,6 @@
-import type { Write } from '../../src/ledger/decide.js';
-import type { DuffyEvent } from '../../src/ledger/events.js';
-import { type World, emptyWorld, evolve } from '../../src/ledger/world.js';
+import type { Write } from '../../src/domain/decide.js';
+import type { DuffyEvent } from '../../src/domain/events.js';
+import { type World, emptyWorld, evolve } from '../../src/domain/world.js';
 
 /** Given-when-then on events: the World folded from `given`, the events a decision writes out. */
 export function given(...history: Array<[stream: string, event: DuffyEvent]>): World {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { type DuffyIn, findDuffyOut, outcomes } from '../../src/provisioning/ansible-runner.js';
+import { type DuffyIn, findDuffyOut, outcomes } from '../../src/adapters/ansible-runner.js';
 
 const input = {
   action: 'provision',

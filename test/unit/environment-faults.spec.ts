@@ -1,8 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
 import { PoolConfig } from '../../src/config/config.js';
-import type { DuffyEvent, PlaybookRun } from '../../src/ledger/events.js';
-import { environmentFault } from '../../src/provisioning/ansible-runner.js';
-import { type Job, decideEnvironmentFault, decideReplacement, dueWork } from '../../src/provisioning/provisioning.decide.js';
+import type { DuffyEvent, PlaybookRun } from '../../src/domain/events.js';
+import { environmentFault } from '../../src/adapters/ansible-runner.js';
+import { type Job, decideEnvironmentFault, decideReplacement, dueWork } from '../../src/domain/provisioning.decide.js';
 import { AT, LATER, POOLS, given, machine, tenant } from '../support/given.js';
 
 const pool = Object.assign(new PoolConfig(), { name: 'metal-intel', type: 'baremetal', arch: 'x86_64', platform: 'intel', contextualize: true, 'release-policy': 'rebuild', 'quarantine-after': 1 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { type WaitingRequest, fairOrder, recentUsageMs } from '../../src/scheduling/fair-queue.js';
+import { type WaitingRequest, fairOrder, recentUsageMs } from '../../src/domain/fair-queue.js';
 
 const req = (sessionId: number, tenantId: number, enqueuedAt: number, quantity = 1): WaitingRequest => ({ sessionId, tenantId, quantity, enqueuedAt });
 const usage = (table: Record<number, number>) => (t: number) => table[t] ?? 0;

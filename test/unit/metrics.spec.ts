@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { gini, jain, maxMinFair, percentile } from '../../src/scheduling/metrics.js';
+import { gini, jain, maxMinFair, percentile } from '../../src/domain/statistics.js';
 
 describe('gini', () => {
   it('is 0 when everyone has the same, and for all zeros or nothing', () => {

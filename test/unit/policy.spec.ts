@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
-import { planAllocation } from '../../src/scheduling/policy.js';
-import type { Machine } from '../../src/ledger/world.js';
+import { planAllocation } from '../../src/domain/policy.js';
+import type { Machine } from '../../src/domain/world.js';
 import { POOLS } from '../support/given.js';
 
 const m = (id: number, pool: string, busyMs = 0, allocations = 0) => ({ id, pool, busyMs, allocations }) as Machine;

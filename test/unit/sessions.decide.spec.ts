@@ -9,9 +9,9 @@ import {
   decideRequestSession,
   isRefusal,
   visibleSession,
-} from '../../src/ledger/decide.js';
-import { DomainError } from '../../src/ledger/errors.js';
-import type { DuffyEvent, NodeSpec } from '../../src/ledger/events.js';
+} from '../../src/domain/decide.js';
+import { DomainError } from '../../src/domain/errors.js';
+import type { DuffyEvent, NodeSpec } from '../../src/domain/events.js';
 import { AT, DEFAULTS, LATER, POOLS, given, machine, tenant, written } from '../support/given.js';
 
 const request = (world: ReturnType<typeof given>, specs: NodeSpec[], extra: Partial<{ sessionId: number; tenantId: number; waitSeconds: number; inFlight: InFlightView }> = {}) =>

@@ -3,8 +3,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ErrorsFilter, describe as describeError } from '../../src/api/errors.filter.js';
-import { DataDirLockedError, LOCK_FILE, lockDataDir } from '../../src/eventstore/data-dir-lock.js';
+import { ErrorsFilter, describe as describeError } from '../../src/http/errors.filter.js';
+import { DataDirLockedError, LOCK_FILE, lockDataDir } from '../../src/adapters/eventstore/data-dir-lock.js';
 
 /** Errors as better-sqlite3 and Node raise them: the code says what happened, the message is free text. */
 const raised = (code: string, message = 'something went wrong') => Object.assign(new Error(message), { code });

@@ -1,0 +1,147 @@
+import {
+  AppendConsistencyViolationError,
+  END,
+  FORWARDS,
+  KurrentDBClient,
+  START,
+  StreamNotFoundError,
+  WrongExpectedVersionError,
+  excludeSystemEvents,
+  jsonEvent,
+  type AllStreamResolvedEvent,
+  type ResolvedEvent,
+} from '@kurrent/kurrentdb-client';
+import {
+  type AppendResult,
+  type EventHandler,
+  type EventMetadata,
+  type EventStore,
+  type RecordedEvent,
+  type StreamWrite,
+  type Subscription,
+  WrongExpectedRevisionError,
+} from '../../application/ports/event-store.port.js';
+
+/**
+ * Multi-stream appends carry metadata as string properties only (KurrentDB 25.1), so Duffy's metadata object
+ * travels as one JSON string under this key and is parsed back on read.
+ */
+const METADATA_KEY = 'duffy';
+
+/**
+ * Production ledger on KurrentDB (EventStoreDB's current name), 25.1 or later for `multiStreamAppend`:
+ * single node or cluster, the connection string decides. Our global position is the commit position.
+ */
+export class KurrentDbEventStore implements EventStore {
+  readonly singleWriter = false;
+  private readonly client: KurrentDBClient;
+
+  constructor(connectionString: string) {
+    this.client = KurrentDBClient.connectionString(connectionString);
+  }
+
+  async append(writes: StreamWrite[]): Promise<AppendResult> {
+    if (new Set(writes.map((w) => w.stream)).size !== writes.length) throw new Error('a stream may appear once per append');
+    try {
+      const result = await this.client.multiStreamAppend(
+        writes.map((w) => ({
+          streamName: w.stream,
+          expectedState: w.expected === 'any' ? 'any' : w.expected === 'no_stream' ? 'no_stream' : BigInt(w.expected),
+          events: w.events.map((e) => jsonEvent({ type: e.type, data: e.data as never, metadata: { [METADATA_KEY]: JSON.stringify(e.metadata ?? {}) } as never })),
+        })),
+      );
+      const byStream = new Map(result.responses.map((r) => [r.streamName, Number(r.revision)]));
+      return { position: result.position, nextExpectedRevisions: writes.map((w) => byStream.get(w.stream) ?? -1) };
+    } catch (err) {
+      if (err instanceof AppendConsistencyViolationError && err.violations.length > 0) {
+        const v = err.violations[0];
+        const w = writes.find((x) => x.stream === v.streamName) ?? writes[0];
+        throw new WrongExpectedRevisionError(v.streamName, w.expected, typeof v.actualState === 'bigint' ? Number(v.actualState) : 'no_stream');
+      }
+      if (err instanceof WrongExpectedVersionError) {
+        const w = writes.find((x) => x.stream === err.streamName) ?? writes[0];
+        const actual = typeof err.actualState === 'bigint' ? Number(err.actualState) : 'no_stream';
+        throw new WrongExpectedRevisionError(err.streamName ?? w.stream, w.expected, actual);
+      }
+      throw err;
+    }
+  }
+
+  async readStream(stream: string, fromRevision = 0): Promise<RecordedEvent[]> {
+    const out: RecordedEvent[] = [];
+    try {
+      for await (const resolved of this.client.readStream(stream, {
+        fromRevision: fromRevision === 0 ? START : BigInt(fromRevision),
+        direction: FORWARDS,
+      })) {
+        const e = toRecorded(resolved);
+        if (e) out.push(e);
+      }
+    } catch (err) {
+      if (err instanceof StreamNotFoundError) return [];
+      throw err;
+    }
+    return out;
+  }
+
+  async readAll(after: bigint, limit: number): Promise<RecordedEvent[]> {
+    const out: RecordedEvent[] = [];
+    const from = after === 0n ? START : { commit: after, prepare: after };
+    // One extra, since ESDB includes the event at `from`.
+    for await (const resolved of this.client.readAll({ fromPosition: from, direction: FORWARDS, maxCount: limit + 1 })) {
+      const e = toRecorded(resolved);
+      if (!e || e.position <= after || e.stream.startsWith('$')) continue;
+      out.push(e);
+      if (out.length === limit) break;
+    }
+    return out;
+  }
+
+  subscribeAll(after: bigint, handler: EventHandler, onError?: (err: unknown) => void): Subscription {
+    const subscription = this.client.subscribeToAll({
+      fromPosition: after === 0n ? START : { commit: after, prepare: after },
+      filter: excludeSystemEvents(),
+    });
+    const done = (async () => {
+      for await (const resolved of subscription) {
+        const e = toRecorded(resolved);
+        if (!e || e.position <= after) continue;
+        await handler(e);
+      }
+    })().catch((err) => (onError ? onError(err) : console.error('subscription failed', err)));
+    return {
+      close: async () => {
+        await subscription.unsubscribe();
+        await done;
+      },
+    };
+  }
+
+  async ping(): Promise<void> {
+    // A cheap read that needs a live leader or follower.
+    for await (const _ of this.client.readAll({ fromPosition: END, direction: 'backwards', maxCount: 1 })) break;
+  }
+
+  async close(): Promise<void> {
+    await this.client.dispose();
+  }
+}
+
+function toRecorded(resolved: ResolvedEvent | AllStreamResolvedEvent): RecordedEvent | undefined {
+  const e = resolved.event;
+  if (!e || !e.isJson) return undefined;
+  return {
+    id: e.id,
+    stream: e.streamId,
+    revision: Number(e.revision),
+    position: e.position?.commit ?? resolved.commitPosition ?? 0n,
+    type: e.type,
+    data: e.data as Record<string, unknown>,
+    metadata: decodeMetadata(e.metadata),
+  };
+}
+
+function decodeMetadata(raw: unknown): EventMetadata {
+  const m = (raw ?? {}) as Record<string, unknown>;
+  return typeof m[METADATA_KEY] === 'string' ? (JSON.parse(m[METADATA_KEY] as string) as EventMetadata) : (m as EventMetadata);
+}

@@ -1,0 +1,278 @@
+import Database from 'better-sqlite3';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import {
+  type AppendResult,
+  type EventHandler,
+  type EventStore,
+  type ExpectedRevision,
+  type RecordedEvent,
+  type StreamWrite,
+  type Subscription,
+  WrongExpectedRevisionError,
+} from '../../application/ports/event-store.port.js';
+
+interface Row {
+  position: number | bigint;
+  stream: string;
+  revision: number;
+  id: string;
+  type: string;
+  data: string;
+  metadata: string;
+}
+
+interface PendingAppend {
+  writes: StreamWrite[];
+  ids: string[][];
+  resolve: (r: AppendResult) => void;
+  reject: (e: unknown) => void;
+}
+
+type WriterReply =
+  | { ready: { position: bigint; chain: string } }
+  | { closed: true }
+  | { failed: number[]; error: { message: string; code?: string } }
+  | { outcomes: Array<{ id: number; ok: true; first: bigint; bases: number[] } | { id: number; ok: false; stream: string; expected: ExpectedRevision; actual: number | 'no_stream' }> };
+
+/** Recent events kept in memory, so live subscribers get what was just committed without reading it back. */
+const TAIL_SIZE = 8192;
+
+/**
+ * Embedded ledger: one SQLite file, WAL, synchronous=FULL, so a resolved append is on disk.
+ * The writes and their fsync run on a worker thread (src/eventstore/sqlite-writer.worker.js), which puts every call
+ * that arrived during the last commit into the next transaction (group commit); each call is checked and written
+ * whole, so a stale revision fails that call alone and leaves nothing of it. The writer also keeps the global
+ * chain (column `chain`). This thread reads, and hands committed events to subscribers from memory.
+ */
+export class SqliteEventStore implements EventStore {
+  readonly singleWriter = true;
+  private readonly db: Database.Database;
+  private readonly stmts;
+  private readonly writer?: Worker;
+  private readonly calls = new Map<number, PendingAppend>();
+  private nextCall = 0;
+  private writerFailure: unknown;
+  private closing?: Promise<void>;
+  private readonly wakeups = new Set<() => void>();
+  private closed = false;
+  private lastPosition = 0n;
+  /** Events of the last commits, oldest first: live subscribers read from here, not from the file. */
+  private tail: RecordedEvent[] = [];
+
+  /** `groupCommit` false: one transaction (and fsync) per call, for the benchmark. `readonly`: for auditors. */
+  constructor(
+    file: string,
+    groupCommit = true,
+    readonly = false,
+  ) {
+    if (readonly) {
+      this.db = new Database(file, { readonly: true, fileMustExist: true });
+    } else {
+      if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+      this.db = new Database(file);
+      this.db.pragma('journal_mode = WAL');
+      this.db.exec(`
+        CREATE TABLE IF NOT EXISTS events (
+          position INTEGER PRIMARY KEY AUTOINCREMENT,
+          stream   TEXT    NOT NULL,
+          revision INTEGER NOT NULL,
+          id       TEXT    NOT NULL UNIQUE,
+          type     TEXT    NOT NULL,
+          data     TEXT    NOT NULL,
+          metadata TEXT    NOT NULL,
+          chain    TEXT    NOT NULL,
+          UNIQUE (stream, revision)
+        );
+        -- Invariant 6: the ledger is append-only, even for someone with a SQL shell.
+        CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+          BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+        CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+          BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+      `);
+    }
+    this.stmts = {
+      readStream: this.db.prepare<[string, number], Row>('SELECT * FROM events WHERE stream = ? AND revision >= ? ORDER BY revision'),
+      readAll: this.db.prepare<[bigint, number], Row>('SELECT * FROM events WHERE position > ? ORDER BY position LIMIT ?'),
+      head: this.db.prepare<[], { position: bigint }>('SELECT position FROM events ORDER BY position DESC LIMIT 1'),
+    };
+    this.stmts.readAll.safeIntegers(true);
+    this.stmts.head.safeIntegers(true);
+    this.lastPosition = BigInt(this.stmts.head.get()?.position ?? 0n);
+    if (readonly) return;
+    this.writer = new Worker(new URL('./sqlite-writer.worker.js', import.meta.url), { workerData: { file, groupCommit } });
+    this.writer.on('message', (reply: WriterReply) => this.onReply(reply));
+    this.writer.on('error', (err) => this.failAll(err));
+    this.writer.on('exit', (code) => this.failAll(new Error(`the ledger writer stopped (exit ${code})`)));
+    this.writer.unref();
+  }
+
+  append(writes: StreamWrite[]): Promise<AppendResult> {
+    if (this.closed || this.closing) return Promise.reject(new Error('event store is closed'));
+    if (this.writerFailure) return Promise.reject(this.writerFailure);
+    if (writes.length === 0 || writes.some((w) => w.events.length === 0)) return Promise.reject(new Error('append needs at least one event per write'));
+    if (new Set(writes.map((w) => w.stream)).size !== writes.length) return Promise.reject(new Error('a stream may appear once per append'));
+    const id = ++this.nextCall;
+    const ids = writes.map((w) => w.events.map(() => randomUUID()));
+    // Serialised here, so the writer thread only binds strings.
+    const message = {
+      id,
+      writes: writes.map((w, i) => ({
+        stream: w.stream,
+        expected: w.expected,
+        events: w.events.map((e, j) => ({
+          id: ids[i][j],
+          type: e.type,
+          data: JSON.stringify(e.data),
+          metadata: JSON.stringify(e.metadata ?? {}),
+          hash: typeof e.metadata?.hash === 'string' ? e.metadata.hash : '',
+        })),
+      })),
+    };
+    return new Promise((resolve, reject) => {
+      // The writer keeps the process alive only while it owes an answer.
+      if (this.calls.size === 0) this.writer!.ref();
+      this.calls.set(id, { writes, ids, resolve, reject });
+      this.writer!.postMessage(message);
+    });
+  }
+
+  private onReply(reply: WriterReply): void {
+    if ('ready' in reply || 'closed' in reply) return;
+    if ('failed' in reply) {
+      const err = Object.assign(new Error(reply.error.message), { code: reply.error.code });
+      for (const id of reply.failed) this.settle(id)?.reject(err);
+      return;
+    }
+    for (const o of reply.outcomes) {
+      const call = this.settle(o.id);
+      if (!call) continue;
+      if (!o.ok) {
+        call.reject(new WrongExpectedRevisionError(o.stream, o.expected, o.actual));
+        continue;
+      }
+      let position = o.first - 1n;
+      const next: number[] = [];
+      call.writes.forEach((w, i) => {
+        let revision = o.bases[i] - 1;
+        w.events.forEach((e, j) => {
+          revision += 1;
+          position += 1n;
+          this.tail.push({ id: call.ids[i][j], stream: w.stream, revision, position, type: e.type, data: e.data as Record<string, unknown>, metadata: e.metadata ?? {} });
+        });
+        next.push(revision);
+      });
+      this.lastPosition = position;
+      call.resolve({ position, nextExpectedRevisions: next });
+    }
+    if (this.tail.length > TAIL_SIZE) this.tail = this.tail.slice(this.tail.length - TAIL_SIZE / 2);
+    for (const wake of this.wakeups) wake();
+  }
+
+  private settle(id: number): PendingAppend | undefined {
+    const call = this.calls.get(id);
+    this.calls.delete(id);
+    if (this.calls.size === 0) this.writer?.unref();
+    return call;
+  }
+
+  private failAll(err: unknown): void {
+    if (this.closed) return;
+    this.writerFailure ??= err;
+    for (const [id, call] of this.calls) {
+      this.calls.delete(id);
+      call.reject(err);
+    }
+  }
+
+  async readStream(stream: string, fromRevision = 0): Promise<RecordedEvent[]> {
+    return this.stmts.readStream.all(stream, fromRevision).map(toRecorded);
+  }
+
+  async readAll(after: bigint, limit: number): Promise<RecordedEvent[]> {
+    return this.stmts.readAll.all(after, limit).map(toRecorded);
+  }
+
+  /** What follows `after`: from memory when the tail still holds it, else from the file. */
+  private nextPage(after: bigint): RecordedEvent[] {
+    const first = this.tail[0];
+    if (first && first.position <= after + 1n) {
+      if (after >= this.lastPosition) return [];
+      const start = Number(after + 1n - first.position);
+      return this.tail.slice(start, start + 1000);
+    }
+    return this.stmts.readAll.all(after, 1000).map(toRecorded);
+  }
+
+  subscribeAll(after: bigint, handler: EventHandler, onError?: (err: unknown) => void): Subscription {
+    let cursor = after;
+    let active = true;
+    let wake: (() => void) | undefined;
+    let pendingWake = false;
+    const signal = () => {
+      pendingWake = true;
+      wake?.();
+    };
+    this.wakeups.add(signal);
+    const done = (async () => {
+      while (active && !this.closed) {
+        pendingWake = false;
+        const page = this.nextPage(cursor);
+        for (const event of page) {
+          if (!active) return;
+          await handler(event);
+          cursor = event.position;
+        }
+        if (page.length === 0 && !pendingWake && active) await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+    })().catch((err) => (onError ? onError(err) : console.error('subscription failed', err)));
+    return {
+      close: async () => {
+        active = false;
+        this.wakeups.delete(signal);
+        signal();
+        await done;
+      },
+    };
+  }
+
+  async ping(): Promise<void> {
+    if (this.closed) throw new Error('event store is closed');
+    if (this.writerFailure) throw this.writerFailure;
+    this.db.prepare('SELECT 1').get();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closing ??= (async () => {
+      if (this.writer && !this.writerFailure) {
+        // The writer commits what it holds, then closes its connection.
+        await new Promise<void>((resolve) => {
+          this.writer!.on('message', (r: WriterReply) => 'closed' in r && resolve());
+          this.writer!.once('exit', () => resolve());
+          this.writer!.postMessage({ close: true });
+        });
+      }
+      this.closed = true;
+      await this.writer?.terminate();
+      for (const wake of this.wakeups) wake();
+      this.db.close();
+    })();
+    return this.closing;
+  }
+}
+
+function toRecorded(row: Row): RecordedEvent {
+  return {
+    id: row.id,
+    stream: row.stream,
+    revision: Number(row.revision),
+    position: BigInt(row.position),
+    type: row.type,
+    data: JSON.parse(row.data),
+    metadata: JSON.parse(row.metadata),
+  };
+}

@@ -1,0 +1,91 @@
+import { ApiTags } from '@nestjs/swagger';
+import { Controller, Get, Header, Injectable, type NestMiddleware } from '@nestjs/common';
+import type { NextFunction, Request, Response } from 'express';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Ledger } from '../application/ledger.service.js';
+import { ReadSide } from '../application/read-side.service.js';
+
+/** Prometheus metrics, one registry per app (tests start several apps in one process). */
+@Injectable()
+export class Metrics {
+  readonly registry = new Registry();
+  readonly http = new Counter({ name: 'duffy_http_requests_total', help: 'HTTP requests by method, route and status', labelNames: ['method', 'route', 'status'], registers: [this.registry] });
+  readonly allocation = new Histogram({
+    name: 'duffy_allocation_seconds',
+    help: 'Time to answer a machine request, hand-over included',
+    labelNames: ['outcome'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 120, 600],
+    registers: [this.registry],
+  });
+  readonly playbook = new Histogram({
+    name: 'duffy_playbook_seconds',
+    help: 'ansible-playbook run durations by action and outcome',
+    labelNames: ['action', 'outcome'],
+    buckets: [0.5, 1, 2, 5, 10, 30, 60, 300, 1800],
+    registers: [this.registry],
+  });
+  readonly provisioningFailures = new Counter({ name: 'duffy_provisioning_failures_total', help: 'Machines whose playbook failed, by action', labelNames: ['action'], registers: [this.registry] });
+
+  constructor(ledger: Ledger, readSide: ReadSide) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'duffy_' });
+    const registers = [this.registry];
+    new Gauge({
+      name: 'duffy_machines',
+      help: 'Machines by pool and state',
+      labelNames: ['pool', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const m of ledger.world.machines.values()) if (m.retiredAt === null) this.inc({ pool: m.pool, state: m.state });
+      },
+    });
+    new Gauge({
+      name: 'duffy_requests_in_handover',
+      help: 'Active sessions still waiting for their machines to be handed over',
+      registers,
+      collect() {
+        const w = ledger.world;
+        let n = 0;
+        for (const id of w.openSessions) {
+          const s = w.sessions.get(id)!;
+          if (s.status === 'active' && s.machineIds.some((m) => w.machines.get(m)?.state !== 'deployed')) n += 1;
+        }
+        this.set(n);
+      },
+    });
+    new Gauge({
+      name: 'duffy_projection_lag_ms',
+      help: 'Milliseconds between an event and its projection (last batch)',
+      registers,
+      collect() {
+        this.set(readSide.lagMs());
+      },
+    });
+    new Gauge({ name: 'duffy_ledger_position', help: 'Ledger position the World has folded', registers, collect() { this.set(Number(ledger.world.position)); } });
+  }
+}
+
+@Injectable()
+export class HttpMetricsMiddleware implements NestMiddleware {
+  constructor(private readonly metrics: Metrics) {}
+  use(req: Request, res: Response, next: NextFunction): void {
+    res.on('finish', () => {
+      // The matched route, not the raw URL, so ids do not explode the label set.
+      const route = (req.route?.path as string | undefined) ?? 'unmatched';
+      this.metrics.http.inc({ method: req.method, route: `${req.baseUrl ?? ''}${route}`, status: String(res.statusCode) });
+    });
+    next();
+  }
+}
+
+@ApiTags('ops')
+@Controller('metrics')
+export class MetricsController {
+  constructor(private readonly metrics: Metrics) {}
+
+  @Get()
+  @Header('Content-Type', 'text/plain; version=0.0.4; charset=utf-8')
+  scrape(): Promise<string> {
+    return this.metrics.registry.metrics();
+  }
+}

@@ -1,0 +1,11 @@
+import { join } from 'node:path';
+import { MongoReadModels } from './mongo-read-models.js';
+import { type ReadModelStore } from '../../application/ports/read-model.port.js';
+import { SqliteReadModels } from './sqlite-read-models.js';
+
+/** `DUFFY_READMODELS=mongodb://...` selects MongoDB; unset means the embedded SQLite file in the data dir. */
+export function createReadModels(url: string | undefined, dataDir: string): ReadModelStore {
+  if (!url) return new SqliteReadModels(join(dataDir, 'readmodels.sqlite'));
+  if (/^mongodb(\+srv)?:\/\//.test(url)) return new MongoReadModels(url);
+  throw new Error(`DUFFY_READMODELS: unsupported URL '${url}' (expected mongodb://... or unset for the embedded read models)`);
+}

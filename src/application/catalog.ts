@@ -1,0 +1,37 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { PoolConfig, Settings } from '../config/config.js';
+import type { PoolProfile } from '../domain/policy.js';
+import type { Defaults } from '../domain/decide.js';
+
+export const SETTINGS = Symbol('SETTINGS');
+
+/** Configuration the domain reads: pools and tenant defaults. */
+@Injectable()
+export class Catalog {
+  readonly pools: PoolConfig[];
+  readonly profiles: PoolProfile[];
+  readonly defaults: Defaults;
+  private readonly byName: Map<string, PoolConfig>;
+
+  constructor(@Inject(SETTINGS) readonly settings: Settings) {
+    this.pools = settings.config.pools;
+    this.byName = new Map(this.pools.map((p) => [p.name, p]));
+    this.profiles = this.pools.map(({ name, type, arch, platform }) => ({ name, type, arch, platform }));
+    const d = settings.config.defaults;
+    this.defaults = { nodeQuota: d['node-quota'], sessionLifetime: d['session-lifetime'], sessionLifetimeMax: d['session-lifetime-max'] };
+  }
+
+  pool(name: string): PoolConfig | undefined {
+    return this.byName.get(name);
+  }
+}
+
+/** API keys are random UUIDs: a SHA-256 digest is enough and doubles as the lookup index (DESIGN section 5). */
+export const digestKey = (key: string) => createHash('sha256').update(key, 'utf8').digest('hex');
+
+export function sameDigest(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'hex');
+  const y = Buffer.from(b, 'hex');
+  return x.length === y.length && timingSafeEqual(x, y);
+}

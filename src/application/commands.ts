@@ -1,0 +1,83 @@
+import { Command } from '@nestjs/cqrs';
+import { type NodeSpec, type ReleaseReason, type TenantSettings } from '../domain/events.js';
+import { type Machine, type Session, type Tenant } from '../domain/world.js';
+
+/** Who asks; commands carry it so every event names its actor. */
+export interface Actor {
+  tenant: Tenant;
+  requestId?: string;
+}
+
+export class RegisterTenantCommand extends Command<{ tenant: Tenant; apiKey: string }> {
+  constructor(
+    readonly actor: Actor | null,
+    readonly name: string,
+    readonly isAdmin: boolean,
+    readonly settings: TenantSettings,
+    readonly apiKey?: string,
+  ) {
+    super();
+  }
+}
+
+export class UpdateTenantCommand extends Command<{ tenant: Tenant; apiKey?: string }> {
+  constructor(
+    readonly actor: Actor,
+    readonly tenantId: number,
+    readonly changes: Partial<TenantSettings>,
+    readonly active: boolean | undefined,
+    readonly newApiKey: boolean,
+  ) {
+    super();
+  }
+}
+
+export class RegisterMachineCommand extends Command<Machine> {
+  constructor(
+    readonly actor: Actor | null,
+    readonly machine: { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state'] },
+  ) {
+    super();
+  }
+}
+
+export class RequestSessionCommand extends Command<Session> {
+  constructor(
+    readonly actor: Actor,
+    readonly tenantId: number,
+    readonly specs: NodeSpec[],
+    /** Seconds to wait in the fair-share queue when no machine is free now (0: answer 422 at once). */
+    readonly waitSeconds = 0,
+  ) {
+    super();
+  }
+}
+
+export class EndSessionCommand extends Command<Session> {
+  constructor(
+    readonly actor: Actor | null,
+    readonly sessionId: number,
+    readonly reason: ReleaseReason,
+  ) {
+    super();
+  }
+}
+
+export class ExtendSessionCommand extends Command<Session> {
+  constructor(
+    readonly actor: Actor,
+    readonly sessionId: number,
+    readonly expiresAt: string,
+  ) {
+    super();
+  }
+}
+
+export class CancelWaitingCommand extends Command<Session> {
+  constructor(
+    readonly actor: Actor,
+    readonly sessionId: number,
+  ) {
+    super();
+  }
+}

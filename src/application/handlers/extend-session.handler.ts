@@ -1,0 +1,23 @@
+import { CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
+import { Catalog } from '../catalog.js';
+import { ExtendSessionCommand } from '../commands.js';
+import { decideExtendSession, visibleSessionOrRefusal } from '../../domain/decide.js';
+import { Ledger } from '../ledger.service.js';
+import { metaFor, now } from '../session-lifecycle.js';
+
+@CommandHandler(ExtendSessionCommand)
+export class ExtendSessionHandler implements ICommandHandler<ExtendSessionCommand> {
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly catalog: Catalog,
+  ) {}
+
+  async execute(cmd: ExtendSessionCommand) {
+    await this.ledger.decide((world) => {
+      const s = visibleSessionOrRefusal(world, cmd.sessionId, cmd.actor.tenant);
+      if ('refused' in s) return s;
+      return [decideExtendSession(s, world.tenants.get(s.tenantId)!, this.catalog.defaults, cmd.expiresAt, now())];
+    }, metaFor(cmd.actor));
+    return this.ledger.world.sessions.get(cmd.sessionId)!;
+  }
+}

@@ -1,0 +1,88 @@
+import { CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
+import { Metrics } from '../../adapters/metrics.js';
+import { Catalog } from '../catalog.js';
+import { RequestSessionCommand } from '../commands.js';
+import { decideRequestSession } from '../../domain/decide.js';
+import { DomainError, refuse } from '../../domain/errors.js';
+import { Ledger } from '../ledger.service.js';
+import { SessionLifecycle, metaFor, now } from '../session-lifecycle.js';
+import type { Session } from '../../domain/world.js';
+
+/**
+ * POST /sessions: decide on the World, record the whole request in one append, then answer once the machines are
+ * handed over (playbooks may run first), or once the fair-share queue served or gave up on a waiting request.
+ */
+@CommandHandler(RequestSessionCommand)
+export class RequestSessionHandler implements ICommandHandler<RequestSessionCommand> {
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly catalog: Catalog,
+    private readonly sessions: SessionLifecycle,
+    private readonly metrics: Metrics,
+  ) {}
+
+  async execute(cmd: RequestSessionCommand): Promise<Session> {
+    const stop = this.metrics.allocation.startTimer();
+    try {
+      const session = await this.request(cmd);
+      stop({ outcome: 'served' });
+      return session;
+    } catch (err) {
+      stop({ outcome: err instanceof DomainError ? err.kind : 'error' });
+      throw err;
+    }
+  }
+
+  private async request(cmd: RequestSessionCommand): Promise<Session> {
+    if (cmd.tenantId !== cmd.actor.tenant.id && !cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may request nodes for another tenant');
+    let sessionId = 0;
+    await this.ledger.decide((world, inFlight) => {
+      sessionId = inFlight.lastSessionId() + 1;
+      return decideRequestSession(
+        world,
+        this.catalog.profiles,
+        this.catalog.defaults,
+        { sessionId, tenantId: cmd.tenantId, specs: cmd.specs, now: now(), contextualize: (pool) => this.catalog.pool(pool)?.contextualize ?? false, waitSeconds: cmd.waitSeconds },
+        inFlight,
+      );
+    }, metaFor(cmd.actor));
+    const world = this.ledger.world;
+    if (world.sessions.get(sessionId)!.status === 'waiting') {
+      // The queue serves it in fair-share order, or rejects it when its time is up.
+      await this.ledger.until(() => world.sessions.get(sessionId)!.status !== 'waiting', (cmd.waitSeconds + 30) * 1000).catch(() => undefined);
+      const s = world.sessions.get(sessionId)!;
+      if (s.status !== 'active') refuse('capacity', `can't reserve nodes: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
+    }
+    return this.handedOver(sessionId);
+  }
+
+  /**
+   * A 201 hands over machines that are ready to use: wait (bounded) while playbooks provision and contextualize
+   * them. A session that cannot be served in time is ended, so nothing leaks, and answered 503 with the cause.
+   */
+  private async handedOver(sessionId: number): Promise<Session> {
+    const world = this.ledger.world;
+    const session = world.sessions.get(sessionId)!;
+    const wanted = session.specs.reduce((n, x) => n + x.quantity, 0);
+    const done = () => {
+      const s = world.sessions.get(sessionId)!;
+      if (s.status !== 'active') return true;
+      const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === sessionId);
+      return held.length === wanted && held.every((id) => world.machines.get(id)!.state === 'deployed');
+    };
+    const timeoutMs = Math.max(...session.machineIds.map((id) => this.catalog.pool(world.machines.get(id)!.pool)!['handover-timeout'])) * 1000;
+    const inTime = await this.ledger.until(done, timeoutMs).then(
+      () => true,
+      () => false,
+    );
+    const s = world.sessions.get(sessionId)!;
+    if (inTime && s.status === 'active') return s;
+    if (!inTime) await this.sessions.end(sessionId, 'failed', null, 'provisioning did not finish in time');
+    const ended = world.sessions.get(sessionId)!;
+    const cause =
+      ended.releaseReason === 'failed' || ended.releaseReason === null
+        ? (ended.failure ?? 'provisioning did not finish in time')
+        : `the session was ended (${ended.releaseReason}) before its machines were handed over`;
+    return refuse('unavailable', `can't provision nodes: ${cause}`);
+  }
+}

@@ -1,0 +1,37 @@
+import { CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
+import { randomUUID } from 'node:crypto';
+import { digestKey } from '../catalog.js';
+import { UpdateTenantCommand } from '../commands.js';
+import { decideUpdateTenant, refusal } from '../../domain/decide.js';
+import { refuse } from '../../domain/errors.js';
+import { Ledger } from '../ledger.service.js';
+import { SessionLifecycle, metaFor, now } from '../session-lifecycle.js';
+
+@CommandHandler(UpdateTenantCommand)
+export class UpdateTenantHandler implements ICommandHandler<UpdateTenantCommand> {
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly sessions: SessionLifecycle,
+  ) {}
+
+  async execute(cmd: UpdateTenantCommand) {
+    if (!cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may change tenants');
+    const apiKey = cmd.newApiKey ? randomUUID() : undefined;
+    const changes = { ...cmd.changes, ...(apiKey ? { apiKeyDigest: digestKey(apiKey) } : {}) };
+    await this.ledger.decide((world) => {
+      const tenant = world.tenants.get(cmd.tenantId);
+      if (!tenant) return refusal('not_found', `tenant ${cmd.tenantId} not found`);
+      const write = decideUpdateTenant(tenant, { changes, active: cmd.active, now: now() });
+      return write ? [write] : [];
+    }, metaFor(cmd.actor));
+    const world = this.ledger.world;
+    const tenant = world.tenants.get(cmd.tenantId)!;
+    if (tenant.retiredAt !== null) {
+      // Retiring a tenant ends its sessions; their machines go back through release.
+      for (const s of [...world.openSessions].map((id) => world.sessions.get(id)!)) {
+        if (s.tenantId === tenant.id && s.status === 'active') await this.sessions.end(s.id, 'tenant-retired', cmd.actor);
+      }
+    }
+    return { tenant, apiKey };
+  }
+}

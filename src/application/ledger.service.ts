@@ -1,0 +1,281 @@
+import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
+import { EventBus } from '@nestjs/cqrs';
+import { randomUUID } from 'node:crypto';
+import {
+  type AppendResult,
+  EVENT_STORE,
+  type EventMetadata,
+  type EventStore,
+  type NewEvent,
+  type RecordedEvent,
+  type Subscription,
+  WrongExpectedRevisionError,
+} from './ports/event-store.port.js';
+import { GENESIS, eventHash } from '../audit/chain.js';
+import { type Decision, type InFlightView, type Write, isRefusal } from '../domain/decide.js';
+import { type DuffyEvent } from '../domain/events.js';
+import { DomainError } from '../domain/errors.js';
+import { type World, emptyWorld, evolve } from '../domain/world.js';
+
+/** Published on the CQRS EventBus for every event the ledger delivers, in ledger order. */
+export class LedgerEvent {
+  constructor(readonly event: RecordedEvent) {}
+}
+
+export type WriteOutcome = { ok: true; write: Write; result: AppendResult } | { ok: false; write: Write; error: unknown };
+
+/** What one decision's append gave: its position, or the conflict that a fresh decision must answer. */
+export type Recorded = { ok: true; position: bigint; revisions: number[] } | { ok: false; conflict: WrongExpectedRevisionError };
+
+/** Appends made by this process that the World does not show yet (see InFlightView). */
+interface PendingBatch {
+  streams: Map<string, { revision: number; hash: string | null }>;
+  machines: number[];
+  quota: Map<number, number>;
+  sessionId: number;
+}
+
+/**
+ * Owns the World: folds the whole ledger at start, then follows it live through one subscription, the only path
+ * by which events reach the World (so nothing is applied twice).
+ *
+ * Decisions are taken on the World plus what this process has appended but not yet seen come back (the in-flight
+ * view): machines reserved, quota claimed, stream heads. So concurrent requests in one process never pick the same
+ * machine or race on a tenant's revision; a conflict means another writer (instance) got there first.
+ */
+@Injectable()
+export class Ledger implements OnApplicationShutdown {
+  readonly world: World = emptyWorld();
+  private subscription?: Subscription;
+  private waiters: Array<{ ready: () => boolean; resolve: () => void }> = [];
+  /** Appends waiting to be seen in the World, in position order (cheaper than a predicate per event each). */
+  private positionWaiters: Array<{ position: bigint; resolve: () => void }> = [];
+  /** Head (revision, hash) per stream as the World knows it: the predecessor of the next chained append. */
+  private readonly heads = new Map<string, { revision: number; hash: string }>();
+  private readonly pending = new Set<PendingBatch>();
+  private readonly log = new Logger('Ledger');
+  /** Appends this process asked the store for: a test asserts one per request and one per release. */
+  appends = 0;
+  failure: unknown;
+
+  constructor(
+    @Inject(EVENT_STORE) readonly store: EventStore,
+    private readonly eventBus: EventBus,
+  ) {}
+
+  async start(): Promise<void> {
+    for (;;) {
+      const page = await this.store.readAll(this.world.position, 5000);
+      if (page.length === 0) break;
+      for (const e of page) {
+        evolve(this.world, e as RecordedEvent & DuffyEvent);
+        this.noteHead(e);
+      }
+    }
+    this.subscription = this.store.subscribeAll(
+      this.world.position,
+      (e) => this.apply(e),
+      (err) => {
+        this.failure = err;
+        this.log.error(`ledger subscription stopped: ${String(err)}`);
+      },
+    );
+  }
+
+  private noteHead(e: RecordedEvent): void {
+    this.heads.set(e.stream, { revision: e.revision, hash: typeof e.metadata.hash === 'string' ? e.metadata.hash : '' });
+  }
+
+  private apply(e: RecordedEvent): void {
+    evolve(this.world, e as RecordedEvent & DuffyEvent);
+    this.noteHead(e);
+    let seen = 0;
+    while (seen < this.positionWaiters.length && this.positionWaiters[seen].position <= e.position) this.positionWaiters[seen++].resolve();
+    if (seen > 0) this.positionWaiters.splice(0, seen);
+    if (this.waiters.length > 0) {
+      this.waiters = this.waiters.filter((w) => (w.ready() ? (w.resolve(), false) : true));
+    }
+    this.eventBus.publish(new LedgerEvent(e));
+  }
+
+  /** Resolves once the World satisfies `ready` (checked after every applied event), or rejects after the timeout. */
+  until(ready: () => boolean, timeoutMs = 10_000): Promise<void> {
+    if (ready()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w.resolve !== done);
+        reject(new Error('the ledger did not catch up in time'));
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.waiters.push({ ready, resolve: done });
+    });
+  }
+
+  /** Resolves once the World holds the event at `position` (it arrives through the one subscription). */
+  private seen(position: bigint): Promise<void> {
+    if (this.world.position >= position) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      // Durable but not seen: the subscription is broken, which /health reports; the caller gets a 503.
+      const timer = setTimeout(() => {
+        this.positionWaiters = this.positionWaiters.filter((w) => w.resolve !== done);
+        reject(new DomainError('unavailable', `the ledger did not deliver position ${position} back in time: ${String(this.failure ?? 'subscription stalled')}`));
+      }, 30_000);
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      let i = this.positionWaiters.length;
+      while (i > 0 && this.positionWaiters[i - 1].position > position) i--;
+      this.positionWaiters.splice(i, 0, { position, resolve: done });
+    });
+  }
+
+  /** What deciders see on top of the World: this process's appends still on their way back. */
+  get inFlight(): InFlightView {
+    return {
+      busy: (machineId) => {
+        for (const b of this.pending) if (b.machines.includes(machineId)) return true;
+        return false;
+      },
+      quota: (tenantId) => {
+        let n = 0;
+        for (const b of this.pending) n += b.quota.get(tenantId) ?? 0;
+        return n;
+      },
+      revision: (streamName, known) => this.pendingHead(streamName)?.revision ?? known,
+      lastSessionId: () => {
+        let id = this.world.lastSessionId;
+        for (const b of this.pending) id = Math.max(id, b.sessionId);
+        return id;
+      },
+    };
+  }
+
+  private pendingHead(streamName: string): { revision: number; hash: string | null } | undefined {
+    let head: { revision: number; hash: string | null } | undefined;
+    for (const b of this.pending) head = b.streams.get(streamName) ?? head;
+    return head;
+  }
+
+  /**
+   * One decision, one atomic append; resolves once it is durable AND the World shows it (invariant 4).
+   * A conflict is returned, not thrown: the caller decides again on fresh state.
+   */
+  async record(writes: Write[], meta: EventMetadata): Promise<Recorded> {
+    const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta };
+    const chained = writes.map((w) => ({ stream: w.stream, expected: w.expected, events: this.chained(w, metadata) }));
+    const batch = this.track(writes, chained);
+    this.appends += 1;
+    try {
+      const result = await this.store.append(chained);
+      await this.seen(result.position);
+      return { ok: true, position: result.position, revisions: result.nextExpectedRevisions };
+    } catch (err) {
+      if (err instanceof WrongExpectedRevisionError) return { ok: false, conflict: err };
+      throw err;
+    } finally {
+      this.pending.delete(batch);
+    }
+  }
+
+  /** Independent facts (e.g. claims on several machines): each write is its own decision, and may fail alone. */
+  async commit(writes: Write[], meta: EventMetadata): Promise<WriteOutcome[]> {
+    return Promise.all(
+      writes.map(async (write): Promise<WriteOutcome> => {
+        const r = await this.record([write], meta);
+        if (r.ok) return { ok: true, write, result: { position: r.position, nextExpectedRevisions: r.revisions } };
+        return { ok: false, write, error: r.conflict };
+      }),
+    );
+  }
+
+  /**
+   * Decide on the World (plus in-flight appends) and record the decision in one append; on a conflict, catch up
+   * and decide again, a bounded number of times. A refusal is thrown as the DomainError the API maps.
+   * Returns null when the decision had nothing to write.
+   */
+  async decide(decide: (world: World, inFlight: InFlightView) => Decision, meta: EventMetadata, attempts = 5): Promise<Recorded | null> {
+    for (let attempt = 1; ; attempt++) {
+      const decision = decide(this.world, this.inFlight);
+      if (isRefusal(decision)) throw new DomainError(decision.refused, decision.reason);
+      if (decision.length === 0) return null;
+      const recorded = await this.record(decision, meta);
+      if (recorded.ok) return recorded;
+      if (attempt >= attempts) throw new DomainError('conflict', 'the ledger changed under this request too often; try again');
+      await this.catchUp();
+    }
+  }
+
+  /** For callers still written as lists of independent writes: decide, append each, retry the failed ones. */
+  async decideAndCommit(decide: (world: World) => Write[], meta: EventMetadata, attempts = 5): Promise<WriteOutcome[]> {
+    for (let attempt = 1; ; attempt++) {
+      const writes = decide(this.world);
+      if (writes.length === 0) return [];
+      const outcomes = await this.commit(writes, meta);
+      if (outcomes.every((o) => o.ok) || attempt >= attempts) return outcomes;
+      await this.catchUp();
+    }
+  }
+
+  private track(writes: Write[], chained: Array<{ stream: string; events: NewEvent[] }>): PendingBatch {
+    const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), sessionId: 0 };
+    writes.forEach((w, i) => {
+      const base = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? null : w.expected;
+      const last = chained[i].events[chained[i].events.length - 1].metadata?.hash;
+      if (base !== null) batch.streams.set(w.stream, { revision: base + w.events.length, hash: typeof last === 'string' ? last : null });
+      for (const e of w.events) {
+        if (e.type === 'MachineReserved') batch.machines.push(e.data.machineId);
+        else if (e.type === 'QuotaClaimed') batch.quota.set(e.data.tenantId, (batch.quota.get(e.data.tenantId) ?? 0) + e.data.count);
+        else if (e.type === 'MachineRequested') batch.sessionId = Math.max(batch.sessionId, e.data.sessionId);
+      }
+    });
+    this.pending.add(batch);
+    return batch;
+  }
+
+  /**
+   * Links each event to its stream's previous one. A write guarded by a revision knows its predecessor: if that
+   * head is unknown here, the append fails on the revision anyway and the retry chains again.
+   */
+  private chained(w: Write, metadata: EventMetadata): NewEvent[] {
+    let revision = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? (this.pendingHead(w.stream)?.revision ?? this.heads.get(w.stream)?.revision ?? -1) : w.expected;
+    let prev = revision < 0 ? GENESIS : this.headHash(w.stream, revision);
+    return w.events.map((e) => {
+      revision += 1;
+      const hash = eventHash(prev, { stream: w.stream, revision, type: e.type, data: e.data, metadata });
+      const linked = { type: e.type, data: e.data, metadata: { ...metadata, prevHash: prev, hash } };
+      prev = hash;
+      return linked;
+    });
+  }
+
+  private headHash(streamName: string, revision: number): string {
+    const p = this.pendingHead(streamName);
+    if (p && p.revision === revision && p.hash !== null) return p.hash;
+    const h = this.heads.get(streamName);
+    return h && h.revision === revision ? h.hash : GENESIS;
+  }
+
+  /** After a conflict another writer got there first: wait until everything in the store is in the World. */
+  async catchUp(): Promise<void> {
+    const target = await this.headPosition();
+    await this.until(() => this.world.position >= target);
+  }
+
+  private async headPosition(): Promise<bigint> {
+    let position = this.world.position;
+    for (;;) {
+      const page = await this.store.readAll(position, 1000);
+      if (page.length === 0) return position;
+      position = page[page.length - 1].position;
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.subscription?.close();
+    await this.store.close();
+  }
+}

@@ -1,0 +1,83 @@
+/** The ledger port: the only source of truth. Both adapters pass test/contract/event-store.contract.ts. */
+
+import type { ExpectedRevision } from '../../domain/decide.js';
+
+export type { ExpectedRevision };
+
+export interface EventMetadata {
+  correlationId?: string;
+  causationId?: string;
+  actor?: string;
+  at?: string;
+  [key: string]: unknown;
+}
+
+export interface NewEvent<T extends string = string, D = object> {
+  type: T;
+  data: D;
+  metadata?: EventMetadata;
+}
+
+export interface RecordedEvent<T extends string = string, D = Record<string, unknown>> {
+  id: string;
+  stream: string;
+  /** 0-based position inside its stream. */
+  revision: number;
+  /** Global, strictly increasing commit position (0 = before the first event). */
+  position: bigint;
+  type: T;
+  data: D;
+  metadata: EventMetadata;
+}
+
+/** Events for one stream, guarded by the revision the decision was made on. */
+export interface StreamWrite {
+  stream: string;
+  expected: ExpectedRevision;
+  events: NewEvent[];
+}
+
+export interface AppendResult {
+  /** Position of the last event written by this call. */
+  position: bigint;
+  /** Per write, in call order: the revision of its last event (pass it as that stream's next expected revision). */
+  nextExpectedRevisions: number[];
+}
+
+export interface Subscription {
+  close(): Promise<void>;
+}
+
+export type EventHandler = (event: RecordedEvent) => void | Promise<void>;
+
+export interface EventStore {
+  /** True when no other process can write this ledger (the embedded file): claims left by a dead process are void. */
+  readonly singleWriter: boolean;
+  /**
+   * One decision, one call: every write commits, or none does (a stale revision anywhere fails the whole call
+   * with WrongExpectedRevisionError and leaves the store untouched). A reader never sees part of a call.
+   * A stream may appear once per call.
+   */
+  append(writes: StreamWrite[]): Promise<AppendResult>;
+  /** Events of one stream in revision order; empty when the stream does not exist. */
+  readStream(stream: string, fromRevision?: number): Promise<RecordedEvent[]>;
+  /** Events with a position strictly after `after`, in order, at most `limit`. */
+  readAll(after: bigint, limit: number): Promise<RecordedEvent[]>;
+  /** Catch-up from `after`, then live; the handler is awaited, so delivery is in order without gaps or repeats. */
+  subscribeAll(after: bigint, handler: EventHandler, onError?: (err: unknown) => void): Subscription;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class WrongExpectedRevisionError extends Error {
+  constructor(
+    readonly stream: string,
+    readonly expected: ExpectedRevision,
+    readonly actual: number | 'no_stream',
+  ) {
+    super(`wrong expected revision on ${stream}: expected ${String(expected)}, actual ${String(actual)}`);
+    this.name = 'WrongExpectedRevisionError';
+  }
+}
+
+export const EVENT_STORE = Symbol('EVENT_STORE');

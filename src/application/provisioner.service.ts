@@ -1,0 +1,234 @@
+import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
+import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
+import { type Observable, map } from 'rxjs';
+import { randomUUID } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import { Catalog } from './catalog.js';
+import { LedgerEvent, Ledger } from './ledger.service.js';
+import { SessionLifecycle, metaFor } from './session-lifecycle.js';
+import { Metrics } from '../adapters/metrics.js';
+import { ANSIBLE_DIR, PLAYBOOK_RUNNER, type DuffyIn, type EnvironmentFault, type PlaybookRunner, type RunResult } from '../adapters/ansible-runner.js';
+import { type Job, decideClaim, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork, isHandover } from '../domain/provisioning.decide.js';
+
+/** Playbook runs at once: Ansible is CPU-heavy and a run already batches the hosts of a pool. */
+const MAX_PARALLEL_RUNS = 4;
+/** After an environment fault, background work waits this long before one run tries again; doubled up to the max. */
+const RETRY_FIRST_MS = 5_000;
+const RETRY_MAX_MS = 300_000;
+
+/**
+ * The process manager that turns ledger state into playbook runs and their outcomes back into events.
+ * Work is found from the World (not from a queue), and claimed with a PlaybookStarted at the machine's
+ * revision before anything is spawned: after a crash, a lapsed claim is simply taken again.
+ */
+@Injectable()
+export class Provisioner implements OnApplicationShutdown {
+  readonly instance = randomUUID();
+  private readonly running = new Set<number>();
+  private runs = 0;
+  private scheduled = false;
+  private stopped = false;
+  private timer?: NodeJS.Timeout;
+  private readonly inProgress = new Set<Promise<void>>();
+  private readonly log = new Logger('Provisioner');
+  /** Set while Duffy's own environment fails runs (no Ansible...): the machines are not to blame. */
+  private fault: { reason: string; since: string; retryAt: number; backoffMs: number } | null = null;
+  /** Why a session's machine last failed its hand-over, so a failed replacement names the cause. */
+  private readonly lostBecause = new Map<number, string>();
+
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly catalog: Catalog,
+    private readonly sessions: SessionLifecycle,
+    @Inject(PLAYBOOK_RUNNER) private readonly runner: PlaybookRunner,
+    private readonly metrics: Metrics,
+  ) {}
+
+  start(intervalMs = 2_000): void {
+    this.timer = setInterval(() => this.poke(), intervalMs);
+    this.timer.unref();
+    this.poke();
+  }
+
+  /** Look for work soon; many events in one tick cause one look. */
+  poke(): void {
+    if (this.scheduled || this.stopped || !this.timer) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.pass().catch((err) => this.log.error(`provisioning pass failed: ${String(err)}`));
+    });
+  }
+
+  /** The environment fault that currently holds background work back, if any (for /health and logs). */
+  get environmentFault(): { reason: string; since: string } | null {
+    return this.fault && { reason: this.fault.reason, since: this.fault.since };
+  }
+
+  private async pass(): Promise<void> {
+    await this.replaceLostMachines();
+    const now = Date.now();
+    const work = dueWork(this.ledger.world, {
+      pools: (n) => this.catalog.pool(n),
+      now,
+      runningHere: (id) => this.running.has(id),
+      instance: this.instance,
+      soleInstance: this.ledger.store.singleWriter,
+    });
+    if (work.returns.length > 0) await this.ledger.commit(work.returns, metaFor(null, { process: 'provisioning', reason: 'never handed over' }));
+    for (const job of work.jobs) {
+      if (this.runs >= MAX_PARALLEL_RUNS || this.stopped) return;
+      // While the environment is at fault, hand-overs (a client waits) still try; other work sends one run as a probe now and then.
+      if (this.fault && !isHandover(job)) {
+        if (now < this.fault.retryAt) continue;
+        this.fault.retryAt = now + this.fault.backoffMs;
+        this.fault.backoffMs = Math.min(RETRY_MAX_MS, this.fault.backoffMs * 2);
+      }
+      job.machineIds.forEach((id) => this.running.add(id));
+      this.runs += 1;
+      const work = this.execute(job)
+        .catch((err) => this.log.error(`${job.action} on ${job.pool} failed: ${String(err)}`))
+        .finally(() => {
+          job.machineIds.forEach((id) => this.running.delete(id));
+          this.runs -= 1;
+          this.inProgress.delete(work);
+          this.poke();
+        });
+      this.inProgress.add(work);
+    }
+  }
+
+  private async execute(job: Job): Promise<void> {
+    const pool = this.catalog.pool(job.pool)!;
+    const timeoutMs = pool['playbook-timeout'] * 1000;
+    const meta = metaFor(null, { process: 'provisioning' });
+    const world = this.ledger.world;
+    const machines = job.machineIds.map((id) => world.machines.get(id)!);
+    // Claim first: only machines whose claim landed get a playbook, so no two instances run one.
+    const claims = await this.ledger.commit(machines.map((m) => decideClaim(m, job.action, job.sessionId, this.instance, timeoutMs, Date.now())), meta);
+    const claimed = machines.flatMap((m, i) => {
+      const c = claims[i];
+      return c.ok ? [{ machine: m, revision: c.result.nextExpectedRevisions[0] }] : [];
+    });
+    if (claimed.length === 0) return;
+    const session = job.sessionId === null ? undefined : world.sessions.get(job.sessionId);
+    const tenant = session ? world.tenants.get(session.tenantId) : undefined;
+    const artifactsDir = session ? join(this.catalog.settings.dataDir, 'artifacts', `session-${session.id}`) : undefined;
+    const input: DuffyIn = {
+      action: job.action,
+      pool: { name: pool.name, type: pool.type, driver: pool.driver, arch: pool.arch, platform: pool.platform, vars: pool.vars ?? {} },
+      session: session && tenant ? { id: session.id, tenant: tenant.name, ssh_key: tenant.sshKey } : null,
+      ...(job.action === 'release' ? { policy: pool['release-policy'] } : {}),
+      nodes: claimed.map(({ machine: m }) => ({ id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, data: m.data })),
+      data_dir: this.catalog.settings.dataDir,
+      ...(job.action === 'collect_artifacts' && artifactsDir ? { artifacts_dir: artifactsDir } : {}),
+    };
+    const override = pool.playbooks?.[job.action];
+    const playbook = override ? (isAbsolute(override) ? override : resolve(ANSIBLE_DIR, override)) : undefined;
+    const result = await this.runner.run(input, { timeoutMs, playbook });
+    if (result.fault) return this.onEnvironmentFault(job, claimed, result as RunResult & { fault: EnvironmentFault });
+    if (this.fault) this.log.log(`${job.action} ran again: the environment fault "${this.fault.reason}" is over`);
+    this.fault = null;
+    const { run, nodes } = result;
+    const failed = [...nodes.values()].filter((n) => !n.ok).length;
+    this.metrics.playbook.observe({ action: job.action, outcome: failed === 0 ? 'ok' : 'failed' }, run.durationMs / 1000);
+    if (failed > 0) this.metrics.provisioningFailures.inc({ action: job.action }, failed);
+    this.log.log(`${job.action} ${pool.name} [${claimed.map((c) => c.machine.hostname).join(', ')}]: exit ${run.exitCode}${run.timedOut ? ' (timed out)' : ''} in ${run.durationMs} ms`);
+    const now = new Date().toISOString();
+    const outcomes = await Promise.all(
+      claimed.map(async ({ machine, revision }) => {
+        const result = nodes.get(machine.hostname)!;
+        const files = job.action === 'collect_artifacts' && result.ok && artifactsDir ? await listFiles(join(artifactsDir, machine.hostname), this.catalog.settings.dataDir) : undefined;
+        return decideRunOutcome(machine, pool, job, { ...result, files }, run, revision, now);
+      }),
+    );
+    // The outcome is recorded at its own time, not the claim's (same correlation id).
+    await this.ledger.commit(outcomes, { ...meta, at: now });
+    if (isHandover(job)) {
+      const lost = claimed.find(({ machine }) => !nodes.get(machine.hostname)!.ok);
+      if (lost) this.lostBecause.set(job.sessionId!, `${lost.machine.hostname}: ${nodes.get(lost.machine.hostname)!.error ?? 'failed'}`);
+      await this.replaceLostMachines();
+    }
+  }
+
+  /**
+   * Duffy could not run the playbook (invariant 10): record it without blaming the machines, hold background work
+   * back (retried with backoff), and fail a hand-over at once with the real cause rather than let its client wait.
+   */
+  private async onEnvironmentFault(job: Job, claimed: Array<{ machine: { id: number; hostname: string }; revision: number }>, result: RunResult & { fault: EnvironmentFault }): Promise<void> {
+    const { fault, run } = result;
+    const now = Date.now();
+    if (!this.fault) this.fault = { reason: fault.reason, since: new Date(now).toISOString(), retryAt: now + RETRY_FIRST_MS, backoffMs: RETRY_FIRST_MS * 2 };
+    this.fault.reason = fault.reason;
+    this.metrics.playbook.observe({ action: job.action, outcome: 'environment_fault' }, run.durationMs / 1000);
+    this.log.warn(`${job.action} ${job.pool} [${claimed.map((c) => c.machine.hostname).join(', ')}] not run: ${fault.reason} (a fault of Duffy's environment, not of the machines; retried later)`);
+    const world = this.ledger.world;
+    const at = new Date(now).toISOString();
+    await this.ledger.commit(
+      claimed.map(({ machine, revision }) => decideEnvironmentFault(world.machines.get(machine.id)!, job, fault, run, revision, at)),
+      metaFor(null, { process: 'provisioning' }),
+    );
+    if (isHandover(job) && world.sessions.get(job.sessionId!)?.status === 'active') {
+      await this.sessions.end(job.sessionId!, 'failed', null, fault.reason).catch((err) => this.log.error(`ending session ${job.sessionId}: ${String(err)}`));
+    }
+  }
+
+  /** Sessions in hand-over that lost a machine get another one, or fail (and are released). */
+  private async replaceLostMachines(): Promise<void> {
+    const world = this.ledger.world;
+    for (const id of this.lostBecause.keys()) if (!world.openSessions.has(id)) this.lostBecause.delete(id);
+    for (const s of [...world.openSessions].map((id) => world.sessions.get(id)!)) {
+      if (s.status !== 'active') continue;
+      const wanted = s.specs.reduce((n, x) => n + x.quantity, 0);
+      const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === s.id).length;
+      if (held >= wanted) continue;
+      const decision = decideReplacement(world, s, this.catalog.profiles, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => this.ledger.inFlight.busy(id), new Date().toISOString(), this.lostBecause.get(s.id));
+      if ('fail' in decision) {
+        await this.sessions.end(s.id, 'failed', null, decision.fail);
+      } else if (decision.length > 0) {
+        await this.ledger.commit(decision, metaFor(null, { process: 'provisioning', sessionId: s.id }));
+      }
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await Promise.allSettled([...this.inProgress]);
+  }
+}
+
+async function listFiles(dir: string, base: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string) => {
+    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else out.push(relative(base, p));
+    }
+  };
+  await walk(dir);
+  return out.sort();
+}
+
+export class LookForProvisioningWork extends Command<void> {}
+
+/** The saga: every ledger event is a reason to look for due playbook work (the look itself is idempotent). */
+@Injectable()
+export class ProvisioningSaga {
+  @Saga()
+  ledgerChanged = (events$: Observable<IEvent>): Observable<ICommand> =>
+    events$.pipe(
+      ofType(LedgerEvent),
+      map(() => new LookForProvisioningWork()),
+    );
+}
+
+@CommandHandler(LookForProvisioningWork)
+export class LookForProvisioningWorkHandler implements ICommandHandler<LookForProvisioningWork> {
+  constructor(private readonly provisioner: Provisioner) {}
+  async execute(): Promise<void> {
+    this.provisioner.poke();
+  }
+}

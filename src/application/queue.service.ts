@@ -1,0 +1,122 @@
+import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
+import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
+import { type Observable, filter, map } from 'rxjs';
+import { Catalog } from './catalog.js';
+import { decideLeaveQueue, decideRequestSession } from '../domain/decide.js';
+import { DomainError } from '../domain/errors.js';
+import { Ledger, LedgerEvent } from './ledger.service.js';
+import { metaFor } from './session-lifecycle.js';
+import type { Session, World } from '../domain/world.js';
+import { fairOrder, recentUsageMs } from '../domain/fair-queue.js';
+
+/** The window of machine time that decides who goes first. */
+const FAIR_SHARE_WINDOW_MS = 3600_000;
+
+/** Waiting sessions in the order they will be tried: less recent machine time first (weighted fair share). */
+export function queueOrder(world: World, nowMs: number): Session[] {
+  const waiting = [...world.openSessions].map((id) => world.sessions.get(id)!).filter((s) => s.status === 'waiting');
+  const order = fairOrder(
+    waiting.map((s) => ({ sessionId: s.id, tenantId: s.tenantId, quantity: s.specs.reduce((n, x) => n + x.quantity, 0), enqueuedAt: Date.parse(s.queue!.since) })),
+    (tenantId) => recentUsageMs(world.tenants.get(tenantId)?.usage ?? [], nowMs, FAIR_SHARE_WINDOW_MS),
+  );
+  return order.map((r) => world.sessions.get(r.sessionId)!);
+}
+
+export class ServeWaitingRequests extends Command<void> {}
+
+/**
+ * Serves waiting requests whenever capacity may have freed (any ledger event about a machine) and on a timer
+ * (to reject requests whose wait is over). A request that still does not fit is passed over, so smaller ones
+ * behind it may be served (backfill); the order among those that fit is fair share.
+ */
+@Injectable()
+export class WaitingQueue implements OnApplicationShutdown {
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+  private again = false;
+  private readonly log = new Logger('WaitingQueue');
+
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly catalog: Catalog,
+  ) {}
+
+  start(intervalMs = 1000): void {
+    this.timer = setInterval(() => this.poke(), intervalMs);
+    this.timer.unref();
+  }
+
+  poke(): void {
+    if (!this.timer) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.pass()
+      .catch((err) => this.log.error(`queue pass failed: ${String(err)}`))
+      .finally(() => {
+        this.running = undefined;
+        if (this.again) {
+          this.again = false;
+          this.poke();
+        }
+      });
+  }
+
+  private async pass(): Promise<void> {
+    const nowMs = Date.now();
+    const world = this.ledger.world;
+    const order = queueOrder(world, nowMs);
+    for (const s of order.filter((x) => Date.parse(x.queue!.until) <= nowMs)) {
+      await this.ledger.decide((w) => {
+        const write = decideLeaveQueue(w.sessions.get(s.id)!, `waited until ${s.queue?.until}: ${s.queue?.reason}`, new Date(nowMs).toISOString());
+        return write ? [write] : [];
+      }, metaFor(null, { process: 'queue', sessionId: s.id }));
+    }
+    // Every decision of this pass is taken now, synchronously and in fair-share order (each counts the ones before
+    // it as in flight), so capacity freed later in the pass cannot jump the order.
+    const attempts = order
+      .filter((s) => this.ledger.world.sessions.get(s.id)?.status === 'waiting')
+      .map((s) =>
+        this.ledger.decide(
+          (world, inFlight) => {
+            const waiting = world.sessions.get(s.id)!;
+            if (waiting.status !== 'waiting') return [];
+            const contextualize = (pool: string) => this.catalog.pool(pool)?.contextualize ?? false;
+            return decideRequestSession(world, this.catalog.profiles, this.catalog.defaults, { sessionId: s.id, tenantId: s.tenantId, specs: s.specs, now: new Date().toISOString(), contextualize, waiting }, inFlight);
+          },
+          metaFor(null, { process: 'queue', sessionId: s.id }),
+        ),
+      );
+    for (const r of await Promise.allSettled(attempts)) {
+      if (r.status === 'rejected' && !(r.reason instanceof DomainError)) throw r.reason;
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+}
+
+const FREES_CAPACITY = new Set(['MachineReleased', 'MachineReservationCancelled', 'MachineRecycled', 'MachineProvisioned', 'MachineReturnedToService', 'MachineRegistered', 'QuotaReturned', 'RequestQueued']);
+
+@Injectable()
+export class QueueSaga {
+  @Saga()
+  capacityMayHaveFreed = (events$: Observable<IEvent>): Observable<ICommand> =>
+    events$.pipe(
+      ofType(LedgerEvent),
+      filter((e) => FREES_CAPACITY.has(e.event.type)),
+      map(() => new ServeWaitingRequests()),
+    );
+}
+
+@CommandHandler(ServeWaitingRequests)
+export class ServeWaitingRequestsHandler implements ICommandHandler<ServeWaitingRequests> {
+  constructor(private readonly queue: WaitingQueue) {}
+  async execute(): Promise<void> {
+    this.queue.poke();
+  }
+}

@@ -1,0 +1,50 @@
+import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import { PROJECTIONS } from '../../projections/index.js';
+import { Ledger } from './ledger.service.js';
+import type { Subscription } from './ports/event-store.port.js';
+import { ProjectionRunner, followTogether } from './projector.js';
+import { READ_MODELS, type ReadModelStore } from './ports/read-model.port.js';
+
+/** Runs every projection of projections/ against the configured read-model store. */
+@Injectable()
+export class ReadSide implements OnApplicationShutdown {
+  readonly runners: ProjectionRunner[];
+  private subscription?: Subscription;
+
+  constructor(
+    @Inject(READ_MODELS) readonly store: ReadModelStore,
+    private readonly ledger: Ledger,
+  ) {
+    this.runners = PROJECTIONS.map((p) => new ProjectionRunner(p, ledger.store, store));
+  }
+
+  async start(options: { rebuild?: boolean } = {}): Promise<void> {
+    this.subscription = await followTogether(this.runners, this.ledger.store, options);
+  }
+
+  private async stopAll(): Promise<void> {
+    await this.subscription?.close();
+    this.subscription = undefined;
+    for (const r of this.runners) await r.stop();
+  }
+
+  /** Drop every read model and project the whole ledger again. */
+  async rebuild(): Promise<void> {
+    await this.stopAll();
+    await this.start({ rebuild: true });
+  }
+
+  /** Read-your-writes for endpoints that need it: wait until every projection has reached `position`. */
+  async caughtUp(position: bigint): Promise<void> {
+    await Promise.all(this.runners.map((r) => r.caughtUp(position)));
+  }
+
+  lagMs(): number {
+    return Math.max(0, ...this.runners.map((r) => r.lastLagMs));
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.stopAll();
+    await this.store.close();
+  }
+}

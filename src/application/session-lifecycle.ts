@@ -1,0 +1,55 @@
+import { Injectable } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import type { EventMetadata } from './ports/event-store.port.js';
+import { Catalog } from './catalog.js';
+import type { Actor } from './commands.js';
+import { decideEndSession, decideRecycle, refusal, visibleSessionOrRefusal } from '../domain/decide.js';
+import { Ledger } from './ledger.service.js';
+import type { ReleaseReason } from '../domain/events.js';
+import type { Session } from '../domain/world.js';
+
+export const metaFor = (actor: Actor | null, extra: EventMetadata = {}): EventMetadata => ({
+  actor: actor?.tenant.name ?? 'duffy',
+  correlationId: actor?.requestId ?? randomUUID(),
+  at: new Date().toISOString(),
+  ...extra,
+});
+
+export const now = () => new Date().toISOString();
+
+/** Ending sessions and recycling machines: shared by done, expiry, tenant retirement and failed hand-overs. */
+@Injectable()
+export class SessionLifecycle {
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly catalog: Catalog,
+  ) {}
+
+  /** The session's end, its machines' release and its quota's return: one decision, one append. */
+  async end(sessionId: number, reason: ReleaseReason, actor: Actor | null, detail?: string): Promise<Session> {
+    await this.ledger.decide(
+      (world, inFlight) => {
+        const s = actor ? visibleSessionOrRefusal(world, sessionId, actor.tenant) : (world.sessions.get(sessionId) ?? refusal('not_found', `session ${sessionId} not found`));
+        if ('refused' in s) return s;
+        return decideEndSession(world, s, { reason, now: now(), detail, recyclesInstantly: (pool) => this.recyclesInstantly(pool) }, inFlight);
+      },
+      metaFor(actor),
+    );
+    return this.ledger.world.sessions.get(sessionId)!;
+  }
+
+  /** A pool that neither puts keys on machines nor collects artifacts and reuses them needs no release playbook. */
+  recyclesInstantly(poolName: string): boolean {
+    const pool = this.catalog.pool(poolName);
+    return !!pool && pool['release-policy'] === 'reuse' && !pool.contextualize && !pool['collect-artifacts'];
+  }
+
+  async recycleIfInstant(machineId: number, meta: EventMetadata): Promise<void> {
+    await this.ledger.decide((world) => {
+      const m = world.machines.get(machineId);
+      if (!m || !this.recyclesInstantly(m.pool)) return [];
+      const w = decideRecycle(m, 'reuse', now());
+      return w ? [w] : [];
+    }, meta);
+  }
+}

@@ -1,0 +1,106 @@
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { createPublicKey } from 'node:crypto';
+import type { Settings } from '../config/config.js';
+import { EVENT_STORE, type EventStore, type RecordedEvent, type Subscription } from '../application/ports/event-store.port.js';
+import { SETTINGS } from '../application/catalog.js';
+import { Ledger } from '../application/ledger.service.js';
+import { CHECKPOINT_STREAM, type Checkpoint, eventLeaf, keyId, newSigningKey, privateKeyOf, signCheckpoint } from './checkpoint.js';
+import { CompactTree } from './merkle.js';
+
+export const KEY_FILE = 'audit-ed25519.pem';
+
+/** The server's signing key: created on first start in the data dir, readable by its owner only. */
+export function loadOrCreateKey(dataDir: string): { privateKey: KeyObject; publicKey: string; created: boolean } {
+  const file = join(dataDir, KEY_FILE);
+  let created = false;
+  if (!existsSync(file)) {
+    writeFileSync(file, newSigningKey().privatePem, { mode: 0o600, flag: 'wx' });
+    created = true;
+  }
+  chmodSync(file, 0o600);
+  const privateKey = privateKeyOf(readFileSync(file, 'utf8'));
+  return { privateKey, publicKey: createPublicKey(privateKey).export({ format: 'der', type: 'spki' }).toString('base64'), created };
+}
+
+const positiveEnv = (name: string, fallback: number) => {
+  const v = Number(process.env[name]);
+  return Number.isFinite(v) && v > 0 ? v : fallback;
+};
+
+/**
+ * Signed tree heads of the ledger (RFC 9162): follows every event once, keeping the Merkle tree's frontier
+ * (O(log n)), so a checkpoint costs a few hashes and a signature, never a read of the ledger. Every
+ * DUFFY_CHECKPOINT_EVERY_EVENTS events (1000) or DUFFY_CHECKPOINT_EVERY_SECONDS (600) with new events, it appends
+ * a CheckpointPublished to `audit-checkpoints`, so the ledger carries signed heads an auditor can check.
+ */
+@Injectable()
+export class CheckpointService implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly tree = new CompactTree();
+  private lastPosition = 0n;
+  private streamRevision = -1;
+  private sincePublished = 0;
+  private publishing = false;
+  private subscription?: Subscription;
+  private timer?: NodeJS.Timeout;
+  private privateKey!: KeyObject;
+  publicKey = '';
+  readonly everyEvents = positiveEnv('DUFFY_CHECKPOINT_EVERY_EVENTS', 1000);
+  readonly everyMs = positiveEnv('DUFFY_CHECKPOINT_EVERY_SECONDS', 600) * 1000;
+  private readonly log = new Logger('Audit');
+
+  constructor(
+    @Inject(EVENT_STORE) private readonly store: EventStore,
+    @Inject(SETTINGS) private readonly settings: Settings,
+    private readonly ledger: Ledger,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    const key = loadOrCreateKey(this.settings.dataDir);
+    this.privateKey = key.privateKey;
+    this.publicKey = key.publicKey;
+    this.log.log(`checkpoints signed with Ed25519 key ${keyId(key.publicKey)}${key.created ? ' (new)' : ''}, public key ${key.publicKey}`);
+    this.subscription = this.store.subscribeAll(0n, (e) => this.add(e), (err) => this.log.error(`checkpoint subscription stopped: ${String(err)}`));
+    this.timer = setInterval(() => void this.publish(), this.everyMs);
+    this.timer.unref();
+  }
+
+  private add(e: RecordedEvent): void {
+    this.tree.appendHash(eventLeaf(e));
+    this.lastPosition = e.position;
+    if (e.stream === CHECKPOINT_STREAM) this.streamRevision = e.revision;
+    else if (++this.sincePublished >= this.everyEvents) void this.publish();
+  }
+
+  /** The signed head of every event this instance has seen. */
+  current(now = new Date()): Checkpoint {
+    const head = { size: this.tree.size, lastPosition: this.lastPosition.toString(), rootHash: this.tree.root().toString('hex'), time: now.toISOString() };
+    return signCheckpoint(head, this.privateKey);
+  }
+
+  /** Appends a signed checkpoint into the ledger when events came since the last one. */
+  async publish(): Promise<void> {
+    if (this.publishing || this.sincePublished === 0) return;
+    this.publishing = true;
+    try {
+      const cp = this.current();
+      this.sincePublished = 0;
+      // A conflict means another instance published first: the next checkpoint covers these events too.
+      await this.ledger.record(
+        [{ stream: CHECKPOINT_STREAM, expected: this.streamRevision < 0 ? 'no_stream' : this.streamRevision, events: [{ type: 'CheckpointPublished', data: cp }] }],
+        { actor: 'duffy', at: cp.time },
+      );
+    } catch (err) {
+      this.log.warn(`checkpoint not published: ${String(err)}`);
+    } finally {
+      this.publishing = false;
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.timer);
+    await this.subscription?.close();
+  }
+}

@@ -1,0 +1,160 @@
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify as verifySignature, type KeyObject } from 'node:crypto';
+import type { RecordedEvent } from '../application/ports/event-store.port.js';
+import { canonical } from './chain.js';
+import { CompactTree, consistencyProof, leafHash, rootOf, verifyConsistency } from './merkle.js';
+
+/**
+ * Checkpoints in the transparency-log model (RFC 9162, Trillian): a Merkle tree over every event in global position
+ * order; a checkpoint is its head. An auditor who kept one can later prove today's ledger extends it.
+ */
+export interface Checkpoint {
+  /** Number of leaves (events). */
+  size: number;
+  /** Global position of the last event covered ("0" for an empty ledger). */
+  lastPosition: string;
+  /** RFC 9162 MTH, hex. */
+  rootHash: string;
+  time: string;
+  /** Ed25519 over signedPart(), base64; with the signer's public key (SPKI DER, base64). */
+  signature?: string;
+  publicKey?: string;
+  /**
+   * The auditor's own copy only: the first 4 bytes of every leaf hash (base64), to name the first leaf that differs.
+   * The root decides; these only point.
+   */
+  leafPrints?: string;
+}
+
+export const CHECKPOINT_STREAM = 'audit-checkpoints';
+const PRINT = 4;
+const BACKDATE_SLACK_MS = 60_000;
+
+/** The canonical bytes of one event: everything it says, where it stands. */
+export function leafBytes(e: RecordedEvent): Buffer {
+  return Buffer.from(canonical({ position: e.position.toString(), stream: e.stream, revision: e.revision, type: e.type, data: e.data, metadata: e.metadata }), 'utf8');
+}
+
+export const eventLeaf = (e: RecordedEvent): Buffer => leafHash(leafBytes(e));
+
+export function signedPart(cp: Pick<Checkpoint, 'size' | 'lastPosition' | 'rootHash' | 'time'>): Buffer {
+  return Buffer.from(canonical({ size: cp.size, lastPosition: cp.lastPosition, rootHash: cp.rootHash, time: cp.time }), 'utf8');
+}
+
+/** The auditor's checkpoint of a whole ledger, with leaf prints. */
+export function checkpointOf(events: readonly RecordedEvent[], time: Date): Checkpoint {
+  const leaves = events.map(eventLeaf);
+  return {
+    size: leaves.length,
+    lastPosition: (events.at(-1)?.position ?? 0n).toString(),
+    rootHash: rootOf(leaves).toString('hex'),
+    time: time.toISOString(),
+    leafPrints: Buffer.concat(leaves.map((h) => h.subarray(0, PRINT))).toString('base64'),
+  };
+}
+
+export const keyId = (publicKey: string) => `sha256:${createHash('sha256').update(Buffer.from(publicKey, 'base64')).digest('hex').slice(0, 16)}`;
+
+export function signCheckpoint(cp: Checkpoint, privateKey: KeyObject): Checkpoint {
+  const publicKey = createPublicKey(privateKey).export({ format: 'der', type: 'spki' }).toString('base64');
+  return { ...cp, signature: sign(null, signedPart(cp), privateKey).toString('base64'), publicKey };
+}
+
+/** True when unsigned; false when the signature does not verify. */
+export function signatureHolds(cp: Checkpoint): boolean {
+  if (cp.signature === undefined && cp.publicKey === undefined) return true;
+  if (!cp.signature || !cp.publicKey) return false;
+  try {
+    const key = createPublicKey({ key: Buffer.from(cp.publicKey, 'base64'), format: 'der', type: 'spki' });
+    return verifySignature(null, signedPart(cp), key, Buffer.from(cp.signature, 'base64'));
+  } catch {
+    return false;
+  }
+}
+
+export function newSigningKey(): { privatePem: string; publicKey: string } {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  return {
+    privatePem: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+    publicKey: publicKey.export({ format: 'der', type: 'spki' }).toString('base64'),
+  };
+}
+
+export const privateKeyOf = (pem: string): KeyObject => createPrivateKey(pem);
+
+export interface CheckpointVerdict {
+  ok: boolean;
+  /** What failed and where, or what held. */
+  message: string;
+  /** The first leaf that differs, when it can be named. */
+  leafIndex?: number;
+  position?: string;
+}
+
+/**
+ * Does this ledger extend the checkpoint? Rebuilds the tree, checks the checkpoint's root against the ledger's first
+ * `size` leaves and the RFC 9162 consistency proof from it to the whole ledger.
+ */
+export function checkExtends(cp: Checkpoint, events: readonly RecordedEvent[]): CheckpointVerdict {
+  if (!signatureHolds(cp)) return { ok: false, message: 'the checkpoint signature does not verify: the checkpoint file was altered or forged' };
+  const leaves = events.map(eventLeaf);
+  const at = (i: number) => ({ leafIndex: i, position: events[i]?.position.toString() });
+  const prints = cp.leafPrints ? Buffer.from(cp.leafPrints, 'base64') : undefined;
+  const firstDiff = (): number | undefined => {
+    if (!prints) return undefined;
+    for (let i = 0; i < Math.min(cp.size, leaves.length); i++) {
+      if (!leaves[i].subarray(0, PRINT).equals(prints.subarray(i * PRINT, (i + 1) * PRINT))) return i;
+    }
+    return undefined;
+  };
+  if (leaves.length < cp.size) {
+    const d = firstDiff();
+    const where = d === undefined ? '' : `; first leaf that differs: ${d} (position ${events[d].position})`;
+    return { ok: false, message: `ledger shorter than checkpoint: ${leaves.length} events, the checkpoint saw ${cp.size}${where}`, ...(d === undefined ? {} : at(d)) };
+  }
+  const oldRoot = Buffer.from(cp.rootHash, 'hex');
+  if (!rootOf(leaves, 0, cp.size).equals(oldRoot)) {
+    const d = firstDiff();
+    if (d === undefined) return { ok: false, message: `the first ${cp.size} events are not the ones the checkpoint saw (root hash differs)` };
+    return { ok: false, message: `leaf ${d} (position ${events[d].position}, ${events[d].stream}@${events[d].revision}) differs from the checkpoint: the covered prefix was changed`, ...at(d) };
+  }
+  // An event appended after the checkpoint that claims an earlier time is a forged back-dated fact (a minute of
+  // slack for commands in flight when the checkpoint was taken).
+  const taken = Date.parse(cp.time);
+  for (let i = cp.size; i < events.length; i++) {
+    const claimed = Date.parse(String(events[i].metadata.at ?? ''));
+    if (claimed < taken - BACKDATE_SLACK_MS) {
+      return { ok: false, message: `event at position ${events[i].position} (${events[i].type}) was appended after the checkpoint of ${cp.time} but claims ${events[i].metadata.at}`, ...at(i) };
+    }
+  }
+  const newRoot = rootOf(leaves);
+  if (!verifyConsistency(cp.size, leaves.length, oldRoot, newRoot, consistencyProof(leaves, cp.size))) {
+    return { ok: false, message: 'consistency proof does not verify' };
+  }
+  return { ok: true, message: `the ledger (${leaves.length} events, root ${newRoot.toString('hex')}) extends the checkpoint of ${cp.size} events at ${cp.time}` };
+}
+
+/** Signed checkpoints the server published into the ledger: each must be signed and match the ledger's prefix of its size. */
+export function checkPublished(events: readonly RecordedEvent[], pinnedKey?: string): { checked: number; keys: Set<string>; problems: Array<{ position: bigint; problem: string }> } {
+  const wanted = new Set<number>();
+  for (const e of events) if (e.type === 'CheckpointPublished') wanted.add(Number((e.data as { size?: unknown }).size));
+  const roots = new Map<number, string>();
+  const tree = new CompactTree();
+  if (wanted.has(0)) roots.set(0, tree.root().toString('hex'));
+  for (const e of events) {
+    tree.appendHash(eventLeaf(e));
+    if (wanted.has(tree.size)) roots.set(tree.size, tree.root().toString('hex'));
+  }
+  const problems: Array<{ position: bigint; problem: string }> = [];
+  const keys = new Set<string>();
+  let checked = 0;
+  events.forEach((e, index) => {
+    if (e.type !== 'CheckpointPublished') return;
+    checked += 1;
+    const cp = e.data as unknown as Checkpoint;
+    if (!cp.signature || !signatureHolds(cp)) problems.push({ position: e.position, problem: 'published checkpoint without a valid signature' });
+    else if (pinnedKey && cp.publicKey !== pinnedKey) problems.push({ position: e.position, problem: `published checkpoint signed by another key (${keyId(cp.publicKey!)})` });
+    else if (cp.size > index || roots.get(cp.size) !== cp.rootHash) problems.push({ position: e.position, problem: `the first ${cp.size} events are not the ones the server signed` });
+    if (cp.publicKey) keys.add(keyId(cp.publicKey));
+  });
+  return { checked, keys, problems };
+}

@@ -1,0 +1,116 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * RFC 9162 (Certificate Transparency 2.0) Merkle tree: section 2.1.1 tree head, 2.1.4 consistency proofs.
+ * Hashes are 32-byte Buffers. Pure, no I/O.
+ */
+const sha256 = (...parts: Buffer[]) => {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest();
+};
+const LEAF = Buffer.from([0]);
+const NODE = Buffer.from([1]);
+
+export const EMPTY_ROOT = sha256();
+export const leafHash = (leaf: Buffer | string): Buffer => sha256(LEAF, typeof leaf === 'string' ? Buffer.from(leaf, 'utf8') : leaf);
+export const nodeHash = (left: Buffer, right: Buffer): Buffer => sha256(NODE, left, right);
+
+/** The largest power of two strictly less than n (n > 1). */
+function split(n: number): number {
+  let k = 1;
+  while (k * 2 < n) k *= 2;
+  return k;
+}
+
+/** MTH over leaf hashes[lo, hi). */
+export function rootOf(hashes: readonly Buffer[], lo = 0, hi = hashes.length): Buffer {
+  const n = hi - lo;
+  if (n === 0) return EMPTY_ROOT;
+  if (n === 1) return hashes[lo];
+  const k = split(n);
+  return nodeHash(rootOf(hashes, lo, lo + k), rootOf(hashes, lo + k, hi));
+}
+
+/** PROOF(m, D[n]) of RFC 9162 2.1.4.1, over leaf hashes: shows the tree of the first m leaves is a prefix of this one. */
+export function consistencyProof(hashes: readonly Buffer[], m: number, n = hashes.length): Buffer[] {
+  if (m < 0 || m > n || n > hashes.length) throw new RangeError(`no consistency proof from ${m} to ${n} over ${hashes.length} leaves`);
+  if (m === 0 || m === n) return [];
+  const sub = (m: number, lo: number, hi: number, whole: boolean): Buffer[] => {
+    const n = hi - lo;
+    if (m === n) return whole ? [] : [rootOf(hashes, lo, hi)];
+    const k = split(n);
+    if (m <= k) return [...sub(m, lo, lo + k, whole), rootOf(hashes, lo + k, hi)];
+    return [...sub(m - k, lo + k, hi, false), rootOf(hashes, lo, lo + k)];
+  };
+  return sub(m, 0, n, true);
+}
+
+/** RFC 9162 2.1.4.2: does `proof` show that the tree (second, secondRoot) extends (first, firstRoot)? */
+export function verifyConsistency(first: number, second: number, firstRoot: Buffer, secondRoot: Buffer, proof: readonly Buffer[]): boolean {
+  if (first < 0 || second < first) return false;
+  if (first === second) return proof.length === 0 && firstRoot.equals(secondRoot);
+  // The empty tree is a prefix of every tree; nothing to prove.
+  if (first === 0) return proof.length === 0;
+  if (proof.length === 0) return false;
+  const path = (first & (first - 1)) === 0 ? [firstRoot, ...proof] : [...proof];
+  let fn = first - 1;
+  let sn = second - 1;
+  while (fn & 1) {
+    fn >>= 1;
+    sn >>= 1;
+  }
+  let fr = path[0];
+  let sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0) return false;
+    if (fn & 1 || fn === sn) {
+      fr = nodeHash(c, fr);
+      sr = nodeHash(c, sr);
+      if (!(fn & 1)) {
+        while (!(fn & 1) && fn !== 0) {
+          fn >>= 1;
+          sn >>= 1;
+        }
+      }
+    } else {
+      sr = nodeHash(sr, c);
+    }
+    fn >>= 1;
+    sn >>= 1;
+  }
+  return fr.equals(firstRoot) && sr.equals(secondRoot) && sn === 0;
+}
+
+/**
+ * The tree kept in O(log n): the roots of the perfect subtrees the leaves so far decompose into, largest first
+ * (RFC 9162's tree as Trillian's compact range). Append is amortised O(1), the root O(log n).
+ */
+export class CompactTree {
+  private readonly sizes: number[] = [];
+  private readonly roots: Buffer[] = [];
+  size = 0;
+
+  append(leaf: Buffer | string): void {
+    this.appendHash(leafHash(leaf));
+  }
+
+  appendHash(hash: Buffer): void {
+    let size = 1;
+    let h = hash;
+    while (this.sizes.length > 0 && this.sizes[this.sizes.length - 1] === size) {
+      h = nodeHash(this.roots.pop()!, h);
+      size += this.sizes.pop()!;
+    }
+    this.sizes.push(size);
+    this.roots.push(h);
+    this.size += 1;
+  }
+
+  root(): Buffer {
+    if (this.roots.length === 0) return EMPTY_ROOT;
+    let r = this.roots[this.roots.length - 1];
+    for (let i = this.roots.length - 2; i >= 0; i--) r = nodeHash(this.roots[i], r);
+    return r;
+  }
+}

@@ -1,0 +1,190 @@
+import { type Command, InvalidArgumentError } from 'commander';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import {
+  type Row,
+  allEvents,
+  collect,
+  globalLinks,
+  history,
+  inWindow,
+  jsonLine,
+  openLedger,
+  replay,
+  rowsOf,
+  whoHad,
+  withoutTails,
+} from '../audit/audit.js';
+import { verifyChains, verifyGlobalChain } from '../audit/chain.js';
+import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } from '../audit/checkpoint.js';
+import { DEMO_CONFIG, loadConfig } from '../config/config.js';
+import type { RecordedEvent } from '../application/ports/event-store.port.js';
+import { formatTable } from '../domain/simulator.js';
+
+const time = (v: string) => {
+  const t = new Date(v);
+  if (Number.isNaN(t.getTime())) throw new InvalidArgumentError(`not an ISO 8601 time: ${v}`);
+  return t;
+};
+
+/** The ledger to read: --ledger, else DUFFY_EVENTSTORE, else the embedded file in DUFFY_DATA_DIR (./data). */
+const ledgerOf = (opts: { ledger?: string }) =>
+  opts.ledger ?? process.env.DUFFY_EVENTSTORE ?? join(resolve(process.env.DUFFY_DATA_DIR ?? './data'), 'ledger.sqlite');
+
+const COLUMNS: Array<[keyof Row, string]> = [
+  ['time', 'time'],
+  ['position', 'pos'],
+  ['event', 'event'],
+  ['session', 'session'],
+  ['tenant', 'tenant'],
+  ['machine', 'machine'],
+  ['actor', 'actor'],
+  ['ended', 'session ended'],
+];
+
+export function readCheckpoint(file: string): Checkpoint {
+  let cp: Checkpoint;
+  try {
+    cp = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new InvalidArgumentError(`cannot read checkpoint ${file}: ${(err as Error).message}`);
+  }
+  if (!Number.isInteger(cp?.size) || typeof cp.rootHash !== 'string' || !/^[0-9a-f]{64}$/.test(cp.rootHash)) {
+    throw new InvalidArgumentError(`${file} is not a checkpoint (size, lastPosition, rootHash, time)`);
+  }
+  return cp;
+}
+
+/** `duffy audit ...`: read-only answers for auditors; tables for people, JSON lines with --json. */
+export function auditCommands(duffy: Command, out: (line: string) => void): void {
+  const json = () => duffy.opts().json === true;
+  const table = (headers: string[], rows: string[][]) => out(formatTable(headers, rows));
+  const audit = duffy.command('audit').description('read-only checks of a ledger, for auditors').option('--ledger <file|esdb-url>', 'ledger to read');
+  const withLedger = async <T>(fn: (events: RecordedEvent[]) => T): Promise<T> => {
+    const store = await openLedger(ledgerOf(audit.opts()));
+    try {
+      return fn(await collect(store));
+    } finally {
+      await store.close();
+    }
+  };
+  const showEvents = (all: RecordedEvent[], shown: RecordedEvent[], verbose: boolean) => {
+    if (json()) {
+      for (const e of shown) out(jsonLine(verbose ? e : withoutTails(e)));
+      return;
+    }
+    const rows = rowsOf(all, shown);
+    if (!verbose) return table(COLUMNS.map(([, h]) => h), rows.map((r) => COLUMNS.map(([k]) => r[k])));
+    rows.forEach((r, i) => {
+      out(COLUMNS.map(([k]) => r[k]).filter((v) => v !== '').join('  '));
+      const tail = (shown[i].data as { run?: { tail?: string } }).run?.tail;
+      if (tail) for (const line of tail.split('\n')) out(`    | ${line}`);
+    });
+  };
+
+  audit
+    .command('replay')
+    .description('replay every event and report each broken invariant with the events that show it')
+    .option('--config <file>', 'configuration whose tenant defaults apply', process.env.DUFFY_CONFIG ?? DEMO_CONFIG)
+    .action(async (o: { config: string }) => {
+      const d = loadConfig(o.config).defaults;
+      const { count, violations } = await withLedger((events) => ({
+        count: events.length,
+        violations: replay(events, { nodeQuota: d['node-quota'], sessionLifetime: d['session-lifetime'], sessionLifetimeMax: d['session-lifetime-max'] }),
+      }));
+      if (json()) {
+        for (const v of violations) out(JSON.stringify({ invariant: v.invariant, positions: v.positions.map(String), message: v.message }));
+      } else {
+        out(`replayed ${count} events`);
+        if (violations.length) table(['invariant', 'positions', 'breach'], violations.map((v) => [String(v.invariant), v.positions.join(','), v.message]));
+        out(violations.length === 0 ? 'OK: no invariant is broken' : `${violations.length} violation(s)`);
+      }
+      if (violations.length) process.exitCode = 1;
+    });
+
+  audit
+    .command('verify')
+    .description('recompute the hash chains and the signed checkpoints in the ledger; with --checkpoint, prove the ledger extends it')
+    .option('--checkpoint <file>', 'a checkpoint taken earlier (duffy audit checkpoint, or GET /api/v1/audit/checkpoint)')
+    .action(async (o: { checkpoint?: string }) => {
+      const location = ledgerOf(audit.opts());
+      const cp = o.checkpoint ? readCheckpoint(o.checkpoint) : undefined;
+      const problems: Array<{ position: string; where: string; problem: string }> = [];
+      const notes: string[] = [];
+      await withLedger((events) => {
+        const { checked, breaks } = verifyChains(events);
+        for (const b of breaks) problems.push({ position: String(b.position), where: `${b.stream}@${b.revision}`, problem: b.problem });
+        notes.push(`${checked} events in their stream chains`);
+        const links = globalLinks(location);
+        if (links) {
+          const hashes = new Map(events.map((e) => [e.position, typeof e.metadata.hash === 'string' ? e.metadata.hash : '']));
+          const g = verifyGlobalChain(links, (p) => hashes.get(p));
+          if (g.broken) problems.push({ position: String(g.broken.position), where: 'global chain', problem: g.broken.problem });
+          else notes.push(`${g.checked} links of the global chain`);
+        }
+        const published = checkPublished(events, cp?.publicKey);
+        for (const p of published.problems) problems.push({ position: String(p.position), where: 'audit-checkpoints', problem: p.problem });
+        if (published.checked) notes.push(`${published.checked} signed checkpoints in the ledger (key ${[...published.keys].join(', ')})`);
+        if (cp) {
+          const v = checkExtends(cp, events);
+          if (!v.ok) problems.push({ position: v.position ?? '-', where: `checkpoint ${o.checkpoint}`, problem: v.message });
+          else notes.push(`${v.message}${cp.publicKey ? `, signed by ${keyId(cp.publicKey)}` : ''}`);
+        }
+      });
+      if (json()) {
+        for (const p of problems) out(JSON.stringify(p));
+        out(JSON.stringify({ ok: problems.length === 0, verified: notes }));
+      } else {
+        if (problems.length) table(['position', 'where', 'problem'], problems.map((p) => [p.position, p.where, p.problem]));
+        out(problems.length === 0 ? `OK: ${notes.join('; ')}` : `TAMPERED: ${problems.length} problem(s)`);
+      }
+      if (problems.length) process.exitCode = 1;
+    });
+
+  audit
+    .command('checkpoint')
+    .description("write the ledger's current Merkle tree head (RFC 9162) to a file, to verify the ledger against later")
+    .requiredOption('--out <file>', 'where to write the checkpoint (JSON)')
+    .action(async (o: { out: string }) => {
+      const cp = await withLedger((events) => checkpointOf(events, new Date()));
+      writeFileSync(o.out, JSON.stringify(cp) + '\n');
+      const { leafPrints: _prints, ...head } = cp;
+      out(json() ? JSON.stringify(head) : `checkpoint of ${cp.size} events (last position ${cp.lastPosition}) at ${cp.time}: root ${cp.rootHash} -> ${o.out}`);
+    });
+
+  audit
+    .command('who-had <hostname>')
+    .description('which session and tenant held a machine at a time, and how that session ended')
+    .requiredOption('--at <time>', 'ISO 8601 time', time)
+    .action(async (hostname: string, o: { at: Date }) => {
+      const r = await withLedger((events) => whoHad(events, hostname, o.at));
+      if (json()) return out(JSON.stringify(r ?? { hostname, at: o.at.toISOString(), sessionId: null }));
+      if (!r) return out(`nobody held ${hostname} at ${o.at.toISOString()}`);
+      table(
+        ['machine', 'at', 'session', 'tenant', 'from', 'until', 'session ended'],
+        [[r.hostname, o.at.toISOString(), String(r.sessionId), r.tenant ?? `#${r.tenantId}`, r.from, r.until ?? '-', r.ended ?? 'open']],
+      );
+    });
+
+  audit
+    .command('history <subject>')
+    .description('events of session-<id>, machine-<hostname> or tenant-<name>')
+    .option('--verbose', 'with playbook output tails')
+    .action(async (subject: string, o: { verbose?: boolean }) => {
+      await withLedger((all) => showEvents(all, history(all, subject), o.verbose === true));
+    });
+
+  audit
+    .command('export')
+    .description('events in a time window as JSON lines, whole')
+    .option('--from <time>', 'from (inclusive)', time)
+    .option('--to <time>', 'to (exclusive)', time)
+    .action(async (o: { from?: Date; to?: Date }) => {
+      const store = await openLedger(ledgerOf(audit.opts()));
+      try {
+        for await (const e of allEvents(store)) if (inWindow(e, o.from, o.to)) out(jsonLine(e));
+      } finally {
+        await store.close();
+      }
+    });
+}

@@ -1,0 +1,324 @@
+import { type Pick, type PoolProfile, planAllocation } from './policy.js';
+import { type DomainErrorKind, refuse } from './errors.js';
+import { type DuffyEvent, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
+import { type Machine, type Session, type Tenant, type World, claimedBy } from './world.js';
+
+/**
+ * Deciders: (World, command, now) -> the writes that record the decision, or a DomainError.
+ * Pure: no I/O, no clock (time comes in the command), no Nest. Each write carries the expected revision
+ * of the stream it guards, so a stale decision fails at append time and is taken again on fresh state.
+ */
+/** `no_stream`: the stream must not exist; `any`: no check; a number: the stream's last revision must be exactly that. */
+export type ExpectedRevision = 'any' | 'no_stream' | number;
+
+export interface Write {
+  stream: string;
+  expected: ExpectedRevision;
+  events: DuffyEvent[];
+}
+
+/** A decider's "no": a value the handler turns into the API's answer, never an exception inside the domain. */
+export interface Refusal {
+  refused: DomainErrorKind;
+  reason: string;
+}
+/** What one command decided: the writes of one atomic append (empty: nothing to do), or a refusal. */
+export type Decision = Write[] | Refusal;
+export const refusal = (refused: DomainErrorKind, reason: string): Refusal => ({ refused, reason });
+export const isRefusal = (d: Decision): d is Refusal => !Array.isArray(d);
+
+/**
+ * This process's appends that the World does not show yet. A decision counts them as taken (machines, quota,
+ * session ids) and may build on their stream heads, so concurrent commands in one process never collide.
+ */
+export interface InFlightView {
+  busy(machineId: number): boolean;
+  quota(tenantId: number): number;
+  /** The revision a write to this stream must expect, given the one the World knows. */
+  revision(stream: string, known: number): number;
+  lastSessionId(): number;
+}
+
+/** Nothing in flight: for replays, tests and the simulator. */
+export const NOTHING_IN_FLIGHT: InFlightView = { busy: () => false, quota: () => 0, revision: (_s, known) => known, lastSessionId: () => 0 };
+
+export interface Defaults {
+  nodeQuota: number;
+  sessionLifetime: number;
+  sessionLifetimeMax: number;
+}
+
+export const effective = (t: Tenant, d: Defaults) => ({
+  nodeQuota: t.nodeQuota ?? d.nodeQuota,
+  sessionLifetime: t.sessionLifetime ?? d.sessionLifetime,
+  sessionLifetimeMax: t.sessionLifetimeMax ?? d.sessionLifetimeMax,
+});
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/** Integer ids: the id sequence stream gets one IdAllocated per id, in the same append as what it names. */
+function allocateIds(world: World, kind: 'tenant' | 'machine', count: number, inFlight: InFlightView): { first: number; write: Write } {
+  const name = stream.ids(kind);
+  const expected = inFlight.revision(name, world.idRevisions.get(kind) ?? -1);
+  return {
+    first: expected + 2,
+    write: { stream: name, expected: expected < 0 ? 'no_stream' : expected, events: Array.from({ length: count }, () => ({ type: 'IdAllocated' as const, data: { kind } })) },
+  };
+}
+
+export function decideRegisterTenant(
+  world: World,
+  cmd: { name: string; apiKeyDigest: string; isAdmin: boolean; settings: TenantSettings; now: string },
+  inFlight: InFlightView = NOTHING_IN_FLIGHT,
+): Decision {
+  if (world.tenantIdsByName.has(cmd.name)) return refusal('conflict', `tenant ${cmd.name} already exists`);
+  const ids = allocateIds(world, 'tenant', 1, inFlight);
+  return [
+    ids.write,
+    {
+      stream: stream.tenant(cmd.name),
+      expected: 'no_stream',
+      events: [{ type: 'TenantRegistered', data: { tenantId: ids.first, name: cmd.name, apiKeyDigest: cmd.apiKeyDigest, isAdmin: cmd.isAdmin, ...cmd.settings, at: cmd.now } }],
+    },
+  ];
+}
+
+export function decideUpdateTenant(
+  tenant: Tenant,
+  cmd: { changes: Partial<TenantSettings & { apiKeyDigest: string }>; active?: boolean; now: string },
+): Write | null {
+  const events: DuffyEvent[] = [];
+  const changes = Object.fromEntries(
+    Object.entries(cmd.changes).filter(([k, v]) => v !== undefined && (tenant as unknown as Record<string, unknown>)[k] !== v),
+  );
+  if (Object.keys(changes).length > 0) events.push({ type: 'TenantUpdated', data: { tenantId: tenant.id, changes, at: cmd.now } });
+  if (cmd.active === false && tenant.retiredAt === null) events.push({ type: 'TenantRetired', data: { tenantId: tenant.id, at: cmd.now } });
+  if (cmd.active === true && tenant.retiredAt !== null) events.push({ type: 'TenantReactivated', data: { tenantId: tenant.id, at: cmd.now } });
+  return events.length ? { stream: stream.tenant(tenant.name), expected: tenant.revision, events } : null;
+}
+
+export type MachineRegistration = { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state'] };
+
+/** Machines joining the inventory, any number in one append (ids allocated in it too). */
+export function decideRegisterMachines(
+  world: World,
+  pools: readonly PoolProfile[],
+  cmd: { machines: MachineRegistration[]; now: string },
+  inFlight: InFlightView = NOTHING_IN_FLIGHT,
+): Decision {
+  const seen = new Set<string>();
+  for (const m of cmd.machines) {
+    if (world.machineIdsByHostname.has(m.hostname) || seen.has(m.hostname)) return refusal('conflict', `node ${m.hostname} already exists`);
+    if (!pools.some((p) => p.name === m.pool)) return refusal('invalid', `unknown pool ${m.pool}`);
+    seen.add(m.hostname);
+  }
+  if (cmd.machines.length === 0) return [];
+  const ids = allocateIds(world, 'machine', cmd.machines.length, inFlight);
+  return [
+    ids.write,
+    ...cmd.machines.map((m, i): Write => ({
+      stream: stream.machine(m.hostname),
+      expected: 'no_stream',
+      events: [{ type: 'MachineRegistered', data: { machineId: ids.first + i, ...m, at: cmd.now } }],
+    })),
+  ];
+}
+
+/**
+ * A request, whole: the session's MachineRequested and SessionStarted, the tenant's QuotaClaimed and one
+ * MachineReserved per machine, all in one append. With no capacity and a wait, it is recorded as waiting instead
+ * (MachineRequested + RequestQueued, holding nothing). A `waiting` session given here is served from the queue.
+ */
+export function decideRequestSession(
+  world: World,
+  pools: readonly PoolProfile[],
+  defaults: Defaults,
+  cmd: {
+    sessionId: number;
+    tenantId: number;
+    specs: NodeSpec[];
+    now: string;
+    contextualize: (pool: string) => boolean;
+    /** Seconds it may wait in the fair-share queue when nothing is free now (0: refuse at once). */
+    waitSeconds?: number;
+    waiting?: Session;
+  },
+  inFlight: InFlightView = NOTHING_IN_FLIGHT,
+): Decision {
+  const tenant = world.tenants.get(cmd.tenantId);
+  if (!tenant) return refusal('not_found', `tenant ${cmd.tenantId} not found`);
+  if (tenant.retiredAt !== null) return refusal('forbidden', `tenant ${tenant.name} is retired`);
+  if (cmd.specs.length === 0) return refusal('invalid', 'nodes_specs must not be empty');
+  // The quota check below must never compare with a missing number, whatever reached the domain.
+  const bad = cmd.specs.find((x) => typeof x !== 'object' || x === null || !Number.isSafeInteger(x.quantity) || x.quantity < 1);
+  if (bad !== undefined) return refusal('invalid', 'every node spec needs a quantity that is a positive integer');
+  const wanted = cmd.specs.reduce((n, x) => n + x.quantity, 0);
+  const limits = effective(tenant, defaults);
+  const held = claimedBy(tenant) + inFlight.quota(tenant.id);
+  if (held + wanted > limits.nodeQuota) {
+    return refusal('quota', `quota exceeded: tenant ${tenant.name} has ${held} of ${limits.nodeQuota} nodes and asked for ${wanted} more`);
+  }
+  const unknown = cmd.specs.find((x) => x.pool !== undefined && !pools.some((p) => p.name === x.pool));
+  if (unknown) return refusal('not_found', `can't reserve nodes: unknown pool ${unknown.pool}`);
+  const plan = planAllocation({ specs: cmd.specs, pools, tenantPlatform: tenant.platform, free: (pool) => freeMachines(world, pool, inFlight.busy) });
+  const nowMs = Date.parse(cmd.now);
+  // The lease starts when machines are handed over (for a waiting request: now), within the tenant's maximum.
+  const expiresAt = iso(nowMs + Math.min(limits.sessionLifetime, limits.sessionLifetimeMax) * 1000);
+  const s = stream.session(cmd.sessionId);
+  const requested: DuffyEvent = { type: 'MachineRequested', data: { sessionId: cmd.sessionId, tenantId: tenant.id, tenant: tenant.name, specs: cmd.specs, expiresAt, at: cmd.now } };
+  if (!plan.ok) {
+    const reason = `can't reserve nodes: ${plan.reason}`;
+    if (cmd.waiting || !cmd.waitSeconds) return refusal('capacity', reason);
+    return [
+      {
+        stream: s,
+        expected: 'no_stream',
+        events: [requested, { type: 'RequestQueued', data: { sessionId: cmd.sessionId, reason: plan.reason, waitUntil: iso(nowMs + cmd.waitSeconds * 1000), at: cmd.now } }],
+      },
+    ];
+  }
+  const machineIds = plan.picks.map((p) => p.machine.id);
+  const started: DuffyEvent = { type: 'SessionStarted', data: { sessionId: cmd.sessionId, machineIds, at: cmd.now, expiresAt } };
+  const tenantStream = stream.tenant(tenant.name);
+  return [
+    cmd.waiting ? { stream: s, expected: cmd.waiting.revision, events: [started] } : { stream: s, expected: 'no_stream', events: [requested, started] },
+    {
+      stream: tenantStream,
+      expected: inFlight.revision(tenantStream, tenant.revision),
+      events: [{ type: 'QuotaClaimed', data: { tenantId: tenant.id, sessionId: cmd.sessionId, count: wanted, at: cmd.now } }],
+    },
+    ...plan.picks.map((p) => decideReserve(p, cmd.sessionId, tenant.id, cmd.contextualize(p.machine.pool), cmd.now)),
+  ];
+}
+
+/** One picked machine reserved for a session, at the machine's revision (invariant 1). */
+export function decideReserve(p: Pick, sessionId: number, tenantId: number, contextualize: boolean, now: string): Write {
+  return {
+    stream: stream.machine(p.machine.hostname),
+    expected: p.machine.revision,
+    events: [
+      {
+        type: 'MachineReserved',
+        data: {
+          machineId: p.machine.id,
+          hostname: p.machine.hostname,
+          sessionId,
+          tenantId,
+          pool: p.machine.pool,
+          platform: p.platform,
+          affinity: p.affinity,
+          contextualize,
+          ...(p.machine.state === 'unused' ? { provision: true } : {}),
+          at: now,
+        },
+      },
+    ],
+  };
+}
+
+/** Machines a request may take: ready ones, and unused ones that get provisioned on demand. */
+export function* freeMachines(world: World, pool: string, busy: (id: number) => boolean): Iterable<Machine> {
+  for (const m of world.machinesByPool.get(pool) ?? []) {
+    if ((m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null && !busy(m.id)) yield m;
+  }
+}
+
+/** Who may see or change a session: its tenant, or an admin. Others get 404, never its data. */
+export function visibleSessionOrRefusal(world: World, sessionId: number, actor: Tenant): Session | Refusal {
+  const s = world.sessions.get(sessionId);
+  const neverShown = s?.status === 'requested' || (s?.status === 'rejected' && !s.wasQueued);
+  if (!s || neverShown || (s.tenantId !== actor.id && !actor.isAdmin)) return refusal('not_found', `session ${sessionId} not found`);
+  return s;
+}
+
+/** The same, for the API's reads: a refusal is thrown as the DomainError it maps to a status. */
+export function visibleSession(world: World, sessionId: number, actor: Tenant): Session {
+  const s = visibleSessionOrRefusal(world, sessionId, actor);
+  return 'refused' in s ? refuse(s.refused, s.reason) : s;
+}
+
+/**
+ * Ending a session, whole: the session's end, every machine it holds released (and back in service at once where
+ * nothing needs undoing on it), its quota returned; one append. Ending a session that is over writes nothing.
+ */
+export function decideEndSession(
+  world: World,
+  session: Session,
+  cmd: { reason: ReleaseReason; now: string; detail?: string; recyclesInstantly: (pool: string) => boolean },
+  inFlight: InFlightView = NOTHING_IN_FLIGHT,
+): Write[] {
+  if (session.status !== 'active') return [];
+  const { reason, now } = cmd;
+  const ended: DuffyEvent =
+    reason === 'expired'
+      ? { type: 'SessionExpired', data: { sessionId: session.id, at: now } }
+      : reason === 'failed'
+        ? { type: 'SessionFailed', data: { sessionId: session.id, reason: cmd.detail ?? 'hand-over failed', at: now } }
+        : { type: 'SessionReleased', data: { sessionId: session.id, reason, at: now } };
+  const writes: Write[] = [{ stream: stream.session(session.id), expected: session.revision, events: [ended] }];
+  for (const id of session.machineIds) {
+    const m = world.machines.get(id);
+    if (!m || m.sessionId !== session.id) continue;
+    writes.push({
+      stream: stream.machine(m.hostname),
+      expected: m.revision,
+      events: [
+        { type: 'MachineReleased', data: { machineId: m.id, sessionId: session.id, reason, at: now } },
+        ...(cmd.recyclesInstantly(m.pool) ? [recycled(m, 'reuse', now)] : []),
+      ],
+    });
+  }
+  const tenant = world.tenants.get(session.tenantId);
+  const count = tenant?.claims.get(session.id);
+  if (tenant && count !== undefined) {
+    const tenantStream = stream.tenant(tenant.name);
+    writes.push({
+      stream: tenantStream,
+      expected: inFlight.revision(tenantStream, tenant.revision),
+      events: [{ type: 'QuotaReturned', data: { tenantId: tenant.id, sessionId: session.id, count, at: now } }],
+    });
+  }
+  return writes;
+}
+
+/** `+2h`, `+30m`, `+90s`, `+1d` or an ISO time; clamped to created_at + the tenant's maximum lifetime. */
+export function decideExtendSession(session: Session, tenant: Tenant, defaults: Defaults, expiresAt: string, now: string): Write {
+  if (session.status !== 'active') refuse('invalid', `session ${session.id} is not active`);
+  const target = parseExpiry(expiresAt, Date.parse(now));
+  const max = Date.parse(session.createdAt) + effective(tenant, defaults).sessionLifetimeMax * 1000;
+  const clamped = iso(Math.min(target, max));
+  return { stream: stream.session(session.id), expected: session.revision, events: [{ type: 'SessionExtended', data: { sessionId: session.id, expiresAt: clamped, at: now } }] };
+}
+
+export function parseExpiry(value: string, nowMs: number): number {
+  const rel = /^\+(\d{1,7})([smhd])$/.exec(value.trim());
+  if (rel) return nowMs + Number(rel[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[rel[2] as 's' | 'm' | 'h' | 'd'] * 1000;
+  const abs = Date.parse(value);
+  if (!/^\d{4}-\d{2}-\d{2}T/.test(value) || Number.isNaN(abs)) {
+    return refuse('invalid', `expires_at must be like "+2h", "+30m" or an ISO 8601 time, got ${JSON.stringify(value)}`);
+  }
+  if (abs <= nowMs) refuse('invalid', 'expires_at must be in the future');
+  return abs;
+}
+
+/** The state a released machine returns to: retired if not reusable, powered off (unused) after shutdown, else ready. */
+export function recycledState(machine: Machine, policy: RecyclePolicy): MachineState {
+  return !machine.reusable ? 'done' : policy === 'shutdown' ? 'unused' : 'ready';
+}
+
+/** MachineRecycled, with the run of the release playbook when there was one. */
+export function recycled(machine: Machine, policy: RecyclePolicy, now: string, run?: PlaybookRun): DuffyEvent {
+  return { type: 'MachineRecycled', data: { machineId: machine.id, policy, state: recycledState(machine, policy), ...(run ? { run } : {}), at: now } };
+}
+
+/** Back into service after release, where no playbook is needed. */
+export function decideRecycle(machine: Machine, policy: RecyclePolicy, now: string): Write | null {
+  if (machine.state !== 'deprovisioning') return null;
+  return { stream: stream.machine(machine.hostname), expected: machine.revision, events: [recycled(machine, policy, now)] };
+}
+
+/** A waiting request leaves the queue unserved: its time is up, or its tenant cancelled it. */
+export function decideLeaveQueue(session: Session, reason: string, now: string): Write | null {
+  if (session.status !== 'waiting') return null;
+  return { stream: stream.session(session.id), expected: session.revision, events: [{ type: 'SessionRejected', data: { sessionId: session.id, reason, at: now } }] };
+}

@@ -1,0 +1,148 @@
+/**
+ * Every fact Duffy records. Stored events never change meaning: a new need gets a new type or field.
+ * Streams: tenant-<name>, machine-<hostname>, session-<id>, ids-<kind> (integer id sequences).
+ */
+export const MACHINE_STATES = [
+  'unused',
+  'provisioning',
+  'ready',
+  'contextualizing',
+  'deployed',
+  'deprovisioning',
+  'done',
+  'failed',
+] as const;
+export type MachineState = (typeof MACHINE_STATES)[number];
+
+export const MACHINE_TYPES = ['baremetal', 'vm'] as const;
+export type MachineType = (typeof MACHINE_TYPES)[number];
+
+/** One line of a request: a pool by name, or a type (+ arch, platform) that the scheduler maps to pools. */
+export interface NodeSpec {
+  pool?: string;
+  type?: MachineType;
+  arch?: string;
+  platform?: string;
+  quantity: number;
+}
+
+export type ReleaseReason = 'done' | 'expired' | 'tenant-retired' | 'failed';
+
+export type PlaybookAction = 'provision' | 'contextualize' | 'decontextualize' | 'release' | 'collect_artifacts' | 'health_check';
+
+/** What a playbook run leaves in the ledger: enough to audit it without its full output. */
+export interface PlaybookRun {
+  action: PlaybookAction;
+  playbook: string;
+  exitCode: number | null;
+  durationMs: number;
+  timedOut: boolean;
+  tail: string;
+}
+export type RecyclePolicy = 'reuse' | 'rebuild' | 'reinstall' | 'shutdown';
+
+export interface TenantSettings {
+  sshKey: string;
+  nodeQuota: number | null;
+  sessionLifetime: number | null;
+  sessionLifetimeMax: number | null;
+}
+
+export type DuffyEvent =
+  | { type: 'IdAllocated'; data: { kind: string } }
+  | {
+      type: 'TenantRegistered';
+      data: TenantSettings & { tenantId: number; name: string; apiKeyDigest: string; isAdmin: boolean; at: string };
+    }
+  | { type: 'TenantUpdated'; data: { tenantId: number; changes: Partial<TenantSettings & { apiKeyDigest: string }>; at: string } }
+  | { type: 'TenantRetired'; data: { tenantId: number; at: string } }
+  | { type: 'TenantReactivated'; data: { tenantId: number; at: string } }
+  | { type: 'QuotaClaimed'; data: { tenantId: number; sessionId: number; count: number; at: string } }
+  | { type: 'QuotaReturned'; data: { tenantId: number; sessionId: number; count: number; at: string } }
+  | {
+      type: 'MachineRegistered';
+      data: {
+        machineId: number;
+        hostname: string;
+        ipaddr: string | null;
+        pool: string;
+        reusable: boolean;
+        data: Record<string, unknown>;
+        state: MachineState;
+        at: string;
+      };
+    }
+  | {
+      type: 'MachineReserved';
+      data: {
+        machineId: number;
+        hostname: string;
+        sessionId: number;
+        tenantId: number;
+        pool: string;
+        platform: string;
+        /**
+         * How the tenant's platform affinity was honoured (invariant 7): established (first family), kept,
+         * fallback (the request named another pool or platform), not-offered (no pool of its family serves this kind).
+         */
+        affinity: 'kept' | 'established' | 'fallback' | 'not-offered';
+        /** True when the hand-over runs a contextualize playbook before the machine is deployed. */
+        contextualize: boolean;
+        /** True when the machine was `unused` and gets provisioned for this session first. */
+        provision?: boolean;
+        at: string;
+      };
+    }
+  | { type: 'MachineReservationCancelled'; data: { machineId: number; sessionId: number; reason: string; at: string } }
+  | { type: 'MachineReleased'; data: { machineId: number; sessionId: number; reason: ReleaseReason; at: string } }
+  | {
+      type: 'MachineRecycled';
+      /** `untouched`: the machine was never handed over (its session ended before), so no release playbook ran. */
+      data: { machineId: number; policy: RecyclePolicy; state: MachineState; run?: PlaybookRun; untouched?: true; at: string };
+    }
+  | {
+      type: 'PlaybookStarted';
+      data: { machineId: number; action: PlaybookAction; sessionId: number | null; instance: string; deadline: string; at: string };
+    }
+  | { type: 'MachineProvisioned'; data: { machineId: number; sessionId: number | null; ipaddr: string | null; run: PlaybookRun; at: string } }
+  | { type: 'MachineContextualized'; data: { machineId: number; sessionId: number; run: PlaybookRun; at: string } }
+  | { type: 'ArtifactsCollected'; data: { machineId: number; sessionId: number | null; files: string[]; error: string | null; run: PlaybookRun; at: string } }
+  | {
+      type: 'ProvisioningFailed';
+      data: { machineId: number; sessionId: number | null; action: PlaybookAction; error: string; run: PlaybookRun; at: string };
+    }
+  /**
+   * A claimed run failed on Duffy's side (no Ansible, a playbook file missing, the controller killed): the
+   * claim ends and the work is due again later; it never counts against the machine. `spawned` is false when
+   * ansible-playbook never started, so nothing touched the machine.
+   */
+  | {
+      type: 'EnvironmentFault';
+      data: { machineId: number; sessionId: number | null; action: PlaybookAction; error: string; spawned: boolean; run: PlaybookRun; at: string };
+    }
+  | { type: 'MachineQuarantined'; data: { machineId: number; reason: string; at: string } }
+  | { type: 'MachineReturnedToService'; data: { machineId: number; run: PlaybookRun; at: string } }
+  | { type: 'SessionFailed'; data: { sessionId: number; reason: string; at: string } }
+  | {
+      type: 'MachineRequested';
+      data: { sessionId: number; tenantId: number; tenant: string; specs: NodeSpec[]; expiresAt: string; at: string };
+    }
+  | { type: 'SessionStarted'; data: { sessionId: number; machineIds: number[]; at: string; /** set when served from the queue */ expiresAt?: string } }
+  /** The request asked to wait for capacity: it is served in fair-share order, or rejected at `waitUntil`. */
+  | { type: 'RequestQueued'; data: { sessionId: number; reason: string; waitUntil: string; at: string } }
+  | { type: 'SessionRejected'; data: { sessionId: number; reason: string; at: string } }
+  | { type: 'SessionExtended'; data: { sessionId: number; expiresAt: string; at: string } }
+  | { type: 'SessionReleased'; data: { sessionId: number; reason: ReleaseReason; at: string } }
+  | { type: 'SessionExpired'; data: { sessionId: number; at: string } }
+  /** A signed Merkle tree head of the ledger's first `size` events (src/audit/checkpoint.ts), in stream audit-checkpoints. */
+  | { type: 'CheckpointPublished'; data: { size: number; lastPosition: string; rootHash: string; time: string; signature?: string; publicKey?: string } };
+
+export type DuffyEventType = DuffyEvent['type'];
+export type EventOf<T extends DuffyEventType> = Extract<DuffyEvent, { type: T }>;
+
+export const stream = {
+  tenant: (name: string) => `tenant-${name}`,
+  machine: (hostname: string) => `machine-${hostname}`,
+  session: (id: number) => `session-${id}`,
+  ids: (kind: 'tenant' | 'machine') => `ids-${kind}`,
+};

@@ -1,0 +1,197 @@
+import type { Write } from './decide.js';
+import { decideReserve, freeMachines, recycled } from './decide.js';
+import { type DuffyEvent, type PlaybookAction, type PlaybookRun, type RecyclePolicy, stream } from './events.js';
+import type { Machine, Session, World } from './world.js';
+import { type PoolProfile, lessStressed, planAllocation } from './policy.js';
+
+/** What provisioning decisions need of a pool's configuration (src/config validates the whole of it). */
+export interface PoolPlaybookPolicy {
+  contextualize: boolean;
+  'collect-artifacts': boolean;
+  'health-check-interval': number;
+  'quarantine-after': number;
+  'fill-level': number;
+  'release-policy': RecyclePolicy;
+}
+
+/**
+ * The provisioning process manager's decisions, pure: which playbook runs are due (from the World alone, so a
+ * restart resumes exactly where the ledger says work stopped), and which events record a run's outcome.
+ */
+export interface Job {
+  pool: string;
+  action: PlaybookAction;
+  sessionId: number | null;
+  machineIds: number[];
+}
+
+export interface JobContext {
+  pools: (name: string) => PoolPlaybookPolicy | undefined;
+  now: number;
+  /** Machines this process is running a playbook on right now. */
+  runningHere: (machineId: number) => boolean;
+  /** This process; with `soleInstance`, nobody else can hold a live claim (a previous run's claims died with it). */
+  instance: string;
+  soleInstance: boolean;
+}
+
+export interface Work {
+  /** Playbook runs, one per pool, action and session. */
+  jobs: Job[];
+  /** Machines released before they were ever handed over: back to the pool with no playbook. */
+  returns: Write[];
+}
+
+/** A claim is live while its deadline has not passed; a dead instance's claims lapse. */
+function claimed(m: Machine, ctx: JobContext): boolean {
+  if (ctx.runningHere(m.id)) return true;
+  if (m.job === null || (ctx.soleInstance && m.job.instance !== ctx.instance)) return false;
+  return Date.parse(m.job.deadline) > ctx.now;
+}
+
+export function dueWork(world: World, ctx: JobContext): Work {
+  const groups = new Map<string, Job>();
+  const returns: Write[] = [];
+  const at = new Date(ctx.now).toISOString();
+  const add = (m: Machine, action: PlaybookAction, sessionId: number | null) => {
+    const key = `${m.pool}|${action}|${sessionId}`;
+    const job = groups.get(key) ?? { pool: m.pool, action, sessionId, machineIds: [] };
+    job.machineIds.push(m.id);
+    groups.set(key, job);
+  };
+  const readyOrComing = new Map<string, number>();
+  const unused = new Map<string, Machine[]>();
+  for (const m of world.machines.values()) {
+    const pool = ctx.pools(m.pool);
+    if (!pool || m.retiredAt !== null) continue;
+    if (m.sessionId === null && (m.state === 'ready' || m.state === 'provisioning')) readyOrComing.set(m.pool, (readyOrComing.get(m.pool) ?? 0) + 1);
+    if (claimed(m, ctx)) continue;
+    switch (m.state) {
+      case 'unused':
+        if (m.sessionId === null) unused.set(m.pool, [...(unused.get(m.pool) ?? []), m]);
+        break;
+      case 'provisioning':
+        add(m, 'provision', m.sessionId);
+        break;
+      case 'contextualizing':
+        if (m.sessionId !== null) add(m, 'contextualize', m.sessionId);
+        break;
+      case 'deprovisioning':
+        if (m.untouchedReturn !== null) {
+          returns.push({ stream: stream.machine(m.hostname), expected: m.revision, events: [{ type: 'MachineRecycled', data: { machineId: m.id, policy: pool['release-policy'], state: m.untouchedReturn, untouched: true, at } }] });
+        } else if (pool['collect-artifacts'] && m.releasingSession !== null && m.artifactsCollectedFor !== m.releasingSession) {
+          add(m, 'collect_artifacts', m.releasingSession);
+        } else if (!(pool['release-policy'] === 'reuse' && !pool.contextualize && !pool['collect-artifacts'])) {
+          add(m, 'release', m.releasingSession);
+        }
+        break;
+      case 'failed':
+        if (!m.lastHealthCheckAt || ctx.now - Date.parse(m.lastHealthCheckAt) >= pool['health-check-interval'] * 1000) add(m, 'health_check', null);
+        break;
+      default:
+        break;
+    }
+  }
+  // Fill level: keep that many machines ready (or on their way), provisioning the least-worn unused ones.
+  for (const [name, candidates] of unused) {
+    const missing = (ctx.pools(name)?.['fill-level'] ?? 0) - (readyOrComing.get(name) ?? 0);
+    for (const m of candidates.sort(lessStressed).slice(0, Math.max(0, missing))) add(m, 'provision', null);
+  }
+  return { jobs: [...groups.values()], returns };
+}
+
+/** A run a client is waiting for: the hand-over of a session's machine. */
+export const isHandover = (job: Pick<Job, 'action' | 'sessionId'>) => job.sessionId !== null && (job.action === 'provision' || job.action === 'contextualize');
+
+export function decideClaim(m: Machine, action: PlaybookAction, sessionId: number | null, instance: string, timeoutMs: number, now: number): Write {
+  return {
+    stream: stream.machine(m.hostname),
+    expected: m.revision,
+    events: [{ type: 'PlaybookStarted', data: { machineId: m.id, action, sessionId, instance, deadline: new Date(now + timeoutMs + 60_000).toISOString(), at: new Date(now).toISOString() } }],
+  };
+}
+
+export interface NodeResult {
+  ok: boolean;
+  ipaddr: string | null;
+  error?: string;
+  files?: string[];
+}
+
+/** The events that record one machine's share of a run. Written at the revision the claim produced. */
+export function decideRunOutcome(
+  m: Machine,
+  pool: PoolPlaybookPolicy,
+  job: Job,
+  result: NodeResult,
+  run: PlaybookRun,
+  expected: number,
+  now: string,
+): Write {
+  const events: DuffyEvent[] = [];
+  const machineId = m.id;
+  if (job.action === 'collect_artifacts') {
+    // Artifacts are best effort: a failure is recorded and the release goes on.
+    events.push({ type: 'ArtifactsCollected', data: { machineId, sessionId: job.sessionId, files: result.ok ? (result.files ?? []) : [], error: result.ok ? null : (result.error ?? 'failed'), run, at: now } });
+  } else if (result.ok) {
+    if (job.action === 'provision') events.push({ type: 'MachineProvisioned', data: { machineId, sessionId: m.sessionId, ipaddr: result.ipaddr, run, at: now } });
+    else if (job.action === 'contextualize') events.push({ type: 'MachineContextualized', data: { machineId, sessionId: job.sessionId!, run, at: now } });
+    else if (job.action === 'health_check') events.push({ type: 'MachineReturnedToService', data: { machineId, run, at: now } });
+    else events.push(recycled(m, pool['release-policy'], now, run));
+  } else {
+    const error = result.error ?? 'failed';
+    events.push({ type: 'ProvisioningFailed', data: { machineId, sessionId: job.sessionId, action: job.action, error, run, at: now } });
+    // A failed health check leaves a quarantined machine where it is, until the next check.
+    if (job.action !== 'health_check' && m.failures + 1 >= pool['quarantine-after']) {
+      events.push({ type: 'MachineQuarantined', data: { machineId, reason: `${m.failures + 1} failures in a row, last: ${job.action}: ${error}`, at: now } });
+    }
+  }
+  return { stream: stream.machine(m.hostname), expected, events };
+}
+
+/** A run that failed on Duffy's side: the claim ends with the reason, the machine's counters stay as they were. */
+export function decideEnvironmentFault(m: Machine, job: Job, fault: { reason: string; spawned: boolean }, run: PlaybookRun, expected: number, now: string): Write {
+  return {
+    stream: stream.machine(m.hostname),
+    expected,
+    events: [{ type: 'EnvironmentFault', data: { machineId: m.id, sessionId: job.sessionId, action: job.action, error: fault.reason, spawned: fault.spawned, run, at: now } }],
+  };
+}
+
+/**
+ * A session still being handed over that lost a machine (its provisioning or contextualization failed):
+ * reserve a replacement from the same spec, or fail the session when none can be had.
+ */
+export function decideReplacement(
+  world: World,
+  session: Session,
+  profiles: readonly PoolProfile[],
+  contextualize: (pool: string) => boolean,
+  busy: (machineId: number) => boolean,
+  now: string,
+  /** What the lost machine's hand-over failed with, when known: the answer names it. */
+  cause?: string,
+): Write[] | { fail: string } {
+  const tenant = world.tenants.get(session.tenantId);
+  if (!tenant) return [];
+  const held = session.machineIds.map((id) => world.machines.get(id)!).filter((m) => m && m.sessionId === session.id);
+  const heldPools = held.map((m) => m.pool);
+  const missing = session.specs
+    .map((spec) => {
+      // Attribute held machines to the specs they satisfy, in order.
+      let have = 0;
+      for (let i = heldPools.length - 1; i >= 0 && have < spec.quantity; i--) {
+        const p = profiles.find((x) => x.name === heldPools[i]);
+        if (p && (spec.pool ? p.name === spec.pool : (!spec.type || p.type === spec.type) && (!spec.arch || p.arch === spec.arch) && (!spec.platform || p.platform === spec.platform))) {
+          heldPools.splice(i, 1);
+          have += 1;
+        }
+      }
+      return { ...spec, quantity: spec.quantity - have };
+    })
+    .filter((s) => s.quantity > 0);
+  if (missing.length === 0) return [];
+  const plan = planAllocation({ specs: missing, pools: profiles, tenantPlatform: tenant.platform, free: (pool) => freeMachines(world, pool, busy) });
+  if (!plan.ok) return { fail: `no replacement for a machine whose hand-over failed${cause ? ` (${cause})` : ''}: ${plan.reason}` };
+  return plan.picks.map((p) => decideReserve(p, session.id, tenant.id, contextualize(p.machine.pool), now));
+}

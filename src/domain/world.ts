@@ -1,0 +1,448 @@
+import type { DuffyEvent, MachineState, NodeSpec, PlaybookAction, ReleaseReason, TenantSettings } from './events.js';
+
+/**
+ * The state every decision reads: all tenants, machines and sessions folded from the ledger.
+ * `evolve` mutates the World it is given (a fold over millions of events must not copy maps);
+ * it does no I/O and reads no clock, so a replay from position 0 always yields the same World.
+ */
+export interface Tenant extends TenantSettings {
+  id: number;
+  name: string;
+  apiKeyDigest: string;
+  isAdmin: boolean;
+  createdAt: string;
+  retiredAt: string | null;
+  revision: number;
+  /** Machines claimed against the quota, per session (invariant 3). */
+  claims: Map<number, number>;
+  /** Platform family of the tenant's first allocation (invariant 7). */
+  platform: string | null;
+  /** Recent machine use (ms since epoch), newest last, for fair-share queueing; `end` null while held. */
+  usage: Array<{ machineId: number; start: number; end: number | null }>;
+}
+
+export interface Machine {
+  id: number;
+  hostname: string;
+  ipaddr: string | null;
+  pool: string;
+  reusable: boolean;
+  data: Record<string, unknown>;
+  state: MachineState;
+  createdAt: string;
+  retiredAt: string | null;
+  revision: number;
+  sessionId: number | null;
+  tenantId: number | null;
+  reservedAt: string | null;
+  /** Wear: how often and how long the machine has been in use (invariant 8). */
+  allocations: number;
+  busyMs: number;
+  lastUsedAt: string | null;
+  /** Playbook failures in a row; reset by any success. */
+  failures: number;
+  provisioningFailures: number;
+  quarantines: number;
+  /** The playbook run somebody claimed on this machine, until its outcome is recorded. */
+  job: { action: PlaybookAction; instance: string; deadline: string } | null;
+  /** Set when artifacts were collected (or tried) for the session being released. */
+  artifactsCollectedFor: number | null;
+  /** The session whose release is in progress (set by MachineReleased, cleared by MachineRecycled). */
+  releasingSession: number | null;
+  lastHealthCheckAt: string | null;
+  /** From the reservation: the hand-over runs the contextualize playbook. */
+  contextualizeOnHandover: boolean;
+  /** A contextualize playbook was started for the current reservation: a key may be on it. */
+  contextualizeStarted: boolean;
+  /**
+   * Released before it was ever handed over: nothing of the session is on it, so it goes back as this state
+   * (`unused`: never provisioned; `ready`: provisioned, never given a key) without a release playbook.
+   */
+  untouchedReturn: 'unused' | 'ready' | null;
+}
+
+export type SessionStatus = 'requested' | 'waiting' | 'active' | 'rejected' | 'released' | 'expired';
+
+export interface Session {
+  id: number;
+  tenantId: number;
+  specs: NodeSpec[];
+  createdAt: string;
+  expiresAt: string;
+  retiredAt: string | null;
+  status: SessionStatus;
+  releaseReason: ReleaseReason | null;
+  rejection: string | null;
+  /** Machines handed to it (a machine that failed its hand-over leaves this list). */
+  machineIds: number[];
+  /** Files collected from its machines before release, relative to the data dir. */
+  artifacts: string[];
+  failure: string | null;
+  /** While waiting for capacity: why, and until when. */
+  queue: { reason: string; until: string; since: string } | null;
+  /** It waited in the queue at some point: the tenant has seen its id, so it stays visible once rejected. */
+  wasQueued: boolean;
+  revision: number;
+}
+
+export interface World {
+  tenants: Map<number, Tenant>;
+  tenantIdsByName: Map<string, number>;
+  tenantIdsByDigest: Map<string, number>;
+  machines: Map<number, Machine>;
+  machineIdsByHostname: Map<string, number>;
+  /** Machines per pool: a decision looks only at the pools it may draw from. */
+  machinesByPool: Map<string, Machine[]>;
+  sessions: Map<number, Session>;
+  /** Ids of sessions still requested, waiting or active: what the per-event work looks at, not every session ever. */
+  openSessions: Set<number>;
+  /** Last revision of each id sequence stream, so an id is `revision + 1` of the IdAllocated event. */
+  lastSessionId: number;
+  /** Last revision of each id sequence stream (ids-tenant, ids-machine): the next id is that revision + 2. */
+  idRevisions: Map<string, number>;
+  position: bigint;
+}
+
+/** A machine as registered: identity from its registration, every counter and link at zero. */
+export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool' | 'reusable' | 'data' | 'state' | 'createdAt' | 'revision'>): Machine {
+  // Written out field by field: every Machine gets one hidden class, which the hot decision loops depend on.
+  return {
+    id: m.id,
+    hostname: m.hostname,
+    ipaddr: m.ipaddr,
+    pool: m.pool,
+    reusable: m.reusable,
+    data: m.data,
+    state: m.state,
+    createdAt: m.createdAt,
+    retiredAt: null,
+    revision: m.revision,
+    sessionId: null,
+    tenantId: null,
+    reservedAt: null,
+    allocations: 0,
+    busyMs: 0,
+    lastUsedAt: null,
+    failures: 0,
+    provisioningFailures: 0,
+    quarantines: 0,
+    job: null,
+    artifactsCollectedFor: null,
+    releasingSession: null,
+    lastHealthCheckAt: null,
+    contextualizeOnHandover: false,
+    contextualizeStarted: false,
+    untouchedReturn: null,
+  };
+}
+
+export function emptyWorld(): World {
+  return {
+    tenants: new Map(),
+    tenantIdsByName: new Map(),
+    tenantIdsByDigest: new Map(),
+    machines: new Map(),
+    machineIdsByHostname: new Map(),
+    machinesByPool: new Map(),
+    sessions: new Map(),
+    openSessions: new Set(),
+    lastSessionId: 0,
+    idRevisions: new Map(),
+    position: 0n,
+  };
+}
+
+export const sessionIsLive = (s: Session) => s.status === 'requested' || s.status === 'waiting' || s.status === 'active';
+export const claimedBy = (t: Tenant) => [...t.claims.values()].reduce((a, b) => a + b, 0);
+
+/** Fold one recorded event into the World. Unknown types are ignored, so old code can read newer ledgers. */
+export function evolve(world: World, event: DuffyEvent & { revision: number; position?: bigint }): World {
+  const { revision } = event;
+  if (event.position !== undefined) world.position = event.position;
+  switch (event.type) {
+    case 'IdAllocated':
+      world.idRevisions.set(event.data.kind, revision);
+      return world;
+    case 'CheckpointPublished':
+      return world;
+    case 'TenantRegistered': {
+      const d = event.data;
+      world.tenants.set(d.tenantId, {
+        id: d.tenantId,
+        name: d.name,
+        apiKeyDigest: d.apiKeyDigest,
+        isAdmin: d.isAdmin,
+        sshKey: d.sshKey,
+        nodeQuota: d.nodeQuota,
+        sessionLifetime: d.sessionLifetime,
+        sessionLifetimeMax: d.sessionLifetimeMax,
+        createdAt: d.at,
+        retiredAt: null,
+        revision,
+        claims: new Map(),
+        platform: null,
+        usage: [],
+      });
+      world.tenantIdsByName.set(d.name, d.tenantId);
+      world.tenantIdsByDigest.set(d.apiKeyDigest, d.tenantId);
+      return world;
+    }
+    case 'TenantUpdated': {
+      const t = world.tenants.get(event.data.tenantId);
+      if (!t) return world;
+      const { apiKeyDigest, ...settings } = event.data.changes;
+      if (apiKeyDigest !== undefined) {
+        world.tenantIdsByDigest.delete(t.apiKeyDigest);
+        world.tenantIdsByDigest.set(apiKeyDigest, t.id);
+        t.apiKeyDigest = apiKeyDigest;
+      }
+      Object.assign(t, settings);
+      t.revision = revision;
+      return world;
+    }
+    case 'TenantRetired':
+    case 'TenantReactivated': {
+      const t = world.tenants.get(event.data.tenantId);
+      if (!t) return world;
+      t.retiredAt = event.type === 'TenantRetired' ? event.data.at : null;
+      t.revision = revision;
+      return world;
+    }
+    case 'QuotaClaimed':
+    case 'QuotaReturned': {
+      const t = world.tenants.get(event.data.tenantId);
+      if (!t) return world;
+      if (event.type === 'QuotaClaimed') t.claims.set(event.data.sessionId, event.data.count);
+      else t.claims.delete(event.data.sessionId);
+      t.revision = revision;
+      return world;
+    }
+    case 'MachineRegistered': {
+      const d = event.data;
+      world.machines.set(d.machineId, newMachine({ id: d.machineId, hostname: d.hostname, ipaddr: d.ipaddr, pool: d.pool, reusable: d.reusable, data: d.data, state: d.state, createdAt: d.at, revision }));
+      world.machineIdsByHostname.set(d.hostname, d.machineId);
+      const inPool = world.machinesByPool.get(d.pool) ?? [];
+      inPool.push(world.machines.get(d.machineId)!);
+      world.machinesByPool.set(d.pool, inPool);
+      return world;
+    }
+    case 'MachineReserved': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.sessionId = event.data.sessionId;
+      m.tenantId = event.data.tenantId;
+      m.reservedAt = event.data.at;
+      m.contextualizeOnHandover = event.data.contextualize;
+      m.contextualizeStarted = false;
+      m.untouchedReturn = null;
+      m.state = event.data.provision ? 'provisioning' : event.data.contextualize ? 'contextualizing' : 'deployed';
+      m.allocations += 1;
+      m.lastUsedAt = event.data.at;
+      m.revision = revision;
+      const t = world.tenants.get(event.data.tenantId);
+      if (t && t.platform === null) t.platform = event.data.platform;
+      if (t) {
+        t.usage.push({ machineId: m.id, start: Date.parse(event.data.at), end: null });
+        // Only the last hour counts for fair share; keep a bounded tail.
+        if (t.usage.length > 256) t.usage.splice(0, t.usage.length - 256);
+      }
+      const s = world.sessions.get(event.data.sessionId);
+      if (s && s.tenantId === event.data.tenantId && !s.machineIds.includes(m.id)) s.machineIds.push(m.id);
+      return world;
+    }
+    case 'MachineReservationCancelled':
+    case 'MachineReleased': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      const untouched = m.state === 'provisioning' ? 'unused' : m.state === 'contextualizing' && !m.contextualizeStarted ? 'ready' : null;
+      closeUsage(world, m, event.data.at);
+      if (m.reservedAt) m.busyMs += Math.max(0, Date.parse(event.data.at) - Date.parse(m.reservedAt));
+      m.lastUsedAt = event.data.at;
+      m.sessionId = null;
+      m.tenantId = null;
+      m.reservedAt = null;
+      if (event.type === 'MachineReleased') {
+        m.state = 'deprovisioning';
+        m.releasingSession = event.data.sessionId;
+        m.untouchedReturn = untouched;
+      } else if (m.state === 'contextualizing' || m.state === 'deployed') {
+        // Cancelled before the tenant got it. A key may already be on it: run the release playbook.
+        m.state = m.state === 'deployed' ? 'ready' : 'deprovisioning';
+        if (m.state === 'deprovisioning') m.untouchedReturn = untouched;
+      } else if (m.state === 'provisioning') {
+        m.state = 'unused';
+      }
+      m.job = null;
+      m.revision = revision;
+      return world;
+    }
+    case 'PlaybookStarted': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.job = { action: event.data.action, instance: event.data.instance, deadline: event.data.deadline };
+      if (event.data.action === 'provision' && m.state === 'unused') m.state = 'provisioning';
+      if (event.data.action === 'health_check') m.lastHealthCheckAt = event.data.at;
+      if (event.data.action === 'contextualize') m.contextualizeStarted = true;
+      m.revision = revision;
+      return world;
+    }
+    case 'MachineProvisioned':
+    case 'MachineContextualized':
+    case 'ArtifactsCollected':
+    case 'MachineReturnedToService': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.job = null;
+      m.revision = revision;
+      if (event.type === 'ArtifactsCollected') {
+        m.artifactsCollectedFor = event.data.sessionId;
+        const s = event.data.sessionId === null ? undefined : world.sessions.get(event.data.sessionId);
+        if (s) s.artifacts.push(...event.data.files);
+        return world;
+      }
+      m.failures = 0;
+      if (event.type === 'MachineProvisioned') {
+        m.ipaddr = event.data.ipaddr ?? m.ipaddr;
+        m.state = m.sessionId === null ? 'ready' : m.contextualizeOnHandover ? 'contextualizing' : 'deployed';
+      } else if (event.type === 'MachineContextualized') {
+        m.state = 'deployed';
+      } else {
+        m.state = 'unused';
+        m.retiredAt = null;
+      }
+      return world;
+    }
+    case 'ProvisioningFailed': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.job = null;
+      m.failures += 1;
+      m.provisioningFailures += 1;
+      m.revision = revision;
+      const { action, sessionId } = event.data;
+      if (sessionId !== null && m.sessionId === sessionId && (action === 'provision' || action === 'contextualize')) {
+        // The hand-over failed: the machine leaves the session, which gets another one or fails.
+        closeUsage(world, m, event.data.at);
+        const s = world.sessions.get(sessionId);
+        if (s) s.machineIds = s.machineIds.filter((id) => id !== m.id);
+        if (m.reservedAt) m.busyMs += Math.max(0, Date.parse(event.data.at) - Date.parse(m.reservedAt));
+        m.sessionId = null;
+        m.tenantId = null;
+        m.reservedAt = null;
+        // Its disk may hold half a hand-over: a provision starts from scratch, a contextualize is undone by release.
+        m.state = action === 'provision' ? 'unused' : 'deprovisioning';
+      } else if (action === 'provision') {
+        m.state = 'unused';
+      }
+      return world;
+    }
+    case 'EnvironmentFault': {
+      // Not the machine's failure: the claim ends, counters stay, and the work is due again.
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      const { action, spawned } = event.data;
+      m.job = null;
+      m.revision = revision;
+      if (action === 'contextualize' && !spawned) m.contextualizeStarted = false;
+      if (action === 'provision' && m.sessionId === null && m.state === 'provisioning') m.state = 'unused';
+      // The check did not happen: due again as soon as Duffy can run it.
+      if (action === 'health_check') m.lastHealthCheckAt = null;
+      return world;
+    }
+    case 'MachineQuarantined': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.untouchedReturn = null;
+      m.state = 'failed';
+      m.job = null;
+      m.quarantines += 1;
+      m.revision = revision;
+      return world;
+    }
+    case 'MachineRecycled': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.state = event.data.state;
+      m.job = null;
+      m.failures = event.data.run ? 0 : m.failures;
+      m.releasingSession = null;
+      m.artifactsCollectedFor = null;
+      m.untouchedReturn = null;
+      if (event.data.state === 'done') m.retiredAt = event.data.at;
+      m.revision = revision;
+      return world;
+    }
+    case 'MachineRequested': {
+      const d = event.data;
+      world.sessions.set(d.sessionId, {
+        id: d.sessionId,
+        tenantId: d.tenantId,
+        specs: d.specs,
+        createdAt: d.at,
+        expiresAt: d.expiresAt,
+        retiredAt: null,
+        status: 'requested',
+        releaseReason: null,
+        rejection: null,
+        machineIds: [],
+        artifacts: [],
+        failure: null,
+        queue: null,
+        wasQueued: false,
+        revision,
+      });
+      if (d.sessionId > world.lastSessionId) world.lastSessionId = d.sessionId;
+      world.openSessions.add(d.sessionId);
+      return world;
+    }
+    case 'RequestQueued':
+    case 'SessionStarted':
+    case 'SessionRejected':
+    case 'SessionExtended':
+    case 'SessionReleased':
+    case 'SessionFailed':
+    case 'SessionExpired': {
+      const s = world.sessions.get(event.data.sessionId);
+      if (!s) return world;
+      s.revision = revision;
+      if (event.type === 'RequestQueued') {
+        s.status = 'waiting';
+        s.wasQueued = true;
+        s.queue = { reason: event.data.reason, until: event.data.waitUntil, since: event.data.at };
+      } else if (event.type === 'SessionStarted') {
+        s.status = 'active';
+        s.queue = null;
+        s.machineIds = event.data.machineIds;
+        if (event.data.expiresAt) s.expiresAt = event.data.expiresAt;
+      } else if (event.type === 'SessionRejected') {
+        s.status = 'rejected';
+        s.queue = null;
+        s.rejection = event.data.reason;
+        s.retiredAt = event.data.at;
+      } else if (event.type === 'SessionExtended') {
+        s.expiresAt = event.data.expiresAt;
+      } else if (event.type === 'SessionFailed') {
+        s.status = 'released';
+        s.releaseReason = 'failed';
+        s.failure = event.data.reason;
+        s.retiredAt = event.data.at;
+      } else {
+        s.status = event.type === 'SessionExpired' ? 'expired' : 'released';
+        s.releaseReason = event.type === 'SessionExpired' ? 'expired' : event.data.reason;
+        s.retiredAt = event.data.at;
+      }
+      if (!sessionIsLive(s)) world.openSessions.delete(s.id);
+      return world;
+    }
+    default: {
+      const unknownEvent: never = event;
+      return unknownEvent ? world : world;
+    }
+  }
+}
+
+function closeUsage(world: World, m: Machine, at: string): void {
+  const t = m.tenantId === null ? undefined : world.tenants.get(m.tenantId);
+  const open = t?.usage.findLast((u) => u.machineId === m.id && u.end === null);
+  if (open) open.end = Date.parse(at);
+}

@@ -1,0 +1,135 @@
+import { ApiTags } from '@nestjs/swagger';
+import { Body, Controller, Get, HttpCode, Param, ParseIntPipe, Post, Put, UseGuards } from '@nestjs/common';
+import { CommandBus } from '@nestjs/cqrs';
+import { Catalog } from '../application/catalog.js';
+import { RegisterMachineCommand, RegisterTenantCommand, UpdateTenantCommand, type Actor } from '../application/commands.js';
+import { refuse } from '../domain/errors.js';
+import { BasicAuthGuard, CurrentActor } from './auth.js';
+import { ReadViews } from './read-views.js';
+import { NodeCreateDto, TenantCreateDto, TenantUpdateDto } from './dto.js';
+import { nodeView, poolLevels, tenantView } from './views.js';
+
+const intId = new ParseIntPipe({ exceptionFactory: () => refuse('invalid', 'id must be an integer') });
+
+@ApiTags('tenants')
+@Controller('tenants')
+@UseGuards(BasicAuthGuard)
+export class TenantsController {
+  constructor(
+    private readonly commands: CommandBus,
+    private readonly catalog: Catalog,
+    private readonly views: ReadViews,
+  ) {}
+
+  @Get()
+  async list(@CurrentActor() actor: Actor) {
+    const all = [...(await this.views.load({ tenants: {} })).tenants.values()];
+    const visible = actor.tenant.isAdmin ? all : all.filter((t) => t.id === actor.tenant.id);
+    return { action: 'get', tenants: visible.map((t) => tenantView(t, this.catalog)) };
+  }
+
+  @Get(':id')
+  async get(@CurrentActor() actor: Actor, @Param('id', intId) id: number) {
+    const t = (await this.views.load({ tenants: id })).tenants.get(id);
+    if (!t || (!actor.tenant.isAdmin && t.id !== actor.tenant.id)) refuse('not_found', `tenant ${id} not found`);
+    return { action: 'get', tenant: tenantView(t!, this.catalog) };
+  }
+
+  @Post()
+  @HttpCode(201)
+  async create(@CurrentActor() actor: Actor, @Body() b: TenantCreateDto) {
+    const { tenant, apiKey } = await this.commands.execute(
+      new RegisterTenantCommand(actor, b.name, b.is_admin ?? false, {
+        sshKey: b.ssh_key,
+        nodeQuota: b.node_quota ?? null,
+        sessionLifetime: b.session_lifetime ?? null,
+        sessionLifetimeMax: b.session_lifetime_max ?? null,
+      }),
+    );
+    return { action: 'post', tenant: { ...tenantView(tenant, this.catalog), api_key: apiKey } };
+  }
+
+  @Put(':id')
+  async update(@CurrentActor() actor: Actor, @Param('id', intId) id: number, @Body() b: TenantUpdateDto) {
+    const changes = { sshKey: b.ssh_key, nodeQuota: b.node_quota, sessionLifetime: b.session_lifetime, sessionLifetimeMax: b.session_lifetime_max };
+    const { tenant, apiKey } = await this.commands.execute(new UpdateTenantCommand(actor, id, changes, b.active, b.api_key === true));
+    return { action: 'put', tenant: { ...tenantView(tenant, this.catalog), ...(apiKey ? { api_key: apiKey } : {}) } };
+  }
+}
+
+@ApiTags('nodes')
+@Controller('nodes')
+@UseGuards(BasicAuthGuard)
+export class NodesController {
+  constructor(
+    private readonly commands: CommandBus,
+    private readonly views: ReadViews,
+  ) {}
+
+  @Get()
+  async list() {
+    const w = await this.views.load({ machines: {} });
+    return { action: 'get', nodes: [...w.machines.values()].sort((a, b) => a.id - b.id).map(nodeView) };
+  }
+
+  @Get(':id')
+  async get(@Param('id', intId) id: number) {
+    const m = (await this.views.load({ machines: id })).machines.get(id) ?? refuse('not_found', `node ${id} not found`);
+    return { action: 'get', node: nodeView(m) };
+  }
+
+  @Post()
+  @HttpCode(201)
+  async create(@CurrentActor() actor: Actor, @Body() b: NodeCreateDto) {
+    const m = await this.commands.execute(
+      new RegisterMachineCommand(actor, { hostname: b.hostname, ipaddr: b.ipaddr ?? null, pool: b.pool, reusable: b.reusable ?? true, data: b.data ?? {}, state: b.state ?? 'ready' }),
+    );
+    return { action: 'post', node: nodeView(m) };
+  }
+}
+
+@ApiTags('pools')
+@Controller('pools')
+@UseGuards(BasicAuthGuard)
+export class PoolsController {
+  constructor(
+    private readonly catalog: Catalog,
+    private readonly views: ReadViews,
+  ) {}
+
+  @Get()
+  list() {
+    return { action: 'get', pools: this.catalog.pools.map((p) => ({ name: p.name, 'fill-level': p['fill-level'] })) };
+  }
+
+  @Get(':name')
+  async get(@Param('name') name: string) {
+    const p = this.catalog.pool(name) ?? refuse('not_found', `pool ${name} not found`);
+    const w = await this.views.load({ machines: { pool: p.name } });
+    return { action: 'get', pool: { name: p.name, 'fill-level': p['fill-level'], levels: poolLevels(w, p.name) } };
+  }
+}
+
+/** Duffy-only: what each pool is, for requests by type/arch/platform. Kept out of /pools, whose shape clients check. */
+@ApiTags('pool-profiles')
+@Controller('pool-profiles')
+@UseGuards(BasicAuthGuard)
+export class PoolProfilesController {
+  constructor(private readonly catalog: Catalog) {}
+
+  @Get()
+  list() {
+    return {
+      action: 'get',
+      pool_profiles: this.catalog.pools.map((p) => ({
+        name: p.name,
+        type: p.type,
+        arch: p.arch,
+        platform: p.platform,
+        driver: p.driver,
+        'fill-level': p['fill-level'],
+        'release-policy': p['release-policy'],
+      })),
+    };
+  }
+}

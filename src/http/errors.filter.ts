@@ -1,0 +1,59 @@
+import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
+import type { Response } from 'express';
+import { storageFault } from '../adapters/eventstore/storage-fault.js';
+import { DomainError, type DomainErrorKind } from '../domain/errors.js';
+
+const STATUS: Record<DomainErrorKind, number> = {
+  invalid: 422,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  quota: 403,
+  capacity: 422,
+  conflict: 409,
+  unavailable: 503,
+};
+
+/** Every error leaves as `{"detail": "..."}` (Duffy v3); nothing internal leaks, nothing is a bare 500 page. */
+@Catch()
+export class ErrorsFilter implements ExceptionFilter {
+  private readonly log = new Logger('HTTP');
+
+  catch(error: unknown, host: ArgumentsHost): void {
+    const res = host.switchToHttp().getResponse<Response>();
+    if (res.headersSent) return;
+    // The legacy API has its own error shape (`{"msg": ...}`), which cico expects; /health keeps terminus's report.
+    const body = error instanceof HttpException ? error.getResponse() : undefined;
+    if (body && typeof body === 'object' && ('msg' in body || 'details' in body)) {
+      res.status((error as HttpException).getStatus()).json(body);
+      return;
+    }
+    const [status, detail] = describe(error);
+    if (status >= 500) this.log.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
+    if (status === 401) res.setHeader('WWW-Authenticate', 'Basic realm="duffy"');
+    if (status === 503) res.setHeader('Retry-After', '60');
+    res.status(status).json({ detail });
+  }
+}
+
+export function describe(error: unknown): [number, string] {
+  if (error instanceof DomainError) return [STATUS[error.kind], error.message];
+  if (error instanceof HttpException) {
+    const body = error.getResponse();
+    if (typeof body === 'string') return [error.getStatus(), body];
+    const b = body as { detail?: unknown; message?: unknown };
+    const detail = b.detail ?? b.message ?? error.message;
+    return [error.getStatus(), Array.isArray(detail) ? detail.join('; ') : String(detail)];
+  }
+  // Errors raised by body-parser carry their own 4xx status.
+  const e = error as { status?: number; type?: string; message?: string };
+  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) {
+    if (e.type === 'entity.parse.failed') return [400, `malformed JSON body: ${e.message}`];
+    if (e.type === 'entity.too.large') return [413, 'request body too large'];
+    return [e.status, e.message ?? 'bad request'];
+  }
+  // A write the store cannot make is Duffy's trouble, not the client's, and it passes: 503 with Retry-After.
+  const fault = storageFault(error);
+  if (fault) return [503, `Duffy cannot write its data: ${fault.what} (${fault.code}); try again later`];
+  return [500, 'internal error: see the server log'];
+}

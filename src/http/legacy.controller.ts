@@ -1,0 +1,98 @@
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { Controller, Get, Header, HttpException, Query } from '@nestjs/common';
+import { CommandBus } from '@nestjs/cqrs';
+import { legacyPool } from '../config/config.js';
+import { Catalog } from '../application/catalog.js';
+import { EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Actor } from '../application/commands.js';
+import { DomainError } from '../domain/errors.js';
+import { Ledger } from '../application/ledger.service.js';
+import { tenantByKey } from './auth.js';
+import { ReadViews } from './read-views.js';
+
+/** What cico prints and retries on; a `{"detail"}` object here would crash it. */
+const FAILED = 'Failed to allocate nodes';
+
+/**
+ * The old Duffy API that cico 0.4.7 and old scripts speak: query-string key, no Basic auth, at the root path.
+ * It answers with the old shapes, not Duffy v3's.
+ */
+@ApiTags('legacy cico')
+@Controller()
+export class LegacyController {
+  constructor(
+    private readonly commands: CommandBus,
+    private readonly ledger: Ledger,
+    private readonly catalog: Catalog,
+    private readonly views: ReadViews,
+  ) {}
+
+  private actor(key: unknown): Actor {
+    const tenant = typeof key === 'string' && key.length <= 256 ? tenantByKey(this.ledger.world, key) : undefined;
+    if (!tenant || tenant.retiredAt !== null) throw new HttpException({ msg: 'Invalid duffy key' }, 403);
+    return { tenant };
+  }
+
+  @ApiOperation({ summary: 'cico: get nodes (query key, ver, arch, count, flavor)' })
+  @Get('Node/get')
+  @Header('Content-Type', 'application/json')
+  async get(@Query() q: Record<string, unknown>) {
+    const actor = this.actor(q.key);
+    const str = (v: unknown, d: string) => (typeof v === 'string' && v !== '' ? v : d);
+    const count = Number(str(q.count, '1'));
+    const pool = legacyPool(this.catalog.settings.config.legacy, { ver: str(q.ver, '7'), arch: str(q.arch, 'x86_64'), flavor: typeof q.flavor === 'string' ? q.flavor : undefined });
+    if (!pool || !Number.isInteger(count) || count < 1 || count > 100) return JSON.stringify(FAILED);
+    try {
+      const s = await this.commands.execute(new RequestSessionCommand(actor, actor.tenant.id, [{ pool, quantity: count }]));
+      return { ssid: s.id, hosts: s.machineIds.map((id) => this.ledger.world.machines.get(id)!.hostname) };
+    } catch (err) {
+      if (err instanceof DomainError) return JSON.stringify(FAILED);
+      throw err;
+    }
+  }
+
+  @ApiOperation({ summary: 'cico: done with a session' })
+  @Get('Node/done')
+  @Header('Content-Type', 'application/json')
+  async done(@Query('key') key: unknown, @Query('ssid') ssid: unknown) {
+    const actor = this.actor(key);
+    await this.commands.execute(new EndSessionCommand(actor, this.ssid(ssid), 'done'));
+    return JSON.stringify('Done');
+  }
+
+  /** cico's "fail": keep the machines 6 more hours for debugging. */
+  @ApiOperation({ summary: 'cico: keep the nodes of a failed job 6 h longer' })
+  @Get('Node/fail')
+  @Header('Content-Type', 'application/json')
+  async fail(@Query('key') key: unknown, @Query('ssid') ssid: unknown) {
+    const actor = this.actor(key);
+    await this.commands.execute(new ExtendSessionCommand(actor, this.ssid(ssid), '+6h'));
+    return JSON.stringify('Done');
+  }
+
+  @ApiOperation({ summary: 'cico: inventory, keyed or the old 14 columns' })
+  @Get('Inventory')
+  async inventory(@Query('key') key: unknown) {
+    const w = await this.views.load({ sessions: { status: 'active' } });
+    const active = [...w.sessions.values()].filter((s) => s.status === 'active');
+    if (key !== undefined) {
+      const actor = this.actor(key);
+      return active
+        .filter((s) => s.tenantId === actor.tenant.id)
+        .flatMap((s) => s.machineIds.map((id) => [w.machines.get(id)!.hostname, s.id]));
+    }
+    // The old Duffy's 14 columns; fields Duffy no longer has are null.
+    return active.flatMap((s) =>
+      s.machineIds.map((id) => {
+        const m = w.machines.get(id)!;
+        const pool = this.catalog.pool(m.pool);
+        return [m.id, m.hostname, m.ipaddr, null, m.allocations, 'Deployed', String(s.id), null, null, null, pool?.arch ?? null, m.pool, null, null];
+      }),
+    );
+  }
+
+  private ssid(v: unknown): number {
+    const n = Number(v);
+    if (typeof v !== 'string' || !/^\d{1,12}$/.test(v) || !Number.isSafeInteger(n)) throw new HttpException({ msg: 'ssid must be an integer' }, 400);
+    return n;
+  }
+}

@@ -1,0 +1,33 @@
+import { Controller, Get, UseGuards } from '@nestjs/common';
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import type { Actor } from '../application/commands.js';
+import { refuse } from '../domain/errors.js';
+import { Ledger } from '../application/ledger.service.js';
+import { queueOrder } from '../application/queue.service.js';
+import { BasicAuthGuard, CurrentActor } from './auth.js';
+
+@ApiTags('ops')
+@Controller('queue')
+@UseGuards(BasicAuthGuard)
+export class QueueController {
+  constructor(private readonly ledger: Ledger) {}
+
+  @ApiOperation({ summary: 'waiting requests in the order they will be served (admin)' })
+  @Get()
+  list(@CurrentActor() actor: Actor) {
+    if (!actor.tenant.isAdmin) refuse('forbidden', 'only admins may read the queue');
+    const world = this.ledger.world;
+    return {
+      action: 'get',
+      queue: queueOrder(world, Date.now()).map((s, i) => ({
+        position: i + 1,
+        session: s.id,
+        tenant: world.tenants.get(s.tenantId)?.name ?? null,
+        wanted: s.specs.reduce((n, x) => n + x.quantity, 0),
+        reason: s.queue!.reason,
+        since: s.queue!.since,
+        until: s.queue!.until,
+      })),
+    };
+  }
+}

@@ -1,0 +1,46 @@
+import { Injectable } from '@nestjs/common';
+import { MACHINES, SESSIONS, TENANTS, tenantFromDoc } from '../../projections/entities.projection.js';
+import { Ledger } from '../application/ledger.service.js';
+import { type Machine, type Session, type World, emptyWorld } from '../domain/world.js';
+import { ReadSide } from '../application/read-side.service.js';
+import type { Doc } from '../application/ports/read-model.port.js';
+
+type Filter = Record<string, string | number | boolean | null>;
+const strip = ({ __id, ...d }: Doc) => (void __id, d);
+
+/**
+ * Reads for the Duffy v3 and cico endpoints, from the `entities` read models (MongoDB or embedded).
+ * Each read first waits until the read models hold everything this instance has written, so a client always
+ * reads its own writes. The result is a World holding just what the answer needs, for the shared view code.
+ */
+@Injectable()
+export class ReadViews {
+  constructor(
+    private readonly readSide: ReadSide,
+    private readonly ledger: Ledger,
+  ) {}
+
+  async load(what: { sessions?: Filter | number; machines?: Filter | number; tenants?: Filter | number }): Promise<World> {
+    await this.readSide.caughtUp(this.ledger.world.position);
+    const store = this.readSide.store;
+    const world = emptyWorld();
+    const many = async (collection: string, q: Filter | number) =>
+      typeof q === 'number' ? [await store.get(collection, String(q))].filter((d): d is Doc => d !== undefined) : store.find(collection, q);
+    if (what.sessions !== undefined) for (const d of await many(SESSIONS, what.sessions)) world.sessions.set(Number(d.id), strip(d) as unknown as Session);
+    if (what.machines !== undefined) for (const d of await many(MACHINES, what.machines)) world.machines.set(Number(d.id), strip(d) as unknown as Machine);
+    if (what.tenants !== undefined) for (const d of await many(TENANTS, what.tenants)) world.tenants.set(Number(d.id), tenantFromDoc(strip(d)));
+    // What the sessions refer to: their tenants and machines.
+    for (const s of world.sessions.values()) {
+      if (!world.tenants.has(s.tenantId)) {
+        const t = await store.get(TENANTS, String(s.tenantId));
+        if (t) world.tenants.set(s.tenantId, tenantFromDoc(strip(t)));
+      }
+      for (const id of s.machineIds) {
+        if (world.machines.has(id)) continue;
+        const m = await store.get(MACHINES, String(id));
+        if (m) world.machines.set(id, strip(m) as unknown as Machine);
+      }
+    }
+    return world;
+  }
+}

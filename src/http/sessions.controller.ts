@@ -1,0 +1,70 @@
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { Body, Controller, Get, HttpCode, Param, ParseIntPipe, Post, Put, UseGuards } from '@nestjs/common';
+import { CommandBus } from '@nestjs/cqrs';
+import { Catalog } from '../application/catalog.js';
+import { CancelWaitingCommand, EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Actor } from '../application/commands.js';
+import { visibleSession } from '../domain/decide.js';
+import { refuse } from '../domain/errors.js';
+import type { NodeSpec } from '../domain/events.js';
+import { Ledger } from '../application/ledger.service.js';
+import { BasicAuthGuard, CurrentActor } from './auth.js';
+import { ReadViews } from './read-views.js';
+import { SessionCreateDto, SessionUpdateDto } from './dto.js';
+import { sessionView } from './views.js';
+
+const intId = new ParseIntPipe({ exceptionFactory: () => refuse('invalid', 'id must be an integer') });
+
+@ApiTags('sessions')
+@Controller('sessions')
+@UseGuards(BasicAuthGuard)
+export class SessionsController {
+  constructor(
+    private readonly commands: CommandBus,
+    private readonly ledger: Ledger,
+    private readonly catalog: Catalog,
+    private readonly views: ReadViews,
+  ) {}
+
+  @ApiOperation({ summary: 'my active sessions (admin: all)' })
+  @Get()
+  async list(@CurrentActor() actor: Actor) {
+    const mine: Record<string, number> = actor.tenant.isAdmin ? {} : { tenantId: actor.tenant.id };
+    const active = await this.views.load({ sessions: { ...mine, status: 'active' } });
+    const waiting = await this.views.load({ sessions: { ...mine, status: 'waiting' } });
+    const render = (w: typeof active) => [...w.sessions.values()].sort((a, b) => a.id - b.id).map((s) => sessionView(s, w, this.catalog, this.ledger.world));
+    return { action: 'get', sessions: [...render(active), ...render(waiting)] };
+  }
+
+  @ApiOperation({ summary: 'one session' })
+  @Get(':id')
+  async get(@CurrentActor() actor: Actor, @Param('id', intId) id: number) {
+    const w = await this.views.load({ sessions: id });
+    return { action: 'get', session: sessionView(visibleSession(w, id, actor.tenant), w, this.catalog, this.ledger.world) };
+  }
+
+  @ApiOperation({ summary: 'request machines; answers once they are handed over' })
+  @Post()
+  @HttpCode(201)
+  async create(@CurrentActor() actor: Actor, @Body() body: SessionCreateDto) {
+    const tenantId = body.tenant_id ?? actor.tenant.id;
+    const specs: NodeSpec[] = body.nodes_specs.map(({ pool, type, arch, platform, quantity }) =>
+      Object.fromEntries(Object.entries({ pool, type, arch, platform, quantity }).filter(([, v]) => v !== undefined)) as unknown as NodeSpec,
+    );
+    const session = await this.commands.execute(new RequestSessionCommand(actor, tenantId, specs, body.wait ?? 0));
+    return { action: 'post', session: sessionView(session, this.ledger.world, this.catalog) };
+  }
+
+  @ApiOperation({ summary: 'done ({active: false}) or extend ({expires_at})' })
+  @Put(':id')
+  async update(@CurrentActor() actor: Actor, @Param('id', intId) id: number, @Body() body: SessionUpdateDto) {
+    if (body.active === undefined && body.expires_at === undefined) refuse('invalid', 'give "active": false or "expires_at"');
+    if (body.active === true) refuse('invalid', 'a session cannot be reactivated');
+    // Check visibility first, so another tenant's session gives 404 whatever the body says.
+    visibleSession(this.ledger.world, id, actor.tenant);
+    let session = body.expires_at !== undefined ? await this.commands.execute(new ExtendSessionCommand(actor, id, body.expires_at)) : undefined;
+    if (body.active === false && this.ledger.world.sessions.get(id)?.status === 'waiting') {
+      session = await this.commands.execute(new CancelWaitingCommand(actor, id));
+    } else if (body.active === false) session = await this.commands.execute(new EndSessionCommand(actor, id, 'done'));
+    return { action: 'put', session: sessionView(session!, this.ledger.world, this.catalog) };
+  }
+}

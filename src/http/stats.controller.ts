@@ -1,0 +1,121 @@
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { Controller, Get, HttpCode, Post, UseGuards } from '@nestjs/common';
+import { refuse } from '../domain/errors.js';
+import type { Actor } from '../application/commands.js';
+import { Ledger } from '../application/ledger.service.js';
+import { Catalog } from '../application/catalog.js';
+import type { NodeSpec } from '../domain/events.js';
+import { type Demand, fairShareJain } from '../../projections/fairness.projection.js';
+import { ReadSide } from '../application/read-side.service.js';
+import { recentUsageMs } from '../domain/fair-queue.js';
+import { gini, percentile } from '../domain/statistics.js';
+import { BasicAuthGuard, CurrentActor } from './auth.js';
+
+const HOUR = 3600 * 1000;
+const round = (x: number, digits = 4) => Number(x.toFixed(digits));
+const strip = ({ __id, ...doc }: Record<string, unknown>) => (void __id, doc);
+
+/** Ops figures from the projections (admin only): how worn the hardware is and how fairly it is shared. */
+@ApiTags('ops')
+@Controller('stats')
+@UseGuards(BasicAuthGuard)
+export class StatsController {
+  constructor(
+    private readonly readSide: ReadSide,
+    private readonly ledger: Ledger,
+    private readonly catalog: Catalog,
+  ) {}
+
+  /** The resource class (type/arch) fairness is measured in, as in the simulator: a pool's, or the first pool a spec fits. */
+  private resourceOf(spec: { pool?: string } & Partial<NodeSpec>): string | undefined {
+    const pool = spec.pool
+      ? this.catalog.pool(spec.pool)
+      : this.catalog.pools.find((p) => (!spec.type || p.type === spec.type) && (!spec.arch || p.arch === spec.arch) && (!spec.platform || p.platform === spec.platform));
+    return pool && `${pool.type}/${pool.arch}`;
+  }
+
+  /** Every spell of holding and of waiting in the window, open ones up to `now`. */
+  private async demands(usage: Array<Record<string, unknown>>, now: number): Promise<Demand[]> {
+    const out: Demand[] = [];
+    const wait = (tenant: string, start: number, end: number, specs: NodeSpec[]) => {
+      for (const spec of specs) {
+        const resource = this.resourceOf(spec);
+        if (resource) out.push({ tenant, resource, start, end, held: 0, waiting: spec.quantity });
+      }
+    };
+    for (const t of usage) {
+      const tenant = String(t.tenant_id);
+      for (const [start, end, pool] of t.intervals as Array<[number, number, string?]>) {
+        const resource = pool === undefined ? undefined : this.resourceOf({ pool });
+        if (resource) out.push({ tenant, resource, start, end, held: 1, waiting: 0 });
+      }
+      for (const [start, end, specs] of (t.queued as Array<[number, number, NodeSpec[]]> | undefined) ?? []) wait(tenant, start, end, specs);
+    }
+    for (const h of await this.readSide.store.find('holding')) {
+      const resource = this.resourceOf({ pool: String(h.pool) });
+      if (resource) out.push({ tenant: String(h.tenant_id), resource, start: Date.parse(String(h.since)), end: now, held: 1, waiting: 0 });
+    }
+    for (const w of await this.readSide.store.find('request_wait')) {
+      if (w.queued_at) wait(String(w.tenant_id), Date.parse(String(w.queued_at)), now, w.specs as NodeSpec[]);
+    }
+    return out;
+  }
+
+  private async fresh(actor: Actor) {
+    if (!actor.tenant.isAdmin) refuse('forbidden', 'only admins may read stats');
+    await this.readSide.caughtUp(this.ledger.world.position);
+  }
+
+  @ApiOperation({ summary: 'hardware stress per pool, platform and machine (admin)' })
+  @Get('stress')
+  async stress(@CurrentActor() actor: Actor) {
+    await this.fresh(actor);
+    const machines = await this.readSide.store.find('machine_stress');
+    const pools = await this.readSide.store.find('pool_stress');
+    return {
+      action: 'get',
+      pools: pools.map((p) => {
+        const busy = machines.filter((m) => m.pool === p.pool).map((m) => Number(m.busy_ms));
+        // Gini of busy time: 0 = wear spread evenly over the pool, 1 = one machine does all the work.
+        return { ...strip(p), busy_gini: round(gini(busy)) };
+      }),
+      platforms: (await this.readSide.store.find('platform_stress')).map(strip),
+      machines: machines.map(strip),
+    };
+  }
+
+  /** Drop the read models and project the ledger from position 0 again. */
+  @ApiOperation({ summary: 'rebuild every read model from position 0 (admin)' })
+  @Post('rebuild')
+  @HttpCode(202)
+  async rebuild(@CurrentActor() actor: Actor) {
+    if (!actor.tenant.isAdmin) refuse('forbidden', 'only admins may rebuild read models');
+    await this.readSide.rebuild();
+    return { action: 'post', rebuilt: this.readSide.runners.map((r) => r.projection.name) };
+  }
+
+  @ApiOperation({ summary: 'fairness per tenant (admin)' })
+  @Get('fairness')
+  async fairness(@CurrentActor() actor: Actor) {
+    await this.fresh(actor);
+    const now = Date.now();
+    const capacity = Number((await this.readSide.store.get('capacity', 'all'))?.machines ?? 0);
+    const usage = await this.readSide.store.find('tenant_usage');
+    const fair = fairShareJain(await this.demands(usage, now), now - 24 * HOUR, now);
+    const tenants = usage.map((t) => {
+      const intervals = (t.intervals as Array<[number, number]>).map(([start, end]) => ({ start, end }));
+      const hours = (windowMs: number) => round(recentUsageMs(intervals, now, windowMs) / HOUR, 3);
+      const waits = t.waits_ms as number[];
+      return {
+        tenant: t.tenant,
+        active_machines: t.active_machines,
+        share_of_capacity: capacity ? round(Number(t.active_machines) / capacity) : 0,
+        machine_hours: { '1h': hours(HOUR), '24h': hours(24 * HOUR), '7d': hours(7 * 24 * HOUR) },
+        wait_ms: { p50: waits.length ? percentile(waits, 50) : null, p95: waits.length ? percentile(waits, 95) : null },
+        fair_share_24h: fair.shares.has(String(t.tenant_id)) ? round(fair.shares.get(String(t.tenant_id))!) : null,
+      };
+    });
+    // Jain's index over 24 h of machine time held / max-min fair share (the simulator's): 1 = everyone got its fair share.
+    return { action: 'get', capacity, jain_index_24h: fair.index === null ? null : round(fair.index), tenants };
+  }
+}

@@ -1,0 +1,276 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import Database from 'better-sqlite3';
+import { copyFileSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { GENESIS, eventHash, globalLink } from '../../src/audit/chain.js';
+import { KEY_FILE } from '../../src/audit/checkpoint.service.js';
+import { run } from '../../src/cli/main.js';
+import { type Running, newTenant, startDuffy } from '../support/server.js';
+
+/** A row of the embedded ledger, parsed. */
+interface Row {
+  position: number;
+  stream: string;
+  revision: number;
+  id: string;
+  type: string;
+  data: Record<string, unknown>;
+  metadata: Record<string, unknown>;
+  chain: string;
+}
+
+async function cli(...args: string[]): Promise<{ lines: string[]; exitCode: number }> {
+  const lines: string[] = [];
+  const exitCode = await run(['node', 'duffy', ...args], (l) => lines.push(...l.split('\n')));
+  process.exitCode = 0;
+  return { lines, exitCode };
+}
+
+const work = mkdtempSync(join(tmpdir(), 'duffy-tamper-'));
+let copies = 0;
+
+/**
+ * What anyone with a SQL shell on the file can do: drop the append-only triggers, then rewrite the rows.
+ * `recompute`: 'streams' redoes the per-stream hashes (the format is public), 'all' the global chain too.
+ */
+function tampered(original: string, edit: (rows: Row[]) => Row[], recompute: 'none' | 'streams' | 'all' = 'none'): string {
+  const file = join(work, `copy-${++copies}.sqlite`);
+  copyFileSync(original, file);
+  const db = new Database(file);
+  db.exec('DROP TRIGGER IF EXISTS events_no_update; DROP TRIGGER IF EXISTS events_no_delete;');
+  const rows = (db.prepare('SELECT * FROM events ORDER BY position').all() as Array<Record<string, unknown>>).map(
+    (r) => ({ ...r, data: JSON.parse(String(r.data)), metadata: JSON.parse(String(r.metadata)) }) as Row,
+  );
+  const out = edit(rows);
+  if (recompute !== 'none') {
+    const heads = new Map<string, string>();
+    let chain = GENESIS;
+    for (const r of out) {
+      const prev = heads.get(r.stream) ?? GENESIS;
+      const metadata: Record<string, unknown> = { ...r.metadata, prevHash: prev };
+      delete metadata.hash;
+      r.metadata = { ...metadata, hash: eventHash(prev, { ...r, metadata }) };
+      heads.set(r.stream, String(r.metadata.hash));
+      if (recompute === 'all') r.chain = chain = globalLink(chain, BigInt(r.position), String(r.metadata.hash));
+    }
+  }
+  db.transaction(() => {
+    db.exec('DELETE FROM events');
+    const insert = db.prepare('INSERT INTO events (position, stream, revision, id, type, data, metadata, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+    for (const r of out) insert.run(r.position, r.stream, r.revision, r.id, r.type, JSON.stringify(r.data), JSON.stringify(r.metadata), r.chain);
+  })();
+  db.close();
+  return file;
+}
+
+/** Positions 1..n in the new order, as an attacker who moves or inserts rows must renumber them. */
+const renumber = (rows: Row[]) => rows.map((r, i) => ({ ...r, position: i + 1 }));
+const pick = (rows: Row[], test: (r: Row) => boolean, what: string): Row => {
+  const r = rows.find(test);
+  if (!r) throw new Error(`fixture has no ${what}`);
+  return r;
+};
+const lastOfStream = (rows: Row[], stream: string) => rows.filter((r) => r.stream === stream).at(-1)!;
+
+describe('an auditor against a tamperer with the ledger file', () => {
+  let duffy: Running;
+  let ledger: string;
+  let checkpointFile: string;
+  let signedFile: string;
+  let grownLedger: string;
+
+  beforeAll(async () => {
+    process.env.DUFFY_CHECKPOINT_EVERY_EVENTS = '25';
+    duffy = await startDuffy();
+    const carol = await newTenant(duffy, 'carol');
+    const carolId = (await duffy.admin.get('/api/v1/tenants')).body.tenants.find((t: { name: string }) => t.name === 'carol').id;
+    await carol.post('/api/v1/sessions', { nodes_specs: [{ type: 'vm', quantity: 1 }] });
+    const alice = await newTenant(duffy, 'alice');
+    const bob = await newTenant(duffy, 'bob');
+    for (let i = 0; i < 3; i++) {
+      const s = (await alice.post('/api/v1/sessions', { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 2 }] })).body.session;
+      await alice.put(`/api/v1/sessions/${s.id}`, { active: false });
+    }
+    const b = (await bob.post('/api/v1/sessions', { nodes_specs: [{ type: 'vm', quantity: 1 }] })).body.session;
+    expect((await bob.put(`/api/v1/sessions/${b.id}`, { expires_at: '+1h' })).status).toBe(200);
+    expect((await duffy.admin.put(`/api/v1/tenants/${carolId}`, { active: false })).status).toBe(200);
+    await alice.post('/api/v1/sessions', { nodes_specs: [{ pool: 'metal-amd-x86_64', quantity: 1 }] });
+    const head = await duffy.admin.get('/api/v1/audit/checkpoint');
+    expect(head.status).toBe(200);
+    signedFile = join(work, 'signed-checkpoint.json');
+    writeFileSync(signedFile, JSON.stringify(head.body));
+    await duffy.close();
+    ledger = join(duffy.dataDir, 'ledger.sqlite');
+    checkpointFile = join(work, 'checkpoint.json');
+    expect((await cli('audit', '--ledger', ledger, 'checkpoint', '--out', checkpointFile)).exitCode).toBe(0);
+    // The same ledger, grown by a later run of the server.
+    const original = join(work, 'original.sqlite');
+    copyFileSync(ledger, original);
+    const again = await startDuffy({ dataDir: duffy.dataDir });
+    await again.admin.post('/api/v1/tenants', { name: 'dave', ssh_key: 'ssh-ed25519 AAAAC3Nza dave@ci' });
+    await again.close();
+    grownLedger = join(work, 'grown.sqlite');
+    copyFileSync(ledger, grownLedger);
+    ledger = original;
+  }, 60_000);
+
+  afterAll(() => {
+    delete process.env.DUFFY_CHECKPOINT_EVERY_EVENTS;
+  });
+
+  it('the clean ledger verifies: stream chains, the global chain and the signed checkpoints the server published', async () => {
+    const r = await cli('audit', '--ledger', ledger, 'verify', '--checkpoint', checkpointFile);
+    expect(r.exitCode).toBe(0);
+    expect(r.lines.at(-1)).toMatch(/^OK: (\d+) events in their stream chains; \1 links of the global chain; [1-9]\d* signed checkpoints in the ledger \(key sha256:[0-9a-f]{16}\); the ledger \(\1 events, root [0-9a-f]{64}\) extends the checkpoint of \1 events/);
+  });
+
+  it('the server keeps its signing key private and its checkpoint verifies, signature included', async () => {
+    expect(statSync(join(duffy.dataDir, KEY_FILE)).mode & 0o777).toBe(0o600);
+    const signed = JSON.parse(readFileSync(signedFile, 'utf8'));
+    expect(signed).toMatchObject({ size: expect.any(Number), signature: expect.any(String), publicKey: expect.any(String) });
+    expect((await cli('audit', '--ledger', ledger, 'verify', '--checkpoint', signedFile)).exitCode).toBe(0);
+    const forged = join(work, 'forged-checkpoint.json');
+    writeFileSync(forged, JSON.stringify({ ...signed, time: '2020-01-01T00:00:00.000Z' }));
+    const r = await cli('audit', '--ledger', ledger, 'verify', '--checkpoint', forged);
+    expect(r.exitCode).toBe(1);
+    expect(r.lines.join('\n')).toMatch(/the checkpoint signature does not verify/);
+  });
+
+  it('a ledger that only grew after the checkpoint passes it', async () => {
+    for (const cp of [checkpointFile, signedFile]) {
+      const r = await cli('audit', '--ledger', grownLedger, 'verify', '--checkpoint', cp);
+      expect(r.lines.at(-1)).toMatch(/^OK: .*extends the checkpoint/);
+      expect(r.exitCode).toBe(0);
+    }
+  });
+
+  /** Each tampering, and whether plain `verify` (no checkpoint) must see it: all that keep the hashes do. */
+  const tamperings: Array<{ name: string; plain: boolean; make: (ledger: string) => string; factsKept?: true; newest?: true }> = [
+    { name: 'data edited (one byte of a MachineReserved)', plain: true, make: (l) => tampered(l, (rows) => (pick(rows, (r) => r.type === 'MachineReserved', 'reservation').data.tenantId = 99, rows)) },
+    { name: 'type changed (SessionExtended -> SessionExpired)', plain: true, make: (l) => tampered(l, (rows) => ((pick(rows, (r) => r.type === 'SessionExtended', 'extension').type = 'SessionExpired'), rows)) },
+    { name: 'metadata actor edited', plain: true, make: (l) => tampered(l, (rows) => ((pick(rows, (r) => r.type === 'SessionReleased', 'release').metadata.actor = 'bob'), rows)) },
+    { name: 'metadata correlationId edited', plain: true, make: (l) => tampered(l, (rows) => ((pick(rows, (r) => r.type === 'MachineRequested', 'request').metadata.correlationId = 'nothing-to-see'), rows)) },
+    { name: 'metadata at edited', plain: true, make: (l) => tampered(l, (rows) => ((pick(rows, (r) => r.type === 'MachineReleased', 'release').metadata.at = '2020-01-01T00:00:00.000Z'), rows)) },
+    { name: 'IdAllocated edited', plain: true, make: (l) => tampered(l, (rows) => ((pick(rows, (r) => r.type === 'IdAllocated', 'id allocation').data.kind = 'tenant-x'), rows)) },
+    { name: 'first event of the ledger edited', plain: true, make: (l) => tampered(l, (rows) => ((rows[0].data.at = '2020-01-01T00:00:00.000Z'), rows)) },
+    {
+      name: "a stream's last event deleted",
+      plain: true,
+      make: (l) => tampered(l, (rows) => {
+        const victim = lastOfStream(rows, String(pick(rows, (r) => r.type === 'SessionReleased', 'release').stream));
+        return rows.filter((r) => r !== victim);
+      }),
+    },
+    {
+      name: 'a whole session stream deleted',
+      plain: true,
+      make: (l) => tampered(l, (rows) => {
+        const stream = pick(rows, (r) => r.type === 'SessionReleased', 'release').stream;
+        return rows.filter((r) => r.stream !== stream);
+      }),
+    },
+    {
+      name: 'TenantRetired moved 23 positions earlier (each stream keeps its order)',
+      plain: true,
+      make: (l) => tampered(l, (rows) => {
+        const i = rows.findIndex((r) => r.type === 'TenantRetired');
+        const own = rows.findLastIndex((r, j) => j < i && r.stream === rows[i].stream);
+        const to = Math.max(own + 1, i - 23);
+        expect(i - to).toBeGreaterThanOrEqual(10);
+        const moved = [...rows];
+        const [retired] = moved.splice(i, 1);
+        moved.splice(to, 0, retired);
+        return renumber(moved);
+      }),
+    },
+    {
+      name: 'two events of one stream swapped',
+      plain: true,
+      make: (l) => tampered(l, (rows) => {
+        const [a, b] = rows.filter((r) => r.stream === rows.find((x) => x.type === 'SessionReleased')!.stream);
+        return rows.map((r) => (r === a ? { ...b, position: a.position } : r === b ? { ...a, position: b.position } : r));
+      }),
+    },
+    { name: 'an event in the middle of a stream deleted', plain: true, make: (l) => tampered(l, (rows) => rows.filter((r) => r !== rows.filter((x) => x.stream.startsWith('machine-') && x.revision === 1)[0])) },
+    // No fact changed (the column is derived): the chain check names it, the tree has nothing to show.
+    { name: 'only the global chain column edited', plain: true, factsKept: true, make: (l) => tampered(l, (rows) => ((rows[5].chain = GENESIS), rows)) },
+    { name: "data edited and that stream's hashes recomputed", plain: true, make: (l) => tampered(l, (rows) => ((pick(rows, (r) => r.type === 'MachineReserved', 'reservation').data.tenantId = 99), rows), 'streams') },
+    { name: 'data edited early, every chain recomputed (the signed checkpoints in the ledger still show it)', plain: true, make: (l) => tampered(l, (rows) => ((pick(rows, (r) => r.type === 'MachineReserved', 'reservation').data.tenantId = 99), rows), 'all') },
+    {
+      name: "the server's signed checkpoints removed, history rewritten, every chain recomputed",
+      plain: false,
+      make: (l) => tampered(l, (rows) => {
+        const kept = rows.filter((r) => r.type !== 'CheckpointPublished');
+        pick(kept, (r) => r.type === 'MachineReserved', 'reservation').data.tenantId = 99;
+        return renumber(kept);
+      }, 'all'),
+    },
+    {
+      name: 'a forged SessionExtended inserted into the session it extends, every chain recomputed, signed checkpoints removed',
+      plain: false,
+      make: (l) => tampered(l, (rows) => {
+        const kept = rows.filter((r) => r.type !== 'CheckpointPublished');
+        const started = pick(kept, (r) => r.type === 'SessionStarted', 'session start');
+        const stream = kept.filter((r) => r.stream === started.stream);
+        const forged: Row = { ...started, id: 'forged', type: 'SessionExtended', data: { sessionId: started.data.sessionId, expiresAt: '2099-01-01T00:00:00.000Z', at: started.data.at } };
+        // It takes the place of the stream's next event; the later ones move up a revision.
+        const next = stream.find((r) => r.revision === started.revision + 1)!;
+        for (const r of stream) if (r.revision > started.revision) r.revision += 1;
+        const out = [...kept];
+        out.splice(out.indexOf(next), 0, { ...forged, revision: started.revision + 1 });
+        return renumber(out);
+      }, 'all'),
+    },
+    {
+      name: 'a forged, back-dated SessionExtended appended at the end with valid hashes',
+      plain: false,
+      make: (l) => tampered(l, (rows) => {
+        const started = pick(rows, (r) => r.type === 'SessionStarted', 'session start');
+        const last = lastOfStream(rows, started.stream);
+        const backdated = new Date(Date.parse(String(started.data.at)) - 3600_000).toISOString();
+        const forged: Row = {
+          ...last,
+          id: 'forged',
+          position: rows.at(-1)!.position + 1,
+          revision: last.revision + 1,
+          type: 'SessionExtended',
+          data: { sessionId: started.data.sessionId, expiresAt: '2099-01-01T00:00:00.000Z', at: backdated },
+          metadata: { ...last.metadata, at: backdated },
+        };
+        return [...rows, forged];
+      }, 'all'),
+    },
+    { name: 'the newest event of the ledger deleted (truncation)', plain: false, newest: true, make: (l) => tampered(l, (rows) => rows.slice(0, -1)) },
+  ];
+
+  it.each(tamperings.map((t) => [t.name, t] as const))('%s', async (_name, t) => {
+    const copy = t.make(ledger);
+    const plain = await cli('audit', '--ledger', copy, 'verify');
+    expect({ caught: plain.exitCode !== 0, last: plain.lines.at(-1) }).toMatchObject({ caught: t.plain });
+    const withCheckpoint = await cli('audit', '--ledger', copy, 'verify', '--checkpoint', checkpointFile);
+    expect(withCheckpoint.exitCode).toBe(1);
+    expect(withCheckpoint.lines.at(-1)).toMatch(/^TAMPERED/);
+    // It says where: the first leaf that differs, or that the ledger is shorter, in the checkpoint's own line.
+    if (!t.factsKept) expect(withCheckpoint.lines.join('\n')).toMatch(/checkpoint .*(leaf \d+ \(position \d+|ledger shorter than checkpoint|was appended after the checkpoint)/);
+    // The server's checkpoint covers what the server had seen when asked: maybe not the newest event.
+    const signed = JSON.parse(readFileSync(signedFile, 'utf8'));
+    const seesIt = !t.newest || signed.size === (new Database(ledger, { readonly: true }).prepare('SELECT COUNT(*) AS n FROM events').get() as { n: number }).n;
+    expect((await cli('audit', '--ledger', copy, 'verify', '--checkpoint', signedFile)).exitCode).toBe(seesIt ? 1 : 0);
+  });
+
+  it('is a list of at least 17 kinds', () => {
+    expect(tamperings.length).toBeGreaterThanOrEqual(17);
+  });
+
+  it('catches an edit of one event of every type', async () => {
+    const types = new Set((new Database(ledger, { readonly: true }).prepare('SELECT DISTINCT type FROM events').all() as Array<{ type: string }>).map((r) => r.type));
+    expect(types).toEqual(expect.objectContaining({ size: expect.any(Number) }));
+    expect([...types]).toEqual(expect.arrayContaining(['TenantRegistered', 'MachineRegistered', 'MachineReserved', 'SessionReleased', 'CheckpointPublished', 'TenantRetired', 'SessionExtended']));
+    for (const type of types) {
+      const copy = tampered(ledger, (rows) => ((pick(rows, (r) => r.type === type, type).data.tampered = true), rows));
+      const r = await cli('audit', '--ledger', copy, 'verify');
+      expect({ type, exitCode: r.exitCode }).toEqual({ type, exitCode: 1 });
+    }
+  });
+});

@@ -1,0 +1,84 @@
+import { describe, expect, it } from '@jest/globals';
+import { whoHad } from '../../src/audit/audit.js';
+import { checkInvariants } from '../../src/audit/invariants.js';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import type { DuffyEvent } from '../../src/domain/events.js';
+import { AT, LATER, machine, tenant } from '../support/given.js';
+
+const DEFAULTS = { nodeQuota: 5, sessionLifetime: 3600, sessionLifetimeMax: 7200 };
+const RUN = { action: 'provision' as const, playbook: 'provision.yml', exitCode: 2, durationMs: 10, timedOut: false, tail: 'fatal' };
+
+/** Ledger fixtures as event lists, in position order, each event in its stream at the next revision. */
+function ledger(...history: Array<[string, DuffyEvent]>): RecordedEvent[] {
+  const revisions = new Map<string, number>();
+  return history.map(([stream, e], i) => {
+    const revision = (revisions.get(stream) ?? -1) + 1;
+    revisions.set(stream, revision);
+    return { id: String(i), stream, revision, position: BigInt(i + 1), type: e.type, data: e.data as never, metadata: {} };
+  });
+}
+const reserve = (machineId: number, sessionId: number, tenantId = 1, at = AT): [string, DuffyEvent] => [
+  `machine-m${machineId}`,
+  { type: 'MachineReserved', data: { machineId, hostname: `m${machineId}`, sessionId, tenantId, pool: 'p', platform: 'intel', affinity: 'kept', contextualize: false, at } },
+];
+const failed = (machineId: number, sessionId: number, action: 'provision' | 'contextualize' | 'release', at = AT): [string, DuffyEvent] => [
+  `machine-m${machineId}`,
+  { type: 'ProvisioningFailed', data: { machineId, sessionId, action, error: 'exit 2', run: { ...RUN, action }, at } },
+];
+const released = (machineId: number, sessionId: number, at = LATER): [string, DuffyEvent] => [
+  `machine-m${machineId}`,
+  { type: 'MachineReleased', data: { machineId, sessionId, reason: 'done', at } },
+];
+const claim = (sessionId: number, count: number | null): [string, DuffyEvent] => [
+  'tenant-a',
+  { type: 'QuotaClaimed', data: { tenantId: 1, sessionId, count: count as number, at: AT } },
+];
+const machines = (n: number) => Array.from({ length: n }, (_, i) => machine(i + 1, `m${i + 1}`, 'p'));
+const judged = (events: RecordedEvent[]) => checkInvariants(events, DEFAULTS).map((v) => v.invariant);
+
+describe('replay judges the ledger by its own facts', () => {
+  it('a failed provisioning gives the machine back: the next reservation of it is no breach, and who-had agrees', () => {
+    const events = ledger(tenant(1, 'a'), ...machines(1), reserve(1, 1), failed(1, 1, 'provision'), reserve(1, 2, 1, LATER));
+    expect(judged(events)).toEqual([]);
+    expect(whoHad(events, 'm1', new Date(Date.parse(AT) + 1000))).toBeNull();
+    expect(whoHad(events, 'm1', new Date(LATER))).toMatchObject({ sessionId: 2, tenant: 'a', until: null, ended: null });
+  });
+
+  it('a failed contextualize gives it back too; a failed release does not', () => {
+    expect(judged(ledger(tenant(1, 'a'), ...machines(1), reserve(1, 1), failed(1, 1, 'contextualize'), reserve(1, 2)))).toEqual([]);
+    const events = ledger(tenant(1, 'a'), ...machines(1), reserve(1, 1), failed(1, 1, 'release'), reserve(1, 2));
+    expect(judged(events)).toEqual([1]);
+    expect(checkInvariants(events, DEFAULTS)[0].positions).toEqual([3n, 5n]);
+  });
+
+  it('hardening item 1: 10 machines held against a quota of 2 with QuotaClaimed count null is a quota breach', () => {
+    const events = ledger(tenant(1, 'a', { nodeQuota: 2 }), ...machines(10), claim(1, null), ...Array.from({ length: 10 }, (_, i) => reserve(i + 1, 1)));
+    const breaches = checkInvariants(events, DEFAULTS).filter((v) => v.invariant === 3);
+    expect(breaches.length).toBe(8);
+    expect(breaches[0].message).toBe('tenant 1 holds 3 machines over its quota of 2');
+    expect(breaches.at(-1)!.message).toBe('tenant 1 holds 10 machines over its quota of 2');
+  });
+
+  it('counts reservations, not what QuotaClaimed says: a claim of 1 with 3 machines reserved breaches a quota of 2', () => {
+    expect(judged(ledger(tenant(1, 'a', { nodeQuota: 2 }), ...machines(3), claim(1, 1), reserve(1, 1), reserve(2, 1), reserve(3, 1)))).toEqual([3]);
+  });
+
+  it('a quota of 2 held over several sessions, with machines given back in between, is no breach', () => {
+    const events = ledger(tenant(1, 'a', { nodeQuota: 2 }), ...machines(3), claim(1, 2), reserve(1, 1), reserve(2, 1), released(1, 1), claim(2, 1), reserve(3, 2), failed(3, 2, 'provision'), reserve(1, 2));
+    expect(judged(events)).toEqual([]);
+  });
+
+  it('the default quota applies when the tenant has none', () => {
+    expect(judged(ledger(tenant(1, 'a'), ...machines(6), ...Array.from({ length: 6 }, (_, i) => reserve(i + 1, 1))))).toEqual([3]);
+  });
+
+  it('2: a release or a provisioning of a session that does not hold the machine', () => {
+    expect(judged(ledger(tenant(1, 'a'), ...machines(1), released(1, 7)))).toEqual([2]);
+    const provisioned: [string, DuffyEvent] = ['machine-m1', { type: 'MachineProvisioned', data: { machineId: 1, sessionId: 9, ipaddr: null, run: RUN, at: AT } }];
+    expect(judged(ledger(tenant(1, 'a'), ...machines(1), reserve(1, 1), provisioned))).toEqual([2]);
+  });
+
+  it('who-had names an unknown host as an error, not as "nobody"', () => {
+    expect(() => whoHad(ledger(tenant(1, 'a'), ...machines(1)), 'nosuch.host', new Date(AT))).toThrow('no machine nosuch.host in this ledger');
+  });
+});
