@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { PoolConfig } from '../../src/config/config.js';
 import type { DuffyEvent, PlaybookRun } from '../../src/domain/events.js';
-import { environmentFault } from '../../src/adapters/ansible-runner.js';
+import { AnsibleRunner, type DuffyIn, environmentFault } from '../../src/adapters/ansible-runner.js';
 import { type Job, decideEnvironmentFault, decideReplacement, dueWork } from '../../src/domain/provisioning.decide.js';
 import { AT, LATER, POOLS, given, machine, tenant } from '../support/given.js';
 
@@ -48,6 +48,13 @@ describe('faults of Duffy\'s own environment', () => {
     ['an unreachable host (exit 4 with a play report)', { exitCode: 4, hasReport: true }],
   ])('leave %s to the machine', (_name, r) => {
     expect(environmentFault({ exitCode: null, timedOut: false, hasDuffyOut: false, ...r })).toBeUndefined();
+  });
+
+  it('include a playbook file that is not there: nothing is spawned, every node gets the reason', async () => {
+    const input = { action: 'release', nodes: [{ id: 1, hostname: 'i1', ipaddr: null, data: {} }] } as unknown as DuffyIn;
+    const r = await new AnsibleRunner().run(input, { timeoutMs: 10_000, playbook: '/nonexistent/release.yml' });
+    expect(r.fault).toEqual({ reason: 'playbook /nonexistent/release.yml not found', spawned: false });
+    expect(r.nodes.get('i1')).toMatchObject({ ok: false });
   });
 
   it('never count against the machine, never quarantine it, and end its claim so the work is due again', () => {
