@@ -1,10 +1,11 @@
 import { describe, expect, it } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorsFilter, describe as describeError } from '../../src/http/errors.filter.js';
-import { DataDirLockedError, LOCK_FILE, lockDataDir } from '../../src/adapters/eventstore/data-dir-lock.js';
+import { DataDirLockedError, LOCK_FILE, STALE_MS, lockDataDir } from '../../src/adapters/eventstore/data-dir-lock.js';
 
 /** Errors as better-sqlite3 and Node raise them: the code says what happened, the message is free text. */
 const raised = (code: string, message = 'something went wrong') => Object.assign(new Error(message), { code });
@@ -64,5 +65,21 @@ describe('the data directory lock', () => {
     const lock = lockDataDir(dir);
     expect(JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')).pid).toBe(process.pid);
     lock.release();
+  });
+
+  it('takes over a lock naming its own pid that it never took (a container restarted as pid 1 again)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-lock-'));
+    writeFileSync(join(dir, LOCK_FILE), JSON.stringify({ pid: process.pid, host: hostname() }));
+    lockDataDir(dir).release();
+  });
+
+  it('refuses a fresh lock of another host, and takes it over once it is no longer refreshed', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-lock-'));
+    const file = join(dir, LOCK_FILE);
+    writeFileSync(file, JSON.stringify({ pid: 4242, host: 'elsewhere' }));
+    expect(() => lockDataDir(dir)).toThrow(/pid 4242 on elsewhere/);
+    const old = new Date(Date.now() - STALE_MS - 5_000);
+    utimesSync(file, old, old);
+    lockDataDir(dir).release();
   });
 });

@@ -1,9 +1,14 @@
-import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 
 /** The embedded ledger has one writer: the process holding `<data dir>/duffy.lock`. */
 export const LOCK_FILE = 'duffy.lock';
+/** The holder touches its lock this often; one not touched for STALE_MS is a dead holder's, wherever it ran. */
+const HEARTBEAT_MS = 10_000;
+export const STALE_MS = 60_000;
+/** Locks this process holds: a lock naming our own pid that is not among them is an earlier incarnation's. */
+const heldHere = new Set<string>();
 
 export class DataDirLockedError extends Error {
   constructor(
@@ -34,6 +39,21 @@ function readHolder(file: string): Holder | undefined {
   }
 }
 
+/**
+ * A holder is gone when: its pid on this host is dead; it is our own pid but not a lock this process took (a
+ * container restarted as pid 1 again); or it stopped refreshing the lock (another host, a recreated container).
+ */
+function stale(file: string, holder: Holder, me: Holder): boolean {
+  const sameHost = holder.host === undefined || holder.host === me.host;
+  if (sameHost && holder.pid === process.pid) return !heldHere.has(file);
+  if (sameHost && !alive(holder.pid)) return true;
+  try {
+    return Date.now() - statSync(file).mtimeMs > STALE_MS;
+  } catch {
+    return true;
+  }
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -47,7 +67,7 @@ function alive(pid: number): boolean {
 /**
  * Takes the data directory's lock or throws DataDirLockedError naming the holder. The lock file is written
  * whole under a private name and linked into place, so nobody ever reads a half-written one; a lock left by a
- * process that is gone (kill -9, a crash) is taken over. Released on `release()` and at process exit.
+ * process that is gone (kill -9, a crash) is taken over (see `stale`). Released on `release()` and at process exit.
  */
 export function lockDataDir(dataDir: string): DataDirLock {
   const dir = resolve(dataDir);
@@ -65,9 +85,7 @@ export function lockDataDir(dataDir: string): DataDirLock {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
       const holder = readHolder(file);
-      // Another host's pid means nothing here: only a local holder can be judged dead.
-      const stale = holder !== undefined && (holder.host === undefined || holder.host === me.host) && !alive(holder.pid);
-      if (holder && (!stale || attempt >= 3)) throw new DataDirLockedError(dir, holder);
+      if (holder && (!stale(file, holder, me) || attempt >= 3)) throw new DataDirLockedError(dir, holder);
       if (attempt >= 3) throw new Error(`cannot take the lock ${file}: it keeps coming back unreadable`);
       // Stale, or unreadable (not a lock this code wrote): take it over.
       try {
@@ -79,10 +97,22 @@ export function lockDataDir(dataDir: string): DataDirLock {
   } finally {
     unlinkSync(mine);
   }
+  heldHere.add(file);
+  const heartbeat = setInterval(() => {
+    try {
+      const now = new Date();
+      utimesSync(file, now, now);
+    } catch {
+      /* taken from us or removed: nothing to refresh */
+    }
+  }, HEARTBEAT_MS);
+  heartbeat.unref();
   let held = true;
   const release = () => {
     if (!held) return;
     held = false;
+    clearInterval(heartbeat);
+    heldHere.delete(file);
     process.off('exit', release);
     // Only our own lock: a takeover after we were presumed dead must not be undone.
     if (readHolder(file)?.pid === process.pid) {
