@@ -165,7 +165,8 @@ export class Ledger implements OnApplicationShutdown {
    * A conflict is returned, not thrown: the caller decides again on fresh state.
    */
   async record(writes: Write[], meta: EventMetadata): Promise<Recorded> {
-    const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta };
+    // Stamped at the append: the projection lag and the audit tools read an event's time from here.
+    const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta, at: new Date().toISOString() };
     const chained = writes.map((w) => ({ stream: w.stream, expected: w.expected, events: this.chained(w, metadata) }));
     const batch = this.track(writes, chained);
     this.appends += 1;
