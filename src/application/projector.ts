@@ -50,6 +50,7 @@ export class ProjectionRunner {
     this.cache.clear();
     this.buffer = [];
     this.unwritten = undefined;
+    this.stopped = false;
     this.failure = undefined;
     this.writeFailure = undefined;
     const cp = await this.store.checkpoint(p.name);

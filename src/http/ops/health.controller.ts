@@ -6,6 +6,7 @@ import { writeHealthOf } from '../../adapters/eventstore/event-store.factory.js'
 import { Ledger } from '../../application/ledger.service.js';
 import { READ_MODELS, type ReadModelStore } from '../../application/ports/read-model.port.js';
 import { Provisioner } from '../../application/provisioner.service.js';
+import { ReadSide } from '../../application/read-side.service.js';
 
 const withTimeout = <T>(p: Promise<T>, ms: number) =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms).unref())]);
@@ -22,6 +23,7 @@ export class HealthController {
     private readonly ledger: Ledger,
     @Inject(READ_MODELS) private readonly readModels: ReadModelStore,
     private readonly provisioner: Provisioner,
+    private readonly readSide: ReadSide,
   ) {}
 
   @Get()
@@ -43,6 +45,9 @@ export class HealthController {
       },
       async () => {
         const rm = this.indicators.check('readModels');
+        // The store may answer a ping and still refuse writes (a full disk): the projections know.
+        const refused = this.readSide.runners.find((r) => r.writeFailure);
+        if (refused) return rm.down({ message: `projection ${refused.projection.name}: last write failed: ${String((refused.writeFailure as Error)?.message ?? refused.writeFailure)}` });
         return withTimeout(this.readModels.ping(), 2000).then(
           () => rm.up(),
           (err: Error) => rm.down({ message: err.message }),
