@@ -3,7 +3,6 @@ import { APP_FILTER } from '@nestjs/core';
 import { CqrsModule } from '@nestjs/cqrs';
 import { TerminusModule } from '@nestjs/terminus';
 import { LoggerModule } from 'nestjs-pino';
-import { randomUUID } from 'node:crypto';
 import { HealthController } from './http/ops/health.controller.js';
 import { HttpMetricsMiddleware, Metrics, MetricsController } from './adapters/metrics.js';
 import { EventsController, RecentEvents } from './http/ops/events.controller.js';
@@ -11,6 +10,7 @@ import { OpsPageController } from './http/ops/ops-page.controller.js';
 import { NodesController, PoolProfilesController, PoolsController, TenantsController } from './http/admin.controller.js';
 import { BasicAuthGuard } from './http/auth.js';
 import { ErrorsFilter } from './http/errors.filter.js';
+import { httpLogging } from './http/input.js';
 import { LegacyController } from './http/legacy.controller.js';
 import { SessionsController } from './http/sessions.controller.js';
 import { ReadViews } from './http/read-views.js';
@@ -56,18 +56,7 @@ export class AppModule implements NestModule {
         LoggerModule.forRoot({
           pinoHttp: {
             level: process.env.DUFFY_LOG_LEVEL ?? 'info',
-            // One id per request, taken from the caller when it sends one, echoed back for support tickets.
-            genReqId: (req, res) => {
-              const id = String(req.headers['x-request-id'] ?? '').slice(0, 128) || randomUUID();
-              res.setHeader('X-Request-Id', id);
-              return id;
-            },
-            redact: ['req.headers.authorization'],
-            // One short line per request: serialising every header of every request cost more CPU than deciding it.
-            serializers: {
-              req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, url: req.url }),
-              res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
-            },
+            ...httpLogging,
           },
         }),
       ],

@@ -2,13 +2,13 @@ import 'reflect-metadata';
 import { Logger, ValidationPipe } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
-import type { NestExpressApplication } from '@nestjs/platform-express';
+import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@nestjs/platform-express';
 import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule } from './app.module.js';
-import { ConfigError, type Settings, describeValidation, loadSettings } from './config/config.js';
+import { ConfigError, type Settings, loadSettings } from './config/config.js';
+import { IdParamsPipe, checkJsonDepth, dropNullMembers, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
 import { Bootstrap } from './application/bootstrap.service.js';
-import { DomainError } from './domain/errors.js';
 
 /** Builds the whole app; tests call this with their own settings and port 0. */
 export async function createApp(settings: Settings, options: { store?: EventStore; logger?: false; reconcileEveryMs?: number } = {}) {
@@ -19,20 +19,26 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   });
   // Structured JSON logs (pino), with the request id of each HTTP request.
   if (options.logger !== false) app.useLogger(app.get(PinoLogger));
-  // 1 MB is far above any real request and keeps a hostile body from costing memory.
-  app.useBodyParser('json', { limit: '1mb', strict: false });
+  // 1 MB is far above any real request and keeps a hostile body from costing memory. The depth check runs on the
+  // raw bytes before parsing; the reviver makes a JSON null "not given" for every field of every body.
+  // (Nest's type omits `verify`, which it reserves for rawBody; rawBody is off, so express gets ours.)
+  const json = { limit: '1mb', strict: false, verify: checkJsonDepth, reviver: dropNullMembers };
+  app.useBodyParser('json', json as NestExpressBodyParserOptionsFor<'json'>);
   // API answers change with every call: an ETag per response is a hash of every body for nothing.
   app.set('etag', false);
   app.disable('x-powered-by');
   app.setGlobalPrefix('api/v1', { exclude: ['Node/get', 'Node/done', 'Node/fail', 'Inventory', 'health', 'metrics', 'ops'] });
   app.useGlobalPipes(
+    new IdParamsPipe(),
     new ValidationPipe({
       whitelist: true,
+      // Strict bodies: a field the API does not know is refused by name, never silently ignored.
+      forbidNonWhitelisted: true,
+      forbidUnknownValues: true,
       stopAtFirstError: true,
       transform: true,
-      validationError: { target: false },
-      exceptionFactory: (errors) =>
-        new DomainError('invalid', describeValidation(errors).join('; ') || 'invalid request body'),
+      validationError: { target: false, value: false },
+      exceptionFactory: validationFailed,
     }),
   );
   const openapi = new DocumentBuilder()

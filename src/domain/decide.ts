@@ -86,16 +86,28 @@ export function decideRegisterTenant(
 export function decideUpdateTenant(
   tenant: Tenant,
   cmd: { changes: Partial<TenantSettings & { apiKeyDigest: string }>; active?: boolean; now: string },
+  world: World,
+  inFlight: InFlightView = NOTHING_IN_FLIGHT,
 ): Write | null {
   const events: DuffyEvent[] = [];
   const changes = Object.fromEntries(
     Object.entries(cmd.changes).filter(([k, v]) => v !== undefined && (tenant as unknown as Record<string, unknown>)[k] !== v),
   );
   if (Object.keys(changes).length > 0) events.push({ type: 'TenantUpdated', data: { tenantId: tenant.id, changes, at: cmd.now } });
-  if (cmd.active === false && tenant.retiredAt === null) events.push({ type: 'TenantRetired', data: { tenantId: tenant.id, at: cmd.now } });
+  if (cmd.active === false && tenant.retiredAt === null) {
+    // Without an active admin nobody could create, change or reactivate tenants again, not even after a restart.
+    if (tenant.isAdmin && !anotherActiveAdmin(world, tenant.id, inFlight)) {
+      refuse('conflict', `tenant ${tenant.name} is the last active admin: retiring it would lock every admin out; make another admin first`);
+    }
+    events.push({ type: 'TenantRetired', data: { tenantId: tenant.id, at: cmd.now } });
+  }
   if (cmd.active === true && tenant.retiredAt !== null) events.push({ type: 'TenantReactivated', data: { tenantId: tenant.id, at: cmd.now } });
   return events.length ? { stream: stream.tenant(tenant.name), expected: tenant.revision, events } : null;
 }
+
+/** An admin whose stream has a write in flight may be retiring right now: it does not count (two admins retiring each other at once). */
+const anotherActiveAdmin = (world: World, tenantId: number, inFlight: InFlightView) =>
+  [...world.tenants.values()].some((t) => t.id !== tenantId && t.isAdmin && t.retiredAt === null && inFlight.revision(stream.tenant(t.name), t.revision) === t.revision);
 
 export type MachineRegistration = { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state'] };
 
@@ -281,18 +293,27 @@ export function decideEndSession(
   return writes;
 }
 
-/** `+2h`, `+30m`, `+90s`, `+1d` or an ISO time; clamped to created_at + the tenant's maximum lifetime. */
+/**
+ * Duffy v3's extend: `+2h` (also `+1h30m`, `+90s`, `+1d`) adds to the session's current expiry; an ISO time sets it.
+ * Either way the result is clamped to created_at + the tenant's maximum lifetime.
+ */
 export function decideExtendSession(session: Session, tenant: Tenant, defaults: Defaults, expiresAt: string, now: string): Write {
   if (session.status !== 'active') refuse('invalid', `session ${session.id} is not active`);
-  const target = parseExpiry(expiresAt, Date.parse(now));
+  const target = parseExpiry(expiresAt, Date.parse(session.expiresAt), Date.parse(now));
   const max = Date.parse(session.createdAt) + effective(tenant, defaults).sessionLifetimeMax * 1000;
   const clamped = iso(Math.min(target, max));
   return { stream: stream.session(session.id), expected: session.revision, events: [{ type: 'SessionExtended', data: { sessionId: session.id, expiresAt: clamped, at: now } }] };
 }
 
-export function parseExpiry(value: string, nowMs: number): number {
-  const rel = /^\+(\d{1,7})([smhd])$/.exec(value.trim());
-  if (rel) return nowMs + Number(rel[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[rel[2] as 's' | 'm' | 'h' | 'd'] * 1000;
+const UNIT_SECONDS = { d: 86400, h: 3600, m: 60, s: 1 } as const;
+
+/** `+<n><unit>...` relative to `baseMs` (the current expiry), or an ISO 8601 time in the future. */
+export function parseExpiry(value: string, baseMs: number, nowMs: number): number {
+  const rel = /^\+(?:(\d{1,7})d)?(?:(\d{1,7})h)?(?:(\d{1,7})m)?(?:(\d{1,7})s)?$/.exec(value.trim());
+  if (rel && value.trim() !== '+') {
+    const [d, h, m, sec] = rel.slice(1).map((x) => Number(x ?? 0));
+    return baseMs + (d * UNIT_SECONDS.d + h * UNIT_SECONDS.h + m * UNIT_SECONDS.m + sec) * 1000;
+  }
   const abs = Date.parse(value);
   if (!/^\d{4}-\d{2}-\d{2}T/.test(value) || Number.isNaN(abs)) {
     return refuse('invalid', `expires_at must be like "+2h", "+30m" or an ISO 8601 time, got ${JSON.stringify(value)}`);

@@ -1,5 +1,5 @@
 import { ApiTags } from '@nestjs/swagger';
-import { Body, Controller, Get, HttpCode, Param, ParseIntPipe, Post, Put, UseGuards } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Put, UseGuards } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from '../application/catalog.js';
 import { RegisterMachineCommand, RegisterTenantCommand, UpdateTenantCommand, type Actor } from '../application/commands.js';
@@ -7,9 +7,8 @@ import { refuse } from '../domain/errors.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
 import { ReadViews } from './read-views.js';
 import { NodeCreateDto, TenantCreateDto, TenantUpdateDto } from './dto.js';
-import { nodeView, poolLevels, tenantView } from './views.js';
+import { maySee, nodeView, poolLevels, tenantView } from './views.js';
 
-const intId = new ParseIntPipe({ exceptionFactory: () => refuse('invalid', 'id must be an integer') });
 
 @ApiTags('tenants')
 @Controller('tenants')
@@ -29,7 +28,7 @@ export class TenantsController {
   }
 
   @Get(':id')
-  async get(@CurrentActor() actor: Actor, @Param('id', intId) id: number) {
+  async get(@CurrentActor() actor: Actor, @Param('id') id: number) {
     const t = (await this.views.load({ tenants: id })).tenants.get(id);
     if (!t || (!actor.tenant.isAdmin && t.id !== actor.tenant.id)) refuse('not_found', `tenant ${id} not found`);
     return { action: 'get', tenant: tenantView(t!, this.catalog) };
@@ -50,7 +49,7 @@ export class TenantsController {
   }
 
   @Put(':id')
-  async update(@CurrentActor() actor: Actor, @Param('id', intId) id: number, @Body() b: TenantUpdateDto) {
+  async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() b: TenantUpdateDto) {
     const changes = { sshKey: b.ssh_key, nodeQuota: b.node_quota, sessionLifetime: b.session_lifetime, sessionLifetimeMax: b.session_lifetime_max };
     const { tenant, apiKey } = await this.commands.execute(new UpdateTenantCommand(actor, id, changes, b.active, b.api_key === true));
     return { action: 'put', tenant: { ...tenantView(tenant, this.catalog), ...(apiKey ? { api_key: apiKey } : {}) } };
@@ -67,15 +66,17 @@ export class NodesController {
   ) {}
 
   @Get()
-  async list() {
-    const w = await this.views.load({ machines: {} });
-    return { action: 'get', nodes: [...w.machines.values()].sort((a, b) => a.id - b.id).map(nodeView) };
+  async list(@CurrentActor() actor: Actor) {
+    const w = await this.views.load({ machines: actor.tenant.isAdmin ? {} : { tenantId: actor.tenant.id } });
+    const visible = [...w.machines.values()].filter((m) => maySee(m, actor.tenant));
+    return { action: 'get', nodes: visible.sort((a, b) => a.id - b.id).map((m) => nodeView(m, actor.tenant.isAdmin)) };
   }
 
   @Get(':id')
-  async get(@Param('id', intId) id: number) {
-    const m = (await this.views.load({ machines: id })).machines.get(id) ?? refuse('not_found', `node ${id} not found`);
-    return { action: 'get', node: nodeView(m) };
+  async get(@CurrentActor() actor: Actor, @Param('id') id: number) {
+    const m = (await this.views.load({ machines: id })).machines.get(id);
+    if (!m || !maySee(m, actor.tenant)) return refuse('not_found', `node ${id} not found`);
+    return { action: 'get', node: nodeView(m, actor.tenant.isAdmin) };
   }
 
   @Post()
@@ -84,7 +85,7 @@ export class NodesController {
     const m = await this.commands.execute(
       new RegisterMachineCommand(actor, { hostname: b.hostname, ipaddr: b.ipaddr ?? null, pool: b.pool, reusable: b.reusable ?? true, data: b.data ?? {}, state: b.state ?? 'ready' }),
     );
-    return { action: 'post', node: nodeView(m) };
+    return { action: 'post', node: nodeView(m, true) };
   }
 }
 

@@ -4,6 +4,7 @@ import { digestKey, sameDigest } from '../application/catalog.js';
 import type { Actor } from '../application/commands.js';
 import { Ledger } from '../application/ledger.service.js';
 import type { Tenant, World } from '../domain/world.js';
+import { requestIdOf } from './input.js';
 
 type AuthedRequest = Request & { actor?: Actor };
 
@@ -35,7 +36,7 @@ export class BasicAuthGuard implements CanActivate {
     const tenant = tenantByKey(this.ledger.world, decoded.slice(colon + 1));
     if (!tenant || tenant.name !== name) throw unauthorized('Invalid tenant name or API key');
     if (tenant.retiredAt !== null) throw new HttpException({ detail: `tenant ${name} is retired` }, HttpStatus.FORBIDDEN);
-    req.actor = { tenant, requestId: String(req.headers['x-request-id'] ?? '') || undefined };
+    req.actor = { tenant, requestId: requestIdOf(req) };
     return true;
   }
 }

@@ -1,3 +1,4 @@
+import { applyDecorators } from '@nestjs/common';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import {
@@ -23,93 +24,115 @@ import { MACHINE_STATES, MACHINE_TYPES, type MachineState, type MachineType } fr
 
 /** One request can't ask for more than this many machines; quota applies on top. */
 export const MAX_QUANTITY = 1000;
+/** Longest lease a tenant setting may give: 30 days, in seconds. */
+export const MAX_LIFETIME = 30 * 24 * 3600;
+/** Ids in bodies are bounded like ids in paths (see parseId). */
+export const MAX_ID = 999_999_999_999_999;
+
+/*
+ * Stacked decorators register bottom-up, and with stopAtFirstError the first registered failure is the answer;
+ * applyDecorators registers in the order written. These helpers keep "must be an integer" ahead of its bounds.
+ */
+const Int = (name: string, min: number, max: number, unit = '') =>
+  applyDecorators(
+    IsInt({ message: `${name} must be an integer${unit}` }),
+    Min(min, { message: `${name} must be at least ${min}${unit}` }),
+    Max(max, { message: `${name} must be at most ${max}${unit}` }),
+  );
+/** An optional integer within [min, max]; a JSON null was already dropped as "not given" (see input.ts). */
+const BoundedInt = (name: string, min: number, max: number, unit = '') => applyDecorators(IsOptional(), Int(name, min, max, unit));
+const Str = (name: string, max: number) =>
+  applyDecorators(IsString({ message: `${name} must be a string` }), MaxLength(max, { message: `${name} must be at most ${max} characters` }));
+const OptionalStr = (name: string, max: number) => applyDecorators(IsOptional(), Str(name, max));
+
+/** `pool` is required unless the spec asks by type/arch/platform. */
+const PoolUnlessProfile = applyDecorators(
+  ValidateIf((o) => o.type === undefined && o.arch === undefined && o.platform === undefined),
+  IsString({ message: 'pool must be a string (or give type/arch/platform instead)' }),
+  Matches(NAME, { message: 'pool must be a pool name' }),
+);
 
 export class NodesSpecDto {
-  @ValidateIf((o) => o.type === undefined && o.arch === undefined && o.platform === undefined)
-  @IsString({ message: 'pool must be a string (or give type/arch/platform instead)' })
-  @Matches(NAME, { message: 'pool must be a pool name' })
   @ApiPropertyOptional({ description: 'pool name; or give type/arch/platform instead', example: 'metal-intel-x86_64' })
+  @PoolUnlessProfile
   pool?: string;
 
   @ApiPropertyOptional({ enum: MACHINE_TYPES, description: 'Duffy extension: any pool of this type' })
   @IsOptional() @IsIn(MACHINE_TYPES, { message: 'type must be baremetal or vm' }) type?: MachineType;
-  @ApiPropertyOptional({ example: 'x86_64' }) @IsOptional() @IsString() @MaxLength(64) arch?: string;
-  @ApiPropertyOptional({ description: 'platform family, e.g. intel, amd, arm' }) @IsOptional() @IsString() @MaxLength(64) platform?: string;
+  @ApiPropertyOptional({ example: 'x86_64' }) @OptionalStr('arch', 64) arch?: string;
+  @ApiPropertyOptional({ description: 'platform family, e.g. intel, amd, arm' }) @OptionalStr('platform', 64) platform?: string;
 
-  @ApiProperty({ minimum: 1, maximum: 1000 })
-  @IsInt({ message: 'quantity must be an integer' })
-  @Min(1, { message: 'quantity must be at least 1' })
-  @Max(MAX_QUANTITY, { message: `quantity must be at most ${MAX_QUANTITY}` })
+  @ApiProperty({ minimum: 1, maximum: MAX_QUANTITY })
+  @Int('quantity', 1, MAX_QUANTITY)
   quantity!: number;
 }
 
 export class SessionCreateDto {
   @ApiPropertyOptional({ type: Number, nullable: true, description: 'admin only: request for another tenant' })
-  @IsOptional() @IsInt({ message: 'tenant_id must be an integer or null' }) tenant_id?: number | null;
+  @BoundedInt('tenant_id', 1, MAX_ID) tenant_id?: number;
 
   @ApiPropertyOptional({ minimum: 0, maximum: 3600, description: 'Duffy extension: seconds to wait in the fair-share queue when no machine is free' })
-  @IsOptional()
-  @IsInt({ message: 'wait must be an integer number of seconds' })
-  @Min(0, { message: 'wait must be at least 0' })
-  @Max(3600, { message: 'wait must be at most 3600 seconds' })
-  wait?: number;
+  @BoundedInt('wait', 0, 3600, ' seconds') wait?: number;
 
   @ApiProperty({ type: () => [NodesSpecDto] })
-  @IsArray({ message: 'nodes_specs must be a list' })
-  @ArrayMinSize(1, { message: 'nodes_specs must not be empty' })
-  @ArrayMaxSize(32)
   @ValidateNested({ each: true })
   @Type(() => NodesSpecDto)
+  // Checked bottom-up with stopAtFirstError: a list first, then its size, then each element.
+  // A list inside the list (`[[]]`), null or a string would slip past ValidateNested: each must be an object.
+  @IsObject({ each: true, message: 'nodes_specs[] must each be an object like {"pool": "...", "quantity": 1}' })
+  @ArrayMaxSize(32, { message: 'nodes_specs must have at most 32 specs' })
+  @ArrayMinSize(1, { message: 'nodes_specs must not be empty' })
+  @IsArray({ message: 'nodes_specs must be a list' })
   nodes_specs!: NodesSpecDto[];
 }
 
 export class SessionUpdateDto {
   @ApiPropertyOptional({ description: 'false: done with the machines' }) @IsOptional() @IsBoolean({ message: 'active must be a boolean' }) active?: boolean;
   @ApiPropertyOptional({ example: '+2h', description: 'extend: +Ns/m/h/d or an ISO 8601 time, clamped to the maximum lifetime' })
-  @IsOptional() @IsString({ message: 'expires_at must be a string like "+2h" or an ISO 8601 time' }) @MaxLength(64) expires_at?: string;
+  @IsOptional() @MaxLength(64, { message: 'expires_at must be at most 64 characters' }) @IsString({ message: 'expires_at must be a string like "+2h" or an ISO 8601 time' }) expires_at?: string;
 }
 
 export class TenantCreateDto {
   @ApiProperty()
   @Matches(NAME, { message: 'name must be 1-128 letters, digits, dot, dash or underscore' }) name!: string;
   @ApiPropertyOptional()
-  @IsOptional() @IsBoolean() is_admin?: boolean;
+  @IsOptional() @IsBoolean({ message: 'is_admin must be a boolean' }) is_admin?: boolean;
   @ApiProperty()
-  @IsString() @MaxLength(16384) ssh_key!: string;
-  @ApiPropertyOptional()
-  @IsOptional() @IsInt() @Min(0) @Max(100000) node_quota?: number | null;
-  @ApiPropertyOptional()
-  @IsOptional() @IsInt() @Min(60) session_lifetime?: number | null;
-  @ApiPropertyOptional()
-  @IsOptional() @IsInt() @Min(60) session_lifetime_max?: number | null;
+  @Str('ssh_key', 16384) ssh_key!: string;
+  @ApiPropertyOptional({ minimum: 0, maximum: 100000 })
+  @BoundedInt('node_quota', 0, 100000) node_quota?: number;
+  @ApiPropertyOptional({ minimum: 60, maximum: MAX_LIFETIME })
+  @BoundedInt('session_lifetime', 60, MAX_LIFETIME, ' seconds') session_lifetime?: number;
+  @ApiPropertyOptional({ minimum: 60, maximum: MAX_LIFETIME })
+  @BoundedInt('session_lifetime_max', 60, MAX_LIFETIME, ' seconds') session_lifetime_max?: number;
 }
 
 export class TenantUpdateDto {
   @ApiPropertyOptional()
-  @IsOptional() @IsString() @MaxLength(16384) ssh_key?: string;
+  @OptionalStr('ssh_key', 16384) ssh_key?: string;
+  @ApiPropertyOptional({ minimum: 0, maximum: 100000 })
+  @BoundedInt('node_quota', 0, 100000) node_quota?: number;
+  @ApiPropertyOptional({ minimum: 60, maximum: MAX_LIFETIME })
+  @BoundedInt('session_lifetime', 60, MAX_LIFETIME, ' seconds') session_lifetime?: number;
+  @ApiPropertyOptional({ minimum: 60, maximum: MAX_LIFETIME })
+  @BoundedInt('session_lifetime_max', 60, MAX_LIFETIME, ' seconds') session_lifetime_max?: number;
   @ApiPropertyOptional()
-  @IsOptional() @IsInt() @Min(0) @Max(100000) node_quota?: number | null;
-  @ApiPropertyOptional()
-  @IsOptional() @IsInt() @Min(60) session_lifetime?: number | null;
-  @ApiPropertyOptional()
-  @IsOptional() @IsInt() @Min(60) session_lifetime_max?: number | null;
-  @ApiPropertyOptional()
-  @IsOptional() @IsBoolean() active?: boolean;
-  @ApiPropertyOptional()
-  @IsOptional() @IsBoolean() api_key?: boolean;
+  @IsOptional() @IsBoolean({ message: 'active must be a boolean' }) active?: boolean;
+  @ApiPropertyOptional({ description: 'true: issue a new API key (shown once)' })
+  @IsOptional() @IsBoolean({ message: 'api_key must be a boolean (true: issue a new key)' }) api_key?: boolean;
 }
 
 export class NodeCreateDto {
   @ApiProperty()
   @Matches(/^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$/, { message: 'hostname must be a DNS name' }) hostname!: string;
   @ApiPropertyOptional()
-  @IsOptional() @IsIP(undefined, { message: 'ipaddr must be an IP address' }) ipaddr?: string | null;
+  @IsOptional() @IsIP(undefined, { message: 'ipaddr must be an IP address' }) ipaddr?: string;
   @ApiProperty()
   @Matches(NAME, { message: 'pool must be a pool name' }) pool!: string;
   @ApiPropertyOptional()
-  @IsOptional() @IsBoolean() reusable?: boolean;
-  @ApiPropertyOptional()
-  @IsOptional() @IsObject() data?: Record<string, unknown>;
-  @ApiPropertyOptional()
-  @IsOptional() @IsIn(MACHINE_STATES) state?: MachineState;
+  @IsOptional() @IsBoolean({ message: 'reusable must be a boolean' }) reusable?: boolean;
+  @ApiPropertyOptional({ description: 'free-form; tenants never see keys that look like credentials (see nodeView)' })
+  @IsOptional() @IsObject({ message: 'data must be an object' }) data?: Record<string, unknown>;
+  @ApiPropertyOptional({ enum: MACHINE_STATES })
+  @IsOptional() @IsIn(MACHINE_STATES, { message: `state must be one of ${MACHINE_STATES.join(', ')}` }) state?: MachineState;
 }

@@ -7,6 +7,7 @@ import { EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Ac
 import { DomainError } from '../domain/errors.js';
 import { Ledger } from '../application/ledger.service.js';
 import { tenantByKey } from './auth.js';
+import { RequestId, isId } from './input.js';
 import { ReadViews } from './read-views.js';
 
 /** What cico prints and retries on; a `{"detail"}` object here would crash it. */
@@ -26,19 +27,20 @@ export class LegacyController {
     private readonly views: ReadViews,
   ) {}
 
-  private actor(key: unknown): Actor {
+  private actor(key: unknown, requestId?: string): Actor {
     const tenant = typeof key === 'string' && key.length <= 256 ? tenantByKey(this.ledger.world, key) : undefined;
     if (!tenant || tenant.retiredAt !== null) throw new HttpException({ msg: 'Invalid duffy key' }, 403);
-    return { tenant };
+    return { tenant, requestId };
   }
 
   @ApiOperation({ summary: 'cico: get nodes (query key, ver, arch, count, flavor)' })
   @Get('Node/get')
   @Header('Content-Type', 'application/json')
-  async get(@Query() q: Record<string, unknown>) {
-    const actor = this.actor(q.key);
+  async get(@Query() q: Record<string, unknown>, @RequestId() requestId: string) {
+    const actor = this.actor(q.key, requestId);
     const str = (v: unknown, d: string) => (typeof v === 'string' && v !== '' ? v : d);
-    const count = Number(str(q.count, '1'));
+    // Decimal digits only: Number() would also take "0x10", "1e1" or " 2".
+    const count = q.count === undefined ? 1 : typeof q.count === 'string' && /^[0-9]{1,3}$/.test(q.count) ? Number(q.count) : NaN;
     const pool = legacyPool(this.catalog.settings.config.legacy, { ver: str(q.ver, '7'), arch: str(q.arch, 'x86_64'), flavor: typeof q.flavor === 'string' ? q.flavor : undefined });
     if (!pool || !Number.isInteger(count) || count < 1 || count > 100) return JSON.stringify(FAILED);
     try {
@@ -53,8 +55,8 @@ export class LegacyController {
   @ApiOperation({ summary: 'cico: done with a session' })
   @Get('Node/done')
   @Header('Content-Type', 'application/json')
-  async done(@Query('key') key: unknown, @Query('ssid') ssid: unknown) {
-    const actor = this.actor(key);
+  async done(@Query('key') key: unknown, @Query('ssid') ssid: unknown, @RequestId() requestId: string) {
+    const actor = this.actor(key, requestId);
     await this.commands.execute(new EndSessionCommand(actor, this.ssid(ssid), 'done'));
     return JSON.stringify('Done');
   }
@@ -63,8 +65,8 @@ export class LegacyController {
   @ApiOperation({ summary: 'cico: keep the nodes of a failed job 6 h longer' })
   @Get('Node/fail')
   @Header('Content-Type', 'application/json')
-  async fail(@Query('key') key: unknown, @Query('ssid') ssid: unknown) {
-    const actor = this.actor(key);
+  async fail(@Query('key') key: unknown, @Query('ssid') ssid: unknown, @RequestId() requestId: string) {
+    const actor = this.actor(key, requestId);
     await this.commands.execute(new ExtendSessionCommand(actor, this.ssid(ssid), '+6h'));
     return JSON.stringify('Done');
   }
@@ -91,8 +93,7 @@ export class LegacyController {
   }
 
   private ssid(v: unknown): number {
-    const n = Number(v);
-    if (typeof v !== 'string' || !/^\d{1,12}$/.test(v) || !Number.isSafeInteger(n)) throw new HttpException({ msg: 'ssid must be an integer' }, 400);
-    return n;
+    if (!isId(v)) throw new HttpException({ msg: 'ssid must be a decimal integer' }, 400);
+    return Number(v);
   }
 }

@@ -1,5 +1,5 @@
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
-import { Body, Controller, Get, HttpCode, Param, ParseIntPipe, Post, Put, UseGuards } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Put, UseGuards } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from '../application/catalog.js';
 import { CancelWaitingCommand, EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Actor } from '../application/commands.js';
@@ -12,7 +12,6 @@ import { ReadViews } from './read-views.js';
 import { SessionCreateDto, SessionUpdateDto } from './dto.js';
 import { sessionView } from './views.js';
 
-const intId = new ParseIntPipe({ exceptionFactory: () => refuse('invalid', 'id must be an integer') });
 
 @ApiTags('sessions')
 @Controller('sessions')
@@ -37,7 +36,7 @@ export class SessionsController {
 
   @ApiOperation({ summary: 'one session' })
   @Get(':id')
-  async get(@CurrentActor() actor: Actor, @Param('id', intId) id: number) {
+  async get(@CurrentActor() actor: Actor, @Param('id') id: number) {
     const w = await this.views.load({ sessions: id });
     return { action: 'get', session: sessionView(visibleSession(w, id, actor.tenant), w, this.catalog, this.ledger.world) };
   }
@@ -56,7 +55,7 @@ export class SessionsController {
 
   @ApiOperation({ summary: 'done ({active: false}) or extend ({expires_at})' })
   @Put(':id')
-  async update(@CurrentActor() actor: Actor, @Param('id', intId) id: number, @Body() body: SessionUpdateDto) {
+  async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() body: SessionUpdateDto) {
     if (body.active === undefined && body.expires_at === undefined) refuse('invalid', 'give "active": false or "expires_at"');
     if (body.active === true) refuse('invalid', 'a session cannot be reactivated');
     // Check visibility first, so another tenant's session gives 404 whatever the body says.

@@ -23,13 +23,27 @@ export function tenantView(t: Tenant, catalog: Catalog) {
   };
 }
 
-export function sessionNodeView(m: Machine) {
-  return { id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, comment: null, pool: m.pool, reusable: m.reusable, data: m.data, state: m.state };
+/** Keys of node `data` that hold credentials (BMC passwords, tokens, a `secrets` map): admins only. */
+const SECRET_KEY = /secret|passw|passwd|token|credential|api_?key|private_?key/i;
+
+/** Node `data` as a tenant may see it: every credential-looking key dropped, at any depth. */
+export function publicData(data: unknown): unknown {
+  if (Array.isArray(data)) return data.map(publicData);
+  if (!data || typeof data !== 'object') return data;
+  return Object.fromEntries(Object.entries(data).filter(([k]) => !SECRET_KEY.test(k)).map(([k, v]) => [k, publicData(v)]));
 }
 
-export function nodeView(m: Machine) {
-  return { ...sessionNodeView(m), created_at: m.createdAt, retired_at: m.retiredAt, active: m.retiredAt === null };
+/** A node inside a session: shown to the session's tenant, so never with credentials. */
+export function sessionNodeView(m: Machine, admin = false) {
+  return { id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, comment: null, pool: m.pool, reusable: m.reusable, data: admin ? m.data : publicData(m.data), state: m.state };
 }
+
+export function nodeView(m: Machine, admin = false) {
+  return { ...sessionNodeView(m, admin), created_at: m.createdAt, retired_at: m.retiredAt, active: m.retiredAt === null };
+}
+
+/** Tenants see the nodes they hold; admins see all. */
+export const maySee = (m: Machine, actor: Tenant) => actor.isAdmin || (m.sessionId !== null && m.tenantId === actor.id);
 
 /** `queue`: the in-process World, for the queue position (the queue is decided from it). */
 export function sessionView(s: Session, world: World, catalog: Catalog, queue: World = world) {
@@ -49,7 +63,7 @@ export function sessionView(s: Session, world: World, catalog: Catalog, queue: W
       ...(s.status === 'rejected' && s.rejection ? { rejected: s.rejection } : {}),
     },
     // Once the session is over its nodes are listed as they were handed out; their current state is theirs.
-    nodes: s.machineIds.map((id) => world.machines.get(id)!).filter(Boolean).map(sessionNodeView),
+    nodes: s.machineIds.map((id) => world.machines.get(id)!).filter(Boolean).map((m) => sessionNodeView(m)),
   };
 }
 

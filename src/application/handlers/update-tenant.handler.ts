@@ -18,10 +18,10 @@ export class UpdateTenantHandler implements ICommandHandler<UpdateTenantCommand>
     if (!cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may change tenants');
     const apiKey = cmd.newApiKey ? randomUUID() : undefined;
     const changes = { ...cmd.changes, ...(apiKey ? { apiKeyDigest: digestKey(apiKey) } : {}) };
-    await this.ledger.decide((world) => {
+    await this.ledger.decide((world, inFlight) => {
       const tenant = world.tenants.get(cmd.tenantId);
       if (!tenant) return refusal('not_found', `tenant ${cmd.tenantId} not found`);
-      const write = decideUpdateTenant(tenant, { changes, active: cmd.active, now: now() });
+      const write = decideUpdateTenant(tenant, { changes, active: cmd.active, now: now() }, world, inFlight);
       return write ? [write] : [];
     }, metaFor(cmd.actor));
     const world = this.ledger.world;

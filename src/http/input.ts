@@ -1,0 +1,114 @@
+import { type ArgumentMetadata, type ExecutionContext, type PipeTransform, createParamDecorator } from '@nestjs/common';
+import type { ValidationError } from 'class-validator';
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { describeValidation } from '../config/config.js';
+import { DomainError, refuse } from '../domain/errors.js';
+
+/**
+ * What every request goes through before a controller sees it: the JSON body's shape (depth, nulls),
+ * path ids, the request id. One place, so no endpoint can forget a check.
+ */
+
+/** No Duffy body is deeper than a handful of levels; 32 leaves room for node `data` and stops recursion bombs. */
+export const MAX_BODY_DEPTH = 32;
+
+/** A 4xx that body-parser passes on as it is (see describe() in errors.filter.ts). */
+class BodyRefused extends Error {
+  readonly status = 422;
+  readonly type = 'entity.verify.failed';
+}
+
+/**
+ * body-parser `verify`: runs on the raw bytes before JSON.parse, so a deep body never reaches a recursive
+ * transformer. A linear scan: brackets inside strings do not count. UTF-8 continuation bytes are never ASCII.
+ */
+export function checkJsonDepth(_req: unknown, _res: unknown, buf: Buffer): void {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < buf.length; i++) {
+    const c = buf[i];
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > MAX_BODY_DEPTH) throw new BodyRefused(`request body nested deeper than ${MAX_BODY_DEPTH} levels`);
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+}
+
+/**
+ * JSON.parse reviver: a `null` member means "not given" (the duffy 3.3.9 client sends `"expires_at": null`,
+ * `"tenant_id": null`), so it is dropped before validation. Nulls inside lists stay, and fail validation there.
+ */
+export function dropNullMembers(this: unknown, _key: string, value: unknown): unknown {
+  return value === null && !Array.isArray(this) ? undefined : value;
+}
+
+/** Unknown fields are named as such; class-validator's own wording ("property x should not exist") reads like a bug. */
+export function validationFailed(errors: ValidationError[]): DomainError {
+  const rename = (list: ValidationError[]): ValidationError[] =>
+    list.map((e) => ({
+      ...e,
+      constraints: e.constraints?.whitelistValidation ? { unknown: 'unknown field (not part of this request body)' } : e.constraints,
+      children: rename(e.children ?? []),
+    }));
+  return new DomainError('invalid', describeValidation(rename(errors)).join('; ') || 'invalid request body');
+}
+
+/** Ids are canonical decimal integers: no sign, no leading zero, no hex/exponent/space, at most 15 digits. */
+const ID = /^(0|[1-9][0-9]{0,14})$/;
+
+export const isId = (raw: unknown): raw is string => typeof raw === 'string' && ID.test(raw);
+
+export function parseId(raw: unknown, what = 'id'): number {
+  if (!isId(raw)) return refuse('invalid', `${what} must be a decimal integer (digits only), got ${JSON.stringify(String(raw).slice(0, 40))}`);
+  return Number(raw);
+}
+
+/**
+ * Global, ahead of the ValidationPipe (whose `transform` would turn "0x10" into 16 with Number()): every path or
+ * query parameter a controller declares as a number must be a canonical decimal id.
+ */
+export class IdParamsPipe implements PipeTransform {
+  transform(value: unknown, meta: ArgumentMetadata): unknown {
+    return (meta.type === 'param' || meta.type === 'query') && meta.metatype === Number && meta.data ? parseId(value, meta.data) : value;
+  }
+}
+
+/** Printable ASCII, no spaces: safe to echo in a header, log and store in every event's metadata. */
+const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
+
+type WithId = IncomingMessage & { id?: unknown };
+
+/** The caller's X-Request-Id when it is sane, else a fresh one; set once per request and echoed back. */
+export function requestIdOf(req: WithId, res?: ServerResponse): string {
+  if (typeof req.id === 'string' && REQUEST_ID.test(req.id)) return req.id;
+  const given = req.headers['x-request-id'];
+  const id = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+  req.id = id;
+  if (res && !res.headersSent) res.setHeader('X-Request-Id', id);
+  return id;
+}
+
+/** The request's id, for handlers without Basic auth (the legacy calls) to put in their events' metadata. */
+export const RequestId = createParamDecorator((_: unknown, ctx: ExecutionContext): string => requestIdOf(ctx.switchToHttp().getRequest<WithId>()));
+
+/** The legacy API carries the API key in the query string: mask it wherever a URL or query is logged. */
+export function redactUrl(url: string): string {
+  return url.replace(/([?&](?:key|api_key)=)[^&#]*/gi, '$1[Redacted]');
+}
+
+/**
+ * pino-http settings: sane request ids; one short line per request (serialising every header of every request
+ * cost more CPU than deciding it), with the legacy `key` masked in the url and Basic credentials never logged.
+ */
+export const httpLogging = {
+  genReqId: (req: IncomingMessage, res: ServerResponse) => requestIdOf(req, res),
+  redact: ['req.headers.authorization'],
+  serializers: {
+    req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, url: redactUrl(req.url) }),
+    res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
+  },
+};

@@ -1,0 +1,394 @@
+import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import { Ledger } from '../../src/application/ledger.service.js';
+import { ADMIN_KEY, type Client, type Running, basic, instantDemoConfig, newTenant, startDuffy } from '../support/server.js';
+
+/** Issue 10 (input and secrets) and issue 14's strict bodies, item by item, through HTTP. */
+const V1 = '/api/v1';
+const HOUR = 3600_000;
+jest.setTimeout(60_000);
+
+async function ledgerEvents(duffy: Running): Promise<RecordedEvent[]> {
+  const store = duffy.app.get(Ledger).store;
+  const out: RecordedEvent[] = [];
+  for (;;) {
+    const page = await store.readAll(out.length ? out[out.length - 1].position : 0n, 1000);
+    if (page.length === 0) return out;
+    out.push(...page);
+  }
+}
+
+/** A raw request: exact bytes, any headers. */
+async function raw(duffy: Running, method: string, path: string, body: string | undefined, headers: Record<string, string> = {}) {
+  const res = await fetch(duffy.url + path, { method, headers: { 'content-type': 'application/json', ...headers }, body });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    /* keep the text */
+  }
+  return { status: res.status, body: parsed as any, headers: res.headers };
+}
+
+describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', () => {
+  let duffy: Running;
+  let alice: Client;
+  let aliceAuth: string;
+  let quota2: Client;
+
+  beforeAll(async () => {
+    duffy = await startDuffy();
+    const a = await duffy.admin.post(`${V1}/tenants`, { name: 'alice', ssh_key: 'ssh-ed25519 AAAA alice@ci' });
+    aliceAuth = basic('alice', a.body.tenant.api_key);
+    alice = duffy.client('alice', a.body.tenant.api_key);
+    quota2 = await newTenant(duffy, 'small', { node_quota: 2 });
+  });
+  afterAll(() => duffy.close());
+
+  const end = (c: Client, id: number) => c.put(`${V1}/sessions/${id}`, { active: false });
+
+  describe('item 1: every element of nodes_specs is a validated object', () => {
+    it.each([
+      ['[[]]', [[]]],
+      ['[[{pool, quantity}]]', [[{ pool: 'metal-intel-x86_64', quantity: 1 }]]],
+      ['[null]', [null]],
+      ['["x"]', ['x']],
+      ['[1]', [1]],
+      ['[{}, []]', [{ pool: 'metal-intel-x86_64', quantity: 1 }, []]],
+    ])('%s is a 422 naming nodes_specs, and takes nothing', async (_, specs) => {
+      const before = duffy.app.get(Ledger).world.position;
+      for (const wait of [undefined, 600]) {
+        const r = await quota2.post(`${V1}/sessions`, { nodes_specs: specs, ...(wait ? { wait } : {}) });
+        expect(r.status).toBe(422);
+        expect(r.body.detail).toMatch(/nodes_specs/);
+      }
+      expect(duffy.app.get(Ledger).world.position).toBe(before);
+    });
+
+    it('a tenant with quota 2 holding one node gets one more, not the family', async () => {
+      const one = await quota2.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 1 }] });
+      expect(one.status).toBe(201);
+      const over = await quota2.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 2 }] });
+      expect(over.status).toBe(403);
+      const held = [...duffy.app.get(Ledger).world.machines.values()].filter((m) => m.tenantId === one.body.session.tenant.id && m.sessionId !== null);
+      expect(held).toHaveLength(1);
+      await end(quota2, one.body.session.id);
+    });
+  });
+
+  describe('item 2: a JSON null means "not given" (duffy 3.3.9 client bodies, byte for byte)', () => {
+    it('POST /sessions {"tenant_id": null, ...} and PUT {"active": false, "expires_at": null} work', async () => {
+      // duffy 3.3.9: SessionCreateModel(nodes_specs=...).dict() sent by httpx, fields in declaration order.
+      const created = await raw(duffy, 'POST', `${V1}/sessions`, '{"tenant_id": null, "nodes_specs": [{"quantity": 1, "pool": "vm-intel-x86_64"}]}', { authorization: aliceAuth });
+      expect(created.status).toBe(201);
+      const id = created.body.session.id;
+      // duffy 3.3.9 retire_session: SessionUpdateModel(active=False).dict().
+      const retired = await raw(duffy, 'PUT', `${V1}/sessions/${id}`, '{"active": false, "expires_at": null}', { authorization: aliceAuth });
+      expect(retired.status).toBe(200);
+      expect(retired.body.session.active).toBe(false);
+      // httpx 0.28+ sends the same bodies without spaces.
+      const compact = await raw(duffy, 'POST', `${V1}/sessions`, '{"tenant_id":null,"nodes_specs":[{"quantity":1,"pool":"vm-intel-x86_64"}]}', { authorization: aliceAuth });
+      expect(compact.status).toBe(201);
+      const done = await raw(duffy, 'PUT', `${V1}/sessions/${compact.body.session.id}`, '{"active":false,"expires_at":null}', { authorization: aliceAuth });
+      expect(done.status).toBe(200);
+    });
+
+    it('null in optional fields of other bodies is "not given" too', async () => {
+      const t = await duffy.admin.post(`${V1}/tenants`, { name: 'nulls', ssh_key: 'ssh-rsa AAAA n', is_admin: null, node_quota: null, session_lifetime: null, session_lifetime_max: null });
+      expect(t.status).toBe(201);
+      expect(t.body.tenant).toMatchObject({ is_admin: false, node_quota: null });
+      const u = await duffy.admin.put(`${V1}/tenants/${t.body.tenant.id}`, { ssh_key: null, node_quota: 3, active: null, api_key: null });
+      expect(u.status).toBe(200);
+      expect(u.body.tenant).toMatchObject({ node_quota: 3, active: true });
+      expect(u.body.tenant.api_key).toBeUndefined();
+      const s = await alice.post(`${V1}/sessions`, { tenant_id: null, wait: null, nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1, type: null, arch: null, platform: null }] });
+      expect(s.status).toBe(201);
+      expect((await alice.put(`${V1}/sessions/${s.body.session.id}`, { expires_at: null })).status).toBe(422);
+      await end(alice, s.body.session.id);
+      // A required field that is null is still missing.
+      const missing = await duffy.admin.post(`${V1}/tenants`, { name: null, ssh_key: 'x' });
+      expect(missing.status).toBe(422);
+      expect(missing.body.detail).toMatch(/^name:/);
+    });
+  });
+
+  describe('item 3: Duffy v3 extend semantics', () => {
+    it('"+1h" adds to the current expiry (never shortens), then clamps to created_at + lifetime max', async () => {
+      const s = (await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-amd-x86_64', quantity: 1 }] })).body.session;
+      const created = Date.parse(s.created_at);
+      expect(Date.parse(s.expires_at) - created).toBe(6 * HOUR);
+      // Our CLI's `duffy extend ID +1h` body, exact bytes.
+      const plus1h = await raw(duffy, 'PUT', `${V1}/sessions/${s.id}`, '{"expires_at":"+1h"}', { authorization: aliceAuth });
+      expect(plus1h.status).toBe(200);
+      expect(Date.parse(plus1h.body.session.expires_at) - created).toBe(7 * HOUR);
+      const plus2m = await alice.put(`${V1}/sessions/${s.id}`, { expires_at: '+2m' });
+      expect(Date.parse(plus2m.body.session.expires_at) - created).toBe(7 * HOUR + 2 * 60_000);
+      const compound = await alice.put(`${V1}/sessions/${s.id}`, { expires_at: '+1h30m' });
+      expect(Date.parse(compound.body.session.expires_at) - created).toBe(8 * HOUR + 32 * 60_000);
+      const clamped = await alice.put(`${V1}/sessions/${s.id}`, { expires_at: '+10h' });
+      expect(Date.parse(clamped.body.session.expires_at) - created).toBe(12 * HOUR);
+      // An ISO time sets the expiry (clamped too).
+      const at = new Date(created + 9 * HOUR).toISOString();
+      expect((await alice.put(`${V1}/sessions/${s.id}`, { expires_at: at })).body.session.expires_at).toBe(at);
+      await end(alice, s.id);
+    });
+
+    it('cico /Node/fail extends the current expiry by 6 h (clamped)', async () => {
+      const t = await duffy.admin.post(`${V1}/tenants`, { name: 'cico-ext', ssh_key: 'ssh-rsa AAAA c', session_lifetime: 3600, session_lifetime_max: 86400 });
+      const key = t.body.tenant.api_key;
+      const got = await raw(duffy, 'GET', `/Node/get?key=${key}&arch=x86_64&ver=7&count=1`, undefined);
+      expect(got.status).toBe(200);
+      const before = (await duffy.admin.get(`${V1}/sessions/${got.body.ssid}`)).body.session;
+      expect(Date.parse(before.expires_at) - Date.parse(before.created_at)).toBe(HOUR);
+      expect((await raw(duffy, 'GET', `/Node/fail?key=${key}&ssid=${got.body.ssid}`, undefined)).body).toBe('Done');
+      const after = (await duffy.admin.get(`${V1}/sessions/${got.body.ssid}`)).body.session;
+      expect(Date.parse(after.expires_at) - Date.parse(after.created_at)).toBe(7 * HOUR);
+      await raw(duffy, 'GET', `/Node/done?key=${key}&ssid=${got.body.ssid}`, undefined);
+    });
+  });
+
+  describe('item 4: every number is bounded', () => {
+    it.each([
+      ['session_lifetime', 1e308],
+      ['session_lifetime', 1e21],
+      ['session_lifetime', 9007199254740993],
+      ['session_lifetime', 31 * 86400],
+      ['session_lifetime_max', 1e21],
+      ['session_lifetime', 90.5],
+      ['session_lifetime', '3600'],
+      ['node_quota', 1e9],
+      ['node_quota', -1],
+      ['node_quota', true],
+    ])('tenant %s = %p is a 422 naming the field, on create and update', async (field, value) => {
+      const c = await duffy.admin.post(`${V1}/tenants`, { name: `n-${String(field).length}-${String(value).length}`, ssh_key: 'x', [field]: value });
+      expect(c.status).toBe(422);
+      expect(c.body.detail).toMatch(new RegExp(`^${field}: `));
+      const u = await duffy.admin.put(`${V1}/tenants/1`, { [field]: value });
+      expect(u.status).toBe(422);
+    });
+
+    it('30 days is accepted; requests of that tenant then work', async () => {
+      const c = await duffy.admin.post(`${V1}/tenants`, { name: 'long', ssh_key: 'x', session_lifetime: 30 * 86400, session_lifetime_max: 30 * 86400 });
+      expect(c.status).toBe(201);
+      const long = duffy.client('long', c.body.tenant.api_key);
+      const s = await long.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }] });
+      expect(s.status).toBe(201);
+      await end(long, s.body.session.id);
+    });
+
+    it.each([
+      { wait: 3601 },
+      { wait: -1 },
+      { wait: 1e21 },
+      { tenant_id: 1e21 },
+      { tenant_id: 0 },
+    ])('session body %p is a 422', async (extra) => {
+      const r = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }], ...extra });
+      expect(r.status).toBe(422);
+    });
+
+    it.each([0, 1001, 1.5, 1e21, '1'])('quantity %p is a 422', async (quantity) => {
+      const r = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity }] });
+      expect(r.status).toBe(422);
+      expect(r.body.detail).toMatch(/^nodes_specs\[0\]\.quantity: /);
+    });
+
+    it('legacy count takes decimal digits only', async () => {
+      const t = await duffy.admin.post(`${V1}/tenants`, { name: 'cico-count', ssh_key: 'x' });
+      for (const count of ['0x2', '1e0', '%202', '2.0', '-1', '999999999999']) {
+        const r = await raw(duffy, 'GET', `/Node/get?key=${t.body.tenant.api_key}&count=${count}`, undefined);
+        expect(r).toMatchObject({ status: 200, body: 'Failed to allocate nodes' });
+      }
+      expect((await raw(duffy, 'GET', `/Inventory?key=${t.body.tenant.api_key}`, undefined)).body).toEqual([]);
+    });
+  });
+
+  describe('item 5: deep nesting', () => {
+    const deep = (n: number) => '['.repeat(n) + ']'.repeat(n);
+    it.each([
+      ['in an unknown field', `{"nodes_specs": [{"pool": "vm-intel-x86_64", "quantity": 1}], "x": ${deep(1300)}}`],
+      ['as the body', deep(1300)],
+      ['in node data', `{"hostname": "deep.test", "pool": "vm-intel-x86_64", "data": {"a": ${deep(200)}}}`],
+      ['very deep', deep(200_000)],
+    ])('a body nested ~1,300 levels %s is a 422 before it is transformed', async (_, body) => {
+      for (const path of [`${V1}/sessions`, `${V1}/nodes`]) {
+        const r = await raw(duffy, 'POST', path, body, { authorization: basic('admin', '00000000-0000-4000-8000-000000000001') });
+        expect(r.status).toBe(422);
+        expect(r.body.detail).toMatch(/nested deeper than 32 levels/);
+      }
+    });
+
+    it('brackets inside strings do not count', async () => {
+      const r = await raw(duffy, 'POST', `${V1}/tenants`, JSON.stringify({ name: 'brackets', ssh_key: '['.repeat(5000) }), { authorization: basic('admin', '00000000-0000-4000-8000-000000000001') });
+      expect(r.status).toBe(201);
+    });
+  });
+
+  describe('item 6: path ids are decimal integers', () => {
+    it.each(['0x1', '1e0', '0b1', '1.0', '+1', '%201', '-1', '01', '1%20', '99999999999999999999', '1abc'])('%s is a 422 on every controller, never tenant 1', async (id) => {
+      for (const path of [`${V1}/tenants/${id}`, `${V1}/sessions/${id}`, `${V1}/nodes/${id}`]) {
+        const r = await duffy.admin.get(path);
+        expect([404, 422]).toContain(r.status);
+        expect(r.body.detail).toMatch(/decimal integer|not found/);
+      }
+      expect((await duffy.admin.put(`${V1}/tenants/${id}`, { node_quota: 5 })).status).toBe(422);
+      expect((await duffy.admin.put(`${V1}/sessions/${id}`, { active: false })).status).toBe(422);
+    });
+
+    it('canonical ids still resolve', async () => {
+      expect((await duffy.admin.get(`${V1}/tenants/1`)).status).toBe(200);
+      expect((await duffy.admin.get(`${V1}/nodes/1`)).status).toBe(200);
+    });
+  });
+
+  describe('item 7: X-Request-Id is bounded', () => {
+    it('a 12 KB id is neither echoed nor stored; a sane one is both', async () => {
+      const huge = 'A'.repeat(12 * 1024);
+      const r = await raw(duffy, 'POST', `${V1}/sessions`, JSON.stringify({ nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] }), { authorization: aliceAuth, 'x-request-id': huge });
+      expect(r.status).toBe(201);
+      expect(r.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+      const sane = await raw(duffy, 'PUT', `${V1}/sessions/${r.body.session.id}`, '{"active": false}', { authorization: aliceAuth, 'x-request-id': 'jenkins-job-42' });
+      expect(sane.headers.get('x-request-id')).toBe('jenkins-job-42');
+      for (const bad of ['has space', 'tab\there', 'é'.repeat(3), 'x'.repeat(129)]) {
+        const b = await fetch(duffy.url + `${V1}/pools`, { headers: { authorization: aliceAuth, 'x-request-id': bad } }).catch(() => undefined);
+        if (b) expect(b.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+      }
+      // The legacy calls (no Basic auth) record the same bounded id.
+      const t = await duffy.admin.post(`${V1}/tenants`, { name: 'cico-rid', ssh_key: 'x' });
+      const got = await raw(duffy, 'GET', `/Node/get?key=${t.body.tenant.api_key}`, undefined, { 'x-request-id': 'cico-run-7' });
+      await raw(duffy, 'GET', `/Node/done?key=${t.body.tenant.api_key}&ssid=${got.body.ssid}`, undefined, { 'x-request-id': huge });
+      const meta = (await ledgerEvents(duffy)).map((e) => JSON.stringify(e.metadata));
+      expect(meta.some((m) => m.includes('AAAAAAAAAA'))).toBe(false);
+      expect(meta.some((m) => m.includes('jenkins-job-42'))).toBe(true);
+      expect(meta.some((m) => m.includes('cico-run-7'))).toBe(true);
+      expect(Math.max(...meta.map((m) => m.length))).toBeLessThan(1024);
+    });
+  });
+
+  describe('item 11: node data and node lists', () => {
+    it('tenants see only the nodes they hold, and never credentials; admins see all', async () => {
+      const data = { ipmi_host: 'bmc.test', ipmi_user: 'root', ipmi_password: 'hunter2', secrets: { root_pw: 'x' }, nested: { api_token: 'tok', rack: 'r1' }, rack: 'r9' };
+      const n = await duffy.admin.post(`${V1}/nodes`, { hostname: 'secret-1.test', pool: 'metal-arm-aarch64', data });
+      expect(n.status).toBe(201);
+      const id = n.body.node.id;
+      expect((await duffy.admin.get(`${V1}/nodes/${id}`)).body.node.data).toEqual(data);
+      // Not held: invisible.
+      expect((await alice.get(`${V1}/nodes/${id}`)).status).toBe(404);
+      expect((await alice.get(`${V1}/nodes`)).body.nodes).toEqual([]);
+      // Held: visible, without credentials anywhere the tenant looks.
+      const pool = (await duffy.admin.get(`${V1}/nodes`)).body.nodes.filter((x: { pool: string; state: string }) => x.pool === 'metal-arm-aarch64' && x.state === 'ready');
+      const s = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-arm-aarch64', quantity: pool.length }] });
+      expect(s.status).toBe(201);
+      const mine = (await alice.get(`${V1}/nodes`)).body.nodes;
+      expect(mine.map((x: { id: number }) => x.id).sort()).toEqual(s.body.session.nodes.map((x: { id: number }) => x.id).sort());
+      const shown = [JSON.stringify(s.body), JSON.stringify(mine), JSON.stringify((await alice.get(`${V1}/nodes/${id}`)).body), JSON.stringify((await alice.get(`${V1}/sessions/${s.body.session.id}`)).body)].join();
+      expect(shown).toContain('secret-1.test');
+      expect(shown).toContain('r9');
+      for (const secret of ['hunter2', 'root_pw', 'tok', 'ipmi_password', 'api_token']) expect(shown).not.toContain(secret);
+      expect((await alice.get(`${V1}/nodes/${id}`)).body.node.data).toEqual({ ipmi_host: 'bmc.test', ipmi_user: 'root', nested: { rack: 'r1' }, rack: 'r9' });
+      expect((await duffy.admin.get(`${V1}/nodes`)).body.nodes.length).toBeGreaterThan(mine.length);
+      await end(alice, s.body.session.id);
+    });
+  });
+
+  describe('issue 14: strict bodies', () => {
+    it.each([
+      ['a top-level field', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }], priority: 10 }, /^priority: unknown field/],
+      ['a field inside a spec', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1, data: { a: 1 } }] }, /^nodes_specs\[0\]\.data: unknown field/],
+      ['a field of the second spec', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }, { pool: 'vm-intel-x86_64', quantity: 1, prio: 1 }] }, /^nodes_specs\[1\]\.prio: unknown field/],
+    ])('%s is a 422 naming it', async (_, body, detail) => {
+      const r = await alice.post(`${V1}/sessions`, body);
+      expect(r.status).toBe(422);
+      expect(r.body.detail).toMatch(detail);
+    });
+
+    it('every body refuses unknown fields', async () => {
+      expect((await alice.put(`${V1}/sessions/1`, { active: false, reason: 'x' })).body.detail).toMatch(/^reason: unknown field/);
+      expect((await duffy.admin.post(`${V1}/tenants`, { name: 'strict', ssh_key: 'x', quota: 3 })).body.detail).toMatch(/^quota: unknown field/);
+      expect((await duffy.admin.put(`${V1}/tenants/1`, { is_admin: false })).body.detail).toMatch(/^is_admin: unknown field/);
+      expect((await duffy.admin.post(`${V1}/nodes`, { hostname: 'strict.test', pool: 'vm-intel-x86_64', hardware: {} })).body.detail).toMatch(/^hardware: unknown field/);
+    });
+
+    it('a body that is not an object is a 422', async () => {
+      for (const body of ['null', '[]', '"x"', '1', 'true']) {
+        const r = await raw(duffy, 'POST', `${V1}/sessions`, body, { authorization: aliceAuth });
+        expect(r.status).toBe(422);
+      }
+      // Not sent as JSON: no body for the validator, so a 422 too, never a 500.
+      for (const type of ['text/plain', 'application/x-www-form-urlencoded', '']) {
+        const r = await raw(duffy, 'POST', `${V1}/sessions`, 'nodes_specs=1', { authorization: aliceAuth, 'content-type': type });
+        expect(r.status).toBe(422);
+      }
+    });
+  });
+});
+
+describe('item 8: the last active admin stays', () => {
+  let duffy: Running;
+  beforeAll(async () => {
+    duffy = await startDuffy();
+  });
+  afterAll(() => duffy.close());
+
+  it('refuses to retire the last active admin (409), allows it once another admin exists', async () => {
+    const r = await duffy.admin.put(`${V1}/tenants/1`, { active: false });
+    expect(r.status).toBe(409);
+    expect(r.body.detail).toMatch(/last active admin/);
+    expect((await duffy.admin.get(`${V1}/tenants`)).status).toBe(200);
+    // Another admin: now the first may go, and the second is then the last.
+    const second = await duffy.admin.post(`${V1}/tenants`, { name: 'admin2', ssh_key: 'x', is_admin: true });
+    const admin2 = duffy.client('admin2', second.body.tenant.api_key);
+    // A retired admin does not count.
+    expect((await duffy.admin.put(`${V1}/tenants/${second.body.tenant.id}`, { active: false })).status).toBe(200);
+    expect((await duffy.admin.put(`${V1}/tenants/1`, { active: false })).status).toBe(409);
+    expect((await duffy.admin.put(`${V1}/tenants/${second.body.tenant.id}`, { active: true })).status).toBe(200);
+    expect((await duffy.admin.put(`${V1}/tenants/1`, { active: false })).status).toBe(200);
+    expect((await admin2.put(`${V1}/tenants/${second.body.tenant.id}`, { active: false })).status).toBe(409);
+    expect((await admin2.put(`${V1}/tenants/1`, { active: true })).status).toBe(200);
+  });
+});
+
+describe('item 9: the legacy key never reaches the logs (built server, DUFFY_LOG_LEVEL=info)', () => {
+  const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
+  const freePort = () =>
+    new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = srv.address() as { port: number };
+        srv.close(() => resolve(port));
+      });
+    });
+
+  it('logs requests with [Redacted] in place of the key, for good and bad keys', async () => {
+    const port = await freePort();
+    const env = { ...process.env, DUFFY_PORT: String(port), DUFFY_LOG_LEVEL: 'info', DUFFY_DATA_DIR: mkdtempSync(join(tmpdir(), 'duffy-log-')), DUFFY_CONFIG: instantDemoConfig(), DUFFY_ADMIN_KEY: ADMIN_KEY };
+    const child = spawn(process.execPath, [MAIN], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    try {
+      const url = `http://127.0.0.1:${port}`;
+      for (let i = 0; i < 100 && !out.includes('listening on'); i++) await new Promise((r) => setTimeout(r, 100));
+      const t = await fetch(`${url}/api/v1/tenants`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: basic('admin', ADMIN_KEY) }, body: JSON.stringify({ name: 'logged', ssh_key: 'x' }) }).then((r) => r.json() as Promise<any>);
+      const key = t.tenant.api_key as string;
+      const got = await fetch(`${url}/Node/get?key=${key}&ver=7&count=1`).then((r) => r.json() as Promise<any>);
+      await fetch(`${url}/Node/done?key=${key}&ssid=${got.ssid}`);
+      await fetch(`${url}/Node/done?key=${key}&ssid=0x1`);
+      await fetch(`${url}/Inventory?key=ffffffff-0000-4000-8000-00000000dead`);
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    }
+    expect(out).toContain('/Node/get?key=[Redacted]&ver=7&count=1');
+    expect(out).not.toMatch(/key=[0-9a-f]{8}-/);
+    expect(out).not.toContain('ffffffff-0000-4000-8000-00000000dead');
+    expect(out).not.toContain(ADMIN_KEY);
+  });
+});

@@ -1,0 +1,89 @@
+import { describe, expect, it } from '@jest/globals';
+import { NOTHING_IN_FLIGHT, decideExtendSession, decideUpdateTenant, parseExpiry } from '../../src/domain/decide.js';
+import { DomainError } from '../../src/domain/errors.js';
+import type { DuffyEvent } from '../../src/domain/events.js';
+import { AT, DEFAULTS, LATER, given, machine, tenant } from '../support/given.js';
+
+const HOUR = 3600_000;
+const kind = (fn: () => unknown) => {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof DomainError) return e.kind;
+    throw e;
+  }
+  return 'accepted';
+};
+
+/** alice(1) holds session 1, created at AT, expiring at LATER (AT + 1 h); DEFAULTS allow 2 h at most. */
+const started = (): Array<[string, DuffyEvent]> => [
+  tenant(1, 'alice'),
+  machine(1, 'i1', 'metal-intel'),
+  ['session-1', { type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: LATER, at: AT } }],
+  ['tenant-alice', { type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 1, count: 1, at: AT } }],
+  ['machine-i1', { type: 'MachineReserved', data: { machineId: 1, hostname: 'i1', sessionId: 1, tenantId: 1, pool: 'metal-intel', platform: 'intel', affinity: 'established', contextualize: false, at: AT } }],
+  ['session-1', { type: 'SessionStarted', data: { sessionId: 1, machineIds: [1], at: AT } }],
+];
+
+const extendedTo = (by: string, now: string, history = started()) => {
+  const world = given(...history);
+  const w = decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, DEFAULTS, by, now);
+  return (w.events[0] as { data: { expiresAt: string } }).data.expiresAt;
+};
+
+describe('extending a session (Duffy v3: current expiry + delta, clamped to created_at + max)', () => {
+  const at = (ms: number) => new Date(Date.parse(AT) + ms).toISOString();
+
+  it('given an expiry in 1 h, when "+2m" is asked 10 minutes in, then it ends 1 h 2 m after creation, not 12 m', () => {
+    expect(extendedTo('+2m', at(10 * 60_000))).toBe(at(HOUR + 2 * 60_000));
+  });
+
+  it('given an extended session, when extended again, then the deltas add up', () => {
+    const once: Array<[string, DuffyEvent]> = [...started(), ['session-1', { type: 'SessionExtended', data: { sessionId: 1, expiresAt: at(HOUR + 30 * 60_000), at: AT } }]];
+    expect(extendedTo('+15m', AT, once)).toBe(at(HOUR + 45 * 60_000));
+  });
+
+  it('clamps to created_at + session_lifetime_max; takes compound deltas and ISO times', () => {
+    expect(extendedTo('+6h', AT)).toBe(at(2 * HOUR));
+    expect(extendedTo('+0h30m', AT)).toBe(at(HOUR + 30 * 60_000));
+    expect(extendedTo(at(90 * 60_000), AT)).toBe(at(90 * 60_000));
+    expect(extendedTo(at(10 * HOUR), AT)).toBe(at(2 * HOUR));
+  });
+
+  it.each(['+', '+1', '1h', '+1x', '-1h', '+1h+1h', 'tomorrow', ''])('refuses %p', (by) => {
+    expect(kind(() => extendedTo(by, AT))).toBe('invalid');
+  });
+
+  it('parseExpiry adds to the base it is given, not to now', () => {
+    expect(parseExpiry('+1h', 5 * HOUR, 0)).toBe(6 * HOUR);
+    expect(kind(() => parseExpiry(new Date(0).toISOString(), 0, HOUR))).toBe('invalid');
+  });
+});
+
+describe('the last active admin', () => {
+  const retire = (history: Array<[string, DuffyEvent]>, id: number) => {
+    const world = given(...history);
+    return decideUpdateTenant(world.tenants.get(id)!, { changes: {}, active: false, now: LATER }, world);
+  };
+
+  it('given one admin, when it is retired, then that is refused as a conflict', () => {
+    expect(kind(() => retire([tenant(1, 'admin', { isAdmin: true }), tenant(2, 'alice')], 1))).toBe('conflict');
+  });
+
+  it('given a retired second admin, the first is still the last', () => {
+    const history: Array<[string, DuffyEvent]> = [tenant(1, 'admin', { isAdmin: true }), tenant(2, 'b', { isAdmin: true }), ['tenant-b', { type: 'TenantRetired', data: { tenantId: 2, at: AT } }]];
+    expect(kind(() => retire(history, 1))).toBe('conflict');
+  });
+
+  it('given two admins, when the other one has a write in flight (it may be retiring too), then this one stays', () => {
+    const world = given(tenant(1, 'admin', { isAdmin: true }), tenant(2, 'b', { isAdmin: true }));
+    const bBusy = { ...NOTHING_IN_FLIGHT, revision: (s: string, known: number) => (s === 'tenant-b' ? known + 1 : known) };
+    expect(kind(() => decideUpdateTenant(world.tenants.get(1)!, { changes: {}, active: false, now: LATER }, world, bBusy))).toBe('conflict');
+  });
+
+  it('given two active admins, one may go; a non-admin may always go', () => {
+    const two: Array<[string, DuffyEvent]> = [tenant(1, 'admin', { isAdmin: true }), tenant(2, 'b', { isAdmin: true }), tenant(3, 'alice')];
+    expect(retire(two, 1)?.events.map((e) => e.type)).toEqual(['TenantRetired']);
+    expect(retire([tenant(1, 'admin', { isAdmin: true }), tenant(3, 'alice')], 3)?.events.map((e) => e.type)).toEqual(['TenantRetired']);
+  });
+});

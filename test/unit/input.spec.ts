@@ -1,0 +1,81 @@
+import { describe, expect, it } from '@jest/globals';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { pinoHttp } from 'pino-http';
+import { MAX_BODY_DEPTH, checkJsonDepth, dropNullMembers, httpLogging, isId, redactUrl } from '../../src/http/input.js';
+
+const depth = (text: string) => () => checkJsonDepth(undefined, undefined, Buffer.from(text));
+
+describe('body depth check (on raw bytes, before parsing)', () => {
+  it('lets 32 levels through and refuses 33 with a 422', () => {
+    expect(depth('['.repeat(MAX_BODY_DEPTH) + ']'.repeat(MAX_BODY_DEPTH))).not.toThrow();
+    expect(depth('{"a":'.repeat(MAX_BODY_DEPTH) + '1' + '}'.repeat(MAX_BODY_DEPTH))).not.toThrow();
+    expect(depth('['.repeat(MAX_BODY_DEPTH + 1))).toThrow(expect.objectContaining({ status: 422, message: 'request body nested deeper than 32 levels' }));
+  });
+
+  it('ignores brackets inside strings, escaped quotes included', () => {
+    expect(depth(JSON.stringify({ a: '['.repeat(100), b: '\\"[[[[' + '{'.repeat(100) }))).not.toThrow();
+    expect(depth(`{"a": "\\"", "b": ${'['.repeat(40)}`)).toThrow();
+  });
+
+  it('is linear: 1 MB of brackets is refused at once', () => {
+    const t = Date.now();
+    expect(depth('['.repeat(1_000_000))).toThrow();
+    expect(Date.now() - t).toBeLessThan(500);
+  });
+});
+
+describe('null members are "not given"', () => {
+  const parse = (text: string) => JSON.parse(text, dropNullMembers);
+  it('drops null members at any depth, keeps null list elements', () => {
+    expect(parse('{"active": false, "expires_at": null}')).toEqual({ active: false });
+    expect(parse('{"tenant_id": null, "nodes_specs": [{"quantity": 1, "pool": "p", "arch": null}, null]}')).toEqual({ nodes_specs: [{ quantity: 1, pool: 'p' }, null] });
+    expect(parse('null')).toBeUndefined();
+  });
+});
+
+describe('ids', () => {
+  it.each(['0', '1', '42', '999999999999999'])('%s is an id', (id) => expect(isId(id)).toBe(true));
+  it.each(['0x10', '1e1', '0b1', '1.0', '+1', ' 1', '-1', '01', '1000000000000000', '', '1 ', 'NaN'])('%p is not', (id) => expect(isId(id)).toBe(false));
+  it.each([1, null, undefined, ['1']])('non-strings (%p) are not', (id) => expect(isId(id)).toBe(false));
+});
+
+describe('logging: no credential in request logs', () => {
+  it('masks the legacy key in urls', () => {
+    expect(redactUrl('/Node/get?key=abc-123&ver=7')).toBe('/Node/get?key=[Redacted]&ver=7');
+    expect(redactUrl('/Inventory?ver=7&KEY=abc#x')).toBe('/Inventory?ver=7&KEY=[Redacted]#x');
+    expect(redactUrl('/x?monkey=1')).toBe('/x?monkey=1');
+  });
+
+  it('pino-http with Duffy settings logs neither the key nor the Basic credentials, on success and on a 5xx', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        lines.push(String(chunk));
+        done();
+      },
+    });
+    const log = pinoHttp({ ...httpLogging, level: 'info' }, sink);
+    const server = createServer((req, res) => {
+      log(req, res);
+      res.statusCode = req.url!.startsWith('/Node/done') ? 500 : 200;
+      res.end('{}');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      await fetch(`${url}/Node/get?key=11111111-2222-4333-8444-555555555555&ver=7&count=1`);
+      await fetch(`${url}/Node/done?ssid=3&key=11111111-2222-4333-8444-555555555555`);
+      await fetch(`${url}/api/v1/sessions`, { headers: { authorization: 'Basic YWxpY2U6c2VjcmV0LWtleQ==' } });
+    } finally {
+      server.close();
+    }
+    const out = lines.join('');
+    expect(lines.length).toBeGreaterThanOrEqual(3);
+    expect(out).toContain('[Redacted]');
+    expect(out).toContain('/Node/get?key=[Redacted]&ver=7&count=1');
+    expect(out).not.toContain('11111111-2222');
+    expect(out).not.toContain('YWxpY2U6c2VjcmV0LWtleQ');
+  });
+});
