@@ -140,7 +140,7 @@ export class Provisioner implements OnApplicationShutdown {
       claimed.map(async ({ machine, revision }) => {
         const result = nodes.get(machine.hostname)!;
         const files = job.action === 'collect_artifacts' && result.ok && artifactsDir ? await listFiles(join(artifactsDir, machine.hostname), this.catalog.settings.dataDir) : undefined;
-        return decideRunOutcome(machine, pool, job, { ...result, files }, run, revision, now);
+        return decideRunOutcome(machine, pool, job, { ...result, files }, run, revision, now, claimed.length);
       }),
     );
     // The outcome is recorded at its own time, not the claim's (same correlation id).

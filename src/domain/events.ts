@@ -120,6 +120,14 @@ export type DuffyEvent =
       type: 'EnvironmentFault';
       data: { machineId: number; sessionId: number | null; action: PlaybookAction; error: string; spawned: boolean; run: PlaybookRun; at: string };
     }
+  /**
+   * A run of several machines hung past its timeout: which one hung is unknown, so none is blamed; each is run
+   * again alone, where a timeout counts against the machine.
+   */
+  | {
+      type: 'PlaybookTimedOutInBatch';
+      data: { machineId: number; sessionId: number | null; action: PlaybookAction; machines: number; run: PlaybookRun; at: string };
+    }
   | { type: 'MachineQuarantined'; data: { machineId: number; reason: string; at: string } }
   | { type: 'MachineReturnedToService'; data: { machineId: number; run: PlaybookRun; at: string } }
   | { type: 'SessionFailed'; data: { sessionId: number; reason: string; at: string } }

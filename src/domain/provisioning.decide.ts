@@ -54,7 +54,7 @@ export function dueWork(world: World, ctx: JobContext): Work {
   const returns: Write[] = [];
   const at = new Date(ctx.now).toISOString();
   const add = (m: Machine, action: PlaybookAction, sessionId: number | null) => {
-    const key = `${m.pool}|${action}|${sessionId}`;
+    const key = `${m.pool}|${action}|${sessionId}${m.runAlone ? `|${m.id}` : ''}`;
     const job = groups.get(key) ?? { pool: m.pool, action, sessionId, machineIds: [] };
     job.machineIds.push(m.id);
     groups.set(key, job);
@@ -127,10 +127,14 @@ export function decideRunOutcome(
   run: PlaybookRun,
   expected: number,
   now: string,
+  /** Machines in the run: a timeout of several is nobody's in particular. */
+  machines = 1,
 ): Write {
   const events: DuffyEvent[] = [];
   const machineId = m.id;
-  if (job.action === 'collect_artifacts') {
+  if (!result.ok && run.timedOut && machines > 1 && job.action !== 'collect_artifacts') {
+    events.push({ type: 'PlaybookTimedOutInBatch', data: { machineId, sessionId: job.sessionId, action: job.action, machines, run, at: now } });
+  } else if (job.action === 'collect_artifacts') {
     // Artifacts are best effort: a failure is recorded and the release goes on.
     events.push({ type: 'ArtifactsCollected', data: { machineId, sessionId: job.sessionId, files: result.ok ? (result.files ?? []) : [], error: result.ok ? null : (result.error ?? 'failed'), run, at: now } });
   } else if (result.ok) {

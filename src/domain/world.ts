@@ -59,6 +59,8 @@ export interface Machine {
    * (`unused`: never provisioned; `ready`: provisioned, never given a key) without a release playbook.
    */
   untouchedReturn: 'unused' | 'ready' | null;
+  /** Its last run of several machines timed out: its next run is its own, so a timeout there is its own. */
+  runAlone: boolean;
 }
 
 export type SessionStatus = 'requested' | 'waiting' | 'active' | 'rejected' | 'released' | 'expired';
@@ -133,6 +135,7 @@ export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool
     contextualizeOnHandover: false,
     contextualizeStarted: false,
     untouchedReturn: null,
+    runAlone: false,
   };
 }
 
@@ -293,6 +296,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;
       m.job = null;
+      m.runAlone = false;
       m.revision = revision;
       if (event.type === 'ArtifactsCollected') {
         m.artifactsCollectedFor = event.data.sessionId;
@@ -316,6 +320,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;
       m.job = null;
+      m.runAlone = false;
       m.failures += 1;
       m.provisioningFailures += 1;
       m.revision = revision;
@@ -349,10 +354,22 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       if (action === 'health_check') m.lastHealthCheckAt = null;
       return world;
     }
+    case 'PlaybookTimedOutInBatch': {
+      // Nobody is blamed yet: the claim ends, and the machine's next run is its own.
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.job = null;
+      m.runAlone = true;
+      m.revision = revision;
+      if (event.data.action === 'provision' && m.sessionId === null && m.state === 'provisioning') m.state = 'unused';
+      if (event.data.action === 'health_check') m.lastHealthCheckAt = null;
+      return world;
+    }
     case 'MachineQuarantined': {
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;
       m.untouchedReturn = null;
+      m.runAlone = false;
       m.state = 'failed';
       m.job = null;
       m.quarantines += 1;
@@ -368,6 +385,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       m.releasingSession = null;
       m.artifactsCollectedFor = null;
       m.untouchedReturn = null;
+      m.runAlone = false;
       if (event.data.state === 'done') m.retiredAt = event.data.at;
       m.revision = revision;
       return world;

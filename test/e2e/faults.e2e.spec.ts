@@ -113,6 +113,26 @@ describe('fault: a session that ends before its machine was ever provisioned', (
   });
 });
 
+describe('fault: a run of several machines that hangs', () => {
+  it('blames only the machine that hangs when run alone; the other one serves', async () => {
+    // The fill level provisions both in one run; one of them hangs, so the whole run times out.
+    const config = ansibleConfig([{ name: 'b', 'fill-level': 2, contextualize: false, 'playbook-timeout': 8, 'quarantine-after': 1, 'health-check-interval': 3600 }], [
+      { hostname: 'fine-1.test', pool: 'b' },
+      { hostname: 'stuck-1.test', pool: 'b' },
+    ]);
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-faults-'));
+    inject(dataDir, 'stuck-1.test', 'hang', 'provision');
+    duffy = await startDuffy({ configFile: config, dataDir });
+    await until(duffy, () => machine(duffy!, 'stuck-1.test').state === 'failed' && machine(duffy!, 'fine-1.test').state === 'ready', 90_000);
+    expect([machine(duffy, 'fine-1.test').failures, machine(duffy, 'fine-1.test').quarantines]).toEqual([0, 0]);
+    const events = await ledgerEvents(duffy);
+    const fine = events.filter((e) => e.stream === 'machine-fine-1.test').map((e) => e.type);
+    expect(fine).toEqual(['MachineRegistered', 'PlaybookStarted', 'PlaybookTimedOutInBatch', 'PlaybookStarted', 'MachineProvisioned']);
+    const stuck = events.filter((e) => e.stream === 'machine-stuck-1.test').map((e) => e.type);
+    expect(stuck.slice(-3)).toEqual(['PlaybookStarted', 'ProvisioningFailed', 'MachineQuarantined']);
+  });
+});
+
 describe('fault: a quarantined machine that was never provisioned', () => {
   it('passes its health check (an empty disk is a healthy one) and returns to service', async () => {
     // A broken release playbook quarantines a machine registered `ready` whose directory was never created.

@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { PoolConfig } from '../../src/config/config.js';
 import type { DuffyEvent, PlaybookRun } from '../../src/domain/events.js';
 import { AnsibleRunner, type DuffyIn, environmentFault } from '../../src/adapters/ansible-runner.js';
-import { type Job, decideEnvironmentFault, decideReplacement, dueWork } from '../../src/domain/provisioning.decide.js';
+import { type Job, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork } from '../../src/domain/provisioning.decide.js';
 import { AT, LATER, POOLS, given, machine, tenant } from '../support/given.js';
 
 const pool = Object.assign(new PoolConfig(), { name: 'metal-intel', type: 'baremetal', arch: 'x86_64', platform: 'intel', contextualize: true, 'release-policy': 'rebuild', 'quarantine-after': 1 });
@@ -112,5 +112,29 @@ describe('a failed replacement', () => {
     const w = given(...reserved(false), ['machine-i1', { type: 'ProvisioningFailed', data: { machineId: 1, sessionId: 1, action: 'contextualize', error: 'disk on fire', run, at: AT } }]);
     const d = decideReplacement(w, w.sessions.get(1)!, POOLS, () => true, () => false, AT, 'i1: disk on fire');
     expect(d).toEqual({ fail: expect.stringMatching(/^no replacement for a machine whose hand-over failed \(i1: disk on fire\): /) });
+  });
+});
+
+describe('a run of several machines that times out', () => {
+  const timedOut: PlaybookRun = { ...run, exitCode: null, timedOut: true, tail: '' };
+  const fill = [machine(1, 'i1', 'metal-intel', 'unused'), machine(2, 'i2', 'metal-intel', 'unused')];
+  const claims = [1, 2].map((id): [string, DuffyEvent] => [`machine-i${id}`, { type: 'PlaybookStarted', data: { machineId: id, action: 'provision', sessionId: null, instance: 'me', deadline: LATER, at: AT } }]);
+  const job: Job = { pool: 'metal-intel', action: 'provision', sessionId: null, machineIds: [1, 2] };
+
+  it('blames nobody, and runs each machine again alone', () => {
+    const w = given(...fill, ...claims);
+    const outcome = [1, 2].map((id) => decideRunOutcome(w.machines.get(id)!, pool, job, { ok: false, ipaddr: null, error: 'playbook timed out' }, timedOut, w.machines.get(id)!.revision, AT, 2));
+    expect(outcome.map((o) => o.events.map((e) => e.type))).toEqual([['PlaybookTimedOutInBatch'], ['PlaybookTimedOutInBatch']]);
+    const after = given(...fill, ...claims, ...outcome.map((o): [string, DuffyEvent] => [o.stream, o.events[0]]));
+    expect([...after.machines.values()].map((m) => [m.state, m.failures, m.job])).toEqual([['unused', 0, null], ['unused', 0, null]]);
+    // Both still wanted by the fill level (fill-level 0 here: ask a pool that wants two).
+    const two = Object.assign(new PoolConfig(), pool, { 'fill-level': 2 });
+    expect(dueWork(after, { ...ctx, pools: () => two }).jobs.map((j) => j.machineIds)).toEqual([[1], [2]]);
+  });
+
+  it('alone, counts against the machine as before', () => {
+    const w = given(...fill, ...claims);
+    const alone = decideRunOutcome(w.machines.get(1)!, pool, { ...job, machineIds: [1] }, { ok: false, ipaddr: null, error: 'playbook timed out' }, timedOut, 1, AT, 1);
+    expect(alone.events.map((e) => e.type)).toEqual(['ProvisioningFailed', 'MachineQuarantined']);
   });
 });
