@@ -43,14 +43,34 @@ if (seeds > 1) {
       String(s),
       ...run.map((r) => r.wearGiniMean.toFixed(3)),
       ...run.map((r) => r.jain.toFixed(3)),
+      `${(100 * duffy.affinityHitRate).toFixed(1)}%`,
+      ...run.map((r) => String(r.served)),
+      ...run.map((r) => String(r.abandoned)),
+      ...run.map((r) => `${(100 * r.utilisation).toFixed(1)}%`),
       others.every((o) => duffy.wearGiniMean < o.wearGiniMean) ? 'yes' : 'no',
       others.every((o) => duffy.jain > o.jain) ? 'yes' : 'no',
+      others.every((o) => duffy.served >= o.served && duffy.abandoned <= o.abandoned) ? 'yes' : 'no',
     ]);
   }
-  const names = reports.map((r) => r.policy);
+  // Short column names so the table fits: d = duffy, r = random, f = first-free.
+  const short = reports.map((r) => ({ duffy: 'd', random: 'r', 'first-free': 'f' })[r.policy as string] ?? r.policy);
   console.log('');
   console.log(
-    formatTable(['seed', ...names.map((n) => `Gini ${n}`), ...names.map((n) => `Jain ${n}`), 'duffy lowest Gini', 'duffy highest Jain'], rows),
+    formatTable(
+      [
+        'seed',
+        ...short.map((n) => `Gini ${n}`),
+        ...short.map((n) => `Jain ${n}`),
+        'affinity d',
+        ...short.map((n) => `served ${n}`),
+        ...short.map((n) => `abandoned ${n}`),
+        ...short.map((n) => `util ${n}`),
+        'd lowest Gini',
+        'd highest Jain',
+        'd served most, abandoned least',
+      ],
+      rows,
+    ),
   );
 }
 console.log(`\n(${((performance.now() - t0) / 1000).toFixed(1)} s of real time)`);

@@ -30,7 +30,8 @@ export function sliceFor(e: RecordedEvent & DuffyEvent, doc: DocReader): World {
 /** Tenants, machines and sessions as the API shows them, served from the read-model store. */
 export const entities: Projection = {
   name: 'entities',
-  version: 1,
+  // 2: machines carry their service (maintenance, retirement) and quarantine.
+  version: 2,
   collections: [TENANTS, MACHINES, SESSIONS],
   project(e, doc): Change[] {
     const world = sliceFor(e, doc);

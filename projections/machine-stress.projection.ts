@@ -4,13 +4,14 @@ const MACHINES = 'machine_stress';
 const POOLS = 'pool_stress';
 const PLATFORMS = 'platform_stress';
 
-const zero = { allocations: 0, busy_ms: 0, provisioning_failures: 0, quarantines: 0 };
+const zero = { allocations: 0, busy_ms: 0, provisioning_failures: 0, health_check_failures: 0, quarantines: 0 };
 type Counters = typeof zero;
 
 /** Hardware stress per machine, rolled up by pool and by platform family: what wear levelling is judged on. */
 export const machineStress: Projection = {
   name: 'machine-stress',
-  version: 1,
+  // 2: health-check failures apart; a failed hand-over is no allocation.
+  version: 2,
   collections: [MACHINES, POOLS, PLATFORMS],
   project(e, doc) {
     if (e.type === 'MachineRegistered') {
@@ -36,8 +37,11 @@ export const machineStress: Projection = {
         Object.assign(next, { reserved_at: null, last_used: e.data.at });
         break;
       case 'ProvisioningFailed':
-        add.provisioning_failures = 1;
+        if (e.data.action === 'health_check') add.health_check_failures = 1;
+        else add.provisioning_failures = 1;
         if (e.data.sessionId !== null && m.reserved_at && (e.data.action === 'provision' || e.data.action === 'contextualize')) {
+          // The hand-over failed: the tenant never used it, so the attempt is not counted as an allocation.
+          add.allocations = -1;
           add.busy_ms = ms(String(m.reserved_at), e.data.at);
           next.reserved_at = null;
         }
@@ -59,7 +63,7 @@ export const machineStress: Projection = {
 };
 
 function counters(d: Doc | undefined): Counters {
-  return { allocations: Number(d?.allocations ?? 0), busy_ms: Number(d?.busy_ms ?? 0), provisioning_failures: Number(d?.provisioning_failures ?? 0), quarantines: Number(d?.quarantines ?? 0) };
+  return Object.fromEntries(Object.keys(zero).map((k) => [k, Number(d?.[k] ?? 0)])) as Counters;
 }
 
 function bump(d: Doc, add: Partial<Counters>): Doc {

@@ -13,6 +13,7 @@ import { ErrorsFilter } from './http/errors.filter.js';
 import { httpLogging } from './http/input.js';
 import { LegacyController } from './http/legacy.controller.js';
 import { SessionsController } from './http/sessions.controller.js';
+import { ArtifactsController } from './http/artifacts.controller.js';
 import { ReadViews } from './http/read-views.js';
 import { StatsController } from './http/stats.controller.js';
 import { QueueController } from './http/queue.controller.js';
@@ -34,6 +35,7 @@ import { RegisterTenantHandler } from './application/handlers/register-tenant.ha
 import { RequestSessionHandler } from './application/handlers/request-session.handler.js';
 import { UpdateTenantHandler } from './application/handlers/update-tenant.handler.js';
 import { Ledger } from './application/ledger.service.js';
+import { ChangeNodeServiceHandler } from './application/handlers/node-service.handler.js';
 import { SessionLifecycle } from './application/session-lifecycle.js';
 import { Reconciler } from './application/reconciler.service.js';
 import { QueueSaga, ServeWaitingRequestsHandler, WaitingQueue } from './application/queue.service.js';
@@ -60,7 +62,7 @@ export class AppModule implements NestModule {
           },
         }),
       ],
-      controllers: [SessionsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, QueueController, HealthController, MetricsController, OpsPageController, EventsController, AuditController],
+      controllers: [SessionsController, ArtifactsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, QueueController, HealthController, MetricsController, OpsPageController, EventsController, AuditController],
       providers: [
         { provide: SETTINGS, useValue: settings },
         { provide: EVENT_STORE, useFactory: () => store ?? createEventStore(settings.eventStoreUrl, settings.dataDir) },
@@ -91,6 +93,7 @@ export class AppModule implements NestModule {
         EndSessionHandler,
         CancelWaitingHandler,
         ExtendSessionHandler,
+        ChangeNodeServiceHandler,
       ],
     };
   }

@@ -1,5 +1,5 @@
 import { Command } from '@nestjs/cqrs';
-import { type NodeSpec, type ReleaseReason, type TenantSettings } from '../domain/events.js';
+import { type Hardware, type NodeSpec, type ReleaseReason, type TenantSettings } from '../domain/events.js';
 import { type Machine, type Session, type Tenant } from '../domain/world.js';
 
 /** Who asks; commands carry it so every event names its actor. */
@@ -35,7 +35,7 @@ export class UpdateTenantCommand extends Command<{ tenant: Tenant; apiKey?: stri
 export class RegisterMachineCommand extends Command<Machine> {
   constructor(
     readonly actor: Actor | null,
-    readonly machine: { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state'] },
+    readonly machine: { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state']; hardware?: Hardware },
   ) {
     super();
   }

@@ -100,7 +100,7 @@ export class WaitingQueue implements OnApplicationShutdown {
   }
 }
 
-const FREES_CAPACITY = new Set(['MachineReleased', 'MachineReservationCancelled', 'MachineRecycled', 'MachineProvisioned', 'MachineReturnedToService', 'MachineRegistered', 'QuotaReturned', 'RequestQueued']);
+const FREES_CAPACITY = new Set(['MachineReleased', 'MachineReservationCancelled', 'MachineRecycled', 'MachineProvisioned', 'MachineReturnedToService', 'MachineServiceChanged', 'MachineRegistered', 'QuotaReturned', 'RequestQueued']);
 
 @Injectable()
 export class QueueSaga {

@@ -52,7 +52,7 @@ export function replay(events: RecordedEvent[], defaults: Defaults): Violation[]
         (x) =>
           x.id !== m.id &&
           (x.state === 'ready' || (x.state === 'unused' && m.state === 'unused')) &&
-          x.sessionId === null && x.job === null && x.retiredAt === null &&
+          x.sessionId === null && x.job === null && x.retiredAt === null && x.service === 'in-service' &&
           at - (freedAt.get(x.id) ?? 0) > IN_FLIGHT_GRACE_MS &&
           ((x.state === 'ready' && m.state !== 'ready') || lessStressed(x, m) < 0),
       );

@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
@@ -47,27 +49,49 @@ export class ApiError extends Error {
 export class DuffyClient {
   constructor(readonly config: ClientConfig) {}
 
+  /**
+   * One API call. Plain node:http(s), not fetch: fetch gives up on an answer after 300 s (undici's headers
+   * timeout), and a request waiting in Duffy's fair queue is answered only when it is served.
+   */
   async call<T = Record<string, any>>(method: string, path: string, body?: unknown): Promise<T> {
+    return JSON.parse((await this.raw(method, path, body)).toString('utf8')) as T;
+  }
+
+  /** The answer's bytes (a file download); an error answer becomes an ApiError with its `detail`. */
+  async raw(method: string, path: string, body?: unknown): Promise<Buffer> {
     const { tenant, key, url } = this.config;
     if (!tenant || !key) throw new ApiError(401, 'no credentials: give --tenant and --key, DUFFY_TENANT and DUFFY_KEY, or ~/.config/duffy');
-    let res: Response;
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    let res: { status: number; statusText: string; body: Buffer };
     try {
-      res = await fetch(`${url}/api/v1${path}`, {
-        method,
-        headers: { authorization: `Basic ${Buffer.from(`${tenant}:${key}`).toString('base64')}`, 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
+      res = await send(new URL(`${url}/api/v1${path}`), method, {
+        authorization: `Basic ${Buffer.from(`${tenant}:${key}`).toString('base64')}`,
+        'content-type': 'application/json',
+        ...(payload === undefined ? {} : { 'content-length': String(Buffer.byteLength(payload)) }),
+      }, payload);
     } catch (err) {
-      throw Object.assign(new ApiError(0, `cannot reach Duffy at ${url}: ${(err as Error).cause ?? (err as Error).message}`), { unreachable: true });
+      throw Object.assign(new ApiError(0, `cannot reach Duffy at ${url}: ${(err as Error).message}`), { unreachable: true });
     }
-    const text = await res.text();
-    let parsed: any;
+    if (res.status >= 200 && res.status < 300) return res.body;
+    let detail: unknown;
     try {
-      parsed = JSON.parse(text);
+      detail = JSON.parse(res.body.toString('utf8'))?.detail;
     } catch {
-      parsed = { detail: text };
+      detail = res.body.toString('utf8');
     }
-    if (!res.ok) throw new ApiError(res.status, String(parsed?.detail ?? res.statusText));
-    return parsed as T;
+    throw new ApiError(res.status, String(detail || res.statusText));
   }
+}
+
+function send(url: URL, method: string, headers: Record<string, string>, payload?: string): Promise<{ status: number; statusText: string; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
 }

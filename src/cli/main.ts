@@ -1,10 +1,28 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, resolve, sep } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { NotFoundError } from '../audit/audit.js';
+import { MACHINE_TYPES } from '../domain/events.js';
 import { auditCommands } from './audit.js';
 import { ApiError, DuffyClient, EXIT, clientConfig } from './client.js';
 
-type Session = { id: number; active: boolean; expires_at: string | null; nodes: Array<{ hostname: string; ipaddr: string | null; pool: string; state: string }> };
+type Session = {
+  id: number;
+  active: boolean;
+  expires_at: string | null;
+  nodes: Array<{ hostname: string; ipaddr: string | null; pool: string; state: string }>;
+  data?: { nodes_specs?: unknown[]; queue?: { position: number; reason: string; until: string } };
+};
+type Node = { id: number; hostname: string; state: string; service?: string; service_reason?: string | null };
+
+/** A mistake in the command line: exit 2 with the message (commander's own errors print themselves). */
+class UsageError extends Error {}
+
+/** The longest wait Duffy's queue accepts (SessionCreateDto). */
+const MAX_WAIT = 3600;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface Io {
   out: (line: string) => void;
@@ -39,28 +57,20 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .command('request')
     .description('ask for machines: by --pool, or by --type (+ --arch, --platform)')
     .option('--pool <name>')
-    .option('--type <baremetal|vm>')
+    .addOption(new Option('--type <type>').choices(MACHINE_TYPES))
     .option('--arch <arch>')
     .option('--platform <family>')
     .option('--count <n>', 'how many', positive, 1)
-    .option('--wait <seconds>', 'keep trying this long while no machine is free', positive)
+    .option('--wait <seconds>', `wait up to this long in Duffy's fair-share queue while no machine is free (at most ${MAX_WAIT})`, (v: string) => {
+      const n = positive(v);
+      if (n > MAX_WAIT) throw new InvalidArgumentError(`must be at most ${MAX_WAIT}`);
+      return n;
+    })
     .action(async (o: { pool?: string; type?: string; arch?: string; platform?: string; count: number; wait?: number }) => {
-      if (!o.pool && !o.type) throw new InvalidArgumentError('give --pool or --type');
+      if (!o.pool && !o.type) throw new UsageError('request: give --pool or --type');
       const spec = Object.fromEntries(Object.entries({ pool: o.pool, type: o.type, arch: o.arch, platform: o.platform, quantity: o.count }).filter(([, v]) => v !== undefined));
-      const deadline = Date.now() + (o.wait ?? 0) * 1000;
-      const started = Date.now();
-      for (let attempt = 1; ; attempt++) {
-        try {
-          const r = await client().call<{ session: Session }>('POST', '/sessions', { nodes_specs: [spec] });
-          progress?.('');
-          return show(r.session);
-        } catch (err) {
-          const busy = err instanceof ApiError && (err.exitCode === EXIT.noCapacity || err.exitCode === EXIT.unavailable);
-          if (!busy || Date.now() >= deadline) throw err;
-          progress?.(`waiting for ${o.count} machine(s): ${err.message} (${Math.round((Date.now() - started) / 1000)} s, try ${attempt})`);
-          await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** Math.min(attempt, 5), Math.max(0, deadline - Date.now()))));
-        }
-      }
+      if (!o.wait) return show((await client().call<{ session: Session }>('POST', '/sessions', { nodes_specs: [spec] })).session);
+      return show(await waitInQueue(client(), [spec], o.wait, o.count, progress));
     });
 
   duffy
@@ -86,23 +96,122 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .description('keep the machines longer: +2h, +30m or an ISO time (clamped to your maximum)')
     .action(async (id: string, by = '+1h') => show((await client().call<{ session: Session }>('PUT', `/sessions/${encodeURIComponent(id)}`, { expires_at: by })).session));
 
+  duffy
+    .command('artifacts <session>')
+    .description("download the files collected from a session's machines at release")
+    .option('--out <dir>', 'where to put them (created if missing)', '.')
+    .action(async (id: string, o: { out: string }) => {
+      const c = client();
+      const base = `/sessions/${encodeURIComponent(id)}/artifacts`;
+      const list = (await c.call<{ artifacts: Array<{ path: string; size: number }> }>('GET', base)).artifacts;
+      const root = resolve(o.out);
+      for (const a of list) {
+        // The server confines paths to the session; check again, a file must not land outside --out.
+        const target = resolve(root, ...a.path.split('/'));
+        if (!target.startsWith(root + sep)) throw new Error(`refusing to write ${a.path} outside ${root}`);
+        await mkdir(dirname(target), { recursive: true });
+        await writeFile(target, await c.raw('GET', `${base}/${a.path.split('/').map(encodeURIComponent).join('/')}`));
+        if (!json()) out(`${a.path}\t${a.size}`);
+      }
+      if (json()) out(JSON.stringify(list.map((a) => ({ ...a, file: resolve(root, ...a.path.split('/')) }))));
+      else if (list.length === 0) out(`session ${id} has no artifacts`);
+    });
+
+  const listing = (rows: Array<Record<string, unknown>>) => {
+    if (json()) return out(JSON.stringify(rows));
+    for (const r of rows) out(Object.values(r).map((v) => (typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v))).join('\t'));
+  };
   for (const [name, path, field] of [
     ['tenants', '/tenants', 'tenants'],
-    ['nodes', '/nodes', 'nodes'],
     ['pools', '/pool-profiles', 'pool_profiles'],
   ] as const) {
     duffy
       .command(name)
       .description(`list ${name}`)
-      .action(async () => {
-        const rows = (await client().call('GET', path))[field] as Array<Record<string, unknown>>;
-        if (json()) return out(JSON.stringify(rows));
-        for (const r of rows) out(Object.values(r).map((v) => (typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v))).join('\t'));
-      });
+      .action(async () => listing((await client().call('GET', path))[field]));
   }
+
+  const nodes = duffy
+    .command('nodes')
+    .description('list nodes; admins take them in and out of service')
+    .action(async () => listing((await client().call('GET', '/nodes')).nodes));
+  /** HOST is a node id, or a hostname looked up in the nodes the caller may see (admins: all). */
+  const nodeId = async (host: string) => {
+    if (/^[0-9]+$/.test(host)) return Number(host);
+    const all = (await client().call<{ nodes: Node[] }>('GET', '/nodes')).nodes;
+    const n = all.find((x) => x.hostname === host || String(x.id) === host);
+    if (!n) throw new ApiError(404, `node ${host} not found`);
+    return n.id;
+  };
+  const service = async (host: string, body: Record<string, unknown>) => {
+    const n = (await client().call<{ node: Node }>('PUT', `/nodes/${await nodeId(host)}`, body)).node;
+    if (json()) return out(JSON.stringify(n));
+    out([n.hostname, n.state, n.service, n.service_reason ?? ''].join('\t').trimEnd());
+  };
+  nodes
+    .command('maintenance <host>')
+    .description('hand it out no more; a held node drains: it stays with its session, then stays out')
+    .option('--reason <text>', 'why, for the ledger and the ops page')
+    .action((host: string, o: { reason?: string }) => service(host, { maintenance: true, reason: o.reason ?? null }));
+  nodes
+    .command('return <host>')
+    .description('back in service, from maintenance or quarantine')
+    .option('--reason <text>')
+    .action((host: string, o: { reason?: string }) => service(host, { maintenance: false, reason: o.reason ?? null }));
+  nodes
+    .command('retire <host>')
+    .description('out of service for good (its history stays in the ledger)')
+    .option('--reason <text>')
+    .action((host: string, o: { reason?: string }) => service(host, { retired: true, reason: o.reason ?? null }));
 
   auditCommands(duffy, out);
   return duffy;
+}
+
+/**
+ * POST with `"wait"`: Duffy keeps the request in its fair-share queue and answers once it is served (or its time
+ * is up). Meanwhile follow the waiting session: its place and reason as progress, and its id, so that an
+ * interrupted CLI takes it out of the queue instead of leaving it to be served to nobody.
+ */
+async function waitInQueue(c: DuffyClient, specs: unknown[], wait: number, count: number, progress?: (line: string) => void): Promise<Session> {
+  const waitingOnes = async () => (await c.call<{ sessions: Session[] }>('GET', '/sessions')).sessions.filter((s) => !s.active && s.data?.queue);
+  const before = new Set((await waitingOnes()).map((s) => s.id));
+  let settled = false;
+  const answer = c.call<{ session: Session }>('POST', '/sessions', { nodes_specs: specs, wait }).finally(() => (settled = true));
+  let mine: number | undefined;
+  // Once interrupted, the answer (422 "cancelled") is not the outcome: the exit code is the signal's.
+  let stopping: Promise<never> | undefined;
+  const interrupted = (signal: NodeJS.Signals) => {
+    stopping = new Promise<never>(() => undefined);
+    progress?.('');
+    const cancel = mine === undefined ? Promise.resolve() : c.call('PUT', `/sessions/${mine}`, { active: false }).then(() => process.stderr.write(`duffy: left the queue (session ${mine})\n`), () => undefined);
+    void cancel.finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  const started = Date.now();
+  try {
+    for (let look = 0; !settled; look++) {
+      await Promise.race([answer.catch(() => undefined), sleep(look === 0 ? 300 : 1000)]);
+      if (settled) break;
+      // Ours: a session that started waiting after we asked, for what we asked. Another CLI of the same tenant
+      // may ask the same at the same time: then it is not known which is ours, and none is cancelled.
+      const ours = (await waitingOnes().catch(() => [] as Session[])).filter((s) => !before.has(s.id) && isDeepStrictEqual(s.data?.nodes_specs, specs));
+      mine = ours.length === 1 ? ours[0].id : undefined;
+      const q = ours[0]?.data?.queue;
+      if (q) progress?.(`waiting for ${count} machine(s) in the queue: ${mine === undefined ? '' : `session ${mine}, `}position ${q.position}: ${q.reason} (${Math.round((Date.now() - started) / 1000)} s)`);
+    }
+    const { session } = await answer;
+    if (stopping) await stopping;
+    return session;
+  } catch (err) {
+    if (stopping) await stopping;
+    throw err;
+  } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
+    progress?.('');
+  }
 }
 
 /** Runs the CLI; returns the exit code (0 ok, 2 usage, 3 auth, 4 not found, 5 no capacity, 6 unavailable, 7 unreachable). */
@@ -113,11 +222,12 @@ export async function run(argv: string[], out?: (line: string) => void, io?: Par
   } catch (err) {
     const e = err as { code?: string; exitCode?: number; message?: string; unreachable?: boolean };
     if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return EXIT.ok;
+    // Commander has printed its own usage errors already.
     if (e.code?.startsWith('commander.')) return EXIT.usage;
     process.stderr.write(`duffy: ${e.message ?? String(err)}\n`);
     if (e.unreachable) return EXIT.unreachable;
     if (err instanceof NotFoundError) return EXIT.notFound;
-    return err instanceof ApiError ? err.exitCode : err instanceof InvalidArgumentError ? EXIT.usage : EXIT.failure;
+    return err instanceof ApiError ? err.exitCode : err instanceof UsageError ? EXIT.usage : EXIT.failure;
   }
 }
 

@@ -56,6 +56,8 @@ export class MachineConfig {
   @IsBoolean() reusable = true;
   @IsIn(MACHINE_STATES) state: MachineState = 'ready';
   @IsOptional() @IsObject() data: Record<string, unknown> = {};
+  /** `cpus`, `ram_gb`, `disk_gb`, `cpu_model` and any other key: what requests may require. */
+  @IsOptional() @IsObject() hardware?: Record<string, string | number | boolean>;
 }
 
 /** One line of the legacy cico map: regexes on ver, arch and flavor (absent = any); first match wins. */

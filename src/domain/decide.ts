@@ -1,6 +1,6 @@
-import { type Pick, type PoolProfile, planAllocation } from './policy.js';
+import { OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, planAllocation } from './policy.js';
 import { type DomainErrorKind, refuse } from './errors.js';
-import { type DuffyEvent, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
+import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, claimedBy } from './world.js';
 
 /**
@@ -109,7 +109,7 @@ export function decideUpdateTenant(
 const anotherActiveAdmin = (world: World, tenantId: number, inFlight: InFlightView) =>
   [...world.tenants.values()].some((t) => t.id !== tenantId && t.isAdmin && t.retiredAt === null && inFlight.revision(stream.tenant(t.name), t.revision) === t.revision);
 
-export type MachineRegistration = { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state'] };
+export type MachineRegistration = { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state']; hardware?: Hardware };
 
 /** Machines joining the inventory, any number in one append (ids allocated in it too). */
 export function decideRegisterMachines(
@@ -172,8 +172,11 @@ export function decideRequestSession(
   }
   const unknown = cmd.specs.find((x) => x.pool !== undefined && !pools.some((p) => p.name === x.pool));
   if (unknown) return refusal('not_found', `can't reserve nodes: unknown pool ${unknown.pool}`);
-  const plan = planAllocation({ specs: cmd.specs, pools, tenantPlatform: tenant.platform, free: (pool) => freeMachines(world, pool, inFlight.busy) });
   const nowMs = Date.parse(cmd.now);
+  // Soft affinity: another family may serve a request that cannot wait at once, a waiting one once it has waited its share.
+  const q = cmd.waiting?.queue;
+  const overflow = q ? nowMs >= Date.parse(q.since) + OVERFLOW_AFTER_SHARE_OF_WAIT * (Date.parse(q.until) - Date.parse(q.since)) : !cmd.waitSeconds;
+  const plan = planAllocation({ specs: cmd.specs, pools, tenantPlatform: tenant.platform, overflow, free: (pool) => freeMachines(world, pool, inFlight.busy) });
   // The lease starts when machines are handed over (for a waiting request: now), within the tenant's maximum.
   const expiresAt = iso(nowMs + Math.min(limits.sessionLifetime, limits.sessionLifetimeMax) * 1000);
   const s = stream.session(cmd.sessionId);
@@ -228,10 +231,10 @@ export function decideReserve(p: Pick, sessionId: number, tenantId: number, cont
   };
 }
 
-/** Machines a request may take: ready ones, and unused ones that get provisioned on demand. */
+/** Machines a request may take: ready ones, and unused ones that get provisioned on demand; never one an admin took out of service. */
 export function* freeMachines(world: World, pool: string, busy: (id: number) => boolean): Iterable<Machine> {
   for (const m of world.machinesByPool.get(pool) ?? []) {
-    if ((m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null && !busy(m.id)) yield m;
+    if ((m.state === 'ready' || m.state === 'unused') && m.job === null && m.retiredAt === null && m.sessionId === null && m.service === 'in-service' && !busy(m.id)) yield m;
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * Every fact Duffy records. Stored events never change meaning: a new need gets a new type or field.
- * Streams: tenant-<name>, machine-<hostname>, session-<id>, ids-<kind> (integer id sequences).
+ * Streams: tenant-<name>, machine-<hostname>, service-<hostname>, session-<id>, ids-<kind> (integer id sequences).
  */
 export const MACHINE_STATES = [
   'unused',
@@ -17,14 +17,36 @@ export type MachineState = (typeof MACHINE_STATES)[number];
 export const MACHINE_TYPES = ['baremetal', 'vm'] as const;
 export type MachineType = (typeof MACHINE_TYPES)[number];
 
+/**
+ * What a machine is made of, as its operator describes it: `cpus`, `ram_gb`, `disk_gb`, `cpu_model`, and any other
+ * key. Requests may require some of it (Beaker's host requirements).
+ */
+export type Hardware = Record<string, string | number | boolean>;
+
+/** A spec's hardware needs: at least so many CPUs, GB of RAM and disk; `cpu_model` a case-insensitive substring. */
+export interface HardwareRequirement {
+  min_cpus?: number;
+  min_ram_gb?: number;
+  min_disk_gb?: number;
+  cpu_model?: string;
+}
+
 /** One line of a request: a pool by name, or a type (+ arch, platform) that the scheduler maps to pools. */
 export interface NodeSpec {
   pool?: string;
   type?: MachineType;
   arch?: string;
   platform?: string;
+  hardware?: HardwareRequirement;
   quantity: number;
 }
+
+/**
+ * Whether an admin lets the scheduler hand a machine out: `maintenance` (back later) and `retired` (for good)
+ * take it out; a machine held by a session stays with it until the session ends, then stays out.
+ */
+export const SERVICE_STATES = ['in-service', 'maintenance', 'retired'] as const;
+export type MachineService = (typeof SERVICE_STATES)[number];
 
 export type ReleaseReason = 'done' | 'expired' | 'tenant-retired' | 'failed';
 
@@ -69,6 +91,8 @@ export type DuffyEvent =
         reusable: boolean;
         data: Record<string, unknown>;
         state: MachineState;
+        /** Absent in events written before hardware was recorded. */
+        hardware?: Hardware;
         at: string;
       };
     }
@@ -83,9 +107,10 @@ export type DuffyEvent =
         platform: string;
         /**
          * How the tenant's platform affinity was honoured (invariant 7): established (first family), kept,
-         * fallback (the request named another pool or platform), not-offered (no pool of its family serves this kind).
+         * fallback (the request named another pool or platform), not-offered (no pool of its family serves this kind),
+         * overflow (asked by type: its family had too few free machines of this type and arch, another family served).
          */
-        affinity: 'kept' | 'established' | 'fallback' | 'not-offered';
+        affinity: 'kept' | 'established' | 'fallback' | 'not-offered' | 'overflow';
         /** True when the hand-over runs a contextualize playbook before the machine is deployed. */
         contextualize: boolean;
         /** True when the machine was `unused` and gets provisioned for this session first. */
@@ -130,6 +155,11 @@ export type DuffyEvent =
     }
   | { type: 'MachineQuarantined'; data: { machineId: number; reason: string; at: string } }
   | { type: 'MachineReturnedToService'; data: { machineId: number; run: PlaybookRun; at: string } }
+  /**
+   * An admin took a machine out of service or put it back (also out of quarantine). Written to the machine's
+   * `service-<hostname>` stream, so it never races a playbook's outcome or a reservation on `machine-<hostname>`.
+   */
+  | { type: 'MachineServiceChanged'; data: { machineId: number; hostname: string; service: MachineService; reason: string | null; actor: string | null; at: string } }
   | { type: 'SessionFailed'; data: { sessionId: number; reason: string; at: string } }
   | {
       type: 'MachineRequested';
@@ -151,6 +181,8 @@ export type EventOf<T extends DuffyEventType> = Extract<DuffyEvent, { type: T }>
 export const stream = {
   tenant: (name: string) => `tenant-${name}`,
   machine: (hostname: string) => `machine-${hostname}`,
+  /** Admin decisions about a machine (maintenance, retirement): kept off the machine stream, see MachineServiceChanged. */
+  service: (hostname: string) => `service-${hostname}`,
   session: (id: number) => `session-${id}`,
   ids: (kind: 'tenant' | 'machine') => `ids-${kind}`,
 };

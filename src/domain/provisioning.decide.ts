@@ -64,11 +64,13 @@ export function dueWork(world: World, ctx: JobContext): Work {
   for (const m of world.machines.values()) {
     const pool = ctx.pools(m.pool);
     if (!pool || m.retiredAt !== null) continue;
-    if (m.sessionId === null && (m.state === 'ready' || m.state === 'provisioning')) readyOrComing.set(m.pool, (readyOrComing.get(m.pool) ?? 0) + 1);
+    // Out of service (maintenance, retired): no fill level, no health check; a held one still gets its hand-over and release.
+    const inService = m.service === 'in-service';
+    if (inService && m.sessionId === null && (m.state === 'ready' || m.state === 'provisioning')) readyOrComing.set(m.pool, (readyOrComing.get(m.pool) ?? 0) + 1);
     if (claimed(m, ctx)) continue;
     switch (m.state) {
       case 'unused':
-        if (m.sessionId === null) unused.set(m.pool, [...(unused.get(m.pool) ?? []), m]);
+        if (m.sessionId === null && inService) unused.set(m.pool, [...(unused.get(m.pool) ?? []), m]);
         break;
       case 'provisioning':
         add(m, 'provision', m.sessionId);
@@ -85,9 +87,12 @@ export function dueWork(world: World, ctx: JobContext): Work {
           add(m, 'release', m.releasingSession);
         }
         break;
-      case 'failed':
-        if (!m.lastHealthCheckAt || ctx.now - Date.parse(m.lastHealthCheckAt) >= pool['health-check-interval'] * 1000) add(m, 'health_check', null);
+      case 'failed': {
+        // The first check comes one interval after the quarantine (or registration), not at once: a flaky machine stays out a while.
+        const since = Math.max(...[m.lastHealthCheckAt, m.quarantine?.at, m.createdAt].map((t) => Date.parse(t ?? '') || 0));
+        if (inService && ctx.now - since >= pool['health-check-interval'] * 1000) add(m, 'health_check', null);
         break;
+      }
       default:
         break;
     }

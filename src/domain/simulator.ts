@@ -2,7 +2,7 @@ import type { MachineType, NodeSpec } from './events.js';
 import { type Machine, newMachine } from './world.js';
 import { type BusyInterval, type WaitingRequest, fairOrder, recentUsageMs } from './fair-queue.js';
 import { gini, jain, maxMinFair, percentile } from './statistics.js';
-import { type PoolProfile, eligiblePools, planAllocation } from './policy.js';
+import { OVERFLOW_AFTER_SHARE_OF_WAIT, type PoolProfile, eligiblePools, planAllocation } from './policy.js';
 
 /**
  * Discrete-event simulation of a CI farm on a virtual clock (ms; no timers, no I/O), to compare allocation
@@ -421,7 +421,7 @@ export function simulate(config: SimConfig, workload: Workload, policy: PolicyNa
   function choose(a: Arrival): Array<{ sm: SimMachine; platform: string }> | null {
     const spec = a.spec;
     if (policy === 'duffy') {
-      const plan = planAllocation({ specs: [spec], pools, free: (p) => freeIn(p).map((x) => x.m), tenantPlatform: affinity ? tenants[a.tenant].family : null });
+      const plan = planAllocation({ specs: [spec], pools, free: (p) => freeIn(p).map((x) => x.m), tenantPlatform: affinity ? tenants[a.tenant].family : null, overflow: clock - a.at >= OVERFLOW_AFTER_SHARE_OF_WAIT * config.maxWaitHours * HOUR });
       return plan.ok ? plan.picks.map((p) => ({ sm: machines[p.machine.id - 1], platform: p.platform })) : null;
     }
     const candidates = eligiblePools(pools, spec).flatMap((p) => freeIn(p.name));

@@ -1,4 +1,4 @@
-import type { DuffyEvent, MachineState, NodeSpec, PlaybookAction, ReleaseReason, TenantSettings } from './events.js';
+import type { DuffyEvent, Hardware, MachineService, MachineState, NodeSpec, PlaybookAction, ReleaseReason, TenantSettings } from './events.js';
 
 /**
  * The state every decision reads: all tenants, machines and sessions folded from the ledger.
@@ -28,6 +28,7 @@ export interface Machine {
   pool: string;
   reusable: boolean;
   data: Record<string, unknown>;
+  hardware: Hardware;
   state: MachineState;
   createdAt: string;
   retiredAt: string | null;
@@ -41,8 +42,19 @@ export interface Machine {
   lastUsedAt: string | null;
   /** Playbook failures in a row; reset by any success. */
   failures: number;
+  /** Failed provision, contextualize, release or artifact runs (health checks are counted apart). */
   provisioningFailures: number;
   quarantines: number;
+  /** Set while quarantined: when and why. */
+  quarantine: { at: string; reason: string } | null;
+  /** Failed health checks since the current quarantine began. */
+  healthCheckFailures: number;
+  /** An admin's word: a machine not `in-service` is never handed out (see freeMachines). */
+  service: MachineService;
+  serviceReason: string | null;
+  serviceChangedAt: string | null;
+  /** Revision of the machine's service-<hostname> stream (-1: none yet). */
+  serviceRevision: number;
   /** The playbook run somebody claimed on this machine, until its outcome is recorded. */
   job: { action: PlaybookAction; instance: string; deadline: string } | null;
   /** Set when artifacts were collected (or tried) for the session being released. */
@@ -106,7 +118,7 @@ export interface World {
 }
 
 /** A machine as registered: identity from its registration, every counter and link at zero. */
-export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool' | 'reusable' | 'data' | 'state' | 'createdAt' | 'revision'>): Machine {
+export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool' | 'reusable' | 'data' | 'state' | 'createdAt' | 'revision'> & { hardware?: Hardware }): Machine {
   // Written out field by field: every Machine gets one hidden class, which the hot decision loops depend on.
   return {
     id: m.id,
@@ -115,6 +127,7 @@ export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool
     pool: m.pool,
     reusable: m.reusable,
     data: m.data,
+    hardware: m.hardware ?? {},
     state: m.state,
     createdAt: m.createdAt,
     retiredAt: null,
@@ -128,6 +141,12 @@ export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool
     failures: 0,
     provisioningFailures: 0,
     quarantines: 0,
+    quarantine: null,
+    healthCheckFailures: 0,
+    service: 'in-service',
+    serviceReason: null,
+    serviceChangedAt: null,
+    serviceRevision: -1,
     job: null,
     artifactsCollectedFor: null,
     releasingSession: null,
@@ -222,7 +241,7 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
     }
     case 'MachineRegistered': {
       const d = event.data;
-      world.machines.set(d.machineId, newMachine({ id: d.machineId, hostname: d.hostname, ipaddr: d.ipaddr, pool: d.pool, reusable: d.reusable, data: d.data, state: d.state, createdAt: d.at, revision }));
+      world.machines.set(d.machineId, newMachine({ id: d.machineId, hostname: d.hostname, ipaddr: d.ipaddr, pool: d.pool, reusable: d.reusable, data: d.data, hardware: d.hardware, state: d.state, createdAt: d.at, revision }));
       world.machineIdsByHostname.set(d.hostname, d.machineId);
       const inPool = world.machinesByPool.get(d.pool) ?? [];
       inPool.push(world.machines.get(d.machineId)!);
@@ -313,6 +332,24 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       } else {
         m.state = 'unused';
         m.retiredAt = null;
+        m.quarantine = null;
+      }
+      return world;
+    }
+    case 'MachineServiceChanged': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      // Its own stream: the machine stream's revision (which reservations and playbook outcomes guard) is untouched.
+      m.serviceRevision = revision;
+      m.service = event.data.service;
+      m.serviceReason = event.data.reason;
+      m.serviceChangedAt = event.data.at;
+      if (event.data.service === 'in-service' && m.state === 'failed') {
+        // An admin's word overrides the health check: out of quarantine, provisioned before its next use.
+        m.state = 'unused';
+        m.failures = 0;
+        m.quarantine = null;
+        m.healthCheckFailures = 0;
       }
       return world;
     }
@@ -322,15 +359,18 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       m.job = null;
       m.runAlone = false;
       m.failures += 1;
-      m.provisioningFailures += 1;
-      m.revision = revision;
       const { action, sessionId } = event.data;
+      if (action === 'health_check') m.healthCheckFailures += 1;
+      else m.provisioningFailures += 1;
+      m.revision = revision;
       if (sessionId !== null && m.sessionId === sessionId && (action === 'provision' || action === 'contextualize')) {
         // The hand-over failed: the machine leaves the session, which gets another one or fails.
         closeUsage(world, m, event.data.at);
         const s = world.sessions.get(sessionId);
         if (s) s.machineIds = s.machineIds.filter((id) => id !== m.id);
         if (m.reservedAt) m.busyMs += Math.max(0, Date.parse(event.data.at) - Date.parse(m.reservedAt));
+        // The tenant never got it: a failed attempt is no allocation (wear counts what was used).
+        m.allocations = Math.max(0, m.allocations - 1);
         m.sessionId = null;
         m.tenantId = null;
         m.reservedAt = null;
@@ -373,6 +413,8 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       m.state = 'failed';
       m.job = null;
       m.quarantines += 1;
+      m.quarantine = { at: event.data.at, reason: event.data.reason };
+      m.healthCheckFailures = 0;
       m.revision = revision;
       return world;
     }

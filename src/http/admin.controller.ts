@@ -6,7 +6,9 @@ import { RegisterMachineCommand, RegisterTenantCommand, UpdateTenantCommand, typ
 import { refuse } from '../domain/errors.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
 import { ReadViews } from './read-views.js';
-import { NodeCreateDto, TenantCreateDto, TenantUpdateDto } from './dto.js';
+import { NodeCreateDto, NodeServiceDto, TenantCreateDto, TenantUpdateDto } from './dto.js';
+import { hardwareProblem } from '../domain/hardware.js';
+import { ChangeNodeServiceCommand } from '../application/handlers/node-service.handler.js';
 import { maySee, nodeView, poolLevels, tenantView } from './views.js';
 
 
@@ -82,10 +84,19 @@ export class NodesController {
   @Post()
   @HttpCode(201)
   async create(@CurrentActor() actor: Actor, @Body() b: NodeCreateDto) {
+    const problem = b.hardware === undefined ? null : hardwareProblem(b.hardware);
+    if (problem) refuse('invalid', problem);
     const m = await this.commands.execute(
-      new RegisterMachineCommand(actor, { hostname: b.hostname, ipaddr: b.ipaddr ?? null, pool: b.pool, reusable: b.reusable ?? true, data: b.data ?? {}, state: b.state ?? 'ready' }),
+      new RegisterMachineCommand(actor, { hostname: b.hostname, ipaddr: b.ipaddr ?? null, pool: b.pool, reusable: b.reusable ?? true, data: b.data ?? {}, state: b.state ?? 'ready', ...(b.hardware ? { hardware: b.hardware } : {}) }),
     );
     return { action: 'post', node: nodeView(m, true) };
+  }
+
+  /** Admin: maintenance, back in service (also out of quarantine), retirement; each an event with actor and reason. */
+  @Put(':id')
+  async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() b: NodeServiceDto) {
+    const m = await this.commands.execute(new ChangeNodeServiceCommand(actor, id, { maintenance: b.maintenance ?? undefined, retired: b.retired ?? undefined, reason: b.reason ?? null }));
+    return { action: 'put', node: nodeView(m, true) };
   }
 }
 

@@ -52,6 +52,14 @@ const PoolUnlessProfile = applyDecorators(
   Matches(NAME, { message: 'pool must be a pool name' }),
 );
 
+/** Duffy extension: what a spec requires of a machine's `hardware`. */
+export class HardwareRequirementDto {
+  @ApiPropertyOptional({ minimum: 1 }) @BoundedInt('min_cpus', 1, 100_000) min_cpus?: number;
+  @ApiPropertyOptional({ minimum: 1 }) @BoundedInt('min_ram_gb', 1, 1_000_000) min_ram_gb?: number;
+  @ApiPropertyOptional({ minimum: 1 }) @BoundedInt('min_disk_gb', 1, 1_000_000_000) min_disk_gb?: number;
+  @ApiPropertyOptional({ description: "case-insensitive substring of the machine's cpu_model", example: 'EPYC' }) @OptionalStr('cpu_model', 128) cpu_model?: string;
+}
+
 export class NodesSpecDto {
   @ApiPropertyOptional({ description: 'pool name; or give type/arch/platform instead', example: 'metal-intel-x86_64' })
   @PoolUnlessProfile
@@ -65,6 +73,12 @@ export class NodesSpecDto {
   @ApiProperty({ minimum: 1, maximum: MAX_QUANTITY })
   @Int('quantity', 1, MAX_QUANTITY)
   quantity!: number;
+
+  @ApiPropertyOptional({ type: () => HardwareRequirementDto, description: 'Duffy extension: only machines whose hardware meets all of these' })
+  @IsOptional()
+  @ValidateNested()
+  @Type(() => HardwareRequirementDto)
+  hardware?: HardwareRequirementDto;
 }
 
 export class SessionCreateDto {
@@ -135,4 +149,15 @@ export class NodeCreateDto {
   @IsOptional() @IsObject({ message: 'data must be an object' }) data?: Record<string, unknown>;
   @ApiPropertyOptional({ enum: MACHINE_STATES })
   @IsOptional() @IsIn(MACHINE_STATES, { message: `state must be one of ${MACHINE_STATES.join(', ')}` }) state?: MachineState;
+  @ApiPropertyOptional({ description: 'cpus, ram_gb, disk_gb, cpu_model and any other key', example: { cpus: 32, ram_gb: 256, disk_gb: 960, cpu_model: 'AMD EPYC 7313' } })
+  @IsOptional() @IsObject({ message: 'hardware must be an object' }) hardware?: Record<string, string | number | boolean>;
+}
+
+/** PUT /nodes/{id} (admin): `{"maintenance": true, "reason": "disk swap"}`, `{"maintenance": false}` or `{"retired": true}`. */
+export class NodeServiceDto {
+  @ApiPropertyOptional({ description: 'true: hand it out no more (a held node drains); false: back in service, also out of quarantine' })
+  @IsOptional() @IsBoolean({ message: 'maintenance must be a boolean' }) maintenance?: boolean | null;
+  @ApiPropertyOptional({ description: 'true: out of service for good (its history stays in the ledger)' })
+  @IsOptional() @IsBoolean({ message: 'retired must be a boolean' }) retired?: boolean | null;
+  @ApiPropertyOptional({ example: 'disk swap' }) @OptionalStr('reason', 1024) reason?: string | null;
 }

@@ -46,8 +46,8 @@ export class SessionsController {
   @HttpCode(201)
   async create(@CurrentActor() actor: Actor, @Body() body: SessionCreateDto) {
     const tenantId = body.tenant_id ?? actor.tenant.id;
-    const specs: NodeSpec[] = body.nodes_specs.map(({ pool, type, arch, platform, quantity }) =>
-      Object.fromEntries(Object.entries({ pool, type, arch, platform, quantity }).filter(([, v]) => v !== undefined)) as unknown as NodeSpec,
+    const specs: NodeSpec[] = body.nodes_specs.map(({ pool, type, arch, platform, quantity, hardware }) =>
+      Object.fromEntries(Object.entries({ pool, type, arch, platform, quantity, hardware: hardware && { ...hardware } }).filter(([, v]) => v !== undefined)) as unknown as NodeSpec,
     );
     const session = await this.commands.execute(new RequestSessionCommand(actor, tenantId, specs, body.wait ?? 0));
     return { action: 'post', session: sessionView(session, this.ledger.world, this.catalog) };

@@ -1,6 +1,8 @@
 import { Catalog } from '../application/catalog.js';
 import { queueOrder } from '../application/queue.service.js';
 import { effective } from '../domain/decide.js';
+import { nodeService } from '../domain/decide-service.js';
+import { eligiblePools } from '../domain/policy.js';
 import { type Machine, type Session, type Tenant, type World } from '../domain/world.js';
 
 /** Response shapes of Duffy v3, key for key: existing clients validate them. */
@@ -39,7 +41,19 @@ export function sessionNodeView(m: Machine, admin = false) {
 }
 
 export function nodeView(m: Machine, admin = false) {
-  return { ...sessionNodeView(m, admin), created_at: m.createdAt, retired_at: m.retiredAt, active: m.retiredAt === null };
+  const service = nodeService(m);
+  // A node an admin retired shows when that was decided (once it no longer drains); a used-up one (`done`) its recycling.
+  const retiredAt = m.retiredAt ?? (service === 'retired' ? m.serviceChangedAt : null);
+  return {
+    ...sessionNodeView(m, admin),
+    created_at: m.createdAt,
+    retired_at: retiredAt,
+    active: retiredAt === null,
+    // Duffy extensions: what requests may require of it; whether it may be handed out (`state` keeps Duffy v3's values).
+    hardware: m.hardware ?? {},
+    service,
+    service_reason: service === 'quarantined' ? (m.quarantine?.reason ?? null) : service === 'in-service' ? null : (m.serviceReason ?? null),
+  };
 }
 
 /** Tenants see the nodes they hold; admins see all. */
@@ -61,18 +75,47 @@ export function sessionView(s: Session, world: World, catalog: Catalog, queue: W
       // Duffy extension: a waiting request says why it waits and where it stands.
       ...(s.status === 'waiting' && s.queue ? { queue: { position: queuePosition(queue, s.id), reason: s.queue.reason, until: s.queue.until } } : {}),
       ...(s.status === 'rejected' && s.rejection ? { rejected: s.rejection } : {}),
+      ...overflowNote(s, world, catalog),
     },
     // Once the session is over its nodes are listed as they were handed out; their current state is theirs.
     nodes: s.machineIds.map((id) => world.machines.get(id)!).filter(Boolean).map((m) => sessionNodeView(m)),
   };
 }
 
+/**
+ * Duffy extension: a request by type served outside the tenant's platform family (soft affinity: its family had
+ * too few free machines of that type and arch) says so. Specs naming a pool or platform are the tenant's choice.
+ */
+function overflowNote(s: Session, world: World, catalog: Catalog): { affinity?: { platform: string; served_from: string[]; reason: string } } {
+  const family = world.tenants.get(s.tenantId)?.platform;
+  if (!family || s.specs.some((x) => x.pool !== undefined || x.platform !== undefined)) return {};
+  // Where the family offers no such machine at all, another family is no fallback but the only choice.
+  if (!s.specs.every((spec) => eligiblePools(catalog.profiles, spec).some((p) => p.platform === family))) return {};
+  const platforms = s.machineIds.map((id) => world.machines.get(id)).map((m) => (m ? catalog.pool(m.pool)?.platform : undefined));
+  const others = [...new Set(platforms.filter((p): p is string => p !== undefined && p !== family))].sort();
+  if (others.length === 0) return {};
+  return { affinity: { platform: family, served_from: others, reason: `no ${family} machine of the kind asked for was free: served from ${others.join(', ')}` } };
+}
+
 export const LEVELS = ['provisioning', 'ready', 'contextualizing', 'deployed', 'deprovisioning'] as const;
+/** Duffy extension: where the other machines are (Duffy v3 clients ignore the extra keys). */
+export const EXTRA_LEVELS = ['unused', 'maintenance', 'quarantined', 'failed', 'retired'] as const;
+type Level = (typeof LEVELS)[number] | (typeof EXTRA_LEVELS)[number];
+
+/** The level a machine counts in, exactly one: draining machines count in their state, they are still in use. */
+export function levelOf(m: Machine): Level | null {
+  const service = nodeService(m);
+  if (service === 'retired' || service === 'maintenance') return service;
+  // Quarantined: waiting for its health check; failed: a health check has failed since.
+  if (service === 'quarantined') return (m.healthCheckFailures ?? 0) > 0 ? 'failed' : 'quarantined';
+  return m.state === 'done' || m.state === 'failed' ? null : m.state;
+}
 
 export function poolLevels(world: World, pool: string) {
-  const levels = Object.fromEntries(LEVELS.map((l) => [l, 0])) as Record<(typeof LEVELS)[number], number>;
+  const levels = Object.fromEntries([...LEVELS, ...EXTRA_LEVELS].map((l) => [l, 0])) as Record<Level, number>;
   for (const m of world.machines.values()) {
-    if (m.pool === pool && m.retiredAt === null && m.state in levels) levels[m.state as (typeof LEVELS)[number]] += 1;
+    const level = m.pool === pool ? levelOf(m) : null;
+    if (level) levels[level] += 1;
   }
   return levels;
 }

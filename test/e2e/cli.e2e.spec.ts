@@ -1,8 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { type Running, startDuffy } from '../support/server.js';
+import { Ledger } from '../../src/application/ledger.service.js';
+import { recentUsageMs } from '../../src/domain/fair-queue.js';
+import { ADMIN_KEY, type Client, type Running, newTenant, startDuffy } from '../support/server.js';
 
 const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
 const exec = promisify(execFile);
@@ -56,7 +61,13 @@ describe('duffy CLI against a running server', () => {
   });
 
   it('fails with a distinct non-zero exit code for each kind of failure', async () => {
-    expect((await cli('request')).code).toBe(2);
+    const neither = await cli('request');
+    expect(neither.code).toBe(2);
+    expect(neither.stderr).toBe('duffy: request: give --pool or --type\n');
+    const bogus = await cli('request', '--type', 'bogus');
+    expect(bogus.code).toBe(2);
+    expect(bogus.stderr).toMatch(/'bogus' is invalid. Allowed choices are baremetal, vm/);
+    expect((await cli('request', '--pool', 'vm-intel-x86_64', '--wait', '3601')).code).toBe(2);
     expect((await cli('request', '--pool', 'vm-intel-x86_64', '--count', 'zero')).code).toBe(2);
     expect((await cli('request', '--pool', 'metal-intel-x86_64', '--count', '9')).code).toBe(3); // over quota: 403
     expect((await cli('request', '--pool', 'vm-arm-aarch64', '--count', '3')).code).toBe(5);
@@ -67,17 +78,114 @@ describe('duffy CLI against a running server', () => {
     expect((await cli('--url', 'http://127.0.0.1:1', 'list')).code).toBe(7);
   });
 
-  it('--wait keeps trying while machines are busy, with progress on a terminal, and gets one when it frees', async () => {
-    // Hold both arm VMs, then free one while the CLI waits.
-    const held = (await duffy.admin.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] })).body.session;
+  const V1 = '/api/v1';
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const queue = async () => (await duffy.admin.get(`${V1}/queue`)).body.queue as Array<{ tenant: string; session: number; position: number }>;
+  const untilQueued = async (tenant: string) => {
+    for (let i = 0; i < 100; i++) {
+      const row = (await queue()).find((q) => q.tenant === tenant);
+      if (row) return row;
+      await sleep(100);
+    }
+    throw new Error(`${tenant} never queued`);
+  };
+
+  it('--wait waits in the fair queue: it shows in GET /queue with its place on a terminal, and is served in fair-share order', async () => {
+    // hog holds both arm VMs and asks for one more first; then the CLI (jenkins, with less recent machine time) asks.
+    const hog: Client = await newTenant(duffy, 'hog');
+    const held = (await hog.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] })).body.session;
+    // Until hog's machine time over the last hour passes what jenkins used in the tests above.
+    const usage = (name: string) => {
+      const w = duffy.app.get(Ledger).world;
+      return recentUsageMs(w.tenants.get(w.tenantIdsByName.get(name)!)!.usage, Date.now(), 3600_000);
+    };
+    while (usage('hog') <= usage('jenkins') + 1000) await sleep(200);
+    const hogWaits = hog.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }], wait: 30 });
+    await untilQueued('hog');
     const args = [CLI, 'request', '--pool', 'vm-arm-aarch64', '--wait', '30'].map((a) => `'${a}'`).join(' ');
     // `script` gives the CLI a real terminal, as in a developer's shell.
     const waiting = exec('script', ['-qec', `${process.execPath} ${args}`, '/dev/null'], { env });
-    await new Promise((r) => setTimeout(r, 2500));
-    await duffy.admin.put(`/api/v1/sessions/${held.id}`, { active: false });
+    const mine = await untilQueued('jenkins');
+    expect((await queue()).map((q) => [q.position, q.tenant])).toEqual([[1, 'jenkins'], [2, 'hog']]);
+    await sleep(1500); // a progress line or two
+
+    // One session with both machines ends: both waiting requests are served, jenkins first although it asked last.
+    await hog.put(`${V1}/sessions/${held.id}`, { active: false });
     const r = await waiting;
-    expect(r.stdout).toMatch(/waiting for 1 machine\(s\): can't reserve nodes/);
-    expect(r.stdout).toMatch(/session \d+ active until/);
+    expect(r.stdout).toMatch(new RegExp(`waiting for 1 machine\\(s\\) in the queue: session ${mine.session}, position 1: pool vm-arm-aarch64: 1 requested, 0 available`));
+    expect(r.stdout).toMatch(new RegExp(`session ${mine.session} active until`));
     expect(r.stdout).toMatch(/ssh root@vm-arm-/);
+    const hogGot = await hogWaits;
+    expect(hogGot.status).toBe(201);
+    const started = (await duffy.app.get(Ledger).store.readAll(0n, 100_000)).filter((e) => e.type === 'SessionStarted').map((e) => e.data.sessionId);
+    expect(started.indexOf(mine.session)).toBeLessThan(started.indexOf(hogGot.body.session.id));
+    // One POST, one session: the CLI did not poll by asking again.
+    const jenkinsRequests = (await duffy.app.get(Ledger).store.readAll(0n, 100_000)).filter((e) => e.type === 'MachineRequested' && e.data.tenant === 'jenkins' && (e.data.specs as Array<{ pool?: string }>)[0].pool === 'vm-arm-aarch64');
+    expect(jenkinsRequests).toHaveLength(1);
+    await duffy.admin.put(`${V1}/sessions/${mine.session}`, { active: false });
+    await duffy.admin.put(`${V1}/sessions/${hogGot.body.session.id}`, { active: false });
   }, 60_000);
+
+  it('--wait leaves the queue when the CLI is interrupted (a Jenkins abort), so nobody is served machines for a dead job', async () => {
+    const held = (await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] })).body.session;
+    const child = spawn(process.execPath, [CLI, 'request', '--pool', 'vm-arm-aarch64', '--wait', '60'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    const row = await untilQueued('jenkins');
+    await sleep(1500); // the CLI has found its waiting session
+    child.kill('SIGTERM');
+    expect(await exited).toBe(143);
+    expect(stderr).toContain(`left the queue (session ${row.session})`);
+    expect(await queue()).toEqual([]);
+    expect((await duffy.admin.get(`${V1}/sessions/${row.session}`)).body.session.data.rejected).toBe('cancelled by jenkins');
+    await duffy.admin.put(`${V1}/sessions/${held.id}`, { active: false });
+  }, 60_000);
+
+  it('takes nodes in and out of service (admin), and refuses a tenant', async () => {
+    const admin = { ...env, DUFFY_TENANT: 'admin', DUFFY_KEY: ADMIN_KEY };
+    const as = async (e: NodeJS.ProcessEnv, ...args: string[]) => {
+      const saved = env;
+      env = e;
+      try {
+        return await cli(...args);
+      } finally {
+        env = saved;
+      }
+    };
+    const host = 'metal-arm-03.demo.duffy';
+    const id = (await duffy.admin.get(`${V1}/nodes`)).body.nodes.find((n: { hostname: string }) => n.hostname === host).id;
+    const refused = await cli('nodes', 'maintenance', String(id), '--reason', 'mine');
+    expect(refused.code).toBe(3);
+    expect(refused.stderr).toBe('duffy: only admins may take nodes in and out of service\n');
+    const m = await as(admin, 'nodes', 'maintenance', host, '--reason', 'disk swap');
+    expect(m.code).toBe(0);
+    expect(m.stdout).toBe(`${host}\tready\tmaintenance\tdisk swap\n`);
+    expect((await as(admin, '--json', 'nodes')).stdout).toContain('"service":"maintenance"');
+    expect((await as(admin, 'nodes', 'return', host)).stdout).toBe(`${host}\tready\tin-service\n`);
+    expect((await as(admin, 'nodes', 'return', 'no-such-host')).code).toBe(4);
+    const retired = await as(admin, '--json', 'nodes', 'retire', host, '--reason', 'end of life');
+    expect(JSON.parse(retired.stdout)).toMatchObject({ hostname: host, service: 'retired', service_reason: 'end of life', active: false });
+  });
+
+  it('downloads a session\'s artifacts into a directory, and not another tenant\'s', async () => {
+    const req = await cli('--json', 'request', '--pool', 'vm-intel-x86_64');
+    const { id, nodes } = JSON.parse(req.stdout) as { id: number; nodes: Array<{ hostname: string }> };
+    const host = nodes[0].hostname;
+    await cli('done', String(id));
+    const dir = join(duffy.dataDir, 'artifacts', `session-${id}`, host, 'logs');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'test.log'), 'PASS\n');
+    const out = mkdtempSync(join(tmpdir(), 'duffy-artifacts-'));
+    const r = await cli('artifacts', String(id), '--out', out);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${host}/logs/test.log\t5\n`);
+    expect(readFileSync(join(out, host, 'logs', 'test.log'), 'utf8')).toBe('PASS\n');
+
+    const other = (await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+    const denied = await cli('artifacts', String(other.id), '--out', out);
+    expect(denied.code).toBe(4);
+    expect(denied.stderr).toBe(`duffy: session ${other.id} not found\n`);
+    await duffy.admin.put(`${V1}/sessions/${other.id}`, { active: false });
+  });
 });

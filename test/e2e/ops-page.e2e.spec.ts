@@ -247,4 +247,41 @@ describe('the ops page in headless Chromium', () => {
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     expect(problems).toEqual([]);
   });
+
+  it('shows each machine\'s service, and a waiting request in full at 1,400 px', async () => {
+    await page.setViewportSize({ width: 1400, height: 900 });
+    const nodes = (await duffy.admin.get('/api/v1/nodes')).body.nodes as Array<{ id: number; hostname: string; pool: string }>;
+    // carol holds one arm VM (above); the other goes into maintenance, so a request for one must wait.
+    const free = (await duffy.admin.get('/api/v1/nodes')).body.nodes.find((n: { pool: string; state: string }) => n.pool === 'vm-arm-aarch64' && n.state === 'ready');
+    expect((await duffy.admin.put(`/api/v1/nodes/${free.id}`, { maintenance: true, reason: 'disk swap' })).status).toBe(200);
+    const waiting = bob.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }], wait: 60 });
+
+    await page.waitForSelector(`[data-testid=service-row][data-hostname="${free.hostname}"]`, { timeout: 5_000 });
+    const row = await page.locator(`[data-testid=service-row][data-hostname="${free.hostname}"] td`).allTextContents();
+    expect(row).toEqual([free.hostname, 'vm-arm-aarch64', 'maintenance', 'ready', 'disk swap']);
+    expect(await page.locator(`[data-testid=heat-square][data-hostname="${free.hostname}"]`).getAttribute('data-service')).toBe('maintenance');
+    expect(await page.locator(`[data-testid=heat-square][data-hostname="${free.hostname}"]`).getAttribute('title')).toContain('service: maintenance (disk swap)');
+    await page.waitForFunction(
+      () => document.querySelector('[data-testid=pool-row][data-pool=vm-arm-aarch64] td[data-state=maintenance]')?.textContent === '1',
+      null,
+      { timeout: 5_000 },
+    );
+    expect(nodes.filter((n) => n.pool === 'vm-arm-aarch64')).toHaveLength(2);
+
+    // The queue row fits its section: the since and until columns are not cut off.
+    await page.waitForSelector('[data-testid=queue-row]', { timeout: 5_000 });
+    const box = (await page.locator('[data-testid=waiting-queue]').boundingBox())!;
+    for (const key of ['reason', 'since', 'until']) {
+      const cell = (await page.locator(`[data-testid=queue-row] td[data-key=${key}]`).boundingBox())!;
+      expect([key, cell.x + cell.width <= box.x + box.width]).toEqual([key, true]);
+    }
+    expect(await page.locator('[data-testid=queue-row] td[data-key=until]').textContent()).toMatch(/^\d\d:\d\d:\d\d$/);
+    await page.screenshot({ path: 'test-results/ops-page-service.png', fullPage: true });
+
+    const queued = (await duffy.admin.get('/api/v1/queue')).body.queue[0].session;
+    await bob.put(`/api/v1/sessions/${queued}`, { active: false });
+    expect((await waiting).status).toBe(422);
+    await duffy.admin.put(`/api/v1/nodes/${free.id}`, { maintenance: false });
+    expect(problems).toEqual([]);
+  });
 });

@@ -13,6 +13,7 @@ export const OPS_PAGE_STYLE = `
   --bg: #f6f7f9; --panel: #ffffff; --ink: #1c2128; --muted: #57606a; --line: #d0d7de; --head: #eef1f4;
   --ok: #1a7f37; --warn: #9a6700; --bad: #cf222e; --accent: #0550ae;
   --s-provisioning: #bf8700; --s-ready: #1a7f37; --s-contextualizing: #8250df; --s-deployed: #0550ae; --s-deprovisioning: #6e7781; --s-other: #d0d7de;
+  --s-unused: #afb8c1; --s-maintenance: #9a6700; --s-quarantined: #cf222e; --s-failed: #82071e; --s-retired: #424a53;
 }
 * { box-sizing: border-box; }
 html, body { margin: 0; background: var(--bg); color: var(--ink); }
@@ -53,6 +54,8 @@ tbody tr:hover { background: #f6f8fa; }
 .swatch { display: inline-block; width: 9px; height: 9px; border-radius: 2px; margin-right: 5px; vertical-align: baseline; }
 .sw-provisioning { background: var(--s-provisioning); } .sw-ready { background: var(--s-ready); } .sw-contextualizing { background: var(--s-contextualizing); }
 .sw-deployed { background: var(--s-deployed); } .sw-deprovisioning { background: var(--s-deprovisioning); } .sw-other { background: var(--s-other); }
+.sw-unused { background: var(--s-unused); } .sw-maintenance { background: var(--s-maintenance); } .sw-quarantined { background: var(--s-quarantined); }
+.sw-failed { background: var(--s-failed); } .sw-retired { background: var(--s-retired); }
 .stack { display: flex; width: 100%; min-width: 150px; height: 6px; margin-top: 4px; border-radius: 3px; overflow: hidden; background: var(--s-other); }
 .stack span { display: block; height: 100%; }
 .share { display: inline-block; width: 80px; height: 8px; background: #eaeef2; border-radius: 4px; overflow: hidden; vertical-align: middle; margin-right: 6px; }
@@ -68,6 +71,7 @@ tbody tr:hover { background: #f6f8fa; }
 .squares { display: flex; flex-wrap: wrap; gap: 4px; }
 .sq { width: 22px; height: 22px; border-radius: 3px; border: 1px solid rgba(0,0,0,.28); position: relative; }
 .sq.flagged { outline: 2px solid var(--bad); outline-offset: 1px; }
+.sq.out, .key-sq.out { background-image: repeating-linear-gradient(45deg, rgba(28,33,40,.55) 0 2px, transparent 2px 5px); }
 .sq.inuse::after { content: ""; position: absolute; right: 2px; bottom: 2px; width: 7px; height: 7px; border-radius: 50%; background: #1c2128; box-shadow: 0 0 0 1px #fff; }
 .key-sq { display: inline-block; width: 12px; height: 12px; border-radius: 2px; border: 1px solid rgba(0,0,0,.28); vertical-align: middle; margin-right: 4px; position: relative; background: #fdf6d8; }
 .key-sq.flagged { outline: 2px solid var(--bad); outline-offset: 1px; }
@@ -78,6 +82,10 @@ tbody tr:hover { background: #f6f8fa; }
 .badge[data-state="contextualizing"] { color: #6639ba; background: #fbefff; }
 .badge[data-state="deployed"] { color: #0550ae; background: #ddf4ff; }
 .badge[data-state="failed"] { color: #a40e26; background: #ffebe9; }
+.badge[data-service="draining"], .badge[data-service="maintenance"] { color: #7d4e00; background: #fff8c5; }
+.badge[data-service="quarantined"] { color: #a40e26; background: #ffebe9; }
+.badge[data-service="retired"] { color: #eaeef2; background: #424a53; }
+td.wrap { white-space: normal; min-width: 12em; }
 .events-scroll { max-height: 420px; overflow: auto; }
 .events-scroll thead th { position: sticky; top: 0; background: var(--panel); }
 .placeholder { border: 1px dashed var(--line); border-radius: 4px; padding: 8px 10px; color: var(--muted); }
@@ -89,7 +97,7 @@ export const OPS_PAGE_SCRIPT = String.raw`
 const API = location.pathname.replace(/\/ops\/?$/, '') + '/api/v1/';
 const REFRESH_MS = 2000;
 const STALE_MS = 10000;
-const STATES = ['provisioning', 'ready', 'contextualizing', 'deployed', 'deprovisioning'];
+const STATES = ['provisioning', 'ready', 'contextualizing', 'deployed', 'deprovisioning', 'unused', 'maintenance', 'quarantined', 'failed', 'retired'];
 
 // WAITING QUEUE PLACEHOLDER: Duffy has no endpoint for requests waiting on capacity yet. When it has one, set
 // QUEUE_ENDPOINT to its path under /api/v1 (e.g. 'queue'); the "Waiting queue" section then lists the rows of
@@ -167,23 +175,18 @@ function setError(id, err) { byId(id).textContent = err ? String(err.message || 
 
 // ---- sections --------------------------------------------------------------------------------------------
 
-function renderPools(pools, details, profiles, stress) {
+function renderPools(pools, details, profiles) {
   const profileOf = new Map(profiles.map((p) => [p.name, p]));
-  const machinesOf = new Map();
-  for (const m of stress ? stress.machines : []) machinesOf.set(m.pool, (machinesOf.get(m.pool) || 0) + 1);
   const rows = pools.map((p, i) => {
     const levels = (details[i] && details[i].levels) || {};
     const prof = profileOf.get(p.name) || {};
-    const counted = STATES.reduce((a, s) => a + (levels[s] || 0), 0);
-    const machines = machinesOf.has(p.name) ? machinesOf.get(p.name) : null;
-    const other = machines === null ? null : Math.max(0, machines - counted);
+    const total = STATES.reduce((a, s) => a + (levels[s] || 0), 0);
     const fill = p['fill-level'];
-    const bar = h('div', { className: 'stack', title: STATES.map((s) => s + ' ' + (levels[s] || 0)).join(', ') + (other ? ', other ' + other : '') });
-    const total = Math.max(1, machines === null ? counted : machines);
+    const bar = h('div', { className: 'stack', title: STATES.map((s) => s + ' ' + (levels[s] || 0)).join(', ') });
     for (const s of STATES) {
       if (!levels[s]) continue;
       const seg = h('span', {});
-      seg.style.width = (100 * levels[s] / total) + '%';
+      seg.style.width = (100 * levels[s] / Math.max(1, total)) + '%';
       seg.style.background = 'var(--s-' + s + ')';
       bar.appendChild(seg);
     }
@@ -195,16 +198,16 @@ function renderPools(pools, details, profiles, stress) {
         const low = s === 'ready' && n < fill;
         return h('td', { className: 'num' + (low ? ' low' : n === 0 ? ' zero' : ''), 'data-state': s, title: low ? 'below the fill level of ' + fill : null, text: n });
       }),
-      td(other === null ? '—' : other, 'num' + (other ? '' : ' zero'), 'unused, done or failed'),
-      td(machines === null ? counted : machines, 'num'),
+      td(total, 'num'),
     ];
     return h('tr', { 'data-testid': 'pool-row', 'data-pool': p.name }, cells);
   });
-  replaceRows(byId('pool-rows'), rows, 'no pools configured', 10);
+  replaceRows(byId('pool-rows'), rows, 'no pools configured', STATES.length + 3);
 }
 
-function renderHeatmap(stress) {
+function renderHeatmap(stress, nodes) {
   const box = byId('heat-pools');
+  const nodeOf = new Map(nodes.map((n) => [n.hostname, n]));
   const byPool = new Map();
   for (const m of stress.machines) {
     if (!byPool.has(m.pool)) byPool.set(m.pool, []);
@@ -219,18 +222,23 @@ function renderHeatmap(stress) {
       const busy = Number(m.busy_ms) || 0;
       const rel = max > 0 ? busy / max : 0;
       const flagged = m.provisioning_failures > 0 || m.quarantines > 0;
+      const node = nodeOf.get(m.hostname) || {};
+      const service = node.service || 'in-service';
       const lines = [
         m.hostname,
         'busy ' + duration(busy) + (max > 0 ? ' (' + Math.round(rel * 100) + ' % of pool max)' : ''),
         m.allocations + ' allocation' + (m.allocations === 1 ? '' : 's'),
         m.provisioning_failures + ' provisioning failure' + (m.provisioning_failures === 1 ? '' : 's'),
+        (m.health_check_failures || 0) + ' failed health check' + (m.health_check_failures === 1 ? '' : 's'),
         m.quarantines + ' quarantine' + (m.quarantines === 1 ? '' : 's'),
+        'service: ' + service + (node.service_reason ? ' (' + node.service_reason + ')' : ''),
       ];
       if (m.reserved_at) lines.push('in use since ' + stamp(m.reserved_at));
       const sq = h('div', {
-        className: 'sq' + (flagged ? ' flagged' : '') + (m.reserved_at ? ' inuse' : ''),
+        className: 'sq' + (flagged ? ' flagged' : '') + (m.reserved_at ? ' inuse' : '') + (service === 'in-service' ? '' : ' out'),
         'data-testid': 'heat-square',
         'data-hostname': m.hostname,
+        'data-service': service,
         'data-busy-ms': busy,
         title: lines.join('\n'),
         role: 'img',
@@ -290,12 +298,36 @@ function renderHandover(sessions) {
   byId('active-sessions').textContent = String(sessions.filter((s) => s.active).length);
 }
 
+function renderService(nodes) {
+  const out = nodes.filter((n) => n.service && n.service !== 'in-service');
+  const rows = out.map((n) =>
+    h('tr', { 'data-testid': 'service-row', 'data-hostname': n.hostname }, [
+      h('td', {}, [h('b', { text: n.hostname })]),
+      td(n.pool),
+      h('td', {}, [h('span', { className: 'badge', 'data-service': n.service, text: n.service })]),
+      td(n.state),
+      td(n.service_reason || '—', 'wrap'),
+    ]),
+  );
+  replaceRows(byId('service-rows'), rows, 'every machine is in service', 5);
+  byId('out-count').textContent = String(out.length);
+}
+
+// Known queue columns get compact cells (times of day, the wait so far) so the row fits the column; other keys as they come.
+const QUEUE_CELLS = {
+  reason: (v) => td(v, 'wrap'),
+  since: (v) => td(duration(Date.now() - Date.parse(v)), 'num', 'waiting since ' + stamp(v)),
+  until: (v) => td(clock(new Date(v)), 'num mono', 'gives up at ' + stamp(v)),
+};
+const QUEUE_HEADS = { since: 'waited', until: 'until' };
+
 function renderQueue(answer) {
   const list = Object.values(answer || {}).find(Array.isArray) || [];
   const keys = list.length ? Object.keys(list[0]).slice(0, 8) : [];
+  const cell = (k, v) => (QUEUE_CELLS[k] ? QUEUE_CELLS[k](v) : td(typeof v === 'object' ? JSON.stringify(v) : v));
   const table = h('table', {}, [
-    h('thead', {}, [h('tr', {}, keys.map((k) => h('th', { text: k })))]),
-    h('tbody', {}, list.map((row) => h('tr', { 'data-testid': 'queue-row' }, keys.map((k) => td(typeof row[k] === 'object' ? JSON.stringify(row[k]) : row[k]))))),
+    h('thead', {}, [h('tr', {}, keys.map((k) => h('th', { text: QUEUE_HEADS[k] || k })))]),
+    h('tbody', {}, list.map((row) => h('tr', { 'data-testid': 'queue-row' }, keys.map((k) => { const c = cell(k, row[k]); c.setAttribute('data-key', k); return c; })))),
   ]);
   byId('queue-body').replaceChildren(list.length ? table : h('div', { className: 'empty', text: 'nobody is waiting' }));
 }
@@ -329,19 +361,21 @@ async function section(errorId, load) {
 }
 
 async function refresh() {
-  let stress = null;
   const results = await Promise.all([
-    section('heat-error', async () => { stress = await getJSON('stats/stress'); renderHeatmap(stress); }),
+    section('heat-error', async () => {
+      const [st, nodes] = await Promise.all([getJSON('stats/stress'), getJSON('nodes')]);
+      renderHeatmap(st, nodes.nodes);
+      renderService(nodes.nodes);
+    }),
     section('fairness-error', async () => renderFairness(await getJSON('stats/fairness'))),
     section('handover-error', async () => renderHandover((await getJSON('sessions')).sessions)),
     section('events-error', async () => renderEvents((await getJSON('events?limit=50')).events)),
     QUEUE_ENDPOINT ? section('queue-error', async () => renderQueue(await getJSON(QUEUE_ENDPOINT))) : true,
   ]);
-  // Pools last: the "other" column counts machines from the wear data fetched above.
   results.push(await section('pools-error', async () => {
     const [list, profiles] = await Promise.all([getJSON('pools'), getJSON('pool-profiles')]);
     const details = await Promise.all(list.pools.map((p) => getJSON('pools/' + encodeURIComponent(p.name)).then((r) => r.pool)));
-    renderPools(list.pools, details, profiles.pool_profiles, stress);
+    renderPools(list.pools, details, profiles.pool_profiles);
   }));
   const failed = results.filter((ok) => !ok).length;
   if (failed === 0) {
@@ -403,7 +437,7 @@ export const OPS_PAGE_HTML = `<!doctype html>
   <button id="pause" type="button" aria-pressed="false">Pause</button>
 </header>
 <main>
-  <section data-testid="pool-levels" aria-labelledby="h-pools">
+  <section class="wide" data-testid="pool-levels" aria-labelledby="h-pools">
     <h2 id="h-pools">Pool levels <span class="aside">machines per state</span></h2>
     <div class="body">
       <table>
@@ -414,25 +448,16 @@ export const OPS_PAGE_HTML = `<!doctype html>
           <th class="num" title="contextualizing"><span class="swatch sw-contextualizing"></span>Ctx.</th>
           <th class="num" title="deployed"><span class="swatch sw-deployed"></span>Deployed</th>
           <th class="num" title="deprovisioning"><span class="swatch sw-deprovisioning"></span>Deprov.</th>
-          <th class="num" title="unused, done or failed"><span class="swatch sw-other"></span>Other</th>
+          <th class="num" title="unused: in service, not provisioned"><span class="swatch sw-unused"></span>Unused</th>
+          <th class="num" title="out of service for maintenance (draining ones count where they are in use)"><span class="swatch sw-maintenance"></span>Maint.</th>
+          <th class="num" title="quarantined, waiting for its health check"><span class="swatch sw-quarantined"></span>Quar.</th>
+          <th class="num" title="quarantined, and a health check has failed since"><span class="swatch sw-failed"></span>Failed</th>
+          <th class="num" title="retired for good"><span class="swatch sw-retired"></span>Retired</th>
           <th class="num">Total</th>
         </tr></thead>
         <tbody id="pool-rows"></tbody>
       </table>
       <p class="error" id="pools-error" data-testid="error"></p>
-    </div>
-  </section>
-
-  <section data-testid="heatmap" aria-labelledby="h-heat">
-    <h2 id="h-heat">Wear heat map <span class="aside"><b id="heat-count">0</b> machines</span></h2>
-    <div class="body">
-      <div id="heat-pools"></div>
-      <div class="legend">
-        <span>busy time <span class="ramp" aria-hidden="true"></span> pool max</span>
-        <span><span class="key-sq inuse" aria-hidden="true"></span>in use</span>
-        <span><span class="key-sq flagged" aria-hidden="true"></span>provisioning failures or quarantines</span>
-      </div>
-      <p class="error" id="heat-error" data-testid="error"></p>
     </div>
   </section>
 
@@ -448,6 +473,28 @@ export const OPS_PAGE_HTML = `<!doctype html>
         <tbody id="fairness-rows"></tbody>
       </table>
       <p class="error" id="fairness-error" data-testid="error"></p>
+    </div>
+  </section>
+
+  <section data-testid="heatmap" aria-labelledby="h-heat">
+    <h2 id="h-heat">Wear heat map <span class="aside"><b id="heat-count">0</b> machines</span></h2>
+    <div class="body">
+      <div id="heat-pools"></div>
+      <div class="legend">
+        <span>busy time <span class="ramp" aria-hidden="true"></span> pool max</span>
+        <span><span class="key-sq inuse" aria-hidden="true"></span>in use</span>
+        <span><span class="key-sq flagged" aria-hidden="true"></span>provisioning failures or quarantines</span>
+        <span><span class="key-sq out" aria-hidden="true"></span>out of service</span>
+      </div>
+      <p class="error" id="heat-error" data-testid="error"></p>
+    </div>
+    <h2 id="h-service">Out of service <span class="aside"><b id="out-count">—</b> machines</span></h2>
+    <div class="body" data-testid="out-of-service">
+      <table>
+        <thead><tr><th>Machine</th><th>Pool</th><th>Service</th><th>State</th><th>Reason</th></tr></thead>
+        <tbody id="service-rows"></tbody>
+      </table>
+      <p class="note">Draining: still held by a session, out once it ends. <code>PUT /api/v1/nodes/{id}</code> or <code>duffy nodes maintenance|return|retire</code>.</p>
     </div>
   </section>
 

@@ -1,0 +1,46 @@
+import { type MachineService, stream } from './events.js';
+import { type Decision, type InFlightView, NOTHING_IN_FLIGHT, refusal } from './decide.js';
+import type { Machine } from './world.js';
+
+/** What an admin asks of a machine: `{maintenance: true|false}` or `{retired: true}`, with an optional reason. */
+export interface ServiceRequest {
+  maintenance?: boolean;
+  retired?: boolean;
+  reason?: string | null;
+}
+
+/**
+ * Taking a machine out of service or putting it back. Pure; nothing to write when the machine already is where
+ * it is asked to be (repeating a PUT writes nothing). A held machine is not taken from its session: it drains.
+ */
+export function decideServiceChange(m: Machine, req: ServiceRequest, actor: string | null, now: string, inFlight: InFlightView = NOTHING_IN_FLIGHT): Decision {
+  const asked = [req.maintenance, req.retired].filter((v) => v !== undefined && v !== null).length;
+  if (asked !== 1) return refusal('invalid', 'give exactly one of "maintenance": true|false or "retired": true');
+  if (req.retired === false) return refusal('invalid', 'a retired node stays retired: "retired" can only be true');
+  const target: MachineService = req.retired ? 'retired' : req.maintenance ? 'maintenance' : 'in-service';
+  const reason = req.reason ?? null;
+  if (m.service === 'retired' && target !== 'retired') return refusal('conflict', `node ${m.hostname} is retired`);
+  // Back in service is also the way out of quarantine; anything else is a no-op when nothing would change.
+  const unchanged = target === 'in-service' ? m.service === 'in-service' && m.state !== 'failed' : m.service === target && (reason === null || reason === m.serviceReason);
+  if (unchanged) return [];
+  const name = stream.service(m.hostname);
+  const expected = inFlight.revision(name, m.serviceRevision);
+  return [
+    {
+      stream: name,
+      expected: expected < 0 ? 'no_stream' : expected,
+      events: [{ type: 'MachineServiceChanged', data: { machineId: m.id, hostname: m.hostname, service: target, reason, actor, at: now } }],
+    },
+  ];
+}
+
+/** The service a node shows: an admin's decision, `draining` while a session still holds it, `quarantined` by the health check. */
+export type NodeService = 'in-service' | 'draining' | 'maintenance' | 'quarantined' | 'retired';
+
+export function nodeService(m: Pick<Machine, 'service' | 'sessionId' | 'releasingSession' | 'state'>): NodeService {
+  const service = m.service ?? 'in-service';
+  if (service !== 'in-service') return m.sessionId !== null || m.releasingSession !== null || m.state === 'deprovisioning' ? 'draining' : service;
+  if (m.state === 'failed') return 'quarantined';
+  if (m.state === 'done') return 'retired';
+  return 'in-service';
+}

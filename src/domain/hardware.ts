@@ -1,0 +1,26 @@
+import type { Hardware, HardwareRequirement } from './events.js';
+
+/** Hardware is flat: each value a string, a number or a boolean. Null when fine, else what is wrong. */
+export function hardwareProblem(h: unknown): string | null {
+  if (typeof h !== 'object' || h === null || Array.isArray(h)) return 'hardware must be an object';
+  for (const [k, v] of Object.entries(h)) {
+    if (!['string', 'number', 'boolean'].includes(typeof v)) return `hardware.${k} must be a string, a number or a boolean`;
+  }
+  return null;
+}
+
+/** The requirements a machine's hardware does not meet, in the spec's words (`min_ram_gb 128`); empty when it qualifies. */
+export function unmet(hardware: Hardware, req: HardwareRequirement | undefined): string[] {
+  if (!req) return [];
+  const out: string[] = [];
+  const atLeast = (key: string, min: number | undefined, name: string) => {
+    if (min !== undefined && !(Number(hardware[key]) >= min)) out.push(`${name} ${min}`);
+  };
+  atLeast('cpus', req.min_cpus, 'min_cpus');
+  atLeast('ram_gb', req.min_ram_gb, 'min_ram_gb');
+  atLeast('disk_gb', req.min_disk_gb, 'min_disk_gb');
+  if (req.cpu_model !== undefined && !String(hardware.cpu_model ?? '').toLowerCase().includes(req.cpu_model.toLowerCase())) {
+    out.push(`cpu_model ${JSON.stringify(req.cpu_model)}`);
+  }
+  return out;
+}

@@ -1,0 +1,74 @@
+import { Controller, Get, Param, StreamableFile, UseGuards } from '@nestjs/common';
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { createReadStream } from 'node:fs';
+import { lstat, readdir, realpath, stat } from 'node:fs/promises';
+import { basename, isAbsolute, join, relative, sep } from 'node:path';
+import { Catalog } from '../application/catalog.js';
+import type { Actor } from '../application/commands.js';
+import { visibleSession } from '../domain/decide.js';
+import { refuse } from '../domain/errors.js';
+import { BasicAuthGuard, CurrentActor } from './auth.js';
+import { ReadViews } from './read-views.js';
+
+/** The real path of `rel` inside `base`, or null when it is not a file there (`..`, absolute, a symlink leading out). */
+export async function artifactPath(base: string, rel: string): Promise<string | null> {
+  const parts = rel.split('/');
+  if (rel === '' || isAbsolute(rel) || rel.includes('\0') || parts.some((p) => p === '' || p === '.' || p === '..')) return null;
+  const root = await realpath(base).catch(() => null);
+  const real = root && (await realpath(join(root, ...parts)).catch(() => null));
+  if (!root || !real || !real.startsWith(root + sep)) return null;
+  return (await stat(real)).isFile() ? real : null;
+}
+
+/** Every file under `base` (symlinks only when they resolve to a file inside it), as paths relative to it. */
+export async function listArtifacts(base: string): Promise<Array<{ path: string; size: number }>> {
+  const root = await realpath(base).catch(() => null);
+  if (!root) return [];
+  const out: Array<{ path: string; size: number }> = [];
+  const walk = async (dir: string): Promise<void> => {
+    for (const e of await readdir(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile() || e.isSymbolicLink()) {
+        const rel = relative(root, p).split(sep).join('/');
+        const real = await artifactPath(root, rel);
+        if (real) out.push({ path: rel, size: (await lstat(real)).size });
+      }
+    }
+  };
+  await walk(root);
+  return out.sort((a, b) => a.path.localeCompare(b.path));
+}
+
+/** Files collected from a session's machines at release: its tenant and admins may list and fetch them; others get 404. */
+@ApiTags('sessions')
+@Controller('sessions')
+@UseGuards(BasicAuthGuard)
+export class ArtifactsController {
+  constructor(
+    private readonly catalog: Catalog,
+    private readonly views: ReadViews,
+  ) {}
+
+  /** The session's artifacts directory, once the actor may see the session. */
+  private async dirOf(actor: Actor, id: number): Promise<string> {
+    visibleSession(await this.views.load({ sessions: id }), id, actor.tenant);
+    return join(this.catalog.settings.dataDir, 'artifacts', `session-${id}`);
+  }
+
+  @ApiOperation({ summary: "files collected from the session's machines at release (its tenant and admins)" })
+  @Get(':id/artifacts')
+  async list(@CurrentActor() actor: Actor, @Param('id') id: number) {
+    return { action: 'get', session: id, artifacts: await listArtifacts(await this.dirOf(actor, id)) };
+  }
+
+  @ApiOperation({ summary: 'one artifact, as a download' })
+  @Get(':id/artifacts/*path')
+  async get(@CurrentActor() actor: Actor, @Param('id') id: number, @Param('path') path: string | string[]) {
+    const rel = Array.isArray(path) ? path.join('/') : String(path);
+    const real = await artifactPath(await this.dirOf(actor, id), rel);
+    if (!real) refuse('not_found', `artifact ${rel} not found in session ${id}`);
+    const { size } = await stat(real!);
+    return new StreamableFile(createReadStream(real!), { type: 'application/octet-stream', disposition: `attachment; filename="${basename(real!).replace(/[^\w.-]/g, '_')}"`, length: size });
+  }
+}
