@@ -105,6 +105,9 @@ export function dueWork(world: World, ctx: JobContext): Work {
   return { jobs: [...groups.values()], returns };
 }
 
+/** The playbook runs alone (callers that do not write the untouched returns). */
+export const dueJobs = (world: World, ctx: JobContext): Job[] => dueWork(world, ctx).jobs;
+
 /** A run a client is waiting for: the hand-over of a session's machine. */
 export const isHandover = (job: Pick<Job, 'action' | 'sessionId'>) => job.sessionId !== null && (job.action === 'provision' || job.action === 'contextualize');
 
