@@ -165,10 +165,19 @@ export class Provisioner implements OnApplicationShutdown {
     this.log.warn(`${job.action} ${job.pool} [${claimed.map((c) => c.machine.hostname).join(', ')}] not run: ${fault.reason} (a fault of Duffy's environment, not of the machines; retried later)`);
     const world = this.ledger.world;
     const at = new Date(now).toISOString();
-    await this.ledger.commit(
+    const meta = metaFor(null, { process: 'provisioning' });
+    const written = await this.ledger.commit(
       claimed.map(({ machine, revision }) => decideEnvironmentFault(world.machines.get(machine.id)!, job, fault, run, revision, at)),
-      metaFor(null, { process: 'provisioning' }),
+      meta,
     );
+    // A session that ended meanwhile (another of its runs failed first) moved the machine on: the fact still
+    // holds and tells its release that nothing ran, so record it at the machine's current revision.
+    const late = written.flatMap((o, i) => {
+      const m = world.machines.get(claimed[i].machine.id)!;
+      // Never over a newer claim: its run must keep it.
+      return o.ok || m.job !== null ? [] : [m];
+    });
+    if (late.length > 0) await this.ledger.commit(late.map((m) => decideEnvironmentFault(m, job, fault, run, m.revision, at)), meta);
     if (isHandover(job) && world.sessions.get(job.sessionId!)?.status === 'active') {
       await this.sessions.end(job.sessionId!, 'failed', null, fault.reason).catch((err) => this.log.error(`ending session ${job.sessionId}: ${String(err)}`));
     }

@@ -388,7 +388,11 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
       const { action, spawned } = event.data;
       m.job = null;
       m.revision = revision;
-      if (action === 'contextualize' && !spawned) m.contextualizeStarted = false;
+      if (action === 'contextualize' && !spawned) {
+        m.contextualizeStarted = false;
+        // Recorded after its session already released the machine: that release needs no playbook after all.
+        if (m.state === 'deprovisioning' && m.releasingSession === event.data.sessionId && m.untouchedReturn === null) m.untouchedReturn = 'ready';
+      }
       if (action === 'provision' && m.sessionId === null && m.state === 'provisioning') m.state = 'unused';
       // The check did not happen: due again as soon as Duffy can run it.
       if (action === 'health_check') m.lastHealthCheckAt = null;

@@ -60,19 +60,23 @@ describe('fault: Ansible missing, then back (demo inventory)', () => {
     expect([health.status, health.body.error?.ansible?.status]).toEqual([503, 'down']);
     expect(health.body.error.ansible.message).toMatch(/^ansible-playbook not found on PATH/);
     let events = await ledgerEvents(duffy);
-    expect(events.filter((e) => e.type === 'EnvironmentFault').length).toBeGreaterThanOrEqual(6);
+    // At least one per request (a run claimed after its session ended records nothing: the release came first).
+    expect(events.filter((e) => e.type === 'EnvironmentFault').length).toBeGreaterThanOrEqual(2);
     expect(events.filter((e) => e.type === 'ProvisioningFailed' || e.type === 'MachineQuarantined')).toEqual([]);
     expect(events.filter((e) => e.type === 'PlaybookStarted' && e.data.action === 'release')).toEqual([]);
     for (const m of world(duffy).machines.values()) expect([m.hostname, m.failures]).toEqual([m.hostname, 0]);
 
-    // Ansible is back: every machine the fault touched (both pools whole) is handed over.
+    // Ansible is back: both pools, every machine the fault touched among them, are handed over whole.
     process.env.PATH = path;
-    const touched = new Set(events.filter((e) => e.type === 'EnvironmentFault').map((e) => e.stream.replace(/^machine-/, '')));
-    const served = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-arm-aarch64', quantity: 3 }, { pool: 'metal-intel-x86_64', quantity: 6 }] });
-    expect([served.status, served.body.detail]).toEqual([201, undefined]);
-    const hosts = served.body.session.nodes.map((n: { hostname: string; state: string }) => `${n.hostname} ${n.state}`);
+    // The first run that works ends the fault; the fill level's deferred provision then runs too, so wait for
+    // the farm to be idle before asking for the whole intel pool.
+    const arm = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-arm-aarch64', quantity: 3 }] });
+    expect([arm.status, arm.body.detail]).toEqual([201, undefined]);
+    await until(duffy, () => [...world(duffy!).machines.values()].every((m) => m.job === null && m.state !== 'provisioning'));
+    const intel = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 6 }] });
+    expect([intel.status, intel.body.detail]).toEqual([201, undefined]);
+    const hosts = [arm, intel].flatMap((r) => r.body.session.nodes.map((n: { hostname: string; state: string }) => `${n.hostname} ${n.state}`));
     expect(hosts.sort()).toEqual([...world(duffy).machines.values()].filter((m) => /^metal-(arm|intel)/.test(m.hostname)).map((m) => `${m.hostname} deployed`).sort());
-    for (const host of touched) expect(hosts).toContain(`${host} deployed`);
     expect((await duffy.admin.get('/health')).body.details?.ansible?.status).toBe('up');
     events = await ledgerEvents(duffy);
     expect(events.filter((e) => e.type === 'ProvisioningFailed' || e.type === 'MachineQuarantined')).toEqual([]);

@@ -101,6 +101,11 @@ describe('a machine whose session ended before it was handed over', () => {
     expect(dueWork(w, ctx)).toEqual({ jobs: [{ pool: 'metal-intel', action: 'release', sessionId: 1, machineIds: [1] }], returns: [] });
   });
 
+  it('goes back ready when the contextualize that never spawned is recorded after the release', () => {
+    const w = given(...reserved(false), claim('contextualize'), ...ended, fault('contextualize'));
+    expect(dueWork(w, ctx).returns.map((x) => x.events[0])).toMatchObject([{ type: 'MachineRecycled', data: { state: 'ready', untouched: true } }]);
+  });
+
   it('when cancelled before the session started, goes back the same way', () => {
     const w = given(...reserved(false).slice(0, 4), ['machine-i1', { type: 'MachineReservationCancelled', data: { machineId: 1, sessionId: 1, reason: 'lost a race', at: AT } }]);
     expect(dueWork(w, ctx).returns.map((x) => x.events[0])).toMatchObject([{ type: 'MachineRecycled', data: { state: 'ready', untouched: true } }]);
