@@ -48,6 +48,8 @@ export class RequestSessionCommand extends Command<Session> {
     readonly specs: NodeSpec[],
     /** Seconds to wait in the fair-share queue when no machine is free now (0: answer 422 at once). */
     readonly waitSeconds = 0,
+    /** Aborted when the caller hung up: a request still waiting then leaves the queue instead of being served to nobody. */
+    readonly callerGone?: AbortSignal,
   ) {
     super();
   }

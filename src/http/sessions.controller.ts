@@ -1,5 +1,6 @@
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
-import { Body, Controller, Get, HttpCode, Param, Post, Put, UseGuards } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Put, Res, UseGuards } from '@nestjs/common';
+import type { Response } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from '../application/catalog.js';
 import { CancelWaitingCommand, EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Actor } from '../application/commands.js';
@@ -44,12 +45,14 @@ export class SessionsController {
   @ApiOperation({ summary: 'request machines; answers once they are handed over' })
   @Post()
   @HttpCode(201)
-  async create(@CurrentActor() actor: Actor, @Body() body: SessionCreateDto) {
+  async create(@CurrentActor() actor: Actor, @Body() body: SessionCreateDto, @Res({ passthrough: true }) res: Response) {
     const tenantId = body.tenant_id ?? actor.tenant.id;
     const specs: NodeSpec[] = body.nodes_specs.map(({ pool, type, arch, platform, quantity, hardware }) =>
       Object.fromEntries(Object.entries({ pool, type, arch, platform, quantity, hardware: hardware && { ...hardware } }).filter(([, v]) => v !== undefined)) as unknown as NodeSpec,
     );
-    const session = await this.commands.execute(new RequestSessionCommand(actor, tenantId, specs, body.wait ?? 0));
+    const callerGone = new AbortController();
+    res.once('close', () => res.writableFinished || callerGone.abort());
+    const session = await this.commands.execute(new RequestSessionCommand(actor, tenantId, specs, body.wait ?? 0, callerGone.signal));
     return { action: 'post', session: sessionView(session, this.ledger.world, this.catalog) };
   }
 

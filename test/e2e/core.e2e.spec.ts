@@ -32,6 +32,34 @@ describe('one command, one append', () => {
   });
 });
 
+describe('a waiting request whose caller hangs up', () => {
+  let duffy: Running;
+  beforeAll(async () => (duffy = await startDuffy()));
+  afterAll(async () => duffy.close());
+
+  it('leaves the queue instead of being served to nobody later', async () => {
+    const holder = await newTenant(duffy, 'gone-holder');
+    const waiter = await newTenant(duffy, 'gone-waiter');
+    expect((await holder.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] })).status).toBe(201);
+    const hangUp = new AbortController();
+    const pending = fetch(`${duffy.url}/api/v1/sessions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: (waiter as unknown as { auth: string }).auth },
+      body: JSON.stringify({ nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }], wait: 600 }),
+      signal: hangUp.signal,
+    }).catch(() => undefined);
+    const queued = async () => (await duffy.admin.get('/api/v1/queue')).body.queue as Array<{ session_id?: number; id?: number }>;
+    for (let i = 0; i < 100 && (await queued()).length === 0; i++) await sleep(50);
+    expect(await queued()).toHaveLength(1);
+    hangUp.abort();
+    await pending;
+    for (let i = 0; i < 100 && (await queued()).length > 0; i++) await sleep(50);
+    expect(await queued()).toHaveLength(0);
+    const mine = (await waiter.get('/api/v1/sessions')).body.sessions;
+    expect(mine).toEqual([]);
+  });
+});
+
 async function readLedger(file: string): Promise<RecordedEvent[]> {
   const store = new SqliteEventStore(file, true, true);
   try {

@@ -2,7 +2,7 @@ import { CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
 import { Metrics } from '../../adapters/metrics.js';
 import { Catalog } from '../catalog.js';
 import { RequestSessionCommand } from '../commands.js';
-import { decideRequestSession } from '../../domain/decide.js';
+import { decideLeaveQueue, decideRequestSession } from '../../domain/decide.js';
 import { DomainError, refuse } from '../../domain/errors.js';
 import { Ledger } from '../ledger.service.js';
 import { SessionLifecycle, metaFor, now } from '../session-lifecycle.js';
@@ -48,12 +48,22 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     }, metaFor(cmd.actor));
     const world = this.ledger.world;
     if (world.sessions.get(sessionId)!.status === 'waiting') {
-      // The queue serves it in fair-share order, or rejects it when its time is up.
+      // The queue serves it in fair-share order, or rejects it when its time is up, or it leaves when the caller does.
+      const leave = () => void this.leaveQueue(sessionId, cmd).catch(() => undefined);
+      cmd.callerGone?.addEventListener('abort', leave, { once: true });
       await this.ledger.until(() => world.sessions.get(sessionId)!.status !== 'waiting', (cmd.waitSeconds + 30) * 1000).catch(() => undefined);
+      cmd.callerGone?.removeEventListener('abort', leave);
       const s = world.sessions.get(sessionId)!;
       if (s.status !== 'active') refuse('capacity', `can't reserve nodes: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
     }
     return this.handedOver(sessionId);
+  }
+
+  private leaveQueue(sessionId: number, cmd: RequestSessionCommand) {
+    return this.ledger.decide((world) => {
+      const w = decideLeaveQueue(world.sessions.get(sessionId)!, `cancelled: ${cmd.actor.tenant.name}'s client went away while waiting`, now());
+      return w ? [w] : [];
+    }, metaFor(cmd.actor));
   }
 
   /**
