@@ -1,5 +1,6 @@
 import { execa } from 'execa';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,9 +48,20 @@ export interface NodeOutcome {
 /** Recorded in the outcome event (see `PlaybookRun` in the ledger's events). */
 export type RunRecord = PlaybookRun;
 
+/**
+ * A run that failed for a reason on Duffy's side (no Ansible, a playbook file missing, the controller killed):
+ * it says nothing about the machines, so it must never count against them (invariant 10).
+ */
+export interface EnvironmentFault {
+  reason: string;
+  /** False when ansible-playbook never started: nothing touched the machines. */
+  spawned: boolean;
+}
+
 export interface RunResult {
   run: RunRecord;
   nodes: Map<string, NodeOutcome>;
+  fault?: EnvironmentFault;
 }
 
 export interface PlaybookRunner {
@@ -68,49 +80,86 @@ export class AnsibleRunner implements PlaybookRunner {
 
   async run(input: DuffyIn, options: { timeoutMs: number; playbook?: string }): Promise<RunResult> {
     const playbook = options.playbook ?? join(this.ansibleDir, 'playbooks', PLAYBOOK[input.action]);
-    const dir = await mkdtemp(join(tmpdir(), 'duffy-run-'));
-    const varsFile = join(dir, 'duffy_in.json');
-    await writeFile(varsFile, JSON.stringify({ duffy_in: input }), { mode: 0o600 });
     const started = Date.now();
-    let timedOut = false;
-    const child = execa('ansible-playbook', ['-i', 'localhost,', '-c', 'local', playbook, '-e', `@${varsFile}`], {
-      cwd: this.ansibleDir,
-      env: {
-        ANSIBLE_CONFIG: join(this.ansibleDir, 'ansible.cfg'),
-        ANSIBLE_STDOUT_CALLBACK: 'json',
-        ANSIBLE_LOAD_CALLBACK_PLUGINS: '1',
-        ANSIBLE_LOCAL_TEMP: join(dir, 'tmp'),
-        ANSIBLE_NOCOLOR: '1',
-      },
-      detached: true,
-      reject: false,
-      stdin: 'ignore',
-      maxBuffer: 64 * 1024 * 1024,
-    });
-    const timer = setTimeout(() => {
-      timedOut = true;
-      killGroup(child.pid);
-    }, options.timeoutMs);
+    const notRun = (reason: string): RunResult => {
+      const run: RunRecord = { action: input.action, playbook, exitCode: null, durationMs: Date.now() - started, timedOut: false, tail: reason };
+      return { run, nodes: outcomes(input, '', run), fault: { reason, spawned: false } };
+    };
+    if (!(await access(playbook, constants.R_OK).then(() => true, () => false))) return notRun(`playbook ${playbook} not found`);
+    let dir: string;
     try {
-      const result = await child;
-      const stdout = String(result.stdout ?? '');
-      const stderr = String(result.stderr ?? '');
-      const run: RunRecord = {
-        action: input.action,
-        playbook,
-        exitCode: typeof result.exitCode === 'number' ? result.exitCode : null,
-        durationMs: Date.now() - started,
-        timedOut,
-        tail: (stderr + stdout).slice(-TAIL),
-      };
-      return { run, nodes: outcomes(input, stdout, run) };
+      dir = await mkdtemp(join(tmpdir(), 'duffy-run-'));
+    } catch (err) {
+      return notRun(`can't write the run's input in ${tmpdir()}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+    try {
+      const varsFile = join(dir, 'duffy_in.json');
+      try {
+        await writeFile(varsFile, JSON.stringify({ duffy_in: input }), { mode: 0o600 });
+      } catch (err) {
+        return notRun(`can't write the run's input in ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      }
+      let timedOut = false;
+      const child = execa('ansible-playbook', ['-i', 'localhost,', '-c', 'local', playbook, '-e', `@${varsFile}`], {
+        cwd: this.ansibleDir,
+        env: {
+          ANSIBLE_CONFIG: join(this.ansibleDir, 'ansible.cfg'),
+          ANSIBLE_STDOUT_CALLBACK: 'json',
+          ANSIBLE_LOAD_CALLBACK_PLUGINS: '1',
+          ANSIBLE_LOCAL_TEMP: join(dir, 'tmp'),
+          ANSIBLE_NOCOLOR: '1',
+        },
+        detached: true,
+        reject: false,
+        stdin: 'ignore',
+        maxBuffer: 64 * 1024 * 1024,
+      });
+      const timer = setTimeout(() => {
+        timedOut = true;
+        killGroup(child.pid);
+      }, options.timeoutMs);
+      try {
+        const result = await child;
+        const stdout = String(result.stdout ?? '');
+        const stderr = String(result.stderr ?? '');
+        const exitCode = typeof result.exitCode === 'number' ? result.exitCode : null;
+        const fault = environmentFault({ code: result.code, signal: result.signal, exitCode, timedOut, hasDuffyOut: findDuffyOut(stdout) !== undefined, hasReport: hasPlayReport(stdout) });
+        const run: RunRecord = {
+          action: input.action,
+          playbook,
+          exitCode,
+          durationMs: Date.now() - started,
+          timedOut,
+          tail: (fault && !fault.spawned ? fault.reason : stderr + stdout).slice(-TAIL),
+        };
+        return { run, nodes: outcomes(input, stdout, run), ...(fault ? { fault } : {}) };
+      } finally {
+        clearTimeout(timer);
+        // Whatever the group left behind (a worker still running) goes too.
+        killGroup(child.pid);
+      }
     } finally {
-      clearTimeout(timer);
-      // Whatever the group left behind (a worker still running) goes too.
-      killGroup(child.pid);
       await rm(dir, { recursive: true, force: true });
     }
   }
+}
+
+/**
+ * Whether a finished run failed on Duffy's side rather than the machines'. A playbook that hangs past its
+ * timeout, fails, or answers garbage is the machines' (or their playbook's) failure; these are not.
+ */
+export function environmentFault(r: { code?: string; signal?: string; exitCode: number | null; timedOut: boolean; hasDuffyOut: boolean; hasReport?: boolean }): EnvironmentFault | undefined {
+  if (r.code === 'ENOENT') return { reason: 'ansible-playbook not found on PATH', spawned: false };
+  if (r.code === 'EACCES' || r.code === 'EPERM') return { reason: `ansible-playbook is not executable (${r.code})`, spawned: false };
+  if (r.code) return { reason: `could not start ansible-playbook: ${r.code}`, spawned: false };
+  if (r.timedOut || r.hasDuffyOut) return undefined;
+  // Killed by somebody else than Duffy's timeout (the OOM killer, an operator): the controller died, not the machine.
+  if (r.signal) return { reason: `ansible-playbook was killed by ${r.signal}`, spawned: true };
+  // 4 with no play report: a parser error (4 with a report is an unreachable host), 5: bad options;
+  // 126/127: the shell could not run it (a broken installation).
+  if ((r.exitCode === 4 || r.exitCode === 5) && !r.hasReport) return { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true };
+  if (r.exitCode === 126 || r.exitCode === 127) return { reason: `ansible-playbook could not run (exit code ${r.exitCode})`, spawned: true };
+  return undefined;
 }
 
 function killGroup(pid: number | undefined): void {
@@ -143,6 +192,15 @@ export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'e
     );
   }
   return map;
+}
+
+/** Whether the JSON callback printed its report, i.e. Ansible got as far as running plays. */
+function hasPlayReport(stdout: string): boolean {
+  try {
+    return Array.isArray((JSON.parse(stdout.slice(stdout.indexOf('{'))) as { plays?: unknown }).plays);
+  } catch {
+    return false;
+  }
 }
 
 type OutNode = { hostname: string; ipaddr?: unknown; ok?: unknown; error?: unknown };

@@ -10,6 +10,8 @@ import type { DocChange, ReadModelStore } from './ports/read-model.port.js';
 const HIGH_WATER = 20_000;
 /** Read-model writes gather this long: one transaction for many requests' events, off the requests' way. */
 const BATCH_MS = 20;
+/** A batch the store refused (a full disk...) is written again after this long. */
+const RETRY_MS = 1_000;
 
 /**
  * Follows the ledger for one projection from its checkpoint and writes its documents in batches, each batch
@@ -28,6 +30,11 @@ export class ProjectionRunner {
   /** Milliseconds from an event's append to its documents being written (the last batch's worst). */
   lastLagMs = 0;
   failure: unknown;
+  /** Why the last batch could not be written, until one is (reads answer it rather than wait). */
+  writeFailure: unknown;
+  /** A projected batch the store refused: written again as is, since the cache already holds its effects. */
+  private unwritten?: { changes: DocChange[]; batch: RecordedEvent[] };
+  private stopped = false;
 
   constructor(
     readonly projection: Projection,
@@ -47,7 +54,10 @@ export class ProjectionRunner {
     this.cache.clear();
     for (const c of this.projection.collections) this.cache.set(c, new Map());
     this.buffer = [];
+    this.unwritten = undefined;
+    this.stopped = false;
     this.failure = undefined;
+    this.writeFailure = undefined;
     const cp = await this.store.checkpoint(p.name);
     if (options.rebuild || !cp || cp.version !== p.version) {
       await this.store.reset(p.name, p.collections);
@@ -65,6 +75,7 @@ export class ProjectionRunner {
     const end = Date.now() + timeoutMs;
     while (this.position < position) {
       if (this.failure) throw this.failure;
+      if (this.writeFailure) throw this.writeFailure;
       if (Date.now() > end) throw new Error(`projection ${this.projection.name} is behind: at ${this.position}, wanted ${position}`);
       await (this.flushing ?? new Promise((r) => setTimeout(r, 5)));
     }
@@ -78,50 +89,69 @@ export class ProjectionRunner {
     if (e.position <= this.taken) return undefined;
     this.taken = e.position;
     this.buffer.push(e);
-    if (!this.flushing) this.flushing = new Promise<void>((r) => setTimeout(r, BATCH_MS)).then(() => this.flush());
+    this.schedule(BATCH_MS);
     return this.buffer.length >= HIGH_WATER ? this.flushing : undefined;
   }
 
+  private schedule(ms: number): void {
+    if (!this.flushing) this.flushing = new Promise<void>((r) => setTimeout(r, ms)).then(() => this.flush());
+  }
+
+  /** Never rejects: a refused write is kept, reported in `writeFailure`, and tried again (a full disk must not crash Duffy). */
   private async flush(): Promise<void> {
-    while (this.buffer.length > 0) {
-      const batch = this.buffer;
-      this.buffer = [];
-      // Folded in memory (the cache is the projection's state); only each document's final state is written,
-      // once per batch: the checkpoint covers the whole batch anyway.
-      const dirty = new Map<Map<string, Doc>, Map<string, Dirty>>();
-      const read = (c: string, id: string) => this.cache.get(c)?.get(id);
-      for (const e of batch) {
-        for (const ch of this.projection.project(e as RecordedEvent & DuffyEvent, read)) {
-          const docs = this.docs(ch.collection);
-          let changed = dirty.get(docs);
-          if (!changed) dirty.set(docs, (changed = new Map()));
-          let d = changed.get(ch.id);
-          if (!d) changed.set(ch.id, (d = { collection: ch.collection, stored: docs.has(ch.id), position: e.position }));
-          d.position = e.position;
-          if (ch.op === 'put') {
-            // The id rides along in the document, so a restart can rebuild the cache from `find`.
-            ch.doc.__id = ch.id;
-            docs.set(ch.id, ch.doc);
-          } else {
-            docs.delete(ch.id);
-          }
-        }
+    try {
+      while (this.unwritten || this.buffer.length > 0) {
+        this.unwritten ??= this.projectBatch();
+        const { changes, batch } = this.unwritten;
+        const last = batch[batch.length - 1];
+        await this.store.apply(this.projection.name, this.projection.version, changes, last.position);
+        this.unwritten = undefined;
+        this.writeFailure = undefined;
+        this.position = last.position;
+        this.lastLagMs = batchLagMs(batch, Date.now());
       }
-      const changes: DocChange[] = [];
-      for (const [docs, changed] of dirty) {
-        for (const [id, d] of changed) {
-          const doc = docs.get(id);
-          if (doc) changes.push({ op: 'put', collection: d.collection, id, doc, position: d.position });
-          // A document born and gone within the batch was never written: nothing to delete.
-          else if (d.stored) changes.push({ op: 'delete', collection: d.collection, id, position: d.position });
-        }
-      }
-      const last = batch[batch.length - 1];
-      await this.store.apply(this.projection.name, this.projection.version, changes, last.position);
-      this.position = last.position;
-      this.lastLagMs = batchLagMs(batch, Date.now());
+      this.flushing = undefined;
+    } catch (err) {
+      this.writeFailure = err;
+      this.flushing = undefined;
+      if (!this.stopped) this.schedule(RETRY_MS);
     }
-    this.flushing = undefined;
+  }
+
+  private projectBatch(): { changes: DocChange[]; batch: RecordedEvent[] } {
+    const batch = this.buffer;
+    this.buffer = [];
+    // Folded in memory (the cache is the projection's state); only each document's final state is written,
+    // once per batch: the checkpoint covers the whole batch anyway.
+    const dirty = new Map<Map<string, Doc>, Map<string, Dirty>>();
+    const read = (c: string, id: string) => this.cache.get(c)?.get(id);
+    for (const e of batch) {
+      for (const ch of this.projection.project(e as RecordedEvent & DuffyEvent, read)) {
+        const docs = this.docs(ch.collection);
+        let changed = dirty.get(docs);
+        if (!changed) dirty.set(docs, (changed = new Map()));
+        let d = changed.get(ch.id);
+        if (!d) changed.set(ch.id, (d = { collection: ch.collection, stored: docs.has(ch.id), position: e.position }));
+        d.position = e.position;
+        if (ch.op === 'put') {
+          // The id rides along in the document, so a restart can rebuild the cache from `find`.
+          ch.doc.__id = ch.id;
+          docs.set(ch.id, ch.doc);
+        } else {
+          docs.delete(ch.id);
+        }
+      }
+    }
+    const changes: DocChange[] = [];
+    for (const [docs, changed] of dirty) {
+      for (const [id, d] of changed) {
+        const doc = docs.get(id);
+        if (doc) changes.push({ op: 'put', collection: d.collection, id, doc, position: d.position });
+        // A document born and gone within the batch was never written: nothing to delete.
+        else if (d.stored) changes.push({ op: 'delete', collection: d.collection, id, position: d.position });
+      }
+    }
+    return { changes, batch };
   }
 
   private docs(collection: string): Map<string, Doc> {
@@ -131,6 +161,7 @@ export class ProjectionRunner {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     await this.subscription?.close();
     this.subscription = undefined;
     await this.flushing;

@@ -8,11 +8,14 @@ import { Catalog } from './catalog.js';
 import { LedgerEvent, Ledger } from './ledger.service.js';
 import { SessionLifecycle, metaFor } from './session-lifecycle.js';
 import { Metrics } from '../adapters/metrics.js';
-import { ANSIBLE_DIR, PLAYBOOK_RUNNER, type DuffyIn, type PlaybookRunner } from '../adapters/ansible-runner.js';
-import { type Job, decideClaim, decideReplacement, decideRunOutcome, dueJobs } from '../domain/provisioning.decide.js';
+import { ANSIBLE_DIR, PLAYBOOK_RUNNER, type DuffyIn, type EnvironmentFault, type PlaybookRunner, type RunResult } from '../adapters/ansible-runner.js';
+import { type Job, decideClaim, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork, isHandover } from '../domain/provisioning.decide.js';
 
 /** Playbook runs at once: Ansible is CPU-heavy and a run already batches the hosts of a pool. */
 const MAX_PARALLEL_RUNS = 4;
+/** After an environment fault, background work waits this long before one run tries again; doubled up to the max. */
+const RETRY_FIRST_MS = 5_000;
+const RETRY_MAX_MS = 300_000;
 
 /**
  * The process manager that turns ledger state into playbook runs and their outcomes back into events.
@@ -29,6 +32,10 @@ export class Provisioner implements OnApplicationShutdown {
   private timer?: NodeJS.Timeout;
   private readonly inProgress = new Set<Promise<void>>();
   private readonly log = new Logger('Provisioner');
+  /** Set while Duffy's own environment fails runs (no Ansible...): the machines are not to blame. */
+  private fault: { reason: string; since: string; retryAt: number; backoffMs: number } | null = null;
+  /** Why a session's machine last failed its hand-over, so a failed replacement names the cause. */
+  private readonly lostBecause = new Map<number, string>();
 
   constructor(
     private readonly ledger: Ledger,
@@ -54,17 +61,30 @@ export class Provisioner implements OnApplicationShutdown {
     });
   }
 
+  /** The environment fault that currently holds background work back, if any (for /health and logs). */
+  get environmentFault(): { reason: string; since: string } | null {
+    return this.fault && { reason: this.fault.reason, since: this.fault.since };
+  }
+
   private async pass(): Promise<void> {
     await this.replaceLostMachines();
-    const jobs = dueJobs(this.ledger.world, {
+    const now = Date.now();
+    const work = dueWork(this.ledger.world, {
       pools: (n) => this.catalog.pool(n),
-      now: Date.now(),
+      now,
       runningHere: (id) => this.running.has(id),
       instance: this.instance,
       soleInstance: this.ledger.store.singleWriter,
     });
-    for (const job of jobs) {
+    if (work.returns.length > 0) await this.ledger.commit(work.returns, metaFor(null, { process: 'provisioning', reason: 'never handed over' }));
+    for (const job of work.jobs) {
       if (this.runs >= MAX_PARALLEL_RUNS || this.stopped) return;
+      // While the environment is at fault, hand-overs (a client waits) still try; other work sends one run as a probe now and then.
+      if (this.fault && !isHandover(job)) {
+        if (now < this.fault.retryAt) continue;
+        this.fault.retryAt = now + this.fault.backoffMs;
+        this.fault.backoffMs = Math.min(RETRY_MAX_MS, this.fault.backoffMs * 2);
+      }
       job.machineIds.forEach((id) => this.running.add(id));
       this.runs += 1;
       const work = this.execute(job)
@@ -106,7 +126,11 @@ export class Provisioner implements OnApplicationShutdown {
     };
     const override = pool.playbooks?.[job.action];
     const playbook = override ? (isAbsolute(override) ? override : resolve(ANSIBLE_DIR, override)) : undefined;
-    const { run, nodes } = await this.runner.run(input, { timeoutMs, playbook });
+    const result = await this.runner.run(input, { timeoutMs, playbook });
+    if (result.fault) return this.onEnvironmentFault(job, claimed, result as RunResult & { fault: EnvironmentFault });
+    if (this.fault) this.log.log(`${job.action} ran again: the environment fault "${this.fault.reason}" is over`);
+    this.fault = null;
+    const { run, nodes } = result;
     const failed = [...nodes.values()].filter((n) => !n.ok).length;
     this.metrics.playbook.observe({ action: job.action, outcome: failed === 0 ? 'ok' : 'failed' }, run.durationMs / 1000);
     if (failed > 0) this.metrics.provisioningFailures.inc({ action: job.action }, failed);
@@ -116,23 +140,59 @@ export class Provisioner implements OnApplicationShutdown {
       claimed.map(async ({ machine, revision }) => {
         const result = nodes.get(machine.hostname)!;
         const files = job.action === 'collect_artifacts' && result.ok && artifactsDir ? await listFiles(join(artifactsDir, machine.hostname), this.catalog.settings.dataDir) : undefined;
-        return decideRunOutcome(machine, pool, job, { ...result, files }, run, revision, now);
+        return decideRunOutcome(machine, pool, job, { ...result, files }, run, revision, now, claimed.length);
       }),
     );
     // The outcome is recorded at its own time, not the claim's (same correlation id).
     await this.ledger.commit(outcomes, { ...meta, at: now });
-    if (job.sessionId !== null && (job.action === 'provision' || job.action === 'contextualize')) await this.replaceLostMachines();
+    if (isHandover(job)) {
+      const lost = claimed.find(({ machine }) => !nodes.get(machine.hostname)!.ok);
+      if (lost) this.lostBecause.set(job.sessionId!, `${lost.machine.hostname}: ${nodes.get(lost.machine.hostname)!.error ?? 'failed'}`);
+      await this.replaceLostMachines();
+    }
+  }
+
+  /**
+   * Duffy could not run the playbook (invariant 10): record it without blaming the machines, hold background work
+   * back (retried with backoff), and fail a hand-over at once with the real cause rather than let its client wait.
+   */
+  private async onEnvironmentFault(job: Job, claimed: Array<{ machine: { id: number; hostname: string }; revision: number }>, result: RunResult & { fault: EnvironmentFault }): Promise<void> {
+    const { fault, run } = result;
+    const now = Date.now();
+    if (!this.fault) this.fault = { reason: fault.reason, since: new Date(now).toISOString(), retryAt: now + RETRY_FIRST_MS, backoffMs: RETRY_FIRST_MS * 2 };
+    this.fault.reason = fault.reason;
+    this.metrics.playbook.observe({ action: job.action, outcome: 'environment_fault' }, run.durationMs / 1000);
+    this.log.warn(`${job.action} ${job.pool} [${claimed.map((c) => c.machine.hostname).join(', ')}] not run: ${fault.reason} (a fault of Duffy's environment, not of the machines; retried later)`);
+    const world = this.ledger.world;
+    const at = new Date(now).toISOString();
+    const meta = metaFor(null, { process: 'provisioning' });
+    const written = await this.ledger.commit(
+      claimed.map(({ machine, revision }) => decideEnvironmentFault(world.machines.get(machine.id)!, job, fault, run, revision, at)),
+      meta,
+    );
+    // A session that ended meanwhile (another of its runs failed first) moved the machine on: the fact still
+    // holds and tells its release that nothing ran, so record it at the machine's current revision.
+    const late = written.flatMap((o, i) => {
+      const m = world.machines.get(claimed[i].machine.id)!;
+      // Never over a newer claim: its run must keep it.
+      return o.ok || m.job !== null ? [] : [m];
+    });
+    if (late.length > 0) await this.ledger.commit(late.map((m) => decideEnvironmentFault(m, job, fault, run, m.revision, at)), meta);
+    if (isHandover(job) && world.sessions.get(job.sessionId!)?.status === 'active') {
+      await this.sessions.end(job.sessionId!, 'failed', null, fault.reason).catch((err) => this.log.error(`ending session ${job.sessionId}: ${String(err)}`));
+    }
   }
 
   /** Sessions in hand-over that lost a machine get another one, or fail (and are released). */
   private async replaceLostMachines(): Promise<void> {
     const world = this.ledger.world;
+    for (const id of this.lostBecause.keys()) if (!world.openSessions.has(id)) this.lostBecause.delete(id);
     for (const s of [...world.openSessions].map((id) => world.sessions.get(id)!)) {
       if (s.status !== 'active') continue;
       const wanted = s.specs.reduce((n, x) => n + x.quantity, 0);
       const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === s.id).length;
       if (held >= wanted) continue;
-      const decision = decideReplacement(world, s, this.catalog.profiles, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => this.ledger.inFlight.busy(id), new Date().toISOString());
+      const decision = decideReplacement(world, s, this.catalog.profiles, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => this.ledger.inFlight.busy(id), new Date().toISOString(), this.lostBecause.get(s.id));
       if ('fail' in decision) {
         await this.sessions.end(s.id, 'failed', null, decision.fail);
       } else if (decision.length > 0) {

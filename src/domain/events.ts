@@ -120,7 +120,11 @@ export type DuffyEvent =
     }
   | { type: 'MachineReservationCancelled'; data: { machineId: number; sessionId: number; reason: string; at: string } }
   | { type: 'MachineReleased'; data: { machineId: number; sessionId: number; reason: ReleaseReason; at: string } }
-  | { type: 'MachineRecycled'; data: { machineId: number; policy: RecyclePolicy; state: MachineState; run?: PlaybookRun; at: string } }
+  | {
+      type: 'MachineRecycled';
+      /** `untouched`: the machine was never handed over (its session ended before), so no release playbook ran. */
+      data: { machineId: number; policy: RecyclePolicy; state: MachineState; run?: PlaybookRun; untouched?: true; at: string };
+    }
   | {
       type: 'PlaybookStarted';
       data: { machineId: number; action: PlaybookAction; sessionId: number | null; instance: string; deadline: string; at: string };
@@ -131,6 +135,23 @@ export type DuffyEvent =
   | {
       type: 'ProvisioningFailed';
       data: { machineId: number; sessionId: number | null; action: PlaybookAction; error: string; run: PlaybookRun; at: string };
+    }
+  /**
+   * A claimed run failed on Duffy's side (no Ansible, a playbook file missing, the controller killed): the
+   * claim ends and the work is due again later; it never counts against the machine. `spawned` is false when
+   * ansible-playbook never started, so nothing touched the machine.
+   */
+  | {
+      type: 'EnvironmentFault';
+      data: { machineId: number; sessionId: number | null; action: PlaybookAction; error: string; spawned: boolean; run: PlaybookRun; at: string };
+    }
+  /**
+   * A run of several machines hung past its timeout: which one hung is unknown, so none is blamed; each is run
+   * again alone, where a timeout counts against the machine.
+   */
+  | {
+      type: 'PlaybookTimedOutInBatch';
+      data: { machineId: number; sessionId: number | null; action: PlaybookAction; machines: number; run: PlaybookRun; at: string };
     }
   | { type: 'MachineQuarantined'; data: { machineId: number; reason: string; at: string } }
   | { type: 'MachineReturnedToService'; data: { machineId: number; run: PlaybookRun; at: string } }

@@ -35,6 +35,13 @@ export interface JobContext {
   soleInstance: boolean;
 }
 
+export interface Work {
+  /** Playbook runs, one per pool, action and session. */
+  jobs: Job[];
+  /** Machines released before they were ever handed over: back to the pool with no playbook. */
+  returns: Write[];
+}
+
 /** A claim is live while its deadline has not passed; a dead instance's claims lapse. */
 function claimed(m: Machine, ctx: JobContext): boolean {
   if (ctx.runningHere(m.id)) return true;
@@ -42,10 +49,12 @@ function claimed(m: Machine, ctx: JobContext): boolean {
   return Date.parse(m.job.deadline) > ctx.now;
 }
 
-export function dueJobs(world: World, ctx: JobContext): Job[] {
+export function dueWork(world: World, ctx: JobContext): Work {
   const groups = new Map<string, Job>();
+  const returns: Write[] = [];
+  const at = new Date(ctx.now).toISOString();
   const add = (m: Machine, action: PlaybookAction, sessionId: number | null) => {
-    const key = `${m.pool}|${action}|${sessionId}`;
+    const key = `${m.pool}|${action}|${sessionId}${m.runAlone ? `|${m.id}` : ''}`;
     const job = groups.get(key) ?? { pool: m.pool, action, sessionId, machineIds: [] };
     job.machineIds.push(m.id);
     groups.set(key, job);
@@ -70,7 +79,9 @@ export function dueJobs(world: World, ctx: JobContext): Job[] {
         if (m.sessionId !== null) add(m, 'contextualize', m.sessionId);
         break;
       case 'deprovisioning':
-        if (pool['collect-artifacts'] && m.releasingSession !== null && m.artifactsCollectedFor !== m.releasingSession) {
+        if (m.untouchedReturn !== null) {
+          returns.push({ stream: stream.machine(m.hostname), expected: m.revision, events: [{ type: 'MachineRecycled', data: { machineId: m.id, policy: pool['release-policy'], state: m.untouchedReturn, untouched: true, at } }] });
+        } else if (pool['collect-artifacts'] && m.releasingSession !== null && m.artifactsCollectedFor !== m.releasingSession) {
           add(m, 'collect_artifacts', m.releasingSession);
         } else if (!(pool['release-policy'] === 'reuse' && !pool.contextualize && !pool['collect-artifacts'])) {
           add(m, 'release', m.releasingSession);
@@ -91,8 +102,14 @@ export function dueJobs(world: World, ctx: JobContext): Job[] {
     const missing = (ctx.pools(name)?.['fill-level'] ?? 0) - (readyOrComing.get(name) ?? 0);
     for (const m of candidates.sort(lessStressed).slice(0, Math.max(0, missing))) add(m, 'provision', null);
   }
-  return [...groups.values()];
+  return { jobs: [...groups.values()], returns };
 }
+
+/** The playbook runs alone (callers that do not write the untouched returns). */
+export const dueJobs = (world: World, ctx: JobContext): Job[] => dueWork(world, ctx).jobs;
+
+/** A run a client is waiting for: the hand-over of a session's machine. */
+export const isHandover = (job: Pick<Job, 'action' | 'sessionId'>) => job.sessionId !== null && (job.action === 'provision' || job.action === 'contextualize');
 
 export function decideClaim(m: Machine, action: PlaybookAction, sessionId: number | null, instance: string, timeoutMs: number, now: number): Write {
   return {
@@ -118,10 +135,14 @@ export function decideRunOutcome(
   run: PlaybookRun,
   expected: number,
   now: string,
+  /** Machines in the run: a timeout of several is nobody's in particular. */
+  machines = 1,
 ): Write {
   const events: DuffyEvent[] = [];
   const machineId = m.id;
-  if (job.action === 'collect_artifacts') {
+  if (!result.ok && run.timedOut && machines > 1 && job.action !== 'collect_artifacts') {
+    events.push({ type: 'PlaybookTimedOutInBatch', data: { machineId, sessionId: job.sessionId, action: job.action, machines, run, at: now } });
+  } else if (job.action === 'collect_artifacts') {
     // Artifacts are best effort: a failure is recorded and the release goes on.
     events.push({ type: 'ArtifactsCollected', data: { machineId, sessionId: job.sessionId, files: result.ok ? (result.files ?? []) : [], error: result.ok ? null : (result.error ?? 'failed'), run, at: now } });
   } else if (result.ok) {
@@ -140,6 +161,15 @@ export function decideRunOutcome(
   return { stream: stream.machine(m.hostname), expected, events };
 }
 
+/** A run that failed on Duffy's side: the claim ends with the reason, the machine's counters stay as they were. */
+export function decideEnvironmentFault(m: Machine, job: Job, fault: { reason: string; spawned: boolean }, run: PlaybookRun, expected: number, now: string): Write {
+  return {
+    stream: stream.machine(m.hostname),
+    expected,
+    events: [{ type: 'EnvironmentFault', data: { machineId: m.id, sessionId: job.sessionId, action: job.action, error: fault.reason, spawned: fault.spawned, run, at: now } }],
+  };
+}
+
 /**
  * A session still being handed over that lost a machine (its provisioning or contextualization failed):
  * reserve a replacement from the same spec, or fail the session when none can be had.
@@ -151,6 +181,8 @@ export function decideReplacement(
   contextualize: (pool: string) => boolean,
   busy: (machineId: number) => boolean,
   now: string,
+  /** What the lost machine's hand-over failed with, when known: the answer names it. */
+  cause?: string,
 ): Write[] | { fail: string } {
   const tenant = world.tenants.get(session.tenantId);
   if (!tenant) return [];
@@ -172,6 +204,6 @@ export function decideReplacement(
     .filter((s) => s.quantity > 0);
   if (missing.length === 0) return [];
   const plan = planAllocation({ specs: missing, pools: profiles, tenantPlatform: tenant.platform, free: (pool) => freeMachines(world, pool, busy) });
-  if (!plan.ok) return { fail: `no replacement for a machine whose hand-over failed: ${plan.reason}` };
+  if (!plan.ok) return { fail: `no replacement for a machine whose hand-over failed${cause ? ` (${cause})` : ''}: ${plan.reason}` };
   return plan.picks.map((p) => decideReserve(p, session.id, tenant.id, contextualize(p.machine.pool), now));
 }

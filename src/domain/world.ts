@@ -69,6 +69,15 @@ export interface Machine {
   lastHealthCheckAt: string | null;
   /** From the reservation: the hand-over runs the contextualize playbook. */
   contextualizeOnHandover: boolean;
+  /** A contextualize playbook was started for the current reservation: a key may be on it. */
+  contextualizeStarted: boolean;
+  /**
+   * Released before it was ever handed over: nothing of the session is on it, so it goes back as this state
+   * (`unused`: never provisioned; `ready`: provisioned, never given a key) without a release playbook.
+   */
+  untouchedReturn: 'unused' | 'ready' | null;
+  /** Its last run of several machines timed out: its next run is its own, so a timeout there is its own. */
+  runAlone: boolean;
 }
 
 export type SessionStatus = 'requested' | 'waiting' | 'active' | 'rejected' | 'released' | 'expired';
@@ -159,6 +168,9 @@ export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool
     releasingSession: null,
     lastHealthCheckAt: null,
     contextualizeOnHandover: false,
+    contextualizeStarted: false,
+    untouchedReturn: null,
+    runAlone: false,
   };
 }
 
@@ -318,6 +330,8 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       m.tenantId = event.data.tenantId;
       m.reservedAt = event.data.at;
       m.contextualizeOnHandover = event.data.contextualize;
+      m.contextualizeStarted = false;
+      m.untouchedReturn = null;
       m.state = event.data.provision ? 'provisioning' : event.data.contextualize ? 'contextualizing' : 'deployed';
       m.allocations += 1;
       m.lastUsedAt = event.data.at;
@@ -337,6 +351,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
     case 'MachineReleased': {
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;
+      const untouched = m.state === 'provisioning' ? 'unused' : m.state === 'contextualizing' && !m.contextualizeStarted ? 'ready' : null;
       closeUsage(world, m, event.data.at);
       if (m.reservedAt) m.busyMs += Math.max(0, Date.parse(event.data.at) - Date.parse(m.reservedAt));
       m.lastUsedAt = event.data.at;
@@ -346,9 +361,11 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       if (event.type === 'MachineReleased') {
         m.state = 'deprovisioning';
         m.releasingSession = event.data.sessionId;
+        m.untouchedReturn = untouched;
       } else if (m.state === 'contextualizing' || m.state === 'deployed') {
         // Cancelled before the tenant got it. A key may already be on it: run the release playbook.
         m.state = m.state === 'deployed' ? 'ready' : 'deprovisioning';
+        if (m.state === 'deprovisioning') m.untouchedReturn = untouched;
       } else if (m.state === 'provisioning') {
         m.state = 'unused';
       }
@@ -362,6 +379,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       m.job = { action: event.data.action, instance: event.data.instance, deadline: event.data.deadline };
       if (event.data.action === 'provision' && m.state === 'unused') m.state = 'provisioning';
       if (event.data.action === 'health_check') m.lastHealthCheckAt = event.data.at;
+      if (event.data.action === 'contextualize') m.contextualizeStarted = true;
       m.revision = revision;
       return world;
     }
@@ -372,6 +390,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;
       m.job = null;
+      m.runAlone = false;
       m.revision = revision;
       if (event.type === 'ArtifactsCollected') {
         m.artifactsCollectedFor = event.data.sessionId;
@@ -413,6 +432,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;
       m.job = null;
+      m.runAlone = false;
       m.failures += 1;
       const { action, sessionId } = event.data;
       if (action === 'health_check') m.healthCheckFailures += 1;
@@ -436,9 +456,39 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       }
       return world;
     }
+    case 'EnvironmentFault': {
+      // Not the machine's failure: the claim ends, counters stay, and the work is due again.
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      const { action, spawned } = event.data;
+      m.job = null;
+      m.revision = revision;
+      if (action === 'contextualize' && !spawned) {
+        m.contextualizeStarted = false;
+        // Recorded after its session already released the machine: that release needs no playbook after all.
+        if (m.state === 'deprovisioning' && m.releasingSession === event.data.sessionId && m.untouchedReturn === null) m.untouchedReturn = 'ready';
+      }
+      if (action === 'provision' && m.sessionId === null && m.state === 'provisioning') m.state = 'unused';
+      // The check did not happen: due again as soon as Duffy can run it.
+      if (action === 'health_check') m.lastHealthCheckAt = null;
+      return world;
+    }
+    case 'PlaybookTimedOutInBatch': {
+      // Nobody is blamed yet: the claim ends, and the machine's next run is its own.
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.job = null;
+      m.runAlone = true;
+      m.revision = revision;
+      if (event.data.action === 'provision' && m.sessionId === null && m.state === 'provisioning') m.state = 'unused';
+      if (event.data.action === 'health_check') m.lastHealthCheckAt = null;
+      return world;
+    }
     case 'MachineQuarantined': {
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;
+      m.untouchedReturn = null;
+      m.runAlone = false;
       m.state = 'failed';
       m.job = null;
       m.quarantines += 1;
@@ -455,6 +505,8 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       m.failures = event.data.run ? 0 : m.failures;
       m.releasingSession = null;
       m.artifactsCollectedFor = null;
+      m.untouchedReturn = null;
+      m.runAlone = false;
       if (event.data.state === 'done') m.retiredAt = event.data.at;
       m.revision = revision;
       return world;

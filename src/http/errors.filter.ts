@@ -1,5 +1,6 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import type { Response } from 'express';
+import { storageFault } from '../adapters/eventstore/storage-fault.js';
 import { DomainError, type DomainErrorKind } from '../domain/errors.js';
 
 const STATUS: Record<DomainErrorKind, number> = {
@@ -51,5 +52,8 @@ export function describe(error: unknown): [number, string] {
     if (e.type === 'entity.too.large') return [413, 'request body too large'];
     return [e.status, e.message ?? 'bad request'];
   }
+  // A write the store cannot make is Duffy's trouble, not the client's, and it passes: 503 with Retry-After.
+  const fault = storageFault(error);
+  if (fault) return [503, `Duffy cannot write its data: ${fault.what} (${fault.code}); try again later`];
   return [500, 'internal error: see the server log'];
 }

@@ -2,8 +2,11 @@ import { ApiTags } from '@nestjs/swagger';
 import { Controller, Get, Inject } from '@nestjs/common';
 import { HealthCheck, HealthCheckService, HealthIndicatorService } from '@nestjs/terminus';
 import { execa } from 'execa';
+import { writeHealthOf } from '../../adapters/eventstore/event-store.factory.js';
 import { Ledger } from '../../application/ledger.service.js';
 import { READ_MODELS, type ReadModelStore } from '../../application/ports/read-model.port.js';
+import { Provisioner } from '../../application/provisioner.service.js';
+import { ReadSide } from '../../application/read-side.service.js';
 
 const withTimeout = <T>(p: Promise<T>, ms: number) =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms).unref())]);
@@ -19,6 +22,8 @@ export class HealthController {
     private readonly indicators: HealthIndicatorService,
     private readonly ledger: Ledger,
     @Inject(READ_MODELS) private readonly readModels: ReadModelStore,
+    private readonly provisioner: Provisioner,
+    private readonly readSide: ReadSide,
   ) {}
 
   @Get()
@@ -29,6 +34,9 @@ export class HealthController {
         const ledger = this.indicators.check('ledger');
         try {
           if (this.ledger.failure) throw this.ledger.failure;
+          // A store that answers reads may still refuse writes (a full disk): down until a write succeeds again.
+          const write = writeHealthOf(this.ledger.store)?.failure;
+          if (write) return ledger.down({ message: `last write failed at ${write.at}: ${write.message}` });
           await withTimeout(this.ledger.store.ping(), 2000);
           return ledger.up({ position: this.ledger.world.position.toString() });
         } catch (err) {
@@ -37,6 +45,9 @@ export class HealthController {
       },
       async () => {
         const rm = this.indicators.check('readModels');
+        // The store may answer a ping and still refuse writes (a full disk): the projections know.
+        const refused = this.readSide.runners.find((r) => r.writeFailure);
+        if (refused) return rm.down({ message: `projection ${refused.projection.name}: last write failed: ${String((refused.writeFailure as Error)?.message ?? refused.writeFailure)}` });
         return withTimeout(this.readModels.ping(), 2000).then(
           () => rm.up(),
           (err: Error) => rm.down({ message: err.message }),
@@ -44,13 +55,16 @@ export class HealthController {
       },
       async () => {
         const ansible = this.indicators.check('ansible');
-        // Looked up once: the binary does not come and go while Duffy runs.
+        // Runs failing on Duffy's side (Ansible gone since, a playbook missing) say more than the version did.
+        const fault = this.provisioner.environmentFault;
+        if (fault) return ansible.down({ message: `${fault.reason} (playbook runs failing since ${fault.since})` });
+        // Looked up once while it works: the runs above tell when it stops working.
         this.ansible ??= execa('ansible-playbook', ['--version'], { timeout: 10_000 }).then((r) => String(r.stdout).split('\n')[0]);
         return this.ansible.then(
           (version) => ansible.up({ version }),
           () => {
             this.ansible = undefined;
-            return ansible.down({ message: 'ansible-playbook not found' });
+            return ansible.down({ message: 'ansible-playbook not found on PATH' });
           },
         );
       },

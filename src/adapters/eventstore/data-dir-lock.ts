@@ -1,0 +1,128 @@
+import { linkSync, mkdirSync, readFileSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+
+/** The embedded ledger has one writer: the process holding `<data dir>/duffy.lock`. */
+export const LOCK_FILE = 'duffy.lock';
+/** The holder touches its lock this often; one not touched for STALE_MS is a dead holder's, wherever it ran. */
+const HEARTBEAT_MS = 10_000;
+export const STALE_MS = 60_000;
+/** Locks this process holds: a lock naming our own pid that is not among them is an earlier incarnation's. */
+const heldHere = new Set<string>();
+
+export class DataDirLockedError extends Error {
+  constructor(
+    readonly dataDir: string,
+    readonly holder: { pid: number; host?: string; since?: string },
+  ) {
+    super(
+      `the data directory ${dataDir} is in use by another Duffy (pid ${holder.pid}${holder.host ? ` on ${holder.host}` : ''}${holder.since ? `, since ${holder.since}` : ''}): ` +
+        `the embedded ledger has one writer. Stop that process, or give this one another DUFFY_DATA_DIR (or a shared DUFFY_EVENTSTORE)`,
+    );
+    this.name = 'DataDirLockedError';
+  }
+}
+
+export interface DataDirLock {
+  readonly file: string;
+  release(): void;
+}
+
+type Holder = { pid: number; host?: string; since?: string };
+
+function readHolder(file: string): Holder | undefined {
+  try {
+    const h = JSON.parse(readFileSync(file, 'utf8')) as Holder;
+    return Number.isInteger(h?.pid) && h.pid > 0 ? h : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A holder is gone when: its pid on this host is dead; it is our own pid but not a lock this process took (a
+ * container restarted as pid 1 again); or it stopped refreshing the lock (another host, a recreated container).
+ */
+function stale(file: string, holder: Holder, me: Holder): boolean {
+  const sameHost = holder.host === undefined || holder.host === me.host;
+  if (sameHost && holder.pid === process.pid) return !heldHere.has(file);
+  if (sameHost && !alive(holder.pid)) return true;
+  try {
+    return Date.now() - statSync(file).mtimeMs > STALE_MS;
+  } catch {
+    return true;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists, it is just not ours to signal.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes the data directory's lock or throws DataDirLockedError naming the holder. The lock file is written
+ * whole under a private name and linked into place, so nobody ever reads a half-written one; a lock left by a
+ * process that is gone (kill -9, a crash) is taken over (see `stale`). Released on `release()` and at process exit.
+ */
+export function lockDataDir(dataDir: string): DataDirLock {
+  const dir = resolve(dataDir);
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, LOCK_FILE);
+  const me: Holder = { pid: process.pid, host: hostname(), since: new Date().toISOString() };
+  const mine = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+  writeFileSync(mine, JSON.stringify(me) + '\n', { mode: 0o644 });
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        linkSync(mine, file);
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const holder = readHolder(file);
+      if (holder && (!stale(file, holder, me) || attempt >= 3)) throw new DataDirLockedError(dir, holder);
+      if (attempt >= 3) throw new Error(`cannot take the lock ${file}: it keeps coming back unreadable`);
+      // Stale, or unreadable (not a lock this code wrote): take it over.
+      try {
+        unlinkSync(file);
+      } catch {
+        /* someone else took it over first: try again */
+      }
+    }
+  } finally {
+    unlinkSync(mine);
+  }
+  heldHere.add(file);
+  const heartbeat = setInterval(() => {
+    try {
+      const now = new Date();
+      utimesSync(file, now, now);
+    } catch {
+      /* taken from us or removed: nothing to refresh */
+    }
+  }, HEARTBEAT_MS);
+  heartbeat.unref();
+  let held = true;
+  const release = () => {
+    if (!held) return;
+    held = false;
+    clearInterval(heartbeat);
+    heldHere.delete(file);
+    process.off('exit', release);
+    // Only our own lock: a takeover after we were presumed dead must not be undone.
+    if (readHolder(file)?.pid === process.pid) {
+      try {
+        unlinkSync(file);
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+  process.on('exit', release);
+  return { file, release };
+}

@@ -1,0 +1,25 @@
+/**
+ * Errors that mean the storage cannot take a write (a full disk, an I/O error, a read-only file system), told
+ * by their code, never their message: SQLite's extended codes (better-sqlite3's `code`) and Node's errno names.
+ */
+export interface StorageFault {
+  code: string;
+  /** What went wrong, in words an operator acts on. */
+  what: string;
+}
+
+const FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
+const READ_ONLY = new Set(['EROFS']);
+
+export function storageFault(error: unknown): StorageFault | undefined {
+  // Adapters and handlers may wrap the driver's error: look down the cause chain (bounded).
+  let e = error as { code?: unknown; cause?: unknown } | undefined;
+  for (let depth = 0; e && typeof e === 'object' && depth < 5; depth++, e = e.cause as typeof e) {
+    const code = typeof e.code === 'string' ? e.code : undefined;
+    if (!code) continue;
+    if (FULL.has(code)) return { code, what: 'the disk is full' };
+    if (code.startsWith('SQLITE_IOERR') || code === 'EIO') return { code, what: 'the disk reported an I/O error' };
+    if (code.startsWith('SQLITE_READONLY') || READ_ONLY.has(code)) return { code, what: 'the storage is read-only' };
+  }
+  return undefined;
+}

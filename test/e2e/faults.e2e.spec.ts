@@ -1,0 +1,286 @@
+import { afterEach, describe, expect, it, jest } from '@jest/globals';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DEMO_CONFIG } from '../../src/config/config.js';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import { Ledger } from '../../src/application/ledger.service.js';
+import { ansibleConfig, inject } from '../support/ansible.js';
+import { ADMIN_KEY, Client, type Running, basic, newTenant, startDuffy } from '../support/server.js';
+
+// Real playbooks and a real second process: seconds each.
+jest.setTimeout(300_000);
+const V1 = '/api/v1';
+const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function ledgerEvents(duffy: Running): Promise<RecordedEvent[]> {
+  const store = duffy.app.get(Ledger).store;
+  const out: RecordedEvent[] = [];
+  for (;;) {
+    const page = await store.readAll(out.length ? out[out.length - 1].position : 0n, 1000);
+    if (page.length === 0) return out;
+    out.push(...page);
+  }
+}
+const world = (duffy: Running) => duffy.app.get(Ledger).world;
+const machine = (duffy: Running, hostname: string) => world(duffy).machines.get(world(duffy).machineIdsByHostname.get(hostname)!)!;
+const until = (duffy: Running, ready: () => boolean, ms = 120_000) => duffy.app.get(Ledger).until(ready, ms);
+
+let duffy: Running | undefined;
+afterEach(async () => {
+  await duffy?.close();
+  duffy = undefined;
+});
+
+describe('fault: Ansible missing, then back (demo inventory)', () => {
+  const path = process.env.PATH ?? '';
+  afterEach(() => {
+    process.env.PATH = path;
+  });
+
+  it('answers 503 naming the cause, blames no machine, and every machine serves once Ansible is back', async () => {
+    duffy = await startDuffy({ configFile: DEMO_CONFIG });
+    const alice = await newTenant(duffy, 'alice');
+    // Every directory that holds ansible-playbook leaves the PATH the runner sees.
+    process.env.PATH = path.split(delimiter).filter((d) => d && !existsSync(join(d, 'ansible-playbook'))).join(delimiter);
+
+    // A whole pool (two ready machines to contextualize, one unused to provision), and most of another, whose
+    // fill level then asks for a provision in the background.
+    for (const spec of [{ pool: 'metal-arm-aarch64', quantity: 3 }, { pool: 'metal-intel-x86_64', quantity: 3 }]) {
+      const r = await alice.post(`${V1}/sessions`, { nodes_specs: [spec] });
+      expect([r.status, r.body.detail]).toEqual([503, "can't provision nodes: ansible-playbook not found on PATH"]);
+      expect(r.headers.get('retry-after')).toBe('60');
+    }
+    // The machines go back without a release playbook (none was ever run on them), and nothing counts against them.
+    await until(duffy, () => [...world(duffy!).machines.values()].every((m) => m.sessionId === null && (m.state === 'ready' || m.state === 'unused') && m.job === null));
+    const health = await duffy.admin.get('/health');
+    expect([health.status, health.body.error?.ansible?.status]).toEqual([503, 'down']);
+    expect(health.body.error.ansible.message).toMatch(/^ansible-playbook not found on PATH/);
+    let events = await ledgerEvents(duffy);
+    // At least one per request (a run claimed after its session ended records nothing: the release came first).
+    expect(events.filter((e) => e.type === 'EnvironmentFault').length).toBeGreaterThanOrEqual(2);
+    expect(events.filter((e) => e.type === 'ProvisioningFailed' || e.type === 'MachineQuarantined')).toEqual([]);
+    expect(events.filter((e) => e.type === 'PlaybookStarted' && e.data.action === 'release')).toEqual([]);
+    for (const m of world(duffy).machines.values()) expect([m.hostname, m.failures]).toEqual([m.hostname, 0]);
+
+    // Ansible is back: both pools, every machine the fault touched among them, are handed over whole.
+    process.env.PATH = path;
+    // The first run that works ends the fault; the fill level's deferred provision then runs too, so wait for
+    // the farm to be idle before asking for the whole intel pool.
+    const arm = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-arm-aarch64', quantity: 3 }] });
+    expect([arm.status, arm.body.detail]).toEqual([201, undefined]);
+    await until(duffy, () => [...world(duffy!).machines.values()].every((m) => m.job === null && m.state !== 'provisioning'));
+    const intel = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 6 }] });
+    expect([intel.status, intel.body.detail]).toEqual([201, undefined]);
+    const hosts = [arm, intel].flatMap((r) => r.body.session.nodes.map((n: { hostname: string; state: string }) => `${n.hostname} ${n.state}`));
+    expect(hosts.sort()).toEqual([...world(duffy).machines.values()].filter((m) => /^metal-(arm|intel)/.test(m.hostname)).map((m) => `${m.hostname} deployed`).sort());
+    expect((await duffy.admin.get('/health')).body.details?.ansible?.status).toBe('up');
+    events = await ledgerEvents(duffy);
+    expect(events.filter((e) => e.type === 'ProvisioningFailed' || e.type === 'MachineQuarantined')).toEqual([]);
+  });
+});
+
+describe('fault: a session that ends before its machine was ever provisioned', () => {
+  it('returns the machine unused at once, with no release playbook, and it serves the next request', async () => {
+    // Four pools whose fill-level provision hangs keep every runner slot busy, so the request's provision cannot
+    // start before its session ends (the job is cancelled during hand-over): its machine was never provisioned.
+    const hanging = [1, 2, 3, 4].map((i) => ({ name: `busy${i}`, 'fill-level': 1, contextualize: false, 'playbook-timeout': 10, 'quarantine-after': 1, 'health-check-interval': 3600 }));
+    const config = ansibleConfig(
+      [...hanging, { name: 'p', 'release-policy': 'rebuild', 'quarantine-after': 1 }],
+      [...hanging.map((p, i) => ({ hostname: `busy-${i + 1}.test`, pool: p.name })), { hostname: 'never-1.test', pool: 'p' }],
+    );
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-faults-'));
+    for (let i = 1; i <= 4; i++) inject(dataDir, `busy-${i}.test`, 'hang', 'provision');
+    duffy = await startDuffy({ configFile: config, dataDir });
+    await until(duffy, () => [1, 2, 3, 4].every((i) => machine(duffy!, `busy-${i}.test`).job?.action === 'provision'), 30_000);
+    const alice = await newTenant(duffy, 'alice');
+
+    const pending = alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'p', quantity: 1 }] });
+    await until(duffy, () => machine(duffy!, 'never-1.test').sessionId !== null && world(duffy!).sessions.get(machine(duffy!, 'never-1.test').sessionId!)?.status === 'active', 10_000);
+    const sessionId = machine(duffy, 'never-1.test').sessionId!;
+    expect((await alice.put(`${V1}/sessions/${sessionId}`, { active: false })).status).toBe(200);
+    expect((await pending).status).toBe(503);
+    // Back in the pool long before any runner slot is free (the hung runs last 10 s).
+    await until(duffy, () => machine(duffy!, 'never-1.test').state === 'unused', 8_000);
+    const mine = (await ledgerEvents(duffy)).filter((e) => e.stream === 'machine-never-1.test');
+    expect(mine.map((e) => e.type)).toEqual(['MachineRegistered', 'MachineReserved', 'MachineReleased', 'MachineRecycled']);
+    expect(mine[3].data).toMatchObject({ state: 'unused', untouched: true });
+    expect(existsSync(join(dataDir, 'machines', 'never-1.test'))).toBe(false);
+
+    // Once the slots are free it is provisioned and handed over like any machine.
+    await until(duffy, () => [1, 2, 3, 4].every((i) => machine(duffy!, `busy-${i}.test`).state === 'failed'), 60_000);
+    const again = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'p', quantity: 1 }] });
+    expect([again.status, again.body.session?.nodes?.[0]?.hostname]).toEqual([201, 'never-1.test']);
+  });
+});
+
+describe('fault: a run of several machines that hangs', () => {
+  it('blames only the machine that hangs when run alone; the other one serves', async () => {
+    // The fill level provisions both in one run; one of them hangs, so the whole run times out.
+    const config = ansibleConfig([{ name: 'b', 'fill-level': 2, contextualize: false, 'playbook-timeout': 8, 'quarantine-after': 1, 'health-check-interval': 3600 }], [
+      { hostname: 'fine-1.test', pool: 'b' },
+      { hostname: 'stuck-1.test', pool: 'b' },
+    ]);
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-faults-'));
+    inject(dataDir, 'stuck-1.test', 'hang', 'provision');
+    duffy = await startDuffy({ configFile: config, dataDir });
+    await until(duffy, () => machine(duffy!, 'stuck-1.test').state === 'failed' && machine(duffy!, 'fine-1.test').state === 'ready', 90_000);
+    expect([machine(duffy, 'fine-1.test').failures, machine(duffy, 'fine-1.test').quarantines]).toEqual([0, 0]);
+    const events = await ledgerEvents(duffy);
+    const fine = events.filter((e) => e.stream === 'machine-fine-1.test').map((e) => e.type);
+    expect(fine).toEqual(['MachineRegistered', 'PlaybookStarted', 'PlaybookTimedOutInBatch', 'PlaybookStarted', 'MachineProvisioned']);
+    const stuck = events.filter((e) => e.stream === 'machine-stuck-1.test').map((e) => e.type);
+    expect(stuck.slice(-3)).toEqual(['PlaybookStarted', 'ProvisioningFailed', 'MachineQuarantined']);
+  });
+});
+
+describe('fault: a quarantined machine that was never provisioned', () => {
+  it('passes its health check (an empty disk is a healthy one) and returns to service', async () => {
+    // A broken release playbook quarantines a machine registered `ready` whose directory was never created.
+    const garbage = fileURLToPath(new URL('../fixtures/playbooks/garbage.yml', import.meta.url));
+    const config = ansibleConfig(
+      [{ name: 'q', contextualize: false, 'release-policy': 'rebuild', playbooks: { release: garbage }, 'quarantine-after': 1, 'health-check-interval': 1 }],
+      [{ hostname: 'bare-1.test', pool: 'q', state: 'ready' }],
+    );
+    duffy = await startDuffy({ configFile: config });
+    const alice = await newTenant(duffy, 'alice');
+    const s = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'q', quantity: 1 }] });
+    expect(s.status).toBe(201);
+    expect((await alice.put(`${V1}/sessions/${s.body.session.id}`, { active: false })).status).toBe(200);
+    await until(duffy, () => machine(duffy!, 'bare-1.test').quarantines === 1, 60_000);
+    await until(duffy, () => machine(duffy!, 'bare-1.test').state === 'unused', 60_000);
+    const types = (await ledgerEvents(duffy)).filter((e) => e.stream === 'machine-bare-1.test').map((e) => e.type);
+    expect(types.slice(-2)).toEqual(['PlaybookStarted', 'MachineReturnedToService']);
+  });
+});
+
+/** A tmpfs we can fill; undefined (and the test skipped) where mounting is not allowed. */
+function mountTmpfs(): string | undefined {
+  const dir = mkdtempSync(join(tmpdir(), 'duffy-full-'));
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', dir]);
+  if (r.status === 0) return dir;
+  rmSync(dir, { recursive: true, force: true });
+  return undefined;
+}
+const fullDisk = mountTmpfs();
+if (!fullDisk) console.log('SKIPPED: full-disk fault test: `mount -t tmpfs` is not allowed here (it needs root)');
+
+describe('fault: the data directory\'s disk fills up', () => {
+  (fullDisk ? it : it.skip)('answers 503 with Retry-After and a clear reason, /health says the ledger is down until a write succeeds, nothing acknowledged is lost', async () => {
+    const dataDir = join(fullDisk!, 'data');
+    const filler = join(fullDisk!, 'filler');
+    try {
+      duffy = await startDuffy({ dataDir });
+      const acknowledged: string[] = [];
+      for (let i = 0; i < 3; i++) if ((await duffy.admin.post(`${V1}/tenants`, { name: `before-${i}`, ssh_key: 'ssh-ed25519 AAAA x' })).status === 201) acknowledged.push(`before-${i}`);
+      expect(acknowledged).toHaveLength(3);
+
+      // Fill the disk to the last byte.
+      const fd = openSync(filler, 'w');
+      const chunk = Buffer.alloc(64 * 1024, 1);
+      try {
+        for (;;) writeSync(fd, chunk);
+      } catch {
+        try {
+          for (;;) writeSync(fd, Buffer.alloc(512, 1));
+        } catch {
+          /* full */
+        }
+      } finally {
+        closeSync(fd);
+      }
+      // The ledger may still have room in pages it already holds: write until it has none.
+      let refused: { status: number; body: any; headers: Headers } | undefined;
+      for (let i = 0; i < 400 && !refused; i++) {
+        const r = await duffy.admin.post(`${V1}/tenants`, { name: `during-${i}`, ssh_key: `ssh-ed25519 ${'A'.repeat(2000)} x` });
+        if (r.status === 201) acknowledged.push(`during-${i}`);
+        else refused = r;
+      }
+      expect(refused && [refused.status, refused.body.detail]).toEqual([503, 'Duffy cannot write its data: the disk is full (SQLITE_FULL); try again later']);
+      expect(refused!.headers.get('retry-after')).toBe('60');
+      const down = await duffy.admin.get('/health');
+      expect([down.status, down.body.error?.ledger?.status]).toEqual([503, 'down']);
+      expect(down.body.error.ledger.message).toMatch(/last write failed at .*full/);
+
+      // Room again: the next write succeeds and the ledger is up.
+      unlinkSync(filler);
+      const after = await duffy.admin.post(`${V1}/tenants`, { name: 'after', ssh_key: 'ssh-ed25519 AAAA x' });
+      expect(after.status).toBe(201);
+      acknowledged.push('after');
+      // The read models write their refused batches again (every second) and catch up.
+      let up = await duffy.admin.get('/health');
+      for (let i = 0; i < 50 && up.status !== 200; i++) up = await sleep(100).then(() => duffy!.admin.get('/health'));
+      expect([up.status, up.body.details?.ledger?.status, up.body.details?.readModels?.status]).toEqual([200, 'up', 'up']);
+      expect((await duffy.admin.get(`${V1}/tenants`)).body.tenants.map((t: { name: string }) => t.name)).toEqual(expect.arrayContaining(acknowledged));
+
+      // Every acknowledged write is in the ledger after a restart.
+      await duffy.close();
+      duffy = await startDuffy({ dataDir });
+      const names = world(duffy).tenantIdsByName;
+      expect(acknowledged.filter((n) => !names.has(n))).toEqual([]);
+    } finally {
+      await duffy?.close();
+      duffy = undefined;
+      spawnSync('umount', ['-l', fullDisk!]);
+      rmSync(fullDisk!, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('fault: a second server on the same data directory', () => {
+  const children: ChildProcess[] = [];
+  afterEach(() => {
+    for (const c of children.splice(0)) {
+      c.kill('SIGKILL');
+      c.stdout?.destroy();
+      c.stderr?.destroy();
+    }
+  });
+
+  function server(dataDir: string, port: number): { child: ChildProcess; output: () => string; exit: Promise<number | null> } {
+    const child = spawn(process.execPath, [MAIN], {
+      env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'warn', NODE_OPTIONS: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (out += d));
+    const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    return { child, output: () => out, exit };
+  }
+
+  async function serving(port: number): Promise<void> {
+    const admin = new Client(`http://127.0.0.1:${port}`, basic('admin', ADMIN_KEY));
+    for (let i = 0; i < 300; i++) {
+      if ((await admin.get(`${V1}/pools`).catch(() => undefined))?.status === 200) return;
+      await sleep(200);
+    }
+    throw new Error(`no server on :${port}`);
+  }
+
+  it('refuses to start, naming the pid holding the directory and the directory; a dead holder\'s lock is taken over', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-twice-'));
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const first = server(dataDir, port);
+    await serving(port);
+
+    const second = server(dataDir, port + 1);
+    const code = await Promise.race([second.exit, new Promise((r) => setTimeout(r, 30_000).unref()).then(() => 'still running')]);
+    expect(code).not.toBe('still running');
+    expect(code).not.toBe(0);
+    expect(second.output()).toContain(`pid ${first.child.pid}`);
+    expect(second.output()).toContain(dataDir);
+    // The first one never noticed.
+    expect((await new Client(`http://127.0.0.1:${port}`, basic('admin', ADMIN_KEY)).get(`${V1}/pools`)).status).toBe(200);
+
+    // kill -9 leaves its lock behind; the next server sees its holder is gone and starts.
+    first.child.kill('SIGKILL');
+    await first.exit;
+    server(dataDir, port + 2);
+    await serving(port + 2);
+  });
+});

@@ -1,0 +1,145 @@
+import { describe, expect, it } from '@jest/globals';
+import { PoolConfig } from '../../src/config/config.js';
+import type { DuffyEvent, PlaybookRun } from '../../src/domain/events.js';
+import { AnsibleRunner, type DuffyIn, environmentFault } from '../../src/adapters/ansible-runner.js';
+import { type Job, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork } from '../../src/domain/provisioning.decide.js';
+import { AT, LATER, POOLS, given, machine, tenant } from '../support/given.js';
+
+const pool = Object.assign(new PoolConfig(), { name: 'metal-intel', type: 'baremetal', arch: 'x86_64', platform: 'intel', contextualize: true, 'release-policy': 'rebuild', 'quarantine-after': 1 });
+const ctx = { pools: (n: string) => (n === pool.name ? pool : undefined), now: Date.parse(LATER), runningHere: () => false, instance: 'me', soleInstance: true };
+const run: PlaybookRun = { action: 'provision', playbook: 'provision.yml', exitCode: null, durationMs: 1, timedOut: false, tail: 'ansible-playbook not found on PATH' };
+
+/** alice's session 1 holds machine i1, reserved as `provision` (it was unused) or not (ready, contextualize). */
+const reserved = (provision: boolean): Array<[string, DuffyEvent]> => [
+  tenant(1, 'alice'),
+  machine(1, 'i1', 'metal-intel', provision ? 'unused' : 'ready'),
+  ['session-1', { type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: LATER, at: AT } }],
+  ['machine-i1', { type: 'MachineReserved', data: { machineId: 1, hostname: 'i1', sessionId: 1, tenantId: 1, pool: 'metal-intel', platform: 'intel', affinity: 'established', contextualize: true, provision, at: AT } }],
+  ['session-1', { type: 'SessionStarted', data: { sessionId: 1, machineIds: [1], at: AT } }],
+];
+const claim = (action: 'provision' | 'contextualize' | 'health_check', sessionId: number | null = 1): [string, DuffyEvent] => [
+  'machine-i1',
+  { type: 'PlaybookStarted', data: { machineId: 1, action, sessionId, instance: 'me', deadline: LATER, at: AT } },
+];
+const ended: Array<[string, DuffyEvent]> = [
+  ['session-1', { type: 'SessionFailed', data: { sessionId: 1, reason: 'ansible-playbook not found on PATH', at: AT } }],
+  ['machine-i1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'failed', at: AT } }],
+];
+const fault = (action: 'provision' | 'contextualize' | 'health_check', spawned = false, sessionId: number | null = 1): [string, DuffyEvent] => [
+  'machine-i1',
+  { type: 'EnvironmentFault', data: { machineId: 1, sessionId, action, error: 'ansible-playbook not found on PATH', spawned, run: { ...run, action }, at: AT } },
+];
+
+describe('faults of Duffy\'s own environment', () => {
+  it.each([
+    [{ code: 'ENOENT' }, 'ansible-playbook not found on PATH', false],
+    [{ code: 'EACCES' }, 'ansible-playbook is not executable (EACCES)', false],
+    [{ code: 'EMFILE' }, 'could not start ansible-playbook: EMFILE', false],
+    [{ signal: 'SIGKILL' }, 'ansible-playbook was killed by SIGKILL', true],
+    [{ exitCode: 4 }, 'ansible-playbook could not load the playbook (exit code 4)', true],
+  ])('are told apart from the machines\' failures: %j', (r, reason, spawned) => {
+    expect(environmentFault({ exitCode: null, timedOut: false, hasDuffyOut: false, ...r })).toEqual({ reason, spawned });
+  });
+
+  it.each([
+    ['a failed task', { exitCode: 2 }],
+    ['a hang past the timeout (Duffy killed it)', { timedOut: true, signal: 'SIGKILL' }],
+    ['a run that answered', { exitCode: 4, hasDuffyOut: true }],
+    ['an unreachable host (exit 4 with a play report)', { exitCode: 4, hasReport: true }],
+  ])('leave %s to the machine', (_name, r) => {
+    expect(environmentFault({ exitCode: null, timedOut: false, hasDuffyOut: false, ...r })).toBeUndefined();
+  });
+
+  it('include a playbook file that is not there: nothing is spawned, every node gets the reason', async () => {
+    const input = { action: 'release', nodes: [{ id: 1, hostname: 'i1', ipaddr: null, data: {} }] } as unknown as DuffyIn;
+    const r = await new AnsibleRunner().run(input, { timeoutMs: 10_000, playbook: '/nonexistent/release.yml' });
+    expect(r.fault).toEqual({ reason: 'playbook /nonexistent/release.yml not found', spawned: false });
+    expect(r.nodes.get('i1')).toMatchObject({ ok: false });
+  });
+
+  it('never count against the machine, never quarantine it, and end its claim so the work is due again', () => {
+    const job: Job = { pool: 'metal-intel', action: 'health_check', sessionId: null, machineIds: [1] };
+    const w = given(machine(1, 'i1', 'metal-intel'), ['machine-i1', { type: 'MachineQuarantined', data: { machineId: 1, reason: 'broken', at: AT } }], claim('health_check', null));
+    const m = w.machines.get(1)!;
+    const write = decideEnvironmentFault(m, job, { reason: 'ansible-playbook not found on PATH', spawned: false }, run, m.revision, AT);
+    expect(write.events.map((e) => e.type)).toEqual(['EnvironmentFault']);
+    const after = given(machine(1, 'i1', 'metal-intel'), ['machine-i1', { type: 'MachineQuarantined', data: { machineId: 1, reason: 'broken', at: AT } }], claim('health_check', null), fault('health_check', false, null));
+    const a = after.machines.get(1)!;
+    expect([a.state, a.failures, a.provisioningFailures, a.job, a.lastHealthCheckAt]).toEqual(['failed', 0, 0, null, null]);
+    // The check did not happen: it is due again at once, not after the health-check interval.
+    expect(dueWork(after, ctx).jobs).toEqual([{ pool: 'metal-intel', action: 'health_check', sessionId: null, machineIds: [1] }]);
+  });
+
+  it('put a fill-level provision back to unused, to be tried again', () => {
+    const w = given(machine(1, 'i1', 'metal-intel', 'unused'), claim('provision', null), fault('provision', false, null));
+    expect(w.machines.get(1)!.state).toBe('unused');
+  });
+});
+
+describe('a machine whose session ended before it was handed over', () => {
+  it('goes back unused, without a release playbook, when it was never provisioned', () => {
+    const w = given(...reserved(true), claim('provision'), fault('provision'), ...ended);
+    const work = dueWork(w, ctx);
+    expect(work.jobs).toEqual([]);
+    expect(work.returns).toEqual([
+      { stream: 'machine-i1', expected: w.machines.get(1)!.revision, events: [{ type: 'MachineRecycled', data: { machineId: 1, policy: 'rebuild', state: 'unused', untouched: true, at: LATER } }] },
+    ]);
+    const back = given(...reserved(true), claim('provision'), fault('provision'), ...ended, ['machine-i1', work.returns[0].events[0]]);
+    expect([back.machines.get(1)!.state, back.machines.get(1)!.failures]).toEqual(['unused', 0]);
+  });
+
+  it('goes back ready when its contextualize never started (or never spawned)', () => {
+    for (const history of [[...reserved(false), ...ended], [...reserved(false), claim('contextualize'), fault('contextualize'), ...ended]]) {
+      const work = dueWork(given(...history), ctx);
+      expect(work.jobs).toEqual([]);
+      expect(work.returns.map((w) => w.events[0])).toMatchObject([{ type: 'MachineRecycled', data: { state: 'ready', untouched: true } }]);
+    }
+  });
+
+  it('still gets its release playbook when a contextualize ran (a key may be on it)', () => {
+    const w = given(...reserved(false), claim('contextualize'), fault('contextualize', true), ...ended);
+    expect(dueWork(w, ctx)).toEqual({ jobs: [{ pool: 'metal-intel', action: 'release', sessionId: 1, machineIds: [1] }], returns: [] });
+  });
+
+  it('goes back ready when the contextualize that never spawned is recorded after the release', () => {
+    const w = given(...reserved(false), claim('contextualize'), ...ended, fault('contextualize'));
+    expect(dueWork(w, ctx).returns.map((x) => x.events[0])).toMatchObject([{ type: 'MachineRecycled', data: { state: 'ready', untouched: true } }]);
+  });
+
+  it('when cancelled before the session started, goes back the same way', () => {
+    const w = given(...reserved(false).slice(0, 4), ['machine-i1', { type: 'MachineReservationCancelled', data: { machineId: 1, sessionId: 1, reason: 'lost a race', at: AT } }]);
+    expect(dueWork(w, ctx).returns.map((x) => x.events[0])).toMatchObject([{ type: 'MachineRecycled', data: { state: 'ready', untouched: true } }]);
+  });
+});
+
+describe('a failed replacement', () => {
+  it('names what the lost machine failed with', () => {
+    const w = given(...reserved(false), ['machine-i1', { type: 'ProvisioningFailed', data: { machineId: 1, sessionId: 1, action: 'contextualize', error: 'disk on fire', run, at: AT } }]);
+    const d = decideReplacement(w, w.sessions.get(1)!, POOLS, () => true, () => false, AT, 'i1: disk on fire');
+    expect(d).toEqual({ fail: expect.stringMatching(/^no replacement for a machine whose hand-over failed \(i1: disk on fire\): /) });
+  });
+});
+
+describe('a run of several machines that times out', () => {
+  const timedOut: PlaybookRun = { ...run, exitCode: null, timedOut: true, tail: '' };
+  const fill = [machine(1, 'i1', 'metal-intel', 'unused'), machine(2, 'i2', 'metal-intel', 'unused')];
+  const claims = [1, 2].map((id): [string, DuffyEvent] => [`machine-i${id}`, { type: 'PlaybookStarted', data: { machineId: id, action: 'provision', sessionId: null, instance: 'me', deadline: LATER, at: AT } }]);
+  const job: Job = { pool: 'metal-intel', action: 'provision', sessionId: null, machineIds: [1, 2] };
+
+  it('blames nobody, and runs each machine again alone', () => {
+    const w = given(...fill, ...claims);
+    const outcome = [1, 2].map((id) => decideRunOutcome(w.machines.get(id)!, pool, job, { ok: false, ipaddr: null, error: 'playbook timed out' }, timedOut, w.machines.get(id)!.revision, AT, 2));
+    expect(outcome.map((o) => o.events.map((e) => e.type))).toEqual([['PlaybookTimedOutInBatch'], ['PlaybookTimedOutInBatch']]);
+    const after = given(...fill, ...claims, ...outcome.map((o): [string, DuffyEvent] => [o.stream, o.events[0]]));
+    expect([...after.machines.values()].map((m) => [m.state, m.failures, m.job])).toEqual([['unused', 0, null], ['unused', 0, null]]);
+    // Both still wanted by the fill level (fill-level 0 here: ask a pool that wants two).
+    const two = Object.assign(new PoolConfig(), pool, { 'fill-level': 2 });
+    expect(dueWork(after, { ...ctx, pools: () => two }).jobs.map((j) => j.machineIds)).toEqual([[1], [2]]);
+  });
+
+  it('alone, counts against the machine as before', () => {
+    const w = given(...fill, ...claims);
+    const alone = decideRunOutcome(w.machines.get(1)!, pool, { ...job, machineIds: [1] }, { ok: false, ipaddr: null, error: 'playbook timed out' }, timedOut, 1, AT, 1);
+    expect(alone.events.map((e) => e.type)).toEqual(['ProvisioningFailed', 'MachineQuarantined']);
+  });
+});

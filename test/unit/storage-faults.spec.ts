@@ -1,0 +1,85 @@
+import { describe, expect, it } from '@jest/globals';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ErrorsFilter, describe as describeError } from '../../src/http/errors.filter.js';
+import { DataDirLockedError, LOCK_FILE, STALE_MS, lockDataDir } from '../../src/adapters/eventstore/data-dir-lock.js';
+
+/** Errors as better-sqlite3 and Node raise them: the code says what happened, the message is free text. */
+const raised = (code: string, message = 'something went wrong') => Object.assign(new Error(message), { code });
+
+describe('a write the store cannot make', () => {
+  it.each([
+    ['SQLITE_FULL', 'the disk is full'],
+    ['SQLITE_IOERR_WRITE', 'the disk reported an I/O error'],
+    ['SQLITE_IOERR', 'the disk reported an I/O error'],
+    ['ENOSPC', 'the disk is full'],
+    ['SQLITE_READONLY', 'the storage is read-only'],
+  ])('%s is a 503 naming the cause', (code, what) => {
+    expect(describeError(raised(code))).toEqual([503, `Duffy cannot write its data: ${what} (${code}); try again later`]);
+  });
+
+  it('is found under a wrapping error, by its code and never its message', () => {
+    expect(describeError(new Error('commit failed', { cause: raised('SQLITE_FULL') }))[0]).toBe(503);
+    expect(describeError(new Error('database or disk is full'))).toEqual([500, 'internal error: see the server log']);
+  });
+
+  it('answers with Retry-After', () => {
+    const headers: Record<string, string> = {};
+    let sent: { status?: number; body?: unknown } = {};
+    const res = {
+      headersSent: false,
+      setHeader: (k: string, v: string) => (headers[k] = v),
+      status(status: number) {
+        sent.status = status;
+        return this;
+      },
+      json: (body: unknown) => (sent = { ...sent, body }),
+    };
+    new ErrorsFilter().catch(raised('SQLITE_FULL', 'database or disk is full'), { switchToHttp: () => ({ getResponse: () => res }) } as never);
+    expect(sent.status).toBe(503);
+    expect(headers['Retry-After']).toBe('60');
+    expect(sent.body).toEqual({ detail: 'Duffy cannot write its data: the disk is full (SQLITE_FULL); try again later' });
+  });
+});
+
+describe('the data directory lock', () => {
+  it('has one holder: a second taker is refused with the holder\'s pid and the directory; release frees it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-lock-'));
+    const lock = lockDataDir(dir);
+    expect(JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')).pid).toBe(process.pid);
+    expect(() => lockDataDir(dir)).toThrow(DataDirLockedError);
+    expect(() => lockDataDir(dir)).toThrow(new RegExp(`${dir}.*pid ${process.pid}`));
+    lock.release();
+    expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
+    lockDataDir(dir).release();
+  });
+
+  it('takes over a lock left by a process that is gone', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-lock-'));
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']);
+    const deadPid = Number(gone.stdout.toString());
+    writeFileSync(join(dir, LOCK_FILE), JSON.stringify({ pid: deadPid }));
+    const lock = lockDataDir(dir);
+    expect(JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')).pid).toBe(process.pid);
+    lock.release();
+  });
+
+  it('takes over a lock naming its own pid that it never took (a container restarted as pid 1 again)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-lock-'));
+    writeFileSync(join(dir, LOCK_FILE), JSON.stringify({ pid: process.pid, host: hostname() }));
+    lockDataDir(dir).release();
+  });
+
+  it('refuses a fresh lock of another host, and takes it over once it is no longer refreshed', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-lock-'));
+    const file = join(dir, LOCK_FILE);
+    writeFileSync(file, JSON.stringify({ pid: 4242, host: 'elsewhere' }));
+    expect(() => lockDataDir(dir)).toThrow(/pid 4242 on elsewhere/);
+    const old = new Date(Date.now() - STALE_MS - 5_000);
+    utimesSync(file, old, old);
+    lockDataDir(dir).release();
+  });
+});
