@@ -2,7 +2,8 @@ import { type DynamicModule, type MiddlewareConsumer, Module, type NestModule } 
 import { APP_FILTER } from '@nestjs/core';
 import { CqrsModule } from '@nestjs/cqrs';
 import { TerminusModule } from '@nestjs/terminus';
-import { LoggerModule } from 'nestjs-pino';
+import { LoggerModule, PinoLogger } from 'nestjs-pino';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HealthController } from './http/ops/health.controller.js';
 import { HttpMetricsMiddleware, Metrics, MetricsController } from './adapters/metrics.js';
 import { EventsController, RecentEvents } from './http/ops/events.controller.js';
@@ -10,7 +11,7 @@ import { OpsPageController } from './http/ops/ops-page.controller.js';
 import { NodesController, PoolProfilesController, PoolsController, TenantsController } from './http/admin.controller.js';
 import { BasicAuthGuard } from './http/auth.js';
 import { ErrorsFilter } from './http/errors.filter.js';
-import { httpLogging } from './http/input.js';
+import { httpLogging, requestLogging } from './http/input.js';
 import { LegacyController } from './http/legacy.controller.js';
 import { SessionsController } from './http/sessions.controller.js';
 import { ArtifactsController } from './http/artifacts.controller.js';
@@ -45,7 +46,10 @@ import { LookForProvisioningWorkHandler, Provisioner, ProvisioningSaga } from '.
 @Module({})
 export class AppModule implements NestModule {
   configure(consumer: MiddlewareConsumer): void {
-    consumer.apply(HttpMetricsMiddleware).forRoutes('*path');
+    // Made on first use: nestjs-pino sets its root logger while the modules are being configured.
+    let log: ReturnType<typeof requestLogging> | undefined;
+    const logRequest = (req: IncomingMessage, res: ServerResponse, next: () => void) => (log ??= requestLogging(PinoLogger.root))(req, res, next);
+    consumer.apply(logRequest, HttpMetricsMiddleware).forRoutes('*path');
   }
 
   /** `store` lets tests hand in an adapter; otherwise the settings pick one. */
@@ -60,6 +64,8 @@ export class AppModule implements NestModule {
             level: process.env.DUFFY_LOG_LEVEL ?? 'info',
             ...httpLogging,
           },
+          // The request line is logged by requestLogging (see configure), without nestjs-pino's per-request context.
+          forRoutes: [],
         }),
       ],
       controllers: [SessionsController, ArtifactsController, TenantsController, NodesController, PoolsController, PoolProfilesController, LegacyController, StatsController, QueueController, HealthController, MetricsController, OpsPageController, EventsController, AuditController],

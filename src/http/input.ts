@@ -2,6 +2,8 @@ import { type ArgumentMetadata, type ExecutionContext, type PipeTransform, creat
 import type { ValidationError } from 'class-validator';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { pinoHttp } from 'pino-http';
 import { describeValidation } from '../config/config.js';
 import { DomainError, refuse } from '../domain/errors.js';
 
@@ -103,12 +105,23 @@ export function redactUrl(url: string): string {
 /**
  * pino-http settings: sane request ids; one short line per request (serialising every header of every request
  * cost more CPU than deciding it), with the legacy `key` masked in the url and Basic credentials never logged.
+ * `wrapSerializers: false`: ours read the raw request and response, no copy of every header is made first.
  */
 export const httpLogging = {
   genReqId: (req: IncomingMessage, res: ServerResponse) => requestIdOf(req, res),
+  wrapSerializers: false,
   redact: ['req.headers.authorization'],
   serializers: {
-    req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, url: redactUrl(req.url) }),
+    req: (req: { id: string; method: string; url: string; originalUrl?: string }) => ({ id: req.id, method: req.method, url: redactUrl(req.originalUrl ?? req.url) }),
     res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
   },
 };
+
+/**
+ * The request log line, mounted as plain middleware on nestjs-pino's root logger. nestjs-pino's own middleware
+ * also runs every request inside an AsyncLocalStorage, which on Node 20 turns on promise hooks for every promise
+ * of the process (a large share of the CPU under load); nothing of Duffy reads that per-request context.
+ */
+export function requestLogging(root: Logger): (req: IncomingMessage, res: ServerResponse, next: () => void) => void {
+  return pinoHttp({ logger: root, ...httpLogging });
+}
