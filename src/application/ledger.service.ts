@@ -11,7 +11,7 @@ import {
   type Subscription,
   WrongExpectedRevisionError,
 } from './ports/event-store.port.js';
-import { GENESIS, eventHash } from '../audit/chain.js';
+import { GENESIS, canonical, coveredMetadata, linkWith } from '../audit/chain.js';
 import { type Decision, type InFlightView, type Write, isRefusal } from '../domain/decide.js';
 import { type DuffyEvent } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
@@ -133,26 +133,24 @@ export class Ledger implements OnApplicationShutdown {
     });
   }
 
-  /** What deciders see on top of the World: this process's appends still on their way back. */
-  get inFlight(): InFlightView {
-    return {
-      busy: (machineId) => {
-        for (const b of this.pending) if (b.machines.includes(machineId)) return true;
-        return false;
-      },
-      quota: (tenantId) => {
-        let n = 0;
-        for (const b of this.pending) n += b.quota.get(tenantId) ?? 0;
-        return n;
-      },
-      revision: (streamName, known) => this.pendingHead(streamName)?.revision ?? known,
-      lastSessionId: () => {
-        let id = this.world.lastSessionId;
-        for (const b of this.pending) id = Math.max(id, b.sessionId);
-        return id;
-      },
-    };
-  }
+  /** What deciders see on top of the World: this process's appends still on their way back (one object, not closures per call). */
+  readonly inFlight: InFlightView = {
+    busy: (machineId) => {
+      for (const b of this.pending) if (b.machines.includes(machineId)) return true;
+      return false;
+    },
+    quota: (tenantId) => {
+      let n = 0;
+      for (const b of this.pending) n += b.quota.get(tenantId) ?? 0;
+      return n;
+    },
+    revision: (streamName, known) => this.pendingHead(streamName)?.revision ?? known,
+    lastSessionId: () => {
+      let id = this.world.lastSessionId;
+      for (const b of this.pending) id = Math.max(id, b.sessionId);
+      return id;
+    },
+  };
 
   private pendingHead(streamName: string): { revision: number; hash: string | null } | undefined {
     let head: { revision: number; hash: string | null } | undefined;
@@ -167,7 +165,8 @@ export class Ledger implements OnApplicationShutdown {
   async record(writes: Write[], meta: EventMetadata): Promise<Recorded> {
     // Stamped at the append: the projection lag and the audit tools read an event's time from here.
     const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta, at: new Date().toISOString() };
-    const chained = writes.map((w) => ({ stream: w.stream, expected: w.expected, events: this.chained(w, metadata) }));
+    const link = linkWith(canonical(coveredMetadata(metadata)));
+    const chained = writes.map((w) => ({ stream: w.stream, expected: w.expected, events: this.chained(w, metadata, link) }));
     const batch = this.track(writes, chained);
     this.appends += 1;
     try {
@@ -241,12 +240,12 @@ export class Ledger implements OnApplicationShutdown {
    * Links each event to its stream's previous one. A write guarded by a revision knows its predecessor: if that
    * head is unknown here, the append fails on the revision anyway and the retry chains again.
    */
-  private chained(w: Write, metadata: EventMetadata): NewEvent[] {
+  private chained(w: Write, metadata: EventMetadata, link: ReturnType<typeof linkWith>): NewEvent[] {
     let revision = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? (this.pendingHead(w.stream)?.revision ?? this.heads.get(w.stream)?.revision ?? -1) : w.expected;
     let prev = revision < 0 ? GENESIS : this.headHash(w.stream, revision);
     return w.events.map((e) => {
       revision += 1;
-      const hash = eventHash(prev, { stream: w.stream, revision, type: e.type, data: e.data, metadata });
+      const hash = link(prev, w.stream, revision, e.type, e.data);
       const linked = { type: e.type, data: e.data, metadata: { ...metadata, prevHash: prev, hash } };
       prev = hash;
       return linked;

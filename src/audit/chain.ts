@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
 
 /**
@@ -19,16 +19,23 @@ export const CHAIN_FIELDS = ['hash', 'prevHash'] as const;
 export function canonical(value: unknown): string {
   if (typeof value === 'bigint') return JSON.stringify(value.toString());
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  // Loops, not map/filter/join: this runs for every event appended, on the thread that serves requests.
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) out += (i > 0 ? ',' : '') + canonical(value[i]);
+    return out + ']';
+  }
   const obj = value as Record<string, unknown>;
-  return `{${Object.keys(obj)
-    .filter((k) => obj[k] !== undefined)
-    .sort()
-    .map((k) => `${JSON.stringify(k)}:${canonical(obj[k])}`)
-    .join(',')}}`;
+  const keys = Object.keys(obj).sort();
+  let out = '{';
+  for (const k of keys) {
+    if (obj[k] === undefined) continue;
+    out += (out.length > 1 ? ',' : '') + JSON.stringify(k) + ':' + canonical(obj[k]);
+  }
+  return out + '}';
 }
 
-const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+const sha256 = (s: string) => hash('sha256', s);
 
 export interface Chainable {
   stream: string;
@@ -47,8 +54,18 @@ export function coveredMetadata(metadata: Record<string, unknown>): Record<strin
 
 /** The link of one event in its stream's chain: covers prev, stream, revision, type, data and metadata (actor, ids, time...). */
 export function eventHash(prev: string, e: Chainable): string {
-  // A JSON array is unambiguous: no field can borrow a separator from the next.
-  return sha256(canonical([prev, e.stream, e.revision, e.type, e.data ?? null, coveredMetadata(e.metadata ?? {})]));
+  return linkWith(canonical(coveredMetadata(e.metadata ?? {})))(prev, e.stream, e.revision, e.type, e.data);
+}
+
+/**
+ * eventHash for the events of one append, which share their metadata (but for the chain's own fields): the
+ * metadata is canonicalised once, not once per event. Same bytes, so the same hash.
+ */
+export function linkWith(canonicalMetadata: string): (prev: string, stream: string, revision: number, type: string, data: unknown) => string {
+  // canonical([prev, stream, revision, type, data, metadata]), spelled out: a JSON array is unambiguous, so no
+  // field can borrow a separator from the next.
+  return (prev, stream, revision, type, data) =>
+    sha256(`[${canonical(prev)},${canonical(stream)},${canonical(revision)},${canonical(type)},${canonical(data ?? null)},${canonicalMetadata}]`);
 }
 
 /** The global chain of the embedded ledger: one link per position, over the event's own hash. */

@@ -1,0 +1,25 @@
+import { describe, expect, it } from '@jest/globals';
+import { GENESIS, canonical, coveredMetadata, eventHash, linkWith } from '../../src/audit/chain.js';
+
+// An event with nested data, key order that sorting changes, undefined members, a bigint and non-ASCII text.
+const event = {
+  stream: 'session-7',
+  revision: 3,
+  type: 'MachineReserved',
+  data: { machineId: 12, z: [1, 'a', null, { b: 2, a: 1 }], u: undefined, s: 'é"\n' },
+  metadata: { correlationId: 'c-1', actor: 'tenant:p0', at: '2026-11-29T19:00:00.000Z', hash: 'x', prevHash: 'y', requestId: 'r', n: 1.5 },
+};
+
+describe('event hashing (the stream chain stored in every event)', () => {
+  it('keeps the format of the ledgers already written: pinned values from the first implementation', () => {
+    expect(eventHash(GENESIS, event)).toBe('ebf351c7e45277b5c9731eff8ee2b9142aaa281cd6ed4fa98adfb692708566f7');
+    expect(canonical({ b: [1, { d: undefined, c: 10n }], a: 'x' })).toBe('{"a":"x","b":[1,{"c":"10"}]}');
+  });
+
+  it('hashes the events of one append with their metadata canonicalised once, to the same value', () => {
+    const link = linkWith(canonical(coveredMetadata(event.metadata)));
+    expect(link(GENESIS, event.stream, event.revision, event.type, event.data)).toBe(eventHash(GENESIS, event));
+    const next = { ...event, revision: 4, data: { machineId: 13 } };
+    expect(link('ab'.repeat(32), next.stream, next.revision, next.type, next.data)).toBe(eventHash('ab'.repeat(32), next));
+  });
+});
