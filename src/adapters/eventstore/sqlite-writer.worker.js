@@ -30,6 +30,21 @@ const revisionOf = (stream, staged) => {
 
 const matches = (expected, last) => (expected === 'any' ? true : expected === 'no_stream' ? last < 0 : expected === last);
 
+/** An append as SqliteEventStore.append sends it: [id, n, then per write stream, expected, k, then per event id, type, data, metadata, hash]. */
+function unpack(m) {
+  let i = 0;
+  const id = m[i++];
+  const writes = new Array(m[i++]);
+  for (let w = 0; w < writes.length; w++) {
+    const stream = m[i++];
+    const expected = m[i++];
+    const events = new Array(m[i++]);
+    for (let e = 0; e < events.length; e++) events[e] = { id: m[i++], type: m[i++], data: m[i++], metadata: m[i++], hash: m[i++] };
+    writes[w] = { stream, expected, events };
+  }
+  return { id, writes };
+}
+
 let queue = [];
 let scheduled = false;
 
@@ -84,7 +99,7 @@ parentPort.on('message', (msg) => {
     parentPort.postMessage({ closed: true });
     return;
   }
-  queue.push(msg);
+  queue.push(unpack(msg));
   if (!workerData.groupCommit) return flush();
   if (!scheduled) {
     scheduled = true;
