@@ -54,6 +54,8 @@ export class SqliteEventStore implements EventStore {
   private readonly writer?: Worker;
   private readonly calls = new Map<number, PendingAppend>();
   private nextCall = 0;
+  /** Appends made during this turn of the event loop: posted to the writer together, one message per turn. */
+  private outbox: Array<Array<string | number>> = [];
   private writerFailure: unknown;
   private closing?: Promise<void>;
   private readonly wakeups = new Set<() => void>();
@@ -129,8 +131,15 @@ export class SqliteEventStore implements EventStore {
       // The writer keeps the process alive only while it owes an answer.
       if (this.calls.size === 0) this.writer!.ref();
       this.calls.set(id, { writes, ids, resolve, reject });
-      this.writer!.postMessage(message);
+      if (this.outbox.length === 0) setImmediate(() => this.post());
+      this.outbox.push(message);
     });
+  }
+
+  private post(): void {
+    if (this.outbox.length === 0) return;
+    this.writer!.postMessage(this.outbox);
+    this.outbox = [];
   }
 
   private onReply(reply: WriterReply): void {
@@ -247,6 +256,9 @@ export class SqliteEventStore implements EventStore {
         await new Promise<void>((resolve) => {
           this.writer!.on('message', (r: WriterReply) => 'closed' in r && resolve());
           this.writer!.once('exit', () => resolve());
+          this.post();
+          // Kept alive until it answers: unreferenced, the process could exit first and this never resolve.
+          this.writer!.ref();
           this.writer!.postMessage({ close: true });
         });
       }

@@ -114,8 +114,12 @@ parentPort.on('message', (msg) => {
     parentPort.postMessage({ closed: true });
     return;
   }
-  queue.push(unpack(msg));
-  if (!workerData.groupCommit) return flush();
+  // The appends of one turn of the main thread's event loop.
+  for (const m of msg) {
+    queue.push(unpack(m));
+    if (!workerData.groupCommit) flush();
+  }
+  if (!workerData.groupCommit) return;
   if (!scheduled) {
     scheduled = true;
     setImmediate(flush);
