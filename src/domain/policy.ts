@@ -159,9 +159,11 @@ export function planAllocation(args: {
       const where = family !== null && !explicit ? ` on platform ${family}` : '';
       return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${chosen.length} available${where}${hw}` };
     }
+    // The rest of the spec that establishes the family: its family is offered (it was just picked).
+    const establishing = platform === null;
     for (const c of chosen) {
       const affinity: Affinity =
-        platform === null ? 'established' : !explicit && !offered ? 'not-offered' : c.platform === platform ? 'kept' : overflow ? 'overflow' : 'fallback';
+        platform === null ? 'established' : !explicit && !offered && !establishing ? 'not-offered' : c.platform === platform ? 'kept' : overflow ? 'overflow' : 'fallback';
       if (platform === null) platform = c.platform;
       taken.add(c.machine.id);
       takenPerPool.set(c.machine.pool, (takenPerPool.get(c.machine.pool) ?? 0) + 1);
