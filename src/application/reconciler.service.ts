@@ -34,10 +34,9 @@ export class Reconciler implements OnApplicationShutdown {
   private async pass(nowMs: number): Promise<void> {
     const world = this.ledger.world;
     const meta = metaFor(null, { reason: 'reconcile' });
-    for (const s of [...world.openSessions].map((id) => world.sessions.get(id)!)) {
-      if (s.status === 'active' && Date.parse(s.expiresAt) <= nowMs) await this.sessions.end(s.id, 'expired', null);
-    }
-    for (const m of [...world.machines.values()]) {
+    // Both from indexes kept by evolve: leases by expiry, machines that may need playbook work.
+    for (const id of world.leases.expired(nowMs)) await this.sessions.end(id, 'expired', null);
+    for (const m of [...world.work.machines]) {
       if (m.state === 'deprovisioning') await this.sessions.recycleIfInstant(m.id, meta);
     }
   }

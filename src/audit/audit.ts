@@ -1,3 +1,4 @@
+import { existsSync, readFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
 import type { Defaults } from '../domain/decide.js';
@@ -206,6 +207,13 @@ export function withoutTails(e: RecordedEvent): RecordedEvent {
   if (!run || run.tail === undefined) return e;
   const { tail: _tail, ...rest } = run;
   return { ...e, data: { ...e.data, run: rest } };
+}
+
+/** The embedded writer's record of the ledger's head (`<ledger>.head`), or null where there is none. */
+export function recordedHead(location: string): { position: bigint; chain: string } | null {
+  if (isEventStoreUrl(location) || !existsSync(`${location}.head`)) return null;
+  const head = JSON.parse(readFileSync(`${location}.head`, 'utf8')) as { position: string; chain: string };
+  return { position: BigInt(head.position), chain: head.chain };
 }
 
 /** The embedded ledger's global chain column, or null when the file has none (or the ledger is not a file). */

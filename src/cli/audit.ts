@@ -6,6 +6,7 @@ import {
   allEvents,
   collect,
   globalLinks,
+  recordedHead,
   history,
   inWindow,
   jsonLine,
@@ -121,6 +122,14 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
           const g = verifyGlobalChain(links, (p) => hashes.get(p));
           if (g.broken) problems.push({ position: String(g.broken.position), where: 'global chain', problem: g.broken.problem });
           else notes.push(`${g.checked} links of the global chain`);
+          const head = recordedHead(location);
+          if (head) {
+            const at = links.find((l) => l.position === head.position);
+            const last = links.at(-1)?.position ?? 0n;
+            if (!at) problems.push({ position: String(head.position), where: 'writer head', problem: `the writer recorded events up to position ${head.position}, the ledger ends at ${last}: the newest events were deleted` });
+            else if (at.chain !== head.chain) problems.push({ position: String(head.position), where: 'writer head', problem: 'the global chain here is not the one the writer recorded: history up to it was rewritten' });
+            else notes.push(`the writer's head at position ${head.position}`);
+          }
         }
         const published = checkPublished(events, cp?.publicKey);
         for (const p of published.problems) problems.push({ position: String(p.position), where: 'audit-checkpoints', problem: p.problem });

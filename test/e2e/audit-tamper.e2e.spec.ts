@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import Database from 'better-sqlite3';
-import { copyFileSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GENESIS, eventHash, globalLink } from '../../src/audit/chain.js';
@@ -37,6 +37,8 @@ let copies = 0;
 function tampered(original: string, edit: (rows: Row[]) => Row[], recompute: 'none' | 'streams' | 'all' = 'none'): string {
   const file = join(work, `copy-${++copies}.sqlite`);
   copyFileSync(original, file);
+  // The tamperer edits the ledger file; the writer's head record beside it stays as the server left it.
+  copyLedger(`${original}.head`, `${file}.head`);
   const db = new Database(file);
   db.exec('DROP TRIGGER IF EXISTS events_no_update; DROP TRIGGER IF EXISTS events_no_delete;');
   const rows = (db.prepare('SELECT * FROM events ORDER BY position').all() as Array<Record<string, unknown>>).map(
@@ -62,6 +64,10 @@ function tampered(original: string, edit: (rows: Row[]) => Row[], recompute: 'no
   })();
   db.close();
   return file;
+}
+
+function copyLedger(from: string, to: string): void {
+  if (existsSync(from)) copyFileSync(from, to);
 }
 
 /** Positions 1..n in the new order, as an attacker who moves or inserts rows must renumber them. */
@@ -106,12 +112,14 @@ describe('an auditor against a tamperer with the ledger file', () => {
     expect((await cli('audit', '--ledger', ledger, 'checkpoint', '--out', checkpointFile)).exitCode).toBe(0);
     // The same ledger, grown by a later run of the server.
     const original = join(work, 'original.sqlite');
-    copyFileSync(ledger, original);
+    copyLedger(ledger, original);
+    copyLedger(`${ledger}.head`, `${original}.head`);
     const again = await startDuffy({ dataDir: duffy.dataDir });
     await again.admin.post('/api/v1/tenants', { name: 'dave', ssh_key: 'ssh-ed25519 AAAAC3Nza dave@ci' });
     await again.close();
     grownLedger = join(work, 'grown.sqlite');
-    copyFileSync(ledger, grownLedger);
+    copyLedger(ledger, grownLedger);
+    copyLedger(`${ledger}.head`, `${grownLedger}.head`);
     ledger = original;
   }, 60_000);
 
@@ -122,7 +130,7 @@ describe('an auditor against a tamperer with the ledger file', () => {
   it('the clean ledger verifies: stream chains, the global chain and the signed checkpoints the server published', async () => {
     const r = await cli('audit', '--ledger', ledger, 'verify', '--checkpoint', checkpointFile);
     expect(r.exitCode).toBe(0);
-    expect(r.lines.at(-1)).toMatch(/^OK: (\d+) events in their stream chains; \1 links of the global chain; [1-9]\d* signed checkpoints in the ledger \(key sha256:[0-9a-f]{16}\); the ledger \(\1 events, root [0-9a-f]{64}\) extends the checkpoint of \1 events/);
+    expect(r.lines.at(-1)).toMatch(/^OK: (\d+) events in their stream chains; \1 links of the global chain; the writer.s head at position \1; [1-9]\d* signed checkpoints in the ledger \(key sha256:[0-9a-f]{16}\); the ledger \(\1 events, root [0-9a-f]{64}\) extends the checkpoint of \1 events/);
   });
 
   it('the server keeps its signing key private and its checkpoint verifies, signature included', async () => {
@@ -145,7 +153,10 @@ describe('an auditor against a tamperer with the ledger file', () => {
     }
   });
 
-  /** Each tampering, and whether plain `verify` (no checkpoint) must see it: all that keep the hashes do. */
+  /**
+   * Each tampering, and whether plain `verify` (no checkpoint) must see it: all that keep the hashes do, and so do
+   * rewrites of history before the writer's recorded head; only an append with valid hashes needs a checkpoint.
+   */
   const tamperings: Array<{ name: string; plain: boolean; make: (ledger: string) => string; factsKept?: true; newest?: true }> = [
     { name: 'data edited (one byte of a MachineReserved)', plain: true, make: (l) => tampered(l, (rows) => (pick(rows, (r) => r.type === 'MachineReserved', 'reservation').data.tenantId = 99, rows)) },
     { name: 'type changed (SessionExtended -> SessionExpired)', plain: true, make: (l) => tampered(l, (rows) => ((pick(rows, (r) => r.type === 'SessionExtended', 'extension').type = 'SessionExpired'), rows)) },
@@ -199,7 +210,7 @@ describe('an auditor against a tamperer with the ledger file', () => {
     { name: 'data edited early, every chain recomputed (the signed checkpoints in the ledger still show it)', plain: true, make: (l) => tampered(l, (rows) => ((pick(rows, (r) => r.type === 'MachineReserved', 'reservation').data.tenantId = 99), rows), 'all') },
     {
       name: "the server's signed checkpoints removed, history rewritten, every chain recomputed",
-      plain: false,
+      plain: true,
       make: (l) => tampered(l, (rows) => {
         const kept = rows.filter((r) => r.type !== 'CheckpointPublished');
         pick(kept, (r) => r.type === 'MachineReserved', 'reservation').data.tenantId = 99;
@@ -208,7 +219,7 @@ describe('an auditor against a tamperer with the ledger file', () => {
     },
     {
       name: 'a forged SessionExtended inserted into the session it extends, every chain recomputed, signed checkpoints removed',
-      plain: false,
+      plain: true,
       make: (l) => tampered(l, (rows) => {
         const kept = rows.filter((r) => r.type !== 'CheckpointPublished');
         const started = pick(kept, (r) => r.type === 'SessionStarted', 'session start');
@@ -241,7 +252,7 @@ describe('an auditor against a tamperer with the ledger file', () => {
         return [...rows, forged];
       }, 'all'),
     },
-    { name: 'the newest event of the ledger deleted (truncation)', plain: false, newest: true, make: (l) => tampered(l, (rows) => rows.slice(0, -1)) },
+    { name: 'the newest event of the ledger deleted (truncation)', plain: true, newest: true, make: (l) => tampered(l, (rows) => rows.slice(0, -1)) },
   ];
 
   it.each(tamperings.map((t) => [t.name, t] as const))('%s', async (_name, t) => {
@@ -253,10 +264,8 @@ describe('an auditor against a tamperer with the ledger file', () => {
     expect(withCheckpoint.lines.at(-1)).toMatch(/^TAMPERED/);
     // It says where: the first leaf that differs, or that the ledger is shorter, in the checkpoint's own line.
     if (!t.factsKept) expect(withCheckpoint.lines.join('\n')).toMatch(/checkpoint .*(leaf \d+ \(position \d+|ledger shorter than checkpoint|was appended after the checkpoint)/);
-    // The server's checkpoint covers what the server had seen when asked: maybe not the newest event.
-    const signed = JSON.parse(readFileSync(signedFile, 'utf8'));
-    const seesIt = !t.newest || signed.size === (new Database(ledger, { readonly: true }).prepare('SELECT COUNT(*) AS n FROM events').get() as { n: number }).n;
-    expect((await cli('audit', '--ledger', copy, 'verify', '--checkpoint', signedFile)).exitCode).toBe(seesIt ? 1 : 0);
+    // The server's checkpoint may not cover the newest event; the writer's head record beside the file does.
+    expect((await cli('audit', '--ledger', copy, 'verify', '--checkpoint', signedFile)).exitCode).toBe(1);
   });
 
   it('is a list of at least 17 kinds', () => {

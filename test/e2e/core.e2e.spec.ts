@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { Ledger } from '../../src/application/ledger.service.js';
+import { ansibleConfig, inject } from '../support/ansible.js';
 import { ADMIN_KEY, Client, type Running, basic, instantDemoConfig, newTenant, startDuffy } from '../support/server.js';
 
 jest.setTimeout(300_000);
@@ -57,6 +58,29 @@ describe('a waiting request whose caller hangs up', () => {
     expect(await queued()).toHaveLength(0);
     const mine = (await waiter.get('/api/v1/sessions')).body.sessions;
     expect(mine).toEqual([]);
+  });
+});
+
+describe('a request whose session an admin ends during its hand-over', () => {
+  it('answers 503 naming that, not a provisioning timeout', async () => {
+    const config = ansibleConfig([{ name: 'slow', contextualize: false, 'playbook-timeout': 15 }], [{ hostname: 'slow-1.test', pool: 'slow' }]);
+    const duffy = await startDuffy({ configFile: config });
+    try {
+      inject(duffy.dataDir, 'slow-1.test', 'hang', 'provision');
+      const alice = await newTenant(duffy, 'ended-early');
+      const answer = alice.post('/api/v1/sessions', { nodes_specs: [{ pool: 'slow', quantity: 1 }] });
+      let id: number | undefined;
+      for (let i = 0; i < 200 && id === undefined; i++) {
+        id = (await duffy.admin.get('/api/v1/sessions')).body.sessions[0]?.id;
+        if (id === undefined) await sleep(50);
+      }
+      expect((await duffy.admin.put(`/api/v1/sessions/${id}`, { active: false })).status).toBe(200);
+      const r = await answer;
+      expect(r.status).toBe(503);
+      expect(r.body.detail).toMatch(/ended \(done\) before its machines were handed over/);
+    } finally {
+      await duffy.close();
+    }
   });
 });
 

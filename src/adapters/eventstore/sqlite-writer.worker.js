@@ -3,6 +3,7 @@
 // It owns the only write connection; everything that arrives while a commit runs goes into the next transaction
 // (group commit), each call checked and written whole (see SqliteEventStore for the contract).
 import { createHash } from 'node:crypto';
+import { renameSync, writeFileSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 
@@ -29,6 +30,19 @@ const revisionOf = (stream, staged) => {
 };
 
 const matches = (expected, last) => (expected === 'any' ? true : expected === 'no_stream' ? last < 0 : expected === last);
+
+// The writer's own record of the ledger's head (position and global chain link), beside the file: an auditor's
+// `verify` compares the ledger with it, so deleting the newest events (which leaves a consistent chain behind)
+// shows. Written after the answers went out, replaced atomically; it may lag a commit, never lead one.
+const headFile = `${workerData.file}.head`;
+function recordHead() {
+  try {
+    writeFileSync(`${headFile}.tmp`, JSON.stringify({ position: String(lastPosition), chain: lastChain }));
+    renameSync(`${headFile}.tmp`, headFile);
+  } catch {
+    // A full disk: the ledger write itself is what reports it.
+  }
+}
 
 let queue = [];
 let scheduled = false;
@@ -75,6 +89,7 @@ function flush() {
   lastChain = chain;
   lastPosition = position;
   parentPort.postMessage({ outcomes });
+  recordHead();
 }
 
 parentPort.on('message', (msg) => {
