@@ -40,12 +40,13 @@ export async function fill(store: SqliteEventStore, cycles: number, machines = 1
         return { s, m, t };
       }),
     ).then(async (made) => {
-      for (const { s, m, t } of made) {
-        await put(`machine-m${m}`, [
+      // Distinct machines within a batch (batch < machines): their appends can share group commits too.
+      await Promise.all(made.map(({ s, m, t }) =>
+        put(`machine-m${m}`, [
           { type: 'MachineReserved', data: { machineId: m, hostname: `m${m}`, sessionId: s, tenantId: t, pool: `pool-${m % 10}`, platform: m % 2 ? 'intel' : 'amd', affinity: 'kept', contextualize: false, at: at() } },
           { type: 'MachineReleased', data: { machineId: m, sessionId: s, reason: 'done', at: at() } },
-        ]);
-      }
+        ]),
+      ));
       await Promise.all(made.map(({ s }) => put(`session-${s}`, [{ type: 'SessionStarted', data: { sessionId: s, machineIds: [], at: at() } }])));
     });
   }

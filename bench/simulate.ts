@@ -1,6 +1,6 @@
 /**
  * `npm run simulate [-- --seed N --hours H --seeds K]`: compares the allocation policies on one simulated workload
- * (virtual clock; see src/scheduling/simulator.ts). With --seeds K it also runs seeds N..N+K-1 and prints one
+ * (virtual clock; see src/domain/simulator.ts). With --seeds K it also runs seeds N..N+K-1 and prints one
  * line per seed, to see whether the ordering of the policies holds beyond one draw.
  */
 import { parseArgs } from 'node:util';

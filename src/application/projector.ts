@@ -4,10 +4,11 @@ import type { DuffyEvent } from '../domain/events.js';
 import type { DocChange, ReadModelStore } from './ports/read-model.port.js';
 
 /**
- * Past this many buffered events the subscription waits for the store: memory stays bounded during a rebuild, and
- * batches are large enough that a hot document (a tenant, a pool) is written once per batch, not once per event.
+ * Past this many events folded and not yet written, the subscription waits for the store: batches are large enough
+ * that a hot document (a tenant, a pool, a machine) is written once per batch, not once per event. Events are folded
+ * as they arrive and not kept, so a batch costs only its changed documents' entries.
  */
-const HIGH_WATER = 20_000;
+const HIGH_WATER = 50_000;
 /** Read-model writes gather this long: one transaction for many requests' events, off the requests' way. */
 const BATCH_MS = 20;
 /** A batch the store refused (a full disk...) is written again after this long. */
@@ -22,19 +23,31 @@ const RETRY_MS = 1_000;
 export class ProjectionRunner {
   /** Documents by collection, then id (no key strings built per read). */
   private readonly cache = new Map<string, Map<string, Doc>>();
-  private buffer: RecordedEvent[] = [];
+  /** Documents changed since the last write, per collection's document map; a refused write keeps them here. */
+  private readonly dirty = new Map<Map<string, Doc>, Map<string, Dirty>>();
+  /** Events folded into the cache and not yet written: how many, the last one, and the oldest one's append time. */
+  private unwritten = 0;
+  private unwrittenTo = 0n;
+  private unwrittenSince = Number.NaN;
+  /**
+   * Events that arrived while a write was under way (a store may still be reading the documents then) or after
+   * it failed: folded, in order, when the next write begins.
+   */
+  private held: RecordedEvent[] = [];
+  private writing = false;
   private flushing?: Promise<void>;
+  /** Starts a scheduled flush now (a full batch does not wait out the timer). */
+  private hurry?: () => void;
   private subscription?: Subscription;
   position = 0n;
   private taken = 0n;
-  /** Milliseconds from an event's append to its documents being written (the last batch's worst). */
+  /** Milliseconds from an event's append to its documents being written (the last batch's oldest event). */
   lastLagMs = 0;
   failure: unknown;
   /** Why the last batch could not be written, until one is (reads answer it rather than wait). */
   writeFailure: unknown;
-  /** A projected batch the store refused: written again as is, since the cache already holds its effects. */
-  private unwritten?: { changes: DocChange[]; batch: RecordedEvent[] };
   private stopped = false;
+  private readonly read = (c: string, id: string) => this.cache.get(c)?.get(id);
 
   constructor(
     readonly projection: Projection,
@@ -53,8 +66,10 @@ export class ProjectionRunner {
     const p = this.projection;
     this.cache.clear();
     for (const c of this.projection.collections) this.cache.set(c, new Map());
-    this.buffer = [];
-    this.unwritten = undefined;
+    this.dirty.clear();
+    this.unwritten = 0;
+    this.unwrittenSince = Number.NaN;
+    this.held = [];
     this.stopped = false;
     this.failure = undefined;
     this.writeFailure = undefined;
@@ -66,7 +81,7 @@ export class ProjectionRunner {
       this.position = cp.position;
       for (const c of p.collections) for (const d of await this.store.find(c)) this.docs(c).set(String(d.__id), d);
     }
-    this.taken = this.position;
+    this.taken = this.unwrittenTo = this.position;
     return this.position;
   }
 
@@ -83,32 +98,76 @@ export class ProjectionRunner {
 
   /**
    * Takes an event from the ledger; one at or before what is already taken (a redelivery) changes nothing.
-   * A promise only when the buffer is full and the caller must wait (no promise per event on a rebuild).
+   * A promise only when the batch is full and the caller must wait (no promise per event on a rebuild).
    */
   push(e: RecordedEvent): Promise<void> | undefined {
     if (e.position <= this.taken) return undefined;
     this.taken = e.position;
-    this.buffer.push(e);
+    if (this.writing || this.held.length > 0) this.held.push(e);
+    else this.fold(e);
     this.schedule(BATCH_MS);
-    return this.buffer.length >= HIGH_WATER ? this.flushing : undefined;
+    if (this.unwritten + this.held.length < HIGH_WATER) return undefined;
+    this.hurry?.();
+    return this.flushing;
+  }
+
+  /** Folds one event into the cached documents and notes what it changed. */
+  private fold(e: RecordedEvent): void {
+    if (this.unwritten === 0) this.unwrittenSince = Date.parse(String(e.metadata.at ?? ''));
+    this.unwritten += 1;
+    this.unwrittenTo = e.position;
+    for (const ch of this.projection.project(e as RecordedEvent & DuffyEvent, this.read)) {
+      const docs = this.docs(ch.collection);
+      let changed = this.dirty.get(docs);
+      if (!changed) this.dirty.set(docs, (changed = new Map()));
+      const d = changed.get(ch.id);
+      if (d) d.position = e.position;
+      else changed.set(ch.id, { collection: ch.collection, stored: docs.has(ch.id), position: e.position });
+      if (ch.op === 'put') {
+        // The id rides along in the document, so a restart can rebuild the cache from `find`.
+        ch.doc.__id = ch.id;
+        docs.set(ch.id, ch.doc);
+      } else {
+        docs.delete(ch.id);
+      }
+    }
   }
 
   private schedule(ms: number): void {
-    if (!this.flushing) this.flushing = new Promise<void>((r) => setTimeout(r, ms)).then(() => this.flush());
+    if (this.flushing) return;
+    let go!: () => void;
+    const due = new Promise<void>((r) => (go = r));
+    const timer = setTimeout(go, ms);
+    this.hurry = () => {
+      clearTimeout(timer);
+      go();
+    };
+    this.flushing = due.then(() => this.flush());
   }
 
   /** Never rejects: a refused write is kept, reported in `writeFailure`, and tried again (a full disk must not crash Duffy). */
   private async flush(): Promise<void> {
+    this.hurry = undefined;
     try {
-      while (this.unwritten || this.buffer.length > 0) {
-        this.unwritten ??= this.projectBatch();
-        const { changes, batch } = this.unwritten;
-        const last = batch[batch.length - 1];
-        await this.store.apply(this.projection.name, this.projection.version, changes, last.position);
-        this.unwritten = undefined;
+      while (this.unwritten > 0 || this.held.length > 0) {
+        if (this.held.length > 0) {
+          const held = this.held;
+          this.held = [];
+          for (const e of held) this.fold(e);
+        }
+        const to = this.unwrittenTo;
+        const since = this.unwrittenSince;
+        this.writing = true;
+        try {
+          await this.store.apply(this.projection.name, this.projection.version, this.changes(), to);
+        } finally {
+          this.writing = false;
+        }
+        this.dirty.clear();
+        this.unwritten = 0;
         this.writeFailure = undefined;
-        this.position = last.position;
-        this.lastLagMs = batchLagMs(batch, Date.now());
+        this.position = to;
+        this.lastLagMs = Number.isNaN(since) ? 0 : Math.max(0, Date.now() - since);
       }
       this.flushing = undefined;
     } catch (err) {
@@ -118,40 +177,18 @@ export class ProjectionRunner {
     }
   }
 
-  private projectBatch(): { changes: DocChange[]; batch: RecordedEvent[] } {
-    const batch = this.buffer;
-    this.buffer = [];
-    // Folded in memory (the cache is the projection's state); only each document's final state is written,
-    // once per batch: the checkpoint covers the whole batch anyway.
-    const dirty = new Map<Map<string, Doc>, Map<string, Dirty>>();
-    const read = (c: string, id: string) => this.cache.get(c)?.get(id);
-    for (const e of batch) {
-      for (const ch of this.projection.project(e as RecordedEvent & DuffyEvent, read)) {
-        const docs = this.docs(ch.collection);
-        let changed = dirty.get(docs);
-        if (!changed) dirty.set(docs, (changed = new Map()));
-        let d = changed.get(ch.id);
-        if (!d) changed.set(ch.id, (d = { collection: ch.collection, stored: docs.has(ch.id), position: e.position }));
-        d.position = e.position;
-        if (ch.op === 'put') {
-          // The id rides along in the document, so a restart can rebuild the cache from `find`.
-          ch.doc.__id = ch.id;
-          docs.set(ch.id, ch.doc);
-        } else {
-          docs.delete(ch.id);
-        }
-      }
-    }
+  /** Each changed document's final state, once: the checkpoint covers the whole batch anyway. */
+  private changes(): DocChange[] {
     const changes: DocChange[] = [];
-    for (const [docs, changed] of dirty) {
+    for (const [docs, changed] of this.dirty) {
       for (const [id, d] of changed) {
         const doc = docs.get(id);
         if (doc) changes.push({ op: 'put', collection: d.collection, id, doc, position: d.position });
-        // A document born and gone within the batch was never written: nothing to delete.
+        // A document born and gone unwritten was never stored: nothing to delete.
         else if (d.stored) changes.push({ op: 'delete', collection: d.collection, id, position: d.position });
       }
     }
-    return { changes, batch };
+    return changes;
   }
 
   private docs(collection: string): Map<string, Doc> {
@@ -164,6 +201,7 @@ export class ProjectionRunner {
     this.stopped = true;
     await this.subscription?.close();
     this.subscription = undefined;
+    this.hurry?.();
     await this.flushing;
   }
 
@@ -184,11 +222,14 @@ export async function followTogether(runners: ProjectionRunner[], ledger: EventS
   }
   return ledger.subscribeAll(
     from ?? 0n,
-    async (e) => {
+    (e) => {
+      // A promise only when some runner's batch is full: no promise, no microtask per event on a rebuild.
+      let full: Promise<void>[] | undefined;
       for (const r of runners) {
-        const full = r.push(e);
-        if (full) await full;
+        const wait = r.push(e);
+        if (wait) (full ??= []).push(wait);
       }
+      return full && Promise.all(full).then(() => undefined);
     },
     (err) => runners.forEach((r) => r.fail(err)),
   );
@@ -199,17 +240,4 @@ interface Dirty {
   collection: string;
   stored: boolean;
   position: bigint;
-}
-
-/**
- * The worst lag of a batch: from each event's append (metadata `at`, stamped as the command records its events,
- * outcomes of playbooks included, a few ms before the append) to `now`, when its documents are written.
- */
-export function batchLagMs(batch: readonly RecordedEvent[], now: number): number {
-  let worst = 0;
-  for (const e of batch) {
-    const at = Date.parse(String(e.metadata.at ?? ''));
-    if (!Number.isNaN(at)) worst = Math.max(worst, now - at);
-  }
-  return worst;
 }

@@ -12,12 +12,14 @@ import { fairOrder, recentUsageMs } from '../domain/fair-queue.js';
 /** The window of machine time that decides who goes first. */
 const FAIR_SHARE_WINDOW_MS = 3600_000;
 
-/** Waiting sessions in the order they will be tried: less recent machine time first (weighted fair share). */
+/** Waiting sessions in the order they will be tried: urgent ones first, then less recent machine time first (weighted fair share). */
 export function queueOrder(world: World, nowMs: number): Session[] {
   const waiting = [...world.openSessions].map((id) => world.sessions.get(id)!).filter((s) => s.status === 'waiting');
   const order = fairOrder(
-    waiting.map((s) => ({ sessionId: s.id, tenantId: s.tenantId, quantity: s.specs.reduce((n, x) => n + x.quantity, 0), enqueuedAt: Date.parse(s.queue!.since) })),
+    waiting.map((s) => ({ sessionId: s.id, tenantId: s.tenantId, quantity: s.specs.reduce((n, x) => n + x.quantity, 0), enqueuedAt: Date.parse(s.queue!.since), until: Date.parse(s.queue!.until) })),
     (tenantId) => recentUsageMs(world.tenants.get(tenantId)?.usage ?? [], nowMs, FAIR_SHARE_WINDOW_MS),
+    undefined,
+    nowMs,
   );
   return order.map((r) => world.sessions.get(r.sessionId)!);
 }

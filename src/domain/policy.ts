@@ -21,10 +21,10 @@ export interface Pick {
 /**
  * Soft affinity and waiting: a request that may wait gives its tenant's own family this share of its wait before
  * another family may serve it (one that cannot wait may be served from another family at once). Chosen with the
- * simulator: at 0.5 affinity stays about 90 %, while serving at once drops it to about 70 % for a few fewer abandoned
- * requests (README, scheduling).
+ * simulator (README, scheduling): later keeps affinity higher and abandons more requests; at 0.5 or less affinity
+ * falls under 90 % on most seeds for hardly fewer abandoned ones.
  */
-export const OVERFLOW_AFTER_SHARE_OF_WAIT = 0.5;
+export const OVERFLOW_AFTER_SHARE_OF_WAIT = 0.85;
 
 export type PlanResult = { ok: true; picks: Pick[] } | { ok: false; reason: string };
 
@@ -83,7 +83,8 @@ interface Offer {
  * Choose machines for every spec of one request, or say why not.
  * Platform affinity (invariant 7): a tenant with an established platform family gets it whenever it can be served;
  * another family when the spec names a pool or a platform itself (an explicit choice), or when its own family
- * has too few free machines of the kind asked for and another family has enough (overflow, soft affinity).
+ * has too few free machines of the kind asked for and another family has enough (overflow, soft affinity); when
+ * no one family has enough, several serve the spec together, the tenant's own family's machines first.
  * `free` gives each pool's free machines: an index in preference order (the World's), or any list. Taking k
  * machines reads O(k) of them per pool, however many are free; a spec with hardware requirements reads them all
  * (the index is not ordered by hardware).
@@ -131,8 +132,11 @@ export function planAllocation(args: {
     // Soft affinity: when the tenant's family has too few free machines of this type and arch, another family
     // that has enough serves rather than nobody (the pick says `overflow`). A spec naming a pool or platform stays strict.
     let overflow = false;
+    // When no one family can serve it whole, several do: the tenant's own family's machines first (null: not so).
+    let mixed: Array<{ machine: Machine; platform: string }> | null = null;
+    const mayOverflow = args.overflow !== false && !explicit;
     // (Too few: fewer than `quantity` to take, found by taking them, not by counting the whole family.)
-    if (args.overflow !== false && !explicit && family !== null && family === platform && leastWorn(offers.filter((o) => o.pool.platform === family), taken, spec.quantity).length < spec.quantity) {
+    if (mayOverflow && family !== null && family === platform && leastWorn(offers.filter((o) => o.pool.platform === family), taken, spec.quantity).length < spec.quantity) {
       const other = roomiestFamily(
         offers.filter((o) => o.pool.platform !== family),
         available,
@@ -140,22 +144,26 @@ export function planAllocation(args: {
         spec.quantity,
       );
       if (other !== null) [family, overflow] = [other, true];
-    }
-    if (!explicit && platform === null && family === null) {
+      else mixed = acrossFamilies(offers, platform, taken, spec.quantity);
+    } else if (mayOverflow && platform === null && family === null) mixed = acrossFamilies(offers, null, taken, spec.quantity);
+    if (mixed !== null) overflow = true;
+    if (!explicit && platform === null && family === null && mixed === null) {
       const perFamily = freePerFamily(offers, available);
       const most = Math.max(0, ...perFamily.values());
       const all = [...perFamily.values()].reduce((a, b) => a + b, 0);
       const detail = perFamily.size > 1 ? `at most ${most} available on one platform family (${all} in all)` : `${most} available`;
       return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${detail}${hw}` };
     }
-    const chosen = leastWorn(family === null ? offers : offers.filter((o) => o.pool.platform === family), taken, spec.quantity);
+    const chosen = mixed ?? leastWorn(family === null ? offers : offers.filter((o) => o.pool.platform === family), taken, spec.quantity);
     if (chosen.length < spec.quantity) {
       const where = family !== null && !explicit ? ` on platform ${family}` : '';
       return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${chosen.length} available${where}${hw}` };
     }
+    // The rest of the spec that establishes the family: its family is offered (it was just picked).
+    const establishing = platform === null;
     for (const c of chosen) {
       const affinity: Affinity =
-        platform === null ? 'established' : !explicit && !offered ? 'not-offered' : c.platform === platform ? 'kept' : overflow ? 'overflow' : 'fallback';
+        platform === null ? 'established' : !explicit && !offered && !establishing ? 'not-offered' : c.platform === platform ? 'kept' : overflow ? 'overflow' : 'fallback';
       if (platform === null) platform = c.platform;
       taken.add(c.machine.id);
       takenPerPool.set(c.machine.pool, (takenPerPool.get(c.machine.pool) ?? 0) + 1);
@@ -180,6 +188,13 @@ function leastWorn(offers: readonly Offer[], taken: ReadonlySet<number>, k: numb
     best.machine = nextFree(best.it, taken);
   }
   return chosen;
+}
+
+/** `quantity` machines of any family, the ones of `own` first (least worn first within each), or null if too few. */
+function acrossFamilies(offers: readonly Offer[], own: string | null, taken: ReadonlySet<number>, quantity: number): Array<{ machine: Machine; platform: string }> | null {
+  const first = own === null ? [] : leastWorn(offers.filter((o) => o.pool.platform === own), taken, quantity);
+  const rest = leastWorn(offers.filter((o) => o.pool.platform !== own), taken, quantity - first.length);
+  return first.length + rest.length === quantity ? [...first, ...rest] : null;
 }
 
 function nextFree(it: Iterator<Machine>, taken: ReadonlySet<number>): Machine | undefined {

@@ -418,10 +418,12 @@ export function simulate(config: SimConfig, workload: Workload, policy: PolicyNa
     return recentUsageMs(tenants[t].intervals, clock, window);
   };
 
+  const mayOverflow = (a: Arrival) => clock - a.at >= OVERFLOW_AFTER_SHARE_OF_WAIT * config.maxWaitHours * HOUR;
+
   function choose(a: Arrival): Array<{ sm: SimMachine; platform: string }> | null {
     const spec = a.spec;
     if (policy === 'duffy') {
-      const plan = planAllocation({ specs: [spec], pools, free: (p) => freeIn(p).map((x) => x.m), tenantPlatform: affinity ? tenants[a.tenant].family : null, overflow: clock - a.at >= OVERFLOW_AFTER_SHARE_OF_WAIT * config.maxWaitHours * HOUR });
+      const plan = planAllocation({ specs: [spec], pools, free: (p) => freeIn(p).map((x) => x.m), tenantPlatform: affinity ? tenants[a.tenant].family : null, overflow: mayOverflow(a) });
       return plan.ok ? plan.picks.map((p) => ({ sm: machines[p.machine.id - 1], platform: p.platform })) : null;
     }
     const candidates = eligiblePools(pools, spec).flatMap((p) => freeIn(p.name));
@@ -496,15 +498,16 @@ export function simulate(config: SimConfig, workload: Workload, policy: PolicyNa
     let order: Arrival[] = queue;
     if (fairQueue) {
       const byId = new Map(queue.map((a) => [a.id, a]));
-      const w: WaitingRequest[] = queue.map((a) => ({ sessionId: a.id, tenantId: a.tenant, quantity: a.spec.quantity, enqueuedAt: a.at }));
-      order = fairOrder(w, usage).map((x) => byId.get(x.sessionId)!);
+      const w: WaitingRequest[] = queue.map((a) => ({ sessionId: a.id, tenantId: a.tenant, quantity: a.spec.quantity, enqueuedAt: a.at, until: a.at + config.maxWaitHours * HOUR }));
+      order = fairOrder(w, usage, undefined, clock).map((x) => byId.get(x.sessionId)!);
     }
     // Free machines only go down during a pass: a shape that did not fit will not fit later in the same pass.
     const misses = new Set<string>();
     const done = new Set<number>();
     for (const a of order) {
       if (freeCount === 0) break;
-      const key = `${JSON.stringify(a.spec)}|${policy === 'duffy' ? tenants[a.tenant].family : ''}`;
+      // A request that may overflow can fit where one of the same shape and family that may not did not.
+      const key = `${JSON.stringify(a.spec)}|${policy === 'duffy' ? `${tenants[a.tenant].family}|${mayOverflow(a)}` : ''}`;
       if (misses.has(key)) continue;
       const picks = choose(a);
       if (!picks) {

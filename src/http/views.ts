@@ -94,7 +94,7 @@ function overflowNote(s: Session, world: World, catalog: Catalog): { affinity?: 
   const platforms = s.machineIds.map((id) => world.machines.get(id)).map((m) => (m ? catalog.pool(m.pool)?.platform : undefined));
   const others = [...new Set(platforms.filter((p): p is string => p !== undefined && p !== family))].sort();
   if (others.length === 0) return {};
-  return { affinity: { platform: family, served_from: others, reason: `no ${family} machine of the kind asked for was free: served from ${others.join(', ')}` } };
+  return { affinity: { platform: family, served_from: others, reason: `too few ${family} machines of the kind asked for were free: served from ${others.join(', ')}` } };
 }
 
 export const LEVELS = ['provisioning', 'ready', 'contextualizing', 'deployed', 'deprovisioning'] as const;

@@ -240,7 +240,7 @@ describe('soft affinity: a request by type falls back to another family of the s
     const byType = await ivy.post(`${V1}/sessions`, { nodes_specs: [{ type: 'baremetal', arch: 'x86_64', quantity: 1 }] });
     expect(byType.status).toBe(201);
     expect(byType.body.session.nodes[0].pool).toBe('metal-amd-x86_64');
-    expect(byType.body.session.data.affinity).toEqual({ platform: 'intel', served_from: ['amd'], reason: 'no intel machine of the kind asked for was free: served from amd' });
+    expect(byType.body.session.data.affinity).toEqual({ platform: 'intel', served_from: ['amd'], reason: 'too few intel machines of the kind asked for were free: served from amd' });
     expect((await ivy.get(`${V1}/sessions/${byType.body.session.id}`)).body.session.data.affinity.served_from).toEqual(['amd']);
     const reserved = (await duffy.app.get(Ledger).store.readAll(0n, 100_000)).filter((e) => e.type === 'MachineReserved' && e.data.sessionId === byType.body.session.id);
     expect(reserved.map((e) => e.data.affinity)).toEqual(['overflow']);

@@ -68,6 +68,26 @@ describe('waiting for capacity in a fair-share queue', () => {
     for (const s of [lightGot.body.session, heavyGot.body.session]) await duffy.admin.put(`${V1}/sessions/${s.id}`, { active: false });
   });
 
+  it('serves a request that has waited half its wait before the fair-share order would', async () => {
+    // heavy (more recent machine time) asks with a short wait; once half of it is gone its request is urgent and
+    // goes before light's, which fair share alone would put first (as in the test above).
+    const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }] })).body.session;
+    const heavyWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 5 });
+    await sleep(2700);
+    const lightWaits = light.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 30 });
+    await sleep(200);
+    const queue = (await duffy.admin.get(`${V1}/queue`)).body.queue;
+    expect(queue.map((q: { tenant: string; position: number }) => [q.position, q.tenant])).toEqual([[1, 'heavy'], [2, 'light']]);
+
+    await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
+    const [heavyGot, lightGot] = [await heavyWaits, await lightWaits];
+    expect([heavyGot.status, lightGot.status]).toEqual([201, 201]);
+    const events = await duffy.app.get(Ledger).store.readAll(0n, 100_000);
+    const started = events.filter((e) => e.type === 'SessionStarted').map((e) => e.data.sessionId);
+    expect(started.indexOf(heavyGot.body.session.id)).toBeLessThan(started.indexOf(lightGot.body.session.id));
+    for (const s of [heavyGot.body.session, lightGot.body.session]) await duffy.admin.put(`${V1}/sessions/${s.id}`, { active: false });
+  });
+
   it('answers 422 when the wait is over, and lets a waiting request be cancelled', async () => {
     const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }] })).body.session;
     const started = Date.now();

@@ -42,7 +42,7 @@ function scanPlan(world: World, specs: NodeSpec[], tenantPlatform: string | null
   return scanPlanAllocation({ specs, pools: POOLS, free, tenantPlatform, overflow });
 }
 
-// ---- The oracle: the planner as it was before the index (main's scan over every free machine), verbatim. ----
+// ---- The oracle: the planner as it was before the index (main's scan over every free machine), with soft affinity's several families. ----
 /** A ready machine serves at once; an unused one needs provisioning first. */
 const readiness = (m: Machine) => (m.state === 'ready' ? 0 : 1);
 const byPreference = (a: { machine: Machine }, b: { machine: Machine }) =>
@@ -96,24 +96,35 @@ function scanPlanAllocation(args: {
     // Soft affinity: when the tenant's family has too few free machines of this type and arch, another family
     // that has enough serves rather than nobody (the pick says `overflow`). A spec naming a pool or platform stays strict.
     let overflow = false;
+    // When no one family has enough, several serve the spec: the tenant's own family's machines first.
+    let mixed: Array<{ machine: Machine; platform: string }> | null = null;
+    const across = (own: string | null) => {
+      const first = smallest(candidates.filter((c) => c.platform === own), spec.quantity, byPreference);
+      const rest = smallest(candidates.filter((c) => c.platform !== own), spec.quantity - first.length, byPreference);
+      return first.length + rest.length === spec.quantity ? [...first, ...rest] : null;
+    };
     if (args.overflow !== false && !explicit && family !== null && family === platform && candidates.filter((c) => c.platform === family).length < spec.quantity) {
       const other = roomiestFamily(candidates.filter((c) => c.platform !== family), spec.quantity);
       if (other !== null) [family, overflow] = [other, true];
-    }
-    if (!explicit && platform === null && family === null) {
+      else mixed = across(platform);
+    } else if (args.overflow !== false && !explicit && platform === null && family === null) mixed = across(null);
+    if (mixed !== null) overflow = true;
+    if (!explicit && platform === null && family === null && mixed === null) {
       const perFamily = countBy(candidates.map((c) => c.platform));
       const most = Math.max(0, ...perFamily.values());
       const detail = perFamily.size > 1 ? `at most ${most} available on one platform family (${candidates.length} in all)` : `${most} available`;
       return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${detail}${hw}` };
     }
-    const chosen = smallest(family === null ? candidates : candidates.filter((c) => c.platform === family), spec.quantity, byPreference);
+    const chosen = mixed ?? smallest(family === null ? candidates : candidates.filter((c) => c.platform === family), spec.quantity, byPreference);
     if (chosen.length < spec.quantity) {
       const where = family !== null && !explicit ? ` on platform ${family}` : '';
       return { ok: false, reason: `${describeSpec(spec)}: ${spec.quantity} requested, ${chosen.length} available${where}${hw}` };
     }
+    // The rest of the spec that establishes the family: its family is offered (it was just picked).
+    const establishing = platform === null;
     for (const c of chosen) {
       const affinity: Affinity =
-        platform === null ? 'established' : !explicit && !offered ? 'not-offered' : c.platform === platform ? 'kept' : overflow ? 'overflow' : 'fallback';
+        platform === null ? 'established' : !explicit && !offered && !establishing ? 'not-offered' : c.platform === platform ? 'kept' : overflow ? 'overflow' : 'fallback';
       if (platform === null) platform = c.platform;
       taken.add(c.machine.id);
       picks.push({ machine: c.machine, platform: c.platform, affinity });

@@ -1,0 +1,120 @@
+import { describe, expect, it } from '@jest/globals';
+import { machineStress } from '../../projections/machine-stress.projection.js';
+import { ProjectionRunner } from '../../src/application/projector.js';
+import type { EventStore, RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import type { Checkpoint, Doc, DocChange, ReadModelStore } from '../../src/application/ports/read-model.port.js';
+
+/** An in-memory store whose writes can be held open or refused, recording what each write was given when called. */
+class FakeStore implements ReadModelStore {
+  docs = new Map<string, string>();
+  checkpoints = new Map<string, Checkpoint>();
+  calls: Array<{ given: string; atEnd?: string }> = [];
+  refuse = 0;
+  gate?: Promise<void>;
+  async apply(projection: string, version: number, changes: DocChange[], checkpoint: bigint): Promise<void> {
+    const call: { given: string; atEnd?: string } = { given: JSON.stringify(changes, big) };
+    this.calls.push(call);
+    if (this.gate) await this.gate;
+    call.atEnd = JSON.stringify(changes, big);
+    if (this.refuse > 0) {
+      this.refuse -= 1;
+      throw new Error('disk full');
+    }
+    for (const c of changes) {
+      if (c.op === 'put') this.docs.set(`${c.collection}/${c.id}`, JSON.stringify(c.doc));
+      else this.docs.delete(`${c.collection}/${c.id}`);
+    }
+    this.checkpoints.set(projection, { position: checkpoint, version });
+  }
+  async get(): Promise<Doc | undefined> {
+    return undefined;
+  }
+  async find(): Promise<Doc[]> {
+    return [];
+  }
+  async checkpoint(projection: string): Promise<Checkpoint | undefined> {
+    return this.checkpoints.get(projection);
+  }
+  async reset(): Promise<void> {
+    this.docs.clear();
+    this.checkpoints.clear();
+  }
+  async ping(): Promise<void> {}
+  async close(): Promise<void> {}
+}
+const big = (_: string, v: unknown) => (typeof v === 'bigint' ? v.toString() : v);
+
+/** Two machines reserved and released in turn: machine-stress folds its documents in place. */
+function ledger(cycles: number): RecordedEvent[] {
+  const out: RecordedEvent[] = [];
+  let position = 0n;
+  const at = (i: number) => new Date(Date.UTC(2026, 0, 1) + i * 60_000).toISOString();
+  const add = (stream: string, type: string, data: Record<string, unknown>) =>
+    out.push({ id: `e${position + 1n}`, stream, revision: 0, position: ++position, type, data, metadata: { at: at(Number(position)) } });
+  for (const id of [1, 2]) add(`machine-m${id}`, 'MachineRegistered', { machineId: id, hostname: `m${id}`, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready', at: at(0) });
+  for (let s = 1; s <= cycles; s++) {
+    const id = (s % 2) + 1;
+    add(`machine-m${id}`, 'MachineReserved', { machineId: id, hostname: `m${id}`, sessionId: s, tenantId: 1, pool: 'p', platform: 'intel', affinity: 'kept', contextualize: false, at: at(2 * s) });
+    add(`machine-m${id}`, 'MachineReleased', { machineId: id, sessionId: s, reason: 'done', at: at(2 * s + 1) });
+  }
+  return out;
+}
+
+const noLedger = {} as EventStore;
+
+async function reference(events: RecordedEvent[]): Promise<Map<string, string>> {
+  const store = new FakeStore();
+  const runner = new ProjectionRunner(machineStress, noLedger, store);
+  await runner.prepare();
+  for (const e of events) await runner.push(e);
+  await runner.caughtUp(events.at(-1)!.position);
+  return store.docs;
+}
+
+describe('projection runner', () => {
+  it('does not change documents a write is still reading: events arriving meanwhile wait for the next batch', async () => {
+    const events = ledger(40);
+    const store = new FakeStore();
+    let open!: () => void;
+    store.gate = new Promise((r) => (open = r));
+    const runner = new ProjectionRunner(machineStress, noLedger, store);
+    await runner.prepare();
+    for (const e of events.slice(0, 20)) runner.push(e);
+    // Let the first batch start its write, which the store holds open.
+    while (store.calls.length === 0) await new Promise((r) => setTimeout(r, 5));
+    for (const e of events.slice(20)) runner.push(e);
+    open();
+    store.gate = undefined;
+    await runner.caughtUp(events.at(-1)!.position);
+    expect(store.calls.length).toBeGreaterThanOrEqual(2);
+    for (const call of store.calls) expect(call.atEnd).toBe(call.given);
+    expect(store.docs).toEqual(await reference(events));
+    expect(store.checkpoints.get(machineStress.name)!.position).toBe(events.at(-1)!.position);
+  });
+
+  it('keeps a refused batch and writes it, with what came after, once the store takes writes again', async () => {
+    const events = ledger(30);
+    const store = new FakeStore();
+    store.refuse = 1;
+    const runner = new ProjectionRunner(machineStress, noLedger, store);
+    await runner.prepare();
+    for (const e of events.slice(0, 25)) runner.push(e);
+    while (!runner.writeFailure) await new Promise((r) => setTimeout(r, 5));
+    expect(runner.position).toBe(0n);
+    for (const e of events.slice(25)) runner.push(e);
+    while (runner.position < events.at(-1)!.position) await new Promise((r) => setTimeout(r, 20));
+    expect(runner.writeFailure).toBeUndefined();
+    expect(store.docs).toEqual(await reference(events));
+  });
+
+  it('ignores an event delivered again', async () => {
+    const events = ledger(6);
+    const store = new FakeStore();
+    const runner = new ProjectionRunner(machineStress, noLedger, store);
+    await runner.prepare();
+    for (const e of events) runner.push(e);
+    for (const e of events) expect(runner.push(e)).toBeUndefined();
+    await runner.caughtUp(events.at(-1)!.position);
+    expect(store.docs).toEqual(await reference(events));
+  });
+});
