@@ -253,6 +253,8 @@ export class SqliteEventStore implements EventStore {
         await new Promise<void>((resolve) => {
           this.writer!.on('message', (r: WriterReply) => 'closed' in r && resolve());
           this.writer!.once('exit', () => resolve());
+          // Until it answers, the writer keeps the process alive (it is unref'd while idle).
+          this.writer!.ref();
           this.writer!.postMessage({ close: true });
         });
       }
