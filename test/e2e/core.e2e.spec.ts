@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -81,6 +81,26 @@ describe('a request whose session an admin ends during its hand-over', () => {
     } finally {
       await duffy.close();
     }
+  });
+});
+
+describe('the embedded ledger in a process of its own', () => {
+  it('closes after its last append instead of the process ending while it waits for the writer thread', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-close-'));
+    const file = join(dir, 'ledger.sqlite');
+    const store = fileURLToPath(new URL('../../dist/src/adapters/eventstore/sqlite-event-store.js', import.meta.url));
+    const script = `
+      const { SqliteEventStore } = await import(${JSON.stringify(store)});
+      const s = new SqliteEventStore(${JSON.stringify(file)});
+      await s.append([{ stream: 'a', expected: 'no_stream', events: [{ type: 'T', data: {} }] }]);
+      await s.close();
+      console.log('closed');`;
+    writeFileSync(join(dir, 'close.mjs'), script);
+    const child = spawn(process.execPath, [join(dir, 'close.mjs')], { env: { ...process.env, NODE_OPTIONS: '' } });
+    let out = '';
+    child.stdout!.on('data', (c) => (out += c));
+    const code = await new Promise((r) => child.once('exit', r));
+    expect({ code, out: out.trim() }).toEqual({ code: 0, out: 'closed' });
   });
 });
 

@@ -256,8 +256,9 @@ export class SqliteEventStore implements EventStore {
         await new Promise<void>((resolve) => {
           this.writer!.on('message', (r: WriterReply) => 'closed' in r && resolve());
           this.writer!.once('exit', () => resolve());
+          // The appends still in the outbox go first, then the close.
           this.post();
-          // Kept alive until it answers: unreferenced, the process could exit first and this never resolve.
+          // Until it answers, the writer keeps the process alive (it is unref'd while idle).
           this.writer!.ref();
           this.writer!.postMessage({ close: true });
         });
