@@ -24,6 +24,7 @@ import type { DuffyEvent, MachineState, NodeSpec } from '../src/domain/events.js
 import { type Machine, type World, emptyWorld, evolve, file, newMachine, unfile } from '../src/domain/world.js';
 import { percentile } from '../src/domain/statistics.js';
 import { type PoolProfile, planAllocation } from '../src/domain/policy.js';
+import { mulberry32 } from '../src/domain/simulator.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const ms = (x: number) => `${x.toFixed(x < 10 ? 2 : 1)} ms`;
@@ -31,17 +32,6 @@ const us = (x: number) => `${(x * 1000).toFixed(x * 1000 < 100 ? 1 : 0)} µs`;
 const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 const count = (n: number) => n.toLocaleString('en-US');
 
-/** A tiny seeded PRNG (mulberry32), so the synthetic clusters are the same on every run. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const POOLS: PoolProfile[] = [
   { name: 'metal-intel-x86_64', type: 'baremetal', arch: 'x86_64', platform: 'intel' },
@@ -121,7 +111,7 @@ function p4(): void {
   const parts: string[] = [];
   const spec: NodeSpec = { type: 'baremetal', arch: 'x86_64', quantity: 2 };
   for (const n of [100, 10_000, 100_000]) {
-    const rnd = prng(n);
+    const rnd = mulberry32(n);
     // Half the machines are busy; the free ones carry random wear, so the order has work to do.
     const world = emptyWorld();
     let position = 0n;

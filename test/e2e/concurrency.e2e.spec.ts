@@ -2,24 +2,11 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { fileURLToPath } from 'node:url';
 import { replay } from '../../src/audit/audit.js';
 import { checkInvariants } from '../../src/audit/invariants.js';
-import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
-import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
-import { type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+import { type Client, type Running, ledgerFile, newTenant, startDuffy } from '../support/server.js';
 
 const TWENTY = fileURLToPath(new URL('../fixtures/twenty.yaml', import.meta.url));
 const V1 = '/api/v1';
 
-async function readLedger(file: string): Promise<RecordedEvent[]> {
-  const store = new SqliteEventStore(file);
-  const all: RecordedEvent[] = [];
-  for (;;) {
-    const page = await store.readAll(all.length ? all[all.length - 1].position : 0n, 1000);
-    if (page.length === 0) break;
-    all.push(...page);
-  }
-  await store.close();
-  return all;
-}
 
 describe('64 concurrent requests from 8 tenants over 20 ready machines', () => {
   let duffy: Running;
@@ -50,7 +37,7 @@ describe('64 concurrent requests from 8 tenants over 20 ready machines', () => {
     expect(handed.length).toBe(20);
     for (const r of replies.filter((x) => x.status === 422)) expect(r.body.detail).toMatch(/^can't reserve nodes: /);
 
-    const ledger = await readLedger(`${duffy.dataDir}/ledger.sqlite`);
+    const ledger = await ledgerFile(`${duffy.dataDir}/ledger.sqlite`);
     expect(replay(ledger, { nodeQuota: 10, sessionLifetime: 3600, sessionLifetimeMax: 7200 })).toEqual([]);
     const reserved = ledger.filter((e) => e.type === 'MachineReserved').map((e) => e.data.hostname);
     expect(reserved.sort()).toEqual([...handed].sort());
@@ -59,6 +46,6 @@ describe('64 concurrent requests from 8 tenants over 20 ready machines', () => {
     await Promise.all(won.map((s) => tenants.find((_, i) => `t${i}` === s.tenant.name)!.put(`${V1}/sessions/${s.id}`, { active: false })));
     const pools = await Promise.all(['metal-a', 'metal-b'].map((p) => duffy.admin.get(`${V1}/pools/${p}`)));
     expect(pools.map((p) => p.body.pool.levels.ready)).toEqual([10, 10]);
-    expect(checkInvariants(await readLedger(`${duffy.dataDir}/ledger.sqlite`), { nodeQuota: 10, sessionLifetime: 3600, sessionLifetimeMax: 7200 })).toEqual([]);
+    expect(checkInvariants(await ledgerFile(`${duffy.dataDir}/ledger.sqlite`), { nodeQuota: 10, sessionLifetime: 3600, sessionLifetimeMax: 7200 })).toEqual([]);
   });
 });

@@ -5,10 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
-import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
-import { ADMIN_KEY, Client, type Running, basic, instantDemoConfig, newTenant, startDuffy } from '../support/server.js';
+import { ADMIN_KEY, Client, type Running, basic, instantDemoConfig, ledgerFile, newTenant, startDuffy } from '../support/server.js';
 
 jest.setTimeout(300_000);
 const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
@@ -104,19 +103,6 @@ describe('the embedded ledger in a process of its own', () => {
   });
 });
 
-async function readLedger(file: string): Promise<RecordedEvent[]> {
-  const store = new SqliteEventStore(file, true, true);
-  try {
-    const out: RecordedEvent[] = [];
-    for (;;) {
-      const page = await store.readAll(out.length ? out[out.length - 1].position : 0n, 5000);
-      if (page.length === 0) return out;
-      out.push(...page);
-    }
-  } finally {
-    await store.close();
-  }
-}
 
 function server(dataDir: string, config: string, port: number): ChildProcess {
   return spawn(process.execPath, [MAIN], {
@@ -174,7 +160,7 @@ describe('kill -9 at random points of requests and releases', () => {
       await new Promise((r) => child.once('exit', r));
     }
 
-    const events = await readLedger(join(dataDir, 'ledger.sqlite'));
+    const events = await ledgerFile(join(dataDir, 'ledger.sqlite'));
     const bySession = new Map<number, RecordedEvent[]>();
     for (const e of events) {
       const id = (e.data as { sessionId?: number }).sessionId;

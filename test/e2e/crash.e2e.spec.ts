@@ -4,28 +4,13 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
-import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { ansibleConfig } from '../support/ansible.js';
-import { ADMIN_KEY, Client, basic } from '../support/server.js';
+import { ADMIN_KEY, Client, basic, ledgerFile } from '../support/server.js';
 
 jest.setTimeout(300_000);
 const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function ledger(file: string): Promise<RecordedEvent[]> {
-  const store = new SqliteEventStore(file);
-  try {
-    const out: RecordedEvent[] = [];
-    for (;;) {
-      const page = await store.readAll(out.length ? out[out.length - 1].position : 0n, 1000);
-      if (page.length === 0) return out;
-      out.push(...page);
-    }
-  } finally {
-    await store.close();
-  }
-}
 
 async function poll<T>(what: string, probe: () => Promise<T | undefined>, ms = 120_000): Promise<T> {
   const end = Date.now() + ms;
@@ -59,11 +44,11 @@ describe('kill -9 while playbooks run', () => {
       // The request waits for provisioning; kill the server as soon as the playbook is running.
       void admin.post('/api/v1/sessions', { nodes_specs: [{ pool: 'k', quantity: 2 }] }).catch(() => undefined);
       await poll('a running provision playbook', async () =>
-        (await ledger(file)).some((e) => e.type === 'PlaybookStarted' && e.data.action === 'provision') ? true : undefined,
+        (await ledgerFile(file)).some((e) => e.type === 'PlaybookStarted' && e.data.action === 'provision') ? true : undefined,
       );
       child.kill('SIGKILL');
       await new Promise((r) => child.once('exit', r));
-      const before = await ledger(file);
+      const before = await ledgerFile(file);
       expect(before.some((e) => e.type === 'MachineContextualized')).toBe(false);
 
       child = server(dataDir, config, port);
@@ -74,7 +59,7 @@ describe('kill -9 while playbooks run', () => {
         return nodes.length === 2 && nodes.every((n: { state: string }) => n.state === 'deployed') ? r.body.session : undefined;
       });
       expect(session.active).toBe(true);
-      const after = await ledger(file);
+      const after = await ledgerFile(file);
       for (const host of ['crash-1.test', 'crash-2.test']) {
         const mine = after.filter((e) => e.stream === `machine-${host}`);
         expect(mine.filter((e) => e.type === 'MachineProvisioned' && e.data.sessionId === sessionId)).toHaveLength(1);

@@ -5,10 +5,9 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEMO_CONFIG } from '../../src/config/config.js';
-import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
-import { ADMIN_KEY, Client, type Running, basic, newTenant, startDuffy } from '../support/server.js';
+import { ADMIN_KEY, Client, type Running, basic, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
 
 // Real playbooks and a real second process: seconds each.
 jest.setTimeout(300_000);
@@ -16,15 +15,6 @@ const V1 = '/api/v1';
 const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function ledgerEvents(duffy: Running): Promise<RecordedEvent[]> {
-  const store = duffy.app.get(Ledger).store;
-  const out: RecordedEvent[] = [];
-  for (;;) {
-    const page = await store.readAll(out.length ? out[out.length - 1].position : 0n, 1000);
-    if (page.length === 0) return out;
-    out.push(...page);
-  }
-}
 const world = (duffy: Running) => duffy.app.get(Ledger).world;
 const machine = (duffy: Running, hostname: string) => world(duffy).machines.get(world(duffy).machineIdsByHostname.get(hostname)!)!;
 const until = (duffy: Running, ready: () => boolean, ms = 120_000) => duffy.app.get(Ledger).until(ready, ms);

@@ -5,24 +5,14 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import { Ledger } from '../../src/application/ledger.service.js';
-import { ADMIN_KEY, type Client, type Running, basic, instantDemoConfig, newTenant, startDuffy } from '../support/server.js';
+import { ADMIN_KEY, type Client, type Running, basic, instantDemoConfig, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
 
 /** Issue 10 (input and secrets) and issue 14's strict bodies, item by item, through HTTP. */
 const V1 = '/api/v1';
 const HOUR = 3600_000;
 jest.setTimeout(60_000);
 
-async function ledgerEvents(duffy: Running): Promise<RecordedEvent[]> {
-  const store = duffy.app.get(Ledger).store;
-  const out: RecordedEvent[] = [];
-  for (;;) {
-    const page = await store.readAll(out.length ? out[out.length - 1].position : 0n, 1000);
-    if (page.length === 0) return out;
-    out.push(...page);
-  }
-}
 
 /** A raw request: exact bytes, any headers. */
 async function raw(duffy: Running, method: string, path: string, body: string | undefined, headers: Record<string, string> = {}) {

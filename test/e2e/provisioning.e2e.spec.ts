@@ -5,20 +5,11 @@ import { fileURLToPath } from 'node:url';
 import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
-import { type Running, newTenant, startDuffy } from '../support/server.js';
+import { type Running, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
 
 const V1 = '/api/v1';
 const GARBAGE = fileURLToPath(new URL('../fixtures/playbooks/garbage.yml', import.meta.url));
 
-async function ledgerEvents(duffy: Running): Promise<RecordedEvent[]> {
-  const store = duffy.app.get(Ledger).store;
-  const out: RecordedEvent[] = [];
-  for (;;) {
-    const page = await store.readAll(out.length ? out[out.length - 1].position : 0n, 1000);
-    if (page.length === 0) return out;
-    out.push(...page);
-  }
-}
 
 const machineEvents = (events: RecordedEvent[], hostname: string) => events.filter((e) => e.stream === `machine-${hostname}`);
 const until = (duffy: Running, ready: () => boolean, ms = 120_000) => duffy.app.get(Ledger).until(ready, ms);

@@ -6,6 +6,9 @@ import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { DEMO_CONFIG, type Settings, loadConfig } from '../../src/config/config.js';
 import { createApp } from '../../src/main.js';
+import { collect, openLedger } from '../../src/audit/audit.js';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import { Ledger } from '../../src/application/ledger.service.js';
 
 // Request logs would drown the test output; DUFFY_TEST_LOG=1 shows them.
 process.env.DUFFY_LOG_LEVEL ??= process.env.DUFFY_TEST_LOG ? 'info' : 'silent';
@@ -85,4 +88,17 @@ export async function newTenant(duffy: Running, name: string, extra: Record<stri
   const r = await duffy.admin.post('/api/v1/tenants', { name, ssh_key: `ssh-ed25519 AAAAC3Nza ${name}@ci`, ...extra });
   if (r.status !== 201) throw new Error(`tenant ${name}: ${r.status} ${JSON.stringify(r.body)}`);
   return duffy.client(name, r.body.tenant.api_key);
+}
+
+/** Every event of a running server's ledger, in order. */
+export const ledgerEvents = (duffy: Running): Promise<RecordedEvent[]> => collect(duffy.app.get(Ledger).store);
+
+/** Every event of a ledger file, opened read-only as an auditor does (its server may be running or gone). */
+export async function ledgerFile(file: string): Promise<RecordedEvent[]> {
+  const store = await openLedger(file);
+  try {
+    return await collect(store);
+  } finally {
+    await store.close();
+  }
 }

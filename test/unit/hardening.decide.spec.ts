@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { NOTHING_IN_FLIGHT, decideExtendSession, decideUpdateTenant, parseExpiry } from '../../src/domain/decide.js';
 import { DomainError } from '../../src/domain/errors.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
-import { AT, DEFAULTS, LATER, given, machine, tenant } from '../support/given.js';
+import { AT, DEFAULTS, LATER, given, startedSession, tenant } from '../support/given.js';
 
 const HOUR = 3600_000;
 const kind = (fn: () => unknown) => {
@@ -15,17 +15,8 @@ const kind = (fn: () => unknown) => {
   return 'accepted';
 };
 
-/** alice(1) holds session 1, created at AT, expiring at LATER (AT + 1 h); DEFAULTS allow 2 h at most. */
-const started = (): Array<[string, DuffyEvent]> => [
-  tenant(1, 'alice'),
-  machine(1, 'i1', 'metal-intel'),
-  ['session-1', { type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: LATER, at: AT } }],
-  ['tenant-alice', { type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 1, count: 1, at: AT } }],
-  ['machine-i1', { type: 'MachineReserved', data: { machineId: 1, hostname: 'i1', sessionId: 1, tenantId: 1, pool: 'metal-intel', platform: 'intel', affinity: 'established', contextualize: false, at: AT } }],
-  ['session-1', { type: 'SessionStarted', data: { sessionId: 1, machineIds: [1], at: AT } }],
-];
 
-const extendedTo = (by: string, now: string, history = started()) => {
+const extendedTo = (by: string, now: string, history = startedSession()) => {
   const world = given(...history);
   const w = decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, DEFAULTS, by, now);
   return (w.events[0] as { data: { expiresAt: string } }).data.expiresAt;
@@ -39,7 +30,7 @@ describe('extending a session (Duffy v3: current expiry + delta, clamped to crea
   });
 
   it('given an extended session, when extended again, then the deltas add up', () => {
-    const once: Array<[string, DuffyEvent]> = [...started(), ['session-1', { type: 'SessionExtended', data: { sessionId: 1, expiresAt: at(HOUR + 30 * 60_000), at: AT } }]];
+    const once: Array<[string, DuffyEvent]> = [...startedSession(), ['session-1', { type: 'SessionExtended', data: { sessionId: 1, expiresAt: at(HOUR + 30 * 60_000), at: AT } }]];
     expect(extendedTo('+15m', AT, once)).toBe(at(HOUR + 45 * 60_000));
   });
 

@@ -12,7 +12,7 @@ import {
 } from '../../src/domain/decide.js';
 import { DomainError } from '../../src/domain/errors.js';
 import type { DuffyEvent, NodeSpec } from '../../src/domain/events.js';
-import { AT, DEFAULTS, LATER, POOLS, given, machine, tenant, written } from '../support/given.js';
+import { AT, DEFAULTS, LATER, POOLS, given, machine, startedSession, tenant, written } from '../support/given.js';
 
 const request = (world: ReturnType<typeof given>, specs: NodeSpec[], extra: Partial<{ sessionId: number; tenantId: number; waitSeconds: number; inFlight: InFlightView }> = {}) =>
   decideRequestSession(
@@ -44,15 +44,6 @@ const refusal = (fn: () => unknown) => {
   throw new Error('expected a refusal');
 };
 
-/** A tenant alice(1) holding session 1 on metal-intel-1. */
-const started = (): Array<[string, DuffyEvent]> => [
-  tenant(1, 'alice'),
-  machine(1, 'i1', 'metal-intel'),
-  ['session-1', { type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: LATER, at: AT } }],
-  ['tenant-alice', { type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 1, count: 1, at: AT } }],
-  ['machine-i1', { type: 'MachineReserved', data: { machineId: 1, hostname: 'i1', sessionId: 1, tenantId: 1, pool: 'metal-intel', platform: 'intel', affinity: 'established', contextualize: false, at: AT } }],
-  ['session-1', { type: 'SessionStarted', data: { sessionId: 1, machineIds: [1], at: AT } }],
-];
 
 describe('requesting machines', () => {
   it('given a ready machine, when a tenant asks for it, then request, start, quota claim and reservation are one decision with their guards', () => {
@@ -99,7 +90,7 @@ describe('requesting machines', () => {
   });
 
   it('given the only machine is held, when another tenant asks, then 422-style capacity refusal naming what is missing', () => {
-    const world = given(...started(), tenant(2, 'bob'));
+    const world = given(...startedSession(), tenant(2, 'bob'));
     expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 1 }], { sessionId: 2, tenantId: 2 }))).toEqual({
       kind: 'capacity',
       message: "can't reserve nodes: pool metal-intel: 1 requested, 0 available",
@@ -122,7 +113,7 @@ describe('requesting machines', () => {
   });
 
   it('given a quota of 2 with 1 held, when the tenant asks for 2 more, then quota refusal with the numbers', () => {
-    const world = given(...started(), machine(2, 'i2', 'metal-intel'), machine(3, 'i3', 'metal-intel'), ['tenant-alice', { type: 'TenantUpdated', data: { tenantId: 1, changes: { nodeQuota: 2 }, at: AT } }]);
+    const world = given(...startedSession(), machine(2, 'i2', 'metal-intel'), machine(3, 'i3', 'metal-intel'), ['tenant-alice', { type: 'TenantUpdated', data: { tenantId: 1, changes: { nodeQuota: 2 }, at: AT } }]);
     expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2 }], { sessionId: 2 }))).toEqual({
       kind: 'quota',
       message: 'quota exceeded: tenant alice has 1 of 2 nodes and asked for 2 more',
@@ -143,7 +134,7 @@ describe('requesting machines', () => {
 
 describe('ending sessions', () => {
   it('given an active session, when done, then its end, the machine release and the quota return are one decision', () => {
-    const world = given(...started());
+    const world = given(...startedSession());
     expect(written(decideEndSession(world, world.sessions.get(1)!, { reason: 'done', now: LATER, recyclesInstantly: () => false }))).toEqual([
       { stream: 'session-1', expected: 1, events: [{ type: 'SessionReleased', data: { sessionId: 1, reason: 'done', at: LATER } }] },
       { stream: 'machine-i1', expected: 1, events: [{ type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at: LATER } }] },
@@ -152,14 +143,14 @@ describe('ending sessions', () => {
   });
 
   it('given a pool that needs no release playbook, when done, then the machine is back in service in the same write', () => {
-    const world = given(...started());
+    const world = given(...startedSession());
     const [, m] = decideEndSession(world, world.sessions.get(1)!, { reason: 'done', now: LATER, recyclesInstantly: () => true });
     expect(m.events.map((e) => e.type)).toEqual(['MachineReleased', 'MachineRecycled']);
   });
 
   it('given an ended session, when ended again, then nothing new is written', () => {
     const world = given(
-      ...started(),
+      ...startedSession(),
       ['session-1', { type: 'SessionReleased', data: { sessionId: 1, reason: 'done', at: LATER } }],
       ['machine-i1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at: LATER } }],
       ['tenant-alice', { type: 'QuotaReturned', data: { tenantId: 1, sessionId: 1, count: 1, at: LATER } }],
@@ -169,21 +160,21 @@ describe('ending sessions', () => {
   });
 
   it('given a released machine of a reuse pool, when recycled, then it is ready again', () => {
-    const world = given(...started(), ['machine-i1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at: LATER } }]);
+    const world = given(...startedSession(), ['machine-i1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at: LATER } }]);
     expect(written([decideRecycle(world.machines.get(1)!, 'reuse', LATER)!])).toEqual([
       { stream: 'machine-i1', expected: 2, events: [{ type: 'MachineRecycled', data: { machineId: 1, policy: 'reuse', state: 'ready', at: LATER } }] },
     ]);
   });
 
   it('given an active session, when extended past the maximum, then the expiry is clamped to created + max lifetime', () => {
-    const world = given(...started());
+    const world = given(...startedSession());
     const w = decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, DEFAULTS, '+10h', AT);
     expect(w.events).toEqual([{ type: 'SessionExtended', data: { sessionId: 1, expiresAt: '2026-01-01T02:00:00.000Z', at: AT } }]);
     expect(refusal(() => decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, DEFAULTS, 'tomorrow', AT)).kind).toBe('invalid');
   });
 
   it("given bob, when he looks at alice's session, then it does not exist for him", () => {
-    const world = given(...started(), tenant(2, 'bob'));
+    const world = given(...startedSession(), tenant(2, 'bob'));
     expect(refusal(() => visibleSession(world, 1, world.tenants.get(2)!)).kind).toBe('not_found');
     expect(visibleSession(world, 1, world.tenants.get(1)!).id).toBe(1);
   });

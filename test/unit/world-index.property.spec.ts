@@ -7,6 +7,7 @@ import { OrderedSet } from '../../src/domain/ordered-set.js';
 import { type Machine, type World, RETAINED_ENDED, emptyWorld, evolve, sessionIsLive } from '../../src/domain/world.js';
 import { unmet } from '../../src/domain/hardware.js';
 import { type Affinity, type Pick, type PlanResult, type PoolProfile, describeSpec, eligiblePools, lessStressed, planAllocation } from '../../src/domain/policy.js';
+import { mulberry32 } from '../../src/domain/simulator.js';
 
 /**
  * The World's indexes change how fast a choice is made, never which: random worlds, random event sequences
@@ -14,16 +15,6 @@ import { type Affinity, type Pick, type PlanResult, type PoolProfile, describeSp
  * planner drawing from the index must choose exactly what the scan-based planner (the code before the index) chose.
  */
 
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const POOLS: PoolProfile[] = [
   { name: 'metal-intel', type: 'baremetal', arch: 'x86_64', platform: 'intel' },
@@ -291,7 +282,7 @@ function checkIndexes(world: World): void {
 
 describe('World indexes against plain scans (property, seeded)', () => {
   it.each([1, 2, 3, 4, 5, 6, 7, 8])('seed %i: the free, work, quota and lease indexes match a scan after every event, and the planner chooses the same', (seed) => {
-    const h = new History(prng(seed));
+    const h = new History(mulberry32(seed));
     h.build(20 + Math.floor(h.rnd() * 60));
     for (let step = 0; step < 400; step++) {
       h.step();
@@ -311,7 +302,7 @@ describe('World indexes against plain scans (property, seeded)', () => {
   });
 
   it('chooses among 1,000 machines in a few pools exactly as the scan does, over a long history', () => {
-    const h = new History(prng(99));
+    const h = new History(mulberry32(99));
     h.build(1000);
     for (let step = 0; step < 5000; step++) {
       h.step();
@@ -327,7 +318,7 @@ describe('World indexes against plain scans (property, seeded)', () => {
 
 describe('entities projection', () => {
   it.each([11, 12, 13])('seed %i: folds its documents to exactly the World\'s entities', (seed) => {
-    const h = new History(prng(seed));
+    const h = new History(mulberry32(seed));
     h.build(30);
     for (let step = 0; step < 1500; step++) h.step();
     const docs = new Map<string, Doc>();
@@ -347,7 +338,7 @@ describe('entities projection', () => {
 
 describe('cost of a choice', () => {
   it('reads a few machines per pool, and counts none, for a tenant with an established family', () => {
-    const h = new History(prng(21));
+    const h = new History(mulberry32(21));
     h.build(0);
     for (let id = 1; id <= 5000; id++) {
       h.fold({ type: 'MachineRegistered', data: { machineId: id, hostname: `m${id}`, ipaddr: null, pool: POOLS[id % POOLS.length].name, reusable: true, data: {}, state: 'ready', at: h.at() } });
@@ -376,7 +367,7 @@ describe('cost of a choice', () => {
 
 describe('OrderedSet', () => {
   it('keeps random inserts and deletes in order', () => {
-    const rnd = prng(7);
+    const rnd = mulberry32(7);
     const set = new OrderedSet<number>((a, b) => a - b);
     const plain = new Set<number>();
     for (let i = 0; i < 5000; i++) {
@@ -397,7 +388,7 @@ describe('OrderedSet', () => {
 
 describe('ended sessions leave the World', () => {
   it('keeps the last ones and any still holding machines or quota; forgets older settled ones', () => {
-    const h = new History(prng(3));
+    const h = new History(mulberry32(3));
     h.build(2);
     const at = '2026-01-01T00:00:00.000Z';
     const total = RETAINED_ENDED + 500;
