@@ -209,17 +209,6 @@ export class Ledger implements OnApplicationShutdown {
     }
   }
 
-  /** For callers still written as lists of independent writes: decide, append each, retry the failed ones. */
-  async decideAndCommit(decide: (world: World) => Write[], meta: EventMetadata, attempts = 5): Promise<WriteOutcome[]> {
-    for (let attempt = 1; ; attempt++) {
-      const writes = decide(this.world);
-      if (writes.length === 0) return [];
-      const outcomes = await this.commit(writes, meta);
-      if (outcomes.every((o) => o.ok) || attempt >= attempts) return outcomes;
-      await this.catchUp();
-    }
-  }
-
   private track(writes: Write[], chained: Array<{ stream: string; events: NewEvent[] }>): PendingBatch {
     const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), sessionId: 0 };
     writes.forEach((w, i) => {
@@ -261,8 +250,7 @@ export class Ledger implements OnApplicationShutdown {
 
   /** After a conflict another writer got there first: wait until everything in the store is in the World. */
   async catchUp(): Promise<void> {
-    const target = await this.headPosition();
-    await this.until(() => this.world.position >= target);
+    await this.seen(await this.headPosition());
   }
 
   private async headPosition(): Promise<bigint> {

@@ -70,10 +70,10 @@ export class WaitingQueue implements OnApplicationShutdown {
     const world = this.ledger.world;
     const order = queueOrder(world, nowMs);
     for (const s of order.filter((x) => Date.parse(x.queue!.until) <= nowMs)) {
-      await this.ledger.decide((w) => {
-        const write = decideLeaveQueue(w.sessions.get(s.id)!, `waited until ${s.queue?.until}: ${s.queue?.reason}`, new Date(nowMs).toISOString());
-        return write ? [write] : [];
-      }, metaFor(null, { process: 'queue', sessionId: s.id }));
+      await this.ledger.decide(
+        (w) => decideLeaveQueue(w.sessions.get(s.id)!, `waited until ${s.queue?.until}: ${s.queue?.reason}`, new Date(nowMs).toISOString()),
+        metaFor(null, { process: 'queue', sessionId: s.id }),
+      );
     }
     // Every decision of this pass is taken now, synchronously and in fair-share order (each counts the ones before
     // it as in flight), so capacity freed later in the pass cannot jump the order.

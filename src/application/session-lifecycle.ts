@@ -4,6 +4,7 @@ import type { EventMetadata } from './ports/event-store.port.js';
 import { Catalog } from './catalog.js';
 import type { Actor } from './commands.js';
 import { decideEndSession, decideRecycle, refusal, visibleSessionOrRefusal } from '../domain/decide.js';
+import { needsNoReleasePlaybook } from '../domain/provisioning.decide.js';
 import { Ledger } from './ledger.service.js';
 import type { ReleaseReason } from '../domain/events.js';
 import type { Session } from '../domain/world.js';
@@ -38,10 +39,9 @@ export class SessionLifecycle {
     return this.ledger.world.sessions.get(sessionId)!;
   }
 
-  /** A pool that neither puts keys on machines nor collects artifacts and reuses them needs no release playbook. */
   recyclesInstantly(poolName: string): boolean {
     const pool = this.catalog.pool(poolName);
-    return !!pool && pool['release-policy'] === 'reuse' && !pool.contextualize && !pool['collect-artifacts'];
+    return !!pool && needsNoReleasePlaybook(pool);
   }
 
   async recycleIfInstant(machineId: number, meta: EventMetadata): Promise<void> {

@@ -356,7 +356,7 @@ export function decideRecycle(machine: Machine, policy: RecyclePolicy, now: stri
 }
 
 /** A waiting request leaves the queue unserved: its time is up, or its tenant cancelled it. */
-export function decideLeaveQueue(session: Session, reason: string, now: string): Write | null {
-  if (session.status !== 'waiting') return null;
-  return { stream: stream.session(session.id), expected: session.revision, events: [{ type: 'SessionRejected', data: { sessionId: session.id, reason, at: now } }] };
+export function decideLeaveQueue(session: Session, reason: string, now: string): Write[] {
+  if (session.status !== 'waiting') return [];
+  return [{ stream: stream.session(session.id), expected: session.revision, events: [{ type: 'SessionRejected', data: { sessionId: session.id, reason, at: now } }] }];
 }

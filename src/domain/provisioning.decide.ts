@@ -14,6 +14,10 @@ export interface PoolPlaybookPolicy {
   'release-policy': RecyclePolicy;
 }
 
+/** A pool that reuses machines and neither puts keys on them nor collects artifacts: a release leaves nothing to undo. */
+export const needsNoReleasePlaybook = (pool: PoolPlaybookPolicy): boolean =>
+  pool['release-policy'] === 'reuse' && !pool.contextualize && !pool['collect-artifacts'];
+
 /**
  * The provisioning process manager's decisions, pure: which playbook runs are due (from the World alone, so a
  * restart resumes exactly where the ledger says work stopped), and which events record a run's outcome.
@@ -83,7 +87,7 @@ export function dueWork(world: World, ctx: JobContext): Work {
           returns.push({ stream: stream.machine(m.hostname), expected: m.revision, events: [{ type: 'MachineRecycled', data: { machineId: m.id, policy: pool['release-policy'], state: m.untouchedReturn, untouched: true, at } }] });
         } else if (pool['collect-artifacts'] && m.releasingSession !== null && m.artifactsCollectedFor !== m.releasingSession) {
           add(m, 'collect_artifacts', m.releasingSession);
-        } else if (!(pool['release-policy'] === 'reuse' && !pool.contextualize && !pool['collect-artifacts'])) {
+        } else if (!needsNoReleasePlaybook(pool)) {
           add(m, 'release', m.releasingSession);
         }
         break;

@@ -29,7 +29,6 @@ interface PendingAppend {
 }
 
 type WriterReply =
-  | { ready: { position: bigint; chain: string } }
   | { closed: true }
   | { failed: number[]; error: { message: string; code?: string } }
   | { outcomes: Array<{ id: number; ok: true; first: bigint; bases: number[] } | { id: number; ok: false; stream: string; expected: ExpectedRevision; actual: number | 'no_stream' }> };
@@ -39,7 +38,7 @@ const TAIL_SIZE = 8192;
 
 /**
  * Embedded ledger: one SQLite file, WAL, synchronous=FULL, so a resolved append is on disk.
- * The writes and their fsync run on a worker thread (src/eventstore/sqlite-writer.worker.js), which puts every call
+ * The writes and their fsync run on a worker thread (sqlite-writer.worker.js beside this file), which puts every call
  * that arrived during the last commit into the next transaction (group commit); each call is checked and written
  * whole, so a stale revision fails that call alone and leaves nothing of it. The writer also keeps the global
  * chain (column `chain`). This thread reads, and hands committed events to subscribers from memory.
@@ -141,7 +140,7 @@ export class SqliteEventStore implements EventStore {
   }
 
   private onReply(reply: WriterReply): void {
-    if ('ready' in reply || 'closed' in reply) return;
+    if ('closed' in reply) return;
     if ('failed' in reply) {
       const err = Object.assign(new Error(reply.error.message), { code: reply.error.code });
       for (const id of reply.failed) this.settle(id)?.reject(err);
@@ -202,7 +201,7 @@ export class SqliteEventStore implements EventStore {
     if (first && first.position <= after + 1n) {
       if (after >= this.lastPosition) return [];
       const start = Number(after + 1n - first.position);
-      return this.tail.slice(start, start + 1000);
+      return this.tail.slice(start, start + PAGE);
     }
     return this.stmts.readAll.all(after, PAGE).map(toRecorded);
   }

@@ -125,4 +125,3 @@ parentPort.on('message', (msg) => {
     setImmediate(flush);
   }
 });
-parentPort.postMessage({ ready: { position: lastPosition, chain: lastChain } });

@@ -12,8 +12,7 @@ export class CancelWaitingHandler implements ICommandHandler<CancelWaitingComman
     await this.ledger.decide((world) => {
       const s = visibleSessionOrRefusal(world, cmd.sessionId, cmd.actor.tenant);
       if ('refused' in s) return s;
-      const w = decideLeaveQueue(s, `cancelled by ${cmd.actor.tenant.name}`, now());
-      return w ? [w] : [];
+      return decideLeaveQueue(s, `cancelled by ${cmd.actor.tenant.name}`, now());
     }, metaFor(cmd.actor));
     return this.ledger.world.sessions.get(cmd.sessionId)!;
   }

@@ -60,10 +60,10 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
   }
 
   private leaveQueue(sessionId: number, cmd: RequestSessionCommand) {
-    return this.ledger.decide((world) => {
-      const w = decideLeaveQueue(world.sessions.get(sessionId)!, `cancelled: ${cmd.actor.tenant.name}'s client went away while waiting`, now());
-      return w ? [w] : [];
-    }, metaFor(cmd.actor));
+    return this.ledger.decide(
+      (world) => decideLeaveQueue(world.sessions.get(sessionId)!, `cancelled: ${cmd.actor.tenant.name}'s client went away while waiting`, now()),
+      metaFor(cmd.actor),
+    );
   }
 
   /**
