@@ -15,6 +15,11 @@ export class OrderedSet<T> {
   private root: Node<T> | null = null;
   private count = 0;
   private seed = 0x9e3779b9;
+  /**
+   * Nodes of deleted items, chained by `right`, for the next inserts: a set whose items come and go (a machine taken
+   * and released) allocates nothing once it has been as big as it gets, so no node dies in the old space.
+   */
+  private spare: Node<T> | null = null;
 
   constructor(private readonly cmp: (a: T, b: T) => number) {}
 
@@ -24,7 +29,13 @@ export class OrderedSet<T> {
 
   /** Adds an item that no item in the set compares equal to; its key must not change while it is in the set. */
   insert(item: T): void {
-    const node: Node<T> = { item, priority: this.nextPriority(), left: null, right: null };
+    let node = this.spare;
+    if (node) {
+      this.spare = node.right;
+      node.item = item;
+      node.priority = this.nextPriority();
+      node.right = null;
+    } else node = { item, priority: this.nextPriority(), left: null, right: null };
     // Down the search path while the nodes outrank the new one; there, the subtree is split around it.
     let parent: Node<T> | null = null;
     let at = this.root;
@@ -61,6 +72,11 @@ export class OrderedSet<T> {
     else if (parent.left === node) parent.left = joined;
     else parent.right = joined;
     this.count -= 1;
+    // Kept for the next insert, holding nothing the caller let go of.
+    node.item = null as T;
+    node.left = null;
+    node.right = this.spare;
+    this.spare = node;
     return true;
   }
 

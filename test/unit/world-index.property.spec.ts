@@ -384,6 +384,21 @@ describe('OrderedSet', () => {
     expect([...set]).toEqual([...plain].sort((a, b) => a - b));
     expect(set.size).toBe(plain.size);
   });
+
+  it('reuses the nodes of deleted items and keeps no deleted item', () => {
+    // A node per insert dies in the old space when the set is old (P7's memory): a deleted item's node is reused.
+    const set = new OrderedSet<{ k: number }>((a, b) => a.k - b.k);
+    const nodes = (s: OrderedSet<{ k: number }>) => s as unknown as { root: object | null; spare: { item: unknown } | null };
+    const first = { k: 1 };
+    set.insert(first);
+    const node = nodes(set).root;
+    expect(set.delete(first)).toBe(true);
+    expect(nodes(set).spare).toBe(node);
+    expect(nodes(set).spare!.item).toBeNull();
+    set.insert({ k: 2 });
+    expect(nodes(set).root).toBe(node);
+    expect([...set]).toEqual([{ k: 2 }]);
+  });
 });
 
 describe('ended sessions leave the World', () => {
