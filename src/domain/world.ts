@@ -1,5 +1,6 @@
 import type { DuffyEvent, Hardware, MachineService, MachineState, NodeSpec, PlaybookAction, ReleaseReason, TenantSettings } from './events.js';
 import { FreeIndex, LeaseIndex, WorkIndex, isFree } from './indexes.js';
+import { IdSet } from './ordered-set.js';
 
 export { isFree };
 
@@ -114,7 +115,7 @@ export interface World {
   machinesByPool: Map<string, Machine[]>;
   sessions: Map<number, Session>;
   /** Ids of sessions still requested, waiting or active: what the per-event work looks at, not every session ever. */
-  openSessions: Set<number>;
+  openSessions: IdSet;
   /** Free machines per pool in the policy's order (see `freeMachines`). */
   free: FreeIndex;
   /** Machines that may need a playbook, and ready idle machines per pool (the provisioner's pass). */
@@ -183,7 +184,7 @@ export function emptyWorld(): World {
     machineIdsByHostname: new Map(),
     machinesByPool: new Map(),
     sessions: new Map(),
-    openSessions: new Set(),
+    openSessions: new IdSet(),
     free: new FreeIndex(),
     work: new WorkIndex(),
     leases: new LeaseIndex(),
@@ -206,13 +207,13 @@ export function evolve(world: World, event: DuffyEvent & { revision: number; pos
   const data = event.data as { machineId?: number; sessionId?: number | null };
   const before = data.machineId === undefined ? undefined : world.machines.get(data.machineId);
   if (before) unfile(world, before);
+  // Only Session* events start, extend or end a lease.
+  const leased = data.sessionId !== undefined && data.sessionId !== null && event.type.startsWith('Session') ? data.sessionId : undefined;
+  if (leased !== undefined) unlease(world, leased);
   apply(world, event);
   const m = data.machineId === undefined ? undefined : world.machines.get(data.machineId);
   if (m) file(world, m);
-  if (data.sessionId !== undefined && data.sessionId !== null && event.type.startsWith('Session')) {
-    const s = world.sessions.get(data.sessionId);
-    if (s) world.leases.update(s.id, s.status === 'active' ? s.expiresAt : null);
-  }
+  if (leased !== undefined) lease(world, leased);
   if (world.ended.length > RETAINED_ENDED) forgetSettled(world);
   return world;
 }
@@ -227,6 +228,17 @@ export function file(world: World, m: Machine): void {
 export function unfile(world: World, m: Machine): void {
   world.free.remove(m);
   world.work.remove(m);
+}
+
+/** Files an active session's lease under its current expiry (which must not change until `unlease`). */
+function lease(world: World, sessionId: number): void {
+  const s = world.sessions.get(sessionId);
+  if (s && s.status === 'active') world.leases.add(s.id, s.expiresAt);
+}
+
+function unlease(world: World, sessionId: number): void {
+  const s = world.sessions.get(sessionId);
+  if (s && s.status === 'active') world.leases.remove(s.id, s.expiresAt);
 }
 
 /** Drops the oldest ended sessions that hold nothing; one still holding something waits its turn at the back. */

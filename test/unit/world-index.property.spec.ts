@@ -3,7 +3,7 @@ import { MACHINES, SESSIONS, TENANTS, entities, tenantDoc } from '../../projecti
 import type { Doc } from '../../projections/projection.js';
 import { freeMachines } from '../../src/domain/decide.js';
 import type { DuffyEvent, NodeSpec, PlaybookAction } from '../../src/domain/events.js';
-import { OrderedSet } from '../../src/domain/ordered-set.js';
+import { IdSet, OrderedSet } from '../../src/domain/ordered-set.js';
 import { type Machine, type World, RETAINED_ENDED, emptyWorld, evolve, sessionIsLive } from '../../src/domain/world.js';
 import { unmet } from '../../src/domain/hardware.js';
 import { type Affinity, type Pick, type PlanResult, type PoolProfile, describeSpec, eligiblePools, lessStressed, planAllocation } from '../../src/domain/policy.js';
@@ -398,6 +398,26 @@ describe('OrderedSet', () => {
     set.insert({ k: 2 });
     expect(nodes(set).root).toBe(node);
     expect([...set]).toEqual([{ k: 2 }]);
+  });
+});
+
+describe('IdSet', () => {
+  it('answers as a Set of the same ids does, in ascending order', () => {
+    const rnd = mulberry32(11);
+    const ids = new IdSet();
+    const plain = new Set<number>();
+    for (let i = 0; i < 5000; i++) {
+      const x = Math.floor(rnd() * 300);
+      if (rnd() < 0.5) {
+        expect(ids.add(x)).toBe(ids);
+        plain.add(x);
+      } else expect(ids.delete(x)).toBe(plain.delete(x));
+      expect(ids.has(x)).toBe(plain.has(x));
+      expect(ids.size).toBe(plain.size);
+    }
+    expect([...ids]).toEqual([...plain].sort((a, b) => a - b));
+    ids.clear();
+    expect([ids.size, [...ids]]).toEqual([0, []]);
   });
 });
 
