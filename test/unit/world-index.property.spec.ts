@@ -421,6 +421,27 @@ describe('IdSet', () => {
   });
 });
 
+describe('quota claims', () => {
+  it('gives a tenant a new claims map when its last claim is returned, and keeps the sum', () => {
+    // An emptied old Map reallocates its table in the old space on the delete and the next set (P7's memory).
+    const h = new History(mulberry32(5));
+    h.build(1);
+    const at = '2026-01-01T00:00:00.000Z';
+    const t = h.world.tenants.get(1)!;
+    h.fold({ type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 1, count: 2, at } });
+    h.fold({ type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 2, count: 1, at } });
+    const claims = t.claims;
+    h.fold({ type: 'QuotaReturned', data: { tenantId: 1, sessionId: 1, count: 2, at } });
+    expect(t.claims).toBe(claims);
+    expect([...t.claims]).toEqual([[2, 1]]);
+    h.fold({ type: 'QuotaReturned', data: { tenantId: 1, sessionId: 2, count: 1, at } });
+    expect(t.claims).not.toBe(claims);
+    expect([t.claims.size, t.held]).toEqual([0, 0]);
+    h.fold({ type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 3, count: 4, at } });
+    expect([[...t.claims], t.held]).toEqual([[[3, 4]], 4]);
+  });
+});
+
 describe('ended sessions leave the World', () => {
   it('keeps the last ones and any still holding machines or quota; forgets older settled ones', () => {
     const h = new History(mulberry32(3));
