@@ -37,6 +37,18 @@ export function canonical(value: unknown): string {
 
 const sha256 = (s: string) => hash('sha256', s);
 
+/**
+ * canonical() of an event's data, remembered per object: the chain link and the checkpoint leaf both need it, on
+ * the thread that serves requests, and an event's data is not changed once it is appended.
+ */
+const canonicalByData = new WeakMap<object, string>();
+export function canonicalData(data: unknown): string {
+  if (data === null || typeof data !== 'object') return canonical(data ?? null);
+  let text = canonicalByData.get(data);
+  if (text === undefined) canonicalByData.set(data, (text = canonical(data)));
+  return text;
+}
+
 export interface Chainable {
   stream: string;
   revision: number;
@@ -65,7 +77,7 @@ export function linkWith(canonicalMetadata: string): (prev: string, stream: stri
   // canonical([prev, stream, revision, type, data, metadata]), spelled out: a JSON array is unambiguous, so no
   // field can borrow a separator from the next.
   return (prev, stream, revision, type, data) =>
-    sha256(`[${canonical(prev)},${canonical(stream)},${canonical(revision)},${canonical(type)},${canonical(data ?? null)},${canonicalMetadata}]`);
+    sha256(`[${canonical(prev)},${canonical(stream)},${canonical(revision)},${canonical(type)},${canonicalData(data)},${canonicalMetadata}]`);
 }
 
 /** The global chain of the embedded ledger: one link per position, over the event's own hash. */
