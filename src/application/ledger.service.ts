@@ -11,7 +11,7 @@ import {
   type Subscription,
   WrongExpectedRevisionError,
 } from './ports/event-store.port.js';
-import { GENESIS, canonical, coveredMetadata, linkWith } from '../audit/chain.js';
+import { GENESIS, canonical, coveredMetadata, linkWith, metadataWithChain } from '../audit/chain.js';
 import { type Decision, type InFlightView, type Write, isRefusal } from '../domain/decide.js';
 import { type DuffyEvent } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
@@ -166,7 +166,8 @@ export class Ledger implements OnApplicationShutdown {
     // Stamped at the append: the projection lag and the audit tools read an event's time from here.
     const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta, at: new Date().toISOString() };
     const link = linkWith(canonical(coveredMetadata(metadata)));
-    const chained = writes.map((w) => ({ stream: w.stream, expected: w.expected, events: this.chained(w, metadata, link) }));
+    const withChain = metadataWithChain(metadata);
+    const chained = writes.map((w) => ({ stream: w.stream, expected: w.expected, events: this.chained(w, link, withChain) }));
     const batch = this.track(writes, chained);
     this.appends += 1;
     try {
@@ -229,13 +230,13 @@ export class Ledger implements OnApplicationShutdown {
    * Links each event to its stream's previous one. A write guarded by a revision knows its predecessor: if that
    * head is unknown here, the append fails on the revision anyway and the retry chains again.
    */
-  private chained(w: Write, metadata: EventMetadata, link: ReturnType<typeof linkWith>): NewEvent[] {
+  private chained(w: Write, link: ReturnType<typeof linkWith>, withChain: ReturnType<typeof metadataWithChain>): NewEvent[] {
     let revision = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? (this.pendingHead(w.stream)?.revision ?? this.heads.get(w.stream)?.revision ?? -1) : w.expected;
     let prev = revision < 0 ? GENESIS : this.headHash(w.stream, revision);
     return w.events.map((e) => {
       revision += 1;
       const hash = link(prev, w.stream, revision, e.type, e.data);
-      const linked = { type: e.type, data: e.data, metadata: { ...metadata, prevHash: prev, hash } };
+      const linked = { type: e.type, data: e.data, metadata: withChain(prev, hash) };
       prev = hash;
       return linked;
     });

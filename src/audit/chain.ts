@@ -64,6 +64,33 @@ export function coveredMetadata(metadata: Record<string, unknown>): Record<strin
   return rest;
 }
 
+/**
+ * The metadata of one append's events: the shared fields plus each event's chain fields. The shared fields are
+ * canonicalised once per append, and each event's canonical metadata is remembered for its checkpoint leaf.
+ */
+const canonicalByMetadata = new WeakMap<object, string>();
+export function metadataWithChain(shared: Record<string, unknown>): (prevHash: string, hash: string) => Record<string, unknown> {
+  const covered = coveredMetadata(shared);
+  const keys = [...Object.keys(covered).filter((k) => covered[k] !== undefined), ...CHAIN_FIELDS].sort();
+  // A member of the shared fields, canonical; or the name of a chain field, filled in per event.
+  const pieces = keys.map((k) => ((CHAIN_FIELDS as readonly string[]).includes(k) ? k : `${JSON.stringify(k)}:${canonical(covered[k])}`));
+  return (prevHash, hash) => {
+    const metadata = { ...covered, prevHash, hash };
+    let text = '{';
+    for (let i = 0; i < pieces.length; i++) {
+      const piece = pieces[i];
+      text += (i > 0 ? ',' : '') + (piece === 'hash' ? `"hash":${JSON.stringify(hash)}` : piece === 'prevHash' ? `"prevHash":${JSON.stringify(prevHash)}` : piece);
+    }
+    canonicalByMetadata.set(metadata, text + '}');
+    return metadata;
+  };
+}
+
+/** canonical() of an event's metadata, remembered when metadataWithChain made it. */
+export function canonicalMetadata(metadata: Record<string, unknown>): string {
+  return canonicalByMetadata.get(metadata) ?? canonical(metadata);
+}
+
 /** The link of one event in its stream's chain: covers prev, stream, revision, type, data and metadata (actor, ids, time...). */
 export function eventHash(prev: string, e: Chainable): string {
   return linkWith(canonical(coveredMetadata(e.metadata ?? {})))(prev, e.stream, e.revision, e.type, e.data);

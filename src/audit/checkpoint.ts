@@ -1,6 +1,6 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify as verifySignature, type KeyObject } from 'node:crypto';
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
-import { canonical, canonicalData } from './chain.js';
+import { canonical, canonicalData, canonicalMetadata } from './chain.js';
 import { CompactTree, consistencyProof, leafHash, rootOf, verifyConsistency } from './merkle.js';
 
 /**
@@ -34,8 +34,8 @@ export function leafBytes(e: RecordedEvent): Buffer {
   if (e.data === undefined || e.metadata === undefined) {
     return Buffer.from(canonical({ position: e.position.toString(), stream: e.stream, revision: e.revision, type: e.type, data: e.data, metadata: e.metadata }), 'utf8');
   }
-  // The same bytes, keys in canonical order, with the data's canonical form that the chain link already made.
-  const text = `{"data":${canonicalData(e.data)},"metadata":${canonical(e.metadata)},"position":${canonical(e.position.toString())},"revision":${canonical(e.revision)},"stream":${canonical(e.stream)},"type":${canonical(e.type)}}`;
+  // The same bytes, keys in canonical order, with the canonical data and metadata the chain link already made.
+  const text = `{"data":${canonicalData(e.data)},"metadata":${canonicalMetadata(e.metadata)},"position":${canonical(e.position.toString())},"revision":${canonical(e.revision)},"stream":${canonical(e.stream)},"type":${canonical(e.type)}}`;
   return Buffer.from(text, 'utf8');
 }
 
