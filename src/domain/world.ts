@@ -105,6 +105,50 @@ export interface Session {
   revision: number;
 }
 
+/** What a new session holds until it has machines or artifacts: one list shared by all, replaced on change. */
+const NONE: never[] = Object.freeze([]) as never[];
+
+/**
+ * A new session. Built by a constructor, not an object literal: V8 sees literal sessions outlive a scavenge (the World
+ * keeps the last RETAINED_ENDED ended ones), allocates them straight in the old space, and every one dies there.
+ */
+class SessionRecord implements Session {
+  id: number;
+  tenantId: number;
+  specs: NodeSpec[];
+  createdAt: string;
+  expiresAt: string;
+  retiredAt: string | null;
+  status: SessionStatus;
+  releaseReason: ReleaseReason | null;
+  rejection: string | null;
+  machineIds: number[];
+  artifacts: string[];
+  failure: string | null;
+  queue: Session['queue'];
+  wasQueued: boolean;
+  revision: number;
+
+  constructor(id: number, tenantId: number, specs: NodeSpec[], createdAt: string, expiresAt: string, revision: number) {
+    // The fields in the order of the Session interface (documents and their JSON keep it).
+    this.id = id;
+    this.tenantId = tenantId;
+    this.specs = specs;
+    this.createdAt = createdAt;
+    this.expiresAt = expiresAt;
+    this.retiredAt = null;
+    this.status = 'requested';
+    this.releaseReason = null;
+    this.rejection = null;
+    this.machineIds = NONE;
+    this.artifacts = NONE;
+    this.failure = null;
+    this.queue = null;
+    this.wasQueued = false;
+    this.revision = revision;
+  }
+}
+
 export interface World {
   tenants: Map<number, Tenant>;
   tenantIdsByName: Map<string, number>;
@@ -359,7 +403,8 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         if (t.usage.length > 256) t.usage.splice(0, t.usage.length - 256);
       }
       const s = world.sessions.get(event.data.sessionId);
-      if (s && s.tenantId === event.data.tenantId && !s.machineIds.includes(m.id)) s.machineIds.push(m.id);
+      // Copied, not pushed: a new session shares one empty list (see SessionRecord).
+      if (s && s.tenantId === event.data.tenantId && !s.machineIds.includes(m.id)) s.machineIds = [...s.machineIds, m.id];
       return world;
     }
     case 'MachineReservationCancelled':
@@ -410,7 +455,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       if (event.type === 'ArtifactsCollected') {
         m.artifactsCollectedFor = event.data.sessionId;
         const s = event.data.sessionId === null ? undefined : world.sessions.get(event.data.sessionId);
-        if (s) s.artifacts.push(...event.data.files);
+        if (s) s.artifacts = [...s.artifacts, ...event.data.files];
         return world;
       }
       m.failures = 0;
@@ -528,23 +573,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
     }
     case 'MachineRequested': {
       const d = event.data;
-      world.sessions.set(d.sessionId, {
-        id: d.sessionId,
-        tenantId: d.tenantId,
-        specs: d.specs,
-        createdAt: d.at,
-        expiresAt: d.expiresAt,
-        retiredAt: null,
-        status: 'requested',
-        releaseReason: null,
-        rejection: null,
-        machineIds: [],
-        artifacts: [],
-        failure: null,
-        queue: null,
-        wasQueued: false,
-        revision,
-      });
+      world.sessions.set(d.sessionId, new SessionRecord(d.sessionId, d.tenantId, d.specs, d.at, d.expiresAt, revision));
       if (d.sessionId > world.lastSessionId) world.lastSessionId = d.sessionId;
       world.openSessions.add(d.sessionId);
       return world;

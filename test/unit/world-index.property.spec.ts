@@ -442,6 +442,23 @@ describe('quota claims', () => {
   });
 });
 
+describe('new sessions', () => {
+  it('share one empty list of machines and artifacts until they get their own, copied on change', () => {
+    // Per-session empty array literals (and session literals) were pretenured by V8 and died in the old space (P7).
+    const h = new History(mulberry32(9));
+    h.build(2);
+    const at = '2026-01-01T00:00:00.000Z';
+    for (const id of [1, 2]) h.fold({ type: 'MachineRequested', data: { sessionId: id, tenantId: 1, tenant: 't1', specs: [], expiresAt: at, at } });
+    const [s1, s2] = [h.world.sessions.get(1)!, h.world.sessions.get(2)!];
+    expect(s1.machineIds).toBe(s2.machineIds);
+    expect(s1.artifacts).toBe(s2.artifacts);
+    h.fold({ type: 'MachineReserved', data: { machineId: 1, hostname: 'm1', sessionId: 1, tenantId: 1, pool: 'x', platform: 'intel', affinity: 'kept', contextualize: false, at } });
+    h.fold({ type: 'ArtifactsCollected', data: { machineId: 1, sessionId: 1, files: ['a.log'], error: null, run: { action: 'collect_artifacts', playbook: 'artifacts.yml', exitCode: 0, durationMs: 1, timedOut: false, tail: '' }, at } });
+    expect([s1.machineIds, s1.artifacts, s2.machineIds, s2.artifacts]).toEqual([[1], ['a.log'], [], []]);
+    expect(Object.keys(s1)).toEqual(['id', 'tenantId', 'specs', 'createdAt', 'expiresAt', 'retiredAt', 'status', 'releaseReason', 'rejection', 'machineIds', 'artifacts', 'failure', 'queue', 'wasQueued', 'revision']);
+  });
+});
+
 describe('ended sessions leave the World', () => {
   it('keeps the last ones and any still holding machines or quota; forgets older settled ones', () => {
     const h = new History(mulberry32(3));
