@@ -1,4 +1,4 @@
-import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, planAllocation } from './policy.js';
+import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, familyCrowding, planAllocation } from './policy.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, claimedBy } from './world.js';
@@ -173,10 +173,10 @@ export function decideRequestSession(
   const unknown = cmd.specs.find((x) => x.pool !== undefined && !pools.some((p) => p.name === x.pool));
   if (unknown) return refusal('not_found', `can't reserve nodes: unknown pool ${unknown.pool}`);
   const nowMs = Date.parse(cmd.now);
-  // Soft affinity: another family may serve a request that cannot wait at once, a waiting one once it has waited its share.
-  const q = cmd.waiting?.queue;
-  const overflow = q ? nowMs >= Date.parse(q.since) + OVERFLOW_AFTER_SHARE_OF_WAIT * (Date.parse(q.until) - Date.parse(q.since)) : !cmd.waitSeconds;
-  const plan = planAllocation({ specs: cmd.specs, pools, tenantPlatform: tenant.platform, overflow, free: (pool) => freeMachines(world, pool, inFlight.busy) });
+  const overflow = mayOverflow(cmd, nowMs);
+  // A new tenant's family is the least crowded one (read only for a tenant's first reservation).
+  const crowding = tenant.platform === null ? familyCrowding(pools.map((p) => ({ ...p, machines: (world.machinesByPool.get(p.name) ?? []).filter((m) => m.retiredAt === null).length })), [...world.tenants.values()].filter((t) => t.retiredAt === null).map((t) => t.platform)) : undefined;
+  const plan = planAllocation({ specs: cmd.specs, pools, tenantPlatform: tenant.platform, overflow, crowding, free: (pool) => freeMachines(world, pool, inFlight.busy) });
   // The lease starts when machines are handed over (for a waiting request: now), within the tenant's maximum.
   const expiresAt = iso(nowMs + Math.min(limits.sessionLifetime, limits.sessionLifetimeMax) * 1000);
   const s = stream.session(cmd.sessionId);
@@ -237,6 +237,12 @@ export function decideReserve(p: Pick, sessionId: number, tenantId: number, cont
  * skipped on the way; only the count has to look at every free machine then, and the policy asks for it only to
  * place a tenant's first request or to weigh an overflow.
  */
+/** Soft affinity: another family may serve a request that cannot wait at once, a waiting one once it has waited its share. */
+export function mayOverflow(cmd: { waiting?: Session; waitSeconds?: number }, nowMs: number): boolean {
+  const q = cmd.waiting?.queue;
+  return q ? nowMs >= Date.parse(q.since) + OVERFLOW_AFTER_SHARE_OF_WAIT * (Date.parse(q.until) - Date.parse(q.since)) : !cmd.waitSeconds;
+}
+
 export function freeMachines(world: World, pool: string, busy: (id: number) => boolean): FreePool & Iterable<Machine> {
   function* inOrder() {
     for (const m of world.free.inOrder(pool)) if (!busy(m.id)) yield m;
