@@ -174,8 +174,16 @@ export function decideRequestSession(
   if (unknown) return refusal('not_found', `can't reserve nodes: unknown pool ${unknown.pool}`);
   const nowMs = Date.parse(cmd.now);
   const overflow = mayOverflow(cmd, nowMs);
-  // A new tenant's family is the least crowded one (read only for a tenant's first reservation).
-  const crowding = tenant.platform === null ? familyCrowding(pools.map((p) => ({ ...p, machines: (world.machinesByPool.get(p.name) ?? []).filter((m) => m.retiredAt === null).length })), [...world.tenants.values()].filter((t) => t.retiredAt === null).map((t) => t.platform)) : undefined;
+  // A new tenant's family is the least crowded one: counted only when a first reservation by type asks (O(machines)).
+  let crowded: ((platform: string, arch: string) => number) | undefined;
+  const crowding =
+    tenant.platform === null
+      ? (platform: string, arch: string) =>
+          (crowded ??= familyCrowding(
+            pools.map((p) => ({ ...p, machines: (world.machinesByPool.get(p.name) ?? []).filter((m) => m.retiredAt === null).length })),
+            [...world.tenants.values()].filter((t) => t.retiredAt === null).map((t) => t.platform),
+          ))(platform, arch)
+      : undefined;
   const plan = planAllocation({ specs: cmd.specs, pools, tenantPlatform: tenant.platform, overflow, crowding, free: (pool) => freeMachines(world, pool, inFlight.busy) });
   // The lease starts when machines are handed over (for a waiting request: now), within the tenant's maximum.
   const expiresAt = iso(nowMs + Math.min(limits.sessionLifetime, limits.sessionLifetimeMax) * 1000);

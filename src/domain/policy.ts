@@ -73,6 +73,8 @@ function listed(machines: Iterable<Machine>): FreePool {
   return { size: () => sorted.length, inOrder: () => sorted };
 }
 
+const hasHardware = (spec: NodeSpec) => Object.values(spec.hardware ?? {}).some((v) => v !== undefined);
+
 const isFreePool = (x: FreePool | Iterable<Machine>): x is FreePool => typeof (x as FreePool).inOrder === 'function';
 
 interface Offer {
@@ -110,7 +112,7 @@ export function planAllocation(args: {
     if (pools.length === 0) return { ok: false, reason: `no pool matches ${describeSpec(spec)}` };
     // Hardware requirements: only machines that meet them all are candidates; count what each one rules out.
     const ruledOut = new Map<string, number>();
-    const needsHardware = Object.values(spec.hardware ?? {}).some((v) => v !== undefined);
+    const needsHardware = hasHardware(spec);
     const offers: Offer[] = pools.map((pool) => {
       const given = args.free(pool.name);
       if (!needsHardware) return { pool, free: isFreePool(given) ? given : listed(given) };
@@ -277,7 +279,7 @@ export function machinesToHold(args: {
       .filter((p) => !own || p.platform === args.tenantPlatform)
       .map((pool) => {
         const given = args.free(pool.name);
-        if (!Object.values(spec.hardware ?? {}).some((v) => v !== undefined)) return { pool, free: isFreePool(given) ? given : listed(given) };
+        if (!hasHardware(spec)) return { pool, free: isFreePool(given) ? given : listed(given) };
         return { pool, free: listed([...(isFreePool(given) ? given.inOrder() : given)].filter((m) => unmet(m.hardware ?? {}, spec.hardware).length === 0)) };
       });
     for (const c of leastWorn(offers, held, spec.quantity)) {
