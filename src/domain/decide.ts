@@ -239,18 +239,18 @@ export function decideReserve(p: Pick, sessionId: number, tenantId: number, cont
   };
 }
 
-/**
- * Machines a request may take (see `isFree`: never one an admin took out of service), from the World's index in
- * the policy's order: taking k of them costs O(k log n). `busy` (promised to a request still being written) is
- * skipped on the way; only the count has to look at every free machine then, and the policy asks for it only to
- * place a tenant's first request or to weigh an overflow.
- */
 /** Soft affinity: another family may serve a request that cannot wait at once, a waiting one once it has waited its share. */
 export function mayOverflow(cmd: { waiting?: Session; waitSeconds?: number }, nowMs: number): boolean {
   const q = cmd.waiting?.queue;
   return q ? nowMs >= Date.parse(q.since) + OVERFLOW_AFTER_SHARE_OF_WAIT * (Date.parse(q.until) - Date.parse(q.since)) : !cmd.waitSeconds;
 }
 
+/**
+ * Machines a request may take (see `isFree`: never one an admin took out of service), from the World's index in
+ * the policy's order: taking k of them costs O(k log n). `busy` (promised to a request still being written) is
+ * skipped on the way; only the count has to look at every free machine then, and the policy asks for it only to
+ * place a tenant's first request or to weigh an overflow.
+ */
 export function freeMachines(world: World, pool: string, busy: (id: number) => boolean): FreePool & Iterable<Machine> {
   function* inOrder() {
     for (const m of world.free.inOrder(pool)) if (!busy(m.id)) yield m;
@@ -324,13 +324,13 @@ export function decideEndSession(
   return writes;
 }
 
+/** Only an active session's lease can be extended. */
+export const refuseInactive = (sessionId: number): never => refuse('invalid', `session ${sessionId} is not active`);
+
 /**
  * Duffy v3's extend: `+2h` (also `+1h30m`, `+90s`, `+1d`) adds to the session's current expiry; an ISO time sets it.
  * Either way the result is clamped to created_at + the tenant's maximum lifetime.
  */
-/** Only an active session's lease can be extended. */
-export const refuseInactive = (sessionId: number): never => refuse('invalid', `session ${sessionId} is not active`);
-
 export function decideExtendSession(session: Session, tenant: Tenant, defaults: Defaults, expiresAt: string, now: string): Write {
   if (session.status !== 'active') refuseInactive(session.id);
   const target = parseExpiry(expiresAt, Date.parse(session.expiresAt), Date.parse(now));
