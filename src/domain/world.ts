@@ -298,8 +298,20 @@ function forgetSettled(world: World): void {
         return m !== undefined && (m.sessionId === id || m.releasingSession === id);
       });
     if (holds) world.ended.push(id);
-    else world.sessions.delete(id);
+    else forget(world, s);
   }
+}
+
+/**
+ * Takes a settled session out of the World, and its lists out of the session. The sessions Map replaces its hash table
+ * as sessions come and go; V8 keeps a replaced table, still pointing at its sessions, until the next full collection,
+ * so what a forgotten session points to was promoted rather than dying young (P7: promoted bytes 43 -> 8 MB).
+ */
+function forget(world: World, s: Session): void {
+  world.sessions.delete(s.id);
+  s.specs = NONE;
+  s.machineIds = NONE;
+  s.artifacts = NONE;
 }
 
 /**

@@ -481,6 +481,8 @@ describe('ended sessions leave the World', () => {
     expect(w.sessions.has(total)).toBe(true);
     expect(w.sessions.size).toBeLessThanOrEqual(RETAINED_ENDED + 3);
     expect([...w.sessions.values()].filter(sessionIsLive)).toEqual([]);
+    const forgotten = w.sessions.get(1)!;
+    expect(forgotten.machineIds).toEqual([1]);
     // Once machine 1 is released and recycled, session 1 goes too when its turn comes again.
     h.fold({ type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at } });
     h.fold({ type: 'MachineRecycled', data: { machineId: 1, policy: 'reuse', state: 'ready', at } });
@@ -491,5 +493,7 @@ describe('ended sessions leave the World', () => {
     expect(w.sessions.has(1)).toBe(false);
     expect(w.sessions.has(2)).toBe(true);
     expect(w.sessions.size).toBeLessThanOrEqual(RETAINED_ENDED + 1);
+    // A forgotten session lets go of its lists (memory: see `forget` in world.ts).
+    expect([forgotten.specs, forgotten.machineIds, forgotten.artifacts]).toEqual([[], [], []]);
   });
 });
