@@ -16,14 +16,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type ExpectedRevision, FOLD_PAGE, type RecordedEvent } from '../src/application/ports/event-store.port.js';
+import type { ExpectedRevision } from '../src/application/ports/event-store.port.js';
+import type { EventBus } from '@nestjs/cqrs';
 import { SqliteEventStore } from '../src/adapters/eventstore/sqlite-event-store.js';
+import { Ledger } from '../src/application/ledger.service.js';
 import { p5 } from './read-side.js';
 import { p1 } from './p1-http.js';
 import { p8 } from './startup.js';
 import { decideRequestSession, freeMachines } from '../src/domain/decide.js';
 import { type DuffyEvent, type MachineState, type NodeSpec, stream } from '../src/domain/events.js';
-import { type Machine, type World, emptyWorld, evolve, file, newMachine, unfile } from '../src/domain/world.js';
+import { type Machine, emptyWorld, evolve, file, newMachine, unfile } from '../src/domain/world.js';
 import { percentile } from '../src/domain/statistics.js';
 import { type PoolProfile, planAllocation } from '../src/domain/policy.js';
 import { mulberry32 } from '../src/domain/simulator.js';
@@ -229,7 +231,7 @@ function p7Write(file: string, total: number): void {
 /**
  * P7: the World of a server that starts on a ledger of `total` events. The fold is the server's own (Ledger.start):
  * pages of FOLD_PAGE events read from the embedded ledger file (`readAll`: rows parsed by `toRecorded`), each
- * event folded by `evolve`. The ledger is written first by a child process; memory is measured in this one.
+ * event folded by `evolve` and its stream head noted; what is measured is all the Ledger keeps. The ledger is written first by a child process; memory is measured in this one.
  */
 async function p7(total: number): Promise<void> {
   const gc = (globalThis as { gc?: () => void }).gc;
@@ -239,20 +241,23 @@ async function p7(total: number): Promise<void> {
     const writer = spawnSync(process.execPath, [SCRIPT, '--p7-write', file, '--p7-events', String(total)], { stdio: 'inherit' });
     if (writer.status !== 0) throw new Error(`writing the P7 ledger failed (exit ${writer.status})`);
     const store = new SqliteEventStore(file, true, true);
-    const world: World = emptyWorld();
     gc?.();
     const before = process.memoryUsage();
     let folded = 0;
-    // V8 collects the old space when it chooses: the RSS it reached during the fold is shown too.
+    // V8 collects the old space when it chooses: the RSS it reached during the fold is shown too (sampled per page read).
     let peak = before.rss;
-    const t0 = performance.now();
-    for (;;) {
-      const page = await store.readAll(world.position, FOLD_PAGE);
-      if (page.length === 0) break;
-      for (const e of page) evolve(world, e as RecordedEvent & DuffyEvent);
-      folded += page.length;
+    const readAll = store.readAll.bind(store);
+    store.readAll = async (after, limit) => {
       peak = Math.max(peak, process.memoryUsage.rss());
-    }
+      const page = await readAll(after, limit);
+      folded += page.length;
+      return page;
+    };
+    // The server's own fold and what it keeps beside the World (stream heads for the hash chain).
+    const ledger = new Ledger(store, { publish: () => undefined } as unknown as EventBus);
+    const world = ledger.world;
+    const t0 = performance.now();
+    await ledger.start();
     const seconds = (performance.now() - t0) / 1000;
     gc?.();
     const after = process.memoryUsage();
@@ -261,7 +266,7 @@ async function p7(total: number): Promise<void> {
     gc?.();
     await new Promise((r) => setTimeout(r, 500));
     const idle = process.memoryUsage();
-    await store.close();
+    await ledger.onApplicationShutdown();
     console.log(
       `P7 World of ${count(world.machines.size)} machines, ${count(world.sessions.size)} sessions kept (${count(world.lastSessionId)} recorded), ${count(world.tenants.size)} tenants after folding ${count(folded)} events ` +
         `(${count(Math.round(folded / seconds))} events/s, read from the ledger file): RSS ${mb(after.rss)} right after a full GC, ${mb(idle.rss)} after 1.5 s idle (${mb(before.rss)} before the fold, ${mb(peak)} at most during it), ` +

@@ -12,11 +12,15 @@ import {
   type Subscription,
   WrongExpectedRevisionError,
 } from './ports/event-store.port.js';
+import { StreamHeads } from './stream-heads.js';
 import { GENESIS, canonical, coveredMetadata, linkWith, metadataWithChain } from '../audit/chain.js';
 import { type Decision, type InFlightView, type Write, isRefusal } from '../domain/decide.js';
-import { type DuffyEvent } from '../domain/events.js';
+import { type DuffyEvent, sessionOfStream } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
 import { type World, emptyWorld, evolve } from '../domain/world.js';
+
+/** How many heads may be noted beyond those kept at the last sweep before the heads of forgotten sessions are let go. */
+const HEADS_SLACK = 4096;
 
 /** How long an append that is durable may take to come back through the subscription before its caller gets a 503. */
 const SEEN_TIMEOUT_MS = 30_000;
@@ -57,7 +61,8 @@ export class Ledger implements OnApplicationShutdown {
   /** One sweep for every append waiting to be seen, not a timer each. */
   private stallSweep?: NodeJS.Timeout;
   /** Head (revision, hash) per stream as the World knows it: the predecessor of the next chained append. */
-  private readonly heads = new Map<string, { revision: number; hash: string }>();
+  private readonly heads = new StreamHeads();
+  private headsBound = HEADS_SLACK;
   private readonly pending = new Set<PendingBatch>();
   private readonly log = new Logger('Ledger');
   /** Appends this process asked the store for: a test asserts one per request and one per release. */
@@ -89,7 +94,37 @@ export class Ledger implements OnApplicationShutdown {
   }
 
   private noteHead(e: RecordedEvent): void {
-    this.heads.set(e.stream, { revision: e.revision, hash: typeof e.metadata.hash === 'string' ? e.metadata.hash : '' });
+    this.heads.set(e.stream, e.revision, e.metadata.hash as string | undefined);
+    if (this.heads.size > this.headsBound) this.forgetEndedHeads();
+  }
+
+  /**
+   * A session the World let go of is never appended to again: its stream's head goes too, so memory does not grow
+   * with history. (Should a head be missing when an append needs it, record() reads it from the store.)
+   */
+  private forgetEndedHeads(): void {
+    for (const name of this.heads.streams()) {
+      const id = sessionOfStream(name);
+      if (id !== undefined && !this.world.sessions.has(id)) this.heads.delete(name);
+    }
+    this.headsBound = this.heads.size + HEADS_SLACK;
+  }
+
+  /** A write whose predecessor's hash is not known here (never seen, or let go of): chaining it needs the store. */
+  private headUnknown(w: Write): boolean {
+    if (w.expected === 'no_stream') return false;
+    const p = this.pendingHead(w.stream);
+    if (w.expected === 'any') return p === undefined && !this.heads.has(w.stream);
+    if (p && p.revision === w.expected && p.hash !== null) return false;
+    return this.heads.revision(w.stream) !== w.expected;
+  }
+
+  private async readHeads(writes: Write[]): Promise<void> {
+    for (const w of writes) {
+      const events = await this.store.readStream(w.stream, w.expected === 'any' ? 0 : (w.expected as number));
+      const head = w.expected === 'any' ? events.at(-1) : events.find((e) => e.revision === w.expected);
+      if (head) this.noteHead(head);
+    }
   }
 
   private apply(e: RecordedEvent): void {
@@ -172,6 +207,9 @@ export class Ledger implements OnApplicationShutdown {
    * A conflict is returned, not thrown: the caller decides again on fresh state.
    */
   async record(writes: Write[], meta: EventMetadata): Promise<Recorded> {
+    const unknown = writes.filter((w) => this.headUnknown(w));
+    // A stale revision fails at the store whatever the hash; otherwise the chain must go on from the real head.
+    if (unknown.length > 0) await this.readHeads(unknown);
     // Stamped at the append: the projection lag and the audit tools read an event's time from here.
     const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta, at: new Date().toISOString() };
     const link = linkWith(canonical(coveredMetadata(metadata)));
@@ -240,7 +278,7 @@ export class Ledger implements OnApplicationShutdown {
    * head is unknown here, the append fails on the revision anyway and the retry chains again.
    */
   private chained(w: Write, link: ReturnType<typeof linkWith>, withChain: ReturnType<typeof metadataWithChain>): NewEvent[] {
-    let revision = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? (this.pendingHead(w.stream)?.revision ?? this.heads.get(w.stream)?.revision ?? -1) : w.expected;
+    let revision = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? (this.pendingHead(w.stream)?.revision ?? this.heads.revision(w.stream) ?? -1) : w.expected;
     let prev = revision < 0 ? GENESIS : this.headHash(w.stream, revision);
     return w.events.map((e) => {
       revision += 1;
@@ -254,8 +292,7 @@ export class Ledger implements OnApplicationShutdown {
   private headHash(streamName: string, revision: number): string {
     const p = this.pendingHead(streamName);
     if (p && p.revision === revision && p.hash !== null) return p.hash;
-    const h = this.heads.get(streamName);
-    return h && h.revision === revision ? h.hash : GENESIS;
+    return this.heads.hashAt(streamName, revision) ?? GENESIS;
   }
 
   /** After a conflict another writer got there first: wait until everything in the store is in the World. */

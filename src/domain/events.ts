@@ -186,3 +186,10 @@ export const stream = {
   session: (id: number) => `session-${id}`,
   ids: (kind: 'tenant' | 'machine') => `ids-${kind}`,
 };
+
+/** The session id of a session stream's name, else undefined. */
+export function sessionOfStream(name: string): number | undefined {
+  if (!name.startsWith('session-')) return undefined;
+  const id = Number(name.slice(8));
+  return Number.isSafeInteger(id) ? id : undefined;
+}
