@@ -1,4 +1,4 @@
-import type { Doc, Projection } from '../../projections/index.js';
+import type { Mark, Projection } from '../../projections/index.js';
 import type { EventStore, RecordedEvent, Subscription } from './ports/event-store.port.js';
 import type { DuffyEvent } from '../domain/events.js';
 import type { DocChange, ReadModelStore } from './ports/read-model.port.js';
@@ -21,10 +21,24 @@ const RETRY_MS = 1_000;
  * projection must read its state synchronously.
  */
 export class ProjectionRunner {
-  /** Documents by collection, then id (no key strings built per read). */
-  private readonly cache = new Map<string, Map<string, Doc>>();
-  /** Documents changed since the last write, per collection's document map; a refused write keeps them here. */
-  private readonly dirty = new Map<Map<string, Doc>, Map<string, Dirty>>();
+  /** The projection's own state, folded in memory (its documents are computed from it when written). */
+  private state: unknown;
+  /** Documents changed since the last write: per collection, id -> position of the last event that changed it. A refused write keeps them. */
+  private readonly dirty = new Map<string, Map<string, bigint>>();
+  /** Of those, the ones created since the last write: gone again before they were written, there is nothing to delete. */
+  private readonly created = new Map<string, Set<string>>();
+  /** Position of the event being folded. */
+  private folding = 0n;
+  private readonly mark: Mark = (collection, id, created) => {
+    let changed = this.dirty.get(collection);
+    if (!changed) this.dirty.set(collection, (changed = new Map()));
+    if (created && !changed.has(id)) {
+      let born = this.created.get(collection);
+      if (!born) this.created.set(collection, (born = new Set()));
+      born.add(id);
+    }
+    changed.set(id, this.folding);
+  };
   /** Events folded into the cache and not yet written: how many, the last one, and the oldest one's append time. */
   private unwritten = 0;
   private unwrittenTo = 0n;
@@ -47,7 +61,6 @@ export class ProjectionRunner {
   /** Why the last batch could not be written, until one is (reads answer it rather than wait). */
   writeFailure: unknown;
   private stopped = false;
-  private readonly read = (c: string, id: string) => this.cache.get(c)?.get(id);
 
   constructor(
     readonly projection: Projection,
@@ -64,9 +77,9 @@ export class ProjectionRunner {
   /** Loads the checkpoint (or resets for a rebuild); returns the position to follow the ledger from. */
   async prepare(options: { rebuild?: boolean } = {}): Promise<bigint> {
     const p = this.projection;
-    this.cache.clear();
-    for (const c of this.projection.collections) this.cache.set(c, new Map());
+    this.state = p.init();
     this.dirty.clear();
+    this.created.clear();
     this.unwritten = 0;
     this.unwrittenSince = Number.NaN;
     this.held = [];
@@ -79,7 +92,7 @@ export class ProjectionRunner {
       this.position = 0n;
     } else {
       this.position = cp.position;
-      for (const c of p.collections) for (const d of await this.store.find(c)) this.docs(c).set(String(d.__id), d);
+      for (const c of p.collections) for (const d of await this.store.find(c)) p.restore(this.state, c, String(d.__id), d);
     }
     this.taken = this.unwrittenTo = this.position;
     return this.position;
@@ -111,26 +124,13 @@ export class ProjectionRunner {
     return this.flushing;
   }
 
-  /** Folds one event into the cached documents and notes what it changed. */
+  /** Folds one event into the projection's state; the documents it marks are written with the next batch. */
   private fold(e: RecordedEvent): void {
     if (this.unwritten === 0) this.unwrittenSince = Date.parse(String(e.metadata.at ?? ''));
     this.unwritten += 1;
     this.unwrittenTo = e.position;
-    for (const ch of this.projection.project(e as RecordedEvent & DuffyEvent, this.read)) {
-      const docs = this.docs(ch.collection);
-      let changed = this.dirty.get(docs);
-      if (!changed) this.dirty.set(docs, (changed = new Map()));
-      const d = changed.get(ch.id);
-      if (d) d.position = e.position;
-      else changed.set(ch.id, { collection: ch.collection, stored: docs.has(ch.id), position: e.position });
-      if (ch.op === 'put') {
-        // The id rides along in the document, so a restart can rebuild the cache from `find`.
-        ch.doc.__id = ch.id;
-        docs.set(ch.id, ch.doc);
-      } else {
-        docs.delete(ch.id);
-      }
-    }
+    this.folding = e.position;
+    this.projection.fold(this.state, e as RecordedEvent & DuffyEvent, this.mark);
   }
 
   private schedule(ms: number): void {
@@ -163,7 +163,8 @@ export class ProjectionRunner {
         } finally {
           this.writing = false;
         }
-        this.dirty.clear();
+        for (const changed of this.dirty.values()) changed.clear();
+        for (const born of this.created.values()) born.clear();
         this.unwritten = 0;
         this.writeFailure = undefined;
         this.position = to;
@@ -180,21 +181,20 @@ export class ProjectionRunner {
   /** Each changed document's final state, once: the checkpoint covers the whole batch anyway. */
   private changes(): DocChange[] {
     const changes: DocChange[] = [];
-    for (const [docs, changed] of this.dirty) {
-      for (const [id, d] of changed) {
-        const doc = docs.get(id);
-        if (doc) changes.push({ op: 'put', collection: d.collection, id, doc, position: d.position });
-        // A document born and gone unwritten was never stored: nothing to delete.
-        else if (d.stored) changes.push({ op: 'delete', collection: d.collection, id, position: d.position });
+    for (const [collection, changed] of this.dirty) {
+      const born = this.created.get(collection);
+      for (const [id, position] of changed) {
+        const doc = this.projection.doc(this.state, collection, id);
+        if (doc) {
+          // The id rides along in the document, so a restart can restore the state from `find`.
+          if (doc.__id !== id) doc.__id = id;
+          changes.push({ op: 'put', collection, id, doc, position });
+        } else if (!born?.has(id)) {
+          changes.push({ op: 'delete', collection, id, position });
+        }
       }
     }
     return changes;
-  }
-
-  private docs(collection: string): Map<string, Doc> {
-    let docs = this.cache.get(collection);
-    if (!docs) this.cache.set(collection, (docs = new Map()));
-    return docs;
   }
 
   async stop(): Promise<void> {
@@ -235,9 +235,3 @@ export async function followTogether(runners: ProjectionRunner[], ledger: EventS
   );
 }
 
-/** A document changed in the batch being folded: whether the store had it before, and the last event that changed it. */
-interface Dirty {
-  collection: string;
-  stored: boolean;
-  position: bigint;
-}
