@@ -8,7 +8,7 @@ import type { DocChange, ReadModelStore } from './ports/read-model.port.js';
  * that a hot document (a tenant, a pool, a machine) is written once per batch, not once per event. Events are folded
  * as they arrive and not kept, so a batch costs only its changed documents' entries.
  */
-const HIGH_WATER = 50_000;
+const HIGH_WATER = 20_000;
 /** Read-model writes gather this long: one transaction for many requests' events, off the requests' way. */
 const BATCH_MS = 20;
 /** A batch the store refused (a full disk...) is written again after this long. */
@@ -17,39 +17,27 @@ const RETRY_MS = 1_000;
 /**
  * Follows the ledger for one projection from its checkpoint and writes its documents in batches, each batch
  * with its checkpoint (exactly once on the embedded store; idempotent by position on MongoDB).
- * The projection's documents are cached in memory: they are few (tenants, machines, pools), and a pure
- * projection must read its state synchronously.
+ * The projection folds into its own state in memory (a pure projection reads its state synchronously); the
+ * documents it marks are written once per batch.
  */
 export class ProjectionRunner {
   /** The projection's own state, folded in memory (its documents are computed from it when written). */
   private state: unknown;
-  /** Documents changed since the last write: per collection, id -> position of the last event that changed it. A refused write keeps them. */
-  private readonly dirty = new Map<string, Map<string, bigint>>();
-  /** Of those, the ones created since the last write: gone again before they were written, there is nothing to delete. */
-  private readonly created = new Map<string, Set<string>>();
+  /** What was folded and not yet handed to the store. */
+  private batch = new Batch();
+  private readonly mark: Mark = (collection, id, created) => this.batch.mark(collection, id, created, this.folding);
   /** Position of the event being folded. */
   private folding = 0n;
-  private readonly mark: Mark = (collection, id, created) => {
-    let changed = this.dirty.get(collection);
-    if (!changed) this.dirty.set(collection, (changed = new Map()));
-    if (created && !changed.has(id)) {
-      let born = this.created.get(collection);
-      if (!born) this.created.set(collection, (born = new Set()));
-      born.add(id);
-    }
-    changed.set(id, this.folding);
-  };
-  /** Events folded into the cache and not yet written: how many, the last one, and the oldest one's append time. */
-  private unwritten = 0;
-  private unwrittenTo = 0n;
-  private unwrittenSince = Number.NaN;
   /**
-   * Events that arrived while a write was under way (a store may still be reading the documents then) or after
-   * it failed: folded, in order, when the next write begins.
+   * Events that arrived while a write was under way (a store that does not copy the documents on `apply` may still
+   * be reading them then): folded, in order, when the next write begins.
    */
   private held: RecordedEvent[] = [];
-  private writing = false;
+  /** The store write under way (never rejects). */
+  private write?: Promise<void>;
   private flushing?: Promise<void>;
+  /** Resolves once a scheduled flush has begun (it has taken its batch). */
+  private started?: Promise<void>;
   /** Starts a scheduled flush now (a full batch does not wait out the timer). */
   private hurry?: () => void;
   private subscription?: Subscription;
@@ -71,17 +59,14 @@ export class ProjectionRunner {
   /** Rebuilds from 0 when the stored version differs (or when asked), then follows the ledger live. */
   async start(options: { rebuild?: boolean } = {}): Promise<void> {
     await this.prepare(options);
-    this.subscription = this.ledger.subscribeAll(this.position, (e) => this.push(e), (err) => (this.failure = err));
+    this.subscription = this.ledger.subscribeAll(this.position, (e) => this.push(internType(e)), (err) => (this.failure = err));
   }
 
   /** Loads the checkpoint (or resets for a rebuild); returns the position to follow the ledger from. */
   async prepare(options: { rebuild?: boolean } = {}): Promise<bigint> {
     const p = this.projection;
     this.state = p.init();
-    this.dirty.clear();
-    this.created.clear();
-    this.unwritten = 0;
-    this.unwrittenSince = Number.NaN;
+    this.batch = new Batch();
     this.held = [];
     this.stopped = false;
     this.failure = undefined;
@@ -94,7 +79,7 @@ export class ProjectionRunner {
       this.position = cp.position;
       for (const c of p.collections) for (const d of await this.store.find(c)) p.restore(this.state, c, String(d.__id), d);
     }
-    this.taken = this.unwrittenTo = this.position;
+    this.taken = this.batch.to = this.position;
     return this.position;
   }
 
@@ -111,24 +96,28 @@ export class ProjectionRunner {
 
   /**
    * Takes an event from the ledger; one at or before what is already taken (a redelivery) changes nothing.
-   * A promise only when the batch is full and the caller must wait (no promise per event on a rebuild).
+   * A promise only when the caller must wait: HIGH_WATER events folded or held and not yet handed to the store
+   * (no promise per event on a rebuild). A store that copies the documents on `apply` is written to while the next
+   * batch is folded.
    */
   push(e: RecordedEvent): Promise<void> | undefined {
     if (e.position <= this.taken) return undefined;
     this.taken = e.position;
-    if (this.writing || this.held.length > 0) this.held.push(e);
+    if ((this.write && !this.store.copiesOnApply) || this.held.length > 0) this.held.push(e);
     else this.fold(e);
     this.schedule(BATCH_MS);
-    if (this.unwritten + this.held.length < HIGH_WATER) return undefined;
+    if (this.batch.events + this.held.length < HIGH_WATER) return undefined;
+    if (this.write) return this.write;
     this.hurry?.();
-    return this.flushing;
+    return this.store.copiesOnApply ? this.started : this.flushing;
   }
 
   /** Folds one event into the projection's state; the documents it marks are written with the next batch. */
   private fold(e: RecordedEvent): void {
-    if (this.unwritten === 0) this.unwrittenSince = Date.parse(String(e.metadata.at ?? ''));
-    this.unwritten += 1;
-    this.unwrittenTo = e.position;
+    const batch = this.batch;
+    if (batch.events === 0) batch.since = Date.parse(String(e.metadata.at ?? ''));
+    batch.events += 1;
+    batch.to = e.position;
     this.folding = e.position;
     this.projection.fold(this.state, e as RecordedEvent & DuffyEvent, this.mark);
   }
@@ -143,32 +132,38 @@ export class ProjectionRunner {
       go();
     };
     this.flushing = due.then(() => this.flush());
+    this.started = due.then(() => undefined);
   }
 
   /** Never rejects: a refused write is kept, reported in `writeFailure`, and tried again (a full disk must not crash Duffy). */
   private async flush(): Promise<void> {
     this.hurry = undefined;
     try {
-      while (this.unwritten > 0 || this.held.length > 0) {
+      while (this.batch.events > 0 || this.held.length > 0) {
         if (this.held.length > 0) {
           const held = this.held;
           this.held = [];
           for (const e of held) this.fold(e);
         }
-        const to = this.unwrittenTo;
-        const since = this.unwrittenSince;
-        this.writing = true;
+        const batch = this.batch;
+        this.batch = new Batch(batch.to);
+        const written = this.store.apply(this.projection.name, this.projection.version, this.changes(batch), batch.to);
+        this.write = written.then(
+          () => undefined,
+          () => undefined,
+        );
         try {
-          await this.store.apply(this.projection.name, this.projection.version, this.changes(), to);
+          await written;
+        } catch (err) {
+          // Kept for the next try, under what was folded meanwhile.
+          this.batch = batch.merge(this.batch);
+          throw err;
         } finally {
-          this.writing = false;
+          this.write = undefined;
         }
-        for (const changed of this.dirty.values()) changed.clear();
-        for (const born of this.created.values()) born.clear();
-        this.unwritten = 0;
         this.writeFailure = undefined;
-        this.position = to;
-        this.lastLagMs = Number.isNaN(since) ? 0 : Math.max(0, Date.now() - since);
+        this.position = batch.to;
+        this.lastLagMs = Number.isNaN(batch.since) ? 0 : Math.max(0, Date.now() - batch.since);
       }
       this.flushing = undefined;
     } catch (err) {
@@ -179,10 +174,10 @@ export class ProjectionRunner {
   }
 
   /** Each changed document's final state, once: the checkpoint covers the whole batch anyway. */
-  private changes(): DocChange[] {
+  private changes(batch: Batch): DocChange[] {
     const changes: DocChange[] = [];
-    for (const [collection, changed] of this.dirty) {
-      const born = this.created.get(collection);
+    for (const [collection, changed] of batch.dirty) {
+      const born = batch.created.get(collection);
       for (const [id, position] of changed) {
         const doc = this.projection.doc(this.state, collection, id);
         if (doc) {
@@ -225,6 +220,7 @@ export async function followTogether(runners: ProjectionRunner[], ledger: EventS
     (e) => {
       // A promise only when some runner's batch is full: no promise, no microtask per event on a rebuild.
       let full: Promise<void>[] | undefined;
+      internType(e);
       for (const r of runners) {
         const wait = r.push(e);
         if (wait) (full ??= []).push(wait);
@@ -235,3 +231,52 @@ export async function followTogether(runners: ProjectionRunner[], ledger: EventS
   );
 }
 
+
+const types = new Map<string, string>();
+/**
+ * Gives the event the one copy of its type name V8 keeps internalized (as a property name is): a type read from the
+ * ledger is a fresh string, and every projection's switch would compare its characters against each case.
+ */
+function internType(e: RecordedEvent): RecordedEvent {
+  let type = types.get(e.type);
+  if (type === undefined) types.set(e.type, (type = Object.keys({ [e.type]: 0 })[0]));
+  e.type = type;
+  return e;
+}
+
+/** Events folded and not yet written: how many, the last one's position, the oldest one's append time, what they changed. */
+class Batch {
+  events = 0;
+  since = Number.NaN;
+  /** Changed documents: per collection, id -> position of the last event that changed it. */
+  readonly dirty = new Map<string, Map<string, bigint>>();
+  /** Of those, the ones created in this batch: gone again before they were written, there is nothing to delete. */
+  readonly created = new Map<string, Set<string>>();
+
+  constructor(public to = 0n) {}
+
+  mark(collection: string, id: string, created: boolean | undefined, position: bigint): void {
+    let changed = this.dirty.get(collection);
+    if (!changed) this.dirty.set(collection, (changed = new Map()));
+    if (created && !changed.has(id)) {
+      let born = this.created.get(collection);
+      if (!born) this.created.set(collection, (born = new Set()));
+      born.add(id);
+    }
+    changed.set(id, position);
+  }
+
+  /** This batch (not written) followed by `later`: one batch. */
+  merge(later: Batch): Batch {
+    for (const [collection, changed] of later.dirty) {
+      const born = later.created.get(collection);
+      for (const [id, position] of changed) this.mark(collection, id, born?.has(id), position);
+    }
+    if (later.events > 0) {
+      if (this.events === 0) this.since = later.since;
+      this.events += later.events;
+      this.to = later.to;
+    }
+    return this;
+  }
+}

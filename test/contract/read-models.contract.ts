@@ -226,6 +226,35 @@ export function readModelsContract(name: string, open: () => Promise<ReadModelSt
       expect((await store.checkpoint(p))?.position).toBe(high + 1n);
     });
 
+    it('writes a large batch (a rebuild\'s) whole and in order with small ones, and a failing one not at all', async () => {
+      const p = unique('p');
+      const c = unique('c');
+      const big = Array.from({ length: 5000 }, (_, i) => put(c, `d${String(i).padStart(5, '0')}`, { n: i, tags: ['x'] }, i + 1));
+      await store.apply(p, 1, big, 5000n);
+      expect(await store.checkpoint(p)).toEqual({ position: 5000n, version: 1 });
+      expect(await store.get(c, 'd04999')).toEqual({ n: 4999, tags: ['x'] });
+      await store.apply(p, 1, [put(c, 'd00000', { n: -1 }, 5001), del(c, 'd00001', 5001)], 5001n);
+      const docs = await store.find(c);
+      expect(docs).toHaveLength(4999);
+      expect(docs[0]).toEqual({ n: -1 });
+      expect(docs[4998]).toEqual({ n: 4999, tags: ['x'] });
+      expect(await store.checkpoint(p)).toEqual({ position: 5001n, version: 1 });
+
+      const failing = Array.from({ length: 5000 }, (_, i) => put(c, `e${i}`, { n: i }, 6000 + i));
+      failing.push(put(c, 'd00002', { n: 0 }, 2n ** 64n));
+      await expect(store.apply(p, 1, failing, 20_000n)).rejects.toThrow();
+      expect(await store.find(c)).toHaveLength(4999);
+      expect(await store.get(c, 'e0')).toBeUndefined();
+      expect(await store.checkpoint(p)).toEqual({ position: 5001n, version: 1 });
+
+      // Written while a large batch may still be under way: each lands after the one before it.
+      await Promise.all([store.apply(p, 1, big.map((ch) => ({ ...ch, position: ch.position + 10_000n })), 15_000n), store.apply(p, 1, [put(c, 'd00003', { n: 'last' }, 15_001)], 15_001n)]);
+      expect(await store.get(c, 'd00003')).toEqual({ n: 'last' });
+      expect(await store.get(c, 'd00001')).toEqual({ n: 1, tags: ['x'] });
+      await store.reset(p, [c]);
+      expect(await store.find(c)).toEqual([]);
+    });
+
     it('answers ping while open', async () => {
       await expect(store.ping()).resolves.toBeUndefined();
     });
