@@ -6,9 +6,13 @@ export const TENANTS = 'tenants';
 export const MACHINES = 'machines';
 export const SESSIONS = 'sessions';
 
-/** Documents are the World's own entities; Maps become entry lists. */
-export const tenantDoc = (t: Tenant): Doc => ({ ...t, claims: [...t.claims] });
-export const tenantFromDoc = (d: Doc): Tenant => ({ ...(d as unknown as Tenant), claims: new Map(d.claims as Array<[number, number]>) });
+/**
+ * Documents are the World's own entities; Maps become entry lists. A tenant's `usage` (the last 256 machine uses, for
+ * the fair queue) stays out: no read shows it, and it would make the tenant, rewritten with every batch, the
+ * largest document by far.
+ */
+export const tenantDoc = ({ usage, ...t }: Tenant): Doc => (void usage, { ...t, claims: [...t.claims] });
+export const tenantFromDoc = (d: Doc): Tenant => ({ ...(d as unknown as Tenant), claims: new Map(d.claims as Array<[number, number]>), usage: [] });
 
 /** Events that change a tenant (its settings, quota claims, platform or usage); no other event touches one. */
 const TOUCHES_TENANT = new Set<string>([
@@ -36,7 +40,8 @@ function markTenant(w: World, id: number | null | undefined, mark: Mark): void {
 export const entities: Projection<World> = {
   name: 'entities',
   // 2: machines carry their service (maintenance, retirement) and quarantine. 3: tenants carry `held` (claims summed).
-  version: 3,
+  // 4: tenants without `usage`.
+  version: 4,
   collections: [TENANTS, MACHINES, SESSIONS],
   init: emptyWorld,
   fold(w, e, mark) {
