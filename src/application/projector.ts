@@ -4,9 +4,10 @@ import type { DuffyEvent } from '../domain/events.js';
 import type { DocChange, ReadModelStore } from './ports/read-model.port.js';
 
 /**
- * Past this many events folded and not yet written, the subscription waits for the store: batches are large enough
- * that a hot document (a tenant, a pool, a machine) is written once per batch, not once per event. Events are folded
- * as they arrive and not kept, so a batch costs only its changed documents' entries.
+ * Past this many events folded and not yet handed to the store, the subscription waits for the store: batches are
+ * large enough that a hot document (a tenant, a pool, a machine) is written once per batch, not once per event, and
+ * small enough that a rebuild's writes overlap its reads and folds well. Events are folded as they arrive and not
+ * kept, so a batch costs only its changed documents' entries.
  */
 const HIGH_WATER = 20_000;
 /** Read-model writes gather this long: one transaction for many requests' events, off the requests' way. */
