@@ -1,6 +1,7 @@
 /**
  * P1: request + release over HTTP at 64 keep-alive clients. Duffy (the built server, `npm start`'s code, default
- * log level) and a bare Express app with the same two routes each run in a process of their own; the load comes
+ * log level), Duffy's Nest pipeline with nothing behind it (nest-floor.ts) and a bare Express app with the same two
+ * routes each run in a process of their own; the load comes
  * from a worker thread of the bench process, a third process. Prints figures, asserts nothing.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -177,20 +178,26 @@ export async function p1(seconds: number): Promise<void> {
     rmSync(dataDir, { recursive: true, force: true });
   }
 
-  const bareUrl = `http://127.0.0.1:${port + 1}`;
-  const bare = spawn(process.execPath, [join(DIST, 'bench/bare-express.js')], { env: { ...process.env, PORT: String(port + 1) }, stdio: 'ignore' });
-  let bareLine;
-  try {
-    await ready(bareUrl, bare);
-    bareLine = describeLoad('bare Express', await load({ url: bareUrl, auths: Array.from({ length: clients }, () => ''), seconds, warmupSeconds }));
-  } finally {
-    await stop(bare);
-  }
+  // The yardsticks: the same two routes answered at once, by Duffy's Nest pipeline and by bare Express.
+  const yardstick = async (name: string, script: string, yardPort: number) => {
+    const url = `http://127.0.0.1:${yardPort}`;
+    const child = spawn(process.execPath, [join(DIST, script)], { env: { ...process.env, PORT: String(yardPort), NODE_OPTIONS: '' }, stdio: 'ignore' });
+    try {
+      await ready(url, child);
+      return describeLoad(name, await load({ url, auths: Array.from({ length: clients }, () => ''), seconds, warmupSeconds }));
+    } finally {
+      await stop(child);
+    }
+  };
+  const floorLine = await yardstick('Nest pipeline, no work', 'bench/nest-floor.js', port + 2);
+  const bareLine = await yardstick('bare Express', 'bench/bare-express.js', port + 1);
 
   console.log(`P1 HTTP, ${clients} keep-alive clients on loopback (${tenants} tenants, ${machines} machines), ${seconds} s after ${warmupSeconds} s warm-up, each server in its own process:`);
   console.log(`   ${duffyLine.line}`);
+  console.log(`   ${floorLine.line}`);
   console.log(`   ${bareLine.line}`);
   console.log(`   Duffy / bare Express: ${(duffyLine.rps / bareLine.rps).toFixed(3)} of the HTTP requests per second (aim >= 0.40); p99 ${(duffyLine.p99 / bareLine.p99).toFixed(2)}x bare Express's (aim <= 2x)`);
+  console.log(`   Duffy / Nest pipeline: ${(duffyLine.rps / floorLine.rps).toFixed(3)} of the requests per second, p99 ${(duffyLine.p99 / floorLine.p99).toFixed(2)}x; Nest pipeline / bare Express: ${(floorLine.rps / bareLine.rps).toFixed(3)}, p99 ${(floorLine.p99 / bareLine.p99).toFixed(2)}x`);
 }
 
 if (!isMainThread) clientLoop(workerData as LoadJob).then((r) => parentPort!.postMessage(r));

@@ -11,11 +11,14 @@ import {
   type Subscription,
   WrongExpectedRevisionError,
 } from './ports/event-store.port.js';
-import { GENESIS, canonical, coveredMetadata, linkWith } from '../audit/chain.js';
+import { GENESIS, canonical, coveredMetadata, linkWith, metadataWithChain } from '../audit/chain.js';
 import { type Decision, type InFlightView, type Write, isRefusal } from '../domain/decide.js';
 import { type DuffyEvent } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
 import { type World, emptyWorld, evolve } from '../domain/world.js';
+
+/** How long an append that is durable may take to come back through the subscription before its caller gets a 503. */
+const SEEN_TIMEOUT_MS = 30_000;
 
 /** Published on the CQRS EventBus for every event the ledger delivers, in ledger order. */
 export class LedgerEvent {
@@ -49,7 +52,9 @@ export class Ledger implements OnApplicationShutdown {
   private subscription?: Subscription;
   private waiters: Array<{ ready: () => boolean; resolve: () => void }> = [];
   /** Appends waiting to be seen in the World, in position order (cheaper than a predicate per event each). */
-  private positionWaiters: Array<{ position: bigint; resolve: () => void }> = [];
+  private positionWaiters: Array<{ position: bigint; since: number; resolve: () => void; reject: (err: Error) => void }> = [];
+  /** One sweep for every append waiting to be seen, not a timer each. */
+  private stallSweep?: NodeJS.Timeout;
   /** Head (revision, hash) per stream as the World knows it: the predecessor of the next chained append. */
   private readonly heads = new Map<string, { revision: number; hash: string }>();
   private readonly pending = new Set<PendingBatch>();
@@ -118,19 +123,22 @@ export class Ledger implements OnApplicationShutdown {
   private seen(position: bigint): Promise<void> {
     if (this.world.position >= position) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      // Durable but not seen: the subscription is broken, which /health reports; the caller gets a 503.
-      const timer = setTimeout(() => {
-        this.positionWaiters = this.positionWaiters.filter((w) => w.resolve !== done);
-        reject(new DomainError('unavailable', `the ledger did not deliver position ${position} back in time: ${String(this.failure ?? 'subscription stalled')}`));
-      }, 30_000);
-      const done = () => {
-        clearTimeout(timer);
-        resolve();
-      };
       let i = this.positionWaiters.length;
       while (i > 0 && this.positionWaiters[i - 1].position > position) i--;
-      this.positionWaiters.splice(i, 0, { position, resolve: done });
+      this.positionWaiters.splice(i, 0, { position, since: Date.now(), resolve, reject });
+      this.stallSweep ??= setInterval(() => this.rejectStalled(), 1000).unref();
     });
+  }
+
+  /** Durable but not seen after SEEN_TIMEOUT_MS: the subscription is broken, which /health reports; the caller gets a 503. */
+  private rejectStalled(): void {
+    const oldest = Date.now() - SEEN_TIMEOUT_MS;
+    const stalled = this.positionWaiters.filter((w) => w.since <= oldest);
+    if (stalled.length === 0) return;
+    this.positionWaiters = this.positionWaiters.filter((w) => w.since > oldest);
+    for (const w of stalled) {
+      w.reject(new DomainError('unavailable', `the ledger did not deliver position ${w.position} back in time: ${String(this.failure ?? 'subscription stalled')}`));
+    }
   }
 
   /** What deciders see on top of the World: this process's appends still on their way back (one object, not closures per call). */
@@ -166,7 +174,8 @@ export class Ledger implements OnApplicationShutdown {
     // Stamped at the append: the projection lag and the audit tools read an event's time from here.
     const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta, at: new Date().toISOString() };
     const link = linkWith(canonical(coveredMetadata(metadata)));
-    const chained = writes.map((w) => ({ stream: w.stream, expected: w.expected, events: this.chained(w, metadata, link) }));
+    const withChain = metadataWithChain(metadata);
+    const chained = writes.map((w) => ({ stream: w.stream, expected: w.expected, events: this.chained(w, link, withChain) }));
     const batch = this.track(writes, chained);
     this.appends += 1;
     try {
@@ -229,13 +238,13 @@ export class Ledger implements OnApplicationShutdown {
    * Links each event to its stream's previous one. A write guarded by a revision knows its predecessor: if that
    * head is unknown here, the append fails on the revision anyway and the retry chains again.
    */
-  private chained(w: Write, metadata: EventMetadata, link: ReturnType<typeof linkWith>): NewEvent[] {
+  private chained(w: Write, link: ReturnType<typeof linkWith>, withChain: ReturnType<typeof metadataWithChain>): NewEvent[] {
     let revision = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? (this.pendingHead(w.stream)?.revision ?? this.heads.get(w.stream)?.revision ?? -1) : w.expected;
     let prev = revision < 0 ? GENESIS : this.headHash(w.stream, revision);
     return w.events.map((e) => {
       revision += 1;
       const hash = link(prev, w.stream, revision, e.type, e.data);
-      const linked = { type: e.type, data: e.data, metadata: { ...metadata, prevHash: prev, hash } };
+      const linked = { type: e.type, data: e.data, metadata: withChain(prev, hash) };
       prev = hash;
       return linked;
     });
@@ -263,6 +272,7 @@ export class Ledger implements OnApplicationShutdown {
   }
 
   async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.stallSweep);
     await this.subscription?.close();
     await this.store.close();
   }

@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
-import { type Observable, map } from 'rxjs';
+import { type Observable, asapScheduler, auditTime, map } from 'rxjs';
 import { randomUUID } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
@@ -223,13 +223,17 @@ async function listFiles(dir: string, base: string): Promise<string[]> {
 
 export class LookForProvisioningWork extends Command<void> {}
 
-/** The saga: every ledger event is a reason to look for due playbook work (the look itself is idempotent). */
+/**
+ * The saga: every ledger event is a reason to look for due playbook work (the look itself is idempotent), so the
+ * events delivered together make one command, not one each.
+ */
 @Injectable()
 export class ProvisioningSaga {
   @Saga()
   ledgerChanged = (events$: Observable<IEvent>): Observable<ICommand> =>
     events$.pipe(
       ofType(LedgerEvent),
+      auditTime(0, asapScheduler),
       map(() => new LookForProvisioningWork()),
     );
 }

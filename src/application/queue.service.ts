@@ -1,6 +1,6 @@
 import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
-import { type Observable, filter, map } from 'rxjs';
+import { type Observable, asapScheduler, auditTime, filter, map } from 'rxjs';
 import { Catalog } from './catalog.js';
 import { decideLeaveQueue, decideRequestSession } from '../domain/decide.js';
 import { DomainError } from '../domain/errors.js';
@@ -111,6 +111,8 @@ export class QueueSaga {
     events$.pipe(
       ofType(LedgerEvent),
       filter((e) => FREES_CAPACITY.has(e.event.type)),
+      // The events delivered together (a release frees machines and quota at once) make one pass.
+      auditTime(0, asapScheduler),
       map(() => new ServeWaitingRequests()),
     );
 }

@@ -37,6 +37,18 @@ export function canonical(value: unknown): string {
 
 const sha256 = (s: string) => hash('sha256', s);
 
+/**
+ * canonical() of an event's data, remembered per object: the chain link and the checkpoint leaf both need it, on
+ * the thread that serves requests, and an event's data is not changed once it is appended.
+ */
+const canonicalByData = new WeakMap<object, string>();
+export function canonicalData(data: unknown): string {
+  if (data === null || typeof data !== 'object') return canonical(data ?? null);
+  let text = canonicalByData.get(data);
+  if (text === undefined) canonicalByData.set(data, (text = canonical(data)));
+  return text;
+}
+
 export interface Chainable {
   stream: string;
   revision: number;
@@ -52,6 +64,33 @@ export function coveredMetadata(metadata: Record<string, unknown>): Record<strin
   return rest;
 }
 
+/**
+ * The metadata of one append's events: the shared fields plus each event's chain fields. The shared fields are
+ * canonicalised once per append, and each event's canonical metadata is remembered for its checkpoint leaf.
+ */
+const canonicalByMetadata = new WeakMap<object, string>();
+export function metadataWithChain(shared: Record<string, unknown>): (prevHash: string, hash: string) => Record<string, unknown> {
+  const covered = coveredMetadata(shared);
+  const keys = [...Object.keys(covered).filter((k) => covered[k] !== undefined), ...CHAIN_FIELDS].sort();
+  // A member of the shared fields, canonical; or the name of a chain field, filled in per event.
+  const pieces = keys.map((k) => ((CHAIN_FIELDS as readonly string[]).includes(k) ? k : `${JSON.stringify(k)}:${canonical(covered[k])}`));
+  return (prevHash, hash) => {
+    const metadata = { ...covered, prevHash, hash };
+    let text = '{';
+    for (let i = 0; i < pieces.length; i++) {
+      const piece = pieces[i];
+      text += (i > 0 ? ',' : '') + (piece === 'hash' ? `"hash":${JSON.stringify(hash)}` : piece === 'prevHash' ? `"prevHash":${JSON.stringify(prevHash)}` : piece);
+    }
+    canonicalByMetadata.set(metadata, text + '}');
+    return metadata;
+  };
+}
+
+/** canonical() of an event's metadata, remembered when metadataWithChain made it. */
+export function canonicalMetadata(metadata: Record<string, unknown>): string {
+  return canonicalByMetadata.get(metadata) ?? canonical(metadata);
+}
+
 /** The link of one event in its stream's chain: covers prev, stream, revision, type, data and metadata (actor, ids, time...). */
 export function eventHash(prev: string, e: Chainable): string {
   return linkWith(canonical(coveredMetadata(e.metadata ?? {})))(prev, e.stream, e.revision, e.type, e.data);
@@ -65,7 +104,7 @@ export function linkWith(canonicalMetadata: string): (prev: string, stream: stri
   // canonical([prev, stream, revision, type, data, metadata]), spelled out: a JSON array is unambiguous, so no
   // field can borrow a separator from the next.
   return (prev, stream, revision, type, data) =>
-    sha256(`[${canonical(prev)},${canonical(stream)},${canonical(revision)},${canonical(type)},${canonical(data ?? null)},${canonicalMetadata}]`);
+    sha256(`[${canonical(prev)},${canonical(stream)},${canonical(revision)},${canonical(type)},${canonicalData(data)},${canonicalMetadata}]`);
 }
 
 /** The global chain of the embedded ledger: one link per position, over the event's own hash. */

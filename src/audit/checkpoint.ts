@@ -1,6 +1,6 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify as verifySignature, type KeyObject } from 'node:crypto';
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
-import { canonical } from './chain.js';
+import { canonical, canonicalData, canonicalMetadata } from './chain.js';
 import { CompactTree, consistencyProof, leafHash, rootOf, verifyConsistency } from './merkle.js';
 
 /**
@@ -31,7 +31,12 @@ const BACKDATE_SLACK_MS = 60_000;
 
 /** The canonical bytes of one event: everything it says, where it stands. */
 export function leafBytes(e: RecordedEvent): Buffer {
-  return Buffer.from(canonical({ position: e.position.toString(), stream: e.stream, revision: e.revision, type: e.type, data: e.data, metadata: e.metadata }), 'utf8');
+  if (e.data === undefined || e.metadata === undefined) {
+    return Buffer.from(canonical({ position: e.position.toString(), stream: e.stream, revision: e.revision, type: e.type, data: e.data, metadata: e.metadata }), 'utf8');
+  }
+  // The same bytes, keys in canonical order, with the canonical data and metadata the chain link already made.
+  const text = `{"data":${canonicalData(e.data)},"metadata":${canonicalMetadata(e.metadata)},"position":${canonical(e.position.toString())},"revision":${canonical(e.revision)},"stream":${canonical(e.stream)},"type":${canonical(e.type)}}`;
+  return Buffer.from(text, 'utf8');
 }
 
 export const eventLeaf = (e: RecordedEvent): Buffer => leafHash(leafBytes(e));

@@ -314,8 +314,11 @@ export function decideEndSession(
  * Duffy v3's extend: `+2h` (also `+1h30m`, `+90s`, `+1d`) adds to the session's current expiry; an ISO time sets it.
  * Either way the result is clamped to created_at + the tenant's maximum lifetime.
  */
+/** Only an active session's lease can be extended. */
+export const refuseInactive = (sessionId: number): never => refuse('invalid', `session ${sessionId} is not active`);
+
 export function decideExtendSession(session: Session, tenant: Tenant, defaults: Defaults, expiresAt: string, now: string): Write {
-  if (session.status !== 'active') refuse('invalid', `session ${session.id} is not active`);
+  if (session.status !== 'active') refuseInactive(session.id);
   const target = parseExpiry(expiresAt, Date.parse(session.expiresAt), Date.parse(now));
   const max = Date.parse(session.createdAt) + effective(tenant, defaults).sessionLifetimeMax * 1000;
   const clamped = iso(Math.min(target, max));

@@ -4,7 +4,7 @@ import type { Response } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from '../application/catalog.js';
 import { CancelWaitingCommand, EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Actor } from '../application/commands.js';
-import { visibleSession } from '../domain/decide.js';
+import { refuseInactive, visibleSession } from '../domain/decide.js';
 import { refuse } from '../domain/errors.js';
 import type { NodeSpec } from '../domain/events.js';
 import { Ledger } from '../application/ledger.service.js';
@@ -61,6 +61,7 @@ export class SessionsController {
   async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() body: SessionUpdateDto) {
     if (body.active === undefined && body.expires_at === undefined) refuse('invalid', 'give "active": false or "expires_at"');
     if (body.active === true) refuse('invalid', 'a session cannot be reactivated');
+    if (!this.ledger.world.sessions.has(id)) return this.updatePast(actor, id, body);
     // Check visibility first, so another tenant's session gives 404 whatever the body says.
     visibleSession(this.ledger.world, id, actor.tenant);
     let session = body.expires_at !== undefined ? await this.commands.execute(new ExtendSessionCommand(actor, id, body.expires_at)) : undefined;
@@ -68,5 +69,16 @@ export class SessionsController {
       session = await this.commands.execute(new CancelWaitingCommand(actor, id));
     } else if (body.active === false) session = await this.commands.execute(new EndSessionCommand(actor, id, 'done'));
     return { action: 'put', session: sessionView(session!, this.ledger.world, this.catalog) };
+  }
+
+  /**
+   * A session the World no longer holds ended long ago (it keeps every live one): the read side still knows it, and
+   * it answers as a recently ended one does: done again is a no-op, an extension is refused.
+   */
+  private async updatePast(actor: Actor, id: number, body: SessionUpdateDto) {
+    const w = await this.views.load({ sessions: id });
+    const past = visibleSession(w, id, actor.tenant);
+    if (body.expires_at !== undefined) refuseInactive(id);
+    return { action: 'put', session: sessionView(past, w, this.catalog, this.ledger.world) };
   }
 }

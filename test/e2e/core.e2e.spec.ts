@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import { Ledger } from '../../src/application/ledger.service.js';
+import { RETAINED_ENDED } from '../../src/domain/world.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
 import { ADMIN_KEY, Client, type Running, basic, instantDemoConfig, ledgerFile, newTenant, startDuffy } from '../support/server.js';
 
@@ -29,6 +30,40 @@ describe('one command, one append', () => {
     const done = await alice.put(`/api/v1/sessions/${r.body.session.id}`, { active: false });
     expect(done.status).toBe(200);
     expect(ledger.appends - mid).toBe(1);
+  });
+});
+
+describe('a session ended long ago (the World has let it go)', () => {
+  let duffy: Running;
+  beforeAll(async () => (duffy = await startDuffy()));
+  afterAll(async () => duffy.close());
+
+  it('answers a repeated "done" as a recently ended one does, refuses an extension, and stays hidden from others', async () => {
+    const alice = await newTenant(duffy, 'old-alice', { node_quota: 64 });
+    const mallory = await newTenant(duffy, 'old-mallory');
+    const cycle = async () => {
+      const r = await alice.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] });
+      expect(r.status).toBe(201);
+      expect((await alice.put(`/api/v1/sessions/${r.body.session.id}`, { active: false })).status).toBe(200);
+      return r.body.session.id as number;
+    };
+    const old = await cycle();
+    const recent = await cycle();
+    // Enough newer ended sessions that the World forgets the old one (RETAINED_ENDED), 4 clients at a time.
+    const newer = RETAINED_ENDED + 50;
+    await Promise.all(Array.from({ length: 4 }, async () => { for (let i = 0; i < newer / 4; i++) await cycle(); }));
+    expect(duffy.app.get(Ledger).world.sessions.has(old)).toBe(false);
+
+    const again = await alice.put(`/api/v1/sessions/${old}`, { active: false });
+    const recentAgain = await alice.put(`/api/v1/sessions/${recent}`, { active: false });
+    expect(again.status).toBe(200);
+    expect(again.body.session).toMatchObject({ id: old, active: false });
+    expect(Object.keys(again.body.session).sort()).toEqual(Object.keys(recentAgain.body.session).sort());
+    const extend = await alice.put(`/api/v1/sessions/${old}`, { expires_at: '+1h' });
+    expect(extend.status).toBe(422);
+    expect(extend.body.detail).toBe(`session ${old} is not active`);
+    expect((await mallory.put(`/api/v1/sessions/${old}`, { active: false })).status).toBe(404);
+    expect((await alice.put('/api/v1/sessions/999999', { active: false })).status).toBe(404);
   });
 });
 

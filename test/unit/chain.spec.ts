@@ -1,5 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
-import { GENESIS, canonical, coveredMetadata, eventHash, linkWith } from '../../src/audit/chain.js';
+import { GENESIS, canonical, canonicalMetadata, coveredMetadata, eventHash, linkWith, metadataWithChain } from '../../src/audit/chain.js';
+import { eventLeaf, leafBytes } from '../../src/audit/checkpoint.js';
 
 // An event with nested data, key order that sorting changes, undefined members, a bigint and non-ASCII text.
 const event = {
@@ -21,5 +22,33 @@ describe('event hashing (the stream chain stored in every event)', () => {
     expect(link(GENESIS, event.stream, event.revision, event.type, event.data)).toBe(eventHash(GENESIS, event));
     const next = { ...event, revision: 4, data: { machineId: 13 } };
     expect(link('ab'.repeat(32), next.stream, next.revision, next.type, next.data)).toBe(eventHash('ab'.repeat(32), next));
+  });
+});
+
+describe('checkpoint leaves (the Merkle tree over every event)', () => {
+  const recorded = { ...event, id: 'e-41', position: 41n };
+
+  it('keeps the format of the checkpoints already signed: pinned value from the first implementation', () => {
+    expect(eventLeaf(recorded).toString('hex')).toBe('e84de15734f725edfae08d3841fc438f4c096c7d9457ab642a78885938fbbb21');
+  });
+
+  it('are the canonical bytes of the whole event, also when the data was canonicalised before for its chain link', () => {
+    const whole = canonical({ position: '41', stream: event.stream, revision: event.revision, type: event.type, data: event.data, metadata: event.metadata });
+    expect(leafBytes(recorded).toString('utf8')).toBe(whole);
+    linkWith(canonical(coveredMetadata(event.metadata)))(GENESIS, event.stream, event.revision, event.type, event.data);
+    expect(leafBytes(recorded).toString('utf8')).toBe(whole);
+  });
+});
+
+describe('the metadata of an append', () => {
+  it('gives each event the shared fields and its chain fields, and remembers exactly canonical() of it', () => {
+    const shared = { requestId: 'r', actor: 'tenant:p0', at: '2026-11-29T19:00:00.000Z', correlationId: 'c-1', nothing: undefined, nested: { b: 1, a: [2] } };
+    const withChain = metadataWithChain(shared);
+    const first = withChain(GENESIS, 'aa');
+    const second = withChain('aa', 'bb');
+    expect(first).toEqual({ ...shared, prevHash: GENESIS, hash: 'aa' });
+    expect(canonicalMetadata(first)).toBe(canonical(first));
+    expect(canonicalMetadata(second)).toBe(canonical(second));
+    expect(canonicalMetadata(second)).toContain('"hash":"bb"');
   });
 });
