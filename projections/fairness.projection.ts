@@ -62,9 +62,15 @@ export const fairness = documentProjection({
           waits.push(ms(String(w.requested_at), e.data.at));
           if (waits.length > MAX_WAITS) waits.splice(0, waits.length - MAX_WAITS);
         }
-        const end = Date.parse(e.data.at);
-        const spells = ((t.queued as Array<[number, number, NodeSpec[]]> | undefined) ?? []).filter(([, until]) => until >= end - KEEP_MS);
-        t.queued = w.queued_at ? [...spells, [Date.parse(String(w.queued_at)), end, w.specs]].slice(-MAX_INTERVALS) : spells;
+        const queued = (t.queued as Array<[number, number, NodeSpec[]]> | undefined) ?? [];
+        // Nothing to prune or add for a request that never queued and a tenant with no spells (the common case).
+        if (w.queued_at || queued.length > 0) {
+          const end = Date.parse(e.data.at);
+          const spells = queued.filter(([, until]) => until >= end - KEEP_MS);
+          t.queued = w.queued_at ? [...spells, [Date.parse(String(w.queued_at)), end, w.specs]].slice(-MAX_INTERVALS) : spells;
+        } else if (!t.queued) {
+          t.queued = queued;
+        }
         docs.put(TENANTS, String(w.tenant_id), t);
         return;
       }

@@ -47,9 +47,9 @@ export class Documents {
   put(collection: string, id: string | number, doc: Doc): void {
     const key = String(id);
     const docs = this.maps.get(collection)!;
-    const created = !docs.has(key);
-    if (created || docs.get(key) !== doc) docs.set(key, doc);
-    this.mark(collection, key, created);
+    const before = docs.get(key);
+    if (before !== doc) docs.set(key, doc);
+    this.mark(collection, key, before === undefined);
   }
 
   del(collection: string, id: string | number): void {
