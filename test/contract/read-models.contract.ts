@@ -226,6 +226,20 @@ export function readModelsContract(name: string, open: () => Promise<ReadModelSt
       expect((await store.checkpoint(p))?.position).toBe(high + 1n);
     });
 
+    it('writes batches given together each whole or not at all: one that fails leaves the others', async () => {
+      const [p, q] = [unique('p'), unique('q')];
+      const c = unique('c');
+      const results = await Promise.allSettled([
+        store.apply(p, 1, [put(c, 'a', { n: 1 }, 3)], 3n),
+        store.apply(q, 1, [put(c, 'b', { n: 1 }, 4), put(c, 'z', { n: 1 }, 2n ** 64n)], 4n),
+        store.apply(p, 1, [put(c, 'a', { n: 2 }, 5)], 5n),
+      ]);
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+      expect(await store.find(c)).toEqual([{ n: 2 }]);
+      expect(await store.checkpoint(p)).toEqual({ position: 5n, version: 1 });
+      expect(await store.checkpoint(q)).toBeUndefined();
+    });
+
     it('writes a large batch (a rebuild\'s) whole and in order with small ones, and a failing one not at all', async () => {
       const p = unique('p');
       const c = unique('c');

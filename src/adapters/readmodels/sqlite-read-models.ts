@@ -24,6 +24,14 @@ const SQL = {
 
 /** A change as written: collection, id, the document's JSON (null: delete), position; flat, four per change. */
 type Rows = Array<string | bigint | null>;
+interface Write {
+  projection: string;
+  version: number;
+  rows: Rows;
+  checkpoint: bigint;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
 
 /**
  * Embedded read models: one SQLite file, WAL, synchronous=NORMAL. A batch and its checkpoint commit together, so a
@@ -39,8 +47,13 @@ export class SqliteReadModels implements ReadModelStore {
   /** find() statements by filter shape; the field paths are parameters, so shapes are few. */
   private readonly finds = new Map<string, Database.Statement<unknown[], { doc: string }>>();
   private readonly applyTx: (projection: string, version: number, rows: Rows, checkpoint: bigint) => void;
+  /** Small batches given in this turn of the event loop (every projection's, as their timers fire together). */
+  private pending: Write[] = [];
+  private readonly applyAllTx: (writes: Write[]) => Map<Write, unknown>;
   private readonly resetTx: (projection: string, collections: string[]) => void;
   private closed = false;
+  /** Closing: no new writes. */
+  private closing = false;
   /** Started by the first large batch. */
   private writer?: Worker;
   private nextCall = 0;
@@ -90,6 +103,18 @@ export class SqliteReadModels implements ReadModelStore {
       }
       this.stmts.saveCheckpoint.run(projection, checkpoint, version);
     });
+    // One commit for all of them; each in a savepoint of its own (a nested transaction), so one that fails fails alone.
+    this.applyAllTx = this.db.transaction((writes: Write[]) => {
+      const failed = new Map<Write, unknown>();
+      for (const w of writes) {
+        try {
+          this.applyTx(w.projection, w.version, w.rows, w.checkpoint);
+        } catch (err) {
+          failed.set(w, err);
+        }
+      }
+      return failed;
+    });
     this.resetTx = this.db.transaction((projection: string, collections: string[]) => {
       for (const c of collections) this.stmts.dropDocs.run(c);
       this.stmts.dropCheckpoint.run(projection);
@@ -97,11 +122,13 @@ export class SqliteReadModels implements ReadModelStore {
   }
 
   /**
-   * The documents are serialized before this returns. A small batch is written at once on this connection, unless
-   * writes are under way on the writer thread: then it queues behind them there, so the two connections never
-   * write at the same time and each projection's batches land in order.
+   * The documents are serialized before this returns. Small batches given in the same turn of the event loop are
+   * written together at its end, in one transaction on this connection, unless writes are under way on the writer
+   * thread: then they queue behind them there, so the two connections never write at the same time and each
+   * projection's batches land in order.
    */
   async apply(projection: string, version: number, changes: DocChange[], checkpoint: bigint): Promise<void> {
+    if (this.closing) throw new Error('read models are closed');
     const latest = latestPerDocAndEvent(changes);
     const rows: Rows = [];
     for (let i = 0; i < changes.length; i++) {
@@ -109,11 +136,34 @@ export class SqliteReadModels implements ReadModelStore {
       const c = changes[i];
       rows.push(c.collection, c.id, c.op === 'put' ? JSON.stringify(c.doc) : null, c.position);
     }
-    if (this.queued === 0 && (rows.length < WORKER_ROWS * 4 || this.file === ':memory:')) {
-      this.applyTx(projection, version, rows, checkpoint);
+    if (this.queued > 0 || (rows.length >= WORKER_ROWS * 4 && this.file !== ':memory:')) {
+      await this.onWriter(projection, version, rows, checkpoint);
       return;
     }
-    await this.onWriter(projection, version, rows, checkpoint);
+    await new Promise<void>((resolve, reject) => {
+      if (this.pending.length === 0) setImmediate(() => this.writePending());
+      this.pending.push({ projection, version, rows, checkpoint, resolve, reject });
+    });
+  }
+
+  private writePending(): void {
+    const writes = this.pending;
+    this.pending = [];
+    if (this.queued > 0) {
+      for (const w of writes) this.onWriter(w.projection, w.version, w.rows, w.checkpoint).then(w.resolve, w.reject);
+      return;
+    }
+    let failed: Map<Write, unknown>;
+    try {
+      failed = this.applyAllTx(writes);
+    } catch (err) {
+      for (const w of writes) w.reject(err);
+      return;
+    }
+    for (const w of writes) {
+      if (failed.has(w)) w.reject(failed.get(w));
+      else w.resolve();
+    }
   }
 
   private onWriter(projection: string, version: number, rows: Rows, checkpoint: bigint): Promise<void> {
@@ -126,6 +176,11 @@ export class SqliteReadModels implements ReadModelStore {
       this.calls.set(id, { resolve, reject });
       writer.postMessage({ id, projection, version, rows, checkpoint });
     });
+  }
+
+  private async settlePending(): Promise<void> {
+    if (this.pending.length > 0) await new Promise<void>((r) => setImmediate(r));
+    await this.whenIdle();
   }
 
   private whenIdle(): Promise<void> {
@@ -196,8 +251,8 @@ export class SqliteReadModels implements ReadModelStore {
   }
 
   async reset(projection: string, collections: string[]): Promise<void> {
-    // Behind the writer thread's writes, so they cannot land after it.
-    await this.whenIdle();
+    // Behind the writes given before it, so they cannot land after it.
+    await this.settlePending();
     this.resetTx(projection, collections);
   }
 
@@ -207,10 +262,11 @@ export class SqliteReadModels implements ReadModelStore {
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closing) return;
+    this.closing = true;
+    // Writes given before finish first.
+    await this.settlePending();
     this.closed = true;
-    // Writes under way finish first.
-    await this.whenIdle();
     const writer = this.writer;
     this.writer = undefined;
     await writer?.terminate();
