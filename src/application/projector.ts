@@ -109,6 +109,8 @@ export class ProjectionRunner {
     this.schedule(BATCH_MS);
     if (this.batch.events + this.held.length < HIGH_WATER) return undefined;
     if (this.write) return this.write;
+    // A refused write: wait for its retry rather than hurry it with every event.
+    if (this.writeFailure) return this.flushing;
     this.hurry?.();
     return this.store.copiesOnApply ? this.started : this.flushing;
   }

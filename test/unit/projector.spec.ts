@@ -148,6 +148,24 @@ describe('projection runner', () => {
     expect(store.docs).toEqual(await reference(events.slice(0, 26)));
   });
 
+  it('past the high-water mark with a store refusing writes, waits for the retry instead of retrying with every event', async () => {
+    const events = ledger(10_001);
+    const store = new FakeStore(true);
+    store.refuse = Number.POSITIVE_INFINITY;
+    const runner = new ProjectionRunner(machineStress, noLedger, store);
+    await runner.prepare();
+    const pushing = (async () => {
+      for (const e of events) await runner.push(e);
+    })();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(runner.writeFailure).toBeDefined();
+    expect(store.calls.length).toBeLessThanOrEqual(2);
+    store.refuse = 0;
+    await pushing;
+    await runner.caughtUp(events.at(-1)!.position);
+    expect(store.docs).toEqual(await reference(events));
+  });
+
   it('ignores an event delivered again', async () => {
     const events = ledger(6);
     const store = new FakeStore();
