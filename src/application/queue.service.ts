@@ -2,12 +2,13 @@ import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
 import { type Observable, asapScheduler, auditTime, filter, map } from 'rxjs';
 import { Catalog } from './catalog.js';
-import { decideLeaveQueue, decideRequestSession } from '../domain/decide.js';
+import { decideLeaveQueue, decideRequestSession, freeMachines, isRefusal, mayOverflow } from '../domain/decide.js';
 import { DomainError } from '../domain/errors.js';
 import { Ledger, LedgerEvent } from './ledger.service.js';
 import { metaFor } from './session-lifecycle.js';
 import type { Session, World } from '../domain/world.js';
-import { fairOrder, recentUsageMs } from '../domain/fair-queue.js';
+import { HeldMachines, type WaitingRequest, fairOrder, holdsMachines, recentUsageMs } from '../domain/fair-queue.js';
+import { machinesToHold } from '../domain/policy.js';
 
 /** The window of machine time that decides who goes first. */
 const FAIR_SHARE_WINDOW_MS = 3600_000;
@@ -15,14 +16,19 @@ const FAIR_SHARE_WINDOW_MS = 3600_000;
 /** Waiting sessions in the order they will be tried: urgent ones first, then less recent machine time first (weighted fair share). */
 export function queueOrder(world: World, nowMs: number): Session[] {
   const waiting = [...world.openSessions].map((id) => world.sessions.get(id)!).filter((s) => s.status === 'waiting');
-  const order = fairOrder(
-    waiting.map((s) => ({ sessionId: s.id, tenantId: s.tenantId, quantity: s.specs.reduce((n, x) => n + x.quantity, 0), enqueuedAt: Date.parse(s.queue!.since), until: Date.parse(s.queue!.until) })),
-    (tenantId) => recentUsageMs(world.tenants.get(tenantId)?.usage ?? [], nowMs, FAIR_SHARE_WINDOW_MS),
-    undefined,
-    nowMs,
-  );
+  const order = fairOrder(waiting.map(asWaitingRequest), (tenantId) => recentUsage(world, tenantId, nowMs), undefined, nowMs);
   return order.map((r) => world.sessions.get(r.sessionId)!);
 }
+
+const asWaitingRequest = (s: Session): WaitingRequest => ({
+  sessionId: s.id,
+  tenantId: s.tenantId,
+  quantity: s.specs.reduce((n, x) => n + x.quantity, 0),
+  enqueuedAt: Date.parse(s.queue!.since),
+  until: Date.parse(s.queue!.until),
+});
+
+const recentUsage = (world: World, tenantId: number, nowMs: number) => recentUsageMs(world.tenants.get(tenantId)?.usage ?? [], nowMs, FAIR_SHARE_WINDOW_MS);
 
 export class ServeWaitingRequests extends Command<void> {}
 
@@ -76,7 +82,9 @@ export class WaitingQueue implements OnApplicationShutdown {
       );
     }
     // Every decision of this pass is taken now, synchronously and in fair-share order (each counts the ones before
-    // it as in flight), so capacity freed later in the pass cannot jump the order.
+    // it as in flight), so capacity freed later in the pass cannot jump the order. An urgent request that does not
+    // fit holds machines from the requests after it of tenants that used as much or more lately (HeldMachines).
+    const held = new HeldMachines();
     const attempts = order
       .filter((s) => this.ledger.world.sessions.get(s.id)?.status === 'waiting')
       .map((s) =>
@@ -85,7 +93,17 @@ export class WaitingQueue implements OnApplicationShutdown {
             const waiting = world.sessions.get(s.id)!;
             if (waiting.status !== 'waiting') return [];
             const contextualize = (pool: string) => this.catalog.pool(pool)?.contextualize ?? false;
-            return decideRequestSession(world, this.catalog.profiles, this.catalog.defaults, { sessionId: s.id, tenantId: s.tenantId, specs: s.specs, now: new Date().toISOString(), contextualize, waiting }, inFlight);
+            const at = Date.now();
+            const usage = recentUsage(world, s.tenantId, at);
+            const heldFrom = held.heldFrom(usage);
+            const view = held.size === 0 ? inFlight : { ...inFlight, busy: (id: number) => inFlight.busy(id) || heldFrom(id) };
+            const decision = decideRequestSession(world, this.catalog.profiles, this.catalog.defaults, { sessionId: s.id, tenantId: s.tenantId, specs: s.specs, now: new Date(at).toISOString(), contextualize, waiting }, view);
+            if (isRefusal(decision) && decision.refused === 'capacity' && holdsMachines(asWaitingRequest(waiting), at)) {
+              const tenantPlatform = world.tenants.get(s.tenantId)?.platform ?? null;
+              const toHold = machinesToHold({ specs: s.specs, pools: this.catalog.profiles, free: (pool) => freeMachines(world, pool, view.busy), tenantPlatform, overflow: mayOverflow({ waiting }, at) });
+              held.hold(toHold.map((m) => m.id), usage);
+            }
+            return decision;
           },
           metaFor(null, { process: 'queue', sessionId: s.id }),
         ),

@@ -1,4 +1,4 @@
-import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, planAllocation } from './policy.js';
+import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, familyCrowding, planAllocation } from './policy.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, claimedBy } from './world.js';
@@ -173,10 +173,18 @@ export function decideRequestSession(
   const unknown = cmd.specs.find((x) => x.pool !== undefined && !pools.some((p) => p.name === x.pool));
   if (unknown) return refusal('not_found', `can't reserve nodes: unknown pool ${unknown.pool}`);
   const nowMs = Date.parse(cmd.now);
-  // Soft affinity: another family may serve a request that cannot wait at once, a waiting one once it has waited its share.
-  const q = cmd.waiting?.queue;
-  const overflow = q ? nowMs >= Date.parse(q.since) + OVERFLOW_AFTER_SHARE_OF_WAIT * (Date.parse(q.until) - Date.parse(q.since)) : !cmd.waitSeconds;
-  const plan = planAllocation({ specs: cmd.specs, pools, tenantPlatform: tenant.platform, overflow, free: (pool) => freeMachines(world, pool, inFlight.busy) });
+  const overflow = mayOverflow(cmd, nowMs);
+  // A new tenant's family is the least crowded one: counted only when a first reservation by type asks (O(machines)).
+  let crowded: ((platform: string, arch: string) => number) | undefined;
+  const crowding =
+    tenant.platform === null
+      ? (platform: string, arch: string) =>
+          (crowded ??= familyCrowding(
+            pools.map((p) => ({ ...p, machines: (world.machinesByPool.get(p.name) ?? []).filter((m) => m.retiredAt === null).length })),
+            [...world.tenants.values()].filter((t) => t.retiredAt === null).map((t) => t.platform),
+          ))(platform, arch)
+      : undefined;
+  const plan = planAllocation({ specs: cmd.specs, pools, tenantPlatform: tenant.platform, overflow, crowding, free: (pool) => freeMachines(world, pool, inFlight.busy) });
   // The lease starts when machines are handed over (for a waiting request: now), within the tenant's maximum.
   const expiresAt = iso(nowMs + Math.min(limits.sessionLifetime, limits.sessionLifetimeMax) * 1000);
   const s = stream.session(cmd.sessionId);
@@ -229,6 +237,12 @@ export function decideReserve(p: Pick, sessionId: number, tenantId: number, cont
       },
     ],
   };
+}
+
+/** Soft affinity: another family may serve a request that cannot wait at once, a waiting one once it has waited its share. */
+export function mayOverflow(cmd: { waiting?: Session; waitSeconds?: number }, nowMs: number): boolean {
+  const q = cmd.waiting?.queue;
+  return q ? nowMs >= Date.parse(q.since) + OVERFLOW_AFTER_SHARE_OF_WAIT * (Date.parse(q.until) - Date.parse(q.since)) : !cmd.waitSeconds;
 }
 
 /**
@@ -310,13 +324,13 @@ export function decideEndSession(
   return writes;
 }
 
+/** Only an active session's lease can be extended. */
+export const refuseInactive = (sessionId: number): never => refuse('invalid', `session ${sessionId} is not active`);
+
 /**
  * Duffy v3's extend: `+2h` (also `+1h30m`, `+90s`, `+1d`) adds to the session's current expiry; an ISO time sets it.
  * Either way the result is clamped to created_at + the tenant's maximum lifetime.
  */
-/** Only an active session's lease can be extended. */
-export const refuseInactive = (sessionId: number): never => refuse('invalid', `session ${sessionId} is not active`);
-
 export function decideExtendSession(session: Session, tenant: Tenant, defaults: Defaults, expiresAt: string, now: string): Write {
   if (session.status !== 'active') refuseInactive(session.id);
   const target = parseExpiry(expiresAt, Date.parse(session.expiresAt), Date.parse(now));

@@ -21,10 +21,11 @@ export interface Pick {
 /**
  * Soft affinity and waiting: a request that may wait gives its tenant's own family this share of its wait before
  * another family may serve it (one that cannot wait may be served from another family at once). Chosen with the
- * simulator (README, scheduling): later keeps affinity higher and abandons more requests; at 0.5 or less affinity
- * falls under 90 % on most seeds for hardly fewer abandoned ones.
+ * simulator (README, scheduling): with urgent requests holding their family's free machines (fair-queue.ts) the
+ * queue drains well enough that the family can have most of the wait; at 0.9 affinity falls under 90 % on half
+ * the seeds, at 0.97 the abandoned requests rise by about 25.
  */
-export const OVERFLOW_AFTER_SHARE_OF_WAIT = 0.85;
+export const OVERFLOW_AFTER_SHARE_OF_WAIT = 0.95;
 
 export type PlanResult = { ok: true; picks: Pick[] } | { ok: false; reason: string };
 
@@ -72,6 +73,8 @@ function listed(machines: Iterable<Machine>): FreePool {
   return { size: () => sorted.length, inOrder: () => sorted };
 }
 
+const hasHardware = (spec: NodeSpec) => Object.values(spec.hardware ?? {}).some((v) => v !== undefined);
+
 const isFreePool = (x: FreePool | Iterable<Machine>): x is FreePool => typeof (x as FreePool).inOrder === 'function';
 
 interface Offer {
@@ -96,6 +99,8 @@ export function planAllocation(args: {
   tenantPlatform: string | null;
   /** Soft affinity may serve from another family (default: yes); a request that waits first gives its family time. */
   overflow?: boolean;
+  /** Established tenants per machine of a family and arch (see `familyCrowding`): a new tenant goes where it is lowest. */
+  crowding?: (platform: string, arch: string) => number;
 }): PlanResult {
   const taken = new Set<number>();
   const takenPerPool = new Map<string, number>();
@@ -107,7 +112,7 @@ export function planAllocation(args: {
     if (pools.length === 0) return { ok: false, reason: `no pool matches ${describeSpec(spec)}` };
     // Hardware requirements: only machines that meet them all are candidates; count what each one rules out.
     const ruledOut = new Map<string, number>();
-    const needsHardware = Object.values(spec.hardware ?? {}).some((v) => v !== undefined);
+    const needsHardware = hasHardware(spec);
     const offers: Offer[] = pools.map((pool) => {
       const given = args.free(pool.name);
       if (!needsHardware) return { pool, free: isFreePool(given) ? given : listed(given) };
@@ -128,7 +133,7 @@ export function planAllocation(args: {
     // The family this spec must come from (null: any). A spec naming a pool or platform is the tenant's own choice;
     // affinity binds only where the tenant's family is offered for this kind of machine at all.
     const offered = platform !== null && pools.some((p) => p.platform === platform);
-    let family = explicit ? null : platform === null ? roomiestFamily(offers, available, taken, spec.quantity) : offered ? platform : null;
+    let family = explicit ? null : platform === null ? roomiestFamily(offers, available, taken, spec.quantity, args.crowding) : offered ? platform : null;
     // Soft affinity: when the tenant's family has too few free machines of this type and arch, another family
     // that has enough serves rather than nobody (the pick says `overflow`). A spec naming a pool or platform stays strict.
     let overflow = false;
@@ -213,14 +218,74 @@ function freePerFamily(offers: readonly Offer[], available: (o: Offer) => number
 }
 
 /**
- * A tenant's first family: the one with the most free machines of the kind it asked for, so that tenants
- * spread over families instead of all landing on the first one; ties go to the least worn machine's family.
+ * A tenant's first family, among those with enough free machines of the kind asked for: the least crowded (fewest
+ * established tenants per machine, when `crowding` is given), then the one with the most free machines, so that
+ * tenants spread over families instead of all landing on the first one; ties go to the least worn machine's family.
+ * (Free machines alone are a poor guide: tenants arrive when the farm is quiet, and the bigger family took most.)
  */
-function roomiestFamily(offers: readonly Offer[], available: (o: Offer) => number, taken: ReadonlySet<number>, quantity: number): string | null {
+function roomiestFamily(
+  offers: readonly Offer[],
+  available: (o: Offer) => number,
+  taken: ReadonlySet<number>,
+  quantity: number,
+  crowding?: (platform: string, arch: string) => number,
+): string | null {
   const free = freePerFamily(offers, available);
   const leastWornFamily = leastWorn(offers, taken, 1)[0]?.platform ?? null;
-  let best = leastWornFamily;
-  for (const [platform, n] of free) if (best === null || n > free.get(best)! || (n === free.get(best)! && platform === leastWornFamily)) best = platform;
-  // A family that cannot serve the whole request is no better than none.
-  return best !== null && free.get(best)! >= quantity ? best : null;
+  const crowded = (platform: string) => (crowding ? crowding(platform, offers.find((o) => o.pool.platform === platform)!.pool.arch) : 0);
+  let best: string | null = null;
+  for (const [platform, n] of free) {
+    if (n < quantity) continue;
+    // Negative: `platform` is the better first family.
+    const better = best === null ? -1 : crowded(platform) - crowded(best) || free.get(best)! - n || (platform === leastWornFamily ? -1 : best === leastWornFamily ? 1 : 0);
+    if (better < 0) best = platform;
+  }
+  return best;
+}
+
+/**
+ * `crowding` for planAllocation: established tenants per machine of each family and arch, all machine types
+ * counted (a family that also offers VMs of the arch keeps a tenant's VM requests in the family too).
+ */
+export function familyCrowding(pools: ReadonlyArray<PoolProfile & { machines: number }>, families: Iterable<string | null>): (platform: string, arch: string) => number {
+  const tenants = new Map<string, number>();
+  for (const f of families) if (f !== null) tenants.set(f, (tenants.get(f) ?? 0) + 1);
+  return (platform, arch) => {
+    const machines = pools.filter((p) => p.platform === platform && p.arch === arch).reduce((n, p) => n + p.machines, 0);
+    return (tenants.get(platform) ?? 0) / Math.max(1, machines);
+  };
+}
+
+/**
+ * The free machines an urgent request that does not fit holds back from the requests after it (fair-queue.ts,
+ * `HeldMachines`): for each spec, the most preferred free machines it could be served from, up to its quantity,
+ * only its own family's while it may not overflow. Held, they add up until the request fits, instead of each one
+ * that frees going to a request that came later.
+ */
+export function machinesToHold(args: {
+  specs: readonly NodeSpec[];
+  pools: readonly PoolProfile[];
+  free: (pool: string) => FreePool | Iterable<Machine>;
+  tenantPlatform: string | null;
+  overflow: boolean;
+}): Machine[] {
+  const held = new Set<number>();
+  const out: Machine[] = [];
+  for (const spec of args.specs) {
+    const pools = eligiblePools(args.pools, spec);
+    const explicit = spec.pool !== undefined || spec.platform !== undefined;
+    const own = !explicit && !args.overflow && args.tenantPlatform !== null && pools.some((p) => p.platform === args.tenantPlatform);
+    const offers = pools
+      .filter((p) => !own || p.platform === args.tenantPlatform)
+      .map((pool) => {
+        const given = args.free(pool.name);
+        if (!hasHardware(spec)) return { pool, free: isFreePool(given) ? given : listed(given) };
+        return { pool, free: listed([...(isFreePool(given) ? given.inOrder() : given)].filter((m) => unmet(m.hardware ?? {}, spec.hardware).length === 0)) };
+      });
+    for (const c of leastWorn(offers, held, spec.quantity)) {
+      held.add(c.machine.id);
+      out.push(c.machine);
+    }
+  }
+  return out;
 }

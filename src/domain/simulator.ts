@@ -1,8 +1,8 @@
 import type { MachineType, NodeSpec } from './events.js';
 import { type Machine, newMachine } from './world.js';
-import { type BusyInterval, type WaitingRequest, fairOrder, recentUsageMs } from './fair-queue.js';
+import { type BusyInterval, HeldMachines, type WaitingRequest, fairOrder, holdsMachines, recentUsageMs } from './fair-queue.js';
 import { gini, jain, maxMinFair, percentile } from './statistics.js';
-import { OVERFLOW_AFTER_SHARE_OF_WAIT, type PoolProfile, eligiblePools, planAllocation } from './policy.js';
+import { OVERFLOW_AFTER_SHARE_OF_WAIT, type PoolProfile, eligiblePools, familyCrowding, machinesToHold, planAllocation } from './policy.js';
 
 /**
  * Discrete-event simulation of a CI farm on a virtual clock (ms; no timers, no I/O), to compare allocation
@@ -10,7 +10,8 @@ import { OVERFLOW_AFTER_SHARE_OF_WAIT, type PoolProfile, eligiblePools, planAllo
  * seed, then replayed against each policy.
  *
  * - `duffy`: the real `planAllocation` (platform affinity, least-stressed machine), waiting requests in `fairOrder`
- *   of the tenants' machine time over the last `fairWindowMin`;
+ *   of the tenants' machine time over the last `fairWindowMin`, an urgent one that does not fit holding machines
+ *   (`HeldMachines`, as the server's queue pass does);
  * - `random`: a random eligible free machine, waiting requests first-in first-out;
  * - `first-free`: the eligible free machine with the lowest id, first-in first-out.
  *
@@ -407,7 +408,7 @@ export function simulate(config: SimConfig, workload: Workload, policy: PolicyNa
   for (const a of workload.arrivals) agenda.push(a.at, { kind: 'arrive', arrival: a });
   for (const f of workload.failures) agenda.push(f.at, { kind: 'fail', failure: f });
 
-  const freeIn = (pool: string) => byPool.get(pool)!.filter((x) => x.status === 'ready');
+  const freeIn = (pool: string, held: (id: number) => boolean = () => false) => byPool.get(pool)!.filter((x) => x.status === 'ready' && !held(x.m.id));
   const usage = (t: number) => {
     const window = config.fairWindowMin * MIN;
     const intervals = tenants[t].intervals;
@@ -420,10 +421,22 @@ export function simulate(config: SimConfig, workload: Workload, policy: PolicyNa
 
   const mayOverflow = (a: Arrival) => clock - a.at >= OVERFLOW_AFTER_SHARE_OF_WAIT * config.maxWaitHours * HOUR;
 
-  function choose(a: Arrival): Array<{ sm: SimMachine; platform: string }> | null {
+  // As the server (decide.ts): a new tenant's family is the least crowded one.
+  const crowding = () => familyCrowding(pools, tenants.map((t) => t.family));
+
+  /** `held`: machines held back from this request (duffy). */
+  function choose(a: Arrival, held?: (id: number) => boolean): Array<{ sm: SimMachine; platform: string }> | null {
     const spec = a.spec;
     if (policy === 'duffy') {
-      const plan = planAllocation({ specs: [spec], pools, free: (p) => freeIn(p).map((x) => x.m), tenantPlatform: affinity ? tenants[a.tenant].family : null, overflow: mayOverflow(a) });
+      const tenantPlatform = affinity ? tenants[a.tenant].family : null;
+      const plan = planAllocation({
+        specs: [spec],
+        pools,
+        free: (p) => freeIn(p, held).map((x) => x.m),
+        tenantPlatform,
+        overflow: mayOverflow(a),
+        crowding: affinity && tenantPlatform === null ? crowding() : undefined,
+      });
       return plan.ok ? plan.picks.map((p) => ({ sm: machines[p.machine.id - 1], platform: p.platform })) : null;
     }
     const candidates = eligiblePools(pools, spec).flatMap((p) => freeIn(p.name));
@@ -493,25 +506,35 @@ export function simulate(config: SimConfig, workload: Workload, policy: PolicyNa
     fairDirty = true;
   }
 
+  const waitingRequest = (a: Arrival): WaitingRequest => ({ sessionId: a.id, tenantId: a.tenant, quantity: a.spec.quantity, enqueuedAt: a.at, until: a.at + config.maxWaitHours * HOUR });
+
   function schedule() {
     if (queue.length === 0 || freeCount === 0) return;
     let order: Arrival[] = queue;
     if (fairQueue) {
       const byId = new Map(queue.map((a) => [a.id, a]));
-      const w: WaitingRequest[] = queue.map((a) => ({ sessionId: a.id, tenantId: a.tenant, quantity: a.spec.quantity, enqueuedAt: a.at, until: a.at + config.maxWaitHours * HOUR }));
-      order = fairOrder(w, usage, undefined, clock).map((x) => byId.get(x.sessionId)!);
+      order = fairOrder(queue.map(waitingRequest), usage, undefined, clock).map((x) => byId.get(x.sessionId)!);
     }
-    // Free machines only go down during a pass: a shape that did not fit will not fit later in the same pass.
+    // Free machines only go down during a pass: a shape that did not fit will not fit later in the same pass
+    // (while no machine is held: a held machine is free to some requests and not to others).
     const misses = new Set<string>();
     const done = new Set<number>();
+    const held = new HeldMachines();
+    const used = new Map<number, number>();
+    const usageOf = (t: number) => used.get(t) ?? used.set(t, usage(t)).get(t)!;
     for (const a of order) {
       if (freeCount === 0) break;
       // A request that may overflow can fit where one of the same shape and family that may not did not.
       const key = `${JSON.stringify(a.spec)}|${policy === 'duffy' ? `${tenants[a.tenant].family}|${mayOverflow(a)}` : ''}`;
-      if (misses.has(key)) continue;
-      const picks = choose(a);
+      if (held.size === 0 && misses.has(key)) continue;
+      const heldFrom = policy === 'duffy' && held.size > 0 ? held.heldFrom(usageOf(a.tenant)) : undefined;
+      const picks = choose(a, heldFrom);
       if (!picks) {
         misses.add(key);
+        if (policy === 'duffy' && holdsMachines(waitingRequest(a), clock)) {
+          const machinesHeld = machinesToHold({ specs: [a.spec], pools, free: (p) => freeIn(p, heldFrom).map((x) => x.m), tenantPlatform: affinity ? tenants[a.tenant].family : null, overflow: mayOverflow(a) });
+          held.hold(machinesHeld.map((m) => m.id), usageOf(a.tenant));
+        }
         continue;
       }
       start(a, picks);

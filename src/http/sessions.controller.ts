@@ -50,9 +50,13 @@ export class SessionsController {
     const specs: NodeSpec[] = body.nodes_specs.map(({ pool, type, arch, platform, quantity, hardware }) =>
       Object.fromEntries(Object.entries({ pool, type, arch, platform, quantity, hardware: hardware && { ...hardware } }).filter(([, v]) => v !== undefined)) as unknown as NodeSpec,
     );
-    const callerGone = new AbortController();
-    res.once('close', () => res.writableFinished || callerGone.abort());
-    const session = await this.commands.execute(new RequestSessionCommand(actor, tenantId, specs, body.wait ?? 0, callerGone.signal));
+    // Only a request that may wait in the queue needs to know when its caller hangs up.
+    let callerGone: AbortController | undefined;
+    if (body.wait) {
+      const gone = (callerGone = new AbortController());
+      res.once('close', () => res.writableFinished || gone.abort());
+    }
+    const session = await this.commands.execute(new RequestSessionCommand(actor, tenantId, specs, body.wait ?? 0, callerGone?.signal));
     return { action: 'post', session: sessionView(session, this.ledger.world, this.catalog) };
   }
 

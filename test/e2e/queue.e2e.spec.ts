@@ -88,6 +88,33 @@ describe('waiting for capacity in a fair-share queue', () => {
     for (const s of [heavyGot.body.session, lightGot.body.session]) await duffy.admin.put(`${V1}/sessions/${s.id}`, { active: false });
   });
 
+  it('lets an urgent request for 2 machines hold a freed machine from a later request of a tenant that used as much', async () => {
+    // Given other and light each holding one of the two machines, heavy waiting for 2 (urgent once half of its 6 s
+    // are gone) and then for 1 more;
+    const x = (await other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }] })).body.session;
+    const y = (await light.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }] })).body.session;
+    const pairWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }], wait: 6 });
+    await sleep(100);
+    const oneWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 30 });
+    await sleep(3200);
+    // when one machine frees, the urgent pair holds it: the single request behind it does not take it;
+    await other.put(`${V1}/sessions/${x.id}`, { active: false });
+    await sleep(700);
+    expect((await waitingIds(heavy)).length).toBe(2);
+    // and when the second frees, the pair gets both, before the single request gets anything.
+    await light.put(`${V1}/sessions/${y.id}`, { active: false });
+    const pair = await pairWaits;
+    expect(pair.status).toBe(201);
+    expect(pair.body.session.nodes).toHaveLength(2);
+    await heavy.put(`${V1}/sessions/${pair.body.session.id}`, { active: false });
+    const one = await oneWaits;
+    expect(one.status).toBe(201);
+    const events = await duffy.app.get(Ledger).store.readAll(0n, 100_000);
+    const started = events.filter((e) => e.type === 'SessionStarted').map((e) => e.data.sessionId);
+    expect(started.indexOf(pair.body.session.id)).toBeLessThan(started.indexOf(one.body.session.id));
+    await heavy.put(`${V1}/sessions/${one.body.session.id}`, { active: false });
+  });
+
   it('answers 422 when the wait is over, and lets a waiting request be cancelled', async () => {
     const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }] })).body.session;
     const started = Date.now();

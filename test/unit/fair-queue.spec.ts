@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { type WaitingRequest, fairOrder, recentUsageMs } from '../../src/domain/fair-queue.js';
+import { HeldMachines, type WaitingRequest, fairOrder, holdsMachines, recentUsageMs } from '../../src/domain/fair-queue.js';
 
 const req = (sessionId: number, tenantId: number, enqueuedAt: number, quantity = 1): WaitingRequest => ({ sessionId, tenantId, quantity, enqueuedAt });
 const usage = (table: Record<number, number>) => (t: number) => table[t] ?? 0;
@@ -54,6 +54,33 @@ describe('fairOrder', () => {
     const f = usage({ 1: 10, 2: 10, 3: 5 });
     expect(ids(fairOrder([...waiting].reverse(), f))).toEqual(ids(fairOrder(waiting, f)));
     expect(ids(fairOrder(waiting, f))).toEqual([3, 1, 2, 4, 5]);
+  });
+});
+
+describe('holding machines for urgent requests', () => {
+  it('lets an urgent request for at most 2 machines hold, not one that is not urgent yet or asks for more', () => {
+    // Given requests that wait from 0 until 100,
+    const two = { ...req(1, 1, 0, 2), until: 100 };
+    // a request for 2 holds once half its wait is gone, not before;
+    expect(holdsMachines(two, 50)).toBe(true);
+    expect(holdsMachines(two, 49)).toBe(false);
+    // one for 3 never holds, nor one without a deadline.
+    expect(holdsMachines({ ...req(2, 1, 0, 3), until: 100 }, 90)).toBe(false);
+    expect(holdsMachines(req(3, 1, 0, 1), 90)).toBe(false);
+  });
+
+  it('holds machines from tenants that used as much or more lately, not from lighter ones', () => {
+    // Given machines 1 and 2 held for a tenant that used 1000 ms lately,
+    const held = new HeldMachines();
+    held.hold([1, 2], 1000);
+    // then a tenant that used 1000 or more may not take them, one that used less may, and other machines are free;
+    expect([1, 2, 3].map(held.heldFrom(1000))).toEqual([true, true, false]);
+    expect([1, 2].map(held.heldFrom(5000))).toEqual([true, true]);
+    expect([1, 2].map(held.heldFrom(999))).toEqual([false, false]);
+    // when a lighter tenant's request holds machine 2 too, the lighter holder counts for it.
+    held.hold([2], 10);
+    expect([1, 2].map(held.heldFrom(500))).toEqual([false, true]);
+    expect(held.size).toBe(2);
   });
 });
 

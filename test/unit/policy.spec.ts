@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { planAllocation } from '../../src/domain/policy.js';
+import { familyCrowding, machinesToHold, planAllocation } from '../../src/domain/policy.js';
 import type { Machine } from '../../src/domain/world.js';
 import { POOLS } from '../support/given.js';
 
@@ -31,6 +31,45 @@ describe('allocation policy', () => {
     const amdHeavy = [m(4, 'metal-amd'), m(6, 'metal-amd'), m(7, 'metal-amd', 1), m(8, 'metal-amd', 2), m(1, 'metal-intel')];
     const spread = planAllocation({ specs: [{ type: 'baremetal', quantity: 1 }], pools: POOLS, free: (p) => amdHeavy.filter((x) => x.pool === p), tenantPlatform: null });
     expect(spread.ok && spread.picks.map((p) => [p.machine.id, p.platform])).toEqual([[4, 'amd']]);
+  });
+
+  it('establishes a new tenant on the least crowded family, even when another has more free machines', () => {
+    // Given intel with 3 free machines and amd with 1, and intel more crowded (tenants per machine) than amd,
+    const crowding = (platform: string) => (platform === 'intel' ? 0.5 : 0.25);
+    // when a new tenant asks for one baremetal machine by type, it lands on amd;
+    const plan = planAllocation({ specs: [{ type: 'baremetal', quantity: 1 }], pools: POOLS, free, tenantPlatform: null, crowding });
+    expect(plan.ok && plan.picks.map((p) => [p.machine.id, p.platform, p.affinity])).toEqual([[4, 'amd', 'established']]);
+    // but not when amd cannot serve the request whole: then the less crowded family is no better than none.
+    const two = planAllocation({ specs: [{ type: 'baremetal', quantity: 2 }], pools: POOLS, free, tenantPlatform: null, crowding });
+    expect(two.ok && two.picks.map((p) => p.platform)).toEqual(['intel', 'intel']);
+    // Equally crowded families: the one with more free machines, as without crowding.
+    const even = planAllocation({ specs: [{ type: 'baremetal', quantity: 1 }], pools: POOLS, free, tenantPlatform: null, crowding: () => 0.1 });
+    expect(even.ok && even.picks.map((p) => p.platform)).toEqual(['intel']);
+  });
+
+  it('counts crowding as established tenants per machine of the family and arch, every machine type included', () => {
+    // Given intel with 20 baremetal and 8 vm x86_64 machines, amd with 14 baremetal, and tenants on intel, intel, amd,
+    const pools = POOLS.map((p) => ({ ...p, machines: p.name === 'metal-intel' ? 20 : p.name === 'vm-intel' ? 8 : 14 }));
+    const crowding = familyCrowding(pools, ['intel', 'intel', 'amd', null]);
+    // then intel has 2 / 28 tenants per machine, amd 1 / 14, and a family with no machine of the arch no division by 0.
+    expect(crowding('intel', 'x86_64')).toBeCloseTo(2 / 28);
+    expect(crowding('amd', 'x86_64')).toBeCloseTo(1 / 14);
+    expect(crowding('arm', 'aarch64')).toBe(0);
+  });
+
+  it('holds, for an urgent request that does not fit, the free machines its own family could serve it from', () => {
+    // Given a tenant on amd asking for 2 baremetal machines where amd has 1 free and intel 3,
+    const spec = [{ type: 'baremetal' as const, quantity: 2 }];
+    // when it may not overflow yet, it holds amd's one free machine only;
+    expect(machinesToHold({ specs: spec, pools: POOLS, free, tenantPlatform: 'amd', overflow: false }).map((x) => x.id)).toEqual([4]);
+    // once it may overflow, the most preferred of any family, up to what it asks for;
+    expect(machinesToHold({ specs: spec, pools: POOLS, free, tenantPlatform: 'amd', overflow: true }).map((x) => x.id)).toEqual([4, 3]);
+    // a spec naming a pool holds in that pool only, and a machine is held once across specs;
+    expect(machinesToHold({ specs: [{ pool: 'metal-intel', quantity: 2 }, { pool: 'metal-intel', quantity: 5 }], pools: POOLS, free, tenantPlatform: 'amd', overflow: false }).map((x) => x.id)).toEqual([3, 2, 1]);
+    // hardware requirements leave out machines that miss them.
+    const withRam = [{ ...m(6, 'metal-amd'), hardware: { ram_gb: 64 } }, { ...m(7, 'metal-amd'), hardware: { ram_gb: 8 } }] as Machine[];
+    const held = machinesToHold({ specs: [{ type: 'baremetal', quantity: 2, hardware: { min_ram_gb: 32 } }], pools: POOLS, free: (p) => withRam.filter((x) => x.pool === p), tenantPlatform: 'amd', overflow: false });
+    expect(held.map((x) => x.id)).toEqual([6]);
   });
 
   it('serves a request that no one family can serve whole from several, its own family first, when it may overflow', () => {

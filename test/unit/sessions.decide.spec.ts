@@ -76,6 +76,14 @@ describe('requesting machines', () => {
     ]);
   });
 
+  it('given alice established on intel and more intel than amd machines free, when a new tenant asks by type, then it is established on amd, the less crowded family', () => {
+    const world = given(...startedSession(), machine(2, 'i2', 'metal-intel'), machine(3, 'i3', 'metal-intel'), machine(4, 'a1', 'metal-amd'), tenant(2, 'bob'));
+    const reserved = writesOf(request(world, [{ type: 'baremetal', quantity: 1 }], { sessionId: 2, tenantId: 2 }))
+      .flatMap((w) => w.events)
+      .filter((e) => e.type === 'MachineReserved');
+    expect(reserved.map((e) => [e.data.hostname, e.data.platform, e.data.affinity])).toEqual([['a1', 'amd', 'established']]);
+  });
+
   it('given a spec without a numeric quantity (a malformed body that reached the domain), when asked, then refused, never compared with the quota', () => {
     const world = given(tenant(1, 'alice', { nodeQuota: 2 }), machine(1, 'i1', 'metal-intel'));
     for (const specs of [[[]], [{ pool: 'metal-intel' }], [null], [{ pool: 'metal-intel', quantity: 1.5 }]] as unknown as NodeSpec[][]) {
