@@ -262,9 +262,15 @@ export function readModelsContract(name: string, open: () => Promise<ReadModelSt
       expect(await store.checkpoint(p)).toEqual({ position: 5001n, version: 1 });
 
       // Written while a large batch may still be under way: each lands after the one before it.
-      await Promise.all([store.apply(p, 1, big.map((ch) => ({ ...ch, position: ch.position + 10_000n })), 15_000n), store.apply(p, 1, [put(c, 'd00003', { n: 'last' }, 15_001)], 15_001n)]);
+      // A delete amid the puts lands in its place: after the put of the same document before it, before the one after.
+      const again = big.map((ch) => ({ ...ch, position: ch.position + 10_000n }));
+      again.splice(1000, 0, del(c, 'd00002', 10_999), del(c, 'd01500', 10_999));
+      await Promise.all([store.apply(p, 1, again, 15_000n), store.apply(p, 1, [put(c, 'd00003', { n: 'last' }, 15_001)], 15_001n)]);
       expect(await store.get(c, 'd00003')).toEqual({ n: 'last' });
       expect(await store.get(c, 'd00001')).toEqual({ n: 1, tags: ['x'] });
+      expect(await store.get(c, 'd00002')).toBeUndefined();
+      expect(await store.get(c, 'd01500')).toEqual({ n: 1500, tags: ['x'] });
+      expect(await store.find(c)).toHaveLength(4999);
       await store.reset(p, [c]);
       expect(await store.find(c)).toEqual([]);
     });

@@ -11,11 +11,14 @@ const WORKER_ROWS = 2_000;
 const BUSY_TIMEOUT_MS = 5_000;
 
 /** The write statements, shared with the writer thread (sqlite-read-models.worker.js). */
+const PUTS_PER_STATEMENT = 32;
+const UPSERT = `ON CONFLICT (collection, id) DO UPDATE SET doc = excluded.doc, position = excluded.position
+        WHERE excluded.position > docs.position`;
 const SQL = {
   // A change at or below the document's position was already applied (a replayed batch).
-  put: `INSERT INTO docs (collection, id, doc, position) VALUES (?, ?, ?, ?)
-        ON CONFLICT (collection, id) DO UPDATE SET doc = excluded.doc, position = excluded.position
-        WHERE excluded.position > docs.position`,
+  put: `INSERT INTO docs (collection, id, doc, position) VALUES (?, ?, ?, ?) ${UPSERT}`,
+  /** PUTS_PER_STATEMENT puts in one statement (the writer thread's): one call into SQLite for many rows. */
+  puts: `INSERT INTO docs (collection, id, doc, position) VALUES ${Array(PUTS_PER_STATEMENT).fill('(?, ?, ?, ?)').join(', ')} ${UPSERT}`,
   del: 'DELETE FROM docs WHERE collection = ? AND id = ? AND position < ?',
   saveCheckpoint: `INSERT INTO checkpoints (projection, position, version) VALUES (?, ?, ?)
         ON CONFLICT (projection) DO UPDATE SET position = excluded.position, version = excluded.version
@@ -197,7 +200,7 @@ export class SqliteReadModels implements ReadModelStore {
 
   private startWriter(): Worker {
     const writer = new Worker(new URL('./sqlite-read-models.worker.js', import.meta.url), {
-      workerData: { file: this.file, sql: SQL, busyTimeoutMs: BUSY_TIMEOUT_MS },
+      workerData: { file: this.file, sql: SQL, putsPerStatement: PUTS_PER_STATEMENT, busyTimeoutMs: BUSY_TIMEOUT_MS },
     });
     writer.on('message', (reply: { id: number; error?: { message: string; code?: string } }) => {
       const call = this.calls.get(reply.id);
