@@ -1,26 +1,28 @@
 /**
- * `npm run bench [-- --only p2,p4,p5,p7,p8,p1 --seconds 10]`: prints figures, asserts nothing.
+ * `npm run bench [-- --only p2,p4,p5,p7,p8,p1 --seconds 10 --p7-events 1000000]`: prints figures, asserts nothing.
  *
  * P2 ledger appends/s on the embedded store, group commit vs one fsync per append;
  * P4 decision time at 100, 10k and 100k machines;
- * P5 projection rebuild rate; P7 memory of a World with 100k machines after folding 1M events (in a child process,
- * so nothing else counts); P8 start-up of the built server with a 200- and a 20,000-machine inventory;
+ * P5 projection rebuild rate; P7 memory of a World with 100k machines after folding a ledger file of 1M events
+ * (`--p7-events`) as the server does at start (in a child process, so nothing else counts); P8 start-up of the built server with a 200- and a 20,000-machine inventory;
  * P1 request+release throughput and latency over HTTP against the real app, and a bare Express app as the yardstick.
  * P1 runs Duffy and bare Express each in a process of its own; the load comes from this one (bench/p1-http.ts).
  */
+import Database from 'better-sqlite3';
 import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { ExpectedRevision, RecordedEvent } from '../src/application/ports/event-store.port.js';
-import { type Row, SqliteEventStore, toRecorded } from '../src/adapters/eventstore/sqlite-event-store.js';
+import { type ExpectedRevision, FOLD_PAGE, type RecordedEvent } from '../src/application/ports/event-store.port.js';
+import { SqliteEventStore } from '../src/adapters/eventstore/sqlite-event-store.js';
 import { p5 } from './read-side.js';
 import { p1 } from './p1-http.js';
 import { p8 } from './startup.js';
 import { decideRequestSession, freeMachines } from '../src/domain/decide.js';
-import type { DuffyEvent, MachineState, NodeSpec } from '../src/domain/events.js';
+import { type DuffyEvent, type MachineState, type NodeSpec, stream } from '../src/domain/events.js';
 import { type Machine, type World, emptyWorld, evolve, file, newMachine, unfile } from '../src/domain/world.js';
 import { percentile } from '../src/domain/statistics.js';
 import { type PoolProfile, planAllocation } from '../src/domain/policy.js';
@@ -156,85 +158,118 @@ function p4(): void {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// P7: memory of the World after folding 1M events.
+// P7: memory of the World after folding a ledger of 1M events (--p7-events).
 
-async function p7(): Promise<void> {
-  const gc = (globalThis as { gc?: () => void }).gc;
-  gc?.();
-  const before = process.memoryUsage();
+/**
+ * The ledger P7 folds, written to `file` by a process of its own (so its garbage is not the fold's): tenants, machines,
+ * then whole session cycles (8 events each) round the machines, then IdAllocated events up to `total`. Rows are what
+ * the server records: its stream names and revisions, a UUID id, data and chained metadata as JSON text.
+ */
+function p7Write(file: string, total: number): void {
   const machines = 100_000;
   const tenants = 10;
-  const total = 1_000_000;
-  const world: World = emptyWorld();
-  let folded = 0;
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = OFF');
+  db.exec(`CREATE TABLE events (
+    position INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, revision INTEGER NOT NULL, id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL, data TEXT NOT NULL, metadata TEXT NOT NULL, chain TEXT NOT NULL, UNIQUE (stream, revision))`);
+  const insert = db.prepare('INSERT INTO events (stream, revision, id, type, data, metadata, chain) VALUES (?, ?, ?, ?, ?, ?, ?)');
+  const begin = db.prepare('BEGIN');
+  const commit = db.prepare('COMMIT');
+  let written = 0;
   let clock = Date.parse('2026-01-01T00:00:00.000Z');
   const at = () => new Date((clock += 1000)).toISOString();
-  // The World is folded the way the server folds it at start: stored rows (JSON text, as the embedded ledger returns
-  // them) read a page at a time, parsed, folded, and the page dropped. Objects built here would not do: V8 learns
-  // their allocation sites survive and allocates them in the old space, which is the benchmark's garbage, not Duffy's.
-  const PAGE = 250;
-  let page: Row[] = [];
-  const flush = () => {
-    for (const row of page) evolve(world, toRecorded(row) as RecordedEvent & DuffyEvent);
-    page = [];
+  const hex = (n: number) => (n * 2654435761).toString(16).padStart(64, '0');
+  const write = (stream: string, revision: number, event: DuffyEvent) => {
+    if (written % 10_000 === 0) begin.run();
+    written += 1;
+    const metadata = { correlationId: randomUUID(), actor: 'bench', at: (event.data as { at?: string }).at ?? at(), prevHash: hex(written - 1), hash: hex(written) };
+    insert.run(stream, revision, randomUUID(), event.type, JSON.stringify(event.data), JSON.stringify(metadata), hex(written));
+    if (written % 10_000 === 0) commit.run();
   };
-  const fold = (event: DuffyEvent, revision: number) => {
-    folded += 1;
-    const metadata = { at: (event.data as { at?: string }).at ?? at(), actor: 'bench', correlationId: `c-${folded}`, hash: (folded * 2654435761).toString(16).padStart(64, '0') };
-    page.push([folded, 'bench', revision, `e-${folded}`, event.type, JSON.stringify(event.data), JSON.stringify(metadata)]);
-    if (page.length === PAGE) flush();
-  };
-  const t0 = performance.now();
   for (let t = 1; t <= tenants; t++) {
-    fold(
-      { type: 'TenantRegistered', data: { tenantId: t, name: `tenant-${t}`, apiKeyDigest: `digest-${t}`, isAdmin: false, sshKey: 'ssh-ed25519 AAAA', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null, at: at() } },
-      0,
-    );
+    const data = { tenantId: t, name: `tenant-${t}`, apiKeyDigest: `digest-${t}`, isAdmin: false, sshKey: 'ssh-ed25519 AAAA', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null, at: at() };
+    write(stream.tenant(`tenant-${t}`), 0, { type: 'TenantRegistered', data });
   }
   for (let id = 1; id <= machines; id++) {
-    fold({ type: 'MachineRegistered', data: { machineId: id, hostname: `m${id}.bench`, ipaddr: null, pool: poolFor(id - 1, machines), reusable: true, data: {}, state: 'ready', at: at() } }, 0);
+    const data = { machineId: id, hostname: `m${id}.bench`, ipaddr: null, pool: poolFor(id - 1, machines), reusable: true, data: {}, state: 'ready' as const, at: at() };
+    write(stream.machine(data.hostname), 0, { type: 'MachineRegistered', data });
   }
-  flush();
-  // Then whole session cycles (8 events each) round the machines until 1M events.
   let sessionId = 0;
-  // Stream revisions follow from the round: each cycle adds 3 events to its machine's stream and 2 to its tenant's.
-  while (folded + 8 <= total) {
+  while (written + 8 <= total) {
     sessionId += 1;
     const machineId = ((sessionId - 1) % machines) + 1;
     const tenantId = ((sessionId - 1) % tenants) + 1;
     const pool = POOLS.find((p) => p.name === poolFor(machineId - 1, machines))!;
+    // Stream revisions follow from the round: each cycle adds 3 events to its machine's stream and 2 to its tenant's.
     const [m, t] = [3 * Math.floor((sessionId - 1) / machines), 2 * Math.floor((sessionId - 1) / tenants)];
+    const [machine, tenant, session] = [stream.machine(`m${machineId}.bench`), stream.tenant(`tenant-${tenantId}`), stream.session(sessionId)];
     const now = at();
-    fold({ type: 'MachineRequested', data: { sessionId, tenantId, tenant: `tenant-${tenantId}`, specs: [{ pool: pool.name, quantity: 1 }], expiresAt: now, at: now } }, 0);
-    fold({ type: 'QuotaClaimed', data: { tenantId, sessionId, count: 1, at: now } }, t + 1);
-    fold(
-      { type: 'MachineReserved', data: { machineId, hostname: `m${machineId}.bench`, sessionId, tenantId, pool: pool.name, platform: pool.platform, affinity: 'kept', contextualize: false, at: now } },
-      m + 1,
-    );
-    fold({ type: 'SessionStarted', data: { sessionId, machineIds: [machineId], at: now } }, 1);
+    write(session, 0, { type: 'MachineRequested', data: { sessionId, tenantId, tenant: `tenant-${tenantId}`, specs: [{ pool: pool.name, quantity: 1 }], expiresAt: now, at: now } });
+    write(tenant, t + 1, { type: 'QuotaClaimed', data: { tenantId, sessionId, count: 1, at: now } });
+    write(machine, m + 1, {
+      type: 'MachineReserved',
+      data: { machineId, hostname: `m${machineId}.bench`, sessionId, tenantId, pool: pool.name, platform: pool.platform, affinity: 'kept', contextualize: false, at: now },
+    });
+    write(session, 1, { type: 'SessionStarted', data: { sessionId, machineIds: [machineId], at: now } });
     const later = at();
-    fold({ type: 'SessionReleased', data: { sessionId, reason: 'done', at: later } }, 2);
-    fold({ type: 'MachineReleased', data: { machineId, sessionId, reason: 'done', at: later } }, m + 2);
-    fold({ type: 'QuotaReturned', data: { tenantId, sessionId, count: 1, at: later } }, t + 2);
-    fold({ type: 'MachineRecycled', data: { machineId, policy: 'reuse', state: 'ready', at: later } }, m + 3);
+    write(session, 2, { type: 'SessionReleased', data: { sessionId, reason: 'done', at: later } });
+    write(machine, m + 2, { type: 'MachineReleased', data: { machineId, sessionId, reason: 'done', at: later } });
+    write(tenant, t + 2, { type: 'QuotaReturned', data: { tenantId, sessionId, count: 1, at: later } });
+    write(machine, m + 3, { type: 'MachineRecycled', data: { machineId, policy: 'reuse', state: 'ready', at: later } });
   }
-  // The real ledger has IdAllocated events too (ids of tenants and machines): they make up the round million.
+  // The real ledger has IdAllocated events too (ids of tenants and machines): they make up the round figure.
   // (ids-machine already counts one per machine: revisions go on from there.)
-  for (let revision = machines; folded < total; revision++) fold({ type: 'IdAllocated', data: { kind: 'machine' } }, revision);
-  flush();
-  const seconds = (performance.now() - t0) / 1000;
-  gc?.();
-  const after = process.memoryUsage();
-  // V8 hands freed pages back to the system in the background: what a server shows once it has been idle a second.
-  await new Promise((r) => setTimeout(r, 1000));
-  gc?.();
-  await new Promise((r) => setTimeout(r, 500));
-  const idle = process.memoryUsage();
-  console.log(
-    `P7 World of ${count(world.machines.size)} machines, ${count(world.sessions.size)} sessions kept (${count(sessionId)} recorded), ${count(world.tenants.size)} tenants after folding ${count(folded)} events ` +
-      `(${count(Math.round(folded / seconds))} events/s): RSS ${mb(after.rss)} right after a full GC, ${mb(idle.rss)} after 1.5 s idle (${mb(before.rss)} before the fold), ` +
-      `heap used ${mb(after.heapUsed)} of ${mb(after.heapTotal)} ${gc ? 'after a full GC' : '(no --expose-gc: not after a GC)'} (${mb(before.heapUsed)} before)`,
-  );
+  for (let revision = machines; written < total; revision++) write(stream.ids('machine'), revision, { type: 'IdAllocated', data: { kind: 'machine' } });
+  if (db.inTransaction) commit.run();
+  db.close();
+}
+
+/**
+ * P7: the World of a server that starts on a ledger of `total` events. The fold is the server's own (Ledger.start):
+ * pages of FOLD_PAGE events read from the embedded ledger file (`readAll`: rows parsed by `toRecorded`), each
+ * event folded by `evolve`. The ledger is written first by a child process; memory is measured in this one.
+ */
+async function p7(total: number): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  const dir = mkdtempSync(join(tmpdir(), 'duffy-p7-'));
+  const file = join(dir, 'ledger.db');
+  try {
+    const writer = spawnSync(process.execPath, [SCRIPT, '--p7-write', file, '--p7-events', String(total)], { stdio: 'inherit' });
+    if (writer.status !== 0) throw new Error(`writing the P7 ledger failed (exit ${writer.status})`);
+    const store = new SqliteEventStore(file, true, true);
+    const world: World = emptyWorld();
+    gc?.();
+    const before = process.memoryUsage();
+    let folded = 0;
+    // V8 collects the old space when it chooses: the RSS it reached during the fold is shown too.
+    let peak = before.rss;
+    const t0 = performance.now();
+    for (;;) {
+      const page = await store.readAll(world.position, FOLD_PAGE);
+      if (page.length === 0) break;
+      for (const e of page) evolve(world, e as RecordedEvent & DuffyEvent);
+      folded += page.length;
+      peak = Math.max(peak, process.memoryUsage.rss());
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    gc?.();
+    const after = process.memoryUsage();
+    // V8 hands freed pages back to the system in the background: what a server shows once it has been idle a second.
+    await new Promise((r) => setTimeout(r, 1000));
+    gc?.();
+    await new Promise((r) => setTimeout(r, 500));
+    const idle = process.memoryUsage();
+    await store.close();
+    console.log(
+      `P7 World of ${count(world.machines.size)} machines, ${count(world.sessions.size)} sessions kept (${count(world.lastSessionId)} recorded), ${count(world.tenants.size)} tenants after folding ${count(folded)} events ` +
+        `(${count(Math.round(folded / seconds))} events/s, read from the ledger file): RSS ${mb(after.rss)} right after a full GC, ${mb(idle.rss)} after 1.5 s idle (${mb(before.rss)} before the fold, ${mb(peak)} at most during it), ` +
+        `heap used ${mb(after.heapUsed)} of ${mb(after.heapTotal)} ${gc ? 'after a full GC' : '(no --expose-gc: not after a GC)'} (${mb(before.heapUsed)} before)`,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -245,19 +280,23 @@ async function main(): Promise<void> {
       only: { type: 'string', default: 'p2,p4,p5,p7,p8,p1' },
       seconds: { type: 'string', default: '10' },
       'append-seconds': { type: 'string', default: '3' },
+      'p7-events': { type: 'string', default: '1000000' },
+      'p7-write': { type: 'string' },
     },
   });
   const only = new Set(values.only!.split(',').map((s) => s.trim().toLowerCase()));
   const seconds = Number(values.seconds);
   const appendSeconds = Number(values['append-seconds']);
+  const p7Events = Number(values['p7-events']);
+  if (values['p7-write']) return p7Write(values['p7-write'], p7Events);
   if (only.has('p2')) await p2(appendSeconds);
   if (only.has('p4')) p4();
   if (only.has('p5')) await p5();
   if (only.has('p7')) {
-    if (only.size === 1) await p7();
+    if (only.size === 1) await p7(p7Events);
     else {
       // A fresh process: the RSS of this one already holds what P2 and P4 allocated.
-      const child = spawnSync(process.execPath, ['--expose-gc', SCRIPT, '--only', 'p7'], { stdio: 'inherit' });
+      const child = spawnSync(process.execPath, ['--expose-gc', SCRIPT, '--only', 'p7', '--p7-events', String(p7Events)], { stdio: 'inherit' });
       if (child.status !== 0) console.log(`P7 failed (exit ${child.status})`);
     }
   }

@@ -5,6 +5,7 @@ import {
   type AppendResult,
   EVENT_STORE,
   type EventMetadata,
+  FOLD_PAGE,
   type EventStore,
   type NewEvent,
   type RecordedEvent,
@@ -70,7 +71,7 @@ export class Ledger implements OnApplicationShutdown {
 
   async start(): Promise<void> {
     for (;;) {
-      const page = await this.store.readAll(this.world.position, 5000);
+      const page = await this.store.readAll(this.world.position, FOLD_PAGE);
       if (page.length === 0) break;
       for (const e of page) {
         evolve(this.world, e as RecordedEvent & DuffyEvent);

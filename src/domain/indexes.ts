@@ -73,24 +73,31 @@ interface Lease {
   id: number;
 }
 
-/** Active sessions by expiry time, soonest first: the lease reaper reads only those due. */
+/**
+ * Active sessions by expiry time, soonest first: the lease reaper reads only those due. Kept like the machine
+ * indexes: `evolve` removes a session's lease before an event changes it and adds it again after (see `unlease` and
+ * `lease` in world.ts), so no map from session to lease is needed; leases and nodes are reused, so a session that
+ * starts and ends allocates nothing here.
+ */
 export class LeaseIndex {
   private readonly set = new OrderedSet<Lease>((a, b) => a.at - b.at || a.id - b.id);
-  private readonly leases = new Map<number, Lease>();
+  private readonly spare: Lease[] = [];
+  /** The key `remove` looks a lease up by. */
+  private readonly probe: Lease = { at: 0, id: 0 };
 
-  /** `expiresAt` null: the session holds no lease (not active). */
-  update(sessionId: number, expiresAt: string | null): void {
-    const at = expiresAt === null ? null : Date.parse(expiresAt);
-    const old = this.leases.get(sessionId);
-    if (old && old.at === at) return;
-    if (old) {
-      this.set.delete(old);
-      this.leases.delete(sessionId);
-    }
-    if (at === null) return;
-    const lease = { at, id: sessionId };
+  add(sessionId: number, expiresAt: string): void {
+    const lease = this.spare.pop() ?? { at: 0, id: 0 };
+    lease.at = Date.parse(expiresAt);
+    lease.id = sessionId;
     this.set.insert(lease);
-    this.leases.set(sessionId, lease);
+  }
+
+  /** Takes out the lease `add` filed under the same session and expiry (none: nothing to do). */
+  remove(sessionId: number, expiresAt: string): void {
+    this.probe.at = Date.parse(expiresAt);
+    this.probe.id = sessionId;
+    const lease = this.set.get(this.probe);
+    if (lease && this.set.delete(lease)) this.spare.push(lease);
   }
 
   get size(): number {

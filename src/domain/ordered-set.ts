@@ -15,6 +15,11 @@ export class OrderedSet<T> {
   private root: Node<T> | null = null;
   private count = 0;
   private seed = 0x9e3779b9;
+  /**
+   * Nodes of deleted items, chained by `right`, for the next inserts: a set whose items come and go (a machine taken
+   * and released) allocates nothing once it has been as big as it gets, so no node dies in the old space.
+   */
+  private spare: Node<T> | null = null;
 
   constructor(private readonly cmp: (a: T, b: T) => number) {}
 
@@ -24,7 +29,13 @@ export class OrderedSet<T> {
 
   /** Adds an item that no item in the set compares equal to; its key must not change while it is in the set. */
   insert(item: T): void {
-    const node: Node<T> = { item, priority: this.nextPriority(), left: null, right: null };
+    let node = this.spare;
+    if (node) {
+      this.spare = node.right;
+      node.item = item;
+      node.priority = this.nextPriority();
+      node.right = null;
+    } else node = { item, priority: this.nextPriority(), left: null, right: null };
     // Down the search path while the nodes outrank the new one; there, the subtree is split around it.
     let parent: Node<T> | null = null;
     let at = this.root;
@@ -40,6 +51,17 @@ export class OrderedSet<T> {
     else if (this.cmp(item, parent.item) < 0) parent.left = node;
     else parent.right = node;
     this.count += 1;
+  }
+
+  /** The item that compares equal to `probe`, if any, in O(log n). */
+  get(probe: T): T | undefined {
+    let node = this.root;
+    while (node) {
+      const c = this.cmp(probe, node.item);
+      if (c === 0) return node.item;
+      node = c < 0 ? node.left : node.right;
+    }
+    return undefined;
   }
 
   /**
@@ -61,6 +83,11 @@ export class OrderedSet<T> {
     else if (parent.left === node) parent.left = joined;
     else parent.right = joined;
     this.count -= 1;
+    // Kept for the next insert, holding nothing the caller let go of.
+    node.item = null as T;
+    node.left = null;
+    node.right = this.spare;
+    this.spare = node;
     return true;
   }
 
@@ -130,5 +157,40 @@ export class OrderedSet<T> {
     x ^= x << 5;
     this.seed = x >>> 0;
     return this.seed >>> 1;
+  }
+}
+
+/**
+ * A set of ids, iterated in ascending order: what a Set<number> gives the World's readers (has, size, iteration),
+ * without a Set's hash table. Once old, a Set's table is reallocated in the old space whenever it grows or shrinks,
+ * so a set that keeps filling and emptying (open sessions) leaves garbage there on every event; this one reuses its
+ * nodes and allocates nothing once it has been as big as it gets.
+ */
+export class IdSet implements Iterable<number> {
+  private readonly ids = new OrderedSet<number>((a, b) => a - b);
+
+  get size(): number {
+    return this.ids.size;
+  }
+
+  has(id: number): boolean {
+    return this.ids.get(id) !== undefined;
+  }
+
+  add(id: number): this {
+    if (!this.has(id)) this.ids.insert(id);
+    return this;
+  }
+
+  delete(id: number): boolean {
+    return this.has(id) && this.ids.delete(id);
+  }
+
+  clear(): void {
+    for (const id of [...this.ids]) this.ids.delete(id);
+  }
+
+  [Symbol.iterator](): Iterator<number> {
+    return this.ids[Symbol.iterator]();
   }
 }

@@ -3,7 +3,7 @@ import { MACHINES, SESSIONS, TENANTS, entities, tenantDoc } from '../../projecti
 import { type Doc, foldAll } from '../../projections/projection.js';
 import { freeMachines } from '../../src/domain/decide.js';
 import type { DuffyEvent, NodeSpec, PlaybookAction } from '../../src/domain/events.js';
-import { OrderedSet } from '../../src/domain/ordered-set.js';
+import { IdSet, OrderedSet } from '../../src/domain/ordered-set.js';
 import { type Machine, type World, RETAINED_ENDED, emptyWorld, evolve, sessionIsLive } from '../../src/domain/world.js';
 import { unmet } from '../../src/domain/hardware.js';
 import { type Affinity, type Pick, type PlanResult, type PoolProfile, describeSpec, eligiblePools, lessStressed, planAllocation } from '../../src/domain/policy.js';
@@ -382,6 +382,79 @@ describe('OrderedSet', () => {
     expect([...set]).toEqual([...plain].sort((a, b) => a - b));
     expect(set.size).toBe(plain.size);
   });
+
+  it('reuses the nodes of deleted items and keeps no deleted item', () => {
+    // A node per insert dies in the old space when the set is old (P7's memory): a deleted item's node is reused.
+    const set = new OrderedSet<{ k: number }>((a, b) => a.k - b.k);
+    const nodes = (s: OrderedSet<{ k: number }>) => s as unknown as { root: object | null; spare: { item: unknown } | null };
+    const first = { k: 1 };
+    set.insert(first);
+    const node = nodes(set).root;
+    expect(set.delete(first)).toBe(true);
+    expect(nodes(set).spare).toBe(node);
+    expect(nodes(set).spare!.item).toBeNull();
+    set.insert({ k: 2 });
+    expect(nodes(set).root).toBe(node);
+    expect([...set]).toEqual([{ k: 2 }]);
+  });
+});
+
+describe('IdSet', () => {
+  it('answers as a Set of the same ids does, in ascending order', () => {
+    const rnd = mulberry32(11);
+    const ids = new IdSet();
+    const plain = new Set<number>();
+    for (let i = 0; i < 5000; i++) {
+      const x = Math.floor(rnd() * 300);
+      if (rnd() < 0.5) {
+        expect(ids.add(x)).toBe(ids);
+        plain.add(x);
+      } else expect(ids.delete(x)).toBe(plain.delete(x));
+      expect(ids.has(x)).toBe(plain.has(x));
+      expect(ids.size).toBe(plain.size);
+    }
+    expect([...ids]).toEqual([...plain].sort((a, b) => a - b));
+    ids.clear();
+    expect([ids.size, [...ids]]).toEqual([0, []]);
+  });
+});
+
+describe('quota claims', () => {
+  it('gives a tenant a new claims map when its last claim is returned, and keeps the sum', () => {
+    // An emptied old Map reallocates its table in the old space on the delete and the next set (P7's memory).
+    const h = new History(mulberry32(5));
+    h.build(1);
+    const at = '2026-01-01T00:00:00.000Z';
+    const t = h.world.tenants.get(1)!;
+    h.fold({ type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 1, count: 2, at } });
+    h.fold({ type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 2, count: 1, at } });
+    const claims = t.claims;
+    h.fold({ type: 'QuotaReturned', data: { tenantId: 1, sessionId: 1, count: 2, at } });
+    expect(t.claims).toBe(claims);
+    expect([...t.claims]).toEqual([[2, 1]]);
+    h.fold({ type: 'QuotaReturned', data: { tenantId: 1, sessionId: 2, count: 1, at } });
+    expect(t.claims).not.toBe(claims);
+    expect([t.claims.size, t.held]).toEqual([0, 0]);
+    h.fold({ type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 3, count: 4, at } });
+    expect([[...t.claims], t.held]).toEqual([[[3, 4]], 4]);
+  });
+});
+
+describe('new sessions', () => {
+  it('share one empty list of machines and artifacts until they get their own, copied on change', () => {
+    // Per-session empty array literals (and session literals) were pretenured by V8 and died in the old space (P7).
+    const h = new History(mulberry32(9));
+    h.build(2);
+    const at = '2026-01-01T00:00:00.000Z';
+    for (const id of [1, 2]) h.fold({ type: 'MachineRequested', data: { sessionId: id, tenantId: 1, tenant: 't1', specs: [], expiresAt: at, at } });
+    const [s1, s2] = [h.world.sessions.get(1)!, h.world.sessions.get(2)!];
+    expect(s1.machineIds).toBe(s2.machineIds);
+    expect(s1.artifacts).toBe(s2.artifacts);
+    h.fold({ type: 'MachineReserved', data: { machineId: 1, hostname: 'm1', sessionId: 1, tenantId: 1, pool: 'x', platform: 'intel', affinity: 'kept', contextualize: false, at } });
+    h.fold({ type: 'ArtifactsCollected', data: { machineId: 1, sessionId: 1, files: ['a.log'], error: null, run: { action: 'collect_artifacts', playbook: 'artifacts.yml', exitCode: 0, durationMs: 1, timedOut: false, tail: '' }, at } });
+    expect([s1.machineIds, s1.artifacts, s2.machineIds, s2.artifacts]).toEqual([[1], ['a.log'], [], []]);
+    expect(Object.keys(s1)).toEqual(['id', 'tenantId', 'specs', 'createdAt', 'expiresAt', 'retiredAt', 'status', 'releaseReason', 'rejection', 'machineIds', 'artifacts', 'failure', 'queue', 'wasQueued', 'revision']);
+  });
 });
 
 describe('ended sessions leave the World', () => {
@@ -406,6 +479,8 @@ describe('ended sessions leave the World', () => {
     expect(w.sessions.has(total)).toBe(true);
     expect(w.sessions.size).toBeLessThanOrEqual(RETAINED_ENDED + 3);
     expect([...w.sessions.values()].filter(sessionIsLive)).toEqual([]);
+    const forgotten = w.sessions.get(1)!;
+    expect(forgotten.machineIds).toEqual([1]);
     // Once machine 1 is released and recycled, session 1 goes too when its turn comes again.
     h.fold({ type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at } });
     h.fold({ type: 'MachineRecycled', data: { machineId: 1, policy: 'reuse', state: 'ready', at } });
@@ -416,5 +491,7 @@ describe('ended sessions leave the World', () => {
     expect(w.sessions.has(1)).toBe(false);
     expect(w.sessions.has(2)).toBe(true);
     expect(w.sessions.size).toBeLessThanOrEqual(RETAINED_ENDED + 1);
+    // A forgotten session lets go of its lists (memory: see `forget` in world.ts).
+    expect([forgotten.specs, forgotten.machineIds, forgotten.artifacts]).toEqual([[], [], []]);
   });
 });

@@ -4,6 +4,9 @@ import type { ExpectedRevision } from '../../domain/decide.js';
 
 export type { ExpectedRevision };
 
+/** Events per `readAll` page when the World is folded from the ledger at start (Ledger.start; benchmark P7 too). */
+export const FOLD_PAGE = 1000;
+
 export interface EventMetadata {
   correlationId?: string;
   causationId?: string;
