@@ -1,35 +1,20 @@
-import type { RecordedEvent } from '../src/application/ports/event-store.port.js';
 import type { DuffyEvent } from '../src/domain/events.js';
 import { type Machine, type Session, type Tenant, type World, apply, emptyWorld } from '../src/domain/world.js';
-import { type Change, type Doc, type Projection, put } from './projection.js';
+import type { Doc, Mark, Projection, ProjectedEvent } from './projection.js';
 
 export const TENANTS = 'tenants';
 export const MACHINES = 'machines';
 export const SESSIONS = 'sessions';
 
-/** Documents are the World's own entities; Maps become entry lists. */
-export const tenantDoc = (t: Tenant): Doc => ({ ...t, claims: [...t.claims] });
-export const tenantFromDoc = (d: Doc): Tenant => ({ ...(d as unknown as Tenant), claims: new Map(d.claims as Array<[number, number]>) });
 /**
- * The scratch World an event's documents are folded in with the World's own entity fold (`apply`): one state
- * machine, without building a World (indexes included) per event. Emptied before each use; `project` is synchronous.
+ * Documents are the World's own entities; Maps become entry lists. A tenant's `usage` (the last 256 machine uses, for
+ * the fair queue) stays out: no read shows it, and it would make the tenant, rewritten with every batch, the
+ * largest document by far.
  */
-const scratch: World = emptyWorld();
-function clear(w: World): World {
-  // Map.clear() allocates a new table even when the map is empty: clear only what the last event filled.
-  if (w.tenants.size > 0) w.tenants.clear();
-  if (w.machines.size > 0) w.machines.clear();
-  if (w.sessions.size > 0) w.sessions.clear();
-  if (w.tenantIdsByName.size > 0) w.tenantIdsByName.clear();
-  if (w.tenantIdsByDigest.size > 0) w.tenantIdsByDigest.clear();
-  if (w.machineIdsByHostname.size > 0) w.machineIdsByHostname.clear();
-  if (w.machinesByPool.size > 0) w.machinesByPool.clear();
-  if (w.openSessions.size > 0) w.openSessions.clear();
-  if (w.ended.length > 0) w.ended.length = 0;
-  return w;
-}
+export const tenantDoc = ({ usage, ...t }: Tenant): Doc => (void usage, { ...t, claims: [...t.claims] });
+export const tenantFromDoc = (d: Doc): Tenant => ({ ...(d as unknown as Tenant), claims: new Map(d.claims as Array<[number, number]>), usage: [] });
 
-/** Events that change a tenant (its settings, quota claims, platform or usage); no other event loads one. */
+/** Events that change a tenant (its settings, quota claims, platform or usage); no other event touches one. */
 const TOUCHES_TENANT = new Set<string>([
   'TenantRegistered',
   'TenantUpdated',
@@ -43,39 +28,50 @@ const TOUCHES_TENANT = new Set<string>([
   'ProvisioningFailed',
 ]);
 
+function markTenant(w: World, id: number | null | undefined, mark: Mark): void {
+  if (id !== undefined && id !== null && w.tenants.has(id)) mark(TENANTS, String(id));
+}
+
 /**
- * Tenants, machines and sessions as the API shows them, served from the read-model store. Machine and session
- * documents are the entities themselves, folded in place (the projector keeps them in memory and writes each
- * one once per batch); a tenant document is converted (its claims are a Map in the World).
+ * Tenants, machines and sessions as the API shows them, served from the read-model store. The state is a World of
+ * entities folded by the World's own entity fold (`apply`: one state machine, no second copy of the rules), without
+ * its decision indexes; each event marks the tenant, machine and session it touches.
  */
-export const entities: Projection = {
+export const entities: Projection<World> = {
   name: 'entities',
   // 2: machines carry their service (maintenance, retirement) and quarantine. 3: tenants carry `held` (claims summed).
-  version: 3,
+  // 4: tenants without `usage`.
+  version: 4,
   collections: [TENANTS, MACHINES, SESSIONS],
-  project(e, doc): Change[] {
-    if (e.type === 'IdAllocated') return [];
-    const world = clear(scratch);
+  init: emptyWorld,
+  fold(w, e, mark) {
+    if (e.type === 'IdAllocated' || e.type === 'CheckpointPublished') return;
     const data = e.data as { tenantId?: number; machineId?: number; sessionId?: number | null };
-    const machine = data.machineId === undefined ? undefined : (doc(MACHINES, String(data.machineId)) as unknown as Machine | undefined);
-    if (machine) world.machines.set(machine.id, machine);
-    const session = data.sessionId === undefined || data.sessionId === null ? undefined : (doc(SESSIONS, String(data.sessionId)) as unknown as Session | undefined);
-    if (session) world.sessions.set(session.id, session);
-    // Only quota events read or change a tenant's claims: they get a Tenant (claims as a Map); the other events
-    // that touch a tenant fold its document in place (claims stay the entry list, untouched).
-    const claims = e.type === 'QuotaClaimed' || e.type === 'QuotaReturned';
+    const machineId = data.machineId;
+    const sessionId = data.sessionId;
     if (TOUCHES_TENANT.has(e.type)) {
-      for (const tenantId of [data.tenantId, machine?.tenantId, session?.tenantId]) {
-        if (tenantId === undefined || tenantId === null || world.tenants.has(tenantId)) continue;
-        const t = doc(TENANTS, String(tenantId));
-        if (t) world.tenants.set(tenantId, claims ? tenantFromDoc(t) : (t as unknown as Tenant));
-      }
+      // Before the fold: a release clears the machine's tenant, whose usage it changes.
+      markTenant(w, data.tenantId, mark);
+      if (machineId !== undefined) markTenant(w, w.machines.get(machineId)?.tenantId, mark);
+      if (sessionId !== undefined && sessionId !== null) markTenant(w, w.sessions.get(sessionId)?.tenantId, mark);
     }
-    apply(world, e as RecordedEvent & DuffyEvent);
-    const changes: Change[] = [];
-    for (const t of world.tenants.values()) changes.push(put(TENANTS, t.id, t.claims instanceof Map ? tenantDoc(t) : (t as unknown as Doc)));
-    for (const m of world.machines.values()) changes.push(put(MACHINES, m.id, m as unknown as Doc));
-    for (const s of world.sessions.values()) changes.push(put(SESSIONS, s.id, s as unknown as Doc));
-    return changes;
+    apply(w, e as ProjectedEvent & DuffyEvent);
+    if (e.type === 'TenantRegistered') markTenant(w, data.tenantId, mark);
+    if (machineId !== undefined && w.machines.has(machineId)) mark(MACHINES, String(machineId));
+    if (sessionId !== undefined && sessionId !== null && w.sessions.has(sessionId)) mark(SESSIONS, String(sessionId));
+    // Only the entities count here: the World's bookkeeping of open and ended sessions would only grow.
+    if (sessionId !== undefined && sessionId !== null) w.openSessions.delete(sessionId);
+    if (w.ended.length > 0) w.ended.length = 0;
+  },
+  doc(w, collection, id) {
+    if (collection === MACHINES) return w.machines.get(Number(id)) as unknown as Doc | undefined;
+    if (collection === SESSIONS) return w.sessions.get(Number(id)) as unknown as Doc | undefined;
+    const t = w.tenants.get(Number(id));
+    return t && tenantDoc(t);
+  },
+  restore(w, collection, id, doc) {
+    if (collection === MACHINES) w.machines.set(Number(id), doc as unknown as Machine);
+    else if (collection === SESSIONS) w.sessions.set(Number(id), doc as unknown as Session);
+    else if (collection === TENANTS) w.tenants.set(Number(id), tenantFromDoc(doc));
   },
 };

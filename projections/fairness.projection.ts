@@ -1,7 +1,6 @@
 import type { NodeSpec } from '../src/domain/events.js';
 import { jain, maxMinFair } from '../src/domain/statistics.js';
-import type { Change, Projection } from './projection.js';
-import { del, ms, put } from './projection.js';
+import { documentProjection, ms } from './projection.js';
 
 const TENANTS = 'tenant_usage';
 const HOLDING = 'holding';
@@ -19,75 +18,93 @@ const MAX_INTERVALS = 500;
  * queued `[start ms, end ms, specs]` (what a tenant wanted and did not hold, for the fair share). Capacity counts
  * machines in service.
  */
-export const fairness: Projection = {
+export const fairness = documentProjection({
   name: 'fairness',
   version: 4,
   collections: [TENANTS, HOLDING, WAITING, CAPACITY],
-  project(e, doc): Change[] {
+  fold(docs, e) {
     switch (e.type) {
       case 'TenantRegistered':
-        return [put(TENANTS, e.data.tenantId, { tenant_id: e.data.tenantId, tenant: e.data.name, active_machines: 0, intervals: [], waits_ms: [], queued: [] })];
-      case 'MachineRegistered':
-        return [put(CAPACITY, 'all', { machines: Number(doc(CAPACITY, 'all')?.machines ?? 0) + 1 })];
-      case 'MachineRecycled':
-        return e.data.state === 'done' ? [put(CAPACITY, 'all', { machines: Math.max(0, Number(doc(CAPACITY, 'all')?.machines ?? 1) - 1) })] : [];
+        docs.put(TENANTS, e.data.tenantId, { tenant_id: e.data.tenantId, tenant: e.data.name, active_machines: 0, intervals: [], waits_ms: [], queued: [] });
+        return;
+      case 'MachineRegistered': {
+        const c = docs.get(CAPACITY, 'all');
+        if (c) c.machines = Number(c.machines) + 1;
+        docs.put(CAPACITY, 'all', c ?? { machines: 1 });
+        return;
+      }
+      case 'MachineRecycled': {
+        if (e.data.state !== 'done') return;
+        const c = docs.get(CAPACITY, 'all');
+        if (c) c.machines = Math.max(0, Number(c.machines) - 1);
+        docs.put(CAPACITY, 'all', c ?? { machines: 0 });
+        return;
+      }
       case 'MachineRequested':
-        return [put(WAITING, e.data.sessionId, { tenant_id: e.data.tenantId, requested_at: e.data.at, specs: e.data.specs, queued_at: null })];
+        docs.put(WAITING, e.data.sessionId, { tenant_id: e.data.tenantId, requested_at: e.data.at, specs: e.data.specs, queued_at: null });
+        return;
       case 'RequestQueued': {
-        const w = doc(WAITING, String(e.data.sessionId));
-        return w ? [put(WAITING, e.data.sessionId, { ...w, queued_at: e.data.at })] : [];
+        const w = docs.get(WAITING, String(e.data.sessionId));
+        if (!w) return;
+        w.queued_at = e.data.at;
+        docs.put(WAITING, e.data.sessionId, w);
+        return;
       }
       case 'SessionStarted':
       case 'SessionRejected': {
-        const w = doc(WAITING, String(e.data.sessionId));
-        if (!w) return [];
-        const changes: Change[] = [del(WAITING, e.data.sessionId)];
-        const t = doc(TENANTS, String(w.tenant_id));
-        if (t) {
-          // Folded in place: the projector keeps the document in memory and writes it once per batch.
-          const waits = t.waits_ms as number[];
-          if (e.type === 'SessionStarted') {
-            waits.push(ms(String(w.requested_at), e.data.at));
-            if (waits.length > MAX_WAITS) waits.splice(0, waits.length - MAX_WAITS);
-          }
-          const end = Date.parse(e.data.at);
-          const spells = ((t.queued as Array<[number, number, NodeSpec[]]> | undefined) ?? []).filter(([, until]) => until >= end - KEEP_MS);
-          t.queued = w.queued_at ? [...spells, [Date.parse(String(w.queued_at)), end, w.specs]].slice(-MAX_INTERVALS) : spells;
-          changes.push(put(TENANTS, String(w.tenant_id), t));
+        const w = docs.get(WAITING, String(e.data.sessionId));
+        if (!w) return;
+        docs.del(WAITING, e.data.sessionId);
+        const t = docs.get(TENANTS, String(w.tenant_id));
+        if (!t) return;
+        const waits = t.waits_ms as number[];
+        if (e.type === 'SessionStarted') {
+          waits.push(ms(String(w.requested_at), e.data.at));
+          if (waits.length > MAX_WAITS) waits.splice(0, waits.length - MAX_WAITS);
         }
-        return changes;
+        const queued = (t.queued as Array<[number, number, NodeSpec[]]> | undefined) ?? [];
+        // Nothing to prune or add for a request that never queued and a tenant with no spells (the common case).
+        if (w.queued_at || queued.length > 0) {
+          const end = Date.parse(e.data.at);
+          const spells = queued.filter(([, until]) => until >= end - KEEP_MS);
+          t.queued = w.queued_at ? [...spells, [Date.parse(String(w.queued_at)), end, w.specs]].slice(-MAX_INTERVALS) : spells;
+        } else if (!t.queued) {
+          t.queued = queued;
+        }
+        docs.put(TENANTS, String(w.tenant_id), t);
+        return;
       }
       case 'MachineReserved': {
-        const t = doc(TENANTS, String(e.data.tenantId));
-        if (!t) return [];
+        const t = docs.get(TENANTS, String(e.data.tenantId));
+        if (!t) return;
         t.active_machines = Number(t.active_machines) + 1;
-        return [put(HOLDING, e.data.machineId, { tenant_id: e.data.tenantId, since: e.data.at, pool: e.data.pool }), put(TENANTS, String(e.data.tenantId), t)];
+        docs.put(HOLDING, e.data.machineId, { tenant_id: e.data.tenantId, since: e.data.at, pool: e.data.pool });
+        docs.put(TENANTS, String(e.data.tenantId), t);
+        return;
       }
       case 'MachineReleased':
       case 'MachineReservationCancelled':
       case 'ProvisioningFailed': {
-        const h = doc(HOLDING, String(e.data.machineId));
-        if (!h || e.data.sessionId === null) return [];
-        const t = doc(TENANTS, String(h.tenant_id));
-        const changes: Change[] = [del(HOLDING, e.data.machineId)];
-        if (t) {
-          // Intervals are [start ms, end ms], oldest first: prune from the front only.
-          const end = Date.parse(e.data.at);
-          const intervals = t.intervals as Array<[number, number, unknown]>;
-          let from = Math.max(0, intervals.length + 1 - MAX_INTERVALS);
-          while (from < intervals.length && intervals[from][1] < end - KEEP_MS) from += 1;
-          if (from > 0) intervals.splice(0, from);
-          intervals.push([Date.parse(String(h.since)), end, h.pool]);
-          t.active_machines = Math.max(0, Number(t.active_machines) - 1);
-          changes.push(put(TENANTS, String(h.tenant_id), t));
-        }
-        return changes;
+        const h = docs.get(HOLDING, String(e.data.machineId));
+        if (!h || e.data.sessionId === null) return;
+        docs.del(HOLDING, e.data.machineId);
+        const t = docs.get(TENANTS, String(h.tenant_id));
+        if (!t) return;
+        // Intervals are [start ms, end ms], oldest first: prune from the front only.
+        const end = Date.parse(e.data.at);
+        const intervals = t.intervals as Array<[number, number, unknown]>;
+        let from = Math.max(0, intervals.length + 1 - MAX_INTERVALS);
+        while (from < intervals.length && intervals[from][1] < end - KEEP_MS) from += 1;
+        if (from > 0) intervals.splice(0, from);
+        intervals.push([Date.parse(String(h.since)), end, h.pool]);
+        t.active_machines = Math.max(0, Number(t.active_machines) - 1);
+        docs.put(TENANTS, String(h.tenant_id), t);
+        return;
       }
       default:
-        return [];
     }
   },
-};
+});
 
 /** A spell during which a tenant held (`held`) or waited for (`waiting`) machines of one resource class. */
 export interface Demand {

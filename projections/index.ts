@@ -4,5 +4,5 @@ import { machineStress } from './machine-stress.projection.js';
 import type { Projection } from './projection.js';
 import { tenantAllocations } from './tenant-allocations.projection.js';
 
-export type { Change, Doc, DocReader, Projection } from './projection.js';
+export type { Doc, Mark, Projection } from './projection.js';
 export const PROJECTIONS: readonly Projection[] = [entities, tenantAllocations, machineStress, fairness];

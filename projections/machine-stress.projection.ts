@@ -1,4 +1,4 @@
-import { type Change, type Doc, type Projection, ms, put } from './projection.js';
+import { type Doc, documentProjection, ms } from './projection.js';
 
 const MACHINES = 'machine_stress';
 const POOLS = 'pool_stress';
@@ -8,24 +8,24 @@ const zero = { allocations: 0, busy_ms: 0, provisioning_failures: 0, health_chec
 type Counters = typeof zero;
 
 /** Hardware stress per machine, rolled up by pool and by platform family: what wear levelling is judged on. */
-export const machineStress: Projection = {
+export const machineStress = documentProjection({
   name: 'machine-stress',
   // 2: health-check failures apart; a failed hand-over is no allocation.
   version: 2,
   collections: [MACHINES, POOLS, PLATFORMS],
-  project(e, doc) {
+  fold(docs, e) {
     if (e.type === 'MachineRegistered') {
       const { hostname, pool, machineId } = e.data;
-      return [
-        put(MACHINES, hostname, { hostname, machine_id: machineId, pool, platform: null, ...zero, last_used: null, reserved_at: null }),
-        put(POOLS, pool, { pool, machines: Number(doc(POOLS, pool)?.machines ?? 0) + 1, ...counters(doc(POOLS, pool)) }),
-      ];
+      docs.put(MACHINES, hostname, { hostname, machine_id: machineId, pool, platform: null, ...zero, last_used: null, reserved_at: null });
+      const p = docs.get(POOLS, pool);
+      docs.put(POOLS, pool, { pool, machines: Number(p?.machines ?? 0) + 1, ...counters(p) });
+      return;
     }
     const hostname = hostOf(e);
-    const m = hostname ? doc(MACHINES, hostname) : undefined;
-    if (!m || !hostname) return [];
+    const m = hostname ? docs.get(MACHINES, hostname) : undefined;
+    if (!m || !hostname) return;
     const add: Partial<Counters> = {};
-    // Folded in place: the projector keeps the document in memory and writes it once per batch.
+    // Folded in place, and written once per batch.
     const next: Doc = m;
     switch (e.type) {
       case 'MachineReserved':
@@ -51,17 +51,16 @@ export const machineStress: Projection = {
         add.quarantines = 1;
         break;
       default:
-        return [];
+        return;
     }
-    for (const k in add) next[k] = Number(next[k] ?? 0) + add[k as keyof Counters]!;
-    const changes: Change[] = [put(MACHINES, hostname, next)];
+    bump(next, add);
+    docs.put(MACHINES, hostname, next);
     const pool = String(m.pool);
-    changes.push(put(POOLS, pool, bump(doc(POOLS, pool) ?? { pool, machines: 0, ...zero }, add)));
+    docs.put(POOLS, pool, bump(docs.get(POOLS, pool) ?? { pool, machines: 0, ...zero }, add));
     const platform = (next.platform as string | null) ?? null;
-    if (platform !== null) changes.push(put(PLATFORMS, platform, bump(doc(PLATFORMS, platform) ?? { platform, ...zero }, add)));
-    return changes;
+    if (platform !== null) docs.put(PLATFORMS, platform, bump(docs.get(PLATFORMS, platform) ?? { platform, ...zero }, add));
   },
-};
+});
 
 function counters(d: Doc | undefined): Counters {
   return Object.fromEntries(Object.keys(zero).map((k) => [k, Number(d?.[k] ?? 0)])) as Counters;

@@ -1,38 +1,47 @@
-import type { Change, Projection } from './projection.js';
-import { del, put } from './projection.js';
+import { documentProjection } from './projection.js';
 
 const SESSIONS = 'tenant_sessions';
 
 /** What each tenant holds right now: one document per active session with its hostnames. */
-export const tenantAllocations: Projection = {
+export const tenantAllocations = documentProjection({
   name: 'tenant-allocations',
   version: 1,
   collections: [SESSIONS],
-  project(e, doc): Change[] {
+  fold(docs, e) {
     switch (e.type) {
       case 'MachineRequested':
-        return [put(SESSIONS, e.data.sessionId, { session_id: e.data.sessionId, tenant_id: e.data.tenantId, tenant: e.data.tenant, active: false, hosts: [] })];
+        docs.put(SESSIONS, e.data.sessionId, { session_id: e.data.sessionId, tenant_id: e.data.tenantId, tenant: e.data.tenant, active: false, hosts: [] });
+        return;
       case 'MachineReserved': {
-        const s = doc(SESSIONS, String(e.data.sessionId));
-        return s ? [put(SESSIONS, e.data.sessionId, { ...s, hosts: [...(s.hosts as string[]), e.data.hostname] })] : [];
+        const s = docs.get(SESSIONS, String(e.data.sessionId));
+        if (!s) return;
+        (s.hosts as string[]).push(e.data.hostname);
+        docs.put(SESSIONS, e.data.sessionId, s);
+        return;
       }
       case 'MachineReservationCancelled':
       case 'ProvisioningFailed': {
-        const s = e.data.sessionId === null ? undefined : doc(SESSIONS, String(e.data.sessionId));
+        const s = e.data.sessionId === null ? undefined : docs.get(SESSIONS, String(e.data.sessionId));
+        if (!s) return;
         const host = e.stream.slice('machine-'.length);
-        return s ? [put(SESSIONS, String(e.data.sessionId), { ...s, hosts: (s.hosts as string[]).filter((h) => h !== host) })] : [];
+        s.hosts = (s.hosts as string[]).filter((h) => h !== host);
+        docs.put(SESSIONS, String(e.data.sessionId), s);
+        return;
       }
       case 'SessionStarted': {
-        const s = doc(SESSIONS, String(e.data.sessionId));
-        return s ? [put(SESSIONS, e.data.sessionId, { ...s, active: true })] : [];
+        const s = docs.get(SESSIONS, String(e.data.sessionId));
+        if (!s) return;
+        s.active = true;
+        docs.put(SESSIONS, e.data.sessionId, s);
+        return;
       }
       case 'SessionRejected':
       case 'SessionReleased':
       case 'SessionExpired':
       case 'SessionFailed':
-        return [del(SESSIONS, e.data.sessionId)];
+        docs.del(SESSIONS, e.data.sessionId);
+        return;
       default:
-        return [];
     }
   },
-};
+});

@@ -1,14 +1,15 @@
-import type { Doc, Projection } from '../../projections/index.js';
+import type { Mark, Projection } from '../../projections/index.js';
 import type { EventStore, RecordedEvent, Subscription } from './ports/event-store.port.js';
 import type { DuffyEvent } from '../domain/events.js';
 import type { DocChange, ReadModelStore } from './ports/read-model.port.js';
 
 /**
- * Past this many events folded and not yet written, the subscription waits for the store: batches are large enough
- * that a hot document (a tenant, a pool, a machine) is written once per batch, not once per event. Events are folded
- * as they arrive and not kept, so a batch costs only its changed documents' entries.
+ * Past this many events folded and not yet handed to the store, the subscription waits for the store: batches are
+ * large enough that a hot document (a tenant, a pool, a machine) is written once per batch, not once per event, and
+ * small enough that a rebuild's writes overlap its reads and folds well. Events are folded as they arrive and not
+ * kept, so a batch costs only its changed documents' entries.
  */
-const HIGH_WATER = 50_000;
+const HIGH_WATER = 20_000;
 /** Read-model writes gather this long: one transaction for many requests' events, off the requests' way. */
 const BATCH_MS = 20;
 /** A batch the store refused (a full disk...) is written again after this long. */
@@ -17,25 +18,27 @@ const RETRY_MS = 1_000;
 /**
  * Follows the ledger for one projection from its checkpoint and writes its documents in batches, each batch
  * with its checkpoint (exactly once on the embedded store; idempotent by position on MongoDB).
- * The projection's documents are cached in memory: they are few (tenants, machines, pools), and a pure
- * projection must read its state synchronously.
+ * The projection folds into its own state in memory (a pure projection reads its state synchronously); the
+ * documents it marks are written once per batch.
  */
 export class ProjectionRunner {
-  /** Documents by collection, then id (no key strings built per read). */
-  private readonly cache = new Map<string, Map<string, Doc>>();
-  /** Documents changed since the last write, per collection's document map; a refused write keeps them here. */
-  private readonly dirty = new Map<Map<string, Doc>, Map<string, Dirty>>();
-  /** Events folded into the cache and not yet written: how many, the last one, and the oldest one's append time. */
-  private unwritten = 0;
-  private unwrittenTo = 0n;
-  private unwrittenSince = Number.NaN;
+  /** The projection's own state, folded in memory (its documents are computed from it when written). */
+  private state: unknown;
+  /** What was folded and not yet handed to the store. */
+  private batch = new Batch();
+  private readonly mark: Mark = (collection, id, created) => this.batch.mark(collection, id, created, this.folding);
+  /** Position of the event being folded. */
+  private folding = 0n;
   /**
-   * Events that arrived while a write was under way (a store may still be reading the documents then) or after
-   * it failed: folded, in order, when the next write begins.
+   * Events that arrived while a write was under way (a store that does not copy the documents on `apply` may still
+   * be reading them then): folded, in order, when the next write begins.
    */
   private held: RecordedEvent[] = [];
-  private writing = false;
+  /** The store write under way (never rejects). */
+  private write?: Promise<void>;
   private flushing?: Promise<void>;
+  /** Resolves once a scheduled flush has begun (it has taken its batch). */
+  private started?: Promise<void>;
   /** Starts a scheduled flush now (a full batch does not wait out the timer). */
   private hurry?: () => void;
   private subscription?: Subscription;
@@ -47,7 +50,6 @@ export class ProjectionRunner {
   /** Why the last batch could not be written, until one is (reads answer it rather than wait). */
   writeFailure: unknown;
   private stopped = false;
-  private readonly read = (c: string, id: string) => this.cache.get(c)?.get(id);
 
   constructor(
     readonly projection: Projection,
@@ -58,17 +60,14 @@ export class ProjectionRunner {
   /** Rebuilds from 0 when the stored version differs (or when asked), then follows the ledger live. */
   async start(options: { rebuild?: boolean } = {}): Promise<void> {
     await this.prepare(options);
-    this.subscription = this.ledger.subscribeAll(this.position, (e) => this.push(e), (err) => (this.failure = err));
+    this.subscription = this.ledger.subscribeAll(this.position, (e) => this.push(internType(e)), (err) => (this.failure = err));
   }
 
   /** Loads the checkpoint (or resets for a rebuild); returns the position to follow the ledger from. */
   async prepare(options: { rebuild?: boolean } = {}): Promise<bigint> {
     const p = this.projection;
-    this.cache.clear();
-    for (const c of this.projection.collections) this.cache.set(c, new Map());
-    this.dirty.clear();
-    this.unwritten = 0;
-    this.unwrittenSince = Number.NaN;
+    this.state = p.init();
+    this.batch = new Batch();
     this.held = [];
     this.stopped = false;
     this.failure = undefined;
@@ -79,9 +78,9 @@ export class ProjectionRunner {
       this.position = 0n;
     } else {
       this.position = cp.position;
-      for (const c of p.collections) for (const d of await this.store.find(c)) this.docs(c).set(String(d.__id), d);
+      for (const c of p.collections) for (const d of await this.store.find(c)) p.restore(this.state, c, String(d.__id), d);
     }
-    this.taken = this.unwrittenTo = this.position;
+    this.taken = this.batch.to = this.position;
     return this.position;
   }
 
@@ -98,39 +97,32 @@ export class ProjectionRunner {
 
   /**
    * Takes an event from the ledger; one at or before what is already taken (a redelivery) changes nothing.
-   * A promise only when the batch is full and the caller must wait (no promise per event on a rebuild).
+   * A promise only when the caller must wait: HIGH_WATER events folded or held and not yet handed to the store
+   * (no promise per event on a rebuild). A store that copies the documents on `apply` is written to while the next
+   * batch is folded.
    */
   push(e: RecordedEvent): Promise<void> | undefined {
     if (e.position <= this.taken) return undefined;
     this.taken = e.position;
-    if (this.writing || this.held.length > 0) this.held.push(e);
+    if ((this.write && !this.store.copiesOnApply) || this.held.length > 0) this.held.push(e);
     else this.fold(e);
     this.schedule(BATCH_MS);
-    if (this.unwritten + this.held.length < HIGH_WATER) return undefined;
+    if (this.batch.events + this.held.length < HIGH_WATER) return undefined;
+    if (this.write) return this.write;
+    // A refused write: wait for its retry rather than hurry it with every event.
+    if (this.writeFailure) return this.flushing;
     this.hurry?.();
-    return this.flushing;
+    return this.store.copiesOnApply ? this.started : this.flushing;
   }
 
-  /** Folds one event into the cached documents and notes what it changed. */
+  /** Folds one event into the projection's state; the documents it marks are written with the next batch. */
   private fold(e: RecordedEvent): void {
-    if (this.unwritten === 0) this.unwrittenSince = Date.parse(String(e.metadata.at ?? ''));
-    this.unwritten += 1;
-    this.unwrittenTo = e.position;
-    for (const ch of this.projection.project(e as RecordedEvent & DuffyEvent, this.read)) {
-      const docs = this.docs(ch.collection);
-      let changed = this.dirty.get(docs);
-      if (!changed) this.dirty.set(docs, (changed = new Map()));
-      const d = changed.get(ch.id);
-      if (d) d.position = e.position;
-      else changed.set(ch.id, { collection: ch.collection, stored: docs.has(ch.id), position: e.position });
-      if (ch.op === 'put') {
-        // The id rides along in the document, so a restart can rebuild the cache from `find`.
-        ch.doc.__id = ch.id;
-        docs.set(ch.id, ch.doc);
-      } else {
-        docs.delete(ch.id);
-      }
-    }
+    const batch = this.batch;
+    if (batch.events === 0) batch.since = Date.parse(String(e.metadata.at ?? ''));
+    batch.events += 1;
+    batch.to = e.position;
+    this.folding = e.position;
+    this.projection.fold(this.state, e as RecordedEvent & DuffyEvent, this.mark);
   }
 
   private schedule(ms: number): void {
@@ -143,31 +135,38 @@ export class ProjectionRunner {
       go();
     };
     this.flushing = due.then(() => this.flush());
+    this.started = due.then(() => undefined);
   }
 
   /** Never rejects: a refused write is kept, reported in `writeFailure`, and tried again (a full disk must not crash Duffy). */
   private async flush(): Promise<void> {
     this.hurry = undefined;
     try {
-      while (this.unwritten > 0 || this.held.length > 0) {
+      while (this.batch.events > 0 || this.held.length > 0) {
         if (this.held.length > 0) {
           const held = this.held;
           this.held = [];
           for (const e of held) this.fold(e);
         }
-        const to = this.unwrittenTo;
-        const since = this.unwrittenSince;
-        this.writing = true;
+        const batch = this.batch;
+        this.batch = new Batch(batch.to);
+        const written = this.store.apply(this.projection.name, this.projection.version, this.changes(batch), batch.to);
+        this.write = written.then(
+          () => undefined,
+          () => undefined,
+        );
         try {
-          await this.store.apply(this.projection.name, this.projection.version, this.changes(), to);
+          await written;
+        } catch (err) {
+          // Kept for the next try, under what was folded meanwhile.
+          this.batch = batch.merge(this.batch);
+          throw err;
         } finally {
-          this.writing = false;
+          this.write = undefined;
         }
-        this.dirty.clear();
-        this.unwritten = 0;
         this.writeFailure = undefined;
-        this.position = to;
-        this.lastLagMs = Number.isNaN(since) ? 0 : Math.max(0, Date.now() - since);
+        this.position = batch.to;
+        this.lastLagMs = Number.isNaN(batch.since) ? 0 : Math.max(0, Date.now() - batch.since);
       }
       this.flushing = undefined;
     } catch (err) {
@@ -178,23 +177,22 @@ export class ProjectionRunner {
   }
 
   /** Each changed document's final state, once: the checkpoint covers the whole batch anyway. */
-  private changes(): DocChange[] {
+  private changes(batch: Batch): DocChange[] {
     const changes: DocChange[] = [];
-    for (const [docs, changed] of this.dirty) {
-      for (const [id, d] of changed) {
-        const doc = docs.get(id);
-        if (doc) changes.push({ op: 'put', collection: d.collection, id, doc, position: d.position });
-        // A document born and gone unwritten was never stored: nothing to delete.
-        else if (d.stored) changes.push({ op: 'delete', collection: d.collection, id, position: d.position });
+    for (const [collection, changed] of batch.dirty) {
+      const born = batch.created.get(collection);
+      for (const [id, position] of changed) {
+        const doc = this.projection.doc(this.state, collection, id);
+        if (doc) {
+          // The id rides along in the document, so a restart can restore the state from `find`.
+          if (doc.__id !== id) doc.__id = id;
+          changes.push({ op: 'put', collection, id, doc, position });
+        } else if (!born?.has(id)) {
+          changes.push({ op: 'delete', collection, id, position });
+        }
       }
     }
     return changes;
-  }
-
-  private docs(collection: string): Map<string, Doc> {
-    let docs = this.cache.get(collection);
-    if (!docs) this.cache.set(collection, (docs = new Map()));
-    return docs;
   }
 
   async stop(): Promise<void> {
@@ -225,6 +223,7 @@ export async function followTogether(runners: ProjectionRunner[], ledger: EventS
     (e) => {
       // A promise only when some runner's batch is full: no promise, no microtask per event on a rebuild.
       let full: Promise<void>[] | undefined;
+      internType(e);
       for (const r of runners) {
         const wait = r.push(e);
         if (wait) (full ??= []).push(wait);
@@ -235,9 +234,52 @@ export async function followTogether(runners: ProjectionRunner[], ledger: EventS
   );
 }
 
-/** A document changed in the batch being folded: whether the store had it before, and the last event that changed it. */
-interface Dirty {
-  collection: string;
-  stored: boolean;
-  position: bigint;
+
+const types = new Map<string, string>();
+/**
+ * Gives the event the one copy of its type name V8 keeps internalized (as a property name is): a type read from the
+ * ledger is a fresh string, and every projection's switch would compare its characters against each case.
+ */
+function internType(e: RecordedEvent): RecordedEvent {
+  let type = types.get(e.type);
+  if (type === undefined) types.set(e.type, (type = Object.keys({ [e.type]: 0 })[0]));
+  e.type = type;
+  return e;
+}
+
+/** Events folded and not yet written: how many, the last one's position, the oldest one's append time, what they changed. */
+class Batch {
+  events = 0;
+  since = Number.NaN;
+  /** Changed documents: per collection, id -> position of the last event that changed it. */
+  readonly dirty = new Map<string, Map<string, bigint>>();
+  /** Of those, the ones created in this batch: gone again before they were written, there is nothing to delete. */
+  readonly created = new Map<string, Set<string>>();
+
+  constructor(public to = 0n) {}
+
+  mark(collection: string, id: string, created: boolean | undefined, position: bigint): void {
+    let changed = this.dirty.get(collection);
+    if (!changed) this.dirty.set(collection, (changed = new Map()));
+    if (created && !changed.has(id)) {
+      let born = this.created.get(collection);
+      if (!born) this.created.set(collection, (born = new Set()));
+      born.add(id);
+    }
+    changed.set(id, position);
+  }
+
+  /** This batch (not written) followed by `later`: one batch. */
+  merge(later: Batch): Batch {
+    for (const [collection, changed] of later.dirty) {
+      const born = later.created.get(collection);
+      for (const [id, position] of changed) this.mark(collection, id, born?.has(id), position);
+    }
+    if (later.events > 0) {
+      if (this.events === 0) this.since = later.since;
+      this.events += later.events;
+      this.to = later.to;
+    }
+    return this;
+  }
 }

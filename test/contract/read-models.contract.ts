@@ -226,6 +226,55 @@ export function readModelsContract(name: string, open: () => Promise<ReadModelSt
       expect((await store.checkpoint(p))?.position).toBe(high + 1n);
     });
 
+    it('writes batches given together each whole or not at all: one that fails leaves the others', async () => {
+      const [p, q] = [unique('p'), unique('q')];
+      const c = unique('c');
+      const results = await Promise.allSettled([
+        store.apply(p, 1, [put(c, 'a', { n: 1 }, 3)], 3n),
+        store.apply(q, 1, [put(c, 'b', { n: 1 }, 4), put(c, 'z', { n: 1 }, 2n ** 64n)], 4n),
+        store.apply(p, 1, [put(c, 'a', { n: 2 }, 5)], 5n),
+      ]);
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+      expect(await store.find(c)).toEqual([{ n: 2 }]);
+      expect(await store.checkpoint(p)).toEqual({ position: 5n, version: 1 });
+      expect(await store.checkpoint(q)).toBeUndefined();
+    });
+
+    it('writes a large batch (a rebuild\'s) whole and in order with small ones, and a failing one not at all', async () => {
+      const p = unique('p');
+      const c = unique('c');
+      const big = Array.from({ length: 5000 }, (_, i) => put(c, `d${String(i).padStart(5, '0')}`, { n: i, tags: ['x'] }, i + 1));
+      await store.apply(p, 1, big, 5000n);
+      expect(await store.checkpoint(p)).toEqual({ position: 5000n, version: 1 });
+      expect(await store.get(c, 'd04999')).toEqual({ n: 4999, tags: ['x'] });
+      await store.apply(p, 1, [put(c, 'd00000', { n: -1 }, 5001), del(c, 'd00001', 5001)], 5001n);
+      const docs = await store.find(c);
+      expect(docs).toHaveLength(4999);
+      expect(docs[0]).toEqual({ n: -1 });
+      expect(docs[4998]).toEqual({ n: 4999, tags: ['x'] });
+      expect(await store.checkpoint(p)).toEqual({ position: 5001n, version: 1 });
+
+      const failing = Array.from({ length: 5000 }, (_, i) => put(c, `e${i}`, { n: i }, 6000 + i));
+      failing.push(put(c, 'd00002', { n: 0 }, 2n ** 64n));
+      await expect(store.apply(p, 1, failing, 20_000n)).rejects.toThrow();
+      expect(await store.find(c)).toHaveLength(4999);
+      expect(await store.get(c, 'e0')).toBeUndefined();
+      expect(await store.checkpoint(p)).toEqual({ position: 5001n, version: 1 });
+
+      // Written while a large batch may still be under way: each lands after the one before it.
+      // A delete amid the puts lands in its place: after the put of the same document before it, before the one after.
+      const again = big.map((ch) => ({ ...ch, position: ch.position + 10_000n }));
+      again.splice(1000, 0, del(c, 'd00002', 10_999), del(c, 'd01500', 10_999));
+      await Promise.all([store.apply(p, 1, again, 15_000n), store.apply(p, 1, [put(c, 'd00003', { n: 'last' }, 15_001)], 15_001n)]);
+      expect(await store.get(c, 'd00003')).toEqual({ n: 'last' });
+      expect(await store.get(c, 'd00001')).toEqual({ n: 1, tags: ['x'] });
+      expect(await store.get(c, 'd00002')).toBeUndefined();
+      expect(await store.get(c, 'd01500')).toEqual({ n: 1500, tags: ['x'] });
+      expect(await store.find(c)).toHaveLength(4999);
+      await store.reset(p, [c]);
+      expect(await store.find(c)).toEqual([]);
+    });
+
     it('answers ping while open', async () => {
       await expect(store.ping()).resolves.toBeUndefined();
     });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { replay } from '../../src/audit/audit.js';
 import { machineStress } from '../../projections/machine-stress.projection.js';
-import type { Doc } from '../../projections/projection.js';
+import { type Doc, foldAll } from '../../projections/projection.js';
 import { PoolConfig } from '../../src/config/config.js';
 import { decideServiceChange, nodeService } from '../../src/domain/decide-service.js';
 import { type Write, freeMachines } from '../../src/domain/decide.js';
@@ -44,13 +44,9 @@ describe('quarantine that means something', () => {
       ['machine-a.test', { type: 'MachineQuarantined', data: { machineId: 1, reason: 'x', at: at(10) } }],
       ['machine-a.test', { type: 'ProvisioningFailed', data: { machineId: 1, sessionId: null, action: 'health_check', error: 'still no disk', run, at: at(700) } }],
     ];
-    const docs = new Map<string, Doc>();
     let revision = 0;
-    for (const [stream, e] of events) {
-      for (const c of machineStress.project({ ...e, stream, revision: revision++, position: BigInt(revision), metadata: {} } as never, (col, id) => docs.get(`${col}/${id}`))) {
-        if (c.op === 'put') docs.set(`${c.collection}/${c.id}`, c.doc);
-      }
-    }
+    const { state } = foldAll(machineStress, events.map(([stream, e]) => ({ ...e, stream, revision: revision++, position: BigInt(revision), metadata: {} }) as never));
+    const docs = new Map<string, Doc | undefined>(['machine_stress/a.test', 'pool_stress/p'].map((k) => [k, machineStress.doc(state, k.split('/')[0], k.split('/')[1])]));
     expect(docs.get('machine_stress/a.test')).toMatchObject({ allocations: 0, provisioning_failures: 1, health_check_failures: 1, quarantines: 1, busy_ms: 10_000 });
     expect(docs.get('pool_stress/p')).toMatchObject({ allocations: 0, provisioning_failures: 1, health_check_failures: 1 });
     const m = given(...events).machines.get(1)!;

@@ -6,6 +6,7 @@ import type { Checkpoint, Doc, DocChange, ReadModelStore } from '../../src/appli
 
 /** An in-memory store whose writes can be held open or refused, recording what each write was given when called. */
 class FakeStore implements ReadModelStore {
+  constructor(readonly copiesOnApply = false) {}
   docs = new Map<string, string>();
   checkpoints = new Map<string, Checkpoint>();
   calls: Array<{ given: string; atEnd?: string }> = [];
@@ -14,13 +15,15 @@ class FakeStore implements ReadModelStore {
   async apply(projection: string, version: number, changes: DocChange[], checkpoint: bigint): Promise<void> {
     const call: { given: string; atEnd?: string } = { given: JSON.stringify(changes, big) };
     this.calls.push(call);
+    // A copying store has what it writes once apply returns; the others read the documents as they write.
+    const copied = this.copiesOnApply ? (JSON.parse(call.given) as DocChange[]) : undefined;
     if (this.gate) await this.gate;
     call.atEnd = JSON.stringify(changes, big);
     if (this.refuse > 0) {
       this.refuse -= 1;
       throw new Error('disk full');
     }
-    for (const c of changes) {
+    for (const c of copied ?? changes) {
       if (c.op === 'put') this.docs.set(`${c.collection}/${c.id}`, JSON.stringify(c.doc));
       else this.docs.delete(`${c.collection}/${c.id}`);
     }
@@ -104,6 +107,62 @@ describe('projection runner', () => {
     for (const e of events.slice(25)) runner.push(e);
     while (runner.position < events.at(-1)!.position) await new Promise((r) => setTimeout(r, 20));
     expect(runner.writeFailure).toBeUndefined();
+    expect(store.docs).toEqual(await reference(events));
+  });
+
+  it('folds the next events while a store that copies on apply writes, and waits only past the high-water mark', async () => {
+    const events = ledger(40);
+    const store = new FakeStore(true);
+    let open!: () => void;
+    store.gate = new Promise((r) => (open = r));
+    const runner = new ProjectionRunner(machineStress, noLedger, store);
+    await runner.prepare();
+    for (const e of events.slice(0, 20)) runner.push(e);
+    while (store.calls.length === 0) await new Promise((r) => setTimeout(r, 5));
+    for (const e of events.slice(20)) expect(runner.push(e)).toBeUndefined();
+    open();
+    store.gate = undefined;
+    await runner.caughtUp(events.at(-1)!.position);
+    // Folded at once: the documents changed under the write, which had copied them.
+    expect(store.calls[0].atEnd).not.toBe(store.calls[0].given);
+    expect(store.docs).toEqual(await reference(events));
+  });
+
+  it('writes a refused batch again with what was folded while it was under way', async () => {
+    const events = ledger(30);
+    const store = new FakeStore(true);
+    store.refuse = 1;
+    let open!: () => void;
+    store.gate = new Promise((r) => (open = r));
+    const runner = new ProjectionRunner(machineStress, noLedger, store);
+    await runner.prepare();
+    for (const e of events.slice(0, 25)) runner.push(e);
+    while (store.calls.length === 0) await new Promise((r) => setTimeout(r, 5));
+    // One event, on one machine: the other machine's document is only in the refused batch.
+    runner.push(events[25]);
+    open();
+    store.gate = undefined;
+    while (runner.position < events[25].position) await new Promise((r) => setTimeout(r, 20));
+    expect(store.calls.length).toBeGreaterThanOrEqual(2);
+    expect(runner.writeFailure).toBeUndefined();
+    expect(store.docs).toEqual(await reference(events.slice(0, 26)));
+  });
+
+  it('past the high-water mark with a store refusing writes, waits for the retry instead of retrying with every event', async () => {
+    const events = ledger(10_001);
+    const store = new FakeStore(true);
+    store.refuse = Number.POSITIVE_INFINITY;
+    const runner = new ProjectionRunner(machineStress, noLedger, store);
+    await runner.prepare();
+    const pushing = (async () => {
+      for (const e of events) await runner.push(e);
+    })();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(runner.writeFailure).toBeDefined();
+    expect(store.calls.length).toBeLessThanOrEqual(2);
+    store.refuse = 0;
+    await pushing;
+    await runner.caughtUp(events.at(-1)!.position);
     expect(store.docs).toEqual(await reference(events));
   });
 

@@ -10,12 +10,15 @@ export type FilterValue = string | number | boolean | null;
  */
 export function latestPerDocAndEvent(changes: DocChange[]): boolean[] {
   const keep = new Array<boolean>(changes.length).fill(true);
-  const last = new Map<string, number>();
+  // Per collection, then id: no key string built per change.
+  const last = new Map<string, Map<string, number>>();
   for (let i = 0; i < changes.length; i++) {
-    const key = `${changes[i].collection}\0${changes[i].id}`;
-    const prev = last.get(key);
+    const { collection, id } = changes[i];
+    let ids = last.get(collection);
+    if (!ids) last.set(collection, (ids = new Map()));
+    const prev = ids.get(id);
     if (prev !== undefined && changes[prev].position === changes[i].position) keep[prev] = false;
-    last.set(key, i);
+    ids.set(id, i);
   }
   return keep;
 }

@@ -1,28 +1,76 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { type Checkpoint, type Doc, type DocChange, type ReadModelStore } from '../../application/ports/read-model.port.js';
 import { type FilterValue, filterEntries, latestPerDocAndEvent } from './changes.js';
+
+/** Batches of at least this many changes are written by the writer thread; smaller ones (live traffic) at once. */
+const WORKER_ROWS = 2_000;
+/** How long a connection waits for the other one's write (they take turns: see `apply`). */
+const BUSY_TIMEOUT_MS = 5_000;
+
+/** The write statements, shared with the writer thread (sqlite-read-models.worker.js). */
+const PUTS_PER_STATEMENT = 32;
+const UPSERT = `ON CONFLICT (collection, id) DO UPDATE SET doc = excluded.doc, position = excluded.position
+        WHERE excluded.position > docs.position`;
+const SQL = {
+  // A change at or below the document's position was already applied (a replayed batch).
+  put: `INSERT INTO docs (collection, id, doc, position) VALUES (?, ?, ?, ?) ${UPSERT}`,
+  /** PUTS_PER_STATEMENT puts in one statement (the writer thread's): one call into SQLite for many rows. */
+  puts: `INSERT INTO docs (collection, id, doc, position) VALUES ${Array(PUTS_PER_STATEMENT).fill('(?, ?, ?, ?)').join(', ')} ${UPSERT}`,
+  del: 'DELETE FROM docs WHERE collection = ? AND id = ? AND position < ?',
+  saveCheckpoint: `INSERT INTO checkpoints (projection, position, version) VALUES (?, ?, ?)
+        ON CONFLICT (projection) DO UPDATE SET position = excluded.position, version = excluded.version
+        WHERE excluded.position > checkpoints.position`,
+};
+
+/** A change as written: collection, id, the document's JSON (null: delete), position; flat, four per change. */
+type Rows = Array<string | bigint | null>;
+interface Write {
+  projection: string;
+  version: number;
+  rows: Rows;
+  checkpoint: bigint;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
 
 /**
  * Embedded read models: one SQLite file, WAL, synchronous=NORMAL. A batch and its checkpoint commit together, so a
  * power cut can only lose whole trailing batches, which the projector replays from the ledger: no fsync per batch.
  * Documents also keep their last applied position, so the embedded and MongoDB adapters skip the same changes.
+ * `apply` serializes the documents before it returns (`copiesOnApply`); a large batch is then written by a writer
+ * thread of its own, so a rebuild folds the next batch while this one is written.
  */
 export class SqliteReadModels implements ReadModelStore {
+  readonly copiesOnApply = true;
   private readonly db: Database.Database;
   private readonly stmts;
   /** find() statements by filter shape; the field paths are parameters, so shapes are few. */
   private readonly finds = new Map<string, Database.Statement<unknown[], { doc: string }>>();
-  private readonly applyTx: (projection: string, version: number, changes: DocChange[], checkpoint: bigint) => void;
+  private readonly applyTx: (projection: string, version: number, rows: Rows, checkpoint: bigint) => void;
+  /** Small batches given in this turn of the event loop (every projection's, as their timers fire together). */
+  private pending: Write[] = [];
+  private readonly applyAllTx: (writes: Write[]) => Map<Write, unknown>;
   private readonly resetTx: (projection: string, collections: string[]) => void;
   private closed = false;
+  /** Closing: no new writes. */
+  private closing = false;
+  /** Started by the first large batch. */
+  private writer?: Worker;
+  private nextCall = 0;
+  private readonly calls = new Map<number, { resolve: () => void; reject: (err: unknown) => void }>();
+  /** The writer thread's writes under way: until they are done, every write goes there too, in order. */
+  private queued = 0;
+  private idle: Array<() => void> = [];
 
-  constructor(file: string) {
+  constructor(private readonly file: string) {
     if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
+    this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS docs (
         collection TEXT    NOT NULL,
@@ -38,18 +86,9 @@ export class SqliteReadModels implements ReadModelStore {
       );
     `);
     this.stmts = {
-      // A change at or below the document's position was already applied (a replayed batch).
-      put: this.db.prepare<[string, string, string, bigint]>(
-        `INSERT INTO docs (collection, id, doc, position) VALUES (?, ?, ?, ?)
-         ON CONFLICT (collection, id) DO UPDATE SET doc = excluded.doc, position = excluded.position
-         WHERE excluded.position > docs.position`,
-      ),
-      del: this.db.prepare<[string, string, bigint]>('DELETE FROM docs WHERE collection = ? AND id = ? AND position < ?'),
-      saveCheckpoint: this.db.prepare<[string, bigint, number]>(
-        `INSERT INTO checkpoints (projection, position, version) VALUES (?, ?, ?)
-         ON CONFLICT (projection) DO UPDATE SET position = excluded.position, version = excluded.version
-         WHERE excluded.position > checkpoints.position`,
-      ),
+      put: this.db.prepare<[string, string, string, bigint]>(SQL.put),
+      del: this.db.prepare<[string, string, bigint]>(SQL.del),
+      saveCheckpoint: this.db.prepare<[string, bigint, number]>(SQL.saveCheckpoint),
       get: this.db.prepare<[string, string], { doc: string }>('SELECT doc FROM docs WHERE collection = ? AND id = ?'),
       checkpoint: this.db.prepare<[string], { position: bigint; version: bigint }>(
         'SELECT position, version FROM checkpoints WHERE projection = ?',
@@ -59,15 +98,25 @@ export class SqliteReadModels implements ReadModelStore {
     };
     this.stmts.checkpoint.safeIntegers(true);
 
-    this.applyTx = this.db.transaction((projection: string, version: number, changes: DocChange[], checkpoint: bigint) => {
-      const latest = latestPerDocAndEvent(changes);
-      for (let i = 0; i < changes.length; i++) {
-        if (!latest[i]) continue;
-        const c = changes[i];
-        if (c.op === 'put') this.stmts.put.run(c.collection, c.id, JSON.stringify(c.doc), c.position);
-        else this.stmts.del.run(c.collection, c.id, c.position);
+    // The same loop as the writer thread's (sqlite-read-models.worker.js).
+    this.applyTx = this.db.transaction((projection: string, version: number, rows: Rows, checkpoint: bigint) => {
+      for (let i = 0; i < rows.length; i += 4) {
+        if (rows[i + 2] === null) this.stmts.del.run(rows[i] as string, rows[i + 1] as string, rows[i + 3] as bigint);
+        else this.stmts.put.run(rows[i] as string, rows[i + 1] as string, rows[i + 2] as string, rows[i + 3] as bigint);
       }
       this.stmts.saveCheckpoint.run(projection, checkpoint, version);
+    });
+    // One commit for all of them; each in a savepoint of its own (a nested transaction), so one that fails fails alone.
+    this.applyAllTx = this.db.transaction((writes: Write[]) => {
+      const failed = new Map<Write, unknown>();
+      for (const w of writes) {
+        try {
+          this.applyTx(w.projection, w.version, w.rows, w.checkpoint);
+        } catch (err) {
+          failed.set(w, err);
+        }
+      }
+      return failed;
     });
     this.resetTx = this.db.transaction((projection: string, collections: string[]) => {
       for (const c of collections) this.stmts.dropDocs.run(c);
@@ -75,8 +124,103 @@ export class SqliteReadModels implements ReadModelStore {
     });
   }
 
+  /**
+   * The documents are serialized before this returns. Small batches given in the same turn of the event loop are
+   * written together at its end, in one transaction on this connection, unless writes are under way on the writer
+   * thread: then they queue behind them there, so the two connections never write at the same time and each
+   * projection's batches land in order.
+   */
   async apply(projection: string, version: number, changes: DocChange[], checkpoint: bigint): Promise<void> {
-    this.applyTx(projection, version, changes, checkpoint);
+    if (this.closing) throw new Error('read models are closed');
+    const latest = latestPerDocAndEvent(changes);
+    const rows: Rows = [];
+    for (let i = 0; i < changes.length; i++) {
+      if (!latest[i]) continue;
+      const c = changes[i];
+      rows.push(c.collection, c.id, c.op === 'put' ? JSON.stringify(c.doc) : null, c.position);
+    }
+    if (this.queued > 0 || (rows.length >= WORKER_ROWS * 4 && this.file !== ':memory:')) {
+      await this.onWriter(projection, version, rows, checkpoint);
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      if (this.pending.length === 0) setImmediate(() => this.writePending());
+      this.pending.push({ projection, version, rows, checkpoint, resolve, reject });
+    });
+  }
+
+  private writePending(): void {
+    const writes = this.pending;
+    this.pending = [];
+    if (this.queued > 0) {
+      for (const w of writes) this.onWriter(w.projection, w.version, w.rows, w.checkpoint).then(w.resolve, w.reject);
+      return;
+    }
+    let failed: Map<Write, unknown>;
+    try {
+      failed = this.applyAllTx(writes);
+    } catch (err) {
+      for (const w of writes) w.reject(err);
+      return;
+    }
+    for (const w of writes) {
+      if (failed.has(w)) w.reject(failed.get(w));
+      else w.resolve();
+    }
+  }
+
+  private onWriter(projection: string, version: number, rows: Rows, checkpoint: bigint): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('read models are closed'));
+    const writer = (this.writer ??= this.startWriter());
+    const id = this.nextCall++;
+    this.queued += 1;
+    writer.ref();
+    return new Promise<void>((resolve, reject) => {
+      this.calls.set(id, { resolve, reject });
+      writer.postMessage({ id, projection, version, rows, checkpoint });
+    });
+  }
+
+  private async settlePending(): Promise<void> {
+    if (this.pending.length > 0) await new Promise<void>((r) => setImmediate(r));
+    await this.whenIdle();
+  }
+
+  private whenIdle(): Promise<void> {
+    return this.queued === 0 ? Promise.resolve() : new Promise((r) => this.idle.push(r));
+  }
+
+  private becameIdle(): void {
+    // Idle, the writer must not keep the process alive.
+    this.writer?.unref();
+    const waiting = this.idle;
+    this.idle = [];
+    for (const r of waiting) r();
+  }
+
+  private startWriter(): Worker {
+    const writer = new Worker(new URL('./sqlite-read-models.worker.js', import.meta.url), {
+      workerData: { file: this.file, sql: SQL, putsPerStatement: PUTS_PER_STATEMENT, busyTimeoutMs: BUSY_TIMEOUT_MS },
+    });
+    writer.on('message', (reply: { id: number; error?: { message: string; code?: string } }) => {
+      const call = this.calls.get(reply.id);
+      if (!call) return;
+      this.calls.delete(reply.id);
+      this.queued -= 1;
+      if (reply.error) call.reject(Object.assign(new Error(reply.error.message), { code: reply.error.code }));
+      else call.resolve();
+      if (this.queued === 0) this.becameIdle();
+    });
+    const fail = (err: unknown) => {
+      if (this.writer === writer) this.writer = undefined;
+      this.queued = 0;
+      for (const call of this.calls.values()) call.reject(err);
+      this.calls.clear();
+      this.becameIdle();
+    };
+    writer.on('error', fail);
+    writer.on('exit', (code) => fail(new Error(`the read-model writer stopped (exit ${code})`)));
+    return writer;
   }
 
   async get(collection: string, id: string): Promise<Doc | undefined> {
@@ -110,6 +254,8 @@ export class SqliteReadModels implements ReadModelStore {
   }
 
   async reset(projection: string, collections: string[]): Promise<void> {
+    // Behind the writes given before it, so they cannot land after it.
+    await this.settlePending();
     this.resetTx(projection, collections);
   }
 
@@ -119,8 +265,14 @@ export class SqliteReadModels implements ReadModelStore {
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closing) return;
+    this.closing = true;
+    // Writes given before finish first.
+    await this.settlePending();
     this.closed = true;
+    const writer = this.writer;
+    this.writer = undefined;
+    await writer?.terminate();
     this.db.close();
   }
 }

@@ -17,6 +17,11 @@ export interface Checkpoint {
 
 export interface ReadModelStore {
   /**
+   * `apply` has read (copied) every document of its changes before it returns its promise: the caller may change
+   * them at once, while the write is under way. Otherwise they must stay untouched until the promise settles.
+   */
+  readonly copiesOnApply?: boolean;
+  /**
    * Applies the changes in order and moves the projection's checkpoint to `checkpoint`.
    * Embedded: one transaction. MongoDB: every document keeps the last applied position (`_position`) and a
    * change at or below it is skipped, so re-applying a batch after a crash changes nothing.
