@@ -83,7 +83,14 @@ export interface Machine {
 
 export type SessionStatus = 'requested' | 'waiting' | 'active' | 'rejected' | 'released' | 'expired';
 
-export interface Session {
+/** What a new session holds until it has machines or artifacts: one list shared by all, replaced on change. */
+const NONE: never[] = Object.freeze([]) as never[];
+
+/**
+ * A session. Built by a constructor, not an object literal: V8 sees literal sessions outlive a scavenge (the World
+ * keeps the last RETAINED_ENDED ended ones), allocates them straight in the old space, and every one dies there.
+ */
+export class Session {
   id: number;
   tenantId: number;
   specs: NodeSpec[];
@@ -103,34 +110,9 @@ export interface Session {
   /** It waited in the queue at some point: the tenant has seen its id, so it stays visible once rejected. */
   wasQueued: boolean;
   revision: number;
-}
-
-/** What a new session holds until it has machines or artifacts: one list shared by all, replaced on change. */
-const NONE: never[] = Object.freeze([]) as never[];
-
-/**
- * A new session. Built by a constructor, not an object literal: V8 sees literal sessions outlive a scavenge (the World
- * keeps the last RETAINED_ENDED ended ones), allocates them straight in the old space, and every one dies there.
- */
-class SessionRecord implements Session {
-  id: number;
-  tenantId: number;
-  specs: NodeSpec[];
-  createdAt: string;
-  expiresAt: string;
-  retiredAt: string | null;
-  status: SessionStatus;
-  releaseReason: ReleaseReason | null;
-  rejection: string | null;
-  machineIds: number[];
-  artifacts: string[];
-  failure: string | null;
-  queue: Session['queue'];
-  wasQueued: boolean;
-  revision: number;
 
   constructor(id: number, tenantId: number, specs: NodeSpec[], createdAt: string, expiresAt: string, revision: number) {
-    // The fields in the order of the Session interface (documents and their JSON keep it).
+    // The fields in their declared order (documents and their JSON keep it).
     this.id = id;
     this.tenantId = tenantId;
     this.specs = specs;
@@ -415,7 +397,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         if (t.usage.length > 256) t.usage.splice(0, t.usage.length - 256);
       }
       const s = world.sessions.get(event.data.sessionId);
-      // Copied, not pushed: a new session shares one empty list (see SessionRecord).
+      // Copied, not pushed: a new session shares one empty list (see Session).
       if (s && s.tenantId === event.data.tenantId && !s.machineIds.includes(m.id)) s.machineIds = [...s.machineIds, m.id];
       return world;
     }
@@ -585,7 +567,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
     }
     case 'MachineRequested': {
       const d = event.data;
-      world.sessions.set(d.sessionId, new SessionRecord(d.sessionId, d.tenantId, d.specs, d.at, d.expiresAt, revision));
+      world.sessions.set(d.sessionId, new Session(d.sessionId, d.tenantId, d.specs, d.at, d.expiresAt, revision));
       if (d.sessionId > world.lastSessionId) world.lastSessionId = d.sessionId;
       world.openSessions.add(d.sessionId);
       return world;
