@@ -3,6 +3,9 @@ import { jain, maxMinFair } from '../src/domain/statistics.js';
 import { documentProjection, ms } from './projection.js';
 
 const TENANTS = 'tenant_usage';
+/** Busy intervals in chunks of their own: a tenant's document stays small, and a release rewrites one short chunk. */
+const INTERVALS = 'usage_intervals';
+const CHUNK = 50;
 const HOLDING = 'holding';
 const WAITING = 'request_wait';
 const CAPACITY = 'capacity';
@@ -11,21 +14,22 @@ const KEEP_MS = 7 * 24 * 3600 * 1000;
 /** Bounds keep every document small, so projecting one event stays cheap however long a tenant has been here. */
 const MAX_WAITS = 200;
 const MAX_INTERVALS = 500;
+const chunkId = (tenantId: unknown, n: number) => `${String(tenantId)}/${n}`;
 
 /**
- * Fairness per tenant: machines held now, busy intervals `[start ms, end ms, pool]` (machine-hours over 1 h / 24 h /
- * 7 d are computed at query time from them), queue waits from request to start, and the spells requests spent
+ * Fairness per tenant: machines held now, busy intervals `[start ms, end ms, pool]` (in `usage_intervals` chunks of
+ * CHUNK, oldest chunk first; machine-hours over 1 h / 24 h / 7 d are computed at query time from them), queue waits from request to start, and the spells requests spent
  * queued `[start ms, end ms, specs]` (what a tenant wanted and did not hold, for the fair share). Capacity counts
  * machines in service.
  */
 export const fairness = documentProjection({
   name: 'fairness',
-  version: 4,
-  collections: [TENANTS, HOLDING, WAITING, CAPACITY],
+  version: 5,
+  collections: [TENANTS, INTERVALS, HOLDING, WAITING, CAPACITY],
   fold(docs, e) {
     switch (e.type) {
       case 'TenantRegistered':
-        docs.put(TENANTS, e.data.tenantId, { tenant_id: e.data.tenantId, tenant: e.data.name, active_machines: 0, intervals: [], waits_ms: [], queued: [] });
+        docs.put(TENANTS, e.data.tenantId, { tenant_id: e.data.tenantId, tenant: e.data.name, active_machines: 0, first_chunk: 0, last_chunk: -1, waits_ms: [], queued: [] });
         return;
       case 'MachineRegistered': {
         const c = docs.get(CAPACITY, 'all');
@@ -90,13 +94,24 @@ export const fairness = documentProjection({
         docs.del(HOLDING, e.data.machineId);
         const t = docs.get(TENANTS, String(h.tenant_id));
         if (!t) return;
-        // Intervals are [start ms, end ms], oldest first: prune from the front only.
+        // Intervals are [start ms, end ms, pool], oldest first: whole chunks go from the front once they are all
+        // older than the widest window, and so that a tenant keeps at most MAX_INTERVALS.
         const end = Date.parse(e.data.at);
-        const intervals = t.intervals as Array<[number, number, unknown]>;
-        let from = Math.max(0, intervals.length + 1 - MAX_INTERVALS);
-        while (from < intervals.length && intervals[from][1] < end - KEEP_MS) from += 1;
-        if (from > 0) intervals.splice(0, from);
-        intervals.push([Date.parse(String(h.since)), end, h.pool]);
+        let last = Number(t.last_chunk);
+        let chunk = last >= Number(t.first_chunk) ? docs.get(INTERVALS, chunkId(h.tenant_id, last)) : undefined;
+        if (!chunk || (chunk.intervals as unknown[]).length >= CHUNK) {
+          t.last_chunk = last += 1;
+          chunk = { tenant_id: h.tenant_id, chunk: last, intervals: [] };
+        }
+        (chunk.intervals as Array<[number, number, unknown]>).push([Date.parse(String(h.since)), end, h.pool]);
+        docs.put(INTERVALS, chunkId(h.tenant_id, last), chunk);
+        for (let first = Number(t.first_chunk); first < last; first = Number(t.first_chunk)) {
+          const oldest = docs.get(INTERVALS, chunkId(h.tenant_id, first))?.intervals as Array<[number, number, unknown]> | undefined;
+          const tooMany = (last - first) * CHUNK >= MAX_INTERVALS;
+          if (oldest && !tooMany && oldest[oldest.length - 1][1] >= end - KEEP_MS) break;
+          docs.del(INTERVALS, chunkId(h.tenant_id, first));
+          t.first_chunk = first + 1;
+        }
         t.active_machines = Math.max(0, Number(t.active_machines) - 1);
         docs.put(TENANTS, String(h.tenant_id), t);
         return;

@@ -16,6 +16,9 @@ const round = (x: number, digits = 4) => Number(x.toFixed(digits));
 const strip = ({ __id, ...doc }: Record<string, unknown>) => (void __id, doc);
 
 /** Ops figures from the projections (admin only): how worn the hardware is and how fairly it is shared. */
+/** A machine held from `start` to `end` (ms), from `pool`. */
+type BusySpell = [number, number, string?];
+
 @ApiTags('ops')
 @Controller('stats')
 @UseGuards(BasicAuthGuard)
@@ -34,8 +37,22 @@ export class StatsController {
     return pool && `${pool.type}/${pool.arch}`;
   }
 
+  /** Each tenant's busy intervals, oldest first, from the fairness projection's chunks. */
+  private async busySpells(): Promise<Map<string, BusySpell[]>> {
+    const chunks = await this.readSide.store.find('usage_intervals');
+    chunks.sort((a, b) => Number(a.chunk) - Number(b.chunk));
+    const byTenant = new Map<string, BusySpell[]>();
+    for (const c of chunks) {
+      const tenant = String(c.tenant_id);
+      const list = byTenant.get(tenant) ?? [];
+      for (const spell of c.intervals as BusySpell[]) list.push(spell);
+      byTenant.set(tenant, list);
+    }
+    return byTenant;
+  }
+
   /** Every spell of holding and of waiting in the window, open ones up to `now`. */
-  private async demands(usage: Array<Record<string, unknown>>, now: number): Promise<Demand[]> {
+  private async demands(usage: Array<Record<string, unknown>>, intervals: Map<string, BusySpell[]>, now: number): Promise<Demand[]> {
     const out: Demand[] = [];
     const wait = (tenant: string, start: number, end: number, specs: NodeSpec[]) => {
       for (const spec of specs) {
@@ -45,7 +62,7 @@ export class StatsController {
     };
     for (const t of usage) {
       const tenant = String(t.tenant_id);
-      for (const [start, end, pool] of t.intervals as Array<[number, number, string?]>) {
+      for (const [start, end, pool] of intervals.get(tenant) ?? []) {
         const resource = pool === undefined ? undefined : this.resourceOf({ pool });
         if (resource) out.push({ tenant, resource, start, end, held: 1, waiting: 0 });
       }
@@ -101,10 +118,11 @@ export class StatsController {
     const now = Date.now();
     const capacity = Number((await this.readSide.store.get('capacity', 'all'))?.machines ?? 0);
     const usage = await this.readSide.store.find('tenant_usage');
-    const fair = fairShareJain(await this.demands(usage, now), now - 24 * HOUR, now);
+    const intervals = await this.busySpells();
+    const fair = fairShareJain(await this.demands(usage, intervals, now), now - 24 * HOUR, now);
     const tenants = usage.map((t) => {
-      const intervals = (t.intervals as Array<[number, number]>).map(([start, end]) => ({ start, end }));
-      const hours = (windowMs: number) => round(recentUsageMs(intervals, now, windowMs) / HOUR, 3);
+      const held = (intervals.get(String(t.tenant_id)) ?? []).map(([start, end]) => ({ start, end }));
+      const hours = (windowMs: number) => round(recentUsageMs(held, now, windowMs) / HOUR, 3);
       const waits = t.waits_ms as number[];
       return {
         tenant: t.tenant,

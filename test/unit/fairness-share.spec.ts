@@ -1,5 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
-import { type Demand, fairShareJain } from '../../projections/fairness.projection.js';
+import { type Demand, fairShareJain, fairness } from '../../projections/fairness.projection.js';
+import { foldAll } from '../../projections/projection.js';
 
 const H = 3600_000;
 const hold = (tenant: string, n: number, start = 0, end = H, resource = 'baremetal/x86_64'): Demand => ({ tenant, resource, start, end, held: n, waiting: 0 });
@@ -28,5 +29,48 @@ describe("Jain's index of machine time over the max-min fair share (the simulato
 
   it('is null when nobody held anything', () => {
     expect(fairShareJain([wait('a', 1)], 0, H).index).toBeNull();
+  });
+});
+
+describe('fairness projection: busy intervals in chunks', () => {
+  const HOUR = 3600_000;
+  const t0 = Date.parse('2026-11-01T00:00:00.000Z');
+  const iso = (ms: number) => new Date(ms).toISOString();
+  /** One tenant holding machine 1 for an hour, `n` times in a row, every `everyMs`. */
+  function history(n: number, everyMs: number) {
+    const events: Array<Record<string, unknown>> = [{ type: 'TenantRegistered', data: { tenantId: 7, name: 'seven', at: iso(t0) } }];
+    for (let i = 0; i < n; i++) {
+      const start = t0 + i * everyMs;
+      events.push({ type: 'MachineReserved', data: { machineId: 1, sessionId: i + 1, tenantId: 7, pool: 'p', at: iso(start) } });
+      events.push({ type: 'MachineReleased', data: { machineId: 1, sessionId: i + 1, reason: 'done', at: iso(start + HOUR) } });
+    }
+    return events.map((e, i) => ({ ...e, stream: 's', revision: i, position: BigInt(i + 1), metadata: {} }));
+  }
+  const intervalsOf = (events: ReturnType<typeof history>) => {
+    const { state } = foldAll(fairness, events as never[]);
+    const tenant = fairness.doc(state, 'tenant_usage', '7')!;
+    const chunks: Array<Array<[number, number, string]>> = [];
+    for (let n = Number(tenant.first_chunk); n <= Number(tenant.last_chunk); n++) chunks.push(fairness.doc(state, 'usage_intervals', `7/${n}`)!.intervals as never);
+    return { tenant, chunks };
+  };
+
+  it('keeps the newest intervals, at most 500, in chunks of at most 50, oldest first; the tenant document holds none', () => {
+    const { tenant, chunks } = intervalsOf(history(1234, 5 * 60_000));
+    const all = chunks.flat();
+    expect(tenant.intervals).toBeUndefined();
+    expect(chunks.every((c) => c.length <= 50)).toBe(true);
+    expect(all.length).toBeLessThanOrEqual(500);
+    expect(all.length).toBeGreaterThan(450);
+    expect(all.at(-1)).toEqual([t0 + 1233 * 5 * 60_000, t0 + 1233 * 5 * 60_000 + HOUR, 'p']);
+    expect(all.map(([start]) => start)).toEqual([...all.map(([start]) => start)].sort((a, b) => a - b));
+  });
+
+  it('lets whole chunks older than 7 days go', () => {
+    const { chunks } = intervalsOf(history(400, 12 * HOUR));
+    const all = chunks.flat();
+    const newest = all.at(-1)![1];
+    // Every chunk but the one holding the 7-day edge is inside the window.
+    expect(chunks.slice(1).flat().every(([, end]) => end >= newest - 7 * 24 * HOUR)).toBe(true);
+    expect(all.length).toBeLessThan(400);
   });
 });
