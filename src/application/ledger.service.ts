@@ -8,6 +8,7 @@ import {
   FOLD_PAGE,
   type EventStore,
   type NewEvent,
+  type StreamWrite,
   type RecordedEvent,
   type Subscription,
   WrongExpectedRevisionError,
@@ -110,17 +111,10 @@ export class Ledger implements OnApplicationShutdown {
     this.headsBound = this.heads.size + HEADS_SLACK;
   }
 
-  /** A write whose predecessor's hash is not known here (never seen, or let go of): chaining it needs the store. */
-  private headUnknown(w: Write): boolean {
-    if (w.expected === 'no_stream') return false;
-    const p = this.pendingHead(w.stream);
-    if (w.expected === 'any') return p === undefined && !this.heads.has(w.stream);
-    if (p && p.revision === w.expected && p.hash !== null) return false;
-    return this.heads.revision(w.stream) !== w.expected;
-  }
-
+  /** Heads this instance does not know (never seen, or let go of), from the store. */
   private async readHeads(writes: Write[]): Promise<void> {
     for (const w of writes) {
+      if (w.expected === 'no_stream') continue;
       const events = await this.store.readStream(w.stream, w.expected === 'any' ? 0 : (w.expected as number));
       const head = w.expected === 'any' ? events.at(-1) : events.find((e) => e.revision === w.expected);
       if (head) this.noteHead(head);
@@ -207,14 +201,25 @@ export class Ledger implements OnApplicationShutdown {
    * A conflict is returned, not thrown: the caller decides again on fresh state.
    */
   async record(writes: Write[], meta: EventMetadata): Promise<Recorded> {
-    const unknown = writes.filter((w) => this.headUnknown(w));
-    // A stale revision fails at the store whatever the hash; otherwise the chain must go on from the real head.
-    if (unknown.length > 0) await this.readHeads(unknown);
     // Stamped at the append: the projection lag and the audit tools read an event's time from here.
     const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta, at: new Date().toISOString() };
     const link = linkWith(canonical(coveredMetadata(metadata)));
     const withChain = metadataWithChain(metadata);
-    const chained = writes.map((w) => ({ stream: w.stream, expected: w.expected, events: this.chained(w, link, withChain) }));
+    const chain = (headsRead: boolean) => {
+      const out: StreamWrite[] = [];
+      for (const w of writes) {
+        const events = this.chained(w, link, withChain, headsRead);
+        if (!events) return undefined;
+        out.push({ stream: w.stream, expected: w.expected, events });
+      }
+      return out;
+    };
+    let chained = chain(false);
+    if (!chained) {
+      // A head missing here: the chain must go on from the real one (a stale revision fails at the store anyway).
+      await this.readHeads(writes);
+      chained = chain(true)!;
+    }
     const batch = this.track(writes, chained);
     this.appends += 1;
     try {
@@ -274,12 +279,17 @@ export class Ledger implements OnApplicationShutdown {
   }
 
   /**
-   * Links each event to its stream's previous one. A write guarded by a revision knows its predecessor: if that
-   * head is unknown here, the append fails on the revision anyway and the retry chains again.
+   * Links each event to its stream's previous one; undefined when the predecessor is not known here, unless the
+   * heads were just read from the store (then the stream is new, or the append fails on its stale revision).
    */
-  private chained(w: Write, link: ReturnType<typeof linkWith>, withChain: ReturnType<typeof metadataWithChain>): NewEvent[] {
-    let revision = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? (this.pendingHead(w.stream)?.revision ?? this.heads.revision(w.stream) ?? -1) : w.expected;
-    let prev = revision < 0 ? GENESIS : this.headHash(w.stream, revision);
+  private chained(w: Write, link: ReturnType<typeof linkWith>, withChain: ReturnType<typeof metadataWithChain>, headsRead: boolean): NewEvent[] | undefined {
+    const pending = w.expected === 'no_stream' ? undefined : this.pendingHead(w.stream);
+    const known = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? (pending?.revision ?? this.heads.revision(w.stream)) : w.expected;
+    if (known === undefined && !headsRead) return undefined;
+    let revision = known ?? -1;
+    const head = revision < 0 ? GENESIS : pending && pending.revision === revision && pending.hash !== null ? pending.hash : this.heads.hashAt(w.stream, revision);
+    if (head === undefined && !headsRead) return undefined;
+    let prev = head ?? GENESIS;
     return w.events.map((e) => {
       revision += 1;
       const hash = link(prev, w.stream, revision, e.type, e.data);
@@ -287,12 +297,6 @@ export class Ledger implements OnApplicationShutdown {
       prev = hash;
       return linked;
     });
-  }
-
-  private headHash(streamName: string, revision: number): string {
-    const p = this.pendingHead(streamName);
-    if (p && p.revision === revision && p.hash !== null) return p.hash;
-    return this.heads.hashAt(streamName, revision) ?? GENESIS;
   }
 
   /** After a conflict another writer got there first: wait until everything in the store is in the World. */
