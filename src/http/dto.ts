@@ -106,13 +106,8 @@ export class SessionUpdateDto {
   @IsOptional() @MaxLength(64, { message: 'expires_at must be at most 64 characters' }) @IsString({ message: 'expires_at must be a string like "+2h" or an ISO 8601 time' }) expires_at?: string;
 }
 
-export class TenantCreateDto {
-  @ApiProperty()
-  @Matches(NAME, { message: 'name must be 1-128 letters, digits, dot, dash or underscore' }) name!: string;
-  @ApiPropertyOptional()
-  @IsOptional() @IsBoolean({ message: 'is_admin must be a boolean' }) is_admin?: boolean;
-  @ApiProperty()
-  @Str('ssh_key', 16384) ssh_key!: string;
+/** A tenant's limits, the same when it is created and when it is changed. */
+class TenantLimitsDto {
   @ApiPropertyOptional({ minimum: 0, maximum: 100000 })
   @BoundedInt('node_quota', 0, 100000) node_quota?: number;
   @ApiPropertyOptional({ minimum: 60, maximum: MAX_LIFETIME })
@@ -121,15 +116,18 @@ export class TenantCreateDto {
   @BoundedInt('session_lifetime_max', 60, MAX_LIFETIME, ' seconds') session_lifetime_max?: number;
 }
 
-export class TenantUpdateDto {
+export class TenantCreateDto extends TenantLimitsDto {
+  @ApiProperty()
+  @Matches(NAME, { message: 'name must be 1-128 letters, digits, dot, dash or underscore' }) name!: string;
+  @ApiPropertyOptional()
+  @IsOptional() @IsBoolean({ message: 'is_admin must be a boolean' }) is_admin?: boolean;
+  @ApiProperty()
+  @Str('ssh_key', 16384) ssh_key!: string;
+}
+
+export class TenantUpdateDto extends TenantLimitsDto {
   @ApiPropertyOptional()
   @OptionalStr('ssh_key', 16384) ssh_key?: string;
-  @ApiPropertyOptional({ minimum: 0, maximum: 100000 })
-  @BoundedInt('node_quota', 0, 100000) node_quota?: number;
-  @ApiPropertyOptional({ minimum: 60, maximum: MAX_LIFETIME })
-  @BoundedInt('session_lifetime', 60, MAX_LIFETIME, ' seconds') session_lifetime?: number;
-  @ApiPropertyOptional({ minimum: 60, maximum: MAX_LIFETIME })
-  @BoundedInt('session_lifetime_max', 60, MAX_LIFETIME, ' seconds') session_lifetime_max?: number;
   @ApiPropertyOptional()
   @IsOptional() @IsBoolean({ message: 'active must be a boolean' }) active?: boolean;
   @ApiPropertyOptional({ description: 'true: issue a new API key (shown once)' })
