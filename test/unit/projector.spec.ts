@@ -12,6 +12,19 @@ class FakeStore implements ReadModelStore {
   calls: Array<{ given: string; atEnd?: string }> = [];
   refuse = 0;
   gate?: Promise<void>;
+  /** Holds every write open until the returned function is called. */
+  holdWrites(): () => void {
+    let open!: () => void;
+    this.gate = new Promise((r) => (open = r));
+    return () => {
+      open();
+      this.gate = undefined;
+    };
+  }
+  /** Resolves once a write has started. */
+  async writeStarted(): Promise<void> {
+    while (this.calls.length === 0) await new Promise((r) => setTimeout(r, 5));
+  }
   async apply(projection: string, version: number, changes: DocChange[], checkpoint: bigint): Promise<void> {
     const call: { given: string; atEnd?: string } = { given: JSON.stringify(changes, big) };
     this.calls.push(call);
@@ -78,16 +91,14 @@ describe('projection runner', () => {
   it('does not change documents a write is still reading: events arriving meanwhile wait for the next batch', async () => {
     const events = ledger(40);
     const store = new FakeStore();
-    let open!: () => void;
-    store.gate = new Promise((r) => (open = r));
+    const release = store.holdWrites();
     const runner = new ProjectionRunner(machineStress, noLedger, store);
     await runner.prepare();
     for (const e of events.slice(0, 20)) runner.push(e);
     // Let the first batch start its write, which the store holds open.
-    while (store.calls.length === 0) await new Promise((r) => setTimeout(r, 5));
+    await store.writeStarted();
     for (const e of events.slice(20)) runner.push(e);
-    open();
-    store.gate = undefined;
+    release();
     await runner.caughtUp(events.at(-1)!.position);
     expect(store.calls.length).toBeGreaterThanOrEqual(2);
     for (const call of store.calls) expect(call.atEnd).toBe(call.given);
@@ -113,15 +124,13 @@ describe('projection runner', () => {
   it('folds the next events while a store that copies on apply writes, and waits only past the high-water mark', async () => {
     const events = ledger(40);
     const store = new FakeStore(true);
-    let open!: () => void;
-    store.gate = new Promise((r) => (open = r));
+    const release = store.holdWrites();
     const runner = new ProjectionRunner(machineStress, noLedger, store);
     await runner.prepare();
     for (const e of events.slice(0, 20)) runner.push(e);
-    while (store.calls.length === 0) await new Promise((r) => setTimeout(r, 5));
+    await store.writeStarted();
     for (const e of events.slice(20)) expect(runner.push(e)).toBeUndefined();
-    open();
-    store.gate = undefined;
+    release();
     await runner.caughtUp(events.at(-1)!.position);
     // Folded at once: the documents changed under the write, which had copied them.
     expect(store.calls[0].atEnd).not.toBe(store.calls[0].given);
@@ -132,16 +141,14 @@ describe('projection runner', () => {
     const events = ledger(30);
     const store = new FakeStore(true);
     store.refuse = 1;
-    let open!: () => void;
-    store.gate = new Promise((r) => (open = r));
+    const release = store.holdWrites();
     const runner = new ProjectionRunner(machineStress, noLedger, store);
     await runner.prepare();
     for (const e of events.slice(0, 25)) runner.push(e);
-    while (store.calls.length === 0) await new Promise((r) => setTimeout(r, 5));
+    await store.writeStarted();
     // One event, on one machine: the other machine's document is only in the refused batch.
     runner.push(events[25]);
-    open();
-    store.gate = undefined;
+    release();
     while (runner.position < events[25].position) await new Promise((r) => setTimeout(r, 20));
     expect(store.calls.length).toBeGreaterThanOrEqual(2);
     expect(runner.writeFailure).toBeUndefined();
