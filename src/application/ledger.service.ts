@@ -14,7 +14,7 @@ import {
   WrongExpectedRevisionError,
 } from './ports/event-store.port.js';
 import { StreamHeads } from './stream-heads.js';
-import { GENESIS, canonical, coveredMetadata, linkWith, metadataWithChain } from '../audit/chain.js';
+import { GENESIS, appendLinks } from '../audit/chain.js';
 import { type Decision, type InFlightView, type Write, isRefusal } from '../domain/decide.js';
 import { type DuffyEvent, sessionOfStream } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
@@ -203,12 +203,11 @@ export class Ledger implements OnApplicationShutdown {
   async record(writes: Write[], meta: EventMetadata): Promise<Recorded> {
     // Stamped at the append: the projection lag and the audit tools read an event's time from here.
     const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta, at: new Date().toISOString() };
-    const link = linkWith(canonical(coveredMetadata(metadata)));
-    const withChain = metadataWithChain(metadata);
+    const links = appendLinks(metadata);
     const chain = (headsRead: boolean) => {
       const out: StreamWrite[] = [];
       for (const w of writes) {
-        const events = this.chained(w, link, withChain, headsRead);
+        const events = this.chained(w, links, headsRead);
         if (!events) return undefined;
         out.push({ stream: w.stream, expected: w.expected, events });
       }
@@ -282,7 +281,7 @@ export class Ledger implements OnApplicationShutdown {
    * Links each event to its stream's previous one; undefined when the predecessor is not known here, unless the
    * heads were just read from the store (then the stream is new, or the append fails on its stale revision).
    */
-  private chained(w: Write, link: ReturnType<typeof linkWith>, withChain: ReturnType<typeof metadataWithChain>, headsRead: boolean): NewEvent[] | undefined {
+  private chained(w: Write, { link, withChain }: ReturnType<typeof appendLinks>, headsRead: boolean): NewEvent[] | undefined {
     const pending = w.expected === 'no_stream' ? undefined : this.pendingHead(w.stream);
     const known = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? (pending?.revision ?? this.heads.revision(w.stream)) : w.expected;
     if (known === undefined && !headsRead) return undefined;

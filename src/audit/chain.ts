@@ -65,16 +65,21 @@ export function coveredMetadata(metadata: Record<string, unknown>): Record<strin
 }
 
 /**
- * The metadata of one append's events: the shared fields plus each event's chain fields. The shared fields are
+ * What one append's events need from their shared metadata: `link`, their chain hash (as linkWith over the shared
+ * fields), and `withChain`, each event's metadata (the shared fields plus its chain fields). The shared fields are
  * canonicalised once per append, and each event's canonical metadata is remembered for its checkpoint leaf.
  */
 const canonicalByMetadata = new WeakMap<object, string>();
-export function metadataWithChain(shared: Record<string, unknown>): (prevHash: string, hash: string) => Record<string, unknown> {
+export function appendLinks(shared: Record<string, unknown>): {
+  link: ReturnType<typeof linkWith>;
+  withChain: (prevHash: string, hash: string) => Record<string, unknown>;
+} {
   const covered = coveredMetadata(shared);
   const keys = [...Object.keys(covered).filter((k) => covered[k] !== undefined), ...CHAIN_FIELDS].sort();
+  const isChainField = (k: string) => (CHAIN_FIELDS as readonly string[]).includes(k);
   // A member of the shared fields, canonical; or the name of a chain field, filled in per event.
-  const pieces = keys.map((k) => ((CHAIN_FIELDS as readonly string[]).includes(k) ? k : `${JSON.stringify(k)}:${canonical(covered[k])}`));
-  return (prevHash, hash) => {
+  const pieces = keys.map((k) => (isChainField(k) ? k : `${JSON.stringify(k)}:${canonical(covered[k])}`));
+  const withChain = (prevHash: string, hash: string) => {
     const metadata = { ...covered, prevHash, hash };
     let text = '{';
     for (let i = 0; i < pieces.length; i++) {
@@ -84,9 +89,11 @@ export function metadataWithChain(shared: Record<string, unknown>): (prevHash: s
     canonicalByMetadata.set(metadata, text + '}');
     return metadata;
   };
+  // canonical(covered): the same members in the same order, without the chain fields.
+  return { link: linkWith(`{${pieces.filter((p) => !isChainField(p)).join(',')}}`), withChain };
 }
 
-/** canonical() of an event's metadata, remembered when metadataWithChain made it. */
+/** canonical() of an event's metadata, remembered when appendLinks made it. */
 export function canonicalMetadata(metadata: Record<string, unknown>): string {
   return canonicalByMetadata.get(metadata) ?? canonical(metadata);
 }

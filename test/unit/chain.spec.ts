@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { GENESIS, canonical, canonicalMetadata, coveredMetadata, eventHash, linkWith, metadataWithChain } from '../../src/audit/chain.js';
+import { GENESIS, appendLinks, canonical, canonicalMetadata, coveredMetadata, eventHash, linkWith } from '../../src/audit/chain.js';
 import { eventLeaf, leafBytes } from '../../src/audit/checkpoint.js';
 
 // An event with nested data, key order that sorting changes, undefined members, a bigint and non-ASCII text.
@@ -41,9 +41,10 @@ describe('checkpoint leaves (the Merkle tree over every event)', () => {
 });
 
 describe('the metadata of an append', () => {
-  it('gives each event the shared fields and its chain fields, and remembers exactly canonical() of it', () => {
+  it('links as linkWith over the shared fields, gives each event the shared fields and its chain fields, and remembers exactly canonical() of it', () => {
     const shared = { requestId: 'r', actor: 'tenant:p0', at: '2026-11-29T19:00:00.000Z', correlationId: 'c-1', nothing: undefined, nested: { b: 1, a: [2] } };
-    const withChain = metadataWithChain(shared);
+    const { link, withChain } = appendLinks(shared);
+    expect(link(GENESIS, 'session-1', 0, 'T', { a: 1 })).toBe(linkWith(canonical(coveredMetadata(shared)))(GENESIS, 'session-1', 0, 'T', { a: 1 }));
     const first = withChain(GENESIS, 'aa');
     const second = withChain('aa', 'bb');
     expect(first).toEqual({ ...shared, prevHash: GENESIS, hash: 'aa' });
