@@ -9,7 +9,7 @@ import { Body, type CanActivate, Controller, HttpCode, Injectable, type Middlewa
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@nestjs/platform-express';
 import pino from 'pino';
-import { IdParamsPipe, checkJsonDepth, dropNullMembers, requestLogging, validationFailed } from '../src/http/input.js';
+import { IdParamsPipe, checkJsonDepth, dropNullMembers, logSettings, requestLogging, validationFailed } from '../src/http/input.js';
 import { SessionCreateDto, SessionUpdateDto } from '../src/http/dto.js';
 import { HttpMetricsMiddleware, Metrics } from '../src/adapters/metrics.js';
 
@@ -40,7 +40,7 @@ class FloorController {
 @Module({ controllers: [FloorController], providers: [AnyoneGuard, { provide: Metrics, useValue: { http: { inc() {} } } }] })
 class FloorModule implements NestModule {
   configure(consumer: MiddlewareConsumer): void {
-    consumer.apply(requestLogging(pino({ level: 'info' }, pino.destination('/dev/null'))), HttpMetricsMiddleware).forRoutes('*path');
+    consumer.apply(requestLogging(pino({ ...logSettings, level: 'info' }, pino.destination('/dev/null'))), HttpMetricsMiddleware).forRoutes('*path');
   }
 }
 

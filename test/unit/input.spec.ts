@@ -2,8 +2,8 @@ import { describe, expect, it } from '@jest/globals';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
-import { pinoHttp } from 'pino-http';
-import { MAX_BODY_DEPTH, checkJsonDepth, dropNullMembers, httpLogging, isId, redactUrl } from '../../src/http/input.js';
+import { pino } from 'pino';
+import { MAX_BODY_DEPTH, checkJsonDepth, dropNullMembers, isId, logSettings, redactUrl, requestLogging } from '../../src/http/input.js';
 
 const depth = (text: string) => () => checkJsonDepth(undefined, undefined, Buffer.from(text));
 
@@ -48,7 +48,7 @@ describe('logging: no credential in request logs', () => {
     expect(redactUrl('/x?monkey=1')).toBe('/x?monkey=1');
   });
 
-  it('pino-http with Duffy settings logs neither the key nor the Basic credentials, on success and on a 5xx', async () => {
+  it('the request log line logs neither the key nor the Basic credentials, on success and on a 5xx', async () => {
     const lines: string[] = [];
     const sink = new Writable({
       write(chunk, _enc, done) {
@@ -56,9 +56,9 @@ describe('logging: no credential in request logs', () => {
         done();
       },
     });
-    const log = pinoHttp({ ...httpLogging, level: 'info' }, sink);
+    const log = requestLogging(pino({ ...logSettings, level: 'info' }, sink));
     const server = createServer((req, res) => {
-      log(req, res);
+      log(req, res, () => undefined);
       res.statusCode = req.url!.startsWith('/Node/done') ? 500 : 200;
       res.end('{}');
     });
@@ -77,5 +77,11 @@ describe('logging: no credential in request logs', () => {
     expect(out).toContain('/Node/get?key=[Redacted]&ver=7&count=1');
     expect(out).not.toContain('11111111-2222');
     expect(out).not.toContain('YWxpY2U6c2VjcmV0LWtleQ');
+    // The line ops parse: request id, method, url, status, time; a 5xx at error level.
+    const parsed = lines.map((l) => JSON.parse(l));
+    expect(parsed[0]).toMatchObject({ level: 30, msg: 'request completed', req: { method: 'GET', url: '/Node/get?key=[Redacted]&ver=7&count=1' }, res: { statusCode: 200 } });
+    expect(parsed[0].req.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(typeof parsed[0].responseTime).toBe('number');
+    expect(parsed[1]).toMatchObject({ level: 50, msg: 'request errored', res: { statusCode: 500 } });
   });
 });
