@@ -1,8 +1,8 @@
 /**
  * P1: request + release over HTTP at 64 keep-alive clients. Duffy (the built server, `npm start`'s code, default
- * log level), Duffy's Nest pipeline with nothing behind it (nest-floor.ts) and a bare Express app with the same two
- * routes each run in a process of their own; the load comes
- * from a worker thread of the bench process, a third process. Prints figures, asserts nothing.
+ * log level), Duffy's Nest pipeline with nothing behind it (nest-floor.ts), Nest alone (nest-bare.ts) and a bare
+ * Express app with the same two routes each run in a process of their own; the load comes from a worker thread of the
+ * bench process, a third process. Prints figures, asserts nothing.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -178,7 +178,7 @@ export async function p1(seconds: number): Promise<void> {
     rmSync(dataDir, { recursive: true, force: true });
   }
 
-  // The yardsticks: the same two routes answered at once, by Duffy's Nest pipeline and by bare Express.
+  // The yardsticks: the same two routes answered at once, by Duffy's Nest pipeline, by Nest alone and by bare Express.
   const yardstick = async (name: string, script: string, yardPort: number) => {
     const url = `http://127.0.0.1:${yardPort}`;
     const child = spawn(process.execPath, [join(DIST, script)], { env: { ...process.env, PORT: String(yardPort), NODE_OPTIONS: '' }, stdio: 'ignore' });
@@ -190,14 +190,16 @@ export async function p1(seconds: number): Promise<void> {
     }
   };
   const floorLine = await yardstick('Nest pipeline, no work', 'bench/nest-floor.js', port + 2);
+  const nestLine = await yardstick('bare Nest', 'bench/nest-bare.js', port + 3);
   const bareLine = await yardstick('bare Express', 'bench/bare-express.js', port + 1);
 
   console.log(`P1 HTTP, ${clients} keep-alive clients on loopback (${tenants} tenants, ${machines} machines), ${seconds} s after ${warmupSeconds} s warm-up, each server in its own process:`);
   console.log(`   ${duffyLine.line}`);
   console.log(`   ${floorLine.line}`);
+  console.log(`   ${nestLine.line}`);
   console.log(`   ${bareLine.line}`);
   console.log(`   Duffy / bare Express: ${(duffyLine.rps / bareLine.rps).toFixed(3)} of the HTTP requests per second (aim >= 0.40); p99 ${(duffyLine.p99 / bareLine.p99).toFixed(2)}x bare Express's (aim <= 2x)`);
-  console.log(`   Duffy / Nest pipeline: ${(duffyLine.rps / floorLine.rps).toFixed(3)} of the requests per second, p99 ${(duffyLine.p99 / floorLine.p99).toFixed(2)}x; Nest pipeline / bare Express: ${(floorLine.rps / bareLine.rps).toFixed(3)}, p99 ${(floorLine.p99 / bareLine.p99).toFixed(2)}x`);
+  console.log(`   Duffy / Nest pipeline: ${(duffyLine.rps / floorLine.rps).toFixed(3)} of the requests per second, p99 ${(duffyLine.p99 / floorLine.p99).toFixed(2)}x; Nest pipeline / bare Express: ${(floorLine.rps / bareLine.rps).toFixed(3)}, p99 ${(floorLine.p99 / bareLine.p99).toFixed(2)}x; bare Nest / bare Express: ${(nestLine.rps / bareLine.rps).toFixed(3)}, p99 ${(nestLine.p99 / bareLine.p99).toFixed(2)}x`);
 }
 
 if (!isMainThread) clientLoop(workerData as LoadJob).then((r) => parentPort!.postMessage(r));
