@@ -1,7 +1,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PROJECTIONS } from '../projections/index.js';
+import { PROJECTIONS, type Projection } from '../projections/index.js';
 import type { NewEvent } from '../src/application/ports/event-store.port.js';
 import { SqliteEventStore } from '../src/adapters/eventstore/sqlite-event-store.js';
 import type { DuffyEvent } from '../src/domain/events.js';
@@ -53,6 +53,24 @@ export async function fill(store: SqliteEventStore, cycles: number, machines = 1
   return written;
 }
 
+/**
+ * P5's yardstick: the same rebuild path (subscription, runner, store) with one projection that does nothing, so
+ * what is left is reading and parsing the ledger: the ceiling of any rebuild on this machine.
+ */
+async function yardstick(ledger: SqliteEventStore, file: string, head: bigint, written: number): Promise<void> {
+  const nothing: Projection<null> = { name: 'nothing', version: 1, collections: [], init: () => null, fold: () => undefined, doc: () => undefined, restore: () => undefined };
+  const models = new SqliteReadModels(file);
+  const runner = new ProjectionRunner(nothing, ledger, models);
+  const t0 = performance.now();
+  const following = await followTogether([runner], ledger, { rebuild: true });
+  await runner.caughtUp(head, 600_000);
+  const seconds = (performance.now() - t0) / 1000;
+  await following.close();
+  await runner.stop();
+  await models.close();
+  console.log(`P5 yardstick, the same path with one projection that does nothing (reading and parsing the ledger): ${seconds.toFixed(2)} s = ${count(written / seconds)} events/s`);
+}
+
 /** P5: rebuild rate of every projection from position 0, and live projection lag, on the embedded stores. */
 export async function p5(events = 200_000): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'duffy-bench-p5-'));
@@ -66,6 +84,7 @@ export async function p5(events = 200_000): Promise<void> {
   await Promise.all(runners.map((r) => r.caughtUp(head, 600_000)));
   const seconds = (performance.now() - t0) / 1000;
   console.log(`P5 rebuild: ${count(written)} events through ${runners.length} projections (one shared read of the ledger) in ${seconds.toFixed(2)} s = ${count(written / seconds)} events/s`);
+  await yardstick(ledger, join(dir, 'readmodels-yardstick.sqlite'), head, written);
 
   // Live lag: append one event at a time at a steady pace and time until every projection has it.
   const lags: number[] = [];
