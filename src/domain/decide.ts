@@ -88,7 +88,7 @@ export function decideUpdateTenant(
   cmd: { changes: Partial<TenantSettings & { apiKeyDigest: string }>; active?: boolean; now: string },
   world: World,
   inFlight: InFlightView = NOTHING_IN_FLIGHT,
-): Write | null {
+): Decision {
   const events: DuffyEvent[] = [];
   const changes = Object.fromEntries(
     Object.entries(cmd.changes).filter(([k, v]) => v !== undefined && (tenant as unknown as Record<string, unknown>)[k] !== v),
@@ -97,12 +97,12 @@ export function decideUpdateTenant(
   if (cmd.active === false && tenant.retiredAt === null) {
     // Without an active admin nobody could create, change or reactivate tenants again, not even after a restart.
     if (tenant.isAdmin && !anotherActiveAdmin(world, tenant.id, inFlight)) {
-      refuse('conflict', `tenant ${tenant.name} is the last active admin: retiring it would lock every admin out; make another admin first`);
+      return refusal('conflict', `tenant ${tenant.name} is the last active admin: retiring it would lock every admin out; make another admin first`);
     }
     events.push({ type: 'TenantRetired', data: { tenantId: tenant.id, at: cmd.now } });
   }
   if (cmd.active === true && tenant.retiredAt !== null) events.push({ type: 'TenantReactivated', data: { tenantId: tenant.id, at: cmd.now } });
-  return events.length ? { stream: stream.tenant(tenant.name), expected: tenant.revision, events } : null;
+  return events.length ? [{ stream: stream.tenant(tenant.name), expected: tenant.revision, events }] : [];
 }
 
 /** An admin whose stream has a write in flight may be retiring right now: it does not count (two admins retiring each other at once). */
@@ -274,10 +274,13 @@ export function visibleSessionOrRefusal(world: World, sessionId: number, actor: 
   return s;
 }
 
+/** At the edge (HTTP, the application), a refusal becomes the DomainError that maps to its status. */
+export const raise = (r: Refusal): never => refuse(r.refused, r.reason);
+
 /** The same, for the API's reads: a refusal is thrown as the DomainError it maps to a status. */
 export function visibleSession(world: World, sessionId: number, actor: Tenant): Session {
   const s = visibleSessionOrRefusal(world, sessionId, actor);
-  return 'refused' in s ? refuse(s.refused, s.reason) : s;
+  return 'refused' in s ? raise(s) : s;
 }
 
 /**
@@ -325,24 +328,25 @@ export function decideEndSession(
 }
 
 /** Only an active session's lease can be extended. */
-export const refuseInactive = (sessionId: number): never => refuse('invalid', `session ${sessionId} is not active`);
+export const inactive = (sessionId: number): Refusal => refusal('invalid', `session ${sessionId} is not active`);
 
 /**
  * Duffy v3's extend: `+2h` (also `+1h30m`, `+90s`, `+1d`) adds to the session's current expiry; an ISO time sets it.
  * Either way the result is clamped to created_at + the tenant's maximum lifetime.
  */
-export function decideExtendSession(session: Session, tenant: Tenant, defaults: Defaults, expiresAt: string, now: string): Write {
-  if (session.status !== 'active') refuseInactive(session.id);
+export function decideExtendSession(session: Session, tenant: Tenant, defaults: Defaults, expiresAt: string, now: string): Decision {
+  if (session.status !== 'active') return inactive(session.id);
   const target = parseExpiry(expiresAt, Date.parse(session.expiresAt), Date.parse(now));
+  if (typeof target !== 'number') return target;
   const max = Date.parse(session.createdAt) + effective(tenant, defaults).sessionLifetimeMax * 1000;
   const clamped = iso(Math.min(target, max));
-  return { stream: stream.session(session.id), expected: session.revision, events: [{ type: 'SessionExtended', data: { sessionId: session.id, expiresAt: clamped, at: now } }] };
+  return [{ stream: stream.session(session.id), expected: session.revision, events: [{ type: 'SessionExtended', data: { sessionId: session.id, expiresAt: clamped, at: now } }] }];
 }
 
 const UNIT_SECONDS = { d: 86400, h: 3600, m: 60, s: 1 } as const;
 
 /** `+<n><unit>...` relative to `baseMs` (the current expiry), or an ISO 8601 time in the future. */
-export function parseExpiry(value: string, baseMs: number, nowMs: number): number {
+export function parseExpiry(value: string, baseMs: number, nowMs: number): number | Refusal {
   const rel = /^\+(?:(\d{1,7})d)?(?:(\d{1,7})h)?(?:(\d{1,7})m)?(?:(\d{1,7})s)?$/.exec(value.trim());
   if (rel && value.trim() !== '+') {
     const [d, h, m, sec] = rel.slice(1).map((x) => Number(x ?? 0));
@@ -350,9 +354,9 @@ export function parseExpiry(value: string, baseMs: number, nowMs: number): numbe
   }
   const abs = Date.parse(value);
   if (!/^\d{4}-\d{2}-\d{2}T/.test(value) || Number.isNaN(abs)) {
-    return refuse('invalid', `expires_at must be like "+2h", "+30m" or an ISO 8601 time, got ${JSON.stringify(value)}`);
+    return refusal('invalid', `expires_at must be like "+2h", "+30m" or an ISO 8601 time, got ${JSON.stringify(value)}`);
   }
-  if (abs <= nowMs) refuse('invalid', 'expires_at must be in the future');
+  if (abs <= nowMs) return refusal('invalid', 'expires_at must be in the future');
   return abs;
 }
 

@@ -4,7 +4,7 @@ import type { Response } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from '../application/catalog.js';
 import { CancelWaitingCommand, EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Actor } from '../application/commands.js';
-import { refuseInactive, visibleSession } from '../domain/decide.js';
+import { inactive, raise, visibleSession } from '../domain/decide.js';
 import { refuse } from '../domain/errors.js';
 import type { NodeSpec } from '../domain/events.js';
 import { Ledger } from '../application/ledger.service.js';
@@ -82,7 +82,7 @@ export class SessionsController {
   private async updatePast(actor: Actor, id: number, body: SessionUpdateDto) {
     const w = await this.views.load({ sessions: id });
     const past = visibleSession(w, id, actor.tenant);
-    if (body.expires_at !== undefined) refuseInactive(id);
+    if (body.expires_at !== undefined) raise(inactive(id));
     return { action: 'put', session: sessionView(past, w, this.catalog, this.ledger.world) };
   }
 }

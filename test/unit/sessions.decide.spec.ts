@@ -176,9 +176,10 @@ describe('ending sessions', () => {
 
   it('given an active session, when extended past the maximum, then the expiry is clamped to created + max lifetime', () => {
     const world = given(...startedSession());
-    const w = decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, DEFAULTS, '+10h', AT);
-    expect(w.events).toEqual([{ type: 'SessionExtended', data: { sessionId: 1, expiresAt: '2026-01-01T02:00:00.000Z', at: AT } }]);
-    expect(refusal(() => decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, DEFAULTS, 'tomorrow', AT)).kind).toBe('invalid');
+    expect(decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, DEFAULTS, '+10h', AT)).toEqual([
+      { stream: 'session-1', expected: 1, events: [{ type: 'SessionExtended', data: { sessionId: 1, expiresAt: '2026-01-01T02:00:00.000Z', at: AT } }] },
+    ]);
+    expect(decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, DEFAULTS, 'tomorrow', AT)).toMatchObject({ refused: 'invalid' });
   });
 
   it("given bob, when he looks at alice's session, then it does not exist for him", () => {

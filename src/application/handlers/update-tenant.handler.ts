@@ -21,8 +21,7 @@ export class UpdateTenantHandler implements ICommandHandler<UpdateTenantCommand>
     await this.ledger.decide((world, inFlight) => {
       const tenant = world.tenants.get(cmd.tenantId);
       if (!tenant) return refusal('not_found', `tenant ${cmd.tenantId} not found`);
-      const write = decideUpdateTenant(tenant, { changes, active: cmd.active, now: now() }, world, inFlight);
-      return write ? [write] : [];
+      return decideUpdateTenant(tenant, { changes, active: cmd.active, now: now() }, world, inFlight);
     }, metaFor(cmd.actor));
     const world = this.ledger.world;
     const tenant = world.tenants.get(cmd.tenantId)!;
