@@ -66,6 +66,18 @@ function allocateIds(world: World, kind: 'tenant' | 'machine', count: number, in
   };
 }
 
+const activeAdmins = (world: World): number[] => [...world.tenants.values()].filter((t) => t.isAdmin && t.retiredAt === null).map((t) => t.id);
+
+/**
+ * The set of active admins after a change, appended to the `admins` stream at its revision with the change: a set
+ * that two instances change at once (each retiring one of the last two admins) conflicts, and the second decides
+ * again on what the first did.
+ */
+function adminsChanged(world: World, admins: number[], now: string, inFlight: InFlightView): Write {
+  const expected = inFlight.revision(stream.admins, world.adminsRevision);
+  return { stream: stream.admins, expected: expected < 0 ? 'no_stream' : expected, events: [{ type: 'ActiveAdminsChanged', data: { admins: admins.sort((a, b) => a - b), at: now } }] };
+}
+
 export function decideRegisterTenant(
   world: World,
   cmd: { name: string; apiKeyDigest: string; isAdmin: boolean; settings: TenantSettings; now: string },
@@ -80,6 +92,7 @@ export function decideRegisterTenant(
       expected: 'no_stream',
       events: [{ type: 'TenantRegistered', data: { tenantId: ids.first, name: cmd.name, apiKeyDigest: cmd.apiKeyDigest, isAdmin: cmd.isAdmin, ...cmd.settings, at: cmd.now } }],
     },
+    ...(cmd.isAdmin ? [adminsChanged(world, [...activeAdmins(world), ids.first], cmd.now, inFlight)] : []),
   ];
 }
 
@@ -90,6 +103,7 @@ export function decideUpdateTenant(
   inFlight: InFlightView = NOTHING_IN_FLIGHT,
 ): Decision {
   const events: DuffyEvent[] = [];
+  let admins: number[] | undefined;
   const changes = Object.fromEntries(
     Object.entries(cmd.changes).filter(([k, v]) => v !== undefined && (tenant as unknown as Record<string, unknown>)[k] !== v),
   );
@@ -100,9 +114,15 @@ export function decideUpdateTenant(
       return refusal('conflict', `tenant ${tenant.name} is the last active admin: retiring it would lock every admin out; make another admin first`);
     }
     events.push({ type: 'TenantRetired', data: { tenantId: tenant.id, at: cmd.now } });
+    if (tenant.isAdmin) admins = activeAdmins(world).filter((id) => id !== tenant.id);
   }
-  if (cmd.active === true && tenant.retiredAt !== null) events.push({ type: 'TenantReactivated', data: { tenantId: tenant.id, at: cmd.now } });
-  return events.length ? [{ stream: stream.tenant(tenant.name), expected: tenant.revision, events }] : [];
+  if (cmd.active === true && tenant.retiredAt !== null) {
+    events.push({ type: 'TenantReactivated', data: { tenantId: tenant.id, at: cmd.now } });
+    if (tenant.isAdmin) admins = [...activeAdmins(world), tenant.id];
+  }
+  if (events.length === 0) return [];
+  const change: Write = { stream: stream.tenant(tenant.name), expected: tenant.revision, events };
+  return admins ? [change, adminsChanged(world, admins, cmd.now, inFlight)] : [change];
 }
 
 /** An admin whose stream has a write in flight may be retiring right now: it does not count (two admins retiring each other at once). */

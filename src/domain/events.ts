@@ -79,6 +79,11 @@ export type DuffyEvent =
   | { type: 'TenantUpdated'; data: { tenantId: number; changes: Partial<TenantSettings & { apiKeyDigest: string }>; at: string } }
   | { type: 'TenantRetired'; data: { tenantId: number; at: string } }
   | { type: 'TenantReactivated'; data: { tenantId: number; at: string } }
+  /**
+   * The active admins after a change to that set (an admin registered, retired or reactivated), on the `admins`
+   * stream in the same append: two instances retiring the last two admins at once cannot both commit.
+   */
+  | { type: 'ActiveAdminsChanged'; data: { admins: number[]; at: string } }
   | { type: 'QuotaClaimed'; data: { tenantId: number; sessionId: number; count: number; at: string } }
   | { type: 'QuotaReturned'; data: { tenantId: number; sessionId: number; count: number; at: string } }
   | {
@@ -185,6 +190,7 @@ export const stream = {
   service: (hostname: string) => `service-${hostname}`,
   session: (id: number) => `session-${id}`,
   ids: (kind: 'tenant' | 'machine') => `ids-${kind}`,
+  admins: 'admins',
 };
 
 /** The session id of a session stream's name, else undefined. */

@@ -153,10 +153,12 @@ export interface World {
    * (no machine, no quota) leaves the World: history is served from the read models and the ledger.
    */
   ended: number[];
-  /** Last revision of each id sequence stream, so an id is `revision + 1` of the IdAllocated event. */
+  /** The highest session id requested so far: the next request takes the one after it. */
   lastSessionId: number;
   /** Last revision of each id sequence stream (ids-tenant, ids-machine): the next id is that revision + 2. */
   idRevisions: Map<string, number>;
+  /** Last revision of the `admins` stream (-1: none yet), where every change to the set of active admins is checked. */
+  adminsRevision: number;
   position: bigint;
 }
 
@@ -217,6 +219,7 @@ export function emptyWorld(): World {
     ended: [],
     lastSessionId: 0,
     idRevisions: new Map(),
+    adminsRevision: -1,
     position: 0n,
   };
 }
@@ -308,6 +311,9 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       world.idRevisions.set(event.data.kind, revision);
       return world;
     case 'CheckpointPublished':
+      return world;
+    case 'ActiveAdminsChanged':
+      world.adminsRevision = revision;
       return world;
     case 'TenantRegistered': {
       const d = event.data;

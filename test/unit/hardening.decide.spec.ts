@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
-import { type Decision, NOTHING_IN_FLIGHT, type Refusal, decideExtendSession, decideUpdateTenant, parseExpiry } from '../../src/domain/decide.js';
+import { type Decision, NOTHING_IN_FLIGHT, type Refusal, type Write, decideExtendSession, decideRegisterTenant, decideUpdateTenant, parseExpiry } from '../../src/domain/decide.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
-import { AT, DEFAULTS, LATER, given, startedSession, tenant } from '../support/given.js';
+import { AT, DEFAULTS, LATER, given, startedSession, tenant, written } from '../support/given.js';
 
 const HOUR = 3600_000;
 /** A refusal is a value: its kind, or 'accepted'. */
@@ -70,9 +70,25 @@ describe('the last active admin', () => {
     expect(kind(decideUpdateTenant(world.tenants.get(1)!, { changes: {}, active: false, now: LATER }, world, bBusy))).toBe('conflict');
   });
 
-  it('given two active admins, one may go; a non-admin may always go', () => {
+  it('given two active admins, when one is retired, then the admins left are appended to the admins stream at its revision, in the same append', () => {
     const two: Array<[string, DuffyEvent]> = [tenant(1, 'admin', { isAdmin: true }), tenant(2, 'b', { isAdmin: true }), tenant(3, 'alice')];
-    expect(only(retire(two, 1)).events.map((e) => e.type)).toEqual(['TenantRetired']);
+    expect(written(retire(two, 1) as Write[])).toEqual([
+      { stream: 'tenant-admin', expected: 0, events: [{ type: 'TenantRetired', data: { tenantId: 1, at: LATER } }] },
+      { stream: 'admins', expected: 'no_stream', events: [{ type: 'ActiveAdminsChanged', data: { admins: [2], at: LATER } }] },
+    ]);
+    const checked: Array<[string, DuffyEvent]> = [...two, ['admins', { type: 'ActiveAdminsChanged', data: { admins: [1, 2], at: AT } }]];
+    expect(written(retire(checked, 2) as Write[])[1]).toMatchObject({ stream: 'admins', expected: 0, events: [{ data: { admins: [1] } }] });
+  });
+
+  it('given an admin and a tenant, when the tenant is retired, then only its stream is written', () => {
     expect(only(retire([tenant(1, 'admin', { isAdmin: true }), tenant(3, 'alice')], 3)).events.map((e) => e.type)).toEqual(['TenantRetired']);
+  });
+
+  it('given a retired admin, when reactivated, then the admins stream gets it back; registering an admin appends it too', () => {
+    const id: [string, DuffyEvent] = ['ids-tenant', { type: 'IdAllocated', data: { kind: 'tenant' } }];
+    const world = given(id, tenant(1, 'admin', { isAdmin: true }), id, tenant(2, 'b', { isAdmin: true }), ['tenant-b', { type: 'TenantRetired', data: { tenantId: 2, at: AT } }]);
+    expect(written(decideUpdateTenant(world.tenants.get(2)!, { changes: {}, active: true, now: LATER }, world) as Write[])[1]).toMatchObject({ stream: 'admins', events: [{ data: { admins: [1, 2] } }] });
+    const registered = decideRegisterTenant(world, { name: 'c', apiKeyDigest: 'd', isAdmin: true, settings: { sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null }, now: LATER });
+    expect(written(registered as Write[]).at(-1)).toEqual({ stream: 'admins', expected: 'no_stream', events: [{ type: 'ActiveAdminsChanged', data: { admins: [1, 3], at: LATER } }] });
   });
 });
