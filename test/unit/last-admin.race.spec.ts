@@ -1,31 +1,17 @@
-import { afterEach, describe, expect, it } from '@jest/globals';
-import type { EventBus } from '@nestjs/cqrs';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Ledger } from '../../src/application/ledger.service.js';
-import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
+import { describe, expect, it } from '@jest/globals';
+import type { Ledger } from '../../src/application/ledger.service.js';
 import { decideRegisterTenant, decideUpdateTenant } from '../../src/domain/decide.js';
 import { DomainError } from '../../src/domain/errors.js';
-
-const bus = { publish: () => undefined } as unknown as EventBus;
+import { ledgerInstances } from '../support/ledgers.js';
 const NOW = '2026-11-29T23:00:00.000Z';
 const settings = { sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null };
 
 describe('the last active admin, across instances sharing one ledger', () => {
-  const open: Array<{ close(): Promise<void> }> = [];
-  afterEach(async () => {
-    for (const x of open.splice(0).reverse()) await x.close();
-  });
+  const instances = ledgerInstances();
 
   it('given two admins, when two instances retire one each at the same moment, then one is refused and an admin is left', async () => {
-    const store = new SqliteEventStore(join(mkdtempSync(join(tmpdir(), 'duffy-admins-')), 'ledger.sqlite'));
-    open.push(store);
-    const [one, two] = [new Ledger(store, bus), new Ledger(store, bus)];
-    for (const ledger of [one, two]) {
-      await ledger.start();
-      open.push({ close: () => ledger.onApplicationShutdown().catch(() => undefined) });
-    }
+    const store = instances.store();
+    const [one, two] = [await instances.ledger(store), await instances.ledger(store)];
     for (const name of ['a', 'b']) {
       await one.decide((w, f) => decideRegisterTenant(w, { name, apiKeyDigest: name, isAdmin: true, settings, now: NOW }, f), { actor: 'test' });
     }

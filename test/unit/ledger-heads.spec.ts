@@ -1,29 +1,16 @@
-import { afterEach, describe, expect, it } from '@jest/globals';
-import type { EventBus } from '@nestjs/cqrs';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { describe, expect, it } from '@jest/globals';
 import type { EventStore } from '../../src/application/ports/event-store.port.js';
-import { Ledger } from '../../src/application/ledger.service.js';
-import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { verifyChains } from '../../src/audit/chain.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
-
-const bus = { publish: () => undefined } as unknown as EventBus;
+import { ledgerInstances } from '../support/ledgers.js';
 const quarantined = (machineId: number): DuffyEvent => ({ type: 'MachineQuarantined', data: { machineId, reason: 'test', at: '2026-11-29T20:00:00.000Z' } }) as DuffyEvent;
 
 describe('Ledger: the hash chain goes on from the real head', () => {
-  const open: Array<{ close(): Promise<void> }> = [];
-  afterEach(async () => {
-    for (const x of open.splice(0).reverse()) await x.close();
-  });
+  const instances = ledgerInstances();
 
   it('when this instance has not seen the stream head yet, it reads it from the store instead of chaining on genesis', async () => {
-    const store = new SqliteEventStore(join(mkdtempSync(join(tmpdir(), 'duffy-heads-')), 'ledger.sqlite'));
-    open.push(store);
-    const first = new Ledger(store, bus);
-    await first.start();
-    open.push({ close: () => first.onApplicationShutdown().catch(() => undefined) });
+    const store = instances.store();
+    const first = await instances.ledger(store);
     expect((await first.record([{ stream: 'machine-m1', expected: 'no_stream', events: [quarantined(1)] }], { actor: 'first' })).ok).toBe(true);
 
     // Another instance that has not caught up yet (its start found nothing, its subscription delivers 100 ms late):
@@ -36,8 +23,7 @@ describe('Ledger: the hash chain goes on from the real head', () => {
         return { close: async () => (clearTimeout(timer), await subscription?.close()) };
       },
     });
-    const second = new Ledger(late, bus);
-    await second.start();
+    const second = await instances.ledger(late);
     expect((await second.record([{ stream: 'machine-m1', expected: 0, events: [quarantined(1)] }], { actor: 'second' })).ok).toBe(true);
 
     const events = await store.readAll(0n, 100);
