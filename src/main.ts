@@ -3,6 +3,7 @@ import { Logger, ValidationPipe } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@nestjs/platform-express';
+import type { Request, Response } from 'express';
 import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule } from './app.module.js';
 import { ConfigError, type Settings, loadSettings } from './config/config.js';
@@ -51,6 +52,9 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   SwaggerModule.setup('api/docs', app, () => SwaggerModule.createDocument(app, openapi));
   app.enableShutdownHooks();
   await app.init();
+  // Nest answers unknown paths under its global prefix only; the others (legacy, ops, anything) would get Express's
+  // HTML page. The same JSON 404 for all of them, registered after every route.
+  app.use((req: Request, res: Response) => void res.status(404).json({ detail: `Cannot ${req.method} ${req.path}` }));
   const boot = await app.get(Bootstrap).run({ reconcileEveryMs: options.reconcileEveryMs });
   return { app, adminKey: boot.adminKey };
 }

@@ -288,6 +288,15 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
     });
   });
 
+  describe('unknown paths', () => {
+    it.each(['/nonexistent', '/ops/nonexistent', '/Node/nonexistent', `${V1}/nonexistent`])('%s is a JSON 404 with a detail, like every other answer', async (path) => {
+      const r = await raw(duffy, 'GET', path, undefined, { authorization: aliceAuth });
+      expect(r.status).toBe(404);
+      expect(r.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(r.body).toEqual({ detail: `Cannot GET ${path}` });
+    });
+  });
+
   describe('issue 14: strict bodies', () => {
     it.each([
       ['a top-level field', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }], priority: 10 }, /^priority: unknown field/],
