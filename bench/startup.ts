@@ -1,11 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { stringify } from 'yaml';
 import { percentile } from '../src/domain/statistics.js';
+import { writeScaleInventory } from './inventory.js';
 
 /** The built server (`npm run bench` builds it first). */
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
@@ -19,27 +19,6 @@ function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
-}
-
-/** An inventory of `machines` ready machines over four pools, no playbook on any path. */
-function inventory(dir: string, machines: number): string {
-  const pools = ['metal-a', 'metal-b', 'vm-a', 'vm-b'].map((name, i) => ({
-    name,
-    type: name.startsWith('metal') ? 'baremetal' : 'vm',
-    arch: 'x86_64',
-    platform: i % 2 ? 'amd' : 'intel',
-    driver: 'local',
-    'release-policy': 'reuse',
-    contextualize: false,
-    'collect-artifacts': false,
-    'fill-level': 0,
-  }));
-  const file = join(dir, 'inventory.yaml');
-  writeFileSync(
-    file,
-    stringify({ pools, machines: Array.from({ length: machines }, (_, i) => ({ hostname: `n${i + 1}.bench.test`, pool: pools[i % 4].name, state: 'ready' })) }),
-  );
-  return file;
 }
 
 /** Starts the built server as its own process; resolves with the seconds until /health answers 200. */
@@ -104,7 +83,7 @@ export async function p8(sizes: readonly number[] = [200, 20_000], seconds = 5):
   const parts: string[] = [];
   for (const machines of sizes) {
     const dir = mkdtempSync(join(tmpdir(), 'duffy-bench-p8-'));
-    const env = { DUFFY_CONFIG: inventory(dir, machines), DUFFY_DATA_DIR: join(dir, 'data'), DUFFY_ADMIN_KEY: ADMIN_KEY };
+    const env = { DUFFY_CONFIG: writeScaleInventory(join(dir, 'inventory.yaml'), machines, (i) => `n${i + 1}.bench.test`), DUFFY_DATA_DIR: join(dir, 'data'), DUFFY_ADMIN_KEY: ADMIN_KEY };
     const first = await timeToHealth(env, 600_000);
     const post = await postLatency(first.url, seconds);
     await stop(first.child);

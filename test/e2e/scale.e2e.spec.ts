@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
+import { writeScaleInventory } from '../../bench/inventory.js';
 import { type Running, newTenant, startDuffy } from '../support/server.js';
 
 /**
@@ -11,34 +11,14 @@ import { type Running, newTenant, startDuffy } from '../support/server.js';
  */
 const MACHINES = 20_000;
 
-function bigInventory(): string {
-  const pools = ['metal-a', 'metal-b', 'vm-a', 'vm-b'].map((name, i) => ({
-    name,
-    type: name.startsWith('metal') ? 'baremetal' : 'vm',
-    arch: 'x86_64',
-    platform: i % 2 ? 'amd' : 'intel',
-    driver: 'local',
-    'release-policy': 'reuse',
-    contextualize: false,
-    'collect-artifacts': false,
-    'fill-level': 0,
-  }));
-  const machines = Array.from({ length: MACHINES }, (_, i) => ({
-    hostname: `n${String(i + 1).padStart(5, '0')}.scale.test`,
-    pool: pools[i % pools.length].name,
-    state: 'ready',
-  }));
-  const file = join(mkdtempSync(join(tmpdir(), 'duffy-scale-')), 'scale.yaml');
-  writeFileSync(file, stringify({ defaults: { 'node-quota': 100, 'session-lifetime': 3600, 'session-lifetime-max': 7200 }, pools, machines }));
-  return file;
-}
-
 describe(`a farm of ${MACHINES.toLocaleString('en-US')} machines`, () => {
   let duffy: Running;
   let configFile: string;
 
   beforeAll(async () => {
-    configFile = bigInventory();
+    configFile = writeScaleInventory(join(mkdtempSync(join(tmpdir(), 'duffy-scale-')), 'scale.yaml'), MACHINES, (i) => `n${String(i + 1).padStart(5, '0')}.scale.test`, {
+      defaults: { 'node-quota': 100, 'session-lifetime': 3600, 'session-lifetime-max': 7200 },
+    });
     duffy = await startDuffy({ configFile });
   }, 120_000);
 
