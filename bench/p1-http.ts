@@ -2,7 +2,7 @@
  * P1: request + release over HTTP at 64 keep-alive clients. Duffy (the built server, `npm start`'s code, default
  * log level), Duffy's Nest pipeline with nothing behind it (nest-floor.ts), Nest alone (nest-bare.ts) and a bare
  * Express app with the same two routes each run in a process of their own; the load comes from a worker thread of the
- * bench process, a third process. Prints figures, asserts nothing.
+ * bench process, another process. Rounds take the servers in turn. Prints figures, asserts nothing.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -137,7 +137,28 @@ function stop(child: ChildProcess): Promise<void> {
   });
 }
 
-export async function p1(seconds: number): Promise<void> {
+/** Several runs of one server as one: requests, cycles and seconds summed, latencies pooled. */
+function merged(runs: LoadResult[]): LoadResult {
+  const all: LoadResult = { cycles: 0, requests: 0, seconds: 0, post: [], put: [], statuses: {} };
+  for (const r of runs) {
+    all.cycles += r.cycles;
+    all.requests += r.requests;
+    all.seconds += r.seconds;
+    for (const x of r.post) all.post.push(x);
+    for (const x of r.put) all.put.push(x);
+    for (const [k, v] of Object.entries(r.statuses)) all.statuses[k] = (all.statuses[k] ?? 0) + v;
+  }
+  return all;
+}
+
+const median = (xs: number[]) => percentile(xs, 50);
+const ratios = (xs: number[], digits: number, unit = '') => xs.map((x) => `${x.toFixed(digits)}${unit}`).join(', ');
+
+/**
+ * The four servers run side by side for the whole bench; each round loads each of them in turn, so every ratio
+ * compares runs minutes apart, not a whole bench apart, and the rounds show how much a figure moves.
+ */
+export async function p1(seconds: number, rounds: number): Promise<void> {
   const clients = 64;
   const tenants = 8;
   const machines = 200;
@@ -156,50 +177,64 @@ export async function p1(seconds: number): Promise<void> {
     }),
   );
   const adminKey = '00000000-0000-4000-8000-00000000beef';
-  const duffyUrl = `http://127.0.0.1:${port}`;
-  const duffy = spawn(process.execPath, [join(DIST, 'src/main.js')], {
-    env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_CONFIG: configFile, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: adminKey, NODE_OPTIONS: '' },
-    stdio: 'ignore',
-  });
-  let duffyLine;
+  const children: ChildProcess[] = [];
+  const spawnServer = (script: string, env: Record<string, string>) => {
+    const child = spawn(process.execPath, [join(DIST, script)], { env: { ...process.env, ...env, NODE_OPTIONS: '' }, stdio: 'ignore' });
+    children.push(child);
+    return child;
+  };
+  // The yardsticks: the same two routes answered at once, by Duffy's Nest pipeline, by Nest alone and by bare Express.
+  const servers = [
+    { name: 'Duffy', script: 'src/main.js', port },
+    { name: 'Nest pipeline, no work', script: 'bench/nest-floor.js', port: port + 2 },
+    { name: 'bare Nest', script: 'bench/nest-bare.js', port: port + 3 },
+    { name: 'bare Express', script: 'bench/bare-express.js', port: port + 1 },
+  ].map((s) => ({ ...s, url: `http://127.0.0.1:${s.port}`, auths: Array.from({ length: clients }, () => ''), runs: [] as LoadResult[] }));
+  const [duffy, floor, nest, bare] = servers;
   try {
-    await ready(duffyUrl, duffy);
+    for (const s of servers) {
+      const env: Record<string, string> =
+        s === duffy ? { DUFFY_DATA_DIR: dataDir, DUFFY_CONFIG: configFile, DUFFY_PORT: String(s.port), DUFFY_ADMIN_KEY: adminKey } : { PORT: String(s.port) };
+      await ready(s.url, spawnServer(s.script, env));
+    }
     const agent = new http.Agent({ keepAlive: true });
     const auths: string[] = [];
     for (let t = 0; t < tenants; t++) {
-      const r = await call(agent, duffyUrl, 'POST', '/api/v1/tenants', basic('admin', adminKey), { name: `bench-${t}`, ssh_key: `ssh-ed25519 AAAAC3Nza bench-${t}@ci`, node_quota: 1000 });
+      const r = await call(agent, duffy.url, 'POST', '/api/v1/tenants', basic('admin', adminKey), { name: `bench-${t}`, ssh_key: `ssh-ed25519 AAAAC3Nza bench-${t}@ci`, node_quota: 1000 });
       if (r.status !== 201) throw new Error(`tenant bench-${t}: ${r.status} ${r.text}`);
       auths.push(basic(`bench-${t}`, (JSON.parse(r.text) as { tenant: { api_key: string } }).tenant.api_key));
     }
     agent.destroy();
-    duffyLine = describeLoad('Duffy', await load({ url: duffyUrl, auths: Array.from({ length: clients }, (_, i) => auths[i % tenants]), seconds, warmupSeconds }));
+    duffy.auths = Array.from({ length: clients }, (_, i) => auths[i % tenants]);
+    for (let round = 0; round < rounds; round++) {
+      for (const s of servers) {
+        s.runs.push(await load({ url: s.url, auths: s.auths, seconds, warmupSeconds }));
+        // What a server still does after its load (Duffy's projections, checkpoint, GC) must not weigh on the next.
+        await sleep(500);
+      }
+    }
   } finally {
-    await stop(duffy);
+    await Promise.all(children.map(stop));
     rmSync(dataDir, { recursive: true, force: true });
   }
 
-  // The yardsticks: the same two routes answered at once, by Duffy's Nest pipeline, by Nest alone and by bare Express.
-  const yardstick = async (name: string, script: string, yardPort: number) => {
-    const url = `http://127.0.0.1:${yardPort}`;
-    const child = spawn(process.execPath, [join(DIST, script)], { env: { ...process.env, PORT: String(yardPort), NODE_OPTIONS: '' }, stdio: 'ignore' });
-    try {
-      await ready(url, child);
-      return describeLoad(name, await load({ url, auths: Array.from({ length: clients }, () => ''), seconds, warmupSeconds }));
-    } finally {
-      await stop(child);
-    }
+  const line = new Map(servers.map((s) => [s, describeLoad(s.name, merged(s.runs))]));
+  const perRound = (a: (typeof servers)[number], b: (typeof servers)[number]) =>
+    a.runs.map((r, i) => ({ rps: r.requests / r.seconds / (b.runs[i].requests / b.runs[i].seconds), p99: percentile([...r.post, ...r.put], 99) / percentile([...b.runs[i].post, ...b.runs[i].put], 99) }));
+  const vsBare = perRound(duffy, bare);
+  const summary = (a: (typeof servers)[number], b: (typeof servers)[number]) => {
+    const rs = perRound(a, b);
+    return `${ratios(rs.map((r) => r.rps), 3)} (median ${median(rs.map((r) => r.rps)).toFixed(3)}), p99 ${ratios(rs.map((r) => r.p99), 2, 'x')}`;
   };
-  const floorLine = await yardstick('Nest pipeline, no work', 'bench/nest-floor.js', port + 2);
-  const nestLine = await yardstick('bare Nest', 'bench/nest-bare.js', port + 3);
-  const bareLine = await yardstick('bare Express', 'bench/bare-express.js', port + 1);
-
-  console.log(`P1 HTTP, ${clients} keep-alive clients on loopback (${tenants} tenants, ${machines} machines), ${seconds} s after ${warmupSeconds} s warm-up, each server in its own process:`);
-  console.log(`   ${duffyLine.line}`);
-  console.log(`   ${floorLine.line}`);
-  console.log(`   ${nestLine.line}`);
-  console.log(`   ${bareLine.line}`);
-  console.log(`   Duffy / bare Express: ${(duffyLine.rps / bareLine.rps).toFixed(3)} of the HTTP requests per second (aim >= 0.40); p99 ${(duffyLine.p99 / bareLine.p99).toFixed(2)}x bare Express's (aim <= 2x)`);
-  console.log(`   Duffy / Nest pipeline: ${(duffyLine.rps / floorLine.rps).toFixed(3)} of the requests per second, p99 ${(duffyLine.p99 / floorLine.p99).toFixed(2)}x; Nest pipeline / bare Express: ${(floorLine.rps / bareLine.rps).toFixed(3)}, p99 ${(floorLine.p99 / bareLine.p99).toFixed(2)}x; bare Nest / bare Express: ${(nestLine.rps / bareLine.rps).toFixed(3)}, p99 ${(nestLine.p99 / bareLine.p99).toFixed(2)}x`);
+  console.log(
+    `P1 HTTP, ${clients} keep-alive clients on loopback (${tenants} tenants, ${machines} machines), each server in its own process, ${rounds} rounds: each server in turn for ${seconds} s after ${warmupSeconds} s warm-up (figures over all rounds):`,
+  );
+  for (const s of servers) console.log(`   ${line.get(s)!.line}`);
+  console.log(
+    `   Duffy / bare Express per round: ${ratios(vsBare.map((r) => r.rps), 3)} of the HTTP requests per second, median ${median(vsBare.map((r) => r.rps)).toFixed(3)} (aim >= 0.40); ` +
+      `p99 ${ratios(vsBare.map((r) => r.p99), 2, 'x')} bare Express's, median ${median(vsBare.map((r) => r.p99)).toFixed(2)}x (aim <= 2x)`,
+  );
+  console.log(`   Duffy / Nest pipeline per round: ${summary(duffy, floor)}; Nest pipeline / bare Express: ${summary(floor, bare)}; bare Nest / bare Express: ${summary(nest, bare)}`);
 }
 
 if (!isMainThread) clientLoop(workerData as LoadJob).then((r) => parentPort!.postMessage(r));

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --only p2,p4,p5,p7,p8,p1 --seconds 10 --p7-events 1000000]`: prints figures, asserts nothing.
+ * `npm run bench [-- --only p2,p4,p5,p7,p8,p1 --seconds 5 --p1-rounds 3 --p7-events 1000000]`: prints figures, asserts nothing.
  *
  * P2 ledger appends/s on the embedded store, group commit vs one fsync per append;
  * P4 decision time at 100, 10k and 100k machines;
@@ -283,7 +283,8 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       only: { type: 'string', default: 'p2,p4,p5,p7,p8,p1' },
-      seconds: { type: 'string', default: '10' },
+      seconds: { type: 'string', default: '5' },
+      'p1-rounds': { type: 'string', default: '3' },
       'append-seconds': { type: 'string', default: '3' },
       'p7-events': { type: 'string', default: '1000000' },
       'p7-write': { type: 'string' },
@@ -306,7 +307,7 @@ async function main(): Promise<void> {
     }
   }
   if (only.has('p8')) await p8();
-  if (only.has('p1')) await p1(seconds);
+  if (only.has('p1')) await p1(seconds, Number(values['p1-rounds']));
 }
 
 main().then(
