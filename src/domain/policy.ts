@@ -77,6 +77,23 @@ const hasHardware = (spec: NodeSpec) => Object.values(spec.hardware ?? {}).some(
 
 const isFreePool = (x: FreePool | Iterable<Machine>): x is FreePool => typeof (x as FreePool).inOrder === 'function';
 
+/**
+ * A pool's free machines for a spec. With hardware requirements, only those not `taken` that meet them all; each
+ * requirement a machine misses is counted in `ruledOut`.
+ */
+function offerFor(pool: PoolProfile, given: FreePool | Iterable<Machine>, spec: NodeSpec, taken: ReadonlySet<number>, ruledOut?: Map<string, number>): Offer {
+  if (!hasHardware(spec)) return { pool, free: isFreePool(given) ? given : listed(given) };
+  const fit: Machine[] = [];
+  // In registration (id) order, as a plain list is: the reasons are named in the order machines first miss them.
+  for (const machine of isFreePool(given) ? [...given.inOrder()].sort((a, b) => a.id - b.id) : given) {
+    if (taken.has(machine.id)) continue;
+    const misses = unmet(machine.hardware ?? {}, spec.hardware);
+    if (ruledOut) for (const r of misses) ruledOut.set(r, (ruledOut.get(r) ?? 0) + 1);
+    if (misses.length === 0) fit.push(machine);
+  }
+  return { pool, free: listed(fit) };
+}
+
 interface Offer {
   pool: PoolProfile;
   free: FreePool;
@@ -113,19 +130,7 @@ export function planAllocation(args: {
     // Hardware requirements: only machines that meet them all are candidates; count what each one rules out.
     const ruledOut = new Map<string, number>();
     const needsHardware = hasHardware(spec);
-    const offers: Offer[] = pools.map((pool) => {
-      const given = args.free(pool.name);
-      if (!needsHardware) return { pool, free: isFreePool(given) ? given : listed(given) };
-      const fit: Machine[] = [];
-      // In registration (id) order, as a plain list is: the reasons are named in the order machines first miss them.
-      for (const machine of isFreePool(given) ? [...given.inOrder()].sort((a, b) => a.id - b.id) : given) {
-        if (taken.has(machine.id)) continue;
-        const misses = unmet(machine.hardware ?? {}, spec.hardware);
-        for (const r of misses) ruledOut.set(r, (ruledOut.get(r) ?? 0) + 1);
-        if (misses.length === 0) fit.push(machine);
-      }
-      return { pool, free: listed(fit) };
-    });
+    const offers = pools.map((pool) => offerFor(pool, args.free(pool.name), spec, taken, ruledOut));
     const hw = ruledOut.size ? `; hardware ${[...ruledOut].map(([r, n]) => `${r} rules out ${n} free machine${n === 1 ? '' : 's'}`).join(', ')}` : '';
     // Free machines of an offer not yet taken by this request's earlier specs (a hardware list left them out already).
     const available = (o: Offer) => o.free.size() - (needsHardware ? 0 : (takenPerPool.get(o.pool.name) ?? 0));
@@ -275,13 +280,7 @@ export function machinesToHold(args: {
     const pools = eligiblePools(args.pools, spec);
     const explicit = spec.pool !== undefined || spec.platform !== undefined;
     const own = !explicit && !args.overflow && args.tenantPlatform !== null && pools.some((p) => p.platform === args.tenantPlatform);
-    const offers = pools
-      .filter((p) => !own || p.platform === args.tenantPlatform)
-      .map((pool) => {
-        const given = args.free(pool.name);
-        if (!hasHardware(spec)) return { pool, free: isFreePool(given) ? given : listed(given) };
-        return { pool, free: listed([...(isFreePool(given) ? given.inOrder() : given)].filter((m) => unmet(m.hardware ?? {}, spec.hardware).length === 0)) };
-      });
+    const offers = pools.filter((p) => !own || p.platform === args.tenantPlatform).map((pool) => offerFor(pool, args.free(pool.name), spec, held));
     for (const c of leastWorn(offers, held, spec.quantity)) {
       held.add(c.machine.id);
       out.push(c.machine);
