@@ -15,7 +15,7 @@ import {
 } from './ports/event-store.port.js';
 import { StreamHeads } from './stream-heads.js';
 import { GENESIS, appendLinks } from '../audit/chain.js';
-import { type Decision, type InFlightView, type Write, isRefusal } from '../domain/decide.js';
+import { type Decision, type InFlightView, type Write, isRefusal, raise } from '../domain/decide.js';
 import { type DuffyEvent, sessionOfStream } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
 import { type World, emptyWorld, evolve } from '../domain/world.js';
@@ -252,7 +252,7 @@ export class Ledger implements OnApplicationShutdown {
   async decide(decide: (world: World, inFlight: InFlightView) => Decision, meta: EventMetadata, attempts = 5): Promise<Recorded | null> {
     for (let attempt = 1; ; attempt++) {
       const decision = decide(this.world, this.inFlight);
-      if (isRefusal(decision)) throw new DomainError(decision.refused, decision.reason);
+      if (isRefusal(decision)) return raise(decision);
       if (decision.length === 0) return null;
       const recorded = await this.record(decision, meta);
       if (recorded.ok) return recorded;
