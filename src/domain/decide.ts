@@ -1,5 +1,6 @@
 import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, familyCrowding, planAllocation } from './policy.js';
 import { type DomainErrorKind, refuse } from './errors.js';
+import { waitedShare } from './fair-queue.js';
 import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, claimedBy } from './world.js';
 
@@ -262,7 +263,7 @@ export function decideReserve(p: Pick, sessionId: number, tenantId: number, cont
 /** Soft affinity: another family may serve a request that cannot wait at once, a waiting one once it has waited its share. */
 export function mayOverflow(cmd: { waiting?: Session; waitSeconds?: number }, nowMs: number): boolean {
   const q = cmd.waiting?.queue;
-  return q ? nowMs >= Date.parse(q.since) + OVERFLOW_AFTER_SHARE_OF_WAIT * (Date.parse(q.until) - Date.parse(q.since)) : !cmd.waitSeconds;
+  return q ? waitedShare(Date.parse(q.since), Date.parse(q.until), OVERFLOW_AFTER_SHARE_OF_WAIT, nowMs) : !cmd.waitSeconds;
 }
 
 /**

@@ -20,9 +20,12 @@ export const URGENT_AFTER_SHARE_OF_WAIT = 0.5;
  */
 export const HOLD_FOR_AT_MOST_MACHINES = 2;
 
+/** Whether `share` of a wait from `since` to `until` (ms) has gone by at `now`. */
+export const waitedShare = (since: number, until: number, share: number, now: number): boolean => now >= since + share * (until - since);
+
 /** Whether a request has waited long enough to go before all that have not (`now` in ms). */
 export function isUrgent(r: WaitingRequest, now: number): boolean {
-  return r.until !== undefined && now >= r.enqueuedAt + URGENT_AFTER_SHARE_OF_WAIT * (r.until - r.enqueuedAt);
+  return r.until !== undefined && waitedShare(r.enqueuedAt, r.until, URGENT_AFTER_SHARE_OF_WAIT, now);
 }
 
 /** Whether a request that does not fit now holds free machines for itself (see `HeldMachines`). */
