@@ -6,7 +6,8 @@ import { ReadSide } from '../application/read-side.service.js';
 import type { Doc } from '../application/ports/read-model.port.js';
 
 type Filter = Record<string, string | number | boolean | null>;
-const strip = ({ __id, ...d }: Doc) => (void __id, d);
+/** A stored document as the API shows it: without the id field the store keeps in it. */
+export const strip = ({ __id, ...d }: Doc) => (void __id, d);
 
 /**
  * Reads for the Duffy v3 and cico endpoints, from the `entities` read models (MongoDB or embedded).

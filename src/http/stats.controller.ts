@@ -10,15 +10,15 @@ import { ReadSide } from '../application/read-side.service.js';
 import { recentUsageMs } from '../domain/fair-queue.js';
 import { gini, percentile } from '../domain/statistics.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
+import { strip } from './read-views.js';
 
 const HOUR = 3600 * 1000;
 const round = (x: number, digits = 4) => Number(x.toFixed(digits));
-const strip = ({ __id, ...doc }: Record<string, unknown>) => (void __id, doc);
 
-/** Ops figures from the projections (admin only): how worn the hardware is and how fairly it is shared. */
 /** A machine held from `start` to `end` (ms), from `pool`. */
 type BusySpell = [number, number, string?];
 
+/** Ops figures from the projections (admin only): how worn the hardware is and how fairly it is shared. */
 @ApiTags('ops')
 @Controller('stats')
 @UseGuards(BasicAuthGuard)
