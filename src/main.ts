@@ -7,6 +7,7 @@ import type { Request, Response } from 'express';
 import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule } from './app.module.js';
 import { ConfigError, type Settings, loadSettings } from './config/config.js';
+import { answerUnmatched } from './http/unmatched.js';
 import { IdParamsPipe, checkJsonDepth, dropNullMembers, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
 import { Bootstrap } from './application/bootstrap.service.js';
@@ -53,8 +54,8 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   app.enableShutdownHooks();
   await app.init();
   // Nest answers unknown paths under its global prefix only; the others (legacy, ops, anything) would get Express's
-  // HTML page. The same JSON 404 for all of them, registered after every route.
-  app.use((req: Request, res: Response) => void res.status(404).json({ detail: `Cannot ${req.method} ${req.path}` }));
+  // HTML page. The same JSON 404 (or 405) for all of them, registered after every route.
+  app.use((req: Request, res: Response) => answerUnmatched(req.app, req, res));
   const boot = await app.get(Bootstrap).run({ reconcileEveryMs: options.reconcileEveryMs });
   return { app, adminKey: boot.adminKey };
 }

@@ -1,7 +1,8 @@
-import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
-import type { Response } from 'express';
+import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger, NotFoundException } from '@nestjs/common';
+import type { Request, Response } from 'express';
 import { storageFault } from '../adapters/eventstore/storage-fault.js';
 import { DomainError, type DomainErrorKind } from '../domain/errors.js';
+import { answerUnmatched } from './unmatched.js';
 
 const STATUS: Record<DomainErrorKind, number> = {
   invalid: 422,
@@ -22,6 +23,12 @@ export class ErrorsFilter implements ExceptionFilter {
   catch(error: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<Response>();
     if (res.headersSent) return;
+    const req = host.switchToHttp().getRequest<Request>();
+    // Nest's own answer for a path no route took under /api/v1: the same 404 or 405 as everywhere else.
+    if (error instanceof NotFoundException && error.message === `Cannot ${req.method} ${req.originalUrl}`) {
+      answerUnmatched(req.app, req, res);
+      return;
+    }
     // The legacy API has its own error shape (`{"msg": ...}`), which cico expects; /health keeps terminus's report.
     const body = error instanceof HttpException ? error.getResponse() : undefined;
     if (body && typeof body === 'object' && ('msg' in body || 'details' in body)) {

@@ -295,6 +295,26 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       expect(r.headers.get('content-type')).toMatch(/^application\/json/);
       expect(r.body).toEqual({ detail: `Cannot GET ${path}` });
     });
+
+    it('a query string stays out of the 404 detail', async () => {
+      const r = await raw(duffy, 'GET', '/Node/nonexistent?key=secret-key', undefined);
+      expect(r.status).toBe(404);
+      expect(r.body).toEqual({ detail: 'Cannot GET /Node/nonexistent' });
+    });
+
+    // FastAPI (Duffy v3) answers a known path asked with another method 405, with the methods it serves in Allow.
+    it.each([
+      ['DELETE', `${V1}/sessions`, 'GET, HEAD, POST'],
+      ['DELETE', `${V1}/sessions/1`, 'GET, HEAD, PUT'],
+      ['PATCH', `${V1}/tenants/1`, 'GET, HEAD, PUT'],
+      ['POST', '/health', 'GET, HEAD'],
+      ['DELETE', '/Node/get?key=secret-key', 'GET, HEAD'],
+    ])('%s %s is a 405 that names the methods served', async (method, path, allow) => {
+      const r = await raw(duffy, method, path, undefined, { authorization: aliceAuth });
+      expect(r.status).toBe(405);
+      expect(r.headers.get('allow')).toBe(allow);
+      expect(r.body).toEqual({ detail: 'Method Not Allowed' });
+    });
   });
 
   describe('issue 14: strict bodies', () => {
