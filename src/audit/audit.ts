@@ -3,7 +3,7 @@ import Database from 'better-sqlite3';
 import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
 import type { Defaults } from '../domain/decide.js';
 import type { DuffyEvent, NodeSpec } from '../domain/events.js';
-import { emptyWorld, evolve } from '../domain/world.js';
+import { activeAdmins, emptyWorld, evolve } from '../domain/world.js';
 import { lessStressed } from '../domain/policy.js';
 import { type Violation, checkInvariants, holdEnds, holdStarts } from './invariants.js';
 
@@ -36,8 +36,9 @@ export async function collect(store: EventStore): Promise<RecordedEvent[]> {
 const IN_FLIGHT_GRACE_MS = 1000;
 
 /**
- * Invariants 1, 2, 3, 6 (see invariants.ts), 7 (a tenant moved off its platform only when its request allowed it)
- * and 8 (no less-worn machine of the same pool was free when one was reserved), folding the World as it goes.
+ * Invariants 1, 2, 3, 6 (see invariants.ts), 7 (a tenant moved off its platform only when its request allowed it),
+ * 8 (no less-worn machine of the same pool was free when one was reserved) and the admin rule (once there is an
+ * active admin there always is one, and the `admins` stream says who), folding the World as it goes.
  */
 export function replay(events: RecordedEvent[], defaults: Defaults): Violation[] {
   const violations = checkInvariants(events, defaults);
@@ -65,7 +66,10 @@ export function replay(events: RecordedEvent[], defaults: Defaults): Violation[]
         });
       }
     }
+    // Only these events change who is an active admin (a scan of the tenants per event would not scale).
+    const admins = ADMIN_EVENTS.has(e.type) ? activeAdmins(world) : undefined;
     evolve(world, e);
+    if (admins) violations.push(...adminRule(e, recorded.position, admins, activeAdmins(world)));
     const touched = (e.data as { machineId?: number }).machineId;
     if (touched !== undefined && world.machines.get(touched)?.state === 'ready') freedAt.set(touched, Date.parse(String((e.data as { at?: string }).at ?? 0)));
     if (e.type === 'MachineRequested') specs.set(e.data.sessionId, e.data.specs);
@@ -81,6 +85,22 @@ export function replay(events: RecordedEvent[], defaults: Defaults): Violation[]
     }
   }
   return violations.sort((a, b) => (a.positions[0] < b.positions[0] ? -1 : 1));
+}
+
+const ADMIN_EVENTS = new Set<string>(['TenantRegistered', 'TenantRetired', 'TenantReactivated', 'ActiveAdminsChanged']);
+
+/**
+ * The admin rule on one event, given the active admins before and after it: the last one never retires, and an
+ * `ActiveAdminsChanged` names exactly the admins active once its own append's tenant events are in (they come first).
+ */
+function adminRule(e: DuffyEvent, position: bigint, before: number[], after: number[]): Violation[] {
+  if (before.length > 0 && after.length === 0) {
+    return [{ invariant: 'admin', message: `${e.type} of tenant ${(e.data as { tenantId?: number }).tenantId} left no active admin`, positions: [position] }];
+  }
+  if (e.type === 'ActiveAdminsChanged' && e.data.admins.join(',') !== after.join(',')) {
+    return [{ invariant: 'admin', message: `ActiveAdminsChanged names admins [${e.data.admins.join(', ')}] while [${after.join(', ')}] are active`, positions: [position] }];
+  }
+  return [];
 }
 
 /** An unknown host, session or tenant: the CLI exits non-zero instead of answering "nobody". */

@@ -3,7 +3,8 @@ import type { Defaults } from '../domain/decide.js';
 import type { DuffyEvent } from '../domain/events.js';
 
 export interface Violation {
-  invariant: number;
+  /** DESIGN section 4's number, or `admin`: Duffy's own rule that an active admin is always left. */
+  invariant: number | 'admin';
   message: string;
   /** Global positions of the events that show it. */
   positions: bigint[];

@@ -2,7 +2,7 @@ import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfil
 import { type DomainErrorKind, refuse } from './errors.js';
 import { waitedShare } from './fair-queue.js';
 import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
-import { type Machine, type Session, type Tenant, type World, claimedBy } from './world.js';
+import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy } from './world.js';
 
 /**
  * Deciders: (World, command, now) -> the writes that record the decision, or a DomainError.
@@ -66,8 +66,6 @@ function allocateIds(world: World, kind: 'tenant' | 'machine', count: number, in
     write: { stream: name, expected: expected < 0 ? 'no_stream' : expected, events: Array.from({ length: count }, () => ({ type: 'IdAllocated' as const, data: { kind } })) },
   };
 }
-
-const activeAdmins = (world: World): number[] => [...world.tenants.values()].filter((t) => t.isAdmin && t.retiredAt === null).map((t) => t.id);
 
 /**
  * The set of active admins after a change, appended to the `admins` stream at its revision with the change: a set

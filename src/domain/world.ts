@@ -226,6 +226,9 @@ export function emptyWorld(): World {
 
 export const sessionIsLive = (s: Session) => s.status === 'requested' || s.status === 'waiting' || s.status === 'active';
 export const claimedBy = (t: Tenant) => t.held;
+/** Ids of the active admins, ascending (a scan: only admin changes and the audit replay of them ask). */
+export const activeAdmins = (world: World): number[] =>
+  [...world.tenants.values()].filter((t) => t.isAdmin && t.retiredAt === null).map((t) => t.id).sort((a, b) => a - b);
 
 /** Ended sessions the World keeps whatever they hold: what a client just ended stays readable. */
 export const RETAINED_ENDED = 1_000;

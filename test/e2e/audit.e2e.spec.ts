@@ -156,6 +156,34 @@ describe('replay reports each broken invariant', () => {
     expect(invariants([...events, ev('machine-m1', again)])).toEqual([8]);
   });
 
+  describe('admin: once there is an active admin there always is one, and the admins stream says who', () => {
+    const admin = (tenantId: number, name: string): DuffyEvent => ({
+      type: 'TenantRegistered',
+      data: { tenantId, name, apiKeyDigest: 'x', isAdmin: true, sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null, at },
+    });
+    const admins = (...ids: number[]): DuffyEvent => ({ type: 'ActiveAdminsChanged', data: { admins: ids, at } });
+    const twoAdmins = () => [...base(), ev('tenant-r', admin(2, 'r')), ev('admins', admins(2)), ev('tenant-s', admin(3, 's')), ev('admins', admins(2, 3))];
+
+    it('none when one of two admins retires, as Duffy writes it', () => {
+      expect(invariants([...twoAdmins(), ev('tenant-r', { type: 'TenantRetired', data: { tenantId: 2, at } }), ev('admins', admins(3))])).toEqual([]);
+    });
+
+    it('the last active admin retired', () => {
+      const events = [...twoAdmins(), ev('tenant-r', { type: 'TenantRetired', data: { tenantId: 2, at } }), ev('admins', admins(3)), ev('tenant-s', { type: 'TenantRetired', data: { tenantId: 3, at } })];
+      expect(invariants(events)).toEqual(['admin']);
+      expect(replay(events, DEFAULTS)[0]).toMatchObject({ message: 'TenantRetired of tenant 3 left no active admin', positions: [9n] });
+    });
+
+    it('an admins event that names others than the active admins', () => {
+      const events = [...twoAdmins(), ev('tenant-r', { type: 'TenantRetired', data: { tenantId: 2, at } }), ev('admins', admins(2, 3))];
+      expect(replay(events, DEFAULTS)).toEqual([{ invariant: 'admin', message: 'ActiveAdminsChanged names admins [2, 3] while [3] are active', positions: [8n] }]);
+    });
+
+    it('none on a ledger from before the admins stream (it starts at the first admin change)', () => {
+      expect(invariants([...base(), ev('tenant-r', admin(2, 'r')), ev('tenant-s', admin(3, 's')), ev('tenant-r', { type: 'TenantRetired', data: { tenantId: 2, at } }), ev('admins', admins(3))])).toEqual([]);
+    });
+  });
+
   it('none on a clean ledger', () => {
     expect(invariants([...base(), ev('machine-m1', reserve(1)), ev('machine-m1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at } }), ev('machine-m1', reserve(2))])).toEqual([]);
   });
