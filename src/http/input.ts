@@ -43,9 +43,21 @@ export function checkJsonDepth(_req: unknown, _res: unknown, buf: Buffer): void 
  * JSON.parse reviver: a `null` member means "not given" (the duffy 3.3.9 client sends `"expires_at": null`,
  * `"tenant_id": null`), so it is dropped before validation. Nulls inside lists stay, and fail validation there.
  */
-export function dropNullMembers(this: unknown, _key: string, value: unknown): unknown {
+export function dropNullMembers(this: unknown, key: string, value: unknown): unknown {
+  if (RESERVED_MEMBERS.has(key)) mark(this, key);
+  else if (typeof value === 'object' && value !== null && (value as Marked)[RESERVED] !== undefined) mark(this, (value as Marked)[RESERVED]!);
   return value === null && !Array.isArray(this) ? undefined : value;
 }
+
+/**
+ * Member names of prototype machinery: JSON.parse makes them plain members, which the body's transformation then
+ * drops without a word, so a strict body would take them. The reviver marks the object holding one, and every
+ * object above it (it runs bottom-up), and the body pipe refuses a marked body.
+ */
+const RESERVED_MEMBERS = new Set(['__proto__', 'constructor', 'prototype']);
+const RESERVED = Symbol('reserved member');
+type Marked = { [RESERVED]?: string };
+const mark = (holder: unknown, key: string) => void ((holder as Marked)[RESERVED] ??= key);
 
 /** Unknown fields are named as such; class-validator's own wording ("property x should not exist") reads like a bug. */
 export function validationFailed(errors: ValidationError[]): DomainError {
@@ -70,10 +82,14 @@ export function parseId(raw: unknown, what = 'id'): number {
 
 /**
  * Global, ahead of the ValidationPipe (whose `transform` would turn "0x10" into 16 with Number()): every path or
- * query parameter a controller declares as a number must be a canonical decimal id.
+ * query parameter a controller declares as a number must be a canonical decimal id; a body with a reserved member
+ * (see dropNullMembers) is refused by its name.
  */
 export class IdParamsPipe implements PipeTransform {
   transform(value: unknown, meta: ArgumentMetadata): unknown {
+    if (meta.type === 'body' && typeof value === 'object' && value !== null && (value as Marked)[RESERVED] !== undefined) {
+      throw new DomainError('invalid', `${(value as Marked)[RESERVED]}: unknown field (not part of this request body)`);
+    }
     return (meta.type === 'param' || meta.type === 'query') && meta.metatype === Number && meta.data ? parseId(value, meta.data) : value;
   }
 }

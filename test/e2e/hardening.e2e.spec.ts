@@ -336,6 +336,19 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       expect((await duffy.admin.post(`${V1}/nodes`, { hostname: 'strict.test', pool: 'vm-intel-x86_64', cpus: 4 })).body.detail).toMatch(/^cpus: unknown field/);
     });
 
+    // JSON.parse makes these plain members, and the body's transformation dropped them without a word.
+    it.each([
+      ['__proto__ at the top', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1}],"__proto__":{"x":1}}', '__proto__'],
+      ['constructor in a spec', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1,"constructor":{"prototype":{"x":1}}}]}', 'constructor'],
+      ['prototype deep down, beside a member named ""', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1}],"":{"a":[{"b":{"prototype":1}}]}}', 'prototype'],
+    ])('a member named like prototype machinery (%s) is a 422 naming it, and takes nothing', async (_, body, name) => {
+      const before = duffy.app.get(Ledger).world.position;
+      const r = await raw(duffy, 'POST', `${V1}/sessions`, body, { authorization: aliceAuth });
+      expect(r.status).toBe(422);
+      expect(r.body.detail).toBe(`${name}: unknown field (not part of this request body)`);
+      expect(duffy.app.get(Ledger).world.position).toBe(before);
+    });
+
     it('a body that is not an object is a 422', async () => {
       for (const body of ['null', '[]', '"x"', '1', 'true']) {
         const r = await raw(duffy, 'POST', `${V1}/sessions`, body, { authorization: aliceAuth });
