@@ -284,4 +284,25 @@ describe('the ops page in headless Chromium', () => {
     await duffy.admin.put(`/api/v1/nodes/${free.id}`, { maintenance: false });
     expect(problems).toEqual([]);
   });
+
+  // A bookmark like http://admin:key@duffy/ops: relative fetches would carry the credentials, which fetch refuses.
+  it('loads every section when opened with the credentials in its URL', async () => {
+    const bare = await browser!.newContext({ viewport: { width: 1280, height: 800 } });
+    try {
+      const bookmarked = await bare.newPage();
+      const failures: string[] = [];
+      bookmarked.on('response', (res) => void (res.status() >= 400 && failures.push(`${res.status()} ${res.url()}`)));
+      const url = new URL(`${duffy.url}/ops`);
+      url.username = 'admin';
+      url.password = ADMIN_KEY;
+      expect((await bookmarked.goto(url.href))?.status()).toBe(200);
+      await bookmarked.waitForFunction(() => document.querySelector('[data-testid=last-updated]')?.textContent !== 'never', null, { timeout: 10_000 });
+      expect(await bookmarked.locator('[data-testid=pool-row]').count()).toBe(DEMO_POOLS.length);
+      expect(await bookmarked.locator('[data-testid=status]').getAttribute('data-state')).toBe('live');
+      expect((await bookmarked.locator('[data-testid=error]').allTextContents()).join('')).toBe('');
+      expect(failures).toEqual([]);
+    } finally {
+      await bare.close();
+    }
+  });
 });

@@ -93,8 +93,10 @@ td.wrap { white-space: normal; min-width: 12em; }
 
 export const OPS_PAGE_SCRIPT = String.raw`
 'use strict';
-// The JSON API sits beside /ops: /ops -> /api/v1 (also behind a proxy that adds a path prefix).
-const API = location.pathname.replace(/\/ops\/?$/, '') + '/api/v1/';
+// The JSON API sits beside /ops: /ops -> /api/v1 (also behind a proxy that adds a path prefix). From the origin,
+// which has no user:key@ in it: a page opened as http://admin:key@host/ops resolves relative URLs with the
+// credentials, and fetch refuses those (the browser sends its saved Basic credentials anyway).
+const API = location.origin + location.pathname.replace(/\/ops\/?$/, '') + '/api/v1/';
 const REFRESH_MS = 2000;
 const STALE_MS = 10000;
 const STATES = ['provisioning', 'ready', 'contextualizing', 'deployed', 'deprovisioning', 'unused', 'maintenance', 'quarantined', 'failed', 'retired'];
