@@ -23,11 +23,13 @@ export class ErrorsFilter implements ExceptionFilter {
   catch(error: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<Response>();
     if (res.headersSent) return;
-    const req = host.switchToHttp().getRequest<Request>();
     // Nest's own answer for a path no route took under /api/v1: the same 404 or 405 as everywhere else.
-    if (error instanceof NotFoundException && error.message === `Cannot ${req.method} ${req.originalUrl}`) {
-      answerUnmatched(req.app, req, res);
-      return;
+    if (error instanceof NotFoundException) {
+      const req = host.switchToHttp().getRequest<Request>();
+      if (error.message === `Cannot ${req.method} ${req.originalUrl}`) {
+        answerUnmatched(req.app, req, res);
+        return;
+      }
     }
     // The legacy API has its own error shape (`{"msg": ...}`), which cico expects; /health keeps terminus's report.
     const body = error instanceof HttpException ? error.getResponse() : undefined;
