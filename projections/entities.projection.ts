@@ -40,8 +40,8 @@ function markTenant(w: World, id: number | null | undefined, mark: Mark): void {
 export const entities: Projection<World> = {
   name: 'entities',
   // 2: machines carry their service (maintenance, retirement) and quarantine. 3: tenants carry `held` (claims summed).
-  // 4: tenants without `usage`.
-  version: 4,
+  // 4: tenants without `usage`. 5: tenants carry `waiting` (machines their queued requests ask for).
+  version: 5,
   collections: [TENANTS, MACHINES, SESSIONS],
   init: emptyWorld,
   fold(w, e, mark) {

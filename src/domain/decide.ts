@@ -211,6 +211,10 @@ export function decideRequestSession(
   if (!plan.ok) {
     const reason = `can't reserve nodes: ${plan.reason}`;
     if (cmd.waiting || !cmd.waitSeconds) return refusal('capacity', reason);
+    // Only what the quota could still take may wait: a tenant cannot fill the queue (every queue pass looks at it all).
+    if (held + tenant.waiting + wanted > limits.nodeQuota) {
+      return refusal('quota', `quota exceeded: tenant ${tenant.name} has ${held} of ${limits.nodeQuota} nodes and ${tenant.waiting} more waiting, and asked for ${wanted} more to wait for`);
+    }
     return [
       {
         stream: s,

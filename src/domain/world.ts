@@ -21,6 +21,8 @@ export interface Tenant extends TenantSettings {
   claims: Map<number, number>;
   /** The sum of `claims`, kept as they change: the quota check reads it on every request. */
   held: number;
+  /** Machines asked for by its requests waiting in the queue: with `held`, what it may queue is bounded by its quota. */
+  waiting: number;
   /** Platform family of the tenant's first allocation (invariant 7). */
   platform: string | null;
   /** Recent machine use (ms since epoch), newest last, for fair-share queueing; `end` null while held. */
@@ -334,6 +336,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         revision,
         claims: new Map(),
         held: 0,
+        waiting: 0,
         platform: null,
         usage: [],
       });
@@ -591,6 +594,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       const s = world.sessions.get(event.data.sessionId);
       if (!s) return world;
       s.revision = revision;
+      const wasWaiting = s.status === 'waiting';
       if (event.type === 'RequestQueued') {
         s.status = 'waiting';
         s.wasQueued = true;
@@ -616,6 +620,10 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         s.status = event.type === 'SessionExpired' ? 'expired' : 'released';
         s.releaseReason = event.type === 'SessionExpired' ? 'expired' : event.data.reason;
         s.retiredAt = event.data.at;
+      }
+      if (wasWaiting !== (s.status === 'waiting')) {
+        const t = world.tenants.get(s.tenantId);
+        if (t) t.waiting += (wasWaiting ? -1 : 1) * s.specs.reduce((n, spec) => n + spec.quantity, 0);
       }
       if (!sessionIsLive(s) && world.openSessions.delete(s.id)) world.ended.push(s.id);
       return world;

@@ -134,6 +134,25 @@ describe('waiting for capacity in a fair-share queue', () => {
     await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
   });
 
+  it('lets a tenant queue only what its quota could still take (403 past it), and counts a cancelled wait no more', async () => {
+    const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }] })).body.session;
+    const capped = await newTenant(duffy, 'capped', { node_quota: 2 });
+    const first = capped.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }], wait: 60 });
+    await sleep(200);
+    const refused = await capped.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 60 });
+    expect(refused.status).toBe(403);
+    expect(refused.body.detail).toBe('quota exceeded: tenant capped has 0 of 2 nodes and 2 more waiting, and asked for 1 more to wait for');
+
+    const [id] = await waitingIds(capped);
+    expect((await capped.put(`${V1}/sessions/${id}`, { active: false })).status).toBe(200);
+    expect((await first).status).toBe(422);
+    const again = capped.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 60 });
+    await sleep(200);
+    expect(await waitingIds(capped)).toHaveLength(1);
+    await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
+    expect((await again).status).toBe(201);
+  });
+
   it('refuses a bad wait', async () => {
     const r = await other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: -1 });
     expect(r.status).toBe(422);

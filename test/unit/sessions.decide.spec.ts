@@ -76,6 +76,43 @@ describe('requesting machines', () => {
     ]);
   });
 
+  describe('what a tenant may queue is bounded by its quota', () => {
+    const queued = (sessionId: number, quantity: number, tenantId = 1, name = 'alice'): Array<[string, DuffyEvent]> => [
+      [`session-${sessionId}`, { type: 'MachineRequested', data: { sessionId, tenantId, tenant: name, specs: [{ pool: 'metal-intel', quantity }], expiresAt: LATER, at: AT } }],
+      [`session-${sessionId}`, { type: 'RequestQueued', data: { sessionId, reason: 'pool metal-intel: none free', waitUntil: LATER, at: AT } }],
+    ];
+
+    it('given alice (quota 3) waiting for 2 machines, when she asks to wait for 2 more, then refused for quota, naming what waits', () => {
+      const world = given(tenant(1, 'alice', { nodeQuota: 3 }), ...queued(1, 2));
+      expect(world.tenants.get(1)!.waiting).toBe(2);
+      expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2 }], { sessionId: 2, waitSeconds: 60 }))).toEqual({
+        kind: 'quota',
+        message: 'quota exceeded: tenant alice has 0 of 3 nodes and 2 more waiting, and asked for 2 more to wait for',
+      });
+    });
+
+    it('given alice (quota 3) waiting for 2 machines, when she asks to wait for 1 more, then it waits', () => {
+      const world = given(tenant(1, 'alice', { nodeQuota: 3 }), ...queued(1, 2));
+      expect(writesOf(request(world, [{ pool: 'metal-intel', quantity: 1 }], { sessionId: 2, waitSeconds: 60 }))[0].events.map((e) => e.type)).toEqual(['MachineRequested', 'RequestQueued']);
+    });
+
+    it('given waiting requests that were served, rejected or cancelled, then they no longer count, and another tenant\'s never did', () => {
+      const world = given(
+        tenant(1, 'alice', { nodeQuota: 3 }),
+        tenant(2, 'bob', { nodeQuota: 3 }),
+        machine(1, 'i1', 'metal-intel'),
+        ...queued(1, 1),
+        ...queued(2, 1),
+        ...queued(3, 1),
+        ...queued(4, 3, 2, 'bob'),
+        ['session-1', { type: 'SessionStarted', data: { sessionId: 1, machineIds: [1], expiresAt: LATER, at: AT } }],
+        ['session-2', { type: 'SessionRejected', data: { sessionId: 2, reason: 'waited until the end', at: AT } }],
+      );
+      expect([world.tenants.get(1)!.waiting, world.tenants.get(2)!.waiting]).toEqual([1, 3]);
+      expect(writesOf(request(world, [{ pool: 'metal-intel', quantity: 2 }], { sessionId: 5, waitSeconds: 60 }))[0].events.map((e) => e.type)).toEqual(['MachineRequested', 'RequestQueued']);
+    });
+  });
+
   it('given alice established on intel and more intel than amd machines free, when a new tenant asks by type, then it is established on amd, the less crowded family', () => {
     const world = given(...startedSession(), machine(2, 'i2', 'metal-intel'), machine(3, 'i3', 'metal-intel'), machine(4, 'a1', 'metal-amd'), tenant(2, 'bob'));
     const reserved = writesOf(request(world, [{ type: 'baremetal', quantity: 1 }], { sessionId: 2, tenantId: 2 }))
