@@ -1,3 +1,4 @@
+import { machineIdOfHost } from '../domain/world.js';
 import { Injectable, Logger } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from './catalog.js';
@@ -54,13 +55,13 @@ export class Bootstrap {
    */
   private async importInventory(): Promise<number> {
     const meta = metaFor(null, { process: 'bootstrap' });
-    const missing = this.catalog.settings.config.machines.filter((m) => !this.ledger.world.machineIdsByHostname.has(m.hostname));
+    const missing = this.catalog.settings.config.machines.filter((m) => machineIdOfHost(this.ledger.world, m.hostname) === undefined);
     for (let i = 0; i < missing.length; i += IMPORT_CHUNK) {
       const chunk = missing.slice(i, i + IMPORT_CHUNK).map((m) => ({ ...m, ipaddr: m.ipaddr ?? null, data: m.data ?? {} }));
       // Decided on the World at that moment: a machine another instance registered meanwhile is left out.
       await this.ledger.decide(
         (world, inFlight) =>
-          decideRegisterMachines(world, this.catalog.profiles, { machines: chunk.filter((m) => !world.machineIdsByHostname.has(m.hostname)), now: now() }, inFlight),
+          decideRegisterMachines(world, this.catalog.profiles, { machines: chunk.filter((m) => machineIdOfHost(world, m.hostname) === undefined), now: now() }, inFlight),
         meta,
       );
     }

@@ -19,6 +19,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
+import { hostKey } from '../domain/world.js';
 import { MACHINE_STATES, MACHINE_TYPES, type MachineState, type MachineType, type RecyclePolicy } from '../domain/events.js';
 
 /** Pool and tenant names: also checked on API input. */
@@ -114,11 +115,12 @@ export function loadConfig(file: string): DuffyConfig {
     if (pools.has(p.name)) throw new ConfigError(`${file}: pools[${i}].name: duplicate pool ${p.name}`);
     pools.add(p.name);
   });
-  const hosts = new Set<string>();
+  const hosts = new Map<string, string>();
   config.machines.forEach((m, i) => {
     if (!pools.has(m.pool)) throw new ConfigError(`${file}: machines[${i}].pool: unknown pool ${m.pool}`);
-    if (hosts.has(m.hostname)) throw new ConfigError(`${file}: machines[${i}].hostname: duplicate ${m.hostname}`);
-    hosts.add(m.hostname);
+    const twin = hosts.get(hostKey(m.hostname));
+    if (twin !== undefined) throw new ConfigError(`${file}: machines[${i}].hostname: duplicate ${m.hostname}${twin === m.hostname ? '' : ` (of ${twin}: host names ignore case and a trailing dot)`}`);
+    hosts.set(hostKey(m.hostname), m.hostname);
   });
   config.legacy.forEach((r, i) => {
     if (!pools.has(r.pool)) throw new ConfigError(`${file}: legacy[${i}].pool: unknown pool ${r.pool}`);

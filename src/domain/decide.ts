@@ -2,7 +2,7 @@ import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfil
 import { type DomainErrorKind, refuse } from './errors.js';
 import { waitedShare } from './fair-queue.js';
 import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
-import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy } from './world.js';
+import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, hostKey, machineIdOfHost } from './world.js';
 
 /**
  * Deciders: (World, command, now) -> the writes that record the decision, or a DomainError.
@@ -137,11 +137,13 @@ export function decideRegisterMachines(
   cmd: { machines: MachineRegistration[]; now: string },
   inFlight: InFlightView = NOTHING_IN_FLIGHT,
 ): Decision {
-  const seen = new Set<string>();
+  const seen = new Map<string, string>();
   for (const m of cmd.machines) {
-    if (world.machineIdsByHostname.has(m.hostname) || seen.has(m.hostname)) return refusal('conflict', `node ${m.hostname} already exists`);
+    const known = machineIdOfHost(world, m.hostname);
+    const as = known === undefined ? seen.get(hostKey(m.hostname)) : world.machines.get(known)?.hostname;
+    if (as !== undefined) return refusal('conflict', `node ${m.hostname} already exists${as === m.hostname ? '' : ` as ${as} (host names ignore case and a trailing dot)`}`);
     if (!pools.some((p) => p.name === m.pool)) return refusal('invalid', `unknown pool ${m.pool}`);
-    seen.add(m.hostname);
+    seen.set(hostKey(m.hostname), m.hostname);
   }
   if (cmd.machines.length === 0) return [];
   const ids = allocateIds(world, 'machine', cmd.machines.length, inFlight);

@@ -138,6 +138,7 @@ export interface World {
   tenantIdsByName: Map<string, number>;
   tenantIdsByDigest: Map<string, number>;
   machines: Map<number, Machine>;
+  /** Keyed by hostKey(hostname): two spellings of one host are one machine. */
   machineIdsByHostname: Map<string, number>;
   /** Machines per pool: a decision looks only at the pools it may draw from. */
   machinesByPool: Map<string, Machine[]>;
@@ -225,6 +226,11 @@ export function emptyWorld(): World {
     position: 0n,
   };
 }
+
+/** A host name as DNS compares it: case does not matter, nor a trailing dot. */
+export const hostKey = (hostname: string) => hostname.toLowerCase().replace(/\.$/, '');
+/** The machine of that host name, however it is spelled. */
+export const machineIdOfHost = (world: World, hostname: string) => world.machineIdsByHostname.get(hostKey(hostname));
 
 export const sessionIsLive = (s: Session) => s.status === 'requested' || s.status === 'waiting' || s.status === 'active';
 export const claimedBy = (t: Tenant) => t.held;
@@ -382,7 +388,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
     case 'MachineRegistered': {
       const d = event.data;
       world.machines.set(d.machineId, newMachine({ id: d.machineId, hostname: d.hostname, ipaddr: d.ipaddr, pool: d.pool, reusable: d.reusable, data: d.data, hardware: d.hardware, state: d.state, createdAt: d.at, revision }));
-      world.machineIdsByHostname.set(d.hostname, d.machineId);
+      world.machineIdsByHostname.set(hostKey(d.hostname), d.machineId);
       const inPool = world.machinesByPool.get(d.pool) ?? [];
       inPool.push(world.machines.get(d.machineId)!);
       world.machinesByPool.set(d.pool, inPool);

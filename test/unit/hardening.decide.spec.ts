@@ -1,7 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
-import { type Decision, NOTHING_IN_FLIGHT, type Refusal, type Write, decideExtendSession, decideRegisterTenant, decideUpdateTenant, parseExpiry } from '../../src/domain/decide.js';
+import { type Decision, NOTHING_IN_FLIGHT, type Refusal, type Write, decideExtendSession, decideRegisterMachines, decideRegisterTenant, decideUpdateTenant, parseExpiry } from '../../src/domain/decide.js';
+import { machineIdOfHost } from '../../src/domain/world.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
-import { AT, DEFAULTS, LATER, given, startedSession, tenant, written } from '../support/given.js';
+import { AT, DEFAULTS, LATER, given, machine, startedSession, tenant, written } from '../support/given.js';
 
 const HOUR = 3600_000;
 /** A refusal is a value: its kind, or 'accepted'. */
@@ -90,5 +91,23 @@ describe('the last active admin', () => {
     expect(written(decideUpdateTenant(world.tenants.get(2)!, { changes: {}, active: true, now: LATER }, world) as Write[])[1]).toMatchObject({ stream: 'admins', events: [{ data: { admins: [1, 2] } }] });
     const registered = decideRegisterTenant(world, { name: 'c', apiKeyDigest: 'd', isAdmin: true, settings: { sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null }, now: LATER });
     expect(written(registered as Write[]).at(-1)).toEqual({ stream: 'admins', expected: 'no_stream', events: [{ type: 'ActiveAdminsChanged', data: { admins: [1, 3], at: LATER } }] });
+  });
+});
+
+describe('registering machines: one host, one machine, however its name is spelled', () => {
+  const POOLS = [{ name: 'p', type: 'baremetal' as const, arch: 'x86_64', platform: 'intel' }];
+  const registration = (hostname: string) => ({ hostname, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' as const });
+  const register = (world: ReturnType<typeof given>, ...hostnames: string[]) => decideRegisterMachines(world, POOLS, { machines: hostnames.map(registration), now: AT });
+
+  it('given Node-1.Lab, when node-1.lab. is registered, then refused as the same host, naming the spelling it has', () => {
+    const world = given(machine(1, 'Node-1.Lab', 'p'));
+    expect(register(world, 'node-1.lab.')).toEqual({ refused: 'conflict', reason: 'node node-1.lab. already exists as Node-1.Lab (host names ignore case and a trailing dot)' });
+    expect(register(world, 'Node-1.Lab')).toEqual({ refused: 'conflict', reason: 'node Node-1.Lab already exists' });
+    expect(machineIdOfHost(world, 'NODE-1.LAB')).toBe(1);
+  });
+
+  it('given nothing, when one import names a host twice in two spellings, then the whole import is refused', () => {
+    expect(register(given(), 'a.lab', 'b.lab', 'A.LAB')).toEqual({ refused: 'conflict', reason: 'node A.LAB already exists as a.lab (host names ignore case and a trailing dot)' });
+    expect(kind(register(given(), 'a.lab', 'b.lab'))).toBe('accepted');
   });
 });

@@ -1,3 +1,4 @@
+import { machineIdOfHost } from '../../domain/world.js';
 import { CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
 import { Catalog } from '../catalog.js';
 import { RegisterMachineCommand } from '../commands.js';
@@ -17,6 +18,6 @@ export class RegisterMachineHandler implements ICommandHandler<RegisterMachineCo
     if (cmd.actor && !cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may register nodes');
     await this.ledger.decide((world, inFlight) => decideRegisterMachines(world, this.catalog.profiles, { machines: [cmd.machine], now: now() }, inFlight), metaFor(cmd.actor));
     const world = this.ledger.world;
-    return world.machines.get(world.machineIdsByHostname.get(cmd.machine.hostname)!)!;
+    return world.machines.get(machineIdOfHost(world, cmd.machine.hostname)!)!;
   }
 }
