@@ -10,8 +10,11 @@ import { tenantByKey } from './auth.js';
 import { RequestId, isId } from './input.js';
 import { ReadViews } from './read-views.js';
 
-/** What cico prints and retries on; a `{"detail"}` object here would crash it. */
+/** What cico prints and retries on (Duffy v3's legacy wording); a `{"detail"}` object here would crash it. */
 const FAILED = 'Failed to allocate nodes';
+const NOT_RETURNED = 'Failed to return nodes on completion';
+const NOT_EXTENDED = 'Failed to change expiration time';
+const NO_SSID = 'Some parameters are absent';
 
 /**
  * The old Duffy API that cico 0.4.7 and old scripts speak: query-string key, no Basic auth, at the root path.
@@ -57,8 +60,7 @@ export class LegacyController {
   @Header('Content-Type', 'application/json')
   async done(@Query('key') key: unknown, @Query('ssid') ssid: unknown, @RequestId() requestId: string) {
     const actor = this.actor(key, requestId);
-    await this.commands.execute(new EndSessionCommand(actor, this.ssid(ssid), 'done'));
-    return JSON.stringify('Done');
+    return this.onSession(ssid, NOT_RETURNED, (id) => this.commands.execute(new EndSessionCommand(actor, id, 'done')));
   }
 
   /** cico's "fail": keep the machines 6 more hours for debugging. */
@@ -67,8 +69,7 @@ export class LegacyController {
   @Header('Content-Type', 'application/json')
   async fail(@Query('key') key: unknown, @Query('ssid') ssid: unknown, @RequestId() requestId: string) {
     const actor = this.actor(key, requestId);
-    await this.commands.execute(new ExtendSessionCommand(actor, this.ssid(ssid), '+6h'));
-    return JSON.stringify('Done');
+    return this.onSession(ssid, NOT_EXTENDED, (id) => this.commands.execute(new ExtendSessionCommand(actor, id, '+6h')));
   }
 
   @ApiOperation({ summary: 'cico: inventory, keyed or the old 14 columns' })
@@ -92,8 +93,20 @@ export class LegacyController {
     );
   }
 
-  private ssid(v: unknown): number {
-    if (!isId(v)) throw new HttpException({ msg: 'ssid must be a decimal integer' }, 400);
-    return Number(v);
+  /**
+   * Does `act` on session `ssid` and answers as Duffy v3's legacy calls do: "Done", or 200 with `failed` when the
+   * session cannot be had (unknown, another tenant's, ended: which one is nobody else's business), or 200 "Some
+   * parameters are absent" without an ssid. A malformed ssid stays a 400.
+   */
+  private async onSession(ssid: unknown, failed: string, act: (id: number) => Promise<unknown>): Promise<string> {
+    if (ssid === undefined || ssid === '') return JSON.stringify(NO_SSID);
+    if (!isId(ssid)) throw new HttpException({ msg: 'ssid must be a decimal integer' }, 400);
+    try {
+      await act(Number(ssid));
+    } catch (err) {
+      if (err instanceof DomainError) return JSON.stringify(failed);
+      throw err;
+    }
+    return JSON.stringify('Done');
   }
 }

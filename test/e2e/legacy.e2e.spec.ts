@@ -67,13 +67,17 @@ describe('legacy cico API', () => {
     await get(`/Node/done?key=${key}&ssid=${got.body.ssid}`);
   });
 
-  it('rejects an unknown key with 403 {"msg": "Invalid duffy key"}, and another tenant\'s ssid with 404', async () => {
+  it('rejects an unknown key with 403 {"msg": "Invalid duffy key"}; another tenant\'s or an unknown ssid fails as Duffy v3\'s legacy calls say it', async () => {
     expect(await get('/Node/get?key=nope')).toMatchObject({ status: 403, body: { msg: 'Invalid duffy key' } });
     expect(await get('/Inventory?key=nope')).toMatchObject({ status: 403, body: { msg: 'Invalid duffy key' } });
     const other = (await duffy.admin.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
-    const r = await get(`/Node/done?key=${key}&ssid=${other.id}`);
-    expect(r.status).toBe(404);
+    for (const ssid of [other.id, 99999]) {
+      expect(await get(`/Node/done?key=${key}&ssid=${ssid}`)).toMatchObject({ status: 200, body: 'Failed to return nodes on completion' });
+      expect(await get(`/Node/fail?key=${key}&ssid=${ssid}`)).toMatchObject({ status: 200, body: 'Failed to change expiration time' });
+    }
     expect((await duffy.admin.get(`/api/v1/sessions/${other.id}`)).body.session.active).toBe(true);
+    for (const call of ['done', 'fail']) expect(await get(`/Node/${call}?key=${key}`)).toMatchObject({ status: 200, body: 'Some parameters are absent' });
+    expect(await get(`/Node/done?key=${key}&ssid=0x1`)).toMatchObject({ status: 400, body: { msg: 'ssid must be a decimal integer' } });
     void plain;
   });
 });
