@@ -15,6 +15,7 @@ const FAILED = 'Failed to allocate nodes';
 const NOT_RETURNED = 'Failed to return nodes on completion';
 const NOT_EXTENDED = 'Failed to change expiration time';
 const NO_SSID = 'Some parameters are absent';
+const NO_INVENTORY = 'Failed to retrieve inventory of nodes';
 
 /**
  * The old Duffy API that cico 0.4.7 and old scripts speak: query-string key, no Basic auth, at the root path.
@@ -72,24 +73,21 @@ export class LegacyController {
     return this.onSession(ssid, NOT_EXTENDED, (id) => this.commands.execute(new ExtendSessionCommand(actor, id, '+6h')));
   }
 
-  @ApiOperation({ summary: 'cico: inventory, keyed or the old 14 columns' })
+  /**
+   * `[[hostname, ssid], ...]` of the key's tenant. Without a key Duffy v3 answers its failure string (its sessions
+   * need credentials), and so does Duffy: the old 14-column list of every tenant's machines is nobody's business.
+   */
+  @ApiOperation({ summary: 'cico: inventory of the key\'s sessions' })
   @Get('Inventory')
+  @Header('Content-Type', 'application/json')
   async inventory(@Query('key') key: unknown) {
+    if (key === undefined) return JSON.stringify(NO_INVENTORY);
+    const actor = this.actor(key);
     const w = await this.views.load({ sessions: { status: 'active' } });
-    const active = [...w.sessions.values()].filter((s) => s.status === 'active');
-    if (key !== undefined) {
-      const actor = this.actor(key);
-      return active
-        .filter((s) => s.tenantId === actor.tenant.id)
-        .flatMap((s) => s.machineIds.map((id) => [w.machines.get(id)!.hostname, s.id]));
-    }
-    // The old Duffy's 14 columns; fields Duffy no longer has are null.
-    return active.flatMap((s) =>
-      s.machineIds.map((id) => {
-        const m = w.machines.get(id)!;
-        const pool = this.catalog.pool(m.pool);
-        return [m.id, m.hostname, m.ipaddr, null, m.allocations, 'Deployed', String(s.id), null, null, null, pool?.arch ?? null, m.pool, null, null];
-      }),
+    return JSON.stringify(
+      [...w.sessions.values()]
+        .filter((s) => s.status === 'active' && s.tenantId === actor.tenant.id)
+        .flatMap((s) => s.machineIds.map((id) => [w.machines.get(id)!.hostname, s.id])),
     );
   }
 
