@@ -26,7 +26,8 @@ export class UpdateTenantCommand extends Command<{ tenant: Tenant; apiKey?: stri
     readonly tenantId: number,
     readonly changes: Partial<TenantSettings>,
     readonly active: boolean | undefined,
-    readonly newApiKey: boolean,
+    /** `reset`: issue a new key (answered once); a UUID: that key from now on (Duffy v3). */
+    readonly apiKey: 'reset' | string | undefined,
   ) {
     super();
   }

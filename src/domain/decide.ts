@@ -103,6 +103,9 @@ export function decideUpdateTenant(
 ): Decision {
   const events: DuffyEvent[] = [];
   let admins: number[] | undefined;
+  const keyOwner = cmd.changes.apiKeyDigest === undefined ? undefined : world.tenantIdsByDigest.get(cmd.changes.apiKeyDigest);
+  // Two tenants with one key: Basic auth could not tell them apart.
+  if (keyOwner !== undefined && keyOwner !== tenant.id) return refusal('conflict', 'that API key is already in use');
   const changes = Object.fromEntries(
     Object.entries(cmd.changes).filter(([k, v]) => v !== undefined && (tenant as unknown as Record<string, unknown>)[k] !== v),
   );

@@ -9,7 +9,7 @@ import { ReadViews } from './read-views.js';
 import { NodeCreateDto, NodeServiceDto, TenantCreateDto, TenantUpdateDto } from './dto.js';
 import { hardwareProblem } from '../domain/hardware.js';
 import { ChangeNodeServiceCommand } from '../application/handlers/node-service.handler.js';
-import { maySee, nodeView, poolLevels, tenantView } from './views.js';
+import { MASKED, maySee, nodeView, poolLevels, tenantView } from './views.js';
 
 
 @ApiTags('tenants')
@@ -47,14 +47,18 @@ export class TenantsController {
         sessionLifetimeMax: b.session_lifetime_max ?? null,
       }),
     );
-    return { action: 'post', tenant: { ...tenantView(tenant, this.catalog), api_key: apiKey } };
+    // As Duffy v3: the new tenant's key (shown once) and the ssh key it was given.
+    return { action: 'post', tenant: { ...tenantView(tenant, this.catalog), ssh_key: b.ssh_key, api_key: apiKey } };
   }
 
   @Put(':id')
   async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() b: TenantUpdateDto) {
     const changes = { sshKey: b.ssh_key, nodeQuota: b.node_quota, sessionLifetime: b.session_lifetime, sessionLifetimeMax: b.session_lifetime_max };
-    const { tenant, apiKey } = await this.commands.execute(new UpdateTenantCommand(actor, id, changes, b.active, b.api_key === true));
-    return { action: 'put', tenant: { ...tenantView(tenant, this.catalog), ...(apiKey ? { api_key: apiKey } : {}) } };
+    const keyChange = b.api_key === true || b.api_key === 'reset' ? 'reset' : typeof b.api_key === 'string' ? b.api_key.toLowerCase() : undefined;
+    const { tenant, apiKey } = await this.commands.execute(new UpdateTenantCommand(actor, id, changes, b.active, keyChange));
+    // As Duffy v3: the new key when one was issued, masked after any other change, null after retiring or reactivating only.
+    const onlyActive = Object.entries(b).every(([k, v]) => k === 'active' || v === undefined);
+    return { action: 'put', tenant: { ...tenantView(tenant, this.catalog), api_key: apiKey ?? (onlyActive ? null : MASKED) } };
   }
 }
 

@@ -16,6 +16,7 @@ import {
   Max,
   MaxLength,
   Min,
+  ValidateBy,
   ValidateIf,
   ValidateNested,
 } from 'class-validator';
@@ -44,6 +45,17 @@ const BoundedInt = (name: string, min: number, max: number, unit = '') => applyD
 const Str = (name: string, max: number) =>
   applyDecorators(IsString({ message: `${name} must be a string` }), MaxLength(max, { message: `${name} must be at most ${max} characters` }));
 const OptionalStr = (name: string, max: number) => applyDecorators(IsOptional(), Str(name, max));
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Duffy v3's `"reset"` or a UUID, and Duffy's own `true` (the same as "reset"). */
+const ApiKeyChange = () =>
+  ValidateBy({
+    name: 'apiKeyChange',
+    validator: {
+      validate: (v: unknown) => v === true || v === 'reset' || (typeof v === 'string' && UUID.test(v)),
+      defaultMessage: () => 'api_key must be "reset" (or true: a new key, shown once) or a UUID to use as the key',
+    },
+  });
 
 /** `pool` is required unless the spec asks by type/arch/platform. */
 const PoolUnlessProfile = applyDecorators(
@@ -130,8 +142,8 @@ export class TenantUpdateDto extends TenantLimitsDto {
   @OptionalStr('ssh_key', 16384) ssh_key?: string;
   @ApiPropertyOptional()
   @IsOptional() @IsBoolean({ message: 'active must be a boolean' }) active?: boolean;
-  @ApiPropertyOptional({ description: 'true: issue a new API key (shown once)' })
-  @IsOptional() @IsBoolean({ message: 'api_key must be a boolean (true: issue a new key)' }) api_key?: boolean;
+  @ApiPropertyOptional({ description: '"reset" (or true): issue a new API key, shown once; a UUID: use that key (Duffy v3)', oneOf: [{ type: 'string' }, { type: 'boolean' }] })
+  @IsOptional() @ApiKeyChange() api_key?: boolean | string;
 }
 
 export class NodeCreateDto {

@@ -5,6 +5,9 @@ import { nodeService } from '../domain/decide-service.js';
 import { eligiblePools } from '../domain/policy.js';
 import { type Machine, type Session, type Tenant, type World } from '../domain/world.js';
 
+/** How Duffy v3 shows a secret it will not show (pydantic's SecretStr). */
+export const MASKED = '**********';
+
 /** Response shapes of Duffy v3, key for key: existing clients validate them. */
 export function tenantView(t: Tenant, catalog: Catalog) {
   const e = effective(t, catalog.defaults);
@@ -12,7 +15,7 @@ export function tenantView(t: Tenant, catalog: Catalog) {
     id: t.id,
     name: t.name,
     is_admin: t.isAdmin,
-    ssh_key: '**********',
+    ssh_key: MASKED,
     node_quota: t.nodeQuota,
     session_lifetime: t.sessionLifetime,
     session_lifetime_max: t.sessionLifetimeMax,

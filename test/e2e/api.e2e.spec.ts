@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { type Client, type Running, basic, newTenant, startDuffy } from '../support/server.js';
+import { ADMIN_KEY, type Client, type Running, basic, newTenant, startDuffy } from '../support/server.js';
 
 const V1 = '/api/v1';
 
@@ -25,6 +25,31 @@ describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
     // Duffy v3's five levels, then Duffy's own (v3 clients ignore extra keys): every machine counts in one.
     expect(Object.keys(one.body.pool.levels)).toEqual(['provisioning', 'ready', 'contextualizing', 'deployed', 'deprovisioning', 'unused', 'maintenance', 'quarantined', 'failed', 'retired']);
     expect((await alice.get(`${V1}/pools/nope`)).status).toBe(404);
+  });
+
+  it('changes a tenant\'s API key as Duffy v3 does: "reset" (or true) issues one, a UUID sets it, another tenant\'s is refused', async () => {
+    const carol = await duffy.admin.post(`${V1}/tenants`, { name: 'carol', ssh_key: 'ssh-ed25519 AAAA carol' });
+    expect(carol.body.tenant).toMatchObject({ ssh_key: 'ssh-ed25519 AAAA carol', api_key: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+    const id = carol.body.tenant.id;
+    const works = async (key: string) => (await duffy.client('carol', key).get(`${V1}/sessions`)).status;
+
+    const reset = await duffy.admin.put(`${V1}/tenants/${id}`, { api_key: 'reset' });
+    expect(reset.status).toBe(200);
+    expect(reset.body.tenant.api_key).toMatch(/^[0-9a-f-]{36}$/);
+    expect([await works(reset.body.tenant.api_key), await works(carol.body.tenant.api_key)]).toEqual([200, 401]);
+
+    const chosen = '0a1b2c3d-0000-4000-8000-00000000c0de';
+    const set = await duffy.admin.put(`${V1}/tenants/${id}`, { api_key: chosen.toUpperCase() });
+    expect(set.body.tenant.api_key).toBe('**********');
+    expect([await works(chosen), await works(reset.body.tenant.api_key)]).toEqual([200, 401]);
+
+    const again = await duffy.admin.put(`${V1}/tenants/${id}`, { api_key: true });
+    expect(await works(again.body.tenant.api_key)).toBe(200);
+    const taken = await duffy.admin.put(`${V1}/tenants/${id}`, { api_key: ADMIN_KEY });
+    expect(taken).toMatchObject({ status: 409, body: { detail: 'that API key is already in use' } });
+    expect((await duffy.admin.put(`${V1}/tenants/${id}`, { api_key: 'new' })).status).toBe(422);
+    // After retiring only, Duffy v3 answers api_key null.
+    expect((await duffy.admin.put(`${V1}/tenants/${id}`, { active: false })).body.tenant).toMatchObject({ active: false, api_key: null });
   });
 
   it('runs request -> list -> done with Duffy v3 shapes', async () => {

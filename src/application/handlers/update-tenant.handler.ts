@@ -16,7 +16,7 @@ export class UpdateTenantHandler implements ICommandHandler<UpdateTenantCommand>
 
   async execute(cmd: UpdateTenantCommand) {
     if (!cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may change tenants');
-    const apiKey = cmd.newApiKey ? randomUUID() : undefined;
+    const apiKey = cmd.apiKey === 'reset' ? randomUUID() : cmd.apiKey;
     const changes = { ...cmd.changes, ...(apiKey ? { apiKeyDigest: digestKey(apiKey) } : {}) };
     await this.ledger.decide((world, inFlight) => {
       const tenant = world.tenants.get(cmd.tenantId);
@@ -31,6 +31,7 @@ export class UpdateTenantHandler implements ICommandHandler<UpdateTenantCommand>
         if (s.tenantId === tenant.id && s.status === 'active') await this.sessions.end(s.id, 'tenant-retired', cmd.actor);
       }
     }
-    return { tenant, apiKey };
+    // Only a key Duffy made up is shown; one the admin chose they know already.
+    return { tenant, apiKey: cmd.apiKey === 'reset' ? apiKey : undefined };
   }
 }
