@@ -182,8 +182,9 @@ export function decideRequestSession(
   inFlight: InFlightView = NOTHING_IN_FLIGHT,
 ): Decision {
   const tenant = world.tenants.get(cmd.tenantId);
-  if (!tenant) return refusal('not_found', `tenant ${cmd.tenantId} not found`);
-  if (tenant.retiredAt !== null) return refusal('forbidden', `tenant ${tenant.name} is retired`);
+  // Duffy v3's answers to an admin asking for another tenant (a retired tenant's own key never gets this far).
+  if (!tenant) return refusal('invalid', `can't find tenant with id ${cmd.tenantId}`);
+  if (tenant.retiredAt !== null) return refusal('invalid', `tenant '${tenant.name}' isn't active`);
   if (cmd.specs.length === 0) return refusal('invalid', 'nodes_specs must not be empty');
   // The quota check below must never compare with a missing number, whatever reached the domain.
   const bad = cmd.specs.find((x) => typeof x !== 'object' || x === null || !Number.isSafeInteger(x.quantity) || x.quantity < 1);
@@ -195,7 +196,7 @@ export function decideRequestSession(
     return refusal('quota', `quota exceeded: tenant ${tenant.name} has ${held} of ${limits.nodeQuota} nodes and asked for ${wanted} more`);
   }
   const unknown = cmd.specs.find((x) => x.pool !== undefined && !pools.some((p) => p.name === x.pool));
-  if (unknown) return refusal('not_found', `can't reserve nodes: unknown pool ${unknown.pool}`);
+  if (unknown) return refusal('invalid', `can't reserve nodes: unknown pool ${unknown.pool}`);
   const nowMs = Date.parse(cmd.now);
   const overflow = mayOverflow(cmd, nowMs);
   // A new tenant's family is the least crowded one: counted only when a first reservation by type asks (O(machines)).

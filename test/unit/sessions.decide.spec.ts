@@ -165,14 +165,18 @@ describe('requesting machines', () => {
     });
   });
 
-  it('given an unknown pool, when asked, then not found', () => {
+  it('given an unknown pool, when asked, then invalid (422, as Duffy v3)', () => {
     const world = given(tenant(1, 'alice'));
-    expect(refusal(() => request(world, [{ pool: 'nope', quantity: 1 }])).kind).toBe('not_found');
+    expect(refusal(() => request(world, [{ pool: 'nope', quantity: 1 }]))).toEqual({ kind: 'invalid', message: "can't reserve nodes: unknown pool nope" });
   });
 
-  it('given a retired tenant, when it asks, then forbidden', () => {
+  it('given an unknown tenant id, when an admin asks for it, then invalid with Duffy v3\'s words', () => {
+    expect(refusal(() => request(given(tenant(1, 'alice')), [{ pool: 'metal-intel', quantity: 1 }], { tenantId: 99 }))).toEqual({ kind: 'invalid', message: "can't find tenant with id 99" });
+  });
+
+  it('given a retired tenant, when asked for, then invalid with Duffy v3\'s words', () => {
     const world = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'), ['tenant-alice', { type: 'TenantRetired', data: { tenantId: 1, at: AT } }]);
-    expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 1 }])).kind).toBe('forbidden');
+    expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 1 }]))).toEqual({ kind: 'invalid', message: "tenant 'alice' isn't active" });
   });
 
 });

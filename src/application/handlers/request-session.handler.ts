@@ -34,7 +34,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
   }
 
   private async request(cmd: RequestSessionCommand): Promise<Session> {
-    if (cmd.tenantId !== cmd.actor.tenant.id && !cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may request nodes for another tenant');
+    if (cmd.tenantId !== cmd.actor.tenant.id && !cmd.actor.tenant.isAdmin) refuse('forbidden', "can't create session for other tenant");
     let sessionId = 0;
     await this.ledger.decide((world, inFlight) => {
       sessionId = inFlight.lastSessionId() + 1;
