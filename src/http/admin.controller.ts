@@ -104,9 +104,9 @@ export class NodesController {
   }
 }
 
+/** Farm-wide and no tenant's business: open without credentials, as in Duffy v3 (monitoring reads it). */
 @ApiTags('pools')
 @Controller('pools')
-@UseGuards(BasicAuthGuard)
 export class PoolsController {
   constructor(
     private readonly catalog: Catalog,

@@ -25,6 +25,10 @@ describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
     // Duffy v3's five levels, then Duffy's own (v3 clients ignore extra keys): every machine counts in one.
     expect(Object.keys(one.body.pool.levels)).toEqual(['provisioning', 'ready', 'contextualizing', 'deployed', 'deprovisioning', 'unused', 'maintenance', 'quarantined', 'failed', 'retired']);
     expect((await alice.get(`${V1}/pools/nope`)).status).toBe(404);
+    // As in Duffy v3, pools need no credentials.
+    const anonymous = await fetch(`${duffy.url}${V1}/pools/metal-intel-x86_64`);
+    expect(anonymous.status).toBe(200);
+    expect(await anonymous.json()).toEqual(one.body);
   });
 
   it('changes a tenant\'s API key as Duffy v3 does: "reset" (or true) issues one, a UUID sets it, another tenant\'s is refused', async () => {
