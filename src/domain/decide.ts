@@ -1,6 +1,7 @@
 import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, familyCrowding, planAllocation } from './policy.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { waitedShare } from './fair-queue.js';
+import { parseDuration } from './duration.js';
 import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, hostKey, machineIdOfHost } from './world.js';
 
@@ -360,32 +361,28 @@ export function decideEndSession(
 export const inactive = (sessionId: number): Refusal => refusal('invalid', `session ${sessionId} is not active`);
 
 /**
- * Duffy v3's extend: `+2h` (also `+1h30m`, `+90s`, `+1d`) adds to the session's current expiry; an ISO time sets it.
- * Either way the result is clamped to created_at + the tenant's maximum lifetime.
+ * Duffy v3's extend: a signed duration (`+2h`, `+1h30m`, `-30m`, `+1w`) moves the session's current expiry; an ISO
+ * time sets it. Either way the result is clamped to no earlier than created_at (an expiry in the past ends the
+ * session at the next pass) and, but for an admin, no later than created_at + the tenant's maximum lifetime.
  */
-export function decideExtendSession(session: Session, tenant: Tenant, defaults: Defaults, expiresAt: string, now: string): Decision {
+export function decideExtendSession(session: Session, tenant: Tenant, defaults: Defaults, expiresAt: string, now: string, byAdmin = false): Decision {
   if (session.status !== 'active') return inactive(session.id);
-  const target = parseExpiry(expiresAt, Date.parse(session.expiresAt), Date.parse(now));
+  const target = parseExpiry(expiresAt, Date.parse(session.expiresAt));
   if (typeof target !== 'number') return target;
-  const max = Date.parse(session.createdAt) + effective(tenant, defaults).sessionLifetimeMax * 1000;
-  const clamped = iso(Math.min(target, max));
+  const created = Date.parse(session.createdAt);
+  const max = byAdmin ? Infinity : created + effective(tenant, defaults).sessionLifetimeMax * 1000;
+  const clamped = iso(Math.min(Math.max(target, created), max));
   return [{ stream: stream.session(session.id), expected: session.revision, events: [{ type: 'SessionExtended', data: { sessionId: session.id, expiresAt: clamped, at: now } }] }];
 }
 
-const UNIT_SECONDS = { d: 86400, h: 3600, m: 60, s: 1 } as const;
-
-/** `+<n><unit>...` relative to `baseMs` (the current expiry), or an ISO 8601 time in the future. */
-export function parseExpiry(value: string, baseMs: number, nowMs: number): number | Refusal {
-  const rel = /^\+(?:(\d{1,7})d)?(?:(\d{1,7})h)?(?:(\d{1,7})m)?(?:(\d{1,7})s)?$/.exec(value.trim());
-  if (rel && value.trim() !== '+') {
-    const [d, h, m, sec] = rel.slice(1).map((x) => Number(x ?? 0));
-    return baseMs + (d * UNIT_SECONDS.d + h * UNIT_SECONDS.h + m * UNIT_SECONDS.m + sec) * 1000;
-  }
+/** A signed duration relative to `baseMs` (the current expiry), or an ISO 8601 time. */
+export function parseExpiry(value: string, baseMs: number): number | Refusal {
+  const delta = parseDuration(value, { signed: true });
+  if (delta !== undefined) return baseMs + delta * 1000;
   const abs = Date.parse(value);
   if (!/^\d{4}-\d{2}-\d{2}T/.test(value) || Number.isNaN(abs)) {
-    return refusal('invalid', `expires_at must be like "+2h", "+30m" or an ISO 8601 time, got ${JSON.stringify(value)}`);
+    return refusal('invalid', `expires_at must be like "+2h", "+30m", "-1h" or an ISO 8601 time, got ${JSON.stringify(value)}`);
   }
-  if (abs <= nowMs) return refusal('invalid', 'expires_at must be in the future');
   return abs;
 }
 

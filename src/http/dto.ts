@@ -1,6 +1,6 @@
 import { applyDecorators } from '@nestjs/common';
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { Type } from 'class-transformer';
+import { Transform, Type } from 'class-transformer';
 import {
   ArrayMaxSize,
   ArrayMinSize,
@@ -21,6 +21,7 @@ import {
   ValidateNested,
 } from 'class-validator';
 import { NAME } from '../config/config.js';
+import { parseDuration } from '../domain/duration.js';
 import { MACHINE_STATES, MACHINE_TYPES, type MachineState, type MachineType } from '../domain/events.js';
 
 /** One request can't ask for more than this many machines; quota applies on top. */
@@ -56,6 +57,19 @@ const ApiKeyChange = () =>
       defaultMessage: () => 'api_key must be "reset" (or true: a new key, shown once) or a UUID to use as the key',
     },
   });
+
+/**
+ * A tenant's lease setting: seconds, or a duration as Duffy v3 takes it (`"6h"`, `"1d 12h"`, `"3600"`), within
+ * [60 s, 30 days].
+ */
+const Lifetime = (name: string) =>
+  applyDecorators(
+    Transform(({ value }) => (typeof value === 'string' ? (parseDuration(value) ?? value) : value)),
+    IsOptional(),
+    IsInt({ message: `${name} must be whole seconds or a duration like "6h" or "1d 12h"` }),
+    Min(60, { message: `${name} must be at least 60 seconds` }),
+    Max(MAX_LIFETIME, { message: `${name} must be at most ${MAX_LIFETIME} seconds` }),
+  );
 
 /** `pool` is required unless the spec asks by type/arch/platform. */
 const PoolUnlessProfile = applyDecorators(
@@ -122,10 +136,10 @@ export class SessionUpdateDto {
 class TenantLimitsDto {
   @ApiPropertyOptional({ minimum: 0, maximum: 100000 })
   @BoundedInt('node_quota', 0, 100000) node_quota?: number;
-  @ApiPropertyOptional({ minimum: 60, maximum: MAX_LIFETIME })
-  @BoundedInt('session_lifetime', 60, MAX_LIFETIME, ' seconds') session_lifetime?: number;
-  @ApiPropertyOptional({ minimum: 60, maximum: MAX_LIFETIME })
-  @BoundedInt('session_lifetime_max', 60, MAX_LIFETIME, ' seconds') session_lifetime_max?: number;
+  @ApiPropertyOptional({ description: 'seconds (60 to 30 days), or a duration like "6h"', oneOf: [{ type: 'integer' }, { type: 'string' }] })
+  @Lifetime('session_lifetime') session_lifetime?: number;
+  @ApiPropertyOptional({ description: 'seconds (60 to 30 days), or a duration like "12h"', oneOf: [{ type: 'integer' }, { type: 'string' }] })
+  @Lifetime('session_lifetime_max') session_lifetime_max?: number;
 }
 
 export class TenantCreateDto extends TenantLimitsDto {

@@ -153,7 +153,9 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       ['session_lifetime', 31 * 86400],
       ['session_lifetime_max', 1e21],
       ['session_lifetime', 90.5],
-      ['session_lifetime', '3600'],
+      ['session_lifetime', 'soon'],
+      ['session_lifetime', '-1h'],
+      ['session_lifetime', '31d'],
       ['node_quota', 1e9],
       ['node_quota', -1],
       ['node_quota', true],
@@ -163,6 +165,14 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       expect(c.body.detail).toMatch(new RegExp(`^${field}: `));
       const u = await duffy.admin.put(`${V1}/tenants/1`, { [field]: value });
       expect(u.status).toBe(422);
+    });
+
+    it('lifetimes may be durations, as Duffy v3 takes them', async () => {
+      const c = await duffy.admin.post(`${V1}/tenants`, { name: 'durations', ssh_key: 'x', session_lifetime: '2h', session_lifetime_max: '1d 12H' });
+      expect(c.body.tenant).toMatchObject({ session_lifetime: 7200, session_lifetime_max: 129600 });
+      const u = await duffy.admin.put(`${V1}/tenants/${c.body.tenant.id}`, { session_lifetime: '3600' });
+      expect(u.body.tenant.session_lifetime).toBe(3600);
+      expect((await duffy.admin.put(`${V1}/tenants/${c.body.tenant.id}`, { session_lifetime: 'soon' })).body.detail).toBe('session_lifetime: session_lifetime must be whole seconds or a duration like "6h" or "1d 12h"');
     });
 
     it('30 days is accepted; requests of that tenant then work', async () => {

@@ -15,9 +15,9 @@ const only = (d: Decision) => {
 };
 
 
-const extendedTo = (by: string, now: string, history = startedSession()) => {
+const extendedTo = (by: string, now: string, history = startedSession(), byAdmin = false) => {
   const world = given(...history);
-  const d = decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, DEFAULTS, by, now);
+  const d = decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, DEFAULTS, by, now, byAdmin);
   return Array.isArray(d) ? (d[0].events[0] as { data: { expiresAt: string } }).data.expiresAt : d;
 };
 
@@ -40,13 +40,29 @@ describe('extending a session (Duffy v3: current expiry + delta, clamped to crea
     expect(extendedTo(at(10 * HOUR), AT)).toBe(at(2 * HOUR));
   });
 
-  it.each(['+', '+1', '1h', '+1x', '-1h', '+1h+1h', 'tomorrow', ''])('refuses %p', (by) => {
+  it('takes what Duffy v3 takes: a negative delta shortens, weeks and ms count, case and spaces do not matter', () => {
+    expect(extendedTo('-30m', AT)).toBe(at(30 * 60_000));
+    expect(extendedTo('+1W', AT)).toBe(at(2 * HOUR));
+    expect(extendedTo('+ 1h 500ms', AT)).toBe(at(2 * HOUR));
+    expect(extendedTo('+30m 1500ms', AT)).toBe(at(HOUR + 30 * 60_000 + 1_500));
+  });
+
+  it('clamps to no earlier than created_at (a past time ends the session at the next pass), as Duffy v3 does', () => {
+    expect(extendedTo('-2h', AT)).toBe(AT);
+    expect(extendedTo(new Date(0).toISOString(), AT)).toBe(AT);
+  });
+
+  it('does not clamp an admin to the tenant\'s maximum, as Duffy v3 does not', () => {
+    expect(extendedTo('+6h', AT, startedSession(), true)).toBe(at(7 * HOUR));
+  });
+
+  it.each(['+', '+1', '1h', '+1x', '+1h+1h', '+-1h', 'tomorrow', ''])('refuses %p', (by) => {
     expect(kind(extendedTo(by, AT))).toBe('invalid');
   });
 
   it('parseExpiry adds to the base it is given, not to now', () => {
-    expect(parseExpiry('+1h', 5 * HOUR, 0)).toBe(6 * HOUR);
-    expect(kind(parseExpiry(new Date(0).toISOString(), 0, HOUR))).toBe('invalid');
+    expect(parseExpiry('+1h', 5 * HOUR)).toBe(6 * HOUR);
+    expect(parseExpiry('-1h', 5 * HOUR)).toBe(4 * HOUR);
   });
 });
 

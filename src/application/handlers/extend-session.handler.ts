@@ -16,7 +16,7 @@ export class ExtendSessionHandler implements ICommandHandler<ExtendSessionComman
     await this.ledger.decide((world) => {
       const s = visibleSessionOrRefusal(world, cmd.sessionId, cmd.actor.tenant);
       if ('refused' in s) return s;
-      return decideExtendSession(s, world.tenants.get(s.tenantId)!, this.catalog.defaults, cmd.expiresAt, now());
+      return decideExtendSession(s, world.tenants.get(s.tenantId)!, this.catalog.defaults, cmd.expiresAt, now(), cmd.actor.tenant.isAdmin);
     }, metaFor(cmd.actor));
     return this.ledger.world.sessions.get(cmd.sessionId)!;
   }
