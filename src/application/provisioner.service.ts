@@ -31,6 +31,8 @@ export class Provisioner implements OnApplicationShutdown {
   private stopped = false;
   private timer?: NodeJS.Timeout;
   private readonly inProgress = new Set<Promise<void>>();
+  private replacing?: Promise<void>;
+  private replaceAgain = false;
   private readonly log = new Logger('Provisioner');
   /** Set while Duffy's own environment fails runs (no Ansible...): the machines are not to blame. */
   private fault: { reason: string; since: string; retryAt: number; backoffMs: number } | null = null;
@@ -183,8 +185,31 @@ export class Provisioner implements OnApplicationShutdown {
     }
   }
 
+  /**
+   * One replacement pass at a time (passes and hand-over outcomes both ask): a second pass run beside one whose
+   * replacement is still being written saw that machine busy, found nothing free and failed the session, leaving
+   * the replacement reserved for a failed session. A call during a pass makes it run once more, and waits for that.
+   */
+  private replaceLostMachines(): Promise<void> {
+    if (this.replacing) {
+      this.replaceAgain = true;
+      return this.replacing;
+    }
+    this.replacing = (async () => {
+      try {
+        do {
+          this.replaceAgain = false;
+          await this.replaceOnce();
+        } while (this.replaceAgain);
+      } finally {
+        this.replacing = undefined;
+      }
+    })();
+    return this.replacing;
+  }
+
   /** Sessions in hand-over that lost a machine get another one, or fail (and are released). */
-  private async replaceLostMachines(): Promise<void> {
+  private async replaceOnce(): Promise<void> {
     const world = this.ledger.world;
     for (const id of this.lostBecause.keys()) if (!world.openSessions.has(id)) this.lostBecause.delete(id);
     for (const s of [...world.openSessions].map((id) => world.sessions.get(id)!)) {

@@ -127,6 +127,36 @@ describe('provisioning with real ansible-playbook (local driver)', () => {
     for (const h of ['bad-1.test', 'hang-1.test', 'junk-1.test']) expect(machine(duffy, h).sessionId).toBeNull();
   });
 
+  it('replaces a machine whose hand-over failed, one replacement at a time, and fails the session only when none is left', async () => {
+    const hosts = ['ctx-1.test', 'ctx-2.test', 'ctx-3.test'];
+    const config = ansibleConfig([{ name: 'ctx', 'release-policy': 'reuse' }], hosts.map((hostname) => ({ hostname, pool: 'ctx', state: 'ready' })));
+    duffy = await startDuffy({ configFile: config });
+    for (const h of hosts) inject(duffy.dataDir, h, 'fail', 'contextualize', `${h} refuses keys`);
+    const carol = await newTenant(duffy, 'carol');
+    const r = await carol.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'ctx', quantity: 1 }] });
+    expect(r.status).toBe(503);
+    expect(r.body.detail).toMatch(/^can't provision nodes: no replacement for a machine whose hand-over failed/);
+    await until(duffy, () => hosts.every((h) => machine(duffy!, h).sessionId === null && machine(duffy!, h).job === null));
+
+    const events = await ledgerEvents(duffy);
+    const mine = events.filter((e) => (e.data as { sessionId?: number }).sessionId === 1);
+    const failedAt = mine.findIndex((e) => e.type === 'SessionFailed');
+    // Every machine was tried, each after the one before it failed, and nothing was reserved or run for the
+    // session once it had failed (a second replacement pass used to fail it while a replacement was being written).
+    expect(mine.filter((e) => e.type === 'MachineReserved').map((e) => e.stream).sort()).toEqual(hosts.map((h) => `machine-${h}`));
+    expect(mine.slice(failedAt + 1).filter((e) => e.type === 'MachineReserved' || e.type === 'PlaybookStarted')).toEqual([]);
+    expect(mine.filter((e) => e.type === 'ProvisioningFailed')).toHaveLength(3);
+    // Never more than the one machine asked for at a time (two passes used to reserve two replacements at once).
+    let held = 0;
+    let most = 0;
+    for (const e of mine) {
+      if (e.type === 'MachineReserved') held += 1;
+      if (e.type === 'ProvisioningFailed' || e.type === 'MachineReleased' || e.type === 'MachineReservationCancelled') held -= 1;
+      most = Math.max(most, held);
+    }
+    expect(most).toBe(1);
+  });
+
   it('quarantines a machine that keeps failing, and a health check brings it back', async () => {
     const config = ansibleConfig([{ name: 'q', 'fill-level': 1, 'quarantine-after': 2, 'health-check-interval': 1 }], [{ hostname: 'flaky-1.test', pool: 'q' }]);
     // The injection must be there before the fill level first provisions it.
