@@ -100,10 +100,19 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .command('artifacts <session>')
     .description("download the files collected from a session's machines at release")
     .option('--out <dir>', 'where to put them (created if missing)', '.')
-    .action(async (id: string, o: { out: string }) => {
+    .option('--wait <seconds>', 'right after done the release is still collecting them: wait up to this long for it', positive, 600)
+    .action(async (id: string, o: { out: string; wait: number }) => {
       const c = client();
       const base = `/sessions/${encodeURIComponent(id)}/artifacts`;
-      const list = (await c.call<{ artifacts: Array<{ path: string; size: number }> }>('GET', base)).artifacts;
+      type Listing = { collecting?: boolean; artifacts: Array<{ path: string; size: number }> };
+      let answer = await c.call<Listing>('GET', base);
+      for (const until = Date.now() + o.wait * 1000; answer.collecting && Date.now() < until; answer = await c.call<Listing>('GET', base)) {
+        progress?.(`waiting for the release of session ${id} to collect its artifacts`);
+        await sleep(1000);
+      }
+      progress?.('');
+      if (answer.collecting) throw new Error(`session ${id}: its artifacts were still being collected after ${o.wait} s; try again later`);
+      const list = answer.artifacts;
       const root = resolve(o.out);
       for (const a of list) {
         // The server confines paths to the session; check again, a file must not land outside --out.

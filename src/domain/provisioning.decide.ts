@@ -18,6 +18,20 @@ export interface PoolPlaybookPolicy {
 export const needsNoReleasePlaybook = (pool: PoolPlaybookPolicy): boolean =>
   pool['release-policy'] === 'reuse' && !pool.contextualize && !pool['collect-artifacts'];
 
+/** A machine being released whose files are still to be collected for the session it is released from. */
+export const awaitsCollection = (m: Machine, pool: Pick<PoolPlaybookPolicy, 'collect-artifacts'>): boolean =>
+  pool['collect-artifacts'] && m.state === 'deprovisioning' && m.untouchedReturn === null && m.releasingSession !== null && m.artifactsCollectedFor !== m.releasingSession;
+
+/** Whether the release of `sessionId` may still add artifacts (a client waits for them rather than find none). */
+export function collectingFor(world: World, sessionId: number, pool: (name: string) => Pick<PoolPlaybookPolicy, 'collect-artifacts'> | undefined): boolean {
+  const s = world.sessions.get(sessionId);
+  return (s?.machineIds ?? []).some((id) => {
+    const m = world.machines.get(id);
+    const p = m && pool(m.pool);
+    return m !== undefined && p !== undefined && m.releasingSession === sessionId && awaitsCollection(m, p);
+  });
+}
+
 /**
  * The provisioning process manager's decisions, pure: which playbook runs are due (from the World alone, so a
  * restart resumes exactly where the ledger says work stopped), and which events record a run's outcome.
@@ -85,7 +99,7 @@ export function dueWork(world: World, ctx: JobContext): Work {
       case 'deprovisioning':
         if (m.untouchedReturn !== null) {
           returns.push({ stream: stream.machine(m.hostname), expected: m.revision, events: [{ type: 'MachineRecycled', data: { machineId: m.id, policy: pool['release-policy'], state: m.untouchedReturn, untouched: true, at } }] });
-        } else if (pool['collect-artifacts'] && m.releasingSession !== null && m.artifactsCollectedFor !== m.releasingSession) {
+        } else if (awaitsCollection(m, pool)) {
           add(m, 'collect_artifacts', m.releasingSession);
         } else if (!needsNoReleasePlaybook(pool)) {
           add(m, 'release', m.releasingSession);

@@ -5,7 +5,9 @@ import { lstat, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, isAbsolute, join, relative, sep } from 'node:path';
 import { Catalog } from '../application/catalog.js';
 import type { Actor } from '../application/commands.js';
+import { Ledger } from '../application/ledger.service.js';
 import { visibleSession } from '../domain/decide.js';
+import { collectingFor } from '../domain/provisioning.decide.js';
 import { refuse } from '../domain/errors.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
 import { ReadViews } from './read-views.js';
@@ -48,6 +50,7 @@ export class ArtifactsController {
   constructor(
     private readonly catalog: Catalog,
     private readonly views: ReadViews,
+    private readonly ledger: Ledger,
   ) {}
 
   /** The session's artifacts directory, once the actor may see the session. */
@@ -59,7 +62,10 @@ export class ArtifactsController {
   @ApiOperation({ summary: "files collected from the session's machines at release (its tenant and admins)" })
   @Get(':id/artifacts')
   async list(@CurrentActor() actor: Actor, @Param('id') id: number) {
-    return { action: 'get', session: id, artifacts: await listArtifacts(await this.dirOf(actor, id)) };
+    const dir = await this.dirOf(actor, id);
+    // `collecting`: the session's release has files still to collect, so the list may grow (the CLI waits for it).
+    const collecting = collectingFor(this.ledger.world, id, (name) => this.catalog.pool(name));
+    return { action: 'get', session: id, collecting, artifacts: await listArtifacts(dir) };
   }
 
   @ApiOperation({ summary: 'one artifact, as a download' })

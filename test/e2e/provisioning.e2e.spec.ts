@@ -1,7 +1,10 @@
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
@@ -9,6 +12,7 @@ import { type Running, ledgerEvents, newTenant, startDuffy } from '../support/se
 
 const V1 = '/api/v1';
 const GARBAGE = fileURLToPath(new URL('../fixtures/playbooks/garbage.yml', import.meta.url));
+const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
 
 
 const machineEvents = (events: RecordedEvent[], hostname: string) => events.filter((e) => e.stream === `machine-${hostname}`);
@@ -125,6 +129,26 @@ describe('provisioning with real ansible-playbook (local driver)', () => {
     expect(hung.run.durationMs).toBeLessThan(30_000);
     // Nobody holds the failed machines.
     for (const h of ['bad-1.test', 'hang-1.test', 'junk-1.test']) expect(machine(duffy, h).sessionId).toBeNull();
+  });
+
+  it('lets the duffy CLI fetch artifacts right after done: it waits while the release is still collecting them', async () => {
+    const config = ansibleConfig([{ name: 'arts', 'release-policy': 'reuse', 'collect-artifacts': true }], [{ hostname: 'arts-1.test', pool: 'arts', state: 'ready' }]);
+    duffy = await startDuffy({ configFile: config });
+    const t = await duffy.admin.post(`${V1}/tenants`, { name: 'jenkins', ssh_key: 'ssh-ed25519 AAAA jenkins' });
+    const env = { PATH: process.env.PATH, HOME: '/nonexistent', DUFFY_URL: duffy.url, DUFFY_TENANT: 'jenkins', DUFFY_KEY: t.body.tenant.api_key };
+    const cli = (...args: string[]) => promisify(execFile)(process.execPath, [CLI, ...args], { env });
+    const { id } = JSON.parse((await cli('--json', 'request', '--pool', 'arts')).stdout) as { id: number };
+    const disk = join(duffy.dataDir, 'machines', 'arts-1.test', 'root', 'artifacts');
+    mkdirSync(disk, { recursive: true });
+    writeFileSync(join(disk, 'junit.xml'), '<testsuite tests="3"/>');
+
+    // As the README's Jenkinsfile does: done, then artifacts, back to back.
+    await cli('done', String(id));
+    const out = mkdtempSync(join(tmpdir(), 'duffy-arts-'));
+    const got = await cli('artifacts', String(id), '--out', out);
+    expect(got.stdout).toBe('arts-1.test/junit.xml\t22\n');
+    expect(readFileSync(join(out, 'arts-1.test', 'junit.xml'), 'utf8')).toBe('<testsuite tests="3"/>');
+    expect((await duffy.admin.get(`${V1}/sessions/${id}/artifacts`)).body.collecting).toBe(false);
   });
 
   it('replaces a machine whose hand-over failed, one replacement at a time, and fails the session only when none is left', async () => {
