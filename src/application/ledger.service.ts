@@ -38,11 +38,16 @@ export type Recorded = { ok: true; position: bigint; revisions: number[] } | { o
 
 /** Appends made by this process that the World does not show yet (see InFlightView). */
 interface PendingBatch {
-  streams: Map<string, { revision: number; hash: string | null }>;
+  /** Per stream: the revision after this append, its last hash, and whether the in-flight view accounts for all it says. */
+  streams: Map<string, { revision: number; hash: string | null; accounted: boolean }>;
   machines: number[];
   quota: Map<number, number>;
+  waiting: Map<number, number>;
   sessionId: number;
 }
+
+/** Events whose effect the in-flight view shows (ids taken, quota claimed): a decision may be written after them. */
+const ACCOUNTED = new Set<string>(['IdAllocated', 'QuotaClaimed']);
 
 /**
  * Owns the World: folds the whole ledger at start, then follows it live through one subscription, the only path
@@ -182,7 +187,20 @@ export class Ledger implements OnApplicationShutdown {
       for (const b of this.pending) n += b.quota.get(tenantId) ?? 0;
       return n;
     },
-    revision: (streamName, known) => this.pendingHead(streamName)?.revision ?? known,
+    waiting: (tenantId) => {
+      let n = 0;
+      for (const b of this.pending) n += b.waiting.get(tenantId) ?? 0;
+      return n;
+    },
+    revision: (streamName, known) => {
+      let head: { revision: number; accounted: boolean } | undefined;
+      let accounted = true;
+      for (const b of this.pending) {
+        const s = b.streams.get(streamName);
+        if (s) [head, accounted] = [s, accounted && s.accounted];
+      }
+      return head && accounted ? head.revision : known;
+    },
     lastSessionId: () => {
       let id = this.world.lastSessionId;
       for (const b of this.pending) id = Math.max(id, b.sessionId);
@@ -262,15 +280,20 @@ export class Ledger implements OnApplicationShutdown {
   }
 
   private track(writes: Write[], chained: Array<{ stream: string; events: NewEvent[] }>): PendingBatch {
-    const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), sessionId: 0 };
+    const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), waiting: new Map(), sessionId: 0 };
     writes.forEach((w, i) => {
       const base = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? null : w.expected;
       const last = chained[i].events[chained[i].events.length - 1].metadata?.hash;
-      if (base !== null) batch.streams.set(w.stream, { revision: base + w.events.length, hash: typeof last === 'string' ? last : null });
+      const accounted = w.events.every((e) => ACCOUNTED.has(e.type));
+      if (base !== null) batch.streams.set(w.stream, { revision: base + w.events.length, hash: typeof last === 'string' ? last : null, accounted });
+      let requested: { tenantId: number; machines: number } | undefined;
       for (const e of w.events) {
         if (e.type === 'MachineReserved') batch.machines.push(e.data.machineId);
         else if (e.type === 'QuotaClaimed') batch.quota.set(e.data.tenantId, (batch.quota.get(e.data.tenantId) ?? 0) + e.data.count);
-        else if (e.type === 'MachineRequested') batch.sessionId = Math.max(batch.sessionId, e.data.sessionId);
+        else if (e.type === 'MachineRequested') {
+          batch.sessionId = Math.max(batch.sessionId, e.data.sessionId);
+          requested = { tenantId: e.data.tenantId, machines: e.data.specs.reduce((n, s) => n + s.quantity, 0) };
+        } else if (e.type === 'RequestQueued' && requested) batch.waiting.set(requested.tenantId, (batch.waiting.get(requested.tenantId) ?? 0) + requested.machines);
       }
     });
     this.pending.add(batch);

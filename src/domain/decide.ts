@@ -36,13 +36,19 @@ export const isRefusal = (d: Decision): d is Refusal => !Array.isArray(d);
 export interface InFlightView {
   busy(machineId: number): boolean;
   quota(tenantId: number): number;
-  /** The revision a write to this stream must expect, given the one the World knows. */
+  /** Machines asked for by the tenant's requests on their way into the queue. */
+  waiting(tenantId: number): number;
+  /**
+   * The revision a write to this stream must expect, given the one the World knows: after this process's writes
+   * in flight when the view accounts for all they say (ids, quota claims), else the World's, so that a decision
+   * made without, say, a tenant's retirement in flight conflicts with it and is taken again once it is seen.
+   */
   revision(stream: string, known: number): number;
   lastSessionId(): number;
 }
 
 /** Nothing in flight: for replays, tests and the simulator. */
-export const NOTHING_IN_FLIGHT: InFlightView = { busy: () => false, quota: () => 0, revision: (_s, known) => known, lastSessionId: () => 0 };
+export const NOTHING_IN_FLIGHT: InFlightView = { busy: () => false, quota: () => 0, waiting: () => 0, revision: (_s, known) => known, lastSessionId: () => 0 };
 
 export interface Defaults {
   nodeQuota: number;
@@ -219,8 +225,9 @@ export function decideRequestSession(
     const reason = `can't reserve nodes: ${plan.reason}`;
     if (cmd.waiting || !cmd.waitSeconds) return refusal('capacity', reason);
     // Only what the quota could still take may wait: a tenant cannot fill the queue (every queue pass looks at it all).
-    if (held + tenant.waiting + wanted > limits.nodeQuota) {
-      return refusal('quota', `quota exceeded: tenant ${tenant.name} has ${held} of ${limits.nodeQuota} nodes and ${tenant.waiting} more waiting, and asked for ${wanted} more to wait for`);
+    const waiting = tenant.waiting + inFlight.waiting(tenant.id);
+    if (held + waiting + wanted > limits.nodeQuota) {
+      return refusal('quota', `quota exceeded: tenant ${tenant.name} has ${held} of ${limits.nodeQuota} nodes and ${waiting} more waiting, and asked for ${wanted} more to wait for`);
     }
     return [
       {

@@ -150,7 +150,22 @@ describe('waiting for capacity in a fair-share queue', () => {
     await sleep(200);
     expect(await waitingIds(capped)).toHaveLength(1);
     await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
-    expect((await again).status).toBe(201);
+    const served = await again;
+    expect(served.status).toBe(201);
+    await capped.put(`${V1}/sessions/${served.body.session.id}`, { active: false });
+  });
+
+  it('keeps the bound when a tenant sends its waiting requests all at once', async () => {
+    const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }] })).body.session;
+    const flood = await newTenant(duffy, 'flood', { node_quota: 3 });
+    const answers = Array.from({ length: 30 }, () => flood.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 60 }));
+    await sleep(500);
+    const waiting = await waitingIds(flood);
+    expect(waiting.length).toBeLessThanOrEqual(3);
+    for (const id of waiting) await flood.put(`${V1}/sessions/${id}`, { active: false });
+    const statuses = (await Promise.all(answers)).map((r) => r.status);
+    expect(statuses.filter((s) => s === 403).length).toBeGreaterThanOrEqual(27);
+    await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
   });
 
   it('refuses a bad wait', async () => {

@@ -91,6 +91,12 @@ describe('requesting machines', () => {
       });
     });
 
+    it('given alice (quota 3) with 2 machines on their way into the queue, when she asks to wait for 2 more, then refused too', () => {
+      const world = given(tenant(1, 'alice', { nodeQuota: 3 }));
+      const inFlight: InFlightView = { ...NOTHING_IN_FLIGHT, waiting: (t) => (t === 1 ? 2 : 0) };
+      expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2 }], { sessionId: 2, waitSeconds: 60, inFlight })).kind).toBe('quota');
+    });
+
     it('given alice (quota 3) waiting for 2 machines, when she asks to wait for 1 more, then it waits', () => {
       const world = given(tenant(1, 'alice', { nodeQuota: 3 }), ...queued(1, 2));
       expect(writesOf(request(world, [{ pool: 'metal-intel', quantity: 1 }], { sessionId: 2, waitSeconds: 60 }))[0].events.map((e) => e.type)).toEqual(['MachineRequested', 'RequestQueued']);
@@ -150,7 +156,7 @@ describe('requesting machines', () => {
 
   it('given another request of the same tenant in flight, when it asks, then its quota counts and the tenant write builds on that head', () => {
     const world = given(tenant(1, 'alice', { nodeQuota: 2 }), machine(1, 'i1', 'metal-intel'), machine(2, 'i2', 'metal-intel'));
-    const inFlight: InFlightView = { busy: (id) => id === 1, quota: (t) => (t === 1 ? 1 : 0), revision: (s, known) => (s === 'tenant-alice' ? 1 : known), lastSessionId: () => 1 };
+    const inFlight: InFlightView = { ...NOTHING_IN_FLIGHT, busy: (id) => id === 1, quota: (t) => (t === 1 ? 1 : 0), revision: (s, known) => (s === 'tenant-alice' ? 1 : known), lastSessionId: () => 1 };
     const d = writesOf(request(world, [{ pool: 'metal-intel', quantity: 1 }], { sessionId: 2, inFlight }));
     expect(d[1]).toEqual({ stream: 'tenant-alice', expected: 1, events: [{ type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 2, count: 1, at: AT } }] });
     expect(d[2].stream).toBe('machine-i2');

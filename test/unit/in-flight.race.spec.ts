@@ -1,0 +1,54 @@
+import { describe, expect, it } from '@jest/globals';
+import type { Ledger } from '../../src/application/ledger.service.js';
+import { decideRegisterMachines, decideRegisterTenant, decideRequestSession, decideUpdateTenant } from '../../src/domain/decide.js';
+import type { TenantSettings } from '../../src/domain/events.js';
+import { ledgerInstances } from '../support/ledgers.js';
+
+const NOW = '2026-11-30T01:00:00.000Z';
+const POOLS = [{ name: 'p', type: 'baremetal' as const, arch: 'x86_64', platform: 'intel' }];
+const DEFAULTS = { nodeQuota: 10, sessionLifetime: 3600, sessionLifetimeMax: 7200 };
+const settings = { sshKey: '', nodeQuota: 3, sessionLifetime: null, sessionLifetimeMax: null };
+
+/**
+ * One process, decisions in flight together: a request decided before a change of its tenant was seen must not
+ * be written after that change as if it had not happened (the in-flight view chains only on what it accounts for).
+ */
+describe('a request racing a change of its tenant, in one process', () => {
+  const instances = ledgerInstances();
+
+  const farm = async () => {
+    const ledger = await instances.ledger(instances.store());
+    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 'admin', apiKeyDigest: 'a', isAdmin: true, settings, now: NOW }, f), { actor: 'test' });
+    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 't', apiKeyDigest: 't', isAdmin: false, settings, now: NOW }, f), { actor: 'test' });
+    const machines = ['m1', 'm2', 'm3'].map((hostname) => ({ hostname, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' as const }));
+    await ledger.decide((w, f) => decideRegisterMachines(w, POOLS, { machines, now: NOW }, f), { actor: 'test' });
+    return ledger;
+  };
+  const change = (ledger: Ledger, changes: Partial<TenantSettings>, active?: boolean) =>
+    ledger.decide((w, f) => decideUpdateTenant(w.tenants.get(2)!, { changes, active, now: NOW }, w, f), { actor: 'admin' });
+  const request = (ledger: Ledger, sessionId: number) =>
+    ledger.decide((w, f) => decideRequestSession(w, POOLS, DEFAULTS, { sessionId, tenantId: 2, specs: [{ pool: 'p', quantity: 1 }], now: NOW, contextualize: () => false }, f), { actor: 't' });
+
+  it('given a retirement on its way, when the tenant asks at that moment, then it is refused, not served after the retirement', async () => {
+    const ledger = await farm();
+    const [retired, asked] = await Promise.allSettled([change(ledger, {}, false), request(ledger, 1)]);
+    expect(retired.status).toBe('fulfilled');
+    expect(asked).toMatchObject({ status: 'rejected', reason: { kind: 'invalid', message: "tenant 't' isn't active" } });
+    expect([...ledger.world.sessions.values()].filter((s) => s.status === 'active')).toEqual([]);
+  });
+
+  it('given a lower quota on its way, when the tenant asks for 3 at that moment, then it keeps to the new quota', async () => {
+    const ledger = await farm();
+    const outcomes = await Promise.allSettled([change(ledger, { nodeQuota: 1 }), request(ledger, 1), request(ledger, 2), request(ledger, 3)]);
+    expect(outcomes[0].status).toBe('fulfilled');
+    expect(outcomes.slice(1).filter((o) => o.status === 'fulfilled').length).toBeLessThanOrEqual(1);
+    expect(ledger.world.tenants.get(2)!.held).toBeLessThanOrEqual(1);
+  });
+
+  it('given requests of one tenant in flight together, then they still chain on each other (no conflict, quota counted)', async () => {
+    const ledger = await farm();
+    const outcomes = await Promise.allSettled([request(ledger, 1), request(ledger, 2), request(ledger, 3), request(ledger, 4)]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'rejected']);
+    expect(ledger.world.tenants.get(2)!.held).toBe(3);
+  });
+});
