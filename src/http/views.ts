@@ -123,7 +123,18 @@ export function poolLevels(world: World, pool: string) {
   return levels;
 }
 
-/** 1-based place in the fair-share order of waiting requests. */
+/**
+ * 1-based place in the fair-share order of waiting requests. The order is computed once per World and ledger
+ * position (for at most a second: urgency moves with time), not once per session shown: a list of n waiting
+ * sessions cost n sorts of the whole queue.
+ */
 export function queuePosition(world: World, sessionId: number): number {
-  return queueOrder(world, Date.now()).findIndex((s) => s.id === sessionId) + 1;
+  const now = Date.now();
+  let order = orders.get(world);
+  if (!order || order.position !== world.position || now - order.at > 1000) {
+    order = { position: world.position, at: now, places: new Map(queueOrder(world, now).map((s, i) => [s.id, i + 1])) };
+    orders.set(world, order);
+  }
+  return order.places.get(sessionId) ?? 0;
 }
+const orders = new WeakMap<World, { position: bigint; at: number; places: Map<number, number> }>();
