@@ -114,7 +114,26 @@ export const RequestId = createParamDecorator((_: unknown, ctx: ExecutionContext
 
 /** The legacy API carries the API key in the query string: mask it wherever a URL or query is logged. */
 export function redactUrl(url: string): string {
-  return url.replace(/([?&](?:key|api_key)=)[^&#]*/gi, '$1[Redacted]');
+  const q = url.indexOf('?');
+  if (q < 0) return url;
+  const hash = url.indexOf('#', q);
+  const [query, fragment] = hash < 0 ? [url.slice(q + 1), ''] : [url.slice(q + 1, hash), url.slice(hash)];
+  // Names as the query parser reads them: `%6bey` and `k%65y` are `key` too.
+  const pairs = query.split('&').map((pair) => {
+    const eq = pair.indexOf('=');
+    const name = eq < 0 ? pair : pair.slice(0, eq);
+    return eq >= 0 && SECRET_PARAM.test(decodedName(name)) ? `${name}=[Redacted]` : pair;
+  });
+  return `${url.slice(0, q)}?${pairs.join('&')}${fragment}`;
+}
+
+const SECRET_PARAM = /^(key|api_key)(\[.*\])?$/i;
+function decodedName(name: string): string {
+  try {
+    return decodeURIComponent(name.replace(/\+/g, ' '));
+  } catch {
+    return name;
+  }
 }
 
 /**
