@@ -29,7 +29,7 @@ export function tenantView(t: Tenant, catalog: Catalog) {
 }
 
 /** Keys of node `data` that hold credentials (BMC passwords, tokens, a `secrets` map): admins only. */
-const SECRET_KEY = /secret|passw|passwd|token|credential|api_?key|private_?key/i;
+const SECRET_KEY = /secret|pass(w|phrase)|(^|[^a-z])(pass|pwd|pw|pin)($|[^a-z])|token|credential|api[_-]?key|(private|ssh|access)[_-]?key|auth|bearer|cookie|cert/i;
 
 /** Node `data` as a tenant may see it: every credential-looking key dropped, at any depth. */
 export function publicData(data: unknown): unknown {
