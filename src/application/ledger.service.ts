@@ -46,8 +46,11 @@ interface PendingBatch {
   sessionId: number;
 }
 
-/** Events whose effect the in-flight view shows (ids taken, quota claimed): a decision may be written after them. */
-const ACCOUNTED = new Set<string>(['IdAllocated', 'QuotaClaimed']);
+/**
+ * Events a decision may be written after without having seen them: ids taken and quota claimed (the in-flight
+ * view counts both) and quota returned (not counted: a decision then sees the tenant holding more, never less).
+ */
+const ACCOUNTED = new Set<string>(['IdAllocated', 'QuotaClaimed', 'QuotaReturned']);
 
 /**
  * Owns the World: folds the whole ledger at start, then follows it live through one subscription, the only path

@@ -40,7 +40,7 @@ export interface InFlightView {
   waiting(tenantId: number): number;
   /**
    * The revision a write to this stream must expect, given the one the World knows: after this process's writes
-   * in flight when the view accounts for all they say (ids, quota claims), else the World's, so that a decision
+   * in flight when the view accounts for all they say (ids, quota claims and returns), else the World's, so that a decision
    * made without, say, a tenant's retirement in flight conflicts with it and is taken again once it is seen.
    */
   revision(stream: string, known: number): number;
@@ -379,6 +379,8 @@ export function decideExtendSession(session: Session, tenant: Tenant, defaults: 
   const created = Date.parse(session.createdAt);
   const max = byAdmin ? Infinity : created + effective(tenant, defaults).sessionLifetimeMax * 1000;
   const clamped = iso(Math.min(Math.max(target, created), max));
+  // Nothing changes: nothing to record (every "+0s" would add an event).
+  if (Date.parse(clamped) === Date.parse(session.expiresAt)) return [];
   return [{ stream: stream.session(session.id), expected: session.revision, events: [{ type: 'SessionExtended', data: { sessionId: session.id, expiresAt: clamped, at: now } }] }];
 }
 

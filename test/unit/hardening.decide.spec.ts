@@ -52,6 +52,10 @@ describe('extending a session (Duffy v3: current expiry + delta, clamped to crea
     expect(extendedTo(new Date(0).toISOString(), AT)).toBe(AT);
   });
 
+  it('records nothing when the expiry does not move', () => {
+    expect(decideExtendSession(given(...startedSession()).sessions.get(1)!, given(...startedSession()).tenants.get(1)!, DEFAULTS, '+0s', AT)).toEqual([]);
+  });
+
   it('does not clamp an admin to the tenant\'s maximum, as Duffy v3 does not', () => {
     expect(extendedTo('+6h', AT, startedSession(), true)).toBe(at(7 * HOUR));
   });
