@@ -47,6 +47,9 @@ export class ErrorsFilter implements ExceptionFilter {
 
 export function describe(error: unknown): [number, string] {
   if (error instanceof DomainError) return [STATUS[error.kind], error.message];
+  // Nest hands body-parser's errors on wrapped in an HttpException; their own type says what was wrong.
+  const parser = bodyParserError(error instanceof HttpException ? error.cause : error);
+  if (parser) return parser;
   if (error instanceof HttpException) {
     const body = error.getResponse();
     if (typeof body === 'string') return [error.getStatus(), body];
@@ -54,15 +57,17 @@ export function describe(error: unknown): [number, string] {
     const detail = b.detail ?? b.message ?? error.message;
     return [error.getStatus(), Array.isArray(detail) ? detail.join('; ') : String(detail)];
   }
-  // Errors raised by body-parser carry their own 4xx status.
-  const e = error as { status?: number; type?: string; message?: string };
-  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) {
-    if (e.type === 'entity.parse.failed') return [400, `malformed JSON body: ${e.message}`];
-    if (e.type === 'entity.too.large') return [413, 'request body too large'];
-    return [e.status, e.message ?? 'bad request'];
-  }
   // A write the store cannot make is Duffy's trouble, not the client's, and it passes: 503 with Retry-After.
   const fault = storageFault(error);
   if (fault) return [503, `Duffy cannot write its data: ${fault.what} (${fault.code}); try again later`];
   return [500, 'internal error: see the server log'];
+}
+
+/** An error raised by body-parser (it carries its own 4xx status and a type), as status and detail. */
+function bodyParserError(error: unknown): [number, string] | undefined {
+  const e = error as { status?: number; type?: string; message?: string } | undefined;
+  if (typeof e?.status !== 'number' || e.status < 400 || e.status >= 500) return undefined;
+  if (e.type === 'entity.parse.failed') return [400, `malformed JSON body: ${e.message}`];
+  if (e.type === 'entity.too.large') return [413, 'request body too large'];
+  return [e.status, e.message ?? 'bad request'];
 }

@@ -146,7 +146,7 @@ describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
 
   describe('bad input: always 4xx with a clear detail, never 5xx', () => {
     const cases: Array<[string, () => Promise<{ status: number; body: any }>, number, RegExp]> = [
-      ['malformed JSON', () => alice.call('POST', `${V1}/sessions`, undefined, '{"nodes_specs": ['), 400, /JSON|Unexpected|Expected/],
+      ['malformed JSON', () => alice.call('POST', `${V1}/sessions`, undefined, '{"nodes_specs": ['), 400, /^malformed JSON body: /],
       ['wrong type for quantity', () => alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 'two' }] }), 422, /quantity/],
       ['wrong type for nodes_specs', () => alice.post(`${V1}/sessions`, { nodes_specs: 'all' }), 422, /nodes_specs/],
       ['quantity 0', () => alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 0 }] }), 422, /at least 1/],
@@ -157,7 +157,7 @@ describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
       ['an unknown tenant id from an admin', () => duffy.admin.post(`${V1}/sessions`, { tenant_id: 999, nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] }), 422, /^can't find tenant with id 999$/],
       ['empty nodes_specs', () => alice.post(`${V1}/sessions`, { nodes_specs: [] }), 422, /empty/],
       ['a JSON array body', () => alice.call('POST', `${V1}/sessions`, undefined, '[1,2]'), 422, /nodes_specs/],
-      ['a 10 MB body', () => alice.call('POST', `${V1}/sessions`, undefined, JSON.stringify({ nodes_specs: [], pad: 'x'.repeat(10 * 1024 * 1024) })), 413, /too large/],
+      ['a 10 MB body', () => alice.call('POST', `${V1}/sessions`, undefined, JSON.stringify({ nodes_specs: [], pad: 'x'.repeat(10 * 1024 * 1024) })), 413, /^request body too large$/],
       ['missing auth', () => new (alice.constructor as any)(duffy.url).get(`${V1}/sessions`), 401, /Not authenticated/],
       ['garbled auth', () => new (alice.constructor as any)(duffy.url, 'Basic %%%garbage').get(`${V1}/sessions`), 401, /Malformed/],
       ['wrong key', () => new (alice.constructor as any)(duffy.url, basic('alice', 'not-the-key')).get(`${V1}/sessions`), 401, /Invalid/],
