@@ -204,6 +204,12 @@ export function decideRequestSession(
   }
   const unknown = cmd.specs.find((x) => x.pool !== undefined && !pools.some((p) => p.name === x.pool));
   if (unknown) return refusal('invalid', `can't reserve nodes: unknown pool ${unknown.pool}`);
+  // A spec that names a pool and also a type, arch or platform the pool is not asks for nothing that exists.
+  for (const x of cmd.specs) {
+    const p = x.pool === undefined ? undefined : pools.find((q) => q.name === x.pool)!;
+    const clash = p && (['type', 'arch', 'platform'] as const).find((k) => x[k] !== undefined && x[k] !== p[k]);
+    if (p && clash) return refusal('invalid', `can't reserve nodes: pool ${p.name} is ${p.type} ${p.arch} ${p.platform}, not ${clash} ${x[clash]}`);
+  }
   const nowMs = Date.parse(cmd.now);
   const overflow = mayOverflow(cmd, nowMs);
   // A new tenant's family is the least crowded one: counted only when a first reservation by type asks (O(machines)).

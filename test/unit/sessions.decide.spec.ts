@@ -176,6 +176,13 @@ describe('requesting machines', () => {
     expect(refusal(() => request(world, [{ pool: 'nope', quantity: 1 }]))).toEqual({ kind: 'invalid', message: "can't reserve nodes: unknown pool nope" });
   });
 
+  it('given a spec naming a pool and a type, arch or platform the pool is not, when asked, then invalid, naming the clash', () => {
+    const world = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'));
+    expect(refusal(() => request(world, [{ pool: 'metal-intel', type: 'vm', quantity: 1 }]))).toEqual({ kind: 'invalid', message: "can't reserve nodes: pool metal-intel is baremetal x86_64 intel, not type vm" });
+    expect(refusal(() => request(world, [{ pool: 'metal-intel', platform: 'amd', quantity: 1 }])).message).toMatch(/not platform amd$/);
+    expect(writesOf(request(world, [{ pool: 'metal-intel', type: 'baremetal', platform: 'intel', quantity: 1 }]))).toHaveLength(3);
+  });
+
   it('given an unknown tenant id, when an admin asks for it, then invalid with Duffy v3\'s words', () => {
     expect(refusal(() => request(given(tenant(1, 'alice')), [{ pool: 'metal-intel', quantity: 1 }], { tenantId: 99 }))).toEqual({ kind: 'invalid', message: "can't find tenant with id 99" });
   });
