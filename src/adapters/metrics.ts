@@ -4,6 +4,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { Ledger } from '../application/ledger.service.js';
 import { ReadSide } from '../application/read-side.service.js';
+import { levelOf } from '../domain/decide-service.js';
 
 /** Prometheus metrics, one registry per app (tests start several apps in one process). */
 @Injectable()
@@ -31,12 +32,15 @@ export class Metrics {
     const registers = [this.registry];
     new Gauge({
       name: 'duffy_machines',
-      help: 'Machines by pool and state',
+      help: 'Machines by pool and level (the pool levels of GET /pools/{name}: state, or out of service)',
       labelNames: ['pool', 'state'],
       registers,
       collect() {
         this.reset();
-        for (const m of ledger.world.machines.values()) if (m.retiredAt === null) this.inc({ pool: m.pool, state: m.state });
+        for (const m of ledger.world.machines.values()) {
+          const level = levelOf(m);
+          if (level) this.inc({ pool: m.pool, state: level });
+        }
       },
     });
     new Gauge({

@@ -44,3 +44,18 @@ export function nodeService(m: Pick<Machine, 'service' | 'sessionId' | 'releasin
   if (m.state === 'done') return 'retired';
   return 'in-service';
 }
+
+/** Where a machine counts, in pool levels and metrics alike: Duffy v3's levels, then Duffy's own. */
+export const LEVELS = ['provisioning', 'ready', 'contextualizing', 'deployed', 'deprovisioning'] as const;
+/** Duffy extension: where the other machines are (Duffy v3 clients ignore the extra keys). */
+export const EXTRA_LEVELS = ['unused', 'maintenance', 'quarantined', 'failed', 'retired'] as const;
+export type Level = (typeof LEVELS)[number] | (typeof EXTRA_LEVELS)[number];
+
+/** The level a machine counts in, exactly one: draining machines count in their state, they are still in use. */
+export function levelOf(m: Machine): Level | null {
+  const service = nodeService(m);
+  if (service === 'retired' || service === 'maintenance') return service;
+  // Quarantined: waiting for its health check; failed: a health check has failed since.
+  if (service === 'quarantined') return (m.healthCheckFailures ?? 0) > 0 ? 'failed' : 'quarantined';
+  return m.state === 'done' || m.state === 'failed' ? null : m.state;
+}

@@ -1,7 +1,7 @@
 import { Catalog } from '../application/catalog.js';
 import { queueOrder } from '../application/queue.service.js';
 import { effective } from '../domain/decide.js';
-import { nodeService } from '../domain/decide-service.js';
+import { EXTRA_LEVELS, LEVELS, type Level, levelOf, nodeService } from '../domain/decide-service.js';
 import { eligiblePools } from '../domain/policy.js';
 import { type Machine, type Session, type Tenant, type World } from '../domain/world.js';
 
@@ -98,20 +98,6 @@ function overflowNote(s: Session, world: World, catalog: Catalog): { affinity?: 
   const others = [...new Set(platforms.filter((p): p is string => p !== undefined && p !== family))].sort();
   if (others.length === 0) return {};
   return { affinity: { platform: family, served_from: others, reason: `too few ${family} machines of the kind asked for were free: served from ${others.join(', ')}` } };
-}
-
-export const LEVELS = ['provisioning', 'ready', 'contextualizing', 'deployed', 'deprovisioning'] as const;
-/** Duffy extension: where the other machines are (Duffy v3 clients ignore the extra keys). */
-export const EXTRA_LEVELS = ['unused', 'maintenance', 'quarantined', 'failed', 'retired'] as const;
-type Level = (typeof LEVELS)[number] | (typeof EXTRA_LEVELS)[number];
-
-/** The level a machine counts in, exactly one: draining machines count in their state, they are still in use. */
-export function levelOf(m: Machine): Level | null {
-  const service = nodeService(m);
-  if (service === 'retired' || service === 'maintenance') return service;
-  // Quarantined: waiting for its health check; failed: a health check has failed since.
-  if (service === 'quarantined') return (m.healthCheckFailures ?? 0) > 0 ? 'failed' : 'quarantined';
-  return m.state === 'done' || m.state === 'failed' ? null : m.state;
 }
 
 export function poolLevels(world: World, pool: string) {
