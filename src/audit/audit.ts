@@ -13,6 +13,8 @@ export const isEventStoreUrl = (location: string) => /^(esdb|kurrentdb|kurrent|k
 /** Adapters load on demand: the replay and its helpers stay pure, and the CLI loads only the driver it needs. */
 export async function openLedger(location: string): Promise<EventStore> {
   if (isEventStoreUrl(location)) return new (await import('../adapters/eventstore/kurrentdb-event-store.js')).KurrentDbEventStore(location);
+  // Read-only: a missing file is not created, and SQLite's own words would not say which file.
+  if (!existsSync(location)) throw new NotFoundError(`no ledger at ${location} (give --ledger, or set DUFFY_EVENTSTORE or DUFFY_DATA_DIR)`);
   return new (await import('../adapters/eventstore/sqlite-event-store.js')).SqliteEventStore(location, false, true);
 }
 

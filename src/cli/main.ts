@@ -5,6 +5,7 @@ import { dirname, resolve, sep } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { NotFoundError } from '../audit/audit.js';
 import { MACHINE_TYPES } from '../domain/events.js';
+import { hostKey } from '../domain/world.js';
 import { auditCommands } from './audit.js';
 import { ApiError, DuffyClient, EXIT, clientConfig } from './client.js';
 
@@ -148,7 +149,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
   const nodeId = async (host: string) => {
     if (/^[0-9]+$/.test(host)) return Number(host);
     const all = (await client().call<{ nodes: Node[] }>('GET', '/nodes')).nodes;
-    const n = all.find((x) => x.hostname === host || String(x.id) === host);
+    const n = all.find((x) => hostKey(x.hostname) === hostKey(host) || String(x.id) === host);
     if (!n) throw new ApiError(404, `node ${host} not found`);
     return n.id;
   };
@@ -241,6 +242,11 @@ export async function run(argv: string[], out?: (line: string) => void, io?: Par
 }
 
 if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/duffy')) {
+  // The reader went away (`duffy audit export | head -1`): stop quietly, as tools killed by SIGPIPE do (128 + 13).
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(141);
+  });
   // No process.exit: it would cut off stdout still draining into a pipe (`duffy audit export | gzip`).
   run(process.argv).then((code) => {
     process.exitCode = code;
