@@ -10,6 +10,8 @@ import { ConfigError, type Settings, loadSettings } from './config/config.js';
 import { answerUnmatched } from './http/unmatched.js';
 import { IdParamsPipe, checkJsonDepth, dropNullMembers, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
+import { DataDirLockedError } from './adapters/eventstore/data-dir-lock.js';
+import { createServer } from 'node:net';
 import { Bootstrap } from './application/bootstrap.service.js';
 
 /** Builds the whole app; tests call this with their own settings and port 0. */
@@ -71,14 +73,33 @@ async function main() {
     }
     throw err;
   }
+  // Before anything is written: a first start on a busy port must not create (and print) the admin key and then die.
+  await portIsFree(settings.port);
   const { app } = await createApp(settings);
   await app.listen(settings.port);
   new Logger('Duffy').log(`listening on :${settings.port}, ledger ${settings.eventStoreUrl ?? settings.dataDir + '/ledger.sqlite'}, config ${settings.configFile}`);
 }
 
+async function portIsFree(port: number): Promise<void> {
+  if (port === 0) return;
+  await new Promise<void>((resolve, reject) => {
+    const probe = createServer()
+      .once('error', (err: NodeJS.ErrnoException) =>
+        reject(err.code === 'EADDRINUSE' ? new StartError(`port ${port} is in use (set DUFFY_PORT)`) : err),
+      )
+      .once('listening', () => probe.close(() => resolve()))
+      .listen(port);
+  });
+}
+
+/** A start-up failure whose message says it all: one line, no stack. */
+class StartError extends Error {}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
   main().catch((err) => {
-    console.error('duffy: failed to start:', err);
+    const known = err instanceof StartError || err instanceof DataDirLockedError || /^DUFFY_[A-Z_]+: /.test(String(err?.message));
+    if (known) console.error(`duffy: failed to start: ${err.message}`);
+    else console.error('duffy: failed to start:', err);
     process.exit(1);
   });
 }

@@ -3,7 +3,7 @@ import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { createPublicKey } from 'node:crypto';
-import type { Settings } from '../config/config.js';
+import { type Settings, positiveIntEnv } from '../config/config.js';
 import { EVENT_STORE, type EventStore, type RecordedEvent, type Subscription } from '../application/ports/event-store.port.js';
 import { SETTINGS } from '../application/catalog.js';
 import { Ledger } from '../application/ledger.service.js';
@@ -25,11 +25,6 @@ export function loadOrCreateKey(dataDir: string): { privateKey: KeyObject; publi
   return { privateKey, publicKey: createPublicKey(privateKey).export({ format: 'der', type: 'spki' }).toString('base64'), created };
 }
 
-const positiveEnv = (name: string, fallback: number) => {
-  const v = Number(process.env[name]);
-  return Number.isFinite(v) && v > 0 ? v : fallback;
-};
-
 /**
  * Signed tree heads of the ledger (RFC 9162): follows every event once, keeping the Merkle tree's frontier
  * (O(log n)), so a checkpoint costs a few hashes and a signature, never a read of the ledger. Every
@@ -47,8 +42,8 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
   private timer?: NodeJS.Timeout;
   private privateKey!: KeyObject;
   publicKey = '';
-  readonly everyEvents = positiveEnv('DUFFY_CHECKPOINT_EVERY_EVENTS', 1000);
-  readonly everyMs = positiveEnv('DUFFY_CHECKPOINT_EVERY_SECONDS', 600) * 1000;
+  readonly everyEvents = positiveIntEnv('DUFFY_CHECKPOINT_EVERY_EVENTS', 1000);
+  readonly everyMs = positiveIntEnv('DUFFY_CHECKPOINT_EVERY_SECONDS', 600) * 1000;
   private readonly log = new Logger('Audit');
 
   constructor(

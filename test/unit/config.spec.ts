@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, DEMO_CONFIG, legacyPool, loadConfig } from '../../src/config/config.js';
+import { ConfigError, DEMO_CONFIG, legacyPool, loadConfig, loadSettings } from '../../src/config/config.js';
 
 const write = (yaml: string) => {
   const file = join(mkdtempSync(join(tmpdir(), 'duffy-cfg-')), 'duffy.yaml');
@@ -44,5 +44,20 @@ describe('configuration', () => {
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as Error).message).toContain(file);
     expect((error as Error).message).toMatch(message);
+  });
+
+  it.each([
+    [{ DUFFY_ADMIN_KEY: 'secret' }, /^DUFFY_ADMIN_KEY: must be a UUID/],
+    [{ DUFFY_LOG_LEVEL: 'verbose' }, /^DUFFY_LOG_LEVEL: must be one of fatal, error, warn, info, debug, trace, silent, got "verbose"$/],
+    [{ DUFFY_CHECKPOINT_EVERY_EVENTS: 'abc' }, /^DUFFY_CHECKPOINT_EVERY_EVENTS: must be a positive whole number, got "abc"$/],
+    [{ DUFFY_CHECKPOINT_EVERY_SECONDS: '0' }, /^DUFFY_CHECKPOINT_EVERY_SECONDS: must be a positive whole number/],
+    [{ DUFFY_PORT: '99999' }, /^DUFFY_PORT: not a port number/],
+  ])('refuses the environment %p at start, naming the variable', (env, message) => {
+    expect(() => loadSettings(env)).toThrow(ConfigError);
+    expect(() => loadSettings(env)).toThrow(message);
+  });
+
+  it('takes a UUID admin key and valid settings', () => {
+    expect(loadSettings({ DUFFY_ADMIN_KEY: '00000000-0000-4000-8000-00000000beef', DUFFY_LOG_LEVEL: 'warn', DUFFY_CHECKPOINT_EVERY_EVENTS: '25' }).adminKey).toBe('00000000-0000-4000-8000-00000000beef');
   });
 });
