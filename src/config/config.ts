@@ -19,6 +19,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
+import { hardwareProblem } from '../domain/hardware.js';
 import { hostKey } from '../domain/world.js';
 import { MACHINE_STATES, MACHINE_TYPES, type MachineState, type MachineType, type RecyclePolicy } from '../domain/events.js';
 
@@ -118,6 +119,8 @@ export function loadConfig(file: string): DuffyConfig {
   const hosts = new Map<string, string>();
   config.machines.forEach((m, i) => {
     if (!pools.has(m.pool)) throw new ConfigError(`${file}: machines[${i}].pool: unknown pool ${m.pool}`);
+    const badHardware = m.hardware === undefined ? null : hardwareProblem(m.hardware);
+    if (badHardware) throw new ConfigError(`${file}: machines[${i}].${badHardware}`);
     const twin = hosts.get(hostKey(m.hostname));
     if (twin !== undefined) throw new ConfigError(`${file}: machines[${i}].hostname: duplicate ${m.hostname}${twin === m.hostname ? '' : ` (of ${twin}: host names ignore case and a trailing dot)`}`);
     hosts.set(hostKey(m.hostname), m.hostname);

@@ -1,10 +1,18 @@
 import type { Hardware, HardwareRequirement } from './events.js';
 
-/** Hardware is flat: each value a string, a number or a boolean. Null when fine, else what is wrong. */
+/** The measures requests compare with `min_*`: a machine with `cpus: "many"` would silently never match. */
+const MEASURES = ['cpus', 'ram_gb', 'disk_gb'];
+
+/**
+ * Hardware is flat: each value a string, a number or a boolean; `cpus`, `ram_gb`, `disk_gb` non-negative numbers
+ * and `cpu_model` a string. Null when fine, else what is wrong.
+ */
 export function hardwareProblem(h: unknown): string | null {
   if (typeof h !== 'object' || h === null || Array.isArray(h)) return 'hardware must be an object';
   for (const [k, v] of Object.entries(h)) {
     if (!['string', 'number', 'boolean'].includes(typeof v)) return `hardware.${k} must be a string, a number or a boolean`;
+    if (MEASURES.includes(k) && !(typeof v === 'number' && Number.isFinite(v) && v >= 0)) return `hardware.${k} must be a number, at least 0`;
+    if (k === 'cpu_model' && typeof v !== 'string') return 'hardware.cpu_model must be a string';
   }
   return null;
 }

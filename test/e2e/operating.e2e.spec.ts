@@ -303,6 +303,10 @@ describe('hardware requirements', () => {
     const bad = await duffy.admin.post(`${V1}/nodes`, { hostname: 'odd.test', pool: 'intel', hardware: { cpus: [1, 2] } });
     expect(bad.status).toBe(422);
     expect(bad.body.detail).toBe('hardware.cpus must be a string, a number or a boolean');
+    // A measure that no min_* could ever match, and a model that is not a name.
+    for (const [hardware, detail] of [[{ cpus: 'many' }, 'hardware.cpus must be a number, at least 0'], [{ ram_gb: -4 }, 'hardware.ram_gb must be a number, at least 0'], [{ cpu_model: 7 }, 'hardware.cpu_model must be a string']] as const) {
+      expect((await duffy.admin.post(`${V1}/nodes`, { hostname: 'odd.test', pool: 'intel', hardware })).body).toEqual({ detail });
+    }
   });
 
   it('hands out only machines that meet every requirement, across families, and names the one that cannot be met', async () => {

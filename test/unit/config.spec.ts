@@ -30,6 +30,7 @@ describe('configuration', () => {
     ['a machine in an unknown pool', `${pool}machines: [{ hostname: a.b, pool: nope }]`, /machines\[0\]\.pool: unknown pool nope/],
     ['a bad IP', `${pool}machines: [{ hostname: a.b, pool: p1, ipaddr: 999.1.1.1 }]`, /machines\[0\]\.ipaddr/],
     ['a duplicate host', `${pool}machines: [{ hostname: a.b, pool: p1 }, { hostname: a.b, pool: p1 }]`, /machines\[1\]\.hostname: duplicate/],
+    ['hardware that no request could match', `${pool}machines: [{ hostname: a.b, pool: p1, hardware: { cpus: many } }]`, /machines\[0\]\.hardware\.cpus must be a number, at least 0/],
     ['one host in two spellings', `${pool}machines: [{ hostname: a.b, pool: p1 }, { hostname: A.B., pool: p1 }]`, /machines\[1\]\.hostname: duplicate A\.B\. \(of a\.b: host names ignore case and a trailing dot\)/],
     ['a bad legacy pattern', `${pool}legacy: [{ ver: '(', pool: p1 }]`, /legacy\[0\]\.ver: invalid pattern/],
     ['an unknown key', `${pool}colour: blue`, /colour/],
