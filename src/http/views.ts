@@ -70,7 +70,8 @@ export function sessionView(s: Session, world: World, catalog: Catalog, queue: W
     created_at: s.createdAt,
     retired_at: s.retiredAt,
     active: live,
-    expires_at: live ? s.expiresAt : null,
+    // As Duffy v3: an ended session keeps the expiry it had.
+    expires_at: s.expiresAt,
     tenant: tenantView(world.tenants.get(s.tenantId)!, catalog),
     data: {
       nodes_specs: s.specs,
