@@ -10,6 +10,7 @@ import {
   IsString,
   Matches,
   Max,
+  MaxLength,
   Min,
   ValidateNested,
   validateSync,
@@ -60,6 +61,7 @@ export class MachineConfig {
   @IsOptional() @IsObject() data: Record<string, unknown> = {};
   /** `cpus`, `ram_gb`, `disk_gb`, `cpu_model` and any other key: what requests may require. */
   @IsOptional() @IsObject() hardware?: Record<string, string | number | boolean>;
+  @IsOptional() @IsString() @MaxLength(1024) comment?: string;
 }
 
 /** One line of the legacy cico map: regexes on ver, arch and flavor (absent = any); first match wins. */

@@ -138,7 +138,7 @@ export function decideUpdateTenant(
 const anotherActiveAdmin = (world: World, tenantId: number, inFlight: InFlightView) =>
   [...world.tenants.values()].some((t) => t.id !== tenantId && t.isAdmin && t.retiredAt === null && inFlight.revision(stream.tenant(t.name), t.revision) === t.revision);
 
-export type MachineRegistration = { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state']; hardware?: Hardware };
+export type MachineRegistration = { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state']; hardware?: Hardware; comment?: string };
 
 /** Machines joining the inventory, any number in one append (ids allocated in it too). */
 export function decideRegisterMachines(

@@ -98,6 +98,8 @@ export type DuffyEvent =
         state: MachineState;
         /** Absent in events written before hardware was recorded. */
         hardware?: Hardware;
+        /** Duffy v3's free-text note on a node; absent when none was given. */
+        comment?: string;
         at: string;
       };
     }

@@ -37,6 +37,7 @@ export interface Machine {
   reusable: boolean;
   data: Record<string, unknown>;
   hardware: Hardware;
+  comment: string | null;
   state: MachineState;
   createdAt: string;
   retiredAt: string | null;
@@ -166,7 +167,7 @@ export interface World {
 }
 
 /** A machine as registered: identity from its registration, every counter and link at zero. */
-export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool' | 'reusable' | 'data' | 'state' | 'createdAt' | 'revision'> & { hardware?: Hardware }): Machine {
+export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool' | 'reusable' | 'data' | 'state' | 'createdAt' | 'revision'> & { hardware?: Hardware; comment?: string }): Machine {
   // Written out field by field: every Machine gets one hidden class, which the hot decision loops depend on.
   return {
     id: m.id,
@@ -176,6 +177,7 @@ export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool
     reusable: m.reusable,
     data: m.data,
     hardware: m.hardware ?? {},
+    comment: m.comment ?? null,
     state: m.state,
     createdAt: m.createdAt,
     retiredAt: null,
@@ -387,7 +389,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
     }
     case 'MachineRegistered': {
       const d = event.data;
-      world.machines.set(d.machineId, newMachine({ id: d.machineId, hostname: d.hostname, ipaddr: d.ipaddr, pool: d.pool, reusable: d.reusable, data: d.data, hardware: d.hardware, state: d.state, createdAt: d.at, revision }));
+      world.machines.set(d.machineId, newMachine({ id: d.machineId, hostname: d.hostname, ipaddr: d.ipaddr, pool: d.pool, reusable: d.reusable, data: d.data, hardware: d.hardware, comment: d.comment, state: d.state, createdAt: d.at, revision }));
       world.machineIdsByHostname.set(hostKey(d.hostname), d.machineId);
       const inPool = world.machinesByPool.get(d.pool) ?? [];
       inPool.push(world.machines.get(d.machineId)!);

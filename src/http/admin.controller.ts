@@ -91,7 +91,7 @@ export class NodesController {
     const problem = b.hardware === undefined ? null : hardwareProblem(b.hardware);
     if (problem) refuse('invalid', problem);
     const m = await this.commands.execute(
-      new RegisterMachineCommand(actor, { hostname: b.hostname, ipaddr: b.ipaddr ?? null, pool: b.pool, reusable: b.reusable ?? true, data: b.data ?? {}, state: b.state ?? 'ready', ...(b.hardware ? { hardware: b.hardware } : {}) }),
+      new RegisterMachineCommand(actor, { hostname: b.hostname, ipaddr: b.ipaddr ?? null, pool: b.pool, reusable: b.reusable ?? true, data: b.data ?? {}, state: b.state ?? 'ready', ...(b.hardware ? { hardware: b.hardware } : {}), ...(b.comment !== undefined ? { comment: b.comment } : {}) }),
     );
     return { action: 'post', node: nodeView(m, true) };
   }

@@ -169,6 +169,8 @@ export class NodeCreateDto {
   @Matches(NAME, { message: 'pool must be a pool name' }) pool!: string;
   @ApiPropertyOptional()
   @IsOptional() @IsBoolean({ message: 'reusable must be a boolean' }) reusable?: boolean;
+  @ApiPropertyOptional({ description: "Duffy v3's free-text note on the node" })
+  @OptionalStr('comment', 1024) comment?: string;
   @ApiPropertyOptional({ description: 'free-form; tenants never see keys that look like credentials (see nodeView)' })
   @IsOptional() @IsObject({ message: 'data must be an object' }) data?: Record<string, unknown>;
   @ApiPropertyOptional({ enum: MACHINE_STATES })

@@ -40,7 +40,7 @@ export function publicData(data: unknown): unknown {
 
 /** A node inside a session: shown to the session's tenant, so never with credentials. */
 export function sessionNodeView(m: Machine, admin = false) {
-  return { id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, comment: null, pool: m.pool, reusable: m.reusable, data: admin ? m.data : publicData(m.data), state: m.state };
+  return { id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, comment: m.comment ?? null, pool: m.pool, reusable: m.reusable, data: admin ? m.data : publicData(m.data), state: m.state };
 }
 
 export function nodeView(m: Machine, admin = false) {

@@ -297,8 +297,11 @@ describe('hardware requirements', () => {
   it('shows each node\'s hardware, from the configuration and from POST /nodes', async () => {
     const nodes = (await duffy.admin.get(`${V1}/nodes`)).body.nodes;
     expect(nodes.find((n: { hostname: string }) => n.hostname === 'big.test').hardware).toEqual({ cpus: 64, ram_gb: 512, disk_gb: 3840, cpu_model: 'AMD EPYC 7513', gpu: 'none' });
-    const posted = await duffy.admin.post(`${V1}/nodes`, { hostname: 'mid.test', pool: 'intel', hardware: { cpus: 16, ram_gb: 128, disk_gb: 480, cpu_model: 'Intel Xeon Gold 6230' } });
+    const posted = await duffy.admin.post(`${V1}/nodes`, { hostname: 'mid.test', pool: 'intel', comment: 'rack 4, bought 2024', hardware: { cpus: 16, ram_gb: 128, disk_gb: 480, cpu_model: 'Intel Xeon Gold 6230' } });
     expect(posted.status).toBe(201);
+    // Duffy v3's comment, kept and shown.
+    expect(posted.body.node.comment).toBe('rack 4, bought 2024');
+    expect((await duffy.admin.get(`${V1}/nodes/${posted.body.node.id}`)).body.node.comment).toBe('rack 4, bought 2024');
     expect(posted.body.node.hardware).toEqual({ cpus: 16, ram_gb: 128, disk_gb: 480, cpu_model: 'Intel Xeon Gold 6230' });
     const bad = await duffy.admin.post(`${V1}/nodes`, { hostname: 'odd.test', pool: 'intel', hardware: { cpus: [1, 2] } });
     expect(bad.status).toBe(422);
