@@ -108,6 +108,8 @@ export function decideUpdateTenant(
   world: World,
   inFlight: InFlightView = NOTHING_IN_FLIGHT,
 ): Decision {
+  // As Duffy v3: a retired tenant can only be reactivated (with or without other changes in the same call).
+  if (tenant.retiredAt !== null && cmd.active !== true) return refusal('invalid', `tenant ${tenant.name} (id=${tenant.id}) is retired`);
   const events: DuffyEvent[] = [];
   let admins: number[] | undefined;
   const keyOwner = cmd.changes.apiKeyDigest === undefined ? undefined : world.tenantIdsByDigest.get(cmd.changes.apiKeyDigest);

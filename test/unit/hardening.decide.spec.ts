@@ -114,6 +114,17 @@ describe('the last active admin', () => {
   });
 });
 
+describe('changing a retired tenant', () => {
+  const retired = () => given(tenant(1, 'admin', { isAdmin: true }), tenant(2, 't'), ['tenant-t', { type: 'TenantRetired', data: { tenantId: 2, at: AT } }]);
+
+  it('given a retired tenant, when changed or retired again, then refused as Duffy v3 does; when reactivated, then accepted', () => {
+    const w = retired();
+    expect(decideUpdateTenant(w.tenants.get(2)!, { changes: { nodeQuota: 4 }, now: LATER }, w)).toEqual({ refused: 'invalid', reason: 'tenant t (id=2) is retired' });
+    expect(kind(decideUpdateTenant(w.tenants.get(2)!, { changes: {}, active: false, now: LATER }, w))).toBe('invalid');
+    expect(written(decideUpdateTenant(w.tenants.get(2)!, { changes: { nodeQuota: 4 }, active: true, now: LATER }, w) as Write[])[0].events.map((e) => e.type)).toEqual(['TenantUpdated', 'TenantReactivated']);
+  });
+});
+
 describe('registering machines: one host, one machine, however its name is spelled', () => {
   const POOLS = [{ name: 'p', type: 'baremetal' as const, arch: 'x86_64', platform: 'intel' }];
   const registration = (hostname: string) => ({ hostname, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' as const });
