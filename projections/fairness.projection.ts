@@ -24,7 +24,8 @@ const chunkId = (tenantId: unknown, n: number) => `${String(tenantId)}/${n}`;
  */
 export const fairness = documentProjection({
   name: 'fairness',
-  version: 5,
+  // 6: capacity leaves out machines an admin retired.
+  version: 6,
   collections: [TENANTS, INTERVALS, HOLDING, WAITING, CAPACITY],
   fold(docs, e) {
     switch (e.type) {
@@ -37,11 +38,15 @@ export const fairness = documentProjection({
         docs.put(CAPACITY, 'all', c ?? { machines: 1 });
         return;
       }
-      case 'MachineRecycled': {
-        if (e.data.state !== 'done') return;
-        const c = docs.get(CAPACITY, 'all');
-        if (c) c.machines = Math.max(0, Number(c.machines) - 1);
-        docs.put(CAPACITY, 'all', c ?? { machines: 0 });
+      case 'MachineRecycled':
+      case 'MachineServiceChanged': {
+        // Out for good: used up (not reusable), or retired by an admin; each machine counted out once.
+        const gone = e.type === 'MachineRecycled' ? e.data.state === 'done' : e.data.service === 'retired';
+        if (!gone) return;
+        const c = docs.get(CAPACITY, 'all') ?? { machines: 0 };
+        const out = (c.gone as number[] | undefined) ?? [];
+        if (out.includes(e.data.machineId)) return;
+        docs.put(CAPACITY, 'all', { ...c, machines: Math.max(0, Number(c.machines) - 1), gone: [...out, e.data.machineId] });
         return;
       }
       case 'MachineRequested':

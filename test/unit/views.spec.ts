@@ -14,3 +14,21 @@ describe('node data a tenant sees', () => {
     expect(publicData(data)).toEqual({ rack: 'r1', ipmi: { host: 'bmc.test', user: 'root' }, list: [{ slot: 3 }], bypass_cache: true, compass: 'north' });
   });
 });
+
+describe('fairness capacity', () => {
+  it('counts the machines that can still serve: one retired by an admin or used up leaves it once', async () => {
+    const { fairness } = await import('../../projections/fairness.projection.js');
+    const { foldAll } = await import('../../projections/projection.js');
+    const at = '2026-01-01T00:00:00.000Z';
+    let position = 0n;
+    const ev = (type: string, data: Record<string, unknown>) => ({ id: String(position), stream: 's', revision: 0, position: ++position, type, data: { ...data, at }, metadata: {} }) as never;
+    const events = [
+      ...[1, 2, 3].map((machineId) => ev('MachineRegistered', { machineId, hostname: `m${machineId}`, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' })),
+      ev('MachineServiceChanged', { machineId: 1, hostname: 'm1', service: 'retired', reason: 'eol', actor: 'admin' }),
+      ev('MachineRecycled', { machineId: 1, policy: 'reuse', state: 'done' }),
+      ev('MachineServiceChanged', { machineId: 2, hostname: 'm2', service: 'maintenance', reason: 'disk', actor: 'admin' }),
+    ];
+    const { state } = foldAll(fairness, events);
+    expect(fairness.doc(state, 'capacity', 'all')).toMatchObject({ machines: 2 });
+  });
+});
