@@ -193,6 +193,46 @@ export interface Row {
   machine: string;
   actor: string;
   ended: string;
+  /** What the event says beyond who and what: a service change and its reason, an error, a count... */
+  detail: string;
+}
+
+/** One short line of what an event says that the other columns do not (at most 80 characters). */
+export function detailOf(e: RecordedEvent): string {
+  const d = e.data as Record<string, unknown>;
+  const run = d.run as { exitCode?: number; durationMs?: number; timedOut?: boolean } | undefined;
+  const ran = run ? ` (exit ${run.exitCode}, ${run.durationMs} ms${run.timedOut ? ', timed out' : ''})` : '';
+  const text = (() => {
+    switch (e.type) {
+      case 'MachineServiceChanged':
+        return `${d.service}${d.reason ? `: ${d.reason}` : ''}`;
+      case 'MachineQuarantined':
+      case 'SessionRejected':
+      case 'SessionReleased':
+        return String(d.reason ?? '');
+      case 'SessionFailed':
+        return String(d.reason ?? '');
+      case 'ProvisioningFailed':
+      case 'EnvironmentFault':
+        return `${d.action}: ${d.error}${ran}`;
+      case 'PlaybookStarted':
+        return String(d.action ?? '');
+      case 'MachineRecycled':
+        return `${d.policy} -> ${d.state}${ran}`;
+      case 'QuotaClaimed':
+      case 'QuotaReturned':
+        return `${d.count} machine(s)`;
+      case 'RequestQueued':
+        return `until ${d.waitUntil}: ${d.reason}`;
+      case 'SessionExtended':
+        return `until ${d.expiresAt}`;
+      case 'TenantUpdated':
+        return Object.keys((d.changes as object) ?? {}).join(', ');
+      default:
+        return run ? ran.trim() : '';
+    }
+  })();
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 
 export function rowsOf(all: readonly RecordedEvent[], shown: readonly RecordedEvent[] = all): Row[] {
@@ -219,6 +259,7 @@ export function rowsOf(all: readonly RecordedEvent[], shown: readonly RecordedEv
       machine: d.hostname ?? (d.machineId === undefined ? '' : (machines.get(d.machineId) ?? `#${d.machineId}`)),
       actor: String(e.metadata.actor ?? ''),
       ended: sessionId === undefined ? '' : (ends.get(sessionId) ?? 'open'),
+      detail: detailOf(e),
     };
   });
 }

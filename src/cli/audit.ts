@@ -41,6 +41,7 @@ const COLUMNS: Array<[keyof Row, string]> = [
   ['machine', 'machine'],
   ['actor', 'actor'],
   ['ended', 'session ended'],
+  ['detail', 'detail'],
 ];
 
 export function readCheckpoint(file: string): Checkpoint {
@@ -59,7 +60,7 @@ export function readCheckpoint(file: string): Checkpoint {
 /** `duffy audit ...`: read-only answers for auditors; tables for people, JSON lines with --json. */
 export function auditCommands(duffy: Command, out: (line: string) => void): void {
   const json = () => duffy.opts().json === true;
-  const table = (headers: string[], rows: string[][]) => out(formatTable(headers, rows));
+  const table = (headers: string[], rows: string[][], left: number[] = []) => out(formatTable(headers, rows, left));
   const audit = duffy.command('audit').description('read-only checks of a ledger, for auditors').option('--ledger <file|esdb-url>', 'ledger to read');
   const withLedger = async <T>(fn: (events: RecordedEvent[]) => T): Promise<T> => {
     const store = await openLedger(ledgerOf(audit.opts()));
@@ -75,11 +76,16 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
       return;
     }
     const rows = rowsOf(all, shown);
-    if (!verbose) return table(COLUMNS.map(([, h]) => h), rows.map((r) => COLUMNS.map(([k]) => r[k])));
-    rows.forEach((r, i) => {
-      out(COLUMNS.map(([k]) => r[k]).filter((v) => v !== '').join('  '));
-      const tail = (shown[i].data as { run?: { tail?: string } }).run?.tail;
-      if (tail) for (const line of tail.split('\n')) out(`    | ${line}`);
+    // The detail reads as text: left-aligned.
+    table(COLUMNS.map(([, h]) => h), rows.map((r) => COLUMNS.map(([k]) => r[k])), [COLUMNS.length - 1]);
+    if (!verbose) return;
+    // The playbook output tails, after the table: each under the event it belongs to.
+    shown.forEach((e, i) => {
+      const tail = (e.data as { run?: { tail?: string } }).run?.tail;
+      if (!tail) return;
+      out('');
+      out(`position ${rows[i].position}, ${e.type} of ${rows[i].machine || e.stream}: the end of the playbook's output`);
+      for (const line of tail.split('\n')) out(`    | ${line}`);
     });
   };
 

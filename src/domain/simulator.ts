@@ -681,9 +681,10 @@ export function offeredLoad(config: SimConfig, workload: Workload): Record<strin
 // ---------------------------------------------------------------------------------------------------------------
 // Printing.
 
-export function formatTable(headers: string[], rows: string[][]): string {
+/** A text table: the first column (and those in `left`) left-aligned, the others right-aligned; no trailing spaces. */
+export function formatTable(headers: string[], rows: string[][], left: readonly number[] = []): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 || left.includes(i) ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd();
   return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 

@@ -74,7 +74,7 @@ describe('auditor CLI on a real ledger', () => {
     expect(table.lines[0]).toMatch(/^machine +at +session +tenant +from +until +session ended$/);
     expect(table.lines[2]).toMatch(new RegExp(`^${reserved.data.hostname.replace(/\./g, '\\.')} .* ${sessionId} +alice .* done$`));
     const readable = await duffyCli('audit', '--ledger', ledger, 'history', `session-${sessionId}`);
-    expect(readable.lines[0]).toMatch(/^time +pos +event +session +tenant +machine +actor +session ended$/);
+    expect(readable.lines[0]).toMatch(/^time +pos +event +session +tenant +machine +actor +session ended +detail$/);
     expect(readable.lines.find((l) => / MachineReserved /.test(l))).toMatch(/alice .* done$/);
     expect(await duffyCli('audit', '--ledger', ledger, 'who-had', 'nosuch.host', '--at', reserved.data.at)).toMatchObject({ exitCode: 4 });
     expect(await duffyCli('audit', '--ledger', ledger, 'history', 'session-99999')).toMatchObject({ exitCode: 4, lines: [] });
@@ -232,8 +232,12 @@ describe('audit history of a machine with playbook runs', () => {
     const plain = await duffyCli('audit', '--ledger', file, 'history', 'machine-m1');
     expect(plain.lines[0]).toMatch(/^time +pos +event/);
     expect(plain.lines.some((l) => l.includes('PLAY RECAP'))).toBe(false);
+    expect(plain.lines[0]).toMatch(/ detail$/);
+    expect(plain.lines.at(-1)).toMatch(/MachineProvisioned .* \(exit 0, 900 ms\)$/);
     const verbose = await duffyCli('audit', '--ledger', file, 'history', 'machine-m1', '--verbose');
-    expect(verbose.lines).toEqual(expect.arrayContaining(['    | PLAY RECAP m1 ok=3']));
+    // The same table, then each tail under the event it belongs to.
+    expect(verbose.lines.slice(0, plain.lines.length)).toEqual(plain.lines);
+    expect(verbose.lines.slice(plain.lines.length)).toEqual(['', "position 2, MachineProvisioned of m1: the end of the playbook's output", '    | TASK [disk] ok', '    | PLAY RECAP m1 ok=3']);
     const json = await duffyCli('--json', 'audit', '--ledger', file, 'history', 'machine-m1');
     expect(JSON.parse(json.lines[1]).data.run).toEqual({ action: 'provision', playbook: 'provision.yml', exitCode: 0, durationMs: 900, timedOut: false });
     const full = await duffyCli('--json', 'audit', '--ledger', file, 'history', 'machine-m1', '--verbose');
