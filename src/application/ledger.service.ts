@@ -18,7 +18,7 @@ import { GENESIS, appendLinks } from '../audit/chain.js';
 import { type Decision, type InFlightView, type Write, isRefusal, raise } from '../domain/decide.js';
 import { type DuffyEvent, sessionOfStream } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
-import { type World, emptyWorld, evolve } from '../domain/world.js';
+import { type World, emptyWorld, evolve, hostKey } from '../domain/world.js';
 
 /** How many heads may be noted beyond those kept at the last sweep before the heads of forgotten sessions are let go. */
 const HEADS_SLACK = 4096;
@@ -43,6 +43,8 @@ interface PendingBatch {
   machines: number[];
   quota: Map<number, number>;
   waiting: Map<number, number>;
+  /** Hosts (by hostKey) registered and API key digests given by this append: unique, but not guarded by one stream. */
+  claims: Set<string>;
   sessionId: number;
 }
 
@@ -190,6 +192,10 @@ export class Ledger implements OnApplicationShutdown {
       for (const b of this.pending) n += b.quota.get(tenantId) ?? 0;
       return n;
     },
+    claims: (kind, value) => {
+      for (const b of this.pending) if (b.claims.has(`${kind}:${value}`)) return true;
+      return false;
+    },
     waiting: (tenantId) => {
       let n = 0;
       for (const b of this.pending) n += b.waiting.get(tenantId) ?? 0;
@@ -283,7 +289,7 @@ export class Ledger implements OnApplicationShutdown {
   }
 
   private track(writes: Write[], chained: Array<{ stream: string; events: NewEvent[] }>): PendingBatch {
-    const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), waiting: new Map(), sessionId: 0 };
+    const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), waiting: new Map(), claims: new Set(), sessionId: 0 };
     writes.forEach((w, i) => {
       const base = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? null : w.expected;
       const last = chained[i].events[chained[i].events.length - 1].metadata?.hash;
@@ -297,6 +303,9 @@ export class Ledger implements OnApplicationShutdown {
           batch.sessionId = Math.max(batch.sessionId, e.data.sessionId);
           requested = { tenantId: e.data.tenantId, machines: e.data.specs.reduce((n, s) => n + s.quantity, 0) };
         } else if (e.type === 'RequestQueued' && requested) batch.waiting.set(requested.tenantId, (batch.waiting.get(requested.tenantId) ?? 0) + requested.machines);
+        else if (e.type === 'MachineRegistered') batch.claims.add(`host:${hostKey(e.data.hostname)}`);
+        else if (e.type === 'TenantRegistered') batch.claims.add(`key:${e.data.apiKeyDigest}`);
+        else if (e.type === 'TenantUpdated' && e.data.changes.apiKeyDigest) batch.claims.add(`key:${e.data.changes.apiKeyDigest}`);
       }
     });
     this.pending.add(batch);

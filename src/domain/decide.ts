@@ -38,6 +38,8 @@ export interface InFlightView {
   quota(tenantId: number): number;
   /** Machines asked for by the tenant's requests on their way into the queue. */
   waiting(tenantId: number): number;
+  /** Whether a write on its way registers this host (by hostKey) or gives a tenant this key digest. */
+  claims(kind: 'host' | 'key', value: string): boolean;
   /**
    * The revision a write to this stream must expect, given the one the World knows: after this process's writes
    * in flight when the view accounts for all they say (ids, quota claims and returns), else the World's, so that a decision
@@ -48,7 +50,7 @@ export interface InFlightView {
 }
 
 /** Nothing in flight: for replays, tests and the simulator. */
-export const NOTHING_IN_FLIGHT: InFlightView = { busy: () => false, quota: () => 0, waiting: () => 0, revision: (_s, known) => known, lastSessionId: () => 0 };
+export const NOTHING_IN_FLIGHT: InFlightView = { busy: () => false, quota: () => 0, waiting: () => 0, claims: () => false, revision: (_s, known) => known, lastSessionId: () => 0 };
 
 export interface Defaults {
   nodeQuota: number;
@@ -112,9 +114,10 @@ export function decideUpdateTenant(
   if (tenant.retiredAt !== null && cmd.active !== true) return refusal('invalid', `tenant ${tenant.name} (id=${tenant.id}) is retired`);
   const events: DuffyEvent[] = [];
   let admins: number[] | undefined;
-  const keyOwner = cmd.changes.apiKeyDigest === undefined ? undefined : world.tenantIdsByDigest.get(cmd.changes.apiKeyDigest);
-  // Two tenants with one key: Basic auth could not tell them apart.
-  if (keyOwner !== undefined && keyOwner !== tenant.id) return refusal('conflict', 'that API key is already in use');
+  const digest = cmd.changes.apiKeyDigest;
+  const keyOwner = digest === undefined ? undefined : world.tenantIdsByDigest.get(digest);
+  // Two tenants with one key: Basic auth could not tell them apart (also when the other change is still on its way).
+  if ((keyOwner !== undefined && keyOwner !== tenant.id) || (digest !== undefined && inFlight.claims('key', digest))) return refusal('conflict', 'that API key is already in use');
   const changes = Object.fromEntries(
     Object.entries(cmd.changes).filter(([k, v]) => v !== undefined && (tenant as unknown as Record<string, unknown>)[k] !== v),
   );
@@ -152,6 +155,8 @@ export function decideRegisterMachines(
   const seen = new Map<string, string>();
   for (const m of cmd.machines) {
     const known = machineIdOfHost(world, m.hostname);
+    // A registration of the host still on its way: another spelling of it would not conflict on its stream.
+    if (known === undefined && inFlight.claims('host', hostKey(m.hostname))) return refusal('conflict', `node ${m.hostname} is being registered right now (host names ignore case and a trailing dot)`);
     const as = known === undefined ? seen.get(hostKey(m.hostname)) : world.machines.get(known)?.hostname;
     if (as !== undefined) return refusal('conflict', `node ${m.hostname} already exists${as === m.hostname ? '' : ` as ${as} (host names ignore case and a trailing dot)`}`);
     if (!pools.some((p) => p.name === m.pool)) return refusal('invalid', `unknown pool ${m.pool}`);

@@ -45,6 +45,24 @@ describe('a request racing a change of its tenant, in one process', () => {
     expect(ledger.world.tenants.get(2)!.held).toBeLessThanOrEqual(1);
   });
 
+  it('given one host registered twice at once under two spellings, then one registration is refused', async () => {
+    const ledger = await farm();
+    const register = (hostname: string) =>
+      ledger.decide((w, f) => decideRegisterMachines(w, POOLS, { machines: [{ hostname, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' }], now: NOW }, f), { actor: 'admin' });
+    const outcomes = await Promise.allSettled([register('twin.lab'), register('TWIN.LAB'), register('twin.lab.')]);
+    expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected', 'rejected']);
+    expect([...ledger.world.machines.values()].filter((m) => m.hostname.toLowerCase().startsWith('twin'))).toHaveLength(1);
+  });
+
+  it('given one API key given to two tenants at once, then one change is refused', async () => {
+    const ledger = await farm();
+    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 'u', apiKeyDigest: 'u', isAdmin: false, settings, now: NOW }, f), { actor: 'test' });
+    const give = (id: number) => ledger.decide((w, f) => decideUpdateTenant(w.tenants.get(id)!, { changes: { apiKeyDigest: 'same' }, now: NOW }, w, f), { actor: 'admin' });
+    const outcomes = await Promise.allSettled([give(2), give(3)]);
+    expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected']);
+    expect([...ledger.world.tenants.values()].filter((t) => t.apiKeyDigest === 'same')).toHaveLength(1);
+  });
+
   it('given requests of one tenant in flight together, then they still chain on each other (no conflict, quota counted)', async () => {
     const ledger = await farm();
     const outcomes = await Promise.allSettled([request(ledger, 1), request(ledger, 2), request(ledger, 3), request(ledger, 4)]);
