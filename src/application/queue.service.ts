@@ -81,6 +81,13 @@ export class WaitingQueue implements OnApplicationShutdown {
         metaFor(null, { process: 'queue', sessionId: s.id }),
       );
     }
+    // A retired tenant's requests leave the queue, also one that joined it while the retirement was on its way.
+    for (const s of order.filter((x) => world.tenants.get(x.tenantId)?.retiredAt != null)) {
+      await this.ledger.decide(
+        (w) => decideLeaveQueue(w.sessions.get(s.id)!, `tenant ${w.tenants.get(s.tenantId)!.name} was retired`, new Date(nowMs).toISOString()),
+        metaFor(null, { process: 'queue', sessionId: s.id }),
+      );
+    }
     // Every decision of this pass is taken now, synchronously and in fair-share order (each counts the ones before
     // it as in flight), so capacity freed later in the pass cannot jump the order. An urgent request that does not
     // fit holds machines from the requests after it of tenants that used as much or more lately (HeldMachines).
@@ -120,7 +127,8 @@ export class WaitingQueue implements OnApplicationShutdown {
   }
 }
 
-const FREES_CAPACITY = new Set(['MachineReleased', 'MachineReservationCancelled', 'MachineRecycled', 'MachineProvisioned', 'MachineReturnedToService', 'MachineServiceChanged', 'MachineRegistered', 'QuotaReturned', 'RequestQueued']);
+/** Events after which the queue may move: capacity freed, a request joined, a tenant retired (its requests leave). */
+const FREES_CAPACITY = new Set(['MachineReleased', 'MachineReservationCancelled', 'MachineRecycled', 'MachineProvisioned', 'MachineReturnedToService', 'MachineServiceChanged', 'MachineRegistered', 'QuotaReturned', 'RequestQueued', 'TenantRetired']);
 
 @Injectable()
 export class QueueSaga {

@@ -168,6 +168,22 @@ describe('waiting for capacity in a fair-share queue', () => {
     await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
   });
 
+  it('takes a retired tenant\'s requests out of the queue, and answers them', async () => {
+    const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }] })).body.session;
+    const leaving = await newTenant(duffy, 'leaving', { node_quota: 3 });
+    const id = (await duffy.admin.get(`${V1}/tenants`)).body.tenants.find((t: { name: string }) => t.name === 'leaving').id;
+    const waits = [1, 2].map(() => leaving.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 60 }));
+    await sleep(300);
+    expect(await waitingIds(leaving)).toHaveLength(2);
+    expect((await duffy.admin.put(`${V1}/tenants/${id}`, { active: false })).status).toBe(200);
+    for (const r of await Promise.all(waits)) {
+      expect(r.status).toBe(422);
+      expect(r.body.detail).toMatch(/tenant leaving was retired/);
+    }
+    expect((await duffy.admin.get(`${V1}/queue`)).body.queue).toEqual([]);
+    await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
+  });
+
   it('refuses a bad wait', async () => {
     const r = await other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: -1 });
     expect(r.status).toBe(422);
