@@ -389,6 +389,8 @@ export function decideExtendSession(session: Session, tenant: Tenant, defaults: 
   if (session.status !== 'active') return inactive(session.id);
   const target = parseExpiry(expiresAt, Date.parse(session.expiresAt));
   if (typeof target !== 'number') return target;
+  // Only an admin is not clamped: even then a time must stay one that can be written down (ISO 8601, 4-digit year).
+  if (!(target < LATEST_EXPIRY)) return refusal('invalid', 'expires_at must be before the year 10000');
   const created = Date.parse(session.createdAt);
   const max = byAdmin ? Infinity : created + effective(tenant, defaults).sessionLifetimeMax * 1000;
   const clamped = iso(Math.min(Math.max(target, created), max));
@@ -396,6 +398,8 @@ export function decideExtendSession(session: Session, tenant: Tenant, defaults: 
   if (Date.parse(clamped) === Date.parse(session.expiresAt)) return [];
   return [{ stream: stream.session(session.id), expected: session.revision, events: [{ type: 'SessionExtended', data: { sessionId: session.id, expiresAt: clamped, at: now } }] }];
 }
+
+const LATEST_EXPIRY = Date.UTC(10000, 0, 1);
 
 /** A signed duration relative to `baseMs` (the current expiry), or an ISO 8601 time. */
 export function parseExpiry(value: string, baseMs: number): number | Refusal {

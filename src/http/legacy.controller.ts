@@ -1,5 +1,6 @@
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
-import { Controller, Get, Header, HttpException, Query } from '@nestjs/common';
+import { Controller, Get, Header, HttpException, Query, Req } from '@nestjs/common';
+import type { Request } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
 import { legacyPool } from '../config/config.js';
 import { Catalog } from '../application/catalog.js';
@@ -16,6 +17,14 @@ const NOT_RETURNED = 'Failed to return nodes on completion';
 const NOT_EXTENDED = 'Failed to change expiration time';
 const NO_SSID = 'Some parameters are absent';
 const NO_INVENTORY = 'Failed to retrieve inventory of nodes';
+
+/**
+ * These GETs change things (cico's API is like that): a HEAD, which Express would run as the GET (a link checker, a
+ * monitor), must not hand out or give back machines.
+ */
+function onlyGet(req: Request): void {
+  if (req.method === 'HEAD') throw new HttpException({ msg: 'Method Not Allowed: this call changes things, use GET' }, 405);
+}
 
 /**
  * The old Duffy API that cico 0.4.7 and old scripts speak: query-string key, no Basic auth, at the root path.
@@ -40,7 +49,8 @@ export class LegacyController {
   @ApiOperation({ summary: 'cico: get nodes (query key, ver, arch, count, flavor)' })
   @Get('Node/get')
   @Header('Content-Type', 'application/json')
-  async get(@Query() q: Record<string, unknown>, @RequestId() requestId: string) {
+  async get(@Query() q: Record<string, unknown>, @RequestId() requestId: string, @Req() req: Request) {
+    onlyGet(req);
     const actor = this.actor(q.key, requestId);
     const str = (v: unknown, d: string) => (typeof v === 'string' && v !== '' ? v : d);
     // Decimal digits only: Number() would also take "0x10", "1e1" or " 2".
@@ -59,7 +69,8 @@ export class LegacyController {
   @ApiOperation({ summary: 'cico: done with a session' })
   @Get('Node/done')
   @Header('Content-Type', 'application/json')
-  async done(@Query('key') key: unknown, @Query('ssid') ssid: unknown, @RequestId() requestId: string) {
+  async done(@Query('key') key: unknown, @Query('ssid') ssid: unknown, @RequestId() requestId: string, @Req() req: Request) {
+    onlyGet(req);
     const actor = this.actor(key, requestId);
     return this.onSession(ssid, NOT_RETURNED, (id) => this.commands.execute(new EndSessionCommand(actor, id, 'done')));
   }
@@ -68,7 +79,8 @@ export class LegacyController {
   @ApiOperation({ summary: 'cico: keep the nodes of a failed job 6 h longer' })
   @Get('Node/fail')
   @Header('Content-Type', 'application/json')
-  async fail(@Query('key') key: unknown, @Query('ssid') ssid: unknown, @RequestId() requestId: string) {
+  async fail(@Query('key') key: unknown, @Query('ssid') ssid: unknown, @RequestId() requestId: string, @Req() req: Request) {
+    onlyGet(req);
     const actor = this.actor(key, requestId);
     return this.onSession(ssid, NOT_EXTENDED, (id) => this.commands.execute(new ExtendSessionCommand(actor, id, '+6h')));
   }

@@ -35,6 +35,14 @@ describe('legacy cico API', () => {
     expect((await get(`/Inventory?key=${key}`)).body).toEqual([]);
   });
 
+  it('a HEAD of a call that changes things changes nothing (405)', async () => {
+    const before = (await duffy.admin.get('/api/v1/sessions')).body.sessions.length;
+    for (const call of [`/Node/get?key=${key}`, `/Node/done?key=${key}&ssid=1`, `/Node/fail?key=${key}&ssid=1`]) {
+      expect((await fetch(duffy.url + call, { method: 'HEAD' })).status).toBe(405);
+    }
+    expect((await duffy.admin.get('/api/v1/sessions')).body.sessions.length).toBe(before);
+  });
+
   it('uses cico defaults (ver 7, x86_64, count 1) and maps aarch64', async () => {
     const def = await get(`/Node/get?key=${key}`);
     expect(def.body.hosts).toHaveLength(1);

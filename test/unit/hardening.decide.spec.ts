@@ -56,8 +56,9 @@ describe('extending a session (Duffy v3: current expiry + delta, clamped to crea
     expect(decideExtendSession(given(...startedSession()).sessions.get(1)!, given(...startedSession()).tenants.get(1)!, DEFAULTS, '+0s', AT)).toEqual([]);
   });
 
-  it('does not clamp an admin to the tenant\'s maximum, as Duffy v3 does not', () => {
+  it('does not clamp an admin to the tenant\'s maximum, as Duffy v3 does not, but to a time that can be written', () => {
     expect(extendedTo('+6h', AT, startedSession(), true)).toBe(at(7 * HOUR));
+    expect(extendedTo('+9999999w9999999d', AT, startedSession(), true)).toMatchObject({ refused: 'invalid', reason: 'expires_at must be before the year 10000' });
   });
 
   it.each(['+', '+1', '1h', '+1x', '+1h+1h', '+-1h', 'tomorrow', ''])('refuses %p', (by) => {
