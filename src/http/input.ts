@@ -50,11 +50,11 @@ export function dropNullMembers(this: unknown, key: string, value: unknown): unk
 }
 
 /**
- * Member names of prototype machinery: JSON.parse makes them plain members, which the body's transformation then
- * drops without a word, so a strict body would take them. The reviver marks the object holding one, and every
+ * Member names of prototype machinery (`__proto__`, `constructor`, `toString`, `hasOwnProperty`...): JSON.parse makes
+ * them plain members, which the body's transformation then drops without a word, so a strict body would take them. The reviver marks the object holding one, and every
  * object above it (it runs bottom-up), and the body pipe refuses a marked body.
  */
-const RESERVED_MEMBERS = new Set(['__proto__', 'constructor', 'prototype']);
+const RESERVED_MEMBERS = new Set([...Object.getOwnPropertyNames(Object.prototype), 'prototype']);
 const RESERVED = Symbol('reserved member');
 type Marked = { [RESERVED]?: string };
 const mark = (holder: unknown, key: string) => void ((holder as Marked)[RESERVED] ??= key);
@@ -116,18 +116,22 @@ export const RequestId = createParamDecorator((_: unknown, ctx: ExecutionContext
 export function redactUrl(url: string): string {
   const q = url.indexOf('?');
   if (q < 0) return url;
-  const hash = url.indexOf('#', q);
-  const [query, fragment] = hash < 0 ? [url.slice(q + 1), ''] : [url.slice(q + 1, hash), url.slice(hash)];
-  // Names as the query parser reads them: `%6bey` and `k%65y` are `key` too.
-  const pairs = query.split('&').map((pair) => {
-    const eq = pair.indexOf('=');
-    const name = eq < 0 ? pair : pair.slice(0, eq);
-    return eq >= 0 && SECRET_PARAM.test(decodedName(name)) ? `${name}=[Redacted]` : pair;
-  });
-  return `${url.slice(0, q)}?${pairs.join('&')}${fragment}`;
+  // Every pair after the `?`, a `#` included (a client may send one): a value is redacted when its name, decoded as
+  // the query parser decodes it and stripped of everything but letters and digits, starts with `key` or `apikey`
+  // (`%6bey`, `k%65y`, `KEY`, `key[]`, `key `, `api_key`...).
+  const pairs = url
+    .slice(q + 1)
+    .split('&')
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      if (eq < 0) return pair;
+      const name = pair.slice(0, eq);
+      return SECRET_PARAM.test(decodedName(name).toLowerCase().replace(/[^a-z0-9]/g, '')) ? `${name}=[Redacted]` : pair;
+    });
+  return `${url.slice(0, q)}?${pairs.join('&')}`;
 }
 
-const SECRET_PARAM = /^(key|api_key)(\[.*\])?$/i;
+const SECRET_PARAM = /^(key|apikey)/;
 function decodedName(name: string): string {
   try {
     return decodeURIComponent(name.replace(/\+/g, ' '));

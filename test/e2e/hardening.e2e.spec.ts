@@ -351,6 +351,7 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
     it.each([
       ['__proto__ at the top', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1}],"__proto__":{"x":1}}', '__proto__'],
       ['constructor in a spec', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1,"constructor":{"prototype":{"x":1}}}]}', 'constructor'],
+      ['toString in node-like data', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1}],"x":{"toString":"y"}}', 'toString'],
       ['prototype deep down, beside a member named ""', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1}],"":{"a":[{"b":{"prototype":1}}]}}', 'prototype'],
     ])('a member named like prototype machinery (%s) is a 422 naming it, and takes nothing', async (_, body, name) => {
       const before = duffy.app.get(Ledger).world.position;

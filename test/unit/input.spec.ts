@@ -44,12 +44,15 @@ describe('ids', () => {
 describe('logging: no credential in request logs', () => {
   it('masks the legacy key in urls', () => {
     expect(redactUrl('/Node/get?key=abc-123&ver=7')).toBe('/Node/get?key=[Redacted]&ver=7');
-    expect(redactUrl('/Inventory?ver=7&KEY=abc#x')).toBe('/Inventory?ver=7&KEY=[Redacted]#x');
+    expect(redactUrl('/Inventory?ver=7&KEY=abc#x')).toBe('/Inventory?ver=7&KEY=[Redacted]');
     expect(redactUrl('/x?monkey=1')).toBe('/x?monkey=1');
     // The query parser decodes names: so does the redaction.
     expect(redactUrl('/Inventory?%6bey=abc-123')).toBe('/Inventory?%6bey=[Redacted]');
     expect(redactUrl('/Node/fail?k%65y=abc&ssid=9')).toBe('/Node/fail?k%65y=[Redacted]&ssid=9');
     expect(redactUrl('/Node/get?key[]=abc&api%5Fkey=def&%zz=1')).toBe('/Node/get?key[]=[Redacted]&api%5Fkey=[Redacted]&%zz=1');
+    // Names the server would not take as the key, but that carry one all the same.
+    for (const name of ['key+', 'key%20', '%20key', 'key%00', 'key%2ex', 'key[']) expect(redactUrl(`/Inventory?${name}=abc`)).toBe(`/Inventory?${name}=[Redacted]`);
+    expect(redactUrl('/Inventory?x=1#&key=abc')).toBe('/Inventory?x=1#&key=[Redacted]');
   });
 
   it('the request log line logs neither the key nor the Basic credentials, on success and on a 5xx', async () => {
