@@ -29,13 +29,22 @@ export function tenantView(t: Tenant, catalog: Catalog) {
 }
 
 /** Keys of node `data` that hold credentials (BMC passwords, tokens, a `secrets` map): admins only. */
-const SECRET_KEY = /secret|pass(w|phrase)|(^|[^a-z])(pass|pwd|pw|pin)($|[^a-z])|token|credential|api[_-]?key|(private|ssh|access)[_-]?key|auth|bearer|cookie|cert/i;
+const SECRET_PART = /secret|passw|passphrase|passcode|token|credential|privkey|apikey|private|bearer|cookie|cert|jwt|id_rsa|id_ecdsa|id_ed25519|psk|auth/;
+/** Words that name a credential on their own: `ipmi.pass`, `adminPass`, `signing_key`, `login.key`, `root_pw`. */
+const SECRET_WORD = new Set(['pass', 'pwd', 'pw', 'pin', 'key', 'keys', 'otp']);
+/** Whether a node data or hardware key looks like it holds a credential (then only admins see it). */
+export function looksSecret(name: string): boolean {
+  const lower = name.toLowerCase();
+  if (SECRET_PART.test(lower.replace(/[^a-z0-9_]/g, ''))) return true;
+  const words = name.split(/[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])/).map((w) => w.toLowerCase());
+  return words.some((w) => SECRET_WORD.has(w) || w.endsWith('pwd') || w.endsWith('pw'));
+}
 
 /** Node `data` as a tenant may see it: every credential-looking key dropped, at any depth. */
 export function publicData(data: unknown): unknown {
   if (Array.isArray(data)) return data.map(publicData);
   if (!data || typeof data !== 'object') return data;
-  return Object.fromEntries(Object.entries(data).filter(([k]) => !SECRET_KEY.test(k)).map(([k, v]) => [k, publicData(v)]));
+  return Object.fromEntries(Object.entries(data).filter(([k]) => !looksSecret(k)).map(([k, v]) => [k, publicData(v)]));
 }
 
 /** A node inside a session: shown to the session's tenant, so never with credentials. */
@@ -53,7 +62,7 @@ export function nodeView(m: Machine, admin = false) {
     retired_at: retiredAt,
     active: retiredAt === null,
     // Duffy extensions: what requests may require of it; whether it may be handed out (`state` keeps Duffy v3's values).
-    hardware: m.hardware ?? {},
+    hardware: admin ? (m.hardware ?? {}) : publicData(m.hardware ?? {}),
     service,
     service_reason: service === 'quarantined' ? (m.quarantine?.reason ?? null) : service === 'in-service' ? null : (m.serviceReason ?? null),
   };

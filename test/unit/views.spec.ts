@@ -10,8 +10,10 @@ describe('node data a tenant sees', () => {
       list: [{ password: 'p4', slot: 3 }],
       bypass_cache: true,
       compass: 'north',
+      keyboard: 'us',
+      more: { ipmiPass: 1, bmcPwd: 2, rootpw: 3, privkey: 4, id_rsa: 5, passcode: 6, wpa_psk: 7, jwt: 8, 'api.key': 9, signing_key: 10, encryption_key: 11, login: { key: 12 }, nested: [{ adminPass: 13 }], AUTHZ: 14 },
     };
-    expect(publicData(data)).toEqual({ rack: 'r1', ipmi: { host: 'bmc.test', user: 'root' }, list: [{ slot: 3 }], bypass_cache: true, compass: 'north' });
+    expect(publicData(data)).toEqual({ rack: 'r1', ipmi: { host: 'bmc.test', user: 'root' }, list: [{ slot: 3 }], bypass_cache: true, compass: 'north', keyboard: 'us', more: { login: {}, nested: [{}] } });
   });
 });
 
