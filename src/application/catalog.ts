@@ -28,7 +28,18 @@ export class Catalog {
 }
 
 /** API keys are random UUIDs: a SHA-256 digest is enough and doubles as the lookup index (DESIGN section 5). */
-export const digestKey = (key: string) => createHash('sha256').update(key, 'utf8').digest('hex');
+const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** A key's digest; a UUID is one value however its letters are cased (as Duffy v3's UUID keys are). */
+export const digestKey = (key: string) => sha256(UUID.test(key) ? key.toLowerCase() : key);
+/**
+ * The digests a presented key may be stored under, computed one at a time (a login hashes once): as above, or, for a
+ * UUID typed with capitals, as it was typed (such keys stored before that rule).
+ */
+export function* digestsOf(key: string): Generator<string> {
+  yield digestKey(key);
+  if (UUID.test(key) && key !== key.toLowerCase()) yield sha256(key);
+}
 
 export function sameDigest(a: string, b: string): boolean {
   const x = Buffer.from(a, 'hex');

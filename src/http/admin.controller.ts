@@ -55,7 +55,7 @@ export class TenantsController {
   async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() b: TenantUpdateDto) {
     const changes = { sshKey: b.ssh_key, nodeQuota: b.node_quota, sessionLifetime: b.session_lifetime, sessionLifetimeMax: b.session_lifetime_max };
     if (Object.values(b).every((v) => v === undefined)) refuse('invalid', 'one of ssh_key, api_key, node_quota, session_lifetime, session_lifetime_max or active is required');
-    const keyChange = b.api_key === true || b.api_key === 'reset' ? 'reset' : typeof b.api_key === 'string' ? b.api_key.toLowerCase() : undefined;
+    const keyChange = b.api_key === true || b.api_key === 'reset' ? 'reset' : typeof b.api_key === 'string' ? b.api_key : undefined;
     const { tenant, apiKey } = await this.commands.execute(new UpdateTenantCommand(actor, id, changes, b.active, keyChange));
     // As Duffy v3: the new key when one was issued, masked after any other change, null after retiring or reactivating only.
     const onlyActive = Object.entries(b).every(([k, v]) => k === 'active' || v === undefined);

@@ -1,6 +1,6 @@
 import { type CanActivate, type ExecutionContext, HttpException, HttpStatus, Injectable, createParamDecorator } from '@nestjs/common';
 import type { Request } from 'express';
-import { digestKey, sameDigest } from '../application/catalog.js';
+import { digestsOf, sameDigest } from '../application/catalog.js';
 import type { Actor } from '../application/commands.js';
 import { Ledger } from '../application/ledger.service.js';
 import type { Tenant, World } from '../domain/world.js';
@@ -10,10 +10,12 @@ type AuthedRequest = Request & { actor?: Actor };
 
 /** Find the tenant of an API key through its digest, compared in constant time. */
 export function tenantByKey(world: World, key: string): Tenant | undefined {
-  const digest = digestKey(key);
-  const id = world.tenantIdsByDigest.get(digest);
-  const tenant = id === undefined ? undefined : world.tenants.get(id);
-  return tenant && sameDigest(tenant.apiKeyDigest, digest) ? tenant : undefined;
+  for (const digest of digestsOf(key)) {
+    const id = world.tenantIdsByDigest.get(digest);
+    const tenant = id === undefined ? undefined : world.tenants.get(id);
+    if (tenant && sameDigest(tenant.apiKeyDigest, digest)) return tenant;
+  }
+  return undefined;
 }
 
 /** HTTP Basic: user = tenant name, password = API key. */
