@@ -187,20 +187,12 @@ export class Ledger implements OnApplicationShutdown {
       for (const b of this.pending) if (b.machines.includes(machineId)) return true;
       return false;
     },
-    quota: (tenantId) => {
-      let n = 0;
-      for (const b of this.pending) n += b.quota.get(tenantId) ?? 0;
-      return n;
-    },
+    quota: (tenantId) => this.pendingSum('quota', tenantId),
     claims: (kind, value) => {
       for (const b of this.pending) if (b.claims.has(`${kind}:${value}`)) return true;
       return false;
     },
-    waiting: (tenantId) => {
-      let n = 0;
-      for (const b of this.pending) n += b.waiting.get(tenantId) ?? 0;
-      return n;
-    },
+    waiting: (tenantId) => this.pendingSum('waiting', tenantId),
     revision: (streamName, known) => {
       let head: { revision: number; accounted: boolean } | undefined;
       let accounted = true;
@@ -216,6 +208,13 @@ export class Ledger implements OnApplicationShutdown {
       return id;
     },
   };
+
+  /** A per-tenant count summed over the appends in flight (machines claimed, or asked for by requests entering the queue). */
+  private pendingSum(count: 'quota' | 'waiting', tenantId: number): number {
+    let n = 0;
+    for (const b of this.pending) n += b[count].get(tenantId) ?? 0;
+    return n;
+  }
 
   private pendingHead(streamName: string): { revision: number; hash: string | null } | undefined {
     let head: { revision: number; hash: string | null } | undefined;
