@@ -1,5 +1,6 @@
 import { ApiTags } from '@nestjs/swagger';
-import { Body, Controller, Get, HttpCode, Param, Post, Put, UseGuards } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Put, Req, UseGuards } from '@nestjs/common';
+import type { Request } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from '../application/catalog.js';
 import { RegisterMachineCommand, RegisterTenantCommand, UpdateTenantCommand, type Actor } from '../application/commands.js';
@@ -10,6 +11,7 @@ import { NodeCreateDto, NodeServiceDto, TenantCreateDto, TenantUpdateDto } from 
 import { hardwareProblem } from '../domain/hardware.js';
 import { ChangeNodeServiceCommand } from '../application/handlers/node-service.handler.js';
 import { MASKED, maySee, nodeView, poolLevels, tenantView } from './views.js';
+import { nullMembers } from './input.js';
 
 
 @ApiTags('tenants')
@@ -52,9 +54,19 @@ export class TenantsController {
   }
 
   @Put(':id')
-  async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() b: TenantUpdateDto) {
-    const changes = { sshKey: b.ssh_key, nodeQuota: b.node_quota, sessionLifetime: b.session_lifetime, sessionLifetimeMax: b.session_lifetime_max };
-    if (Object.values(b).every((v) => v === undefined)) refuse('invalid', 'one of ssh_key, api_key, node_quota, session_lifetime, session_lifetime_max or active is required');
+  async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() b: TenantUpdateDto, @Req() req: Request) {
+    // As Duffy v3: a setting given as null goes back to the default (every other null means "not given").
+    const reset = nullMembers(req.body);
+    const setting = <T>(name: string, value: T | undefined) => (value === undefined && reset.has(name) ? null : value);
+    const changes = {
+      sshKey: b.ssh_key,
+      nodeQuota: setting('node_quota', b.node_quota),
+      sessionLifetime: setting('session_lifetime', b.session_lifetime),
+      sessionLifetimeMax: setting('session_lifetime_max', b.session_lifetime_max),
+    };
+    if (Object.values(b).every((v) => v === undefined) && Object.values(changes).every((v) => v === undefined)) {
+      refuse('invalid', 'one of ssh_key, api_key, node_quota, session_lifetime, session_lifetime_max or active is required');
+    }
     const keyChange = b.api_key === true || b.api_key === 'reset' ? 'reset' : typeof b.api_key === 'string' ? b.api_key : undefined;
     const { tenant, apiKey } = await this.commands.execute(new UpdateTenantCommand(actor, id, changes, b.active, keyChange));
     // As Duffy v3: the new key when one was issued, masked after any other change, null after retiring or reactivating only.

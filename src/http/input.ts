@@ -46,8 +46,19 @@ export function checkJsonDepth(_req: unknown, _res: unknown, buf: Buffer): void 
 export function dropNullMembers(this: unknown, key: string, value: unknown): unknown {
   if (RESERVED_MEMBERS.has(key)) mark(this, key);
   else if (typeof value === 'object' && value !== null && (value as Marked)[RESERVED] !== undefined) mark(this, (value as Marked)[RESERVED]!);
-  return value === null && !Array.isArray(this) ? undefined : value;
+  if (value !== null || Array.isArray(this)) return value;
+  // Dropped, but remembered: where Duffy v3 gives a null a meaning (a tenant setting back to the default), it is asked.
+  const holder = this as Nulled;
+  // Not enumerable: the body stays equal to one that never had the member.
+  if (!holder[NULLED]) Object.defineProperty(holder, NULLED, { value: new Set<string>() });
+  holder[NULLED]!.add(key);
+  return undefined;
 }
+
+const NULLED = Symbol('null members');
+type Nulled = { [NULLED]?: Set<string> };
+/** The members of a parsed body that were JSON null (and so were dropped). */
+export const nullMembers = (body: unknown): ReadonlySet<string> => (typeof body === 'object' && body !== null ? ((body as Nulled)[NULLED] ?? new Set()) : new Set());
 
 /**
  * Member names of prototype machinery (`__proto__`, `constructor`, `toString`, `hasOwnProperty`...): JSON.parse makes

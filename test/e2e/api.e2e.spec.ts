@@ -56,6 +56,14 @@ describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
     expect((await duffy.admin.put(`${V1}/tenants/${id}`, { active: false })).body.tenant).toMatchObject({ active: false, api_key: null });
   });
 
+  it('puts a tenant setting given as null back to the default, as Duffy v3 does', async () => {
+    const t = (await duffy.admin.post(`${V1}/tenants`, { name: 'dora', ssh_key: 'ssh-ed25519 AAAA dora', node_quota: 3, session_lifetime: '2h' })).body.tenant;
+    expect(t).toMatchObject({ node_quota: 3, effective_node_quota: 3, session_lifetime: 7200 });
+    const reset = await duffy.admin.put(`${V1}/tenants/${t.id}`, { node_quota: null, session_lifetime: null, ssh_key: null });
+    expect(reset.status).toBe(200);
+    expect(reset.body.tenant).toMatchObject({ node_quota: null, effective_node_quota: 10, session_lifetime: null, effective_session_lifetime: 21600 });
+  });
+
   it('runs request -> list -> done with Duffy v3 shapes', async () => {
     const created = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 2 }] });
     expect(created.status).toBe(201);
