@@ -1,4 +1,4 @@
-import { ApiTags } from '@nestjs/swagger';
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Body, Controller, Get, HttpCode, Param, Post, Put, Req, UseGuards } from '@nestjs/common';
 import type { Request } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
@@ -126,11 +126,13 @@ export class PoolsController {
     private readonly views: ReadViews,
   ) {}
 
+  @ApiOperation({ summary: 'pools and their fill levels (no credentials needed)', security: [] })
   @Get()
   list() {
     return { action: 'get', pools: this.catalog.pools.map((p) => ({ name: p.name, 'fill-level': p['fill-level'] })) };
   }
 
+  @ApiOperation({ summary: 'one pool with its levels (no credentials needed)', security: [] })
   @Get(':name')
   async get(@Param('name') name: string) {
     const p = this.catalog.pool(name) ?? refuse('not_found', `pool ${name} not found`);

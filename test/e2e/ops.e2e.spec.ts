@@ -59,11 +59,14 @@ describe('OpenAPI', () => {
 
   it('serves a UI at /api/docs and a document describing every endpoint and request model', async () => {
     expect((await fetch(`${duffy.url}/api/docs`)).status).toBe(200);
-    const doc = (await (await fetch(`${duffy.url}/api/docs-json`)).json()) as { paths: Record<string, Record<string, { summary?: string }>>; components: { schemas: Record<string, unknown> } };
+    const doc = (await (await fetch(`${duffy.url}/api/docs-json`)).json()) as { paths: Record<string, Record<string, { summary?: string; security?: unknown[] }>>; components: { schemas: Record<string, unknown> } };
     for (const path of ['/api/v1/sessions', '/api/v1/sessions/{id}', '/api/v1/pools', '/api/v1/tenants', '/api/v1/nodes', '/Node/get', '/Inventory', '/health', '/metrics', '/api/v1/stats/stress']) {
       expect(Object.keys(doc.paths)).toContain(path);
     }
     expect(doc.paths['/api/v1/sessions'].post.summary).toMatch(/request machines/);
+    // Pools need no credentials; the document says so for them alone.
+    expect(doc.paths['/api/v1/pools'].get.security).toEqual([]);
+    expect(doc.paths['/api/v1/sessions'].post.security).toBeUndefined();
     expect(Object.keys(doc.components.schemas)).toEqual(expect.arrayContaining(['SessionCreateDto', 'NodesSpecDto', 'SessionUpdateDto', 'TenantCreateDto', 'NodeCreateDto']));
   });
 });
