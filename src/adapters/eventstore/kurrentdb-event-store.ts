@@ -28,6 +28,10 @@ import {
  */
 const METADATA_KEY = 'duffy';
 
+/** Resubscribing after a dropped subscription: first after this long, doubling up to the maximum. */
+const RESUBSCRIBE_MIN_MS = 500;
+const RESUBSCRIBE_MAX_MS = 30_000;
+
 /**
  * Production ledger on KurrentDB (EventStoreDB's current name), 25.1 or later for `multiStreamAppend`:
  * single node or cluster, the connection string decides. Our global position is the commit position.
@@ -87,8 +91,9 @@ export class KurrentDbEventStore implements EventStore {
   async readAll(after: bigint, limit: number): Promise<RecordedEvent[]> {
     const out: RecordedEvent[] = [];
     const from = after === 0n ? START : { commit: after, prepare: after };
-    // One extra, since ESDB includes the event at `from`.
-    for await (const resolved of this.client.readAll({ fromPosition: from, direction: FORWARDS, maxCount: limit + 1 })) {
+    // One extra, since ESDB includes the event at `from`. Filtered by the server (as the subscription is), so a run of
+    // system records cannot fill a page and make it look like the end of the ledger.
+    for await (const resolved of this.client.readAll({ fromPosition: from, direction: FORWARDS, maxCount: limit + 1, filter: excludeSystemEvents() })) {
       const e = toRecorded(resolved);
       if (!e || e.position <= after || e.stream.startsWith('$')) continue;
       out.push(e);
@@ -97,21 +102,53 @@ export class KurrentDbEventStore implements EventStore {
     return out;
   }
 
+  /**
+   * Follows $all from `after`. A dropped connection (a leader change, a restart) subscribes again from the last event
+   * delivered, with backoff, until closed: the World and the projectors must not freeze. A handler's own failure
+   * stops it and is reported, as on the embedded store.
+   */
   subscribeAll(after: bigint, handler: EventHandler, onError?: (err: unknown) => void): Subscription {
-    const subscription = this.client.subscribeToAll({
-      fromPosition: after === 0n ? START : { commit: after, prepare: after },
-      filter: excludeSystemEvents(),
-    });
+    const report = (err: unknown) => (onError ? onError(err) : console.error('subscription failed', err));
+    let cursor = after;
+    let closed = false;
+    let current: { unsubscribe(): Promise<void> } | undefined;
     const done = (async () => {
-      for await (const resolved of subscription) {
-        const e = toRecorded(resolved);
-        if (!e || e.position <= after) continue;
-        await handler(e);
+      let backoffMs = RESUBSCRIBE_MIN_MS;
+      while (!closed) {
+        const subscription = this.client.subscribeToAll({
+          fromPosition: cursor === 0n ? START : { commit: cursor, prepare: cursor },
+          filter: excludeSystemEvents(),
+        });
+        current = subscription;
+        try {
+          for await (const resolved of subscription) {
+            if (closed) break;
+            const e = toRecorded(resolved);
+            if (!e || e.position <= cursor) continue;
+            try {
+              await handler(e);
+            } catch (err) {
+              report(err);
+              return;
+            }
+            cursor = e.position;
+            backoffMs = RESUBSCRIBE_MIN_MS;
+          }
+          if (!closed) console.error(`subscription to $all ended without being closed (after position ${cursor}); subscribing again`);
+        } catch (err) {
+          if (!closed) console.error(`subscription to $all dropped (after position ${cursor}): ${String(err)}; subscribing again in ${backoffMs} ms`);
+        } finally {
+          await subscription.unsubscribe().catch(() => undefined);
+        }
+        if (closed) return;
+        await new Promise((r) => setTimeout(r, backoffMs));
+        backoffMs = Math.min(backoffMs * 2, RESUBSCRIBE_MAX_MS);
       }
-    })().catch((err) => (onError ? onError(err) : console.error('subscription failed', err)));
+    })();
     return {
       close: async () => {
-        await subscription.unsubscribe();
+        closed = true;
+        await current?.unsubscribe().catch(() => undefined);
         await done;
       },
     };

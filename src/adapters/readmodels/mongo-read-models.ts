@@ -43,7 +43,18 @@ export class MongoReadModels implements ReadModelStore {
     this.dbName = dbNameOf(url);
   }
 
-  async apply(projection: string, version: number, changes: DocChange[], checkpoint: bigint): Promise<void> {
+  /** Writes given and not yet done: close() lets them finish, as the embedded store does. */
+  private readonly applying = new Set<Promise<void>>();
+
+  apply(projection: string, version: number, changes: DocChange[], checkpoint: bigint): Promise<void> {
+    const write = this.write(projection, version, changes, checkpoint);
+    this.applying.add(write);
+    const forget = () => void this.applying.delete(write);
+    write.then(forget, forget);
+    return write;
+  }
+
+  private async write(projection: string, version: number, changes: DocChange[], checkpoint: bigint): Promise<void> {
     const checkpointAt = toStoredPosition(checkpoint);
     const keep = latestPerDocAndEvent(changes);
     const byCollection = new Map<string, AnyBulkWriteOperation<StoredDoc>[]>();
@@ -136,6 +147,7 @@ export class MongoReadModels implements ReadModelStore {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    await Promise.allSettled([...this.applying]);
     this.closed = true;
     await this.client.close();
   }
