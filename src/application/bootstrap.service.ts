@@ -1,7 +1,7 @@
 import { machineIdOfHost } from '../domain/world.js';
 import { Injectable, Logger } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
-import { Catalog } from './catalog.js';
+import { Catalog, isUuid } from './catalog.js';
 import { RegisterTenantCommand } from './commands.js';
 import { decideRegisterMachines } from '../domain/decide.js';
 import { Ledger } from './ledger.service.js';
@@ -32,6 +32,8 @@ export class Bootstrap {
     const s = this.catalog.settings;
     let adminKey: string | undefined;
     if (this.ledger.world.tenants.size === 0) {
+      // Checked only here, where it is used: on a ledger that has its admin the variable is ignored.
+      if (s.adminKey && !isUuid(s.adminKey)) throw new Error('DUFFY_ADMIN_KEY: must be a UUID (the form every Duffy API key has), e.g. from uuidgen');
       const created = await this.commands.execute(
         new RegisterTenantCommand(null, s.adminName, true, { sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null }, s.adminKey),
       );

@@ -30,6 +30,7 @@ export class Catalog {
 /** API keys are random UUIDs: a SHA-256 digest is enough and doubles as the lookup index (DESIGN section 5). */
 const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const isUuid = (key: string) => UUID.test(key);
 /** A key's digest; a UUID is one value however its letters are cased (as Duffy v3's UUID keys are). */
 export const digestKey = (key: string) => sha256(UUID.test(key) ? key.toLowerCase() : key);
 /**
@@ -38,7 +39,10 @@ export const digestKey = (key: string) => sha256(UUID.test(key) ? key.toLowerCas
  */
 export function* digestsOf(key: string): Generator<string> {
   yield digestKey(key);
-  if (UUID.test(key) && key !== key.toLowerCase()) yield sha256(key);
+  if (!UUID.test(key)) return;
+  // Capitals as typed, or (a key chosen in lowercase) capitals as `uuidgen` on some systems prints them.
+  if (key !== key.toLowerCase()) yield sha256(key);
+  else yield sha256(key.toUpperCase());
 }
 
 export function sameDigest(a: string, b: string): boolean {

@@ -194,13 +194,12 @@ export class Ledger implements OnApplicationShutdown {
     },
     waiting: (tenantId) => this.pendingSum('waiting', tenantId),
     revision: (streamName, known) => {
-      let head: { revision: number; accounted: boolean } | undefined;
-      let accounted = true;
-      for (const b of this.pending) {
-        const s = b.streams.get(streamName);
-        if (s) [head, accounted] = [s, accounted && s.accounted];
-      }
-      return head && accounted ? head.revision : known;
+      const head = this.pendingHead(streamName);
+      return head && !this.inFlight.changing(streamName) ? head.revision : known;
+    },
+    changing: (streamName) => {
+      for (const b of this.pending) if (b.streams.get(streamName)?.accounted === false) return true;
+      return false;
     },
     lastSessionId: () => {
       let id = this.world.lastSessionId;

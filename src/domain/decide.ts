@@ -40,6 +40,8 @@ export interface InFlightView {
   waiting(tenantId: number): number;
   /** Whether a write on its way registers this host (by hostKey) or gives a tenant this key digest. */
   claims(kind: 'host' | 'key', value: string): boolean;
+  /** Whether a write on its way to this stream says more than the view accounts for (a retirement, say). */
+  changing(stream: string): boolean;
   /**
    * The revision a write to this stream must expect, given the one the World knows: after this process's writes
    * in flight when the view accounts for all they say (ids, quota claims and returns), else the World's, so that a decision
@@ -50,7 +52,7 @@ export interface InFlightView {
 }
 
 /** Nothing in flight: for replays, tests and the simulator. */
-export const NOTHING_IN_FLIGHT: InFlightView = { busy: () => false, quota: () => 0, waiting: () => 0, claims: () => false, revision: (_s, known) => known, lastSessionId: () => 0 };
+export const NOTHING_IN_FLIGHT: InFlightView = { busy: () => false, quota: () => 0, waiting: () => 0, claims: () => false, changing: () => false, revision: (_s, known) => known, lastSessionId: () => 0 };
 
 export interface Defaults {
   nodeQuota: number;
@@ -110,8 +112,12 @@ export function decideUpdateTenant(
   world: World,
   inFlight: InFlightView = NOTHING_IN_FLIGHT,
 ): Decision {
-  // As Duffy v3: a retired tenant can only be reactivated (with or without other changes in the same call).
-  if (tenant.retiredAt !== null && cmd.active !== true) return refusal('invalid', `tenant ${tenant.name} (id=${tenant.id}) is retired`);
+  // As Duffy v3: a retired tenant can only be reactivated (with or without other changes in the same call). Retiring
+  // it again changes nothing, and lets the handler end what an interrupted retirement left running.
+  if (tenant.retiredAt !== null && cmd.active !== true) {
+    const onlyRetire = cmd.active === false && Object.values(cmd.changes).every((v) => v === undefined);
+    return onlyRetire ? [] : refusal('invalid', `tenant ${tenant.name} (id=${tenant.id}) is retired`);
+  }
   const events: DuffyEvent[] = [];
   let admins: number[] | undefined;
   const digest = cmd.changes.apiKeyDigest;
@@ -141,7 +147,7 @@ export function decideUpdateTenant(
 
 /** An admin whose stream has a write in flight may be retiring right now: it does not count (two admins retiring each other at once). */
 const anotherActiveAdmin = (world: World, tenantId: number, inFlight: InFlightView) =>
-  [...world.tenants.values()].some((t) => t.id !== tenantId && t.isAdmin && t.retiredAt === null && inFlight.revision(stream.tenant(t.name), t.revision) === t.revision);
+  [...world.tenants.values()].some((t) => t.id !== tenantId && t.isAdmin && t.retiredAt === null && !inFlight.changing(stream.tenant(t.name)));
 
 export type MachineRegistration = { hostname: string; ipaddr: string | null; pool: string; reusable: boolean; data: Record<string, unknown>; state: Machine['state']; hardware?: Hardware; comment?: string };
 
@@ -389,11 +395,12 @@ export function decideExtendSession(session: Session, tenant: Tenant, defaults: 
   if (session.status !== 'active') return inactive(session.id);
   const target = parseExpiry(expiresAt, Date.parse(session.expiresAt));
   if (typeof target !== 'number') return target;
-  // Only an admin is not clamped: even then a time must stay one that can be written down (ISO 8601, 4-digit year).
-  if (!(target < LATEST_EXPIRY)) return refusal('invalid', 'expires_at must be before the year 10000');
   const created = Date.parse(session.createdAt);
   const max = byAdmin ? Infinity : created + effective(tenant, defaults).sessionLifetimeMax * 1000;
-  const clamped = iso(Math.min(Math.max(target, created), max));
+  const bounded = Math.min(Math.max(target, created), max);
+  // Only an admin is not clamped: even then a time must stay one that can be written down (ISO 8601, 4-digit year).
+  if (!(bounded < LATEST_EXPIRY)) return refusal('invalid', 'expires_at must be before the year 10000');
+  const clamped = iso(bounded);
   // Nothing changes: nothing to record (every "+0s" would add an event).
   if (Date.parse(clamped) === Date.parse(session.expiresAt)) return [];
   return [{ stream: stream.session(session.id), expected: session.revision, events: [{ type: 'SessionExtended', data: { sessionId: session.id, expiresAt: clamped, at: now } }] }];

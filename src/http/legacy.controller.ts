@@ -23,8 +23,13 @@ const NO_INVENTORY = 'Failed to retrieve inventory of nodes';
  * monitor), must not hand out or give back machines.
  */
 function onlyGet(req: Request): void {
-  if (req.method === 'HEAD') throw new HttpException({ msg: 'Method Not Allowed: this call changes things, use GET' }, 405);
+  if (req.method !== 'HEAD') return;
+  req.res?.setHeader('Allow', 'GET');
+  throw new HttpException({ msg: 'Method Not Allowed: this call changes things, use GET' }, 405);
 }
+
+/** The paths of those calls: they serve GET alone (see unmatched.ts, which answers the methods a path serves). */
+export const GET_ONLY_PATHS: ReadonlySet<string> = new Set(['/Node/get', '/Node/done', '/Node/fail']);
 
 /**
  * The old Duffy API that cico 0.4.7 and old scripts speak: query-string key, no Basic auth, at the root path.

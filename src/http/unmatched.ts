@@ -1,5 +1,6 @@
 import type { Application, Request, Response } from 'express';
 import { METHODS } from 'node:http';
+import { GET_ONLY_PATHS } from './legacy.controller.js';
 
 /** One registered route as the router keeps it: a layer that matches a path, and the methods its route serves. */
 interface RouteLayer {
@@ -33,8 +34,8 @@ export function methodsServing(app: Application, path: string): string[] {
       if (served && method !== '_all') methods.add(method.toUpperCase());
     }
   }
-  // Express answers HEAD from a GET route.
-  if (methods.has('GET')) methods.add('HEAD');
+  // Express answers HEAD from a GET route, but for the legacy calls that change things.
+  if (methods.has('GET') && !GET_ONLY_PATHS.has(path)) methods.add('HEAD');
   return [...methods].sort();
 }
 

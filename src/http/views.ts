@@ -30,14 +30,18 @@ export function tenantView(t: Tenant, catalog: Catalog) {
 
 /** Keys of node `data` that hold credentials (BMC passwords, tokens, a `secrets` map): admins only. */
 const SECRET_PART = /secret|passw|passphrase|passcode|token|credential|privkey|apikey|private|bearer|cookie|cert|jwt|id_rsa|id_ecdsa|id_ed25519|psk|auth/;
-/** Words that name a credential on their own: `ipmi.pass`, `adminPass`, `signing_key`, `login.key`, `root_pw`. */
-const SECRET_WORD = new Set(['pass', 'pwd', 'pw', 'pin', 'key', 'keys', 'otp']);
+/**
+ * Words that name a credential, alone or as their end: `ipmi.pass`, `IPMIPass`, `rootpass`, `signing_key`, `sshkey`,
+ * `login.key`, `root_pw`, `bmcPwd`. Failing closed: a harmless `compass` is hidden too.
+ */
+const SECRET_WORD = /(pass|pwd|pw|key|keys)$|^(pin|otp)$/;
 /** Whether a node data or hardware key looks like it holds a credential (then only admins see it). */
 export function looksSecret(name: string): boolean {
   const lower = name.toLowerCase();
   if (SECRET_PART.test(lower.replace(/[^a-z0-9_]/g, ''))) return true;
-  const words = name.split(/[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])/).map((w) => w.toLowerCase());
-  return words.some((w) => SECRET_WORD.has(w) || w.endsWith('pwd') || w.endsWith('pw'));
+  // Words: split at punctuation, at a lowercase-to-capital step, and before the last capital of a run (IPMIPass).
+  const words = name.split(/[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])/).map((w) => w.toLowerCase());
+  return words.some((w) => SECRET_WORD.test(w));
 }
 
 /** Node `data` as a tenant may see it: every credential-looking key dropped, at any depth. */

@@ -48,7 +48,6 @@ describe('configuration', () => {
   });
 
   it.each([
-    [{ DUFFY_ADMIN_KEY: 'secret' }, /^DUFFY_ADMIN_KEY: must be a UUID/],
     [{ DUFFY_LOG_LEVEL: 'verbose' }, /^DUFFY_LOG_LEVEL: must be one of fatal, error, warn, info, debug, trace, silent, got "verbose"$/],
     [{ DUFFY_CHECKPOINT_EVERY_EVENTS: 'abc' }, /^DUFFY_CHECKPOINT_EVERY_EVENTS: must be a positive whole number, got "abc"$/],
     [{ DUFFY_CHECKPOINT_EVERY_SECONDS: '0' }, /^DUFFY_CHECKPOINT_EVERY_SECONDS: must be a positive whole number/],

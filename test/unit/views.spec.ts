@@ -8,12 +8,12 @@ describe('node data a tenant sees', () => {
       ipmi: { host: 'bmc.test', user: 'root', pass: 'p1', 'private-key': 'k', 'api-key': 'a', passphrase: 'pp', pwd: 'p2', auth: 'Bearer x', ssh_key: 's', root_pw: 'p3', pin: '1234', cert: 'c' },
       tokens: ['t'],
       list: [{ password: 'p4', slot: 3 }],
-      bypass_cache: true,
-      compass: 'north',
       keyboard: 'us',
+      keystone_region: 'eu',
       more: { ipmiPass: 1, bmcPwd: 2, rootpw: 3, privkey: 4, id_rsa: 5, passcode: 6, wpa_psk: 7, jwt: 8, 'api.key': 9, signing_key: 10, encryption_key: 11, login: { key: 12 }, nested: [{ adminPass: 13 }], AUTHZ: 14 },
+      caps: { IPMIPass: 1, BMCPass: 2, rootpass: 3, adminpass: 4, sshkey: 5, SSHKey: 6, IPMIKEY: 7 },
     };
-    expect(publicData(data)).toEqual({ rack: 'r1', ipmi: { host: 'bmc.test', user: 'root' }, list: [{ slot: 3 }], bypass_cache: true, compass: 'north', keyboard: 'us', more: { login: {}, nested: [{}] } });
+    expect(publicData(data)).toEqual({ rack: 'r1', ipmi: { host: 'bmc.test', user: 'root' }, list: [{ slot: 3 }], keyboard: 'us', keystone_region: 'eu', more: { login: {}, nested: [{}] }, caps: {} });
   });
 });
 

@@ -1,6 +1,6 @@
 import { CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
 import { randomUUID } from 'node:crypto';
-import { digestKey } from '../catalog.js';
+import { digestKey, digestsOf } from '../catalog.js';
 import { UpdateTenantCommand } from '../commands.js';
 import { decideUpdateTenant, refusal } from '../../domain/decide.js';
 import { refuse } from '../../domain/errors.js';
@@ -21,6 +21,9 @@ export class UpdateTenantHandler implements ICommandHandler<UpdateTenantCommand>
     await this.ledger.decide((world, inFlight) => {
       const tenant = world.tenants.get(cmd.tenantId);
       if (!tenant) return refusal('not_found', `tenant ${cmd.tenantId} not found`);
+      // Also a key stored before UUID keys were compared lowercased, under the digest of how it was typed.
+      const owners = apiKey ? [...digestsOf(apiKey)].map((d) => world.tenantIdsByDigest.get(d)) : [];
+      if (owners.some((id) => id !== undefined && id !== tenant.id)) return refusal('conflict', 'that API key is already in use');
       return decideUpdateTenant(tenant, { changes, active: cmd.active, now: now() }, world, inFlight);
     }, metaFor(cmd.actor));
     const world = this.ledger.world;
