@@ -116,6 +116,24 @@ describe('a request whose session an admin ends during its hand-over', () => {
       await duffy.close();
     }
   });
+
+  it('answers 403 when its tenant is retired meanwhile: nothing to retry', async () => {
+    const config = ansibleConfig([{ name: 'slow', contextualize: false, 'playbook-timeout': 15 }], [{ hostname: 'slow-2.test', pool: 'slow' }]);
+    const duffy = await startDuffy({ configFile: config });
+    try {
+      inject(duffy.dataDir, 'slow-2.test', 'hang', 'provision');
+      const bob = await newTenant(duffy, 'retired-early');
+      const answer = bob.post('/api/v1/sessions', { nodes_specs: [{ pool: 'slow', quantity: 1 }] });
+      for (let i = 0; i < 200 && (await duffy.admin.get('/api/v1/sessions')).body.sessions.length === 0; i++) await sleep(50);
+      const id = (await duffy.admin.get('/api/v1/tenants')).body.tenants.find((t: { name: string }) => t.name === 'retired-early').id;
+      expect((await duffy.admin.put(`/api/v1/tenants/${id}`, { active: false })).status).toBe(200);
+      const r = await answer;
+      expect(r.status).toBe(403);
+      expect(r.body.detail).toBe('tenant retired-early was retired before the machines were handed over');
+    } finally {
+      await duffy.close();
+    }
+  });
 });
 
 describe('the embedded ledger in a process of its own', () => {

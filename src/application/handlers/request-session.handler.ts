@@ -89,6 +89,8 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     if (inTime && s.status === 'active') return s;
     if (!inTime) await this.sessions.end(sessionId, 'failed', null, 'provisioning did not finish in time');
     const ended = world.sessions.get(sessionId)!;
+    // Not Duffy's trouble, nothing to retry: the tenant was retired while its machines were being handed over.
+    if (ended.releaseReason === 'tenant-retired') return refuse('forbidden', `tenant ${world.tenants.get(ended.tenantId)?.name ?? ended.tenantId} was retired before the machines were handed over`);
     const cause =
       ended.releaseReason === 'failed' || ended.releaseReason === null
         ? (ended.failure ?? 'provisioning did not finish in time')
