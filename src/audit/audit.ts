@@ -163,10 +163,18 @@ export function history(events: RecordedEvent[], subject: string): RecordedEvent
   let tenantId: number | undefined;
   if (kind === 'tenant') tenantId = events.find((e) => e.type === 'TenantRegistered' && e.data.name === key)?.data.tenantId as number | undefined;
   if (!events.some((e) => e.stream === subject)) throw new NotFoundError(`no ${kind} ${key} in this ledger`);
+  // A machine released from a session is that session's until recycled: its release playbook and outcome carry no
+  // session id, but belong to the session's story.
+  const releasing = new Map<number, string>();
   return events.filter((e) => {
     if (e.stream === subject) return true;
-    const d = e.data as { sessionId?: unknown; hostname?: unknown; tenantId?: unknown };
-    if (kind === 'session') return String(d.sessionId) === key;
+    const d = e.data as { sessionId?: unknown; hostname?: unknown; tenantId?: unknown; machineId?: number };
+    if (kind === 'session') {
+      if (d.machineId !== undefined && (e.type === 'MachineReleased' || e.type === 'MachineReservationCancelled')) releasing.set(d.machineId, String(d.sessionId));
+      const released = d.machineId !== undefined && (d.sessionId === null || d.sessionId === undefined) && releasing.get(d.machineId) === key;
+      if (e.type === 'MachineRecycled' && d.machineId !== undefined) releasing.delete(d.machineId);
+      return String(d.sessionId) === key || released;
+    }
     if (kind === 'machine') return d.hostname === key;
     return tenantId !== undefined && d.tenantId === tenantId;
   });

@@ -211,6 +211,26 @@ describe('audit export through a pipe', () => {
   }, 30_000);
 });
 
+describe('audit history of a session', () => {
+  it('takes in its machines\' release, up to their recycling, though those events name no session', async () => {
+    const { history } = await import('../../src/audit/audit.js');
+    let position = 0n;
+    const at = '2026-01-01T00:00:00.000Z';
+    const ev = (stream: string, type: string, data: Record<string, unknown>) => ({ id: String(position), stream, revision: 0, position: ++position, type, data: { ...data, at }, metadata: {} }) as RecordedEvent;
+    const events = [
+      ev('session-1', 'MachineRequested', { sessionId: 1, tenantId: 1, tenant: 'a', specs: [], expiresAt: at }),
+      ev('machine-m1', 'MachineReserved', { machineId: 1, hostname: 'm1', sessionId: 1, tenantId: 1 }),
+      ev('session-1', 'SessionReleased', { sessionId: 1, reason: 'done' }),
+      ev('machine-m1', 'MachineReleased', { machineId: 1, sessionId: 1, reason: 'done' }),
+      ev('machine-m2', 'PlaybookStarted', { machineId: 2, action: 'release', sessionId: null }),
+      ev('machine-m1', 'PlaybookStarted', { machineId: 1, action: 'release', sessionId: null }),
+      ev('machine-m1', 'MachineRecycled', { machineId: 1, policy: 'rebuild', state: 'ready' }),
+      ev('machine-m1', 'PlaybookStarted', { machineId: 1, action: 'provision', sessionId: null }),
+    ];
+    expect(history(events, 'session-1').map((e) => Number(e.position))).toEqual([1, 2, 3, 4, 6, 7]);
+  });
+});
+
 describe('audit history of a machine with playbook runs', () => {
   it('shows playbook output tails only with --verbose', async () => {
     const { SqliteEventStore } = await import('../../src/adapters/eventstore/sqlite-event-store.js');
