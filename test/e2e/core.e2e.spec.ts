@@ -96,13 +96,18 @@ describe('a waiting request whose caller hangs up', () => {
 });
 
 describe('a request whose session an admin ends during its hand-over', () => {
-  it('answers 503 naming that, not a provisioning timeout', async () => {
-    const config = ansibleConfig([{ name: 'slow', contextualize: false, 'playbook-timeout': 15 }], [{ hostname: 'slow-1.test', pool: 'slow' }]);
+  /** A server whose only machine hangs in its provision playbook, and a tenant's request waiting for it. */
+  const hangingHandover = async (hostname: string, tenant: string) => {
+    const config = ansibleConfig([{ name: 'slow', contextualize: false, 'playbook-timeout': 15 }], [{ hostname, pool: 'slow' }]);
     const duffy = await startDuffy({ configFile: config });
+    inject(duffy.dataDir, hostname, 'hang', 'provision');
+    const client = await newTenant(duffy, tenant);
+    return { duffy, answer: client.post('/api/v1/sessions', { nodes_specs: [{ pool: 'slow', quantity: 1 }] }) };
+  };
+
+  it('answers 503 naming that, not a provisioning timeout', async () => {
+    const { duffy, answer } = await hangingHandover('slow-1.test', 'ended-early');
     try {
-      inject(duffy.dataDir, 'slow-1.test', 'hang', 'provision');
-      const alice = await newTenant(duffy, 'ended-early');
-      const answer = alice.post('/api/v1/sessions', { nodes_specs: [{ pool: 'slow', quantity: 1 }] });
       let id: number | undefined;
       for (let i = 0; i < 200 && id === undefined; i++) {
         id = (await duffy.admin.get('/api/v1/sessions')).body.sessions[0]?.id;
@@ -118,12 +123,8 @@ describe('a request whose session an admin ends during its hand-over', () => {
   });
 
   it('answers 403 when its tenant is retired meanwhile: nothing to retry', async () => {
-    const config = ansibleConfig([{ name: 'slow', contextualize: false, 'playbook-timeout': 15 }], [{ hostname: 'slow-2.test', pool: 'slow' }]);
-    const duffy = await startDuffy({ configFile: config });
+    const { duffy, answer } = await hangingHandover('slow-2.test', 'retired-early');
     try {
-      inject(duffy.dataDir, 'slow-2.test', 'hang', 'provision');
-      const bob = await newTenant(duffy, 'retired-early');
-      const answer = bob.post('/api/v1/sessions', { nodes_specs: [{ pool: 'slow', quantity: 1 }] });
       for (let i = 0; i < 200 && (await duffy.admin.get('/api/v1/sessions')).body.sessions.length === 0; i++) await sleep(50);
       const id = (await duffy.admin.get('/api/v1/tenants')).body.tenants.find((t: { name: string }) => t.name === 'retired-early').id;
       expect((await duffy.admin.put(`/api/v1/tenants/${id}`, { active: false })).status).toBe(200);
