@@ -108,7 +108,8 @@ export function decideRegisterTenant(
 
 export function decideUpdateTenant(
   tenant: Tenant,
-  cmd: { changes: Partial<TenantSettings & { apiKeyDigest: string }>; active?: boolean; now: string },
+  /** `keyDigests`: every digest the new key may already be stored under (default: its `apiKeyDigest`). */
+  cmd: { changes: Partial<TenantSettings & { apiKeyDigest: string }>; keyDigests?: readonly string[]; active?: boolean; now: string },
   world: World,
   inFlight: InFlightView = NOTHING_IN_FLIGHT,
 ): Decision {
@@ -120,10 +121,13 @@ export function decideUpdateTenant(
   }
   const events: DuffyEvent[] = [];
   let admins: number[] | undefined;
-  const digest = cmd.changes.apiKeyDigest;
-  const keyOwner = digest === undefined ? undefined : world.tenantIdsByDigest.get(digest);
+  const digests = cmd.keyDigests ?? (cmd.changes.apiKeyDigest === undefined ? [] : [cmd.changes.apiKeyDigest]);
+  const taken = (d: string) => {
+    const owner = world.tenantIdsByDigest.get(d);
+    return (owner !== undefined && owner !== tenant.id) || inFlight.claims('key', d);
+  };
   // Two tenants with one key: Basic auth could not tell them apart (also when the other change is still on its way).
-  if ((keyOwner !== undefined && keyOwner !== tenant.id) || (digest !== undefined && inFlight.claims('key', digest))) return refusal('conflict', 'that API key is already in use');
+  if (digests.some(taken)) return refusal('conflict', 'that API key is already in use');
   const changes = Object.fromEntries(
     Object.entries(cmd.changes).filter(([k, v]) => v !== undefined && (tenant as unknown as Record<string, unknown>)[k] !== v),
   );

@@ -131,6 +131,15 @@ describe('changing a retired tenant', () => {
   });
 });
 
+describe('giving a tenant a key', () => {
+  it('given a key another tenant has under any of its digests, when given to a second tenant, then refused', () => {
+    const world = given(tenant(1, 'admin', { isAdmin: true }), tenant(2, 't'));
+    // tenant() stores digest-admin: the key's other spelling (capitals, stored before keys were lowercased).
+    expect(decideUpdateTenant(world.tenants.get(2)!, { changes: { apiKeyDigest: 'lower' }, keyDigests: ['lower', 'digest-admin'], now: LATER }, world)).toEqual({ refused: 'conflict', reason: 'that API key is already in use' });
+    expect(kind(decideUpdateTenant(world.tenants.get(2)!, { changes: { apiKeyDigest: 'lower' }, keyDigests: ['lower', 'digest-t'], now: LATER }, world))).toBe('accepted');
+  });
+});
+
 describe('registering machines: one host, one machine, however its name is spelled', () => {
   const POOLS = [{ name: 'p', type: 'baremetal' as const, arch: 'x86_64', platform: 'intel' }];
   const registration = (hostname: string) => ({ hostname, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' as const });
