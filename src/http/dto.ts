@@ -20,6 +20,7 @@ import {
   ValidateIf,
   ValidateNested,
 } from 'class-validator';
+import { isUuid } from '../application/catalog.js';
 import { NAME } from '../config/config.js';
 import { parseDuration } from '../domain/duration.js';
 import { MACHINE_STATES, MACHINE_TYPES, type MachineState, type MachineType } from '../domain/events.js';
@@ -47,13 +48,12 @@ const Str = (name: string, max: number) =>
   applyDecorators(IsString({ message: `${name} must be a string` }), MaxLength(max, { message: `${name} must be at most ${max} characters` }));
 const OptionalStr = (name: string, max: number) => applyDecorators(IsOptional(), Str(name, max));
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Duffy v3's `"reset"` or a UUID, and Duffy's own `true` (the same as "reset"). */
 const ApiKeyChange = () =>
   ValidateBy({
     name: 'apiKeyChange',
     validator: {
-      validate: (v: unknown) => v === true || v === 'reset' || (typeof v === 'string' && UUID.test(v)),
+      validate: (v: unknown) => v === true || v === 'reset' || (typeof v === 'string' && isUuid(v)),
       defaultMessage: () => 'api_key must be "reset" (or true: a new key, shown once) or a UUID to use as the key',
     },
   });
