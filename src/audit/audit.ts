@@ -217,7 +217,6 @@ export function detailOf(e: RecordedEvent): string {
       case 'MachineQuarantined':
       case 'SessionRejected':
       case 'SessionReleased':
-        return String(d.reason ?? '');
       case 'SessionFailed':
         return String(d.reason ?? '');
       case 'ProvisioningFailed':
