@@ -75,18 +75,14 @@ export class WaitingQueue implements OnApplicationShutdown {
     const nowMs = Date.now();
     const world = this.ledger.world;
     const order = queueOrder(world, nowMs);
-    for (const s of order.filter((x) => Date.parse(x.queue!.until) <= nowMs)) {
-      await this.ledger.decide(
-        (w) => decideLeaveQueue(w.sessions.get(s.id)!, `waited until ${s.queue?.until}: ${s.queue?.reason}`, new Date(nowMs).toISOString()),
-        metaFor(null, { process: 'queue', sessionId: s.id }),
-      );
-    }
-    // A retired tenant's requests leave the queue, also one that joined it while the retirement was on its way.
-    for (const s of order.filter((x) => world.tenants.get(x.tenantId)?.retiredAt != null)) {
-      await this.ledger.decide(
-        (w) => decideLeaveQueue(w.sessions.get(s.id)!, `tenant ${w.tenants.get(s.tenantId)!.name} was retired`, new Date(nowMs).toISOString()),
-        metaFor(null, { process: 'queue', sessionId: s.id }),
-      );
+    // Requests leave the queue when their wait is over, or when their tenant was retired (also one that joined it
+    // while the retirement was on its way).
+    for (const s of order) {
+      const tenant = world.tenants.get(s.tenantId);
+      const why =
+        Date.parse(s.queue!.until) <= nowMs ? `waited until ${s.queue?.until}: ${s.queue?.reason}` : tenant?.retiredAt != null ? `tenant ${tenant.name} was retired` : undefined;
+      if (why === undefined) continue;
+      await this.ledger.decide((w) => decideLeaveQueue(w.sessions.get(s.id)!, why, new Date(nowMs).toISOString()), metaFor(null, { process: 'queue', sessionId: s.id }));
     }
     // Every decision of this pass is taken now, synchronously and in fair-share order (each counts the ones before
     // it as in flight), so capacity freed later in the pass cannot jump the order. An urgent request that does not
