@@ -49,10 +49,10 @@ interface PendingBatch {
 }
 
 /**
- * Events a decision may be written after without having seen them: ids taken and quota claimed (the in-flight
- * view counts both) and quota returned (not counted: a decision then sees the tenant holding more, never less).
+ * Events a decision may be written after without having seen them: ids taken, quota claimed and keys given (the
+ * in-flight view counts them) and quota returned (not counted: a decision then sees the tenant holding more, never less).
  */
-const ACCOUNTED = new Set<string>(['IdAllocated', 'QuotaClaimed', 'QuotaReturned']);
+const ACCOUNTED = new Set<string>(['IdAllocated', 'QuotaClaimed', 'QuotaReturned', 'ApiKeyAssigned']);
 
 /**
  * Owns the World: folds the whole ledger at start, then follows it live through one subscription, the only path

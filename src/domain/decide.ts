@@ -88,12 +88,21 @@ function adminsChanged(world: World, admins: number[], now: string, inFlight: In
   return { stream: stream.admins, expected: expected < 0 ? 'no_stream' : expected, events: [{ type: 'ActiveAdminsChanged', data: { admins: admins.sort((a, b) => a - b), at: now } }] };
 }
 
+const KEY_IN_USE = 'that API key is already in use';
+
+/** Every key given to a tenant is also a write to `api-keys` at its revision, so only one instance can give a key at a time. */
+function keyAssigned(world: World, tenantId: number, now: string, inFlight: InFlightView): Write {
+  const expected = inFlight.revision(stream.apiKeys, world.apiKeysRevision);
+  return { stream: stream.apiKeys, expected: expected < 0 ? 'no_stream' : expected, events: [{ type: 'ApiKeyAssigned', data: { tenantId, at: now } }] };
+}
+
 export function decideRegisterTenant(
   world: World,
   cmd: { name: string; apiKeyDigest: string; isAdmin: boolean; settings: TenantSettings; now: string },
   inFlight: InFlightView = NOTHING_IN_FLIGHT,
 ): Decision {
   if (world.tenantIdsByName.has(cmd.name)) return refusal('conflict', `tenant ${cmd.name} already exists`);
+  if (world.tenantIdsByDigest.has(cmd.apiKeyDigest) || inFlight.claims('key', cmd.apiKeyDigest)) return refusal('conflict', KEY_IN_USE);
   const ids = allocateIds(world, 'tenant', 1, inFlight);
   return [
     ids.write,
@@ -102,6 +111,7 @@ export function decideRegisterTenant(
       expected: 'no_stream',
       events: [{ type: 'TenantRegistered', data: { tenantId: ids.first, name: cmd.name, apiKeyDigest: cmd.apiKeyDigest, isAdmin: cmd.isAdmin, ...cmd.settings, at: cmd.now } }],
     },
+    keyAssigned(world, ids.first, cmd.now, inFlight),
     ...(cmd.isAdmin ? [adminsChanged(world, [...activeAdmins(world), ids.first], cmd.now, inFlight)] : []),
   ];
 }
@@ -127,7 +137,7 @@ export function decideUpdateTenant(
     return (owner !== undefined && owner !== tenant.id) || inFlight.claims('key', d);
   };
   // Two tenants with one key: Basic auth could not tell them apart (also when the other change is still on its way).
-  if (digests.some(taken)) return refusal('conflict', 'that API key is already in use');
+  if (digests.some(taken)) return refusal('conflict', KEY_IN_USE);
   const changes = Object.fromEntries(
     Object.entries(cmd.changes).filter(([k, v]) => v !== undefined && (tenant as unknown as Record<string, unknown>)[k] !== v),
   );
@@ -146,7 +156,11 @@ export function decideUpdateTenant(
   }
   if (events.length === 0) return [];
   const change: Write = { stream: stream.tenant(tenant.name), expected: tenant.revision, events };
-  return admins ? [change, adminsChanged(world, admins, cmd.now, inFlight)] : [change];
+  return [
+    change,
+    ...('apiKeyDigest' in changes ? [keyAssigned(world, tenant.id, cmd.now, inFlight)] : []),
+    ...(admins ? [adminsChanged(world, admins, cmd.now, inFlight)] : []),
+  ];
 }
 
 /** An admin whose stream has a write in flight may be retiring right now: it does not count (two admins retiring each other at once). */

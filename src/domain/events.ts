@@ -84,6 +84,11 @@ export type DuffyEvent =
    * stream in the same append: two instances retiring the last two admins at once cannot both commit.
    */
   | { type: 'ActiveAdminsChanged'; data: { admins: number[]; at: string } }
+  /**
+   * A tenant was given an API key (registered, or its key changed), on the `api-keys` stream in the same append: two
+   * instances giving one key to two tenants at once cannot both commit. The key's digest is in the tenant's event.
+   */
+  | { type: 'ApiKeyAssigned'; data: { tenantId: number; at: string } }
   | { type: 'QuotaClaimed'; data: { tenantId: number; sessionId: number; count: number; at: string } }
   | { type: 'QuotaReturned'; data: { tenantId: number; sessionId: number; count: number; at: string } }
   | {
@@ -193,6 +198,7 @@ export const stream = {
   session: (id: number) => `session-${id}`,
   ids: (kind: 'tenant' | 'machine') => `ids-${kind}`,
   admins: 'admins',
+  apiKeys: 'api-keys',
 };
 
 /** The session id of a session stream's name, else undefined. */

@@ -163,6 +163,7 @@ export interface World {
   idRevisions: Map<string, number>;
   /** Last revision of the `admins` stream (-1: none yet), where every change to the set of active admins is checked. */
   adminsRevision: number;
+  apiKeysRevision: number;
   position: bigint;
 }
 
@@ -225,6 +226,7 @@ export function emptyWorld(): World {
     lastSessionId: 0,
     idRevisions: new Map(),
     adminsRevision: -1,
+    apiKeysRevision: -1,
     position: 0n,
   };
 }
@@ -327,6 +329,9 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       return world;
     case 'ActiveAdminsChanged':
       world.adminsRevision = revision;
+      return world;
+    case 'ApiKeyAssigned':
+      world.apiKeysRevision = revision;
       return world;
     case 'TenantRegistered': {
       const d = event.data;
