@@ -50,6 +50,8 @@ export class ProjectionRunner {
   /** Why the last batch could not be written, until one is (reads answer it rather than wait). */
   writeFailure: unknown;
   private stopped = false;
+  /** Why the last `prepare` rebuilt from 0 although the stored version was current, if it did. */
+  rebuiltBecause?: string;
 
   constructor(
     readonly projection: Projection,
@@ -73,7 +75,12 @@ export class ProjectionRunner {
     this.failure = undefined;
     this.writeFailure = undefined;
     const cp = await this.store.checkpoint(p.name);
-    if (options.rebuild || !cp || cp.version !== p.version) {
+    this.rebuiltBecause = undefined;
+    // Restoring documents newer than the checkpoint would fold their events a second time on the way up to them.
+    if (cp && !options.rebuild && cp.version === p.version && (await this.store.writtenAfter(p.collections, cp.position))) {
+      this.rebuiltBecause = `documents written after its checkpoint ${cp.position}`;
+    }
+    if (options.rebuild || !cp || cp.version !== p.version || this.rebuiltBecause) {
       await this.store.reset(p.name, p.collections);
       this.position = 0n;
     } else {

@@ -1,4 +1,4 @@
-import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { PROJECTIONS } from '../../projections/index.js';
 import { Ledger } from './ledger.service.js';
 import type { Subscription } from './ports/event-store.port.js';
@@ -10,6 +10,7 @@ import { READ_MODELS, type ReadModelStore } from './ports/read-model.port.js';
 export class ReadSide implements OnApplicationShutdown {
   readonly runners: ProjectionRunner[];
   private subscription?: Subscription;
+  private readonly log = new Logger('ReadSide');
 
   constructor(
     @Inject(READ_MODELS) readonly store: ReadModelStore,
@@ -20,6 +21,7 @@ export class ReadSide implements OnApplicationShutdown {
 
   async start(options: { rebuild?: boolean } = {}): Promise<void> {
     this.subscription = await followTogether(this.runners, this.ledger.store, options);
+    for (const r of this.runners) if (r.rebuiltBecause) this.log.warn(`projection ${r.projection.name} is rebuilt from the ledger: ${r.rebuiltBecause}`);
   }
 
   private async stopAll(): Promise<void> {

@@ -155,6 +155,34 @@ export function readModelsContract(name: string, open: () => Promise<ReadModelSt
       expect(await store.get(c, 'a')).toBeUndefined();
     });
 
+    it('says whether documents of the given collections were written after a position', async () => {
+      const p = unique('p');
+      const [a, b] = [unique('a'), unique('b')];
+      expect(await store.writtenAfter([a, b], 0n)).toBe(false);
+      await store.apply(p, 1, [put(a, 'x', { n: 1 }, 4), put(b, 'y', { n: 1 }, 9)], 5n);
+      expect(await store.writtenAfter([a, b], 5n)).toBe(true);
+      expect(await store.writtenAfter([a], 5n)).toBe(false);
+      expect(await store.writtenAfter([a, b], 9n)).toBe(false);
+    });
+
+    it('keeps the newer change when two writers create one document at once', async () => {
+      const p = unique('p');
+      const c = unique('c');
+      const other = await open();
+      try {
+        const ids = Array.from({ length: 20 }, (_, i) => `d${i}`);
+        await Promise.all(
+          ids.flatMap((id, i) => {
+            const [older, newer] = [store.apply(p, 1, [put(c, id, { n: 'older' }, 10)], 10n), other.apply(p, 1, [put(c, id, { n: 'newer' }, 20)], 20n)];
+            return i % 2 === 0 ? [older, newer] : [newer, older];
+          }),
+        );
+        for (const id of ids) expect(await store.get(c, id)).toEqual({ n: 'newer' });
+      } finally {
+        await other.close();
+      }
+    });
+
     it('applies the last of several changes one event makes to the same document', async () => {
       const p = unique('p');
       const c = unique('c');

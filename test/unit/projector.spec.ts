@@ -3,6 +3,7 @@ import { machineStress } from '../../projections/machine-stress.projection.js';
 import { ProjectionRunner } from '../../src/application/projector.js';
 import type { EventStore, RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import type { Checkpoint, Doc, DocChange, ReadModelStore } from '../../src/application/ports/read-model.port.js';
+import { SqliteReadModels } from '../../src/adapters/readmodels/sqlite-read-models.js';
 
 /** An in-memory store whose writes can be held open or refused, recording what each write was given when called. */
 class FakeStore implements ReadModelStore {
@@ -50,6 +51,9 @@ class FakeStore implements ReadModelStore {
   }
   async checkpoint(projection: string): Promise<Checkpoint | undefined> {
     return this.checkpoints.get(projection);
+  }
+  async writtenAfter(): Promise<boolean> {
+    return false;
   }
   async reset(): Promise<void> {
     this.docs.clear();
@@ -182,5 +186,28 @@ describe('projection runner', () => {
     for (const e of events) expect(runner.push(e)).toBeUndefined();
     await runner.caughtUp(events.at(-1)!.position);
     expect(store.docs).toEqual(await reference(events));
+  });
+
+  it('rebuilds from 0 rather than restore documents written after its checkpoint (a crash between the two on MongoDB)', async () => {
+    const events = ledger(40);
+    const [checkpointed, written] = [events[30].position, events[60].position];
+    const store = new SqliteReadModels(':memory:');
+    // The documents as of `written`, under the checkpoint of `checkpointed`.
+    const ahead = [...(await reference(events.filter((e) => e.position <= written))).entries()].map(([key, doc]): DocChange => {
+      const [collection, id] = key.split('/');
+      return { op: 'put', collection, id, doc: JSON.parse(doc) as Doc, position: written };
+    });
+    await store.apply(machineStress.name, machineStress.version, ahead, checkpointed);
+
+    const runner = new ProjectionRunner(machineStress, noLedger, store);
+    expect(await runner.prepare()).toBe(0n);
+    expect(runner.rebuiltBecause).toMatch(/after its checkpoint/);
+    for (const e of events) await runner.push(e);
+    await runner.caughtUp(events.at(-1)!.position);
+
+    const docs = new Map<string, string>();
+    for (const collection of machineStress.collections) for (const doc of await store.find(collection)) docs.set(`${collection}/${String(doc.__id)}`, JSON.stringify(doc));
+    expect(docs).toEqual(await reference(events));
+    await store.close();
   });
 });

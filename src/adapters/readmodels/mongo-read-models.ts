@@ -86,7 +86,15 @@ export class MongoReadModels implements ReadModelStore {
         try {
           await collection<StoredDoc>(db, name).bulkWrite(ops, { ordered: false });
         } catch (err) {
-          if (!onlyAlreadyApplied(err)) throw err;
+          const refused = duplicateKeyOps(err);
+          if (!refused) throw err;
+          // Two writers upserting a new document at once: the loser's insert fails although its change may be the
+          // newer one. Now that the document exists, its filter decides: a second duplicate key means at or past.
+          try {
+            await collection<StoredDoc>(db, name).bulkWrite(refused.map((i) => ops[i]), { ordered: false });
+          } catch (again) {
+            if (!duplicateKeyOps(again)) throw again;
+          }
         }
       }),
     );
@@ -132,6 +140,13 @@ export class MongoReadModels implements ReadModelStore {
     return found ? { position: toBigInt(found.position), version: Number(found.version) } : undefined;
   }
 
+  async writtenAfter(collections: string[], position: bigint): Promise<boolean> {
+    const db = await this.database();
+    const after = { _position: { $gt: toStoredPosition(position) } };
+    for (const name of collections) if (await collection<StoredDoc>(db, name).findOne(after, { projection: { _id: 1 } })) return true;
+    return false;
+  }
+
   async reset(projection: string, collections: string[]): Promise<void> {
     const db = await this.database();
     // Not atomic: first mark the checkpoint as an unknown version, so a crash halfway still reads as "rebuild".
@@ -172,16 +187,14 @@ function collection<T extends StoredDoc = StoredDoc>(db: Db, name: string): Coll
 
 /**
  * An upsert whose filter misses because the document is already at or past the change's position tries to insert
- * the same _id and fails with a duplicate key: that change was already applied. Anything else is a real failure.
+ * the same _id and fails with a duplicate key: that change was already applied, unless another writer inserted the
+ * document meanwhile. The indexes of the operations refused that way; undefined if anything else failed.
  */
-function onlyAlreadyApplied(err: unknown): boolean {
-  if (!(err instanceof MongoBulkWriteError)) return false;
+function duplicateKeyOps(err: unknown): number[] | undefined {
+  if (!(err instanceof MongoBulkWriteError)) return undefined;
   const writeErrors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors];
-  return (
-    writeErrors.length > 0 &&
-    writeErrors.every((e) => e.code === DUPLICATE_KEY) &&
-    !err.result.getWriteConcernError()
-  );
+  const onlyDuplicates = writeErrors.length > 0 && writeErrors.every((e) => e.code === DUPLICATE_KEY) && !err.result.getWriteConcernError();
+  return onlyDuplicates ? writeErrors.map((e) => e.index) : undefined;
 }
 
 /** The database from the URL path (`mongodb://host/duffy?...`), `duffy` if none. */

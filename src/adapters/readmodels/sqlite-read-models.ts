@@ -94,6 +94,7 @@ export class SqliteReadModels implements ReadModelStore {
         'SELECT position, version FROM checkpoints WHERE projection = ?',
       ),
       dropDocs: this.db.prepare<[string]>('DELETE FROM docs WHERE collection = ?'),
+      writtenAfter: this.db.prepare<[string, bigint], { found: number }>('SELECT 1 AS found FROM docs WHERE collection = ? AND position > ? LIMIT 1'),
       dropCheckpoint: this.db.prepare<[string]>('DELETE FROM checkpoints WHERE projection = ?'),
     };
     this.stmts.checkpoint.safeIntegers(true);
@@ -251,6 +252,11 @@ export class SqliteReadModels implements ReadModelStore {
   async checkpoint(projection: string): Promise<Checkpoint | undefined> {
     const row = this.stmts.checkpoint.get(projection);
     return row ? { position: row.position, version: Number(row.version) } : undefined;
+  }
+
+  async writtenAfter(collections: string[], position: bigint): Promise<boolean> {
+    await this.settlePending();
+    return collections.some((c) => this.stmts.writtenAfter.get(c, position) !== undefined);
   }
 
   async reset(projection: string, collections: string[]): Promise<void> {

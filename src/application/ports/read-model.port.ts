@@ -31,6 +31,12 @@ export interface ReadModelStore {
   /** Documents whose top-level fields equal every entry of `filter` (empty filter: all), ordered by id. */
   find(collection: string, filter?: Record<string, string | number | boolean | null>): Promise<Doc[]>;
   checkpoint(projection: string): Promise<Checkpoint | undefined>;
+  /**
+   * Whether a document of these collections was written by an event after `position`: documents ahead of their
+   * checkpoint (MongoDB, after a crash between a batch's documents and its checkpoint, or another instance's batch
+   * under way) are not the projection's state at the checkpoint, and must not be restored as if they were.
+   */
+  writtenAfter(collections: string[], position: bigint): Promise<boolean>;
   /** Drops the collections' documents and the projection's checkpoint (before a rebuild from position 0). */
   reset(projection: string, collections: string[]): Promise<void>;
   ping(): Promise<void>;
