@@ -2,7 +2,7 @@ import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
 import { type Observable, asapScheduler, auditTime, filter, map } from 'rxjs';
 import { Catalog } from './catalog.js';
-import { decideLeaveQueue, decideRequestSession, freeMachines, isRefusal, mayOverflow } from '../domain/decide.js';
+import { decideLeaveQueue, decideRequestSession, effective, freeMachines, isRefusal, mayOverflow } from '../domain/decide.js';
 import { DomainError } from '../domain/errors.js';
 import { Ledger, LedgerEvent } from './ledger.service.js';
 import { metaFor } from './session-lifecycle.js';
@@ -75,12 +75,10 @@ export class WaitingQueue implements OnApplicationShutdown {
     const nowMs = Date.now();
     const world = this.ledger.world;
     const order = queueOrder(world, nowMs);
-    // Requests leave the queue when their wait is over, or when their tenant was retired (also one that joined it
-    // while the retirement was on its way).
+    // Requests leave the queue when their wait is over, when their tenant was retired (also one that joined it while
+    // the retirement was on its way), or when its quota was lowered under what they ask for (they could never fit).
     for (const s of order) {
-      const tenant = world.tenants.get(s.tenantId);
-      const why =
-        Date.parse(s.queue!.until) <= nowMs ? `waited until ${s.queue?.until}: ${s.queue?.reason}` : tenant?.retiredAt != null ? `tenant ${tenant.name} was retired` : undefined;
+      const why = this.mustLeave(world, s, nowMs);
       if (why === undefined) continue;
       await this.ledger.decide((w) => decideLeaveQueue(w.sessions.get(s.id)!, why, new Date(nowMs).toISOString()), metaFor(null, { process: 'queue', sessionId: s.id }));
     }
@@ -116,6 +114,16 @@ export class WaitingQueue implements OnApplicationShutdown {
     }
   }
 
+  private mustLeave(world: World, s: Session, nowMs: number): string | undefined {
+    if (Date.parse(s.queue!.until) <= nowMs) return `waited until ${s.queue?.until}: ${s.queue?.reason}`;
+    const tenant = world.tenants.get(s.tenantId);
+    if (tenant === undefined) return undefined;
+    if (tenant.retiredAt !== null) return `tenant ${tenant.name} was retired`;
+    const asked = s.specs.reduce((n, x) => n + x.quantity, 0);
+    const quota = effective(tenant, this.catalog.defaults).nodeQuota;
+    return asked > quota ? `tenant ${tenant.name}'s quota is now ${quota}, fewer than the ${asked} nodes asked for` : undefined;
+  }
+
   async onApplicationShutdown(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
@@ -123,8 +131,8 @@ export class WaitingQueue implements OnApplicationShutdown {
   }
 }
 
-/** Events after which the queue may move: capacity freed, a request joined, a tenant retired (its requests leave). */
-const FREES_CAPACITY = new Set(['MachineReleased', 'MachineReservationCancelled', 'MachineRecycled', 'MachineProvisioned', 'MachineReturnedToService', 'MachineServiceChanged', 'MachineRegistered', 'QuotaReturned', 'RequestQueued', 'TenantRetired']);
+/** Events after which the queue may move: capacity freed, a request joined, a tenant retired or changed (a lower quota: requests leave). */
+const FREES_CAPACITY = new Set(['MachineReleased', 'MachineReservationCancelled', 'MachineRecycled', 'MachineProvisioned', 'MachineReturnedToService', 'MachineServiceChanged', 'MachineRegistered', 'QuotaReturned', 'RequestQueued', 'TenantRetired', 'TenantUpdated']);
 
 @Injectable()
 export class QueueSaga {

@@ -184,6 +184,25 @@ describe('waiting for capacity in a fair-share queue', () => {
     await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
   });
 
+  it('takes out of the queue the requests a lowered quota can never take, and keeps the others', async () => {
+    const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }] })).body.session;
+    const shrinking = await newTenant(duffy, 'shrinking', { node_quota: 3 });
+    const id = (await duffy.admin.get(`${V1}/tenants`)).body.tenants.find((t: { name: string }) => t.name === 'shrinking').id;
+    const big = shrinking.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }], wait: 60 });
+    const small = shrinking.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 60 });
+    await sleep(300);
+    expect(await waitingIds(shrinking)).toHaveLength(2);
+    expect((await duffy.admin.put(`${V1}/tenants/${id}`, { node_quota: 1 })).status).toBe(200);
+    const refused = await big;
+    expect(refused.status).toBe(422);
+    expect(refused.body.detail).toMatch(/tenant shrinking's quota is now 1, fewer than the 2 nodes asked for/);
+    expect(await waitingIds(shrinking)).toHaveLength(1);
+    await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
+    const served = await small;
+    expect(served.status).toBe(201);
+    await shrinking.put(`${V1}/sessions/${served.body.session.id}`, { active: false });
+  });
+
   it('refuses a bad wait', async () => {
     const r = await other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: -1 });
     expect(r.status).toBe(422);
