@@ -70,6 +70,7 @@ export function replay(events: RecordedEvent[], defaults: Defaults): Violation[]
     }
     // Only these events change who is an active admin (a scan of the tenants per event would not scale).
     const admins = ADMIN_EVENTS.has(e.type) ? activeAdmins(world) : undefined;
+    violations.push(...keyRule(world, e, recorded.position));
     evolve(world, e);
     if (admins) violations.push(...adminRule(e, recorded.position, admins, activeAdmins(world)));
     const touched = (e.data as { machineId?: number }).machineId;
@@ -103,6 +104,15 @@ function adminRule(e: DuffyEvent, position: bigint, before: number[], after: num
     return [{ invariant: 'admin', message: `ActiveAdminsChanged names admins [${e.data.admins.join(', ')}] while [${after.join(', ')}] are active`, positions: [position] }];
   }
   return [];
+}
+
+/** The key rule, before the event is folded: a key another tenant holds is never given (Basic auth could not tell them apart). */
+function keyRule(world: ReturnType<typeof emptyWorld>, e: DuffyEvent, position: bigint): Violation[] {
+  if (e.type !== 'TenantRegistered' && e.type !== 'TenantUpdated') return [];
+  const digest = e.type === 'TenantRegistered' ? e.data.apiKeyDigest : e.data.changes.apiKeyDigest;
+  const owner = digest === undefined ? undefined : world.tenantIdsByDigest.get(digest);
+  if (owner === undefined || owner === e.data.tenantId) return [];
+  return [{ invariant: 'key', message: `tenant ${e.data.tenantId} was given the API key tenant ${owner} holds`, positions: [position] }];
 }
 
 /** An unknown host, session or tenant: the CLI exits non-zero instead of answering "nobody". */

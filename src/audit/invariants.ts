@@ -4,7 +4,7 @@ import type { DuffyEvent } from '../domain/events.js';
 
 export interface Violation {
   /** DESIGN section 4's number, or `admin`: Duffy's own rule that an active admin is always left. */
-  invariant: number | 'admin';
+  invariant: number | 'admin' | 'key';
   message: string;
   /** Global positions of the events that show it. */
   positions: bigint[];

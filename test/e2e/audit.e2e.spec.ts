@@ -159,7 +159,7 @@ describe('replay reports each broken invariant', () => {
   describe('admin: once there is an active admin there always is one, and the admins stream says who', () => {
     const admin = (tenantId: number, name: string): DuffyEvent => ({
       type: 'TenantRegistered',
-      data: { tenantId, name, apiKeyDigest: 'x', isAdmin: true, sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null, at },
+      data: { tenantId, name, apiKeyDigest: `key-of-${name}`, isAdmin: true, sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null, at },
     });
     const admins = (...ids: number[]): DuffyEvent => ({ type: 'ActiveAdminsChanged', data: { admins: ids, at } });
     const twoAdmins = () => [...base(), ev('tenant-r', admin(2, 'r')), ev('admins', admins(2)), ev('tenant-s', admin(3, 's')), ev('admins', admins(2, 3))];
@@ -181,6 +181,25 @@ describe('replay reports each broken invariant', () => {
 
     it('none on a ledger from before the admins stream (it starts at the first admin change)', () => {
       expect(invariants([...base(), ev('tenant-r', admin(2, 'r')), ev('tenant-s', admin(3, 's')), ev('tenant-r', { type: 'TenantRetired', data: { tenantId: 2, at } }), ev('admins', admins(3))])).toEqual([]);
+    });
+  });
+
+  describe('key: a key another tenant holds is never given', () => {
+    const tenant = (tenantId: number, name: string, apiKeyDigest: string): DuffyEvent => ({
+      type: 'TenantRegistered',
+      data: { tenantId, name, apiKeyDigest, isAdmin: false, sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null, at },
+    });
+    const rekey = (tenantId: number, apiKeyDigest: string): DuffyEvent => ({ type: 'TenantUpdated', data: { tenantId, changes: { apiKeyDigest }, at } });
+
+    it('a tenant registered, or given a new key, with the key of another', () => {
+      const registered = [...base(), ev('tenant-r', tenant(2, 'r', 'k1')), ev('tenant-s', tenant(3, 's', 'k1'))];
+      expect(replay(registered, DEFAULTS)).toEqual([{ invariant: 'key', message: 'tenant 3 was given the API key tenant 2 holds', positions: [registered.at(-1)!.position] }]);
+      const rekeyed = [...base(), ev('tenant-r', tenant(2, 'r', 'k1')), ev('tenant-s', tenant(3, 's', 'k2')), ev('tenant-s', rekey(3, 'k1'))];
+      expect(invariants(rekeyed)).toEqual(['key']);
+    });
+
+    it('none for a key given up before it is given again', () => {
+      expect(invariants([...base(), ev('tenant-r', tenant(2, 'r', 'k1')), ev('tenant-s', tenant(3, 's', 'k2')), ev('tenant-r', rekey(2, 'k3')), ev('tenant-s', rekey(3, 'k1'))])).toEqual([]);
     });
   });
 
