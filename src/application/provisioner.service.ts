@@ -217,12 +217,17 @@ export class Provisioner implements OnApplicationShutdown {
       const wanted = s.specs.reduce((n, x) => n + x.quantity, 0);
       const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === s.id).length;
       if (held >= wanted) continue;
-      const decision = decideReplacement(world, s, this.catalog.profiles, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => this.ledger.inFlight.busy(id), new Date().toISOString(), this.lostBecause.get(s.id));
-      if ('fail' in decision) {
-        await this.sessions.end(s.id, 'failed', null, decision.fail);
-      } else if (decision.length > 0) {
-        await this.ledger.commit(decision, metaFor(null, { process: 'provisioning', sessionId: s.id }));
-      }
+      // One append with a write to the session at its revision: an end decided meanwhile and this cannot both land.
+      let fail: string | undefined;
+      await this.ledger.decide((w, inFlight) => {
+        const session = w.sessions.get(s.id);
+        if (!session) return [];
+        const decision = decideReplacement(w, session, this.catalog.profiles, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => inFlight.busy(id), new Date().toISOString(), this.lostBecause.get(s.id));
+        if (!('fail' in decision)) return decision;
+        fail = decision.fail;
+        return [];
+      }, metaFor(null, { process: 'provisioning', sessionId: s.id }));
+      if (fail !== undefined) await this.sessions.end(s.id, 'failed', null, fail);
     }
   }
 

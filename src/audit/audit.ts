@@ -241,6 +241,8 @@ export function detailOf(e: RecordedEvent): string {
         return `${d.count} machine(s)`;
       case 'RequestQueued':
         return `until ${d.waitUntil}: ${d.reason}`;
+      case 'ReplacementReserved':
+        return `machine(s) ${(d.machineIds as number[]).join(', ')}${d.reason ? ` in place of one whose hand-over failed: ${d.reason}` : ''}`;
       case 'SessionExtended':
         return `until ${d.expiresAt}`;
       case 'TenantUpdated':

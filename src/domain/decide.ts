@@ -369,6 +369,8 @@ export function decideEndSession(
 ): Write[] {
   if (session.status !== 'active') return [];
   const { reason, now } = cmd;
+  // An expiry decided from an older view of the lease: the session was extended meanwhile.
+  if (reason === 'expired' && Date.parse(session.expiresAt) > Date.parse(now)) return [];
   const ended: DuffyEvent =
     reason === 'expired'
       ? { type: 'SessionExpired', data: { sessionId: session.id, at: now } }

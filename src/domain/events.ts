@@ -182,6 +182,11 @@ export type DuffyEvent =
   | { type: 'RequestQueued'; data: { sessionId: number; reason: string; waitUntil: string; at: string } }
   | { type: 'SessionRejected'; data: { sessionId: number; reason: string; at: string } }
   | { type: 'SessionExtended'; data: { sessionId: number; expiresAt: string; at: string } }
+  /**
+   * Machines reserved for an active session in place of ones whose hand-over failed, on the session's stream in the
+   * same append as their MachineReserved: the session's end and its replacements cannot pass each other.
+   */
+  | { type: 'ReplacementReserved'; data: { sessionId: number; machineIds: number[]; reason?: string; at: string } }
   | { type: 'SessionReleased'; data: { sessionId: number; reason: ReleaseReason; at: string } }
   | { type: 'SessionExpired'; data: { sessionId: number; at: string } }
   /** A signed Merkle tree head of the ledger's first `size` events (src/audit/checkpoint.ts), in stream audit-checkpoints. */

@@ -203,7 +203,7 @@ export function decideReplacement(
   cause?: string,
 ): Write[] | { fail: string } {
   const tenant = world.tenants.get(session.tenantId);
-  if (!tenant) return [];
+  if (!tenant || session.status !== 'active') return [];
   const held = session.machineIds.map((id) => world.machines.get(id)!).filter((m) => m && m.sessionId === session.id);
   const heldPools = held.map((m) => m.pool);
   const missing = session.specs
@@ -223,5 +223,12 @@ export function decideReplacement(
   if (missing.length === 0) return [];
   const plan = planAllocation({ specs: missing, pools: profiles, tenantPlatform: tenant.platform, free: (pool) => freeMachines(world, pool, busy) });
   if (!plan.ok) return { fail: `no replacement for a machine whose hand-over failed${cause ? ` (${cause})` : ''}: ${plan.reason}` };
-  return plan.picks.map((p) => decideReserve(p, session.id, tenant.id, contextualize(p.machine.pool), now));
+  return [
+    ...plan.picks.map((p) => decideReserve(p, session.id, tenant.id, contextualize(p.machine.pool), now)),
+    {
+      stream: stream.session(session.id),
+      expected: session.revision,
+      events: [{ type: 'ReplacementReserved', data: { sessionId: session.id, machineIds: plan.picks.map((p) => p.machine.id), ...(cause ? { reason: cause } : {}), at: now } }],
+    },
+  ];
 }

@@ -598,6 +598,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       return world;
     }
     case 'RequestQueued':
+    case 'ReplacementReserved':
     case 'SessionStarted':
     case 'SessionRejected':
     case 'SessionExtended':
@@ -624,6 +625,8 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         s.retiredAt = event.data.at;
       } else if (event.type === 'SessionExtended') {
         s.expiresAt = event.data.expiresAt;
+      } else if (event.type === 'ReplacementReserved') {
+        // Its MachineReserved events carry the machines; this one only moves the session's revision.
       } else if (event.type === 'SessionFailed') {
         s.status = 'released';
         s.releaseReason = 'failed';

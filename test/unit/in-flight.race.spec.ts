@@ -1,6 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
 import type { Ledger } from '../../src/application/ledger.service.js';
-import { decideRegisterMachines, decideRegisterTenant, decideRequestSession, decideUpdateTenant } from '../../src/domain/decide.js';
+import { decideEndSession, decideRegisterMachines, decideRegisterTenant, decideRequestSession, decideUpdateTenant } from '../../src/domain/decide.js';
+import { decideReplacement } from '../../src/domain/provisioning.decide.js';
+import { stream } from '../../src/domain/events.js';
 import type { TenantSettings } from '../../src/domain/events.js';
 import { ledgerInstances } from '../support/ledgers.js';
 
@@ -70,3 +72,28 @@ describe('a request racing a change of its tenant, in one process', () => {
     expect(ledger.world.tenants.get(2)!.held).toBe(3);
   });
 });
+
+/** A replacement for a machine whose hand-over failed, and the session's end, decided at the same moment. */
+describe('a replacement racing the end of its session, in one process', () => {
+  const instances = ledgerInstances();
+  const run = { action: 'contextualize' as const, playbook: 'contextualize.yml', exitCode: 2, durationMs: 1, timedOut: false, tail: '' };
+
+  it.each([['replacement first'], ['end first']])('given a lost machine, when both are decided at once (%s), then no machine stays with the ended session', async (order) => {
+    const ledger = await instances.ledger(instances.store());
+    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 't', apiKeyDigest: 't', isAdmin: false, settings, now: NOW }, f), { actor: 'test' });
+    const machines = ['m1', 'm2', 'm3'].map((hostname) => ({ hostname, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' as const }));
+    await ledger.decide((w, f) => decideRegisterMachines(w, POOLS, { machines, now: NOW }, f), { actor: 'test' });
+    await ledger.decide((w, f) => decideRequestSession(w, POOLS, DEFAULTS, { sessionId: 1, tenantId: 1, specs: [{ pool: 'p', quantity: 1 }], now: NOW, contextualize: () => true }, f), { actor: 't' });
+    const lost = ledger.world.machines.get(ledger.world.sessions.get(1)!.machineIds[0])!;
+    await ledger.decide(() => [{ stream: stream.machine(lost.hostname), expected: lost.revision, events: [{ type: 'ProvisioningFailed', data: { machineId: lost.id, sessionId: 1, action: 'contextualize', error: 'disk on fire', run, at: NOW } }] }], { actor: 'test' });
+
+    const replace = () => ledger.decide((w, f) => { const d = decideReplacement(w, w.sessions.get(1)!, POOLS, () => true, (id) => f.busy(id), NOW); return 'fail' in d ? [] : d; }, { actor: 'provisioning' });
+    const end = () => ledger.decide((w, f) => decideEndSession(w, w.sessions.get(1)!, { reason: 'done', now: NOW, recyclesInstantly: () => false }, f), { actor: 't' });
+    const outcomes = await Promise.allSettled(order === 'replacement first' ? [replace(), end()] : [end(), replace()]);
+
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled']);
+    expect(ledger.world.sessions.get(1)!.status).toBe('released');
+    expect([...ledger.world.machines.values()].filter((m) => m.sessionId === 1).map((m) => m.hostname)).toEqual([]);
+  });
+});
+

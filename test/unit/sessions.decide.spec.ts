@@ -221,6 +221,14 @@ describe('ending sessions', () => {
     expect(world.machines.get(1)!.busyMs).toBe(3600_000);
   });
 
+  it('given a session extended after its expiry was noticed, when the expiry is decided, then nothing is written', () => {
+    const due = given(...startedSession());
+    expect(decideEndSession(due, due.sessions.get(1)!, { reason: 'expired', now: LATER, recyclesInstantly: () => false }).map((w) => w.events[0].type)).toEqual(['SessionExpired', 'MachineReleased', 'QuotaReturned']);
+    const extended = given(...startedSession(), ['session-1', { type: 'SessionExtended', data: { sessionId: 1, expiresAt: '2026-01-01T02:00:00.000Z', at: LATER } }]);
+    expect(decideEndSession(extended, extended.sessions.get(1)!, { reason: 'expired', now: LATER, recyclesInstantly: () => false })).toEqual([]);
+    expect(decideEndSession(extended, extended.sessions.get(1)!, { reason: 'done', now: LATER, recyclesInstantly: () => false })).not.toEqual([]);
+  });
+
   it('given a released machine of a reuse pool, when recycled, then it is ready again', () => {
     const world = given(...startedSession(), ['machine-i1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at: LATER } }]);
     expect(written([decideRecycle(world.machines.get(1)!, 'reuse', LATER)!])).toEqual([
