@@ -95,7 +95,7 @@ export class AnsibleRunner implements PlaybookRunner {
     try {
       const varsFile = join(dir, 'duffy_in.json');
       try {
-        await writeFile(varsFile, JSON.stringify({ duffy_in: input }), { mode: 0o600 });
+        await writeFile(varsFile, JSON.stringify({ duffy_in: input }, markUnsafe), { mode: 0o600 });
       } catch (err) {
         return notRun(`can't write the run's input in ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
       }
@@ -224,4 +224,14 @@ export function findDuffyOut(stdout: string): OutNode[] | undefined {
     }
   }
   return last;
+}
+
+/**
+ * Every string of `duffy_in` as Ansible's JSON marker for unsafe text: extra vars are templated, and tenants and
+ * admins write some of them (an SSH key, node data, a comment): `{{ lookup('pipe', ...) }}` in one would run on
+ * Duffy's host. Unsafe text is used as it is, never templated.
+ */
+function markUnsafe(key: string, value: unknown): unknown {
+  // The replacer is called again on the marker's own member.
+  return typeof value === 'string' && key !== '__ansible_unsafe' ? { __ansible_unsafe: value } : value;
 }

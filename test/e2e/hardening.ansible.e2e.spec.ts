@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ledger } from '../../src/application/ledger.service.js';
@@ -78,3 +78,26 @@ describe('item 11: the baremetal role takes ipmi_password from the secret files,
     expect(inFile.error).toMatch(/pyghmi|ipmi|timed out|connect/i);
   });
 });
+
+describe('what tenants and admins write reaches playbooks as data, never as a template', () => {
+  let duffy: Running | undefined;
+  afterEach(async () => {
+    await duffy?.close();
+    duffy = undefined;
+  });
+
+  it('hands over an SSH key holding a Jinja expression as it is, and runs nothing on the Duffy host', async () => {
+    const config = ansibleConfig([{ name: 'ctx' }], [{ hostname: 'jinja-1.test', pool: 'ctx' }]);
+    duffy = await startDuffy({ configFile: config });
+    const marker = join(mkdtempSync(join(tmpdir(), 'duffy-jinja-')), 'ran');
+    const key = `ssh-ed25519 AAAA {{ lookup('pipe', 'touch ${marker}; echo x') }}`;
+    const jinja = await newTenant(duffy, 'jinja', { ssh_key: key });
+
+    const s = await jinja.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'ctx', quantity: 1 }] });
+    expect(s.status).toBe(201);
+    expect(existsSync(marker)).toBe(false);
+    expect(readFileSync(join(duffy.dataDir, 'machines', 'jinja-1.test', 'root', '.ssh', 'authorized_keys'), 'utf8')).toContain(key);
+    expect((await jinja.put(`${V1}/sessions/${s.body.session.id}`, { active: false })).status).toBe(200);
+  });
+});
+
