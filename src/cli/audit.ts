@@ -60,7 +60,8 @@ export function readCheckpoint(file: string): Checkpoint {
 /** `duffy audit ...`: read-only answers for auditors; tables for people, JSON lines with --json. */
 export function auditCommands(duffy: Command, out: (line: string) => void): void {
   const json = () => duffy.opts().json === true;
-  const table = (headers: string[], rows: string[][], left: number[] = []) => out(formatTable(headers, rows, left));
+  // Cells are ledger text a tenant may have written: control characters are shown escaped, never sent to the terminal.
+  const table = (headers: string[], rows: string[][], left: number[] = []) => out(formatTable(headers, rows.map((r) => r.map(printable)), left));
   const audit = duffy.command('audit').description('read-only checks of a ledger, for auditors').option('--ledger <file|esdb-url>', 'ledger to read');
   const withLedger = async <T>(fn: (events: RecordedEvent[]) => T): Promise<T> => {
     const store = await openLedger(ledgerOf(audit.opts()));
@@ -85,7 +86,7 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
       if (!tail) return;
       out('');
       out(`position ${rows[i].position}, ${e.type} of ${rows[i].machine || e.stream}: the end of the playbook's output`);
-      for (const line of tail.split('\n')) out(`    | ${line}`);
+      for (const line of tail.split('\n')) out(`    | ${printable(line)}`);
     });
   };
 
@@ -202,4 +203,11 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
         await store.close();
       }
     });
+}
+
+/** Text with its control characters (newlines, escape sequences) written as JSON escapes. */
+function printable(text: string): string {
+  const short: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => short[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }

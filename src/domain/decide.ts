@@ -240,6 +240,11 @@ export function decideRequestSession(
     const p = x.pool === undefined ? undefined : pools.find((q) => q.name === x.pool)!;
     const clash = p && (['type', 'arch', 'platform'] as const).find((k) => x[k] !== undefined && x[k] !== p[k]);
     if (p && clash) return refusal('invalid', `can't reserve nodes: pool ${p.name} is ${p.type} ${p.arch} ${p.platform}, not ${clash} ${x[clash]}`);
+    // Pools change only with the configuration: a spec no pool offers would wait for nothing.
+    if (!p && !pools.some((q) => (['type', 'arch', 'platform'] as const).every((k) => x[k] === undefined || x[k] === q[k]))) {
+      const asked = (['type', 'arch', 'platform'] as const).filter((k) => x[k] !== undefined).map((k) => `${k} ${x[k]}`).join(', ');
+      return refusal('invalid', `can't reserve nodes: no pool offers ${asked}`);
+    }
   }
   const nowMs = Date.parse(cmd.now);
   const overflow = mayOverflow(cmd, nowMs);

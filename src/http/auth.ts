@@ -29,7 +29,8 @@ export class BasicAuthGuard implements CanActivate {
     const unauthorized = (detail: string) =>
       new HttpException({ detail }, HttpStatus.UNAUTHORIZED, { cause: 'basic' });
     if (!header) throw unauthorized('Not authenticated: use HTTP Basic auth with the tenant name and API key');
-    const match = /^Basic ([A-Za-z0-9+/=]{1,1024})$/.exec(header.trim());
+    // The scheme is case-insensitive (RFC 9110 11.1).
+    const match = /^Basic +([A-Za-z0-9+/=]{1,1024})$/i.exec(header.trim());
     if (!match) throw unauthorized('Malformed Authorization header: expected "Basic <base64(name:key)>"');
     const decoded = Buffer.from(match[1], 'base64').toString('utf8');
     const colon = decoded.indexOf(':');

@@ -93,8 +93,8 @@ export class NodesSpecDto {
 
   @ApiPropertyOptional({ enum: MACHINE_TYPES, description: 'Duffy extension: any pool of this type' })
   @IsOptional() @IsIn(MACHINE_TYPES, { message: 'type must be baremetal or vm' }) type?: MachineType;
-  @ApiPropertyOptional({ example: 'x86_64' }) @OptionalStr('arch', 64) arch?: string;
-  @ApiPropertyOptional({ description: 'platform family, e.g. intel, amd, arm' }) @OptionalStr('platform', 64) platform?: string;
+  @ApiPropertyOptional({ example: 'x86_64' }) @Matches(NAME, { message: 'arch must be letters, digits, dot, dash or underscore' }) @OptionalStr('arch', 64) arch?: string;
+  @ApiPropertyOptional({ description: 'platform family, e.g. intel, amd, arm' }) @Matches(NAME, { message: 'platform must be letters, digits, dot, dash or underscore' }) @OptionalStr('platform', 64) platform?: string;
 
   @ApiProperty({ minimum: 1, maximum: MAX_QUANTITY })
   @Int('quantity', 1, MAX_QUANTITY)
@@ -104,6 +104,8 @@ export class NodesSpecDto {
   @IsOptional()
   @ValidateNested()
   @Type(() => HardwareRequirementDto)
+  // Registered first (decorators register bottom-up): an array would pass as an object of numbered members.
+  @IsObject({ message: 'hardware must be an object like {"min_cpus": 8}' })
   hardware?: HardwareRequirementDto;
 }
 

@@ -16,15 +16,22 @@ export const MAX_BODY_DEPTH = 32;
 
 /** A 4xx that body-parser passes on as it is (see describe() in errors.filter.ts). */
 class BodyRefused extends Error {
-  readonly status = 422;
   readonly type = 'entity.verify.failed';
+  constructor(
+    message: string,
+    readonly status = 422,
+  ) {
+    super(message);
+  }
 }
 
 /**
  * body-parser `verify`: runs on the raw bytes before JSON.parse, so a deep body never reaches a recursive
- * transformer. A linear scan: brackets inside strings do not count. UTF-8 continuation bytes are never ASCII.
+ * transformer. A linear scan: brackets inside strings do not count. UTF-8 continuation bytes are never ASCII, so
+ * the scan holds for UTF-8 only, which is what JSON between systems must be (RFC 8259): other charsets are a 415.
  */
-export function checkJsonDepth(_req: unknown, _res: unknown, buf: Buffer): void {
+export function checkJsonDepth(_req: unknown, _res: unknown, buf: Buffer, encoding?: string): void {
+  if (encoding !== undefined && !/^utf-?8$/i.test(encoding)) throw new BodyRefused(`JSON bodies must be UTF-8, not ${encoding}`, 415);
   let depth = 0;
   let inString = false;
   for (let i = 0; i < buf.length; i++) {

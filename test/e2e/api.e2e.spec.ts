@@ -184,6 +184,12 @@ describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
       ],
       ['non-admin creating a tenant', () => alice.post(`${V1}/tenants`, { name: 'mallory', ssh_key: 'x' }), 403, /admin/],
     ];
+    it('takes the Basic scheme in any case (RFC 9110), with the right key only', async () => {
+      const admin = (scheme: string, key = ADMIN_KEY) => new (alice.constructor as any)(duffy.url, basic('admin', key).replace(/^Basic/, scheme)).get(`${V1}/tenants`);
+      for (const scheme of ['basic', 'BASIC', 'bAsIc']) expect((await admin(scheme)).status).toBe(200);
+      expect((await admin('basic', 'not-the-key')).status).toBe(401);
+    });
+
     it.each(cases)('%s', async (_name, send, status, detail) => {
       const r = await send();
       expect(r.status).toBe(status);

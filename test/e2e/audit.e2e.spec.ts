@@ -256,7 +256,7 @@ describe('audit history of a machine with playbook runs', () => {
     const file = join(mkdtempSync(join(tmpdir(), 'duffy-tails-')), 'ledger.sqlite');
     const store = new SqliteEventStore(file);
     const at = '2026-01-01T00:00:00.000Z';
-    const run = { action: 'provision', playbook: 'provision.yml', exitCode: 0, durationMs: 900, timedOut: false, tail: 'TASK [disk] ok\nPLAY RECAP m1 ok=3' };
+    const run = { action: 'provision', playbook: 'provision.yml', exitCode: 0, durationMs: 900, timedOut: false, tail: 'TASK [disk] ok\nPLAY RECAP m1 ok=3\u001b[0m' };
     await store.append([
       {
         stream: 'machine-m1',
@@ -264,6 +264,8 @@ describe('audit history of a machine with playbook runs', () => {
         events: [
           { type: 'MachineRegistered', data: { machineId: 1, hostname: 'm1', ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'unused', at }, metadata: { actor: 'duffy', at } },
           { type: 'MachineProvisioned', data: { machineId: 1, sessionId: null, ipaddr: '10.0.0.1', run, at }, metadata: { actor: 'duffy', at } },
+          // Text someone wrote, with a newline and a terminal escape: shown escaped, never as a row of its own.
+          { type: 'MachineServiceChanged', data: { machineId: 1, service: 'maintenance', reason: 'disk\n\u001b[31mFORGED ROW', at }, metadata: { actor: 'duffy', at } },
         ],
       },
     ]);
@@ -272,11 +274,13 @@ describe('audit history of a machine with playbook runs', () => {
     expect(plain.lines[0]).toMatch(/^time +pos +event/);
     expect(plain.lines.some((l) => l.includes('PLAY RECAP'))).toBe(false);
     expect(plain.lines[0]).toMatch(/ detail$/);
-    expect(plain.lines.at(-1)).toMatch(/MachineProvisioned .* \(exit 0, 900 ms\)$/);
+    expect(plain.lines.at(-2)).toMatch(/MachineProvisioned .* \(exit 0, 900 ms\)$/);
+    expect(plain.lines.at(-1)).toMatch(/MachineServiceChanged .* maintenance: disk\\n\\u001b\[31mFORGED ROW$/);
+    expect(plain.lines.join('\n')).not.toContain('\u001b');
     const verbose = await duffyCli('audit', '--ledger', file, 'history', 'machine-m1', '--verbose');
     // The same table, then each tail under the event it belongs to.
     expect(verbose.lines.slice(0, plain.lines.length)).toEqual(plain.lines);
-    expect(verbose.lines.slice(plain.lines.length)).toEqual(['', "position 2, MachineProvisioned of m1: the end of the playbook's output", '    | TASK [disk] ok', '    | PLAY RECAP m1 ok=3']);
+    expect(verbose.lines.slice(plain.lines.length)).toEqual(['', "position 2, MachineProvisioned of m1: the end of the playbook's output", '    | TASK [disk] ok', '    | PLAY RECAP m1 ok=3\\u001b[0m']);
     const json = await duffyCli('--json', 'audit', '--ledger', file, 'history', 'machine-m1');
     expect(JSON.parse(json.lines[1]).data.run).toEqual({ action: 'provision', playbook: 'provision.yml', exitCode: 0, durationMs: 900, timedOut: false });
     const full = await duffyCli('--json', 'audit', '--ledger', file, 'history', 'machine-m1', '--verbose');

@@ -226,6 +226,17 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       }
     });
 
+    it('a body in another charset than UTF-8 is a 415, however it is nested (the scan reads UTF-8 only)', async () => {
+      const body = Buffer.from(`{"nodes_specs": [{"pool": "vm-intel-x86_64", "quantity": 1}], "x\u4122": ${deep(2000)}, "y": "z"}`, 'utf16le');
+      for (const charset of ['utf-16le', 'UTF-16']) {
+        const res = await fetch(`${duffy.url}${V1}/sessions`, { method: 'POST', body, headers: { 'content-type': `application/json; charset=${charset}`, authorization: basic('admin', '00000000-0000-4000-8000-000000000001') } });
+        expect(res.status).toBe(415);
+        expect(((await res.json()) as { detail: string }).detail).toBe(`JSON bodies must be UTF-8, not ${charset.toLowerCase()}`);
+      }
+      const utf8 = await raw(duffy, 'POST', `${V1}/tenants`, JSON.stringify({ name: 'charset-utf8', ssh_key: 'x' }), { 'content-type': 'application/json; charset=UTF-8', authorization: basic('admin', '00000000-0000-4000-8000-000000000001') });
+      expect(utf8.status).toBe(201);
+    });
+
     it('brackets inside strings do not count', async () => {
       const r = await raw(duffy, 'POST', `${V1}/tenants`, JSON.stringify({ name: 'brackets', ssh_key: '['.repeat(5000) }), { authorization: basic('admin', '00000000-0000-4000-8000-000000000001') });
       expect(r.status).toBe(201);
@@ -337,6 +348,16 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       const r = await alice.post(`${V1}/sessions`, body);
       expect(r.status).toBe(422);
       expect(r.body.detail).toMatch(detail);
+    });
+
+    it.each([
+      ['hardware that is a list', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1, hardware: Array.from({ length: 1000 }, () => ({})) }], wait: 5 }, 'nodes_specs[0].hardware: hardware must be an object like {"min_cpus": 8}'],
+      ['an arch with control characters', { nodes_specs: [{ type: 'baremetal', arch: 'x\n\u001b[31mFORGED', quantity: 1 }], wait: 1 }, 'nodes_specs[0].arch: arch must be letters, digits, dot, dash or underscore'],
+      ['a platform with a space', { nodes_specs: [{ type: 'vm', platform: 'in tel', quantity: 1 }] }, 'nodes_specs[0].platform: platform must be letters, digits, dot, dash or underscore'],
+    ])('%s is a 422 naming it', async (_, body, detail) => {
+      const r = await alice.post(`${V1}/sessions`, body);
+      expect(r.status).toBe(422);
+      expect(r.body.detail).toBe(detail);
     });
 
     it('every body refuses unknown fields', async () => {
