@@ -10,7 +10,10 @@ import { ConfigError, type Settings, loadSettings } from './config/config.js';
 import { answerUnmatched } from './http/unmatched.js';
 import { IdParamsPipe, checkJsonDepth, dropNullMembers, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
-import { DataDirLockedError } from './adapters/eventstore/data-dir-lock.js';
+import { DataDirLockedError, LEDGER_FILE, assertDataDirFree } from './adapters/eventstore/data-dir-lock.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { isUuid } from './application/catalog.js';
 import { createServer } from 'node:net';
 import { Bootstrap } from './application/bootstrap.service.js';
 
@@ -58,8 +61,14 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   // Nest answers unknown paths under its global prefix only; the others (legacy, ops, anything) would get Express's
   // HTML page. The same JSON 404 (or 405) for all of them, registered after every route.
   app.use((req: Request, res: Response) => answerUnmatched(req.app, req, res));
-  const boot = await app.get(Bootstrap).run({ reconcileEveryMs: options.reconcileEveryMs });
-  return { app, adminKey: boot.adminKey };
+  try {
+    const boot = await app.get(Bootstrap).run({ reconcileEveryMs: options.reconcileEveryMs });
+    return { app, adminKey: boot.adminKey };
+  } catch (err) {
+    // A refused start leaves nothing open (the data directory's lock, the ledger's writer thread).
+    await app.close().catch(() => undefined);
+    throw err;
+  }
 }
 
 async function main() {
@@ -73,11 +82,21 @@ async function main() {
     }
     throw err;
   }
-  // Before anything is written: a first start on a busy port must not create (and print) the admin key and then die.
+  // Before anything is written: a first start on a busy port, on a data directory another Duffy holds or with an
+  // admin key no API key could be must not create the ledger (and print an admin key) and then die.
   await portIsFree(settings.port);
-  const { app } = await createApp(settings);
+  if (!settings.eventStoreUrl) {
+    assertDataDirFree(settings.dataDir);
+    if (settings.adminKey && !isUuid(settings.adminKey) && !existsSync(join(settings.dataDir, LEDGER_FILE))) {
+      console.error('duffy: bad configuration: DUFFY_ADMIN_KEY: must be a UUID (the form every Duffy API key has), e.g. from uuidgen');
+      process.exit(2);
+    }
+  }
+  const { app, adminKey } = await createApp(settings);
   await app.listen(settings.port);
-  new Logger('Duffy').log(`listening on :${settings.port}, ledger ${settings.eventStoreUrl ?? settings.dataDir + '/ledger.sqlite'}, config ${settings.configFile}`);
+  new Logger('Duffy').log(`listening on :${settings.port}, ledger ${settings.eventStoreUrl ?? join(settings.dataDir, LEDGER_FILE)}, config ${settings.configFile}`);
+  // Plain words among the JSON log lines: it is shown once, and the README's examples read it from the variable.
+  if (adminKey) console.error(`\nduffy: created the admin tenant '${settings.adminName}'; its API key, shown this once:\n\n  export DUFFY_ADMIN_KEY=${adminKey}\n`);
 }
 
 async function portIsFree(port: number): Promise<void> {
@@ -97,6 +116,10 @@ class StartError extends Error {}
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   main().catch((err) => {
+    if (err instanceof ConfigError) {
+      console.error(`duffy: bad configuration: ${err.message}`);
+      process.exit(2);
+    }
     const known = err instanceof StartError || err instanceof DataDirLockedError || /^DUFFY_[A-Z_]+: /.test(String(err?.message));
     if (known) console.error(`duffy: failed to start: ${err.message}`);
     else console.error('duffy: failed to start:', err);

@@ -2,6 +2,7 @@ import { machineIdOfHost } from '../domain/world.js';
 import { Injectable, Logger } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog, isUuid } from './catalog.js';
+import { ConfigError } from '../config/config.js';
 import { RegisterTenantCommand } from './commands.js';
 import { decideRegisterMachines } from '../domain/decide.js';
 import { Ledger } from './ledger.service.js';
@@ -28,12 +29,13 @@ export class Bootstrap {
 
   async run(options: { reconcileEveryMs?: number } = {}): Promise<{ adminKey?: string }> {
     await this.ledger.start();
+    this.checkPoolsOfMachines();
     await this.readSide.start();
     const s = this.catalog.settings;
     let adminKey: string | undefined;
     if (this.ledger.world.tenants.size === 0) {
       // Checked only here, where it is used: on a ledger that has its admin the variable is ignored.
-      if (s.adminKey && !isUuid(s.adminKey)) throw new Error('DUFFY_ADMIN_KEY: must be a UUID (the form every Duffy API key has), e.g. from uuidgen');
+      if (s.adminKey && !isUuid(s.adminKey)) throw new ConfigError('DUFFY_ADMIN_KEY: must be a UUID (the form every Duffy API key has), e.g. from uuidgen');
       const created = await this.commands.execute(
         new RegisterTenantCommand(null, s.adminName, true, { sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null }, s.adminKey),
       );
@@ -49,6 +51,25 @@ export class Bootstrap {
     this.provisioner.start();
     this.queue.start();
     return { adminKey };
+  }
+
+  /**
+   * A machine of the ledger whose pool left the configuration would never be provisioned, released or recycled
+   * again (it stayed in `deprovisioning` for good): the configuration is refused until its machines are retired.
+   */
+  private checkPoolsOfMachines(): void {
+    const orphans = new Map<string, string[]>();
+    for (const m of this.ledger.world.machines.values()) {
+      const drained = m.service === 'retired' && m.sessionId === null && m.job === null && m.releasingSession === null;
+      if (m.retiredAt !== null || drained || this.catalog.pool(m.pool)) continue;
+      orphans.set(m.pool, [...(orphans.get(m.pool) ?? []), m.hostname]);
+    }
+    if (orphans.size === 0) return;
+    const pools = [...orphans].map(([pool, hosts]) => `pool ${pool} (${hosts.length > 5 ? `${hosts.slice(0, 5).join(', ')} and ${hosts.length - 5} more` : hosts.join(', ')})`);
+    throw new ConfigError(
+      `${this.catalog.settings.configFile}: ${pools.join('; ')}: the pool is gone from the configuration but its machines are not retired; ` +
+        'put the pool back, retire them (duffy nodes retire HOST, waiting for the drain), then remove it',
+    );
   }
 
   /**

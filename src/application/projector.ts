@@ -60,13 +60,13 @@ export class ProjectionRunner {
   ) {}
 
   /** Rebuilds from 0 when the stored version differs (or when asked), then follows the ledger live. */
-  async start(options: { rebuild?: boolean } = {}): Promise<void> {
+  async start(options: PrepareOptions = {}): Promise<void> {
     await this.prepare(options);
     this.subscription = this.ledger.subscribeAll(this.position, (e) => this.push(internType(e)), (err) => (this.failure = err));
   }
 
   /** Loads the checkpoint (or resets for a rebuild); returns the position to follow the ledger from. */
-  async prepare(options: { rebuild?: boolean } = {}): Promise<bigint> {
+  async prepare(options: PrepareOptions = {}): Promise<bigint> {
     const p = this.projection;
     this.state = p.init();
     this.batch = new Batch();
@@ -76,9 +76,14 @@ export class ProjectionRunner {
     this.writeFailure = undefined;
     const cp = await this.store.checkpoint(p.name);
     this.rebuiltBecause = undefined;
-    // Restoring documents newer than the checkpoint would fold their events a second time on the way up to them.
-    if (cp && !options.rebuild && cp.version === p.version && (await this.store.writtenAfter(p.collections, cp.position))) {
-      this.rebuiltBecause = `documents written after its checkpoint ${cp.position}`;
+    if (cp && !options.rebuild && cp.version === p.version) {
+      // Read models newer than the ledger (a ledger restored from a backup): they hold events the ledger lacks.
+      if (options.head !== undefined && cp.position > options.head) {
+        this.rebuiltBecause = `its checkpoint ${cp.position} is past the ledger's last event ${options.head} (a ledger restored from a backup?)`;
+      } else if (await this.store.writtenAfter(p.collections, cp.position)) {
+        // Restoring documents newer than the checkpoint would fold their events a second time on the way up to them.
+        this.rebuiltBecause = `documents written after its checkpoint ${cp.position}`;
+      }
     }
     if (options.rebuild || !cp || cp.version !== p.version || this.rebuiltBecause) {
       await this.store.reset(p.name, p.collections);
@@ -219,7 +224,7 @@ export class ProjectionRunner {
  * Follows the ledger once for several projections: each event is read and parsed once and offered to every
  * runner (a runner ignores what it already has), which is what makes a rebuild of all of them cheap.
  */
-export async function followTogether(runners: ProjectionRunner[], ledger: EventStore, options: { rebuild?: boolean } = {}): Promise<Subscription> {
+export async function followTogether(runners: ProjectionRunner[], ledger: EventStore, options: PrepareOptions = {}): Promise<Subscription> {
   let from: bigint | undefined;
   for (const r of runners) {
     const p = await r.prepare(options);
@@ -241,6 +246,13 @@ export async function followTogether(runners: ProjectionRunner[], ledger: EventS
   );
 }
 
+
+export interface PrepareOptions {
+  /** Rebuild from 0 whatever is stored. */
+  rebuild?: boolean;
+  /** The ledger's last position, when known: read models past it are rebuilt. */
+  head?: bigint;
+}
 
 const types = new Map<string, string>();
 /**

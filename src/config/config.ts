@@ -30,8 +30,9 @@ export const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 export class PoolConfig {
   @Matches(NAME, { message: 'name must be 1-128 letters, digits, dot, dash or underscore' }) name!: string;
   @IsIn(MACHINE_TYPES) type!: MachineType;
-  @IsString() arch!: string;
-  @IsString() platform!: string;
+  // Names, as requests give them (a spec's arch and platform are names too).
+  @Matches(NAME, { message: 'arch must be letters, digits, dot, dash or underscore' }) arch!: string;
+  @Matches(NAME, { message: 'platform must be letters, digits, dot, dash or underscore' }) platform!: string;
   @IsIn(['local', 'baremetal', 'vm']) driver: 'local' | 'baremetal' | 'vm' = 'local';
   @IsInt() @Min(0) 'fill-level': number = 0;
   @IsIn(['reuse', 'rebuild', 'reinstall', 'shutdown']) 'release-policy': RecyclePolicy = 'reuse';

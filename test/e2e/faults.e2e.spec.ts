@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -264,8 +264,20 @@ describe('fault: a second server on the same data directory', () => {
     expect(code).not.toBe(0);
     expect(second.output()).toContain(`pid ${first.child.pid}`);
     expect(second.output()).toContain(dataDir);
+    // One line, no stack trace.
+    expect(second.output().trim().split('\n')).toEqual([expect.stringMatching(/^duffy: failed to start: the data directory .* is in use by another Duffy/)]);
     // The first one never noticed.
     expect((await new Client(`http://127.0.0.1:${port}`, basic('admin', ADMIN_KEY)).get(`${V1}/pools`)).status).toBe(200);
+
+    // A key no API key could be, on a fresh data directory: exit 2 before anything is written there.
+    const fresh = mkdtempSync(join(tmpdir(), 'duffy-badkey-'));
+    const badKey = spawn(process.execPath, [MAIN], { env: { ...process.env, DUFFY_DATA_DIR: fresh, DUFFY_PORT: String(port + 3), DUFFY_ADMIN_KEY: 'abc', NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(badKey);
+    let said = '';
+    badKey.stderr!.on('data', (d) => (said += d));
+    expect(await new Promise((r) => badKey.once('exit', r))).toBe(2);
+    expect(said.trim()).toBe('duffy: bad configuration: DUFFY_ADMIN_KEY: must be a UUID (the form every Duffy API key has), e.g. from uuidgen');
+    expect(readdirSync(fresh)).toEqual([]);
 
     // kill -9 leaves its lock behind; the next server sees its holder is gone and starts.
     first.child.kill('SIGKILL');

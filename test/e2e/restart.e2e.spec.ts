@@ -1,5 +1,10 @@
 import { describe, expect, it } from '@jest/globals';
-import { type Running, startDuffy } from '../support/server.js';
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse, stringify } from 'yaml';
+import { ConfigError } from '../../src/config/config.js';
+import { type Running, instantDemoConfig, startDuffy } from '../support/server.js';
 
 const V1 = '/api/v1';
 
@@ -37,4 +42,59 @@ describe('restart', () => {
       await duffy.close();
     }
   });
+
+  it('given a ledger restored from a backup under newer read models, then the read models are rebuilt from it, not served', async () => {
+    let duffy: Running = await startDuffy();
+    const dataDir = duffy.dataDir;
+    const alice = async () => duffy.client('alice', key);
+    const key = (await duffy.admin.post(`${V1}/tenants`, { name: 'alice', ssh_key: 'x' })).body.tenant.api_key;
+    const before = (await (await alice()).post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+    await duffy.close();
+    const backup = mkdtempSync(join(tmpdir(), 'duffy-backup-'));
+    const ledgerFiles = readdirSync(dataDir).filter((f) => f.startsWith('ledger.sqlite'));
+    for (const f of ledgerFiles) copyFileSync(join(dataDir, f), join(backup, f));
+
+    duffy = await startDuffy({ dataDir });
+    const lost = (await (await alice()).post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 1 }] })).body.session;
+    expect(lost.id).toBe(before.id + 1);
+    await duffy.close();
+    for (const f of ledgerFiles) copyFileSync(join(backup, f), join(dataDir, f));
+
+    duffy = await startDuffy({ dataDir });
+    try {
+      const ids = (await duffy.admin.get(`${V1}/sessions`)).body.sessions.map((x: { id: number }) => x.id);
+      expect(ids).toContain(before.id);
+      expect(ids).not.toContain(lost.id);
+      const again = (await (await alice()).post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+      expect(again.id).toBe(lost.id);
+      expect((await (await alice()).get(`${V1}/sessions/${again.id}`)).body.session.nodes[0].pool).toBe('vm-intel-x86_64');
+    } finally {
+      await duffy.close();
+    }
+  });
+
+  it('refuses a configuration that drops a pool whose machines are not retired, naming them; starts once they are', async () => {
+    const config = instantDemoConfig();
+    let duffy: Running = await startDuffy({ configFile: config });
+    const dataDir = duffy.dataDir;
+    const arm = (await duffy.admin.get(`${V1}/nodes`)).body.nodes.filter((n: { pool: string }) => n.pool === 'vm-arm-aarch64');
+    expect(arm.length).toBeGreaterThan(0);
+    await duffy.close();
+    const demo = parse(readFileSync(config, 'utf8'));
+    demo.pools = demo.pools.filter((p: { name: string }) => p.name !== 'vm-arm-aarch64');
+    demo.machines = demo.machines.filter((m: { pool: string }) => m.pool !== 'vm-arm-aarch64');
+    const smaller = join(mkdtempSync(join(tmpdir(), 'duffy-cfg-')), 'smaller.yaml');
+    writeFileSync(smaller, stringify(demo));
+
+    const refused = await startDuffy({ dataDir, configFile: smaller }).then(() => undefined, (err: unknown) => err);
+    expect(refused).toBeInstanceOf(ConfigError);
+    expect((refused as Error).message).toMatch(new RegExp(`pool vm-arm-aarch64 \\(${arm[0].hostname}.*\\): the pool is gone from the configuration but its machines are not retired`));
+
+    duffy = await startDuffy({ dataDir, configFile: config });
+    for (const n of arm) expect((await duffy.admin.put(`${V1}/nodes/${n.id}`, { retired: true })).status).toBe(200);
+    await duffy.close();
+    duffy = await startDuffy({ dataDir, configFile: smaller });
+    await duffy.close();
+  });
 });
+

@@ -4,6 +4,8 @@ import { join, resolve } from 'node:path';
 
 /** The embedded ledger has one writer: the process holding `<data dir>/duffy.lock`. */
 export const LOCK_FILE = 'duffy.lock';
+/** The embedded ledger's file in the data directory. */
+export const LEDGER_FILE = 'ledger.sqlite';
 /** The holder touches its lock this often; one not touched for STALE_MS is a dead holder's, wherever it ran. */
 const HEARTBEAT_MS = 10_000;
 export const STALE_MS = 60_000;
@@ -62,6 +64,13 @@ function alive(pid: number): boolean {
     // EPERM: it exists, it is just not ours to signal.
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** Throws DataDirLockedError if another live process holds the lock (a check before start-up; `lockDataDir` decides). */
+export function assertDataDirFree(dataDir: string): void {
+  const file = join(resolve(dataDir), LOCK_FILE);
+  const holder = readHolder(file);
+  if (holder && !stale(file, holder, { pid: process.pid, host: hostname() })) throw new DataDirLockedError(resolve(dataDir), holder);
 }
 
 /**

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { type EventStore, WrongExpectedRevisionError } from '../../application/ports/event-store.port.js';
-import { lockDataDir } from './data-dir-lock.js';
+import { LEDGER_FILE, lockDataDir } from './data-dir-lock.js';
 import { KurrentDbEventStore } from './kurrentdb-event-store.js';
 import { SqliteEventStore } from './sqlite-event-store.js';
 
@@ -10,7 +10,7 @@ export function createEventStore(url: string | undefined, dataDir: string): Even
     // One writer per embedded ledger: a second process on this data dir stops here, naming the first.
     const lock = lockDataDir(dataDir);
     try {
-      return watchWrites(new SqliteEventStore(join(dataDir, 'ledger.sqlite')), () => lock.release());
+      return watchWrites(new SqliteEventStore(join(dataDir, LEDGER_FILE)), () => lock.release());
     } catch (err) {
       lock.release();
       throw err;
