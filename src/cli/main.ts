@@ -7,6 +7,9 @@ import { NotFoundError } from '../audit/audit.js';
 import { MACHINE_TYPES } from '../domain/events.js';
 import { hostKey } from '../domain/world.js';
 import { auditCommands } from './audit.js';
+import { formatTable } from '../domain/simulator.js';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { ApiError, DuffyClient, EXIT, clientConfig } from './client.js';
 
 type Session = {
@@ -39,6 +42,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .option('--tenant <name>', 'tenant name (DUFFY_TENANT)')
     .option('--key <api-key>', 'API key (DUFFY_KEY)')
     .option('--json', 'print JSON answers, for scripts')
+    .version(ownVersion(), '-V, --version')
     .exitOverride();
   const client = () => new DuffyClient(clientConfig(duffy.opts()));
   const json = () => duffy.opts().json === true;
@@ -127,30 +131,43 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
       else if (list.length === 0) out(`session ${id} has no artifacts`);
     });
 
-  const listing = (rows: Array<Record<string, unknown>>) => {
+  /** A table of the columns people read (all of them with --json). */
+  const listing = (rows: Array<Record<string, unknown>>, columns: Array<[field: string, header: string]>) => {
     if (json()) return out(JSON.stringify(rows));
-    for (const r of rows) out(Object.values(r).map((v) => (typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v))).join('\t'));
+    const cell = (v: unknown) => (v === null || v === undefined ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v));
+    out(formatTable(columns.map(([, h]) => h), rows.map((r) => columns.map(([f]) => cell(r[f]))), columns.map((_, i) => i)));
   };
-  for (const [name, path, field] of [
-    ['tenants', '/tenants', 'tenants'],
-    ['pools', '/pool-profiles', 'pool_profiles'],
-  ] as const) {
-    duffy
-      .command(name)
-      .description(`list ${name}`)
-      .action(async () => listing((await client().call('GET', path))[field]));
-  }
+  duffy
+    .command('tenants')
+    .description('list tenants (admins: all; a tenant: itself)')
+    .action(async () =>
+      listing((await client().call('GET', '/tenants')).tenants, [
+        ['id', 'id'], ['name', 'name'], ['active', 'active'], ['is_admin', 'admin'], ['effective_node_quota', 'quota'],
+        ['effective_session_lifetime', 'lifetime s'], ['effective_session_lifetime_max', 'max s'], ['created_at', 'created'],
+      ]),
+    );
+  duffy
+    .command('pools')
+    .description('list pools: what each offers')
+    .action(async () => {
+      const pools = (await client().call('GET', '/pool-profiles')).pool_profiles as Array<Record<string, unknown>>;
+      listing(pools, Object.keys(pools[0] ?? { name: '' }).map((k) => [k, k]));
+    });
 
   const nodes = duffy
     .command('nodes')
-    .description('list nodes; admins take them in and out of service')
-    .action(async () => listing((await client().call('GET', '/nodes')).nodes));
+    .description('list nodes (admins: all; a tenant: those it holds); admins take them in and out of service')
+    .action(async () =>
+      listing((await client().call('GET', '/nodes')).nodes, [
+        ['id', 'id'], ['hostname', 'hostname'], ['pool', 'pool'], ['state', 'state'], ['service', 'service'], ['ipaddr', 'ipaddr'], ['service_reason', 'reason'],
+      ]),
+    );
   /** HOST is a node id, or a hostname looked up in the nodes the caller may see (admins: all). */
   const nodeId = async (host: string) => {
     if (/^[0-9]+$/.test(host)) return Number(host);
     const all = (await client().call<{ nodes: Node[] }>('GET', '/nodes')).nodes;
     const n = all.find((x) => hostKey(x.hostname) === hostKey(host) || String(x.id) === host);
-    if (!n) throw new ApiError(404, `node ${host} not found`);
+    if (!n) throw new ApiError(404, `node ${host} not found among the nodes you can see (a tenant sees those it holds; only admins take nodes in and out of service)`);
     return n.id;
   };
   const service = async (host: string, body: Record<string, unknown>) => {
@@ -252,3 +269,17 @@ if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith
     process.exitCode = code;
   });
 }
+
+/** The version in Duffy's package.json, found from src/cli or dist/src/cli alike. */
+function ownVersion(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i++, dir = dirname(dir)) {
+    try {
+      return (JSON.parse(readFileSync(resolve(dir, 'package.json'), 'utf8')) as { version: string }).version;
+    } catch {
+      /* not here: one level up */
+    }
+  }
+  return 'unknown';
+}
+

@@ -162,6 +162,15 @@ describe('duffy CLI against a running server', () => {
     expect(m.code).toBe(0);
     expect(m.stdout).toBe(`${host}\tready\tmaintenance\tdisk swap\n`);
     expect((await as(admin, '--json', 'nodes')).stdout).toContain('"service":"maintenance"');
+    // Tables for people: a header, one row per node.
+    const table = (await as(admin, 'nodes')).stdout.split('\n');
+    expect(table[0]).toMatch(/^id +hostname +pool +state +service +ipaddr +reason$/);
+    expect(table.find((l) => l.includes(host))).toMatch(new RegExp(`^\\d+ +${host.replace(/\./g, '\\.')} +metal-arm-aarch64 +ready +maintenance +\\S+ +disk swap$`));
+    expect((await as(admin, 'tenants')).stdout.split('\n')[0]).toMatch(/^id +name +active +admin +quota +lifetime s +max s +created$/);
+    const notMine = await cli('nodes', 'maintenance', host);
+    expect(notMine.code).toBe(4);
+    expect(notMine.stderr).toMatch(/not found among the nodes you can see .*only admins take nodes in and out of service/);
+    expect((await cli('--version')).stdout).toMatch(/^\d+\.\d+\.\d+\n$/);
     expect((await as(admin, 'nodes', 'return', host)).stdout).toBe(`${host}\tready\tin-service\n`);
     expect((await as(admin, 'nodes', 'return', 'no-such-host')).code).toBe(4);
     const retired = await as(admin, '--json', 'nodes', 'retire', host, '--reason', 'end of life');
