@@ -13,7 +13,7 @@ import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, LEDGER_FILE, assertDataDirFree } from './adapters/eventstore/data-dir-lock.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { isUuid } from './application/catalog.js';
+import { assertAdminKey } from './application/catalog.js';
 import { createServer } from 'node:net';
 import { Bootstrap } from './application/bootstrap.service.js';
 
@@ -87,10 +87,8 @@ async function main() {
   await portIsFree(settings.port);
   if (!settings.eventStoreUrl) {
     assertDataDirFree(settings.dataDir);
-    if (settings.adminKey && !isUuid(settings.adminKey) && !existsSync(join(settings.dataDir, LEDGER_FILE))) {
-      console.error('duffy: bad configuration: DUFFY_ADMIN_KEY: must be a UUID (the form every Duffy API key has), e.g. from uuidgen');
-      process.exit(2);
-    }
+    // Only an empty ledger takes the key (Bootstrap checks it there too, for KurrentDB).
+    if (!existsSync(join(settings.dataDir, LEDGER_FILE))) assertAdminKey(settings.adminKey);
   }
   const { app, adminKey } = await createApp(settings);
   await app.listen(settings.port);

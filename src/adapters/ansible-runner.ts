@@ -95,7 +95,7 @@ export class AnsibleRunner implements PlaybookRunner {
     try {
       const varsFile = join(dir, 'duffy_in.json');
       try {
-        await writeFile(varsFile, JSON.stringify({ duffy_in: input }, markUnsafe), { mode: 0o600 });
+        await writeFile(varsFile, extraVarsJson(input), { mode: 0o600 });
       } catch (err) {
         return notRun(`can't write the run's input in ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
       }
@@ -227,11 +227,22 @@ export function findDuffyOut(stdout: string): OutNode[] | undefined {
 }
 
 /**
- * Every string of `duffy_in` as Ansible's JSON marker for unsafe text: extra vars are templated, and tenants and
- * admins write some of them (an SSH key, node data, a comment): `{{ lookup('pipe', ...) }}` in one would run on
- * Duffy's host. Unsafe text is used as it is, never templated.
+ * `duffy_in` as extra vars, every string as Ansible's JSON marker for unsafe text: extra vars are templated, and
+ * tenants and admins write some of them (an SSH key, node data, a comment): `{{ lookup('pipe', ...) }}` in one would
+ * run on Duffy's host. Unsafe text is used as it is, never templated. The pool's `vars` come from the configuration
+ * (as trusted as the host) and stay templates.
  */
-function markUnsafe(key: string, value: unknown): unknown {
-  // The replacer is called again on the marker's own member.
-  return typeof value === 'string' && key !== '__ansible_unsafe' ? { __ansible_unsafe: value } : value;
+export function extraVarsJson(input: DuffyIn): string {
+  const trusted = new WeakSet<object>();
+  const trust = (v: unknown): void => {
+    if (typeof v !== 'object' || v === null || trusted.has(v)) return;
+    trusted.add(v);
+    Object.values(v).forEach(trust);
+  };
+  trust(input.pool.vars);
+  return JSON.stringify({ duffy_in: input }, function (this: object, key: string, value: unknown) {
+    // Called again on the marker's own member.
+    if (typeof value !== 'string' || key === '__ansible_unsafe' || trusted.has(this)) return value;
+    return { __ansible_unsafe: value };
+  });
 }

@@ -1,7 +1,7 @@
 import { machineIdOfHost } from '../domain/world.js';
 import { Injectable, Logger } from '@nestjs/common';
 import { CommandBus } from '@nestjs/cqrs';
-import { Catalog, isUuid } from './catalog.js';
+import { Catalog, assertAdminKey } from './catalog.js';
 import { ConfigError } from '../config/config.js';
 import { RegisterTenantCommand } from './commands.js';
 import { decideRegisterMachines } from '../domain/decide.js';
@@ -35,14 +35,14 @@ export class Bootstrap {
     let adminKey: string | undefined;
     if (this.ledger.world.tenants.size === 0) {
       // Checked only here, where it is used: on a ledger that has its admin the variable is ignored.
-      if (s.adminKey && !isUuid(s.adminKey)) throw new ConfigError('DUFFY_ADMIN_KEY: must be a UUID (the form every Duffy API key has), e.g. from uuidgen');
+      assertAdminKey(s.adminKey);
       const created = await this.commands.execute(
         new RegisterTenantCommand(null, s.adminName, true, { sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null }, s.adminKey),
       );
       if (!s.adminKey) {
         adminKey = created.apiKey;
-        // Shown once: only its digest is stored.
-        this.log.warn(`created admin tenant '${s.adminName}' with API key ${created.apiKey} (shown once; set DUFFY_ADMIN_KEY to choose it)`);
+        // Shown once, by whoever started Duffy (main prints it on stderr), never in the logs: only its digest is stored.
+        this.log.warn(`created admin tenant '${s.adminName}'; its API key is shown once where Duffy was started (set DUFFY_ADMIN_KEY to choose it)`);
       }
     }
     const added = await this.importInventory();

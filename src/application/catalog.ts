@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { PoolConfig, Settings } from '../config/config.js';
+import { ConfigError, type PoolConfig, type Settings } from '../config/config.js';
 import type { PoolProfile } from '../domain/policy.js';
 import type { Defaults } from '../domain/decide.js';
 
@@ -31,6 +31,11 @@ export class Catalog {
 const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const isUuid = (key: string) => UUID.test(key);
+
+/** `DUFFY_ADMIN_KEY` becomes an API key on an empty ledger: it must have the form every API key has. */
+export function assertAdminKey(key: string | undefined): void {
+  if (key && !isUuid(key)) throw new ConfigError('DUFFY_ADMIN_KEY: must be a UUID (the form every Duffy API key has), e.g. from uuidgen');
+}
 /** A key's digest; a UUID is one value however its letters are cased (as Duffy v3's UUID keys are). */
 export const digestKey = (key: string) => sha256(UUID.test(key) ? key.toLowerCase() : key);
 /**

@@ -46,6 +46,9 @@ interface PendingBatch {
   /** Hosts (by hostKey) registered and API key digests given by this append: unique, but not guarded by one stream. */
   claims: Set<string>;
   sessionId: number;
+  /** Whether the append landed; settled once it is known (appends chained on this one wait for it on a shared store). */
+  landed: Promise<boolean>;
+  settle: (landed: boolean) => void;
 }
 
 /**
@@ -244,18 +247,38 @@ export class Ledger implements OnApplicationShutdown {
       await this.readHeads(writes);
       chained = chain(true)!;
     }
+    // On a store other instances write too, a write chained on an append of ours still in flight must not go out
+    // before that one lands: were it refused, another instance's event could take its revision, and this write
+    // would land after an event its decision never saw (and link to a hash that is not in the ledger).
+    const predecessors = this.store.singleWriter ? [] : this.chainedOn(writes);
     const batch = this.track(writes, chained);
     this.appends += 1;
     try {
+      if (predecessors.length > 0 && !(await Promise.all(predecessors.map((p) => p.landed))).every(Boolean)) {
+        const w = writes.find((x) => typeof x.expected === 'number')!;
+        return { ok: false, conflict: new WrongExpectedRevisionError(w.stream, w.expected, 'no_stream') };
+      }
       const result = await this.store.append(chained);
+      batch.settle(true);
       await this.seen(result.position);
       return { ok: true, position: result.position, revisions: result.nextExpectedRevisions };
     } catch (err) {
       if (err instanceof WrongExpectedRevisionError) return { ok: false, conflict: err };
       throw err;
     } finally {
+      batch.settle(false);
       this.pending.delete(batch);
     }
+  }
+
+  /** The appends in flight whose revision of a stream these writes expect (they were chained on them). */
+  private chainedOn(writes: Write[]): PendingBatch[] {
+    const on = new Set<PendingBatch>();
+    for (const w of writes) {
+      if (typeof w.expected !== 'number') continue;
+      for (const b of this.pending) if (b.streams.get(w.stream)?.revision === w.expected) on.add(b);
+    }
+    return [...on];
   }
 
   /** Independent facts (e.g. claims on several machines): each write is its own decision, and may fail alone. */
@@ -287,7 +310,9 @@ export class Ledger implements OnApplicationShutdown {
   }
 
   private track(writes: Write[], chained: Array<{ stream: string; events: NewEvent[] }>): PendingBatch {
-    const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), waiting: new Map(), claims: new Set(), sessionId: 0 };
+    let settle!: (landed: boolean) => void;
+    const landed = new Promise<boolean>((r) => (settle = r));
+    const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), waiting: new Map(), claims: new Set(), sessionId: 0, landed, settle };
     writes.forEach((w, i) => {
       const base = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? null : w.expected;
       const last = chained[i].events[chained[i].events.length - 1].metadata?.hash;
@@ -336,7 +361,8 @@ export class Ledger implements OnApplicationShutdown {
     await this.seen(await this.headPosition());
   }
 
-  private async headPosition(): Promise<bigint> {
+  /** The store's last position (read from the store: other instances may have written since the World saw it). */
+  async headPosition(): Promise<bigint> {
     let position = this.world.position;
     for (;;) {
       const page = await this.store.readAll(position, 1000);

@@ -76,16 +76,24 @@ export class ProjectionRunner {
     this.writeFailure = undefined;
     const cp = await this.store.checkpoint(p.name);
     this.rebuiltBecause = undefined;
+    let refold = false;
     if (cp && !options.rebuild && cp.version === p.version) {
-      // Read models newer than the ledger (a ledger restored from a backup): they hold events the ledger lacks.
-      if (options.head !== undefined && cp.position > options.head) {
-        this.rebuiltBecause = `its checkpoint ${cp.position} is past the ledger's last event ${options.head} (a ledger restored from a backup?)`;
+      // Read after the checkpoint: another instance's later checkpoint cannot look like one past the ledger's end.
+      const head = await options.head?.();
+      if (head !== undefined && cp.position > head) {
+        // Read models newer than the ledger (a ledger restored from a backup): they hold events it lacks. Dropped.
+        this.rebuiltBecause = `its checkpoint ${cp.position} is past the ledger's last event ${head} (a ledger restored from a backup?)`;
       } else if (await this.store.writtenAfter(p.collections, cp.position)) {
-        // Restoring documents newer than the checkpoint would fold their events a second time on the way up to them.
+        // Documents newer than the checkpoint (a crash between the two, or another instance's batch under way) are
+        // not the state at the checkpoint: restored, their events would be folded twice. Folded again from 0 instead,
+        // over the documents (each keeps the newest change), so readers of a shared store lose nothing meanwhile.
         this.rebuiltBecause = `documents written after its checkpoint ${cp.position}`;
+        refold = true;
       }
     }
-    if (options.rebuild || !cp || cp.version !== p.version || this.rebuiltBecause) {
+    if (refold) {
+      this.position = 0n;
+    } else if (options.rebuild || !cp || cp.version !== p.version || this.rebuiltBecause) {
       await this.store.reset(p.name, p.collections);
       this.position = 0n;
     } else {
@@ -250,8 +258,8 @@ export async function followTogether(runners: ProjectionRunner[], ledger: EventS
 export interface PrepareOptions {
   /** Rebuild from 0 whatever is stored. */
   rebuild?: boolean;
-  /** The ledger's last position, when known: read models past it are rebuilt. */
-  head?: bigint;
+  /** Reads the ledger's last position: read models past it are rebuilt. */
+  head?: () => Promise<bigint>;
 }
 
 const types = new Map<string, string>();

@@ -217,18 +217,23 @@ export class Provisioner implements OnApplicationShutdown {
       const wanted = s.specs.reduce((n, x) => n + x.quantity, 0);
       const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === s.id).length;
       if (held >= wanted) continue;
-      // One append with a write to the session at its revision: an end decided meanwhile and this cannot both land.
-      let fail: string | undefined;
-      await this.ledger.decide((w, inFlight) => {
-        const session = w.sessions.get(s.id);
-        if (!session) return [];
-        const decision = decideReplacement(w, session, this.catalog.profiles, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => inFlight.busy(id), new Date().toISOString(), this.lostBecause.get(s.id));
-        if (!('fail' in decision)) return decision;
-        fail = decision.fail;
-        return [];
-      }, metaFor(null, { process: 'provisioning', sessionId: s.id }));
-      if (fail !== undefined) await this.sessions.end(s.id, 'failed', null, fail);
+      // One session's trouble (a store that cannot write, conflicts past the bound) must not stop the others' pass.
+      await this.replaceFor(s.id).catch((err) => this.log.error(`replacing a machine of session ${s.id}: ${String(err)}`));
     }
+  }
+
+  /** One append with a write to the session at its revision: an end decided meanwhile and this cannot both land. */
+  private async replaceFor(sessionId: number): Promise<void> {
+    let fail: string | undefined;
+    await this.ledger.decide((w, inFlight) => {
+      const session = w.sessions.get(sessionId);
+      if (!session) return [];
+      const decision = decideReplacement(w, session, this.catalog.profiles, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => inFlight.busy(id), new Date().toISOString(), this.lostBecause.get(sessionId));
+      if (!('fail' in decision)) return decision;
+      fail = decision.fail;
+      return [];
+    }, metaFor(null, { process: 'provisioning', sessionId }));
+    if (fail !== undefined) await this.sessions.end(sessionId, 'failed', null, fail);
   }
 
   async onApplicationShutdown(): Promise<void> {

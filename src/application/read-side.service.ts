@@ -20,7 +20,7 @@ export class ReadSide implements OnApplicationShutdown {
   }
 
   async start(options: { rebuild?: boolean } = {}): Promise<void> {
-    this.subscription = await followTogether(this.runners, this.ledger.store, { ...options, head: this.ledger.world.position });
+    this.subscription = await followTogether(this.runners, this.ledger.store, { ...options, head: () => this.ledger.headPosition() });
     for (const r of this.runners) if (r.rebuiltBecause) this.log.warn(`projection ${r.projection.name} is rebuilt from the ledger: ${r.rebuiltBecause}`);
   }
 

@@ -24,8 +24,9 @@ export class Reconciler implements OnApplicationShutdown {
     void this.tick();
   }
 
-  tick(nowMs = Date.now()): Promise<void> {
-    this.running ??= this.pass(nowMs)
+  tick(): Promise<void> {
+    // The clock of the decision itself (SessionLifecycle.end) has the last word: a lease extended meanwhile stays.
+    this.running ??= this.pass(Date.now())
       .catch((err) => this.log.error(`reconcile pass failed: ${String(err)}`))
       .finally(() => (this.running = undefined));
     return this.running;

@@ -21,6 +21,7 @@ import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } fr
 import { DEMO_CONFIG, loadConfig } from '../config/config.js';
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
 import { formatTable } from '../domain/simulator.js';
+import { printable } from './printable.js';
 
 const time = (v: string) => {
   const t = new Date(v);
@@ -203,11 +204,4 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
         await store.close();
       }
     });
-}
-
-/** Text with its control characters (newlines, escape sequences) written as JSON escapes. */
-function printable(text: string): string {
-  const short: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => short[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }

@@ -8,6 +8,7 @@ import { MACHINE_TYPES } from '../domain/events.js';
 import { hostKey } from '../domain/world.js';
 import { auditCommands } from './audit.js';
 import { formatTable } from '../domain/simulator.js';
+import { printable } from './printable.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ApiError, DuffyClient, EXIT, clientConfig } from './client.js';
@@ -134,7 +135,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
   /** A table of the columns people read (all of them with --json). */
   const listing = (rows: Array<Record<string, unknown>>, columns: Array<[field: string, header: string]>) => {
     if (json()) return out(JSON.stringify(rows));
-    const cell = (v: unknown) => (v === null || v === undefined ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v));
+    const cell = (v: unknown) => printable(v === null || v === undefined ? '-' : typeof v === 'object' ? JSON.stringify(v) : String(v));
     out(formatTable(columns.map(([, h]) => h), rows.map((r) => columns.map(([f]) => cell(r[f]))), columns.map((_, i) => i)));
   };
   duffy
@@ -173,7 +174,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
   const service = async (host: string, body: Record<string, unknown>) => {
     const n = (await client().call<{ node: Node }>('PUT', `/nodes/${await nodeId(host)}`, body)).node;
     if (json()) return out(JSON.stringify(n));
-    out([n.hostname, n.state, n.service, n.service_reason ?? ''].join('\t').trimEnd());
+    out([n.hostname, n.state, n.service, n.service_reason ?? ''].map((x) => printable(x ?? '')).join('\t').trimEnd());
   };
   nodes
     .command('maintenance <host>')

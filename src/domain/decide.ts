@@ -1,4 +1,4 @@
-import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, familyCrowding, planAllocation } from './policy.js';
+import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, describeSpec, eligiblePools, familyCrowding, planAllocation } from './policy.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { waitedShare } from './fair-queue.js';
 import { parseDuration } from './duration.js';
@@ -241,10 +241,7 @@ export function decideRequestSession(
     const clash = p && (['type', 'arch', 'platform'] as const).find((k) => x[k] !== undefined && x[k] !== p[k]);
     if (p && clash) return refusal('invalid', `can't reserve nodes: pool ${p.name} is ${p.type} ${p.arch} ${p.platform}, not ${clash} ${x[clash]}`);
     // Pools change only with the configuration: a spec no pool offers would wait for nothing.
-    if (!p && !pools.some((q) => (['type', 'arch', 'platform'] as const).every((k) => x[k] === undefined || x[k] === q[k]))) {
-      const asked = (['type', 'arch', 'platform'] as const).filter((k) => x[k] !== undefined).map((k) => `${k} ${x[k]}`).join(', ');
-      return refusal('invalid', `can't reserve nodes: no pool offers ${asked}`);
-    }
+    if (!p && eligiblePools(pools, x).length === 0) return refusal('invalid', `can't reserve nodes: no pool offers ${describeSpec({ ...x, hardware: undefined })}`);
   }
   const nowMs = Date.parse(cmd.now);
   const overflow = mayOverflow(cmd, nowMs);

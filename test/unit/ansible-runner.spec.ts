@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { type DuffyIn, findDuffyOut, outcomes } from '../../src/adapters/ansible-runner.js';
+import { type DuffyIn, extraVarsJson, findDuffyOut, outcomes } from '../../src/adapters/ansible-runner.js';
 
 const input = {
   action: 'provision',
@@ -38,3 +38,21 @@ describe('reading a playbook run', () => {
     expect(findDuffyOut('prefix noise ' + doc({ nodes: [] }))).toEqual([]);
   });
 });
+
+describe('the extra vars a playbook gets', () => {
+  it('marks every string tenants and admins wrote as unsafe text, and leaves the configuration\'s pool vars templates', () => {
+    const given: DuffyIn = {
+      action: 'contextualize',
+      pool: { name: 'p', type: 'vm', driver: 'local', arch: 'x86_64', platform: 'intel', vars: { image_dir: '{{ playbook_dir }}/images', nested: { list: ['{{ x }}'] } } },
+      session: { id: 1, tenant: 't', ssh_key: "ssh-ed25519 AAAA {{ lookup('pipe', 'id') }}" },
+      nodes: [{ id: 1, hostname: 'n1', ipaddr: null, data: { note: '{{ 7 * 7 }}', n: 3 } }] as DuffyIn['nodes'],
+      data_dir: '/d',
+    };
+    const json = JSON.parse(extraVarsJson(given)).duffy_in;
+    expect(json.session.ssh_key).toEqual({ __ansible_unsafe: "ssh-ed25519 AAAA {{ lookup('pipe', 'id') }}" });
+    expect(json.nodes[0].data).toEqual({ note: { __ansible_unsafe: '{{ 7 * 7 }}' }, n: 3 });
+    expect(json.action).toEqual({ __ansible_unsafe: 'contextualize' });
+    expect(json.pool.vars).toEqual({ image_dir: '{{ playbook_dir }}/images', nested: { list: ['{{ x }}'] } });
+  });
+});
+

@@ -3,6 +3,8 @@ import type { Ledger } from '../../src/application/ledger.service.js';
 import { decideRegisterMachines, decideRegisterTenant, decideUpdateTenant } from '../../src/domain/decide.js';
 import { DomainError } from '../../src/domain/errors.js';
 import { ledgerInstances } from '../support/ledgers.js';
+import type { EventStore } from '../../src/application/ports/event-store.port.js';
+import { verifyChains } from '../../src/audit/chain.js';
 const NOW = '2026-11-29T23:00:00.000Z';
 const settings = { sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null };
 
@@ -83,4 +85,46 @@ describe('rules that hold across instances sharing one ledger', () => {
     await two.catchUp();
     expect([...two.world.tenants.values()].filter((t) => t.apiKeyDigest === 'same')).toHaveLength(1);
   });
+
+  /** The store as several writers share it (KurrentDB): not a single writer; this instance's appends wait for `open`. */
+  const shared = (store: EventStore) => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const view = new Proxy(store, {
+      get: (target, prop) => {
+        if (prop === 'singleWriter') return false;
+        if (prop === 'append') return async (...args: Parameters<EventStore['append']>) => (await gate, target.append(...args));
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    return { view, open };
+  };
+
+  it('given two key changes in flight on one instance, when the other instance lands first and the first change fails, then the second is decided again, not written after the other\'s event', async () => {
+    const store = instances.store();
+    const setup = await instances.ledger(store);
+    await tenants(setup, 'admin', 'x', 'y', 'z');
+    const slow = shared(store);
+    const one = await instances.ledger(slow.view);
+    const two = await instances.ledger(store);
+    await Promise.all([one.catchUp(), two.catchUp()]);
+    const give = (ledger: Ledger, id: number, digest: string) =>
+      ledger.decide((w, f) => decideUpdateTenant(w.tenants.get(id)!, { changes: { apiKeyDigest: digest }, now: NOW }, w, f), { actor: 'admin' });
+
+    // On `one`: x gets k1, then z gets k, chained on x's change (both held at the store's door).
+    const first = give(one, 2, 'k1');
+    const second = give(one, 4, 'k');
+    // `two` gives k to y, and lands.
+    await give(two, 3, 'k');
+    slow.open();
+    const outcomes = await Promise.allSettled([first, second]);
+
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected']);
+    expect(((outcomes[1] as PromiseRejectedResult).reason as DomainError).message).toMatch(/already in use/);
+    await one.catchUp();
+    expect([...one.world.tenants.values()].filter((t) => t.apiKeyDigest === 'k').map((t) => t.name)).toEqual(['y']);
+    expect(verifyChains(await store.readAll(0n, 1000)).breaks).toEqual([]);
+  });
 });
+

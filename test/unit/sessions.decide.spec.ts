@@ -185,8 +185,8 @@ describe('requesting machines', () => {
 
   it('given a spec by type, arch or platform that no pool offers, when asked (also to wait), then invalid, naming what was asked', () => {
     const world = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'));
-    expect(refusal(() => request(world, [{ type: 'vm', platform: 'amd', quantity: 1 }], { waitSeconds: 600 }))).toEqual({ kind: 'invalid', message: "can't reserve nodes: no pool offers type vm, platform amd" });
-    expect(refusal(() => request(world, [{ type: 'baremetal', arch: 'aarch64', quantity: 1 }])).message).toBe("can't reserve nodes: no pool offers type baremetal, arch aarch64");
+    expect(refusal(() => request(world, [{ type: 'vm', platform: 'amd', quantity: 1 }], { waitSeconds: 600 }))).toEqual({ kind: 'invalid', message: "can't reserve nodes: no pool offers vm amd" });
+    expect(refusal(() => request(world, [{ type: 'baremetal', arch: 'aarch64', quantity: 1 }])).message).toBe("can't reserve nodes: no pool offers baremetal aarch64");
     expect(writesOf(request(world, [{ type: 'baremetal', platform: 'intel', quantity: 1 }]))).toHaveLength(3);
   });
 

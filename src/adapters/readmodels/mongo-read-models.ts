@@ -143,7 +143,12 @@ export class MongoReadModels implements ReadModelStore {
   async writtenAfter(collections: string[], position: bigint): Promise<boolean> {
     const db = await this.database();
     const after = { _position: { $gt: toStoredPosition(position) } };
-    for (const name of collections) if (await collection<StoredDoc>(db, name).findOne(after, { projection: { _id: 1 } })) return true;
+    for (const name of collections) {
+      const c = collection<StoredDoc>(db, name);
+      // Asked at every start: an index, not a scan of the collection (created once, a no-op afterwards).
+      await c.createIndex({ _position: 1 });
+      if (await c.findOne(after, { projection: { _id: 1 } })) return true;
+    }
     return false;
   }
 
