@@ -28,8 +28,8 @@ export function holdEnds(e: DuffyEvent): { machineId: number; sessionId: number 
 }
 
 /**
- * Replays a ledger and reports every breach of DESIGN section 4's invariants 1, 2, 3 and 6 it can see in events
- * alone. Quota (3) is counted from the machines each tenant's sessions hold, whatever QuotaClaimed says.
+ * Replays a ledger and reports every breach of DESIGN section 4's invariants 1, 2, 3, 6 and 10 (a machine reserved
+ * for a session that has ended) it can see in events alone. Quota (3) is counted from the machines each tenant's sessions hold, whatever QuotaClaimed says.
  * Pure: feed it events in ledger order.
  */
 export function checkInvariants(events: Iterable<RecordedEvent>, defaults: Defaults): Violation[] {
@@ -38,6 +38,8 @@ export function checkInvariants(events: Iterable<RecordedEvent>, defaults: Defau
   const quota = new Map<number, number | null>();
   const held = new Map<number, Set<number>>();
   const lastRevision = new Map<string, number>();
+  /** Where each session ended: a machine reserved for it afterwards would be held by nobody, for good (invariant 10). */
+  const endedAt = new Map<number, bigint>();
   for (const recorded of events) {
     const e = recorded as RecordedEvent & DuffyEvent;
     const at = recorded.position;
@@ -48,7 +50,12 @@ export function checkInvariants(events: Iterable<RecordedEvent>, defaults: Defau
     lastRevision.set(recorded.stream, recorded.revision);
     if (e.type === 'TenantRegistered') quota.set(e.data.tenantId, e.data.nodeQuota);
     if (e.type === 'TenantUpdated' && e.data.changes.nodeQuota !== undefined) quota.set(e.data.tenantId, e.data.changes.nodeQuota);
+    if (e.type === 'SessionReleased' || e.type === 'SessionExpired' || e.type === 'SessionFailed' || e.type === 'SessionRejected') endedAt.set(e.data.sessionId, at);
     const start = holdStarts(e);
+    const ended = start ? endedAt.get(start.sessionId) : undefined;
+    if (start && ended !== undefined) {
+      violations.push({ invariant: 10, message: `machine ${start.machineId} reserved for session ${start.sessionId} after the session ended: nobody would ever release it`, positions: [ended, at] });
+    }
     if (start) {
       const current = holder.get(start.machineId);
       if (current) {

@@ -122,6 +122,11 @@ describe('replay reports each broken invariant', () => {
     expect(invariants([...base(), ev('machine-m1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 7, reason: 'done', at } })])).toEqual([2]);
   });
 
+  it('10: a machine reserved for a session that had ended (held by nobody, for good)', () => {
+    const events = [...base(), ev('session-1', { type: 'SessionReleased', data: { sessionId: 1, reason: 'done', at } }), ev('machine-m1', reserve(1))];
+    expect(replay(events, DEFAULTS)).toEqual([{ invariant: 10, message: 'machine 1 reserved for session 1 after the session ended: nobody would ever release it', positions: [3n, 4n] }]);
+  });
+
   it('3: more machines than the quota, whatever QuotaClaimed says', () => {
     const claim = (sessionId: number, count: number): DuffyEvent => ({ type: 'QuotaClaimed', data: { tenantId: 1, sessionId, count, at } });
     const other = (id: number, sessionId: number): DuffyEvent => ({ type: 'MachineReserved', data: { ...(reserve(sessionId).data as object), machineId: id, hostname: `m${id}` } } as DuffyEvent);
