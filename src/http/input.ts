@@ -2,7 +2,7 @@ import { type ArgumentMetadata, type ExecutionContext, type PipeTransform, creat
 import type { ValidationError } from 'class-validator';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Logger } from 'pino';
+import type { LogFn, Logger } from 'pino';
 import { describeValidation } from '../config/config.js';
 import { DomainError, refuse } from '../domain/errors.js';
 
@@ -170,8 +170,24 @@ export const logSettings = {
   },
 };
 
+/** Nest's start-up wiring (a line per module and per route: some 80 lines), at debug rather than info. */
+const NEST_WIRING = new Set(['InstanceLoader', 'RoutesResolver', 'RouterExplorer']);
+
 /** nestjs-pino builds the root logger through pino-http; unwrapped, our serializers read the raw request and response. */
-export const httpLogging = { ...logSettings, wrapSerializers: false };
+export const httpLogging = {
+  ...logSettings,
+  wrapSerializers: false,
+  hooks: {
+    logMethod(this: Logger, args: Parameters<LogFn>, method: LogFn, level: number) {
+      const first = args[0] as { context?: unknown } | undefined;
+      if (level === 30 && typeof first === 'object' && first !== null && NEST_WIRING.has(String(first.context))) {
+        if (this.isLevelEnabled('debug')) this.debug(...args);
+        return;
+      }
+      method.apply(this, args);
+    },
+  },
+};
 
 /**
  * The request log line, one per request, on nestjs-pino's root logger with the serializers above: the same line

@@ -456,5 +456,8 @@ describe('item 9: the legacy key never reaches the logs (built server, DUFFY_LOG
     expect(out).not.toMatch(/key=[0-9a-f]{8}-/);
     expect(out).not.toContain('ffffffff-0000-4000-8000-00000000dead');
     expect(out).not.toContain(ADMIN_KEY);
+    // Nest's wiring (a line per module and route) is debug, not info.
+    expect(out).not.toContain('"context":"RouterExplorer"');
+    expect(out).toContain('"context":"NestApplication"');
   });
 });
