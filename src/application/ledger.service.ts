@@ -344,7 +344,10 @@ export class Ledger implements OnApplicationShutdown {
     const known = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? (pending?.revision ?? this.heads.revision(w.stream)) : w.expected;
     if (known === undefined && !headsRead) return undefined;
     let revision = known ?? -1;
-    const head = revision < 0 ? GENESIS : pending && pending.revision === revision && pending.hash !== null ? pending.hash : this.heads.hashAt(w.stream, revision);
+    // The World's head first: once it holds that revision, the event there is the one that landed, which need not be
+    // the append of ours in flight that expected it (that one then fails, after another write took the revision).
+    const seen = revision < 0 ? GENESIS : this.heads.hashAt(w.stream, revision);
+    const head = seen ?? (pending && pending.revision === revision && pending.hash !== null ? pending.hash : undefined);
     if (head === undefined && !headsRead) return undefined;
     let prev = head ?? GENESIS;
     return w.events.map((e) => {

@@ -5,6 +5,8 @@ import { decideReplacement } from '../../src/domain/provisioning.decide.js';
 import { stream } from '../../src/domain/events.js';
 import type { TenantSettings } from '../../src/domain/events.js';
 import { ledgerInstances } from '../support/ledgers.js';
+import type { EventStore, StreamWrite } from '../../src/application/ports/event-store.port.js';
+import { verifyChains } from '../../src/audit/chain.js';
 
 const NOW = '2026-11-30T01:00:00.000Z';
 const POOLS = [{ name: 'p', type: 'baremetal' as const, arch: 'x86_64', platform: 'intel' }];
@@ -94,6 +96,48 @@ describe('a replacement racing the end of its session, in one process', () => {
     expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled']);
     expect(ledger.world.sessions.get(1)!.status).toBe('released');
     expect([...ledger.world.machines.values()].filter((m) => m.sessionId === 1).map((m) => m.hostname)).toEqual([]);
+  });
+});
+
+/** A write in flight that will fail, and the World already past its revision: the next link must be the real one. */
+describe('the hash chain under a write in flight that fails', () => {
+  const instances = ledgerInstances();
+
+  it('given a quota claim held at the store while a tenant change lands, when a session ends, then its QuotaReturned links to the tenant change, not to the claim that never landed', async () => {
+    const store = instances.store();
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    let holding = false;
+    // Appends holding a QuotaClaimed wait at the door while `holding`.
+    const held = new Proxy(store, {
+      get: (target, prop) => {
+        if (prop === 'append') {
+          return async (writes: StreamWrite[]) => {
+            if (holding && writes.some((w) => w.events.some((e) => e.type === 'QuotaClaimed'))) await gate;
+            return target.append(writes);
+          };
+        }
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    }) as EventStore;
+    const ledger = await instances.ledger(held);
+    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 't', apiKeyDigest: 't', isAdmin: false, settings, now: NOW }, f), { actor: 'test' });
+    const machines = ['m1', 'm2', 'm3'].map((hostname) => ({ hostname, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' as const }));
+    await ledger.decide((w, f) => decideRegisterMachines(w, POOLS, { machines, now: NOW }, f), { actor: 'test' });
+    const request = (sessionId: number) =>
+      ledger.decide((w, f) => decideRequestSession(w, POOLS, DEFAULTS, { sessionId, tenantId: 1, specs: [{ pool: 'p', quantity: 1 }], now: NOW, contextualize: () => false }, f), { actor: 't' });
+    await request(1);
+
+    holding = true;
+    const claim = request(2).catch((err: unknown) => err);
+    await new Promise((r) => setTimeout(r, 20));
+    await ledger.decide((w, f) => decideUpdateTenant(w.tenants.get(1)!, { changes: { nodeQuota: 2 }, now: NOW }, w, f), { actor: 'admin' });
+    await ledger.decide((w, f) => decideEndSession(w, w.sessions.get(1)!, { reason: 'done', now: NOW, recyclesInstantly: () => false }, f), { actor: 't' });
+    open();
+    await claim;
+
+    expect(verifyChains(await store.readAll(0n, 1000)).breaks).toEqual([]);
   });
 });
 
