@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
@@ -65,6 +65,21 @@ describe('the data directory lock', () => {
     const lock = lockDataDir(dir);
     expect(JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')).pid).toBe(process.pid);
     lock.release();
+  });
+
+  it('takes over a lock left by a process that was killed and not yet reaped (a zombie)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-lock-'));
+    // `sleep 0.05` exits under a parent that never reaps it (sh replaced by `sleep 5`): a zombie for 5 s.
+    const parent = spawn('sh', ['-c', 'sleep 0.05 & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const zombie = Number(await new Promise<string>((r) => parent.stdout!.once('data', (d) => r(String(d)))));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(readFileSync(`/proc/${zombie}/stat`, 'utf8')).toMatch(/\) Z /);
+      writeFileSync(join(dir, LOCK_FILE), JSON.stringify({ pid: zombie, host: hostname() }));
+      lockDataDir(dir).release();
+    } finally {
+      parent.kill('SIGKILL');
+    }
   });
 
   it('takes over a lock naming its own pid that it never took (a container restarted as pid 1 again)', () => {

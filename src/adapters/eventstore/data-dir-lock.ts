@@ -59,10 +59,15 @@ function stale(file: string, holder: Holder, me: Holder): boolean {
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     // EPERM: it exists, it is just not ours to signal.
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // A zombie (killed, not yet reaped by its parent) still answers signal 0, and holds nothing.
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').at(-1)?.[0] !== 'Z';
+  } catch {
+    return true;
   }
 }
 
