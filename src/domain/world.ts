@@ -570,6 +570,8 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       m.runAlone = false;
       m.state = 'failed';
       m.job = null;
+      // A release that kept failing is over: the machine no longer drains for that session (the health check returns it).
+      m.releasingSession = null;
       m.quarantines += 1;
       m.quarantine = { at: event.data.at, reason: event.data.reason };
       m.healthCheckFailures = 0;

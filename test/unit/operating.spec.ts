@@ -26,6 +26,18 @@ describe('quarantine that means something', () => {
     expect(dueJobs(world, ctx(700))).toEqual([{ pool: 'p', action: 'health_check', sessionId: null, machineIds: [1] }]);
   });
 
+  it('given a machine in maintenance quarantined while its release kept failing, then it shows its admin's maintenance, not draining for good', () => {
+    const world = given(
+      tenant(1, 'alice'),
+      machine(1, 'a.test', 'p'),
+      ['machine-a.test', { type: 'MachineReserved', data: { machineId: 1, hostname: 'a.test', sessionId: 1, tenantId: 1, pool: 'p', platform: 'intel', affinity: 'established', contextualize: false, at: at(1) } }],
+      ['service-a.test', { type: 'MachineServiceChanged', data: { machineId: 1, hostname: 'a.test', service: 'maintenance', reason: 'disk swap', actor: 'admin', at: at(2) } }],
+      ['machine-a.test', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at: at(3) } }],
+      ['machine-a.test', { type: 'MachineQuarantined', data: { machineId: 1, reason: '3 failures in a row, last: release timed out', at: at(100) } }],
+    );
+    expect(nodeService(world.machines.get(1)!)).toBe('maintenance');
+  });
+
   it('runs no health check on a machine an admin took out of service', () => {
     const world = quarantined();
     const m = world.machines.get(1)!;
