@@ -26,7 +26,7 @@ describe('quarantine that means something', () => {
     expect(dueJobs(world, ctx(700))).toEqual([{ pool: 'p', action: 'health_check', sessionId: null, machineIds: [1] }]);
   });
 
-  it('given a machine in maintenance quarantined while its release kept failing, then it shows its admin's maintenance, not draining for good', () => {
+  it('given a machine in maintenance quarantined while its release kept failing, then it shows the maintenance an admin set, not draining for good', () => {
     const world = given(
       tenant(1, 'alice'),
       machine(1, 'a.test', 'p'),
