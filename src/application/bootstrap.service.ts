@@ -1,5 +1,7 @@
 import { machineIdOfHost } from '../domain/world.js';
 import { Injectable, Logger } from '@nestjs/common';
+import { mkdirSync, readdirSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog, assertAdminKey } from './catalog.js';
 import { ConfigError } from '../config/config.js';
@@ -30,6 +32,7 @@ export class Bootstrap {
   async run(options: { reconcileEveryMs?: number } = {}): Promise<{ adminKey?: string }> {
     await this.ledger.start();
     this.checkPoolsOfMachines();
+    this.setAsideUnknownArtifacts();
     await this.readSide.start();
     const s = this.catalog.settings;
     let adminKey: string | undefined;
@@ -51,6 +54,26 @@ export class Bootstrap {
     this.provisioner.start();
     this.queue.start();
     return { adminKey };
+  }
+
+  /**
+   * Artifacts of sessions the ledger does not know (a ledger restored from a backup: their ids will be given again)
+   * go to `artifacts/set-aside-<time>/`, so a new session with the same id never serves another tenant's files.
+   */
+  private setAsideUnknownArtifacts(): void {
+    const root = this.catalog.artifactsDir();
+    let names: string[];
+    try {
+      names = readdirSync(root);
+    } catch {
+      return;
+    }
+    const unknown = names.filter((n) => /^session-[0-9]+$/.test(n) && Number(n.slice(8)) > this.ledger.world.lastSessionId);
+    if (unknown.length === 0) return;
+    const aside = join(root, `set-aside-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+    mkdirSync(aside, { recursive: true });
+    for (const n of unknown) renameSync(join(root, n), join(aside, n));
+    this.log.warn(`artifacts of ${unknown.length} session(s) the ledger does not know (a restored ledger?) were set aside in ${aside}: ${unknown.join(', ')}`);
   }
 
   /**

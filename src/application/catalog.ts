@@ -1,5 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { join } from 'node:path';
 import { ConfigError, type PoolConfig, type Settings } from '../config/config.js';
 import type { PoolProfile } from '../domain/policy.js';
 import type { Defaults } from '../domain/decide.js';
@@ -20,6 +21,12 @@ export class Catalog {
     this.profiles = this.pools.map(({ name, type, arch, platform }) => ({ name, type, arch, platform }));
     const d = settings.config.defaults;
     this.defaults = { nodeQuota: d['node-quota'], sessionLifetime: d['session-lifetime'], sessionLifetimeMax: d['session-lifetime-max'] };
+  }
+
+  /** Where the files collected from a session's machines live: `<data dir>/artifacts/session-<id>`. */
+  artifactsDir(sessionId?: number): string {
+    const root = join(this.settings.dataDir, 'artifacts');
+    return sessionId === undefined ? root : join(root, `session-${sessionId}`);
   }
 
   pool(name: string): PoolConfig | undefined {

@@ -116,7 +116,7 @@ export class Provisioner implements OnApplicationShutdown {
     if (claimed.length === 0) return;
     const session = job.sessionId === null ? undefined : world.sessions.get(job.sessionId);
     const tenant = session ? world.tenants.get(session.tenantId) : undefined;
-    const artifactsDir = session ? join(this.catalog.settings.dataDir, 'artifacts', `session-${session.id}`) : undefined;
+    const artifactsDir = session ? this.catalog.artifactsDir(session.id) : undefined;
     const input: DuffyIn = {
       action: job.action,
       pool: { name: pool.name, type: pool.type, driver: pool.driver, arch: pool.arch, platform: pool.platform, vars: pool.vars ?? {} },

@@ -56,7 +56,7 @@ export class ArtifactsController {
   /** The session's artifacts directory, once the actor may see the session. */
   private async dirOf(actor: Actor, id: number): Promise<string> {
     visibleSession(await this.views.load({ sessions: id }), id, actor.tenant);
-    return join(this.catalog.settings.dataDir, 'artifacts', `session-${id}`);
+    return this.catalog.artifactsDir(id);
   }
 
   @ApiOperation({ summary: "files collected from the session's machines at release (its tenant and admins)" })

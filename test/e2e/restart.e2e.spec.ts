@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { copyFileSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
@@ -58,6 +58,9 @@ describe('restart', () => {
     const lost = (await (await alice()).post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 1 }] })).body.session;
     expect(lost.id).toBe(before.id + 1);
     await duffy.close();
+    // Files collected for the session the restore will lose.
+    mkdirSync(join(dataDir, 'artifacts', `session-${lost.id}`, 'h'), { recursive: true });
+    writeFileSync(join(dataDir, 'artifacts', `session-${lost.id}`, 'h', 'secret.log'), 'not for the next session with this id');
     for (const f of ledgerFiles) copyFileSync(join(backup, f), join(dataDir, f));
 
     duffy = await startDuffy({ dataDir });
@@ -68,6 +71,11 @@ describe('restart', () => {
       const again = (await (await alice()).post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
       expect(again.id).toBe(lost.id);
       expect((await (await alice()).get(`${V1}/sessions/${again.id}`)).body.session.nodes[0].pool).toBe('vm-intel-x86_64');
+      // The lost session's files were set aside, never served as the new one's.
+      expect(JSON.stringify((await (await alice()).get(`${V1}/sessions/${again.id}/artifacts`)).body)).not.toContain('secret.log');
+      const aside = readdirSync(join(dataDir, 'artifacts')).filter((n) => n.startsWith('set-aside-'));
+      expect(aside).toHaveLength(1);
+      expect(readdirSync(join(dataDir, 'artifacts', aside[0]))).toEqual([`session-${lost.id}`]);
     } finally {
       await duffy.close();
     }
