@@ -6,7 +6,7 @@ import { CommandBus } from '@nestjs/cqrs';
 import { Catalog, assertAdminKey } from './catalog.js';
 import { ConfigError } from '../config/config.js';
 import { RegisterTenantCommand } from './commands.js';
-import { decideRegisterMachines } from '../domain/decide.js';
+import { decideLeaveQueue, decideRegisterMachines } from '../domain/decide.js';
 import { Ledger } from './ledger.service.js';
 import { Provisioner } from './provisioner.service.js';
 import { ReadSide } from './read-side.service.js';
@@ -48,12 +48,28 @@ export class Bootstrap {
         this.log.warn(`created admin tenant '${s.adminName}'; its API key is shown once where Duffy was started (set DUFFY_ADMIN_KEY to choose it)`);
       }
     }
+    await this.forgetOrphanedWaits();
     const added = await this.importInventory();
     if (added > 0) this.log.log(`registered ${added} machine(s) from ${s.configFile}`);
     this.reconciler.start(options.reconcileEveryMs);
     this.provisioner.start();
     this.queue.start();
     return { adminKey };
+  }
+
+  /**
+   * On the embedded ledger this process is the only writer, so a request still waiting in the queue at start lost
+   * its caller with the previous process: served now, its machines would go to nobody for a whole lease. (On a
+   * shared KurrentDB another instance may still hold its caller: its wait ends it.)
+   */
+  private async forgetOrphanedWaits(): Promise<void> {
+    if (!this.ledger.store.singleWriter) return;
+    const world = this.ledger.world;
+    const waiting = [...world.openSessions].map((id) => world.sessions.get(id)!).filter((s) => s.status === 'waiting');
+    if (waiting.length === 0) return;
+    const reason = 'Duffy restarted while it waited: the caller\'s connection went with the previous process';
+    await this.ledger.commit(waiting.flatMap((s) => decideLeaveQueue(s, reason, now())), metaFor(null, { process: 'bootstrap' }));
+    this.log.warn(`${waiting.length} waiting request(s) left the queue: their callers went with the previous process`);
   }
 
   /**

@@ -4,6 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { ConfigError } from '../../src/config/config.js';
+import { Ledger } from '../../src/application/ledger.service.js';
+import { Catalog } from '../../src/application/catalog.js';
+import { decideRequestSession } from '../../src/domain/decide.js';
 import { type Running, instantDemoConfig, startDuffy } from '../support/server.js';
 
 const V1 = '/api/v1';
@@ -103,6 +106,37 @@ describe('restart', () => {
     await duffy.close();
     duffy = await startDuffy({ dataDir, configFile: smaller });
     await duffy.close();
+  });
+
+  it('takes out of the queue, at start, the requests that were waiting when the previous process died (their callers went with it)', async () => {
+    let duffy: Running = await startDuffy();
+    const dataDir = duffy.dataDir;
+    const key = (await duffy.admin.post(`${V1}/tenants`, { name: 'waiter', ssh_key: 'x', node_quota: 20 })).body.tenant.api_key;
+    const waiter = () => duffy.client('waiter', key);
+    const pool = (await duffy.admin.get(`${V1}/nodes`)).body.nodes.filter((n: { pool: string }) => n.pool === 'vm-arm-aarch64').length;
+    const held = (await waiter().post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: pool }] })).body.session;
+    // A request waiting in the queue whose caller is gone with the process (recorded as the handler records it).
+    const ledger = duffy.app.get(Ledger);
+    const catalog = duffy.app.get(Catalog);
+    const tenantId = [...ledger.world.tenants.values()].find((t) => t.name === 'waiter')!.id;
+    const id = ledger.inFlight.lastSessionId() + 1;
+    await ledger.decide(
+      (w, f) => decideRequestSession(w, catalog.profiles, catalog.defaults, { sessionId: id, tenantId, specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }], now: new Date().toISOString(), contextualize: () => false, waitSeconds: 600 }, f),
+      { actor: 'waiter' },
+    );
+    expect(ledger.world.sessions.get(id)!.status).toBe('waiting');
+    await duffy.close();
+
+    duffy = await startDuffy({ dataDir });
+    try {
+      const s = (await waiter().get(`${V1}/sessions/${id}`)).body.session;
+      expect(s.active).toBe(false);
+      expect(s.data.rejected).toMatch(/Duffy restarted while it waited/);
+      expect((await duffy.admin.get(`${V1}/queue`)).body.queue).toEqual([]);
+      expect((await waiter().put(`${V1}/sessions/${held.id}`, { active: false })).status).toBe(200);
+    } finally {
+      await duffy.close();
+    }
   });
 });
 
