@@ -1,7 +1,6 @@
 import { execa } from 'execa';
 import { constants } from 'node:fs';
-import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { access, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PlaybookAction, PlaybookRun } from '../domain/events.js';
@@ -66,7 +65,15 @@ export interface RunResult {
 
 export interface PlaybookRunner {
   run(input: DuffyIn, options: { timeoutMs: number; playbook?: string }): Promise<RunResult>;
+  /** Kills every run under way (Duffy is stopping: their claims are void for the next process). */
+  stopAll?(): void;
+  /** Kills the runs a previous process on this data directory left behind (kill -9), and removes their inputs. */
+  reap?(dataDir: string): Promise<number>;
 }
+
+/** Each run's input and process group live here, under the data directory, until the run is over. */
+const RUNS_DIR = 'runs';
+const GROUP_FILE = 'pgid';
 
 export const PLAYBOOK_RUNNER = Symbol('PLAYBOOK_RUNNER');
 const TAIL = 2000;
@@ -76,7 +83,30 @@ const TAIL = 2000;
  * the run gets its own process group so a timeout kills Ansible's workers and the module they run too.
  */
 export class AnsibleRunner implements PlaybookRunner {
+  /** Process groups of the runs under way. */
+  private readonly groups = new Set<number>();
+
   constructor(private readonly ansibleDir = ANSIBLE_DIR) {}
+
+  stopAll(): void {
+    for (const pgid of this.groups) killGroup(pgid);
+  }
+
+  async reap(dataDir: string): Promise<number> {
+    const root = join(resolve(dataDir), RUNS_DIR);
+    let reaped = 0;
+    for (const name of await readdir(root).catch(() => [] as string[])) {
+      const pgid = Number(await readFile(join(root, name, GROUP_FILE), 'utf8').catch(() => ''));
+      // Only a group still led by an ansible-playbook: a pid the system has given to something else is left alone.
+      const cmdline = Number.isInteger(pgid) && pgid > 0 ? await readFile(`/proc/${pgid}/cmdline`, 'utf8').catch(() => '') : '';
+      if (cmdline.includes('ansible-playbook')) {
+        killGroup(pgid);
+        reaped += 1;
+      }
+      await rm(join(root, name), { recursive: true, force: true });
+    }
+    return reaped;
+  }
 
   async run(input: DuffyIn, options: { timeoutMs: number; playbook?: string }): Promise<RunResult> {
     const playbook = options.playbook ?? join(this.ansibleDir, 'playbooks', PLAYBOOK[input.action]);
@@ -87,10 +117,12 @@ export class AnsibleRunner implements PlaybookRunner {
     };
     if (!(await access(playbook, constants.R_OK).then(() => true, () => false))) return notRun(`playbook ${playbook} not found`);
     let dir: string;
+    const runs = join(resolve(input.data_dir), RUNS_DIR);
     try {
-      dir = await mkdtemp(join(tmpdir(), 'duffy-run-'));
+      await mkdir(runs, { recursive: true, mode: 0o700 });
+      dir = await mkdtemp(join(runs, 'run-'));
     } catch (err) {
-      return notRun(`can't write the run's input in ${tmpdir()}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      return notRun(`can't write the run's input in ${runs}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
     try {
       const varsFile = join(dir, 'duffy_in.json');
@@ -118,6 +150,9 @@ export class AnsibleRunner implements PlaybookRunner {
         timedOut = true;
         killGroup(child.pid);
       }, options.timeoutMs);
+      if (child.pid) this.groups.add(child.pid);
+      // Beside the input: a process that dies without ending the run leaves both for the next one to reap.
+      await writeFile(join(dir, GROUP_FILE), String(child.pid ?? '')).catch(() => undefined);
       try {
         const result = await child;
         const stdout = String(result.stdout ?? '');
@@ -137,6 +172,7 @@ export class AnsibleRunner implements PlaybookRunner {
         clearTimeout(timer);
         // Whatever the group left behind (a worker still running) goes too.
         killGroup(child.pid);
+        if (child.pid) this.groups.delete(child.pid);
       }
     } finally {
       await rm(dir, { recursive: true, force: true });

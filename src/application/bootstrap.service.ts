@@ -52,6 +52,7 @@ export class Bootstrap {
     const added = await this.importInventory();
     if (added > 0) this.log.log(`registered ${added} machine(s) from ${s.configFile}`);
     this.reconciler.start(options.reconcileEveryMs);
+    await this.provisioner.reapLeftovers();
     this.provisioner.start();
     this.queue.start();
     return { adminKey };

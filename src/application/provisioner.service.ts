@@ -47,6 +47,17 @@ export class Provisioner implements OnApplicationShutdown {
     private readonly metrics: Metrics,
   ) {}
 
+  /**
+   * Playbooks a killed predecessor on this data directory left running would go on changing machines Duffy now
+   * gives to others (a hand-over's key put back after the release): killed first. One writer per embedded ledger
+   * makes them surely a predecessor's; their claims are void, and the work they did is done again.
+   */
+  async reapLeftovers(): Promise<void> {
+    if (!this.ledger.store.singleWriter || !this.runner.reap) return;
+    const reaped = await this.runner.reap(this.catalog.settings.dataDir);
+    if (reaped > 0) this.log.warn(`killed ${reaped} playbook run(s) a previous process left running`);
+  }
+
   start(intervalMs = 2_000): void {
     this.timer = setInterval(() => this.poke(), intervalMs);
     this.timer.unref();
@@ -129,6 +140,8 @@ export class Provisioner implements OnApplicationShutdown {
     const override = pool.playbooks?.[job.action];
     const playbook = override ? (isAbsolute(override) ? override : resolve(ANSIBLE_DIR, override)) : undefined;
     const result = await this.runner.run(input, { timeoutMs, playbook });
+    // Stopped under way: nothing the machines did or failed to do; the next process does the claimed work again.
+    if (this.stopped) return;
     if (result.fault) return this.onEnvironmentFault(job, claimed, result as RunResult & { fault: EnvironmentFault });
     if (this.fault) this.log.log(`${job.action} ran again: the environment fault "${this.fault.reason}" is over`);
     this.fault = null;
@@ -239,6 +252,8 @@ export class Provisioner implements OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
+    // A stop does not wait for playbooks (up to playbook-timeout): they are killed, their claims left for the next process.
+    this.runner.stopAll?.();
     await Promise.allSettled([...this.inProgress]);
   }
 }

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -284,5 +284,90 @@ describe('fault: a second server on the same data directory', () => {
     await first.exit;
     server(dataDir, port + 2);
     await serving(port + 2);
+  });
+});
+
+describe('fault: Duffy stopped or killed while a playbook runs', () => {
+  const children: ChildProcess[] = [];
+  afterEach(() => {
+    for (const c of children.splice(0)) c.kill('SIGKILL');
+  });
+  const host = 'stop-1.test';
+  const start = (dataDir: string, config: string, port: number) => {
+    const child = spawn(process.execPath, [MAIN], { env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_CONFIG: config, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'warn', NODE_OPTIONS: '' }, stdio: 'ignore' });
+    children.push(child);
+    return { child, exit: new Promise<number | string | null>((r) => child.once('exit', (code, signal) => r(code ?? signal))) };
+  };
+  const up = async (port: number) => {
+    for (let i = 0; i < 300; i++) {
+      if ((await fetch(`http://127.0.0.1:${port}/health`).catch(() => undefined))?.status === 200) return new Client(`http://127.0.0.1:${port}`, basic('admin', ADMIN_KEY));
+      await sleep(200);
+    }
+    throw new Error(`no server on :${port}`);
+  };
+  /** The process group of the run under way, from its file beside the input. */
+  const runningGroup = async (dataDir: string) => {
+    for (let i = 0; i < 150; i++) {
+      const runs = existsSync(join(dataDir, 'runs')) ? readdirSync(join(dataDir, 'runs')) : [];
+      const file = runs.map((r) => join(dataDir, 'runs', r, 'pgid')).find((f) => existsSync(f));
+      if (file) return Number(readFileSync(file, 'utf8'));
+      await sleep(200);
+    }
+    throw new Error('no playbook run started');
+  };
+  /** Whether the run's group leader still runs (a killed one may stay a zombie a moment: that is gone). */
+  const alive = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').at(-1)?.[0] !== 'Z';
+    } catch {
+      return false;
+    }
+  };
+  const gone = async (pid: number) => {
+    for (let i = 0; i < 50 && alive(pid); i++) await sleep(100);
+    return !alive(pid);
+  };
+
+  it('SIGTERM during a hand-over whose playbook hangs: answers the caller 503 and exits at once, the run killed', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-stop-'));
+    const config = ansibleConfig([{ name: 'ctx', 'playbook-timeout': 600 }], [{ hostname: host, pool: 'ctx', state: 'ready' }]);
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const server = start(dataDir, config, port);
+    const admin = await up(port);
+    inject(dataDir, host, 'hang', 'contextualize');
+    const key = (await admin.post(`${V1}/tenants`, { name: 'stopped', ssh_key: 'x' })).body.tenant.api_key;
+    const asked = new Client(`http://127.0.0.1:${port}`, basic('stopped', key)).post(`${V1}/sessions`, { nodes_specs: [{ pool: 'ctx', quantity: 1 }] });
+    const group = await runningGroup(dataDir);
+
+    const stoppedAt = Date.now();
+    server.child.kill('SIGTERM');
+    const answer = await asked;
+    expect(answer.status).toBe(503);
+    expect(answer.body.detail).toMatch(/Duffy is stopping; ask again/);
+    // Nest re-raises the signal once it has closed everything.
+    expect(await server.exit).toBe('SIGTERM');
+    expect(Date.now() - stoppedAt).toBeLessThan(20_000);
+    expect(await gone(group)).toBe(true);
+  });
+
+  it('kill -9 while a playbook runs: the next process kills the run left behind before it works, and removes its input', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-reap-'));
+    const config = ansibleConfig([{ name: 'ctx', 'playbook-timeout': 600 }], [{ hostname: host, pool: 'ctx', state: 'ready' }]);
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const first = start(dataDir, config, port);
+    const admin = await up(port);
+    inject(dataDir, host, 'hang', 'contextualize');
+    const key = (await admin.post(`${V1}/tenants`, { name: 'killed', ssh_key: 'x' })).body.tenant.api_key;
+    void new Client(`http://127.0.0.1:${port}`, basic('killed', key)).post(`${V1}/sessions`, { nodes_specs: [{ pool: 'ctx', quantity: 1 }] }).catch(() => undefined);
+    const group = await runningGroup(dataDir);
+    first.child.kill('SIGKILL');
+    await first.exit;
+    expect(alive(group)).toBe(true);
+
+    rmSync(join(dataDir, 'machines', host, 'inject'), { recursive: true, force: true });
+    start(dataDir, config, port + 1);
+    await up(port + 1);
+    expect(await gone(group)).toBe(true);
+    expect(readdirSync(join(dataDir, 'runs')).filter((r) => existsSync(join(dataDir, 'runs', r, 'pgid')) && Number(readFileSync(join(dataDir, 'runs', r, 'pgid'), 'utf8')) === group)).toEqual([]);
   });
 });

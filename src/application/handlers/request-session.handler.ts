@@ -1,3 +1,4 @@
+import type { BeforeApplicationShutdown } from '@nestjs/common';
 import { CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
 import { Metrics } from '../../adapters/metrics.js';
 import { Catalog } from '../catalog.js';
@@ -13,7 +14,11 @@ import type { Session } from '../../domain/world.js';
  * handed over (playbooks may run first), or once the fair-share queue served or gave up on a waiting request.
  */
 @CommandHandler(RequestSessionCommand)
-export class RequestSessionHandler implements ICommandHandler<RequestSessionCommand> {
+export class RequestSessionHandler implements ICommandHandler<RequestSessionCommand>, BeforeApplicationShutdown {
+  /** Sessions whose caller this process is answering: waiting in the queue, or in hand-over. */
+  private readonly answering = new Set<number>();
+  private stopping = false;
+
   constructor(
     private readonly ledger: Ledger,
     private readonly catalog: Catalog,
@@ -46,6 +51,34 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
         inFlight,
       );
     }, metaFor(cmd.actor));
+    this.answering.add(sessionId);
+    try {
+      return await this.answer(sessionId, cmd);
+    } finally {
+      this.answering.delete(sessionId);
+    }
+  }
+
+  /**
+   * Duffy is stopping: its callers are answered now (a stop must not wait for a queue's wait or a hand-over's
+   * playbooks): a waiting request leaves the queue, a hand-over under way ends and its machines are released by
+   * the next process. Both answer 503, to be asked again.
+   */
+  async beforeApplicationShutdown(): Promise<void> {
+    this.stopping = true;
+    const world = this.ledger.world;
+    const reason = 'Duffy is stopping; ask again';
+    await Promise.allSettled(
+      [...this.answering].map((id) => {
+        const s = world.sessions.get(id);
+        if (s?.status === 'waiting') return this.ledger.decide((w) => decideLeaveQueue(w.sessions.get(id)!, reason, now()), metaFor(null, { process: 'shutdown' }));
+        if (s?.status === 'active') return this.sessions.end(id, 'failed', null, `${reason} (it stopped before the machines were handed over)`);
+        return undefined;
+      }),
+    );
+  }
+
+  private async answer(sessionId: number, cmd: RequestSessionCommand): Promise<Session> {
     const world = this.ledger.world;
     if (world.sessions.get(sessionId)!.status === 'waiting') {
       // The queue serves it in fair-share order, or rejects it when its time is up, or it leaves when the caller does.
@@ -54,7 +87,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
       await this.ledger.until(() => world.sessions.get(sessionId)!.status !== 'waiting', (cmd.waitSeconds + 30) * 1000).catch(() => undefined);
       cmd.callerGone?.removeEventListener('abort', leave);
       const s = world.sessions.get(sessionId)!;
-      if (s.status !== 'active') refuse('capacity', `can't reserve nodes: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
+      if (s.status !== 'active') refuse(this.stopping ? 'unavailable' : 'capacity', `can't reserve nodes: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
     }
     return this.handedOver(sessionId);
   }
