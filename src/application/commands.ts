@@ -49,8 +49,11 @@ export class RequestSessionCommand extends Command<Session> {
     readonly specs: NodeSpec[],
     /** Seconds to wait in the fair-share queue when no machine is free now (0: answer 422 at once). */
     readonly waitSeconds = 0,
-    /** Aborted when the caller hung up: a request still waiting then leaves the queue instead of being served to nobody. */
-    readonly callerGone?: AbortSignal,
+    /**
+     * Calls the listener if the caller hangs up before its answer (returns how to stop listening): a request still
+     * waiting then leaves the queue, one in hand-over ends, instead of serving machines to nobody.
+     */
+    readonly onCallerGone?: (listener: () => void) => () => void,
   ) {
     super();
   }

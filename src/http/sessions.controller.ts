@@ -50,13 +50,13 @@ export class SessionsController {
     const specs: NodeSpec[] = body.nodes_specs.map(({ pool, type, arch, platform, quantity, hardware }) =>
       Object.fromEntries(Object.entries({ pool, type, arch, platform, quantity, hardware: hardware && { ...hardware } }).filter(([, v]) => v !== undefined)) as unknown as NodeSpec,
     );
-    // Only a request that may wait in the queue needs to know when its caller hangs up.
-    let callerGone: AbortController | undefined;
-    if (body.wait) {
-      const gone = (callerGone = new AbortController());
-      res.once('close', () => res.writableFinished || gone.abort());
-    }
-    const session = await this.commands.execute(new RequestSessionCommand(actor, tenantId, specs, body.wait ?? 0, callerGone?.signal));
+    // Listened to only by a request that waits (in the queue, or for a hand-over): nothing per request otherwise.
+    const onCallerGone = (listener: () => void) => {
+      const closed = () => res.writableFinished || listener();
+      res.once('close', closed);
+      return () => void res.off('close', closed);
+    };
+    const session = await this.commands.execute(new RequestSessionCommand(actor, tenantId, specs, body.wait ?? 0, onCallerGone));
     return { action: 'post', session: sessionView(session, this.ledger.world, this.catalog) };
   }
 

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { AnsibleRunner, type DuffyIn } from '../../src/adapters/ansible-runner.js';
-import { ansibleConfig } from '../support/ansible.js';
-import { type Running, newTenant, startDuffy } from '../support/server.js';
+import { ansibleConfig, inject } from '../support/ansible.js';
+import { type Running, basic, newTenant, startDuffy } from '../support/server.js';
 
 /** Issue 10 items 10 and 11, with real ansible-playbook runs (local driver; baremetal up to its IPMI check). */
 const V1 = '/api/v1';
@@ -101,3 +101,34 @@ describe('what tenants and admins write reaches playbooks as data, never as a te
   });
 });
 
+
+describe('a caller that hangs up during its hand-over', () => {
+  let duffy: Running | undefined;
+  afterEach(async () => {
+    await duffy?.close();
+    duffy = undefined;
+  });
+
+  it('ends the session it will never learn of, instead of holding the machine for a whole lease', async () => {
+    const config = ansibleConfig([{ name: 'ctx', 'playbook-timeout': 600 }], [{ hostname: 'gone-1.test', pool: 'ctx', state: 'ready' }]);
+    duffy = await startDuffy({ configFile: config });
+    inject(duffy.dataDir, 'gone-1.test', 'hang', 'contextualize');
+    const key = (await duffy.admin.post(`${V1}/tenants`, { name: 'gone', ssh_key: 'x' })).body.tenant.api_key;
+    const hangUp = new AbortController();
+    const asked = fetch(`${duffy.url}${V1}/sessions`, {
+      method: 'POST',
+      signal: hangUp.signal,
+      headers: { 'content-type': 'application/json', authorization: basic('gone', key) },
+      body: JSON.stringify({ nodes_specs: [{ pool: 'ctx', quantity: 1 }] }),
+    }).catch(() => 'hung up');
+    await until(duffy, () => machine(duffy!, 'gone-1.test').job?.action === 'contextualize');
+    const sessionId = machine(duffy, 'gone-1.test').sessionId!;
+    hangUp.abort();
+    expect(await asked).toBe('hung up');
+
+    const ledger = duffy.app.get(Ledger);
+    await ledger.until(() => ledger.world.sessions.get(sessionId)!.status !== 'active', 10_000);
+    const s = ledger.world.sessions.get(sessionId)!;
+    expect([s.status, s.releaseReason, s.failure]).toEqual(['released', 'failed', 'the caller went away before the machines were handed over']);
+  });
+});

@@ -82,14 +82,13 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     const world = this.ledger.world;
     if (world.sessions.get(sessionId)!.status === 'waiting') {
       // The queue serves it in fair-share order, or rejects it when its time is up, or it leaves when the caller does.
-      const leave = () => void this.leaveQueue(sessionId, cmd).catch(() => undefined);
-      cmd.callerGone?.addEventListener('abort', leave, { once: true });
+      const stopListening = cmd.onCallerGone?.(() => void this.leaveQueue(sessionId, cmd).catch(() => undefined));
       await this.ledger.until(() => world.sessions.get(sessionId)!.status !== 'waiting', (cmd.waitSeconds + 30) * 1000).catch(() => undefined);
-      cmd.callerGone?.removeEventListener('abort', leave);
+      stopListening?.();
       const s = world.sessions.get(sessionId)!;
       if (s.status !== 'active') refuse(this.stopping ? 'unavailable' : 'capacity', `can't reserve nodes: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
     }
-    return this.handedOver(sessionId);
+    return this.handedOver(sessionId, cmd);
   }
 
   private leaveQueue(sessionId: number, cmd: RequestSessionCommand) {
@@ -103,7 +102,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
    * A 201 hands over machines that are ready to use: wait (bounded) while playbooks provision and contextualize
    * them. A session that cannot be served in time is ended, so nothing leaks, and answered 503 with the cause.
    */
-  private async handedOver(sessionId: number): Promise<Session> {
+  private async handedOver(sessionId: number, cmd: RequestSessionCommand): Promise<Session> {
     const world = this.ledger.world;
     const session = world.sessions.get(sessionId)!;
     const wanted = session.specs.reduce((n, x) => n + x.quantity, 0);
@@ -114,10 +113,13 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
       return held.length === wanted && held.every((id) => world.machines.get(id)!.state === 'deployed');
     };
     const timeoutMs = Math.max(...session.machineIds.map((id) => this.catalog.pool(world.machines.get(id)!.pool)!['handover-timeout'])) * 1000;
+    // A caller that hangs up during the hand-over never learns the session: it ends, not held for a whole lease.
+    const stopListening = done() ? undefined : cmd.onCallerGone?.(() => void this.sessions.end(sessionId, 'failed', null, 'the caller went away before the machines were handed over').catch(() => undefined));
     const inTime = await this.ledger.until(done, timeoutMs).then(
       () => true,
       () => false,
     );
+    stopListening?.();
     const s = world.sessions.get(sessionId)!;
     if (inTime && s.status === 'active') return s;
     if (!inTime) await this.sessions.end(sessionId, 'failed', null, 'provisioning did not finish in time');
