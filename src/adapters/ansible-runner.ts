@@ -85,10 +85,13 @@ const TAIL = 2000;
 export class AnsibleRunner implements PlaybookRunner {
   /** Process groups of the runs under way. */
   private readonly groups = new Set<number>();
+  /** Once stopping, no run starts (one asked for meanwhile is not run), and one spawned in the gap is killed. */
+  private stopping = false;
 
   constructor(private readonly ansibleDir = ANSIBLE_DIR) {}
 
   stopAll(): void {
+    this.stopping = true;
     for (const pgid of this.groups) killGroup(pgid);
   }
 
@@ -115,6 +118,7 @@ export class AnsibleRunner implements PlaybookRunner {
       const run: RunRecord = { action: input.action, playbook, exitCode: null, durationMs: Date.now() - started, timedOut: false, tail: reason };
       return { run, nodes: outcomes(input, '', run), fault: { reason, spawned: false } };
     };
+    if (this.stopping) return notRun('Duffy is stopping');
     if (!(await access(playbook, constants.R_OK).then(() => true, () => false))) return notRun(`playbook ${playbook} not found`);
     let dir: string;
     const runs = join(resolve(input.data_dir), RUNS_DIR);
@@ -151,6 +155,7 @@ export class AnsibleRunner implements PlaybookRunner {
         killGroup(child.pid);
       }, options.timeoutMs);
       if (child.pid) this.groups.add(child.pid);
+      if (this.stopping) killGroup(child.pid);
       // Beside the input: a process that dies without ending the run leaves both for the next one to reap.
       await writeFile(join(dir, GROUP_FILE), String(child.pid ?? '')).catch(() => undefined);
       try {

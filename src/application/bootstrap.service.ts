@@ -1,4 +1,4 @@
-import { machineIdOfHost } from '../domain/world.js';
+import { handedOver, machineIdOfHost } from '../domain/world.js';
 import { Injectable, Logger } from '@nestjs/common';
 import { mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,7 +12,7 @@ import { Provisioner } from './provisioner.service.js';
 import { ReadSide } from './read-side.service.js';
 import { WaitingQueue } from './queue.service.js';
 import { Reconciler } from './reconciler.service.js';
-import { metaFor, now } from './session-lifecycle.js';
+import { SessionLifecycle, metaFor, now } from './session-lifecycle.js';
 
 /** Start-up: fold the ledger, create the first admin on an empty ledger, register configured machines not yet known (in batches). */
 @Injectable()
@@ -27,6 +27,7 @@ export class Bootstrap {
     private readonly provisioner: Provisioner,
     private readonly readSide: ReadSide,
     private readonly queue: WaitingQueue,
+    private readonly sessions: SessionLifecycle,
   ) {}
 
   async run(options: { reconcileEveryMs?: number } = {}): Promise<{ adminKey?: string }> {
@@ -48,7 +49,7 @@ export class Bootstrap {
         this.log.warn(`created admin tenant '${s.adminName}'; its API key is shown once where Duffy was started (set DUFFY_ADMIN_KEY to choose it)`);
       }
     }
-    await this.forgetOrphanedWaits();
+    await this.forgetOrphanedCallers();
     const added = await this.importInventory();
     if (added > 0) this.log.log(`registered ${added} machine(s) from ${s.configFile}`);
     this.reconciler.start(options.reconcileEveryMs);
@@ -59,18 +60,22 @@ export class Bootstrap {
   }
 
   /**
-   * On the embedded ledger this process is the only writer, so a request still waiting in the queue at start lost
-   * its caller with the previous process: served now, its machines would go to nobody for a whole lease. (On a
-   * shared KurrentDB another instance may still hold its caller: its wait ends it.)
+   * On the embedded ledger this process is the only writer, so a request still waiting at start, in the queue or
+   * for its hand-over, lost its caller with the previous process: served now, its machines would go to nobody for a
+   * whole lease. A waiting one leaves the queue; one in hand-over ends, its machines released. (On a shared
+   * KurrentDB another instance may still hold the caller: the wait's end or the hand-over timeout ends it.)
    */
-  private async forgetOrphanedWaits(): Promise<void> {
+  private async forgetOrphanedCallers(): Promise<void> {
     if (!this.ledger.store.singleWriter) return;
     const world = this.ledger.world;
-    const waiting = [...world.openSessions].map((id) => world.sessions.get(id)!).filter((s) => s.status === 'waiting');
-    if (waiting.length === 0) return;
-    const reason = 'Duffy restarted while it waited: the caller\'s connection went with the previous process';
-    await this.ledger.commit(waiting.flatMap((s) => decideLeaveQueue(s, reason, now())), metaFor(null, { process: 'bootstrap' }));
-    this.log.warn(`${waiting.length} waiting request(s) left the queue: their callers went with the previous process`);
+    const open = [...world.openSessions].map((id) => world.sessions.get(id)!);
+    const waiting = open.filter((s) => s.status === 'waiting');
+    const inHandover = open.filter((s) => s.status === 'active' && !handedOver(world, s));
+    if (waiting.length + inHandover.length === 0) return;
+    const why = 'the caller\'s connection went with the previous process';
+    await this.ledger.commit(waiting.flatMap((s) => decideLeaveQueue(s, `Duffy restarted while it waited: ${why}`, now())), metaFor(null, { process: 'bootstrap' }));
+    for (const s of inHandover) await this.sessions.end(s.id, 'failed', null, `Duffy restarted before the machines were handed over: ${why}`);
+    this.log.warn(`${waiting.length} waiting request(s) left the queue and ${inHandover.length} session(s) in hand-over ended: their callers went with the previous process`);
   }
 
   /**

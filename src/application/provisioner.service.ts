@@ -124,7 +124,7 @@ export class Provisioner implements OnApplicationShutdown {
       const c = claims[i];
       return c.ok ? [{ machine: m, revision: c.result.nextExpectedRevisions[0] }] : [];
     });
-    if (claimed.length === 0) return;
+    if (claimed.length === 0 || this.stopped) return;
     const session = job.sessionId === null ? undefined : world.sessions.get(job.sessionId);
     const tenant = session ? world.tenants.get(session.tenantId) : undefined;
     const artifactsDir = session ? this.catalog.artifactsDir(session.id) : undefined;

@@ -236,6 +236,13 @@ export const hostKey = (hostname: string) => hostname.toLowerCase().replace(/\.$
 /** The machine of that host name, however it is spelled. */
 export const machineIdOfHost = (world: World, hostname: string) => world.machineIdsByHostname.get(hostKey(hostname));
 
+/** Whether every machine a session asked for is held by it and deployed: until then its caller waits for the answer. */
+export function handedOver(world: World, s: Session): boolean {
+  const wanted = s.specs.reduce((n, x) => n + x.quantity, 0);
+  const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === s.id);
+  return held.length === wanted && held.every((id) => world.machines.get(id)!.state === 'deployed');
+}
+
 export const sessionIsLive = (s: Session) => s.status === 'requested' || s.status === 'waiting' || s.status === 'active';
 export const claimedBy = (t: Tenant) => t.held;
 /** Ids of the active admins, ascending (a scan: only admin changes and the audit replay of them ask). */

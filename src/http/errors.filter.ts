@@ -38,7 +38,9 @@ export class ErrorsFilter implements ExceptionFilter {
       return;
     }
     const [status, detail] = describe(error);
-    if (status >= 500) this.log.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
+    // A 503 Duffy decided on (a hand-over that could not finish, a stop) is an answer, not a fault: no stack.
+    if (status >= 500 && error instanceof DomainError) this.log.warn(`${status} ${detail}`);
+    else if (status >= 500) this.log.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
     if (status === 401) res.setHeader('WWW-Authenticate', 'Basic realm="duffy"');
     if (status === 503) res.setHeader('Retry-After', '60');
     res.status(status).json({ detail });

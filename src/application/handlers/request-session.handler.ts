@@ -7,7 +7,7 @@ import { decideLeaveQueue, decideRequestSession } from '../../domain/decide.js';
 import { DomainError, refuse } from '../../domain/errors.js';
 import { Ledger } from '../ledger.service.js';
 import { SessionLifecycle, metaFor, now } from '../session-lifecycle.js';
-import type { Session } from '../../domain/world.js';
+import { type Session, handedOver } from '../../domain/world.js';
 
 /**
  * POST /sessions: decide on the World, record the whole request in one append, then answer once the machines are
@@ -105,12 +105,9 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
   private async handedOver(sessionId: number, cmd: RequestSessionCommand): Promise<Session> {
     const world = this.ledger.world;
     const session = world.sessions.get(sessionId)!;
-    const wanted = session.specs.reduce((n, x) => n + x.quantity, 0);
     const done = () => {
       const s = world.sessions.get(sessionId)!;
-      if (s.status !== 'active') return true;
-      const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === sessionId);
-      return held.length === wanted && held.every((id) => world.machines.get(id)!.state === 'deployed');
+      return s.status !== 'active' || handedOver(world, s);
     };
     const timeoutMs = Math.max(...session.machineIds.map((id) => this.catalog.pool(world.machines.get(id)!.pool)!['handover-timeout'])) * 1000;
     // A caller that hangs up during the hand-over never learns the session: it ends, not held for a whole lease.
