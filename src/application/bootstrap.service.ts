@@ -6,7 +6,7 @@ import { CommandBus } from '@nestjs/cqrs';
 import { Catalog, assertAdminKey } from './catalog.js';
 import { ConfigError } from '../config/config.js';
 import { RegisterTenantCommand } from './commands.js';
-import { decideLeaveQueue, decideRegisterMachines } from '../domain/decide.js';
+import { decideRegisterMachines } from '../domain/decide.js';
 import { Ledger } from './ledger.service.js';
 import { Provisioner } from './provisioner.service.js';
 import { ReadSide } from './read-side.service.js';
@@ -68,14 +68,13 @@ export class Bootstrap {
   private async forgetOrphanedCallers(): Promise<void> {
     if (!this.ledger.store.singleWriter) return;
     const world = this.ledger.world;
-    const open = [...world.openSessions].map((id) => world.sessions.get(id)!);
-    const waiting = open.filter((s) => s.status === 'waiting');
-    const inHandover = open.filter((s) => s.status === 'active' && !handedOver(world, s));
-    if (waiting.length + inHandover.length === 0) return;
+    const orphans = [...world.openSessions].map((id) => world.sessions.get(id)!).filter((s) => s.status === 'waiting' || (s.status === 'active' && !handedOver(world, s)));
+    if (orphans.length === 0) return;
     const why = 'the caller\'s connection went with the previous process';
-    await this.ledger.commit(waiting.flatMap((s) => decideLeaveQueue(s, `Duffy restarted while it waited: ${why}`, now())), metaFor(null, { process: 'bootstrap' }));
-    for (const s of inHandover) await this.sessions.end(s.id, 'failed', null, `Duffy restarted before the machines were handed over: ${why}`);
-    this.log.warn(`${waiting.length} waiting request(s) left the queue and ${inHandover.length} session(s) in hand-over ended: their callers went with the previous process`);
+    for (const s of orphans) {
+      await this.sessions.letGo(s.id, { waiting: `Duffy restarted while it waited: ${why}`, handover: `Duffy restarted before the machines were handed over: ${why}` }, 'bootstrap');
+    }
+    this.log.warn(`${orphans.length} request(s) waiting in the queue or for their hand-over let go: their callers went with the previous process`);
   }
 
   /**

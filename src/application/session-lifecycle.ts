@@ -3,11 +3,11 @@ import { randomUUID } from 'node:crypto';
 import type { EventMetadata } from './ports/event-store.port.js';
 import { Catalog } from './catalog.js';
 import type { Actor } from './commands.js';
-import { decideEndSession, decideRecycle, refusal, visibleSessionOrRefusal } from '../domain/decide.js';
+import { decideEndSession, decideLeaveQueue, decideRecycle, refusal, visibleSessionOrRefusal } from '../domain/decide.js';
 import { needsNoReleasePlaybook } from '../domain/provisioning.decide.js';
 import { Ledger } from './ledger.service.js';
 import type { ReleaseReason } from '../domain/events.js';
-import type { Session } from '../domain/world.js';
+import { type Session, handedOver } from '../domain/world.js';
 
 export const metaFor = (actor: Actor | null, extra: EventMetadata = {}): EventMetadata => ({
   actor: actor?.tenant.name ?? 'duffy',
@@ -37,6 +37,16 @@ export class SessionLifecycle {
       metaFor(actor),
     );
     return this.ledger.world.sessions.get(sessionId)!;
+  }
+
+  /**
+   * A session whose caller is gone (a stop, the previous process's death) and that nobody was answered for: a
+   * waiting one leaves the queue, one still in hand-over ends and its machines go back. Anything else stays.
+   */
+  async letGo(sessionId: number, reasons: { waiting: string; handover: string }, process: 'bootstrap' | 'shutdown'): Promise<void> {
+    const s = this.ledger.world.sessions.get(sessionId);
+    if (s?.status === 'waiting') await this.ledger.decide((w) => decideLeaveQueue(w.sessions.get(sessionId)!, reasons.waiting, now()), metaFor(null, { process }));
+    else if (s?.status === 'active' && !handedOver(this.ledger.world, s)) await this.end(sessionId, 'failed', null, reasons.handover);
   }
 
   recyclesInstantly(poolName: string): boolean {

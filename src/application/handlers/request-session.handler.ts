@@ -66,16 +66,9 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
    */
   async beforeApplicationShutdown(): Promise<void> {
     this.stopping = true;
-    const world = this.ledger.world;
     const reason = 'Duffy is stopping; ask again';
-    await Promise.allSettled(
-      [...this.answering].map((id) => {
-        const s = world.sessions.get(id);
-        if (s?.status === 'waiting') return this.ledger.decide((w) => decideLeaveQueue(w.sessions.get(id)!, reason, now()), metaFor(null, { process: 'shutdown' }));
-        if (s?.status === 'active') return this.sessions.end(id, 'failed', null, `${reason} (it stopped before the machines were handed over)`);
-        return undefined;
-      }),
-    );
+    const reasons = { waiting: reason, handover: `${reason} (it stopped before the machines were handed over)` };
+    await Promise.allSettled([...this.answering].map((id) => this.sessions.letGo(id, reasons, 'shutdown')));
   }
 
   private async answer(sessionId: number, cmd: RequestSessionCommand): Promise<Session> {
