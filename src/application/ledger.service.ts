@@ -16,7 +16,7 @@ import {
 import { StreamHeads } from './stream-heads.js';
 import { GENESIS, appendLinks } from '../audit/chain.js';
 import { type Decision, type InFlightView, type Write, isRefusal, raise } from '../domain/decide.js';
-import { type DuffyEvent, sessionOfStream } from '../domain/events.js';
+import { type DuffyEvent, machinesAsked, sessionOfStream } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
 import { type World, emptyWorld, evolve, hostKey } from '../domain/world.js';
 
@@ -324,7 +324,7 @@ export class Ledger implements OnApplicationShutdown {
         else if (e.type === 'QuotaClaimed') batch.quota.set(e.data.tenantId, (batch.quota.get(e.data.tenantId) ?? 0) + e.data.count);
         else if (e.type === 'MachineRequested') {
           batch.sessionId = Math.max(batch.sessionId, e.data.sessionId);
-          requested = { tenantId: e.data.tenantId, machines: e.data.specs.reduce((n, s) => n + s.quantity, 0) };
+          requested = { tenantId: e.data.tenantId, machines: machinesAsked(e.data.specs) };
         } else if (e.type === 'RequestQueued' && requested) batch.waiting.set(requested.tenantId, (batch.waiting.get(requested.tenantId) ?? 0) + requested.machines);
         else if (e.type === 'MachineRegistered') batch.claims.add(`host:${hostKey(e.data.hostname)}`);
         else if (e.type === 'TenantRegistered') batch.claims.add(`key:${e.data.apiKeyDigest}`);

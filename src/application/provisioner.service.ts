@@ -1,3 +1,4 @@
+import { machinesAsked } from '../domain/events.js';
 import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
 import { type Observable, asapScheduler, auditTime, map } from 'rxjs';
@@ -227,7 +228,7 @@ export class Provisioner implements OnApplicationShutdown {
     for (const id of this.lostBecause.keys()) if (!world.openSessions.has(id)) this.lostBecause.delete(id);
     for (const s of [...world.openSessions].map((id) => world.sessions.get(id)!)) {
       if (s.status !== 'active') continue;
-      const wanted = s.specs.reduce((n, x) => n + x.quantity, 0);
+      const wanted = machinesAsked(s.specs);
       const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === s.id).length;
       if (held >= wanted) continue;
       // One session's trouble (a store that cannot write, conflicts past the bound) must not stop the others' pass.

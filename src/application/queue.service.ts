@@ -1,3 +1,4 @@
+import { machinesAsked } from '../domain/events.js';
 import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
 import { type Observable, asapScheduler, auditTime, filter, map } from 'rxjs';
@@ -23,7 +24,7 @@ export function queueOrder(world: World, nowMs: number): Session[] {
 const asWaitingRequest = (s: Session): WaitingRequest => ({
   sessionId: s.id,
   tenantId: s.tenantId,
-  quantity: s.specs.reduce((n, x) => n + x.quantity, 0),
+  quantity: machinesAsked(s.specs),
   enqueuedAt: Date.parse(s.queue!.since),
   until: Date.parse(s.queue!.until),
 });
@@ -119,7 +120,7 @@ export class WaitingQueue implements OnApplicationShutdown {
     const tenant = world.tenants.get(s.tenantId);
     if (tenant === undefined) return undefined;
     if (tenant.retiredAt !== null) return `tenant ${tenant.name} was retired`;
-    const asked = s.specs.reduce((n, x) => n + x.quantity, 0);
+    const asked = machinesAsked(s.specs);
     const quota = effective(tenant, this.catalog.defaults).nodeQuota;
     return asked > quota ? `tenant ${tenant.name}'s quota is now ${quota}, fewer than the ${asked} nodes asked for` : undefined;
   }

@@ -2,7 +2,7 @@ import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfil
 import { type DomainErrorKind, refuse } from './errors.js';
 import { waitedShare } from './fair-queue.js';
 import { parseDuration } from './duration.js';
-import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, stream } from './events.js';
+import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, machinesAsked, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, hostKey, machineIdOfHost } from './world.js';
 
 /**
@@ -227,7 +227,7 @@ export function decideRequestSession(
   // The quota check below must never compare with a missing number, whatever reached the domain.
   const bad = cmd.specs.find((x) => typeof x !== 'object' || x === null || !Number.isSafeInteger(x.quantity) || x.quantity < 1);
   if (bad !== undefined) return refusal('invalid', 'every node spec needs a quantity that is a positive integer');
-  const wanted = cmd.specs.reduce((n, x) => n + x.quantity, 0);
+  const wanted = machinesAsked(cmd.specs);
   const limits = effective(tenant, defaults);
   const held = claimedBy(tenant) + inFlight.quota(tenant.id);
   if (held + wanted > limits.nodeQuota) {

@@ -41,6 +41,9 @@ export interface NodeSpec {
   quantity: number;
 }
 
+/** How many machines a request asks for, all its specs together. */
+export const machinesAsked = (specs: readonly NodeSpec[]) => specs.reduce((n, x) => n + x.quantity, 0);
+
 /**
  * Whether an admin lets the scheduler hand a machine out: `maintenance` (back later) and `retired` (for good)
  * take it out; a machine held by a session stays with it until the session ends, then stays out.

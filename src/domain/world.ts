@@ -1,4 +1,4 @@
-import type { DuffyEvent, Hardware, MachineService, MachineState, NodeSpec, PlaybookAction, ReleaseReason, TenantSettings } from './events.js';
+import { type DuffyEvent, type Hardware, type MachineService, type MachineState, type NodeSpec, type PlaybookAction, type ReleaseReason, type TenantSettings, machinesAsked } from './events.js';
 import { FreeIndex, LeaseIndex, WorkIndex, isFree } from './indexes.js';
 import { IdSet } from './ordered-set.js';
 
@@ -238,7 +238,7 @@ export const machineIdOfHost = (world: World, hostname: string) => world.machine
 
 /** Whether every machine a session asked for is held by it and deployed: until then its caller waits for the answer. */
 export function handedOver(world: World, s: Session): boolean {
-  const wanted = s.specs.reduce((n, x) => n + x.quantity, 0);
+  const wanted = machinesAsked(s.specs);
   const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === s.id);
   return held.length === wanted && held.every((id) => world.machines.get(id)!.state === 'deployed');
 }
@@ -648,7 +648,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       }
       if (wasWaiting !== (s.status === 'waiting')) {
         const t = world.tenants.get(s.tenantId);
-        if (t) t.waiting += (wasWaiting ? -1 : 1) * s.specs.reduce((n, spec) => n + spec.quantity, 0);
+        if (t) t.waiting += (wasWaiting ? -1 : 1) * machinesAsked(s.specs);
       }
       if (!sessionIsLive(s) && world.openSessions.delete(s.id)) world.ended.push(s.id);
       return world;

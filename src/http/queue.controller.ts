@@ -1,3 +1,4 @@
+import { machinesAsked } from '../domain/events.js';
 import { Controller, Get, UseGuards } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Actor } from '../application/commands.js';
@@ -23,7 +24,7 @@ export class QueueController {
         position: i + 1,
         session: s.id,
         tenant: world.tenants.get(s.tenantId)?.name ?? null,
-        wanted: s.specs.reduce((n, x) => n + x.quantity, 0),
+        wanted: machinesAsked(s.specs),
         reason: s.queue!.reason,
         since: s.queue!.since,
         until: s.queue!.until,
