@@ -328,16 +328,21 @@ describe('fault: Duffy stopped or killed while a playbook runs', () => {
     return !alive(pid);
   };
 
-  it('SIGTERM during a hand-over whose playbook hangs: answers the caller 503 and exits at once, the run killed', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-stop-'));
+  /** A server whose one machine's contextualize hangs, and a tenant's request in hand-over on it, its playbook running. */
+  const handOverHanging = async (tenant: string) => {
+    const dataDir = mkdtempSync(join(tmpdir(), `duffy-${tenant}-`));
     const config = ansibleConfig([{ name: 'ctx', 'playbook-timeout': 600 }], [{ hostname: host, pool: 'ctx', state: 'ready' }]);
     const port = 20000 + Math.floor(Math.random() * 20000);
     const server = start(dataDir, config, port);
     const admin = await up(port);
     inject(dataDir, host, 'hang', 'contextualize');
-    const key = (await admin.post(`${V1}/tenants`, { name: 'stopped', ssh_key: 'x' })).body.tenant.api_key;
-    const asked = new Client(`http://127.0.0.1:${port}`, basic('stopped', key)).post(`${V1}/sessions`, { nodes_specs: [{ pool: 'ctx', quantity: 1 }] });
-    const group = await runningGroup(dataDir);
+    const key = (await admin.post(`${V1}/tenants`, { name: tenant, ssh_key: 'x' })).body.tenant.api_key;
+    const asked = new Client(`http://127.0.0.1:${port}`, basic(tenant, key)).post(`${V1}/sessions`, { nodes_specs: [{ pool: 'ctx', quantity: 1 }] });
+    return { dataDir, config, port, server, asked, group: await runningGroup(dataDir) };
+  };
+
+  it('SIGTERM during a hand-over whose playbook hangs: answers the caller 503 and exits at once, the run killed', async () => {
+    const { server, asked, group } = await handOverHanging('stopped');
 
     const stoppedAt = Date.now();
     server.child.kill('SIGTERM');
@@ -351,15 +356,8 @@ describe('fault: Duffy stopped or killed while a playbook runs', () => {
   });
 
   it('kill -9 while a playbook runs: the next process kills the run left behind before it works, and removes its input', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-reap-'));
-    const config = ansibleConfig([{ name: 'ctx', 'playbook-timeout': 600 }], [{ hostname: host, pool: 'ctx', state: 'ready' }]);
-    const port = 20000 + Math.floor(Math.random() * 20000);
-    const first = start(dataDir, config, port);
-    const admin = await up(port);
-    inject(dataDir, host, 'hang', 'contextualize');
-    const key = (await admin.post(`${V1}/tenants`, { name: 'killed', ssh_key: 'x' })).body.tenant.api_key;
-    void new Client(`http://127.0.0.1:${port}`, basic('killed', key)).post(`${V1}/sessions`, { nodes_specs: [{ pool: 'ctx', quantity: 1 }] }).catch(() => undefined);
-    const group = await runningGroup(dataDir);
+    const { dataDir, config, port, server: first, asked, group } = await handOverHanging('killed');
+    void asked.catch(() => undefined);
     first.child.kill('SIGKILL');
     await first.exit;
     expect(alive(group)).toBe(true);
