@@ -130,6 +130,18 @@ export function requestIdOf(req: WithId, res?: ServerResponse): string {
 /** The request's id, for handlers without Basic auth (the legacy calls) to put in their events' metadata. */
 export const RequestId = createParamDecorator((_: unknown, ctx: ExecutionContext): string => requestIdOf(ctx.switchToHttp().getRequest<WithId>()));
 
+/**
+ * `RequestSessionCommand.onCallerGone` for a request answered on `res`: the listener runs if the caller hangs up
+ * before its answer (a request in the queue leaves it, one in hand-over ends), whichever API it came through.
+ */
+export function callerGoneOf(res: ServerResponse): (listener: () => void) => () => void {
+  return (listener) => {
+    const closed = () => res.writableFinished || listener();
+    res.once('close', closed);
+    return () => void res.off('close', closed);
+  };
+}
+
 /** The legacy API carries the API key in the query string: mask it wherever a URL or query is logged. */
 export function redactUrl(url: string): string {
   const q = url.indexOf('?');

@@ -8,7 +8,7 @@ import { EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Ac
 import { DomainError } from '../domain/errors.js';
 import { Ledger } from '../application/ledger.service.js';
 import { tenantByKey } from './auth.js';
-import { RequestId, isId } from './input.js';
+import { RequestId, callerGoneOf, isId } from './input.js';
 import { ReadViews } from './read-views.js';
 
 /** What cico prints and retries on (Duffy v3's legacy wording); a `{"detail"}` object here would crash it. */
@@ -63,7 +63,8 @@ export class LegacyController {
     const pool = legacyPool(this.catalog.settings.config.legacy, { ver: str(q.ver, '7'), arch: str(q.arch, 'x86_64'), flavor: typeof q.flavor === 'string' ? q.flavor : undefined });
     if (!pool || !Number.isInteger(count) || count < 1 || count > 100) return JSON.stringify(FAILED);
     try {
-      const s = await this.commands.execute(new RequestSessionCommand(actor, actor.tenant.id, [{ pool, quantity: count }]));
+      // cico waits for the hand-over too: if it hangs up meanwhile (a Jenkins abort), the session ends, as for POST /sessions.
+      const s = await this.commands.execute(new RequestSessionCommand(actor, actor.tenant.id, [{ pool, quantity: count }], 0, callerGoneOf(req.res!)));
       return { ssid: s.id, hosts: s.machineIds.map((id) => this.ledger.world.machines.get(id)!.hostname) };
     } catch (err) {
       if (err instanceof DomainError) return JSON.stringify(FAILED);

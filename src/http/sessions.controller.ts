@@ -11,6 +11,7 @@ import { Ledger } from '../application/ledger.service.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
 import { ReadViews } from './read-views.js';
 import { SessionCreateDto, SessionUpdateDto } from './dto.js';
+import { callerGoneOf } from './input.js';
 import { sessionView } from './views.js';
 
 
@@ -51,12 +52,7 @@ export class SessionsController {
       Object.fromEntries(Object.entries({ pool, type, arch, platform, quantity, hardware: hardware && { ...hardware } }).filter(([, v]) => v !== undefined)) as unknown as NodeSpec,
     );
     // Listened to only by a request that waits (in the queue, or for a hand-over): nothing per request otherwise.
-    const onCallerGone = (listener: () => void) => {
-      const closed = () => res.writableFinished || listener();
-      res.once('close', closed);
-      return () => void res.off('close', closed);
-    };
-    const session = await this.commands.execute(new RequestSessionCommand(actor, tenantId, specs, body.wait ?? 0, onCallerGone));
+    const session = await this.commands.execute(new RequestSessionCommand(actor, tenantId, specs, body.wait ?? 0, callerGoneOf(res)));
     return { action: 'post', session: sessionView(session, this.ledger.world, this.catalog) };
   }
 

@@ -109,18 +109,23 @@ describe('a caller that hangs up during its hand-over', () => {
     duffy = undefined;
   });
 
-  it('ends the session it will never learn of, instead of holding the machine for a whole lease', async () => {
-    const config = ansibleConfig([{ name: 'ctx', 'playbook-timeout': 600 }], [{ hostname: 'gone-1.test', pool: 'ctx', state: 'ready' }]);
+  // The same for Duffy v3's POST and cico's GET /Node/get: both wait for the hand-over.
+  const asks: Array<[string, (url: string, key: string, signal: AbortSignal) => Promise<Response>]> = [
+    ['POST /sessions', (url, key, signal) => fetch(`${url}${V1}/sessions`, {
+      method: 'POST',
+      signal,
+      headers: { 'content-type': 'application/json', authorization: basic('gone', key) },
+      body: JSON.stringify({ nodes_specs: [{ pool: 'ctx', quantity: 1 }] }),
+    })],
+    ['cico GET /Node/get', (url, key, signal) => fetch(`${url}/Node/get?key=${key}&ver=9&arch=x86_64`, { signal })],
+  ];
+  it.each(asks)('through %s: ends the session it will never learn of, instead of holding the machine for a whole lease', async (_, ask) => {
+    const config = ansibleConfig([{ name: 'ctx', 'playbook-timeout': 600 }], [{ hostname: 'gone-1.test', pool: 'ctx', state: 'ready' }], {}, { legacy: [{ ver: '9', arch: 'x86_64', pool: 'ctx' }] });
     duffy = await startDuffy({ configFile: config });
     inject(duffy.dataDir, 'gone-1.test', 'hang', 'contextualize');
     const key = (await duffy.admin.post(`${V1}/tenants`, { name: 'gone', ssh_key: 'x' })).body.tenant.api_key;
     const hangUp = new AbortController();
-    const asked = fetch(`${duffy.url}${V1}/sessions`, {
-      method: 'POST',
-      signal: hangUp.signal,
-      headers: { 'content-type': 'application/json', authorization: basic('gone', key) },
-      body: JSON.stringify({ nodes_specs: [{ pool: 'ctx', quantity: 1 }] }),
-    }).catch(() => 'hung up');
+    const asked = ask(duffy.url, key, hangUp.signal).catch(() => 'hung up');
     await until(duffy, () => machine(duffy!, 'gone-1.test').job?.action === 'contextualize');
     const sessionId = machine(duffy, 'gone-1.test').sessionId!;
     hangUp.abort();

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 
 /** Writes a configuration for the real-Ansible suites: local driver pools, machines unused unless told. */
-export function ansibleConfig(pools: Array<Record<string, unknown>>, machines: Array<Record<string, unknown>>, defaults: Record<string, number> = {}): string {
+export function ansibleConfig(pools: Array<Record<string, unknown>>, machines: Array<Record<string, unknown>>, defaults: Record<string, number> = {}, extra: Record<string, unknown> = {}): string {
   const file = join(mkdtempSync(join(tmpdir(), 'duffy-cfg-')), 'ansible.yaml');
   writeFileSync(
     file,
@@ -12,6 +12,7 @@ export function ansibleConfig(pools: Array<Record<string, unknown>>, machines: A
       defaults: { 'node-quota': 10, 'session-lifetime': 3600, 'session-lifetime-max': 7200, ...defaults },
       pools: pools.map((p) => ({ type: 'baremetal', arch: 'x86_64', platform: 'intel', driver: 'local', 'fill-level': 0, contextualize: true, 'playbook-timeout': 120, 'handover-timeout': 240, ...p })),
       machines: machines.map((m) => ({ state: 'unused', ...m })),
+      ...extra,
     }),
   );
   return file;
