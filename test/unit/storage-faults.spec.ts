@@ -1,10 +1,11 @@
 import { describe, expect, it } from '@jest/globals';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorsFilter, describe as describeError } from '../../src/http/errors.filter.js';
+import { createReadModels } from '../../src/adapters/readmodels/read-models.factory.js';
 import { DataDirLockedError, LOCK_FILE, STALE_MS, lockDataDir } from '../../src/adapters/eventstore/data-dir-lock.js';
 
 /** Errors as better-sqlite3 and Node raise them: the code says what happened, the message is free text. */
@@ -96,5 +97,36 @@ describe('the data directory lock', () => {
     const old = new Date(Date.now() - STALE_MS - 5_000);
     utimesSync(file, old, old);
     lockDataDir(dir).release();
+  });
+});
+
+describe('a damaged embedded read-model file', () => {
+  const put = (id: string, position: bigint) => [{ op: 'put' as const, collection: 'c', id, doc: { id }, position }];
+  /** A read-model file of earlier runs, then damaged: its first page garbled, or not SQLite at all. */
+  const damaged = async (how: 'garbled' | 'not-sqlite') => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-rm-'));
+    const file = join(dir, 'readmodels.sqlite');
+    if (how === 'not-sqlite') writeFileSync(file, Buffer.alloc(8192, 0x5a));
+    else {
+      const earlier = createReadModels(undefined, dir);
+      await earlier.apply('entities', 1, put('old', 7n), 7n);
+      await earlier.close();
+      const raw = readFileSync(file);
+      raw.fill(0xff, 100, 300); // the first page's header and the schema table's cells
+      writeFileSync(file, raw);
+    }
+    return { dir, file, bytes: readFileSync(file) };
+  };
+
+  it.each(['garbled', 'not-sqlite'] as const)('(%s) is set aside and a fresh one opened: Duffy starts and rebuilds it from the ledger', async (how) => {
+    const { dir, bytes } = await damaged(how);
+    const store = createReadModels(undefined, dir);
+    expect(await store.checkpoint('entities')).toBeUndefined(); // from position 0
+    await store.apply('entities', 1, put('new', 3n), 3n);
+    expect(await store.find('c')).toEqual([{ id: 'new' }]);
+    await store.close();
+    const aside = readdirSync(dir).filter((f) => /^readmodels\.sqlite\.damaged-[^.]*$/.test(f) && !/-(wal|shm)$/.test(f));
+    expect(aside).toHaveLength(1);
+    expect(readFileSync(join(dir, aside[0]))).toEqual(bytes); // kept as it was, for a look
   });
 });

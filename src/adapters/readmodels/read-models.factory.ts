@@ -1,3 +1,5 @@
+import { Logger } from '@nestjs/common';
+import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { MongoReadModels } from './mongo-read-models.js';
 import { type ReadModelStore } from '../../application/ports/read-model.port.js';
@@ -5,7 +7,27 @@ import { SqliteReadModels } from './sqlite-read-models.js';
 
 /** `DUFFY_READMODELS=mongodb://...` selects MongoDB; unset means the embedded SQLite file in the data dir. */
 export function createReadModels(url: string | undefined, dataDir: string): ReadModelStore {
-  if (!url) return new SqliteReadModels(join(dataDir, 'readmodels.sqlite'));
+  if (!url) return openEmbedded(join(dataDir, 'readmodels.sqlite'));
   if (/^mongodb(\+srv)?:\/\//.test(url)) return new MongoReadModels(url);
   throw new Error(`DUFFY_READMODELS: unsupported URL '${url}' (expected mongodb://... or unset for the embedded read models)`);
+}
+
+/** SQLite's codes for a file that is not a sound database (damaged, or not SQLite at all). */
+const UNSOUND = new Set(['SQLITE_CORRUPT', 'SQLITE_NOTADB']);
+
+/**
+ * The embedded read models are a cache of the ledger: a damaged file is set aside (kept for a look) and a fresh one
+ * rebuilt from the ledger, rather than keeping Duffy from starting.
+ */
+function openEmbedded(file: string): SqliteReadModels {
+  try {
+    return new SqliteReadModels(file);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code !== 'string' || !UNSOUND.has(code)) throw err;
+    const aside = `${file}.damaged-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+    for (const suffix of ['', '-wal', '-shm']) if (existsSync(file + suffix)) renameSync(file + suffix, aside + suffix);
+    new Logger('ReadModels').warn(`${file} is not a sound SQLite database (${code}): set aside as ${aside}; the read models are rebuilt from the ledger`);
+    return new SqliteReadModels(file);
+  }
 }

@@ -68,23 +68,12 @@ export class SqliteReadModels implements ReadModelStore {
   constructor(private readonly file: string) {
     if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
     this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-    this.db.exec(`
-      CREATE TABLE IF NOT EXISTS docs (
-        collection TEXT    NOT NULL,
-        id         TEXT    NOT NULL,
-        doc        TEXT    NOT NULL,
-        position   INTEGER NOT NULL,
-        PRIMARY KEY (collection, id)
-      );
-      CREATE TABLE IF NOT EXISTS checkpoints (
-        projection TEXT    PRIMARY KEY,
-        position   INTEGER NOT NULL,
-        version    INTEGER NOT NULL
-      );
-    `);
+    try {
+      this.prepareSchema();
+    } catch (err) {
+      this.db.close(); // a file that is not a database: let go of it, so it can be set aside
+      throw err;
+    }
     this.stmts = {
       put: this.db.prepare<[string, string, string, bigint]>(SQL.put),
       del: this.db.prepare<[string, string, bigint]>(SQL.del),
@@ -123,6 +112,26 @@ export class SqliteReadModels implements ReadModelStore {
       for (const c of collections) this.stmts.dropDocs.run(c);
       this.stmts.dropCheckpoint.run(projection);
     });
+  }
+
+  private prepareSchema(): void {
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS docs (
+        collection TEXT    NOT NULL,
+        id         TEXT    NOT NULL,
+        doc        TEXT    NOT NULL,
+        position   INTEGER NOT NULL,
+        PRIMARY KEY (collection, id)
+      );
+      CREATE TABLE IF NOT EXISTS checkpoints (
+        projection TEXT    PRIMARY KEY,
+        position   INTEGER NOT NULL,
+        version    INTEGER NOT NULL
+      );
+    `);
   }
 
   /**
