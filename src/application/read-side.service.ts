@@ -19,7 +19,11 @@ export class ReadSide implements OnApplicationShutdown {
     this.runners = PROJECTIONS.map((p) => new ProjectionRunner(p, ledger.store, store));
   }
 
-  async start(options: { rebuild?: boolean } = {}): Promise<void> {
+  start(): Promise<void> {
+    return this.inTurn(() => this.follow());
+  }
+
+  private async follow(options: { rebuild?: boolean } = {}): Promise<void> {
     this.subscription = await followTogether(this.runners, this.ledger.store, { ...options, head: () => this.ledger.headPosition() });
     for (const r of this.runners) if (r.rebuiltBecause) this.log.warn(`projection ${r.projection.name} is rebuilt from the ledger: ${r.rebuiltBecause}`);
   }
@@ -31,9 +35,22 @@ export class ReadSide implements OnApplicationShutdown {
   }
 
   /** Drop every read model and project the whole ledger again. */
-  async rebuild(): Promise<void> {
-    await this.stopAll();
-    await this.start({ rebuild: true });
+  rebuild(): Promise<void> {
+    return this.inTurn(async () => {
+      await this.stopAll();
+      await this.follow({ rebuild: true });
+    });
+  }
+
+  /**
+   * Start, rebuild and stop take turns. Two rebuilds at once each opened a subscription and only one was ever
+   * closed: the other kept feeding the runners, and a later rebuild under traffic lost the events it skipped.
+   */
+  private turn: Promise<unknown> = Promise.resolve();
+  private inTurn<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.turn.then(work, work);
+    this.turn = run.catch(() => undefined);
+    return run;
   }
 
   /** Read-your-writes for endpoints that need it: wait until every projection has reached `position`. */
@@ -46,7 +63,7 @@ export class ReadSide implements OnApplicationShutdown {
   }
 
   async onApplicationShutdown(): Promise<void> {
-    await this.stopAll();
+    await this.inTurn(() => this.stopAll());
     await this.store.close();
   }
 }

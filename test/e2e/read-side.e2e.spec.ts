@@ -61,6 +61,32 @@ describe('read side: projections over a mixed workload', () => {
     expect(await snapshot(readSide)).toEqual(live);
   });
 
+  it('takes rebuilds asked at once in turn: each leaves one subscription to the ledger, and the same documents', async () => {
+    const readSide = duffy.app.get(ReadSide);
+    const ledger = duffy.app.get(Ledger);
+    await readSide.caughtUp(ledger.world.position);
+    const live = await snapshot(readSide);
+    // Count the subscriptions the read side opens and closes from here on.
+    const store = ledger.store;
+    const subscribeAll = store.subscribeAll.bind(store);
+    let open = 0;
+    store.subscribeAll = (...args) => {
+      const sub = subscribeAll(...args);
+      open++;
+      return { close: () => (open--, sub.close()) };
+    };
+    try {
+      const answers = await Promise.all([1, 2, 3].map(() => duffy.admin.post(`${V1}/stats/rebuild`, {})));
+      expect(answers.map((a) => a.status)).toEqual([202, 202, 202]);
+      // The first rebuild closed the subscription opened before the spy; every later one closed its predecessor's.
+      expect(open).toBe(1);
+      await readSide.caughtUp(ledger.world.position);
+      expect(await snapshot(readSide)).toEqual(live);
+    } finally {
+      store.subscribeAll = subscribeAll;
+    }
+  });
+
   it('changes nothing when the same event is delivered twice', async () => {
     const readSide = duffy.app.get(ReadSide);
     const ledger = duffy.app.get(Ledger);
