@@ -123,10 +123,11 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
       for (const a of list) {
         // The server confines paths to the session; check again, a file must not land outside --out.
         const target = resolve(root, ...a.path.split('/'));
-        if (!target.startsWith(root + sep)) throw new Error(`refusing to write ${a.path} outside ${root}`);
+        if (!target.startsWith(root + sep)) throw new Error(`refusing to write ${printable(a.path)} outside ${root}`);
         await mkdir(dirname(target), { recursive: true });
         await writeFile(target, await c.raw('GET', `${base}/${a.path.split('/').map(encodeURIComponent).join('/')}`));
-        if (!json()) out(`${a.path}\t${a.size}`);
+        // Names come from what ran on the machine: a newline would forge a line, an escape reach the terminal.
+        if (!json()) out(`${printable(a.path)}\t${a.size}`);
       }
       if (json()) out(JSON.stringify(list.map((a) => ({ ...a, file: resolve(root, ...a.path.split('/')) }))));
       else if (list.length === 0) out(`session ${id} has no artifacts`);

@@ -197,4 +197,20 @@ describe('duffy CLI against a running server', () => {
     expect(denied.stderr).toBe(`duffy: session ${other.id} not found\n`);
     await duffy.admin.put(`${V1}/sessions/${other.id}`, { active: false });
   });
+
+  it('prints artifact names as printable text: a name the tested code chose forges no line and sends no escape to the terminal', async () => {
+    const req = await cli('--json', 'request', '--pool', 'vm-intel-x86_64');
+    const { id, nodes } = JSON.parse(req.stdout) as { id: number; nodes: Array<{ hostname: string }> };
+    const host = nodes[0].hostname;
+    await cli('done', String(id));
+    const name = 'ok.log\t999\nforged.txt\t1\n\x1b[2Jgone';
+    const dir = join(duffy.dataDir, 'artifacts', `session-${id}`, host);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, name), 'x');
+    const out = mkdtempSync(join(tmpdir(), 'duffy-artifacts-'));
+    const r = await cli('artifacts', String(id), '--out', out);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${host}/ok.log\\t999\\nforged.txt\\t1\\n\\u001b[2Jgone\t1\n`);
+    expect(readFileSync(join(out, host, name), 'utf8')).toBe('x'); // the file itself keeps its name
+  });
 });
