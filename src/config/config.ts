@@ -163,12 +163,14 @@ export function positiveIntEnv(name: string, fallback: number, env: NodeJS.Proce
 }
 
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
-  const port = Number(env.DUFFY_PORT ?? 8080);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`DUFFY_PORT: not a port number: ${env.DUFFY_PORT}`);
+  // Digits only, and empty is unset as for the other variables: Number() took "" as 0 (a random port) and "0x50" as 80.
+  const rawPort = env.DUFFY_PORT || '8080';
+  const port = /^[0-9]{1,5}$/.test(rawPort) ? Number(rawPort) : NaN;
+  if (!(port <= 65535)) throw new ConfigError(`DUFFY_PORT: not a port number: ${env.DUFFY_PORT}`);
   if (env.DUFFY_LOG_LEVEL && !LOG_LEVELS.includes(env.DUFFY_LOG_LEVEL)) throw new ConfigError(`DUFFY_LOG_LEVEL: must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(env.DUFFY_LOG_LEVEL)}`);
   for (const name of ['DUFFY_CHECKPOINT_EVERY_EVENTS', 'DUFFY_CHECKPOINT_EVERY_SECONDS']) positiveIntEnv(name, 1, env);
   const configFile = env.DUFFY_CONFIG ? resolve(env.DUFFY_CONFIG) : DEMO_CONFIG;
-  const dataDir = resolve(env.DUFFY_DATA_DIR ?? './data');
+  const dataDir = resolve(env.DUFFY_DATA_DIR || './data'); // empty is unset, not the working directory
   return {
     port,
     dataDir: isAbsolute(dataDir) ? dataDir : resolve(dataDir),

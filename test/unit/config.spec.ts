@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ConfigError, DEMO_CONFIG, legacyPool, loadConfig, loadSettings } from '../../src/config/config.js';
 
 const write = (yaml: string) => {
@@ -52,9 +52,18 @@ describe('configuration', () => {
     [{ DUFFY_CHECKPOINT_EVERY_EVENTS: 'abc' }, /^DUFFY_CHECKPOINT_EVERY_EVENTS: must be a positive whole number, got "abc"$/],
     [{ DUFFY_CHECKPOINT_EVERY_SECONDS: '0' }, /^DUFFY_CHECKPOINT_EVERY_SECONDS: must be a positive whole number/],
     [{ DUFFY_PORT: '99999' }, /^DUFFY_PORT: not a port number/],
+    [{ DUFFY_PORT: '0x50' }, /^DUFFY_PORT: not a port number: 0x50$/],
+    [{ DUFFY_PORT: '1e3' }, /^DUFFY_PORT: not a port number: 1e3$/],
+    [{ DUFFY_PORT: ' 8080' }, /^DUFFY_PORT: not a port number/],
   ])('refuses the environment %p at start, naming the variable', (env, message) => {
     expect(() => loadSettings(env)).toThrow(ConfigError);
     expect(() => loadSettings(env)).toThrow(message);
+  });
+
+  it('takes an empty DUFFY_PORT or DUFFY_DATA_DIR as unset (a compose file passing an unset variable): port 8080 and ./data, not a random port and the working directory', () => {
+    const s = loadSettings({ DUFFY_PORT: '', DUFFY_DATA_DIR: '' });
+    expect([s.port, s.dataDir]).toEqual([8080, resolve('./data')]);
+    expect(loadSettings({ DUFFY_PORT: '9090' }).port).toBe(9090);
   });
 
   it('takes a UUID admin key and valid settings', () => {
