@@ -20,5 +20,7 @@ describe('docker-compose.yml', () => {
     expect(r.stdout).toMatch(/DUFFY_EVENTSTORE: kurrentdb:\/\/eventstore:2113/);
     expect(r.stdout).toMatch(/DUFFY_READMODELS: mongodb:\/\/mongo:27017/);
     expect(r.stdout.match(/healthcheck:/g)?.length).toBe(3);
+    // Duffy is not PID 1: an init reaps what Ansible's ssh leaves behind.
+    expect(r.stdout).toMatch(/^ {4}init: true$/m);
   });
 });
