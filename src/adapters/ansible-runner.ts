@@ -1,6 +1,6 @@
 import { execa } from 'execa';
 import { constants } from 'node:fs';
-import { access, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PlaybookAction, PlaybookRun } from '../domain/events.js';
@@ -163,7 +163,10 @@ export class AnsibleRunner implements PlaybookRunner {
         const stdout = String(result.stdout ?? '');
         const stderr = String(result.stderr ?? '');
         const exitCode = typeof result.exitCode === 'number' ? result.exitCode : null;
-        const fault = environmentFault({ code: result.code, signal: result.signal, exitCode, timedOut, hasDuffyOut: findDuffyOut(stdout) !== undefined, hasReport: hasPlayReport(stdout) });
+        const nodes = outcomes(input, stdout, { exitCode, timedOut });
+        const fault =
+          environmentFault({ code: result.code, signal: result.signal, exitCode, timedOut, hasDuffyOut: findDuffyOut(stdout) !== undefined, hasReport: hasPlayReport(stdout) }) ??
+          ([...nodes.values()].some((n) => !n.ok) ? await fullDisk(runs) : undefined);
         const run: RunRecord = {
           action: input.action,
           playbook,
@@ -172,7 +175,7 @@ export class AnsibleRunner implements PlaybookRunner {
           timedOut,
           tail: (fault && !fault.spawned ? fault.reason : stderr + stdout).slice(-TAIL),
         };
-        return { run, nodes: outcomes(input, stdout, run), ...(fault ? { fault } : {}) };
+        return { run, nodes, ...(fault ? { fault } : {}) };
       } finally {
         clearTimeout(timer);
         // Whatever the group left behind (a worker still running) goes too.
@@ -201,6 +204,20 @@ export function environmentFault(r: { code?: string; signal?: string; exitCode: 
   if ((r.exitCode === 4 || r.exitCode === 5) && !r.hasReport) return { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true };
   if (r.exitCode === 126 || r.exitCode === 127) return { reason: `ansible-playbook could not run (exit code ${r.exitCode})`, spawned: true };
   return undefined;
+}
+
+/** Less free space than this where Ansible keeps its temporary files (under the data directory): Duffy's disk is full. */
+export const FULL_DISK_BYTES = 1024 * 1024;
+
+/**
+ * A run whose machines failed while the disk under the data directory was full failed on Duffy's side: Ansible
+ * writes each module to ANSIBLE_LOCAL_TEMP there before running it ("[Errno 28] No space left on device"), so the
+ * machines' failures say nothing about them (invariant 10: a full disk never quarantines a machine).
+ */
+export async function fullDisk(dir: string, minFree = FULL_DISK_BYTES): Promise<EnvironmentFault | undefined> {
+  const fs = await statfs(dir).catch(() => undefined);
+  if (!fs || fs.bavail * fs.bsize >= minFree) return undefined;
+  return { reason: `the disk under ${dir} is full (${fs.bavail * fs.bsize} bytes free): Ansible cannot write its temporary files`, spawned: true };
 }
 
 function killGroup(pid: number | undefined): void {

@@ -1,11 +1,12 @@
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEMO_CONFIG } from '../../src/config/config.js';
 import { Ledger } from '../../src/application/ledger.service.js';
+import { AnsibleRunner, type DuffyIn } from '../../src/adapters/ansible-runner.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
 import { ADMIN_KEY, Client, type Running, basic, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
 
@@ -155,6 +156,22 @@ function mountTmpfs(): string | undefined {
   rmSync(dir, { recursive: true, force: true });
   return undefined;
 }
+/** Fills the disk under `file` to the last byte. */
+function fillUp(file: string): void {
+  const fd = openSync(file, 'w');
+  const chunk = Buffer.alloc(64 * 1024, 1);
+  try {
+    for (;;) writeSync(fd, chunk);
+  } catch {
+    try {
+      for (;;) writeSync(fd, Buffer.alloc(512, 1));
+    } catch {
+      /* full */
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
 const fullDisk = mountTmpfs();
 if (!fullDisk) console.log('SKIPPED: full-disk fault test: `mount -t tmpfs` is not allowed here (it needs root)');
 
@@ -168,20 +185,7 @@ describe('fault: the data directory\'s disk fills up', () => {
       for (let i = 0; i < 3; i++) if ((await duffy.admin.post(`${V1}/tenants`, { name: `before-${i}`, ssh_key: 'ssh-ed25519 AAAA x' })).status === 201) acknowledged.push(`before-${i}`);
       expect(acknowledged).toHaveLength(3);
 
-      // Fill the disk to the last byte.
-      const fd = openSync(filler, 'w');
-      const chunk = Buffer.alloc(64 * 1024, 1);
-      try {
-        for (;;) writeSync(fd, chunk);
-      } catch {
-        try {
-          for (;;) writeSync(fd, Buffer.alloc(512, 1));
-        } catch {
-          /* full */
-        }
-      } finally {
-        closeSync(fd);
-      }
+      fillUp(filler);
       // The ledger may still have room in pages it already holds: write until it has none.
       let refused: { status: number; body: any; headers: Headers } | undefined;
       for (let i = 0; i < 400 && !refused; i++) {
@@ -216,6 +220,36 @@ describe('fault: the data directory\'s disk fills up', () => {
       duffy = undefined;
       spawnSync('umount', ['-l', fullDisk!]);
       rmSync(fullDisk!, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('fault: the data directory\'s disk is full while a playbook runs', () => {
+  (fullDisk ? it : it.skip)('is put down to Duffy, not to the machines: Ansible could not write its temporary files there', async () => {
+    const disk = mountTmpfs()!;
+    try {
+      const dataDir = join(disk, 'data');
+      // The machine's own "disk" (the local driver's directory) is elsewhere, as a real machine's is.
+      mkdirSync(dataDir);
+      symlinkSync(mkdtempSync(join(tmpdir(), 'duffy-machines-')), join(dataDir, 'machines'));
+      // Room for the run's input, not for the modules Ansible writes beside it.
+      const reserve = join(disk, 'reserve');
+      writeFileSync(reserve, Buffer.alloc(16 * 1024, 1));
+      fillUp(join(disk, 'filler'));
+      unlinkSync(reserve);
+      const input: DuffyIn = {
+        action: 'health_check',
+        pool: { name: 'p', type: 'baremetal', driver: 'local', arch: 'x86_64', platform: 'intel', vars: {} },
+        session: null,
+        nodes: [{ id: 1, hostname: 'full-1.test', ipaddr: null, data: {} }],
+        data_dir: dataDir,
+      };
+      const r = await new AnsibleRunner().run(input, { timeoutMs: 120_000 });
+      expect(r.nodes.get('full-1.test')).toMatchObject({ ok: false });
+      expect(r.fault).toMatchObject({ spawned: true, reason: expect.stringMatching(/^the disk under .*\/runs is full \(\d+ bytes free\)/) });
+    } finally {
+      spawnSync('umount', ['-l', disk]);
+      rmSync(disk, { recursive: true, force: true });
     }
   });
 });
