@@ -169,6 +169,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   if (!(port <= 65535)) throw new ConfigError(`DUFFY_PORT: not a port number: ${env.DUFFY_PORT}`);
   if (env.DUFFY_LOG_LEVEL && !LOG_LEVELS.includes(env.DUFFY_LOG_LEVEL)) throw new ConfigError(`DUFFY_LOG_LEVEL: must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(env.DUFFY_LOG_LEVEL)}`);
   for (const name of ['DUFFY_CHECKPOINT_EVERY_EVENTS', 'DUFFY_CHECKPOINT_EVERY_SECONDS']) positiveIntEnv(name, 1, env);
+  // A tenant name as the API takes it: an admin named "ad:min" could never log in (Basic auth splits at the colon).
+  if (env.DUFFY_ADMIN_NAME && !NAME.test(env.DUFFY_ADMIN_NAME)) throw new ConfigError(`DUFFY_ADMIN_NAME: must be 1-128 letters, digits, dot, dash or underscore, got ${JSON.stringify(env.DUFFY_ADMIN_NAME)}`);
   const configFile = env.DUFFY_CONFIG ? resolve(env.DUFFY_CONFIG) : DEMO_CONFIG;
   const dataDir = resolve(env.DUFFY_DATA_DIR || './data'); // empty is unset, not the working directory
   return {

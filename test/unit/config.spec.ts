@@ -55,6 +55,8 @@ describe('configuration', () => {
     [{ DUFFY_PORT: '0x50' }, /^DUFFY_PORT: not a port number: 0x50$/],
     [{ DUFFY_PORT: '1e3' }, /^DUFFY_PORT: not a port number: 1e3$/],
     [{ DUFFY_PORT: ' 8080' }, /^DUFFY_PORT: not a port number/],
+    [{ DUFFY_ADMIN_NAME: 'ad:min' }, /^DUFFY_ADMIN_NAME: must be 1-128 letters, digits, dot, dash or underscore, got "ad:min"$/],
+    [{ DUFFY_ADMIN_NAME: 'ops\u001b[2J' }, /^DUFFY_ADMIN_NAME: must be/],
   ])('refuses the environment %p at start, naming the variable', (env, message) => {
     expect(() => loadSettings(env)).toThrow(ConfigError);
     expect(() => loadSettings(env)).toThrow(message);
