@@ -242,7 +242,7 @@ export class Provisioner implements OnApplicationShutdown {
     await this.ledger.decide((w, inFlight) => {
       const session = w.sessions.get(sessionId);
       if (!session) return [];
-      const decision = decideReplacement(w, session, this.catalog.profiles, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => inFlight.busy(id), new Date().toISOString(), this.lostBecause.get(sessionId));
+      const decision = decideReplacement(w, session, this.catalog.profiles, this.catalog.defaults, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => inFlight.busy(id), new Date().toISOString(), this.lostBecause.get(sessionId));
       if (!('fail' in decision)) return decision;
       fail = decision.fail;
       return [];

@@ -1,6 +1,6 @@
-import type { Write } from './decide.js';
-import { decideReserve, freeMachines, recycled } from './decide.js';
-import { type DuffyEvent, type PlaybookAction, type PlaybookRun, type RecyclePolicy, stream } from './events.js';
+import type { Defaults, Write } from './decide.js';
+import { decideReserve, effective, freeMachines, recycled } from './decide.js';
+import { type DuffyEvent, type PlaybookAction, type PlaybookRun, type RecyclePolicy, machinesAsked, stream } from './events.js';
 import type { Machine, Session, World } from './world.js';
 import { type PoolProfile, lessStressed, planAllocation } from './policy.js';
 
@@ -188,6 +188,13 @@ export function decideEnvironmentFault(m: Machine, job: Job, fault: { reason: st
   };
 }
 
+/** How many machines these sessions hold now. */
+function machinesHeld(world: World, sessionIds: Iterable<number>): number {
+  let n = 0;
+  for (const id of sessionIds) for (const m of world.sessions.get(id)?.machineIds ?? []) if (world.machines.get(m)?.sessionId === id) n += 1;
+  return n;
+}
+
 /**
  * A session still being handed over that lost a machine (its provisioning or contextualization failed):
  * reserve a replacement from the same spec, or fail the session when none can be had.
@@ -196,6 +203,7 @@ export function decideReplacement(
   world: World,
   session: Session,
   profiles: readonly PoolProfile[],
+  defaults: Defaults,
   contextualize: (pool: string) => boolean,
   busy: (machineId: number) => boolean,
   now: string,
@@ -221,6 +229,14 @@ export function decideReplacement(
     })
     .filter((s) => s.quantity > 0);
   if (missing.length === 0) return [];
+  // A replacement is a new reservation: within the tenant's quota as it is now (an admin may have lowered it since the
+  // request), counting the machines the tenant holds.
+  const quota = effective(tenant, defaults).nodeQuota;
+  const holding = machinesHeld(world, tenant.claims.keys());
+  const needed = machinesAsked(missing);
+  if (holding + needed > quota) {
+    return { fail: `no replacement for a machine whose hand-over failed${cause ? ` (${cause})` : ''}: quota exceeded: tenant ${tenant.name} holds ${holding} of ${quota} nodes and the replacement needs ${needed} more` };
+  }
   const plan = planAllocation({ specs: missing, pools: profiles, tenantPlatform: tenant.platform, free: (pool) => freeMachines(world, pool, busy) });
   if (!plan.ok) return { fail: `no replacement for a machine whose hand-over failed${cause ? ` (${cause})` : ''}: ${plan.reason}` };
   return [

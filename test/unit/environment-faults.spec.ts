@@ -3,7 +3,7 @@ import { PoolConfig } from '../../src/config/config.js';
 import type { DuffyEvent, PlaybookRun } from '../../src/domain/events.js';
 import { AnsibleRunner, type DuffyIn, environmentFault } from '../../src/adapters/ansible-runner.js';
 import { type Job, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork } from '../../src/domain/provisioning.decide.js';
-import { AT, LATER, POOLS, given, machine, tenant } from '../support/given.js';
+import { AT, DEFAULTS, LATER, POOLS, given, machine, tenant } from '../support/given.js';
 
 const pool = Object.assign(new PoolConfig(), { name: 'metal-intel', type: 'baremetal', arch: 'x86_64', platform: 'intel', contextualize: true, 'release-policy': 'rebuild', 'quarantine-after': 1 });
 const ctx = { pools: (n: string) => (n === pool.name ? pool : undefined), now: Date.parse(LATER), runningHere: () => false, instance: 'me', soleInstance: true };
@@ -115,8 +115,29 @@ describe('a machine whose session ended before it was handed over', () => {
 describe('a failed replacement', () => {
   it('names what the lost machine failed with', () => {
     const w = given(...reserved(false), ['machine-i1', { type: 'ProvisioningFailed', data: { machineId: 1, sessionId: 1, action: 'contextualize', error: 'disk on fire', run, at: AT } }]);
-    const d = decideReplacement(w, w.sessions.get(1)!, POOLS, () => true, () => false, AT, 'i1: disk on fire');
+    const d = decideReplacement(w, w.sessions.get(1)!, POOLS, DEFAULTS, () => true, () => false, AT, 'i1: disk on fire');
     expect(d).toEqual({ fail: expect.stringMatching(/^no replacement for a machine whose hand-over failed \(i1: disk on fire\): /) });
+  });
+
+  it('stays within the quota as it is now: an admin lowered it during the hand-over, so no machine is reserved over it', () => {
+    // alice's session asked for 2 (i1, i2) under a quota of 2; the quota went down to 1; i1's hand-over failed.
+    const history: Array<[string, DuffyEvent]> = [
+      tenant(1, 'alice', { nodeQuota: 2 }),
+      machine(1, 'i1', 'metal-intel'),
+      machine(2, 'i2', 'metal-intel'),
+      machine(3, 'i3', 'metal-intel'),
+      ['session-1', { type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 2 }], expiresAt: LATER, at: AT } }],
+      ['tenant-alice', { type: 'QuotaClaimed', data: { sessionId: 1, tenantId: 1, count: 2, at: AT } }],
+      ...[1, 2].map((id): [string, DuffyEvent] => [`machine-i${id}`, { type: 'MachineReserved', data: { machineId: id, hostname: `i${id}`, sessionId: 1, tenantId: 1, pool: 'metal-intel', platform: 'intel', affinity: 'established', contextualize: true, provision: false, at: AT } }]),
+      ['session-1', { type: 'SessionStarted', data: { sessionId: 1, machineIds: [1, 2], at: AT } }],
+      ['machine-i1', { type: 'ProvisioningFailed', data: { machineId: 1, sessionId: 1, action: 'contextualize', error: 'disk on fire', run, at: AT } }],
+    ];
+    const lowered: [string, DuffyEvent] = ['tenant-alice', { type: 'TenantUpdated', data: { tenantId: 1, changes: { nodeQuota: 1 }, at: AT } }];
+    const replace = (w: ReturnType<typeof given>) => decideReplacement(w, w.sessions.get(1)!, POOLS, DEFAULTS, () => true, () => false, AT, 'i1: disk on fire');
+    expect(replace(given(...history))).toEqual(expect.arrayContaining([expect.objectContaining({ stream: 'machine-i3' })]));
+    expect(replace(given(...history, lowered))).toEqual({
+      fail: 'no replacement for a machine whose hand-over failed (i1: disk on fire): quota exceeded: tenant alice holds 1 of 1 nodes and the replacement needs 1 more',
+    });
   });
 });
 

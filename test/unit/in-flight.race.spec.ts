@@ -89,7 +89,7 @@ describe('a replacement racing the end of its session, in one process', () => {
     const lost = ledger.world.machines.get(ledger.world.sessions.get(1)!.machineIds[0])!;
     await ledger.decide(() => [{ stream: stream.machine(lost.hostname), expected: lost.revision, events: [{ type: 'ProvisioningFailed', data: { machineId: lost.id, sessionId: 1, action: 'contextualize', error: 'disk on fire', run, at: NOW } }] }], { actor: 'test' });
 
-    const replace = () => ledger.decide((w, f) => { const d = decideReplacement(w, w.sessions.get(1)!, POOLS, () => true, (id) => f.busy(id), NOW); return 'fail' in d ? [] : d; }, { actor: 'provisioning' });
+    const replace = () => ledger.decide((w, f) => { const d = decideReplacement(w, w.sessions.get(1)!, POOLS, DEFAULTS, () => true, (id) => f.busy(id), NOW); return 'fail' in d ? [] : d; }, { actor: 'provisioning' });
     const end = () => ledger.decide((w, f) => decideEndSession(w, w.sessions.get(1)!, { reason: 'done', now: NOW, recyclesInstantly: () => false }, f), { actor: 't' });
     const outcomes = await Promise.allSettled(order === 'replacement first' ? [replace(), end()] : [end(), replace()]);
 
