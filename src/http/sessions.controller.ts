@@ -67,7 +67,9 @@ export class SessionsController {
     let session = body.expires_at !== undefined ? await this.commands.execute(new ExtendSessionCommand(actor, id, body.expires_at)) : undefined;
     if (body.active === false && this.ledger.world.sessions.get(id)?.status === 'waiting') {
       session = await this.commands.execute(new CancelWaitingCommand(actor, id));
-    } else if (body.active === false) session = await this.commands.execute(new EndSessionCommand(actor, id, 'done'));
+    }
+    // Done, or a wait served between that look and the cancel: "done" ends the session it became.
+    if (body.active === false && session?.status !== 'rejected') session = await this.commands.execute(new EndSessionCommand(actor, id, 'done'));
     return { action: 'put', session: sessionView(session!, this.ledger.world, this.catalog) };
   }
 

@@ -1,8 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
+import { CommandBus } from '@nestjs/cqrs';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { CancelWaitingCommand } from '../../src/application/commands.js';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { type Client, type Running, newTenant, startDuffy } from '../support/server.js';
 
@@ -132,6 +134,33 @@ describe('waiting for capacity in a fair-share queue', () => {
     expect((await cancelled).status).toBe(422);
     expect((await heavy.get(`${V1}/sessions/${id}`)).status).toBe(404);
     await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
+  });
+
+  it('ends a waiting request that is served just as its caller says done: 200 means nothing is held', async () => {
+    const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }] })).body.session;
+    const asked = other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 60 });
+    await sleep(200);
+    const [id] = await waitingIds(other);
+    // The race, made certain: the request is served after the controller saw it waiting and before the cancel is decided.
+    const bus = duffy.app.get(CommandBus);
+    const execute = bus.execute.bind(bus);
+    const ledger = duffy.app.get(Ledger);
+    const spy = jest.spyOn(bus, 'execute').mockImplementation(async (command) => {
+      if (command instanceof CancelWaitingCommand) {
+        await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
+        await ledger.until(() => ledger.world.sessions.get(id)!.status === 'active', 10_000);
+      }
+      return execute(command);
+    });
+    try {
+      const put = await other.put(`${V1}/sessions/${id}`, { active: false });
+      expect([put.status, put.body.session.active]).toEqual([200, false]);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(ledger.world.sessions.get(id)!.status).toBe('released');
+    expect([...ledger.world.machines.values()].filter((m) => m.sessionId === id)).toEqual([]);
+    await asked;
   });
 
   it('lets a tenant queue only what its quota could still take (403 past it), and counts a cancelled wait no more', async () => {
