@@ -136,8 +136,9 @@ export class SessionUpdateDto {
 
 /** A tenant's limits, the same when it is created and when it is changed. */
 class TenantLimitsDto {
-  @ApiPropertyOptional({ minimum: 0, maximum: 100000 })
-  @BoundedInt('node_quota', 0, 100000) node_quota?: number;
+  // At least 1, as Duffy v3 (`Field(gt=0)`): its TenantModel cannot parse a tenant with quota 0, nor a list holding one.
+  @ApiPropertyOptional({ minimum: 1, maximum: 100000 })
+  @BoundedInt('node_quota', 1, 100000) node_quota?: number;
   @ApiPropertyOptional({ description: 'seconds (60 to 30 days), or a duration like "6h"', oneOf: [{ type: 'integer' }, { type: 'string' }] })
   @Lifetime('session_lifetime') session_lifetime?: number;
   @ApiPropertyOptional({ description: 'seconds (60 to 30 days), or a duration like "12h"', oneOf: [{ type: 'integer' }, { type: 'string' }] })

@@ -35,4 +35,13 @@ describe('Duffy v3 compatibility', () => {
       await alice.put(`${V1}/sessions/${s.id}`, { active: false, expires_at: null });
     });
   });
+
+  it('node_quota must be at least 1, as Duffy v3 has it (its TenantModel cannot parse 0)', async () => {
+    const created = await duffy.admin.post(`${V1}/tenants`, { name: 'zero', ssh_key: 'ssh-ed25519 AAAA z', node_quota: 0 });
+    expect([created.status, created.body.detail]).toEqual([422, 'node_quota: node_quota must be at least 1']);
+    const t = (await duffy.admin.get(`${V1}/tenants`)).body.tenants.find((x: { name: string }) => x.name === 'alice');
+    const changed = await duffy.admin.put(`${V1}/tenants/${t.id}`, { node_quota: 0 });
+    expect([changed.status, changed.body.detail]).toEqual([422, 'node_quota: node_quota must be at least 1']);
+    expect((await duffy.admin.get(`${V1}/tenants/${t.id}`)).body.tenant.node_quota).toBe(null);
+  });
 });
