@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { ADMIN_KEY, type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+import { ADMIN_KEY, type Client, type Running, basic, newTenant, startDuffy } from '../support/server.js';
 
 const V1 = '/api/v1';
 const DECIDE = fileURLToPath(new URL('../../dist/src/domain/decide.js', import.meta.url));
@@ -38,6 +38,22 @@ describe('Duffy v3 compatibility', () => {
       expect([r.status, r.body.session?.expires_at]).toEqual([200, target.toISOString()]);
       await alice.put(`${V1}/sessions/${s.id}`, { active: false, expires_at: null });
     });
+  });
+
+  it('takes a JSON body sent without a Content-Type, or as application/*+json, as FastAPI does (requests.post(data=...), Jenkins httpRequest)', async () => {
+    const key = (await duffy.admin.post(`${V1}/tenants`, { name: 'untyped', ssh_key: 'ssh-ed25519 AAAA u', node_quota: 2 })).body.tenant.api_key;
+    const authorization = basic('untyped', key);
+    const body = JSON.stringify({ nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] });
+    for (const type of [undefined, 'application/vnd.duffy+json; charset=utf-8']) {
+      // A Buffer body: fetch adds no Content-Type of its own (a string would go as text/plain).
+      const res = await fetch(`${duffy.url}${V1}/sessions`, { method: 'POST', headers: { authorization, ...(type ? { 'content-type': type } : {}) }, body: Buffer.from(body) });
+      const answer = (await res.json()) as { session: { id: number } };
+      expect([type, res.status]).toEqual([type, 201]);
+      await duffy.client('untyped', key).put(`${V1}/sessions/${answer.session.id}`, { active: false });
+    }
+    // Not JSON by its type: left unparsed, as FastAPI leaves it (422).
+    const form = await fetch(`${duffy.url}${V1}/sessions`, { method: 'POST', headers: { authorization, 'content-type': 'application/x-www-form-urlencoded' }, body });
+    expect(form.status).toBe(422);
   });
 
   it('node_quota must be at least 1, as Duffy v3 has it (its TenantModel cannot parse 0)', async () => {
