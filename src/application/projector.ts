@@ -255,6 +255,17 @@ export async function followTogether(runners: ProjectionRunner[], ledger: EventS
 }
 
 
+/** Removes what retired projections left in the store (documents and checkpoint); returns the names it found. */
+export async function dropRetired(store: ReadModelStore, retired: ReadonlyArray<{ name: string; collections: string[] }>): Promise<string[]> {
+  const dropped: string[] = [];
+  for (const r of retired) {
+    if (!(await store.checkpoint(r.name))) continue;
+    await store.reset(r.name, r.collections);
+    dropped.push(r.name);
+  }
+  return dropped;
+}
+
 export interface PrepareOptions {
   /** Rebuild from 0 whatever is stored. */
   rebuild?: boolean;

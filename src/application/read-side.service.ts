@@ -1,8 +1,8 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
-import { PROJECTIONS } from '../../projections/index.js';
+import { PROJECTIONS, RETIRED_PROJECTIONS } from '../../projections/index.js';
 import { Ledger } from './ledger.service.js';
 import type { Subscription } from './ports/event-store.port.js';
-import { ProjectionRunner, followTogether } from './projector.js';
+import { ProjectionRunner, dropRetired, followTogether } from './projector.js';
 import { READ_MODELS, type ReadModelStore } from './ports/read-model.port.js';
 
 /** Runs every projection of projections/ against the configured read-model store. */
@@ -20,6 +20,7 @@ export class ReadSide implements OnApplicationShutdown {
   }
 
   async start(options: { rebuild?: boolean } = {}): Promise<void> {
+    for (const name of await dropRetired(this.store, RETIRED_PROJECTIONS)) this.log.log(`read models of the retired projection ${name} removed`);
     this.subscription = await followTogether(this.runners, this.ledger.store, { ...options, head: () => this.ledger.headPosition() });
     for (const r of this.runners) if (r.rebuiltBecause) this.log.warn(`projection ${r.projection.name} is rebuilt from the ledger: ${r.rebuiltBecause}`);
   }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { machineStress } from '../../projections/machine-stress.projection.js';
-import { ProjectionRunner } from '../../src/application/projector.js';
+import { ProjectionRunner, dropRetired } from '../../src/application/projector.js';
 import type { EventStore, RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import type { Checkpoint, Doc, DocChange, ReadModelStore } from '../../src/application/ports/read-model.port.js';
 import { SqliteReadModels } from '../../src/adapters/readmodels/sqlite-read-models.js';
@@ -210,6 +210,22 @@ describe('projection runner', () => {
     const docs = new Map<string, string>();
     for (const collection of machineStress.collections) for (const doc of await store.find(collection)) docs.set(`${collection}/${String(doc.__id)}`, JSON.stringify(doc));
     expect(docs).toEqual(await reference(events));
+    await store.close();
+  });
+
+  it("removes a retired projection's documents and checkpoint, and leaves the others' alone", async () => {
+    const store = new SqliteReadModels(':memory:');
+    const put = (collection: string, id: string): DocChange => ({ op: 'put', collection, id, doc: { id }, position: 5n });
+    await store.apply('old', 1, [put('old_docs', 'a'), put('old_docs', 'b')], 5n);
+    await store.apply(machineStress.name, machineStress.version, [put(machineStress.collections[0], 'm1')], 5n);
+    const retired = [{ name: 'old', collections: ['old_docs'] }, { name: 'never-stored', collections: ['never_docs'] }];
+    expect(await dropRetired(store, retired)).toEqual(['old']);
+    expect(await store.find('old_docs')).toEqual([]);
+    expect(await store.checkpoint('old')).toBeUndefined();
+    expect(await store.find(machineStress.collections[0])).toHaveLength(1);
+    expect(await store.checkpoint(machineStress.name)).toEqual({ position: 5n, version: machineStress.version });
+    // Once gone, nothing to do.
+    expect(await dropRetired(store, retired)).toEqual([]);
     await store.close();
   });
 });
