@@ -11,7 +11,8 @@ import { formatTable } from '../domain/simulator.js';
 import { printable } from './printable.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ApiError, DuffyClient, EXIT, clientConfig } from './client.js';
+import { ApiError, type ClientConfig, DuffyClient, EXIT, clientConfig } from './client.js';
+import { v3ClientCommands } from './v3-client.js';
 
 type Session = {
   id: number;
@@ -43,6 +44,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .option('--tenant <name>', 'tenant name (DUFFY_TENANT)')
     .option('--key <api-key>', 'API key (DUFFY_KEY)')
     .option('--json', 'print JSON answers, for scripts')
+    .option('-c, --config <path>', "read the client configuration from this YAML file or directory (repeatable; default: Duffy v3's /etc/duffy and ~/.config/duffy)", (v: string, before: string[] = []) => [...before, v])
     .version(ownVersion(), '-V, --version')
     .exitOverride();
   const client = () => new DuffyClient(clientConfig(duffy.opts()));
@@ -193,6 +195,8 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .action((host: string, o: { reason?: string }) => service(host, { retired: true, reason: o.reason ?? null }));
 
   auditCommands(duffy, out);
+  const given = (o: Partial<ClientConfig>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+  v3ClientCommands(duffy, out, (o) => clientConfig({ ...duffy.opts(), ...given(o) }));
   return duffy;
 }
 

@@ -1,11 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { ADMIN_KEY, type Client, type Running, basic, newTenant, startDuffy } from '../support/server.js';
 
 const V1 = '/api/v1';
 const DECIDE = fileURLToPath(new URL('../../dist/src/domain/decide.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
 const V3_CLIENT = fileURLToPath(new URL('../compat/duffy_v3_client.py', import.meta.url));
 /** The script needs python3 with pydantic 2 (Duffy v3's models are pydantic 2 models). */
 const hasPydantic2 = spawnSync('python3', ['-c', 'import pydantic, sys; sys.exit(0 if pydantic.VERSION >= "2" else 1)']).status === 0;
@@ -71,5 +75,58 @@ describe('Duffy v3 compatibility', () => {
       throw new Error(`${e.stdout}\n${e.stderr}`);
     });
     expect(stdout).toContain("all answers parse with Duffy v3's models");
+  });
+
+  /**
+   * Jenkins jobs call Duffy v3's CLI (`duffy client request-session pool=P,quantity=N`, then jq `.session.id`,
+   * `.session.nodes[].hostname`, `.error.detail`) with its configuration in ~/.config/duffy. The outputs expected here
+   * are what v3's own CLI (duffy/cli.py, client/formatter.py) printed for the same answers, byte for byte.
+   */
+  describe('duffy client (Duffy v3 command line) with a Duffy v3 client configuration', () => {
+    let run: (...args: string[]) => Promise<{ code: number; stdout: string; stderr: string }>;
+
+    beforeAll(async () => {
+      const key = (await duffy.admin.post(`${V1}/tenants`, { name: 'jenkins-v3', ssh_key: 'ssh-ed25519 AAAA j', node_quota: 2 })).body.tenant.api_key;
+      const home = mkdtempSync(join(tmpdir(), 'duffy-v3-home-'));
+      mkdirSync(join(home, '.config'));
+      writeFileSync(join(home, '.config', 'duffy'), `client:\n  url: ${duffy.url}/api/v1\n  auth:\n    name: jenkins-v3\n    key: ${key}\n`);
+      run = (...args) =>
+        promisify(execFile)(process.execPath, [CLI, 'client', ...args], { env: { PATH: process.env.PATH, HOME: home } }).then(
+          (r) => ({ code: 0, ...r }),
+          (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+        );
+    });
+
+    it('request-session, show-session, list-sessions (json and flat), retire-session', async () => {
+      const req = await run('request-session', 'pool=vm-intel-x86_64,quantity=1');
+      expect(req.code).toBe(0);
+      // Python's json.dumps: ", " and ": " separators.
+      expect(req.stdout).toMatch(/^\{"action": "post", "session": \{"id": \d+, "created_at": "/);
+      const session = JSON.parse(req.stdout).session;
+      expect(session.nodes[0].hostname).toMatch(/^vm-intel-/);
+      const shown = await run('show-session', String(session.id));
+      expect(JSON.parse(shown.stdout).session.id).toBe(session.id);
+      const n = session.nodes[0];
+      const line = `session_id=${session.id} active=TRUE created_at='${session.created_at}' retired_at= pool='vm-intel-x86_64' hostname='${n.hostname}' ipaddr='${n.ipaddr}'`;
+      expect(await run('--format', 'flat', 'list-sessions')).toMatchObject({ code: 0, stdout: `${line}\n` });
+      const retired = await run('retire-session', String(session.id));
+      expect(JSON.parse(retired.stdout).session.active).toBe(false);
+      // Nothing active: v3 prints nothing at all, not an empty line.
+      expect(await run('--format', 'flat', 'list-sessions')).toMatchObject({ code: 0, stdout: '' });
+    });
+
+    it('pools in the three formats', async () => {
+      expect((await run('list-pools')).stdout).toMatch(/^\{"action": "get", "pools": \[\{"name": "metal-intel-x86_64", "fill-level": 0\}, /);
+      expect((await run('--format', 'flat', 'show-pool', 'vm-arm-aarch64')).stdout).toMatch(
+        /^pool_name='vm-arm-aarch64' fill_level=0 levels_provisioning=\d+ levels_ready=\d+ levels_contextualizing=\d+ levels_deployed=\d+ levels_deprovisioning=\d+\n$/,
+      );
+      expect((await run('--format', 'yaml', 'show-pool', 'vm-arm-aarch64')).stdout).toMatch(/^action: get\npool:\n  fill-level: 0\n  levels:\n    contextualizing: 0\n/);
+    });
+
+    it('an error answer is printed as {"error": ...} with exit code 0, as v3 does; a bad spec is a usage error', async () => {
+      expect(await run('request-session', 'pool=nope,quantity=1')).toMatchObject({ code: 0, stdout: `{"error": {"detail": "can't reserve nodes: unknown pool nope"}}\n` });
+      expect(await run('--format', 'flat', 'show-session', '424242')).toMatchObject({ code: 0, stdout: "error='session 424242 not found'\n" });
+      for (const spec of ['pool=x', 'pool=x,quantity=1,pool=y', 'pool=x,quantity=0']) expect((await run('request-session', spec)).code).toBe(2);
+    });
   });
 });
