@@ -18,7 +18,8 @@ type Session = {
   id: number;
   active: boolean;
   expires_at: string | null;
-  nodes: Array<{ hostname: string; ipaddr: string | null; pool: string; state: string }>;
+  // An ended session's nodes have no state (as in Duffy v3).
+  nodes: Array<{ hostname: string; ipaddr: string | null; pool: string; state: string | null }>;
   data?: { nodes_specs?: unknown[]; queue?: { position: number; reason: string; until: string } };
 };
 type Node = { id: number; hostname: string; state: string; service?: string; service_reason?: string | null };
@@ -52,7 +53,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
   const show = (s: Session) => {
     if (json()) return out(JSON.stringify(s));
     out(`session ${s.id} ${s.active ? `active until ${s.expires_at}` : 'ended'}`);
-    for (const n of s.nodes) out(`${n.hostname}\t${n.ipaddr ?? '-'}\t${n.pool}\t${n.state}`);
+    for (const n of s.nodes) out(`${n.hostname}\t${n.ipaddr ?? '-'}\t${n.pool}\t${n.state ?? '-'}`);
     if (s.active && s.nodes.length) out(`ssh root@${s.nodes[0].hostname}`);
   };
   const positive = (v: string) => {

@@ -94,8 +94,9 @@ export function sessionView(s: Session, world: World, catalog: Catalog, queue: W
       ...(s.status === 'rejected' && s.rejection ? { rejected: s.rejection } : {}),
       ...overflowNote(s, world, catalog),
     },
-    // Once the session is over its nodes are listed as they were handed out; their current state is theirs.
-    nodes: s.machineIds.map((id) => world.machines.get(id)!).filter(Boolean).map((m) => sessionNodeView(m)),
+    // Once the session is over its nodes are listed as they were handed out, without a state (Duffy v3's
+    // SessionNode.pydantic_view): what they do now is no longer this session's, and may be another tenant's.
+    nodes: s.machineIds.map((id) => world.machines.get(id)!).filter(Boolean).map((m) => ({ ...sessionNodeView(m), state: live ? m.state : null })),
   };
 }
 

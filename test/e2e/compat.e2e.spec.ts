@@ -60,6 +60,14 @@ describe('Duffy v3 compatibility', () => {
     expect(form.status).toBe(422);
   });
 
+  it("an ended session's nodes have no state (Duffy v3 shows a node's state only while its session is active)", async () => {
+    const s = (await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+    expect(s.nodes[0].state).toBe('deployed');
+    const ended = (await alice.put(`${V1}/sessions/${s.id}`, { active: false })).body.session;
+    expect(ended.nodes.map((n: { state: unknown }) => n.state)).toEqual([null]);
+    expect((await alice.get(`${V1}/sessions/${s.id}`)).body.session.nodes[0]).toMatchObject({ hostname: s.nodes[0].hostname, state: null });
+  });
+
   it('node_quota must be at least 1, as Duffy v3 has it (its TenantModel cannot parse 0)', async () => {
     const created = await duffy.admin.post(`${V1}/tenants`, { name: 'zero', ssh_key: 'ssh-ed25519 AAAA z', node_quota: 0 });
     expect([created.status, created.body.detail]).toEqual([422, 'node_quota: node_quota must be at least 1']);
