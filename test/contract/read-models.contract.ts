@@ -183,6 +183,22 @@ export function readModelsContract(name: string, open: () => Promise<ReadModelSt
       }
     });
 
+    it('keeps the newer checkpoint when two writers create one projection\'s checkpoint at once', async () => {
+      const projections = Array.from({ length: 20 }, () => unique('p'));
+      const other = await open();
+      try {
+        await Promise.all(
+          projections.flatMap((p, i) => {
+            const [older, newer] = [store.apply(p, 1, [], 10n), other.apply(p, 1, [], 20n)];
+            return i % 2 === 0 ? [older, newer] : [newer, older];
+          }),
+        );
+        for (const p of projections) expect(await store.checkpoint(p)).toEqual({ position: 20n, version: 1 });
+      } finally {
+        await other.close();
+      }
+    });
+
     it('applies the last of several changes one event makes to the same document', async () => {
       const p = unique('p');
       const c = unique('c');

@@ -15,8 +15,12 @@ describe('docker-compose.yml', () => {
     const r = await execa('docker-compose', ['-f', 'docker-compose.yml', 'config'], { cwd: ROOT, env: { DUFFY_ADMIN_KEY: '00000000-0000-4000-8000-000000000001' } });
     expect(r.stdout).toMatch(/kurrentplatform\/kurrentdb:25\.1/);
     expect(r.stdout).toMatch(/--replSet/);
+    // Healthy once the replica set has a primary, not as soon as it is initiated.
+    expect(r.stdout).toMatch(/quit\(db\.hello\(\)\.isWritablePrimary \? 0 : 1\)/);
     expect(r.stdout).toMatch(/DUFFY_EVENTSTORE: kurrentdb:\/\/eventstore:2113/);
     expect(r.stdout).toMatch(/DUFFY_READMODELS: mongodb:\/\/mongo:27017/);
     expect(r.stdout.match(/healthcheck:/g)?.length).toBe(3);
+    // Duffy is not PID 1: an init reaps what Ansible's ssh leaves behind.
+    expect(r.stdout).toMatch(/^ {4}init: true$/m);
   });
 });

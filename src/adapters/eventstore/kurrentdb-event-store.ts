@@ -90,16 +90,23 @@ export class KurrentDbEventStore implements EventStore {
 
   async readAll(after: bigint, limit: number): Promise<RecordedEvent[]> {
     const out: RecordedEvent[] = [];
-    const from = after === 0n ? START : { commit: after, prepare: after };
-    // One extra, since ESDB includes the event at `from`. Filtered by the server (as the subscription is), so a run of
-    // system records cannot fill a page and make it look like the end of the ledger.
-    for await (const resolved of this.client.readAll({ fromPosition: from, direction: FORWARDS, maxCount: limit + 1, filter: excludeSystemEvents() })) {
-      const e = toRecorded(resolved);
-      if (!e || e.position <= after || e.stream.startsWith('$')) continue;
-      out.push(e);
-      if (out.length === limit) break;
+    let from = after;
+    // Filtered by the server (as the subscription is). Records we still skip (non-JSON, `$` streams) can fill a whole
+    // server page: read on past them, since an empty answer means "end of the ledger" to every caller.
+    for (;;) {
+      let furthest = from;
+      // One extra, since a read of $all includes the event at `from`.
+      for await (const resolved of this.client.readAll({ fromPosition: from === 0n ? START : { commit: from, prepare: from }, direction: FORWARDS, maxCount: limit + 1, filter: excludeSystemEvents() })) {
+        const at = positionOf(resolved);
+        if (at > furthest) furthest = at;
+        const e = toRecorded(resolved);
+        if (!e || e.position <= from) continue;
+        out.push(e);
+        if (out.length === limit) return out;
+      }
+      if (out.length > 0 || furthest === from) return out;
+      from = furthest;
     }
-    return out;
   }
 
   /**
@@ -112,6 +119,7 @@ export class KurrentDbEventStore implements EventStore {
     let cursor = after;
     let closed = false;
     let current: { unsubscribe(): Promise<void> } | undefined;
+    let wake: (() => void) | undefined;
     const done = (async () => {
       let backoffMs = RESUBSCRIBE_MIN_MS;
       while (!closed) {
@@ -141,13 +149,19 @@ export class KurrentDbEventStore implements EventStore {
           await subscription.unsubscribe().catch(() => undefined);
         }
         if (closed) return;
-        await new Promise((r) => setTimeout(r, backoffMs));
+        // close() cuts the wait short: shutting down must not wait out a backoff of up to RESUBSCRIBE_MAX_MS.
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, backoffMs);
+          wake = () => (clearTimeout(timer), resolve());
+        });
+        wake = undefined;
         backoffMs = Math.min(backoffMs * 2, RESUBSCRIBE_MAX_MS);
       }
     })();
     return {
       close: async () => {
         closed = true;
+        wake?.();
         await current?.unsubscribe().catch(() => undefined);
         await done;
       },
@@ -164,14 +178,19 @@ export class KurrentDbEventStore implements EventStore {
   }
 }
 
+function positionOf(resolved: ResolvedEvent | AllStreamResolvedEvent): bigint {
+  return resolved.event?.position?.commit ?? resolved.commitPosition ?? 0n;
+}
+
+/** Duffy's events only: never a `$` (system) stream's, never a non-JSON one, read the same way by every path. */
 function toRecorded(resolved: ResolvedEvent | AllStreamResolvedEvent): RecordedEvent | undefined {
   const e = resolved.event;
-  if (!e || !e.isJson) return undefined;
+  if (!e || !e.isJson || e.streamId.startsWith('$')) return undefined;
   return {
     id: e.id,
     stream: e.streamId,
     revision: Number(e.revision),
-    position: e.position?.commit ?? resolved.commitPosition ?? 0n,
+    position: positionOf(resolved),
     type: e.type,
     data: e.data as Record<string, unknown>,
     metadata: decodeMetadata(e.metadata),

@@ -101,15 +101,22 @@ export class MongoReadModels implements ReadModelStore {
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
 
-    try {
-      await db.collection<StoredCheckpoint>(CHECKPOINTS).updateOne(
+    const moveCheckpoint = () =>
+      db.collection<StoredCheckpoint>(CHECKPOINTS).updateOne(
         { _id: projection, $or: [{ position: { $lt: checkpointAt } }, { position: { $exists: false } }] },
         { $set: { position: checkpointAt, version } },
         { upsert: true },
       );
+    const duplicate = (err: unknown) => err instanceof MongoServerError && err.code === DUPLICATE_KEY;
+    try {
+      await moveCheckpoint();
     } catch (err) {
-      // The checkpoint is already at or past this one: only moves forward.
-      if (!(err instanceof MongoServerError && err.code === DUPLICATE_KEY)) throw err;
+      if (!duplicate(err)) throw err;
+      // The checkpoint is at or past this one (it only moves forward), or another writer created it at this instant
+      // (the $or keeps the server from retrying the upsert itself): now that it exists, its filter decides.
+      await moveCheckpoint().catch((again: unknown) => {
+        if (!duplicate(again)) throw again;
+      });
     }
   }
 

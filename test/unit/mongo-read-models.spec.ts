@@ -1,0 +1,28 @@
+import { describe, expect, it } from '@jest/globals';
+import { MongoServerError } from 'mongodb';
+import { MongoReadModels } from '../../src/adapters/readmodels/mongo-read-models.js';
+
+/**
+ * The MongoDB adapter's own logic over a stand-in database (no server here). Against a real server the same
+ * behaviour is test/contract/read-models.contract.spec.ts with DUFFY_READMODELS set.
+ */
+describe('MongoDB read models (database stand-in)', () => {
+  it('moves a checkpoint another writer created at the same instant, instead of taking its duplicate key as "already past"', async () => {
+    // The server's answer to two concurrent upserts of one new checkpoint: the loser's insert is a duplicate key
+    // (E11000), although its position may be the newer one. The document exists after that, so a second try decides.
+    const calls: unknown[] = [];
+    const checkpoints = {
+      updateOne: async (...args: unknown[]) => {
+        calls.push(args);
+        if (calls.length === 1) throw new MongoServerError({ code: 11000, errmsg: 'E11000 duplicate key error collection: duffy._checkpoints' });
+        return { acknowledged: true, matchedCount: 1, modifiedCount: 1, upsertedCount: 0, upsertedId: null };
+      },
+    };
+    const store = new MongoReadModels('mongodb://localhost:1/duffy');
+    (store as unknown as { connecting: Promise<unknown> }).connecting = Promise.resolve({ collection: () => checkpoints });
+    await store.apply('p', 1, [], 20n);
+    expect(calls).toHaveLength(2);
+    expect(calls[1]).toEqual(calls[0]);
+    await store.close();
+  });
+});
