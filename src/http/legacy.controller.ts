@@ -91,8 +91,9 @@ export class LegacyController {
   }
 
   /**
-   * `[[hostname, ssid], ...]` of the key's tenant. Without a key Duffy v3 answers its failure string (its sessions
-   * need credentials), and so does Duffy: the old 14-column list of every tenant's machines is nobody's business.
+   * `[[hostname, ssid], ...]` of the key's tenant. Without a key Duffy v3 lists every active session's nodes in 14
+   * columns (its GET /sessions needs no credentials); Duffy answers its failure string instead, on purpose: every
+   * tenant's machines are nobody's business (README: where Duffy answers differently from Duffy v3).
    */
   @ApiOperation({ summary: 'cico: inventory of the key\'s sessions' })
   @Get('Inventory')

@@ -27,7 +27,7 @@ describe('legacy cico API', () => {
 
     const mine = await get(`/Inventory?key=${key}`);
     expect(mine.body).toEqual(got.body.hosts.map((h: string) => [h, got.body.ssid]));
-    // Without a key, Duffy v3's answer: no list of every tenant's machines for anyone who asks.
+    // Without a key, no list of every tenant's machines for anyone who asks (Duffy v3 lists them: a deliberate difference).
     expect(await get('/Inventory')).toMatchObject({ status: 200, type: 'application/json; charset=utf-8', body: 'Failed to retrieve inventory of nodes' });
 
     const done = await get(`/Node/done?key=${key}&ssid=${got.body.ssid}`);
