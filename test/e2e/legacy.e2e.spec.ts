@@ -18,7 +18,7 @@ describe('legacy cico API', () => {
 
   const get = (path: string) => fetch(duffy.url + path).then(async (r) => ({ status: r.status, type: r.headers.get('content-type'), body: JSON.parse(await r.text()) }));
 
-  it('Node/get -> {ssid, hosts}; Inventory with a key, and without one as Duffy v3; Node/done -> "Done"', async () => {
+  it('Node/get -> {ssid, hosts}; Inventory with a key, and without one (not every tenant\'s machines); Node/done -> "Done"', async () => {
     const got = await get(`/Node/get?key=${key}&ver=9-stream&arch=x86_64&count=2`);
     expect(got.status).toBe(200);
     expect(Object.keys(got.body).sort()).toEqual(['hosts', 'ssid']);
