@@ -145,7 +145,7 @@ shape('/Node/get over quota -> "Failed to allocate nodes"', s, b, lambda b: b ==
 # credentials); python-cicoclient's `cico node get` reads that list. Duffy withholds it on purpose: reported, not failed.
 s, b = legacy("/Inventory")
 rows = isinstance(b, list) and all(isinstance(r, list) and len(r) == 14 for r in b)
-print(("ok   " if rows else "KNOWN") + " /Inventory without a key -> 14-column rows" + ("" if rows else f" (Duffy answers {json.dumps(b)}: python-cicoclient's node get/done crash on it)"))
+print(("ok   " if rows else "KNOWN") + " /Inventory without a key -> 14-column rows" + ("" if rows else f" (Duffy answers {json.dumps(b)}: python-cicoclient's 'cico node get' fails on it)"))
 
 # Retiring a tenant (TenantRetireModel)
 s, b = call("PUT", f"/tenants/{tenant['id']}", A, {"active": False})
