@@ -53,40 +53,44 @@ export async function fill(store: SqliteEventStore, cycles: number, machines = 1
   return written;
 }
 
-/**
- * P5's yardstick: the same rebuild path (subscription, runner, store) with one projection that does nothing, so
- * what is left is reading and parsing the ledger: the ceiling of any rebuild on this machine.
- */
-async function yardstick(ledger: SqliteEventStore, file: string, head: bigint, written: number): Promise<void> {
-  const nothing: Projection<null> = { name: 'nothing', version: 1, collections: [], init: () => null, fold: () => undefined, doc: () => undefined, restore: () => undefined };
+/** Seconds to rebuild `projections` from position 0 up to `head` through the server's path, on fresh read models. */
+async function rebuildSeconds(projections: readonly Projection[], ledger: SqliteEventStore, file: string, head: bigint): Promise<number> {
   const models = new SqliteReadModels(file);
-  const runner = new ProjectionRunner(nothing, ledger, models);
+  const runners = projections.map((p) => new ProjectionRunner(p, ledger, models));
   const t0 = performance.now();
-  const following = await followTogether([runner], ledger, { rebuild: true });
-  await runner.caughtUp(head, 600_000);
+  const following = await followTogether(runners, ledger, { rebuild: true });
+  await Promise.all(runners.map((r) => r.caughtUp(head, 600_000)));
   const seconds = (performance.now() - t0) / 1000;
   await following.close();
-  await runner.stop();
+  for (const r of runners) await r.stop();
   await models.close();
-  console.log(`P5 yardstick, the same path with one projection that does nothing (reading and parsing the ledger): ${seconds.toFixed(2)} s = ${count(written / seconds)} events/s`);
+  return seconds;
 }
+
+/** Reading and parsing the ledger alone: the same path with one projection that does nothing. */
+const nothing: Projection<null> = { name: 'nothing', version: 1, collections: [], init: () => null, fold: () => undefined, doc: () => undefined, restore: () => undefined };
 
 /** P5: rebuild rate of every projection from position 0, and live projection lag, on the embedded stores. */
 export async function p5(events = 200_000): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'duffy-bench-p5-'));
   const ledger = new SqliteEventStore(join(dir, 'ledger.sqlite'));
   const written = await fill(ledger, Math.floor(events / 5));
-  const models = new SqliteReadModels(join(dir, 'readmodels.sqlite'));
   const head = (await ledger.readAll(0n, 10_000_000)).at(-1)!.position;
+  const seconds = await rebuildSeconds(PROJECTIONS, ledger, join(dir, 'readmodels.sqlite'), head);
+  console.log(`P5 rebuild: ${count(written)} events through ${PROJECTIONS.length} projections (one shared read of the ledger) in ${seconds.toFixed(2)} s = ${count(written / seconds)} events/s`);
+  const yardstick = await rebuildSeconds([nothing], ledger, join(dir, 'readmodels-yardstick.sqlite'), head);
+  console.log(`P5 yardstick, the same path with one projection that does nothing (reading and parsing the ledger): ${yardstick.toFixed(2)} s = ${count(written / yardstick)} events/s`);
+  const alone = [];
+  for (const p of PROJECTIONS) alone.push(`${p.name} ${count(written / (await rebuildSeconds([p], ledger, join(dir, `readmodels-${p.name}.sqlite`), head)))}`);
+  console.log(`P5 each projection alone through the same path, events/s: ${alone.join(', ')}`);
+
+  // The live lag, on read models rebuilt once more: append one event at a time at a steady pace and time until
+  // every projection has it.
+  const models = new SqliteReadModels(join(dir, 'readmodels-live.sqlite'));
   const runners = PROJECTIONS.map((p) => new ProjectionRunner(p, ledger, models));
-  const t0 = performance.now();
   const following = await followTogether(runners, ledger, { rebuild: true });
   await Promise.all(runners.map((r) => r.caughtUp(head, 600_000)));
-  const seconds = (performance.now() - t0) / 1000;
-  console.log(`P5 rebuild: ${count(written)} events through ${runners.length} projections (one shared read of the ledger) in ${seconds.toFixed(2)} s = ${count(written / seconds)} events/s`);
-  await yardstick(ledger, join(dir, 'readmodels-yardstick.sqlite'), head, written);
 
-  // Live lag: append one event at a time at a steady pace and time until every projection has it.
   const lags: number[] = [];
   for (let i = 0; i < 500; i++) {
     const start = performance.now();
