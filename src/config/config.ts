@@ -162,6 +162,17 @@ export function positiveIntEnv(name: string, fallback: number, env: NodeJS.Proce
   return Number(raw);
 }
 
+/** The production stores' URL schemes (the factories in src/adapters choose the adapter by them). */
+export const EVENTSTORE_URL = /^(esdb|kurrentdb|kurrent|kdb)(\+discover)?:\/\//;
+export const READMODELS_URL = /^mongodb(\+srv)?:\/\//;
+
+/** A production store's URL, undefined when unset (the embedded store); an unknown scheme stops start-up, named. */
+function storeUrl(env: NodeJS.ProcessEnv, name: string, scheme: RegExp, expected: string): string | undefined {
+  const url = env[name] || undefined;
+  if (url !== undefined && !scheme.test(url)) throw new ConfigError(`${name}: unsupported URL ${JSON.stringify(url)} (expected ${expected}, or unset for the embedded store)`);
+  return url;
+}
+
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   const port = Number(env.DUFFY_PORT ?? 8080);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`DUFFY_PORT: not a port number: ${env.DUFFY_PORT}`);
@@ -173,8 +184,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     port,
     dataDir: isAbsolute(dataDir) ? dataDir : resolve(dataDir),
     configFile,
-    eventStoreUrl: env.DUFFY_EVENTSTORE || undefined,
-    readModelsUrl: env.DUFFY_READMODELS || undefined,
+    eventStoreUrl: storeUrl(env, 'DUFFY_EVENTSTORE', EVENTSTORE_URL, 'kurrentdb://... (esdb://... still works)'),
+    readModelsUrl: storeUrl(env, 'DUFFY_READMODELS', READMODELS_URL, 'mongodb://...'),
     adminName: env.DUFFY_ADMIN_NAME || 'admin',
     adminKey: env.DUFFY_ADMIN_KEY || undefined,
     config: loadConfig(configFile),

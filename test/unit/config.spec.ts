@@ -52,9 +52,19 @@ describe('configuration', () => {
     [{ DUFFY_CHECKPOINT_EVERY_EVENTS: 'abc' }, /^DUFFY_CHECKPOINT_EVERY_EVENTS: must be a positive whole number, got "abc"$/],
     [{ DUFFY_CHECKPOINT_EVERY_SECONDS: '0' }, /^DUFFY_CHECKPOINT_EVERY_SECONDS: must be a positive whole number/],
     [{ DUFFY_PORT: '99999' }, /^DUFFY_PORT: not a port number/],
+    [{ DUFFY_EVENTSTORE: 'http://x' }, /^DUFFY_EVENTSTORE: unsupported URL "http:\/\/x" \(expected kurrentdb:/],
+    [{ DUFFY_READMODELS: 'redis://x' }, /^DUFFY_READMODELS: unsupported URL "redis:\/\/x" \(expected mongodb:/],
   ])('refuses the environment %p at start, naming the variable', (env, message) => {
     expect(() => loadSettings(env)).toThrow(ConfigError);
     expect(() => loadSettings(env)).toThrow(message);
+  });
+
+  it('takes the production stores by their URL schemes, and unset (or empty) as the embedded ones', () => {
+    const s = loadSettings({ DUFFY_EVENTSTORE: 'kurrentdb://kdb:2113?tls=false', DUFFY_READMODELS: 'mongodb+srv://m/duffy' });
+    expect([s.eventStoreUrl, s.readModelsUrl]).toEqual(['kurrentdb://kdb:2113?tls=false', 'mongodb+srv://m/duffy']);
+    expect(loadSettings({ DUFFY_EVENTSTORE: 'esdb+discover://a:2113' }).eventStoreUrl).toBe('esdb+discover://a:2113');
+    const embedded = loadSettings({ DUFFY_EVENTSTORE: '', DUFFY_READMODELS: '' });
+    expect([embedded.eventStoreUrl, embedded.readModelsUrl]).toEqual([undefined, undefined]);
   });
 
   it('takes a UUID admin key and valid settings', () => {
