@@ -83,6 +83,11 @@ export class DuffyConfig {
   @ValidateNested({ each: true }) @Type(() => PoolConfig) pools: PoolConfig[] = [];
   @ValidateNested({ each: true }) @Type(() => MachineConfig) machines: MachineConfig[] = [];
   @ValidateNested({ each: true }) @Type(() => LegacyRule) legacy: LegacyRule[] = [];
+  /**
+   * `GET /Inventory` without a key lists every active session's nodes, as Duffy v3 does: python-cicoclient's
+   * `cico node get`, `cico inventory` and `cico node done` read that list. false: it answers its failure string.
+   */
+  @IsBoolean() 'legacy-public-inventory' = true;
   @ValidateNested() @Type(() => DefaultsConfig) defaults: DefaultsConfig = new DefaultsConfig();
 }
 
