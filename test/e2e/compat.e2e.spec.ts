@@ -60,6 +60,31 @@ describe('Duffy v3 compatibility', () => {
     expect(form.status).toBe(422);
   });
 
+  it('reads numbers and booleans written as strings as pydantic does ("quantity": "2" from a templated Jenkins body, "active": "false")', async () => {
+    const t = (await duffy.admin.get(`${V1}/tenants`)).body.tenants.find((x: { name: string }) => x.name === 'alice');
+    const s = await duffy.admin.post(`${V1}/sessions`, { tenant_id: String(t.id), nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: ' 2 ' }] });
+    expect([s.status, s.body.session?.tenant?.name, s.body.session?.nodes?.length]).toEqual([201, 'alice', 2]);
+    const ended = await alice.put(`${V1}/sessions/${s.body.session.id}`, { active: 'False' });
+    expect([ended.status, ended.body.session?.active]).toEqual([200, false]);
+    // Not a number or a boolean however it is read: still a 422 naming the field.
+    const bad = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: '2.5' }] });
+    expect([bad.status, bad.body.detail]).toEqual([422, 'nodes_specs[0].quantity: quantity must be an integer']);
+    expect((await alice.put(`${V1}/sessions/${s.body.session.id}`, { active: 'maybe' })).body.detail).toBe('active: active must be a boolean');
+  });
+
+  it('a PUT that changes nothing ({}, "active": true) answers the session as it is, as Duffy v3 does; on an ended session, 422', async () => {
+    const s = (await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+    for (const body of [{}, { active: true }, { active: null, expires_at: null }]) {
+      const r = await alice.put(`${V1}/sessions/${s.id}`, body);
+      expect([r.status, r.body.action, r.body.session?.active, r.body.session?.expires_at]).toEqual([200, 'put', true, s.expires_at]);
+    }
+    await alice.put(`${V1}/sessions/${s.id}`, { active: false });
+    for (const body of [{}, { active: true }]) expect((await alice.put(`${V1}/sessions/${s.id}`, body)).body.detail).toBe(`session ${s.id} is not active`);
+    // Another tenant's: still a 404, whatever the body.
+    const bob = await newTenant(duffy, 'bob-noop');
+    expect((await bob.put(`${V1}/sessions/${s.id}`, {})).status).toBe(404);
+  });
+
   it("an ended session's nodes have no state (Duffy v3 shows a node's state only while its session is active)", async () => {
     const s = (await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
     expect(s.nodes[0].state).toBe('deployed');
