@@ -48,6 +48,7 @@ const laxBool = Transform(({ value }) => {
   const text = typeof value === 'string' ? value.trim().toLowerCase() : typeof value === 'number' ? String(value) : undefined;
   return text !== undefined && TRUE_TEXT.has(text) ? true : text !== undefined && FALSE_TEXT.has(text) ? false : value;
 });
+/** A boolean of Duffy v3's bodies (Duffy's own extensions take JSON booleans only). */
 const Bool = (name: string) => applyDecorators(laxBool, IsOptional(), IsBoolean({ message: `${name} must be a boolean` }));
 
 const Int = (name: string, min: number, max: number, unit = '') =>
@@ -200,8 +201,8 @@ export class NodeCreateDto {
 /** PUT /nodes/{id} (admin): `{"maintenance": true, "reason": "disk swap"}`, `{"maintenance": false}` or `{"retired": true}`. */
 export class NodeServiceDto {
   @ApiPropertyOptional({ description: 'true: hand it out no more (a held node drains); false: back in service, also out of quarantine' })
-  @Bool('maintenance') maintenance?: boolean | null;
+  @IsOptional() @IsBoolean({ message: 'maintenance must be a boolean' }) maintenance?: boolean | null;
   @ApiPropertyOptional({ description: 'true: out of service for good (its history stays in the ledger)' })
-  @Bool('retired') retired?: boolean | null;
+  @IsOptional() @IsBoolean({ message: 'retired must be a boolean' }) retired?: boolean | null;
   @ApiPropertyOptional({ example: 'disk swap' }) @OptionalStr('reason', 1024) reason?: string | null;
 }
