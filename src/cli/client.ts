@@ -1,30 +1,59 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 
-/** Where and who: flags first, then DUFFY_URL / DUFFY_TENANT / DUFFY_KEY, then ~/.config/duffy (YAML: url, tenant, key). */
+/**
+ * Where and who: flags first, then DUFFY_URL / DUFFY_TENANT / DUFFY_KEY, then the configuration: DUFFY_CLIENT_CONFIG,
+ * else `--config` paths, else Duffy v3's places (/etc/duffy, then $XDG_CONFIG_HOME/duffy, ~/.config/duffy); each a
+ * YAML file or a directory of them. Keys `url, tenant, key`, or Duffy v3's `client: {url, auth: {name, key}}`, so a
+ * Jenkins agent's existing Duffy v3 client configuration works as it is.
+ */
 export interface ClientConfig {
   url: string;
   tenant?: string;
   key?: string;
 }
 
-export function clientConfig(flags: Partial<ClientConfig>, env: NodeJS.ProcessEnv = process.env): ClientConfig {
-  let file: Partial<ClientConfig> = {};
-  const path = env.DUFFY_CLIENT_CONFIG ?? join(homedir(), '.config', 'duffy');
-  try {
-    file = (parse(readFileSync(path, 'utf8')) ?? {}) as Partial<ClientConfig>;
-  } catch {
-    /* no config file: flags and environment only */
+type FileConfig = Partial<ClientConfig> & { client?: { url?: string; auth?: { name?: string; key?: string } } };
+
+export function clientConfig(flags: Partial<ClientConfig> & { config?: string[] }, env: NodeJS.ProcessEnv = process.env): ClientConfig {
+  const paths = env.DUFFY_CLIENT_CONFIG ? [env.DUFFY_CLIENT_CONFIG] : flags.config?.length ? flags.config : ['/etc/duffy', join(env.XDG_CONFIG_HOME || join(homedir(), '.config'), 'duffy')];
+  // Later files win, key by key, as Duffy v3 merges its configuration.
+  const merged: FileConfig = {};
+  for (const f of paths.flatMap(yamlFiles)) {
+    const c = readYaml(f);
+    Object.assign(merged, c, { client: { ...merged.client, ...c.client, auth: { ...merged.client?.auth, ...c.client?.auth } } });
   }
+  const v3 = merged.client;
   return {
-    url: (flags.url ?? env.DUFFY_URL ?? file.url ?? 'http://localhost:8080').replace(/\/+$/, ''),
-    tenant: flags.tenant ?? env.DUFFY_TENANT ?? file.tenant,
-    key: flags.key ?? env.DUFFY_KEY ?? file.key,
+    // Duffy v3's url ends in /api/v1 (its client asks for /sessions): the API prefix is added per call here.
+    url: (flags.url ?? env.DUFFY_URL ?? merged.url ?? v3?.url ?? 'http://localhost:8080').replace(/\/+$/, '').replace(/\/api\/v1$/, ''),
+    tenant: flags.tenant ?? env.DUFFY_TENANT ?? merged.tenant ?? v3?.auth?.name,
+    key: flags.key ?? env.DUFFY_KEY ?? merged.key ?? v3?.auth?.key,
   };
+}
+
+/** A configuration path: the file itself, or a directory's *.yaml and *.yml in name order; nothing if missing. */
+function yamlFiles(path: string): string[] {
+  try {
+    if (!statSync(path).isDirectory()) return [path];
+    return readdirSync(path).filter((f) => /\.ya?ml$/.test(f)).sort().map((f) => join(path, f));
+  } catch {
+    return [];
+  }
+}
+
+function readYaml(file: string): FileConfig {
+  try {
+    const c = parse(readFileSync(file, 'utf8')) as unknown;
+    return c && typeof c === 'object' ? (c as FileConfig) : {};
+  } catch {
+    /* unreadable or not YAML: flags and environment only */
+    return {};
+  }
 }
 
 /** Exit codes a script can act on. */
@@ -59,19 +88,7 @@ export class DuffyClient {
 
   /** The answer's bytes (a file download); an error answer becomes an ApiError with its `detail`. */
   async raw(method: string, path: string, body?: unknown): Promise<Buffer> {
-    const { tenant, key, url } = this.config;
-    if (!tenant || !key) throw new ApiError(401, 'no credentials: give --tenant and --key, DUFFY_TENANT and DUFFY_KEY, or ~/.config/duffy');
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    let res: { status: number; statusText: string; body: Buffer };
-    try {
-      res = await send(new URL(`${url}/api/v1${path}`), method, {
-        authorization: `Basic ${Buffer.from(`${tenant}:${key}`).toString('base64')}`,
-        'content-type': 'application/json',
-        ...(payload === undefined ? {} : { 'content-length': String(Buffer.byteLength(payload)) }),
-      }, payload);
-    } catch (err) {
-      throw Object.assign(new ApiError(0, `cannot reach Duffy at ${url}: ${(err as Error).message}`), { unreachable: true });
-    }
+    const res = await this.exchange(method, path, body);
     if (res.status >= 200 && res.status < 300) return res.body;
     let detail: unknown;
     try {
@@ -80,6 +97,22 @@ export class DuffyClient {
       detail = res.body.toString('utf8');
     }
     throw new ApiError(res.status, String(detail || res.statusText));
+  }
+
+  /** One call and its answer whatever the status (Duffy v3's `duffy client` prints error answers as they are). */
+  async exchange(method: string, path: string, body?: unknown): Promise<{ status: number; statusText: string; body: Buffer }> {
+    const { tenant, key, url } = this.config;
+    if (!tenant || !key) throw new ApiError(401, 'no credentials: give --tenant and --key, DUFFY_TENANT and DUFFY_KEY, or ~/.config/duffy');
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    try {
+      return await send(new URL(`${url}/api/v1${path}`), method, {
+        authorization: `Basic ${Buffer.from(`${tenant}:${key}`).toString('base64')}`,
+        'content-type': 'application/json',
+        ...(payload === undefined ? {} : { 'content-length': String(Buffer.byteLength(payload)) }),
+      }, payload);
+    } catch (err) {
+      throw Object.assign(new ApiError(0, `cannot reach Duffy at ${url}: ${(err as Error).message}`), { unreachable: true });
+    }
   }
 }
 

@@ -11,13 +11,15 @@ import { formatTable } from '../domain/simulator.js';
 import { printable } from './printable.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ApiError, DuffyClient, EXIT, clientConfig } from './client.js';
+import { ApiError, type ClientConfig, DuffyClient, EXIT, clientConfig } from './client.js';
+import { v3ClientCommands } from './v3-client.js';
 
 type Session = {
   id: number;
   active: boolean;
   expires_at: string | null;
-  nodes: Array<{ hostname: string; ipaddr: string | null; pool: string; state: string }>;
+  // An ended session's nodes have no state (as in Duffy v3).
+  nodes: Array<{ hostname: string; ipaddr: string | null; pool: string; state: string | null }>;
   data?: { nodes_specs?: unknown[]; queue?: { position: number; reason: string; until: string } };
 };
 type Node = { id: number; hostname: string; state: string; service?: string; service_reason?: string | null };
@@ -43,6 +45,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .option('--tenant <name>', 'tenant name (DUFFY_TENANT)')
     .option('--key <api-key>', 'API key (DUFFY_KEY)')
     .option('--json', 'print JSON answers, for scripts')
+    .option('-c, --config <path>', "read the client configuration from this YAML file or directory (repeatable; default: Duffy v3's /etc/duffy and ~/.config/duffy)", (v: string, before: string[] = []) => [...before, v])
     .version(ownVersion(), '-V, --version')
     .exitOverride();
   const client = () => new DuffyClient(clientConfig(duffy.opts()));
@@ -50,7 +53,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
   const show = (s: Session) => {
     if (json()) return out(JSON.stringify(s));
     out(`session ${s.id} ${s.active ? `active until ${s.expires_at}` : 'ended'}`);
-    for (const n of s.nodes) out(`${n.hostname}\t${n.ipaddr ?? '-'}\t${n.pool}\t${n.state}`);
+    for (const n of s.nodes) out(`${n.hostname}\t${n.ipaddr ?? '-'}\t${n.pool}\t${n.state ?? '-'}`);
     if (s.active && s.nodes.length) out(`ssh root@${s.nodes[0].hostname}`);
   };
   const positive = (v: string) => {
@@ -194,6 +197,8 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .action((host: string, o: { reason?: string }) => service(host, { retired: true, reason: o.reason ?? null }));
 
   auditCommands(duffy, out);
+  const given = (o: Partial<ClientConfig>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+  v3ClientCommands(duffy, out, (o) => clientConfig({ ...duffy.opts(), ...given(o) }));
   return duffy;
 }
 

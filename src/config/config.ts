@@ -83,6 +83,11 @@ export class DuffyConfig {
   @ValidateNested({ each: true }) @Type(() => PoolConfig) pools: PoolConfig[] = [];
   @ValidateNested({ each: true }) @Type(() => MachineConfig) machines: MachineConfig[] = [];
   @ValidateNested({ each: true }) @Type(() => LegacyRule) legacy: LegacyRule[] = [];
+  /**
+   * `GET /Inventory` without a key lists every active session's nodes, as Duffy v3 does: python-cicoclient's
+   * `cico node get`, `cico inventory` and `cico node done` read that list. false: it answers its failure string.
+   */
+  @IsBoolean() 'legacy-public-inventory' = true;
   @ValidateNested() @Type(() => DefaultsConfig) defaults: DefaultsConfig = new DefaultsConfig();
 }
 
@@ -162,6 +167,17 @@ export function positiveIntEnv(name: string, fallback: number, env: NodeJS.Proce
   return Number(raw);
 }
 
+/** The production stores' URL schemes (the factories in src/adapters choose the adapter by them). */
+export const EVENTSTORE_URL = /^(esdb|kurrentdb|kurrent|kdb)(\+discover)?:\/\//;
+export const READMODELS_URL = /^mongodb(\+srv)?:\/\//;
+
+/** A production store's URL, undefined when unset (the embedded store); an unknown scheme stops start-up, named. */
+function storeUrl(env: NodeJS.ProcessEnv, name: string, scheme: RegExp, expected: string): string | undefined {
+  const url = env[name] || undefined;
+  if (url !== undefined && !scheme.test(url)) throw new ConfigError(`${name}: unsupported URL ${JSON.stringify(url)} (expected ${expected}, or unset for the embedded store)`);
+  return url;
+}
+
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   // Digits only, and empty is unset as for the other variables: Number() took "" as 0 (a random port) and "0x50" as 80.
   const rawPort = env.DUFFY_PORT || '8080';
@@ -177,8 +193,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     port,
     dataDir: isAbsolute(dataDir) ? dataDir : resolve(dataDir),
     configFile,
-    eventStoreUrl: env.DUFFY_EVENTSTORE || undefined,
-    readModelsUrl: env.DUFFY_READMODELS || undefined,
+    eventStoreUrl: storeUrl(env, 'DUFFY_EVENTSTORE', EVENTSTORE_URL, 'kurrentdb://... (esdb://... still works)'),
+    readModelsUrl: storeUrl(env, 'DUFFY_READMODELS', READMODELS_URL, 'mongodb://...'),
     adminName: env.DUFFY_ADMIN_NAME || 'admin',
     adminKey: env.DUFFY_ADMIN_KEY || undefined,
     config: loadConfig(configFile),

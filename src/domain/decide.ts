@@ -434,11 +434,30 @@ const LATEST_EXPIRY = Date.UTC(10000, 0, 1);
 export function parseExpiry(value: string, baseMs: number): number | Refusal {
   const delta = parseDuration(value, { signed: true });
   if (delta !== undefined) return baseMs + delta * 1000;
-  const abs = Date.parse(value);
-  if (!/^\d{4}-\d{2}-\d{2}T/.test(value) || Number.isNaN(abs)) {
-    return refusal('invalid', `expires_at must be like "+2h", "+30m", "-1h" or an ISO 8601 time, got ${JSON.stringify(value)}`);
-  }
+  const abs = parseIsoTime(value);
+  if (abs === undefined) return refusal('invalid', `expires_at must be like "+2h", "+30m", "-1h" or an ISO 8601 time, got ${JSON.stringify(value)}`);
   return abs;
+}
+
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:([Zz])|([+-])(\d{2}):?(\d{2}))?)?$/;
+
+/**
+ * An ISO 8601 time as Duffy v3 (pydantic) reads one: `T`, `t` or a space between date and time, seconds optional, a date
+ * alone is its midnight, and a time without an offset is UTC. Date.parse would read that last one in the server's
+ * own time zone (ECMA-262 21.4.3.2), so the same request would move a lease by hours depending on the host's TZ.
+ */
+export function parseIsoTime(value: string): number | undefined {
+  const m = ISO_TIME.exec(value.trim());
+  if (!m) return undefined;
+  const [y, mo, d, h = 0, mi = 0, s = 0] = m.slice(1, 7).map((x) => Number(x ?? 0));
+  const ms = Math.floor(Number(`0.${m[7] ?? 0}`) * 1000);
+  const offset = m[9] ? (m[9] === '-' ? -1 : 1) * (Number(m[10]) * 60 + Number(m[11])) : 0;
+  const utc = Date.UTC(y, mo - 1, d, h, mi, s, ms);
+  // Date.UTC rolls over (Feb 30 -> Mar 2, 24:00 -> next day): an out-of-range field is no time at all.
+  const back = new Date(Date.UTC(y, mo - 1, d));
+  if (back.getUTCFullYear() !== y || back.getUTCMonth() !== mo - 1 || back.getUTCDate() !== d) return undefined;
+  if (h > 23 || mi > 59 || s > 59 || Number(m[10] ?? 0) > 23 || Number(m[11] ?? 0) > 59) return undefined;
+  return utc - offset * 60_000;
 }
 
 /** The state a released machine returns to: retired if not reusable, powered off (unused) after shutdown, else ready. */

@@ -36,8 +36,24 @@ export const MAX_ID = 999_999_999_999_999;
  * Stacked decorators register bottom-up, and with stopAtFirstError the first registered failure is the answer;
  * applyDecorators registers in the order written. These helpers keep "must be an integer" ahead of its bounds.
  */
+/**
+ * Numbers and booleans written as strings are read as pydantic (Duffy v3) reads them: `"quantity": "2"` from a
+ * templated Jenkins body, `"active": "false"`. Anything else stays as it came and fails validation.
+ */
+const INT_TEXT = /^\s*[+-]?[0-9]{1,16}\s*$/;
+const TRUE_TEXT = new Set(['1', 'on', 't', 'true', 'y', 'yes']);
+const FALSE_TEXT = new Set(['0', 'off', 'f', 'false', 'n', 'no']);
+const laxInt = Transform(({ value }) => (typeof value === 'string' && INT_TEXT.test(value) ? Number(value) : value));
+const laxBool = Transform(({ value }) => {
+  const text = typeof value === 'string' ? value.trim().toLowerCase() : typeof value === 'number' ? String(value) : undefined;
+  return text !== undefined && TRUE_TEXT.has(text) ? true : text !== undefined && FALSE_TEXT.has(text) ? false : value;
+});
+/** A boolean of Duffy v3's bodies (Duffy's own extensions take JSON booleans only). */
+const Bool = (name: string) => applyDecorators(laxBool, IsOptional(), IsBoolean({ message: `${name} must be a boolean` }));
+
 const Int = (name: string, min: number, max: number, unit = '') =>
   applyDecorators(
+    laxInt,
     IsInt({ message: `${name} must be an integer${unit}` }),
     Min(min, { message: `${name} must be at least ${min}${unit}` }),
     Max(max, { message: `${name} must be at most ${max}${unit}` }),
@@ -129,15 +145,16 @@ export class SessionCreateDto {
 }
 
 export class SessionUpdateDto {
-  @ApiPropertyOptional({ description: 'false: done with the machines' }) @IsOptional() @IsBoolean({ message: 'active must be a boolean' }) active?: boolean;
+  @ApiPropertyOptional({ description: 'false: done with the machines' }) @Bool('active') active?: boolean;
   @ApiPropertyOptional({ example: '+2h', description: 'extend: +Ns/m/h/d or an ISO 8601 time, clamped to the maximum lifetime' })
   @IsOptional() @MaxLength(64, { message: 'expires_at must be at most 64 characters' }) @IsString({ message: 'expires_at must be a string like "+2h" or an ISO 8601 time' }) expires_at?: string;
 }
 
 /** A tenant's limits, the same when it is created and when it is changed. */
 class TenantLimitsDto {
-  @ApiPropertyOptional({ minimum: 0, maximum: 100000 })
-  @BoundedInt('node_quota', 0, 100000) node_quota?: number;
+  // At least 1, as Duffy v3 (`Field(gt=0)`): its TenantModel cannot parse a tenant with quota 0, nor a list holding one.
+  @ApiPropertyOptional({ minimum: 1, maximum: 100000 })
+  @BoundedInt('node_quota', 1, 100000) node_quota?: number;
   @ApiPropertyOptional({ description: 'seconds (60 to 30 days), or a duration like "6h"', oneOf: [{ type: 'integer' }, { type: 'string' }] })
   @Lifetime('session_lifetime') session_lifetime?: number;
   @ApiPropertyOptional({ description: 'seconds (60 to 30 days), or a duration like "12h"', oneOf: [{ type: 'integer' }, { type: 'string' }] })
@@ -148,7 +165,7 @@ export class TenantCreateDto extends TenantLimitsDto {
   @ApiProperty()
   @Matches(NAME, { message: 'name must be 1-128 letters, digits, dot, dash or underscore' }) name!: string;
   @ApiPropertyOptional()
-  @IsOptional() @IsBoolean({ message: 'is_admin must be a boolean' }) is_admin?: boolean;
+  @Bool('is_admin') is_admin?: boolean;
   @ApiProperty()
   @Str('ssh_key', 16384) ssh_key!: string;
 }
@@ -157,7 +174,7 @@ export class TenantUpdateDto extends TenantLimitsDto {
   @ApiPropertyOptional()
   @OptionalStr('ssh_key', 16384) ssh_key?: string;
   @ApiPropertyOptional()
-  @IsOptional() @IsBoolean({ message: 'active must be a boolean' }) active?: boolean;
+  @Bool('active') active?: boolean;
   @ApiPropertyOptional({ description: '"reset" (or true): issue a new API key, shown once; a UUID: use that key (Duffy v3)', oneOf: [{ type: 'string' }, { type: 'boolean' }] })
   @IsOptional() @ApiKeyChange() api_key?: boolean | string;
 }
@@ -170,7 +187,7 @@ export class NodeCreateDto {
   @ApiProperty()
   @Matches(NAME, { message: 'pool must be a pool name' }) pool!: string;
   @ApiPropertyOptional()
-  @IsOptional() @IsBoolean({ message: 'reusable must be a boolean' }) reusable?: boolean;
+  @Bool('reusable') reusable?: boolean;
   @ApiPropertyOptional({ description: "Duffy v3's free-text note on the node" })
   @OptionalStr('comment', 1024) comment?: string;
   @ApiPropertyOptional({ description: 'free-form; tenants never see keys that look like credentials (see nodeView)' })

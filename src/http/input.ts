@@ -47,6 +47,19 @@ export function checkJsonDepth(_req: unknown, _res: unknown, buf: Buffer, encodi
 }
 
 /**
+ * body-parser `type`: which bodies are JSON, as FastAPI (Duffy v3) decides it: `application/json`,
+ * `application/<anything>+json`, and a body sent without a Content-Type at all (Python's `requests.post(data=...)`,
+ * Jenkins' httpRequest step by default). Other types are not parsed, and the body is then missing its fields (422).
+ */
+export function isJsonBody(req: IncomingMessage): boolean {
+  const header = req.headers['content-type'];
+  // An empty header stays unparsed (FastAPI would parse it): its malformed JSON would be our 400, not FastAPI's 422.
+  if (header === undefined) return true;
+  const type = header.split(';')[0].trim().toLowerCase();
+  return type === 'application/json' || /^application\/[^/\s]+\+json$/.test(type);
+}
+
+/**
  * JSON.parse reviver: a `null` member means "not given" (the duffy 3.3.9 client sends `"expires_at": null`,
  * `"tenant_id": null`), so it is dropped before validation. Nulls inside lists stay, and fail validation there.
  */

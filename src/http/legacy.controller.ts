@@ -92,21 +92,24 @@ export class LegacyController {
   }
 
   /**
-   * `[[hostname, ssid], ...]` of the key's tenant. Without a key Duffy v3 answers its failure string (its sessions
-   * need credentials), and so does Duffy: the old 14-column list of every tenant's machines is nobody's business.
+   * With a key, `[[hostname, ssid], ...]` of the key's tenant (an admin's: of every tenant). Without one (or an empty
+   * one, as Duffy v3 reads it), every active session's nodes in Duffy v3's 14 columns, python-cicoclient's "full
+   * inventory", unless the configuration turns that off (`legacy-public-inventory: false`).
    */
-  @ApiOperation({ summary: 'cico: inventory of the key\'s sessions' })
+  @ApiOperation({ summary: 'cico: inventory of active sessions (the key\'s, or every one without a key)' })
   @Get('Inventory')
   @Header('Content-Type', 'application/json')
   async inventory(@Query('key') key: unknown) {
-    if (key === undefined) return JSON.stringify(NO_INVENTORY);
-    const actor = this.actor(key);
+    const keyless = key === undefined || key === '';
+    if (keyless && !this.catalog.settings.config['legacy-public-inventory']) return JSON.stringify(NO_INVENTORY);
+    const tenant = keyless ? undefined : this.actor(key).tenant;
     const w = await this.views.load({ sessions: { status: 'active' } });
-    return JSON.stringify(
-      [...w.sessions.values()]
-        .filter((s) => s.status === 'active' && s.tenantId === actor.tenant.id)
-        .flatMap((s) => s.machineIds.map((id) => [w.machines.get(id)!.hostname, s.id])),
-    );
+    const sessions = [...w.sessions.values()].filter((s) => s.status === 'active' && (!tenant || tenant.isAdmin || s.tenantId === tenant.id));
+    const rows = sessions.flatMap((s) => s.machineIds.map((id) => ({ s, m: w.machines.get(id)! })));
+    if (tenant) return JSON.stringify(rows.map(({ s, m }) => [m.hostname, s.id]));
+    // Duffy v3's columns: id, hostname, ip, chassis, used_count, state, comment (the ssid, as text), distro, rel, ver,
+    // arch, pool, console_port, flavor.
+    return JSON.stringify(rows.map(({ s, m }) => [m.id, m.hostname, m.ipaddr, null, 0, m.state, String(s.id), null, null, null, null, m.pool, null, null]));
   }
 
   /**

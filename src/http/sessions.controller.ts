@@ -5,7 +5,6 @@ import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from '../application/catalog.js';
 import { CancelWaitingCommand, EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Actor } from '../application/commands.js';
 import { inactive, raise, visibleSession } from '../domain/decide.js';
-import { refuse } from '../domain/errors.js';
 import type { NodeSpec } from '../domain/events.js';
 import { Ledger } from '../application/ledger.service.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
@@ -59,11 +58,14 @@ export class SessionsController {
   @ApiOperation({ summary: 'done ({active: false}) or extend ({expires_at})' })
   @Put(':id')
   async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() body: SessionUpdateDto) {
-    if (body.active === undefined && body.expires_at === undefined) refuse('invalid', 'give "active": false or "expires_at"');
-    if (body.active === true) refuse('invalid', 'a session cannot be reactivated');
     if (!this.ledger.world.sessions.has(id)) return this.updatePast(actor, id, body);
     // Check visibility first, so another tenant's session gives 404 whatever the body says.
-    visibleSession(this.ledger.world, id, actor.tenant);
+    const current = visibleSession(this.ledger.world, id, actor.tenant);
+    // Nothing to change (`{}`, `"active": true`): the session as it is, as Duffy v3 answers; an ended one is refused.
+    if (body.active !== false && body.expires_at === undefined) {
+      if (current.status !== 'active' && current.status !== 'waiting') raise(inactive(id));
+      return { action: 'put', session: sessionView(current, this.ledger.world, this.catalog) };
+    }
     let session = body.expires_at !== undefined ? await this.commands.execute(new ExtendSessionCommand(actor, id, body.expires_at)) : undefined;
     if (body.active === false && this.ledger.world.sessions.get(id)?.status === 'waiting') {
       session = await this.commands.execute(new CancelWaitingCommand(actor, id));
@@ -80,7 +82,7 @@ export class SessionsController {
   private async updatePast(actor: Actor, id: number, body: SessionUpdateDto) {
     const w = await this.views.load({ sessions: id });
     const past = visibleSession(w, id, actor.tenant);
-    if (body.expires_at !== undefined) raise(inactive(id));
+    if (body.active !== false || body.expires_at !== undefined) raise(inactive(id));
     return { action: 'put', session: sessionView(past, w, this.catalog, this.ledger.world) };
   }
 }

@@ -52,8 +52,9 @@ export function publicData(data: unknown): unknown {
 }
 
 /** A node inside a session: shown to the session's tenant, so never with credentials. */
+/** A node as a session shows it: no `comment` (Duffy v3's SessionNode view has none; it is the admins' note). */
 export function sessionNodeView(m: Machine, admin = false) {
-  return { id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, comment: m.comment ?? null, pool: m.pool, reusable: m.reusable, data: admin ? m.data : publicData(m.data), state: m.state };
+  return { id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, comment: null as string | null, pool: m.pool, reusable: m.reusable, data: admin ? m.data : publicData(m.data), state: m.state };
 }
 
 export function nodeView(m: Machine, admin = false) {
@@ -62,6 +63,7 @@ export function nodeView(m: Machine, admin = false) {
   const retiredAt = m.retiredAt ?? (service === 'retired' ? m.serviceChangedAt : null);
   return {
     ...sessionNodeView(m, admin),
+    comment: m.comment ?? null,
     created_at: m.createdAt,
     retired_at: retiredAt,
     active: retiredAt === null,
@@ -94,8 +96,9 @@ export function sessionView(s: Session, world: World, catalog: Catalog, queue: W
       ...(s.status === 'rejected' && s.rejection ? { rejected: s.rejection } : {}),
       ...overflowNote(s, world, catalog),
     },
-    // Once the session is over its nodes are listed as they were handed out; their current state is theirs.
-    nodes: s.machineIds.map((id) => world.machines.get(id)!).filter(Boolean).map((m) => sessionNodeView(m)),
+    // Once the session is over its nodes are listed as they were handed out, without a state (Duffy v3's
+    // SessionNode.pydantic_view): what they do now is no longer this session's, and may be another tenant's.
+    nodes: s.machineIds.map((id) => world.machines.get(id)!).filter(Boolean).map((m) => ({ ...sessionNodeView(m), state: live ? m.state : null })),
   };
 }
 

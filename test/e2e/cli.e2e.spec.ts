@@ -48,6 +48,8 @@ describe('duffy CLI against a running server', () => {
     const done = await cli('done', id);
     expect(done.code).toBe(0);
     expect(done.stdout).toContain(`session ${id} ended`);
+    // Its nodes no longer have a state of this session's: shown as '-', not 'null'.
+    expect(done.stdout.trim().split('\n').slice(1).map((l) => l.split('\t')[3])).toEqual(['-', '-']);
   });
 
   it('prints clean JSON for scripts', async () => {

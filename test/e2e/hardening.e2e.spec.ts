@@ -101,7 +101,9 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       expect(u.body.tenant.api_key).toBe('**********');
       const s = await alice.post(`${V1}/sessions`, { tenant_id: null, wait: null, nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1, type: null, arch: null, platform: null }] });
       expect(s.status).toBe(201);
-      expect((await alice.put(`${V1}/sessions/${s.body.session.id}`, { expires_at: null })).status).toBe(422);
+      // Nothing given, nothing changed: the session as it is (Duffy v3's answer).
+      const same = await alice.put(`${V1}/sessions/${s.body.session.id}`, { expires_at: null });
+      expect([same.status, same.body.session.expires_at]).toEqual([200, s.body.session.expires_at]);
       await end(alice, s.body.session.id);
       // A required field that is null is still missing.
       const missing = await duffy.admin.post(`${V1}/tenants`, { name: null, ssh_key: 'x' });
@@ -195,7 +197,8 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       expect(r.status).toBe(422);
     });
 
-    it.each([0, 1001, 1.5, 1e21, '1'])('quantity %p is a 422', async (quantity) => {
+    // A string of digits is a number, as pydantic reads it (see compat.e2e); other strings are not.
+    it.each([0, 1001, 1.5, 1e21, '1.5', '0x2', '1e1', 'one', '', '2000'])('quantity %p is a 422', async (quantity) => {
       const r = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity }] });
       expect(r.status).toBe(422);
       expect(r.body.detail).toMatch(/^nodes_specs\[0\]\.quantity: /);

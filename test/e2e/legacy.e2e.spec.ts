@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+import { Catalog } from '../../src/application/catalog.js';
+import { ADMIN_KEY, type Client, type Running, newTenant, startDuffy } from '../support/server.js';
 
 /** cico 0.4.7's calls, byte for byte where it matters. */
 describe('legacy cico API', () => {
@@ -18,7 +19,7 @@ describe('legacy cico API', () => {
 
   const get = (path: string) => fetch(duffy.url + path).then(async (r) => ({ status: r.status, type: r.headers.get('content-type'), body: JSON.parse(await r.text()) }));
 
-  it('Node/get -> {ssid, hosts}; Inventory with a key, and without one as Duffy v3; Node/done -> "Done"', async () => {
+  it('Node/get -> {ssid, hosts}; Inventory with a key (the tenant\'s), and without one (every active session\'s nodes, 14 columns); Node/done -> "Done"', async () => {
     const got = await get(`/Node/get?key=${key}&ver=9-stream&arch=x86_64&count=2`);
     expect(got.status).toBe(200);
     expect(Object.keys(got.body).sort()).toEqual(['hosts', 'ssid']);
@@ -27,8 +28,32 @@ describe('legacy cico API', () => {
 
     const mine = await get(`/Inventory?key=${key}`);
     expect(mine.body).toEqual(got.body.hosts.map((h: string) => [h, got.body.ssid]));
-    // Without a key, Duffy v3's answer: no list of every tenant's machines for anyone who asks.
-    expect(await get('/Inventory')).toMatchObject({ status: 200, type: 'application/json; charset=utf-8', body: 'Failed to retrieve inventory of nodes' });
+    // Without a key, python-cicoclient's "full inventory" (its node get, inventory and node done read it): Duffy v3's
+    // 14 columns for every active session's nodes, another tenant's included; an empty key is no key, as in v3.
+    const theirs = (await duffy.admin.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+    const nodes = (await duffy.admin.get('/api/v1/nodes')).body.nodes as Array<{ id: number; hostname: string; ipaddr: string | null; pool: string }>;
+    const row = (host: string, ssid: number) => {
+      const n = nodes.find((x) => x.hostname === host)!;
+      return [n.id, host, n.ipaddr, null, 0, 'deployed', String(ssid), null, null, null, null, n.pool, null, null];
+    };
+    const everyone = [...got.body.hosts.map((h: string) => row(h, got.body.ssid)), row(theirs.nodes[0].hostname, theirs.id)];
+    for (const path of ['/Inventory', '/Inventory?key=']) {
+      const all = await get(path);
+      expect(all).toMatchObject({ status: 200, type: 'application/json; charset=utf-8' });
+      expect(all.body).toEqual(expect.arrayContaining(everyone));
+      expect(all.body).toHaveLength(everyone.length);
+    }
+    // An admin's key lists every tenant's active sessions, as v3's GET /sessions does for an admin.
+    expect((await get(`/Inventory?key=${ADMIN_KEY}`)).body).toEqual(expect.arrayContaining([[theirs.nodes[0].hostname, theirs.id], ...mine.body]));
+    // An operator may turn the keyless list off: then its failure string, as for any failure.
+    const config = duffy.app.get(Catalog).settings.config;
+    config['legacy-public-inventory'] = false;
+    try {
+      expect(await get('/Inventory')).toMatchObject({ status: 200, body: 'Failed to retrieve inventory of nodes' });
+    } finally {
+      config['legacy-public-inventory'] = true;
+    }
+    await duffy.admin.put(`/api/v1/sessions/${theirs.id}`, { active: false });
 
     const done = await get(`/Node/done?key=${key}&ssid=${got.body.ssid}`);
     expect(done).toMatchObject({ status: 200, body: 'Done' });

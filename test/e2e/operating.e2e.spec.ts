@@ -318,6 +318,8 @@ describe('hardware requirements', () => {
     expect(epyc.body.session.nodes.map((n: { hostname: string }) => n.hostname)).toEqual(['big.test']);
     const mid = await ask({ hardware: { min_cpus: 12, min_disk_gb: 400 } });
     expect(mid.body.session.nodes.map((n: { hostname: string }) => n.hostname)).toEqual(['mid.test']);
+    // The admins' note on the node stays out of the session's view, as Duffy v3's session nodes have none.
+    expect(mid.body.session.nodes[0].comment).toBe(null);
 
     const huge = await ask({ hardware: { min_ram_gb: 1024 } });
     expect(huge.status).toBe(422);

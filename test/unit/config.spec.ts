@@ -57,6 +57,8 @@ describe('configuration', () => {
     [{ DUFFY_PORT: ' 8080' }, /^DUFFY_PORT: not a port number/],
     [{ DUFFY_ADMIN_NAME: 'ad:min' }, /^DUFFY_ADMIN_NAME: must be 1-128 letters, digits, dot, dash or underscore, got "ad:min"$/],
     [{ DUFFY_ADMIN_NAME: 'ops\u001b[2J' }, /^DUFFY_ADMIN_NAME: must be/],
+    [{ DUFFY_EVENTSTORE: 'http://x' }, /^DUFFY_EVENTSTORE: unsupported URL "http:\/\/x" \(expected kurrentdb:/],
+    [{ DUFFY_READMODELS: 'redis://x' }, /^DUFFY_READMODELS: unsupported URL "redis:\/\/x" \(expected mongodb:/],
   ])('refuses the environment %p at start, naming the variable', (env, message) => {
     expect(() => loadSettings(env)).toThrow(ConfigError);
     expect(() => loadSettings(env)).toThrow(message);
@@ -66,6 +68,14 @@ describe('configuration', () => {
     const s = loadSettings({ DUFFY_PORT: '', DUFFY_DATA_DIR: '' });
     expect([s.port, s.dataDir]).toEqual([8080, resolve('./data')]);
     expect(loadSettings({ DUFFY_PORT: '9090' }).port).toBe(9090);
+  });
+
+  it('takes the production stores by their URL schemes, and unset (or empty) as the embedded ones', () => {
+    const s = loadSettings({ DUFFY_EVENTSTORE: 'kurrentdb://kdb:2113?tls=false', DUFFY_READMODELS: 'mongodb+srv://m/duffy' });
+    expect([s.eventStoreUrl, s.readModelsUrl]).toEqual(['kurrentdb://kdb:2113?tls=false', 'mongodb+srv://m/duffy']);
+    expect(loadSettings({ DUFFY_EVENTSTORE: 'esdb+discover://a:2113' }).eventStoreUrl).toBe('esdb+discover://a:2113');
+    const embedded = loadSettings({ DUFFY_EVENTSTORE: '', DUFFY_READMODELS: '' });
+    expect([embedded.eventStoreUrl, embedded.readModelsUrl]).toEqual([undefined, undefined]);
   });
 
   it('takes a UUID admin key and valid settings', () => {

@@ -71,6 +71,24 @@ describe('extending a session (Duffy v3: current expiry + delta, clamped to crea
     expect(parseExpiry('+1h', 5 * HOUR)).toBe(6 * HOUR);
     expect(parseExpiry('-1h', 5 * HOUR)).toBe(4 * HOUR);
   });
+
+  describe('an ISO time as Duffy v3 (pydantic) reads it', () => {
+    // A time without an offset is UTC whatever the host's TZ: test/e2e/compat.e2e.spec.ts runs it under Asia/Tokyo.
+    const utc = Date.UTC(2030, 0, 1, 10);
+
+    it.each(['2030-01-01T10:00:00', '2030-01-01 10:00:00', '2030-01-01t10:00', '2030-01-01T10:00:00Z', '2030-01-01T12:00:00+02:00', '2030-01-01T05:30:00-0430'])('%p is 10:00 UTC', (t) => {
+      expect(parseExpiry(t, 0)).toBe(utc);
+    });
+
+    it('a date alone is its midnight UTC; fractions of a second count', () => {
+      expect(parseExpiry('2030-01-01', 0)).toBe(Date.UTC(2030, 0, 1));
+      expect(parseExpiry('2030-01-01T10:00:00.250Z', 0)).toBe(utc + 250);
+    });
+
+    it.each(['2030-02-30T10:00:00', '2030-13-01', '2030-01-01T24:00:00', '2030-01-01T10:60', '2030-01-01T10', '2030-01-01T10:00:00+25:00', '1/1/2030', '2030-01-01T10:00:00 GMT'])('refuses %p', (t) => {
+      expect(kind(parseExpiry(t, 0))).toBe('invalid');
+    });
+  });
 });
 
 describe('the last active admin', () => {

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { type EventStore, WrongExpectedRevisionError } from '../../application/ports/event-store.port.js';
+import { EVENTSTORE_URL } from '../../config/config.js';
 import { LEDGER_FILE, lockDataDir } from './data-dir-lock.js';
 import { KurrentDbEventStore } from './kurrentdb-event-store.js';
 import { SqliteEventStore } from './sqlite-event-store.js';
@@ -16,7 +17,7 @@ export function createEventStore(url: string | undefined, dataDir: string): Even
       throw err;
     }
   }
-  if (/^(esdb|kurrentdb|kurrent|kdb)(\+discover)?:\/\//.test(url)) return watchWrites(new KurrentDbEventStore(url));
+  if (EVENTSTORE_URL.test(url)) return watchWrites(new KurrentDbEventStore(url));
   throw new Error(`DUFFY_EVENTSTORE: unsupported URL '${url}' (expected kurrentdb://... (esdb://... still works) or unset for the embedded ledger)`);
 }
 

@@ -1,0 +1,37 @@
+import { describe, expect, it } from '@jest/globals';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { clientConfig } from '../../src/cli/client.js';
+
+/** The CLI's configuration: its own keys, and Duffy v3's client configuration as v3 reads it. */
+describe('clientConfig', () => {
+  const dir = () => mkdtempSync(join(tmpdir(), 'duffy-cfg-'));
+  const none = { HOME: '/nonexistent' } as NodeJS.ProcessEnv;
+
+  it("reads Duffy v3's `client: {url, auth: {name, key}}`, its url's /api/v1 taken off (the calls add it)", () => {
+    const d = dir();
+    writeFileSync(join(d, 'duffy'), 'client:\n  url: https://duffy.example.org/api/v1/\n  auth:\n    name: ci\n    key: k1\n');
+    expect(clientConfig({}, { XDG_CONFIG_HOME: d })).toEqual({ url: 'https://duffy.example.org', tenant: 'ci', key: 'k1' });
+  });
+
+  it('merges a directory of YAML files in name order, key by key, as v3 does; -c paths replace the default places', () => {
+    const d = join(dir(), 'conf.d');
+    mkdirSync(d);
+    writeFileSync(join(d, '10-url.yaml'), 'client:\n  url: http://a:8080/api/v1\n  auth:\n    name: first\n');
+    writeFileSync(join(d, '20-auth.yml'), 'client:\n  auth:\n    key: k2\n');
+    writeFileSync(join(d, 'notes.txt'), 'client: {url: http://ignored}\n');
+    expect(clientConfig({ config: [d] }, none)).toEqual({ url: 'http://a:8080', tenant: 'first', key: 'k2' });
+  });
+
+  it('flags, then the environment, then the file; its own keys win over the v3 ones in the same file', () => {
+    const d = dir();
+    writeFileSync(join(d, 'c.yaml'), 'url: http://own:1\ntenant: own\nkey: ownkey\nclient:\n  url: http://v3/api/v1\n  auth: {name: v3, key: v3key}\n');
+    expect(clientConfig({ config: [join(d, 'c.yaml')] }, none)).toEqual({ url: 'http://own:1', tenant: 'own', key: 'ownkey' });
+    expect(clientConfig({ config: [join(d, 'c.yaml')], tenant: 'flag' }, { ...none, DUFFY_KEY: 'envkey' })).toMatchObject({ tenant: 'flag', key: 'envkey' });
+  });
+
+  it('nothing configured: the local default, no credentials', () => {
+    expect(clientConfig({ config: [dir()] }, none)).toEqual({ url: 'http://localhost:8080', tenant: undefined, key: undefined });
+  });
+});
