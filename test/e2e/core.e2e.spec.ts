@@ -93,6 +93,44 @@ describe('a waiting request whose caller hangs up', () => {
     const mine = (await waiter.get('/api/v1/sessions')).body.sessions;
     expect(mine).toEqual([]);
   });
+
+  // Its own pool: the test above keeps holding both vm-arm machines.
+  it('served just as it hangs up: the session ends instead of keeping its machines for a whole lease', async () => {
+    const holder = await newTenant(duffy, 'race-holder');
+    const waiter = await newTenant(duffy, 'race-waiter');
+    const held = (await holder.post('/api/v1/sessions', { nodes_specs: [{ pool: 'metal-arm-aarch64', quantity: 3 }] })).body.session;
+    const hangUp = new AbortController();
+    const pending = fetch(`${duffy.url}/api/v1/sessions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: (waiter as unknown as { auth: string }).auth },
+      body: JSON.stringify({ nodes_specs: [{ pool: 'metal-arm-aarch64', quantity: 1 }], wait: 600 }),
+      signal: hangUp.signal,
+    }).catch(() => undefined);
+    const ledger = duffy.app.get(Ledger);
+    const waiting = () => [...ledger.world.sessions.values()].find((s) => s.status === 'waiting' && s.tenantId === ledger.world.tenantIdsByName.get('race-waiter'));
+    await ledger.until(() => waiting() !== undefined, 10_000);
+    const id = waiting()!.id;
+    // The race, made certain: the request is served after the caller hung up and before its leaving is decided.
+    const decide = ledger.decide.bind(ledger);
+    const spy = jest.spyOn(ledger, 'decide').mockImplementation(async (decision, meta) => {
+      if (meta.actor === 'race-waiter' && ledger.world.sessions.get(id)!.status === 'waiting') {
+        spy.mockRestore();
+        await holder.put(`/api/v1/sessions/${held.id}`, { active: false });
+        await ledger.until(() => ledger.world.sessions.get(id)!.status !== 'waiting', 10_000);
+      }
+      return decide(decision, meta);
+    });
+    try {
+      hangUp.abort();
+      await pending;
+      await ledger.until(() => !['waiting', 'active'].includes(ledger.world.sessions.get(id)!.status), 10_000).catch(() => undefined);
+    } finally {
+      spy.mockRestore();
+    }
+    const s = ledger.world.sessions.get(id)!;
+    expect([s.status, s.failure]).toEqual(['released', 'the caller went away before the machines were handed over']);
+    expect([...ledger.world.machines.values()].filter((m) => m.sessionId === id)).toEqual([]);
+  });
 });
 
 describe('a request whose session an admin ends during its hand-over', () => {

@@ -9,6 +9,8 @@ import { Ledger } from '../ledger.service.js';
 import { SessionLifecycle, metaFor, now } from '../session-lifecycle.js';
 import { type Session, handedOver } from '../../domain/world.js';
 
+const CALLER_GONE = 'the caller went away before the machines were handed over';
+
 /**
  * POST /sessions: decide on the World, record the whole request in one append, then answer once the machines are
  * handed over (playbooks may run first), or once the fair-share queue served or gave up on a waiting request.
@@ -75,7 +77,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     const world = this.ledger.world;
     if (world.sessions.get(sessionId)!.status === 'waiting') {
       // The queue serves it in fair-share order, or rejects it when its time is up, or it leaves when the caller does.
-      const stopListening = cmd.onCallerGone?.(() => void this.leaveQueue(sessionId, cmd).catch(() => undefined));
+      const stopListening = cmd.onCallerGone?.(() => void this.callerGoneWhileWaiting(sessionId, cmd).catch(() => undefined));
       await this.ledger.until(() => world.sessions.get(sessionId)!.status !== 'waiting', (cmd.waitSeconds + 30) * 1000).catch(() => undefined);
       stopListening?.();
       const s = world.sessions.get(sessionId)!;
@@ -84,11 +86,16 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     return this.handedOver(sessionId, cmd);
   }
 
-  private leaveQueue(sessionId: number, cmd: RequestSessionCommand) {
-    return this.ledger.decide(
+  /**
+   * The caller hung up while its request waited: it leaves the queue; or, served as it hung up (the leave then
+   * writes nothing), the session ends: its answer reaches nobody, and nobody would give its machines back.
+   */
+  private async callerGoneWhileWaiting(sessionId: number, cmd: RequestSessionCommand): Promise<void> {
+    await this.ledger.decide(
       (world) => decideLeaveQueue(world.sessions.get(sessionId)!, `cancelled: ${cmd.actor.tenant.name}'s client went away while waiting`, now()),
       metaFor(cmd.actor),
     );
+    if (this.ledger.world.sessions.get(sessionId)?.status === 'active') await this.sessions.end(sessionId, 'failed', null, CALLER_GONE);
   }
 
   /**
@@ -104,7 +111,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     };
     const timeoutMs = Math.max(...session.machineIds.map((id) => this.catalog.pool(world.machines.get(id)!.pool)!['handover-timeout'])) * 1000;
     // A caller that hangs up during the hand-over never learns the session: it ends, not held for a whole lease.
-    const stopListening = done() ? undefined : cmd.onCallerGone?.(() => void this.sessions.end(sessionId, 'failed', null, 'the caller went away before the machines were handed over').catch(() => undefined));
+    const stopListening = done() ? undefined : cmd.onCallerGone?.(() => void this.sessions.end(sessionId, 'failed', null, CALLER_GONE).catch(() => undefined));
     const inTime = await this.ledger.until(done, timeoutMs).then(
       () => true,
       () => false,
