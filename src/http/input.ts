@@ -49,12 +49,15 @@ export function checkJsonDepth(_req: unknown, _res: unknown, buf: Buffer, encodi
 /**
  * body-parser `type`: which bodies are JSON, as FastAPI (Duffy v3) decides it: `application/json`,
  * `application/<anything>+json`, and a body sent without a Content-Type at all (Python's `requests.post(data=...)`,
- * Jenkins' httpRequest step by default). Other types are not parsed, and the body is then missing its fields (422).
+ * Jenkins' httpRequest step by default) by a client that is not a browser. Other types are not parsed, and the body
+ * is then missing its fields (422).
  */
 export function isJsonBody(req: IncomingMessage): boolean {
   const header = req.headers['content-type'];
   // An empty header stays unparsed (FastAPI would parse it): its malformed JSON would be our 400, not FastAPI's 422.
-  if (header === undefined) return true;
+  // Nor is a typeless body from a browser (it sends Origin on every POST): a cross-site page may send one without a
+  // CORS preflight (a Blob, sendBeacon), and the browser adds the Basic credentials it keeps for the ops page.
+  if (header === undefined) return req.headers.origin === undefined && req.headers['sec-fetch-site'] === undefined;
   const type = header.split(';')[0].trim().toLowerCase();
   return type === 'application/json' || /^application\/[^/\s]+\+json$/.test(type);
 }

@@ -60,6 +60,20 @@ describe('Duffy v3 compatibility', () => {
     expect(form.status).toBe(422);
   });
 
+  it('a body without a Content-Type from a browser (it sends Origin) is not read: a cross-site page could send one without a CORS preflight, with the Basic credentials the browser keeps for the ops page', async () => {
+    const authorization = basic('admin', ADMIN_KEY);
+    const nodes = async () => (await duffy.admin.get(`${V1}/nodes`)).body.nodes.length as number;
+    const before = await nodes();
+    // What fetch(url, {method: 'POST', mode: 'no-cors', credentials: 'include', body: new Blob([json])}) sends.
+    const browsers: Array<Record<string, string>> = [{ origin: 'https://evil.example' }, { origin: 'null' }, { 'sec-fetch-site': 'cross-site' }];
+    for (const [i, headers] of browsers.entries()) {
+      const body = JSON.stringify({ hostname: `csrf-${i}.test`, pool: 'vm-intel-x86_64' });
+      const res = await fetch(`${duffy.url}${V1}/nodes`, { method: 'POST', headers: { authorization, ...headers }, body: Buffer.from(body) });
+      expect([headers, res.status]).toEqual([headers, 422]);
+    }
+    expect(await nodes()).toBe(before);
+  });
+
   it('reads numbers and booleans written as strings as pydantic does ("quantity": "2" from a templated Jenkins body, "active": "false")', async () => {
     const t = (await duffy.admin.get(`${V1}/tenants`)).body.tenants.find((x: { name: string }) => x.name === 'alice');
     const s = await duffy.admin.post(`${V1}/sessions`, { tenant_id: String(t.id), nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: ' 2 ' }] });
