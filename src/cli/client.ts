@@ -3,7 +3,7 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { parse } from 'yaml';
+import { parseAllDocuments } from 'yaml';
 
 /**
  * Where and who: flags first, then DUFFY_URL / DUFFY_TENANT / DUFFY_KEY, then the configuration: DUFFY_CLIENT_CONFIG,
@@ -23,8 +23,7 @@ export function clientConfig(flags: Partial<ClientConfig> & { config?: string[] 
   const paths = env.DUFFY_CLIENT_CONFIG ? [env.DUFFY_CLIENT_CONFIG] : flags.config?.length ? flags.config : ['/etc/duffy', join(env.XDG_CONFIG_HOME || join(homedir(), '.config'), 'duffy')];
   // Later files win, key by key, as Duffy v3 merges its configuration.
   const merged: FileConfig = {};
-  for (const f of paths.flatMap(yamlFiles)) {
-    const c = readYaml(f);
+  for (const c of paths.flatMap(yamlFiles).flatMap(readYaml)) {
     Object.assign(merged, c, { client: { ...merged.client, ...c.client, auth: { ...merged.client?.auth, ...c.client?.auth } } });
   }
   const v3 = merged.client;
@@ -46,13 +45,17 @@ function yamlFiles(path: string): string[] {
   }
 }
 
-function readYaml(file: string): FileConfig {
+/** Every document of the file, in order (v3 reads them with yaml.safe_load_all and merges them). */
+function readYaml(file: string): FileConfig[] {
   try {
-    const c = parse(readFileSync(file, 'utf8')) as unknown;
-    return c && typeof c === 'object' ? (c as FileConfig) : {};
+    return parseAllDocuments(readFileSync(file, 'utf8')).flatMap((doc) => {
+      if (doc.errors.length) throw doc.errors[0];
+      const c = doc.toJS() as unknown;
+      return c && typeof c === 'object' ? [c as FileConfig] : [];
+    });
   } catch {
     /* unreadable or not YAML: flags and environment only */
-    return {};
+    return [];
   }
 }
 

@@ -24,6 +24,12 @@ describe('clientConfig', () => {
     expect(clientConfig({ config: [d] }, none)).toEqual({ url: 'http://a:8080', tenant: 'first', key: 'k2' });
   });
 
+  it('reads every document of a YAML file, as v3 (yaml.safe_load_all) does', () => {
+    const d = dir();
+    writeFileSync(join(d, 'c.yaml'), '---\nclient:\n  url: http://multi/api/v1\n---\nclient:\n  auth: {name: second, key: k3}\n');
+    expect(clientConfig({ config: [join(d, 'c.yaml')] }, none)).toEqual({ url: 'http://multi', tenant: 'second', key: 'k3' });
+  });
+
   it('flags, then the environment, then the file; its own keys win over the v3 ones in the same file', () => {
     const d = dir();
     writeFileSync(join(d, 'c.yaml'), 'url: http://own:1\ntenant: own\nkey: ownkey\nclient:\n  url: http://v3/api/v1\n  auth: {name: v3, key: v3key}\n');
