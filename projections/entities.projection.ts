@@ -21,6 +21,7 @@ const TOUCHES_TENANT = new Set<string>([
   'TenantRetired',
   'TenantReactivated',
   'QuotaClaimed',
+  'QueueSpaceClaimed',
   'QuotaReturned',
   'MachineReserved',
   'MachineReservationCancelled',

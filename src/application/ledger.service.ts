@@ -52,10 +52,10 @@ interface PendingBatch {
 }
 
 /**
- * Events a decision may be written after without having seen them: ids taken, quota claimed and keys given (the
- * in-flight view counts them) and quota returned (not counted: a decision then sees the tenant holding more, never less).
+ * Events a decision may be written after without having seen them: ids taken, quota and queue space claimed, keys
+ * given (the in-flight view counts them) and quota returned (not counted: a decision then sees the tenant holding more, never less).
  */
-const ACCOUNTED = new Set<string>(['IdAllocated', 'QuotaClaimed', 'QuotaReturned', 'ApiKeyAssigned']);
+const ACCOUNTED = new Set<string>(['IdAllocated', 'QuotaClaimed', 'QuotaReturned', 'QueueSpaceClaimed', 'ApiKeyAssigned']);
 
 /**
  * Owns the World: folds the whole ledger at start, then follows it live through one subscription, the only path

@@ -239,6 +239,8 @@ export function detailOf(e: RecordedEvent): string {
       case 'QuotaClaimed':
       case 'QuotaReturned':
         return `${d.count} machine(s)`;
+      case 'QueueSpaceClaimed':
+        return `${d.count} machine(s) to wait for`;
       case 'RequestQueued':
         return `until ${d.waitUntil}: ${d.reason}`;
       case 'ReplacementReserved':

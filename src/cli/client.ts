@@ -62,6 +62,9 @@ function readYaml(file: string): FileConfig[] {
 /** Exit codes a script can act on. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, auth: 3, notFound: 4, noCapacity: 5, unavailable: 6, unreachable: 7 } as const;
 
+/** A mistake in the command line: exit 2 with the message (commander's own errors print themselves). */
+export class UsageError extends Error {}
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,

@@ -259,6 +259,7 @@ export function decideRequestSession(
   // The lease starts when machines are handed over (for a waiting request: now), within the tenant's maximum.
   const expiresAt = iso(nowMs + Math.min(limits.sessionLifetime, limits.sessionLifetimeMax) * 1000);
   const s = stream.session(cmd.sessionId);
+  const tenantStream = stream.tenant(tenant.name);
   const requested: DuffyEvent = { type: 'MachineRequested', data: { sessionId: cmd.sessionId, tenantId: tenant.id, tenant: tenant.name, specs: cmd.specs, expiresAt, at: cmd.now } };
   if (!plan.ok) {
     const reason = `can't reserve nodes: ${plan.reason}`;
@@ -274,11 +275,16 @@ export function decideRequestSession(
         expected: 'no_stream',
         events: [requested, { type: 'RequestQueued', data: { sessionId: cmd.sessionId, reason: plan.reason, waitUntil: iso(nowMs + cmd.waitSeconds * 1000), at: cmd.now } }],
       },
+      // At the tenant's revision: the bound above holds across instances too (they conflict, and decide again).
+      {
+        stream: tenantStream,
+        expected: inFlight.revision(tenantStream, tenant.revision),
+        events: [{ type: 'QueueSpaceClaimed', data: { tenantId: tenant.id, sessionId: cmd.sessionId, count: wanted, at: cmd.now } }],
+      },
     ];
   }
   const machineIds = plan.picks.map((p) => p.machine.id);
   const started: DuffyEvent = { type: 'SessionStarted', data: { sessionId: cmd.sessionId, machineIds, at: cmd.now, expiresAt } };
-  const tenantStream = stream.tenant(tenant.name);
   return [
     cmd.waiting ? { stream: s, expected: cmd.waiting.revision, events: [started] } : { stream: s, expected: 'no_stream', events: [requested, started] },
     {

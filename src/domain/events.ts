@@ -94,6 +94,11 @@ export type DuffyEvent =
   | { type: 'ApiKeyAssigned'; data: { tenantId: number; at: string } }
   | { type: 'QuotaClaimed'; data: { tenantId: number; sessionId: number; count: number; at: string } }
   | { type: 'QuotaReturned'; data: { tenantId: number; sessionId: number; count: number; at: string } }
+  /**
+   * A request enters the queue asking for `count` machines, on the tenant's stream at its revision, in the same append
+   * as its RequestQueued: two instances sharing the ledger cannot both let one tenant wait for more than its quota.
+   */
+  | { type: 'QueueSpaceClaimed'; data: { tenantId: number; sessionId: number; count: number; at: string } }
   | {
       type: 'MachineRegistered';
       data: {

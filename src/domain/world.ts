@@ -385,6 +385,12 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       t.revision = revision;
       return world;
     }
+    case 'QueueSpaceClaimed': {
+      // What it waits for is counted from RequestQueued (`waiting`); this event only takes the tenant's revision.
+      const t = world.tenants.get(event.data.tenantId);
+      if (t) t.revision = revision;
+      return world;
+    }
     case 'QuotaClaimed':
     case 'QuotaReturned': {
       const t = world.tenants.get(event.data.tenantId);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import type { Ledger } from '../../src/application/ledger.service.js';
-import { decideRegisterMachines, decideRegisterTenant, decideUpdateTenant } from '../../src/domain/decide.js';
+import { decideRegisterMachines, decideRegisterTenant, decideRequestSession, decideUpdateTenant } from '../../src/domain/decide.js';
 import { DomainError } from '../../src/domain/errors.js';
 import { ledgerInstances } from '../support/ledgers.js';
 import type { EventStore } from '../../src/application/ports/event-store.port.js';
@@ -126,5 +126,24 @@ describe('rules that hold across instances sharing one ledger', () => {
     expect([...one.world.tenants.values()].filter((t) => t.apiKeyDigest === 'k').map((t) => t.name)).toEqual(['y']);
     expect(verifyChains(await store.readAll(0n, 1000)).breaks).toEqual([]);
   });
-});
 
+  it('given two instances, when each puts one tenant\'s request in the queue at the same moment, then what it waits for stays within its quota', async () => {
+    const store = instances.store();
+    const one = await instances.ledger(store);
+    await tenants(one, 'admin', 't');
+    const two = await instances.ledger(store);
+    // A pool with nothing free: every request waits. Quota 3: two requests for 2 cannot both wait.
+    const pools = [{ name: 'p', type: 'baremetal' as const, arch: 'x86_64', platform: 'intel' }];
+    const defaults = { nodeQuota: 3, sessionLifetime: 3600, sessionLifetimeMax: 7200 };
+    const queue = (ledger: Ledger, sessionId: number) =>
+      ledger.decide((w, f) => decideRequestSession(w, pools, defaults, { sessionId, tenantId: 2, specs: [{ pool: 'p', quantity: 2 }], now: NOW, contextualize: () => false, waitSeconds: 60 }, f), { actor: 't' });
+
+    const outcomes = await Promise.allSettled([queue(one, 1), queue(two, 2)]);
+
+    expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected']);
+    expect(((outcomes.find((o) => o.status === 'rejected') as PromiseRejectedResult).reason as DomainError).message).toMatch(/2 more waiting/);
+    await two.catchUp();
+    expect(two.world.tenants.get(2)!.waiting).toBe(2);
+    expect((await store.readAll(0n, 1000)).filter((e) => e.type === 'RequestQueued')).toHaveLength(1);
+  });
+});

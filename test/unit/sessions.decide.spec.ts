@@ -73,6 +73,8 @@ describe('requesting machines', () => {
           { type: 'RequestQueued', data: { sessionId: 1, reason: 'pool metal-intel: 1 requested, 0 available', waitUntil: '2026-01-01T00:01:00.000Z', at: AT } },
         ],
       },
+      // On the tenant's stream at its revision: instances sharing a ledger cannot both queue past the quota.
+      { stream: 'tenant-alice', expected: 0, events: [{ type: 'QueueSpaceClaimed', data: { tenantId: 1, sessionId: 1, count: 1, at: AT } }] },
     ]);
   });
 
