@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { clientConfig } from '../../src/cli/client.js';
+import { UsageError, clientConfig } from '../../src/cli/client.js';
 
 /** The CLI's configuration: its own keys, and Duffy v3's client configuration as v3 reads it. */
 describe('clientConfig', () => {
@@ -39,5 +39,18 @@ describe('clientConfig', () => {
 
   it('nothing configured: the local default, no credentials', () => {
     expect(clientConfig({ config: [dir()] }, none)).toEqual({ url: 'http://localhost:8080', tenant: undefined, key: undefined });
+  });
+
+  it('a configuration named with -c wins over DUFFY_CLIENT_CONFIG, and one named either way must be readable YAML (the default places may be missing)', () => {
+    const d = dir();
+    writeFileSync(join(d, 'a.yaml'), 'url: http://a:1\n');
+    writeFileSync(join(d, 'b.yaml'), 'url: http://b:2\n');
+    writeFileSync(join(d, 'bad.yaml'), 'url: [unclosed\n');
+    expect(clientConfig({ config: [join(d, 'a.yaml')] }, { ...none, DUFFY_CLIENT_CONFIG: join(d, 'b.yaml') }).url).toBe('http://a:1');
+    expect(clientConfig({}, { ...none, DUFFY_CLIENT_CONFIG: join(d, 'b.yaml') }).url).toBe('http://b:2');
+    expect(() => clientConfig({ config: [join(d, 'missing.yaml')] }, none)).toThrow(UsageError);
+    expect(() => clientConfig({}, { ...none, DUFFY_CLIENT_CONFIG: join(d, 'missing.yaml') })).toThrow(/cannot read the client configuration .*missing\.yaml/);
+    expect(() => clientConfig({ config: [join(d, 'bad.yaml')] }, none)).toThrow(/cannot read the client configuration .*bad\.yaml/);
+    expect(clientConfig({}, { XDG_CONFIG_HOME: join(d, 'nowhere'), HOME: '/nonexistent' }).url).toBe('http://localhost:8080');
   });
 });
