@@ -255,13 +255,16 @@ export async function followTogether(runners: ProjectionRunner[], ledger: EventS
 }
 
 
-/** Removes what retired projections left in the store (documents and checkpoint); returns the names it found. */
+/**
+ * Removes what retired projections left in the store; returns the names of those that had a checkpoint. Their
+ * collections are dropped even without one: MongoDB writes a batch's documents before its checkpoint.
+ */
 export async function dropRetired(store: ReadModelStore, retired: ReadonlyArray<{ name: string; collections: string[] }>): Promise<string[]> {
   const dropped: string[] = [];
   for (const r of retired) {
-    if (!(await store.checkpoint(r.name))) continue;
+    const had = await store.checkpoint(r.name);
     await store.reset(r.name, r.collections);
-    dropped.push(r.name);
+    if (had) dropped.push(r.name);
   }
   return dropped;
 }

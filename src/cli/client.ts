@@ -3,11 +3,11 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { parse } from 'yaml';
+import { parseAllDocuments } from 'yaml';
 
 /**
- * Where and who: flags first, then DUFFY_URL / DUFFY_TENANT / DUFFY_KEY, then the configuration: DUFFY_CLIENT_CONFIG,
- * else `--config` paths, else Duffy v3's places (/etc/duffy, then $XDG_CONFIG_HOME/duffy, ~/.config/duffy); each a
+ * Where and who: flags first, then DUFFY_URL / DUFFY_TENANT / DUFFY_KEY, then the configuration: `--config` paths,
+ * else DUFFY_CLIENT_CONFIG, else Duffy v3's places (/etc/duffy, then $XDG_CONFIG_HOME/duffy, ~/.config/duffy); each a
  * YAML file or a directory of them. Keys `url, tenant, key`, or Duffy v3's `client: {url, auth: {name, key}}`, so a
  * Jenkins agent's existing Duffy v3 client configuration works as it is.
  */
@@ -20,11 +20,12 @@ export interface ClientConfig {
 type FileConfig = Partial<ClientConfig> & { client?: { url?: string; auth?: { name?: string; key?: string } } };
 
 export function clientConfig(flags: Partial<ClientConfig> & { config?: string[] }, env: NodeJS.ProcessEnv = process.env): ClientConfig {
-  const paths = env.DUFFY_CLIENT_CONFIG ? [env.DUFFY_CLIENT_CONFIG] : flags.config?.length ? flags.config : ['/etc/duffy', join(env.XDG_CONFIG_HOME || join(homedir(), '.config'), 'duffy')];
+  // Named ones (-c, DUFFY_CLIENT_CONFIG) must be there and readable, as in Duffy v3; its default places may be missing.
+  const named = flags.config?.length ? flags.config : env.DUFFY_CLIENT_CONFIG ? [env.DUFFY_CLIENT_CONFIG] : undefined;
+  const paths = named ?? ['/etc/duffy', join(env.XDG_CONFIG_HOME || join(homedir(), '.config'), 'duffy')];
   // Later files win, key by key, as Duffy v3 merges its configuration.
   const merged: FileConfig = {};
-  for (const f of paths.flatMap(yamlFiles)) {
-    const c = readYaml(f);
+  for (const c of paths.flatMap((p) => yamlFiles(p, named !== undefined)).flatMap((f) => readYaml(f, named !== undefined))) {
     Object.assign(merged, c, { client: { ...merged.client, ...c.client, auth: { ...merged.client?.auth, ...c.client?.auth } } });
   }
   const v3 = merged.client;
@@ -36,28 +37,37 @@ export function clientConfig(flags: Partial<ClientConfig> & { config?: string[] 
   };
 }
 
-/** A configuration path: the file itself, or a directory's *.yaml and *.yml in name order; nothing if missing. */
-function yamlFiles(path: string): string[] {
+/** A configuration path: the file itself, or a directory's *.yaml and *.yml in name order; nothing if missing (unless named). */
+function yamlFiles(path: string, named: boolean): string[] {
   try {
     if (!statSync(path).isDirectory()) return [path];
     return readdirSync(path).filter((f) => /\.ya?ml$/.test(f)).sort().map((f) => join(path, f));
-  } catch {
+  } catch (err) {
+    if (named) throw new UsageError(`cannot read the client configuration ${path}: ${(err as Error).message}`);
     return [];
   }
 }
 
-function readYaml(file: string): FileConfig {
+/** Every document of the file, in order (v3 reads them with yaml.safe_load_all and merges them). */
+function readYaml(file: string, named: boolean): FileConfig[] {
   try {
-    const c = parse(readFileSync(file, 'utf8')) as unknown;
-    return c && typeof c === 'object' ? (c as FileConfig) : {};
-  } catch {
+    return parseAllDocuments(readFileSync(file, 'utf8')).flatMap((doc) => {
+      if (doc.errors.length) throw doc.errors[0];
+      const c = doc.toJS() as unknown;
+      return c && typeof c === 'object' ? [c as FileConfig] : [];
+    });
+  } catch (err) {
+    if (named) throw new UsageError(`cannot read the client configuration ${file}: ${(err as Error).message.split('\n')[0]}`);
     /* unreadable or not YAML: flags and environment only */
-    return {};
+    return [];
   }
 }
 
 /** Exit codes a script can act on. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, auth: 3, notFound: 4, noCapacity: 5, unavailable: 6, unreachable: 7 } as const;
+
+/** A mistake in the command line: exit 2 with the message (commander's own errors print themselves). */
+export class UsageError extends Error {}
 
 export class ApiError extends Error {
   constructor(

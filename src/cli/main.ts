@@ -11,7 +11,8 @@ import { formatTable } from '../domain/simulator.js';
 import { printable } from './printable.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ApiError, type ClientConfig, DuffyClient, EXIT, clientConfig } from './client.js';
+import { ApiError, type ClientConfig, DuffyClient, EXIT, UsageError, clientConfig } from './client.js';
+import { recoveryCommands } from './recover.js';
 import { v3ClientCommands } from './v3-client.js';
 
 type Session = {
@@ -24,8 +25,6 @@ type Session = {
 };
 type Node = { id: number; hostname: string; state: string; service?: string; service_reason?: string | null };
 
-/** A mistake in the command line: exit 2 with the message (commander's own errors print themselves). */
-class UsageError extends Error {}
 
 /** The longest wait Duffy's queue accepts (SessionCreateDto). */
 const MAX_WAIT = 3600;
@@ -197,6 +196,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .action((host: string, o: { reason?: string }) => service(host, { retired: true, reason: o.reason ?? null }));
 
   auditCommands(duffy, out);
+  recoveryCommands(duffy, out);
   const given = (o: Partial<ClientConfig>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
   v3ClientCommands(duffy, out, (o) => clientConfig({ ...duffy.opts(), ...given(o) }));
   return duffy;

@@ -32,13 +32,10 @@ export const MAX_LIFETIME = 30 * 24 * 3600;
 /** Ids in bodies are bounded like ids in paths (see parseId). */
 export const MAX_ID = 999_999_999_999_999;
 
-/*
- * Stacked decorators register bottom-up, and with stopAtFirstError the first registered failure is the answer;
- * applyDecorators registers in the order written. These helpers keep "must be an integer" ahead of its bounds.
- */
 /**
  * Numbers and booleans written as strings are read as pydantic (Duffy v3) reads them: `"quantity": "2"` from a
- * templated Jenkins body, `"active": "false"`. Anything else stays as it came and fails validation.
+ * templated Jenkins body, `"active": "false"` (and a boolean as 0 or 1). Anything else stays as it came and fails
+ * validation.
  */
 const INT_TEXT = /^\s*[+-]?[0-9]{1,16}\s*$/;
 const TRUE_TEXT = new Set(['1', 'on', 't', 'true', 'y', 'yes']);
@@ -51,6 +48,10 @@ const laxBool = Transform(({ value }) => {
 /** A boolean of Duffy v3's bodies (Duffy's own extensions take JSON booleans only). */
 const Bool = (name: string) => applyDecorators(laxBool, IsOptional(), IsBoolean({ message: `${name} must be a boolean` }));
 
+/*
+ * Stacked decorators register bottom-up, and with stopAtFirstError the first registered failure is the answer;
+ * applyDecorators registers in the order written. These helpers keep "must be an integer" ahead of its bounds.
+ */
 const Int = (name: string, min: number, max: number, unit = '') =>
   applyDecorators(
     laxInt,

@@ -49,14 +49,32 @@ export function checkJsonDepth(_req: unknown, _res: unknown, buf: Buffer, encodi
 /**
  * body-parser `type`: which bodies are JSON, as FastAPI (Duffy v3) decides it: `application/json`,
  * `application/<anything>+json`, and a body sent without a Content-Type at all (Python's `requests.post(data=...)`,
- * Jenkins' httpRequest step by default). Other types are not parsed, and the body is then missing its fields (422).
+ * Jenkins' httpRequest step by default) by a client that is not a browser. Other types are not parsed, and the body
+ * is then missing its fields (422).
  */
 export function isJsonBody(req: IncomingMessage): boolean {
   const header = req.headers['content-type'];
   // An empty header stays unparsed (FastAPI would parse it): its malformed JSON would be our 400, not FastAPI's 422.
-  if (header === undefined) return true;
+  // Nor is a typeless body from a browser (it sends Origin on every POST): a cross-site page may send one without a
+  // CORS preflight (a Blob, sendBeacon), and the browser adds the Basic credentials it keeps for the ops page.
+  if (header === undefined) return req.headers.origin === undefined;
   const type = header.split(';')[0].trim().toLowerCase();
   return type === 'application/json' || /^application\/[^/\s]+\+json$/.test(type);
+}
+
+/**
+ * Express middleware: a write (not GET/HEAD/OPTIONS) that a browser says comes from another site is a 403. Browsers
+ * keep the Basic credentials of the ops page and send them with a cross-site form or fetch that needs no CORS
+ * preflight (a form POST, a text/plain or typeless body), so without this any page an admin opens could, e.g., rebuild
+ * the read models. Clients that are not browsers send no Sec-Fetch-Site, and the ops page's own requests say same-origin.
+ */
+export function refuseCrossSiteWrites(req: IncomingMessage, res: ServerResponse, next: () => void): void {
+  const site = req.headers['sec-fetch-site'];
+  const write = req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS';
+  if (!write || site === undefined || site === 'same-origin' || site === 'none') return next();
+  res.statusCode = 403;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.end(JSON.stringify({ detail: `a write from another site is refused (Sec-Fetch-Site: ${String(site).slice(0, 32)})` }));
 }
 
 /**

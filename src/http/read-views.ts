@@ -31,17 +31,32 @@ export class ReadViews {
     if (what.machines !== undefined) for (const d of await many(MACHINES, what.machines)) world.machines.set(Number(d.id), strip(d) as unknown as Machine);
     if (what.tenants !== undefined) for (const d of await many(TENANTS, what.tenants)) world.tenants.set(Number(d.id), tenantFromDoc(strip(d)));
     // What the sessions refer to: their tenants and machines.
+    const tenantIds = new Set<number>();
+    const machineIds = new Set<number>();
     for (const s of world.sessions.values()) {
-      if (!world.tenants.has(s.tenantId)) {
-        const t = await store.get(TENANTS, String(s.tenantId));
-        if (t) world.tenants.set(s.tenantId, tenantFromDoc(strip(t)));
-      }
-      for (const id of s.machineIds) {
-        if (world.machines.has(id)) continue;
-        const m = await store.get(MACHINES, String(id));
-        if (m) world.machines.set(id, strip(m) as unknown as Machine);
-      }
+      tenantIds.add(s.tenantId);
+      for (const id of s.machineIds) machineIds.add(id);
     }
+    for (const [id, t] of await this.referred(TENANTS, tenantIds, world.tenants)) world.tenants.set(id, tenantFromDoc(t));
+    for (const [id, m] of await this.referred(MACHINES, machineIds, world.machines)) world.machines.set(id, m as unknown as Machine);
     return world;
   }
+
+  /**
+   * The documents of `ids` not already in `have`: fetched together (a round trip each on MongoDB, at once), or, past
+   * ONE_BY_ONE of them, in one read of the collection, so an answer costs a bounded number of round trips.
+   */
+  private async referred(collection: string, ids: ReadonlySet<number>, have: ReadonlyMap<number, unknown>): Promise<Map<number, Doc>> {
+    const missing = [...ids].filter((id) => !have.has(id));
+    const store = this.readSide.store;
+    const docs =
+      missing.length > ONE_BY_ONE ? await store.find(collection) : (await Promise.all(missing.map((id) => store.get(collection, String(id))))).filter((d): d is Doc => d !== undefined);
+    const wanted = new Set(missing);
+    const found = new Map<number, Doc>();
+    for (const d of docs) if (wanted.has(Number(d.id))) found.set(Number(d.id), strip(d));
+    return found;
+  }
 }
+
+/** Up to this many referred documents are read one by one; more, the whole collection in one read. */
+const ONE_BY_ONE = 64;

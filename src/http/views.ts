@@ -51,8 +51,10 @@ export function publicData(data: unknown): unknown {
   return Object.fromEntries(Object.entries(data).filter(([k]) => !looksSecret(k)).map(([k, v]) => [k, publicData(v)]));
 }
 
-/** A node inside a session: shown to the session's tenant, so never with credentials. */
-/** A node as a session shows it: no `comment` (Duffy v3's SessionNode view has none; it is the admins' note). */
+/**
+ * A node as a session shows it: shown to the session's tenant, so never with credentials; no `comment` (Duffy v3's
+ * SessionNode view has none; it is the admins' note).
+ */
 export function sessionNodeView(m: Machine, admin = false) {
   return { id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, comment: null as string | null, pool: m.pool, reusable: m.reusable, data: admin ? m.data : publicData(m.data), state: m.state };
 }

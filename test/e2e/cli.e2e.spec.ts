@@ -216,3 +216,44 @@ describe('duffy CLI against a running server', () => {
     expect(readFileSync(join(out, host, name), 'utf8')).toBe('x'); // the file itself keeps its name
   });
 });
+
+describe('duffy admin-key: an operator who lost every admin key', () => {
+  const cli = async (...args: string[]) => {
+    try {
+      const r = await exec(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH, HOME: '/nonexistent' } });
+      return { code: 0, stdout: r.stdout, stderr: r.stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+  };
+
+  it('gives the admin a new key in the ledger while the server is stopped; the old key stops working, the new one is an admin', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-admin-key-'));
+    let duffy = await startDuffy({ dataDir });
+    await newTenant(duffy, 'plain');
+    // The embedded ledger has one writer: not while the server runs.
+    const busy = await cli('admin-key', 'admin', '--data-dir', dataDir);
+    expect([busy.code, busy.stderr]).toEqual([1, expect.stringMatching(/^duffy: the data directory .* is in use by another Duffy/)]);
+    await duffy.close();
+
+    expect((await cli('admin-key', 'plain', '--data-dir', dataDir)).stderr).toBe('duffy: no admin tenant named "plain" in this ledger\n');
+    expect((await cli('admin-key', 'plain', '--data-dir', dataDir)).code).toBe(4);
+    expect((await cli('admin-key', 'admin', '--data-dir', dataDir, '--new-key', 'not-a-uuid')).code).toBe(2);
+    const given = await cli('admin-key', 'admin', '--data-dir', dataDir);
+    expect(given.code).toBe(0);
+    const key = /^export DUFFY_ADMIN_KEY=([0-9a-f-]{36})$/m.exec(given.stdout)![1];
+
+    duffy = await startDuffy({ dataDir });
+    try {
+      expect((await duffy.admin.get('/api/v1/tenants')).status).toBe(401);
+      const admin = duffy.client('admin', key);
+      expect((await admin.get('/api/v1/tenants')).body.tenants.map((t: { name: string }) => t.name).sort()).toEqual(['admin', 'plain']);
+      // The change is in the ledger like any other, with who made it.
+      const recent = JSON.stringify((await admin.get('/api/v1/events?limit=50')).body);
+      expect(recent).toMatch(/"type":"TenantUpdated"[^}]*"actor":"duffy admin-key \(offline\)"/);
+    } finally {
+      await duffy.close();
+    }
+  });
+});

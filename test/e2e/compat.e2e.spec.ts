@@ -60,6 +60,33 @@ describe('Duffy v3 compatibility', () => {
     expect(form.status).toBe(422);
   });
 
+  it('a body without a Content-Type from a browser (it sends Origin) is not read: a cross-site page could send one without a CORS preflight, with the Basic credentials the browser keeps for the ops page', async () => {
+    const authorization = basic('admin', ADMIN_KEY);
+    const nodes = async () => (await duffy.admin.get(`${V1}/nodes`)).body.nodes.length as number;
+    const before = await nodes();
+    // What fetch(url, {method: 'POST', mode: 'no-cors', credentials: 'include', body: new Blob([json])}) sends.
+    const browsers: Array<Record<string, string>> = [{ origin: 'https://evil.example' }, { origin: 'null' }];
+    for (const [i, headers] of browsers.entries()) {
+      const body = JSON.stringify({ hostname: `csrf-${i}.test`, pool: 'vm-intel-x86_64' });
+      const res = await fetch(`${duffy.url}${V1}/nodes`, { method: 'POST', headers: { authorization, ...headers }, body: Buffer.from(body) });
+      expect([headers, res.status]).toEqual([headers, 422]);
+    }
+    expect(await nodes()).toBe(before);
+  });
+
+  it('a write from another site is refused, whatever its body: a cross-site form needs no CORS preflight and carries the Basic credentials the browser keeps for the ops page', async () => {
+    const authorization = basic('admin', ADMIN_KEY);
+    // <form method="post" action=".../stats/rebuild"> on another site: no body to check at all.
+    const rebuild = (site?: string) =>
+      fetch(`${duffy.url}${V1}/stats/rebuild`, { method: 'POST', headers: { authorization, ...(site ? { 'sec-fetch-site': site } : {}) } });
+    for (const site of ['cross-site', 'same-site']) {
+      const res = await rebuild(site);
+      expect([site, res.status, ((await res.json()) as { detail?: string }).detail]).toEqual([site, 403, 'a write from another site is refused (Sec-Fetch-Site: ' + site + ')']);
+    }
+    // The ops page's own requests, and clients that are not browsers.
+    for (const site of ['same-origin', undefined]) expect([site, (await rebuild(site)).status]).toEqual([site, 202]);
+  });
+
   it('reads numbers and booleans written as strings as pydantic does ("quantity": "2" from a templated Jenkins body, "active": "false")', async () => {
     const t = (await duffy.admin.get(`${V1}/tenants`)).body.tenants.find((x: { name: string }) => x.name === 'alice');
     const s = await duffy.admin.post(`${V1}/sessions`, { tenant_id: String(t.id), nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: ' 2 ' }] });

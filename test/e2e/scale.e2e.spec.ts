@@ -48,6 +48,16 @@ describe(`a farm of ${MACHINES.toLocaleString('en-US')} machines`, () => {
     expect(done.status).toBe(200);
   }, 60_000);
 
+  it('shows a session of many machines from the read models (past 64 machines, one read of the collection)', async () => {
+    const ci = await newTenant(duffy, 'scale-wide');
+    const r = await ci.post('/api/v1/sessions', { nodes_specs: [{ pool: 'metal-a', quantity: 80 }] });
+    expect(r.status).toBe(201);
+    const shown = (await ci.get(`/api/v1/sessions/${r.body.session.id}`)).body.session;
+    expect(shown.nodes.map((n: { hostname: string }) => n.hostname).sort()).toEqual(r.body.session.nodes.map((n: { hostname: string }) => n.hostname).sort());
+    expect(shown.nodes).toHaveLength(80);
+    expect((await ci.put(`/api/v1/sessions/${r.body.session.id}`, { active: false })).status).toBe(200);
+  }, 60_000);
+
   it('registers nothing again on a restart with the same ledger', async () => {
     await duffy.close();
     duffy = await startDuffy({ configFile, dataDir: duffy.dataDir });

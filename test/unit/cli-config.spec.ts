@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { clientConfig } from '../../src/cli/client.js';
+import { UsageError, clientConfig } from '../../src/cli/client.js';
 
 /** The CLI's configuration: its own keys, and Duffy v3's client configuration as v3 reads it. */
 describe('clientConfig', () => {
@@ -24,6 +24,12 @@ describe('clientConfig', () => {
     expect(clientConfig({ config: [d] }, none)).toEqual({ url: 'http://a:8080', tenant: 'first', key: 'k2' });
   });
 
+  it('reads every document of a YAML file, as v3 (yaml.safe_load_all) does', () => {
+    const d = dir();
+    writeFileSync(join(d, 'c.yaml'), '---\nclient:\n  url: http://multi/api/v1\n---\nclient:\n  auth: {name: second, key: k3}\n');
+    expect(clientConfig({ config: [join(d, 'c.yaml')] }, none)).toEqual({ url: 'http://multi', tenant: 'second', key: 'k3' });
+  });
+
   it('flags, then the environment, then the file; its own keys win over the v3 ones in the same file', () => {
     const d = dir();
     writeFileSync(join(d, 'c.yaml'), 'url: http://own:1\ntenant: own\nkey: ownkey\nclient:\n  url: http://v3/api/v1\n  auth: {name: v3, key: v3key}\n');
@@ -33,5 +39,18 @@ describe('clientConfig', () => {
 
   it('nothing configured: the local default, no credentials', () => {
     expect(clientConfig({ config: [dir()] }, none)).toEqual({ url: 'http://localhost:8080', tenant: undefined, key: undefined });
+  });
+
+  it('a configuration named with -c wins over DUFFY_CLIENT_CONFIG, and one named either way must be readable YAML (the default places may be missing)', () => {
+    const d = dir();
+    writeFileSync(join(d, 'a.yaml'), 'url: http://a:1\n');
+    writeFileSync(join(d, 'b.yaml'), 'url: http://b:2\n');
+    writeFileSync(join(d, 'bad.yaml'), 'url: [unclosed\n');
+    expect(clientConfig({ config: [join(d, 'a.yaml')] }, { ...none, DUFFY_CLIENT_CONFIG: join(d, 'b.yaml') }).url).toBe('http://a:1');
+    expect(clientConfig({}, { ...none, DUFFY_CLIENT_CONFIG: join(d, 'b.yaml') }).url).toBe('http://b:2');
+    expect(() => clientConfig({ config: [join(d, 'missing.yaml')] }, none)).toThrow(UsageError);
+    expect(() => clientConfig({}, { ...none, DUFFY_CLIENT_CONFIG: join(d, 'missing.yaml') })).toThrow(/cannot read the client configuration .*missing\.yaml/);
+    expect(() => clientConfig({ config: [join(d, 'bad.yaml')] }, none)).toThrow(/cannot read the client configuration .*bad\.yaml/);
+    expect(clientConfig({}, { XDG_CONFIG_HOME: join(d, 'nowhere'), HOME: '/nonexistent' }).url).toBe('http://localhost:8080');
   });
 });

@@ -224,8 +224,14 @@ describe('projection runner', () => {
     expect(await store.checkpoint('old')).toBeUndefined();
     expect(await store.find(machineStress.collections[0])).toHaveLength(1);
     expect(await store.checkpoint(machineStress.name)).toEqual({ position: 5n, version: machineStress.version });
-    // Once gone, nothing to do.
+    // Once gone, nothing to report.
     expect(await dropRetired(store, retired)).toEqual([]);
+    // Documents a crash left without their checkpoint (MongoDB writes them first) go too.
+    await store.apply('old', 1, [put('old_docs', 'c')], 7n);
+    await store.reset('old', []);
+    expect(await store.checkpoint('old')).toBeUndefined();
+    expect(await dropRetired(store, retired)).toEqual([]);
+    expect(await store.find('old_docs')).toEqual([]);
     await store.close();
   });
 });

@@ -1,0 +1,54 @@
+import type { Command } from 'commander';
+import type { EventBus } from '@nestjs/cqrs';
+import { randomUUID } from 'node:crypto';
+import { resolve } from 'node:path';
+import { createEventStore } from '../adapters/eventstore/event-store.factory.js';
+import { digestKey, digestsOf, isUuid } from '../application/catalog.js';
+import { Ledger } from '../application/ledger.service.js';
+import { decideUpdateTenant, refusal } from '../domain/decide.js';
+import { NotFoundError } from '../audit/audit.js';
+import { DomainError } from '../domain/errors.js';
+import { UsageError } from './client.js';
+
+/** Events this command appends reach no saga: the server, started later, folds them from the ledger. */
+const NO_BUS = { publish: () => undefined } as unknown as EventBus;
+
+/**
+ * `duffy admin-key <admin>`: a new API key for an admin tenant, written to the ledger directly, for an operator who
+ * lost every admin key (the API cannot help then). Whoever can run it can read and write the data directory anyway.
+ * On the embedded ledger the server must be stopped (the data directory's lock says so); on KurrentDB it may run.
+ */
+export function recoveryCommands(duffy: Command, out: (line: string) => void): void {
+  duffy
+    .command('admin-key')
+    .description("give an admin tenant a new API key straight in the ledger (an operator who lost every admin key; the embedded ledger's server must be stopped)")
+    .argument('<admin>', 'name of the admin tenant')
+    .option('--data-dir <dir>', 'the data directory (DUFFY_DATA_DIR, default ./data)')
+    .option('--eventstore <url>', 'a KurrentDB ledger instead (DUFFY_EVENTSTORE)')
+    .option('--new-key <uuid>', 'the key to give (default: a new random one, printed)')
+    .action(async (name: string, o: { dataDir?: string; eventstore?: string; newKey?: string }) => {
+      if (o.newKey !== undefined && !isUuid(o.newKey)) throw new UsageError('--new-key must be a UUID (the form every Duffy API key has)');
+      const url = o.eventstore ?? (process.env.DUFFY_EVENTSTORE || undefined);
+      const key = o.newKey ?? randomUUID();
+      const store = createEventStore(url, resolve(o.dataDir ?? process.env.DUFFY_DATA_DIR ?? './data'));
+      const ledger = new Ledger(store, NO_BUS);
+      try {
+        await ledger.start();
+        await ledger.decide(
+          (world, inFlight) => {
+            const tenant = [...world.tenants.values()].find((t) => t.name === name);
+            if (!tenant || !tenant.isAdmin) return refusal('not_found', `no admin tenant named ${JSON.stringify(name)} in this ledger`);
+            if (tenant.retiredAt !== null) return refusal('invalid', `admin ${name} is retired`);
+            return decideUpdateTenant(tenant, { changes: { apiKeyDigest: digestKey(key) }, keyDigests: [...digestsOf(key)], now: new Date().toISOString() }, world, inFlight);
+          },
+          { actor: 'duffy admin-key (offline)', correlationId: randomUUID(), at: new Date().toISOString() },
+        );
+      } catch (err) {
+        throw err instanceof DomainError && err.kind === 'not_found' ? new NotFoundError(err.message) : err;
+      } finally {
+        await ledger.onApplicationShutdown();
+      }
+      out(`# the new key of ${name} (the old one no longer works); shown once`);
+      out(`export DUFFY_ADMIN_KEY=${key}`);
+    });
+}
