@@ -102,6 +102,7 @@ type Flat = Record<string, any>;
 /** v3's DuffyFlatFormatter: one `key=value` line per pool or per node of a session, for `eval`-style shell use. */
 export function flat(result: unknown): string {
   const r = result as Flat;
+  if (r === null || typeof r !== 'object') throw new Error(`Can't flatten ${JSON.stringify(result)}`);
   if ('error' in r) return kv({ error: r.error?.detail });
   if ('pool' in r) return flatPool(r.pool);
   if ('pools' in r) return (r.pools as Flat[]).map(flatPool).join('\n');
