@@ -36,12 +36,15 @@ export interface DuffyIn {
   nodes: PlaybookNode[];
   data_dir: string;
   artifacts_dir?: string;
+  /** collect_artifacts: what one machine's collection may keep (the pool's artifacts-max-mb and -files). */
+  artifacts_limit?: { bytes: number; files: number };
 }
 
 export interface NodeOutcome {
   ok: boolean;
   ipaddr: string | null;
   error?: string;
+  note?: string;
 }
 
 /** Recorded in the outcome event (see `PlaybookRun` in the ledger's events). */
@@ -245,7 +248,12 @@ export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'e
     map.set(
       node.hostname,
       out
-        ? { ok: out.ok === true, ipaddr: typeof out.ipaddr === 'string' ? out.ipaddr : node.ipaddr, ...(out.ok === true ? {} : { error: String(out.error ?? 'failed') }) }
+        ? {
+            ok: out.ok === true,
+            ipaddr: typeof out.ipaddr === 'string' ? out.ipaddr : node.ipaddr,
+            ...(out.ok === true ? {} : { error: String(out.error ?? 'failed') }),
+            ...(typeof out.note === 'string' && out.note.trim() ? { note: out.note.trim().replace(/\s+/g, ' ').slice(0, 500) } : {}),
+          }
         : { ok: false, ipaddr: node.ipaddr, error: reason },
     );
   }
@@ -261,7 +269,7 @@ function hasPlayReport(stdout: string): boolean {
   }
 }
 
-type OutNode = { hostname: string; ipaddr?: unknown; ok?: unknown; error?: unknown };
+type OutNode = { hostname: string; ipaddr?: unknown; ok?: unknown; error?: unknown; note?: unknown };
 
 /** The last `ansible_facts.duffy_out` in the JSON callback's document; undefined when there is none or it is not JSON. */
 export function findDuffyOut(stdout: string): OutNode[] | undefined {

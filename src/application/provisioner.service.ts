@@ -136,7 +136,9 @@ export class Provisioner implements OnApplicationShutdown {
       ...(job.action === 'release' ? { policy: pool['release-policy'] } : {}),
       nodes: claimed.map(({ machine: m }) => ({ id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, data: m.data })),
       data_dir: this.catalog.settings.dataDir,
-      ...(job.action === 'collect_artifacts' && artifactsDir ? { artifacts_dir: artifactsDir } : {}),
+      ...(job.action === 'collect_artifacts' && artifactsDir
+        ? { artifacts_dir: artifactsDir, artifacts_limit: { bytes: pool['artifacts-max-mb'] * 1024 * 1024, files: pool['artifacts-max-files'] } }
+        : {}),
     };
     const override = pool.playbooks?.[job.action];
     const playbook = override ? (isAbsolute(override) ? override : resolve(ANSIBLE_DIR, override)) : undefined;

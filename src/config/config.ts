@@ -40,6 +40,9 @@ export class PoolConfig {
   @IsBoolean() contextualize = false;
   /** Run the collect-artifacts playbook before release; files land under <data dir>/artifacts/session-<id>/. */
   @IsBoolean() 'collect-artifacts' = false;
+  /** What one machine's collection may keep (MiB, files): a session cannot fill Duffy's disk; the rest is left out. */
+  @IsInt() @Min(1) @Max(1048576) 'artifacts-max-mb' = 1024;
+  @IsInt() @Min(1) @Max(1000000) 'artifacts-max-files' = 10000;
   /** Seconds one playbook run may take before its process group is killed. */
   @IsInt() @Min(1) @Max(86400) 'playbook-timeout' = 1800;
   /** Seconds a request waits for provisioning and hand-over before it is answered 503. */

@@ -151,7 +151,8 @@ export type DuffyEvent =
     }
   | { type: 'MachineProvisioned'; data: { machineId: number; sessionId: number | null; ipaddr: string | null; run: PlaybookRun; at: string } }
   | { type: 'MachineContextualized'; data: { machineId: number; sessionId: number; run: PlaybookRun; at: string } }
-  | { type: 'ArtifactsCollected'; data: { machineId: number; sessionId: number | null; files: string[]; error: string | null; run: PlaybookRun; at: string } }
+  /** `leftOut`: what the pool's artifacts limit kept out, said in words (absent before limits existed). */
+  | { type: 'ArtifactsCollected'; data: { machineId: number; sessionId: number | null; files: string[]; error: string | null; leftOut?: string; run: PlaybookRun; at: string } }
   | {
       type: 'ProvisioningFailed';
       data: { machineId: number; sessionId: number | null; action: PlaybookAction; error: string; run: PlaybookRun; at: string };

@@ -142,6 +142,8 @@ export interface NodeResult {
   ipaddr: string | null;
   error?: string;
   files?: string[];
+  /** What the run said of this node beyond ok/failed (collect_artifacts: what its limit left out). */
+  note?: string;
 }
 
 /** The events that record one machine's share of a run. Written at the revision the claim produced. */
@@ -162,7 +164,8 @@ export function decideRunOutcome(
     events.push({ type: 'PlaybookTimedOutInBatch', data: { machineId, sessionId: job.sessionId, action: job.action, machines, run, at: now } });
   } else if (job.action === 'collect_artifacts') {
     // Artifacts are best effort: a failure is recorded and the release goes on.
-    events.push({ type: 'ArtifactsCollected', data: { machineId, sessionId: job.sessionId, files: result.ok ? (result.files ?? []) : [], error: result.ok ? null : (result.error ?? 'failed'), run, at: now } });
+    const leftOut = result.ok && result.note ? { leftOut: result.note } : {};
+    events.push({ type: 'ArtifactsCollected', data: { machineId, sessionId: job.sessionId, files: result.ok ? (result.files ?? []) : [], error: result.ok ? null : (result.error ?? 'failed'), ...leftOut, run, at: now } });
   } else if (result.ok) {
     if (job.action === 'provision') events.push({ type: 'MachineProvisioned', data: { machineId, sessionId: m.sessionId, ipaddr: result.ipaddr, run, at: now } });
     else if (job.action === 'contextualize') events.push({ type: 'MachineContextualized', data: { machineId, sessionId: job.sessionId!, run, at: now } });

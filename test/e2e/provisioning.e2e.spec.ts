@@ -151,6 +151,30 @@ describe('provisioning with real ansible-playbook (local driver)', () => {
     expect((await duffy.admin.get(`${V1}/sessions/${id}/artifacts`)).body.collecting).toBe(false);
   });
 
+  it("collects a machine's artifacts only up to its pool's limit (files and bytes), and records what was left out", async () => {
+    const config = ansibleConfig([{ name: 'cap', 'release-policy': 'reuse', 'collect-artifacts': true, 'artifacts-max-files': 2, 'artifacts-max-mb': 1 }], [{ hostname: 'cap-1.test', pool: 'cap', state: 'ready' }]);
+    duffy = await startDuffy({ configFile: config });
+    const dan = await newTenant(duffy, 'dan');
+    const id = (await dan.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'cap', quantity: 1 }] })).body.session.id;
+    const disk = join(duffy.dataDir, 'machines', 'cap-1.test', 'root', 'artifacts');
+    mkdirSync(join(disk, 'logs'), { recursive: true });
+    // In path order: a.txt fits, big.bin is over 1 MiB, logs/c.txt fits (2 files), logs/d.txt is one file too many.
+    writeFileSync(join(disk, 'a.txt'), 'a'.repeat(10));
+    writeFileSync(join(disk, 'big.bin'), Buffer.alloc(2 * 1024 * 1024));
+    writeFileSync(join(disk, 'logs', 'c.txt'), 'c'.repeat(10));
+    writeFileSync(join(disk, 'logs', 'd.txt'), 'd'.repeat(10));
+    await dan.put(`${V1}/sessions/${id}`, { active: false });
+    await until(duffy, () => machine(duffy!, 'cap-1.test').state === 'ready' && machine(duffy!, 'cap-1.test').job === null);
+
+    const listed = (await dan.get(`${V1}/sessions/${id}/artifacts`)).body.artifacts as Array<{ path: string }>;
+    expect(listed.map((a) => a.path).sort()).toEqual(['cap-1.test/a.txt', 'cap-1.test/logs/c.txt']);
+    const collected = (await ledgerEvents(duffy)).find((e) => e.type === 'ArtifactsCollected')!.data as { files: string[]; error: string | null; leftOut?: string };
+    expect(collected.error).toBe(null);
+    expect(collected.leftOut).toBe(`2 file(s), ${2 * 1024 * 1024 + 10} bytes, left out: over the pool's artifacts limit (2 files, 1048576 bytes per machine)`);
+    // Nothing of the session stays on the machine for the next one, collected or not.
+    expect(existsSync(join(disk, 'big.bin')) || existsSync(join(disk, 'logs', 'd.txt'))).toBe(false);
+  });
+
   it('replaces a machine whose hand-over failed, one replacement at a time, and fails the session only when none is left', async () => {
     const hosts = ['ctx-1.test', 'ctx-2.test', 'ctx-3.test'];
     const config = ansibleConfig([{ name: 'ctx', 'release-policy': 'reuse' }], hosts.map((hostname) => ({ hostname, pool: 'ctx', state: 'ready' })));
