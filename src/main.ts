@@ -11,6 +11,7 @@ import { answerUnmatched } from './http/unmatched.js';
 import { IdParamsPipe, checkJsonDepth, dropNullMembers, isJsonBody, refuseCrossSiteWrites, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, LEDGER_FILE, assertDataDirFree } from './adapters/eventstore/data-dir-lock.js';
+import { LedgerDamagedError, assertLedgerReadable } from './adapters/eventstore/sqlite-event-store.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertAdminKey } from './application/catalog.js';
@@ -90,6 +91,7 @@ async function main() {
     assertDataDirFree(settings.dataDir);
     // Only an empty ledger takes the key (Bootstrap checks it there too, for KurrentDB).
     if (!existsSync(join(settings.dataDir, LEDGER_FILE))) assertAdminKey(settings.adminKey);
+    else assertLedgerReadable(join(settings.dataDir, LEDGER_FILE));
   }
   const { app, adminKey } = await createApp(settings);
   await app.listen(settings.port);
@@ -119,7 +121,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       console.error(`duffy: bad configuration: ${err.message}`);
       process.exit(2);
     }
-    const known = err instanceof StartError || err instanceof DataDirLockedError || /^DUFFY_[A-Z_]+: /.test(String(err?.message));
+    const known = err instanceof StartError || err instanceof DataDirLockedError || err instanceof LedgerDamagedError || /^DUFFY_[A-Z_]+: /.test(String(err?.message));
     if (known) console.error(`duffy: failed to start: ${err.message}`);
     else console.error('duffy: failed to start:', err);
     process.exit(1);

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { ErrorsFilter, describe as describeError } from '../../src/http/errors.filter.js';
 import { createReadModels } from '../../src/adapters/readmodels/read-models.factory.js';
 import { DataDirLockedError, LOCK_FILE, STALE_MS, lockDataDir } from '../../src/adapters/eventstore/data-dir-lock.js';
+import { LedgerDamagedError, SqliteEventStore, assertLedgerReadable } from '../../src/adapters/eventstore/sqlite-event-store.js';
 
 /** Errors as better-sqlite3 and Node raise them: the code says what happened, the message is free text. */
 const raised = (code: string, message = 'something went wrong') => Object.assign(new Error(message), { code });
@@ -128,5 +129,21 @@ describe('a damaged embedded read-model file', () => {
     const aside = readdirSync(dir).filter((f) => /^readmodels\.sqlite\.damaged-[^.]*$/.test(f) && !/-(wal|shm)$/.test(f));
     expect(aside).toHaveLength(1);
     expect(readFileSync(join(dir, aside[0]))).toEqual(bytes); // kept as it was, for a look
+  });
+});
+
+describe('a damaged embedded ledger file', () => {
+  it('is named in one line before start-up opens it (garbage, or a torn SQLite header); an SQLite file without events yet is an empty ledger', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-bad-ledger-'));
+    const file = join(dir, 'ledger.sqlite');
+    for (const bytes of [Buffer.from('not a database at all, but long enough to look like a page header.'.repeat(100)), Buffer.concat([Buffer.from('SQLite format 3\0'), Buffer.alloc(84, 0xff)])]) {
+      writeFileSync(file, bytes);
+      expect(() => assertLedgerReadable(file)).toThrow(LedgerDamagedError);
+      expect(() => assertLedgerReadable(file)).toThrow(/^the ledger .*ledger\.sqlite is damaged \(SQLITE_(NOTADB|CORRUPT)/);
+    }
+    writeFileSync(file, '');
+    expect(() => assertLedgerReadable(file)).not.toThrow();
+    const store = new SqliteEventStore(join(dir, 'good.sqlite'));
+    return store.close().then(() => expect(() => assertLedgerReadable(join(dir, 'good.sqlite'))).not.toThrow());
   });
 });

@@ -283,3 +283,28 @@ export function toRecorded(row: Row): RecordedEvent {
     metadata: JSON.parse(row[6]),
   };
 }
+
+/** The embedded ledger file cannot be read as a ledger (not SQLite, or corrupt): nothing to start on. */
+export class LedgerDamagedError extends Error {}
+
+/**
+ * Opens the ledger file read-only and reads its head, before anything else opens it: a damaged file stops
+ * start-up with one line saying so (and what to do), not a stack trace from deep inside the start.
+ */
+export function assertLedgerReadable(file: string): void {
+  let db: Database.Database | undefined;
+  try {
+    db = new Database(file, { readonly: true, fileMustExist: true });
+    db.prepare('SELECT position FROM events ORDER BY position DESC LIMIT 1').get();
+  } catch (err) {
+    const code = String((err as { code?: unknown }).code ?? '');
+    if (/^SQLITE_(NOTADB|CORRUPT)/.test(code)) {
+      throw new LedgerDamagedError(`the ledger ${file} is damaged (${code}: ${(err as Error).message}); restore it from a backup (README: what to back up), or move it aside to start on an empty ledger`);
+    }
+    // An SQLite file without the table yet (a start that stopped at once) is an empty ledger: the store creates it.
+    if (!/no such table: events/.test(String((err as Error).message))) throw err;
+  } finally {
+    db?.close();
+  }
+}
+
