@@ -66,15 +66,35 @@ export function isJsonBody(req: IncomingMessage): boolean {
  * Express middleware: a write (not GET/HEAD/OPTIONS) that a browser says comes from another site is a 403. Browsers
  * keep the Basic credentials of the ops page and send them with a cross-site form or fetch that needs no CORS
  * preflight (a form POST, a text/plain or typeless body), so without this any page an admin opens could, e.g., rebuild
- * the read models. Clients that are not browsers send no Sec-Fetch-Site, and the ops page's own requests say same-origin.
+ * the read models. Clients that are not browsers send neither Sec-Fetch-Site nor Origin, and the ops page's own
+ * requests say same-origin (or, over plain http, carry an Origin naming Duffy's own host).
  */
 export function refuseCrossSiteWrites(req: IncomingMessage, res: ServerResponse, next: () => void): void {
   const site = req.headers['sec-fetch-site'];
   const write = req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS';
-  if (!write || site === undefined || site === 'same-origin' || site === 'none') return next();
+  if (!write) return next();
+  // Browsers send Sec-Fetch-Site only to https (and localhost) URLs: to Duffy on plain http they send Origin alone.
+  const sameSite = site === 'same-origin' || site === 'none';
+  const refused = site === undefined ? foreignOrigin(req) : sameSite ? undefined : `Sec-Fetch-Site: ${String(site)}`;
+  if (refused === undefined) return next();
   res.statusCode = 403;
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
-  res.end(JSON.stringify({ detail: `a write from another site is refused (Sec-Fetch-Site: ${String(site).slice(0, 32)})` }));
+  res.end(JSON.stringify({ detail: `a write from another site is refused (${refused.slice(0, 64)})` }));
+}
+
+/** `Origin: ...` when a request's Origin names another host than the one it was sent to (Host, or a proxy's X-Forwarded-Host). */
+function foreignOrigin(req: IncomingMessage): string | undefined {
+  const origin = req.headers.origin;
+  if (origin === undefined) return undefined;
+  let host: string | undefined;
+  try {
+    host = new URL(origin).host;
+  } catch {
+    host = undefined; // "null" (a sandboxed frame, a redirect) or garbage: no site of ours
+  }
+  const forwarded = String(req.headers['x-forwarded-host'] ?? '').split(',')[0].trim();
+  const ours = host !== undefined && host !== '' && (host === req.headers.host?.toLowerCase() || host === forwarded.toLowerCase());
+  return ours ? undefined : `Origin: ${origin}`;
 }
 
 /**

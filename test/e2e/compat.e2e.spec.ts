@@ -69,7 +69,8 @@ describe('Duffy v3 compatibility', () => {
     for (const [i, headers] of browsers.entries()) {
       const body = JSON.stringify({ hostname: `csrf-${i}.test`, pool: 'vm-intel-x86_64' });
       const res = await fetch(`${duffy.url}${V1}/nodes`, { method: 'POST', headers: { authorization, ...headers }, body: Buffer.from(body) });
-      expect([headers, res.status]).toEqual([headers, 422]);
+      // Refused before its body is read: over http a browser's Origin is all that tells a cross-site write.
+      expect([headers, res.status]).toEqual([headers, 403]);
     }
     expect(await nodes()).toBe(before);
   });

@@ -1,9 +1,9 @@
 import { describe, expect, it } from '@jest/globals';
-import { createServer } from 'node:http';
+import { type IncomingMessage, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { MAX_BODY_DEPTH, checkJsonDepth, dropNullMembers, isId, logSettings, redactUrl, requestLogging } from '../../src/http/input.js';
+import { MAX_BODY_DEPTH, checkJsonDepth, dropNullMembers, isId, logSettings, redactUrl, refuseCrossSiteWrites, requestLogging } from '../../src/http/input.js';
 
 const depth = (text: string) => () => checkJsonDepth(undefined, undefined, Buffer.from(text));
 
@@ -90,5 +90,31 @@ describe('logging: no credential in request logs', () => {
     expect(parsed[0].req.id).toMatch(/^[0-9a-f-]{36}$/);
     expect(typeof parsed[0].responseTime).toBe('number');
     expect(parsed[1]).toMatchObject({ level: 50, msg: 'request errored', res: { statusCode: 500 } });
+  });
+});
+
+describe('cross-site writes', () => {
+  /** The status refuseCrossSiteWrites answers (200: let through). */
+  const status = (method: string, headers: Record<string, string>): number => {
+    let code = 200;
+    const res = { statusCode: 200, setHeader: () => undefined, end: function (this: { statusCode: number }) { code = this.statusCode; } };
+    refuseCrossSiteWrites({ method, headers } as unknown as IncomingMessage, res as unknown as ServerResponse, () => undefined);
+    return code;
+  };
+
+  it('refuses a write marked cross-site or same-site, lets same-origin, none and non-browser clients through', () => {
+    expect(['cross-site', 'same-site', 'same-origin', 'none'].map((site) => status('POST', { 'sec-fetch-site': site, host: 'duffy:8080' }))).toEqual([403, 403, 200, 200]);
+    expect(status('POST', { host: 'duffy:8080' })).toBe(200);
+    expect(status('GET', { 'sec-fetch-site': 'cross-site', origin: 'http://evil.example' })).toBe(200);
+  });
+
+  it('over plain http (no Sec-Fetch-Site: browsers send it to https URLs only) refuses a write whose Origin is another host', () => {
+    // <form method="post" action="http://duffy:8080/api/v1/stats/rebuild"> on http://evil.example.
+    expect(status('POST', { host: 'duffy:8080', origin: 'http://evil.example' })).toBe(403);
+    expect(status('PUT', { host: 'duffy:8080', origin: 'null' })).toBe(403);
+    expect(status('POST', { host: 'duffy:8080', origin: 'http://duffy:9090' })).toBe(403);
+    // The ops page's own write, directly or behind a proxy that rewrites Host.
+    expect(status('POST', { host: 'DUFFY:8080', origin: 'http://duffy:8080' })).toBe(200);
+    expect(status('POST', { host: '127.0.0.1:8080', 'x-forwarded-host': 'duffy.example.org', origin: 'http://duffy.example.org' })).toBe(200);
   });
 });
