@@ -1,6 +1,6 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import {
   type Row,
   allEvents,
@@ -18,7 +18,7 @@ import {
 } from '../audit/audit.js';
 import { verifyChains, verifyGlobalChain } from '../audit/chain.js';
 import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } from '../audit/checkpoint.js';
-import { DEMO_CONFIG, loadConfig } from '../config/config.js';
+import { DEMO_CONFIG, dataDirOf, loadConfig } from '../config/config.js';
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
 import { formatTable } from '../domain/simulator.js';
 import { printable } from './printable.js';
@@ -31,7 +31,7 @@ const time = (v: string) => {
 
 /** The ledger to read: --ledger, else DUFFY_EVENTSTORE, else the embedded file in DUFFY_DATA_DIR (./data). */
 const ledgerOf = (opts: { ledger?: string }) =>
-  opts.ledger ?? process.env.DUFFY_EVENTSTORE ?? join(resolve(process.env.DUFFY_DATA_DIR ?? './data'), 'ledger.sqlite');
+  opts.ledger ?? (process.env.DUFFY_EVENTSTORE || join(dataDirOf(), 'ledger.sqlite'));
 
 const COLUMNS: Array<[keyof Row, string]> = [
   ['time', 'time'],

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import type { EventBus } from '@nestjs/cqrs';
 import { randomUUID } from 'node:crypto';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { createEventStore } from '../adapters/eventstore/event-store.factory.js';
 import { digestKey, digestsOf, isUuid } from '../application/catalog.js';
 import { Ledger } from '../application/ledger.service.js';
@@ -9,6 +10,7 @@ import { decideUpdateTenant, refusal } from '../domain/decide.js';
 import { NotFoundError } from '../audit/audit.js';
 import { DomainError } from '../domain/errors.js';
 import { UsageError } from './client.js';
+import { dataDirOf } from '../config/config.js';
 
 /** Events this command appends reach no saga: the server, started later, folds them from the ledger. */
 const NO_BUS = { publish: () => undefined } as unknown as EventBus;
@@ -30,7 +32,11 @@ export function recoveryCommands(duffy: Command, out: (line: string) => void): v
       if (o.newKey !== undefined && !isUuid(o.newKey)) throw new UsageError('--new-key must be a UUID (the form every Duffy API key has)');
       const url = o.eventstore ?? (process.env.DUFFY_EVENTSTORE || undefined);
       const key = o.newKey ?? randomUUID();
-      const store = createEventStore(url, resolve(o.dataDir ?? process.env.DUFFY_DATA_DIR ?? './data'));
+      const dataDir = o.dataDir !== undefined ? resolve(o.dataDir) : dataDirOf();
+      // Opening a missing embedded ledger would create one (a mistyped directory left an empty ledger behind).
+      const file = join(dataDir, 'ledger.sqlite');
+      if (url === undefined && !existsSync(file)) throw new NotFoundError(`no ledger at ${file} (give --data-dir, or set DUFFY_DATA_DIR or DUFFY_EVENTSTORE)`);
+      const store = createEventStore(url, dataDir);
       const ledger = new Ledger(store, NO_BUS);
       try {
         await ledger.start();

@@ -181,6 +181,9 @@ function storeUrl(env: NodeJS.ProcessEnv, name: string, scheme: RegExp, expected
   return url;
 }
 
+/** DUFFY_DATA_DIR, absolute; empty is unset (./data), not the working directory. The server's and the CLI's. */
+export const dataDirOf = (env: NodeJS.ProcessEnv = process.env): string => resolve(env.DUFFY_DATA_DIR || './data');
+
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   // Digits only, and empty is unset as for the other variables: Number() took "" as 0 (a random port) and "0x50" as 80.
   const rawPort = env.DUFFY_PORT || '8080';
@@ -191,7 +194,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   // A tenant name as the API takes it: an admin named "ad:min" could never log in (Basic auth splits at the colon).
   if (env.DUFFY_ADMIN_NAME && !NAME.test(env.DUFFY_ADMIN_NAME)) throw new ConfigError(`DUFFY_ADMIN_NAME: must be 1-128 letters, digits, dot, dash or underscore, got ${JSON.stringify(env.DUFFY_ADMIN_NAME)}`);
   const configFile = env.DUFFY_CONFIG ? resolve(env.DUFFY_CONFIG) : DEMO_CONFIG;
-  const dataDir = resolve(env.DUFFY_DATA_DIR || './data'); // empty is unset, not the working directory
+  const dataDir = dataDirOf(env);
   return {
     port,
     dataDir: isAbsolute(dataDir) ? dataDir : resolve(dataDir),

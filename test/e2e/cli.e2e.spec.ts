@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -255,5 +255,26 @@ describe('duffy admin-key: an operator who lost every admin key', () => {
     } finally {
       await duffy.close();
     }
+  });
+
+  it('opens no ledger that is not there (a mistyped --data-dir), and an empty DUFFY_DATA_DIR is ./data as for the server, not the working directory', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'duffy-admin-key-cwd-'));
+    const run = async (args: string[], env: Record<string, string>) => {
+      try {
+        await exec(process.execPath, [CLI, 'admin-key', 'admin', ...args], { cwd, env: { PATH: process.env.PATH, HOME: '/nonexistent', ...env } });
+        return { code: 0, stderr: '' };
+      } catch (err) {
+        return err as { code: number; stderr: string };
+      }
+    };
+    const typo = join(cwd, 'dtaa');
+    expect(await run(['--data-dir', typo], {})).toMatchObject({ code: 4, stderr: `duffy: no ledger at ${join(typo, 'ledger.sqlite')} (give --data-dir, or set DUFFY_DATA_DIR or DUFFY_EVENTSTORE)\n` });
+    expect(await run([], { DUFFY_DATA_DIR: '' })).toMatchObject({ code: 4, stderr: expect.stringContaining(`no ledger at ${join(cwd, 'data', 'ledger.sqlite')}`) });
+    expect(readdirSync(cwd)).toEqual([]);
+    // duffy audit reads the ledger the server uses: an empty DUFFY_EVENTSTORE is unset there too (it looked for a ledger at "").
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-audit-env-'));
+    await (await startDuffy({ dataDir })).close();
+    const audit = await exec(process.execPath, [CLI, 'audit', 'verify'], { cwd, env: { PATH: process.env.PATH, HOME: '/nonexistent', DUFFY_EVENTSTORE: '', DUFFY_DATA_DIR: dataDir } });
+    expect(audit.stderr).toBe('');
   });
 });
