@@ -31,10 +31,17 @@ export function clientConfig(flags: Partial<ClientConfig> & { config?: string[] 
   const v3 = merged.client;
   return {
     // Duffy v3's url ends in /api/v1 (its client asks for /sessions): the API prefix is added per call here.
-    url: (flags.url ?? env.DUFFY_URL ?? merged.url ?? v3?.url ?? 'http://localhost:8080').replace(/\/+$/, '').replace(/\/api\/v1$/, ''),
-    tenant: flags.tenant ?? env.DUFFY_TENANT ?? merged.tenant ?? v3?.auth?.name,
-    key: flags.key ?? env.DUFFY_KEY ?? merged.key ?? v3?.auth?.key,
+    url: (flags.url ?? env.DUFFY_URL ?? text(merged.url, 'url') ?? text(v3?.url, 'client.url') ?? 'http://localhost:8080').replace(/\/+$/, '').replace(/\/api\/v1$/, ''),
+    tenant: flags.tenant ?? env.DUFFY_TENANT ?? text(merged.tenant, 'tenant') ?? text(v3?.auth?.name, 'client.auth.name'),
+    key: flags.key ?? env.DUFFY_KEY ?? text(merged.key, 'key') ?? text(v3?.auth?.key, 'client.auth.key'),
   };
+}
+
+/** A configuration value as text (YAML reads `name: 1234` as a number); a list or mapping there is a usage error, not a TypeError. */
+function text(value: unknown, key: string): string | undefined {
+  if (value === undefined || value === null || typeof value === 'string') return value ?? undefined;
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  throw new UsageError(`client configuration: ${key} must be a string`);
 }
 
 /** A configuration path: the file itself, or a directory's *.yaml and *.yml in name order; nothing if missing (unless named). */

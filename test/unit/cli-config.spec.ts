@@ -37,6 +37,18 @@ describe('clientConfig', () => {
     expect(clientConfig({ config: [join(d, 'c.yaml')], tenant: 'flag' }, { ...none, DUFFY_KEY: 'envkey' })).toMatchObject({ tenant: 'flag', key: 'envkey' });
   });
 
+  it('a value that is not text is a usage error naming it, not a TypeError; a number is taken as text', () => {
+    const d = dir();
+    const file = (yaml: string) => {
+      writeFileSync(join(d, 'c.yaml'), yaml);
+      return () => clientConfig({ config: [join(d, 'c.yaml')] }, none);
+    };
+    expect(file('url: [http://a]\n')).toThrow(new UsageError('client configuration: url must be a string'));
+    expect(file('client:\n  url: {a: 1}\n')).toThrow(new UsageError('client configuration: client.url must be a string'));
+    expect(file('client:\n  auth: {name: ci, key: [1]}\n')).toThrow(new UsageError('client configuration: client.auth.key must be a string'));
+    expect(file('client:\n  url: http://n/api/v1\n  auth: {name: 1234, key: k}\n')()).toEqual({ url: 'http://n', tenant: '1234', key: 'k' });
+  });
+
   it('nothing configured: the local default, no credentials', () => {
     expect(clientConfig({ config: [dir()] }, none)).toEqual({ url: 'http://localhost:8080', tenant: undefined, key: undefined });
   });
