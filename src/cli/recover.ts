@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import type { EventBus } from '@nestjs/cqrs';
 import { randomUUID } from 'node:crypto';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { createEventStore } from '../adapters/eventstore/event-store.factory.js';
 import { digestKey, digestsOf, isUuid } from '../application/catalog.js';
 import { Ledger } from '../application/ledger.service.js';
@@ -30,7 +31,11 @@ export function recoveryCommands(duffy: Command, out: (line: string) => void): v
       if (o.newKey !== undefined && !isUuid(o.newKey)) throw new UsageError('--new-key must be a UUID (the form every Duffy API key has)');
       const url = o.eventstore ?? (process.env.DUFFY_EVENTSTORE || undefined);
       const key = o.newKey ?? randomUUID();
-      const store = createEventStore(url, resolve(o.dataDir ?? process.env.DUFFY_DATA_DIR ?? './data'));
+      const dataDir = resolve(o.dataDir ?? process.env.DUFFY_DATA_DIR ?? './data');
+      // A mistyped directory would otherwise get a new empty ledger and a misleading "no admin tenant".
+      if (!url && !existsSync(join(dataDir, 'ledger.sqlite')))
+        throw new NotFoundError(`no ledger at ${join(dataDir, 'ledger.sqlite')} (give the data directory of the stopped Duffy with --data-dir or DUFFY_DATA_DIR)`);
+      const store = createEventStore(url, dataDir);
       const ledger = new Ledger(store, NO_BUS);
       try {
         await ledger.start();

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -227,6 +227,17 @@ describe('duffy admin-key: an operator who lost every admin key', () => {
       return { code: e.code, stdout: e.stdout, stderr: e.stderr };
     }
   };
+
+  it('names the missing ledger of a mistyped data directory and creates nothing there; a directory given as --ledger is named as such', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'duffy-admin-key-typo-'));
+    const typo = join(parent, 'dat');
+    const r = await cli('admin-key', 'admin', '--data-dir', typo);
+    expect([r.code, r.stderr]).toEqual([4, `duffy: no ledger at ${typo}/ledger.sqlite (give the data directory of the stopped Duffy with --data-dir or DUFFY_DATA_DIR)\n`]);
+    expect(existsSync(typo)).toBe(false);
+    // SQLite said "disk I/O error" for a directory.
+    const dir = await cli('audit', '--ledger', parent, 'verify');
+    expect([dir.code, dir.stderr]).toEqual([4, `duffy: ${parent} is a directory; the ledger is the file ${parent}/ledger.sqlite\n`]);
+  });
 
   it('gives the admin a new key in the ledger while the server is stopped; the old key stops working, the new one is an admin', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-admin-key-'));
