@@ -1,10 +1,11 @@
-import { handedOver, machineIdOfHost } from '../domain/world.js';
+import { type World, handedOver, machineIdOfHost } from '../domain/world.js';
 import { Injectable, Logger } from '@nestjs/common';
 import { mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog, assertAdminKey } from './catalog.js';
-import { ConfigError } from '../config/config.js';
+import { ConfigError, type MachineConfig } from '../config/config.js';
 import { RegisterTenantCommand } from './commands.js';
 import { decideRegisterMachines } from '../domain/decide.js';
 import { Ledger } from './ledger.service.js';
@@ -52,6 +53,11 @@ export class Bootstrap {
     await this.forgetOrphanedCallers();
     const added = await this.importInventory();
     if (added > 0) this.log.log(`registered ${added} machine(s) from ${s.configFile}`);
+    const drift = configDrift(this.ledger.world, s.config.machines);
+    if (drift.length > 0) {
+      const shown = drift.slice(0, 5).join(', ') + (drift.length > 5 ? ` and ${drift.length - 5} more` : '');
+      this.log.warn(`${drift.length} machine(s) of ${s.configFile} differ from the ledger, which keeps what they were registered with (the configuration only adds machines): ${shown}`);
+    }
     this.reconciler.start(options.reconcileEveryMs);
     await this.provisioner.reapLeftovers();
     this.provisioner.start();
@@ -134,6 +140,26 @@ export class Bootstrap {
     }
     return missing.length;
   }
+}
+
+/**
+ * Configured machines the ledger already knows but with another pool, address or hardware: an operator who edits
+ * them and restarts would otherwise see no effect and no word about it. Retired machines are left out.
+ */
+export function configDrift(world: World, machines: readonly MachineConfig[]): string[] {
+  const out: string[] = [];
+  for (const c of machines) {
+    const id = machineIdOfHost(world, c.hostname);
+    const m = id === undefined ? undefined : world.machines.get(id);
+    if (!m || m.retiredAt !== null || m.service === 'retired') continue;
+    const keys = [
+      c.pool !== m.pool && 'pool',
+      (c.ipaddr ?? null) !== m.ipaddr && 'ipaddr',
+      !isDeepStrictEqual(c.hardware ?? {}, m.hardware ?? {}) && 'hardware',
+    ].filter((k): k is string => k !== false);
+    if (keys.length > 0) out.push(`${c.hostname} (${keys.join(', ')})`);
+  }
+  return out;
 }
 
 /** Machines per append: one write per machine plus the id allocation, well under a store's size limit for one append. */

@@ -1,4 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
 import type { Defaults } from '../domain/decide.js';
@@ -15,6 +16,8 @@ export async function openLedger(location: string): Promise<EventStore> {
   if (isEventStoreUrl(location)) return new (await import('../adapters/eventstore/kurrentdb-event-store.js')).KurrentDbEventStore(location);
   // Read-only: a missing file is not created, and SQLite's own words would not say which file.
   if (!existsSync(location)) throw new NotFoundError(`no ledger at ${location} (give --ledger, or set DUFFY_EVENTSTORE or DUFFY_DATA_DIR)`);
+  // SQLite's words for a directory are "disk I/O error".
+  if (statSync(location).isDirectory()) throw new NotFoundError(`${location} is a directory; the ledger is the file ${join(location, 'ledger.sqlite')}`);
   return new (await import('../adapters/eventstore/sqlite-event-store.js')).SqliteEventStore(location, false, true);
 }
 

@@ -33,9 +33,9 @@ export function recoveryCommands(duffy: Command, out: (line: string) => void): v
       const url = o.eventstore ?? (process.env.DUFFY_EVENTSTORE || undefined);
       const key = o.newKey ?? randomUUID();
       const dataDir = o.dataDir !== undefined ? resolve(o.dataDir) : dataDirOf();
-      // Opening a missing embedded ledger would create one (a mistyped directory left an empty ledger behind).
-      const file = join(dataDir, 'ledger.sqlite');
-      if (url === undefined && !existsSync(file)) throw new NotFoundError(`no ledger at ${file} (give --data-dir, or set DUFFY_DATA_DIR or DUFFY_EVENTSTORE)`);
+      // A mistyped directory would otherwise get a new empty ledger and a misleading "no admin tenant".
+      if (!url && !existsSync(join(dataDir, 'ledger.sqlite')))
+        throw new NotFoundError(`no ledger at ${join(dataDir, 'ledger.sqlite')} (give the data directory of the stopped Duffy with --data-dir or DUFFY_DATA_DIR)`);
       const store = createEventStore(url, dataDir);
       const ledger = new Ledger(store, NO_BUS);
       try {

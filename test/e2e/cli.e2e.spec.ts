@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -228,6 +228,17 @@ describe('duffy admin-key: an operator who lost every admin key', () => {
     }
   };
 
+  it('names the missing ledger of a mistyped data directory and creates nothing there; a directory given as --ledger is named as such', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'duffy-admin-key-typo-'));
+    const typo = join(parent, 'dat');
+    const r = await cli('admin-key', 'admin', '--data-dir', typo);
+    expect([r.code, r.stderr]).toEqual([4, `duffy: no ledger at ${typo}/ledger.sqlite (give the data directory of the stopped Duffy with --data-dir or DUFFY_DATA_DIR)\n`]);
+    expect(existsSync(typo)).toBe(false);
+    // SQLite said "disk I/O error" for a directory.
+    const dir = await cli('audit', '--ledger', parent, 'verify');
+    expect([dir.code, dir.stderr]).toEqual([4, `duffy: ${parent} is a directory; the ledger is the file ${parent}/ledger.sqlite\n`]);
+  });
+
   it('gives the admin a new key in the ledger while the server is stopped; the old key stops working, the new one is an admin', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-admin-key-'));
     let duffy = await startDuffy({ dataDir });
@@ -257,7 +268,7 @@ describe('duffy admin-key: an operator who lost every admin key', () => {
     }
   });
 
-  it('opens no ledger that is not there (a mistyped --data-dir), and an empty DUFFY_DATA_DIR is ./data as for the server, not the working directory', async () => {
+  it('an empty DUFFY_DATA_DIR is ./data as for the server, not the working directory; an empty DUFFY_EVENTSTORE is unset', async () => {
     const cwd = mkdtempSync(join(tmpdir(), 'duffy-admin-key-cwd-'));
     const run = async (args: string[], env: Record<string, string>) => {
       try {
@@ -267,8 +278,6 @@ describe('duffy admin-key: an operator who lost every admin key', () => {
         return err as { code: number; stderr: string };
       }
     };
-    const typo = join(cwd, 'dtaa');
-    expect(await run(['--data-dir', typo], {})).toMatchObject({ code: 4, stderr: `duffy: no ledger at ${join(typo, 'ledger.sqlite')} (give --data-dir, or set DUFFY_DATA_DIR or DUFFY_EVENTSTORE)\n` });
     expect(await run([], { DUFFY_DATA_DIR: '' })).toMatchObject({ code: 4, stderr: expect.stringContaining(`no ledger at ${join(cwd, 'data', 'ledger.sqlite')}`) });
     expect(readdirSync(cwd)).toEqual([]);
     // duffy audit reads the ledger the server uses: an empty DUFFY_EVENTSTORE is unset there too (it looked for a ledger at "").

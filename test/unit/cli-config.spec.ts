@@ -15,6 +15,11 @@ describe('clientConfig', () => {
     expect(clientConfig({}, { XDG_CONFIG_HOME: d })).toEqual({ url: 'https://duffy.example.org', tenant: 'ci', key: 'k1' });
   });
 
+  it('refuses a URL without its scheme as a usage error, not as an unreachable Duffy', () => {
+    expect(() => clientConfig({}, { ...none, DUFFY_URL: 'localhost:8080' })).toThrow(new UsageError('the Duffy URL must start with http:// or https://, got "localhost:8080"'));
+    expect(clientConfig({ url: 'HTTPS://d.example/' }, none).url).toBe('HTTPS://d.example');
+  });
+
   it('merges a directory of YAML files in name order, key by key, as v3 does; -c paths replace the default places', () => {
     const d = join(dir(), 'conf.d');
     mkdirSync(d);

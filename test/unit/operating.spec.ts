@@ -128,3 +128,26 @@ describe('soft affinity by type', () => {
   });
 });
 
+
+describe('a configuration edited for machines the ledger already knows', () => {
+  it('names each machine whose pool, address or hardware differs, since a restart does not change them', async () => {
+    const { configDrift } = await import('../../src/application/bootstrap.service.js');
+    const { MachineConfig } = await import('../../src/config/config.js');
+    const m = (o: Partial<InstanceType<typeof MachineConfig>>) => Object.assign(new MachineConfig(), o);
+    const world = given(
+      ['machine-a.test', { type: 'MachineRegistered', data: { machineId: 1, hostname: 'a.test', ipaddr: '10.0.0.1', pool: 'p', reusable: true, data: {}, state: 'ready', hardware: { cpus: 16 }, at: AT } }],
+      machine(2, 'b.test', 'p'),
+      machine(3, 'c.test', 'p'),
+      ['service-c.test', { type: 'MachineServiceChanged', data: { machineId: 3, hostname: 'c.test', service: 'retired', reason: 'old', actor: 'admin', at: AT } }],
+    );
+    expect(
+      configDrift(world, [
+        m({ hostname: 'a.test', ipaddr: '10.0.0.1', pool: 'p', hardware: { cpus: 32 } }),
+        m({ hostname: 'B.test.', pool: 'q', ipaddr: '10.0.0.2' }),
+        m({ hostname: 'c.test', pool: 'q' }),
+        m({ hostname: 'new.test', pool: 'p' }),
+      ]),
+    ).toEqual(['a.test (hardware)', 'B.test. (pool, ipaddr)']);
+    expect(configDrift(world, [m({ hostname: 'a.test', ipaddr: '10.0.0.1', pool: 'p', hardware: { cpus: 16 } }), m({ hostname: 'b.test', pool: 'p' })])).toEqual([]);
+  });
+});
