@@ -64,7 +64,9 @@ function readYaml(file: string, named: boolean): FileConfig[] {
     return parseAllDocuments(readFileSync(file, 'utf8')).flatMap((doc) => {
       if (doc.errors.length) throw doc.errors[0];
       const c = doc.toJS() as unknown;
-      return c && typeof c === 'object' ? [c as FileConfig] : [];
+      if (c === null || c === undefined) return [];
+      if (typeof c !== 'object' || Array.isArray(c)) throw new Error('its top level must be a mapping (url, tenant, key, or client: {url, auth})');
+      return [c as FileConfig];
     });
   } catch (err) {
     if (named) throw new UsageError(`cannot read the client configuration ${file}: ${(err as Error).message.split('\n')[0]}`);

@@ -70,4 +70,13 @@ describe('clientConfig', () => {
     expect(() => clientConfig({ config: [join(d, 'bad.yaml')] }, none)).toThrow(/cannot read the client configuration .*bad\.yaml/);
     expect(clientConfig({}, { XDG_CONFIG_HOME: join(d, 'nowhere'), HOME: '/nonexistent' }).url).toBe('http://localhost:8080');
   });
+
+  it('a named configuration whose top level is not a mapping is a usage error; in a default place it is skipped', () => {
+    const d = dir();
+    writeFileSync(join(d, 'list.yaml'), '- url: http://a:1\n');
+    expect(() => clientConfig({ config: [join(d, 'list.yaml')] }, none)).toThrow(/cannot read the client configuration .*list\.yaml: its top level must be a mapping/);
+    mkdirSync(join(d, 'duffy'));
+    writeFileSync(join(d, 'duffy', 'list.yaml'), '- url: http://a:1\n');
+    expect(clientConfig({}, { XDG_CONFIG_HOME: d, HOME: '/nonexistent' }).url).toBe('http://localhost:8080');
+  });
 });
