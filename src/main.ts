@@ -94,6 +94,8 @@ async function main() {
     else assertLedgerReadable(join(settings.dataDir, LEDGER_FILE));
   }
   const { app, adminKey } = await createApp(settings);
+  // An operator sees the stop begin (requests in flight finish first; Nest's hooks then close everything).
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => new Logger('Duffy').log(`${signal}: stopping; requests in flight finish, callers waiting are answered 503`));
   await app.listen(settings.port);
   new Logger('Duffy').log(`listening on :${settings.port}, ledger ${settings.eventStoreUrl ?? join(settings.dataDir, LEDGER_FILE)}, config ${settings.configFile}`);
   // Plain words among the JSON log lines: it is shown once, and the README's examples read it from the variable.

@@ -264,9 +264,9 @@ describe('fault: a second server on the same data directory', () => {
     }
   });
 
-  function server(dataDir: string, port: number): { child: ChildProcess; output: () => string; exit: Promise<number | null> } {
+  function server(dataDir: string, port: number, logLevel = 'warn'): { child: ChildProcess; output: () => string; exit: Promise<number | null> } {
     const child = spawn(process.execPath, [MAIN], {
-      env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'warn', NODE_OPTIONS: '' },
+      env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: logLevel, NODE_OPTIONS: '' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     children.push(child);
@@ -318,6 +318,15 @@ describe('fault: a second server on the same data directory', () => {
     await first.exit;
     server(dataDir, port + 2);
     await serving(port + 2);
+  });
+
+  it('says in its log that it is stopping, as soon as it is told to', async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const duffy = server(mkdtempSync(join(tmpdir(), 'duffy-stop-')), port, 'info');
+    await serving(port);
+    duffy.child.kill('SIGTERM');
+    await duffy.exit;
+    expect(duffy.output()).toMatch(/"msg":"SIGTERM: stopping/);
   });
 });
 
