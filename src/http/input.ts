@@ -86,15 +86,20 @@ export function refuseCrossSiteWrites(req: IncomingMessage, res: ServerResponse,
 function foreignOrigin(req: IncomingMessage): string | undefined {
   const origin = req.headers.origin;
   if (origin === undefined) return undefined;
-  let host: string | undefined;
-  try {
-    host = new URL(origin).host;
-  } catch {
-    host = undefined; // "null" (a sandboxed frame, a redirect) or garbage: no site of ours
-  }
+  const from = urlOf(origin); // undefined for "null" (a sandboxed frame, a redirect) or garbage: no site of ours
+  // Host names read as the Origin's scheme reads them: a proxy's `duffy:80` is the browser's `http://duffy`.
+  const hostOf = (name: string | undefined) => (from && name ? urlOf(`${from.protocol}//${name}`)?.host : undefined);
   const forwarded = String(req.headers['x-forwarded-host'] ?? '').split(',')[0].trim();
-  const ours = host !== undefined && host !== '' && (host === req.headers.host?.toLowerCase() || host === forwarded.toLowerCase());
+  const ours = from !== undefined && from.host !== '' && (from.host === hostOf(req.headers.host) || from.host === hostOf(forwarded));
   return ours ? undefined : `Origin: ${origin}`;
+}
+
+function urlOf(text: string): URL | undefined {
+  try {
+    return new URL(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /**

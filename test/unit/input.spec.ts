@@ -116,5 +116,12 @@ describe('cross-site writes', () => {
     // The ops page's own write, directly or behind a proxy that rewrites Host.
     expect(status('POST', { host: 'DUFFY:8080', origin: 'http://duffy:8080' })).toBe(200);
     expect(status('POST', { host: '127.0.0.1:8080', 'x-forwarded-host': 'duffy.example.org', origin: 'http://duffy.example.org' })).toBe(200);
+    // A proxy that names the default port (nginx's `$host:$server_port`), an IPv6 address: the same host.
+    expect(status('POST', { host: '127.0.0.1:8080', 'x-forwarded-host': 'duffy.example.org:80', origin: 'http://duffy.example.org' })).toBe(200);
+    expect(status('POST', { host: 'duffy.example.org:443', origin: 'https://duffy.example.org' })).toBe(200);
+    expect(status('POST', { host: '[2001:db8::1]:8080', origin: 'http://[2001:db8::1]:8080' })).toBe(200);
+    // The default port of another scheme is another port.
+    expect(status('POST', { host: 'duffy.example.org:80', origin: 'https://duffy.example.org' })).toBe(403);
+    expect(status('POST', { host: 'duffy.example.org', origin: 'http://duffy.example.org:8080' })).toBe(403);
   });
 });
