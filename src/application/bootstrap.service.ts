@@ -154,7 +154,8 @@ export function configDrift(world: World, machines: readonly MachineConfig[]): s
     if (!m || m.retiredAt !== null || m.service === 'retired') continue;
     const keys = [
       c.pool !== m.pool && 'pool',
-      (c.ipaddr ?? null) !== m.ipaddr && 'ipaddr',
+      // No address configured: provisioning may have learned one (a VM on DHCP), which is no edit.
+      c.ipaddr != null && c.ipaddr !== m.ipaddr && 'ipaddr',
       !isDeepStrictEqual(c.hardware ?? {}, m.hardware ?? {}) && 'hardware',
     ].filter((k): k is string => k !== false);
     if (keys.length > 0) out.push(`${c.hostname} (${keys.join(', ')})`);

@@ -139,6 +139,8 @@ describe('a configuration edited for machines the ledger already knows', () => {
       machine(2, 'b.test', 'p'),
       machine(3, 'c.test', 'p'),
       ['service-c.test', { type: 'MachineServiceChanged', data: { machineId: 3, hostname: 'c.test', service: 'retired', reason: 'old', actor: 'admin', at: AT } }],
+      machine(4, 'd.test', 'p'),
+      ['machine-d.test', { type: 'MachineProvisioned', data: { machineId: 4, sessionId: null, ipaddr: '192.168.122.7', run, at: AT } }],
     );
     expect(
       configDrift(world, [
@@ -146,6 +148,8 @@ describe('a configuration edited for machines the ledger already knows', () => {
         m({ hostname: 'B.test.', pool: 'q', ipaddr: '10.0.0.2' }),
         m({ hostname: 'c.test', pool: 'q' }),
         m({ hostname: 'new.test', pool: 'p' }),
+        // Configured without an address, given one by its provisioning (a VM on DHCP): not an edit.
+        m({ hostname: 'd.test', pool: 'p' }),
       ]),
     ).toEqual(['a.test (hardware)', 'B.test. (pool, ipaddr)']);
     expect(configDrift(world, [m({ hostname: 'a.test', ipaddr: '10.0.0.1', pool: 'p', hardware: { cpus: 16 } }), m({ hostname: 'b.test', pool: 'p' })])).toEqual([]);
