@@ -57,6 +57,7 @@ export function isJsonBody(req: IncomingMessage): boolean {
   // An empty header stays unparsed (FastAPI would parse it): its malformed JSON would be our 400, not FastAPI's 422.
   // Nor is a typeless body from a browser (it sends Origin on every POST): a cross-site page may send one without a
   // CORS preflight (a Blob, sendBeacon), and the browser adds the Basic credentials it keeps for the ops page.
+  // refuseCrossSiteWrites answers those 403 first; this stays a second line should that check ever let one through.
   if (header === undefined) return req.headers.origin === undefined;
   const type = header.split(';')[0].trim().toLowerCase();
   return type === 'application/json' || /^application\/[^/\s]+\+json$/.test(type);

@@ -3,7 +3,7 @@ import { type IncomingMessage, type ServerResponse, createServer } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { MAX_BODY_DEPTH, checkJsonDepth, dropNullMembers, isId, logSettings, redactUrl, refuseCrossSiteWrites, requestLogging } from '../../src/http/input.js';
+import { MAX_BODY_DEPTH, checkJsonDepth, dropNullMembers, isId, isJsonBody, logSettings, redactUrl, refuseCrossSiteWrites, requestLogging } from '../../src/http/input.js';
 
 const depth = (text: string) => () => checkJsonDepth(undefined, undefined, Buffer.from(text));
 
@@ -123,5 +123,15 @@ describe('cross-site writes', () => {
     // The default port of another scheme is another port.
     expect(status('POST', { host: 'duffy.example.org:80', origin: 'https://duffy.example.org' })).toBe(403);
     expect(status('POST', { host: 'duffy.example.org', origin: 'http://duffy.example.org:8080' })).toBe(403);
+  });
+});
+
+describe('which bodies are JSON', () => {
+  const json = (headers: Record<string, string>) => isJsonBody({ headers } as unknown as IncomingMessage);
+
+  it('JSON types and a typeless body from a client that is not a browser; not a typeless body that carries an Origin, nor other types', () => {
+    expect([json({ 'content-type': 'application/json; charset=utf-8' }), json({ 'content-type': 'Application/Vnd.Duffy+JSON' }), json({})]).toEqual([true, true, true]);
+    // The compat e2e test of a typeless cross-site body is answered 403 by refuseCrossSiteWrites before this is asked.
+    expect([json({ origin: 'http://duffy:8080' }), json({ 'content-type': '' }), json({ 'content-type': 'text/plain' })]).toEqual([false, false, false]);
   });
 });
