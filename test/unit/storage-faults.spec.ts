@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -145,5 +145,11 @@ describe('a damaged embedded ledger file', () => {
     expect(() => assertLedgerReadable(file)).not.toThrow();
     const store = new SqliteEventStore(join(dir, 'good.sqlite'));
     return store.close().then(() => expect(() => assertLedgerReadable(join(dir, 'good.sqlite'))).not.toThrow());
+  });
+
+  it('a directory where the ledger file should be is named as such, not "disk I/O error"', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'duffy-dir-ledger-')), 'ledger.sqlite');
+    mkdirSync(file);
+    expect(() => assertLedgerReadable(file)).toThrow(new LedgerDamagedError(`the ledger ${file} is a directory, not a file; move it aside`));
   });
 });

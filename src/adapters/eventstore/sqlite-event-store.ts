@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import {
@@ -292,6 +292,8 @@ export class LedgerDamagedError extends Error {}
  * start-up with one line saying so (and what to do), not a stack trace from deep inside the start.
  */
 export function assertLedgerReadable(file: string): void {
+  // SQLite's words for a directory are "disk I/O error", with a stack.
+  if (statSync(file, { throwIfNoEntry: false })?.isDirectory()) throw new LedgerDamagedError(`the ledger ${file} is a directory, not a file; move it aside`);
   let db: Database.Database | undefined;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
