@@ -2,6 +2,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
+import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
 import type { Defaults } from '../domain/decide.js';
 import type { DuffyEvent, NodeSpec } from '../domain/events.js';
 import { activeAdmins, emptyWorld, evolve } from '../domain/world.js';
@@ -17,7 +18,7 @@ export async function openLedger(location: string): Promise<EventStore> {
   // Read-only: a missing file is not created, and SQLite's own words would not say which file.
   if (!existsSync(location)) throw new NotFoundError(`no ledger at ${location} (give --ledger, or set DUFFY_EVENTSTORE or DUFFY_DATA_DIR)`);
   // SQLite's words for a directory are "disk I/O error".
-  if (statSync(location).isDirectory()) throw new NotFoundError(`${location} is a directory; the ledger is the file ${join(location, 'ledger.sqlite')}`);
+  if (statSync(location).isDirectory()) throw new NotFoundError(`${location} is a directory; the ledger is the file ${join(location, LEDGER_FILE)}`);
   return new (await import('../adapters/eventstore/sqlite-event-store.js')).SqliteEventStore(location, false, true);
 }
 

@@ -19,6 +19,7 @@ import {
 import { verifyChains, verifyGlobalChain } from '../audit/chain.js';
 import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } from '../audit/checkpoint.js';
 import { DEMO_CONFIG, dataDirOf, loadConfig } from '../config/config.js';
+import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
 import { formatTable } from '../domain/simulator.js';
 import { printable } from './printable.js';
@@ -31,7 +32,7 @@ const time = (v: string) => {
 
 /** The ledger to read: --ledger, else DUFFY_EVENTSTORE, else the embedded file in DUFFY_DATA_DIR (./data). */
 const ledgerOf = (opts: { ledger?: string }) =>
-  opts.ledger ?? (process.env.DUFFY_EVENTSTORE || join(dataDirOf(), 'ledger.sqlite'));
+  opts.ledger ?? (process.env.DUFFY_EVENTSTORE || join(dataDirOf(), LEDGER_FILE));
 
 const COLUMNS: Array<[keyof Row, string]> = [
   ['time', 'time'],

@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createEventStore } from '../adapters/eventstore/event-store.factory.js';
+import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
 import { digestKey, digestsOf, isUuid } from '../application/catalog.js';
 import { Ledger } from '../application/ledger.service.js';
 import { decideUpdateTenant, refusal } from '../domain/decide.js';
@@ -34,8 +35,8 @@ export function recoveryCommands(duffy: Command, out: (line: string) => void): v
       const key = o.newKey ?? randomUUID();
       const dataDir = o.dataDir !== undefined ? resolve(o.dataDir) : dataDirOf();
       // A mistyped directory would otherwise get a new empty ledger and a misleading "no admin tenant".
-      if (!url && !existsSync(join(dataDir, 'ledger.sqlite')))
-        throw new NotFoundError(`no ledger at ${join(dataDir, 'ledger.sqlite')} (give the data directory of the stopped Duffy with --data-dir or DUFFY_DATA_DIR)`);
+      if (!url && !existsSync(join(dataDir, LEDGER_FILE)))
+        throw new NotFoundError(`no ledger at ${join(dataDir, LEDGER_FILE)} (give the data directory of the stopped Duffy with --data-dir or DUFFY_DATA_DIR)`);
       const store = createEventStore(url, dataDir);
       const ledger = new Ledger(store, NO_BUS);
       try {

@@ -17,7 +17,7 @@ import {
   type ValidationError,
 } from 'class-validator';
 import { readFileSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { hardwareProblem } from '../domain/hardware.js';
@@ -194,10 +194,9 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   // A tenant name as the API takes it: an admin named "ad:min" could never log in (Basic auth splits at the colon).
   if (env.DUFFY_ADMIN_NAME && !NAME.test(env.DUFFY_ADMIN_NAME)) throw new ConfigError(`DUFFY_ADMIN_NAME: must be 1-128 letters, digits, dot, dash or underscore, got ${JSON.stringify(env.DUFFY_ADMIN_NAME)}`);
   const configFile = env.DUFFY_CONFIG ? resolve(env.DUFFY_CONFIG) : DEMO_CONFIG;
-  const dataDir = dataDirOf(env);
   return {
     port,
-    dataDir: isAbsolute(dataDir) ? dataDir : resolve(dataDir),
+    dataDir: dataDirOf(env),
     configFile,
     eventStoreUrl: storeUrl(env, 'DUFFY_EVENTSTORE', EVENTSTORE_URL, 'kurrentdb://... (esdb://... still works)'),
     readModelsUrl: storeUrl(env, 'DUFFY_READMODELS', READMODELS_URL, 'mongodb://...'),
