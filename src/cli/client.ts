@@ -29,14 +29,15 @@ export function clientConfig(flags: Partial<ClientConfig> & { config?: string[] 
     Object.assign(merged, c, { client: { ...merged.client, ...c.client, auth: { ...merged.client?.auth, ...c.client?.auth } } });
   }
   const v3 = merged.client;
-  const url = flags.url ?? env.DUFFY_URL ?? text(merged.url, 'url') ?? text(v3?.url, 'client.url') ?? 'http://localhost:8080';
+  // An empty DUFFY_URL, DUFFY_TENANT or DUFFY_KEY is unset, as the server's variables are: the configuration's value holds.
+  const url = flags.url ?? (env.DUFFY_URL || undefined) ?? text(merged.url, 'url') ?? text(v3?.url, 'client.url') ?? 'http://localhost:8080';
   // Else `localhost:8080` is reported as an unreachable Duffy, 'Protocol "localhost:" not supported'.
   if (!/^https?:\/\/[^/]/i.test(url)) throw new UsageError(`the Duffy URL must start with http:// or https://, got ${JSON.stringify(url)}`);
   return {
     // Duffy v3's url ends in /api/v1 (its client asks for /sessions): the API prefix is added per call here.
     url: url.replace(/\/+$/, '').replace(/\/api\/v1$/, ''),
-    tenant: flags.tenant ?? env.DUFFY_TENANT ?? text(merged.tenant, 'tenant') ?? text(v3?.auth?.name, 'client.auth.name'),
-    key: flags.key ?? env.DUFFY_KEY ?? text(merged.key, 'key') ?? text(v3?.auth?.key, 'client.auth.key'),
+    tenant: flags.tenant ?? (env.DUFFY_TENANT || undefined) ?? text(merged.tenant, 'tenant') ?? text(v3?.auth?.name, 'client.auth.name'),
+    key: flags.key ?? (env.DUFFY_KEY || undefined) ?? text(merged.key, 'key') ?? text(v3?.auth?.key, 'client.auth.key'),
   };
 }
 

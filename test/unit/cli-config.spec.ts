@@ -54,6 +54,12 @@ describe('clientConfig', () => {
     expect(file('client:\n  url: http://n/api/v1\n  auth: {name: 1234, key: k}\n')()).toEqual({ url: 'http://n', tenant: '1234', key: 'k' });
   });
 
+  it('an empty DUFFY_URL, DUFFY_TENANT or DUFFY_KEY is unset: the configuration file holds', () => {
+    const d = dir();
+    writeFileSync(join(d, 'c.yaml'), 'client:\n  url: https://duffy.example/api/v1\n  auth: {name: ci, key: k1}\n');
+    expect(clientConfig({ config: [join(d, 'c.yaml')] }, { ...none, DUFFY_URL: '', DUFFY_TENANT: '', DUFFY_KEY: '' })).toEqual({ url: 'https://duffy.example', tenant: 'ci', key: 'k1' });
+  });
+
   it('nothing configured: the local default, no credentials', () => {
     expect(clientConfig({ config: [dir()] }, none)).toEqual({ url: 'http://localhost:8080', tenant: undefined, key: undefined });
   });
