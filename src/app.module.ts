@@ -1,4 +1,4 @@
-import { type DynamicModule, type MiddlewareConsumer, Module, type NestModule } from '@nestjs/common';
+import { type DynamicModule, Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { CqrsModule } from '@nestjs/cqrs';
 import { TerminusModule } from '@nestjs/terminus';
@@ -43,14 +43,20 @@ import { QueueSaga, ServeWaitingRequestsHandler, WaitingQueue } from './applicat
 import { AnsibleRunner, PLAYBOOK_RUNNER } from './adapters/ansible-runner.js';
 import { LookForProvisioningWorkHandler, Provisioner, ProvisioningSaga } from './application/provisioner.service.js';
 
+/**
+ * The request line, its id and its count, as the first Express middleware (createApp): a write refused as cross-site
+ * or a body the parser refuses is logged and counted too. As a module middleware they ran after both, which then
+ * left no trace.
+ */
+export function observeRequests(app: { get<T>(type: new (...args: never[]) => T): T }): Array<(req: IncomingMessage, res: ServerResponse, next: () => void) => void> {
+  // Made on first use: nestjs-pino sets its root logger while the modules are being configured.
+  let log: ReturnType<typeof requestLogging> | undefined;
+  const metrics = new HttpMetricsMiddleware(app.get(Metrics));
+  return [(req, res, next) => (log ??= requestLogging(PinoLogger.root))(req, res, next), (req, res, next) => metrics.use(req as never, res as never, next)];
+}
+
 @Module({})
-export class AppModule implements NestModule {
-  configure(consumer: MiddlewareConsumer): void {
-    // Made on first use: nestjs-pino sets its root logger while the modules are being configured.
-    let log: ReturnType<typeof requestLogging> | undefined;
-    const logRequest = (req: IncomingMessage, res: ServerResponse, next: () => void) => (log ??= requestLogging(PinoLogger.root))(req, res, next);
-    consumer.apply(logRequest, HttpMetricsMiddleware).forRoutes('*path');
-  }
+export class AppModule {
 
   /** `store` lets tests hand in an adapter; otherwise the settings pick one. */
   static forRoot(settings: Settings, store?: EventStore): DynamicModule {

@@ -39,6 +39,16 @@ describe('operating Duffy: health, metrics, request ids', () => {
     expect(made.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
   });
 
+  it('a write refused as cross-site, or a body the parser refuses, carries its X-Request-Id and is counted', async () => {
+    const csrf = await fetch(`${duffy.url}/api/v1/stats/rebuild`, { method: 'POST', headers: { origin: 'http://evil.example', 'x-request-id': 'csrf-1' } });
+    expect([csrf.status, csrf.headers.get('x-request-id')]).toEqual([403, 'csrf-1']);
+    const bad = await fetch(`${duffy.url}/api/v1/tenants`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': 'bad-1' }, body: '{bad' });
+    expect([bad.status, bad.headers.get('x-request-id')]).toEqual([400, 'bad-1']);
+    const text = await (await fetch(`${duffy.url}/metrics`)).text();
+    expect(text).toMatch(/^duffy_http_requests_total\{method="POST",route="unmatched",status="403"\} 1$/m);
+    expect(text).toMatch(/^duffy_http_requests_total\{method="POST",route="unmatched",status="400"\} 1$/m);
+  });
+
   it('/health is up with ledger, read models and ansible, and down when the ledger is unreachable', async () => {
     const up = await fetch(`${duffy.url}/health`);
     const body = (await up.json()) as { info: Record<string, unknown> };
