@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createEventStore } from '../adapters/eventstore/event-store.factory.js';
+import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
 import { digestKey, digestsOf, isUuid } from '../application/catalog.js';
 import { Ledger } from '../application/ledger.service.js';
@@ -37,6 +38,8 @@ export function recoveryCommands(duffy: Command, out: (line: string) => void): v
       // A mistyped directory would otherwise get a new empty ledger and a misleading "no admin tenant".
       if (!url && !existsSync(join(dataDir, LEDGER_FILE)))
         throw new NotFoundError(`no ledger at ${join(dataDir, LEDGER_FILE)} (give the data directory of the stopped Duffy with --data-dir or DUFFY_DATA_DIR)`);
+      // As the server's start does: a damaged ledger is named in one line, before the store opens it for writing.
+      if (!url) assertLedgerReadable(join(dataDir, LEDGER_FILE));
       const store = createEventStore(url, dataDir);
       const ledger = new Ledger(store, NO_BUS);
       try {

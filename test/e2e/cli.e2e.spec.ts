@@ -228,6 +228,15 @@ describe('duffy admin-key: an operator who lost every admin key', () => {
     }
   };
 
+  it('names a damaged ledger in one line and changes nothing', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-admin-key-bad-'));
+    writeFileSync(join(dataDir, 'ledger.sqlite'), 'not a database at all, but long enough to look like a page header.'.repeat(100));
+    const r = await cli('admin-key', 'admin', '--data-dir', dataDir);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^duffy: the ledger .*ledger\.sqlite is damaged \(SQLITE_NOTADB: file is not a database\); restore it from a backup/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
   it('names the missing ledger of a mistyped data directory and creates nothing there; a directory given as --ledger is named as such', async () => {
     const parent = mkdtempSync(join(tmpdir(), 'duffy-admin-key-typo-'));
     const typo = join(parent, 'dat');
