@@ -85,4 +85,11 @@ describe('clientConfig', () => {
     writeFileSync(join(d, 'duffy', 'list.yaml'), '- url: http://a:1\n');
     expect(clientConfig({}, { XDG_CONFIG_HOME: d, HOME: '/nonexistent' }).url).toBe('http://localhost:8080');
   });
+
+  it("a `client:` or `client.auth:` that is not a mapping is named, not spread character by character", () => {
+    const d = dir();
+    writeFileSync(join(d, 'a.yaml'), 'client: http://duffy/api/v1\n');
+    writeFileSync(join(d, 'b.yaml'), 'client:\n  url: http://duffy/api/v1\n  auth: [ci, key]\n');
+    for (const f of ['a.yaml', 'b.yaml']) expect(() => clientConfig({ config: [join(d, f)] }, none)).toThrow(/client and client\.auth must be mappings/);
+  });
 });
