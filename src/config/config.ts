@@ -170,13 +170,19 @@ export function positiveIntEnv(name: string, fallback: number, env: NodeJS.Proce
   return Number(raw);
 }
 
-/** The production stores' URL schemes (the factories in src/adapters choose the adapter by them). */
-export const EVENTSTORE_URL = /^(esdb|kurrentdb|kurrent|kdb)(\+discover)?:\/\//;
-export const READMODELS_URL = /^mongodb(\+srv)?:\/\//;
+/** The production stores' URL schemes, by the variable that gives them. */
+const STORE_URLS = {
+  DUFFY_EVENTSTORE: { scheme: /^(esdb|kurrentdb|kurrent|kdb)(\+discover)?:\/\//, expected: 'kurrentdb://... (esdb://... still works)' },
+  DUFFY_READMODELS: { scheme: /^mongodb(\+srv)?:\/\//, expected: 'mongodb://...' },
+};
 
-/** A production store's URL, undefined when unset (the embedded store); an unknown scheme stops start-up, named. */
-function storeUrl(env: NodeJS.ProcessEnv, name: string, scheme: RegExp, expected: string): string | undefined {
-  const url = env[name] || undefined;
+/**
+ * A production store's URL, undefined when unset or empty (the embedded store); an unknown scheme is refused, named.
+ * The one check: start-up (loadSettings) and the store factories (used by the CLI too) both call it.
+ */
+export function storeUrl(name: keyof typeof STORE_URLS, value: string | undefined): string | undefined {
+  const url = value || undefined;
+  const { scheme, expected } = STORE_URLS[name];
   if (url !== undefined && !scheme.test(url)) throw new ConfigError(`${name}: unsupported URL ${JSON.stringify(url)} (expected ${expected}, or unset for the embedded store)`);
   return url;
 }
@@ -198,8 +204,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     port,
     dataDir: dataDirOf(env),
     configFile,
-    eventStoreUrl: storeUrl(env, 'DUFFY_EVENTSTORE', EVENTSTORE_URL, 'kurrentdb://... (esdb://... still works)'),
-    readModelsUrl: storeUrl(env, 'DUFFY_READMODELS', READMODELS_URL, 'mongodb://...'),
+    eventStoreUrl: storeUrl('DUFFY_EVENTSTORE', env.DUFFY_EVENTSTORE),
+    readModelsUrl: storeUrl('DUFFY_READMODELS', env.DUFFY_READMODELS),
     adminName: env.DUFFY_ADMIN_NAME || 'admin',
     adminKey: env.DUFFY_ADMIN_KEY || undefined,
     config: loadConfig(configFile),

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { type EventStore, WrongExpectedRevisionError } from '../../application/ports/event-store.port.js';
-import { EVENTSTORE_URL } from '../../config/config.js';
+import { storeUrl } from '../../config/config.js';
 import { LEDGER_FILE, lockDataDir } from './data-dir-lock.js';
 import { KurrentDbEventStore } from './kurrentdb-event-store.js';
 import { SqliteEventStore } from './sqlite-event-store.js';
@@ -17,8 +17,7 @@ export function createEventStore(url: string | undefined, dataDir: string): Even
       throw err;
     }
   }
-  if (EVENTSTORE_URL.test(url)) return watchWrites(new KurrentDbEventStore(url));
-  throw new Error(`DUFFY_EVENTSTORE: unsupported URL '${url}' (expected kurrentdb://... (esdb://... still works) or unset for the embedded ledger)`);
+  return watchWrites(new KurrentDbEventStore(storeUrl('DUFFY_EVENTSTORE', url)!));
 }
 
 /** The last write the store could not make (a full disk...), until a write succeeds again. */

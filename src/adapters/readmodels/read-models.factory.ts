@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { READMODELS_URL } from '../../config/config.js';
+import { storeUrl } from '../../config/config.js';
 import { MongoReadModels } from './mongo-read-models.js';
 import { type ReadModelStore } from '../../application/ports/read-model.port.js';
 import { SqliteReadModels } from './sqlite-read-models.js';
@@ -9,8 +9,7 @@ import { SqliteReadModels } from './sqlite-read-models.js';
 /** `DUFFY_READMODELS=mongodb://...` selects MongoDB; unset means the embedded SQLite file in the data dir. */
 export function createReadModels(url: string | undefined, dataDir: string): ReadModelStore {
   if (!url) return openEmbedded(join(dataDir, 'readmodels.sqlite'));
-  if (READMODELS_URL.test(url)) return new MongoReadModels(url);
-  throw new Error(`DUFFY_READMODELS: unsupported URL '${url}' (expected mongodb://... or unset for the embedded read models)`);
+  return new MongoReadModels(storeUrl('DUFFY_READMODELS', url)!);
 }
 
 /** SQLite's codes for a file that is not a sound database (damaged, or not SQLite at all). */
