@@ -13,6 +13,7 @@ import {
   type Subscription,
   WrongExpectedRevisionError,
 } from '../../application/ports/event-store.port.js';
+import { damagedDatabase } from './storage-fault.js';
 
 /** A row as the read statements return it (raw): position, stream, revision, id, type, data, metadata. */
 export type Row = [position: number, stream: string, revision: number, id: string, type: string, data: string, metadata: string];
@@ -299,8 +300,8 @@ export function assertLedgerReadable(file: string): void {
     db = new Database(file, { readonly: true, fileMustExist: true });
     db.prepare('SELECT position FROM events ORDER BY position DESC LIMIT 1').get();
   } catch (err) {
-    const code = String((err as { code?: unknown }).code ?? '');
-    if (/^SQLITE_(NOTADB|CORRUPT)/.test(code)) {
+    const code = damagedDatabase(err);
+    if (code !== undefined) {
       throw new LedgerDamagedError(`the ledger ${file} is damaged (${code}: ${(err as Error).message}); restore it from a backup (README: what to back up), or move it aside to start on an empty ledger`);
     }
     // An SQLite file without the table yet (a start that stopped at once) is an empty ledger: the store creates it.

@@ -23,3 +23,9 @@ export function storageFault(error: unknown): StorageFault | undefined {
   }
   return undefined;
 }
+
+/** SQLite's code when a file is not a sound database (damaged, or not SQLite at all); undefined for any other error. */
+export function damagedDatabase(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && /^SQLITE_(CORRUPT|NOTADB)/.test(code) ? code : undefined;
+}

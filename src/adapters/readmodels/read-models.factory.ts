@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { storeUrl } from '../../config/config.js';
+import { damagedDatabase } from '../eventstore/storage-fault.js';
 import { MongoReadModels } from './mongo-read-models.js';
 import { type ReadModelStore } from '../../application/ports/read-model.port.js';
 import { SqliteReadModels } from './sqlite-read-models.js';
@@ -12,9 +13,6 @@ export function createReadModels(url: string | undefined, dataDir: string): Read
   return new MongoReadModels(storeUrl('DUFFY_READMODELS', url)!);
 }
 
-/** SQLite's codes for a file that is not a sound database (damaged, or not SQLite at all). */
-const UNSOUND = new Set(['SQLITE_CORRUPT', 'SQLITE_NOTADB']);
-
 /**
  * The embedded read models are a cache of the ledger: a damaged file is set aside (kept for a look) and a fresh one
  * rebuilt from the ledger, rather than keeping Duffy from starting.
@@ -23,8 +21,8 @@ function openEmbedded(file: string): SqliteReadModels {
   try {
     return new SqliteReadModels(file);
   } catch (err) {
-    const code = (err as { code?: unknown }).code;
-    if (typeof code !== 'string' || !UNSOUND.has(code)) throw err;
+    const code = damagedDatabase(err);
+    if (code === undefined) throw err;
     const aside = `${file}.damaged-${new Date().toISOString().replace(/[:.]/g, '-')}`;
     for (const suffix of ['', '-wal', '-shm']) if (existsSync(file + suffix)) renameSync(file + suffix, aside + suffix);
     new Logger('ReadModels').warn(`${file} is not a sound SQLite database (${code}): set aside as ${aside}; the read models are rebuilt from the ledger`);
