@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
+import { isEventStoreUrl } from '../config/config.js';
 import type { Defaults } from '../domain/decide.js';
 import type { DuffyEvent, NodeSpec } from '../domain/events.js';
 import { activeAdmins, emptyWorld, evolve } from '../domain/world.js';
@@ -10,7 +11,6 @@ import { lessStressed } from '../domain/policy.js';
 import { type Violation, checkInvariants, holdEnds, holdStarts } from './invariants.js';
 
 /** Opens a ledger read-only for auditing: an embedded file, or an EventStoreDB URL. */
-export const isEventStoreUrl = (location: string) => /^(esdb|kurrentdb|kurrent|kdb)(\+discover)?:\/\//.test(location);
 
 /** Adapters load on demand: the replay and its helpers stay pure, and the CLI loads only the driver it needs. */
 export async function openLedger(location: string): Promise<EventStore> {

@@ -176,6 +176,9 @@ const STORE_URLS = {
   DUFFY_READMODELS: { scheme: /^mongodb(\+srv)?:\/\//, expected: 'mongodb://...' },
 };
 
+/** Whether a location names a KurrentDB ledger (the auditor's `--ledger` takes a URL or a file). */
+export const isEventStoreUrl = (location: string) => STORE_URLS.DUFFY_EVENTSTORE.scheme.test(location);
+
 /**
  * A production store's URL, undefined when unset or empty (the embedded store); an unknown scheme is refused, named.
  * The one check: start-up (loadSettings) and the store factories (used by the CLI too) both call it.
