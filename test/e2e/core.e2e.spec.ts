@@ -72,17 +72,21 @@ describe('a waiting request whose caller hangs up', () => {
   beforeAll(async () => (duffy = await startDuffy()));
   afterAll(async () => duffy.close());
 
+  /** One machine of `pool`, waiting up to 600 s, from a caller that hangs up when `signal` aborts. */
+  const askToWait = (waiter: Client, pool: string, signal: AbortSignal) =>
+    fetch(`${duffy.url}/api/v1/sessions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: (waiter as unknown as { auth: string }).auth },
+      body: JSON.stringify({ nodes_specs: [{ pool, quantity: 1 }], wait: 600 }),
+      signal,
+    }).catch(() => undefined);
+
   it('leaves the queue instead of being served to nobody later', async () => {
     const holder = await newTenant(duffy, 'gone-holder');
     const waiter = await newTenant(duffy, 'gone-waiter');
     expect((await holder.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] })).status).toBe(201);
     const hangUp = new AbortController();
-    const pending = fetch(`${duffy.url}/api/v1/sessions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: (waiter as unknown as { auth: string }).auth },
-      body: JSON.stringify({ nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }], wait: 600 }),
-      signal: hangUp.signal,
-    }).catch(() => undefined);
+    const pending = askToWait(waiter, 'vm-arm-aarch64', hangUp.signal);
     const queued = async () => (await duffy.admin.get('/api/v1/queue')).body.queue as Array<{ session_id?: number; id?: number }>;
     for (let i = 0; i < 100 && (await queued()).length === 0; i++) await sleep(50);
     expect(await queued()).toHaveLength(1);
@@ -100,12 +104,7 @@ describe('a waiting request whose caller hangs up', () => {
     const waiter = await newTenant(duffy, 'race-waiter');
     const held = (await holder.post('/api/v1/sessions', { nodes_specs: [{ pool: 'metal-arm-aarch64', quantity: 3 }] })).body.session;
     const hangUp = new AbortController();
-    const pending = fetch(`${duffy.url}/api/v1/sessions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: (waiter as unknown as { auth: string }).auth },
-      body: JSON.stringify({ nodes_specs: [{ pool: 'metal-arm-aarch64', quantity: 1 }], wait: 600 }),
-      signal: hangUp.signal,
-    }).catch(() => undefined);
+    const pending = askToWait(waiter, 'metal-arm-aarch64', hangUp.signal);
     const ledger = duffy.app.get(Ledger);
     const waiting = () => [...ledger.world.sessions.values()].find((s) => s.status === 'waiting' && s.tenantId === ledger.world.tenantIdsByName.get('race-waiter'));
     await ledger.until(() => waiting() !== undefined, 10_000);
