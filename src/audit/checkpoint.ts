@@ -126,9 +126,9 @@ export function checkExtends(cp: Checkpoint, events: readonly RecordedEvent[]): 
   // slack for commands in flight when the checkpoint was taken).
   const taken = Date.parse(cp.time);
   for (let i = cp.size; i < events.length; i++) {
-    const claimed = Date.parse(String(events[i].metadata.at ?? ''));
+    const claimed = Date.parse(String(events[i].metadata?.at ?? ''));
     if (claimed < taken - BACKDATE_SLACK_MS) {
-      return { ok: false, message: `event at position ${events[i].position} (${events[i].type}) was appended after the checkpoint of ${cp.time} but claims ${events[i].metadata.at}`, ...at(i) };
+      return { ok: false, message: `event at position ${events[i].position} (${events[i].type}) was appended after the checkpoint of ${cp.time} but claims ${events[i].metadata?.at}`, ...at(i) };
     }
   }
   const newRoot = rootOf(leaves);
