@@ -23,6 +23,7 @@ import { DEMO_CONFIG, dataDirOf, isEventStoreUrl, loadConfig } from '../config/c
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
 import { formatTable } from '../domain/simulator.js';
+import { UsageError } from './client.js';
 import { printable } from './printable.js';
 
 const time = (v: string) => {
@@ -47,15 +48,16 @@ const COLUMNS: Array<[keyof Row, string]> = [
   ['detail', 'detail'],
 ];
 
+/** A checkpoint file; a usage error (printed, exit 2) when it is none: it is read in the action, where commander prints nothing. */
 export function readCheckpoint(file: string): Checkpoint {
   let cp: Checkpoint;
   try {
     cp = JSON.parse(readFileSync(file, 'utf8'));
   } catch (err) {
-    throw new InvalidArgumentError(`cannot read checkpoint ${file}: ${(err as Error).message}`);
+    throw new UsageError(`cannot read checkpoint ${file}: ${(err as Error).message}`);
   }
   if (!Number.isInteger(cp?.size) || cp.size < 0 || typeof cp.rootHash !== 'string' || !/^[0-9a-f]{64}$/.test(cp.rootHash)) {
-    throw new InvalidArgumentError(`${file} is not a checkpoint (size, lastPosition, rootHash, time)`);
+    throw new UsageError(`${file} is not a checkpoint (size, lastPosition, rootHash, time)`);
   }
   return cp;
 }
