@@ -123,12 +123,14 @@ export function checkExtends(cp: Checkpoint, events: readonly RecordedEvent[]): 
     return { ok: false, message: `leaf ${d} (position ${events[d].position}, ${events[d].stream}@${events[d].revision}) differs from the checkpoint: the covered prefix was changed`, ...at(d) };
   }
   // An event appended after the checkpoint that claims an earlier time is a forged back-dated fact (a minute of
-  // slack for commands in flight when the checkpoint was taken).
+  // slack for commands in flight when the checkpoint was taken). Both times it carries: `who-had` and the replay
+  // read the data's.
   const taken = Date.parse(cp.time);
   for (let i = cp.size; i < events.length; i++) {
-    const claimed = Date.parse(String(events[i].metadata?.at ?? ''));
-    if (claimed < taken - BACKDATE_SLACK_MS) {
-      return { ok: false, message: `event at position ${events[i].position} (${events[i].type}) was appended after the checkpoint of ${cp.time} but claims ${events[i].metadata?.at}`, ...at(i) };
+    for (const claimed of [events[i].metadata?.at, (events[i].data as { at?: unknown } | null)?.at]) {
+      if (Date.parse(String(claimed ?? '')) < taken - BACKDATE_SLACK_MS) {
+        return { ok: false, message: `event at position ${events[i].position} (${events[i].type}) was appended after the checkpoint of ${cp.time} but claims ${claimed}`, ...at(i) };
+      }
     }
   }
   const newRoot = rootOf(leaves);

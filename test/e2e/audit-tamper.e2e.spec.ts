@@ -97,6 +97,23 @@ const pick = (rows: Row[], test: (r: Row) => boolean, what: string): Row => {
   return r;
 };
 const lastOfStream = (rows: Row[], stream: string) => rows.filter((r) => r.stream === stream).at(-1)!;
+/** A forged SessionExtended appended at the end with valid hashes, claiming a time an hour before its session began ('both' times, or the data's only). */
+const forgedExtension = (ledger: string, backdated: 'both' | 'data'): string =>
+  tampered(ledger, (rows) => {
+    const started = pick(rows, (r) => r.type === 'SessionStarted', 'session start');
+    const last = lastOfStream(rows, started.stream);
+    const at = new Date(Date.parse(String(started.data.at)) - 3600_000).toISOString();
+    const forged: Row = {
+      ...last,
+      id: 'forged',
+      position: rows.at(-1)!.position + 1,
+      revision: last.revision + 1,
+      type: 'SessionExtended',
+      data: { sessionId: started.data.sessionId, expiresAt: '2099-01-01T00:00:00.000Z', at },
+      metadata: { ...last.metadata, at: backdated === 'both' ? at : new Date().toISOString() },
+    };
+    return [...rows, forged];
+  }, 'all');
 const APPEND_ONLY_TRIGGERS_NEUTERED = Object.values(APPEND_ONLY_TRIGGERS)
   .map((sql) => `${sql.replace(/BEGIN .* END$/, 'BEGIN SELECT 1; END')};`)
   .join('\n');
@@ -255,25 +272,9 @@ describe('an auditor against a tamperer with the ledger file', () => {
         return renumber(out);
       }, 'all'),
     },
-    {
-      name: 'a forged, back-dated SessionExtended appended at the end with valid hashes',
-      plain: false,
-      make: (l) => tampered(l, (rows) => {
-        const started = pick(rows, (r) => r.type === 'SessionStarted', 'session start');
-        const last = lastOfStream(rows, started.stream);
-        const backdated = new Date(Date.parse(String(started.data.at)) - 3600_000).toISOString();
-        const forged: Row = {
-          ...last,
-          id: 'forged',
-          position: rows.at(-1)!.position + 1,
-          revision: last.revision + 1,
-          type: 'SessionExtended',
-          data: { sessionId: started.data.sessionId, expiresAt: '2099-01-01T00:00:00.000Z', at: backdated },
-          metadata: { ...last.metadata, at: backdated },
-        };
-        return [...rows, forged];
-      }, 'all'),
-    },
+    { name: 'a forged, back-dated SessionExtended appended at the end with valid hashes', plain: false, make: (l) => forgedExtension(l, 'both') },
+    // who-had and the replay read the data's time: the metadata's alone says nothing of what the event claims.
+    { name: "a forged SessionExtended appended at the end, its data back-dated, its metadata's time left plausible", plain: false, make: (l) => forgedExtension(l, 'data') },
     { name: 'the newest event of the ledger deleted (truncation)', plain: true, newest: true, make: (l) => tampered(l, (rows) => rows.slice(0, -1)) },
     // Without the column there is no global chain to check, and nothing to hold the writer's head against.
     { name: 'the global chain column dropped and the newest event deleted', plain: true, make: (l) => sqlTampered(l, 'DELETE FROM events WHERE position = (SELECT MAX(position) FROM events); ALTER TABLE events DROP COLUMN chain') },
