@@ -5,7 +5,7 @@ import type { EventStore, RecordedEvent } from '../application/ports/event-store
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
 import { damagedDatabase } from '../adapters/eventstore/storage-fault.js';
 import { isEventStoreUrl } from '../config/config.js';
-import { verifyGlobalChain } from './chain.js';
+import { isRecord, verifyGlobalChain } from './chain.js';
 import type { Defaults } from '../domain/decide.js';
 import type { DuffyEvent, NodeSpec } from '../domain/events.js';
 import { activeAdmins, emptyWorld, evolve } from '../domain/world.js';
@@ -313,8 +313,11 @@ export interface FileProblem {
   problem: string;
 }
 
-/** The writer's record of the ledger's head (`<ledger>.head`): null where there is none, a problem where it cannot be read. */
-function recordedHead(location: string): { position: bigint; chain: string } | null | FileProblem {
+/**
+ * The writer's record of the ledger's head (`<ledger>.head`): null where there is none, a problem where it cannot be
+ * read. It may lag a commit, never lead one: read it before the events, and a file read after holds its position.
+ */
+export function recordedHead(location: string): { position: bigint; chain: string } | null | FileProblem {
   const file = `${location}.head`;
   if (!existsSync(file)) return null;
   try {
@@ -328,12 +331,14 @@ function recordedHead(location: string): { position: bigint; chain: string } | n
 
 /**
  * What the embedded ledger file shows beyond its events: the schema the store made (the append-only triggers, the
- * global chain column), the global chain over `hashOf` (the event hash read at each position), and the writer's head
- * record beside the file. `unchecked` names what could not be checked, so an OK never claims it.
+ * global chain column), the global chain over the hashes of `events`, and the writer's `head` record (read before
+ * them). A writer may append while this reads: the chain is checked as far as `events` go, and rows past them wait
+ * for the next run. `unchecked` names what could not be checked, so an OK never claims it.
  */
 export async function checkLedgerFile(
   location: string,
-  hashOf: (position: bigint) => string | undefined,
+  head: ReturnType<typeof recordedHead>,
+  events: readonly RecordedEvent[],
 ): Promise<{ problems: FileProblem[]; verified: string[]; unchecked: string[] }> {
   const { APPEND_ONLY_TRIGGERS } = await import('../adapters/eventstore/sqlite-event-store.js');
   const problems: FileProblem[] = [];
@@ -362,11 +367,12 @@ export async function checkLedgerFile(
     db.close();
   }
   if (links) {
-    const g = verifyGlobalChain(links, hashOf);
+    const hashes = new Map(events.map((e) => [e.position, isRecord(e.metadata) && typeof e.metadata.hash === 'string' ? e.metadata.hash : '']));
+    const upTo = events.at(-1)?.position ?? 0n;
+    const g = verifyGlobalChain(links.filter((l) => l.position <= upTo), (p) => hashes.get(p));
     if (g.broken) problems.push({ position: String(g.broken.position), where: 'global chain', problem: g.broken.problem });
     else verified.push(`${g.checked} links of the global chain`);
   }
-  const head = recordedHead(location);
   if (head === null) unchecked.push(`deletion of the newest events (no writer's head record ${location}.head; give --checkpoint)`);
   else if ('problem' in head) problems.push(head);
   else {

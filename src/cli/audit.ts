@@ -7,6 +7,7 @@ import {
   collect,
   type FileProblem,
   checkLedgerFile,
+  recordedHead,
   history,
   inWindow,
   jsonLine,
@@ -17,7 +18,7 @@ import {
   whoHad,
   withoutTails,
 } from '../audit/audit.js';
-import { isRecord, verifyChains } from '../audit/chain.js';
+import { verifyChains } from '../audit/chain.js';
 import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } from '../audit/checkpoint.js';
 import { DEMO_CONFIG, dataDirOf, isEventStoreUrl, loadConfig } from '../config/config.js';
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
@@ -126,6 +127,8 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
       const notes: string[] = [];
       const unchecked: string[] = [];
       const embedded = !isEventStoreUrl(location);
+      // Before the events: the writer's head never leads what it committed.
+      const head = embedded ? recordedHead(location) : null;
       let events: RecordedEvent[] | undefined;
       try {
         events = await withLedger((all) => all);
@@ -140,10 +143,8 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
         notes.push(`${checked} events in their stream chains`);
       }
       if (embedded) {
-        const hashes = new Map((events ?? []).map((e) => [e.position, isRecord(e.metadata) && typeof e.metadata.hash === 'string' ? e.metadata.hash : '']));
-        const file = await checkLedgerFile(location, (p) => hashes.get(p));
-        // Unreadable rows leave no hashes to link: the global chain would only repeat them.
-        problems.push(...(events ? file.problems : file.problems.filter((p) => p.where !== 'global chain')));
+        const file = await checkLedgerFile(location, head, events ?? []);
+        problems.push(...file.problems);
         notes.push(...file.verified);
         if (!cp) unchecked.push(...file.unchecked);
       } else if (!cp) {

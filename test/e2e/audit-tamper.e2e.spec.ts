@@ -3,11 +3,12 @@ import Database from 'better-sqlite3';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { checkLedgerFile, recordedHead } from '../../src/audit/audit.js';
 import { GENESIS, eventHash, globalLink } from '../../src/audit/chain.js';
 import { KEY_FILE } from '../../src/audit/checkpoint.service.js';
 import { APPEND_ONLY_TRIGGERS } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { run } from '../../src/cli/main.js';
-import { type Running, newTenant, startDuffy } from '../support/server.js';
+import { type Running, ledgerFile, newTenant, startDuffy } from '../support/server.js';
 
 /** A row of the embedded ledger, parsed. */
 interface Row {
@@ -300,6 +301,15 @@ describe('an auditor against a tamperer with the ledger file', () => {
     if (!t.factsKept) expect(withCheckpoint.lines.join('\n')).toMatch(/checkpoint .*(leaf \d+ \(position \d+|ledger shorter than checkpoint|was appended after the checkpoint)/);
     // The server's checkpoint may not cover the newest event; the writer's head record beside the file does.
     expect((await cli('audit', '--ledger', copy, 'verify', '--checkpoint', signedFile)).exitCode).toBe(1);
+  });
+
+  it('beside a writer: rows committed after it read the events wait for the next run, they are not missing hashes', async () => {
+    // The writer appended `dave` between the auditor's reads: head record first, then the events, then the file's rows.
+    const head = recordedHead(ledger);
+    const events = await ledgerFile(ledger);
+    expect((await ledgerFile(grownLedger)).length).toBeGreaterThan(events.length);
+    const r = await checkLedgerFile(grownLedger, head, events);
+    expect(r).toEqual({ problems: [], verified: [`${events.length} links of the global chain`, `the writer's head at position ${events.length}`], unchecked: [] });
   });
 
   it('names a row that is no longer JSON, with its position, instead of failing on the parser', async () => {
