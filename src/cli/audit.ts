@@ -63,6 +63,8 @@ export function readCheckpoint(file: string): Checkpoint {
   return cp;
 }
 
+class UnreadableLedgerError extends Error {}
+
 /** `duffy audit ...`: read-only answers for auditors; tables for people, JSON lines with --json. */
 export function auditCommands(duffy: Command, out: (line: string) => void): void {
   const json = () => duffy.opts().json === true;
@@ -70,9 +72,16 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
   const table = (headers: string[], rows: string[][], left: number[] = []) => out(formatTable(headers, rows.map((r) => r.map(printable)), left));
   const audit = duffy.command('audit').description('read-only checks of a ledger, for auditors').option('--ledger <file|esdb-url>', 'ledger to read');
   const withLedger = async <T>(fn: (events: RecordedEvent[]) => T): Promise<T> => {
-    const store = await openLedger(ledgerOf(audit.opts()));
+    const location = ledgerOf(audit.opts());
+    const store = await openLedger(location);
     try {
       return fn(await collect(store));
+    } catch (err) {
+      // A row that is not JSON, or an event without the fields its type has: a rewritten row, which verify names.
+      if (err instanceof SyntaxError || err instanceof TypeError) {
+        throw new UnreadableLedgerError(`${location} holds a row that is not an event as Duffy writes it (${err.message}): \`duffy audit verify\` names it`);
+      }
+      throw err;
     } finally {
       await store.close();
     }
@@ -134,7 +143,7 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
         events = await withLedger((all) => all);
       } catch (err) {
         // A row that is not JSON: name the rows, as any other tampering, instead of the parser's first complaint.
-        if (!embedded || !(err instanceof SyntaxError)) throw err;
+        if (!embedded || !(err instanceof UnreadableLedgerError)) throw err;
         problems.push(...unreadableRows(location));
       }
       if (events) {

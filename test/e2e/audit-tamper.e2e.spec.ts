@@ -29,6 +29,18 @@ async function cli(...args: string[]): Promise<{ lines: string[]; exitCode: numb
   return { lines, exitCode };
 }
 
+/** What the CLI wrote to stderr while `fn` ran (its one-line errors). */
+async function stderrOf(fn: () => Promise<void>): Promise<string[]> {
+  const errors: string[] = [];
+  const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((text) => (errors.push(String(text)), true));
+  try {
+    await fn();
+  } finally {
+    stderr.mockRestore();
+  }
+  return errors;
+}
+
 const work = mkdtempSync(join(tmpdir(), 'duffy-tamper-'));
 let copies = 0;
 
@@ -312,12 +324,22 @@ describe('an auditor against a tamperer with the ledger file', () => {
     expect(r).toEqual({ problems: [], verified: [`${events.length} links of the global chain`, `the writer's head at position ${events.length}`], unchecked: [] });
   });
 
-  it('names a row that is no longer JSON, with its position, instead of failing on the parser', async () => {
+  it('names a row that is no longer JSON, with its position, instead of failing on the parser; replay sends the reader to verify', async () => {
     const copy = sqlTampered(ledger, "UPDATE events SET data = 'tenantId: 99' WHERE position = 7");
     const r = await cli('audit', '--ledger', copy, 'verify');
     expect(r.exitCode).toBe(1);
     expect(r.lines.join('\n')).toMatch(/^7 +\S+@\d+ +data is not JSON .*: the row was rewritten$/m);
     expect(r.lines.at(-1)).toBe('TAMPERED: 1 problem(s)');
+    // The other commands read events and trust them: they send the reader to verify, as they do for an event of the wrong shape.
+    const nulled = sqlTampered(ledger, "UPDATE events SET data = 'null' WHERE position = (SELECT MIN(position) FROM events WHERE type = 'MachineReserved')");
+    const errors = await stderrOf(async () => {
+      expect((await cli('audit', '--ledger', copy, 'replay')).exitCode).toBe(1);
+      expect((await cli('audit', '--ledger', nulled, 'replay')).exitCode).toBe(1);
+    });
+    expect(errors).toEqual([
+      expect.stringMatching(new RegExp(`^duffy: ${copy} holds a row that is not an event as Duffy writes it \\(.*JSON.*\\): \`duffy audit verify\` names it\n$`)),
+      expect.stringMatching(new RegExp(`^duffy: ${nulled} holds a row that is not an event as Duffy writes it \\(Cannot read properties of null .*\\): \`duffy audit verify\` names it\n$`)),
+    ]);
   });
 
   it("says when it could not check for deleted newest events (no writer's head record), and reports a head record it cannot read", async () => {
@@ -343,15 +365,11 @@ describe('an auditor against a tamperer with the ledger file', () => {
     writeFileSync(junk, 'not a database '.repeat(100));
     const negative = join(work, 'negative-checkpoint.json');
     writeFileSync(negative, JSON.stringify({ size: -1, lastPosition: '0', rootHash: '0'.repeat(64), time: new Date().toISOString() }));
-    const errors: string[] = [];
-    const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((text) => (errors.push(String(text)), true));
-    try {
+    const errors = await stderrOf(async () => {
       expect((await cli('audit', '--ledger', empty, 'verify')).exitCode).toBe(1);
       expect((await cli('audit', '--ledger', junk, 'verify')).exitCode).toBe(1);
       expect((await cli('audit', '--ledger', ledger, 'verify', '--checkpoint', negative)).exitCode).toBe(2);
-    } finally {
-      stderr.mockRestore();
-    }
+    });
     expect(errors).toEqual([
       `duffy: ${empty} is not a readable Duffy ledger: no such table: events\n`,
       `duffy: ${junk} is not a readable Duffy ledger: file is not a database\n`,
