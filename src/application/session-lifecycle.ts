@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { EventMetadata } from './ports/event-store.port.js';
 import { Catalog } from './catalog.js';
 import type { Actor } from './commands.js';
-import { decideEndSession, decideLeaveQueue, decideRecycle, inactive, refusal, visibleSessionOrRefusal } from '../domain/decide.js';
+import { decideEndSession, decideLeaveQueue, decideRecycle, refusal, visibleSessionOrRefusal } from '../domain/decide.js';
 import { needsNoReleasePlaybook } from '../domain/provisioning.decide.js';
 import { Ledger } from './ledger.service.js';
 import type { ReleaseReason } from '../domain/events.js';
@@ -32,8 +32,6 @@ export class SessionLifecycle {
       (world, inFlight) => {
         const s = actor ? visibleSessionOrRefusal(world, sessionId, actor.tenant) : (world.sessions.get(sessionId) ?? refusal('not_found', `session ${sessionId} not found`));
         if ('refused' in s) return s;
-        // A caller's done on a session that has already ended is refused, as Duffy v3 refuses it.
-        if (reason === 'done' && s.status !== 'active') return inactive(sessionId);
         return decideEndSession(world, s, { reason, now: now(), detail, recyclesInstantly: (pool) => this.recyclesInstantly(pool) }, inFlight);
       },
       metaFor(actor),

@@ -58,7 +58,7 @@ export class SessionsController {
   @ApiOperation({ summary: 'done ({active: false}) or extend ({expires_at})' })
   @Put(':id')
   async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() body: SessionUpdateDto) {
-    if (!this.ledger.world.sessions.has(id)) return this.updatePast(actor, id);
+    if (!this.ledger.world.sessions.has(id)) return this.updatePast(actor, id, body);
     // Check visibility first, so another tenant's session gives 404 whatever the body says.
     const current = visibleSession(this.ledger.world, id, actor.tenant);
     // Nothing to change (`{}`, `"active": true`): the session as it is, as Duffy v3 answers; an ended one is refused.
@@ -77,10 +77,12 @@ export class SessionsController {
 
   /**
    * A session the World no longer holds ended long ago (it keeps every live one): the read side still knows it, and
-   * it is refused as a recently ended one is (another tenant's, or one never made: 404).
+   * it answers as a recently ended one does: done again is a no-op, an extension is refused.
    */
-  private async updatePast(actor: Actor, id: number): Promise<never> {
-    visibleSession(await this.views.load({ sessions: id }), id, actor.tenant);
-    return raise(inactive(id));
+  private async updatePast(actor: Actor, id: number, body: SessionUpdateDto) {
+    const w = await this.views.load({ sessions: id });
+    const past = visibleSession(w, id, actor.tenant);
+    if (body.active !== false || body.expires_at !== undefined) raise(inactive(id));
+    return { action: 'put', session: sessionView(past, w, this.catalog, this.ledger.world) };
   }
 }

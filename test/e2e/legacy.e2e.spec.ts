@@ -58,8 +58,6 @@ describe('legacy cico API', () => {
     const done = await get(`/Node/done?key=${key}&ssid=${got.body.ssid}`);
     expect(done).toMatchObject({ status: 200, body: 'Done' });
     expect((await get(`/Inventory?key=${key}`)).body).toEqual([]);
-    // Done again: Duffy v3's legacy call passes on its API's 422 (`session N is retired`) as this line.
-    expect(await get(`/Node/done?key=${key}&ssid=${got.body.ssid}`)).toMatchObject({ status: 200, body: 'Failed to return nodes on completion' });
   });
 
   it('a HEAD of a call that changes things changes nothing (405)', async () => {
