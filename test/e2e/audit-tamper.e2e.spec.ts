@@ -300,6 +300,12 @@ describe('an auditor against a tamperer with the ledger file', () => {
     // No fact changed: what is gone is the guard against the next edit, which the store does not put back over a trigger of the same name.
     { name: 'the append-only triggers replaced by ones that let everything through', plain: true, factsKept: true, make: (l) => sqlTampered(l, APPEND_ONLY_TRIGGERS_NEUTERED, false) },
     { name: 'the append-only triggers dropped and left so', plain: true, factsKept: true, make: (l) => sqlTampered(l, 'SELECT 1', false) },
+    {
+      name: 'a trigger added that silently drops every later CheckpointPublished',
+      plain: true,
+      factsKept: true,
+      make: (l) => sqlTampered(l, "CREATE TRIGGER events_quiet BEFORE INSERT ON events WHEN NEW.type = 'CheckpointPublished' BEGIN SELECT RAISE(IGNORE); END"),
+    },
   ];
 
   it.each(tamperings.map((t) => [t.name, t] as const))('%s', async (_name, t) => {
