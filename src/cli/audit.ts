@@ -22,7 +22,7 @@ import { verifyChains } from '../audit/chain.js';
 import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } from '../audit/checkpoint.js';
 import { DEMO_CONFIG, dataDirOf, isEventStoreUrl, loadConfig } from '../config/config.js';
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
-import type { RecordedEvent } from '../application/ports/event-store.port.js';
+import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
 import { formatTable } from '../domain/simulator.js';
 import { UsageError } from './client.js';
 import { printable } from './printable.js';
@@ -71,13 +71,13 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
   // Cells are ledger text a tenant may have written: control characters are shown escaped, never sent to the terminal.
   const table = (headers: string[], rows: string[][], left: number[] = []) => out(formatTable(headers, rows.map((r) => r.map(printable)), left));
   const audit = duffy.command('audit').description('read-only checks of a ledger, for auditors').option('--ledger <file|esdb-url>', 'ledger to read');
-  const withLedger = async <T>(fn: (events: RecordedEvent[]) => T): Promise<T> => {
+  /** `fn` over the open ledger; a row that is not JSON, or an event without the fields its type has, is a rewritten row, which verify names. */
+  const withStore = async <T>(fn: (store: EventStore) => Promise<T>): Promise<T> => {
     const location = ledgerOf(audit.opts());
     const store = await openLedger(location);
     try {
-      return fn(await collect(store));
+      return await fn(store);
     } catch (err) {
-      // A row that is not JSON, or an event without the fields its type has: a rewritten row, which verify names.
       if (err instanceof SyntaxError || err instanceof TypeError) {
         throw new UnreadableLedgerError(`${location} holds a row that is not an event as Duffy writes it (${err.message}): \`duffy audit verify\` names it`);
       }
@@ -86,6 +86,7 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
       await store.close();
     }
   };
+  const withLedger = <T>(fn: (events: RecordedEvent[]) => T): Promise<T> => withStore(async (store) => fn(await collect(store)));
   const showEvents = (all: RecordedEvent[], shown: RecordedEvent[], verbose: boolean) => {
     if (json()) {
       for (const e of shown) out(jsonLine(verbose ? e : withoutTails(e)));
@@ -219,11 +220,8 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
     .option('--from <time>', 'from (inclusive)', time)
     .option('--to <time>', 'to (exclusive)', time)
     .action(async (o: { from?: Date; to?: Date }) => {
-      const store = await openLedger(ledgerOf(audit.opts()));
-      try {
+      await withStore(async (store) => {
         for await (const e of allEvents(store)) if (inWindow(e, o.from, o.to)) out(jsonLine(e));
-      } finally {
-        await store.close();
-      }
+      });
     });
 }

@@ -332,7 +332,7 @@ describe('an auditor against a tamperer with the ledger file', () => {
     expect(r).toEqual({ problems: [], verified: [`${events.length} links of the global chain`, `the writer's head at position ${events.length}`], unchecked: [] });
   });
 
-  it('names a row that is no longer JSON, with its position, instead of failing on the parser; replay sends the reader to verify', async () => {
+  it('names a row that is no longer JSON, with its position, instead of failing on the parser; replay and export send the reader to verify', async () => {
     const copy = sqlTampered(ledger, "UPDATE events SET data = 'tenantId: 99' WHERE position = 7");
     const r = await cli('audit', '--ledger', copy, 'verify');
     expect(r.exitCode).toBe(1);
@@ -343,10 +343,13 @@ describe('an auditor against a tamperer with the ledger file', () => {
     const errors = await stderrOf(async () => {
       expect((await cli('audit', '--ledger', copy, 'replay')).exitCode).toBe(1);
       expect((await cli('audit', '--ledger', nulled, 'replay')).exitCode).toBe(1);
+      expect((await cli('audit', '--ledger', copy, 'export')).exitCode).toBe(1);
     });
+    const notJson = expect.stringMatching(new RegExp(`^duffy: ${copy} holds a row that is not an event as Duffy writes it \\(.*JSON.*\\): \`duffy audit verify\` names it\n$`));
     expect(errors).toEqual([
-      expect.stringMatching(new RegExp(`^duffy: ${copy} holds a row that is not an event as Duffy writes it \\(.*JSON.*\\): \`duffy audit verify\` names it\n$`)),
+      notJson,
       expect.stringMatching(new RegExp(`^duffy: ${nulled} holds a row that is not an event as Duffy writes it \\(Cannot read properties of null .*\\): \`duffy audit verify\` names it\n$`)),
+      notJson,
     ]);
   });
 
