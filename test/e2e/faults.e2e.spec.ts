@@ -4,6 +4,7 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeScaleInventory } from '../../bench/inventory.js';
 import { DEMO_CONFIG } from '../../src/config/config.js';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { AnsibleRunner, type DuffyIn } from '../../src/adapters/ansible-runner.js';
@@ -265,9 +266,10 @@ describe('fault: a second server on the same data directory', () => {
     }
   });
 
-  function server(dataDir: string, port: number, logLevel = 'warn'): { child: ChildProcess; output: () => string; exit: Promise<number | null> } {
+  function server(dataDir: string, port: number, logLevel = 'warn', configFile?: string): { child: ChildProcess; output: () => string; exit: Promise<number | null> } {
+    const config = configFile ? { DUFFY_CONFIG: configFile } : {};
     const child = spawn(process.execPath, [MAIN], {
-      env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: logLevel, NODE_OPTIONS: '' },
+      env: { ...process.env, ...config, DUFFY_DATA_DIR: dataDir, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: logLevel, NODE_OPTIONS: '' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     children.push(child);
@@ -329,6 +331,18 @@ describe('fault: a second server on the same data directory', () => {
     await duffy.exit;
     expect(duffy.output()).toMatch(/"msg":"SIGTERM: stopping/);
   });
+
+  it('says so too when told to stop during a long start-up (a 20,000-machine inventory being registered)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-stop-'));
+    const inventory = writeScaleInventory(join(dir, 'scale.yaml'), 20_000, (i) => `n${i + 1}.stop.test`);
+    const duffy = server(join(dir, 'data'), 20000 + Math.floor(Math.random() * 20000), 'info', inventory);
+    // Its first log lines come while the inventory is registered, seconds before it listens.
+    for (let i = 0; i < 600 && duffy.output() === ''; i++) await sleep(50);
+    duffy.child.kill('SIGTERM');
+    await duffy.exit;
+    expect(duffy.output()).not.toMatch(/"msg":"listening on/);
+    expect(duffy.output()).toMatch(/"msg":"SIGTERM: stopping/);
+  }, 60_000);
 });
 
 describe('fault: Duffy stopped or killed while a playbook runs', () => {
