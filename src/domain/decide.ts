@@ -5,11 +5,12 @@ import { parseDuration } from './duration.js';
 import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, machinesAsked, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, hostKey, machineIdOfHost } from './world.js';
 
-/**
- * Deciders: (World, command, now) -> the writes that record the decision, or a DomainError.
+/*
+ * Deciders: (World, command, now) -> the writes that record the decision, or a Refusal value.
  * Pure: no I/O, no clock (time comes in the command), no Nest. Each write carries the expected revision
  * of the stream it guards, so a stale decision fails at append time and is taken again on fresh state.
  */
+
 /** `no_stream`: the stream must not exist; `any`: no check; a number: the stream's last revision must be exactly that. */
 export type ExpectedRevision = 'any' | 'no_stream' | number;
 

@@ -52,8 +52,8 @@ export function publicData(data: unknown): unknown {
 }
 
 /**
- * A node as a session shows it: shown to the session's tenant, so never with credentials; no `comment` (Duffy v3's
- * SessionNode view has none; it is the admins' note).
+ * A node as a session shows it: shown to the session's tenant, so never with credentials, nor with the admins' note:
+ * `comment` stays, null, as the field of Duffy v3's SessionNode model.
  */
 export function sessionNodeView(m: Machine, admin = false) {
   return { id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, comment: null as string | null, pool: m.pool, reusable: m.reusable, data: admin ? m.data : publicData(m.data), state: m.state };
