@@ -7,6 +7,7 @@ import { stringify } from 'yaml';
 import { CancelWaitingCommand } from '../../src/application/commands.js';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const V1 = '/api/v1';
 
@@ -21,8 +22,6 @@ function twoMachines(): string {
   );
   return file;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('waiting for capacity in a fair-share queue', () => {
   let duffy: Running;

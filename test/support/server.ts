@@ -102,3 +102,12 @@ export async function ledgerFile(file: string): Promise<RecordedEvent[]> {
     await store.close();
   }
 }
+
+/** Resolves once the server's World satisfies `ready` (the playbook suites wait up to 2 minutes by default). */
+export const until = (duffy: Running, ready: () => boolean, ms = 120_000) => duffy.app.get(Ledger).until(ready, ms);
+
+/** A machine of the server's World, by its host name. */
+export function machine(duffy: Running, hostname: string) {
+  const w = duffy.app.get(Ledger).world;
+  return w.machines.get(w.machineIdsByHostname.get(hostname)!)!;
+}
