@@ -14,10 +14,10 @@ import { machinesToHold } from '../domain/policy.js';
 /** The window of machine time that decides who goes first. */
 const FAIR_SHARE_WINDOW_MS = 3600_000;
 
-/** Waiting sessions in the order they will be tried: urgent ones first, then less recent machine time first (weighted fair share). */
+/** Waiting sessions in the order they will be tried: urgent ones first, then less recent machine time first (fair share). */
 export function queueOrder(world: World, nowMs: number): Session[] {
   const waiting = [...world.openSessions].map((id) => world.sessions.get(id)!).filter((s) => s.status === 'waiting');
-  const order = fairOrder(waiting.map(asWaitingRequest), (tenantId) => recentUsage(world, tenantId, nowMs), undefined, nowMs);
+  const order = fairOrder(waiting.map(asWaitingRequest), (tenantId) => recentUsage(world, tenantId, nowMs), nowMs);
   return order.map((r) => world.sessions.get(r.sessionId)!);
 }
 
