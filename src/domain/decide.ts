@@ -453,7 +453,7 @@ const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[
  * alone is its midnight, and a time without an offset is UTC. Date.parse would read that last one in the server's
  * own time zone (ECMA-262 21.4.3.2), so the same request would move a lease by hours depending on the host's TZ.
  */
-export function parseIsoTime(value: string): number | undefined {
+function parseIsoTime(value: string): number | undefined {
   const m = ISO_TIME.exec(value.trim());
   if (!m) return undefined;
   const [y, mo, d, h = 0, mi = 0, s = 0] = m.slice(1, 7).map((x) => Number(x ?? 0));
@@ -468,7 +468,7 @@ export function parseIsoTime(value: string): number | undefined {
 }
 
 /** The state a released machine returns to: retired if not reusable, powered off (unused) after shutdown, else ready. */
-export function recycledState(machine: Machine, policy: RecyclePolicy): MachineState {
+function recycledState(machine: Machine, policy: RecyclePolicy): MachineState {
   return !machine.reusable ? 'done' : policy === 'shutdown' ? 'unused' : 'ready';
 }
 

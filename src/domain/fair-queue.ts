@@ -24,7 +24,7 @@ export const HOLD_FOR_AT_MOST_MACHINES = 2;
 export const waitedShare = (since: number, until: number, share: number, now: number): boolean => now >= since + share * (until - since);
 
 /** Whether a request has waited long enough to go before all that have not (`now` in ms). */
-export function isUrgent(r: WaitingRequest, now: number): boolean {
+function isUrgent(r: WaitingRequest, now: number): boolean {
   return r.until !== undefined && waitedShare(r.enqueuedAt, r.until, URGENT_AFTER_SHARE_OF_WAIT, now);
 }
 
