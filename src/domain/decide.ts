@@ -1,6 +1,5 @@
 import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, describeSpec, eligiblePools, familyCrowding, planAllocation } from './policy.js';
 import { type DomainErrorKind, refuse } from './errors.js';
-import { waitedShare } from './fair-queue.js';
 import { parseDuration } from './duration.js';
 import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, machinesAsked, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, hostKey, machineIdOfHost } from './world.js';
@@ -322,10 +321,16 @@ export function decideReserve(p: Pick, sessionId: number, tenantId: number, cont
   };
 }
 
+/** When a waiting request may be served from another family (soft affinity): once it has waited its share, in ms. */
+export function overflowAt(queue: { since: string; until: string }): number {
+  const since = Date.parse(queue.since);
+  return since + OVERFLOW_AFTER_SHARE_OF_WAIT * (Date.parse(queue.until) - since);
+}
+
 /** Soft affinity: another family may serve a request that cannot wait at once, a waiting one once it has waited its share. */
 export function mayOverflow(cmd: { waiting?: Session; waitSeconds?: number }, nowMs: number): boolean {
   const q = cmd.waiting?.queue;
-  return q ? waitedShare(Date.parse(q.since), Date.parse(q.until), OVERFLOW_AFTER_SHARE_OF_WAIT, nowMs) : !cmd.waitSeconds;
+  return q ? nowMs >= overflowAt(q) : !cmd.waitSeconds;
 }
 
 /**
