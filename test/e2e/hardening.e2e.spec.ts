@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ledger } from '../../src/application/ledger.service.js';
-import { ADMIN_KEY, type Client, type Running, basic, instantDemoConfig, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
+import { ADMIN_KEY, Client, type Running, basic, instantDemoConfig, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
 
 /** Issue 10 (input and secrets) and issue 14's strict bodies, item by item, through HTTP. */
 const V1 = '/api/v1';
@@ -15,17 +15,8 @@ jest.setTimeout(60_000);
 
 
 /** A raw request: exact bytes, any headers. */
-async function raw(duffy: Running, method: string, path: string, body: string | undefined, headers: Record<string, string> = {}) {
-  const res = await fetch(duffy.url + path, { method, headers: { 'content-type': 'application/json', ...headers }, body });
-  const text = await res.text();
-  let parsed: unknown = text;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    /* keep the text */
-  }
-  return { status: res.status, body: parsed as any, headers: res.headers };
-}
+const raw = (duffy: Running, method: string, path: string, body: string | undefined, headers: Record<string, string> = {}) =>
+  new Client(duffy.url).call(method, path, undefined, body, headers);
 
 describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', () => {
   let duffy: Running;

@@ -32,9 +32,9 @@ export class Client {
     private readonly auth?: string,
   ) {}
 
-  async call(method: string, path: string, body?: unknown, raw?: string): Promise<Reply> {
-    const headers: Record<string, string> = { 'content-type': 'application/json' };
-    if (this.auth) headers.authorization = this.auth;
+  /** `raw`: the body's exact bytes instead of `body` as JSON; `extra`: headers beside (or instead of) the defaults. */
+  async call(method: string, path: string, body?: unknown, raw?: string, extra: Record<string, string> = {}): Promise<Reply> {
+    const headers: Record<string, string> = { 'content-type': 'application/json', ...(this.auth ? { authorization: this.auth } : {}), ...extra };
     const res = await fetch(this.url + path, { method, headers, body: raw ?? (body === undefined ? undefined : JSON.stringify(body)) });
     const text = await res.text();
     let parsed: unknown = text;
