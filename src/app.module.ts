@@ -18,6 +18,7 @@ import { ArtifactsController } from './http/artifacts.controller.js';
 import { ReadViews } from './http/read-views.js';
 import { StatsController } from './http/stats.controller.js';
 import { QueueController } from './http/queue.controller.js';
+import { Stopping } from './http/stopping.js';
 import { READ_MODELS } from './application/ports/read-model.port.js';
 import { createReadModels } from './adapters/readmodels/read-models.factory.js';
 import { ReadSide } from './application/read-side.service.js';
@@ -79,6 +80,7 @@ export class AppModule {
         { provide: SETTINGS, useValue: settings },
         { provide: EVENT_STORE, useFactory: () => store ?? createEventStore(settings.eventStoreUrl, settings.dataDir) },
         { provide: READ_MODELS, useFactory: () => createReadModels(settings.readModelsUrl, settings.dataDir) },
+        Stopping,
         ReadSide,
         ReadViews,
         Metrics,

@@ -1,0 +1,29 @@
+import { Injectable, type OnModuleDestroy } from '@nestjs/common';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+/**
+ * Set at the first step of a stop (Nest's destroy hooks run before its callers are let go and before the HTTP server
+ * closes). The server's close only drops connections idle at that instant: a client that sends its next call as soon
+ * as an answer comes keeps its connection busy, and was served as if nothing stopped, a request that joined the queue
+ * then holding the stop for its whole wait.
+ */
+@Injectable()
+export class Stopping implements OnModuleDestroy {
+  now = false;
+
+  onModuleDestroy(): void {
+    this.now = true;
+  }
+}
+
+/** Express middleware: once the stop began, every request is answered 503 and its connection closed. */
+export function refuseWhileStopping(stopping: Stopping) {
+  return (_req: IncomingMessage, res: ServerResponse, next: () => void): void => {
+    if (!stopping.now) return next();
+    res.statusCode = 503;
+    res.setHeader('Retry-After', '60');
+    res.setHeader('Connection', 'close');
+    res.setHeader('Content-Type', 'application/json; charset=utf-8');
+    res.end(JSON.stringify({ detail: 'Duffy is stopping; ask again' }));
+  };
+}
