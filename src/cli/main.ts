@@ -104,8 +104,13 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .command('extend <session> [by]')
     .description('keep the machines longer: +2h, +30m or an ISO time (clamped to your maximum)')
     .action(async (id: string, by = '+1h') => {
-      // `2h` alone is neither a time nor a relative one (the server would refuse it): say what was meant.
-      if (!/^\s*[+-]/.test(by) && parseDuration(by) !== undefined) throw new UsageError(`extend: give the time to add with a sign, as in +${by.trim()}, or an ISO time`);
+      // `2h` alone is neither a time nor a relative one (the server would refuse it): say what was meant, in a form
+      // the server takes (bare seconds, `30`, need their unit once signed: `+30s`).
+      const seconds = /^\s*[+-]/.test(by) ? undefined : parseDuration(by);
+      if (seconds !== undefined) {
+        const meant = parseDuration(`+${by.trim()}`, { signed: true }) === undefined ? `+${seconds}s` : `+${by.trim()}`;
+        throw new UsageError(`extend: give the time to add with a sign, as in ${meant}, or an ISO time`);
+      }
       show((await client().call<{ session: Session }>('PUT', `/sessions/${encodeURIComponent(id)}`, { expires_at: by })).session);
     });
 

@@ -79,6 +79,8 @@ describe('duffy CLI against a running server', () => {
     const unsigned = await cli('extend', '99999', '2h');
     expect(unsigned.code).toBe(2);
     expect(unsigned.stderr).toBe('duffy: extend: give the time to add with a sign, as in +2h, or an ISO time\n');
+    // Bare seconds: the hint is a form the server takes (`+30` is refused there).
+    expect((await cli('extend', '99999', '30')).stderr).toBe('duffy: extend: give the time to add with a sign, as in +30s, or an ISO time\n');
     const bad = await cli('--key', 'wrong', 'list');
     expect(bad.code).toBe(3);
     expect(bad.stderr).toMatch(/^duffy: Invalid tenant name or API key/);
