@@ -84,6 +84,8 @@ export class Ledger implements OnApplicationShutdown {
   private readonly heads = new StreamHeads();
   private headsBound = HEADS_SLACK;
   private readonly pending = new Set<PendingBatch>();
+  /** The latest time a signed checkpoint in the ledger claims (ms): nothing appended after it may claim an earlier one. */
+  private signedAt = -Infinity;
   private readonly log = new Logger('Ledger');
   /** Appends this process asked the store for: a test asserts one per request and one per release. */
   appends = 0;
@@ -101,6 +103,7 @@ export class Ledger implements OnApplicationShutdown {
       for (const e of page) {
         evolve(this.world, e as RecordedEvent & DuffyEvent);
         this.noteHead(e);
+        this.noteSigned(e);
       }
     }
     this.subscription = this.store.subscribeAll(
@@ -116,6 +119,21 @@ export class Ledger implements OnApplicationShutdown {
   private noteHead(e: RecordedEvent): void {
     this.heads.set(e.stream, e.revision, e.metadata.hash as string | undefined);
     if (this.heads.size > this.headsBound) this.forgetEndedHeads();
+  }
+
+  private noteSigned(e: RecordedEvent): void {
+    if (e.type === 'CheckpointPublished') this.signedAt = Math.max(this.signedAt, Date.parse(String((e.data as { time?: unknown }).time)) || -Infinity);
+  }
+
+  /**
+   * A host clock set back (NTP stepping a clock that ran ahead) must not date Duffy's own facts before a checkpoint
+   * it signed: the audit reads that as a back-dated forgery. Until the clock is past it again, they claim its time.
+   */
+  private notBeforeSigned(writes: Write[]): Write[] {
+    if (!(this.signedAt > Date.now())) return writes;
+    const floor = new Date(this.signedAt).toISOString();
+    const early = (at: unknown) => typeof at === 'string' && Date.parse(at) < this.signedAt;
+    return writes.map((w) => ({ ...w, events: w.events.map((e) => (early((e.data as { at?: unknown }).at) ? { ...e, data: { ...e.data, at: floor } } : e)) as Write['events'] }));
   }
 
   /**
@@ -143,6 +161,7 @@ export class Ledger implements OnApplicationShutdown {
   private apply(e: RecordedEvent): void {
     evolve(this.world, e as RecordedEvent & DuffyEvent);
     this.noteHead(e);
+    this.noteSigned(e);
     let seen = 0;
     while (seen < this.positionWaiters.length && this.positionWaiters[seen].position <= e.position) this.positionWaiters[seen++].resolve();
     if (seen > 0) this.positionWaiters.splice(0, seen);
@@ -234,9 +253,10 @@ export class Ledger implements OnApplicationShutdown {
    * One decision, one atomic append; resolves once it is durable AND the World shows it (invariant 4).
    * A conflict is returned, not thrown: the caller decides again on fresh state.
    */
-  async record(writes: Write[], meta: EventMetadata): Promise<Recorded> {
+  async record(decided: Write[], meta: EventMetadata): Promise<Recorded> {
+    const writes = this.notBeforeSigned(decided);
     // Stamped at the append: the projection lag and the audit tools read an event's time from here.
-    const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta, at: new Date().toISOString() };
+    const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta, at: new Date(Math.max(Date.now(), this.signedAt)).toISOString() };
     const links = appendLinks(metadata);
     const chain = (headsRead: boolean) => {
       const out: StreamWrite[] = [];
