@@ -16,13 +16,17 @@ export class Stopping implements OnModuleDestroy {
   }
 }
 
-/** Express middleware: once the stop began, every request is answered 503 and its connection closed. */
+/**
+ * Express middleware: once the stop began, every request is answered 503 and its connection closed; but cico's
+ * legacy calls, which cico cannot read a `{"detail"}` from (it retries on their own failure answers, which a stop gives).
+ */
 export function refuseWhileStopping(stopping: Stopping) {
-  return (_req: IncomingMessage, res: ServerResponse, next: () => void): void => {
+  return (req: IncomingMessage, res: ServerResponse, next: () => void): void => {
     if (!stopping.now) return next();
+    res.setHeader('Connection', 'close');
+    if (/^\/(Node\/|Inventory\b)/.test(req.url ?? '')) return next();
     res.statusCode = 503;
     res.setHeader('Retry-After', '60');
-    res.setHeader('Connection', 'close');
     res.setHeader('Content-Type', 'application/json; charset=utf-8');
     res.end(JSON.stringify({ detail: 'Duffy is stopping; ask again' }));
   };
