@@ -57,6 +57,13 @@ interface PendingBatch {
   leave: () => void;
 }
 
+/** A decision's place in the lines of the streams it waits to write: `done` once it is answered. */
+class Turn {
+  readonly streams: string[] = [];
+  leave!: () => void;
+  readonly done = new Promise<void>((resolve) => (this.leave = resolve));
+}
+
 /**
  * Events a decision may be written after without having seen them: ids taken, quota and queue space claimed, keys
  * given (the in-flight view counts them) and quota returned (not counted: a decision then sees the tenant holding more, never less).
@@ -84,6 +91,8 @@ export class Ledger implements OnApplicationShutdown {
   private readonly heads = new StreamHeads();
   private headsBound = HEADS_SLACK;
   private readonly pending = new Set<PendingBatch>();
+  /** Per stream, the last decision waiting for its turn to write it (see decide). */
+  private readonly lines = new Map<string, Turn>();
   /** The latest time a signed checkpoint in the ledger claims (ms): nothing appended after it may claim an earlier one. */
   private signedAt = -Infinity;
   private readonly log = new Logger('Ledger');
@@ -339,23 +348,48 @@ export class Ledger implements OnApplicationShutdown {
    * Returns null when the decision had nothing to write.
    */
   async decide(decide: (world: World, inFlight: InFlightView) => Decision, meta: EventMetadata): Promise<Recorded | null> {
-    for (let attempt = 1; ; attempt++) {
-      const decision = decide(this.world, this.inFlight);
-      if (isRefusal(decision)) return raise(decision);
-      if (decision.length === 0) return null;
-      const ahead = this.changedInFlight(decision);
-      if (ahead.length > 0) {
-        // Written on the World's revision, this would surely conflict with our own append in flight: wait for it
-        // and decide again, without spending an attempt (each wait follows an append that was already sent).
-        await Promise.all(ahead.map((b) => b.gone));
-        attempt -= 1;
-        continue;
+    let turn: Turn | undefined;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const decision = decide(this.world, this.inFlight);
+        if (isRefusal(decision)) return raise(decision);
+        if (decision.length === 0) return null;
+        const ahead = this.changedInFlight(decision);
+        if (ahead.length > 0) {
+          // Written on the World's revision, this would surely conflict with our own append in flight: wait for it
+          // and decide again, without spending an attempt (each wait follows an append that was already sent).
+          // In line behind the decisions already waiting on these streams, once: each is woken when the one before it
+          // is done, not all of them by every append (n waiters deciding n times each took 90 s for 4000 extends).
+          const before = turn ? [] : this.queueUp(decision, (turn = new Turn()));
+          await Promise.all([...ahead.map((b) => b.gone), ...before]);
+          attempt -= 1;
+          continue;
+        }
+        const recorded = await this.record(decision, meta);
+        if (recorded.ok) return recorded;
+        if (attempt >= DECIDE_ATTEMPTS) throw new DomainError('conflict', 'the ledger changed under this request too often; try again');
+        await this.catchUp();
       }
-      const recorded = await this.record(decision, meta);
-      if (recorded.ok) return recorded;
-      if (attempt >= DECIDE_ATTEMPTS) throw new DomainError('conflict', 'the ledger changed under this request too often; try again');
-      await this.catchUp();
+    } finally {
+      if (turn) this.leaveLine(turn);
     }
+  }
+
+  /** Takes `turn` at the end of the line of each stream the decision writes; resolves with the turns before it. */
+  private queueUp(decision: Write[], turn: Turn): Array<Promise<void>> {
+    const before: Array<Promise<void>> = [];
+    for (const { stream } of decision) {
+      const last = this.lines.get(stream);
+      if (last && last !== turn) before.push(last.done);
+      this.lines.set(stream, turn);
+      turn.streams.push(stream);
+    }
+    return before;
+  }
+
+  private leaveLine(turn: Turn): void {
+    for (const stream of turn.streams) if (this.lines.get(stream) === turn) this.lines.delete(stream);
+    turn.leave();
   }
 
   private track(writes: Write[], chained: Array<{ stream: string; events: NewEvent[] }>): PendingBatch {
