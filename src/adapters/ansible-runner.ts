@@ -20,6 +20,11 @@ const here = fileURLToPath(new URL('.', import.meta.url));
 /** ansible/ beside src/ (or beside dist/src/). */
 export const ANSIBLE_DIR = resolve(here, here.includes('/dist/') ? '../../../ansible' : '../../ansible');
 
+/** The playbook file a pool runs for an action: its override (relative to ansible/, or absolute) or the generic one. */
+export function playbookFile(action: PlaybookAction, override?: string, ansibleDir = ANSIBLE_DIR): string {
+  return override ? resolve(ansibleDir, override) : join(ansibleDir, 'playbooks', PLAYBOOK[action]);
+}
+
 export interface PlaybookNode {
   id: number;
   hostname: string;
@@ -58,6 +63,8 @@ export interface EnvironmentFault {
   reason: string;
   /** False when ansible-playbook never started: nothing touched the machines. */
   spawned: boolean;
+  /** The playbook file's fault (missing, unparsable), not Ansible's: runs of other playbooks are not held back. */
+  playbook?: true;
 }
 
 export interface RunResult {
@@ -115,14 +122,14 @@ export class AnsibleRunner implements PlaybookRunner {
   }
 
   async run(input: DuffyIn, options: { timeoutMs: number; playbook?: string }): Promise<RunResult> {
-    const playbook = options.playbook ?? join(this.ansibleDir, 'playbooks', PLAYBOOK[input.action]);
+    const playbook = options.playbook ?? playbookFile(input.action, undefined, this.ansibleDir);
     const started = Date.now();
-    const notRun = (reason: string): RunResult => {
+    const notRun = (reason: string, ofPlaybook = false): RunResult => {
       const run: RunRecord = { action: input.action, playbook, exitCode: null, durationMs: Date.now() - started, timedOut: false, tail: reason };
-      return { run, nodes: outcomes(input, '', run), fault: { reason, spawned: false } };
+      return { run, nodes: outcomes(input, '', run), fault: { reason, spawned: false, ...(ofPlaybook ? { playbook: true as const } : {}) } };
     };
     if (this.stopping) return notRun('Duffy is stopping');
-    if (!(await access(playbook, constants.R_OK).then(() => true, () => false))) return notRun(`playbook ${playbook} not found`);
+    if (!(await access(playbook, constants.R_OK).then(() => true, () => false))) return notRun(`playbook ${playbook} not found`, true);
     let dir: string;
     const runs = join(resolve(input.data_dir), RUNS_DIR);
     try {
@@ -204,7 +211,7 @@ export function environmentFault(r: { code?: string; signal?: string; exitCode: 
   if (r.signal) return { reason: `ansible-playbook was killed by ${r.signal}`, spawned: true };
   // 4 with no play report: a parser error (4 with a report is an unreachable host), 5: bad options;
   // 126/127: the shell could not run it (a broken installation).
-  if ((r.exitCode === 4 || r.exitCode === 5) && !r.hasReport) return { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true };
+  if ((r.exitCode === 4 || r.exitCode === 5) && !r.hasReport) return { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true, playbook: true };
   if (r.exitCode === 126 || r.exitCode === 127) return { reason: `ansible-playbook could not run (exit code ${r.exitCode})`, spawned: true };
   return undefined;
 }

@@ -4,12 +4,12 @@ import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEve
 import { type Observable, asapScheduler, auditTime, map } from 'rxjs';
 import { randomUUID } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { join, relative } from 'node:path';
 import { Catalog } from './catalog.js';
 import { LedgerEvent, Ledger } from './ledger.service.js';
 import { SessionLifecycle, metaFor } from './session-lifecycle.js';
 import { Metrics } from '../adapters/metrics.js';
-import { ANSIBLE_DIR, PLAYBOOK_RUNNER, type DuffyIn, type EnvironmentFault, type PlaybookRunner, type RunResult } from '../adapters/ansible-runner.js';
+import { PLAYBOOK_RUNNER, type DuffyIn, type EnvironmentFault, type PlaybookRunner, type RunResult, playbookFile } from '../adapters/ansible-runner.js';
 import { type Job, decideClaim, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork, isHandover } from '../domain/provisioning.decide.js';
 
 /** Playbook runs at once: Ansible is CPU-heavy and a run already batches the hosts of a pool. */
@@ -17,6 +17,15 @@ const MAX_PARALLEL_RUNS = 4;
 /** After an environment fault, background work waits this long before one run tries again; doubled up to the max. */
 const RETRY_FIRST_MS = 5_000;
 const RETRY_MAX_MS = 300_000;
+/** The key of a fault of Duffy's environment as a whole (no Ansible, a full disk); others are keyed by their playbook file. */
+const ANY_PLAYBOOK = '*';
+
+interface Fault {
+  reason: string;
+  since: string;
+  retryAt: number;
+  backoffMs: number;
+}
 
 /**
  * The process manager that turns ledger state into playbook runs and their outcomes back into events.
@@ -35,8 +44,11 @@ export class Provisioner implements OnApplicationShutdown {
   private replacing?: Promise<void>;
   private replaceAgain = false;
   private readonly log = new Logger('Provisioner');
-  /** Set while Duffy's own environment fails runs (no Ansible...): the machines are not to blame. */
-  private fault: { reason: string; since: string; retryAt: number; backoffMs: number } | null = null;
+  /**
+   * Set while Duffy's own environment fails runs (no Ansible...): the machines are not to blame. A broken playbook
+   * file holds back only its own runs: one pool's typo must not stall every other pool's releases behind its probes.
+   */
+  private readonly faults = new Map<string, Fault>();
   /** Why a session's machine last failed its hand-over, so a failed replacement names the cause. */
   private readonly lostBecause = new Map<number, string>();
 
@@ -77,7 +89,25 @@ export class Provisioner implements OnApplicationShutdown {
 
   /** The environment fault that currently holds background work back, if any (for /health and logs). */
   get environmentFault(): { reason: string; since: string } | null {
-    return this.fault && { reason: this.fault.reason, since: this.fault.since };
+    const [key, fault] = this.faults.has(ANY_PLAYBOOK) ? [ANY_PLAYBOOK, this.faults.get(ANY_PLAYBOOK)!] : ([...this.faults][0] ?? []);
+    if (!fault) return null;
+    return { reason: key === ANY_PLAYBOOK || fault.reason.includes(key!) ? fault.reason : `${key}: ${fault.reason}`, since: fault.since };
+  }
+
+  private playbookOf(job: Job): string {
+    return playbookFile(job.action, this.catalog.pool(job.pool)?.playbooks?.[job.action]);
+  }
+
+  /** Whether a fault holds this job back now; while one does, a run now and then goes as its probe. */
+  private heldBack(job: Job, now: number): boolean {
+    // A hand-over (a client waits) still tries.
+    if (isHandover(job)) return false;
+    const fault = this.faults.get(ANY_PLAYBOOK) ?? this.faults.get(this.playbookOf(job));
+    if (!fault) return false;
+    if (now < fault.retryAt) return true;
+    fault.retryAt = now + fault.backoffMs;
+    fault.backoffMs = Math.min(RETRY_MAX_MS, fault.backoffMs * 2);
+    return false;
   }
 
   private async pass(): Promise<void> {
@@ -93,12 +123,7 @@ export class Provisioner implements OnApplicationShutdown {
     if (work.returns.length > 0) await this.ledger.commit(work.returns, metaFor(null, { process: 'provisioning', reason: 'never handed over' }));
     for (const job of work.jobs) {
       if (this.runs >= MAX_PARALLEL_RUNS || this.stopped) return;
-      // While the environment is at fault, hand-overs (a client waits) still try; other work sends one run as a probe now and then.
-      if (this.fault && !isHandover(job)) {
-        if (now < this.fault.retryAt) continue;
-        this.fault.retryAt = now + this.fault.backoffMs;
-        this.fault.backoffMs = Math.min(RETRY_MAX_MS, this.fault.backoffMs * 2);
-      }
+      if (this.heldBack(job, now)) continue;
       job.machineIds.forEach((id) => this.running.add(id));
       this.runs += 1;
       const work = this.execute(job)
@@ -140,14 +165,17 @@ export class Provisioner implements OnApplicationShutdown {
         ? { artifacts_dir: artifactsDir, artifacts_limit: { bytes: pool['artifacts-max-mb'] * 1024 * 1024, files: pool['artifacts-max-files'] } }
         : {}),
     };
-    const override = pool.playbooks?.[job.action];
-    const playbook = override ? (isAbsolute(override) ? override : resolve(ANSIBLE_DIR, override)) : undefined;
+    const playbook = this.playbookOf(job);
     const result = await this.runner.run(input, { timeoutMs, playbook });
     // Stopped under way: nothing the machines did or failed to do; the next process does the claimed work again.
     if (this.stopped) return;
-    if (result.fault) return this.onEnvironmentFault(job, claimed, result as RunResult & { fault: EnvironmentFault });
-    if (this.fault) this.log.log(`${job.action} ran again: the environment fault "${this.fault.reason}" is over`);
-    this.fault = null;
+    if (result.fault) return this.onEnvironmentFault(job, playbook, claimed, result as RunResult & { fault: EnvironmentFault });
+    // A run that works ends a fault of the environment, and its own playbook's.
+    for (const key of [ANY_PLAYBOOK, playbook]) {
+      const over = this.faults.get(key);
+      if (over) this.log.log(`${job.action} ran again: the environment fault "${over.reason}" is over`);
+      this.faults.delete(key);
+    }
     const { run, nodes } = result;
     const failed = [...nodes.values()].filter((n) => !n.ok).length;
     this.metrics.playbook.observe({ action: job.action, outcome: failed === 0 ? 'ok' : 'failed' }, run.durationMs / 1000);
@@ -174,11 +202,13 @@ export class Provisioner implements OnApplicationShutdown {
    * Duffy could not run the playbook (invariant 10): record it without blaming the machines, hold background work
    * back (retried with backoff), and fail a hand-over at once with the real cause rather than let its client wait.
    */
-  private async onEnvironmentFault(job: Job, claimed: Array<{ machine: { id: number; hostname: string }; revision: number }>, result: RunResult & { fault: EnvironmentFault }): Promise<void> {
+  private async onEnvironmentFault(job: Job, playbook: string, claimed: Array<{ machine: { id: number; hostname: string }; revision: number }>, result: RunResult & { fault: EnvironmentFault }): Promise<void> {
     const { fault, run } = result;
     const now = Date.now();
-    if (!this.fault) this.fault = { reason: fault.reason, since: new Date(now).toISOString(), retryAt: now + RETRY_FIRST_MS, backoffMs: RETRY_FIRST_MS * 2 };
-    this.fault.reason = fault.reason;
+    const key = fault.playbook ? playbook : ANY_PLAYBOOK;
+    const held = this.faults.get(key) ?? { reason: fault.reason, since: new Date(now).toISOString(), retryAt: now + RETRY_FIRST_MS, backoffMs: RETRY_FIRST_MS * 2 };
+    held.reason = fault.reason;
+    this.faults.set(key, held);
     this.metrics.playbook.observe({ action: job.action, outcome: 'environment_fault' }, run.durationMs / 1000);
     this.log.warn(`${job.action} ${job.pool} [${claimed.map((c) => c.machine.hostname).join(', ')}] not run: ${fault.reason} (a fault of Duffy's environment, not of the machines; retried later)`);
     const world = this.ledger.world;

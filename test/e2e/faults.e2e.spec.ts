@@ -6,7 +6,8 @@ import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEMO_CONFIG } from '../../src/config/config.js';
 import { Ledger } from '../../src/application/ledger.service.js';
-import { AnsibleRunner, type DuffyIn } from '../../src/adapters/ansible-runner.js';
+import { Provisioner } from '../../src/application/provisioner.service.js';
+import { ANSIBLE_DIR, AnsibleRunner, type DuffyIn } from '../../src/adapters/ansible-runner.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
 import { ADMIN_KEY, Client, type Running, basic, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
 
@@ -125,6 +126,49 @@ describe('fault: a run of several machines that hangs', () => {
     expect(fine).toEqual(['MachineRegistered', 'PlaybookStarted', 'PlaybookTimedOutInBatch', 'PlaybookStarted', 'MachineProvisioned']);
     const stuck = events.filter((e) => e.stream === 'machine-stuck-1.test').map((e) => e.type);
     expect(stuck.slice(-3)).toEqual(['PlaybookStarted', 'ProvisioningFailed', 'MachineQuarantined']);
+  });
+});
+
+describe('fault: one pool\'s playbook is broken (an operator\'s typo in its override)', () => {
+  it('holds back only the work of that playbook: the other pools\' releases run at once, and it runs again once mended', async () => {
+    // Ansible cannot parse it (exit 4, no play report): Duffy's side, not the machine's. broken-1 has the lower id,
+    // so it comes first in every pass.
+    const broken = join(mkdtempSync(join(tmpdir(), 'duffy-playbook-')), 'release.yml');
+    writeFileSync(broken, '- hosts: localhost\n  tasks: [\n');
+    const config = ansibleConfig(
+      [
+        { name: 'broken', contextualize: false, 'release-policy': 'rebuild', playbooks: { release: broken }, 'quarantine-after': 1 },
+        { name: 'good', contextualize: false, 'release-policy': 'rebuild', 'quarantine-after': 1 },
+      ],
+      [
+        { hostname: 'broken-1.test', pool: 'broken', state: 'ready' },
+        { hostname: 'good-1.test', pool: 'good', state: 'ready' },
+      ],
+    );
+    duffy = await startDuffy({ configFile: config });
+    const alice = await newTenant(duffy, 'alice');
+    const session = async (pool: string) => {
+      const r = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool, quantity: 1 }] });
+      expect(r.status).toBe(201);
+      return r.body.session.id as number;
+    };
+    const [b, g] = [await session('broken'), await session('good')];
+    expect((await alice.put(`${V1}/sessions/${b}`, { active: false })).status).toBe(200);
+    await until(duffy, () => duffy!.app.get(Provisioner).environmentFault !== null, 30_000);
+    expect((await ledgerEvents(duffy)).filter((e) => e.type === 'EnvironmentFault').map((e) => e.stream)).toEqual(['machine-broken-1.test']);
+
+    // The other pool's release is not the broken playbook's probe: it runs at once, not minutes later.
+    expect((await alice.put(`${V1}/sessions/${g}`, { active: false })).status).toBe(200);
+    await until(duffy, () => machine(duffy!, 'good-1.test').state === 'ready', 12_000);
+    // /health names the playbook that fails; the machine is not blamed.
+    const health = await duffy.admin.get('/health');
+    expect([health.status, health.body.error?.ansible?.message]).toEqual([503, expect.stringContaining(broken)]);
+    expect([machine(duffy, 'broken-1.test').failures, machine(duffy, 'broken-1.test').state]).toEqual([0, 'deprovisioning']);
+
+    // Mended: its next probe (back-off: 5 s, then 10 s) releases the machine, and /health is up again.
+    writeFileSync(broken, `- ansible.builtin.import_playbook: ${join(ANSIBLE_DIR, 'playbooks', 'release.yml')}\n`);
+    await until(duffy, () => machine(duffy!, 'broken-1.test').state === 'ready', 30_000);
+    expect((await duffy.admin.get('/health')).status).toBe(200);
   });
 });
 
