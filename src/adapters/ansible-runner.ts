@@ -16,6 +16,8 @@ const PLAYBOOK: Record<PlaybookAction, string> = {
   health_check: 'health-check.yml',
 };
 
+export const PLAYBOOK_ACTIONS = Object.keys(PLAYBOOK) as PlaybookAction[];
+
 const here = fileURLToPath(new URL('.', import.meta.url));
 /** ansible/ beside src/ (or beside dist/src/). */
 export const ANSIBLE_DIR = resolve(here, here.includes('/dist/') ? '../../../ansible' : '../../ansible');
