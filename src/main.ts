@@ -93,9 +93,10 @@ async function main() {
     if (!existsSync(join(settings.dataDir, LEDGER_FILE))) assertAdminKey(settings.adminKey);
     else assertLedgerReadable(join(settings.dataDir, LEDGER_FILE));
   }
-  const { app, adminKey } = await createApp(settings);
-  // An operator sees the stop begin (requests in flight finish first; Nest's hooks then close everything).
+  // An operator sees the stop begin (requests in flight finish first; Nest's hooks then close everything), also
+  // during a long start-up (a large inventory), when Nest's hooks already listen.
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => new Logger('Duffy').log(`${signal}: stopping; requests in flight finish, callers waiting are answered 503`));
+  const { app, adminKey } = await createApp(settings);
   await app.listen(settings.port);
   new Logger('Duffy').log(`listening on :${settings.port}, ledger ${settings.eventStoreUrl ?? join(settings.dataDir, LEDGER_FILE)}, config ${settings.configFile}`);
   // Plain words among the JSON log lines: it is shown once, and the README's examples read it from the variable.

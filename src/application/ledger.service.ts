@@ -49,6 +49,9 @@ interface PendingBatch {
   /** Whether the append landed; settled once it is known (appends chained on this one wait for it on a shared store). */
   landed: Promise<boolean>;
   settle: (landed: boolean) => void;
+  /** Resolves once the append is out of the in-flight view: failed, or landed and folded into the World. */
+  gone: Promise<void>;
+  leave: () => void;
 }
 
 /**
@@ -268,7 +271,22 @@ export class Ledger implements OnApplicationShutdown {
     } finally {
       batch.settle(false);
       this.pending.delete(batch);
+      batch.leave();
     }
+  }
+
+  /** The appends in flight that change (beyond what the in-flight view accounts for) a stream these writes expect a revision of. */
+  private changedInFlight(writes: Write[]): PendingBatch[] {
+    const ahead = new Set<PendingBatch>();
+    for (const w of writes) {
+      if (typeof w.expected !== 'number') continue;
+      for (const b of this.pending) {
+        const change = b.streams.get(w.stream);
+        // One the World already holds (landed, its caller not yet resumed) is no longer ahead of this decision.
+        if (change?.accounted === false && (this.heads.revision(w.stream) ?? -1) < change.revision) ahead.add(b);
+      }
+    }
+    return [...ahead];
   }
 
   /** The appends in flight whose revision of a stream these writes expect (they were chained on them). */
@@ -302,6 +320,14 @@ export class Ledger implements OnApplicationShutdown {
       const decision = decide(this.world, this.inFlight);
       if (isRefusal(decision)) return raise(decision);
       if (decision.length === 0) return null;
+      const ahead = this.changedInFlight(decision);
+      if (ahead.length > 0) {
+        // Written on the World's revision, this would surely conflict with our own append in flight: wait for it
+        // and decide again, without spending an attempt (each wait follows an append that was already sent).
+        await Promise.all(ahead.map((b) => b.gone));
+        attempt -= 1;
+        continue;
+      }
       const recorded = await this.record(decision, meta);
       if (recorded.ok) return recorded;
       if (attempt >= attempts) throw new DomainError('conflict', 'the ledger changed under this request too often; try again');
@@ -312,7 +338,9 @@ export class Ledger implements OnApplicationShutdown {
   private track(writes: Write[], chained: Array<{ stream: string; events: NewEvent[] }>): PendingBatch {
     let settle!: (landed: boolean) => void;
     const landed = new Promise<boolean>((r) => (settle = r));
-    const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), waiting: new Map(), claims: new Set(), sessionId: 0, landed, settle };
+    let leave!: () => void;
+    const gone = new Promise<void>((r) => (leave = r));
+    const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), waiting: new Map(), claims: new Set(), sessionId: 0, landed, settle, gone, leave };
     writes.forEach((w, i) => {
       const base = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? null : w.expected;
       const last = chained[i].events[chained[i].events.length - 1].metadata?.hash;

@@ -4,6 +4,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, resolve, sep } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { NotFoundError } from '../audit/audit.js';
+import { parseDuration } from '../domain/duration.js';
 import { MACHINE_TYPES } from '../domain/events.js';
 import { hostKey } from '../domain/world.js';
 import { auditCommands } from './audit.js';
@@ -102,7 +103,11 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
   duffy
     .command('extend <session> [by]')
     .description('keep the machines longer: +2h, +30m or an ISO time (clamped to your maximum)')
-    .action(async (id: string, by = '+1h') => show((await client().call<{ session: Session }>('PUT', `/sessions/${encodeURIComponent(id)}`, { expires_at: by })).session));
+    .action(async (id: string, by = '+1h') => {
+      // `2h` alone is neither a time nor a relative one (the server would refuse it): say what was meant.
+      if (!/^\s*[+-]/.test(by) && parseDuration(by) !== undefined) throw new UsageError(`extend: give the time to add with a sign, as in +${by.trim()}, or an ISO time`);
+      show((await client().call<{ session: Session }>('PUT', `/sessions/${encodeURIComponent(id)}`, { expires_at: by })).session);
+    });
 
   duffy
     .command('artifacts <session>')

@@ -412,7 +412,7 @@ export function decideEndSession(
 }
 
 /** Only an active session's lease can be extended. */
-export const inactive = (sessionId: number): Refusal => refusal('invalid', `session ${sessionId} is not active`);
+export const inactive = (sessionId: number): Refusal => refusal('invalid', `session ${sessionId} is retired`);
 
 /**
  * Duffy v3's extend: a signed duration (`+2h`, `+1h30m`, `-30m`, `+1w`) moves the session's current expiry; an ISO

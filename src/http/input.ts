@@ -83,16 +83,23 @@ export function refuseCrossSiteWrites(req: IncomingMessage, res: ServerResponse,
   res.end(JSON.stringify({ detail: `a write from another site is refused (${refused.slice(0, 64)})` }));
 }
 
-/** `Origin: ...` when a request's Origin names another host than the one it was sent to (Host, or a proxy's X-Forwarded-Host). */
+/** `Origin: ...` when a request's Origin names another host than the one it was sent to (Host, or a proxy's X-Forwarded-Host or Forwarded host). */
 function foreignOrigin(req: IncomingMessage): string | undefined {
   const origin = req.headers.origin;
   if (origin === undefined) return undefined;
   const from = urlOf(origin); // undefined for "null" (a sandboxed frame, a redirect) or garbage: no site of ours
   // Host names read as the Origin's scheme reads them: a proxy's `duffy:80` is the browser's `http://duffy`.
   const hostOf = (name: string | undefined) => (from && name ? urlOf(`${from.protocol}//${name}`)?.host : undefined);
-  const forwarded = String(req.headers['x-forwarded-host'] ?? '').split(',')[0].trim();
-  const ours = from !== undefined && from.host !== '' && (from.host === hostOf(req.headers.host) || from.host === hostOf(forwarded));
+  const ours = from !== undefined && from.host !== '' && [req.headers.host, ...proxiedHosts(req)].some((name) => from.host === hostOf(name));
   return ours ? undefined : `Origin: ${origin}`;
+}
+
+/** The host the browser used, as the nearest proxy passes it on: `X-Forwarded-Host`, or RFC 7239's `Forwarded: host=`. */
+function proxiedHosts(req: IncomingMessage): string[] {
+  const xForwarded = String(req.headers['x-forwarded-host'] ?? '').split(',')[0].trim();
+  // The first element is the browser-facing proxy's; the host may be quoted (`host="duffy:8443"`).
+  const forwarded = /(?:^|;)\s*host\s*=\s*(?:"([^"]*)"|([^;,\s]*))/i.exec(String(req.headers.forwarded ?? '').split(',')[0]);
+  return [xForwarded, forwarded?.[1] ?? forwarded?.[2] ?? ''].filter((h) => h !== '');
 }
 
 function urlOf(text: string): URL | undefined {

@@ -74,6 +74,9 @@ describe('duffy CLI against a running server', () => {
     expect((await cli('request', '--pool', 'metal-intel-x86_64', '--count', '9')).code).toBe(3); // over quota: 403
     expect((await cli('request', '--pool', 'vm-arm-aarch64', '--count', '3')).code).toBe(5);
     expect((await cli('show', '99999')).code).toBe(4);
+    const unsigned = await cli('extend', '99999', '2h');
+    expect(unsigned.code).toBe(2);
+    expect(unsigned.stderr).toBe('duffy: extend: give the time to add with a sign, as in +2h, or an ISO time\n');
     const bad = await cli('--key', 'wrong', 'list');
     expect(bad.code).toBe(3);
     expect(bad.stderr).toMatch(/^duffy: Invalid tenant name or API key/);

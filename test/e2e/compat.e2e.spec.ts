@@ -107,7 +107,7 @@ describe('Duffy v3 compatibility', () => {
       expect([r.status, r.body.action, r.body.session?.active, r.body.session?.expires_at]).toEqual([200, 'put', true, s.expires_at]);
     }
     await alice.put(`${V1}/sessions/${s.id}`, { active: false });
-    for (const body of [{}, { active: true }]) expect((await alice.put(`${V1}/sessions/${s.id}`, body)).body.detail).toBe(`session ${s.id} is not active`);
+    for (const body of [{}, { active: true }]) expect((await alice.put(`${V1}/sessions/${s.id}`, body)).body.detail).toBe(`session ${s.id} is retired`);
     // Another tenant's: still a 404, whatever the body.
     const bob = await newTenant(duffy, 'bob-noop');
     expect((await bob.put(`${V1}/sessions/${s.id}`, {})).status).toBe(404);

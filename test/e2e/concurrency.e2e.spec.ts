@@ -48,4 +48,15 @@ describe('64 concurrent requests from 8 tenants over 20 ready machines', () => {
     expect(pools.map((p) => p.body.pool.levels.ready)).toEqual([10, 10]);
     expect(checkInvariants(await ledgerFile(`${duffy.dataDir}/ledger.sqlite`), { nodeQuota: 10, sessionLifetime: 3600, sessionLifetimeMax: 7200 })).toEqual([]);
   });
+
+  it('extends one session from 8 clients at once: every extension lands, none is refused as a conflict', async () => {
+    const asked = await tenants[0].post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-a', quantity: 1 }] });
+    expect(asked.status).toBe(201);
+    const { id, expires_at: before } = asked.body.session;
+    const replies = await Promise.all(Array.from({ length: 8 }, () => tenants[0].put(`${V1}/sessions/${id}`, { expires_at: '+1m' })));
+    expect(replies.map((r) => r.status)).toEqual(Array(8).fill(200));
+    const after = (await tenants[0].get(`${V1}/sessions/${id}`)).body.session.expires_at;
+    expect(Date.parse(after) - Date.parse(before)).toBe(8 * 60_000);
+    await tenants[0].put(`${V1}/sessions/${id}`, { active: false });
+  });
 });

@@ -61,7 +61,7 @@ describe('a session ended long ago (the World has let it go)', () => {
     expect(Object.keys(again.body.session).sort()).toEqual(Object.keys(recentAgain.body.session).sort());
     const extend = await alice.put(`/api/v1/sessions/${old}`, { expires_at: '+1h' });
     expect(extend.status).toBe(422);
-    expect(extend.body.detail).toBe(`session ${old} is not active`);
+    expect(extend.body.detail).toBe(`session ${old} is retired`);
     expect((await mallory.put(`/api/v1/sessions/${old}`, { active: false })).status).toBe(404);
     expect((await alice.put('/api/v1/sessions/999999', { active: false })).status).toBe(404);
   });

@@ -4,6 +4,7 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeScaleInventory } from '../../bench/inventory.js';
 import { DEMO_CONFIG } from '../../src/config/config.js';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { Provisioner } from '../../src/application/provisioner.service.js';
@@ -111,8 +112,9 @@ describe('fault: a session that ends before its machine was ever provisioned', (
 
 describe('fault: a run of several machines that hangs', () => {
   it('blames only the machine that hangs when run alone; the other one serves', async () => {
-    // The fill level provisions both in one run; one of them hangs, so the whole run times out.
-    const config = ansibleConfig([{ name: 'b', 'fill-level': 2, contextualize: false, 'playbook-timeout': 8, 'quarantine-after': 1, 'health-check-interval': 3600 }], [
+    // The fill level provisions both in one run; one of them hangs, so the whole run times out. 15 s: the healthy
+    // machine's run alone must finish within it on a loaded machine (with 8 s this test timed out once, beside other suites).
+    const config = ansibleConfig([{ name: 'b', 'fill-level': 2, contextualize: false, 'playbook-timeout': 15, 'quarantine-after': 1, 'health-check-interval': 3600 }], [
       { hostname: 'fine-1.test', pool: 'b' },
       { hostname: 'stuck-1.test', pool: 'b' },
     ]);
@@ -308,9 +310,10 @@ describe('fault: a second server on the same data directory', () => {
     }
   });
 
-  function server(dataDir: string, port: number, logLevel = 'warn'): { child: ChildProcess; output: () => string; exit: Promise<number | null> } {
+  function server(dataDir: string, port: number, logLevel = 'warn', configFile?: string): { child: ChildProcess; output: () => string; exit: Promise<number | null> } {
+    const config = configFile ? { DUFFY_CONFIG: configFile } : {};
     const child = spawn(process.execPath, [MAIN], {
-      env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: logLevel, NODE_OPTIONS: '' },
+      env: { ...process.env, ...config, DUFFY_DATA_DIR: dataDir, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: logLevel, NODE_OPTIONS: '' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     children.push(child);
@@ -372,6 +375,18 @@ describe('fault: a second server on the same data directory', () => {
     await duffy.exit;
     expect(duffy.output()).toMatch(/"msg":"SIGTERM: stopping/);
   });
+
+  it('says so too when told to stop during a long start-up (a 20,000-machine inventory being registered)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-stop-'));
+    const inventory = writeScaleInventory(join(dir, 'scale.yaml'), 20_000, (i) => `n${i + 1}.stop.test`);
+    const duffy = server(join(dir, 'data'), 20000 + Math.floor(Math.random() * 20000), 'info', inventory);
+    // Its first log lines come while the inventory is registered, seconds before it listens.
+    for (let i = 0; i < 600 && duffy.output() === ''; i++) await sleep(50);
+    duffy.child.kill('SIGTERM');
+    await duffy.exit;
+    expect(duffy.output()).not.toMatch(/"msg":"listening on/);
+    expect(duffy.output()).toMatch(/"msg":"SIGTERM: stopping/);
+  }, 60_000);
 });
 
 describe('fault: Duffy stopped or killed while a playbook runs', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import type { Ledger } from '../../src/application/ledger.service.js';
-import { decideEndSession, decideRegisterMachines, decideRegisterTenant, decideRequestSession, decideUpdateTenant } from '../../src/domain/decide.js';
+import { decideEndSession, decideExtendSession, decideRegisterMachines, decideRegisterTenant, decideRequestSession, decideUpdateTenant } from '../../src/domain/decide.js';
 import { decideReplacement } from '../../src/domain/provisioning.decide.js';
 import { stream } from '../../src/domain/events.js';
 import type { TenantSettings } from '../../src/domain/events.js';
@@ -65,6 +65,17 @@ describe('a request racing a change of its tenant, in one process', () => {
     const outcomes = await Promise.allSettled([give(2), give(3)]);
     expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected']);
     expect([...ledger.world.tenants.values()].filter((t) => t.apiKeyDigest === 'same')).toHaveLength(1);
+  });
+
+  it('given 8 extensions of one session at once, then each waits for the one before instead of failing on its revision', async () => {
+    const ledger = await farm();
+    await request(ledger, 1);
+    const expiry = Date.parse(ledger.world.sessions.get(1)!.expiresAt);
+    const extend = () =>
+      ledger.decide((w) => decideExtendSession(w.sessions.get(1)!, w.tenants.get(2)!, DEFAULTS, '+1m', NOW), { actor: 't' });
+    const outcomes = await Promise.allSettled(Array.from({ length: 8 }, extend));
+    expect(outcomes.map((o) => o.status)).toEqual(Array(8).fill('fulfilled'));
+    expect(Date.parse(ledger.world.sessions.get(1)!.expiresAt) - expiry).toBe(8 * 60_000);
   });
 
   it('given requests of one tenant in flight together, then they still chain on each other (no conflict, quota counted)', async () => {

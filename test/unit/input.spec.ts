@@ -116,6 +116,11 @@ describe('cross-site writes', () => {
     // The ops page's own write, directly or behind a proxy that rewrites Host.
     expect(status('POST', { host: 'DUFFY:8080', origin: 'http://duffy:8080' })).toBe(200);
     expect(status('POST', { host: '127.0.0.1:8080', 'x-forwarded-host': 'duffy.example.org', origin: 'http://duffy.example.org' })).toBe(200);
+    // RFC 7239's header, the first (browser-facing) proxy's element, quoted or not.
+    expect(status('POST', { host: '127.0.0.1:8080', forwarded: 'for=192.0.2.1;proto=https;host=duffy.example.org, for=10.0.0.1', origin: 'https://duffy.example.org' })).toBe(200);
+    expect(status('POST', { host: '127.0.0.1:8080', forwarded: 'for=192.0.2.1; host="duffy.example.org:8443"', origin: 'https://duffy.example.org:8443' })).toBe(200);
+    expect(status('POST', { host: '127.0.0.1:8080', forwarded: 'for=192.0.2.1, host=duffy.example.org', origin: 'https://duffy.example.org' })).toBe(403);
+    expect(status('POST', { host: '127.0.0.1:8080', forwarded: 'for=192.0.2.1;host=evil.example', origin: 'http://duffy.example.org' })).toBe(403);
     // A proxy that names the default port (nginx's `$host:$server_port`), an IPv6 address: the same host.
     expect(status('POST', { host: '127.0.0.1:8080', 'x-forwarded-host': 'duffy.example.org:80', origin: 'http://duffy.example.org' })).toBe(200);
     expect(status('POST', { host: 'duffy.example.org:443', origin: 'https://duffy.example.org' })).toBe(200);
