@@ -166,7 +166,8 @@ export class Provisioner implements OnApplicationShutdown {
         : {}),
     };
     const playbook = this.playbookOf(job);
-    const result = await this.runner.run(input, { timeoutMs, playbook });
+    const ran = this.metrics.runStarted(job.action);
+    const result = await this.runner.run(input, { timeoutMs, playbook }).finally(ran);
     // Stopped under way: nothing the machines did or failed to do; the next process does the claimed work again.
     if (this.stopped) return;
     if (result.fault) return this.onEnvironmentFault(job, playbook, claimed, result as RunResult & { fault: EnvironmentFault });
