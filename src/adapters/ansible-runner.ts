@@ -100,7 +100,11 @@ export class AnsibleRunner implements PlaybookRunner {
   /** Once stopping, no run starts (one asked for meanwhile is not run), and one spawned in the gap is killed. */
   private stopping = false;
 
-  constructor(private readonly ansibleDir = ANSIBLE_DIR) {}
+  constructor(
+    private readonly ansibleDir = ANSIBLE_DIR,
+    /** Output kept per stream; the JSON callback prints its whole report at the end, so past this it is unreadable. */
+    private readonly outputLimit = 64 * 1024 * 1024,
+  ) {}
 
   stopAll(): void {
     this.stopping = true;
@@ -160,7 +164,7 @@ export class AnsibleRunner implements PlaybookRunner {
         detached: true,
         reject: false,
         stdin: 'ignore',
-        maxBuffer: 64 * 1024 * 1024,
+        maxBuffer: this.outputLimit,
       });
       const timer = setTimeout(() => {
         timedOut = true;
@@ -175,7 +179,7 @@ export class AnsibleRunner implements PlaybookRunner {
         const stdout = String(result.stdout ?? '');
         const stderr = String(result.stderr ?? '');
         const exitCode = typeof result.exitCode === 'number' ? result.exitCode : null;
-        const nodes = outcomes(input, stdout, { exitCode, timedOut });
+        const nodes = outcomes(input, stdout, { exitCode, timedOut, ...(result.isMaxBuffer ? { outputOver: this.outputLimit } : {}) });
         const fault =
           environmentFault({ code: result.code, signal: result.signal, exitCode, timedOut, hasDuffyOut: findDuffyOut(stdout) !== undefined, hasReport: hasPlayReport(stdout) }) ??
           ([...nodes.values()].some((n) => !n.ok) ? await fullDisk(runs) : undefined);
@@ -242,12 +246,15 @@ function killGroup(pid: number | undefined): void {
 }
 
 /** Every input node gets an outcome: from `duffy_out` when the output has one, otherwise a failure that says why. */
-export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'exitCode' | 'timedOut'>): Map<string, NodeOutcome> {
+export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'exitCode' | 'timedOut'> & { outputOver?: number }): Map<string, NodeOutcome> {
   const found = findDuffyOut(stdout);
   const reason = run.timedOut
     ? 'playbook timed out'
     : found === undefined
-      ? run.exitCode === 0
+      ? run.outputOver !== undefined
+        ? // Cut off where Duffy stopped reading (the run itself may have gone well): say so, not "no duffy_out".
+          `playbook output over ${run.outputOver / (1024 * 1024)} MiB: its duffy_out could not be read`
+        : run.exitCode === 0
         ? 'playbook output had no duffy_out'
         : `playbook failed with exit code ${run.exitCode}`
       : 'node missing from duffy_out';
