@@ -65,8 +65,11 @@ export interface EnvironmentFault {
   reason: string;
   /** False when ansible-playbook never started: nothing touched the machines. */
   spawned: boolean;
-  /** The playbook file's fault (missing, unparsable), not Ansible's: runs of other playbooks are not held back. */
-  playbook?: true;
+  /**
+   * What it holds back, when not every run: `playbook`, the file's fault (missing, unparsable); `run`, this run's
+   * (its controller was killed: the OOM killer picks the run that grew, an operator the one they meant).
+   */
+  scope?: 'playbook' | 'run';
 }
 
 export interface RunResult {
@@ -132,7 +135,7 @@ export class AnsibleRunner implements PlaybookRunner {
     const started = Date.now();
     const notRun = (reason: string, ofPlaybook = false): RunResult => {
       const run: RunRecord = { action: input.action, playbook, exitCode: null, durationMs: Date.now() - started, timedOut: false, tail: reason };
-      return { run, nodes: outcomes(input, '', run), fault: { reason, spawned: false, ...(ofPlaybook ? { playbook: true as const } : {}) } };
+      return { run, nodes: outcomes(input, '', run), fault: { reason, spawned: false, ...(ofPlaybook ? { scope: 'playbook' as const } : {}) } };
     };
     if (this.stopping) return notRun('Duffy is stopping');
     if (!(await access(playbook, constants.R_OK).then(() => true, () => false))) return notRun(`playbook ${playbook} not found`, true);
@@ -214,10 +217,10 @@ export function environmentFault(r: { code?: string; signal?: string; exitCode: 
   if (r.code) return { reason: `could not start ansible-playbook: ${r.code}`, spawned: false };
   if (r.timedOut || r.hasDuffyOut) return undefined;
   // Killed by somebody else than Duffy's timeout (the OOM killer, an operator): the controller died, not the machine.
-  if (r.signal) return { reason: `ansible-playbook was killed by ${r.signal}`, spawned: true };
+  if (r.signal) return { reason: `ansible-playbook was killed by ${r.signal}`, spawned: true, scope: 'run' };
   // 4 with no play report: a parser error (4 with a report is an unreachable host), 5: bad options;
   // 126/127: the shell could not run it (a broken installation).
-  if ((r.exitCode === 4 || r.exitCode === 5) && !r.hasReport) return { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true, playbook: true };
+  if ((r.exitCode === 4 || r.exitCode === 5) && !r.hasReport) return { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true, scope: 'playbook' };
   if (r.exitCode === 126 || r.exitCode === 127) return { reason: `ansible-playbook could not run (exit code ${r.exitCode})`, spawned: true };
   return undefined;
 }

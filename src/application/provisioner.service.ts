@@ -17,14 +17,17 @@ const MAX_PARALLEL_RUNS = 4;
 /** After an environment fault, background work waits this long before one run tries again; doubled up to the max. */
 const RETRY_FIRST_MS = 5_000;
 const RETRY_MAX_MS = 300_000;
-/** The key of a fault of Duffy's environment as a whole (no Ansible, a full disk); others are keyed by their playbook file. */
-const ANY_PLAYBOOK = '*';
+/** The key of a fault of Duffy's environment as a whole (no Ansible, a full disk); others by playbook file or machine. */
+const ANY_RUN = '*';
+const machineKey = (id: number) => `machine ${id}`;
 
 interface Fault {
   reason: string;
   since: string;
   retryAt: number;
   backoffMs: number;
+  /** What it holds back, for /health: a playbook file or machines; none for the environment as a whole. */
+  subject?: string;
 }
 
 /**
@@ -46,7 +49,8 @@ export class Provisioner implements OnApplicationShutdown {
   private readonly log = new Logger('Provisioner');
   /**
    * Set while Duffy's own environment fails runs (no Ansible...): the machines are not to blame. A broken playbook
-   * file holds back only its own runs: one pool's typo must not stall every other pool's releases behind its probes.
+   * file holds back only its own runs, a killed run only its machines': one pool's typo, or one machine's collect
+   * that the OOM killer takes each time, must not stall every other pool's releases behind its probes.
    */
   private readonly faults = new Map<string, Fault>();
   /** Why a session's machine last failed its hand-over, so a failed replacement names the cause. */
@@ -89,9 +93,9 @@ export class Provisioner implements OnApplicationShutdown {
 
   /** The environment fault that currently holds background work back, if any (for /health and logs). */
   get environmentFault(): { reason: string; since: string } | null {
-    const [key, fault] = this.faults.has(ANY_PLAYBOOK) ? [ANY_PLAYBOOK, this.faults.get(ANY_PLAYBOOK)!] : ([...this.faults][0] ?? []);
+    const fault = this.faults.get(ANY_RUN) ?? [...this.faults.values()][0];
     if (!fault) return null;
-    return { reason: key === ANY_PLAYBOOK || fault.reason.includes(key!) ? fault.reason : `${key}: ${fault.reason}`, since: fault.since };
+    return { reason: fault.subject && !fault.reason.includes(fault.subject) ? `${fault.subject}: ${fault.reason}` : fault.reason, since: fault.since };
   }
 
   private playbookOf(job: Job): string {
@@ -102,11 +106,13 @@ export class Provisioner implements OnApplicationShutdown {
   private heldBack(job: Job, now: number): boolean {
     // A hand-over (a client waits) still tries.
     if (isHandover(job)) return false;
-    const fault = this.faults.get(ANY_PLAYBOOK) ?? this.faults.get(this.playbookOf(job));
-    if (!fault) return false;
-    if (now < fault.retryAt) return true;
-    fault.retryAt = now + fault.backoffMs;
-    fault.backoffMs = Math.min(RETRY_MAX_MS, fault.backoffMs * 2);
+    const faults = [ANY_RUN, this.playbookOf(job), ...job.machineIds.map(machineKey)].flatMap((k) => this.faults.get(k) ?? []);
+    if (faults.length === 0) return false;
+    if (faults.some((f) => now < f.retryAt)) return true;
+    for (const f of faults) {
+      f.retryAt = now + f.backoffMs;
+      f.backoffMs = Math.min(RETRY_MAX_MS, f.backoffMs * 2);
+    }
     return false;
   }
 
@@ -171,8 +177,8 @@ export class Provisioner implements OnApplicationShutdown {
     // Stopped under way: nothing the machines did or failed to do; the next process does the claimed work again.
     if (this.stopped) return;
     if (result.fault) return this.onEnvironmentFault(job, playbook, claimed, result as RunResult & { fault: EnvironmentFault });
-    // A run that works ends a fault of the environment, and its own playbook's.
-    for (const key of [ANY_PLAYBOOK, playbook]) {
+    // A run that works ends a fault of the environment, its own playbook's and its machines'.
+    for (const key of [ANY_RUN, playbook, ...claimed.map(({ machine }) => machineKey(machine.id))]) {
       const over = this.faults.get(key);
       if (over) this.log.log(`${job.action} ran again: the environment fault "${over.reason}" is over`);
       this.faults.delete(key);
@@ -206,10 +212,14 @@ export class Provisioner implements OnApplicationShutdown {
   private async onEnvironmentFault(job: Job, playbook: string, claimed: Array<{ machine: { id: number; hostname: string }; revision: number }>, result: RunResult & { fault: EnvironmentFault }): Promise<void> {
     const { fault, run } = result;
     const now = Date.now();
-    const key = fault.playbook ? playbook : ANY_PLAYBOOK;
-    const held = this.faults.get(key) ?? { reason: fault.reason, since: new Date(now).toISOString(), retryAt: now + RETRY_FIRST_MS, backoffMs: RETRY_FIRST_MS * 2 };
-    held.reason = fault.reason;
-    this.faults.set(key, held);
+    const hosts = claimed.map(({ machine }) => machine.hostname).join(', ');
+    const keys: Array<[string, string | undefined]> =
+      fault.scope === 'playbook' ? [[playbook, playbook]] : fault.scope === 'run' ? claimed.map(({ machine }) => [machineKey(machine.id), hosts]) : [[ANY_RUN, undefined]];
+    for (const [key, subject] of keys) {
+      const held = this.faults.get(key) ?? { reason: fault.reason, since: new Date(now).toISOString(), retryAt: now + RETRY_FIRST_MS, backoffMs: RETRY_FIRST_MS * 2 };
+      Object.assign(held, { reason: fault.reason, subject });
+      this.faults.set(key, held);
+    }
     this.metrics.playbook.observe({ action: job.action, outcome: 'environment_fault' }, run.durationMs / 1000);
     this.log.warn(`${job.action} ${job.pool} [${claimed.map((c) => c.machine.hostname).join(', ')}] not run: ${fault.reason} (a fault of Duffy's environment, not of the machines; retried later)`);
     const world = this.ledger.world;

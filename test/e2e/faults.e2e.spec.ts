@@ -131,12 +131,16 @@ describe('fault: a run of several machines that hangs', () => {
   });
 });
 
-describe('fault: one pool\'s playbook is broken (an operator\'s typo in its override)', () => {
-  it('holds back only the work of that playbook: the other pools\' releases run at once, and it runs again once mended', async () => {
-    // Ansible cannot parse it (exit 4, no play report): Duffy's side, not the machine's. broken-1 has the lower id,
-    // so it comes first in every pass.
+describe('fault: one pool\'s release fails on Duffy\'s side, every time', () => {
+  it.each([
+    // Ansible cannot parse it (exit 4, no play report): an operator's typo in the pool's override.
+    ['a playbook file Ansible cannot parse', '- hosts: localhost\n  tasks: [\n', (file: string) => file],
+    // Its controller is killed each time, as the OOM killer takes the run that grows (one machine's huge collect).
+    ['a run whose ansible-playbook is killed', '- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.shell: kill -KILL -- -$(ps -o pgid= -p $$ | tr -d " ")\n      args: { executable: /bin/bash }\n', () => 'broken-1.test'],
+  ])('%s holds back only that work: the other pools\' releases run at once, and it runs again once mended', async (_name, content, subject) => {
+    // broken-1 has the lower id, so it comes first in every pass (it was every probe, and the good pool waited).
     const broken = join(mkdtempSync(join(tmpdir(), 'duffy-playbook-')), 'release.yml');
-    writeFileSync(broken, '- hosts: localhost\n  tasks: [\n');
+    writeFileSync(broken, content);
     const config = ansibleConfig(
       [
         { name: 'broken', contextualize: false, 'release-policy': 'rebuild', playbooks: { release: broken }, 'quarantine-after': 1 },
@@ -159,12 +163,12 @@ describe('fault: one pool\'s playbook is broken (an operator\'s typo in its over
     await until(duffy, () => duffy!.app.get(Provisioner).environmentFault !== null, 30_000);
     expect((await ledgerEvents(duffy)).filter((e) => e.type === 'EnvironmentFault').map((e) => e.stream)).toEqual(['machine-broken-1.test']);
 
-    // The other pool's release is not the broken playbook's probe: it runs at once, not minutes later.
+    // The other pool's release is not the broken one's probe: it runs at once, not minutes later.
     expect((await alice.put(`${V1}/sessions/${g}`, { active: false })).status).toBe(200);
     await until(duffy, () => machine(duffy!, 'good-1.test').state === 'ready', 12_000);
-    // /health names the playbook that fails; the machine is not blamed.
+    // /health names what fails; the machine is not blamed.
     const health = await duffy.admin.get('/health');
-    expect([health.status, health.body.error?.ansible?.message]).toEqual([503, expect.stringContaining(broken)]);
+    expect([health.status, health.body.error?.ansible?.message]).toEqual([503, expect.stringContaining(subject(broken))]);
     expect([machine(duffy, 'broken-1.test').failures, machine(duffy, 'broken-1.test').state]).toEqual([0, 'deprovisioning']);
 
     // Mended: its next probe (back-off: 5 s, then 10 s) releases the machine, and /health is up again.
