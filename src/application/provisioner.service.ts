@@ -39,6 +39,7 @@ interface Fault {
 export class Provisioner implements OnApplicationShutdown {
   readonly instance = randomUUID();
   private readonly running = new Set<number>();
+  private readonly runningJobs = new Set<Job>();
   private runs = 0;
   private scheduled = false;
   private stopped = false;
@@ -127,21 +128,34 @@ export class Provisioner implements OnApplicationShutdown {
       soleInstance: this.ledger.store.singleWriter,
     });
     if (work.returns.length > 0) await this.ledger.commit(work.returns, metaFor(null, { process: 'provisioning', reason: 'never handed over' }));
+    this.forgetIdleFaults(work.jobs);
     for (const job of work.jobs) {
       if (this.runs >= MAX_PARALLEL_RUNS || this.stopped) return;
       if (this.heldBack(job, now)) continue;
       job.machineIds.forEach((id) => this.running.add(id));
+      this.runningJobs.add(job);
       this.runs += 1;
       const work = this.execute(job)
         .catch((err) => this.log.error(`${job.action} on ${job.pool} failed: ${String(err)}`))
         .finally(() => {
           job.machineIds.forEach((id) => this.running.delete(id));
+          this.runningJobs.delete(job);
           this.runs -= 1;
           this.inProgress.delete(work);
           this.poke();
         });
       this.inProgress.add(work);
     }
+  }
+
+  /**
+   * A fault of a playbook or machines whose work is neither due nor under way (the machine put in maintenance, its
+   * work done by another instance) holds nothing back any more: forgotten, or /health would say so for good.
+   */
+  private forgetIdleFaults(due: Job[]): void {
+    if (this.faults.size === 0) return;
+    const live = new Set([...due, ...this.runningJobs].flatMap((j) => [this.playbookOf(j), ...j.machineIds.map(machineKey)]));
+    for (const key of this.faults.keys()) if (key !== ANY_RUN && !live.has(key)) this.faults.delete(key);
   }
 
   private async execute(job: Job): Promise<void> {

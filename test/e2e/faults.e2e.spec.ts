@@ -178,6 +178,34 @@ describe('fault: one pool\'s release fails on Duffy\'s side, every time', () => 
   });
 });
 
+describe('fault: the health check of a quarantined machine is killed every time', () => {
+  it('names the machine on /health, and holds nothing back once an admin takes the machine out of service', async () => {
+    const garbage = fileURLToPath(new URL('../fixtures/playbooks/garbage.yml', import.meta.url));
+    const killer = join(mkdtempSync(join(tmpdir(), 'duffy-playbook-')), 'health-check.yml');
+    writeFileSync(killer, '- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.shell: kill -KILL -- -$(ps -o pgid= -p $$ | tr -d " ")\n      args: { executable: /bin/bash }\n');
+    // A broken release quarantines the machine; its health check (every second) is then killed each time.
+    const config = ansibleConfig(
+      [{ name: 'q', contextualize: false, 'release-policy': 'rebuild', playbooks: { release: garbage, health_check: killer }, 'quarantine-after': 1, 'health-check-interval': 1 }],
+      [{ hostname: 'sick-1.test', pool: 'q', state: 'ready' }],
+    );
+    duffy = await startDuffy({ configFile: config });
+    const alice = await newTenant(duffy, 'alice');
+    const s = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'q', quantity: 1 }] });
+    expect((await alice.put(`${V1}/sessions/${s.body.session.id}`, { active: false })).status).toBe(200);
+    await until(duffy, () => machine(duffy!, 'sick-1.test').quarantines === 1, 60_000);
+    await until(duffy, () => duffy!.app.get(Provisioner).environmentFault !== null, 30_000);
+    const down = await duffy.admin.get('/health');
+    expect([down.status, down.body.error?.ansible?.message]).toEqual([503, expect.stringMatching(/^sick-1\.test: ansible-playbook was killed by SIGKILL/)]);
+
+    // Out of service, it gets no health check: nothing is held back, and /health says so.
+    const id = world(duffy).machineIdsByHostname.get('sick-1.test');
+    expect((await duffy.admin.put(`${V1}/nodes/${id}`, { maintenance: true, reason: 'its health check dies' })).status).toBe(200);
+    let up = await duffy.admin.get('/health');
+    for (let i = 0; i < 50 && up.status !== 200; i++) up = await sleep(200).then(() => duffy!.admin.get('/health'));
+    expect(up.status).toBe(200);
+  });
+});
+
 describe('fault: a quarantined machine that was never provisioned', () => {
   it('passes its health check (an empty disk is a healthy one) and returns to service', async () => {
     // A broken release playbook quarantines a machine registered `ready` whose directory was never created.
