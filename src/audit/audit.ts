@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
+import { damagedDatabase } from '../adapters/eventstore/storage-fault.js';
 import { isEventStoreUrl } from '../config/config.js';
+import { isRecord, verifyGlobalChain } from './chain.js';
 import type { Defaults } from '../domain/decide.js';
 import type { DuffyEvent, NodeSpec } from '../domain/events.js';
 import { activeAdmins, emptyWorld, evolve } from '../domain/world.js';
@@ -19,7 +21,15 @@ export async function openLedger(location: string): Promise<EventStore> {
   if (!existsSync(location)) throw new NotFoundError(`no ledger at ${location} (give --ledger, or set DUFFY_EVENTSTORE or DUFFY_DATA_DIR)`);
   // SQLite's words for a directory are "disk I/O error".
   if (statSync(location).isDirectory()) throw new NotFoundError(`${location} is a directory; the ledger is the file ${join(location, LEDGER_FILE)}`);
-  return new (await import('../adapters/eventstore/sqlite-event-store.js')).SqliteEventStore(location, false, true);
+  try {
+    return new (await import('../adapters/eventstore/sqlite-event-store.js')).SqliteEventStore(location, false, true);
+  } catch (err) {
+    // An empty file, another SQLite database, or not SQLite at all: say which file, not only SQLite's words.
+    if (damagedDatabase(err) !== undefined || /no such table: events/.test(String((err as Error).message))) {
+      throw new Error(`${location} is not a readable Duffy ledger: ${(err as Error).message}`);
+    }
+    throw err;
+  }
 }
 
 export async function* allEvents(store: EventStore, pageSize = 5000): AsyncGenerator<RecordedEvent> {
@@ -297,22 +307,104 @@ export function withoutTails(e: RecordedEvent): RecordedEvent {
   return { ...e, data: { ...e.data, run: rest } };
 }
 
-/** The embedded writer's record of the ledger's head (`<ledger>.head`), or null where there is none. */
-export function recordedHead(location: string): { position: bigint; chain: string } | null {
-  if (isEventStoreUrl(location) || !existsSync(`${location}.head`)) return null;
-  const head = JSON.parse(readFileSync(`${location}.head`, 'utf8')) as { position: string; chain: string };
-  return { position: BigInt(head.position), chain: head.chain };
+export interface FileProblem {
+  position: string;
+  where: string;
+  problem: string;
 }
 
-/** The embedded ledger's global chain column, or null when the file has none (or the ledger is not a file). */
-export function globalLinks(location: string): Array<{ position: bigint; chain: string | null }> | null {
-  if (isEventStoreUrl(location)) return null;
-  const db = new Database(location, { readonly: true, fileMustExist: true });
+/**
+ * The writer's record of the ledger's head (`<ledger>.head`): null where there is none, a problem where it cannot be
+ * read. It may lag a commit, never lead one: read it before the events, and a file read after holds its position.
+ */
+export function recordedHead(location: string): { position: bigint; chain: string } | null | FileProblem {
+  const file = `${location}.head`;
+  if (!existsSync(file)) return null;
   try {
+    const head = JSON.parse(readFileSync(file, 'utf8')) as { position: unknown; chain: unknown };
+    if (typeof head.position !== 'string' || !/^\d+$/.test(head.position) || typeof head.chain !== 'string') throw new Error('not {position, chain}');
+    return { position: BigInt(head.position), chain: head.chain };
+  } catch (err) {
+    return { position: '-', where: 'writer head', problem: `${file} cannot be read (${(err as Error).message}): the writer's record was altered` };
+  }
+}
+
+/**
+ * What the embedded ledger file shows beyond its events: the schema the store made (the append-only triggers, the
+ * global chain column), the global chain over the hashes of `events`, and the writer's `head` record (read before
+ * them). A writer may append while this reads: the chain is checked as far as `events` go, and rows past them wait
+ * for the next run. `unchecked` names what could not be checked, so an OK never claims it.
+ */
+export async function checkLedgerFile(
+  location: string,
+  head: ReturnType<typeof recordedHead>,
+  events: readonly RecordedEvent[],
+): Promise<{ problems: FileProblem[]; verified: string[]; unchecked: string[] }> {
+  const { APPEND_ONLY_TRIGGERS } = await import('../adapters/eventstore/sqlite-event-store.js');
+  const problems: FileProblem[] = [];
+  const verified: string[] = [];
+  const unchecked: string[] = [];
+  const schemaProblem = (problem: string) => problems.push({ position: '-', where: 'schema', problem });
+  const db = new Database(location, { readonly: true, fileMustExist: true });
+  type Link = { position: bigint; chain: string | null };
+  let links: Link[] | null = null;
+  let positions: Array<{ position: bigint; chain?: string | null }>;
+  try {
+    const schema = db.prepare("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'events'").all() as Array<{ type: string; name: string; sql: string | null }>;
+    if (!schema.some((o) => o.type === 'table' && o.name === 'events')) schemaProblem('events is not a table: the ledger was replaced by something that reads like one');
+    const triggers = new Map(schema.filter((o) => o.type === 'trigger').map((o) => [o.name, (o.sql ?? '').replace(/\s+/g, ' ').trim()]));
+    for (const [name, sql] of Object.entries(APPEND_ONLY_TRIGGERS)) {
+      if (!triggers.has(name)) schemaProblem(`trigger ${name} is missing: someone dropped the append-only guard`);
+      else if (triggers.get(name) !== sql) schemaProblem(`trigger ${name} was changed: the append-only guard no longer guards (${triggers.get(name)})`);
+    }
+    for (const [name, sql] of triggers) if (!(name in APPEND_ONLY_TRIGGERS)) schemaProblem(`trigger ${name} on events is not Duffy's (${sql})`);
     const columns = db.prepare('PRAGMA table_info(events)').all() as Array<{ name: string }>;
-    if (!columns.some((c) => c.name === 'chain')) return null;
-    return db.prepare('SELECT position, chain FROM events ORDER BY position').safeIntegers(true).all() as Array<{ position: bigint; chain: string | null }>;
+    // Every row the writer ever wrote has its link: a ledger without the column had it removed.
+    if (columns.some((c) => c.name === 'chain')) links = db.prepare('SELECT position, chain FROM events ORDER BY position').safeIntegers(true).all() as Link[];
+    else schemaProblem('the events table has no chain column: the global chain was removed');
+    positions = links ?? (db.prepare('SELECT position FROM events ORDER BY position').safeIntegers(true).all() as typeof positions);
   } finally {
     db.close();
   }
+  if (links) {
+    const hashes = new Map(events.map((e) => [e.position, isRecord(e.metadata) && typeof e.metadata.hash === 'string' ? e.metadata.hash : '']));
+    const upTo = events.at(-1)?.position ?? 0n;
+    const g = verifyGlobalChain(links.filter((l) => l.position <= upTo), (p) => hashes.get(p));
+    if (g.broken) problems.push({ position: String(g.broken.position), where: 'global chain', problem: g.broken.problem });
+    else verified.push(`${g.checked} links of the global chain`);
+  }
+  if (head === null) unchecked.push(`deletion of the newest events (no writer's head record ${location}.head; give --checkpoint)`);
+  else if ('problem' in head) problems.push(head);
+  else {
+    const last = positions.at(-1)?.position ?? 0n;
+    const at = positions.find((l) => l.position === head.position);
+    if (!at) problems.push({ position: String(head.position), where: 'writer head', problem: `the writer recorded events up to position ${head.position}, the ledger ends at ${last}: the newest events were deleted` });
+    else if (links && at.chain !== head.chain) problems.push({ position: String(head.position), where: 'writer head', problem: 'the global chain here is not the one the writer recorded: history up to it was rewritten' });
+    else if (links) verified.push(`the writer's head at position ${head.position}`);
+  }
+  return { problems, verified, unchecked };
+}
+
+/**
+ * Rows whose data or metadata is not JSON (a reader cannot turn them into events): their positions, so `verify`
+ * names them instead of failing on the first one without saying where. At most `limit`.
+ */
+export function unreadableRows(location: string, limit = 20): FileProblem[] {
+  const db = new Database(location, { readonly: true, fileMustExist: true });
+  const out: FileProblem[] = [];
+  try {
+    for (const [position, stream, revision, data, metadata] of db.prepare('SELECT position, stream, revision, data, metadata FROM events ORDER BY position').raw(true).iterate() as Iterable<[number, string, number, string, string]>) {
+      for (const [column, text] of [['data', data], ['metadata', metadata]] as const) {
+        try {
+          JSON.parse(text);
+        } catch (err) {
+          out.push({ position: String(position), where: `${stream}@${revision}`, problem: `${column} is not JSON (${(err as Error).message}): the row was rewritten` });
+        }
+      }
+      if (out.length >= limit) break;
+    }
+  } finally {
+    db.close();
+  }
+  return out;
 }

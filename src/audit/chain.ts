@@ -18,6 +18,9 @@ export const CHAIN_FIELDS = ['hash', 'prevHash'] as const;
 /** JSON with keys sorted at every level, so a hash does not depend on property order. */
 export function canonical(value: unknown): string {
   if (typeof value === 'bigint') return JSON.stringify(value.toString());
+  // JSON.stringify writes Infinity and NaN as null, so a stored `1e999` (parsed as Infinity) would hash as the null
+  // it replaced; bare words that no JSON value has keep them apart. Duffy never writes such a number.
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
   // Loops, not map/filter/join: this runs for every event appended, on the thread that serves requests.
   if (Array.isArray(value)) {
@@ -119,6 +122,9 @@ export function globalLink(prev: string, position: bigint, hash: string): string
   return sha256(`${prev}\n${position}\n${hash}`);
 }
 
+/** A JSON object (an event's data and metadata always are one; a rewritten row's may not be). */
+export const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
 export interface ChainBreak {
   position: bigint;
   stream: string;
@@ -136,7 +142,7 @@ export function verifyChains(events: Iterable<RecordedEvent>): { checked: number
   let checked = 0;
   for (const e of events) {
     checked += 1;
-    const hash = e.metadata?.hash;
+    const hash = isRecord(e.metadata) ? e.metadata.hash : undefined;
     const prev = last.get(e.stream);
     const at = { position: e.position, stream: e.stream, revision: e.revision };
     if (prev && e.position <= prev.position) breaks.push({ ...at, problem: `out of order: position ${e.position} after ${prev.position} in its stream` });
@@ -145,7 +151,7 @@ export function verifyChains(events: Iterable<RecordedEvent>): { checked: number
       breaks.push({ ...at, problem: `revision ${e.revision} where ${expectedRevision} was due: an event is missing or moved` });
     }
     if (typeof hash !== 'string') {
-      breaks.push({ ...at, problem: 'event without hash: not covered by the chain' });
+      breaks.push({ ...at, problem: isRecord(e.metadata) ? 'event without hash: not covered by the chain' : 'metadata is not an object: the row was rewritten' });
       last.set(e.stream, { revision: e.revision, hash: '', position: e.position });
       continue;
     }

@@ -86,6 +86,20 @@ export function newSigningKey(): { privatePem: string; publicKey: string } {
 
 export const privateKeyOf = (pem: string): KeyObject => createPrivateKey(pem);
 
+/**
+ * The first of events[from, to) that claims a time more than a minute before `taken`, when a checkpoint saw only
+ * the first `from`: a forged, back-dated fact (the minute is for commands in flight when the checkpoint was taken).
+ * Both times an event carries: `who-had` and the replay read the data's.
+ */
+function backdated(events: readonly RecordedEvent[], from: number, to: number, taken: number): { index: number; claimed: unknown } | undefined {
+  for (let i = from; i < to; i++) {
+    for (const claimed of [events[i].metadata?.at, (events[i].data as { at?: unknown } | null)?.at]) {
+      if (Date.parse(String(claimed ?? '')) < taken - BACKDATE_SLACK_MS) return { index: i, claimed };
+    }
+  }
+  return undefined;
+}
+
 export interface CheckpointVerdict {
   ok: boolean;
   /** What failed and where, or what held. */
@@ -122,14 +136,10 @@ export function checkExtends(cp: Checkpoint, events: readonly RecordedEvent[]): 
     if (d === undefined) return { ok: false, message: `the first ${cp.size} events are not the ones the checkpoint saw (root hash differs)` };
     return { ok: false, message: `leaf ${d} (position ${events[d].position}, ${events[d].stream}@${events[d].revision}) differs from the checkpoint: the covered prefix was changed`, ...at(d) };
   }
-  // An event appended after the checkpoint that claims an earlier time is a forged back-dated fact (a minute of
-  // slack for commands in flight when the checkpoint was taken).
-  const taken = Date.parse(cp.time);
-  for (let i = cp.size; i < events.length; i++) {
-    const claimed = Date.parse(String(events[i].metadata.at ?? ''));
-    if (claimed < taken - BACKDATE_SLACK_MS) {
-      return { ok: false, message: `event at position ${events[i].position} (${events[i].type}) was appended after the checkpoint of ${cp.time} but claims ${events[i].metadata.at}`, ...at(i) };
-    }
+  const late = backdated(events, cp.size, events.length, Date.parse(cp.time));
+  if (late) {
+    const i = late.index;
+    return { ok: false, message: `event at position ${events[i].position} (${events[i].type}) was appended after the checkpoint of ${cp.time} but claims ${late.claimed}`, ...at(i) };
   }
   const newRoot = rootOf(leaves);
   if (!verifyConsistency(cp.size, leaves.length, oldRoot, newRoot, consistencyProof(leaves, cp.size))) {
@@ -151,6 +161,7 @@ export function checkPublished(events: readonly RecordedEvent[], pinnedKey?: str
   }
   const problems: Array<{ position: bigint; problem: string }> = [];
   const keys = new Set<string>();
+  const sound: Checkpoint[] = [];
   let checked = 0;
   events.forEach((e, index) => {
     if (e.type !== 'CheckpointPublished') return;
@@ -159,7 +170,16 @@ export function checkPublished(events: readonly RecordedEvent[], pinnedKey?: str
     if (!cp.signature || !signatureHolds(cp)) problems.push({ position: e.position, problem: 'published checkpoint without a valid signature' });
     else if (pinnedKey && cp.publicKey !== pinnedKey) problems.push({ position: e.position, problem: `published checkpoint signed by another key (${keyId(cp.publicKey!)})` });
     else if (cp.size > index || roots.get(cp.size) !== cp.rootHash) problems.push({ position: e.position, problem: `the first ${cp.size} events are not the ones the server signed` });
+    else sound.push(cp);
     if (cp.publicKey) keys.add(keyId(cp.publicKey));
+  });
+  // Each signed checkpoint also dates what came after it, as an auditor's own does: no later event claims an earlier time.
+  sound.sort((a, b) => a.size - b.size);
+  let taken = -Infinity;
+  sound.forEach((cp, k) => {
+    taken = Math.max(taken, Date.parse(cp.time));
+    const late = backdated(events, cp.size, sound[k + 1]?.size ?? events.length, taken);
+    if (late) problems.push({ position: events[late.index].position, problem: `${events[late.index].type} was appended after the server signed ${cp.size} events at ${cp.time}, but claims ${late.claimed}: back-dated` });
   });
   return { checked, keys, problems };
 }

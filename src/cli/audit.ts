@@ -5,7 +5,8 @@ import {
   type Row,
   allEvents,
   collect,
-  globalLinks,
+  type FileProblem,
+  checkLedgerFile,
   recordedHead,
   history,
   inWindow,
@@ -13,15 +14,17 @@ import {
   openLedger,
   replay,
   rowsOf,
+  unreadableRows,
   whoHad,
   withoutTails,
 } from '../audit/audit.js';
-import { verifyChains, verifyGlobalChain } from '../audit/chain.js';
+import { verifyChains } from '../audit/chain.js';
 import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } from '../audit/checkpoint.js';
-import { DEMO_CONFIG, dataDirOf, loadConfig } from '../config/config.js';
+import { DEMO_CONFIG, dataDirOf, isEventStoreUrl, loadConfig } from '../config/config.js';
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
-import type { RecordedEvent } from '../application/ports/event-store.port.js';
+import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
 import { formatTable } from '../domain/simulator.js';
+import { UsageError } from './client.js';
 import { printable } from './printable.js';
 
 const time = (v: string) => {
@@ -46,18 +49,21 @@ const COLUMNS: Array<[keyof Row, string]> = [
   ['detail', 'detail'],
 ];
 
+/** A checkpoint file; a usage error (printed, exit 2) when it is none: it is read in the action, where commander prints nothing. */
 export function readCheckpoint(file: string): Checkpoint {
   let cp: Checkpoint;
   try {
     cp = JSON.parse(readFileSync(file, 'utf8'));
   } catch (err) {
-    throw new InvalidArgumentError(`cannot read checkpoint ${file}: ${(err as Error).message}`);
+    throw new UsageError(`cannot read checkpoint ${file}: ${(err as Error).message}`);
   }
-  if (!Number.isInteger(cp?.size) || typeof cp.rootHash !== 'string' || !/^[0-9a-f]{64}$/.test(cp.rootHash)) {
-    throw new InvalidArgumentError(`${file} is not a checkpoint (size, lastPosition, rootHash, time)`);
+  if (!Number.isInteger(cp?.size) || cp.size < 0 || typeof cp.rootHash !== 'string' || !/^[0-9a-f]{64}$/.test(cp.rootHash)) {
+    throw new UsageError(`${file} is not a checkpoint (size, lastPosition, rootHash, time)`);
   }
   return cp;
 }
+
+class UnreadableLedgerError extends Error {}
 
 /** `duffy audit ...`: read-only answers for auditors; tables for people, JSON lines with --json. */
 export function auditCommands(duffy: Command, out: (line: string) => void): void {
@@ -65,14 +71,22 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
   // Cells are ledger text a tenant may have written: control characters are shown escaped, never sent to the terminal.
   const table = (headers: string[], rows: string[][], left: number[] = []) => out(formatTable(headers, rows.map((r) => r.map(printable)), left));
   const audit = duffy.command('audit').description('read-only checks of a ledger, for auditors').option('--ledger <file|esdb-url>', 'ledger to read');
-  const withLedger = async <T>(fn: (events: RecordedEvent[]) => T): Promise<T> => {
-    const store = await openLedger(ledgerOf(audit.opts()));
+  /** `fn` over the open ledger; a row that is not JSON, or an event without the fields its type has, is a rewritten row, which verify names. */
+  const withStore = async <T>(fn: (store: EventStore) => Promise<T>): Promise<T> => {
+    const location = ledgerOf(audit.opts());
+    const store = await openLedger(location);
     try {
-      return fn(await collect(store));
+      return await fn(store);
+    } catch (err) {
+      if (err instanceof SyntaxError || err instanceof TypeError) {
+        throw new UnreadableLedgerError(`${location} holds a row that is not an event as Duffy writes it (${err.message}): \`duffy audit verify\` names it`);
+      }
+      throw err;
     } finally {
       await store.close();
     }
   };
+  const withLedger = <T>(fn: (events: RecordedEvent[]) => T): Promise<T> => withStore(async (store) => fn(await collect(store)));
   const showEvents = (all: RecordedEvent[], shown: RecordedEvent[], verbose: boolean) => {
     if (json()) {
       for (const e of shown) out(jsonLine(verbose ? e : withoutTails(e)));
@@ -119,27 +133,34 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
     .action(async (o: { checkpoint?: string }) => {
       const location = ledgerOf(audit.opts());
       const cp = o.checkpoint ? readCheckpoint(o.checkpoint) : undefined;
-      const problems: Array<{ position: string; where: string; problem: string }> = [];
+      const problems: FileProblem[] = [];
       const notes: string[] = [];
-      await withLedger((events) => {
+      const unchecked: string[] = [];
+      const embedded = !isEventStoreUrl(location);
+      // Before the events: the writer's head never leads what it committed.
+      const head = embedded ? recordedHead(location) : null;
+      let events: RecordedEvent[] | undefined;
+      try {
+        events = await withLedger((all) => all);
+      } catch (err) {
+        // A row that is not JSON: name the rows, as any other tampering, instead of the parser's first complaint.
+        if (!embedded || !(err instanceof UnreadableLedgerError)) throw err;
+        problems.push(...unreadableRows(location));
+      }
+      if (events) {
         const { checked, breaks } = verifyChains(events);
         for (const b of breaks) problems.push({ position: String(b.position), where: `${b.stream}@${b.revision}`, problem: b.problem });
         notes.push(`${checked} events in their stream chains`);
-        const links = globalLinks(location);
-        if (links) {
-          const hashes = new Map(events.map((e) => [e.position, typeof e.metadata.hash === 'string' ? e.metadata.hash : '']));
-          const g = verifyGlobalChain(links, (p) => hashes.get(p));
-          if (g.broken) problems.push({ position: String(g.broken.position), where: 'global chain', problem: g.broken.problem });
-          else notes.push(`${g.checked} links of the global chain`);
-          const head = recordedHead(location);
-          if (head) {
-            const at = links.find((l) => l.position === head.position);
-            const last = links.at(-1)?.position ?? 0n;
-            if (!at) problems.push({ position: String(head.position), where: 'writer head', problem: `the writer recorded events up to position ${head.position}, the ledger ends at ${last}: the newest events were deleted` });
-            else if (at.chain !== head.chain) problems.push({ position: String(head.position), where: 'writer head', problem: 'the global chain here is not the one the writer recorded: history up to it was rewritten' });
-            else notes.push(`the writer's head at position ${head.position}`);
-          }
-        }
+      }
+      if (embedded) {
+        const file = await checkLedgerFile(location, head, events ?? []);
+        problems.push(...file.problems);
+        notes.push(...file.verified);
+        if (!cp) unchecked.push(...file.unchecked);
+      } else if (!cp) {
+        unchecked.push('deletion of the newest events (a KurrentDB ledger has no head record; give --checkpoint)');
+      }
+      if (events) {
         const published = checkPublished(events, cp?.publicKey);
         for (const p of published.problems) problems.push({ position: String(p.position), where: 'audit-checkpoints', problem: p.problem });
         if (published.checked) notes.push(`${published.checked} signed checkpoints in the ledger (key ${[...published.keys].join(', ')})`);
@@ -148,13 +169,14 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
           if (!v.ok) problems.push({ position: v.position ?? '-', where: `checkpoint ${o.checkpoint}`, problem: v.message });
           else notes.push(`${v.message}${cp.publicKey ? `, signed by ${keyId(cp.publicKey)}` : ''}`);
         }
-      });
+      }
       if (json()) {
         for (const p of problems) out(JSON.stringify(p));
-        out(JSON.stringify({ ok: problems.length === 0, verified: notes }));
+        out(JSON.stringify({ ok: problems.length === 0, verified: notes, unchecked }));
       } else {
         if (problems.length) table(['position', 'where', 'problem'], problems.map((p) => [p.position, p.where, p.problem]));
-        out(problems.length === 0 ? `OK: ${notes.join('; ')}` : `TAMPERED: ${problems.length} problem(s)`);
+        const notChecked = unchecked.length ? ` (NOT CHECKED: ${unchecked.join('; ')})` : '';
+        out(problems.length === 0 ? `OK${notChecked}: ${notes.join('; ')}` : `TAMPERED: ${problems.length} problem(s)`);
       }
       if (problems.length) process.exitCode = 1;
     });
@@ -198,11 +220,8 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
     .option('--from <time>', 'from (inclusive)', time)
     .option('--to <time>', 'to (exclusive)', time)
     .action(async (o: { from?: Date; to?: Date }) => {
-      const store = await openLedger(ledgerOf(audit.opts()));
-      try {
+      await withStore(async (store) => {
         for await (const e of allEvents(store)) if (inWindow(e, o.from, o.to)) out(jsonLine(e));
-      } finally {
-        await store.close();
-      }
+      });
     });
 }

@@ -1,12 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import Database from 'better-sqlite3';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { checkLedgerFile, recordedHead } from '../../src/audit/audit.js';
 import { GENESIS, eventHash, globalLink } from '../../src/audit/chain.js';
 import { KEY_FILE } from '../../src/audit/checkpoint.service.js';
+import { APPEND_ONLY_TRIGGERS } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { run } from '../../src/cli/main.js';
-import { type Running, newTenant, startDuffy } from '../support/server.js';
+import { type Running, ledgerFile, newTenant, startDuffy } from '../support/server.js';
 
 /** A row of the embedded ledger, parsed. */
 interface Row {
@@ -27,43 +29,73 @@ async function cli(...args: string[]): Promise<{ lines: string[]; exitCode: numb
   return { lines, exitCode };
 }
 
+/** What the CLI wrote to stderr while `fn` ran (its one-line errors). */
+async function stderrOf(fn: () => Promise<void>): Promise<string[]> {
+  const errors: string[] = [];
+  const stderr = jest.spyOn(process.stderr, 'write').mockImplementation((text) => (errors.push(String(text)), true));
+  try {
+    await fn();
+  } finally {
+    stderr.mockRestore();
+  }
+  return errors;
+}
+
 const work = mkdtempSync(join(tmpdir(), 'duffy-tamper-'));
 let copies = 0;
+
+/** A copy of the ledger with the writer's head record beside it, as the server left it. */
+function copyOf(original: string): string {
+  const file = join(work, `copy-${++copies}.sqlite`);
+  copyFileSync(original, file);
+  copyLedger(`${original}.head`, `${file}.head`);
+  return file;
+}
+
+/**
+ * A SQL shell on `file`: the append-only triggers dropped, `edit` run, and (`careful`, the default) the triggers put
+ * back as the store made them, as a tamperer who covers their tracks does.
+ */
+function shell(file: string, edit: (db: Database.Database) => void, careful = true): string {
+  const db = new Database(file);
+  db.exec('DROP TRIGGER IF EXISTS events_no_update; DROP TRIGGER IF EXISTS events_no_delete;');
+  edit(db);
+  if (careful) for (const sql of Object.values(APPEND_ONLY_TRIGGERS)) db.exec(sql);
+  db.close();
+  return file;
+}
+
+/** Raw SQL on a copy of `original`: what the row rewrites of `tampered` cannot write (a schema change, a bare 1e999). */
+const sqlTampered = (original: string, sql: string, careful = true): string => shell(copyOf(original), (db) => db.exec(sql), careful);
 
 /**
  * What anyone with a SQL shell on the file can do: drop the append-only triggers, then rewrite the rows.
  * `recompute`: 'streams' redoes the per-stream hashes (the format is public), 'all' the global chain too.
  */
 function tampered(original: string, edit: (rows: Row[]) => Row[], recompute: 'none' | 'streams' | 'all' = 'none'): string {
-  const file = join(work, `copy-${++copies}.sqlite`);
-  copyFileSync(original, file);
-  // The tamperer edits the ledger file; the writer's head record beside it stays as the server left it.
-  copyLedger(`${original}.head`, `${file}.head`);
-  const db = new Database(file);
-  db.exec('DROP TRIGGER IF EXISTS events_no_update; DROP TRIGGER IF EXISTS events_no_delete;');
-  const rows = (db.prepare('SELECT * FROM events ORDER BY position').all() as Array<Record<string, unknown>>).map(
-    (r) => ({ ...r, data: JSON.parse(String(r.data)), metadata: JSON.parse(String(r.metadata)) }) as Row,
-  );
-  const out = edit(rows);
-  if (recompute !== 'none') {
-    const heads = new Map<string, string>();
-    let chain = GENESIS;
-    for (const r of out) {
-      const prev = heads.get(r.stream) ?? GENESIS;
-      const metadata: Record<string, unknown> = { ...r.metadata, prevHash: prev };
-      delete metadata.hash;
-      r.metadata = { ...metadata, hash: eventHash(prev, { ...r, metadata }) };
-      heads.set(r.stream, String(r.metadata.hash));
-      if (recompute === 'all') r.chain = chain = globalLink(chain, BigInt(r.position), String(r.metadata.hash));
+  return shell(copyOf(original), (db) => {
+    const rows = (db.prepare('SELECT * FROM events ORDER BY position').all() as Array<Record<string, unknown>>).map(
+      (r) => ({ ...r, data: JSON.parse(String(r.data)), metadata: JSON.parse(String(r.metadata)) }) as Row,
+    );
+    const out = edit(rows);
+    if (recompute !== 'none') {
+      const heads = new Map<string, string>();
+      let chain = GENESIS;
+      for (const r of out) {
+        const prev = heads.get(r.stream) ?? GENESIS;
+        const metadata: Record<string, unknown> = { ...r.metadata, prevHash: prev };
+        delete metadata.hash;
+        r.metadata = { ...metadata, hash: eventHash(prev, { ...r, metadata }) };
+        heads.set(r.stream, String(r.metadata.hash));
+        if (recompute === 'all') r.chain = chain = globalLink(chain, BigInt(r.position), String(r.metadata.hash));
+      }
     }
-  }
-  db.transaction(() => {
-    db.exec('DELETE FROM events');
-    const insert = db.prepare('INSERT INTO events (position, stream, revision, id, type, data, metadata, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
-    for (const r of out) insert.run(r.position, r.stream, r.revision, r.id, r.type, JSON.stringify(r.data), JSON.stringify(r.metadata), r.chain);
-  })();
-  db.close();
-  return file;
+    db.transaction(() => {
+      db.exec('DELETE FROM events');
+      const insert = db.prepare('INSERT INTO events (position, stream, revision, id, type, data, metadata, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+      for (const r of out) insert.run(r.position, r.stream, r.revision, r.id, r.type, JSON.stringify(r.data), JSON.stringify(r.metadata), r.chain);
+    })();
+  });
 }
 
 function copyLedger(from: string, to: string): void {
@@ -78,6 +110,26 @@ const pick = (rows: Row[], test: (r: Row) => boolean, what: string): Row => {
   return r;
 };
 const lastOfStream = (rows: Row[], stream: string) => rows.filter((r) => r.stream === stream).at(-1)!;
+/** A forged SessionExtended appended at the end with valid hashes, claiming a time an hour before its session began ('both' times, or the data's only). */
+const forgedExtension = (ledger: string, backdated: 'both' | 'data'): string =>
+  tampered(ledger, (rows) => {
+    const started = pick(rows, (r) => r.type === 'SessionStarted', 'session start');
+    const last = lastOfStream(rows, started.stream);
+    const at = new Date(Date.parse(String(started.data.at)) - 3600_000).toISOString();
+    const forged: Row = {
+      ...last,
+      id: 'forged',
+      position: rows.at(-1)!.position + 1,
+      revision: last.revision + 1,
+      type: 'SessionExtended',
+      data: { sessionId: started.data.sessionId, expiresAt: '2099-01-01T00:00:00.000Z', at },
+      metadata: { ...last.metadata, at: backdated === 'both' ? at : new Date().toISOString() },
+    };
+    return [...rows, forged];
+  }, 'all');
+const APPEND_ONLY_TRIGGERS_NEUTERED = Object.values(APPEND_ONLY_TRIGGERS)
+  .map((sql) => `${sql.replace(/BEGIN .* END$/, 'BEGIN SELECT 1; END')};`)
+  .join('\n');
 
 describe('an auditor against a tamperer with the ledger file', () => {
   let duffy: Running;
@@ -155,7 +207,8 @@ describe('an auditor against a tamperer with the ledger file', () => {
 
   /**
    * Each tampering, and whether plain `verify` (no checkpoint) must see it: all that keep the hashes do, and so do
-   * rewrites of history before the writer's recorded head; only an append with valid hashes needs a checkpoint.
+   * rewrites of history before the writer's recorded head, and appends back-dated before a checkpoint the server
+   * signed into the ledger; only an append with valid hashes and a time after that needs the auditor's checkpoint.
    */
   const tamperings: Array<{ name: string; plain: boolean; make: (ledger: string) => string; factsKept?: true; newest?: true }> = [
     { name: 'data edited (one byte of a MachineReserved)', plain: true, make: (l) => tampered(l, (rows) => (pick(rows, (r) => r.type === 'MachineReserved', 'reservation').data.tenantId = 99, rows)) },
@@ -233,26 +286,28 @@ describe('an auditor against a tamperer with the ledger file', () => {
         return renumber(out);
       }, 'all'),
     },
-    {
-      name: 'a forged, back-dated SessionExtended appended at the end with valid hashes',
-      plain: false,
-      make: (l) => tampered(l, (rows) => {
-        const started = pick(rows, (r) => r.type === 'SessionStarted', 'session start');
-        const last = lastOfStream(rows, started.stream);
-        const backdated = new Date(Date.parse(String(started.data.at)) - 3600_000).toISOString();
-        const forged: Row = {
-          ...last,
-          id: 'forged',
-          position: rows.at(-1)!.position + 1,
-          revision: last.revision + 1,
-          type: 'SessionExtended',
-          data: { sessionId: started.data.sessionId, expiresAt: '2099-01-01T00:00:00.000Z', at: backdated },
-          metadata: { ...last.metadata, at: backdated },
-        };
-        return [...rows, forged];
-      }, 'all'),
-    },
+    // The server's signed checkpoints in the ledger date what came after them, as the auditor's own does.
+    { name: 'a forged, back-dated SessionExtended appended at the end with valid hashes', plain: true, make: (l) => forgedExtension(l, 'both') },
+    // who-had and the replay read the data's time: the metadata's alone says nothing of what the event claims.
+    { name: "a forged SessionExtended appended at the end, its data back-dated, its metadata's time left plausible", plain: true, make: (l) => forgedExtension(l, 'data') },
     { name: 'the newest event of the ledger deleted (truncation)', plain: true, newest: true, make: (l) => tampered(l, (rows) => rows.slice(0, -1)) },
+    // Without the column there is no global chain to check, and nothing to hold the writer's head against.
+    { name: 'the global chain column dropped and the newest event deleted', plain: true, make: (l) => sqlTampered(l, 'DELETE FROM events WHERE position = (SELECT MAX(position) FROM events); ALTER TABLE events DROP COLUMN chain') },
+    {
+      // JSON.stringify writes Infinity as null: a hash over the parsed event did not see the change.
+      name: "a tenant's null quota made 1e999 (read back as Infinity: no quota at all)",
+      plain: true,
+      make: (l) => sqlTampered(l, `UPDATE events SET data = replace(data, '"nodeQuota":null', '"nodeQuota":1e999') WHERE position = (SELECT MIN(position) FROM events WHERE type = 'TenantRegistered' AND data LIKE '%"nodeQuota":null%')`),
+    },
+    // No fact changed: what is gone is the guard against the next edit, which the store does not put back over a trigger of the same name.
+    { name: 'the append-only triggers replaced by ones that let everything through', plain: true, factsKept: true, make: (l) => sqlTampered(l, APPEND_ONLY_TRIGGERS_NEUTERED, false) },
+    { name: 'the append-only triggers dropped and left so', plain: true, factsKept: true, make: (l) => sqlTampered(l, 'SELECT 1', false) },
+    {
+      name: 'a trigger added that silently drops every later CheckpointPublished',
+      plain: true,
+      factsKept: true,
+      make: (l) => sqlTampered(l, "CREATE TRIGGER events_quiet BEFORE INSERT ON events WHEN NEW.type = 'CheckpointPublished' BEGIN SELECT RAISE(IGNORE); END"),
+    },
   ];
 
   it.each(tamperings.map((t) => [t.name, t] as const))('%s', async (_name, t) => {
@@ -266,6 +321,71 @@ describe('an auditor against a tamperer with the ledger file', () => {
     if (!t.factsKept) expect(withCheckpoint.lines.join('\n')).toMatch(/checkpoint .*(leaf \d+ \(position \d+|ledger shorter than checkpoint|was appended after the checkpoint)/);
     // The server's checkpoint may not cover the newest event; the writer's head record beside the file does.
     expect((await cli('audit', '--ledger', copy, 'verify', '--checkpoint', signedFile)).exitCode).toBe(1);
+  });
+
+  it('beside a writer: rows committed after it read the events wait for the next run, they are not missing hashes', async () => {
+    // The writer appended `dave` between the auditor's reads: head record first, then the events, then the file's rows.
+    const head = recordedHead(ledger);
+    const events = await ledgerFile(ledger);
+    expect((await ledgerFile(grownLedger)).length).toBeGreaterThan(events.length);
+    const r = await checkLedgerFile(grownLedger, head, events);
+    expect(r).toEqual({ problems: [], verified: [`${events.length} links of the global chain`, `the writer's head at position ${events.length}`], unchecked: [] });
+  });
+
+  it('names a row that is no longer JSON, with its position, instead of failing on the parser; replay and export send the reader to verify', async () => {
+    const copy = sqlTampered(ledger, "UPDATE events SET data = 'tenantId: 99' WHERE position = 7");
+    const r = await cli('audit', '--ledger', copy, 'verify');
+    expect(r.exitCode).toBe(1);
+    expect(r.lines.join('\n')).toMatch(/^7 +\S+@\d+ +data is not JSON .*: the row was rewritten$/m);
+    expect(r.lines.at(-1)).toBe('TAMPERED: 1 problem(s)');
+    // The other commands read events and trust them: they send the reader to verify, as they do for an event of the wrong shape.
+    const nulled = sqlTampered(ledger, "UPDATE events SET data = 'null' WHERE position = (SELECT MIN(position) FROM events WHERE type = 'MachineReserved')");
+    const errors = await stderrOf(async () => {
+      expect((await cli('audit', '--ledger', copy, 'replay')).exitCode).toBe(1);
+      expect((await cli('audit', '--ledger', nulled, 'replay')).exitCode).toBe(1);
+      expect((await cli('audit', '--ledger', copy, 'export')).exitCode).toBe(1);
+    });
+    const notJson = expect.stringMatching(new RegExp(`^duffy: ${copy} holds a row that is not an event as Duffy writes it \\(.*JSON.*\\): \`duffy audit verify\` names it\n$`));
+    expect(errors).toEqual([
+      notJson,
+      expect.stringMatching(new RegExp(`^duffy: ${nulled} holds a row that is not an event as Duffy writes it \\(Cannot read properties of null .*\\): \`duffy audit verify\` names it\n$`)),
+      notJson,
+    ]);
+  });
+
+  it("says when it could not check for deleted newest events (no writer's head record), and reports a head record it cannot read", async () => {
+    const copy = tampered(ledger, (rows) => rows.slice(0, -1));
+    rmSync(`${copy}.head`);
+    const r = await cli('audit', '--ledger', copy, 'verify');
+    expect(r.exitCode).toBe(0);
+    expect(r.lines.at(-1)).toMatch(/^OK \(NOT CHECKED: deletion of the newest events \(no writer's head record .*\.head; give --checkpoint\)\): /);
+    const asJson = await cli('--json', 'audit', '--ledger', copy, 'verify');
+    expect(JSON.parse(asJson.lines.at(-1)!)).toMatchObject({ ok: true, unchecked: [expect.stringMatching(/^deletion of the newest events/)] });
+    // A checkpoint taken before covers it.
+    expect((await cli('audit', '--ledger', copy, 'verify', '--checkpoint', checkpointFile)).exitCode).toBe(1);
+    writeFileSync(`${copy}.head`, '{"position": "x"}');
+    const garbled = await cli('audit', '--ledger', copy, 'verify');
+    expect(garbled.exitCode).toBe(1);
+    expect(garbled.lines.join('\n')).toMatch(/writer head .*\.head cannot be read \(not \{position, chain\}\): the writer's record was altered/);
+  });
+
+  it('names a file that is no ledger, and says why it refuses a checkpoint of negative size', async () => {
+    const empty = join(work, 'empty.sqlite');
+    writeFileSync(empty, '');
+    const junk = join(work, 'junk.sqlite');
+    writeFileSync(junk, 'not a database '.repeat(100));
+    const negative = join(work, 'negative-checkpoint.json');
+    writeFileSync(negative, JSON.stringify({ size: -1, lastPosition: '0', rootHash: '0'.repeat(64), time: new Date().toISOString() }));
+    const errors = await stderrOf(async () => {
+      expect((await cli('audit', '--ledger', empty, 'verify')).exitCode).toBe(1);
+      expect((await cli('audit', '--ledger', junk, 'verify')).exitCode).toBe(1);
+      expect((await cli('audit', '--ledger', ledger, 'verify', '--checkpoint', negative)).exitCode).toBe(2);
+    });
+    expect(errors).toEqual([
+      `duffy: ${empty} is not a readable Duffy ledger: no such table: events\n`,
+      `duffy: ${junk} is not a readable Duffy ledger: file is not a database\n`,
+      `duffy: ${negative} is not a checkpoint (size, lastPosition, rootHash, time)\n`,
+    ]);
   });
 
   it('is a list of at least 17 kinds', () => {

@@ -17,6 +17,13 @@ describe('event hashing (the stream chain stored in every event)', () => {
     expect(canonical({ b: [1, { d: undefined, c: 10n }], a: 'x' })).toBe('{"a":"x","b":[1,{"c":"10"}]}');
   });
 
+  it('tells a number JSON cannot hold from the null JSON.stringify writes for it (a stored 1e999 reads back as Infinity)', () => {
+    for (const odd of [JSON.parse('1e999'), -Infinity, NaN]) {
+      expect(canonical({ quota: odd })).not.toBe(canonical({ quota: null }));
+      expect(eventHash(GENESIS, { ...event, data: { quota: odd } })).not.toBe(eventHash(GENESIS, { ...event, data: { quota: null } }));
+    }
+  });
+
   it('hashes the events of one append with their metadata canonicalised once, to the same value', () => {
     const link = linkWith(canonical(coveredMetadata(event.metadata)));
     expect(link(GENESIS, event.stream, event.revision, event.type, event.data)).toBe(eventHash(GENESIS, event));

@@ -34,6 +34,15 @@ type WriterReply =
   | { failed: number[]; error: { message: string; code?: string } }
   | { outcomes: Array<{ id: number; ok: true; first: bigint; bases: number[] } | { id: number; ok: false; stream: string; expected: ExpectedRevision; actual: number | 'no_stream' }> };
 
+/**
+ * Invariant 6: the ledger is append-only, even for someone with a SQL shell. `duffy audit verify` checks the file
+ * still has exactly these (whitespace aside): one dropped or neutered leaves the file open to silent edits.
+ */
+export const APPEND_ONLY_TRIGGERS = {
+  events_no_update: "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END",
+  events_no_delete: "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END",
+} as const;
+
 /** Recent events kept in memory, so live subscribers get what was just committed without reading it back. */
 const TAIL_SIZE = 8192;
 
@@ -85,12 +94,8 @@ export class SqliteEventStore implements EventStore {
           chain    TEXT    NOT NULL,
           UNIQUE (stream, revision)
         );
-        -- Invariant 6: the ledger is append-only, even for someone with a SQL shell.
-        CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
-          BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-        CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
-          BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
       `);
+      for (const sql of Object.values(APPEND_ONLY_TRIGGERS)) this.db.exec(sql.replace('CREATE TRIGGER', 'CREATE TRIGGER IF NOT EXISTS'));
     }
     this.stmts = {
       readStream: this.db.prepare<[string, number], Row>(`SELECT ${COLUMNS} FROM events WHERE stream = ? AND revision >= ? ORDER BY revision`).raw(true),
