@@ -23,6 +23,9 @@ import { type World, emptyWorld, evolve, hostKey } from '../domain/world.js';
 /** How many heads may be noted beyond those kept at the last sweep before the heads of forgotten sessions are let go. */
 const HEADS_SLACK = 4096;
 
+/** Decisions taken again after a revision conflict before the caller gets a 409. */
+const DECIDE_ATTEMPTS = 5;
+
 /** How long an append that is durable may take to come back through the subscription before its caller gets a 503. */
 const SEEN_TIMEOUT_MS = 30_000;
 
@@ -315,7 +318,7 @@ export class Ledger implements OnApplicationShutdown {
    * and decide again, a bounded number of times. A refusal is thrown as the DomainError the API maps.
    * Returns null when the decision had nothing to write.
    */
-  async decide(decide: (world: World, inFlight: InFlightView) => Decision, meta: EventMetadata, attempts = 5): Promise<Recorded | null> {
+  async decide(decide: (world: World, inFlight: InFlightView) => Decision, meta: EventMetadata): Promise<Recorded | null> {
     for (let attempt = 1; ; attempt++) {
       const decision = decide(this.world, this.inFlight);
       if (isRefusal(decision)) return raise(decision);
@@ -330,7 +333,7 @@ export class Ledger implements OnApplicationShutdown {
       }
       const recorded = await this.record(decision, meta);
       if (recorded.ok) return recorded;
-      if (attempt >= attempts) throw new DomainError('conflict', 'the ledger changed under this request too often; try again');
+      if (attempt >= DECIDE_ATTEMPTS) throw new DomainError('conflict', 'the ledger changed under this request too often; try again');
       await this.catchUp();
     }
   }

@@ -210,8 +210,7 @@ export class Provisioner implements OnApplicationShutdown {
         return decideRunOutcome(machine, pool, job, { ...result, files }, run, revision, now, claimed.length);
       }),
     );
-    // The outcome is recorded at its own time, not the claim's (same correlation id).
-    await this.ledger.commit(outcomes, { ...meta, at: now });
+    await this.ledger.commit(outcomes, meta);
     if (isHandover(job)) {
       const lost = claimed.find(({ machine }) => !nodes.get(machine.hostname)!.ok);
       if (lost) this.lostBecause.set(job.sessionId!, `${lost.machine.hostname}: ${nodes.get(lost.machine.hostname)!.error ?? 'failed'}`);

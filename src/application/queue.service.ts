@@ -3,7 +3,7 @@ import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
 import { type Observable, asapScheduler, auditTime, filter, map } from 'rxjs';
 import { Catalog } from './catalog.js';
-import { decideLeaveQueue, decideRequestSession, effective, freeMachines, isRefusal, mayOverflow } from '../domain/decide.js';
+import { decideLeaveQueue, decideRequestSession, effective, freeMachines, isRefusal, mayOverflow, overflowAt } from '../domain/decide.js';
 import { DomainError } from '../domain/errors.js';
 import { Ledger, LedgerEvent } from './ledger.service.js';
 import { metaFor } from './session-lifecycle.js';
@@ -14,10 +14,10 @@ import { machinesToHold } from '../domain/policy.js';
 /** The window of machine time that decides who goes first. */
 const FAIR_SHARE_WINDOW_MS = 3600_000;
 
-/** Waiting sessions in the order they will be tried: urgent ones first, then less recent machine time first (weighted fair share). */
+/** Waiting sessions in the order they will be tried: urgent ones first, then less recent machine time first (fair share). */
 export function queueOrder(world: World, nowMs: number): Session[] {
   const waiting = [...world.openSessions].map((id) => world.sessions.get(id)!).filter((s) => s.status === 'waiting');
-  const order = fairOrder(waiting.map(asWaitingRequest), (tenantId) => recentUsage(world, tenantId, nowMs), undefined, nowMs);
+  const order = fairOrder(waiting.map(asWaitingRequest), (tenantId) => recentUsage(world, tenantId, nowMs), nowMs);
   return order.map((r) => world.sessions.get(r.sessionId)!);
 }
 
@@ -41,6 +41,8 @@ export class ServeWaitingRequests extends Command<void> {}
 @Injectable()
 export class WaitingQueue implements OnApplicationShutdown {
   private timer?: NodeJS.Timeout;
+  /** A pass at the next instant a waiting request may overflow (see `wakeForOverflow`). */
+  private overflowWake?: NodeJS.Timeout;
   private running?: Promise<void>;
   private again = false;
   private readonly log = new Logger('WaitingQueue');
@@ -113,6 +115,23 @@ export class WaitingQueue implements OnApplicationShutdown {
     for (const r of await Promise.allSettled(attempts)) {
       if (r.status === 'rejected' && !(r.reason instanceof DomainError)) throw r.reason;
     }
+    this.wakeForOverflow(Date.now());
+  }
+
+  /**
+   * A pass when the next waiting request may overflow to another family: the last share of a short wait (5 % of
+   * 4 s) falls between two of the timer's passes, and the request would leave unserved rather than overflow.
+   */
+  private wakeForOverflow(nowMs: number): void {
+    const world = this.ledger.world;
+    let next = Infinity;
+    for (const id of world.openSessions) {
+      const q = world.sessions.get(id)!.queue;
+      const at = q ? overflowAt(q) : Infinity;
+      if (at > nowMs && at < next) next = at;
+    }
+    clearTimeout(this.overflowWake);
+    this.overflowWake = next === Infinity ? undefined : setTimeout(() => this.poke(), next - nowMs).unref();
   }
 
   private mustLeave(world: World, s: Session, nowMs: number): string | undefined {
@@ -127,6 +146,7 @@ export class WaitingQueue implements OnApplicationShutdown {
 
   async onApplicationShutdown(): Promise<void> {
     clearInterval(this.timer);
+    clearTimeout(this.overflowWake);
     this.timer = undefined;
     await this.running;
   }

@@ -9,10 +9,10 @@ import { Ledger } from './ledger.service.js';
 import type { ReleaseReason } from '../domain/events.js';
 import { type Session, handedOver } from '../domain/world.js';
 
+/** Who and which request; the time (`at`) is stamped by Ledger.record at the append. */
 export const metaFor = (actor: Actor | null, extra: EventMetadata = {}): EventMetadata => ({
   actor: actor?.tenant.name ?? 'duffy',
   correlationId: actor?.requestId ?? randomUUID(),
-  at: new Date().toISOString(),
   ...extra,
 });
 

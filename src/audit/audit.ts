@@ -340,7 +340,7 @@ export async function checkLedgerFile(
   head: ReturnType<typeof recordedHead>,
   events: readonly RecordedEvent[],
 ): Promise<{ problems: FileProblem[]; verified: string[]; unchecked: string[] }> {
-  const { APPEND_ONLY_TRIGGERS } = await import('../adapters/eventstore/sqlite-event-store.js');
+  const { ledgerSchemaProblems } = await import('../adapters/eventstore/sqlite-event-store.js');
   const problems: FileProblem[] = [];
   const verified: string[] = [];
   const unchecked: string[] = [];
@@ -350,18 +350,9 @@ export async function checkLedgerFile(
   let links: Link[] | null = null;
   let positions: Array<{ position: bigint; chain?: string | null }>;
   try {
-    const schema = db.prepare("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'events'").all() as Array<{ type: string; name: string; sql: string | null }>;
-    if (!schema.some((o) => o.type === 'table' && o.name === 'events')) schemaProblem('events is not a table: the ledger was replaced by something that reads like one');
-    const triggers = new Map(schema.filter((o) => o.type === 'trigger').map((o) => [o.name, (o.sql ?? '').replace(/\s+/g, ' ').trim()]));
-    for (const [name, sql] of Object.entries(APPEND_ONLY_TRIGGERS)) {
-      if (!triggers.has(name)) schemaProblem(`trigger ${name} is missing: someone dropped the append-only guard`);
-      else if (triggers.get(name) !== sql) schemaProblem(`trigger ${name} was changed: the append-only guard no longer guards (${triggers.get(name)})`);
-    }
-    for (const [name, sql] of triggers) if (!(name in APPEND_ONLY_TRIGGERS)) schemaProblem(`trigger ${name} on events is not Duffy's (${sql})`);
-    const columns = db.prepare('PRAGMA table_info(events)').all() as Array<{ name: string }>;
-    // Every row the writer ever wrote has its link: a ledger without the column had it removed.
-    if (columns.some((c) => c.name === 'chain')) links = db.prepare('SELECT position, chain FROM events ORDER BY position').safeIntegers(true).all() as Link[];
-    else schemaProblem('the events table has no chain column: the global chain was removed');
+    const schema = ledgerSchemaProblems(db);
+    schema.problems.forEach(schemaProblem);
+    if (schema.chainColumn) links = db.prepare('SELECT position, chain FROM events ORDER BY position').safeIntegers(true).all() as Link[];
     positions = links ?? (db.prepare('SELECT position FROM events ORDER BY position').safeIntegers(true).all() as typeof positions);
   } finally {
     db.close();

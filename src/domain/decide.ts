@@ -1,15 +1,15 @@
 import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, describeSpec, eligiblePools, familyCrowding, planAllocation } from './policy.js';
 import { type DomainErrorKind, refuse } from './errors.js';
-import { waitedShare } from './fair-queue.js';
 import { parseDuration } from './duration.js';
 import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, machinesAsked, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, hostKey, machineIdOfHost } from './world.js';
 
-/**
- * Deciders: (World, command, now) -> the writes that record the decision, or a DomainError.
+/*
+ * Deciders: (World, command, now) -> the writes that record the decision, or a Refusal value.
  * Pure: no I/O, no clock (time comes in the command), no Nest. Each write carries the expected revision
  * of the stream it guards, so a stale decision fails at append time and is taken again on fresh state.
  */
+
 /** `no_stream`: the stream must not exist; `any`: no check; a number: the stream's last revision must be exactly that. */
 export type ExpectedRevision = 'any' | 'no_stream' | number;
 
@@ -321,10 +321,16 @@ export function decideReserve(p: Pick, sessionId: number, tenantId: number, cont
   };
 }
 
+/** When a waiting request may be served from another family (soft affinity): once it has waited its share, in ms. */
+export function overflowAt(queue: { since: string; until: string }): number {
+  const since = Date.parse(queue.since);
+  return since + OVERFLOW_AFTER_SHARE_OF_WAIT * (Date.parse(queue.until) - since);
+}
+
 /** Soft affinity: another family may serve a request that cannot wait at once, a waiting one once it has waited its share. */
 export function mayOverflow(cmd: { waiting?: Session; waitSeconds?: number }, nowMs: number): boolean {
   const q = cmd.waiting?.queue;
-  return q ? waitedShare(Date.parse(q.since), Date.parse(q.until), OVERFLOW_AFTER_SHARE_OF_WAIT, nowMs) : !cmd.waitSeconds;
+  return q ? nowMs >= overflowAt(q) : !cmd.waitSeconds;
 }
 
 /**
@@ -452,7 +458,7 @@ const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[
  * alone is its midnight, and a time without an offset is UTC. Date.parse would read that last one in the server's
  * own time zone (ECMA-262 21.4.3.2), so the same request would move a lease by hours depending on the host's TZ.
  */
-export function parseIsoTime(value: string): number | undefined {
+function parseIsoTime(value: string): number | undefined {
   const m = ISO_TIME.exec(value.trim());
   if (!m) return undefined;
   const [y, mo, d, h = 0, mi = 0, s = 0] = m.slice(1, 7).map((x) => Number(x ?? 0));
@@ -467,7 +473,7 @@ export function parseIsoTime(value: string): number | undefined {
 }
 
 /** The state a released machine returns to: retired if not reusable, powered off (unused) after shutdown, else ready. */
-export function recycledState(machine: Machine, policy: RecyclePolicy): MachineState {
+function recycledState(machine: Machine, policy: RecyclePolicy): MachineState {
   return !machine.reusable ? 'done' : policy === 'shutdown' ? 'unused' : 'ready';
 }
 

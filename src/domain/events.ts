@@ -138,6 +138,7 @@ export type DuffyEvent =
         at: string;
       };
     }
+  /** No longer written (it undid half-written requests before one request became one append); older ledgers still hold it. */
   | { type: 'MachineReservationCancelled'; data: { machineId: number; sessionId: number; reason: string; at: string } }
   | { type: 'MachineReleased'; data: { machineId: number; sessionId: number; reason: ReleaseReason; at: string } }
   | {
@@ -200,9 +201,6 @@ export type DuffyEvent =
   | { type: 'SessionExpired'; data: { sessionId: number; at: string } }
   /** A signed Merkle tree head of the ledger's first `size` events (src/audit/checkpoint.ts), in stream audit-checkpoints. */
   | { type: 'CheckpointPublished'; data: { size: number; lastPosition: string; rootHash: string; time: string; signature?: string; publicKey?: string } };
-
-export type DuffyEventType = DuffyEvent['type'];
-export type EventOf<T extends DuffyEventType> = Extract<DuffyEvent, { type: T }>;
 
 export const stream = {
   tenant: (name: string) => `tenant-${name}`,

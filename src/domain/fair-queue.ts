@@ -1,7 +1,7 @@
 /**
- * Weighted fair share for requests that could not be served at once (pure: no I/O, no clock).
+ * Fair share for requests that could not be served at once (pure: no I/O, no clock).
  *
- * The tenant that has had the least machine time lately, relative to its weight, is served first; one tenant's
+ * The tenant that has had the least machine time lately is served first; one tenant's
  * own requests stay first-in first-out; ties fall to the earlier request, then the lower session id, so an
  * order is the same on every replay. A request that has waited `URGENT_AFTER_SHARE_OF_WAIT` of its wait goes
  * before all that have not, the one that gives up first first: fair share alone passes a heavy tenant's request
@@ -24,7 +24,7 @@ export const HOLD_FOR_AT_MOST_MACHINES = 2;
 export const waitedShare = (since: number, until: number, share: number, now: number): boolean => now >= since + share * (until - since);
 
 /** Whether a request has waited long enough to go before all that have not (`now` in ms). */
-export function isUrgent(r: WaitingRequest, now: number): boolean {
+function isUrgent(r: WaitingRequest, now: number): boolean {
   return r.until !== undefined && waitedShare(r.enqueuedAt, r.until, URGENT_AFTER_SHARE_OF_WAIT, now);
 }
 
@@ -76,25 +76,17 @@ export interface BusyInterval {
 
 /**
  * The order in which to try waiting requests.
- * `recentMachineMs(t)`: machine time tenant t used lately (see `recentUsageMs`); `weight(t)`: its share, default 1
- * (a tenant of weight 2 may use twice as much as a tenant of weight 1 before it yields). Each function is called
- * once per tenant. `now` (ms) decides which requests are urgent; without it none is.
+ * `recentMachineMs(t)`: machine time tenant t used lately (see `recentUsageMs`), called once per tenant.
+ * `now` (ms) decides which requests are urgent; without it none is.
  */
-export function fairOrder(
-  waiting: readonly WaitingRequest[],
-  recentMachineMs: (tenantId: number) => number,
-  weight: (tenantId: number) => number = () => 1,
-  now?: number,
-): WaitingRequest[] {
+export function fairOrder(waiting: readonly WaitingRequest[], recentMachineMs: (tenantId: number) => number, now?: number): WaitingRequest[] {
   const urgent = (r: WaitingRequest) => now !== undefined && isUrgent(r, now);
   const usage = new Map<number, number>();
   for (const r of waiting) {
     if (usage.has(r.tenantId)) continue;
-    const w = weight(r.tenantId);
-    if (!(w > 0) || !Number.isFinite(w)) throw new RangeError(`weight of tenant ${r.tenantId} must be a positive number, got ${w}`);
     const used = recentMachineMs(r.tenantId);
     if (Number.isNaN(used)) throw new RangeError(`recent machine time of tenant ${r.tenantId} is NaN`);
-    usage.set(r.tenantId, used / w);
+    usage.set(r.tenantId, used);
   }
   // Compare rather than subtract: usages may be Infinity.
   const cmp = (x: number, y: number) => (x < y ? -1 : x > y ? 1 : 0);

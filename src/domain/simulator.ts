@@ -513,7 +513,7 @@ export function simulate(config: SimConfig, workload: Workload, policy: PolicyNa
     let order: Arrival[] = queue;
     if (fairQueue) {
       const byId = new Map(queue.map((a) => [a.id, a]));
-      order = fairOrder(queue.map(waitingRequest), usage, undefined, clock).map((x) => byId.get(x.sessionId)!);
+      order = fairOrder(queue.map(waitingRequest), usage, clock).map((x) => byId.get(x.sessionId)!);
     }
     // Free machines only go down during a pass: a shape that did not fit will not fit later in the same pass
     // (while no machine is held: a held machine is free to some requests and not to others).

@@ -13,7 +13,7 @@ import { BasicAuthGuard, CurrentActor } from './auth.js';
 import { ReadViews } from './read-views.js';
 
 /** The real path of `rel` inside `base`, or null when it is not a file there (`..`, absolute, a symlink leading out). */
-export async function artifactPath(base: string, rel: string): Promise<string | null> {
+async function artifactPath(base: string, rel: string): Promise<string | null> {
   const parts = rel.split('/');
   if (rel === '' || isAbsolute(rel) || rel.includes('\0') || parts.some((p) => p === '' || p === '.' || p === '..')) return null;
   const root = await realpath(base).catch(() => null);
@@ -23,7 +23,7 @@ export async function artifactPath(base: string, rel: string): Promise<string | 
 }
 
 /** Every file under `base` (symlinks only when they resolve to a file inside it), as paths relative to it. */
-export async function listArtifacts(base: string): Promise<Array<{ path: string; size: number }>> {
+async function listArtifacts(base: string): Promise<Array<{ path: string; size: number }>> {
   const root = await realpath(base).catch(() => null);
   if (!root) return [];
   const out: Array<{ path: string; size: number }> = [];

@@ -25,7 +25,7 @@ export function answerUnmatched(app: Application, req: Request, res: Response): 
 }
 
 /** Methods the app's routes serve at `path` (only asked once no route matched, so a scan costs nothing on the hot path). */
-export function methodsServing(app: Application, path: string): string[] {
+function methodsServing(app: Application, path: string): string[] {
   const stack = (app as unknown as { router?: { stack: RouteLayer[] } }).router?.stack ?? [];
   const methods = new Set<string>();
   for (const layer of stack) {

@@ -36,7 +36,7 @@ const SECRET_PART = /secret|passw|passphrase|passcode|token|credential|privkey|a
  */
 const SECRET_WORD = /(pass|pwd|pw|key|keys)$|^(pin|otp)$/;
 /** Whether a node data or hardware key looks like it holds a credential (then only admins see it). */
-export function looksSecret(name: string): boolean {
+function looksSecret(name: string): boolean {
   const lower = name.toLowerCase();
   if (SECRET_PART.test(lower.replace(/[^a-z0-9_]/g, ''))) return true;
   // Words: split at punctuation, at a lowercase-to-capital step, and before the last capital of a run (IPMIPass).
@@ -52,10 +52,10 @@ export function publicData(data: unknown): unknown {
 }
 
 /**
- * A node as a session shows it: shown to the session's tenant, so never with credentials; no `comment` (Duffy v3's
- * SessionNode view has none; it is the admins' note).
+ * A node as a session shows it: shown to the session's tenant, so never with credentials, nor with the admins' note:
+ * `comment` stays, null, as the field of Duffy v3's SessionNode model.
  */
-export function sessionNodeView(m: Machine, admin = false) {
+function sessionNodeView(m: Machine, admin = false) {
   return { id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, comment: null as string | null, pool: m.pool, reusable: m.reusable, data: admin ? m.data : publicData(m.data), state: m.state };
 }
 
@@ -133,7 +133,7 @@ export function poolLevels(world: World, pool: string) {
  * position (for at most a second: urgency moves with time), not once per session shown: a list of n waiting
  * sessions cost n sorts of the whole queue.
  */
-export function queuePosition(world: World, sessionId: number): number {
+function queuePosition(world: World, sessionId: number): number {
   const now = Date.now();
   let order = orders.get(world);
   if (!order || order.position !== world.position || now - order.at > 1000) {

@@ -8,24 +8,26 @@ import { promisify } from 'node:util';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { recentUsageMs } from '../../src/domain/fair-queue.js';
 import { ADMIN_KEY, type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
 const exec = promisify(execFile);
 
+/** The built CLI as a user runs it with this environment; returns its output and exit code. */
+async function runCli(env: NodeJS.ProcessEnv, ...args: string[]) {
+  try {
+    const r = await exec(process.execPath, [CLI, ...args], { env });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
 describe('duffy CLI against a running server', () => {
   let duffy: Running;
   let env: NodeJS.ProcessEnv;
-
-  /** The built CLI as a user runs it; returns its output and exit code. */
-  const cli = async (...args: string[]) => {
-    try {
-      const r = await exec(process.execPath, [CLI, ...args], { env });
-      return { code: 0, stdout: r.stdout, stderr: r.stderr };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-    }
-  };
+  const cli = (...args: string[]) => runCli(env, ...args);
 
   beforeAll(async () => {
     duffy = await startDuffy();
@@ -84,7 +86,6 @@ describe('duffy CLI against a running server', () => {
   });
 
   const V1 = '/api/v1';
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const queue = async () => (await duffy.admin.get(`${V1}/queue`)).body.queue as Array<{ tenant: string; session: number; position: number }>;
   const untilQueued = async (tenant: string) => {
     for (let i = 0; i < 100; i++) {
@@ -149,15 +150,7 @@ describe('duffy CLI against a running server', () => {
 
   it('takes nodes in and out of service (admin), and refuses a tenant', async () => {
     const admin = { ...env, DUFFY_TENANT: 'admin', DUFFY_KEY: ADMIN_KEY };
-    const as = async (e: NodeJS.ProcessEnv, ...args: string[]) => {
-      const saved = env;
-      env = e;
-      try {
-        return await cli(...args);
-      } finally {
-        env = saved;
-      }
-    };
+    const as = runCli;
     const host = 'metal-arm-03.demo.duffy';
     const id = (await duffy.admin.get(`${V1}/nodes`)).body.nodes.find((n: { hostname: string }) => n.hostname === host).id;
     const refused = await cli('nodes', 'maintenance', String(id), '--reason', 'mine');
@@ -221,15 +214,7 @@ describe('duffy CLI against a running server', () => {
 });
 
 describe('duffy admin-key: an operator who lost every admin key', () => {
-  const cli = async (...args: string[]) => {
-    try {
-      const r = await exec(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH, HOME: '/nonexistent' } });
-      return { code: 0, stdout: r.stdout, stderr: r.stderr };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-    }
-  };
+  const cli = (...args: string[]) => runCli({ PATH: process.env.PATH, HOME: '/nonexistent' }, ...args);
 
   it('names a damaged ledger in one line and changes nothing', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-admin-key-bad-'));

@@ -9,10 +9,10 @@ import { Ledger } from '../../src/application/ledger.service.js';
 import { RETAINED_ENDED } from '../../src/domain/world.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
 import { ADMIN_KEY, Client, type Running, basic, instantDemoConfig, ledgerFile, newTenant, startDuffy } from '../support/server.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 jest.setTimeout(300_000);
 const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('one command, one append', () => {
   let duffy: Running;

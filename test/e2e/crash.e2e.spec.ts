@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ansibleConfig } from '../support/ansible.js';
 import { ADMIN_KEY, Client, basic, ledgerFile } from '../support/server.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 jest.setTimeout(300_000);
 const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 
 async function poll<T>(what: string, probe: () => Promise<T | undefined>, ms = 120_000): Promise<T> {

@@ -10,17 +10,15 @@ import { Ledger } from '../../src/application/ledger.service.js';
 import { Provisioner } from '../../src/application/provisioner.service.js';
 import { ANSIBLE_DIR, AnsibleRunner, type DuffyIn } from '../../src/adapters/ansible-runner.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
-import { ADMIN_KEY, Client, type Running, basic, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
+import { ADMIN_KEY, Client, type Running, basic, ledgerEvents, machine, newTenant, startDuffy, until } from '../support/server.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 // Real playbooks and a real second process: seconds each.
 jest.setTimeout(300_000);
 const V1 = '/api/v1';
 const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const world = (duffy: Running) => duffy.app.get(Ledger).world;
-const machine = (duffy: Running, hostname: string) => world(duffy).machines.get(world(duffy).machineIdsByHostname.get(hostname)!)!;
-const until = (duffy: Running, ready: () => boolean, ms = 120_000) => duffy.app.get(Ledger).until(ready, ms);
 
 let duffy: Running | undefined;
 afterEach(async () => {

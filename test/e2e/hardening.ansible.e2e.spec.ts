@@ -5,17 +5,12 @@ import { join } from 'node:path';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { AnsibleRunner, type DuffyIn } from '../../src/adapters/ansible-runner.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
-import { type Running, basic, newTenant, startDuffy } from '../support/server.js';
+import { type Running, basic, machine, newTenant, startDuffy, until } from '../support/server.js';
 
 /** Issue 10 items 10 and 11, with real ansible-playbook runs (local driver; baremetal up to its IPMI check). */
 const V1 = '/api/v1';
 jest.setTimeout(300_000);
 
-const machine = (duffy: Running, hostname: string) => {
-  const w = duffy.app.get(Ledger).world;
-  return w.machines.get(w.machineIdsByHostname.get(hostname)!)!;
-};
-const until = (duffy: Running, ready: () => boolean) => duffy.app.get(Ledger).until(ready, 120_000);
 const idle = (duffy: Running, hostname: string) => () => machine(duffy, hostname).state === 'ready' && machine(duffy, hostname).releasingSession === null;
 
 describe('item 10: artifacts never cross tenants on a reuse pool', () => {

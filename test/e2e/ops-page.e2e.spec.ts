@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { existsSync, mkdirSync } from 'node:fs';
 import { type Browser, type BrowserContext, type Page, chromium } from 'playwright-core';
 import { ADMIN_KEY, type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = 'test-results/ops-page.png';
@@ -13,8 +14,6 @@ interface PageNode {
 }
 declare const document: { querySelector(selector: string): PageNode | null; querySelectorAll(selector: string): Iterable<PageNode> & { length: number } };
 declare function getComputedStyle(element: unknown): { backgroundColor: string };
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function session(client: Client, pool: string, quantity = 1): Promise<number> {
   const r = await client.post('/api/v1/sessions', { nodes_specs: [{ pool, quantity }] });

@@ -6,9 +6,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
-import { Ledger } from '../../src/application/ledger.service.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
-import { type Running, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
+import { type Running, ledgerEvents, machine, newTenant, startDuffy, until } from '../support/server.js';
 
 const V1 = '/api/v1';
 const GARBAGE = fileURLToPath(new URL('../fixtures/playbooks/garbage.yml', import.meta.url));
@@ -16,11 +15,6 @@ const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url)
 
 
 const machineEvents = (events: RecordedEvent[], hostname: string) => events.filter((e) => e.stream === `machine-${hostname}`);
-const until = (duffy: Running, ready: () => boolean, ms = 120_000) => duffy.app.get(Ledger).until(ready, ms);
-const machine = (duffy: Running, hostname: string) => {
-  const w = duffy.app.get(Ledger).world;
-  return w.machines.get(w.machineIdsByHostname.get(hostname)!)!;
-};
 
 // Real playbooks take seconds each.
 jest.setTimeout(300_000);

@@ -47,7 +47,9 @@ describe('read side: projections over a mixed workload', () => {
     const alice = fair.body.tenants.find((t: { tenant: string }) => t.tenant === 'alice');
     expect(alice.active_machines).toBe([...world.machines.values()].filter((m) => m.tenantId === 2).length);
     expect(alice.wait_ms.p50).toBeGreaterThanOrEqual(0);
-    expect(fair.body.jain_index_24h === null || (fair.body.jain_index_24h > 0 && fair.body.jain_index_24h <= 1)).toBe(true);
+    // Three tenants held machines in the last 24 h: there is an index (null only when nobody did).
+    expect(fair.body.jain_index_24h).toBeGreaterThan(0);
+    expect(fair.body.jain_index_24h).toBeLessThanOrEqual(1);
     expect((await tenants[0].get(`${V1}/stats/stress`)).status).toBe(403);
   });
 

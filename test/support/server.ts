@@ -32,9 +32,9 @@ export class Client {
     private readonly auth?: string,
   ) {}
 
-  async call(method: string, path: string, body?: unknown, raw?: string): Promise<Reply> {
-    const headers: Record<string, string> = { 'content-type': 'application/json' };
-    if (this.auth) headers.authorization = this.auth;
+  /** `raw`: the body's exact bytes instead of `body` as JSON; `extra`: headers beside (or instead of) the defaults. */
+  async call(method: string, path: string, body?: unknown, raw?: string, extra: Record<string, string> = {}): Promise<Reply> {
+    const headers: Record<string, string> = { 'content-type': 'application/json', ...(this.auth ? { authorization: this.auth } : {}), ...extra };
     const res = await fetch(this.url + path, { method, headers, body: raw ?? (body === undefined ? undefined : JSON.stringify(body)) });
     const text = await res.text();
     let parsed: unknown = text;
@@ -101,4 +101,13 @@ export async function ledgerFile(file: string): Promise<RecordedEvent[]> {
   } finally {
     await store.close();
   }
+}
+
+/** Resolves once the server's World satisfies `ready` (the playbook suites wait up to 2 minutes by default). */
+export const until = (duffy: Running, ready: () => boolean, ms = 120_000) => duffy.app.get(Ledger).until(ready, ms);
+
+/** A machine of the server's World, by its host name. */
+export function machine(duffy: Running, hostname: string) {
+  const w = duffy.app.get(Ledger).world;
+  return w.machines.get(w.machineIdsByHostname.get(hostname)!)!;
 }

@@ -45,8 +45,11 @@ describe('a request racing a change of its tenant, in one process', () => {
     const ledger = await farm();
     const outcomes = await Promise.allSettled([change(ledger, { nodeQuota: 1 }), request(ledger, 1), request(ledger, 2), request(ledger, 3)]);
     expect(outcomes[0].status).toBe('fulfilled');
-    expect(outcomes.slice(1).filter((o) => o.status === 'fulfilled').length).toBeLessThanOrEqual(1);
-    expect(ledger.world.tenants.get(2)!.held).toBeLessThanOrEqual(1);
+    // Each request waits for the change and is decided on the new quota: the first one served, the others refused.
+    const asked = outcomes.slice(1);
+    expect(asked.filter((o) => o.status === 'fulfilled')).toHaveLength(1);
+    expect(asked.filter((o) => o.status === 'rejected').map((o) => (o as PromiseRejectedResult).reason.kind)).toEqual(['quota', 'quota']);
+    expect(ledger.world.tenants.get(2)!.held).toBe(1);
   });
 
   it('given one host registered twice at once under two spellings, then one registration is refused', async () => {

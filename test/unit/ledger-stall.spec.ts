@@ -1,6 +1,6 @@
 import { describe, expect, it, jest } from '@jest/globals';
 import { EventBus } from '@nestjs/cqrs';
-import type { EventStore } from '../../src/application/ports/event-store.port.js';
+import { type EventStore, WrongExpectedRevisionError } from '../../src/application/ports/event-store.port.js';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { DomainError } from '../../src/domain/errors.js';
 
@@ -41,5 +41,28 @@ describe('Ledger: an append that never comes back through the subscription', () 
     } finally {
       jest.useRealTimers();
     }
+  });
+});
+
+describe('Ledger: a decision that keeps conflicting', () => {
+  it('is taken again after each conflict, then answered 409 after the fifth append', async () => {
+    let appends = 0;
+    const store: EventStore = {
+      ...silentStore(),
+      append: async (writes) => {
+        appends += 1;
+        throw new WrongExpectedRevisionError(writes[0].stream, writes[0].expected, 7);
+      },
+    };
+    const ledger = new Ledger(store, { publish: () => undefined } as unknown as EventBus);
+    await ledger.start();
+    let decided = 0;
+    const outcome = await ledger
+      .decide(() => (decided++, [{ stream: 'tenant-1', expected: 'no_stream', events: [{ type: 'TenantRetired', data: { tenantId: 1, at: 'x' } }] }]), { actor: 'test' })
+      .catch((err: unknown) => err);
+    expect(outcome).toBeInstanceOf(DomainError);
+    expect(outcome).toMatchObject({ kind: 'conflict', message: 'the ledger changed under this request too often; try again' });
+    expect({ decided, appends }).toEqual({ decided: 5, appends: 5 });
+    await ledger.onApplicationShutdown();
   });
 });

@@ -1,4 +1,5 @@
 import { describe, expect, it, jest } from '@jest/globals';
+import Database from 'better-sqlite3';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -162,6 +163,24 @@ describe('a damaged embedded ledger file', () => {
     expect(() => assertLedgerReadable(file)).not.toThrow();
     const store = new SqliteEventStore(join(dir, 'good.sqlite'));
     return store.close().then(() => expect(() => assertLedgerReadable(join(dir, 'good.sqlite'))).not.toThrow());
+  });
+
+  it.each([
+    ['a trigger dropped', 'DROP TRIGGER events_no_delete', /trigger events_no_delete is missing/],
+    ['a trigger neutered', "DROP TRIGGER events_no_update; CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT 1; END", /trigger events_no_update was changed/],
+    ['a trigger of its own', "CREATE TRIGGER hush BEFORE INSERT ON events BEGIN SELECT RAISE(IGNORE); END", /trigger hush on events is not Duffy's/],
+  ])('with %s (an edit with a SQL shell) stops start-up in one line: the server would sign checkpoints over it', async (_, sql, problem) => {
+    const file = join(mkdtempSync(join(tmpdir(), 'duffy-guard-')), 'ledger.sqlite');
+    const store = new SqliteEventStore(file);
+    await store.append([{ stream: 's', expected: 'any', events: [{ type: 'T', data: {}, metadata: {} }] }]);
+    await store.close();
+    expect(() => assertLedgerReadable(file)).not.toThrow();
+    const db = new Database(file);
+    db.exec(sql);
+    db.close();
+    expect(() => assertLedgerReadable(file)).toThrow(LedgerDamagedError);
+    expect(() => assertLedgerReadable(file)).toThrow(problem);
+    expect(() => assertLedgerReadable(file)).toThrow(/was edited outside Duffy .*check it with `duffy audit --ledger .* verify`/);
   });
 
   it('a directory where the ledger file should be is named as such, not "disk I/O error"', () => {

@@ -43,6 +43,27 @@ export const APPEND_ONLY_TRIGGERS = {
   events_no_delete: "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END",
 } as const;
 
+/**
+ * How the file's schema differs from what the store made: the events table, exactly the append-only triggers, the
+ * global chain column. Shared by `duffy audit verify` and the start-up check (which will not sign on top of it).
+ */
+export function ledgerSchemaProblems(db: Database.Database): { problems: string[]; chainColumn: boolean } {
+  const problems: string[] = [];
+  const schema = db.prepare("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'events'").all() as Array<{ type: string; name: string; sql: string | null }>;
+  if (!schema.some((o) => o.type === 'table' && o.name === 'events')) problems.push('events is not a table: the ledger was replaced by something that reads like one');
+  const triggers = new Map(schema.filter((o) => o.type === 'trigger').map((o) => [o.name, (o.sql ?? '').replace(/\s+/g, ' ').trim()]));
+  for (const [name, sql] of Object.entries(APPEND_ONLY_TRIGGERS)) {
+    if (!triggers.has(name)) problems.push(`trigger ${name} is missing: someone dropped the append-only guard`);
+    else if (triggers.get(name) !== sql) problems.push(`trigger ${name} was changed: the append-only guard no longer guards (${triggers.get(name)})`);
+  }
+  for (const [name, sql] of triggers) if (!(name in APPEND_ONLY_TRIGGERS)) problems.push(`trigger ${name} on events is not Duffy's (${sql})`);
+  const columns = db.prepare('PRAGMA table_info(events)').all() as Array<{ name: string }>;
+  // Every row the writer ever wrote has its link: a ledger without the column had it removed.
+  const chainColumn = columns.some((c) => c.name === 'chain');
+  if (!chainColumn) problems.push('the events table has no chain column: the global chain was removed');
+  return { problems, chainColumn };
+}
+
 /** Recent events kept in memory, so live subscribers get what was just committed without reading it back. */
 const TAIL_SIZE = 8192;
 
@@ -303,8 +324,15 @@ export function assertLedgerReadable(file: string): void {
   let db: Database.Database | undefined;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
-    db.prepare('SELECT position FROM events ORDER BY position DESC LIMIT 1').get();
+    const written = db.prepare('SELECT position FROM events ORDER BY position DESC LIMIT 1').get() !== undefined;
+    // A guard changed or removed is someone's edit: the server would go on signing checkpoints over it (a first
+    // start that stopped before its triggers has no events, and gets them now).
+    const { problems } = ledgerSchemaProblems(db);
+    if (written && problems.length > 0) {
+      throw new LedgerDamagedError(`the ledger ${file} was edited outside Duffy (${problems.join('; ')}); check it with \`duffy audit --ledger ${file} verify\` and restore it from a backup (README: what to back up)`);
+    }
   } catch (err) {
+    if (err instanceof LedgerDamagedError) throw err;
     const code = damagedDatabase(err);
     if (code !== undefined) {
       throw new LedgerDamagedError(`the ledger ${file} is damaged (${code}: ${(err as Error).message}); restore it from a backup (README: what to back up), or move it aside to start on an empty ledger`);

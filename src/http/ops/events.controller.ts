@@ -7,7 +7,7 @@ import { refuse } from '../../domain/errors.js';
 import { Ledger, LedgerEvent } from '../../application/ledger.service.js';
 
 /** How many of the newest ledger events are kept in memory, and the most `GET /events` hands out. */
-export const RECENT_EVENTS = 200;
+const RECENT_EVENTS = 200;
 
 /**
  * The newest ledger events, kept in a ring buffer as the Ledger delivers them, so the ops page can show
@@ -64,7 +64,7 @@ export class RecentEvents implements IEventHandler<LedgerEvent> {
   }
 }
 
-export function eventView(e: RecordedEvent) {
+function eventView(e: RecordedEvent) {
   const at = e.metadata.at ?? (e.data as { at?: unknown }).at;
   return {
     position: e.position.toString(),
