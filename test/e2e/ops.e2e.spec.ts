@@ -2,9 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
-import { type Running, newTenant, startDuffy } from '../support/server.js';
+import { type Running, machine, newTenant, startDuffy, until } from '../support/server.js';
 
 describe('operating Duffy: health, metrics, request ids', () => {
   let duffy: Running;
@@ -73,14 +74,13 @@ describe('a playbook that hangs, seen on /metrics before its timeout', () => {
     const config = ansibleConfig([{ name: 's', 'fill-level': 1, contextualize: false, 'playbook-timeout': 12, 'quarantine-after': 1, 'health-check-interval': 3600 }], [{ hostname: 'slow-1.test', pool: 's' }]);
     const duffy = await startDuffy({ configFile: config, dataDir });
     try {
-      const machine = () => duffy.app.get(Ledger).world.machines.get(duffy.app.get(Ledger).world.machineIdsByHostname.get('slow-1.test')!)!;
-      await duffy.app.get(Ledger).until(() => machine().job?.action === 'provision', 30_000);
-      await new Promise((r) => setTimeout(r, 2_000));
+      await until(duffy, () => machine(duffy, 'slow-1.test').job?.action === 'provision', 30_000);
+      await sleep(2_000);
       const during = await (await fetch(`${duffy.url}/metrics`)).text();
       expect(during).toMatch(/^duffy_playbook_runs\{action="provision"\} 1$/m);
       expect(Number(/^duffy_playbook_oldest_run_seconds (\S+)$/m.exec(during)?.[1])).toBeGreaterThanOrEqual(2);
       // Killed at its timeout: the machine is blamed (quarantine-after 1), and nothing runs any more.
-      await duffy.app.get(Ledger).until(() => machine().state === 'failed', 60_000);
+      await until(duffy, () => machine(duffy, 'slow-1.test').state === 'failed', 60_000);
       const after = await (await fetch(`${duffy.url}/metrics`)).text();
       expect(after).not.toMatch(/^duffy_playbook_runs\{/m);
       expect(after).toMatch(/^duffy_playbook_oldest_run_seconds 0$/m);
