@@ -27,9 +27,40 @@ export class Metrics {
   });
   readonly provisioningFailures = new Counter({ name: 'duffy_provisioning_failures_total', help: 'Machines whose playbook failed, by action', labelNames: ['action'], registers: [this.registry] });
 
+  /** Playbook runs under way in this process: a hung one shows here long before its timeout kills it. */
+  private readonly running = new Set<{ action: string; since: number }>();
+
+  /** Counts a run from now until the returned function is called. */
+  runStarted(action: string): () => void {
+    const run = { action, since: Date.now() };
+    this.running.add(run);
+    return () => this.running.delete(run);
+  }
+
   constructor(ledger: Ledger, readSide: ReadSide) {
     collectDefaultMetrics({ register: this.registry, prefix: 'duffy_' });
     const registers = [this.registry];
+    const running = this.running;
+    new Gauge({
+      name: 'duffy_playbook_runs',
+      help: 'ansible-playbook runs under way in this process, by action',
+      labelNames: ['action'],
+      registers,
+      collect() {
+        this.reset();
+        for (const r of running) this.inc({ action: r.action });
+      },
+    });
+    new Gauge({
+      name: 'duffy_playbook_oldest_run_seconds',
+      help: 'Age of the oldest ansible-playbook run under way in this process (0 when none): alert on it well below playbook-timeout',
+      registers,
+      collect() {
+        let since = Infinity;
+        for (const r of running) since = Math.min(since, r.since);
+        this.set(since === Infinity ? 0 : (Date.now() - since) / 1000);
+      },
+    });
     new Gauge({
       name: 'duffy_machines',
       help: 'Machines by pool and level (the pool levels of GET /pools/{name}: state, or out of service)',
