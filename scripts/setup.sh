@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what Duffy needs on a Debian machine, idempotently: Ansible and Chromium from Debian, then npm packages.
+# Installs what Duffy needs on a Debian machine, idempotently: Ansible, Chromium and sshd from Debian, then npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -10,6 +10,8 @@ command -v ansible-playbook >/dev/null || need_apt+=(ansible-core)
 [ -d /usr/lib/python3/dist-packages/ansible_collections/community/general ] || need_apt+=(ansible)
 # Debian's Chromium drives the ops page's browser test (playwright-core never downloads a browser of its own).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# The remote roles' ssh side runs against this machine through a private sshd (test/e2e/remote-roles.e2e.spec.ts).
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 # Validates docker-compose.yml without a Docker engine (the test suite runs `docker-compose config -q`).
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -1,0 +1,148 @@
+import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
+import { execa } from 'execa';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { AnsibleRunner, type DuffyIn, type NodeOutcome, type PlaybookAction } from '../../src/adapters/ansible-runner.js';
+import { type Sshd, freePort, sshRun, sshdMissing, startSshd } from '../support/sshd.js';
+
+/**
+ * The baremetal and vm roles' ssh side, run for real: Duffy's AnsibleRunner runs the playbooks, the node is this
+ * machine behind a private sshd on 127.0.0.1 (test/support/sshd.ts). What needs IPMI, PXE or libvirt cannot run here.
+ */
+jest.setTimeout(120_000);
+const MARKER = '# --- duffy session keys below: removed on release ---';
+
+const missing = sshdMissing();
+if (missing) {
+  console.log(`SKIPPED: remote roles over ssh (test/e2e/remote-roles.e2e.spec.ts): ${missing}`);
+  describe('remote roles over ssh', () => {
+    it.skip(`SKIPPED: ${missing}`, () => undefined);
+  });
+} else {
+  describe('remote roles over ssh', () => {
+    let sshd: Sshd;
+    let dataDir: string;
+    let nodeArtifacts: string;
+    let tenantKey: string;
+    const runner = new AnsibleRunner();
+
+    beforeAll(async () => {
+      sshd = await startSshd();
+      dataDir = mkdtempSync(join(tmpdir(), 'duffy-remote-'));
+      nodeArtifacts = join(sshd.dir, 'artifacts');
+      tenantKey = join(sshd.dir, 'tenant_key');
+      await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'alice@ci', '-f', tenantKey]);
+    });
+    afterAll(() => sshd?.stop());
+
+    const node = (id: number, port = sshd.port, data: Record<string, unknown> = {}) => ({
+      id,
+      hostname: `n${id}.test`,
+      ipaddr: '127.0.0.1',
+      data: { ssh_port: port, ssh_user: sshd.user, authorized_keys: sshd.authorizedKeys, artifacts_path: nodeArtifacts, ...data },
+    });
+    const input = (action: PlaybookAction, driver: string, nodes = [node(1)], extra: Partial<DuffyIn> = {}): DuffyIn => ({
+      action,
+      // ssh_args (Duffy's key) from the pool's vars, the configuration; port, user and paths from node data.
+      pool: { name: `remote-${driver}`, type: driver === 'vm' ? 'vm' : 'baremetal', driver, arch: 'x86_64', platform: 'intel', vars: { ssh_args: sshd.sshArgs } },
+      session: { id: 7, tenant: 'alice', ssh_key: readFileSync(`${tenantKey}.pub`, 'utf8') },
+      nodes,
+      data_dir: dataDir,
+      ...extra,
+    });
+    const run = async (i: DuffyIn): Promise<Map<string, NodeOutcome>> => {
+      const r = await runner.run(i, { timeoutMs: 100_000 });
+      expect(r.fault).toBeUndefined();
+      return r.nodes;
+    };
+    const accepted = (): number => (sshd.log().match(/Accepted publickey for /g) ?? []).length;
+    const keysFile = (): string => readFileSync(sshd.authorizedKeys, 'utf8');
+    const duffyKey = (): string => readFileSync(`${sshd.keyFile}.pub`, 'utf8').trim();
+
+    it('probe: a node nobody answers for fails alone, "unreachable over ssh", and the other node of the run is served over ssh', async () => {
+      const deadPort = await freePort(2200, 2299, [sshd.port]);
+      const before = accepted();
+      // No session key: the live node's keys stay as they are for the next test.
+      const out = await run(input('contextualize', 'baremetal', [node(1, deadPort, { authorized_keys: join(sshd.dir, 'dead_keys') }), node(2)], { session: { id: 6, tenant: 'bob', ssh_key: '' } }));
+      // 127.0.0.1 is Ansible's implicit localhost: delegating to it ran the "node's" tasks on Duffy's own host, so
+      // a dead node passed and the tenant's key went into this host's authorized_keys.
+      expect(out.get('n1.test')).toMatchObject({ ok: false, error: expect.stringMatching(new RegExp(`unreachable over ssh: .*port ${deadPort}: Connection refused`)) });
+      expect(existsSync(join(sshd.dir, 'dead_keys'))).toBe(false);
+      expect(out.get('n2.test')).toMatchObject({ ok: true, ipaddr: '127.0.0.1' });
+      // Over ssh with Duffy's key, as the node's user.
+      expect(accepted()).toBeGreaterThan(before);
+      expect(sshd.log()).toContain(`Accepted publickey for ${sshd.user} from 127.0.0.1`);
+      expect(keysFile().split('\n').filter(Boolean)).toEqual([duffyKey()]);
+    });
+
+    it.each(['baremetal', 'vm'])('%s: contextualize lets the tenant log in, twice adds one copy; decontextualize locks them out and keeps the node\'s own keys', async (driver) => {
+      expect((await sshRun(sshd, tenantKey, 'true')).exitCode).not.toBe(0);
+
+      expect((await run(input('contextualize', driver))).get('n1.test')).toMatchObject({ ok: true });
+      // The same run again (a retried hand-over); once is enough to prove it for both drivers' shared tasks.
+      if (driver === 'baremetal') expect((await run(input('contextualize', driver))).get('n1.test')).toMatchObject({ ok: true });
+      const tenantPub = readFileSync(`${tenantKey}.pub`, 'utf8').trim();
+      expect(keysFile().split('\n').filter(Boolean)).toEqual([duffyKey(), MARKER, tenantPub]);
+      const login = await sshRun(sshd, tenantKey, 'id -un');
+      expect(login).toMatchObject({ exitCode: 0, stdout: sshd.user });
+
+      expect((await run(input('decontextualize', driver))).get('n1.test')).toMatchObject({ ok: true });
+      expect(keysFile().split('\n').filter(Boolean)).toEqual([duffyKey()]);
+      expect((await sshRun(sshd, tenantKey, 'true')).exitCode).toBe(255);
+    });
+
+    /** Files on the node, relative to its artifacts directory. */
+    const leave = (files: Record<string, string>): void => {
+      for (const [rel, content] of Object.entries(files)) {
+        mkdirSync(join(nodeArtifacts, rel, '..'), { recursive: true });
+        writeFileSync(join(nodeArtifacts, rel), content);
+      }
+    };
+    const tree = (root: string): string[] => {
+      if (!existsSync(root)) return [];
+      const out: string[] = [];
+      const walk = (d: string): void => {
+        for (const e of readdirSync(d, { withFileTypes: true })) e.isDirectory() ? walk(join(d, e.name)) : out.push(relative(root, join(d, e.name)));
+      };
+      walk(root);
+      return out.sort();
+    };
+
+    it('collect_artifacts: the files that fit the limit, in path order, relative paths kept; leftOut noted; the node\'s directory emptied', async () => {
+      leave({ '.hidden': 'h', 'logs/a.txt': 'alpha', 'logs/deep/b.txt': 'bravo', 'with space.txt': 'sp', 'z-last.txt': 'zulu-zulu' });
+      const artifactsDir = join(dataDir, 'artifacts', 'session-7');
+      // Four files fit; in path order the fifth (z-last.txt, 9 bytes) is left out.
+      const out = await run(input('collect_artifacts', 'vm', [node(1)], { artifacts_dir: artifactsDir, artifacts_limit: { bytes: 1000, files: 4 } }));
+      expect(out.get('n1.test')).toMatchObject({ ok: true, note: expect.stringMatching(/^1 file\(s\), 9 bytes, left out: over the pool's artifacts limit \(4 files, 1000 bytes per machine\)$/) });
+      const got = join(artifactsDir, 'n1.test');
+      expect(tree(got)).toEqual(['.hidden', 'logs/a.txt', 'logs/deep/b.txt', 'with space.txt']);
+      expect(readFileSync(join(got, 'logs', 'deep', 'b.txt'), 'utf8')).toBe('bravo');
+      // Emptied, kept as a directory.
+      expect(readdirSync(nodeArtifacts)).toEqual([]);
+
+      // The byte limit too: 6 bytes take a.txt (5) only.
+      leave({ 'a.txt': 'alpha', 'b.txt': 'bravo' });
+      const bytes = await run(input('collect_artifacts', 'baremetal', [node(1)], { artifacts_dir: join(dataDir, 'artifacts', 'session-8'), artifacts_limit: { bytes: 6, files: 100 } }));
+      expect(bytes.get('n1.test')).toMatchObject({ ok: true, note: expect.stringMatching(/^1 file\(s\), 5 bytes, left out/) });
+      expect(tree(join(dataDir, 'artifacts', 'session-8', 'n1.test'))).toEqual(['a.txt']);
+      expect(readdirSync(nodeArtifacts)).toEqual([]);
+    });
+
+    it('collect_artifacts with nothing to collect (no directory on the node) is ok and notes nothing', async () => {
+      const out = await run(input('collect_artifacts', 'baremetal', [node(1, sshd.port, { artifacts_path: join(sshd.dir, 'none') })], { artifacts_dir: join(dataDir, 'artifacts', 'session-9'), artifacts_limit: { bytes: 1000, files: 10 } }));
+      expect(out.get('n1.test')).toEqual({ ok: true, ipaddr: '127.0.0.1' });
+      expect(tree(join(dataDir, 'artifacts', 'session-9'))).toEqual([]);
+    });
+
+    it.each(['baremetal', 'vm'])('%s: release with policy reuse drops the session keys and empties the artifacts directory', async (driver) => {
+      // The key part is the same shared tasks for both drivers: once is enough.
+      if (driver === 'baremetal') await run(input('contextualize', driver));
+      leave({ 'left/over.txt': 'x' });
+      expect((await run(input('release', driver, [node(1)], { policy: 'reuse' }))).get('n1.test')).toMatchObject({ ok: true });
+      expect(keysFile().split('\n').filter(Boolean)).toEqual([duffyKey()]);
+      expect(readdirSync(nodeArtifacts)).toEqual([]);
+      expect((await sshRun(sshd, tenantKey, 'true')).exitCode).toBe(255);
+    });
+  });
+}
