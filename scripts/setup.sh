@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what Duffy needs on a Debian machine, idempotently: Ansible, Chromium and sshd from Debian, then npm packages.
+# Installs what Duffy needs on a Debian machine, idempotently: Ansible, Chromium, sshd and libvirt's Python binding from Debian, then npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -12,6 +12,8 @@ command -v ansible-playbook >/dev/null || need_apt+=(ansible-core)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # The remote roles' ssh side runs against this machine through a private sshd (test/e2e/remote-roles.e2e.spec.ts).
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+# libvirt's Python binding: its test driver (no daemon) lets the vm role's health check reach its ssh probe there.
+[ -f /usr/lib/python3/dist-packages/libvirt.py ] || need_apt+=(python3-libvirt)
 # Validates docker-compose.yml without a Docker engine (the test suite runs `docker-compose config -q`).
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 if [ "${#need_apt[@]}" -gt 0 ]; then
