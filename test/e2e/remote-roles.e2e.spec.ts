@@ -64,7 +64,15 @@ if (missing) {
       const deadPort = await freePort(2200, 2299, [sshd.port]);
       const before = accepted();
       // No session key: the live node's keys stay as they are for the next test.
-      const out = await run(input('contextualize', 'baremetal', [node(1, deadPort, { authorized_keys: join(sshd.dir, 'dead_keys') }), node(2)], { session: { id: 6, tenant: 'bob', ssh_key: '' } }));
+      // ssh options come from the pool's vars (configuration) only: node data is written through the API, and a
+      // ProxyCommand in it would run on Duffy's host.
+      const pwned = join(sshd.dir, 'pwned');
+      const out = await run(
+        input('contextualize', 'baremetal', [node(1, deadPort, { authorized_keys: join(sshd.dir, 'dead_keys') }), node(2, sshd.port, { ssh_args: `-o ProxyCommand="touch ${pwned}"` })], {
+          session: { id: 6, tenant: 'bob', ssh_key: '' },
+        }),
+      );
+      expect(existsSync(pwned)).toBe(false);
       // 127.0.0.1 is Ansible's implicit localhost: delegating to it ran the "node's" tasks on Duffy's own host, so
       // a dead node passed and the tenant's key went into this host's authorized_keys.
       expect(out.get('n1.test')).toMatchObject({ ok: false, error: expect.stringMatching(new RegExp(`unreachable over ssh: .*port ${deadPort}: Connection refused`)) });
