@@ -16,9 +16,16 @@ const PLAYBOOK: Record<PlaybookAction, string> = {
   health_check: 'health-check.yml',
 };
 
+export const PLAYBOOK_ACTIONS = Object.keys(PLAYBOOK) as PlaybookAction[];
+
 const here = fileURLToPath(new URL('.', import.meta.url));
 /** ansible/ beside src/ (or beside dist/src/). */
 export const ANSIBLE_DIR = resolve(here, here.includes('/dist/') ? '../../../ansible' : '../../ansible');
+
+/** The playbook file a pool runs for an action: its override (relative to ansible/, or absolute) or the generic one. */
+export function playbookFile(action: PlaybookAction, override?: string, ansibleDir = ANSIBLE_DIR): string {
+  return override ? resolve(ansibleDir, override) : join(ansibleDir, 'playbooks', PLAYBOOK[action]);
+}
 
 export interface PlaybookNode {
   id: number;
@@ -58,6 +65,11 @@ export interface EnvironmentFault {
   reason: string;
   /** False when ansible-playbook never started: nothing touched the machines. */
   spawned: boolean;
+  /**
+   * What it holds back, when not every run: `playbook`, the file's fault (missing, unparsable); `run`, this run's
+   * (its controller was killed: the OOM killer picks the run that grew, an operator the one they meant).
+   */
+  scope?: 'playbook' | 'run';
 }
 
 export interface RunResult {
@@ -72,6 +84,8 @@ export interface PlaybookRunner {
   stopAll?(): void;
   /** Kills the runs a previous process on this data directory left behind (kill -9), and removes their inputs. */
   reap?(dataDir: string): Promise<number>;
+  /** What runs the playbooks, in one line (for /health); rejects when it cannot run at all. */
+  version(): Promise<string>;
 }
 
 /** Each run's input and process group live here, under the data directory, until the run is over. */
@@ -91,7 +105,16 @@ export class AnsibleRunner implements PlaybookRunner {
   /** Once stopping, no run starts (one asked for meanwhile is not run), and one spawned in the gap is killed. */
   private stopping = false;
 
-  constructor(private readonly ansibleDir = ANSIBLE_DIR) {}
+  constructor(
+    private readonly ansibleDir = ANSIBLE_DIR,
+    /** Output kept per stream; the JSON callback prints its whole report at the end, so past this it is unreadable. */
+    private readonly outputLimit = 64 * 1024 * 1024,
+  ) {}
+
+  async version(): Promise<string> {
+    const r = await execa('ansible-playbook', ['--version'], { timeout: 10_000 });
+    return String(r.stdout).split('\n')[0];
+  }
 
   stopAll(): void {
     this.stopping = true;
@@ -115,14 +138,14 @@ export class AnsibleRunner implements PlaybookRunner {
   }
 
   async run(input: DuffyIn, options: { timeoutMs: number; playbook?: string }): Promise<RunResult> {
-    const playbook = options.playbook ?? join(this.ansibleDir, 'playbooks', PLAYBOOK[input.action]);
+    const playbook = options.playbook ?? playbookFile(input.action, undefined, this.ansibleDir);
     const started = Date.now();
-    const notRun = (reason: string): RunResult => {
+    const notRun = (reason: string, ofPlaybook = false): RunResult => {
       const run: RunRecord = { action: input.action, playbook, exitCode: null, durationMs: Date.now() - started, timedOut: false, tail: reason };
-      return { run, nodes: outcomes(input, '', run), fault: { reason, spawned: false } };
+      return { run, nodes: outcomes(input, '', run), fault: { reason, spawned: false, ...(ofPlaybook ? { scope: 'playbook' as const } : {}) } };
     };
     if (this.stopping) return notRun('Duffy is stopping');
-    if (!(await access(playbook, constants.R_OK).then(() => true, () => false))) return notRun(`playbook ${playbook} not found`);
+    if (!(await access(playbook, constants.R_OK).then(() => true, () => false))) return notRun(`playbook ${playbook} not found`, true);
     let dir: string;
     const runs = join(resolve(input.data_dir), RUNS_DIR);
     try {
@@ -151,7 +174,7 @@ export class AnsibleRunner implements PlaybookRunner {
         detached: true,
         reject: false,
         stdin: 'ignore',
-        maxBuffer: 64 * 1024 * 1024,
+        maxBuffer: this.outputLimit,
       });
       const timer = setTimeout(() => {
         timedOut = true;
@@ -166,7 +189,7 @@ export class AnsibleRunner implements PlaybookRunner {
         const stdout = String(result.stdout ?? '');
         const stderr = String(result.stderr ?? '');
         const exitCode = typeof result.exitCode === 'number' ? result.exitCode : null;
-        const nodes = outcomes(input, stdout, { exitCode, timedOut });
+        const nodes = outcomes(input, stdout, { exitCode, timedOut, ...(result.isMaxBuffer ? { outputOver: this.outputLimit } : {}) });
         const fault =
           environmentFault({ code: result.code, signal: result.signal, exitCode, timedOut, hasDuffyOut: findDuffyOut(stdout) !== undefined, hasReport: hasPlayReport(stdout) }) ??
           ([...nodes.values()].some((n) => !n.ok) ? await fullDisk(runs) : undefined);
@@ -201,10 +224,10 @@ export function environmentFault(r: { code?: string; signal?: string; exitCode: 
   if (r.code) return { reason: `could not start ansible-playbook: ${r.code}`, spawned: false };
   if (r.timedOut || r.hasDuffyOut) return undefined;
   // Killed by somebody else than Duffy's timeout (the OOM killer, an operator): the controller died, not the machine.
-  if (r.signal) return { reason: `ansible-playbook was killed by ${r.signal}`, spawned: true };
+  if (r.signal) return { reason: `ansible-playbook was killed by ${r.signal}`, spawned: true, scope: 'run' };
   // 4 with no play report: a parser error (4 with a report is an unreachable host), 5: bad options;
   // 126/127: the shell could not run it (a broken installation).
-  if ((r.exitCode === 4 || r.exitCode === 5) && !r.hasReport) return { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true };
+  if ((r.exitCode === 4 || r.exitCode === 5) && !r.hasReport) return { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true, scope: 'playbook' };
   if (r.exitCode === 126 || r.exitCode === 127) return { reason: `ansible-playbook could not run (exit code ${r.exitCode})`, spawned: true };
   return undefined;
 }
@@ -233,12 +256,15 @@ function killGroup(pid: number | undefined): void {
 }
 
 /** Every input node gets an outcome: from `duffy_out` when the output has one, otherwise a failure that says why. */
-export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'exitCode' | 'timedOut'>): Map<string, NodeOutcome> {
+export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'exitCode' | 'timedOut'> & { outputOver?: number }): Map<string, NodeOutcome> {
   const found = findDuffyOut(stdout);
   const reason = run.timedOut
     ? 'playbook timed out'
     : found === undefined
-      ? run.exitCode === 0
+      ? run.outputOver !== undefined
+        ? // Cut off where Duffy stopped reading (the run itself may have gone well): say so, not "no duffy_out".
+          `playbook output over ${run.outputOver / (1024 * 1024)} MiB: its duffy_out could not be read`
+        : run.exitCode === 0
         ? 'playbook output had no duffy_out'
         : `playbook failed with exit code ${run.exitCode}`
       : 'node missing from duffy_out';

@@ -1,6 +1,4 @@
-import { ApiTags } from '@nestjs/swagger';
-import { Controller, Get, Header, Injectable, type NestMiddleware } from '@nestjs/common';
-import type { NextFunction, Request, Response } from 'express';
+import { Injectable } from '@nestjs/common';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { Ledger } from '../application/ledger.service.js';
 import { ReadSide } from '../application/read-side.service.js';
@@ -27,9 +25,40 @@ export class Metrics {
   });
   readonly provisioningFailures = new Counter({ name: 'duffy_provisioning_failures_total', help: 'Machines whose playbook failed, by action', labelNames: ['action'], registers: [this.registry] });
 
+  /** Playbook runs under way in this process: a hung one shows here long before its timeout kills it. */
+  private readonly running = new Set<{ action: string; since: number }>();
+
+  /** Counts a run from now until the returned function is called. */
+  runStarted(action: string): () => void {
+    const run = { action, since: Date.now() };
+    this.running.add(run);
+    return () => this.running.delete(run);
+  }
+
   constructor(ledger: Ledger, readSide: ReadSide) {
     collectDefaultMetrics({ register: this.registry, prefix: 'duffy_' });
     const registers = [this.registry];
+    const running = this.running;
+    new Gauge({
+      name: 'duffy_playbook_runs',
+      help: 'ansible-playbook runs under way in this process, by action',
+      labelNames: ['action'],
+      registers,
+      collect() {
+        this.reset();
+        for (const r of running) this.inc({ action: r.action });
+      },
+    });
+    new Gauge({
+      name: 'duffy_playbook_oldest_run_seconds',
+      help: 'Age of the oldest ansible-playbook run under way in this process (0 when none): alert on it well below playbook-timeout',
+      registers,
+      collect() {
+        let since = Infinity;
+        for (const r of running) since = Math.min(since, r.since);
+        this.set(since === Infinity ? 0 : (Date.now() - since) / 1000);
+      },
+    });
     new Gauge({
       name: 'duffy_machines',
       help: 'Machines by pool and level (the pool levels of GET /pools/{name}: state, or out of service)',
@@ -66,30 +95,5 @@ export class Metrics {
       },
     });
     new Gauge({ name: 'duffy_ledger_position', help: 'Ledger position the World has folded', registers, collect() { this.set(Number(ledger.world.position)); } });
-  }
-}
-
-@Injectable()
-export class HttpMetricsMiddleware implements NestMiddleware {
-  constructor(private readonly metrics: Metrics) {}
-  use(req: Request, res: Response, next: NextFunction): void {
-    res.on('finish', () => {
-      // The matched route, not the raw URL, so ids do not explode the label set.
-      const route = (req.route?.path as string | undefined) ?? 'unmatched';
-      this.metrics.http.inc({ method: req.method, route: `${req.baseUrl ?? ''}${route}`, status: String(res.statusCode) });
-    });
-    next();
-  }
-}
-
-@ApiTags('ops')
-@Controller('metrics')
-export class MetricsController {
-  constructor(private readonly metrics: Metrics) {}
-
-  @Get()
-  @Header('Content-Type', 'text/plain; version=0.0.4; charset=utf-8')
-  scrape(): Promise<string> {
-    return this.metrics.registry.metrics();
   }
 }

@@ -4,12 +4,12 @@ import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEve
 import { type Observable, asapScheduler, auditTime, map } from 'rxjs';
 import { randomUUID } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { join, relative } from 'node:path';
 import { Catalog } from './catalog.js';
 import { LedgerEvent, Ledger } from './ledger.service.js';
 import { SessionLifecycle, metaFor } from './session-lifecycle.js';
 import { Metrics } from '../adapters/metrics.js';
-import { ANSIBLE_DIR, PLAYBOOK_RUNNER, type DuffyIn, type EnvironmentFault, type PlaybookRunner, type RunResult } from '../adapters/ansible-runner.js';
+import { PLAYBOOK_RUNNER, type DuffyIn, type EnvironmentFault, type PlaybookRunner, type RunResult, playbookFile } from '../adapters/ansible-runner.js';
 import { type Job, decideClaim, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork, isHandover } from '../domain/provisioning.decide.js';
 
 /** Playbook runs at once: Ansible is CPU-heavy and a run already batches the hosts of a pool. */
@@ -17,6 +17,18 @@ const MAX_PARALLEL_RUNS = 4;
 /** After an environment fault, background work waits this long before one run tries again; doubled up to the max. */
 const RETRY_FIRST_MS = 5_000;
 const RETRY_MAX_MS = 300_000;
+/** The key of a fault of Duffy's environment as a whole (no Ansible, a full disk); others by playbook file or machine. */
+const ANY_RUN = '*';
+const machineKey = (id: number) => `machine ${id}`;
+
+interface Fault {
+  reason: string;
+  since: string;
+  retryAt: number;
+  backoffMs: number;
+  /** What it holds back, for /health: a playbook file or machines; none for the environment as a whole. */
+  subject?: string;
+}
 
 /**
  * The process manager that turns ledger state into playbook runs and their outcomes back into events.
@@ -27,6 +39,7 @@ const RETRY_MAX_MS = 300_000;
 export class Provisioner implements OnApplicationShutdown {
   readonly instance = randomUUID();
   private readonly running = new Set<number>();
+  private readonly runningJobs = new Set<Job>();
   private runs = 0;
   private scheduled = false;
   private stopped = false;
@@ -35,8 +48,12 @@ export class Provisioner implements OnApplicationShutdown {
   private replacing?: Promise<void>;
   private replaceAgain = false;
   private readonly log = new Logger('Provisioner');
-  /** Set while Duffy's own environment fails runs (no Ansible...): the machines are not to blame. */
-  private fault: { reason: string; since: string; retryAt: number; backoffMs: number } | null = null;
+  /**
+   * Set while Duffy's own environment fails runs (no Ansible...): the machines are not to blame. A broken playbook
+   * file holds back only its own runs, a killed run only its machines': one pool's typo, or one machine's collect
+   * that the OOM killer takes each time, must not stall every other pool's releases behind its probes.
+   */
+  private readonly faults = new Map<string, Fault>();
   /** Why a session's machine last failed its hand-over, so a failed replacement names the cause. */
   private readonly lostBecause = new Map<number, string>();
 
@@ -77,7 +94,27 @@ export class Provisioner implements OnApplicationShutdown {
 
   /** The environment fault that currently holds background work back, if any (for /health and logs). */
   get environmentFault(): { reason: string; since: string } | null {
-    return this.fault && { reason: this.fault.reason, since: this.fault.since };
+    const fault = this.faults.get(ANY_RUN) ?? [...this.faults.values()][0];
+    if (!fault) return null;
+    return { reason: fault.subject && !fault.reason.includes(fault.subject) ? `${fault.subject}: ${fault.reason}` : fault.reason, since: fault.since };
+  }
+
+  private playbookOf(job: Job): string {
+    return playbookFile(job.action, this.catalog.pool(job.pool)?.playbooks?.[job.action]);
+  }
+
+  /** Whether a fault holds this job back now; while one does, a run now and then goes as its probe. */
+  private heldBack(job: Job, now: number): boolean {
+    // A hand-over (a client waits) still tries.
+    if (isHandover(job)) return false;
+    const faults = [ANY_RUN, this.playbookOf(job), ...job.machineIds.map(machineKey)].flatMap((k) => this.faults.get(k) ?? []);
+    if (faults.length === 0) return false;
+    if (faults.some((f) => now < f.retryAt)) return true;
+    for (const f of faults) {
+      f.retryAt = now + f.backoffMs;
+      f.backoffMs = Math.min(RETRY_MAX_MS, f.backoffMs * 2);
+    }
+    return false;
   }
 
   private async pass(): Promise<void> {
@@ -91,26 +128,34 @@ export class Provisioner implements OnApplicationShutdown {
       soleInstance: this.ledger.store.singleWriter,
     });
     if (work.returns.length > 0) await this.ledger.commit(work.returns, metaFor(null, { process: 'provisioning', reason: 'never handed over' }));
+    this.forgetIdleFaults(work.jobs);
     for (const job of work.jobs) {
       if (this.runs >= MAX_PARALLEL_RUNS || this.stopped) return;
-      // While the environment is at fault, hand-overs (a client waits) still try; other work sends one run as a probe now and then.
-      if (this.fault && !isHandover(job)) {
-        if (now < this.fault.retryAt) continue;
-        this.fault.retryAt = now + this.fault.backoffMs;
-        this.fault.backoffMs = Math.min(RETRY_MAX_MS, this.fault.backoffMs * 2);
-      }
+      if (this.heldBack(job, now)) continue;
       job.machineIds.forEach((id) => this.running.add(id));
+      this.runningJobs.add(job);
       this.runs += 1;
       const work = this.execute(job)
         .catch((err) => this.log.error(`${job.action} on ${job.pool} failed: ${String(err)}`))
         .finally(() => {
           job.machineIds.forEach((id) => this.running.delete(id));
+          this.runningJobs.delete(job);
           this.runs -= 1;
           this.inProgress.delete(work);
           this.poke();
         });
       this.inProgress.add(work);
     }
+  }
+
+  /**
+   * A fault of a playbook or machines whose work is neither due nor under way (the machine put in maintenance, its
+   * work done by another instance) holds nothing back any more: forgotten, or /health would say so for good.
+   */
+  private forgetIdleFaults(due: Job[]): void {
+    if (this.faults.size === 0) return;
+    const live = new Set([...due, ...this.runningJobs].flatMap((j) => [this.playbookOf(j), ...j.machineIds.map(machineKey)]));
+    for (const key of this.faults.keys()) if (key !== ANY_RUN && !live.has(key)) this.faults.delete(key);
   }
 
   private async execute(job: Job): Promise<void> {
@@ -140,14 +185,18 @@ export class Provisioner implements OnApplicationShutdown {
         ? { artifacts_dir: artifactsDir, artifacts_limit: { bytes: pool['artifacts-max-mb'] * 1024 * 1024, files: pool['artifacts-max-files'] } }
         : {}),
     };
-    const override = pool.playbooks?.[job.action];
-    const playbook = override ? (isAbsolute(override) ? override : resolve(ANSIBLE_DIR, override)) : undefined;
-    const result = await this.runner.run(input, { timeoutMs, playbook });
+    const playbook = this.playbookOf(job);
+    const ran = this.metrics.runStarted(job.action);
+    const result = await this.runner.run(input, { timeoutMs, playbook }).finally(ran);
     // Stopped under way: nothing the machines did or failed to do; the next process does the claimed work again.
     if (this.stopped) return;
-    if (result.fault) return this.onEnvironmentFault(job, claimed, result as RunResult & { fault: EnvironmentFault });
-    if (this.fault) this.log.log(`${job.action} ran again: the environment fault "${this.fault.reason}" is over`);
-    this.fault = null;
+    if (result.fault) return this.onEnvironmentFault(job, playbook, claimed, result as RunResult & { fault: EnvironmentFault });
+    // A run that works ends a fault of the environment, its own playbook's and its machines'.
+    for (const key of [ANY_RUN, playbook, ...claimed.map(({ machine }) => machineKey(machine.id))]) {
+      const over = this.faults.get(key);
+      if (over) this.log.log(`${job.action} ran again: the environment fault "${over.reason}" is over`);
+      this.faults.delete(key);
+    }
     const { run, nodes } = result;
     const failed = [...nodes.values()].filter((n) => !n.ok).length;
     this.metrics.playbook.observe({ action: job.action, outcome: failed === 0 ? 'ok' : 'failed' }, run.durationMs / 1000);
@@ -173,11 +222,17 @@ export class Provisioner implements OnApplicationShutdown {
    * Duffy could not run the playbook (invariant 10): record it without blaming the machines, hold background work
    * back (retried with backoff), and fail a hand-over at once with the real cause rather than let its client wait.
    */
-  private async onEnvironmentFault(job: Job, claimed: Array<{ machine: { id: number; hostname: string }; revision: number }>, result: RunResult & { fault: EnvironmentFault }): Promise<void> {
+  private async onEnvironmentFault(job: Job, playbook: string, claimed: Array<{ machine: { id: number; hostname: string }; revision: number }>, result: RunResult & { fault: EnvironmentFault }): Promise<void> {
     const { fault, run } = result;
     const now = Date.now();
-    if (!this.fault) this.fault = { reason: fault.reason, since: new Date(now).toISOString(), retryAt: now + RETRY_FIRST_MS, backoffMs: RETRY_FIRST_MS * 2 };
-    this.fault.reason = fault.reason;
+    const hosts = claimed.map(({ machine }) => machine.hostname).join(', ');
+    const keys: Array<[string, string | undefined]> =
+      fault.scope === 'playbook' ? [[playbook, playbook]] : fault.scope === 'run' ? claimed.map(({ machine }) => [machineKey(machine.id), hosts]) : [[ANY_RUN, undefined]];
+    for (const [key, subject] of keys) {
+      const held = this.faults.get(key) ?? { reason: fault.reason, since: new Date(now).toISOString(), retryAt: now + RETRY_FIRST_MS, backoffMs: RETRY_FIRST_MS * 2 };
+      Object.assign(held, { reason: fault.reason, subject });
+      this.faults.set(key, held);
+    }
     this.metrics.playbook.observe({ action: job.action, outcome: 'environment_fault' }, run.durationMs / 1000);
     this.log.warn(`${job.action} ${job.pool} [${claimed.map((c) => c.machine.hostname).join(', ')}] not run: ${fault.reason} (a fault of Duffy's environment, not of the machines; retried later)`);
     const world = this.ledger.world;

@@ -16,8 +16,9 @@ import {
   validateSync,
   type ValidationError,
 } from 'class-validator';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { PLAYBOOK_ACTIONS, playbookFile } from '../adapters/ansible-runner.js';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { hardwareProblem } from '../domain/hardware.js';
@@ -126,6 +127,11 @@ export function loadConfig(file: string): DuffyConfig {
   config.pools.forEach((p, i) => {
     if (pools.has(p.name)) throw new ConfigError(`${file}: pools[${i}].name: duplicate pool ${p.name}`);
     pools.add(p.name);
+    // A misspelt action would be ignored, and the pool would quietly run the generic playbook.
+    for (const [action, path] of Object.entries(p.playbooks ?? {})) {
+      if (!(PLAYBOOK_ACTIONS as string[]).includes(action)) throw new ConfigError(`${file}: pools[${i}].playbooks.${action}: unknown action (one of ${PLAYBOOK_ACTIONS.join(', ')})`);
+      if (typeof path !== 'string' || path.trim() === '') throw new ConfigError(`${file}: pools[${i}].playbooks.${action}: must be a playbook path`);
+    }
   });
   const hosts = new Map<string, string>();
   config.machines.forEach((m, i) => {
@@ -211,8 +217,22 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     readModelsUrl: storeUrl('DUFFY_READMODELS', env.DUFFY_READMODELS),
     adminName: env.DUFFY_ADMIN_NAME || 'admin',
     adminKey: env.DUFFY_ADMIN_KEY || undefined,
-    config: loadConfig(configFile),
+    config: withPlaybooks(loadConfig(configFile), configFile),
   };
+}
+
+/**
+ * The server's check (not the auditor's, who reads the file for its defaults): a pool's playbook that is not there
+ * would fail every run of it for the whole life of the process; refused at start, where the operator looks.
+ */
+function withPlaybooks(config: DuffyConfig, file: string): DuffyConfig {
+  config.pools.forEach((p, i) => {
+    for (const [action, path] of Object.entries(p.playbooks ?? {})) {
+      const found = playbookFile(action as keyof typeof p.playbooks, path);
+      if (!existsSync(found)) throw new ConfigError(`${file}: pools[${i}].playbooks.${action}: no such playbook ${found}`);
+    }
+  });
+  return config;
 }
 
 export function legacyPool(rules: readonly LegacyRule[], q: { ver: string; arch: string; flavor?: string }): string | undefined {

@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { writeScaleInventory } from '../../bench/inventory.js';
 import { DEMO_CONFIG } from '../../src/config/config.js';
 import { Ledger } from '../../src/application/ledger.service.js';
-import { AnsibleRunner, type DuffyIn } from '../../src/adapters/ansible-runner.js';
+import { Provisioner } from '../../src/application/provisioner.service.js';
+import { ANSIBLE_DIR, AnsibleRunner, type DuffyIn } from '../../src/adapters/ansible-runner.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
 import { ADMIN_KEY, Client, type Running, basic, ledgerEvents, machine, newTenant, startDuffy, until } from '../support/server.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -125,6 +126,81 @@ describe('fault: a run of several machines that hangs', () => {
     expect(fine).toEqual(['MachineRegistered', 'PlaybookStarted', 'PlaybookTimedOutInBatch', 'PlaybookStarted', 'MachineProvisioned']);
     const stuck = events.filter((e) => e.stream === 'machine-stuck-1.test').map((e) => e.type);
     expect(stuck.slice(-3)).toEqual(['PlaybookStarted', 'ProvisioningFailed', 'MachineQuarantined']);
+  });
+});
+
+describe('fault: one pool\'s release fails on Duffy\'s side, every time', () => {
+  it.each([
+    // Ansible cannot parse it (exit 4, no play report): an operator's typo in the pool's override.
+    ['a playbook file Ansible cannot parse', '- hosts: localhost\n  tasks: [\n', (file: string) => file],
+    // Its controller is killed each time, as the OOM killer takes the run that grows (one machine's huge collect).
+    ['a run whose ansible-playbook is killed', '- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.shell: kill -KILL -- -$(ps -o pgid= -p $$ | tr -d " ")\n      args: { executable: /bin/bash }\n', () => 'broken-1.test'],
+  ])('%s holds back only that work: the other pools\' releases run at once, and it runs again once mended', async (_name, content, subject) => {
+    // broken-1 has the lower id, so it comes first in every pass (it was every probe, and the good pool waited).
+    const broken = join(mkdtempSync(join(tmpdir(), 'duffy-playbook-')), 'release.yml');
+    writeFileSync(broken, content);
+    const config = ansibleConfig(
+      [
+        { name: 'broken', contextualize: false, 'release-policy': 'rebuild', playbooks: { release: broken }, 'quarantine-after': 1 },
+        { name: 'good', contextualize: false, 'release-policy': 'rebuild', 'quarantine-after': 1 },
+      ],
+      [
+        { hostname: 'broken-1.test', pool: 'broken', state: 'ready' },
+        { hostname: 'good-1.test', pool: 'good', state: 'ready' },
+      ],
+    );
+    duffy = await startDuffy({ configFile: config });
+    const alice = await newTenant(duffy, 'alice');
+    const session = async (pool: string) => {
+      const r = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool, quantity: 1 }] });
+      expect(r.status).toBe(201);
+      return r.body.session.id as number;
+    };
+    const [b, g] = [await session('broken'), await session('good')];
+    expect((await alice.put(`${V1}/sessions/${b}`, { active: false })).status).toBe(200);
+    await until(duffy, () => duffy!.app.get(Provisioner).environmentFault !== null, 30_000);
+    expect((await ledgerEvents(duffy)).filter((e) => e.type === 'EnvironmentFault').map((e) => e.stream)).toEqual(['machine-broken-1.test']);
+
+    // The other pool's release is not the broken one's probe: it runs at once, not minutes later.
+    expect((await alice.put(`${V1}/sessions/${g}`, { active: false })).status).toBe(200);
+    await until(duffy, () => machine(duffy!, 'good-1.test').state === 'ready', 12_000);
+    // /health names what fails; the machine is not blamed.
+    const health = await duffy.admin.get('/health');
+    expect([health.status, health.body.error?.ansible?.message]).toEqual([503, expect.stringContaining(subject(broken))]);
+    expect([machine(duffy, 'broken-1.test').failures, machine(duffy, 'broken-1.test').state]).toEqual([0, 'deprovisioning']);
+
+    // Mended: its next probe (back-off: 5 s, then 10 s) releases the machine, and /health is up again.
+    writeFileSync(broken, `- ansible.builtin.import_playbook: ${join(ANSIBLE_DIR, 'playbooks', 'release.yml')}\n`);
+    await until(duffy, () => machine(duffy!, 'broken-1.test').state === 'ready', 30_000);
+    expect((await duffy.admin.get('/health')).status).toBe(200);
+  });
+});
+
+describe('fault: the health check of a quarantined machine is killed every time', () => {
+  it('names the machine on /health, and holds nothing back once an admin takes the machine out of service', async () => {
+    const garbage = fileURLToPath(new URL('../fixtures/playbooks/garbage.yml', import.meta.url));
+    const killer = join(mkdtempSync(join(tmpdir(), 'duffy-playbook-')), 'health-check.yml');
+    writeFileSync(killer, '- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.shell: kill -KILL -- -$(ps -o pgid= -p $$ | tr -d " ")\n      args: { executable: /bin/bash }\n');
+    // A broken release quarantines the machine; its health check (every second) is then killed each time.
+    const config = ansibleConfig(
+      [{ name: 'q', contextualize: false, 'release-policy': 'rebuild', playbooks: { release: garbage, health_check: killer }, 'quarantine-after': 1, 'health-check-interval': 1 }],
+      [{ hostname: 'sick-1.test', pool: 'q', state: 'ready' }],
+    );
+    duffy = await startDuffy({ configFile: config });
+    const alice = await newTenant(duffy, 'alice');
+    const s = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'q', quantity: 1 }] });
+    expect((await alice.put(`${V1}/sessions/${s.body.session.id}`, { active: false })).status).toBe(200);
+    await until(duffy, () => machine(duffy!, 'sick-1.test').quarantines === 1, 60_000);
+    await until(duffy, () => duffy!.app.get(Provisioner).environmentFault !== null, 30_000);
+    const down = await duffy.admin.get('/health');
+    expect([down.status, down.body.error?.ansible?.message]).toEqual([503, expect.stringMatching(/^sick-1\.test: ansible-playbook was killed by SIGKILL/)]);
+
+    // Out of service, it gets no health check: nothing is held back, and /health says so.
+    const id = world(duffy).machineIdsByHostname.get('sick-1.test');
+    expect((await duffy.admin.put(`${V1}/nodes/${id}`, { maintenance: true, reason: 'its health check dies' })).status).toBe(200);
+    let up = await duffy.admin.get('/health');
+    for (let i = 0; i < 50 && up.status !== 200; i++) up = await sleep(200).then(() => duffy!.admin.get('/health'));
+    expect(up.status).toBe(200);
   });
 });
 

@@ -1,6 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Ledger } from '../../src/application/ledger.service.js';
-import { type Running, newTenant, startDuffy } from '../support/server.js';
+import { ansibleConfig, inject } from '../support/ansible.js';
+import { type Running, machine, newTenant, startDuffy, until } from '../support/server.js';
 
 describe('operating Duffy: health, metrics, request ids', () => {
   let duffy: Running;
@@ -51,15 +56,39 @@ describe('operating Duffy: health, metrics, request ids', () => {
 
   it('/health is up with ledger, read models and ansible, and down when the ledger is unreachable', async () => {
     const up = await fetch(`${duffy.url}/health`);
-    const body = (await up.json()) as { info: Record<string, unknown> };
+    const body = (await up.json()) as { info: Record<string, { version?: string }> };
     expect(up.status).toBe(200);
     expect(Object.keys(body.info).sort()).toEqual(['ansible', 'ledger', 'readModels']);
+    expect(body.info.ansible.version).toMatch(/^ansible-playbook \[core \d/);
     // Cut the ledger away under the running server.
     await duffy.app.get(Ledger).store.close();
     const down = await fetch(`${duffy.url}/health`);
     expect(down.status).toBe(503);
     expect(((await down.json()) as { error: { ledger: { status: string } } }).error.ledger.status).toBe("down");
   });
+});
+
+describe('a playbook that hangs, seen on /metrics before its timeout', () => {
+  it('counts the run under way and how long it has been running; both go once it is over', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-ops-'));
+    inject(dataDir, 'slow-1.test', 'hang', 'provision');
+    const config = ansibleConfig([{ name: 's', 'fill-level': 1, contextualize: false, 'playbook-timeout': 12, 'quarantine-after': 1, 'health-check-interval': 3600 }], [{ hostname: 'slow-1.test', pool: 's' }]);
+    const duffy = await startDuffy({ configFile: config, dataDir });
+    try {
+      await until(duffy, () => machine(duffy, 'slow-1.test').job?.action === 'provision', 30_000);
+      await sleep(2_000);
+      const during = await (await fetch(`${duffy.url}/metrics`)).text();
+      expect(during).toMatch(/^duffy_playbook_runs\{action="provision"\} 1$/m);
+      expect(Number(/^duffy_playbook_oldest_run_seconds (\S+)$/m.exec(during)?.[1])).toBeGreaterThanOrEqual(2);
+      // Killed at its timeout: the machine is blamed (quarantine-after 1), and nothing runs any more.
+      await until(duffy, () => machine(duffy, 'slow-1.test').state === 'failed', 60_000);
+      const after = await (await fetch(`${duffy.url}/metrics`)).text();
+      expect(after).not.toMatch(/^duffy_playbook_runs\{/m);
+      expect(after).toMatch(/^duffy_playbook_oldest_run_seconds 0$/m);
+    } finally {
+      await duffy.close();
+    }
+  }, 120_000);
 });
 
 describe('OpenAPI', () => {

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -167,6 +167,29 @@ describe('provisioning with real ansible-playbook (local driver)', () => {
     expect(collected.leftOut).toBe(`2 file(s), ${2 * 1024 * 1024 + 10} bytes, left out: over the pool's artifacts limit (2 files, 1048576 bytes per machine)`);
     // Nothing of the session stays on the machine for the next one, collected or not.
     expect(existsSync(join(disk, 'big.bin')) || existsSync(join(disk, 'logs', 'd.txt'))).toBe(false);
+  });
+
+  it('collects and empties a machine holding a CI job\'s thousands of files well within its playbook-timeout', async () => {
+    // A task per file (a few tenths of a second each) ran past the timeout: the tenant got nothing, and the
+    // release, emptying the directory entry by entry, timed out too and counted against the machine.
+    const config = ansibleConfig([{ name: 'many', 'release-policy': 'reuse', 'collect-artifacts': true, 'playbook-timeout': 60 }], [{ hostname: 'many-1.test', pool: 'many', state: 'ready' }]);
+    duffy = await startDuffy({ configFile: config });
+    const erin = await newTenant(duffy, 'erin');
+    const id = (await erin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'many', quantity: 1 }] })).body.session.id;
+    const disk = join(duffy.dataDir, 'machines', 'many-1.test', 'root', 'artifacts');
+    mkdirSync(join(disk, 'junit'), { recursive: true });
+    const names = [...Array.from({ length: 1000 }, (_, i) => `test-${i}.log`), ...Array.from({ length: 500 }, (_, i) => `junit/case-${i}.xml`), '-odd\nname.txt'];
+    for (const n of names) writeFileSync(join(disk, n), n);
+    await erin.put(`${V1}/sessions/${id}`, { active: false });
+    await until(duffy, () => machine(duffy!, 'many-1.test').state === 'ready' && machine(duffy!, 'many-1.test').job === null, 120_000);
+
+    const events = machineEvents(await ledgerEvents(duffy), 'many-1.test');
+    expect(events.filter((e) => e.type === 'ProvisioningFailed')).toEqual([]);
+    const collected = events.find((e) => e.type === 'ArtifactsCollected')!.data as { files: string[]; error: string | null };
+    expect([collected.error, collected.files.length]).toEqual([null, names.length]);
+    const out = join(duffy.dataDir, 'artifacts', `session-${id}`, 'many-1.test');
+    expect(names.filter((n) => readFileSync(join(out, n), 'utf8') !== n)).toEqual([]);
+    expect(readdirSync(disk)).toEqual([]);
   });
 
   it('replaces a machine whose hand-over failed, one replacement at a time, and fails the session only when none is left', async () => {

@@ -1,5 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
-import { type DuffyIn, extraVarsJson, findDuffyOut, outcomes } from '../../src/adapters/ansible-runner.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AnsibleRunner, type DuffyIn, extraVarsJson, findDuffyOut, outcomes } from '../../src/adapters/ansible-runner.js';
 
 const input = {
   action: 'provision',
@@ -31,6 +34,20 @@ describe('reading a playbook run', () => {
       [false, error],
     ]);
   });
+
+  it('says so when the output was too long to read, rather than "no duffy_out" (real ansible-playbook)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-loud-'));
+    const playbook = join(dir, 'loud.yml');
+    // 2 MiB of output, then a good answer: only the runner's 1 MiB limit is in the way.
+    writeFileSync(
+      playbook,
+      ['- hosts: localhost', '  gather_facts: false', '  tasks:', '    - ansible.builtin.command: head -c 2097152 /dev/zero', '      changed_when: false',
+        '    - ansible.builtin.set_fact:', '        duffy_out: {nodes: [{hostname: a, ok: true}, {hostname: b, ok: true}]}', ''].join('\n'),
+    );
+    const r = await new AnsibleRunner(undefined, 1024 * 1024).run({ ...input, pool: { name: 'p', type: 'vm', driver: 'local', arch: 'x86_64', platform: 'intel', vars: {} }, data_dir: dir }, { timeoutMs: 60_000, playbook });
+    expect([...r.nodes.values()].map((o) => o.error)).toEqual(Array(2).fill('playbook output over 1 MiB: its duffy_out could not be read'));
+    expect(r.fault).toBeUndefined();
+  }, 60_000);
 
   it('fails a node that duffy_out forgot', () => {
     const out = outcomes(input, doc({ nodes: [{ hostname: 'a', ok: true }] }), { exitCode: 0, timedOut: false });

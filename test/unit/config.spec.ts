@@ -34,6 +34,7 @@ describe('configuration', () => {
     ['one host in two spellings', `${pool}machines: [{ hostname: a.b, pool: p1 }, { hostname: A.B., pool: p1 }]`, /machines\[1\]\.hostname: duplicate A\.B\. \(of a\.b: host names ignore case and a trailing dot\)/],
     ['a bad legacy pattern', `${pool}legacy: [{ ver: '(', pool: p1 }]`, /legacy\[0\]\.ver: invalid pattern/],
     ['an unknown key', `${pool}colour: blue`, /colour/],
+    ['a playbook override for a misspelt action', 'pools: [{ name: p1, type: vm, arch: x, platform: y, playbooks: { relase: release.yml } }]', /pools\[0\]\.playbooks\.relase: unknown action \(one of provision, /],
   ])('refuses %s, naming the file, key and problem', (_name, yaml, message) => {
     const file = write(yaml);
     let error: unknown;
@@ -62,6 +63,15 @@ describe('configuration', () => {
   ])('refuses the environment %p at start, naming the variable', (env, message) => {
     expect(() => loadSettings(env)).toThrow(ConfigError);
     expect(() => loadSettings(env)).toThrow(message);
+  });
+
+  it('refuses at start a pool playbook that is not there, naming the pool, action and file', () => {
+    const file = write('pools: [{ name: p1, type: vm, arch: x, platform: y, playbooks: { release: playbooks/relase.yml } }]\n');
+    expect(() => loadSettings({ DUFFY_CONFIG: file })).toThrow(new RegExp(`^${file}: pools\\[0\\]\\.playbooks\\.release: no such playbook /.*/ansible/playbooks/relase\\.yml$`));
+    // The auditor reads the file for its defaults only, wherever the playbooks are.
+    expect(loadConfig(file).pools[0].playbooks).toEqual({ release: 'playbooks/relase.yml' });
+    const fixed = write('pools: [{ name: p1, type: vm, arch: x, platform: y, playbooks: { release: playbooks/release.yml } }]\n');
+    expect(loadSettings({ DUFFY_CONFIG: fixed }).config.pools[0].playbooks).toEqual({ release: 'playbooks/release.yml' });
   });
 
   it('takes an empty DUFFY_PORT or DUFFY_DATA_DIR as unset (a compose file passing an unset variable): port 8080 and ./data, not a random port and the working directory', () => {

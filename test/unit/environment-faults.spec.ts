@@ -32,13 +32,14 @@ const fault = (action: 'provision' | 'contextualize' | 'health_check', spawned =
 
 describe('faults of Duffy\'s own environment', () => {
   it.each([
-    [{ code: 'ENOENT' }, 'ansible-playbook not found on PATH', false],
-    [{ code: 'EACCES' }, 'ansible-playbook is not executable (EACCES)', false],
-    [{ code: 'EMFILE' }, 'could not start ansible-playbook: EMFILE', false],
-    [{ signal: 'SIGKILL' }, 'ansible-playbook was killed by SIGKILL', true],
-    [{ exitCode: 4 }, 'ansible-playbook could not load the playbook (exit code 4)', true],
-  ])('are told apart from the machines\' failures: %j', (r, reason, spawned) => {
-    expect(environmentFault({ exitCode: null, timedOut: false, hasDuffyOut: false, ...r })).toEqual({ reason, spawned });
+    [{ code: 'ENOENT' }, 'ansible-playbook not found on PATH', false, {}],
+    [{ code: 'EACCES' }, 'ansible-playbook is not executable (EACCES)', false, {}],
+    [{ code: 'EMFILE' }, 'could not start ansible-playbook: EMFILE', false, {}],
+    // What a fault holds back: a killed run only its machines, a broken file only its runs, the others everything.
+    [{ signal: 'SIGKILL' }, 'ansible-playbook was killed by SIGKILL', true, { scope: 'run' }],
+    [{ exitCode: 4 }, 'ansible-playbook could not load the playbook (exit code 4)', true, { scope: 'playbook' }],
+  ])('are told apart from the machines\' failures: %j', (r, reason, spawned, playbook) => {
+    expect(environmentFault({ exitCode: null, timedOut: false, hasDuffyOut: false, ...r })).toEqual({ reason, spawned, ...playbook });
   });
 
   it.each([
@@ -53,7 +54,7 @@ describe('faults of Duffy\'s own environment', () => {
   it('include a playbook file that is not there: nothing is spawned, every node gets the reason', async () => {
     const input = { action: 'release', nodes: [{ id: 1, hostname: 'i1', ipaddr: null, data: {} }] } as unknown as DuffyIn;
     const r = await new AnsibleRunner().run(input, { timeoutMs: 10_000, playbook: '/nonexistent/release.yml' });
-    expect(r.fault).toEqual({ reason: 'playbook /nonexistent/release.yml not found', spawned: false });
+    expect(r.fault).toEqual({ reason: 'playbook /nonexistent/release.yml not found', spawned: false, scope: 'playbook' });
     expect(r.nodes.get('i1')).toMatchObject({ ok: false });
   });
 

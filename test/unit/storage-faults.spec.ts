@@ -1,7 +1,7 @@
-import { describe, expect, it } from '@jest/globals';
+import { describe, expect, it, jest } from '@jest/globals';
 import Database from 'better-sqlite3';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -58,6 +58,23 @@ describe('the data directory lock', () => {
     lock.release();
     expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
     lockDataDir(dir).release();
+  });
+
+  it('puts its lock back within a heartbeat when it is removed under it, so no second Duffy starts on the ledger', () => {
+    jest.useFakeTimers();
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-lock-'));
+    const lock = lockDataDir(dir);
+    try {
+      // An operator who took it for a dead one's, or a cleaner of old files.
+      unlinkSync(join(dir, LOCK_FILE));
+      jest.advanceTimersByTime(10_000);
+      expect(JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')).pid).toBe(process.pid);
+      expect(() => lockDataDir(dir)).toThrow(DataDirLockedError);
+    } finally {
+      lock.release();
+      jest.useRealTimers();
+    }
+    expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
   });
 
   it('takes over a lock left by a process that is gone', () => {

@@ -83,41 +83,49 @@ export function assertDataDirFree(dataDir: string): void {
  * whole under a private name and linked into place, so nobody ever reads a half-written one; a lock left by a
  * process that is gone (kill -9, a crash) is taken over (see `stale`). Released on `release()` and at process exit.
  */
+/** Writes `me` whole under a private name and links it into place: false when a lock is there already. */
+function link(file: string, me: Holder): boolean {
+  const mine = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+  writeFileSync(mine, JSON.stringify(me) + '\n', { mode: 0o644 });
+  try {
+    linkSync(mine, file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return false;
+  } finally {
+    unlinkSync(mine);
+  }
+}
+
 export function lockDataDir(dataDir: string): DataDirLock {
   const dir = resolve(dataDir);
   mkdirSync(dir, { recursive: true });
   const file = join(dir, LOCK_FILE);
   const me: Holder = { pid: process.pid, host: hostname(), since: new Date().toISOString() };
-  const mine = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-  writeFileSync(mine, JSON.stringify(me) + '\n', { mode: 0o644 });
-  try {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        linkSync(mine, file);
-        break;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      }
-      const holder = readHolder(file);
-      if (holder && (!stale(file, holder, me) || attempt >= 3)) throw new DataDirLockedError(dir, holder);
-      if (attempt >= 3) throw new Error(`cannot take the lock ${file}: it keeps coming back unreadable`);
-      // Stale, or unreadable (not a lock this code wrote): take it over.
-      try {
-        unlinkSync(file);
-      } catch {
-        /* someone else took it over first: try again */
-      }
+  for (let attempt = 0; !link(file, me); attempt++) {
+    const holder = readHolder(file);
+    if (holder && (!stale(file, holder, me) || attempt >= 3)) throw new DataDirLockedError(dir, holder);
+    if (attempt >= 3) throw new Error(`cannot take the lock ${file}: it keeps coming back unreadable`);
+    // Stale, or unreadable (not a lock this code wrote): take it over.
+    try {
+      unlinkSync(file);
+    } catch {
+      /* someone else took it over first: try again */
     }
-  } finally {
-    unlinkSync(mine);
   }
   heldHere.add(file);
   const heartbeat = setInterval(() => {
     try {
       const now = new Date();
       utimesSync(file, now, now);
-    } catch {
-      /* taken from us or removed: nothing to refresh */
+    } catch (err) {
+      // Removed under us (taken for a dead one's, a cleaner): put back, or a second Duffy would start on this ledger.
+      try {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') link(file, me);
+      } catch {
+        /* the directory itself is gone or read-only: nothing to put back */
+      }
     }
   }, HEARTBEAT_MS);
   heartbeat.unref();
