@@ -8,7 +8,7 @@ import { type Sshd, freePort, sshRun, sshdMissing, startSshd } from '../support/
 
 /**
  * The baremetal and vm roles' ssh side, run for real: Duffy's AnsibleRunner runs the playbooks, the node is this
- * machine behind a private sshd on 127.0.0.1 (test/support/sshd.ts). What needs IPMI, PXE or libvirt cannot run here.
+ * machine behind a private sshd on 127.0.0.1 (test/support/sshd.ts). IPMI, PXE and real libvirt VMs cannot run here.
  */
 jest.setTimeout(120_000);
 const MARKER = '# --- duffy session keys below: removed on release ---';
@@ -112,7 +112,10 @@ if (missing) {
       if (!existsSync(root)) return [];
       const out: string[] = [];
       const walk = (d: string): void => {
-        for (const e of readdirSync(d, { withFileTypes: true })) e.isDirectory() ? walk(join(d, e.name)) : out.push(relative(root, join(d, e.name)));
+        for (const e of readdirSync(d, { withFileTypes: true })) {
+          if (e.isDirectory()) walk(join(d, e.name));
+          else out.push(relative(root, join(d, e.name)));
+        }
       };
       walk(root);
       return out.sort();
