@@ -11,7 +11,8 @@ import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@n
 import pino from 'pino';
 import { IdParamsPipe, checkJsonDepth, dropNullMembers, logSettings, requestLogging, validationFailed } from '../src/http/input.js';
 import { SessionCreateDto, SessionUpdateDto } from '../src/http/dto.js';
-import { HttpMetricsMiddleware, Metrics } from '../src/adapters/metrics.js';
+import { Metrics } from '../src/adapters/metrics.js';
+import { HttpMetricsMiddleware } from '../src/http/ops/metrics.controller.js';
 
 @Injectable()
 class AnyoneGuard implements CanActivate {

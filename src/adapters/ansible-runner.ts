@@ -84,6 +84,8 @@ export interface PlaybookRunner {
   stopAll?(): void;
   /** Kills the runs a previous process on this data directory left behind (kill -9), and removes their inputs. */
   reap?(dataDir: string): Promise<number>;
+  /** What runs the playbooks, in one line (for /health); rejects when it cannot run at all. */
+  version(): Promise<string>;
 }
 
 /** Each run's input and process group live here, under the data directory, until the run is over. */
@@ -108,6 +110,11 @@ export class AnsibleRunner implements PlaybookRunner {
     /** Output kept per stream; the JSON callback prints its whole report at the end, so past this it is unreadable. */
     private readonly outputLimit = 64 * 1024 * 1024,
   ) {}
+
+  async version(): Promise<string> {
+    const r = await execa('ansible-playbook', ['--version'], { timeout: 10_000 });
+    return String(r.stdout).split('\n')[0];
+  }
 
   stopAll(): void {
     this.stopping = true;

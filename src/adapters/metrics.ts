@@ -1,6 +1,4 @@
-import { ApiTags } from '@nestjs/swagger';
-import { Controller, Get, Header, Injectable, type NestMiddleware } from '@nestjs/common';
-import type { NextFunction, Request, Response } from 'express';
+import { Injectable } from '@nestjs/common';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { Ledger } from '../application/ledger.service.js';
 import { ReadSide } from '../application/read-side.service.js';
@@ -97,30 +95,5 @@ export class Metrics {
       },
     });
     new Gauge({ name: 'duffy_ledger_position', help: 'Ledger position the World has folded', registers, collect() { this.set(Number(ledger.world.position)); } });
-  }
-}
-
-@Injectable()
-export class HttpMetricsMiddleware implements NestMiddleware {
-  constructor(private readonly metrics: Metrics) {}
-  use(req: Request, res: Response, next: NextFunction): void {
-    res.on('finish', () => {
-      // The matched route, not the raw URL, so ids do not explode the label set.
-      const route = (req.route?.path as string | undefined) ?? 'unmatched';
-      this.metrics.http.inc({ method: req.method, route: `${req.baseUrl ?? ''}${route}`, status: String(res.statusCode) });
-    });
-    next();
-  }
-}
-
-@ApiTags('ops')
-@Controller('metrics')
-export class MetricsController {
-  constructor(private readonly metrics: Metrics) {}
-
-  @Get()
-  @Header('Content-Type', 'text/plain; version=0.0.4; charset=utf-8')
-  scrape(): Promise<string> {
-    return this.metrics.registry.metrics();
   }
 }

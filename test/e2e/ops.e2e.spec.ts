@@ -56,9 +56,10 @@ describe('operating Duffy: health, metrics, request ids', () => {
 
   it('/health is up with ledger, read models and ansible, and down when the ledger is unreachable', async () => {
     const up = await fetch(`${duffy.url}/health`);
-    const body = (await up.json()) as { info: Record<string, unknown> };
+    const body = (await up.json()) as { info: Record<string, { version?: string }> };
     expect(up.status).toBe(200);
     expect(Object.keys(body.info).sort()).toEqual(['ansible', 'ledger', 'readModels']);
+    expect(body.info.ansible.version).toMatch(/^ansible-playbook \[core \d/);
     // Cut the ledger away under the running server.
     await duffy.app.get(Ledger).store.close();
     const down = await fetch(`${duffy.url}/health`);

@@ -183,6 +183,21 @@ describe('a damaged embedded ledger file', () => {
     expect(() => assertLedgerReadable(file)).toThrow(/was edited outside Duffy .*check it with `duffy audit --ledger .* verify`/);
   });
 
+  it('made by an earlier Duffy (its triggers written over several lines, with IF NOT EXISTS) starts as it is', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'duffy-old-guard-')), 'ledger.sqlite');
+    const store = new SqliteEventStore(file);
+    await store.append([{ stream: 's', expected: 'any', events: [{ type: 'T', data: {}, metadata: {} }] }]);
+    await store.close();
+    const db = new Database(file);
+    db.exec(`DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;
+      CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+      CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;`);
+    db.close();
+    expect(() => assertLedgerReadable(file)).not.toThrow();
+  });
+
   it('a directory where the ledger file should be is named as such, not "disk I/O error"', () => {
     const file = join(mkdtempSync(join(tmpdir(), 'duffy-dir-ledger-')), 'ledger.sqlite');
     mkdirSync(file);

@@ -1,7 +1,7 @@
 import { ApiTags } from '@nestjs/swagger';
 import { Controller, Get, Inject } from '@nestjs/common';
 import { HealthCheck, HealthCheckService, HealthIndicatorService } from '@nestjs/terminus';
-import { execa } from 'execa';
+import { PLAYBOOK_RUNNER, type PlaybookRunner } from '../../adapters/ansible-runner.js';
 import { writeHealthOf } from '../../adapters/eventstore/event-store.factory.js';
 import { Ledger } from '../../application/ledger.service.js';
 import { READ_MODELS, type ReadModelStore } from '../../application/ports/read-model.port.js';
@@ -24,6 +24,7 @@ export class HealthController {
     @Inject(READ_MODELS) private readonly readModels: ReadModelStore,
     private readonly provisioner: Provisioner,
     private readonly readSide: ReadSide,
+    @Inject(PLAYBOOK_RUNNER) private readonly runner: PlaybookRunner,
   ) {}
 
   @Get()
@@ -59,7 +60,7 @@ export class HealthController {
         const fault = this.provisioner.environmentFault;
         if (fault) return ansible.down({ message: `${fault.reason} (playbook runs failing since ${fault.since})` });
         // Looked up once while it works: the runs above tell when it stops working.
-        this.ansible ??= execa('ansible-playbook', ['--version'], { timeout: 10_000 }).then((r) => String(r.stdout).split('\n')[0]);
+        this.ansible ??= this.runner.version();
         return this.ansible.then(
           (version) => ansible.up({ version }),
           () => {
