@@ -102,8 +102,11 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
 
   duffy
     .command('extend <session> [by]')
-    .description('keep the machines longer: +2h, +30m or an ISO time (clamped to your maximum)')
+    .description('keep the machines longer: +2h, +30m or an ISO time (clamped to your maximum); -30m shortens')
+    // `-30m` is a time, not an option: taken as the argument (a real option of this command does not exist).
+    .allowUnknownOption()
     .action(async (id: string, by = '+1h') => {
+      if (by.startsWith('--')) throw new UsageError(`extend: unknown option ${by}`);
       // `2h` alone is neither a time nor a relative one (the server would refuse it): say what was meant, in a form
       // the server takes (bare seconds, `30`, need their unit once signed: `+30s`).
       const seconds = /^\s*[+-]/.test(by) ? undefined : parseDuration(by);

@@ -47,6 +47,9 @@ describe('duffy CLI against a running server', () => {
     expect((await cli('list')).stdout).toContain(`${id}\t`);
     expect((await cli('show', id)).stdout).toContain(`session ${id} active`);
     expect((await cli('extend', id, '+2h')).code).toBe(0);
+    // A negative time is the argument, not an option.
+    expect((await cli('extend', id, '-30m')).code).toBe(0);
+    expect((await cli('extend', id, '--bogus')).code).toBe(2);
     const done = await cli('done', id);
     expect(done.code).toBe(0);
     expect(done.stdout).toContain(`session ${id} ended`);
