@@ -9,7 +9,7 @@ import { AppModule, observeRequests } from './app.module.js';
 import { ConfigError, type Settings, loadSettings } from './config/config.js';
 import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
-import { IdParamsPipe, checkJsonDepth, dropNullMembers, isJsonBody, refuseCrossSiteWrites, validationFailed } from './http/input.js';
+import { IdParamsPipe, checkJsonDepth, dropNullMembers, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, LEDGER_FILE, assertDataDirFree } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable } from './adapters/eventstore/sqlite-event-store.js';
@@ -31,7 +31,7 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   // 1 MB is far above any real request and keeps a hostile body from costing memory. The depth check runs on the
   // raw bytes before parsing; the reviver makes a JSON null "not given" for every field of every body.
   // (Nest's type omits `verify`, which it reserves for rawBody; rawBody is off, so express gets ours.)
-  app.use(...observeRequests(app), refuseWhileStopping(app.get(Stopping)), refuseCrossSiteWrites);
+  app.use(...observeRequests(app), refuseWhileStopping(app.get(Stopping)), refuseCrossSiteWrites, refuseUnreadBodies);
   const json = { limit: '1mb', strict: false, type: isJsonBody, verify: checkJsonDepth, reviver: dropNullMembers };
   app.useBodyParser('json', json as NestExpressBodyParserOptionsFor<'json'>);
   // API answers change with every call: an ETag per response is a hash of every body for nothing.

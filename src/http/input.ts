@@ -83,6 +83,21 @@ export function refuseCrossSiteWrites(req: IncomingMessage, res: ServerResponse,
   res.end(JSON.stringify({ detail: `a write from another site is refused (${refused.slice(0, 64)})` }));
 }
 
+/**
+ * Express middleware: a write whose body is not read as JSON (a form: curl's `-d` without a JSON Content-Type) is a
+ * 422 naming why, as FastAPI (Duffy v3) refuses it. Left unread, `PUT /sessions/{id}` saw no change and answered 200:
+ * a job's "done" left its machines held.
+ */
+export function refuseUnreadBodies(req: IncomingMessage, res: ServerResponse, next: () => void): void {
+  const length = req.headers['content-length'];
+  const hasBody = req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+  if (!hasBody || req.method === 'GET' || req.method === 'HEAD' || isJsonBody(req)) return next();
+  res.statusCode = 422;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  const type = req.headers['content-type'] === undefined ? 'no Content-Type' : `Content-Type ${String(req.headers['content-type']).slice(0, 64) || '(empty)'}`;
+  res.end(JSON.stringify({ detail: `the body was not read: send it as JSON with Content-Type: application/json (got ${type})` }));
+}
+
 /** `Origin: ...` when a request's Origin names another host than the one it was sent to (Host, or a proxy's X-Forwarded-Host or Forwarded host). */
 function foreignOrigin(req: IncomingMessage): string | undefined {
   const origin = req.headers.origin;

@@ -387,6 +387,9 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
         const r = await raw(duffy, 'POST', `${V1}/sessions`, 'nodes_specs=1', { authorization: aliceAuth, 'content-type': type });
         expect(r.status).toBe(422);
       }
+      // curl -X PUT -d '{"active": false}' without a JSON type: refused, not a 200 that left the session running.
+      const r = await raw(duffy, 'PUT', `${V1}/sessions/1`, '{"active": false}', { authorization: aliceAuth, 'content-type': 'application/x-www-form-urlencoded' });
+      expect([r.status, r.body]).toEqual([422, { detail: 'the body was not read: send it as JSON with Content-Type: application/json (got Content-Type application/x-www-form-urlencoded)' }]);
     });
   });
 });

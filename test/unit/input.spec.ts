@@ -3,7 +3,7 @@ import { type IncomingMessage, type ServerResponse, createServer } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { MAX_BODY_DEPTH, checkJsonDepth, dropNullMembers, isId, isJsonBody, logSettings, redactUrl, refuseCrossSiteWrites, requestLogging } from '../../src/http/input.js';
+import { MAX_BODY_DEPTH, checkJsonDepth, dropNullMembers, isId, isJsonBody, logSettings, redactUrl, refuseCrossSiteWrites, refuseUnreadBodies, requestLogging } from '../../src/http/input.js';
 
 const depth = (text: string) => () => checkJsonDepth(undefined, undefined, Buffer.from(text));
 
@@ -138,5 +138,32 @@ describe('which bodies are JSON', () => {
     expect([json({ 'content-type': 'application/json; charset=utf-8' }), json({ 'content-type': 'Application/Vnd.Duffy+JSON' }), json({})]).toEqual([true, true, true]);
     // The compat e2e test of a typeless cross-site body is answered 403 by refuseCrossSiteWrites before this is asked.
     expect([json({ origin: 'http://duffy:8080' }), json({ 'content-type': '' }), json({ 'content-type': 'text/plain' })]).toEqual([false, false, false]);
+  });
+});
+
+describe('a write whose body is not read as JSON', () => {
+  const answer = (method: string, headers: Record<string, string>) => {
+    const res = { statusCode: 200, body: '', setHeader() {}, end(text: string) { this.body = text; } };
+    let passed = false;
+    refuseUnreadBodies({ method, headers } as unknown as IncomingMessage, res as unknown as ServerResponse, () => (passed = true));
+    return passed ? 'next' : `${res.statusCode} ${res.body}`;
+  };
+
+  it('is a 422 naming the type (a form PUT {"active": false} was ignored: 200, the session left running)', () => {
+    expect(answer('PUT', { 'content-type': 'application/x-www-form-urlencoded', 'content-length': '17' })).toBe(
+      '422 {"detail":"the body was not read: send it as JSON with Content-Type: application/json (got Content-Type application/x-www-form-urlencoded)"}',
+    );
+    expect(answer('POST', { 'content-type': '', 'transfer-encoding': 'chunked' })).toMatch(/^422 .*\(empty\)/);
+    expect(answer('POST', { origin: 'http://duffy:8080', 'content-length': '2' })).toMatch(/^422 .*no Content-Type/);
+  });
+
+  it('passes JSON, typeless bodies of clients that are not browsers, empty bodies and reads', () => {
+    expect([
+      answer('PUT', { 'content-type': 'application/json', 'content-length': '17' }),
+      answer('POST', { 'content-length': '17' }),
+      answer('POST', { 'content-type': 'text/plain', 'content-length': '0' }),
+      answer('POST', { 'content-type': 'text/plain' }),
+      answer('GET', { 'content-type': 'text/plain', 'content-length': '3' }),
+    ]).toEqual(['next', 'next', 'next', 'next', 'next']);
   });
 });
