@@ -85,7 +85,7 @@ export function refuseCrossSiteWrites(req: IncomingMessage, res: ServerResponse,
 
 /**
  * Express middleware: a write whose body is not read as JSON (a form: curl's `-d` without a JSON Content-Type) is a
- * 422 naming why, as FastAPI (Duffy v3) refuses it. Left unread, `PUT /sessions/{id}` saw no change and answered 200:
+ * 422 naming why. Left unread, `PUT /sessions/{id}` saw no change and answered 200:
  * a job's "done" left its machines held.
  */
 export function refuseUnreadBodies(req: IncomingMessage, res: ServerResponse, next: () => void): void {
