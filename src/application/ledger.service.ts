@@ -57,11 +57,19 @@ interface PendingBatch {
   leave: () => void;
 }
 
+/** A promise and the function that resolves it (Node 20 has no Promise.withResolvers). */
+function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
 /** A decision's place in the lines of the streams it waits to write: `done` once it is answered. */
 class Turn {
   readonly streams: string[] = [];
-  leave!: () => void;
-  readonly done = new Promise<void>((resolve) => (this.leave = resolve));
+  private readonly answered = deferred();
+  readonly done = this.answered.promise;
+  readonly leave = this.answered.resolve;
 }
 
 /**
@@ -393,11 +401,9 @@ export class Ledger implements OnApplicationShutdown {
   }
 
   private track(writes: Write[], chained: Array<{ stream: string; events: NewEvent[] }>): PendingBatch {
-    let settle!: (landed: boolean) => void;
-    const landed = new Promise<boolean>((r) => (settle = r));
-    let leave!: () => void;
-    const gone = new Promise<void>((r) => (leave = r));
-    const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), waiting: new Map(), claims: new Set(), sessionId: 0, landed, settle, gone, leave };
+    const landed = deferred<boolean>();
+    const gone = deferred();
+    const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), waiting: new Map(), claims: new Set(), sessionId: 0, landed: landed.promise, settle: landed.resolve, gone: gone.promise, leave: gone.resolve };
     writes.forEach((w, i) => {
       const base = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? null : w.expected;
       const last = chained[i].events[chained[i].events.length - 1].metadata?.hash;

@@ -234,7 +234,7 @@ export class Provisioner implements OnApplicationShutdown {
       this.faults.set(key, held);
     }
     this.metrics.playbook.observe({ action: job.action, outcome: 'environment_fault' }, run.durationMs / 1000);
-    this.log.warn(`${job.action} ${job.pool} [${claimed.map((c) => c.machine.hostname).join(', ')}] not run: ${fault.reason} (a fault of Duffy's environment, not of the machines; retried later)`);
+    this.log.warn(`${job.action} ${job.pool} [${hosts}] not run: ${fault.reason} (a fault of Duffy's environment, not of the machines; retried later)`);
     const world = this.ledger.world;
     const at = new Date(now).toISOString();
     const meta = metaFor(null, { process: 'provisioning' });

@@ -4,6 +4,7 @@ import { request as httpsRequest } from 'node:https';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { isRecord } from '../audit/chain.js';
 
 /**
  * Where and who: flags first, then DUFFY_URL / DUFFY_TENANT / DUFFY_KEY, then the configuration: `--config` paths,
@@ -48,8 +49,6 @@ function text(value: unknown, key: string): string | undefined {
   throw new UsageError(`client configuration: ${key} must be a string`);
 }
 
-const isMapping = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
 /** A configuration path: the file itself, or a directory's *.yaml and *.yml in name order; nothing if missing (unless named). */
 function yamlFiles(path: string, named: boolean): string[] {
   try {
@@ -68,10 +67,10 @@ function readYaml(file: string, named: boolean): FileConfig[] {
       if (doc.errors.length) throw doc.errors[0];
       const c = doc.toJS() as unknown;
       if (c === null || c === undefined) return [];
-      if (!isMapping(c)) throw new Error('its top level must be a mapping (url, tenant, key, or client: {url, auth})');
+      if (!isRecord(c)) throw new Error('its top level must be a mapping (url, tenant, key, or client: {url, auth})');
       // Merged key by key: a string or list here would be spread character by character.
       const v3 = (c as FileConfig).client;
-      if (v3 != null && (!isMapping(v3) || (v3.auth != null && !isMapping(v3.auth)))) throw new Error('client and client.auth must be mappings (client: {url, auth: {name, key}})');
+      if (v3 != null && (!isRecord(v3) || (v3.auth != null && !isRecord(v3.auth)))) throw new Error('client and client.auth must be mappings (client: {url, auth: {name, key}})');
       return [c as FileConfig];
     });
   } catch (err) {

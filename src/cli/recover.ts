@@ -35,11 +35,13 @@ export function recoveryCommands(duffy: Command, out: (line: string) => void): v
       const url = o.eventstore ?? (process.env.DUFFY_EVENTSTORE || undefined);
       const key = o.newKey ?? randomUUID();
       const dataDir = o.dataDir !== undefined ? resolve(o.dataDir) : dataDirOf();
-      // A mistyped directory would otherwise get a new empty ledger and a misleading "no admin tenant".
-      if (!url && !existsSync(join(dataDir, LEDGER_FILE)))
-        throw new NotFoundError(`no ledger at ${join(dataDir, LEDGER_FILE)} (give the data directory of the stopped Duffy with --data-dir or DUFFY_DATA_DIR)`);
-      // As the server's start does: a damaged ledger is named in one line, before the store opens it for writing.
-      if (!url) assertLedgerReadable(join(dataDir, LEDGER_FILE));
+      if (!url) {
+        const file = join(dataDir, LEDGER_FILE);
+        // A mistyped directory would otherwise get a new empty ledger and a misleading "no admin tenant".
+        if (!existsSync(file)) throw new NotFoundError(`no ledger at ${file} (give the data directory of the stopped Duffy with --data-dir or DUFFY_DATA_DIR)`);
+        // As the server's start does: a damaged ledger is named in one line, before the store opens it for writing.
+        assertLedgerReadable(file);
+      }
       const store = createEventStore(url, dataDir);
       const ledger = new Ledger(store, NO_BUS);
       try {

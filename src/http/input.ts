@@ -78,9 +78,14 @@ export function refuseCrossSiteWrites(req: IncomingMessage, res: ServerResponse,
   const sameSite = site === 'same-origin' || site === 'none';
   const refused = site === undefined ? foreignOrigin(req) : sameSite ? undefined : `Sec-Fetch-Site: ${String(site)}`;
   if (refused === undefined) return next();
-  res.statusCode = 403;
+  answerDetail(res, 403, `a write from another site is refused (${refused.slice(0, 64)})`);
+}
+
+/** An answer from a middleware that runs before Nest (and its error filter): `{"detail": ...}` as every error. */
+export function answerDetail(res: ServerResponse, status: number, detail: string): void {
+  res.statusCode = status;
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
-  res.end(JSON.stringify({ detail: `a write from another site is refused (${refused.slice(0, 64)})` }));
+  res.end(JSON.stringify({ detail }));
 }
 
 /**
@@ -92,10 +97,8 @@ export function refuseUnreadBodies(req: IncomingMessage, res: ServerResponse, ne
   const length = req.headers['content-length'];
   const hasBody = req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
   if (!hasBody || req.method === 'GET' || req.method === 'HEAD' || isJsonBody(req)) return next();
-  res.statusCode = 422;
-  res.setHeader('Content-Type', 'application/json; charset=utf-8');
   const type = req.headers['content-type'] === undefined ? 'no Content-Type' : `Content-Type ${String(req.headers['content-type']).slice(0, 64) || '(empty)'}`;
-  res.end(JSON.stringify({ detail: `the body was not read: send it as JSON with Content-Type: application/json (got ${type})` }));
+  answerDetail(res, 422, `the body was not read: send it as JSON with Content-Type: application/json (got ${type})`);
 }
 
 /** `Origin: ...` when a request's Origin names another host than the one it was sent to (Host, or a proxy's X-Forwarded-Host or Forwarded host). */

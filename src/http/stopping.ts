@@ -1,5 +1,6 @@
 import { Injectable, type OnModuleDestroy } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { answerDetail } from './input.js';
 
 /**
  * Set at the first step of a stop (Nest's destroy hooks run before its callers are let go and before the HTTP server
@@ -25,9 +26,7 @@ export function refuseWhileStopping(stopping: Stopping) {
     if (!stopping.now) return next();
     res.setHeader('Connection', 'close');
     if (/^\/(Node\/|Inventory\b)/.test(req.url ?? '')) return next();
-    res.statusCode = 503;
     res.setHeader('Retry-After', '60');
-    res.setHeader('Content-Type', 'application/json; charset=utf-8');
-    res.end(JSON.stringify({ detail: 'Duffy is stopping; ask again' }));
+    answerDetail(res, 503, 'Duffy is stopping; ask again');
   };
 }
