@@ -264,6 +264,9 @@ export function decideRequestSession(
   if (!plan.ok) {
     const reason = `can't reserve nodes: ${plan.reason}`;
     if (cmd.waiting || !cmd.waitSeconds) return refusal('capacity', reason);
+    // Waiting helps only if machines can come free: not for more than the pools will ever have.
+    const never = tooFewEver(world, pools, cmd.specs);
+    if (never) return refusal('capacity', `can't reserve nodes: ${never}, so waiting cannot help`);
     // Only what the quota could still take may wait: a tenant cannot fill the queue (every queue pass looks at it all).
     const waiting = tenant.waiting + inFlight.waiting(tenant.id);
     if (held + waiting + wanted > limits.nodeQuota) {
@@ -294,6 +297,21 @@ export function decideRequestSession(
     },
     ...plan.picks.map((p) => decideReserve(p, cmd.sessionId, tenant.id, cmd.contextualize(p.machine.pool), cmd.now)),
   ];
+}
+
+/**
+ * The first spec that asks for more machines than its pools have that are not retired (those in maintenance or
+ * quarantine may come back, so they count): a reason, or undefined when every spec could fit some day.
+ */
+function tooFewEver(world: World, pools: readonly PoolProfile[], specs: readonly NodeSpec[]): string | undefined {
+  for (const x of specs) {
+    let ever = 0;
+    for (const p of eligiblePools(pools, x)) {
+      for (const m of world.machinesByPool.get(p.name) ?? []) if (m.retiredAt === null && m.service !== 'retired') ever += 1;
+    }
+    if (x.quantity > ever) return `${describeSpec(x)} has ${ever} machine(s) that are not retired and ${x.quantity} were asked for`;
+  }
+  return undefined;
 }
 
 /** One picked machine reserved for a session, at the machine's revision (invariant 1). */
