@@ -17,6 +17,8 @@ const MAX_PARALLEL_RUNS = 4;
 /** After an environment fault, background work waits this long before one run tries again; doubled up to the max. */
 const RETRY_FIRST_MS = 5_000;
 const RETRY_MAX_MS = 300_000;
+/** After a run that failed on Duffy's side (the ledger refused its claim or outcome: a full disk), no new run for this long. */
+const PAUSE_AFTER_ERROR_MS = 1_000;
 /** The key of a fault of Duffy's environment as a whole (no Ansible, a full disk); others by playbook file or machine. */
 const ANY_RUN = '*';
 const machineKey = (id: number) => `machine ${id}`;
@@ -42,6 +44,7 @@ export class Provisioner implements OnApplicationShutdown {
   private readonly runningJobs = new Set<Job>();
   private runs = 0;
   private scheduled = false;
+  private pausedUntil = 0;
   private stopped = false;
   private timer?: NodeJS.Timeout;
   private readonly inProgress = new Set<Promise<void>>();
@@ -130,13 +133,18 @@ export class Provisioner implements OnApplicationShutdown {
     if (work.returns.length > 0) await this.ledger.commit(work.returns, metaFor(null, { process: 'provisioning', reason: 'never handed over' }));
     this.forgetIdleFaults(work.jobs);
     for (const job of work.jobs) {
-      if (this.runs >= MAX_PARALLEL_RUNS || this.stopped) return;
+      // A hand-over is never held back by a fault, so without this a ledger that refuses every write was asked
+      // again at once, hundreds of times a second, until it took one.
+      if (this.runs >= MAX_PARALLEL_RUNS || this.stopped || Date.now() < this.pausedUntil) return;
       if (this.heldBack(job, now)) continue;
       job.machineIds.forEach((id) => this.running.add(id));
       this.runningJobs.add(job);
       this.runs += 1;
       const work = this.execute(job)
-        .catch((err) => this.log.error(`${job.action} on ${job.pool} failed: ${String(err)}`))
+        .catch((err) => {
+          this.pausedUntil = Date.now() + PAUSE_AFTER_ERROR_MS;
+          this.log.error(`${job.action} on ${job.pool} failed: ${String(err)}`);
+        })
         .finally(() => {
           job.machineIds.forEach((id) => this.running.delete(id));
           this.runningJobs.delete(job);

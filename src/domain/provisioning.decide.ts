@@ -60,10 +60,14 @@ export interface Work {
   returns: Write[];
 }
 
-/** A claim is live while its deadline has not passed; a dead instance's claims lapse. */
+/**
+ * A claim is live while its deadline has not passed; a dead instance's claims lapse. This process's own claim is live
+ * only while it runs here: one it no longer runs lost its outcome (the ledger refused the write: a full disk), and
+ * would otherwise hold its machine, and a waiting hand-over, until the deadline.
+ */
 function claimed(m: Machine, ctx: JobContext): boolean {
   if (ctx.runningHere(m.id)) return true;
-  if (m.job === null || (ctx.soleInstance && m.job.instance !== ctx.instance)) return false;
+  if (m.job === null || ctx.soleInstance || m.job.instance === ctx.instance) return false;
   return Date.parse(m.job.deadline) > ctx.now;
 }
 

@@ -330,6 +330,73 @@ describe('fault: the data directory\'s disk is full while a playbook runs', () =
   });
 });
 
+/** The `sleep 3600` of the local driver's injected hang in a run under `dataDir` (its environment names the run's directory). */
+function hangingSleep(dataDir: string): number | undefined {
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8') === 'sleep\x003600\x00' && readFileSync(`/proc/${pid}/environ`, 'utf8').includes(dataDir)) return Number(pid);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return undefined;
+}
+
+describe('fault: the disk fills up while a hand-over runs, so its outcome cannot be written', () => {
+  (fullDisk ? it : it.skip)("answers the waiting caller once there is room again, not at the claim's deadline, and asks the full ledger about once a second meanwhile", async () => {
+    const disk = mountTmpfs()!;
+    const machines = mkdtempSync(join(tmpdir(), 'duffy-machines-'));
+    const runs = mkdtempSync(join(tmpdir(), 'duffy-runs-'));
+    try {
+      const dataDir = join(disk, 'data');
+      mkdirSync(dataDir);
+      // The machine's own "disk" is elsewhere, as a real machine's is; so are the runs' files, whose removal at the
+      // run's end would give the ledger room for its outcome.
+      symlinkSync(machines, join(dataDir, 'machines'));
+      symlinkSync(runs, join(dataDir, 'runs'));
+      // The claim's deadline (playbook-timeout + 60 s) is far past this test's waits.
+      const config = ansibleConfig([{ name: 'p', 'playbook-timeout': 900, 'handover-timeout': 900 }], [{ hostname: 'h-1.test', pool: 'p', state: 'ready' }]);
+      inject(dataDir, 'h-1.test', 'hang', 'contextualize');
+      duffy = await startDuffy({ configFile: config, dataDir });
+      const ci = await newTenant(duffy, 'ci');
+      const answer = ci.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'p', quantity: 1 }] });
+      let sleeper: number | undefined;
+      for (let i = 0; i < 600 && !(sleeper = hangingSleep(dataDir)); i++) await sleep(100);
+      expect(sleeper).toBeDefined();
+
+      fillUp(join(disk, 'filler'));
+      // The ledger may still have room in pages it already holds: write until it has none, not even for a small write.
+      for (const size of [2000, 1]) {
+        let refused = false;
+        for (let i = 0; i < 400 && !refused; i++) refused = (await duffy.admin.post(`${V1}/tenants`, { name: `t-${size}-${i}`, ssh_key: `ssh-ed25519 ${'A'.repeat(size)} x` })).status === 503;
+        expect(refused).toBe(true);
+      }
+      // The playbook ends; the ledger refuses its outcome, so the claim stays.
+      rmSync(join(machines, 'h-1.test', 'inject'), { recursive: true });
+      const commits = jest.spyOn(duffy.app.get(Ledger), 'commit');
+      process.kill(sleeper!, 'SIGKILL');
+      await sleep(5_000);
+      expect([machine(duffy, 'h-1.test').state, machine(duffy, 'h-1.test').job?.action]).toEqual(['contextualizing', 'contextualize']);
+      // Tried again now and then, not in a loop (it was hundreds of refused claims a second).
+      expect(commits.mock.calls.length).toBeLessThan(10);
+
+      // Room again: the hand-over is done again and the caller gets its machine.
+      unlinkSync(join(disk, 'filler'));
+      const timer = new AbortController();
+      const served = await Promise.race([answer, sleep(60_000, undefined, { signal: timer.signal }).then(() => undefined)]).finally(() => timer.abort());
+      expect([served?.status, served?.body.session?.nodes?.map((n: { hostname: string }) => n.hostname)]).toEqual([201, ['h-1.test']]);
+      expect(machine(duffy, 'h-1.test').state).toBe('deployed');
+    } finally {
+      await duffy?.close();
+      duffy = undefined;
+      spawnSync('umount', ['-l', disk]);
+      rmSync(disk, { recursive: true, force: true });
+      rmSync(machines, { recursive: true, force: true });
+      rmSync(runs, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('fault: a second server on the same data directory', () => {
   const children: ChildProcess[] = [];
   afterEach(() => {
