@@ -58,6 +58,13 @@ export class Bootstrap {
       const shown = drift.slice(0, 5).join(', ') + (drift.length > 5 ? ` and ${drift.length - 5} more` : '');
       this.log.warn(`${drift.length} machine(s) of ${s.configFile} differ from the ledger, which keeps what they were registered with (the configuration only adds machines): ${shown}`);
     }
+    const retired = configuredButRetired(this.ledger.world, s.config.machines);
+    if (retired.length > 0) {
+      const shown = retired.slice(0, 5).join(', ') + (retired.length > 5 ? ` and ${retired.length - 5} more` : '');
+      this.log.warn(
+        `${retired.length} machine(s) of ${s.configFile} are retired in the ledger and never serve again, whatever the file says (a retired machine does not come back, and its host cannot be registered anew; a machine keeps the pool it was registered with, so a renamed pool gets none of them): ${shown}`,
+      );
+    }
     const unlisted = notConfigured(this.ledger.world, s.config.machines);
     if (unlisted.length > 0) {
       const shown = unlisted.slice(0, 5).join(', ') + (unlisted.length > 5 ? ` and ${unlisted.length - 5} more` : '');
@@ -168,6 +175,18 @@ export function configDrift(world: World, machines: readonly MachineConfig[]): s
     if (keys.length > 0) out.push(`${c.hostname} (${keys.join(', ')})`);
   }
   return out;
+}
+
+/**
+ * Configured machines the ledger has retired: an operator who retired a pool's machines to rename the pool (as the
+ * start-up refusal of a pool gone suggests) would otherwise see the new pool empty with no word why.
+ */
+export function configuredButRetired(world: World, machines: readonly MachineConfig[]): string[] {
+  return machines.flatMap((c) => {
+    const id = machineIdOfHost(world, c.hostname);
+    const m = id === undefined ? undefined : world.machines.get(id);
+    return m && (m.retiredAt !== null || m.service === 'retired') ? [c.pool === m.pool ? c.hostname : `${c.hostname} (pool ${m.pool}, configured in ${c.pool})`] : [];
+  });
 }
 
 /**

@@ -155,6 +155,23 @@ describe('a configuration edited for machines the ledger already knows', () => {
     expect(configDrift(world, [m({ hostname: 'a.test', ipaddr: '10.0.0.1', pool: 'p', hardware: { cpus: 16 } }), m({ hostname: 'b.test', pool: 'p' })])).toEqual([]);
   });
 
+  it('names the configured machines the ledger has retired (a pool renamed after retiring its machines), with the pool each is in', async () => {
+    const { configuredButRetired } = await import('../../src/application/bootstrap.service.js');
+    const { MachineConfig } = await import('../../src/config/config.js');
+    const m = (o: Partial<InstanceType<typeof MachineConfig>>) => Object.assign(new MachineConfig(), o);
+    const world = given(
+      machine(1, 'a.test', 'p'),
+      machine(2, 'b.test', 'p'),
+      ['service-b.test', { type: 'MachineServiceChanged', data: { machineId: 2, hostname: 'b.test', service: 'retired', reason: 'rename', actor: 'admin', at: AT } }],
+      machine(3, 'c.test', 'p'),
+      ['service-c.test', { type: 'MachineServiceChanged', data: { machineId: 3, hostname: 'c.test', service: 'retired', reason: 'old', actor: 'admin', at: AT } }],
+    );
+    expect(configuredButRetired(world, [m({ hostname: 'a.test', pool: 'p' }), m({ hostname: 'B.test', pool: 'p2' }), m({ hostname: 'c.test', pool: 'p' }), m({ hostname: 'new.test', pool: 'p2' })])).toEqual([
+      'B.test (pool p, configured in p2)',
+      'c.test',
+    ]);
+  });
+
   it('names the machines in service that it no longer lists, however spelt, and none when it lists no machine at all', async () => {
     const { notConfigured } = await import('../../src/application/bootstrap.service.js');
     const { MachineConfig } = await import('../../src/config/config.js');
