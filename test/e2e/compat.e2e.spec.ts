@@ -42,6 +42,17 @@ describe('Duffy v3 compatibility', () => {
       expect([r.status, r.body.session?.expires_at]).toEqual([200, target.toISOString()]);
       await alice.put(`${V1}/sessions/${s.id}`, { active: false, expires_at: null });
     });
+
+    it('takes a string of digits as a Unix time, as pydantic reads one (seconds, or milliseconds above 2e10); a signed one ("+3600": 1970 to pydantic) is a 422', async () => {
+      const s = (await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+      const seconds = Math.floor(Date.parse(s.created_at) / 1000) + 3600;
+      for (const unix of [String(seconds), String(seconds * 1000)]) {
+        const r = await alice.put(`${V1}/sessions/${s.id}`, { expires_at: unix });
+        expect([unix, r.status, r.body.session?.expires_at]).toEqual([unix, 200, new Date(seconds * 1000).toISOString()]);
+      }
+      expect((await alice.put(`${V1}/sessions/${s.id}`, { expires_at: '+3600' })).status).toBe(422);
+      await alice.put(`${V1}/sessions/${s.id}`, { active: false });
+    });
   });
 
   it('takes a JSON body sent without a Content-Type, or as application/*+json, as FastAPI does (requests.post(data=...), Jenkins httpRequest)', async () => {
