@@ -105,6 +105,10 @@ describe('Duffy v3 compatibility', () => {
     expect([s.status, s.body.session?.tenant?.name, s.body.session?.nodes?.length]).toEqual([201, 'alice', 2]);
     const ended = await alice.put(`${V1}/sessions/${s.body.session.id}`, { active: 'False' });
     expect([ended.status, ended.body.session?.active]).toEqual([200, false]);
+    // pydantic's int() from text also takes a fraction of zeros and `_` between digits.
+    const v3Forms = await duffy.admin.post(`${V1}/sessions`, { tenant_id: `${t.id}.0`, nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: '1.0' }, { pool: 'vm-intel-x86_64', quantity: '0_1' }] });
+    expect([v3Forms.status, v3Forms.body.session?.tenant?.name, v3Forms.body.session?.nodes?.length]).toEqual([201, 'alice', 2]);
+    await alice.put(`${V1}/sessions/${v3Forms.body.session.id}`, { active: false });
     // Not a number or a boolean however it is read: still a 422 naming the field.
     const bad = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: '2.5' }] });
     expect([bad.status, bad.body.detail]).toEqual([422, 'nodes_specs[0].quantity: quantity must be an integer']);
