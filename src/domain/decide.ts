@@ -245,13 +245,13 @@ export function decideRequestSession(
   }
   const nowMs = Date.parse(cmd.now);
   const overflow = mayOverflow(cmd, nowMs);
-  // A new tenant's family is the least crowded one: counted only when a first reservation by type asks (O(machines)).
+  // A new tenant's family is the least crowded one: counted only when a first reservation by type asks (O(tenants)).
   let crowded: ((platform: string, arch: string) => number) | undefined;
   const crowding =
     tenant.platform === null
       ? (platform: string, arch: string) =>
           (crowded ??= familyCrowding(
-            pools.map((p) => ({ ...p, machines: (world.machinesByPool.get(p.name) ?? []).filter((m) => m.retiredAt === null).length })),
+            pools.map((p) => ({ ...p, machines: world.notRetiredByPool.get(p.name) ?? 0 })),
             [...world.tenants.values()].filter((t) => t.retiredAt === null).map((t) => t.platform),
           ))(platform, arch)
       : undefined;
@@ -306,9 +306,7 @@ export function decideRequestSession(
 export function neverEnough(world: World, pools: readonly PoolProfile[], specs: readonly NodeSpec[]): string | undefined {
   for (const x of specs) {
     let ever = 0;
-    for (const p of eligiblePools(pools, x)) {
-      for (const m of world.machinesByPool.get(p.name) ?? []) if (m.retiredAt === null && m.service !== 'retired') ever += 1;
-    }
+    for (const p of eligiblePools(pools, x)) ever += world.notRetiredByPool.get(p.name) ?? 0;
     if (x.quantity > ever) return `${describeSpec(x)} has ${ever} machine(s) that are not retired and ${x.quantity} were asked for, so waiting cannot help`;
   }
   return undefined;
