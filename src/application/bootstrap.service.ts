@@ -1,4 +1,4 @@
-import { type World, handedOver, hostKey, machineIdOfHost } from '../domain/world.js';
+import { type World, handedOver, hostKey, isRetired, machineIdOfHost } from '../domain/world.js';
 import { Injectable, Logger } from '@nestjs/common';
 import { mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
@@ -165,7 +165,7 @@ export function configDrift(world: World, machines: readonly MachineConfig[]): s
   for (const c of machines) {
     const id = machineIdOfHost(world, c.hostname);
     const m = id === undefined ? undefined : world.machines.get(id);
-    if (!m || m.retiredAt !== null || m.service === 'retired') continue;
+    if (!m || isRetired(m)) continue;
     const keys = [
       c.pool !== m.pool && 'pool',
       // No address configured: provisioning may have learned one (a VM on DHCP), which is no edit.
@@ -199,7 +199,7 @@ export function notConfigured(world: World, machines: readonly MachineConfig[]):
   const listed = new Set(machines.map((c) => hostKey(c.hostname)));
   const out: string[] = [];
   for (const m of world.machines.values()) {
-    if (m.retiredAt === null && m.service !== 'retired' && !listed.has(hostKey(m.hostname))) out.push(m.hostname);
+    if (!isRetired(m) && !listed.has(hostKey(m.hostname))) out.push(m.hostname);
   }
   return out;
 }

@@ -245,13 +245,13 @@ export function decideRequestSession(
   }
   const nowMs = Date.parse(cmd.now);
   const overflow = mayOverflow(cmd, nowMs);
-  // A new tenant's family is the least crowded one: counted only when a first reservation by type asks (O(machines)).
+  // A new tenant's family is the least crowded one: counted only when a first reservation by type asks (O(tenants)).
   let crowded: ((platform: string, arch: string) => number) | undefined;
   const crowding =
     tenant.platform === null
       ? (platform: string, arch: string) =>
           (crowded ??= familyCrowding(
-            pools.map((p) => ({ ...p, machines: (world.machinesByPool.get(p.name) ?? []).filter((m) => m.retiredAt === null).length })),
+            pools.map((p) => ({ ...p, machines: world.notRetiredByPool.get(p.name) ?? 0 })),
             [...world.tenants.values()].filter((t) => t.retiredAt === null).map((t) => t.platform),
           ))(platform, arch)
       : undefined;
@@ -265,8 +265,8 @@ export function decideRequestSession(
     const reason = `can't reserve nodes: ${plan.reason}`;
     if (cmd.waiting || !cmd.waitSeconds) return refusal('capacity', reason);
     // Waiting helps only if machines can come free: not for more than the pools will ever have.
-    const never = tooFewEver(world, pools, cmd.specs);
-    if (never) return refusal('capacity', `can't reserve nodes: ${never}, so waiting cannot help`);
+    const never = neverEnough(world, pools, cmd.specs);
+    if (never) return refusal('capacity', `can't reserve nodes: ${never}`);
     // Only what the quota could still take may wait: a tenant cannot fill the queue (every queue pass looks at it all).
     const waiting = tenant.waiting + inFlight.waiting(tenant.id);
     if (held + waiting + wanted > limits.nodeQuota) {
@@ -301,15 +301,13 @@ export function decideRequestSession(
 
 /**
  * The first spec that asks for more machines than its pools have that are not retired (those in maintenance or
- * quarantine may come back, so they count): a reason, or undefined when every spec could fit some day.
+ * quarantine may come back, so they count): why no wait can serve it, or undefined when every spec could fit some day.
  */
-function tooFewEver(world: World, pools: readonly PoolProfile[], specs: readonly NodeSpec[]): string | undefined {
+export function neverEnough(world: World, pools: readonly PoolProfile[], specs: readonly NodeSpec[]): string | undefined {
   for (const x of specs) {
     let ever = 0;
-    for (const p of eligiblePools(pools, x)) {
-      for (const m of world.machinesByPool.get(p.name) ?? []) if (m.retiredAt === null && m.service !== 'retired') ever += 1;
-    }
-    if (x.quantity > ever) return `${describeSpec(x)} has ${ever} machine(s) that are not retired and ${x.quantity} were asked for`;
+    for (const p of eligiblePools(pools, x)) ever += world.notRetiredByPool.get(p.name) ?? 0;
+    if (x.quantity > ever) return `${describeSpec(x)} has ${ever} machine(s) that are not retired and ${x.quantity} were asked for, so waiting cannot help`;
   }
   return undefined;
 }
@@ -464,9 +462,20 @@ const LATEST_EXPIRY = Date.UTC(10000, 0, 1);
 export function parseExpiry(value: string, baseMs: number): number | Refusal {
   const delta = parseDuration(value, { signed: true });
   if (delta !== undefined) return baseMs + delta * 1000;
-  const abs = parseIsoTime(value);
+  const abs = parseIsoTime(value) ?? parseUnixTime(value);
   if (abs === undefined) return refusal('invalid', `expires_at must be like "+2h", "+30m", "-1h" or an ISO 8601 time, got ${JSON.stringify(value)}`);
   return abs;
+}
+
+/**
+ * A string of digits as Duffy v3 (pydantic) reads it in `expires_at`: a Unix time, in seconds, or in milliseconds above
+ * 2e10. A signed one ("+3600") stays refused: pydantic reads it as a 1970 time too, which would end the session.
+ */
+function parseUnixTime(value: string): number | undefined {
+  if (!/^\d{1,20}(?:\.\d{1,9})?$/.test(value.trim())) return undefined;
+  const n = Number(value);
+  // Past year 9999 it is refused where every expiry is (LATEST_EXPIRY).
+  return Math.floor(n > 2e10 ? n : n * 1000);
 }
 
 const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:([Zz])|([+-])(\d{2}):?(\d{2}))?)?$/;
