@@ -397,6 +397,21 @@ describe('fault: the disk fills up while a hand-over runs, so its outcome cannot
   });
 });
 
+describe("fault: the embedded ledger's writer thread dies", () => {
+  it('answers writes 503 with Retry-After, never 500, and /health says the ledger is down and why', async () => {
+    duffy = await startDuffy();
+    expect((await duffy.admin.post(`${V1}/tenants`, { name: 'before', ssh_key: 'ssh-ed25519 AAAA x' })).status).toBe(201);
+    // What an uncaught error or the worker's own memory limit does to it; nothing outside the process can.
+    await (duffy.app.get(Ledger).store as unknown as { writer: { terminate(): Promise<number> } }).writer.terminate();
+    const r = await duffy.admin.post(`${V1}/tenants`, { name: 'after', ssh_key: 'ssh-ed25519 AAAA x' });
+    expect([r.status, r.body.detail, r.headers.get('retry-after')]).toEqual([503, expect.stringMatching(/^Duffy cannot write its data: the ledger writer stopped/), '60']);
+    const health = await duffy.admin.get('/health');
+    expect([health.status, health.body.error?.ledger?.message]).toEqual([503, expect.stringMatching(/the ledger writer stopped/)]);
+    // Reads still work.
+    expect((await duffy.admin.get(`${V1}/tenants`)).body.tenants.map((t: { name: string }) => t.name)).toContain('before');
+  });
+});
+
 describe('fault: a second server on the same data directory', () => {
   const children: ChildProcess[] = [];
   afterEach(() => {

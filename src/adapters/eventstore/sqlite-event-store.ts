@@ -13,7 +13,7 @@ import {
   type Subscription,
   WrongExpectedRevisionError,
 } from '../../application/ports/event-store.port.js';
-import { damagedDatabase } from './storage-fault.js';
+import { WRITER_STOPPED, damagedDatabase } from './storage-fault.js';
 
 /** A row as the read statements return it (raw): position, stream, revision, id, type, data, metadata. */
 export type Row = [position: number, stream: string, revision: number, id: string, type: string, data: string, metadata: string];
@@ -130,8 +130,10 @@ export class SqliteEventStore implements EventStore {
     if (readonly) return;
     this.writer = new Worker(new URL('./sqlite-writer.worker.js', import.meta.url), { workerData: { file, groupCommit } });
     this.writer.on('message', (reply: WriterReply) => this.onReply(reply));
-    this.writer.on('error', (err) => this.failAll(err));
-    this.writer.on('exit', (code) => this.failAll(new Error(`the ledger writer stopped (exit ${code})`)));
+    // No write can be made any more: a storage fault (503 and /health down), which only a restart ends.
+    const stopped = (why: string, cause?: unknown) => this.failAll(Object.assign(new Error(`the ledger writer stopped (${why}); restart Duffy`), { code: WRITER_STOPPED, cause }));
+    this.writer.on('error', (err) => stopped(String(err?.message ?? err), err));
+    this.writer.on('exit', (code) => stopped(`exit ${code}`));
     this.writer.unref();
   }
 

@@ -9,6 +9,8 @@ export interface StorageFault {
 }
 
 const FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
+/** The embedded ledger's writer thread is gone (an uncaught error, its memory limit): no write until a restart. */
+export const WRITER_STOPPED = 'DUFFY_LEDGER_WRITER_STOPPED';
 const READ_ONLY = new Set(['EROFS']);
 
 export function storageFault(error: unknown): StorageFault | undefined {
@@ -18,6 +20,7 @@ export function storageFault(error: unknown): StorageFault | undefined {
     const code = typeof e.code === 'string' ? e.code : undefined;
     if (!code) continue;
     if (FULL.has(code)) return { code, what: 'the disk is full' };
+    if (code === WRITER_STOPPED) return { code, what: 'the ledger writer stopped, until Duffy is restarted' };
     if (code.startsWith('SQLITE_IOERR') || code === 'EIO') return { code, what: 'the disk reported an I/O error' };
     if (code.startsWith('SQLITE_READONLY') || READ_ONLY.has(code)) return { code, what: 'the storage is read-only' };
   }
