@@ -45,7 +45,9 @@ export class ProjectionRunner {
   position = 0n;
   private taken = 0n;
   /** Milliseconds from an event's append to its documents being written (the last batch's oldest event). */
-  lastLagMs = 0;
+  private lastLagMs = 0;
+  /** Append time of the oldest event of the write under way (NaN when none). */
+  private writingSince = Number.NaN;
   failure: unknown;
   /** Why the last batch could not be written, until one is (reads answer it rather than wait). */
   writeFailure: unknown;
@@ -158,6 +160,15 @@ export class ProjectionRunner {
     this.started = due.then(() => undefined);
   }
 
+  /**
+   * The last batch's lag, or more while events wait to be written: a store that refuses or stalls writes (a full
+   * disk) shows as a growing lag, not as the last batch it took.
+   */
+  lagMs(now = Date.now()): number {
+    const waiting = [this.writingSince, this.batch.events > 0 ? this.batch.since : Number.NaN].filter((t) => !Number.isNaN(t));
+    return waiting.length === 0 ? this.lastLagMs : Math.max(this.lastLagMs, now - Math.min(...waiting));
+  }
+
   /** Never rejects: a refused write is kept, reported in `writeFailure`, and tried again (a full disk must not crash Duffy). */
   private async flush(): Promise<void> {
     this.hurry = undefined;
@@ -170,6 +181,7 @@ export class ProjectionRunner {
         }
         const batch = this.batch;
         this.batch = new Batch(batch.to);
+        this.writingSince = batch.since;
         const written = this.store.apply(this.projection.name, this.projection.version, this.changes(batch), batch.to);
         this.write = written.then(
           () => undefined,
@@ -183,6 +195,7 @@ export class ProjectionRunner {
           throw err;
         } finally {
           this.write = undefined;
+          this.writingSince = Number.NaN;
         }
         this.writeFailure = undefined;
         this.position = batch.to;

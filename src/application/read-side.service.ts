@@ -61,7 +61,8 @@ export class ReadSide implements OnApplicationShutdown {
   }
 
   lagMs(): number {
-    return Math.max(0, ...this.runners.map((r) => r.lastLagMs));
+    const now = Date.now();
+    return Math.max(0, ...this.runners.map((r) => r.lagMs(now)));
   }
 
   async onApplicationShutdown(): Promise<void> {

@@ -177,6 +177,27 @@ describe('projection runner', () => {
     expect(store.docs).toEqual(await reference(events));
   });
 
+  it("reports as lag how long events a refusing store has not taken have waited, not the last written batch's lag", async () => {
+    const minutesAgo = (m: number) => (e: RecordedEvent): RecordedEvent => ({ ...e, metadata: { at: new Date(Date.now() - m * 60_000).toISOString() } });
+    const events = ledger(4);
+    const store = new FakeStore();
+    const runner = new ProjectionRunner(machineStress, noLedger, store);
+    await runner.prepare();
+    const first = events.slice(0, 4).map(minutesAgo(0));
+    for (const e of first) runner.push(e);
+    await runner.caughtUp(first.at(-1)!.position);
+    expect(runner.lagMs()).toBeLessThan(5_000);
+    // A full disk: the next events, appended a minute ago, are not written.
+    store.refuse = Number.POSITIVE_INFINITY;
+    const later = events.slice(4).map(minutesAgo(1));
+    for (const e of later) runner.push(e);
+    while (!runner.writeFailure) await new Promise((r) => setTimeout(r, 5));
+    expect(runner.lagMs()).toBeGreaterThanOrEqual(60_000);
+    store.refuse = 0;
+    while (runner.position < later.at(-1)!.position) await new Promise((r) => setTimeout(r, 20));
+    expect(runner.writeFailure).toBeUndefined();
+  });
+
   it('ignores an event delivered again', async () => {
     const events = ledger(6);
     const store = new FakeStore();
