@@ -96,7 +96,7 @@ const missing = sshdMissing();
     mkdirSync(join(liar, 'flood'));
     for (let i = 0; i < 20; i += 1) writeFileSync(join(liar, 'flood', `f${String(i).padStart(2, '0')}`), 'ten bytes!');
     writeFileSync(join(liar, 'huge.bin'), Buffer.alloc(3 << 20, 'x'));
-    writeFileSync(join(liar, 'bin', 'tar'), `#!/bin/sh\ncase " $* " in *" -cf "*) exec /usr/bin/tar "$@" -C ${liar} flood huge.bin ;; esac\nexec /usr/bin/tar "$@"\n`);
+    writeFileSync(join(liar, 'bin', 'tar'), `#!/bin/sh\ncase " $* " in *" -cf "*) exec /usr/bin/tar --sort=name "$@" -C ${liar} flood huge.bin ;; esac\nexec /usr/bin/tar "$@"\n`);
     writeFileSync(join(liar, 'bin', 'head'), '#!/bin/sh\nexec cat\n');
     chmodSync(join(liar, 'bin', 'tar'), 0o755);
     chmodSync(join(liar, 'bin', 'head'), 0o755);
