@@ -79,12 +79,47 @@ const fanotifyMissing = process.getuid?.() === 0 ? undefined : 'fanotify permiss
     const { out, got, artifactsDir } = await collect(64 << 20);
     expect(filesUnder(got)).toEqual(['a-trigger.log']);
     expect(diskUse(got).bytes).toBeLessThanOrEqual(limit.bytes);
-    expect(out).toMatchObject({ ok: true, note: expect.stringMatching(/^1 file\(s\), 67108869 bytes, left out while copied: .*; the copy stopped after \d+ bytes, the most this limit allows: what came after is left out$/) });
+    expect(out).toMatchObject({ ok: true, note: expect.stringMatching(/^1 file\(s\), 67108869 bytes, left out while copied: .*; the archive was cut at \d+ bytes, the most this limit allows: what came after is left out$/) });
     expect(readdirSync(artifactsDir)).toEqual(['grow-1.test']);
   });
 });
 
 const missing = sshdMissing();
+const remoteNode = (sshd: Sshd, artifactsPath: string) => ({
+  id: 1,
+  hostname: 'node-1.test',
+  ipaddr: '127.0.0.1',
+  data: { ssh_port: sshd.port, ssh_user: sshd.user, authorized_keys: sshd.authorizedKeys, artifacts_path: artifactsPath },
+});
+
+(missing || fanotifyMissing ? describe.skip : describe)('remote driver: a file grown on an honest node after it was listed', () => {
+  let sshd: Sshd;
+  beforeAll(async () => (sshd = await startSshd()));
+  afterAll(() => sshd?.stop());
+
+  it('the node cuts its archive at the bound, so no more than that is fetched; what came before the grown file is kept', async () => {
+    const nodeArtifacts = join(sshd.dir, 'artifacts');
+    mkdirSync(nodeArtifacts);
+    writeFileSync(join(nodeArtifacts, 'a-trigger.log'), 'trigger');
+    writeFileSync(join(nodeArtifacts, 'b-grows.log'), 'start');
+    writeFileSync(join(nodeArtifacts, 'c-after.log'), 'after');
+    // The node is this machine: the grower runs "on the node".
+    const grower = await growOnOpen(join(nodeArtifacts, 'a-trigger.log'), join(nodeArtifacts, 'b-grows.log'), 64 << 20);
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-grow-remote-'));
+    const artifactsDir = join(dataDir, 'artifacts', 'session-3');
+    const limit = { bytes: 8192, files: 10 };
+    const out = (await run(collectInput('baremetal', remoteNode(sshd, nodeArtifacts), dataDir, artifactsDir, limit, { ssh_args: sshd.sshArgs }))).get('node-1.test');
+    expect(await grower.grown()).toBe(true);
+    const got = join(artifactsDir, 'node-1.test');
+    expect(filesUnder(got)).toEqual(['a-trigger.log']);
+    expect(diskUse(got).bytes).toBeLessThanOrEqual(limit.bytes);
+    // Cut on the node ("the node sent" would say it sent more than the bound).
+    expect(out).toMatchObject({ ok: true, note: expect.stringMatching(/^1 file\(s\), 67108869 bytes, left out while copied: .*; the archive was cut at \d+ bytes, the most this limit allows: what came after is left out$/) });
+    expect(readdirSync(artifactsDir)).toEqual(['node-1.test']);
+    expect(readdirSync(nodeArtifacts)).toEqual([]);
+  });
+});
+
 (missing ? describe.skip : describe)('remote driver: a tampered node that sends more than it listed', () => {
   let sshd: Sshd;
   let liar: string;
@@ -111,9 +146,8 @@ const missing = sshdMissing();
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-tampered-'));
     const artifactsDir = join(dataDir, 'artifacts', 'session-3');
     const limit = { bytes: 1000, files: 6 };
-    const node = { id: 1, hostname: 'liar-1.test', ipaddr: '127.0.0.1', data: { ssh_port: sshd.port, ssh_user: sshd.user, authorized_keys: sshd.authorizedKeys, artifacts_path: nodeArtifacts } };
-    const out = (await run(collectInput(driver, node, dataDir, artifactsDir, limit, { ssh_args: sshd.sshArgs }))).get('liar-1.test');
-    const got = join(artifactsDir, 'liar-1.test');
+    const out = (await run(collectInput(driver, remoteNode(sshd, nodeArtifacts), dataDir, artifactsDir, limit, { ssh_args: sshd.sshArgs }))).get('node-1.test');
+    const got = join(artifactsDir, 'node-1.test');
     // Listed: a, b, c (17 bytes); sent: those, then 20 flood files of 10 bytes and huge.bin. Six files fit.
     expect(filesUnder(got)).toEqual(['a.txt', 'b.txt', 'c.txt', 'flood/f00', 'flood/f01', 'flood/f02']);
     const use = diskUse(got);
@@ -122,10 +156,10 @@ const missing = sshdMissing();
     expect(out).toMatchObject({
       ok: true,
       // huge.bin's header came in (3 MiB, counted), most of its data did not.
-      note: expect.stringMatching(/^18 file\(s\), 3145898 bytes, left out while copied: .*over the limit \(6 files, 1000 bytes per machine\); the copy stopped after \d+ bytes of the \d+ sent, the most this limit allows: what came after is left out$/),
+      note: expect.stringMatching(/^18 file\(s\), 3145898 bytes, left out while copied: .*over the limit \(6 files, 1000 bytes per machine\); the archive was cut at \d+ bytes, the most this limit allows \(the node sent \d+\): what came after is left out$/),
     });
     // The fetched archive is gone; the node's directory emptied as always.
-    expect(readdirSync(artifactsDir)).toEqual(['liar-1.test']);
+    expect(readdirSync(artifactsDir)).toEqual(['node-1.test']);
     expect(readdirSync(nodeArtifacts)).toEqual([]);
   });
 });

@@ -8,7 +8,8 @@ The files were chosen by their listed sizes; by the time they are copied a file 
 machine can send anything. So the limit is applied again here, on the sizes in the archive, before a byte is
 written: a file whose size would pass it is not made, and counted as left out. Only files and their parent
 directories are made (never links, devices or names with ".."), and no more directories than FILES. SENT, when
-given, is how many bytes the machine sent (the fetched archive's size), for the note.
+given, is how many bytes the machine sent (the fetched archive's size): a remote node cuts its archive at BOUND
+itself, unless it lies.
 
 Prints the note (nothing when all was kept) on stdout. A truncated or malformed archive keeps what came before
 it and says so in the note; only a failure on Duffy's side (its own disk) is an error.
@@ -118,9 +119,10 @@ def main():
             f"{left} file(s), {left_bytes} bytes, left out while copied: more than listed (a file grown since, or a "
             f"tampered machine), over the limit ({files} files, {limit} bytes per machine)"
         )
-    if src.over:
-        of = f" of the {sent} sent" if sent is not None else ""
-        note.append(f"the copy stopped after {src.read_total} bytes{of}, the most this limit allows: what came after is left out")
+    # A node cuts its archive at the bound itself (sent == bound): that is a cut too.
+    if src.over or (sent is not None and sent >= bound):
+        by = f" (the node sent {sent})" if sent is not None and sent > bound else ""
+        note.append(f"the archive was cut at {bound} bytes, the most this limit allows{by}: what came after is left out")
     elif error is not None:
         note.append(f"the archive was unreadable after {src.read_total} bytes ({error}): what came after is left out")
     print("; ".join(note))
