@@ -4,7 +4,8 @@
  * line per seed, to see whether the ordering of the policies holds beyond one draw.
  */
 import { parseArgs } from 'node:util';
-import { DEFAULT_CONFIG, compare, formatReports, formatTable } from '../src/domain/simulator.js';
+import { DEFAULT_CONFIG, compare, formatReports } from '../src/domain/simulator.js';
+import { formatTable } from '../src/domain/text-table.js';
 
 const { values } = parseArgs({
   options: {

@@ -1,4 +1,4 @@
-import { type World, handedOver, machineIdOfHost } from '../domain/world.js';
+import { type World, handedOver, hostKey, isRetired, machineIdOfHost } from '../domain/world.js';
 import { Injectable, Logger } from '@nestjs/common';
 import { mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
@@ -57,6 +57,13 @@ export class Bootstrap {
     if (drift.length > 0) {
       const shown = drift.slice(0, 5).join(', ') + (drift.length > 5 ? ` and ${drift.length - 5} more` : '');
       this.log.warn(`${drift.length} machine(s) of ${s.configFile} differ from the ledger, which keeps what they were registered with (the configuration only adds machines): ${shown}`);
+    }
+    const unlisted = notConfigured(this.ledger.world, s.config.machines);
+    if (unlisted.length > 0) {
+      const shown = unlisted.slice(0, 5).join(', ') + (unlisted.length > 5 ? ` and ${unlisted.length - 5} more` : '');
+      this.log.warn(
+        `${unlisted.length} machine(s) in service are not in ${s.configFile} (removed from it, or added with POST /nodes): the configuration only adds machines, so they stay in service until retired (PUT /api/v1/nodes/ID {"retired": true}): ${shown}`,
+      );
     }
     this.reconciler.start(options.reconcileEveryMs);
     await this.provisioner.reapLeftovers();
@@ -151,7 +158,7 @@ export function configDrift(world: World, machines: readonly MachineConfig[]): s
   for (const c of machines) {
     const id = machineIdOfHost(world, c.hostname);
     const m = id === undefined ? undefined : world.machines.get(id);
-    if (!m || m.retiredAt !== null || m.service === 'retired') continue;
+    if (!m || isRetired(m)) continue;
     const keys = [
       c.pool !== m.pool && 'pool',
       // No address configured: provisioning may have learned one (a VM on DHCP), which is no edit.
@@ -159,6 +166,21 @@ export function configDrift(world: World, machines: readonly MachineConfig[]): s
       !isDeepStrictEqual(c.hardware ?? {}, m.hardware ?? {}) && 'hardware',
     ].filter((k): k is string => k !== false);
     if (keys.length > 0) out.push(`${c.hostname} (${keys.join(', ')})`);
+  }
+  return out;
+}
+
+/**
+ * Machines the ledger has in service that the configuration does not list: an operator who deletes a machine from
+ * it and restarts would otherwise believe it gone. Said only of a configuration that lists machines at all (a farm
+ * run through POST /nodes lists none).
+ */
+export function notConfigured(world: World, machines: readonly MachineConfig[]): string[] {
+  if (machines.length === 0) return [];
+  const listed = new Set(machines.map((c) => hostKey(c.hostname)));
+  const out: string[] = [];
+  for (const m of world.machines.values()) {
+    if (!isRetired(m) && !listed.has(hostKey(m.hostname))) out.push(m.hostname);
   }
   return out;
 }

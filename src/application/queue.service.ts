@@ -3,7 +3,7 @@ import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
 import { type Observable, asapScheduler, auditTime, filter, map } from 'rxjs';
 import { Catalog } from './catalog.js';
-import { decideLeaveQueue, decideRequestSession, effective, freeMachines, isRefusal, mayOverflow, overflowAt } from '../domain/decide.js';
+import { decideLeaveQueue, decideRequestSession, effective, freeMachines, isRefusal, mayOverflow, neverEnough, overflowAt } from '../domain/decide.js';
 import { DomainError } from '../domain/errors.js';
 import { Ledger, LedgerEvent } from './ledger.service.js';
 import { metaFor } from './session-lifecycle.js';
@@ -79,7 +79,8 @@ export class WaitingQueue implements OnApplicationShutdown {
     const world = this.ledger.world;
     const order = queueOrder(world, nowMs);
     // Requests leave the queue when their wait is over, when their tenant was retired (also one that joined it while
-    // the retirement was on its way), or when its quota was lowered under what they ask for (they could never fit).
+    // the retirement was on its way), or when its quota was lowered, or its pools' machines retired, under what they
+    // ask for (they could never fit).
     for (const s of order) {
       const why = this.mustLeave(world, s, nowMs);
       if (why === undefined) continue;
@@ -141,7 +142,9 @@ export class WaitingQueue implements OnApplicationShutdown {
     if (tenant.retiredAt !== null) return `tenant ${tenant.name} was retired`;
     const asked = machinesAsked(s.specs);
     const quota = effective(tenant, this.catalog.defaults).nodeQuota;
-    return asked > quota ? `tenant ${tenant.name}'s quota is now ${quota}, fewer than the ${asked} nodes asked for` : undefined;
+    if (asked > quota) return `tenant ${tenant.name}'s quota is now ${quota}, fewer than the ${asked} nodes asked for`;
+    // Machines retired while it waited.
+    return neverEnough(world, this.catalog.profiles, s.specs);
   }
 
   async onApplicationShutdown(): Promise<void> {

@@ -23,7 +23,7 @@ import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } fr
 import { DEMO_CONFIG, dataDirOf, isEventStoreUrl, loadConfig } from '../config/config.js';
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
 import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
-import { formatTable } from '../domain/simulator.js';
+import { formatTable } from '../domain/text-table.js';
 import { UsageError } from './client.js';
 import { printable } from './printable.js';
 

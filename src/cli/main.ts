@@ -8,7 +8,7 @@ import { parseDuration } from '../domain/duration.js';
 import { MACHINE_TYPES } from '../domain/events.js';
 import { hostKey } from '../domain/world.js';
 import { auditCommands } from './audit.js';
-import { formatTable } from '../domain/simulator.js';
+import { formatTable } from '../domain/text-table.js';
 import { printable } from './printable.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

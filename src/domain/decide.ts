@@ -245,13 +245,13 @@ export function decideRequestSession(
   }
   const nowMs = Date.parse(cmd.now);
   const overflow = mayOverflow(cmd, nowMs);
-  // A new tenant's family is the least crowded one: counted only when a first reservation by type asks (O(machines)).
+  // A new tenant's family is the least crowded one: counted only when a first reservation by type asks (O(tenants)).
   let crowded: ((platform: string, arch: string) => number) | undefined;
   const crowding =
     tenant.platform === null
       ? (platform: string, arch: string) =>
           (crowded ??= familyCrowding(
-            pools.map((p) => ({ ...p, machines: (world.machinesByPool.get(p.name) ?? []).filter((m) => m.retiredAt === null).length })),
+            pools.map((p) => ({ ...p, machines: world.notRetiredByPool.get(p.name) ?? 0 })),
             [...world.tenants.values()].filter((t) => t.retiredAt === null).map((t) => t.platform),
           ))(platform, arch)
       : undefined;
@@ -264,6 +264,9 @@ export function decideRequestSession(
   if (!plan.ok) {
     const reason = `can't reserve nodes: ${plan.reason}`;
     if (cmd.waiting || !cmd.waitSeconds) return refusal('capacity', reason);
+    // Waiting helps only if machines can come free: not for more than the pools will ever have.
+    const never = neverEnough(world, pools, cmd.specs);
+    if (never) return refusal('capacity', `can't reserve nodes: ${never}`);
     // Only what the quota could still take may wait: a tenant cannot fill the queue (every queue pass looks at it all).
     const waiting = tenant.waiting + inFlight.waiting(tenant.id);
     if (held + waiting + wanted > limits.nodeQuota) {
@@ -294,6 +297,19 @@ export function decideRequestSession(
     },
     ...plan.picks.map((p) => decideReserve(p, cmd.sessionId, tenant.id, cmd.contextualize(p.machine.pool), cmd.now)),
   ];
+}
+
+/**
+ * The first spec that asks for more machines than its pools have that are not retired (those in maintenance or
+ * quarantine may come back, so they count): why no wait can serve it, or undefined when every spec could fit some day.
+ */
+export function neverEnough(world: World, pools: readonly PoolProfile[], specs: readonly NodeSpec[]): string | undefined {
+  for (const x of specs) {
+    let ever = 0;
+    for (const p of eligiblePools(pools, x)) ever += world.notRetiredByPool.get(p.name) ?? 0;
+    if (x.quantity > ever) return `${describeSpec(x)} has ${ever} machine(s) that are not retired and ${x.quantity} were asked for, so waiting cannot help`;
+  }
+  return undefined;
 }
 
 /** One picked machine reserved for a session, at the machine's revision (invariant 1). */

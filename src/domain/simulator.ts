@@ -2,6 +2,7 @@ import type { MachineType, NodeSpec } from './events.js';
 import { type Machine, newMachine } from './world.js';
 import { type BusyInterval, HeldMachines, type WaitingRequest, fairOrder, holdsMachines, recentUsageMs } from './fair-queue.js';
 import { gini, jain, maxMinFair, percentile } from './statistics.js';
+import { formatTable } from './text-table.js';
 import { OVERFLOW_AFTER_SHARE_OF_WAIT, type PoolProfile, eligiblePools, familyCrowding, machinesToHold, planAllocation } from './policy.js';
 
 /**
@@ -680,13 +681,6 @@ export function offeredLoad(config: SimConfig, workload: Workload): Record<strin
 
 // ---------------------------------------------------------------------------------------------------------------
 // Printing.
-
-/** A text table: the first column (and those in `left`) left-aligned, the others right-aligned; no trailing spaces. */
-export function formatTable(headers: string[], rows: string[][], left: readonly number[] = []): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 || left.includes(i) ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd();
-  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
-}
 
 const fixed = (x: number, digits: number) => (Number.isNaN(x) ? '-' : x.toFixed(digits));
 

@@ -143,6 +143,8 @@ export interface World {
   machineIdsByHostname: Map<string, number>;
   /** Machines per pool: a decision looks only at the pools it may draw from. */
   machinesByPool: Map<string, Machine[]>;
+  /** Machines per pool that are not retired: the most a request that waits could ever get there. */
+  notRetiredByPool: Map<string, number>;
   sessions: Map<number, Session>;
   /** Ids of sessions still requested, waiting or active: what the per-event work looks at, not every session ever. */
   openSessions: IdSet;
@@ -209,6 +211,14 @@ export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool
   };
 }
 
+/** Retired for good: by an admin, or recycled as `done`. */
+export const isRetired = (m: Machine) => m.retiredAt !== null || m.service === 'retired';
+
+function countRetirement(world: World, m: Machine, wasRetired: boolean): void {
+  const now = isRetired(m);
+  if (now !== wasRetired) world.notRetiredByPool.set(m.pool, (world.notRetiredByPool.get(m.pool) ?? 0) + (now ? -1 : 1));
+}
+
 export function emptyWorld(): World {
   return {
     tenants: new Map(),
@@ -217,6 +227,7 @@ export function emptyWorld(): World {
     machines: new Map(),
     machineIdsByHostname: new Map(),
     machinesByPool: new Map(),
+    notRetiredByPool: new Map(),
     sessions: new Map(),
     openSessions: new IdSet(),
     free: new FreeIndex(),
@@ -412,6 +423,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       const inPool = world.machinesByPool.get(d.pool) ?? [];
       inPool.push(world.machines.get(d.machineId)!);
       world.machinesByPool.set(d.pool, inPool);
+      world.notRetiredByPool.set(d.pool, (world.notRetiredByPool.get(d.pool) ?? 0) + 1);
       return world;
     }
     case 'MachineReserved': {
@@ -481,6 +493,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
     case 'MachineReturnedToService': {
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;
+      const wasRetired = isRetired(m);
       m.job = null;
       m.runAlone = false;
       m.revision = revision;
@@ -500,15 +513,18 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         m.state = 'unused';
         m.retiredAt = null;
         m.quarantine = null;
+        countRetirement(world, m, wasRetired);
       }
       return world;
     }
     case 'MachineServiceChanged': {
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;
+      const wasRetired = isRetired(m);
       // Its own stream: the machine stream's revision (which reservations and playbook outcomes guard) is untouched.
       m.serviceRevision = revision;
       m.service = event.data.service;
+      countRetirement(world, m, wasRetired);
       m.serviceReason = event.data.reason;
       m.serviceChangedAt = event.data.at;
       if (event.data.service === 'in-service' && m.state === 'failed') {
@@ -601,7 +617,11 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       m.artifactsCollectedFor = null;
       m.untouchedReturn = null;
       m.runAlone = false;
-      if (event.data.state === 'done') m.retiredAt = event.data.at;
+      if (event.data.state === 'done') {
+        const wasRetired = isRetired(m);
+        m.retiredAt = event.data.at;
+        countRetirement(world, m, wasRetired);
+      }
       m.revision = revision;
       return world;
     }

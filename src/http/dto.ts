@@ -65,6 +65,28 @@ const Str = (name: string, max: number) =>
   applyDecorators(IsString({ message: `${name} must be a string` }), MaxLength(max, { message: `${name} must be at most ${max} characters` }));
 const OptionalStr = (name: string, max: number) => applyDecorators(IsOptional(), Str(name, max));
 
+/**
+ * A tenant's public keys, one per line. A private key is refused before it reaches the ledger, which keeps it for
+ * good (append-only): it could never be erased. Control characters would end up in authorized_keys.
+ */
+const SshKey = (max: number) =>
+  applyDecorators(
+    Str('ssh_key', max),
+    ValidateBy({
+      name: 'sshKey',
+      validator: {
+        validate: (v: unknown) => typeof v !== 'string' || (!PRIVATE_KEY.test(v) && !CONTROL.test(v)),
+        defaultMessage: (a) =>
+          PRIVATE_KEY.test(String(a?.value))
+            ? 'ssh_key holds a private key: give the public one (the .pub file); the ledger would keep it for good'
+            : 'ssh_key must not contain control characters other than line breaks and tabs',
+      },
+    }),
+  );
+const PRIVATE_KEY = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----|PuTTY-User-Key-File-/;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
+
 /** Duffy v3's `"reset"` or a UUID, and Duffy's own `true` (the same as "reset"). */
 const ApiKeyChange = () =>
   ValidateBy({
@@ -168,12 +190,12 @@ export class TenantCreateDto extends TenantLimitsDto {
   @ApiPropertyOptional()
   @Bool('is_admin') is_admin?: boolean;
   @ApiProperty()
-  @Str('ssh_key', 16384) ssh_key!: string;
+  @SshKey(16384) ssh_key!: string;
 }
 
 export class TenantUpdateDto extends TenantLimitsDto {
   @ApiPropertyOptional()
-  @OptionalStr('ssh_key', 16384) ssh_key?: string;
+  @IsOptional() @SshKey(16384) ssh_key?: string;
   @ApiPropertyOptional()
   @Bool('active') active?: boolean;
   @ApiPropertyOptional({ description: '"reset" (or true): issue a new API key, shown once; a UUID: use that key (Duffy v3)', oneOf: [{ type: 'string' }, { type: 'boolean' }] })

@@ -23,11 +23,13 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
   let alice: Client;
   let aliceAuth: string;
   let quota2: Client;
+  let aliceId: number;
 
   beforeAll(async () => {
     duffy = await startDuffy();
     const a = await duffy.admin.post(`${V1}/tenants`, { name: 'alice', ssh_key: 'ssh-ed25519 AAAA alice@ci' });
     aliceAuth = basic('alice', a.body.tenant.api_key);
+    aliceId = a.body.tenant.id;
     alice = duffy.client('alice', a.body.tenant.api_key);
     quota2 = await newTenant(duffy, 'small', { node_quota: 2 });
   });
@@ -234,6 +236,29 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
     it('brackets inside strings do not count', async () => {
       const r = await raw(duffy, 'POST', `${V1}/tenants`, JSON.stringify({ name: 'brackets', ssh_key: '['.repeat(5000) }), { authorization: basic('admin', '00000000-0000-4000-8000-000000000001') });
       expect(r.status).toBe(201);
+    });
+  });
+
+  describe('a tenant\'s ssh_key is public keys only', () => {
+    const privateKey = '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n';
+    it.each([
+      ['an OpenSSH private key', privateKey, /private key: give the public one/],
+      ['a PEM RSA private key after a public one', 'ssh-ed25519 AAAA ok\n-----BEGIN RSA PRIVATE KEY-----\nMIIE\n', /private key/],
+      ['a control character', 'ssh-ed25519 AAAA a\u001b[2Jb', /control characters/],
+    ])('%s is a 422 on create and on update, and nothing reaches the ledger', async (_, key, detail) => {
+      const before = duffy.app.get(Ledger).world.position;
+      const created = await duffy.admin.post(`${V1}/tenants`, { name: 'keyed', ssh_key: key });
+      expect(created.status).toBe(422);
+      expect(created.body.detail).toMatch(detail);
+      const updated = await duffy.admin.put(`${V1}/tenants/${aliceId}`, { ssh_key: key });
+      expect(updated.status).toBe(422);
+      expect(updated.body.detail).toMatch(detail);
+      expect(duffy.app.get(Ledger).world.position).toBe(before);
+    });
+
+    it('several public keys, one per line (CRLF too), are taken', async () => {
+      const r = await duffy.admin.put(`${V1}/tenants/${aliceId}`, { ssh_key: 'ssh-ed25519 AAAA alice@ci\r\n\tssh-rsa AAAA alice@laptop\n' });
+      expect(r.status).toBe(200);
     });
   });
 

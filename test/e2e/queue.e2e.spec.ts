@@ -232,6 +232,25 @@ describe('waiting for capacity in a fair-share queue', () => {
     await shrinking.put(`${V1}/sessions/${served.body.session.id}`, { active: false });
   });
 
+  it('answers at once a request for more machines than the pool will ever have, and takes out of the queue one that machines retired under', async () => {
+    const never = await other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 3 }], wait: 60 });
+    expect(never.status).toBe(422);
+    expect(never.body.detail).toBe("can't reserve nodes: pool small has 2 machine(s) that are not retired and 3 were asked for, so waiting cannot help");
+
+    const added = await duffy.admin.post(`${V1}/nodes`, { hostname: 'q3.test', pool: 'small' });
+    expect(added.status).toBe(201);
+    const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 3 }] })).body.session;
+    const waits = other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 3 }], wait: 60 });
+    await sleep(300);
+    expect(await waitingIds(other)).toHaveLength(1);
+    expect((await duffy.admin.put(`${V1}/nodes/${added.body.node.id}`, { retired: true, reason: 'scrapped' })).status).toBe(200);
+    const refused = await waits;
+    expect(refused.status).toBe(422);
+    expect(refused.body.detail).toMatch(/pool small has 2 machine\(s\) that are not retired and 3 were asked for/);
+    expect(await waitingIds(other)).toHaveLength(0);
+    await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
+  });
+
   it('refuses a bad wait', async () => {
     const r = await other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: -1 });
     expect(r.status).toBe(422);

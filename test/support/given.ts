@@ -34,6 +34,16 @@ export const machine = (machineId: number, hostname: string, pool: string, state
   { type: 'MachineRegistered', data: { machineId, hostname, ipaddr: null, pool, reusable: true, data: {}, state, at: AT } },
 ];
 
+/** `count` machines of `pool` in quarantine: none free, but the pool has them (a request may wait for them). */
+export const quarantined = (pool: string, count: number, firstId = 901): Array<[string, DuffyEvent]> =>
+  Array.from({ length: count }, (_, i) => {
+    const [stream, registered] = machine(firstId + i, `q${firstId + i}`, pool);
+    return [
+      [stream, registered],
+      [stream, { type: 'MachineQuarantined', data: { machineId: firstId + i, reason: 'out of order', at: AT } }],
+    ] as Array<[string, DuffyEvent]>;
+  }).flat();
+
 export const POOLS = [
   { name: 'metal-intel', type: 'baremetal' as const, arch: 'x86_64', platform: 'intel' },
   { name: 'metal-amd', type: 'baremetal' as const, arch: 'x86_64', platform: 'amd' },

@@ -132,8 +132,12 @@ describe('rules that hold across instances sharing one ledger', () => {
     const one = await instances.ledger(store);
     await tenants(one, 'admin', 't');
     const two = await instances.ledger(store);
-    // A pool with nothing free: every request waits. Quota 3: two requests for 2 cannot both wait.
+    // A pool with nothing free (its 2 machines failed, to be fixed): every request waits. Quota 3: two requests
+    // for 2 cannot both wait.
     const pools = [{ name: 'p', type: 'baremetal' as const, arch: 'x86_64', platform: 'intel' }];
+    const broken = ['f1', 'f2'].map((hostname) => ({ hostname, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'failed' as const }));
+    await one.decide((w, f) => decideRegisterMachines(w, pools, { machines: broken, now: NOW }, f), { actor: 'test' });
+    await two.catchUp();
     const defaults = { nodeQuota: 3, sessionLifetime: 3600, sessionLifetimeMax: 7200 };
     const queue = (ledger: Ledger, sessionId: number) =>
       ledger.decide((w, f) => decideRequestSession(w, pools, defaults, { sessionId, tenantId: 2, specs: [{ pool: 'p', quantity: 2 }], now: NOW, contextualize: () => false, waitSeconds: 60 }, f), { actor: 't' });

@@ -154,4 +154,19 @@ describe('a configuration edited for machines the ledger already knows', () => {
     ).toEqual(['a.test (hardware)', 'B.test. (pool, ipaddr)']);
     expect(configDrift(world, [m({ hostname: 'a.test', ipaddr: '10.0.0.1', pool: 'p', hardware: { cpus: 16 } }), m({ hostname: 'b.test', pool: 'p' })])).toEqual([]);
   });
+
+  it('names the machines in service that it no longer lists, however spelt, and none when it lists no machine at all', async () => {
+    const { notConfigured } = await import('../../src/application/bootstrap.service.js');
+    const { MachineConfig } = await import('../../src/config/config.js');
+    const m = (o: Partial<InstanceType<typeof MachineConfig>>) => Object.assign(new MachineConfig(), o);
+    const world = given(
+      machine(1, 'a.test', 'p'),
+      machine(2, 'b.test', 'p'),
+      machine(3, 'gone.test', 'p'),
+      machine(4, 'scrapped.test', 'p'),
+      ['service-scrapped.test', { type: 'MachineServiceChanged', data: { machineId: 4, hostname: 'scrapped.test', service: 'retired', reason: 'old', actor: 'admin', at: AT } }],
+    );
+    expect(notConfigured(world, [m({ hostname: 'A.test.', pool: 'p' }), m({ hostname: 'b.test', pool: 'p' })])).toEqual(['gone.test']);
+    expect(notConfigured(world, [])).toEqual([]);
+  });
 });

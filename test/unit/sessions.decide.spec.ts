@@ -12,7 +12,7 @@ import {
 } from '../../src/domain/decide.js';
 import { DomainError } from '../../src/domain/errors.js';
 import type { DuffyEvent, NodeSpec } from '../../src/domain/events.js';
-import { AT, DEFAULTS, LATER, POOLS, given, machine, startedSession, tenant, written } from '../support/given.js';
+import { AT, DEFAULTS, LATER, POOLS, given, machine, quarantined, startedSession, tenant, written } from '../support/given.js';
 
 const request = (world: ReturnType<typeof given>, specs: NodeSpec[], extra: Partial<{ sessionId: number; tenantId: number; waitSeconds: number; inFlight: InFlightView }> = {}) =>
   decideRequestSession(
@@ -63,7 +63,7 @@ describe('requesting machines', () => {
   });
 
   it('given nothing free and a wait, when a tenant asks, then the request is recorded as waiting, holding nothing', () => {
-    const world = given(tenant(1, 'alice'));
+    const world = given(tenant(1, 'alice'), ...quarantined('metal-intel', 1));
     expect(writesOf(request(world, [{ pool: 'metal-intel', quantity: 1 }], { waitSeconds: 60 }))).toEqual([
       {
         stream: 'session-1',
@@ -78,6 +78,35 @@ describe('requesting machines', () => {
     ]);
   });
 
+  describe('a request larger than its pools will ever be does not wait', () => {
+    const retire = (machineId: number, hostname: string): [string, DuffyEvent] => [
+      `machine-${hostname}`,
+      { type: 'MachineServiceChanged', data: { machineId, hostname, service: 'retired', reason: 'scrapped', actor: 'admin', at: AT } },
+    ];
+
+    it('given metal-intel with 3 machines, 1 retired and 1 quarantined, when alice asks for 3 with a wait, then refused at once, naming what the pool has', () => {
+      const world = given(tenant(1, 'alice'), tenant(2, 'bob'), machine(1, 'i1', 'metal-intel'), machine(2, 'i2', 'metal-intel'), retire(2, 'i2'), ...quarantined('metal-intel', 1));
+      expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 3 }], { waitSeconds: 600 }))).toEqual({
+        kind: 'capacity',
+        message: "can't reserve nodes: pool metal-intel has 2 machine(s) that are not retired and 3 were asked for, so waiting cannot help",
+      });
+    });
+
+    it('given the same pool, when alice asks for 2 with a wait, then it waits (the quarantined one may come back)', () => {
+      const world = given(tenant(1, 'alice'), tenant(2, 'bob'), machine(1, 'i1', 'metal-intel'), machine(2, 'i2', 'metal-intel'), retire(2, 'i2'), ...quarantined('metal-intel', 1));
+      const taken = writesOf(request(world, [{ pool: 'metal-intel', quantity: 1 }], { sessionId: 1, tenantId: 2 }));
+      const busy = given(tenant(1, 'alice'), tenant(2, 'bob'), machine(1, 'i1', 'metal-intel'), machine(2, 'i2', 'metal-intel'), retire(2, 'i2'), ...quarantined('metal-intel', 1),
+        ...taken.flatMap((w) => w.events.map((e): [string, DuffyEvent] => [w.stream, e])));
+      expect(writesOf(request(busy, [{ pool: 'metal-intel', quantity: 2 }], { sessionId: 2, waitSeconds: 600 }))[0].events.map((e) => e.type)).toEqual(['MachineRequested', 'RequestQueued']);
+    });
+
+    it('given a request by type, then every pool of that type counts', () => {
+      const world = given(tenant(1, 'alice'), ...quarantined('metal-intel', 1), ...quarantined('metal-amd', 1, 950));
+      expect(writesOf(request(world, [{ type: 'baremetal', quantity: 2 }], { waitSeconds: 600 }))[0].events.map((e) => e.type)).toEqual(['MachineRequested', 'RequestQueued']);
+      expect(refusal(() => request(world, [{ type: 'baremetal', quantity: 3 }], { waitSeconds: 600 })).message).toMatch(/baremetal has 2 machine\(s\) that are not retired and 3 were asked for/);
+    });
+  });
+
   describe('what a tenant may queue is bounded by its quota', () => {
     const queued = (sessionId: number, quantity: number, tenantId = 1, name = 'alice'): Array<[string, DuffyEvent]> => [
       [`session-${sessionId}`, { type: 'MachineRequested', data: { sessionId, tenantId, tenant: name, specs: [{ pool: 'metal-intel', quantity }], expiresAt: LATER, at: AT } }],
@@ -85,7 +114,7 @@ describe('requesting machines', () => {
     ];
 
     it('given alice (quota 3) waiting for 2 machines, when she asks to wait for 2 more, then refused for quota, naming what waits', () => {
-      const world = given(tenant(1, 'alice', { nodeQuota: 3 }), ...queued(1, 2));
+      const world = given(tenant(1, 'alice', { nodeQuota: 3 }), ...quarantined('metal-intel', 3), ...queued(1, 2));
       expect(world.tenants.get(1)!.waiting).toBe(2);
       expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2 }], { sessionId: 2, waitSeconds: 60 }))).toEqual({
         kind: 'quota',
@@ -94,13 +123,13 @@ describe('requesting machines', () => {
     });
 
     it('given alice (quota 3) with 2 machines on their way into the queue, when she asks to wait for 2 more, then refused too', () => {
-      const world = given(tenant(1, 'alice', { nodeQuota: 3 }));
+      const world = given(tenant(1, 'alice', { nodeQuota: 3 }), ...quarantined('metal-intel', 3));
       const inFlight: InFlightView = { ...NOTHING_IN_FLIGHT, waiting: (t) => (t === 1 ? 2 : 0) };
       expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2 }], { sessionId: 2, waitSeconds: 60, inFlight })).kind).toBe('quota');
     });
 
     it('given alice (quota 3) waiting for 2 machines, when she asks to wait for 1 more, then it waits', () => {
-      const world = given(tenant(1, 'alice', { nodeQuota: 3 }), ...queued(1, 2));
+      const world = given(tenant(1, 'alice', { nodeQuota: 3 }), ...quarantined('metal-intel', 3), ...queued(1, 2));
       expect(writesOf(request(world, [{ pool: 'metal-intel', quantity: 1 }], { sessionId: 2, waitSeconds: 60 }))[0].events.map((e) => e.type)).toEqual(['MachineRequested', 'RequestQueued']);
     });
 
@@ -109,6 +138,7 @@ describe('requesting machines', () => {
         tenant(1, 'alice', { nodeQuota: 3 }),
         tenant(2, 'bob', { nodeQuota: 3 }),
         machine(1, 'i1', 'metal-intel'),
+        ...quarantined('metal-intel', 2),
         ...queued(1, 1),
         ...queued(2, 1),
         ...queued(3, 1),

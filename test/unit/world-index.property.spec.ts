@@ -271,6 +271,10 @@ function checkIndexes(world: World): void {
   for (const m of inService) if (m.service === 'in-service' && m.state === 'ready' && m.sessionId === null) idle.set(m.pool, (idle.get(m.pool) ?? 0) + 1);
   for (const pool of POOLS) expect(world.work.readyIdle.get(pool.name) ?? 0).toBe(idle.get(pool.name) ?? 0);
   for (const t of world.tenants.values()) expect(t.held).toBe([...t.claims.values()].reduce((a, b) => a + b, 0));
+  for (const pool of POOLS) {
+    const notRetired = [...world.machines.values()].filter((m) => m.pool === pool.name && m.retiredAt === null && m.service !== 'retired').length;
+    expect(world.notRetiredByPool.get(pool.name) ?? 0).toBe(notRetired);
+  }
   const now = Date.parse('2026-01-01T00:30:00.000Z');
   const due = [...world.sessions.values()]
     .filter((s) => s.status === 'active' && Date.parse(s.expiresAt) <= now)
