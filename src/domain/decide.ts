@@ -462,9 +462,20 @@ const LATEST_EXPIRY = Date.UTC(10000, 0, 1);
 export function parseExpiry(value: string, baseMs: number): number | Refusal {
   const delta = parseDuration(value, { signed: true });
   if (delta !== undefined) return baseMs + delta * 1000;
-  const abs = parseIsoTime(value);
+  const abs = parseIsoTime(value) ?? parseUnixTime(value);
   if (abs === undefined) return refusal('invalid', `expires_at must be like "+2h", "+30m", "-1h" or an ISO 8601 time, got ${JSON.stringify(value)}`);
   return abs;
+}
+
+/**
+ * A string of digits as Duffy v3 (pydantic) reads it in `expires_at`: a Unix time, in seconds, or in milliseconds above
+ * 2e10. A signed one ("+3600") stays refused: pydantic reads it as a 1970 time too, which would end the session.
+ */
+function parseUnixTime(value: string): number | undefined {
+  if (!/^\d{1,20}(?:\.\d{1,9})?$/.test(value.trim())) return undefined;
+  const n = Number(value);
+  // Past year 9999 it is refused where every expiry is (LATEST_EXPIRY).
+  return Math.floor(n > 2e10 ? n : n * 1000);
 }
 
 const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:([Zz])|([+-])(\d{2}):?(\d{2}))?)?$/;

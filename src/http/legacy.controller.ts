@@ -45,10 +45,17 @@ export class LegacyController {
     private readonly views: ReadViews,
   ) {}
 
-  private actor(key: unknown, requestId?: string): Actor {
+  /** The key's tenant, retired or not; an unknown key is a 403. */
+  private keyed(key: unknown, requestId?: string): Actor {
     const tenant = typeof key === 'string' && key.length <= 256 ? tenantByKey(this.ledger.world, key) : undefined;
-    if (!tenant || tenant.retiredAt !== null) throw new HttpException({ msg: 'Invalid duffy key' }, 403);
+    if (!tenant) throw new HttpException({ msg: 'Invalid duffy key' }, 403);
     return { tenant, requestId };
+  }
+
+  private actor(key: unknown, requestId?: string): Actor {
+    const actor = this.keyed(key, requestId);
+    if (actor.tenant.retiredAt !== null) throw new HttpException({ msg: 'Invalid duffy key' }, 403);
+    return actor;
   }
 
   @ApiOperation({ summary: 'cico: get nodes (query key, ver, arch, count, flavor)' })
@@ -56,7 +63,10 @@ export class LegacyController {
   @Header('Content-Type', 'application/json')
   async get(@Query() q: Record<string, unknown>, @RequestId() requestId: string, @Req() req: Request) {
     onlyGet(req);
-    const actor = this.actor(q.key, requestId);
+    const actor = this.keyed(q.key, requestId);
+    // Duffy v3's Node/get answers any refusal of its API, a retired tenant's 403 included, as FAILED (cico then
+    // reports it); a 403 {"msg"} object would crash cico's node get on body['hosts'].
+    if (actor.tenant.retiredAt !== null) return JSON.stringify(FAILED);
     const str = (v: unknown, d: string) => (typeof v === 'string' && v !== '' ? v : d);
     // Decimal digits only: Number() would also take "0x10", "1e1" or " 2".
     const count = q.count === undefined ? 1 : typeof q.count === 'string' && /^[0-9]{1,3}$/.test(q.count) ? Number(q.count) : NaN;

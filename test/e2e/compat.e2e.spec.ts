@@ -42,6 +42,17 @@ describe('Duffy v3 compatibility', () => {
       expect([r.status, r.body.session?.expires_at]).toEqual([200, target.toISOString()]);
       await alice.put(`${V1}/sessions/${s.id}`, { active: false, expires_at: null });
     });
+
+    it('takes a string of digits as a Unix time, as pydantic reads one (seconds, or milliseconds above 2e10); a signed one ("+3600": 1970 to pydantic) is a 422', async () => {
+      const s = (await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+      const seconds = Math.floor(Date.parse(s.created_at) / 1000) + 3600;
+      for (const unix of [String(seconds), String(seconds * 1000)]) {
+        const r = await alice.put(`${V1}/sessions/${s.id}`, { expires_at: unix });
+        expect([unix, r.status, r.body.session?.expires_at]).toEqual([unix, 200, new Date(seconds * 1000).toISOString()]);
+      }
+      expect((await alice.put(`${V1}/sessions/${s.id}`, { expires_at: '+3600' })).status).toBe(422);
+      await alice.put(`${V1}/sessions/${s.id}`, { active: false });
+    });
   });
 
   it('takes a JSON body sent without a Content-Type, or as application/*+json, as FastAPI does (requests.post(data=...), Jenkins httpRequest)', async () => {
@@ -94,6 +105,10 @@ describe('Duffy v3 compatibility', () => {
     expect([s.status, s.body.session?.tenant?.name, s.body.session?.nodes?.length]).toEqual([201, 'alice', 2]);
     const ended = await alice.put(`${V1}/sessions/${s.body.session.id}`, { active: 'False' });
     expect([ended.status, ended.body.session?.active]).toEqual([200, false]);
+    // pydantic's int() from text also takes a fraction of zeros and `_` between digits.
+    const v3Forms = await duffy.admin.post(`${V1}/sessions`, { tenant_id: `${t.id}.0`, nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: '1.0' }, { pool: 'vm-intel-x86_64', quantity: '0_1' }] });
+    expect([v3Forms.status, v3Forms.body.session?.tenant?.name, v3Forms.body.session?.nodes?.length]).toEqual([201, 'alice', 2]);
+    await alice.put(`${V1}/sessions/${v3Forms.body.session.id}`, { active: false });
     // Not a number or a boolean however it is read: still a 422 naming the field.
     const bad = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: '2.5' }] });
     expect([bad.status, bad.body.detail]).toEqual([422, 'nodes_specs[0].quantity: quantity must be an integer']);

@@ -108,4 +108,13 @@ describe('legacy cico API', () => {
     expect(await get(`/Node/done?key=${key}&ssid=0x1`)).toMatchObject({ status: 400, body: { msg: 'ssid must be a decimal integer' } });
     void plain;
   });
+
+  it("a retired tenant's key: Node/get answers 200 \"Failed to allocate nodes\" as Duffy v3's does (its API refuses the tenant), the other calls 403 {\"msg\"} as v3's", async () => {
+    const r = (await duffy.admin.post('/api/v1/tenants', { name: 'cico-gone', ssh_key: 'ssh-rsa AAAA gone', node_quota: 1 })).body.tenant;
+    expect((await duffy.admin.put(`/api/v1/tenants/${r.id}`, { active: false })).status).toBe(200);
+    // cico's node get reads a string answer as a failure and reports it; a {"msg"} object crashes it on body['hosts'].
+    expect(await get(`/Node/get?key=${r.api_key}`)).toMatchObject({ status: 200, body: 'Failed to allocate nodes' });
+    expect(await get(`/Node/done?key=${r.api_key}&ssid=1`)).toMatchObject({ status: 403, body: { msg: 'Invalid duffy key' } });
+    expect(await get(`/Inventory?key=${r.api_key}`)).toMatchObject({ status: 403, body: { msg: 'Invalid duffy key' } });
+  });
 });
