@@ -2,8 +2,9 @@ import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { execa } from 'execa';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { AnsibleRunner, type DuffyIn, type NodeOutcome, type PlaybookAction } from '../../src/adapters/ansible-runner.js';
+import { filesUnder } from '../support/ansible.js';
 import { type Sshd, freePort, sshRun, sshdMissing, startSshd } from '../support/sshd.js';
 
 /**
@@ -108,18 +109,7 @@ if (missing) {
         writeFileSync(join(nodeArtifacts, rel), content);
       }
     };
-    const tree = (root: string): string[] => {
-      if (!existsSync(root)) return [];
-      const out: string[] = [];
-      const walk = (d: string): void => {
-        for (const e of readdirSync(d, { withFileTypes: true })) {
-          if (e.isDirectory()) walk(join(d, e.name));
-          else out.push(relative(root, join(d, e.name)));
-        }
-      };
-      walk(root);
-      return out.sort();
-    };
+    const tree = filesUnder;
 
     it('collect_artifacts: the files that fit the limit, in path order, relative paths kept; leftOut noted; the node\'s directory emptied', async () => {
       // Names as tenants make them: hidden, nested, a space, a leading dash, a newline.

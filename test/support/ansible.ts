@@ -1,6 +1,6 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { stringify } from 'yaml';
 
 /** Writes a configuration for the real-Ansible suites: local driver pools, machines unused unless told. */
@@ -23,4 +23,24 @@ export function inject(dataDir: string, hostname: string, kind: 'fail' | 'hang',
   const dir = join(dataDir, 'machines', hostname, 'inject');
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, `${kind}-${action}`), message);
+}
+
+/** Every file under `root` (not directories), relative to it, sorted; none if `root` is missing. */
+export function filesUnder(root: string): string[] {
+  if (!existsSync(root)) return [];
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(d, e.name));
+      else out.push(relative(root, join(d, e.name)));
+    }
+  };
+  walk(root);
+  return out.sort();
+}
+
+/** How many files and bytes are under `root`: what a collection left on Duffy's disk. */
+export function diskUse(root: string): { files: number; bytes: number } {
+  const files = filesUnder(root);
+  return { files: files.length, bytes: files.reduce((n, f) => n + statSync(join(root, f)).size, 0) };
 }

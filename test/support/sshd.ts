@@ -47,7 +47,8 @@ export async function freePort(from = 2200, to = 2299, skip: number[] = []): Pro
   throw new Error(`no free port in ${from}-${to}`);
 }
 
-export async function startSshd(): Promise<Sshd> {
+/** `extraConfig`: more sshd_config lines, e.g. `SetEnv PATH=...` for a node whose tools are not what they say. */
+export async function startSshd(extraConfig: string[] = []): Promise<Sshd> {
   const dir = mkdtempSync(join(tmpdir(), 'duffy-sshd-'));
   const keyFile = join(dir, 'duffy_key');
   await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'duffy@test', '-f', join(dir, 'host_key')]);
@@ -77,6 +78,7 @@ export async function startSshd(): Promise<Sshd> {
         // Ansible's fetch copies over sftp.
         'Subsystem sftp internal-sftp',
         'LogLevel INFO',
+        ...extraConfig,
         '',
       ].join('\n'),
     );
