@@ -46,6 +46,28 @@ describe('a write the store cannot make', () => {
     expect(headers['Retry-After']).toBe('60');
     expect(sent.body).toEqual({ detail: 'Duffy cannot write its data: the disk is full (SQLITE_FULL); try again later' });
   });
+
+  it('is logged as one line without a stack per 10 s, however many requests it refuses', () => {
+    jest.useFakeTimers({ now: 0 });
+    try {
+      const filter = new ErrorsFilter();
+      const logged: string[] = [];
+      const log = (filter as unknown as { log: { warn: (m: string) => void; error: (m: string) => void } }).log;
+      log.warn = (m) => logged.push(`warn ${m}`);
+      log.error = (m) => logged.push(`error ${m}`);
+      const res = { headersSent: false, setHeader: () => undefined, status() { return this; }, json: () => undefined };
+      const answer = () => filter.catch(raised('SQLITE_FULL', 'database or disk is full'), { switchToHttp: () => ({ getResponse: () => res }) } as never);
+      for (let i = 0; i < 500; i++) answer();
+      jest.setSystemTime(10_000);
+      answer();
+      expect(logged).toEqual([
+        'warn 503 Duffy cannot write its data: the disk is full (SQLITE_FULL); try again later',
+        'warn 503 Duffy cannot write its data: the disk is full (SQLITE_FULL); try again later (and 499 more such answers since the last line)',
+      ]);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
 });
 
 describe('the data directory lock', () => {
