@@ -45,7 +45,8 @@ class Bounded:
 def parts_of(name):
     """The path components to make under DEST, or None for a name that would leave it (GNU tar's rules)."""
     parts = [p for p in name.lstrip("/").split("/") if p not in ("", ".")]
-    return None if not parts or ".." in parts else parts
+    # A NUL (a pax path may hold one) is no name on this host.
+    return None if not parts or ".." in parts or "\0" in name else parts
 
 
 def main():
@@ -55,6 +56,7 @@ def main():
     src = Bounded(sys.stdin.buffer, bound)
     kept = kept_bytes = left = left_bytes = dirs = 0
     error = None
+    cut = False
 
     def parent(parts):
         """Makes the directories above a file (counted); False if one cannot be a directory of ours."""
@@ -79,6 +81,10 @@ def main():
             for m in archive:
                 if m.isdir():
                     continue  # made only as the parents of the files kept
+                # Data past the bound is never read: stop here (tarfile would skip a huge size block by block).
+                if m.offset_data + m.size > bound and (m.isreg() or m.type not in tarfile.SUPPORTED_TYPES):
+                    left, left_bytes, cut = left + 1, left_bytes + (m.size if m.isreg() else 0), True
+                    break
                 parts = parts_of(m.name)
                 if not m.isreg() or parts is None or kept + 1 > files or kept_bytes + m.size > limit:
                     left, left_bytes = left + 1, left_bytes + (m.size if m.isreg() else 0)
@@ -120,7 +126,7 @@ def main():
             f"tampered machine), over the limit ({files} files, {limit} bytes per machine)"
         )
     # A node cuts its archive at the bound itself (sent == bound): that is a cut too.
-    if src.over or (sent is not None and sent >= bound):
+    if cut or src.over or (sent is not None and sent >= bound):
         by = f" (the node sent {sent})" if sent is not None and sent > bound else ""
         note.append(f"the archive was cut at {bound} bytes, the most this limit allows{by}: what came after is left out")
     elif error is not None:
