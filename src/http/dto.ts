@@ -84,7 +84,8 @@ const SshKey = (max: number) =>
       },
     }),
   );
-const PRIVATE_KEY = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----|PuTTY-User-Key-File-/;
+// Any armour: PEM's five dashes, ssh.com's "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----", a PGP key block.
+const PRIVATE_KEY = /BEGIN [A-Z0-9 ]*PRIVATE KEY|PuTTY-User-Key-File-/;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
 

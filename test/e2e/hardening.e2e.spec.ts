@@ -245,6 +245,9 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       ['an OpenSSH private key', privateKey, /private key: give the public one/],
       ['a PEM RSA private key after a public one', 'ssh-ed25519 AAAA ok\n-----BEGIN RSA PRIVATE KEY-----\nMIIE\n', /private key/],
       ['a control character', 'ssh-ed25519 AAAA a\u001b[2Jb', /control characters/],
+      // PuTTYgen's "Export ssh.com key" (four dashes and spaces) and a PGP key block: no five-dash PEM line.
+      ['an ssh.com private key', '---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nComment: "rsa-key"\nP2/56wAAA\n---- END SSH2 ENCRYPTED PRIVATE KEY ----\n', /private key/],
+      ['a PGP private key block', '-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----\n', /private key/],
     ])('%s is a 422 on create and on update, and nothing reaches the ledger', async (_, key, detail) => {
       const before = duffy.app.get(Ledger).world.position;
       const created = await duffy.admin.post(`${V1}/tenants`, { name: 'keyed', ssh_key: key });
@@ -259,6 +262,8 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
     it('several public keys, one per line (CRLF too), are taken', async () => {
       const r = await duffy.admin.put(`${V1}/tenants/${aliceId}`, { ssh_key: 'ssh-ed25519 AAAA alice@ci\r\n\tssh-rsa AAAA alice@laptop\n' });
       expect(r.status).toBe(200);
+      const rfc4716 = await duffy.admin.put(`${V1}/tenants/${aliceId}`, { ssh_key: '---- BEGIN SSH2 PUBLIC KEY ----\nAAAAB3NzaC1yc2E\n---- END SSH2 PUBLIC KEY ----\n' });
+      expect(rfc4716.status).toBe(200);
     });
   });
 
