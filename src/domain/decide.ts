@@ -1,8 +1,9 @@
-import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, describeSpec, eligiblePools, familyCrowding, planAllocation } from './policy.js';
+import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, describeSpec, eligiblePools, familyCrowding, hasHardware, planAllocation } from './policy.js';
+import { unmet } from './hardware.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { parseDuration } from './duration.js';
 import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, machinesAsked, stream } from './events.js';
-import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, hostKey, machineIdOfHost } from './world.js';
+import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, hostKey, isRetired, machineIdOfHost } from './world.js';
 
 /*
  * Deciders: (World, command, now) -> the writes that record the decision, or a Refusal value.
@@ -300,16 +301,68 @@ export function decideRequestSession(
 }
 
 /**
- * The first spec that asks for more machines than its pools have that are not retired (those in maintenance or
- * quarantine may come back, so they count): why no wait can serve it, or undefined when every spec could fit some day.
+ * Why no wait can serve these specs, or undefined when they could all be served together some day: a spec that asks
+ * for more machines than its pools have that are not retired and meet its hardware (those in maintenance or
+ * quarantine may come back, so they count), or specs that fit alone but not together (they share pools).
  */
 export function neverEnough(world: World, pools: readonly PoolProfile[], specs: readonly NodeSpec[]): string | undefined {
-  for (const x of specs) {
-    let ever = 0;
-    for (const p of eligiblePools(pools, x)) ever += world.notRetiredByPool.get(p.name) ?? 0;
-    if (x.quantity > ever) return `${describeSpec(x)} has ${ever} machine(s) that are not retired and ${x.quantity} were asked for, so waiting cannot help`;
+  const ever = specs.map((x) => eligiblePools(pools, x).map((p) => ({ pool: p.name, machines: everFor(world, p.name, x) })));
+  for (const [i, x] of specs.entries()) {
+    const all = ever[i].reduce((n, e) => n + e.machines, 0);
+    if (x.quantity > all) return `${describeSpec(x)} has ${all} machine(s) that are not retired and ${x.quantity} were asked for, so waiting cannot help`;
   }
-  return undefined;
+  if (specs.length < 2) return undefined;
+  const wanted = machinesAsked(specs);
+  const most = mostServed(specs, ever, world);
+  return most < wanted ? `the ${specs.length} specs together ask for ${wanted} machines and their pools have at most ${most} for them that are not retired, so waiting cannot help` : undefined;
+}
+
+/** A pool's machines that are not retired and meet the spec's hardware (a scan of the pool only when it has some). */
+function everFor(world: World, pool: string, x: NodeSpec): number {
+  if (!hasHardware(x)) return world.notRetiredByPool.get(pool) ?? 0;
+  let n = 0;
+  for (const m of world.machinesByPool.get(pool) ?? []) if (!isRetired(m) && unmet(m.hardware, x.hardware).length === 0) n++;
+  return n;
+}
+
+/**
+ * The most machines the specs can get at once: a maximum flow from each spec (its quantity) through the pools it may
+ * draw from (what each can give it) to the pools (what they have that is not retired). A machine meeting two specs'
+ * hardware counts for both, so it never refuses what could be served.
+ */
+function mostServed(specs: readonly NodeSpec[], ever: ReadonlyArray<ReadonlyArray<{ pool: string; machines: number }>>, world: World): number {
+  const poolIds = new Map<string, number>();
+  for (const e of ever.flat()) if (!poolIds.has(e.pool)) poolIds.set(e.pool, specs.length + 1 + poolIds.size);
+  const sink = specs.length + 1 + poolIds.size;
+  const cap = Array.from({ length: sink + 1 }, () => new Array<number>(sink + 1).fill(0));
+  specs.forEach((x, i) => {
+    cap[0][i + 1] = x.quantity;
+    for (const e of ever[i]) cap[i + 1][poolIds.get(e.pool)!] = e.machines;
+  });
+  for (const [pool, id] of poolIds) cap[id][sink] = world.notRetiredByPool.get(pool) ?? 0;
+  // Edmonds-Karp: a few dozen nodes (at most 32 specs and the pools they name).
+  let flow = 0;
+  for (;;) {
+    const from = new Array<number>(sink + 1).fill(-1);
+    from[0] = 0;
+    const queue = [0];
+    while (queue.length && from[sink] < 0) {
+      const u = queue.shift()!;
+      for (let v = 0; v <= sink; v++) {
+        if (from[v] >= 0 || cap[u][v] <= 0) continue;
+        from[v] = u;
+        queue.push(v);
+      }
+    }
+    if (from[sink] < 0) return flow;
+    let push = Infinity;
+    for (let v = sink; v !== 0; v = from[v]) push = Math.min(push, cap[from[v]][v]);
+    for (let v = sink; v !== 0; v = from[v]) {
+      cap[from[v]][v] -= push;
+      cap[v][from[v]] += push;
+    }
+    flow += push;
+  }
 }
 
 /** One picked machine reserved for a session, at the machine's revision (invariant 1). */

@@ -73,7 +73,7 @@ function listed(machines: Iterable<Machine>): FreePool {
   return { size: () => sorted.length, inOrder: () => sorted };
 }
 
-const hasHardware = (spec: NodeSpec) => Object.values(spec.hardware ?? {}).some((v) => v !== undefined);
+export const hasHardware = (spec: NodeSpec) => Object.values(spec.hardware ?? {}).some((v) => v !== undefined);
 
 const isFreePool = (x: FreePool | Iterable<Machine>): x is FreePool => typeof (x as FreePool).inOrder === 'function';
 

@@ -105,6 +105,33 @@ describe('requesting machines', () => {
       expect(writesOf(request(world, [{ type: 'baremetal', quantity: 2 }], { waitSeconds: 600 }))[0].events.map((e) => e.type)).toEqual(['MachineRequested', 'RequestQueued']);
       expect(refusal(() => request(world, [{ type: 'baremetal', quantity: 3 }], { waitSeconds: 600 })).message).toMatch(/baremetal has 2 machine\(s\) that are not retired and 3 were asked for/);
     });
+
+    it('given specs that each fit their pools alone but not together, then refused at once: they share machines', () => {
+      const world = given(tenant(1, 'alice'), ...quarantined('metal-intel', 2), ...quarantined('metal-amd', 1, 950));
+      const queued = (specs: NodeSpec[]) => writesOf(request(world, specs, { waitSeconds: 600 }))[0].events.map((e) => e.type);
+      expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2 }, { pool: 'metal-intel', quantity: 2 }], { waitSeconds: 600 }))).toEqual({
+        kind: 'capacity',
+        message: "can't reserve nodes: the 2 specs together ask for 4 machines and their pools have at most 2 for them that are not retired, so waiting cannot help",
+      });
+      // By type across pools: baremetal is intel and amd (3), of which the named pool's 2 are shared.
+      expect(refusal(() => request(world, [{ type: 'baremetal', quantity: 2 }, { pool: 'metal-intel', quantity: 2 }], { waitSeconds: 600 })).message).toMatch(/ask for 4 machines .* at most 3/);
+      expect(queued([{ type: 'baremetal', quantity: 1 }, { pool: 'metal-intel', quantity: 2 }])).toEqual(['MachineRequested', 'RequestQueued']);
+      expect(queued([{ pool: 'metal-amd', quantity: 1 }, { type: 'baremetal', quantity: 2 }])).toEqual(['MachineRequested', 'RequestQueued']);
+    });
+
+    it('given hardware no machine of the pool has, then refused at once; hardware some have still waits', () => {
+      const big = (machineId: number, hostname: string): [string, DuffyEvent] => [
+        `machine-${hostname}`,
+        { type: 'MachineRegistered', data: { machineId, hostname, ipaddr: null, pool: 'metal-intel', reusable: true, data: {}, state: 'ready', hardware: { ram_gb: 512 }, at: AT } },
+      ];
+      const world = given(tenant(1, 'alice'), ...quarantined('metal-intel', 2), big(3, 'big'), [`machine-big`, { type: 'MachineQuarantined', data: { machineId: 3, reason: 'fan', at: AT } }]);
+      expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 1, hardware: { min_ram_gb: 1024 } }], { waitSeconds: 600 })).message).toBe(
+        "can't reserve nodes: pool metal-intel with min_ram_gb 1024 has 0 machine(s) that are not retired and 1 were asked for, so waiting cannot help",
+      );
+      expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2, hardware: { min_ram_gb: 256 } }], { waitSeconds: 600 })).message).toMatch(/has 1 machine\(s\)/);
+      expect(writesOf(request(world, [{ pool: 'metal-intel', quantity: 1, hardware: { min_ram_gb: 256 } }, { pool: 'metal-intel', quantity: 2 }], { waitSeconds: 600 }))[0].events.map((e) => e.type)).toEqual(['MachineRequested', 'RequestQueued']);
+      expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 1, hardware: { min_ram_gb: 256 } }, { pool: 'metal-intel', quantity: 3 }], { waitSeconds: 600 })).kind).toBe('capacity');
+    });
   });
 
   describe('what a tenant may queue is bounded by its quota', () => {
