@@ -54,6 +54,70 @@ describe('the artifacts unpacker, fed a tampered archive', () => {
     }
   });
 
+  /** Raw archive bytes: `times` extended headers (pax 'x' or GNU long name 'L') with this body, then a file `f`. */
+  function extendedHeader(type: 'x' | 'L', body: string, times = 1): Buffer {
+    const py = `
+import sys, tarfile
+body = sys.stdin.buffer.read()
+h = tarfile.TarInfo("././@LongLink" if sys.argv[1] == "L" else "././@PaxHeader"); h.type = sys.argv[1].encode(); h.size = len(body)
+f = tarfile.TarInfo("f"); f.size = 1
+pad = lambda n: b"\\0" * (-n % 512)
+sys.stdout.buffer.write((h.tobuf(tarfile.USTAR_FORMAT) + body + pad(len(body))) * int(sys.argv[2]) + f.tobuf(tarfile.USTAR_FORMAT) + b"x" + pad(1) + b"\\0" * 1024)
+`;
+    const r = spawnSync('python3', ['-c', py, type, String(times)], { input: body, maxBuffer: 1 << 26 });
+    if (r.status !== 0) throw new Error(r.stderr.toString());
+    return r.stdout;
+  }
+
+  it('reads pax headers of 60,000 digits at once: python 3.11 tarfile searches each in quadratic time (4 s)', () => {
+    const r = unpack(extendedHeader('x', '1'.repeat(60_000), 10), 10, 1_000_000, 2_000_000);
+    expect({ status: r.status, signal: r.signal, stderr: r.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
+    expect(r.kept).toEqual([]);
+    expect(r.note).toMatch(/the archive was unreadable after \d+ bytes \(.*pax.*\)/);
+  });
+
+  it('stops at an extended header past 64 KiB (a GNU long name of 1 MB was read whole into memory) but keeps honest long names', () => {
+    const r = unpack(extendedHeader('L', 'n'.repeat(1 << 20)), 10, 1_000_000, 4_000_000);
+    expect({ status: r.status, stderr: r.stderr, kept: r.kept }).toEqual({ status: 0, stderr: '', kept: [] });
+    expect(r.note).toMatch(/unreadable after \d+ bytes \(.*extended header of 1048576 bytes.*\)/);
+    // A name near PATH_MAX, its last component 255 digits (the most a digit run may be).
+    const long = `${'d'.repeat(200)}/`.repeat(18) + '9'.repeat(255);
+    // (18 directories: more than the default 10 files of these tests would allow)
+    expect(unpack(extendedHeader('L', long), 100)).toMatchObject({ status: 0, note: '', kept: ['d'.repeat(200)] });
+    expect(unpack(archive([['p', 'y', { path: long }]]), 100)).toMatchObject({ status: 0, note: '', kept: ['d'.repeat(200)] });
+  });
+
+  it('stops when the extended headers pass tar\'s overhead allowance (the bound less the bytes): each costs time to parse', () => {
+    const headers = Array.from({ length: 10 }, (_, i): [string, string, Record<string, string>] => [`f${i}`, '', { comment: 'c'.repeat(5000) }]);
+    const r = unpack(archive(headers), 100, 1_000_000, 1_030_000);
+    expect(r).toMatchObject({ status: 0, stderr: '' });
+    expect(r.kept).toEqual(['f0', 'f1', 'f2', 'f3', 'f4']);
+    expect(r.note).toMatch(/unreadable after \d+ bytes \(extended headers past tar's overhead allowance/);
+  });
+
+  it('stops at a run of extended headers before one member: tarfile reads them recursively (RecursionError at ~330)', () => {
+    const r = unpack(extendedHeader('x', '10 k=1234\n', 400));
+    expect({ status: r.status, stderr: r.stderr, kept: r.kept }).toEqual({ status: 0, stderr: '', kept: [] });
+    expect(r.note).toMatch(/unreadable after \d+ bytes \(more than 4 extended headers in a row\)/);
+  });
+
+  it('keeps no list of the members it has passed: a count bomb of 300,000 empty files runs in bounded memory', () => {
+    const bomb = spawnSync('python3', ['-c', `
+import sys, tarfile
+h = tarfile.TarInfo("x" * 90).tobuf(tarfile.USTAR_FORMAT)
+sys.stdout.buffer.write(h * 300000 + b"\\0" * 1024)
+`], { maxBuffer: 1 << 28 }).stdout;
+    const dir = mkdtempSync(join(tmpdir(), 'unpack-'));
+    try {
+      // 150 MB of address space: the list of 300,000 members alone took about 180 MB.
+      const r = spawnSync('bash', ['-c', 'ulimit -v 150000; exec python3 "$@"', 'bash', UNPACK, join(dir, 'd'), '10000', '1000000000', '1000000000'], { input: bomb, timeout: 60_000 });
+      expect({ status: r.status, stderr: r.stderr.toString() }).toEqual({ status: 0, stderr: '' });
+      expect(r.stdout.toString()).toMatch(/^290000 file\(s\), 0 bytes, left out/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('still keeps an honest archive whole, with no note', () => {
     const r = unpack(archive([['a/b', 'x', {}], ['c', 'yy', {}]]));
     expect(r).toMatchObject({ status: 0, note: '', kept: ['a', 'c'] });

@@ -16,6 +16,7 @@ it and says so in the note; only a failure on Duffy's side (its own disk) is an 
 """
 import errno
 import os
+import re
 import stat
 import sys
 import tarfile
@@ -23,6 +24,78 @@ import tarfile
 # A name that cannot be made here is the member's fault, not the host's: left out, not an error.
 NAME_ERRORS = {errno.ENAMETOOLONG, errno.EINVAL, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ELOOP}
 CHUNK = 1 << 16
+# An extended header (a pax one, a GNU long name) is read whole into memory: an honest one holds a path (at most
+# PATH_MAX, 4096 bytes) and a few times; past this size the archive is taken as unreadable from there.
+HEADER_MAX = 1 << 16
+# A digit run past NAME_MAX (255) is in no name or number; python 3.11's pax parser searches one in quadratic time.
+LONG_DIGITS = re.compile(rb"[0-9]{256}")
+# A member has at most a global and an extended pax header, or a GNU long name and long link name, before it.
+EXTENDED_RUN_MAX = 4
+EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+
+
+def pax_problem(buf):
+    """Why a pax header's records are not well formed ("LENGTH KEY=VALUE\\n", LENGTH the record's), or None.
+    Checked in linear time, as tarfile's own parser is not (its searches run past a record's end)."""
+    pos = 0
+    while pos < len(buf):
+        space = buf.find(b" ", pos, pos + 21)
+        if space <= pos or not buf[pos:space].isdigit():
+            return f"a pax record without its length at byte {pos}"
+        end = pos + int(buf[pos:space])
+        if not space < end <= len(buf) or buf[end - 1] != 0x0A or buf.find(b"=", space, end) < 0:
+            return f"a pax record of a wrong length at byte {pos}"
+        pos = end
+    return "a pax record with a run of more than 255 digits" if LONG_DIGITS.search(buf) else None
+
+
+class CheckedInfo(tarfile.TarInfo):
+    """A member whose extended headers are checked before tarfile parses them."""
+
+    budget = 0  # bytes of extended headers still allowed, set by main
+
+    def _proc_member(self, tf):
+        # tarfile reads the headers before a member recursively: a long run of them would overflow the stack.
+        tf.extended_run = getattr(tf, "extended_run", 0) + 1 if self.type in EXTENDED else 0
+        if tf.extended_run > EXTENDED_RUN_MAX:
+            raise tarfile.SubsequentHeaderError(f"more than {EXTENDED_RUN_MAX} extended headers in a row")
+        if self.type in EXTENDED:
+            if self.size > HEADER_MAX:
+                raise tarfile.SubsequentHeaderError(f"an extended header of {self.size} bytes, more than {HEADER_MAX}")
+            # Parsing one costs up to 0.5 us a byte (the digit runs): only tar's overhead allowance may be headers.
+            CheckedInfo.budget -= self.size
+            if CheckedInfo.budget < 0:
+                raise tarfile.SubsequentHeaderError("extended headers past tar's overhead allowance (BOUND - BYTES)")
+        return super()._proc_member(tf)
+
+    def _proc_pax(self, tf):
+        buf = tf.fileobj.read(self._block(self.size))
+        problem = pax_problem(buf[: self.size])
+        if problem:
+            raise tarfile.SubsequentHeaderError(problem)
+        # tarfile reads the header itself: it gets these bytes again, then the stream.
+        stream = tf.fileobj
+        tf.fileobj = Replay(buf, stream)
+        try:
+            return super()._proc_pax(tf)
+        finally:
+            tf.fileobj = stream
+
+
+class Replay:
+    """`first`, then what `rest` reads."""
+
+    def __init__(self, first, rest):
+        self.first, self.rest = first, rest
+
+    def read(self, n):
+        if self.first:
+            data, self.first = self.first[:n], self.first[n:]
+            return data
+        return self.rest.read(n)
+
+    def tell(self):
+        return self.rest.tell() - len(self.first)
 
 
 class Bounded:
@@ -77,8 +150,11 @@ def main():
         return True
 
     try:
-        with tarfile.open(fileobj=src, mode="r|", errors="surrogateescape") as archive:
+        CheckedInfo.budget = bound - limit
+        with tarfile.open(fileobj=src, mode="r|", errors="surrogateescape", tarinfo=CheckedInfo) as archive:
             for m in archive:
+                # tarfile keeps every member it has read in a list: a count bomb would fill the memory.
+                archive.members.clear()
                 if m.isdir():
                     continue  # made only as the parents of the files kept
                 # Data past the bound is never read: stop here (tarfile would skip a huge size block by block).
