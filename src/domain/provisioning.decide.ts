@@ -150,6 +150,24 @@ export interface NodeResult {
   note?: string;
 }
 
+/**
+ * The most characters of file names one machine's collection records: the ledger and the session keep them for good,
+ * and a machine names its files (up to the pool's file count, each up to PATH_MAX: 40 MB). Its directory has them all.
+ */
+export const ARTIFACT_NAMES_MAX = 1 << 20;
+
+/** The first names that fit ARTIFACT_NAMES_MAX (with their JSON quotes and comma). */
+function namedWithin(files: readonly string[]): string[] {
+  let left = ARTIFACT_NAMES_MAX;
+  const out: string[] = [];
+  for (const f of files) {
+    left -= f.length + 3;
+    if (left < 0) break;
+    out.push(f);
+  }
+  return out;
+}
+
 /** The events that record one machine's share of a run. Written at the revision the claim produced. */
 export function decideRunOutcome(
   m: Machine,
@@ -168,8 +186,14 @@ export function decideRunOutcome(
     events.push({ type: 'PlaybookTimedOutInBatch', data: { machineId, sessionId: job.sessionId, action: job.action, machines, run, at: now } });
   } else if (job.action === 'collect_artifacts') {
     // Artifacts are best effort: a failure is recorded and the release goes on.
-    const leftOut = result.ok && result.note ? { leftOut: result.note } : {};
-    events.push({ type: 'ArtifactsCollected', data: { machineId, sessionId: job.sessionId, files: result.ok ? (result.files ?? []) : [], error: result.ok ? null : (result.error ?? 'failed'), ...leftOut, run, at: now } });
+    const files = result.ok ? namedWithin(result.files ?? []) : [];
+    const unnamed = result.ok ? (result.files?.length ?? 0) - files.length : 0;
+    const notes = [
+      result.ok && result.note,
+      unnamed > 0 && `${unnamed} more file(s) collected, not named here (their names pass ${ARTIFACT_NAMES_MAX} characters): the session's artifacts list them`,
+    ].filter(Boolean);
+    const leftOut = notes.length ? { leftOut: notes.join('; ') } : {};
+    events.push({ type: 'ArtifactsCollected', data: { machineId, sessionId: job.sessionId, files, error: result.ok ? null : (result.error ?? 'failed'), ...leftOut, run, at: now } });
   } else if (result.ok) {
     if (job.action === 'provision') events.push({ type: 'MachineProvisioned', data: { machineId, sessionId: m.sessionId, ipaddr: result.ipaddr, run, at: now } });
     else if (job.action === 'contextualize') events.push({ type: 'MachineContextualized', data: { machineId, sessionId: job.sessionId!, run, at: now } });
