@@ -53,25 +53,21 @@ export class Bootstrap {
     await this.forgetOrphanedCallers();
     const added = await this.importInventory();
     if (added > 0) this.log.log(`registered ${added} machine(s) from ${s.configFile}`);
-    const drift = configDrift(this.ledger.world, s.config.machines);
-    if (drift.length > 0) {
-      const shown = drift.slice(0, 5).join(', ') + (drift.length > 5 ? ` and ${drift.length - 5} more` : '');
-      this.log.warn(`${drift.length} machine(s) of ${s.configFile} differ from the ledger, which keeps what they were registered with (the configuration only adds machines): ${shown}`);
-    }
-    const retired = configuredButRetired(this.ledger.world, s.config.machines);
-    if (retired.length > 0) {
-      const shown = retired.slice(0, 5).join(', ') + (retired.length > 5 ? ` and ${retired.length - 5} more` : '');
-      this.log.warn(
-        `${retired.length} machine(s) of ${s.configFile} are retired in the ledger and never serve again, whatever the file says (a retired machine does not come back, and its host cannot be registered anew; a machine keeps the pool it was registered with, so a renamed pool gets none of them): ${shown}`,
-      );
-    }
-    const unlisted = notConfigured(this.ledger.world, s.config.machines);
-    if (unlisted.length > 0) {
-      const shown = unlisted.slice(0, 5).join(', ') + (unlisted.length > 5 ? ` and ${unlisted.length - 5} more` : '');
-      this.log.warn(
-        `${unlisted.length} machine(s) in service are not in ${s.configFile} (removed from it, or added with POST /nodes): the configuration only adds machines, so they stay in service until retired (PUT /api/v1/nodes/ID {"retired": true}): ${shown}`,
-      );
-    }
+    const warnOf = (hosts: string[], what: string) => {
+      if (hosts.length === 0) return;
+      const shown = hosts.slice(0, 5).join(', ') + (hosts.length > 5 ? ` and ${hosts.length - 5} more` : '');
+      this.log.warn(`${hosts.length} machine(s) ${what}: ${shown}`);
+    };
+    // The configuration only adds machines: what it says of those the ledger knows, or no longer says, is not acted on.
+    warnOf(configDrift(this.ledger.world, s.config.machines), `of ${s.configFile} differ from the ledger, which keeps what they were registered with (the configuration only adds machines)`);
+    warnOf(
+      configuredButRetired(this.ledger.world, s.config.machines),
+      `of ${s.configFile} are retired in the ledger and never serve again, whatever the file says (a retired machine does not come back, and its host cannot be registered anew; a machine keeps the pool it was registered with, so a renamed pool gets none of them)`,
+    );
+    warnOf(
+      notConfigured(this.ledger.world, s.config.machines),
+      `in service are not in ${s.configFile} (removed from it, or added with POST /nodes): the configuration only adds machines, so they stay in service until retired (PUT /api/v1/nodes/ID {"retired": true})`,
+    );
     this.reconciler.start(options.reconcileEveryMs);
     await this.provisioner.reapLeftovers();
     this.provisioner.start();

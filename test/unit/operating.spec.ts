@@ -2,7 +2,8 @@ import { describe, expect, it } from '@jest/globals';
 import { replay } from '../../src/audit/audit.js';
 import { machineStress } from '../../projections/machine-stress.projection.js';
 import { type Doc, foldAll } from '../../projections/projection.js';
-import { PoolConfig } from '../../src/config/config.js';
+import { MachineConfig, PoolConfig } from '../../src/config/config.js';
+import { configDrift, configuredButRetired, notConfigured } from '../../src/application/bootstrap.service.js';
 import { decideServiceChange, nodeService } from '../../src/domain/decide-service.js';
 import { type Write, freeMachines } from '../../src/domain/decide.js';
 import type { DuffyEvent, PlaybookRun } from '../../src/domain/events.js';
@@ -130,15 +131,18 @@ describe('soft affinity by type', () => {
 
 
 describe('a configuration edited for machines the ledger already knows', () => {
-  it('names each machine whose pool, address or hardware differs, since a restart does not change them', async () => {
-    const { configDrift } = await import('../../src/application/bootstrap.service.js');
-    const { MachineConfig } = await import('../../src/config/config.js');
-    const m = (o: Partial<InstanceType<typeof MachineConfig>>) => Object.assign(new MachineConfig(), o);
+  const m = (o: Partial<MachineConfig>) => Object.assign(new MachineConfig(), o);
+  const retire = (machineId: number, hostname: string): [string, DuffyEvent] => [
+    `service-${hostname}`,
+    { type: 'MachineServiceChanged', data: { machineId, hostname, service: 'retired', reason: 'old', actor: 'admin', at: AT } },
+  ];
+
+  it('names each machine whose pool, address or hardware differs, since a restart does not change them', () => {
     const world = given(
       ['machine-a.test', { type: 'MachineRegistered', data: { machineId: 1, hostname: 'a.test', ipaddr: '10.0.0.1', pool: 'p', reusable: true, data: {}, state: 'ready', hardware: { cpus: 16 }, at: AT } }],
       machine(2, 'b.test', 'p'),
       machine(3, 'c.test', 'p'),
-      ['service-c.test', { type: 'MachineServiceChanged', data: { machineId: 3, hostname: 'c.test', service: 'retired', reason: 'old', actor: 'admin', at: AT } }],
+      retire(3, 'c.test'),
       machine(4, 'd.test', 'p'),
       ['machine-d.test', { type: 'MachineProvisioned', data: { machineId: 4, sessionId: null, ipaddr: '192.168.122.7', run, at: AT } }],
     );
@@ -155,16 +159,13 @@ describe('a configuration edited for machines the ledger already knows', () => {
     expect(configDrift(world, [m({ hostname: 'a.test', ipaddr: '10.0.0.1', pool: 'p', hardware: { cpus: 16 } }), m({ hostname: 'b.test', pool: 'p' })])).toEqual([]);
   });
 
-  it('names the configured machines the ledger has retired (a pool renamed after retiring its machines), with the pool each is in', async () => {
-    const { configuredButRetired } = await import('../../src/application/bootstrap.service.js');
-    const { MachineConfig } = await import('../../src/config/config.js');
-    const m = (o: Partial<InstanceType<typeof MachineConfig>>) => Object.assign(new MachineConfig(), o);
+  it('names the configured machines the ledger has retired (a pool renamed after retiring its machines), with the pool each is in', () => {
     const world = given(
       machine(1, 'a.test', 'p'),
       machine(2, 'b.test', 'p'),
-      ['service-b.test', { type: 'MachineServiceChanged', data: { machineId: 2, hostname: 'b.test', service: 'retired', reason: 'rename', actor: 'admin', at: AT } }],
+      retire(2, 'b.test'),
       machine(3, 'c.test', 'p'),
-      ['service-c.test', { type: 'MachineServiceChanged', data: { machineId: 3, hostname: 'c.test', service: 'retired', reason: 'old', actor: 'admin', at: AT } }],
+      retire(3, 'c.test'),
     );
     expect(configuredButRetired(world, [m({ hostname: 'a.test', pool: 'p' }), m({ hostname: 'B.test', pool: 'p2' }), m({ hostname: 'c.test', pool: 'p' }), m({ hostname: 'new.test', pool: 'p2' })])).toEqual([
       'B.test (pool p, configured in p2)',
@@ -172,16 +173,13 @@ describe('a configuration edited for machines the ledger already knows', () => {
     ]);
   });
 
-  it('names the machines in service that it no longer lists, however spelt, and none when it lists no machine at all', async () => {
-    const { notConfigured } = await import('../../src/application/bootstrap.service.js');
-    const { MachineConfig } = await import('../../src/config/config.js');
-    const m = (o: Partial<InstanceType<typeof MachineConfig>>) => Object.assign(new MachineConfig(), o);
+  it('names the machines in service that it no longer lists, however spelt, and none when it lists no machine at all', () => {
     const world = given(
       machine(1, 'a.test', 'p'),
       machine(2, 'b.test', 'p'),
       machine(3, 'gone.test', 'p'),
       machine(4, 'scrapped.test', 'p'),
-      ['service-scrapped.test', { type: 'MachineServiceChanged', data: { machineId: 4, hostname: 'scrapped.test', service: 'retired', reason: 'old', actor: 'admin', at: AT } }],
+      retire(4, 'scrapped.test'),
     );
     expect(notConfigured(world, [m({ hostname: 'A.test.', pool: 'p' }), m({ hostname: 'b.test', pool: 'p' })])).toEqual(['gone.test']);
     expect(notConfigured(world, [])).toEqual([]);
