@@ -31,6 +31,8 @@ HEADER_MAX = 1 << 16
 LONG_DIGITS = re.compile(rb"[0-9]{256}")
 # A member has at most a global and an extended pax header, or a GNU long name and long link name, before it.
 EXTENDED_RUN_MAX = 4
+# tarfile keeps a sparse file's map as a list (48 bytes of memory per byte of map) and crashes on a short one.
+SPARSE = "a sparse file (GNU tar makes none without --sparse)"
 EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 
 
@@ -59,6 +61,8 @@ class CheckedInfo(tarfile.TarInfo):
         tf.extended_run = getattr(tf, "extended_run", 0) + 1 if self.type in EXTENDED else 0
         if tf.extended_run > EXTENDED_RUN_MAX:
             raise tarfile.SubsequentHeaderError(f"more than {EXTENDED_RUN_MAX} extended headers in a row")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise tarfile.SubsequentHeaderError(SPARSE)
         if self.type in EXTENDED:
             if self.size > HEADER_MAX:
                 raise tarfile.SubsequentHeaderError(f"an extended header of {self.size} bytes, more than {HEADER_MAX}")
@@ -70,7 +74,7 @@ class CheckedInfo(tarfile.TarInfo):
 
     def _proc_pax(self, tf):
         buf = tf.fileobj.read(self._block(self.size))
-        problem = pax_problem(buf[: self.size])
+        problem = pax_problem(buf[: self.size]) or (SPARSE if b" GNU.sparse." in buf else None)
         if problem:
             raise tarfile.SubsequentHeaderError(problem)
         # tarfile reads the header itself: it gets these bytes again, then the stream.
