@@ -152,6 +152,12 @@ sys.stdout.buffer.write(h * 300000 + b"\\0" * 1024)
     }
   });
 
+  it('ends the archive at a negative size (a pax size of -511 moves no block): it took bytes off what was kept', () => {
+    const r = unpack(archive([['neg', '', { size: '-511' }], ['big', 'B'.repeat(1400), {}]]));
+    expect({ status: r.status, stderr: r.stderr, kept: r.kept }).toEqual({ status: 0, stderr: '', kept: [] });
+    expect(r.note).toMatch(/unreadable after \d+ bytes \(a negative size\)/);
+  });
+
   it('still keeps an honest archive whole, with no note', () => {
     const r = unpack(archive([['a/b', 'x', {}], ['c', 'yy', {}]]));
     expect(r).toMatchObject({ status: 0, note: '', kept: ['a', 'c'] });

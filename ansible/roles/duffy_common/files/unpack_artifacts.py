@@ -161,6 +161,10 @@ def main():
                 archive.members.clear()
                 if m.isdir():
                     continue  # made only as the parents of the files kept
+                # A negative size (pax, or GNU's base-256) would take bytes off what was kept.
+                if m.size < 0:
+                    error = tarfile.HeaderError("a negative size")
+                    break
                 # Data past the bound is never read: stop here (tarfile would skip a huge size block by block).
                 if m.offset_data + m.size > bound and (m.isreg() or m.type not in tarfile.SUPPORTED_TYPES):
                     left, left_bytes, cut = left + 1, left_bytes + (m.size if m.isreg() else 0), True
