@@ -151,14 +151,15 @@ export interface NodeResult {
 }
 
 /**
- * The most characters of file names one machine's collection records: the ledger and the session keep them for good,
- * and a machine names its files (up to the pool's file count, each up to PATH_MAX: 40 MB). Its directory has them all.
+ * The most characters of file names one run's collection records, shared by its machines: the ledger and the session
+ * keep them for good, a machine names its files (up to the pool's file count, each up to PATH_MAX: 40 MB), and the
+ * run's outcomes are one append, which KurrentDB bounds (1 MiB by default). The directories have them all.
  */
-export const ARTIFACT_NAMES_MAX = 1 << 20;
+export const ARTIFACT_NAMES_MAX = 512 * 1024;
 
-/** The first names that fit ARTIFACT_NAMES_MAX (with their JSON quotes and comma). */
-function namedWithin(files: readonly string[]): string[] {
-  let left = ARTIFACT_NAMES_MAX;
+/** The first names that fit `budget` characters (with their JSON quotes and comma). */
+function namedWithin(files: readonly string[], budget: number): string[] {
+  let left = budget;
   const out: string[] = [];
   for (const f of files) {
     left -= f.length + 3;
@@ -186,11 +187,12 @@ export function decideRunOutcome(
     events.push({ type: 'PlaybookTimedOutInBatch', data: { machineId, sessionId: job.sessionId, action: job.action, machines, run, at: now } });
   } else if (job.action === 'collect_artifacts') {
     // Artifacts are best effort: a failure is recorded and the release goes on.
-    const files = result.ok ? namedWithin(result.files ?? []) : [];
+    const budget = Math.floor(ARTIFACT_NAMES_MAX / Math.max(1, machines));
+    const files = result.ok ? namedWithin(result.files ?? [], budget) : [];
     const unnamed = result.ok ? (result.files?.length ?? 0) - files.length : 0;
     const notes = [
       result.ok && result.note,
-      unnamed > 0 && `${unnamed} more file(s) collected, not named here (their names pass ${ARTIFACT_NAMES_MAX} characters): the session's artifacts list them`,
+      unnamed > 0 && `${unnamed} more file(s) collected, not named here (their names pass ${budget} characters): the session's artifacts list them`,
     ].filter(Boolean);
     const leftOut = notes.length ? { leftOut: notes.join('; ') } : {};
     events.push({ type: 'ArtifactsCollected', data: { machineId, sessionId: job.sessionId, files, error: result.ok ? null : (result.error ?? 'failed'), ...leftOut, run, at: now } });

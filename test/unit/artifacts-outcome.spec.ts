@@ -30,4 +30,16 @@ describe('the artifacts a machine left, as the ledger records them', () => {
     expect(data.files).toEqual(files.slice(0, data.files.length));
     expect(data.leftOut).toBe(`a note; ${10_000 - data.files.length} more file(s) collected, not named here (their names pass ${ARTIFACT_NAMES_MAX} characters): the session's artifacts list them`);
   });
+
+  it('shares that bound among the machines of one run, whose outcomes are one append (KurrentDB bounds an append: 1 MiB by default)', () => {
+    const world = given(...[1, 2, 3, 4].map((id) => machine(id, `i${id}`, 'metal-intel')));
+    const files = Array.from({ length: 10_000 }, (_, i) => `artifacts/1/host/${String(i).padStart(200, 'x')}`);
+    const runOf4: Job = { ...job, machineIds: [1, 2, 3, 4] };
+    const append = [1, 2, 3, 4].map((id) => {
+      const m = world.machines.get(id)!;
+      return decideRunOutcome(m, pool, runOf4, { ok: true, ipaddr: null, files }, run, m.revision, AT, 4);
+    });
+    expect(JSON.stringify(append).length).toBeLessThan(ARTIFACT_NAMES_MAX + 10_000);
+    expect(JSON.stringify(append).length).toBeGreaterThan(ARTIFACT_NAMES_MAX * 0.9);
+  });
 });
