@@ -84,8 +84,9 @@ const SshKey = (max: number) =>
       },
     }),
   );
-// Any armour: PEM's five dashes, ssh.com's "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----", a PGP key block.
-const PRIVATE_KEY = /BEGIN [A-Z0-9 ]*PRIVATE KEY|PuTTY-User-Key-File-/;
+// Any armour: PEM's five dashes, ssh.com's "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----", a PGP key block; and an
+// OpenSSH private key's body pasted without its armour ("openssh-key-v1" in base64: a public key's body starts AAAA).
+const PRIVATE_KEY = /BEGIN [A-Z0-9 ]*PRIVATE KEY|PuTTY-User-Key-File-|b3BlbnNzaC1rZXktdjE/;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
 

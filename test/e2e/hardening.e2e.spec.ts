@@ -248,6 +248,7 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       // PuTTYgen's "Export ssh.com key" (four dashes and spaces) and a PGP key block: no five-dash PEM line.
       ['an ssh.com private key', '---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\nComment: "rsa-key"\nP2/56wAAA\n---- END SSH2 ENCRYPTED PRIVATE KEY ----\n', /private key/],
       ['a PGP private key block', '-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----\n', /private key/],
+      ['an OpenSSH private key body pasted without its armour lines', 'b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDg\n', /private key/],
     ])('%s is a 422 on create and on update, and nothing reaches the ledger', async (_, key, detail) => {
       const before = duffy.app.get(Ledger).world.position;
       const created = await duffy.admin.post(`${V1}/tenants`, { name: 'keyed', ssh_key: key });
