@@ -1,4 +1,4 @@
-import { type World, handedOver, hostKey, isRetired, machineIdOfHost } from '../domain/world.js';
+import { type Machine, type World, handedOver, hostKey, isRetired, machineIdOfHost } from '../domain/world.js';
 import { Injectable, Logger } from '@nestjs/common';
 import { mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
@@ -152,6 +152,12 @@ export class Bootstrap {
   }
 }
 
+/** The ledger's machine of a configured host, however its name is spelt. */
+function ledgerMachine(world: World, c: MachineConfig): Machine | undefined {
+  const id = machineIdOfHost(world, c.hostname);
+  return id === undefined ? undefined : world.machines.get(id);
+}
+
 /**
  * Configured machines the ledger already knows but with another pool, address or hardware: an operator who edits
  * them and restarts would otherwise see no effect and no word about it. Retired machines are left out.
@@ -159,8 +165,7 @@ export class Bootstrap {
 export function configDrift(world: World, machines: readonly MachineConfig[]): string[] {
   const out: string[] = [];
   for (const c of machines) {
-    const id = machineIdOfHost(world, c.hostname);
-    const m = id === undefined ? undefined : world.machines.get(id);
+    const m = ledgerMachine(world, c);
     if (!m || isRetired(m)) continue;
     const keys = [
       c.pool !== m.pool && 'pool',
@@ -179,9 +184,8 @@ export function configDrift(world: World, machines: readonly MachineConfig[]): s
  */
 export function configuredButRetired(world: World, machines: readonly MachineConfig[]): string[] {
   return machines.flatMap((c) => {
-    const id = machineIdOfHost(world, c.hostname);
-    const m = id === undefined ? undefined : world.machines.get(id);
-    return m && (m.retiredAt !== null || m.service === 'retired') ? [c.pool === m.pool ? c.hostname : `${c.hostname} (pool ${m.pool}, configured in ${c.pool})`] : [];
+    const m = ledgerMachine(world, c);
+    return m && isRetired(m) ? [c.pool === m.pool ? c.hostname : `${c.hostname} (pool ${m.pool}, configured in ${c.pool})`] : [];
   });
 }
 

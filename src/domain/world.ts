@@ -493,7 +493,6 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
     case 'MachineReturnedToService': {
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;
-      const wasRetired = isRetired(m);
       m.job = null;
       m.runAlone = false;
       m.revision = revision;
@@ -510,6 +509,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       } else if (event.type === 'MachineContextualized') {
         m.state = 'deployed';
       } else {
+        const wasRetired = isRetired(m);
         m.state = 'unused';
         m.retiredAt = null;
         m.quarantine = null;
