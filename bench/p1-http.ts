@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { stringify } from 'yaml';
 import { percentile } from '../src/domain/statistics.js';
+import { basic, call } from './http-client.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const DIST = fileURLToPath(new URL('..', import.meta.url));
@@ -35,24 +36,6 @@ interface LoadResult {
   post: number[];
   put: number[];
   statuses: Record<string, number>;
-}
-
-function call(agent: http.Agent, url: string, method: string, path: string, auth: string | undefined, body: unknown): Promise<{ status: number; text: string }> {
-  const payload = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      url + path,
-      { method, agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), ...(auth ? { authorization: auth } : {}) } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
-  });
 }
 
 /** Runs in the worker: each client loops POST /sessions, PUT /sessions/{id} {"active": false}. */
@@ -114,8 +97,6 @@ function describeLoad(name: string, r: LoadResult): { rps: number; p99: number; 
       `(POST p50 ${ms(percentile(r.post, 50))} p99 ${ms(percentile(r.post, 99))}, PUT p50 ${ms(percentile(r.put, 50))} p99 ${ms(percentile(r.put, 99))}) [${statuses}]`,
   };
 }
-
-const basic = (name: string, key: string) => `Basic ${Buffer.from(`${name}:${key}`).toString('base64')}`;
 
 async function ready(url: string, child: ChildProcess): Promise<void> {
   for (let i = 0; i < 600; i++) {

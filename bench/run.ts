@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --only p2,p4,p5,p7,p8,p1 --seconds 5 --p1-rounds 3 --p7-events 1000000]`: prints figures, asserts nothing.
+ * `npm run bench [-- --only p2,p4,p5,p7,p8,p1,soak --seconds 5 --p1-rounds 3 --p7-events 1000000 --soak-sessions 30000]`: prints figures, asserts nothing.
  *
  * P2 ledger appends/s on the embedded store, group commit vs one fsync per append;
  * P4 decision time at 100, 10k and 100k machines;
@@ -7,6 +7,7 @@
  * (`--p7-events`) as the server does at start (in a child process, so nothing else counts); P8 start-up of the built server with a 200- and a 20,000-machine inventory;
  * P1 request+release throughput and latency over HTTP against the real app, and a bare Express app as the yardstick.
  * P1 runs Duffy and bare Express each in a process of its own; the load comes from this one (bench/p1-http.ts).
+ * SOAK memory of the built server as its history grows (`--soak-sessions`, about a minute by default), and after a restart (bench/soak.ts).
  */
 import Database from 'better-sqlite3';
 import { spawnSync } from 'node:child_process';
@@ -23,6 +24,7 @@ import { Ledger } from '../src/application/ledger.service.js';
 import { p5 } from './read-side.js';
 import { p1 } from './p1-http.js';
 import { p8 } from './startup.js';
+import { soak } from './soak.js';
 import { decideRequestSession, freeMachines } from '../src/domain/decide.js';
 import { type DuffyEvent, type MachineState, type NodeSpec, stream } from '../src/domain/events.js';
 import { type Machine, emptyWorld, evolve, file, newMachine, unfile } from '../src/domain/world.js';
@@ -282,12 +284,14 @@ async function p7(total: number): Promise<void> {
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      only: { type: 'string', default: 'p2,p4,p5,p7,p8,p1' },
+      only: { type: 'string', default: 'p2,p4,p5,p7,p8,p1,soak' },
       seconds: { type: 'string', default: '5' },
       'p1-rounds': { type: 'string', default: '3' },
       'append-seconds': { type: 'string', default: '3' },
       'p7-events': { type: 'string', default: '1000000' },
       'p7-write': { type: 'string' },
+      'soak-sessions': { type: 'string', default: '30000' },
+      'soak-port': { type: 'string' },
     },
   });
   const only = new Set(values.only!.split(',').map((s) => s.trim().toLowerCase()));
@@ -308,6 +312,7 @@ async function main(): Promise<void> {
   }
   if (only.has('p8')) await p8();
   if (only.has('p1')) await p1(seconds, Number(values['p1-rounds']));
+  if (only.has('soak')) await soak(Number(values['soak-sessions']), values['soak-port'] ? Number(values['soak-port']) : undefined);
 }
 
 main().then(

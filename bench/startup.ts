@@ -10,7 +10,7 @@ import { writeScaleInventory } from './inventory.js';
 /** The built server (`npm run bench` builds it first). */
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
@@ -42,7 +42,7 @@ async function timeToHealth(env: Record<string, string>, timeoutMs: number): Pro
   throw new Error(`no /health answer within ${timeoutMs} ms: ${stderr}`);
 }
 
-function stop(child: ChildProcess): Promise<void> {
+export function stop(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
     if (child.exitCode !== null) return resolve();
     child.once('exit', () => resolve());
