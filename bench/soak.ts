@@ -40,7 +40,7 @@ interface SoakJob {
 }
 
 /** Worker -> parent. */
-type Report = { type: 'progress'; sessions: number } | { type: 'paused' } | { type: 'done'; statuses: Record<string, number> };
+type Report = { type: 'progress'; sessions: number } | { type: 'paused'; sessions: number } | { type: 'done'; statuses: Record<string, number> };
 
 /** Runs in the worker until told to stop; pauses (every client at its gate, nothing in flight) when told to. */
 async function soakLoad(job: SoakJob): Promise<void> {
@@ -55,7 +55,7 @@ async function soakLoad(job: SoakJob): Promise<void> {
   const gate = async () => {
     while (paused) {
       atGate += 1;
-      if (atGate === clients) parentPort!.postMessage({ type: 'paused' } satisfies Report);
+      if (atGate === clients) parentPort!.postMessage({ type: 'paused', sessions } satisfies Report);
       await paused.resume;
       atGate -= 1;
     }
@@ -180,7 +180,6 @@ export async function soak(sessions: number, port?: number): Promise<void> {
   );
   const url = `http://127.0.0.1:${port ?? (await freePort())}`;
   const env = { DUFFY_DATA_DIR: join(dataDir, 'data'), DUFFY_CONFIG: configFile, DUFFY_PORT: new URL(url).port, DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'warn' };
-  const lines: string[] = [];
   let server: ChildProcess | undefined;
   try {
     server = (await startServer(env, url)).child;
@@ -202,23 +201,28 @@ export async function soak(sessions: number, port?: number): Promise<void> {
       lister: cycleTenants[0],
       admin,
     };
-    lines.push(`   at start, 0 sessions, ${await sample(server, url)}`);
+    // Each point is printed as it is read: a long soak shows its figures as it goes.
+    console.log(
+      `SOAK the built server (embedded stores, log level warn, 200 + 2 machines) under ${job.cyclers.length} request+release clients (${CYCLE_TENANTS} tenants; 1 session in ${EXPIRE_EVERY} left to expire), ` +
+        `${QUEUERS} clients queueing (wait) for 2 machines and 1 lister; load paused 1 s at each point:`,
+    );
+    console.log(`   at start, 0 sessions, ${await sample(server, url)}`);
 
     const worker = new Worker(SCRIPT, { workerData: { soak: job } });
     let seen = 0;
     let onPaused: (() => void) | null = null;
     let onDone: ((s: Record<string, number>) => void) | null = null;
     worker.on('message', (r: Report) => {
-      if (r.type === 'progress') seen = r.sessions;
-      else if (r.type === 'paused') onPaused?.();
-      else onDone?.(r.statuses);
+      if (r.type === 'done') return onDone?.(r.statuses);
+      seen = r.sessions;
+      if (r.type === 'paused') onPaused?.();
     });
     let failed: unknown = null;
     worker.once('error', (err) => (failed = err));
     const t0 = performance.now();
     let pausedMs = 0;
     /** Waits for `n` sessions, pauses the load, lets projections and the reconciler catch up, reads, resumes. */
-    const at = async (n: number, label: string) => {
+    const at = async (n: number) => {
       while (seen < n) {
         if (failed) throw failed;
         await sleep(50);
@@ -226,12 +230,11 @@ export async function soak(sessions: number, port?: number): Promise<void> {
       const p0 = performance.now();
       await new Promise<void>((r) => ((onPaused = r), worker.postMessage('pause')));
       await sleep(1000);
-      lines.push(`   ${label}${count(seen)} sessions, ${await sample(server!, url)}`);
+      console.log(`   after ${count(seen)} sessions, ${await sample(server!, url)}`);
       worker.postMessage('resume');
       pausedMs += performance.now() - p0;
     };
-    for (const n of [...new Set([Math.round(sessions / 10), Math.round(sessions / 2)])]) await at(n, 'after ');
-    await at(sessions, 'after ');
+    for (const n of new Set([Math.round(sessions / 10), Math.round(sessions / 2), sessions])) await at(n);
     const loadSeconds = (performance.now() - t0 - pausedMs) / 1000;
     const statuses = await new Promise<Record<string, number>>((r) => ((onDone = r), worker.postMessage('stop')));
     await worker.terminate();
@@ -241,17 +244,12 @@ export async function soak(sessions: number, port?: number): Promise<void> {
     const again = await startServer(env, url);
     server = again.child;
     await sleep(1000);
-    lines.push(`   restart on that ledger: /health in ${again.seconds.toFixed(1)} s, 1 s later ${await sample(server, url)}`);
+    console.log(`   restart on that ledger: /health in ${again.seconds.toFixed(1)} s, 1 s later ${await sample(server, url)}`);
     const total = Object.values(statuses).reduce((a, b) => a + b, 0);
     const answers = Object.entries(statuses)
       .sort()
       .map(([k, v]) => `${k}: ${count(v)}`)
       .join(', ');
-    console.log(
-      `SOAK the built server (embedded stores, log level warn, 200 + 2 machines) under ${job.cyclers.length} request+release clients (${CYCLE_TENANTS} tenants; 1 session in ${EXPIRE_EVERY} left to expire), ` +
-        `${QUEUERS} clients queueing (wait) for 2 machines and 1 lister; load paused 1 s at each point:`,
-    );
-    for (const l of lines) console.log(l);
     console.log(
       `   load: ${count(Math.round(seen / loadSeconds))} sessions/s, ${count(Math.round(total / loadSeconds))} HTTP req/s over ${loadSeconds.toFixed(0)} s` +
         `${peak ? `, highest RSS before the restart ${mb(peak)}` : ''} [${answers}]`,

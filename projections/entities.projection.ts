@@ -1,5 +1,5 @@
 import type { DuffyEvent } from '../src/domain/events.js';
-import { type Machine, type Session, type Tenant, type World, apply, emptyWorld } from '../src/domain/world.js';
+import { type Machine, RETAINED_ENDED, type Session, type Tenant, type World, apply, emptyWorld, forgetSettled, holdsSomething, sessionIsLive } from '../src/domain/world.js';
 import type { Doc, Mark, Projection, ProjectedEvent } from './projection.js';
 
 export const TENANTS = 'tenants';
@@ -61,9 +61,6 @@ export const entities: Projection<World> = {
     if (e.type === 'TenantRegistered') markTenant(w, data.tenantId, mark);
     if (machineId !== undefined && w.machines.has(machineId)) mark(MACHINES, String(machineId));
     if (sessionId !== undefined && sessionId !== null && w.sessions.has(sessionId)) mark(SESSIONS, String(sessionId));
-    // Only the entities count here: the World's bookkeeping of open and ended sessions would only grow.
-    if (sessionId !== undefined && sessionId !== null) w.openSessions.delete(sessionId);
-    if (w.ended.length > 0) w.ended.length = 0;
   },
   doc(w, collection, id) {
     if (collection === MACHINES) return w.machines.get(Number(id)) as unknown as Doc | undefined;
@@ -73,7 +70,18 @@ export const entities: Projection<World> = {
   },
   restore(w, collection, id, doc) {
     if (collection === MACHINES) w.machines.set(Number(id), doc as unknown as Machine);
-    else if (collection === SESSIONS) w.sessions.set(Number(id), doc as unknown as Session);
     else if (collection === TENANTS) w.tenants.set(Number(id), tenantFromDoc(doc));
+    else if (collection === SESSIONS) {
+      // Restored after tenants and machines (the order of `collections`): a settled session stays in the store only.
+      const s = doc as unknown as Session;
+      if (sessionIsLive(s)) w.openSessions.add(s.id);
+      else if (holdsSomething(w, s)) w.ended.push(s.id);
+      else return;
+      w.sessions.set(Number(id), s);
+    }
+  },
+  // Ended sessions leave the state as they leave the World, once written: history is read from the store.
+  written(w, pending) {
+    forgetSettled(w, w.ended.length - RETAINED_ENDED, (id) => pending(SESSIONS, String(id)));
   },
 };

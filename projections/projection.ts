@@ -27,6 +27,11 @@ export interface Projection<S = unknown> {
   doc(state: S, collection: string, id: string): Doc | undefined;
   /** Takes a stored document back into the state (a restart from the checkpoint). */
   restore(state: S, collection: string, id: string, doc: Doc): void;
+  /**
+   * After a batch is written: the state may let go of documents no later event will change, so it does not grow with
+   * history. `pending(collection, id)`: marked since, not yet written (doc() must still give it).
+   */
+  written?(state: S, pending: (collection: string, id: string) => boolean): void;
 }
 
 /** The state of a projection whose state is its documents (plain JSON objects, folded in place). */

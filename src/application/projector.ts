@@ -199,6 +199,8 @@ export class ProjectionRunner {
         }
         this.writeFailure = undefined;
         this.position = batch.to;
+        const pending = this.batch;
+        this.projection.written?.(this.state, (collection, id) => pending.dirty.get(collection)?.has(id) === true);
         this.lastLagMs = Number.isNaN(batch.since) ? 0 : Math.max(0, Date.now() - batch.since);
       }
       this.flushing = undefined;

@@ -303,19 +303,27 @@ function unlease(world: World, sessionId: number): void {
   if (s && s.status === 'active') world.leases.remove(s.id, s.expiresAt);
 }
 
-/** Drops the oldest ended sessions that hold nothing; one still holding something waits its turn at the back. */
-function forgetSettled(world: World): void {
-  for (let tries = 0; tries < 2 && world.ended.length > RETAINED_ENDED; tries++) {
+/** An ended session still holds a quota claim or a machine (reserved, or releasing for it): events will still change it. */
+export function holdsSomething(world: World, s: Session): boolean {
+  return (
+    world.tenants.get(s.tenantId)?.claims.has(s.id) === true ||
+    s.machineIds.some((mid) => {
+      const m = world.machines.get(mid);
+      return m !== undefined && (m.sessionId === s.id || m.releasingSession === s.id);
+    })
+  );
+}
+
+/**
+ * Drops the oldest ended sessions that hold nothing, past the last RETAINED_ENDED, looking at `tries` of them at most;
+ * one still holding something (or one `keep` names) waits its turn at the back.
+ */
+export function forgetSettled(world: World, tries = 2, keep: (id: number) => boolean = () => false): void {
+  for (let n = 0; n < tries && world.ended.length > RETAINED_ENDED; n++) {
     const id = world.ended.shift()!;
     const s = world.sessions.get(id);
     if (!s) continue;
-    const holds =
-      world.tenants.get(s.tenantId)?.claims.has(id) ||
-      s.machineIds.some((mid) => {
-        const m = world.machines.get(mid);
-        return m !== undefined && (m.sessionId === id || m.releasingSession === id);
-      });
-    if (holds) world.ended.push(id);
+    if (holdsSomething(world, s) || keep(id)) world.ended.push(id);
     else forget(world, s);
   }
 }

@@ -1,5 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
+import { SESSIONS, entities } from '../../projections/entities.projection.js';
 import { machineStress } from '../../projections/machine-stress.projection.js';
+import { RETAINED_ENDED, type World } from '../../src/domain/world.js';
 import { ProjectionRunner, dropRetired } from '../../src/application/projector.js';
 import type { EventStore, RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import type { Checkpoint, Doc, DocChange, ReadModelStore } from '../../src/application/ports/read-model.port.js';
@@ -254,5 +256,76 @@ describe('projection runner', () => {
     expect(await dropRetired(store, retired)).toEqual([]);
     expect(await store.find('old_docs')).toEqual([]);
     await store.close();
+  });
+});
+
+/** A tenant, two machines, then `sessions` whole request + release cycles, as the server records them. */
+function sessionCycles(sessions: number): RecordedEvent[] {
+  const out: RecordedEvent[] = [];
+  let position = 0n;
+  const at = new Date(Date.UTC(2026, 0, 1)).toISOString();
+  const add = (stream: string, type: string, data: Record<string, unknown>) =>
+    out.push({ id: `e${position + 1n}`, stream, revision: 0, position: ++position, type, data: { ...data, at }, metadata: { at } });
+  add('tenant-t', 'TenantRegistered', { tenantId: 1, name: 't', apiKeyDigest: 'x', isAdmin: false, sshKey: 'ssh-ed25519 AAAA', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null });
+  for (const id of [1, 2]) add(`machine-m${id}`, 'MachineRegistered', { machineId: id, hostname: `m${id}`, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' });
+  for (let s = 1; s <= sessions; s++) {
+    const machineId = (s % 2) + 1;
+    add(`session-${s}`, 'MachineRequested', { sessionId: s, tenantId: 1, tenant: 't', specs: [{ pool: 'p', quantity: 1 }], expiresAt: at });
+    add('tenant-t', 'QuotaClaimed', { tenantId: 1, sessionId: s, count: 1 });
+    add(`machine-m${machineId}`, 'MachineReserved', { machineId, hostname: `m${machineId}`, sessionId: s, tenantId: 1, pool: 'p', platform: 'intel', affinity: 'kept', contextualize: false });
+    add(`session-${s}`, 'SessionStarted', { sessionId: s, machineIds: [machineId] });
+    add(`session-${s}`, 'SessionReleased', { sessionId: s, reason: 'done' });
+    add(`machine-m${machineId}`, 'MachineReleased', { machineId, sessionId: s, reason: 'done' });
+    add('tenant-t', 'QuotaReturned', { tenantId: 1, sessionId: s, count: 1 });
+    add(`machine-m${machineId}`, 'MachineRecycled', { machineId, policy: 'reuse', state: 'ready' });
+  }
+  return out;
+}
+
+/** The runner's in-memory state (private: what the bound is about). */
+const stateOf = (runner: ProjectionRunner) => (runner as unknown as { state: World }).state;
+
+describe('entities projection over a long history', () => {
+  const sessions = RETAINED_ENDED * 3;
+
+  it("keeps only what later events can change in memory (the World's bound), every session's document in the store, and restarts with as little", async () => {
+    const events = sessionCycles(sessions);
+    const store = new SqliteReadModels(':memory:');
+    const runner = new ProjectionRunner(entities, noLedger, store);
+    await runner.prepare();
+    // In slices, so the state is let go of after several writes, not once at the end.
+    for (let i = 0; i < events.length; i += 4000) {
+      for (const e of events.slice(i, i + 4000)) runner.push(e);
+      await runner.caughtUp(events[Math.min(i + 4000, events.length) - 1].position);
+    }
+    expect(stateOf(runner).sessions.size).toBeLessThanOrEqual(RETAINED_ENDED);
+    const docs = await store.find(SESSIONS);
+    expect(docs).toHaveLength(sessions);
+    expect(docs.every((d) => d.status === 'released' && (d.machineIds as number[]).length === 1)).toBe(true);
+    await runner.stop();
+
+    const again = new ProjectionRunner(entities, noLedger, store);
+    expect(await again.prepare()).toBe(events.at(-1)!.position);
+    expect(stateOf(again).sessions.size).toBe(0);
+    expect(stateOf(again).machines.size).toBe(2);
+    await store.close();
+  });
+
+  it('writes every session that ended while a write was under way, though it left the state meanwhile', async () => {
+    const events = sessionCycles(sessions);
+    const store = new FakeStore(true);
+    const release = store.holdWrites();
+    const runner = new ProjectionRunner(entities, noLedger, store);
+    await runner.prepare();
+    const half = events.length / 2;
+    for (const e of events.slice(0, half)) runner.push(e);
+    await store.writeStarted();
+    // Folded while the first batch is written: these sessions end in the next batch, after the first one's write.
+    for (const e of events.slice(half)) runner.push(e);
+    release();
+    await runner.caughtUp(events.at(-1)!.position);
+    const written = [...store.docs.keys()].filter((k) => k.startsWith(`${SESSIONS}/`));
+    expect(written).toHaveLength(sessions);
+    expect(stateOf(runner).sessions.size).toBeLessThanOrEqual(RETAINED_ENDED);
   });
 });
