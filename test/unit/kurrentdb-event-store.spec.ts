@@ -201,6 +201,16 @@ describe('KurrentDB write failures', () => {
     }
   });
 
+  it('maps a revision conflict that reaches it as the raw gRPC error too', async () => {
+    const conflictDetails = Buffer.concat([field(1, 'machine-1'), Buffer.from([0x10, 0, 0x18, 6])]);
+    const raw = v2Error(FAILED_PRECONDITION, 'revision conflict', 'kurrentdb.protocol.v2.streams.StreamRevisionConflictErrorDetails', conflictDetails);
+    const store = await withClient({ multiStreamAppend: async () => Promise.reject(raw) });
+    const err = await store.append([{ stream: 'machine-1', expected: 0, events: [{ type: 'T', data: {} }] }]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WrongExpectedRevisionError);
+    expect(err).toMatchObject({ stream: 'machine-1', actual: 3 });
+    await store.close();
+  });
+
   it('after a "not the leader" answer sends the next append through a new client, which finds the leader', async () => {
     const store = await withClient({ multiStreamAppend: async () => Promise.reject(notLeader()) });
     const before = (store as unknown as { client: unknown }).client;

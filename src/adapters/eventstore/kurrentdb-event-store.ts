@@ -11,6 +11,7 @@ import {
   UnavailableError,
   UnknownError,
   WrongExpectedVersionError,
+  convertToCommandError,
   excludeSystemEvents,
   jsonEvent,
   type AllStreamResolvedEvent,
@@ -68,7 +69,9 @@ export class KurrentDbEventStore implements EventStore {
       );
       const byStream = new Map(result.responses.map((r) => [r.streamName, Number(r.revision)]));
       return { position: result.position, nextExpectedRevisions: writes.map((w) => byStream.get(w.stream) ?? -1) };
-    } catch (err) {
+    } catch (thrown) {
+      // The append rejects with the raw gRPC error when it comes through the call's stream, not its callback.
+      const err = convertToCommandError(thrown as never) as unknown;
       if (err instanceof AppendConsistencyViolationError && err.violations.length > 0) {
         const v = err.violations[0];
         const w = writes.find((x) => x.stream === v.streamName) ?? writes[0];
