@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals
 import { DeadlineExceededError, UnknownError, WrongExpectedVersionError, convertToCommandError } from '@kurrent/kurrentdb-client';
 import { createServer } from 'node:net';
 import { PassThrough } from 'node:stream';
-import { KurrentDbEventStore, retryableWrite } from '../../src/adapters/eventstore/kurrentdb-event-store.js';
+import { KurrentDbEventStore, discovers, retryableWrite } from '../../src/adapters/eventstore/kurrentdb-event-store.js';
 import { describe as answer } from '../../src/http/errors.filter.js';
 import { type RecordedEvent, WrongExpectedRevisionError } from '../../src/application/ports/event-store.port.js';
 
@@ -53,8 +53,8 @@ class FakeSubscription extends PassThrough {
   }
 }
 
-async function withClient(fake: object): Promise<KurrentDbEventStore> {
-  const store = new KurrentDbEventStore('kurrentdb://localhost:1?tls=false');
+async function withClient(fake: object, url = 'kurrentdb://localhost:1?tls=false'): Promise<KurrentDbEventStore> {
+  const store = new KurrentDbEventStore(url);
   const holder = store as unknown as { client: { dispose(): Promise<void> } };
   await holder.client.dispose();
   holder.client = { dispose: async () => undefined, ...fake } as never;
@@ -211,12 +211,22 @@ describe('KurrentDB write failures', () => {
     await store.close();
   });
 
-  it('after a "not the leader" answer sends the next append through a new client, which finds the leader', async () => {
-    const store = await withClient({ multiStreamAppend: async () => Promise.reject(notLeader()) });
-    const before = (store as unknown as { client: unknown }).client;
-    const err = await store.append([{ stream: 'machine-1', expected: 0, events: [{ type: 'T', data: {} }] }]).catch((e: unknown) => e);
-    expect(answer(err)[0]).toBe(503);
-    expect((store as unknown as { client: unknown }).client).not.toBe(before);
-    await store.close();
+  it('after a "not the leader" answer from a cluster sends the next append through a new client, which finds the leader', async () => {
+    const clientOf = (store: KurrentDbEventStore) => (store as unknown as { client: unknown }).client;
+    const write = [{ stream: 'machine-1', expected: 0, events: [{ type: 'T', data: {} }] }];
+    const cluster = await withClient({ multiStreamAppend: async () => Promise.reject(notLeader()) }, 'kurrentdb://127.0.0.1:1,127.0.0.1:2?tls=false');
+    (cluster as unknown as { clientSince: number }).clientSince = 0;
+    const before = clientOf(cluster);
+    expect(answer(await cluster.append(write).catch((e: unknown) => e))[0]).toBe(503);
+    expect(clientOf(cluster)).not.toBe(before);
+    await cluster.close();
+    // One host is all a client can reach: a new one would only pile up.
+    const single = await withClient({ multiStreamAppend: async () => Promise.reject(notLeader()) });
+    (single as unknown as { clientSince: number }).clientSince = 0;
+    const only = clientOf(single);
+    expect(answer(await single.append(write).catch((e: unknown) => e))[0]).toBe(503);
+    expect(clientOf(single)).toBe(only);
+    await single.close();
+    expect([discovers('kurrentdb+discover://dns:2113'), discovers('esdb://a:2113,b:2113?tls=false'), discovers('kurrentdb://a:2113?tls=false&nodePreference=leader')]).toEqual([true, true, false]);
   });
 });

@@ -50,6 +50,7 @@ export class KurrentDbEventStore implements EventStore {
   private client: KurrentDBClient;
   /** Clients replaced after a "not the leader" answer: their subscriptions run on until they end or close(). */
   private readonly replaced: KurrentDBClient[] = [];
+  private clientSince = Date.now();
 
   constructor(private readonly connectionString: string) {
     this.client = KurrentDBClient.connectionString(connectionString);
@@ -83,11 +84,13 @@ export class KurrentDbEventStore implements EventStore {
         throw new WrongExpectedRevisionError(err.streamName ?? w.stream, w.expected, actual);
       }
       const retry = retryableWrite(err);
-      if (retry === NOT_LEADER && this.client === client) {
-        // The client reconnects only on the v1 protocol's not-leader answer; a new one finds the leader again
-        // (nodePreference=leader, the default) instead of sending every later append to this follower.
+      if (retry === NOT_LEADER && this.client === client && discovers(this.connectionString) && Date.now() - this.clientSince >= REPLACE_CLIENT_MIN_MS) {
+        // The client reconnects only on the v1 protocol's not-leader answer; a new one asks the cluster for the leader
+        // again (nodePreference=leader, the default) instead of sending every later append to this follower.
+        // At most once a second: during an election a new client may land on a follower again.
         this.replaced.push(client);
         this.client = KurrentDBClient.connectionString(this.connectionString);
+        this.clientSince = Date.now();
       }
       if (retry) throw Object.assign(new Error(`the event store cannot take writes now: ${retry}`, { cause: err }), { code: EVENTSTORE_UNAVAILABLE });
       throw err;
@@ -202,6 +205,10 @@ export class KurrentDbEventStore implements EventStore {
 }
 
 const NOT_LEADER = 'KurrentDB answered from a node that is not the leader';
+const REPLACE_CLIENT_MIN_MS = 1000;
+
+/** Whether the client picks its node (gossip: several hosts, or +discover); a single host is all it can reach. */
+export const discovers = (connectionString: string) => /^[a-z]+\+discover:\/\//i.test(connectionString) || /^[^?]*,/.test(connectionString);
 // gRPC status codes: the client keeps them on its errors (`code`), and an append's raw transport error has only them.
 const GRPC_CANCELLED = 1;
 const GRPC_DEADLINE_EXCEEDED = 4;
