@@ -209,6 +209,7 @@ const REPLACE_CLIENT_MIN_MS = 1000;
 
 /** Whether the client picks its node (gossip: several hosts, or +discover); a single host is all it can reach. */
 export const discovers = (connectionString: string) => /^[a-z]+\+discover:\/\//i.test(connectionString) || /^[^?]*,/.test(connectionString);
+
 // gRPC status codes: the client keeps them on its errors (`code`), and an append's raw transport error has only them.
 const GRPC_CANCELLED = 1;
 const GRPC_DEADLINE_EXCEEDED = 4;
