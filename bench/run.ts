@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --only p2,p4,p5,p7,p8,p1,soak --seconds 5 --p1-rounds 3 --p7-events 1000000 --soak-sessions 30000]`: prints figures, asserts nothing.
+ * `npm run bench [-- --only p2,p4,p5,p7,p8,p1,soak --seconds 5 --p1-rounds 3 --p7-events 1000000 --soak-sessions 20000]`: prints figures, asserts nothing.
  *
  * P2 ledger appends/s on the embedded store, group commit vs one fsync per append;
  * P4 decision time at 100, 10k and 100k machines;
@@ -290,7 +290,7 @@ async function main(): Promise<void> {
       'append-seconds': { type: 'string', default: '3' },
       'p7-events': { type: 'string', default: '1000000' },
       'p7-write': { type: 'string' },
-      'soak-sessions': { type: 'string', default: '30000' },
+      'soak-sessions': { type: 'string', default: '20000' },
       'soak-port': { type: 'string' },
     },
   });

@@ -162,7 +162,7 @@ async function sample(child: ChildProcess, url: string): Promise<string> {
 }
 
 /**
- * `sessions`: how many sessions the load creates before the restart (about 500 a second on a quiet 2-core machine);
+ * `sessions`: how many sessions the load creates before the restart (some 150 to 350 a second on this shared 2-core machine);
  * the figures are read at a tenth, a half and all of them, and after the restart.
  */
 export async function soak(sessions: number, port?: number): Promise<void> {
