@@ -162,6 +162,7 @@ export function checkPublished(events: readonly RecordedEvent[], pinnedKey?: str
   const problems: Array<{ position: bigint; problem: string }> = [];
   const keys = new Set<string>();
   const sound: Checkpoint[] = [];
+  const differs: Array<{ position: bigint; size: number }> = [];
   let checked = 0;
   events.forEach((e, index) => {
     if (e.type !== 'CheckpointPublished') return;
@@ -169,10 +170,17 @@ export function checkPublished(events: readonly RecordedEvent[], pinnedKey?: str
     const cp = e.data as unknown as Checkpoint;
     if (!cp.signature || !signatureHolds(cp)) problems.push({ position: e.position, problem: 'published checkpoint without a valid signature' });
     else if (pinnedKey && cp.publicKey !== pinnedKey) problems.push({ position: e.position, problem: `published checkpoint signed by another key (${keyId(cp.publicKey!)})` });
-    else if (cp.size > index || roots.get(cp.size) !== cp.rootHash) problems.push({ position: e.position, problem: `the first ${cp.size} events are not the ones the server signed` });
+    else if (cp.size > index || roots.get(cp.size) !== cp.rootHash) differs.push({ position: e.position, size: cp.size });
     else sound.push(cp);
     if (cp.publicKey) keys.add(keyId(cp.publicKey));
   });
+  // Where: past the largest prefix a sound checkpoint vouches for (with recomputed chains, nothing else points there).
+  for (const d of differs) {
+    const held = Math.max(0, ...sound.map((cp) => cp.size).filter((n) => n < d.size));
+    const range = d.size === 0 || d.size > events.length ? '' : `; ${held ? `the first ${held} are: ` : ''}an event at positions ${events[held]?.position}..${events[d.size - 1]?.position} was changed, inserted, removed or moved`;
+    problems.push({ position: d.position, problem: `the first ${d.size} events are not the ones the server signed${range}` });
+  }
+  problems.sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0));
   // Each signed checkpoint also dates what came after it, as an auditor's own does: no later event claims an earlier time.
   sound.sort((a, b) => a.size - b.size);
   let taken = -Infinity;

@@ -98,6 +98,19 @@ function tampered(original: string, edit: (rows: Row[]) => Row[], recompute: 'no
   });
 }
 
+/**
+ * The careful tamperer's cover, after an edit: the writer's head record rewritten to the file's last row, and
+ * (`counter`) SQLite's AUTOINCREMENT counter of `events` set back to it too.
+ */
+function covered(file: string, counter = false): string {
+  const db = new Database(file);
+  const last = db.prepare('SELECT position, chain FROM events ORDER BY position DESC LIMIT 1').get() as { position: number; chain: string };
+  if (counter) db.prepare("UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'").run(last.position);
+  db.close();
+  writeFileSync(`${file}.head`, JSON.stringify({ position: String(last.position), chain: last.chain }));
+  return file;
+}
+
 function copyLedger(from: string, to: string): void {
   if (existsSync(from)) copyFileSync(from, to);
 }
@@ -291,6 +304,8 @@ describe('an auditor against a tamperer with the ledger file', () => {
     // who-had and the replay read the data's time: the metadata's alone says nothing of what the event claims.
     { name: "a forged SessionExtended appended at the end, its data back-dated, its metadata's time left plausible", plain: true, make: (l) => forgedExtension(l, 'data') },
     { name: 'the newest event of the ledger deleted (truncation)', plain: true, newest: true, make: (l) => tampered(l, (rows) => rows.slice(0, -1)) },
+    // SQLite's AUTOINCREMENT counter remembers the highest position ever written: the file itself says rows went.
+    { name: "the newest 3 events deleted and the writer's head record rewritten to match", plain: true, newest: true, make: (l) => covered(tampered(l, (rows) => rows.slice(0, -3))) },
     // Without the column there is no global chain to check, and nothing to hold the writer's head against.
     { name: 'the global chain column dropped and the newest event deleted', plain: true, make: (l) => sqlTampered(l, 'DELETE FROM events WHERE position = (SELECT MAX(position) FROM events); ALTER TABLE events DROP COLUMN chain') },
     {
@@ -354,7 +369,8 @@ describe('an auditor against a tamperer with the ledger file', () => {
   });
 
   it("says when it could not check for deleted newest events (no writer's head record), and reports a head record it cannot read", async () => {
-    const copy = tampered(ledger, (rows) => rows.slice(0, -1));
+    // SQLite's counter set back too: nothing in the file is left to tell.
+    const copy = covered(tampered(ledger, (rows) => rows.slice(0, -1)), true);
     rmSync(`${copy}.head`);
     const r = await cli('audit', '--ledger', copy, 'verify');
     expect(r.exitCode).toBe(0);
@@ -367,6 +383,35 @@ describe('an auditor against a tamperer with the ledger file', () => {
     const garbled = await cli('audit', '--ledger', copy, 'verify');
     expect(garbled.exitCode).toBe(1);
     expect(garbled.lines.join('\n')).toMatch(/writer head .*\.head cannot be read \(not \{position, chain\}\): the writer's record was altered/);
+  });
+
+  it("a truncation covered everywhere in the data dir (head record and SQLite's counter rewritten) is a consistent older ledger: only a checkpoint taken before shows it", async () => {
+    const copy = covered(tampered(ledger, (rows) => rows.slice(0, -3)), true);
+    const plain = await cli('audit', '--ledger', copy, 'verify');
+    expect({ exitCode: plain.exitCode, last: plain.lines.at(-1) }).toEqual({ exitCode: 0, last: expect.stringMatching(/^OK: /) });
+    const r = await cli('audit', '--ledger', copy, 'verify', '--checkpoint', checkpointFile);
+    expect(r.exitCode).toBe(1);
+    expect(r.lines.join('\n')).toMatch(/ledger shorter than checkpoint/);
+  });
+
+  it('with every chain recomputed, plain verify says between which positions the signed checkpoints in the ledger stop holding', async () => {
+    let edited = 0;
+    const copy = tampered(ledger, (rows) => {
+      const r = rows.filter((x) => x.type === 'MachineReserved')[3];
+      r.data.tenantId = 99;
+      edited = r.position;
+      return rows;
+    }, 'all');
+    const r = await cli('audit', '--ledger', copy, 'verify');
+    expect(r.exitCode).toBe(1);
+    const ranges = r.lines.flatMap((l) => {
+      const m = /the first (\d+) events are not the ones the server signed; (?:the first \d+ are: )?an event at positions (\d+)\.\.(\d+) was changed/.exec(l);
+      return m ? [[Number(m[2]), Number(m[3])]] : [];
+    });
+    expect(ranges.length).toBeGreaterThan(0);
+    for (const [from, to] of ranges) expect({ edited, from, to, holds: from <= edited && edited <= to }).toMatchObject({ holds: true });
+    // The narrowest names no earlier position than the checkpoints that still hold allow.
+    expect(Math.max(...ranges.map(([from]) => from))).toBeGreaterThan(1);
   });
 
   it('names a file that is no ledger, and says why it refuses a checkpoint of negative size', async () => {
