@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkLedgerFile, recordedHead } from '../../src/audit/audit.js';
 import { GENESIS, eventHash, globalLink } from '../../src/audit/chain.js';
-import { KEY_FILE } from '../../src/audit/checkpoint.service.js';
+import { CheckpointService, KEY_FILE } from '../../src/audit/checkpoint.service.js';
 import { APPEND_ONLY_TRIGGERS } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { run } from '../../src/cli/main.js';
 import { type Running, ledgerFile, newTenant, startDuffy } from '../support/server.js';
@@ -73,7 +73,13 @@ const sqlTampered = (original: string, sql: string, careful = true): string => s
  * `recompute`: 'streams' redoes the per-stream hashes (the format is public), 'all' the global chain too.
  */
 function tampered(original: string, edit: (rows: Row[]) => Row[], recompute: 'none' | 'streams' | 'all' = 'none'): string {
-  return shell(copyOf(original), (db) => {
+  return rewritten(copyOf(original), edit, recompute);
+}
+
+/** As `tampered`, on `file` itself (also under a running server). */
+function rewritten(file: string, edit: (rows: Row[]) => Row[], recompute: 'none' | 'streams' | 'all'): string {
+  return shell(file, (db) => {
+    db.pragma('busy_timeout = 5000');
     const rows = (db.prepare('SELECT * FROM events ORDER BY position').all() as Array<Record<string, unknown>>).map(
       (r) => ({ ...r, data: JSON.parse(String(r.data)), metadata: JSON.parse(String(r.metadata)) }) as Row,
     );
@@ -447,4 +453,34 @@ describe('an auditor against a tamperer with the ledger file', () => {
       expect({ type, exitCode: r.exitCode }).toEqual({ type, exitCode: 1 });
     }
   });
+});
+
+describe('a tamperer who edits the file under the running server', () => {
+  it('is caught by plain verify: the server goes on from what it holds, so its next event breaks the global chain and its next signed checkpoint does not match', async () => {
+    const duffy = await startDuffy();
+    const file = join(duffy.dataDir, 'ledger.sqlite');
+    let edited = 0;
+    try {
+      const erin = await newTenant(duffy, 'erin');
+      expect((await erin.post('/api/v1/sessions', { nodes_specs: [{ type: 'vm', quantity: 1 }] })).status).toBe(201);
+      // Every chain recomputed and the head record rewritten: the file alone is consistent again.
+      covered(rewritten(file, (rows) => {
+        const r = pick(rows, (x) => x.type === 'MachineReserved', 'reservation');
+        r.data.tenantId = 99;
+        edited = r.position;
+        return rows;
+      }, 'all'));
+      expect((await cli('audit', '--ledger', file, 'verify')).exitCode).toBe(0);
+      expect((await duffy.admin.post('/api/v1/tenants', { name: 'frank', ssh_key: 'ssh-ed25519 AAAAC3Nza frank@ci' })).status).toBe(201);
+      await duffy.app.get(CheckpointService).publish();
+    } finally {
+      await duffy.close();
+    }
+    const r = await cli('audit', '--ledger', file, 'verify');
+    expect(r.exitCode).toBe(1);
+    const text = r.lines.join('\n');
+    expect(text).toMatch(/^\d+ +global chain +global chain broken/m);
+    expect(text).toMatch(new RegExp(`audit-checkpoints +the first \\d+ events are not the ones the server signed; an event at positions 1\\.\\.\\d+ was changed`));
+    expect(edited).toBeGreaterThan(0);
+  }, 60_000);
 });
