@@ -5,7 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkLedgerFile, recordedHead } from '../../src/audit/audit.js';
 import { GENESIS, eventHash, globalLink } from '../../src/audit/chain.js';
+import { type KeyObject } from 'node:crypto';
+import { eventLeaf, newSigningKey, privateKeyOf, signCheckpoint } from '../../src/audit/checkpoint.js';
 import { CheckpointService, KEY_FILE } from '../../src/audit/checkpoint.service.js';
+import { rootOf } from '../../src/audit/merkle.js';
 import { APPEND_ONLY_TRIGGERS } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { run } from '../../src/cli/main.js';
 import { type Running, ledgerFile, newTenant, startDuffy } from '../support/server.js';
@@ -72,12 +75,12 @@ const sqlTampered = (original: string, sql: string, careful = true): string => s
  * What anyone with a SQL shell on the file can do: drop the append-only triggers, then rewrite the rows.
  * `recompute`: 'streams' redoes the per-stream hashes (the format is public), 'all' the global chain too.
  */
-function tampered(original: string, edit: (rows: Row[]) => Row[], recompute: 'none' | 'streams' | 'all' = 'none'): string {
-  return rewritten(copyOf(original), edit, recompute);
+function tampered(original: string, edit: (rows: Row[]) => Row[], recompute: 'none' | 'streams' | 'all' = 'none', resign?: KeyObject): string {
+  return rewritten(copyOf(original), edit, recompute, resign);
 }
 
-/** As `tampered`, on `file` itself (also under a running server). */
-function rewritten(file: string, edit: (rows: Row[]) => Row[], recompute: 'none' | 'streams' | 'all'): string {
+/** As `tampered`, on `file` itself (also under a running server); `resign`: every CheckpointPublished signed again with this key. */
+function rewritten(file: string, edit: (rows: Row[]) => Row[], recompute: 'none' | 'streams' | 'all', resign?: KeyObject): string {
   return shell(file, (db) => {
     db.pragma('busy_timeout = 5000');
     const rows = (db.prepare('SELECT * FROM events ORDER BY position').all() as Array<Record<string, unknown>>).map(
@@ -87,13 +90,19 @@ function rewritten(file: string, edit: (rows: Row[]) => Row[], recompute: 'none'
     if (recompute !== 'none') {
       const heads = new Map<string, string>();
       let chain = GENESIS;
+      const leaves: Buffer[] = [];
       for (const r of out) {
+        if (resign && r.type === 'CheckpointPublished') {
+          const size = Number(r.data.size);
+          r.data = { ...signCheckpoint({ size, lastPosition: String(out[size - 1]?.position ?? 0), rootHash: rootOf(leaves, 0, size).toString('hex'), time: String(r.data.time) }, resign) };
+        }
         const prev = heads.get(r.stream) ?? GENESIS;
         const metadata: Record<string, unknown> = { ...r.metadata, prevHash: prev };
         delete metadata.hash;
         r.metadata = { ...metadata, hash: eventHash(prev, { ...r, metadata }) };
         heads.set(r.stream, String(r.metadata.hash));
         if (recompute === 'all') r.chain = chain = globalLink(chain, BigInt(r.position), String(r.metadata.hash));
+        leaves.push(eventLeaf({ ...r, position: BigInt(r.position) }));
       }
     }
     db.transaction(() => {
@@ -418,6 +427,39 @@ describe('an auditor against a tamperer with the ledger file', () => {
     for (const [from, to] of ranges) expect({ edited, from, to, holds: from <= edited && edited <= to }).toMatchObject({ holds: true });
     // The narrowest names no earlier position than the checkpoints that still hold allow.
     expect(Math.max(...ranges.map(([from]) => from))).toBeGreaterThan(1);
+  });
+
+  it('events removed before a signed checkpoint, every chain recomputed, the head rewritten: the checkpoint says events before it were removed', async () => {
+    const copy = covered(tampered(ledger, (rows) => {
+      const last = rows.findLastIndex((r) => r.type === 'CheckpointPublished');
+      return renumber(rows.filter((_r, i) => i < last - 3 || i >= last));
+    }, 'all'));
+    const r = await cli('audit', '--ledger', copy, 'verify');
+    expect(r.exitCode).toBe(1);
+    expect(r.lines.join('\n')).toMatch(/^\d+ +audit-checkpoints +the server signed \d+ events before this checkpoint, the ledger has \d+: events before it were removed$/m);
+  });
+
+  it("history rewritten and every checkpoint in the ledger signed again with another key: the auditor's checkpoint names the changed event, not only the first checkpoint signed again", async () => {
+    let edited = 0;
+    const copy = covered(tampered(ledger, (rows) => {
+      // Soon after the first checkpoint, so it is among the leaves named.
+      const first = rows.findIndex((x) => x.type === 'CheckpointPublished');
+      const r = pick(rows.slice(first), (x) => x.type === 'MachineReserved', 'reservation after a checkpoint');
+      r.data.tenantId = 99;
+      edited = r.position;
+      return rows;
+    }, 'all', privateKeyOf(newSigningKey().privatePem)));
+    // The key is named, and nothing in the file alone shows the rewrite.
+    const plain = await cli('audit', '--ledger', copy, 'verify');
+    expect({ exitCode: plain.exitCode, last: plain.lines.at(-1) }).toEqual({ exitCode: 0, last: expect.stringMatching(/^OK: .*signed checkpoints in the ledger \(key sha256:/) });
+    const r = await cli('audit', '--ledger', copy, 'verify', '--checkpoint', checkpointFile);
+    expect(r.exitCode).toBe(1);
+    const text = r.lines.join('\n');
+    expect(text).toMatch(/leaf \d+ \(position \d+, audit-checkpoints@0\) differs from the checkpoint: the covered prefix was changed; also leaves /);
+    expect(text).toContain(`(position ${edited}, machine-`);
+    // The server's own checkpoint pins its key.
+    const signed = await cli('audit', '--ledger', copy, 'verify', '--checkpoint', signedFile);
+    expect(signed.lines.join('\n')).toMatch(/published checkpoint signed by another key/);
   });
 
   it('names a file that is no ledger, and says why it refuses a checkpoint of negative size', async () => {
