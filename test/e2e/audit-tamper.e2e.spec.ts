@@ -462,6 +462,15 @@ describe('an auditor against a tamperer with the ledger file', () => {
     expect(signed.lines.join('\n')).toMatch(/published checkpoint signed by another key/);
   });
 
+  it("an emptied ledger (its write-ahead log deleted before SQLite moved it into the file: no events table) beside the writer's head record is named as events removed", async () => {
+    const copy = copyOf(ledger);
+    writeFileSync(copy, '');
+    const r = await cli('audit', '--ledger', copy, 'verify');
+    expect(r.exitCode).toBe(1);
+    expect(r.lines.join('\n')).toMatch(/^\d+ +writer head +the writer recorded events up to position \d+, the file has no events table: every event was removed \(the file replaced, or its write-ahead log .*-wal deleted before SQLite moved it into the file\)$/m);
+    expect(r.lines.at(-1)).toBe('TAMPERED: 1 problem(s)');
+  });
+
   it('names a file that is no ledger, and says why it refuses a checkpoint of negative size', async () => {
     const empty = join(work, 'empty.sqlite');
     writeFileSync(empty, '');
