@@ -185,7 +185,7 @@ export function checkPublished(events: readonly RecordedEvent[], pinnedKey?: str
       problems.push({ position: d.position, problem: `the server signed ${d.size} events before this checkpoint, the ledger has ${d.index}: events before it were removed` });
       continue;
     }
-    const held = Math.max(0, ...sound.map((cp) => cp.size).filter((n) => n < d.size));
+    const held = sound.reduce((most, cp) => (cp.size < d.size && cp.size > most ? cp.size : most), 0);
     const range = d.size === 0 ? '' : `; ${held ? `the first ${held} are: ` : ''}an event at positions ${events[held]?.position}..${events[d.size - 1]?.position} was changed, inserted, removed or moved`;
     problems.push({ position: d.position, problem: `the first ${d.size} events are not the ones the server signed${range}` });
   }

@@ -146,7 +146,7 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
       } catch (err) {
         // A row that is not JSON: name the rows, as any other tampering, instead of the parser's first complaint.
         if (embedded && err instanceof UnreadableLedgerError) problems.push(...unreadableRows(location));
-        // No table at all where the writer recorded events: the events went, not the reader's luck.
+        // No events table where the writer recorded events: they were removed, which is tampering, not an unreadable file.
         else if (embedded && head && !('problem' in head) && head.position > 0n && /no such table: events/.test(String((err as Error).message))) {
           emptied = true;
           problems.push({
