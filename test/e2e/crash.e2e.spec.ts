@@ -1,7 +1,7 @@
 import { describe, expect, it, jest } from '@jest/globals';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ansibleConfig } from '../support/ansible.js';
@@ -74,5 +74,38 @@ describe('kill -9 while playbooks run', () => {
     } finally {
       child.kill('SIGKILL');
     }
+  });
+});
+
+describe('two starts at once after a kill -9', () => {
+  it('only one of two processes taking over a dead holder\'s lock at the same instant gets it', async () => {
+    // Each child takes the lock at an agreed instant and says whether it got it; each trial starts from a dead pid's lock.
+    const lockModule = fileURLToPath(new URL('../../dist/src/adapters/eventstore/data-dir-lock.js', import.meta.url));
+    const work = mkdtempSync(join(tmpdir(), 'duffy-lock-race-'));
+    const child = join(work, 'take.mjs');
+    writeFileSync(
+      child,
+      `const { lockDataDir } = await import(${JSON.stringify(lockModule)});
+      const at = Number(process.argv[3]);
+      while (Date.now() < at) {}
+      try { lockDataDir(process.argv[2]); console.log('held'); } catch { console.log('refused'); }
+      setTimeout(() => {}, 200);`,
+    );
+    const take = (dir: string, at: number) =>
+      new Promise<string>((resolve) => {
+        const c = spawn(process.execPath, [child, dir, String(at)], { env: { ...process.env, NODE_OPTIONS: '' } });
+        let out = '';
+        c.stdout!.on('data', (d) => (out += d));
+        c.once('exit', () => resolve(out.trim()));
+      });
+    const outcomes: string[] = [];
+    for (let trial = 0; trial < 24; trial++) {
+      const dir = mkdtempSync(join(work, 'data-'));
+      writeFileSync(join(dir, 'duffy.lock'), JSON.stringify({ pid: 2 ** 22 + 1, host: hostname(), since: '2026-01-01T00:00:00Z' }) + '\n');
+      const at = Date.now() + 500;
+      outcomes.push((await Promise.all([take(dir, at), take(dir, at)])).sort().join('+'));
+    }
+    // Before the takeover was serialized about one trial in four had both hold it: two writers on one embedded ledger.
+    expect(outcomes.filter((o) => o !== 'held+refused')).toEqual([]);
   });
 });
