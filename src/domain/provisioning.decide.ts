@@ -153,7 +153,7 @@ export interface NodeResult {
 /**
  * The most characters of file names one run's collection records, shared by its machines: the ledger and the session
  * keep them for good, a machine names its files (up to the pool's file count, each up to PATH_MAX: 40 MB), and the
- * run's outcomes are one append, which KurrentDB bounds (1 MiB by default). The directories have them all.
+ * run's outcomes are one append, kept under 1 MiB (KurrentDB's bound on an append before 25.1). The directories have them all.
  */
 export const ARTIFACT_NAMES_MAX = 512 * 1024;
 

@@ -11,9 +11,11 @@ describe('docker-compose.yml', () => {
     expect(r.exitCode).toBe(0);
   });
 
-  it('runs KurrentDB 25.1 (multi-stream appends), a MongoDB replica set and Duffy with health checks', async () => {
+  it('runs KurrentDB 26.0+ (multi-stream appends), a MongoDB replica set and Duffy with health checks', async () => {
     const r = await execa('docker-compose', ['-f', 'docker-compose.yml', 'config'], { cwd: ROOT, env: { DUFFY_ADMIN_KEY: '00000000-0000-4000-8000-000000000001' } });
-    expect(r.stdout).toMatch(/kurrentplatform\/kurrentdb:25\.1/);
+    // Not 25.1: out of support, and 25.1.0 could miscount a stream written by a multi-stream append.
+    const [, major, minor] = /kurrentplatform\/kurrentdb:(\d+)\.(\d+)/.exec(r.stdout) ?? [];
+    expect(Number(major) * 100 + Number(minor)).toBeGreaterThanOrEqual(2600);
     expect(r.stdout).toMatch(/--replSet/);
     // Healthy once the replica set has a primary, not as soon as it is initiated.
     expect(r.stdout).toMatch(/quit\(db\.hello\(\)\.isWritablePrimary \? 0 : 1\)/);

@@ -1,7 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
-import { WrongExpectedVersionError } from '@kurrent/kurrentdb-client';
+import { DeadlineExceededError, UnknownError, WrongExpectedVersionError, convertToCommandError } from '@kurrent/kurrentdb-client';
+import { createServer } from 'node:net';
 import { PassThrough } from 'node:stream';
-import { KurrentDbEventStore } from '../../src/adapters/eventstore/kurrentdb-event-store.js';
+import { KurrentDbEventStore, discovers, retryableWrite } from '../../src/adapters/eventstore/kurrentdb-event-store.js';
+import { describe as answer } from '../../src/http/errors.filter.js';
 import { type RecordedEvent, WrongExpectedRevisionError } from '../../src/application/ports/event-store.port.js';
 
 /**
@@ -51,8 +53,8 @@ class FakeSubscription extends PassThrough {
   }
 }
 
-async function withClient(fake: object): Promise<KurrentDbEventStore> {
-  const store = new KurrentDbEventStore('kurrentdb://localhost:1?tls=false');
+async function withClient(fake: object, url = 'kurrentdb://localhost:1?tls=false'): Promise<KurrentDbEventStore> {
+  const store = new KurrentDbEventStore(url);
   const holder = store as unknown as { client: { dispose(): Promise<void> } };
   await holder.client.dispose();
   holder.client = { dispose: async () => undefined, ...fake } as never;
@@ -142,5 +144,89 @@ describe('KurrentDB adapter (client stand-in)', () => {
     // Success: per stream, the revision of its last event, in call order whatever order the server answers in.
     answer = async () => ({ position: 99n, responses: [{ streamName: 'b', revision: 1n }, { streamName: 'a', revision: 0n }] });
     expect(await store.append(writes)).toEqual({ position: 99n, nextExpectedRevisions: [0, 1] });
+  });
+});
+
+/** A protobuf length-delimited field (every length here is under 128). */
+const field = (tag: number, bytes: Uint8Array | string) => {
+  const b = typeof bytes === 'string' ? Buffer.from(bytes) : Buffer.from(bytes);
+  return Buffer.concat([Buffer.from([(tag << 3) | 2, b.length]), b]);
+};
+/**
+ * A KurrentDB v2 error as the server sends it (KurrentDB RpcExceptions.FromError, 25.1/26.0): status code, message,
+ * and a google.rpc.Status in `grpc-status-details-bin` whose details are an ErrorInfo then the error's own details.
+ */
+function v2Error(code: number, message: string, detailsType: string, detailsValue: Uint8Array = new Uint8Array()) {
+  const any = (type: string, value: Uint8Array) => Buffer.concat([field(1, `type.googleapis.com/${type}`), ...(value.length ? [field(2, value)] : [])]);
+  const status = Buffer.concat([Buffer.from([0x08, code]), field(2, message), field(3, any('google.rpc.ErrorInfo', new Uint8Array())), field(3, any(detailsType, detailsValue))]);
+  const metadata = { get: (key: string) => (key === 'grpc-status-details-bin' ? [status] : []), getMap: () => ({}) };
+  return { code, details: message, message: `${code} ${message}`, metadata };
+}
+
+describe('KurrentDB write failures', () => {
+  const FAILED_PRECONDITION = 9;
+  const notLeader = () => convertToCommandError(v2Error(FAILED_PRECONDITION, 'The server is not the leader node', 'kurrent.rpc.NotLeaderNodeErrorDetails') as never);
+
+  it('tells the failures worth another try from the rest, through the client\'s own error mapping', () => {
+    // The client has no class for the v2 "not the leader": it becomes UnknownError.
+    expect(notLeader()).toBeInstanceOf(UnknownError);
+    expect(retryableWrite(notLeader())).toMatch(/not the leader/);
+    // What the real client rejects an append with when nothing listens (seen here): the raw gRPC error, code 14.
+    expect(retryableWrite(Object.assign(new Error('14 UNAVAILABLE: No connection established'), { code: 14, details: '', metadata: {} }))).toMatch(/unreachable/);
+    expect(retryableWrite(convertToCommandError({ code: 4, details: 'timed out while waiting for commit', metadata: { getMap: () => ({}) } } as never))).toMatch(/in time/);
+    expect(convertToCommandError({ code: 4, details: '', metadata: { getMap: () => ({}) } } as never)).toBeInstanceOf(DeadlineExceededError);
+    // A revision conflict (zigzag sint64: expected 0, actual 3) is an answer, not a failure to retry.
+    const conflictDetails = Buffer.concat([field(1, 'machine-1'), Buffer.from([0x10, 0, 0x18, 6])]);
+    const conflict = convertToCommandError(v2Error(FAILED_PRECONDITION, 'revision conflict', 'kurrentdb.protocol.v2.streams.StreamRevisionConflictErrorDetails', conflictDetails) as never);
+    expect(conflict).toMatchObject({ streamName: 'machine-1', actualState: 3n });
+    expect(retryableWrite(conflict)).toBeUndefined();
+    expect(retryableWrite(new Error('something else'))).toBeUndefined();
+  });
+
+  it('answers 503 when KurrentDB cannot be reached (the real client, nothing listening), not 500', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const server = createServer().listen(0, '127.0.0.1', () => {
+        const { port: p } = server.address() as { port: number };
+        server.close(() => resolve(p));
+      });
+    });
+    const store = new KurrentDbEventStore(`kurrentdb://127.0.0.1:${port}?tls=false`);
+    try {
+      const err = await store.append([{ stream: 'machine-1', expected: 'no_stream', events: [{ type: 'T', data: {} }] }]).catch((e: unknown) => e);
+      const [status, detail] = answer(err);
+      expect(status).toBe(503);
+      expect(detail).toMatch(/event store cannot take writes now: KurrentDB is unreachable/);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('maps a revision conflict that reaches it as the raw gRPC error too', async () => {
+    const conflictDetails = Buffer.concat([field(1, 'machine-1'), Buffer.from([0x10, 0, 0x18, 6])]);
+    const raw = v2Error(FAILED_PRECONDITION, 'revision conflict', 'kurrentdb.protocol.v2.streams.StreamRevisionConflictErrorDetails', conflictDetails);
+    const store = await withClient({ multiStreamAppend: async () => Promise.reject(raw) });
+    const err = await store.append([{ stream: 'machine-1', expected: 0, events: [{ type: 'T', data: {} }] }]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WrongExpectedRevisionError);
+    expect(err).toMatchObject({ stream: 'machine-1', actual: 3 });
+    await store.close();
+  });
+
+  it('after a "not the leader" answer from a cluster sends the next append through a new client, which finds the leader', async () => {
+    const clientOf = (store: KurrentDbEventStore) => (store as unknown as { client: unknown }).client;
+    const write = [{ stream: 'machine-1', expected: 0, events: [{ type: 'T', data: {} }] }];
+    const cluster = await withClient({ multiStreamAppend: async () => Promise.reject(notLeader()) }, 'kurrentdb://127.0.0.1:1,127.0.0.1:2?tls=false');
+    (cluster as unknown as { clientSince: number }).clientSince = 0;
+    const before = clientOf(cluster);
+    expect(answer(await cluster.append(write).catch((e: unknown) => e))[0]).toBe(503);
+    expect(clientOf(cluster)).not.toBe(before);
+    await cluster.close();
+    // One host is all a client can reach: a new one would only pile up.
+    const single = await withClient({ multiStreamAppend: async () => Promise.reject(notLeader()) });
+    (single as unknown as { clientSince: number }).clientSince = 0;
+    const only = clientOf(single);
+    expect(answer(await single.append(write).catch((e: unknown) => e))[0]).toBe(503);
+    expect(clientOf(single)).toBe(only);
+    await single.close();
+    expect([discovers('kurrentdb+discover://dns:2113'), discovers('esdb://a:2113,b:2113?tls=false'), discovers('kurrentdb://a:2113?tls=false&nodePreference=leader')]).toEqual([true, true, false]);
   });
 });

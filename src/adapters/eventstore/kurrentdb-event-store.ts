@@ -1,16 +1,24 @@
 import {
   AppendConsistencyViolationError,
+  CancelledError,
+  DeadlineExceededError,
   END,
   FORWARDS,
   KurrentDBClient,
+  NotLeaderError,
   START,
   StreamNotFoundError,
+  UnavailableError,
+  UnknownError,
   WrongExpectedVersionError,
+  convertToCommandError,
   excludeSystemEvents,
   jsonEvent,
   type AllStreamResolvedEvent,
   type ResolvedEvent,
 } from '@kurrent/kurrentdb-client';
+// Not exported from the package root; the client's own decoder of a gRPC error's status details.
+import { getGrpcStatusDetails } from '@kurrent/kurrentdb-client/dist/utils/getGrpcStatusDetails.js';
 import {
   type AppendResult,
   type EventHandler,
@@ -21,6 +29,7 @@ import {
   type Subscription,
   WrongExpectedRevisionError,
 } from '../../application/ports/event-store.port.js';
+import { EVENTSTORE_UNAVAILABLE } from './storage-fault.js';
 
 /**
  * Multi-stream appends carry metadata as string properties only (KurrentDB 25.1), so Duffy's metadata object
@@ -38,16 +47,21 @@ const RESUBSCRIBE_MAX_MS = 30_000;
  */
 export class KurrentDbEventStore implements EventStore {
   readonly singleWriter = false;
-  private readonly client: KurrentDBClient;
+  private client: KurrentDBClient;
+  /** Clients replaced after a "not the leader" answer: their subscriptions run on until they end or close(). */
+  private readonly replaced: KurrentDBClient[] = [];
+  private clientSince = Date.now();
 
-  constructor(connectionString: string) {
+  constructor(private readonly connectionString: string) {
     this.client = KurrentDBClient.connectionString(connectionString);
   }
 
   async append(writes: StreamWrite[]): Promise<AppendResult> {
     if (new Set(writes.map((w) => w.stream)).size !== writes.length) throw new Error('a stream may appear once per append');
+    if (writes.length === 0 || writes.some((w) => w.events.length === 0)) throw new Error('append needs at least one event per write');
+    const client = this.client;
     try {
-      const result = await this.client.multiStreamAppend(
+      const result = await client.multiStreamAppend(
         writes.map((w) => ({
           streamName: w.stream,
           expectedState: w.expected === 'any' ? 'any' : w.expected === 'no_stream' ? 'no_stream' : BigInt(w.expected),
@@ -56,7 +70,9 @@ export class KurrentDbEventStore implements EventStore {
       );
       const byStream = new Map(result.responses.map((r) => [r.streamName, Number(r.revision)]));
       return { position: result.position, nextExpectedRevisions: writes.map((w) => byStream.get(w.stream) ?? -1) };
-    } catch (err) {
+    } catch (thrown) {
+      // The append rejects with the raw gRPC error when it comes through the call's stream, not its callback.
+      const err = convertToCommandError(thrown as never) as unknown;
       if (err instanceof AppendConsistencyViolationError && err.violations.length > 0) {
         const v = err.violations[0];
         const w = writes.find((x) => x.stream === v.streamName) ?? writes[0];
@@ -67,6 +83,16 @@ export class KurrentDbEventStore implements EventStore {
         const actual = typeof err.actualState === 'bigint' ? Number(err.actualState) : 'no_stream';
         throw new WrongExpectedRevisionError(err.streamName ?? w.stream, w.expected, actual);
       }
+      const retry = retryableWrite(err);
+      if (retry === NOT_LEADER && this.client === client && discovers(this.connectionString) && Date.now() - this.clientSince >= REPLACE_CLIENT_MIN_MS) {
+        // The client reconnects only on the v1 protocol's not-leader answer; a new one asks the cluster for the leader
+        // again (nodePreference=leader, the default) instead of sending every later append to this follower.
+        // At most once a second: during an election a new client may land on a follower again.
+        this.replaced.push(client);
+        this.client = KurrentDBClient.connectionString(this.connectionString);
+        this.clientSince = Date.now();
+      }
+      if (retry) throw Object.assign(new Error(`the event store cannot take writes now: ${retry}`, { cause: err }), { code: EVENTSTORE_UNAVAILABLE });
       throw err;
     }
   }
@@ -174,8 +200,44 @@ export class KurrentDbEventStore implements EventStore {
   }
 
   async close(): Promise<void> {
-    await this.client.dispose();
+    await Promise.all([this.client, ...this.replaced].map((c) => c.dispose()));
   }
+}
+
+const NOT_LEADER = 'KurrentDB answered from a node that is not the leader';
+const REPLACE_CLIENT_MIN_MS = 1000;
+
+/** Whether the client picks its node (gossip: several hosts, or +discover); a single host is all it can reach. */
+export const discovers = (connectionString: string) => /^[a-z]+\+discover:\/\//i.test(connectionString) || /^[^?]*,/.test(connectionString);
+
+// gRPC status codes: the client keeps them on its errors (`code`), and an append's raw transport error has only them.
+const GRPC_CANCELLED = 1;
+const GRPC_DEADLINE_EXCEEDED = 4;
+const GRPC_FAILED_PRECONDITION = 9;
+const GRPC_UNAVAILABLE = 14;
+
+/**
+ * Why KurrentDB did not take a write it may take if asked again (answered 503 with Retry-After); undefined for any
+ * other failure. The client maps the multi-stream append's (v2) "not the leader" to UnknownError, and hands a
+ * transport failure on as the raw gRPC error, so both are told by their gRPC status too.
+ */
+export function retryableWrite(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (err instanceof NotLeaderError || notLeaderNode(err)) return NOT_LEADER;
+  if (err instanceof UnavailableError || code === GRPC_UNAVAILABLE) return 'KurrentDB is unreachable, not ready or overloaded';
+  if (err instanceof DeadlineExceededError || code === GRPC_DEADLINE_EXCEEDED) {
+    return 'KurrentDB did not confirm the write in time (it may still have been made)';
+  }
+  if (err instanceof CancelledError || code === GRPC_CANCELLED) return 'KurrentDB cancelled the write (shutting down?)';
+  return undefined;
+}
+
+/** KurrentDB's v2 answer from a follower: FAILED_PRECONDITION with NotLeaderNodeErrorDetails (KurrentDB ApiErrors.NotLeaderNode). */
+function notLeaderNode(err: unknown): boolean {
+  const raw = err instanceof UnknownError ? err._raw : err;
+  const e = raw as { code?: unknown; metadata?: { get?: unknown } } | undefined;
+  if (e?.code !== GRPC_FAILED_PRECONDITION || typeof e.metadata?.get !== 'function') return false;
+  return getGrpcStatusDetails(e as never)?.typeUrl.endsWith('.NotLeaderNodeErrorDetails') ?? false;
 }
 
 function positionOf(resolved: ResolvedEvent | AllStreamResolvedEvent): bigint {

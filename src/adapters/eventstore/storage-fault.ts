@@ -12,6 +12,8 @@ const FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
 /** The embedded ledger's writer thread is gone (an uncaught error, its memory limit): no write until a restart. */
 export const WRITER_STOPPED = 'DUFFY_LEDGER_WRITER_STOPPED';
 const READ_ONLY = new Set(['EROFS']);
+/** KurrentDB did not take a write now but may later (unreachable, not the leader, timed out); the error's message says which. */
+export const EVENTSTORE_UNAVAILABLE = 'DUFFY_EVENTSTORE_UNAVAILABLE';
 
 export function storageFault(error: unknown): StorageFault | undefined {
   // Adapters and handlers may wrap the driver's error: look down the cause chain (bounded).
@@ -21,6 +23,7 @@ export function storageFault(error: unknown): StorageFault | undefined {
     if (!code) continue;
     if (FULL.has(code)) return { code, what: 'the disk is full' };
     if (code === WRITER_STOPPED) return { code, what: 'the ledger writer stopped, until Duffy is restarted' };
+    if (code === EVENTSTORE_UNAVAILABLE) return { code, what: String((e as { message?: unknown }).message) };
     if (code.startsWith('SQLITE_IOERR') || code === 'EIO') return { code, what: 'the disk reported an I/O error' };
     if (code.startsWith('SQLITE_READONLY') || READ_ONLY.has(code)) return { code, what: 'the storage is read-only' };
   }
