@@ -1,6 +1,6 @@
 import { describe, expect, it, jest } from '@jest/globals';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 jest.setTimeout(300_000);
 const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
 
 
 async function poll<T>(what: string, probe: () => Promise<T | undefined>, ms = 120_000): Promise<T> {
@@ -107,5 +108,127 @@ describe('two starts at once after a kill -9', () => {
     }
     // Before the takeover was serialized about one trial in four had both hold it: two writers on one embedded ledger.
     expect(outcomes.filter((o) => o !== 'held+refused')).toEqual([]);
+  });
+});
+
+describe('kill -9 loops under load, with playbooks, leases and collections under way', () => {
+  it('afterwards every machine settles in service, nothing is held or claimed, the read models equal the World and a rebuild, and the audit is clean', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-chaos-'));
+    const hosts = (prefix: string, n: number, state: string) => Array.from({ length: n }, (_, i) => ({ hostname: `${prefix}-${i + 1}.test`, pool: prefix, state }));
+    const config = ansibleConfig(
+      [
+        { name: 'rb', 'fill-level': 2, 'release-policy': 'rebuild', 'collect-artifacts': true, 'playbook-timeout': 20, 'handover-timeout': 30 },
+        { name: 'ru', contextualize: false },
+      ],
+      [...hosts('rb', 5, 'unused'), ...hosts('ru', 6, 'ready')],
+      // Leases of a few seconds: expiries land between the kills too.
+      { 'node-quota': 3, 'session-lifetime': 4, 'session-lifetime-max': 20 },
+    );
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const url = `http://127.0.0.1:${port}`;
+    const admin = new Client(url, basic('admin', ADMIN_KEY));
+    const up = () => poll('the server', async () => ((await admin.get('/api/v1/tenants')).status === 200 ? true : undefined));
+    let child = server(dataDir, config, port);
+    const kill = async () => {
+      child.kill('SIGKILL');
+      await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(null) : child.once('exit', r)));
+    };
+    try {
+      await up();
+      const tenants: Client[] = [];
+      for (let i = 0; i < 8; i++) {
+        const r = await admin.post('/api/v1/tenants', { name: `chaos-${i}`, ssh_key: `ssh-ed25519 AAAAC3Nza chaos-${i}@ci` });
+        tenants.push(new Client(url, basic(`chaos-${i}`, r.body.tenant.api_key)));
+      }
+      const acknowledged = new Map<number, { nodes: number[]; files: string[] }>();
+      for (let round = 0; round < 4; round++) {
+        let stop = false;
+        const load = Array.from({ length: 32 }, async (_, i) => {
+          const c = tenants[i % tenants.length];
+          while (!stop) {
+            const pool = Math.random() < 0.5 ? 'rb' : 'ru';
+            const r = await c.post('/api/v1/sessions', { nodes_specs: [{ pool, quantity: 1 + (i % 2) }] }).catch(() => undefined);
+            if (r?.status !== 201) {
+              await sleep(100);
+              continue;
+            }
+            const id = r.body.session.id as number;
+            // The job leaves a file on each collecting machine: its release must list it in the session.
+            const files: string[] = [];
+            for (const n of r.body.session.nodes.filter((n: { pool: string }) => n.pool === 'rb')) {
+              const dir = join(dataDir, 'machines', n.hostname, 'root', 'artifacts');
+              mkdirSync(dir, { recursive: true });
+              writeFileSync(join(dir, `s${id}.txt`), `session ${id}`);
+              files.push(`${n.hostname}/s${id}.txt`);
+            }
+            acknowledged.set(id, { nodes: r.body.session.nodes.map((n: { id: number }) => n.id), files });
+            // Half are released at once, the rest left to expire.
+            if (Math.random() < 0.5) await c.put(`/api/v1/sessions/${id}`, { active: false }).catch(() => undefined);
+          }
+        });
+        await sleep(2000 + Math.random() * 6000);
+        await kill();
+        stop = true;
+        await Promise.all(load);
+        // Once more during the next start-up's catch-up.
+        child = server(dataDir, config, port);
+        await sleep(200 + Math.random() * 1500);
+        await kill();
+        child = server(dataDir, config, port);
+        await up();
+      }
+
+      // Settles: no session open, every machine in service and ready or unused, within the leases and timeouts.
+      const nodes = await poll('every machine back', async () => {
+        const open = (await admin.get('/api/v1/sessions')).body.sessions.filter((s: { active: boolean }) => s.active);
+        const all = (await admin.get('/api/v1/nodes')).body.nodes as Array<{ hostname: string; state: string; service: string }>;
+        return open.length === 0 && all.every((n) => n.service === 'in-service' && ['ready', 'unused'].includes(n.state)) ? all : undefined;
+      });
+      expect(nodes).toHaveLength(11);
+      expect(readdirSync(join(dataDir, 'runs'))).toEqual([]);
+      // Every acknowledged session is whole: its machines, and the files its job left.
+      expect(acknowledged.size).toBeGreaterThan(0);
+      for (const [id, { nodes: held, files }] of acknowledged) {
+        const s = (await admin.get(`/api/v1/sessions/${id}`)).body.session;
+        expect({ id, nodes: s.nodes.map((n: { id: number }) => n.id).sort() }).toEqual({ id, nodes: [...held].sort() });
+        for (const f of files) expect({ id, listed: (s.data.artifacts ?? []).some((a: string) => a.endsWith(f)) }).toEqual({ id, listed: true });
+      }
+      // The World (metrics) and the read models (pool levels) agree.
+      const metrics = String((await admin.get('/metrics')).body);
+      for (const pool of ['rb', 'ru']) {
+        const levels = Object.entries((await admin.get(`/api/v1/pools/${pool}`)).body.pool.levels as Record<string, number>).filter(([, n]) => n > 0);
+        const world = [...metrics.matchAll(new RegExp(`^duffy_machines\\{pool="${pool}",state="([^"]+)"\\} (\\d+)$`, 'gm'))].map((m): [string, number] => [m[1], Number(m[2])]).filter(([, n]) => n > 0);
+        expect({ pool, levels: Object.fromEntries(levels) }).toEqual({ pool, levels: Object.fromEntries(world) });
+      }
+      // Nothing held, no quota left claimed: every tenant takes its whole quota again.
+      for (const c of tenants) {
+        const r = await poll('a whole quota', async () => {
+          const r = await c.post('/api/v1/sessions', { nodes_specs: [{ pool: 'ru', quantity: 3 }] });
+          return r.status === 422 ? undefined : r;
+        });
+        expect(r.status).toBe(201);
+        expect((await c.put(`/api/v1/sessions/${r.body.session.id}`, { active: false })).status).toBe(200);
+      }
+      // The read models after all this equal the ones rebuilt from the ledger.
+      const snapshot = async () =>
+        JSON.stringify([
+          (await admin.get('/api/v1/nodes')).body,
+          (await admin.get('/api/v1/tenants')).body,
+          ...(await Promise.all([...acknowledged.keys()].map(async (id) => (await admin.get(`/api/v1/sessions/${id}`)).body))),
+        ]);
+      const before = await snapshot();
+      await kill();
+      for (const suffix of ['', '-wal', '-shm']) rmSync(join(dataDir, `readmodels.sqlite${suffix}`), { force: true });
+      child = server(dataDir, config, port);
+      await up();
+      expect(await snapshot()).toBe(before);
+      await kill();
+      for (const command of ['verify', 'replay']) {
+        const r = spawnSync(process.execPath, [CLI, 'audit', '--ledger', join(dataDir, 'ledger.sqlite'), command], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+        expect({ command, status: r.status, out: r.status === 0 ? '' : r.stdout + r.stderr }).toEqual({ command, status: 0, out: '' });
+      }
+    } finally {
+      await kill();
+    }
   });
 });
