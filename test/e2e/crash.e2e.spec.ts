@@ -117,12 +117,13 @@ describe('kill -9 loops under load, with playbooks, leases and collections under
     const hosts = (prefix: string, n: number, state: string) => Array.from({ length: n }, (_, i) => ({ hostname: `${prefix}-${i + 1}.test`, pool: prefix, state }));
     const config = ansibleConfig(
       [
-        { name: 'rb', 'fill-level': 2, 'release-policy': 'rebuild', 'collect-artifacts': true, 'playbook-timeout': 20, 'handover-timeout': 30 },
+        { name: 'rb', 'release-policy': 'rebuild', 'collect-artifacts': true, 'playbook-timeout': 20, 'handover-timeout': 30 },
         { name: 'ru', contextualize: false },
       ],
-      [...hosts('rb', 5, 'unused'), ...hosts('ru', 6, 'ready')],
-      // Leases of a few seconds: expiries land between the kills too.
-      { 'node-quota': 3, 'session-lifetime': 4, 'session-lifetime-max': 20 },
+      // rb's machines are installed (a hand-over is one contextualize) and are rebuilt after use: a run or two under way at most kills.
+      [...hosts('rb', 5, 'ready'), ...hosts('ru', 6, 'ready')],
+      // Leases of seconds (longer than a hand-over under this load): expiries land between the kills too.
+      { 'node-quota': 3, 'session-lifetime': 12, 'session-lifetime-max': 30 },
     );
     const port = 20000 + Math.floor(Math.random() * 20000);
     const url = `http://127.0.0.1:${port}`;
@@ -149,11 +150,12 @@ describe('kill -9 loops under load, with playbooks, leases and collections under
             const pool = Math.random() < 0.5 ? 'rb' : 'ru';
             const r = await c.post('/api/v1/sessions', { nodes_specs: [{ pool, quantity: 1 + (i % 2) }] }).catch(() => undefined);
             if (r?.status !== 201) {
-              await sleep(100);
+              await sleep(200);
               continue;
             }
             const id = r.body.session.id as number;
-            // The job leaves a file on each collecting machine: its release must list it in the session.
+            // The job leaves a file on each collecting machine: its release must list it in the session. (Under this
+            // load a hand-over takes longer than most rounds: the next test kills collections on purpose.)
             const files: string[] = [];
             for (const n of r.body.session.nodes.filter((n: { pool: string }) => n.pool === 'rb')) {
               const dir = join(dataDir, 'machines', n.hostname, 'root', 'artifacts');
@@ -166,7 +168,7 @@ describe('kill -9 loops under load, with playbooks, leases and collections under
             if (Math.random() < 0.5) await c.put(`/api/v1/sessions/${id}`, { active: false }).catch(() => undefined);
           }
         });
-        await sleep(2000 + Math.random() * 6000);
+        await sleep(4000 + Math.random() * 6000);
         await kill();
         stop = true;
         await Promise.all(load);
@@ -188,6 +190,7 @@ describe('kill -9 loops under load, with playbooks, leases and collections under
       expect(readdirSync(join(dataDir, 'runs'))).toEqual([]);
       // Every acknowledged session is whole: its machines, and the files its job left.
       expect(acknowledged.size).toBeGreaterThan(0);
+      if (process.env.DUFFY_TEST_LOG) console.log(`${acknowledged.size} sessions acknowledged, ${[...acknowledged.values()].filter((a) => a.files.length > 0).length} with files`);
       for (const [id, { nodes: held, files }] of acknowledged) {
         const s = (await admin.get(`/api/v1/sessions/${id}`)).body.session;
         expect({ id, nodes: s.nodes.map((n: { id: number }) => n.id).sort() }).toEqual({ id, nodes: [...held].sort() });
@@ -226,6 +229,59 @@ describe('kill -9 loops under load, with playbooks, leases and collections under
       for (const command of ['verify', 'replay']) {
         const r = spawnSync(process.execPath, [CLI, 'audit', '--ledger', join(dataDir, 'ledger.sqlite'), command], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
         expect({ command, status: r.status, out: r.status === 0 ? '' : r.stdout + r.stderr }).toEqual({ command, status: 0, out: '' });
+      }
+    } finally {
+      await kill();
+    }
+  });
+});
+
+describe('kill -9 while a released session\'s artifacts are collected', () => {
+  it('after restart every file its job left is listed in the session, and the machines are rebuilt and back', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-crash-collect-'));
+    const config = ansibleConfig(
+      [{ name: 'c', 'release-policy': 'rebuild', 'collect-artifacts': true }],
+      [1, 2].map((i) => ({ hostname: `collect-${i}.test`, pool: 'c', state: 'ready' })),
+    );
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const url = `http://127.0.0.1:${port}`;
+    const admin = new Client(url, basic('admin', ADMIN_KEY));
+    const up = () => poll('the server', async () => ((await admin.get('/api/v1/tenants')).status === 200 ? true : undefined));
+    let child = server(dataDir, config, port);
+    const kill = async () => {
+      child.kill('SIGKILL');
+      await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(null) : child.once('exit', r)));
+    };
+    try {
+      await up();
+      const t = await admin.post('/api/v1/tenants', { name: 'job', ssh_key: 'ssh-ed25519 AAAAC3Nza job@ci' });
+      const job = new Client(url, basic('job', t.body.tenant.api_key));
+      for (let round = 0; round < 3; round++) {
+        const r = await poll('a session', async () => {
+          const r = await job.post('/api/v1/sessions', { nodes_specs: [{ pool: 'c', quantity: 2 }] });
+          return r.status === 201 ? r : undefined;
+        });
+        const id = r.body.session.id as number;
+        const files: string[] = [];
+        for (const n of r.body.session.nodes as Array<{ hostname: string }>) {
+          const dir = join(dataDir, 'machines', n.hostname, 'root', 'artifacts', 'logs');
+          mkdirSync(dir, { recursive: true });
+          for (let k = 0; k < 10; k++) writeFileSync(join(dir, `f${k}.log`), `session ${id} ${k}\n`.repeat(1000));
+          files.push(...Array.from({ length: 10 }, (_, k) => `${n.hostname}/logs/f${k}.log`));
+        }
+        expect((await job.put(`/api/v1/sessions/${id}`, { active: false })).status).toBe(200);
+        // Somewhere in its collection (moved off the machine, then recorded) or the rebuild after it.
+        await poll('the collection under way', async () => ((await ledgerFile(join(dataDir, 'ledger.sqlite'))).some((e) => e.type === 'PlaybookStarted' && e.data.sessionId === id && e.data.action === 'collect_artifacts') ? true : undefined));
+        await sleep(Math.random() * 3000);
+        await kill();
+        child = server(dataDir, config, port);
+        await up();
+        await poll('the machines rebuilt and back', async () => {
+          const nodes = (await admin.get('/api/v1/nodes')).body.nodes as Array<{ state: string }>;
+          return nodes.every((n) => n.state === 'ready') ? true : undefined;
+        });
+        const listed = ((await job.get(`/api/v1/sessions/${id}`)).body.session.data.artifacts ?? []) as string[];
+        expect({ id, missing: files.filter((f) => !listed.some((l) => l.endsWith(f))) }).toEqual({ id, missing: [] });
       }
     } finally {
       await kill();
