@@ -351,9 +351,16 @@ export async function checkLedgerFile(
   type Link = { position: bigint; chain: string | null };
   let links: Link[] | null = null;
   let positions: Array<{ position: bigint; chain?: string | null }>;
+  let counter: bigint | undefined;
   try {
     const schema = ledgerSchemaProblems(db);
     schema.problems.forEach(schemaProblem);
+    // SQLite's AUTOINCREMENT counter never goes down, not even when rows are deleted: read before the rows, it is
+    // never past the last of them, unless newest rows were deleted (a writer beside only adds rows after it).
+    const sequence = db.prepare("SELECT name FROM sqlite_master WHERE name = 'sqlite_sequence'").get()
+      ? (db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'").safeIntegers(true).get() as { seq: bigint } | undefined)
+      : undefined;
+    counter = sequence?.seq;
     if (schema.chainColumn) links = db.prepare('SELECT position, chain FROM events ORDER BY position').safeIntegers(true).all() as Link[];
     positions = links ?? (db.prepare('SELECT position FROM events ORDER BY position').safeIntegers(true).all() as typeof positions);
   } finally {
@@ -366,10 +373,13 @@ export async function checkLedgerFile(
     if (g.broken) problems.push({ position: String(g.broken.position), where: 'global chain', problem: g.broken.problem });
     else verified.push(`${g.checked} links of the global chain`);
   }
+  const last = positions.at(-1)?.position ?? 0n;
+  if (counter !== undefined && counter > last) {
+    problems.push({ position: String(counter), where: 'sqlite_sequence', problem: `SQLite's counter of the events table reached position ${counter}, the ledger ends at ${last}: the newest events were deleted` });
+  }
   if (head === null) unchecked.push(`deletion of the newest events (no writer's head record ${location}.head; give --checkpoint)`);
   else if ('problem' in head) problems.push(head);
   else {
-    const last = positions.at(-1)?.position ?? 0n;
     const at = positions.find((l) => l.position === head.position);
     if (!at) problems.push({ position: String(head.position), where: 'writer head', problem: `the writer recorded events up to position ${head.position}, the ledger ends at ${last}: the newest events were deleted` });
     else if (links && at.chain !== head.chain) problems.push({ position: String(head.position), where: 'writer head', problem: 'the global chain here is not the one the writer recorded: history up to it was rewritten' });

@@ -118,13 +118,16 @@ export function checkExtends(cp: Checkpoint, events: readonly RecordedEvent[]): 
   const leaves = events.map(eventLeaf);
   const at = (i: number) => ({ leafIndex: i, position: events[i]?.position.toString() });
   const prints = cp.leafPrints ? Buffer.from(cp.leafPrints, 'base64') : undefined;
-  const firstDiff = (): number | undefined => {
-    if (!prints) return undefined;
+  // Every leaf that differs: the first one may be a checkpoint signed again, not the fact that was changed.
+  const diffs = (): number[] => {
+    const out: number[] = [];
+    if (!prints) return out;
     for (let i = 0; i < Math.min(cp.size, leaves.length); i++) {
-      if (!leaves[i].subarray(0, PRINT).equals(prints.subarray(i * PRINT, (i + 1) * PRINT))) return i;
+      if (!leaves[i].subarray(0, PRINT).equals(prints.subarray(i * PRINT, (i + 1) * PRINT))) out.push(i);
     }
-    return undefined;
+    return out;
   };
+  const firstDiff = (): number | undefined => diffs()[0];
   if (leaves.length < cp.size) {
     const d = firstDiff();
     const where = d === undefined ? '' : `; first leaf that differs: ${d} (position ${events[d].position})`;
@@ -132,9 +135,11 @@ export function checkExtends(cp: Checkpoint, events: readonly RecordedEvent[]): 
   }
   const oldRoot = Buffer.from(cp.rootHash, 'hex');
   if (!rootOf(leaves, 0, cp.size).equals(oldRoot)) {
-    const d = firstDiff();
+    const [d, ...more] = diffs();
     if (d === undefined) return { ok: false, message: `the first ${cp.size} events are not the ones the checkpoint saw (root hash differs)` };
-    return { ok: false, message: `leaf ${d} (position ${events[d].position}, ${events[d].stream}@${events[d].revision}) differs from the checkpoint: the covered prefix was changed`, ...at(d) };
+    const name = (i: number) => `${i} (position ${events[i].position}, ${events[i].stream}@${events[i].revision})`;
+    const also = more.length === 0 ? '' : `; also leaves ${more.slice(0, 5).map(name).join(', ')}${more.length > 5 ? ` and ${more.length - 5} more` : ''}`;
+    return { ok: false, message: `leaf ${name(d)} differs from the checkpoint: the covered prefix was changed${also}`, ...at(d) };
   }
   const late = backdated(events, cp.size, events.length, Date.parse(cp.time));
   if (late) {
@@ -162,6 +167,7 @@ export function checkPublished(events: readonly RecordedEvent[], pinnedKey?: str
   const problems: Array<{ position: bigint; problem: string }> = [];
   const keys = new Set<string>();
   const sound: Checkpoint[] = [];
+  const differs: Array<{ position: bigint; size: number; index: number }> = [];
   let checked = 0;
   events.forEach((e, index) => {
     if (e.type !== 'CheckpointPublished') return;
@@ -169,10 +175,21 @@ export function checkPublished(events: readonly RecordedEvent[], pinnedKey?: str
     const cp = e.data as unknown as Checkpoint;
     if (!cp.signature || !signatureHolds(cp)) problems.push({ position: e.position, problem: 'published checkpoint without a valid signature' });
     else if (pinnedKey && cp.publicKey !== pinnedKey) problems.push({ position: e.position, problem: `published checkpoint signed by another key (${keyId(cp.publicKey!)})` });
-    else if (cp.size > index || roots.get(cp.size) !== cp.rootHash) problems.push({ position: e.position, problem: `the first ${cp.size} events are not the ones the server signed` });
+    else if (cp.size > index || roots.get(cp.size) !== cp.rootHash) differs.push({ position: e.position, size: cp.size, index });
     else sound.push(cp);
     if (cp.publicKey) keys.add(keyId(cp.publicKey));
   });
+  // Where: past the largest prefix a sound checkpoint vouches for (with recomputed chains, nothing else points there).
+  for (const d of differs) {
+    if (d.size > d.index) {
+      problems.push({ position: d.position, problem: `the server signed ${d.size} events before this checkpoint, the ledger has ${d.index}: events before it were removed` });
+      continue;
+    }
+    const held = sound.reduce((most, cp) => (cp.size < d.size && cp.size > most ? cp.size : most), 0);
+    const range = d.size === 0 ? '' : `; ${held ? `the first ${held} are: ` : ''}an event at positions ${events[held]?.position}..${events[d.size - 1]?.position} was changed, inserted, removed or moved`;
+    problems.push({ position: d.position, problem: `the first ${d.size} events are not the ones the server signed${range}` });
+  }
+  problems.sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0));
   // Each signed checkpoint also dates what came after it, as an auditor's own does: no later event claims an earlier time.
   sound.sort((a, b) => a.size - b.size);
   let taken = -Infinity;

@@ -140,19 +140,28 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
       // Before the events: the writer's head never leads what it committed.
       const head = embedded ? recordedHead(location) : null;
       let events: RecordedEvent[] | undefined;
+      let emptied = false;
       try {
         events = await withLedger((all) => all);
       } catch (err) {
         // A row that is not JSON: name the rows, as any other tampering, instead of the parser's first complaint.
-        if (!embedded || !(err instanceof UnreadableLedgerError)) throw err;
-        problems.push(...unreadableRows(location));
+        if (embedded && err instanceof UnreadableLedgerError) problems.push(...unreadableRows(location));
+        // No events table where the writer recorded events: they were removed, which is tampering, not an unreadable file.
+        else if (embedded && head && !('problem' in head) && head.position > 0n && /no such table: events/.test(String((err as Error).message))) {
+          emptied = true;
+          problems.push({
+            position: String(head.position),
+            where: 'writer head',
+            problem: `the writer recorded events up to position ${head.position}, the file has no events table: every event was removed (the file replaced, or its write-ahead log ${location}-wal deleted before SQLite moved it into the file)`,
+          });
+        } else throw err;
       }
       if (events) {
         const { checked, breaks } = verifyChains(events);
         for (const b of breaks) problems.push({ position: String(b.position), where: `${b.stream}@${b.revision}`, problem: b.problem });
         notes.push(`${checked} events in their stream chains`);
       }
-      if (embedded) {
+      if (embedded && !emptied) {
         const file = await checkLedgerFile(location, head, events ?? []);
         problems.push(...file.problems);
         notes.push(...file.verified);

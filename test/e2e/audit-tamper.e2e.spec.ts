@@ -5,7 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkLedgerFile, recordedHead } from '../../src/audit/audit.js';
 import { GENESIS, eventHash, globalLink } from '../../src/audit/chain.js';
-import { KEY_FILE } from '../../src/audit/checkpoint.service.js';
+import { type KeyObject } from 'node:crypto';
+import { eventLeaf, newSigningKey, privateKeyOf, signCheckpoint } from '../../src/audit/checkpoint.js';
+import { CheckpointService, KEY_FILE } from '../../src/audit/checkpoint.service.js';
+import { rootOf } from '../../src/audit/merkle.js';
 import { APPEND_ONLY_TRIGGERS } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { run } from '../../src/cli/main.js';
 import { type Running, ledgerFile, newTenant, startDuffy } from '../support/server.js';
@@ -72,8 +75,14 @@ const sqlTampered = (original: string, sql: string, careful = true): string => s
  * What anyone with a SQL shell on the file can do: drop the append-only triggers, then rewrite the rows.
  * `recompute`: 'streams' redoes the per-stream hashes (the format is public), 'all' the global chain too.
  */
-function tampered(original: string, edit: (rows: Row[]) => Row[], recompute: 'none' | 'streams' | 'all' = 'none'): string {
-  return shell(copyOf(original), (db) => {
+function tampered(original: string, edit: (rows: Row[]) => Row[], recompute: 'none' | 'streams' | 'all' = 'none', resign?: KeyObject): string {
+  return rewritten(copyOf(original), edit, recompute, resign);
+}
+
+/** As `tampered`, on `file` itself (also under a running server); `resign`: every CheckpointPublished signed again with this key. */
+function rewritten(file: string, edit: (rows: Row[]) => Row[], recompute: 'none' | 'streams' | 'all', resign?: KeyObject): string {
+  return shell(file, (db) => {
+    db.pragma('busy_timeout = 5000');
     const rows = (db.prepare('SELECT * FROM events ORDER BY position').all() as Array<Record<string, unknown>>).map(
       (r) => ({ ...r, data: JSON.parse(String(r.data)), metadata: JSON.parse(String(r.metadata)) }) as Row,
     );
@@ -81,13 +90,19 @@ function tampered(original: string, edit: (rows: Row[]) => Row[], recompute: 'no
     if (recompute !== 'none') {
       const heads = new Map<string, string>();
       let chain = GENESIS;
+      const leaves: Buffer[] = [];
       for (const r of out) {
+        if (resign && r.type === 'CheckpointPublished') {
+          const size = Number(r.data.size);
+          r.data = { ...signCheckpoint({ size, lastPosition: String(out[size - 1]?.position ?? 0), rootHash: rootOf(leaves, 0, size).toString('hex'), time: String(r.data.time) }, resign) };
+        }
         const prev = heads.get(r.stream) ?? GENESIS;
         const metadata: Record<string, unknown> = { ...r.metadata, prevHash: prev };
         delete metadata.hash;
         r.metadata = { ...metadata, hash: eventHash(prev, { ...r, metadata }) };
         heads.set(r.stream, String(r.metadata.hash));
         if (recompute === 'all') r.chain = chain = globalLink(chain, BigInt(r.position), String(r.metadata.hash));
+        leaves.push(eventLeaf({ ...r, position: BigInt(r.position) }));
       }
     }
     db.transaction(() => {
@@ -96,6 +111,19 @@ function tampered(original: string, edit: (rows: Row[]) => Row[], recompute: 'no
       for (const r of out) insert.run(r.position, r.stream, r.revision, r.id, r.type, JSON.stringify(r.data), JSON.stringify(r.metadata), r.chain);
     })();
   });
+}
+
+/**
+ * The careful tamperer's cover, after an edit: the writer's head record rewritten to the file's last row, and
+ * (`counter`) SQLite's AUTOINCREMENT counter of `events` set back to it too.
+ */
+function covered(file: string, counter = false): string {
+  const db = new Database(file);
+  const last = db.prepare('SELECT position, chain FROM events ORDER BY position DESC LIMIT 1').get() as { position: number; chain: string };
+  if (counter) db.prepare("UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'").run(last.position);
+  db.close();
+  writeFileSync(`${file}.head`, JSON.stringify({ position: String(last.position), chain: last.chain }));
+  return file;
 }
 
 function copyLedger(from: string, to: string): void {
@@ -291,6 +319,8 @@ describe('an auditor against a tamperer with the ledger file', () => {
     // who-had and the replay read the data's time: the metadata's alone says nothing of what the event claims.
     { name: "a forged SessionExtended appended at the end, its data back-dated, its metadata's time left plausible", plain: true, make: (l) => forgedExtension(l, 'data') },
     { name: 'the newest event of the ledger deleted (truncation)', plain: true, newest: true, make: (l) => tampered(l, (rows) => rows.slice(0, -1)) },
+    // SQLite's AUTOINCREMENT counter remembers the highest position ever written: the file itself says rows went.
+    { name: "the newest 3 events deleted and the writer's head record rewritten to match", plain: true, newest: true, make: (l) => covered(tampered(l, (rows) => rows.slice(0, -3))) },
     // Without the column there is no global chain to check, and nothing to hold the writer's head against.
     { name: 'the global chain column dropped and the newest event deleted', plain: true, make: (l) => sqlTampered(l, 'DELETE FROM events WHERE position = (SELECT MAX(position) FROM events); ALTER TABLE events DROP COLUMN chain') },
     {
@@ -354,7 +384,8 @@ describe('an auditor against a tamperer with the ledger file', () => {
   });
 
   it("says when it could not check for deleted newest events (no writer's head record), and reports a head record it cannot read", async () => {
-    const copy = tampered(ledger, (rows) => rows.slice(0, -1));
+    // SQLite's counter set back too: nothing in the file is left to tell.
+    const copy = covered(tampered(ledger, (rows) => rows.slice(0, -1)), true);
     rmSync(`${copy}.head`);
     const r = await cli('audit', '--ledger', copy, 'verify');
     expect(r.exitCode).toBe(0);
@@ -367,6 +398,77 @@ describe('an auditor against a tamperer with the ledger file', () => {
     const garbled = await cli('audit', '--ledger', copy, 'verify');
     expect(garbled.exitCode).toBe(1);
     expect(garbled.lines.join('\n')).toMatch(/writer head .*\.head cannot be read \(not \{position, chain\}\): the writer's record was altered/);
+  });
+
+  it("a truncation covered everywhere in the data dir (head record and SQLite's counter rewritten) is a consistent older ledger: only a checkpoint taken before shows it", async () => {
+    const copy = covered(tampered(ledger, (rows) => rows.slice(0, -3)), true);
+    const plain = await cli('audit', '--ledger', copy, 'verify');
+    expect({ exitCode: plain.exitCode, last: plain.lines.at(-1) }).toEqual({ exitCode: 0, last: expect.stringMatching(/^OK: /) });
+    const r = await cli('audit', '--ledger', copy, 'verify', '--checkpoint', checkpointFile);
+    expect(r.exitCode).toBe(1);
+    expect(r.lines.join('\n')).toMatch(/ledger shorter than checkpoint/);
+  });
+
+  it('with every chain recomputed, plain verify says between which positions the signed checkpoints in the ledger stop holding', async () => {
+    let edited = 0;
+    const copy = tampered(ledger, (rows) => {
+      const r = rows.filter((x) => x.type === 'MachineReserved')[3];
+      r.data.tenantId = 99;
+      edited = r.position;
+      return rows;
+    }, 'all');
+    const r = await cli('audit', '--ledger', copy, 'verify');
+    expect(r.exitCode).toBe(1);
+    const ranges = r.lines.flatMap((l) => {
+      const m = /the first (\d+) events are not the ones the server signed; (?:the first \d+ are: )?an event at positions (\d+)\.\.(\d+) was changed/.exec(l);
+      return m ? [[Number(m[2]), Number(m[3])]] : [];
+    });
+    expect(ranges.length).toBeGreaterThan(0);
+    for (const [from, to] of ranges) expect({ edited, from, to, holds: from <= edited && edited <= to }).toMatchObject({ holds: true });
+    // The narrowest names no earlier position than the checkpoints that still hold allow.
+    expect(Math.max(...ranges.map(([from]) => from))).toBeGreaterThan(1);
+  });
+
+  it('events removed before a signed checkpoint, every chain recomputed, the head rewritten: the checkpoint says events before it were removed', async () => {
+    const copy = covered(tampered(ledger, (rows) => {
+      const last = rows.findLastIndex((r) => r.type === 'CheckpointPublished');
+      return renumber(rows.filter((_r, i) => i < last - 3 || i >= last));
+    }, 'all'));
+    const r = await cli('audit', '--ledger', copy, 'verify');
+    expect(r.exitCode).toBe(1);
+    expect(r.lines.join('\n')).toMatch(/^\d+ +audit-checkpoints +the server signed \d+ events before this checkpoint, the ledger has \d+: events before it were removed$/m);
+  });
+
+  it("history rewritten and every checkpoint in the ledger signed again with another key: the auditor's checkpoint names the changed event, not only the first checkpoint signed again", async () => {
+    let edited = 0;
+    const copy = covered(tampered(ledger, (rows) => {
+      // Soon after the first checkpoint, so it is among the leaves named.
+      const first = rows.findIndex((x) => x.type === 'CheckpointPublished');
+      const r = pick(rows.slice(first), (x) => x.type === 'MachineReserved', 'reservation after a checkpoint');
+      r.data.tenantId = 99;
+      edited = r.position;
+      return rows;
+    }, 'all', privateKeyOf(newSigningKey().privatePem)));
+    // The key is named, and nothing in the file alone shows the rewrite.
+    const plain = await cli('audit', '--ledger', copy, 'verify');
+    expect({ exitCode: plain.exitCode, last: plain.lines.at(-1) }).toEqual({ exitCode: 0, last: expect.stringMatching(/^OK: .*signed checkpoints in the ledger \(key sha256:/) });
+    const r = await cli('audit', '--ledger', copy, 'verify', '--checkpoint', checkpointFile);
+    expect(r.exitCode).toBe(1);
+    const text = r.lines.join('\n');
+    expect(text).toMatch(/leaf \d+ \(position \d+, audit-checkpoints@0\) differs from the checkpoint: the covered prefix was changed; also leaves /);
+    expect(text).toContain(`(position ${edited}, machine-`);
+    // The server's own checkpoint pins its key.
+    const signed = await cli('audit', '--ledger', copy, 'verify', '--checkpoint', signedFile);
+    expect(signed.lines.join('\n')).toMatch(/published checkpoint signed by another key/);
+  });
+
+  it("an emptied ledger (its write-ahead log deleted before SQLite moved it into the file: no events table) beside the writer's head record is named as events removed", async () => {
+    const copy = copyOf(ledger);
+    writeFileSync(copy, '');
+    const r = await cli('audit', '--ledger', copy, 'verify');
+    expect(r.exitCode).toBe(1);
+    expect(r.lines.join('\n')).toMatch(/^\d+ +writer head +the writer recorded events up to position \d+, the file has no events table: every event was removed \(the file replaced, or its write-ahead log .*-wal deleted before SQLite moved it into the file\)$/m);
+    expect(r.lines.at(-1)).toBe('TAMPERED: 1 problem(s)');
   });
 
   it('names a file that is no ledger, and says why it refuses a checkpoint of negative size', async () => {
@@ -402,4 +504,34 @@ describe('an auditor against a tamperer with the ledger file', () => {
       expect({ type, exitCode: r.exitCode }).toEqual({ type, exitCode: 1 });
     }
   });
+});
+
+describe('a tamperer who edits the file under the running server', () => {
+  it('is caught by plain verify: the server goes on from what it holds, so its next event breaks the global chain and its next signed checkpoint does not match', async () => {
+    const duffy = await startDuffy();
+    const file = join(duffy.dataDir, 'ledger.sqlite');
+    let edited = 0;
+    try {
+      const erin = await newTenant(duffy, 'erin');
+      expect((await erin.post('/api/v1/sessions', { nodes_specs: [{ type: 'vm', quantity: 1 }] })).status).toBe(201);
+      // Every chain recomputed and the head record rewritten: the file alone is consistent again.
+      covered(rewritten(file, (rows) => {
+        const r = pick(rows, (x) => x.type === 'MachineReserved', 'reservation');
+        r.data.tenantId = 99;
+        edited = r.position;
+        return rows;
+      }, 'all'));
+      expect((await cli('audit', '--ledger', file, 'verify')).exitCode).toBe(0);
+      expect((await duffy.admin.post('/api/v1/tenants', { name: 'frank', ssh_key: 'ssh-ed25519 AAAAC3Nza frank@ci' })).status).toBe(201);
+      await duffy.app.get(CheckpointService).publish();
+    } finally {
+      await duffy.close();
+    }
+    const r = await cli('audit', '--ledger', file, 'verify');
+    expect(r.exitCode).toBe(1);
+    const text = r.lines.join('\n');
+    expect(text).toMatch(/^\d+ +global chain +global chain broken/m);
+    expect(text).toMatch(new RegExp(`audit-checkpoints +the first \\d+ events are not the ones the server signed; an event at positions 1\\.\\.\\d+ was changed`));
+    expect(edited).toBeGreaterThan(0);
+  }, 60_000);
 });
