@@ -91,6 +91,7 @@ export interface PlaybookRunner {
 /** Each run's input and process group live here, under the data directory, until the run is over. */
 const RUNS_DIR = 'runs';
 const GROUP_FILE = 'pgid';
+const INPUT_FILE = 'duffy_in.json';
 
 export const PLAYBOOK_RUNNER = Symbol('PLAYBOOK_RUNNER');
 const TAIL = 2000;
@@ -125,10 +126,8 @@ export class AnsibleRunner implements PlaybookRunner {
     const root = join(resolve(dataDir), RUNS_DIR);
     let reaped = 0;
     for (const name of await readdir(root).catch(() => [] as string[])) {
-      const pgid = Number(await readFile(join(root, name, GROUP_FILE), 'utf8').catch(() => ''));
-      // Only a group still led by an ansible-playbook: a pid the system has given to something else is left alone.
-      const cmdline = Number.isInteger(pgid) && pgid > 0 ? await readFile(`/proc/${pgid}/cmdline`, 'utf8').catch(() => '') : '';
-      if (cmdline.includes('ansible-playbook')) {
+      const pgid = await runGroup(join(root, name));
+      if (pgid !== undefined) {
         killGroup(pgid);
         reaped += 1;
       }
@@ -155,7 +154,7 @@ export class AnsibleRunner implements PlaybookRunner {
       return notRun(`can't write the run's input in ${runs}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
     try {
-      const varsFile = join(dir, 'duffy_in.json');
+      const varsFile = join(dir, INPUT_FILE);
       try {
         await writeFile(varsFile, extraVarsJson(input), { mode: 0o600 });
       } catch (err) {
@@ -244,6 +243,28 @@ export async function fullDisk(dir: string, minFree = FULL_DISK_BYTES): Promise<
   const fs = await statfs(dir).catch(() => undefined);
   if (!fs || fs.bavail * fs.bsize >= minFree) return undefined;
   return { reason: `the disk under ${dir} is full (${fs.bavail * fs.bsize} bytes free): Ansible cannot write its temporary files`, spawned: true };
+}
+
+const commandLine = (pid: number) => readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+
+/**
+ * The process group of a run left behind: from its file; else, for a process killed between the spawn and that
+ * file's write, the group of the ansible-playbook whose command line names the run's input. Only a group still led
+ * by an ansible-playbook: a pid the system has given to something else is left alone.
+ */
+async function runGroup(dir: string): Promise<number | undefined> {
+  const pgid = Number(await readFile(join(dir, GROUP_FILE), 'utf8').catch(() => ''));
+  if (Number.isInteger(pgid) && pgid > 0 && (await commandLine(pgid)).includes('ansible-playbook')) return pgid;
+  const input = `@${join(dir, INPUT_FILE)}`;
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^[0-9]+$/.test(pid)) continue;
+    const args = (await commandLine(Number(pid))).split('\0');
+    if (!args.includes(input) || !args.some((a) => a.endsWith('ansible-playbook'))) continue;
+    // Field 5 of stat, after the command name in parentheses: the group (Ansible's forks share the leader's command line).
+    const group = Number((await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')).split(') ').at(-1)?.split(' ')[2]);
+    if (Number.isInteger(group) && group > 0) return group;
+  }
+  return undefined;
 }
 
 function killGroup(pid: number | undefined): void {

@@ -48,7 +48,7 @@ export async function collect(store: EventStore): Promise<RecordedEvent[]> {
   return out;
 }
 
-/** A machine freed this recently may have been promised to a request in flight when the choice was made. */
+/** A machine freed this recently (ready or unused again) may have been passed over by a choice made while it was busy. */
 const IN_FLIGHT_GRACE_MS = 1000;
 
 /**
@@ -88,7 +88,9 @@ export function replay(events: RecordedEvent[], defaults: Defaults): Violation[]
     evolve(world, e);
     if (admins) violations.push(...adminRule(e, recorded.position, admins, activeAdmins(world)));
     const touched = (e.data as { machineId?: number }).machineId;
-    if (touched !== undefined && world.machines.get(touched)?.state === 'ready') freedAt.set(touched, Date.parse(String((e.data as { at?: string }).at ?? 0)));
+    const after = touched === undefined ? undefined : world.machines.get(touched);
+    // Free again, ready or unused (a provisioning that failed or timed out frees an unused one too).
+    if (after && (after.state === 'ready' || after.state === 'unused') && after.job === null) freedAt.set(touched!, Date.parse(String((e.data as { at?: string }).at ?? 0)));
     if (e.type === 'MachineRequested') specs.set(e.data.sessionId, e.data.specs);
     if (e.type === 'MachineReserved' && e.data.affinity === 'fallback') {
       const explicit = (specs.get(e.data.sessionId) ?? []).some((s) => s.pool !== undefined || s.platform !== undefined);

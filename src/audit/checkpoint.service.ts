@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { createPublicKey } from 'node:crypto';
 import { type Settings, positiveIntEnv } from '../config/config.js';
@@ -16,13 +16,39 @@ export const KEY_FILE = 'audit-ed25519.pem';
 export function loadOrCreateKey(dataDir: string): { privateKey: KeyObject; publicKey: string; created: boolean } {
   const file = join(dataDir, KEY_FILE);
   let created = false;
-  if (!existsSync(file)) {
-    writeFileSync(file, newSigningKey().privatePem, { mode: 0o600, flag: 'wx' });
+  // Empty: a crash (power loss, kill -9) during the first start of a version that wrote the file in place; it never
+  // held a key, and kept every later start failing on it.
+  if (!existsSync(file) || statSync(file).size === 0) {
+    writeKey(file, newSigningKey().privatePem);
     created = true;
   }
   chmodSync(file, 0o600);
   const privateKey = privateKeyOf(readFileSync(file, 'utf8'));
   return { privateKey, publicKey: createPublicKey(privateKey).export({ format: 'der', type: 'spki' }).toString('base64'), created };
+}
+
+/** Writes the key whole and durable under a private name, then renames it into place (the data dir's lock holder alone writes it). */
+function writeKey(file: string, pem: string): void {
+  const mine = `${file}.${process.pid}.tmp`;
+  const fd = openSync(mine, 'w', 0o600);
+  try {
+    writeSync(fd, pem);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    renameSync(mine, file);
+  } catch (err) {
+    rmSync(mine, { force: true });
+    throw err;
+  }
+  const dir = openSync(dirname(file), 'r');
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
 }
 
 /**

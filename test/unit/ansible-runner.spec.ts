@@ -1,5 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execaSync } from 'execa';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AnsibleRunner, type DuffyIn, extraVarsJson, findDuffyOut, outcomes } from '../../src/adapters/ansible-runner.js';
@@ -73,3 +76,37 @@ describe('the extra vars a playbook gets', () => {
   });
 });
 
+
+describe('the runs a killed predecessor left behind', () => {
+  it('kills a run whose process group file a kill -9 never let it write (killed between spawn and that write)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-reap-'));
+    const run = join(dataDir, 'runs', 'run-x');
+    mkdirSync(run, { recursive: true });
+    writeFileSync(join(run, 'duffy_in.json'), '{}');
+    const playbook = join(dataDir, 'hang.yml');
+    writeFileSync(playbook, '- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 300\n');
+    // As the runner spawns it: its own process group, the input named on its command line.
+    const child = spawn('ansible-playbook', ['-i', 'localhost,', '-c', 'local', playbook, '-e', `@${join(run, 'duffy_in.json')}`], { detached: true, stdio: 'ignore' });
+    const alive = (pid: number) => {
+      try {
+        return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').at(-1)?.[0] !== 'Z';
+      } catch {
+        return false;
+      }
+    };
+    try {
+      // Its module runs: the group holds the playbook and the `sleep` it started.
+      for (let i = 0; i < 300 && !execaSync('pgrep', ['-g', String(child.pid), '-x', 'sleep'], { reject: false }).stdout; i++) await sleep(100);
+      expect(await new AnsibleRunner().reap(dataDir)).toBe(1);
+      for (let i = 0; i < 50 && alive(child.pid!); i++) await sleep(100);
+      expect(alive(child.pid!)).toBe(false);
+      expect(readdirSync(join(dataDir, 'runs'))).toEqual([]);
+    } finally {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  }, 60_000);
+});

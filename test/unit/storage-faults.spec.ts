@@ -1,12 +1,13 @@
 import { describe, expect, it, jest } from '@jest/globals';
 import Database from 'better-sqlite3';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorsFilter, describe as describeError } from '../../src/http/errors.filter.js';
 import { createReadModels } from '../../src/adapters/readmodels/read-models.factory.js';
+import { KEY_FILE, loadOrCreateKey } from '../../src/audit/checkpoint.service.js';
 import { DataDirLockedError, LOCK_FILE, STALE_MS, lockDataDir } from '../../src/adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, SqliteEventStore, assertLedgerReadable } from '../../src/adapters/eventstore/sqlite-event-store.js';
 
@@ -67,6 +68,19 @@ describe('a write the store cannot make', () => {
     } finally {
       jest.useRealTimers();
     }
+  });
+});
+
+describe('the signing key after a crash', () => {
+  it('replaces a key file a crash left empty during the first start, instead of failing every start after it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-key-'));
+    writeFileSync(join(dir, KEY_FILE), '');
+    const key = loadOrCreateKey(dir);
+    expect(key.created).toBe(true);
+    // Whole and durable under its own name: no private copy left beside it, and the next start reads the same key.
+    expect(readdirSync(dir)).toEqual([KEY_FILE]);
+    expect(statSync(join(dir, KEY_FILE)).mode & 0o777).toBe(0o600);
+    expect(loadOrCreateKey(dir)).toMatchObject({ created: false, publicKey: key.publicKey });
   });
 });
 

@@ -1,9 +1,12 @@
+import Database from 'better-sqlite3';
 import { linkSync, mkdirSync, readFileSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 
 /** The embedded ledger has one writer: the process holding `<data dir>/duffy.lock`. */
 export const LOCK_FILE = 'duffy.lock';
+/** Held (an exclusive SQLite lock, which the kernel drops with its process) while a process decides and takes the lock. */
+const TAKEOVER_FILE = 'duffy.lock.takeover';
 /** The embedded ledger's file in the data directory. */
 export const LEDGER_FILE = 'ledger.sqlite';
 /** The holder touches its lock this often; one not touched for STALE_MS is a dead holder's, wherever it ran. */
@@ -98,22 +101,38 @@ function link(file: string, me: Holder): boolean {
   }
 }
 
+/**
+ * Runs `take` while no other process runs its own: two starts that judged the same dead holder's lock stale would
+ * otherwise each remove it, the second removing the lock the first had just linked, and both run as the writer.
+ */
+function oneAtATime(guard: string, take: () => void): void {
+  const db = new Database(guard, { timeout: 30_000 });
+  try {
+    db.exec('BEGIN EXCLUSIVE');
+    take();
+  } finally {
+    db.close();
+  }
+}
+
 export function lockDataDir(dataDir: string): DataDirLock {
   const dir = resolve(dataDir);
   mkdirSync(dir, { recursive: true });
   const file = join(dir, LOCK_FILE);
   const me: Holder = { pid: process.pid, host: hostname(), since: new Date().toISOString() };
-  for (let attempt = 0; !link(file, me); attempt++) {
-    const holder = readHolder(file);
-    if (holder && (!stale(file, holder, me) || attempt >= 3)) throw new DataDirLockedError(dir, holder);
-    if (attempt >= 3) throw new Error(`cannot take the lock ${file}: it keeps coming back unreadable`);
-    // Stale, or unreadable (not a lock this code wrote): take it over.
-    try {
-      unlinkSync(file);
-    } catch {
-      /* someone else took it over first: try again */
+  oneAtATime(join(dir, TAKEOVER_FILE), () => {
+    for (let attempt = 0; !link(file, me); attempt++) {
+      const holder = readHolder(file);
+      if (holder && (!stale(file, holder, me) || attempt >= 3)) throw new DataDirLockedError(dir, holder);
+      if (attempt >= 3) throw new Error(`cannot take the lock ${file}: it keeps coming back unreadable`);
+      // Stale, or unreadable (not a lock this code wrote): take it over.
+      try {
+        unlinkSync(file);
+      } catch {
+        /* someone else took it over first: try again */
+      }
     }
-  }
+  });
   heldHere.add(file);
   const heartbeat = setInterval(() => {
     try {
