@@ -59,7 +59,7 @@ function writeKey(file: string, pem: string): void {
  */
 @Injectable()
 export class CheckpointService implements OnApplicationBootstrap, OnApplicationShutdown {
-  private readonly tree = new CompactTree();
+  private tree = new CompactTree();
   private lastPosition = 0n;
   private streamRevision = -1;
   private sincePublished = 0;
@@ -78,14 +78,36 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
     private readonly ledger: Ledger,
   ) {}
 
-  onApplicationBootstrap(): void {
+  async onApplicationBootstrap(): Promise<void> {
     const key = loadOrCreateKey(this.settings.dataDir);
     this.privateKey = key.privateKey;
     this.publicKey = key.publicKey;
     this.log.log(`checkpoints signed with Ed25519 key ${keyId(key.publicKey)}${key.created ? ' (new)' : ''}, public key ${key.publicKey}`);
-    this.subscription = this.store.subscribeAll(0n, (e) => this.add(e), (err) => this.log.error(`checkpoint subscription stopped: ${String(err)}`));
+    await this.resumeFromLastCheckpoint();
+    this.subscription = this.store.subscribeAll(this.lastPosition, (e) => this.add(e), (err) => this.log.error(`checkpoint subscription stopped: ${String(err)}`));
     this.timer = setInterval(() => void this.publish(), this.everyMs);
     this.timer.unref();
+  }
+
+  /**
+   * The tree as the last published checkpoint left it (its frontier), so a start hashes only the events after it,
+   * not the whole history. A frontier that does not give the checkpoint's root is not used: the tree is then built
+   * from the first event. Either way it is the tree of the ledger as it is; an auditor recomputes it from the events.
+   */
+  private async resumeFromLastCheckpoint(): Promise<void> {
+    const published = await this.store.readStream(CHECKPOINT_STREAM).catch(() => [] as RecordedEvent[]);
+    const last = published.at(-1);
+    if (!last) return;
+    this.streamRevision = last.revision;
+    const cp = last.data as Partial<Checkpoint> & { frontier?: unknown };
+    const frontier = Array.isArray(cp.frontier) && cp.frontier.every((h) => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h)) ? cp.frontier.map((h: string) => Buffer.from(h, 'hex')) : undefined;
+    const tree = frontier && typeof cp.size === 'number' ? CompactTree.fromFrontier(cp.size, frontier) : undefined;
+    if (!tree || tree.root().toString('hex') !== cp.rootHash || !/^[0-9]+$/.test(String(cp.lastPosition))) {
+      this.streamRevision = -1;
+      return;
+    }
+    this.tree = tree;
+    this.lastPosition = BigInt(cp.lastPosition!);
   }
 
   private add(e: RecordedEvent): void {
@@ -107,10 +129,12 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
     this.publishing = true;
     try {
       const cp = this.current();
+      // Not signed: what the next start goes on from (resumeFromLastCheckpoint checks it against the signed root).
+      const frontier = this.tree.frontier().map((h) => h.toString('hex'));
       this.sincePublished = 0;
       // A conflict means another instance published first: the next checkpoint covers these events too.
       await this.ledger.record(
-        [{ stream: CHECKPOINT_STREAM, expected: this.streamRevision < 0 ? 'no_stream' : this.streamRevision, events: [{ type: 'CheckpointPublished', data: cp }] }],
+        [{ stream: CHECKPOINT_STREAM, expected: this.streamRevision < 0 ? 'no_stream' : this.streamRevision, events: [{ type: 'CheckpointPublished', data: { ...cp, frontier } }] }],
         { actor: 'duffy', at: cp.time },
       );
     } catch (err) {

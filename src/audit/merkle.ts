@@ -107,6 +107,27 @@ export class CompactTree {
     this.size += 1;
   }
 
+  /** The subtree roots, largest first: with `size`, all a tree needs to go on (see fromFrontier). */
+  frontier(): Buffer[] {
+    return [...this.roots];
+  }
+
+  /**
+   * A tree of `size` leaves from its frontier; undefined unless there is one root per 1-bit of `size` (the perfect
+   * subtrees are the powers of two that sum to it, largest first).
+   */
+  static fromFrontier(size: number, roots: readonly Buffer[]): CompactTree | undefined {
+    if (!Number.isSafeInteger(size) || size < 0) return undefined;
+    const sizes: number[] = [];
+    for (let bit = 2 ** Math.floor(Math.log2(Math.max(size, 1))); bit >= 1; bit /= 2) if (Math.floor(size / bit) % 2 === 1) sizes.push(bit);
+    if (sizes.length !== roots.length || roots.some((r) => r.length !== 32)) return undefined;
+    const tree = new CompactTree();
+    tree.sizes.push(...sizes);
+    tree.roots.push(...roots);
+    tree.size = size;
+    return tree;
+  }
+
   root(): Buffer {
     if (this.roots.length === 0) return EMPTY_ROOT;
     let r = this.roots[this.roots.length - 1];

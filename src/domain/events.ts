@@ -200,7 +200,7 @@ export type DuffyEvent =
   | { type: 'SessionReleased'; data: { sessionId: number; reason: ReleaseReason; at: string } }
   | { type: 'SessionExpired'; data: { sessionId: number; at: string } }
   /** A signed Merkle tree head of the ledger's first `size` events (src/audit/checkpoint.ts), in stream audit-checkpoints. */
-  | { type: 'CheckpointPublished'; data: { size: number; lastPosition: string; rootHash: string; time: string; signature?: string; publicKey?: string } };
+  | { type: 'CheckpointPublished'; data: { size: number; lastPosition: string; rootHash: string; time: string; signature?: string; publicKey?: string; frontier?: string[] } };
 
 export const stream = {
   tenant: (name: string) => `tenant-${name}`,

@@ -1,4 +1,4 @@
-import { describe, expect, it } from '@jest/globals';
+import { describe, expect, it, jest } from '@jest/globals';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +7,10 @@ import { ConfigError } from '../../src/config/config.js';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { Catalog } from '../../src/application/catalog.js';
 import { decideRequestSession } from '../../src/domain/decide.js';
-import { type Running, instantDemoConfig, startDuffy } from '../support/server.js';
+import { type Running, instantDemoConfig, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
+import { CheckpointService } from '../../src/audit/checkpoint.service.js';
+import { checkPublished } from '../../src/audit/checkpoint.js';
+import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 
 const V1 = '/api/v1';
 
@@ -138,5 +141,32 @@ describe('restart', () => {
       await duffy.close();
     }
   });
-});
 
+  it('hashes for its checkpoints only the events after the last one published (not the whole history), and they still verify', async () => {
+    const first = await startDuffy();
+    await newTenant(first, 'ann');
+    await first.app.get(CheckpointService).publish();
+    await newTenant(first, 'bob');
+    const published = (await ledgerEvents(first)).filter((e) => e.type === 'CheckpointPublished');
+    const resumeAfter = BigInt((published.at(-1)!.data as { lastPosition: string }).lastPosition);
+    await first.close();
+
+    const subscribed = jest.spyOn(SqliteEventStore.prototype, 'subscribeAll');
+    const again = await startDuffy({ dataDir: first.dataDir });
+    try {
+      expect(resumeAfter).toBeGreaterThan(0n);
+      // The checkpoint service's subscription starts where the last checkpoint ended; before, every start began at 0.
+      expect(subscribed.mock.calls.map((c) => c[0])).toContain(resumeAfter);
+      expect(subscribed.mock.calls.map((c) => c[0])).not.toContain(0n);
+      await newTenant(again, 'cyd');
+      await again.app.get(CheckpointService).publish();
+      const events = await ledgerEvents(again);
+      const check = checkPublished(events);
+      expect(check.problems).toEqual([]);
+      expect(check.checked).toBe(2);
+    } finally {
+      subscribed.mockRestore();
+      await again.close();
+    }
+  });
+});

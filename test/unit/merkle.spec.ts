@@ -37,6 +37,26 @@ describe('RFC 9162 Merkle tree', () => {
     }
   });
 
+  it('goes on from its frontier as the same tree (any size), and takes no frontier that does not fit its size', () => {
+    const leaves = Array.from({ length: 70 }, (_, i) => leafHash(Buffer.from([i])));
+    for (let size = 0; size <= 64; size++) {
+      const whole = new CompactTree();
+      leaves.slice(0, size).forEach((h) => whole.appendHash(h));
+      const resumed = CompactTree.fromFrontier(size, whole.frontier())!;
+      expect(hex(resumed.root())).toBe(hex(whole.root()));
+      for (const h of leaves.slice(size, size + 6)) {
+        whole.appendHash(h);
+        resumed.appendHash(h);
+        expect({ size, root: hex(resumed.root()), n: resumed.size }).toEqual({ size, root: hex(whole.root()), n: whole.size });
+      }
+    }
+    const five = new CompactTree();
+    leaves.slice(0, 5).forEach((h) => five.appendHash(h));
+    expect(CompactTree.fromFrontier(7, five.frontier())).toBeUndefined();
+    expect(CompactTree.fromFrontier(5, [...five.frontier(), Buffer.alloc(32)])).toBeUndefined();
+    expect(CompactTree.fromFrontier(-1, [])).toBeUndefined();
+  });
+
   it('gives the reference consistency proofs (RFC 6962 test shapes 1->1, 1->8, 6->8, 2->5)', () => {
     const all = hashes(8);
     expect(consistencyProof(all, 1, 1)).toEqual([]);
