@@ -125,15 +125,7 @@ describe('kill -9 loops under load, with playbooks, leases and collections under
       // Leases of seconds (longer than a hand-over under this load): expiries land between the kills too.
       { 'node-quota': 3, 'session-lifetime': 12, 'session-lifetime-max': 30 },
     );
-    const port = 20000 + Math.floor(Math.random() * 20000);
-    const url = `http://127.0.0.1:${port}`;
-    const admin = new Client(url, basic('admin', ADMIN_KEY));
-    const up = () => poll('the server', async () => ((await admin.get('/api/v1/tenants')).status === 200 ? true : undefined));
-    let child = server(dataDir, config, port);
-    const kill = async () => {
-      child.kill('SIGKILL');
-      await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(null) : child.once('exit', r)));
-    };
+    const { url, admin, up, kill, start } = killable(dataDir, config);
     try {
       await up();
       const tenants: Client[] = [];
@@ -173,10 +165,10 @@ describe('kill -9 loops under load, with playbooks, leases and collections under
         stop = true;
         await Promise.all(load);
         // Once more during the next start-up's catch-up.
-        child = server(dataDir, config, port);
+        start();
         await sleep(200 + Math.random() * 1500);
         await kill();
-        child = server(dataDir, config, port);
+        start();
         await up();
       }
 
@@ -222,7 +214,7 @@ describe('kill -9 loops under load, with playbooks, leases and collections under
       const before = await snapshot();
       await kill();
       for (const suffix of ['', '-wal', '-shm']) rmSync(join(dataDir, `readmodels.sqlite${suffix}`), { force: true });
-      child = server(dataDir, config, port);
+      start();
       await up();
       expect(await snapshot()).toBe(before);
       await kill();
@@ -243,15 +235,7 @@ describe('kill -9 while a released session\'s artifacts are collected', () => {
       [{ name: 'c', 'release-policy': 'rebuild', 'collect-artifacts': true }],
       [1, 2].map((i) => ({ hostname: `collect-${i}.test`, pool: 'c', state: 'ready' })),
     );
-    const port = 20000 + Math.floor(Math.random() * 20000);
-    const url = `http://127.0.0.1:${port}`;
-    const admin = new Client(url, basic('admin', ADMIN_KEY));
-    const up = () => poll('the server', async () => ((await admin.get('/api/v1/tenants')).status === 200 ? true : undefined));
-    let child = server(dataDir, config, port);
-    const kill = async () => {
-      child.kill('SIGKILL');
-      await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(null) : child.once('exit', r)));
-    };
+    const { url, admin, up, kill, start } = killable(dataDir, config);
     try {
       await up();
       const t = await admin.post('/api/v1/tenants', { name: 'job', ssh_key: 'ssh-ed25519 AAAAC3Nza job@ci' });
@@ -274,7 +258,7 @@ describe('kill -9 while a released session\'s artifacts are collected', () => {
         await poll('the collection under way', async () => ((await ledgerFile(join(dataDir, 'ledger.sqlite'))).some((e) => e.type === 'PlaybookStarted' && e.data.sessionId === id && e.data.action === 'collect_artifacts') ? true : undefined));
         await sleep(Math.random() * 3000);
         await kill();
-        child = server(dataDir, config, port);
+        start();
         await up();
         await poll('the machines rebuilt and back', async () => {
           const nodes = (await admin.get('/api/v1/nodes')).body.nodes as Array<{ state: string }>;
@@ -288,3 +272,21 @@ describe('kill -9 while a released session\'s artifacts are collected', () => {
     }
   });
 });
+
+/** The built server on `dataDir`, started at once; `kill` is SIGKILL (awaited), `start` runs it again on the same port. */
+function killable(dataDir: string, config: string) {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const url = `http://127.0.0.1:${port}`;
+  const admin = new Client(url, basic('admin', ADMIN_KEY));
+  let child = server(dataDir, config, port);
+  return {
+    url,
+    admin,
+    up: () => poll('the server', async () => ((await admin.get('/api/v1/tenants')).status === 200 ? true : undefined)),
+    kill: async () => {
+      child.kill('SIGKILL');
+      await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(null) : child.once('exit', r)));
+    },
+    start: () => void (child = server(dataDir, config, port)),
+  };
+}
