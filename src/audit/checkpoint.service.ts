@@ -98,16 +98,14 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
     const published = await this.store.readStream(CHECKPOINT_STREAM).catch(() => [] as RecordedEvent[]);
     const last = published.at(-1);
     if (!last) return;
-    this.streamRevision = last.revision;
     const cp = last.data as Partial<Checkpoint> & { frontier?: unknown };
     const frontier = Array.isArray(cp.frontier) && cp.frontier.every((h) => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h)) ? cp.frontier.map((h: string) => Buffer.from(h, 'hex')) : undefined;
     const tree = frontier && typeof cp.size === 'number' ? CompactTree.fromFrontier(cp.size, frontier) : undefined;
-    if (!tree || tree.root().toString('hex') !== cp.rootHash || !/^[0-9]+$/.test(String(cp.lastPosition))) {
-      this.streamRevision = -1;
-      return;
-    }
+    // Not used: the subscription from 0 finds the stream's revision with everything else.
+    if (!tree || tree.root().toString('hex') !== cp.rootHash || !/^[0-9]+$/.test(String(cp.lastPosition))) return;
     this.tree = tree;
     this.lastPosition = BigInt(cp.lastPosition!);
+    this.streamRevision = last.revision;
   }
 
   private add(e: RecordedEvent): void {
