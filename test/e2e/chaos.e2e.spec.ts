@@ -1,0 +1,409 @@
+import { afterAll, describe, expect, it, jest } from '@jest/globals';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse, stringify } from 'yaml';
+import { run } from '../../src/cli/main.js';
+import { effective } from '../../src/domain/decide.js';
+import { emptyWorld, evolve } from '../../src/domain/world.js';
+import { type Reply, type Running, Client, basic, instantDemoConfig, ledgerFile, startDuffy } from '../support/server.js';
+
+/**
+ * Chaos: 24 tenant clients (Jenkins) request, list, extend, release and expire sessions while an admin changes
+ * their quotas and lifetimes, retires and reactivates them, resets their keys, takes machines in and out of
+ * service (quarantined ones too), retires and adds machines, and ends or opens sessions for them. Seeded:
+ * DUFFY_CHAOS_SEED replays one run's choices (the interleaving is the machine's). Checked while it runs: no
+ * machine in two active sessions in any list, every 2xx seen by a later GET, no 5xx but a documented 503; at the
+ * end: the quota held at each decision (from the ledger), `audit replay` and `audit verify` clean, and a restart on
+ * the same data dir serving the same state.
+ */
+jest.setTimeout(240_000);
+const SEED = Number(process.env.DUFFY_CHAOS_SEED ?? 20261130);
+const CLIENTS = Number(process.env.DUFFY_CHAOS_CLIENTS ?? 24);
+const OPS = Number(process.env.DUFFY_CHAOS_OPS ?? 30);
+const ADMIN_OPS = Number(process.env.DUFFY_CHAOS_ADMIN_OPS ?? 400);
+const V1 = '/api/v1';
+const DEFAULT_QUOTA = 10;
+const POOLS: Record<string, { type: string; arch: string; platform: string }> = {
+  'metal-intel-x86_64': { type: 'baremetal', arch: 'x86_64', platform: 'intel' },
+  'metal-amd-x86_64': { type: 'baremetal', arch: 'x86_64', platform: 'amd' },
+  'metal-arm-aarch64': { type: 'baremetal', arch: 'aarch64', platform: 'arm' },
+  'vm-intel-x86_64': { type: 'vm', arch: 'x86_64', platform: 'intel' },
+  'vm-arm-aarch64': { type: 'vm', arch: 'aarch64', platform: 'arm' },
+};
+
+/** mulberry32: small, seedable, good enough to pick operations. */
+function rng(seed: number) {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return {
+    next,
+    int: (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1)),
+    pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)],
+    chance: (p: number) => next() < p,
+    /** One of the weighted names. */
+    weighted: <K extends string>(w: Record<K, number>): K => {
+      const total = Object.values<number>(w).reduce((s, x) => s + x, 0);
+      let r = next() * total;
+      for (const [k, x] of Object.entries<number>(w)) if ((r -= x) < 0) return k as K;
+      return Object.keys(w)[0] as K;
+    },
+  };
+}
+type Rng = ReturnType<typeof rng>;
+
+/** The instant demo with the health check far off, so a registered quarantined machine stays so until an admin acts. */
+function chaosConfig(): string {
+  const file = instantDemoConfig();
+  const cfg = parse(readFileSync(file, 'utf8'));
+  for (const p of cfg.pools) p['health-check-interval'] = 3600;
+  writeFileSync(file, stringify(cfg));
+  return file;
+}
+
+interface TenantModel {
+  name: string;
+  id: number;
+  key: string;
+  /** Bumped before and after every admin change (odd: one under way) that may refuse the tenant's own calls (retire, reactivate, key). */
+  epoch: number;
+  retired: boolean;
+  sessions: Set<number>;
+}
+
+class Defects {
+  readonly list: string[] = [];
+  add(what: string) {
+    if (this.list.length < 50) this.list.push(what);
+  }
+}
+
+const show = (r: Reply) => `${r.status} ${JSON.stringify(r.body).slice(0, 400)}`;
+
+describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
+  let duffy: Running;
+  afterAll(() => duffy?.close());
+
+  it('keeps every invariant while admins change the farm under load, and a restart serves the same state', async () => {
+    console.log(`chaos: seed ${SEED} (DUFFY_CHAOS_SEED=${SEED} replays its choices), ${CLIENTS} tenant clients x ${OPS} operations, admin up to ${ADMIN_OPS}`);
+    const started = Date.now();
+    const configFile = chaosConfig();
+    duffy = await startDuffy({ configFile, reconcileEveryMs: 200 });
+    const defects = new Defects();
+    const statuses = new Map<string, number>();
+    const details = new Set<string>();
+    const count = (what: string, r: Reply) => statuses.set(`${what} ${r.status}`, (statuses.get(`${what} ${r.status}`) ?? 0) + 1);
+    const admin = duffy.admin;
+    const seeded = rng(SEED);
+
+    /** Every reply: no 5xx but a 503 with Retry-After (provisioning or the store), and every list keeps machines apart. */
+    const checked = async (what: string, p: Promise<Reply>): Promise<Reply> => {
+      const r = await p;
+      count(what, r);
+      if (process.env.DUFFY_CHAOS_VERBOSE && r.status >= 300) details.add(`${what} ${r.status} ${String(r.body?.detail ?? JSON.stringify(r.body)).replace(/\d+/g, 'N').slice(0, 160)}`);
+      if (r.status >= 500 && !(r.status === 503 && r.headers.get('retry-after'))) defects.add(`${what}: ${show(r)}`);
+      if (r.status === 200 && Array.isArray(r.body?.sessions)) {
+        const holder = new Map<string, number>();
+        for (const s of r.body.sessions) {
+          if (!s.active) continue;
+          for (const n of s.nodes) {
+            const other = holder.get(n.hostname);
+            if (other !== undefined && other !== s.id) defects.add(`${what}: ${n.hostname} in active sessions ${other} and ${s.id}`);
+            holder.set(n.hostname, s.id);
+          }
+        }
+      }
+      return r;
+    };
+
+    // Tenants: quotas from 1 to the default, some on the default.
+    const tenants: TenantModel[] = [];
+    for (let i = 0; i < CLIENTS; i++) {
+      const name = `chaos-${i}`;
+      const quota = seeded.chance(0.3) ? undefined : seeded.int(1, 8);
+      const r = await admin.post(`${V1}/tenants`, { name, ssh_key: `ssh-ed25519 AAAAC3Nza ${name}@ci`, ...(quota ? { node_quota: quota } : {}) });
+      expect(r.status).toBe(201);
+      tenants.push({ name, id: r.body.tenant.id, key: r.body.tenant.api_key, epoch: 0, retired: false, sessions: new Set() });
+    }
+    const as = (t: TenantModel) => new Client(duffy.url, basic(t.name, t.key));
+    let machines = new Map<number, { hostname: string; pool: string }>(
+      (await admin.get(`${V1}/nodes`)).body.nodes.map((n: { id: number; hostname: string; pool: string }) => [n.id, { hostname: n.hostname, pool: n.pool }]),
+    );
+
+    /** A refusal the tenant may get because the admin changed it during the call. */
+    const adminChangedIt = (t: TenantModel, epoch: number, r: Reply) =>
+      (epoch !== t.epoch || epoch % 2 === 1 || t.retired) &&
+      ((r.status === 401 && /Invalid tenant name or API key/.test(r.body?.detail)) || (r.status === 403 && /retired/.test(r.body?.detail)));
+    /** What a request may be refused with whatever the admin does. */
+    const refusalOk = (r: Reply) =>
+      (r.status === 403 && /^quota exceeded: /.test(r.body?.detail)) || (r.status === 422 && /^can't reserve nodes: /.test(r.body?.detail)) || (r.status === 422 && /isn't active/.test(r.body?.detail));
+
+    /** A session created: a later GET shows it with the same tenant and nodes (it may have ended since). */
+    async function confirmCreated(what: string, tenantId: number, session: any) {
+      const g = await checked('GET /sessions/{id} (confirm)', admin.get(`${V1}/sessions/${session.id}`));
+      if (g.status !== 200) return defects.add(`${what}: 201 session ${session.id}, then GET ${show(g)}`);
+      const hosts = (s: any) => s.nodes.map((n: { hostname: string }) => n.hostname).sort();
+      if (g.body.session.tenant.id !== tenantId || JSON.stringify(hosts(g.body.session)) !== JSON.stringify(hosts(session))) {
+        defects.add(`${what}: 201 ${JSON.stringify(session).slice(0, 300)}, then GET ${show(g)}`);
+      }
+      if (session.nodes.length !== session.data.nodes_specs.reduce((s: number, x: { quantity: number }) => s + x.quantity, 0)) defects.add(`${what}: 201 with nodes missing: ${JSON.stringify(session).slice(0, 300)}`);
+    }
+
+    const shape = (r: Rng) => {
+      const pool = r.pick(Object.keys(POOLS));
+      const p = POOLS[pool];
+      const quantity = r.chance(0.7) ? 1 : r.int(2, 3);
+      const k = r.weighted({ pool: 3, type: 3, arch: 3, platform: 1 });
+      if (k === 'pool') return { pool, quantity };
+      if (k === 'type') return { type: p.type, quantity };
+      if (k === 'arch') return { type: p.type, arch: p.arch, quantity };
+      return { type: p.type, arch: p.arch, platform: p.platform, quantity };
+    };
+
+    async function tenantWorker(t: TenantModel, r: Rng) {
+      for (let op = 0; op < OPS; op++) {
+        const epoch = t.epoch;
+        const me = as(t);
+        const mine = [...t.sessions];
+        const kind = r.weighted({ request: 8, list: 3, get: 2, release: 5, extend: 3, expire: 1, legacy: 1, nodes: 1 });
+        if (kind === 'request' || (mine.length === 0 && kind !== 'list' && kind !== 'nodes' && kind !== 'legacy')) {
+          const body = { nodes_specs: r.chance(0.15) ? [shape(r), shape(r)] : [shape(r)], ...(r.chance(0.15) ? { wait: 1 } : {}) };
+          const res = await checked('POST /sessions', me.post(`${V1}/sessions`, body));
+          if (res.status === 201) {
+            t.sessions.add(res.body.session.id);
+            await confirmCreated(`POST /sessions ${JSON.stringify(body)} by ${t.name}`, t.id, res.body.session);
+          } else if (!refusalOk(res) && !adminChangedIt(t, epoch, res) && !(res.status === 503 && res.headers.get('retry-after'))) {
+            defects.add(`POST /sessions ${JSON.stringify(body)} by ${t.name}: ${show(res)}`);
+          }
+        } else if (kind === 'list') {
+          const res = await checked('GET /sessions', me.get(`${V1}/sessions`));
+          if (res.status === 200) {
+            for (const s of res.body.sessions) if (s.tenant.id !== t.id) defects.add(`GET /sessions by ${t.name} shows session ${s.id} of tenant ${s.tenant.id}`);
+          } else if (!adminChangedIt(t, epoch, res)) defects.add(`GET /sessions by ${t.name}: ${show(res)}`);
+        } else if (kind === 'nodes') {
+          const res = await checked('GET /nodes', me.get(`${V1}/nodes`));
+          if (res.status !== 200 && !adminChangedIt(t, epoch, res)) defects.add(`GET /nodes by ${t.name}: ${show(res)}`);
+        } else if (kind === 'get') {
+          const id = r.pick(mine);
+          const res = await checked('GET /sessions/{id}', me.get(`${V1}/sessions/${id}`));
+          if (res.status !== 200 && !adminChangedIt(t, epoch, res)) defects.add(`GET /sessions/${id} by ${t.name}: ${show(res)}`);
+        } else if (kind === 'release') {
+          const id = r.pick(mine);
+          const body = r.chance(0.3) ? { active: false, expires_at: null } : { active: false };
+          const res = await checked('PUT /sessions/{id} done', me.put(`${V1}/sessions/${id}`, body));
+          if (res.status === 200) {
+            t.sessions.delete(id);
+            const g = await checked('GET /sessions/{id} (confirm)', admin.get(`${V1}/sessions/${id}`));
+            if (g.status !== 200 || g.body.session.active !== false) defects.add(`PUT /sessions/${id} done by ${t.name}: ${show(res)}, then GET ${show(g)}`);
+          } else if (!adminChangedIt(t, epoch, res)) defects.add(`PUT /sessions/${id} done by ${t.name}: ${show(res)}`);
+        } else if (kind === 'extend' || kind === 'expire') {
+          const id = r.pick(mine);
+          const by = kind === 'expire' ? '-1d' : r.pick(['+1h', '+10m', '+6h', '-5m', new Date(Date.now() + r.int(1, 48) * 3600_000).toISOString()]);
+          const was = by.startsWith('+') ? (await checked('GET /sessions/{id}', me.get(`${V1}/sessions/${id}`))).body?.session?.expires_at : undefined;
+          const res = await checked('PUT /sessions/{id} extend', me.put(`${V1}/sessions/${id}`, { expires_at: by }));
+          if (res.status === 200) {
+            const s = res.body.session;
+            if (was && Date.parse(s.expires_at) < Date.parse(was)) shortened.push(`session ${id} ${by}: ${was} -> ${s.expires_at}`);
+            if (Date.parse(s.expires_at) < Date.parse(s.created_at)) defects.add(`extend ${id} by ${by}: expiry before its creation: ${show(res)}`);
+            const g = await checked('GET /sessions/{id} (confirm)', admin.get(`${V1}/sessions/${id}`));
+            // Ended since (an admin, a retirement, the reconciler: an expiry in the past) or as answered.
+            if (g.status !== 200 || (g.body.session.active && g.body.session.expires_at !== s.expires_at)) defects.add(`PUT /sessions/${id} ${by} by ${t.name}: ${show(res)}, then GET ${show(g)}`);
+            if (!s.active) t.sessions.delete(id);
+          } else if (res.status === 422 && /is retired/.test(res.body?.detail)) {
+            t.sessions.delete(id); // ended under it: expired, ended by an admin or by the tenant's retirement
+          } else if (!adminChangedIt(t, epoch, res)) defects.add(`PUT /sessions/${id} ${by} by ${t.name}: ${show(res)}`);
+        } else if (kind === 'legacy') {
+          const ver = r.pick(['7', '9-stream', '10-stream']);
+          const arch = r.pick(['x86_64', 'aarch64']);
+          const res = await checked('GET /Node/get', new Client(duffy.url).get(`/Node/get?key=${t.key}&ver=${ver}&arch=${arch}&count=${r.int(1, 2)}`));
+          if (res.status === 200 && typeof res.body === 'object' && Number.isInteger(res.body.ssid)) t.sessions.add(res.body.ssid);
+          else if (!(res.status === 200 && res.body === 'Failed to allocate nodes') && !((epoch !== t.epoch || epoch % 2 === 1 || t.retired) && res.status === 403)) defects.add(`GET /Node/get by ${t.name}: ${show(res)}`);
+        }
+      }
+    }
+
+    let tenantsDone = false;
+    const shortened: string[] = [];
+    const held = new Set<number>(); // machines the admin retired
+    let added = 0;
+    const quarantined: number[] = [];
+    async function adminWorker(r: Rng) {
+      for (let op = 0; op < ADMIN_OPS && !tenantsDone; op++) {
+        const t = r.pick(tenants);
+        const kind = r.weighted({ quota: 6, lifetime: 3, retire: 2, key: 2, maintenance: 5, retireNode: 1, addNode: 2, endSession: 3, requestFor: 2, listAll: 3, pool: 2, queue: 1 });
+        if (kind === 'quota') {
+          const q = r.chance(0.2) ? null : r.int(1, 8);
+          const res = await checked('PUT /tenants/{id} quota', admin.put(`${V1}/tenants/${t.id}`, { node_quota: q }));
+          if (res.status === 200) {
+            const g = await checked('GET /tenants/{id}', admin.get(`${V1}/tenants/${t.id}`));
+            if (g.body?.tenant?.node_quota !== q || g.body.tenant.effective_node_quota !== (q ?? DEFAULT_QUOTA)) defects.add(`quota ${q} for ${t.name}: ${show(res)}, then GET ${show(g)}`);
+          } else if (!(t.retired && res.status === 422 && /is retired/.test(res.body?.detail))) defects.add(`quota ${q} for ${t.name}: ${show(res)}`);
+        } else if (kind === 'lifetime') {
+          const lifetime = r.chance(0.2) ? null : r.int(60, 7200);
+          const max = r.chance(0.2) ? null : r.int(60, 14400);
+          const res = await checked('PUT /tenants/{id} lifetime', admin.put(`${V1}/tenants/${t.id}`, { session_lifetime: lifetime, session_lifetime_max: max }));
+          if (res.status === 200) {
+            const g = await checked('GET /tenants/{id}', admin.get(`${V1}/tenants/${t.id}`));
+            if (g.body?.tenant?.session_lifetime !== lifetime || g.body.tenant.session_lifetime_max !== max) defects.add(`lifetimes ${lifetime}/${max} for ${t.name}: ${show(res)}, then GET ${show(g)}`);
+          } else if (!(res.status === 422 && /lifetime|retired/.test(res.body?.detail))) defects.add(`lifetimes ${lifetime}/${max} for ${t.name}: ${show(res)}`);
+        } else if (kind === 'retire') {
+          const active = t.retired;
+          t.epoch++;
+          const res = await checked(`PUT /tenants/{id} active ${active}`, admin.put(`${V1}/tenants/${t.id}`, { active }));
+          if (res.status === 200) {
+            t.retired = !active;
+            if (!active) t.sessions.clear();
+            const g = await checked('GET /tenants/{id}', admin.get(`${V1}/tenants/${t.id}`));
+            if (g.body?.tenant?.active !== active) defects.add(`active ${active} for ${t.name}: ${show(res)}, then GET ${show(g)}`);
+            if (!active) {
+              const s = await checked('GET /sessions (admin)', admin.get(`${V1}/sessions`));
+              const left = (s.body.sessions ?? []).filter((x: any) => x.tenant.id === t.id && x.active);
+              if (left.length) defects.add(`${t.name} retired, yet sessions ${left.map((x: any) => x.id)} are active`);
+            }
+          } else defects.add(`active ${active} for ${t.name}: ${show(res)}`);
+          t.epoch++;
+        } else if (kind === 'key') {
+          t.epoch++;
+          const res = await checked('PUT /tenants/{id} api_key', admin.put(`${V1}/tenants/${t.id}`, { api_key: 'reset' }));
+          if (res.status === 200) {
+            t.key = res.body.tenant.api_key;
+            const who = await checked('GET /tenants (new key)', as(t).get(`${V1}/tenants`));
+            if (who.status !== 200 || who.body.tenants.length !== 1 || who.body.tenants[0].id !== t.id) defects.add(`new key of ${t.name}: ${show(who)}`);
+          } else if (!(t.retired && res.status === 422)) defects.add(`key reset for ${t.name}: ${show(res)}`);
+          t.epoch++;
+        } else if (kind === 'maintenance' || kind === 'retireNode') {
+          const [id, m] = r.pick([...machines].filter(([i]) => !held.has(i)));
+          // Keep most of the farm: at most 4 machines retired.
+          const body = kind === 'retireNode' && held.size < 4 ? { retired: true, reason: 'chaos' } : quarantined.length && r.chance(0.3) ? null : { maintenance: r.chance(0.5), reason: `chaos ${op}` };
+          const target = body ? id : quarantined.shift()!;
+          const res = await checked('PUT /nodes/{id}', admin.put(`${V1}/nodes/${target}`, body ?? { maintenance: false, reason: 'back from quarantine' }));
+          if (res.status === 200) {
+            const want = body?.retired ? ['retired', 'draining'] : body?.maintenance ? ['maintenance', 'draining'] : ['in-service'];
+            if (body?.retired) held.add(id);
+            const g = await checked('GET /nodes/{id}', admin.get(`${V1}/nodes/${target}`));
+            if (!want.includes(g.body?.node?.service)) defects.add(`PUT /nodes/${target} ${JSON.stringify(body)} (${m.hostname}): ${show(res)}, then GET ${show(g)}`);
+          } else defects.add(`PUT /nodes/${target} ${JSON.stringify(body)}: ${show(res)}`);
+        } else if (kind === 'addNode') {
+          const pool = r.pick(Object.keys(POOLS));
+          const state = r.chance(0.3) ? 'failed' : 'ready';
+          const hostname = `chaos-${++added}.${pool.replaceAll('_', '-')}.test`;
+          const res = await checked('POST /nodes', admin.post(`${V1}/nodes`, { hostname, pool, state, hardware: { cpus: 8, ram_gb: 32 } }));
+          if (res.status === 201) {
+            machines.set(res.body.node.id, { hostname, pool });
+            if (state === 'failed') quarantined.push(res.body.node.id);
+            const g = await checked('GET /nodes/{id}', admin.get(`${V1}/nodes/${res.body.node.id}`));
+            if (g.body?.node?.hostname !== hostname || g.body.node.service !== (state === 'failed' ? 'quarantined' : 'in-service')) defects.add(`POST /nodes ${hostname}: ${show(res)}, then GET ${show(g)}`);
+          } else defects.add(`POST /nodes ${hostname}: ${show(res)}`);
+        } else if (kind === 'endSession') {
+          const all = await checked('GET /sessions (admin)', admin.get(`${V1}/sessions`));
+          const live = (all.body.sessions ?? []).filter((s: any) => s.active);
+          if (live.length === 0) continue;
+          const s = r.pick(live) as any;
+          const res = await checked('PUT /sessions/{id} done (admin)', admin.put(`${V1}/sessions/${s.id}`, { active: false }));
+          const g = await checked('GET /sessions/{id} (confirm)', admin.get(`${V1}/sessions/${s.id}`));
+          if (res.status !== 200 || g.body?.session?.active !== false) defects.add(`admin ends ${s.id}: ${show(res)}, then GET ${show(g)}`);
+        } else if (kind === 'requestFor') {
+          const body = { tenant_id: t.id, nodes_specs: [shape(r)] };
+          const res = await checked('POST /sessions (admin for a tenant)', admin.post(`${V1}/sessions`, body));
+          if (res.status === 201) {
+            t.sessions.add(res.body.session.id);
+            await confirmCreated(`admin POST /sessions ${JSON.stringify(body)}`, t.id, res.body.session);
+          } else if (!refusalOk(res)) defects.add(`admin POST /sessions ${JSON.stringify(body)}: ${show(res)}`);
+        } else if (kind === 'listAll') {
+          await checked('GET /sessions (admin)', admin.get(`${V1}/sessions`));
+        } else if (kind === 'pool') {
+          const pool = r.pick(Object.keys(POOLS));
+          const res = await checked('GET /pools/{name}', admin.get(`${V1}/pools/${pool}`));
+          const total = Object.values<number>(res.body?.pool?.levels ?? {}).reduce((a, b) => a + b, 0);
+          const known = [...machines.values()].filter((m) => m.pool === pool).length;
+          if (res.status !== 200 || total !== known) defects.add(`GET /pools/${pool}: levels count ${total} machines of ${known}: ${show(res)}`);
+        } else if (kind === 'queue') {
+          const res = await checked('GET /queue', admin.get(`${V1}/queue`));
+          if (res.status !== 200) defects.add(`GET /queue: ${show(res)}`);
+        }
+      }
+    }
+
+    const workers = tenants.map((t, i) => tenantWorker(t, rng(SEED + 1 + i)));
+    const adminRun = adminWorker(rng(SEED - 1));
+    await Promise.all(workers).finally(() => (tenantsDone = true));
+    await adminRun;
+    const ran = Date.now() - started;
+
+    // Quiet: the reconciler ends what expired; then every live session gets a far expiry, so the restart changes nothing.
+    const live = async () => ((await checked('GET /sessions (admin)', admin.get(`${V1}/sessions`))).body.sessions as any[]).filter((s) => s.active);
+    for (let i = 0; i < 50 && (await live()).some((s) => Date.parse(s.expires_at) <= Date.now()); i++) await new Promise((res) => setTimeout(res, 100));
+    const far = new Date(Date.now() + 3 * 3600_000).toISOString();
+    for (const s of await live()) {
+      const res = await checked('PUT /sessions/{id} extend (admin)', admin.put(`${V1}/sessions/${s.id}`, { expires_at: far }));
+      if (res.status !== 200) defects.add(`final extension of ${s.id}: ${show(res)}`);
+    }
+    const snapshot = async (c: Client) => {
+      const [sessions, nodes, ts, queue] = await Promise.all([`${V1}/sessions`, `${V1}/nodes`, `${V1}/tenants`, `${V1}/queue`].map((p) => c.get(p)));
+      const pools = await Promise.all(Object.keys(POOLS).map((p) => c.get(`${V1}/pools/${p}`)));
+      for (const r of [sessions, nodes, ts, queue, ...pools]) expect(r.status).toBe(200);
+      return { sessions: sessions.body, nodes: nodes.body, tenants: ts.body, queue: queue.body, pools: pools.map((p) => p.body) };
+    };
+    const before = await snapshot(admin);
+    machines = new Map(before.nodes.nodes.map((n: any) => [n.id, n]));
+    await duffy.close();
+
+    const file = join(duffy.dataDir, 'ledger.sqlite');
+    const events = await ledgerFile(file);
+    // The ledger in order, folded by the World's own evolve; before each event, the rules the admin's changes bear on.
+    const world = emptyWorld();
+    const defaults = { nodeQuota: DEFAULT_QUOTA, sessionLifetime: 21600, sessionLifetimeMax: 43200 };
+    for (const e of events as any[]) {
+      const tenant = world.tenants.get(e.data?.tenantId);
+      const limit = tenant ? effective(tenant, defaults).nodeQuota : DEFAULT_QUOTA;
+      // README: held + asked <= quota when a request is decided; a queued one: held + waiting + asked <= quota.
+      if (e.type === 'QuotaClaimed' && tenant && tenant.held + e.data.count > limit) defects.add(`ledger ${e.position}: tenant ${tenant.name} holds ${tenant.held} of ${limit} and claims ${e.data.count} more`);
+      // (its RequestQueued, just before in the same append, counts it as waiting already)
+      if (e.type === 'QueueSpaceClaimed' && tenant && tenant.held + tenant.waiting > limit) defects.add(`ledger ${e.position}: tenant ${tenant.name} holds ${tenant.held} and waits for ${tenant.waiting} of ${limit}, ${e.data.count} of them queued now`);
+      if ((e.type === 'QuotaClaimed' || e.type === 'QueueSpaceClaimed') && tenant?.retiredAt) defects.add(`ledger ${e.position}: ${e.type} for tenant ${tenant.name}, retired at ${tenant.retiredAt}`);
+      if (e.type === 'MachineReserved') {
+        const m = world.machines.get(e.data.machineId)!;
+        if (m.service !== 'in-service' || m.state === 'failed') defects.add(`ledger ${e.position}: ${m.hostname} reserved for session ${e.data.sessionId} while ${m.service}/${m.state}`);
+      }
+      if (e.type === 'SessionExtended') {
+        const session = world.sessions.get(e.data.sessionId);
+        const owner = session && world.tenants.get(session.tenantId);
+        const byAdmin = e.metadata?.actor === 'admin';
+        if (session && owner && !byAdmin) {
+          const max = Date.parse(session.createdAt) + effective(owner, defaults).sessionLifetimeMax * 1000;
+          if (Date.parse(e.data.expiresAt) > max) defects.add(`ledger ${e.position}: session ${session.id} extended to ${e.data.expiresAt}, past its maximum ${new Date(max).toISOString()}`);
+        }
+      }
+      evolve(world, e);
+    }
+    const cli = async (...args: string[]) => {
+      const lines: string[] = [];
+      process.exitCode = 0;
+      const code = await run(['node', 'duffy', 'audit', '--ledger', file, ...args], (l) => lines.push(...l.split('\n')));
+      process.exitCode = 0;
+      return { code, last: lines.at(-1), lines };
+    };
+    const replayed = await cli('replay', '--config', configFile);
+    if (replayed.code !== 0 || replayed.last !== 'OK: no invariant is broken') defects.add(`audit replay: ${replayed.lines.slice(0, 20).join('\n')}`);
+    const verified = await cli('verify');
+    if (verified.code !== 0 || !/^OK: /.test(verified.last ?? '')) defects.add(`audit verify: ${verified.lines.slice(0, 20).join('\n')}`);
+
+    duffy = await startDuffy({ dataDir: duffy.dataDir, configFile, reconcileEveryMs: 200 });
+    const after = await snapshot(duffy.admin);
+    expect(after).toEqual(before);
+
+    const summary = Object.fromEntries([...statuses].sort());
+    console.log(`chaos: seed ${SEED}: ${[...statuses.values()].reduce((a, b) => a + b, 0)} replies in ${ran} ms (${Date.now() - started} ms with the checks and the restart), ${events.length} events, ${shortened.length} leases shortened by a tenant's extension (${shortened.slice(0, 3).join('; ')}); ${JSON.stringify(summary)}`);
+    if (process.env.DUFFY_CHAOS_VERBOSE) console.log([...details].sort().join('\n'));
+    expect(defects.list).toEqual([]);
+    // A run that did next to nothing proves nothing.
+    expect(summary['POST /sessions 201']).toBeGreaterThan(CLIENTS);
+    expect(summary['PUT /sessions/{id} done 200']).toBeGreaterThan(CLIENTS);
+    expect(summary['PUT /tenants/{id} quota 200']).toBeGreaterThan(5);
+  });
+});
