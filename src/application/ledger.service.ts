@@ -43,6 +43,7 @@ export type Recorded = { ok: true; position: bigint; revisions: number[] } | { o
 interface PendingBatch {
   /** Per stream: the revision after this append, its last hash, and whether the in-flight view accounts for all it says. */
   streams: Map<string, { revision: number; hash: string | null; accounted: boolean }>;
+  /** Machines not to be picked while it is in flight: reserved, or changing service. */
   machines: number[];
   quota: Map<number, number>;
   waiting: Map<number, number>;
@@ -411,7 +412,9 @@ export class Ledger implements OnApplicationShutdown {
       if (base !== null) batch.streams.set(w.stream, { revision: base + w.events.length, hash: typeof last === 'string' ? last : null, accounted });
       let requested: { tenantId: number; machines: number } | undefined;
       for (const e of w.events) {
-        if (e.type === 'MachineReserved') batch.machines.push(e.data.machineId);
+        // A machine taken out of service (or back) on its own stream: not to be picked until the World shows it, or
+        // a request decided meanwhile reserves it after the change in the ledger.
+        if (e.type === 'MachineReserved' || e.type === 'MachineServiceChanged') batch.machines.push(e.data.machineId);
         else if (e.type === 'QuotaClaimed') batch.quota.set(e.data.tenantId, (batch.quota.get(e.data.tenantId) ?? 0) + e.data.count);
         else if (e.type === 'MachineRequested') {
           batch.sessionId = Math.max(batch.sessionId, e.data.sessionId);

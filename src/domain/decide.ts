@@ -35,6 +35,7 @@ export const isRefusal = (d: Decision): d is Refusal => !Array.isArray(d);
  * session ids) and may build on their stream heads, so concurrent commands in one process never collide.
  */
 export interface InFlightView {
+  /** Whether a write on its way reserves this machine or changes its service (either way: not free to pick). */
   busy(machineId: number): boolean;
   quota(tenantId: number): number;
   /** Machines asked for by the tenant's requests on their way into the queue. */

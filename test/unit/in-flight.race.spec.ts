@@ -2,6 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import type { Ledger } from '../../src/application/ledger.service.js';
 import { decideEndSession, decideExtendSession, decideRegisterMachines, decideRegisterTenant, decideRequestSession, decideUpdateTenant } from '../../src/domain/decide.js';
 import { decideReplacement } from '../../src/domain/provisioning.decide.js';
+import { decideServiceChange } from '../../src/domain/decide-service.js';
 import { stream } from '../../src/domain/events.js';
 import type { TenantSettings } from '../../src/domain/events.js';
 import { ledgerInstances } from '../support/ledgers.js';
@@ -86,6 +87,19 @@ describe('a request racing a change of its tenant, in one process', () => {
     const outcomes = await Promise.allSettled([request(ledger, 1), request(ledger, 2), request(ledger, 3), request(ledger, 4)]);
     expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'rejected']);
     expect(ledger.world.tenants.get(2)!.held).toBe(3);
+  });
+
+  it('given a machine put in maintenance or retired on its way, when a request is decided at that moment, then it gets another machine, not that one', async () => {
+    for (const change of [{ maintenance: true }, { retired: true }]) {
+      const ledger = await farm();
+      // m1 is the one the policy picks first (least worn, lowest id).
+      const out = ledger.decide((w, f) => decideServiceChange(w.machines.get(1)!, { ...change, reason: 'disk swap' }, 'admin', NOW, f), { actor: 'admin' });
+      const asked = await Promise.all([request(ledger, 1), request(ledger, 2), out]);
+      expect(asked).toHaveLength(3);
+      // Before: both requests were decided on a World without the change, and m1 was reserved after it in the ledger.
+      expect([1, 2].map((id) => ledger.world.sessions.get(id)!.machineIds).flat().sort()).toEqual([2, 3]);
+      expect(ledger.world.machines.get(1)!.sessionId).toBeNull();
+    }
   });
 });
 
