@@ -136,7 +136,7 @@ export class WaitingQueue implements OnApplicationShutdown {
   }
 
   private mustLeave(world: World, s: Session, nowMs: number): string | undefined {
-    if (Date.parse(s.queue!.until) <= nowMs) return `waited until ${s.queue?.until}: ${s.queue?.reason}`;
+    if (Date.parse(s.queue!.until) <= nowMs) return `waited until ${s.queue?.until}: ${this.whyNotNow(world, s, nowMs) ?? s.queue?.reason}`;
     const tenant = world.tenants.get(s.tenantId);
     if (tenant === undefined) return undefined;
     if (tenant.retiredAt !== null) return `tenant ${tenant.name} was retired`;
@@ -145,6 +145,16 @@ export class WaitingQueue implements OnApplicationShutdown {
     if (asked > quota) return `tenant ${tenant.name}'s quota is now ${quota}, fewer than the ${asked} nodes asked for`;
     // Machines retired while it waited.
     return neverEnough(world, this.catalog.profiles, s.specs);
+  }
+
+  /**
+   * Why the request cannot be served at this instant (a quota lowered since, machines free but of another kind), not
+   * why it could not when it joined the queue, which may no longer be true.
+   */
+  private whyNotNow(world: World, s: Session, nowMs: number): string | undefined {
+    const specs = { sessionId: s.id, tenantId: s.tenantId, specs: s.specs, now: new Date(nowMs).toISOString(), contextualize: () => false, waiting: s };
+    const decision = decideRequestSession(world, this.catalog.profiles, this.catalog.defaults, specs, this.ledger.inFlight);
+    return isRefusal(decision) ? decision.reason.replace(/^can't reserve nodes: /, '') : undefined;
   }
 
   async onApplicationShutdown(): Promise<void> {
