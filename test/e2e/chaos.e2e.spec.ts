@@ -235,13 +235,17 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
     async function adminWorker(r: Rng) {
       for (let op = 0; op < ADMIN_OPS && !tenantsDone; op++) {
         const t = r.pick(tenants);
-        const kind = r.weighted({ quota: 6, lifetime: 3, retire: 2, key: 2, maintenance: 5, retireNode: 1, addNode: 2, endSession: 3, requestFor: 2, listAll: 3, pool: 2, queue: 1 });
+        const kind = r.weighted({ quota: 6, lifetime: 3, retire: 2, key: 2, maintenance: 5, retireNode: 1, race: 3, addNode: 2, endSession: 3, requestFor: 2, listAll: 3, pool: 2, queue: 1 });
         if (kind === 'quota') {
           const q = r.chance(0.2) ? null : r.int(1, 8);
           const res = await checked('PUT /tenants/{id} quota', admin.put(`${V1}/tenants/${t.id}`, { node_quota: q }));
           if (res.status === 200) {
             const g = await checked('GET /tenants/{id}', admin.get(`${V1}/tenants/${t.id}`));
             if (g.body?.tenant?.node_quota !== q || g.body.tenant.effective_node_quota !== (q ?? DEFAULT_QUOTA)) defects.add(`quota ${q} for ${t.name}: ${show(res)}, then GET ${show(g)}`);
+            // At once: one more than the new quota is refused whatever the tenant holds.
+            const over = (q ?? DEFAULT_QUOTA) + 1;
+            const asked = await checked('POST /sessions (admin, over the new quota)', admin.post(`${V1}/sessions`, { tenant_id: t.id, nodes_specs: [{ type: 'vm', quantity: over }] }));
+            if (asked.status !== 403 || !asked.body.detail.startsWith('quota exceeded: ')) defects.add(`quota ${q} for ${t.name}, then ${over} asked: ${show(asked)}`);
           } else if (!(t.retired && res.status === 422 && /is retired/.test(res.body?.detail))) defects.add(`quota ${q} for ${t.name}: ${show(res)}`);
         } else if (kind === 'lifetime') {
           const lifetime = r.chance(0.2) ? null : r.int(60, 7200);
@@ -250,6 +254,13 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
           if (res.status === 200) {
             const g = await checked('GET /tenants/{id}', admin.get(`${V1}/tenants/${t.id}`));
             if (g.body?.tenant?.session_lifetime !== lifetime || g.body.tenant.session_lifetime_max !== max) defects.add(`lifetimes ${lifetime}/${max} for ${t.name}: ${show(res)}, then GET ${show(g)}`);
+            // At once: a session made now lasts the new lifetime, within the new maximum.
+            const made = await checked('POST /sessions (admin, new lifetime)', admin.post(`${V1}/sessions`, { tenant_id: t.id, nodes_specs: [{ type: 'vm', quantity: 1 }] }));
+            if (made.status === 201) {
+              const lasts = Date.parse(made.body.session.expires_at) - Date.parse(made.body.session.created_at);
+              if (lasts !== Math.min(lifetime ?? 21600, max ?? 43200) * 1000) defects.add(`lifetimes ${lifetime}/${max} for ${t.name}, then a session of ${lasts} ms: ${show(made)}`);
+              await checked('PUT /sessions/{id} done (admin)', admin.put(`${V1}/sessions/${made.body.session.id}`, { active: false }));
+            } else if (!refusalOk(made)) defects.add(`lifetimes ${lifetime}/${max} for ${t.name}, then a request: ${show(made)}`);
           } else if (!(res.status === 422 && /lifetime|retired/.test(res.body?.detail))) defects.add(`lifetimes ${lifetime}/${max} for ${t.name}: ${show(res)}`);
         } else if (kind === 'retire') {
           const active = t.retired;
@@ -265,13 +276,21 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
               const left = (s.body.sessions ?? []).filter((x: any) => x.tenant.id === t.id && x.active);
               if (left.length) defects.add(`${t.name} retired, yet sessions ${left.map((x: any) => x.id)} are active`);
             }
+            // At once, for the tenant itself too.
+            const own = await checked('GET /sessions (just retired or reactivated)', as(t).get(`${V1}/sessions`));
+            if (own.status !== (active ? 200 : 403)) defects.add(`active ${active} for ${t.name}, then its own GET /sessions: ${show(own)}`);
           } else defects.add(`active ${active} for ${t.name}: ${show(res)}`);
           t.epoch++;
         } else if (kind === 'key') {
           t.epoch++;
           const res = await checked('PUT /tenants/{id} api_key', admin.put(`${V1}/tenants/${t.id}`, { api_key: 'reset' }));
           if (res.status === 200) {
+            const old = t.key;
             t.key = res.body.tenant.api_key;
+            const stale = await checked('GET /sessions (old key)', new Client(duffy.url, basic(t.name, old)).get(`${V1}/sessions`));
+            if (stale.status !== 401) defects.add(`old key of ${t.name} after a reset: ${show(stale)}`);
+            const legacy = await checked('GET /Inventory (old key)', new Client(duffy.url).get(`/Inventory?key=${old}`));
+            if (legacy.status !== 403) defects.add(`old key of ${t.name} in a legacy call after a reset: ${show(legacy)}`);
             const who = await checked('GET /tenants (new key)', as(t).get(`${V1}/tenants`));
             if (who.status !== 200 || who.body.tenants.length !== 1 || who.body.tenants[0].id !== t.id) defects.add(`new key of ${t.name}: ${show(who)}`);
           } else if (!(t.retired && res.status === 422)) defects.add(`key reset for ${t.name}: ${show(res)}`);
@@ -288,6 +307,18 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
             const g = await checked('GET /nodes/{id}', admin.get(`${V1}/nodes/${target}`));
             if (!want.includes(g.body?.node?.service)) defects.add(`PUT /nodes/${target} ${JSON.stringify(body)} (${m.hostname}): ${show(res)}, then GET ${show(g)}`);
           } else defects.add(`PUT /nodes/${target} ${JSON.stringify(body)}: ${show(res)}`);
+        } else if (kind === 'race') {
+          // A machine taken out of service at the very moment a tenant asks for its pool: never reserved after that.
+          const free = ((await checked('GET /nodes (admin)', admin.get(`${V1}/nodes`))).body.nodes ?? []).filter((n: any) => n.state === 'ready' && n.service === 'in-service');
+          if (free.length === 0) continue;
+          const n = r.pick(free) as any;
+          const [put, asked] = await Promise.all([
+            checked('PUT /nodes/{id} (race)', admin.put(`${V1}/nodes/${n.id}`, { maintenance: true, reason: `race ${op}` })),
+            checked('POST /sessions (race)', as(t).post(`${V1}/sessions`, { nodes_specs: [{ pool: n.pool, quantity: 1 }] })),
+          ]);
+          if (put.status !== 200) defects.add(`PUT /nodes/${n.id} maintenance (race): ${show(put)}`);
+          if (asked.status === 201) t.sessions.add(asked.body.session.id);
+          if (r.chance(0.7)) await checked('PUT /nodes/{id} (race, back)', admin.put(`${V1}/nodes/${n.id}`, { maintenance: false }));
         } else if (kind === 'addNode') {
           const pool = r.pick(Object.keys(POOLS));
           const state = r.chance(0.3) ? 'failed' : 'ready';
