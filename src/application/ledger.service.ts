@@ -316,15 +316,14 @@ export class Ledger implements OnApplicationShutdown {
     }
   }
 
-  /** The appends in flight that change (beyond what the in-flight view accounts for) a stream these writes expect a revision of. */
-  private changedInFlight(writes: Write[]): PendingBatch[] {
+  /** The appends in flight that change (beyond what the in-flight view accounts for) one of these streams (written at a revision, or read). */
+  private changedInFlight(streams: string[]): PendingBatch[] {
     const ahead = new Set<PendingBatch>();
-    for (const w of writes) {
-      if (typeof w.expected !== 'number') continue;
+    for (const name of streams) {
       for (const b of this.pending) {
-        const change = b.streams.get(w.stream);
+        const change = b.streams.get(name);
         // One the World already holds (landed, its caller not yet resumed) is no longer ahead of this decision.
-        if (change?.accounted === false && (this.heads.revision(w.stream) ?? -1) < change.revision) ahead.add(b);
+        if (change?.accounted === false && (this.heads.revision(name) ?? -1) < change.revision) ahead.add(b);
       }
     }
     return [...ahead];
@@ -355,15 +354,18 @@ export class Ledger implements OnApplicationShutdown {
    * Decide on the World (plus in-flight appends) and record the decision in one append; on a conflict, catch up
    * and decide again, a bounded number of times. A refusal is thrown as the DomainError the API maps.
    * Returns null when the decision had nothing to write.
+   * `reads`: streams it depends on without writing them (a session's extension reads its tenant's maximum): a change
+   * of ours on its way to one of them is waited for, as for the streams it writes, so the decision is not written
+   * after a change it never saw.
    */
-  async decide(decide: (world: World, inFlight: InFlightView) => Decision, meta: EventMetadata): Promise<Recorded | null> {
+  async decide(decide: (world: World, inFlight: InFlightView) => Decision, meta: EventMetadata, reads: readonly string[] = []): Promise<Recorded | null> {
     let turn: Turn | undefined;
     try {
       for (let attempt = 1; ; attempt++) {
         const decision = decide(this.world, this.inFlight);
         if (isRefusal(decision)) return raise(decision);
         if (decision.length === 0) return null;
-        const ahead = this.changedInFlight(decision);
+        const ahead = this.changedInFlight([...decision.filter((w) => typeof w.expected === 'number').map((w) => w.stream), ...reads]);
         if (ahead.length > 0) {
           // Written on the World's revision, this would surely conflict with our own append in flight: wait for it
           // and decide again, without spending an attempt (each wait follows an append that was already sent).

@@ -3,6 +3,9 @@ import type { Ledger } from '../../src/application/ledger.service.js';
 import { decideEndSession, decideExtendSession, decideRegisterMachines, decideRegisterTenant, decideRequestSession, decideUpdateTenant } from '../../src/domain/decide.js';
 import { decideReplacement } from '../../src/domain/provisioning.decide.js';
 import { decideServiceChange } from '../../src/domain/decide-service.js';
+import { ExtendSessionHandler } from '../../src/application/handlers/extend-session.handler.js';
+import { ExtendSessionCommand } from '../../src/application/commands.js';
+import type { Catalog } from '../../src/application/catalog.js';
 import { stream } from '../../src/domain/events.js';
 import type { TenantSettings } from '../../src/domain/events.js';
 import { ledgerInstances } from '../support/ledgers.js';
@@ -87,6 +90,16 @@ describe('a request racing a change of its tenant, in one process', () => {
     const outcomes = await Promise.allSettled([request(ledger, 1), request(ledger, 2), request(ledger, 3), request(ledger, 4)]);
     expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'rejected']);
     expect(ledger.world.tenants.get(2)!.held).toBe(3);
+  });
+
+  it('given a lower maximum lifetime on its way, when the tenant extends its session at that moment, then the extension keeps to the new maximum', async () => {
+    const ledger = await farm();
+    await request(ledger, 1);
+    const created = Date.parse(ledger.world.sessions.get(1)!.createdAt);
+    const extend = new ExtendSessionHandler(ledger, { defaults: DEFAULTS } as Catalog);
+    const [, extended] = await Promise.all([change(ledger, { sessionLifetimeMax: 3600 }), extend.execute(new ExtendSessionCommand({ tenant: ledger.world.tenants.get(2)! }, 1, '+1h'))]);
+    // Before: decided on the old maximum (7200 s) and written after the change, a lease 2 h long under a 1 h maximum.
+    expect(Date.parse(extended.expiresAt) - created).toBe(3600_000);
   });
 
   it('given a machine put in maintenance or retired on its way, when a request is decided at that moment, then it gets another machine, not that one', async () => {
