@@ -235,7 +235,7 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
     async function adminWorker(r: Rng) {
       for (let op = 0; op < ADMIN_OPS && !tenantsDone; op++) {
         const t = r.pick(tenants);
-        const kind = r.weighted({ quota: 6, lifetime: 3, retire: 2, key: 2, maintenance: 5, retireNode: 1, race: 3, addNode: 2, endSession: 3, requestFor: 2, listAll: 3, pool: 2, queue: 1 });
+        const kind = r.weighted({ quota: 6, lifetime: 3, retire: 2, key: 2, maintenance: 5, retireNode: 1, race: 3, addNode: 2, endSession: 3, requestFor: 2, listAll: 3, pool: 2, queue: 1, rebuild: 1, stats: 1 });
         if (kind === 'quota') {
           const q = r.chance(0.2) ? null : r.int(1, 8);
           const res = await checked('PUT /tenants/{id} quota', admin.put(`${V1}/tenants/${t.id}`, { node_quota: q }));
@@ -353,6 +353,15 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
           const total = Object.values<number>(res.body?.pool?.levels ?? {}).reduce((a, b) => a + b, 0);
           const known = [...machines.values()].filter((m) => m.pool === pool).length;
           if (res.status !== 200 || total !== known) defects.add(`GET /pools/${pool}: levels count ${total} machines of ${known}: ${show(res)}`);
+        } else if (kind === 'rebuild') {
+          // Read models rebuilt from position 0 while tenants read their own writes.
+          const res = await checked('POST /stats/rebuild', admin.post(`${V1}/stats/rebuild`, {}));
+          if (res.status !== 202) defects.add(`POST /stats/rebuild: ${show(res)}`);
+        } else if (kind === 'stats') {
+          for (const path of ['/stats/stress', '/stats/fairness', '/events?limit=50', '/audit/checkpoint']) {
+            const res = await checked(`GET ${path.replace(/\?.*/, '')}`, admin.get(`${V1}${path}`));
+            if (res.status !== 200) defects.add(`GET ${path}: ${show(res)}`);
+          }
         } else if (kind === 'queue') {
           const res = await checked('GET /queue', admin.get(`${V1}/queue`));
           if (res.status !== 200) defects.add(`GET /queue: ${show(res)}`);
