@@ -309,8 +309,8 @@ describe('fault: the data directory\'s file system is read-only (ext4 remounts s
       expect((await duffy.admin.post(`${V1}/tenants`, { name: 'before', ssh_key: 'ssh-ed25519 AAAA x' })).status).toBe(201);
       await duffy.close();
       duffy = undefined;
-      // Linux refuses to turn a file system read-only while files are open for writing on it, so the switch
-      // happens between two runs here; a live one shows as the 503 of the full-disk test above.
+      // Linux refuses a requested read-only remount while files are open for writing, so the switch happens
+      // between two runs here (ext4's own remount on errors does not ask: that one is a 503, like a full disk).
       expect(spawnSync('mount', ['-o', 'remount,ro', disk]).status).toBe(0);
       for (const dir of [dataDir, join(dataDir, 'new')]) {
         const r = spawnSync(process.execPath, [MAIN], { env: { ...process.env, DUFFY_DATA_DIR: dir, DUFFY_PORT: '0' }, encoding: 'utf8', timeout: 60_000 });
