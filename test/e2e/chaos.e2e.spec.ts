@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it, jest } from '@jest/globals';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { run } from '../../src/cli/main.js';
@@ -227,6 +228,14 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
       }
     }
 
+    const cli = async (...args: string[]) => {
+      const lines: string[] = [];
+      process.exitCode = 0;
+      const code = await run(['node', 'duffy', ...args], (l) => lines.push(...l.split('\n')));
+      process.exitCode = 0;
+      return { code, last: lines.at(-1), lines };
+    };
+    const backups: string[] = [];
     let tenantsDone = false;
     const shortened: string[] = [];
     const held = new Set<number>(); // machines the admin retired
@@ -235,7 +244,7 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
     async function adminWorker(r: Rng) {
       for (let op = 0; op < ADMIN_OPS && !tenantsDone; op++) {
         const t = r.pick(tenants);
-        const kind = r.weighted({ quota: 6, lifetime: 3, retire: 2, key: 2, maintenance: 5, retireNode: 1, race: 3, addNode: 2, endSession: 3, requestFor: 2, listAll: 3, pool: 2, queue: 1, rebuild: 1, stats: 1 });
+        const kind = r.weighted({ quota: 6, lifetime: 3, retire: 2, key: 2, maintenance: 5, retireNode: 1, race: 3, addNode: 2, endSession: 3, requestFor: 2, listAll: 3, pool: 2, queue: 1, rebuild: 1, stats: 1, backup: 1 });
         if (kind === 'quota') {
           const q = r.chance(0.2) ? null : r.int(1, 8);
           const res = await checked('PUT /tenants/{id} quota', admin.put(`${V1}/tenants/${t.id}`, { node_quota: q }));
@@ -357,6 +366,12 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
           // Read models rebuilt from position 0 while tenants read their own writes.
           const res = await checked('POST /stats/rebuild', admin.post(`${V1}/stats/rebuild`, {}));
           if (res.status !== 202) defects.add(`POST /stats/rebuild: ${show(res)}`);
+        } else if (kind === 'backup') {
+          if (backups.length >= 2) continue;
+          const dir = mkdtempSync(join(tmpdir(), 'duffy-chaos-backup-'));
+          const res = await cli('backup', dir, '--data-dir', duffy.dataDir);
+          if (res.code !== 0) defects.add(`duffy backup under load: ${res.lines.join('\n')}`);
+          else backups.push(dir);
         } else if (kind === 'stats') {
           for (const path of ['/stats/stress', '/stats/fairness', '/events?limit=50', '/audit/checkpoint']) {
             const res = await checked(`GET ${path.replace(/\?.*/, '')}`, admin.get(`${V1}${path}`));
@@ -421,17 +436,13 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
       }
       evolve(world, e);
     }
-    const cli = async (...args: string[]) => {
-      const lines: string[] = [];
-      process.exitCode = 0;
-      const code = await run(['node', 'duffy', 'audit', '--ledger', file, ...args], (l) => lines.push(...l.split('\n')));
-      process.exitCode = 0;
-      return { code, last: lines.at(-1), lines };
-    };
-    const replayed = await cli('replay', '--config', configFile);
-    if (replayed.code !== 0 || replayed.last !== 'OK: no invariant is broken') defects.add(`audit replay: ${replayed.lines.slice(0, 20).join('\n')}`);
-    const verified = await cli('verify');
-    if (verified.code !== 0 || !/^OK: /.test(verified.last ?? '')) defects.add(`audit verify: ${verified.lines.slice(0, 20).join('\n')}`);
+    // The ledger, and each backup taken under load, replay and verify clean.
+    for (const ledger of [file, ...backups.map((b) => join(b, 'ledger.sqlite'))]) {
+      const replayed = await cli('audit', '--ledger', ledger, 'replay', '--config', configFile);
+      if (replayed.code !== 0 || replayed.last !== 'OK: no invariant is broken') defects.add(`audit replay of ${ledger}: ${replayed.lines.slice(0, 20).join('\n')}`);
+      const verified = await cli('audit', '--ledger', ledger, 'verify');
+      if (verified.code !== 0 || !/^OK: /.test(verified.last ?? '')) defects.add(`audit verify of ${ledger}: ${verified.lines.slice(0, 20).join('\n')}`);
+    }
 
     duffy = await startDuffy({ dataDir: duffy.dataDir, configFile, reconcileEveryMs: 200 });
     const after = await snapshot(duffy.admin);
