@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it, jest } from '@jest/globals';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { run } from '../../src/cli/main.js';
@@ -292,10 +293,17 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
           t.epoch++;
         } else if (kind === 'key') {
           t.epoch++;
-          const res = await checked('PUT /tenants/{id} api_key', admin.put(`${V1}/tenants/${t.id}`, { api_key: 'reset' }));
-          if (res.status === 200) {
+          // A new key made up by Duffy, one the admin chose, or (refused, 409) another tenant's.
+          const other = r.pick(tenants.filter((x) => x !== t));
+          const given = r.weighted({ reset: 3, chosen: 1, taken: 1 });
+          const api_key = given === 'reset' ? 'reset' : given === 'chosen' ? randomUUID() : other.key;
+          const res = await checked(`PUT /tenants/{id} api_key ${given}`, admin.put(`${V1}/tenants/${t.id}`, { api_key }));
+          if (given === 'taken') {
+            // The other tenant's key may have just changed (the admin is sequential: it has not).
+            if (!(res.status === 409 || (t.retired && res.status === 422))) defects.add(`${t.name} given ${other.name}'s key: ${show(res)}`);
+          } else if (res.status === 200) {
             const old = t.key;
-            t.key = res.body.tenant.api_key;
+            t.key = given === 'reset' ? res.body.tenant.api_key : api_key;
             const stale = await checked('GET /sessions (old key)', new Client(duffy.url, basic(t.name, old)).get(`${V1}/sessions`));
             if (stale.status !== 401) defects.add(`old key of ${t.name} after a reset: ${show(stale)}`);
             const legacy = await checked('GET /Inventory (old key)', new Client(duffy.url).get(`/Inventory?key=${old}`));
