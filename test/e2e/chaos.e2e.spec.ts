@@ -223,7 +223,12 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
           const ver = r.pick(['7', '9-stream', '10-stream']);
           const arch = r.pick(['x86_64', 'aarch64']);
           const res = await checked('GET /Node/get', new Client(duffy.url).get(`/Node/get?key=${t.key}&ver=${ver}&arch=${arch}&count=${r.int(1, 2)}`));
-          if (res.status === 200 && typeof res.body === 'object' && Number.isInteger(res.body.ssid)) t.sessions.add(res.body.ssid);
+          if (res.status === 200 && typeof res.body === 'object' && Number.isInteger(res.body.ssid)) {
+            t.sessions.add(res.body.ssid);
+            const g = await checked('GET /sessions/{id} (confirm)', admin.get(`${V1}/sessions/${res.body.ssid}`));
+            const hosts = (g.body?.session?.nodes ?? []).map((n: { hostname: string }) => n.hostname).sort();
+            if (g.status !== 200 || g.body.session.tenant.id !== t.id || JSON.stringify(hosts) !== JSON.stringify([...res.body.hosts].sort())) defects.add(`GET /Node/get by ${t.name}: ${show(res)}, then GET ${show(g)}`);
+          }
           else if (!(res.status === 200 && res.body === 'Failed to allocate nodes') && !((epoch !== t.epoch || epoch % 2 === 1 || t.retired) && res.status === 403)) defects.add(`GET /Node/get by ${t.name}: ${show(res)}`);
         }
       }
@@ -245,7 +250,7 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
     async function adminWorker(r: Rng) {
       for (let op = 0; op < ADMIN_OPS && !tenantsDone; op++) {
         const t = r.pick(tenants);
-        const kind = r.weighted({ quota: 6, lifetime: 3, retire: 2, key: 2, maintenance: 5, retireNode: 1, race: 3, addNode: 2, endSession: 3, requestFor: 2, listAll: 3, pool: 2, queue: 1, rebuild: 1, stats: 1, backup: 1 });
+        const kind = r.weighted({ quota: 6, lifetime: 3, retire: 2, key: 2, maintenance: 5, retireNode: 1, race: 3, maxRace: 3, addNode: 2, endSession: 3, requestFor: 2, listAll: 3, pool: 2, queue: 1, rebuild: 1, stats: 1, backup: 1 });
         if (kind === 'quota') {
           const q = r.chance(0.2) ? null : r.int(1, 8);
           const res = await checked('PUT /tenants/{id} quota', admin.put(`${V1}/tenants/${t.id}`, { node_quota: q }));
@@ -336,6 +341,17 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
           if (put.status !== 200) defects.add(`PUT /nodes/${n.id} maintenance (race): ${show(put)}`);
           if (asked.status === 201) t.sessions.add(asked.body.session.id);
           if (r.chance(0.7)) await checked('PUT /nodes/{id} (race, back)', admin.put(`${V1}/nodes/${n.id}`, { maintenance: false }));
+        } else if (kind === 'maxRace') {
+          // A lower maximum lifetime at the very moment the tenant extends: the extension keeps to the maximum it lands after.
+          const id = [...t.sessions].at(-1);
+          if (id === undefined || t.retired) continue;
+          const max = r.int(60, 3600);
+          const [put, ext] = await Promise.all([
+            checked('PUT /tenants/{id} lifetime (race)', admin.put(`${V1}/tenants/${t.id}`, { session_lifetime_max: max })),
+            checked('PUT /sessions/{id} extend (race)', as(t).put(`${V1}/sessions/${id}`, { expires_at: '+1h' })),
+          ]);
+          if (put.status !== 200 && !(put.status === 422 && /retired/.test(put.body?.detail))) defects.add(`lifetime max ${max} for ${t.name} (race): ${show(put)}`);
+          if (ext.status >= 500) defects.add(`extension of ${id} (race): ${show(ext)}`);
         } else if (kind === 'addNode') {
           const pool = r.pick(Object.keys(POOLS));
           const state = r.chance(0.3) ? 'failed' : 'ready';
