@@ -21,8 +21,8 @@ import { type Reply, type Running, Client, basic, instantDemoConfig, ledgerFile,
 jest.setTimeout(240_000);
 const SEED = Number(process.env.DUFFY_CHAOS_SEED ?? 20261130);
 const CLIENTS = Number(process.env.DUFFY_CHAOS_CLIENTS ?? 24);
-const OPS = Number(process.env.DUFFY_CHAOS_OPS ?? 30);
-const ADMIN_OPS = Number(process.env.DUFFY_CHAOS_ADMIN_OPS ?? 400);
+const OPS = Number(process.env.DUFFY_CHAOS_OPS ?? 40);
+const ADMIN_OPS = Number(process.env.DUFFY_CHAOS_ADMIN_OPS ?? 150);
 const V1 = '/api/v1';
 const DEFAULT_QUOTA = 10;
 const POOLS: Record<string, { type: string; arch: string; platform: string }> = {
@@ -172,7 +172,7 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
         const epoch = t.epoch;
         const me = as(t);
         const mine = [...t.sessions];
-        const kind = r.weighted({ request: 8, list: 3, get: 2, release: 5, extend: 3, expire: 1, legacy: 1, nodes: 1 });
+        const kind = r.weighted({ request: 8, list: 3, get: 2, release: 5, extend: 3, expire: 1, legacy: 1, legacyDone: 1, nodes: 1 });
         if (kind === 'request' || (mine.length === 0 && kind !== 'list' && kind !== 'nodes' && kind !== 'legacy')) {
           const body = { nodes_specs: r.chance(0.15) ? [shape(r), shape(r)] : [shape(r)], ...(r.chance(0.15) ? { wait: 1 } : {}) };
           const res = await checked('POST /sessions', me.post(`${V1}/sessions`, body));
@@ -230,6 +230,18 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
             if (g.status !== 200 || g.body.session.tenant.id !== t.id || JSON.stringify(hosts) !== JSON.stringify([...res.body.hosts].sort())) defects.add(`GET /Node/get by ${t.name}: ${show(res)}, then GET ${show(g)}`);
           }
           else if (!(res.status === 200 && res.body === 'Failed to allocate nodes') && !((epoch !== t.epoch || epoch % 2 === 1 || t.retired) && res.status === 403)) defects.add(`GET /Node/get by ${t.name}: ${show(res)}`);
+        } else if (kind === 'legacyDone') {
+          // cico's done, or fail (6 h more), on one of its sessions.
+          const id = r.pick(mine);
+          const call = r.chance(0.7) ? 'done' : 'fail';
+          const res = await checked(`GET /Node/${call}`, new Client(duffy.url).get(`/Node/${call}?key=${t.key}&ssid=${id}`));
+          const g = await checked('GET /sessions/{id} (confirm)', admin.get(`${V1}/sessions/${id}`));
+          if (res.status === 200 && res.body === 'Done') {
+            if (call === 'done') t.sessions.delete(id);
+            if (call === 'done' && g.body?.session?.active !== false) defects.add(`GET /Node/done ${id} by ${t.name}: ${show(res)}, then GET ${show(g)}`);
+          } else if (!(call === 'fail' && res.body === 'Failed to change expiration time' && g.body?.session?.active === false) && !((epoch !== t.epoch || epoch % 2 === 1 || t.retired) && res.status === 403)) {
+            defects.add(`GET /Node/${call} ${id} by ${t.name}: ${show(res)}`);
+          }
         }
       }
     }
@@ -242,13 +254,12 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
       return { code, last: lines.at(-1), lines };
     };
     const backups: string[] = [];
-    let tenantsDone = false;
     const shortened: string[] = [];
     const retiredNodes = new Set<number>();
     let added = 0;
     const quarantined: number[] = [];
     async function adminWorker(r: Rng) {
-      for (let op = 0; op < ADMIN_OPS && !tenantsDone; op++) {
+      for (let op = 0; op < ADMIN_OPS; op++) {
         const t = r.pick(tenants);
         const kind = r.weighted({ quota: 6, lifetime: 3, retire: 2, key: 2, maintenance: 5, retireNode: 1, race: 3, maxRace: 3, addNode: 2, endSession: 3, requestFor: 2, listAll: 3, pool: 2, queue: 1, rebuild: 1, stats: 1, backup: 1 });
         if (kind === 'quota') {
@@ -325,7 +336,10 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
           const res = await checked('PUT /nodes/{id}', admin.put(`${V1}/nodes/${target}`, body ?? { maintenance: false, reason: 'back from quarantine' }));
           if (res.status === 200) {
             const want = body?.retired ? ['retired', 'draining'] : body?.maintenance ? ['maintenance', 'draining'] : ['in-service'];
-            if (body?.retired) retiredNodes.add(id);
+            if (body?.retired) {
+              retiredNodes.add(id);
+              if (quarantined.includes(id)) quarantined.splice(quarantined.indexOf(id), 1);
+            }
             const g = await checked('GET /nodes/{id}', admin.get(`${V1}/nodes/${target}`));
             if (!want.includes(g.body?.node?.service)) defects.add(`PUT /nodes/${target} ${JSON.stringify(body)} (${m.hostname}): ${show(res)}, then GET ${show(g)}`);
           } else defects.add(`PUT /nodes/${target} ${JSON.stringify(body)}: ${show(res)}`);
@@ -384,6 +398,10 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
           } else if (!refusalOk(res)) defects.add(`admin POST /sessions ${JSON.stringify(body)}: ${show(res)}`);
         } else if (kind === 'listAll') {
           await checked('GET /sessions (admin)', admin.get(`${V1}/sessions`));
+          // cico's keyless inventory: one row per machine in an active session.
+          const inv = await checked('GET /Inventory', new Client(duffy.url).get('/Inventory'));
+          const hosts = Array.isArray(inv.body) ? inv.body.map((row: unknown[]) => row[1]) : [];
+          if (inv.status !== 200 || new Set(hosts).size !== hosts.length) defects.add(`GET /Inventory: a machine twice: ${show(inv)}`);
         } else if (kind === 'pool') {
           const pool = r.pick(Object.keys(POOLS));
           const res = await checked('GET /pools/{name}', admin.get(`${V1}/pools/${pool}`));
@@ -412,10 +430,7 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
       }
     }
 
-    const workers = tenants.map((t, i) => tenantWorker(t, rng(SEED + 1 + i)));
-    const adminRun = adminWorker(rng(SEED - 1));
-    await Promise.all(workers).finally(() => (tenantsDone = true));
-    await adminRun;
+    await Promise.all([...tenants.map((t, i) => tenantWorker(t, rng(SEED + 1 + i))), adminWorker(rng(SEED - 1))]);
     const ran = Date.now() - started;
 
     // Quiet: the reconciler ends what expired; then every live session gets a far expiry, so the restart changes nothing.
@@ -494,6 +509,7 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
     // A run that did next to nothing proves nothing.
     expect(summary['POST /sessions 201']).toBeGreaterThan(CLIENTS);
     expect(summary['PUT /sessions/{id} done 200']).toBeGreaterThan(CLIENTS);
-    expect(summary['PUT /tenants/{id} quota 200']).toBeGreaterThan(5);
+    const adminChanges = Object.entries(summary).filter(([k]) => /^(PUT|POST) \/(tenants|nodes)\S* .*2\d\d$/.test(k)).reduce((a, [, n]) => a + n, 0);
+    expect(adminChanges).toBeGreaterThan(20);
   });
 });
