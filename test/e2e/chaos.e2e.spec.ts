@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it, jest } from '@jest/globals';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
@@ -7,6 +7,7 @@ import { parse, stringify } from 'yaml';
 import { run } from '../../src/cli/main.js';
 import { effective } from '../../src/domain/decide.js';
 import { emptyWorld, evolve } from '../../src/domain/world.js';
+import { inject } from '../support/ansible.js';
 import { type Reply, type Running, Client, basic, instantDemoConfig, ledgerFile, startDuffy } from '../support/server.js';
 
 /**
@@ -59,11 +60,14 @@ function rng(seed: number) {
 }
 type Rng = ReturnType<typeof rng>;
 
-/** The instant demo with the health check far off, so a registered quarantined machine stays so until an admin acts. */
+/**
+ * The instant demo with the health check far off, so a quarantined machine stays so until an admin acts, and a machine
+ * quarantined at its first failed playbook.
+ */
 function chaosConfig(): string {
   const file = instantDemoConfig();
   const cfg = parse(readFileSync(file, 'utf8'));
-  for (const p of cfg.pools) p['health-check-interval'] = 3600;
+  for (const p of cfg.pools) Object.assign(p, { 'health-check-interval': 3600, 'quarantine-after': 1 });
   writeFileSync(file, stringify(cfg));
   return file;
 }
@@ -133,6 +137,13 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
       tenants.push({ name, id: r.body.tenant.id, key: r.body.tenant.api_key, epoch: 0, retired: false, sessions: new Set() });
     }
     const as = (t: TenantModel) => new Client(duffy.url, basic(t.name, t.key));
+    // One machine per pool whose disk fails its first provisioning: handed out once the pool's ready ones are taken,
+    // it is quarantined and the session served by another machine, or failed (503), until an admin repairs it.
+    for (const pool of Object.keys(POOLS)) {
+      const hostname = `broken.${pool.replaceAll('_', '-')}.test`;
+      inject(duffy.dataDir, hostname, 'fail', 'provision', 'disk on fire');
+      expect((await admin.post(`${V1}/nodes`, { hostname, pool, state: 'unused' })).status).toBe(201);
+    }
     const machines = new Map<number, { hostname: string; pool: string }>(
       (await admin.get(`${V1}/nodes`)).body.nodes.map((n: { id: number; hostname: string; pool: string }) => [n.id, { hostname: n.hostname, pool: n.pool }]),
     );
@@ -141,8 +152,9 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
     const adminChangedIt = (t: TenantModel, epoch: number, r: Reply) =>
       (epoch !== t.epoch || epoch % 2 === 1 || t.retired) &&
       ((r.status === 401 && /Invalid tenant name or API key/.test(r.body?.detail)) || (r.status === 403 && /retired/.test(r.body?.detail)));
-    /** What a request may be refused with whatever the admin does. */
+    /** What a request may be refused with whatever the admin does (a 503: its hand-over failed, no machine left to replace). */
     const refusalOk = (r: Reply) =>
+      (r.status === 503 && r.headers.get('retry-after') !== null) ||
       (r.status === 403 && /^quota exceeded: /.test(r.body?.detail)) || (r.status === 422 && /^can't reserve nodes: /.test(r.body?.detail)) || (r.status === 422 && /isn't active/.test(r.body?.detail));
 
     /** A session created: a later GET shows it with the same tenant and nodes (it may have ended since). */
@@ -179,7 +191,7 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
           if (res.status === 201) {
             t.sessions.add(res.body.session.id);
             await confirmCreated(`POST /sessions ${JSON.stringify(body)} by ${t.name}`, t.id, res.body.session);
-          } else if (!refusalOk(res) && !adminChangedIt(t, epoch, res) && !(res.status === 503 && res.headers.get('retry-after'))) {
+          } else if (!refusalOk(res) && !adminChangedIt(t, epoch, res)) {
             defects.add(`POST /sessions ${JSON.stringify(body)} by ${t.name}: ${show(res)}`);
           }
         } else if (kind === 'list') {
@@ -257,11 +269,10 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
     const shortened: string[] = [];
     const retiredNodes = new Set<number>();
     let added = 0;
-    const quarantined: number[] = [];
     async function adminWorker(r: Rng) {
       for (let op = 0; op < ADMIN_OPS; op++) {
         const t = r.pick(tenants);
-        const kind = r.weighted({ quota: 6, lifetime: 3, retire: 2, key: 2, maintenance: 5, retireNode: 1, race: 3, maxRace: 3, addNode: 2, endSession: 3, requestFor: 2, listAll: 3, pool: 2, queue: 1, rebuild: 1, stats: 1, backup: 1 });
+        const kind = r.weighted({ quota: 6, lifetime: 3, retire: 2, key: 2, maintenance: 5, retireNode: 1, unquarantine: 2, race: 3, maxRace: 3, addNode: 2, endSession: 3, requestFor: 2, listAll: 3, pool: 2, queue: 1, rebuild: 1, stats: 1, backup: 1 });
         if (kind === 'quota') {
           const q = r.chance(0.2) ? null : r.int(1, 8);
           const res = await checked('PUT /tenants/{id} quota', admin.put(`${V1}/tenants/${t.id}`, { node_quota: q }));
@@ -331,18 +342,24 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
         } else if (kind === 'maintenance' || kind === 'retireNode') {
           const [id, m] = r.pick([...machines].filter(([i]) => !retiredNodes.has(i)));
           // Keep most of the farm: at most 4 machines retired.
-          const body = kind === 'retireNode' && retiredNodes.size < 4 ? { retired: true, reason: 'chaos' } : quarantined.length && r.chance(0.3) ? null : { maintenance: r.chance(0.5), reason: `chaos ${op}` };
-          const target = body ? id : quarantined.shift()!;
-          const res = await checked('PUT /nodes/{id}', admin.put(`${V1}/nodes/${target}`, body ?? { maintenance: false, reason: 'back from quarantine' }));
+          const body = kind === 'retireNode' && retiredNodes.size < 4 ? { retired: true, reason: 'chaos' } : { maintenance: r.chance(0.5), reason: `chaos ${op}` };
+          const res = await checked('PUT /nodes/{id}', admin.put(`${V1}/nodes/${id}`, body));
           if (res.status === 200) {
-            const want = body?.retired ? ['retired', 'draining'] : body?.maintenance ? ['maintenance', 'draining'] : ['in-service'];
-            if (body?.retired) {
-              retiredNodes.add(id);
-              if (quarantined.includes(id)) quarantined.splice(quarantined.indexOf(id), 1);
-            }
-            const g = await checked('GET /nodes/{id}', admin.get(`${V1}/nodes/${target}`));
-            if (!want.includes(g.body?.node?.service)) defects.add(`PUT /nodes/${target} ${JSON.stringify(body)} (${m.hostname}): ${show(res)}, then GET ${show(g)}`);
-          } else defects.add(`PUT /nodes/${target} ${JSON.stringify(body)}: ${show(res)}`);
+            const want = 'retired' in body ? ['retired', 'draining'] : body.maintenance ? ['maintenance', 'draining'] : ['in-service'];
+            if ('retired' in body) retiredNodes.add(id);
+            const g = await checked('GET /nodes/{id}', admin.get(`${V1}/nodes/${id}`));
+            if (!want.includes(g.body?.node?.service)) defects.add(`PUT /nodes/${id} ${JSON.stringify(body)} (${m.hostname}): ${show(res)}, then GET ${show(g)}`);
+          } else defects.add(`PUT /nodes/${id} ${JSON.stringify(body)}: ${show(res)}`);
+        } else if (kind === 'unquarantine') {
+          // Quarantined by the health check's stand-in (registered so) or by a failed provisioning: repaired, then back.
+          const out = ((await checked('GET /nodes (admin)', admin.get(`${V1}/nodes`))).body.nodes ?? []).filter((n: any) => n.service === 'quarantined');
+          if (out.length === 0) continue;
+          const n = r.pick(out) as any;
+          rmSync(join(duffy.dataDir, 'machines', n.hostname, 'inject'), { recursive: true, force: true });
+          const res = await checked('PUT /nodes/{id} (out of quarantine)', admin.put(`${V1}/nodes/${n.id}`, { maintenance: false, reason: 'repaired' }));
+          const g = await checked('GET /nodes/{id}', admin.get(`${V1}/nodes/${n.id}`));
+          // (a request may have taken it since: provisioned for it now)
+          if (res.status !== 200 || res.body.node.service !== 'in-service' || res.body.node.state !== 'unused' || !['in-service', 'draining'].includes(g.body?.node?.service)) defects.add(`PUT /nodes/${n.id} out of quarantine: ${show(res)}, then GET ${show(g)}`);
         } else if (kind === 'race') {
           // A machine taken out of service at the very moment a tenant asks for its pool: never reserved after that.
           const free = ((await checked('GET /nodes (admin)', admin.get(`${V1}/nodes`))).body.nodes ?? []).filter((n: any) => n.state === 'ready' && n.service === 'in-service');
@@ -372,12 +389,13 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
           await checked('PUT /sessions/{id} done (admin)', admin.put(`${V1}/sessions/${id}`, { active: false }));
         } else if (kind === 'addNode') {
           const pool = r.pick(Object.keys(POOLS));
-          const state = r.chance(0.3) ? 'failed' : 'ready';
+          // Ready; quarantined; or to be provisioned before its first use, with a disk that fails that (quarantine-after 1).
+          const state = r.weighted({ ready: 5, failed: 2, unused: 3 });
           const hostname = `chaos-${++added}.${pool.replaceAll('_', '-')}.test`;
+          if (state === 'unused') inject(duffy.dataDir, hostname, 'fail', 'provision', 'disk on fire');
           const res = await checked('POST /nodes', admin.post(`${V1}/nodes`, { hostname, pool, state, hardware: { cpus: 8, ram_gb: 32 } }));
           if (res.status === 201) {
             machines.set(res.body.node.id, { hostname, pool });
-            if (state === 'failed') quarantined.push(res.body.node.id);
             const g = await checked('GET /nodes/{id}', admin.get(`${V1}/nodes/${res.body.node.id}`));
             if (g.body?.node?.hostname !== hostname || g.body.node.service !== (state === 'failed' ? 'quarantined' : 'in-service')) defects.add(`POST /nodes ${hostname}: ${show(res)}, then GET ${show(g)}`);
           } else defects.add(`POST /nodes ${hostname}: ${show(res)}`);
@@ -503,7 +521,9 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
     expect(after).toEqual(before);
 
     const summary = Object.fromEntries([...statuses].sort());
-    console.log(`chaos: seed ${SEED}: ${[...statuses.values()].reduce((a, b) => a + b, 0)} replies in ${ran} ms (${Date.now() - started} ms with the checks and the restart), ${events.length} events, ${shortened.length} leases shortened by a tenant's extension (${shortened.slice(0, 3).join('; ')}); ${JSON.stringify(summary)}`);
+    const happened = ['MachineProvisioned', 'ProvisioningFailed', 'MachineQuarantined', 'ReplacementReserved', 'SessionFailed', 'MachineServiceChanged', 'RequestQueued', 'SessionRejected', 'SessionExtended', 'SessionExpired', 'TenantRetired', 'TenantReactivated'];
+    const seen = Object.fromEntries(happened.map((type) => [type, events.filter((e) => e.type === type).length]));
+    console.log(`chaos: seed ${SEED}: ${[...statuses.values()].reduce((a, b) => a + b, 0)} replies in ${ran} ms (${Date.now() - started} ms with the checks and the restart), ${events.length} events (${JSON.stringify(seen)}), ${shortened.length} leases shortened by a tenant's extension (${shortened.slice(0, 3).join('; ')}); ${JSON.stringify(summary)}`);
     if (process.env.DUFFY_CHAOS_VERBOSE) console.log([...details].sort().join('\n'));
     expect(defects.list).toEqual([]);
     // A run that did next to nothing proves nothing.
