@@ -184,8 +184,8 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
         const epoch = t.epoch;
         const me = as(t);
         const mine = [...t.sessions];
-        const kind = r.weighted({ request: 8, list: 3, get: 2, release: 5, extend: 3, expire: 1, legacy: 1, legacyDone: 1, nodes: 1 });
-        if (kind === 'request' || (mine.length === 0 && kind !== 'list' && kind !== 'nodes' && kind !== 'legacy')) {
+        const kind = r.weighted({ request: 8, list: 3, get: 2, release: 5, extend: 3, expire: 1, legacy: 1, legacyDone: 1, abort: 1, nodes: 1 });
+        if (kind === 'request' || (mine.length === 0 && kind !== 'list' && kind !== 'nodes' && kind !== 'legacy' && kind !== 'abort')) {
           const body = { nodes_specs: r.chance(0.15) ? [shape(r), shape(r)] : [shape(r)], ...(r.chance(0.15) ? { wait: 1 } : {}) };
           const res = await checked('POST /sessions', me.post(`${V1}/sessions`, body));
           if (res.status === 201) {
@@ -242,6 +242,26 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
             if (g.status !== 200 || g.body.session.tenant.id !== t.id || JSON.stringify(hosts) !== JSON.stringify([...res.body.hosts].sort())) defects.add(`GET /Node/get by ${t.name}: ${show(res)}, then GET ${show(g)}`);
           }
           else if (!(res.status === 200 && res.body === 'Failed to allocate nodes') && !((epoch !== t.epoch || epoch % 2 === 1 || t.retired) && res.status === 403)) defects.add(`GET /Node/get by ${t.name}: ${show(res)}`);
+        } else if (kind === 'abort') {
+          // Jenkins aborts a build whose request waits: it leaves the queue (422), or, served meanwhile, is done at once.
+          const asked = checked('POST /sessions (to abort)', me.post(`${V1}/sessions`, { nodes_specs: [shape(r)], wait: 2 }));
+          await new Promise((res) => setTimeout(res, r.int(0, 300)));
+          const list = await checked('GET /sessions', me.get(`${V1}/sessions`));
+          const waiting = ((list.body?.sessions ?? []) as any[]).filter((x) => x.data?.queue);
+          const cancelled = await Promise.all(waiting.map((x) => checked('PUT /sessions/{id} done (abort)', me.put(`${V1}/sessions/${x.id}`, { active: false }))));
+          for (const c of cancelled) if (c.status !== 200 && !adminChangedIt(t, epoch, c)) defects.add(`abort by ${t.name}: ${show(c)}`);
+          const res = await asked;
+          if (res.status === 201 && waiting.some((x) => x.id === res.body.session.id)) {
+            // Served between the look and the cancel: the cancel ended it.
+            const g = await checked('GET /sessions/{id} (confirm)', admin.get(`${V1}/sessions/${res.body.session.id}`));
+            if (g.body?.session?.active !== false) defects.add(`abort by ${t.name}: served, cancelled, yet ${show(g)}`);
+          } else if (res.status === 201) {
+            t.sessions.add(res.body.session.id);
+          } else if (!refusalOk(res) && !adminChangedIt(t, epoch, res)) defects.add(`POST /sessions (to abort) by ${t.name}: ${show(res)}`);
+          for (const x of waiting) {
+            const g = await checked('GET /sessions/{id} (confirm)', admin.get(`${V1}/sessions/${x.id}`));
+            if (g.body?.session?.active !== false || g.body.session.data?.queue) defects.add(`abort of ${x.id} by ${t.name}: ${show(g)}`);
+          }
         } else if (kind === 'legacyDone') {
           // cico's done, or fail (6 h more), on one of its sessions.
           const id = r.pick(mine);
@@ -401,7 +421,8 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
           } else defects.add(`POST /nodes ${hostname}: ${show(res)}`);
         } else if (kind === 'endSession') {
           const all = await checked('GET /sessions (admin)', admin.get(`${V1}/sessions`));
-          const live = (all.body.sessions ?? []).filter((s: any) => s.active);
+          // Active ones, and requests waiting in the queue (their callers get a 422).
+          const live = (all.body.sessions ?? []).filter((s: any) => s.active || s.data?.queue);
           if (live.length === 0) continue;
           const s = r.pick(live) as any;
           const res = await checked('PUT /sessions/{id} done (admin)', admin.put(`${V1}/sessions/${s.id}`, { active: false }));
