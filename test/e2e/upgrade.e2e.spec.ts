@@ -1,20 +1,28 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { cpSync, mkdtempSync, readFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../../src/cli/main.js';
 import { ReadSide } from '../../src/application/read-side.service.js';
 import { Ledger } from '../../src/application/ledger.service.js';
+import { isLegacyLedger, upgradeLegacyLedger } from '../../src/adapters/eventstore/legacy-ledger.js';
+import { APPEND_ONLY_TRIGGERS } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { Client, type Running, basic, ledgerFile, newTenant, startDuffy } from '../support/server.js';
 import { clockSetBack, setClockBack } from '../support/clock.js';
 
 /**
- * An operator's upgrade in place: today's Duffy started on a data dir an old Duffy left behind (made by commit
- * 0697c2b of 2026-11-29, see test/fixtures/upgrade-0697c2b/README.md). Nothing may be lost, and the audit must
- * stay clean: the old ledger's events are written long before this test runs.
+ * An operator's upgrade in place: today's Duffy started on a data dir an old Duffy left behind (see the README
+ * beside each fixture for how it was made). Nothing may be lost, and the audit must stay clean.
  */
-const FIXTURE = fileURLToPath(new URL('../fixtures/upgrade-0697c2b/', import.meta.url));
+const OLD = [
+  // The first day's format: no global chain, stream hashes without the metadata, no checkpoints; projections
+  // entities 1, fairness 3, machine-stress 1, tenant-allocations 1; no maintenance yet.
+  { fixture: 'upgrade-0920043', made: '2026-11-26', entitiesWas: 1, legacy: true },
+  // Both chains, signed checkpoints without the Merkle frontier; entities 4, fairness 4, tenant-allocations 1.
+  { fixture: 'upgrade-0697c2b', made: '2026-11-29', entitiesWas: 4, legacy: false },
+];
 type Expected = {
   adminKey: string;
   tenants: Record<string, { id: number; key: string }>;
@@ -23,7 +31,6 @@ type Expected = {
   nodes: Record<string, { state: string; service: string | null; service_reason: string | null }>;
   queue: Array<{ session: number }>;
 };
-const expected = JSON.parse(readFileSync(join(FIXTURE, 'expected.json'), 'utf8')) as Expected;
 const hostnames = (s: { nodes: Array<{ hostname: string }> }) => s.nodes.map((n) => n.hostname).sort();
 
 async function duffyCli(...args: string[]): Promise<{ lines: string[]; exitCode: number }> {
@@ -34,7 +41,9 @@ async function duffyCli(...args: string[]): Promise<{ lines: string[]; exitCode:
   return { lines, exitCode };
 }
 
-describe('upgrade in place: today\'s Duffy on the data dir of Duffy 0697c2b (2026-11-29)', () => {
+describe.each(OLD)("upgrade in place: today's Duffy on the data dir of $fixture ($made)", ({ fixture, entitiesWas, legacy }) => {
+  const FIXTURE = fileURLToPath(new URL(`../fixtures/${fixture}/`, import.meta.url));
+  const expected = JSON.parse(readFileSync(join(FIXTURE, 'expected.json'), 'utf8')) as Expected;
   let duffy: Running;
   let dataDir: string;
   let admin: Client;
@@ -50,7 +59,7 @@ describe('upgrade in place: today\'s Duffy on the data dir of Duffy 0697c2b (202
     oldEvents = old.length;
     // Ten minutes after the old Duffy stopped, whenever this runs: its sessions (12 h at most) are still open,
     // and its events are older than the minute the audit allows a checkpoint's time to run ahead of them.
-    const stopped = Math.max(...old.map((e) => Date.parse(String(e.metadata.at))));
+    const stopped = Math.max(...old.map((e) => Date.parse(String(e.metadata.at ?? (e.data as { at?: string }).at))).filter(Number.isFinite));
     restoreClock = setClockBack(Date.now() - (stopped + 10 * 60_000));
     // Fewer than the events since the old ledger's last checkpoint: one is due at once.
     process.env.DUFFY_CHECKPOINT_EVERY_EVENTS = '5';
@@ -65,7 +74,6 @@ describe('upgrade in place: today\'s Duffy on the data dir of Duffy 0697c2b (202
     await duffy?.close();
     restoreClock();
   });
-
   it('reads every session as the old Duffy answered it: open ones still hold their machines, ended ones stay readable', async () => {
     const waiting = new Set(expected.queue.map((q) => q.session));
     expect(waiting.size).toBe(1);
@@ -89,6 +97,20 @@ describe('upgrade in place: today\'s Duffy on the data dir of Duffy 0697c2b (202
     for (const [, s] of open) for (const h of s.nodes) expect([h, nodes.find((n) => n.hostname === h)?.state]).toEqual([h, 'deployed']);
   });
 
+  it('finishes the releases the old Duffy had under way: those machines serve again', async () => {
+    const releasing = Object.entries(expected.nodes).filter(([, n]) => n.state === 'deprovisioning').map(([h]) => h);
+    expect(releasing.length).toBeGreaterThan(0);
+    for (let tries = 0; ; tries++) {
+      const nodes = (await admin.get('/api/v1/nodes')).body.nodes as Array<{ hostname: string; state: string }>;
+      const states = releasing.map((h) => nodes.find((n) => n.hostname === h)?.state);
+      if (states.every((st) => st === 'ready') || tries > 600) {
+        expect(states).toEqual(releasing.map(() => 'ready'));
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }, 90_000);
+
   it('keeps tenants, their keys and quotas; a retired tenant stays retired; a machine in maintenance stays there', async () => {
     const tenants = (await admin.get('/api/v1/tenants')).body.tenants as Array<{ name: string; node_quota: number | null; active: boolean }>;
     for (const [name, q] of Object.entries(expected.quotas)) expect(tenants.find((t) => t.name === name)).toMatchObject(q);
@@ -98,15 +120,13 @@ describe('upgrade in place: today\'s Duffy on the data dir of Duffy 0697c2b (202
     expect(mine.body.sessions.map((s: { id: number }) => s.id).sort()).toEqual(alphaOpen.sort());
     expect((await as('gamma').get('/api/v1/sessions')).status).toBe(403);
     const out = Object.entries(expected.nodes).filter(([, n]) => n.service === 'maintenance');
-    expect(out.length).toBe(1);
     const now = (await admin.get('/api/v1/nodes')).body.nodes as Array<{ hostname: string; service: string; service_reason: string }>;
     for (const [host, n] of out) expect(now.find((x) => x.hostname === host)).toMatchObject({ service: 'maintenance', service_reason: n.service_reason });
   });
 
   it('rebuilds the projections whose version changed since, saying so', () => {
     const because = duffy.app.get(ReadSide).runners.map((r) => [r.projection.name, r.rebuiltBecause]);
-    // entities and fairness were version 4 in 0697c2b.
-    expect(because).toEqual(expect.arrayContaining([['entities', expect.stringMatching(/^its version changed from 4 to \d+$/)]]));
+    expect(because).toEqual(expect.arrayContaining([['entities', expect.stringMatching(new RegExp(`^its version changed from ${entitiesWas} to \\d+$`))]]));
   });
 
   it('allocates and releases, counting quota with what the old Duffy handed out', async () => {
@@ -133,6 +153,8 @@ describe('upgrade in place: today\'s Duffy on the data dir of Duffy 0697c2b (202
     const ledger = join(dataDir, 'ledger.sqlite');
     const verify = await duffyCli('audit', '--ledger', ledger, 'verify');
     expect([verify.exitCode, verify.lines.at(-1)]).toEqual([0, expect.stringMatching(/^OK: /)]);
+    // Said, not hidden: the first day's events are hashed without their metadata.
+    expect(verify.lines.at(-1)!.includes(`positions 1..${oldEvents} written by the Duffy of 2026-11-26`)).toBe(legacy);
     const replay = await duffyCli('audit', '--ledger', ledger, 'replay');
     expect([replay.exitCode, replay.lines.at(-1)]).toEqual([0, 'OK: no invariant is broken']);
     // The first checkpoint this server signed covers every event the old one wrote (one of part of them, signed
@@ -177,5 +199,56 @@ describe('a start that catches up on more events than DUFFY_CHECKPOINT_EVERY_EVE
     expect(signed[0]).toBeGreaterThanOrEqual(history);
     const verify = await duffyCli('audit', '--ledger', ledger, 'verify');
     expect([verify.exitCode, verify.lines.at(-1)]).toEqual([0, expect.stringMatching(/^OK: /)]);
+  });
+});
+
+describe('a ledger of 2026-11-26 is taken over only as it was written', () => {
+  const FIXTURE = fileURLToPath(new URL('../fixtures/upgrade-0920043/datadir/ledger.sqlite', import.meta.url));
+  const copy = () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'duffy-legacy-')), 'ledger.sqlite');
+    copyFileSync(FIXTURE, file);
+    return file;
+  };
+  /** A SQL shell's edit: the append-only triggers dropped for it and put back as the store made them. */
+  const edit = (file: string, sql: string) => {
+    const db = new Database(file);
+    for (const name of Object.keys(APPEND_ONLY_TRIGGERS)) db.exec(`DROP TRIGGER IF EXISTS ${name}`);
+    db.exec(sql);
+    for (const trigger of Object.values(APPEND_ONLY_TRIGGERS)) db.exec(trigger);
+    db.close();
+  };
+  const verify = async (file: string) => {
+    const r = await duffyCli('audit', '--ledger', file, 'verify');
+    return [r.exitCode, r.lines.at(-1)];
+  };
+
+  it('is upgraded when every event is in its format, and an edit after that is caught', async () => {
+    const file = copy();
+    expect(await verify(file)).toEqual([0, expect.stringMatching(/^OK \(NOT CHECKED: the global chain \(a ledger of the Duffy of 2026-11-26 has none/)]);
+    expect(upgradeLegacyLedger(file)).toBe(132);
+    expect(upgradeLegacyLedger(file)).toBe(0);
+    // No writer's head yet: the server's first append writes it.
+    expect(await verify(file)).toEqual([0, expect.stringMatching(/^OK \(NOT CHECKED: deletion of the newest events .*\): 132 events in their stream chains \(positions 1\.\.132 written by the Duffy of 2026-11-26.*\); 132 links of the global chain$/)]);
+    // Data of a session's event: its old hash no longer matches.
+    edit(file, `UPDATE events SET data = json_set(data, '$.tenant', 'beta') WHERE stream = 'session-2' AND revision = 0`);
+    expect(await verify(file)).toEqual([1, expect.stringMatching(/^TAMPERED/)]);
+  });
+
+  it('is refused, not upgraded, when an event was edited before (its old hash no longer matches)', async () => {
+    const file = copy();
+    edit(file, `UPDATE events SET data = json_set(data, '$.nodeQuota', 99) WHERE type = 'TenantRegistered' AND stream = 'tenant-alpha'`);
+    expect(isLegacyLedger(file)).toBe(false);
+    expect(upgradeLegacyLedger(file)).toBe(0);
+    expect(await verify(file)).toEqual([1, expect.stringMatching(/^TAMPERED/)]);
+  });
+
+  it("does not take today's ledger with its chain column dropped and its head record removed for one", async () => {
+    const duffy = await startDuffy();
+    await duffy.close();
+    const file = join(duffy.dataDir, 'ledger.sqlite');
+    rmSync(`${file}.head`);
+    edit(file, 'ALTER TABLE events DROP COLUMN chain');
+    expect(isLegacyLedger(file)).toBe(false);
+    expect(await verify(file)).toEqual([1, expect.stringMatching(/^TAMPERED/)]);
   });
 });
