@@ -82,6 +82,8 @@ export class WaitingQueue implements OnApplicationShutdown {
     // the retirement was on its way), or when its quota was lowered, or its pools' machines retired, under what they
     // ask for (they could never fit).
     for (const s of order) {
+      // Served or cancelled while this loop waited for an earlier one's leaving: no longer in the queue.
+      if (s.status !== 'waiting') continue;
       const why = this.mustLeave(world, s, nowMs);
       if (why === undefined) continue;
       await this.ledger.decide((w) => decideLeaveQueue(w.sessions.get(s.id)!, why, new Date(nowMs).toISOString()), metaFor(null, { process: 'queue', sessionId: s.id }));
