@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it, jest } from '@jest/globals';
+import { Logger } from '@nestjs/common';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { randomUUID } from 'node:crypto';
@@ -20,10 +21,10 @@ import { type Reply, type Running, Client, basic, instantDemoConfig, ledgerFile,
  * the same data dir serving the same state.
  */
 jest.setTimeout(240_000);
-const SEED = Number(process.env.DUFFY_CHAOS_SEED ?? 20261130);
-const CLIENTS = Number(process.env.DUFFY_CHAOS_CLIENTS ?? 24);
-const OPS = Number(process.env.DUFFY_CHAOS_OPS ?? 40);
-const ADMIN_OPS = Number(process.env.DUFFY_CHAOS_ADMIN_OPS ?? 150);
+const SEED = Number(process.env.DUFFY_CHAOS_SEED || 20261130);
+const CLIENTS = Number(process.env.DUFFY_CHAOS_CLIENTS || 24);
+const OPS = Number(process.env.DUFFY_CHAOS_OPS || 40);
+const ADMIN_OPS = Number(process.env.DUFFY_CHAOS_ADMIN_OPS || 150);
 const V1 = '/api/v1';
 const DEFAULT_QUOTA = 10;
 const POOLS: Record<string, { type: string; arch: string; platform: string }> = {
@@ -98,6 +99,11 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
   it('keeps every invariant while admins change the farm under load, and a restart serves the same state', async () => {
     console.log(`chaos: seed ${SEED} (DUFFY_CHAOS_SEED=${SEED} replays its choices), ${CLIENTS} tenant clients x ${OPS} operations, admin up to ${ADMIN_OPS}`);
     const started = Date.now();
+    // What the server logs as an error: a 500's stack, a background pass that threw (a queue pass lost its rest).
+    const logged: string[] = [];
+    jest.spyOn(Logger.prototype, 'error').mockImplementation(function (this: Logger, message: unknown) {
+      logged.push(String(message).slice(0, 600));
+    });
     const configFile = chaosConfig();
     duffy = await startDuffy({ configFile, reconcileEveryMs: 200 });
     const defects = new Defects();
@@ -546,6 +552,7 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
     const seen = Object.fromEntries(happened.map((type) => [type, events.filter((e) => e.type === type).length]));
     console.log(`chaos: seed ${SEED}: ${[...statuses.values()].reduce((a, b) => a + b, 0)} replies in ${ran} ms (${Date.now() - started} ms with the checks and the restart), ${events.length} events (${JSON.stringify(seen)}), ${shortened.length} leases shortened by a tenant's extension (${shortened.slice(0, 3).join('; ')}); ${JSON.stringify(summary)}`);
     if (process.env.DUFFY_CHAOS_VERBOSE) console.log([...details].sort().join('\n'));
+    for (const line of logged) defects.add(`server log: ${line}`);
     expect(defects.list).toEqual([]);
     // A run that did next to nothing proves nothing.
     expect(summary['POST /sessions 201']).toBeGreaterThan(CLIENTS);
