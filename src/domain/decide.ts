@@ -538,7 +538,7 @@ const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[
  * alone is its midnight, and a time without an offset is UTC. Date.parse would read that last one in the server's
  * own time zone (ECMA-262 21.4.3.2), so the same request would move a lease by hours depending on the host's TZ.
  */
-function parseIsoTime(value: string): number | undefined {
+export function parseIsoTime(value: string): number | undefined {
   const m = ISO_TIME.exec(value.trim());
   if (!m) return undefined;
   const [y, mo, d, h = 0, mi = 0, s = 0] = m.slice(1, 7).map((x) => Number(x ?? 0));
