@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { hardwareProblem } from '../domain/hardware.js';
 import { hostKey } from '../domain/world.js';
-import { MACHINE_STATES, MACHINE_TYPES, type MachineState, type MachineType, type RecyclePolicy } from '../domain/events.js';
+import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType, type RecyclePolicy } from '../domain/events.js';
 
 /** Pool and tenant names: also checked on API input. */
 export const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -62,7 +62,7 @@ export class MachineConfig {
   @IsOptional() @IsIP() ipaddr: string | null = null;
   @IsString() pool!: string;
   @IsBoolean() reusable = true;
-  @IsIn(MACHINE_STATES) state: MachineState = 'ready';
+  @IsIn(REGISTRABLE_STATES, { message: `state must be one of ${REGISTRABLE_STATES.join(', ')}` }) state: MachineState = 'ready';
   @IsOptional() @IsObject() data: Record<string, unknown> = {};
   /** `cpus`, `ram_gb`, `disk_gb`, `cpu_model` and any other key: what requests may require. */
   @IsOptional() @IsObject() hardware?: Record<string, string | number | boolean>;

@@ -2,7 +2,7 @@ import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfil
 import { unmet } from './hardware.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { parseDuration } from './duration.js';
-import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, machinesAsked, stream } from './events.js';
+import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, hostKey, isRetired, machineIdOfHost } from './world.js';
 
 /*
@@ -185,6 +185,7 @@ export function decideRegisterMachines(
     const as = known === undefined ? seen.get(hostKey(m.hostname)) : world.machines.get(known)?.hostname;
     if (as !== undefined) return refusal('conflict', `node ${m.hostname} already exists${as === m.hostname ? '' : ` as ${as} (host names ignore case and a trailing dot)`}`);
     if (!pools.some((p) => p.name === m.pool)) return refusal('invalid', `unknown pool ${m.pool}`);
+    if (!REGISTRABLE_STATES.includes(m.state)) return refusal('invalid', `node ${m.hostname}: state ${m.state} belongs to a session; register it as ready (handed out as it is) or unused (provisioned first)`);
     seen.set(hostKey(m.hostname), m.hostname);
   }
   if (cmd.machines.length === 0) return [];

@@ -392,6 +392,11 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       expect((await duffy.admin.put(`${V1}/tenants/1`, { is_admin: false })).body.detail).toMatch(/^is_admin: unknown field/);
       // `hardware` is a field of POST /nodes (issue 14); a hardware key at the top level is not.
       expect((await duffy.admin.post(`${V1}/nodes`, { hostname: 'strict.test', pool: 'vm-intel-x86_64', cpus: 4 })).body.detail).toMatch(/^cpus: unknown field/);
+      // A node registered in a session's state was never handed out nor released, for good.
+      expect(await duffy.admin.post(`${V1}/nodes`, { hostname: 'stuck.test', pool: 'vm-intel-x86_64', state: 'deployed' })).toMatchObject({
+        status: 422,
+        body: { detail: 'state: state must be one of unused, provisioning, ready, deprovisioning, done, failed' },
+      });
     });
 
     // JSON.parse makes these plain members, and the body's transformation dropped them without a word.
