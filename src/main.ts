@@ -11,7 +11,7 @@ import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
 import { IdParamsPipe, checkJsonDepth, dropNullMembers, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
-import { DataDirLockedError, LEDGER_FILE, assertDataDirFree } from './adapters/eventstore/data-dir-lock.js';
+import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, assertDataDirFree, assertDataDirWritable } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable } from './adapters/eventstore/sqlite-event-store.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -88,6 +88,8 @@ async function main() {
   // Before anything is written: a first start on a busy port, on a data directory another Duffy holds or with an
   // admin key no API key could be must not create the ledger (and print an admin key) and then die.
   await portIsFree(settings.port);
+  // With KurrentDB too: the signing key, the playbook runs and the artifacts live there.
+  assertDataDirWritable(settings.dataDir);
   if (!settings.eventStoreUrl) {
     assertDataDirFree(settings.dataDir);
     // Only an empty ledger takes the key (Bootstrap checks it there too, for KurrentDB).
@@ -125,7 +127,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       console.error(`duffy: bad configuration: ${err.message}`);
       process.exit(2);
     }
-    const known = err instanceof StartError || err instanceof DataDirLockedError || err instanceof LedgerDamagedError || /^DUFFY_[A-Z_]+: /.test(String(err?.message));
+    const known = err instanceof StartError || err instanceof DataDirLockedError || err instanceof DataDirNotWritableError || err instanceof LedgerDamagedError || /^DUFFY_[A-Z_]+: /.test(String(err?.message));
     if (known) console.error(`duffy: failed to start: ${err.message}`);
     else console.error('duffy: failed to start:', err);
     process.exit(1);

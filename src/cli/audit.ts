@@ -67,27 +67,93 @@ export function readCheckpoint(file: string): Checkpoint {
 
 class UnreadableLedgerError extends Error {}
 
+/** `fn` over the open ledger; a row that is not JSON, or an event without the fields its type has, is a rewritten row, which verify names. */
+async function withStoreAt<T>(location: string, fn: (store: EventStore) => Promise<T>): Promise<T> {
+  const store = await openLedger(location);
+  try {
+    return await fn(store);
+  } catch (err) {
+    if (err instanceof SyntaxError || err instanceof TypeError) {
+      throw new UnreadableLedgerError(`${location} holds a row that is not an event as Duffy writes it (${err.message}): \`duffy audit verify\` names it`);
+    }
+    throw err;
+  } finally {
+    await store.close();
+  }
+}
+
+export interface Verification {
+  problems: FileProblem[];
+  /** What was checked and held. */
+  verified: string[];
+  /** What could not be checked (no head record, a KurrentDB ledger without a checkpoint given). */
+  unchecked: string[];
+}
+
+/** `duffy audit verify`: the hash chains, the file against its writer's head, the signed checkpoints, and `cp` if given. */
+export async function verifyLedger(location: string, cp?: { checkpoint: Checkpoint; file: string }): Promise<Verification> {
+  const problems: FileProblem[] = [];
+  const verified: string[] = [];
+  const unchecked: string[] = [];
+  const embedded = !isEventStoreUrl(location);
+  // Before the events: the writer's head never leads what it committed.
+  const head = embedded ? recordedHead(location) : null;
+  let events: RecordedEvent[] | undefined;
+  let emptied = false;
+  try {
+    events = await withStoreAt(location, collect);
+  } catch (err) {
+    // A row that is not JSON: name the rows, as any other tampering, instead of the parser's first complaint.
+    if (embedded && err instanceof UnreadableLedgerError) problems.push(...unreadableRows(location));
+    // No events table where the writer recorded events: they were removed, which is tampering, not an unreadable file.
+    else if (embedded && head && !('problem' in head) && head.position > 0n && /no such table: events/.test(String((err as Error).message))) {
+      emptied = true;
+      problems.push({
+        position: String(head.position),
+        where: 'writer head',
+        problem: `the writer recorded events up to position ${head.position}, the file has no events table: every event was removed (the file replaced, or its write-ahead log ${location}-wal deleted before SQLite moved it into the file)`,
+      });
+    } else throw err;
+  }
+  if (events) {
+    const { checked, breaks } = verifyChains(events);
+    for (const b of breaks) problems.push({ position: String(b.position), where: `${b.stream}@${b.revision}`, problem: b.problem });
+    verified.push(`${checked} events in their stream chains`);
+  }
+  if (embedded && !emptied) {
+    const file = await checkLedgerFile(location, head, events ?? []);
+    problems.push(...file.problems);
+    verified.push(...file.verified);
+    if (!cp) unchecked.push(...file.unchecked);
+  } else if (!cp) {
+    unchecked.push('deletion of the newest events (a KurrentDB ledger has no head record; give --checkpoint)');
+  }
+  if (events) {
+    const published = checkPublished(events, cp?.checkpoint.publicKey);
+    for (const p of published.problems) problems.push({ position: String(p.position), where: 'audit-checkpoints', problem: p.problem });
+    if (published.checked) verified.push(`${published.checked} signed checkpoints in the ledger (key ${[...published.keys].join(', ')})`);
+    if (cp) {
+      const v = checkExtends(cp.checkpoint, events);
+      if (!v.ok) problems.push({ position: v.position ?? '-', where: `checkpoint ${cp.file}`, problem: v.message });
+      else verified.push(`${v.message}${cp.checkpoint.publicKey ? `, signed by ${keyId(cp.checkpoint.publicKey)}` : ''}`);
+    }
+  }
+  return { problems, verified, unchecked };
+}
+
+/** The one line `audit verify` ends with. */
+export function verdict(v: Verification): string {
+  const notChecked = v.unchecked.length ? ` (NOT CHECKED: ${v.unchecked.join('; ')})` : '';
+  return v.problems.length === 0 ? `OK${notChecked}: ${v.verified.join('; ')}` : `TAMPERED: ${v.problems.length} problem(s)`;
+}
+
 /** `duffy audit ...`: read-only answers for auditors; tables for people, JSON lines with --json. */
 export function auditCommands(duffy: Command, out: (line: string) => void): void {
   const json = () => duffy.opts().json === true;
   // Cells are ledger text a tenant may have written: control characters are shown escaped, never sent to the terminal.
   const table = (headers: string[], rows: string[][], left: number[] = []) => out(formatTable(headers, rows.map((r) => r.map(printable)), left));
   const audit = duffy.command('audit').description('read-only checks of a ledger, for auditors').option('--ledger <file|esdb-url>', 'ledger to read');
-  /** `fn` over the open ledger; a row that is not JSON, or an event without the fields its type has, is a rewritten row, which verify names. */
-  const withStore = async <T>(fn: (store: EventStore) => Promise<T>): Promise<T> => {
-    const location = ledgerOf(audit.opts());
-    const store = await openLedger(location);
-    try {
-      return await fn(store);
-    } catch (err) {
-      if (err instanceof SyntaxError || err instanceof TypeError) {
-        throw new UnreadableLedgerError(`${location} holds a row that is not an event as Duffy writes it (${err.message}): \`duffy audit verify\` names it`);
-      }
-      throw err;
-    } finally {
-      await store.close();
-    }
-  };
+  const withStore = <T>(fn: (store: EventStore) => Promise<T>): Promise<T> => withStoreAt(ledgerOf(audit.opts()), fn);
   const withLedger = <T>(fn: (events: RecordedEvent[]) => T): Promise<T> => withStore(async (store) => fn(await collect(store)));
   const showEvents = (all: RecordedEvent[], shown: RecordedEvent[], verbose: boolean) => {
     if (json()) {
@@ -133,63 +199,16 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
     .description('recompute the hash chains and the signed checkpoints in the ledger; with --checkpoint, prove the ledger extends it')
     .option('--checkpoint <file>', 'a checkpoint taken earlier (duffy audit checkpoint, or GET /api/v1/audit/checkpoint)')
     .action(async (o: { checkpoint?: string }) => {
-      const location = ledgerOf(audit.opts());
-      const cp = o.checkpoint ? readCheckpoint(o.checkpoint) : undefined;
-      const problems: FileProblem[] = [];
-      const notes: string[] = [];
-      const unchecked: string[] = [];
-      const embedded = !isEventStoreUrl(location);
-      // Before the events: the writer's head never leads what it committed.
-      const head = embedded ? recordedHead(location) : null;
-      let events: RecordedEvent[] | undefined;
-      let emptied = false;
-      try {
-        events = await withLedger((all) => all);
-      } catch (err) {
-        // A row that is not JSON: name the rows, as any other tampering, instead of the parser's first complaint.
-        if (embedded && err instanceof UnreadableLedgerError) problems.push(...unreadableRows(location));
-        // No events table where the writer recorded events: they were removed, which is tampering, not an unreadable file.
-        else if (embedded && head && !('problem' in head) && head.position > 0n && /no such table: events/.test(String((err as Error).message))) {
-          emptied = true;
-          problems.push({
-            position: String(head.position),
-            where: 'writer head',
-            problem: `the writer recorded events up to position ${head.position}, the file has no events table: every event was removed (the file replaced, or its write-ahead log ${location}-wal deleted before SQLite moved it into the file)`,
-          });
-        } else throw err;
-      }
-      if (events) {
-        const { checked, breaks } = verifyChains(events);
-        for (const b of breaks) problems.push({ position: String(b.position), where: `${b.stream}@${b.revision}`, problem: b.problem });
-        notes.push(`${checked} events in their stream chains`);
-      }
-      if (embedded && !emptied) {
-        const file = await checkLedgerFile(location, head, events ?? []);
-        problems.push(...file.problems);
-        notes.push(...file.verified);
-        if (!cp) unchecked.push(...file.unchecked);
-      } else if (!cp) {
-        unchecked.push('deletion of the newest events (a KurrentDB ledger has no head record; give --checkpoint)');
-      }
-      if (events) {
-        const published = checkPublished(events, cp?.publicKey);
-        for (const p of published.problems) problems.push({ position: String(p.position), where: 'audit-checkpoints', problem: p.problem });
-        if (published.checked) notes.push(`${published.checked} signed checkpoints in the ledger (key ${[...published.keys].join(', ')})`);
-        if (cp) {
-          const v = checkExtends(cp, events);
-          if (!v.ok) problems.push({ position: v.position ?? '-', where: `checkpoint ${o.checkpoint}`, problem: v.message });
-          else notes.push(`${v.message}${cp.publicKey ? `, signed by ${keyId(cp.publicKey)}` : ''}`);
-        }
-      }
+      const cp = o.checkpoint ? { checkpoint: readCheckpoint(o.checkpoint), file: o.checkpoint } : undefined;
+      const v = await verifyLedger(ledgerOf(audit.opts()), cp);
       if (json()) {
-        for (const p of problems) out(JSON.stringify(p));
-        out(JSON.stringify({ ok: problems.length === 0, verified: notes, unchecked }));
+        for (const p of v.problems) out(JSON.stringify(p));
+        out(JSON.stringify({ ok: v.problems.length === 0, verified: v.verified, unchecked: v.unchecked }));
       } else {
-        if (problems.length) table(['position', 'where', 'problem'], problems.map((p) => [p.position, p.where, p.problem]));
-        const notChecked = unchecked.length ? ` (NOT CHECKED: ${unchecked.join('; ')})` : '';
-        out(problems.length === 0 ? `OK${notChecked}: ${notes.join('; ')}` : `TAMPERED: ${problems.length} problem(s)`);
+        if (v.problems.length) table(['position', 'where', 'problem'], v.problems.map((p) => [p.position, p.where, p.problem]));
+        out(verdict(v));
       }
-      if (problems.length) process.exitCode = 1;
+      if (v.problems.length) process.exitCode = 1;
     });
 
   audit

@@ -14,6 +14,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ApiError, type ClientConfig, DuffyClient, EXIT, UsageError, clientConfig } from './client.js';
 import { recoveryCommands } from './recover.js';
+import { backupCommands } from './backup.js';
 import { v3ClientCommands } from './v3-client.js';
 
 type Session = {
@@ -210,6 +211,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
 
   auditCommands(duffy, out);
   recoveryCommands(duffy, out);
+  backupCommands(duffy, out);
   const given = (o: Partial<ClientConfig>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
   v3ClientCommands(duffy, out, (o) => clientConfig({ ...duffy.opts(), ...given(o) }));
   return duffy;

@@ -289,3 +289,72 @@ describe('duffy admin-key: an operator who lost every admin key', () => {
     expect(audit.stderr).toBe('');
   });
 });
+
+describe('duffy backup and restore: an operator backs up while Jenkins works, then restores', () => {
+  const cli = (...args: string[]) => runCli({ PATH: process.env.PATH, HOME: '/nonexistent' }, ...args);
+
+  it('copies a consistent, verified ledger under load; restore refuses while Duffy runs and a backup that does not verify; the restored ledger is served as it was', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-backup-data-'));
+    const backup = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'monday');
+    let duffy = await startDuffy({ dataDir });
+    const key = (await duffy.admin.post('/api/v1/tenants', { name: 'ci', ssh_key: 'ssh-ed25519 AAAA ci' })).body.tenant.api_key;
+    const ci = duffy.client('ci', key);
+    const held = await ci.post('/api/v1/sessions', { nodes_specs: [{ type: 'baremetal', quantity: 1 }] });
+    expect(held.status).toBe(201);
+    // Requests and releases go on during the backup: its snapshot must not catch one half-written.
+    let busy = true;
+    let served = 0;
+    const traffic = (async () => {
+      while (busy) {
+        const r = await ci.post('/api/v1/sessions', { nodes_specs: [{ type: 'vm', quantity: 1 }] });
+        if (r.status !== 201) continue;
+        served += 1;
+        await ci.put(`/api/v1/sessions/${r.body.session.id}`, { active: false });
+      }
+    })();
+    const taken = await cli('backup', backup, '--data-dir', dataDir);
+    busy = false;
+    await traffic;
+    expect([taken.code, taken.stderr]).toEqual([0, '']);
+    expect(taken.stdout).toMatch(/^backup of .*ledger\.sqlite in .*monday: audit-ed25519\.pem, ledger\.sqlite, ledger\.sqlite\.head\nOK: \d+ events in their stream chains; \d+ links of the global chain; the writer's head at position \d+/);
+    expect(served).toBeGreaterThan(0);
+    expect(readFileSync(join(backup, 'audit-ed25519.pem'))).toEqual(readFileSync(join(dataDir, 'audit-ed25519.pem')));
+    // A backup never writes over another.
+    expect((await cli('backup', backup, '--data-dir', dataDir)).code).toBe(2);
+
+    const after = await newTenant(duffy, 'after-the-backup');
+    expect(after).toBeDefined();
+    // Not under a running Duffy: it would write over what is put back.
+    const refused = await cli('restore', backup, '--data-dir', dataDir);
+    expect([refused.code, refused.stderr]).toEqual([1, expect.stringMatching(/^duffy: the data directory .* is in use by another Duffy/)]);
+    await duffy.close();
+
+    // A backup that does not verify is not put back.
+    const bad = join(mkdtempSync(join(tmpdir(), 'duffy-backup-bad-')), 'tampered');
+    mkdirSync(bad);
+    for (const f of ['ledger.sqlite', 'ledger.sqlite.head']) writeFileSync(join(bad, f), readFileSync(join(backup, f)));
+    const { default: Database } = await import('better-sqlite3');
+    const db = new Database(join(bad, 'ledger.sqlite'));
+    db.exec("DROP TRIGGER events_no_update; UPDATE events SET data = replace(data, '\"ci\"', '\"cj\"') WHERE type = 'TenantRegistered'");
+    db.close();
+    const before = readdirSync(dataDir).sort();
+    const tampered = await cli('restore', bad, '--data-dir', dataDir);
+    expect([tampered.code, tampered.stderr]).toEqual([2, expect.stringMatching(/^duffy: the backup in .*tampered does not verify \(TAMPERED: \d+ problem\(s\); .*nothing restored\n$/)]);
+    expect(readdirSync(dataDir).sort()).toEqual(before);
+
+    const restored = await cli('restore', backup, '--data-dir', dataDir);
+    expect([restored.code, restored.stderr]).toEqual([0, '']);
+    expect(restored.stdout).toMatch(/^restored .*monday\/ledger\.sqlite into .*\nwhat it replaced is in .*replaced-[^:]+: ledger\.sqlite(, ledger\.sqlite-wal, ledger\.sqlite-shm)?, ledger\.sqlite\.head\nOK: /);
+    duffy = await startDuffy({ dataDir });
+    try {
+      const names = (await duffy.admin.get('/api/v1/tenants')).body.tenants.map((t: { name: string }) => t.name);
+      expect([names.includes('ci'), names.includes('after-the-backup')]).toEqual([true, false]);
+      const session = await duffy.client('ci', key).get(`/api/v1/sessions/${held.body.session.id}`);
+      expect([session.status, session.body.session.active]).toEqual([200, true]);
+      const verify = await cli('audit', '--ledger', join(dataDir, 'ledger.sqlite'), 'verify');
+      expect([verify.code, verify.stdout]).toEqual([0, expect.stringMatching(/^OK: /)]);
+    } finally {
+      await duffy.close();
+    }
+  });
+});

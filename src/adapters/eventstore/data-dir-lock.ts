@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { linkSync, mkdirSync, readFileSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -75,6 +75,50 @@ function alive(pid: number): boolean {
 }
 
 /** Throws DataDirLockedError if another live process holds the lock (a check before start-up; `lockDataDir` decides). */
+/** The data directory cannot take a write: nothing can start on it. */
+export class DataDirNotWritableError extends Error {}
+
+const NOT_WRITABLE: Record<string, string> = {
+  EROFS: 'a read-only file system',
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  ENOSPC: 'the disk is full',
+  EDQUOT: 'the disk quota is used up',
+  EIO: 'the disk reported an I/O error',
+  ENOTDIR: 'a part of the path is a file',
+};
+
+/**
+ * Writes, syncs and removes a small file in the data directory (creating it if need be): a directory that cannot
+ * take a write (a file system that turned read-only after I/O errors, wrong ownership, a full disk) stops start-up
+ * with one line naming it, not with SQLite's "unable to open database file" and a stack.
+ */
+export function assertDataDirWritable(dataDir: string): void {
+  const dir = resolve(dataDir);
+  const probe = join(dir, `.write-probe-${process.pid}`);
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    // A recursive mkdir on a read-only file system says ENOENT: the code alone does not tell why.
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    throw new DataDirNotWritableError(`the data directory ${dir} cannot be created (${code in NOT_WRITABLE ? `${code}: ${NOT_WRITABLE[code]}` : (err as Error).message}); make its parent writable for this user, or set DUFFY_DATA_DIR`);
+  }
+  try {
+    const fd = openSync(probe, 'w');
+    try {
+      writeSync(fd, 'duffy');
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    unlinkSync(probe);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    if (!(code in NOT_WRITABLE)) throw err;
+    throw new DataDirNotWritableError(`the data directory ${dir} cannot be written (${code}: ${NOT_WRITABLE[code]}); Duffy keeps its ledger, signing key and playbook runs there: make it writable for this user, or set DUFFY_DATA_DIR`);
+  }
+}
+
 export function assertDataDirFree(dataDir: string): void {
   const file = join(resolve(dataDir), LOCK_FILE);
   const holder = readHolder(file);

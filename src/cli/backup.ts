@@ -1,0 +1,116 @@
+import Database from 'better-sqlite3';
+import type { Command } from 'commander';
+import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { LEDGER_FILE, lockDataDir } from '../adapters/eventstore/data-dir-lock.js';
+import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
+import { KEY_FILE } from '../audit/checkpoint.service.js';
+import { NotFoundError } from '../audit/audit.js';
+import { dataDirOf } from '../config/config.js';
+import { verdict, verifyLedger } from './audit.js';
+import { UsageError } from './client.js';
+
+const HEAD_FILE = `${LEDGER_FILE}.head`;
+
+/** Writes a file's (or a directory's) data to the disk: a backup that a power cut can take back is none. */
+function sync(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function copyDurably(from: string, to: string): void {
+  copyFileSync(from, to);
+  sync(to);
+}
+
+const embeddedOnly = () => {
+  if (process.env.DUFFY_EVENTSTORE) throw new UsageError("DUFFY_EVENTSTORE is set: a KurrentDB ledger is backed up and restored with KurrentDB's own tools");
+};
+
+/**
+ * `duffy backup <dir>` and `duffy restore <dir>`: the embedded ledger's backup and restore as the README describes
+ * them, without the steps an operator can get wrong (the head record first, the WAL, a server still stopping).
+ */
+export function backupCommands(duffy: Command, out: (line: string) => void): void {
+  duffy
+    .command('backup')
+    .description('a consistent copy of the embedded ledger, its head record and the signing key, while Duffy runs or not; the copy is verified')
+    .argument('<dir>', 'a new or empty directory for the copy')
+    .option('--data-dir <dir>', 'the data directory (DUFFY_DATA_DIR, default ./data)')
+    .action(async (dir: string, o: { dataDir?: string }) => {
+      embeddedOnly();
+      const dataDir = o.dataDir !== undefined ? resolve(o.dataDir) : dataDirOf();
+      const ledger = join(dataDir, LEDGER_FILE);
+      if (!existsSync(ledger)) throw new NotFoundError(`no ledger at ${ledger} (give the data directory with --data-dir or DUFFY_DATA_DIR)`);
+      assertLedgerReadable(ledger);
+      const to = resolve(dir);
+      mkdirSync(to, { recursive: true });
+      if (readdirSync(to).length > 0) throw new UsageError(`${to} is not empty: a backup never writes over another`);
+      // The head record first: the copy may then be ahead of its head, never behind it (which verify calls deleted events).
+      if (existsSync(join(dataDir, HEAD_FILE))) copyDurably(join(dataDir, HEAD_FILE), join(to, HEAD_FILE));
+      // One read transaction: a consistent snapshot, WAL included, whatever the server commits meanwhile (the backup
+      // API would start over at each of its commits).
+      const db = new Database(ledger, { readonly: true, fileMustExist: true });
+      try {
+        db.prepare('VACUUM INTO ?').run(join(to, LEDGER_FILE));
+      } finally {
+        db.close();
+      }
+      sync(join(to, LEDGER_FILE));
+      if (existsSync(join(dataDir, KEY_FILE))) copyDurably(join(dataDir, KEY_FILE), join(to, KEY_FILE));
+      sync(to);
+      const v = await verifyLedger(join(to, LEDGER_FILE));
+      out(`backup of ${ledger} in ${to}: ${readdirSync(to).sort().join(', ')}`);
+      out(verdict(v));
+      if (v.problems.length > 0) {
+        out('the copy does not verify: the ledger it was taken from does not either (`duffy audit verify` names what)');
+        process.exitCode = 1;
+      }
+    });
+
+  duffy
+    .command('restore')
+    .description("put a backup's ledger back into a data directory whose Duffy is stopped; what it replaces is kept aside")
+    .argument('<dir>', 'a directory made by `duffy backup`')
+    .option('--data-dir <dir>', 'the data directory (DUFFY_DATA_DIR, default ./data)')
+    .action(async (dir: string, o: { dataDir?: string }) => {
+      embeddedOnly();
+      const from = resolve(dir);
+      const dataDir = o.dataDir !== undefined ? resolve(o.dataDir) : dataDirOf();
+      if (!existsSync(join(from, LEDGER_FILE))) throw new NotFoundError(`no backup in ${from} (no ${LEDGER_FILE})`);
+      const v = await verifyLedger(join(from, LEDGER_FILE));
+      if (v.problems.length > 0) throw new UsageError(`the backup in ${from} does not verify (${verdict(v)}; \`duffy audit --ledger ${join(from, LEDGER_FILE)} verify\` names what): nothing restored`);
+      // Held while files move: a Duffy still running or stopping refuses this, and none starts meanwhile.
+      const lock = lockDataDir(dataDir);
+      try {
+        const aside = join(dataDir, `replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+        const moved: string[] = [];
+        for (const f of [LEDGER_FILE, `${LEDGER_FILE}-wal`, `${LEDGER_FILE}-shm`, HEAD_FILE]) {
+          if (!existsSync(join(dataDir, f))) continue;
+          mkdirSync(aside, { recursive: true });
+          renameSync(join(dataDir, f), join(aside, f));
+          moved.push(f);
+        }
+        // Written under a private name, then renamed: a stop half-way leaves no half ledger under the real name.
+        const partial = join(dataDir, `${LEDGER_FILE}.restoring`);
+        rmSync(partial, { force: true });
+        copyDurably(join(from, LEDGER_FILE), partial);
+        if (existsSync(join(from, HEAD_FILE))) copyDurably(join(from, HEAD_FILE), join(dataDir, HEAD_FILE));
+        renameSync(partial, join(dataDir, LEDGER_FILE));
+        // The key that signs from now on stays this host's; a data directory without one takes the backup's.
+        const keyTaken = !existsSync(join(dataDir, KEY_FILE)) && existsSync(join(from, KEY_FILE));
+        if (keyTaken) copyDurably(join(from, KEY_FILE), join(dataDir, KEY_FILE));
+        sync(dataDir);
+        out(`restored ${join(from, LEDGER_FILE)} into ${dataDir}${keyTaken ? ` with its signing key ${KEY_FILE}` : ''}`);
+        if (moved.length) out(`what it replaced is in ${aside}: ${moved.join(', ')}`);
+        out(verdict(v));
+        out('start Duffy: read models newer than this ledger are rebuilt; machines used by sessions made after the backup may still carry their tenants\' keys (README: Restore)');
+      } finally {
+        lock.release();
+      }
+    });
+}
