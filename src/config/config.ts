@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { hardwareProblem } from '../domain/hardware.js';
 import { hostKey } from '../domain/world.js';
+import { MAX_LIFETIME } from '../domain/decide.js';
 import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType, type RecyclePolicy } from '../domain/events.js';
 
 /** Pool and tenant names: also checked on API input. */
@@ -79,8 +80,9 @@ export class LegacyRule {
 
 export class DefaultsConfig {
   @IsInt() @Min(1) @Max(100000) 'node-quota' = 10;
-  @IsInt() @Min(1) 'session-lifetime' = 6 * 3600;
-  @IsInt() @Min(1) 'session-lifetime-max' = 12 * 3600;
+  // Bounded as a tenant's own settings are: an unbounded one made every request's expiry a RangeError (a 500).
+  @IsInt() @Min(1) @Max(MAX_LIFETIME) 'session-lifetime' = 6 * 3600;
+  @IsInt() @Min(1) @Max(MAX_LIFETIME) 'session-lifetime-max' = 12 * 3600;
 }
 
 export class DuffyConfig {

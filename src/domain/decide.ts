@@ -55,6 +55,9 @@ export interface InFlightView {
 /** Nothing in flight: for replays, tests and the simulator. */
 export const NOTHING_IN_FLIGHT: InFlightView = { busy: () => false, quota: () => 0, waiting: () => 0, claims: () => false, changing: () => false, revision: (_s, known) => known, lastSessionId: () => 0 };
 
+/** Longest lease a tenant setting or the configured defaults may give: 30 days, in seconds. */
+export const MAX_LIFETIME = 30 * 24 * 3600;
+
 export interface Defaults {
   nodeQuota: number;
   sessionLifetime: number;

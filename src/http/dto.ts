@@ -22,13 +22,12 @@ import {
 } from 'class-validator';
 import { isUuid } from '../application/catalog.js';
 import { NAME } from '../config/config.js';
+import { MAX_LIFETIME } from '../domain/decide.js';
 import { parseDuration } from '../domain/duration.js';
 import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType } from '../domain/events.js';
 
 /** One request can't ask for more than this many machines; quota applies on top. */
 export const MAX_QUANTITY = 1000;
-/** Longest lease a tenant setting may give: 30 days, in seconds. */
-export const MAX_LIFETIME = 30 * 24 * 3600;
 /** Ids in bodies are bounded like ids in paths (see parseId). */
 export const MAX_ID = 999_999_999_999_999;
 
