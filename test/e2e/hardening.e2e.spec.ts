@@ -224,7 +224,8 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
 
     it('a body in another charset than UTF-8 is a 415, however it is nested (the scan reads UTF-8 only)', async () => {
       const body = Buffer.from(`{"nodes_specs": [{"pool": "vm-intel-x86_64", "quantity": 1}], "x\u4122": ${deep(2000)}, "y": "z"}`, 'utf16le');
-      for (const charset of ['utf-16le', 'UTF-16']) {
+      // One that body-parser cannot decode at all said `unsupported charset "LATIN1"`: the same refusal, in other words.
+      for (const charset of ['utf-16le', 'UTF-16', 'latin1', 'x-unknown']) {
         const res = await fetch(`${duffy.url}${V1}/sessions`, { method: 'POST', body, headers: { 'content-type': `application/json; charset=${charset}`, authorization: basic('admin', '00000000-0000-4000-8000-000000000001') } });
         expect(res.status).toBe(415);
         expect(((await res.json()) as { detail: string }).detail).toBe(`JSON bodies must be UTF-8, not ${charset.toLowerCase()}`);
