@@ -5,7 +5,7 @@
  * bench process, another process. Rounds take the servers in turn. Prints figures, asserts nothing.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,6 +36,40 @@ interface LoadResult {
   post: number[];
   put: number[];
   statuses: Record<string, number>;
+  /** The server's CPU seconds over the measured window (from /proc): its main thread, and all its other threads. */
+  cpu?: { main: number; others: number };
+}
+
+/** CPU seconds of each thread of a process so far, by thread id (Linux /proc; empty elsewhere). */
+function threadSeconds(pid: number): Map<string, number> {
+  const seconds = new Map<string, number>();
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return seconds;
+  }
+  for (const tid of tids) {
+    try {
+      // After the command name (which may hold spaces): state is field 3, utime and stime fields 14 and 15, in ticks.
+      const fields = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ').at(-1)!.split(' ');
+      seconds.set(tid, (Number(fields[11]) + Number(fields[12])) / 100);
+    } catch {
+      /* the thread ended meanwhile */
+    }
+  }
+  return seconds;
+}
+
+function cpuBetween(pid: number, before: Map<string, number>, after: Map<string, number>): { main: number; others: number } {
+  let main = 0;
+  let others = 0;
+  for (const [tid, t] of after) {
+    const used = t - (before.get(tid) ?? 0);
+    if (tid === String(pid)) main += used;
+    else others += used;
+  }
+  return { main, others };
 }
 
 /** Runs in the worker: each client loops POST /sessions, PUT /sessions/{id} {"active": false}. */
@@ -43,6 +77,8 @@ async function clientLoop(job: LoadJob): Promise<LoadResult> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: job.auths.length });
   const measureFrom = performance.now() + job.warmupSeconds * 1000;
   const end = measureFrom + job.seconds * 1000;
+  // Tells the bench when the measured window opens, so it reads the server's CPU then.
+  setTimeout(() => parentPort?.postMessage({ measuring: true }), job.warmupSeconds * 1000);
   const result: LoadResult = { cycles: 0, requests: 0, seconds: job.seconds, post: [], put: [], statuses: {} };
   const note = (status: number, method: string, t0: number) => {
     if (t0 < measureFrom) return;
@@ -72,10 +108,15 @@ async function clientLoop(job: LoadJob): Promise<LoadResult> {
   return result;
 }
 
-function load(job: LoadJob): Promise<LoadResult> {
+function load(job: LoadJob, serverPid?: number): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(SCRIPT, { workerData: job });
-    worker.once('message', (r: LoadResult) => resolve(r));
+    let before = new Map<string, number>();
+    worker.on('message', (m: LoadResult | { measuring: true }) => {
+      if (serverPid === undefined) return 'measuring' in m || resolve(m);
+      if ('measuring' in m) before = threadSeconds(serverPid);
+      else resolve({ ...m, cpu: cpuBetween(serverPid, before, threadSeconds(serverPid)) });
+    });
     worker.once('error', reject);
     worker.once('exit', (code) => code !== 0 && reject(new Error(`load worker exited with ${code}`)));
   });
@@ -122,6 +163,7 @@ function stop(child: ChildProcess): Promise<void> {
 function merged(runs: LoadResult[]): LoadResult {
   const all: LoadResult = { cycles: 0, requests: 0, seconds: 0, post: [], put: [], statuses: {} };
   for (const r of runs) {
+    if (r.cpu) all.cpu = { main: (all.cpu?.main ?? 0) + r.cpu.main, others: (all.cpu?.others ?? 0) + r.cpu.others };
     all.cycles += r.cycles;
     all.requests += r.requests;
     all.seconds += r.seconds;
@@ -170,13 +212,15 @@ export async function p1(seconds: number, rounds: number): Promise<void> {
     { name: 'Nest pipeline, no work', script: 'bench/nest-floor.js', port: port + 2 },
     { name: 'bare Nest', script: 'bench/nest-bare.js', port: port + 3 },
     { name: 'bare Express', script: 'bench/bare-express.js', port: port + 1 },
-  ].map((s) => ({ ...s, url: `http://127.0.0.1:${s.port}`, auths: Array.from({ length: clients }, () => ''), runs: [] as LoadResult[] }));
+  ].map((s) => ({ ...s, url: `http://127.0.0.1:${s.port}`, auths: Array.from({ length: clients }, () => ''), runs: [] as LoadResult[], pid: undefined as number | undefined }));
   const [duffy, floor, nest, bare] = servers;
   try {
     for (const s of servers) {
       const env: Record<string, string> =
         s === duffy ? { DUFFY_DATA_DIR: dataDir, DUFFY_CONFIG: configFile, DUFFY_PORT: String(s.port), DUFFY_ADMIN_KEY: adminKey } : { PORT: String(s.port) };
-      await ready(s.url, spawnServer(s.script, env));
+      const child = spawnServer(s.script, env);
+      s.pid = child.pid;
+      await ready(s.url, child);
     }
     const agent = new http.Agent({ keepAlive: true });
     const auths: string[] = [];
@@ -189,7 +233,7 @@ export async function p1(seconds: number, rounds: number): Promise<void> {
     duffy.auths = Array.from({ length: clients }, (_, i) => auths[i % tenants]);
     for (let round = 0; round < rounds; round++) {
       for (const s of servers) {
-        s.runs.push(await load({ url: s.url, auths: s.auths, seconds, warmupSeconds }));
+        s.runs.push(await load({ url: s.url, auths: s.auths, seconds, warmupSeconds }, s.pid));
         // What a server still does after its load (Duffy's projections, checkpoint, GC) must not weigh on the next.
         await sleep(500);
       }
@@ -216,6 +260,11 @@ export async function p1(seconds: number, rounds: number): Promise<void> {
       `p99 ${ratios(vsBare.map((r) => r.p99), 2, 'x')} bare Express's, median ${median(vsBare.map((r) => r.p99)).toFixed(2)}x (aim <= 2x)`,
   );
   console.log(`   Duffy / Nest pipeline per round: ${summary(duffy, floor)}; Nest pipeline / bare Express: ${summary(floor, bare)}; bare Nest / bare Express: ${summary(nest, bare)}`);
+  const cpu = servers
+    .map((s) => ({ s, all: merged(s.runs) }))
+    .filter(({ all }) => all.cpu && all.requests > 0)
+    .map(({ s, all }) => `${s.name} ${((all.cpu!.main * 1000) / all.requests).toFixed(3)} + ${((all.cpu!.others * 1000) / all.requests).toFixed(3)} ms`);
+  if (cpu.length) console.log(`   CPU per HTTP request (from /proc over the measured windows), main thread + the process's other threads (V8's garbage collector and compiler helpers, worker threads): ${cpu.join('; ')}`);
 }
 
 if (!isMainThread) clientLoop(workerData as LoadJob).then((r) => parentPort!.postMessage(r));
