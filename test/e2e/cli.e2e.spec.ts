@@ -218,6 +218,25 @@ describe('duffy CLI against a running server', () => {
   });
 });
 
+describe('a KurrentDB ledger out of reach', () => {
+  const env = { PATH: process.env.PATH, HOME: '/nonexistent' };
+  const down = 'kurrentdb://127.0.0.1:1?tls=false';
+
+  it('is named in one line by the auditor, the key recovery and the server (they said UnavailableError, the server with a stack)', async () => {
+    for (const args of [['audit', '--ledger', down, 'verify'], ['admin-key', 'admin', '--eventstore', down]]) {
+      const r = await runCli(env, ...args);
+      expect([r.code, r.stderr]).toEqual([1, 'duffy: KurrentDB is unreachable, not ready or overloaded (UnavailableError): check --ledger, --eventstore or DUFFY_EVENTSTORE\n']);
+    }
+    const main = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-kurrent-down-'));
+    const server = await exec(process.execPath, [main], { env: { ...env, DUFFY_EVENTSTORE: down, DUFFY_DATA_DIR: dataDir, DUFFY_PORT: '0', DUFFY_LOG_LEVEL: 'silent' } }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect([server.code, server.stderr]).toEqual([1, 'duffy: failed to start: KurrentDB is unreachable, not ready or overloaded (UnavailableError); check DUFFY_EVENTSTORE\n']);
+  });
+});
+
 describe('duffy admin-key: an operator who lost every admin key', () => {
   const cli = (...args: string[]) => runCli({ PATH: process.env.PATH, HOME: '/nonexistent' }, ...args);
 
