@@ -14,6 +14,7 @@ import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, assertDataDirFree, assertDataDirWritable } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable } from './adapters/eventstore/sqlite-event-store.js';
 import { retryableWrite } from './adapters/eventstore/kurrentdb-event-store.js';
+import { isLegacyLedger } from './adapters/eventstore/legacy-ledger.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertAdminKey } from './application/catalog.js';
@@ -95,7 +96,8 @@ async function main() {
     assertDataDirFree(settings.dataDir);
     // Only an empty ledger takes the key (Bootstrap checks it there too, for KurrentDB).
     if (!existsSync(join(settings.dataDir, LEDGER_FILE))) assertAdminKey(settings.adminKey);
-    else assertLedgerReadable(join(settings.dataDir, LEDGER_FILE));
+    // A ledger of 2026-11-26 lacks the global chain: the store adds it, under the data dir's lock.
+    else if (!isLegacyLedger(join(settings.dataDir, LEDGER_FILE))) assertLedgerReadable(join(settings.dataDir, LEDGER_FILE));
   }
   // An operator sees the stop begin (requests in flight finish first; Nest's hooks then close everything), also
   // during a long start-up (a large inventory), when Nest's hooks already listen.

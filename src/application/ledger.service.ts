@@ -113,6 +113,10 @@ export class Ledger implements OnApplicationShutdown {
     private readonly eventBus: EventBus,
   ) {}
 
+  private markStarted!: (position: bigint) => void;
+  /** The position start() folded the ledger to (the history before this process), once it has. */
+  readonly started = new Promise<bigint>((resolve) => (this.markStarted = resolve));
+
   async start(): Promise<void> {
     for (;;) {
       const page = await this.store.readAll(this.world.position, FOLD_PAGE);
@@ -123,6 +127,7 @@ export class Ledger implements OnApplicationShutdown {
         this.noteSigned(e);
       }
     }
+    this.markStarted(this.world.position);
     this.subscription = this.store.subscribeAll(
       this.world.position,
       (e) => this.apply(e),

@@ -52,7 +52,7 @@ export class ProjectionRunner {
   /** Why the last batch could not be written, until one is (reads answer it rather than wait). */
   writeFailure: unknown;
   private stopped = false;
-  /** Why the last `prepare` rebuilt from 0 although the stored version was current, if it did. */
+  /** Why the last `prepare` rebuilt from 0 without being asked to, if it did (the start logs it). */
   rebuiltBecause?: string;
 
   constructor(
@@ -92,6 +92,9 @@ export class ProjectionRunner {
         this.rebuiltBecause = `documents written after its checkpoint ${cp.position}`;
         refold = true;
       }
+    } else if (cp && !options.rebuild) {
+      // An upgrade whose projection changed: the operator sees why the start reads the whole ledger.
+      this.rebuiltBecause = `its version changed from ${cp.version} to ${p.version}`;
     }
     if (refold) {
       this.position = 0n;

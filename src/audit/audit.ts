@@ -341,8 +341,9 @@ export async function checkLedgerFile(
   location: string,
   head: ReturnType<typeof recordedHead>,
   events: readonly RecordedEvent[],
+  legacyThrough = 0n,
 ): Promise<{ problems: FileProblem[]; verified: string[]; unchecked: string[] }> {
-  const { ledgerSchemaProblems } = await import('../adapters/eventstore/sqlite-event-store.js');
+  const { NO_CHAIN_COLUMN, ledgerSchemaProblems } = await import('../adapters/eventstore/sqlite-event-store.js');
   const problems: FileProblem[] = [];
   const verified: string[] = [];
   const unchecked: string[] = [];
@@ -354,7 +355,10 @@ export async function checkLedgerFile(
   let counter: bigint | undefined;
   try {
     const schema = ledgerSchemaProblems(db);
-    schema.problems.forEach(schemaProblem);
+    // A ledger of 2026-11-26 throughout, never written since (no writer's head): it had no global chain yet.
+    const legacy = !schema.chainColumn && head === null && events.length > 0 && legacyThrough === events.at(-1)!.position;
+    if (legacy) unchecked.push("the global chain (a ledger of the Duffy of 2026-11-26 has none: today's Duffy adds it at its next start on it)");
+    schema.problems.filter((p) => !(legacy && p === NO_CHAIN_COLUMN)).forEach(schemaProblem);
     // SQLite's AUTOINCREMENT counter never goes down, not even when rows are deleted: read before the rows, it is
     // never past the last of them, unless newest rows were deleted (a writer beside only adds rows after it).
     const sequence = db.prepare("SELECT name FROM sqlite_master WHERE name = 'sqlite_sequence'").get()

@@ -117,6 +117,40 @@ export function linkWith(canonicalMetadata: string): (prev: string, stream: stri
     sha256(`[${canonical(prev)},${canonical(stream)},${canonical(revision)},${canonical(type)},${canonicalData(data)},${canonicalMetadata}]`);
 }
 
+/**
+ * The stream hash of the Duffy of 2026-11-26 (before the global chain): over prev, stream, revision, type and data,
+ * not the metadata; the `ids-*` streams carried none. Its ledgers are upgraded in place (legacy-ledger.ts), so
+ * `verify` still reads their events in it: see legacyPrefix.
+ */
+export function legacyEventHash(prev: string, e: Chainable): string {
+  return sha256(`${prev}\n${e.stream}\n${e.revision}\n${e.type}\n${canonical(e.data)}`);
+}
+
+/**
+ * The position of the last of the ledger's first events that are in that older format (0n: none, a ledger written
+ * since): the run from the first event up to the first one that is not. A run without one such hash (an `ids-*`
+ * event without a hash alone) is no format, but an edit of today's.
+ */
+export function legacyPrefix(events: Iterable<RecordedEvent>): bigint {
+  const last = new Map<string, string>();
+  let end = 0n;
+  let hashed = false;
+  for (const e of events) {
+    if (!isRecord(e.metadata)) break;
+    const { hash, prevHash } = e.metadata;
+    if (hash === undefined) {
+      if (!e.stream.startsWith('ids-')) break;
+    } else {
+      const prev = last.get(e.stream) ?? GENESIS;
+      if (typeof hash !== 'string' || prevHash !== prev || legacyEventHash(prev, e) !== hash) break;
+      last.set(e.stream, hash);
+      hashed = true;
+    }
+    end = e.position;
+  }
+  return hashed ? end : 0n;
+}
+
 /** The global chain of the embedded ledger: one link per position, over the event's own hash. */
 export function globalLink(prev: string, position: bigint, hash: string): string {
   return sha256(`${prev}\n${position}\n${hash}`);
@@ -134,9 +168,10 @@ export interface ChainBreak {
 
 /**
  * Recomputes every stream's chain: every event must carry a hash that covers it, linked to its stream's previous
- * event; reports edited, removed (revision gaps), unchained and reordered events with their positions.
+ * event; reports edited, removed (revision gaps), unchained and reordered events with their positions. Events up
+ * to `legacyThrough` (legacyPrefix) are judged in the format of 2026-11-26.
  */
-export function verifyChains(events: Iterable<RecordedEvent>): { checked: number; breaks: ChainBreak[] } {
+export function verifyChains(events: Iterable<RecordedEvent>, legacyThrough = 0n): { checked: number; breaks: ChainBreak[] } {
   const last = new Map<string, { revision: number; hash: string; position: bigint }>();
   const breaks: ChainBreak[] = [];
   let checked = 0;
@@ -150,15 +185,18 @@ export function verifyChains(events: Iterable<RecordedEvent>): { checked: number
     if (e.revision !== expectedRevision) {
       breaks.push({ ...at, problem: `revision ${e.revision} where ${expectedRevision} was due: an event is missing or moved` });
     }
+    const legacy = e.position <= legacyThrough;
     if (typeof hash !== 'string') {
-      breaks.push({ ...at, problem: isRecord(e.metadata) ? 'event without hash: not covered by the chain' : 'metadata is not an object: the row was rewritten' });
+      if (!(legacy && hash === undefined && e.stream.startsWith('ids-') && isRecord(e.metadata))) {
+        breaks.push({ ...at, problem: isRecord(e.metadata) ? 'event without hash: not covered by the chain' : 'metadata is not an object: the row was rewritten' });
+      }
       last.set(e.stream, { revision: e.revision, hash: '', position: e.position });
       continue;
     }
     const before = e.metadata.prevHash;
     const linked = prev ? prev.hash : GENESIS;
     if (before !== linked) breaks.push({ ...at, problem: `prevHash does not match the previous event of ${e.stream}` });
-    if (eventHash(String(before), e) !== hash) {
+    if ((legacy ? legacyEventHash(String(before), e) : eventHash(String(before), e)) !== hash) {
       breaks.push({ ...at, problem: 'hash does not match the event: its type, data or metadata was changed' });
     }
     last.set(e.stream, { revision: e.revision, hash, position: e.position });

@@ -63,6 +63,8 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
   private lastPosition = 0n;
   private streamRevision = -1;
   private sincePublished = 0;
+  /** The ledger's last position when this process started, once the Ledger has folded it: events up to it are history. */
+  private historyEnd?: bigint;
   private publishing = false;
   private subscription?: Subscription;
   private timer?: NodeJS.Timeout;
@@ -85,6 +87,10 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
     this.log.log(`checkpoints signed with Ed25519 key ${keyId(key.publicKey)}${key.created ? ' (new)' : ''}, public key ${key.publicKey}`);
     await this.resumeFromLastCheckpoint();
     this.subscription = this.store.subscribeAll(this.lastPosition, (e) => this.add(e), (err) => this.log.error(`checkpoint subscription stopped: ${String(err)}`));
+    void this.ledger.started.then((end) => {
+      this.historyEnd = end;
+      if (this.lastPosition >= end) this.publishIfDue();
+    });
     this.timer = setInterval(() => void this.publish(), this.everyMs);
     this.timer.unref();
   }
@@ -111,8 +117,18 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
   private add(e: RecordedEvent): void {
     this.tree.appendHash(eventLeaf(e));
     this.lastPosition = e.position;
-    if (e.stream === CHECKPOINT_STREAM) this.streamRevision = e.revision;
-    else if (++this.sincePublished >= this.everyEvents) void this.publish();
+    if (e.stream === CHECKPOINT_STREAM) {
+      this.streamRevision = e.revision;
+      // One already in the ledger: count from it (this instance's own reset the count when it signed).
+      if (this.historyEnd === undefined || e.position <= this.historyEnd) this.sincePublished = 0;
+    } else this.sincePublished += 1;
+    // Not while catching up on history: a checkpoint of part of it, signed now, would make the rest (written
+    // before now) read as back-dated to `audit verify`. Once caught up, one checkpoint covers all of it.
+    if (this.historyEnd !== undefined && e.position >= this.historyEnd) this.publishIfDue();
+  }
+
+  private publishIfDue(): void {
+    if (this.sincePublished >= this.everyEvents) void this.publish();
   }
 
   /** The signed head of every event this instance has seen. */

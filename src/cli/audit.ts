@@ -18,7 +18,7 @@ import {
   whoHad,
   withoutTails,
 } from '../audit/audit.js';
-import { verifyChains } from '../audit/chain.js';
+import { legacyPrefix, verifyChains } from '../audit/chain.js';
 import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } from '../audit/checkpoint.js';
 import { DEMO_CONFIG, dataDirOf, isEventStoreUrl, loadConfig } from '../config/config.js';
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
@@ -115,13 +115,15 @@ export async function verifyLedger(location: string, cp?: { checkpoint: Checkpoi
       });
     } else throw err;
   }
+  // The first events of a ledger the Duffy of 2026-11-26 began, in its format (their hashes leave the metadata out).
+  const legacyThrough = events ? legacyPrefix(events) : 0n;
   if (events) {
-    const { checked, breaks } = verifyChains(events);
+    const { checked, breaks } = verifyChains(events, legacyThrough);
     for (const b of breaks) problems.push({ position: String(b.position), where: `${b.stream}@${b.revision}`, problem: b.problem });
-    verified.push(`${checked} events in their stream chains`);
+    verified.push(`${checked} events in their stream chains${legacyThrough > 0n ? ` (positions 1..${legacyThrough} written by the Duffy of 2026-11-26, whose stream hashes cover each event's type and data, not its metadata, which a checkpoint signed after them covers)` : ''}`);
   }
   if (embedded && !emptied) {
-    const file = await checkLedgerFile(location, head, events ?? []);
+    const file = await checkLedgerFile(location, head, events ?? [], legacyThrough);
     problems.push(...file.problems);
     verified.push(...file.verified);
     if (!cp) unchecked.push(...file.unchecked);

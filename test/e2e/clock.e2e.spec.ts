@@ -3,28 +3,9 @@ import { checkPublished } from '../../src/audit/checkpoint.js';
 import { Catalog } from '../../src/application/catalog.js';
 import { CheckpointService } from '../../src/audit/checkpoint.service.js';
 import { type Running, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
+import { clockSetBack } from '../support/clock.js';
 
 const V1 = '/api/v1';
-
-/** The process's clock set back by `ms` (NTP stepping a clock that ran ahead), for what runs inside `during`. */
-async function clockSetBack<T>(ms: number, during: () => Promise<T>): Promise<T> {
-  const RealDate = Date;
-  class SetBack extends RealDate {
-    constructor(...args: unknown[]) {
-      if (args.length === 0) super(RealDate.now() - ms);
-      else super(...(args as [string]));
-    }
-    static override now(): number {
-      return RealDate.now() - ms;
-    }
-  }
-  globalThis.Date = SetBack as DateConstructor;
-  try {
-    return await during();
-  } finally {
-    globalThis.Date = RealDate;
-  }
-}
 
 describe('the host clock stepped back after a signed checkpoint', () => {
   let duffy: Running;

@@ -236,6 +236,21 @@ describe('projection runner', () => {
     await store.close();
   });
 
+  it('rebuilds from 0 and says why when the stored version is an older one (an upgrade)', async () => {
+    const store = new SqliteReadModels(':memory:');
+    const stale: DocChange = { op: 'put', collection: machineStress.collections[0], id: 'gone', doc: { id: 'gone' }, position: 5n };
+    await store.apply(machineStress.name, machineStress.version - 1, [stale], 5n);
+    const runner = new ProjectionRunner(machineStress, noLedger, store);
+    expect(await runner.prepare()).toBe(0n);
+    expect(runner.rebuiltBecause).toBe(`its version changed from ${machineStress.version - 1} to ${machineStress.version}`);
+    expect(await store.find(machineStress.collections[0])).toEqual([]);
+    // The same version again: nothing to say.
+    await store.apply(machineStress.name, machineStress.version, [], 5n);
+    await runner.prepare();
+    expect(runner.rebuiltBecause).toBeUndefined();
+    await store.close();
+  });
+
   it("removes a retired projection's documents and checkpoint, and leaves the others' alone", async () => {
     const store = new SqliteReadModels(':memory:');
     const put = (collection: string, id: string): DocChange => ({ op: 'put', collection, id, doc: { id }, position: 5n });

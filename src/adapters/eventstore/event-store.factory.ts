@@ -3,7 +3,9 @@ import { type EventStore, WrongExpectedRevisionError } from '../../application/p
 import { storeUrl } from '../../config/config.js';
 import { LEDGER_FILE, lockDataDir } from './data-dir-lock.js';
 import { KurrentDbEventStore } from './kurrentdb-event-store.js';
+import { Logger } from '@nestjs/common';
 import { SqliteEventStore } from './sqlite-event-store.js';
+import { upgradeLegacyLedger } from './legacy-ledger.js';
 
 /** `DUFFY_EVENTSTORE=kurrentdb://...` selects KurrentDB (EventStoreDB's current name, 25.1+); unset means the embedded SQLite ledger in the data dir. */
 export function createEventStore(url: string | undefined, dataDir: string): EventStore {
@@ -11,7 +13,14 @@ export function createEventStore(url: string | undefined, dataDir: string): Even
     // One writer per embedded ledger: a second process on this data dir stops here, naming the first.
     const lock = lockDataDir(dataDir);
     try {
-      return watchWrites(new SqliteEventStore(join(dataDir, LEDGER_FILE)), () => lock.release());
+      const file = join(dataDir, LEDGER_FILE);
+      const linked = upgradeLegacyLedger(file);
+      if (linked > 0) {
+        new Logger('Ledger').warn(
+          `${file} was written by the Duffy of 2026-11-26, before the global chain: its ${linked} events are now linked into it (upgraded in place, the events unchanged); their stream hashes cover each event's type and data, not its metadata, which the first checkpoint this server signs covers (duffy audit verify says so)`,
+        );
+      }
+      return watchWrites(new SqliteEventStore(file), () => lock.release());
     } catch (err) {
       lock.release();
       throw err;

@@ -43,6 +43,8 @@ export const APPEND_ONLY_TRIGGERS = {
   events_no_delete: "CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END",
 } as const;
 
+export const NO_CHAIN_COLUMN = 'the events table has no chain column: the global chain was removed';
+
 /**
  * How the file's schema differs from what the store made: the events table, exactly the append-only triggers, the
  * global chain column. Shared by `duffy audit verify` and the start-up check (which will not sign on top of it).
@@ -58,9 +60,10 @@ export function ledgerSchemaProblems(db: Database.Database): { problems: string[
   }
   for (const [name, sql] of triggers) if (!(name in APPEND_ONLY_TRIGGERS)) problems.push(`trigger ${name} on events is not Duffy's (${sql})`);
   const columns = db.prepare('PRAGMA table_info(events)').all() as Array<{ name: string }>;
-  // Every row the writer ever wrote has its link: a ledger without the column had it removed.
+  // Every row the writer ever wrote has its link: a ledger without the column had it removed (or is of 2026-11-26,
+  // which upgradeLegacyLedger takes over).
   const chainColumn = columns.some((c) => c.name === 'chain');
-  if (!chainColumn) problems.push('the events table has no chain column: the global chain was removed');
+  if (!chainColumn) problems.push(NO_CHAIN_COLUMN);
   return { problems, chainColumn };
 }
 
