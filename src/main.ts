@@ -13,6 +13,7 @@ import { IdParamsPipe, checkJsonDepth, dropNullMembers, isJsonBody, refuseCrossS
 import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, assertDataDirFree, assertDataDirWritable } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable } from './adapters/eventstore/sqlite-event-store.js';
+import { retryableWrite } from './adapters/eventstore/kurrentdb-event-store.js';
 import { isLegacyLedger } from './adapters/eventstore/legacy-ledger.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -130,7 +131,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       process.exit(2);
     }
     const known = err instanceof StartError || err instanceof DataDirLockedError || err instanceof DataDirNotWritableError || err instanceof LedgerDamagedError || /^DUFFY_[A-Z_]+: /.test(String(err?.message));
-    if (known) console.error(`duffy: failed to start: ${err.message}`);
+    // KurrentDB out of reach printed the client's `UnavailableError: UnavailableError` and its stack.
+    const store = retryableWrite(err);
+    if (store) console.error(`duffy: failed to start: ${store} (${err?.message ?? err}); check DUFFY_EVENTSTORE`);
+    else if (known) console.error(`duffy: failed to start: ${err.message}`);
     else console.error('duffy: failed to start:', err);
     process.exit(1);
   });

@@ -23,14 +23,16 @@ import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } fr
 import { DEMO_CONFIG, dataDirOf, isEventStoreUrl, loadConfig } from '../config/config.js';
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
 import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
+import { parseIsoTime } from '../domain/decide.js';
 import { formatTable } from '../domain/text-table.js';
 import { UsageError } from './client.js';
 import { printable } from './printable.js';
 
+// The server's own reading of a time (no offset is UTC): \`new Date\` took "1" for 2001 and an offset-less time in the host's TZ.
 const time = (v: string) => {
-  const t = new Date(v);
-  if (Number.isNaN(t.getTime())) throw new InvalidArgumentError(`not an ISO 8601 time: ${v}`);
-  return t;
+  const ms = parseIsoTime(v);
+  if (ms === undefined) throw new InvalidArgumentError(`not an ISO 8601 time (e.g. 2026-11-29T20:08:20Z; UTC without an offset): ${v}`);
+  return new Date(ms);
 };
 
 /** The ledger to read: --ledger, else DUFFY_EVENTSTORE, else the embedded file in DUFFY_DATA_DIR (./data). */

@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import type { Command } from 'commander';
 import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { LEDGER_FILE, lockDataDir } from '../adapters/eventstore/data-dir-lock.js';
+import { LEDGER_FILE, READ_MODELS_FILE, lockDataDir } from '../adapters/eventstore/data-dir-lock.js';
 import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
 import { KEY_FILE } from '../audit/checkpoint.service.js';
 import { NotFoundError } from '../audit/audit.js';
@@ -89,7 +89,9 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
       try {
         const aside = join(dataDir, `replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`);
         const moved: string[] = [];
-        for (const f of [LEDGER_FILE, `${LEDGER_FILE}-wal`, `${LEDGER_FILE}-shm`, HEAD_FILE]) {
+        // The read models too: ones that followed another history (a new host's, a backup restored before) would be
+        // caught up from their checkpoint over it, serving a mix of both; set aside, they are rebuilt at start.
+        for (const f of [LEDGER_FILE, `${LEDGER_FILE}-wal`, `${LEDGER_FILE}-shm`, HEAD_FILE, READ_MODELS_FILE, `${READ_MODELS_FILE}-wal`, `${READ_MODELS_FILE}-shm`]) {
           if (!existsSync(join(dataDir, f))) continue;
           mkdirSync(aside, { recursive: true });
           renameSync(join(dataDir, f), join(aside, f));
@@ -108,7 +110,8 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         out(`restored ${join(from, LEDGER_FILE)} into ${dataDir}${keyTaken ? ` with its signing key ${KEY_FILE}` : ''}`);
         if (moved.length) out(`what it replaced is in ${aside}: ${moved.join(', ')}`);
         out(verdict(v));
-        out('start Duffy: read models newer than this ledger are rebuilt; machines used by sessions made after the backup may still carry their tenants\' keys (README: Restore)');
+        const mongo = process.env.DUFFY_READMODELS ? ' (on MongoDB: POST /api/v1/stats/rebuild once it runs)' : '';
+        out(`start Duffy: it rebuilds the read models from this ledger${mongo}; machines used by sessions made after the backup may still carry their tenants' keys (README: Restore)`);
       } finally {
         lock.release();
       }

@@ -4,6 +4,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, resolve, sep } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { NotFoundError } from '../audit/audit.js';
+import { retryableWrite } from '../adapters/eventstore/kurrentdb-event-store.js';
 import { parseDuration } from '../domain/duration.js';
 import { MACHINE_TYPES } from '../domain/events.js';
 import { hostKey } from '../domain/world.js';
@@ -273,7 +274,9 @@ export async function run(argv: string[], out?: (line: string) => void, io?: Par
     if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return EXIT.ok;
     // Commander has printed its own usage errors already.
     if (e.code?.startsWith('commander.')) return EXIT.usage;
-    process.stderr.write(`duffy: ${e.message ?? String(err)}\n`);
+    // A KurrentDB ledger out of reach (audit, admin-key) said only `UnavailableError`.
+    const store = retryableWrite(err);
+    process.stderr.write(store ? `duffy: ${store} (${e.message ?? String(err)}): check --ledger, --eventstore or DUFFY_EVENTSTORE\n` : `duffy: ${e.message ?? String(err)}\n`);
     if (e.unreachable) return EXIT.unreachable;
     if (err instanceof NotFoundError) return EXIT.notFound;
     return err instanceof ApiError ? err.exitCode : err instanceof UsageError ? EXIT.usage : EXIT.failure;

@@ -23,7 +23,8 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { hardwareProblem } from '../domain/hardware.js';
 import { hostKey } from '../domain/world.js';
-import { MACHINE_STATES, MACHINE_TYPES, type MachineState, type MachineType, type RecyclePolicy } from '../domain/events.js';
+import { MAX_LIFETIME } from '../domain/decide.js';
+import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType, type RecyclePolicy } from '../domain/events.js';
 
 /** Pool and tenant names: also checked on API input. */
 export const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -62,7 +63,7 @@ export class MachineConfig {
   @IsOptional() @IsIP() ipaddr: string | null = null;
   @IsString() pool!: string;
   @IsBoolean() reusable = true;
-  @IsIn(MACHINE_STATES) state: MachineState = 'ready';
+  @IsIn(REGISTRABLE_STATES, { message: `state must be one of ${REGISTRABLE_STATES.join(', ')}` }) state: MachineState = 'ready';
   @IsOptional() @IsObject() data: Record<string, unknown> = {};
   /** `cpus`, `ram_gb`, `disk_gb`, `cpu_model` and any other key: what requests may require. */
   @IsOptional() @IsObject() hardware?: Record<string, string | number | boolean>;
@@ -79,8 +80,9 @@ export class LegacyRule {
 
 export class DefaultsConfig {
   @IsInt() @Min(1) @Max(100000) 'node-quota' = 10;
-  @IsInt() @Min(1) 'session-lifetime' = 6 * 3600;
-  @IsInt() @Min(1) 'session-lifetime-max' = 12 * 3600;
+  // Bounded as a tenant's own settings are: an unbounded one made every request's expiry a RangeError (a 500).
+  @IsInt() @Min(1) @Max(MAX_LIFETIME) 'session-lifetime' = 6 * 3600;
+  @IsInt() @Min(1) @Max(MAX_LIFETIME) 'session-lifetime-max' = 12 * 3600;
 }
 
 export class DuffyConfig {

@@ -2,7 +2,7 @@ import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfil
 import { unmet } from './hardware.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { parseDuration } from './duration.js';
-import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, machinesAsked, stream } from './events.js';
+import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, hostKey, isRetired, machineIdOfHost } from './world.js';
 
 /*
@@ -55,6 +55,9 @@ export interface InFlightView {
 
 /** Nothing in flight: for replays, tests and the simulator. */
 export const NOTHING_IN_FLIGHT: InFlightView = { busy: () => false, quota: () => 0, waiting: () => 0, claims: () => false, changing: () => false, revision: (_s, known) => known, lastSessionId: () => 0 };
+
+/** Longest lease a tenant setting or the configured defaults may give: 30 days, in seconds. */
+export const MAX_LIFETIME = 30 * 24 * 3600;
 
 export interface Defaults {
   nodeQuota: number;
@@ -186,6 +189,7 @@ export function decideRegisterMachines(
     const as = known === undefined ? seen.get(hostKey(m.hostname)) : world.machines.get(known)?.hostname;
     if (as !== undefined) return refusal('conflict', `node ${m.hostname} already exists${as === m.hostname ? '' : ` as ${as} (host names ignore case and a trailing dot)`}`);
     if (!pools.some((p) => p.name === m.pool)) return refusal('invalid', `unknown pool ${m.pool}`);
+    if (!REGISTRABLE_STATES.includes(m.state)) return refusal('invalid', `node ${m.hostname}: state ${m.state} belongs to a session; register it as ready (handed out as it is) or unused (provisioned first)`);
     seen.set(hostKey(m.hostname), m.hostname);
   }
   if (cmd.machines.length === 0) return [];
@@ -539,7 +543,7 @@ const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[
  * alone is its midnight, and a time without an offset is UTC. Date.parse would read that last one in the server's
  * own time zone (ECMA-262 21.4.3.2), so the same request would move a lease by hours depending on the host's TZ.
  */
-function parseIsoTime(value: string): number | undefined {
+export function parseIsoTime(value: string): number | undefined {
   const m = ISO_TIME.exec(value.trim());
   if (!m) return undefined;
   const [y, mo, d, h = 0, mi = 0, s = 0] = m.slice(1, 7).map((x) => Number(x ?? 0));

@@ -13,6 +13,11 @@ export const MACHINE_STATES = [
   'failed',
 ] as const;
 export type MachineState = (typeof MACHINE_STATES)[number];
+/**
+ * The states a machine may be registered in. `deployed` and `contextualizing` belong to a session: a machine
+ * registered so was never handed out nor released, and no admin action brought it back.
+ */
+export const REGISTRABLE_STATES: readonly MachineState[] = MACHINE_STATES.filter((s) => s !== 'deployed' && s !== 'contextualizing');
 
 export const MACHINE_TYPES = ['baremetal', 'vm'] as const;
 export type MachineType = (typeof MACHINE_TYPES)[number];

@@ -22,13 +22,12 @@ import {
 } from 'class-validator';
 import { isUuid } from '../application/catalog.js';
 import { NAME } from '../config/config.js';
+import { MAX_LIFETIME } from '../domain/decide.js';
 import { parseDuration } from '../domain/duration.js';
-import { MACHINE_STATES, MACHINE_TYPES, type MachineState, type MachineType } from '../domain/events.js';
+import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType } from '../domain/events.js';
 
 /** One request can't ask for more than this many machines; quota applies on top. */
 export const MAX_QUANTITY = 1000;
-/** Longest lease a tenant setting may give: 30 days, in seconds. */
-export const MAX_LIFETIME = 30 * 24 * 3600;
 /** Ids in bodies are bounded like ids in paths (see parseId). */
 export const MAX_ID = 999_999_999_999_999;
 
@@ -218,8 +217,8 @@ export class NodeCreateDto {
   @OptionalStr('comment', 1024) comment?: string;
   @ApiPropertyOptional({ description: 'free-form; tenants never see keys that look like credentials (see nodeView)' })
   @IsOptional() @IsObject({ message: 'data must be an object' }) data?: Record<string, unknown>;
-  @ApiPropertyOptional({ enum: MACHINE_STATES })
-  @IsOptional() @IsIn(MACHINE_STATES, { message: `state must be one of ${MACHINE_STATES.join(', ')}` }) state?: MachineState;
+  @ApiPropertyOptional({ enum: REGISTRABLE_STATES })
+  @IsOptional() @IsIn(REGISTRABLE_STATES, { message: `state must be one of ${REGISTRABLE_STATES.join(', ')}` }) state?: MachineState;
   @ApiPropertyOptional({ description: 'cpus, ram_gb, disk_gb, cpu_model and any other key', example: { cpus: 32, ram_gb: 256, disk_gb: 960, cpu_model: 'AMD EPYC 7313' } })
   @IsOptional() @IsObject({ message: 'hardware must be an object' }) hardware?: Record<string, string | number | boolean>;
 }

@@ -86,9 +86,11 @@ export function describe(error: unknown): [number, string] {
 
 /** An error raised by body-parser (it carries its own 4xx status and a type), as status and detail. */
 function bodyParserError(error: unknown): [number, string] | undefined {
-  const e = error as { status?: number; type?: string; message?: string } | undefined;
+  const e = error as { status?: number; type?: string; message?: string; charset?: string } | undefined;
   if (typeof e?.status !== 'number' || e.status < 400 || e.status >= 500) return undefined;
   if (e.type === 'entity.parse.failed') return [400, `malformed JSON body: ${e.message}`];
   if (e.type === 'entity.too.large') return [413, 'request body too large'];
+  // A charset it cannot decode: refused as checkJsonDepth refuses the ones it can (body-parser says `unsupported charset "X"`).
+  if (e.type === 'charset.unsupported') return [415, `JSON bodies must be UTF-8, not ${e.charset}`];
   return [e.status, e.message ?? 'bad request'];
 }

@@ -88,6 +88,25 @@ describe('auditor CLI on a real ledger', () => {
     expect(all.lines.length).toBeGreaterThan(10);
     expect(none.lines.filter((l) => !JSON.parse(l).stream.startsWith('ids-'))).toEqual([]);
   });
+
+  it('reads --at, --from and --to as the server reads a time: ISO 8601 only, UTC without an offset, whatever the host TZ', async () => {
+    const hist = await duffyCli('--json', 'audit', '--ledger', ledger, 'history', `session-${sessionId}`);
+    const reserved = hist.lines.map((l) => JSON.parse(l)).find((e) => e.type === 'MachineReserved');
+    const tz = process.env.TZ;
+    process.env.TZ = 'America/New_York';
+    try {
+      const who = await duffyCli('--json', 'audit', '--ledger', ledger, 'who-had', reserved.data.hostname, '--at', reserved.data.at.replace(/Z$/, ''));
+      expect(JSON.parse(who.lines[0])).toMatchObject({ sessionId, tenant: 'alice' });
+      const from = await duffyCli('audit', '--ledger', ledger, 'export', '--from', reserved.data.at.replace(/Z$/, ''));
+      expect(from.lines.map((l) => JSON.parse(l).type)).toContain('MachineReserved');
+    } finally {
+      if (tz === undefined) delete process.env.TZ;
+      else process.env.TZ = tz;
+    }
+    // Positions are not times: "1" was read as 2001 and answered with nothing, exit 0.
+    expect(await duffyCli('audit', '--ledger', ledger, 'export', '--from', '1', '--to', '2')).toMatchObject({ exitCode: 2, lines: [] });
+    expect(await duffyCli('audit', '--ledger', ledger, 'who-had', reserved.data.hostname, '--at', 'Nov 30 2026')).toMatchObject({ exitCode: 2 });
+  });
 });
 
 /** Crafted ledgers, one per invariant the replay can judge from events. */

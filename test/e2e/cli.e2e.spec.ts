@@ -218,6 +218,25 @@ describe('duffy CLI against a running server', () => {
   });
 });
 
+describe('a KurrentDB ledger out of reach', () => {
+  const env = { PATH: process.env.PATH, HOME: '/nonexistent' };
+  const down = 'kurrentdb://127.0.0.1:1?tls=false';
+
+  it('is named in one line by the auditor, the key recovery and the server (they said UnavailableError, the server with a stack)', async () => {
+    for (const args of [['audit', '--ledger', down, 'verify'], ['admin-key', 'admin', '--eventstore', down]]) {
+      const r = await runCli(env, ...args);
+      expect([r.code, r.stderr]).toEqual([1, 'duffy: KurrentDB is unreachable, not ready or overloaded (UnavailableError): check --ledger, --eventstore or DUFFY_EVENTSTORE\n']);
+    }
+    const main = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-kurrent-down-'));
+    const server = await exec(process.execPath, [main], { env: { ...env, DUFFY_EVENTSTORE: down, DUFFY_DATA_DIR: dataDir, DUFFY_PORT: '0', DUFFY_LOG_LEVEL: 'silent' } }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect([server.code, server.stderr]).toEqual([1, 'duffy: failed to start: KurrentDB is unreachable, not ready or overloaded (UnavailableError); check DUFFY_EVENTSTORE\n']);
+  });
+});
+
 describe('duffy admin-key: an operator who lost every admin key', () => {
   const cli = (...args: string[]) => runCli({ PATH: process.env.PATH, HOME: '/nonexistent' }, ...args);
 
@@ -344,7 +363,7 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
 
     const restored = await cli('restore', backup, '--data-dir', dataDir);
     expect([restored.code, restored.stderr]).toEqual([0, '']);
-    expect(restored.stdout).toMatch(/^restored .*monday\/ledger\.sqlite into .*\nwhat it replaced is in .*replaced-[^:]+: ledger\.sqlite(, ledger\.sqlite-wal, ledger\.sqlite-shm)?, ledger\.sqlite\.head\nOK: /);
+    expect(restored.stdout).toMatch(/^restored .*monday\/ledger\.sqlite into .*\nwhat it replaced is in .*replaced-[^:]+: ledger\.sqlite(, ledger\.sqlite-wal, ledger\.sqlite-shm)?, ledger\.sqlite\.head, readmodels\.sqlite(, readmodels\.sqlite-wal, readmodels\.sqlite-shm)?\nOK: /);
     duffy = await startDuffy({ dataDir });
     try {
       const names = (await duffy.admin.get('/api/v1/tenants')).body.tenants.map((t: { name: string }) => t.name);
@@ -353,6 +372,28 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
       expect([session.status, session.body.session.active]).toEqual([200, true]);
       const verify = await cli('audit', '--ledger', join(dataDir, 'ledger.sqlite'), 'verify');
       expect([verify.code, verify.stdout]).toEqual([0, expect.stringMatching(/^OK: /)]);
+    } finally {
+      await duffy.close();
+    }
+  });
+
+  it("onto a data directory whose read models followed another ledger (a new host started once), serves the backup's history, not theirs", async () => {
+    const prod = await startDuffy();
+    await newTenant(prod, 'prod');
+    await newTenant(prod, 'prod2');
+    await prod.close();
+    const backup = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'prod');
+    expect((await cli('backup', backup, '--data-dir', prod.dataDir)).code).toBe(0);
+    // The new host: its read models' checkpoint is past the events of 'prod', short of those of 'prod2'.
+    const fresh = await startDuffy();
+    await newTenant(fresh, 'other');
+    await fresh.close();
+    expect((await cli('restore', backup, '--data-dir', fresh.dataDir)).code).toBe(0);
+    const duffy = await startDuffy({ dataDir: fresh.dataDir });
+    try {
+      // Caught up over the other history, they listed 'other' and 'prod2', and never 'prod'.
+      const names = (await duffy.admin.get('/api/v1/tenants')).body.tenants.map((t: { name: string }) => t.name);
+      expect(names).toEqual(['admin', 'prod', 'prod2']);
     } finally {
       await duffy.close();
     }

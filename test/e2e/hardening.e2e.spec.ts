@@ -224,7 +224,8 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
 
     it('a body in another charset than UTF-8 is a 415, however it is nested (the scan reads UTF-8 only)', async () => {
       const body = Buffer.from(`{"nodes_specs": [{"pool": "vm-intel-x86_64", "quantity": 1}], "x\u4122": ${deep(2000)}, "y": "z"}`, 'utf16le');
-      for (const charset of ['utf-16le', 'UTF-16']) {
+      // One that body-parser cannot decode at all said `unsupported charset "LATIN1"`: the same refusal, in other words.
+      for (const charset of ['utf-16le', 'UTF-16', 'latin1', 'x-unknown']) {
         const res = await fetch(`${duffy.url}${V1}/sessions`, { method: 'POST', body, headers: { 'content-type': `application/json; charset=${charset}`, authorization: basic('admin', '00000000-0000-4000-8000-000000000001') } });
         expect(res.status).toBe(415);
         expect(((await res.json()) as { detail: string }).detail).toBe(`JSON bodies must be UTF-8, not ${charset.toLowerCase()}`);
@@ -392,6 +393,11 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       expect((await duffy.admin.put(`${V1}/tenants/1`, { is_admin: false })).body.detail).toMatch(/^is_admin: unknown field/);
       // `hardware` is a field of POST /nodes (issue 14); a hardware key at the top level is not.
       expect((await duffy.admin.post(`${V1}/nodes`, { hostname: 'strict.test', pool: 'vm-intel-x86_64', cpus: 4 })).body.detail).toMatch(/^cpus: unknown field/);
+      // A node registered in a session's state was never handed out nor released, for good.
+      expect(await duffy.admin.post(`${V1}/nodes`, { hostname: 'stuck.test', pool: 'vm-intel-x86_64', state: 'deployed' })).toMatchObject({
+        status: 422,
+        body: { detail: 'state: state must be one of unused, provisioning, ready, deprovisioning, done, failed' },
+      });
     });
 
     // JSON.parse makes these plain members, and the body's transformation dropped them without a word.

@@ -29,6 +29,8 @@ describe('configuration', () => {
     ['an unknown type', 'pools: [{ name: p1, type: mainframe, arch: x, platform: y }]', /pools\[0\]\.type: type must be one of/],
     ['a machine in an unknown pool', `${pool}machines: [{ hostname: a.b, pool: nope }]`, /machines\[0\]\.pool: unknown pool nope/],
     ['a bad IP', `${pool}machines: [{ hostname: a.b, pool: p1, ipaddr: 999.1.1.1 }]`, /machines\[0\]\.ipaddr/],
+    ['a default lease past 30 days (every request was a 500: its expiry no ISO time can write)', 'defaults: { session-lifetime: 100000000000000 }', /defaults\.session-lifetime: session-lifetime must not be greater than 2592000/],
+    ['a machine in a state of a session', `${pool}machines: [{ hostname: a.b, pool: p1, state: deployed }]`, /machines\[0\]\.state: state must be one of unused, provisioning, ready, deprovisioning, done, failed$/],
     ['a duplicate host', `${pool}machines: [{ hostname: a.b, pool: p1 }, { hostname: a.b, pool: p1 }]`, /machines\[1\]\.hostname: duplicate/],
     ['hardware that no request could match', `${pool}machines: [{ hostname: a.b, pool: p1, hardware: { cpus: many } }]`, /machines\[0\]\.hardware\.cpus must be a number, at least 0/],
     ['one host in two spellings', `${pool}machines: [{ hostname: a.b, pool: p1 }, { hostname: A.B., pool: p1 }]`, /machines\[1\]\.hostname: duplicate A\.B\. \(of a\.b: host names ignore case and a trailing dot\)/],

@@ -5,7 +5,7 @@ import { type Doc, foldAll } from '../../projections/projection.js';
 import { MachineConfig, PoolConfig } from '../../src/config/config.js';
 import { configDrift, configuredButRetired, notConfigured } from '../../src/application/bootstrap.service.js';
 import { decideServiceChange, nodeService } from '../../src/domain/decide-service.js';
-import { type Write, freeMachines } from '../../src/domain/decide.js';
+import { type Write, decideRegisterMachines, freeMachines } from '../../src/domain/decide.js';
 import type { DuffyEvent, PlaybookRun } from '../../src/domain/events.js';
 import { dueJobs } from '../../src/domain/provisioning.decide.js';
 import { planAllocation } from '../../src/domain/policy.js';
@@ -64,6 +64,14 @@ describe('quarantine that means something', () => {
     expect(docs.get('pool_stress/p')).toMatchObject({ allocations: 0, provisioning_failures: 1, health_check_failures: 1 });
     const m = given(...events).machines.get(1)!;
     expect(m).toMatchObject({ allocations: 0, provisioningFailures: 1, healthCheckFailures: 1, state: 'failed' });
+  });
+});
+
+describe('machines registered', () => {
+  it.each(['deployed', 'contextualizing'] as const)('never in a state of a session (%s): such a machine was never handed out nor released, and no admin action brought it back', (state) => {
+    const reg = (s: Machine['state']) => decideRegisterMachines(given(), POOLS, { machines: [{ hostname: 'n.test', ipaddr: null, pool: 'vm-intel', reusable: true, data: {}, state: s }], now: AT });
+    expect(reg(state)).toEqual({ refused: 'invalid', reason: `node n.test: state ${state} belongs to a session; register it as ready (handed out as it is) or unused (provisioned first)` });
+    for (const ok of ['ready', 'unused', 'provisioning', 'deprovisioning', 'done', 'failed'] as const) expect(Array.isArray(reg(ok))).toBe(true);
   });
 });
 

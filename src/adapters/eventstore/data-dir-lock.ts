@@ -9,6 +9,8 @@ export const LOCK_FILE = 'duffy.lock';
 const TAKEOVER_FILE = 'duffy.lock.takeover';
 /** The embedded ledger's file in the data directory. */
 export const LEDGER_FILE = 'ledger.sqlite';
+/** The embedded read models' file in the data directory (derived: rebuilt from the ledger when missing). */
+export const READ_MODELS_FILE = 'readmodels.sqlite';
 /** The holder touches its lock this often; one not touched for STALE_MS is a dead holder's, wherever it ran. */
 const HEARTBEAT_MS = 10_000;
 export const STALE_MS = 60_000;

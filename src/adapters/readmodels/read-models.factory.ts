@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { storeUrl } from '../../config/config.js';
+import { READ_MODELS_FILE } from '../eventstore/data-dir-lock.js';
 import { damagedDatabase } from '../eventstore/storage-fault.js';
 import { MongoReadModels } from './mongo-read-models.js';
 import { type ReadModelStore } from '../../application/ports/read-model.port.js';
@@ -9,7 +10,7 @@ import { SqliteReadModels } from './sqlite-read-models.js';
 
 /** `DUFFY_READMODELS=mongodb://...` selects MongoDB; unset means the embedded SQLite file in the data dir. */
 export function createReadModels(url: string | undefined, dataDir: string): ReadModelStore {
-  if (!url) return openEmbedded(join(dataDir, 'readmodels.sqlite'));
+  if (!url) return openEmbedded(join(dataDir, READ_MODELS_FILE));
   return new MongoReadModels(storeUrl('DUFFY_READMODELS', url)!);
 }
 
