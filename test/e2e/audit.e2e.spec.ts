@@ -6,18 +6,11 @@ import { join } from 'node:path';
 import { replay } from '../../src/audit/audit.js';
 import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
-import { run } from '../../src/cli/main.js';
 import { newTenant, startDuffy } from '../support/server.js';
+import { duffyCli } from '../support/cli.js';
 
 const DEFAULTS = { nodeQuota: 2, sessionLifetime: 3600, sessionLifetimeMax: 7200 };
 
-async function duffyCli(...args: string[]): Promise<{ lines: string[]; exitCode: number }> {
-  const lines: string[] = [];
-  process.exitCode = 0;
-  const exitCode = await run(['node', 'duffy', ...args], (l) => lines.push(...l.split('\n')));
-  process.exitCode = 0;
-  return { lines, exitCode };
-}
 
 describe('auditor CLI on a real ledger', () => {
   let ledger: string;

@@ -4,13 +4,13 @@ import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { run } from '../../src/cli/main.js';
 import { ReadSide } from '../../src/application/read-side.service.js';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { isLegacyLedger, upgradeLegacyLedger } from '../../src/adapters/eventstore/legacy-ledger.js';
 import { APPEND_ONLY_TRIGGERS } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { Client, type Running, basic, ledgerFile, newTenant, startDuffy } from '../support/server.js';
 import { clockSetBack, setClockBack } from '../support/clock.js';
+import { duffyCli } from '../support/cli.js';
 
 /**
  * An operator's upgrade in place: today's Duffy started on a data dir an old Duffy left behind (see the README
@@ -33,13 +33,6 @@ type Expected = {
 };
 const hostnames = (s: { nodes: Array<{ hostname: string }> }) => s.nodes.map((n) => n.hostname).sort();
 
-async function duffyCli(...args: string[]): Promise<{ lines: string[]; exitCode: number }> {
-  const lines: string[] = [];
-  process.exitCode = 0;
-  const exitCode = await run(['node', 'duffy', ...args], (l) => lines.push(...l.split('\n')));
-  process.exitCode = 0;
-  return { lines, exitCode };
-}
 
 describe.each(OLD)("upgrade in place: today's Duffy on the data dir of $fixture ($made)", ({ fixture, entitiesWas, legacy }) => {
   const FIXTURE = fileURLToPath(new URL(`../fixtures/${fixture}/`, import.meta.url));
