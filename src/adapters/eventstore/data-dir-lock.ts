@@ -76,7 +76,6 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Throws DataDirLockedError if another live process holds the lock (a check before start-up; `lockDataDir` decides). */
 /** The data directory cannot take a write: nothing can start on it. */
 export class DataDirNotWritableError extends Error {}
 
@@ -121,6 +120,7 @@ export function assertDataDirWritable(dataDir: string): void {
   }
 }
 
+/** Throws DataDirLockedError if another live process holds the lock (a check before start-up; `lockDataDir` decides). */
 export function assertDataDirFree(dataDir: string): void {
   const file = join(resolve(dataDir), LOCK_FILE);
   const holder = readHolder(file);

@@ -12,8 +12,7 @@ import { APPEND_ONLY_TRIGGERS, type Row, ledgerSchemaProblems, toRecorded } from
  * throughout: any other difference from the store's schema, or an event not in it, is someone's edit, refused at
  * start as before (assertLedgerReadable).
  */
-function legacyEvents(file: string, db: Database.Database): RecordedEvent[] | undefined {
-  if (existsSync(`${file}.head`)) return undefined;
+function legacyEvents(db: Database.Database): RecordedEvent[] | undefined {
   const schema = ledgerSchemaProblems(db);
   if (schema.chainColumn || schema.problems.length !== 1) return undefined;
   let events: RecordedEvent[];
@@ -29,10 +28,12 @@ function legacyEvents(file: string, db: Database.Database): RecordedEvent[] | un
 
 /** True when the file is a ledger of 2026-11-26 that upgradeLegacyLedger takes over (read-only). */
 export function isLegacyLedger(file: string): boolean {
+  // A writer's head record: the Duffy of 2026-11-26 wrote none (and a start need not open today's ledgers here).
+  if (existsSync(`${file}.head`)) return false;
   let db: Database.Database | undefined;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
-    return legacyEvents(file, db) !== undefined;
+    return legacyEvents(db) !== undefined;
   } catch {
     return false;
   } finally {
@@ -45,7 +46,7 @@ export function upgradeLegacyLedger(file: string): number {
   if (!isLegacyLedger(file)) return 0;
   const db = new Database(file, { fileMustExist: true });
   try {
-    const events = legacyEvents(file, db);
+    const events = legacyEvents(db);
     if (!events) return 0;
     db.transaction(() => {
       for (const name of Object.keys(APPEND_ONLY_TRIGGERS)) db.exec(`DROP TRIGGER ${name}`);
