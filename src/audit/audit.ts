@@ -2,13 +2,14 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
-import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
+import { LEDGER_FILE, headFileOf } from '../adapters/eventstore/data-dir-lock.js';
 import { damagedDatabase } from '../adapters/eventstore/storage-fault.js';
 import { isEventStoreUrl } from '../config/config.js';
 import { isRecord, verifyGlobalChain } from './chain.js';
-import type { Defaults } from '../domain/decide.js';
+import { type Defaults, effective } from '../domain/decide.js';
 import type { DuffyEvent, NodeSpec } from '../domain/events.js';
 import { activeAdmins, emptyWorld, evolve } from '../domain/world.js';
+import { isFree } from '../domain/indexes.js';
 import { lessStressed } from '../domain/policy.js';
 import { type Violation, checkInvariants, holdEnds, holdStarts } from './invariants.js';
 
@@ -84,7 +85,7 @@ export function replay(events: RecordedEvent[], defaults: Defaults): Violation[]
     }
     // Only these events change who is an active admin (a scan of the tenants per event would not scale).
     const admins = ADMIN_EVENTS.has(e.type) ? activeAdmins(world) : undefined;
-    violations.push(...keyRule(world, e, recorded.position));
+    violations.push(...keyRule(world, e, recorded.position), ...freeRule(world, e, recorded.position), ...leaseRule(world, recorded, defaults));
     evolve(world, e);
     if (admins) violations.push(...adminRule(e, recorded.position, admins, activeAdmins(world)));
     const touched = (e.data as { machineId?: number }).machineId;
@@ -129,6 +130,45 @@ function keyRule(world: ReturnType<typeof emptyWorld>, e: DuffyEvent, position: 
   const owner = digest === undefined ? undefined : world.tenantIdsByDigest.get(digest);
   if (owner === undefined || owner === e.data.tenantId) return [];
   return [{ invariant: 'key', message: `tenant ${e.data.tenantId} was given the API key tenant ${owner} holds`, positions: [position] }];
+}
+
+/**
+ * The free rule, before the event is folded: a reservation takes only a free machine (the one definition, `isFree`):
+ * never one out of service, retired, failed or with a playbook under way. A machine another session holds is
+ * invariant 1's, reported there.
+ */
+function freeRule(world: ReturnType<typeof emptyWorld>, e: DuffyEvent, position: bigint): Violation[] {
+  if (e.type !== 'MachineReserved') return [];
+  const m = world.machines.get(e.data.machineId);
+  if (!m || m.sessionId !== null || isFree(m)) return [];
+  const why = m.retiredAt !== null || m.service === 'retired' ? 'retired'
+    : m.service !== 'in-service' ? `in ${m.service}`
+    : m.job !== null ? `running its ${m.job.action} playbook`
+    : `${m.state}`;
+  return [{ invariant: 'free', message: `machine ${m.hostname} reserved for session ${e.data.sessionId} while ${why}`, positions: [position] }];
+}
+
+/**
+ * The lease rule, before the event is folded: but for an admin (the event's `actor`), an extension never takes a
+ * lease past its creation plus the tenant's maximum lifetime then (a tenant's own setting, else `defaults`: the
+ * configuration given to the replay, so a default lowered since is judged by its new value).
+ */
+function leaseRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent, defaults: Defaults): Violation[] {
+  const e = recorded as RecordedEvent & DuffyEvent;
+  if (e.type !== 'SessionExtended') return [];
+  const session = world.sessions.get(e.data.sessionId);
+  const tenant = session && world.tenants.get(session.tenantId);
+  const actorId = typeof recorded.metadata.actor === 'string' ? world.tenantIdsByName.get(recorded.metadata.actor) : undefined;
+  // No actor recorded, or one that is not a tenant: who extended it cannot be told, so neither can the limit.
+  if (!session || !tenant || actorId === undefined || world.tenants.get(actorId)?.isAdmin) return [];
+  const maxSeconds = effective(tenant, defaults).sessionLifetimeMax;
+  const latest = Date.parse(session.createdAt) + maxSeconds * 1000;
+  if (!(Date.parse(e.data.expiresAt) > latest)) return [];
+  return [{
+    invariant: 'lease',
+    message: `session ${session.id} extended by ${recorded.metadata.actor} to ${e.data.expiresAt}, past its maximum lifetime of ${maxSeconds} s (until ${new Date(latest).toISOString()})`,
+    positions: [recorded.position],
+  }];
 }
 
 /** An unknown host, session or tenant: the CLI exits non-zero instead of answering "nobody". */
@@ -320,7 +360,7 @@ export interface FileProblem {
  * read. It may lag a commit, never lead one: read it before the events, and a file read after holds its position.
  */
 export function recordedHead(location: string): { position: bigint; chain: string } | null | FileProblem {
-  const file = `${location}.head`;
+  const file = headFileOf(location);
   if (!existsSync(file)) return null;
   try {
     const head = JSON.parse(readFileSync(file, 'utf8')) as { position: unknown; chain: unknown };

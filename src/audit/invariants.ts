@@ -3,8 +3,11 @@ import type { Defaults } from '../domain/decide.js';
 import type { DuffyEvent } from '../domain/events.js';
 
 export interface Violation {
-  /** DESIGN section 4's number, or `admin`: Duffy's own rule that an active admin is always left. */
-  invariant: number | 'admin' | 'key';
+  /**
+   * DESIGN section 4's number, or one of Duffy's own rules: `admin` (an active admin is always left), `key` (one API
+   * key, one tenant), `free` (only a free machine is reserved), `lease` (no extension past the maximum lifetime).
+   */
+  invariant: number | 'admin' | 'key' | 'free' | 'lease';
   message: string;
   /** Global positions of the events that show it. */
   positions: bigint[];

@@ -223,7 +223,12 @@ describe('replay reports each broken invariant', () => {
   });
 
   it('none on a clean ledger', () => {
-    expect(invariants([...base(), ev('machine-m1', reserve(1)), ev('machine-m1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at } }), ev('machine-m1', reserve(2))])).toEqual([]);
+    const released: DuffyEvent = { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at } };
+    const recycled: DuffyEvent = { type: 'MachineRecycled', data: { machineId: 1, policy: 'reuse', state: 'ready', at } };
+    expect(invariants([...base(), ev('machine-m1', reserve(1)), ev('machine-m1', released), ev('machine-m1', recycled), ev('machine-m1', reserve(2))])).toEqual([]);
+    // Taken again before its recycling made it free: rule free.
+    const early = [...base(), ev('machine-m1', reserve(1)), ev('machine-m1', released), ev('machine-m1', reserve(2))];
+    expect(replay(early, DEFAULTS).map((v) => v.message)).toEqual(['machine m1 reserved for session 2 while deprovisioning']);
   });
 });
 

@@ -1,0 +1,78 @@
+import { describe, expect, it } from '@jest/globals';
+import { replay } from '../../src/audit/audit.js';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import type { DuffyEvent } from '../../src/domain/events.js';
+import { AT, DEFAULTS, machine, startedSession, tenant } from '../support/given.js';
+
+const at = (s: number) => new Date(Date.parse(AT) + s * 1000).toISOString();
+
+/** Ledger fixtures in position order, each event at its stream's next revision, written by `actor`. */
+function ledger(...history: Array<[string, DuffyEvent, string?]>): RecordedEvent[] {
+  const revisions = new Map<string, number>();
+  return history.map(([stream, e, actor], i) => {
+    const revision = (revisions.get(stream) ?? -1) + 1;
+    revisions.set(stream, revision);
+    return { id: String(i), stream, revision, position: BigInt(i + 1), type: e.type, data: e.data as never, metadata: actor ? { actor } : {} };
+  });
+}
+const breaches = (events: RecordedEvent[], rule: string) => replay(events, DEFAULTS).filter((v) => v.invariant === rule);
+
+const reserve = (machineId: number, hostname: string, sessionId: number, s = 10): [string, DuffyEvent] => [
+  `machine-${hostname}`,
+  { type: 'MachineReserved', data: { machineId, hostname, sessionId, tenantId: 1, pool: 'p', platform: 'intel', affinity: 'established', contextualize: false, at: at(s) } },
+];
+const service = (machineId: number, hostname: string, to: 'maintenance' | 'retired' | 'in-service', s = 5): [string, DuffyEvent] => [
+  `service-${hostname}`,
+  { type: 'MachineServiceChanged', data: { machineId, hostname, service: to, reason: null, actor: 'admin', at: at(s) } },
+];
+
+describe('audit replay: rule free (a reservation takes only a free machine)', () => {
+  it('reports a machine reserved while in maintenance or retired, and none once it is back in service', () => {
+    const base = [tenant(1, 't'), machine(1, 'a.test', 'p')];
+    expect(breaches(ledger(...base, service(1, 'a.test', 'maintenance'), reserve(1, 'a.test', 7)), 'free')).toEqual([
+      { invariant: 'free', message: 'machine a.test reserved for session 7 while in maintenance', positions: [4n] },
+    ]);
+    expect(breaches(ledger(...base, service(1, 'a.test', 'retired'), reserve(1, 'a.test', 7)), 'free')[0].message).toBe('machine a.test reserved for session 7 while retired');
+    expect(breaches(ledger(...base, service(1, 'a.test', 'maintenance'), service(1, 'a.test', 'in-service', 6), reserve(1, 'a.test', 7)), 'free')).toEqual([]);
+    expect(breaches(ledger(...base, reserve(1, 'a.test', 7)), 'free')).toEqual([]);
+  });
+
+  it('reports a machine reserved while quarantined or while its playbook runs', () => {
+    const base = [tenant(1, 't'), machine(1, 'a.test', 'p')];
+    const quarantined: [string, DuffyEvent] = ['machine-a.test', { type: 'MachineQuarantined', data: { machineId: 1, reason: 'disk', at: at(5) } }];
+    expect(breaches(ledger(...base, quarantined, reserve(1, 'a.test', 7)), 'free')[0].message).toBe('machine a.test reserved for session 7 while failed');
+    const running: [string, DuffyEvent] = ['machine-a.test', { type: 'PlaybookStarted', data: { machineId: 1, action: 'health_check', sessionId: null, instance: 'i', deadline: at(600), at: at(5) } }];
+    expect(breaches(ledger(...base, running, reserve(1, 'a.test', 7)), 'free')[0].message).toBe('machine a.test reserved for session 7 while running its health_check playbook');
+  });
+
+  it('leaves a machine another session holds to invariant 1', () => {
+    const events = ledger(tenant(1, 't'), machine(1, 'a.test', 'p'), reserve(1, 'a.test', 7), reserve(1, 'a.test', 8, 20));
+    expect(breaches(events, 'free')).toEqual([]);
+    expect(replay(events, DEFAULTS).map((v) => v.invariant)).toContain(1);
+  });
+});
+
+describe('audit replay: rule lease (no extension past the maximum lifetime, but by an admin)', () => {
+  // alice's session 1 was created at AT; DEFAULTS allow 7,200 s at most.
+  const extended = (to: number, actor: string): [string, DuffyEvent, string] => ['session-1', { type: 'SessionExtended', data: { sessionId: 1, expiresAt: at(to), at: at(60) } }, actor];
+  const started = (): Array<[string, DuffyEvent, string?]> => [tenant(9, 'root', { isAdmin: true }), ...startedSession()];
+
+  it('reports a tenant extending its own lease past created + max, and not one up to it', () => {
+    expect(breaches(ledger(...started(), extended(7201, 'alice')), 'lease')).toEqual([
+      { invariant: 'lease', message: `session 1 extended by alice to ${at(7201)}, past its maximum lifetime of 7200 s (until ${at(7200)})`, positions: [8n] },
+    ]);
+    expect(breaches(ledger(...started(), extended(7200, 'alice')), 'lease')).toEqual([]);
+  });
+
+  it('lets an admin extend past it, and judges by the tenant own maximum when it has one', () => {
+    expect(breaches(ledger(...started(), extended(90_000, 'root')), 'lease')).toEqual([]);
+    const lowered: [string, DuffyEvent] = ['tenant-alice', { type: 'TenantUpdated', data: { tenantId: 1, changes: { sessionLifetimeMax: 3600 }, at: at(30) } }];
+    expect(breaches(ledger(...started(), lowered, extended(3601, 'alice')), 'lease')).toHaveLength(1);
+    expect(breaches(ledger(...started(), lowered, extended(3600, 'alice')), 'lease')).toEqual([]);
+  });
+
+  it('cannot judge an extension whose actor is not recorded (a ledger from before actors were)', () => {
+    const anonymous: [string, DuffyEvent] = ['session-1', { type: 'SessionExtended', data: { sessionId: 1, expiresAt: at(90_000), at: at(60) } }];
+    expect(breaches(ledger(...started(), anonymous), 'lease')).toEqual([]);
+  });
+});
