@@ -9,6 +9,7 @@ import { SETTINGS } from '../application/catalog.js';
 import { Ledger } from '../application/ledger.service.js';
 import { CHECKPOINT_STREAM, type Checkpoint, eventLeaf, keyId, newSigningKey, privateKeyOf, signCheckpoint } from './checkpoint.js';
 import { CompactTree } from './merkle.js';
+import { syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
 
 export const KEY_FILE = 'audit-ed25519.pem';
 
@@ -43,12 +44,7 @@ function writeKey(file: string, pem: string): void {
     rmSync(mine, { force: true });
     throw err;
   }
-  const dir = openSync(dirname(file), 'r');
-  try {
-    fsyncSync(dir);
-  } finally {
-    closeSync(dir);
-  }
+  syncToDisk(dirname(file));
 }
 
 /**

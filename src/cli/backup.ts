@@ -1,8 +1,8 @@
 import Database from 'better-sqlite3';
 import type { Command } from 'commander';
-import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { LEDGER_FILE, READ_MODELS_FILE, lockDataDir } from '../adapters/eventstore/data-dir-lock.js';
+import { LEDGER_FILE, READ_MODELS_FILE, headFileOf, lockDataDir, syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
 import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
 import { KEY_FILE } from '../audit/checkpoint.service.js';
 import { NotFoundError } from '../audit/audit.js';
@@ -10,17 +10,9 @@ import { dataDirOf } from '../config/config.js';
 import { verdict, verifyLedger } from './audit.js';
 import { UsageError } from './client.js';
 
-const HEAD_FILE = `${LEDGER_FILE}.head`;
-
-/** Writes a file's (or a directory's) data to the disk: a backup that a power cut can take back is none. */
-function sync(path: string): void {
-  const fd = openSync(path, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
+const HEAD_FILE = headFileOf(LEDGER_FILE);
+// A backup that a power cut can take back is none: every file and directory written is synced.
+const sync = syncToDisk;
 
 function copyDurably(from: string, to: string): void {
   copyFileSync(from, to);

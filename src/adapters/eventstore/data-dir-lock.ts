@@ -9,6 +9,11 @@ export const LOCK_FILE = 'duffy.lock';
 const TAKEOVER_FILE = 'duffy.lock.takeover';
 /** The embedded ledger's file in the data directory. */
 export const LEDGER_FILE = 'ledger.sqlite';
+/**
+ * The ledger writer's record of the ledger's head, beside the ledger file (`verify` compares the two, so deleting the
+ * newest events shows).
+ */
+export const headFileOf = (ledgerFile: string) => `${ledgerFile}.head`;
 /** The embedded read models' file in the data directory (derived: rebuilt from the ledger when missing). */
 export const READ_MODELS_FILE = 'readmodels.sqlite';
 /** The holder touches its lock this often; one not touched for STALE_MS is a dead holder's, wherever it ran. */
@@ -212,4 +217,14 @@ export function lockDataDir(dataDir: string): DataDirLock {
   };
   process.on('exit', release);
   return { file, release };
+}
+
+/** Writes a file's (or a directory's, so a rename in it) data to the disk: what a power cut may not take back. */
+export function syncToDisk(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import { existsSync } from 'node:fs';
+import { headFileOf } from './data-dir-lock.js';
 import type { RecordedEvent } from '../../application/ports/event-store.port.js';
 import { GENESIS, globalLink, legacyPrefix, verifyChains } from '../../audit/chain.js';
 import { APPEND_ONLY_TRIGGERS, type Row, ledgerSchemaProblems, toRecorded } from './sqlite-event-store.js';
@@ -29,7 +30,7 @@ function legacyEvents(db: Database.Database): RecordedEvent[] | undefined {
 /** True when the file is a ledger of 2026-11-26 that upgradeLegacyLedger takes over (read-only). */
 export function isLegacyLedger(file: string): boolean {
   // A writer's head record: the Duffy of 2026-11-26 wrote none (and a start need not open today's ledgers here).
-  if (existsSync(`${file}.head`)) return false;
+  if (existsSync(headFileOf(file))) return false;
   let db: Database.Database | undefined;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });

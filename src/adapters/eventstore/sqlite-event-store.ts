@@ -14,6 +14,7 @@ import {
   WrongExpectedRevisionError,
 } from '../../application/ports/event-store.port.js';
 import { WRITER_STOPPED, damagedDatabase } from './storage-fault.js';
+import { headFileOf } from './data-dir-lock.js';
 
 /** A row as the read statements return it (raw): position, stream, revision, id, type, data, metadata. */
 export type Row = [position: number, stream: string, revision: number, id: string, type: string, data: string, metadata: string];
@@ -131,7 +132,7 @@ export class SqliteEventStore implements EventStore {
     this.stmts.head.safeIntegers(true);
     this.lastPosition = BigInt(this.stmts.head.get()?.position ?? 0n);
     if (readonly) return;
-    this.writer = new Worker(new URL('./sqlite-writer.worker.js', import.meta.url), { workerData: { file, groupCommit } });
+    this.writer = new Worker(new URL('./sqlite-writer.worker.js', import.meta.url), { workerData: { file, headFile: headFileOf(file), groupCommit } });
     this.writer.on('message', (reply: WriterReply) => this.onReply(reply));
     // No write can be made any more: a storage fault (503 and /health down), which only a restart ends.
     const stopped = (why: string, cause?: unknown) => this.failAll(Object.assign(new Error(`the ledger writer stopped (${why}); restart Duffy`), { code: WRITER_STOPPED, cause }));

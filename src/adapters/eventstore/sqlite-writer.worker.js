@@ -49,7 +49,7 @@ function unpack(m) {
 // The writer's own record of the ledger's head (position and global chain link), beside the file: an auditor's
 // `verify` compares the ledger with it, so deleting the newest events (which leaves a consistent chain behind)
 // shows. Written after the answers went out, replaced atomically; it may lag a commit, never lead one.
-const headFile = `${workerData.file}.head`;
+const headFile = workerData.headFile;
 function recordHead() {
   try {
     writeFileSync(`${headFile}.tmp`, JSON.stringify({ position: String(lastPosition), chain: lastChain }));
