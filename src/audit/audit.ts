@@ -6,9 +6,9 @@ import { LEDGER_FILE, headFileOf } from '../adapters/eventstore/data-dir-lock.js
 import { damagedDatabase } from '../adapters/eventstore/storage-fault.js';
 import { isEventStoreUrl } from '../config/config.js';
 import { isRecord, verifyGlobalChain } from './chain.js';
-import { type Defaults, effective } from '../domain/decide.js';
+import { type Defaults, effective, latestExpiryMs } from '../domain/decide.js';
 import type { DuffyEvent, NodeSpec } from '../domain/events.js';
-import { activeAdmins, emptyWorld, evolve } from '../domain/world.js';
+import { activeAdmins, emptyWorld, evolve, isRetired } from '../domain/world.js';
 import { isFree } from '../domain/indexes.js';
 import { lessStressed } from '../domain/policy.js';
 import { type Violation, checkInvariants, holdEnds, holdStarts } from './invariants.js';
@@ -141,10 +141,10 @@ function freeRule(world: ReturnType<typeof emptyWorld>, e: DuffyEvent, position:
   if (e.type !== 'MachineReserved') return [];
   const m = world.machines.get(e.data.machineId);
   if (!m || m.sessionId !== null || isFree(m)) return [];
-  const why = m.retiredAt !== null || m.service === 'retired' ? 'retired'
+  const why = isRetired(m) ? 'retired'
     : m.service !== 'in-service' ? `in ${m.service}`
     : m.job !== null ? `running its ${m.job.action} playbook`
-    : `${m.state}`;
+    : m.state;
   return [{ invariant: 'free', message: `machine ${m.hostname} reserved for session ${e.data.sessionId} while ${why}`, positions: [position] }];
 }
 
@@ -161,12 +161,11 @@ function leaseRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent
   const actorId = typeof recorded.metadata.actor === 'string' ? world.tenantIdsByName.get(recorded.metadata.actor) : undefined;
   // No actor recorded, or one that is not a tenant: who extended it cannot be told, so neither can the limit.
   if (!session || !tenant || actorId === undefined || world.tenants.get(actorId)?.isAdmin) return [];
-  const maxSeconds = effective(tenant, defaults).sessionLifetimeMax;
-  const latest = Date.parse(session.createdAt) + maxSeconds * 1000;
+  const latest = latestExpiryMs(session, tenant, defaults);
   if (!(Date.parse(e.data.expiresAt) > latest)) return [];
   return [{
     invariant: 'lease',
-    message: `session ${session.id} extended by ${recorded.metadata.actor} to ${e.data.expiresAt}, past its maximum lifetime of ${maxSeconds} s (until ${new Date(latest).toISOString()})`,
+    message: `session ${session.id} extended by ${recorded.metadata.actor} to ${e.data.expiresAt}, past its maximum lifetime of ${effective(tenant, defaults).sessionLifetimeMax} s (until ${new Date(latest).toISOString()})`,
     positions: [recorded.position],
   }];
 }

@@ -10,13 +10,12 @@ import { dataDirOf } from '../config/config.js';
 import { verdict, verifyLedger } from './audit.js';
 import { UsageError } from './client.js';
 
+// A backup that a power cut can take back is none: every file and directory it writes is synced (syncToDisk).
 const HEAD_FILE = headFileOf(LEDGER_FILE);
-// A backup that a power cut can take back is none: every file and directory written is synced.
-const sync = syncToDisk;
 
 function copyDurably(from: string, to: string): void {
   copyFileSync(from, to);
-  sync(to);
+  syncToDisk(to);
 }
 
 const embeddedOnly = () => {
@@ -52,9 +51,9 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
       } finally {
         db.close();
       }
-      sync(join(to, LEDGER_FILE));
+      syncToDisk(join(to, LEDGER_FILE));
       if (existsSync(join(dataDir, KEY_FILE))) copyDurably(join(dataDir, KEY_FILE), join(to, KEY_FILE));
-      sync(to);
+      syncToDisk(to);
       const v = await verifyLedger(join(to, LEDGER_FILE));
       out(`backup of ${ledger} in ${to}: ${readdirSync(to).sort().join(', ')}`);
       out(verdict(v));
@@ -98,7 +97,7 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         // The key that signs from now on stays this host's; a data directory without one takes the backup's.
         const keyTaken = !existsSync(join(dataDir, KEY_FILE)) && existsSync(join(from, KEY_FILE));
         if (keyTaken) copyDurably(join(from, KEY_FILE), join(dataDir, KEY_FILE));
-        sync(dataDir);
+        syncToDisk(dataDir);
         out(`restored ${join(from, LEDGER_FILE)} into ${dataDir}${keyTaken ? ` with its signing key ${KEY_FILE}` : ''}`);
         if (moved.length) out(`what it replaced is in ${aside}: ${moved.join(', ')}`);
         out(verdict(v));

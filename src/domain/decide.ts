@@ -491,6 +491,10 @@ export function decideEndSession(
   return writes;
 }
 
+/** The latest expiry a session's lease may reach but by an admin: its creation plus the tenant's maximum lifetime. */
+export const latestExpiryMs = (session: Session, tenant: Tenant, defaults: Defaults) =>
+  Date.parse(session.createdAt) + effective(tenant, defaults).sessionLifetimeMax * 1000;
+
 /** Only an active session's lease can be extended. */
 export const inactive = (sessionId: number): Refusal => refusal('invalid', `session ${sessionId} is retired`);
 
@@ -504,7 +508,7 @@ export function decideExtendSession(session: Session, tenant: Tenant, defaults: 
   const target = parseExpiry(expiresAt, Date.parse(session.expiresAt));
   if (typeof target !== 'number') return target;
   const created = Date.parse(session.createdAt);
-  const max = byAdmin ? Infinity : created + effective(tenant, defaults).sessionLifetimeMax * 1000;
+  const max = byAdmin ? Infinity : latestExpiryMs(session, tenant, defaults);
   const bounded = Math.min(Math.max(target, created), max);
   // Only an admin is not clamped: even then a time must stay one that can be written down (ISO 8601, 4-digit year).
   if (!(bounded < LATEST_EXPIRY)) return refusal('invalid', 'expires_at must be before the year 10000');
