@@ -1,3 +1,4 @@
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import type { Write } from '../../src/domain/decide.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
 import { type World, emptyWorld, evolve } from '../../src/domain/world.js';
@@ -13,6 +14,16 @@ export function given(...history: Array<[stream: string, event: DuffyEvent]>): W
     evolve(world, { ...event, revision, position: ++position } as never);
   }
   return world;
+}
+
+/** Ledger fixtures as recorded events, in position order, each at its stream's next revision; `actor` goes to the metadata. */
+export function recorded(...history: Array<[stream: string, event: DuffyEvent, actor?: string]>): RecordedEvent[] {
+  const revisions = new Map<string, number>();
+  return history.map(([stream, e, actor], i) => {
+    const revision = (revisions.get(stream) ?? -1) + 1;
+    revisions.set(stream, revision);
+    return { id: String(i), stream, revision, position: BigInt(i + 1), type: e.type, data: e.data as never, metadata: actor ? { actor } : {} };
+  });
 }
 
 /** The events of writes, with their streams and guards, for `expect(...).toEqual`. */

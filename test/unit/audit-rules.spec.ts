@@ -2,19 +2,10 @@ import { describe, expect, it } from '@jest/globals';
 import { replay } from '../../src/audit/audit.js';
 import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
-import { AT, DEFAULTS, machine, startedSession, tenant } from '../support/given.js';
+import { AT, DEFAULTS, machine, recorded as ledger, startedSession, tenant } from '../support/given.js';
 
 const at = (s: number) => new Date(Date.parse(AT) + s * 1000).toISOString();
 
-/** Ledger fixtures in position order, each event at its stream's next revision, written by `actor`. */
-function ledger(...history: Array<[string, DuffyEvent, string?]>): RecordedEvent[] {
-  const revisions = new Map<string, number>();
-  return history.map(([stream, e, actor], i) => {
-    const revision = (revisions.get(stream) ?? -1) + 1;
-    revisions.set(stream, revision);
-    return { id: String(i), stream, revision, position: BigInt(i + 1), type: e.type, data: e.data as never, metadata: actor ? { actor } : {} };
-  });
-}
 const breaches = (events: RecordedEvent[], rule: string) => replay(events, DEFAULTS).filter((v) => v.invariant === rule);
 
 const reserve = (machineId: number, hostname: string, sessionId: number, s = 10): [string, DuffyEvent] => [

@@ -3,20 +3,11 @@ import { whoHad } from '../../src/audit/audit.js';
 import { checkInvariants } from '../../src/audit/invariants.js';
 import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
-import { AT, LATER, machine, tenant } from '../support/given.js';
+import { AT, LATER, machine, recorded as ledger, tenant } from '../support/given.js';
 
 const DEFAULTS = { nodeQuota: 5, sessionLifetime: 3600, sessionLifetimeMax: 7200 };
 const RUN = { action: 'provision' as const, playbook: 'provision.yml', exitCode: 2, durationMs: 10, timedOut: false, tail: 'fatal' };
 
-/** Ledger fixtures as event lists, in position order, each event in its stream at the next revision. */
-function ledger(...history: Array<[string, DuffyEvent]>): RecordedEvent[] {
-  const revisions = new Map<string, number>();
-  return history.map(([stream, e], i) => {
-    const revision = (revisions.get(stream) ?? -1) + 1;
-    revisions.set(stream, revision);
-    return { id: String(i), stream, revision, position: BigInt(i + 1), type: e.type, data: e.data as never, metadata: {} };
-  });
-}
 const reserve = (machineId: number, sessionId: number, tenantId = 1, at = AT): [string, DuffyEvent] => [
   `machine-m${machineId}`,
   { type: 'MachineReserved', data: { machineId, hostname: `m${machineId}`, sessionId, tenantId, pool: 'p', platform: 'intel', affinity: 'kept', contextualize: false, at } },
