@@ -54,6 +54,11 @@ export class ProjectionRunner {
   private stopped = false;
   /** Why the last `prepare` rebuilt from 0 without being asked to, if it did (the start logs it). */
   rebuiltBecause?: string;
+  /**
+   * How many times the documents went back to position 0 (dropped, or folded again): a read that straddles one may
+   * have seen part of the old documents and part of the new ones, and must read again.
+   */
+  resets = 0;
 
   constructor(
     readonly projection: Projection,
@@ -97,16 +102,22 @@ export class ProjectionRunner {
       this.rebuiltBecause = `its version changed from ${cp.version} to ${p.version}`;
     }
     if (refold) {
-      this.position = 0n;
+      this.backToZero();
     } else if (options.rebuild || !cp || cp.version !== p.version || this.rebuiltBecause) {
+      // Before the reset, so no read begins on documents about to go.
+      this.backToZero();
       await this.store.reset(p.name, p.collections);
-      this.position = 0n;
     } else {
       this.position = cp.position;
       for (const c of p.collections) for (const d of await this.store.find(c)) p.restore(this.state, c, String(d.__id), d);
     }
     this.taken = this.batch.to = this.position;
     return this.position;
+  }
+
+  private backToZero(): void {
+    this.position = 0n;
+    this.resets += 1;
   }
 
   /** Resolves once everything up to `position` is written. */

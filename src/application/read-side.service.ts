@@ -60,6 +60,11 @@ export class ReadSide implements OnApplicationShutdown {
     await Promise.all(this.runners.map((r) => r.caughtUp(position)));
   }
 
+  /** Changes whenever some projection's documents go back to position 0 (a rebuild): reads under way read again. */
+  get resets(): number {
+    return this.runners.reduce((n, r) => n + r.resets, 0);
+  }
+
   lagMs(): number {
     const now = Date.now();
     return Math.max(0, ...this.runners.map((r) => r.lagMs(now)));

@@ -4,6 +4,7 @@ import { Ledger } from '../application/ledger.service.js';
 import { type Machine, type Session, type World, emptyWorld } from '../domain/world.js';
 import { ReadSide } from '../application/read-side.service.js';
 import type { Doc } from '../application/ports/read-model.port.js';
+import { refuse } from '../domain/errors.js';
 
 type Filter = Record<string, string | number | boolean | null>;
 /** A stored document as the API shows it: without the id field the store keeps in it. */
@@ -21,13 +22,30 @@ export class ReadViews {
     private readonly ledger: Ledger,
   ) {}
 
-  async load(what: { sessions?: Filter | number; machines?: Filter | number; tenants?: Filter | number }): Promise<World> {
-    await this.readSide.caughtUp(this.ledger.world.position);
+  /**
+   * `sessions` may be several filters, read in the order given into one World (a later read of a session wins).
+   * Read again, up to READ_ATTEMPTS times, when a rebuild began meanwhile or a session's tenant is missing (another
+   * instance rebuilding a shared store): a read never shows half of the old documents and half of the new.
+   */
+  async load(what: { sessions?: Filter | number | Filter[]; machines?: Filter | number; tenants?: Filter | number }): Promise<World> {
+    for (let attempt = 1; ; attempt++) {
+      await this.readSide.caughtUp(this.ledger.world.position);
+      const resets = this.readSide.resets;
+      const world = await this.read(what);
+      if (this.readSide.resets === resets && [...world.sessions.values()].every((s) => world.tenants.has(s.tenantId))) return world;
+      if (attempt === READ_ATTEMPTS) refuse('unavailable', 'the read models are being rebuilt; try again shortly');
+      await new Promise((r) => setTimeout(r, REREAD_AFTER_MS));
+    }
+  }
+
+  private async read(what: { sessions?: Filter | number | Filter[]; machines?: Filter | number; tenants?: Filter | number }): Promise<World> {
     const store = this.readSide.store;
     const world = emptyWorld();
     const many = async (collection: string, q: Filter | number) =>
       typeof q === 'number' ? [await store.get(collection, String(q))].filter((d): d is Doc => d !== undefined) : store.find(collection, q);
-    if (what.sessions !== undefined) for (const d of await many(SESSIONS, what.sessions)) world.sessions.set(Number(d.id), strip(d) as unknown as Session);
+    for (const q of what.sessions === undefined ? [] : Array.isArray(what.sessions) ? what.sessions : [what.sessions]) {
+      for (const d of await many(SESSIONS, q)) world.sessions.set(Number(d.id), strip(d) as unknown as Session);
+    }
     if (what.machines !== undefined) for (const d of await many(MACHINES, what.machines)) world.machines.set(Number(d.id), strip(d) as unknown as Machine);
     if (what.tenants !== undefined) for (const d of await many(TENANTS, what.tenants)) world.tenants.set(Number(d.id), tenantFromDoc(strip(d)));
     // What the sessions refer to: their tenants and machines.
@@ -60,3 +78,5 @@ export class ReadViews {
 
 /** Up to this many referred documents are read one by one; more, the whole collection in one read. */
 const ONE_BY_ONE = 64;
+const READ_ATTEMPTS = 5;
+const REREAD_AFTER_MS = 50;

@@ -29,10 +29,11 @@ export class SessionsController {
   @Get()
   async list(@CurrentActor() actor: Actor) {
     const mine: Record<string, number> = actor.tenant.isAdmin ? {} : { tenantId: actor.tenant.id };
-    const active = await this.views.load({ sessions: { ...mine, status: 'active' } });
-    const waiting = await this.views.load({ sessions: { ...mine, status: 'waiting' } });
-    const render = (w: typeof active) => [...w.sessions.values()].sort((a, b) => a.id - b.id).map((s) => sessionView(s, w, this.catalog, this.ledger.world));
-    return { action: 'get', sessions: [...render(active), ...render(waiting)] };
+    // Waiting first: a request served between the two reads shows once, as active (the later read wins).
+    const w = await this.views.load({ sessions: [{ ...mine, status: 'waiting' }, { ...mine, status: 'active' }] });
+    const render = (status: string) =>
+      [...w.sessions.values()].filter((s) => s.status === status).sort((a, b) => a.id - b.id).map((s) => sessionView(s, w, this.catalog, this.ledger.world));
+    return { action: 'get', sessions: [...render('active'), ...render('waiting')] };
   }
 
   @ApiOperation({ summary: 'one session' })

@@ -89,6 +89,55 @@ describe('read side: projections over a mixed workload', () => {
     }
   });
 
+  it('reads again when a rebuild drops the documents in the middle of a read: no 500, no 404, nothing missing', async () => {
+    const readSide = duffy.app.get(ReadSide);
+    const store = readSide.store;
+    const before = await duffy.admin.get(`${V1}/sessions`);
+    expect(before.status).toBe(200);
+    expect(before.body.sessions.length).toBeGreaterThan(0);
+    const tenant = (await duffy.admin.get(`${V1}/tenants`)).body.tenants.find((t: { name: string }) => t.name === 'alice');
+    const { find, get, reset } = store;
+    let resetDone!: () => void;
+    const wasReset = new Promise<void>((r) => (resetDone = r));
+    store.reset = async (...args) => {
+      await reset.apply(store, args);
+      resetDone();
+    };
+    // The read's first step is answered from before the rebuild; its next steps run after the documents are gone.
+    let straddled = 0;
+    const straddle = async <T>(result: T): Promise<T> => {
+      if (straddled++ === 0) {
+        void readSide.rebuild();
+        await wasReset;
+      }
+      return result;
+    };
+    try {
+      store.find = async (collection, filter) => straddle(await find.call(store, collection, filter));
+      const list = await duffy.admin.get(`${V1}/sessions`);
+      expect(straddled).toBeGreaterThan(0);
+      expect(list.status).toBe(200);
+      expect(list.body).toEqual(before.body);
+
+      store.find = find;
+      straddled = 0;
+      const wasResetAgain = new Promise<void>((r) => (resetDone = r));
+      store.get = async (collection, id) => {
+        const doc = await get.call(store, collection, id);
+        if (straddled++ === 0) {
+          void readSide.rebuild();
+          await wasResetAgain;
+        }
+        return doc;
+      };
+      const one = await duffy.admin.get(`${V1}/tenants/${tenant.id}`);
+      expect(one.status).toBe(200);
+      expect(one.body.tenant.name).toBe('alice');
+    } finally {
+      Object.assign(store, { find, get, reset });
+    }
+  });
+
   it('changes nothing when the same event is delivered twice', async () => {
     const readSide = duffy.app.get(ReadSide);
     const ledger = duffy.app.get(Ledger);
