@@ -47,7 +47,7 @@ export const entities: Projection<World> = {
   collections: [TENANTS, MACHINES, SESSIONS],
   init: emptyWorld,
   fold(w, e, mark) {
-    if (e.type === 'IdAllocated' || e.type === 'CheckpointPublished' || e.type === 'ApiKeyAssigned') return;
+    if (e.type === 'IdAllocated' || e.type === 'CheckpointPublished' || e.type === 'ApiKeyAssigned' || e.type === 'DefaultsSet') return;
     const data = e.data as { tenantId?: number; machineId?: number; sessionId?: number | null };
     const machineId = data.machineId;
     const sessionId = data.sessionId;

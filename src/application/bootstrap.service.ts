@@ -7,7 +7,7 @@ import { CommandBus } from '@nestjs/cqrs';
 import { Catalog, assertAdminKey } from './catalog.js';
 import { ConfigError, type MachineConfig } from '../config/config.js';
 import { RegisterTenantCommand } from './commands.js';
-import { decideRegisterMachines } from '../domain/decide.js';
+import { decideRecordDefaults, decideRegisterMachines } from '../domain/decide.js';
 import { Ledger } from './ledger.service.js';
 import { Provisioner } from './provisioner.service.js';
 import { ReadSide } from './read-side.service.js';
@@ -36,6 +36,8 @@ export class Bootstrap {
     this.checkPoolsOfMachines();
     this.setAsideUnknownArtifacts();
     await this.readSide.start();
+    // Before any decision made under them: a replay judges quotas and leases by what was recorded here.
+    await this.ledger.decide((world, inFlight) => decideRecordDefaults(world, this.catalog.defaults, now(), inFlight), metaFor(null, { process: 'bootstrap' }));
     const s = this.catalog.settings;
     let adminKey: string | undefined;
     if (this.ledger.world.tenants.size === 0) {

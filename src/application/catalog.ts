@@ -3,7 +3,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { join } from 'node:path';
 import { ConfigError, type PoolConfig, type Settings } from '../config/config.js';
 import type { PoolProfile } from '../domain/policy.js';
-import type { Defaults } from '../domain/decide.js';
+import type { Defaults } from '../domain/events.js';
 
 export const SETTINGS = Symbol('SETTINGS');
 

@@ -6,8 +6,8 @@ import { LEDGER_FILE, headFileOf } from '../adapters/eventstore/data-dir-lock.js
 import { damagedDatabase } from '../adapters/eventstore/storage-fault.js';
 import { isEventStoreUrl } from '../config/config.js';
 import { isRecord, verifyGlobalChain } from './chain.js';
-import { type Defaults, effective, latestExpiryMs } from '../domain/decide.js';
-import type { DuffyEvent, NodeSpec } from '../domain/events.js';
+import { effective, latestExpiryMs } from '../domain/decide.js';
+import type { Defaults, DuffyEvent, NodeSpec } from '../domain/events.js';
 import { activeAdmins, emptyWorld, evolve, isRetired } from '../domain/world.js';
 import { isFree } from '../domain/indexes.js';
 import { lessStressed } from '../domain/policy.js';
@@ -57,8 +57,8 @@ const IN_FLIGHT_GRACE_MS = 1000;
  * 8 (no less-worn machine of the same pool was free when one was reserved) and the admin rule (once there is an
  * active admin there always is one, and the `admins` stream says who), folding the World as it goes.
  */
-export function replay(events: RecordedEvent[], defaults: Defaults): Violation[] {
-  const violations = checkInvariants(events, defaults);
+export function replay(events: RecordedEvent[], fallback: Defaults): Violation[] {
+  const violations = checkInvariants(events, fallback);
   const specs = new Map<number, NodeSpec[]>();
   const world = emptyWorld();
   const freedAt = new Map<number, number>();
@@ -85,7 +85,7 @@ export function replay(events: RecordedEvent[], defaults: Defaults): Violation[]
     }
     // Only these events change who is an active admin (a scan of the tenants per event would not scale).
     const admins = ADMIN_EVENTS.has(e.type) ? activeAdmins(world) : undefined;
-    violations.push(...keyRule(world, e, recorded.position), ...freeRule(world, e, recorded.position), ...leaseRule(world, recorded, defaults));
+    violations.push(...keyRule(world, e, recorded.position), ...freeRule(world, e, recorded.position), ...leaseRule(world, recorded, fallback));
     evolve(world, e);
     if (admins) violations.push(...adminRule(e, recorded.position, admins, activeAdmins(world)));
     const touched = (e.data as { machineId?: number }).machineId;
@@ -150,10 +150,10 @@ function freeRule(world: ReturnType<typeof emptyWorld>, e: DuffyEvent, position:
 
 /**
  * The lease rule, before the event is folded: but for an admin (the event's `actor`), an extension never takes a
- * lease past its creation plus the tenant's maximum lifetime then (a tenant's own setting, else `defaults`: the
- * configuration given to the replay, so a default lowered since is judged by its new value).
+ * lease past its creation plus the tenant's maximum lifetime then (a tenant's own setting, else the defaults recorded
+ * last, else `fallback`: the configuration given to the replay, for a ledger written before Duffy recorded them).
  */
-function leaseRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent, defaults: Defaults): Violation[] {
+function leaseRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent, fallback: Defaults): Violation[] {
   const e = recorded as RecordedEvent & DuffyEvent;
   if (e.type !== 'SessionExtended') return [];
   const session = world.sessions.get(e.data.sessionId);
@@ -161,6 +161,7 @@ function leaseRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent
   const actorId = typeof recorded.metadata.actor === 'string' ? world.tenantIdsByName.get(recorded.metadata.actor) : undefined;
   // No actor recorded, or one that is not a tenant: who extended it cannot be told, so neither can the limit.
   if (!session || !tenant || actorId === undefined || world.tenants.get(actorId)?.isAdmin) return [];
+  const defaults = world.defaults ?? fallback;
   const latest = latestExpiryMs(session, tenant, defaults);
   if (!(Date.parse(e.data.expiresAt) > latest)) return [];
   return [{

@@ -1,5 +1,5 @@
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
-import type { Defaults } from '../domain/decide.js';
+import type { Defaults } from '../domain/events.js';
 import type { DuffyEvent } from '../domain/events.js';
 
 export interface Violation {
@@ -35,7 +35,9 @@ export function holdEnds(e: DuffyEvent): { machineId: number; sessionId: number 
  * for a session that has ended) it can see in events alone. Quota (3) is counted from the machines each tenant's sessions hold, whatever QuotaClaimed says.
  * Pure: feed it events in ledger order.
  */
-export function checkInvariants(events: Iterable<RecordedEvent>, defaults: Defaults): Violation[] {
+export function checkInvariants(events: Iterable<RecordedEvent>, fallback: Defaults): Violation[] {
+  /** The defaults recorded last (DefaultsSet); `fallback` (the replay's configuration) on a ledger that holds none yet. */
+  let defaults = fallback;
   const violations: Violation[] = [];
   const holder = new Map<number, { sessionId: number; tenantId: number; position: bigint }>();
   const quota = new Map<number, number | null>();
@@ -51,6 +53,7 @@ export function checkInvariants(events: Iterable<RecordedEvent>, defaults: Defau
       violations.push({ invariant: 6, message: `${recorded.stream}: revision ${recorded.revision} follows ${prev}`, positions: [at] });
     }
     lastRevision.set(recorded.stream, recorded.revision);
+    if (e.type === 'DefaultsSet') defaults = e.data;
     if (e.type === 'TenantRegistered') quota.set(e.data.tenantId, e.data.nodeQuota);
     if (e.type === 'TenantUpdated' && e.data.changes.nodeQuota !== undefined) quota.set(e.data.tenantId, e.data.changes.nodeQuota);
     if (e.type === 'SessionReleased' || e.type === 'SessionExpired' || e.type === 'SessionFailed' || e.type === 'SessionRejected') endedAt.set(e.data.sessionId, at);

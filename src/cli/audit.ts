@@ -179,7 +179,7 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
   audit
     .command('replay')
     .description('replay every event and report each broken invariant with the events that show it')
-    .option('--config <file>', 'configuration whose tenant defaults apply', process.env.DUFFY_CONFIG ?? DEMO_CONFIG)
+    .option('--config <file>', 'configuration whose tenant defaults apply until the ledger records its own (DefaultsSet; ledgers written before Duffy recorded them)', process.env.DUFFY_CONFIG ?? DEMO_CONFIG)
     .action(async (o: { config: string }) => {
       const d = loadConfig(o.config).defaults;
       const { count, violations } = await withLedger((events) => ({

@@ -2,7 +2,7 @@ import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfil
 import { unmet } from './hardware.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { parseDuration } from './duration.js';
-import { type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream } from './events.js';
+import { type Defaults, type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream } from './events.js';
 import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, hostKey, isRetired, machineIdOfHost } from './world.js';
 
 /*
@@ -59,12 +59,6 @@ export const NOTHING_IN_FLIGHT: InFlightView = { busy: () => false, quota: () =>
 /** Longest lease a tenant setting or the configured defaults may give: 30 days, in seconds. */
 export const MAX_LIFETIME = 30 * 24 * 3600;
 
-export interface Defaults {
-  nodeQuota: number;
-  sessionLifetime: number;
-  sessionLifetimeMax: number;
-}
-
 export const effective = (t: Tenant, d: Defaults) => ({
   nodeQuota: t.nodeQuota ?? d.nodeQuota,
   sessionLifetime: t.sessionLifetime ?? d.sessionLifetime,
@@ -91,6 +85,15 @@ function allocateIds(world: World, kind: 'tenant' | 'machine', count: number, in
 function adminsChanged(world: World, admins: number[], now: string, inFlight: InFlightView): Write {
   const expected = inFlight.revision(stream.admins, world.adminsRevision);
   return { stream: stream.admins, expected: expected < 0 ? 'no_stream' : expected, events: [{ type: 'ActiveAdminsChanged', data: { admins: admins.sort((a, b) => a - b), at: now } }] };
+}
+
+/** The configuration's tenant defaults, recorded when they differ from the last ones the ledger holds (or it holds none). */
+export function decideRecordDefaults(world: World, configured: Defaults, now: string, inFlight: InFlightView): Decision {
+  const last = world.defaults;
+  if (last && last.nodeQuota === configured.nodeQuota && last.sessionLifetime === configured.sessionLifetime && last.sessionLifetimeMax === configured.sessionLifetimeMax) return [];
+  const expected = inFlight.revision(stream.defaults, world.defaultsRevision);
+  const { nodeQuota, sessionLifetime, sessionLifetimeMax } = configured;
+  return [{ stream: stream.defaults, expected: expected < 0 ? 'no_stream' : expected, events: [{ type: 'DefaultsSet', data: { nodeQuota, sessionLifetime, sessionLifetimeMax, at: now } }] }];
 }
 
 const KEY_IN_USE = 'that API key is already in use';

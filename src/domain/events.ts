@@ -78,6 +78,13 @@ export interface TenantSettings {
   sessionLifetimeMax: number | null;
 }
 
+/** A tenant's settings where it has none of its own (the configuration's `defaults`). */
+export interface Defaults {
+  nodeQuota: number;
+  sessionLifetime: number;
+  sessionLifetimeMax: number;
+}
+
 export type DuffyEvent =
   | { type: 'IdAllocated'; data: { kind: string } }
   | {
@@ -97,6 +104,12 @@ export type DuffyEvent =
    * instances giving one key to two tenants at once cannot both commit. The key's digest is in the tenant's event.
    */
   | { type: 'ApiKeyAssigned'; data: { tenantId: number; at: string } }
+  /**
+   * The tenant defaults of the configuration Duffy started with, on the `defaults` stream, whenever they differ from
+   * the last ones recorded: the quota and lifetimes of a tenant without its own setting, so a replay judges each
+   * decision by the defaults it was made under.
+   */
+  | { type: 'DefaultsSet'; data: Defaults & { at: string } }
   | { type: 'QuotaClaimed'; data: { tenantId: number; sessionId: number; count: number; at: string } }
   | { type: 'QuotaReturned'; data: { tenantId: number; sessionId: number; count: number; at: string } }
   /**
@@ -216,6 +229,7 @@ export const stream = {
   ids: (kind: 'tenant' | 'machine') => `ids-${kind}`,
   admins: 'admins',
   apiKeys: 'api-keys',
+  defaults: 'defaults',
 };
 
 /** The session id of a session stream's name, else undefined. */

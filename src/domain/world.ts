@@ -1,4 +1,4 @@
-import { type DuffyEvent, type Hardware, type MachineService, type MachineState, type NodeSpec, type PlaybookAction, type ReleaseReason, type TenantSettings, machinesAsked } from './events.js';
+import { type Defaults, type DuffyEvent, type Hardware, type MachineService, type MachineState, type NodeSpec, type PlaybookAction, type ReleaseReason, type TenantSettings, machinesAsked } from './events.js';
 import { FreeIndex, LeaseIndex, WorkIndex, isFree } from './indexes.js';
 import { IdSet } from './ordered-set.js';
 
@@ -166,6 +166,9 @@ export interface World {
   /** Last revision of the `admins` stream (-1: none yet), where every change to the set of active admins is checked. */
   adminsRevision: number;
   apiKeysRevision: number;
+  /** The tenant defaults last recorded (DefaultsSet), null on a ledger that holds none; and the `defaults` stream's revision. */
+  defaults: Defaults | null;
+  defaultsRevision: number;
   position: bigint;
 }
 
@@ -238,6 +241,8 @@ export function emptyWorld(): World {
     idRevisions: new Map(),
     adminsRevision: -1,
     apiKeysRevision: -1,
+    defaults: null,
+    defaultsRevision: -1,
     position: 0n,
   };
 }
@@ -359,6 +364,12 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
     case 'ApiKeyAssigned':
       world.apiKeysRevision = revision;
       return world;
+    case 'DefaultsSet': {
+      const { nodeQuota, sessionLifetime, sessionLifetimeMax } = event.data;
+      world.defaults = { nodeQuota, sessionLifetime, sessionLifetimeMax };
+      world.defaultsRevision = revision;
+      return world;
+    }
     case 'TenantRegistered': {
       const d = event.data;
       world.tenants.set(d.tenantId, {

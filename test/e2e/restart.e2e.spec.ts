@@ -49,6 +49,32 @@ describe('restart', () => {
     }
   });
 
+  it('records the tenant defaults it starts with before any decision, again only when they change', async () => {
+    const configFile = instantDemoConfig();
+    const config = parse(readFileSync(configFile, 'utf8'));
+    const recorded = async (d: Running) => (await ledgerEvents(d)).filter((e) => e.type === 'DefaultsSet').map((e) => e.data);
+    let duffy = await startDuffy({ configFile });
+    const dataDir = duffy.dataDir;
+    const first = await ledgerEvents(duffy);
+    // Before any decision made under them (the admin's registration is the first).
+    expect(first.findIndex((e) => e.type === 'DefaultsSet')).toBeLessThan(first.findIndex((e) => e.type === 'TenantRegistered'));
+    expect(await recorded(duffy)).toEqual([{ nodeQuota: 10, sessionLifetime: 21600, sessionLifetimeMax: 43200, at: expect.any(String) }]);
+    await duffy.close();
+    duffy = await startDuffy({ dataDir, configFile });
+    expect(await recorded(duffy)).toHaveLength(1);
+    await duffy.close();
+    writeFileSync(configFile, stringify({ ...config, defaults: { ...config.defaults, 'node-quota': 1 } }));
+    duffy = await startDuffy({ dataDir, configFile });
+    try {
+      expect((await recorded(duffy)).map((d) => d.nodeQuota)).toEqual([10, 1]);
+      expect(duffy.app.get(Ledger).world.defaults?.nodeQuota).toBe(1);
+      const bob = await newTenant(duffy, 'bob');
+      expect((await bob.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 2 }] })).status).toBe(403);
+    } finally {
+      await duffy.close();
+    }
+  });
+
   it('given a ledger restored from a backup under newer read models, then the read models are rebuilt from it, not served', async () => {
     let duffy: Running = await startDuffy();
     const dataDir = duffy.dataDir;

@@ -67,3 +67,31 @@ describe('audit replay: rule lease (no extension past the maximum lifetime, but 
     expect(breaches(ledger(...started(), anonymous), 'lease')).toEqual([]);
   });
 });
+
+describe('audit replay: quota and lease judged by the tenant defaults recorded when the event was written', () => {
+  const defaultsSet = (d: typeof DEFAULTS, s: number): [string, DuffyEvent] => ['defaults', { type: 'DefaultsSet', data: { ...d, at: at(s) } }];
+  const extended = (to: number): [string, DuffyEvent, string] => ['session-1', { type: 'SessionExtended', data: { sessionId: 1, expiresAt: at(to), at: at(60) } }, 'alice'];
+
+  it('uses the recorded maximum lifetime, not the replay configuration, once the ledger holds one', () => {
+    // Recorded 3 h at most; the replay's configuration (DEFAULTS) says 2 h.
+    const longer = defaultsSet({ ...DEFAULTS, sessionLifetimeMax: 10_800 }, 0);
+    expect(breaches(ledger(longer, ...startedSession(), extended(9000)), 'lease')).toEqual([]);
+    expect(breaches(ledger(longer, ...startedSession(), extended(10_801)), 'lease')[0].message).toContain('past its maximum lifetime of 10800 s');
+    // Without DefaultsSet (a ledger from before Duffy recorded them) the configuration given to the replay applies.
+    expect(breaches(ledger(...startedSession(), extended(9000)), 'lease')).toHaveLength(1);
+  });
+
+  it('judges each reservation by the defaults in force then: a quota lowered later does not flag what came before', () => {
+    const reserveFor = (machineId: number, sessionId: number): [string, DuffyEvent] => [
+      `machine-m${machineId}`,
+      { type: 'MachineReserved', data: { machineId, hostname: `m${machineId}`, sessionId, tenantId: 1, pool: 'p', platform: 'intel', affinity: 'established', contextualize: false, at: at(machineId) } },
+    ];
+    const machines = [1, 2, 3].map((i) => machine(i, `m${i}`, 'p'));
+    const three = [reserveFor(1, 1), reserveFor(2, 2), reserveFor(3, 3)];
+    const quotaBreaches = (events: RecordedEvent[]) => replay(events, { ...DEFAULTS, nodeQuota: 3 }).filter((v) => v.invariant === 3);
+    // Three held under a recorded default of 3; the default lowered to 2 afterwards: no breach.
+    expect(quotaBreaches(ledger(defaultsSet({ ...DEFAULTS, nodeQuota: 3 }, 0), tenant(1, 'alice'), ...machines, ...three, defaultsSet({ ...DEFAULTS, nodeQuota: 2 }, 9)))).toEqual([]);
+    // Recorded 2 while the third was reserved: a breach, whatever the replay's configuration (3) says.
+    expect(quotaBreaches(ledger(defaultsSet({ ...DEFAULTS, nodeQuota: 2 }, 0), tenant(1, 'alice'), ...machines, ...three)).map((v) => v.message)).toEqual(['tenant 1 holds 3 machines over its quota of 2']);
+  });
+});

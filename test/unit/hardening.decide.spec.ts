@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { type Decision, NOTHING_IN_FLIGHT, type Refusal, type Write, decideExtendSession, decideRegisterMachines, decideRegisterTenant, decideUpdateTenant, parseExpiry } from '../../src/domain/decide.js';
+import { type Decision, NOTHING_IN_FLIGHT, type Refusal, type Write, decideExtendSession, decideRecordDefaults, decideRegisterMachines, decideRegisterTenant, decideUpdateTenant, parseExpiry } from '../../src/domain/decide.js';
 import { machineIdOfHost } from '../../src/domain/world.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
 import { AT, DEFAULTS, LATER, given, machine, startedSession, tenant, written } from '../support/given.js';
@@ -146,6 +146,25 @@ describe('changing a retired tenant', () => {
     expect(decideUpdateTenant(w.tenants.get(2)!, { changes: { nodeQuota: 4 }, now: LATER }, w)).toEqual({ refused: 'invalid', reason: 'tenant t (id=2) is retired' });
     expect(decideUpdateTenant(w.tenants.get(2)!, { changes: {}, active: false, now: LATER }, w)).toEqual([]);
     expect(written(decideUpdateTenant(w.tenants.get(2)!, { changes: { nodeQuota: 4 }, active: true, now: LATER }, w) as Write[])[0].events.map((e) => e.type)).toEqual(['TenantUpdated', 'TenantReactivated']);
+  });
+});
+
+describe('recording the tenant defaults a start brings', () => {
+  const recorded = (d = DEFAULTS): [string, DuffyEvent] => ['defaults', { type: 'DefaultsSet', data: { ...d, at: AT } }];
+
+  it('given none recorded, when Duffy starts, then its defaults are recorded on a new stream', () => {
+    expect(written(decideRecordDefaults(given(), DEFAULTS, LATER, NOTHING_IN_FLIGHT) as Write[])).toEqual([
+      { stream: 'defaults', expected: 'no_stream', events: [{ type: 'DefaultsSet', data: { ...DEFAULTS, at: LATER } }] },
+    ]);
+  });
+
+  it('given the same ones recorded, then nothing; given others, then the new ones after the last', () => {
+    expect(decideRecordDefaults(given(recorded()), DEFAULTS, LATER, NOTHING_IN_FLIGHT)).toEqual([]);
+    const lowered = { ...DEFAULTS, nodeQuota: 2 };
+    expect(written(decideRecordDefaults(given(recorded(), recorded({ ...DEFAULTS, sessionLifetime: 60 })), lowered, LATER, NOTHING_IN_FLIGHT) as Write[])).toEqual([
+      { stream: 'defaults', expected: 1, events: [{ type: 'DefaultsSet', data: { ...lowered, at: LATER } }] },
+    ]);
+    expect(given(recorded(), recorded(lowered)).defaults).toEqual(lowered);
   });
 });
 
