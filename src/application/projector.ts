@@ -2,6 +2,7 @@ import type { Mark, Projection } from '../../projections/index.js';
 import type { EventStore, RecordedEvent, Subscription } from './ports/event-store.port.js';
 import type { DuffyEvent } from '../domain/events.js';
 import type { DocChange, ReadModelStore } from './ports/read-model.port.js';
+import { refuse } from '../domain/errors.js';
 
 /**
  * Past this many events folded and not yet handed to the store, the subscription waits for the store: batches are
@@ -126,8 +127,13 @@ export class ProjectionRunner {
     while (this.position < position) {
       if (this.failure) throw this.failure;
       if (this.writeFailure) throw this.writeFailure;
-      if (Date.now() > end) throw new Error(`projection ${this.projection.name} is behind: at ${this.position}, wanted ${position}`);
-      await (this.flushing ?? new Promise((r) => setTimeout(r, 5)));
+      // A 503 for the reader (a rebuild of a long ledger takes longer than a read may wait), not a fault.
+      if (Date.now() > end) refuse('unavailable', `the read models are behind the ledger (projection ${this.projection.name} at ${this.position} of ${position}: being rebuilt?); try again shortly`);
+      // A rebuild's flush goes on until it has caught up: waited for no longer than the deadline.
+      let timer: NodeJS.Timeout | undefined;
+      const due = new Promise<void>((r) => (timer = setTimeout(r, this.flushing ? Math.max(0, end - Date.now()) + 1 : 5)));
+      await Promise.race([this.flushing, due].filter(Boolean));
+      clearTimeout(timer);
     }
   }
 

@@ -112,6 +112,18 @@ describe('projection runner', () => {
     expect(store.checkpoints.get(machineStress.name)!.position).toBe(events.at(-1)!.position);
   });
 
+  it('answers a reader it cannot catch up with in time as unavailable (503), not as a fault', async () => {
+    const store = new FakeStore();
+    const release = store.holdWrites();
+    const runner = new ProjectionRunner(machineStress, noLedger, store);
+    await runner.prepare();
+    const events = ledger(3);
+    for (const e of events) runner.push(e);
+    await expect(runner.caughtUp(events.at(-1)!.position, 50)).rejects.toMatchObject({ kind: 'unavailable', message: expect.stringMatching(/^the read models are behind the ledger \(projection machine-stress at 0 of \d+: being rebuilt\?\); try again shortly$/) });
+    release();
+    await runner.caughtUp(events.at(-1)!.position);
+  });
+
   it('keeps a refused batch and writes it, with what came after, once the store takes writes again', async () => {
     const events = ledger(30);
     const store = new FakeStore();
