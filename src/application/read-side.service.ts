@@ -4,6 +4,10 @@ import { Ledger } from './ledger.service.js';
 import type { Subscription } from './ports/event-store.port.js';
 import { ProjectionRunner, dropRetired, followTogether } from './projector.js';
 import { READ_MODELS, type ReadModelStore } from './ports/read-model.port.js';
+import { refuse } from '../domain/errors.js';
+
+const READ_ATTEMPTS = 5;
+const REREAD_AFTER_MS = 50;
 
 /** Runs every projection of projections/ against the configured read-model store. */
 @Injectable()
@@ -60,8 +64,24 @@ export class ReadSide implements OnApplicationShutdown {
     await Promise.all(this.runners.map((r) => r.caughtUp(position)));
   }
 
-  /** Changes whenever some projection's documents go back to position 0 (a rebuild): reads under way read again. */
-  get resets(): number {
+  /**
+   * `read` once the read models hold `position`, read again (up to READ_ATTEMPTS times, then 503) when a rebuild
+   * dropped documents while it ran, or `whole` says it found part of what it needs: a read never shows half of the
+   * old documents and half of the new.
+   */
+  async readWhole<T>(position: bigint, read: () => Promise<T>, whole: (result: T) => boolean = () => true): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      await this.caughtUp(position);
+      const resets = this.resets();
+      const result = await read();
+      if (this.resets() === resets && whole(result)) return result;
+      if (attempt === READ_ATTEMPTS) refuse('unavailable', 'the read models are being rebuilt; try again shortly');
+      await new Promise((r) => setTimeout(r, REREAD_AFTER_MS));
+    }
+  }
+
+  /** Changes whenever some projection's documents go back to position 0 (a rebuild). */
+  private resets(): number {
     return this.runners.reduce((n, r) => n + r.resets, 0);
   }
 

@@ -4,7 +4,6 @@ import { Ledger } from '../application/ledger.service.js';
 import { type Machine, type Session, type World, emptyWorld } from '../domain/world.js';
 import { ReadSide } from '../application/read-side.service.js';
 import type { Doc } from '../application/ports/read-model.port.js';
-import { refuse } from '../domain/errors.js';
 
 type Filter = Record<string, string | number | boolean | null>;
 /** A stored document as the API shows it: without the id field the store keeps in it. */
@@ -24,18 +23,10 @@ export class ReadViews {
 
   /**
    * `sessions` may be several filters, read in the order given into one World (a later read of a session wins).
-   * Read again, up to READ_ATTEMPTS times, when a rebuild began meanwhile or a session's tenant is missing (another
-   * instance rebuilding a shared store): a read never shows half of the old documents and half of the new.
+   * A session whose tenant is missing was read while another instance rebuilds a shared store: read again.
    */
-  async load(what: { sessions?: Filter | number | Filter[]; machines?: Filter | number; tenants?: Filter | number }): Promise<World> {
-    for (let attempt = 1; ; attempt++) {
-      await this.readSide.caughtUp(this.ledger.world.position);
-      const resets = this.readSide.resets;
-      const world = await this.read(what);
-      if (this.readSide.resets === resets && [...world.sessions.values()].every((s) => world.tenants.has(s.tenantId))) return world;
-      if (attempt === READ_ATTEMPTS) refuse('unavailable', 'the read models are being rebuilt; try again shortly');
-      await new Promise((r) => setTimeout(r, REREAD_AFTER_MS));
-    }
+  load(what: { sessions?: Filter | number | Filter[]; machines?: Filter | number; tenants?: Filter | number }): Promise<World> {
+    return this.readSide.readWhole(this.ledger.world.position, () => this.read(what), (world) => [...world.sessions.values()].every((s) => world.tenants.has(s.tenantId)));
   }
 
   private async read(what: { sessions?: Filter | number | Filter[]; machines?: Filter | number; tenants?: Filter | number }): Promise<World> {
@@ -78,5 +69,4 @@ export class ReadViews {
 
 /** Up to this many referred documents are read one by one; more, the whole collection in one read. */
 const ONE_BY_ONE = 64;
-const READ_ATTEMPTS = 5;
-const REREAD_AFTER_MS = 50;
+

@@ -78,17 +78,18 @@ export class StatsController {
     return out;
   }
 
-  private async fresh(actor: Actor) {
+  /** `read` for an admin, on read models that hold everything written so far, whole (see ReadSide.readWhole). */
+  private fresh<T>(actor: Actor, read: () => Promise<T>): Promise<T> {
     if (!actor.tenant.isAdmin) refuse('forbidden', 'only admins may read stats');
-    await this.readSide.caughtUp(this.ledger.world.position);
+    return this.readSide.readWhole(this.ledger.world.position, read);
   }
 
   @ApiOperation({ summary: 'hardware stress per pool, platform and machine (admin)' })
   @Get('stress')
   async stress(@CurrentActor() actor: Actor) {
-    await this.fresh(actor);
-    const machines = await this.readSide.store.find('machine_stress');
-    const pools = await this.readSide.store.find('pool_stress');
+    const [machines, pools, platforms] = await this.fresh(actor, () =>
+      Promise.all(['machine_stress', 'pool_stress', 'platform_stress'].map((c) => this.readSide.store.find(c))),
+    );
     return {
       action: 'get',
       pools: pools.map((p) => {
@@ -96,7 +97,7 @@ export class StatsController {
         // Gini of busy time: 0 = wear spread evenly over the pool, 1 = one machine does all the work.
         return { ...strip(p), busy_gini: round(gini(busy)) };
       }),
-      platforms: (await this.readSide.store.find('platform_stress')).map(strip),
+      platforms: platforms.map(strip),
       machines: machines.map(strip),
     };
   }
@@ -114,12 +115,13 @@ export class StatsController {
   @ApiOperation({ summary: 'fairness per tenant (admin)' })
   @Get('fairness')
   async fairness(@CurrentActor() actor: Actor) {
-    await this.fresh(actor);
     const now = Date.now();
-    const capacity = Number((await this.readSide.store.get('capacity', 'all'))?.machines ?? 0);
-    const usage = await this.readSide.store.find('tenant_usage');
-    const intervals = await this.busySpells();
-    const fair = fairShareJain(await this.demands(usage, intervals, now), now - 24 * HOUR, now);
+    const { capacity, usage, intervals, demands } = await this.fresh(actor, async () => {
+      const usage = await this.readSide.store.find('tenant_usage');
+      const intervals = await this.busySpells();
+      return { capacity: Number((await this.readSide.store.get('capacity', 'all'))?.machines ?? 0), usage, intervals, demands: await this.demands(usage, intervals, now) };
+    });
+    const fair = fairShareJain(demands, now - 24 * HOUR, now);
     const tenants = usage.map((t) => {
       const held = (intervals.get(String(t.tenant_id)) ?? []).map(([start, end]) => ({ start, end }));
       const hours = (windowMs: number) => round(recentUsageMs(held, now, windowMs) / HOUR, 3);

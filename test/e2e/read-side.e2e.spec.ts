@@ -92,50 +92,46 @@ describe('read side: projections over a mixed workload', () => {
   it('reads again when a rebuild drops the documents in the middle of a read: no 500, no 404, nothing missing', async () => {
     const readSide = duffy.app.get(ReadSide);
     const store = readSide.store;
-    const before = await duffy.admin.get(`${V1}/sessions`);
-    expect(before.status).toBe(200);
-    expect(before.body.sessions.length).toBeGreaterThan(0);
-    const tenant = (await duffy.admin.get(`${V1}/tenants`)).body.tenants.find((t: { name: string }) => t.name === 'alice');
     const { find, get, reset } = store;
-    let resetDone!: () => void;
-    const wasReset = new Promise<void>((r) => (resetDone = r));
-    store.reset = async (...args) => {
-      await reset.apply(store, args);
-      resetDone();
-    };
-    // The read's first step is answered from before the rebuild; its next steps run after the documents are gone.
-    let straddled = 0;
-    const straddle = async <T>(result: T): Promise<T> => {
-      if (straddled++ === 0) {
-        void readSide.rebuild();
-        await wasReset;
-      }
-      return result;
-    };
-    try {
-      store.find = async (collection, filter) => straddle(await find.call(store, collection, filter));
-      const list = await duffy.admin.get(`${V1}/sessions`);
-      expect(straddled).toBeGreaterThan(0);
-      expect(list.status).toBe(200);
-      expect(list.body).toEqual(before.body);
-
-      store.find = find;
-      straddled = 0;
-      const wasResetAgain = new Promise<void>((r) => (resetDone = r));
-      store.get = async (collection, id) => {
-        const doc = await get.call(store, collection, id);
-        if (straddled++ === 0) {
-          void readSide.rebuild();
-          await wasResetAgain;
-        }
-        return doc;
+    /**
+     * GET `path` with its first read of the store (`method`) answered from before a rebuild, and the read's next steps
+     * run after the rebuild has dropped projection `dropped`'s documents.
+     */
+    const straddled = async (path: string, method: 'find' | 'get', dropped: string) => {
+      let gone!: () => void;
+      const wasDropped = new Promise<void>((r) => (gone = r));
+      store.reset = async (projection, collections) => {
+        await reset.call(store, projection, collections);
+        if (projection === dropped) gone();
       };
-      const one = await duffy.admin.get(`${V1}/tenants/${tenant.id}`);
-      expect(one.status).toBe(200);
-      expect(one.body.tenant.name).toBe('alice');
-    } finally {
-      Object.assign(store, { find, get, reset });
-    }
+      let first = true;
+      const original = method === 'find' ? find : get;
+      store[method] = (async (...args: [string, never]) => {
+        const result = await (original as (...a: [string, never]) => Promise<unknown>).apply(store, args);
+        if (first) {
+          first = false;
+          void readSide.rebuild();
+          await wasDropped;
+        }
+        return result;
+      }) as never;
+      try {
+        return await duffy.admin.get(path);
+      } finally {
+        Object.assign(store, { find, get, reset });
+        expect(first).toBe(false);
+      }
+    };
+    const sessions = await duffy.admin.get(`${V1}/sessions`);
+    expect(sessions.body.sessions.length).toBeGreaterThan(0);
+    expect(await straddled(`${V1}/sessions`, 'find', 'entities')).toMatchObject({ status: 200, body: sessions.body });
+
+    const alice = (await duffy.admin.get(`${V1}/tenants`)).body.tenants.find((t: { name: string }) => t.name === 'alice');
+    expect(await straddled(`${V1}/tenants/${alice.id}`, 'get', 'entities')).toMatchObject({ status: 200, body: { tenant: alice } });
+
+    // Stats read several collections: all from before the rebuild or all from after it.
+    const stress = await duffy.admin.get(`${V1}/stats/stress`);
+    expect(await straddled(`${V1}/stats/stress`, 'find', 'machine-stress')).toMatchObject({ status: 200, body: stress.body });
   });
 
   it('changes nothing when the same event is delivered twice', async () => {
