@@ -1,6 +1,5 @@
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
-import type { Defaults } from '../domain/events.js';
-import type { DuffyEvent } from '../domain/events.js';
+import type { Defaults, DuffyEvent } from '../domain/events.js';
 
 export interface Violation {
   /**

@@ -1,7 +1,6 @@
 import type { Write } from './decide.js';
-import type { Defaults } from './events.js';
 import { decideReserve, effective, freeMachines, recycled } from './decide.js';
-import { type DuffyEvent, type PlaybookAction, type PlaybookRun, type RecyclePolicy, machinesAsked, stream } from './events.js';
+import { type Defaults, type DuffyEvent, type PlaybookAction, type PlaybookRun, type RecyclePolicy, machinesAsked, stream } from './events.js';
 import type { Machine, Session, World } from './world.js';
 import { type PoolProfile, lessStressed, planAllocation } from './policy.js';
 

@@ -6,6 +6,8 @@ import { ReadSide } from '../application/read-side.service.js';
 import type { Doc } from '../application/ports/read-model.port.js';
 
 type Filter = Record<string, string | number | boolean | null>;
+/** Documents by id or by filter (several for sessions, read in turn). */
+type Wanted = { sessions?: Filter | number | Filter[]; machines?: Filter | number; tenants?: Filter | number };
 /** A stored document as the API shows it: without the id field the store keeps in it. */
 export const strip = ({ __id, ...d }: Doc) => (void __id, d);
 
@@ -25,11 +27,11 @@ export class ReadViews {
    * `sessions` may be several filters, read in the order given into one World (a later read of a session wins).
    * A session whose tenant is missing was read while another instance rebuilds a shared store: read again.
    */
-  load(what: { sessions?: Filter | number | Filter[]; machines?: Filter | number; tenants?: Filter | number }): Promise<World> {
+  load(what: Wanted): Promise<World> {
     return this.readSide.readWhole(this.ledger.world.position, () => this.read(what), (world) => [...world.sessions.values()].every((s) => world.tenants.has(s.tenantId)));
   }
 
-  private async read(what: { sessions?: Filter | number | Filter[]; machines?: Filter | number; tenants?: Filter | number }): Promise<World> {
+  private async read(what: Wanted): Promise<World> {
     const store = this.readSide.store;
     const world = emptyWorld();
     const many = async (collection: string, q: Filter | number) =>
