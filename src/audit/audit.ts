@@ -7,7 +7,7 @@ import { damagedDatabase } from '../adapters/eventstore/storage-fault.js';
 import { isEventStoreUrl } from '../config/config.js';
 import { isRecord, verifyGlobalChain } from './chain.js';
 import { effective, latestExpiryMs } from '../domain/decide.js';
-import type { Defaults, DuffyEvent, NodeSpec } from '../domain/events.js';
+import { type Defaults, type DuffyEvent, type NodeSpec, stream } from '../domain/events.js';
 import { activeAdmins, emptyWorld, evolve, isRetired } from '../domain/world.js';
 import { isFree } from '../domain/indexes.js';
 import { lessStressed } from '../domain/policy.js';
@@ -221,10 +221,17 @@ export function whoHad(events: readonly RecordedEvent[], hostname: string, at: D
   return { hostname, ...current, tenant, until, ended: sessionEnds(events).get(current.sessionId) ?? null };
 }
 
-/** Every event about one session, machine or tenant: its own stream plus the events elsewhere that name it. */
+/** Streams of their own that no other event names: their history is the stream. */
+const SINGLE_STREAMS: readonly string[] = [stream.defaults, stream.admins, stream.apiKeys];
+
+/**
+ * Every event about one session, machine or tenant: its own stream plus the events elsewhere that name it; or one of
+ * SINGLE_STREAMS (the tenant defaults recorded at each start, the active admins, the keys given).
+ */
 export function history(events: RecordedEvent[], subject: string): RecordedEvent[] {
+  if (SINGLE_STREAMS.includes(subject)) return events.filter((e) => e.stream === subject);
   const m = /^(session|machine|tenant)-(.+)$/.exec(subject);
-  if (!m) throw new Error(`history needs session-<id>, machine-<hostname> or tenant-<name>, got ${subject}`);
+  if (!m) throw new Error(`history needs session-<id>, machine-<hostname>, tenant-<name> or one of ${SINGLE_STREAMS.join(', ')}, got ${subject}`);
   const [, kind, key] = m;
   let tenantId: number | undefined;
   if (kind === 'tenant') tenantId = events.find((e) => e.type === 'TenantRegistered' && e.data.name === key)?.data.tenantId as number | undefined;
@@ -305,6 +312,10 @@ export function detailOf(e: RecordedEvent): string {
         return `until ${d.expiresAt}`;
       case 'TenantUpdated':
         return Object.keys((d.changes as object) ?? {}).join(', ');
+      case 'DefaultsSet':
+        return `quota ${d.nodeQuota}, lifetime ${d.sessionLifetime} s, at most ${d.sessionLifetimeMax} s`;
+      case 'ActiveAdminsChanged':
+        return `admins ${(d.admins as number[]).join(', ')}`;
       default:
         return run ? ran.trim() : '';
     }

@@ -74,6 +74,10 @@ describe('auditor CLI on a real ledger', () => {
     expect(await duffyCli('audit', '--ledger', ledger, 'who-had', 'nosuch.host', '--at', reserved.data.at)).toMatchObject({ exitCode: 4 });
     expect(await duffyCli('audit', '--ledger', ledger, 'history', 'session-99999')).toMatchObject({ exitCode: 4, lines: [] });
     expect(await duffyCli('audit', '--ledger', ledger, 'history', 'tenant-nobody')).toMatchObject({ exitCode: 4 });
+    // The tenant defaults each start recorded: a stream of its own, with what they were.
+    const defaults = await duffyCli('audit', '--ledger', ledger, 'history', 'defaults');
+    expect(defaults.lines.filter((l) => / DefaultsSet /.test(l))).toEqual([expect.stringMatching(/quota 10, lifetime 21600 s, at most 43200 s$/)]);
+    expect((await duffyCli('audit', '--ledger', ledger, 'history', 'nonsense')).exitCode).not.toBe(0);
     const nobody = await duffyCli('audit', '--ledger', ledger, 'who-had', reserved.data.hostname, '--at', '2000-01-01T00:00:00Z');
     expect(nobody.lines[0]).toMatch(/^nobody held/);
     const all = await duffyCli('audit', '--ledger', ledger, 'export');
