@@ -71,4 +71,3 @@ export class ReadViews {
 
 /** Up to this many referred documents are read one by one; more, the whole collection in one read. */
 const ONE_BY_ONE = 64;
-
