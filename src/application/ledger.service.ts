@@ -18,7 +18,7 @@ import { GENESIS, appendLinks } from '../audit/chain.js';
 import { type Decision, type InFlightView, type Write, isRefusal, raise } from '../domain/decide.js';
 import { type DuffyEvent, machinesAsked, sessionOfStream } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
-import { type World, emptyWorld, evolve, hostKey } from '../domain/world.js';
+import { type World, emptyWorld, evolve, addressKey, hostKey } from '../domain/world.js';
 
 /** How many heads may be noted beyond those kept at the last sweep before the heads of forgotten sessions are let go. */
 const HEADS_SLACK = 4096;
@@ -47,7 +47,7 @@ interface PendingBatch {
   machines: number[];
   quota: Map<number, number>;
   waiting: Map<number, number>;
-  /** Hosts (by hostKey) registered and API key digests given by this append: unique, but not guarded by one stream. */
+  /** Hosts (by hostKey) and addresses (by addressKey) registered and API key digests given by this append: unique, but not guarded by one stream. */
   claims: Set<string>;
   sessionId: number;
   /** Whether the append landed; settled once it is known (appends chained on this one wait for it on a shared store). */
@@ -427,7 +427,10 @@ export class Ledger implements OnApplicationShutdown {
           batch.sessionId = Math.max(batch.sessionId, e.data.sessionId);
           requested = { tenantId: e.data.tenantId, machines: machinesAsked(e.data.specs) };
         } else if (e.type === 'RequestQueued' && requested) batch.waiting.set(requested.tenantId, (batch.waiting.get(requested.tenantId) ?? 0) + requested.machines);
-        else if (e.type === 'MachineRegistered') batch.claims.add(`host:${hostKey(e.data.hostname)}`);
+        else if (e.type === 'MachineRegistered') {
+          batch.claims.add(`host:${hostKey(e.data.hostname)}`);
+          if (e.data.ipaddr !== null) batch.claims.add(`ip:${addressKey({ ipaddr: e.data.ipaddr, data: e.data.data })}`);
+        }
         else if (e.type === 'TenantRegistered') batch.claims.add(`key:${e.data.apiKeyDigest}`);
         else if (e.type === 'TenantUpdated' && e.data.changes.apiKeyDigest) batch.claims.add(`key:${e.data.changes.apiKeyDigest}`);
       }

@@ -22,7 +22,7 @@ import { PLAYBOOK_ACTIONS, playbookFile } from '../adapters/ansible-runner.js';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { hardwareProblem } from '../domain/hardware.js';
-import { hostKey } from '../domain/world.js';
+import { addressKey, hostKey } from '../domain/world.js';
 import { MAX_LIFETIME } from '../domain/decide.js';
 import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType, type RecyclePolicy } from '../domain/events.js';
 
@@ -136,6 +136,7 @@ export function loadConfig(file: string): DuffyConfig {
     }
   });
   const hosts = new Map<string, string>();
+  const addresses = new Map<string, string>();
   config.machines.forEach((m, i) => {
     if (!pools.has(m.pool)) throw new ConfigError(`${file}: machines[${i}].pool: unknown pool ${m.pool}`);
     const badHardware = m.hardware === undefined ? null : hardwareProblem(m.hardware);
@@ -143,6 +144,12 @@ export function loadConfig(file: string): DuffyConfig {
     const twin = hosts.get(hostKey(m.hostname));
     if (twin !== undefined) throw new ConfigError(`${file}: machines[${i}].hostname: duplicate ${m.hostname}${twin === m.hostname ? '' : ` (of ${twin}: host names ignore case and a trailing dot)`}`);
     hosts.set(hostKey(m.hostname), m.hostname);
+    if (m.ipaddr !== null) {
+      const at = addressKey({ ipaddr: m.ipaddr, data: m.data ?? {} });
+      const holder = addresses.get(at);
+      if (holder !== undefined) throw new ConfigError(`${file}: machines[${i}].ipaddr: ${m.ipaddr} is ${holder}'s too (one address, one machine; machines behind one address differ by data.ssh_port)`);
+      addresses.set(at, m.hostname);
+    }
   });
   config.legacy.forEach((r, i) => {
     if (!pools.has(r.pool)) throw new ConfigError(`${file}: legacy[${i}].pool: unknown pool ${r.pool}`);

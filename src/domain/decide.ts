@@ -3,7 +3,7 @@ import { unmet } from './hardware.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { parseDuration } from './duration.js';
 import { type Defaults, type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream } from './events.js';
-import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, hostKey, isRetired, machineIdOfHost } from './world.js';
+import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, addressKey, hostKey, isRetired, machineAtAddress, machineIdOfHost } from './world.js';
 
 /*
  * Deciders: (World, command, now) -> the writes that record the decision, or a Refusal value.
@@ -40,8 +40,8 @@ export interface InFlightView {
   quota(tenantId: number): number;
   /** Machines asked for by the tenant's requests on their way into the queue. */
   waiting(tenantId: number): number;
-  /** Whether a write on its way registers this host (by hostKey) or gives a tenant this key digest. */
-  claims(kind: 'host' | 'key', value: string): boolean;
+  /** Whether a write on its way registers this host (by hostKey) or address (by addressKey), or gives a tenant this key digest. */
+  claims(kind: 'host' | 'ip' | 'key', value: string): boolean;
   /** Whether a write on its way to this stream says more than the view accounts for (a retirement, say). */
   changing(stream: string): boolean;
   /**
@@ -185,6 +185,7 @@ export function decideRegisterMachines(
   inFlight: InFlightView = NOTHING_IN_FLIGHT,
 ): Decision {
   const seen = new Map<string, string>();
+  const seenIps = new Map<string, string>();
   for (const m of cmd.machines) {
     const known = machineIdOfHost(world, m.hostname);
     // A registration of the host still on its way: another spelling of it would not conflict on its stream.
@@ -193,6 +194,14 @@ export function decideRegisterMachines(
     if (as !== undefined) return refusal('conflict', `node ${m.hostname} already exists${as === m.hostname ? '' : ` as ${as} (host names ignore case and a trailing dot)`}`);
     if (!pools.some((p) => p.name === m.pool)) return refusal('invalid', `unknown pool ${m.pool}`);
     if (!REGISTRABLE_STATES.includes(m.state)) return refusal('invalid', `node ${m.hostname}: state ${m.state} belongs to a session; register it as ready (handed out as it is) or unused (provisioned first)`);
+    if (m.ipaddr !== null) {
+      // As Duffy v3's unique index: two records of one host could be handed to two tenants.
+      const at = { ipaddr: m.ipaddr, data: m.data };
+      const holder = machineAtAddress(world, at)?.hostname ?? seenIps.get(addressKey(at));
+      if (holder !== undefined) return refusal('conflict', `node ${m.hostname}: address ${m.ipaddr} is node ${holder}'s`);
+      if (inFlight.claims('ip', addressKey(at))) return refusal('conflict', `node ${m.hostname}: address ${m.ipaddr} is being registered right now`);
+      seenIps.set(addressKey(at), m.hostname);
+    }
     seen.set(hostKey(m.hostname), m.hostname);
   }
   if (cmd.machines.length === 0) return [];

@@ -141,6 +141,8 @@ export interface World {
   machines: Map<number, Machine>;
   /** Keyed by hostKey(hostname): two spellings of one host are one machine. */
   machineIdsByHostname: Map<string, number>;
+  /** Keyed by ipKey(ipaddr): the machines that have had that address (a new one may not take an address in use). */
+  machineIdsByIp: Map<string, number[]>;
   /** Machines per pool: a decision looks only at the pools it may draw from. */
   machinesByPool: Map<string, Machine[]>;
   /** Machines per pool that are not retired: the most a request that waits could ever get there. */
@@ -229,6 +231,7 @@ export function emptyWorld(): World {
     tenantIdsByDigest: new Map(),
     machines: new Map(),
     machineIdsByHostname: new Map(),
+    machineIdsByIp: new Map(),
     machinesByPool: new Map(),
     notRetiredByPool: new Map(),
     sessions: new Map(),
@@ -251,6 +254,34 @@ export function emptyWorld(): World {
 export const hostKey = (hostname: string) => hostname.toLowerCase().replace(/\.$/, '');
 /** The machine of that host name, however it is spelled. */
 export const machineIdOfHost = (world: World, hostname: string) => world.machineIdsByHostname.get(hostKey(hostname));
+
+/** An address as compared for uniqueness (an IPv6 address's hex digits in either case). */
+const ipKey = (ipaddr: string) => ipaddr.toLowerCase();
+
+/**
+ * The machine already at this address, if any: as Duffy v3's unique index on `ipaddr`, one not retired and not being
+ * provisioned or failed (those may be given a new address). Machines behind one address on distinct ssh ports
+ * (node data `ssh_port`, 22 when not given: the remote driver's) are distinct hosts.
+ */
+export function machineAtAddress(world: World, at: { ipaddr: string; data: Record<string, unknown> }): Machine | undefined {
+  for (const id of world.machineIdsByIp.get(ipKey(at.ipaddr)) ?? []) {
+    const m = world.machines.get(id);
+    if (!m || m.ipaddr === null || ipKey(m.ipaddr) !== ipKey(at.ipaddr) || sshPort(m.data) !== sshPort(at.data)) continue;
+    if (!isRetired(m) && m.state !== 'provisioning' && m.state !== 'failed') return m;
+  }
+  return undefined;
+}
+
+/** An address as compared for uniqueness: the address, and the ssh port when it is not 22. */
+export const addressKey = (at: { ipaddr: string; data: Record<string, unknown> }) => `${ipKey(at.ipaddr)}:${sshPort(at.data)}`;
+const sshPort = (data: Record<string, unknown>) => String(data.ssh_port ?? 22);
+
+function indexIp(world: World, ipaddr: string | null, machineId: number): void {
+  if (ipaddr === null) return;
+  const ids = world.machineIdsByIp.get(ipKey(ipaddr));
+  if (!ids) world.machineIdsByIp.set(ipKey(ipaddr), [machineId]);
+  else if (!ids.includes(machineId)) ids.push(machineId);
+}
 
 /** Whether every machine a session asked for is held by it and deployed: until then its caller waits for the answer. */
 export function handedOver(world: World, s: Session): boolean {
@@ -439,6 +470,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       const d = event.data;
       world.machines.set(d.machineId, newMachine({ id: d.machineId, hostname: d.hostname, ipaddr: d.ipaddr, pool: d.pool, reusable: d.reusable, data: d.data, hardware: d.hardware, comment: d.comment, state: d.state, createdAt: d.at, revision }));
       world.machineIdsByHostname.set(hostKey(d.hostname), d.machineId);
+      indexIp(world, d.ipaddr, d.machineId);
       const inPool = world.machinesByPool.get(d.pool) ?? [];
       inPool.push(world.machines.get(d.machineId)!);
       world.machinesByPool.set(d.pool, inPool);
@@ -524,6 +556,8 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       m.failures = 0;
       if (event.type === 'MachineProvisioned') {
         m.ipaddr = event.data.ipaddr ?? m.ipaddr;
+        // The old address stays listed: machineHoldingIp compares with the machine's address now.
+        indexIp(world, m.ipaddr, m.id);
         m.state = m.sessionId === null ? 'ready' : m.contextualizeOnHandover ? 'contextualizing' : 'deployed';
       } else if (event.type === 'MachineContextualized') {
         m.state = 'deployed';

@@ -9,10 +9,13 @@ import { BasicAuthGuard, CurrentActor } from './auth.js';
 import { ReadViews } from './read-views.js';
 import { NodeCreateDto, NodeServiceDto, TenantCreateDto, TenantUpdateDto } from './dto.js';
 import { hardwareProblem } from '../domain/hardware.js';
+import { isRetired } from '../domain/world.js';
 import { ChangeNodeServiceCommand } from '../application/handlers/node-service.handler.js';
 import { MASKED, maySee, nodeView, poolLevels, tenantView } from './views.js';
 import { nullMembers } from './input.js';
 
+/** Duffy v3's TenantUpdateModel: a body naming any of these is an update. */
+const SETTINGS = ['ssh_key', 'api_key', 'node_quota', 'session_lifetime', 'session_lifetime_max'];
 
 @ApiTags('tenants')
 @Controller('tenants')
@@ -55,8 +58,13 @@ export class TenantsController {
 
   @Put(':id')
   async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() b: TenantUpdateDto, @Req() req: Request) {
-    // As Duffy v3: a setting given as null goes back to the default (every other null means "not given").
+    // As Duffy v3's body, `Union[TenantUpdateModel, TenantRetireModel]`: naming any setting (null included) makes it
+    // an update, whose `active` is ignored; otherwise it retires or reactivates.
+    // The parser drops nulls and remembers their names: a setting given as null goes back to the default (every
+    // other null means "not given").
     const reset = nullMembers(req.body);
+    const updating = SETTINGS.some((k) => k in (req.body as object) || reset.has(k));
+    if (!updating && b.active === undefined) refuse('invalid', `one of ${SETTINGS.join(', ')} or active is required`);
     const setting = <T>(name: string, value: T | undefined) => (value === undefined && reset.has(name) ? null : value);
     const changes = {
       sshKey: b.ssh_key,
@@ -64,14 +72,10 @@ export class TenantsController {
       sessionLifetime: setting('session_lifetime', b.session_lifetime),
       sessionLifetimeMax: setting('session_lifetime_max', b.session_lifetime_max),
     };
-    if (Object.values(b).every((v) => v === undefined) && Object.values(changes).every((v) => v === undefined)) {
-      refuse('invalid', 'one of ssh_key, api_key, node_quota, session_lifetime, session_lifetime_max or active is required');
-    }
     const keyChange = b.api_key === true || b.api_key === 'reset' ? 'reset' : typeof b.api_key === 'string' ? b.api_key : undefined;
-    const { tenant, apiKey } = await this.commands.execute(new UpdateTenantCommand(actor, id, changes, b.active, keyChange));
-    // As Duffy v3: the new key when one was issued, masked after any other change, null after retiring or reactivating only.
-    const onlyActive = Object.entries(b).every(([k, v]) => k === 'active' || v === undefined);
-    return { action: 'put', tenant: { ...tenantView(tenant, this.catalog), api_key: apiKey ?? (onlyActive ? null : MASKED) } };
+    const { tenant, apiKey } = await this.commands.execute(new UpdateTenantCommand(actor, id, changes, updating ? undefined : b.active, keyChange));
+    // As Duffy v3: the new key when one was issued, masked after an update, null after retiring or reactivating.
+    return { action: 'put', tenant: { ...tenantView(tenant, this.catalog), api_key: apiKey ?? (updating ? MASKED : null) } };
   }
 }
 
@@ -87,7 +91,8 @@ export class NodesController {
   @Get()
   async list(@CurrentActor() actor: Actor) {
     const w = await this.views.load({ machines: actor.tenant.isAdmin ? {} : { tenantId: actor.tenant.id } });
-    const visible = [...w.machines.values()].filter((m) => maySee(m, actor.tenant));
+    // As Duffy v3: a retired node is no longer listed (GET /nodes/{id} still shows it).
+    const visible = [...w.machines.values()].filter((m) => !isRetired(m) && maySee(m, actor.tenant));
     return { action: 'get', nodes: visible.sort((a, b) => a.id - b.id).map((m) => nodeView(m, actor.tenant.isAdmin)) };
   }
 

@@ -145,6 +145,68 @@ describe('Duffy v3 compatibility', () => {
     expect((await duffy.admin.get(`${V1}/tenants/${t.id}`)).body.tenant.node_quota).toBe(null);
   });
 
+  describe('PUT /tenants/{id}: the body is Union[TenantUpdateModel, TenantRetireModel] (duffy/app/controllers/tenant.py)', () => {
+    const tenant = async (name: string) => (await duffy.admin.post(`${V1}/tenants`, { name, ssh_key: `ssh-ed25519 AAAA ${name}` })).body.tenant as { id: number };
+
+    it('a body naming any setting is an update: its "active" is ignored, and the key is shown masked', async () => {
+      const t = await tenant('mixed');
+      const u = await duffy.admin.put(`${V1}/tenants/${t.id}`, { active: false, node_quota: 7 });
+      expect([u.status, u.body.tenant.active, u.body.tenant.node_quota, u.body.tenant.api_key]).toEqual([200, true, 7, '**********']);
+      // A setting back to its default is an update too (v3 masks the key there as well).
+      const back = await duffy.admin.put(`${V1}/tenants/${t.id}`, { node_quota: null });
+      expect([back.status, back.body.tenant.node_quota, back.body.tenant.api_key]).toEqual([200, null, '**********']);
+    });
+
+    it('{"api_key": null} or {"ssh_key": null} alone changes nothing: 200 (v3 only asks that one of the fields is there)', async () => {
+      const t = await tenant('nullkey');
+      const before = (await duffy.admin.get(`${V1}/tenants/${t.id}`)).body.tenant;
+      for (const body of [{ api_key: null }, { ssh_key: null }]) {
+        const u = await duffy.admin.put(`${V1}/tenants/${t.id}`, body);
+        expect([u.status, u.body.tenant.api_key]).toEqual([200, '**********']);
+      }
+      expect((await duffy.admin.get(`${V1}/tenants/${t.id}`)).body.tenant).toEqual(before);
+      expect((await duffy.admin.put(`${V1}/tenants/${t.id}`, { active: null })).status).toBe(422);
+    });
+
+    it('a retired tenant is reactivated by {"active": true} alone; an update of it is 422 "tenant x (id=N) is retired"', async () => {
+      const t = await tenant('comeback');
+      expect((await duffy.admin.put(`${V1}/tenants/${t.id}`, { active: false })).body.tenant).toMatchObject({ active: false, api_key: null });
+      const update = await duffy.admin.put(`${V1}/tenants/${t.id}`, { active: true, node_quota: 3 });
+      expect([update.status, update.body.detail]).toEqual([422, `tenant comeback (id=${t.id}) is retired`]);
+      expect((await duffy.admin.put(`${V1}/tenants/${t.id}`, { active: true })).body.tenant).toMatchObject({ active: true, api_key: null, node_quota: null });
+    });
+  });
+
+  describe('nodes (duffy/app/controllers/node.py, duffy/database/model/node.py)', () => {
+    const node = (hostname: string, ipaddr: string, data: Record<string, unknown> = {}) => duffy.admin.post(`${V1}/nodes`, { hostname, ipaddr, pool: 'vm-intel-x86_64', data });
+
+    it('an address another node in service has is a 409, as v3\'s unique index on ipaddr; a retired node\'s is free again', async () => {
+      const first = await node('addr-1.test', '198.51.100.7');
+      expect(first.status).toBe(201);
+      const twin = await node('addr-2.test', '198.51.100.7');
+      expect([twin.status, twin.body.detail]).toEqual([409, "node addr-2.test: address 198.51.100.7 is node addr-1.test's"]);
+      // Duffy's remote driver reaches machines behind one address by their ssh port: distinct hosts.
+      expect((await node('addr-3.test', '198.51.100.7', { ssh_port: 2201 })).status).toBe(201);
+      expect((await node('addr-4.test', '198.51.100.7', { ssh_port: 2201 })).status).toBe(409);
+      expect((await duffy.admin.put(`${V1}/nodes/${first.body.node.id}`, { retired: true })).status).toBe(200);
+      const last = await node('addr-5.test', '198.51.100.7');
+      expect(last.status).toBe(201);
+      // Out of the pool the other tests draw from.
+      for (const id of [last.body.node.id, (await duffy.admin.get(`${V1}/nodes`)).body.nodes.find((n: { hostname: string }) => n.hostname === 'addr-3.test').id]) {
+        expect((await duffy.admin.put(`${V1}/nodes/${id}`, { retired: true })).status).toBe(200);
+      }
+    });
+
+    it('GET /nodes lists no retired node (v3 filters active=True); GET /nodes/{id} still shows it', async () => {
+      const n = (await node('gone-1.test', '198.51.100.20')).body.node as { id: number };
+      expect((await duffy.admin.put(`${V1}/nodes/${n.id}`, { retired: true })).status).toBe(200);
+      const listed = (await duffy.admin.get(`${V1}/nodes`)).body.nodes as Array<{ id: number; active: boolean }>;
+      expect(listed.some((x) => x.id === n.id)).toBe(false);
+      expect(listed.every((x) => x.active)).toBe(true);
+      expect((await duffy.admin.get(`${V1}/nodes/${n.id}`)).body.node).toMatchObject({ id: n.id, active: false });
+    });
+  });
+
   // Every endpoint a Duffy v3 client or cico calls, sent as they send it, each answer parsed with Duffy v3's models.
   const parsesWithV3Models = "every answer parses with Duffy v3's pydantic models (test/compat/duffy_v3_client.py)";
   if (!hasPydantic2) it.skip(`SKIPPED: ${parsesWithV3Models}: needs python3 with pydantic 2 on the PATH (Debian 12 packages only pydantic 1)`, () => undefined);

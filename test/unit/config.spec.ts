@@ -31,6 +31,7 @@ describe('configuration', () => {
     ['a bad IP', `${pool}machines: [{ hostname: a.b, pool: p1, ipaddr: 999.1.1.1 }]`, /machines\[0\]\.ipaddr/],
     ['a default lease past 30 days (every request was a 500: its expiry no ISO time can write)', 'defaults: { session-lifetime: 100000000000000 }', /defaults\.session-lifetime: session-lifetime must not be greater than 2592000/],
     ['a machine in a state of a session', `${pool}machines: [{ hostname: a.b, pool: p1, state: deployed }]`, /machines\[0\]\.state: state must be one of unused, provisioning, ready, deprovisioning, done, failed$/],
+    ['one address for two machines', `${pool}machines: [{ hostname: a.b, pool: p1, ipaddr: 10.0.0.1 }, { hostname: c.d, pool: p1, ipaddr: 10.0.0.1 }]`, /machines\[1\]\.ipaddr: 10\.0\.0\.1 is a\.b's too/],
     ['a duplicate host', `${pool}machines: [{ hostname: a.b, pool: p1 }, { hostname: a.b, pool: p1 }]`, /machines\[1\]\.hostname: duplicate/],
     ['hardware that no request could match', `${pool}machines: [{ hostname: a.b, pool: p1, hardware: { cpus: many } }]`, /machines\[0\]\.hardware\.cpus must be a number, at least 0/],
     ['one host in two spellings', `${pool}machines: [{ hostname: a.b, pool: p1 }, { hostname: A.B., pool: p1 }]`, /machines\[1\]\.hostname: duplicate A\.B\. \(of a\.b: host names ignore case and a trailing dot\)/],

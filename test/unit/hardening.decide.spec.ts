@@ -193,4 +193,46 @@ describe('registering machines: one host, one machine, however its name is spell
     expect(register(given(), 'a.lab', 'b.lab', 'A.LAB')).toEqual({ refused: 'conflict', reason: 'node A.LAB already exists as a.lab (host names ignore case and a trailing dot)' });
     expect(kind(register(given(), 'a.lab', 'b.lab'))).toBe('accepted');
   });
+  describe('one address, one machine (Duffy v3\'s unique index on ipaddr)', () => {
+    const at = (hostname: string, ipaddr: string, data: Record<string, unknown> = {}) => ({ ...registration(hostname), ipaddr, data });
+    const registered = (id: number, hostname: string, ipaddr: string, data: Record<string, unknown> = {}): [string, DuffyEvent] => [
+      `machine-${hostname}`,
+      { type: 'MachineRegistered', data: { machineId: id, ...at(hostname, ipaddr, data), at: AT } },
+    ];
+    const registerAt = (world: ReturnType<typeof given>, ...machines: ReturnType<typeof at>[]) => decideRegisterMachines(world, POOLS, { machines, now: AT });
+
+    it('given a.lab at 10.0.0.1, when b.lab is registered at 10.0.0.1 (or FE80::1 against fe80::1), then refused naming a.lab', () => {
+      const world = given(registered(1, 'a.lab', '10.0.0.1'), registered(2, 'v6.lab', 'fe80::1'));
+      expect(registerAt(world, at('b.lab', '10.0.0.1'))).toEqual({ refused: 'conflict', reason: "node b.lab: address 10.0.0.1 is node a.lab's" });
+      expect(registerAt(world, at('c.lab', 'FE80::1'))).toEqual({ refused: 'conflict', reason: "node c.lab: address FE80::1 is node v6.lab's" });
+      expect(kind(registerAt(world, at('b.lab', '10.0.0.2')))).toBe('accepted');
+    });
+
+    it('given a.lab at 10.0.0.1 on ssh port 22, when b.lab is registered there on port 2201, then accepted: two hosts behind one address', () => {
+      const world = given(registered(1, 'a.lab', '10.0.0.1'));
+      expect(kind(registerAt(world, at('b.lab', '10.0.0.1', { ssh_port: 2201 })))).toBe('accepted');
+      expect(registerAt(world, at('b.lab', '10.0.0.1', { ssh_port: 22 }))).toEqual({ refused: 'conflict', reason: "node b.lab: address 10.0.0.1 is node a.lab's" });
+    });
+
+    it('given a.lab at 10.0.0.1 retired, or being provisioned, or failed, then its address may be registered again (as v3\'s index leaves them out)', () => {
+      const retired = given(registered(1, 'a.lab', '10.0.0.1'), ['machine-a.lab', { type: 'MachineServiceChanged', data: { machineId: 1, hostname: 'a.lab', service: 'retired', reason: null, actor: 'admin', at: AT } }]);
+      expect(kind(registerAt(retired, at('b.lab', '10.0.0.1')))).toBe('accepted');
+      for (const state of ['provisioning', 'failed'] as const) {
+        const world = given(registered(1, 'a.lab', '10.0.0.1'));
+        world.machines.get(1)!.state = state;
+        expect(kind(registerAt(world, at('b.lab', '10.0.0.1')))).toBe('accepted');
+      }
+    });
+
+    it('given a machine that provisioning moved to 10.0.0.9, then 10.0.0.9 is taken and its old address is free', () => {
+      const run = { action: 'provision' as const, playbook: 'provision.yml', exitCode: 0, durationMs: 1000, timedOut: false, tail: '' };
+      const world = given(registered(1, 'vm.lab', '10.0.0.1', {}), ['machine-vm.lab', { type: 'MachineProvisioned', data: { machineId: 1, sessionId: null, ipaddr: '10.0.0.9', run, at: AT } }]);
+      expect(registerAt(world, at('b.lab', '10.0.0.9'))).toEqual({ refused: 'conflict', reason: "node b.lab: address 10.0.0.9 is node vm.lab's" });
+      expect(kind(registerAt(world, at('b.lab', '10.0.0.1')))).toBe('accepted');
+    });
+
+    it('given nothing, when one import names one address twice, then the whole import is refused', () => {
+      expect(registerAt(given(), at('a.lab', '10.0.0.1'), at('b.lab', '10.0.0.1'))).toEqual({ refused: 'conflict', reason: "node b.lab: address 10.0.0.1 is node a.lab's" });
+    });
+  });
 });
