@@ -158,9 +158,13 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
     const adminChangedIt = (t: TenantModel, epoch: number, r: Reply) =>
       (epoch !== t.epoch || epoch % 2 === 1 || t.retired) &&
       ((r.status === 401 && /Invalid tenant name or API key/.test(r.body?.detail)) || (r.status === 403 && /retired/.test(r.body?.detail)));
-    /** What a request may be refused with whatever the admin does (a 503: its hand-over failed, no machine left to replace). */
+    /**
+     * What a request may be refused with whatever the admin does (a 503: its hand-over failed, no machine left to
+     * replace; a 409: its session was ended, by the admin or an abort, during its hand-over).
+     */
     const refusalOk = (r: Reply) =>
       (r.status === 503 && r.headers.get('retry-after') !== null) ||
+      (r.status === 409 && /before its machines were handed over$/.test(r.body?.detail)) ||
       (r.status === 403 && /^quota exceeded: /.test(r.body?.detail)) || (r.status === 422 && /^can't reserve nodes: /.test(r.body?.detail)) || (r.status === 422 && /isn't active/.test(r.body?.detail));
 
     /** A session created: a later GET shows it with the same tenant and nodes (it may have ended since). */

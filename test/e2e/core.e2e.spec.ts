@@ -142,7 +142,7 @@ describe('a request whose session an admin ends during its hand-over', () => {
     return { duffy, answer: client.post('/api/v1/sessions', { nodes_specs: [{ pool: 'slow', quantity: 1 }] }) };
   };
 
-  it('answers 503 naming that, not a provisioning timeout', async () => {
+  it('answers 409 naming that (a client ended it: no fault of Duffy\'s), not a provisioning timeout', async () => {
     const { duffy, answer } = await hangingHandover('slow-1.test', 'ended-early');
     try {
       let id: number | undefined;
@@ -152,7 +152,7 @@ describe('a request whose session an admin ends during its hand-over', () => {
       }
       expect((await duffy.admin.put(`/api/v1/sessions/${id}`, { active: false })).status).toBe(200);
       const r = await answer;
-      expect(r.status).toBe(503);
+      expect(r.status).toBe(409);
       expect(r.body.detail).toMatch(/ended \(done\) before its machines were handed over/);
     } finally {
       await duffy.close();

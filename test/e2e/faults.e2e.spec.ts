@@ -93,7 +93,7 @@ describe('fault: a session that ends before its machine was ever provisioned', (
     await until(duffy, () => machine(duffy!, 'never-1.test').sessionId !== null && world(duffy!).sessions.get(machine(duffy!, 'never-1.test').sessionId!)?.status === 'active', 10_000);
     const sessionId = machine(duffy, 'never-1.test').sessionId!;
     expect((await alice.put(`${V1}/sessions/${sessionId}`, { active: false })).status).toBe(200);
-    expect((await pending).status).toBe(503);
+    expect((await pending).status).toBe(409);
     // Back in the pool long before any runner slot is free (the hung runs last 10 s).
     await until(duffy, () => machine(duffy!, 'never-1.test').state === 'unused', 8_000);
     const mine = (await ledgerEvents(duffy)).filter((e) => e.stream === 'machine-never-1.test');

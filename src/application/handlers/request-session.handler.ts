@@ -123,10 +123,8 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     const ended = world.sessions.get(sessionId)!;
     // Not Duffy's trouble, nothing to retry: the tenant was retired while its machines were being handed over.
     if (ended.releaseReason === 'tenant-retired') return refuse('forbidden', `tenant ${world.tenants.get(ended.tenantId)?.name ?? ended.tenantId} was retired before the machines were handed over`);
-    const cause =
-      ended.releaseReason === 'failed' || ended.releaseReason === null
-        ? (ended.failure ?? 'provisioning did not finish in time')
-        : `the session was ended (${ended.releaseReason}) before its machines were handed over`;
-    return refuse('unavailable', `can't provision nodes: ${cause}`);
+    // Nor when a client ended it (a release, an expiry set in the past): the request lost to another, a 409.
+    if (ended.releaseReason !== 'failed' && ended.releaseReason !== null) return refuse('conflict', `can't provision nodes: the session was ended (${ended.releaseReason}) before its machines were handed over`);
+    return refuse('unavailable', `can't provision nodes: ${ended.failure ?? 'provisioning did not finish in time'}`);
   }
 }
