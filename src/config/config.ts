@@ -22,7 +22,7 @@ import { PLAYBOOK_ACTIONS, playbookFile } from '../adapters/ansible-runner.js';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { hardwareProblem } from '../domain/hardware.js';
-import { addressKey, hostKey } from '../domain/world.js';
+import { HOST_NAME, addressKey, hostKey } from '../domain/world.js';
 import { MAX_LIFETIME } from '../domain/decide.js';
 import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType, type RecyclePolicy } from '../domain/events.js';
 
@@ -59,7 +59,7 @@ export class PoolConfig {
 }
 
 export class MachineConfig {
-  @Matches(/^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$/, { message: 'hostname must be a DNS name' }) hostname!: string;
+  @Matches(HOST_NAME, { message: 'hostname must be a DNS name' }) hostname!: string;
   @IsOptional() @IsIP() ipaddr: string | null = null;
   @IsString() pool!: string;
   @IsBoolean() reusable = true;

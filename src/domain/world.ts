@@ -250,6 +250,8 @@ export function emptyWorld(): World {
   };
 }
 
+/** A DNS name (RFC 1123): labels of 1-63 letters, digits or inner hyphens, 253 characters in all, a trailing dot allowed. */
+export const HOST_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 /** A host name as DNS compares it: case does not matter, nor a trailing dot. */
 export const hostKey = (hostname: string) => hostname.toLowerCase().replace(/\.$/, '');
 /** The machine of that host name, however it is spelled. */

@@ -25,6 +25,7 @@ import { NAME } from '../config/config.js';
 import { MAX_LIFETIME } from '../domain/decide.js';
 import { parseDuration } from '../domain/duration.js';
 import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType } from '../domain/events.js';
+import { HOST_NAME } from '../domain/world.js';
 
 /** One request can't ask for more than this many machines; quota applies on top. */
 export const MAX_QUANTITY = 1000;
@@ -206,7 +207,7 @@ export class TenantUpdateDto extends TenantLimitsDto {
 
 export class NodeCreateDto {
   @ApiProperty()
-  @Matches(/^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$/, { message: 'hostname must be a DNS name' }) hostname!: string;
+  @Matches(HOST_NAME, { message: 'hostname must be a DNS name' }) hostname!: string;
   @ApiPropertyOptional()
   @IsOptional() @IsIP(undefined, { message: 'ipaddr must be an IP address' }) ipaddr?: string;
   @ApiProperty()

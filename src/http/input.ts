@@ -13,6 +13,14 @@ import { DomainError, refuse } from '../domain/errors.js';
 
 /** No Duffy body is deeper than a handful of levels; 32 leaves room for node `data` and stops recursion bombs. */
 export const MAX_BODY_DEPTH = 32;
+/**
+ * Nor more than this many members in all (fields and array elements, at any depth; 32 specs of a dozen fields, a
+ * node's `data`): checking 80,000 unknown fields of one 1 MB body held the event loop for seconds, each costs a few
+ * microseconds, and the check of one object's grows with the square of their number.
+ */
+export const MAX_BODY_MEMBERS = 2000;
+/** A refusal names this many problems at most: the rest are counted. */
+const MAX_PROBLEMS_NAMED = 10;
 
 /** A 4xx that body-parser passes on as it is (see describe() in errors.filter.ts). */
 class BodyRefused extends Error {
@@ -34,6 +42,8 @@ export function checkJsonDepth(_req: unknown, _res: unknown, buf: Buffer, encodi
   if (encoding !== undefined && !/^utf-?8$/i.test(encoding)) throw new BodyRefused(`JSON bodies must be UTF-8, not ${encoding}`, 415);
   let depth = 0;
   let inString = false;
+  /** Members after the first of each object or array (what the commas separate): an opening adds none. */
+  let members = 0;
   for (let i = 0; i < buf.length; i++) {
     const c = buf[i];
     if (inString) {
@@ -43,8 +53,11 @@ export function checkJsonDepth(_req: unknown, _res: unknown, buf: Buffer, encodi
     else if (c === 0x7b || c === 0x5b) {
       if (++depth > MAX_BODY_DEPTH) throw new BodyRefused(`request body nested deeper than ${MAX_BODY_DEPTH} levels`);
     } else if (c === 0x7d || c === 0x5d) depth--;
+    else if (c === 0x2c && ++members >= MAX_BODY_MEMBERS) throw tooMany();
   }
 }
+
+const tooMany = () => new BodyRefused(`request body has more than ${MAX_BODY_MEMBERS} members (fields and array elements, in all)`);
 
 /**
  * body-parser `type`: which bodies are JSON, as FastAPI (Duffy v3) decides it: `application/json`,
@@ -88,6 +101,8 @@ export function answerDetail(res: ServerResponse, status: number, detail: string
   res.end(JSON.stringify({ detail }));
 }
 
+const UTF8_ALIAS = /(;\s*charset\s*=\s*"?)(?:utf8|us-ascii|ascii)(?="?\s*(?:;|$))/i;
+
 /**
  * Express middleware: a write whose body is not read as JSON (a form: curl's `-d` without a JSON Content-Type) is a
  * 422 naming why. Left unread, `PUT /sessions/{id}` saw no change and answered 200:
@@ -96,7 +111,13 @@ export function answerDetail(res: ServerResponse, status: number, detail: string
 export function refuseUnreadBodies(req: IncomingMessage, res: ServerResponse, next: () => void): void {
   const length = req.headers['content-length'];
   const hasBody = req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
-  if (!hasBody || req.method === 'GET' || req.method === 'HEAD' || isJsonBody(req)) return next();
+  if (!hasBody || req.method === 'GET' || req.method === 'HEAD') return next();
+  if (isJsonBody(req)) {
+    // Other names of UTF-8 (or of its ASCII subset), which body-parser refuses: FastAPI (Duffy v3) reads them.
+    const type = req.headers['content-type'];
+    if (type !== undefined && UTF8_ALIAS.test(type)) req.headers['content-type'] = type.replace(UTF8_ALIAS, '$1utf-8');
+    return next();
+  }
   const type = req.headers['content-type'] === undefined ? 'no Content-Type' : `Content-Type ${String(req.headers['content-type']).slice(0, 64) || '(empty)'}`;
   answerDetail(res, 422, `the body was not read: send it as JSON with Content-Type: application/json (got ${type})`);
 }
@@ -167,7 +188,9 @@ export function validationFailed(errors: ValidationError[]): DomainError {
       constraints: e.constraints?.whitelistValidation ? { unknown: 'unknown field (not part of this request body)' } : e.constraints,
       children: rename(e.children ?? []),
     }));
-  return new DomainError('invalid', describeValidation(rename(errors)).join('; ') || 'invalid request body');
+  const problems = describeValidation(rename(errors));
+  const more = problems.length > MAX_PROBLEMS_NAMED ? [`and ${problems.length - MAX_PROBLEMS_NAMED} more`] : [];
+  return new DomainError('invalid', [...problems.slice(0, MAX_PROBLEMS_NAMED), ...more].join('; ') || 'invalid request body');
 }
 
 /** Ids are canonical decimal integers: no sign, no leading zero, no hex/exponent/space, at most 15 digits. */

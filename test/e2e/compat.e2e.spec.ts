@@ -197,6 +197,16 @@ describe('Duffy v3 compatibility', () => {
       }
     });
 
+    it('a hostname must be a DNS name (a Duffy bound: labels of 1-63 letters, digits, inner hyphens); one is taken with a trailing dot', async () => {
+      for (const hostname of ['a..b', 'bad-.lab', '-bad.lab', 'under_score.lab', `${'a'.repeat(64)}.lab`, '.']) {
+        const r = await duffy.admin.post(`${V1}/nodes`, { hostname, pool: 'vm-intel-x86_64' });
+        expect([hostname, r.status, r.body.detail]).toEqual([hostname, 422, 'hostname: hostname must be a DNS name']);
+      }
+      const ok = await duffy.admin.post(`${V1}/nodes`, { hostname: `${'a'.repeat(63)}.lab.`, pool: 'vm-intel-x86_64' });
+      expect(ok.status).toBe(201);
+      expect((await duffy.admin.put(`${V1}/nodes/${ok.body.node.id}`, { retired: true })).status).toBe(200);
+    });
+
     it('GET /nodes lists no retired node (v3 filters active=True); GET /nodes/{id} still shows it', async () => {
       const n = (await node('gone-1.test', '198.51.100.20')).body.node as { id: number };
       expect((await duffy.admin.put(`${V1}/nodes/${n.id}`, { retired: true })).status).toBe(200);

@@ -32,6 +32,7 @@ describe('configuration', () => {
     ['a default lease past 30 days (every request was a 500: its expiry no ISO time can write)', 'defaults: { session-lifetime: 100000000000000 }', /defaults\.session-lifetime: session-lifetime must not be greater than 2592000/],
     ['a machine in a state of a session', `${pool}machines: [{ hostname: a.b, pool: p1, state: deployed }]`, /machines\[0\]\.state: state must be one of unused, provisioning, ready, deprovisioning, done, failed$/],
     ['one address for two machines', `${pool}machines: [{ hostname: a.b, pool: p1, ipaddr: 10.0.0.1 }, { hostname: c.d, pool: p1, ipaddr: 10.0.0.1 }]`, /machines\[1\]\.ipaddr: 10\.0\.0\.1 is a\.b's too/],
+    ...['a..b', 'bad-.lab', '-bad.lab', 'under_score.lab', `${'a'.repeat(64)}.lab`].map((h) => [`a host name that is no DNS name (${h.slice(0, 20)})`, `${pool}machines: [{ hostname: ${h}, pool: p1 }]`, /machines\[0\]\.hostname: hostname must be a DNS name/] as [string, string, RegExp]),
     ['a duplicate host', `${pool}machines: [{ hostname: a.b, pool: p1 }, { hostname: a.b, pool: p1 }]`, /machines\[1\]\.hostname: duplicate/],
     ['hardware that no request could match', `${pool}machines: [{ hostname: a.b, pool: p1, hardware: { cpus: many } }]`, /machines\[0\]\.hardware\.cpus must be a number, at least 0/],
     ['one host in two spellings', `${pool}machines: [{ hostname: a.b, pool: p1 }, { hostname: A.B., pool: p1 }]`, /machines\[1\]\.hostname: duplicate A\.B\. \(of a\.b: host names ignore case and a trailing dot\)/],

@@ -3,7 +3,7 @@ import { type IncomingMessage, type ServerResponse, createServer } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { MAX_BODY_DEPTH, checkJsonDepth, dropNullMembers, isId, isJsonBody, logSettings, redactUrl, refuseCrossSiteWrites, refuseUnreadBodies, requestLogging } from '../../src/http/input.js';
+import { MAX_BODY_DEPTH, MAX_BODY_MEMBERS, checkJsonDepth, dropNullMembers, isId, isJsonBody, logSettings, redactUrl, refuseCrossSiteWrites, refuseUnreadBodies, requestLogging } from '../../src/http/input.js';
 
 const depth = (text: string) => () => checkJsonDepth(undefined, undefined, Buffer.from(text));
 
@@ -12,6 +12,15 @@ describe('body depth check (on raw bytes, before parsing)', () => {
     expect(depth('['.repeat(MAX_BODY_DEPTH) + ']'.repeat(MAX_BODY_DEPTH))).not.toThrow();
     expect(depth('{"a":'.repeat(MAX_BODY_DEPTH) + '1' + '}'.repeat(MAX_BODY_DEPTH))).not.toThrow();
     expect(depth('['.repeat(MAX_BODY_DEPTH + 1))).toThrow(expect.objectContaining({ status: 422, message: 'request body nested deeper than 32 levels' }));
+  });
+
+  it(`lets ${MAX_BODY_MEMBERS} members through in all and refuses more, commas inside strings not counted`, () => {
+    const list = (n: number) => `[${Array(n).fill('1').join(',')}]`;
+    expect(depth(list(MAX_BODY_MEMBERS))).not.toThrow();
+    expect(depth(list(MAX_BODY_MEMBERS + 1))).toThrow(expect.objectContaining({ status: 422, message: `request body has more than ${MAX_BODY_MEMBERS} members (fields and array elements, in all)` }));
+    expect(depth(`{"a": ${list(1200)}, "b": {"c": ${list(1200)}}}`)).toThrow();
+    expect(depth(`[${Array(MAX_BODY_MEMBERS).fill('{}').join(',')}]`)).not.toThrow();
+    expect(depth(JSON.stringify({ a: ','.repeat(100_000) }))).not.toThrow();
   });
 
   it('ignores brackets inside strings, escaped quotes included', () => {
