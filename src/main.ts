@@ -12,7 +12,7 @@ import { Stopping, refuseWhileStopping } from './http/stopping.js';
 import { IdParamsPipe, checkJsonDepth, dropNullMembers, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, assertDataDirFree, assertDataDirWritable } from './adapters/eventstore/data-dir-lock.js';
-import { LedgerDamagedError, assertLedgerReadable } from './adapters/eventstore/sqlite-event-store.js';
+import { LedgerDamagedError, assertLedgerReadable, assertNotBehindHead } from './adapters/eventstore/sqlite-event-store.js';
 import { retryableWrite } from './adapters/eventstore/kurrentdb-event-store.js';
 import { isLegacyLedger } from './adapters/eventstore/legacy-ledger.js';
 import { existsSync } from 'node:fs';
@@ -95,7 +95,10 @@ async function main() {
   if (!settings.eventStoreUrl) {
     assertDataDirFree(settings.dataDir);
     // Only an empty ledger takes the key (Bootstrap checks it there too, for KurrentDB).
-    if (!existsSync(join(settings.dataDir, LEDGER_FILE))) assertAdminKey(settings.adminKey);
+    if (!existsSync(join(settings.dataDir, LEDGER_FILE))) {
+      assertNotBehindHead(join(settings.dataDir, LEDGER_FILE));
+      assertAdminKey(settings.adminKey);
+    }
     // A ledger of 2026-11-26 lacks the global chain: the store adds it, under the data dir's lock.
     else if (!isLegacyLedger(join(settings.dataDir, LEDGER_FILE))) assertLedgerReadable(join(settings.dataDir, LEDGER_FILE));
   }

@@ -436,7 +436,8 @@ export async function checkLedgerFile(
   else if ('problem' in head) problems.push(head);
   else {
     const at = positions.find((l) => l.position === head.position);
-    if (!at) problems.push({ position: String(head.position), where: 'writer head', problem: `the writer recorded events up to position ${head.position}, the ledger ends at ${last}: the newest events were deleted` });
+    const gone = last < head.position ? 'the newest events were deleted' : 'the event there was deleted or moved';
+    if (!at) problems.push({ position: String(head.position), where: 'writer head', problem: `the writer recorded events up to position ${head.position}, the ledger ends at ${last}: ${gone}` });
     else if (links && at.chain !== head.chain) problems.push({ position: String(head.position), where: 'writer head', problem: 'the global chain here is not the one the writer recorded: history up to it was rewritten' });
     else if (links) verified.push(`the writer's head at position ${head.position}`);
   }

@@ -22,6 +22,7 @@ import { legacyPrefix, verifyChains } from '../audit/chain.js';
 import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } from '../audit/checkpoint.js';
 import { DEMO_CONFIG, dataDirOf, isEventStoreUrl, loadConfig } from '../config/config.js';
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
+import { RowNotAnEventError } from '../adapters/eventstore/sqlite-event-store.js';
 import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
 import { parseIsoTime } from '../domain/decide.js';
 import { formatTable } from '../domain/text-table.js';
@@ -73,8 +74,9 @@ async function withStoreAt<T>(location: string, fn: (store: EventStore) => Promi
   try {
     return await fn(store);
   } catch (err) {
-    if (err instanceof SyntaxError || err instanceof TypeError) {
-      throw new UnreadableLedgerError(`${location} holds a row that is not an event as Duffy writes it (${err.message}): \`duffy audit verify\` names it`);
+    if (err instanceof SyntaxError || err instanceof TypeError || err instanceof RowNotAnEventError) {
+      const why = err instanceof RowNotAnEventError ? `position ${err.position}: ${err.why}` : err.message;
+      throw new UnreadableLedgerError(`${location} holds a row that is not an event as Duffy writes it (${why}): \`duffy audit verify\` names it`);
     }
     throw err;
   } finally {

@@ -1,7 +1,7 @@
 import { describe, expect, it, jest } from '@jest/globals';
 import Database from 'better-sqlite3';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +9,7 @@ import { ErrorsFilter, describe as describeError } from '../../src/http/errors.f
 import { createReadModels } from '../../src/adapters/readmodels/read-models.factory.js';
 import { KEY_FILE, loadOrCreateKey } from '../../src/audit/checkpoint.service.js';
 import { DataDirLockedError, LOCK_FILE, STALE_MS, lockDataDir } from '../../src/adapters/eventstore/data-dir-lock.js';
-import { LedgerDamagedError, SqliteEventStore, assertLedgerReadable } from '../../src/adapters/eventstore/sqlite-event-store.js';
+import { APPEND_ONLY_TRIGGERS, LedgerDamagedError, SqliteEventStore, assertLedgerReadable, assertNotBehindHead } from '../../src/adapters/eventstore/sqlite-event-store.js';
 
 /** Errors as better-sqlite3 and Node raise them: the code says what happened, the message is free text. */
 const raised = (code: string, message = 'something went wrong') => Object.assign(new Error(message), { code });
@@ -204,7 +204,12 @@ describe('a damaged embedded ledger file', () => {
   it.each([
     ['a trigger dropped', 'DROP TRIGGER events_no_delete', /trigger events_no_delete is missing/],
     ['a trigger neutered', "DROP TRIGGER events_no_update; CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT 1; END", /trigger events_no_update was changed/],
-    ['a trigger of its own', "CREATE TRIGGER hush BEFORE INSERT ON events BEGIN SELECT RAISE(IGNORE); END", /trigger hush on events is not Duffy's/],
+    ['a trigger of its own', "CREATE TRIGGER hush BEFORE INSERT ON events BEGIN SELECT RAISE(IGNORE); END", /trigger hush is not Duffy's/],
+    // SQLite compares names without case: this one fires on events too.
+    ['a trigger of its own ON EVENTS', "CREATE TRIGGER zz BEFORE INSERT ON EVENTS BEGIN SELECT RAISE(IGNORE); END", /trigger zz is not Duffy's/],
+    ['a column of its own', 'ALTER TABLE events ADD COLUMN note TEXT', /the events table has columns Duffy never made \(note\)/],
+    ['an index of its own', 'CREATE INDEX evx ON events(type)', /index evx is not Duffy's/],
+    ['a view', 'CREATE VIEW v AS SELECT * FROM events', /view v is not Duffy's/],
   ])('with %s (an edit with a SQL shell) stops start-up in one line: the server would sign checkpoints over it', async (_, sql, problem) => {
     const file = join(mkdtempSync(join(tmpdir(), 'duffy-guard-')), 'ledger.sqlite');
     const store = new SqliteEventStore(file);
@@ -217,6 +222,59 @@ describe('a damaged embedded ledger file', () => {
     expect(() => assertLedgerReadable(file)).toThrow(LedgerDamagedError);
     expect(() => assertLedgerReadable(file)).toThrow(problem);
     expect(() => assertLedgerReadable(file)).toThrow(/was edited outside Duffy .*check it with `duffy audit --ledger .* verify`/);
+  });
+
+  describe("behind its writer's head record (the newest events deleted, the file emptied or removed, its -wal lost)", () => {
+    const written = async () => {
+      const file = join(mkdtempSync(join(tmpdir(), 'duffy-behind-')), 'ledger.sqlite');
+      const store = new SqliteEventStore(file);
+      for (let i = 0; i < 3; i++) await store.append([{ stream: 's', expected: 'any', events: [{ type: 'T', data: {}, metadata: {} }] }]);
+      await store.close();
+      expect(JSON.parse(readFileSync(`${file}.head`, 'utf8')).position).toBe('3');
+      expect(() => assertLedgerReadable(file)).not.toThrow();
+      return file;
+    };
+    const behind = (last: number) => new RegExp(`ends at position ${last}, but its writer recorded events up to 3: the newest events are gone .*move .*ledger\\.sqlite\\.head aside`);
+
+    it('the newest events deleted: start-up stops in one line (a write would cover the gap, and verify then say OK)', async () => {
+      const file = await written();
+      const db = new Database(file);
+      db.exec('DROP TRIGGER events_no_delete; DELETE FROM events WHERE position > 1');
+      db.exec(APPEND_ONLY_TRIGGERS.events_no_delete);
+      db.close();
+      expect(() => assertLedgerReadable(file)).toThrow(behind(1));
+    });
+
+    it('the file emptied (0 bytes) or removed: not a new ledger', async () => {
+      const file = await written();
+      writeFileSync(file, '');
+      expect(() => assertLedgerReadable(file)).toThrow(behind(0));
+      rmSync(file);
+      expect(() => assertNotBehindHead(file)).toThrow(behind(0));
+      // The operator's way on with what is left: the head record moved aside.
+      rmSync(`${file}.head`);
+      expect(() => assertNotBehindHead(file)).not.toThrow();
+    });
+  });
+
+  it.each([
+    ['data that is not JSON', "UPDATE events SET data = '{not json' WHERE position = 2", /^the ledger's row at position 2 is not an event \(not JSON: .*\): it was edited outside Duffy/],
+    ['metadata that is null', "UPDATE events SET metadata = 'null' WHERE position = 2", /^the ledger's row at position 2 is not an event \(its data or metadata is not a JSON object\)/],
+  ])('a row with %s stops start-up in one line naming its position, not with a stack trace from deep inside', async (_, sql, problem) => {
+    const file = join(mkdtempSync(join(tmpdir(), 'duffy-row-')), 'ledger.sqlite');
+    const store = new SqliteEventStore(file);
+    for (let i = 0; i < 3; i++) await store.append([{ stream: 's', expected: 'any', events: [{ type: 'T', data: {}, metadata: {} }] }]);
+    await store.close();
+    const db = new Database(file);
+    db.exec(`DROP TRIGGER events_no_update; ${sql}; ${APPEND_ONLY_TRIGGERS.events_no_update}`);
+    db.close();
+    const reopened = new SqliteEventStore(file, false, true);
+    try {
+      await expect(reopened.readAll(0n, 10)).rejects.toThrow(LedgerDamagedError);
+      await expect(reopened.readAll(0n, 10)).rejects.toThrow(problem);
+    } finally {
+      await reopened.close();
+    }
   });
 
   it('made by an earlier Duffy (its triggers written over several lines, with IF NOT EXISTS) starts as it is', async () => {

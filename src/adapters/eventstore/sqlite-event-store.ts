@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import {
@@ -46,25 +46,38 @@ export const APPEND_ONLY_TRIGGERS = {
 
 export const NO_CHAIN_COLUMN = 'the events table has no chain column: the global chain was removed';
 
+/** The columns of the events table, in order (a ledger of 2026-11-26 lacks `chain`). */
+const EVENT_COLUMNS = ['position', 'stream', 'revision', 'id', 'type', 'data', 'metadata', 'chain'];
+/** What else the store's CREATE TABLE makes: the AUTOINCREMENT counter's table and the UNIQUE constraints' indexes. */
+const STORE_OBJECTS = new Set(['table sqlite_sequence', 'index sqlite_autoindex_events_1', 'index sqlite_autoindex_events_2']);
+
 /**
- * How the file's schema differs from what the store made: the events table, exactly the append-only triggers, the
- * global chain column. Shared by `duffy audit verify` and the start-up check (which will not sign on top of it).
+ * How the file's schema differs from what the store made: the events table with its columns, exactly the
+ * append-only triggers, and nothing else (a trigger on `EVENTS`, a view, an index, a table of someone's: SQLite
+ * names compare without case, so a trigger written `ON EVENTS` fires on events). Shared by `duffy audit verify`
+ * and the start-up check (which will not sign on top of it).
  */
 export function ledgerSchemaProblems(db: Database.Database): { problems: string[]; chainColumn: boolean } {
   const problems: string[] = [];
-  const schema = db.prepare("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'events'").all() as Array<{ type: string; name: string; sql: string | null }>;
+  const schema = db.prepare('SELECT type, name, sql FROM sqlite_master').all() as Array<{ type: string; name: string; sql: string | null }>;
+  const flat = (sql: string | null) => (sql ?? '').replace(/\s+/g, ' ').trim();
   if (!schema.some((o) => o.type === 'table' && o.name === 'events')) problems.push('events is not a table: the ledger was replaced by something that reads like one');
-  const triggers = new Map(schema.filter((o) => o.type === 'trigger').map((o) => [o.name, (o.sql ?? '').replace(/\s+/g, ' ').trim()]));
+  const triggers = new Map(schema.filter((o) => o.type === 'trigger').map((o) => [o.name, flat(o.sql)]));
   for (const [name, sql] of Object.entries(APPEND_ONLY_TRIGGERS)) {
     if (!triggers.has(name)) problems.push(`trigger ${name} is missing: someone dropped the append-only guard`);
     else if (triggers.get(name) !== sql) problems.push(`trigger ${name} was changed: the append-only guard no longer guards (${triggers.get(name)})`);
   }
-  for (const [name, sql] of triggers) if (!(name in APPEND_ONLY_TRIGGERS)) problems.push(`trigger ${name} on events is not Duffy's (${sql})`);
-  const columns = db.prepare('PRAGMA table_info(events)').all() as Array<{ name: string }>;
+  for (const o of schema) {
+    const ours = (o.type === 'table' && o.name === 'events') || (o.type === 'trigger' && o.name in APPEND_ONLY_TRIGGERS) || STORE_OBJECTS.has(`${o.type} ${o.name}`);
+    if (!ours) problems.push(`${o.type} ${o.name} is not Duffy's (${flat(o.sql).slice(0, 200)})`);
+  }
+  const columns = (db.prepare('PRAGMA table_info(events)').all() as Array<{ name: string }>).map((c) => c.name);
   // Every row the writer ever wrote has its link: a ledger without the column had it removed (or is of 2026-11-26,
   // which upgradeLegacyLedger takes over).
-  const chainColumn = columns.some((c) => c.name === 'chain');
+  const chainColumn = columns.includes('chain');
   if (!chainColumn) problems.push(NO_CHAIN_COLUMN);
+  const extra = columns.filter((c) => !EVENT_COLUMNS.includes(c));
+  if (extra.length > 0) problems.push(`the events table has columns Duffy never made (${extra.join(', ')})`);
   return { problems, chainColumn };
 }
 
@@ -306,19 +319,64 @@ export class SqliteEventStore implements EventStore {
 
 /** A stored row as subscribers and readers get it (exported for the memory benchmark, which folds rows as the server does). */
 export function toRecorded(row: Row): RecordedEvent {
+  let data: unknown;
+  let metadata: unknown;
+  try {
+    data = JSON.parse(row[5]);
+    metadata = JSON.parse(row[6]);
+  } catch (err) {
+    throw notAnEvent(row, `not JSON: ${(err as Error).message}`);
+  }
+  // Objects, as the writer writes them: a row edited to hold something else would fail far from here, with a stack.
+  if (typeof data !== 'object' || data === null || typeof metadata !== 'object' || metadata === null) throw notAnEvent(row, 'its data or metadata is not a JSON object');
   return {
     id: row[3],
     stream: row[1],
     revision: row[2],
     position: BigInt(row[0]),
     type: row[4],
-    data: JSON.parse(row[5]),
-    metadata: JSON.parse(row[6]),
+    data: data as Record<string, unknown>,
+    metadata: metadata as Record<string, unknown>,
   };
+}
+
+const notAnEvent = (row: Row, why: string) => new RowNotAnEventError(String(row[0]), why);
+
+/**
+ * A ledger that ends before the position its writer recorded lost its newest events (deleted, emptied, removed, or
+ * copied without its -wal): a start would write new events over the gap, and the evidence with them. Also for a
+ * ledger file that is gone while its head record is not.
+ */
+export function assertNotBehindHead(file: string, head = headPosition(file), last = 0n): void {
+  if (head === undefined || head <= last) return;
+  throw new LedgerDamagedError(
+    `the ledger ${file} ends at position ${last}, but its writer recorded events up to ${head}: the newest events are gone (deleted, or the file replaced or copied without its -wal); ` +
+      `check it with \`duffy audit --ledger ${file} verify\` and restore it from a backup (README: what to back up); to go on with what is left, move ${headFileOf(file)} aside`,
+  );
+}
+
+/** The position in the writer's head record; undefined without one (a ledger of 2026-11-26) or when unreadable (verify names it). */
+function headPosition(file: string): bigint | undefined {
+  try {
+    const position = (JSON.parse(readFileSync(headFileOf(file), 'utf8')) as { position?: unknown }).position;
+    return typeof position === 'string' && /^\d+$/.test(position) ? BigInt(position) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The embedded ledger file cannot be read as a ledger (not SQLite, or corrupt): nothing to start on. */
 export class LedgerDamagedError extends Error {}
+
+/** A row the writer cannot have written (its data or metadata no JSON object): an edit, named in one line. */
+export class RowNotAnEventError extends LedgerDamagedError {
+  constructor(
+    readonly position: string,
+    readonly why: string,
+  ) {
+    super(`the ledger's row at position ${position} is not an event (${why}): it was edited outside Duffy; \`duffy audit verify\` names what else was, and the ledger is to be restored from a backup (README: what to back up)`);
+  }
+}
 
 /**
  * Opens the ledger file read-only and reads its head, before anything else opens it: a damaged file stops
@@ -327,16 +385,19 @@ export class LedgerDamagedError extends Error {}
 export function assertLedgerReadable(file: string): void {
   // SQLite's words for a directory are "disk I/O error", with a stack.
   if (statSync(file, { throwIfNoEntry: false })?.isDirectory()) throw new LedgerDamagedError(`the ledger ${file} is a directory, not a file; move it aside`);
+  // Read before the events: it may lag a commit (a writer at work), never lead one.
+  const head = headPosition(file);
   let db: Database.Database | undefined;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
-    const written = db.prepare('SELECT position FROM events ORDER BY position DESC LIMIT 1').get() !== undefined;
+    const last = (db.prepare('SELECT position FROM events ORDER BY position DESC LIMIT 1').safeIntegers(true).get() as { position: bigint } | undefined)?.position;
     // A guard changed or removed is someone's edit: the server would go on signing checkpoints over it (a first
     // start that stopped before its triggers has no events, and gets them now).
     const { problems } = ledgerSchemaProblems(db);
-    if (written && problems.length > 0) {
+    if (last !== undefined && problems.length > 0) {
       throw new LedgerDamagedError(`the ledger ${file} was edited outside Duffy (${problems.join('; ')}); check it with \`duffy audit --ledger ${file} verify\` and restore it from a backup (README: what to back up)`);
     }
+    assertNotBehindHead(file, head, last ?? 0n);
   } catch (err) {
     if (err instanceof LedgerDamagedError) throw err;
     const code = damagedDatabase(err);
@@ -345,6 +406,7 @@ export function assertLedgerReadable(file: string): void {
     }
     // An SQLite file without the table yet (a start that stopped at once) is an empty ledger: the store creates it.
     if (!/no such table: events/.test(String((err as Error).message))) throw err;
+    assertNotBehindHead(file, head, 0n);
   } finally {
     db?.close();
   }
