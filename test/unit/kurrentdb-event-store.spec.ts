@@ -201,6 +201,18 @@ describe('KurrentDB write failures', () => {
     }
   });
 
+  it('answers 503 when a cluster\'s gossip finds no node (an election, every node down: the real client\'s plain Error), not 500', async () => {
+    const store = new KurrentDbEventStore('kurrentdb+discover://127.0.0.1:1?tls=false&discoveryInterval=10&gossipTimeout=1&maxDiscoverAttempts=1');
+    try {
+      const err = await store.append([{ stream: 'machine-1', expected: 'no_stream', events: [{ type: 'T', data: {} }] }]).catch((e: unknown) => e);
+      expect(String((err as { cause?: unknown }).cause ?? err)).toMatch(/Failed to discover after 1 attempts/);
+      const [status, detail] = answer(err);
+      expect([status, detail]).toEqual([503, expect.stringMatching(/event store cannot take writes now: KurrentDB has no reachable leader \(cluster discovery failed\)/)]);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('maps a revision conflict that reaches it as the raw gRPC error too', async () => {
     const conflictDetails = Buffer.concat([field(1, 'machine-1'), Buffer.from([0x10, 0, 0x18, 6])]);
     const raw = v2Error(FAILED_PRECONDITION, 'revision conflict', 'kurrentdb.protocol.v2.streams.StreamRevisionConflictErrorDetails', conflictDetails);

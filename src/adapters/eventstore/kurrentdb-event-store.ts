@@ -229,6 +229,8 @@ export function retryableWrite(err: unknown): string | undefined {
     return 'KurrentDB did not confirm the write in time (it may still have been made)';
   }
   if (err instanceof CancelledError || code === GRPC_CANCELLED) return 'KurrentDB cancelled the write (shutting down?)';
+  // Gossip found no node to talk to (an election under way, every node down): the client throws a plain Error.
+  if (err instanceof Error && /^Failed to discover after \d+ attempts/.test(err.message)) return 'KurrentDB has no reachable leader (cluster discovery failed)';
   return undefined;
 }
 
