@@ -63,7 +63,8 @@ export class TenantsController {
     // The parser drops nulls and remembers their names: a setting given as null goes back to the default (every
     // other null means "not given").
     const reset = nullMembers(req.body);
-    const updating = SETTINGS.some((k) => k in (req.body as object) || reset.has(k));
+    const given = typeof req.body === 'object' && req.body !== null ? (req.body as object) : {};
+    const updating = SETTINGS.some((k) => k in given || reset.has(k));
     if (!updating && b.active === undefined) refuse('invalid', `one of ${SETTINGS.join(', ')} or active is required`);
     const setting = <T>(name: string, value: T | undefined) => (value === undefined && reset.has(name) ? null : value);
     const changes = {

@@ -166,6 +166,8 @@ describe('Duffy v3 compatibility', () => {
       }
       expect((await duffy.admin.get(`${V1}/tenants/${t.id}`)).body.tenant).toEqual(before);
       expect((await duffy.admin.put(`${V1}/tenants/${t.id}`, { active: null })).status).toBe(422);
+      // A body that is no object at all (the fuzzer's `null`, a list) is a 422 too, never a 500.
+      for (const body of [null, []]) expect((await duffy.admin.put(`${V1}/tenants/${t.id}`, body)).status).toBe(422);
     });
 
     it('a retired tenant is reactivated by {"active": true} alone; an update of it is 422 "tenant x (id=N) is retired"', async () => {
