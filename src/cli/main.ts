@@ -177,14 +177,14 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .command('nodes')
     .description('list nodes (admins: all; a tenant: those it holds); admins take them in and out of service')
     .action(async () =>
-      listing((await client().call('GET', '/nodes')).nodes, [
+      listing((await client().call('GET', '/nodes?retired=true')).nodes, [
         ['id', 'id'], ['hostname', 'hostname'], ['pool', 'pool'], ['state', 'state'], ['service', 'service'], ['ipaddr', 'ipaddr'], ['service_reason', 'reason'],
       ]),
     );
   /** HOST is a node id, or a hostname looked up in the nodes the caller may see (admins: all). */
   const nodeId = async (host: string) => {
     if (/^[0-9]+$/.test(host)) return Number(host);
-    const all = (await client().call<{ nodes: Node[] }>('GET', '/nodes')).nodes;
+    const all = (await client().call<{ nodes: Node[] }>('GET', '/nodes?retired=true')).nodes;
     const n = all.find((x) => hostKey(x.hostname) === hostKey(host) || String(x.id) === host);
     if (!n) throw new ApiError(404, `node ${host} not found among the nodes you can see (a tenant sees those it holds; only admins take nodes in and out of service)`);
     return n.id;

@@ -1,5 +1,5 @@
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
-import { Body, Controller, Get, HttpCode, Param, Post, Put, Req, UseGuards } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Put, Query, Req, UseGuards } from '@nestjs/common';
 import type { Request } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from '../application/catalog.js';
@@ -90,10 +90,12 @@ export class NodesController {
   ) {}
 
   @Get()
-  async list(@CurrentActor() actor: Actor) {
+  async list(@CurrentActor() actor: Actor, @Query('retired') retired?: unknown) {
     const w = await this.views.load({ machines: actor.tenant.isAdmin ? {} : { tenantId: actor.tenant.id } });
-    // As Duffy v3: a retired node is no longer listed (GET /nodes/{id} still shows it).
-    const visible = [...w.machines.values()].filter((m) => !isRetired(m) && maySee(m, actor.tenant));
+    // As Duffy v3: a retired node is no longer listed (GET /nodes/{id} still shows it); `?retired=true` (a Duffy
+    // extension, which the CLI uses) lists them too.
+    const withRetired = retired === 'true';
+    const visible = [...w.machines.values()].filter((m) => (withRetired || !isRetired(m)) && maySee(m, actor.tenant));
     return { action: 'get', nodes: visible.sort((a, b) => a.id - b.id).map((m) => nodeView(m, actor.tenant.isAdmin)) };
   }
 

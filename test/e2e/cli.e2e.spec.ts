@@ -178,6 +178,11 @@ describe('duffy CLI against a running server', () => {
     expect((await as(admin, 'nodes', 'return', 'no-such-host')).code).toBe(4);
     const retired = await as(admin, '--json', 'nodes', 'retire', host, '--reason', 'end of life');
     expect(JSON.parse(retired.stdout)).toMatchObject({ hostname: host, service: 'retired', service_reason: 'end of life', active: false });
+    // GET /nodes leaves retired nodes out, as Duffy v3 does; the CLI still finds and lists them (?retired=true).
+    const back = await as(admin, 'nodes', 'return', host);
+    expect([back.code, back.stderr]).toEqual([expect.any(Number), `duffy: node ${host} is retired\n`]);
+    expect(back.code).not.toBe(0);
+    expect((await as(admin, 'nodes')).stdout.split('\n').find((l) => l.includes(host))).toMatch(/ retired /);
   });
 
   it('downloads a session\'s artifacts into a directory, and not another tenant\'s', async () => {

@@ -215,6 +215,8 @@ describe('Duffy v3 compatibility', () => {
       const listed = (await duffy.admin.get(`${V1}/nodes`)).body.nodes as Array<{ id: number; active: boolean }>;
       expect(listed.some((x) => x.id === n.id)).toBe(false);
       expect(listed.every((x) => x.active)).toBe(true);
+      // A Duffy extension (the CLI's): ?retired=true lists them too.
+      expect(((await duffy.admin.get(`${V1}/nodes?retired=true`)).body.nodes as Array<{ id: number }>).some((x) => x.id === n.id)).toBe(true);
       expect((await duffy.admin.get(`${V1}/nodes/${n.id}`)).body.node).toMatchObject({ id: n.id, active: false });
     });
   });
