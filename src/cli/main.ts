@@ -104,7 +104,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
 
   duffy
     .command('extend <session> [by]')
-    .description('keep the machines longer: +2h, +30m or an ISO time (clamped to your maximum); -30m shortens')
+    .description('keep the machines longer: +2h (+1h when not given), +30m or an ISO time (clamped to your maximum); -30m shortens')
     // `-30m` is a time, not an option: taken as the argument (a real option of this command does not exist).
     .allowUnknownOption()
     .action(async (id: string, by = '+1h') => {
@@ -147,7 +147,11 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
         if (!json()) out(`${printable(a.path)}\t${a.size}`);
       }
       if (json()) out(JSON.stringify(list.map((a) => ({ ...a, file: resolve(root, ...a.path.split('/')) }))));
-      else if (list.length === 0) out(`session ${id} has no artifacts`);
+      else if (list.length === 0) {
+        // A job that forgot `duffy done` would read "none" as a release that collected nothing.
+        const active = (await c.call<{ session: Session }>('GET', `/sessions/${encodeURIComponent(id)}`)).session.active;
+        out(active ? `session ${id} has no artifacts yet: they are collected when it is released (duffy done ${id})` : `session ${id} has no artifacts`);
+      }
     });
 
   /** A table of the columns people read (all of them with --json). */

@@ -189,6 +189,9 @@ describe('duffy CLI against a running server', () => {
     const req = await cli('--json', 'request', '--pool', 'vm-intel-x86_64');
     const { id, nodes } = JSON.parse(req.stdout) as { id: number; nodes: Array<{ hostname: string }> };
     const host = nodes[0].hostname;
+    // Before its release: nothing collected yet, and it says why (a job that forgot `done`).
+    const early = await cli('artifacts', String(id), '--out', mkdtempSync(join(tmpdir(), 'duffy-artifacts-')));
+    expect([early.code, early.stdout]).toEqual([0, `session ${id} has no artifacts yet: they are collected when it is released (duffy done ${id})\n`]);
     await cli('done', String(id));
     const dir = join(duffy.dataDir, 'artifacts', `session-${id}`, host, 'logs');
     mkdirSync(dir, { recursive: true });
