@@ -274,7 +274,7 @@ export function machineAtAddress(world: World, at: { ipaddr: string; data: Recor
   return undefined;
 }
 
-/** An address as compared for uniqueness: the address, and the ssh port when it is not 22. */
+/** An address as compared for uniqueness: the address and the ssh port (22 when not given). */
 export const addressKey = (at: { ipaddr: string; data: Record<string, unknown> }) => `${ipKey(at.ipaddr)}:${sshPort(at.data)}`;
 const sshPort = (data: Record<string, unknown>) => String(data.ssh_port ?? 22);
 
@@ -558,7 +558,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       m.failures = 0;
       if (event.type === 'MachineProvisioned') {
         m.ipaddr = event.data.ipaddr ?? m.ipaddr;
-        // The old address stays listed: machineHoldingIp compares with the machine's address now.
+        // The old address stays listed: machineAtAddress compares with the machine's address now.
         indexIp(world, m.ipaddr, m.id);
         m.state = m.sessionId === null ? 'ready' : m.contextualizeOnHandover ? 'contextualizing' : 'deployed';
       } else if (event.type === 'MachineContextualized') {
