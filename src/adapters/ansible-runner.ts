@@ -160,6 +160,10 @@ export class AnsibleRunner implements PlaybookRunner {
       } catch (err) {
         return notRun(`can't write the run's input in ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
       }
+      // The modules' own temporary files (AnsiballZ payloads) go in the run's directory too: a playbook killed
+      // mid-task would otherwise leave them in /tmp for good.
+      const moduleTmp = join(dir, 'tmp');
+      await mkdir(moduleTmp, { mode: 0o700 }).catch(() => undefined);
       let timedOut = false;
       const child = execa('ansible-playbook', ['-i', 'localhost,', '-c', 'local', playbook, '-e', `@${varsFile}`], {
         cwd: this.ansibleDir,
@@ -167,7 +171,8 @@ export class AnsibleRunner implements PlaybookRunner {
           ANSIBLE_CONFIG: join(this.ansibleDir, 'ansible.cfg'),
           ANSIBLE_STDOUT_CALLBACK: 'json',
           ANSIBLE_LOAD_CALLBACK_PLUGINS: '1',
-          ANSIBLE_LOCAL_TEMP: join(dir, 'tmp'),
+          ANSIBLE_LOCAL_TEMP: moduleTmp,
+          TMPDIR: moduleTmp,
           ANSIBLE_NOCOLOR: '1',
         },
         detached: true,

@@ -110,3 +110,38 @@ describe('the runs a killed predecessor left behind', () => {
     }
   }, 60_000);
 });
+
+describe('a run killed mid-task', () => {
+  it('leaves no module files in the temporary directory (real ansible-playbook)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-killed-'));
+    const ownTmp = mkdtempSync(join(tmpdir(), 'duffy-killed-tmp-'));
+    const playbook = join(dataDir, 'hang.yml');
+    writeFileSync(playbook, '- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 300\n');
+    const list = (dir: string) => {
+      try {
+        return readdirSync(dir);
+      } catch {
+        return [];
+      }
+    };
+    const payloads = () =>
+      [...list(ownTmp), ...list(join(dataDir, 'runs')).flatMap((run) => list(join(dataDir, 'runs', run, 'tmp')))].filter((name) => name.startsWith('ansible_'));
+    const before = process.env.TMPDIR;
+    process.env.TMPDIR = ownTmp;
+    const runner = new AnsibleRunner();
+    try {
+      const running = runner.run({ ...input, pool: { name: 'p', type: 'vm', driver: 'local', arch: 'x86_64', platform: 'intel', vars: {} }, data_dir: dataDir }, { timeoutMs: 120_000, playbook });
+      // The module runs once its payload is unpacked.
+      for (let i = 0; i < 300 && payloads().length === 0; i++) await sleep(100);
+      expect(payloads()).not.toEqual([]);
+      runner.stopAll();
+      await running;
+      expect(readdirSync(ownTmp)).toEqual([]);
+      expect(readdirSync(join(dataDir, 'runs'))).toEqual([]);
+    } finally {
+      runner.stopAll();
+      if (before === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = before;
+    }
+  }, 60_000);
+});
