@@ -1,8 +1,8 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
-import { LEDGER_FILE, headFileOf } from '../adapters/eventstore/data-dir-lock.js';
+import { LEDGER_FILE, headFileOf, readHeadRecord } from '../adapters/eventstore/data-dir-lock.js';
 import { damagedDatabase } from '../adapters/eventstore/storage-fault.js';
 import { isEventStoreUrl } from '../config/config.js';
 import { isRecord, verifyGlobalChain } from './chain.js';
@@ -371,14 +371,10 @@ export interface FileProblem {
  * read. It may lag a commit, never lead one: read it before the events, and a file read after holds its position.
  */
 export function recordedHead(location: string): { position: bigint; chain: string } | null | FileProblem {
-  const file = headFileOf(location);
-  if (!existsSync(file)) return null;
   try {
-    const head = JSON.parse(readFileSync(file, 'utf8')) as { position: unknown; chain: unknown };
-    if (typeof head.position !== 'string' || !/^\d+$/.test(head.position) || typeof head.chain !== 'string') throw new Error('not {position, chain}');
-    return { position: BigInt(head.position), chain: head.chain };
+    return readHeadRecord(location);
   } catch (err) {
-    return { position: '-', where: 'writer head', problem: `${file} cannot be read (${(err as Error).message}): the writer's record was altered` };
+    return { position: '-', where: 'writer head', problem: `${headFileOf(location)} cannot be read (${(err as Error).message}): the writer's record was altered` };
   }
 }
 

@@ -14,6 +14,22 @@ export const LEDGER_FILE = 'ledger.sqlite';
  * newest events shows).
  */
 export const headFileOf = (ledgerFile: string) => `${ledgerFile}.head`;
+/**
+ * The head record of `ledgerFile` as its writer wrote it (`sqlite-writer.worker.js`): null where there is none;
+ * throws where it is no `{position, chain}` (altered).
+ */
+export function readHeadRecord(ledgerFile: string): { position: bigint; chain: string } | null {
+  let text: string;
+  try {
+    text = readFileSync(headFileOf(ledgerFile), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  const head = JSON.parse(text) as { position?: unknown; chain?: unknown };
+  if (typeof head.position !== 'string' || !/^\d+$/.test(head.position) || typeof head.chain !== 'string') throw new Error('not {position, chain}');
+  return { position: BigInt(head.position), chain: head.chain };
+}
 /** The embedded read models' file in the data directory (derived: rebuilt from the ledger when missing). */
 export const READ_MODELS_FILE = 'readmodels.sqlite';
 /** The holder touches its lock this often; one not touched for STALE_MS is a dead holder's, wherever it ran. */

@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import {
@@ -14,7 +14,7 @@ import {
   WrongExpectedRevisionError,
 } from '../../application/ports/event-store.port.js';
 import { WRITER_STOPPED, damagedDatabase } from './storage-fault.js';
-import { headFileOf } from './data-dir-lock.js';
+import { headFileOf, readHeadRecord } from './data-dir-lock.js';
 
 /** A row as the read statements return it (raw): position, stream, revision, id, type, data, metadata. */
 export type Row = [position: number, stream: string, revision: number, id: string, type: string, data: string, metadata: string];
@@ -358,8 +358,7 @@ export function assertNotBehindHead(file: string, head = headPosition(file), las
 /** The position in the writer's head record; undefined without one (a ledger of 2026-11-26) or when unreadable (verify names it). */
 function headPosition(file: string): bigint | undefined {
   try {
-    const position = (JSON.parse(readFileSync(headFileOf(file), 'utf8')) as { position?: unknown }).position;
-    return typeof position === 'string' && /^\d+$/.test(position) ? BigInt(position) : undefined;
+    return readHeadRecord(file)?.position;
   } catch {
     return undefined;
   }
