@@ -503,9 +503,13 @@ export function decideEndSession(
   return writes;
 }
 
-/** The latest expiry a session's lease may reach but by an admin: its creation plus the tenant's maximum lifetime. */
+/**
+ * The latest expiry a session's lease may reach but by an admin: its start plus the tenant's maximum lifetime. The
+ * lease starts when the machines are handed over (Duffy v3, which never queues, says created_at): a request that
+ * waited in the queue gets its whole lease, and a "+1h" never takes back the time it waited.
+ */
 export const latestExpiryMs = (session: Session, tenant: Tenant, defaults: Defaults) =>
-  Date.parse(session.createdAt) + effective(tenant, defaults).sessionLifetimeMax * 1000;
+  Date.parse(session.startedAt ?? session.createdAt) + effective(tenant, defaults).sessionLifetimeMax * 1000;
 
 /** Only an active session's lease can be extended. */
 export const inactive = (sessionId: number): Refusal => refusal('invalid', `session ${sessionId} is retired`);
@@ -513,7 +517,7 @@ export const inactive = (sessionId: number): Refusal => refusal('invalid', `sess
 /**
  * Duffy v3's extend: a signed duration (`+2h`, `+1h30m`, `-30m`, `+1w`) moves the session's current expiry; an ISO
  * time sets it. Either way the result is clamped to no earlier than created_at (an expiry in the past ends the
- * session at the next pass) and, but for an admin, no later than created_at + the tenant's maximum lifetime.
+ * session at the next pass) and, but for an admin, no later than the lease's start + the tenant's maximum lifetime.
  */
 export function decideExtendSession(session: Session, tenant: Tenant, defaults: Defaults, expiresAt: string, now: string, byAdmin = false): Decision {
   if (session.status !== 'active') return inactive(session.id);

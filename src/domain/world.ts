@@ -99,6 +99,8 @@ export class Session {
   specs: NodeSpec[];
   createdAt: string;
   expiresAt: string;
+  /** When its machines were handed over and its lease began (later than createdAt for a request that waited). */
+  startedAt: string | null;
   retiredAt: string | null;
   status: SessionStatus;
   releaseReason: ReleaseReason | null;
@@ -121,6 +123,7 @@ export class Session {
     this.specs = specs;
     this.createdAt = createdAt;
     this.expiresAt = expiresAt;
+    this.startedAt = null;
     this.retiredAt = null;
     this.status = 'requested';
     this.releaseReason = null;
@@ -707,6 +710,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         s.status = 'active';
         s.queue = null;
         s.machineIds = event.data.machineIds;
+        s.startedAt = event.data.at;
         if (event.data.expiresAt) s.expiresAt = event.data.expiresAt;
       } else if (event.type === 'SessionRejected') {
         s.status = 'rejected';

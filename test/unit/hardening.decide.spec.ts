@@ -63,6 +63,36 @@ describe('extending a session (Duffy v3: current expiry + delta, clamped to crea
     expect(extendedTo('+9999999w9999999d', AT)).toBe(at(2 * HOUR));
   });
 
+  describe('given a request that waited 50 minutes in the queue (lifetime = maximum = 2 h)', () => {
+    const defaults = { ...DEFAULTS, sessionLifetime: 2 * 3600 };
+    const served = at(50 * 60_000);
+    const waited: Array<[string, DuffyEvent]> = [
+      tenant(1, 'alice'),
+      machine(1, 'i1', 'metal-intel'),
+      ['session-1', { type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: at(2 * HOUR), at: AT } }],
+      ['session-1', { type: 'RequestQueued', data: { sessionId: 1, reason: 'pool metal-intel: 1 requested, 0 available', waitUntil: at(HOUR), at: AT } }],
+      ['tenant-alice', { type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 1, count: 1, at: served } }],
+      ['machine-i1', { type: 'MachineReserved', data: { machineId: 1, hostname: 'i1', sessionId: 1, tenantId: 1, pool: 'metal-intel', platform: 'intel', affinity: 'established', contextualize: false, at: served } }],
+      ['session-1', { type: 'SessionStarted', data: { sessionId: 1, machineIds: [1], at: served, expiresAt: at(2 * HOUR + 50 * 60_000) } }],
+    ];
+    const extend = (by: string, history = waited) => {
+      const world = given(...history);
+      return decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, defaults, by, served);
+    };
+
+    it('when the tenant asks "+1h", then its lease keeps the time it waited (it is already at the maximum from its start)', () => {
+      expect(extend('+1h')).toEqual([]);
+    });
+
+    it('when it asks for a later time or a shorter lease, then the maximum counts from when it was served', () => {
+      const to = (d: Decision) => (only(d).events[0] as { data: { expiresAt: string } }).data.expiresAt;
+      expect(to(extend('-1h'))).toBe(at(HOUR + 50 * 60_000));
+      const shortened: Array<[string, DuffyEvent]> = [...waited, ['session-1', { type: 'SessionExtended', data: { sessionId: 1, expiresAt: at(HOUR + 50 * 60_000), at: served } }]];
+      expect(to(extend(at(10 * HOUR), shortened))).toBe(at(2 * HOUR + 50 * 60_000));
+      expect(to(extend('+6h', shortened))).toBe(at(2 * HOUR + 50 * 60_000));
+    });
+  });
+
   it.each(['+', '+1', '1h', '+1x', '+1h+1h', '+-1h', 'tomorrow', ''])('refuses %p', (by) => {
     expect(kind(extendedTo(by, AT))).toBe('invalid');
   });
