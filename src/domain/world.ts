@@ -479,7 +479,10 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       const inPool = world.machinesByPool.get(d.pool) ?? [];
       inPool.push(world.machines.get(d.machineId)!);
       world.machinesByPool.set(d.pool, inPool);
-      world.notRetiredByPool.set(d.pool, (world.notRetiredByPool.get(d.pool) ?? 0) + 1);
+      const m = world.machines.get(d.machineId)!;
+      // Registered `done` (Duffy v3's word for a node that is through): retired from the start, as a recycle to done retires.
+      if (d.state === 'done') m.retiredAt = d.at;
+      else world.notRetiredByPool.set(d.pool, (world.notRetiredByPool.get(d.pool) ?? 0) + 1);
       return world;
     }
     case 'MachineReserved': {

@@ -11,6 +11,7 @@ import {
   visibleSession,
 } from '../../src/domain/decide.js';
 import { DomainError } from '../../src/domain/errors.js';
+import { isRetired } from '../../src/domain/world.js';
 import type { DuffyEvent, NodeSpec } from '../../src/domain/events.js';
 import { AT, DEFAULTS, LATER, POOLS, given, machine, quarantined, startedSession, tenant, written } from '../support/given.js';
 
@@ -98,6 +99,15 @@ describe('requesting machines', () => {
       const busy = given(tenant(1, 'alice'), tenant(2, 'bob'), machine(1, 'i1', 'metal-intel'), machine(2, 'i2', 'metal-intel'), retire(2, 'i2'), ...quarantined('metal-intel', 1),
         ...taken.flatMap((w) => w.events.map((e): [string, DuffyEvent] => [w.stream, e])));
       expect(writesOf(request(busy, [{ pool: 'metal-intel', quantity: 2 }], { sessionId: 2, waitSeconds: 600 }))[0].events.map((e) => e.type)).toEqual(['MachineRequested', 'RequestQueued']);
+    });
+
+    it('given a machine registered `done` (through, in Duffy v3\'s words), then it counts as retired: a request for it is refused at once', () => {
+      const done: [string, DuffyEvent] = ['machine-i2', { type: 'MachineRegistered', data: { machineId: 2, hostname: 'i2', ipaddr: null, pool: 'metal-intel', reusable: true, data: {}, state: 'done', at: AT } }];
+      const world = given(tenant(1, 'alice'), tenant(2, 'bob'), machine(1, 'i1', 'metal-intel'), done);
+      expect(isRetired(world.machines.get(2)!)).toBe(true);
+      expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2 }], { waitSeconds: 600 })).message).toBe(
+        "can't reserve nodes: pool metal-intel has 1 machine(s) that are not retired and 2 were asked for, so waiting cannot help",
+      );
     });
 
     it('given a request by type, then every pool of that type counts', () => {
