@@ -254,8 +254,8 @@ export class Provisioner implements OnApplicationShutdown {
     // holds and tells its release that nothing ran, so record it at the machine's current revision.
     const late = written.flatMap((o, i) => {
       const m = world.machines.get(claimed[i].machine.id)!;
-      // Never over a newer claim: its run must keep it.
-      return o.ok || m.job !== null ? [] : [m];
+      // Never over another claim (a newer run's, or another instance's): its run must keep it.
+      return o.ok || (m.job !== null && m.job.instance !== this.instance) ? [] : [m];
     });
     if (late.length > 0) await this.ledger.commit(late.map((m) => decideEnvironmentFault(m, job, fault, run, m.revision, at)), meta);
     if (isHandover(job) && world.sessions.get(job.sessionId!)?.status === 'active') {

@@ -532,7 +532,9 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       } else if (m.state === 'provisioning') {
         m.state = 'unused';
       }
-      m.job = null;
+      // A hand-over's run may still be going on (another instance's, on a shared store): its claim stays until its
+      // outcome, the release's own claim or its deadline, so no one starts the release over it.
+      if (m.state !== 'deprovisioning') m.job = null;
       m.revision = revision;
       return world;
     }

@@ -113,6 +113,31 @@ describe('a machine whose session ended before it was handed over', () => {
   });
 });
 
+describe('a session ended while another instance runs its hand-over (a shared store)', () => {
+  const DEADLINE = '2099-01-01T00:00:00.000Z';
+  const theirs = (action: 'provision' | 'contextualize'): [string, DuffyEvent] => [
+    'machine-i1',
+    { type: 'PlaybookStarted', data: { machineId: 1, action, sessionId: 1, instance: 'them', deadline: DEADLINE, at: AT } },
+  ];
+  const elsewhere = { ...ctx, soleInstance: false };
+
+  it.each([
+    ['contextualize', reserved(false)],
+    ['provision', reserved(true)],
+  ] as const)('when the session ends during their %s, then no one else releases or returns the machine while their claim is live', (action, history) => {
+    const w = given(...history, theirs(action), ...ended);
+    expect(dueWork(w, elsewhere)).toEqual({ jobs: [], returns: [] });
+    // Past its deadline the claim lapses (they died): the work is due here.
+    const work = dueWork(w, { ...elsewhere, now: Date.parse(DEADLINE) + 1 });
+    expect([...work.jobs.map((j) => j.action), ...work.returns.map((r) => r.events[0].type)]).toEqual([action === 'contextualize' ? 'release' : 'MachineRecycled']);
+  });
+
+  it('when their run is over, then they release it at once', () => {
+    const w = given(...reserved(false), theirs('contextualize'), ...ended);
+    expect(dueWork(w, { ...elsewhere, instance: 'them' }).jobs).toEqual([{ pool: 'metal-intel', action: 'release', sessionId: 1, machineIds: [1] }]);
+  });
+});
+
 describe('a failed replacement', () => {
   it('names what the lost machine failed with', () => {
     const w = given(...reserved(false), ['machine-i1', { type: 'ProvisioningFailed', data: { machineId: 1, sessionId: 1, action: 'contextualize', error: 'disk on fire', run, at: AT } }]);
