@@ -9,7 +9,7 @@ import { Body, type CanActivate, Controller, HttpCode, Injectable, type Middlewa
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@nestjs/platform-express';
 import pino from 'pino';
-import { IdParamsPipe, checkJsonDepth, dropNullMembers, logSettings, requestLogging, validationFailed } from '../src/http/input.js';
+import { IdParamsPipe, checkJsonDepth, dropNullMembers, emptyBodyIsNone, logSettings, requestLogging, validationFailed } from '../src/http/input.js';
 import { SessionCreateDto, SessionUpdateDto } from '../src/http/dto.js';
 import { Metrics } from '../src/adapters/metrics.js';
 import { HttpMetricsMiddleware } from '../src/http/ops/metrics.controller.js';
@@ -47,12 +47,13 @@ class FloorModule implements NestModule {
 
 const app = await NestFactory.create<NestExpressApplication>(FloorModule, { logger: false, bodyParser: false });
 app.useBodyParser('json', { limit: '1mb', strict: false, verify: checkJsonDepth, reviver: dropNullMembers } as NestExpressBodyParserOptionsFor<'json'>);
+app.use(emptyBodyIsNone);
 app.set('etag', false);
 app.disable('x-powered-by');
 app.setGlobalPrefix('api/v1');
 app.useGlobalPipes(
   new IdParamsPipe(),
-  new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, forbidUnknownValues: true, stopAtFirstError: true, transform: true, validationError: { target: false, value: false }, exceptionFactory: validationFailed }),
+  new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, forbidUnknownValues: true, stopAtFirstError: true, transform: true, validationError: { target: false, value: true }, exceptionFactory: validationFailed }),
 );
 await app.listen(Number(process.env.PORT ?? 0), '127.0.0.1');
 console.log(`listening ${(app.getHttpServer().address() as { port: number }).port}`);

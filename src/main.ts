@@ -9,7 +9,7 @@ import { AppModule, observeRequests } from './app.module.js';
 import { ConfigError, type Settings, loadSettings } from './config/config.js';
 import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
-import { IdParamsPipe, checkJsonDepth, dropNullMembers, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
+import { IdParamsPipe, checkJsonDepth, dropNullMembers, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, assertDataDirFree, assertDataDirWritable } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable, assertNotBehindHead } from './adapters/eventstore/sqlite-event-store.js';
@@ -36,6 +36,7 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   app.use(...observeRequests(app), refuseWhileStopping(app.get(Stopping)), refuseCrossSiteWrites, refuseUnreadBodies);
   const json = { limit: '1mb', strict: false, type: isJsonBody, verify: checkJsonDepth, reviver: dropNullMembers };
   app.useBodyParser('json', json as NestExpressBodyParserOptionsFor<'json'>);
+  app.use(emptyBodyIsNone);
   // API answers change with every call: an ETag per response is a hash of every body for nothing.
   app.set('etag', false);
   app.disable('x-powered-by');
@@ -49,7 +50,8 @@ export async function createApp(settings: Settings, options: { store?: EventStor
       forbidUnknownValues: true,
       stopAtFirstError: true,
       transform: true,
-      validationError: { target: false, value: false },
+      // The value tells a missing field from a wrong one; only its absence is read (see validationFailed).
+      validationError: { target: false, value: true },
       exceptionFactory: validationFailed,
     }),
   );

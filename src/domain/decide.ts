@@ -520,6 +520,9 @@ export const inactive = (sessionId: number): Refusal => refusal('invalid', `sess
  * session at the next pass) and, but for an admin, no later than the lease's start + the tenant's maximum lifetime.
  */
 export function decideExtendSession(session: Session, tenant: Tenant, defaults: Defaults, expiresAt: string, now: string, byAdmin = false): Decision {
+  if (session.status === 'waiting' || session.status === 'requested') {
+    return refusal('invalid', `session ${session.id} is waiting for machines: its lease starts when it is served, and can be extended then`);
+  }
   if (session.status !== 'active') return inactive(session.id);
   const target = parseExpiry(expiresAt, Date.parse(session.expiresAt));
   if (typeof target !== 'number') return target;

@@ -38,8 +38,9 @@ class BodyRefused extends Error {
  * transformer. A linear scan: brackets inside strings do not count. UTF-8 continuation bytes are never ASCII, so
  * the scan holds for UTF-8 only, which is what JSON between systems must be (RFC 8259): other charsets are a 415.
  */
-export function checkJsonDepth(_req: unknown, _res: unknown, buf: Buffer, encoding?: string): void {
+export function checkJsonDepth(req: unknown, _res: unknown, buf: Buffer, encoding?: string): void {
   if (encoding !== undefined && !/^utf-?8$/i.test(encoding)) throw new BodyRefused(`JSON bodies must be UTF-8, not ${encoding}`, 415);
+  if (buf.length === 0) (req as EmptyMarked)[EMPTY_BODY] = true;
   let depth = 0;
   let inString = false;
   /** Members after the first of each object or array (what the commas separate): an opening adds none. */
@@ -55,6 +56,19 @@ export function checkJsonDepth(_req: unknown, _res: unknown, buf: Buffer, encodi
     } else if (c === 0x7d || c === 0x5d) depth--;
     else if (c === 0x2c && ++members >= MAX_BODY_MEMBERS) throw tooMany();
   }
+}
+
+const EMPTY_BODY = Symbol('empty JSON body');
+type EmptyMarked = { [EMPTY_BODY]?: true; body?: unknown };
+
+/**
+ * Express middleware, after the JSON parser: an empty JSON body is no body (the parser makes it `{}`, which a "done"
+ * read as "nothing to change": a 200 that left the machines held), as FastAPI (Duffy v3) reads it; a route that needs
+ * one then refuses it (IdParamsPipe).
+ */
+export function emptyBodyIsNone(req: IncomingMessage, _res: ServerResponse, next: () => void): void {
+  if ((req as EmptyMarked)[EMPTY_BODY]) (req as EmptyMarked).body = undefined;
+  next();
 }
 
 const tooMany = () => new BodyRefused(`request body has more than ${MAX_BODY_MEMBERS} members (fields and array elements, in all)`);
@@ -155,7 +169,7 @@ function urlOf(text: string): URL | undefined {
  */
 export function dropNullMembers(this: unknown, key: string, value: unknown): unknown {
   if (RESERVED_MEMBERS.has(key)) mark(this, key);
-  else if (typeof value === 'object' && value !== null && (value as Marked)[RESERVED] !== undefined) mark(this, (value as Marked)[RESERVED]!);
+  else if (typeof value === 'object' && value !== null && (value as Marked)[RESERVED] !== undefined) mark(this, pathTo(this, key, (value as Marked)[RESERVED]!));
   if (value !== null || Array.isArray(this)) return value;
   // Dropped, but remembered: where Duffy v3 gives a null a meaning (a tenant setting back to the default), it is asked.
   const holder = this as Nulled;
@@ -179,19 +193,31 @@ const RESERVED_MEMBERS = new Set([...Object.getOwnPropertyNames(Object.prototype
 const RESERVED = Symbol('reserved member');
 type Marked = { [RESERVED]?: string };
 const mark = (holder: unknown, key: string) => void ((holder as Marked)[RESERVED] ??= key);
+/** `below` as seen from the member `key` of `holder`, named as validation names paths: `nodes_specs[0].constructor`. */
+function pathTo(holder: unknown, key: string, below: string): string {
+  const step = Array.isArray(holder) ? `[${key}]` : key === '' ? '""' : key;
+  return below.startsWith('[') ? step + below : `${step}.${below}`;
+}
 
 /** Unknown fields are named as such; class-validator's own wording ("property x should not exist") reads like a bug. */
 export function validationFailed(errors: ValidationError[]): DomainError {
   const rename = (list: ValidationError[]): ValidationError[] =>
     list.map((e) => ({
       ...e,
-      constraints: e.constraints?.whitelistValidation ? { unknown: 'unknown field (not part of this request body)' } : e.constraints,
+      constraints: e.constraints?.whitelistValidation
+        ? { unknown: 'unknown field (not part of this request body)' }
+        : e.value === undefined && e.constraints
+          ? { required: required(e.property, Object.values(e.constraints)[0]) }
+          : e.constraints,
       children: rename(e.children ?? []),
     }));
   const problems = describeValidation(rename(errors));
   const more = problems.length > MAX_PROBLEMS_NAMED ? [`and ${problems.length - MAX_PROBLEMS_NAMED} more`] : [];
   return new DomainError('invalid', [...problems.slice(0, MAX_PROBLEMS_NAMED), ...more].join('; ') || 'invalid request body');
 }
+
+/** A required field that is missing (or null) says so, with the alternative its rule names: `pool is required (or give type/arch/platform instead)`. */
+const required = (field: string, rule: string) => `${field} is required${/ \(or [^)]*\)/.exec(rule)?.[0] ?? ''}`;
 
 /** Ids are canonical decimal integers: no sign, no leading zero, no hex/exponent/space, at most 15 digits. */
 const ID = /^(0|[1-9][0-9]{0,14})$/;
@@ -210,7 +236,11 @@ export function parseId(raw: unknown, what = 'id'): number {
  */
 export class IdParamsPipe implements PipeTransform {
   transform(value: unknown, meta: ArgumentMetadata): unknown {
-    if (meta.type === 'body' && typeof value === 'object' && value !== null && (value as Marked)[RESERVED] !== undefined) {
+    // Every body is an object, as Duffy v3's models are: `null` or no body at all must not read as "nothing to change".
+    if (meta.type === 'body' && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+      throw new DomainError('invalid', `the body must be a JSON object, got ${value === undefined || value === null ? 'null or nothing' : Array.isArray(value) ? 'a list' : `a ${typeof value}`}`);
+    }
+    if (meta.type === 'body' && (value as Marked)[RESERVED] !== undefined) {
       throw new DomainError('invalid', `${(value as Marked)[RESERVED]}: unknown field (not part of this request body)`);
     }
     return (meta.type === 'param' || meta.type === 'query') && meta.metatype === Number && meta.data ? parseId(value, meta.data) : value;

@@ -426,10 +426,10 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
     // JSON.parse makes these plain members, and the body's transformation dropped them without a word.
     it.each([
       ['__proto__ at the top', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1}],"__proto__":{"x":1}}', '__proto__'],
-      ['constructor in a spec', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1,"constructor":{"prototype":{"x":1}}}]}', 'constructor'],
-      ['toString in node-like data', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1}],"x":{"toString":"y"}}', 'toString'],
-      ['prototype deep down, beside a member named ""', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1}],"":{"a":[{"b":{"prototype":1}}]}}', 'prototype'],
-    ])('a member named like prototype machinery (%s) is a 422 naming it, and takes nothing', async (_, body, name) => {
+      ['constructor in a spec', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1,"constructor":{"prototype":{"x":1}}}]}', 'nodes_specs[0].constructor'],
+      ['toString in node-like data', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1}],"x":{"toString":"y"}}', 'x.toString'],
+      ['prototype deep down, beside a member named ""', '{"nodes_specs":[{"pool":"vm-intel-x86_64","quantity":1}],"":{"a":[{"b":{"prototype":1}}]}}', '"".a[0].b.prototype'],
+    ])('a member named like prototype machinery (%s) is a 422 naming it by its path, and takes nothing', async (_, body, name) => {
       const before = duffy.app.get(Ledger).world.position;
       const r = await raw(duffy, 'POST', `${V1}/sessions`, body, { authorization: aliceAuth });
       expect(r.status).toBe(422);
@@ -437,11 +437,18 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       expect(duffy.app.get(Ledger).world.position).toBe(before);
     });
 
-    it('a body that is not an object is a 422', async () => {
-      for (const body of ['null', '[]', '"x"', '1', 'true']) {
-        const r = await raw(duffy, 'POST', `${V1}/sessions`, body, { authorization: aliceAuth });
-        expect(r.status).toBe(422);
+    it('a body that is not an object is a 422 saying so, on every write (a null or missing "done" body answered 200 and left the machines held)', async () => {
+      const s = await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] });
+      expect(s.status).toBe(201);
+      const what = { null: 'null or nothing', '': 'null or nothing', '[]': 'a list', '"x"': 'a string', '1': 'a number', true: 'a boolean' };
+      for (const [method, path] of [['POST', `${V1}/sessions`], ['PUT', `${V1}/sessions/${s.body.session.id}`], ['POST', `${V1}/tenants`], ['PUT', `${V1}/tenants/1`], ['POST', `${V1}/nodes`]]) {
+        for (const [body, got] of Object.entries(what)) {
+          const r = await raw(duffy, method, path, body, { authorization: basic('admin', ADMIN_KEY) });
+          expect([method, path, body, r.status, r.body.detail]).toEqual([method, path, body, 422, `the body must be a JSON object, got ${got}`]);
+        }
       }
+      expect((await duffy.admin.get(`${V1}/sessions/${s.body.session.id}`)).body.session.active).toBe(true);
+      await duffy.admin.put(`${V1}/sessions/${s.body.session.id}`, { active: false });
       // Not sent as JSON: no body for the validator, so a 422 too, never a 500.
       for (const type of ['text/plain', 'application/x-www-form-urlencoded', '']) {
         const r = await raw(duffy, 'POST', `${V1}/sessions`, 'nodes_specs=1', { authorization: aliceAuth, 'content-type': type });

@@ -80,6 +80,14 @@ describe('extending a session (Duffy v3: current expiry + delta, clamped to crea
       return decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, defaults, by, served);
     };
 
+    it('while it still waits, when it asks "+1h", then it is refused saying it waits (not that it is retired)', () => {
+      const world = given(...waited.slice(0, 4));
+      expect(decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, defaults, '+1h', AT)).toEqual({
+        refused: 'invalid',
+        reason: 'session 1 is waiting for machines: its lease starts when it is served, and can be extended then',
+      });
+    });
+
     it('when the tenant asks "+1h", then its lease keeps the time it waited (it is already at the maximum from its start)', () => {
       expect(extend('+1h')).toEqual([]);
     });
