@@ -27,9 +27,16 @@ export async function createApp(settings: Settings, options: { store?: EventStor
     bufferLogs: options.logger !== false,
     logger: options.logger === false ? false : undefined,
     bodyParser: false,
+    // A provider that cannot start (the data directory in use) rejects here, for main's one line, not Nest's stack
+    // (its buffered log of the error is never flushed).
+    abortOnError: false,
+    autoFlushLogs: false,
   });
   // Structured JSON logs (pino), with the request id of each HTTP request.
-  if (options.logger !== false) app.useLogger(app.get(PinoLogger));
+  if (options.logger !== false) {
+    app.useLogger(app.get(PinoLogger));
+    app.flushLogs();
+  }
   // 1 MB is far above any real request and keeps a hostile body from costing memory. The depth check runs on the
   // raw bytes before parsing; the reviver makes a JSON null "not given" for every field of every body.
   // (Nest's type omits `verify`, which it reserves for rawBody; rawBody is off, so express gets ours.)

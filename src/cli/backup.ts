@@ -76,7 +76,7 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
       const v = await verifyLedger(join(from, LEDGER_FILE));
       if (v.problems.length > 0) throw new UsageError(`the backup in ${from} does not verify (${verdict(v)}; \`duffy audit --ledger ${join(from, LEDGER_FILE)} verify\` names what): nothing restored`);
       // Held while files move: a Duffy still running or stopping refuses this, and none starts meanwhile.
-      const lock = lockDataDir(dataDir);
+      const lock = lockDataDir(dataDir, 'Stop that Duffy first: a restore replaces its ledger');
       try {
         const aside = join(dataDir, `replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`);
         const moved: string[] = [];

@@ -42,7 +42,7 @@ export function recoveryCommands(duffy: Command, out: (line: string) => void): v
         // As the server's start does: a damaged ledger is named in one line, before the store opens it for writing.
         assertLedgerReadable(file);
       }
-      const store = createEventStore(url, dataDir);
+      const store = createEventStore(url, dataDir, 'Stop that Duffy first: admin-key writes to its ledger (while it runs, another admin can give a key: PUT /api/v1/tenants/{id} {"api_key": "reset"})');
       const ledger = new Ledger(store, NO_BUS);
       try {
         await ledger.start();

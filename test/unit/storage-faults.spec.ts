@@ -113,6 +113,19 @@ describe('the data directory lock', () => {
     expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
   });
 
+  it('refuses a second taker while its lock file is removed and not yet put back (the holder keeps the takeover guard)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-lock-'));
+    const lock = lockDataDir(dir);
+    try {
+      unlinkSync(join(dir, LOCK_FILE));
+      expect(() => lockDataDir(dir)).toThrow(/in use by another Duffy \(it holds duffy\.lock\.takeover; its duffy\.lock was removed\)/);
+      expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
+    } finally {
+      lock.release();
+    }
+    lockDataDir(dir).release();
+  });
+
   it('takes over a lock left by a process that is gone', () => {
     const dir = mkdtempSync(join(tmpdir(), 'duffy-lock-'));
     const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']);

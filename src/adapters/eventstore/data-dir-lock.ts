@@ -42,10 +42,11 @@ export class DataDirLockedError extends Error {
   constructor(
     readonly dataDir: string,
     readonly holder: { pid: number; host?: string; since?: string },
+    advice = 'Stop that process, or give this one another DUFFY_DATA_DIR (or a shared DUFFY_EVENTSTORE)',
   ) {
     super(
-      `the data directory ${dataDir} is in use by another Duffy (pid ${holder.pid}${holder.host ? ` on ${holder.host}` : ''}${holder.since ? `, since ${holder.since}` : ''}): ` +
-        `the embedded ledger has one writer. Stop that process, or give this one another DUFFY_DATA_DIR (or a shared DUFFY_EVENTSTORE)`,
+      `the data directory ${dataDir} is in use by another Duffy (${holder.pid > 0 ? `pid ${holder.pid}${holder.host ? ` on ${holder.host}` : ''}${holder.since ? `, since ${holder.since}` : ''}` : `it holds ${TAKEOVER_FILE}; its ${LOCK_FILE} was removed`}): ` +
+        `the embedded ledger has one writer. ${advice}`,
     );
     this.name = 'DataDirLockedError';
   }
@@ -171,26 +172,41 @@ function link(file: string, me: Holder): boolean {
 /**
  * Runs `take` while no other process runs its own: two starts that judged the same dead holder's lock stale would
  * otherwise each remove it, the second removing the lock the first had just linked, and both run as the writer.
+ * Then holds the guard shared for as long as the lock is held (the connection returned): the kernel drops that with
+ * the process, and while it is held no other start gets past here, even if the lock file was removed under us (a
+ * cleaner of old files) and not yet put back. `onBusy` says who holds it when the guard stays taken.
  */
-function oneAtATime(guard: string, take: () => void): void {
-  const db = new Database(guard, { timeout: 30_000 });
+function oneAtATime(guard: string, take: () => void, onBusy: () => Error): Database.Database {
+  const db = new Database(guard, { timeout: GUARD_WAIT_MS });
   try {
-    db.exec('BEGIN EXCLUSIVE');
+    try {
+      db.exec('BEGIN EXCLUSIVE');
+    } catch (err) {
+      throw (err as { code?: string }).code === 'SQLITE_BUSY' ? onBusy() : err;
+    }
     take();
-  } finally {
+    db.exec('COMMIT');
+    db.exec('BEGIN');
+    db.prepare('SELECT count(*) FROM sqlite_master').get();
+    return db;
+  } catch (err) {
     db.close();
+    throw err;
   }
 }
+/** Other starts take the guard for milliseconds; a live holder keeps it: past this long, the data directory is in use. */
+const GUARD_WAIT_MS = 2_000;
 
-export function lockDataDir(dataDir: string): DataDirLock {
+/** `advice`: what to do about a live holder, for a caller other than the server (a restore: stop it first). */
+export function lockDataDir(dataDir: string, advice?: string): DataDirLock {
   const dir = resolve(dataDir);
   mkdirSync(dir, { recursive: true });
   const file = join(dir, LOCK_FILE);
   const me: Holder = { pid: process.pid, host: hostname(), since: new Date().toISOString() };
-  oneAtATime(join(dir, TAKEOVER_FILE), () => {
+  const guard = oneAtATime(join(dir, TAKEOVER_FILE), () => {
     for (let attempt = 0; !link(file, me); attempt++) {
       const holder = readHolder(file);
-      if (holder && (!stale(file, holder, me) || attempt >= 3)) throw new DataDirLockedError(dir, holder);
+      if (holder && (!stale(file, holder, me) || attempt >= 3)) throw new DataDirLockedError(dir, holder, advice);
       if (attempt >= 3) throw new Error(`cannot take the lock ${file}: it keeps coming back unreadable`);
       // Stale, or unreadable (not a lock this code wrote): take it over.
       try {
@@ -199,7 +215,7 @@ export function lockDataDir(dataDir: string): DataDirLock {
         /* someone else took it over first: try again */
       }
     }
-  });
+  }, () => new DataDirLockedError(dir, readHolder(file) ?? { pid: 0 }, advice));
   heldHere.add(file);
   const heartbeat = setInterval(() => {
     try {
@@ -221,6 +237,7 @@ export function lockDataDir(dataDir: string): DataDirLock {
     held = false;
     clearInterval(heartbeat);
     heldHere.delete(file);
+    guard.close();
     process.off('exit', release);
     // Only our own lock: a takeover after we were presumed dead must not be undone.
     if (readHolder(file)?.pid === process.pid) {

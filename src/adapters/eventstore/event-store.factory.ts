@@ -8,10 +8,10 @@ import { SqliteEventStore } from './sqlite-event-store.js';
 import { upgradeLegacyLedger } from './legacy-ledger.js';
 
 /** `DUFFY_EVENTSTORE=kurrentdb://...` selects KurrentDB (EventStoreDB's current name, 25.1+); unset means the embedded SQLite ledger in the data dir. */
-export function createEventStore(url: string | undefined, dataDir: string): EventStore {
+export function createEventStore(url: string | undefined, dataDir: string, lockAdvice?: string): EventStore {
   if (!url) {
     // One writer per embedded ledger: a second process on this data dir stops here, naming the first.
-    const lock = lockDataDir(dataDir);
+    const lock = lockDataDir(dataDir, lockAdvice);
     try {
       const file = join(dataDir, LEDGER_FILE);
       const linked = upgradeLegacyLedger(file);
