@@ -49,8 +49,13 @@ export interface Machine {
   allocations: number;
   busyMs: number;
   lastUsedAt: string | null;
-  /** Playbook failures in a row; reset by any success. */
+  /**
+   * Playbook failures in a row. A successful hand-over or health check ends the row; a successful release ends it
+   * only when the row is of releases (a hand-over that fails every time is always followed by a release that works).
+   */
   failures: number;
+  /** The action of the row's last failure. */
+  failedAction: PlaybookAction | null;
   /** Failed provision, contextualize, release or artifact runs (health checks are counted apart). */
   provisioningFailures: number;
   quarantines: number;
@@ -200,6 +205,7 @@ export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool
     busyMs: 0,
     lastUsedAt: null,
     failures: 0,
+    failedAction: null,
     provisioningFailures: 0,
     quarantines: 0,
     quarantine: null,
@@ -564,6 +570,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         return world;
       }
       m.failures = 0;
+      m.failedAction = null;
       if (event.type === 'MachineProvisioned') {
         m.ipaddr = event.data.ipaddr ?? m.ipaddr;
         // The old address stays listed: machineAtAddress compares with the machine's address now.
@@ -594,6 +601,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         // An admin's word overrides the health check: out of quarantine, provisioned before its next use.
         m.state = 'unused';
         m.failures = 0;
+        m.failedAction = null;
         m.quarantine = null;
         m.healthCheckFailures = 0;
       }
@@ -606,6 +614,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       m.runAlone = false;
       m.failures += 1;
       const { action, sessionId } = event.data;
+      m.failedAction = action;
       if (action === 'health_check') m.healthCheckFailures += 1;
       else m.provisioningFailures += 1;
       m.revision = revision;
@@ -675,7 +684,10 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       if (!m) return world;
       m.state = event.data.state;
       m.job = null;
-      m.failures = event.data.run ? 0 : m.failures;
+      if (event.data.run && (m.failedAction === null || m.failedAction === 'release' || m.failedAction === 'collect_artifacts')) {
+        m.failures = 0;
+        m.failedAction = null;
+      }
       m.releasingSession = null;
       m.artifactsCollectedFor = null;
       m.untouchedReturn = null;

@@ -138,6 +138,41 @@ describe('a session ended while another instance runs its hand-over (a shared st
   });
 });
 
+describe('failures in a row (quarantine-after 3)', () => {
+  const three = { ...pool, 'quarantine-after': 3 } as typeof pool;
+  const job = (action: 'contextualize' | 'release', sessionId: number): Job => ({ pool: 'metal-intel', action, sessionId, machineIds: [1] });
+  /** Session `s` gets i1, its contextualize fails, the session fails and the release runs (ok or not). */
+  const handOverFails = (s: number, releaseOk = true): Array<[string, DuffyEvent]> => [
+    [`session-${s}`, { type: 'MachineRequested', data: { sessionId: s, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: LATER, at: AT } }],
+    ['machine-i1', { type: 'MachineReserved', data: { machineId: 1, hostname: 'i1', sessionId: s, tenantId: 1, pool: 'metal-intel', platform: 'intel', affinity: 'established', contextualize: true, provision: false, at: AT } }],
+    [`session-${s}`, { type: 'SessionStarted', data: { sessionId: s, machineIds: [1], at: AT } }],
+    ['machine-i1', { type: 'ProvisioningFailed', data: { machineId: 1, sessionId: s, action: 'contextualize', error: 'disk on fire', run, at: AT } }],
+    [`session-${s}`, { type: 'SessionFailed', data: { sessionId: s, reason: 'no replacement', at: AT } }],
+    ['machine-i1', { type: 'MachineReleased', data: { machineId: 1, sessionId: s, reason: 'failed', at: AT } }],
+    releaseOk
+      ? ['machine-i1', { type: 'MachineRecycled', data: { machineId: 1, policy: 'rebuild', state: 'ready', run: { ...run, action: 'release' }, at: AT } }]
+      : ['machine-i1', { type: 'ProvisioningFailed', data: { machineId: 1, sessionId: s, action: 'release', error: 'ipmi down', run, at: AT } }],
+  ];
+  const failing = { ok: false, ipaddr: null, error: 'disk on fire' } as const;
+
+  it('given two hand-overs that failed, each followed by a release that worked, when the third fails, then the machine is quarantined', () => {
+    const w = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'), ...handOverFails(1), ...handOverFails(2), ...handOverFails(3).slice(0, 3));
+    expect(w.machines.get(1)!.failures).toBe(2);
+    const outcome = decideRunOutcome(w.machines.get(1)!, three, job('contextualize', 3), failing, { ...run, action: 'contextualize' }, w.machines.get(1)!.revision, AT);
+    expect(outcome.events).toEqual([
+      expect.objectContaining({ type: 'ProvisioningFailed' }),
+      { type: 'MachineQuarantined', data: { machineId: 1, reason: '3 failures in a row, last: contextualize: disk on fire', at: AT } },
+    ]);
+  });
+
+  it('given releases that failed, when a release works, then the row ends (a release that fails now and then is no row)', () => {
+    const w = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'), ...handOverFails(1, false));
+    expect([w.machines.get(1)!.failures, w.machines.get(1)!.failedAction]).toEqual([2, 'release']);
+    const after = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'), ...handOverFails(1, false), ['machine-i1', { type: 'MachineRecycled', data: { machineId: 1, policy: 'rebuild', state: 'ready', run: { ...run, action: 'release' }, at: AT } }]);
+    expect([after.machines.get(1)!.failures, after.machines.get(1)!.failedAction]).toEqual([0, null]);
+  });
+});
+
 describe('a failed replacement', () => {
   it('names what the lost machine failed with', () => {
     const w = given(...reserved(false), ['machine-i1', { type: 'ProvisioningFailed', data: { machineId: 1, sessionId: 1, action: 'contextualize', error: 'disk on fire', run, at: AT } }]);
