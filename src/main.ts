@@ -6,7 +6,7 @@ import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@n
 import type { Request, Response } from 'express';
 import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule, observeRequests } from './app.module.js';
-import { ConfigError, type Settings, loadSettings } from './config/config.js';
+import { ConfigError, type Settings, dataDirOf, loadSettings } from './config/config.js';
 import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
 import { IdParamsPipe, checkJsonDepth, dropNullMembers, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
@@ -14,6 +14,7 @@ import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, assertDataDirFree, assertDataDirWritable } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable, assertNotBehindHead } from './adapters/eventstore/sqlite-event-store.js';
 import { retryableWrite } from './adapters/eventstore/kurrentdb-event-store.js';
+import { storageFault } from './adapters/eventstore/storage-fault.js';
 import { isLegacyLedger } from './adapters/eventstore/legacy-ledger.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -145,8 +146,11 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     const known = err instanceof StartError || err instanceof DataDirLockedError || err instanceof DataDirNotWritableError || err instanceof LedgerDamagedError || /^DUFFY_[A-Z_]+: /.test(String(err?.message));
     // KurrentDB out of reach printed the client's `UnavailableError: UnavailableError` and its stack.
     const store = retryableWrite(err);
+    // The data directory failing under a start that got past its write probe (a disk with a few KiB left).
+    const storage = store ? undefined : storageFault(err);
     if (store) console.error(`duffy: failed to start: ${store} (${err?.message ?? err}); check DUFFY_EVENTSTORE`);
     else if (known) console.error(`duffy: failed to start: ${err.message}`);
+    else if (storage) console.error(`duffy: failed to start: ${storage.what} (${storage.code}: ${err?.message}) in the data directory ${dataDirOf()}; free space on its file system (or fix the disk), then start again`);
     else console.error('duffy: failed to start:', err);
     process.exit(1);
   });

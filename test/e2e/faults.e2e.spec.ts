@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -296,6 +296,32 @@ describe('fault: the data directory\'s disk fills up', () => {
       duffy = undefined;
       spawnSync('umount', ['-l', fullDisk!]);
       rmSync(fullDisk!, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('fault: a start on a disk that is full or nearly so', () => {
+  (fullDisk ? it : it.skip)('stops with one line saying the disk is full and to free space, exit 1, not a stack (SQLite failing to grow its -shm file)', async () => {
+    const disk = mountTmpfs()!;
+    const dataDir = join(disk, 'data');
+    const filler = join(disk, 'filler');
+    try {
+      duffy = await startDuffy({ dataDir });
+      await duffy.close();
+      duffy = undefined;
+      fillUp(filler);
+      const full = statSync(filler).size;
+      for (const left of [0, 16 * 1024, 32 * 1024]) {
+        truncateSync(filler, full - left);
+        const r = spawnSync(process.execPath, [MAIN], { env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_PORT: '0' }, encoding: 'utf8', timeout: 60_000 });
+        const said = r.stderr.split('\n').filter((line) => line.trim() !== '' && !line.startsWith('{'));
+        expect([left, r.status, said]).toEqual([left, 1, [expect.stringMatching(/^duffy: failed to start: .*(disk is full|ENOSPC).*free space on its file system/)]]);
+      }
+    } finally {
+      await duffy?.close();
+      duffy = undefined;
+      spawnSync('umount', ['-l', disk]);
+      rmSync(disk, { recursive: true, force: true });
     }
   });
 });

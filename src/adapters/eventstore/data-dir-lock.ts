@@ -138,7 +138,8 @@ export function assertDataDirWritable(dataDir: string): void {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? '';
     if (!(code in NOT_WRITABLE)) throw err;
-    throw new DataDirNotWritableError(`the data directory ${dir} cannot be written (${code}: ${NOT_WRITABLE[code]}); Duffy keeps its ledger, signing key and playbook runs there: make it writable for this user, or set DUFFY_DATA_DIR`);
+    const fix = code === 'ENOSPC' || code === 'EDQUOT' ? 'free space on its file system' : code === 'EIO' ? 'check the disk' : 'make it writable for this user';
+    throw new DataDirNotWritableError(`the data directory ${dir} cannot be written (${code}: ${NOT_WRITABLE[code]}); Duffy keeps its ledger, signing key and playbook runs there: ${fix}, or set DUFFY_DATA_DIR`);
   }
 }
 

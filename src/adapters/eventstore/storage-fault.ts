@@ -24,6 +24,8 @@ export function storageFault(error: unknown): StorageFault | undefined {
     if (FULL.has(code)) return { code, what: 'the disk is full' };
     if (code === WRITER_STOPPED) return { code, what: 'the ledger writer stopped, until Duffy is restarted' };
     if (code === EVENTSTORE_UNAVAILABLE) return { code, what: String((e as { message?: unknown }).message) };
+    // SQLite could not grow a database's -shm file: on a local disk, nearly always a full one.
+    if (code === 'SQLITE_IOERR_SHMSIZE') return { code, what: 'the disk is full (SQLite could not grow its -shm file)' };
     if (code.startsWith('SQLITE_IOERR') || code === 'EIO') return { code, what: 'the disk reported an I/O error' };
     if (code.startsWith('SQLITE_READONLY') || READ_ONLY.has(code)) return { code, what: 'the storage is read-only' };
   }
