@@ -196,7 +196,7 @@ function oneAtATime(guard: string, take: () => void, onBusy: () => Error): Datab
   }
 }
 /** Other starts take the guard for milliseconds; a live holder keeps it: past this long, the data directory is in use. */
-const GUARD_WAIT_MS = 2_000;
+const GUARD_WAIT_MS = 1_000;
 
 /** `advice`: what to do about a live holder, for a caller other than the server (a restore: stop it first). */
 export function lockDataDir(dataDir: string, advice?: string): DataDirLock {
