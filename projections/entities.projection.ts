@@ -43,7 +43,7 @@ export const entities: Projection<World> = {
   // 2: machines carry their service (maintenance, retirement) and quarantine. 3: tenants carry `held` (claims summed).
   // 4: tenants without `usage`. 5: tenants carry `waiting` (machines their queued requests ask for).
   // 6: a machine quarantined while it was being released no longer shows as draining.
-  // 7: sessions carry `startedAt`; a machine registered `done` is retired; machines carry `failedAction`.
+  // 7: sessions carry `startedAt`; a machine registered `done` is retired; machines carry `handOverFailed`.
   version: 7,
   collections: [TENANTS, MACHINES, SESSIONS],
   init: emptyWorld,

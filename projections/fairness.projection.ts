@@ -24,8 +24,8 @@ const chunkId = (tenantId: unknown, n: number) => `${String(tenantId)}/${n}`;
  */
 export const fairness = documentProjection({
   name: 'fairness',
-  // 6: capacity leaves out machines an admin retired.
-  version: 6,
+  // 6: capacity leaves out machines an admin retired. 7: and machines registered `done`.
+  version: 7,
   collections: [TENANTS, INTERVALS, HOLDING, WAITING, CAPACITY],
   fold(docs, e) {
     switch (e.type) {
@@ -33,9 +33,10 @@ export const fairness = documentProjection({
         docs.put(TENANTS, e.data.tenantId, { tenant_id: e.data.tenantId, tenant: e.data.name, active_machines: 0, first_chunk: 0, last_chunk: -1, waits_ms: [], queued: [] });
         return;
       case 'MachineRegistered': {
-        const c = docs.get(CAPACITY, 'all');
-        if (c) c.machines = Number(c.machines) + 1;
-        docs.put(CAPACITY, 'all', c ?? { machines: 1 });
+        const c = docs.get(CAPACITY, 'all') ?? { machines: 0 };
+        // Registered `done`: retired from the start (as the World counts it), and never counted out again.
+        if (e.data.state === 'done') docs.put(CAPACITY, 'all', { ...c, gone: [...((c.gone as number[] | undefined) ?? []), e.data.machineId] });
+        else docs.put(CAPACITY, 'all', { ...c, machines: Number(c.machines) + 1 });
         return;
       }
       case 'MachineRecycled':

@@ -150,7 +150,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     const storage = store ? undefined : storageFault(err);
     if (store) console.error(`duffy: failed to start: ${store} (${err?.message ?? err}); check DUFFY_EVENTSTORE`);
     else if (known) console.error(`duffy: failed to start: ${err.message}`);
-    else if (storage) console.error(`duffy: failed to start: ${storage.what} (${storage.code}: ${err?.message}) in the data directory ${dataDirOf()}; free space on its file system (or fix the disk), then start again`);
+    else if (storage) console.error(`duffy: failed to start: ${storage.what} (${storage.code}: ${err?.message}) in the data directory ${dataDirOf()}; ${storage.fix}, then start again`);
     else console.error('duffy: failed to start:', err);
     process.exit(1);
   });

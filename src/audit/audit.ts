@@ -150,7 +150,7 @@ function freeRule(world: ReturnType<typeof emptyWorld>, e: DuffyEvent, position:
 
 /**
  * The lease rule, before the event is folded: but for an admin (the event's `actor`), an extension never takes a
- * lease past its creation plus the tenant's maximum lifetime then (a tenant's own setting, else the defaults recorded
+ * lease past its start (`latestExpiryMs`) plus the tenant's maximum lifetime then (a tenant's own setting, else the defaults recorded
  * last, else `fallback`: the configuration given to the replay, for a ledger written before Duffy recorded them).
  */
 function leaseRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent, fallback: Defaults): Violation[] {

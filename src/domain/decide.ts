@@ -486,7 +486,8 @@ export function decideEndSession(
       expected: m.revision,
       events: [
         { type: 'MachineReleased', data: { machineId: m.id, sessionId: session.id, reason, at: now } },
-        ...(cmd.recyclesInstantly(m.pool) ? [recycled(m, 'reuse', now)] : []),
+        // Only a machine handed over: one still being provisioned goes back `unused` once its run is over (dueWork).
+        ...(cmd.recyclesInstantly(m.pool) && m.state === 'deployed' ? [recycled(m, 'reuse', now)] : []),
       ],
     });
   }
@@ -592,7 +593,8 @@ export function recycled(machine: Machine, policy: RecyclePolicy, now: string, r
 
 /** Back into service after release, where no playbook is needed. */
 export function decideRecycle(machine: Machine, policy: RecyclePolicy, now: string): Write | null {
-  if (machine.state !== 'deprovisioning') return null;
+  // One released before it was handed over is returned as it was, after its run (dueWork), not recycled under it.
+  if (machine.state !== 'deprovisioning' || machine.untouchedReturn !== null) return null;
   return { stream: stream.machine(machine.hostname), expected: machine.revision, events: [recycled(machine, policy, now)] };
 }
 

@@ -50,12 +50,13 @@ export interface Machine {
   busyMs: number;
   lastUsedAt: string | null;
   /**
-   * Playbook failures in a row. A successful hand-over or health check ends the row; a successful release ends it
-   * only when the row is of releases (a hand-over that fails every time is always followed by a release that works).
+   * Playbook failures in a row. A whole hand-over (provisioned, and contextualized when it asks for that) or a
+   * health check that works ends the row; a release that works ends it only when no hand-over in the row failed (a
+   * hand-over that fails every time is always followed by a release that works).
    */
   failures: number;
-  /** The action of the row's last failure. */
-  failedAction: PlaybookAction | null;
+  /** A failed hand-over (provision or contextualize) is in the row. */
+  handOverFailed: boolean;
   /** Failed provision, contextualize, release or artifact runs (health checks are counted apart). */
   provisioningFailures: number;
   quarantines: number;
@@ -205,7 +206,7 @@ export function newMachine(m: Pick<Machine, 'id' | 'hostname' | 'ipaddr' | 'pool
     busyMs: 0,
     lastUsedAt: null,
     failures: 0,
-    failedAction: null,
+    handOverFailed: false,
     provisioningFailures: 0,
     quarantines: 0,
     quarantine: null,
@@ -569,8 +570,11 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         if (s) s.artifacts = [...s.artifacts, ...event.data.files];
         return world;
       }
-      m.failures = 0;
-      m.failedAction = null;
+      // A provision that a contextualize follows is half a hand-over: the row ends when that works too.
+      if (event.type !== 'MachineProvisioned' || m.sessionId === null || !m.contextualizeOnHandover) {
+        m.failures = 0;
+        m.handOverFailed = false;
+      }
       if (event.type === 'MachineProvisioned') {
         m.ipaddr = event.data.ipaddr ?? m.ipaddr;
         // The old address stays listed: machineAtAddress compares with the machine's address now.
@@ -601,7 +605,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         // An admin's word overrides the health check: out of quarantine, provisioned before its next use.
         m.state = 'unused';
         m.failures = 0;
-        m.failedAction = null;
+        m.handOverFailed = false;
         m.quarantine = null;
         m.healthCheckFailures = 0;
       }
@@ -614,7 +618,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       m.runAlone = false;
       m.failures += 1;
       const { action, sessionId } = event.data;
-      m.failedAction = action;
+      if (action === 'provision' || action === 'contextualize') m.handOverFailed = true;
       if (action === 'health_check') m.healthCheckFailures += 1;
       else m.provisioningFailures += 1;
       m.revision = revision;
@@ -684,10 +688,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       if (!m) return world;
       m.state = event.data.state;
       m.job = null;
-      if (event.data.run && (m.failedAction === null || m.failedAction === 'release' || m.failedAction === 'collect_artifacts')) {
-        m.failures = 0;
-        m.failedAction = null;
-      }
+      if (event.data.run && !m.handOverFailed) m.failures = 0;
       m.releasingSession = null;
       m.artifactsCollectedFor = null;
       m.untouchedReturn = null;

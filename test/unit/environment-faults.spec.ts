@@ -4,6 +4,8 @@ import type { DuffyEvent, PlaybookRun } from '../../src/domain/events.js';
 import { AnsibleRunner, type DuffyIn, environmentFault } from '../../src/adapters/ansible-runner.js';
 import { type Job, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork } from '../../src/domain/provisioning.decide.js';
 import { AT, DEFAULTS, LATER, POOLS, given, machine, tenant } from '../support/given.js';
+import { decideEndSession, decideRecycle } from '../../src/domain/decide.js';
+import { isFree } from '../../src/domain/indexes.js';
 
 const pool = Object.assign(new PoolConfig(), { name: 'metal-intel', type: 'baremetal', arch: 'x86_64', platform: 'intel', contextualize: true, 'release-policy': 'rebuild', 'quarantine-after': 1 });
 const ctx = { pools: (n: string) => (n === pool.name ? pool : undefined), now: Date.parse(LATER), runningHere: () => false, instance: 'me', soleInstance: true };
@@ -138,6 +140,30 @@ describe('a session ended while another instance runs its hand-over (a shared st
   });
 });
 
+describe('a session ended while its machine is provisioned, in a pool that recycles at once (reuse, no keys, no artifacts)', () => {
+  const instant = Object.assign(new PoolConfig(), { name: 'metal-intel', type: 'baremetal', arch: 'x86_64', platform: 'intel', contextualize: false, 'release-policy': 'reuse' });
+  const here = { ...ctx, pools: (n: string) => (n === instant.name ? instant : undefined) };
+  const provisioning: Array<[string, DuffyEvent]> = [
+    tenant(1, 'alice'),
+    machine(1, 'i1', 'metal-intel', 'unused'),
+    ['session-1', { type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: LATER, at: AT } }],
+    ['machine-i1', { type: 'MachineReserved', data: { machineId: 1, hostname: 'i1', sessionId: 1, tenantId: 1, pool: 'metal-intel', platform: 'intel', affinity: 'established', contextualize: false, provision: true, at: AT } }],
+    ['session-1', { type: 'SessionStarted', data: { sessionId: 1, machineIds: [1], at: AT } }],
+    claim('provision'),
+  ];
+
+  it('when it ends, then the machine is released, not recycled under its running provision; it goes back unused once the run is over', () => {
+    const w = given(...provisioning);
+    const writes = decideEndSession(w, w.sessions.get(1)!, { reason: 'done', now: LATER, recyclesInstantly: () => true });
+    expect(writes.find((x) => x.stream === 'machine-i1')!.events.map((e) => e.type)).toEqual(['MachineReleased']);
+    const after = given(...provisioning, ...writes.flatMap((x) => x.events.map((e): [string, DuffyEvent] => [x.stream, e])));
+    const m = after.machines.get(1)!;
+    expect([m.state, isFree(m), decideRecycle(m, 'reuse', LATER)]).toEqual(['deprovisioning', false, null]);
+    expect(dueWork(after, { ...here, runningHere: () => true })).toEqual({ jobs: [], returns: [] });
+    expect(dueWork(after, here).returns.map((x) => x.events[0])).toMatchObject([{ type: 'MachineRecycled', data: { state: 'unused', untouched: true } }]);
+  });
+});
+
 describe('failures in a row (quarantine-after 3)', () => {
   const three = { ...pool, 'quarantine-after': 3 } as typeof pool;
   const job = (action: 'contextualize' | 'release', sessionId: number): Job => ({ pool: 'metal-intel', action, sessionId, machineIds: [1] });
@@ -166,10 +192,36 @@ describe('failures in a row (quarantine-after 3)', () => {
   });
 
   it('given releases that failed, when a release works, then the row ends (a release that fails now and then is no row)', () => {
-    const w = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'), ...handOverFails(1, false));
-    expect([w.machines.get(1)!.failures, w.machines.get(1)!.failedAction]).toEqual([2, 'release']);
-    const after = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'), ...handOverFails(1, false), ['machine-i1', { type: 'MachineRecycled', data: { machineId: 1, policy: 'rebuild', state: 'ready', run: { ...run, action: 'release' }, at: AT } }]);
-    expect([after.machines.get(1)!.failures, after.machines.get(1)!.failedAction]).toEqual([0, null]);
+    const releaseFails = (s: number): Array<[string, DuffyEvent]> => [
+      ...handOverFails(s).slice(0, 3),
+      [`session-${s}`, { type: 'SessionReleased', data: { sessionId: s, reason: 'done', at: AT } }],
+      ['machine-i1', { type: 'MachineReleased', data: { machineId: 1, sessionId: s, reason: 'done', at: AT } }],
+      ['machine-i1', { type: 'ProvisioningFailed', data: { machineId: 1, sessionId: s, action: 'release', error: 'ipmi down', run, at: AT } }],
+    ];
+    const recycledOk: [string, DuffyEvent] = ['machine-i1', { type: 'MachineRecycled', data: { machineId: 1, policy: 'rebuild', state: 'ready', run: { ...run, action: 'release' }, at: AT } }];
+    const w = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'), ...releaseFails(1));
+    expect(w.machines.get(1)!.failures).toBe(1);
+    expect(given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'), ...releaseFails(1), recycledOk).machines.get(1)!.failures).toBe(0);
+  });
+
+  it('given a failed hand-over and then a failed release, when a release works, then the row goes on (the hand-over still failed)', () => {
+    const w = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel'), ...handOverFails(1, false), ['machine-i1', { type: 'MachineRecycled', data: { machineId: 1, policy: 'rebuild', state: 'ready', run: { ...run, action: 'release' }, at: AT } }]);
+    expect(w.machines.get(1)!.failures).toBe(2);
+  });
+
+  it('given hand-overs that provision first (unused machines) and then fail their contextualize, when the third fails, then the machine is quarantined', () => {
+    /** Session `s` gets unused i1: its provision works, its contextualize fails, the release works and i1 is unused again. */
+    const provisionedThenFails = (s: number): Array<[string, DuffyEvent]> => {
+      const cycle = handOverFails(s);
+      const reserved: [string, DuffyEvent] = ['machine-i1', { type: 'MachineReserved', data: { machineId: 1, hostname: 'i1', sessionId: s, tenantId: 1, pool: 'metal-intel', platform: 'intel', affinity: 'established', contextualize: true, provision: true, at: AT } }];
+      const provisioned: [string, DuffyEvent] = ['machine-i1', { type: 'MachineProvisioned', data: { machineId: 1, sessionId: s, ipaddr: null, run: { ...run, exitCode: 0, tail: '' }, at: AT } }];
+      const unused: [string, DuffyEvent] = ['machine-i1', { type: 'MachineRecycled', data: { machineId: 1, policy: 'shutdown', state: 'unused', run: { ...run, action: 'release' }, at: AT } }];
+      return [cycle[0], reserved, cycle[2], provisioned, ...cycle.slice(3, 6), unused];
+    };
+    const w = given(tenant(1, 'alice'), machine(1, 'i1', 'metal-intel', 'unused'), ...provisionedThenFails(1), ...provisionedThenFails(2), ...provisionedThenFails(3).slice(0, 4));
+    expect(w.machines.get(1)!.failures).toBe(2);
+    const outcome = decideRunOutcome(w.machines.get(1)!, three, job('contextualize', 3), failing, { ...run, action: 'contextualize' }, w.machines.get(1)!.revision, AT);
+    expect(outcome.events.map((e) => e.type)).toEqual(['ProvisioningFailed', 'MachineQuarantined']);
   });
 });
 

@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorsFilter, describe as describeError } from '../../src/http/errors.filter.js';
+import { storageFault } from '../../src/adapters/eventstore/storage-fault.js';
 import { createReadModels } from '../../src/adapters/readmodels/read-models.factory.js';
 import { KEY_FILE, loadOrCreateKey } from '../../src/audit/checkpoint.service.js';
 import { DataDirLockedError, LOCK_FILE, STALE_MS, lockDataDir } from '../../src/adapters/eventstore/data-dir-lock.js';
@@ -23,6 +24,16 @@ describe('a write the store cannot make', () => {
     ['SQLITE_READONLY', 'the storage is read-only'],
   ])('%s is a 503 naming the cause', (code, what) => {
     expect(describeError(raised(code))).toEqual([503, `Duffy cannot write its data: ${what} (${code}); try again later`]);
+  });
+
+  it.each([
+    ['SQLITE_FULL', 'free space on its file system'],
+    ['SQLITE_IOERR_SHMSIZE', 'free space on its file system'],
+    ['SQLITE_IOERR_WRITE', 'check the disk'],
+    ['SQLITE_READONLY_DBMOVED', 'make the data directory and its files writable for this user'],
+    ['EROFS', 'make the data directory and its files writable for this user'],
+  ])('%s says what to do about it (a start that fails on it says so in one line)', (code, fix) => {
+    expect(storageFault(raised(code))?.fix).toMatch(new RegExp(`^${fix}`));
   });
 
   it('is found under a wrapping error, by its code and never its message', () => {
@@ -124,6 +135,23 @@ describe('the data directory lock', () => {
       lock.release();
     }
     lockDataDir(dir).release();
+  });
+
+  it('holds its takeover guard again within a heartbeat when both files are removed under it (rm duffy.lock*)', () => {
+    jest.useFakeTimers();
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-lock-'));
+    const lock = lockDataDir(dir);
+    try {
+      unlinkSync(join(dir, LOCK_FILE));
+      unlinkSync(join(dir, 'duffy.lock.takeover'));
+      jest.advanceTimersByTime(10_000);
+      expect(existsSync(join(dir, 'duffy.lock.takeover'))).toBe(true);
+      unlinkSync(join(dir, LOCK_FILE));
+      expect(() => lockDataDir(dir)).toThrow(/it holds duffy\.lock\.takeover/);
+    } finally {
+      lock.release();
+      jest.useRealTimers();
+    }
   });
 
   it('takes over a lock left by a process that is gone', () => {

@@ -195,6 +195,34 @@ function oneAtATime(guard: string, take: () => void, onBusy: () => Error): Datab
     throw err;
   }
 }
+/**
+ * The holder's heartbeat for its guard: touched, so a cleaner of old files leaves it, and held again on a new file
+ * when it was removed anyway (a start would otherwise take a new one and, the lock file gone too, run beside us).
+ */
+function keepGuard(guardFile: string, guard: Database.Database, ino: number): Database.Database {
+  try {
+    const now = new Date();
+    utimesSync(guardFile, now, now);
+    if (statSync(guardFile).ino === ino) return guard;
+  } catch {
+    /* removed: hold a new one */
+  }
+  try {
+    const again = new Database(guardFile, { timeout: GUARD_WAIT_MS });
+    try {
+      again.exec('BEGIN');
+      again.prepare('SELECT count(*) FROM sqlite_master').get();
+    } catch (err) {
+      again.close();
+      throw err;
+    }
+    guard.close();
+    return again;
+  } catch {
+    // Another start holds the new file already, or the directory is gone: keep what we hold.
+    return guard;
+  }
+}
 /** Other starts take the guard for milliseconds; a live holder keeps it: past this long, the data directory is in use. */
 const GUARD_WAIT_MS = 1_000;
 
@@ -204,7 +232,8 @@ export function lockDataDir(dataDir: string, advice?: string): DataDirLock {
   mkdirSync(dir, { recursive: true });
   const file = join(dir, LOCK_FILE);
   const me: Holder = { pid: process.pid, host: hostname(), since: new Date().toISOString() };
-  const guard = oneAtATime(join(dir, TAKEOVER_FILE), () => {
+  const guardFile = join(dir, TAKEOVER_FILE);
+  let guard = oneAtATime(guardFile, () => {
     for (let attempt = 0; !link(file, me); attempt++) {
       const holder = readHolder(file);
       if (holder && (!stale(file, holder, me) || attempt >= 3)) throw new DataDirLockedError(dir, holder, advice);
@@ -218,7 +247,10 @@ export function lockDataDir(dataDir: string, advice?: string): DataDirLock {
     }
   }, () => new DataDirLockedError(dir, readHolder(file) ?? { pid: 0 }, advice));
   heldHere.add(file);
+  let guardIno = statSync(guardFile).ino;
   const heartbeat = setInterval(() => {
+    guard = keepGuard(guardFile, guard, guardIno);
+    guardIno = statSync(guardFile, { throwIfNoEntry: false })?.ino ?? guardIno;
     try {
       const now = new Date();
       utimesSync(file, now, now);

@@ -6,6 +6,8 @@ export interface StorageFault {
   code: string;
   /** What went wrong, in words an operator acts on. */
   what: string;
+  /** What the operator does about it. */
+  fix: string;
 }
 
 const FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
@@ -15,19 +17,23 @@ const READ_ONLY = new Set(['EROFS']);
 /** KurrentDB did not take a write now but may later (unreachable, not the leader, timed out); the error's message says which. */
 export const EVENTSTORE_UNAVAILABLE = 'DUFFY_EVENTSTORE_UNAVAILABLE';
 
+const FREE_SPACE = 'free space on its file system';
+
 export function storageFault(error: unknown): StorageFault | undefined {
   // Adapters and handlers may wrap the driver's error: look down the cause chain (bounded).
   let e = error as { code?: unknown; cause?: unknown } | undefined;
   for (let depth = 0; e && typeof e === 'object' && depth < 5; depth++, e = e.cause as typeof e) {
     const code = typeof e.code === 'string' ? e.code : undefined;
     if (!code) continue;
-    if (FULL.has(code)) return { code, what: 'the disk is full' };
-    if (code === WRITER_STOPPED) return { code, what: 'the ledger writer stopped, until Duffy is restarted' };
-    if (code === EVENTSTORE_UNAVAILABLE) return { code, what: String((e as { message?: unknown }).message) };
+    if (FULL.has(code)) return { code, what: 'the disk is full', fix: FREE_SPACE };
+    if (code === WRITER_STOPPED) return { code, what: 'the ledger writer stopped, until Duffy is restarted', fix: 'restart Duffy' };
+    if (code === EVENTSTORE_UNAVAILABLE) return { code, what: String((e as { message?: unknown }).message), fix: 'check DUFFY_EVENTSTORE' };
     // SQLite could not grow a database's -shm file: on a local disk, nearly always a full one.
-    if (code === 'SQLITE_IOERR_SHMSIZE') return { code, what: 'the disk is full (SQLite could not grow its -shm file)' };
-    if (code.startsWith('SQLITE_IOERR') || code === 'EIO') return { code, what: 'the disk reported an I/O error' };
-    if (code.startsWith('SQLITE_READONLY') || READ_ONLY.has(code)) return { code, what: 'the storage is read-only' };
+    if (code === 'SQLITE_IOERR_SHMSIZE') return { code, what: 'the disk is full (SQLite could not grow its -shm file)', fix: FREE_SPACE };
+    if (code.startsWith('SQLITE_IOERR') || code === 'EIO') return { code, what: 'the disk reported an I/O error', fix: 'check the disk' };
+    if (code.startsWith('SQLITE_READONLY') || READ_ONLY.has(code)) {
+      return { code, what: 'the storage is read-only', fix: 'make the data directory and its files writable for this user (a file another user created there, such as a root-owned ledger.sqlite-wal, is read-only to Duffy)' };
+    }
   }
   return undefined;
 }
