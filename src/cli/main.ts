@@ -24,7 +24,7 @@ type Session = {
   expires_at: string | null;
   // An ended session's nodes have no state (as in Duffy v3).
   nodes: Array<{ hostname: string; ipaddr: string | null; pool: string; state: string | null }>;
-  data?: { nodes_specs?: unknown[]; queue?: { position: number; reason: string; until: string } };
+  data?: { nodes_specs?: unknown[]; queue?: { position: number; reason: string; until: string }; failed?: string; rejected?: string };
 };
 type Node = { id: number; hostname: string; state: string; service?: string; service_reason?: string | null };
 
@@ -54,7 +54,9 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
   const json = () => duffy.opts().json === true;
   const show = (s: Session) => {
     if (json()) return out(JSON.stringify(s));
-    out(`session ${s.id} ${s.active ? `active until ${s.expires_at}` : 'ended'}`);
+    // Words a playbook's output may have gone into: shown, never interpreted by the terminal.
+    const why = s.data?.failed ? ` (failed: ${printable(s.data.failed)})` : s.data?.rejected ? ` (refused: ${printable(s.data.rejected)})` : '';
+    out(`session ${s.id} ${s.active ? `active until ${s.expires_at}` : s.data?.queue ? `waiting in the queue, position ${s.data.queue.position}` : `ended${why}`}`);
     for (const n of s.nodes) out(`${n.hostname}\t${n.ipaddr ?? '-'}\t${n.pool}\t${n.state ?? '-'}`);
     if (s.active && s.nodes.length) out(`ssh root@${s.nodes[0].hostname}`);
   };
