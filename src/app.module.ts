@@ -6,7 +6,7 @@ import { LoggerModule, PinoLogger } from 'nestjs-pino';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HealthController } from './http/ops/health.controller.js';
 import { Metrics } from './adapters/metrics.js';
-import { HttpMetricsMiddleware, MetricsController } from './http/ops/metrics.controller.js';
+import { HttpMetricsMiddleware, MetricsController, routePaths } from './http/ops/metrics.controller.js';
 import { EventsController, RecentEvents } from './http/ops/events.controller.js';
 import { OpsPageController } from './http/ops/ops-page.controller.js';
 import { NodesController, PoolProfilesController, PoolsController, TenantsController } from './http/admin.controller.js';
@@ -50,10 +50,12 @@ import { LookForProvisioningWorkHandler, Provisioner, ProvisioningSaga } from '.
  * or a body the parser refuses is logged and counted too. As a module middleware they ran after both, which then
  * left no trace.
  */
-export function observeRequests(app: { get<T>(type: new (...args: never[]) => T): T }): Array<(req: IncomingMessage, res: ServerResponse, next: () => void) => void> {
+export function observeRequests(app: { get<T>(type: new (...args: never[]) => T): T; getHttpAdapter(): { getInstance(): unknown } }): Array<(req: IncomingMessage, res: ServerResponse, next: () => void) => void> {
   // Made on first use: nestjs-pino sets its root logger while the modules are being configured.
   let log: ReturnType<typeof requestLogging> | undefined;
-  const metrics = new HttpMetricsMiddleware(app.get(Metrics));
+  // Read at the first refused request, when every route is in.
+  let routes: ReadonlyMap<string, string> | undefined;
+  const metrics = new HttpMetricsMiddleware(app.get(Metrics), () => (routes ??= routePaths(app.getHttpAdapter().getInstance() as Parameters<typeof routePaths>[0])));
   return [(req, res, next) => (log ??= requestLogging(PinoLogger.root))(req, res, next), (req, res, next) => metrics.use(req as never, res as never, next)];
 }
 

@@ -50,8 +50,15 @@ describe('operating Duffy: health, metrics, request ids', () => {
     const bad = await fetch(`${duffy.url}/api/v1/tenants`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': 'bad-1' }, body: '{bad' });
     expect([bad.status, bad.headers.get('x-request-id')]).toEqual([400, 'bad-1']);
     const text = await (await fetch(`${duffy.url}/metrics`)).text();
-    expect(text).toMatch(/^duffy_http_requests_total\{method="POST",route="unmatched",status="403"\} 1$/m);
-    expect(text).toMatch(/^duffy_http_requests_total\{method="POST",route="unmatched",status="400"\} 1$/m);
+    // Counted under the route they were sent to, though refused before routing; a path the app does not serve stays unmatched.
+    expect(text).toMatch(/^duffy_http_requests_total\{method="POST",route="\/api\/v1\/stats\/rebuild",status="403"\} 1$/m);
+    expect(text).toMatch(/^duffy_http_requests_total\{method="POST",route="\/api\/v1\/tenants",status="400"\} 1$/m);
+    const typeless = await fetch(`${duffy.url}/api/v1/sessions/12?x=1`, { method: 'PUT', headers: { 'content-type': 'text/plain' }, body: '{"active": false}' });
+    expect(typeless.status).toBe(422);
+    await fetch(`${duffy.url}/api/v1/nowhere/7`, { method: 'PUT', headers: { 'content-type': 'text/plain' }, body: 'x' });
+    const after = await (await fetch(`${duffy.url}/metrics`)).text();
+    expect(after).toMatch(/^duffy_http_requests_total\{method="PUT",route="\/api\/v1\/sessions\/:id",status="422"\} 1$/m);
+    expect(after).toMatch(/^duffy_http_requests_total\{method="PUT",route="unmatched",status="422"\} 1$/m);
   });
 
   it('/health is up with ledger, read models and ansible, and down when the ledger is unreachable', async () => {
