@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Ledger } from '../../src/application/ledger.service.js';
+import { SessionLifecycle } from '../../src/application/session-lifecycle.js';
 import { recentUsageMs } from '../../src/domain/fair-queue.js';
 import { ADMIN_KEY, type Client, type Running, newTenant, startDuffy } from '../support/server.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -55,6 +56,14 @@ describe('duffy CLI against a running server', () => {
     expect(done.stdout).toContain(`session ${id} ended`);
     // Its nodes no longer have a state of this session's: shown as '-', not 'null'.
     expect(done.stdout.trim().split('\n').slice(1).map((l) => l.split('\t')[3])).toEqual(['-', '-']);
+  });
+
+  it('says why a session ended when it failed (its hand-over could not be done)', async () => {
+    const req = await cli('request', '--type', 'baremetal', '--arch', 'x86_64');
+    const id = Number(/^session (\d+)/.exec(req.stdout)![1]);
+    await duffy.app.get(SessionLifecycle).end(id, 'failed', null, 'i1: disk \u001b[31mon fire');
+    // In its words, with a terminal escape from a playbook's output shown, not obeyed.
+    expect((await cli('show', String(id))).stdout.split('\n')[0]).toBe(`session ${id} ended (failed: i1: disk \\u001b[31mon fire)`);
   });
 
   it('prints clean JSON for scripts', async () => {
