@@ -187,14 +187,19 @@ function oneAtATime(guard: string, take: () => void, onBusy: () => Error): Datab
     }
     take();
     db.exec('COMMIT');
-    db.exec('BEGIN');
-    db.prepare('SELECT count(*) FROM sqlite_master').get();
+    holdShared(db);
     return db;
   } catch (err) {
     db.close();
     throw err;
   }
 }
+/** A read transaction left open: SQLite's shared lock on the file, which no other connection's exclusive one passes. */
+function holdShared(db: Database.Database): void {
+  db.exec('BEGIN');
+  db.prepare('SELECT count(*) FROM sqlite_master').get();
+}
+
 /**
  * The holder's heartbeat for its guard: touched, so a cleaner of old files leaves it, and held again on a new file
  * when it was removed anyway (a start would otherwise take a new one and, the lock file gone too, run beside us).
@@ -210,8 +215,7 @@ function keepGuard(guardFile: string, guard: Database.Database, ino: number): Da
   try {
     const again = new Database(guardFile, { timeout: GUARD_WAIT_MS });
     try {
-      again.exec('BEGIN');
-      again.prepare('SELECT count(*) FROM sqlite_master').get();
+      holdShared(again);
     } catch (err) {
       again.close();
       throw err;
