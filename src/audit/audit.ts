@@ -7,8 +7,9 @@ import { damagedDatabase } from '../adapters/eventstore/storage-fault.js';
 import { isEventStoreUrl } from '../config/config.js';
 import { isRecord, verifyGlobalChain } from './chain.js';
 import { effective, latestExpiryMs } from '../domain/decide.js';
-import { type Defaults, type DuffyEvent, type NodeSpec, stream } from '../domain/events.js';
-import { activeAdmins, emptyWorld, evolve, isRetired } from '../domain/world.js';
+import { type Defaults, type DuffyEvent, type HardwareRequirement, type NodeSpec, stream } from '../domain/events.js';
+import { unmet } from '../domain/hardware.js';
+import { type Machine, activeAdmins, emptyWorld, evolve, isRetired } from '../domain/world.js';
 import { isFree } from '../domain/indexes.js';
 import { lessStressed } from '../domain/policy.js';
 import { type Violation, checkInvariants, holdEnds, holdStarts } from './invariants.js';
@@ -54,7 +55,7 @@ const IN_FLIGHT_GRACE_MS = 1000;
 
 /**
  * Invariants 1, 2, 3, 6 (see invariants.ts), 7 (a tenant moved off its platform only when its request allowed it),
- * 8 (no less-worn machine of the same pool was free when one was reserved) and the admin rule (once there is an
+ * 8 (no less-worn machine of the same pool, with the hardware the request asked for, was free when one was reserved) and the admin rule (once there is an
  * active admin there always is one, and the `admins` stream says who), folding the World as it goes.
  */
 export function replay(events: RecordedEvent[], fallback: Defaults): Violation[] {
@@ -67,9 +68,11 @@ export function replay(events: RecordedEvent[], fallback: Defaults): Violation[]
     if (e.type === 'MachineReserved') {
       const m = world.machines.get(e.data.machineId);
       const at = Date.parse(e.data.at);
+      const needs = m && hardwareNeeds(specs.get(e.data.sessionId) ?? [], m);
       const worn = m && (world.machinesByPool.get(m.pool) ?? []).find(
         (x) =>
           x.id !== m.id &&
+          needs!.every((req) => unmet(x.hardware, req).length === 0) &&
           (x.state === 'ready' || (x.state === 'unused' && m.state === 'unused')) &&
           x.sessionId === null && x.job === null && x.retiredAt === null && x.service === 'in-service' &&
           at - (freedAt.get(x.id) ?? 0) > IN_FLIGHT_GRACE_MS &&
@@ -105,6 +108,17 @@ export function replay(events: RecordedEvent[], fallback: Defaults): Violation[]
     }
   }
   return violations.sort((a, b) => (a.positions[0] < b.positions[0] ? -1 : 1));
+}
+
+/**
+ * The hardware a reserved machine may have been chosen for: each spec of its request that could take it (its pool, or
+ * by type) and whose requirements it meets. A machine passed over is less worn only if it meets all of them: the
+ * ledger does not say which spec a reservation served, so the replay reports only choices that were surely wrong.
+ */
+function hardwareNeeds(specs: readonly NodeSpec[], m: Machine): HardwareRequirement[] {
+  return specs
+    .filter((s) => s.hardware !== undefined && (s.pool === undefined || s.pool === m.pool) && unmet(m.hardware, s.hardware).length === 0)
+    .map((s) => s.hardware!);
 }
 
 const ADMIN_EVENTS = new Set<string>(['TenantRegistered', 'TenantRetired', 'TenantReactivated', 'ActiveAdminsChanged']);
