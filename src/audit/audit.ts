@@ -439,7 +439,9 @@ export async function checkLedgerFile(
     else verified.push(`${g.checked} links of the global chain`);
   }
   const last = positions.at(-1)?.position ?? 0n;
-  if (counter !== undefined && counter > last) {
+  if (counter === undefined && last > 0n) {
+    problems.push({ position: '-', where: 'sqlite_sequence', problem: "SQLite's counter of the events table is gone (it is made with the first event and kept): deleting the newest events would leave no trace in the file" });
+  } else if (counter !== undefined && counter > last) {
     problems.push({ position: String(counter), where: 'sqlite_sequence', problem: `SQLite's counter of the events table reached position ${counter}, the ledger ends at ${last}: the newest events were deleted` });
   }
   if (head === null) unchecked.push(`deletion of the newest events (no writer's head record ${location}.head; give --checkpoint)`);
@@ -455,20 +457,18 @@ export async function checkLedgerFile(
 }
 
 /**
- * Rows whose data or metadata is not JSON (a reader cannot turn them into events): their positions, so `verify`
- * names them instead of failing on the first one without saying where. At most `limit`.
+ * Rows the writer cannot have written: data or metadata that is not JSON, not a JSON object, or not the text the
+ * writer writes for what it holds (`JSON.stringify` of it: a duplicated key, added spaces or escapes change what a
+ * SQL reader sees, not what the hashes cover). Their positions, so `verify` names them. At most `limit`.
  */
-export function unreadableRows(location: string, limit = 20): FileProblem[] {
+export function rowProblems(location: string, limit = 20): FileProblem[] {
   const db = new Database(location, { readonly: true, fileMustExist: true });
   const out: FileProblem[] = [];
   try {
-    for (const [position, stream, revision, data, metadata] of db.prepare('SELECT position, stream, revision, data, metadata FROM events ORDER BY position').raw(true).iterate() as Iterable<[number, string, number, string, string]>) {
+    for (const [position, stream, revision, data, metadata] of db.prepare('SELECT position, stream, revision, data, metadata FROM events ORDER BY position').raw(true).iterate() as Iterable<[number, string, number, unknown, unknown]>) {
       for (const [column, text] of [['data', data], ['metadata', metadata]] as const) {
-        try {
-          JSON.parse(text);
-        } catch (err) {
-          out.push({ position: String(position), where: `${stream}@${revision}`, problem: `${column} is not JSON (${(err as Error).message}): the row was rewritten` });
-        }
+        const problem = storedJsonProblem(text);
+        if (problem) out.push({ position: String(position), where: `${stream}@${revision}`, problem: `${column} ${problem}: the row was rewritten` });
       }
       if (out.length >= limit) break;
     }
@@ -476,4 +476,16 @@ export function unreadableRows(location: string, limit = 20): FileProblem[] {
     db.close();
   }
   return out;
+}
+
+function storedJsonProblem(text: unknown): string | null {
+  if (typeof text !== 'string') return `is not text (${text === null ? 'NULL' : typeof text})`;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    return `is not JSON (${(err as Error).message})`;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return `is not a JSON object (${text.slice(0, 40)})`;
+  return JSON.stringify(value) === text ? null : 'is not the text Duffy writes for what it holds (a key twice, spaces or escapes added)';
 }

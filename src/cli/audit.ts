@@ -14,7 +14,7 @@ import {
   openLedger,
   replay,
   rowsOf,
-  unreadableRows,
+  rowProblems,
   whoHad,
   withoutTails,
 } from '../audit/audit.js';
@@ -105,8 +105,12 @@ export async function verifyLedger(location: string, cp?: { checkpoint: Checkpoi
   try {
     events = await withStoreAt(location, collect);
   } catch (err) {
-    // A row that is not JSON: name the rows, as any other tampering, instead of the parser's first complaint.
-    if (embedded && err instanceof UnreadableLedgerError) problems.push(...unreadableRows(location));
+    // A row that is not an event: name the rows, as any other tampering, instead of the parser's first complaint
+    // (and never an OK over events that were not read).
+    if (err instanceof UnreadableLedgerError) {
+      const rows = embedded ? rowProblems(location) : [];
+      problems.push(...(rows.length > 0 ? rows : [{ position: '-', where: 'events', problem: err.message }]));
+    }
     // No events table where the writer recorded events: they were removed, which is tampering, not an unreadable file.
     else if (embedded && head && !('problem' in head) && head.position > 0n && /no such table: events/.test(String((err as Error).message))) {
       emptied = true;
@@ -124,6 +128,7 @@ export async function verifyLedger(location: string, cp?: { checkpoint: Checkpoi
     for (const b of breaks) problems.push({ position: String(b.position), where: `${b.stream}@${b.revision}`, problem: b.problem });
     verified.push(`${checked} events in their stream chains${legacyThrough > 0n ? ` (positions 1..${legacyThrough} written by the Duffy of 2026-11-26, whose stream hashes cover each event's type and data, not its metadata, which a checkpoint signed after them covers)` : ''}`);
   }
+  if (embedded && events) problems.push(...rowProblems(location));
   if (embedded && !emptied) {
     const file = await checkLedgerFile(location, head, events ?? [], legacyThrough);
     problems.push(...file.problems);

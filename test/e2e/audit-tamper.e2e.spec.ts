@@ -345,6 +345,25 @@ describe('an auditor against a tamperer with the ledger file', () => {
       factsKept: true,
       make: (l) => sqlTampered(l, "CREATE TRIGGER zz BEFORE INSERT ON EVENTS WHEN NEW.type = 'SessionExtended' BEGIN SELECT RAISE(IGNORE); END"),
     },
+    // JSON readers take a key's last value, SQLite's json_extract its first: the hashes cover what JSON readers see.
+    {
+      name: "a key written twice in one event's data (SQL reads the forged first one, the hashes the second)",
+      plain: true,
+      factsKept: true,
+      make: (l) => sqlTampered(l, `UPDATE events SET data = replace(data, '{"machineId":', '{"machineId":99,"machineId":') WHERE position = (SELECT MIN(position) FROM events WHERE type = 'MachineReserved')`),
+    },
+    {
+      // The same columns, without what the store's schema enforces: and with SQLite's counter gone, deleting the newest events leaves no trace in the file.
+      name: 'the events table made again without AUTOINCREMENT, NOT NULL or UNIQUE, its rows copied over',
+      plain: true,
+      factsKept: true,
+      make: (l) =>
+        sqlTampered(
+          l,
+          'ALTER TABLE events RENAME TO old; CREATE TABLE events (position INTEGER PRIMARY KEY, stream, revision, id, type, data, metadata, chain); ' +
+            'INSERT INTO events SELECT * FROM old; DROP TABLE old; DELETE FROM sqlite_sequence',
+        ),
+    },
     { name: 'a column added to the events table', plain: true, factsKept: true, make: (l) => sqlTampered(l, 'ALTER TABLE events ADD COLUMN note TEXT') },
     { name: "an index, a view and a table with a trigger of someone's added", plain: true, factsKept: true, make: (l) => sqlTampered(l, 'CREATE INDEX evx ON events(type); CREATE VIEW v AS SELECT * FROM events; CREATE TABLE junk(x); CREATE TRIGGER junk_t AFTER INSERT ON junk BEGIN SELECT 1; END') },
   ];
@@ -390,6 +409,17 @@ describe('an auditor against a tamperer with the ledger file', () => {
       expect.stringMatching(new RegExp(`^duffy: ${nulled} holds a row that is not an event as Duffy writes it \\(position \\d+: its data or metadata is not a JSON object\\): \`duffy audit verify\` names it\n$`)),
       notJson,
     ]);
+  });
+
+  it.each(['null', '42', '"s"', 'true', '[1]'])('names a row whose data is the JSON value %s, not an object: never an OK over events it could not read', async (value) => {
+    for (const column of ['data', 'metadata']) {
+      const copy = sqlTampered(ledger, `UPDATE events SET ${column} = '${value.replace(/'/g, "''")}' WHERE position = 2`);
+      for (const args of [[], ['--checkpoint', checkpointFile], ['--checkpoint', signedFile]]) {
+        const r = await cli('audit', '--ledger', copy, 'verify', ...args);
+        expect({ column, args, exit: r.exitCode, last: r.lines.at(-1) }).toMatchObject({ exit: 1, last: expect.stringMatching(/^TAMPERED/) });
+        expect(r.lines.join('\n')).toMatch(new RegExp(`^2 +\\S+@\\d+ +${column} is not a JSON object .*: the row was rewritten$`, 'm'));
+      }
+    }
   });
 
   it("says when it could not check for deleted newest events (no writer's head record), and reports a head record it cannot read", async () => {
@@ -501,8 +531,8 @@ describe('an auditor against a tamperer with the ledger file', () => {
     ]);
   });
 
-  it('is a list of 29 kinds, as the README counts them (it said 27 when there were 26)', () => {
-    expect(tamperings).toHaveLength(29);
+  it('is a list of 31 kinds, as the README counts them (it said 27 when there were 26)', () => {
+    expect(tamperings).toHaveLength(31);
   });
 
   it('catches an edit of one event of every type', async () => {

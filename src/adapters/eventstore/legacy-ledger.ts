@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { headFileOf } from './data-dir-lock.js';
 import type { RecordedEvent } from '../../application/ports/event-store.port.js';
 import { GENESIS, globalLink, legacyPrefix, verifyChains } from '../../audit/chain.js';
-import { APPEND_ONLY_TRIGGERS, type Row, ledgerSchemaProblems, toRecorded } from './sqlite-event-store.js';
+import { APPEND_ONLY_TRIGGERS, LEGACY_CHAIN_COLUMN, type Row, ledgerSchemaProblems, toRecorded } from './sqlite-event-store.js';
 
 /**
  * The Duffy of 2026-11-26 wrote ledgers without the global chain (column `chain`, added 2026-11-29), with stream
@@ -51,7 +51,7 @@ export function upgradeLegacyLedger(file: string): number {
     if (!events) return 0;
     db.transaction(() => {
       for (const name of Object.keys(APPEND_ONLY_TRIGGERS)) db.exec(`DROP TRIGGER ${name}`);
-      db.exec("ALTER TABLE events ADD COLUMN chain TEXT NOT NULL DEFAULT ''");
+      db.exec(`ALTER TABLE events ADD COLUMN ${LEGACY_CHAIN_COLUMN}`);
       const link = db.prepare('UPDATE events SET chain = ? WHERE position = ?');
       let chain = GENESIS;
       for (const e of events) {

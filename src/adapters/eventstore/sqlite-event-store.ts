@@ -46,6 +46,25 @@ export const APPEND_ONLY_TRIGGERS = {
 
 export const NO_CHAIN_COLUMN = 'the events table has no chain column: the global chain was removed';
 
+/** The store's table: AUTOINCREMENT keeps SQLite's counter, which shows deleted newest events; UNIQUE keeps revisions one per stream. */
+const EVENTS_TABLE = `
+CREATE TABLE events (
+  position INTEGER PRIMARY KEY AUTOINCREMENT,
+  stream   TEXT    NOT NULL,
+  revision INTEGER NOT NULL,
+  id       TEXT    NOT NULL UNIQUE,
+  type     TEXT    NOT NULL,
+  data     TEXT    NOT NULL,
+  metadata TEXT    NOT NULL,
+  chain    TEXT    NOT NULL,
+  UNIQUE (stream, revision)
+)`;
+/** The column a ledger of 2026-11-26 gets when it is linked into the global chain (upgradeLegacyLedger). */
+export const LEGACY_CHAIN_COLUMN = "chain TEXT NOT NULL DEFAULT ''";
+const flatSql = (sql: string | null) => (sql ?? '').replace(/\s+/g, ' ').trim();
+/** The events table as each Duffy made it, whitespace aside: today's, 2026-11-26's, and 2026-11-26's linked since. */
+const EVENTS_TABLES = ((today: string) => new Set([today, today.replace(' chain TEXT NOT NULL,', ''), today.replace('chain TEXT NOT NULL,', `${LEGACY_CHAIN_COLUMN},`)]))(flatSql(EVENTS_TABLE));
+
 /** The columns of the events table, in order (a ledger of 2026-11-26 lacks `chain`). */
 const EVENT_COLUMNS = ['position', 'stream', 'revision', 'id', 'type', 'data', 'metadata', 'chain'];
 /** What else the store's CREATE TABLE makes: the AUTOINCREMENT counter's table and the UNIQUE constraints' indexes. */
@@ -60,8 +79,10 @@ const STORE_OBJECTS = new Set(['table sqlite_sequence', 'index sqlite_autoindex_
 export function ledgerSchemaProblems(db: Database.Database): { problems: string[]; chainColumn: boolean } {
   const problems: string[] = [];
   const schema = db.prepare('SELECT type, name, sql FROM sqlite_master').all() as Array<{ type: string; name: string; sql: string | null }>;
-  const flat = (sql: string | null) => (sql ?? '').replace(/\s+/g, ' ').trim();
-  if (!schema.some((o) => o.type === 'table' && o.name === 'events')) problems.push('events is not a table: the ledger was replaced by something that reads like one');
+  const flat = flatSql;
+  const table = schema.find((o) => o.type === 'table' && o.name === 'events');
+  if (!table) problems.push('events is not a table: the ledger was replaced by something that reads like one');
+  else if (!EVENTS_TABLES.has(flat(table.sql))) problems.push(`the events table is not the one Duffy made (${flat(table.sql).slice(0, 300)}): made again without what its schema enforces`);
   const triggers = new Map(schema.filter((o) => o.type === 'trigger').map((o) => [o.name, flat(o.sql)]));
   for (const [name, sql] of Object.entries(APPEND_ONLY_TRIGGERS)) {
     if (!triggers.has(name)) problems.push(`trigger ${name} is missing: someone dropped the append-only guard`);
@@ -120,19 +141,7 @@ export class SqliteEventStore implements EventStore {
       if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
       this.db = new Database(file);
       this.db.pragma('journal_mode = WAL');
-      this.db.exec(`
-        CREATE TABLE IF NOT EXISTS events (
-          position INTEGER PRIMARY KEY AUTOINCREMENT,
-          stream   TEXT    NOT NULL,
-          revision INTEGER NOT NULL,
-          id       TEXT    NOT NULL UNIQUE,
-          type     TEXT    NOT NULL,
-          data     TEXT    NOT NULL,
-          metadata TEXT    NOT NULL,
-          chain    TEXT    NOT NULL,
-          UNIQUE (stream, revision)
-        );
-      `);
+      this.db.exec(EVENTS_TABLE.replace('CREATE TABLE', 'CREATE TABLE IF NOT EXISTS'));
       for (const sql of Object.values(APPEND_ONLY_TRIGGERS)) this.db.exec(sql.replace('CREATE TRIGGER', 'CREATE TRIGGER IF NOT EXISTS'));
     }
     this.stmts = {
