@@ -404,7 +404,7 @@ export async function checkLedgerFile(
   events: readonly RecordedEvent[],
   legacyThrough = 0n,
 ): Promise<{ problems: FileProblem[]; verified: string[]; unchecked: string[] }> {
-  const { NO_CHAIN_COLUMN, ledgerSchemaProblems } = await import('../adapters/eventstore/sqlite-event-store.js');
+  const { NO_CHAIN_COLUMN, counterProblems, ledgerSchemaProblems, readCounter } = await import('../adapters/eventstore/sqlite-event-store.js');
   const problems: FileProblem[] = [];
   const verified: string[] = [];
   const unchecked: string[] = [];
@@ -420,12 +420,7 @@ export async function checkLedgerFile(
     const legacy = !schema.chainColumn && head === null && events.length > 0 && legacyThrough === events.at(-1)!.position;
     if (legacy) unchecked.push("the global chain (a ledger of the Duffy of 2026-11-26 has none: today's Duffy adds it at its next start on it)");
     schema.problems.filter((p) => !(legacy && p === NO_CHAIN_COLUMN)).forEach(schemaProblem);
-    // SQLite's AUTOINCREMENT counter never goes down, not even when rows are deleted: read before the rows, it is
-    // never past the last of them, unless newest rows were deleted (a writer beside only adds rows after it).
-    const sequence = db.prepare("SELECT name FROM sqlite_master WHERE name = 'sqlite_sequence'").get()
-      ? (db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'").safeIntegers(true).get() as { seq: bigint } | undefined)
-      : undefined;
-    counter = sequence?.seq;
+    counter = readCounter(db);
     if (schema.chainColumn) links = db.prepare('SELECT position, chain FROM events ORDER BY position').safeIntegers(true).all() as Link[];
     positions = links ?? (db.prepare('SELECT position FROM events ORDER BY position').safeIntegers(true).all() as typeof positions);
   } finally {
@@ -439,11 +434,7 @@ export async function checkLedgerFile(
     else verified.push(`${g.checked} links of the global chain`);
   }
   const last = positions.at(-1)?.position ?? 0n;
-  if (counter === undefined && last > 0n) {
-    problems.push({ position: '-', where: 'sqlite_sequence', problem: "SQLite's counter of the events table is gone (it is made with the first event and kept): deleting the newest events would leave no trace in the file" });
-  } else if (counter !== undefined && counter > last) {
-    problems.push({ position: String(counter), where: 'sqlite_sequence', problem: `SQLite's counter of the events table reached position ${counter}, the ledger ends at ${last}: the newest events were deleted` });
-  }
+  for (const problem of counterProblems(counter, last)) problems.push({ position: counter === undefined ? '-' : String(counter), where: 'sqlite_sequence', problem });
   if (head === null) unchecked.push(`deletion of the newest events (no writer's head record ${location}.head; give --checkpoint)`);
   else if ('problem' in head) problems.push(head);
   else {

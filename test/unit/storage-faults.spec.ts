@@ -251,6 +251,13 @@ describe('a damaged embedded ledger file', () => {
     ['a column of its own', 'ALTER TABLE events ADD COLUMN note TEXT', /the events table has columns Duffy never made \(note\)/],
     ['an index of its own', 'CREATE INDEX evx ON events(type)', /index evx is not Duffy's/],
     ['a view', 'CREATE VIEW v AS SELECT * FROM events', /view v is not Duffy's/],
+    [
+      'the table made again without AUTOINCREMENT or UNIQUE',
+      'ALTER TABLE events RENAME TO old; CREATE TABLE events (position INTEGER PRIMARY KEY, stream, revision, id, type, data, metadata, chain); INSERT INTO events SELECT * FROM old; DROP TABLE old; ' +
+        APPEND_ONLY_TRIGGERS.events_no_update + '; ' + APPEND_ONLY_TRIGGERS.events_no_delete,
+      /the events table is not the one Duffy made/,
+    ],
+    ["SQLite's counter removed", 'DELETE FROM sqlite_sequence', /SQLite's counter of the events table is gone/],
   ])('with %s (an edit with a SQL shell) stops start-up in one line: the server would sign checkpoints over it', async (_, sql, problem) => {
     const file = join(mkdtempSync(join(tmpdir(), 'duffy-guard-')), 'ledger.sqlite');
     const store = new SqliteEventStore(file);
@@ -283,7 +290,22 @@ describe('a damaged embedded ledger file', () => {
       db.exec('DROP TRIGGER events_no_delete; DELETE FROM events WHERE position > 1');
       db.exec(APPEND_ONLY_TRIGGERS.events_no_delete);
       db.close();
-      expect(() => assertLedgerReadable(file)).toThrow(behind(1));
+      // SQLite's counter says so before the head record does: moving the record aside is no way past it.
+      expect(() => assertLedgerReadable(file)).toThrow(/edited outside Duffy \(SQLite's counter of the events table reached position 3, the ledger ends at 1: the newest events were deleted\).*restore it from a backup/);
+      // Without SQL (the file replaced by a copy made before its last commits): the head record's message.
+      expect(() => assertNotBehindHead(file, 3n, 1n)).toThrow(behind(1));
+    });
+
+    it("the newest events deleted and the head record removed or garbled: SQLite's counter, or the garbled record, still stops start-up", async () => {
+      const file = await written();
+      const db = new Database(file);
+      db.exec('DROP TRIGGER events_no_delete; DELETE FROM events WHERE position > 1');
+      db.exec(APPEND_ONLY_TRIGGERS.events_no_delete);
+      db.close();
+      writeFileSync(`${file}.head`, 'garbage');
+      expect(() => assertLedgerReadable(file)).toThrow(/head record .*ledger\.sqlite\.head cannot be read .*: it was altered; check the ledger with `duffy audit --ledger .* verify`; to go on with the ledger as it is, move .*\.head aside/);
+      rmSync(`${file}.head`);
+      expect(() => assertLedgerReadable(file)).toThrow(/edited outside Duffy \(SQLite's counter of the events table reached position 3, the ledger ends at 1: the newest events were deleted\)/);
     });
 
     it('the file emptied (0 bytes) or removed: not a new ledger', async () => {

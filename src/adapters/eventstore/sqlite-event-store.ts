@@ -364,6 +364,21 @@ export function assertNotBehindHead(file: string, head = headPosition(file), las
   );
 }
 
+/**
+ * SQLite's AUTOINCREMENT counter of `events`: made with the first event, it never goes down, not even when rows are
+ * deleted. Read it before the rows: a writer beside only adds rows after it.
+ */
+export function readCounter(db: Database.Database): bigint | undefined {
+  if (!db.prepare("SELECT name FROM sqlite_master WHERE name = 'sqlite_sequence'").get()) return undefined;
+  return (db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'").safeIntegers(true).get() as { seq: bigint } | undefined)?.seq;
+}
+
+/** The counter past the last event: the newest events were deleted; gone: a deletion would leave no trace. Shared by `verify` and the start. */
+export function counterProblems(counter: bigint | undefined, last: bigint): string[] {
+  if (counter === undefined) return last > 0n ? ["SQLite's counter of the events table is gone (it is made with the first event and kept): deleting the newest events would leave no trace in the file"] : [];
+  return counter > last ? [`SQLite's counter of the events table reached position ${counter}, the ledger ends at ${last}: the newest events were deleted`] : [];
+}
+
 /** The position in the writer's head record; undefined without one (a ledger of 2026-11-26) or when unreadable (verify names it). */
 function headPosition(file: string): bigint | undefined {
   try {
@@ -394,14 +409,25 @@ export function assertLedgerReadable(file: string): void {
   // SQLite's words for a directory are "disk I/O error", with a stack.
   if (statSync(file, { throwIfNoEntry: false })?.isDirectory()) throw new LedgerDamagedError(`the ledger ${file} is a directory, not a file; move it aside`);
   // Read before the events: it may lag a commit (a writer at work), never lead one.
-  const head = headPosition(file);
+  let head: bigint | undefined;
+  try {
+    head = readHeadRecord(file)?.position;
+  } catch (err) {
+    // Written whole and renamed into place by the writer: unreadable, it was edited (a start would write a new one over the evidence).
+    throw new LedgerDamagedError(
+      `the writer's head record ${headFileOf(file)} cannot be read (${(err as Error).message}): it was altered; check the ledger with \`duffy audit --ledger ${file} verify\`; ` +
+        `to go on with the ledger as it is, move ${headFileOf(file)} aside`,
+    );
+  }
   let db: Database.Database | undefined;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
+    const counter = readCounter(db);
     const last = (db.prepare('SELECT position FROM events ORDER BY position DESC LIMIT 1').safeIntegers(true).get() as { position: bigint } | undefined)?.position;
     // A guard changed or removed is someone's edit: the server would go on signing checkpoints over it (a first
     // start that stopped before its triggers has no events, and gets them now).
     const { problems } = ledgerSchemaProblems(db);
+    if (last !== undefined) problems.push(...counterProblems(counter, last));
     if (last !== undefined && problems.length > 0) {
       throw new LedgerDamagedError(`the ledger ${file} was edited outside Duffy (${problems.join('; ')}); check it with \`duffy audit --ledger ${file} verify\` and restore it from a backup (README: what to back up)`);
     }
