@@ -6,7 +6,8 @@ import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@n
 import type { Request, Response } from 'express';
 import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule, observeRequests } from './app.module.js';
-import { ConfigError, type Settings, dataDirOf, loadSettings } from './config/config.js';
+import { ConfigError, REQUEST_TIMEOUT_SECONDS, type Settings, dataDirOf, defaultMaxConnections, loadSettings } from './config/config.js';
+import type { Server as HttpServer } from 'node:http';
 import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
 import { IdParamsPipe, checkJsonDepth, dropNullMembers, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
@@ -71,6 +72,12 @@ export async function createApp(settings: Settings, options: { store?: EventStor
     .addSecurityRequirements('tenant')
     .build();
   SwaggerModule.setup('api/docs', app, () => SwaggerModule.createDocument(app, openapi));
+  // Slow senders (a body trickled a byte at a time) and connection floods: neither may starve other clients, nor
+  // Duffy's own files (a playbook run that cannot open its input fails). Node checks the timeout every 30 s.
+  const server = app.getHttpServer() as HttpServer;
+  server.requestTimeout = (settings.requestTimeoutSeconds ?? REQUEST_TIMEOUT_SECONDS) * 1000;
+  server.headersTimeout = Math.min(server.headersTimeout, server.requestTimeout);
+  server.maxConnections = settings.maxConnections ?? defaultMaxConnections();
   app.enableShutdownHooks();
   await app.init();
   // Nest answers unknown paths under its global prefix only; the others (legacy, ops, anything) would get Express's

@@ -106,6 +106,28 @@ export interface Settings {
   adminName: string;
   adminKey?: string;
   config: DuffyConfig;
+  /** Open HTTP connections at most (DUFFY_MAX_CONNECTIONS): past it new ones are dropped, so clients never take the file descriptors the ledger and the playbooks need. */
+  maxConnections?: number;
+  /** Seconds a client has to send a whole request (DUFFY_REQUEST_TIMEOUT_SECONDS); a slow sender gets 408. */
+  requestTimeoutSeconds?: number;
+}
+
+/** The request timeout unless set: a 1 MB body needs seconds; Node's own (300 s) let slow senders hold sockets for minutes. */
+export const REQUEST_TIMEOUT_SECONDS = 30;
+
+/**
+ * Connections at most unless set: the open-files limit (`ulimit -n`, soft) less room for what Duffy opens itself
+ * (its ledger and read-model files, playbook runs' pipes and files), at most 10,000 (about 150 MB of sockets).
+ */
+export function defaultMaxConnections(limits = '/proc/self/limits'): number {
+  let soft = 1024;
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync(limits, 'utf8'));
+    if (m) soft = m[1] === 'unlimited' ? Infinity : Number(m[1]);
+  } catch {
+    /* not Linux: the usual soft limit */
+  }
+  return Math.max(64, Math.min(10_000, soft - 512));
 }
 
 export class ConfigError extends Error {}
@@ -227,6 +249,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     adminName: env.DUFFY_ADMIN_NAME || 'admin',
     adminKey: env.DUFFY_ADMIN_KEY || undefined,
     config: withPlaybooks(loadConfig(configFile), configFile),
+    maxConnections: positiveIntEnv('DUFFY_MAX_CONNECTIONS', defaultMaxConnections(), env),
+    requestTimeoutSeconds: positiveIntEnv('DUFFY_REQUEST_TIMEOUT_SECONDS', REQUEST_TIMEOUT_SECONDS, env),
   };
 }
 

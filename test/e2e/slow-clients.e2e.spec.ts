@@ -1,0 +1,97 @@
+import { afterAll, describe, expect, it, jest } from '@jest/globals';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { type Socket, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { stringify } from 'yaml';
+import { defaultMaxConnections } from '../../src/config/config.js';
+import { ADMIN_KEY, basic } from '../support/server.js';
+
+// Node checks request timeouts every 30 s: a slow sender's 408 comes 1-31 s after its timeout of 1 s.
+jest.setTimeout(120_000);
+const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
+const MAX_CONNECTIONS = 12;
+
+/** One request on a connection of its own, closed after the answer: it holds no idle socket that counts against the limit. */
+function once(port: number, method: string, path: string, auth: string, body?: unknown): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const req = http.request(
+      { host: '127.0.0.1', port, method, path, agent: false, headers: { authorization: auth, connection: 'close', ...(data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {}) } },
+      (res) => {
+        let text = '';
+        res.on('data', (d) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : undefined }));
+      },
+    );
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+/** A client that sends the headers and the first byte of a 100-byte body, then nothing: what it gets back, once the server closes. */
+function slowSender(port: number): { socket: Socket; answer: Promise<string> } {
+  const socket = connect(port, '127.0.0.1');
+  socket.write('POST /api/v1/sessions HTTP/1.1\r\nHost: duffy\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{');
+  let text = '';
+  socket.on('data', (d) => (text += d));
+  const answer = new Promise<string>((resolve) => socket.on('close', () => resolve(text)));
+  socket.on('error', () => undefined);
+  return { socket, answer };
+}
+
+describe('slow senders and connection floods', () => {
+  let child: ChildProcess | undefined;
+  afterAll(() => child?.kill('SIGKILL'));
+
+  it('a slow sender gets 408 after the request timeout, connections past the limit are dropped, and a long wait in the queue is not a slow request', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-slow-'));
+    const config = join(dir, 'one.yaml');
+    writeFileSync(config, stringify({ pools: [{ name: 'solo', type: 'baremetal', arch: 'x86_64', platform: 'intel', driver: 'local' }], machines: [{ hostname: 'solo-1.test', pool: 'solo', state: 'ready' }] }));
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    child = spawn(process.execPath, [MAIN], {
+      env: { ...process.env, DUFFY_DATA_DIR: join(dir, 'data'), DUFFY_CONFIG: config, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'warn', DUFFY_MAX_CONNECTIONS: String(MAX_CONNECTIONS), DUFFY_REQUEST_TIMEOUT_SECONDS: '1', NODE_OPTIONS: '' },
+      stdio: 'ignore',
+    });
+    const admin = basic('admin', ADMIN_KEY);
+    for (let i = 0; ; i++) {
+      if ((await once(port, 'GET', '/api/v1/pools', admin).catch(() => undefined))?.status === 200) break;
+      if (i > 300) throw new Error('no server');
+      await sleep(200);
+    }
+    const created = await once(port, 'POST', '/api/v1/tenants', admin, { name: 'ci', ssh_key: 'ssh-ed25519 AAAAC3Nza ci@ci' });
+    const ci = basic('ci', created.body.tenant.api_key);
+    const held = await once(port, 'POST', '/api/v1/sessions', ci, { nodes_specs: [{ pool: 'solo', quantity: 1 }] });
+    expect(held.status).toBe(201);
+
+    // A request that waits in the queue far longer than the request timeout: its whole request was received.
+    const waiting = once(port, 'POST', '/api/v1/sessions', ci, { nodes_specs: [{ pool: 'solo', quantity: 1 }], wait: 120 });
+    await sleep(300);
+    const slow = Array.from({ length: MAX_CONNECTIONS - 1 }, () => slowSender(port));
+    await sleep(500);
+    // The limit is reached: the next connection is dropped, not queued behind the slow ones.
+    await expect(once(port, 'GET', '/api/v1/pools', admin)).rejects.toThrow(/ECONNRESET|socket hang up|EPIPE/);
+
+    const answers = await Promise.all(slow.map((s) => s.answer));
+    for (const a of answers) expect(a).toMatch(/^HTTP\/1\.1 408 Request Timeout/);
+    // Their sockets are gone: everyone is served again, and the waiting request gets the machine when it is freed.
+    expect((await once(port, 'PUT', `/api/v1/sessions/${held.body.session.id}`, ci, { active: false })).status).toBe(200);
+    const served = await waiting;
+    expect(served.status).toBe(201);
+    expect(served.body.session.nodes.map((n: { hostname: string }) => n.hostname)).toEqual(['solo-1.test']);
+  });
+
+  it('by default takes the open-files limit less room for its own files, at most 10,000', () => {
+    const limits = join(mkdtempSync(join(tmpdir(), 'duffy-limits-')), 'limits');
+    const file = (soft: string) => (writeFileSync(limits, `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${soft}                 524288               files\n`), limits);
+    expect(defaultMaxConnections(file('1024'))).toBe(512);
+    expect(defaultMaxConnections(file('20000'))).toBe(10_000);
+    expect(defaultMaxConnections(file('unlimited'))).toBe(10_000);
+    expect(defaultMaxConnections(file('256'))).toBe(64);
+    expect(defaultMaxConnections(join(limits, 'none'))).toBe(512);
+  });
+});
