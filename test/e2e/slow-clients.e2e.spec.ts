@@ -46,7 +46,9 @@ function slowSender(port: number): { socket: Socket; answer: Promise<string> } {
 
 describe('slow senders and connection floods', () => {
   let child: ChildProcess | undefined;
-  afterAll(() => child?.kill('SIGKILL'));
+  afterAll(() => {
+    child?.kill('SIGKILL');
+  });
 
   it('a slow sender gets 408 after the request timeout, connections past the limit are dropped, and a long wait in the queue is not a slow request', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'duffy-slow-'));
