@@ -15,6 +15,7 @@ import {
 } from './ports/event-store.port.js';
 import { StreamHeads } from './stream-heads.js';
 import { GENESIS, appendLinks } from '../audit/chain.js';
+import { type Checkpoint, signatureHolds } from '../audit/checkpoint.js';
 import { type Decision, type InFlightView, type Write, isRefusal, raise } from '../domain/decide.js';
 import { type DuffyEvent, machinesAsked, sessionOfStream } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
@@ -87,6 +88,9 @@ const ACCOUNTED = new Set<string>(['IdAllocated', 'QuotaClaimed', 'QuotaReturned
  * view): machines reserved, quota claimed, stream heads. So concurrent requests in one process never pick the same
  * machine or race on a tenant's revision; a conflict means another writer (instance) got there first.
  */
+/** How far a clock may have been stepped back (NTP) while Duffy still writes after its last signed checkpoint. */
+const MAX_CLOCK_STEP_MS = 3_600_000;
+
 @Injectable()
 export class Ledger implements OnApplicationShutdown {
   readonly world: World = emptyWorld();
@@ -144,8 +148,21 @@ export class Ledger implements OnApplicationShutdown {
     if (this.heads.size > this.headsBound) this.forgetEndedHeads();
   }
 
+  /**
+   * A signed checkpoint's time is the floor of what Duffy writes next. Not an unsigned one's, nor one more than
+   * MAX_CLOCK_STEP_MS ahead of this host's clock: an edit of the ledger could otherwise date every later event
+   * 2099 (`verify` names such a checkpoint; a clock that far behind is the host's fault, which verify shows too).
+   */
   private noteSigned(e: RecordedEvent): void {
-    if (e.type === 'CheckpointPublished') this.signedAt = Math.max(this.signedAt, Date.parse(String((e.data as { time?: unknown }).time)) || -Infinity);
+    if (e.type !== 'CheckpointPublished') return;
+    const cp = e.data as unknown as Checkpoint;
+    const time = Date.parse(String(cp.time));
+    if (!(time > this.signedAt) || cp.signature === undefined) return;
+    if (time > Date.now() + MAX_CLOCK_STEP_MS) {
+      this.log.warn(`the checkpoint at position ${e.position} is dated ${String(cp.time)}, more than an hour ahead of this host's clock: not taken as the time to write after (check the ledger with \`duffy audit verify\`, and the clock)`);
+      return;
+    }
+    if (signatureHolds(cp)) this.signedAt = time;
   }
 
   /**

@@ -7,7 +7,7 @@ import { type Settings, positiveIntEnv } from '../config/config.js';
 import { EVENT_STORE, type EventStore, type RecordedEvent, type Subscription } from '../application/ports/event-store.port.js';
 import { SETTINGS } from '../application/catalog.js';
 import { Ledger } from '../application/ledger.service.js';
-import { CHECKPOINT_STREAM, type Checkpoint, eventLeaf, keyId, newSigningKey, privateKeyOf, signCheckpoint } from './checkpoint.js';
+import { CHECKPOINT_STREAM, type Checkpoint, eventLeaf, keyId, newSigningKey, privateKeyOf, signCheckpoint, signatureHolds } from './checkpoint.js';
 import { CompactTree } from './merkle.js';
 import { syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
 
@@ -92,13 +92,18 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
   }
 
   /**
-   * The tree as the last published checkpoint left it (its frontier), so a start hashes only the events after it,
-   * not the whole history. A frontier that does not give the checkpoint's root is not used: the tree is then built
-   * from the first event. Either way it is the tree of the ledger as it is; an auditor recomputes it from the events.
+   * The tree as the last checkpoint this server signed left it (its frontier), so a start hashes only the events
+   * after it, not the whole history. One signed by another key (or none) is not ours to go on from: a forged
+   * frontier would have us sign tree heads of a ledger that is not there. A frontier that does not give the
+   * checkpoint's root is not used either: the tree is then built from the first event. Either way it is the tree
+   * of the ledger as it is; an auditor recomputes it from the events.
    */
   private async resumeFromLastCheckpoint(): Promise<void> {
     const published = await this.store.readStream(CHECKPOINT_STREAM).catch(() => [] as RecordedEvent[]);
-    const last = published.at(-1);
+    const last = published.findLast((e) => {
+      const cp = e.data as unknown as Checkpoint;
+      return cp.publicKey === this.publicKey && signatureHolds(cp);
+    });
     if (!last) return;
     const cp = last.data as Partial<Checkpoint> & { frontier?: unknown };
     const frontier = Array.isArray(cp.frontier) && cp.frontier.every((h) => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h)) ? cp.frontier.map((h: string) => Buffer.from(h, 'hex')) : undefined;

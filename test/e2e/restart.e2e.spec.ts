@@ -168,6 +168,40 @@ describe('restart', () => {
     }
   });
 
+  it("goes on from its own last signed checkpoint, not from a forged one appended after it, and takes no forged checkpoint's time for its clock", async () => {
+    const first = await startDuffy();
+    await newTenant(first, 'ann');
+    await first.app.get(CheckpointService).publish();
+    const published = (await ledgerEvents(first)).filter((e) => e.type === 'CheckpointPublished');
+    const genuine = BigInt((published.at(-1)!.data as { lastPosition: string }).lastPosition);
+    // Valid hashes (appended through the writer, as a tamperer who recomputes them would), no valid signature: a
+    // frontier of one leaf and a time far ahead.
+    const forged = { size: 1, lastPosition: '1', rootHash: 'a'.repeat(64), time: '2099-01-01T00:00:00.000Z', frontier: ['a'.repeat(64)] };
+    for (const data of [forged, { ...forged, signature: 'AAAA', publicKey: published.at(-1)!.data.publicKey }]) {
+      const revision = (await ledgerEvents(first)).filter((e) => e.stream === 'audit-checkpoints').length - 1;
+      await first.app.get(Ledger).record([{ stream: 'audit-checkpoints', expected: revision, events: [{ type: 'CheckpointPublished', data } as never] }], { actor: 'duffy' });
+    }
+    await first.close();
+
+    const subscribed = jest.spyOn(SqliteEventStore.prototype, 'subscribeAll');
+    const again = await startDuffy({ dataDir: first.dataDir });
+    try {
+      expect(subscribed.mock.calls.map((c) => c[0])).toContain(genuine);
+      await newTenant(again, 'bob');
+      await again.app.get(CheckpointService).publish();
+      const events = await ledgerEvents(again);
+      // The new events are dated now, not 2099.
+      for (const e of events.filter((x) => x.position > genuine + 2n)) expect(Date.parse(String(e.metadata.at))).toBeLessThan(Date.now() + 60_000);
+      // What it signed since is the ledger as it is: only the two forged checkpoints are named.
+      const forgedAt = events.filter((e) => e.type === 'CheckpointPublished' && (e.data as { rootHash: string }).rootHash === 'a'.repeat(64)).map((e) => e.position);
+      expect(forgedAt).toHaveLength(2);
+      expect(checkPublished(events).problems.map((p) => p.position)).toEqual(forgedAt);
+    } finally {
+      subscribed.mockRestore();
+      await again.close();
+    }
+  });
+
   it('hashes for its checkpoints only the events after the last one published (not the whole history), and they still verify', async () => {
     const first = await startDuffy();
     await newTenant(first, 'ann');
