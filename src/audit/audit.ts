@@ -172,15 +172,17 @@ function leaseRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent
   if (e.type !== 'SessionExtended') return [];
   const session = world.sessions.get(e.data.sessionId);
   const tenant = session && world.tenants.get(session.tenantId);
-  const actorId = typeof recorded.metadata.actor === 'string' ? world.tenantIdsByName.get(recorded.metadata.actor) : undefined;
-  // No actor recorded, or one that is not a tenant: who extended it cannot be told, so neither can the limit.
-  if (!session || !tenant || actorId === undefined || world.tenants.get(actorId)?.isAdmin) return [];
+  const actor = typeof recorded.metadata.actor === 'string' ? recorded.metadata.actor : undefined;
+  const actorId = actor === undefined ? undefined : world.tenantIdsByName.get(actor);
+  // Only an admin may pass the maximum: an extension by anyone else, or by no one recorded, is held to it (Duffy
+  // itself never extends a lease).
+  if (!session || !tenant || (actorId !== undefined && world.tenants.get(actorId)?.isAdmin)) return [];
   const defaults = world.defaults ?? fallback;
   const latest = latestExpiryMs(session, tenant, defaults);
   if (!(Date.parse(e.data.expiresAt) > latest)) return [];
   return [{
     invariant: 'lease',
-    message: `session ${session.id} extended by ${recorded.metadata.actor} to ${e.data.expiresAt}, past its maximum lifetime of ${effective(tenant, defaults).sessionLifetimeMax} s (until ${new Date(latest).toISOString()})`,
+    message: `session ${session.id} extended by ${actor ?? 'no one recorded'} to ${e.data.expiresAt}, past its maximum lifetime of ${effective(tenant, defaults).sessionLifetimeMax} s (until ${new Date(latest).toISOString()})`,
     positions: [recorded.position],
   }];
 }

@@ -1,12 +1,13 @@
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
-import type { Defaults, DuffyEvent } from '../domain/events.js';
+import { type Defaults, type DuffyEvent, sessionOfStream } from '../domain/events.js';
 
 export interface Violation {
   /**
    * DESIGN section 4's number, or one of Duffy's own rules: `admin` (an active admin is always left), `key` (one API
-   * key, one tenant), `free` (only a free machine is reserved), `lease` (no extension past the maximum lifetime).
+   * key, one tenant), `free` (only a free machine is reserved), `lease` (no extension past the maximum lifetime),
+   * `ids` (an event names the session, machine and tenant of its stream, and a session's events its tenant).
    */
-  invariant: number | 'admin' | 'key' | 'free' | 'lease';
+  invariant: number | 'admin' | 'key' | 'free' | 'lease' | 'ids';
   message: string;
   /** Global positions of the events that show it. */
   positions: bigint[];
@@ -44,9 +45,11 @@ export function checkInvariants(events: Iterable<RecordedEvent>, fallback: Defau
   const lastRevision = new Map<string, number>();
   /** Where each session ended: a machine reserved for it afterwards would be held by nobody, for good (invariant 10). */
   const endedAt = new Map<number, bigint>();
+  const ids = new IdsRule();
   for (const recorded of events) {
     const e = recorded as RecordedEvent & DuffyEvent;
     const at = recorded.position;
+    for (const message of ids.check(recorded)) violations.push({ invariant: 'ids', message, positions: [at] });
     const prev = lastRevision.get(recorded.stream) ?? -1;
     if (recorded.revision !== prev + 1) {
       violations.push({ invariant: 6, message: `${recorded.stream}: revision ${recorded.revision} follows ${prev}`, positions: [at] });
@@ -99,4 +102,53 @@ export function checkInvariants(events: Iterable<RecordedEvent>, fallback: Defau
     }
   }
   return violations;
+}
+
+/**
+ * Rule `ids`: the rules above count holdings by the ids inside events, so those ids must be the ones the stream
+ * stands for: an event on `session-7` is about session 7, one on `machine-<host>` (or `service-<host>`) about the
+ * machine registered there, one on `tenant-<name>` about that tenant; and an event naming a session and a tenant
+ * names the tenant that requested the session (a reservation for a session never requested is held by nobody).
+ * An append with valid hashes that put another id inside would otherwise move a machine or a quota unseen.
+ */
+class IdsRule {
+  private readonly streamIds = new Map<string, number>();
+  private readonly machineStreams = new Map<number, string>();
+  private readonly sessionTenants = new Map<number, number>();
+
+  check(recorded: RecordedEvent): string[] {
+    const e = recorded as RecordedEvent & DuffyEvent;
+    const data = e.data as { sessionId?: unknown; machineId?: unknown; tenantId?: unknown };
+    const out: string[] = [];
+    const where = `${recorded.stream}: ${e.type}`;
+    const session = sessionOfStream(recorded.stream);
+    if (session !== undefined && typeof data.sessionId === 'number' && data.sessionId !== session) out.push(`${where} names session ${data.sessionId}`);
+    if (typeof data.machineId === 'number') {
+      // A machine's stream and its service stream share the hostname: one machine each, the first to name it there.
+      const host = /^(machine|service)-(.*)$/.exec(recorded.stream)?.[2];
+      if (host !== undefined) {
+        const own = this.streamIds.get(`machine-${host}`);
+        if (own === undefined) {
+          const elsewhere = this.machineStreams.get(data.machineId);
+          if (elsewhere !== undefined) out.push(`${where} names machine ${data.machineId}, which is ${elsewhere}'s`);
+          else {
+            this.streamIds.set(`machine-${host}`, data.machineId);
+            this.machineStreams.set(data.machineId, `machine-${host}`);
+          }
+        } else if (own !== data.machineId) out.push(`${where} names machine ${data.machineId}, the stream's machine is ${own}`);
+      }
+    }
+    if (typeof data.tenantId === 'number' && recorded.stream.startsWith('tenant-')) {
+      const own = this.streamIds.get(recorded.stream);
+      if (own === undefined) this.streamIds.set(recorded.stream, data.tenantId);
+      else if (own !== data.tenantId) out.push(`${where} names tenant ${data.tenantId}, the stream's tenant is ${own}`);
+    }
+    if (e.type === 'MachineRequested') this.sessionTenants.set(e.data.sessionId, e.data.tenantId);
+    else if (typeof data.sessionId === 'number' && typeof data.tenantId === 'number') {
+      const requester = this.sessionTenants.get(data.sessionId);
+      if (requester === undefined) out.push(`${where} for session ${data.sessionId}, which was never requested`);
+      else if (requester !== data.tenantId) out.push(`${where} for session ${data.sessionId} names tenant ${data.tenantId}, the session is tenant ${requester}'s`);
+    }
+    return out;
+  }
 }

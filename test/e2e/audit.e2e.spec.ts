@@ -126,6 +126,8 @@ describe('replay reports each broken invariant', () => {
     return [
       ev('tenant-a', { type: 'TenantRegistered', data: { tenantId: 1, name: 'a', apiKeyDigest: 'x', isAdmin: false, sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null, at } }),
       ev('machine-m1', { type: 'MachineRegistered', data: { machineId: 1, hostname: 'm1', ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready', at } }),
+      // The requests of the sessions below (rule ids: a reservation for a session never requested is a breach).
+      ...[1, 2].map((sessionId) => ev(`session-${sessionId}`, { type: 'MachineRequested', data: { sessionId, tenantId: 1, tenant: 'a', specs: [{ pool: 'p', quantity: 1 }], expiresAt: at, at } })),
     ];
   };
   const invariants = (events: RecordedEvent[]) => replay(events, DEFAULTS).map((v) => v.invariant);
@@ -133,7 +135,7 @@ describe('replay reports each broken invariant', () => {
   it('1: one machine in two active sessions', () => {
     const events = [...base(), ev('machine-m1', reserve(1)), ev('machine-m1', reserve(2))];
     expect(invariants(events)).toEqual([1]);
-    expect(replay(events, DEFAULTS)[0].positions).toEqual([3n, 4n]);
+    expect(replay(events, DEFAULTS)[0].positions).toEqual([5n, 6n]);
   });
 
   it('2: a release without its reservation', () => {
@@ -142,7 +144,7 @@ describe('replay reports each broken invariant', () => {
 
   it('10: a machine reserved for a session that had ended (held by nobody, for good)', () => {
     const events = [...base(), ev('session-1', { type: 'SessionReleased', data: { sessionId: 1, reason: 'done', at } }), ev('machine-m1', reserve(1))];
-    expect(replay(events, DEFAULTS)).toEqual([{ invariant: 10, message: 'machine 1 reserved for session 1 after the session ended: nobody would ever release it', positions: [3n, 4n] }]);
+    expect(replay(events, DEFAULTS)).toEqual([{ invariant: 10, message: 'machine 1 reserved for session 1 after the session ended: nobody would ever release it', positions: [5n, 6n] }]);
   });
 
   it('3: more machines than the quota, whatever QuotaClaimed says', () => {
@@ -194,12 +196,12 @@ describe('replay reports each broken invariant', () => {
     it('the last active admin retired', () => {
       const events = [...twoAdmins(), ev('tenant-r', { type: 'TenantRetired', data: { tenantId: 2, at } }), ev('admins', admins(3)), ev('tenant-s', { type: 'TenantRetired', data: { tenantId: 3, at } })];
       expect(invariants(events)).toEqual(['admin']);
-      expect(replay(events, DEFAULTS)[0]).toMatchObject({ message: 'TenantRetired of tenant 3 left no active admin', positions: [9n] });
+      expect(replay(events, DEFAULTS)[0]).toMatchObject({ message: 'TenantRetired of tenant 3 left no active admin', positions: [11n] });
     });
 
     it('an admins event that names others than the active admins', () => {
       const events = [...twoAdmins(), ev('tenant-r', { type: 'TenantRetired', data: { tenantId: 2, at } }), ev('admins', admins(2, 3))];
-      expect(replay(events, DEFAULTS)).toEqual([{ invariant: 'admin', message: 'ActiveAdminsChanged names admins [2, 3] while [3] are active', positions: [8n] }]);
+      expect(replay(events, DEFAULTS)).toEqual([{ invariant: 'admin', message: 'ActiveAdminsChanged names admins [2, 3] while [3] are active', positions: [10n] }]);
     });
 
     it('none on a ledger from before the admins stream (it starts at the first admin change)', () => {

@@ -62,9 +62,13 @@ describe('audit replay: rule lease (no extension past the maximum lifetime, but 
     expect(breaches(ledger(...started(), lowered, extended(3600, 'alice')), 'lease')).toEqual([]);
   });
 
-  it('cannot judge an extension whose actor is not recorded (a ledger from before actors were)', () => {
+  it('holds an extension to the maximum unless its actor is an admin: one with no actor recorded, or an actor that is no tenant, is judged as a tenant\'s', () => {
+    // Every Duffy recorded who extended a lease; Duffy itself never does: no actor, or a name no tenant has, is an edit.
     const anonymous: [string, DuffyEvent] = ['session-1', { type: 'SessionExtended', data: { sessionId: 1, expiresAt: at(90_000), at: at(60) } }];
-    expect(breaches(ledger(...started(), anonymous), 'lease')).toEqual([]);
+    expect(breaches(ledger(...started(), anonymous), 'lease')).toEqual([
+      { invariant: 'lease', message: `session 1 extended by no one recorded to ${at(90_000)}, past its maximum lifetime of 7200 s (until ${at(7200)})`, positions: [8n] },
+    ]);
+    for (const actor of ['nobody', 'duffy', 'ROOT']) expect(breaches(ledger(...started(), extended(90_000, actor)), 'lease')).toHaveLength(1);
   });
 });
 
