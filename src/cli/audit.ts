@@ -60,7 +60,11 @@ export function readCheckpoint(file: string): Checkpoint {
   } catch (err) {
     throw new UsageError(`cannot read checkpoint ${file}: ${(err as Error).message}`);
   }
-  if (!Number.isInteger(cp?.size) || cp.size < 0 || typeof cp.rootHash !== 'string' || !/^[0-9a-f]{64}$/.test(cp.rootHash)) {
+  const valid =
+    Number.isInteger(cp?.size) && cp.size >= 0 && typeof cp.rootHash === 'string' && /^[0-9a-f]{64}$/.test(cp.rootHash) &&
+    // Its time dates what may follow it (the back-dating check): a checkpoint without one would skip that check.
+    typeof cp.time === 'string' && !Number.isNaN(Date.parse(cp.time)) && /^[0-9]+$/.test(String(cp.lastPosition));
+  if (!valid) {
     throw new UsageError(`${file} is not a checkpoint (size, lastPosition, rootHash, time)`);
   }
   return cp;
