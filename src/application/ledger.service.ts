@@ -19,7 +19,7 @@ import { type Checkpoint, signatureHolds } from '../audit/checkpoint.js';
 import { type Decision, type InFlightView, type Write, isRefusal, raise } from '../domain/decide.js';
 import { type DuffyEvent, machinesAsked, sessionOfStream } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
-import { type World, emptyWorld, evolve, addressKey, hostKey } from '../domain/world.js';
+import { type World, emptyWorld, evolve, addressKey, hostKey, tenantKey } from '../domain/world.js';
 
 /** How many heads may be noted beyond those kept at the last sweep before the heads of forgotten sessions are let go. */
 const HEADS_SLACK = 4096;
@@ -448,7 +448,10 @@ export class Ledger implements OnApplicationShutdown {
           batch.claims.add(`host:${hostKey(e.data.hostname)}`);
           if (e.data.ipaddr !== null) batch.claims.add(`ip:${addressKey({ ipaddr: e.data.ipaddr, data: e.data.data })}`);
         }
-        else if (e.type === 'TenantRegistered') batch.claims.add(`key:${e.data.apiKeyDigest}`);
+        else if (e.type === 'TenantRegistered') {
+          batch.claims.add(`key:${e.data.apiKeyDigest}`);
+          batch.claims.add(`tenant:${tenantKey(e.data.name)}`);
+        }
         else if (e.type === 'TenantUpdated' && e.data.changes.apiKeyDigest) batch.claims.add(`key:${e.data.changes.apiKeyDigest}`);
       }
     });

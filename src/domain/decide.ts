@@ -3,7 +3,7 @@ import { unmet } from './hardware.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { parseDuration } from './duration.js';
 import { type Defaults, type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream } from './events.js';
-import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, addressKey, hostKey, isRetired, machineAtAddress, machineIdOfHost } from './world.js';
+import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, addressKey, hostKey, isRetired, machineAtAddress, machineIdOfHost, tenantKey } from './world.js';
 
 /*
  * Deciders: (World, command, now) -> the writes that record the decision, or a Refusal value.
@@ -40,8 +40,8 @@ export interface InFlightView {
   quota(tenantId: number): number;
   /** Machines asked for by the tenant's requests on their way into the queue. */
   waiting(tenantId: number): number;
-  /** Whether a write on its way registers this host (by hostKey) or address (by addressKey), or gives a tenant this key digest. */
-  claims(kind: 'host' | 'ip' | 'key', value: string): boolean;
+  /** Whether a write on its way registers this host (by hostKey), address (by addressKey) or tenant (by tenantKey), or gives a tenant this key digest. */
+  claims(kind: 'host' | 'ip' | 'key' | 'tenant', value: string): boolean;
   /** Whether a write on its way to this stream says more than the view accounts for (a retirement, say). */
   changing(stream: string): boolean;
   /**
@@ -110,6 +110,9 @@ export function decideRegisterTenant(
   inFlight: InFlightView = NOTHING_IN_FLIGHT,
 ): Decision {
   if (world.tenantIdsByName.has(cmd.name)) return refusal('conflict', `tenant ${cmd.name} already exists`);
+  const twin = world.tenants.get(world.tenantIdsByKey.get(tenantKey(cmd.name)) ?? -1);
+  if (twin) return refusal('conflict', `tenant ${twin.name} already exists (tenant names ignore case)`);
+  if (inFlight.claims('tenant', tenantKey(cmd.name))) return refusal('conflict', `tenant ${cmd.name} is being registered right now (tenant names ignore case)`);
   if (world.tenantIdsByDigest.has(cmd.apiKeyDigest) || inFlight.claims('key', cmd.apiKeyDigest)) return refusal('conflict', KEY_IN_USE);
   const ids = allocateIds(world, 'tenant', 1, inFlight);
   return [

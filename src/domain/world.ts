@@ -146,6 +146,8 @@ export class Session {
 export interface World {
   tenants: Map<number, Tenant>;
   tenantIdsByName: Map<string, number>;
+  /** By `tenantKey`: "Admin" beside "admin" would read as one tenant in lists, logs and audits. */
+  tenantIdsByKey: Map<string, number>;
   tenantIdsByDigest: Map<string, number>;
   machines: Map<number, Machine>;
   /** Keyed by hostKey(hostname): two spellings of one host are one machine. */
@@ -238,6 +240,7 @@ export function emptyWorld(): World {
   return {
     tenants: new Map(),
     tenantIdsByName: new Map(),
+    tenantIdsByKey: new Map(),
     tenantIdsByDigest: new Map(),
     machines: new Map(),
     machineIdsByHostname: new Map(),
@@ -263,6 +266,8 @@ export function emptyWorld(): World {
 /** A DNS name (RFC 1123): labels of 1-63 letters, digits or inner hyphens, 253 characters in all, a trailing dot allowed. */
 export const HOST_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 /** A host name as DNS compares it: case does not matter, nor a trailing dot. */
+/** A tenant name as new names are compared with it: without case (logins stay exact, as in Duffy v3). */
+export const tenantKey = (name: string) => name.toLowerCase();
 export const hostKey = (hostname: string) => hostname.toLowerCase().replace(/\.$/, '');
 /** The machine of that host name, however it is spelled. */
 export const machineIdOfHost = (world: World, hostname: string) => world.machineIdsByHostname.get(hostKey(hostname));
@@ -434,6 +439,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         usage: [],
       });
       world.tenantIdsByName.set(d.name, d.tenantId);
+      if (!world.tenantIdsByKey.has(tenantKey(d.name))) world.tenantIdsByKey.set(tenantKey(d.name), d.tenantId);
       world.tenantIdsByDigest.set(d.apiKeyDigest, d.tenantId);
       return world;
     }

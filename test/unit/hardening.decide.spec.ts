@@ -215,6 +215,16 @@ describe('giving a tenant a key', () => {
   });
 });
 
+describe('registering a tenant: one name, however its case is spelled', () => {
+  const settings = { sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null };
+  it('given admin, when Admin is registered, then refused naming the tenant that has it (logins stay exact, as in Duffy v3)', () => {
+    const world = given(tenant(1, 'admin', { isAdmin: true }));
+    expect(decideRegisterTenant(world, { name: 'Admin', apiKeyDigest: 'x', isAdmin: false, settings, now: LATER })).toEqual({ refused: 'conflict', reason: 'tenant admin already exists (tenant names ignore case)' });
+    expect(decideRegisterTenant(world, { name: 'admin', apiKeyDigest: 'x', isAdmin: false, settings, now: LATER })).toEqual({ refused: 'conflict', reason: 'tenant admin already exists' });
+    expect(kind(decideRegisterTenant(world, { name: 'admin2', apiKeyDigest: 'x', isAdmin: false, settings, now: LATER }))).toBe('accepted');
+  });
+});
+
 describe('registering machines: one host, one machine, however its name is spelled', () => {
   const POOLS = [{ name: 'p', type: 'baremetal' as const, arch: 'x86_64', platform: 'intel' }];
   const registration = (hostname: string) => ({ hostname, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' as const });

@@ -65,6 +65,14 @@ describe('a request racing a change of its tenant, in one process', () => {
     expect([...ledger.world.machines.values()].filter((m) => m.hostname.toLowerCase().startsWith('twin'))).toHaveLength(1);
   });
 
+  it('given one tenant name registered twice at once in two cases, then one registration is refused', async () => {
+    const ledger = await farm();
+    const register = (name: string) => ledger.decide((w, f) => decideRegisterTenant(w, { name, apiKeyDigest: `key-${name}`, isAdmin: false, settings, now: NOW }, f), { actor: 'admin' });
+    const outcomes = await Promise.allSettled([register('twin'), register('TWIN'), register('Twin')]);
+    expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected', 'rejected']);
+    expect([...ledger.world.tenants.values()].filter((t) => t.name.toLowerCase() === 'twin')).toHaveLength(1);
+  });
+
   it('given one API key given to two tenants at once, then one change is refused', async () => {
     const ledger = await farm();
     await ledger.decide((w, f) => decideRegisterTenant(w, { name: 'u', apiKeyDigest: 'u', isAdmin: false, settings, now: NOW }, f), { actor: 'test' });
