@@ -15,6 +15,11 @@ describe('node data a tenant sees', () => {
     };
     expect(publicData(data)).toEqual({ rack: 'r1', ipmi: { host: 'bmc.test', user: 'root' }, list: [{ slot: 3 }], keyboard: 'us', keystone_region: 'eu', more: { login: {}, nested: [{}] }, caps: {} });
   });
+
+  it('drops keys spelled to slip past the patterns: look-alike characters, other scripts, other languages', () => {
+    const data = { 'p@ssword': 1, 'pa$$w0rd': 2, pword: 3, '\u0440assword': 4, Kennwort: 5, 'contrase\u00f1a': 6, mot_de_passe: 7, Passwort: 8, console_port: 9, slot4: 10, rack: 'r1' };
+    expect(publicData(data)).toEqual({ console_port: 9, slot4: 10, rack: 'r1' });
+  });
 });
 
 describe('fairness capacity', () => {
