@@ -54,6 +54,19 @@ describe('rules that hold across instances sharing one ledger', () => {
     expect((await store.readAll(0n, 1000)).filter((e) => e.type === 'MachineRegistered')).toHaveLength(1);
   });
 
+  it('given two instances, when each registers one tenant name in another case at the same moment, then one is refused', async () => {
+    const store = instances.store();
+    const [one, two] = [await instances.ledger(store), await instances.ledger(store)];
+    const register = (ledger: Ledger, name: string) =>
+      ledger.decide((w, f) => decideRegisterTenant(w, { name, apiKeyDigest: `key-${name}`, isAdmin: false, settings, now: NOW }, f), { actor: 'test' });
+
+    const outcomes = await Promise.allSettled([register(one, 'ann'), register(two, 'Ann')]);
+
+    expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected']);
+    expect(((outcomes.find((o) => o.status === 'rejected') as PromiseRejectedResult).reason as DomainError).message).toMatch(/already exists \(tenant names ignore case\)/);
+    expect((await store.readAll(0n, 1000)).filter((e) => e.type === 'TenantRegistered')).toHaveLength(1);
+  });
+
   it('given two instances, when each gives one key to a different tenant at the same moment, then one is refused and the key has one owner', async () => {
     const store = instances.store();
     const one = await instances.ledger(store);
