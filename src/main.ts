@@ -109,6 +109,7 @@ async function main() {
   await portIsFree(settings.port);
   // With KurrentDB too: the signing key, the playbook runs and the artifacts live there.
   assertDataDirWritable(settings.dataDir);
+  let ledgerWarnings: string[] = [];
   if (!settings.eventStoreUrl) {
     assertDataDirFree(settings.dataDir);
     // Only an empty ledger takes the key (Bootstrap checks it there too, for KurrentDB).
@@ -117,12 +118,13 @@ async function main() {
       assertAdminKey(settings.adminKey);
     }
     // A ledger of 2026-11-26 lacks the global chain: the store adds it, under the data dir's lock.
-    else if (!isLegacyLedger(join(settings.dataDir, LEDGER_FILE))) assertLedgerReadable(join(settings.dataDir, LEDGER_FILE));
+    else if (!isLegacyLedger(join(settings.dataDir, LEDGER_FILE))) ledgerWarnings = assertLedgerReadable(join(settings.dataDir, LEDGER_FILE));
   }
   // An operator sees the stop begin (requests in flight finish first; Nest's hooks then close everything), also
   // during a long start-up (a large inventory), when Nest's hooks already listen.
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => new Logger('Duffy').log(`${signal}: stopping; requests in flight finish, callers waiting are answered 503`));
   const { app, adminKey } = await createApp(settings);
+  for (const warning of ledgerWarnings) new Logger('Ledger').warn(warning);
   await app.listen(settings.port);
   new Logger('Duffy').log(`listening on :${settings.port}, ledger ${settings.eventStoreUrl ?? join(settings.dataDir, LEDGER_FILE)}, config ${settings.configFile}`);
   // Plain words among the JSON log lines: it is shown once, and the README's examples read it from the variable.

@@ -302,17 +302,30 @@ describe('a damaged embedded ledger file', () => {
       db.exec('DROP TRIGGER events_no_delete; DELETE FROM events WHERE position > 1');
       db.exec(APPEND_ONLY_TRIGGERS.events_no_delete);
       db.close();
+      // Garbled (a power cut, or an edit): no longer a refusal of its own, the counter speaks.
       writeFileSync(`${file}.head`, 'garbage');
-      expect(() => assertLedgerReadable(file)).toThrow(/head record .*ledger\.sqlite\.head cannot be read .*: it was altered; check the ledger with `duffy audit --ledger .* verify`; to go on with the ledger as it is, move .*\.head aside/);
+      expect(() => assertLedgerReadable(file)).toThrow(/edited outside Duffy \(SQLite's counter of the events table reached position 3, the ledger ends at 1/);
       // Empty, as a power cut may leave it: as good as none (the counter still speaks).
       writeFileSync(`${file}.head`, '');
       expect(() => assertLedgerReadable(file)).toThrow(/edited outside Duffy \(SQLite's counter of the events table reached position 3, the ledger ends at 1: the newest events were deleted\)/);
     });
 
-    it('a head record a power cut left empty (renamed into place before its data reached the disk) stops nothing', async () => {
+    it('a head record a power cut left empty or garbled (renamed into place before its data reached the disk) stops nothing; garbled, it is warned of', async () => {
       const file = await written();
       writeFileSync(`${file}.head`, '');
-      expect(() => assertLedgerReadable(file)).not.toThrow();
+      expect(assertLedgerReadable(file)).toEqual([]);
+      writeFileSync(`${file}.head`, Buffer.alloc(40));
+      expect(assertLedgerReadable(file)).toEqual([expect.stringMatching(/^the writer's head record .*\.head cannot be read .*: a power cut, or an edit; going on without it/)]);
+    });
+
+    it('every event deleted and the head record moved aside: SQLite\'s counter still stops start-up', async () => {
+      const file = await written();
+      const db = new Database(file);
+      db.exec('DROP TRIGGER events_no_delete; DELETE FROM events');
+      db.exec(APPEND_ONLY_TRIGGERS.events_no_delete);
+      db.close();
+      rmSync(`${file}.head`);
+      expect(() => assertLedgerReadable(file)).toThrow(/SQLite's counter of the events table reached position 3, the ledger ends at 0: the newest events were deleted/);
     });
 
     it('the file emptied (0 bytes) or removed: not a new ledger', async () => {

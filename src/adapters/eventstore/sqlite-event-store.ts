@@ -79,18 +79,17 @@ const STORE_OBJECTS = new Set(['table sqlite_sequence', 'index sqlite_autoindex_
 export function ledgerSchemaProblems(db: Database.Database): { problems: string[]; chainColumn: boolean } {
   const problems: string[] = [];
   const schema = db.prepare('SELECT type, name, sql FROM sqlite_master').all() as Array<{ type: string; name: string; sql: string | null }>;
-  const flat = flatSql;
   const table = schema.find((o) => o.type === 'table' && o.name === 'events');
   if (!table) problems.push('events is not a table: the ledger was replaced by something that reads like one');
-  else if (!EVENTS_TABLES.has(flat(table.sql))) problems.push(`the events table is not the one Duffy made (${flat(table.sql).slice(0, 300)}): made again without what its schema enforces`);
-  const triggers = new Map(schema.filter((o) => o.type === 'trigger').map((o) => [o.name, flat(o.sql)]));
+  else if (!EVENTS_TABLES.has(flatSql(table.sql))) problems.push(`the events table is not the one Duffy made (${flatSql(table.sql).slice(0, 300)}): made again without what its schema enforces`);
+  const triggers = new Map(schema.filter((o) => o.type === 'trigger').map((o) => [o.name, flatSql(o.sql)]));
   for (const [name, sql] of Object.entries(APPEND_ONLY_TRIGGERS)) {
     if (!triggers.has(name)) problems.push(`trigger ${name} is missing: someone dropped the append-only guard`);
     else if (triggers.get(name) !== sql) problems.push(`trigger ${name} was changed: the append-only guard no longer guards (${triggers.get(name)})`);
   }
   for (const o of schema) {
     const ours = (o.type === 'table' && o.name === 'events') || (o.type === 'trigger' && o.name in APPEND_ONLY_TRIGGERS) || STORE_OBJECTS.has(`${o.type} ${o.name}`);
-    if (!ours) problems.push(`${o.type} ${o.name} is not Duffy's (${flat(o.sql).slice(0, 200)})`);
+    if (!ours) problems.push(`${o.type} ${o.name} is not Duffy's (${flatSql(o.sql).slice(0, 200)})`);
   }
   const columns = (db.prepare('PRAGMA table_info(events)').all() as Array<{ name: string }>).map((c) => c.name);
   // Every row the writer ever wrote has its link: a ledger without the column had it removed (or is of 2026-11-26,
@@ -403,21 +402,21 @@ export class RowNotAnEventError extends LedgerDamagedError {
 
 /**
  * Opens the ledger file read-only and reads its head, before anything else opens it: a damaged file stops
- * start-up with one line saying so (and what to do), not a stack trace from deep inside the start.
+ * start-up with one line saying so (and what to do), not a stack trace from deep inside the start. Returns what the
+ * start should warn of and go on from (a head record it cannot read).
  */
-export function assertLedgerReadable(file: string): void {
+export function assertLedgerReadable(file: string): string[] {
   // SQLite's words for a directory are "disk I/O error", with a stack.
   if (statSync(file, { throwIfNoEntry: false })?.isDirectory()) throw new LedgerDamagedError(`the ledger ${file} is a directory, not a file; move it aside`);
   // Read before the events: it may lag a commit (a writer at work), never lead one.
   let head: bigint | undefined;
+  const warnings: string[] = [];
   try {
     head = readHeadRecord(file)?.position;
   } catch (err) {
-    // Written whole and renamed into place by the writer: unreadable, it was edited (a start would write a new one over the evidence).
-    throw new LedgerDamagedError(
-      `the writer's head record ${headFileOf(file)} cannot be read (${(err as Error).message}): it was altered; check the ledger with \`duffy audit --ledger ${file} verify\`; ` +
-        `to go on with the ledger as it is, move ${headFileOf(file)} aside`,
-    );
+    // The writer renames it into place without an fsync: a power cut may leave it garbled, as an edit may. SQLite's
+    // counter (below) still shows deleted newest events; the start writes a new record with its first commit.
+    warnings.push(`the writer's head record ${headFileOf(file)} cannot be read (${(err as Error).message}): a power cut, or an edit; going on without it (\`duffy audit --ledger ${file} verify\` names it until the next commit replaces it)`);
   }
   let db: Database.Database | undefined;
   try {
@@ -425,13 +424,13 @@ export function assertLedgerReadable(file: string): void {
     const counter = readCounter(db);
     const last = (db.prepare('SELECT position FROM events ORDER BY position DESC LIMIT 1').safeIntegers(true).get() as { position: bigint } | undefined)?.position;
     // A guard changed or removed is someone's edit: the server would go on signing checkpoints over it (a first
-    // start that stopped before its triggers has no events, and gets them now).
-    const { problems } = ledgerSchemaProblems(db);
-    if (last !== undefined) problems.push(...counterProblems(counter, last));
-    if (last !== undefined && problems.length > 0) {
+    // start that stopped before its triggers has no events, and gets them now). Every event deleted: the counter says so.
+    const problems = [...(last !== undefined ? ledgerSchemaProblems(db).problems : []), ...counterProblems(counter, last ?? 0n)];
+    if (problems.length > 0) {
       throw new LedgerDamagedError(`the ledger ${file} was edited outside Duffy (${problems.join('; ')}); check it with \`duffy audit --ledger ${file} verify\` and restore it from a backup (README: what to back up)`);
     }
     assertNotBehindHead(file, head, last ?? 0n);
+    return warnings;
   } catch (err) {
     if (err instanceof LedgerDamagedError) throw err;
     const code = damagedDatabase(err);
@@ -441,6 +440,7 @@ export function assertLedgerReadable(file: string): void {
     // An SQLite file without the table yet (a start that stopped at once) is an empty ledger: the store creates it.
     if (!/no such table: events/.test(String((err as Error).message))) throw err;
     assertNotBehindHead(file, head, 0n);
+    return warnings;
   } finally {
     db?.close();
   }
