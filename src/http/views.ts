@@ -37,17 +37,23 @@ const SECRET_PART = /secret|passw|passphrase|passcode|token|credential|privkey|a
 const SECRET_WORD = /(pass|pwd|pw|pword|key|keys)$|^(pin|otp)$/;
 /** Other languages' words for a password, as their letters read in plain ASCII. */
 const FOREIGN_PASSWORD = /kennwort|passwort|contrasena|senha|motdepasse|parol|haslo|wachtwoord|salasana/;
-/** Characters written for the letters they look like (`p@ssw0rd`). */
-const LOOKALIKE: Record<string, string> = { '@': 'a', $: 's', '0': 'o', '1': 'i', '3': 'e', '4': 'a', '5': 's', '7': 't' };
+/** Characters written for the letters they look like (`p@ssw0rd`, `k3y`); `1` is tried as `i` and as `l`. */
+const LOOKALIKE: Record<string, string> = { '@': 'a', $: 's', '0': 'o', '3': 'e', '4': 'a', '5': 's', '7': 't' };
+const asLetters = (name: string, one: string) => name.replace(/[@$013457]/g, (c) => (c === '1' ? one : LOOKALIKE[c]));
+
 /**
- * Whether a node data or hardware key looks like it holds a credential (then only admins see it). A list of
- * patterns, not a proof: a key beyond ASCII letters (a Cyrillic `р` in `рassword`) is hidden whatever it says.
+ * Whether a node data or hardware key looks like it holds a credential (then only admins see it), as written and
+ * with look-alike characters read as letters. A list of patterns, not a proof: a key beyond printable ASCII (a
+ * Cyrillic `р` in `рassword`) is hidden whatever it says.
  */
 function looksSecret(name: string): boolean {
   if (/[^\x20-\x7e]/.test(name)) return true;
+  return [name, asLetters(name, 'i'), asLetters(name, 'l')].some(namesSecret);
+}
+
+function namesSecret(name: string): boolean {
   const lower = name.toLowerCase();
-  const letters = lower.replace(/[@$0134571]/g, (c) => LOOKALIKE[c]).replace(/[^a-z0-9_]/g, '');
-  if (SECRET_PART.test(lower.replace(/[^a-z0-9_]/g, '')) || SECRET_PART.test(letters) || FOREIGN_PASSWORD.test(letters.replace(/_/g, ''))) return true;
+  if (SECRET_PART.test(lower.replace(/[^a-z0-9_]/g, '')) || FOREIGN_PASSWORD.test(lower.replace(/[^a-z0-9]/g, ''))) return true;
   // Words: split at punctuation, at a lowercase-to-capital step, and before the last capital of a run (IPMIPass).
   const words = name.split(/[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])/).map((w) => w.toLowerCase());
   return words.some((w) => SECRET_WORD.test(w));
