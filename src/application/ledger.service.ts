@@ -148,16 +148,20 @@ export class Ledger implements OnApplicationShutdown {
     if (this.heads.size > this.headsBound) this.forgetEndedHeads();
   }
 
+  /** The key this server signs checkpoints with (CheckpointService gives it before the start): only its checkpoints date what follows. */
+  checkpointKey?: string;
+
   /**
-   * A signed checkpoint's time is the floor of what Duffy writes next. Not an unsigned one's, nor one more than
-   * MAX_CLOCK_STEP_MS ahead of this host's clock: an edit of the ledger could otherwise date every later event
-   * 2099 (`verify` names such a checkpoint; a clock that far behind is the host's fault, which verify shows too).
+   * The time of a checkpoint this server signed is the floor of what it writes next. Not another's (a key made up
+   * by whoever edited the ledger), nor one more than MAX_CLOCK_STEP_MS ahead of this host's clock: an edit could
+   * otherwise date every later event 2099 (`verify` names such a checkpoint; a clock that far behind is the host's
+   * fault, which verify shows too).
    */
   private noteSigned(e: RecordedEvent): void {
     if (e.type !== 'CheckpointPublished') return;
     const cp = e.data as unknown as Checkpoint;
     const time = Date.parse(String(cp.time));
-    if (!(time > this.signedAt) || cp.signature === undefined) return;
+    if (!(time > this.signedAt) || cp.publicKey === undefined || cp.publicKey !== this.checkpointKey) return;
     if (time > Date.now() + MAX_CLOCK_STEP_MS) {
       this.log.warn(`the checkpoint at position ${e.position} is dated ${String(cp.time)}, more than an hour ahead of this host's clock: not taken as the time to write after (check the ledger with \`duffy audit verify\`, and the clock)`);
       return;

@@ -80,6 +80,8 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
     const key = loadOrCreateKey(this.settings.dataDir);
     this.privateKey = key.privateKey;
     this.publicKey = key.publicKey;
+    // Before the Ledger folds the ledger (Bootstrap starts it after every module's bootstrap).
+    this.ledger.checkpointKey = key.publicKey;
     this.log.log(`checkpoints signed with Ed25519 key ${keyId(key.publicKey)}${key.created ? ' (new)' : ''}, public key ${key.publicKey}`);
     await this.resumeFromLastCheckpoint();
     this.subscription = this.store.subscribeAll(this.lastPosition, (e) => this.add(e), (err) => this.log.error(`checkpoint subscription stopped: ${String(err)}`));

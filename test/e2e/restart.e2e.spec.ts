@@ -9,7 +9,7 @@ import { Catalog } from '../../src/application/catalog.js';
 import { decideRequestSession } from '../../src/domain/decide.js';
 import { type Running, instantDemoConfig, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
 import { CheckpointService } from '../../src/audit/checkpoint.service.js';
-import { checkPublished } from '../../src/audit/checkpoint.js';
+import { checkPublished, newSigningKey, privateKeyOf, signCheckpoint } from '../../src/audit/checkpoint.js';
 import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 
 const V1 = '/api/v1';
@@ -177,7 +177,9 @@ describe('restart', () => {
     // Valid hashes (appended through the writer, as a tamperer who recomputes them would), no valid signature: a
     // frontier of one leaf and a time far ahead.
     const forged = { size: 1, lastPosition: '1', rootHash: 'a'.repeat(64), time: '2099-01-01T00:00:00.000Z', frontier: ['a'.repeat(64)] };
-    for (const data of [forged, { ...forged, signature: 'AAAA', publicKey: published.at(-1)!.data.publicKey }]) {
+    // And one signed, with a key made up for it, dated within the hour a clock may have been set back.
+    const selfSigned = { ...signCheckpoint({ ...forged, time: new Date(Date.now() + 50 * 60_000).toISOString() }, privateKeyOf(newSigningKey().privatePem)), frontier: forged.frontier };
+    for (const data of [forged, { ...forged, signature: 'AAAA', publicKey: published.at(-1)!.data.publicKey }, selfSigned]) {
       const revision = (await ledgerEvents(first)).filter((e) => e.stream === 'audit-checkpoints').length - 1;
       await first.app.get(Ledger).record([{ stream: 'audit-checkpoints', expected: revision, events: [{ type: 'CheckpointPublished', data } as never] }], { actor: 'duffy' });
     }
@@ -192,9 +194,9 @@ describe('restart', () => {
       const events = await ledgerEvents(again);
       // The new events are dated now, not 2099.
       for (const e of events.filter((x) => x.position > genuine + 2n)) expect(Date.parse(String(e.metadata.at))).toBeLessThan(Date.now() + 60_000);
-      // What it signed since is the ledger as it is: only the two forged checkpoints are named.
+      // What it signed since is the ledger as it is: only the forged checkpoints are named.
       const forgedAt = events.filter((e) => e.type === 'CheckpointPublished' && (e.data as { rootHash: string }).rootHash === 'a'.repeat(64)).map((e) => e.position);
-      expect(forgedAt).toHaveLength(2);
+      expect(forgedAt).toHaveLength(3);
       expect(checkPublished(events).problems.map((p) => p.position)).toEqual(forgedAt);
     } finally {
       subscribed.mockRestore();
