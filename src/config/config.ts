@@ -116,8 +116,9 @@ export interface Settings {
 export const REQUEST_TIMEOUT_SECONDS = 30;
 
 /**
- * Connections at most unless set: the open-files limit (`ulimit -n`, soft) less room for what Duffy opens itself
- * (its ledger and read-model files, playbook runs' pipes and files), at most 10,000 (about 150 MB of sockets).
+ * Connections at most unless set: the process's open-files limit (Node raises the soft limit to the hard one at
+ * start) less room for what Duffy opens itself (its ledger and read-model files, playbook runs' pipes and files),
+ * at most 10,000 (about 150 MB of sockets).
  */
 export function defaultMaxConnections(limits = '/proc/self/limits'): number {
   let soft = 1024;
