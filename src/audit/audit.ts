@@ -11,7 +11,7 @@ import { type Defaults, type DuffyEvent, type HardwareRequirement, type NodeSpec
 import { unmet } from '../domain/hardware.js';
 import { type Machine, activeAdmins, emptyWorld, evolve, isRetired } from '../domain/world.js';
 import { isFree } from '../domain/indexes.js';
-import { lessStressed } from '../domain/policy.js';
+import { type PoolProfile, eligiblePools, lessStressed } from '../domain/policy.js';
 import { type Violation, checkInvariants, holdEnds, holdStarts } from './invariants.js';
 
 /** Opens a ledger read-only for auditing: an embedded file, or an EventStoreDB URL. */
@@ -58,7 +58,7 @@ const IN_FLIGHT_GRACE_MS = 1000;
  * 8 (no less-worn machine of the same pool, with the hardware the request asked for, was free when one was reserved) and the admin rule (once there is an
  * active admin there always is one, and the `admins` stream says who), folding the World as it goes.
  */
-export function replay(events: RecordedEvent[], fallback: Defaults): Violation[] {
+export function replay(events: RecordedEvent[], fallback: Defaults, pools: readonly PoolProfile[] = []): Violation[] {
   const violations = checkInvariants(events, fallback);
   const specs = new Map<number, NodeSpec[]>();
   const world = emptyWorld();
@@ -68,7 +68,7 @@ export function replay(events: RecordedEvent[], fallback: Defaults): Violation[]
     if (e.type === 'MachineReserved') {
       const m = world.machines.get(e.data.machineId);
       const at = Date.parse(e.data.at);
-      const needs = m && hardwareNeeds(specs.get(e.data.sessionId) ?? [], m);
+      const needs = m && hardwareNeeds(specs.get(e.data.sessionId) ?? [], m, pools);
       const worn = m && (world.machinesByPool.get(m.pool) ?? []).find(
         (x) =>
           x.id !== m.id &&
@@ -111,14 +111,17 @@ export function replay(events: RecordedEvent[], fallback: Defaults): Violation[]
 }
 
 /**
- * The hardware a reserved machine may have been chosen for: each spec of its request that could take it (its pool, or
- * by type) and whose requirements it meets. A machine passed over is less worn only if it meets all of them: the
- * ledger does not say which spec a reservation served, so the replay reports only choices that were surely wrong.
+ * The hardware a reserved machine may have been chosen for: each spec of its request that could take it (its pool,
+ * or one of the pools its type, arch and platform match in the configuration given; any spec by type where that
+ * does not list the machine's pool)
+ * and whose requirements it meets. A machine passed over is less worn only if it meets all of them: the ledger
+ * does not say which spec a reservation served, so the replay reports only choices that were surely wrong.
  */
-function hardwareNeeds(specs: readonly NodeSpec[], m: Machine): HardwareRequirement[] {
-  return specs
-    .filter((s) => s.hardware !== undefined && (s.pool === undefined || s.pool === m.pool) && unmet(m.hardware, s.hardware).length === 0)
-    .map((s) => s.hardware!);
+function hardwareNeeds(specs: readonly NodeSpec[], m: Machine, pools: readonly PoolProfile[]): HardwareRequirement[] {
+  // A configuration that does not list the machine's pool (another farm's, the demo's) says nothing of it.
+  const known = pools.some((p) => p.name === m.pool);
+  const couldTake = (s: NodeSpec) => (s.pool !== undefined ? s.pool === m.pool : !known || eligiblePools(pools, s).some((p) => p.name === m.pool));
+  return specs.filter((s) => s.hardware !== undefined && couldTake(s) && unmet(m.hardware, s.hardware).length === 0).map((s) => s.hardware!);
 }
 
 const ADMIN_EVENTS = new Set<string>(['TenantRegistered', 'TenantRetired', 'TenantReactivated', 'ActiveAdminsChanged']);

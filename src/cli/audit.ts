@@ -192,10 +192,11 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
     .description('replay every event and report each broken invariant with the events that show it')
     .option('--config <file>', 'configuration whose tenant defaults apply until the ledger records its own (DefaultsSet; ledgers written before Duffy recorded them)', process.env.DUFFY_CONFIG ?? DEMO_CONFIG)
     .action(async (o: { config: string }) => {
-      const d = loadConfig(o.config).defaults;
+      const config = loadConfig(o.config);
+      const d = config.defaults;
       const { count, violations } = await withLedger((events) => ({
         count: events.length,
-        violations: replay(events, { nodeQuota: d['node-quota'], sessionLifetime: d['session-lifetime'], sessionLifetimeMax: d['session-lifetime-max'] }),
+        violations: replay(events, { nodeQuota: d['node-quota'], sessionLifetime: d['session-lifetime'], sessionLifetimeMax: d['session-lifetime-max'] }, config.pools),
       }));
       if (json()) {
         for (const v of violations) out(JSON.stringify({ invariant: v.invariant, positions: v.positions.map(String), message: v.message }));
