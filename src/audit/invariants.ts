@@ -49,7 +49,7 @@ export function checkInvariants(events: Iterable<RecordedEvent>, fallback: Defau
   for (const recorded of events) {
     const e = recorded as RecordedEvent & DuffyEvent;
     const at = recorded.position;
-    for (const message of ids.check(recorded)) violations.push({ invariant: 'ids', message, positions: [at] });
+    violations.push(...ids.check(recorded));
     const prev = lastRevision.get(recorded.stream) ?? -1;
     if (recorded.revision !== prev + 1) {
       violations.push({ invariant: 6, message: `${recorded.stream}: revision ${recorded.revision} follows ${prev}`, positions: [at] });
@@ -101,6 +101,7 @@ export function checkInvariants(events: Iterable<RecordedEvent>, fallback: Defau
       }
     }
   }
+  violations.push(...ids.neverRequested());
   return violations;
 }
 
@@ -115,14 +116,17 @@ class IdsRule {
   private readonly streamIds = new Map<string, number>();
   private readonly machineStreams = new Map<number, string>();
   private readonly sessionTenants = new Map<number, number>();
+  /** Events naming a session and a tenant seen before the session's request. */
+  private readonly beforeRequest = new Map<number, Array<{ where: string; tenantId: number; position: bigint }>>();
 
-  check(recorded: RecordedEvent): string[] {
+  check(recorded: RecordedEvent): Violation[] {
     const e = recorded as RecordedEvent & DuffyEvent;
     const data = e.data as { sessionId?: unknown; machineId?: unknown; tenantId?: unknown };
-    const out: string[] = [];
+    const messages: string[] = [];
+    const out: Violation[] = [];
     const where = `${recorded.stream}: ${e.type}`;
     const session = sessionOfStream(recorded.stream);
-    if (session !== undefined && typeof data.sessionId === 'number' && data.sessionId !== session) out.push(`${where} names session ${data.sessionId}`);
+    if (session !== undefined && typeof data.sessionId === 'number' && data.sessionId !== session) messages.push(`${where} names session ${data.sessionId}`);
     if (typeof data.machineId === 'number') {
       // A machine's stream and its service stream share the hostname: one machine each, the first to name it there.
       const host = /^(machine|service)-(.*)$/.exec(recorded.stream)?.[2];
@@ -130,25 +134,45 @@ class IdsRule {
         const own = this.streamIds.get(`machine-${host}`);
         if (own === undefined) {
           const elsewhere = this.machineStreams.get(data.machineId);
-          if (elsewhere !== undefined) out.push(`${where} names machine ${data.machineId}, which is ${elsewhere}'s`);
+          if (elsewhere !== undefined) messages.push(`${where} names machine ${data.machineId}, which is ${elsewhere}'s`);
           else {
             this.streamIds.set(`machine-${host}`, data.machineId);
             this.machineStreams.set(data.machineId, `machine-${host}`);
           }
-        } else if (own !== data.machineId) out.push(`${where} names machine ${data.machineId}, the stream's machine is ${own}`);
+        } else if (own !== data.machineId) messages.push(`${where} names machine ${data.machineId}, the stream's machine is ${own}`);
       }
     }
     if (typeof data.tenantId === 'number' && recorded.stream.startsWith('tenant-')) {
       const own = this.streamIds.get(recorded.stream);
       if (own === undefined) this.streamIds.set(recorded.stream, data.tenantId);
-      else if (own !== data.tenantId) out.push(`${where} names tenant ${data.tenantId}, the stream's tenant is ${own}`);
+      else if (own !== data.tenantId) messages.push(`${where} names tenant ${data.tenantId}, the stream's tenant is ${own}`);
     }
-    if (e.type === 'MachineRequested') this.sessionTenants.set(e.data.sessionId, e.data.tenantId);
-    else if (typeof data.sessionId === 'number' && typeof data.tenantId === 'number') {
+    if (e.type === 'MachineRequested') {
+      this.sessionTenants.set(e.data.sessionId, e.data.tenantId);
+      // Written before their request: a ledger of appends that were not yet atomic, on KurrentDB, may order them so.
+      for (const early of this.beforeRequest.get(e.data.sessionId) ?? []) {
+        for (const message of this.sameTenant(early.where, e.data.sessionId, early.tenantId, e.data.tenantId)) out.push({ invariant: 'ids', message, positions: [early.position] });
+      }
+      this.beforeRequest.delete(e.data.sessionId);
+    } else if (typeof data.sessionId === 'number' && typeof data.tenantId === 'number') {
       const requester = this.sessionTenants.get(data.sessionId);
-      if (requester === undefined) out.push(`${where} for session ${data.sessionId}, which was never requested`);
-      else if (requester !== data.tenantId) out.push(`${where} for session ${data.sessionId} names tenant ${data.tenantId}, the session is tenant ${requester}'s`);
+      if (requester !== undefined) messages.push(...this.sameTenant(where, data.sessionId, data.tenantId, requester));
+      else {
+        const early = this.beforeRequest.get(data.sessionId) ?? [];
+        early.push({ where, tenantId: data.tenantId, position: recorded.position });
+        this.beforeRequest.set(data.sessionId, early);
+      }
     }
+    for (const message of messages) out.push({ invariant: 'ids', message, positions: [recorded.position] });
     return out;
+  }
+
+  /** What named a session that no event of the ledger requested: nobody holds what it reserved. */
+  neverRequested(): Violation[] {
+    return [...this.beforeRequest].flatMap(([sessionId, early]) => early.map((x) => ({ invariant: 'ids' as const, message: `${x.where} for session ${sessionId}, which was never requested`, positions: [x.position] })));
+  }
+
+  private sameTenant(where: string, sessionId: number, tenantId: number, requester: number): string[] {
+    return requester === tenantId ? [] : [`${where} for session ${sessionId} names tenant ${tenantId}, the session is tenant ${requester}'s`];
   }
 }

@@ -85,6 +85,23 @@ describe('replay judges the ledger by its own facts', () => {
     expect(messages(['tenant-b', { type: 'QuotaReturned', data: { tenantId: 1, sessionId: 1, count: 1, at: AT } } as DuffyEvent])).toEqual(["tenant-b: QuotaReturned names tenant 1, the stream's tenant is 2"]);
   });
 
+  it('ids: a reservation or claim read before its request (a KurrentDB ledger of appends that were not yet atomic) is judged when the request comes', () => {
+    const early = (tenantId: number): Array<[string, DuffyEvent]> => [
+      tenant(1, 'a'), tenant(2, 'b'), ...machines(1),
+      ['tenant-a', { type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 5, count: 1, at: AT } }],
+      reserve(1, 5, tenantId),
+      ['session-5', { type: 'MachineRequested', data: { sessionId: 5, tenantId: 1, tenant: 'a', specs: [{ pool: 'p', quantity: 1 }], expiresAt: LATER, at: AT } }],
+    ];
+    const ids = (history: Array<[string, DuffyEvent]>) => checkInvariants(ledger(...history), DEFAULTS).filter((v) => v.invariant === 'ids');
+    expect(ids(early(1))).toEqual([]);
+    // The wrong tenant is named at the reservation's own position.
+    expect(ids(early(2))).toEqual([{ invariant: 'ids', message: "machine-m1: MachineReserved for session 5 names tenant 2, the session is tenant 1's", positions: [5n] }]);
+    expect(ids(early(1).slice(0, -1)).map((v) => v.message)).toEqual([
+      'tenant-a: QuotaClaimed for session 5, which was never requested',
+      'machine-m1: MachineReserved for session 5, which was never requested',
+    ]);
+  });
+
   it('who-had names an unknown host as an error, not as "nobody"', () => {
     expect(() => whoHad(ledger(tenant(1, 'a'), ...machines(1)), 'nosuch.host', new Date(AT))).toThrow('no machine nosuch.host in this ledger');
   });
