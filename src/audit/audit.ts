@@ -482,6 +482,6 @@ function storedJsonProblem(text: unknown): string | null {
   } catch (err) {
     return `is not JSON (${(err as Error).message})`;
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return `is not a JSON object (${text.slice(0, 40)})`;
+  if (!isRecord(value)) return `is not a JSON object (${text.slice(0, 40)})`;
   return JSON.stringify(value) === text ? null : 'is not the text Duffy writes for what it holds (a key twice, spaces or escapes added)';
 }

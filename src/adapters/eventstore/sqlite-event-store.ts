@@ -15,6 +15,7 @@ import {
 } from '../../application/ports/event-store.port.js';
 import { WRITER_STOPPED, damagedDatabase } from './storage-fault.js';
 import { headFileOf, readHeadRecord } from './data-dir-lock.js';
+import { isRecord } from '../../audit/chain.js';
 
 /** A row as the read statements return it (raw): position, stream, revision, id, type, data, metadata. */
 export type Row = [position: number, stream: string, revision: number, id: string, type: string, data: string, metadata: string];
@@ -336,7 +337,7 @@ export function toRecorded(row: Row): RecordedEvent {
     throw notAnEvent(row, `not JSON: ${(err as Error).message}`);
   }
   // Objects, as the writer writes them: a row edited to hold something else would fail far from here, with a stack.
-  if (typeof data !== 'object' || data === null || typeof metadata !== 'object' || metadata === null) throw notAnEvent(row, 'its data or metadata is not a JSON object');
+  if (!isRecord(data) || !isRecord(metadata)) throw notAnEvent(row, 'its data or metadata is not a JSON object');
   return {
     id: row[3],
     stream: row[1],
