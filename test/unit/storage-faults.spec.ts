@@ -282,14 +282,18 @@ describe('a damaged embedded ledger file', () => {
       expect(() => assertLedgerReadable(file)).not.toThrow();
       return file;
     };
+    /** What a SQL shell can do: the append-only guard dropped, rows deleted, the guard put back. */
+    const deleteBySql = (file: string, where: string) => {
+      const db = new Database(file);
+      db.exec(`DROP TRIGGER events_no_delete; DELETE FROM events ${where}`);
+      db.exec(APPEND_ONLY_TRIGGERS.events_no_delete);
+      db.close();
+    };
     const behind = (last: number) => new RegExp(`ends at position ${last}, but its writer recorded events up to 3: the newest events are gone .*move .*ledger\\.sqlite\\.head aside`);
 
     it('the newest events deleted: start-up stops in one line (a write would cover the gap, and verify then say OK)', async () => {
       const file = await written();
-      const db = new Database(file);
-      db.exec('DROP TRIGGER events_no_delete; DELETE FROM events WHERE position > 1');
-      db.exec(APPEND_ONLY_TRIGGERS.events_no_delete);
-      db.close();
+      deleteBySql(file, 'WHERE position > 1');
       // SQLite's counter says so before the head record does: moving the record aside is no way past it.
       expect(() => assertLedgerReadable(file)).toThrow(/edited outside Duffy \(SQLite's counter of the events table reached position 3, the ledger ends at 1: the newest events were deleted\).*restore it from a backup/);
       // Without SQL (the file replaced by a copy made before its last commits): the head record's message.
@@ -298,10 +302,7 @@ describe('a damaged embedded ledger file', () => {
 
     it("the newest events deleted and the head record removed or garbled: SQLite's counter, or the garbled record, still stops start-up", async () => {
       const file = await written();
-      const db = new Database(file);
-      db.exec('DROP TRIGGER events_no_delete; DELETE FROM events WHERE position > 1');
-      db.exec(APPEND_ONLY_TRIGGERS.events_no_delete);
-      db.close();
+      deleteBySql(file, 'WHERE position > 1');
       // Garbled (a power cut, or an edit): no longer a refusal of its own, the counter speaks.
       writeFileSync(`${file}.head`, 'garbage');
       expect(() => assertLedgerReadable(file)).toThrow(/edited outside Duffy \(SQLite's counter of the events table reached position 3, the ledger ends at 1/);
@@ -320,10 +321,7 @@ describe('a damaged embedded ledger file', () => {
 
     it('every event deleted and the head record moved aside: SQLite\'s counter still stops start-up', async () => {
       const file = await written();
-      const db = new Database(file);
-      db.exec('DROP TRIGGER events_no_delete; DELETE FROM events');
-      db.exec(APPEND_ONLY_TRIGGERS.events_no_delete);
-      db.close();
+      deleteBySql(file, '');
       rmSync(`${file}.head`);
       expect(() => assertLedgerReadable(file)).toThrow(/SQLite's counter of the events table reached position 3, the ledger ends at 0: the newest events were deleted/);
     });
