@@ -101,7 +101,7 @@ export function checkInvariants(events: Iterable<RecordedEvent>, fallback: Defau
       }
     }
   }
-  violations.push(...ids.neverRequested());
+  violations.push(...ids.finish());
   return violations;
 }
 
@@ -109,13 +109,18 @@ export function checkInvariants(events: Iterable<RecordedEvent>, fallback: Defau
  * Rule `ids`: the rules above count holdings by the ids inside events, so those ids must be the ones the stream
  * stands for: an event on `session-7` is about session 7, one on `machine-<host>` (or `service-<host>`) about the
  * machine registered there, one on `tenant-<name>` about that tenant; and an event naming a session and a tenant
- * names the tenant that requested the session (a reservation for a session never requested is held by nobody).
+ * names the tenant that requested the session, once (a reservation for a session never requested is held by
+ * nobody); a session shows only machines reserved for it.
  * An append with valid hashes that put another id inside would otherwise move a machine or a quota unseen.
  */
 class IdsRule {
   private readonly streamIds = new Map<string, number>();
   private readonly machineStreams = new Map<number, string>();
   private readonly sessionTenants = new Map<number, number>();
+  /** Per session, the machines reserved for it. */
+  private readonly reserved = new Map<number, Set<number>>();
+  /** The machines each SessionStarted and ReplacementReserved says its session has. */
+  private readonly shown: Array<{ where: string; sessionId: number; machineIds: number[]; position: bigint }> = [];
   /** Events naming a session and a tenant seen before the session's request. */
   private readonly beforeRequest = new Map<number, Array<{ where: string; tenantId: number; position: bigint }>>();
 
@@ -129,8 +134,10 @@ class IdsRule {
     if (session !== undefined && typeof data.sessionId === 'number' && data.sessionId !== session) messages.push(`${where} names session ${data.sessionId}`);
     if (typeof data.machineId === 'number') {
       // A machine's stream and its service stream share the hostname: one machine each, the first to name it there.
-      const host = /^(machine|service)-(.*)$/.exec(recorded.stream)?.[2];
-      if (host !== undefined) {
+      // Every event about a machine is on its stream (an admin's service change on its service stream).
+      const host = (e.type === 'MachineServiceChanged' ? /^service-(.*)$/ : /^machine-(.*)$/).exec(recorded.stream)?.[1];
+      if (host === undefined) messages.push(`${where} names machine ${data.machineId} outside that machine's stream`);
+      else {
         const own = this.streamIds.get(`machine-${host}`);
         if (own === undefined) {
           const elsewhere = this.machineStreams.get(data.machineId);
@@ -147,7 +154,12 @@ class IdsRule {
       if (own === undefined) this.streamIds.set(recorded.stream, data.tenantId);
       else if (own !== data.tenantId) messages.push(`${where} names tenant ${data.tenantId}, the stream's tenant is ${own}`);
     }
-    if (e.type === 'MachineRequested') {
+    if (e.type === 'MachineReserved') this.reservedFor(e.data.sessionId).add(e.data.machineId);
+    // The machines a session shows: each one reserved for it (before or after, in the same append).
+    if (e.type === 'SessionStarted' || e.type === 'ReplacementReserved') this.shown.push({ where, sessionId: e.data.sessionId, machineIds: e.data.machineIds, position: recorded.position });
+    if (e.type === 'MachineRequested' && this.sessionTenants.has(e.data.sessionId)) {
+      messages.push(`${where} requests session ${e.data.sessionId} again (tenant ${e.data.tenantId}; the session is tenant ${this.sessionTenants.get(e.data.sessionId)}'s)`);
+    } else if (e.type === 'MachineRequested') {
       this.sessionTenants.set(e.data.sessionId, e.data.tenantId);
       // Written before their request: a ledger of appends that were not yet atomic, on KurrentDB, may order them so.
       for (const early of this.beforeRequest.get(e.data.sessionId) ?? []) {
@@ -167,9 +179,23 @@ class IdsRule {
     return out;
   }
 
-  /** What named a session that no event of the ledger requested: nobody holds what it reserved. */
-  neverRequested(): Violation[] {
-    return [...this.beforeRequest].flatMap(([sessionId, early]) => early.map((x) => ({ invariant: 'ids' as const, message: `${x.where} for session ${sessionId}, which was never requested`, positions: [x.position] })));
+  /**
+   * Once every event is read: what named a session that no event requested (nobody holds what it reserved), and the
+   * machines a session shows that were never reserved for it (the API lists a session's nodes from those).
+   */
+  finish(): Violation[] {
+    const never = [...this.beforeRequest].flatMap(([sessionId, early]) => early.map((x) => ({ invariant: 'ids' as const, message: `${x.where} for session ${sessionId}, which was never requested`, positions: [x.position] })));
+    const unreserved = this.shown.flatMap((x) => {
+      const missing = x.machineIds.filter((id) => !this.reserved.get(x.sessionId)?.has(id));
+      return missing.length === 0 ? [] : [{ invariant: 'ids' as const, message: `${x.where} shows machine ${missing.join(', ')}, never reserved for session ${x.sessionId}`, positions: [x.position] }];
+    });
+    return [...never, ...unreserved];
+  }
+
+  private reservedFor(sessionId: number): Set<number> {
+    let machines = this.reserved.get(sessionId);
+    if (!machines) this.reserved.set(sessionId, (machines = new Set()));
+    return machines;
   }
 
   private sameTenant(where: string, sessionId: number, tenantId: number, requester: number): string[] {

@@ -162,8 +162,8 @@ describe('replay reports each broken invariant', () => {
   it('7: a tenant moved off its platform without asking', () => {
     const events = [
       ...base(),
-      ev('session-1', { type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'a', specs: [{ type: 'baremetal', quantity: 1 }], expiresAt: at, at } }),
-      ev('machine-m1', reserve(1, 'm1', 'fallback', 'amd')),
+      ev('session-3', { type: 'MachineRequested', data: { sessionId: 3, tenantId: 1, tenant: 'a', specs: [{ type: 'baremetal', quantity: 1 }], expiresAt: at, at } }),
+      ev('machine-m1', reserve(3, 'm1', 'fallback', 'amd')),
     ];
     expect(invariants(events)).toEqual([7]);
   });

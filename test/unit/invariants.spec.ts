@@ -85,6 +85,20 @@ describe('replay judges the ledger by its own facts', () => {
     expect(messages(['tenant-b', { type: 'QuotaReturned', data: { tenantId: 1, sessionId: 1, count: 1, at: AT } } as DuffyEvent])).toEqual(["tenant-b: QuotaReturned names tenant 1, the stream's tenant is 2"]);
   });
 
+  it('ids: a session requested twice, a machine event outside its machine\'s stream, and a session showing a machine never reserved for it', () => {
+    const ids = (...history: Array<[string, DuffyEvent]>) => checkInvariants(ledger(tenant(1, 'a'), tenant(2, 'b'), ...machines(2), ...requested(1), ...history), DEFAULTS).filter((v) => v.invariant === 'ids').map((v) => v.message);
+    const started = (machineIds: number[]): [string, DuffyEvent] => ['session-1', { type: 'SessionStarted', data: { sessionId: 1, machineIds, at: AT } }];
+    // As a request is written: the session's events first, its reservations after, in one append.
+    expect(ids(started([1]), reserve(1, 1))).toEqual([]);
+    expect(ids(started([1, 2]), reserve(1, 1))).toEqual(['session-1: SessionStarted shows machine 2, never reserved for session 1']);
+    expect(ids(['session-1', { type: 'MachineRequested', data: { sessionId: 1, tenantId: 2, tenant: 'b', specs: [{ pool: 'p', quantity: 1 }], expiresAt: LATER, at: AT } }])).toEqual([
+      "session-1: MachineRequested requests session 1 again (tenant 2; the session is tenant 1's)",
+    ]);
+    expect(ids(reserve(1, 1), ['session-1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at: LATER } }])).toEqual([
+      "session-1: MachineReleased names machine 1 outside that machine's stream",
+    ]);
+  });
+
   it('ids: a reservation or claim read before its request (a KurrentDB ledger of appends that were not yet atomic) is judged when the request comes', () => {
     const early = (tenantId: number): Array<[string, DuffyEvent]> => [
       tenant(1, 'a'), tenant(2, 'b'), ...machines(1),
