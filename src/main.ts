@@ -118,7 +118,7 @@ async function main() {
       assertAdminKey(settings.adminKey);
     }
     // A ledger of 2026-11-26 lacks the global chain: the store adds it, under the data dir's lock.
-    else if (!isLegacyLedger(join(settings.dataDir, LEDGER_FILE))) ledgerWarnings = assertLedgerReadable(join(settings.dataDir, LEDGER_FILE));
+    else ledgerWarnings = assertLedgerReadable(join(settings.dataDir, LEDGER_FILE), isLegacyLedger(join(settings.dataDir, LEDGER_FILE)));
   }
   // An operator sees the stop begin (requests in flight finish first; Nest's hooks then close everything), also
   // during a long start-up (a large inventory), when Nest's hooks already listen.

@@ -1,7 +1,7 @@
 import { describe, expect, it, jest } from '@jest/globals';
 import Database from 'better-sqlite3';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { storageFault } from '../../src/adapters/eventstore/storage-fault.js';
 import { createReadModels } from '../../src/adapters/readmodels/read-models.factory.js';
 import { KEY_FILE, loadOrCreateKey } from '../../src/audit/checkpoint.service.js';
 import { DataDirLockedError, LOCK_FILE, STALE_MS, lockDataDir } from '../../src/adapters/eventstore/data-dir-lock.js';
+import { isLegacyLedger } from '../../src/adapters/eventstore/legacy-ledger.js';
 import { APPEND_ONLY_TRIGGERS, LedgerDamagedError, SqliteEventStore, assertLedgerReadable, assertNotBehindHead } from '../../src/adapters/eventstore/sqlite-event-store.js';
 
 /** Errors as better-sqlite3 and Node raise them: the code says what happened, the message is free text. */
@@ -311,6 +312,14 @@ describe('a damaged embedded ledger file', () => {
       expect(() => assertLedgerReadable(file)).toThrow(/edited outside Duffy \(SQLite's counter of the events table reached position 3, the ledger ends at 1: the newest events were deleted\)/);
     });
 
+    it("an operator's ANALYZE (statistics for SQLite's planner) is no edit", async () => {
+      const file = await written();
+      const db = new Database(file);
+      db.exec('ANALYZE');
+      db.close();
+      expect(assertLedgerReadable(file)).toEqual([]);
+    });
+
     it('a head record a power cut left empty or garbled (renamed into place before its data reached the disk) stops nothing; garbled, it is warned of', async () => {
       const file = await written();
       writeFileSync(`${file}.head`, '');
@@ -324,6 +333,15 @@ describe('a damaged embedded ledger file', () => {
       deleteBySql(file, '');
       rmSync(`${file}.head`);
       expect(() => assertLedgerReadable(file)).toThrow(/SQLite's counter of the events table reached position 3, the ledger ends at 0: the newest events were deleted/);
+    });
+
+    it('a ledger of 2026-11-26 (no chain column yet, no head record) with its newest events deleted: SQLite\'s counter stops start-up too', () => {
+      const file = join(mkdtempSync(join(tmpdir(), 'duffy-legacy-')), 'ledger.sqlite');
+      copyFileSync(new URL('../fixtures/upgrade-0920043/datadir/ledger.sqlite', import.meta.url), file);
+      expect(isLegacyLedger(file)).toBe(true);
+      expect(assertLedgerReadable(file, true)).toEqual([]);
+      deleteBySql(file, 'WHERE position > 127');
+      expect(() => assertLedgerReadable(file, true)).toThrow(/SQLite's counter of the events table reached position 132, the ledger ends at 127/);
     });
 
     it('the file emptied (0 bytes) or removed: not a new ledger', async () => {

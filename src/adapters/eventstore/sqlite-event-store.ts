@@ -68,8 +68,11 @@ const EVENTS_TABLES = ((today: string) => new Set([today, today.replace(' chain 
 
 /** The columns of the events table, in order (a ledger of 2026-11-26 lacks `chain`). */
 const EVENT_COLUMNS = ['position', 'stream', 'revision', 'id', 'type', 'data', 'metadata', 'chain'];
-/** What else the store's CREATE TABLE makes: the AUTOINCREMENT counter's table and the UNIQUE constraints' indexes. */
-const STORE_OBJECTS = new Set(['table sqlite_sequence', 'index sqlite_autoindex_events_1', 'index sqlite_autoindex_events_2']);
+/**
+ * What else the store's CREATE TABLE makes: the AUTOINCREMENT counter's table and the UNIQUE constraints' indexes;
+ * and the statistics an operator's `ANALYZE` (or `PRAGMA optimize`) leaves, which only guide SQLite's query planner.
+ */
+const STORE_OBJECTS = new Set(['table sqlite_sequence', 'index sqlite_autoindex_events_1', 'index sqlite_autoindex_events_2', 'table sqlite_stat1', 'table sqlite_stat4']);
 
 /**
  * How the file's schema differs from what the store made: the events table with its columns, exactly the
@@ -406,7 +409,7 @@ export class RowNotAnEventError extends LedgerDamagedError {
  * start-up with one line saying so (and what to do), not a stack trace from deep inside the start. Returns what the
  * start should warn of and go on from (a head record it cannot read).
  */
-export function assertLedgerReadable(file: string): string[] {
+export function assertLedgerReadable(file: string, legacy = false): string[] {
   // SQLite's words for a directory are "disk I/O error", with a stack.
   if (statSync(file, { throwIfNoEntry: false })?.isDirectory()) throw new LedgerDamagedError(`the ledger ${file} is a directory, not a file; move it aside`);
   // Read before the events: it may lag a commit (a writer at work), never lead one.
@@ -426,7 +429,9 @@ export function assertLedgerReadable(file: string): string[] {
     const last = (db.prepare('SELECT position FROM events ORDER BY position DESC LIMIT 1').safeIntegers(true).get() as { position: bigint } | undefined)?.position;
     // A guard changed or removed is someone's edit: the server would go on signing checkpoints over it (a first
     // start that stopped before its triggers has no events, and gets them now). Every event deleted: the counter says so.
-    const problems = [...(last !== undefined ? ledgerSchemaProblems(db).problems : []), ...counterProblems(counter, last ?? 0n)];
+    // A ledger of 2026-11-26 (`legacy`) has no chain column yet: the store adds it.
+    const schema = last !== undefined ? ledgerSchemaProblems(db).problems.filter((p) => !(legacy && p === NO_CHAIN_COLUMN)) : [];
+    const problems = [...schema, ...counterProblems(counter, last ?? 0n)];
     if (problems.length > 0) {
       throw new LedgerDamagedError(`the ledger ${file} was edited outside Duffy (${problems.join('; ')}); check it with \`duffy audit --ledger ${file} verify\` and restore it from a backup (README: what to back up)`);
     }
