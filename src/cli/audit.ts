@@ -63,12 +63,15 @@ export function readCheckpoint(file: string): Checkpoint {
   const valid =
     Number.isInteger(cp?.size) && cp.size >= 0 && typeof cp.rootHash === 'string' && /^[0-9a-f]{64}$/.test(cp.rootHash) &&
     // Its time dates what may follow it (the back-dating check): a checkpoint without one would skip that check.
-    typeof cp.time === 'string' && !Number.isNaN(Date.parse(cp.time)) && /^[0-9]+$/.test(String(cp.lastPosition));
+    typeof cp.time === 'string' && ISO_TIME.test(cp.time) && !Number.isNaN(Date.parse(cp.time)) && /^[0-9]+$/.test(String(cp.lastPosition));
   if (!valid) {
     throw new UsageError(`${file} is not a checkpoint (size, lastPosition, rootHash, time)`);
   }
   return cp;
 }
+
+/** A checkpoint's time as Duffy writes it (UTC, ISO 8601): `Date.parse` alone takes "0" for the year 2000. */
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 
 class UnreadableLedgerError extends Error {}
 

@@ -519,20 +519,24 @@ describe('an auditor against a tamperer with the ledger file', () => {
     writeFileSync(junk, 'not a database '.repeat(100));
     const negative = join(work, 'negative-checkpoint.json');
     writeFileSync(negative, JSON.stringify({ size: -1, lastPosition: '0', rootHash: '0'.repeat(64), time: new Date().toISOString() }));
-    // Without its time the back-dating check would be skipped: refused too.
+    // Without its time (or with one Date.parse reads as the year 2000) the back-dating check would be skipped: refused too.
     const timeless = join(work, 'timeless-checkpoint.json');
     writeFileSync(timeless, JSON.stringify({ size: 1, lastPosition: '1', rootHash: '0'.repeat(64) }));
+    const zero = join(work, 'zero-time-checkpoint.json');
+    writeFileSync(zero, JSON.stringify({ size: 1, lastPosition: '1', rootHash: '0'.repeat(64), time: '0' }));
     const errors = await stderrOf(async () => {
       expect((await cli('audit', '--ledger', empty, 'verify')).exitCode).toBe(1);
       expect((await cli('audit', '--ledger', junk, 'verify')).exitCode).toBe(1);
       expect((await cli('audit', '--ledger', ledger, 'verify', '--checkpoint', negative)).exitCode).toBe(2);
       expect((await cli('audit', '--ledger', ledger, 'verify', '--checkpoint', timeless)).exitCode).toBe(2);
+      expect((await cli('audit', '--ledger', ledger, 'verify', '--checkpoint', zero)).exitCode).toBe(2);
     });
     expect(errors).toEqual([
       `duffy: ${empty} is not a readable Duffy ledger: no such table: events\n`,
       `duffy: ${junk} is not a readable Duffy ledger: file is not a database\n`,
       `duffy: ${negative} is not a checkpoint (size, lastPosition, rootHash, time)\n`,
       `duffy: ${timeless} is not a checkpoint (size, lastPosition, rootHash, time)\n`,
+      `duffy: ${zero} is not a checkpoint (size, lastPosition, rootHash, time)\n`,
     ]);
   });
 
