@@ -325,6 +325,8 @@ describe('a damaged embedded ledger file', () => {
       writeFileSync(`${file}.head`, '');
       expect(assertLedgerReadable(file)).toEqual([]);
       writeFileSync(`${file}.head`, Buffer.alloc(40));
+      expect(assertLedgerReadable(file)).toEqual([]);
+      writeFileSync(`${file}.head`, '{"position":"3","ch');
       expect(assertLedgerReadable(file)).toEqual([expect.stringMatching(/^the writer's head record .*\.head cannot be read .*: a power cut, or an edit; going on without it/)]);
     });
 

@@ -26,9 +26,9 @@ export function readHeadRecord(ledgerFile: string): { position: bigint; chain: s
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
-  // Empty: what a power cut can leave of a file renamed into place before its data reached the disk (the writer
-  // does not fsync it). As good as none; anything else unreadable was written by someone else.
-  if (text === '') return null;
+  // Empty or zeros: what a power cut can leave of a file renamed into place before its data reached the disk (the
+  // writer does not fsync it). As good as none; anything else unreadable may be an edit, which verify names.
+  if (/^[\0\s]*$/.test(text)) return null;
   const head = JSON.parse(text) as { position?: unknown; chain?: unknown };
   if (typeof head.position !== 'string' || !/^\d+$/.test(head.position) || typeof head.chain !== 'string') throw new Error('not {position, chain}');
   return { position: BigInt(head.position), chain: head.chain };
