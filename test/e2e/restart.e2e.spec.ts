@@ -9,7 +9,7 @@ import { Catalog } from '../../src/application/catalog.js';
 import { decideRequestSession } from '../../src/domain/decide.js';
 import { type Running, instantDemoConfig, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
 import { CheckpointService } from '../../src/audit/checkpoint.service.js';
-import { checkPublished, newSigningKey, privateKeyOf, signCheckpoint } from '../../src/audit/checkpoint.js';
+import { checkPublished, checkpointOf, keyId, newSigningKey, privateKeyOf, signCheckpoint } from '../../src/audit/checkpoint.js';
 import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 
 const V1 = '/api/v1';
@@ -201,6 +201,25 @@ describe('restart', () => {
     } finally {
       subscribed.mockRestore();
       await again.close();
+    }
+  });
+
+  it('verify names the key of a checkpoint that dates later events: one signed by a key made up for it is told apart from the server\'s', async () => {
+    const duffy = await startDuffy();
+    try {
+      await newTenant(duffy, 'ann');
+      await duffy.app.get(CheckpointService).publish();
+      // A true tree head of the ledger so far, dated ahead, signed with another key: it passes as sound, and dates what follows.
+      const madeUp = newSigningKey();
+      const ahead = signCheckpoint(checkpointOf(await ledgerEvents(duffy), new Date(Date.now() + 50 * 60_000)), privateKeyOf(madeUp.privatePem));
+      const revision = (await ledgerEvents(duffy)).filter((e) => e.stream === 'audit-checkpoints').length - 1;
+      await duffy.app.get(Ledger).record([{ stream: 'audit-checkpoints', expected: revision, events: [{ type: 'CheckpointPublished', data: ahead } as never] }], { actor: 'duffy' });
+      await newTenant(duffy, 'bob');
+      const problems = checkPublished(await ledgerEvents(duffy)).problems.map((p) => p.problem);
+      expect(problems.length).toBeGreaterThan(0);
+      for (const p of problems) expect(p).toMatch(new RegExp(`was appended after a checkpoint of \\d+ events signed at ${ahead.time.replace(/\./g, '\\.')} by ${keyId(madeUp.publicKey)}, but claims .*: back-dated`));
+    } finally {
+      await duffy.close();
     }
   });
 
