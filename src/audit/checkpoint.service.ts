@@ -112,6 +112,13 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
     const tree = frontier && typeof cp.size === 'number' ? CompactTree.fromFrontier(cp.size, frontier) : undefined;
     // Not used: the subscription from 0 finds the stream's revision with everything else.
     if (!tree || tree.root().toString('hex') !== cp.rootHash || !/^[0-9]+$/.test(String(cp.lastPosition))) return;
+    // Its own checkpoint where it no longer belongs (events before it deleted, the chains recomputed): going on from
+    // it would sign heads of a history that is not there. The tree is then built from the ledger as it is.
+    const count = await this.store.countUpTo?.(BigInt(cp.lastPosition!));
+    if (count !== undefined && count !== cp.size) {
+      this.log.warn(`the ledger holds ${count} events up to position ${cp.lastPosition}, where this server signed ${cp.size}: events before it were removed (\`duffy audit verify\` names them); hashing the whole ledger`);
+      return;
+    }
     this.tree = tree;
     this.lastPosition = BigInt(cp.lastPosition!);
     this.streamRevision = last.revision;

@@ -204,6 +204,31 @@ describe('restart', () => {
     }
   });
 
+  it('does not go on from its own checkpoint when the ledger before it no longer holds the events it signed (deleted, chains recomputed)', async () => {
+    const first = await startDuffy();
+    await newTenant(first, 'ann');
+    await first.app.get(CheckpointService).publish();
+    const cp = (await ledgerEvents(first)).filter((e) => e.type === 'CheckpointPublished').at(-1)!.data as { size: number; lastPosition: string };
+    await first.close();
+    const store = new SqliteEventStore(join(first.dataDir, 'ledger.sqlite'), true, true);
+    expect(await store.countUpTo(BigInt(cp.lastPosition))).toBe(cp.size);
+    await store.close();
+
+    // What the store counts after such an edit: fewer events up to the checkpoint than it signed.
+    const counted = jest.spyOn(SqliteEventStore.prototype, 'countUpTo').mockResolvedValue(cp.size - 3);
+    const subscribed = jest.spyOn(SqliteEventStore.prototype, 'subscribeAll');
+    const again = await startDuffy({ dataDir: first.dataDir });
+    try {
+      expect(counted).toHaveBeenCalledWith(BigInt(cp.lastPosition));
+      // The checkpoint service hashes the ledger from its first event.
+      expect(subscribed.mock.calls.map((c) => c[0])).toContain(0n);
+    } finally {
+      counted.mockRestore();
+      subscribed.mockRestore();
+      await again.close();
+    }
+  });
+
   it('verify names the key of a checkpoint that dates later events: one signed by a key made up for it is told apart from the server\'s', async () => {
     const duffy = await startDuffy();
     try {

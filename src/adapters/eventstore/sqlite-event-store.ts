@@ -249,6 +249,10 @@ export class SqliteEventStore implements EventStore {
     return this.stmts.readStream.all(stream, fromRevision).map(toRecorded);
   }
 
+  async countUpTo(position: bigint): Promise<number> {
+    return (this.db.prepare('SELECT count(*) AS n FROM events WHERE position <= ?').get(position) as { n: number }).n;
+  }
+
   async readAll(after: bigint, limit: number): Promise<RecordedEvent[]> {
     return this.stmts.readAll.all(after, limit).map(toRecorded);
   }
