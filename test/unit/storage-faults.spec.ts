@@ -327,7 +327,12 @@ describe('a damaged embedded ledger file', () => {
       writeFileSync(`${file}.head`, Buffer.alloc(40));
       expect(assertLedgerReadable(file)).toEqual([]);
       writeFileSync(`${file}.head`, '{"position":"3","ch');
-      expect(assertLedgerReadable(file)).toEqual([expect.stringMatching(/^the writer's head record .*\.head cannot be read .*: a power cut, or an edit; going on without it/)]);
+      expect(assertLedgerReadable(file)).toEqual([expect.stringMatching(/^the writer's head record .*\.head cannot be read .*: a power cut, or an edit; going on without it, and writing it anew/)]);
+      // The writer writes it anew as it opens the ledger, not at its next commit: an idle server's ledger verifies and backs up.
+      const store = new SqliteEventStore(file);
+      await store.close();
+      expect(JSON.parse(readFileSync(`${file}.head`, 'utf8'))).toMatchObject({ position: '3' });
+      expect(assertLedgerReadable(file)).toEqual([]);
     });
 
     it('every event deleted and the head record moved aside: SQLite\'s counter still stops start-up', async () => {

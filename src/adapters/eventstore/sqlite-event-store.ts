@@ -424,7 +424,7 @@ export function assertLedgerReadable(file: string, legacy = false): string[] {
   } catch (err) {
     // The writer renames it into place without an fsync: a power cut may leave it garbled, as an edit may. SQLite's
     // counter (below) still shows deleted newest events; the start writes a new record with its first commit.
-    warnings.push(`the writer's head record ${headFileOf(file)} cannot be read (${(err as Error).message}): a power cut, or an edit; going on without it (\`duffy audit --ledger ${file} verify\` names it until the next commit replaces it)`);
+    warnings.push(`the writer's head record ${headFileOf(file)} cannot be read (${(err as Error).message}): a power cut, or an edit; going on without it, and writing it anew from the ledger (SQLite's counter agrees with the ledger)`);
   }
   let db: Database.Database | undefined;
   try {

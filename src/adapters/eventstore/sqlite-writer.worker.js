@@ -3,7 +3,7 @@
 // It owns the only write connection; everything that arrives while a commit runs goes into the next transaction
 // (group commit), each call checked and written whole (see SqliteEventStore for the contract).
 import { createHash } from 'node:crypto';
-import { renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 
@@ -58,6 +58,19 @@ function recordHead() {
     // A full disk: the ledger write itself is what reports it.
   }
 }
+
+// One a power cut left empty, zeroed or cut short (the start has checked the ledger and warned of it): written anew
+// now, not at the next commit, so an idle server's ledger verifies and backs up meanwhile. One that is missing
+// waits for the next commit (a ledger of 2026-11-26 is told by having none).
+const headReadable = () => {
+  try {
+    const h = JSON.parse(readFileSync(headFile, 'utf8'));
+    return typeof h.position === 'string' && typeof h.chain === 'string';
+  } catch {
+    return false;
+  }
+};
+if (headFile && lastPosition > 0n && existsSync(headFile) && !headReadable()) recordHead();
 
 let queue = [];
 let scheduled = false;
