@@ -8,6 +8,8 @@ import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule, observeRequests } from './app.module.js';
 import { ConfigError, REQUEST_TIMEOUT_SECONDS, type Settings, dataDirOf, defaultMaxConnections, loadSettings } from './config/config.js';
 import type { Server as HttpServer } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
 import { IdParamsPipe, checkJsonDepth, dropNullMembers, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
@@ -78,6 +80,7 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   server.requestTimeout = (settings.requestTimeoutSeconds ?? REQUEST_TIMEOUT_SECONDS) * 1000;
   server.headersTimeout = Math.min(server.headersTimeout, server.requestTimeout);
   server.maxConnections = settings.maxConnections ?? defaultMaxConnections();
+  server.on('clientError', clientErrorAnswer(server.requestTimeout / 1000));
   app.enableShutdownHooks();
   await app.init();
   // Nest answers unknown paths under its global prefix only; the others (legacy, ops, anything) would get Express's
@@ -91,6 +94,28 @@ export async function createApp(settings: Settings, options: { store?: EventStor
     await app.close().catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * What Node answers a request it could not read (too slow, headers too large, not HTTP), in Duffy's words: a JSON
+ * `{"detail"}` as every other error, where Node's own answers have no body.
+ */
+function clientErrorAnswer(timeoutSeconds: number) {
+  return (err: NodeJS.ErrnoException, socket: Duplex): void => {
+    // Nothing can be answered on a socket that is gone, or mid-answer.
+    if (!socket.writable || (socket as Socket).bytesWritten > 0) {
+      socket.destroy(err);
+      return;
+    }
+    const [status, reason, detail] =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', `the request was not sent whole within ${timeoutSeconds} s (DUFFY_REQUEST_TIMEOUT_SECONDS)`]
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? [431, 'Request Header Fields Too Large', 'the request headers are too large']
+          : [400, 'Bad Request', `not a readable HTTP request (${err.code ?? err.message})`];
+    const body = JSON.stringify({ detail });
+    socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  };
 }
 
 async function main() {

@@ -79,7 +79,18 @@ describe('slow senders and connection floods', () => {
     await expect(once(port, 'GET', '/api/v1/pools', admin)).rejects.toThrow(/ECONNRESET|socket hang up|EPIPE/);
 
     const answers = await Promise.all(slow.map((s) => s.answer));
-    for (const a of answers) expect(a).toMatch(/^HTTP\/1\.1 408 Request Timeout/);
+    for (const a of answers) expect(a).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n[^]*\r\n\r\n\{"detail":"the request was not sent whole within 1 s \(DUFFY_REQUEST_TIMEOUT_SECONDS\)"\}$/);
+    // Headers past Node's limit, and bytes that are no HTTP: refused in JSON too.
+    const raw = (text: string) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => socket.write(text));
+        let got = '';
+        socket.on('data', (d) => (got += d));
+        socket.on('close', () => resolve(got));
+        socket.on('error', () => undefined);
+      });
+    expect(await raw(`GET /api/v1/pools HTTP/1.1\r\nHost: duffy\r\nX-Big: ${'x'.repeat(20_000)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431 [^]*\{"detail":"the request headers are too large"\}$/);
+    expect(await raw('NOT HTTP AT ALL\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 Bad Request[^]*\{"detail":"not a readable HTTP request \(HPE_[A-Z_]+\)"\}$/);
     // Their sockets are gone: everyone is served again, and the waiting request gets the machine when it is freed.
     expect((await once(port, 'PUT', `/api/v1/sessions/${held.body.session.id}`, ci, { active: false })).status).toBe(200);
     const served = await waiting;
