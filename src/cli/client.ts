@@ -131,17 +131,29 @@ export class DuffyClient {
     const { tenant, key, url } = this.config;
     if (!tenant || !key) throw new ApiError(401, 'no credentials: give --tenant and --key, DUFFY_TENANT and DUFFY_KEY, or ~/.config/duffy');
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    try {
-      return await send(new URL(`${url}/api/v1${path}`), method, {
-        authorization: `Basic ${Buffer.from(`${tenant}:${key}`).toString('base64')}`,
-        'content-type': 'application/json',
-        ...(payload === undefined ? {} : { 'content-length': String(Buffer.byteLength(payload)) }),
-      }, payload);
-    } catch (err) {
-      throw Object.assign(new ApiError(0, `cannot reach Duffy at ${url}: ${(err as Error).message}`), { unreachable: true });
+    // A connection Duffy dropped at once (its DUFFY_MAX_CONNECTIONS reached) is tried again when the call can be made
+    // twice to the same effect: a read, or a release. Not a request, nor a relative extension ("+1h" twice is 2 h).
+    const again = method === 'GET' || (method === 'PUT' && (body as { active?: unknown; expires_at?: unknown })?.active === false && (body as { expires_at?: unknown }).expires_at == null);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await send(new URL(`${url}/api/v1${path}`), method, {
+          authorization: `Basic ${Buffer.from(`${tenant}:${key}`).toString('base64')}`,
+          'content-type': 'application/json',
+          ...(payload === undefined ? {} : { 'content-length': String(Buffer.byteLength(payload)) }),
+        }, payload);
+      } catch (err) {
+        if (again && attempt < RESET_RETRIES.length && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+          await new Promise((r) => setTimeout(r, RESET_RETRIES[attempt]));
+          continue;
+        }
+        throw Object.assign(new ApiError(0, `cannot reach Duffy at ${url}: ${(err as Error).message}`), { unreachable: true });
+      }
     }
   }
 }
+
+/** Waits before the tries again of a call whose connection was reset: about 30 s in all. */
+const RESET_RETRIES = [500, 1_000, 2_000, 4_000, 8_000, 15_000];
 
 function send(url: URL, method: string, headers: Record<string, string>, payload?: string): Promise<{ status: number; statusText: string; body: Buffer }> {
   return new Promise((resolve, reject) => {

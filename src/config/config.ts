@@ -112,6 +112,9 @@ export interface Settings {
   requestTimeoutSeconds?: number;
 }
 
+/** Callers a server lets wait in the queue at once: half its connections, the rest kept for releases and reads. */
+export const waitingCallersAtMost = (settings: Pick<Settings, 'maxConnections'>) => Math.floor((settings.maxConnections ?? defaultMaxConnections()) / 2);
+
 /** The request timeout unless set: a 1 MB body needs seconds; Node's own (300 s) let slow senders hold sockets for minutes. */
 export const REQUEST_TIMEOUT_SECONDS = 30;
 

@@ -50,13 +50,15 @@ describe('slow senders and connection floods', () => {
     child?.kill('SIGKILL');
   });
 
-  it('a slow sender gets 408 after the request timeout, connections past the limit are dropped, and a long wait in the queue is not a slow request', async () => {
+  /** The built server with one pool of one machine, a tenant `ci`, and that machine held by ci. */
+  async function oneMachineHeld(maxConnections: number): Promise<{ port: number; admin: string; ci: string; held: number }> {
     const dir = mkdtempSync(join(tmpdir(), 'duffy-slow-'));
     const config = join(dir, 'one.yaml');
     writeFileSync(config, stringify({ pools: [{ name: 'solo', type: 'baremetal', arch: 'x86_64', platform: 'intel', driver: 'local' }], machines: [{ hostname: 'solo-1.test', pool: 'solo', state: 'ready' }] }));
     const port = 20000 + Math.floor(Math.random() * 20000);
+    child?.kill('SIGKILL');
     child = spawn(process.execPath, [MAIN], {
-      env: { ...process.env, DUFFY_DATA_DIR: join(dir, 'data'), DUFFY_CONFIG: config, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'warn', DUFFY_MAX_CONNECTIONS: String(MAX_CONNECTIONS), DUFFY_REQUEST_TIMEOUT_SECONDS: '1', NODE_OPTIONS: '' },
+      env: { ...process.env, DUFFY_DATA_DIR: join(dir, 'data'), DUFFY_CONFIG: config, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'warn', DUFFY_MAX_CONNECTIONS: String(maxConnections), DUFFY_REQUEST_TIMEOUT_SECONDS: '1', NODE_OPTIONS: '' },
       stdio: 'ignore',
     });
     const admin = basic('admin', ADMIN_KEY);
@@ -69,6 +71,32 @@ describe('slow senders and connection floods', () => {
     const ci = basic('ci', created.body.tenant.api_key);
     const held = await once(port, 'POST', '/api/v1/sessions', ci, { nodes_specs: [{ pool: 'solo', quantity: 1 }] });
     expect(held.status).toBe(201);
+    return { port, admin, ci, held: held.body.session.id };
+  }
+
+  it('past half the connections in callers waiting in the queue, a request that cannot be served now is a 503, and releases still get through', async () => {
+    const { port, ci, held } = await oneMachineHeld(8);
+    const wait = () => once(port, 'POST', '/api/v1/sessions', ci, { nodes_specs: [{ pool: 'solo', quantity: 1 }], wait: 60 });
+    const waiters: Array<Promise<{ status: number; body: any }>> = [];
+    for (let i = 0; i < 4; i++) {
+      waiters.push(wait());
+      await sleep(200);
+    }
+    const fifth = await wait();
+    expect(fifth.status).toBe(503);
+    expect(fifth.body.detail).toMatch(/^can't reserve nodes: .*; not waiting: 4 callers wait in the queue already, half the connections Duffy takes \(DUFFY_MAX_CONNECTIONS\), the rest kept for releases; ask again shortly$/);
+    // Each release serves the next caller in the queue.
+    let release = held;
+    for (const w of waiters) {
+      expect((await once(port, 'PUT', `/api/v1/sessions/${release}`, ci, { active: false })).status).toBe(200);
+      const served = await w;
+      expect(served.status).toBe(201);
+      release = served.body.session.id;
+    }
+  });
+
+  it('a slow sender gets 408 after the request timeout, connections past the limit are dropped, and a long wait in the queue is not a slow request', async () => {
+    const { port, admin, ci, held } = await oneMachineHeld(MAX_CONNECTIONS);
 
     // A request that waits in the queue far longer than the request timeout: its whole request was received.
     const waiting = once(port, 'POST', '/api/v1/sessions', ci, { nodes_specs: [{ pool: 'solo', quantity: 1 }], wait: 120 });
@@ -92,7 +120,7 @@ describe('slow senders and connection floods', () => {
     expect(await raw(`GET /api/v1/pools HTTP/1.1\r\nHost: duffy\r\nX-Big: ${'x'.repeat(20_000)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431 [^]*\{"detail":"the request headers are too large"\}$/);
     expect(await raw('NOT HTTP AT ALL\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 Bad Request[^]*\{"detail":"not a readable HTTP request \(HPE_[A-Z_]+\)"\}$/);
     // Their sockets are gone: everyone is served again, and the waiting request gets the machine when it is freed.
-    expect((await once(port, 'PUT', `/api/v1/sessions/${held.body.session.id}`, ci, { active: false })).status).toBe(200);
+    expect((await once(port, 'PUT', `/api/v1/sessions/${held}`, ci, { active: false })).status).toBe(200);
     const served = await waiting;
     expect(served.status).toBe(201);
     expect(served.body.session.nodes.map((n: { hostname: string }) => n.hostname)).toEqual(['solo-1.test']);

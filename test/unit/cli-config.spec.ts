@@ -93,3 +93,39 @@ describe('clientConfig', () => {
     for (const f of ['a.yaml', 'b.yaml']) expect(() => clientConfig({ config: [join(d, f)] }, none)).toThrow(/client and client\.auth must be mappings/);
   });
 });
+
+/** A connection Duffy drops at once (its connection cap reached): tried again only where a call twice does no harm. */
+describe('DuffyClient against connections reset', () => {
+  it('retries a release and a read, never a request or a relative extension', async () => {
+    const { createServer } = await import('node:http');
+    const { DuffyClient } = await import('../../src/cli/client.js');
+    const calls: string[] = [];
+    let resets = 0;
+    const server = createServer((req, res) => {
+      calls.push(`${req.method} ${req.url}`);
+      // The first two connections of each kind of call are dropped unanswered.
+      if (resets % 3 < 2) {
+        resets += 1;
+        req.socket.destroy();
+        return;
+      }
+      resets += 1;
+      res.setHeader('content-type', 'application/json');
+      res.end('{"ok":true}');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as { port: number };
+    const client = new DuffyClient({ url: `http://127.0.0.1:${port}`, tenant: 'ci', key: 'k' });
+    try {
+      await expect(client.call('PUT', '/sessions/1', { active: false })).resolves.toEqual({ ok: true });
+      await expect(client.call('GET', '/sessions')).resolves.toEqual({ ok: true });
+      resets = 0;
+      await expect(client.call('POST', '/sessions', { nodes_specs: [] })).rejects.toMatchObject({ unreachable: true });
+      resets = 0;
+      await expect(client.call('PUT', '/sessions/1', { expires_at: '+1h' })).rejects.toMatchObject({ unreachable: true });
+      expect(calls).toEqual(['PUT /api/v1/sessions/1', 'PUT /api/v1/sessions/1', 'PUT /api/v1/sessions/1', 'GET /api/v1/sessions', 'GET /api/v1/sessions', 'GET /api/v1/sessions', 'POST /api/v1/sessions', 'PUT /api/v1/sessions/1']);
+    } finally {
+      server.close();
+    }
+  });
+});

@@ -2,6 +2,7 @@ import type { BeforeApplicationShutdown } from '@nestjs/common';
 import { CommandHandler, type ICommandHandler } from '@nestjs/cqrs';
 import { Metrics } from '../../adapters/metrics.js';
 import { Catalog } from '../catalog.js';
+import { waitingCallersAtMost } from '../../config/config.js';
 import { RequestSessionCommand } from '../commands.js';
 import { decideLeaveQueue, decideRequestSession } from '../../domain/decide.js';
 import { DomainError, refuse } from '../../domain/errors.js';
@@ -42,23 +43,41 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
 
   private async request(cmd: RequestSessionCommand): Promise<Session> {
     if (cmd.tenantId !== cmd.actor.tenant.id && !cmd.actor.tenant.isAdmin) refuse('forbidden', "can't create session for other tenant");
+    // Each caller waiting in the queue holds a connection: past half of them, a request is served now or not at all,
+    // so the releases that free machines always get through.
+    const waiting = cmd.waitSeconds ? this.waitingCallers() : 0;
+    const full = waiting >= waitingCallersAtMost(this.catalog.settings);
     let sessionId = 0;
-    await this.ledger.decide((world, inFlight) => {
-      sessionId = inFlight.lastSessionId() + 1;
-      return decideRequestSession(
-        world,
-        this.catalog.profiles,
-        this.catalog.defaults,
-        { sessionId, tenantId: cmd.tenantId, specs: cmd.specs, now: now(), contextualize: (pool) => this.catalog.pool(pool)?.contextualize ?? false, waitSeconds: cmd.waitSeconds },
-        inFlight,
-      );
-    }, metaFor(cmd.actor));
+    await this.ledger
+      .decide((world, inFlight) => {
+        sessionId = inFlight.lastSessionId() + 1;
+        return decideRequestSession(
+          world,
+          this.catalog.profiles,
+          this.catalog.defaults,
+          { sessionId, tenantId: cmd.tenantId, specs: cmd.specs, now: now(), contextualize: (pool) => this.catalog.pool(pool)?.contextualize ?? false, waitSeconds: full ? undefined : cmd.waitSeconds },
+          inFlight,
+        );
+      }, metaFor(cmd.actor))
+      .catch((err) => {
+        if (full && err instanceof DomainError && err.kind === 'capacity') {
+          refuse('unavailable', `${err.message}; not waiting: ${waiting} callers wait in the queue already, half the connections Duffy takes (DUFFY_MAX_CONNECTIONS), the rest kept for releases; ask again shortly`);
+        }
+        throw err;
+      });
     this.answering.add(sessionId);
     try {
       return await this.answer(sessionId, cmd);
     } finally {
       this.answering.delete(sessionId);
     }
+  }
+
+  /** This process's callers whose request waits in the queue. */
+  private waitingCallers(): number {
+    let n = 0;
+    for (const id of this.answering) if (this.ledger.world.sessions.get(id)?.status === 'waiting') n += 1;
+    return n;
   }
 
   /**
