@@ -8,7 +8,6 @@ import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule, observeRequests } from './app.module.js';
 import { ConfigError, REQUEST_TIMEOUT_SECONDS, type Settings, dataDirOf, defaultMaxConnections, loadSettings } from './config/config.js';
 import type { Server as HttpServer } from 'node:http';
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
@@ -98,23 +97,26 @@ export async function createApp(settings: Settings, options: { store?: EventStor
 
 /**
  * What Node answers a request it could not read (too slow, headers too large, not HTTP), in Duffy's words: a JSON
- * `{"detail"}` as every other error, where Node's own answers have no body.
+ * `{"detail"}` as every other error, where Node's own answers have no body. As Node's own handler does, it answers
+ * only where no answer of this connection's current request has begun, and then destroys the socket: a half-closed
+ * one would hold a connection for good, and would go on parsing what still arrives (a late body would still run).
  */
 function clientErrorAnswer(timeoutSeconds: number) {
   return (err: NodeJS.ErrnoException, socket: Duplex): void => {
-    // Nothing can be answered on a socket that is gone, or mid-answer.
-    if (!socket.writable || (socket as Socket).bytesWritten > 0) {
-      socket.destroy(err);
-      return;
+    const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (socket.writable && !current?.headersSent) {
+      const [status, reason, detail] =
+        err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'Request Timeout', `the request was not sent whole within ${timeoutSeconds} s (DUFFY_REQUEST_TIMEOUT_SECONDS)`]
+          : err.code === 'HPE_HEADER_OVERFLOW'
+            ? [431, 'Request Header Fields Too Large', 'the request headers are too large']
+            : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
+              ? [413, 'Payload Too Large', 'the chunk extensions are too large']
+              : [400, 'Bad Request', `not a readable HTTP request (${err.code ?? err.message})`];
+      const body = JSON.stringify({ detail });
+      socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
     }
-    const [status, reason, detail] =
-      err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? [408, 'Request Timeout', `the request was not sent whole within ${timeoutSeconds} s (DUFFY_REQUEST_TIMEOUT_SECONDS)`]
-        : err.code === 'HPE_HEADER_OVERFLOW'
-          ? [431, 'Request Header Fields Too Large', 'the request headers are too large']
-          : [400, 'Bad Request', `not a readable HTTP request (${err.code ?? err.message})`];
-    const body = JSON.stringify({ detail });
-    socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    socket.destroy(err);
   };
 }
 

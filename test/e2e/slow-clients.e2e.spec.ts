@@ -33,13 +33,20 @@ function once(port: number, method: string, path: string, auth: string, body?: u
   });
 }
 
-/** A client that sends the headers and the first byte of a 100-byte body, then nothing: what it gets back, once the server closes. */
+/**
+ * A client that sends the headers and the first byte of a 100-byte body, then nothing, and never closes its side:
+ * what it gets back once the server is done with it. The server must close the connection itself, or it would
+ * count against the connection limit for good.
+ */
 function slowSender(port: number): { socket: Socket; answer: Promise<string> } {
-  const socket = connect(port, '127.0.0.1');
+  const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
   socket.write('POST /api/v1/sessions HTTP/1.1\r\nHost: duffy\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{');
   let text = '';
   socket.on('data', (d) => (text += d));
-  const answer = new Promise<string>((resolve) => socket.on('close', () => resolve(text)));
+  const answer = new Promise<string>((resolve) => {
+    socket.on('end', () => resolve(text));
+    socket.on('close', () => resolve(text));
+  });
   socket.on('error', () => undefined);
   return { socket, answer };
 }
@@ -119,7 +126,8 @@ describe('slow senders and connection floods', () => {
       });
     expect(await raw(`GET /api/v1/pools HTTP/1.1\r\nHost: duffy\r\nX-Big: ${'x'.repeat(20_000)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431 [^]*\{"detail":"the request headers are too large"\}$/);
     expect(await raw('NOT HTTP AT ALL\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 Bad Request[^]*\{"detail":"not a readable HTTP request \(HPE_[A-Z_]+\)"\}$/);
-    // Their sockets are gone: everyone is served again, and the waiting request gets the machine when it is freed.
+    // The server closed their connections (they never closed their own side): everyone is served again, and the
+    // waiting request gets the machine when it is freed.
     expect((await once(port, 'PUT', `/api/v1/sessions/${held}`, ci, { active: false })).status).toBe(200);
     const served = await waiting;
     expect(served.status).toBe(201);
