@@ -84,15 +84,28 @@ describe('slow senders and connection floods', () => {
   it('past half the connections in callers waiting in the queue, a request that cannot be served now is a 503, and releases still get through', async () => {
     const { port, ci, held } = await oneMachineHeld(8);
     const wait = () => once(port, 'POST', '/api/v1/sessions', ci, { nodes_specs: [{ pool: 'solo', quantity: 1 }], wait: 60 });
-    const waiters: Array<Promise<{ status: number; body: any }>> = [];
-    for (let i = 0; i < 4; i++) {
-      waiters.push(wait());
-      await sleep(200);
+    // Six at once (decided together, before any is in the queue): four wait, two are told to ask again.
+    const all = Array.from({ length: 6 }, () => {
+      const answer = wait();
+      const entry = { answer, settled: undefined as undefined | { status: number; body: any } };
+      void answer.then(
+        (r) => (entry.settled = r),
+        (err: Error) => (entry.settled = { status: -1, body: err.message }),
+      );
+      return entry;
+    });
+    await sleep(1500);
+    const refused = all.filter((w) => w.settled !== undefined);
+    expect(refused.map((w) => w.settled!.status)).toEqual([503, 503]);
+    for (const r of refused) {
+      expect(r.settled!.body.detail).toMatch(/^can't reserve nodes: .*; not waiting: 4 callers wait in the queue already, half the connections Duffy takes \(DUFFY_MAX_CONNECTIONS\), the rest kept for releases; ask again shortly$/);
     }
-    const fifth = await wait();
-    expect(fifth.status).toBe(503);
-    expect(fifth.body.detail).toMatch(/^can't reserve nodes: .*; not waiting: 4 callers wait in the queue already, half the connections Duffy takes \(DUFFY_MAX_CONNECTIONS\), the rest kept for releases; ask again shortly$/);
+    // One that no wait could serve is told so, as without the limit.
+    const never = await once(port, 'POST', '/api/v1/sessions', ci, { nodes_specs: [{ pool: 'solo', quantity: 2 }], wait: 60 });
+    expect([never.status, never.body.detail]).toEqual([422, expect.stringMatching(/^can't reserve nodes: /)]);
+    expect(never.body.detail).not.toMatch(/not waiting/);
     // Each release serves the next caller in the queue.
+    const waiters = all.filter((w) => w.settled === undefined).map((w) => w.answer);
     let release = held;
     for (const w of waiters) {
       expect((await once(port, 'PUT', `/api/v1/sessions/${release}`, ci, { active: false })).status).toBe(200);

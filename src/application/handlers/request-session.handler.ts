@@ -4,7 +4,7 @@ import { Metrics } from '../../adapters/metrics.js';
 import { Catalog } from '../catalog.js';
 import { waitingCallersAtMost } from '../../config/config.js';
 import { RequestSessionCommand } from '../commands.js';
-import { decideLeaveQueue, decideRequestSession } from '../../domain/decide.js';
+import { decideLeaveQueue, decideRequestSession, neverEnough } from '../../domain/decide.js';
 import { DomainError, refuse } from '../../domain/errors.js';
 import { Ledger } from '../ledger.service.js';
 import { SessionLifecycle, metaFor, now } from '../session-lifecycle.js';
@@ -20,6 +20,8 @@ const CALLER_GONE = 'the caller went away before the machines were handed over';
 export class RequestSessionHandler implements ICommandHandler<RequestSessionCommand>, BeforeApplicationShutdown {
   /** Sessions whose caller this process is answering: waiting in the queue, or in hand-over. */
   private readonly answering = new Set<number>();
+  /** Requests that may wait, being decided: not yet among `answering`. */
+  private joining = 0;
   private stopping = false;
 
   constructor(
@@ -44,12 +46,13 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
   private async request(cmd: RequestSessionCommand): Promise<Session> {
     if (cmd.tenantId !== cmd.actor.tenant.id && !cmd.actor.tenant.isAdmin) refuse('forbidden', "can't create session for other tenant");
     // Each caller waiting in the queue holds a connection: past half of them, a request is served now or not at all,
-    // so the releases that free machines always get through.
-    const waiting = cmd.waitSeconds ? this.waitingCallers() : 0;
+    // so the releases that free machines keep the other half. Those on their way in count too.
+    const waiting = cmd.waitSeconds ? this.waitingCallers() + this.joining : 0;
     const full = waiting >= waitingCallersAtMost(this.catalog.settings);
+    if (cmd.waitSeconds && !full) this.joining += 1;
     let sessionId = 0;
-    await this.ledger
-      .decide((world, inFlight) => {
+    try {
+      await this.ledger.decide((world, inFlight) => {
         sessionId = inFlight.lastSessionId() + 1;
         return decideRequestSession(
           world,
@@ -58,13 +61,16 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
           { sessionId, tenantId: cmd.tenantId, specs: cmd.specs, now: now(), contextualize: (pool) => this.catalog.pool(pool)?.contextualize ?? false, waitSeconds: full ? undefined : cmd.waitSeconds },
           inFlight,
         );
-      }, metaFor(cmd.actor))
-      .catch((err) => {
-        if (full && err instanceof DomainError && err.kind === 'capacity') {
-          refuse('unavailable', `${err.message}; not waiting: ${waiting} callers wait in the queue already, half the connections Duffy takes (DUFFY_MAX_CONNECTIONS), the rest kept for releases; ask again shortly`);
-        }
-        throw err;
-      });
+      }, metaFor(cmd.actor));
+    } catch (err) {
+      // Only what waiting could have served: a request no wait can serve is told so (422), as it would be otherwise.
+      if (full && err instanceof DomainError && err.kind === 'capacity' && !neverEnough(this.ledger.world, this.catalog.profiles, cmd.specs)) {
+        refuse('unavailable', `${err.message}; not waiting: ${waiting} callers wait in the queue already, half the connections Duffy takes (DUFFY_MAX_CONNECTIONS), the rest kept for releases; ask again shortly`);
+      }
+      throw err;
+    } finally {
+      if (cmd.waitSeconds && !full) this.joining -= 1;
+    }
     this.answering.add(sessionId);
     try {
       return await this.answer(sessionId, cmd);
