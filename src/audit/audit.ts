@@ -393,7 +393,7 @@ export function recordedHead(location: string): { position: bigint; chain: strin
   try {
     return readHeadRecord(location);
   } catch (err) {
-    return { position: '-', where: 'writer head', problem: `${headFileOf(location)} cannot be read (${(err as Error).message}): the writer's record was altered, or cut short by a power cut (a start replaces it with its next commit)` };
+    return { position: '-', where: 'writer head', problem: `${headFileOf(location)} cannot be read (${(err as Error).message}): the writer's record was altered, or cut short by a power cut (a start writes it anew from the ledger)` };
   }
 }
 

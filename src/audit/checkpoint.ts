@@ -193,11 +193,13 @@ export function checkPublished(events: readonly RecordedEvent[], pinnedKey?: str
   // Each signed checkpoint also dates what came after it, as an auditor's own does: no later event claims an earlier time.
   sound.sort((a, b) => a.size - b.size);
   let taken = -Infinity;
+  let dating: Checkpoint | undefined;
   sound.forEach((cp, k) => {
-    taken = Math.max(taken, Date.parse(cp.time));
+    if (Date.parse(cp.time) > taken) [taken, dating] = [Date.parse(cp.time), cp];
     const late = backdated(events, cp.size, sound[k + 1]?.size ?? events.length, taken);
-    // The key named: a checkpoint signed by a key made up for it dates genuine events too (pin the server's with --checkpoint).
-    if (late) problems.push({ position: events[late.index].position, problem: `${events[late.index].type} was appended after a checkpoint of ${cp.size} events signed at ${cp.time} by ${keyId(cp.publicKey!)}, but claims ${late.claimed}: back-dated` });
+    // The checkpoint that dates it, and its key: one signed by a key made up for it dates genuine events too (pin the
+    // server's with --checkpoint).
+    if (late && dating) problems.push({ position: events[late.index].position, problem: `${events[late.index].type} was appended after a checkpoint of ${dating.size} events signed at ${dating.time} by ${keyId(dating.publicKey!)}, but claims ${late.claimed}: back-dated` });
   });
   return { checked, keys, problems };
 }

@@ -4,6 +4,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } 
 import { join, resolve } from 'node:path';
 import { LEDGER_FILE, READ_MODELS_FILE, headFileOf, lockDataDir, syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
 import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
+import { isLegacyLedger } from '../adapters/eventstore/legacy-ledger.js';
 import { KEY_FILE } from '../audit/checkpoint.service.js';
 import { NotFoundError } from '../audit/audit.js';
 import { dataDirOf } from '../config/config.js';
@@ -37,7 +38,7 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
       const dataDir = o.dataDir !== undefined ? resolve(o.dataDir) : dataDirOf();
       const ledger = join(dataDir, LEDGER_FILE);
       if (!existsSync(ledger)) throw new NotFoundError(`no ledger at ${ledger} (give the data directory with --data-dir or DUFFY_DATA_DIR)`);
-      assertLedgerReadable(ledger);
+      assertLedgerReadable(ledger, isLegacyLedger(ledger));
       const to = resolve(dir);
       mkdirSync(to, { recursive: true });
       if (readdirSync(to).length > 0) throw new UsageError(`${to} is not empty: a backup never writes over another`);

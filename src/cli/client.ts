@@ -142,7 +142,7 @@ export class DuffyClient {
           ...(payload === undefined ? {} : { 'content-length': String(Buffer.byteLength(payload)) }),
         }, payload);
       } catch (err) {
-        if (again && attempt < RESET_RETRIES.length && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+        if (again && attempt < RESET_RETRIES.length && ['ECONNRESET', 'EPIPE'].includes(String((err as NodeJS.ErrnoException).code))) {
           await new Promise((r) => setTimeout(r, RESET_RETRIES[attempt]));
           continue;
         }

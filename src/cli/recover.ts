@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createEventStore } from '../adapters/eventstore/event-store.factory.js';
 import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
+import { isLegacyLedger } from '../adapters/eventstore/legacy-ledger.js';
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
 import { digestKey, digestsOf, isUuid } from '../application/catalog.js';
 import { Ledger } from '../application/ledger.service.js';
@@ -40,7 +41,7 @@ export function recoveryCommands(duffy: Command, out: (line: string) => void): v
         // A mistyped directory would otherwise get a new empty ledger and a misleading "no admin tenant".
         if (!existsSync(file)) throw new NotFoundError(`no ledger at ${file} (give the data directory of the stopped Duffy with --data-dir or DUFFY_DATA_DIR)`);
         // As the server's start does: a damaged ledger is named in one line, before the store opens it for writing.
-        assertLedgerReadable(file);
+        assertLedgerReadable(file, isLegacyLedger(file));
       }
       const store = createEventStore(url, dataDir, 'Stop that Duffy first: admin-key writes to its ledger (while it runs, another admin can give a key: PUT /api/v1/tenants/{id} {"api_key": "reset"})');
       const ledger = new Ledger(store, NO_BUS);

@@ -423,7 +423,7 @@ export function assertLedgerReadable(file: string, legacy = false): string[] {
     head = readHeadRecord(file)?.position;
   } catch (err) {
     // The writer renames it into place without an fsync: a power cut may leave it garbled, as an edit may. SQLite's
-    // counter (below) still shows deleted newest events; the start writes a new record with its first commit.
+    // counter (below) still shows deleted newest events; the writer writes it anew as it opens the ledger.
     warnings.push(`the writer's head record ${headFileOf(file)} cannot be read (${(err as Error).message}): a power cut, or an edit; going on without it, and writing it anew from the ledger (SQLite's counter agrees with the ledger)`);
   }
   let db: Database.Database | undefined;

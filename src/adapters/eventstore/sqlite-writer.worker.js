@@ -65,7 +65,8 @@ function recordHead() {
 const headReadable = () => {
   try {
     const h = JSON.parse(readFileSync(headFile, 'utf8'));
-    return typeof h.position === 'string' && typeof h.chain === 'string';
+    // As readHeadRecord (data-dir-lock.ts) reads it.
+    return typeof h.position === 'string' && /^\d+$/.test(h.position) && typeof h.chain === 'string';
   } catch {
     return false;
   }
