@@ -6,7 +6,7 @@ import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@n
 import type { Request, Response } from 'express';
 import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule, observeRequests } from './app.module.js';
-import { ConfigError, REQUEST_TIMEOUT_SECONDS, type Settings, dataDirOf, defaultMaxConnections, loadSettings } from './config/config.js';
+import { ConfigError, REQUEST_TIMEOUT_SECONDS, type Settings, dataDirOf, loadSettings, maxConnectionsOf } from './config/config.js';
 import type { Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { answerUnmatched } from './http/unmatched.js';
@@ -78,7 +78,7 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   const server = app.getHttpServer() as HttpServer;
   server.requestTimeout = (settings.requestTimeoutSeconds ?? REQUEST_TIMEOUT_SECONDS) * 1000;
   server.headersTimeout = Math.min(server.headersTimeout, server.requestTimeout);
-  server.maxConnections = settings.maxConnections ?? defaultMaxConnections();
+  server.maxConnections = maxConnectionsOf(settings);
   server.on('clientError', clientErrorAnswer(server.requestTimeout / 1000));
   app.enableShutdownHooks();
   await app.init();

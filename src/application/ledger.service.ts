@@ -15,7 +15,7 @@ import {
 } from './ports/event-store.port.js';
 import { StreamHeads } from './stream-heads.js';
 import { GENESIS, appendLinks } from '../audit/chain.js';
-import { type Checkpoint, signatureHolds } from '../audit/checkpoint.js';
+import { type Checkpoint, signedWith } from '../audit/checkpoint.js';
 import { type Decision, type InFlightView, type Write, isRefusal, raise } from '../domain/decide.js';
 import { type DuffyEvent, machinesAsked, sessionOfStream } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
@@ -80,6 +80,9 @@ class Turn {
  */
 const ACCOUNTED = new Set<string>(['IdAllocated', 'QuotaClaimed', 'QuotaReturned', 'QueueSpaceClaimed', 'ApiKeyAssigned']);
 
+/** How far a clock may have been stepped back (NTP) while Duffy still writes after its last signed checkpoint. */
+const MAX_CLOCK_STEP_MS = 3_600_000;
+
 /**
  * Owns the World: folds the whole ledger at start, then follows it live through one subscription, the only path
  * by which events reach the World (so nothing is applied twice).
@@ -88,9 +91,6 @@ const ACCOUNTED = new Set<string>(['IdAllocated', 'QuotaClaimed', 'QuotaReturned
  * view): machines reserved, quota claimed, stream heads. So concurrent requests in one process never pick the same
  * machine or race on a tenant's revision; a conflict means another writer (instance) got there first.
  */
-/** How far a clock may have been stepped back (NTP) while Duffy still writes after its last signed checkpoint. */
-const MAX_CLOCK_STEP_MS = 3_600_000;
-
 @Injectable()
 export class Ledger implements OnApplicationShutdown {
   readonly world: World = emptyWorld();
@@ -161,12 +161,12 @@ export class Ledger implements OnApplicationShutdown {
     if (e.type !== 'CheckpointPublished') return;
     const cp = e.data as unknown as Checkpoint;
     const time = Date.parse(String(cp.time));
-    if (!(time > this.signedAt) || cp.publicKey === undefined || cp.publicKey !== this.checkpointKey) return;
+    if (!(time > this.signedAt) || !signedWith(cp, this.checkpointKey)) return;
     if (time > Date.now() + MAX_CLOCK_STEP_MS) {
       this.log.warn(`the checkpoint at position ${e.position} is dated ${String(cp.time)}, more than an hour ahead of this host's clock: not taken as the time to write after (check the ledger with \`duffy audit verify\`, and the clock)`);
       return;
     }
-    if (signatureHolds(cp)) this.signedAt = time;
+    this.signedAt = time;
   }
 
   /**

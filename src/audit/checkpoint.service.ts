@@ -7,7 +7,7 @@ import { type Settings, positiveIntEnv } from '../config/config.js';
 import { EVENT_STORE, type EventStore, type RecordedEvent, type Subscription } from '../application/ports/event-store.port.js';
 import { SETTINGS } from '../application/catalog.js';
 import { Ledger } from '../application/ledger.service.js';
-import { CHECKPOINT_STREAM, type Checkpoint, eventLeaf, keyId, newSigningKey, privateKeyOf, signCheckpoint, signatureHolds } from './checkpoint.js';
+import { CHECKPOINT_STREAM, type Checkpoint, eventLeaf, keyId, newSigningKey, privateKeyOf, signCheckpoint, signedWith } from './checkpoint.js';
 import { CompactTree } from './merkle.js';
 import { syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
 
@@ -102,10 +102,7 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
    */
   private async resumeFromLastCheckpoint(): Promise<void> {
     const published = await this.store.readStream(CHECKPOINT_STREAM).catch(() => [] as RecordedEvent[]);
-    const last = published.findLast((e) => {
-      const cp = e.data as unknown as Checkpoint;
-      return cp.publicKey === this.publicKey && signatureHolds(cp);
-    });
+    const last = published.findLast((e) => signedWith(e.data as unknown as Checkpoint, this.publicKey));
     if (!last) return;
     const cp = last.data as Partial<Checkpoint> & { frontier?: unknown };
     const frontier = Array.isArray(cp.frontier) && cp.frontier.every((h) => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h)) ? cp.frontier.map((h: string) => Buffer.from(h, 'hex')) : undefined;

@@ -76,6 +76,9 @@ export function signatureHolds(cp: Checkpoint): boolean {
   }
 }
 
+/** Signed, validly, with this key (a server's own): a checkpoint signed with another key, or none, is not. */
+export const signedWith = (cp: Checkpoint, publicKey: string | undefined): boolean => publicKey !== undefined && cp.publicKey === publicKey && signatureHolds(cp);
+
 export function newSigningKey(): { privatePem: string; publicKey: string } {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   return {

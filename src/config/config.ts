@@ -112,8 +112,11 @@ export interface Settings {
   requestTimeoutSeconds?: number;
 }
 
+/** The connections a server takes at most: DUFFY_MAX_CONNECTIONS as loaded, else the default. */
+export const maxConnectionsOf = (settings: Pick<Settings, 'maxConnections'>) => settings.maxConnections ?? defaultMaxConnections();
+
 /** Callers a server lets wait in the queue at once: half its connections, the rest kept for releases and reads. */
-export const waitingCallersAtMost = (settings: Pick<Settings, 'maxConnections'>) => Math.floor((settings.maxConnections ?? defaultMaxConnections()) / 2);
+export const waitingCallersAtMost = (settings: Pick<Settings, 'maxConnections'>) => Math.floor(maxConnectionsOf(settings) / 2);
 
 /** The request timeout unless set: a 1 MB body needs seconds; Node's own (300 s) let slow senders hold sockets for minutes. */
 export const REQUEST_TIMEOUT_SECONDS = 30;
