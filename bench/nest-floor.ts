@@ -9,7 +9,7 @@ import { Body, type CanActivate, Controller, HttpCode, Injectable, type Middlewa
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@nestjs/platform-express';
 import pino from 'pino';
-import { IdParamsPipe, checkJsonDepth, dropNullMembers, emptyBodyIsNone, logSettings, requestLogging, validationFailed } from '../src/http/input.js';
+import { IdParamsPipe, checkJsonDepth, reviveJsonBody, emptyBodyIsNone, logSettings, requestLogging, validationFailed } from '../src/http/input.js';
 import { SessionCreateDto, SessionUpdateDto } from '../src/http/dto.js';
 import { Metrics } from '../src/adapters/metrics.js';
 import { HttpMetricsMiddleware } from '../src/http/ops/metrics.controller.js';
@@ -46,7 +46,7 @@ class FloorModule implements NestModule {
 }
 
 const app = await NestFactory.create<NestExpressApplication>(FloorModule, { logger: false, bodyParser: false });
-app.useBodyParser('json', { limit: '1mb', strict: false, verify: checkJsonDepth, reviver: dropNullMembers } as NestExpressBodyParserOptionsFor<'json'>);
+app.useBodyParser('json', { limit: '1mb', strict: false, verify: checkJsonDepth, reviver: reviveJsonBody } as NestExpressBodyParserOptionsFor<'json'>);
 app.use(emptyBodyIsNone);
 app.set('etag', false);
 app.disable('x-powered-by');

@@ -11,7 +11,7 @@ import type { Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
-import { IdParamsPipe, checkJsonDepth, dropNullMembers, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
+import { IdParamsPipe, checkJsonDepth, reviveJsonBody, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, assertDataDirFree, assertDataDirWritable } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable, assertNotBehindHead } from './adapters/eventstore/sqlite-event-store.js';
@@ -44,7 +44,7 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   // raw bytes before parsing; the reviver makes a JSON null "not given" for every field of every body.
   // (Nest's type omits `verify`, which it reserves for rawBody; rawBody is off, so express gets ours.)
   app.use(...observeRequests(app), refuseWhileStopping(app.get(Stopping)), refuseCrossSiteWrites, refuseUnreadBodies);
-  const json = { limit: '1mb', strict: false, type: isJsonBody, verify: checkJsonDepth, reviver: dropNullMembers };
+  const json = { limit: '1mb', strict: false, type: isJsonBody, verify: checkJsonDepth, reviver: reviveJsonBody };
   app.useBodyParser('json', json as NestExpressBodyParserOptionsFor<'json'>);
   app.use(emptyBodyIsNone);
   // API answers change with every call: an ETag per response is a hash of every body for nothing.

@@ -22,9 +22,9 @@ import { PLAYBOOK_ACTIONS, playbookFile } from '../adapters/ansible-runner.js';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { hardwareProblem } from '../domain/hardware.js';
-import { HOST_NAME, addressKey, hostKey } from '../domain/world.js';
+import { HOST_NAME, addressKey, hostKey, sshPortProblem } from '../domain/world.js';
 import { MAX_LIFETIME } from '../domain/decide.js';
-import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType, type RecyclePolicy } from '../domain/events.js';
+import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType, type RecyclePolicy, unstorableNumberAt } from '../domain/events.js';
 
 /** Pool and tenant names: also checked on API input. */
 export const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -151,6 +151,9 @@ export function loadConfig(file: string): DuffyConfig {
     throw new ConfigError(`${file}: cannot read YAML: ${(err as Error).message}`);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`${file}: top level must be a mapping`);
+  // YAML's .inf and .nan (or 1e999): a machine's data holding one would be stored as null under a hash of itself.
+  const unstorable = unstorableNumberAt(raw, '');
+  if (unstorable !== null) throw new ConfigError(`${file}: ${unstorable}: not a finite number`);
   const config = plainToInstance(DuffyConfig, raw, { exposeDefaultValues: true });
   const errors = validateSync(config, { forbidUnknownValues: true, whitelist: true, forbidNonWhitelisted: true });
   if (errors.length > 0) throw new ConfigError(`${file}: ${describeValidation(errors).join('; ')}`);
@@ -173,6 +176,8 @@ export function loadConfig(file: string): DuffyConfig {
     const twin = hosts.get(hostKey(m.hostname));
     if (twin !== undefined) throw new ConfigError(`${file}: machines[${i}].hostname: duplicate ${m.hostname}${twin === m.hostname ? '' : ` (of ${twin}: host names ignore case and a trailing dot)`}`);
     hosts.set(hostKey(m.hostname), m.hostname);
+    const badPort = sshPortProblem(m.data ?? {});
+    if (badPort) throw new ConfigError(`${file}: machines[${i}].${badPort}`);
     if (m.ipaddr !== null) {
       const at = addressKey({ ipaddr: m.ipaddr, data: m.data ?? {} });
       const holder = addresses.get(at);

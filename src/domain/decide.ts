@@ -2,8 +2,8 @@ import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfil
 import { unmet } from './hardware.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { parseDuration } from './duration.js';
-import { type Defaults, type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream } from './events.js';
-import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, addressKey, hostKey, isRetired, machineAtAddress, machineIdOfHost, tenantKey } from './world.js';
+import { type Defaults, type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream, unstorableNumberAt } from './events.js';
+import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, addressKey, hostKey, isRetired, machineAtAddress, machineIdOfHost, sshPortProblem, tenantKey } from './world.js';
 
 /*
  * Deciders: (World, command, now) -> the writes that record the decision, or a Refusal value.
@@ -196,6 +196,10 @@ export function decideRegisterMachines(
     const as = known === undefined ? seen.get(hostKey(m.hostname)) : world.machines.get(known)?.hostname;
     if (as !== undefined) return refusal('conflict', `node ${m.hostname} already exists${as === m.hostname ? '' : ` as ${as} (host names ignore case and a trailing dot)`}`);
     if (!pools.some((p) => p.name === m.pool)) return refusal('invalid', `unknown pool ${m.pool}`);
+    const unstorable = unstorableNumberAt({ data: m.data, hardware: m.hardware }, '');
+    if (unstorable !== null) return refusal('invalid', `node ${m.hostname}: ${unstorable} is not a finite number`);
+    const badPort = sshPortProblem(m.data);
+    if (badPort !== null) return refusal('invalid', `node ${m.hostname}: ${badPort}`);
     if (!REGISTRABLE_STATES.includes(m.state)) return refusal('invalid', `node ${m.hostname}: state ${m.state} belongs to a session; register it as ready (handed out as it is) or unused (provisioned first)`);
     if (m.ipaddr !== null) {
       // As Duffy v3's unique index: two records of one host could be handed to two tenants.

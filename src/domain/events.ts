@@ -232,6 +232,28 @@ export const stream = {
   defaults: 'defaults',
 };
 
+/**
+ * Where a value holds a number JSON cannot carry (Infinity, NaN: `1e999` parses as Infinity, YAML has `.inf`), as a
+ * path below `path`, or null. An event holding one would be stored as `null` (JSON.stringify) and hashed as itself:
+ * the ledger would then fail its own audit for good.
+ */
+export function unstorableNumberAt(value: unknown, path: string): string | null {
+  if (typeof value === 'number') return Number.isFinite(value) ? null : path;
+  if (typeof value !== 'object' || value === null) return null;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const at = unstorableNumberAt(value[i], `${path}[${i}]`);
+      if (at !== null) return at;
+    }
+    return null;
+  }
+  for (const [k, v] of Object.entries(value)) {
+    const at = unstorableNumberAt(v, path === '' ? k : `${path}.${k}`);
+    if (at !== null) return at;
+  }
+  return null;
+}
+
 /** The session id of a session stream's name, else undefined. */
 export function sessionOfStream(name: string): number | undefined {
   if (!name.startsWith('session-')) return undefined;

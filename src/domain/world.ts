@@ -291,7 +291,27 @@ export function machineAtAddress(world: World, at: { ipaddr: string; data: Recor
 
 /** An address as compared for uniqueness: the address and the ssh port (22 when not given). */
 export const addressKey = (at: { ipaddr: string; data: Record<string, unknown> }) => `${ipKey(at.ipaddr)}:${sshPort(at.data)}`;
-const sshPort = (data: Record<string, unknown>) => String(data.ssh_port ?? 22);
+
+/**
+ * The port the playbooks connect to, read as they read it (`ssh_port | default(22, true) | int`): a falsy value is
+ * 22, and "022", " 22", "22.0" or "+22" are all 22, so no spelling makes one host look like two. Registration takes
+ * only a whole number or digits (sshPortProblem); this also reads what a ledger holds from before that rule.
+ */
+function sshPort(data: Record<string, unknown>): number {
+  const v = data.ssh_port;
+  if (!v) return 22;
+  if (typeof v === 'boolean') return 1;
+  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v.trim().replace(/_/g, '')) : NaN;
+  return Number.isFinite(n) ? Math.trunc(n) : 0;
+}
+
+/** Why node data's `ssh_port` cannot be registered, or null: a whole number 1-65535, or those digits as text. */
+export function sshPortProblem(data: Record<string, unknown>): string | null {
+  const v = data.ssh_port;
+  if (v === undefined || v === null) return null;
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^[0-9]{1,5}$/.test(v) ? Number(v) : NaN;
+  return Number.isInteger(n) && n >= 1 && n <= 65535 ? null : `data.ssh_port must be a port number, 1-65535 (not ${JSON.stringify(v)})`;
+}
 
 function indexIp(world: World, ipaddr: string | null, machineId: number): void {
   if (ipaddr === null) return;

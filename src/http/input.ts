@@ -166,10 +166,15 @@ function urlOf(text: string): URL | undefined {
 /**
  * JSON.parse reviver: a `null` member means "not given" (the duffy 3.3.9 client sends `"expires_at": null`,
  * `"tenant_id": null`), so it is dropped before validation. Nulls inside lists stay, and fail validation there.
+ * Members the body pipe must refuse are marked on their way up (see REFUSED).
  */
-export function dropNullMembers(this: unknown, key: string, value: unknown): unknown {
-  if (RESERVED_MEMBERS.has(key)) mark(this, key);
-  else if (typeof value === 'object' && value !== null && (value as Marked)[RESERVED] !== undefined) mark(this, pathTo(this, key, (value as Marked)[RESERVED]!));
+export function reviveJsonBody(this: unknown, key: string, value: unknown): unknown {
+  if (RESERVED_MEMBERS.has(key)) mark(this, { at: key, problem: 'unknown field (not part of this request body)' });
+  else if (typeof value === 'number' && !Number.isFinite(value)) mark(this, { at: Array.isArray(this) ? `[${key}]` : key, problem: `not a finite number (it reads as ${value}): numbers must be finite` });
+  else if (typeof value === 'object' && value !== null && (value as Marked)[REFUSED] !== undefined) {
+    const below = (value as Marked)[REFUSED]!;
+    mark(this, { at: pathTo(this, key, below.at), problem: below.problem });
+  }
   if (value !== null || Array.isArray(this)) return value;
   // Dropped, but remembered: where Duffy v3 gives a null a meaning (a tenant setting back to the default), it is asked.
   const holder = this as Nulled;
@@ -186,13 +191,17 @@ export const nullMembers = (body: unknown): ReadonlySet<string> => (typeof body 
 
 /**
  * Member names of prototype machinery (`__proto__`, `constructor`, `toString`, `hasOwnProperty`...): JSON.parse makes
- * them plain members, which the body's transformation then drops without a word, so a strict body would take them. The reviver marks the object holding one, and every
- * object above it (it runs bottom-up), and the body pipe refuses a marked body.
+ * them plain members, which the body's transformation then drops without a word, so a strict body would take them.
  */
 const RESERVED_MEMBERS = new Set([...Object.getOwnPropertyNames(Object.prototype), 'prototype']);
-const RESERVED = Symbol('reserved member');
-type Marked = { [RESERVED]?: string };
-const mark = (holder: unknown, key: string) => void ((holder as Marked)[RESERVED] ??= key);
+/**
+ * The first member of a body the body pipe refuses: a reserved name, or a number beyond a double (`1e999` parses as
+ * Infinity, which the ledger would store as `null` under a hash of Infinity: it would fail its own audit for good).
+ * The reviver marks the object holding one, and every object above it (it runs bottom-up).
+ */
+const REFUSED = Symbol('refused member');
+type Marked = { [REFUSED]?: { at: string; problem: string } };
+const mark = (holder: unknown, refused: { at: string; problem: string }) => void ((holder as Marked)[REFUSED] ??= refused);
 /** `below` as seen from the member `key` of `holder`, named as validation names paths: `nodes_specs[0].constructor`. */
 function pathTo(holder: unknown, key: string, below: string): string {
   const step = Array.isArray(holder) ? `[${key}]` : key === '' ? '""' : key;
@@ -231,8 +240,8 @@ export function parseId(raw: unknown, what = 'id'): number {
 
 /**
  * Global, ahead of the ValidationPipe (whose `transform` would turn "0x10" into 16 with Number()): every path or
- * query parameter a controller declares as a number must be a canonical decimal id; a body with a reserved member
- * (see dropNullMembers) is refused by its name.
+ * query parameter a controller declares as a number must be a canonical decimal id; a body with a member the reviver
+ * marked (see REFUSED) is refused by its name.
  */
 export class IdParamsPipe implements PipeTransform {
   transform(value: unknown, meta: ArgumentMetadata): unknown {
@@ -240,9 +249,8 @@ export class IdParamsPipe implements PipeTransform {
     if (meta.type === 'body' && (typeof value !== 'object' || value === null || Array.isArray(value))) {
       throw new DomainError('invalid', `the body must be a JSON object, got ${value === undefined || value === null ? 'null or nothing' : Array.isArray(value) ? 'a list' : `a ${typeof value}`}`);
     }
-    if (meta.type === 'body' && (value as Marked)[RESERVED] !== undefined) {
-      throw new DomainError('invalid', `${(value as Marked)[RESERVED]}: unknown field (not part of this request body)`);
-    }
+    const refused = meta.type === 'body' ? (value as Marked)[REFUSED] : undefined;
+    if (refused !== undefined) throw new DomainError('invalid', `${refused.at}: ${refused.problem}`);
     return (meta.type === 'param' || meta.type === 'query') && meta.metatype === Number && meta.data ? parseId(value, meta.data) : value;
   }
 }
@@ -279,13 +287,15 @@ export function callerGoneOf(res: ServerResponse): (listener: () => void) => () 
 
 /** The legacy API carries the API key in the query string: mask it wherever a URL or query is logged. */
 export function redactUrl(url: string): string {
-  const q = url.indexOf('?');
-  if (q < 0) return url;
+  // A `?` sent percent-encoded (a client's mistake, answered 404) still puts the key in the url that is logged.
+  const separator = /\?|%3f/i.exec(url);
+  if (separator === null) return url;
+  const start = separator.index + separator[0].length;
   // Every pair after the `?`, a `#` included (a client may send one): a value is redacted when its name, decoded as
   // the query parser decodes it and stripped of everything but letters and digits, starts with `key` or `apikey`
   // (`%6bey`, `k%65y`, `KEY`, `key[]`, `key `, `api_key`...).
   const pairs = url
-    .slice(q + 1)
+    .slice(start)
     .split('&')
     .map((pair) => {
       const eq = pair.indexOf('=');
@@ -293,7 +303,7 @@ export function redactUrl(url: string): string {
       const name = pair.slice(0, eq);
       return SECRET_PARAM.test(decodedName(name).toLowerCase().replace(/[^a-z0-9]/g, '')) ? `${name}=[Redacted]` : pair;
     });
-  return `${url.slice(0, q)}?${pairs.join('&')}`;
+  return url.slice(0, start) + pairs.join('&');
 }
 
 const SECRET_PARAM = /^(key|apikey)/;

@@ -182,6 +182,16 @@ describe('Duffy v3 compatibility', () => {
   describe('nodes (duffy/app/controllers/node.py, duffy/database/model/node.py)', () => {
     const node = (hostname: string, ipaddr: string, data: Record<string, unknown> = {}) => duffy.admin.post(`${V1}/nodes`, { hostname, ipaddr, pool: 'vm-intel-x86_64', data });
 
+    it('a number beyond a double in node data (1e999 reads as Infinity) or an ssh port spelt as no port is a 422 naming it, and nothing is registered', async () => {
+      const infinite = await duffy.admin.call('POST', `${V1}/nodes`, undefined, '{"hostname": "inf-1.test", "pool": "vm-intel-x86_64", "data": {"weight": 1e999}}');
+      expect([infinite.status, infinite.body.detail]).toEqual([422, 'data.weight: not a finite number (it reads as Infinity): numbers must be finite']);
+      const port = await node('port-1.test', '198.51.100.9', { ssh_port: ' 22' });
+      expect([port.status, port.body.detail]).toEqual([422, 'node port-1.test: data.ssh_port must be a port number, 1-65535 (not " 22")']);
+      const hosts = (await duffy.admin.get(`${V1}/nodes?retired=true`)).body.nodes.map((n: { hostname: string }) => n.hostname);
+      expect(hosts).not.toContain('inf-1.test');
+      expect(hosts).not.toContain('port-1.test');
+    });
+
     it('an address another node in service has is a 409, as v3\'s unique index on ipaddr; a retired node\'s is free again', async () => {
       const first = await node('addr-1.test', '198.51.100.7');
       expect(first.status).toBe(201);

@@ -69,6 +69,14 @@ describe('configuration', () => {
     expect(() => loadSettings(env)).toThrow(message);
   });
 
+  it('refuses a number YAML reads as infinite or not a number, and an ssh port that is none, naming where', () => {
+    const pool = 'pools: [{ name: p1, type: vm, arch: x, platform: y }]\n';
+    expect(() => loadConfig(write(`${pool}machines: [{ hostname: a.lab, pool: p1, data: { weight: .inf } }]\n`))).toThrow(/: machines\[0\]\.data\.weight: not a finite number$/);
+    expect(() => loadConfig(write(`${pool}machines: [{ hostname: a.lab, pool: p1, hardware: { cpus: .nan } }]\n`))).toThrow(/: machines\[0\]\.hardware\.cpus: not a finite number$/);
+    expect(() => loadConfig(write(`${pool}machines: [{ hostname: a.lab, pool: p1, data: { ssh_port: "22.0" } }]\n`))).toThrow(/: machines\[0\]\.data\.ssh_port must be a port number, 1-65535 \(not "22\.0"\)$/);
+    expect(() => loadConfig(write(`${pool}machines: [{ hostname: a.lab, pool: p1, ipaddr: 10.0.0.1 }, { hostname: b.lab, pool: p1, ipaddr: 10.0.0.1, data: { ssh_port: "022" } }]\n`))).toThrow(/machines\[1\]\.ipaddr: 10\.0\.0\.1 is a\.lab's too/);
+  });
+
   it('refuses at start a pool playbook that is not there, naming the pool, action and file', () => {
     const file = write('pools: [{ name: p1, type: vm, arch: x, platform: y, playbooks: { release: playbooks/relase.yml } }]\n');
     expect(() => loadSettings({ DUFFY_CONFIG: file })).toThrow(new RegExp(`^${file}: pools\\[0\\]\\.playbooks\\.release: no such playbook /.*/ansible/playbooks/relase\\.yml$`));

@@ -279,6 +279,24 @@ describe('registering machines: one host, one machine, however its name is spell
       expect(kind(registerAt(world, at('b.lab', '10.0.0.1')))).toBe('accepted');
     });
 
+    it('given a.lab at 10.0.0.1 on port 22, when b.lab names port 22 another way ("022", or "22.0" registered before the port rule), then refused: the playbooks read each as 22', () => {
+      const world = given(registered(1, 'a.lab', '10.0.0.1', { ssh_port: '22.0' }));
+      expect(registerAt(world, at('b.lab', '10.0.0.1', { ssh_port: '022' }))).toEqual({ refused: 'conflict', reason: "node b.lab: address 10.0.0.1 is node a.lab's" });
+      expect(registerAt(given(registered(1, 'a.lab', '10.0.0.1', { ssh_port: ' +22' })), at('b.lab', '10.0.0.1'))).toEqual({ refused: 'conflict', reason: "node b.lab: address 10.0.0.1 is node a.lab's" });
+      expect(kind(registerAt(world, at('b.lab', '10.0.0.1', { ssh_port: '2201' })))).toBe('accepted');
+    });
+
+    it('given nothing, when a node names its ssh port as anything but a port number, then refused', () => {
+      for (const port of [' 22', '22.0', '+22', '0x16', '', 0, 65536, 22.5, true, [22]]) {
+        expect(registerAt(given(), at('a.lab', '10.0.0.1', { ssh_port: port }))).toEqual({ refused: 'invalid', reason: `node a.lab: data.ssh_port must be a port number, 1-65535 (not ${JSON.stringify(port)})` });
+      }
+    });
+
+    it('given nothing, when a node\'s data or hardware holds a number JSON cannot carry, then refused: stored as null, it would break its own hash', () => {
+      expect(registerAt(given(), at('a.lab', '10.0.0.1', { deep: [{ x: Infinity }] }))).toEqual({ refused: 'invalid', reason: 'node a.lab: data.deep[0].x is not a finite number' });
+      expect(decideRegisterMachines(given(), POOLS, { machines: [{ ...registration('b.lab'), hardware: { cpus: 8, gpu_mem: NaN } }], now: AT })).toEqual({ refused: 'invalid', reason: 'node b.lab: hardware.gpu_mem is not a finite number' });
+    });
+
     it('given nothing, when one import names one address twice, then the whole import is refused', () => {
       expect(registerAt(given(), at('a.lab', '10.0.0.1'), at('b.lab', '10.0.0.1'))).toEqual({ refused: 'conflict', reason: "node b.lab: address 10.0.0.1 is node a.lab's" });
     });

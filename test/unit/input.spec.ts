@@ -3,7 +3,7 @@ import { type IncomingMessage, type ServerResponse, createServer } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { MAX_BODY_DEPTH, MAX_BODY_MEMBERS, checkJsonDepth, dropNullMembers, isId, isJsonBody, logSettings, redactUrl, refuseCrossSiteWrites, refuseUnreadBodies, requestLogging } from '../../src/http/input.js';
+import { IdParamsPipe, MAX_BODY_DEPTH, MAX_BODY_MEMBERS, checkJsonDepth, reviveJsonBody, isId, isJsonBody, logSettings, redactUrl, refuseCrossSiteWrites, refuseUnreadBodies, requestLogging } from '../../src/http/input.js';
 
 const depth = (text: string) => () => checkJsonDepth(undefined, undefined, Buffer.from(text));
 
@@ -36,11 +36,24 @@ describe('body depth check (on raw bytes, before parsing)', () => {
 });
 
 describe('null members are "not given"', () => {
-  const parse = (text: string) => JSON.parse(text, dropNullMembers);
+  const parse = (text: string) => JSON.parse(text, reviveJsonBody);
   it('drops null members at any depth, keeps null list elements', () => {
     expect(parse('{"active": false, "expires_at": null}')).toEqual({ active: false });
     expect(parse('{"tenant_id": null, "nodes_specs": [{"quantity": 1, "pool": "p", "arch": null}, null]}')).toEqual({ nodes_specs: [{ quantity: 1, pool: 'p' }, null] });
     expect(parse('null')).toBeUndefined();
+  });
+  it('marks a number beyond a double for the body pipe to refuse, by its path (it parses as Infinity, which the ledger would store as null under a hash of Infinity)', () => {
+    const refusal = (text: string) => {
+      try {
+        new IdParamsPipe().transform(parse(text), { type: 'body' });
+        return 'taken';
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
+    expect(refusal('{"data": {"x": 1e999}}')).toBe('data.x: not a finite number (it reads as Infinity): numbers must be finite');
+    expect(refusal('{"data": {"list": [1, -1e400]}}')).toBe('data.list[1]: not a finite number (it reads as -Infinity): numbers must be finite');
+    expect(refusal('{"x": 1e308, "y": 1e-400}')).toBe('taken');
   });
 });
 
@@ -55,6 +68,8 @@ describe('logging: no credential in request logs', () => {
     expect(redactUrl('/Node/get?key=abc-123&ver=7')).toBe('/Node/get?key=[Redacted]&ver=7');
     expect(redactUrl('/Inventory?ver=7&KEY=abc#x')).toBe('/Inventory?ver=7&KEY=[Redacted]');
     expect(redactUrl('/x?monkey=1')).toBe('/x?monkey=1');
+    expect(redactUrl('/Node/get%3Fkey=abc-123&ver=7')).toBe('/Node/get%3Fkey=[Redacted]&ver=7');
+    expect(redactUrl('/Node/get%3fver=7&key=abc-123')).toBe('/Node/get%3fver=7&key=[Redacted]');
     // The query parser decodes names: so does the redaction.
     expect(redactUrl('/Inventory?%6bey=abc-123')).toBe('/Inventory?%6bey=[Redacted]');
     expect(redactUrl('/Node/fail?k%65y=abc&ssid=9')).toBe('/Node/fail?k%65y=[Redacted]&ssid=9');
