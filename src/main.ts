@@ -80,7 +80,8 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   server.headersTimeout = Math.min(server.headersTimeout, server.requestTimeout);
   server.maxConnections = maxConnectionsOf(settings);
   server.on('clientError', clientErrorAnswer(server.requestTimeout / 1000));
-  app.enableShutdownHooks();
+  // Not SIGHUP (Nest's default list has it): a `systemctl reload` would stop Duffy; main() says it has no reload.
+  app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   await app.init();
   // Nest answers unknown paths under its global prefix only; the others (legacy, ops, anything) would get Express's
   // HTML page. The same JSON 404 (or 405) for all of them, registered after every route.
@@ -150,6 +151,8 @@ async function main() {
   // An operator sees the stop begin (requests in flight finish first; Nest's hooks then close everything), also
   // during a long start-up (a large inventory), when Nest's hooks already listen.
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => new Logger('Duffy').log(`${signal}: stopping; requests in flight finish, callers waiting are answered 503`));
+  // Daemons reload on SIGHUP (`systemctl reload`): Duffy reads its configuration at start only, so it says so and goes on.
+  process.on('SIGHUP', () => new Logger('Duffy').warn('SIGHUP: Duffy has no configuration reload; restart it (SIGTERM, then start) to apply a changed configuration'));
   const { app, adminKey } = await createApp(settings);
   for (const warning of ledgerWarnings) new Logger('Ledger').warn(warning);
   await app.listen(settings.port);

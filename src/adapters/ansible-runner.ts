@@ -1,9 +1,10 @@
 import { execa } from 'execa';
 import { constants } from 'node:fs';
-import { access, mkdir, mkdtemp, readFile, readdir, rm, statfs, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PlaybookAction, PlaybookRun } from '../domain/events.js';
+import { FULL_DISK_BYTES, freeBytes } from './eventstore/storage-fault.js';
 
 export type { PlaybookAction };
 
@@ -236,18 +237,15 @@ export function environmentFault(r: { code?: string; signal?: string; exitCode: 
   return undefined;
 }
 
-/** Less free space than this where Ansible keeps its temporary files (under the data directory): Duffy's disk is full. */
-export const FULL_DISK_BYTES = 1024 * 1024;
-
 /**
  * A run whose machines failed while the disk under the data directory was full failed on Duffy's side: Ansible
  * writes each module to ANSIBLE_LOCAL_TEMP there before running it ("[Errno 28] No space left on device"), so the
  * machines' failures say nothing about them (invariant 10: a full disk never quarantines a machine).
  */
-export async function fullDisk(dir: string, minFree = FULL_DISK_BYTES): Promise<EnvironmentFault | undefined> {
-  const fs = await statfs(dir).catch(() => undefined);
-  if (!fs || fs.bavail * fs.bsize >= minFree) return undefined;
-  return { reason: `the disk under ${dir} is full (${fs.bavail * fs.bsize} bytes free): Ansible cannot write its temporary files`, spawned: true };
+export async function fullDisk(dir: string): Promise<EnvironmentFault | undefined> {
+  const free = await freeBytes(dir);
+  if (free === undefined || free >= FULL_DISK_BYTES) return undefined;
+  return { reason: `the disk under ${dir} is full (${free} bytes free): Ansible cannot write its temporary files`, spawned: true };
 }
 
 const commandLine = (pid: number) => readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');

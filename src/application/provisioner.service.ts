@@ -3,12 +3,14 @@ import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/
 import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
 import { type Observable, asapScheduler, auditTime, map } from 'rxjs';
 import { randomUUID } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { Catalog } from './catalog.js';
 import { LedgerEvent, Ledger } from './ledger.service.js';
 import { SessionLifecycle, metaFor } from './session-lifecycle.js';
 import { Metrics } from '../adapters/metrics.js';
+import { FaultLog } from '../adapters/eventstore/storage-fault.js';
 import { PLAYBOOK_RUNNER, type DuffyIn, type EnvironmentFault, type PlaybookRunner, type RunResult, playbookFile } from '../adapters/ansible-runner.js';
 import { type Job, decideClaim, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork, isHandover } from '../domain/provisioning.decide.js';
 
@@ -30,7 +32,12 @@ interface Fault {
   backoffMs: number;
   /** What it holds back, for /health: a playbook file or machines; none for the environment as a whole. */
   subject?: string;
+  /** A broken playbook file's version then (fileVersion): its fault holds, work due or not, until a run works or the file changes. */
+  fileVersion?: number;
 }
+
+/** A file's modification time, -1 when it is not there: whether an operator has changed it since. */
+const fileVersion = (file: string) => statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? -1;
 
 /**
  * The process manager that turns ledger state into playbook runs and their outcomes back into events.
@@ -51,6 +58,8 @@ export class Provisioner implements OnApplicationShutdown {
   private replacing?: Promise<void>;
   private replaceAgain = false;
   private readonly log = new Logger('Provisioner');
+  /** A full disk fails every pass and run alike: said once per interval. */
+  private readonly faultLog = new FaultLog(this.log);
   /**
    * Set while Duffy's own environment fails runs (no Ansible...): the machines are not to blame. A broken playbook
    * file holds back only its own runs, a killed run only its machines': one pool's typo, or one machine's collect
@@ -91,7 +100,7 @@ export class Provisioner implements OnApplicationShutdown {
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      void this.pass().catch((err) => this.log.error(`provisioning pass failed: ${String(err)}`));
+      void this.pass().catch((err) => this.faultLog.failed(`provisioning pass failed: ${String(err)}`, err));
     });
   }
 
@@ -143,7 +152,7 @@ export class Provisioner implements OnApplicationShutdown {
       const work = this.execute(job)
         .catch((err) => {
           this.pausedUntil = Date.now() + PAUSE_AFTER_ERROR_MS;
-          this.log.error(`${job.action} on ${job.pool} failed: ${String(err)}`);
+          this.faultLog.failed(`${job.action} on ${job.pool} failed: ${String(err)}`, err);
         })
         .finally(() => {
           job.machineIds.forEach((id) => this.running.delete(id));
@@ -157,13 +166,19 @@ export class Provisioner implements OnApplicationShutdown {
   }
 
   /**
-   * A fault of a playbook or machines whose work is neither due nor under way (the machine put in maintenance, its
-   * work done by another instance) holds nothing back any more: forgotten, or /health would say so for good.
+   * A fault of machines whose work is neither due nor under way (the machine put in maintenance, its work done by
+   * another instance) holds nothing back any more: forgotten, or /health would say so for good. A broken playbook
+   * stays broken when no work is due (a failed hand-over's machine went back to the pool): its fault goes when its
+   * file changes (the next run tells), or a run of it works.
    */
   private forgetIdleFaults(due: Job[]): void {
     if (this.faults.size === 0) return;
     const live = new Set([...due, ...this.runningJobs].flatMap((j) => [this.playbookOf(j), ...j.machineIds.map(machineKey)]));
-    for (const key of this.faults.keys()) if (key !== ANY_RUN && !live.has(key)) this.faults.delete(key);
+    for (const [key, fault] of this.faults) {
+      if (key === ANY_RUN || live.has(key)) continue;
+      if (fault.fileVersion !== undefined && fileVersion(key) === fault.fileVersion) continue;
+      this.faults.delete(key);
+    }
   }
 
   private async execute(job: Job): Promise<void> {
@@ -209,7 +224,10 @@ export class Provisioner implements OnApplicationShutdown {
     const failed = [...nodes.values()].filter((n) => !n.ok).length;
     this.metrics.playbook.observe({ action: job.action, outcome: failed === 0 ? 'ok' : 'failed' }, run.durationMs / 1000);
     if (failed > 0) this.metrics.provisioningFailures.inc({ action: job.action }, failed);
-    this.log.log(`${job.action} ${pool.name} [${claimed.map((c) => c.machine.hostname).join(', ')}]: exit ${run.exitCode}${run.timedOut ? ' (timed out)' : ''} in ${run.durationMs} ms`);
+    const line = `${job.action} ${pool.name} [${claimed.map((c) => c.machine.hostname).join(', ')}]: exit ${run.exitCode}${run.timedOut ? ' (timed out)' : ''} in ${run.durationMs} ms`;
+    // A run that failed a machine is worth a warning: one filtering for warnings sees the timeouts and failures.
+    if (failed > 0 || run.timedOut) this.log.warn(line);
+    else this.log.log(line);
     const now = new Date().toISOString();
     const outcomes = await Promise.all(
       claimed.map(async ({ machine, revision }) => {
@@ -238,11 +256,11 @@ export class Provisioner implements OnApplicationShutdown {
       fault.scope === 'playbook' ? [[playbook, playbook]] : fault.scope === 'run' ? claimed.map(({ machine }) => [machineKey(machine.id), hosts]) : [[ANY_RUN, undefined]];
     for (const [key, subject] of keys) {
       const held = this.faults.get(key) ?? { reason: fault.reason, since: new Date(now).toISOString(), retryAt: now + RETRY_FIRST_MS, backoffMs: RETRY_FIRST_MS * 2 };
-      Object.assign(held, { reason: fault.reason, subject });
+      Object.assign(held, { reason: fault.reason, subject, ...(fault.scope === 'playbook' ? { fileVersion: fileVersion(playbook) } : {}) });
       this.faults.set(key, held);
     }
     this.metrics.playbook.observe({ action: job.action, outcome: 'environment_fault' }, run.durationMs / 1000);
-    this.log.warn(`${job.action} ${job.pool} [${hosts}] not run: ${fault.reason} (a fault of Duffy's environment, not of the machines; retried later)`);
+    this.log.warn(`${job.action} ${job.pool} [${hosts}] not run: ${fault.reason}${fault.scope === 'playbook' ? ` (${playbook})` : ''} (a fault of Duffy's environment, not of the machines; retried later)`);
     const world = this.ledger.world;
     const at = new Date(now).toISOString();
     const meta = metaFor(null, { process: 'provisioning' });
@@ -259,7 +277,7 @@ export class Provisioner implements OnApplicationShutdown {
     });
     if (late.length > 0) await this.ledger.commit(late.map((m) => decideEnvironmentFault(m, job, fault, run, m.revision, at)), meta);
     if (isHandover(job) && world.sessions.get(job.sessionId!)?.status === 'active') {
-      await this.sessions.end(job.sessionId!, 'failed', null, fault.reason).catch((err) => this.log.error(`ending session ${job.sessionId}: ${String(err)}`));
+      await this.sessions.end(job.sessionId!, 'failed', null, fault.reason).catch((err) => this.faultLog.failed(`ending session ${job.sessionId}: ${String(err)}`, err));
     }
   }
 
@@ -296,7 +314,7 @@ export class Provisioner implements OnApplicationShutdown {
       const held = s.machineIds.filter((id) => world.machines.get(id)?.sessionId === s.id).length;
       if (held >= wanted) continue;
       // One session's trouble (a store that cannot write, conflicts past the bound) must not stop the others' pass.
-      await this.replaceFor(s.id).catch((err) => this.log.error(`replacing a machine of session ${s.id}: ${String(err)}`));
+      await this.replaceFor(s.id).catch((err) => this.faultLog.failed(`replacing a machine of session ${s.id}: ${String(err)}`, err));
     }
   }
 

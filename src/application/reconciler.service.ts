@@ -1,6 +1,7 @@
 import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { SessionLifecycle, metaFor } from './session-lifecycle.js';
 import { Ledger } from './ledger.service.js';
+import { FaultLog } from '../adapters/eventstore/storage-fault.js';
 
 /**
  * Expires overdue sessions and recycles machines whose release needs no playbook. Requests and releases are
@@ -12,6 +13,7 @@ export class Reconciler implements OnApplicationShutdown {
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
   private readonly log = new Logger('Reconciler');
+  private readonly faults = new FaultLog(this.log);
 
   constructor(
     private readonly ledger: Ledger,
@@ -27,7 +29,7 @@ export class Reconciler implements OnApplicationShutdown {
   tick(): Promise<void> {
     // The clock of the decision itself (SessionLifecycle.end) has the last word: a lease extended meanwhile stays.
     this.running ??= this.pass(Date.now())
-      .catch((err) => this.log.error(`reconcile pass failed: ${String(err)}`))
+      .catch((err) => this.faults.failed(`reconcile pass failed: ${String(err)}`, err))
       .finally(() => (this.running = undefined));
     return this.running;
   }

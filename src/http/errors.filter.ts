@@ -1,6 +1,6 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger, NotFoundException } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { storageFault } from '../adapters/eventstore/storage-fault.js';
+import { FaultLog, storageFault } from '../adapters/eventstore/storage-fault.js';
 import { DomainError, type DomainErrorKind } from '../domain/errors.js';
 import { answerUnmatched } from './unmatched.js';
 
@@ -19,9 +19,8 @@ const STATUS: Record<DomainErrorKind, number> = {
 @Catch()
 export class ErrorsFilter implements ExceptionFilter {
   private readonly log = new Logger('HTTP');
-  /** When a storage fault was last logged, and how many answers it has given since: one line per interval, not per request. */
-  private faultLoggedAt = -Infinity;
-  private faultsUnlogged = 0;
+  /** A storage fault's answers: one line per interval, not per request. */
+  private readonly faults = new FaultLog(this.log);
 
   catch(error: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<Response>();
@@ -43,28 +42,14 @@ export class ErrorsFilter implements ExceptionFilter {
     const [status, detail] = describe(error);
     // A 503 Duffy decided on (a hand-over that could not finish, a stop) is an answer, not a fault: no stack.
     if (status >= 500 && error instanceof DomainError) this.log.warn(`${status} ${detail}`);
-    else if (status === 503) this.logStorageFault(detail);
+    else if (status === 503) this.faults.storageFault(`503 ${detail}`);
     else if (status >= 500) this.log.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
     if (status === 401) res.setHeader('WWW-Authenticate', 'Basic realm="duffy"');
     if (status === 503) res.setHeader('Retry-After', '60');
     res.status(status).json({ detail });
   }
 
-  /** A full disk fails every write alike: its cause once per interval (no stack: it is no bug), with how many it refused. */
-  private logStorageFault(detail: string): void {
-    const now = Date.now();
-    if (now - this.faultLoggedAt < STORAGE_FAULT_LOG_EVERY_MS) {
-      this.faultsUnlogged += 1;
-      return;
-    }
-    const since = this.faultsUnlogged > 0 ? ` (and ${this.faultsUnlogged} more such answers since the last line)` : '';
-    this.log.warn(`503 ${detail}${since}`);
-    this.faultLoggedAt = now;
-    this.faultsUnlogged = 0;
-  }
 }
-
-const STORAGE_FAULT_LOG_EVERY_MS = 10_000;
 
 export function describe(error: unknown): [number, string] {
   if (error instanceof DomainError) return [STATUS[error.kind], error.message];

@@ -361,6 +361,8 @@ export function requestLogging(root: Logger): (req: IncomingMessage, res: Server
     res.once('close', () => {
       const line = { req, res, responseTime: Date.now() - start };
       if (!res.writableFinished) root.warn(line, 'request aborted');
+      // A 503 is a condition Duffy names (a full disk, stopping, the queue full): warned of, with its own summary line; a 500 is a bug.
+      else if (res.statusCode === 503) root.warn(line, 'request refused for now');
       else if (res.statusCode >= 500) root.error(line, 'request errored');
       else root.info(line, 'request completed');
     });

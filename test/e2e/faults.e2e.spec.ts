@@ -176,6 +176,30 @@ describe('fault: one pool\'s release fails on Duffy\'s side, every time', () => 
   });
 });
 
+describe('fault: a pool\'s contextualize playbook is broken, so every hand-over fails', () => {
+  it('shows on /health after the failed hand-over\'s machine went back to the pool, until the file is mended', async () => {
+    const broken = join(mkdtempSync(join(tmpdir(), 'duffy-playbook-')), 'contextualize.yml');
+    writeFileSync(broken, '- hosts: [unclosed\n');
+    const config = ansibleConfig([{ name: 'ctx', contextualize: true, 'release-policy': 'reuse', playbooks: { contextualize: broken } }], [{ hostname: 'ctx-1.test', pool: 'ctx', state: 'ready' }]);
+    duffy = await startDuffy({ configFile: config });
+    const alice = await newTenant(duffy, 'alice');
+    const r = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'ctx', quantity: 1 }] });
+    expect([r.status, r.body.detail]).toEqual([503, expect.stringContaining('could not load the playbook')]);
+    // The machine is back in the pool, no work is due: the broken file still is, and /health says so, naming it.
+    await until(duffy, () => machine(duffy!, 'ctx-1.test').sessionId === null, 30_000);
+    for (let i = 0; i < 3; i++) {
+      const health = await duffy.admin.get('/health');
+      expect([health.status, health.body.error?.ansible?.message]).toEqual([503, expect.stringContaining(broken)]);
+      await sleep(1_000);
+    }
+    writeFileSync(broken, `- ansible.builtin.import_playbook: ${join(ANSIBLE_DIR, 'playbooks', 'contextualize.yml')}\n`);
+    let up = await duffy.admin.get('/health');
+    for (let i = 0; i < 50 && up.status !== 200; i++) up = await sleep(200).then(() => duffy!.admin.get('/health'));
+    expect(up.status).toBe(200);
+    expect((await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'ctx', quantity: 1 }] })).status).toBe(201);
+  });
+});
+
 describe('fault: the health check of a quarantined machine is killed every time', () => {
   it('names the machine on /health, and holds nothing back once an admin takes the machine out of service', async () => {
     const garbage = fileURLToPath(new URL('../fixtures/playbooks/garbage.yml', import.meta.url));
@@ -252,7 +276,7 @@ const fullDisk = mountTmpfs();
 if (!fullDisk) console.log('SKIPPED: full-disk fault test: `mount -t tmpfs` is not allowed here (it needs root)');
 
 describe('fault: the data directory\'s disk fills up', () => {
-  (fullDisk ? it : it.skip)('answers 503 with Retry-After and a clear reason, /health says the ledger is down until a write succeeds, nothing acknowledged is lost', async () => {
+  (fullDisk ? it : it.skip)('answers 503 with Retry-After and a clear reason, /health says the ledger is down while the disk is full (before a write fails, and until it has room again), nothing acknowledged is lost', async () => {
     const dataDir = join(fullDisk!, 'data');
     const filler = join(fullDisk!, 'filler');
     try {
@@ -262,6 +286,9 @@ describe('fault: the data directory\'s disk fills up', () => {
       expect(acknowledged).toHaveLength(3);
 
       fillUp(filler);
+      // Full while nothing was written: down before the next write fails.
+      const idle = await duffy.admin.get('/health');
+      expect([idle.status, idle.body.error?.ledger?.message]).toEqual([503, expect.stringMatching(/^the disk under .* is full \(\d+ bytes free\): the next write will fail$/)]);
       // The ledger may still have room in pages it already holds: write until it has none.
       let refused: { status: number; body: any; headers: Headers } | undefined;
       for (let i = 0; i < 400 && !refused; i++) {
@@ -275,8 +302,11 @@ describe('fault: the data directory\'s disk fills up', () => {
       expect([down.status, down.body.error?.ledger?.status]).toEqual([503, 'down']);
       expect(down.body.error.ledger.message).toMatch(/last write failed at .*full/);
 
-      // Room again: the next write succeeds and the ledger is up.
+      // Room again: the ledger is up before any write (a load balancer that waits for /health sends none), and
+      // the next write succeeds.
       unlinkSync(filler);
+      const mended = await duffy.admin.get('/health');
+      expect([mended.body.details?.ledger?.status ?? mended.body.info?.ledger?.status, mended.body.details?.ledger?.recovering]).toEqual(['up', expect.stringMatching(/^last write failed at .*full.*bytes free again$/)]);
       const after = await duffy.admin.post(`${V1}/tenants`, { name: 'after', ssh_key: 'ssh-ed25519 AAAA x' });
       expect(after.status).toBe(201);
       acknowledged.push('after');

@@ -147,6 +147,14 @@ describe('slow senders and connection floods', () => {
     expect(served.body.session.nodes.map((n: { hostname: string }) => n.hostname)).toEqual(['solo-1.test']);
   });
 
+  it('goes on serving after a SIGHUP (`systemctl reload`), which used to stop it', async () => {
+    const { port, ci, held } = await oneMachineHeld(64);
+    child!.kill('SIGHUP');
+    await sleep(500);
+    expect(child!.exitCode).toBeNull();
+    expect((await once(port, 'PUT', `/api/v1/sessions/${held}`, ci, { active: false })).status).toBe(200);
+  });
+
   it('by default takes the open-files limit less room for its own files, at most 10,000', () => {
     const limits = join(mkdtempSync(join(tmpdir(), 'duffy-limits-')), 'limits');
     const file = (soft: string) => (writeFileSync(limits, `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${soft}                 524288               files\n`), limits);

@@ -90,7 +90,7 @@ describe('logging: no credential in request logs', () => {
     const log = requestLogging(pino({ ...logSettings, level: 'info' }, sink));
     const server = createServer((req, res) => {
       log(req, res, () => undefined);
-      res.statusCode = req.url!.startsWith('/Node/done') ? 500 : 200;
+      res.statusCode = req.url!.startsWith('/Node/done') ? 500 : req.url!.startsWith('/Node/fail') ? 503 : 200;
       res.end('{}');
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -99,6 +99,7 @@ describe('logging: no credential in request logs', () => {
       await fetch(`${url}/Node/get?key=11111111-2222-4333-8444-555555555555&ver=7&count=1`);
       await fetch(`${url}/Node/done?ssid=3&key=11111111-2222-4333-8444-555555555555`);
       await fetch(`${url}/api/v1/sessions`, { headers: { authorization: 'Basic YWxpY2U6c2VjcmV0LWtleQ==' } });
+      await fetch(`${url}/Node/fail?ssid=3`);
     } finally {
       server.close();
     }
@@ -108,12 +109,13 @@ describe('logging: no credential in request logs', () => {
     expect(out).toContain('/Node/get?key=[Redacted]&ver=7&count=1');
     expect(out).not.toContain('11111111-2222');
     expect(out).not.toContain('YWxpY2U6c2VjcmV0LWtleQ');
-    // The line ops parse: request id, method, url, status, time; a 5xx at error level.
+    // The line ops parse: request id, method, url, status, time; a 500 at error level, a 503 (a condition Duffy names) a warning.
     const parsed = lines.map((l) => JSON.parse(l));
     expect(parsed[0]).toMatchObject({ level: 30, msg: 'request completed', req: { method: 'GET', url: '/Node/get?key=[Redacted]&ver=7&count=1' }, res: { statusCode: 200 } });
     expect(parsed[0].req.id).toMatch(/^[0-9a-f-]{36}$/);
     expect(typeof parsed[0].responseTime).toBe('number');
     expect(parsed[1]).toMatchObject({ level: 50, msg: 'request errored', res: { statusCode: 500 } });
+    expect(parsed[3]).toMatchObject({ level: 40, msg: 'request refused for now', res: { statusCode: 503 } });
   });
 });
 

@@ -75,7 +75,7 @@ describe('a write the store cannot make', () => {
       answer();
       expect(logged).toEqual([
         'warn 503 Duffy cannot write its data: the disk is full (SQLITE_FULL); try again later',
-        'warn 503 Duffy cannot write its data: the disk is full (SQLITE_FULL); try again later (and 499 more such answers since the last line)',
+        'warn 503 Duffy cannot write its data: the disk is full (SQLITE_FULL); try again later (and 499 more like it since the last line)',
       ]);
     } finally {
       jest.useRealTimers();

@@ -6,6 +6,7 @@ import { KurrentDbEventStore } from './kurrentdb-event-store.js';
 import { Logger } from '@nestjs/common';
 import { SqliteEventStore } from './sqlite-event-store.js';
 import { upgradeLegacyLedger } from './legacy-ledger.js';
+import { FULL_DISK_BYTES, freeBytes, storageFault } from './storage-fault.js';
 
 /** `DUFFY_EVENTSTORE=kurrentdb://...` selects KurrentDB (EventStoreDB's current name, 25.1+); unset means the embedded SQLite ledger in the data dir. */
 export function createEventStore(url: string | undefined, dataDir: string, lockAdvice?: string): EventStore {
@@ -20,7 +21,7 @@ export function createEventStore(url: string | undefined, dataDir: string, lockA
           `${file} was written by the Duffy of 2026-11-26, before the global chain: its ${linked} events are now linked into it (upgraded in place, the events unchanged); their stream hashes cover each event's type and data, not its metadata, which the first checkpoint this server signs covers (duffy audit verify says so)`,
         );
       }
-      return watchWrites(new SqliteEventStore(file), () => lock.release());
+      return watchWrites(new SqliteEventStore(file), () => lock.release(), dataDir);
     } catch (err) {
       lock.release();
       throw err;
@@ -31,14 +32,31 @@ export function createEventStore(url: string | undefined, dataDir: string, lockA
 
 /** The last write the store could not make (a full disk...), until a write succeeds again. */
 export class WriteHealth {
-  failure: { message: string; at: string } | null = null;
+  failure: { message: string; at: string; full: boolean } | null = null;
+
+  /** `dir`: where the embedded ledger writes, whose free space tells a full disk before a write fails or after it mends. */
+  constructor(readonly dir?: string) {}
 
   failed(err: unknown): void {
-    this.failure = { message: String((err as Error)?.message ?? err), at: new Date().toISOString() };
+    this.failure = { message: String((err as Error)?.message ?? err), at: new Date().toISOString(), full: storageFault(err)?.full === true };
   }
 
   succeeded(): void {
     this.failure = null;
+  }
+
+  /**
+   * For /health: why writes fail or will, or null. A failure stands until a write succeeds, except a full disk's,
+   * which ends when the disk has room again: a load balancer that waits for /health would send no write to end it.
+   * A disk that filled while nothing was written is down before the next write fails.
+   */
+  async problem(): Promise<{ down: string } | { recovering: string } | null> {
+    const free = this.dir === undefined ? undefined : await freeBytes(this.dir);
+    const full = free !== undefined && free < FULL_DISK_BYTES;
+    const failure = this.failure;
+    if (failure && (!failure.full || free === undefined || full)) return { down: `last write failed at ${failure.at}: ${failure.message}` };
+    if (failure) return { recovering: `last write failed at ${failure.at} (${failure.message}); the disk under ${this.dir} has ${free} bytes free again` };
+    return full ? { down: `the disk under ${this.dir} is full (${free} bytes free): the next write will fail` } : null;
   }
 }
 
@@ -53,8 +71,8 @@ export function writeHealthOf(store: EventStore): WriteHealth | undefined {
  * Decorates a store so that every append's outcome is recorded for /health, whatever the port's other methods
  * are (a Proxy, not a subclass: the adapters stay untouched). A lost revision race is an answer, not a failure.
  */
-function watchWrites(store: EventStore, onClose?: () => void): EventStore {
-  const health = new WriteHealth();
+function watchWrites(store: EventStore, onClose?: () => void, dir?: string): EventStore {
+  const health = new WriteHealth(dir);
   const watched = new Proxy(store, {
     get(target, prop) {
       const value: unknown = Reflect.get(target, prop, target);

@@ -1,3 +1,5 @@
+import { statfs } from 'node:fs/promises';
+
 /**
  * Errors that mean the storage cannot take a write (a full disk, an I/O error, a read-only file system), told
  * by their code, never their message: SQLite's extended codes (better-sqlite3's `code`) and Node's errno names.
@@ -8,6 +10,17 @@ export interface StorageFault {
   what: string;
   /** What the operator does about it. */
   fix: string;
+  /** A full disk: over once there is free space again, which can be seen without a write. */
+  full?: true;
+}
+
+/** Less free space than this on a disk Duffy writes to (its data directory): that disk is full. */
+export const FULL_DISK_BYTES = 1024 * 1024;
+
+/** Bytes this user may still write on the file system of `dir`; undefined when that cannot be read. */
+export async function freeBytes(dir: string): Promise<number | undefined> {
+  const fs = await statfs(dir).catch(() => undefined);
+  return fs && fs.bavail * fs.bsize;
 }
 
 const FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
@@ -25,11 +38,11 @@ export function storageFault(error: unknown): StorageFault | undefined {
   for (let depth = 0; e && typeof e === 'object' && depth < 5; depth++, e = e.cause as typeof e) {
     const code = typeof e.code === 'string' ? e.code : undefined;
     if (!code) continue;
-    if (FULL.has(code)) return { code, what: 'the disk is full', fix: FREE_SPACE };
+    if (FULL.has(code)) return { code, what: 'the disk is full', fix: FREE_SPACE, full: true };
     if (code === WRITER_STOPPED) return { code, what: 'the ledger writer stopped, until Duffy is restarted', fix: 'restart Duffy' };
     if (code === EVENTSTORE_UNAVAILABLE) return { code, what: String((e as { message?: unknown }).message), fix: 'check DUFFY_EVENTSTORE' };
     // SQLite could not grow a database's -shm file: on a local disk, nearly always a full one.
-    if (code === 'SQLITE_IOERR_SHMSIZE') return { code, what: 'the disk is full (SQLite could not grow its -shm file)', fix: FREE_SPACE };
+    if (code === 'SQLITE_IOERR_SHMSIZE') return { code, what: 'the disk is full (SQLite could not grow its -shm file)', fix: FREE_SPACE, full: true };
     if (code.startsWith('SQLITE_IOERR') || code === 'EIO') return { code, what: 'the disk reported an I/O error', fix: 'check the disk' };
     if (code.startsWith('SQLITE_READONLY') || READ_ONLY.has(code)) {
       return { code, what: 'the storage is read-only', fix: 'make the data directory and its files writable for this user (a file another user created there, such as a root-owned ledger.sqlite-wal, is read-only to Duffy)' };
@@ -42,4 +55,35 @@ export function storageFault(error: unknown): StorageFault | undefined {
 export function damagedDatabase(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | undefined)?.code;
   return typeof code === 'string' && /^SQLITE_(CORRUPT|NOTADB)/.test(code) ? code : undefined;
+}
+
+/**
+ * A log that says a storage fault (a full disk fails every write alike) once per interval, with how many it kept
+ * quiet since, without a stack (it is no bug); any other error at once, as an error.
+ */
+export class FaultLog {
+  private loggedAt = -Infinity;
+  private quiet = 0;
+
+  constructor(
+    private readonly log: { warn(message: string): void; error(message: string): void },
+    private readonly everyMs = 10_000,
+  ) {}
+
+  /** `message` says what failed; `error` decides how it is logged. */
+  failed(message: string, error: unknown): void {
+    if (storageFault(error)) this.storageFault(message);
+    else this.log.error(message);
+  }
+
+  storageFault(message: string): void {
+    const now = Date.now();
+    if (now - this.loggedAt < this.everyMs) {
+      this.quiet += 1;
+      return;
+    }
+    this.log.warn(this.quiet > 0 ? `${message} (and ${this.quiet} more like it since the last line)` : message);
+    this.loggedAt = now;
+    this.quiet = 0;
+  }
 }

@@ -35,11 +35,11 @@ export class HealthController {
         const ledger = this.indicators.check('ledger');
         try {
           if (this.ledger.failure) throw this.ledger.failure;
-          // A store that answers reads may still refuse writes (a full disk): down until a write succeeds again.
-          const write = writeHealthOf(this.ledger.store)?.failure;
-          if (write) return ledger.down({ message: `last write failed at ${write.at}: ${write.message}` });
+          // A store that answers reads may still refuse writes (a full disk).
+          const problem = await writeHealthOf(this.ledger.store)?.problem();
+          if (problem && 'down' in problem) return ledger.down({ message: problem.down });
           await withTimeout(this.ledger.store.ping(), 2000);
-          return ledger.up({ position: this.ledger.world.position.toString() });
+          return ledger.up({ position: this.ledger.world.position.toString(), ...problem });
         } catch (err) {
           return ledger.down({ message: String((err as Error)?.message ?? err) });
         }
