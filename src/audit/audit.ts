@@ -6,6 +6,7 @@ import { LEDGER_FILE, headFileOf, readHeadRecord } from '../adapters/eventstore/
 import { damagedDatabase } from '../adapters/eventstore/storage-fault.js';
 import { isEventStoreUrl } from '../config/config.js';
 import { isRecord, verifyGlobalChain } from './chain.js';
+import { NotFoundError } from './not-found.js';
 import { effective, latestExpiryMs } from '../domain/decide.js';
 import { type Defaults, type DuffyEvent, type HardwareRequirement, type NodeSpec, stream } from '../domain/events.js';
 import { unmet } from '../domain/hardware.js';
@@ -190,8 +191,6 @@ function leaseRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent
   }];
 }
 
-/** An unknown host, session or tenant: the CLI exits non-zero instead of answering "nobody". */
-export class NotFoundError extends Error {}
 
 /** Why a session ended, from its own events: done, expired, tenant-retired, failed, rejected; null while open. */
 export function sessionEnds(events: readonly RecordedEvent[]): Map<number, string> {

@@ -6,7 +6,7 @@ import { LEDGER_FILE, READ_MODELS_FILE, headFileOf, lockDataDir, syncToDisk } fr
 import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
 import { isLegacyLedger } from '../adapters/eventstore/legacy-ledger.js';
 import { KEY_FILE } from '../audit/checkpoint.service.js';
-import { NotFoundError } from '../audit/audit.js';
+import { NotFoundError } from '../audit/not-found.js';
 import { dataDirOf } from '../config/config.js';
 import { verdict, verifyLedger } from './audit.js';
 import { UsageError } from './client.js';

@@ -81,7 +81,7 @@ function readYaml(file: string, named: boolean): FileConfig[] {
 }
 
 /** Exit codes a script can act on. */
-export const EXIT = { ok: 0, failure: 1, usage: 2, auth: 3, notFound: 4, noCapacity: 5, unavailable: 6, unreachable: 7 } as const;
+export const EXIT = { ok: 0, failure: 1, usage: 2, auth: 3, notFound: 4, noCapacity: 5, unavailable: 6, unreachable: 7, never: 8 } as const;
 
 /** A mistake in the command line: exit 2 with the message (commander's own errors print themselves). */
 export class UsageError extends Error {}
@@ -90,13 +90,17 @@ export class ApiError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** The server's kind of refusal (its `Duffy-Refusal` header): `capacity`, `invalid`, `quota`... */
+    readonly refusal?: string,
   ) {
     super(message);
   }
   get exitCode(): number {
     if (this.status === 401 || this.status === 403) return EXIT.auth;
     if (this.status === 404) return EXIT.notFound;
-    if (this.status === 422 && this.message.startsWith("can't reserve")) return EXIT.noCapacity;
+    // A request no wait can serve (an unknown pool, a spec no pool offers, more machines than the pools have) is not
+    // "no capacity": a wrapper that asks again on 5 would ask for ever.
+    if (this.status === 422 && this.message.startsWith("can't reserve")) return this.refusal === 'invalid' ? EXIT.never : EXIT.noCapacity;
     if (this.status === 503) return EXIT.unavailable;
     return EXIT.failure;
   }
@@ -117,52 +121,80 @@ export class DuffyClient {
   async raw(method: string, path: string, body?: unknown): Promise<Buffer> {
     const res = await this.exchange(method, path, body);
     if (res.status >= 200 && res.status < 300) return res.body;
-    let detail: unknown;
-    try {
-      detail = JSON.parse(res.body.toString('utf8'))?.detail;
-    } catch {
-      detail = res.body.toString('utf8');
-    }
-    throw new ApiError(res.status, String(detail || res.statusText));
+    throw new ApiError(res.status, detailOf(res.body) || res.statusText, res.refusal);
   }
 
   /** One call and its answer whatever the status (Duffy v3's `duffy client` prints error answers as they are). */
-  async exchange(method: string, path: string, body?: unknown): Promise<{ status: number; statusText: string; body: Buffer }> {
+  async exchange(method: string, path: string, body?: unknown): Promise<Answer> {
     const { tenant, key, url } = this.config;
     if (!tenant || !key) throw new ApiError(401, 'no credentials: give --tenant and --key, DUFFY_TENANT and DUFFY_KEY, or ~/.config/duffy');
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    // A connection Duffy dropped at once (its DUFFY_MAX_CONNECTIONS reached) is tried again when the call can be made
-    // twice to the same effect: a read, or a release. Not a request, nor a relative extension ("+1h" twice is 2 h).
-    const again = method === 'GET' || (method === 'PUT' && (body as { active?: unknown; expires_at?: unknown })?.active === false && (body as { expires_at?: unknown }).expires_at == null);
+    const asked = body as { active?: unknown; expires_at?: unknown } | undefined;
+    const release = method === 'PUT' && asked?.active === false && asked.expires_at == null;
+    // Tried again only when the call can be made twice to the same effect: a read or a release, never a request nor a
+    // relative extension ("+1h" twice is 2 h). A connection Duffy dropped at once (DUFFY_MAX_CONNECTIONS) for both;
+    // for a release also a Duffy restarting (refused, or 503 while it stops) or hung: a `duffy done` in a build's
+    // last step that gave up at once left the machines held until their lease ended.
+    const retried = release ? RELEASE_RETRIES : method === 'GET' ? RESET_RETRIES : [];
+    const retryable = release ? ['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT'] : ['ECONNRESET', 'EPIPE'];
+    let said = false;
+    const tryAgain = async (attempt: number, why: string) => {
+      if (!said) process.stderr.write(`duffy: ${why}; trying again for up to ${Math.round(retried.reduce((a, b) => a + b, 0) / 1000)} s\n`);
+      said = true;
+      await new Promise((r) => setTimeout(r, retried[attempt]));
+    };
     for (let attempt = 0; ; attempt++) {
+      let answer: Answer;
       try {
-        return await send(new URL(`${url}/api/v1${path}`), method, {
+        answer = await send(new URL(`${url}/api/v1${path}`), method, {
           authorization: `Basic ${Buffer.from(`${tenant}:${key}`).toString('base64')}`,
           'content-type': 'application/json',
           ...(payload === undefined ? {} : { 'content-length': String(Buffer.byteLength(payload)) }),
-        }, payload);
+        }, payload, method === 'POST' ? undefined : SILENCE_MS);
       } catch (err) {
-        if (again && attempt < RESET_RETRIES.length && ['ECONNRESET', 'EPIPE'].includes(String((err as NodeJS.ErrnoException).code))) {
-          await new Promise((r) => setTimeout(r, RESET_RETRIES[attempt]));
+        const code = String((err as NodeJS.ErrnoException).code);
+        if (attempt < retried.length && retryable.includes(code)) {
+          await tryAgain(attempt, `cannot reach Duffy at ${url} (${code})`);
           continue;
         }
         throw Object.assign(new ApiError(0, `cannot reach Duffy at ${url}: ${(err as Error).message}`), { unreachable: true });
       }
+      if (release && answer.status === 503 && attempt < retried.length) {
+        await tryAgain(attempt, `Duffy cannot take the release now (503 ${detailOf(answer.body)})`);
+        continue;
+      }
+      return answer;
     }
   }
 }
 
+type Answer = { status: number; statusText: string; body: Buffer; refusal?: string };
+
+const detailOf = (body: Buffer): string => {
+  try {
+    return String(JSON.parse(body.toString('utf8'))?.detail ?? '');
+  } catch {
+    return body.toString('utf8');
+  }
+};
+
 /** Waits before the tries again of a call whose connection was reset: about 30 s in all. */
 const RESET_RETRIES = [500, 1_000, 2_000, 4_000, 8_000, 15_000];
+/** A release's: about 2 minutes, what a Duffy restart or upgrade takes (a stop, a start on a large ledger). */
+const RELEASE_RETRIES = [...RESET_RETRIES, 30_000, 30_000, 30_000];
+/** An answer silent this long is given up on (a hung server must not hang a build's last step); a request may wait longer. */
+const SILENCE_MS = 60_000;
 
-function send(url: URL, method: string, headers: Record<string, string>, payload?: string): Promise<{ status: number; statusText: string; body: Buffer }> {
+function send(url: URL, method: string, headers: Record<string, string>, payload?: string, silenceMs?: number): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', body: Buffer.concat(chunks) }));
+      const refusal = res.headers['duffy-refusal'];
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', body: Buffer.concat(chunks), refusal: typeof refusal === 'string' ? refusal : undefined }));
       res.on('error', reject);
     });
+    if (silenceMs !== undefined) req.setTimeout(silenceMs, () => req.destroy(Object.assign(new Error(`no answer in ${silenceMs / 1000} s`), { code: 'ETIMEDOUT' })));
     req.on('error', reject);
     req.end(payload);
   });

@@ -3,19 +3,15 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, resolve, sep } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import { NotFoundError } from '../audit/audit.js';
-import { retryableWrite } from '../adapters/eventstore/kurrentdb-event-store.js';
+import { NotFoundError } from '../audit/not-found.js';
 import { parseDuration } from '../domain/duration.js';
 import { MACHINE_TYPES } from '../domain/events.js';
 import { hostKey } from '../domain/world.js';
-import { auditCommands } from './audit.js';
 import { formatTable } from '../domain/text-table.js';
 import { printable } from './printable.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ApiError, type ClientConfig, DuffyClient, EXIT, UsageError, clientConfig } from './client.js';
-import { recoveryCommands } from './recover.js';
-import { backupCommands } from './backup.js';
 import { v3ClientCommands } from './v3-client.js';
 
 type Session = {
@@ -39,7 +35,35 @@ export interface Io {
   progress?: (line: string) => void;
 }
 
-export function program(out: (line: string) => void = (l) => process.stdout.write(l + '\n'), io: Partial<Io> = {}): Command {
+type Register = (duffy: Command, out: (line: string) => void) => void;
+
+/**
+ * The commands run on the Duffy host (the auditor's, key recovery, backups) load the ledger's stores and Nest: about
+ * a second of CPU, which every `duffy request` and `duffy done` on a busy CI agent paid. Loaded only for a run that
+ * may name one (any of them, or none: the help lists them).
+ */
+async function hostCommandsFor(args: string[]): Promise<Register[]> {
+  const word = subcommandOf(args);
+  if (word === undefined ? args.includes('-V') || args.includes('--version') : word !== 'help' && !HOST_COMMANDS.includes(word)) return [];
+  const [audit, recover, backup] = await Promise.all([import('./audit.js'), import('./recover.js'), import('./backup.js')]);
+  return [audit.auditCommands, recover.recoveryCommands, backup.backupCommands];
+}
+
+const HOST_COMMANDS = ['audit', 'admin-key', 'backup', 'restore'];
+/** The global options that take a value: the word after one is no command. */
+const VALUED = ['--url', '--tenant', '--key', '-c', '--config'];
+
+/** The command a command line names (its first word that is no global option nor an option's value). */
+function subcommandOf(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--') return args[i + 1];
+    if (!args[i].startsWith('-')) return args[i];
+    if (VALUED.includes(args[i])) i++;
+  }
+  return undefined;
+}
+
+export function program(out: (line: string) => void = (l) => process.stdout.write(l + '\n'), io: Partial<Io> = {}, hostCommands: Register[] = []): Command {
   const progress = io.progress ?? (process.stderr.isTTY ? (l: string) => process.stderr.write(`\r\x1b[2K${l}`) : undefined);
   const duffy = new Command('duffy')
     .description('Duffy: machines for CI, on an event-sourced ledger')
@@ -216,9 +240,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .option('--reason <text>')
     .action((host: string, o: { reason?: string }) => service(host, { retired: true, reason: o.reason ?? null }));
 
-  auditCommands(duffy, out);
-  recoveryCommands(duffy, out);
-  backupCommands(duffy, out);
+  for (const register of hostCommands) register(duffy, out);
   const given = (o: Partial<ClientConfig>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
   v3ClientCommands(duffy, out, (o) => clientConfig({ ...duffy.opts(), ...given(o) }));
   return duffy;
@@ -231,27 +253,37 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
  */
 async function waitInQueue(c: DuffyClient, specs: unknown[], wait: number, count: number, progress?: (line: string) => void): Promise<Session> {
   const waitingOnes = async () => (await c.call<{ sessions: Session[] }>('GET', '/sessions')).sessions.filter((s) => !s.active && s.data?.queue);
-  const before = new Set((await waitingOnes()).map((s) => s.id));
+  // Only to show its place on a terminal: a job without one holds its place with its one request, no polling.
+  const before = progress ? new Set((await waitingOnes()).map((s) => s.id)) : undefined;
   let settled = false;
-  const answer = c.call<{ session: Session }>('POST', '/sessions', { nodes_specs: specs, wait }).finally(() => (settled = true));
+  let served: Session | undefined;
+  const answer = c
+    .call<{ session: Session }>('POST', '/sessions', { nodes_specs: specs, wait })
+    .then((r) => ((served = r.session), r))
+    .finally(() => (settled = true));
   let mine: number | undefined;
   // Once interrupted, the answer (422 "cancelled") is not the outcome: the exit code is the signal's.
   let stopping: Promise<never> | undefined;
   const interrupted = (signal: NodeJS.Signals) => {
     stopping = new Promise<never>(() => undefined);
     progress?.('');
-    const cancel = mine === undefined ? Promise.resolve() : c.call('PUT', `/sessions/${mine}`, { active: false }).then(() => process.stderr.write(`duffy: left the queue (session ${mine})\n`), () => undefined);
+    // Served as the job stops (the answer came, not yet printed): given back, or held until its lease ends. Still
+    // waiting: taken out of the queue by its id when known; else by the connection this exit closes (Duffy cancels a
+    // waiting request whose caller went away).
+    const id = served?.id ?? mine;
+    const said = served ? `gave back session ${id}, served as the job stopped` : `left the queue (session ${id})`;
+    const cancel = id === undefined ? Promise.resolve() : c.call('PUT', `/sessions/${id}`, { active: false }).then(() => process.stderr.write(`duffy: ${said}\n`), () => undefined);
     void cancel.finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
   };
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   const started = Date.now();
   try {
-    for (let look = 0; !settled; look++) {
+    for (let look = 0; before && !settled; look++) {
       await Promise.race([answer.catch(() => undefined), sleep(look === 0 ? 300 : 1000)]);
       if (settled) break;
       // Ours: a session that started waiting after we asked, for what we asked. Another CLI of the same tenant
-      // may ask the same at the same time: then it is not known which is ours, and none is cancelled.
+      // may ask the same meanwhile: then it is not known which is ours, and the connection is left to cancel it.
       const ours = (await waitingOnes().catch(() => [] as Session[])).filter((s) => !before.has(s.id) && isDeepStrictEqual(s.data?.nodes_specs, specs));
       mine = ours.length === 1 ? ours[0].id : undefined;
       const q = ours[0]?.data?.queue;
@@ -273,15 +305,15 @@ async function waitInQueue(c: DuffyClient, specs: unknown[], wait: number, count
 /** Runs the CLI; returns the exit code (0 ok, 2 usage, 3 auth, 4 not found, 5 no capacity, 6 unavailable, 7 unreachable). */
 export async function run(argv: string[], out?: (line: string) => void, io?: Partial<Io>): Promise<number> {
   try {
-    await program(out, io).parseAsync(argv);
+    await program(out, io, await hostCommandsFor(argv.slice(2))).parseAsync(argv);
     return Number(process.exitCode ?? 0);
   } catch (err) {
     const e = err as { code?: string; exitCode?: number; message?: string; unreachable?: boolean };
     if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return EXIT.ok;
     // Commander has printed its own usage errors already.
     if (e.code?.startsWith('commander.')) return EXIT.usage;
-    // A KurrentDB ledger out of reach (audit, admin-key) said only `UnavailableError`.
-    const store = retryableWrite(err);
+    // A KurrentDB ledger out of reach (audit, admin-key) said only `UnavailableError`. (Its client, loaded for this only.)
+    const store = err instanceof ApiError || err instanceof UsageError ? undefined : (await import('../adapters/eventstore/kurrentdb-event-store.js')).retryableWrite(err);
     process.stderr.write(store ? `duffy: ${store} (${e.message ?? String(err)}): check --ledger, --eventstore or DUFFY_EVENTSTORE\n` : `duffy: ${e.message ?? String(err)}\n`);
     if (e.unreachable) return EXIT.unreachable;
     if (err instanceof NotFoundError) return EXIT.notFound;

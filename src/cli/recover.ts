@@ -10,7 +10,7 @@ import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
 import { digestKey, digestsOf, isUuid } from '../application/catalog.js';
 import { Ledger } from '../application/ledger.service.js';
 import { decideUpdateTenant, refusal } from '../domain/decide.js';
-import { NotFoundError } from '../audit/audit.js';
+import { NotFoundError } from '../audit/not-found.js';
 import { DomainError } from '../domain/errors.js';
 import { UsageError } from './client.js';
 import { dataDirOf } from '../config/config.js';

@@ -291,7 +291,8 @@ export function decideRequestSession(
     if (cmd.waiting || !cmd.waitSeconds) return refusal('capacity', reason);
     // Waiting helps only if machines can come free: not for more than the pools will ever have.
     const never = neverEnough(world, pools, cmd.specs);
-    if (never) return refusal('capacity', `can't reserve nodes: ${never}`);
+    // Invalid for this farm, not out of capacity: a script that asks again when the farm is busy must not ask again.
+    if (never) return refusal('invalid', `can't reserve nodes: ${never}`);
     // Only what the quota could still take may wait: a tenant cannot fill the queue (every queue pass looks at it all).
     const waiting = tenant.waiting + inFlight.waiting(tenant.id);
     if (held + waiting + wanted > limits.nodeQuota) {

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile, spawn } from 'node:child_process';
+import { type Server, createServer } from 'node:http';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -87,6 +88,10 @@ describe('duffy CLI against a running server', () => {
     expect((await cli('request', '--pool', 'vm-intel-x86_64', '--count', 'zero')).code).toBe(2);
     expect((await cli('request', '--pool', 'metal-intel-x86_64', '--count', '9')).code).toBe(3); // over quota: 403
     expect((await cli('request', '--pool', 'vm-arm-aarch64', '--count', '3')).code).toBe(5);
+    // No wait can serve these: not "no capacity", which a wrapper would ask again for ever.
+    expect((await cli('request', '--pool', 'nosuch')).code).toBe(8);
+    expect((await cli('request', '--type', 'vm', '--arch', 'amd64')).code).toBe(8);
+    expect((await cli('request', '--pool', 'vm-arm-aarch64', '--count', '3', '--wait', '10')).code).toBe(8);
     expect((await cli('show', '99999')).code).toBe(4);
     const unsigned = await cli('extend', '99999', '2h');
     expect(unsigned.code).toBe(2);
@@ -146,20 +151,65 @@ describe('duffy CLI against a running server', () => {
     await duffy.admin.put(`${V1}/sessions/${hogGot.body.session.id}`, { active: false });
   }, 60_000);
 
-  it('--wait leaves the queue when the CLI is interrupted (a Jenkins abort), so nobody is served machines for a dead job', async () => {
+  const sessionReads = async () => {
+    const text = (await duffy.admin.get('/metrics')).body as string;
+    return [...text.matchAll(/^duffy_http_requests_total\{method="GET",route="\/api\/v1\/sessions",status="200"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+  };
+
+  it('--wait leaves the queue when the CLI is interrupted (a Jenkins abort), so nobody is served machines for a dead job; without a terminal it holds its place with its one request', async () => {
     const held = (await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] })).body.session;
+    const readsBefore = await sessionReads();
+    expect(readsBefore).toBeGreaterThan(0); // the tests above listed sessions: the count is read
     const child = spawn(process.execPath, [CLI, 'request', '--pool', 'vm-arm-aarch64', '--wait', '60'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
     const row = await untilQueued('jenkins');
-    await sleep(1500); // the CLI has found its waiting session
+    await sleep(2500);
+    expect(await sessionReads()).toBe(readsBefore);
     child.kill('SIGTERM');
     expect(await exited).toBe(143);
-    expect(stderr).toContain(`left the queue (session ${row.session})`);
+    // The connection the exit closed took it out of the queue.
+    let rejected: string | undefined;
+    for (let i = 0; i < 50 && !rejected; i++) rejected = (await duffy.admin.get(`${V1}/sessions/${row.session}`)).body.session.data.rejected ?? (await sleep(100), undefined);
+    expect(rejected).toBe("cancelled: jenkins's client went away while waiting");
     expect(await queue()).toEqual([]);
-    expect((await duffy.admin.get(`${V1}/sessions/${row.session}`)).body.session.data.rejected).toBe('cancelled by jenkins');
     await duffy.admin.put(`${V1}/sessions/${held.id}`, { active: false });
+  }, 60_000);
+
+  it('done is tried again while Duffy cannot take it (503: stopping, its disk full) or cannot be reached (restarting), for about 2 minutes', async () => {
+    const s = (await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+    expect(s).toBeDefined();
+    const ledger = duffy.app.get(Ledger);
+    const record = ledger.record.bind(ledger);
+    let refused = 0;
+    ledger.record = async (writes, meta) => {
+      if (refused < 2 && writes.some((w) => w.events.some((e) => e.type === 'SessionReleased'))) {
+        refused += 1;
+        throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+      }
+      return record(writes, meta);
+    };
+    try {
+      const done = await runCli({ ...env, DUFFY_TENANT: 'admin', DUFFY_KEY: ADMIN_KEY }, 'done', String(s.id));
+      expect([done.code, refused]).toEqual([0, 2]);
+      expect(done.stderr).toMatch(/^duffy: Duffy cannot take the release now \(503 Duffy cannot write its data: the disk is full \(SQLITE_FULL\); try again later\); trying again for up to \d+ s\n$/);
+      expect((await duffy.admin.get(`${V1}/sessions/${s.id}`)).body.session.active).toBe(false);
+    } finally {
+      ledger.record = record;
+    }
+    // Nothing listening yet (Duffy restarting): a stand-in answers after a second, as the restarted server would.
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const later = new Promise<Server>((resolve) =>
+      setTimeout(() => {
+        const server = createServer((_req, res) => res.setHeader('content-type', 'application/json').end(JSON.stringify({ session: { id: 7, active: false, nodes: [], expires_at: null } })));
+        server.listen(port, '127.0.0.1', () => resolve(server));
+      }, 1000),
+    );
+    const restarting = await runCli({ ...env, DUFFY_URL: `http://127.0.0.1:${port}` }, 'done', '7');
+    (await later).close();
+    expect(restarting.code).toBe(0);
+    expect(restarting.stderr).toMatch(/cannot reach Duffy at .* \(ECONNREFUSED\); trying again/);
+    // A read or a request is not: a wrong URL is said at once.
+    expect((await runCli({ ...env, DUFFY_URL: `http://127.0.0.1:${port}` }, 'list')).code).toBe(7);
   }, 60_000);
 
   it('takes nodes in and out of service (admin), and refuses a tenant', async () => {

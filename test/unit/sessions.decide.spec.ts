@@ -88,7 +88,7 @@ describe('requesting machines', () => {
     it('given metal-intel with 3 machines, 1 retired and 1 quarantined, when alice asks for 3 with a wait, then refused at once, naming what the pool has', () => {
       const world = given(tenant(1, 'alice'), tenant(2, 'bob'), machine(1, 'i1', 'metal-intel'), machine(2, 'i2', 'metal-intel'), retire(2, 'i2'), ...quarantined('metal-intel', 1));
       expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 3 }], { waitSeconds: 600 }))).toEqual({
-        kind: 'capacity',
+        kind: 'invalid',
         message: "can't reserve nodes: pool metal-intel has 2 machine(s) that are not retired and 3 were asked for, so waiting cannot help",
       });
     });
@@ -120,7 +120,7 @@ describe('requesting machines', () => {
       const world = given(tenant(1, 'alice'), ...quarantined('metal-intel', 2), ...quarantined('metal-amd', 1, 950));
       const queued = (specs: NodeSpec[]) => writesOf(request(world, specs, { waitSeconds: 600 }))[0].events.map((e) => e.type);
       expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2 }, { pool: 'metal-intel', quantity: 2 }], { waitSeconds: 600 }))).toEqual({
-        kind: 'capacity',
+        kind: 'invalid',
         message: "can't reserve nodes: the 2 specs together ask for 4 machines and their pools have at most 2 for them that are not retired, so waiting cannot help",
       });
       // By type across pools: baremetal is intel and amd (3), of which the named pool's 2 are shared.
@@ -140,7 +140,7 @@ describe('requesting machines', () => {
       );
       expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2, hardware: { min_ram_gb: 256 } }], { waitSeconds: 600 })).message).toMatch(/has 1 machine\(s\)/);
       expect(writesOf(request(world, [{ pool: 'metal-intel', quantity: 1, hardware: { min_ram_gb: 256 } }, { pool: 'metal-intel', quantity: 2 }], { waitSeconds: 600 }))[0].events.map((e) => e.type)).toEqual(['MachineRequested', 'RequestQueued']);
-      expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 1, hardware: { min_ram_gb: 256 } }, { pool: 'metal-intel', quantity: 3 }], { waitSeconds: 600 })).kind).toBe('capacity');
+      expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 1, hardware: { min_ram_gb: 256 } }, { pool: 'metal-intel', quantity: 3 }], { waitSeconds: 600 })).kind).toBe('invalid');
     });
   });
 
