@@ -7,6 +7,7 @@ import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.
 import { isLegacyLedger } from '../adapters/eventstore/legacy-ledger.js';
 import { KEY_FILE } from '../audit/checkpoint.service.js';
 import { NotFoundError } from '../audit/not-found.js';
+import { storageFault } from '../adapters/eventstore/storage-fault.js';
 import { dataDirOf } from '../config/config.js';
 import { verdict, verifyLedger } from './audit.js';
 import { UsageError } from './client.js';
@@ -42,19 +43,26 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
       const to = resolve(dir);
       mkdirSync(to, { recursive: true });
       if (readdirSync(to).length > 0) throw new UsageError(`${to} is not empty: a backup never writes over another`);
-      // The head record first: the copy may then be ahead of its head, never behind it (which verify calls deleted events).
-      if (existsSync(join(dataDir, HEAD_FILE))) copyDurably(join(dataDir, HEAD_FILE), join(to, HEAD_FILE));
-      // One read transaction: a consistent snapshot, WAL included, whatever the server commits meanwhile (the backup
-      // API would start over at each of its commits).
-      const db = new Database(ledger, { readonly: true, fileMustExist: true });
       try {
-        db.prepare('VACUUM INTO ?').run(join(to, LEDGER_FILE));
-      } finally {
-        db.close();
+        // The head record first: the copy may then be ahead of its head, never behind it (which verify calls deleted events).
+        if (existsSync(join(dataDir, HEAD_FILE))) copyDurably(join(dataDir, HEAD_FILE), join(to, HEAD_FILE));
+        // One read transaction: a consistent snapshot, WAL included, whatever the server commits meanwhile (the backup
+        // API would start over at each of its commits).
+        const db = new Database(ledger, { readonly: true, fileMustExist: true });
+        try {
+          db.prepare('VACUUM INTO ?').run(join(to, LEDGER_FILE));
+        } finally {
+          db.close();
+        }
+        syncToDisk(join(to, LEDGER_FILE));
+        if (existsSync(join(dataDir, KEY_FILE))) copyDurably(join(dataDir, KEY_FILE), join(to, KEY_FILE));
+        syncToDisk(to);
+      } catch (err) {
+        // A copy cut short (its disk full) is no backup: removed, so the same command can be run again once there is room.
+        for (const name of readdirSync(to)) rmSync(join(to, name), { force: true, recursive: true });
+        const fault = storageFault(err);
+        throw fault ? new Error(`the backup could not be written in ${to}: ${fault.what} (${fault.code}); nothing of it is left there, ${fault.fix} and run it again`) : err;
       }
-      syncToDisk(join(to, LEDGER_FILE));
-      if (existsSync(join(dataDir, KEY_FILE))) copyDurably(join(dataDir, KEY_FILE), join(to, KEY_FILE));
-      syncToDisk(to);
       const v = await verifyLedger(join(to, LEDGER_FILE));
       out(`backup of ${ledger} in ${to}: ${readdirSync(to).sort().join(', ')}`);
       out(verdict(v));

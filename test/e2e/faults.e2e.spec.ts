@@ -17,6 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 jest.setTimeout(300_000);
 const V1 = '/api/v1';
 const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
 
 const world = (duffy: Running) => duffy.app.get(Ledger).world;
 
@@ -326,6 +327,31 @@ describe('fault: the data directory\'s disk fills up', () => {
       duffy = undefined;
       spawnSync('umount', ['-l', fullDisk!]);
       rmSync(fullDisk!, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('fault: a backup onto a disk that fills up', () => {
+  (fullDisk ? it : it.skip)('says so in one line, leaves nothing of the copy, and the same command works once there is room', async () => {
+    const disk = mountTmpfs()!;
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-e2e-'));
+    const filler = join(disk, 'filler');
+    const target = join(disk, 'monday');
+    const backup = () => spawnSync(process.execPath, [CLI, 'backup', target, '--data-dir', dataDir], { encoding: 'utf8', timeout: 60_000 });
+    try {
+      duffy = await startDuffy({ dataDir });
+      await duffy.close();
+      duffy = undefined;
+      fillUp(filler);
+      const refused = backup();
+      expect([refused.status, refused.stderr.trim()]).toEqual([1, expect.stringMatching(new RegExp(`^duffy: the backup could not be written in ${target}: the disk is full \\(\\w+\\); nothing of it is left there, free space on its file system and run it again$`))]);
+      expect(readdirSync(target)).toEqual([]);
+      unlinkSync(filler);
+      const made = backup();
+      expect([made.status, made.stdout]).toEqual([0, expect.stringContaining('OK: ')]);
+    } finally {
+      spawnSync('umount', ['-l', disk]);
+      rmSync(disk, { recursive: true, force: true });
     }
   });
 });
