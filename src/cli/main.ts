@@ -18,12 +18,12 @@ type Session = {
   id: number;
   active: boolean;
   expires_at: string | null;
+  retired_at?: string | null;
   // An ended session's nodes have no state (as in Duffy v3).
   nodes: Array<{ hostname: string; ipaddr: string | null; pool: string; state: string | null }>;
-  data?: { nodes_specs?: unknown[]; queue?: { position: number; reason: string; until: string }; failed?: string; rejected?: string };
+  data?: { nodes_specs?: unknown[]; queue?: { position: number; reason: string; until: string }; failed?: string; rejected?: string; ended?: string };
 };
 type Node = { id: number; hostname: string; state: string; service?: string; service_reason?: string | null };
-
 
 /** The longest wait Duffy's queue accepts (SessionCreateDto). */
 const MAX_WAIT = 3600;
@@ -79,7 +79,13 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
   const show = (s: Session) => {
     if (json()) return out(JSON.stringify(s));
     // Words a playbook's output may have gone into: shown, never interpreted by the terminal.
-    const why = s.data?.failed ? ` (failed: ${printable(s.data.failed)})` : s.data?.rejected ? ` (refused: ${printable(s.data.rejected)})` : '';
+    const why = s.data?.failed
+      ? ` (failed: ${printable(s.data.failed)})`
+      : s.data?.rejected
+        ? ` (refused: ${printable(s.data.rejected)})`
+        : s.data?.ended === 'expired'
+          ? ` (expired at ${s.retired_at})`
+          : '';
     out(`session ${s.id} ${s.active ? `active until ${s.expires_at}` : s.data?.queue ? `waiting in the queue, position ${s.data.queue.position}` : `ended${why}`}`);
     for (const n of s.nodes) out(`${n.hostname}\t${n.ipaddr ?? '-'}\t${n.pool}\t${n.state ?? '-'}`);
     if (s.active && s.nodes.length) out(`ssh root@${s.nodes[0].hostname}`);
@@ -126,7 +132,14 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
   duffy
     .command('done <session>')
     .description('give the machines back')
-    .action(async (id: string) => show((await client().call<{ session: Session }>('PUT', `/sessions/${encodeURIComponent(id)}`, { active: false })).session));
+    .action(async (id: string) => {
+      const { session } = await client().call<{ session: Session }>('PUT', `/sessions/${encodeURIComponent(id)}`, { active: false });
+      // Ended before this call by its lease (or its tenant's retirement): its machines were taken back then, which a
+      // test that ran on them may need to know. Still exit 0: the machines are given back either way.
+      const before = session.data?.ended;
+      if (before === 'expired' || before === 'tenant-retired') process.stderr.write(`duffy: session ${session.id} had already ended (${before === 'expired' ? `its lease expired at ${session.retired_at}` : 'its tenant was retired'}): its machines were taken back then\n`);
+      show(session);
+    });
 
   duffy
     .command('extend <session> [by]')

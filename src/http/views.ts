@@ -111,6 +111,9 @@ export function sessionView(s: Session, world: World, catalog: Catalog, queue: W
       // Duffy extension: a waiting request says why it waits and where it stands.
       ...(s.status === 'waiting' && s.queue ? { queue: { position: queuePosition(queue, s.id), reason: s.queue.reason, until: s.queue.until } } : {}),
       ...(s.status === 'rejected' && s.rejection ? { rejected: s.rejection } : {}),
+      // Duffy extension: how a session ended (done, expired, tenant-retired, failed): a job whose lease ran out
+      // mid-test learns its machines were taken back then.
+      ...(s.status !== 'active' && s.releaseReason !== null ? { ended: s.releaseReason } : {}),
       // Duffy extension: why a session failed (a hand-over that could not be done, Duffy restarted or stopped during it).
       ...(s.releaseReason === 'failed' && s.failure ? { failed: s.failure } : {}),
       ...overflowNote(s, world, catalog),

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { SessionLifecycle } from '../../src/application/session-lifecycle.js';
+import { Reconciler } from '../../src/application/reconciler.service.js';
 import { recentUsageMs } from '../../src/domain/fair-queue.js';
 import { ADMIN_KEY, type Client, type Running, newTenant, startDuffy } from '../support/server.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -174,6 +175,24 @@ describe('duffy CLI against a running server', () => {
     expect(await queue()).toEqual([]);
     await duffy.admin.put(`${V1}/sessions/${held.id}`, { active: false });
   }, 60_000);
+
+  it('done on a session whose lease ran out says its machines were taken back then (exit 0); the session shows how it ended', async () => {
+    const s = (await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+    const admin = { ...env, DUFFY_TENANT: 'admin', DUFFY_KEY: ADMIN_KEY };
+    // Back to its start (an extension is clamped there): due at the reconciler's next pass.
+    expect((await runCli(admin, 'extend', String(s.id), '-48h')).code).toBe(0);
+    await duffy.app.get(Reconciler).tick();
+    const ended = (await duffy.admin.get(`${V1}/sessions/${s.id}`)).body.session;
+    expect([ended.active, ended.data.ended]).toEqual([false, 'expired']);
+    expect((await runCli(admin, 'show', String(s.id))).stdout.split('\n')[0]).toBe(`session ${s.id} ended (expired at ${ended.retired_at})`);
+    const done = await runCli(admin, 'done', String(s.id));
+    expect([done.code, done.stderr]).toEqual([0, `duffy: session ${s.id} had already ended (its lease expired at ${ended.retired_at}): its machines were taken back then\n`]);
+    // Given back by done: no word on stderr, and it says so.
+    const live = (await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+    const given = await runCli(admin, 'done', String(live.id));
+    expect([given.code, given.stderr]).toEqual([0, '']);
+    expect((await duffy.admin.get(`${V1}/sessions/${live.id}`)).body.session.data.ended).toBe('done');
+  });
 
   it('done is tried again while Duffy cannot take it (503: stopping, its disk full) or cannot be reached (restarting), for about 2 minutes', async () => {
     const s = (await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
