@@ -168,7 +168,7 @@ export class WaitingQueue implements OnApplicationShutdown {
 }
 
 /** Events after which the queue may move: capacity freed, a request joined, a tenant retired or changed (a lower quota: requests leave). */
-const FREES_CAPACITY = new Set(['MachineReleased', 'MachineReservationCancelled', 'MachineRecycled', 'MachineProvisioned', 'MachineReturnedToService', 'MachineServiceChanged', 'MachineRegistered', 'QuotaReturned', 'RequestQueued', 'TenantRetired', 'TenantUpdated']);
+const FREES_CAPACITY = new Set(['MachineReleased', 'MachineReservationCancelled', 'MachineRecycled', 'MachineProvisioned', 'MachineReturnedToService', 'MachineServiceChanged', 'MachineHardwareSet', 'MachineRegistered', 'QuotaReturned', 'RequestQueued', 'TenantRetired', 'TenantUpdated']);
 
 @Injectable()
 export class QueueSaga {

@@ -305,6 +305,8 @@ export function detailOf(e: RecordedEvent): string {
     switch (e.type) {
       case 'MachineServiceChanged':
         return `${d.service}${d.reason ? `: ${d.reason}` : ''}`;
+      case 'MachineHardwareSet':
+        return `hardware ${JSON.stringify(d.hardware)}${d.reason ? `: ${d.reason}` : ''}`;
       case 'MachineQuarantined':
       case 'SessionRejected':
       case 'SessionReleased':

@@ -1,5 +1,5 @@
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
-import { type Defaults, type DuffyEvent, sessionOfStream } from '../domain/events.js';
+import { type Defaults, type DuffyEvent, SERVICE_EVENTS, sessionOfStream } from '../domain/events.js';
 
 export interface Violation {
   /**
@@ -135,7 +135,7 @@ class IdsRule {
     if (typeof data.machineId === 'number') {
       // A machine's stream and its service stream share the hostname: one machine each, the first to name it there.
       // Every event about a machine is on its stream (an admin's service change on its service stream).
-      const host = (e.type === 'MachineServiceChanged' ? /^service-(.*)$/ : /^machine-(.*)$/).exec(recorded.stream)?.[1];
+      const host = (SERVICE_EVENTS.has(e.type) ? /^service-(.*)$/ : /^machine-(.*)$/).exec(recorded.stream)?.[1];
       if (host === undefined) messages.push(`${where} names machine ${data.machineId} outside that machine's stream`);
       else {
         const own = this.streamIds.get(`machine-${host}`);

@@ -1,11 +1,14 @@
-import { type MachineService, stream } from './events.js';
+import { type Hardware, type MachineService, stream, unstorableNumberAt } from './events.js';
+import { hardwareProblem } from './hardware.js';
 import { type Decision, type InFlightView, NOTHING_IN_FLIGHT, refusal } from './decide.js';
 import type { Machine } from './world.js';
 
-/** What an admin asks of a machine: `{maintenance: true|false}` or `{retired: true}`, with an optional reason. */
+/** What an admin asks of a machine: `{maintenance: true|false}`, `{retired: true}` or `{hardware: {...}}`, with an optional reason. */
 export interface ServiceRequest {
   maintenance?: boolean;
   retired?: boolean;
+  /** The machine's hardware as it is now: replaces what the ledger says (requests with `hardware` go by it). */
+  hardware?: Hardware;
   reason?: string | null;
 }
 
@@ -14,8 +17,9 @@ export interface ServiceRequest {
  * it is asked to be (repeating a PUT writes nothing). A held machine is not taken from its session: it drains.
  */
 export function decideServiceChange(m: Machine, req: ServiceRequest, actor: string | null, now: string, inFlight: InFlightView = NOTHING_IN_FLIGHT): Decision {
-  const asked = [req.maintenance, req.retired].filter((v) => v !== undefined && v !== null).length;
-  if (asked !== 1) return refusal('invalid', 'give exactly one of "maintenance": true|false or "retired": true');
+  const asked = [req.maintenance, req.retired, req.hardware].filter((v) => v !== undefined && v !== null).length;
+  if (asked !== 1) return refusal('invalid', 'give exactly one of "maintenance": true|false, "retired": true or "hardware": {...}');
+  if (req.hardware !== undefined) return decideHardware(m, req.hardware, req.reason ?? null, actor, now, inFlight);
   if (req.retired === false) return refusal('invalid', 'a retired node stays retired: "retired" can only be true');
   const target: MachineService = req.retired ? 'retired' : req.maintenance ? 'maintenance' : 'in-service';
   const reason = req.reason ?? null;
@@ -30,6 +34,25 @@ export function decideServiceChange(m: Machine, req: ServiceRequest, actor: stri
       stream: name,
       expected: expected < 0 ? 'no_stream' : expected,
       events: [{ type: 'MachineServiceChanged', data: { machineId: m.id, hostname: m.hostname, service: target, reason, actor, at: now } }],
+    },
+  ];
+}
+
+/** A machine's hardware as an admin now gives it; nothing to write when it is what the ledger says already. */
+function decideHardware(m: Machine, hardware: Hardware, reason: string | null, actor: string | null, now: string, inFlight: InFlightView): Decision {
+  const unstorable = unstorableNumberAt(hardware, 'hardware');
+  const problem = hardwareProblem(hardware) ?? (unstorable === null ? null : `${unstorable} is not a finite number`);
+  if (problem) return refusal('invalid', problem);
+  if (m.service === 'retired') return refusal('conflict', `node ${m.hostname} is retired`);
+  const keys = Object.keys(hardware);
+  if (keys.length === Object.keys(m.hardware).length && keys.every((k) => m.hardware[k] === hardware[k])) return [];
+  const name = stream.service(m.hostname);
+  const expected = inFlight.revision(name, m.serviceRevision);
+  return [
+    {
+      stream: name,
+      expected: expected < 0 ? 'no_stream' : expected,
+      events: [{ type: 'MachineHardwareSet', data: { machineId: m.id, hostname: m.hostname, hardware: { ...hardware }, reason, actor, at: now } }],
     },
   ];
 }

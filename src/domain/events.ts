@@ -200,6 +200,11 @@ export type DuffyEvent =
    * `service-<hostname>` stream, so it never races a playbook's outcome or a reservation on `machine-<hostname>`.
    */
   | { type: 'MachineServiceChanged'; data: { machineId: number; hostname: string; service: MachineService; reason: string | null; actor: string | null; at: string } }
+  /**
+   * An admin's account of a machine's hardware, replacing the one it was registered with (a machine registered
+   * before `hardware` existed, or one given more memory since). On its `service-<hostname>` stream too.
+   */
+  | { type: 'MachineHardwareSet'; data: { machineId: number; hostname: string; hardware: Hardware; reason: string | null; actor: string | null; at: string } }
   | { type: 'SessionFailed'; data: { sessionId: number; reason: string; at: string } }
   | {
       type: 'MachineRequested';
@@ -223,7 +228,7 @@ export type DuffyEvent =
 export const stream = {
   tenant: (name: string) => `tenant-${name}`,
   machine: (hostname: string) => `machine-${hostname}`,
-  /** Admin decisions about a machine (maintenance, retirement): kept off the machine stream, see MachineServiceChanged. */
+  /** Admin decisions about a machine (maintenance, retirement, its hardware): kept off the machine stream, see MachineServiceChanged. */
   service: (hostname: string) => `service-${hostname}`,
   session: (id: number) => `session-${id}`,
   ids: (kind: 'tenant' | 'machine') => `ids-${kind}`,
@@ -253,6 +258,9 @@ export function unstorableNumberAt(value: unknown, path: string): string | null 
   }
   return null;
 }
+
+/** The events written to a machine's `service-<hostname>` stream: an admin's decisions about it. */
+export const SERVICE_EVENTS: ReadonlySet<string> = new Set<DuffyEvent['type']>(['MachineServiceChanged', 'MachineHardwareSet']);
 
 /** The session id of a session stream's name, else undefined. */
 export function sessionOfStream(name: string): number | undefined {

@@ -637,6 +637,13 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       }
       return world;
     }
+    case 'MachineHardwareSet': {
+      const m = world.machines.get(event.data.machineId);
+      if (!m) return world;
+      m.serviceRevision = revision;
+      m.hardware = { ...event.data.hardware };
+      return world;
+    }
     case 'ProvisioningFailed': {
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;

@@ -117,10 +117,10 @@ export class NodesController {
     return { action: 'post', node: nodeView(m, true) };
   }
 
-  /** Admin: maintenance, back in service (also out of quarantine), retirement; each an event with actor and reason. */
+  /** Admin: maintenance, back in service (also out of quarantine), retirement, its hardware; each an event with actor and reason. */
   @Put(':id')
   async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() b: NodeServiceDto) {
-    const m = await this.commands.execute(new ChangeNodeServiceCommand(actor, id, { maintenance: b.maintenance ?? undefined, retired: b.retired ?? undefined, reason: b.reason ?? null }));
+    const m = await this.commands.execute(new ChangeNodeServiceCommand(actor, id, { maintenance: b.maintenance ?? undefined, retired: b.retired ?? undefined, hardware: b.hardware ?? undefined, reason: b.reason ?? null }));
     return { action: 'put', node: nodeView(m, true) };
   }
 }

@@ -224,11 +224,13 @@ export class NodeCreateDto {
   @IsOptional() @IsObject({ message: 'hardware must be an object' }) hardware?: Record<string, string | number | boolean>;
 }
 
-/** PUT /nodes/{id} (admin): `{"maintenance": true, "reason": "disk swap"}`, `{"maintenance": false}` or `{"retired": true}`. */
+/** PUT /nodes/{id} (admin): `{"maintenance": true, "reason": "disk swap"}`, `{"maintenance": false}`, `{"retired": true}` or `{"hardware": {"ram_gb": 256}}`. */
 export class NodeServiceDto {
   @ApiPropertyOptional({ description: 'true: hand it out no more (a held node drains); false: back in service, also out of quarantine' })
   @IsOptional() @IsBoolean({ message: 'maintenance must be a boolean' }) maintenance?: boolean | null;
   @ApiPropertyOptional({ description: 'true: out of service for good (its history stays in the ledger)' })
   @IsOptional() @IsBoolean({ message: 'retired must be a boolean' }) retired?: boolean | null;
+  @ApiPropertyOptional({ description: "the node's hardware as it is now (cpus, ram_gb, disk_gb, cpu_model, any other key): replaces what the ledger says", example: { cpus: 32, ram_gb: 256 } })
+  @IsOptional() @IsObject({ message: 'hardware must be an object' }) hardware?: Record<string, string | number | boolean> | null;
   @ApiPropertyOptional({ example: 'disk swap' }) @OptionalStr('reason', 1024) reason?: string | null;
 }

@@ -332,4 +332,21 @@ describe('hardware requirements', () => {
     expect(neg.body.detail).toMatch(/min_cpus must be at least 1/);
     for (const s of [epyc, mid]) await hana.put(`${V1}/sessions/${s.body.session.id}`, { active: false });
   });
+
+  it('takes a node\'s hardware from an admin afterwards (a machine registered before hardware existed): requests go by it, the ledger keeps who said it', async () => {
+    const posted = await duffy.admin.post(`${V1}/nodes`, { hostname: 'old.test', pool: 'intel' });
+    expect(posted.status).toBe(201);
+    const id = posted.body.node.id as number;
+    expect((await ask({ pool: 'intel', type: undefined, arch: undefined, hardware: { min_ram_gb: 1024 } })).status).toBe(422);
+    const set = await duffy.admin.put(`${V1}/nodes/${id}`, { hardware: { cpus: 96, ram_gb: 1536 }, reason: 'inventory after the upgrade' });
+    expect([set.status, set.body.node.hardware]).toEqual([200, { cpus: 96, ram_gb: 1536 }]);
+    const got = await ask({ pool: 'intel', type: undefined, arch: undefined, hardware: { min_ram_gb: 1024 } });
+    expect([got.status, got.body.session?.nodes.map((n: { hostname: string }) => n.hostname)]).toEqual([201, ['old.test']]);
+    await hana.put(`${V1}/sessions/${got.body.session.id}`, { active: false });
+    const events = (await duffy.app.get(Ledger).store.readStream('service-old.test')).map((e) => [e.type, e.data.actor, e.data.reason]);
+    expect(events).toEqual([['MachineHardwareSet', 'admin', 'inventory after the upgrade']]);
+    // Refused as on POST /nodes; a tenant may not.
+    expect((await duffy.admin.put(`${V1}/nodes/${id}`, { hardware: { ram_gb: 'lots' } })).body).toEqual({ detail: 'hardware.ram_gb must be a number, at least 0' });
+    expect((await hana.put(`${V1}/nodes/${id}`, { hardware: { cpus: 1 } })).status).toBe(403);
+  });
 });

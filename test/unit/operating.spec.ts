@@ -97,6 +97,30 @@ describe('machines in and out of service', () => {
     expect(decideServiceChange(after, { maintenance: true }, 'admin', AT)).toEqual({ refused: 'conflict', reason: 'node a.test is retired' });
   });
 
+  it('given a machine registered without hardware, when an admin gives its hardware, then requests by hardware go by it; the same again writes nothing', () => {
+    const world = given(machine(1, 'a.test', 'p'));
+    const [w] = decideServiceChange(world.machines.get(1)!, { hardware: { cpus: 32, ram_gb: 256 }, reason: 'inventory after the upgrade' }, 'admin', AT) as Write[];
+    expect(w).toEqual({ stream: 'service-a.test', expected: 'no_stream', events: [{ type: 'MachineHardwareSet', data: { machineId: 1, hostname: 'a.test', hardware: { cpus: 32, ram_gb: 256 }, reason: 'inventory after the upgrade', actor: 'admin', at: AT } }] });
+    const after = given(machine(1, 'a.test', 'p'), [w.stream, w.events[0]]);
+    const m = after.machines.get(1)!;
+    expect(m).toMatchObject({ revision: 0, serviceRevision: 0, hardware: { cpus: 32, ram_gb: 256 } });
+    const plan = planAllocation({ specs: [{ pool: 'p', quantity: 1, hardware: { min_ram_gb: 128 } }], pools: [pool], tenantPlatform: null, free: (p) => freeMachines(after, p, () => false) });
+    expect(plan.ok).toBe(true);
+    expect(decideServiceChange(m, { hardware: { ram_gb: 256, cpus: 32 } }, 'admin', AT)).toEqual([]);
+    expect(decideServiceChange(m, { hardware: { ram_gb: -1 } }, 'admin', AT)).toEqual({ refused: 'invalid', reason: 'hardware.ram_gb must be a number, at least 0' });
+    expect(decideServiceChange(m, { hardware: { gpus: Infinity } }, 'admin', AT)).toEqual({ refused: 'invalid', reason: 'hardware.gpus is not a finite number' });
+    expect(decideServiceChange(m, { hardware: { cpus: 8 }, maintenance: true }, 'admin', AT)).toEqual({ refused: 'invalid', reason: 'give exactly one of "maintenance": true|false, "retired": true or "hardware": {...}' });
+    // The auditor's replay takes it: on the service stream, naming its machine.
+    const [registeredOn, registered] = machine(1, 'a.test', 'p');
+    const recorded = [
+      { ...registered, stream: registeredOn, revision: 0, position: 1n, metadata: {} },
+      { ...w.events[0], stream: w.stream, revision: 0, position: 2n, metadata: {} },
+    ];
+    expect(replay(recorded as never, DEFAULTS)).toEqual([]);
+    // Named on the machine stream, it would be outside its place: the ids rule is live for it.
+    expect(replay([recorded[0], { ...recorded[1], stream: 'machine-b.test' }] as never, DEFAULTS).map((v) => v.invariant)).toContain('ids');
+  });
+
   it('is no breach of wear levelling (invariant 8) to pass over a less worn machine in maintenance', () => {
     const history: Array<[string, DuffyEvent]> = [
       machine(1, 'a.test', 'p'),
