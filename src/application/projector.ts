@@ -3,6 +3,7 @@ import type { EventStore, RecordedEvent, Subscription } from './ports/event-stor
 import type { DuffyEvent } from '../domain/events.js';
 import type { DocChange, ReadModelStore } from './ports/read-model.port.js';
 import { refuse } from '../domain/errors.js';
+import { storageFault } from '../adapters/eventstore/storage-fault.js';
 
 /**
  * Past this many events folded and not yet handed to the store, the subscription waits for the store: batches are
@@ -126,7 +127,12 @@ export class ProjectionRunner {
     const end = Date.now() + timeoutMs;
     while (this.position < position) {
       if (this.failure) throw this.failure;
-      if (this.writeFailure) throw this.writeFailure;
+      if (this.writeFailure) {
+        // A read fails for the write behind it: said so, not "cannot write" to a GET.
+        const fault = storageFault(this.writeFailure);
+        if (fault) refuse('unavailable', `Duffy cannot bring the read models it answers from up to date: ${fault.what} (${fault.code}); try again later`);
+        throw this.writeFailure;
+      }
       // A 503 for the reader (a rebuild of a long ledger takes longer than a read may wait), not a fault.
       if (Date.now() > end) refuse('unavailable', `the read models are behind the ledger (projection ${this.projection.name} at ${this.position} of ${position}: being rebuilt?); try again shortly`);
       // A rebuild's flush goes on until it has caught up: waited for no longer than the deadline.

@@ -37,7 +37,7 @@ class FakeStore implements ReadModelStore {
     call.atEnd = JSON.stringify(changes, big);
     if (this.refuse > 0) {
       this.refuse -= 1;
-      throw new Error('disk full');
+      throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
     }
     for (const c of copied ?? changes) {
       if (c.op === 'put') this.docs.set(`${c.collection}/${c.id}`, JSON.stringify(c.doc));
@@ -133,6 +133,8 @@ describe('projection runner', () => {
     for (const e of events.slice(0, 25)) runner.push(e);
     while (!runner.writeFailure) await new Promise((r) => setTimeout(r, 5));
     expect(runner.position).toBe(0n);
+    // A reader meanwhile is told why its answer waits, not that it could not write.
+    await expect(runner.caughtUp(events[24].position)).rejects.toMatchObject({ kind: 'unavailable', message: 'Duffy cannot bring the read models it answers from up to date: the disk is full (SQLITE_FULL); try again later' });
     for (const e of events.slice(25)) runner.push(e);
     while (runner.position < events.at(-1)!.position) await new Promise((r) => setTimeout(r, 20));
     expect(runner.writeFailure).toBeUndefined();
