@@ -255,8 +255,13 @@ export function decideRequestSession(
   const wanted = machinesAsked(cmd.specs);
   const limits = effective(tenant, defaults);
   const held = claimedBy(tenant) + inFlight.quota(tenant.id);
-  if (held + wanted > limits.nodeQuota) {
-    return refusal('quota', `quota exceeded: tenant ${tenant.name} has ${held} of ${limits.nodeQuota} nodes and asked for ${wanted} more`);
+  // What the tenant's requests in the queue wait for counts too (they were let in within the quota): else a request
+  // served at once took their room, and they timed out against their own tenant's quota. One served from the queue
+  // is among them, and was let in with them.
+  const waiting = cmd.waiting ? 0 : tenant.waiting + inFlight.waiting(tenant.id);
+  if (held + waiting + wanted > limits.nodeQuota) {
+    const queued = waiting > 0 ? ` and ${waiting} more waiting,` : '';
+    return refusal('quota', `quota exceeded: tenant ${tenant.name} has ${held} of ${limits.nodeQuota} nodes${queued} and asked for ${wanted} more`);
   }
   const unknown = cmd.specs.find((x) => x.pool !== undefined && !pools.some((p) => p.name === x.pool));
   if (unknown) return refusal('invalid', `can't reserve nodes: unknown pool ${unknown.pool}`);
@@ -293,11 +298,6 @@ export function decideRequestSession(
     const never = neverEnough(world, pools, cmd.specs);
     // Invalid for this farm, not out of capacity: a script that asks again when the farm is busy must not ask again.
     if (never) return refusal('invalid', `can't reserve nodes: ${never}`);
-    // Only what the quota could still take may wait: a tenant cannot fill the queue (every queue pass looks at it all).
-    const waiting = tenant.waiting + inFlight.waiting(tenant.id);
-    if (held + waiting + wanted > limits.nodeQuota) {
-      return refusal('quota', `quota exceeded: tenant ${tenant.name} has ${held} of ${limits.nodeQuota} nodes and ${waiting} more waiting, and asked for ${wanted} more to wait for`);
-    }
     return [
       {
         stream: s,

@@ -169,7 +169,7 @@ describe('waiting for capacity in a fair-share queue', () => {
     await sleep(200);
     const refused = await capped.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 60 });
     expect(refused.status).toBe(403);
-    expect(refused.body.detail).toBe('quota exceeded: tenant capped has 0 of 2 nodes and 2 more waiting, and asked for 1 more to wait for');
+    expect(refused.body.detail).toBe('quota exceeded: tenant capped has 0 of 2 nodes and 2 more waiting, and asked for 1 more');
 
     const [id] = await waitingIds(capped);
     expect((await capped.put(`${V1}/sessions/${id}`, { active: false })).status).toBe(200);

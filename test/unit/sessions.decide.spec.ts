@@ -11,16 +11,16 @@ import {
   visibleSession,
 } from '../../src/domain/decide.js';
 import { DomainError } from '../../src/domain/errors.js';
-import { isRetired } from '../../src/domain/world.js';
+import { type Session, isRetired } from '../../src/domain/world.js';
 import type { DuffyEvent, NodeSpec } from '../../src/domain/events.js';
 import { AT, DEFAULTS, LATER, POOLS, given, machine, quarantined, startedSession, tenant, written } from '../support/given.js';
 
-const request = (world: ReturnType<typeof given>, specs: NodeSpec[], extra: Partial<{ sessionId: number; tenantId: number; waitSeconds: number; inFlight: InFlightView }> = {}) =>
+const request = (world: ReturnType<typeof given>, specs: NodeSpec[], extra: Partial<{ sessionId: number; tenantId: number; waitSeconds: number; inFlight: InFlightView; waiting: Session }> = {}) =>
   decideRequestSession(
     world,
     POOLS,
     DEFAULTS,
-    { sessionId: extra.sessionId ?? 1, tenantId: extra.tenantId ?? 1, specs, now: AT, contextualize: () => false, waitSeconds: extra.waitSeconds },
+    { sessionId: extra.sessionId ?? 1, tenantId: extra.tenantId ?? 1, specs, now: AT, contextualize: () => false, waitSeconds: extra.waitSeconds, waiting: extra.waiting },
     extra.inFlight ?? NOTHING_IN_FLIGHT,
   );
 
@@ -155,8 +155,20 @@ describe('requesting machines', () => {
       expect(world.tenants.get(1)!.waiting).toBe(2);
       expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2 }], { sessionId: 2, waitSeconds: 60 }))).toEqual({
         kind: 'quota',
-        message: 'quota exceeded: tenant alice has 0 of 3 nodes and 2 more waiting, and asked for 2 more to wait for',
+        message: 'quota exceeded: tenant alice has 0 of 3 nodes and 2 more waiting, and asked for 2 more',
       });
+    });
+
+    it('given alice (quota 3) waiting for 2 machines, when she asks for 2 that are free now, then refused too: they would take the room her queued request was let in with; 1 is served', () => {
+      const world = given(tenant(1, 'alice', { nodeQuota: 3 }), machine(1, 'i1', 'metal-intel'), machine(2, 'i2', 'metal-intel'), ...queued(1, 2));
+      expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2 }], { sessionId: 2 }))).toEqual({
+        kind: 'quota',
+        message: 'quota exceeded: tenant alice has 0 of 3 nodes and 2 more waiting, and asked for 2 more',
+      });
+      expect(writesOf(request(world, [{ pool: 'metal-intel', quantity: 1 }], { sessionId: 2 })).flatMap((w) => w.events.map((e) => e.type))).toContain('SessionStarted');
+      // Her queued request itself, served: its own machines are what waits.
+      const waiting = world.sessions.get(1)!;
+      expect(writesOf(request(world, [{ pool: 'metal-intel', quantity: 2 }], { sessionId: 1, waiting })).flatMap((w) => w.events.map((e) => e.type))).toContain('SessionStarted');
     });
 
     it('given alice (quota 3) with 2 machines on their way into the queue, when she asks to wait for 2 more, then refused too', () => {
