@@ -575,7 +575,7 @@ describe('fault: a second server on the same data directory', () => {
 
     // A key no API key could be, on a fresh data directory: exit 2 before anything is written there.
     const fresh = mkdtempSync(join(tmpdir(), 'duffy-badkey-'));
-    const badKey = spawn(process.execPath, [MAIN], { env: { ...process.env, DUFFY_DATA_DIR: fresh, DUFFY_PORT: String(port + 3), DUFFY_ADMIN_KEY: 'abc', NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const badKey = spawn(process.execPath, [MAIN], { env: { ...process.env, DUFFY_DATA_DIR: fresh, DUFFY_PORT: '0', DUFFY_ADMIN_KEY: 'abc', NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(badKey);
     let said = '';
     badKey.stderr!.on('data', (d) => (said += d));
