@@ -87,6 +87,25 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'duffy_queue_waiting',
+      help: 'Requests waiting in the fair-share queue for machines (POST /sessions with "wait"), and the machines they ask for',
+      labelNames: ['count'],
+      registers,
+      collect() {
+        const w = ledger.world;
+        let requests = 0;
+        let machines = 0;
+        for (const id of w.openSessions) {
+          const s = w.sessions.get(id)!;
+          if (s.status !== 'waiting') continue;
+          requests += 1;
+          for (const spec of s.specs) machines += spec.quantity;
+        }
+        this.set({ count: 'requests' }, requests);
+        this.set({ count: 'machines' }, machines);
+      },
+    });
+    new Gauge({
       name: 'duffy_projection_lag_ms',
       help: 'Milliseconds between an event and its projection (last batch)',
       registers,

@@ -54,6 +54,10 @@ describe('waiting for capacity in a fair-share queue', () => {
     expect((await heavy.get(`${V1}/sessions/${heavyId}`)).body.session.data.queue.position).toBe(2);
     const queue = (await duffy.admin.get(`${V1}/queue`)).body.queue;
     expect(queue.map((q: { tenant: string; position: number }) => [q.position, q.tenant])).toEqual([[1, 'light'], [2, 'heavy']]);
+    // What ops watch: the queue's length, in requests and machines.
+    const metrics = (await duffy.admin.get('/metrics')).body as string;
+    expect(metrics).toContain('duffy_queue_waiting{count="requests"} 2');
+    expect(metrics).toContain('duffy_queue_waiting{count="machines"} 2');
 
     // One machine frees: light (no recent machine time) gets it although heavy asked first.
     await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
