@@ -72,7 +72,12 @@ export class ArtifactsController {
   @Get(':id/artifacts/*path')
   async get(@CurrentActor() actor: Actor, @Param('id') id: number, @Param('path') path: string | string[]) {
     const rel = Array.isArray(path) ? path.join('/') : String(path);
-    const real = await artifactPath(await this.dirOf(actor, id), rel);
+    const dir = await this.dirOf(actor, id);
+    // A file the release is still copying would come cut short (a full disk kept one so): none while it collects.
+    if (collectingFor(this.ledger.world, id, (name) => this.catalog.pool(name))) {
+      refuse('conflict', `session ${id}: its artifacts are still being collected; download them once GET /api/v1/sessions/${id}/artifacts says "collecting": false`);
+    }
+    const real = await artifactPath(dir, rel);
     if (!real) refuse('not_found', `artifact ${rel} not found in session ${id}`);
     const { size } = await stat(real!);
     return new StreamableFile(createReadStream(real!), { type: 'application/octet-stream', disposition: `attachment; filename="${basename(real!).replace(/[^\w.-]/g, '_')}"`, length: size });

@@ -145,6 +145,23 @@ describe('provisioning with real ansible-playbook (local driver)', () => {
     expect((await duffy.admin.get(`${V1}/sessions/${id}/artifacts`)).body.collecting).toBe(false);
   });
 
+  it('refuses a download while the release still collects (a file being copied would come cut short), and lists what is there', async () => {
+    const config = ansibleConfig([{ name: 'slow', 'release-policy': 'reuse', 'collect-artifacts': true, 'playbook-timeout': 60 }], [{ hostname: 'slow-1.test', pool: 'slow', state: 'ready' }]);
+    duffy = await startDuffy({ configFile: config });
+    const alice = await newTenant(duffy, 'alice');
+    const id = (await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'slow', quantity: 1 }] })).body.session.id as number;
+    // A file already collected, and a collect that does not end (a huge copy on a slow disk).
+    const collected = join(duffy.dataDir, 'artifacts', `session-${id}`, 'slow-1.test');
+    mkdirSync(collected, { recursive: true });
+    writeFileSync(join(collected, 'big.log'), 'cut sh');
+    inject(duffy.dataDir, 'slow-1.test', 'hang', 'collect_artifacts');
+    expect((await alice.put(`${V1}/sessions/${id}`, { active: false })).status).toBe(200);
+    const listing = (await alice.get(`${V1}/sessions/${id}/artifacts`)).body;
+    expect(listing.collecting).toBe(true);
+    const download = await alice.get(`${V1}/sessions/${id}/artifacts/slow-1.test/big.log`);
+    expect([download.status, download.body.detail]).toEqual([409, `session ${id}: its artifacts are still being collected; download them once GET /api/v1/sessions/${id}/artifacts says "collecting": false`]);
+  });
+
   it("collects a machine's artifacts only up to its pool's limit (files and bytes), and records what was left out", async () => {
     const config = ansibleConfig([{ name: 'cap', 'release-policy': 'reuse', 'collect-artifacts': true, 'artifacts-max-files': 2, 'artifacts-max-mb': 1 }], [{ hostname: 'cap-1.test', pool: 'cap', state: 'ready' }]);
     duffy = await startDuffy({ configFile: config });
