@@ -122,7 +122,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .action(async () => {
       const r = await client().call<{ sessions: Session[] }>('GET', '/sessions');
       if (json()) return out(JSON.stringify(r.sessions));
-      for (const s of r.sessions) out(`${s.id}\t${s.expires_at}\t${s.nodes.map((n) => n.hostname).join(',')}`);
+      for (const s of r.sessions) out(`${s.id}\t${s.data?.queue ? 'waiting' : s.expires_at}\t${s.nodes.map((n) => n.hostname).join(',')}`);
     });
 
   duffy

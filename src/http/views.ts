@@ -102,8 +102,9 @@ export function sessionView(s: Session, world: World, catalog: Catalog, queue: W
     created_at: s.createdAt,
     retired_at: s.retiredAt,
     active: live,
-    // As Duffy v3: an ended session keeps the expiry it had.
-    expires_at: s.expiresAt,
+    // As Duffy v3: an ended session keeps the expiry it had. A request never served (waiting in the queue, or refused
+    // at the end of its wait) has no lease yet: its lease starts when it is served (v3's model allows null).
+    expires_at: s.startedAt === null ? null : s.expiresAt,
     tenant: tenantView(world.tenants.get(s.tenantId)!, catalog),
     data: {
       nodes_specs: s.specs,

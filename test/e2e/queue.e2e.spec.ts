@@ -49,6 +49,8 @@ describe('waiting for capacity in a fair-share queue', () => {
     const waiting = (await light.get(`${V1}/sessions/${lightId}`)).body.session;
     expect(waiting.active).toBe(false);
     expect(waiting.nodes).toEqual([]);
+    // No lease yet: it starts when the request is served.
+    expect(waiting.expires_at).toBeNull();
     expect(waiting.data.queue).toMatchObject({ position: 1, reason: 'pool small: 1 requested, 0 available' });
     const [heavyId] = await waitingIds(heavy);
     expect((await heavy.get(`${V1}/sessions/${heavyId}`)).body.session.data.queue.position).toBe(2);
