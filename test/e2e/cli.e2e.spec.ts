@@ -238,7 +238,7 @@ describe('duffy CLI against a running server', () => {
     const id = (await duffy.admin.get(`${V1}/nodes`)).body.nodes.find((n: { hostname: string }) => n.hostname === host).id;
     const refused = await cli('nodes', 'maintenance', String(id), '--reason', 'mine');
     expect(refused.code).toBe(3);
-    expect(refused.stderr).toBe('duffy: only admins may take nodes in and out of service\n');
+    expect(refused.stderr).toBe('duffy: only admins may change the service or hardware of nodes\n');
     const m = await as(admin, 'nodes', 'maintenance', host, '--reason', 'disk swap');
     expect(m.code).toBe(0);
     expect(m.stdout).toBe(`${host}\tready\tmaintenance\tdisk swap\n`);

@@ -49,7 +49,7 @@ describe('operating the farm: machines in and out of service', () => {
   it('gives a tenant 403 on PUT /nodes, and an admin 404 for an unknown node and 422 for a muddled body', async () => {
     const r = await alice.put(`${V1}/nodes/${ids['m1.test']}`, { maintenance: true, reason: 'mine now' });
     expect(r.status).toBe(403);
-    expect(r.body.detail).toBe('only admins may take nodes in and out of service');
+    expect(r.body.detail).toBe('only admins may change the service or hardware of nodes');
     expect((await node('m1.test')).service).toBe('in-service');
     expect((await duffy.admin.put(`${V1}/nodes/99999`, { maintenance: true })).status).toBe(404);
     const both = await duffy.admin.put(`${V1}/nodes/${ids['m1.test']}`, { maintenance: true, retired: true });

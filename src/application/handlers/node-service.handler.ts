@@ -7,7 +7,7 @@ import { Ledger } from '../ledger.service.js';
 import { metaFor, now } from '../session-lifecycle.js';
 import type { Machine } from '../../domain/world.js';
 
-/** An admin takes a node out of service (maintenance, retirement) or puts it back. */
+/** An admin takes a node out of service (maintenance, retirement), puts it back, or gives its hardware. */
 export class ChangeNodeServiceCommand extends Command<Machine> {
   constructor(
     readonly actor: Actor,
@@ -23,7 +23,7 @@ export class ChangeNodeServiceHandler implements ICommandHandler<ChangeNodeServi
   constructor(private readonly ledger: Ledger) {}
 
   async execute(cmd: ChangeNodeServiceCommand): Promise<Machine> {
-    if (!cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may take nodes in and out of service');
+    if (!cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may change the service or hardware of nodes');
     await this.ledger.decide((world, inFlight) => {
       const m = world.machines.get(cmd.machineId);
       return m ? decideServiceChange(m, cmd.change, cmd.actor.tenant.name, now(), inFlight) : refusal('not_found', `node ${cmd.machineId} not found`);
