@@ -116,6 +116,8 @@ export function checkInvariants(events: Iterable<RecordedEvent>, fallback: Defau
 class IdsRule {
   private readonly streamIds = new Map<string, number>();
   private readonly machineStreams = new Map<number, string>();
+  /** Machines an admin retired for good: their host name may be registered again, for another machine. */
+  private readonly retired = new Set<number>();
   private readonly sessionTenants = new Map<number, number>();
   /** Per session, the machines reserved for it. */
   private readonly reserved = new Map<number, Set<number>>();
@@ -139,7 +141,12 @@ class IdsRule {
       if (host === undefined) messages.push(`${where} names machine ${data.machineId} outside that machine's stream`);
       else {
         const own = this.streamIds.get(`machine-${host}`);
-        if (own === undefined) {
+        // A host name registered again once an admin retired its machine for good: the stream's machine is the new one.
+        const again = e.type === 'MachineRegistered' && own !== undefined && own !== data.machineId && this.retired.has(own) && !this.machineStreams.has(data.machineId);
+        if (again) {
+          this.streamIds.set(`machine-${host}`, data.machineId);
+          this.machineStreams.set(data.machineId, `machine-${host}`);
+        } else if (own === undefined) {
           const elsewhere = this.machineStreams.get(data.machineId);
           if (elsewhere !== undefined) messages.push(`${where} names machine ${data.machineId}, which is ${elsewhere}'s`);
           else {
@@ -154,6 +161,7 @@ class IdsRule {
       if (own === undefined) this.streamIds.set(recorded.stream, data.tenantId);
       else if (own !== data.tenantId) messages.push(`${where} names tenant ${data.tenantId}, the stream's tenant is ${own}`);
     }
+    if (e.type === 'MachineServiceChanged' && e.data.service === 'retired') this.retired.add(e.data.machineId);
     if (e.type === 'MachineReserved') this.reservedFor(e.data.sessionId).add(e.data.machineId);
     // The machines a session shows: each one reserved for it (before or after, in the same append).
     if (e.type === 'SessionStarted' || e.type === 'ReplacementReserved') this.shown.push({ where, sessionId: e.data.sessionId, machineIds: e.data.machineIds, position: recorded.position });

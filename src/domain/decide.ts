@@ -189,11 +189,17 @@ export function decideRegisterMachines(
 ): Decision {
   const seen = new Map<string, string>();
   const seenIps = new Map<string, string>();
+  /** Machines an admin retired for good whose host names are registered again (new hardware under an old name). */
+  const replaced = new Map<string, Machine>();
   for (const m of cmd.machines) {
-    const known = machineIdOfHost(world, m.hostname);
+    const knownId = machineIdOfHost(world, m.hostname);
+    const known = knownId === undefined ? undefined : world.machines.get(knownId);
     // A registration of the host still on its way: another spelling of it would not conflict on its stream.
     if (known === undefined && inFlight.claims('host', hostKey(m.hostname))) return refusal('conflict', `node ${m.hostname} is being registered right now (host names ignore case and a trailing dot)`);
-    const as = known === undefined ? seen.get(hostKey(m.hostname)) : world.machines.get(known)?.hostname;
+    const again = known && reRegistration(known, m.hostname, inFlight);
+    if (typeof again === 'string') return refusal('conflict', again);
+    if (again) replaced.set(m.hostname, known!);
+    const as = again ? seen.get(hostKey(m.hostname)) : (known?.hostname ?? seen.get(hostKey(m.hostname)));
     if (as !== undefined) return refusal('conflict', `node ${m.hostname} already exists${as === m.hostname ? '' : ` as ${as} (host names ignore case and a trailing dot)`}`);
     if (!pools.some((p) => p.name === m.pool)) return refusal('invalid', `unknown pool ${m.pool}`);
     const unstorable = unstorableNumberAt({ data: m.data, hardware: m.hardware }, '');
@@ -217,10 +223,25 @@ export function decideRegisterMachines(
     ids.write,
     ...cmd.machines.map((m, i): Write => ({
       stream: stream.machine(m.hostname),
-      expected: 'no_stream',
+      // Its stream goes on after the retired machine's last event (the stream is named by the host).
+      expected: replaced.has(m.hostname) ? replaced.get(m.hostname)!.revision : 'no_stream',
       events: [{ type: 'MachineRegistered', data: { machineId: ids.first + i, ...m, at: cmd.now } }],
     })),
   ];
+}
+
+/**
+ * Whether a host name may be registered again (as Duffy v3 takes a name again): yes once its machine is retired for
+ * good by an admin and nothing of it is under way, under the same spelling (its ledger stream is named by it); a
+ * reason why not for a retired one; false for a machine in service (it simply exists).
+ */
+function reRegistration(known: Machine, hostname: string, inFlight: InFlightView): boolean | string {
+  if (known.service !== 'retired') return false;
+  if (known.hostname !== hostname) return `node ${hostname} was ${known.hostname}, retired: register it again as ${known.hostname} (its ledger stream is named so)`;
+  if (known.sessionId !== null || known.job !== null || known.releasingSession !== null || inFlight.busy(known.id)) {
+    return `node ${hostname} is retired but its last session or release is still under way: register it again once that is over`;
+  }
+  return true;
 }
 
 /**

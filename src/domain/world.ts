@@ -506,7 +506,12 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
     }
     case 'MachineRegistered': {
       const d = event.data;
+      // A host name registered again after its machine was retired: the new machine takes the name, and goes on
+      // with its service stream (the old one keeps its id and history).
+      const previousId = world.machineIdsByHostname.get(hostKey(d.hostname));
+      const previous = previousId === undefined ? undefined : world.machines.get(previousId);
       world.machines.set(d.machineId, newMachine({ id: d.machineId, hostname: d.hostname, ipaddr: d.ipaddr, pool: d.pool, reusable: d.reusable, data: d.data, hardware: d.hardware, comment: d.comment, state: d.state, createdAt: d.at, revision }));
+      if (previous) world.machines.get(d.machineId)!.serviceRevision = previous.serviceRevision;
       world.machineIdsByHostname.set(hostKey(d.hostname), d.machineId);
       indexIp(world, d.ipaddr, d.machineId);
       const inPool = world.machinesByPool.get(d.pool) ?? [];

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { ADMIN_KEY, type Client, type Running, basic, newTenant, startDuffy } from '../support/server.js';
+import { replay } from '../../src/audit/audit.js';
+import { Ledger } from '../../src/application/ledger.service.js';
 
 const V1 = '/api/v1';
 const DECIDE = fileURLToPath(new URL('../../dist/src/domain/decide.js', import.meta.url));
@@ -190,6 +192,21 @@ describe('Duffy v3 compatibility', () => {
       const hosts = (await duffy.admin.get(`${V1}/nodes?retired=true`)).body.nodes.map((n: { hostname: string }) => n.hostname);
       expect(hosts).not.toContain('inf-1.test');
       expect(hosts).not.toContain('port-1.test');
+    });
+
+    it('a retired node\'s host name may be registered again, as in v3 (new hardware under an old name): a new node, the old one kept as it was', async () => {
+      const first = await node('again-1.test', '198.51.100.21');
+      expect(first.status).toBe(201);
+      expect((await node('again-1.test', '198.51.100.22')).status).toBe(409);
+      expect((await duffy.admin.put(`${V1}/nodes/${first.body.node.id}`, { retired: true, reason: 'end of life' })).status).toBe(200);
+      const second = await node('again-1.test', '198.51.100.22');
+      expect(second.status).toBe(201);
+      expect(second.body.node.id).not.toBe(first.body.node.id);
+      const all = (await duffy.admin.get(`${V1}/nodes?retired=true`)).body.nodes.filter((n: { hostname: string }) => n.hostname === 'again-1.test');
+      expect(all.map((n: { id: number; ipaddr: string }) => [n.id, n.ipaddr]).sort()).toEqual([[first.body.node.id, '198.51.100.21'], [second.body.node.id, '198.51.100.22']].sort());
+      // The new node takes its service stream on from the old one's retirement.
+      expect((await duffy.admin.put(`${V1}/nodes/${second.body.node.id}`, { retired: true, reason: 'out of the pool the other tests draw from' })).status).toBe(200);
+      expect(replay(await duffy.app.get(Ledger).store.readAll(0n, 1_000_000), { nodeQuota: 5, sessionLifetime: 21600, sessionLifetimeMax: 43200 })).toEqual([]);
     });
 
     it('an address another node in service has is a 409, as v3\'s unique index on ipaddr; a retired node\'s is free again', async () => {

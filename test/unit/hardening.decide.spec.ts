@@ -1,6 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { type Decision, NOTHING_IN_FLIGHT, type Refusal, type Write, decideExtendSession, decideRecordDefaults, decideRegisterMachines, decideRegisterTenant, decideUpdateTenant, parseExpiry } from '../../src/domain/decide.js';
 import { machineIdOfHost } from '../../src/domain/world.js';
+import { decideServiceChange } from '../../src/domain/decide-service.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
 import { AT, DEFAULTS, LATER, given, machine, startedSession, tenant, written } from '../support/given.js';
 
@@ -229,6 +230,32 @@ describe('registering machines: one host, one machine, however its name is spell
   const POOLS = [{ name: 'p', type: 'baremetal' as const, arch: 'x86_64', platform: 'intel' }];
   const registration = (hostname: string) => ({ hostname, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' as const });
   const register = (world: ReturnType<typeof given>, ...hostnames: string[]) => decideRegisterMachines(world, POOLS, { machines: hostnames.map(registration), now: AT });
+
+  describe('a host name registered again once its machine is retired (as Duffy v3 takes a name again)', () => {
+    const retire = (id: number, host: string): [string, DuffyEvent] => [`service-${host}`, { type: 'MachineServiceChanged', data: { machineId: id, hostname: host, service: 'retired', reason: 'eol', actor: 'admin', at: AT } }];
+
+    it('given a.lab retired by an admin, when a.lab is registered, then a new machine goes on its stream and takes the name; the old one keeps its id', () => {
+      const history: Array<[string, DuffyEvent]> = [['ids-machine', { type: 'IdAllocated', data: { kind: 'machine' } }], machine(1, 'a.lab', 'p'), ['machine-a.lab', { type: 'MachineQuarantined', data: { machineId: 1, reason: 'disk', at: AT } }], retire(1, 'a.lab')];
+      const decision = register(given(...history), 'a.lab') as Write[];
+      const write = decision.find((w) => w.stream === 'machine-a.lab')!;
+      expect(write.expected).toBe(1);
+      const after = given(...history, ...decision.flatMap((w) => w.events.map((e): [string, DuffyEvent] => [w.stream, e])));
+      const id = machineIdOfHost(after, 'a.lab')!;
+      expect(id).toBe(2);
+      expect(after.machines.get(id)).toMatchObject({ hostname: 'a.lab', service: 'in-service', serviceRevision: 0, revision: 2 });
+      expect(after.machines.get(1)!.service).toBe('retired');
+      // Its service stream goes on too: maintenance on the new machine follows the old one's retirement.
+      expect((decideServiceChange(after.machines.get(id)!, { maintenance: true }, 'admin', AT) as Write[])[0].expected).toBe(0);
+    });
+
+    it('given a.lab in service, or retired but still held, or retired as A.LAB, then refused, saying why', () => {
+      expect(register(given(machine(1, 'a.lab', 'p')), 'a.lab')).toEqual({ refused: 'conflict', reason: 'node a.lab already exists' });
+      const held = given(...startedSession(), retire(1, 'i1'));
+      expect(held.machines.get(1)!.sessionId).toBe(1);
+      expect(register(held, 'i1')).toEqual({ refused: 'conflict', reason: 'node i1 is retired but its last session or release is still under way: register it again once that is over' });
+      expect(register(given(machine(1, 'a.lab', 'p'), retire(1, 'a.lab')), 'A.LAB')).toEqual({ refused: 'conflict', reason: 'node A.LAB was a.lab, retired: register it again as a.lab (its ledger stream is named so)' });
+    });
+  });
 
   it('given Node-1.Lab, when node-1.lab. is registered, then refused as the same host, naming the spelling it has', () => {
     const world = given(machine(1, 'Node-1.Lab', 'p'));
