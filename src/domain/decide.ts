@@ -314,11 +314,12 @@ export function decideRequestSession(
   const requested: DuffyEvent = { type: 'MachineRequested', data: { sessionId: cmd.sessionId, tenantId: tenant.id, tenant: tenant.name, specs: cmd.specs, expiresAt, at: cmd.now } };
   if (!plan.ok) {
     const reason = `can't reserve nodes: ${plan.reason}`;
-    if (cmd.waiting || !cmd.waitSeconds) return refusal('capacity', reason);
-    // Waiting helps only if machines can come free: not for more than the pools will ever have.
+    if (cmd.waiting) return refusal('capacity', reason);
+    // Waiting, or asking again, helps only if machines can come free: not for more than the pools will ever have.
+    // Invalid for this farm, not out of capacity: a script that asks again when the farm is busy must not.
     const never = neverEnough(world, pools, cmd.specs);
-    // Invalid for this farm, not out of capacity: a script that asks again when the farm is busy must not ask again.
     if (never) return refusal('invalid', `can't reserve nodes: ${never}`);
+    if (!cmd.waitSeconds) return refusal('capacity', reason);
     return [
       {
         stream: s,

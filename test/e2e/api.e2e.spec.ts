@@ -147,9 +147,14 @@ describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
     const q = await small.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 2 }] });
     expect(q.status).toBe(403);
     expect(q.body.detail).toBe('quota exceeded: tenant small has 0 of 1 nodes and asked for 2 more');
-    const c = await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 3 }] });
-    expect(c.status).toBe(422);
-    expect(c.body.detail).toBe("can't reserve nodes: pool vm-arm-aarch64: 3 requested, 2 available");
+    // More than the pool has: no wait, nor asking again, can serve it (an invalid request for this farm).
+    const never = await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 3 }] });
+    expect([never.status, never.headers.get('duffy-refusal'), never.body.detail]).toEqual([422, 'invalid', "can't reserve nodes: pool vm-arm-aarch64 has 2 machine(s) that are not retired and 3 were asked for, so waiting cannot help"]);
+    // Busy: both held, one more asked for.
+    const held = await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] });
+    const c = await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }] });
+    expect([c.status, c.headers.get('duffy-refusal'), c.body.detail]).toEqual([422, 'capacity', "can't reserve nodes: pool vm-arm-aarch64: 1 requested, 0 available"]);
+    await duffy.admin.put(`${V1}/sessions/${held.body.session.id}`, { active: false });
   });
 
   describe('bad input: always 4xx with a clear detail, never 5xx', () => {

@@ -88,8 +88,11 @@ describe('duffy CLI against a running server', () => {
     expect((await cli('request', '--pool', 'vm-intel-x86_64', '--wait', '3601')).code).toBe(2);
     expect((await cli('request', '--pool', 'vm-intel-x86_64', '--count', 'zero')).code).toBe(2);
     expect((await cli('request', '--pool', 'metal-intel-x86_64', '--count', '9')).code).toBe(3); // over quota: 403
-    expect((await cli('request', '--pool', 'vm-arm-aarch64', '--count', '3')).code).toBe(5);
+    const busy = (await duffy.admin.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] })).body.session;
+    expect((await cli('request', '--pool', 'vm-arm-aarch64', '--count', '1')).code).toBe(5);
+    await duffy.admin.put(`/api/v1/sessions/${busy.id}`, { active: false });
     // No wait can serve these: not "no capacity", which a wrapper would ask again for ever.
+    expect((await cli('request', '--pool', 'vm-arm-aarch64', '--count', '3')).code).toBe(8);
     expect((await cli('request', '--pool', 'nosuch')).code).toBe(8);
     expect((await cli('request', '--type', 'vm', '--arch', 'amd64')).code).toBe(8);
     expect((await cli('request', '--pool', 'vm-arm-aarch64', '--count', '3', '--wait', '10')).code).toBe(8);

@@ -63,8 +63,8 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
         );
       }, metaFor(cmd.actor));
     } catch (err) {
-      // Only what waiting could have served: a request no wait can serve is told so (422), as it would be otherwise.
-      if (full && err instanceof DomainError && err.kind === 'capacity' && !neverEnough(this.ledger.world, this.catalog.profiles, cmd.specs)) {
+      // Only what waiting could have served: a request no wait can serve is an invalid one (422), as it is otherwise.
+      if (full && err instanceof DomainError && err.kind === 'capacity') {
         refuse('unavailable', `${err.message}; not waiting: ${waiting} callers wait in the queue already, half the connections Duffy takes (DUFFY_MAX_CONNECTIONS), the rest kept for releases; ask again shortly`);
       }
       throw err;
@@ -106,7 +106,11 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
       await this.ledger.until(() => world.sessions.get(sessionId)!.status !== 'waiting', (cmd.waitSeconds + 30) * 1000).catch(() => undefined);
       stopListening?.();
       const s = world.sessions.get(sessionId)!;
-      if (s.status !== 'active') refuse(this.stopping ? 'unavailable' : 'capacity', `can't reserve nodes: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
+      if (s.status !== 'active') {
+        // Left because machines were retired until no wait could serve it: invalid now, as a new request for it is.
+        const kind = this.stopping ? 'unavailable' : neverEnough(world, this.catalog.profiles, s.specs) ? 'invalid' : 'capacity';
+        refuse(kind, `can't reserve nodes: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
+      }
     }
     return this.handedOver(sessionId, cmd);
   }
