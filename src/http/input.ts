@@ -288,22 +288,22 @@ export function callerGoneOf(res: ServerResponse): (listener: () => void) => () 
 /** The legacy API carries the API key in the query string: mask it wherever a URL or query is logged. */
 export function redactUrl(url: string): string {
   // A `?` sent percent-encoded (a client's mistake, answered 404) still puts the key in the url that is logged.
-  const separator = /\?|%3f/i.exec(url);
-  if (separator === null) return url;
-  const start = separator.index + separator[0].length;
-  // Every pair after the `?`, a `#` included (a client may send one): a value is redacted when its name, decoded as
-  // the query parser decodes it and stripped of everything but letters and digits, starts with `key` or `apikey`
-  // (`%6bey`, `k%65y`, `KEY`, `key[]`, `key `, `api_key`...).
-  const pairs = url
-    .slice(start)
-    .split('&')
-    .map((pair) => {
-      const eq = pair.indexOf('=');
-      if (eq < 0) return pair;
-      const name = pair.slice(0, eq);
-      return SECRET_PARAM.test(decodedName(name).toLowerCase().replace(/[^a-z0-9]/g, '')) ? `${name}=[Redacted]` : pair;
-    });
-  return url.slice(0, start) + pairs.join('&');
+  const first = /\?|%3f/i.exec(url);
+  if (first === null) return url;
+  const start = first.index + first[0].length;
+  // Every pair after it, whatever separates it from the next (`&`, another `?`, either percent-encoded; a `#` goes
+  // with its pair): a value is redacted when its name, decoded as the query parser decodes it and stripped of
+  // everything but letters and digits, starts with `key` or `apikey` (`%6bey`, `k%65y`, `KEY`, `key[]`, `key `,
+  // `api_key`...).
+  const parts = url.slice(start).split(/(&|\?|%3f|%26)/i);
+  return url.slice(0, start) + parts.map((part, i) => (i % 2 === 1 ? part : redactPair(part))).join('');
+}
+
+function redactPair(pair: string): string {
+  const eq = /=|%3d/i.exec(pair);
+  if (eq === null) return pair;
+  const name = pair.slice(0, eq.index);
+  return SECRET_PARAM.test(decodedName(name).toLowerCase().replace(/[^a-z0-9]/g, '')) ? `${name}${eq[0]}[Redacted]` : pair;
 }
 
 const SECRET_PARAM = /^(key|apikey)/;

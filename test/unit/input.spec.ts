@@ -70,6 +70,10 @@ describe('logging: no credential in request logs', () => {
     expect(redactUrl('/x?monkey=1')).toBe('/x?monkey=1');
     expect(redactUrl('/Node/get%3Fkey=abc-123&ver=7')).toBe('/Node/get%3Fkey=[Redacted]&ver=7');
     expect(redactUrl('/Node/get%3fver=7&key=abc-123')).toBe('/Node/get%3fver=7&key=[Redacted]');
+    // An encoded separator before the real one: every pair is looked at, whatever separates it.
+    expect(redactUrl('/Node/get%3Ffoo?key=abc-123&ver=7')).toBe('/Node/get%3Ffoo?key=[Redacted]&ver=7');
+    expect(redactUrl('/x%3fa=1?key=abc-123')).toBe('/x%3fa=1?key=[Redacted]');
+    expect(redactUrl('/x?a=1%26key%3dabc-123')).toBe('/x?a=1%26key%3d[Redacted]');
     // The query parser decodes names: so does the redaction.
     expect(redactUrl('/Inventory?%6bey=abc-123')).toBe('/Inventory?%6bey=[Redacted]');
     expect(redactUrl('/Node/fail?k%65y=abc&ssid=9')).toBe('/Node/fail?k%65y=[Redacted]&ssid=9');
