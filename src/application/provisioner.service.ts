@@ -32,9 +32,13 @@ interface Fault {
   backoffMs: number;
   /** What it holds back, for /health: a playbook file or machines; none for the environment as a whole. */
   subject?: string;
-  /** A broken playbook file's version then (fileVersion): its fault holds, work due or not, until a run works or the file changes. */
+  /** A broken playbook file's version when the failed run began (fileVersion): its fault holds until a run works or the file changes. */
   fileVersion?: number;
+  /** A broken playbook no work of which is due: named on /health, which stays up (one pool's file must not take Duffy out of a load balancer). */
+  idle?: boolean;
 }
+
+const describeFault = (f: Fault) => (f.subject && !f.reason.includes(f.subject) ? `${f.subject}: ${f.reason}` : f.reason);
 
 /** A file's modification time, -1 when it is not there: whether an operator has changed it since. */
 const fileVersion = (file: string) => statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? -1;
@@ -106,9 +110,13 @@ export class Provisioner implements OnApplicationShutdown {
 
   /** The environment fault that currently holds background work back, if any (for /health and logs). */
   get environmentFault(): { reason: string; since: string } | null {
-    const fault = this.faults.get(ANY_RUN) ?? [...this.faults.values()][0];
-    if (!fault) return null;
-    return { reason: fault.subject && !fault.reason.includes(fault.subject) ? `${fault.subject}: ${fault.reason}` : fault.reason, since: fault.since };
+    const fault = this.faults.get(ANY_RUN) ?? [...this.faults.values()].find((f) => !f.idle);
+    return fault ? { reason: describeFault(fault), since: fault.since } : null;
+  }
+
+  /** Broken playbooks no work of which is due now (a failed hand-over's machine went back to the pool): for /health. */
+  get idlePlaybookFaults(): string[] {
+    return [...this.faults.values()].filter((f) => f.idle).map((f) => `${describeFault(f)} (since ${f.since}; until the file changes or a run of it works)`);
   }
 
   private playbookOf(job: Job): string {
@@ -175,9 +183,10 @@ export class Provisioner implements OnApplicationShutdown {
     if (this.faults.size === 0) return;
     const live = new Set([...due, ...this.runningJobs].flatMap((j) => [this.playbookOf(j), ...j.machineIds.map(machineKey)]));
     for (const [key, fault] of this.faults) {
+      fault.idle = false;
       if (key === ANY_RUN || live.has(key)) continue;
-      if (fault.fileVersion !== undefined && fileVersion(key) === fault.fileVersion) continue;
-      this.faults.delete(key);
+      if (fault.fileVersion !== undefined && fileVersion(key) === fault.fileVersion) fault.idle = true;
+      else this.faults.delete(key);
     }
   }
 
@@ -210,10 +219,12 @@ export class Provisioner implements OnApplicationShutdown {
     };
     const playbook = this.playbookOf(job);
     const ran = this.metrics.runStarted(job.action);
+    // Taken before the run: a file mended while it ran is a change the fault must not take for its own version.
+    const version = fileVersion(playbook);
     const result = await this.runner.run(input, { timeoutMs, playbook }).finally(ran);
     // Stopped under way: nothing the machines did or failed to do; the next process does the claimed work again.
     if (this.stopped) return;
-    if (result.fault) return this.onEnvironmentFault(job, playbook, claimed, result as RunResult & { fault: EnvironmentFault });
+    if (result.fault) return this.onEnvironmentFault(job, playbook, claimed, result as RunResult & { fault: EnvironmentFault }, version);
     // A run that works ends a fault of the environment, its own playbook's and its machines'.
     for (const key of [ANY_RUN, playbook, ...claimed.map(({ machine }) => machineKey(machine.id))]) {
       const over = this.faults.get(key);
@@ -248,7 +259,7 @@ export class Provisioner implements OnApplicationShutdown {
    * Duffy could not run the playbook (invariant 10): record it without blaming the machines, hold background work
    * back (retried with backoff), and fail a hand-over at once with the real cause rather than let its client wait.
    */
-  private async onEnvironmentFault(job: Job, playbook: string, claimed: Array<{ machine: { id: number; hostname: string }; revision: number }>, result: RunResult & { fault: EnvironmentFault }): Promise<void> {
+  private async onEnvironmentFault(job: Job, playbook: string, claimed: Array<{ machine: { id: number; hostname: string }; revision: number }>, result: RunResult & { fault: EnvironmentFault }, version: number): Promise<void> {
     const { fault, run } = result;
     const now = Date.now();
     const hosts = claimed.map(({ machine }) => machine.hostname).join(', ');
@@ -256,7 +267,7 @@ export class Provisioner implements OnApplicationShutdown {
       fault.scope === 'playbook' ? [[playbook, playbook]] : fault.scope === 'run' ? claimed.map(({ machine }) => [machineKey(machine.id), hosts]) : [[ANY_RUN, undefined]];
     for (const [key, subject] of keys) {
       const held = this.faults.get(key) ?? { reason: fault.reason, since: new Date(now).toISOString(), retryAt: now + RETRY_FIRST_MS, backoffMs: RETRY_FIRST_MS * 2 };
-      Object.assign(held, { reason: fault.reason, subject, ...(fault.scope === 'playbook' ? { fileVersion: fileVersion(playbook) } : {}) });
+      Object.assign(held, { reason: fault.reason, subject, ...(fault.scope === 'playbook' ? { fileVersion: version } : {}) });
       this.faults.set(key, held);
     }
     this.metrics.playbook.observe({ action: job.action, outcome: 'environment_fault' }, run.durationMs / 1000);
