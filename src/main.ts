@@ -80,8 +80,8 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   server.headersTimeout = Math.min(server.headersTimeout, server.requestTimeout);
   server.maxConnections = maxConnectionsOf(settings);
   server.on('clientError', clientErrorAnswer(server.requestTimeout / 1000));
-  // Not SIGHUP (Nest's default list has it): a `systemctl reload` would stop Duffy; main() says it has no reload.
-  app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
+  // Nest's list but SIGHUP: a `systemctl reload` would stop Duffy; main() says it has no reload.
+  app.enableShutdownHooks(['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGUSR2']);
   await app.init();
   // Nest answers unknown paths under its global prefix only; the others (legacy, ops, anything) would get Express's
   // HTML page. The same JSON 404 (or 405) for all of them, registered after every route.

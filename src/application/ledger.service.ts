@@ -17,7 +17,7 @@ import { StreamHeads } from './stream-heads.js';
 import { GENESIS, appendLinks } from '../audit/chain.js';
 import { type Checkpoint, signedWith } from '../audit/checkpoint.js';
 import { type Decision, type InFlightView, type Write, isRefusal, raise } from '../domain/decide.js';
-import { type DuffyEvent, machinesAsked, sessionOfStream } from '../domain/events.js';
+import { type DuffyEvent, SERVICE_EVENTS, machinesAsked, sessionOfStream } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
 import { type World, emptyWorld, evolve, addressKey, hostKey, tenantKey } from '../domain/world.js';
 
@@ -440,9 +440,9 @@ export class Ledger implements OnApplicationShutdown {
       if (base !== null) batch.streams.set(w.stream, { revision: base + w.events.length, hash: typeof last === 'string' ? last : null, accounted });
       let requested: { tenantId: number; machines: number } | undefined;
       for (const e of w.events) {
-        // A machine taken out of service (or back) on its own stream: not to be picked until the World shows it, or
-        // a request decided meanwhile reserves it after the change in the ledger.
-        if (e.type === 'MachineReserved' || e.type === 'MachineServiceChanged') batch.machines.push(e.data.machineId);
+        // A machine taken out of service (or back), or given new hardware, on its own stream: not to be picked until
+        // the World shows it, or a request decided meanwhile reserves it after the change in the ledger.
+        if (e.type === 'MachineReserved' || SERVICE_EVENTS.has(e.type)) batch.machines.push((e.data as { machineId: number }).machineId);
         else if (e.type === 'QuotaClaimed') batch.quota.set(e.data.tenantId, (batch.quota.get(e.data.tenantId) ?? 0) + e.data.count);
         else if (e.type === 'MachineRequested') {
           batch.sessionId = Math.max(batch.sessionId, e.data.sessionId);

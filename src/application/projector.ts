@@ -130,7 +130,7 @@ export class ProjectionRunner {
       if (this.writeFailure) {
         // A read fails for the write behind it: said so, not "cannot write" to a GET.
         const fault = storageFault(this.writeFailure);
-        if (fault) refuse('unavailable', `Duffy cannot bring the read models it answers from up to date: ${fault.what} (${fault.code}); try again later`);
+        if (fault) refuse('unavailable', `Duffy cannot bring the read models it answers from up to date: ${fault.what} (${fault.code}); try again later`, this.writeFailure);
         throw this.writeFailure;
       }
       // A 503 for the reader (a rebuild of a long ledger takes longer than a read may wait), not a fault.

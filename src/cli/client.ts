@@ -113,19 +113,22 @@ export class DuffyClient {
    * One API call. Plain node:http(s), not fetch: fetch gives up on an answer after 300 s (undici's headers
    * timeout), and a request waiting in Duffy's fair queue is answered only when it is served.
    */
-  async call<T = Record<string, any>>(method: string, path: string, body?: unknown): Promise<T> {
-    return JSON.parse((await this.raw(method, path, body)).toString('utf8')) as T;
+  async call<T = Record<string, any>>(method: string, path: string, body?: unknown, patient = true): Promise<T> {
+    return JSON.parse((await this.raw(method, path, body, patient)).toString('utf8')) as T;
   }
 
   /** The answer's bytes (a file download); an error answer becomes an ApiError with its `detail`. */
-  async raw(method: string, path: string, body?: unknown): Promise<Buffer> {
-    const res = await this.exchange(method, path, body);
+  async raw(method: string, path: string, body?: unknown, patient = true): Promise<Buffer> {
+    const res = await this.exchange(method, path, body, patient);
     if (res.status >= 200 && res.status < 300) return res.body;
     throw new ApiError(res.status, detailOf(res.body) || res.statusText, res.refusal);
   }
 
-  /** One call and its answer whatever the status (Duffy v3's `duffy client` prints error answers as they are). */
-  async exchange(method: string, path: string, body?: unknown): Promise<Answer> {
+  /**
+   * One call and its answer whatever the status (Duffy v3's `duffy client` prints error answers as they are).
+   * `patient`: tried again where that is safe (below); not for a job that is stopping and must exit now.
+   */
+  async exchange(method: string, path: string, body?: unknown, patient = true): Promise<Answer> {
     const { tenant, key, url } = this.config;
     if (!tenant || !key) throw new ApiError(401, 'no credentials: give --tenant and --key, DUFFY_TENANT and DUFFY_KEY, or ~/.config/duffy');
     const payload = body === undefined ? undefined : JSON.stringify(body);
@@ -135,7 +138,7 @@ export class DuffyClient {
     // relative extension ("+1h" twice is 2 h). A connection Duffy dropped at once (DUFFY_MAX_CONNECTIONS) for both;
     // for a release also a Duffy restarting (refused, or 503 while it stops) or hung: a `duffy done` in a build's
     // last step that gave up at once left the machines held until their lease ended.
-    const retried = release ? RELEASE_RETRIES : method === 'GET' ? RESET_RETRIES : [];
+    const retried = !patient ? [] : release ? RELEASE_RETRIES : method === 'GET' ? RESET_RETRIES : [];
     const retryable = release ? ['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT'] : ['ECONNRESET', 'EPIPE'];
     let said = false;
     const tryAgain = async (attempt: number, why: string) => {

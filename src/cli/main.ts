@@ -285,7 +285,8 @@ async function waitInQueue(c: DuffyClient, specs: unknown[], wait: number, count
     // waiting request whose caller went away).
     const id = served?.id ?? mine;
     const said = served ? `gave back session ${id}, served as the job stopped` : `left the queue (session ${id})`;
-    const cancel = id === undefined ? Promise.resolve() : c.call('PUT', `/sessions/${id}`, { active: false }).then(() => process.stderr.write(`duffy: ${said}\n`), () => undefined);
+    // Once, at once: the job is stopping (a Duffy out of reach still drops the request with this exit's connection).
+    const cancel = id === undefined ? Promise.resolve() : c.call('PUT', `/sessions/${id}`, { active: false }, false).then(() => process.stderr.write(`duffy: ${said}\n`), () => undefined);
     void cancel.finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
   };
   process.once('SIGINT', interrupted);
@@ -315,7 +316,7 @@ async function waitInQueue(c: DuffyClient, specs: unknown[], wait: number, count
   }
 }
 
-/** Runs the CLI; returns the exit code (0 ok, 2 usage, 3 auth, 4 not found, 5 no capacity, 6 unavailable, 7 unreachable). */
+/** Runs the CLI; returns the exit code (EXIT: 0 ok, 2 usage, 3 auth, 4 not found, 5 no capacity, 6 unavailable, 7 unreachable, 8 never servable). */
 export async function run(argv: string[], out?: (line: string) => void, io?: Partial<Io>): Promise<number> {
   try {
     await program(out, io, await hostCommandsFor(argv.slice(2))).parseAsync(argv);

@@ -5,12 +5,14 @@ export class DomainError extends Error {
   constructor(
     readonly kind: DomainErrorKind,
     message: string,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = 'DomainError';
   }
 }
 
-export const refuse = (kind: DomainErrorKind, message: string): never => {
-  throw new DomainError(kind, message);
+/** `cause`: what made it so (a storage fault behind a 503, which the log then says once per interval). */
+export const refuse = (kind: DomainErrorKind, message: string, cause?: unknown): never => {
+  throw new DomainError(kind, message, cause === undefined ? undefined : { cause });
 };

@@ -301,14 +301,20 @@ function sshPort(data: Record<string, unknown>): number {
   const v = data.ssh_port;
   if (!v) return 22;
   if (typeof v === 'boolean') return 1;
-  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v.trim().replace(/_/g, '')) : NaN;
-  return Number.isFinite(n) ? Math.trunc(n) : 0;
+  if (typeof v === 'number') return Math.trunc(v);
+  // Jinja's int: Python's int() of the text, else int(float()) of it, else 0 (never hex: `0x16` is 0).
+  const text = String(v).trim().replace(/_/g, '');
+  if (/^[+-]?\d+$/.test(text)) return Number.parseInt(text, 10);
+  return /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(text) ? Math.trunc(Number(text)) : 0;
 }
 
-/** Why node data's `ssh_port` cannot be registered, or null: a whole number 1-65535, or those digits as text. */
+/**
+ * Why node data's `ssh_port` cannot be registered, or null: a whole number 1-65535, or those digits as text; or none
+ * (absent, null, 0 or "": the playbooks' default, 22).
+ */
 export function sshPortProblem(data: Record<string, unknown>): string | null {
   const v = data.ssh_port;
-  if (v === undefined || v === null) return null;
+  if (v === undefined || v === null || v === 0 || v === '') return null;
   const n = typeof v === 'number' ? v : typeof v === 'string' && /^[0-9]{1,5}$/.test(v) ? Number(v) : NaN;
   return Number.isInteger(n) && n >= 1 && n <= 65535 ? null : `data.ssh_port must be a port number, 1-65535 (not ${JSON.stringify(v)})`;
 }

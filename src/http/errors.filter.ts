@@ -40,9 +40,10 @@ export class ErrorsFilter implements ExceptionFilter {
       return;
     }
     const [status, detail] = describe(error);
+    // A 503 for a storage fault (a full disk fails every write, and the reads behind them, alike): once per interval.
+    if (status === 503 && storageFault(error)) this.faults.storageFault(`503 ${detail}`);
     // A 503 Duffy decided on (a hand-over that could not finish, a stop) is an answer, not a fault: no stack.
-    if (status >= 500 && error instanceof DomainError) this.log.warn(`${status} ${detail}`);
-    else if (status === 503) this.faults.storageFault(`503 ${detail}`);
+    else if (status >= 500 && error instanceof DomainError) this.log.warn(`${status} ${detail}`);
     else if (status >= 500) this.log.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
     // Which refusal, for scripts (the duffy CLI's exit codes): a 422 of no capacity is worth asking again, an invalid one never.
     if (error instanceof DomainError) res.setHeader('Duffy-Refusal', error.kind);

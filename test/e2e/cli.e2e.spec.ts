@@ -219,7 +219,12 @@ describe('duffy CLI against a running server', () => {
       ledger.record = record;
     }
     // Nothing listening yet (Duffy restarting): a stand-in answers after a second, as the restarted server would.
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await new Promise<number>((resolve) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = probe.address() as { port: number };
+        probe.close(() => resolve(port));
+      });
+    });
     const later = new Promise<Server>((resolve) =>
       setTimeout(() => {
         const server = createServer((_req, res) => res.setHeader('content-type', 'application/json').end(JSON.stringify({ session: { id: 7, active: false, nodes: [], expires_at: null } })));

@@ -17,10 +17,10 @@ export interface StorageFault {
 /** Less free space than this on a disk Duffy writes to (its data directory): that disk is full. */
 export const FULL_DISK_BYTES = 1024 * 1024;
 
-/** Bytes this user may still write on the file system of `dir`; undefined when that cannot be read. */
+/** Bytes this user may still write on the file system of `dir` (root also the blocks kept for it); undefined when that cannot be read. */
 export async function freeBytes(dir: string): Promise<number | undefined> {
   const fs = await statfs(dir).catch(() => undefined);
-  return fs && fs.bavail * fs.bsize;
+  return fs && (process.getuid?.() === 0 ? fs.bfree : fs.bavail) * fs.bsize;
 }
 
 const FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
@@ -38,7 +38,8 @@ export function storageFault(error: unknown): StorageFault | undefined {
   for (let depth = 0; e && typeof e === 'object' && depth < 5; depth++, e = e.cause as typeof e) {
     const code = typeof e.code === 'string' ? e.code : undefined;
     if (!code) continue;
-    if (FULL.has(code)) return { code, what: 'the disk is full', fix: FREE_SPACE, full: true };
+    // A quota (EDQUOT) is no disk's free space: its end cannot be seen from the file system.
+    if (FULL.has(code)) return { code, what: 'the disk is full', fix: FREE_SPACE, ...(code === 'EDQUOT' ? {} : { full: true as const }) };
     if (code === WRITER_STOPPED) return { code, what: 'the ledger writer stopped, until Duffy is restarted', fix: 'restart Duffy' };
     if (code === EVENTSTORE_UNAVAILABLE) return { code, what: String((e as { message?: unknown }).message), fix: 'check DUFFY_EVENTSTORE' };
     // SQLite could not grow a database's -shm file: on a local disk, nearly always a full one.
