@@ -246,10 +246,12 @@ const SINGLE_STREAMS: readonly string[] = [stream.defaults, stream.admins, strea
  * Every event about one session, machine or tenant: its own stream plus the events elsewhere that name it; or one of
  * SINGLE_STREAMS (the tenant defaults recorded at each start, the active admins, the keys given).
  */
-export function history(events: RecordedEvent[], subject: string): RecordedEvent[] {
-  if (SINGLE_STREAMS.includes(subject)) return events.filter((e) => e.stream === subject);
+export function history(events: RecordedEvent[], asked: string): RecordedEvent[] {
+  if (SINGLE_STREAMS.includes(asked)) return events.filter((e) => e.stream === asked);
+  // A machine's service stream is part of its story: asked by that name, the machine's whole history.
+  const subject = asked.replace(/^service-/, 'machine-');
   const m = /^(session|machine|tenant)-(.+)$/.exec(subject);
-  if (!m) throw new Error(`history needs session-<id>, machine-<hostname>, tenant-<name> or one of ${SINGLE_STREAMS.join(', ')}, got ${subject}`);
+  if (!m) throw new Error(`history needs session-<id>, machine-<hostname> (or service-<hostname>), tenant-<name> or one of ${SINGLE_STREAMS.join(', ')}, got ${asked}`);
   const [, kind, key] = m;
   let tenantId: number | undefined;
   if (kind === 'tenant') tenantId = events.find((e) => e.type === 'TenantRegistered' && e.data.name === key)?.data.tenantId as number | undefined;

@@ -16,6 +16,8 @@ export interface ClientConfig {
   url: string;
   tenant?: string;
   key?: string;
+  /** How long a release (`duffy done`) is tried again while Duffy cannot take it (DUFFY_RELEASE_RETRY_SECONDS, 120). */
+  releasePatienceMs?: number;
 }
 
 type FileConfig = Partial<ClientConfig> & { client?: { url?: string; auth?: { name?: string; key?: string } } };
@@ -39,7 +41,14 @@ export function clientConfig(flags: Partial<ClientConfig> & { config?: string[] 
     url: url.replace(/\/+$/, '').replace(/\/api\/v1$/, ''),
     tenant: flags.tenant ?? (env.DUFFY_TENANT || undefined) ?? text(merged.tenant, 'tenant') ?? text(v3?.auth?.name, 'client.auth.name'),
     key: flags.key ?? (env.DUFFY_KEY || undefined) ?? text(merged.key, 'key') ?? text(v3?.auth?.key, 'client.auth.key'),
+    ...(env.DUFFY_RELEASE_RETRY_SECONDS ? { releasePatienceMs: seconds(env.DUFFY_RELEASE_RETRY_SECONDS, 'DUFFY_RELEASE_RETRY_SECONDS') * 1000 } : {}),
   };
+}
+
+/** A whole number of seconds from the environment (0 and up). */
+function seconds(value: string, name: string): number {
+  if (!/^\d{1,6}$/.test(value)) throw new UsageError(`${name} must be a whole number of seconds, got ${JSON.stringify(value)}`);
+  return Number(value);
 }
 
 /** A configuration value as text (YAML reads `name: 1234` as a number); a list or mapping there is a usage error, not a TypeError. */
@@ -138,34 +147,37 @@ export class DuffyClient {
     // relative extension ("+1h" twice is 2 h). A connection Duffy dropped at once (DUFFY_MAX_CONNECTIONS) for both;
     // for a release also a Duffy restarting (refused, or 503 while it stops) or hung: a `duffy done` in a build's
     // last step that gave up at once left the machines held until their lease ended.
-    const retried = !patient ? [] : release ? RELEASE_RETRIES : method === 'GET' ? RESET_RETRIES : [];
+    const budgetMs = !patient ? 0 : release ? (this.config.releasePatienceMs ?? RELEASE_PATIENCE_MS) : method === 'GET' ? RESET_PATIENCE_MS : 0;
     const retryable = release ? ['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT'] : ['ECONNRESET', 'EPIPE'];
+    // One deadline for the tries, their waits and their silences alike: a hung server must not hold a build's last
+    // step ten silences long.
+    const deadline = Date.now() + budgetMs;
     let said = false;
-    const tryAgain = async (attempt: number, why: string) => {
-      if (!said) process.stderr.write(`duffy: ${why}; trying again for up to ${Math.round(retried.reduce((a, b) => a + b, 0) / 1000)} s\n`);
+    /** Waits before the next try and says so once; false when the deadline leaves no room for one. */
+    const tryAgain = async (attempt: number, why: string): Promise<boolean> => {
+      const pause = Math.min(RETRY_PAUSES_MS[Math.min(attempt, RETRY_PAUSES_MS.length - 1)], deadline - Date.now());
+      if (pause <= 0) return false;
+      if (!said) process.stderr.write(`duffy: ${why}; trying again for up to ${Math.round((deadline - Date.now()) / 1000)} s\n`);
       said = true;
-      await new Promise((r) => setTimeout(r, retried[attempt]));
+      await new Promise((r) => setTimeout(r, pause));
+      return Date.now() < deadline;
     };
     for (let attempt = 0; ; attempt++) {
       let answer: Answer;
+      // A request may wait long for its machines (the queue, a hand-over); any other call is given up on when silent.
+      const silenceMs = method === 'POST' ? undefined : budgetMs > 0 ? Math.max(1_000, Math.min(SILENCE_MS, deadline - Date.now())) : SILENCE_MS;
       try {
         answer = await send(new URL(`${url}/api/v1${path}`), method, {
           authorization: `Basic ${Buffer.from(`${tenant}:${key}`).toString('base64')}`,
           'content-type': 'application/json',
           ...(payload === undefined ? {} : { 'content-length': String(Buffer.byteLength(payload)) }),
-        }, payload, method === 'POST' ? undefined : SILENCE_MS);
+        }, payload, silenceMs);
       } catch (err) {
         const code = String((err as NodeJS.ErrnoException).code);
-        if (attempt < retried.length && retryable.includes(code)) {
-          await tryAgain(attempt, `cannot reach Duffy at ${url} (${code})`);
-          continue;
-        }
+        if (retryable.includes(code) && (await tryAgain(attempt, `cannot reach Duffy at ${url} (${code})`))) continue;
         throw Object.assign(new ApiError(0, `cannot reach Duffy at ${url}: ${(err as Error).message}`), { unreachable: true });
       }
-      if (release && answer.status === 503 && attempt < retried.length) {
-        await tryAgain(attempt, `Duffy cannot take the release now (503 ${detailOf(answer.body)})`);
-        continue;
-      }
+      if (release && answer.status === 503 && (await tryAgain(attempt, `Duffy cannot take the release now (503 ${detailOf(answer.body)})`))) continue;
       return answer;
     }
   }
@@ -181,10 +193,12 @@ const detailOf = (body: Buffer): string => {
   }
 };
 
-/** Waits before the tries again of a call whose connection was reset: about 30 s in all. */
-const RESET_RETRIES = [500, 1_000, 2_000, 4_000, 8_000, 15_000];
+/** Pauses between tries, growing to the last. */
+const RETRY_PAUSES_MS = [500, 1_000, 2_000, 4_000, 8_000, 15_000];
+/** How long a read whose connection was reset is tried again. */
+const RESET_PATIENCE_MS = 30_000;
 /** A release's: about 2 minutes, what a Duffy restart or upgrade takes (a stop, a start on a large ledger). */
-const RELEASE_RETRIES = [...RESET_RETRIES, 30_000, 30_000, 30_000];
+const RELEASE_PATIENCE_MS = 120_000;
 /** An answer silent this long is given up on (a hung server must not hang a build's last step); a request may wait longer. */
 const SILENCE_MS = 60_000;
 

@@ -237,6 +237,18 @@ describe('duffy CLI against a running server', () => {
     expect(restarting.stderr).toMatch(/cannot reach Duffy at .* \(ECONNREFUSED\); trying again/);
     // A read or a request is not: a wrong URL is said at once.
     expect((await runCli({ ...env, DUFFY_URL: `http://127.0.0.1:${port}` }, 'list')).code).toBe(7);
+    // A hung server (it takes the connection and never answers): the whole patience is one deadline, silences included.
+    const hung = createServer(() => undefined);
+    await new Promise<void>((r) => hung.listen(0, '127.0.0.1', () => r()));
+    try {
+      const started = Date.now();
+      const given = await runCli({ ...env, DUFFY_URL: `http://127.0.0.1:${(hung.address() as { port: number }).port}`, DUFFY_RELEASE_RETRY_SECONDS: '4' }, 'done', '7');
+      expect([given.code, given.stderr]).toEqual([7, expect.stringMatching(/^duffy: cannot reach Duffy at .*: no answer in [34](\.\d+)? s\n$/)]);
+      expect(Date.now() - started).toBeLessThan(15_000);
+    } finally {
+      hung.closeAllConnections();
+      hung.close();
+    }
   }, 60_000);
 
   it('takes nodes in and out of service (admin), and refuses a tenant', async () => {

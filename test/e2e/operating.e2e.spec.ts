@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { Ledger } from '../../src/application/ledger.service.js';
+import { history } from '../../src/audit/audit.js';
 import { type Client, type Running, basic, newTenant, startDuffy } from '../support/server.js';
 
 const V1 = '/api/v1';
@@ -135,6 +136,11 @@ describe('operating the farm: machines in and out of service', () => {
       ['service-m3.test', 'in-service', 'reseated the disk', 'admin', 'admin'],
       ['service-m3.test', 'retired', 'end of life', 'admin', 'admin'],
     ]);
+    // The auditor's history of the machine has them, asked by either stream's name.
+    const all = await duffy.app.get(Ledger).store.readAll(0n, 100_000);
+    const told = (subject: string) => history(all, subject).filter((e) => e.type === 'MachineServiceChanged').map((e) => e.data.service);
+    expect(told('machine-m3.test')).toEqual(['in-service', 'retired']);
+    expect(told('service-m3.test')).toEqual(['in-service', 'retired']);
     // Repeating a PUT writes nothing.
     await duffy.admin.put(`${V1}/nodes/${ids['m3.test']}`, { retired: true, reason: 'end of life' });
     expect((await duffy.app.get(Ledger).store.readAll(0n, 100_000)).filter((e) => e.type === 'MachineServiceChanged')).toHaveLength(6);
