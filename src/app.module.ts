@@ -68,7 +68,9 @@ export class AppModule {
       module: AppModule,
       imports: [
         CqrsModule.forRoot(),
-        TerminusModule,
+        // No error line per failing probe (a load balancer asks every few seconds): each fault is logged where it
+        // happens, once per interval, and /health's answer names it.
+        TerminusModule.forRoot({ logger: false }),
         LoggerModule.forRoot({
           pinoHttp: {
             level: process.env.DUFFY_LOG_LEVEL ?? 'info',

@@ -316,10 +316,11 @@ export function decideRequestSession(
     const reason = `can't reserve nodes: ${plan.reason}`;
     if (cmd.waiting) return refusal('capacity', reason);
     // Waiting, or asking again, helps only if machines can come free: not for more than the pools will ever have.
-    // Invalid for this farm, not out of capacity: a script that asks again when the farm is busy must not.
+    // Invalid for this farm, not out of capacity: a script that asks again when the farm is busy must not. (A request
+    // that cannot wait is told what is free now; one that would wait, why waiting cannot help.)
     const never = neverEnough(world, pools, cmd.specs);
+    if (!cmd.waitSeconds) return refusal(never ? 'invalid' : 'capacity', reason);
     if (never) return refusal('invalid', `can't reserve nodes: ${never}`);
-    if (!cmd.waitSeconds) return refusal('capacity', reason);
     return [
       {
         stream: s,

@@ -46,7 +46,8 @@ export class ErrorsFilter implements ExceptionFilter {
     else if (status >= 500 && error instanceof DomainError) this.log.warn(`${status} ${detail}`);
     else if (status >= 500) this.log.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
     // Which refusal, for scripts (the duffy CLI's exit codes): a 422 of no capacity is worth asking again, an invalid one never.
-    if (error instanceof DomainError) res.setHeader('Duffy-Refusal', error.kind);
+    const refusal = error instanceof DomainError ? error.kind : status === 503 ? 'unavailable' : undefined;
+    if (refusal) res.setHeader('Duffy-Refusal', refusal);
     if (status === 401) res.setHeader('WWW-Authenticate', 'Basic realm="duffy"');
     if (status === 503) res.setHeader('Retry-After', '60');
     res.status(status).json({ detail });

@@ -149,7 +149,7 @@ describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
     expect(q.body.detail).toBe('quota exceeded: tenant small has 0 of 1 nodes and asked for 2 more');
     // More than the pool has: no wait, nor asking again, can serve it (an invalid request for this farm).
     const never = await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 3 }] });
-    expect([never.status, never.headers.get('duffy-refusal'), never.body.detail]).toEqual([422, 'invalid', "can't reserve nodes: pool vm-arm-aarch64 has 2 machine(s) that are not retired and 3 were asked for, so waiting cannot help"]);
+    expect([never.status, never.headers.get('duffy-refusal'), never.body.detail]).toEqual([422, 'invalid', "can't reserve nodes: pool vm-arm-aarch64: 3 requested, 2 available"]);
     // Busy: both held, one more asked for.
     const held = await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] });
     const c = await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }] });

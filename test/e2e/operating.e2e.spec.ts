@@ -329,7 +329,8 @@ describe('hardware requirements', () => {
 
     const huge = await ask({ hardware: { min_ram_gb: 1024 } });
     expect(huge.status).toBe(422);
-    expect(huge.body.detail).toBe("can't reserve nodes: baremetal x86_64 with min_ram_gb 1024: 1 requested, 0 available on platform amd; hardware min_ram_gb 1024 rules out 1 free machine");
+    // No machine has it: no wait could serve it (an invalid request for this farm, exit 8 for the CLI).
+    expect([huge.headers.get('duffy-refusal'), huge.body.detail]).toEqual(['invalid', "can't reserve nodes: baremetal x86_64 with min_ram_gb 1024: 1 requested, 0 available on platform amd; hardware min_ram_gb 1024 rules out 1 free machine"]);
     const model = await ask({ pool: 'intel', type: undefined, arch: undefined, hardware: { cpu_model: 'EPYC' } });
     expect(model.status).toBe(422);
     expect(model.body.detail).toBe('can\'t reserve nodes: pool intel with cpu_model "EPYC": 1 requested, 0 available; hardware cpu_model "EPYC" rules out 1 free machine');
