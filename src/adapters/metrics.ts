@@ -3,6 +3,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { Ledger } from '../application/ledger.service.js';
 import { ReadSide } from '../application/read-side.service.js';
 import { levelOf } from '../domain/decide-service.js';
+import { machinesAsked } from '../domain/events.js';
 
 /** Prometheus metrics, one registry per app (tests start several apps in one process). */
 @Injectable()
@@ -99,7 +100,7 @@ export class Metrics {
           const s = w.sessions.get(id)!;
           if (s.status !== 'waiting') continue;
           requests += 1;
-          for (const spec of s.specs) machines += spec.quantity;
+          machines += machinesAsked(s.specs);
         }
         this.set({ count: 'requests' }, requests);
         this.set({ count: 'machines' }, machines);

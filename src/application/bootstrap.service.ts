@@ -64,7 +64,7 @@ export class Bootstrap {
     warnOf(configDrift(this.ledger.world, s.config.machines), `of ${s.configFile} differ from the ledger, which keeps what they were registered with (the configuration only adds machines; an admin gives a machine its hardware with PUT /api/v1/nodes/{id} {"hardware": {...}})`);
     warnOf(
       configuredButRetired(this.ledger.world, s.config.machines),
-      `of ${s.configFile} are retired in the ledger and never serve again, whatever the file says (a retired machine does not come back, and its host cannot be registered anew; a machine keeps the pool it was registered with, so a renamed pool gets none of them)`,
+      `of ${s.configFile} are retired in the ledger and never serve again, whatever the file says (a retired machine does not come back: its host name comes back only as a new node, by POST /api/v1/nodes; a machine keeps the pool it was registered with, so a renamed pool gets none of them)`,
     );
     warnOf(
       notConfigured(this.ledger.world, s.config.machines),

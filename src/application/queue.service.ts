@@ -1,4 +1,4 @@
-import { machinesAsked } from '../domain/events.js';
+import { SERVICE_EVENTS, machinesAsked } from '../domain/events.js';
 import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
 import { type Observable, asapScheduler, auditTime, filter, map } from 'rxjs';
@@ -168,7 +168,7 @@ export class WaitingQueue implements OnApplicationShutdown {
 }
 
 /** Events after which the queue may move: capacity freed, a request joined, a tenant retired or changed (a lower quota: requests leave). */
-const FREES_CAPACITY = new Set(['MachineReleased', 'MachineReservationCancelled', 'MachineRecycled', 'MachineProvisioned', 'MachineReturnedToService', 'MachineServiceChanged', 'MachineHardwareSet', 'MachineRegistered', 'QuotaReturned', 'RequestQueued', 'TenantRetired', 'TenantUpdated']);
+const FREES_CAPACITY = new Set(['MachineReleased', 'MachineReservationCancelled', 'MachineRecycled', 'MachineProvisioned', 'MachineReturnedToService', ...SERVICE_EVENTS, 'MachineRegistered', 'QuotaReturned', 'RequestQueued', 'TenantRetired', 'TenantUpdated']);
 
 @Injectable()
 export class QueueSaga {

@@ -1,6 +1,6 @@
-import { type Hardware, type MachineService, stream, unstorableNumberAt } from './events.js';
+import { type DuffyEvent, type Hardware, type MachineService, stream } from './events.js';
 import { hardwareProblem } from './hardware.js';
-import { type Decision, type InFlightView, NOTHING_IN_FLIGHT, refusal } from './decide.js';
+import { type Decision, type InFlightView, NOTHING_IN_FLIGHT, type Write, refusal } from './decide.js';
 import type { Machine } from './world.js';
 
 /** What an admin asks of a machine: `{maintenance: true|false}`, `{retired: true}` or `{hardware: {...}}`, with an optional reason. */
@@ -27,34 +27,24 @@ export function decideServiceChange(m: Machine, req: ServiceRequest, actor: stri
   // Back in service is also the way out of quarantine; anything else is a no-op when nothing would change.
   const unchanged = target === 'in-service' ? m.service === 'in-service' && m.state !== 'failed' : m.service === target && (reason === null || reason === m.serviceReason);
   if (unchanged) return [];
+  return [onServiceStream(m, inFlight, { type: 'MachineServiceChanged', data: { machineId: m.id, hostname: m.hostname, service: target, reason, actor, at: now } })];
+}
+
+/** An admin's decision about a machine, on its own service stream at that stream's revision. */
+function onServiceStream(m: Machine, inFlight: InFlightView, event: DuffyEvent): Write {
   const name = stream.service(m.hostname);
   const expected = inFlight.revision(name, m.serviceRevision);
-  return [
-    {
-      stream: name,
-      expected: expected < 0 ? 'no_stream' : expected,
-      events: [{ type: 'MachineServiceChanged', data: { machineId: m.id, hostname: m.hostname, service: target, reason, actor, at: now } }],
-    },
-  ];
+  return { stream: name, expected: expected < 0 ? 'no_stream' : expected, events: [event] };
 }
 
 /** A machine's hardware as an admin now gives it; nothing to write when it is what the ledger says already. */
 function decideHardware(m: Machine, hardware: Hardware, reason: string | null, actor: string | null, now: string, inFlight: InFlightView): Decision {
-  const unstorable = unstorableNumberAt(hardware, 'hardware');
-  const problem = hardwareProblem(hardware) ?? (unstorable === null ? null : `${unstorable} is not a finite number`);
+  const problem = hardwareProblem(hardware);
   if (problem) return refusal('invalid', problem);
   if (m.service === 'retired') return refusal('conflict', `node ${m.hostname} is retired`);
   const keys = Object.keys(hardware);
   if (keys.length === Object.keys(m.hardware).length && keys.every((k) => m.hardware[k] === hardware[k])) return [];
-  const name = stream.service(m.hostname);
-  const expected = inFlight.revision(name, m.serviceRevision);
-  return [
-    {
-      stream: name,
-      expected: expected < 0 ? 'no_stream' : expected,
-      events: [{ type: 'MachineHardwareSet', data: { machineId: m.id, hostname: m.hostname, hardware: { ...hardware }, reason, actor, at: now } }],
-    },
-  ];
+  return [onServiceStream(m, inFlight, { type: 'MachineHardwareSet', data: { machineId: m.id, hostname: m.hostname, hardware: { ...hardware }, reason, actor, at: now } })];
 }
 
 /** The service a node shows: an admin's decision, `draining` while a session still holds it, `quarantined` by the health check. */

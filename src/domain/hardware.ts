@@ -1,11 +1,12 @@
-import type { Hardware, HardwareRequirement } from './events.js';
+import { type Hardware, type HardwareRequirement, unstorableNumberAt } from './events.js';
 
 /** The measures requests compare with `min_*`: a machine with `cpus: "many"` would silently never match. */
 const MEASURES = ['cpus', 'ram_gb', 'disk_gb'];
 
 /**
  * Hardware is flat: each value a string, a number or a boolean; `cpus`, `ram_gb`, `disk_gb` non-negative numbers
- * and `cpu_model` a string. Null when fine, else what is wrong.
+ * and `cpu_model` a string; no number JSON cannot carry (an event holding one would fail its own hash once stored).
+ * Null when fine, else what is wrong.
  */
 export function hardwareProblem(h: unknown): string | null {
   if (typeof h !== 'object' || h === null || Array.isArray(h)) return 'hardware must be an object';
@@ -14,7 +15,8 @@ export function hardwareProblem(h: unknown): string | null {
     if (MEASURES.includes(k) && !(typeof v === 'number' && Number.isFinite(v) && v >= 0)) return `hardware.${k} must be a number, at least 0`;
     if (k === 'cpu_model' && typeof v !== 'string') return 'hardware.cpu_model must be a string';
   }
-  return null;
+  const unstorable = unstorableNumberAt(h, 'hardware');
+  return unstorable === null ? null : `${unstorable} is not a finite number`;
 }
 
 /** The requirements a machine's hardware does not meet, in the spec's words (`min_ram_gb 128`); empty when it qualifies. */
