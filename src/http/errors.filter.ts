@@ -15,6 +15,19 @@ const STATUS: Record<DomainErrorKind, number> = {
   unavailable: 503,
 };
 
+/** The kind of a refusal Duffy's own rules did not make (auth, the body's parser, Nest's pipes, a storage fault). */
+const REFUSAL_BY_STATUS: Record<number, DomainErrorKind> = {
+  400: 'invalid',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  409: 'conflict',
+  413: 'invalid',
+  415: 'invalid',
+  422: 'invalid',
+  503: 'unavailable',
+};
+
 /** Every error leaves as `{"detail": "..."}` (Duffy v3); nothing internal leaks, nothing is a bare 500 page. */
 @Catch()
 export class ErrorsFilter implements ExceptionFilter {
@@ -46,7 +59,7 @@ export class ErrorsFilter implements ExceptionFilter {
     else if (status >= 500 && error instanceof DomainError) this.log.warn(`${status} ${detail}`);
     else if (status >= 500) this.log.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
     // Which refusal, for scripts (the duffy CLI's exit codes): a 422 of no capacity is worth asking again, an invalid one never.
-    const refusal = error instanceof DomainError ? error.kind : status === 503 ? 'unavailable' : undefined;
+    const refusal = error instanceof DomainError ? error.kind : REFUSAL_BY_STATUS[status];
     if (refusal) res.setHeader('Duffy-Refusal', refusal);
     if (status === 401) res.setHeader('WWW-Authenticate', 'Basic realm="duffy"');
     if (status === 503) res.setHeader('Retry-After', '60');

@@ -158,7 +158,7 @@ describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
   });
 
   describe('bad input: always 4xx with a clear detail, never 5xx', () => {
-    const cases: Array<[string, () => Promise<{ status: number; body: any }>, number, RegExp]> = [
+    const cases: Array<[string, () => Promise<{ status: number; body: any; headers: Headers }>, number, RegExp]> = [
       ['malformed JSON', () => alice.call('POST', `${V1}/sessions`, undefined, '{"nodes_specs": ['), 400, /^malformed JSON body: /],
       ['wrong type for quantity', () => alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 'two' }] }), 422, /quantity/],
       ['wrong type for nodes_specs', () => alice.post(`${V1}/sessions`, { nodes_specs: 'all' }), 422, /nodes_specs/],
@@ -200,6 +200,8 @@ describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
       expect(r.status).toBe(status);
       expect(typeof r.body.detail).toBe('string');
       expect(r.body.detail).toMatch(detail);
+      // Every refusal says its kind, for scripts (a 401 as much as a 422 of Duffy's own rules).
+      expect(r.headers.get('duffy-refusal')).toMatch(status === 401 ? /^unauthorized$/ : /^[a-z_]+$/);
     });
   });
 });

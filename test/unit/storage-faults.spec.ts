@@ -6,7 +6,7 @@ import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorsFilter, describe as describeError } from '../../src/http/errors.filter.js';
-import { storageFault } from '../../src/adapters/eventstore/storage-fault.js';
+import { FaultLog, storageFault } from '../../src/adapters/eventstore/storage-fault.js';
 import { createReadModels } from '../../src/adapters/readmodels/read-models.factory.js';
 import { KEY_FILE, loadOrCreateKey } from '../../src/audit/checkpoint.service.js';
 import { DataDirLockedError, LOCK_FILE, STALE_MS, lockDataDir } from '../../src/adapters/eventstore/data-dir-lock.js';
@@ -77,6 +77,31 @@ describe('a write the store cannot make', () => {
         'warn 503 Duffy cannot write its data: the disk is full (SQLITE_FULL); try again later',
         'warn 503 Duffy cannot write its data: the disk is full (SQLITE_FULL); try again later (and 499 more like it since the last line)',
       ]);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+});
+
+describe('FaultLog', () => {
+  it('says the faults it kept quiet once the interval is over, even when none comes after them', () => {
+    jest.useFakeTimers({ now: 0 });
+    try {
+      const logged: string[] = [];
+      const faults = new FaultLog({ warn: (m) => logged.push(`warn ${m}`), error: (m) => logged.push(`error ${m}`) });
+      faults.storageFault('write failed: disk full (1)');
+      jest.advanceTimersByTime(1_000);
+      faults.storageFault('write failed: disk full (2)');
+      faults.storageFault('write failed: disk full (3)');
+      expect(logged).toEqual(['warn write failed: disk full (1)']);
+      // The disk freed: nothing more fails, and the last two are not lost.
+      jest.advanceTimersByTime(9_000);
+      expect(logged).toEqual(['warn write failed: disk full (1)', 'warn write failed: disk full (3) (and 1 more like it since the last line)']);
+      jest.advanceTimersByTime(60_000);
+      expect(logged).toHaveLength(2);
+      // A fault that is no storage fault is said at once, as an error.
+      faults.failed('reconcile failed: bug', new Error('bug'));
+      expect(logged[2]).toBe('error reconcile failed: bug');
     } finally {
       jest.useRealTimers();
     }

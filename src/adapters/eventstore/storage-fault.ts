@@ -65,6 +65,9 @@ export function damagedDatabase(error: unknown): string | undefined {
 export class FaultLog {
   private loggedAt = -Infinity;
   private quiet = 0;
+  /** The last fault kept quiet, said at the interval's end if none comes after it (its count would be lost). */
+  private lastQuiet = '';
+  private trailing?: NodeJS.Timeout;
 
   constructor(
     private readonly log: { warn(message: string): void; error(message: string): void },
@@ -81,9 +84,23 @@ export class FaultLog {
     const now = Date.now();
     if (now - this.loggedAt < this.everyMs) {
       this.quiet += 1;
+      this.lastQuiet = message;
+      this.trailing ??= setTimeout(() => this.sayQuiet(), this.loggedAt + this.everyMs - now).unref();
       return;
     }
-    this.log.warn(this.quiet > 0 ? `${message} (and ${this.quiet} more like it since the last line)` : message);
+    this.say(message, this.quiet, now);
+  }
+
+  private sayQuiet(): void {
+    this.trailing = undefined;
+    if (this.quiet > 0) this.say(this.lastQuiet, this.quiet - 1, Date.now());
+  }
+
+  /** `message`, and how many more like it were kept quiet before it. */
+  private say(message: string, before: number, now: number): void {
+    clearTimeout(this.trailing);
+    this.trailing = undefined;
+    this.log.warn(before > 0 ? `${message} (and ${before} more like it since the last line)` : message);
     this.loggedAt = now;
     this.quiet = 0;
   }
