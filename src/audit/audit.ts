@@ -168,7 +168,7 @@ function freeRule(world: ReturnType<typeof emptyWorld>, e: DuffyEvent, position:
 
 /**
  * The lease rule, before the event is folded: but for an admin (the event's `actor`), an extension never takes a
- * lease past its start (`latestExpiryMs`) plus the tenant's maximum lifetime then (a tenant's own setting, else the defaults recorded
+ * lease past the later of its expiry before and its start (`latestExpiryMs`) plus the tenant's maximum lifetime then (a tenant's own setting, else the defaults recorded
  * last, else `fallback`: the configuration given to the replay, for a ledger written before Duffy recorded them).
  */
 function leaseRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent, fallback: Defaults): Violation[] {
@@ -183,7 +183,8 @@ function leaseRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent
   if (!session || !tenant || (actorId !== undefined && world.tenants.get(actorId)?.isAdmin)) return [];
   const defaults = world.defaults ?? fallback;
   const latest = latestExpiryMs(session, tenant, defaults);
-  if (!(Date.parse(e.data.expiresAt) > latest)) return [];
+  // Up to the lease it had is no extension past anything (a tenant's "-30m" on an admin's grant).
+  if (!(Date.parse(e.data.expiresAt) > Math.max(latest, Date.parse(session.expiresAt)))) return [];
   return [{
     invariant: 'lease',
     message: `session ${session.id} extended by ${actor ?? 'no one recorded'} to ${e.data.expiresAt}, past its maximum lifetime of ${effective(tenant, defaults).sessionLifetimeMax} s (until ${new Date(latest).toISOString()})`,

@@ -549,7 +549,8 @@ export const inactive = (sessionId: number): Refusal => refusal('invalid', `sess
 /**
  * Duffy v3's extend: a signed duration (`+2h`, `+1h30m`, `-30m`, `+1w`) moves the session's current expiry; an ISO
  * time sets it. Either way the result is clamped to no earlier than created_at (an expiry in the past ends the
- * session at the next pass) and, but for an admin, no later than the lease's start + the tenant's maximum lifetime.
+ * session at the next pass) and, but for an admin, no later than the lease's start + the tenant's maximum lifetime, or
+ * than the current expiry when that is later (an admin's grant, a maximum lowered since).
  */
 export function decideExtendSession(session: Session, tenant: Tenant, defaults: Defaults, expiresAt: string, now: string, byAdmin = false): Decision {
   if (session.status === 'waiting' || session.status === 'requested') {
@@ -559,7 +560,8 @@ export function decideExtendSession(session: Session, tenant: Tenant, defaults: 
   const target = parseExpiry(expiresAt, Date.parse(session.expiresAt));
   if (typeof target !== 'number') return target;
   const created = Date.parse(session.createdAt);
-  const max = byAdmin ? Infinity : latestExpiryMs(session, tenant, defaults);
+  // A tenant's "+1h" on a lease an admin took past its maximum keeps that lease (v3 would cut it back to the maximum).
+  const max = byAdmin ? Infinity : Math.max(latestExpiryMs(session, tenant, defaults), Date.parse(session.expiresAt));
   const bounded = Math.min(Math.max(target, created), max);
   // Only an admin is not clamped: even then a time must stay one that can be written down (ISO 8601, 4-digit year).
   if (!(bounded < LATEST_EXPIRY)) return refusal('invalid', 'expires_at must be before the year 10000');

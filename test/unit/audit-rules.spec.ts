@@ -55,6 +55,11 @@ describe('audit replay: rule lease (no extension past the maximum lifetime, but 
     expect(breaches(ledger(...started(), extended(7200, 'alice')), 'lease')).toEqual([]);
   });
 
+  it('lets a tenant shorten a lease an admin took past the maximum, and not lengthen it', () => {
+    expect(breaches(ledger(...started(), extended(90_000, 'root'), extended(80_000, 'alice')), 'lease')).toEqual([]);
+    expect(breaches(ledger(...started(), extended(90_000, 'root'), extended(90_001, 'alice')), 'lease')).toHaveLength(1);
+  });
+
   it('lets an admin extend past it, and judges by the tenant own maximum when it has one', () => {
     expect(breaches(ledger(...started(), extended(90_000, 'root')), 'lease')).toEqual([]);
     const lowered: [string, DuffyEvent] = ['tenant-alice', { type: 'TenantUpdated', data: { tenantId: 1, changes: { sessionLifetimeMax: 3600 }, at: at(30) } }];

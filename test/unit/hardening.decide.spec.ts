@@ -64,6 +64,17 @@ describe('extending a session (Duffy v3: current expiry + delta, clamped to crea
     expect(extendedTo('+9999999w9999999d', AT)).toBe(at(2 * HOUR));
   });
 
+  it('given a lease an admin took past the maximum, a tenant\'s "+1h" keeps it (v3 would cut it back), and its "-30m" shortens it', () => {
+    const granted: Array<[string, DuffyEvent]> = [...startedSession(), ['session-1', { type: 'SessionExtended', data: { sessionId: 1, expiresAt: at(10 * HOUR), at: AT } }]];
+    const world = given(...granted);
+    expect(decideExtendSession(world.sessions.get(1)!, world.tenants.get(1)!, DEFAULTS, '+1h', AT)).toEqual([]);
+    expect(extendedTo('-30m', AT, granted)).toBe(at(9.5 * HOUR));
+    expect(extendedTo(at(3 * HOUR), AT, granted)).toBe(at(3 * HOUR));
+    // Once shortened below it, the maximum holds again.
+    const shortened: Array<[string, DuffyEvent]> = [...granted, ['session-1', { type: 'SessionExtended', data: { sessionId: 1, expiresAt: at(90 * 60_000), at: AT } }]];
+    expect(extendedTo('+6h', AT, shortened)).toBe(at(2 * HOUR));
+  });
+
   describe('given a request that waited 50 minutes in the queue (lifetime = maximum = 2 h)', () => {
     const defaults = { ...DEFAULTS, sessionLifetime: 2 * 3600 };
     const served = at(50 * 60_000);
