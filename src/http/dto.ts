@@ -170,10 +170,16 @@ export class SessionCreateDto {
   nodes_specs!: NodesSpecDto[];
 }
 
+/**
+ * A JSON number in `expires_at` is a Unix time, as pydantic reads one for Duffy v3 (seconds; milliseconds above 2e10):
+ * taken as its digits are. One before 1970 is before any session began, which the clamp makes its creation.
+ */
+const unixTimeNumber = Transform(({ value }) => (typeof value !== 'number' ? value : value >= 0 ? String(value) : '1970-01-01T00:00:00Z'));
+
 export class SessionUpdateDto {
   @ApiPropertyOptional({ description: 'false: done with the machines' }) @Bool('active') active?: boolean;
   @ApiPropertyOptional({ example: '+2h', description: 'extend: +Ns/m/h/d or an ISO 8601 time, clamped to the maximum lifetime' })
-  @IsOptional() @MaxLength(64, { message: 'expires_at must be at most 64 characters' }) @IsString({ message: 'expires_at must be a string like "+2h" or an ISO 8601 time' }) expires_at?: string;
+  @IsOptional() @MaxLength(64, { message: 'expires_at must be at most 64 characters' }) @IsString({ message: 'expires_at must be a string like "+2h" or an ISO 8601 time' }) @unixTimeNumber expires_at?: string;
 }
 
 /** A tenant's limits, the same when it is created and when it is changed. */

@@ -47,6 +47,8 @@ export class LegacyController {
 
   /** The key's tenant, retired or not; an unknown key is a 403. */
   private keyed(key: unknown, requestId?: string): Actor {
+    // Duffy v3's answer (FastAPI's APIKeyQuery) to a call without a key, or with an empty one.
+    if (key === undefined || key === '') throw new HttpException({ detail: 'Not authenticated' }, 403);
     const tenant = typeof key === 'string' && key.length <= 256 ? tenantByKey(this.ledger.world, key) : undefined;
     if (!tenant) throw new HttpException({ msg: 'Invalid duffy key' }, 403);
     return { tenant, requestId };
@@ -67,7 +69,8 @@ export class LegacyController {
     // Duffy v3's Node/get answers any refusal of its API, a retired tenant's 403 included, as FAILED (cico then
     // reports it); a 403 {"msg"} object would crash cico's node get on body['hosts'].
     if (actor.tenant.retiredAt !== null) return JSON.stringify(FAILED);
-    const str = (v: unknown, d: string) => (typeof v === 'string' && v !== '' ? v : d);
+    // Absent, the defaults; given empty, empty (Duffy v3 takes `?ver=` as "", which no pool map matches).
+    const str = (v: unknown, d: string) => (typeof v === 'string' ? v : d);
     // Decimal digits only: Number() would also take "0x10", "1e1" or " 2".
     const count = q.count === undefined ? 1 : typeof q.count === 'string' && /^[0-9]{1,3}$/.test(q.count) ? Number(q.count) : NaN;
     const pool = legacyPool(this.catalog.settings.config.legacy, { ver: str(q.ver, '7'), arch: str(q.arch, 'x86_64'), flavor: typeof q.flavor === 'string' ? q.flavor : undefined });
@@ -125,11 +128,12 @@ export class LegacyController {
   /**
    * Does `act` on session `ssid` and answers as Duffy v3's legacy calls do: "Done", or 200 with `failed` when the
    * session cannot be had (unknown, another tenant's, ended: which one is nobody else's business), or 200 "Some
-   * parameters are absent" without an ssid. A malformed ssid stays a 400.
+   * parameters are absent" without an ssid. A malformed ssid is no session either (Duffy v3 forwards it to its API,
+   * which refuses it).
    */
   private async onSession(ssid: unknown, failed: string, act: (id: number) => Promise<unknown>): Promise<string> {
     if (ssid === undefined || ssid === '') return JSON.stringify(NO_SSID);
-    if (!isId(ssid)) throw new HttpException({ msg: 'ssid must be a decimal integer' }, 400);
+    if (!isId(ssid)) return JSON.stringify(failed);
     try {
       await act(Number(ssid));
     } catch (err) {

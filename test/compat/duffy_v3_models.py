@@ -50,9 +50,14 @@ def _timedelta_type(needs_sign: bool, allow_negative: bool, allow_dimensionless_
         return dt.timedelta(**{k: s * int(m.group(k) or 0) for k in ("weeks", "days", "hours", "minutes", "seconds", "milliseconds")})
 
     def serialize(v: dt.timedelta):
+        total = v.total_seconds()
         if serialize_to_seconds:
-            return int(v.total_seconds()) if not v.microseconds else v.total_seconds()
-        return ("+" if needs_sign and v.total_seconds() >= 0 else "") + f"{int(v.total_seconds())}s"
+            return int(total) if not v.microseconds else total
+        # As v3 writes a duration: its sign, then weeks, days, hours, minutes, seconds, ms, the zero ones left out.
+        sign = "-" if total < 0 else "+" if needs_sign else ""
+        v = -v if total < 0 else v
+        units = [(v.days // 7, "w"), (v.days % 7, "d"), (v.seconds // 3600, "h"), (v.seconds % 3600 // 60, "m"), (v.seconds % 60, "s"), (v.microseconds // 1000, "ms")]
+        return sign + ("".join(f"{n}{unit}" for n, unit in units if n) or "0s")
 
     return Annotated[dt.timedelta, WrapValidator(validate), PlainSerializer(serialize)]
 

@@ -105,7 +105,15 @@ describe('legacy cico API', () => {
     }
     expect((await duffy.admin.get(`/api/v1/sessions/${other.id}`)).body.session.active).toBe(true);
     for (const call of ['done', 'fail']) expect(await get(`/Node/${call}?key=${key}`)).toMatchObject({ status: 200, body: 'Some parameters are absent' });
-    expect(await get(`/Node/done?key=${key}&ssid=0x1`)).toMatchObject({ status: 400, body: { msg: 'ssid must be a decimal integer' } });
+    // A malformed ssid is no session (v3 forwards it to its API, which refuses it).
+    expect(await get(`/Node/done?key=${key}&ssid=0x1`)).toMatchObject({ status: 200, body: 'Failed to return nodes on completion' });
+    expect(await get(`/Node/fail?key=${key}&ssid=abc`)).toMatchObject({ status: 200, body: 'Failed to change expiration time' });
+    // No key, or an empty one: Duffy v3's FastAPI answer.
+    for (const path of ['/Node/get', '/Node/get?key=', '/Node/done?ssid=1', '/Node/fail?key=&ssid=1']) {
+      expect(await get(path)).toMatchObject({ status: 403, body: { detail: 'Not authenticated' } });
+    }
+    // An empty ver is "" (no pool map takes it), not the default 7.
+    expect(await get(`/Node/get?key=${key}&ver=`)).toMatchObject({ status: 200, body: 'Failed to allocate nodes' });
     void plain;
   });
 
