@@ -22,6 +22,7 @@ import { PLAYBOOK_ACTIONS, playbookFile } from '../adapters/ansible-runner.js';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { hardwareProblem } from '../domain/hardware.js';
+import { isTemplate, renderTemplate, templateProblem } from './jinja.js';
 import { HOST_NAME, addressKey, hostKey, sshPortProblem } from '../domain/world.js';
 import { MAX_LIFETIME } from '../domain/decide.js';
 import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType, type RecyclePolicy, unstorableNumberAt } from '../domain/events.js';
@@ -70,7 +71,10 @@ export class MachineConfig {
   @IsOptional() @IsString() @MaxLength(1024) comment?: string;
 }
 
-/** One line of the legacy cico map: regexes on ver, arch and flavor (absent = any); first match wins. */
+/**
+ * One line of the legacy cico map: regexes on ver, arch and flavor (absent = any); first match wins. `pool` may be a
+ * Jinja template of them, as in Duffy v3's metaclient poolmap (`physical-centos{{ ver | replace('-', '') }}-{{ arch }}`).
+ */
 export class LegacyRule {
   @IsOptional() @IsString() ver?: string;
   @IsOptional() @IsString() arch?: string;
@@ -94,6 +98,11 @@ export class DuffyConfig {
    * `cico node get`, `cico inventory` and `cico node done` read that list. false: it answers its failure string.
    */
   @IsBoolean() 'legacy-public-inventory' = true;
+  /**
+   * Duffy v3's metaclient `mangle_hostname`: a Jinja template of `hostname` for the host names the legacy calls
+   * answer (`{{ hostname | replace('.ci.centos.org', '') }}`).
+   */
+  @IsOptional() @IsString() 'legacy-mangle-hostname'?: string;
   @ValidateNested() @Type(() => DefaultsConfig) defaults: DefaultsConfig = new DefaultsConfig();
 }
 
@@ -186,7 +195,10 @@ export function loadConfig(file: string): DuffyConfig {
     }
   });
   config.legacy.forEach((r, i) => {
-    if (!pools.has(r.pool)) throw new ConfigError(`${file}: legacy[${i}].pool: unknown pool ${r.pool}`);
+    // A template's pools are known only once rendered: an unknown one fails that call, as in Duffy v3.
+    const problem = templateProblem(r.pool, { ver: '7', arch: 'x86_64' });
+    if (problem) throw new ConfigError(`${file}: legacy[${i}].pool: ${problem}`);
+    if (!isTemplate(r.pool) && !pools.has(r.pool)) throw new ConfigError(`${file}: legacy[${i}].pool: unknown pool ${r.pool}`);
     for (const key of ['ver', 'arch', 'flavor'] as const) {
       const pattern = r[key];
       if (pattern === undefined) continue;
@@ -197,6 +209,9 @@ export function loadConfig(file: string): DuffyConfig {
       }
     }
   });
+  const mangle = config['legacy-mangle-hostname'];
+  const problem = mangle === undefined ? undefined : templateProblem(mangle, { hostname: 'n1.example.org' });
+  if (problem) throw new ConfigError(`${file}: legacy-mangle-hostname: ${problem}`);
   return config;
 }
 
@@ -283,5 +298,12 @@ function withPlaybooks(config: DuffyConfig, file: string): DuffyConfig {
 export function legacyPool(rules: readonly LegacyRule[], q: { ver: string; arch: string; flavor?: string }): string | undefined {
   const test = (pattern: string | undefined, value: string | undefined) =>
     pattern === undefined || new RegExp(`^(?:${pattern})$`).test(value ?? '');
-  return rules.find((r) => test(r.ver, q.ver) && test(r.arch, q.arch) && test(r.flavor, q.flavor))?.pool;
+  const rule = rules.find((r) => test(r.ver, q.ver) && test(r.arch, q.arch) && test(r.flavor, q.flavor));
+  return rule && renderTemplate(rule.pool, q);
 }
+
+/** A host name as the legacy calls answer it: through `legacy-mangle-hostname` when the configuration has one. */
+export const legacyHostname = (config: DuffyConfig, hostname: string) => {
+  const mangle = config['legacy-mangle-hostname'];
+  return mangle === undefined ? hostname : renderTemplate(mangle, { hostname });
+};

@@ -2,7 +2,7 @@ import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Controller, Get, Header, HttpException, Query, Req } from '@nestjs/common';
 import type { Request } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
-import { legacyPool } from '../config/config.js';
+import { legacyHostname, legacyPool } from '../config/config.js';
 import { Catalog } from '../application/catalog.js';
 import { EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Actor } from '../application/commands.js';
 import { DomainError } from '../domain/errors.js';
@@ -73,12 +73,18 @@ export class LegacyController {
     const str = (v: unknown, d: string) => (typeof v === 'string' ? v : d);
     // Decimal digits only: Number() would also take "0x10", "1e1" or " 2".
     const count = q.count === undefined ? 1 : typeof q.count === 'string' && /^[0-9]{1,3}$/.test(q.count) ? Number(q.count) : NaN;
-    const pool = legacyPool(this.catalog.settings.config.legacy, { ver: str(q.ver, '7'), arch: str(q.arch, 'x86_64'), flavor: typeof q.flavor === 'string' ? q.flavor : undefined });
+    let pool: string | undefined;
+    try {
+      pool = legacyPool(this.catalog.settings.config.legacy, { ver: str(q.ver, '7'), arch: str(q.arch, 'x86_64'), flavor: typeof q.flavor === 'string' ? q.flavor : undefined });
+    } catch {
+      // A pool template that cannot render these values: no pool, as when Duffy v3's API refuses the one it rendered.
+      return JSON.stringify(FAILED);
+    }
     if (!pool || !Number.isInteger(count) || count < 1 || count > 100) return JSON.stringify(FAILED);
     try {
       // cico waits for the hand-over too: if it hangs up meanwhile (a Jenkins abort), the session ends, as for POST /sessions.
       const s = await this.commands.execute(new RequestSessionCommand(actor, actor.tenant.id, [{ pool, quantity: count }], 0, callerGoneOf(req.res!)));
-      return { ssid: s.id, hosts: s.machineIds.map((id) => this.ledger.world.machines.get(id)!.hostname) };
+      return { ssid: s.id, hosts: s.machineIds.map((id) => this.hostname(this.ledger.world.machines.get(id)!.hostname)) };
     } catch (err) {
       if (err instanceof DomainError) return JSON.stringify(FAILED);
       throw err;
@@ -119,10 +125,14 @@ export class LegacyController {
     const w = await this.views.load({ sessions: { status: 'active' } });
     const sessions = [...w.sessions.values()].filter((s) => s.status === 'active' && (!tenant || tenant.isAdmin || s.tenantId === tenant.id));
     const rows = sessions.flatMap((s) => s.machineIds.map((id) => ({ s, m: w.machines.get(id)! })));
-    if (tenant) return JSON.stringify(rows.map(({ s, m }) => [m.hostname, s.id]));
+    if (tenant) return JSON.stringify(rows.map(({ s, m }) => [this.hostname(m.hostname), s.id]));
     // Duffy v3's columns: id, hostname, ip, chassis, used_count, state, comment (the ssid, as text), distro, rel, ver,
     // arch, pool, console_port, flavor.
-    return JSON.stringify(rows.map(({ s, m }) => [m.id, m.hostname, m.ipaddr, null, 0, m.state, String(s.id), null, null, null, null, m.pool, null, null]));
+    return JSON.stringify(rows.map(({ s, m }) => [m.id, this.hostname(m.hostname), m.ipaddr, null, 0, m.state, String(s.id), null, null, null, null, m.pool, null, null]));
+  }
+
+  private hostname(name: string): string {
+    return legacyHostname(this.catalog.settings.config, name);
   }
 
   /**

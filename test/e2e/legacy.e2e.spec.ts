@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Catalog } from '../../src/application/catalog.js';
-import { ADMIN_KEY, type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { parse, stringify } from 'yaml';
+import { ADMIN_KEY, type Client, type Running, instantDemoConfig, newTenant, startDuffy } from '../support/server.js';
 
 /** cico 0.4.7's calls, byte for byte where it matters. */
 describe('legacy cico API', () => {
@@ -124,5 +126,38 @@ describe('legacy cico API', () => {
     expect(await get(`/Node/get?key=${r.api_key}`)).toMatchObject({ status: 200, body: 'Failed to allocate nodes' });
     expect(await get(`/Node/done?key=${r.api_key}&ssid=1`)).toMatchObject({ status: 403, body: { msg: 'Invalid duffy key' } });
     expect(await get(`/Inventory?key=${r.api_key}`)).toMatchObject({ status: 403, body: { msg: 'Invalid duffy key' } });
+  });
+});
+
+describe("legacy cico API on a Duffy v3 metaclient's poolmap (Jinja pool names) and mangle_hostname", () => {
+  let duffy: Running;
+  let key: string;
+
+  beforeAll(async () => {
+    const file = instantDemoConfig();
+    const config = parse(readFileSync(file, 'utf8'));
+    config.legacy = [{ arch: 'x86_64|aarch64', pool: "metal-{{ flavor | default('intel') }}-{{ arch }}" }];
+    config['legacy-mangle-hostname'] = "{{ hostname | replace('.demo.duffy', '') }}";
+    writeFileSync(file, stringify(config));
+    duffy = await startDuffy({ configFile: file });
+    key = (await duffy.admin.post('/api/v1/tenants', { name: 'cico-v3', ssh_key: 'ssh-rsa AAAA cico', node_quota: 3 })).body.tenant.api_key;
+  });
+  afterAll(() => duffy.close());
+
+  const get = (path: string) => fetch(duffy.url + path).then(async (r) => ({ status: r.status, body: JSON.parse(await r.text()) }));
+
+  it('serves the pool the template renders, and answers host names as the template mangles them, in Node/get and Inventory', async () => {
+    const got = await get(`/Node/get?key=${key}&arch=aarch64&flavor=arm`);
+    expect(got.status).toBe(200);
+    const session = (await duffy.admin.get(`/api/v1/sessions/${got.body.ssid}`)).body.session;
+    expect(session.nodes.map((n: { pool: string }) => n.pool)).toEqual(['metal-arm-aarch64']);
+    const registered = session.nodes[0].hostname as string;
+    expect(registered).toMatch(/\.demo\.duffy$/);
+    expect(got.body.hosts).toEqual([registered.replace('.demo.duffy', '')]);
+    expect((await get(`/Inventory?key=${key}`)).body).toEqual([[got.body.hosts[0], got.body.ssid]]);
+    expect((await get('/Inventory')).body.map((row: unknown[]) => row[1])).toEqual(got.body.hosts);
+    // A rendered pool that does not exist is cico's failure string, as Duffy v3 answers its API's refusal.
+    expect(await get(`/Node/get?key=${key}&arch=x86_64&flavor=nosuch`)).toEqual({ status: 200, body: 'Failed to allocate nodes' });
+    expect((await get(`/Node/done?key=${key}&ssid=${got.body.ssid}`)).body).toBe('Done');
   });
 });

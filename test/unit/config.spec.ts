@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ConfigError, DEMO_CONFIG, legacyPool, loadConfig, loadSettings } from '../../src/config/config.js';
+import { ConfigError, DEMO_CONFIG, legacyHostname, legacyPool, loadConfig, loadSettings } from '../../src/config/config.js';
 
 const write = (yaml: string) => {
   const file = join(mkdtempSync(join(tmpdir(), 'duffy-cfg-')), 'duffy.yaml');
@@ -23,6 +23,21 @@ describe('configuration', () => {
     expect(legacyPool(c.legacy, { ver: '6', arch: 'x86_64' })).toBeUndefined();
   });
 
+  it("takes Duffy v3's metaclient poolmap: pool names as Jinja templates of ver, arch and flavor, and mangle_hostname", () => {
+    const c = loadConfig(write(`${pool}legacy:
+  - { arch: "aarch64|ppc64|ppc64le", pool: "virtual-centos{{ ver | replace('-', '') }}-{{ arch }}-{{ flavor | default('medium') }}" }
+  - { arch: x86_64, pool: "physical-centos{{ ver | replace('-', '') }}-{{ arch }}" }
+legacy-mangle-hostname: "{{ hostname | replace('.ci.centos.org', '') }}"
+`));
+    expect(legacyPool(c.legacy, { ver: '8-stream', arch: 'aarch64' })).toBe('virtual-centos8stream-aarch64-medium');
+    expect(legacyPool(c.legacy, { ver: '9-stream', arch: 'ppc64le', flavor: 'large' })).toBe('virtual-centos9stream-ppc64le-large');
+    expect(legacyPool(c.legacy, { ver: '7', arch: 'x86_64' })).toBe('physical-centos7-x86_64');
+    expect(legacyPool(c.legacy, { ver: '7', arch: 's390x' })).toBeUndefined();
+    expect(legacyHostname(c, 'n1.ci.centos.org')).toBe('n1');
+    // Without the setting, host names are as registered.
+    expect(legacyHostname(loadConfig(write(pool)), 'n1.ci.centos.org')).toBe('n1.ci.centos.org');
+  });
+
   it.each([
     ['not YAML', 'pools: [', /cannot read YAML/],
     ['a list at top level', '- a\n- b\n', /top level must be a mapping/],
@@ -37,6 +52,9 @@ describe('configuration', () => {
     ['hardware that no request could match', `${pool}machines: [{ hostname: a.b, pool: p1, hardware: { cpus: many } }]`, /machines\[0\]\.hardware\.cpus must be a number, at least 0/],
     ['one host in two spellings', `${pool}machines: [{ hostname: a.b, pool: p1 }, { hostname: A.B., pool: p1 }]`, /machines\[1\]\.hostname: duplicate A\.B\. \(of a\.b: host names ignore case and a trailing dot\)/],
     ['a bad legacy pattern', `${pool}legacy: [{ ver: '(', pool: p1 }]`, /legacy\[0\]\.ver: invalid pattern/],
+    ['a legacy pool template that is no Jinja', `${pool}legacy: [{ pool: "p{{ ver " }]`, /legacy\[0\]\.pool: .*expected variable end/],
+    ['a legacy pool template with an unknown filter', `${pool}legacy: [{ pool: "p{{ ver | nosuch }}" }]`, /legacy\[0\]\.pool: .*filter not found: nosuch/],
+    ['a host name template that cannot render', `${pool}legacy-mangle-hostname: "{{ hostname | nosuch }}"`, /legacy-mangle-hostname: .*filter not found: nosuch/],
     ['an unknown key', `${pool}colour: blue`, /colour/],
     ['a playbook override for a misspelt action', 'pools: [{ name: p1, type: vm, arch: x, platform: y, playbooks: { relase: release.yml } }]', /pools\[0\]\.playbooks\.relase: unknown action \(one of provision, /],
   ])('refuses %s, naming the file, key and problem', (_name, yaml, message) => {
