@@ -413,7 +413,7 @@ export async function checkLedgerFile(
   events: readonly RecordedEvent[],
   legacyThrough = 0n,
 ): Promise<{ problems: FileProblem[]; verified: string[]; unchecked: string[] }> {
-  const { NO_CHAIN_COLUMN, counterProblems, ledgerSchemaProblems, readCounter } = await import('../adapters/eventstore/sqlite-event-store.js');
+  const { NO_CHAIN_COLUMN, counterProblems, headProblem, ledgerSchemaProblems, readCounter } = await import('../adapters/eventstore/sqlite-event-store.js');
   const problems: FileProblem[] = [];
   const verified: string[] = [];
   const unchecked: string[] = [];
@@ -447,10 +447,9 @@ export async function checkLedgerFile(
   if (head === null) unchecked.push(`deletion of the newest events (no writer's head record ${location}.head; give --checkpoint)`);
   else if ('problem' in head) problems.push(head);
   else {
-    const at = positions.find((l) => l.position === head.position);
-    const gone = last < head.position ? 'the newest events were deleted' : 'the event there was deleted or moved';
-    if (!at) problems.push({ position: String(head.position), where: 'writer head', problem: `the writer recorded events up to position ${head.position}, the ledger ends at ${last}: ${gone}` });
-    else if (links && at.chain !== head.chain) problems.push({ position: String(head.position), where: 'writer head', problem: 'the global chain here is not the one the writer recorded: history up to it was rewritten' });
+    const chains = new Map(positions.map((l) => [l.position, links ? (l.chain ?? null) : null]));
+    const edit = headProblem(head, last, (position) => chains.get(position));
+    if (edit) problems.push({ position: String(head.position), where: 'writer head', problem: edit });
     else if (links) verified.push(`the writer's head at position ${head.position}`);
   }
   return { problems, verified, unchecked };

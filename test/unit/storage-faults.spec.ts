@@ -337,6 +337,15 @@ describe('a damaged embedded ledger file', () => {
       expect(() => assertLedgerReadable(file)).toThrow(/edited outside Duffy \(SQLite's counter of the events table reached position 3, the ledger ends at 1: the newest events were deleted\)/);
     });
 
+    it("history rewritten up to the head (its hashes recomputed, the head record left): start-up stops, before a write would record the rewritten chain as the head", async () => {
+      const file = await written();
+      const db = new Database(file);
+      db.exec(`DROP TRIGGER events_no_update; UPDATE events SET chain = '${'0'.repeat(64)}' WHERE position = 3`);
+      db.exec(APPEND_ONLY_TRIGGERS.events_no_update);
+      db.close();
+      expect(() => assertLedgerReadable(file)).toThrow(/edited outside Duffy \(at position 3, the writer's head: the global chain here is not the one the writer recorded: history up to it was rewritten\).*restore it from a backup/);
+    });
+
     it("an operator's ANALYZE (statistics for SQLite's planner) is no edit", async () => {
       const file = await written();
       const db = new Database(file);

@@ -386,6 +386,20 @@ export function counterProblems(counter: bigint | undefined, last: bigint): stri
   return counter > last ? [`SQLite's counter of the events table reached position ${counter}, the ledger ends at ${last}: the newest events were deleted`] : [];
 }
 
+/**
+ * What the writer's head record shows of an edit, where the ledger reaches it: the event there gone, or the global
+ * chain there not the one the writer recorded (history up to it rewritten, its hashes recomputed). Shared by `verify`
+ * and the start. `chainAt`: the chain column at a position (undefined: no event there; null: no chain column).
+ */
+export function headProblem(head: { position: bigint; chain: string }, last: bigint, chainAt: (position: bigint) => string | null | undefined): string | undefined {
+  const behind = `the writer recorded events up to position ${head.position}, the ledger ends at ${last}`;
+  if (last < head.position) return `${behind}: the newest events were deleted`;
+  const chain = chainAt(head.position);
+  if (chain === undefined) return `${behind}: the event there was deleted or moved`;
+  if (chain !== null && chain !== head.chain) return 'the global chain here is not the one the writer recorded: history up to it was rewritten';
+  return undefined;
+}
+
 /** The position in the writer's head record; undefined without one (a ledger of 2026-11-26) or when unreadable (verify names it). */
 function headPosition(file: string): bigint | undefined {
   try {
@@ -417,10 +431,10 @@ export function assertLedgerReadable(file: string, legacy = false): string[] {
   // SQLite's words for a directory are "disk I/O error", with a stack.
   if (statSync(file, { throwIfNoEntry: false })?.isDirectory()) throw new LedgerDamagedError(`the ledger ${file} is a directory, not a file; move it aside`);
   // Read before the events: it may lag a commit (a writer at work), never lead one.
-  let head: bigint | undefined;
+  let record: { position: bigint; chain: string } | null = null;
   const warnings: string[] = [];
   try {
-    head = readHeadRecord(file)?.position;
+    record = readHeadRecord(file);
   } catch (err) {
     // The writer renames it into place without an fsync: a power cut may leave it garbled, as an edit may. SQLite's
     // counter (below) still shows deleted newest events; the writer writes it anew as it opens the ledger.
@@ -434,12 +448,20 @@ export function assertLedgerReadable(file: string, legacy = false): string[] {
     // A guard changed or removed is someone's edit: the server would go on signing checkpoints over it (a first
     // start that stopped before its triggers has no events, and gets them now). Every event deleted: the counter says so.
     // A ledger of 2026-11-26 (`legacy`) has no chain column yet: the store adds it.
-    const schema = last !== undefined ? ledgerSchemaProblems(db).problems.filter((p) => !(legacy && p === NO_CHAIN_COLUMN)) : [];
+    const { problems: schemaProblems, chainColumn } = last !== undefined ? ledgerSchemaProblems(db) : { problems: [], chainColumn: false };
+    const schema = schemaProblems.filter((p) => !(legacy && p === NO_CHAIN_COLUMN));
     const problems = [...schema, ...counterProblems(counter, last ?? 0n)];
+    // Where the ledger reaches the head, the chain there must be the one recorded: a rewritten history would
+    // otherwise be served, signed in checkpoints, and the next write would record its chain as the head.
+    if (record && last !== undefined && record.position <= last) {
+      const chainAt = db.prepare('SELECT chain FROM events WHERE position = ?').pluck().safeIntegers(true);
+      const edit = headProblem(record, last, (position) => (chainColumn ? (chainAt.get(position) as string | undefined) : null));
+      if (edit) problems.push(`at position ${record.position}, the writer's head: ${edit}`);
+    }
     if (problems.length > 0) {
       throw new LedgerDamagedError(`the ledger ${file} was edited outside Duffy (${problems.join('; ')}); check it with \`duffy audit --ledger ${file} verify\` and restore it from a backup (README: what to back up)`);
     }
-    assertNotBehindHead(file, head, last ?? 0n);
+    assertNotBehindHead(file, record?.position, last ?? 0n);
     return warnings;
   } catch (err) {
     if (err instanceof LedgerDamagedError) throw err;
@@ -449,7 +471,7 @@ export function assertLedgerReadable(file: string, legacy = false): string[] {
     }
     // An SQLite file without the table yet (a start that stopped at once) is an empty ledger: the store creates it.
     if (!/no such table: events/.test(String((err as Error).message))) throw err;
-    assertNotBehindHead(file, head, 0n);
+    assertNotBehindHead(file, record?.position, 0n);
     return warnings;
   } finally {
     db?.close();
