@@ -20,6 +20,20 @@ function copyDurably(from: string, to: string): void {
   syncToDisk(to);
 }
 
+/**
+ * A consistent copy of `ledger` in `to`: one read transaction (`VACUUM INTO`), its WAL included as SQLite reads it,
+ * whatever a server commits meanwhile (the backup API would start over at each of its commits).
+ */
+function snapshot(ledger: string, to: string): void {
+  const db = new Database(ledger, { readonly: true, fileMustExist: true });
+  try {
+    db.prepare('VACUUM INTO ?').run(to);
+  } finally {
+    db.close();
+  }
+  syncToDisk(to);
+}
+
 const embeddedOnly = () => {
   if (process.env.DUFFY_EVENTSTORE) throw new UsageError("DUFFY_EVENTSTORE is set: a KurrentDB ledger is backed up and restored with KurrentDB's own tools");
 };
@@ -46,15 +60,7 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
       try {
         // The head record first: the copy may then be ahead of its head, never behind it (which verify calls deleted events).
         if (existsSync(join(dataDir, HEAD_FILE))) copyDurably(join(dataDir, HEAD_FILE), join(to, HEAD_FILE));
-        // One read transaction: a consistent snapshot, WAL included, whatever the server commits meanwhile (the backup
-        // API would start over at each of its commits).
-        const db = new Database(ledger, { readonly: true, fileMustExist: true });
-        try {
-          db.prepare('VACUUM INTO ?').run(join(to, LEDGER_FILE));
-        } finally {
-          db.close();
-        }
-        syncToDisk(join(to, LEDGER_FILE));
+        snapshot(ledger, join(to, LEDGER_FILE));
         if (existsSync(join(dataDir, KEY_FILE))) copyDurably(join(dataDir, KEY_FILE), join(to, KEY_FILE));
         syncToDisk(to);
       } catch (err) {
@@ -82,11 +88,28 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
       const from = resolve(dir);
       const dataDir = o.dataDir !== undefined ? resolve(o.dataDir) : dataDirOf();
       if (!existsSync(join(from, LEDGER_FILE))) throw new NotFoundError(`no backup in ${from} (no ${LEDGER_FILE})`);
-      const v = await verifyLedger(join(from, LEDGER_FILE));
-      if (v.problems.length > 0) throw new UsageError(`the backup in ${from} does not verify (${verdict(v)}; \`duffy audit --ledger ${join(from, LEDGER_FILE)} verify\` names what): nothing restored`);
       // Held while files move: a Duffy still running or stopping refuses this, and none starts meanwhile.
       const lock = lockDataDir(dataDir, 'Stop that Duffy first: a restore replaces its ledger');
       try {
+        // What is put in place is what was verified: a snapshot of the backup (with a -wal beside it, as SQLite reads
+        // both), written under a private name, verified there with the backup's head record, then renamed into place.
+        // A copy of the file alone would leave the -wal's events (or its edits) behind.
+        const partial = join(dataDir, `${LEDGER_FILE}.restoring`);
+        const removePartial = () => [partial, headFileOf(partial)].forEach((f) => rmSync(f, { force: true }));
+        removePartial();
+        if (existsSync(join(from, HEAD_FILE))) copyDurably(join(from, HEAD_FILE), headFileOf(partial));
+        let v: Awaited<ReturnType<typeof verifyLedger>>;
+        try {
+          snapshot(join(from, LEDGER_FILE), partial);
+          v = await verifyLedger(partial);
+        } catch (err) {
+          removePartial();
+          throw err;
+        }
+        if (v.problems.length > 0) {
+          removePartial();
+          throw new UsageError(`the backup in ${from} does not verify (${verdict(v)}; \`duffy audit --ledger ${join(from, LEDGER_FILE)} verify\` names what): nothing restored`);
+        }
         const aside = join(dataDir, `replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`);
         const moved: string[] = [];
         // The read models too: ones that followed another history (a new host's, a backup restored before) would be
@@ -97,11 +120,8 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
           renameSync(join(dataDir, f), join(aside, f));
           moved.push(f);
         }
-        // Written under a private name, then renamed: a stop half-way leaves no half ledger under the real name.
-        const partial = join(dataDir, `${LEDGER_FILE}.restoring`);
-        rmSync(partial, { force: true });
-        copyDurably(join(from, LEDGER_FILE), partial);
-        if (existsSync(join(from, HEAD_FILE))) copyDurably(join(from, HEAD_FILE), join(dataDir, HEAD_FILE));
+        // Renamed last: a stop half-way leaves no half ledger under the real name.
+        if (existsSync(headFileOf(partial))) renameSync(headFileOf(partial), join(dataDir, HEAD_FILE));
         renameSync(partial, join(dataDir, LEDGER_FILE));
         // The key that signs from now on stays this host's; a data directory without one takes the backup's.
         const keyTaken = !existsSync(join(dataDir, KEY_FILE)) && existsSync(join(from, KEY_FILE));

@@ -3,7 +3,7 @@ import { execFile, spawn } from 'node:child_process';
 import { type Server, createServer } from 'node:http';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Ledger } from '../../src/application/ledger.service.js';
@@ -11,6 +11,7 @@ import { SessionLifecycle } from '../../src/application/session-lifecycle.js';
 import { Reconciler } from '../../src/application/reconciler.service.js';
 import { recentUsageMs } from '../../src/domain/fair-queue.js';
 import { ADMIN_KEY, type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+import { APPEND_ONLY_TRIGGERS } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
@@ -466,6 +467,29 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     const tampered = await cli('restore', bad, '--data-dir', dataDir);
     expect([tampered.code, tampered.stderr]).toEqual([2, expect.stringMatching(/^duffy: the backup in .*tampered does not verify \(TAMPERED: \d+ problem\(s\); .*nothing restored\n$/)]);
     expect(readdirSync(dataDir).sort()).toEqual(before);
+
+    // A backup whose -wal undoes an edit of its file: the check reads both, so what is put back is what it checked
+    // (a copy of the file alone put the edited one back, and `verify` then said TAMPERED).
+    const masked = join(mkdtempSync(join(tmpdir(), 'duffy-backup-wal-')), 'masked');
+    mkdirSync(masked);
+    const work = join(mkdtempSync(join(tmpdir(), 'duffy-backup-work-')), 'ledger.sqlite');
+    writeFileSync(work, readFileSync(join(backup, 'ledger.sqlite')));
+    const edit = new Database(work);
+    edit.pragma('journal_mode = DELETE');
+    edit.exec("DROP TRIGGER events_no_update; UPDATE events SET data = replace(data, '\"ci\"', '\"cj\"') WHERE type = 'TenantRegistered'");
+    edit.pragma('journal_mode = WAL');
+    edit.pragma('wal_autocheckpoint = 0');
+    edit.exec("UPDATE events SET data = replace(data, '\"cj\"', '\"ci\"') WHERE type = 'TenantRegistered'");
+    edit.exec(APPEND_ONLY_TRIGGERS.events_no_update);
+    // Copied while the connection holds the -wal open (a close would fold it into the file).
+    for (const f of ['ledger.sqlite', 'ledger.sqlite-wal']) writeFileSync(join(masked, f), readFileSync(join(dirname(work), f)));
+    edit.close();
+    writeFileSync(join(masked, 'ledger.sqlite.head'), readFileSync(join(backup, 'ledger.sqlite.head')));
+    const elsewhere = mkdtempSync(join(tmpdir(), 'duffy-restore-wal-'));
+    const unmasked = await cli('restore', masked, '--data-dir', elsewhere);
+    expect([unmasked.code, unmasked.stderr]).toEqual([0, '']);
+    const checked = await cli('audit', '--ledger', join(elsewhere, 'ledger.sqlite'), 'verify');
+    expect([checked.code, checked.stdout]).toEqual([0, expect.stringMatching(/^OK: /)]);
 
     const restored = await cli('restore', backup, '--data-dir', dataDir);
     expect([restored.code, restored.stderr]).toEqual([0, '']);
