@@ -6,7 +6,8 @@ import { LEDGER_FILE, headFileOf, readHeadRecord } from '../adapters/eventstore/
 import { damagedDatabase } from '../adapters/eventstore/storage-fault.js';
 import { isEventStoreUrl } from '../config/config.js';
 import { isRecord, verifyGlobalChain } from './chain.js';
-import { NotFoundError } from './not-found.js';
+import { BadQuestionError, NotFoundError } from './not-found.js';
+import { CHECKPOINT_STREAM } from './checkpoint.js';
 import { effective, latestExpiryMs } from '../domain/decide.js';
 import { type Defaults, type DuffyEvent, type HardwareRequirement, type NodeSpec, stream } from '../domain/events.js';
 import { unmet } from '../domain/hardware.js';
@@ -241,10 +242,11 @@ export function whoHad(events: readonly RecordedEvent[], hostname: string, at: D
 }
 
 /** Streams of their own that no other event names: their history is the stream. */
-const SINGLE_STREAMS: readonly string[] = [stream.defaults, stream.admins, stream.apiKeys];
+const SINGLE_STREAMS: readonly string[] = [stream.defaults, stream.admins, stream.apiKeys, stream.ids('tenant'), stream.ids('machine'), CHECKPOINT_STREAM];
 
 /**
- * Every event about one session, machine or tenant: its own stream plus the events elsewhere that name it; or one of
+ * Every event about one session, machine or tenant: its own stream plus the events elsewhere that name it (a tenant's:
+ * its sessions' too); or one of
  * SINGLE_STREAMS (the tenant defaults recorded at each start, the active admins, the keys given).
  */
 export function history(events: RecordedEvent[], asked: string): RecordedEvent[] {
@@ -252,25 +254,31 @@ export function history(events: RecordedEvent[], asked: string): RecordedEvent[]
   // A machine's service stream is part of its story: asked by that name, the machine's whole history.
   const subject = asked.replace(/^service-/, 'machine-');
   const m = /^(session|machine|tenant)-(.+)$/.exec(subject);
-  if (!m) throw new Error(`history needs session-<id>, machine-<hostname> (or service-<hostname>), tenant-<name> or one of ${SINGLE_STREAMS.join(', ')}, got ${asked}`);
+  if (!m) throw new BadQuestionError(`history needs session-<id>, machine-<hostname> (or service-<hostname>), tenant-<name> or one of ${SINGLE_STREAMS.join(', ')}, got ${asked}`);
   const [, kind, key] = m;
   let tenantId: number | undefined;
   if (kind === 'tenant') tenantId = events.find((e) => e.type === 'TenantRegistered' && e.data.name === key)?.data.tenantId as number | undefined;
   if (!events.some((e) => e.stream === subject)) throw new NotFoundError(`no ${kind} ${key} in this ledger`);
+  // The sessions whose story is told: the one asked, or every one the tenant requested.
+  const sessions = new Set<string>(kind === 'session' ? [key] : []);
   // A machine released from a session is that session's until recycled: its release playbook and outcome carry no
   // session id, but belong to the session's story.
   const releasing = new Map<number, string>();
+  const ofSessions = (e: RecordedEvent, d: { sessionId?: unknown; machineId?: number }) => {
+    if (d.machineId !== undefined && (e.type === 'MachineReleased' || e.type === 'MachineReservationCancelled')) releasing.set(d.machineId, String(d.sessionId));
+    const released = d.machineId !== undefined && (d.sessionId === null || d.sessionId === undefined) && sessions.has(releasing.get(d.machineId) ?? '');
+    if (e.type === 'MachineRecycled' && d.machineId !== undefined) releasing.delete(d.machineId);
+    return sessions.has(String(d.sessionId)) || released;
+  };
   return events.filter((e) => {
-    if (e.stream === subject) return true;
     const d = e.data as { sessionId?: unknown; hostname?: unknown; tenantId?: unknown; machineId?: number };
-    if (kind === 'session') {
-      if (d.machineId !== undefined && (e.type === 'MachineReleased' || e.type === 'MachineReservationCancelled')) releasing.set(d.machineId, String(d.sessionId));
-      const released = d.machineId !== undefined && (d.sessionId === null || d.sessionId === undefined) && releasing.get(d.machineId) === key;
-      if (e.type === 'MachineRecycled' && d.machineId !== undefined) releasing.delete(d.machineId);
-      return String(d.sessionId) === key || released;
-    }
+    if (kind === 'tenant' && tenantId !== undefined && e.type === 'MachineRequested' && d.tenantId === tenantId) sessions.add(String(d.sessionId));
+    const aboutSessions = kind !== 'machine' && ofSessions(e, d);
+    if (e.stream === subject) return true;
     if (kind === 'machine') return d.hostname === key;
-    return tenantId !== undefined && d.tenantId === tenantId;
+    if (kind === 'session') return aboutSessions;
+    // A tenant's story: its own events, and its sessions' (their start, extensions, end, their machines' release).
+    return (tenantId !== undefined && d.tenantId === tenantId) || aboutSessions;
   });
 }
 
@@ -401,6 +409,10 @@ export function recordedHead(location: string): { position: bigint; chain: strin
   }
 }
 
+/** The caveat of a verify that nothing shows the newest events' deletion to: `why`, and past which checkpoint. */
+export const newestDeletion = (why: string, checkpointSize?: number) =>
+  checkpointSize === undefined ? `deletion of the newest events (${why}; give --checkpoint)` : `deletion of events after the checkpoint's ${checkpointSize} (${why})`;
+
 /**
  * What the embedded ledger file shows beyond its events: the schema the store made (the append-only triggers, the
  * global chain column), the global chain over the hashes of `events`, and the writer's `head` record (read before
@@ -412,6 +424,8 @@ export async function checkLedgerFile(
   head: ReturnType<typeof recordedHead>,
   events: readonly RecordedEvent[],
   legacyThrough = 0n,
+  /** The events a checkpoint given beside counts: deletions among them it shows, of later ones nothing does. */
+  checkpointSize?: number,
 ): Promise<{ problems: FileProblem[]; verified: string[]; unchecked: string[] }> {
   const { NO_CHAIN_COLUMN, counterProblems, headProblem, ledgerSchemaProblems, readCounter } = await import('../adapters/eventstore/sqlite-event-store.js');
   const problems: FileProblem[] = [];
@@ -444,7 +458,7 @@ export async function checkLedgerFile(
   }
   const last = positions.at(-1)?.position ?? 0n;
   for (const problem of counterProblems(counter, last)) problems.push({ position: counter === undefined ? '-' : String(counter), where: 'sqlite_sequence', problem });
-  if (head === null) unchecked.push(`deletion of the newest events (no writer's head record ${location}.head; give --checkpoint)`);
+  if (head === null) unchecked.push(newestDeletion(`no writer's head record ${location}.head`, checkpointSize));
   else if ('problem' in head) problems.push(head);
   else {
     const chains = new Map(positions.map((l) => [l.position, links ? (l.chain ?? null) : null]));

@@ -7,6 +7,7 @@ import {
   collect,
   type FileProblem,
   checkLedgerFile,
+  newestDeletion,
   recordedHead,
   history,
   inWindow,
@@ -137,13 +138,13 @@ export async function verifyLedger(location: string, cp?: { checkpoint: Checkpoi
   }
   if (embedded && events) problems.push(...rowProblems(location));
   if (embedded && !emptied) {
-    const file = await checkLedgerFile(location, head, events ?? [], legacyThrough);
+    const file = await checkLedgerFile(location, head, events ?? [], legacyThrough, cp?.checkpoint.size);
     problems.push(...file.problems);
     // Without the events (a row that is none), the global chain was checked over nothing: claim none of it.
     if (events) verified.push(...file.verified);
-    if (!cp) unchecked.push(...file.unchecked);
-  } else if (!cp) {
-    unchecked.push('deletion of the newest events (a KurrentDB ledger has no head record; give --checkpoint)');
+    unchecked.push(...file.unchecked);
+  } else if (!embedded) {
+    unchecked.push(newestDeletion('a KurrentDB ledger has no head record', cp?.checkpoint.size));
   }
   if (events) {
     const published = checkPublished(events, cp?.checkpoint.publicKey);

@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import type { Command } from 'commander';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { LEDGER_FILE, READ_MODELS_FILE, headFileOf, lockDataDir, syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
 import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
@@ -55,6 +55,7 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
       if (!existsSync(ledger)) throw new NotFoundError(`no ledger at ${ledger} (give the data directory with --data-dir or DUFFY_DATA_DIR)`);
       assertLedgerReadable(ledger, isLegacyLedger(ledger));
       const to = resolve(dir);
+      if (existsSync(to) && !statSync(to).isDirectory()) throw new UsageError(`${to} is a file: a backup goes into a new or empty directory`);
       mkdirSync(to, { recursive: true });
       if (readdirSync(to).length > 0) throw new UsageError(`${to} is not empty: a backup never writes over another`);
       try {

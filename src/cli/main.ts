@@ -3,7 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, resolve, sep } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import { NotFoundError } from '../audit/not-found.js';
+import { BadQuestionError, NotFoundError } from '../audit/not-found.js';
 import { parseDuration } from '../domain/duration.js';
 import { MACHINE_TYPES } from '../domain/events.js';
 import { hostKey } from '../domain/world.js';
@@ -331,7 +331,7 @@ export async function run(argv: string[], out?: (line: string) => void, io?: Par
     process.stderr.write(store ? `duffy: ${store} (${e.message ?? String(err)}): check --ledger, --eventstore or DUFFY_EVENTSTORE\n` : `duffy: ${e.message ?? String(err)}\n`);
     if (e.unreachable) return EXIT.unreachable;
     if (err instanceof NotFoundError) return EXIT.notFound;
-    return err instanceof ApiError ? err.exitCode : err instanceof UsageError ? EXIT.usage : EXIT.failure;
+    return err instanceof ApiError ? err.exitCode : err instanceof UsageError || err instanceof BadQuestionError ? EXIT.usage : EXIT.failure;
   }
 }
 

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import Database from 'better-sqlite3';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { checkLedgerFile, recordedHead } from '../../src/audit/audit.js';
 import { GENESIS, eventHash, globalLink } from '../../src/audit/chain.js';
 import { type KeyObject } from 'node:crypto';
@@ -433,6 +433,12 @@ describe('an auditor against a tamperer with the ledger file', () => {
     expect(JSON.parse(asJson.lines.at(-1)!)).toMatchObject({ ok: true, unchecked: [expect.stringMatching(/^deletion of the newest events/)] });
     // A checkpoint taken before covers it.
     expect((await cli('audit', '--ledger', copy, 'verify', '--checkpoint', checkpointFile)).exitCode).toBe(1);
+    // One taken after covers only the events it counts: the OK still says what it could not check.
+    const after = join(dirname(copy), 'after.json');
+    expect((await cli('audit', '--ledger', copy, 'checkpoint', '--out', after)).exitCode).toBe(0);
+    const size = JSON.parse(readFileSync(after, 'utf8')).size as number;
+    const withAfter = await cli('audit', '--ledger', copy, 'verify', '--checkpoint', after);
+    expect([withAfter.exitCode, withAfter.lines.at(-1)]).toEqual([0, expect.stringMatching(new RegExp(`^OK \\(NOT CHECKED: deletion of events after the checkpoint's ${size} \\(no writer's head record .*\\.head\\)\\): `))]);
     writeFileSync(`${copy}.head`, '{"position": "x"}');
     const garbled = await cli('audit', '--ledger', copy, 'verify');
     expect(garbled.exitCode).toBe(1);

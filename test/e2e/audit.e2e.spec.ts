@@ -77,7 +77,10 @@ describe('auditor CLI on a real ledger', () => {
     // The tenant defaults each start recorded: a stream of its own, with what they were.
     const defaults = await duffyCli('audit', '--ledger', ledger, 'history', 'defaults');
     expect(defaults.lines.filter((l) => / DefaultsSet /.test(l))).toEqual([expect.stringMatching(/quota 10, lifetime 21600 s, at most 43200 s$/)]);
-    expect((await duffyCli('audit', '--ledger', ledger, 'history', 'nonsense')).exitCode).not.toBe(0);
+    // A question it cannot read is a usage error (2), not the 1 of a broken ledger a script would take for tampering.
+    for (const subject of ['nonsense', 'session-']) expect((await duffyCli('audit', '--ledger', ledger, 'history', subject)).exitCode).toBe(2);
+    // The checkpoints' stream is one of its own too.
+    expect((await duffyCli('audit', '--ledger', ledger, 'history', 'audit-checkpoints')).exitCode).not.toBe(2);
     const nobody = await duffyCli('audit', '--ledger', ledger, 'who-had', reserved.data.hostname, '--at', '2000-01-01T00:00:00Z');
     expect(nobody.lines[0]).toMatch(/^nobody held/);
     const all = await duffyCli('audit', '--ledger', ledger, 'export');
@@ -277,6 +280,30 @@ describe('audit history of a session', () => {
       ev('machine-m1', 'PlaybookStarted', { machineId: 1, action: 'provision', sessionId: null }),
     ];
     expect(history(events, 'session-1').map((e) => Number(e.position))).toEqual([1, 2, 3, 4, 6, 7]);
+  });
+
+  it("of a tenant, takes in its sessions' whole stories: their start, extension and end, and their machines' release", async () => {
+    const { history } = await import('../../src/audit/audit.js');
+    let position = 0n;
+    const at = '2026-01-01T00:00:00.000Z';
+    const ev = (stream: string, type: string, data: Record<string, unknown>) => ({ id: String(position), stream, revision: 0, position: ++position, type, data: { ...data, at }, metadata: {} }) as RecordedEvent;
+    const events = [
+      ev('tenant-a', 'TenantRegistered', { tenantId: 1, name: 'a' }),
+      ev('tenant-b', 'TenantRegistered', { tenantId: 2, name: 'b' }),
+      ev('session-1', 'MachineRequested', { sessionId: 1, tenantId: 1, tenant: 'a', specs: [], expiresAt: at }),
+      ev('session-2', 'MachineRequested', { sessionId: 2, tenantId: 2, tenant: 'b', specs: [], expiresAt: at }),
+      ev('machine-m1', 'MachineReserved', { machineId: 1, hostname: 'm1', sessionId: 1, tenantId: 1 }),
+      ev('session-1', 'SessionStarted', { sessionId: 1, machineIds: [1] }),
+      ev('session-1', 'SessionExtended', { sessionId: 1, expiresAt: at }),
+      ev('session-2', 'SessionStarted', { sessionId: 2, machineIds: [] }),
+      ev('session-1', 'SessionReleased', { sessionId: 1, reason: 'done' }),
+      ev('machine-m1', 'MachineReleased', { machineId: 1, sessionId: 1, reason: 'done' }),
+      ev('machine-m1', 'PlaybookStarted', { machineId: 1, action: 'release', sessionId: null }),
+      ev('machine-m1', 'MachineRecycled', { machineId: 1, policy: 'rebuild', state: 'ready' }),
+      ev('machine-m1', 'PlaybookStarted', { machineId: 1, action: 'provision', sessionId: null }),
+    ];
+    expect(history(events, 'tenant-a').map((e) => Number(e.position))).toEqual([1, 3, 5, 6, 7, 9, 10, 11, 12]);
+    expect(history(events, 'tenant-b').map((e) => Number(e.position))).toEqual([2, 4, 8]);
   });
 });
 

@@ -445,8 +445,9 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     expect(taken.stdout).toMatch(/^backup of .*ledger\.sqlite in .*monday: audit-ed25519\.pem, ledger\.sqlite, ledger\.sqlite\.head\nOK: \d+ events in their stream chains; \d+ links of the global chain; the writer's head at position \d+/);
     expect(served).toBeGreaterThan(0);
     expect(readFileSync(join(backup, 'audit-ed25519.pem'))).toEqual(readFileSync(join(dataDir, 'audit-ed25519.pem')));
-    // A backup never writes over another.
+    // A backup never writes over another, nor into a file.
     expect((await cli('backup', backup, '--data-dir', dataDir)).code).toBe(2);
+    expect(await cli('backup', join(backup, 'ledger.sqlite'), '--data-dir', dataDir)).toMatchObject({ code: 2, stderr: expect.stringMatching(/ledger\.sqlite is a file: a backup goes into a new or empty directory\n$/) });
 
     const after = await newTenant(duffy, 'after-the-backup');
     expect(after).toBeDefined();
