@@ -46,6 +46,12 @@ export class WaitingQueue implements OnApplicationShutdown {
   private running?: Promise<void>;
   private again = false;
   private readonly log = new Logger('WaitingQueue');
+  /**
+   * Why each waiting request was not served at the last pass. What it waits for may change while it waits (its
+   * tenant's quota lowered, the machines it wanted freed but another kind missing): the reason it joined with would
+   * send an operator after a shortage that is gone.
+   */
+  private readonly refusedFor = new Map<number, string>();
 
   constructor(
     private readonly ledger: Ledger,
@@ -92,9 +98,8 @@ export class WaitingQueue implements OnApplicationShutdown {
     // it as in flight), so capacity freed later in the pass cannot jump the order. An urgent request that does not
     // fit holds machines from the requests after it of tenants that used as much or more lately (HeldMachines).
     const held = new HeldMachines();
-    const attempts = order
-      .filter((s) => this.ledger.world.sessions.get(s.id)?.status === 'waiting')
-      .map((s) =>
+    const waiting = order.filter((s) => this.ledger.world.sessions.get(s.id)?.status === 'waiting');
+    const attempts = waiting.map((s) =>
         this.ledger.decide(
           (world, inFlight) => {
             const waiting = world.sessions.get(s.id)!;
@@ -115,7 +120,12 @@ export class WaitingQueue implements OnApplicationShutdown {
           metaFor(null, { process: 'queue', sessionId: s.id }),
         ),
       );
-    for (const r of await Promise.allSettled(attempts)) {
+    const outcomes = await Promise.allSettled(attempts);
+    this.refusedFor.clear();
+    outcomes.forEach((r, i) => {
+      if (r.status === 'rejected' && r.reason instanceof DomainError) this.refusedFor.set(waiting[i].id, r.reason.message.replace(/^can't reserve nodes: /, ''));
+    });
+    for (const r of outcomes) {
       if (r.status === 'rejected' && !(r.reason instanceof DomainError)) throw r.reason;
     }
     this.wakeForOverflow(Date.now());
@@ -135,6 +145,11 @@ export class WaitingQueue implements OnApplicationShutdown {
     }
     clearTimeout(this.overflowWake);
     this.overflowWake = next === Infinity ? undefined : setTimeout(() => this.poke(), next - nowMs).unref();
+  }
+
+  /** Why `s` waits now: the last pass's refusal, else the reason it joined the queue with. */
+  reasonNow(s: Session): string {
+    return this.refusedFor.get(s.id) ?? s.queue?.reason ?? '';
   }
 
   private mustLeave(world: World, s: Session, nowMs: number): string | undefined {

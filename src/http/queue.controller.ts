@@ -4,14 +4,17 @@ import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Actor } from '../application/commands.js';
 import { refuse } from '../domain/errors.js';
 import { Ledger } from '../application/ledger.service.js';
-import { queueOrder } from '../application/queue.service.js';
+import { WaitingQueue, queueOrder } from '../application/queue.service.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
 
 @ApiTags('ops')
 @Controller('queue')
 @UseGuards(BasicAuthGuard)
 export class QueueController {
-  constructor(private readonly ledger: Ledger) {}
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly queue: WaitingQueue,
+  ) {}
 
   @ApiOperation({ summary: 'waiting requests in the order they will be served (admin)' })
   @Get()
@@ -25,7 +28,7 @@ export class QueueController {
         session: s.id,
         tenant: world.tenants.get(s.tenantId)?.name ?? null,
         wanted: machinesAsked(s.specs),
-        reason: s.queue!.reason,
+        reason: this.queue.reasonNow(s),
         since: s.queue!.since,
         until: s.queue!.until,
       })),

@@ -12,6 +12,8 @@ import { ReadViews } from './read-views.js';
 import { SessionCreateDto, SessionUpdateDto } from './dto.js';
 import { callerGoneOf } from './input.js';
 import { sessionView } from './views.js';
+import { WaitingQueue } from '../application/queue.service.js';
+import type { Session } from '../domain/world.js';
 
 
 @ApiTags('sessions')
@@ -23,7 +25,10 @@ export class SessionsController {
     private readonly ledger: Ledger,
     private readonly catalog: Catalog,
     private readonly views: ReadViews,
+    private readonly queue: WaitingQueue,
   ) {}
+
+  private readonly reasonNow = (s: Session) => this.queue.reasonNow(s);
 
   @ApiOperation({ summary: 'my active sessions (admin: all)' })
   @Get()
@@ -32,7 +37,7 @@ export class SessionsController {
     // Waiting first: a request served between the two reads shows once, as active (the later read wins).
     const w = await this.views.load({ sessions: [{ ...mine, status: 'waiting' }, { ...mine, status: 'active' }] });
     const render = (status: string) =>
-      [...w.sessions.values()].filter((s) => s.status === status).sort((a, b) => a.id - b.id).map((s) => sessionView(s, w, this.catalog, this.ledger.world));
+      [...w.sessions.values()].filter((s) => s.status === status).sort((a, b) => a.id - b.id).map((s) => sessionView(s, w, this.catalog, this.ledger.world, this.reasonNow));
     return { action: 'get', sessions: [...render('active'), ...render('waiting')] };
   }
 
@@ -40,7 +45,7 @@ export class SessionsController {
   @Get(':id')
   async get(@CurrentActor() actor: Actor, @Param('id') id: number) {
     const w = await this.views.load({ sessions: id });
-    return { action: 'get', session: sessionView(visibleSession(w, id, actor.tenant), w, this.catalog, this.ledger.world) };
+    return { action: 'get', session: sessionView(visibleSession(w, id, actor.tenant), w, this.catalog, this.ledger.world, this.reasonNow) };
   }
 
   @ApiOperation({ summary: 'request machines; answers once they are handed over' })
@@ -84,6 +89,6 @@ export class SessionsController {
     const w = await this.views.load({ sessions: id });
     const past = visibleSession(w, id, actor.tenant);
     if (body.active !== false || body.expires_at !== undefined) raise(inactive(id));
-    return { action: 'put', session: sessionView(past, w, this.catalog, this.ledger.world) };
+    return { action: 'put', session: sessionView(past, w, this.catalog, this.ledger.world, this.reasonNow) };
   }
 }

@@ -94,8 +94,11 @@ export function nodeView(m: Machine, admin = false) {
 /** Tenants see the nodes they hold; admins see all. */
 export const maySee = (m: Machine, actor: Tenant) => actor.isAdmin || (m.sessionId !== null && m.tenantId === actor.id);
 
-/** `queue`: the in-process World, for the queue position (the queue is decided from it). */
-export function sessionView(s: Session, world: World, catalog: Catalog, queue: World = world) {
+/**
+ * `queue`: the in-process World, for the queue position (the queue is decided from it); `reasonNow`: why a waiting
+ * request waits now (the queue's last pass), else the reason it joined with.
+ */
+export function sessionView(s: Session, world: World, catalog: Catalog, queue: World = world, reasonNow = (w: Session) => w.queue?.reason ?? '') {
   const live = s.status === 'active';
   return {
     id: s.id,
@@ -110,7 +113,7 @@ export function sessionView(s: Session, world: World, catalog: Catalog, queue: W
       nodes_specs: s.specs,
       ...(s.artifacts.length ? { artifacts: s.artifacts } : {}),
       // Duffy extension: a waiting request says why it waits and where it stands.
-      ...(s.status === 'waiting' && s.queue ? { queue: { position: queuePosition(queue, s.id), reason: s.queue.reason, until: s.queue.until } } : {}),
+      ...(s.status === 'waiting' && s.queue ? { queue: { position: queuePosition(queue, s.id), reason: reasonNow(s), until: s.queue.until } } : {}),
       ...(s.status === 'rejected' && s.rejection ? { rejected: s.rejection } : {}),
       // Duffy extension: how a session ended (done, expired, tenant-retired, failed): a job whose lease ran out
       // mid-test learns its machines were taken back then.
@@ -137,7 +140,8 @@ function overflowNote(s: Session, world: World, catalog: Catalog): { affinity?: 
   const platforms = s.machineIds.map((id) => world.machines.get(id)).map((m) => (m ? catalog.pool(m.pool)?.platform : undefined));
   const others = [...new Set(platforms.filter((p): p is string => p !== undefined && p !== family))].sort();
   if (others.length === 0) return {};
-  return { affinity: { platform: family, served_from: others, reason: `too few ${family} machines of the kind asked for were free: served from ${others.join(', ')}` } };
+  const kind = s.specs.some((spec) => spec.hardware !== undefined) ? 'of the kind and hardware asked for' : 'of the kind asked for';
+  return { affinity: { platform: family, served_from: others, reason: `too few ${family} machines ${kind} were free: served from ${others.join(', ')}` } };
 }
 
 export function poolLevels(world: World, pool: string) {

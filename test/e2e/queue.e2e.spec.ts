@@ -238,6 +238,27 @@ describe('waiting for capacity in a fair-share queue', () => {
     await shrinking.put(`${V1}/sessions/${served.body.session.id}`, { active: false });
   });
 
+  it('says why a request waits now, not only why it joined the queue (a quota lowered while it waits)', async () => {
+    const crowded = await newTenant(duffy, 'crowded', { node_quota: 3 });
+    const id = (await duffy.admin.get(`${V1}/tenants`)).body.tenants.find((t: { name: string }) => t.name === 'crowded').id;
+    const mine = (await crowded.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }] })).body.session;
+    const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }] })).body.session;
+    const asked = crowded.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }], wait: 60 });
+    await sleep(300);
+    const reasons = async () => [(await crowded.get(`${V1}/sessions`)).body.sessions.find((s: { data: { queue?: unknown } }) => s.data.queue).data.queue.reason, (await duffy.admin.get(`${V1}/queue`)).body.queue[0].reason];
+    expect(await reasons()).toEqual(['pool small: 2 requested, 0 available', 'pool small: 2 requested, 0 available']);
+    // Still within its quota (2 asked, quota 2), it waits on; what holds it back now is its quota, not the pool.
+    expect((await duffy.admin.put(`${V1}/tenants/${id}`, { node_quota: 2 })).status).toBe(200);
+    await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
+    await sleep(300);
+    const quota = 'quota exceeded: tenant crowded has 1 of 2 nodes and asked for 2 more';
+    expect(await reasons()).toEqual([quota, quota]);
+    await crowded.put(`${V1}/sessions/${mine.id}`, { active: false });
+    const served = await asked;
+    expect(served.status).toBe(201);
+    await crowded.put(`${V1}/sessions/${served.body.session.id}`, { active: false });
+  });
+
   it('answers at once a request for more machines than the pool will ever have, and takes out of the queue one that machines retired under', async () => {
     const never = await other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 3 }], wait: 60 });
     expect(never.status).toBe(422);
