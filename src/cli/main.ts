@@ -127,13 +127,13 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
 
   duffy
     .command('show <session>')
-    .action(async (id: string) => show((await client().call<{ session: Session }>('GET', `/sessions/${encodeURIComponent(id)}`)).session));
+    .action(async (id: string) => show((await client().call<{ session: Session }>('GET', `/sessions/${sessionArg(id)}`)).session));
 
   duffy
     .command('done <session>')
     .description('give the machines back')
     .action(async (id: string) => {
-      const { session } = await client().call<{ session: Session }>('PUT', `/sessions/${encodeURIComponent(id)}`, { active: false });
+      const { session } = await client().call<{ session: Session }>('PUT', `/sessions/${sessionArg(id)}`, { active: false });
       // Ended before this call by its lease (or its tenant's retirement): its machines were taken back then, which a
       // test that ran on them may need to know. Still exit 0: the machines are given back either way.
       const before = session.data?.ended;
@@ -155,7 +155,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
         const meant = parseDuration(`+${by.trim()}`, { signed: true }) === undefined ? `+${seconds}s` : `+${by.trim()}`;
         throw new UsageError(`extend: give the time to add with a sign, as in ${meant}, or an ISO time`);
       }
-      show((await client().call<{ session: Session }>('PUT', `/sessions/${encodeURIComponent(id)}`, { expires_at: by })).session);
+      show((await client().call<{ session: Session }>('PUT', `/sessions/${sessionArg(id)}`, { expires_at: by })).session);
     });
 
   duffy
@@ -165,7 +165,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .option('--wait <seconds>', 'right after done the release is still collecting them: wait up to this long for it', positive, 600)
     .action(async (id: string, o: { out: string; wait: number }) => {
       const c = client();
-      const base = `/sessions/${encodeURIComponent(id)}/artifacts`;
+      const base = `/sessions/${sessionArg(id)}/artifacts`;
       type Listing = { collecting?: boolean; artifacts: Array<{ path: string; size: number }> };
       let answer = await c.call<Listing>('GET', base);
       for (const until = Date.now() + o.wait * 1000; answer.collecting && Date.now() < until; answer = await c.call<Listing>('GET', base)) {
@@ -188,7 +188,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
       if (json()) out(JSON.stringify(list.map((a) => ({ ...a, file: resolve(root, ...a.path.split('/')) }))));
       else if (list.length === 0) {
         // A job that forgot `duffy done` would read "none" as a release that collected nothing.
-        const active = (await c.call<{ session: Session }>('GET', `/sessions/${encodeURIComponent(id)}`)).session.active;
+        const active = (await c.call<{ session: Session }>('GET', `/sessions/${sessionArg(id)}`)).session.active;
         out(active ? `session ${id} has no artifacts yet: they are collected when it is released (duffy done ${id})` : `session ${id} has no artifacts`);
       }
     });
@@ -314,6 +314,12 @@ async function waitInQueue(c: DuffyClient, specs: unknown[], wait: number, count
     process.off('SIGTERM', interrupted);
     progress?.('');
   }
+}
+
+/** A session id as typed: a usage error (exit 2) unless digits, before any call (the server's 422 would exit 1). */
+function sessionArg(id: string): string {
+  if (!/^[0-9]{1,15}$/.test(id)) throw new UsageError(`a session id is a number (as \`duffy list\` shows it), got ${JSON.stringify(id.slice(0, 40))}`);
+  return id;
 }
 
 /** Runs the CLI; returns the exit code (EXIT: 0 ok, 2 usage, 3 auth, 4 not found, 5 no capacity, 6 unavailable, 7 unreachable, 8 never servable). */

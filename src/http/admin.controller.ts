@@ -7,7 +7,7 @@ import { RegisterMachineCommand, RegisterTenantCommand, UpdateTenantCommand, typ
 import { refuse } from '../domain/errors.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
 import { ReadViews } from './read-views.js';
-import { NodeCreateDto, NodeServiceDto, TenantCreateDto, TenantUpdateDto } from './dto.js';
+import { NodeCreateDto, NodeServiceDto, TenantCreateDto, TenantUpdateDto, queryFlag } from './dto.js';
 import { hardwareProblem } from '../domain/hardware.js';
 import { isRetired } from '../domain/world.js';
 import { ChangeNodeServiceCommand } from '../application/handlers/node-service.handler.js';
@@ -94,7 +94,7 @@ export class NodesController {
     const w = await this.views.load({ machines: actor.tenant.isAdmin ? {} : { tenantId: actor.tenant.id } });
     // As Duffy v3: a retired node is no longer listed (GET /nodes/{id} still shows it); `?retired=true` (a Duffy
     // extension, which the CLI uses) lists them too.
-    const withRetired = retired === 'true';
+    const withRetired = retired === undefined ? false : queryFlag('retired', retired);
     const visible = [...w.machines.values()].filter((m) => (withRetired || !isRetired(m)) && maySee(m, actor.tenant));
     return { action: 'get', nodes: visible.sort((a, b) => a.id - b.id).map((m) => nodeView(m, actor.tenant.isAdmin)) };
   }

@@ -21,6 +21,7 @@ import {
   ValidateNested,
 } from 'class-validator';
 import { isUuid } from '../application/catalog.js';
+import { refuse } from '../domain/errors.js';
 import { NAME } from '../config/config.js';
 import { MAX_LIFETIME } from '../domain/decide.js';
 import { parseDuration } from '../domain/duration.js';
@@ -46,6 +47,14 @@ const laxBool = Transform(({ value }) => {
   const text = typeof value === 'string' ? value.trim().toLowerCase() : typeof value === 'number' ? String(value) : undefined;
   return text !== undefined && TRUE_TEXT.has(text) ? true : text !== undefined && FALSE_TEXT.has(text) ? false : value;
 });
+/** A yes/no query parameter (`?retired=true`), read as the bodies' booleans are; anything else is a 422 naming it. */
+export function queryFlag(name: string, value: unknown): boolean {
+  const text = typeof value === 'string' ? value.trim().toLowerCase() : '';
+  if (TRUE_TEXT.has(text)) return true;
+  if (FALSE_TEXT.has(text)) return false;
+  return refuse('invalid', `${name} must be true or false, got ${JSON.stringify(String(value).slice(0, 40))}`);
+}
+
 /** A boolean of Duffy v3's bodies (Duffy's own extensions take JSON booleans only). */
 const Bool = (name: string) => applyDecorators(laxBool, IsOptional(), IsBoolean({ message: `${name} must be a boolean` }));
 
@@ -56,7 +65,7 @@ const Bool = (name: string) => applyDecorators(laxBool, IsOptional(), IsBoolean(
 const Int = (name: string, min: number, max: number, unit = '') =>
   applyDecorators(
     laxInt,
-    IsInt({ message: `${name} must be an integer${unit}` }),
+    IsInt({ message: unit ? `${name} must be a whole number of${unit}` : `${name} must be an integer` }),
     Min(min, { message: `${name} must be at least ${min}${unit}` }),
     Max(max, { message: `${name} must be at most ${max}${unit}` }),
   );

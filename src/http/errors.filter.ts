@@ -3,6 +3,7 @@ import type { Request, Response } from 'express';
 import { FaultLog, storageFault } from '../adapters/eventstore/storage-fault.js';
 import { DomainError, type DomainErrorKind } from '../domain/errors.js';
 import { answerUnmatched } from './unmatched.js';
+import { markRefusal } from './refusal.js';
 
 const STATUS: Record<DomainErrorKind, number> = {
   invalid: 422,
@@ -13,19 +14,6 @@ const STATUS: Record<DomainErrorKind, number> = {
   capacity: 422,
   conflict: 409,
   unavailable: 503,
-};
-
-/** The kind of a refusal Duffy's own rules did not make (auth, the body's parser, Nest's pipes, a storage fault). */
-const REFUSAL_BY_STATUS: Record<number, DomainErrorKind> = {
-  400: 'invalid',
-  401: 'unauthorized',
-  403: 'forbidden',
-  404: 'not_found',
-  409: 'conflict',
-  413: 'invalid',
-  415: 'invalid',
-  422: 'invalid',
-  503: 'unavailable',
 };
 
 /** Every error leaves as `{"detail": "..."}` (Duffy v3); nothing internal leaks, nothing is a bare 500 page. */
@@ -49,6 +37,7 @@ export class ErrorsFilter implements ExceptionFilter {
     // The legacy API has its own error shape (`{"msg": ...}`), which cico expects; /health keeps terminus's report.
     const body = error instanceof HttpException ? error.getResponse() : undefined;
     if (body && typeof body === 'object' && ('msg' in body || 'details' in body)) {
+      markRefusal(res, (error as HttpException).getStatus());
       res.status((error as HttpException).getStatus()).json(body);
       return;
     }
@@ -58,9 +47,7 @@ export class ErrorsFilter implements ExceptionFilter {
     // A 503 Duffy decided on (a hand-over that could not finish, a stop) is an answer, not a fault: no stack.
     else if (status >= 500 && error instanceof DomainError) this.log.warn(`${status} ${detail}`);
     else if (status >= 500) this.log.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
-    // Which refusal, for scripts (the duffy CLI's exit codes): a 422 of no capacity is worth asking again, an invalid one never.
-    const refusal = error instanceof DomainError ? error.kind : REFUSAL_BY_STATUS[status];
-    if (refusal) res.setHeader('Duffy-Refusal', refusal);
+    markRefusal(res, status, error instanceof DomainError ? error.kind : undefined);
     if (status === 401) res.setHeader('WWW-Authenticate', 'Basic realm="duffy"');
     if (status === 503) res.setHeader('Retry-After', '60');
     res.status(status).json({ detail });

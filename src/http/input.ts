@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { LogFn, Logger } from 'pino';
 import { describeValidation } from '../config/config.js';
+import { markRefusal } from './refusal.js';
 import { DomainError, refuse } from '../domain/errors.js';
 
 /**
@@ -111,6 +112,7 @@ export function refuseCrossSiteWrites(req: IncomingMessage, res: ServerResponse,
 /** An answer from a middleware that runs before Nest (and its error filter): `{"detail": ...}` as every error. */
 export function answerDetail(res: ServerResponse, status: number, detail: string): void {
   res.statusCode = status;
+  markRefusal(res, status);
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
   res.end(JSON.stringify({ detail }));
 }
@@ -234,7 +236,7 @@ const ID = /^(0|[1-9][0-9]{0,14})$/;
 export const isId = (raw: unknown): raw is string => typeof raw === 'string' && ID.test(raw);
 
 export function parseId(raw: unknown, what = 'id'): number {
-  if (!isId(raw)) return refuse('invalid', `${what} must be a decimal integer (digits only), got ${JSON.stringify(String(raw).slice(0, 40))}`);
+  if (!isId(raw)) return refuse('invalid', `${what} must be a decimal integer (digits only, at most 15), got ${JSON.stringify(String(raw).slice(0, 40))}`);
   return Number(raw);
 }
 
@@ -360,7 +362,11 @@ export function requestLogging(root: Logger): (req: IncomingMessage, res: Server
     // 'close' follows 'finish' on every response, and comes alone when the client went away first.
     res.once('close', () => {
       const line = { req, res, responseTime: Date.now() - start };
-      if (!res.writableFinished) root.warn(line, 'request aborted');
+      if (!res.writableFinished) {
+        // Nothing was answered: not the 201 Nest had set in advance, but nginx's 499 (the client closed first).
+        res.statusCode = 499;
+        root.warn(line, 'request aborted');
+      }
       // A 503 is a condition Duffy names (a full disk, stopping, the queue full): warned of, with its own summary line; a 500 is a bug.
       else if (res.statusCode === 503) root.warn(line, 'request refused for now');
       else if (res.statusCode >= 500) root.error(line, 'request errored');

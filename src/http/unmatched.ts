@@ -1,6 +1,7 @@
 import type { Application, Request, Response } from 'express';
 import { METHODS } from 'node:http';
 import { GET_ONLY_PATHS } from './legacy.controller.js';
+import { markRefusal } from './refusal.js';
 
 /** One registered route as the router keeps it: a layer that matches a path, and the methods its route serves. */
 interface RouteLayer {
@@ -18,9 +19,11 @@ export function answerUnmatched(app: Application, req: Request, res: Response): 
   const allowed = methodsServing(app, path);
   if (allowed.length > 0) {
     res.setHeader('Allow', allowed.join(', '));
+    markRefusal(res, 405);
     res.status(405).json({ detail: 'Method Not Allowed' });
     return;
   }
+  markRefusal(res, 404);
   res.status(404).json({ detail: `Cannot ${req.method} ${path}` });
 }
 
@@ -40,4 +43,4 @@ function methodsServing(app: Application, path: string): string[] {
 }
 
 /** Nest's pass-through for paths excluded from the global prefix serves every method: not an endpoint of its own. */
-const servesEverything = (methods: Record<string, boolean>) => methods._all === true || METHODS.every((m) => methods[m.toLowerCase()]);
+export const servesEverything = (methods: Record<string, boolean>) => methods._all === true || METHODS.every((m) => methods[m.toLowerCase()]);

@@ -98,6 +98,9 @@ describe('duffy CLI against a running server', () => {
     expect((await cli('request', '--type', 'vm', '--arch', 'amd64')).code).toBe(8);
     expect((await cli('request', '--pool', 'vm-arm-aarch64', '--count', '3', '--wait', '10')).code).toBe(8);
     expect((await cli('show', '99999')).code).toBe(4);
+    // A session id that is none is a usage error, before any call.
+    expect(await cli('show', 'abc')).toMatchObject({ code: 2, stderr: 'duffy: a session id is a number (as `duffy list` shows it), got "abc"\n' });
+    expect((await cli('done', '12x')).code).toBe(2);
     const unsigned = await cli('extend', '99999', '2h');
     expect(unsigned.code).toBe(2);
     expect(unsigned.stderr).toBe('duffy: extend: give the time to add with a sign, as in +2h, or an ISO time\n');

@@ -281,6 +281,11 @@ describe('the ops page in headless Chromium', () => {
     await bob.put(`/api/v1/sessions/${queued}`, { active: false });
     expect((await waiting).status).toBe(422);
     await duffy.admin.put(`/api/v1/nodes/${free.id}`, { maintenance: false });
+    // A retired machine is out of service for good: listed too, though GET /nodes leaves it out (as Duffy v3).
+    const old = (await duffy.admin.post('/api/v1/nodes', { hostname: 'old-box.test', pool: 'vm-arm-aarch64' })).body.node;
+    expect((await duffy.admin.put(`/api/v1/nodes/${old.id}`, { retired: true, reason: 'end of life' })).status).toBe(200);
+    await page.waitForSelector('[data-testid=service-row][data-hostname="old-box.test"]', { timeout: 5_000 });
+    expect(await page.locator('[data-testid=service-row][data-hostname="old-box.test"] td').allTextContents()).toEqual(['old-box.test', 'vm-arm-aarch64', 'retired', 'ready', 'end of life']);
     expect(problems).toEqual([]);
   });
 

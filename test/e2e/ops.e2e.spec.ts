@@ -60,6 +60,17 @@ describe('operating Duffy: health, metrics, request ids', () => {
     const after = await (await fetch(`${duffy.url}/metrics`)).text();
     expect(after).toMatch(/^duffy_http_requests_total\{method="PUT",route="\/api\/v1\/sessions\/:id",status="422"\} 1$/m);
     expect(after).toMatch(/^duffy_http_requests_total\{method="PUT",route="unmatched",status="422"\} 1$/m);
+    // Under /api/v1 too, a path Duffy does not serve is no route of its own.
+    const nowhere = await fetch(`${duffy.url}/api/v1/nowhere/deeper`);
+    const deleted = await fetch(`${duffy.url}/api/v1/sessions`, { method: 'DELETE' });
+    expect([nowhere.status, nowhere.headers.get('duffy-refusal'), deleted.status, deleted.headers.get('duffy-refusal')]).toEqual([404, 'not_found', 405, 'invalid']);
+    // Every refusal says its kind, a middleware's too.
+    expect(csrf.headers.get('duffy-refusal')).toBe('forbidden');
+    const last = await (await fetch(`${duffy.url}/metrics`)).text();
+    expect(last).toMatch(/^duffy_http_requests_total\{method="GET",route="unmatched",status="404"\} 1$/m);
+    // A method its path does not take counts under that path's route.
+    expect(last).toMatch(/^duffy_http_requests_total\{method="DELETE",route="\/api\/v1\/sessions",status="405"\} 1$/m);
+    expect(last).not.toMatch(/route="\/api\/v1\*path"/);
   });
 
   it('/health is up with ledger, read models and ansible, and down when the ledger is unreachable', async () => {

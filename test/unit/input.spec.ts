@@ -121,6 +121,33 @@ describe('logging: no credential in request logs', () => {
     expect(parsed[1]).toMatchObject({ level: 50, msg: 'request errored', res: { statusCode: 500 } });
     expect(parsed[3]).toMatchObject({ level: 40, msg: 'request refused for now', res: { statusCode: 503 } });
   });
+
+  it('logs a request whose client went away before any answer as 499, not the 201 Nest set in advance', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        lines.push(String(chunk));
+        done();
+      },
+    });
+    const log = requestLogging(pino({ ...logSettings, level: 'info' }, sink));
+    let closed!: () => void;
+    const gone = new Promise<void>((r) => (closed = r));
+    const server = createServer((req, res) => {
+      log(req, res, () => undefined);
+      res.statusCode = 201;
+      res.once('close', () => setImmediate(closed));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const abort = new AbortController();
+    const asked = fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1/sessions`, { method: 'POST', signal: abort.signal }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 100));
+    abort.abort();
+    await asked;
+    await gone;
+    server.close();
+    expect(JSON.parse(lines[0])).toMatchObject({ level: 40, msg: 'request aborted', res: { statusCode: 499 } });
+  });
 });
 
 describe('cross-site writes', () => {

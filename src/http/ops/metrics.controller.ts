@@ -2,6 +2,7 @@ import { ApiTags } from '@nestjs/swagger';
 import { Controller, Get, Header, Injectable, type NestMiddleware, Optional } from '@nestjs/common';
 import type { NextFunction, Request, Response } from 'express';
 import { Metrics } from '../../adapters/metrics.js';
+import { servesEverything } from '../unmatched.js';
 
 /** Counts every answered request by method, matched route and status. */
 @Injectable()
@@ -14,7 +15,8 @@ export class HttpMetricsMiddleware implements NestMiddleware {
   use(req: Request, res: Response, next: NextFunction): void {
     res.on('finish', () => {
       // The matched route, not the raw URL, so ids do not explode the label set.
-      const matched = req.route?.path as string | undefined;
+      // Nest's catch-all under the global prefix (it serves every method) is no route of Duffy's.
+      const matched = req.route && !servesEverything(req.route.methods) ? (req.route.path as string) : undefined;
       const route = matched === undefined ? this.routeOf(req.originalUrl ?? req.url) : `${req.baseUrl ?? ''}${matched}`;
       this.metrics.http.inc({ method: req.method, route, status: String(res.statusCode) });
     });

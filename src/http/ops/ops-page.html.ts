@@ -365,7 +365,7 @@ async function section(errorId, load) {
 async function refresh() {
   const results = await Promise.all([
     section('heat-error', async () => {
-      const [st, nodes] = await Promise.all([getJSON('stats/stress'), getJSON('nodes')]);
+      const [st, nodes] = await Promise.all([getJSON('stats/stress'), getJSON('nodes?retired=true')]);
       renderHeatmap(st, nodes.nodes);
       renderService(nodes.nodes);
     }),
