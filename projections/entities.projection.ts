@@ -44,7 +44,8 @@ export const entities: Projection<World> = {
   // 4: tenants without `usage`. 5: tenants carry `waiting` (machines their queued requests ask for).
   // 6: a machine quarantined while it was being released no longer shows as draining.
   // 7: sessions carry `startedAt`; a machine registered `done` is retired; machines carry `handOverFailed`.
-  version: 7,
+  // 8: sessions carry `lostMachineIds` (machines whose hand-over failed for them).
+  version: 8,
   collections: [TENANTS, MACHINES, SESSIONS],
   init: emptyWorld,
   fold(w, e, mark) {

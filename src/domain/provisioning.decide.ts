@@ -228,6 +228,9 @@ function machinesHeld(world: World, sessionIds: Iterable<number>): number {
   return n;
 }
 
+/** Hand-overs a session may see fail beyond one per machine it asked for, before it fails itself. */
+export const EXTRA_HANDOVER_TRIES = 2;
+
 /**
  * A session still being handed over that lost a machine (its provisioning or contextualization failed):
  * reserve a replacement from the same spec, or fail the session when none can be had.
@@ -270,7 +273,14 @@ export function decideReplacement(
   if (holding + needed > quota) {
     return { fail: `no replacement for a machine whose hand-over failed${cause ? ` (${cause})` : ''}: quota exceeded: tenant ${tenant.name} holds ${holding} of ${quota} nodes and the replacement needs ${needed} more` };
   }
-  const plan = planAllocation({ specs: missing, pools: profiles, tenantPlatform: tenant.platform, free: (pool) => freeMachines(world, pool, busy) });
+  // A machine that failed for this session is not tried for it again, and a session stops replacing after a few
+  // failures: a broken playbook would otherwise go through (and quarantine) a whole pool for one request.
+  const lost = new Set(session.lostMachineIds ?? []);
+  const tries = machinesAsked(session.specs) + EXTRA_HANDOVER_TRIES;
+  if (lost.size >= tries) {
+    return { fail: `no replacement for a machine whose hand-over failed${cause ? ` (${cause})` : ''}: ${lost.size} hand-overs failed for this session, as many as it tries (the machines asked for + ${EXTRA_HANDOVER_TRIES}); is the pool's playbook broken?` };
+  }
+  const plan = planAllocation({ specs: missing, pools: profiles, tenantPlatform: tenant.platform, free: (pool) => freeMachines(world, pool, (id) => busy(id) || lost.has(id)) });
   if (!plan.ok) return { fail: `no replacement for a machine whose hand-over failed${cause ? ` (${cause})` : ''}: ${plan.reason}` };
   return [
     ...plan.picks.map((p) => decideReserve(p, session.id, tenant.id, contextualize(p.machine.pool), now)),

@@ -113,6 +113,8 @@ export class Session {
   rejection: string | null;
   /** Machines handed to it (a machine that failed its hand-over leaves this list). */
   machineIds: number[];
+  /** Machines whose hand-over failed for it: never reserved for it again. */
+  lostMachineIds: number[];
   /** Files collected from its machines before release, relative to the data dir. */
   artifacts: string[];
   failure: string | null;
@@ -135,6 +137,7 @@ export class Session {
     this.releaseReason = null;
     this.rejection = null;
     this.machineIds = NONE;
+    this.lostMachineIds = NONE;
     this.artifacts = NONE;
     this.failure = null;
     this.queue = null;
@@ -416,6 +419,7 @@ function forget(world: World, s: Session): void {
   world.sessions.delete(s.id);
   s.specs = NONE;
   s.machineIds = NONE;
+  s.lostMachineIds = NONE;
   s.artifacts = NONE;
 }
 
@@ -670,7 +674,10 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         // The hand-over failed: the machine leaves the session, which gets another one or fails.
         closeUsage(world, m, event.data.at);
         const s = world.sessions.get(sessionId);
-        if (s) s.machineIds = s.machineIds.filter((id) => id !== m.id);
+        if (s) {
+          s.machineIds = s.machineIds.filter((id) => id !== m.id);
+          s.lostMachineIds = [...(s.lostMachineIds ?? NONE), m.id];
+        }
         if (m.reservedAt) m.busyMs += Math.max(0, Date.parse(event.data.at) - Date.parse(m.reservedAt));
         // The tenant never got it: a failed attempt is no allocation (wear counts what was used).
         m.allocations = Math.max(0, m.allocations - 1);

@@ -254,6 +254,37 @@ describe('a failed replacement', () => {
   });
 });
 
+describe('replacements for a session whose hand-overs fail (a broken playbook)', () => {
+  const reserve = (id: number): [string, DuffyEvent] => [`machine-i${id}`, { type: 'MachineReserved', data: { machineId: id, hostname: `i${id}`, sessionId: 1, tenantId: 1, pool: 'metal-intel', platform: 'intel', affinity: 'established', contextualize: true, provision: false, at: AT } }];
+  const fails = (id: number): [string, DuffyEvent] => [`machine-i${id}`, { type: 'ProvisioningFailed', data: { machineId: id, sessionId: 1, action: 'contextualize', error: 'broken role', run, at: AT } }];
+  const start: Array<[string, DuffyEvent]> = [
+    tenant(1, 'alice', { nodeQuota: 5 }),
+    ...[1, 2, 3, 4, 5].map((id) => machine(id, `i${id}`, 'metal-intel')),
+    ['session-1', { type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: LATER, at: AT } }],
+    ['tenant-alice', { type: 'QuotaClaimed', data: { sessionId: 1, tenantId: 1, count: 1, at: AT } }],
+    reserve(1),
+    ['session-1', { type: 'SessionStarted', data: { sessionId: 1, machineIds: [1], at: AT } }],
+  ];
+  const replace = (w: ReturnType<typeof given>) => decideReplacement(w, w.sessions.get(1)!, POOLS, DEFAULTS, () => true, () => false, AT, 'broken role');
+  const reserved = (d: ReturnType<typeof replace>) => (Array.isArray(d) ? d.filter((x) => x.stream.startsWith('machine-')).map((x) => x.stream) : d);
+
+  it('given a machine that failed for the session, when a replacement is chosen, then it is never that machine again', () => {
+    // Released and ready again, i1 is the least worn (a failed hand-over counts no allocation): it came back before.
+    const recycled: [string, DuffyEvent] = ['machine-i1', { type: 'MachineRecycled', data: { machineId: 1, policy: 'rebuild', state: 'ready', run: { ...run, action: 'release' }, at: AT } }];
+    const w = given(...start, fails(1), recycled);
+    expect(w.machines.get(1)!.state).toBe('ready');
+    expect(reserved(replace(w))).toEqual(['machine-i2']);
+    expect(reserved(replace(given(...start, fails(1), reserve(2), fails(2))))).toEqual(['machine-i3']);
+  });
+
+  it('given as many failed hand-overs as the machines asked for + 2, when one more fails, then the session fails instead of going through the pool', () => {
+    const three = given(...start, fails(1), reserve(2), fails(2), reserve(3), fails(3));
+    expect(replace(three)).toEqual({ fail: expect.stringMatching(/^no replacement for a machine whose hand-over failed \(broken role\): 3 hand-overs failed for this session, as many as it tries \(the machines asked for \+ 2\); is the pool's playbook broken\?$/) });
+    // Machines i4 and i5 were never tried: one request no longer quarantines a pool.
+    expect([4, 5].map((id) => three.machines.get(id)!.failures)).toEqual([0, 0]);
+  });
+});
+
 describe('a run of several machines that times out', () => {
   const timedOut: PlaybookRun = { ...run, exitCode: null, timedOut: true, tail: '' };
   const fill = [machine(1, 'i1', 'metal-intel', 'unused'), machine(2, 'i2', 'metal-intel', 'unused')];

@@ -453,11 +453,12 @@ describe('new sessions', () => {
     for (const id of [1, 2]) h.fold({ type: 'MachineRequested', data: { sessionId: id, tenantId: 1, tenant: 't1', specs: [], expiresAt: at, at } });
     const [s1, s2] = [h.world.sessions.get(1)!, h.world.sessions.get(2)!];
     expect(s1.machineIds).toBe(s2.machineIds);
+    expect(s1.lostMachineIds).toBe(s2.lostMachineIds);
     expect(s1.artifacts).toBe(s2.artifacts);
     h.fold({ type: 'MachineReserved', data: { machineId: 1, hostname: 'm1', sessionId: 1, tenantId: 1, pool: 'x', platform: 'intel', affinity: 'kept', contextualize: false, at } });
     h.fold({ type: 'ArtifactsCollected', data: { machineId: 1, sessionId: 1, files: ['a.log'], error: null, run: { action: 'collect_artifacts', playbook: 'artifacts.yml', exitCode: 0, durationMs: 1, timedOut: false, tail: '' }, at } });
     expect([s1.machineIds, s1.artifacts, s2.machineIds, s2.artifacts]).toEqual([[1], ['a.log'], [], []]);
-    expect(Object.keys(s1)).toEqual(['id', 'tenantId', 'specs', 'createdAt', 'expiresAt', 'startedAt', 'retiredAt', 'status', 'releaseReason', 'rejection', 'machineIds', 'artifacts', 'failure', 'queue', 'wasQueued', 'revision']);
+    expect(Object.keys(s1)).toEqual(['id', 'tenantId', 'specs', 'createdAt', 'expiresAt', 'startedAt', 'retiredAt', 'status', 'releaseReason', 'rejection', 'machineIds', 'lostMachineIds', 'artifacts', 'failure', 'queue', 'wasQueued', 'revision']);
   });
 });
 
