@@ -9,9 +9,8 @@ import { BasicAuthGuard, CurrentActor } from './auth.js';
 import { ReadViews } from './read-views.js';
 import { NodeCreateDto, NodeServiceDto, TenantCreateDto, TenantUpdateDto, queryFlag } from './dto.js';
 import { hardwareProblem } from '../domain/hardware.js';
-import { isRetired } from '../domain/world.js';
 import { ChangeNodeServiceCommand } from '../application/handlers/node-service.handler.js';
-import { MASKED, maySee, nodeView, poolLevels, tenantView } from './views.js';
+import { MASKED, maySee, nodeView, poolLevels, retiredAtOf, tenantView } from './views.js';
 import { nullMembers } from './input.js';
 
 /** Duffy v3's TenantUpdateModel: a body naming any of these is an update. */
@@ -95,7 +94,8 @@ export class NodesController {
     // As Duffy v3: a retired node is no longer listed (GET /nodes/{id} still shows it); `?retired=true` (a Duffy
     // extension, which the CLI uses) lists them too.
     const withRetired = retired === undefined ? false : queryFlag('retired', retired);
-    const visible = [...w.machines.values()].filter((m) => (withRetired || !isRetired(m)) && maySee(m, actor.tenant));
+    // A machine draining towards its retirement is still held, and listed: its tenant sees it in its session.
+    const visible = [...w.machines.values()].filter((m) => (withRetired || retiredAtOf(m) === null) && maySee(m, actor.tenant));
     return { action: 'get', nodes: visible.sort((a, b) => a.id - b.id).map((m) => nodeView(m, actor.tenant.isAdmin)) };
   }
 

@@ -74,10 +74,15 @@ function sessionNodeView(m: Machine, admin = false) {
   return { id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, comment: null as string | null, pool: m.pool, reusable: m.reusable, data: admin ? m.data : publicData(m.data), state: m.state };
 }
 
+/**
+ * When a node left for good, as it shows: an admin's retirement once the machine no longer drains (a session still
+ * holds it until then), a used-up one (`done`) at its recycling; null while it is still in use or in service.
+ */
+export const retiredAtOf = (m: Machine) => m.retiredAt ?? (nodeService(m) === 'retired' ? m.serviceChangedAt : null);
+
 export function nodeView(m: Machine, admin = false) {
   const service = nodeService(m);
-  // A node an admin retired shows when that was decided (once it no longer drains); a used-up one (`done`) its recycling.
-  const retiredAt = m.retiredAt ?? (service === 'retired' ? m.serviceChangedAt : null);
+  const retiredAt = retiredAtOf(m);
   return {
     ...sessionNodeView(m, admin),
     comment: m.comment ?? null,

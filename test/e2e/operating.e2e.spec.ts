@@ -145,6 +145,18 @@ describe('operating the farm: machines in and out of service', () => {
     await duffy.admin.put(`${V1}/nodes/${ids['m3.test']}`, { retired: true, reason: 'end of life' });
     expect((await duffy.app.get(Ledger).store.readAll(0n, 100_000)).filter((e) => e.type === 'MachineServiceChanged')).toHaveLength(6);
   });
+
+  it('lists a held node retired under its session while it drains, to its tenant and the admins, and no more once released', async () => {
+    const held = await request(1);
+    const host = hosts(held)[0];
+    const put = await duffy.admin.put(`${V1}/nodes/${ids[host]}`, { retired: true, reason: 'going away' });
+    expect(put.body.node).toMatchObject({ state: 'deployed', service: 'draining', active: true, retired_at: null });
+    const listed = async (c: Client) => (await c.get(`${V1}/nodes`)).body.nodes.map((n: { hostname: string }) => n.hostname);
+    expect([await listed(alice), (await listed(duffy.admin)).includes(host)]).toEqual([[host], true]);
+    await done(held.body.session.id);
+    expect((await listed(duffy.admin)).includes(host)).toBe(false);
+    expect(await node(host)).toMatchObject({ service: 'retired', active: false });
+  });
 });
 
 describe('artifacts a tenant can fetch', () => {
