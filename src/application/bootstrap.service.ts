@@ -7,7 +7,7 @@ import { CommandBus } from '@nestjs/cqrs';
 import { Catalog, assertAdminKey } from './catalog.js';
 import { ConfigError, type MachineConfig } from '../config/config.js';
 import { RegisterTenantCommand } from './commands.js';
-import { decideRecordDefaults, decideRegisterMachines } from '../domain/decide.js';
+import { NOTHING_IN_FLIGHT, decideRecordDefaults, decideRegisterMachines, isRefusal } from '../domain/decide.js';
 import { Ledger } from './ledger.service.js';
 import { Provisioner } from './provisioner.service.js';
 import { ReadSide } from './read-side.service.js';
@@ -34,6 +34,7 @@ export class Bootstrap {
   async run(options: { reconcileEveryMs?: number } = {}): Promise<{ adminKey?: string }> {
     await this.ledger.start();
     this.checkPoolsOfMachines();
+    this.checkInventory();
     this.setAsideUnknownArtifacts();
     await this.readSide.start();
     // Before any decision made under them: a replay judges quotas and leases by what was recorded here.
@@ -135,14 +136,31 @@ export class Bootstrap {
   }
 
   /**
+   * The configured machines the ledger does not know yet must be registrable (an address another node has, added by
+   * POST /nodes since): a bad configuration, refused before the start writes anything (exit 2, one line).
+   */
+  private checkInventory(): void {
+    const missing = this.missingMachines();
+    if (missing.length === 0) return;
+    const decision = decideRegisterMachines(this.ledger.world, this.catalog.profiles, { machines: missing, now: now() }, NOTHING_IN_FLIGHT);
+    if (isRefusal(decision)) throw new ConfigError(`${this.catalog.settings.configFile}: machines: ${decision.reason}`);
+  }
+
+  private missingMachines() {
+    return this.catalog.settings.config.machines
+      .filter((m) => machineIdOfHost(this.ledger.world, m.hostname) === undefined)
+      .map((m) => ({ ...m, ipaddr: m.ipaddr ?? null, data: m.data ?? {} }));
+  }
+
+  /**
    * Registers the configured machines the ledger does not know yet, IMPORT_CHUNK per append (each append atomic,
    * ids allocated in it). A restart, or a crash half-way, registers only what is still missing.
    */
   private async importInventory(): Promise<number> {
     const meta = metaFor(null, { process: 'bootstrap' });
-    const missing = this.catalog.settings.config.machines.filter((m) => machineIdOfHost(this.ledger.world, m.hostname) === undefined);
+    const missing = this.missingMachines();
     for (let i = 0; i < missing.length; i += IMPORT_CHUNK) {
-      const chunk = missing.slice(i, i + IMPORT_CHUNK).map((m) => ({ ...m, ipaddr: m.ipaddr ?? null, data: m.data ?? {} }));
+      const chunk = missing.slice(i, i + IMPORT_CHUNK);
       // Decided on the World at that moment: a machine another instance registered meanwhile is left out.
       await this.ledger.decide(
         (world, inFlight) =>

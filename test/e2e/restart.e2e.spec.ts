@@ -1,5 +1,5 @@
 import { describe, expect, it, jest } from '@jest/globals';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
@@ -134,6 +134,27 @@ describe('restart', () => {
     for (const n of arm) expect((await duffy.admin.put(`${V1}/nodes/${n.id}`, { retired: true })).status).toBe(200);
     await duffy.close();
     duffy = await startDuffy({ dataDir, configFile: smaller });
+    await duffy.close();
+  });
+
+  it("refuses a configuration whose new machine has the address of a node added by POST /nodes, before writing anything", async () => {
+    const config = instantDemoConfig();
+    let duffy: Running = await startDuffy({ configFile: config });
+    const dataDir = duffy.dataDir;
+    expect((await duffy.admin.post(`${V1}/nodes`, { hostname: 'x-99.lab', pool: 'vm-intel-x86_64', ipaddr: '10.1.0.99' })).status).toBe(201);
+    await duffy.close();
+    const demo = parse(readFileSync(config, 'utf8'));
+    demo.machines.push({ hostname: 'y-01.lab', ipaddr: '10.1.0.99', pool: 'vm-intel-x86_64', state: 'ready' });
+    demo.defaults = { ...(demo.defaults ?? {}), 'node-quota': 1 };
+    const clashing = join(mkdtempSync(join(tmpdir(), 'duffy-cfg-')), 'clashing.yaml');
+    writeFileSync(clashing, stringify(demo));
+    const before = statSync(join(dataDir, 'ledger.sqlite.head')).mtimeMs;
+    const refused = await startDuffy({ dataDir, configFile: clashing }).then(() => undefined, (err: unknown) => err);
+    expect(refused).toBeInstanceOf(ConfigError);
+    expect((refused as Error).message).toMatch(/clashing\.yaml: machines: .*10\.1\.0\.99.*x-99\.lab/);
+    // Nothing written: not even the tenant defaults of the configuration it refused.
+    expect(statSync(join(dataDir, 'ledger.sqlite.head')).mtimeMs).toBe(before);
+    duffy = await startDuffy({ dataDir, configFile: config });
     await duffy.close();
   });
 
