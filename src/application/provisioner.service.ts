@@ -34,7 +34,7 @@ interface Fault {
   subject?: string;
   /** A broken playbook file's version when the failed run began (fileVersion): its fault holds until a run works or the file changes. */
   fileVersion?: number;
-  /** A broken playbook no work of which is due: named on /health, which stays up (one pool's file must not take Duffy out of a load balancer). */
+  /** A broken playbook no work of which is due (a failed hand-over's machine went back to the pool). */
   idle?: boolean;
 }
 
@@ -108,15 +108,20 @@ export class Provisioner implements OnApplicationShutdown {
     });
   }
 
-  /** The environment fault that currently holds background work back, if any (for /health and logs). */
+  /** The fault of the environment as a whole (Ansible gone) that holds every run back, if any: /health is down. */
   get environmentFault(): { reason: string; since: string } | null {
-    const fault = this.faults.get(ANY_RUN) ?? [...this.faults.values()].find((f) => !f.idle);
+    const fault = this.faults.get(ANY_RUN);
     return fault ? { reason: describeFault(fault), since: fault.since } : null;
   }
 
-  /** Broken playbooks no work of which is due now (a failed hand-over's machine went back to the pool): for /health. */
-  get idlePlaybookFaults(): string[] {
-    return [...this.faults.values()].filter((f) => f.idle).map((f) => `${describeFault(f)} (since ${f.since}; until the file changes or a run of it works)`);
+  /**
+   * Faults that hold back only some work (a pool's broken playbook file, a machine whose runs are killed), each named
+   * for /health, which stays up: one pool's file or one machine must not take Duffy out of a load balancer.
+   */
+  get scopedFaults(): string[] {
+    return [...this.faults.entries()]
+      .filter(([key]) => key !== ANY_RUN)
+      .map(([, f]) => `${describeFault(f)} (runs failing since ${f.since}; ${f.idle ? 'no work of it is due; until the file changes or a run of it works' : 'its work waits, probed with back-off'})`);
   }
 
   private playbookOf(job: Job): string {

@@ -61,8 +61,8 @@ export class HealthController {
         if (fault) return ansible.down({ message: `${fault.reason} (playbook runs failing since ${fault.since})` });
         // Looked up once while it works: the runs above tell when it stops working.
         this.ansible ??= this.runner.version();
-        // A pool's broken playbook with no work due: named, but Duffy stays up for the load balancer.
-        const broken = this.provisioner.idlePlaybookFaults;
+        // A pool's broken playbook, a machine whose runs die: named, but Duffy stays up for the load balancer.
+        const broken = this.provisioner.scopedFaults;
         return this.ansible.then(
           (version) => ansible.up({ version, ...(broken.length > 0 ? { broken } : {}) }),
           () => {
