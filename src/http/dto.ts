@@ -181,9 +181,9 @@ export class SessionCreateDto {
 
 /**
  * A JSON number in `expires_at` is a Unix time, as pydantic reads one for Duffy v3 (seconds; milliseconds above 2e10):
- * taken as its digits are. One before 1970 is before any session began, which the clamp makes its creation.
+ * taken as its digits are, so a negative one is refused as signed digits are (`-60` means no moment of 1969).
  */
-const unixTimeNumber = Transform(({ value }) => (typeof value !== 'number' ? value : value >= 0 ? String(value) : '1970-01-01T00:00:00Z'));
+const unixTimeNumber = Transform(({ value }) => (typeof value === 'number' ? String(value) : value));
 
 export class SessionUpdateDto {
   @ApiPropertyOptional({ description: 'false: done with the machines' }) @Bool('active') active?: boolean;

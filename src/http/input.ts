@@ -293,11 +293,12 @@ export function redactUrl(url: string): string {
   const first = /\?|%3f/i.exec(url);
   if (first === null) return url;
   const start = first.index + first[0].length;
-  // Every pair after it, whatever separates it from the next (`&`, another `?`, either percent-encoded; a `#` goes
+  // Every pair after it, whatever separates it from the next (`&`, `;` as some clients write it, another `?`, any of
+  // them percent-encoded; a `#` goes
   // with its pair): a value is redacted when its name, decoded as the query parser decodes it and stripped of
   // everything but letters and digits, starts with `key` or `apikey` (`%6bey`, `k%65y`, `KEY`, `key[]`, `key `,
   // `api_key`...).
-  const parts = url.slice(start).split(/(&|\?|%3f|%26)/i);
+  const parts = url.slice(start).split(/(&|;|\?|%3f|%26|%3b)/i);
   return url.slice(0, start) + parts.map((part, i) => (i % 2 === 1 ? part : redactPair(part))).join('');
 }
 

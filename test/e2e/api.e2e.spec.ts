@@ -189,6 +189,17 @@ describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
         422,
         /expires_at must be like/,
       ],
+      [
+        'a negative JSON number as expires_at (refused as "-60" is: no moment of 1969 is meant)',
+        async () => {
+          const s = (await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'metal-intel-x86_64', quantity: 1 }] })).body.session;
+          const r = await alice.put(`${V1}/sessions/${s.id}`, { expires_at: -60 });
+          await alice.put(`${V1}/sessions/${s.id}`, { active: false });
+          return r;
+        },
+        422,
+        /expires_at must be like/,
+      ],
       ['non-admin creating a tenant', () => alice.post(`${V1}/tenants`, { name: 'mallory', ssh_key: 'x' }), 403, /admin/],
     ];
     it('takes the Basic scheme in any case (RFC 9110), with the right key only', async () => {

@@ -70,6 +70,9 @@ describe('logging: no credential in request logs', () => {
     expect(redactUrl('/x?monkey=1')).toBe('/x?monkey=1');
     expect(redactUrl('/Node/get%3Fkey=abc-123&ver=7')).toBe('/Node/get%3Fkey=[Redacted]&ver=7');
     expect(redactUrl('/Node/get%3fver=7&key=abc-123')).toBe('/Node/get%3fver=7&key=[Redacted]');
+    // A `;` between pairs, as some clients write them (plain or encoded).
+    expect(redactUrl('/Inventory?x=1;key=abc-123')).toBe('/Inventory?x=1;key=[Redacted]');
+    expect(redactUrl('/Inventory?x=1%3Bkey=abc-123')).toBe('/Inventory?x=1%3Bkey=[Redacted]');
     // An encoded separator before the real one: every pair is looked at, whatever separates it.
     expect(redactUrl('/Node/get%3Ffoo?key=abc-123&ver=7')).toBe('/Node/get%3Ffoo?key=[Redacted]&ver=7');
     expect(redactUrl('/x%3fa=1?key=abc-123')).toBe('/x%3fa=1?key=[Redacted]');
