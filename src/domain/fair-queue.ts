@@ -10,6 +10,11 @@
 
 /** Share of its wait after which a waiting request is urgent. Chosen with the simulator. */
 export const URGENT_AFTER_SHARE_OF_WAIT = 0.5;
+/**
+ * And it must have waited this long too: a heavy tenant's stream of requests with a 4 s wait, each urgent after 2 s
+ * and first to give up, went before every lighter tenant's longer wait, for ever.
+ */
+export const URGENT_AFTER_AT_LEAST_MS = 30_000;
 
 /**
  * An urgent request for at most this many machines that does not fit holds its family's free machines back from
@@ -25,7 +30,7 @@ export const waitedShare = (since: number, until: number, share: number, now: nu
 
 /** Whether a request has waited long enough to go before all that have not (`now` in ms). */
 function isUrgent(r: WaitingRequest, now: number): boolean {
-  return r.until !== undefined && waitedShare(r.enqueuedAt, r.until, URGENT_AFTER_SHARE_OF_WAIT, now);
+  return r.until !== undefined && now - r.enqueuedAt >= URGENT_AFTER_AT_LEAST_MS && waitedShare(r.enqueuedAt, r.until, URGENT_AFTER_SHARE_OF_WAIT, now);
 }
 
 /** Whether a request that does not fit now holds free machines for itself (see `HeldMachines`). */

@@ -76,12 +76,12 @@ describe('waiting for capacity in a fair-share queue', () => {
   });
 
   it('serves a request that has waited half its wait before the fair-share order would', async () => {
-    // heavy (more recent machine time) asks with a short wait; once half of it is gone its request is urgent and
-    // goes before light's, which fair share alone would put first (as in the test above).
+    // heavy (more recent machine time) asks with a 62 s wait; once half of it is gone (and at least 30 s) its request
+    // is urgent and goes before light's, which fair share alone would put first (as in the test above).
     const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }] })).body.session;
-    const heavyWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 5 });
-    await sleep(2700);
-    const lightWaits = light.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 30 });
+    const heavyWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 62 });
+    await sleep(31_300);
+    const lightWaits = light.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 300 });
     await sleep(200);
     const queue = (await duffy.admin.get(`${V1}/queue`)).body.queue;
     expect(queue.map((q: { tenant: string; position: number }) => [q.position, q.tenant])).toEqual([[1, 'heavy'], [2, 'light']]);
@@ -93,17 +93,17 @@ describe('waiting for capacity in a fair-share queue', () => {
     const started = events.filter((e) => e.type === 'SessionStarted').map((e) => e.data.sessionId);
     expect(started.indexOf(heavyGot.body.session.id)).toBeLessThan(started.indexOf(lightGot.body.session.id));
     for (const s of [heavyGot.body.session, lightGot.body.session]) await duffy.admin.put(`${V1}/sessions/${s.id}`, { active: false });
-  });
+  }, 90_000);
 
   it('lets an urgent request for 2 machines hold a freed machine from a later request of a tenant that used as much', async () => {
-    // Given other and light each holding one of the two machines, heavy waiting for 2 (urgent once half of its 6 s
+    // Given other and light each holding one of the two machines, heavy waiting for 2 (urgent once half of its 62 s
     // are gone) and then for 1 more;
     const x = (await other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }] })).body.session;
     const y = (await light.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }] })).body.session;
-    const pairWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }], wait: 6 });
+    const pairWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }], wait: 62 });
     await sleep(100);
-    const oneWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 30 });
-    await sleep(3200);
+    const oneWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 300 });
+    await sleep(31_500);
     // when one machine frees, the urgent pair holds it: the single request behind it does not take it;
     await other.put(`${V1}/sessions/${x.id}`, { active: false });
     await sleep(700);
@@ -120,7 +120,7 @@ describe('waiting for capacity in a fair-share queue', () => {
     const started = events.filter((e) => e.type === 'SessionStarted').map((e) => e.data.sessionId);
     expect(started.indexOf(pair.body.session.id)).toBeLessThan(started.indexOf(one.body.session.id));
     await heavy.put(`${V1}/sessions/${one.body.session.id}`, { active: false });
-  });
+  }, 90_000);
 
   it('answers 422 when the wait is over, and lets a waiting request be cancelled', async () => {
     const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }] })).body.session;

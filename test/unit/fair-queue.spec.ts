@@ -22,13 +22,24 @@ describe('fairOrder', () => {
   });
 
   it('puts a request that has waited half its wait first, the one that gives up soonest first, then fair share', () => {
-    // Tenant 1 used much lately; its requests 1 (waited 60 of 100) and 2 (waited 50 of 80) are urgent at 60, 3 is not.
-    const waiting = [{ ...req(1, 1, 0), until: 100 }, { ...req(2, 1, 10), until: 90 }, { ...req(3, 1, 40), until: 140 }, { ...req(4, 2, 30), until: 200 }, req(5, 2, 0)];
+    // Tenant 1 used much lately; its requests 1 (waited 60 of 100 s) and 2 (waited 50 of 80 s) are urgent at 60 s, 3 is not.
+    const s = 1000;
+    const waiting = [{ ...req(1, 1, 0), until: 100 * s }, { ...req(2, 1, 10 * s), until: 90 * s }, { ...req(3, 1, 40 * s), until: 140 * s }, { ...req(4, 2, 30 * s), until: 200 * s }, req(5, 2, 0)];
     const heavy = usage({ 1: 3_600_000, 2: 0 });
-    expect(ids(fairOrder(waiting, heavy, 60))).toEqual([2, 1, 5, 4, 3]);
+    expect(ids(fairOrder(waiting, heavy, 60 * s))).toEqual([2, 1, 5, 4, 3]);
     // Before half their wait, and without a clock, fair share alone.
-    expect(ids(fairOrder(waiting, heavy, 40))).toEqual([5, 4, 1, 2, 3]);
+    expect(ids(fairOrder(waiting, heavy, 40 * s))).toEqual([5, 4, 1, 2, 3]);
     expect(ids(fairOrder(waiting, heavy))).toEqual([5, 4, 1, 2, 3]);
+  });
+
+  it('makes no request urgent before it has waited 30 s, whatever its wait: a heavy tenant\'s 4 s waits do not go first', () => {
+    const heavy = usage({ 1: 3_600_000, 2: 0 });
+    // Tenant 2 (light) waits 60 s from 0; tenant 1 sends a request with a 4 s wait every second.
+    const light = { ...req(1, 2, 0), until: 60_000 };
+    const flood = Array.from({ length: 5 }, (_, i) => ({ ...req(10 + i, 1, 20_000 + i * 1000), until: 24_000 + i * 1000 }));
+    expect(ids(fairOrder([light, ...flood], heavy, 24_500))).toEqual([1, 10, 11, 12, 13, 14]);
+    // Past 30 s and half its wait, the light one is urgent too: still first.
+    expect(ids(fairOrder([light, ...flood], heavy, 31_000))[0]).toBe(1);
   });
 
   it('asks each tenant once, leaves its input alone and refuses a usage that is NaN', () => {
@@ -52,14 +63,16 @@ describe('fairOrder', () => {
 
 describe('holding machines for urgent requests', () => {
   it('lets an urgent request for at most 2 machines hold, not one that is not urgent yet or asks for more', () => {
-    // Given requests that wait from 0 until 100,
-    const two = { ...req(1, 1, 0, 2), until: 100 };
+    // Given requests that wait from 0 until 100 s,
+    const two = { ...req(1, 1, 0, 2), until: 100_000 };
     // a request for 2 holds once half its wait is gone, not before;
-    expect(holdsMachines(two, 50)).toBe(true);
-    expect(holdsMachines(two, 49)).toBe(false);
+    expect(holdsMachines(two, 50_000)).toBe(true);
+    expect(holdsMachines(two, 49_999)).toBe(false);
     // one for 3 never holds, nor one without a deadline.
-    expect(holdsMachines({ ...req(2, 1, 0, 3), until: 100 }, 90)).toBe(false);
-    expect(holdsMachines(req(3, 1, 0, 1), 90)).toBe(false);
+    expect(holdsMachines({ ...req(2, 1, 0, 3), until: 100_000 }, 90_000)).toBe(false);
+    expect(holdsMachines(req(3, 1, 0, 1), 90_000)).toBe(false);
+    // Nor one whose wait is short: half of it is gone before 30 s.
+    expect(holdsMachines({ ...req(4, 1, 0, 1), until: 40_000 }, 29_000)).toBe(false);
   });
 
   it('holds machines from tenants that used as much or more lately, not from lighter ones', () => {
