@@ -152,6 +152,12 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** The bundled demo inventory, found from src/ or dist/src/ alike. */
 export const DEMO_CONFIG = resolve(here, here.includes(`${'/'}dist${'/'}`) ? '../../../config/demo.yaml' : '../../config/demo.yaml');
 
+const LISTS_OF_MAPPINGS: ReadonlyArray<[string, string]> = [
+  ['pools', '{name: ..., type: ..., arch: ..., platform: ...}'],
+  ['machines', '{hostname: ..., pool: ...}'],
+  ['legacy', '{ver: ..., arch: ..., pool: ...}'],
+];
+
 export function loadConfig(file: string): DuffyConfig {
   let raw: unknown;
   try {
@@ -163,6 +169,15 @@ export function loadConfig(file: string): DuffyConfig {
   // YAML's .inf and .nan (or 1e999): a machine's data holding one would be stored as null under a hash of itself.
   const unstorable = unstorableNumberAt(raw, '');
   if (unstorable !== null) throw new ConfigError(`${file}: ${unstorable}: not a finite number`);
+  // Each entry of a list a mapping: class-validator would take a list inside the list as many entries, and say
+  // "unknown pool undefined" of it, or "must be either object or array" of a string.
+  for (const [key, example] of LISTS_OF_MAPPINGS) {
+    const list = (raw as Record<string, unknown>)[key];
+    if (list === undefined || list === null) continue;
+    if (!Array.isArray(list)) throw new ConfigError(`${file}: ${key}: must be a list of mappings like ${example}`);
+    const bad = list.findIndex((entry) => entry === null || typeof entry !== 'object' || Array.isArray(entry));
+    if (bad >= 0) throw new ConfigError(`${file}: ${key}[${bad}]: must be a mapping like ${example}, got ${Array.isArray(list[bad]) ? 'a list' : JSON.stringify(list[bad])}`);
+  }
   const config = plainToInstance(DuffyConfig, raw, { exposeDefaultValues: true });
   const errors = validateSync(config, { forbidUnknownValues: true, whitelist: true, forbidNonWhitelisted: true });
   if (errors.length > 0) throw new ConfigError(`${file}: ${describeValidation(errors).join('; ')}`);

@@ -98,7 +98,8 @@ export class StatsController {
         return { ...strip(p), busy_gini: round(gini(busy)) };
       }),
       platforms: platforms.map(strip),
-      machines: machines.map(strip),
+      // A machine never handed out has no reservation to name its platform: its pool's, as configured.
+      machines: machines.map((m) => ({ ...strip(m), platform: m.platform ?? this.catalog.pool(String(m.pool))?.platform ?? null })),
     };
   }
 

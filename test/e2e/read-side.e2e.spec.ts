@@ -41,6 +41,11 @@ describe('read side: projections over a mixed workload', () => {
     const world = duffy.app.get(Ledger).world;
     expect(allocations).toBe([...world.machines.values()].reduce((n, m) => n + m.allocations, 0));
     for (const p of stress.body.pools) expect(p.busy_gini).toBeGreaterThanOrEqual(0);
+    // Every machine names its platform, one never handed out too (its pool's).
+    const never = stress.body.machines.find((m: { allocations: number }) => m.allocations === 0);
+    expect(never).toBeDefined();
+    const pools = (await duffy.admin.get(`${V1}/pool-profiles`)).body.pool_profiles as Array<{ name: string; platform: string }>;
+    for (const m of stress.body.machines as Array<{ pool: string; platform: string | null }>) expect([m.pool, m.platform]).toEqual([m.pool, pools.find((p) => p.name === m.pool)!.platform]);
     const fair = await duffy.admin.get(`${V1}/stats/fairness`);
     expect(fair.status).toBe(200);
     expect(fair.body.tenants.map((t: { tenant: string }) => t.tenant).sort()).toEqual(['admin', 'alice', 'bob', 'carol']);

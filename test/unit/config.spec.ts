@@ -56,6 +56,9 @@ legacy-mangle-hostname: "{{ hostname | replace('.ci.centos.org', '') }}"
     ['a legacy pool template with an unknown filter', `${pool}legacy: [{ pool: "p{{ ver | nosuch }}" }]`, /legacy\[0\]\.pool: .*filter not found: nosuch/],
     ['a host name template that cannot render', `${pool}legacy-mangle-hostname: "{{ hostname | nosuch }}"`, /legacy-mangle-hostname: .*filter not found: nosuch/],
     ['an unknown key', `${pool}colour: blue`, /colour/],
+    ['a list inside the machines list', `${pool}machines:\n  - { hostname: a.b, pool: p1 }\n  -   - { hostname: c.d, pool: p1 }\n`, /machines\[1\]: must be a mapping like \{hostname: \.\.\., pool: \.\.\.\}, got a list$/],
+    ['a string in the pools list', 'pools: [p1]', /pools\[0\]: must be a mapping like .*, got "p1"$/],
+    ['machines that are no list', `${pool}machines: { hostname: a.b }`, /machines: must be a list of mappings/],
     ['a playbook override for a misspelt action', 'pools: [{ name: p1, type: vm, arch: x, platform: y, playbooks: { relase: release.yml } }]', /pools\[0\]\.playbooks\.relase: unknown action \(one of provision, /],
   ])('refuses %s, naming the file, key and problem', (_name, yaml, message) => {
     const file = write(yaml);
