@@ -7,7 +7,7 @@ import { CommandBus } from '@nestjs/cqrs';
 import { Catalog, assertAdminKey } from './catalog.js';
 import { ConfigError, type MachineConfig } from '../config/config.js';
 import { RegisterTenantCommand } from './commands.js';
-import { NOTHING_IN_FLIGHT, decideRecordDefaults, decideRegisterMachines, isRefusal } from '../domain/decide.js';
+import { NOTHING_IN_FLIGHT, decideRecordDefaults, decideRecordPools, decideRegisterMachines, isRefusal, poolProfileChanges } from '../domain/decide.js';
 import { Ledger } from './ledger.service.js';
 import { Provisioner } from './provisioner.service.js';
 import { ReadSide } from './read-side.service.js';
@@ -39,6 +39,10 @@ export class Bootstrap {
     await this.readSide.start();
     // Before any decision made under them: a replay judges quotas and leases by what was recorded here.
     await this.ledger.decide((world, inFlight) => decideRecordDefaults(world, this.catalog.defaults, now(), inFlight), metaFor(null, { process: 'bootstrap' }));
+    // A pool's type, arch or platform changed in the file moves its machines to another kind or family: said, and recorded.
+    const moved = poolProfileChanges(this.ledger.world, this.catalog.profiles);
+    if (moved.length > 0) this.log.warn(`the configuration changed the profile of ${moved.length} pool(s) since the last start: ${moved.join('; ')}; a machine never changes pool: if this is a mistake, put the pool back as it was`);
+    await this.ledger.decide((world, inFlight) => decideRecordPools(world, this.catalog.profiles, now(), inFlight), metaFor(null, { process: 'bootstrap' }));
     const s = this.catalog.settings;
     let adminKey: string | undefined;
     if (this.ledger.world.tenants.size === 0) {

@@ -242,7 +242,7 @@ export function whoHad(events: readonly RecordedEvent[], hostname: string, at: D
 }
 
 /** Streams of their own that no other event names: their history is the stream. */
-const SINGLE_STREAMS: readonly string[] = [stream.defaults, stream.admins, stream.apiKeys, stream.ids('tenant'), stream.ids('machine'), CHECKPOINT_STREAM];
+const SINGLE_STREAMS: readonly string[] = [stream.defaults, stream.pools, stream.admins, stream.apiKeys, stream.ids('tenant'), stream.ids('machine'), CHECKPOINT_STREAM];
 
 /**
  * Every event about one session, machine or tenant: its own stream plus the events elsewhere that name it (a tenant's:
@@ -347,6 +347,8 @@ export function detailOf(e: RecordedEvent): string {
         return `quota ${d.nodeQuota}, lifetime ${d.sessionLifetime} s, at most ${d.sessionLifetimeMax} s`;
       case 'ActiveAdminsChanged':
         return `admins ${(d.admins as number[]).join(', ')}`;
+      case 'PoolsConfigured':
+        return (d.pools as Array<{ name: string; type: string; arch: string; platform: string }>).map((p) => `${p.name} ${p.type} ${p.arch} ${p.platform}`).join('; ');
       default:
         return run ? ran.trim() : '';
     }

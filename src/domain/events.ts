@@ -110,6 +110,12 @@ export type DuffyEvent =
    * decision by the defaults it was made under.
    */
   | { type: 'DefaultsSet'; data: Defaults & { at: string } }
+  /**
+   * The pools of the configuration Duffy started with (name, type, arch, platform), on the `pools` stream, whenever
+   * they differ from the last ones recorded: a pool's profile changed in the file moves its machines to another kind
+   * or family, which the ledger then shows (and the start warns of).
+   */
+  | { type: 'PoolsConfigured'; data: { pools: PoolRecord[]; at: string } }
   | { type: 'QuotaClaimed'; data: { tenantId: number; sessionId: number; count: number; at: string } }
   | { type: 'QuotaReturned'; data: { tenantId: number; sessionId: number; count: number; at: string } }
   /**
@@ -225,6 +231,14 @@ export type DuffyEvent =
   /** A signed Merkle tree head of the ledger's first `size` events (src/audit/checkpoint.ts), in stream audit-checkpoints. */
   | { type: 'CheckpointPublished'; data: { size: number; lastPosition: string; rootHash: string; time: string; signature?: string; publicKey?: string; frontier?: string[] } };
 
+/** A pool as the configuration describes it to requests (what PoolsConfigured records). */
+export interface PoolRecord {
+  name: string;
+  type: MachineType;
+  arch: string;
+  platform: string;
+}
+
 export const stream = {
   tenant: (name: string) => `tenant-${name}`,
   machine: (hostname: string) => `machine-${hostname}`,
@@ -235,6 +249,7 @@ export const stream = {
   admins: 'admins',
   apiKeys: 'api-keys',
   defaults: 'defaults',
+  pools: 'pools',
 };
 
 /**

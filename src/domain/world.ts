@@ -1,4 +1,4 @@
-import { type Defaults, type DuffyEvent, type Hardware, type MachineService, type MachineState, type NodeSpec, type PlaybookAction, type ReleaseReason, type TenantSettings, machinesAsked } from './events.js';
+import { type Defaults, type DuffyEvent, type Hardware, type MachineService, type MachineState, type NodeSpec, type PlaybookAction, type PoolRecord, type ReleaseReason, type TenantSettings, machinesAsked } from './events.js';
 import { FreeIndex, LeaseIndex, WorkIndex, isFree } from './indexes.js';
 import { IdSet } from './ordered-set.js';
 
@@ -185,6 +185,9 @@ export interface World {
   /** The tenant defaults last recorded (DefaultsSet), null on a ledger that holds none; and the `defaults` stream's revision. */
   defaults: Defaults | null;
   defaultsRevision: number;
+  /** The pools last recorded (PoolsConfigured), by name; null on a ledger that holds none; and the `pools` stream's revision. */
+  pools: Map<string, PoolRecord> | null;
+  poolsRevision: number;
   position: bigint;
 }
 
@@ -261,6 +264,8 @@ export function emptyWorld(): World {
     adminsRevision: -1,
     apiKeysRevision: -1,
     defaults: null,
+    pools: null,
+    poolsRevision: -1,
     defaultsRevision: -1,
     position: 0n,
   };
@@ -448,6 +453,10 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       world.defaultsRevision = revision;
       return world;
     }
+    case 'PoolsConfigured':
+      world.pools = new Map(event.data.pools.map((p) => [p.name, p]));
+      world.poolsRevision = revision;
+      return world;
     case 'TenantRegistered': {
       const d = event.data;
       world.tenants.set(d.tenantId, {
