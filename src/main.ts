@@ -22,6 +22,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertAdminKey } from './application/catalog.js';
 import { createServer } from 'node:net';
+import { refusalKindOf } from './http/refusal.js';
 import { Bootstrap } from './application/bootstrap.service.js';
 
 /** Builds the whole app; tests call this with their own settings and port 0. */
@@ -115,7 +116,7 @@ function clientErrorAnswer(timeoutSeconds: number) {
               ? [413, 'Payload Too Large', 'the chunk extensions are too large']
               : [400, 'Bad Request', `not a readable HTTP request (${err.code ?? err.message})`];
       const body = JSON.stringify({ detail });
-      socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nDuffy-Refusal: ${refusalKindOf(Number(status))}\r\nConnection: close\r\n\r\n${body}`);
     }
     socket.destroy(err);
   };

@@ -8,7 +8,7 @@ import { isEventStoreUrl } from '../config/config.js';
 import { isRecord, verifyGlobalChain } from './chain.js';
 import { BadQuestionError, NotFoundError } from './not-found.js';
 import { CHECKPOINT_STREAM } from './checkpoint.js';
-import { effective, latestExpiryMs } from '../domain/decide.js';
+import { effective, tenantExpiryCeilingMs } from '../domain/decide.js';
 import { type Defaults, type DuffyEvent, type HardwareRequirement, type NodeSpec, stream } from '../domain/events.js';
 import { unmet } from '../domain/hardware.js';
 import { type Machine, activeAdmins, emptyWorld, evolve, isRetired } from '../domain/world.js';
@@ -169,7 +169,7 @@ function freeRule(world: ReturnType<typeof emptyWorld>, e: DuffyEvent, position:
 
 /**
  * The lease rule, before the event is folded: but for an admin (the event's `actor`), an extension never takes a
- * lease past the later of its expiry before and its start (`latestExpiryMs`) plus the tenant's maximum lifetime then (a tenant's own setting, else the defaults recorded
+ * lease past `tenantExpiryCeilingMs`: the later of its expiry before and its start plus the tenant's maximum lifetime then (a tenant's own setting, else the defaults recorded
  * last, else `fallback`: the configuration given to the replay, for a ledger written before Duffy recorded them).
  */
 function leaseRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent, fallback: Defaults): Violation[] {
@@ -183,12 +183,11 @@ function leaseRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent
   // itself never extends a lease).
   if (!session || !tenant || (actorId !== undefined && world.tenants.get(actorId)?.isAdmin)) return [];
   const defaults = world.defaults ?? fallback;
-  const latest = latestExpiryMs(session, tenant, defaults);
-  // Up to the lease it had is no extension past anything (a tenant's "-30m" on an admin's grant).
-  if (!(Date.parse(e.data.expiresAt) > Math.max(latest, Date.parse(session.expiresAt)))) return [];
+  const ceiling = tenantExpiryCeilingMs(session, tenant, defaults);
+  if (!(Date.parse(e.data.expiresAt) > ceiling)) return [];
   return [{
     invariant: 'lease',
-    message: `session ${session.id} extended by ${actor ?? 'no one recorded'} to ${e.data.expiresAt}, past its maximum lifetime of ${effective(tenant, defaults).sessionLifetimeMax} s (until ${new Date(latest).toISOString()})`,
+    message: `session ${session.id} extended by ${actor ?? 'no one recorded'} to ${e.data.expiresAt}, past its maximum lifetime of ${effective(tenant, defaults).sessionLifetimeMax} s (until ${new Date(ceiling).toISOString()})`,
     positions: [recorded.position],
   }];
 }

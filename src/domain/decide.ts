@@ -571,6 +571,14 @@ export function decideEndSession(
 export const latestExpiryMs = (session: Session, tenant: Tenant, defaults: Defaults) =>
   Date.parse(session.startedAt ?? session.createdAt) + effective(tenant, defaults).sessionLifetimeMax * 1000;
 
+/**
+ * The latest a tenant may move its lease to: its maximum lifetime, or the lease it has when that is later (an admin's
+ * grant, a maximum lowered since: a tenant's "+1h" keeps it, where v3 would cut it back to the maximum). The decider
+ * clamps to it; `audit replay` holds every tenant's extension to it (rule `lease`).
+ */
+export const tenantExpiryCeilingMs = (session: Session, tenant: Tenant, defaults: Defaults) =>
+  Math.max(latestExpiryMs(session, tenant, defaults), Date.parse(session.expiresAt));
+
 /** Only an active session's lease can be extended. */
 export const inactive = (sessionId: number): Refusal => refusal('invalid', `session ${sessionId} is retired`);
 
@@ -588,8 +596,7 @@ export function decideExtendSession(session: Session, tenant: Tenant, defaults: 
   const target = parseExpiry(expiresAt, Date.parse(session.expiresAt));
   if (typeof target !== 'number') return target;
   const created = Date.parse(session.createdAt);
-  // A tenant's "+1h" on a lease an admin took past its maximum keeps that lease (v3 would cut it back to the maximum).
-  const max = byAdmin ? Infinity : Math.max(latestExpiryMs(session, tenant, defaults), Date.parse(session.expiresAt));
+  const max = byAdmin ? Infinity : tenantExpiryCeilingMs(session, tenant, defaults);
   const bounded = Math.min(Math.max(target, created), max);
   // Only an admin is not clamped: even then a time must stay one that can be written down (ISO 8601, 4-digit year).
   if (!(bounded < LATEST_EXPIRY)) return refusal('invalid', 'expires_at must be before the year 10000');

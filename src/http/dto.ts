@@ -183,12 +183,12 @@ export class SessionCreateDto {
  * A JSON number in `expires_at` is a Unix time, as pydantic reads one for Duffy v3 (seconds; milliseconds above 2e10):
  * taken as its digits are, so a negative one is refused as signed digits are (`-60` means no moment of 1969).
  */
-const unixTimeNumber = Transform(({ value }) => (typeof value === 'number' ? String(value) : value));
+const unixTimeNumber = Transform(({ value }) => (typeof value !== 'number' ? value : Object.is(value, -0) ? '-0' : String(value)));
 
 export class SessionUpdateDto {
   @ApiPropertyOptional({ description: 'false: done with the machines' }) @Bool('active') active?: boolean;
   @ApiPropertyOptional({ example: '+2h', description: 'extend: +Ns/m/h/d or an ISO 8601 time, clamped to the maximum lifetime' })
-  @IsOptional() @MaxLength(64, { message: 'expires_at must be at most 64 characters' }) @IsString({ message: 'expires_at must be a string like "+2h" or an ISO 8601 time' }) @unixTimeNumber expires_at?: string;
+  @IsOptional() @MaxLength(64, { message: 'expires_at must be at most 64 characters' }) @IsString({ message: 'expires_at must be a string like "+2h", an ISO 8601 time or a Unix time' }) @unixTimeNumber expires_at?: string;
 }
 
 /** A tenant's limits, the same when it is created and when it is changed. */

@@ -1,20 +1,10 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger, NotFoundException } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { FaultLog, storageFault } from '../adapters/eventstore/storage-fault.js';
-import { DomainError, type DomainErrorKind } from '../domain/errors.js';
+import { DomainError } from '../domain/errors.js';
 import { answerUnmatched } from './unmatched.js';
-import { markRefusal } from './refusal.js';
+import { STATUS_OF_KIND, markRefusal } from './refusal.js';
 
-const STATUS: Record<DomainErrorKind, number> = {
-  invalid: 422,
-  unauthorized: 401,
-  forbidden: 403,
-  not_found: 404,
-  quota: 403,
-  capacity: 422,
-  conflict: 409,
-  unavailable: 503,
-};
 
 /** Every error leaves as `{"detail": "..."}` (Duffy v3); nothing internal leaks, nothing is a bare 500 page. */
 @Catch()
@@ -56,7 +46,7 @@ export class ErrorsFilter implements ExceptionFilter {
 }
 
 export function describe(error: unknown): [number, string] {
-  if (error instanceof DomainError) return [STATUS[error.kind], error.message];
+  if (error instanceof DomainError) return [STATUS_OF_KIND[error.kind], error.message];
   // Nest hands body-parser's errors on wrapped in an HttpException; their own type says what was wrong.
   const parser = bodyParserError(error instanceof HttpException ? error.cause : error);
   if (parser) return parser;

@@ -1,5 +1,5 @@
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
-import { Controller, Get, Header, HttpException, Query, Req } from '@nestjs/common';
+import { Controller, Get, Header, HttpException, Logger, Query, Req } from '@nestjs/common';
 import type { Request } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
 import { legacyHostname, legacyPool } from '../config/config.js';
@@ -38,6 +38,8 @@ export const GET_ONLY_PATHS: ReadonlySet<string> = new Set(['/Node/get', '/Node/
 @ApiTags('legacy cico')
 @Controller()
 export class LegacyController {
+  private readonly log = new Logger('Legacy');
+
   constructor(
     private readonly commands: CommandBus,
     private readonly ledger: Ledger,
@@ -131,8 +133,17 @@ export class LegacyController {
     return JSON.stringify(rows.map(({ s, m }) => [m.id, this.hostname(m.hostname), m.ipaddr, null, 0, m.state, String(s.id), null, null, null, null, m.pool, null, null]));
   }
 
+  /**
+   * A host name through `legacy-mangle-hostname`; as registered where the template fails on it (a branch or a method
+   * the start's trial never reached): the machines are the caller's by then, and a 500 would leave them held unknown.
+   */
   private hostname(name: string): string {
-    return legacyHostname(this.catalog.settings.config, name);
+    try {
+      return legacyHostname(this.catalog.settings.config, name);
+    } catch (err) {
+      this.log.warn(`legacy-mangle-hostname failed on ${name} (${String((err as Error).message).replace(/\s+/g, ' ')}): answered as registered`);
+      return name;
+    }
   }
 
   /**
