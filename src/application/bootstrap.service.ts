@@ -141,7 +141,7 @@ export class Bootstrap {
 
   /**
    * The configured machines the ledger does not know yet must be registrable (an address another node has, added by
-   * POST /nodes since): a bad configuration, refused before the start writes anything (exit 2, one line).
+   * POST /nodes since): a bad configuration, refused before the start records anything (exit 2, one line).
    */
   private checkInventory(): void {
     const missing = this.missingMachines();

@@ -33,6 +33,11 @@ const recentUsage = (world: World, tenantId: number, nowMs: number) => recentUsa
 
 export class ServeWaitingRequests extends Command<void> {}
 
+/** A refusal as the reason a request waits (its "can't reserve nodes: " said once, by the answer at the end). */
+const waitReason = (refusal: string) => refusal.replace(/^can't reserve nodes: /, '');
+/** The reason a request joined the queue with. */
+export const joinedFor = (s: Session) => s.queue?.reason ?? '';
+
 /**
  * Serves waiting requests whenever capacity may have freed (any ledger event about a machine) and on a timer
  * (to reject requests whose wait is over). A request that still does not fit is passed over, so smaller ones
@@ -123,7 +128,7 @@ export class WaitingQueue implements OnApplicationShutdown {
     const outcomes = await Promise.allSettled(attempts);
     this.refusedFor.clear();
     outcomes.forEach((r, i) => {
-      if (r.status === 'rejected' && r.reason instanceof DomainError) this.refusedFor.set(waiting[i].id, r.reason.message.replace(/^can't reserve nodes: /, ''));
+      if (r.status === 'rejected' && r.reason instanceof DomainError) this.refusedFor.set(waiting[i].id, waitReason(r.reason.message));
     });
     for (const r of outcomes) {
       if (r.status === 'rejected' && !(r.reason instanceof DomainError)) throw r.reason;
@@ -149,7 +154,7 @@ export class WaitingQueue implements OnApplicationShutdown {
 
   /** Why `s` waits now: the last pass's refusal, else the reason it joined the queue with. */
   reasonNow(s: Session): string {
-    return this.refusedFor.get(s.id) ?? s.queue?.reason ?? '';
+    return this.refusedFor.get(s.id) ?? joinedFor(s);
   }
 
   private mustLeave(world: World, s: Session, nowMs: number): string | undefined {
@@ -171,7 +176,7 @@ export class WaitingQueue implements OnApplicationShutdown {
   private whyNotNow(world: World, s: Session, nowMs: number): string | undefined {
     const specs = { sessionId: s.id, tenantId: s.tenantId, specs: s.specs, now: new Date(nowMs).toISOString(), contextualize: () => false, waiting: s };
     const decision = decideRequestSession(world, this.catalog.profiles, this.catalog.defaults, specs, this.ledger.inFlight);
-    return isRefusal(decision) ? decision.reason.replace(/^can't reserve nodes: /, '') : undefined;
+    return isRefusal(decision) ? waitReason(decision.reason) : undefined;
   }
 
   async onApplicationShutdown(): Promise<void> {

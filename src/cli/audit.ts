@@ -96,7 +96,7 @@ export interface Verification {
   problems: FileProblem[];
   /** What was checked and held. */
   verified: string[];
-  /** What could not be checked (no head record, a KurrentDB ledger without a checkpoint given). */
+  /** What could not be checked (the newest events' deletion without a head record, past a checkpoint given if any). */
   unchecked: string[];
 }
 

@@ -5,7 +5,7 @@ import { dirname, resolve, sep } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { BadQuestionError, NotFoundError } from '../audit/not-found.js';
 import { parseDuration } from '../domain/duration.js';
-import { MACHINE_TYPES } from '../domain/events.js';
+import { MACHINE_TYPES, isId } from '../domain/events.js';
 import { hostKey } from '../domain/world.js';
 import { formatTable } from '../domain/text-table.js';
 import { printable } from './printable.js';
@@ -318,7 +318,7 @@ async function waitInQueue(c: DuffyClient, specs: unknown[], wait: number, count
 
 /** A session id as typed: a usage error (exit 2) unless digits, before any call (the server's 422 would exit 1). */
 function sessionArg(id: string): string {
-  if (!/^(0|[1-9][0-9]{0,14})$/.test(id)) throw new UsageError(`a session id is a number (as \`duffy list\` shows it), got ${JSON.stringify(id.slice(0, 40))}`);
+  if (!isId(id)) throw new UsageError(`a session id is a number (as \`duffy list\` shows it), got ${JSON.stringify(String(id).slice(0, 40))}`);
   return id;
 }
 

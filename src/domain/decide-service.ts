@@ -58,6 +58,12 @@ export function nodeService(m: Pick<Machine, 'service' | 'sessionId' | 'releasin
   return 'in-service';
 }
 
+/**
+ * Gone for good, as lists show it: retired by an admin and no longer draining (a session that still holds it keeps
+ * it listed until it ends), or used up (`done`).
+ */
+export const retiredForGood = (m: Machine) => m.retiredAt !== null || nodeService(m) === 'retired';
+
 /** Where a machine counts, in pool levels and metrics alike: Duffy v3's levels, then Duffy's own. */
 export const LEVELS = ['provisioning', 'ready', 'contextualizing', 'deployed', 'deprovisioning'] as const;
 /** Duffy extension: where the other machines are (Duffy v3 clients ignore the extra keys). */

@@ -1,8 +1,8 @@
-import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, type PoolProfile, describeSpec, eligiblePools, familyCrowding, hasHardware, planAllocation } from './policy.js';
+import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, describeSpec, eligiblePools, familyCrowding, hasHardware, planAllocation } from './policy.js';
 import { unmet } from './hardware.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { parseDuration } from './duration.js';
-import { type Defaults, type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type PoolRecord, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream, unstorableNumberAt } from './events.js';
+import { type Defaults, type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type PoolProfile, profileChanges, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream, unstorableNumberAt } from './events.js';
 import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, addressKey, hostKey, isRetired, machineAtAddress, machineIdOfHost, sshPortProblem, tenantKey } from './world.js';
 
 /*
@@ -97,28 +97,31 @@ export function decideRecordDefaults(world: World, configured: Defaults, now: st
 }
 
 /** The configuration's pools, recorded whenever they differ from the last ones recorded (a first start records them). */
-export function decideRecordPools(world: World, configured: readonly PoolRecord[], now: string, inFlight: InFlightView): Decision {
+export function decideRecordPools(world: World, configured: readonly PoolProfile[], now: string, inFlight: InFlightView): Decision {
   const pools = configured.map(({ name, type, arch, platform }) => ({ name, type, arch, platform }));
   const last = world.pools;
-  if (last && last.size === pools.length && pools.every((p) => sameProfile(last.get(p.name), p))) return [];
+  const same = (p: PoolProfile) => {
+    const was = last?.get(p.name);
+    return was !== undefined && profileChanges(was, p).length === 0;
+  };
+  if (last && last.size === pools.length && pools.every(same)) return [];
   const expected = inFlight.revision(stream.pools, world.poolsRevision);
   return [{ stream: stream.pools, expected: expected < 0 ? 'no_stream' : expected, events: [{ type: 'PoolsConfigured', data: { pools, at: now } }] }];
 }
-
-const sameProfile = (a: PoolRecord | undefined, b: PoolRecord) => a !== undefined && a.type === b.type && a.arch === b.arch && a.platform === b.platform;
 
 /**
  * Pools whose type, arch or platform the configuration changed since they were last recorded, and that have machines:
  * their machines (a machine never changes pool) now serve requests as another kind or family. One line per pool.
  */
-export function poolProfileChanges(world: World, configured: readonly PoolRecord[]): string[] {
+export function poolProfileChanges(world: World, configured: readonly PoolProfile[]): string[] {
   if (!world.pools) return [];
   const changes: string[] = [];
   for (const p of configured) {
     const was = world.pools.get(p.name);
-    const machines = world.machinesByPool.get(p.name)?.length ?? 0;
+    // Retired machines serve nobody any more: moved, they are no one's concern.
+    const machines = world.notRetiredByPool.get(p.name) ?? 0;
     if (!was || machines === 0) continue;
-    const moved = (['type', 'arch', 'platform'] as const).filter((k) => was[k] !== p[k]).map((k) => `${k} ${was[k]} -> ${p[k]}`);
+    const moved = profileChanges(was, p).map((k) => `${k} ${was[k]} -> ${p[k]}`);
     if (moved.length > 0) changes.push(`pool ${p.name}: ${moved.join(', ')} (its ${machines} machine(s) now serve as such)`);
   }
   return changes;

@@ -115,7 +115,7 @@ export type DuffyEvent =
    * they differ from the last ones recorded: a pool's profile changed in the file moves its machines to another kind
    * or family, which the ledger then shows (and the start warns of).
    */
-  | { type: 'PoolsConfigured'; data: { pools: PoolRecord[]; at: string } }
+  | { type: 'PoolsConfigured'; data: { pools: PoolProfile[]; at: string } }
   | { type: 'QuotaClaimed'; data: { tenantId: number; sessionId: number; count: number; at: string } }
   | { type: 'QuotaReturned'; data: { tenantId: number; sessionId: number; count: number; at: string } }
   /**
@@ -231,13 +231,16 @@ export type DuffyEvent =
   /** A signed Merkle tree head of the ledger's first `size` events (src/audit/checkpoint.ts), in stream audit-checkpoints. */
   | { type: 'CheckpointPublished'; data: { size: number; lastPosition: string; rootHash: string; time: string; signature?: string; publicKey?: string; frontier?: string[] } };
 
-/** A pool as the configuration describes it to requests (what PoolsConfigured records). */
-export interface PoolRecord {
+/** A pool as requests see it: what it offers (type, arch) and its platform family; what PoolsConfigured records. */
+export interface PoolProfile {
   name: string;
   type: MachineType;
   arch: string;
   platform: string;
 }
+
+/** What of a pool's profile differs between `was` and `now`. */
+export const profileChanges = (was: PoolProfile, now: PoolProfile) => (['type', 'arch', 'platform'] as const).filter((k) => was[k] !== now[k]);
 
 export const stream = {
   tenant: (name: string) => `tenant-${name}`,
@@ -283,3 +286,6 @@ export function sessionOfStream(name: string): number | undefined {
   const id = Number(name.slice(8));
   return Number.isSafeInteger(id) ? id : undefined;
 }
+
+/** Ids as typed (a path, a query, the CLI): canonical decimal integers, no sign, no leading zero, at most 15 digits. */
+export const isId = (raw: unknown): raw is string => typeof raw === 'string' && /^(0|[1-9][0-9]{0,14})$/.test(raw);

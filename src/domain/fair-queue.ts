@@ -3,8 +3,8 @@
  *
  * The tenant that has had the least machine time lately is served first; one tenant's
  * own requests stay first-in first-out; ties fall to the earlier request, then the lower session id, so an
- * order is the same on every replay. A request that has waited `URGENT_AFTER_SHARE_OF_WAIT` of its wait goes
- * before all that have not, the one that gives up first first: fair share alone passes a heavy tenant's request
+ * order is the same on every replay. A request that has waited `URGENT_AFTER_SHARE_OF_WAIT` of its wait, and at
+ * least `URGENT_AFTER_AT_LEAST_MS`, goes before all that have not, the one that gives up first first: fair share alone passes a heavy tenant's request
  * over until it is abandoned (in the simulator, about 100 more abandoned requests over 10 seeds; README, scheduling).
  */
 

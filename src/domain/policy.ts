@@ -1,14 +1,9 @@
-import { type MachineType, type NodeSpec } from './events.js';
+import { type NodeSpec, type PoolProfile } from './events.js';
 import { unmet } from './hardware.js';
 import { type Machine } from './world.js';
 
 /** What the scheduler knows of a pool (from configuration). */
-export interface PoolProfile {
-  name: string;
-  type: MachineType;
-  arch: string;
-  platform: string;
-}
+export type { PoolProfile };
 
 export type Affinity = 'kept' | 'established' | 'fallback' | 'not-offered' | 'overflow';
 

@@ -1,4 +1,4 @@
-import { type Defaults, type DuffyEvent, type Hardware, type MachineService, type MachineState, type NodeSpec, type PlaybookAction, type PoolRecord, type ReleaseReason, type TenantSettings, machinesAsked } from './events.js';
+import { type Defaults, type DuffyEvent, type Hardware, type MachineService, type MachineState, type NodeSpec, type PlaybookAction, type PoolProfile, type ReleaseReason, type TenantSettings, machinesAsked } from './events.js';
 import { FreeIndex, LeaseIndex, WorkIndex, isFree } from './indexes.js';
 import { IdSet } from './ordered-set.js';
 
@@ -186,7 +186,7 @@ export interface World {
   defaults: Defaults | null;
   defaultsRevision: number;
   /** The pools last recorded (PoolsConfigured), by name; null on a ledger that holds none; and the `pools` stream's revision. */
-  pools: Map<string, PoolRecord> | null;
+  pools: Map<string, PoolProfile> | null;
   poolsRevision: number;
   position: bigint;
 }

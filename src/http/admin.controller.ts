@@ -10,7 +10,8 @@ import { ReadViews } from './read-views.js';
 import { NodeCreateDto, NodeServiceDto, TenantCreateDto, TenantUpdateDto, queryFlag } from './dto.js';
 import { hardwareProblem } from '../domain/hardware.js';
 import { ChangeNodeServiceCommand } from '../application/handlers/node-service.handler.js';
-import { MASKED, maySee, nodeView, poolLevels, retiredAtOf, tenantView } from './views.js';
+import { MASKED, maySee, nodeView, poolLevels, tenantView } from './views.js';
+import { retiredForGood } from '../domain/decide-service.js';
 import { nullMembers } from './input.js';
 
 /** Duffy v3's TenantUpdateModel: a body naming any of these is an update. */
@@ -90,12 +91,12 @@ export class NodesController {
 
   @Get()
   async list(@CurrentActor() actor: Actor, @Query('retired') retired?: unknown) {
-    const w = await this.views.load({ machines: actor.tenant.isAdmin ? {} : { tenantId: actor.tenant.id } });
     // As Duffy v3: a retired node is no longer listed (GET /nodes/{id} still shows it); `?retired=true` (a Duffy
     // extension, which the CLI uses) lists them too.
     const withRetired = retired === undefined ? false : queryFlag('retired', retired);
+    const w = await this.views.load({ machines: actor.tenant.isAdmin ? {} : { tenantId: actor.tenant.id } });
     // A machine draining towards its retirement is still held, and listed: its tenant sees it in its session.
-    const visible = [...w.machines.values()].filter((m) => (withRetired || retiredAtOf(m) === null) && maySee(m, actor.tenant));
+    const visible = [...w.machines.values()].filter((m) => (withRetired || !retiredForGood(m)) && maySee(m, actor.tenant));
     return { action: 'get', nodes: visible.sort((a, b) => a.id - b.id).map((m) => nodeView(m, actor.tenant.isAdmin)) };
   }
 

@@ -52,7 +52,7 @@ export function queryFlag(name: string, value: unknown): boolean {
   const text = typeof value === 'string' ? value.trim().toLowerCase() : '';
   if (TRUE_TEXT.has(text)) return true;
   if (FALSE_TEXT.has(text)) return false;
-  return refuse('invalid', `${name} must be true or false, got ${JSON.stringify(String(value).slice(0, 40))}`);
+  return refuse('invalid', `${name} must be true or false (or 1/0, yes/no), got ${JSON.stringify(String(value).slice(0, 40))}`);
 }
 
 /** A boolean of Duffy v3's bodies (Duffy's own extensions take JSON booleans only). */

@@ -6,6 +6,7 @@ import type { LogFn, Logger } from 'pino';
 import { describeValidation } from '../config/config.js';
 import { markRefusal } from './refusal.js';
 import { DomainError, refuse } from '../domain/errors.js';
+import { isId } from '../domain/events.js';
 
 /**
  * What every request goes through before a controller sees it: the JSON body's shape (depth, nulls),
@@ -230,10 +231,6 @@ export function validationFailed(errors: ValidationError[]): DomainError {
 /** A required field that is missing (or null) says so, with the alternative its rule names: `pool is required (or give type/arch/platform instead)`. */
 const required = (field: string, rule: string) => `${field} is required${/ \(or [^)]*\)/.exec(rule)?.[0] ?? ''}`;
 
-/** Ids are canonical decimal integers: no sign, no leading zero, no hex/exponent/space, at most 15 digits. */
-const ID = /^(0|[1-9][0-9]{0,14})$/;
-
-export const isId = (raw: unknown): raw is string => typeof raw === 'string' && ID.test(raw);
 
 export function parseId(raw: unknown, what = 'id'): number {
   if (!isId(raw)) return refuse('invalid', `${what} must be a decimal integer (digits only, at most 15), got ${JSON.stringify(String(raw).slice(0, 40))}`);
@@ -294,10 +291,9 @@ export function redactUrl(url: string): string {
   if (first === null) return url;
   const start = first.index + first[0].length;
   // Every pair after it, whatever separates it from the next (`&`, `;` as some clients write it, another `?`, any of
-  // them percent-encoded; a `#` goes
-  // with its pair): a value is redacted when its name, decoded as the query parser decodes it and stripped of
-  // everything but letters and digits, starts with `key` or `apikey` (`%6bey`, `k%65y`, `KEY`, `key[]`, `key `,
-  // `api_key`...).
+  // them percent-encoded; a `#` goes with its pair): a value is redacted when its name, decoded as the query parser
+  // decodes it and stripped of everything but letters and digits, starts with `key` or `apikey` (`%6bey`, `k%65y`,
+  // `KEY`, `key[]`, `key `, `api_key`...).
   const parts = url.slice(start).split(/(&|;|\?|%3f|%26|%3b)/i);
   return url.slice(0, start) + parts.map((part, i) => (i % 2 === 1 ? part : redactPair(part))).join('');
 }
@@ -364,8 +360,9 @@ export function requestLogging(root: Logger): (req: IncomingMessage, res: Server
     res.once('close', () => {
       const line = { req, res, responseTime: Date.now() - start };
       if (!res.writableFinished) {
-        // Nothing was answered: not the 201 Nest had set in advance, but nginx's 499 (the client closed first).
-        res.statusCode = 499;
+        // Nothing was answered: not the 201 Nest had set in advance, but nginx's 499 (the client closed first). An
+        // answer cut off after its headers went out keeps the status it was sent with.
+        if (!res.headersSent) res.statusCode = 499;
         root.warn(line, 'request aborted');
       }
       // A 503 is a condition Duffy names (a full disk, stopping, the queue full): warned of, with its own summary line; a 500 is a bug.

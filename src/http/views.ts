@@ -1,7 +1,7 @@
 import { Catalog } from '../application/catalog.js';
-import { queueOrder } from '../application/queue.service.js';
+import { joinedFor, queueOrder } from '../application/queue.service.js';
 import { effective } from '../domain/decide.js';
-import { EXTRA_LEVELS, LEVELS, type Level, levelOf, nodeService } from '../domain/decide-service.js';
+import { EXTRA_LEVELS, LEVELS, type Level, levelOf, nodeService, retiredForGood } from '../domain/decide-service.js';
 import { eligiblePools } from '../domain/policy.js';
 import { type Machine, type Session, type Tenant, type World } from '../domain/world.js';
 
@@ -74,15 +74,10 @@ function sessionNodeView(m: Machine, admin = false) {
   return { id: m.id, hostname: m.hostname, ipaddr: m.ipaddr, comment: null as string | null, pool: m.pool, reusable: m.reusable, data: admin ? m.data : publicData(m.data), state: m.state };
 }
 
-/**
- * When a node left for good, as it shows: an admin's retirement once the machine no longer drains (a session still
- * holds it until then), a used-up one (`done`) at its recycling; null while it is still in use or in service.
- */
-export const retiredAtOf = (m: Machine) => m.retiredAt ?? (nodeService(m) === 'retired' ? m.serviceChangedAt : null);
-
 export function nodeView(m: Machine, admin = false) {
   const service = nodeService(m);
-  const retiredAt = retiredAtOf(m);
+  // An admin's retirement shows once the machine no longer drains, a used-up one (`done`) at its recycling.
+  const retiredAt = retiredForGood(m) ? (m.retiredAt ?? m.serviceChangedAt) : null;
   return {
     ...sessionNodeView(m, admin),
     comment: m.comment ?? null,
@@ -103,7 +98,7 @@ export const maySee = (m: Machine, actor: Tenant) => actor.isAdmin || (m.session
  * `queue`: the in-process World, for the queue position (the queue is decided from it); `reasonNow`: why a waiting
  * request waits now (the queue's last pass), else the reason it joined with.
  */
-export function sessionView(s: Session, world: World, catalog: Catalog, queue: World = world, reasonNow = (w: Session) => w.queue?.reason ?? '') {
+export function sessionView(s: Session, world: World, catalog: Catalog, queue: World = world, reasonNow = joinedFor) {
   const live = s.status === 'active';
   return {
     id: s.id,

@@ -176,7 +176,7 @@ describe('Duffy v3 API over HTTP (embedded ledger, demo inventory)', () => {
       ['wrong key', () => new (alice.constructor as any)(duffy.url, basic('alice', 'not-the-key')).get(`${V1}/sessions`), 401, /Invalid/],
       ['non-integer id', () => alice.get(`${V1}/sessions/abc`), 422, /integer/],
       ['unknown session', () => alice.get(`${V1}/sessions/999999`), 404, /not found/],
-      ['a query flag that is no boolean', () => alice.get(`${V1}/nodes?retired=maybe`), 422, /^retired must be true or false, got "maybe"$/],
+      ['a query flag that is no boolean', () => alice.get(`${V1}/nodes?retired=maybe`), 422, /^retired must be true or false \(or 1\/0, yes\/no\), got "maybe"$/],
       ['an id of 20 digits', () => alice.get(`${V1}/sessions/99999999999999999999`), 422, /digits only, at most 15/],
       [
         'bad expires_at',

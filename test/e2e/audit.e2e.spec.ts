@@ -79,8 +79,11 @@ describe('auditor CLI on a real ledger', () => {
     expect(defaults.lines.filter((l) => / DefaultsSet /.test(l))).toEqual([expect.stringMatching(/quota 10, lifetime 21600 s, at most 43200 s$/)]);
     // A question it cannot read is a usage error (2), not the 1 of a broken ledger a script would take for tampering.
     for (const subject of ['nonsense', 'session-']) expect((await duffyCli('audit', '--ledger', ledger, 'history', subject)).exitCode).toBe(2);
-    // The checkpoints' stream is one of its own too.
-    expect((await duffyCli('audit', '--ledger', ledger, 'history', 'audit-checkpoints')).exitCode).not.toBe(2);
+    // The pools the configuration gave, and the checkpoints, are streams of their own too.
+    const pools = await duffyCli('audit', '--ledger', ledger, 'history', 'pools');
+    expect([pools.exitCode, pools.lines.filter((l) => / PoolsConfigured /.test(l))]).toEqual([0, [expect.stringMatching(/metal-intel-x86_64 baremetal x86_64 intel/)]]);
+    const checkpoints = await duffyCli('audit', '--ledger', ledger, 'history', 'audit-checkpoints');
+    expect([checkpoints.exitCode, checkpoints.lines[0]]).toEqual([0, expect.stringMatching(/^time +pos +event /)]);
     const nobody = await duffyCli('audit', '--ledger', ledger, 'who-had', reserved.data.hostname, '--at', '2000-01-01T00:00:00Z');
     expect(nobody.lines[0]).toMatch(/^nobody held/);
     const all = await duffyCli('audit', '--ledger', ledger, 'export');

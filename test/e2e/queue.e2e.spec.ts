@@ -76,11 +76,11 @@ describe('waiting for capacity in a fair-share queue', () => {
   });
 
   it('serves a request that has waited half its wait before the fair-share order would', async () => {
-    // heavy (more recent machine time) asks with a 62 s wait; once half of it is gone (and at least 30 s) its request
+    // heavy (more recent machine time) asks with a 60 s wait; once half of it is gone (and at least 30 s) its request
     // is urgent and goes before light's, which fair share alone would put first (as in the test above).
     const held = (await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }] })).body.session;
-    const heavyWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 62 });
-    await sleep(31_300);
+    const heavyWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 60 });
+    await sleep(32_000);
     const lightWaits = light.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 300 });
     await sleep(200);
     const queue = (await duffy.admin.get(`${V1}/queue`)).body.queue;
@@ -96,14 +96,14 @@ describe('waiting for capacity in a fair-share queue', () => {
   }, 90_000);
 
   it('lets an urgent request for 2 machines hold a freed machine from a later request of a tenant that used as much', async () => {
-    // Given other and light each holding one of the two machines, heavy waiting for 2 (urgent once half of its 62 s
+    // Given other and light each holding one of the two machines, heavy waiting for 2 (urgent once half of its 60 s
     // are gone) and then for 1 more;
     const x = (await other.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }] })).body.session;
     const y = (await light.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }] })).body.session;
-    const pairWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }], wait: 62 });
+    const pairWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 2 }], wait: 60 });
     await sleep(100);
     const oneWaits = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'small', quantity: 1 }], wait: 300 });
-    await sleep(31_500);
+    await sleep(32_000);
     // when one machine frees, the urgent pair holds it: the single request behind it does not take it;
     await other.put(`${V1}/sessions/${x.id}`, { active: false });
     await sleep(700);

@@ -280,8 +280,6 @@ describe('replacements for a session whose hand-overs fail (a broken playbook)',
   it('given as many failed hand-overs as the machines asked for + 2, when one more fails, then the session fails instead of going through the pool', () => {
     const three = given(...start, fails(1), reserve(2), fails(2), reserve(3), fails(3));
     expect(replace(three)).toEqual({ fail: expect.stringMatching(/^no replacement for a machine whose hand-over failed \(broken role\): 3 hand-overs failed for this session, as many as it tries \(the machines asked for \+ 2\); is the pool's playbook broken\?$/) });
-    // Machines i4 and i5 were never tried: one request no longer quarantines a pool.
-    expect([4, 5].map((id) => three.machines.get(id)!.failures)).toEqual([0, 0]);
   });
 });
 

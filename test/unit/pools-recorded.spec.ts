@@ -1,11 +1,11 @@
 import { describe, expect, it } from '@jest/globals';
 import { NOTHING_IN_FLIGHT, decideRecordPools, poolProfileChanges } from '../../src/domain/decide.js';
-import type { DuffyEvent, PoolRecord } from '../../src/domain/events.js';
+import type { DuffyEvent, PoolProfile } from '../../src/domain/events.js';
 import { AT, given, machine } from '../support/given.js';
 
-const pa: PoolRecord = { name: 'pa', type: 'baremetal', arch: 'x86_64', platform: 'intel' };
-const pb: PoolRecord = { name: 'pb', type: 'vm', arch: 'x86_64', platform: 'intel' };
-const recorded = (...pools: PoolRecord[]): [string, DuffyEvent] => ['pools', { type: 'PoolsConfigured', data: { pools, at: AT } }];
+const pa: PoolProfile = { name: 'pa', type: 'baremetal', arch: 'x86_64', platform: 'intel' };
+const pb: PoolProfile = { name: 'pb', type: 'vm', arch: 'x86_64', platform: 'intel' };
+const recorded = (...pools: PoolProfile[]): [string, DuffyEvent] => ['pools', { type: 'PoolsConfigured', data: { pools, at: AT } }];
 
 describe("the configuration's pools in the ledger (PoolsConfigured)", () => {
   it('given none recorded, when Duffy starts, then its pools are recorded; given the same, nothing is', () => {

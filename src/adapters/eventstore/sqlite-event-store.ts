@@ -454,8 +454,9 @@ export function assertLedgerReadable(file: string, legacy = false): string[] {
     // Where the ledger reaches the head, the chain there must be the one recorded: a rewritten history would
     // otherwise be served, signed in checkpoints, and the next write would record its chain as the head.
     if (record && last !== undefined && record.position <= last) {
-      const chainAt = db.prepare('SELECT chain FROM events WHERE position = ?').pluck().safeIntegers(true);
-      const edit = headProblem(record, last, (position) => (chainColumn ? (chainAt.get(position) as string | undefined) : null));
+      // No chain column (a ledger of 2026-11-26): only whether the event at the head is still there.
+      const chainAt = db.prepare(`SELECT ${chainColumn ? 'chain' : 'NULL'} FROM events WHERE position = ?`).pluck().safeIntegers(true);
+      const edit = headProblem(record, last, (position) => chainAt.get(position) as string | null | undefined);
       if (edit) problems.push(`at position ${record.position}, the writer's head: ${edit}`);
     }
     if (problems.length > 0) {
