@@ -153,14 +153,17 @@ export class DuffyClient {
     // step ten silences long.
     const deadline = Date.now() + budgetMs;
     let said = false;
-    /** Waits before the next try and says so once; false when the deadline leaves no room for one. */
+    /**
+     * Waits before the next try and says so once; false when the deadline has passed. A pause cut short by the deadline
+     * ends in one last try at it: a Duffy back 10 s before the deadline, inside a 15 s pause, was never asked again.
+     */
     const tryAgain = async (attempt: number, why: string): Promise<boolean> => {
       const pause = Math.min(RETRY_PAUSES_MS[Math.min(attempt, RETRY_PAUSES_MS.length - 1)], deadline - Date.now());
       if (pause <= 0) return false;
       if (!said) process.stderr.write(`duffy: ${why}; trying again for up to ${Math.round((deadline - Date.now()) / 1000)} s\n`);
       said = true;
       await new Promise((r) => setTimeout(r, pause));
-      return Date.now() < deadline;
+      return true;
     };
     for (let attempt = 0; ; attempt++) {
       let answer: Answer;
@@ -175,7 +178,7 @@ export class DuffyClient {
       } catch (err) {
         const code = String((err as NodeJS.ErrnoException).code);
         if (retryable.includes(code) && (await tryAgain(attempt, `cannot reach Duffy at ${url} (${code})`))) continue;
-        throw Object.assign(new ApiError(0, `cannot reach Duffy at ${url}: ${(err as Error).message}`), { unreachable: true });
+        throw Object.assign(new ApiError(0, `cannot reach Duffy at ${url}: ${(err as Error).message}`), { unreachable: true, sent: code !== 'ECONNREFUSED' });
       }
       if (release && answer.status === 503 && (await tryAgain(attempt, `Duffy cannot take the release now (503 ${detailOf(answer.body)})`))) continue;
       return answer;

@@ -104,8 +104,9 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .option('--arch <arch>')
     .option('--platform <family>')
     .option('--count <n>', 'how many', positive, 1)
-    .option('--wait <seconds>', `wait up to this long in Duffy's fair-share queue while no machine is free (at most ${MAX_WAIT})`, (v: string) => {
-      const n = positive(v);
+    .option('--wait <seconds>', `wait up to this long in Duffy's fair-share queue while no machine is free (0-${MAX_WAIT}; 0: do not wait)`, (v: string) => {
+      // 0 as the API takes it: a parameterised job's WAIT=0 is no usage error.
+      const n = v.trim() === '0' ? 0 : positive(v);
       if (n > MAX_WAIT) throw new InvalidArgumentError(`must be at most ${MAX_WAIT}`);
       return n;
     })
@@ -155,7 +156,13 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
         const meant = parseDuration(`+${by.trim()}`, { signed: true }) === undefined ? `+${seconds}s` : `+${by.trim()}`;
         throw new UsageError(`extend: give the time to add with a sign, as in ${meant}, or an ISO time`);
       }
-      show((await client().call<{ session: Session }>('PUT', `/sessions/${sessionArg(id)}`, { expires_at: by })).session);
+      try {
+        show((await client().call<{ session: Session }>('PUT', `/sessions/${sessionArg(id)}`, { expires_at: by })).session);
+      } catch (err) {
+        // No answer is no refusal: the extension may have been made. Said, so a script asks before it tries again.
+        if ((err as { sent?: boolean }).sent) (err as Error).message += `; the extension may have been made all the same: \`duffy show ${id}\` says, before trying again`;
+        throw err;
+      }
     });
 
   duffy

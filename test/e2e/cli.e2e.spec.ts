@@ -87,6 +87,10 @@ describe('duffy CLI against a running server', () => {
     expect(bogus.code).toBe(2);
     expect(bogus.stderr).toMatch(/'bogus' is invalid. Allowed choices are baremetal, vm/);
     expect((await cli('request', '--pool', 'vm-intel-x86_64', '--wait', '3601')).code).toBe(2);
+    // --wait 0 is "do not wait", as the API takes it (a parameterised job's WAIT=0).
+    const noWait = await cli('--json', 'request', '--pool', 'vm-intel-x86_64', '--wait', '0');
+    expect(noWait.code).toBe(0);
+    await cli('done', String(JSON.parse(noWait.stdout).id));
     expect((await cli('request', '--pool', 'vm-intel-x86_64', '--count', 'zero')).code).toBe(2);
     expect((await cli('request', '--pool', 'metal-intel-x86_64', '--count', '9')).code).toBe(3); // over quota: 403
     const busy = (await duffy.admin.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] })).body.session;
@@ -239,6 +243,17 @@ describe('duffy CLI against a running server', () => {
     (await later).close();
     expect(restarting.code).toBe(0);
     expect(restarting.stderr).toMatch(/cannot reach Duffy at .* \(ECONNREFUSED\); trying again/);
+    // A Duffy back between the last pause's start and the deadline is asked once more, at the deadline (6 s: tries at
+    // about 0, 0.5, 1.5, 3.5 s, then a pause cut to the deadline; the stand-in listens from 4.8 s).
+    const lastChance = new Promise<Server>((resolve) =>
+      setTimeout(() => {
+        const server = createServer((_req, res) => res.setHeader('content-type', 'application/json').end(JSON.stringify({ session: { id: 7, active: false, nodes: [], expires_at: null } })));
+        server.listen(port, '127.0.0.1', () => resolve(server));
+      }, 4800),
+    );
+    const atDeadline = await runCli({ ...env, DUFFY_URL: `http://127.0.0.1:${port}`, DUFFY_RELEASE_RETRY_SECONDS: '6' }, 'done', '7');
+    (await lastChance).close();
+    expect(atDeadline.code).toBe(0);
     // A read or a request is not: a wrong URL is said at once.
     expect((await runCli({ ...env, DUFFY_URL: `http://127.0.0.1:${port}` }, 'list')).code).toBe(7);
     // A hung server (it takes the connection and never answers): the whole patience is one deadline, silences included.
@@ -253,6 +268,17 @@ describe('duffy CLI against a running server', () => {
       hung.closeAllConnections();
       hung.close();
     }
+    // An extension sent and never answered may have been made: said, so a script asks before it adds the time again.
+    const dropping = createServer((req) => req.socket.destroy());
+    await new Promise<void>((r) => dropping.listen(0, '127.0.0.1', () => r()));
+    try {
+      const extended = await runCli({ ...env, DUFFY_URL: `http://127.0.0.1:${(dropping.address() as { port: number }).port}` }, 'extend', '7', '+1h');
+      expect([extended.code, extended.stderr]).toEqual([7, expect.stringMatching(/the extension may have been made all the same: `duffy show 7` says, before trying again\n$/)]);
+    } finally {
+      dropping.close();
+    }
+    // One refused was never sent: nothing to check.
+    expect((await runCli({ ...env, DUFFY_URL: `http://127.0.0.1:${port}` }, 'extend', '7', '+1h')).stderr).not.toMatch(/may have been made/);
   }, 60_000);
 
   it('takes nodes in and out of service (admin), and refuses a tenant', async () => {
