@@ -8,6 +8,18 @@ import { IdParamsPipe, MAX_BODY_DEPTH, MAX_BODY_MEMBERS, checkJsonDepth, reviveJ
 
 const depth = (text: string) => () => checkJsonDepth(undefined, undefined, Buffer.from(text));
 
+/** The request log line's middleware, writing into `lines`. */
+function loggedLines() {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      lines.push(String(chunk));
+      done();
+    },
+  });
+  return { lines, log: requestLogging(pino({ ...logSettings, level: 'info' }, sink)) };
+}
+
 describe('body depth check (on raw bytes, before parsing)', () => {
   it('lets 32 levels through and refuses 33 with a 422', () => {
     expect(depth('['.repeat(MAX_BODY_DEPTH) + ']'.repeat(MAX_BODY_DEPTH))).not.toThrow();
@@ -88,14 +100,7 @@ describe('logging: no credential in request logs', () => {
   });
 
   it('the request log line logs neither the key nor the Basic credentials, on success and on a 5xx', async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _enc, done) {
-        lines.push(String(chunk));
-        done();
-      },
-    });
-    const log = requestLogging(pino({ ...logSettings, level: 'info' }, sink));
+    const { lines, log } = loggedLines();
     const server = createServer((req, res) => {
       log(req, res, () => undefined);
       res.statusCode = req.url!.startsWith('/Node/done') ? 500 : req.url!.startsWith('/Node/fail') ? 503 : 200;
@@ -127,14 +132,7 @@ describe('logging: no credential in request logs', () => {
   });
 
   it('logs a request whose client went away before any answer as 499, not the 201 Nest set in advance', async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _enc, done) {
-        lines.push(String(chunk));
-        done();
-      },
-    });
-    const log = requestLogging(pino({ ...logSettings, level: 'info' }, sink));
+    const { lines, log } = loggedLines();
     let closed!: () => void;
     const gone = new Promise<void>((r) => (closed = r));
     const server = createServer((req, res) => {
