@@ -103,8 +103,8 @@ export class WaitingQueue implements OnApplicationShutdown {
     // it as in flight), so capacity freed later in the pass cannot jump the order. An urgent request that does not
     // fit holds machines from the requests after it of tenants that used as much or more lately (HeldMachines).
     const held = new HeldMachines();
-    const waiting = order.filter((s) => this.ledger.world.sessions.get(s.id)?.status === 'waiting');
-    const attempts = waiting.map((s) =>
+    const stillWaiting = order.filter((s) => this.ledger.world.sessions.get(s.id)?.status === 'waiting');
+    const attempts = stillWaiting.map((s) =>
         this.ledger.decide(
           (world, inFlight) => {
             const waiting = world.sessions.get(s.id)!;
@@ -128,7 +128,7 @@ export class WaitingQueue implements OnApplicationShutdown {
     const outcomes = await Promise.allSettled(attempts);
     this.refusedFor.clear();
     outcomes.forEach((r, i) => {
-      if (r.status === 'rejected' && r.reason instanceof DomainError) this.refusedFor.set(waiting[i].id, waitReason(r.reason.message));
+      if (r.status === 'rejected' && r.reason instanceof DomainError) this.refusedFor.set(stillWaiting[i].id, waitReason(r.reason.message));
     });
     for (const r of outcomes) {
       if (r.status === 'rejected' && !(r.reason instanceof DomainError)) throw r.reason;

@@ -15,12 +15,15 @@ export function renderTemplate(source: string, vars: Record<string, string | und
   return template.render(vars);
 }
 
+/** A rendering's error in one line (nunjucks spreads its messages over several). */
+export const templateError = (err: unknown) => String((err as Error)?.message ?? err).replace(/\s+/g, ' ').trim();
+
 /** Why `source` cannot be rendered (a syntax error, an unknown filter), tried with `sample`; undefined if it can. */
 export function templateProblem(source: string, sample: Record<string, string | undefined>): string | undefined {
   try {
     renderTemplate(source, sample);
     return undefined;
   } catch (err) {
-    return String((err as Error).message).replace(/\s+/g, ' ').trim();
+    return templateError(err);
   }
 }

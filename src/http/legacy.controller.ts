@@ -3,6 +3,7 @@ import { Controller, Get, Header, HttpException, Logger, Query, Req } from '@nes
 import type { Request } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
 import { legacyHostname, legacyPool } from '../config/config.js';
+import { templateError } from '../config/jinja.js';
 import { Catalog } from '../application/catalog.js';
 import { EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Actor } from '../application/commands.js';
 import { DomainError } from '../domain/errors.js';
@@ -142,7 +143,7 @@ export class LegacyController {
     try {
       return legacyHostname(this.catalog.settings.config, name);
     } catch (err) {
-      this.log.warn(`legacy-mangle-hostname failed on ${name} (${String((err as Error).message).replace(/\s+/g, ' ')}): answered as registered`);
+      this.log.warn(`legacy-mangle-hostname failed on ${name} (${templateError(err)}): answered as registered`);
       return name;
     }
   }

@@ -266,14 +266,19 @@ describe('audit export through a pipe', () => {
   }, 30_000);
 });
 
+const AT = '2026-01-01T00:00:00.000Z';
+/** Events as the ledger gives them, at positions 1, 2, 3... in the order made. */
+function eventMaker() {
+  let position = 0n;
+  return (stream: string, type: string, data: Record<string, unknown>) => ({ id: String(position), stream, revision: 0, position: ++position, type, data: { ...data, at: AT }, metadata: {} }) as RecordedEvent;
+}
+
 describe('audit history of a session', () => {
   it('takes in its machines\' release, up to their recycling, though those events name no session', async () => {
     const { history } = await import('../../src/audit/audit.js');
-    let position = 0n;
-    const at = '2026-01-01T00:00:00.000Z';
-    const ev = (stream: string, type: string, data: Record<string, unknown>) => ({ id: String(position), stream, revision: 0, position: ++position, type, data: { ...data, at }, metadata: {} }) as RecordedEvent;
+    const ev = eventMaker();
     const events = [
-      ev('session-1', 'MachineRequested', { sessionId: 1, tenantId: 1, tenant: 'a', specs: [], expiresAt: at }),
+      ev('session-1', 'MachineRequested', { sessionId: 1, tenantId: 1, tenant: 'a', specs: [], expiresAt: AT }),
       ev('machine-m1', 'MachineReserved', { machineId: 1, hostname: 'm1', sessionId: 1, tenantId: 1 }),
       ev('session-1', 'SessionReleased', { sessionId: 1, reason: 'done' }),
       ev('machine-m1', 'MachineReleased', { machineId: 1, sessionId: 1, reason: 'done' }),
@@ -287,17 +292,15 @@ describe('audit history of a session', () => {
 
   it("of a tenant, takes in its sessions' whole stories: their start, extension and end, and their machines' release", async () => {
     const { history } = await import('../../src/audit/audit.js');
-    let position = 0n;
-    const at = '2026-01-01T00:00:00.000Z';
-    const ev = (stream: string, type: string, data: Record<string, unknown>) => ({ id: String(position), stream, revision: 0, position: ++position, type, data: { ...data, at }, metadata: {} }) as RecordedEvent;
+    const ev = eventMaker();
     const events = [
       ev('tenant-a', 'TenantRegistered', { tenantId: 1, name: 'a' }),
       ev('tenant-b', 'TenantRegistered', { tenantId: 2, name: 'b' }),
-      ev('session-1', 'MachineRequested', { sessionId: 1, tenantId: 1, tenant: 'a', specs: [], expiresAt: at }),
-      ev('session-2', 'MachineRequested', { sessionId: 2, tenantId: 2, tenant: 'b', specs: [], expiresAt: at }),
+      ev('session-1', 'MachineRequested', { sessionId: 1, tenantId: 1, tenant: 'a', specs: [], expiresAt: AT }),
+      ev('session-2', 'MachineRequested', { sessionId: 2, tenantId: 2, tenant: 'b', specs: [], expiresAt: AT }),
       ev('machine-m1', 'MachineReserved', { machineId: 1, hostname: 'm1', sessionId: 1, tenantId: 1 }),
       ev('session-1', 'SessionStarted', { sessionId: 1, machineIds: [1] }),
-      ev('session-1', 'SessionExtended', { sessionId: 1, expiresAt: at }),
+      ev('session-1', 'SessionExtended', { sessionId: 1, expiresAt: AT }),
       ev('session-2', 'SessionStarted', { sessionId: 2, machineIds: [] }),
       ev('session-1', 'SessionReleased', { sessionId: 1, reason: 'done' }),
       ev('machine-m1', 'MachineReleased', { machineId: 1, sessionId: 1, reason: 'done' }),

@@ -129,18 +129,24 @@ describe('legacy cico API', () => {
   });
 });
 
+/** Duffy on the demo configuration with `legacy` settings of its own, and a cico tenant's key. */
+async function withLegacyConfig(settings: Record<string, unknown>): Promise<{ duffy: Running; key: string }> {
+  const file = instantDemoConfig();
+  writeFileSync(file, stringify({ ...parse(readFileSync(file, 'utf8')), ...settings }));
+  const duffy = await startDuffy({ configFile: file });
+  const key = (await duffy.admin.post('/api/v1/tenants', { name: 'cico-legacy', ssh_key: 'ssh-rsa AAAA cico', node_quota: 3 })).body.tenant.api_key;
+  return { duffy, key };
+}
+
 describe("legacy cico API on a Duffy v3 metaclient's poolmap (Jinja pool names) and mangle_hostname", () => {
   let duffy: Running;
   let key: string;
 
   beforeAll(async () => {
-    const file = instantDemoConfig();
-    const config = parse(readFileSync(file, 'utf8'));
-    config.legacy = [{ arch: 'x86_64|aarch64', pool: "metal-{{ flavor | default('intel') }}-{{ arch }}" }];
-    config['legacy-mangle-hostname'] = "{{ hostname | replace('.demo.duffy', '') }}";
-    writeFileSync(file, stringify(config));
-    duffy = await startDuffy({ configFile: file });
-    key = (await duffy.admin.post('/api/v1/tenants', { name: 'cico-v3', ssh_key: 'ssh-rsa AAAA cico', node_quota: 3 })).body.tenant.api_key;
+    ({ duffy, key } = await withLegacyConfig({
+      legacy: [{ arch: 'x86_64|aarch64', pool: "metal-{{ flavor | default('intel') }}-{{ arch }}" }],
+      'legacy-mangle-hostname': "{{ hostname | replace('.demo.duffy', '') }}",
+    }));
   });
   afterAll(() => duffy.close());
 
@@ -167,12 +173,9 @@ describe('legacy cico API with a mangle_hostname that fails on some host names (
   let key: string;
 
   beforeAll(async () => {
-    const file = instantDemoConfig();
-    const config = parse(readFileSync(file, 'utf8'));
-    config['legacy-mangle-hostname'] = "{% if 'arm' in hostname %}{{ hostname | nosuchfilter }}{% else %}{{ hostname | replace('.demo.duffy', '') }}{% endif %}";
-    writeFileSync(file, stringify(config));
-    duffy = await startDuffy({ configFile: file });
-    key = (await duffy.admin.post('/api/v1/tenants', { name: 'cico-arm', ssh_key: 'ssh-rsa AAAA cico', node_quota: 3 })).body.tenant.api_key;
+    ({ duffy, key } = await withLegacyConfig({
+      'legacy-mangle-hostname': "{% if 'arm' in hostname %}{{ hostname | nosuchfilter }}{% else %}{{ hostname | replace('.demo.duffy', '') }}{% endif %}",
+    }));
   });
   afterAll(() => duffy.close());
 
