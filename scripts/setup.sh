@@ -10,6 +10,8 @@ need_apt=()
 command -v ansible-playbook >/dev/null || need_apt+=(ansible-core)
 # community.general (IPMI) and community.libvirt come with Debian's `ansible` collection bundle.
 [ -d /usr/lib/python3/dist-packages/ansible_collections/community/general ] || need_apt+=(ansible)
+# The README's examples pick ids out of answers with jq.
+command -v jq >/dev/null || need_apt+=(jq)
 if $tests; then
   # Debian's Chromium drives the ops page's browser test (playwright-core never downloads a browser of its own).
   [ -x /usr/bin/chromium ] || need_apt+=(chromium)

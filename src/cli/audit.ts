@@ -257,7 +257,7 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
 
   audit
     .command('history <subject>')
-    .description('events of session-<id>, machine-<hostname>, tenant-<name>, or the defaults, admins or api-keys stream')
+    .description('events of session-<id>, machine-<hostname>, tenant-<name>, or the defaults, admins, api-keys, pools, ids-tenant, ids-machine or audit-checkpoints stream')
     .option('--verbose', 'with playbook output tails')
     .action(async (subject: string, o: { verbose?: boolean }) => {
       await withLedger((all) => showEvents(all, history(all, subject), o.verbose === true));

@@ -71,7 +71,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .option('--tenant <name>', 'tenant name (DUFFY_TENANT)')
     .option('--key <api-key>', 'API key (DUFFY_KEY)')
     .option('--json', 'print JSON answers, for scripts')
-    .option('-c, --config <path>', "read the client configuration from this YAML file or directory (repeatable; default: Duffy v3's /etc/duffy and ~/.config/duffy)", (v: string, before: string[] = []) => [...before, v])
+    .option('-c, --config <path>', "read the client configuration from this YAML file or directory (repeatable; default: DUFFY_CLIENT_CONFIG, else Duffy v3's /etc/duffy and ~/.config/duffy)", (v: string, before: string[] = []) => [...before, v])
     .version(ownVersion(), '-V, --version')
     .exitOverride();
   const client = () => new DuffyClient(clientConfig(duffy.opts()));
