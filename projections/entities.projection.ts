@@ -45,7 +45,8 @@ export const entities: Projection<World> = {
   // 6: a machine quarantined while it was being released no longer shows as draining.
   // 7: sessions carry `startedAt`; a machine registered `done` is retired; machines carry `handOverFailed`.
   // 8: sessions carry `lostMachineIds` (machines whose hand-over failed for them).
-  version: 8,
+  // 9: a failed session's machines do not count it as an allocation.
+  version: 9,
   collections: [TENANTS, MACHINES, SESSIONS],
   init: emptyWorld,
   fold(w, e, mark) {

@@ -10,8 +10,8 @@ type Counters = typeof zero;
 /** Hardware stress per machine, rolled up by pool and by platform family: what wear levelling is judged on. */
 export const machineStress = documentProjection({
   name: 'machine-stress',
-  // 2: health-check failures apart; a failed hand-over is no allocation.
-  version: 2,
+  // 2: health-check failures apart; a failed hand-over is no allocation. 3: nor is a failed session's machine.
+  version: 3,
   collections: [MACHINES, POOLS, PLATFORMS],
   fold(docs, e) {
     if (e.type === 'MachineRegistered') {
@@ -35,6 +35,8 @@ export const machineStress = documentProjection({
       case 'MachineReleased':
       case 'MachineReservationCancelled':
         add.busy_ms = m.reserved_at ? ms(String(m.reserved_at), e.data.at) : 0;
+        // A failed session ended before its hand-over (a restart, a caller gone, a timeout): not an allocation.
+        if (m.reserved_at && e.type === 'MachineReleased' && e.data.reason === 'failed') add.allocations = -1;
         Object.assign(next, { reserved_at: null, last_used: e.data.at });
         break;
       case 'ProvisioningFailed':

@@ -65,6 +65,17 @@ describe('quarantine that means something', () => {
     const m = given(...events).machines.get(1)!;
     expect(m).toMatchObject({ allocations: 0, provisioningFailures: 1, healthCheckFailures: 1, state: 'failed' });
   });
+
+  it('counts no allocation for the machines of a session that failed before its hand-over (a restart, a caller gone), and one for a session released', () => {
+    const reserved = (session: number, s: number): [string, DuffyEvent] => ['machine-a.test', { type: 'MachineReserved', data: { machineId: 1, hostname: 'a.test', sessionId: session, tenantId: 1, pool: 'p', platform: 'intel', affinity: 'established', contextualize: true, at: at(s) } }];
+    const released = (session: number, reason: 'failed' | 'done', s: number): [string, DuffyEvent] => ['machine-a.test', { type: 'MachineReleased', data: { machineId: 1, sessionId: session, reason, at: at(s) } }];
+    const events: Array<[string, DuffyEvent]> = [machine(1, 'a.test', 'p'), tenant(1, 't'), reserved(7, 0), released(7, 'failed', 10), reserved(8, 20), released(8, 'done', 50)];
+    let revision = 0;
+    const { state } = foldAll(machineStress, events.map(([stream, e]) => ({ ...e, stream, revision: revision++, position: BigInt(revision), metadata: {} }) as never));
+    expect(machineStress.doc(state, 'machine_stress', 'a.test')).toMatchObject({ allocations: 1, busy_ms: 40_000 });
+    expect(machineStress.doc(state, 'pool_stress', 'p')).toMatchObject({ allocations: 1 });
+    expect(given(...events).machines.get(1)).toMatchObject({ allocations: 1, busyMs: 40_000 });
+  });
 });
 
 describe('machines registered', () => {
