@@ -50,6 +50,11 @@ export class ProjectionRunner {
   private lastLagMs = 0;
   /** Append time of the oldest event of the write under way (NaN when none). */
   private writingSince = Number.NaN;
+  /**
+   * When this runner began to follow the ledger: an event appended before waits from then, so a rebuild's old events
+   * show the rebuild's time as lag, not their age.
+   */
+  private followingSince = Date.now();
   failure: unknown;
   /** Why the last batch could not be written, until one is (reads answer it rather than wait). */
   writeFailure: unknown;
@@ -80,6 +85,7 @@ export class ProjectionRunner {
     this.state = p.init();
     this.batch = new Batch();
     this.held = [];
+    this.followingSince = Date.now();
     this.stopped = false;
     this.failure = undefined;
     this.writeFailure = undefined;
@@ -166,7 +172,7 @@ export class ProjectionRunner {
   /** Folds one event into the projection's state; the documents it marks are written with the next batch. */
   private fold(e: RecordedEvent): void {
     const batch = this.batch;
-    if (batch.events === 0) batch.since = Date.parse(String(e.metadata.at ?? ''));
+    if (batch.events === 0) batch.since = Math.max(Date.parse(String(e.metadata.at ?? '')), this.followingSince);
     batch.events += 1;
     batch.to = e.position;
     this.folding = e.position;
