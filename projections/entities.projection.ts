@@ -1,5 +1,5 @@
 import type { DuffyEvent } from '../src/domain/events.js';
-import { type Machine, RETAINED_ENDED, type Session, type Tenant, type World, apply, emptyWorld, forgetSettled, holdsSomething, sessionIsLive } from '../src/domain/world.js';
+import { type Machine, RETAINED_ENDED, type Session, type Tenant, type World, apply, emptyWorld, forgetSettled, holdsSomething, noUsage, sessionIsLive } from '../src/domain/world.js';
 import type { Doc, Mark, Projection, ProjectedEvent } from './projection.js';
 
 export const TENANTS = 'tenants';
@@ -7,12 +7,12 @@ export const MACHINES = 'machines';
 export const SESSIONS = 'sessions';
 
 /**
- * Documents are the World's own entities; Maps become entry lists. A tenant's `usage` (the last 256 machine uses, for
+ * Documents are the World's own entities; Maps become entry lists. A tenant's `usage` (its recent machine time, for
  * the fair queue) stays out: no read shows it, and it would make the tenant, rewritten with every batch, the
  * largest document by far.
  */
 export const tenantDoc = ({ usage, ...t }: Tenant): Doc => (void usage, { ...t, claims: [...t.claims] });
-export const tenantFromDoc = (d: Doc): Tenant => ({ ...(d as unknown as Tenant), claims: new Map(d.claims as Array<[number, number]>), usage: [] });
+export const tenantFromDoc = (d: Doc): Tenant => ({ ...(d as unknown as Tenant), claims: new Map(d.claims as Array<[number, number]>), usage: noUsage() });
 
 /** Events that change a tenant (its settings, quota claims, platform or usage); no other event touches one. */
 const TOUCHES_TENANT = new Set<string>([

@@ -1,32 +1,42 @@
 import type { NodeSpec } from '../src/domain/events.js';
 import { jain, maxMinFair } from '../src/domain/statistics.js';
+import { HOUR_MS, MINUTE_MS, type MachineTimeBuckets, addHold } from '../src/domain/machine-time.js';
 import { documentProjection, ms } from './projection.js';
 
 const TENANTS = 'tenant_usage';
 /** Busy intervals in chunks of their own: a tenant's document stays small, and a release rewrites one short chunk. */
 const INTERVALS = 'usage_intervals';
 const CHUNK = 50;
+/** Each tenant's ended holds' machine time per minute (the last hour) and per hour (the last 7 days): its machine-hours. */
+const MACHINE_TIME = 'machine_time';
 const HOLDING = 'holding';
 const WAITING = 'request_wait';
 const CAPACITY = 'capacity';
 /** Usage that ended this long before the event being projected is dropped: the widest window is 7 days. */
 const KEEP_MS = 7 * 24 * 3600 * 1000;
-/** Bounds keep every document small, so projecting one event stays cheap however long a tenant has been here. */
+/** Buckets kept: a window of 1 h in whole minutes spans 61 of them, one of 7 days in whole hours 169. */
+const MINUTES_KEPT = 61;
+const HOURS_KEPT = 7 * 24 + 1;
+/**
+ * Bounds keep every document small, so projecting one event stays cheap however long a tenant has been here. The
+ * fair share's intervals are capped; machine-hours come from MACHINE_TIME, which is not.
+ */
 const MAX_WAITS = 200;
 const MAX_INTERVALS = 500;
 const chunkId = (tenantId: unknown, n: number) => `${String(tenantId)}/${n}`;
 
 /**
- * Fairness per tenant: machines held now, busy intervals `[start ms, end ms, pool]` (in `usage_intervals` chunks of
- * CHUNK, oldest chunk first; machine-hours over 1 h / 24 h / 7 d are computed at query time from them), queue waits from request to start, and the spells requests spent
+ * Fairness per tenant: machines held now, machine time of ended holds per minute and per hour (machine-hours over
+ * 1 h / 24 h / 7 d are computed at query time from them and the holds still open), busy intervals `[start ms, end ms,
+ * pool]` (in `usage_intervals` chunks of CHUNK, oldest chunk first, for the fair share), queue waits from request to start, and the spells requests spent
  * queued `[start ms, end ms, specs]` (what a tenant wanted and did not hold, for the fair share). Capacity counts
- * machines in service.
+ * machines not retired (in maintenance or quarantined too: they come back).
  */
 export const fairness = documentProjection({
   name: 'fairness',
-  // 6: capacity leaves out machines an admin retired. 7: and machines registered `done`.
-  version: 7,
-  collections: [TENANTS, INTERVALS, HOLDING, WAITING, CAPACITY],
+  // 6: capacity leaves out machines an admin retired. 7: and machines registered `done`. 8: machine time per bucket.
+  version: 8,
+  collections: [TENANTS, INTERVALS, MACHINE_TIME, HOLDING, WAITING, CAPACITY],
   fold(docs, e) {
     switch (e.type) {
       case 'TenantRegistered':
@@ -109,7 +119,12 @@ export const fairness = documentProjection({
           t.last_chunk = last += 1;
           chunk = { tenant_id: h.tenant_id, chunk: last, intervals: [] };
         }
-        (chunk.intervals as Array<[number, number, unknown]>).push([Date.parse(String(h.since)), end, h.pool]);
+        const start = Date.parse(String(h.since));
+        const time = docs.get(MACHINE_TIME, String(h.tenant_id)) ?? { tenant_id: h.tenant_id, minutes: {}, hours: {} };
+        addHold(time.minutes as MachineTimeBuckets, start, end, MINUTE_MS, MINUTES_KEPT);
+        addHold(time.hours as MachineTimeBuckets, start, end, HOUR_MS, HOURS_KEPT);
+        docs.put(MACHINE_TIME, String(h.tenant_id), time);
+        (chunk.intervals as Array<[number, number, unknown]>).push([start, end, h.pool]);
         docs.put(INTERVALS, chunkId(h.tenant_id, last), chunk);
         for (let first = Number(t.first_chunk); first < last; first = Number(t.first_chunk)) {
           const oldest = docs.get(INTERVALS, chunkId(h.tenant_id, first))?.intervals as Array<[number, number, unknown]> | undefined;

@@ -1,43 +1,43 @@
 import { type Doc, documentProjection, ms } from './projection.js';
 
 const MACHINES = 'machine_stress';
-const POOLS = 'pool_stress';
-const PLATFORMS = 'platform_stress';
 
 const zero = { allocations: 0, busy_ms: 0, provisioning_failures: 0, health_check_failures: 0, quarantines: 0 };
 type Counters = typeof zero;
+const COUNTERS = Object.keys(zero) as Array<keyof Counters>;
 
-/** Hardware stress per machine, rolled up by pool and by platform family: what wear levelling is judged on. */
+/**
+ * Hardware stress per machine (by machine id: a host name registered again after its retirement is a new machine,
+ * and the old one keeps its history): what wear levelling is judged on. Pools and platform families are rolled up
+ * from these documents when read (`stressRollup`).
+ */
 export const machineStress = documentProjection({
   name: 'machine-stress',
   // 2: health-check failures apart; a failed hand-over is no allocation. 3: nor is a failed session's machine.
-  version: 3,
-  collections: [MACHINES, POOLS, PLATFORMS],
+  // 4: one document per machine id, with `retired`; pools and platforms rolled up when read.
+  version: 4,
+  collections: [MACHINES],
   fold(docs, e) {
     if (e.type === 'MachineRegistered') {
-      const { hostname, pool, machineId } = e.data;
-      docs.put(MACHINES, hostname, { hostname, machine_id: machineId, pool, platform: null, ...zero, last_used: null, reserved_at: null });
-      const p = docs.get(POOLS, pool);
-      docs.put(POOLS, pool, { pool, machines: Number(p?.machines ?? 0) + 1, ...counters(p) });
+      const { hostname, pool, machineId, state } = e.data;
+      docs.put(MACHINES, machineId, { hostname, machine_id: machineId, pool, platform: null, ...zero, last_used: null, reserved_at: null, retired: state === 'done' });
       return;
     }
-    const hostname = hostOf(e);
-    const m = hostname ? docs.get(MACHINES, hostname) : undefined;
-    if (!m || !hostname) return;
+    const machineId = (e.data as { machineId?: number }).machineId;
+    const m = machineId === undefined ? undefined : docs.get(MACHINES, String(machineId));
+    if (!m) return;
     const add: Partial<Counters> = {};
-    // Folded in place, and written once per batch.
-    const next: Doc = m;
     switch (e.type) {
       case 'MachineReserved':
         add.allocations = 1;
-        Object.assign(next, { platform: e.data.platform, reserved_at: e.data.at, last_used: e.data.at });
+        Object.assign(m, { platform: e.data.platform, reserved_at: e.data.at, last_used: e.data.at });
         break;
       case 'MachineReleased':
       case 'MachineReservationCancelled':
         add.busy_ms = m.reserved_at ? ms(String(m.reserved_at), e.data.at) : 0;
         // A failed session ended before its hand-over (a restart, a caller gone, a timeout): not an allocation.
         if (m.reserved_at && e.type === 'MachineReleased' && e.data.reason === 'failed') add.allocations = -1;
-        Object.assign(next, { reserved_at: null, last_used: e.data.at });
+        Object.assign(m, { reserved_at: null, last_used: e.data.at });
         break;
       case 'ProvisioningFailed':
         if (e.data.action === 'health_check') add.health_check_failures = 1;
@@ -46,34 +46,59 @@ export const machineStress = documentProjection({
           // The hand-over failed: the tenant never used it, so the attempt is not counted as an allocation.
           add.allocations = -1;
           add.busy_ms = ms(String(m.reserved_at), e.data.at);
-          next.reserved_at = null;
+          m.reserved_at = null;
         }
         break;
       case 'MachineQuarantined':
         add.quarantines = 1;
         break;
+      case 'MachineServiceChanged':
+        if (e.data.service !== 'retired') return;
+        m.retired = true;
+        break;
+      case 'MachineRecycled':
+        if (e.data.state !== 'done') return;
+        m.retired = true;
+        break;
       default:
         return;
     }
-    bump(next, add);
-    docs.put(MACHINES, hostname, next);
-    const pool = String(m.pool);
-    docs.put(POOLS, pool, bump(docs.get(POOLS, pool) ?? { pool, machines: 0, ...zero }, add));
-    const platform = (next.platform as string | null) ?? null;
-    if (platform !== null) docs.put(PLATFORMS, platform, bump(docs.get(PLATFORMS, platform) ?? { platform, ...zero }, add));
+    // Folded in place, and written once per batch.
+    docs.put(MACHINES, String(machineId), bump(m, add));
   },
 });
-
-function counters(d: Doc | undefined): Counters {
-  return Object.fromEntries(Object.keys(zero).map((k) => [k, Number(d?.[k] ?? 0)])) as Counters;
-}
 
 function bump(d: Doc, add: Partial<Counters>): Doc {
   for (const k in add) d[k] = Number(d[k] ?? 0) + add[k as keyof Counters]!;
   return d;
 }
 
-/** Machine events name the machine by id; its stream name carries the hostname. */
-function hostOf(e: { stream: string }): string | undefined {
-  return e.stream.startsWith('machine-') ? e.stream.slice('machine-'.length) : undefined;
+/** A machine's counters, its pool and platform family (its last reservation's, else its pool's), and whether it is retired. */
+export type MachineStress = Counters & { pool: string; platform: string | null; retired: boolean };
+
+/**
+ * Pools and platform families rolled up from the machines: every machine's counters (retired ones' history
+ * included); `machines` and the Gini coefficient of busy time count machines not retired.
+ */
+export function stressRollup(machines: readonly MachineStress[], gini: (xs: number[]) => number) {
+  const sum = (list: readonly MachineStress[]) => Object.fromEntries(COUNTERS.map((k) => [k, list.reduce((n, m) => n + Number(m[k] ?? 0), 0)])) as Counters;
+  const groups = (key: (m: MachineStress) => string | null) => {
+    const by = new Map<string, MachineStress[]>();
+    for (const m of machines) {
+      const k = key(m);
+      if (k === null) continue;
+      const list = by.get(k);
+      if (list) list.push(m);
+      else by.set(k, [m]);
+    }
+    return [...by].sort(([a], [b]) => a.localeCompare(b));
+  };
+  return {
+    // Gini of busy time: 0 = wear spread evenly over the pool, 1 = one machine does all the work.
+    pools: groups((m) => m.pool).map(([pool, list]) => {
+      const inService = list.filter((m) => !m.retired);
+      return { pool, machines: inService.length, ...sum(list), busy_gini: gini(inService.map((m) => Number(m.busy_ms))) };
+    }),
+    platforms: groups((m) => m.platform).map(([platform, list]) => ({ platform, ...sum(list) })),
+  };
 }

@@ -7,12 +7,11 @@ import { decideLeaveQueue, decideRequestSession, effective, freeMachines, isRefu
 import { DomainError } from '../domain/errors.js';
 import { Ledger, LedgerEvent } from './ledger.service.js';
 import { metaFor } from './session-lifecycle.js';
-import type { Session, World } from '../domain/world.js';
-import { HeldMachines, type WaitingRequest, fairOrder, holdsMachines, recentUsageMs } from '../domain/fair-queue.js';
+import { type Session, type World, recentMachineTimeMs } from '../domain/world.js';
+import { HeldMachines, type WaitingRequest, fairOrder, holdsMachines } from '../domain/fair-queue.js';
 import { machinesToHold } from '../domain/policy.js';
 
 /** The window of machine time that decides who goes first. */
-const FAIR_SHARE_WINDOW_MS = 3600_000;
 
 /** Waiting sessions in the order they will be tried: urgent ones first, then less recent machine time first (fair share). */
 export function queueOrder(world: World, nowMs: number): Session[] {
@@ -29,7 +28,10 @@ const asWaitingRequest = (s: Session): WaitingRequest => ({
   until: Date.parse(s.queue!.until),
 });
 
-const recentUsage = (world: World, tenantId: number, nowMs: number) => recentUsageMs(world.tenants.get(tenantId)?.usage ?? [], nowMs, FAIR_SHARE_WINDOW_MS);
+const recentUsage = (world: World, tenantId: number, nowMs: number) => {
+  const t = world.tenants.get(tenantId);
+  return t ? recentMachineTimeMs(t, nowMs) : 0;
+};
 
 export class ServeWaitingRequests extends Command<void> {}
 

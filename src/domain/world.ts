@@ -1,6 +1,7 @@
 import { type Defaults, type DuffyEvent, type Hardware, type MachineService, type MachineState, type NodeSpec, type PlaybookAction, type PoolProfile, type ReleaseReason, type TenantSettings, machinesAsked } from './events.js';
 import { FreeIndex, LeaseIndex, WorkIndex, isFree } from './indexes.js';
 import { IdSet } from './ordered-set.js';
+import { HOUR_MS, MINUTE_MS, type MachineTimeBuckets, addHold, machineTimeMs } from './machine-time.js';
 
 export { isFree };
 
@@ -25,8 +26,25 @@ export interface Tenant extends TenantSettings {
   waiting: number;
   /** Platform family of the tenant's first allocation (invariant 7). */
   platform: string | null;
-  /** Recent machine use (ms since epoch), newest last, for fair-share queueing; `end` null while held. */
-  usage: Array<{ machineId: number; start: number; end: number | null }>;
+  /** Recent machine time, for fair-share queueing (see `recentMachineTimeMs`). */
+  usage: TenantUsage;
+}
+
+/** The fair queue weighs each tenant's machine time over the last hour, to the minute. */
+export const FAIR_SHARE_WINDOW_MS = HOUR_MS;
+
+export interface TenantUsage {
+  /** Machines held now: machine id -> start of the hold (ms since epoch). */
+  open: Map<number, number>;
+  /** Ended holds' machine time per minute, over the fair-share window. */
+  ended: MachineTimeBuckets;
+}
+
+export const noUsage = (): TenantUsage => ({ open: new Map(), ended: {} });
+
+/** A tenant's machine time (ms) in the `windowMs` up to `now`, to the minute, holds still open included. */
+export function recentMachineTimeMs(t: Tenant, now: number, windowMs = FAIR_SHARE_WINDOW_MS): number {
+  return machineTimeMs(t.usage.ended, t.usage.open.values(), now, windowMs, MINUTE_MS);
 }
 
 export interface Machine {
@@ -475,7 +493,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         held: 0,
         waiting: 0,
         platform: null,
-        usage: [],
+        usage: noUsage(),
       });
       world.tenantIdsByName.set(d.name, d.tenantId);
       if (!world.tenantIdsByKey.has(tenantKey(d.name))) world.tenantIdsByKey.set(tenantKey(d.name), d.tenantId);
@@ -557,11 +575,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       m.revision = revision;
       const t = world.tenants.get(event.data.tenantId);
       if (t && t.platform === null) t.platform = event.data.platform;
-      if (t) {
-        t.usage.push({ machineId: m.id, start: Date.parse(event.data.at), end: null });
-        // Only the last hour counts for fair share; keep a bounded tail.
-        if (t.usage.length > 256) t.usage.splice(0, t.usage.length - 256);
-      }
+      t?.usage.open.set(m.id, Date.parse(event.data.at));
       const s = world.sessions.get(event.data.sessionId);
       // Copied, not pushed: a new session shares one empty list (see Session).
       if (s && s.tenantId === event.data.tenantId && !s.machineIds.includes(m.id)) s.machineIds = [...s.machineIds, m.id];
@@ -827,6 +841,8 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
 
 function closeUsage(world: World, m: Machine, at: string): void {
   const t = m.tenantId === null ? undefined : world.tenants.get(m.tenantId);
-  const open = t?.usage.findLast((u) => u.machineId === m.id && u.end === null);
-  if (open) open.end = Date.parse(at);
+  const start = t?.usage.open.get(m.id);
+  if (t === undefined || start === undefined) return;
+  t.usage.open.delete(m.id);
+  addHold(t.usage.ended, start, Date.parse(at), MINUTE_MS, FAIR_SHARE_WINDOW_MS / MINUTE_MS + 1);
 }

@@ -31,7 +31,7 @@ export class TenantsController {
   async list(@CurrentActor() actor: Actor) {
     const all = [...(await this.views.load({ tenants: {} })).tenants.values()];
     const visible = actor.tenant.isAdmin ? all : all.filter((t) => t.id === actor.tenant.id);
-    return { action: 'get', tenants: visible.map((t) => tenantView(t, this.catalog)) };
+    return { action: 'get', tenants: visible.sort((a, b) => a.id - b.id).map((t) => tenantView(t, this.catalog)) };
   }
 
   @Get(':id')

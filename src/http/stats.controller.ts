@@ -6,13 +6,13 @@ import { Ledger } from '../application/ledger.service.js';
 import { Catalog } from '../application/catalog.js';
 import type { NodeSpec } from '../domain/events.js';
 import { type Demand, fairShareJain } from '../../projections/fairness.projection.js';
+import { type MachineStress, stressRollup } from '../../projections/machine-stress.projection.js';
 import { ReadSide } from '../application/read-side.service.js';
-import { recentUsageMs } from '../domain/fair-queue.js';
+import { HOUR_MS, MINUTE_MS, type MachineTimeBuckets, machineTimeMs } from '../domain/machine-time.js';
 import { gini, percentile } from '../domain/statistics.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
 import { strip } from './read-views.js';
 
-const HOUR = 3600 * 1000;
 const round = (x: number, digits = 4) => Number(x.toFixed(digits));
 
 /** A machine held from `start` to `end` (ms), from `pool`. */
@@ -52,7 +52,7 @@ export class StatsController {
   }
 
   /** Every spell of holding and of waiting in the window, open ones up to `now`. */
-  private async demands(usage: Array<Record<string, unknown>>, intervals: Map<string, BusySpell[]>, now: number): Promise<Demand[]> {
+  private async demands(usage: Array<Record<string, unknown>>, intervals: Map<string, BusySpell[]>, holding: Array<Record<string, unknown>>, now: number): Promise<Demand[]> {
     const out: Demand[] = [];
     const wait = (tenant: string, start: number, end: number, specs: NodeSpec[]) => {
       for (const spec of specs) {
@@ -68,7 +68,7 @@ export class StatsController {
       }
       for (const [start, end, specs] of (t.queued as Array<[number, number, NodeSpec[]]> | undefined) ?? []) wait(tenant, start, end, specs);
     }
-    for (const h of await this.readSide.store.find('holding')) {
+    for (const h of holding) {
       const resource = this.resourceOf({ pool: String(h.pool) });
       if (resource) out.push({ tenant: String(h.tenant_id), resource, start: Date.parse(String(h.since)), end: now, held: 1, waiting: 0 });
     }
@@ -87,20 +87,11 @@ export class StatsController {
   @ApiOperation({ summary: 'hardware stress per pool, platform and machine (admin)' })
   @Get('stress')
   async stress(@CurrentActor() actor: Actor) {
-    const [machines, pools, platforms] = await this.fresh(actor, () =>
-      Promise.all(['machine_stress', 'pool_stress', 'platform_stress'].map((c) => this.readSide.store.find(c))),
-    );
-    return {
-      action: 'get',
-      pools: pools.map((p) => {
-        const busy = machines.filter((m) => m.pool === p.pool).map((m) => Number(m.busy_ms));
-        // Gini of busy time: 0 = wear spread evenly over the pool, 1 = one machine does all the work.
-        return { ...strip(p), busy_gini: round(gini(busy)) };
-      }),
-      platforms: platforms.map(strip),
-      // A machine never handed out has no reservation to name its platform: its pool's, as configured.
-      machines: machines.map((m) => ({ ...strip(m), platform: m.platform ?? this.catalog.pool(String(m.pool))?.platform ?? null })),
-    };
+    const stored = await this.fresh(actor, () => this.readSide.store.find('machine_stress'));
+    // A machine never handed out has no reservation to name its platform: its pool's, as configured.
+    const machines = stored.map((m) => ({ ...strip(m), platform: m.platform ?? this.catalog.pool(String(m.pool))?.platform ?? null }) as MachineStress & Record<string, unknown>);
+    const { pools, platforms } = stressRollup(machines, (busy) => round(gini(busy)));
+    return { action: 'get', pools, platforms, machines };
   }
 
   /** Drop the read models and project the ledger from position 0 again. */
@@ -117,21 +108,26 @@ export class StatsController {
   @Get('fairness')
   async fairness(@CurrentActor() actor: Actor) {
     const now = Date.now();
-    const { capacity, usage, intervals, demands } = await this.fresh(actor, async () => {
+    const { capacity, usage, demands, machineTime, holding } = await this.fresh(actor, async () => {
       const usage = await this.readSide.store.find('tenant_usage');
       const intervals = await this.busySpells();
-      return { capacity: Number((await this.readSide.store.get('capacity', 'all'))?.machines ?? 0), usage, intervals, demands: await this.demands(usage, intervals, now) };
+      const machineTime = new Map((await this.readSide.store.find('machine_time')).map((d) => [String(d.tenant_id), d]));
+      const holding = await this.readSide.store.find('holding');
+      return { capacity: Number((await this.readSide.store.get('capacity', 'all'))?.machines ?? 0), usage, machineTime, holding, demands: await this.demands(usage, intervals, holding, now) };
     });
-    const fair = fairShareJain(demands, now - 24 * HOUR, now);
-    const tenants = usage.map((t) => {
-      const held = (intervals.get(String(t.tenant_id)) ?? []).map(([start, end]) => ({ start, end }));
-      const hours = (windowMs: number) => round(recentUsageMs(held, now, windowMs) / HOUR, 3);
+    const fair = fairShareJain(demands, now - 24 * HOUR_MS, now);
+    const tenants = usage.sort((a, b) => Number(a.tenant_id) - Number(b.tenant_id)).map((t) => {
+      const time = machineTime.get(String(t.tenant_id));
+      const open = holding.filter((h) => String(h.tenant_id) === String(t.tenant_id)).map((h) => Date.parse(String(h.since)));
+      // In whole minutes (1 h) or hours (24 h, 7 d), the machines it holds now included, as the fair queue counts.
+      const [perMinute, perHour] = [(time?.minutes ?? {}) as MachineTimeBuckets, (time?.hours ?? {}) as MachineTimeBuckets];
+      const hours = (buckets: MachineTimeBuckets, windowMs: number, bucketMs: number) => round(machineTimeMs(buckets, open, now, windowMs, bucketMs) / HOUR_MS, 3);
       const waits = t.waits_ms as number[];
       return {
         tenant: t.tenant,
         active_machines: t.active_machines,
         share_of_capacity: capacity ? round(Number(t.active_machines) / capacity) : 0,
-        machine_hours: { '1h': hours(HOUR), '24h': hours(24 * HOUR), '7d': hours(7 * 24 * HOUR) },
+        machine_hours: { '1h': hours(perMinute, HOUR_MS, MINUTE_MS), '24h': hours(perHour, 24 * HOUR_MS, HOUR_MS), '7d': hours(perHour, 7 * 24 * HOUR_MS, HOUR_MS) },
         wait_ms: { p50: waits.length ? percentile(waits, 50) : null, p95: waits.length ? percentile(waits, 95) : null },
         fair_share_24h: fair.shares.has(String(t.tenant_id)) ? round(fair.shares.get(String(t.tenant_id))!) : null,
       };

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { SessionLifecycle } from '../../src/application/session-lifecycle.js';
 import { Reconciler } from '../../src/application/reconciler.service.js';
-import { recentUsageMs } from '../../src/domain/fair-queue.js';
+import { recentMachineTimeMs } from '../../src/domain/world.js';
 import { ADMIN_KEY, type Client, type Running, newTenant, startDuffy } from '../support/server.js';
 import { APPEND_ONLY_TRIGGERS } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -134,7 +134,7 @@ describe('duffy CLI against a running server', () => {
     // Until hog's machine time over the last hour passes what jenkins used in the tests above.
     const usage = (name: string) => {
       const w = duffy.app.get(Ledger).world;
-      return recentUsageMs(w.tenants.get(w.tenantIdsByName.get(name)!)!.usage, Date.now(), 3600_000);
+      return recentMachineTimeMs(w.tenants.get(w.tenantIdsByName.get(name)!)!, Date.now());
     };
     while (usage('hog') <= usage('jenkins') + 1000) await sleep(200);
     const hogWaits = hog.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }], wait: 30 });

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { PROJECTIONS } from '../../projections/index.js';
 import { Ledger } from '../../src/application/ledger.service.js';
+import { recentMachineTimeMs } from '../../src/domain/world.js';
 import { ReadSide } from '../../src/application/read-side.service.js';
 import { type Client, type Running, newTenant, startDuffy } from '../support/server.js';
 
@@ -52,10 +53,23 @@ describe('read side: projections over a mixed workload', () => {
     const alice = fair.body.tenants.find((t: { tenant: string }) => t.tenant === 'alice');
     expect(alice.active_machines).toBe([...world.machines.values()].filter((m) => m.tenantId === 2).length);
     expect(alice.wait_ms.p50).toBeGreaterThanOrEqual(0);
+    // The hour's machine time as the fair queue weighs it (to the minute, held machines included).
+    expect(alice.machine_hours['1h']).toBeCloseTo(recentMachineTimeMs(world.tenants.get(2)!, Date.now()) / 3_600_000, 2);
+    expect(alice.machine_hours['24h']).toBeGreaterThanOrEqual(alice.machine_hours['1h']);
     // Three tenants held machines in the last 24 h: there is an index (null only when nobody did).
     expect(fair.body.jain_index_24h).toBeGreaterThan(0);
     expect(fair.body.jain_index_24h).toBeLessThanOrEqual(1);
     expect((await tenants[0].get(`${V1}/stats/stress`)).status).toBe(403);
+  });
+
+  it('lists tenants by id as a number, in GET /tenants and the fairness figures (1, 2, ... 10, not 1, 10, 2)', async () => {
+    for (let i = 0; i < 8; i++) await newTenant(duffy, `sorted-${i}`);
+    const listed = (await duffy.admin.get(`${V1}/tenants`)).body.tenants.map((t: { id: number }) => t.id);
+    expect(listed.length).toBeGreaterThanOrEqual(12);
+    expect(listed).toEqual([...listed].sort((a: number, b: number) => a - b));
+    const names = (await duffy.admin.get(`${V1}/stats/fairness`)).body.tenants.map((t: { tenant: string }) => t.tenant);
+    const byId = new Map<string, number>((await duffy.admin.get(`${V1}/tenants`)).body.tenants.map((t: { name: string; id: number }) => [t.name, t.id]));
+    expect(names.map((n: string) => byId.get(n))).toEqual(listed);
   });
 
   it('rebuilds from position 0 to documents identical to the live ones', async () => {

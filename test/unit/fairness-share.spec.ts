@@ -73,4 +73,25 @@ describe('fairness projection: busy intervals in chunks', () => {
     expect(chunks.slice(1).flat().every(([, end]) => end >= newest - 7 * 24 * HOUR)).toBe(true);
     expect(all.length).toBeLessThan(400);
   });
+
+  it("counts every hold's machine time per minute and per hour, beyond the intervals' 500 (a heavy tenant's long holds were lost)", () => {
+    // 1234 holds of an hour every 5 minutes (machine 1 held 12 times over, as far as the figures go).
+    const events = history(1234, 5 * 60_000);
+    const { state } = foldAll(fairness, events as never[]);
+    const time = fairness.doc(state, 'machine_time', '7')!;
+    const end = t0 + 1233 * 5 * 60_000 + HOUR;
+    const now = end;
+    const sum = (buckets: unknown, from: number, bucketMs: number) => Object.entries(buckets as Record<string, number>).filter(([b]) => Number(b) * bucketMs >= from).reduce((n, [, ms]) => n + ms, 0);
+    // The last 24 whole hours and the current one: 12 machines at once for all of it, but the tail's ramp-down.
+    const inDay = sum(time.hours, Math.floor((now - 24 * HOUR) / HOUR) * HOUR, HOUR);
+    const releases = (events as Array<{ type?: unknown; data?: unknown }>).filter((e) => e.type === 'MachineReleased');
+    expect(inDay).toBe(releases.reduce((n, e) => {
+      const stop = Date.parse(String((e.data as { at: string }).at));
+      const from = Math.max(stop - HOUR, Math.floor((now - 24 * HOUR) / HOUR) * HOUR);
+      return n + Math.max(0, stop - from);
+    }, 0));
+    expect(inDay).toBeGreaterThan(23 * 12 * HOUR);
+    expect(Object.keys(time.minutes as object).length).toBeLessThanOrEqual(61);
+    expect(Object.keys(time.hours as object).length).toBeLessThanOrEqual(169);
+  });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { replay } from '../../src/audit/audit.js';
-import { machineStress } from '../../projections/machine-stress.projection.js';
-import { type Doc, foldAll } from '../../projections/projection.js';
+import { machineStress, stressRollup } from '../../projections/machine-stress.projection.js';
+import { foldAll } from '../../projections/projection.js';
 import { MachineConfig, PoolConfig } from '../../src/config/config.js';
 import { configDrift, configuredButRetired, notConfigured } from '../../src/application/bootstrap.service.js';
 import { decideServiceChange, nodeService } from '../../src/domain/decide-service.js';
@@ -59,9 +59,9 @@ describe('quarantine that means something', () => {
     ];
     let revision = 0;
     const { state } = foldAll(machineStress, events.map(([stream, e]) => ({ ...e, stream, revision: revision++, position: BigInt(revision), metadata: {} }) as never));
-    const docs = new Map<string, Doc | undefined>(['machine_stress/a.test', 'pool_stress/p'].map((k) => [k, machineStress.doc(state, k.split('/')[0], k.split('/')[1])]));
-    expect(docs.get('machine_stress/a.test')).toMatchObject({ allocations: 0, provisioning_failures: 1, health_check_failures: 1, quarantines: 1, busy_ms: 10_000 });
-    expect(docs.get('pool_stress/p')).toMatchObject({ allocations: 0, provisioning_failures: 1, health_check_failures: 1 });
+    const doc = machineStress.doc(state, 'machine_stress', '1');
+    expect(doc).toMatchObject({ allocations: 0, provisioning_failures: 1, health_check_failures: 1, quarantines: 1, busy_ms: 10_000 });
+    expect(stressRollup([doc as never], () => 0).pools[0]).toMatchObject({ allocations: 0, provisioning_failures: 1, health_check_failures: 1 });
     const m = given(...events).machines.get(1)!;
     expect(m).toMatchObject({ allocations: 0, provisioningFailures: 1, healthCheckFailures: 1, state: 'failed' });
   });
@@ -72,9 +72,37 @@ describe('quarantine that means something', () => {
     const events: Array<[string, DuffyEvent]> = [machine(1, 'a.test', 'p'), tenant(1, 't'), reserved(7, 0), released(7, 'failed', 10), reserved(8, 20), released(8, 'done', 50)];
     let revision = 0;
     const { state } = foldAll(machineStress, events.map(([stream, e]) => ({ ...e, stream, revision: revision++, position: BigInt(revision), metadata: {} }) as never));
-    expect(machineStress.doc(state, 'machine_stress', 'a.test')).toMatchObject({ allocations: 1, busy_ms: 40_000 });
-    expect(machineStress.doc(state, 'pool_stress', 'p')).toMatchObject({ allocations: 1 });
+    expect(machineStress.doc(state, 'machine_stress', '1')).toMatchObject({ allocations: 1, busy_ms: 40_000 });
     expect(given(...events).machines.get(1)).toMatchObject({ allocations: 1, busyMs: 40_000 });
+  });
+});
+
+describe('stress per pool and platform family', () => {
+  const fold = (events: Array<[string, DuffyEvent]>) => {
+    let revision = 0;
+    const { state } = foldAll(machineStress, events.map(([stream, e]) => ({ ...e, stream, revision: revision++, position: BigInt(revision), metadata: {} }) as never));
+    return (id: number) => machineStress.doc(state, 'machine_stress', String(id))!;
+  };
+
+  it('keeps a retired machine\'s history when its host name is registered again, as a new machine, and leaves it out of the pool\'s machines and Gini', () => {
+    const doc = fold([
+      machine(1, 'a.test', 'p'),
+      tenant(1, 't'),
+      ['machine-a.test', { type: 'MachineReserved', data: { machineId: 1, hostname: 'a.test', sessionId: 7, tenantId: 1, pool: 'p', platform: 'intel', affinity: 'established', contextualize: false, at: at(0) } }],
+      ['machine-a.test', { type: 'MachineReleased', data: { machineId: 1, sessionId: 7, reason: 'done', at: at(100) } }],
+      ['service-a.test', { type: 'MachineServiceChanged', data: { machineId: 1, hostname: 'a.test', service: 'retired', reason: 'eol', actor: 'admin', at: at(200) } }],
+      machine(2, 'a.test', 'p'),
+    ]);
+    expect(doc(1)).toMatchObject({ allocations: 1, busy_ms: 100_000, retired: true });
+    expect(doc(2)).toMatchObject({ allocations: 0, busy_ms: 0, retired: false });
+    const { pools, platforms } = stressRollup([doc(1), { ...doc(2), platform: 'intel' }] as never, (busy) => busy.length);
+    expect(pools).toEqual([expect.objectContaining({ pool: 'p', machines: 1, allocations: 1, busy_ms: 100_000, busy_gini: 1 })]);
+    expect(platforms).toEqual([expect.objectContaining({ platform: 'intel', allocations: 1 })]);
+  });
+
+  it("counts a never-handed-out machine's failures in its platform family (its pool's)", () => {
+    const doc = fold([machine(1, 'a.test', 'p'), ['machine-a.test', { type: 'ProvisioningFailed', data: { machineId: 1, sessionId: null, action: 'provision', error: 'x', run, at: at(10) } }]]);
+    expect(stressRollup([{ ...doc(1), platform: 'arm' }] as never, () => 0).platforms).toEqual([expect.objectContaining({ platform: 'arm', provisioning_failures: 1 })]);
   });
 });
 
