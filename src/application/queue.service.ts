@@ -11,8 +11,6 @@ import { type Session, type World, recentMachineTimeMs } from '../domain/world.j
 import { HeldMachines, type WaitingRequest, fairOrder, holdsMachines } from '../domain/fair-queue.js';
 import { machinesToHold } from '../domain/policy.js';
 
-/** The window of machine time that decides who goes first. */
-
 /** Waiting sessions in the order they will be tried: urgent ones first, then less recent machine time first (fair share). */
 export function queueOrder(world: World, nowMs: number): Session[] {
   const waiting = [...world.openSessions].map((id) => world.sessions.get(id)!).filter((s) => s.status === 'waiting');
