@@ -131,6 +131,8 @@ def main():
         expect_all_ok("release", data, policy="reinstall")
         expect_all_ok("release", data, policy="shutdown")
         check((m["n2.example.org"] / "state").read_text() == "off\n", "shutdown -> off")
+        # What the last tenant's contextualize left on the machine it shut down: the next provision installs afresh.
+        keys["n2.example.org"].write_text(f"{MARKER}\n{KEY}\n")
 
         log = [line.split(" ", 1)[1] for line in (m["n2.example.org"] / "actions.log").read_text().splitlines()]
         check(log == ["provision", "contextualize", "contextualize", "decontextualize", "health_check",
@@ -147,6 +149,7 @@ def main():
             {"hostname": "n1.example.org", "ipaddr": None, "ok": False, "error": "disk on fire"},
             {"hostname": "n2.example.org", "ipaddr": None, "note": None, "ok": True}], f"fail-provision: {out}")
         check((m["n2.example.org"] / "state").read_text() == "provisioned\n", "n2 provisioned")
+        check(not keys["n2.example.org"].exists(), "a provision after shutdown leaves no earlier tenant's key")
         print("ok   inject/fail-provision:", json.dumps(out))
 
         # A machine whose directory does not exist is an empty disk: it passes its health check.

@@ -77,6 +77,23 @@ describe('provisioning with real ansible-playbook (local driver)', () => {
     }
   });
 
+  it("shuts a machine down at release and installs it afresh for the next tenant: no earlier tenant's key is left on it", async () => {
+    const config = ansibleConfig([{ name: 'off', 'release-policy': 'shutdown' }], [{ hostname: 'off-1.test', pool: 'off' }]);
+    duffy = await startDuffy({ configFile: config });
+    const [alice, bob] = [await newTenant(duffy, 'alice'), await newTenant(duffy, 'bob')];
+    const first = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'off', quantity: 1 }] });
+    expect(first.status).toBe(201);
+    expect((await alice.put(`${V1}/sessions/${first.body.session.id}`, { active: false })).status).toBe(200);
+    await until(duffy, () => machine(duffy!, 'off-1.test').state === 'unused');
+    const second = await bob.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'off', quantity: 1 }] });
+    expect(second.status).toBe(201);
+    const disk = join(duffy.dataDir, 'machines', 'off-1.test');
+    const keys = readFileSync(join(disk, 'root/.ssh/authorized_keys'), 'utf8');
+    expect(keys).toContain('bob@ci');
+    expect(keys).not.toContain('alice@ci');
+    expect(readFileSync(join(disk, 'actions.log'), 'utf8')).toMatch(/provision[\s\S]*release shutdown[\s\S]*provision/);
+  });
+
   it('serves the request with another machine when a playbook fails, hangs past its timeout, or answers garbage', async () => {
     const config = ansibleConfig(
       [
