@@ -26,7 +26,7 @@ import { refusalKindOf } from './http/refusal.js';
 import { Bootstrap } from './application/bootstrap.service.js';
 
 /** Builds the whole app; tests call this with their own settings and port 0. */
-export async function createApp(settings: Settings, options: { store?: EventStore; logger?: false; reconcileEveryMs?: number } = {}) {
+export async function createApp(settings: Settings, options: { store?: EventStore; logger?: false; reconcileEveryMs?: number; showAdminKey?: (key: string) => void } = {}) {
   const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(settings, options.store), {
     bufferLogs: options.logger !== false,
     logger: options.logger === false ? false : undefined,
@@ -88,8 +88,8 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   // HTML page. The same JSON 404 (or 405) for all of them, registered after every route.
   app.use((req: Request, res: Response) => answerUnmatched(req.app, req, res));
   try {
-    const boot = await app.get(Bootstrap).run({ reconcileEveryMs: options.reconcileEveryMs });
-    return { app, adminKey: boot.adminKey };
+    await app.get(Bootstrap).run({ reconcileEveryMs: options.reconcileEveryMs, showAdminKey: options.showAdminKey });
+    return { app };
   } catch (err) {
     // A refused start leaves nothing open (the data directory's lock, the ledger's writer thread).
     await app.close().catch(() => undefined);
@@ -154,12 +154,12 @@ async function main() {
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => new Logger('Duffy').log(`${signal}: stopping; requests in flight finish, callers waiting are answered 503`));
   // Daemons reload on SIGHUP (`systemctl reload`): Duffy reads its configuration at start only, so it says so and goes on.
   process.on('SIGHUP', () => new Logger('Duffy').warn('SIGHUP: Duffy has no configuration reload; restart it (SIGTERM, then start) to apply a changed configuration'));
-  const { app, adminKey } = await createApp(settings);
+  // Plain words apart from the JSON log lines: it is shown once, and the README's examples read it from the variable.
+  const showAdminKey = (key: string) => console.error(`\nduffy: created the admin tenant '${settings.adminName}'; its API key, shown this once:\n\n  export DUFFY_ADMIN_KEY=${key}\n`);
+  const { app } = await createApp(settings, { showAdminKey });
   for (const warning of ledgerWarnings) new Logger('Ledger').warn(warning);
   await app.listen(settings.port);
   new Logger('Duffy').log(`listening on :${settings.port}, ledger ${settings.eventStoreUrl ?? join(settings.dataDir, LEDGER_FILE)}, config ${settings.configFile}`);
-  // Plain words among the JSON log lines: it is shown once, and the README's examples read it from the variable.
-  if (adminKey) console.error(`\nduffy: created the admin tenant '${settings.adminName}'; its API key, shown this once:\n\n  export DUFFY_ADMIN_KEY=${adminKey}\n`);
 }
 
 async function portIsFree(port: number): Promise<void> {

@@ -31,7 +31,12 @@ export class Bootstrap {
     private readonly sessions: SessionLifecycle,
   ) {}
 
-  async run(options: { reconcileEveryMs?: number } = {}): Promise<{ adminKey?: string }> {
+  /**
+   * `showAdminKey`: given the key of an admin tenant this start created, at once, before anything else the start does
+   * can fail or be killed (it was shown once the server listened, and a start killed while it registered a large
+   * inventory left an admin nobody had the key of).
+   */
+  async run(options: { reconcileEveryMs?: number; showAdminKey?: (key: string) => void } = {}): Promise<void> {
     await this.ledger.start();
     this.checkPoolsOfMachines();
     this.checkInventory();
@@ -44,7 +49,6 @@ export class Bootstrap {
     if (moved.length > 0) this.log.warn(`the configuration changed the profile of ${moved.length} pool(s) since the last start: ${moved.join('; ')}; a machine never changes pool: if this is a mistake, put the pool back as it was`);
     await this.ledger.decide((world, inFlight) => decideRecordPools(world, this.catalog.profiles, now(), inFlight), metaFor(null, { process: 'bootstrap' }));
     const s = this.catalog.settings;
-    let adminKey: string | undefined;
     if (this.ledger.world.tenants.size === 0) {
       // Checked only here, where it is used: on a ledger that has its admin the variable is ignored.
       assertAdminKey(s.adminKey);
@@ -52,9 +56,9 @@ export class Bootstrap {
         new RegisterTenantCommand(null, s.adminName, true, { sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null }, s.adminKey),
       );
       if (!s.adminKey) {
-        adminKey = created.apiKey;
         // Shown once, by whoever started Duffy (main prints it on stderr), never in the logs: only its digest is stored.
         this.log.warn(`created admin tenant '${s.adminName}'; its API key is shown once where Duffy was started (set DUFFY_ADMIN_KEY to choose it)`);
+        options.showAdminKey?.(created.apiKey);
       }
     }
     await this.forgetOrphanedCallers();
@@ -79,7 +83,6 @@ export class Bootstrap {
     await this.provisioner.reapLeftovers();
     this.provisioner.start();
     this.queue.start();
-    return { adminKey };
   }
 
   /**

@@ -11,10 +11,44 @@ import { type Running, instantDemoConfig, ledgerEvents, newTenant, startDuffy } 
 import { CheckpointService } from '../../src/audit/checkpoint.service.js';
 import { checkPublished, checkpointOf, keyId, newSigningKey, privateKeyOf, signCheckpoint } from '../../src/audit/checkpoint.js';
 import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
+import { createApp } from '../../src/main.js';
+import { type Settings, loadConfig } from '../../src/config/config.js';
 
 const V1 = '/api/v1';
 
 describe('restart', () => {
+  it('shows the admin key a first start creates before that start registers its inventory: one killed meanwhile leaves no admin without a key', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-first-'));
+    const configFile = instantDemoConfig();
+    const settings: Settings = { port: 0, dataDir, configFile, adminName: 'admin', config: loadConfig(configFile) };
+    let shown: string | undefined;
+    const dies = new Error('killed right after the key was shown');
+    await expect(
+      createApp(settings, {
+        logger: false,
+        showAdminKey: (key) => {
+          shown = key;
+          throw dies;
+        },
+      }),
+    ).rejects.toBe(dies);
+    expect(shown).toMatch(/^[0-9a-f-]{36}$/);
+    let again: string | undefined;
+    const { app } = await createApp(settings, { logger: false, showAdminKey: (key) => (again = key) });
+    try {
+      expect(again).toBeUndefined();
+      const world = app.get(Ledger).world;
+      expect(world.machines.size).toBeGreaterThan(0);
+      expect(world.tenantIdsByDigest.size).toBe(1);
+      await app.listen(0, '127.0.0.1');
+      const url = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}`;
+      const r = await fetch(`${url}${V1}/tenants`, { headers: { authorization: `Basic ${Buffer.from(`admin:${shown}`).toString('base64')}` } });
+      expect(r.status).toBe(200);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('comes back with every tenant, session and machine state as before', async () => {
     let duffy: Running = await startDuffy();
     const key = (await duffy.admin.post(`${V1}/tenants`, { name: 'alice', ssh_key: 'ssh-ed25519 AAAA alice', node_quota: 4 })).body.tenant.api_key;
