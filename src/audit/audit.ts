@@ -28,6 +28,11 @@ export async function openLedger(location: string): Promise<EventStore> {
   try {
     return new (await import('../adapters/eventstore/sqlite-event-store.js')).SqliteEventStore(location, false, true);
   } catch (err) {
+    // A file whose writer stopped mid-write (a `duffy backup` killed): SQLite would roll its journal back, which a
+    // read-only reader cannot, and says only "attempt to write a readonly database".
+    if (existsSync(`${location}-journal`) && /readonly database/.test(String((err as Error).message))) {
+      throw new Error(`${location} is not a readable Duffy ledger: its writer stopped while writing it (${location}-journal is beside it; a backup cut short?)`);
+    }
     // An empty file, another SQLite database, or not SQLite at all: say which file, not only SQLite's words.
     if (damagedDatabase(err) !== undefined || /no such table: events/.test(String((err as Error).message))) {
       throw new Error(`${location} is not a readable Duffy ledger: ${(err as Error).message}`);

@@ -537,6 +537,33 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     }
   });
 
+  it('says a backup cut short is one: restore refuses it and audit names the half-written file, where both said "attempt to write a readonly database"', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-backup-cut-'));
+    await (await startDuffy({ dataDir })).close();
+    const whole = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'whole');
+    expect((await cli('backup', whole, '--data-dir', dataDir)).code).toBe(0);
+    expect(readdirSync(whole)).not.toContain('backup-unfinished');
+    // What a backup killed mid-copy leaves: its marker, and a ledger file with SQLite's journal of the write under way.
+    const cut = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'cut');
+    mkdirSync(cut);
+    writeFileSync(join(cut, 'backup-unfinished'), '');
+    const { default: Database } = await import('better-sqlite3');
+    const writing = new Database(join(dirname(cut), 'work.sqlite'));
+    writing.exec('CREATE TABLE t(x)');
+    const row = writing.prepare('INSERT INTO t VALUES (?)');
+    for (let i = 0; i < 2000; i++) row.run('x'.repeat(500));
+    writing.pragma('cache_size = 1');
+    writing.exec("BEGIN IMMEDIATE; UPDATE t SET x = x || 'y'");
+    for (const [from, to] of [['work.sqlite', 'ledger.sqlite'], ['work.sqlite-journal', 'ledger.sqlite-journal']]) writeFileSync(join(cut, to), readFileSync(join(dirname(cut), from)));
+    writing.exec('ROLLBACK');
+    writing.close();
+    const restore = await cli('restore', cut, '--data-dir', mkdtempSync(join(tmpdir(), 'duffy-restore-cut-')));
+    expect([restore.code, restore.stderr]).toEqual([2, expect.stringMatching(/^duffy: the backup in .*cut was cut short \(backup-unfinished is there.*nothing restored; take another\n$/)]);
+    const verify = await cli('audit', '--ledger', join(cut, 'ledger.sqlite'), 'verify');
+    expect(verify.stderr).toMatch(/ledger\.sqlite is not a readable Duffy ledger: its writer stopped while writing it \(.*ledger\.sqlite-journal is beside it; a backup cut short\?\)/);
+    expect(verify.code).not.toBe(0);
+  });
+
   it("onto a data directory whose read models followed another ledger (a new host started once), serves the backup's history, not theirs", async () => {
     const prod = await startDuffy();
     await newTenant(prod, 'prod');
