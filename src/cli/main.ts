@@ -113,8 +113,12 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .action(async (o: { pool?: string; type?: string; arch?: string; platform?: string; count: number; wait?: number }) => {
       if (!o.pool && !o.type) throw new UsageError('request: give --pool or --type');
       const spec = Object.fromEntries(Object.entries({ pool: o.pool, type: o.type, arch: o.arch, platform: o.platform, quantity: o.count }).filter(([, v]) => v !== undefined));
-      if (!o.wait) return show((await client().call<{ session: Session }>('POST', '/sessions', { nodes_specs: [spec] })).session);
-      return show(await waitInQueue(client(), [spec], o.wait, o.count, progress));
+      try {
+        if (!o.wait) return show((await client().call<{ session: Session }>('POST', '/sessions', { nodes_specs: [spec] })).session);
+        return show(await waitInQueue(client(), [spec], o.wait, o.count, progress));
+      } catch (err) {
+        throw sentUnanswered(err, 'the request may have been served all the same (Duffy stopped as it answered): `duffy list` shows it; `duffy done` gives it back, or it is held until its lease ends');
+      }
     });
 
   duffy
@@ -159,9 +163,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
       try {
         show((await client().call<{ session: Session }>('PUT', `/sessions/${sessionArg(id)}`, { expires_at: by })).session);
       } catch (err) {
-        // No answer is no refusal: the extension may have been made. Said, so a script asks before it tries again.
-        if ((err as { sent?: boolean }).sent) (err as Error).message += `; the extension may have been made all the same: \`duffy show ${id}\` says, before trying again`;
-        throw err;
+        throw sentUnanswered(err, `the extension may have been made all the same: \`duffy show ${id}\` says, before trying again`);
       }
     });
 
@@ -321,6 +323,12 @@ async function waitInQueue(c: DuffyClient, specs: unknown[], wait: number, count
     process.off('SIGTERM', interrupted);
     progress?.('');
   }
+}
+
+/** No answer is no refusal: what was sent may have been done. Said, so a script asks before it tries again. */
+function sentUnanswered(err: unknown, mayHaveBeen: string): unknown {
+  if ((err as { sent?: boolean }).sent) (err as Error).message += `; ${mayHaveBeen}`;
+  return err;
 }
 
 /** A session id as typed: a usage error (exit 2) unless digits, before any call (the server's 422 would exit 1). */

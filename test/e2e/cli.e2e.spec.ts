@@ -274,6 +274,9 @@ describe('duffy CLI against a running server', () => {
     try {
       const extended = await runCli({ ...env, DUFFY_URL: `http://127.0.0.1:${(dropping.address() as { port: number }).port}` }, 'extend', '7', '+1h');
       expect([extended.code, extended.stderr]).toEqual([7, expect.stringMatching(/the extension may have been made all the same: `duffy show 7` says, before trying again\n$/)]);
+      // A request too: Duffy killed as it answered may have served it, and its machines are held until done.
+      const asked = await runCli({ ...env, DUFFY_URL: `http://127.0.0.1:${(dropping.address() as { port: number }).port}` }, 'request', '--pool', 'p');
+      expect([asked.code, asked.stderr]).toEqual([7, expect.stringMatching(/the request may have been served all the same .*`duffy list` shows it; `duffy done` gives it back, or it is held until its lease ends\n$/)]);
     } finally {
       dropping.close();
     }
