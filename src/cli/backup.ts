@@ -60,9 +60,9 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
       if (existsSync(to) && !statSync(to).isDirectory()) throw new UsageError(`${to} is a file: a backup goes into a new or empty directory`);
       mkdirSync(to, { recursive: true });
       if (readdirSync(to).length > 0) throw new UsageError(`${to} is not empty: a backup never writes over another`);
-      writeFileSync(join(to, UNFINISHED), 'duffy backup has not finished this copy (killed, or still running): take another\n');
-      syncToDisk(join(to, UNFINISHED));
       try {
+        writeFileSync(join(to, UNFINISHED), 'duffy backup has not finished this copy (killed, or still running): take another\n');
+        syncToDisk(join(to, UNFINISHED));
         // The head record first: the copy may then be ahead of its head, never behind it (which verify calls deleted events).
         if (existsSync(join(dataDir, HEAD_FILE))) copyDurably(join(dataDir, HEAD_FILE), join(to, HEAD_FILE));
         snapshot(ledger, join(to, LEDGER_FILE));
