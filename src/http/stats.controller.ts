@@ -116,9 +116,16 @@ export class StatsController {
       return { capacity: Number((await this.readSide.store.get('capacity', 'all'))?.machines ?? 0), usage, machineTime, holding, demands: await this.demands(usage, intervals, holding, now) };
     });
     const fair = fairShareJain(demands, now - 24 * HOUR_MS, now);
+    // Each tenant's machines held now (their holds' starts), grouped once rather than filtered per tenant.
+    const openHolds = new Map<string, number[]>();
+    for (const h of holding) {
+      const starts = openHolds.get(String(h.tenant_id));
+      if (starts) starts.push(Date.parse(String(h.since)));
+      else openHolds.set(String(h.tenant_id), [Date.parse(String(h.since))]);
+    }
     const tenants = usage.sort((a, b) => Number(a.tenant_id) - Number(b.tenant_id)).map((t) => {
       const time = machineTime.get(String(t.tenant_id));
-      const open = holding.filter((h) => String(h.tenant_id) === String(t.tenant_id)).map((h) => Date.parse(String(h.since)));
+      const open = openHolds.get(String(t.tenant_id)) ?? [];
       // In whole minutes (1 h) or hours (24 h, 7 d), the machines it holds now included, as the fair queue counts.
       const [perMinute, perHour] = [(time?.minutes ?? {}) as MachineTimeBuckets, (time?.hours ?? {}) as MachineTimeBuckets];
       const hours = (buckets: MachineTimeBuckets, windowMs: number, bucketMs: number) => round(machineTimeMs(buckets, open, now, windowMs, bucketMs) / HOUR_MS, 3);
