@@ -1,4 +1,4 @@
-import { type Machine, type World, handedOver, hostKey, isRetired, machineIdOfHost } from '../domain/world.js';
+import { type Machine, type World, canonicalIp, handedOver, hostKey, isRetired, machineIdOfHost } from '../domain/world.js';
 import { Injectable, Logger } from '@nestjs/common';
 import { mkdirSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
@@ -197,7 +197,7 @@ export function configDrift(world: World, machines: readonly MachineConfig[]): s
     const keys = [
       c.pool !== m.pool && 'pool',
       // No address configured: provisioning may have learned one (a VM on DHCP), which is no edit.
-      c.ipaddr != null && c.ipaddr !== m.ipaddr && 'ipaddr',
+      c.ipaddr != null && canonicalIp(c.ipaddr) !== (m.ipaddr === null ? null : canonicalIp(m.ipaddr)) && 'ipaddr',
       !isDeepStrictEqual(c.hardware ?? {}, m.hardware ?? {}) && 'hardware',
     ].filter((k): k is string => k !== false);
     if (keys.length > 0) out.push(`${c.hostname} (${keys.join(', ')})`);

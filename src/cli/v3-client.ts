@@ -8,6 +8,8 @@ import { DuffyClient, type ClientConfig } from './client.js';
  * .session.nodes[].hostname`, `jq .error.detail`) keep working where this CLI is the `duffy` on the PATH. As in v3, an
  * error answer is printed as `{"error": <answer>}` and the exit code stays 0.
  */
+const FORMATS = ['json', 'yaml', 'flat'] as const;
+
 export function v3ClientCommands(duffy: Command, out: (line: string) => void, config: (o: Partial<ClientConfig>) => ClientConfig): void {
   const group = duffy
     .command('client')
@@ -15,7 +17,17 @@ export function v3ClientCommands(duffy: Command, out: (line: string) => void, co
     .option('--url <url>', 'The base URL of the Duffy API (e.g. https://duffy.example.org/api/v1).')
     .option('--auth-name <name>', 'The tenant name to authenticate with the Duffy API.')
     .option('--auth-key <key>', 'The tenant key to authenticate with the Duffy API.')
-    .addOption(new Option('--format <format>', 'Format with which to print results.').choices(['json', 'yaml', 'flat']).default('json'));
+    .addOption(
+      new Option('--format <format>', 'Format with which to print results.')
+        .choices(FORMATS)
+        .default('json')
+        // v3's is a click.Choice(..., case_sensitive=False): `--format JSON` is json there.
+        .argParser((v: string) => {
+          const f = v.toLowerCase();
+          if (!(FORMATS as readonly string[]).includes(f)) throw new InvalidArgumentError(`Allowed choices are ${FORMATS.join(', ')}.`);
+          return f;
+        }),
+    );
 
   /** One call as DuffyClient._query_method makes it: the answer, or `{"error": answer}` when the status is not the expected one. */
   const query = async (method: string, path: string, body?: unknown, expected = 200) => {

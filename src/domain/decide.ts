@@ -3,7 +3,7 @@ import { unmet } from './hardware.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { parseDuration } from './duration.js';
 import { type Defaults, type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type PoolProfile, profileChanges, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream, unstorableNumberAt } from './events.js';
-import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, addressKey, hostKey, isRetired, machineAtAddress, machineIdOfHost, sshPortProblem, tenantKey } from './world.js';
+import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, addressKey, canonicalIp, hostKey, isRetired, machineAtAddress, machineIdOfHost, sshPortProblem, tenantKey } from './world.js';
 
 /*
  * Deciders: (World, command, now) -> the writes that record the decision, or a Refusal value.
@@ -256,7 +256,7 @@ export function decideRegisterMachines(
       stream: stream.machine(m.hostname),
       // Its stream goes on after the retired machine's last event (the stream is named by the host).
       expected: replaced.has(m.hostname) ? replaced.get(m.hostname)!.revision : 'no_stream',
-      events: [{ type: 'MachineRegistered', data: { machineId: ids.first + i, ...m, at: cmd.now } }],
+      events: [{ type: 'MachineRegistered', data: { machineId: ids.first + i, ...m, ipaddr: m.ipaddr === null ? null : canonicalIp(m.ipaddr), at: cmd.now } }],
     })),
   ];
 }

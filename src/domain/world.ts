@@ -298,8 +298,21 @@ export const hostKey = (hostname: string) => hostname.toLowerCase().replace(/\.$
 /** The machine of that host name, however it is spelled. */
 export const machineIdOfHost = (world: World, hostname: string) => world.machineIdsByHostname.get(hostKey(hostname));
 
-/** An address as compared for uniqueness (an IPv6 address's hex digits in either case). */
-const ipKey = (ipaddr: string) => ipaddr.toLowerCase();
+/**
+ * An address in its one spelling: an IPv6 address as RFC 5952 writes it (the WHATWG URL parser's form:
+ * `2001:0DB8:0::0001` is `2001:db8::1`). Duffy v3 stores and answers the address as pydantic's IPvAnyAddress reads
+ * it, and its unique index compares that: no spelling makes one machine's address look like another's.
+ */
+export const canonicalIp = (ipaddr: string) => {
+  const a = ipaddr.toLowerCase();
+  if (!a.includes(':')) return a;
+  try {
+    return new URL(`http://[${a}]/`).hostname.slice(1, -1);
+  } catch {
+    return a;
+  }
+};
+const ipKey = canonicalIp;
 
 /**
  * The machine already at this address, if any: as Duffy v3's unique index on `ipaddr`, one not retired and not being

@@ -294,6 +294,22 @@ describe('registering machines: one host, one machine, however its name is spell
       expect(kind(registerAt(world, at('b.lab', '10.0.0.2')))).toBe('accepted');
     });
 
+    it('given v6.lab at 2001:db8::1, when another spelling of that address is registered (zeros written out, or left in), then refused naming v6.lab, as v3 (which stores the address as pydantic reads it) does', () => {
+      const world = given(registered(2, 'v6.lab', '2001:db8::1'));
+      for (const spelling of ['2001:0DB8:0000:0000:0000:0000:0000:0001', '2001:db8:0::1', '2001:db8:0:0:0:0:0:1']) {
+        expect(registerAt(world, at('c.lab', spelling))).toEqual({ refused: 'conflict', reason: `node c.lab: address ${spelling} is node v6.lab's` });
+      }
+      expect(registerAt(given(registered(2, 'v6.lab', '2001:0db8::0001')), at('c.lab', '2001:db8::1'))).toEqual({ refused: 'conflict', reason: "node c.lab: address 2001:db8::1 is node v6.lab's" });
+      expect(kind(registerAt(world, at('c.lab', '2001:db8::2')))).toBe('accepted');
+    });
+
+    it('given no machine, when one is registered at 2001:0DB8:0:0::0001, then its event keeps 2001:db8::1, the address as Duffy v3 stores and answers it', () => {
+      const writes = registerAt(given(), at('v6.lab', '2001:0DB8:0:0::0001'));
+      if (!Array.isArray(writes)) throw new Error(writes.reason);
+      const registeredEvent = writes.flatMap((w) => w.events).find((e) => e.type === 'MachineRegistered');
+      expect(registeredEvent?.data).toMatchObject({ hostname: 'v6.lab', ipaddr: '2001:db8::1' });
+    });
+
     it('given a.lab at 10.0.0.1 on ssh port 22, when b.lab is registered there on port 2201, then accepted: two hosts behind one address', () => {
       const world = given(registered(1, 'a.lab', '10.0.0.1'));
       expect(kind(registerAt(world, at('b.lab', '10.0.0.1', { ssh_port: 2201 })))).toBe('accepted');

@@ -1,0 +1,41 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { run } from '../../src/cli/main.js';
+
+/**
+ * Duffy v3's `duffy client --format` is a `click.Choice(..., case_sensitive=False)` (duffy/cli.py): a Jenkins job
+ * written with `--format JSON` or `--format=Flat` ran there, and must run here the same.
+ */
+describe('duffy client --format, read as Duffy v3 reads it', () => {
+  let server: Server;
+  let url = '';
+  const pools = { action: 'get', pools: [{ name: 'p', 'fill-level': 1 }] };
+  beforeAll(async () => {
+    server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(pools));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  const cli = async (...args: string[]) => {
+    const lines: string[] = [];
+    const code = await run(['node', 'duffy', 'client', '--url', url, '--auth-name', 't', '--auth-key', 'k', ...args], (l) => lines.push(l));
+    return { code, stdout: lines.join('\n') };
+  };
+
+  it.each([
+    ['JSON', '{"action": "get", "pools": [{"name": "p", "fill-level": 1}]}'],
+    ['Flat', "pool_name='p' fill_level=1"],
+    ['YAML', 'action: get\npools:\n- fill-level: 1\n  name: p\n'],
+  ])('--format %s is taken, whatever its case', async (format, stdout) => {
+    expect(await cli('--format', format, 'list-pools')).toEqual({ code: 0, stdout });
+  });
+
+  it('a format that is none of them is still a usage error', async () => {
+    expect((await cli('--format', 'xml', 'list-pools')).code).toBe(2);
+  });
+});
