@@ -12,7 +12,7 @@ import { printable } from './printable.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ApiError, type ClientConfig, DuffyClient, EXIT, UsageError, clientConfig } from './client.js';
-import { v3ClientCommands } from './v3-client.js';
+import { v3ClientCommands, v3LogLevelOption } from './v3-client.js';
 
 type Session = {
   id: number;
@@ -51,7 +51,7 @@ async function hostCommandsFor(args: string[]): Promise<Register[]> {
 
 const HOST_COMMANDS = ['audit', 'admin-key', 'backup', 'restore'];
 /** The global options that take a value: the word after one is no command. */
-const VALUED = ['--url', '--tenant', '--key', '-c', '--config'];
+const VALUED = ['--url', '--tenant', '--key', '-c', '--config', '-l', '--loglevel'];
 
 /** The command a command line names (its first word that is no global option nor an option's value). */
 function subcommandOf(args: string[]): string | undefined {
@@ -72,6 +72,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .option('--key <api-key>', 'API key (DUFFY_KEY)')
     .option('--json', 'print JSON answers, for scripts')
     .option('-c, --config <path>', "read the client configuration from this YAML file or directory (repeatable; default: DUFFY_CLIENT_CONFIG, else Duffy v3's /etc/duffy and ~/.config/duffy)", (v: string, before: string[] = []) => [...before, v])
+    .addOption(v3LogLevelOption())
     .version(ownVersion(), '-V, --version')
     .exitOverride();
   const client = () => new DuffyClient(clientConfig(duffy.opts()));

@@ -8,7 +8,21 @@ import { DuffyClient, type ClientConfig } from './client.js';
  * .session.nodes[].hostname`, `jq .error.detail`) keep working where this CLI is the `duffy` on the PATH. As in v3, an
  * error answer is printed as `{"error": <answer>}` and the exit code stays 0.
  */
-const FORMATS = ['json', 'yaml', 'flat'] as const;
+const FORMATS = ['json', 'yaml', 'flat'];
+/** uvicorn's log levels, which v3's `duffy -l/--loglevel` takes. */
+const LOG_LEVELS = ['critical', 'error', 'warning', 'info', 'debug', 'trace'];
+
+/** An option taking one of `choices` in any case, as v3's click.Choice(..., case_sensitive=False): `--format JSON` is json. */
+export function anyCaseChoice(flags: string, description: string, choices: readonly string[]): Option {
+  return new Option(flags, description).choices(choices).argParser((v: string) => {
+    const chosen = v.toLowerCase();
+    if (!choices.includes(chosen)) throw new InvalidArgumentError(`Allowed choices are ${choices.join(', ')}.`);
+    return chosen;
+  });
+}
+
+/** v3's top-level `-l/--loglevel`: taken, so its command lines run; this CLI has no log to tune. */
+export const v3LogLevelOption = () => anyCaseChoice('-l, --loglevel <level>', "Duffy v3's log level: accepted for its command lines, changes nothing here", LOG_LEVELS);
 
 export function v3ClientCommands(duffy: Command, out: (line: string) => void, config: (o: Partial<ClientConfig>) => ClientConfig): void {
   const group = duffy
@@ -17,17 +31,7 @@ export function v3ClientCommands(duffy: Command, out: (line: string) => void, co
     .option('--url <url>', 'The base URL of the Duffy API (e.g. https://duffy.example.org/api/v1).')
     .option('--auth-name <name>', 'The tenant name to authenticate with the Duffy API.')
     .option('--auth-key <key>', 'The tenant key to authenticate with the Duffy API.')
-    .addOption(
-      new Option('--format <format>', 'Format with which to print results.')
-        .choices(FORMATS)
-        .default('json')
-        // v3's is a click.Choice(..., case_sensitive=False): `--format JSON` is json there.
-        .argParser((v: string) => {
-          const f = v.toLowerCase();
-          if (!(FORMATS as readonly string[]).includes(f)) throw new InvalidArgumentError(`Allowed choices are ${FORMATS.join(', ')}.`);
-          return f;
-        }),
-    );
+    .addOption(anyCaseChoice('--format <format>', 'Format with which to print results.', FORMATS).default('json'));
 
   /** One call as DuffyClient._query_method makes it: the answer, or `{"error": answer}` when the status is not the expected one. */
   const query = async (method: string, path: string, body?: unknown, expected = 200) => {

@@ -1,5 +1,5 @@
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
-import { Controller, Get, Header, HttpException, Logger, Query, Req } from '@nestjs/common';
+import { Controller, Get, Header, HttpException, Logger, type PipeTransform, Query, Req } from '@nestjs/common';
 import type { Request } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
 import { legacyHostname, legacyPool } from '../config/config.js';
@@ -19,6 +19,14 @@ const NOT_RETURNED = 'Failed to return nodes on completion';
 const NOT_EXTENDED = 'Failed to change expiration time';
 const NO_SSID = 'Some parameters are absent';
 const NO_INVENTORY = 'Failed to retrieve inventory of nodes';
+
+/** A query parameter given twice counts once, by its last value, as FastAPI (Duffy v3) reads it. */
+const lastValue = (v: unknown) => (Array.isArray(v) ? v.at(-1) : v);
+class LastValues implements PipeTransform {
+  transform(v: unknown): unknown {
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, lastValue(x)])) : lastValue(v);
+  }
+}
 
 /**
  * These GETs change things (cico's API is like that): a HEAD, which Express would run as the GET (a link checker, a
@@ -67,7 +75,7 @@ export class LegacyController {
   @ApiOperation({ summary: 'cico: get nodes (query key, ver, arch, count, flavor)' })
   @Get('Node/get')
   @Header('Content-Type', 'application/json')
-  async get(@Query() q: Record<string, unknown>, @RequestId() requestId: string, @Req() req: Request) {
+  async get(@Query(LastValues) q: Record<string, unknown>, @RequestId() requestId: string, @Req() req: Request) {
     onlyGet(req);
     const actor = this.keyed(q.key, requestId);
     // Duffy v3's Node/get answers any refusal of its API, a retired tenant's 403 included, as FAILED (cico then
@@ -98,7 +106,7 @@ export class LegacyController {
   @ApiOperation({ summary: 'cico: done with a session' })
   @Get('Node/done')
   @Header('Content-Type', 'application/json')
-  async done(@Query('key') key: unknown, @Query('ssid') ssid: unknown, @RequestId() requestId: string, @Req() req: Request) {
+  async done(@Query('key', LastValues) key: unknown, @Query('ssid', LastValues) ssid: unknown, @RequestId() requestId: string, @Req() req: Request) {
     onlyGet(req);
     const actor = this.actor(key, requestId);
     return this.onSession(ssid, NOT_RETURNED, (id) => this.commands.execute(new EndSessionCommand(actor, id, 'done')));
@@ -108,7 +116,7 @@ export class LegacyController {
   @ApiOperation({ summary: 'cico: keep the nodes of a failed job 6 h longer' })
   @Get('Node/fail')
   @Header('Content-Type', 'application/json')
-  async fail(@Query('key') key: unknown, @Query('ssid') ssid: unknown, @RequestId() requestId: string, @Req() req: Request) {
+  async fail(@Query('key', LastValues) key: unknown, @Query('ssid', LastValues) ssid: unknown, @RequestId() requestId: string, @Req() req: Request) {
     onlyGet(req);
     const actor = this.actor(key, requestId);
     return this.onSession(ssid, NOT_EXTENDED, (id) => this.commands.execute(new ExtendSessionCommand(actor, id, '+6h')));
@@ -122,7 +130,7 @@ export class LegacyController {
   @ApiOperation({ summary: 'cico: inventory of active sessions (the key\'s, or every one without a key)' })
   @Get('Inventory')
   @Header('Content-Type', 'application/json')
-  async inventory(@Query('key') key: unknown) {
+  async inventory(@Query('key', LastValues) key: unknown) {
     const keyless = key === undefined || key === '';
     if (keyless && !this.catalog.settings.config['legacy-public-inventory']) return JSON.stringify(NO_INVENTORY);
     const tenant = keyless ? undefined : this.actor(key).tenant;

@@ -62,6 +62,14 @@ describe('legacy cico API', () => {
     expect((await get(`/Inventory?key=${key}`)).body).toEqual([]);
   });
 
+  it('a parameter given twice counts by its last value, as FastAPI (Duffy v3) reads a query string', async () => {
+    const got = await get(`/Node/get?key=wrong&key=${key}&count=5&count=1`);
+    expect(got.status).toBe(200);
+    expect(got.body.hosts).toHaveLength(1);
+    expect(await get(`/Inventory?key=${key}&key=${key}`)).toMatchObject({ status: 200, body: [[got.body.hosts[0], got.body.ssid]] });
+    expect(await get(`/Node/done?key=${key}&key=${key}&ssid=0&ssid=${got.body.ssid}`)).toMatchObject({ status: 200, body: 'Done' });
+  });
+
   it('a HEAD of a call that changes things changes nothing (405)', async () => {
     const before = (await duffy.admin.get('/api/v1/sessions')).body.sessions.length;
     for (const call of [`/Node/get?key=${key}`, `/Node/done?key=${key}&ssid=1`, `/Node/fail?key=${key}&ssid=1`]) {

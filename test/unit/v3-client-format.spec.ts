@@ -35,6 +35,15 @@ describe('duffy client --format, read as Duffy v3 reads it', () => {
     expect(await cli('--format', format, 'list-pools')).toEqual({ code: 0, stdout });
   });
 
+  it("v3's top-level -l/--loglevel is taken, in any case, before `client`", async () => {
+    for (const flags of [['-l', 'DEBUG'], ['--loglevel', 'info']]) {
+      const lines: string[] = [];
+      const code = await run(['node', 'duffy', ...flags, 'client', '--url', url, '--auth-name', 't', '--auth-key', 'k', 'list-pools'], (l) => lines.push(l));
+      expect({ code, stdout: lines.join('\n') }).toEqual({ code: 0, stdout: '{"action": "get", "pools": [{"name": "p", "fill-level": 1}]}' });
+    }
+    expect((await run(['node', 'duffy', '-l', 'loud', 'client', '--url', url, 'list-pools'], () => undefined))).toBe(2);
+  });
+
   it('a format that is none of them is still a usage error', async () => {
     expect((await cli('--format', 'xml', 'list-pools')).code).toBe(2);
   });
