@@ -13,7 +13,7 @@ import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
 import { IdParamsPipe, checkJsonDepth, reviveJsonBody, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
-import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, assertDataDirFree, assertDataDirWritable } from './adapters/eventstore/data-dir-lock.js';
+import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, assertDataDirFree, assertDataDirWritable, dataDirOpenToOthers } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable, assertNotBehindHead } from './adapters/eventstore/sqlite-event-store.js';
 import { retryableWrite } from './adapters/eventstore/kurrentdb-event-store.js';
 import { storageFault } from './adapters/eventstore/storage-fault.js';
@@ -138,6 +138,7 @@ async function main() {
   await portIsFree(settings.port);
   // With KurrentDB too: the signing key, the playbook runs and the artifacts live there.
   assertDataDirWritable(settings.dataDir);
+  const openDataDir = dataDirOpenToOthers(settings.dataDir);
   let ledgerWarnings: string[] = [];
   if (!settings.eventStoreUrl) {
     assertDataDirFree(settings.dataDir);
@@ -158,6 +159,7 @@ async function main() {
   const showAdminKey = (key: string) => console.error(`\nduffy: created the admin tenant '${settings.adminName}'; its API key, shown this once:\n\n  export DUFFY_ADMIN_KEY=${key}\n`);
   const { app } = await createApp(settings, { showAdminKey });
   for (const warning of ledgerWarnings) new Logger('Ledger').warn(warning);
+  if (openDataDir) new Logger('Duffy').warn(openDataDir);
   await app.listen(settings.port);
   new Logger('Duffy').log(`listening on :${settings.port}, ledger ${settings.eventStoreUrl ?? join(settings.dataDir, LEDGER_FILE)}, config ${settings.configFile}`);
 }

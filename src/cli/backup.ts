@@ -58,7 +58,7 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
       assertLedgerReadable(ledger, isLegacyLedger(ledger));
       const to = resolve(dir);
       if (existsSync(to) && !statSync(to).isDirectory()) throw new UsageError(`${to} is a file: a backup goes into a new or empty directory`);
-      mkdirSync(to, { recursive: true });
+      mkdirSync(to, { recursive: true, mode: 0o700 });
       if (readdirSync(to).length > 0) throw new UsageError(`${to} is not empty: a backup never writes over another`);
       try {
         writeFileSync(join(to, UNFINISHED), 'duffy backup has not finished this copy (killed, or still running): take another\n');

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -589,6 +589,23 @@ describe('fault: a second server on the same data directory', () => {
     await first.exit;
     server(dataDir, port + 2);
     await serving(port + 2);
+  });
+
+  it("makes its data directory private (tenants' artifacts, secrets, the signing key), and warns on start about one other users can read", async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'duffy-private-'));
+    const made = join(parent, 'data');
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const first = server(made, port);
+    await serving(port);
+    expect(statSync(made).mode & 0o777).toBe(0o700);
+    first.child.kill('SIGTERM');
+    await first.exit;
+    expect(first.output()).not.toContain('readable by other users');
+
+    chmodSync(made, 0o755);
+    const second = server(made, port + 1);
+    await serving(port + 1);
+    expect(second.output()).toContain(`the data directory ${made} is readable by other users (mode 755)`);
   });
 
   it('says in its log that it is stopping, as soon as it is told to', async () => {

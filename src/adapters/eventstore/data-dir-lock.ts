@@ -123,7 +123,7 @@ export function assertDataDirWritable(dataDir: string): void {
   const dir = resolve(dataDir);
   const probe = join(dir, `.write-probe-${process.pid}`);
   try {
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR });
   } catch (err) {
     // A recursive mkdir on a read-only file system says ENOENT: the code alone does not tell why.
     const code = (err as NodeJS.ErrnoException).code ?? '';
@@ -233,10 +233,24 @@ function keepGuard(guardFile: string, guard: Database.Database, ino: number): Da
 /** Other starts take the guard for milliseconds; a live holder keeps it: past this long, the data directory is in use. */
 const GUARD_WAIT_MS = 1_000;
 
+/**
+ * A data directory Duffy creates is its user's alone: it holds tenants' artifacts, the BMC secrets, the signing key and
+ * the ledger (API key digests), which other local users have no business reading.
+ */
+const PRIVATE_DIR = 0o700;
+
+/** A warning when other local users may read the data directory (one made before Duffy made it private, or by hand). */
+export function dataDirOpenToOthers(dataDir: string): string | undefined {
+  const dir = resolve(dataDir);
+  const mode = statSync(dir).mode & 0o777;
+  if ((mode & 0o077) === 0) return undefined;
+  return `the data directory ${dir} is readable by other users (mode ${mode.toString(8)}): it holds tenants' artifacts, secrets/ and the signing key; \`chmod 700 ${dir}\` unless that is meant`;
+}
+
 /** `advice`: what to do about a live holder, for a caller other than the server (a restore: stop it first). */
 export function lockDataDir(dataDir: string, advice?: string): DataDirLock {
   const dir = resolve(dataDir);
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR });
   const file = join(dir, LOCK_FILE);
   const me: Holder = { pid: process.pid, host: hostname(), since: new Date().toISOString() };
   const guardFile = join(dir, TAKEOVER_FILE);
