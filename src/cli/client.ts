@@ -115,6 +115,14 @@ export class ApiError extends Error {
   }
 }
 
+/** The URL as messages show it: a key written into it (`http://name:key@host`) must not land in a build log. */
+export function shownUrl(url: string): string {
+  const at = url.indexOf('@');
+  const scheme = url.indexOf('://');
+  if (at < 0 || scheme < 0 || at > (url.indexOf('/', scheme + 3) >>> 0)) return url;
+  return `${url.slice(0, scheme + 3)}***@${url.slice(at + 1)}`;
+}
+
 export class DuffyClient {
   constructor(readonly config: ClientConfig) {}
 
@@ -177,8 +185,8 @@ export class DuffyClient {
         }, payload, silenceMs);
       } catch (err) {
         const code = String((err as NodeJS.ErrnoException).code);
-        if (retryable.includes(code) && (await tryAgain(attempt, `cannot reach Duffy at ${url} (${code})`))) continue;
-        throw Object.assign(new ApiError(0, `cannot reach Duffy at ${url}: ${(err as Error).message}`), { unreachable: true, sent: code !== 'ECONNREFUSED' });
+        if (retryable.includes(code) && (await tryAgain(attempt, `cannot reach Duffy at ${shownUrl(url)} (${code})`))) continue;
+        throw Object.assign(new ApiError(0, `cannot reach Duffy at ${shownUrl(url)}: ${(err as Error).message}`), { unreachable: true, sent: code !== 'ECONNREFUSED' });
       }
       if (release && answer.status === 503 && (await tryAgain(attempt, `Duffy cannot take the release now (503 ${detailOf(answer.body)})`))) continue;
       return answer;

@@ -29,14 +29,14 @@ export function tenantView(t: Tenant, catalog: Catalog) {
 }
 
 /** Keys of node `data` that hold credentials (BMC passwords, tokens, a `secrets` map): admins only. */
-const SECRET_PART = /secret|passw|passphrase|passcode|token|credential|privkey|apikey|private|bearer|cookie|cert|jwt|id_rsa|id_ecdsa|id_ed25519|psk|auth/;
+const SECRET_PART = /secret|passw|passphrase|passcode|passord|token|cred|privkey|apikey|private|bearer|cookie|cert|jwt|id_rsa|id_ecdsa|id_ed25519|psk|auth|community|keytab|kubeconfig|hash|hmac|signature|sessionid/;
 /**
  * Words that name a credential, alone or as their end: `ipmi.pass`, `IPMIPass`, `rootpass`, `signing_key`, `sshkey`,
  * `login.key`, `root_pw`, `bmcPwd`. Failing closed: a harmless `compass` is hidden too.
  */
 const SECRET_WORD = /(pass|pwd|pw|pword|key|keys)$|^(pin|otp)$/;
 /** Other languages' words for a password, as their letters read in plain ASCII. */
-const FOREIGN_PASSWORD = /kennwort|passwort|contrasena|senha|motdepasse|parol|haslo|wachtwoord|salasana/;
+const FOREIGN_PASSWORD = /kennwort|passwort|contrasena|senha|motdepasse|parol|haslo|wachtwoord|salasana|lozinka|geslo|heslo|jelszo|sifre|losenord|adgangskode/;
 /** Characters written for the letters they look like (`p@ssw0rd`, `k3y`); `1` is tried as `i` and as `l`. */
 const LOOKALIKE: Record<string, string> = { '@': 'a', $: 's', '0': 'o', '3': 'e', '4': 'a', '5': 's', '7': 't' };
 const asLetters = (name: string, one: string) => name.replace(/[@$013457]/g, (c) => (c === '1' ? one : LOOKALIKE[c]));

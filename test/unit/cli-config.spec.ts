@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UsageError, clientConfig } from '../../src/cli/client.js';
+import { DuffyClient, UsageError, clientConfig, shownUrl } from '../../src/cli/client.js';
 
 /** The CLI's configuration: its own keys, and Duffy v3's client configuration as v3 reads it. */
 describe('clientConfig', () => {
@@ -127,5 +127,15 @@ describe('DuffyClient against connections reset', () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe('a Duffy the CLI cannot reach', () => {
+  it('is named without a key written into its URL, which would land in the build log', async () => {
+    const url = 'http://ta:0b5e8f6c-6a31-4c1e-9a55-4d2b1a7f0c11@127.0.0.1:1';
+    const err = await new DuffyClient({ url, tenant: 'ta', key: 'k' }).exchange('POST', '/sessions', {}).catch((e: Error) => e);
+    expect((err as Error).message).toMatch(/^cannot reach Duffy at http:\/\/\*\*\*@127\.0\.0\.1:1: /);
+    expect(shownUrl('http://localhost:8080')).toBe('http://localhost:8080');
+    expect(shownUrl('https://duffy.example.org/a@b')).toBe('https://duffy.example.org/a@b');
   });
 });

@@ -20,6 +20,7 @@ describe('node data a tenant sees', () => {
     const data = {
       'p@ssword': 1, 'pa$$w0rd': 2, pword: 3, '\u0440assword': 4, Kennwort: 5, 'contrase\u00f1a': 6, mot_de_passe: 7, Passwort: 8,
       'p@ss': 11, pa$$: 12, ipmi_p4ss: 13, IPMI_P455: 14, k3y: 15, ssh_k3y: 16, pw0rd: 17, root_pw0rd: 18, t0k3n: 19, '4uth': 20, s3cr3t: 21, cr3d3nt1al: 22,
+      creds: { u: 'root', p: 'x' }, root_pwhash: 23, snmp_community: 24, sessionid: 25, keytab: 26, kubeconfig: 27, lozinka: 28, signature: 29, hmac: 30, jelszo: 31, passord: 32,
       console_port: 9, slot4: 10, rack: 'r1',
     };
     expect(publicData(data)).toEqual({ console_port: 9, slot4: 10, rack: 'r1' });
