@@ -29,9 +29,10 @@ import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType,
 
 /** Pool and tenant names: also checked on API input. */
 export const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+export const NAME_RULE = '1-128 letters, digits, dot, dash or underscore, starting with a letter or digit';
 
 export class PoolConfig {
-  @Matches(NAME, { message: 'name must be 1-128 letters, digits, dot, dash or underscore' }) name!: string;
+  @Matches(NAME, { message: `name must be ${NAME_RULE}` }) name!: string;
   @IsIn(MACHINE_TYPES) type!: MachineType;
   // Names, as requests give them (a spec's arch and platform are names too).
   @Matches(NAME, { message: 'arch must be letters, digits, dot, dash or underscore' }) arch!: string;
@@ -280,7 +281,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   if (env.DUFFY_LOG_LEVEL && !LOG_LEVELS.includes(env.DUFFY_LOG_LEVEL)) throw new ConfigError(`DUFFY_LOG_LEVEL: must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(env.DUFFY_LOG_LEVEL)}`);
   for (const name of ['DUFFY_CHECKPOINT_EVERY_EVENTS', 'DUFFY_CHECKPOINT_EVERY_SECONDS']) positiveIntEnv(name, 1, env);
   // A tenant name as the API takes it: an admin named "ad:min" could never log in (Basic auth splits at the colon).
-  if (env.DUFFY_ADMIN_NAME && !NAME.test(env.DUFFY_ADMIN_NAME)) throw new ConfigError(`DUFFY_ADMIN_NAME: must be 1-128 letters, digits, dot, dash or underscore, got ${JSON.stringify(env.DUFFY_ADMIN_NAME)}`);
+  if (env.DUFFY_ADMIN_NAME && !NAME.test(env.DUFFY_ADMIN_NAME)) throw new ConfigError(`DUFFY_ADMIN_NAME: must be ${NAME_RULE}, got ${JSON.stringify(env.DUFFY_ADMIN_NAME)}`);
   const configFile = env.DUFFY_CONFIG ? resolve(env.DUFFY_CONFIG) : DEMO_CONFIG;
   return {
     port,

@@ -22,7 +22,7 @@ import {
 } from 'class-validator';
 import { isUuid } from '../application/catalog.js';
 import { refuse } from '../domain/errors.js';
-import { NAME } from '../config/config.js';
+import { NAME, NAME_RULE } from '../config/config.js';
 import { MAX_LIFETIME } from '../domain/decide.js';
 import { parseDuration } from '../domain/duration.js';
 import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType } from '../domain/events.js';
@@ -204,7 +204,7 @@ class TenantLimitsDto {
 
 export class TenantCreateDto extends TenantLimitsDto {
   @ApiProperty()
-  @Matches(NAME, { message: 'name must be 1-128 letters, digits, dot, dash or underscore' }) name!: string;
+  @Matches(NAME, { message: `name must be ${NAME_RULE}` }) name!: string;
   @ApiPropertyOptional()
   @Bool('is_admin') is_admin?: boolean;
   @ApiProperty()

@@ -81,7 +81,7 @@ legacy-mangle-hostname: "{{ hostname | replace('.ci.centos.org', '') }}"
     [{ DUFFY_PORT: '0x50' }, /^DUFFY_PORT: not a port number: 0x50$/],
     [{ DUFFY_PORT: '1e3' }, /^DUFFY_PORT: not a port number: 1e3$/],
     [{ DUFFY_PORT: ' 8080' }, /^DUFFY_PORT: not a port number/],
-    [{ DUFFY_ADMIN_NAME: 'ad:min' }, /^DUFFY_ADMIN_NAME: must be 1-128 letters, digits, dot, dash or underscore, got "ad:min"$/],
+    [{ DUFFY_ADMIN_NAME: 'ad:min' }, /^DUFFY_ADMIN_NAME: must be 1-128 letters, digits, dot, dash or underscore, starting with a letter or digit, got "ad:min"$/],
     [{ DUFFY_ADMIN_NAME: 'ops\u001b[2J' }, /^DUFFY_ADMIN_NAME: must be/],
     [{ DUFFY_EVENTSTORE: 'http://x' }, /^DUFFY_EVENTSTORE: unsupported URL "http:\/\/x" \(expected kurrentdb:/],
     [{ DUFFY_READMODELS: 'redis://x' }, /^DUFFY_READMODELS: unsupported URL "redis:\/\/x" \(expected mongodb:/],
