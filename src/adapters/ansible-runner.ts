@@ -53,6 +53,8 @@ export interface NodeOutcome {
   ipaddr: string | null;
   error?: string;
   note?: string;
+  /** Failed with the whole run, which said nothing of this node. */
+  unattributed?: boolean;
 }
 
 /** Recorded in the outcome event (see `PlaybookRun` in the ledger's events). */
@@ -113,9 +115,13 @@ export class AnsibleRunner implements PlaybookRunner {
     private readonly outputLimit = 64 * 1024 * 1024,
   ) {}
 
+  /** Ansible's version line; rejects with what is wrong with the installation, in words for /health. */
   async version(): Promise<string> {
-    const r = await execa('ansible-playbook', ['--version'], { timeout: 10_000 });
-    return String(r.stdout).split('\n')[0];
+    const r = await execa('ansible-playbook', ['--version'], { timeout: 10_000, reject: false });
+    if (r.exitCode === 0) return String(r.stdout).split('\n')[0];
+    const spawnFault = r.code ? environmentFault({ code: r.code, exitCode: null, timedOut: false, hasDuffyOut: false })?.reason : undefined;
+    const said = String(r.stderr ?? '').trim().split('\n').at(-1)?.slice(0, 300);
+    throw new Error(spawnFault ?? `ansible-playbook --version failed (${r.timedOut ? 'timed out' : `exit code ${r.exitCode}`})${said ? `: ${said}` : ''}`);
   }
 
   stopAll(): void {
@@ -187,6 +193,10 @@ export class AnsibleRunner implements PlaybookRunner {
       }, options.timeoutMs);
       if (child.pid) this.groups.add(child.pid);
       if (this.stopping) killGroup(child.pid);
+      // Once the controller is gone (killed by someone else than the timer: the OOM killer, an operator's kill of
+      // the pid pgrep shows), its forked workers would hold its stdout open until the timeout, and the run would be
+      // read as the machine's timeout: end the group with it, so the run ends now with the controller's signal.
+      child.once('exit', () => killGroup(child.pid));
       // Beside the input: a process that dies without ending the run leaves both for the next one to reap.
       await writeFile(join(dir, GROUP_FILE), String(child.pid ?? '')).catch(() => undefined);
       try {
@@ -232,8 +242,12 @@ export function environmentFault(r: { code?: string; signal?: string; exitCode: 
   if (r.signal) return { reason: `ansible-playbook was killed by ${r.signal}`, spawned: true, scope: 'run' };
   // 4 with no play report: a parser error (4 with a report is an unreachable host), 5: bad options;
   // 126/127: the shell could not run it (a broken installation).
-  if ((r.exitCode === 4 || r.exitCode === 5) && !r.hasReport) return { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true, scope: 'playbook' };
   if (r.exitCode === 126 || r.exitCode === 127) return { reason: `ansible-playbook could not run (exit code ${r.exitCode})`, spawned: true };
+  // Stopped before its first play: no task touched a machine. Held back per playbook, as one pool's file must not
+  // stop the others (4 with no play report: a parser error, 5: bad options; any other code: a role missing, or a
+  // broken installation's Python error, which then holds back every playbook in turn).
+  if (r.exitCode === 4 || r.exitCode === 5) return r.hasReport ? undefined : { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true, scope: 'playbook' };
+  if (r.exitCode !== 0 && r.exitCode !== null && !r.hasReport) return { reason: `ansible-playbook stopped before running the playbook (exit code ${r.exitCode})`, spawned: true, scope: 'playbook' };
   return undefined;
 }
 
@@ -304,7 +318,7 @@ export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'e
             ...(out.ok === true ? {} : { error: String(out.error ?? 'failed') }),
             ...(typeof out.note === 'string' && out.note.trim() ? { note: out.note.trim().replace(/\s+/g, ' ').slice(0, 500) } : {}),
           }
-        : { ok: false, ipaddr: node.ipaddr, error: reason },
+        : { ok: false, ipaddr: node.ipaddr, error: reason, ...(run.timedOut || found === undefined ? { unattributed: true } : {}) },
     );
   }
   return map;

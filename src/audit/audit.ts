@@ -329,6 +329,7 @@ export function detailOf(e: RecordedEvent): string {
         return String(d.reason ?? '');
       case 'ProvisioningFailed':
       case 'EnvironmentFault':
+      case 'PlaybookFailedInBatch':
         return `${d.action}: ${d.error}${ran}`;
       case 'PlaybookStarted':
         return String(d.action ?? '');

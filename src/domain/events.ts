@@ -199,6 +199,14 @@ export type DuffyEvent =
       type: 'PlaybookTimedOutInBatch';
       data: { machineId: number; sessionId: number | null; action: PlaybookAction; machines: number; run: PlaybookRun; at: string };
     }
+  /**
+   * A run of several machines failed as a whole without saying which machine failed (no `duffy_out`: one host
+   * unreachable stops the play for all): none is blamed; each is run again alone, where a failure is its own.
+   */
+  | {
+      type: 'PlaybookFailedInBatch';
+      data: { machineId: number; sessionId: number | null; action: PlaybookAction; machines: number; error: string; run: PlaybookRun; at: string };
+    }
   | { type: 'MachineQuarantined'; data: { machineId: number; reason: string; at: string } }
   | { type: 'MachineReturnedToService'; data: { machineId: number; run: PlaybookRun; at: string } }
   /**

@@ -148,6 +148,8 @@ export interface NodeResult {
   files?: string[];
   /** What the run said of this node beyond ok/failed (collect_artifacts: what its limit left out). */
   note?: string;
+  /** Failed with its whole run, which said nothing of this node (no `duffy_out` for it). */
+  unattributed?: boolean;
 }
 
 /**
@@ -178,13 +180,16 @@ export function decideRunOutcome(
   run: PlaybookRun,
   expected: number,
   now: string,
-  /** Machines in the run: a timeout of several is nobody's in particular. */
+  /** Machines in the run: a timeout of several, or a failure it did not attribute, is nobody's in particular. */
   machines = 1,
 ): Write {
   const events: DuffyEvent[] = [];
   const machineId = m.id;
-  if (!result.ok && run.timedOut && machines > 1 && job.action !== 'collect_artifacts') {
+  const nobodysInParticular = !result.ok && machines > 1 && job.action !== 'collect_artifacts' && (run.timedOut || result.unattributed === true);
+  if (nobodysInParticular && run.timedOut) {
     events.push({ type: 'PlaybookTimedOutInBatch', data: { machineId, sessionId: job.sessionId, action: job.action, machines, run, at: now } });
+  } else if (nobodysInParticular) {
+    events.push({ type: 'PlaybookFailedInBatch', data: { machineId, sessionId: job.sessionId, action: job.action, machines, error: result.error ?? 'failed', run, at: now } });
   } else if (job.action === 'collect_artifacts') {
     // Artifacts are best effort: a failure is recorded and the release goes on.
     const budget = Math.floor(ARTIFACT_NAMES_MAX / Math.max(1, machines));

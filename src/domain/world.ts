@@ -746,7 +746,8 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       if (action === 'health_check') m.lastHealthCheckAt = null;
       return world;
     }
-    case 'PlaybookTimedOutInBatch': {
+    case 'PlaybookTimedOutInBatch':
+    case 'PlaybookFailedInBatch': {
       // Nobody is blamed yet: the claim ends, and the machine's next run is its own.
       const m = world.machines.get(event.data.machineId);
       if (!m) return world;

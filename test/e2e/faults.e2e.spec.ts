@@ -130,6 +130,38 @@ describe('fault: a run of several machines that hangs', () => {
   });
 });
 
+describe('fault: a run of several machines where one host is unreachable (Ansible stops the play for every node)', () => {
+  it('blames only the unreachable machine, found when each runs again alone; the other one serves', async () => {
+    // A host gone from the network (TEST-NET-1 answers nothing), reached the way the drivers' delegated tasks reach one.
+    const playbook = join(mkdtempSync(join(tmpdir(), 'duffy-unreachable-')), 'provision.yml');
+    writeFileSync(
+      playbook,
+      `- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: reach the host that is gone
+      ansible.builtin.ping:
+      delegate_to: 192.0.2.1
+      vars: { ansible_connection: ssh, ansible_user: nobody, ansible_ssh_common_args: '-o ConnectTimeout=2 -o BatchMode=yes' }
+      when: "'gone-1.test' in (duffy_in.nodes | map(attribute='hostname'))"
+- ansible.builtin.import_playbook: ${join(ANSIBLE_DIR, 'playbooks', 'provision.yml')}
+`,
+    );
+    const config = ansibleConfig([{ name: 'b', 'fill-level': 2, contextualize: false, 'quarantine-after': 1, 'health-check-interval': 3600, playbooks: { provision: playbook } }], [
+      { hostname: 'fine-1.test', pool: 'b' },
+      { hostname: 'gone-1.test', pool: 'b' },
+    ]);
+    duffy = await startDuffy({ configFile: config });
+    await until(duffy, () => machine(duffy!, 'gone-1.test').state === 'failed' && machine(duffy!, 'fine-1.test').state === 'ready', 90_000);
+    expect([machine(duffy, 'fine-1.test').failures, machine(duffy, 'fine-1.test').quarantines]).toEqual([0, 0]);
+    const events = await ledgerEvents(duffy);
+    const fine = events.filter((e) => e.stream === 'machine-fine-1.test').map((e) => e.type);
+    expect(fine).toEqual(['MachineRegistered', 'PlaybookStarted', 'PlaybookFailedInBatch', 'PlaybookStarted', 'MachineProvisioned']);
+    const gone = events.filter((e) => e.stream === 'machine-gone-1.test').map((e) => e.type);
+    expect(gone.slice(-3)).toEqual(['PlaybookStarted', 'ProvisioningFailed', 'MachineQuarantined']);
+  });
+});
+
 describe('fault: one pool\'s release fails on Duffy\'s side, every time', () => {
   it.each([
     // Ansible cannot parse it (exit 4, no play report): an operator's typo in the pool's override.

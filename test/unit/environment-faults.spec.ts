@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { PoolConfig } from '../../src/config/config.js';
 import type { DuffyEvent, PlaybookRun } from '../../src/domain/events.js';
-import { AnsibleRunner, type DuffyIn, environmentFault } from '../../src/adapters/ansible-runner.js';
+import { AnsibleRunner, type DuffyIn, environmentFault, outcomes } from '../../src/adapters/ansible-runner.js';
 import { type Job, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork } from '../../src/domain/provisioning.decide.js';
 import { AT, DEFAULTS, LATER, POOLS, given, machine, tenant } from '../support/given.js';
 import { decideEndSession, decideRecycle } from '../../src/domain/decide.js';
@@ -40,12 +40,14 @@ describe('faults of Duffy\'s own environment', () => {
     // What a fault holds back: a killed run only its machines, a broken file only its runs, the others everything.
     [{ signal: 'SIGKILL' }, 'ansible-playbook was killed by SIGKILL', true, { scope: 'run' }],
     [{ exitCode: 4 }, 'ansible-playbook could not load the playbook (exit code 4)', true, { scope: 'playbook' }],
+    // A broken installation (its Python cannot import ansible) or a role missing: exit 1 before any play ran.
+    [{ exitCode: 1 }, 'ansible-playbook stopped before running the playbook (exit code 1)', true, { scope: 'playbook' }],
   ])('are told apart from the machines\' failures: %j', (r, reason, spawned, playbook) => {
     expect(environmentFault({ exitCode: null, timedOut: false, hasDuffyOut: false, ...r })).toEqual({ reason, spawned, ...playbook });
   });
 
   it.each([
-    ['a failed task', { exitCode: 2 }],
+    ['a failed task', { exitCode: 2, hasReport: true }],
     ['a hang past the timeout (Duffy killed it)', { timedOut: true, signal: 'SIGKILL' }],
     ['a run that answered', { exitCode: 4, hasDuffyOut: true }],
     ['an unreachable host (exit 4 with a play report)', { exitCode: 4, hasReport: true }],
@@ -303,6 +305,41 @@ describe('a run of several machines that times out', () => {
   it('alone, counts against the machine as before', () => {
     const w = given(...fill, ...claims);
     const alone = decideRunOutcome(w.machines.get(1)!, pool, { ...job, machineIds: [1] }, { ok: false, ipaddr: null, error: 'playbook timed out' }, timedOut, 1, AT, 1);
+    expect(alone.events.map((e) => e.type)).toEqual(['ProvisioningFailed', 'MachineQuarantined']);
+  });
+});
+
+describe('a run of several machines that fails without saying which (one host unreachable stops the play for all)', () => {
+  const unreachable: PlaybookRun = { ...run, exitCode: 4, tail: 'UNREACHABLE!' };
+  const fill = [machine(1, 'i1', 'metal-intel', 'unused'), machine(2, 'i2', 'metal-intel', 'unused')];
+  const claims = [1, 2].map((id): [string, DuffyEvent] => [`machine-i${id}`, { type: 'PlaybookStarted', data: { machineId: id, action: 'provision', sessionId: null, instance: 'me', deadline: LATER, at: AT } }]);
+  const job: Job = { pool: 'metal-intel', action: 'provision', sessionId: null, machineIds: [1, 2] };
+  const input = { action: 'provision', nodes: [1, 2].map((id) => ({ id, hostname: `i${id}`, ipaddr: null, data: {} })) } as unknown as DuffyIn;
+
+  it('given a run with no duffy_out, when its outcome is decided, then nobody is blamed and each machine runs again alone', () => {
+    const nodes = outcomes(input, '{"plays": []}', { exitCode: 4, timedOut: false });
+    expect(nodes.get('i1')).toEqual({ ok: false, ipaddr: null, error: 'playbook failed with exit code 4', unattributed: true });
+    const w = given(...fill, ...claims);
+    const outcome = [1, 2].map((id) => decideRunOutcome(w.machines.get(id)!, pool, job, nodes.get(`i${id}`)!, unreachable, w.machines.get(id)!.revision, AT, 2));
+    expect(outcome.map((o) => o.events.map((e) => [e.type, (e.data as { error?: string }).error]))).toEqual([
+      [['PlaybookFailedInBatch', 'playbook failed with exit code 4']],
+      [['PlaybookFailedInBatch', 'playbook failed with exit code 4']],
+    ]);
+    const after = given(...fill, ...claims, ...outcome.map((o): [string, DuffyEvent] => [o.stream, o.events[0]]));
+    expect([...after.machines.values()].map((m) => [m.state, m.failures, m.job, m.runAlone])).toEqual([['unused', 0, null, true], ['unused', 0, null, true]]);
+  });
+
+  it('given a run whose duffy_out names the failed machine, then only that machine is blamed, as before', () => {
+    const nodes = outcomes(input, JSON.stringify({ plays: [{ tasks: [{ hosts: { localhost: { ansible_facts: { duffy_out: { nodes: [{ hostname: 'i1', ok: false, error: 'disk' }, { hostname: 'i2', ok: true }] } } } } }] }] }), { exitCode: 2, timedOut: false });
+    const w = given(...fill, ...claims);
+    const first = decideRunOutcome(w.machines.get(1)!, pool, job, nodes.get('i1')!, { ...run, exitCode: 2 }, w.machines.get(1)!.revision, AT, 2);
+    expect(first.events.map((e) => e.type)).toEqual(['ProvisioningFailed', 'MachineQuarantined']);
+  });
+
+  it('given the machine run alone, when it fails with no duffy_out, then it counts against that machine', () => {
+    const nodes = outcomes({ ...input, nodes: input.nodes.slice(0, 1) }, '{"plays": []}', { exitCode: 4, timedOut: false });
+    const w = given(...fill, ...claims);
+    const alone = decideRunOutcome(w.machines.get(1)!, pool, { ...job, machineIds: [1] }, nodes.get('i1')!, unreachable, w.machines.get(1)!.revision, AT, 1);
     expect(alone.events.map((e) => e.type)).toEqual(['ProvisioningFailed', 'MachineQuarantined']);
   });
 });

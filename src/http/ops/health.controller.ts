@@ -65,9 +65,9 @@ export class HealthController {
         const broken = this.provisioner.scopedFaults;
         return this.ansible.then(
           (version) => ansible.up({ version, ...(broken.length > 0 ? { broken } : {}) }),
-          () => {
+          (err: Error) => {
             this.ansible = undefined;
-            return ansible.down({ message: 'ansible-playbook not found on PATH' });
+            return ansible.down({ message: err.message });
           },
         );
       },
