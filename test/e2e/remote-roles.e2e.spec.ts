@@ -174,6 +174,11 @@ if (missing) {
         const out = await run(health([vm(1, 'n1.test'), vm(2, 'test')]));
         expect(out.get('n1.test')).toMatchObject({ ok: false, error: 'virtual machine n1.test not found' });
         expect(out.get('test')).toMatchObject({ ok: true, ipaddr: '127.0.0.1' });
+        // Where VMs are made is the configuration's to say: a libvirt URI in node data (the API writes it; a
+        // qemu+ext:// one runs a command on the Duffy host) is not used.
+        const planted = vm(2, 'test');
+        planted.data = { ...planted.data, libvirt_uri: 'test:///no-such-definition.xml' } as typeof planted.data;
+        expect((await run(health([planted]))).get('test')).toMatchObject({ ok: true, ipaddr: '127.0.0.1' });
         // The same node on a port nobody answers: the ssh probe is what passed above.
         const deadPort = await freePort(2200, 2299, [sshd.port]);
         expect((await run(health([vm(2, 'test', deadPort)]))).get('test')).toMatchObject({ ok: false, error: expect.stringMatching(/^unreachable over ssh: .*Connection refused/) });
