@@ -237,12 +237,13 @@ export class Provisioner implements OnApplicationShutdown {
       this.faults.delete(key);
     }
     const { run, nodes } = result;
-    const failed = [...nodes.values()].filter((n) => !n.ok).length;
-    this.metrics.playbook.observe({ action: job.action, outcome: failed === 0 ? 'ok' : 'failed' }, run.durationMs / 1000);
-    if (failed > 0) this.metrics.provisioningFailures.inc({ action: job.action }, failed);
-    const line = `${job.action} ${pool.name} [${claimed.map((c) => c.machine.hostname).join(', ')}]: exit ${run.exitCode}${run.timedOut ? ' (timed out)' : ''} in ${run.durationMs} ms`;
+    // The failed machines by name with their errors: an operator reading the log need not go to the ledger for them.
+    const failures = [...nodes].filter(([, n]) => !n.ok).map(([host, n]) => `${host}: ${n.error ?? 'failed'}`);
+    const line = `${job.action} ${pool.name} [${claimed.map((c) => c.machine.hostname).join(', ')}]: exit ${run.exitCode}${run.timedOut ? ' (timed out)' : ''} in ${run.durationMs} ms${failures.length > 0 ? `; failed ${failures.join('; ').slice(0, 1000)}` : ''}`;
+    this.metrics.playbook.observe({ action: job.action, outcome: failures.length === 0 ? 'ok' : 'failed' }, run.durationMs / 1000);
+    if (failures.length > 0) this.metrics.provisioningFailures.inc({ action: job.action }, failures.length);
     // A run that failed a machine is worth a warning: one filtering for warnings sees the timeouts and failures.
-    if (failed > 0 || run.timedOut) this.log.warn(line);
+    if (failures.length > 0 || run.timedOut) this.log.warn(line);
     else this.log.log(line);
     const now = new Date().toISOString();
     const outcomes = await Promise.all(

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, jest } from '@jest/globals';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { Logger } from '@nestjs/common';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeScaleInventory } from '../../bench/inventory.js';
@@ -151,9 +152,14 @@ describe('fault: a run of several machines where one host is unreachable (Ansibl
       { hostname: 'fine-1.test', pool: 'b' },
       { hostname: 'gone-1.test', pool: 'b' },
     ]);
+    const warned: string[] = [];
+    jest.spyOn(Logger.prototype, 'warn').mockImplementation((message: unknown) => void warned.push(String(message)));
     duffy = await startDuffy({ configFile: config });
     await until(duffy, () => machine(duffy!, 'gone-1.test').state === 'failed' && machine(duffy!, 'fine-1.test').state === 'ready', 90_000);
+    jest.restoreAllMocks();
     expect([machine(duffy, 'fine-1.test').failures, machine(duffy, 'fine-1.test').quarantines]).toEqual([0, 0]);
+    // The log's warning names the machine that failed and why, as the ledger does.
+    expect(warned).toContainEqual(expect.stringMatching(/^provision b \[gone-1\.test\]: exit 4 in \d+ ms; failed gone-1\.test: playbook failed with exit code 4$/));
     const events = await ledgerEvents(duffy);
     const fine = events.filter((e) => e.stream === 'machine-fine-1.test').map((e) => e.type);
     expect(fine).toEqual(['MachineRegistered', 'PlaybookStarted', 'PlaybookFailedInBatch', 'PlaybookStarted', 'MachineProvisioned']);
