@@ -46,7 +46,8 @@ export const entities: Projection<World> = {
   // 7: sessions carry `startedAt`; a machine registered `done` is retired; machines carry `handOverFailed`.
   // 8: sessions carry `lostMachineIds` (machines whose hand-over failed for them).
   // 9: a failed session's machines do not count it as an allocation.
-  version: 9,
+  // 10: sessions carry `artifactsIncomplete` (machines whose collection failed or left files out).
+  version: 10,
   collections: [TENANTS, MACHINES, SESSIONS],
   init: emptyWorld,
   fold(w, e, mark) {

@@ -176,7 +176,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .action(async (id: string, o: { out: string; wait: number }) => {
       const c = client();
       const base = `/sessions/${sessionArg(id)}/artifacts`;
-      type Listing = { collecting?: boolean; artifacts: Array<{ path: string; size: number }> };
+      type Listing = { collecting?: boolean; incomplete?: string[]; artifacts: Array<{ path: string; size: number }> };
       let answer = await c.call<Listing>('GET', base);
       for (const until = Date.now() + o.wait * 1000; answer.collecting && Date.now() < until; answer = await c.call<Listing>('GET', base)) {
         progress?.(`waiting for the release of session ${id} to collect its artifacts`);
@@ -195,6 +195,8 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
         // Names come from what ran on the machine: a newline would forge a line, an escape reach the terminal.
         if (!json()) out(`${printable(a.path)}\t${a.size}`);
       }
+      // The job's log says so: a collection that failed or hit the pool's limits did not bring every file.
+      for (const why of answer.incomplete ?? []) process.stderr.write(`duffy: session ${id}: not every artifact was collected: ${printable(why)}\n`);
       if (json()) out(JSON.stringify(list.map((a) => ({ ...a, file: resolve(root, ...a.path.split('/')) }))));
       else if (list.length === 0) {
         // A job that forgot `duffy done` would read "none" as a release that collected nothing.

@@ -176,8 +176,11 @@ export type DuffyEvent =
     }
   | { type: 'MachineProvisioned'; data: { machineId: number; sessionId: number | null; ipaddr: string | null; run: PlaybookRun; at: string } }
   | { type: 'MachineContextualized'; data: { machineId: number; sessionId: number; run: PlaybookRun; at: string } }
-  /** `leftOut`: what the pool's artifacts limit kept out, said in words (absent before limits existed). */
-  | { type: 'ArtifactsCollected'; data: { machineId: number; sessionId: number | null; files: string[]; error: string | null; leftOut?: string; run: PlaybookRun; at: string } }
+  /**
+   * `leftOut`: what the pool's artifacts limit kept out, said in words (absent before limits existed); `unnamed`: files
+   * collected beyond what `files` may name (ARTIFACT_NAMES_MAX; before 2026-12-02 said in `leftOut`).
+   */
+  | { type: 'ArtifactsCollected'; data: { machineId: number; sessionId: number | null; files: string[]; error: string | null; leftOut?: string; unnamed?: number; run: PlaybookRun; at: string } }
   | {
       type: 'ProvisioningFailed';
       data: { machineId: number; sessionId: number | null; action: PlaybookAction; error: string; run: PlaybookRun; at: string };

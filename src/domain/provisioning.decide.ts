@@ -195,12 +195,10 @@ export function decideRunOutcome(
     const budget = Math.floor(ARTIFACT_NAMES_MAX / Math.max(1, machines));
     const files = result.ok ? namedWithin(result.files ?? [], budget) : [];
     const unnamed = result.ok ? (result.files?.length ?? 0) - files.length : 0;
-    const notes = [
-      result.ok && result.note,
-      unnamed > 0 && `${unnamed} more file(s) collected, not named here (their names pass ${budget} characters): the session's artifacts list them`,
-    ].filter(Boolean);
-    const leftOut = notes.length ? { leftOut: notes.join('; ') } : {};
-    events.push({ type: 'ArtifactsCollected', data: { machineId, sessionId: job.sessionId, files, error: result.ok ? null : (result.error ?? 'failed'), ...leftOut, run, at: now } });
+    // `leftOut`: what the limit kept out (the tenant is told); `unnamed`: collected, listed by the directory only.
+    const leftOut = result.ok && result.note ? { leftOut: result.note } : {};
+    const notNamed = unnamed > 0 ? { unnamed } : {};
+    events.push({ type: 'ArtifactsCollected', data: { machineId, sessionId: job.sessionId, files, error: result.ok ? null : (result.error ?? 'failed'), ...leftOut, ...notNamed, run, at: now } });
   } else if (result.ok) {
     if (job.action === 'provision') events.push({ type: 'MachineProvisioned', data: { machineId, sessionId: m.sessionId, ipaddr: result.ipaddr, run, at: now } });
     else if (job.action === 'contextualize') events.push({ type: 'MachineContextualized', data: { machineId, sessionId: job.sessionId!, run, at: now } });

@@ -135,6 +135,8 @@ export class Session {
   lostMachineIds: number[];
   /** Files collected from its machines before release, relative to the data dir. */
   artifacts: string[];
+  /** Per machine whose collection failed or left files out: `host: why` (the tenant is told its files are not all there). */
+  artifactsIncomplete: string[];
   failure: string | null;
   /** While waiting for capacity: why, and until when. */
   queue: { reason: string; until: string; since: string } | null;
@@ -157,6 +159,7 @@ export class Session {
     this.machineIds = NONE;
     this.lostMachineIds = NONE;
     this.artifacts = NONE;
+    this.artifactsIncomplete = NONE;
     this.failure = null;
     this.queue = null;
     this.wasQueued = false;
@@ -457,6 +460,7 @@ function forget(world: World, s: Session): void {
   s.machineIds = NONE;
   s.lostMachineIds = NONE;
   s.artifacts = NONE;
+  s.artifactsIncomplete = NONE;
 }
 
 /**
@@ -646,7 +650,11 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       if (event.type === 'ArtifactsCollected') {
         m.artifactsCollectedFor = event.data.sessionId;
         const s = event.data.sessionId === null ? undefined : world.sessions.get(event.data.sessionId);
-        if (s) s.artifacts = [...s.artifacts, ...event.data.files];
+        if (!s) return world;
+        s.artifacts = [...s.artifacts, ...event.data.files];
+        const { error, leftOut } = event.data;
+        const why = error !== null ? `collection failed (${error}): only files copied before that are there` : leftOut;
+        if (why) s.artifactsIncomplete = [...s.artifactsIncomplete, `${m.hostname}: ${why}`];
         return world;
       }
       // A provision that a contextualize follows is half a hand-over: the row ends when that works too.

@@ -7,6 +7,7 @@ import { Catalog } from '../application/catalog.js';
 import type { Actor } from '../application/commands.js';
 import { Ledger } from '../application/ledger.service.js';
 import { visibleSession } from '../domain/decide.js';
+import type { Session } from '../domain/world.js';
 import { collectingFor } from '../domain/provisioning.decide.js';
 import { refuse } from '../domain/errors.js';
 import { BasicAuthGuard, CurrentActor } from './auth.js';
@@ -53,26 +54,27 @@ export class ArtifactsController {
     private readonly ledger: Ledger,
   ) {}
 
-  /** The session's artifacts directory, once the actor may see the session. */
-  private async dirOf(actor: Actor, id: number): Promise<string> {
-    visibleSession(await this.views.load({ sessions: id }), id, actor.tenant);
-    return this.catalog.artifactsDir(id);
+  /** The session, once the actor may see it, and its artifacts directory. */
+  private async dirOf(actor: Actor, id: number): Promise<{ session: Session; dir: string }> {
+    const session = visibleSession(await this.views.load({ sessions: id }), id, actor.tenant);
+    return { session, dir: this.catalog.artifactsDir(id) };
   }
 
   @ApiOperation({ summary: "files collected from the session's machines at release (its tenant and admins)" })
   @Get(':id/artifacts')
   async list(@CurrentActor() actor: Actor, @Param('id') id: number) {
-    const dir = await this.dirOf(actor, id);
+    const { session, dir } = await this.dirOf(actor, id);
     // `collecting`: the session's release has files still to collect, so the list may grow (the CLI waits for it).
     const collecting = collectingFor(this.ledger.world, id, (name) => this.catalog.pool(name));
-    return { action: 'get', session: id, collecting, artifacts: await listArtifacts(dir) };
+    // `incomplete`: machines whose collection failed or left files out, and why.
+    return { action: 'get', session: id, collecting, incomplete: session.artifactsIncomplete ?? [], artifacts: await listArtifacts(dir) };
   }
 
   @ApiOperation({ summary: 'one artifact, as a download' })
   @Get(':id/artifacts/*path')
   async get(@CurrentActor() actor: Actor, @Param('id') id: number, @Param('path') path: string | string[]) {
     const rel = Array.isArray(path) ? path.join('/') : String(path);
-    const dir = await this.dirOf(actor, id);
+    const { dir } = await this.dirOf(actor, id);
     // A file the release is still copying would come cut short (a full disk kept one so): none while it collects.
     if (collectingFor(this.ledger.world, id, (name) => this.catalog.pool(name))) {
       refuse('conflict', `session ${id}: its artifacts are still being collected; download them once GET /api/v1/sessions/${id}/artifacts says "collecting": false`);

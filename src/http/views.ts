@@ -112,6 +112,8 @@ export function sessionView(s: Session, world: World, catalog: Catalog, queue: W
     data: {
       nodes_specs: s.specs,
       ...(s.artifacts.length ? { artifacts: s.artifacts } : {}),
+      // Duffy extension: machines whose collection failed or left files out (over the pool's limits).
+      ...(s.artifactsIncomplete?.length ? { artifacts_incomplete: s.artifactsIncomplete } : {}),
       // Duffy extension: a waiting request says why it waits and where it stands.
       ...(s.status === 'waiting' && s.queue ? { queue: { position: queuePosition(queue, s.id), reason: reasonNow(s), until: s.queue.until } } : {}),
       ...(s.status === 'rejected' && s.rejection ? { rejected: s.rejection } : {}),

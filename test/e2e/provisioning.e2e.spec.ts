@@ -194,8 +194,13 @@ describe('provisioning with real ansible-playbook (local driver)', () => {
     await dan.put(`${V1}/sessions/${id}`, { active: false });
     await until(duffy, () => machine(duffy!, 'cap-1.test').state === 'ready' && machine(duffy!, 'cap-1.test').job === null);
 
-    const listed = (await dan.get(`${V1}/sessions/${id}/artifacts`)).body.artifacts as Array<{ path: string }>;
+    const listing = (await dan.get(`${V1}/sessions/${id}/artifacts`)).body;
+    const listed = listing.artifacts as Array<{ path: string }>;
     expect(listed.map((a) => a.path).sort()).toEqual(['cap-1.test/a.txt', 'cap-1.test/logs/c.txt']);
+    // The tenant is told what was left out, in the listing and on the session (the ledger is not theirs to read).
+    const leftOut = `cap-1.test: 2 file(s), ${2 * 1024 * 1024 + 10} bytes, left out: over the pool's artifacts limit (2 files, 1048576 bytes per machine)`;
+    expect(listing.incomplete).toEqual([leftOut]);
+    expect((await dan.get(`${V1}/sessions/${id}`)).body.session.data.artifacts_incomplete).toEqual([leftOut]);
     const collected = (await ledgerEvents(duffy)).find((e) => e.type === 'ArtifactsCollected')!.data as { files: string[]; error: string | null; leftOut?: string };
     expect(collected.error).toBe(null);
     expect(collected.leftOut).toBe(`2 file(s), ${2 * 1024 * 1024 + 10} bytes, left out: over the pool's artifacts limit (2 files, 1048576 bytes per machine)`);

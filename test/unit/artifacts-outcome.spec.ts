@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { PoolConfig } from '../../src/config/config.js';
 import type { PlaybookRun } from '../../src/domain/events.js';
 import { ARTIFACT_NAMES_MAX, type Job, decideRunOutcome } from '../../src/domain/provisioning.decide.js';
-import { AT, given, machine } from '../support/given.js';
+import { AT, given, machine, startedSession } from '../support/given.js';
 
 // The names of the files a machine left go into the ledger (ArtifactsCollected) and the session in memory, for
 // good: a tampered machine names its files, up to the pool's file count, each up to PATH_MAX.
@@ -28,7 +28,8 @@ describe('the artifacts a machine left, as the ledger records them', () => {
     const data = collected(files, 'a note');
     expect(JSON.stringify(data).length).toBeLessThan(ARTIFACT_NAMES_MAX + 10_000);
     expect(data.files).toEqual(files.slice(0, data.files.length));
-    expect(data.leftOut).toBe(`a note; ${10_000 - data.files.length} more file(s) collected, not named here (their names pass ${ARTIFACT_NAMES_MAX} characters): the session's artifacts list them`);
+    // Collected, not named: the directory lists them; only what the limit kept out is "left out" (the tenant is told).
+    expect([data.leftOut, data.unnamed]).toEqual(['a note', 10_000 - data.files.length]);
   });
 
   it('shares that bound among the machines of one run, whose outcomes are one append (KurrentDB bounds an append: 1 MiB by default)', () => {
@@ -41,5 +42,23 @@ describe('the artifacts a machine left, as the ledger records them', () => {
     });
     expect(JSON.stringify(append).length).toBeLessThan(ARTIFACT_NAMES_MAX + 10_000);
     expect(JSON.stringify(append).length).toBeGreaterThan(ARTIFACT_NAMES_MAX * 0.9);
+  });
+});
+
+describe('a session whose collection did not bring every file', () => {
+  const world = (data: { error: string | null; leftOut?: string; unnamed?: number }) =>
+    given(
+      ...startedSession(),
+      ['machine-i1', { type: 'ArtifactsCollected', data: { machineId: 1, sessionId: 1, files: ['a.log'], ...data, run, at: AT } }],
+    );
+  const incomplete = (w: ReturnType<typeof world>) => w.sessions.get(1)?.artifactsIncomplete;
+
+  it('given a collection that timed out, then the session says which machine and that only the files copied before are there', () => {
+    expect(incomplete(world({ error: 'playbook timed out' }))).toEqual(['i1: collection failed (playbook timed out): only files copied before that are there']);
+  });
+
+  it('given files over the pool limit, then the session says what was left out; files only unnamed are no loss', () => {
+    expect(incomplete(world({ error: null, leftOut: '3 file(s), 9 bytes, left out' }))).toEqual(['i1: 3 file(s), 9 bytes, left out']);
+    expect(incomplete(world({ error: null, unnamed: 5 }))).toEqual([]);
   });
 });
