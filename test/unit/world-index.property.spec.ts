@@ -455,10 +455,11 @@ describe('new sessions', () => {
     expect(s1.machineIds).toBe(s2.machineIds);
     expect(s1.lostMachineIds).toBe(s2.lostMachineIds);
     expect(s1.artifacts).toBe(s2.artifacts);
+    expect(s1.artifactsIncomplete).toBe(s2.artifactsIncomplete);
     h.fold({ type: 'MachineReserved', data: { machineId: 1, hostname: 'm1', sessionId: 1, tenantId: 1, pool: 'x', platform: 'intel', affinity: 'kept', contextualize: false, at } });
     h.fold({ type: 'ArtifactsCollected', data: { machineId: 1, sessionId: 1, files: ['a.log'], error: null, run: { action: 'collect_artifacts', playbook: 'artifacts.yml', exitCode: 0, durationMs: 1, timedOut: false, tail: '' }, at } });
     expect([s1.machineIds, s1.artifacts, s2.machineIds, s2.artifacts]).toEqual([[1], ['a.log'], [], []]);
-    expect(Object.keys(s1)).toEqual(['id', 'tenantId', 'specs', 'createdAt', 'expiresAt', 'startedAt', 'retiredAt', 'status', 'releaseReason', 'rejection', 'machineIds', 'lostMachineIds', 'artifacts', 'failure', 'queue', 'wasQueued', 'revision']);
+    expect(Object.keys(s1)).toEqual(['id', 'tenantId', 'specs', 'createdAt', 'expiresAt', 'startedAt', 'retiredAt', 'status', 'releaseReason', 'rejection', 'machineIds', 'lostMachineIds', 'artifacts', 'artifactsIncomplete', 'failure', 'queue', 'wasQueued', 'revision']);
   });
 });
 
