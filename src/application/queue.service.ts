@@ -3,7 +3,7 @@ import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Command, CommandHandler, type ICommand, type ICommandHandler, type IEvent, Saga, ofType } from '@nestjs/cqrs';
 import { type Observable, asapScheduler, auditTime, filter, map } from 'rxjs';
 import { Catalog } from './catalog.js';
-import { decideLeaveQueue, decideRequestSession, effective, freeMachines, isRefusal, mayOverflow, neverEnough, overflowAt } from '../domain/decide.js';
+import { decideLeaveQueue, decideRequestSession, freeMachines, isRefusal, mayOverflow, neverServable, overflowAt } from '../domain/decide.js';
 import { DomainError } from '../domain/errors.js';
 import { Ledger, LedgerEvent } from './ledger.service.js';
 import { metaFor } from './session-lifecycle.js';
@@ -57,6 +57,12 @@ export class WaitingQueue implements OnApplicationShutdown {
    * send an operator after a shortage that is gone.
    */
   private readonly refusedFor = new Map<number, string>();
+  /**
+   * The machines the last pass held for urgent requests that did not fit (HeldMachines). A request that arrives
+   * between passes is kept from them as the queue's own later requests are: served at once past the queue, it took
+   * the machine an urgent pair held, and the pair never saw two free at once.
+   */
+  private held = new HeldMachines();
 
   constructor(
     private readonly ledger: Ledger,
@@ -126,6 +132,7 @@ export class WaitingQueue implements OnApplicationShutdown {
         ),
       );
     const outcomes = await Promise.allSettled(attempts);
+    this.held = held;
     this.refusedFor.clear();
     outcomes.forEach((r, i) => {
       if (r.status === 'rejected' && r.reason instanceof DomainError) this.refusedFor.set(stillWaiting[i].id, waitReason(r.reason.message));
@@ -152,6 +159,12 @@ export class WaitingQueue implements OnApplicationShutdown {
     this.overflowWake = next === Infinity ? undefined : setTimeout(() => this.poke(), next - nowMs).unref();
   }
 
+  /** For a new request of this tenant: whether the last pass held a machine from it (see `held`). */
+  heldFromNewRequest(world: World, tenantId: number, nowMs: number): (machineId: number) => boolean {
+    if (this.held.size === 0) return () => false;
+    return this.held.heldFrom(recentUsage(world, tenantId, nowMs));
+  }
+
   /** Why `s` waits now: the last pass's refusal, else the reason it joined the queue with. */
   reasonNow(s: Session): string {
     return this.refusedFor.get(s.id) ?? joinedFor(s);
@@ -159,14 +172,7 @@ export class WaitingQueue implements OnApplicationShutdown {
 
   private mustLeave(world: World, s: Session, nowMs: number): string | undefined {
     if (Date.parse(s.queue!.until) <= nowMs) return `waited until ${s.queue?.until}: ${this.whyNotNow(world, s, nowMs) ?? s.queue?.reason}`;
-    const tenant = world.tenants.get(s.tenantId);
-    if (tenant === undefined) return undefined;
-    if (tenant.retiredAt !== null) return `tenant ${tenant.name} was retired`;
-    const asked = machinesAsked(s.specs);
-    const quota = effective(tenant, this.catalog.defaults).nodeQuota;
-    if (asked > quota) return `tenant ${tenant.name}'s quota is now ${quota}, fewer than the ${asked} nodes asked for`;
-    // Machines retired while it waited.
-    return neverEnough(world, this.catalog.profiles, s.specs);
+    return neverServable(world, this.catalog.defaults, this.catalog.profiles, s)?.reason;
   }
 
   /**

@@ -396,6 +396,21 @@ export function neverEnough(world: World, pools: readonly PoolProfile[], specs: 
   return most < wanted ? `the ${specs.length} specs together ask for ${wanted} machines and their pools have at most ${most} for them that are not retired, so waiting cannot help` : undefined;
 }
 
+/**
+ * Why a waiting request can no longer be served, whatever capacity frees: its tenant retired, its quota lowered under
+ * it, or its pools' machines retired under it; with the refusal a new request for it would get.
+ */
+export function neverServable(world: World, defaults: Defaults, pools: readonly PoolProfile[], s: { tenantId: number; specs: readonly NodeSpec[] }): { kind: DomainErrorKind; reason: string } | undefined {
+  const tenant = world.tenants.get(s.tenantId);
+  if (tenant === undefined) return undefined;
+  if (tenant.retiredAt !== null) return { kind: 'forbidden', reason: `tenant ${tenant.name} was retired` };
+  const asked = machinesAsked(s.specs);
+  const quota = effective(tenant, defaults).nodeQuota;
+  if (asked > quota) return { kind: 'quota', reason: `tenant ${tenant.name}'s quota is now ${quota}, fewer than the ${asked} nodes asked for` };
+  const none = neverEnough(world, pools, s.specs);
+  return none === undefined ? undefined : { kind: 'invalid', reason: none };
+}
+
 /** A pool's machines that are not retired and meet the spec's hardware (a scan of the pool only when it has some). */
 function everFor(world: World, pool: string, x: NodeSpec): number {
   if (!hasHardware(x)) return world.notRetiredByPool.get(pool) ?? 0;

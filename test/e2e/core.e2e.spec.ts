@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import { Ledger } from '../../src/application/ledger.service.js';
+import { Reconciler } from '../../src/application/reconciler.service.js';
 import { RETAINED_ENDED } from '../../src/domain/world.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
 import { ADMIN_KEY, Client, type Running, basic, instantDemoConfig, ledgerFile, newTenant, startDuffy } from '../support/server.js';
@@ -154,6 +155,30 @@ describe('a request whose session an admin ends during its hand-over', () => {
       const r = await answer;
       expect(r.status).toBe(409);
       expect(r.body.detail).toMatch(/ended \(done\) before its machines were handed over/);
+    } finally {
+      await duffy.close();
+    }
+  });
+
+  it('answers 409 when its tenant sets its expiry in the past meanwhile, whenever the reconciler passes next', async () => {
+    // Unused: provision then contextualize, a hand-over of seconds for the expiry to land in.
+    const config = ansibleConfig([{ name: 'ctx' }], [{ hostname: 'ctx-1.test', pool: 'ctx' }]);
+    const duffy = await startDuffy({ configFile: config });
+    try {
+      // No reconciler pass comes between the expiry and the end of the hand-over (it runs every 5 s).
+      await duffy.app.get(Reconciler).onApplicationShutdown();
+      const client = await newTenant(duffy, 'expired-early');
+      const answer = client.post('/api/v1/sessions', { nodes_specs: [{ pool: 'ctx', quantity: 1 }] });
+      let id: number | undefined;
+      for (let i = 0; i < 200 && id === undefined; i++) {
+        id = (await client.get('/api/v1/sessions')).body.sessions[0]?.id;
+        if (id === undefined) await sleep(20);
+      }
+      expect((await client.put(`/api/v1/sessions/${id}`, { expires_at: '-100h' })).status).toBe(200);
+      const r = await answer;
+      expect([r.status, r.body.detail]).toEqual([409, "can't provision nodes: the session was ended (expired) before its machines were handed over"]);
+      const s = duffy.app.get(Ledger).world.sessions.get(id!)!;
+      expect(s.status).not.toBe('active');
     } finally {
       await duffy.close();
     }

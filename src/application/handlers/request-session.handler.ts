@@ -4,11 +4,12 @@ import { Metrics } from '../../adapters/metrics.js';
 import { Catalog } from '../catalog.js';
 import { waitingCallersAtMost } from '../../config/config.js';
 import { RequestSessionCommand } from '../commands.js';
-import { decideLeaveQueue, decideRequestSession, neverEnough } from '../../domain/decide.js';
+import { decideLeaveQueue, decideRequestSession, neverServable } from '../../domain/decide.js';
 import { DomainError, refuse } from '../../domain/errors.js';
 import { Ledger } from '../ledger.service.js';
 import { SessionLifecycle, metaFor, now } from '../session-lifecycle.js';
 import { type Session, handedOver } from '../../domain/world.js';
+import { WaitingQueue } from '../queue.service.js';
 
 const CALLER_GONE = 'the caller went away before the machines were handed over';
 
@@ -29,6 +30,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     private readonly catalog: Catalog,
     private readonly sessions: SessionLifecycle,
     private readonly metrics: Metrics,
+    private readonly queue: WaitingQueue,
   ) {}
 
   async execute(cmd: RequestSessionCommand): Promise<Session> {
@@ -54,12 +56,15 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     try {
       await this.ledger.decide((world, inFlight) => {
         sessionId = inFlight.lastSessionId() + 1;
+        // Machines the queue holds for an urgent request are held from this one too, as from a later waiting one.
+        const heldFrom = this.queue.heldFromNewRequest(world, cmd.tenantId, Date.now());
+        const view = { ...inFlight, busy: (id: number) => inFlight.busy(id) || heldFrom(id) };
         return decideRequestSession(
           world,
           this.catalog.profiles,
           this.catalog.defaults,
           { sessionId, tenantId: cmd.tenantId, specs: cmd.specs, now: now(), contextualize: (pool) => this.catalog.pool(pool)?.contextualize ?? false, waitSeconds: full ? undefined : cmd.waitSeconds },
-          inFlight,
+          view,
         );
       }, metaFor(cmd.actor));
     } catch (err) {
@@ -107,8 +112,9 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
       stopListening?.();
       const s = world.sessions.get(sessionId)!;
       if (s.status !== 'active') {
-        // Left because machines were retired until no wait could serve it: invalid now, as a new request for it is.
-        const kind = this.stopping ? 'unavailable' : neverEnough(world, this.catalog.profiles, s.specs) ? 'invalid' : 'capacity';
+        // Left because no wait can serve it any more (its tenant retired, its quota lowered, machines retired): the
+        // refusal a new request for it gets, so a CLI tells "ask again later" from "asking again cannot help".
+        const kind = this.stopping ? 'unavailable' : (neverServable(world, this.catalog.defaults, this.catalog.profiles, s)?.kind ?? 'capacity');
         refuse(kind, `can't reserve nodes: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
       }
     }
@@ -146,7 +152,10 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
       () => false,
     );
     stopListening?.();
-    const s = world.sessions.get(sessionId)!;
+    let s = world.sessions.get(sessionId)!;
+    // Its expiry set in the past during the hand-over (the reconciler's pass, every 5 s, may not have come yet):
+    // the lease is over, so it ends now and the caller gets the 409 below, never a 201 for an expired session.
+    if (inTime && s.status === 'active' && Date.parse(s.expiresAt) <= Date.now()) s = await this.sessions.end(sessionId, 'expired', null);
     if (inTime && s.status === 'active') return s;
     if (!inTime) await this.sessions.end(sessionId, 'failed', null, 'provisioning did not finish in time');
     const ended = world.sessions.get(sessionId)!;
