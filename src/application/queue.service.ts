@@ -159,9 +159,9 @@ export class WaitingQueue implements OnApplicationShutdown {
     this.overflowWake = next === Infinity ? undefined : setTimeout(() => this.poke(), next - nowMs).unref();
   }
 
-  /** For a new request of this tenant: whether the last pass held a machine from it (see `held`). */
-  heldFromNewRequest(world: World, tenantId: number, nowMs: number): (machineId: number) => boolean {
-    if (this.held.size === 0) return () => false;
+  /** For a new request of this tenant: whether the last pass held a machine from it (see `held`); undefined: none held. */
+  heldFromNewRequest(world: World, tenantId: number, nowMs: number): ((machineId: number) => boolean) | undefined {
+    if (this.held.size === 0) return undefined;
     return this.held.heldFrom(recentUsage(world, tenantId, nowMs));
   }
 

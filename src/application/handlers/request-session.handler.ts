@@ -58,7 +58,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
         sessionId = inFlight.lastSessionId() + 1;
         // Machines the queue holds for an urgent request are held from this one too, as from a later waiting one.
         const heldFrom = this.queue.heldFromNewRequest(world, cmd.tenantId, Date.now());
-        const view = { ...inFlight, busy: (id: number) => inFlight.busy(id) || heldFrom(id) };
+        const view = heldFrom ? { ...inFlight, busy: (id: number) => inFlight.busy(id) || heldFrom(id) } : inFlight;
         return decideRequestSession(
           world,
           this.catalog.profiles,
