@@ -15,6 +15,7 @@ import { IdParamsPipe, checkJsonDepth, reviveJsonBody, emptyBodyIsNone, isJsonBo
 import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, assertDataDirFree, assertDataDirWritable, dataDirOpenToOthers } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable, assertNotBehindHead } from './adapters/eventstore/sqlite-event-store.js';
+import { UnknownEventTypeError } from './application/ledger.service.js';
 import { retryableWrite } from './adapters/eventstore/kurrentdb-event-store.js';
 import { storageFault } from './adapters/eventstore/storage-fault.js';
 import { isLegacyLedger } from './adapters/eventstore/legacy-ledger.js';
@@ -185,7 +186,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       console.error(`duffy: bad configuration: ${err.message}`);
       process.exit(2);
     }
-    const known = err instanceof StartError || err instanceof DataDirLockedError || err instanceof DataDirNotWritableError || err instanceof LedgerDamagedError || /^DUFFY_[A-Z_]+: /.test(String(err?.message));
+    const known = err instanceof StartError || err instanceof DataDirLockedError || err instanceof DataDirNotWritableError || err instanceof LedgerDamagedError || err instanceof UnknownEventTypeError || /^DUFFY_[A-Z_]+: /.test(String(err?.message));
     // KurrentDB out of reach printed the client's `UnavailableError: UnavailableError` and its stack.
     const store = retryableWrite(err);
     // The data directory failing under a start that got past its write probe (a disk with a few KiB left).

@@ -17,7 +17,7 @@ import { StreamHeads } from './stream-heads.js';
 import { GENESIS, appendLinks } from '../audit/chain.js';
 import { type Checkpoint, signedWith } from '../audit/checkpoint.js';
 import { type Decision, type InFlightView, type Write, isRefusal, raise } from '../domain/decide.js';
-import { type DuffyEvent, SERVICE_EVENTS, machinesAsked, sessionOfStream } from '../domain/events.js';
+import { type DuffyEvent, EVENT_TYPES, SERVICE_EVENTS, machinesAsked, sessionOfStream } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
 import { type World, emptyWorld, evolve, addressKey, hostKey, tenantKey } from '../domain/world.js';
 
@@ -31,6 +31,19 @@ const DECIDE_ATTEMPTS = 5;
 const SEEN_TIMEOUT_MS = 30_000;
 
 /** Published on the CQRS EventBus for every event the ledger delivers, in ledger order. */
+/** An event of a type this Duffy does not write: folding on past it would leave the World behind its stream's revisions. */
+export class UnknownEventTypeError extends Error {}
+
+function folded(e: RecordedEvent): RecordedEvent & DuffyEvent {
+  if (!EVENT_TYPES.has(e.type)) {
+    throw new UnknownEventTypeError(
+      `the ledger holds an event of a type this Duffy does not know, ${JSON.stringify(e.type).slice(0, 80)} at position ${e.position} (${e.stream}@${e.revision}): ` +
+        'written by a newer Duffy (run that one), or edited (check it with `duffy audit verify`)',
+    );
+  }
+  return e as RecordedEvent & DuffyEvent;
+}
+
 export class LedgerEvent {
   constructor(readonly event: RecordedEvent) {}
 }
@@ -127,7 +140,7 @@ export class Ledger implements OnApplicationShutdown {
       const page = await this.store.readAll(this.world.position, FOLD_PAGE);
       if (page.length === 0) break;
       for (const e of page) {
-        evolve(this.world, e as RecordedEvent & DuffyEvent);
+        evolve(this.world, folded(e));
         this.noteHead(e);
         this.noteSigned(e);
       }
@@ -203,7 +216,7 @@ export class Ledger implements OnApplicationShutdown {
   }
 
   private apply(e: RecordedEvent): void {
-    evolve(this.world, e as RecordedEvent & DuffyEvent);
+    evolve(this.world, folded(e));
     this.noteHead(e);
     this.noteSigned(e);
     let seen = 0;

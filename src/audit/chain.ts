@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
+import { EVENT_TYPES } from '../domain/events.js';
 
 /**
  * Tamper evidence, two chains:
@@ -186,6 +187,9 @@ export function verifyChains(events: Iterable<RecordedEvent>, legacyThrough = 0n
       breaks.push({ ...at, problem: `revision ${e.revision} where ${expectedRevision} was due: an event is missing or moved` });
     }
     const legacy = e.position <= legacyThrough;
+    // A type the World would skip (its stream's revisions then no longer add up), or an event no time dates.
+    if (!EVENT_TYPES.has(e.type)) breaks.push({ ...at, problem: `type ${JSON.stringify(e.type).slice(0, 80)} is not one Duffy writes: edited, or written by a newer Duffy` });
+    if (!legacy && isRecord(e.metadata) && typeof e.metadata.at !== 'string') breaks.push({ ...at, problem: 'no time (metadata.at), which Duffy writes on every event: forged or rewritten' });
     if (typeof hash !== 'string') {
       if (!(legacy && hash === undefined && e.stream.startsWith('ids-') && isRecord(e.metadata))) {
         breaks.push({ ...at, problem: isRecord(e.metadata) ? 'event without hash: not covered by the chain' : 'metadata is not an object: the row was rewritten' });

@@ -78,6 +78,25 @@ export interface TenantSettings {
   sessionLifetimeMax: number | null;
 }
 
+/** A list of event types that must name every type of DuffyEvent: a type added to the union and not here fails to compile. */
+type EveryEventType<T extends readonly string[]> = [Exclude<DuffyEvent['type'], T[number]>] extends [never] ? T : { missing: Exclude<DuffyEvent['type'], T[number]> };
+const everyEventType = <const T extends ReadonlyArray<DuffyEvent['type']>>(types: EveryEventType<T>): ReadonlySet<string> => new Set(types as readonly string[]);
+
+/**
+ * Every event type Duffy writes. A ledger holding another was written by a newer Duffy, or edited: the World would
+ * skip it and fall behind its stream's revisions, so a start refuses it and `audit verify` names it.
+ */
+export const EVENT_TYPES = everyEventType([
+  'IdAllocated', 'TenantRegistered', 'TenantUpdated', 'TenantRetired', 'TenantReactivated', 'ActiveAdminsChanged',
+  'ApiKeyAssigned', 'DefaultsSet', 'PoolsConfigured', 'QuotaClaimed', 'QuotaReturned', 'QueueSpaceClaimed',
+  'MachineRegistered', 'MachineReserved', 'MachineReservationCancelled', 'MachineReleased', 'MachineRecycled',
+  'PlaybookStarted', 'MachineProvisioned', 'MachineContextualized', 'ArtifactsCollected', 'ProvisioningFailed',
+  'EnvironmentFault', 'PlaybookTimedOutInBatch', 'PlaybookFailedInBatch', 'MachineQuarantined',
+  'MachineReturnedToService', 'MachineServiceChanged', 'MachineHardwareSet', 'SessionFailed', 'MachineRequested',
+  'SessionStarted', 'RequestQueued', 'SessionRejected', 'SessionExtended', 'ReplacementReserved', 'SessionReleased',
+  'SessionExpired', 'CheckpointPublished',
+]);
+
 /** A tenant's settings where it has none of its own (the configuration's `defaults`). */
 export interface Defaults {
   nodeQuota: number;

@@ -11,7 +11,11 @@ import { CheckpointService, KEY_FILE } from '../../src/audit/checkpoint.service.
 import { rootOf } from '../../src/audit/merkle.js';
 import { APPEND_ONLY_TRIGGERS } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { run } from '../../src/cli/main.js';
-import { type Running, ledgerFile, newTenant, startDuffy } from '../support/server.js';
+import { type Running, instantDemoConfig, ledgerFile, newTenant, startDuffy } from '../support/server.js';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
 
 /** A row of the embedded ledger, parsed. */
 interface Row {
@@ -409,6 +413,25 @@ describe('an auditor against a tamperer with the ledger file', () => {
       expect.stringMatching(new RegExp(`^duffy: ${nulled} holds a row that is not an event as Duffy writes it \\(position \\d+: its data or metadata is not a JSON object\\): \`duffy audit verify\` names it\n$`)),
       notJson,
     ]);
+  });
+
+  it('names an event of a type Duffy does not write, or with no time, every chain and the head recomputed; a start refuses the first in one line', async () => {
+    const renamed = covered(tampered(ledger, (rows) => ((pick(rows, (r) => r.type === 'SessionExtended', 'extension').type = 'FooBar'), rows), 'all'), true);
+    const r = await cli('audit', '--ledger', renamed, 'verify');
+    expect(r.exitCode).toBe(1);
+    expect(r.lines.join('\n')).toMatch(/^\d+ +session-\d+@\d+ +type "FooBar" is not one Duffy writes: edited, or written by a newer Duffy$/m);
+    const timeless = covered(tampered(ledger, (rows) => (delete pick(rows, (r) => r.type === 'SessionReleased', 'release').metadata.at, rows), 'all'), true);
+    const t = await cli('audit', '--ledger', timeless, 'verify');
+    expect(t.exitCode).toBe(1);
+    expect(t.lines.join('\n')).toMatch(/^\d+ +session-\d+@\d+ +no time \(metadata\.at\), which Duffy writes on every event: forged or rewritten$/m);
+
+    // The World would skip the unknown event, its stream's revisions would no longer add up, and every write to that
+    // session would be refused as a conflict: the start stops, naming the event.
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-unknown-type-'));
+    copyFileSync(renamed, join(dataDir, 'ledger.sqlite'));
+    copyFileSync(`${renamed}.head`, join(dataDir, 'ledger.sqlite.head'));
+    const start = spawnSync(process.execPath, [MAIN], { env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_PORT: '0', DUFFY_CONFIG: instantDemoConfig(), NODE_OPTIONS: '' }, encoding: 'utf8', timeout: 60_000 });
+    expect([start.status, start.stderr.trim().split('\n').at(-1)]).toEqual([1, expect.stringMatching(/^duffy: failed to start: the ledger holds an event of a type this Duffy does not know, "FooBar" at position \d+ \(session-\d+@\d+\): written by a newer Duffy \(run that one\), or edited/)]);
   });
 
   it.each(['null', '42', '"s"', 'true', '[1]'])('names a row whose data is the JSON value %s, not an object: never an OK over events it could not read', async (value) => {
