@@ -17,6 +17,35 @@ const HEAD_FILE = headFileOf(LEDGER_FILE);
 /** In a backup's directory until it is whole and verified: one cut short (killed, a power cut) says so. */
 const UNFINISHED = 'backup-unfinished';
 
+/**
+ * Where the ledger a restore replaces and the backup tell two histories apart: the global chain link at the
+ * last position both hold (it covers every event up to there). Undefined when they agree, or when there is nothing to
+ * compare (no ledger, one that cannot be read, or one without the chain: a restore is how a damaged ledger is mended).
+ */
+function historiesDisagree(current: string, backup: string): string | undefined {
+  if (!existsSync(current)) return undefined;
+  const linkAt = (file: string, position?: bigint) => {
+    const db = new Database(file, { readonly: true, fileMustExist: true });
+    try {
+      const sql = position === undefined ? 'SELECT position, chain FROM events ORDER BY position DESC LIMIT 1' : 'SELECT position, chain FROM events WHERE position = ?';
+      const stmt = db.prepare(sql).safeIntegers(true);
+      return (position === undefined ? stmt.get() : stmt.get(position)) as { position: bigint; chain: string | null } | undefined;
+    } finally {
+      db.close();
+    }
+  };
+  try {
+    const [mine, theirs] = [linkAt(current), linkAt(backup)];
+    if (!mine?.chain || !theirs?.chain) return undefined;
+    const both = mine.position < theirs.position ? mine.position : theirs.position;
+    const [a, b] = [linkAt(current, both), linkAt(backup, both)];
+    if (a?.chain && a.chain === b?.chain) return undefined;
+    return `their events differ at or before position ${both}, which both hold`;
+  } catch {
+    return undefined;
+  }
+}
+
 function copyDurably(from: string, to: string): void {
   copyFileSync(from, to);
   syncToDisk(to);
@@ -118,6 +147,9 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
           removePartial();
           throw new UsageError(`the backup in ${from} does not verify (${verdict(v)}; \`duffy audit --ledger ${join(from, LEDGER_FILE)} verify\` names what): nothing restored`);
         }
+        // A backup that verifies may still be another history (another installation's, a new host's first start, or
+        // one rewritten whole and chained again): said, and the ledger it replaces kept for whoever audits it.
+        const disagreement = historiesDisagree(join(dataDir, LEDGER_FILE), partial);
         const aside = join(dataDir, `replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`);
         const moved: string[] = [];
         // The read models too: ones that followed another history (a new host's, a backup restored before) would be
@@ -137,6 +169,12 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         syncToDisk(dataDir);
         out(`restored ${join(from, LEDGER_FILE)} into ${dataDir}${keyTaken ? ` with its signing key ${KEY_FILE}` : ''}`);
         if (moved.length) out(`what it replaced is in ${aside}: ${moved.join(', ')}`);
+        if (disagreement) {
+          process.stderr.write(
+            `duffy: warning: the backup is not a copy of the history of the ledger it replaced (${disagreement}): one of them is another Duffy's or was rewritten; ` +
+              `that ledger is kept in ${aside} (\`duffy audit verify --checkpoint\` both against a checkpoint you keep)\n`,
+          );
+        }
         out(verdict(v));
         const mongo = process.env.DUFFY_READMODELS ? ' (on MongoDB: POST /api/v1/stats/rebuild once it runs)' : '';
         out(`start Duffy: it rebuilds the read models from this ledger${mongo}; machines used by sessions made after the backup may still carry their tenants' keys (README: Restore)`);

@@ -540,6 +540,29 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     }
   });
 
+  it("says so when a backup that verifies holds another history than the ledger it replaces (another Duffy's, or one rewritten and chained again), which it keeps aside", async () => {
+    const [here, there] = [mkdtempSync(join(tmpdir(), 'duffy-restore-here-')), mkdtempSync(join(tmpdir(), 'duffy-restore-there-'))];
+    for (const [dataDir, name] of [[here, 'here'], [there, 'there']]) {
+      const duffy = await startDuffy({ dataDir });
+      await newTenant(duffy, name);
+      await duffy.close();
+    }
+    const theirs = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'theirs');
+    expect((await cli('backup', theirs, '--data-dir', there)).code).toBe(0);
+    const restored = await cli('restore', theirs, '--data-dir', here);
+    const aside = /what it replaced is in (\S+):/.exec(restored.stdout)?.[1];
+    const position = /position (\d+), which both hold/.exec(restored.stderr)?.[1];
+    expect([restored.code, restored.stderr]).toEqual([0, `duffy: warning: the backup is not a copy of the history of the ledger it replaced (their events differ at or before position ${position}, which both hold): one of them is another Duffy's or was rewritten; that ledger is kept in ${aside} (\`duffy audit verify --checkpoint\` both against a checkpoint you keep)\n`]);
+    expect(readdirSync(aside!)).toContain('ledger.sqlite');
+    // A backup of this very history, older or not: nothing to say.
+    const mine = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'mine');
+    expect((await cli('backup', mine, '--data-dir', here)).code).toBe(0);
+    const duffy = await startDuffy({ dataDir: here });
+    await newTenant(duffy, 'later');
+    await duffy.close();
+    expect(await cli('restore', mine, '--data-dir', here)).toMatchObject({ code: 0, stderr: '' });
+  });
+
   it('says a backup cut short is one: restore refuses it and audit names the half-written file, where both said "attempt to write a readonly database"', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-backup-cut-'));
     await (await startDuffy({ dataDir })).close();
