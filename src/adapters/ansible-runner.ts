@@ -315,13 +315,22 @@ export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'e
         ? {
             ok: out.ok === true,
             ipaddr: typeof out.ipaddr === 'string' ? out.ipaddr : node.ipaddr,
-            ...(out.ok === true ? {} : { error: String(out.error ?? 'failed') }),
+            // Bounded as the run's tail is: a failed task's whole stderr would otherwise go into the ledger, in
+            // several events (the failure, the quarantine, the session's end), over KurrentDB's 1 MiB append limit.
+            ...(out.ok === true ? {} : { error: boundedError(String(out.error ?? 'failed')) }),
             ...(typeof out.note === 'string' && out.note.trim() ? { note: out.note.trim().replace(/\s+/g, ' ').slice(0, 500) } : {}),
           }
         : { ok: false, ipaddr: node.ipaddr, error: reason, ...(run.timedOut || found === undefined ? { unattributed: true } : {}) },
     );
   }
   return map;
+}
+
+/** The most of a node's error the ledger keeps: its end, where a failed command's stderr says what went wrong. */
+export const ERROR_MAX = TAIL;
+
+function boundedError(error: string): string {
+  return error.length <= ERROR_MAX ? error : `${error.slice(0, 200)} [... ${error.length - ERROR_MAX} characters left out ...] ${error.slice(-(ERROR_MAX - 200))}`;
 }
 
 /** Whether the JSON callback printed its report, i.e. Ansible got as far as running plays. */

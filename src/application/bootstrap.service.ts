@@ -14,6 +14,7 @@ import { ReadSide } from './read-side.service.js';
 import { WaitingQueue } from './queue.service.js';
 import { Reconciler } from './reconciler.service.js';
 import { SessionLifecycle, metaFor, now } from './session-lifecycle.js';
+import { MAX_APPEND_BYTES } from './ports/event-store.port.js';
 
 /** Start-up: fold the ledger, create the first admin on an empty ledger, register configured machines not yet known (in batches). */
 @Injectable()
@@ -166,8 +167,7 @@ export class Bootstrap {
   private async importInventory(): Promise<number> {
     const meta = metaFor(null, { process: 'bootstrap' });
     const missing = this.missingMachines();
-    for (let i = 0; i < missing.length; i += IMPORT_CHUNK) {
-      const chunk = missing.slice(i, i + IMPORT_CHUNK);
+    for (const chunk of importChunks(missing)) {
       // Decided on the World at that moment: a machine another instance registered meanwhile is left out.
       await this.ledger.decide(
         (world, inFlight) =>
@@ -233,3 +233,25 @@ export function notConfigured(world: World, machines: readonly MachineConfig[]):
 
 /** Machines per append: one write per machine plus the id allocation, well under a store's size limit for one append. */
 const IMPORT_CHUNK = 1000;
+/** Characters of configuration per append, half the store's bound: each event adds its ids, time and hashes, UTF-8 may take more bytes. */
+const IMPORT_CHARS = MAX_APPEND_BYTES / 2;
+/** What one registration event adds to its machine's configuration (ids, time, metadata with its hashes). */
+const EVENT_OVERHEAD_CHARS = 512;
+
+/** The machines in appends of at most IMPORT_CHUNK, and of at most IMPORT_CHARS (machines with much data or hardware). */
+function importChunks(machines: readonly MachineConfig[]): MachineConfig[][] {
+  const chunks: MachineConfig[][] = [];
+  let chunk: MachineConfig[] = [];
+  let chars = 0;
+  for (const m of machines) {
+    const size = JSON.stringify(m).length + EVENT_OVERHEAD_CHARS;
+    if (chunk.length > 0 && (chunk.length >= IMPORT_CHUNK || chars + size > IMPORT_CHARS)) {
+      chunks.push(chunk);
+      [chunk, chars] = [[], 0];
+    }
+    chunk.push(m);
+    chars += size;
+  }
+  if (chunk.length > 0) chunks.push(chunk);
+  return chunks;
+}

@@ -12,13 +12,14 @@ import {
   type RecordedEvent,
   type Subscription,
   WrongExpectedRevisionError,
+  AppendTooLargeError,
 } from './ports/event-store.port.js';
 import { StreamHeads } from './stream-heads.js';
 import { GENESIS, appendLinks } from '../audit/chain.js';
 import { type Checkpoint, signedWith } from '../audit/checkpoint.js';
 import { type Decision, type InFlightView, type Write, isRefusal, raise } from '../domain/decide.js';
 import { type DuffyEvent, EVENT_TYPES, SERVICE_EVENTS, machinesAsked, sessionOfStream } from '../domain/events.js';
-import { DomainError } from '../domain/errors.js';
+import { DomainError, refuse } from '../domain/errors.js';
 import { type World, emptyWorld, evolve, addressKey, hostKey, tenantKey } from '../domain/world.js';
 
 /** How many heads may be noted beyond those kept at the last sweep before the heads of forgotten sessions are let go. */
@@ -347,6 +348,9 @@ export class Ledger implements OnApplicationShutdown {
       return { ok: true, position: result.position, revisions: result.nextExpectedRevisions };
     } catch (err) {
       if (err instanceof WrongExpectedRevisionError) return { ok: false, conflict: err };
+      if (err instanceof AppendTooLargeError) {
+        refuse('invalid', `this change is too large to record: ${err.message} (KurrentDB's MaxAppendSize); shorten what it writes (node data, hardware, a comment)`);
+      }
       throw err;
     } finally {
       batch.settle(false);

@@ -1,6 +1,6 @@
 import { describe, expect, it, beforeEach, afterEach } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
-import { type EventStore, type ExpectedRevision, type NewEvent, type RecordedEvent, WrongExpectedRevisionError } from '../../src/application/ports/event-store.port.js';
+import { AppendTooLargeError, type EventStore, type ExpectedRevision, MAX_APPEND_BYTES, type NewEvent, type RecordedEvent, WrongExpectedRevisionError } from '../../src/application/ports/event-store.port.js';
 
 /** One behaviour, every adapter: the embedded ledger and EventStoreDB must both pass this. */
 export function eventStoreContract(name: string, open: () => Promise<EventStore>) {
@@ -116,6 +116,19 @@ export function eventStoreContract(name: string, open: () => Promise<EventStore>
       expect(await store.readStream(c)).toEqual([]);
       expect((await store.readStream(b)).map((e) => e.data.n)).toEqual([3]);
       expect((await store.readStream(a)).map((e) => e.data.n)).toEqual([0, 1, 2]);
+    });
+
+    it("takes an append up to MAX_APPEND_BYTES (KurrentDB's default MaxAppendSize), and refuses a larger one whole, as AppendTooLargeError", async () => {
+      const [a, b] = [stream('size-a'), stream('size-b')];
+      // Two events of 400 KB: 800 KB in one append, under the bound (KurrentDB counts the type names and metadata too).
+      const text = (n: number) => ({ type: 'Counted', data: { n, text: 'x'.repeat(400_000) }, metadata: { actor: 'test' } });
+      expect((await store.append([{ stream: a, expected: 'no_stream', events: [text(0), text(1)] }])).nextExpectedRevisions).toEqual([1]);
+      // Three of them, over it, across two streams: nothing of the call is written.
+      const err = await store.append([{ stream: a, expected: 1, events: [text(2), text(3)] }, { stream: b, expected: 'no_stream', events: [text(4)] }]).catch((e) => e);
+      expect(err).toBeInstanceOf(AppendTooLargeError);
+      expect(err.bytes === undefined || err.bytes > MAX_APPEND_BYTES).toBe(true);
+      expect((await store.readStream(a)).map((e) => e.data.n)).toEqual([0, 1]);
+      expect(await store.readStream(b)).toEqual([]);
     });
 
     it('never shows a reader part of a call', async () => {

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeScaleInventory } from '../../bench/inventory.js';
+import { parse, stringify } from 'yaml';
 import { type Running, newTenant, startDuffy } from '../support/server.js';
 
 /**
@@ -63,5 +64,22 @@ describe(`a farm of ${MACHINES.toLocaleString('en-US')} machines`, () => {
     duffy = await startDuffy({ configFile, dataDir: duffy.dataDir });
     const nodes = await duffy.admin.get('/api/v1/nodes');
     expect(nodes.body.nodes).toHaveLength(MACHINES);
+  }, 120_000);
+});
+
+describe('an inventory whose machines carry much node data', () => {
+  it('is registered in appends within the event store bound (KurrentDB refuses an append over 1 MiB whole)', async () => {
+    // 400 machines of 6 KB of data each: 2.4 MB, which 1,000 machines per append put in one.
+    const file = writeScaleInventory(join(mkdtempSync(join(tmpdir(), 'duffy-rich-')), 'rich.yaml'), 400, (i) => `r${i + 1}.rich.test`);
+    const config = parse(readFileSync(file, 'utf8'));
+    for (const m of config.machines) m.data = { rack: 'r1', notes: 'n'.repeat(6_000) };
+    writeFileSync(file, stringify(config));
+    const duffy = await startDuffy({ configFile: file });
+    try {
+      const nodes = (await duffy.admin.get('/api/v1/nodes')).body.nodes as unknown[];
+      expect(nodes).toHaveLength(400);
+    } finally {
+      await duffy.close();
+    }
   }, 120_000);
 });

@@ -52,6 +52,16 @@ describe('reading a playbook run', () => {
     expect(r.fault).toBeUndefined();
   }, 60_000);
 
+  it('keeps a bounded part of a huge node error (a failed task\'s whole stderr), its start and its end', () => {
+    const huge = 'S' + 'x'.repeat(1_500_000) + 'END';
+    const out = outcomes(input, doc({ nodes: [{ hostname: 'a', ok: false, error: huge }, { hostname: 'b', ok: false, error: 'short' }] }), { exitCode: 2, timedOut: false });
+    const error = out.get('a')!.error!;
+    expect(error.length).toBeLessThan(2_100);
+    expect(error.startsWith('S')).toBe(true);
+    expect(error.endsWith('END')).toBe(true);
+    expect(out.get('b')!.error).toBe('short');
+  });
+
   it('fails a node that duffy_out forgot', () => {
     const out = outcomes(input, doc({ nodes: [{ hostname: 'a', ok: true }] }), { exitCode: 0, timedOut: false });
     expect(out.get('b')).toEqual({ ok: false, ipaddr: null, error: 'node missing from duffy_out' });

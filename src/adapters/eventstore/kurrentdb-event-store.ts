@@ -1,13 +1,16 @@
 import {
   AppendConsistencyViolationError,
+  AppendRecordSizeExceededError,
   CancelledError,
   DeadlineExceededError,
   END,
   FORWARDS,
   KurrentDBClient,
+  MaxAppendSizeExceededError,
   NotLeaderError,
   START,
   StreamNotFoundError,
+  TransactionMaxSizeExceededError,
   UnavailableError,
   UnknownError,
   WrongExpectedVersionError,
@@ -28,6 +31,7 @@ import {
   type StreamWrite,
   type Subscription,
   WrongExpectedRevisionError,
+  AppendTooLargeError,
 } from '../../application/ports/event-store.port.js';
 import { EVENTSTORE_UNAVAILABLE } from './storage-fault.js';
 
@@ -78,6 +82,9 @@ export class KurrentDbEventStore implements EventStore {
         const w = writes.find((x) => x.stream === v.streamName) ?? writes[0];
         throw new WrongExpectedRevisionError(v.streamName, w.expected, typeof v.actualState === 'bigint' ? Number(v.actualState) : 'no_stream');
       }
+      // Over the server's MaxAppendSize (the whole append, or one record): the port's one error for it.
+      if (err instanceof TransactionMaxSizeExceededError || err instanceof AppendRecordSizeExceededError) throw new AppendTooLargeError(err.size, err.maxSize);
+      if (err instanceof MaxAppendSizeExceededError) throw new AppendTooLargeError(undefined, err.maxAppendSize);
       if (err instanceof WrongExpectedVersionError) {
         const w = writes.find((x) => x.stream === err.streamName) ?? writes[0];
         const actual = typeof err.actualState === 'bigint' ? Number(err.actualState) : 'no_stream';

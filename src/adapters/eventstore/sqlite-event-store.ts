@@ -12,6 +12,8 @@ import {
   type StreamWrite,
   type Subscription,
   WrongExpectedRevisionError,
+  AppendTooLargeError,
+  MAX_APPEND_BYTES,
 } from '../../application/ports/event-store.port.js';
 import { WRITER_STOPPED, damagedDatabase } from './storage-fault.js';
 import { headFileOf, readHeadRecord } from './data-dir-lock.js';
@@ -176,12 +178,22 @@ export class SqliteEventStore implements EventStore {
     // Serialised here, so the writer thread only binds strings; one flat array (see the worker's `unpack`), whose
     // structured clone is far cheaper than nested objects with their property names.
     const message: Array<string | number> = [id, writes.length];
+    let chars = 0;
     writes.forEach((w, i) => {
       message.push(w.stream, w.expected, w.events.length);
       w.events.forEach((e, j) => {
-        message.push(ids[i][j], e.type, JSON.stringify(e.data), JSON.stringify(e.metadata ?? {}), typeof e.metadata?.hash === 'string' ? e.metadata.hash : '');
+        const data = JSON.stringify(e.data);
+        const metadata = JSON.stringify(e.metadata ?? {});
+        chars += data.length + metadata.length;
+        message.push(ids[i][j], e.type, data, metadata, typeof e.metadata?.hash === 'string' ? e.metadata.hash : '');
       });
     });
+    // KurrentDB's bound, kept here too (bytes: counted only when the characters could pass it, as UTF-8 takes up to 3).
+    if (chars * 3 > MAX_APPEND_BYTES) {
+      let bytes = 0;
+      for (const w of writes) for (const e of w.events) bytes += Buffer.byteLength(JSON.stringify(e.data)) + Buffer.byteLength(JSON.stringify(e.metadata ?? {}));
+      if (bytes > MAX_APPEND_BYTES) return Promise.reject(new AppendTooLargeError(bytes, MAX_APPEND_BYTES));
+    }
     return new Promise((resolve, reject) => {
       // The writer keeps the process alive only while it owes an answer.
       if (this.calls.size === 0) this.writer!.ref();

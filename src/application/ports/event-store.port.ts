@@ -85,4 +85,22 @@ export class WrongExpectedRevisionError extends Error {
   }
 }
 
+/**
+ * The most bytes of event data and metadata one append may carry: KurrentDB's default MaxAppendSize (1 MiB), which
+ * refuses a larger append whole. The embedded store keeps the same bound, so a write too large for production fails
+ * on the embedded default too. (KurrentDB counts a little more: the type names, the metadata as an escaped string.)
+ */
+export const MAX_APPEND_BYTES = 1024 * 1024;
+
+export class AppendTooLargeError extends Error {
+  constructor(
+    /** Bytes of data and metadata, where the store said. */
+    readonly bytes: number | undefined,
+    readonly limit: number,
+  ) {
+    super(`the append carries ${bytes === undefined ? 'more' : `${bytes}`} bytes of events, over the event store's bound of ${limit} bytes per append`);
+    this.name = 'AppendTooLargeError';
+  }
+}
+
 export const EVENT_STORE = Symbol('EVENT_STORE');
