@@ -12,7 +12,8 @@ export function auditCheckpointContract(name: string, open: () => Promise<EventS
     const chained = (stream: string, from: number, count: number, prev = GENESIS): NewEvent[] =>
       Array.from({ length: count }, (_, i) => {
         const metadata = { actor: 'auditor-test', at: new Date().toISOString(), prevHash: prev };
-        const e = { stream, revision: from + i, type: 'Counted', data: { n: from + i }, metadata };
+        // A type Duffy writes: verify names any other.
+        const e = { stream, revision: from + i, type: 'IdAllocated', data: { kind: 'test', n: from + i }, metadata };
         prev = eventHash(prev, e);
         return { type: e.type, data: e.data, metadata: { ...metadata, hash: prev } };
       });
