@@ -55,6 +55,12 @@ export class KurrentDbEventStore implements EventStore {
   /** Clients replaced after a "not the leader" answer: their subscriptions run on until they end or close(). */
   private readonly replaced: KurrentDBClient[] = [];
   private clientSince = Date.now();
+  /**
+   * Subscriptions waiting out a backoff after a drop: an append that lands shows KurrentDB is back, so they subscribe
+   * again at once. Otherwise, after an outage long enough to grow the backoff to RESUBSCRIBE_MAX_MS, the first writes
+   * that landed waited for the World to see them past the Ledger's own deadline and were answered 503, durable.
+   */
+  private readonly backingOff = new Set<() => void>();
 
   constructor(private readonly connectionString: string) {
     this.client = KurrentDBClient.connectionString(connectionString);
@@ -72,6 +78,7 @@ export class KurrentDbEventStore implements EventStore {
           events: w.events.map((e) => jsonEvent({ type: e.type, data: e.data as never, metadata: { [METADATA_KEY]: JSON.stringify(e.metadata ?? {}) } as never })),
         })),
       );
+      for (const resubscribe of this.backingOff) resubscribe();
       const byStream = new Map(result.responses.map((r) => [r.streamName, Number(r.revision)]));
       return { position: result.position, nextExpectedRevisions: writes.map((w) => byStream.get(w.stream) ?? -1) };
     } catch (thrown) {
@@ -182,11 +189,14 @@ export class KurrentDbEventStore implements EventStore {
           await subscription.unsubscribe().catch(() => undefined);
         }
         if (closed) return;
-        // close() cuts the wait short: shutting down must not wait out a backoff of up to RESUBSCRIBE_MAX_MS.
+        // close() cuts the wait short (shutting down must not wait out a backoff of up to RESUBSCRIBE_MAX_MS), and so
+        // does an append that lands.
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, backoffMs);
           wake = () => (clearTimeout(timer), resolve());
+          this.backingOff.add(wake);
         });
+        this.backingOff.delete(wake!);
         wake = undefined;
         backoffMs = Math.min(backoffMs * 2, RESUBSCRIBE_MAX_MS);
       }
