@@ -450,6 +450,15 @@ export function forgetSettled(world: World, tries = 2, keep: (id: number) => boo
 }
 
 /**
+ * A Duffy before 2026-12-02 said files collected but not named in the event (`unnamed` since) in `leftOut`, joined
+ * after what the limit left out by `; `: such files were collected, so they are no loss the tenant must be told of.
+ */
+const UNNAMED_NOTE = /(?:^|; )\d+ more file\(s\) collected, not named here \(their names pass \d+ characters\): the session's artifacts list them$/;
+function withoutUnnamedNote(leftOut: string | undefined): string | undefined {
+  return leftOut?.replace(UNNAMED_NOTE, '') || undefined;
+}
+
+/**
  * Takes a settled session out of the World, and its lists out of the session. The sessions Map replaces its hash table
  * as sessions come and go; V8 keeps a replaced table, still pointing at its sessions, until the next full collection,
  * so what a forgotten session points to was promoted rather than dying young (P7: promoted bytes 43 -> 8 MB).
@@ -652,7 +661,8 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
         const s = event.data.sessionId === null ? undefined : world.sessions.get(event.data.sessionId);
         if (!s) return world;
         s.artifacts = [...s.artifacts, ...event.data.files];
-        const { error, leftOut } = event.data;
+        const { error } = event.data;
+        const leftOut = withoutUnnamedNote(event.data.leftOut);
         const why = error !== null ? `collection failed (${error}): only files copied before that are there` : leftOut;
         if (why) s.artifactsIncomplete = [...s.artifactsIncomplete, `${m.hostname}: ${why}`];
         return world;
