@@ -93,12 +93,13 @@ export function stressRollup(machines: readonly MachineStress[], gini: (xs: numb
     }
     return [...by].sort(([a], [b]) => a.localeCompare(b));
   };
+  // Gini of busy time: 0 = wear spread evenly over the group, 1 = one machine does all the work.
+  const rolledUp = (list: readonly MachineStress[]) => {
+    const inService = list.filter((m) => !m.retired);
+    return { machines: inService.length, ...sum(list), busy_gini: gini(inService.map((m) => Number(m.busy_ms))) };
+  };
   return {
-    // Gini of busy time: 0 = wear spread evenly over the pool, 1 = one machine does all the work.
-    pools: groups((m) => m.pool).map(([pool, list]) => {
-      const inService = list.filter((m) => !m.retired);
-      return { pool, machines: inService.length, ...sum(list), busy_gini: gini(inService.map((m) => Number(m.busy_ms))) };
-    }),
-    platforms: groups((m) => m.platform).map(([platform, list]) => ({ platform, ...sum(list) })),
+    pools: groups((m) => m.pool).map(([pool, list]) => ({ pool, ...rolledUp(list) })),
+    platforms: groups((m) => m.platform).map(([platform, list]) => ({ platform, ...rolledUp(list) })),
   };
 }

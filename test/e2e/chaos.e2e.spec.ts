@@ -167,7 +167,7 @@ describe(`chaos: tenants and an admin at once (seed ${SEED})`, () => {
       (r.status === 409 && /before its machines were handed over$/.test(r.body?.detail)) ||
       (r.status === 403 && /^quota exceeded: /.test(r.body?.detail)) || (r.status === 422 && /^can't reserve nodes: /.test(r.body?.detail)) || (r.status === 422 && /isn't active/.test(r.body?.detail)) ||
       // A waiting request whose tenant's quota the admin lowered under it: refused as a new one would be.
-      (r.status === 403 && /^can't reserve nodes: tenant \S+'s quota is now \d+, fewer than the \d+ nodes asked for$/.test(r.body?.detail));
+      (r.status === 403 && /^quota exceeded: tenant \S+'s quota is now \d+, fewer than the \d+ nodes asked for$/.test(r.body?.detail));
 
     /** A session created: a later GET shows it with the same tenant and nodes (it may have ended since). */
     async function confirmCreated(what: string, tenantId: number, session: any) {

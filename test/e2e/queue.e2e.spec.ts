@@ -252,7 +252,7 @@ describe('waiting for capacity in a fair-share queue', () => {
     expect((await duffy.admin.put(`${V1}/tenants/${id}`, { node_quota: 1 })).status).toBe(200);
     const refused = await big;
     expect([refused.status, refused.headers.get('duffy-refusal')]).toEqual([403, 'quota']);
-    expect(refused.body.detail).toMatch(/tenant shrinking's quota is now 1, fewer than the 2 nodes asked for/);
+    expect(refused.body.detail).toBe("quota exceeded: tenant shrinking's quota is now 1, fewer than the 2 nodes asked for");
     expect(await waitingIds(shrinking)).toHaveLength(1);
     await heavy.put(`${V1}/sessions/${held.id}`, { active: false });
     const served = await small;

@@ -97,7 +97,7 @@ describe('stress per pool and platform family', () => {
     expect(doc(2)).toMatchObject({ allocations: 0, busy_ms: 0, retired: false });
     const { pools, platforms } = stressRollup([doc(1), { ...doc(2), platform: 'intel' }] as never, (busy) => busy.length);
     expect(pools).toEqual([expect.objectContaining({ pool: 'p', machines: 1, allocations: 1, busy_ms: 100_000, busy_gini: 1 })]);
-    expect(platforms).toEqual([expect.objectContaining({ platform: 'intel', allocations: 1 })]);
+    expect(platforms).toEqual([expect.objectContaining({ platform: 'intel', machines: 1, allocations: 1, busy_gini: 1 })]);
   });
 
   it("counts a never-handed-out machine's failures in its platform family (its pool's)", () => {

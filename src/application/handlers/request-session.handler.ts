@@ -115,7 +115,8 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
         // Left because no wait can serve it any more (its tenant retired, its quota lowered, machines retired): the
         // refusal a new request for it gets, so a CLI tells "ask again later" from "asking again cannot help".
         const kind = this.stopping ? 'unavailable' : (neverServable(world, this.catalog.defaults, this.catalog.profiles, s)?.kind ?? 'capacity');
-        refuse(kind, `can't reserve nodes: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
+        // A quota lowered under it is said as a new request's quota refusal is: scripts match `quota exceeded`.
+        refuse(kind, `${kind === 'quota' ? 'quota exceeded' : "can't reserve nodes"}: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
       }
     }
     return this.handedOver(sessionId, cmd);
