@@ -103,6 +103,9 @@ export class KurrentDbEventStore implements EventStore {
         // again (nodePreference=leader, the default) instead of sending every later append to this follower.
         // At most once a second: during an election a new client may land on a follower again.
         this.replaced.push(client);
+        // Bounded: on a connection string that keeps landing on followers (nodePreference=follower) a client a second
+        // would pile up. The oldest goes (a subscription still on it subscribes again, on the current client).
+        while (this.replaced.length > REPLACED_KEPT) void this.replaced.shift()!.dispose().catch(() => undefined);
         this.client = KurrentDBClient.connectionString(this.connectionString);
         this.clientSince = Date.now();
       }
@@ -223,6 +226,8 @@ export class KurrentDbEventStore implements EventStore {
 
 const NOT_LEADER = 'KurrentDB answered from a node that is not the leader';
 const REPLACE_CLIENT_MIN_MS = 1000;
+/** Replaced clients kept open for the calls still under way on them. */
+const REPLACED_KEPT = 2;
 
 /** Whether the client picks its node (gossip: several hosts, or +discover); a single host is all it can reach. */
 export const discovers = (connectionString: string) => /^[a-z]+\+discover:\/\//i.test(connectionString) || /^[^?]*,/.test(connectionString);
