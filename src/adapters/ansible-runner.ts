@@ -206,7 +206,7 @@ export class AnsibleRunner implements PlaybookRunner {
         const exitCode = typeof result.exitCode === 'number' ? result.exitCode : null;
         const nodes = outcomes(input, stdout, { exitCode, timedOut, ...(result.isMaxBuffer ? { outputOver: this.outputLimit } : {}) });
         const fault =
-          environmentFault({ code: result.code, signal: result.signal, exitCode, timedOut, hasDuffyOut: findDuffyOut(stdout) !== undefined, hasReport: hasPlayReport(stdout) }) ??
+          environmentFault({ code: result.code, signal: result.signal, exitCode, timedOut, hasDuffyOut: findDuffyOut(stdout) !== undefined, hasReport: hasPlayReport(stdout), stderr }) ??
           ([...nodes.values()].some((n) => !n.ok) ? await fullDisk(runs) : undefined);
         const run: RunRecord = {
           action: input.action,
@@ -233,7 +233,7 @@ export class AnsibleRunner implements PlaybookRunner {
  * Whether a finished run failed on Duffy's side rather than the machines'. A playbook that hangs past its
  * timeout, fails, or answers garbage is the machines' (or their playbook's) failure; these are not.
  */
-export function environmentFault(r: { code?: string; signal?: string; exitCode: number | null; timedOut: boolean; hasDuffyOut: boolean; hasReport?: boolean }): EnvironmentFault | undefined {
+export function environmentFault(r: { code?: string; signal?: string; exitCode: number | null; timedOut: boolean; hasDuffyOut: boolean; hasReport?: boolean; stderr?: string }): EnvironmentFault | undefined {
   if (r.code === 'ENOENT') return { reason: 'ansible-playbook not found on PATH', spawned: false };
   if (r.code === 'EACCES' || r.code === 'EPERM') return { reason: `ansible-playbook is not executable (${r.code})`, spawned: false };
   if (r.code) return { reason: `could not start ansible-playbook: ${r.code}`, spawned: false };
@@ -247,7 +247,11 @@ export function environmentFault(r: { code?: string; signal?: string; exitCode: 
   // stop the others (4 with no play report: a parser error, 5: bad options; any other code: a role missing, or a
   // broken installation's Python error, which then holds back every playbook in turn).
   if (r.exitCode === 4 || r.exitCode === 5) return r.hasReport ? undefined : { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true, scope: 'playbook' };
-  if (r.exitCode !== 0 && r.exitCode !== null && !r.hasReport) return { reason: `ansible-playbook stopped before running the playbook (exit code ${r.exitCode})`, spawned: true, scope: 'playbook' };
+  if (r.exitCode !== 0 && r.exitCode !== null && !r.hasReport) {
+    // Its last word (a Python traceback's last line names the broken module) goes to the tenant and the log too.
+    const said = (r.stderr ?? '').trim().split('\n').at(-1)?.slice(0, 200);
+    return { reason: `ansible-playbook stopped before running the playbook (exit code ${r.exitCode})${said ? `: ${said}` : ''}`, spawned: true, scope: 'playbook' };
+  }
   return undefined;
 }
 
@@ -304,7 +308,7 @@ export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'e
           `playbook output over ${run.outputOver / (1024 * 1024)} MiB: its duffy_out could not be read`
         : run.exitCode === 0
         ? 'playbook output had no duffy_out'
-        : `playbook failed with exit code ${run.exitCode}`
+        : `playbook failed with exit code ${run.exitCode}${run.exitCode === 4 ? ' (a host unreachable)' : ''}`
       : 'node missing from duffy_out';
   const map = new Map<string, NodeOutcome>();
   for (const node of input.nodes) {

@@ -60,6 +60,6 @@ describe('an Ansible installation that is broken (its Python cannot import ansib
     const playbook = join(input.data_dir, 'provision.yml');
     writeFileSync(playbook, '- hosts: localhost\n');
     const r = await withPath(broken(), () => new AnsibleRunner().run(input, { timeoutMs: 20_000, playbook }));
-    expect(r.fault).toEqual({ reason: 'ansible-playbook stopped before running the playbook (exit code 1)', spawned: true, scope: 'playbook' });
+    expect(r.fault).toEqual({ reason: "ansible-playbook stopped before running the playbook (exit code 1): ModuleNotFoundError: No module named 'ansible'", spawned: true, scope: 'playbook' });
   });
 });

@@ -318,12 +318,12 @@ describe('a run of several machines that fails without saying which (one host un
 
   it('given a run with no duffy_out, when its outcome is decided, then nobody is blamed and each machine runs again alone', () => {
     const nodes = outcomes(input, '{"plays": []}', { exitCode: 4, timedOut: false });
-    expect(nodes.get('i1')).toEqual({ ok: false, ipaddr: null, error: 'playbook failed with exit code 4', unattributed: true });
+    expect(nodes.get('i1')).toEqual({ ok: false, ipaddr: null, error: 'playbook failed with exit code 4 (a host unreachable)', unattributed: true });
     const w = given(...fill, ...claims);
     const outcome = [1, 2].map((id) => decideRunOutcome(w.machines.get(id)!, pool, job, nodes.get(`i${id}`)!, unreachable, w.machines.get(id)!.revision, AT, 2));
     expect(outcome.map((o) => o.events.map((e) => [e.type, (e.data as { error?: string }).error]))).toEqual([
-      [['PlaybookFailedInBatch', 'playbook failed with exit code 4']],
-      [['PlaybookFailedInBatch', 'playbook failed with exit code 4']],
+      [['PlaybookFailedInBatch', 'playbook failed with exit code 4 (a host unreachable)']],
+      [['PlaybookFailedInBatch', 'playbook failed with exit code 4 (a host unreachable)']],
     ]);
     const after = given(...fill, ...claims, ...outcome.map((o): [string, DuffyEvent] => [o.stream, o.events[0]]));
     expect([...after.machines.values()].map((m) => [m.state, m.failures, m.job, m.runAlone])).toEqual([['unused', 0, null, true], ['unused', 0, null, true]]);
