@@ -18,31 +18,41 @@ const HEAD_FILE = headFileOf(LEDGER_FILE);
 const UNFINISHED = 'backup-unfinished';
 
 /**
- * Where the ledger a restore replaces and the backup tell two histories apart: the global chain link at the
- * last position both hold (it covers every event up to there). Undefined when they agree, or when there is nothing to
- * compare (no ledger, one that cannot be read, or one without the chain: a restore is how a damaged ledger is mended).
+ * Where the ledger a restore replaces and the backup tell two histories apart: the global chain link at a position
+ * covers every event up to it, so the histories agree up to some position and differ from the next one on. Undefined
+ * when they agree as far as both go, or when there is nothing to compare (no ledger, one that cannot be read, or one
+ * without the chain: a restore is how a damaged ledger is mended).
  */
 function historiesDisagree(current: string, backup: string): string | undefined {
   if (!existsSync(current)) return undefined;
-  const linkAt = (file: string, position?: bigint) => {
-    const db = new Database(file, { readonly: true, fileMustExist: true });
-    try {
-      const sql = position === undefined ? 'SELECT position, chain FROM events ORDER BY position DESC LIMIT 1' : 'SELECT position, chain FROM events WHERE position = ?';
-      const stmt = db.prepare(sql).safeIntegers(true);
-      return (position === undefined ? stmt.get() : stmt.get(position)) as { position: bigint; chain: string | null } | undefined;
-    } finally {
-      db.close();
-    }
-  };
+  let mine: Database.Database | undefined;
+  let theirs: Database.Database | undefined;
   try {
-    const [mine, theirs] = [linkAt(current), linkAt(backup)];
-    if (!mine?.chain || !theirs?.chain) return undefined;
-    const both = mine.position < theirs.position ? mine.position : theirs.position;
-    const [a, b] = [linkAt(current, both), linkAt(backup, both)];
-    if (a?.chain && a.chain === b?.chain) return undefined;
-    return `their events differ at or before position ${both}, which both hold`;
+    [mine, theirs] = [new Database(current, { readonly: true, fileMustExist: true }), new Database(backup, { readonly: true, fileMustExist: true })];
+    const last = (db: Database.Database) => db.prepare('SELECT position FROM events ORDER BY position DESC LIMIT 1').safeIntegers(true).pluck().get() as bigint | undefined;
+    const linkAt = (db: Database.Database, position: bigint) => db.prepare('SELECT chain FROM events WHERE position = ?').pluck().get(position) as string | null | undefined;
+    const [a, b] = [last(mine), last(theirs)];
+    if (a === undefined || b === undefined) return undefined;
+    const both = a < b ? a : b;
+    const same = (p: bigint) => {
+      const link = linkAt(mine!, p);
+      return link != null && link === linkAt(theirs!, p);
+    };
+    if (linkAt(mine, both) == null || linkAt(theirs, both) == null) return undefined;
+    if (same(both)) return undefined;
+    // The last position both agree at (0: none), found by halving.
+    let [agree, differ] = [0n, both];
+    while (differ - agree > 1n) {
+      const mid = (agree + differ) / 2n;
+      if (same(mid)) agree = mid;
+      else differ = mid;
+    }
+    return agree === 0n ? 'their first events already differ' : `they are the same up to position ${agree} and differ from ${differ} on`;
   } catch {
     return undefined;
+  } finally {
+    mine?.close();
+    theirs?.close();
   }
 }
 
