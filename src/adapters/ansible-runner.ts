@@ -120,7 +120,7 @@ export class AnsibleRunner implements PlaybookRunner {
     const r = await execa('ansible-playbook', ['--version'], { timeout: 10_000, reject: false });
     if (r.exitCode === 0) return String(r.stdout).split('\n')[0];
     const spawnFault = r.code ? environmentFault({ code: r.code, exitCode: null, timedOut: false, hasDuffyOut: false })?.reason : undefined;
-    const said = String(r.stderr ?? '').trim().split('\n').at(-1)?.slice(0, 300);
+    const said = lastLine(String(r.stderr ?? ''));
     throw new Error(spawnFault ?? `ansible-playbook --version failed (${r.timedOut ? 'timed out' : `exit code ${r.exitCode}`})${said ? `: ${said}` : ''}`);
   }
 
@@ -249,7 +249,7 @@ export function environmentFault(r: { code?: string; signal?: string; exitCode: 
   if (r.exitCode === 4 || r.exitCode === 5) return r.hasReport ? undefined : { reason: `ansible-playbook could not load the playbook (exit code ${r.exitCode})`, spawned: true, scope: 'playbook' };
   if (r.exitCode !== 0 && r.exitCode !== null && !r.hasReport) {
     // Its last word (a Python traceback's last line names the broken module) goes to the tenant and the log too.
-    const said = (r.stderr ?? '').trim().split('\n').at(-1)?.slice(0, 200);
+    const said = lastLine(r.stderr ?? '');
     return { reason: `ansible-playbook stopped before running the playbook (exit code ${r.exitCode})${said ? `: ${said}` : ''}`, spawned: true, scope: 'playbook' };
   }
   return undefined;
@@ -330,8 +330,11 @@ export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'e
   return map;
 }
 
+/** What a command said last (a Python traceback's last line names what broke), for a one-line message. */
+const lastLine = (text: string) => text.trim().split('\n').at(-1)?.slice(0, 200);
+
 /** The most of a node's error the ledger keeps: its end, where a failed command's stderr says what went wrong. */
-export const ERROR_MAX = TAIL;
+const ERROR_MAX = TAIL;
 
 function boundedError(error: string): string {
   return error.length <= ERROR_MAX ? error : `${error.slice(0, 200)} [... ${error.length - ERROR_MAX} characters left out ...] ${error.slice(-(ERROR_MAX - 200))}`;

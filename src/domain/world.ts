@@ -176,7 +176,7 @@ export interface World {
   machines: Map<number, Machine>;
   /** Keyed by hostKey(hostname): two spellings of one host are one machine. */
   machineIdsByHostname: Map<string, number>;
-  /** Keyed by ipKey(ipaddr): the machines that have had that address (a new one may not take an address in use). */
+  /** Keyed by canonicalIp(ipaddr): the machines that have had that address (a new one may not take an address in use). */
   machineIdsByIp: Map<string, number[]>;
   /** Machines per pool: a decision looks only at the pools it may draw from. */
   machinesByPool: Map<string, Machine[]>;
@@ -315,7 +315,6 @@ export const canonicalIp = (ipaddr: string) => {
     return a;
   }
 };
-const ipKey = canonicalIp;
 
 /**
  * The machine already at this address, if any: as Duffy v3's unique index on `ipaddr`, one not retired and not being
@@ -323,16 +322,18 @@ const ipKey = canonicalIp;
  * (node data `ssh_port`, 22 when not given: the remote driver's) are distinct hosts.
  */
 export function machineAtAddress(world: World, at: { ipaddr: string; data: Record<string, unknown> }): Machine | undefined {
-  for (const id of world.machineIdsByIp.get(ipKey(at.ipaddr)) ?? []) {
+  // Parsed once: an IPv6 address's canonical form goes through the URL parser.
+  const address = canonicalIp(at.ipaddr);
+  for (const id of world.machineIdsByIp.get(address) ?? []) {
     const m = world.machines.get(id);
-    if (!m || m.ipaddr === null || ipKey(m.ipaddr) !== ipKey(at.ipaddr) || sshPort(m.data) !== sshPort(at.data)) continue;
+    if (!m || m.ipaddr === null || canonicalIp(m.ipaddr) !== address || sshPort(m.data) !== sshPort(at.data)) continue;
     if (!isRetired(m) && m.state !== 'provisioning' && m.state !== 'failed') return m;
   }
   return undefined;
 }
 
 /** An address as compared for uniqueness: the address and the ssh port (22 when not given). */
-export const addressKey = (at: { ipaddr: string; data: Record<string, unknown> }) => `${ipKey(at.ipaddr)}:${sshPort(at.data)}`;
+export const addressKey = (at: { ipaddr: string; data: Record<string, unknown> }) => `${canonicalIp(at.ipaddr)}:${sshPort(at.data)}`;
 
 /**
  * The port the playbooks connect to, read as they read it (`ssh_port | default(22, true) | int`): a falsy value is
@@ -363,8 +364,8 @@ export function sshPortProblem(data: Record<string, unknown>): string | null {
 
 function indexIp(world: World, ipaddr: string | null, machineId: number): void {
   if (ipaddr === null) return;
-  const ids = world.machineIdsByIp.get(ipKey(ipaddr));
-  if (!ids) world.machineIdsByIp.set(ipKey(ipaddr), [machineId]);
+  const ids = world.machineIdsByIp.get(canonicalIp(ipaddr));
+  if (!ids) world.machineIdsByIp.set(canonicalIp(ipaddr), [machineId]);
   else if (!ids.includes(machineId)) ids.push(machineId);
 }
 
