@@ -25,6 +25,13 @@ module.exports = {
       to: { path: '^src/http/' },
     },
     {
+      name: 'application-reaches-adapters-through-ports',
+      comment: 'The application sees adapters through its ports; the two exceptions the README lists: the runner port (ansible-runner) and the metrics registry.',
+      severity: 'error',
+      from: { path: '^src/application/' },
+      to: { path: '^src/adapters/', pathNot: ['^src/adapters/ansible-runner\\.ts$', '^src/adapters/metrics\\.ts$'] },
+    },
+    {
       name: 'adapters-do-not-know-http-or-handlers',
       comment: 'Adapters implement ports; they do not call controllers or command handlers.',
       severity: 'error',

@@ -17,7 +17,7 @@ import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, assertDataDir
 import { LedgerDamagedError, assertLedgerReadable, assertNotBehindHead } from './adapters/eventstore/sqlite-event-store.js';
 import { UnknownEventTypeError } from './application/ledger.service.js';
 import { retryableWrite } from './adapters/eventstore/kurrentdb-event-store.js';
-import { storageFault } from './adapters/eventstore/storage-fault.js';
+import { storageFault } from './application/ports/storage-fault.port.js';
 import { isLegacyLedger } from './adapters/eventstore/legacy-ledger.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';

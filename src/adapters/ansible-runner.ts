@@ -4,7 +4,7 @@ import { access, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:f
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PlaybookAction, PlaybookRun } from '../domain/events.js';
-import { FULL_DISK_BYTES, freeBytes } from './eventstore/storage-fault.js';
+import { FULL_DISK_BYTES, freeBytes } from './disk-space.js';
 
 export type { PlaybookAction };
 

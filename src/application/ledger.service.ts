@@ -31,7 +31,6 @@ const DECIDE_ATTEMPTS = 5;
 /** How long an append that is durable may take to come back through the subscription before its caller gets a 503. */
 const SEEN_TIMEOUT_MS = 30_000;
 
-/** Published on the CQRS EventBus for every event the ledger delivers, in ledger order. */
 /** An event of a type this Duffy does not write: folding on past it would leave the World behind its stream's revisions. */
 export class UnknownEventTypeError extends Error {}
 
@@ -45,6 +44,7 @@ function folded(e: RecordedEvent): RecordedEvent & DuffyEvent {
   return e as RecordedEvent & DuffyEvent;
 }
 
+/** Published on the CQRS EventBus for every event the ledger delivers, in ledger order. */
 export class LedgerEvent {
   constructor(readonly event: RecordedEvent) {}
 }

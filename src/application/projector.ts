@@ -3,7 +3,7 @@ import type { EventStore, RecordedEvent, Subscription } from './ports/event-stor
 import type { DuffyEvent } from '../domain/events.js';
 import type { DocChange, ReadModelStore } from './ports/read-model.port.js';
 import { refuse } from '../domain/errors.js';
-import { storageFault } from '../adapters/eventstore/storage-fault.js';
+import { storageFault } from './ports/storage-fault.port.js';
 
 /**
  * Past this many events folded and not yet handed to the store, the subscription waits for the store: batches are

@@ -10,7 +10,7 @@ import { Catalog } from './catalog.js';
 import { LedgerEvent, Ledger } from './ledger.service.js';
 import { SessionLifecycle, metaFor } from './session-lifecycle.js';
 import { Metrics } from '../adapters/metrics.js';
-import { FaultLog } from '../adapters/eventstore/storage-fault.js';
+import { FaultLog } from './ports/storage-fault.port.js';
 import { PLAYBOOK_RUNNER, type DuffyIn, type EnvironmentFault, type PlaybookRunner, type RunResult, playbookFile } from '../adapters/ansible-runner.js';
 import { type Job, decideClaim, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork, isHandover } from '../domain/provisioning.decide.js';
 

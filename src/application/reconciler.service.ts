@@ -1,7 +1,7 @@
 import { Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { SessionLifecycle, metaFor } from './session-lifecycle.js';
 import { Ledger } from './ledger.service.js';
-import { FaultLog } from '../adapters/eventstore/storage-fault.js';
+import { FaultLog } from './ports/storage-fault.port.js';
 
 /**
  * Expires overdue sessions and recycles machines whose release needs no playbook. Requests and releases are

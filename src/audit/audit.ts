@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
 import { LEDGER_FILE, headFileOf, readHeadRecord } from '../adapters/eventstore/data-dir-lock.js';
-import { damagedDatabase } from '../adapters/eventstore/storage-fault.js';
+import { damagedDatabase } from '../application/ports/storage-fault.port.js';
 import { isEventStoreUrl } from '../config/config.js';
 import { isRecord, verifyGlobalChain } from './chain.js';
 import { BadQuestionError, NotFoundError } from './not-found.js';

@@ -7,6 +7,7 @@ import { type Settings, positiveIntEnv } from '../config/config.js';
 import { EVENT_STORE, type EventStore, type RecordedEvent, type Subscription } from '../application/ports/event-store.port.js';
 import { SETTINGS } from '../application/catalog.js';
 import { Ledger } from '../application/ledger.service.js';
+import { expectedAt } from '../domain/decide.js';
 import { CHECKPOINT_STREAM, type Checkpoint, eventLeaf, keyId, newSigningKey, privateKeyOf, signCheckpoint, signedWith } from './checkpoint.js';
 import { CompactTree } from './merkle.js';
 import { syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
@@ -155,7 +156,7 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
       this.sincePublished = 0;
       // A conflict means another instance published first: the next checkpoint covers these events too.
       await this.ledger.record(
-        [{ stream: CHECKPOINT_STREAM, expected: this.streamRevision < 0 ? 'no_stream' : this.streamRevision, events: [{ type: 'CheckpointPublished', data: { ...cp, frontier } }] }],
+        [{ stream: CHECKPOINT_STREAM, expected: expectedAt(this.streamRevision), events: [{ type: 'CheckpointPublished', data: { ...cp, frontier } }] }],
         { actor: 'duffy', at: cp.time },
       );
     } catch (err) {

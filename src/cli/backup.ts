@@ -7,7 +7,7 @@ import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.
 import { isLegacyLedger } from '../adapters/eventstore/legacy-ledger.js';
 import { KEY_FILE } from '../audit/checkpoint.service.js';
 import { NotFoundError } from '../audit/not-found.js';
-import { storageFault } from '../adapters/eventstore/storage-fault.js';
+import { storageFault } from '../application/ports/storage-fault.port.js';
 import { dataDirOf } from '../config/config.js';
 import { verdict, verifyLedger } from './audit.js';
 import { UsageError } from './client.js';

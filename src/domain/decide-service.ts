@@ -1,6 +1,6 @@
 import { type DuffyEvent, type Hardware, type MachineService, stream } from './events.js';
 import { hardwareProblem } from './hardware.js';
-import { type Decision, type InFlightView, NOTHING_IN_FLIGHT, type Write, refusal } from './decide.js';
+import { type Decision, type InFlightView, NOTHING_IN_FLIGHT, type Write, expectedAt, refusal } from './decide.js';
 import type { Machine } from './world.js';
 
 /** What an admin asks of a machine: `{maintenance: true|false}`, `{retired: true}` or `{hardware: {...}}`, with an optional reason. */
@@ -33,8 +33,7 @@ export function decideServiceChange(m: Machine, req: ServiceRequest, actor: stri
 /** An admin's decision about a machine, on its own service stream at that stream's revision. */
 function onServiceStream(m: Machine, inFlight: InFlightView, event: DuffyEvent): Write {
   const name = stream.service(m.hostname);
-  const expected = inFlight.revision(name, m.serviceRevision);
-  return { stream: name, expected: expected < 0 ? 'no_stream' : expected, events: [event] };
+  return { stream: name, expected: expectedAt(inFlight.revision(name, m.serviceRevision)), events: [event] };
 }
 
 /** A machine's hardware as an admin now gives it; nothing to write when it is what the ledger says already. */

@@ -14,6 +14,9 @@ import { type Machine, type Session, type Tenant, type World, activeAdmins, clai
 /** `no_stream`: the stream must not exist; `any`: no check; a number: the stream's last revision must be exactly that. */
 export type ExpectedRevision = 'any' | 'no_stream' | number;
 
+/** The revision a write expects of a stream the World counts from -1 (none yet): -1 is `no_stream`. */
+export const expectedAt = (revision: number): ExpectedRevision => (revision < 0 ? 'no_stream' : revision);
+
 export interface Write {
   stream: string;
   expected: ExpectedRevision;
@@ -73,7 +76,7 @@ function allocateIds(world: World, kind: 'tenant' | 'machine', count: number, in
   const expected = inFlight.revision(name, world.idRevisions.get(kind) ?? -1);
   return {
     first: expected + 2,
-    write: { stream: name, expected: expected < 0 ? 'no_stream' : expected, events: Array.from({ length: count }, () => ({ type: 'IdAllocated' as const, data: { kind } })) },
+    write: { stream: name, expected: expectedAt(expected), events: Array.from({ length: count }, () => ({ type: 'IdAllocated' as const, data: { kind } })) },
   };
 }
 
@@ -84,7 +87,7 @@ function allocateIds(world: World, kind: 'tenant' | 'machine', count: number, in
  */
 function adminsChanged(world: World, admins: number[], now: string, inFlight: InFlightView): Write {
   const expected = inFlight.revision(stream.admins, world.adminsRevision);
-  return { stream: stream.admins, expected: expected < 0 ? 'no_stream' : expected, events: [{ type: 'ActiveAdminsChanged', data: { admins: admins.sort((a, b) => a - b), at: now } }] };
+  return { stream: stream.admins, expected: expectedAt(expected), events: [{ type: 'ActiveAdminsChanged', data: { admins: admins.sort((a, b) => a - b), at: now } }] };
 }
 
 /** The configuration's tenant defaults, recorded when they differ from the last ones the ledger holds (or it holds none). */
@@ -93,7 +96,7 @@ export function decideRecordDefaults(world: World, configured: Defaults, now: st
   if (last && last.nodeQuota === configured.nodeQuota && last.sessionLifetime === configured.sessionLifetime && last.sessionLifetimeMax === configured.sessionLifetimeMax) return [];
   const expected = inFlight.revision(stream.defaults, world.defaultsRevision);
   const { nodeQuota, sessionLifetime, sessionLifetimeMax } = configured;
-  return [{ stream: stream.defaults, expected: expected < 0 ? 'no_stream' : expected, events: [{ type: 'DefaultsSet', data: { nodeQuota, sessionLifetime, sessionLifetimeMax, at: now } }] }];
+  return [{ stream: stream.defaults, expected: expectedAt(expected), events: [{ type: 'DefaultsSet', data: { nodeQuota, sessionLifetime, sessionLifetimeMax, at: now } }] }];
 }
 
 /** The configuration's pools, recorded whenever they differ from the last ones recorded (a first start records them). */
@@ -106,7 +109,7 @@ export function decideRecordPools(world: World, configured: readonly PoolProfile
   };
   if (last && last.size === pools.length && pools.every(same)) return [];
   const expected = inFlight.revision(stream.pools, world.poolsRevision);
-  return [{ stream: stream.pools, expected: expected < 0 ? 'no_stream' : expected, events: [{ type: 'PoolsConfigured', data: { pools, at: now } }] }];
+  return [{ stream: stream.pools, expected: expectedAt(expected), events: [{ type: 'PoolsConfigured', data: { pools, at: now } }] }];
 }
 
 /**
@@ -132,7 +135,7 @@ const KEY_IN_USE = 'that API key is already in use';
 /** Every key given to a tenant is also a write to `api-keys` at its revision, so only one instance can give a key at a time. */
 function keyAssigned(world: World, tenantId: number, now: string, inFlight: InFlightView): Write {
   const expected = inFlight.revision(stream.apiKeys, world.apiKeysRevision);
-  return { stream: stream.apiKeys, expected: expected < 0 ? 'no_stream' : expected, events: [{ type: 'ApiKeyAssigned', data: { tenantId, at: now } }] };
+  return { stream: stream.apiKeys, expected: expectedAt(expected), events: [{ type: 'ApiKeyAssigned', data: { tenantId, at: now } }] };
 }
 
 export function decideRegisterTenant(

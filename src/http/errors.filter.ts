@@ -1,6 +1,6 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger, NotFoundException } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { FaultLog, storageFault } from '../adapters/eventstore/storage-fault.js';
+import { FaultLog, storageFault } from '../application/ports/storage-fault.port.js';
 import { DomainError } from '../domain/errors.js';
 import { answerUnmatched } from './unmatched.js';
 import { STATUS_OF_KIND, markRefusal } from './refusal.js';

@@ -6,7 +6,7 @@ import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorsFilter, describe as describeError } from '../../src/http/errors.filter.js';
-import { FaultLog, storageFault } from '../../src/adapters/eventstore/storage-fault.js';
+import { FaultLog, storageFault } from '../../src/application/ports/storage-fault.port.js';
 import { createReadModels } from '../../src/adapters/readmodels/read-models.factory.js';
 import { KEY_FILE, loadOrCreateKey } from '../../src/audit/checkpoint.service.js';
 import { DataDirLockedError, LOCK_FILE, STALE_MS, lockDataDir } from '../../src/adapters/eventstore/data-dir-lock.js';

@@ -6,7 +6,8 @@ import { KurrentDbEventStore } from './kurrentdb-event-store.js';
 import { Logger } from '@nestjs/common';
 import { SqliteEventStore } from './sqlite-event-store.js';
 import { upgradeLegacyLedger } from './legacy-ledger.js';
-import { FULL_DISK_BYTES, freeBytes, storageFault } from './storage-fault.js';
+import { storageFault } from '../../application/ports/storage-fault.port.js';
+import { FULL_DISK_BYTES, freeBytes } from '../disk-space.js';
 
 /** `DUFFY_EVENTSTORE=kurrentdb://...` selects KurrentDB (EventStoreDB's current name, 25.1+); unset means the embedded SQLite ledger in the data dir. */
 export function createEventStore(url: string | undefined, dataDir: string, lockAdvice?: string): EventStore {

@@ -33,7 +33,7 @@ import {
   WrongExpectedRevisionError,
   AppendTooLargeError,
 } from '../../application/ports/event-store.port.js';
-import { EVENTSTORE_UNAVAILABLE } from './storage-fault.js';
+import { EVENTSTORE_UNAVAILABLE } from '../../application/ports/storage-fault.port.js';
 
 /**
  * Multi-stream appends carry metadata as string properties only (KurrentDB 25.1), so Duffy's metadata object

@@ -15,7 +15,7 @@ import {
   AppendTooLargeError,
   MAX_APPEND_BYTES,
 } from '../../application/ports/event-store.port.js';
-import { WRITER_STOPPED, damagedDatabase } from './storage-fault.js';
+import { WRITER_STOPPED, damagedDatabase } from '../../application/ports/storage-fault.port.js';
 import { headFileOf, readHeadRecord } from './data-dir-lock.js';
 import { isRecord } from '../../audit/chain.js';
 

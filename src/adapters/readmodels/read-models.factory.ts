@@ -3,7 +3,7 @@ import { existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { storeUrl } from '../../config/config.js';
 import { READ_MODELS_FILE } from '../eventstore/data-dir-lock.js';
-import { damagedDatabase } from '../eventstore/storage-fault.js';
+import { damagedDatabase } from '../../application/ports/storage-fault.port.js';
 import { MongoReadModels } from './mongo-read-models.js';
 import { type ReadModelStore } from '../../application/ports/read-model.port.js';
 import { SqliteReadModels } from './sqlite-read-models.js';

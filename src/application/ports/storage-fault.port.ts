@@ -1,8 +1,7 @@
-import { statfs } from 'node:fs/promises';
-
 /**
- * Errors that mean the storage cannot take a write (a full disk, an I/O error, a read-only file system), told
- * by their code, never their message: SQLite's extended codes (better-sqlite3's `code`) and Node's errno names.
+ * The stores' error contract, read by the application as well as the adapters that throw them: errors that mean the
+ * storage cannot take a write (a full disk, an I/O error, a read-only file system), told by their code, never their
+ * message: SQLite's extended codes (better-sqlite3's `code`) and Node's errno names.
  */
 export interface StorageFault {
   code: string;
@@ -12,15 +11,6 @@ export interface StorageFault {
   fix: string;
   /** A full disk: over once there is free space again, which can be seen without a write. */
   full?: true;
-}
-
-/** Less free space than this on a disk Duffy writes to (its data directory): that disk is full. */
-export const FULL_DISK_BYTES = 1024 * 1024;
-
-/** Bytes this user may still write on the file system of `dir` (root also the blocks kept for it); undefined when that cannot be read. */
-export async function freeBytes(dir: string): Promise<number | undefined> {
-  const fs = await statfs(dir).catch(() => undefined);
-  return fs && (process.getuid?.() === 0 ? fs.bfree : fs.bavail) * fs.bsize;
 }
 
 const FULL = new Set(['SQLITE_FULL', 'ENOSPC', 'EDQUOT']);
