@@ -48,6 +48,29 @@ describe('item 10: artifacts never cross tenants on a reuse pool', () => {
   });
 });
 
+describe('a fully qualified host name (a trailing dot), which Duffy accepts, is one the playbooks take too', () => {
+  let duffy: Running | undefined;
+  afterEach(async () => {
+    await duffy?.close();
+    duffy = undefined;
+  });
+
+  it('is handed over, released and collected from like any other', async () => {
+    const config = ansibleConfig([{ name: 'fqdn', 'collect-artifacts': true }], [{ hostname: 'dot-1.test.', pool: 'fqdn' }]);
+    duffy = await startDuffy({ configFile: config });
+    const alice = await newTenant(duffy, 'alice');
+    const served = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'fqdn', quantity: 1 }] });
+    expect(served.status).toBe(201);
+    const disk = join(duffy.dataDir, 'machines', 'dot-1.test.', 'root', 'artifacts');
+    mkdirSync(disk, { recursive: true });
+    writeFileSync(join(disk, 'log.txt'), 'ran');
+    expect((await alice.put(`${V1}/sessions/${served.body.session.id}`, { active: false })).status).toBe(200);
+    await until(duffy, idle(duffy, 'dot-1.test.'));
+    expect(machine(duffy, 'dot-1.test.').service).toBe('in-service');
+    expect((await alice.get(`${V1}/sessions/${served.body.session.id}`)).body.session.data.artifacts).toEqual([`artifacts/session-${served.body.session.id}/dot-1.test./log.txt`]);
+  });
+});
+
 describe('item 11: the baremetal role takes ipmi_password from the secret files, never from node data', () => {
   const input = (dataDir: string, data: Record<string, unknown>): DuffyIn => ({
     action: 'health_check',

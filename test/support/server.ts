@@ -9,6 +9,7 @@ import { createApp } from '../../src/main.js';
 import { collect, openLedger } from '../../src/audit/audit.js';
 import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import { Ledger } from '../../src/application/ledger.service.js';
+import { hostKey } from '../../src/domain/world.js';
 
 // Request logs would drown the test output; DUFFY_TEST_LOG=1 shows them.
 process.env.DUFFY_LOG_LEVEL ??= process.env.DUFFY_TEST_LOG ? 'info' : 'silent';
@@ -109,5 +110,5 @@ export const until = (duffy: Running, ready: () => boolean, ms = 120_000) => duf
 /** A machine of the server's World, by its host name. */
 export function machine(duffy: Running, hostname: string) {
   const w = duffy.app.get(Ledger).world;
-  return w.machines.get(w.machineIdsByHostname.get(hostname)!)!;
+  return w.machines.get(w.machineIdsByHostname.get(hostKey(hostname))!)!;
 }
