@@ -240,7 +240,10 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
   const nodeId = async (host: string) => {
     if (/^[0-9]+$/.test(host)) return Number(host);
     const all = (await client().call<{ nodes: Node[] }>('GET', '/nodes?retired=true')).nodes;
-    const n = all.find((x) => hostKey(x.hostname) === hostKey(host) || String(x.id) === host);
+    // A host name registered again after its machine was retired names two nodes: the one in the ledger's hands now
+    // (not retired, else the newest) is meant, as the API's host name lookup means it; the retired one keeps its id.
+    const matches = all.filter((x) => hostKey(x.hostname) === hostKey(host) || String(x.id) === host);
+    const n = matches.find((x) => x.service !== 'retired') ?? matches.reduce<Node | undefined>((a, x) => (a === undefined || x.id > a.id ? x : a), undefined);
     if (!n) throw new ApiError(404, `node ${host} not found among the nodes you can see (a tenant sees those it holds; only admins take nodes in and out of service)`);
     return n.id;
   };

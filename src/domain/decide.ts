@@ -244,8 +244,11 @@ export function decideRegisterMachines(
     if (m.ipaddr !== null) {
       // As Duffy v3's unique index: two records of one host could be handed to two tenants.
       const at = { ipaddr: m.ipaddr, data: m.data };
-      const holder = machineAtAddress(world, at)?.hostname ?? seenIps.get(addressKey(at));
-      if (holder !== undefined) return refusal('conflict', `node ${m.hostname}: address ${m.ipaddr} is node ${holder}'s`);
+      const there = machineAtAddress(world, at);
+      const holder = there?.hostname ?? seenIps.get(addressKey(at));
+      // A retired machine still in use keeps its address: the same host under a new name must wait for its release.
+      const until = there !== undefined && isRetired(there) ? ', retired but still in use: register it again once its session ended and its release ran' : '';
+      if (holder !== undefined) return refusal('conflict', `node ${m.hostname}: address ${m.ipaddr} is node ${holder}'s${until}`);
       if (inFlight.claims('ip', addressKey(at))) return refusal('conflict', `node ${m.hostname}: address ${m.ipaddr} is being registered right now`);
       seenIps.set(addressKey(at), m.hostname);
     }

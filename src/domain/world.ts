@@ -319,7 +319,10 @@ export const canonicalIp = (ipaddr: string) => {
 /**
  * The machine already at this address, if any: as Duffy v3's unique index on `ipaddr`, one not retired and not being
  * provisioned or failed (those may be given a new address). Machines behind one address on distinct ssh ports
- * (node data `ssh_port`, 22 when not given: the remote driver's) are distinct hosts.
+ * (node data `ssh_port`, 22 when not given: the remote driver's) are distinct hosts. A retired machine that a session
+ * still holds (draining), or whose release or another playbook run is still under way, keeps its address until that
+ * is over: a new node registered there (the same host under a new name) would be handed to another tenant while the
+ * first still uses it, and the old one's release would then wipe it under the new tenant.
  */
 export function machineAtAddress(world: World, at: { ipaddr: string; data: Record<string, unknown> }): Machine | undefined {
   // Parsed once: an IPv6 address's canonical form goes through the URL parser.
@@ -328,6 +331,7 @@ export function machineAtAddress(world: World, at: { ipaddr: string; data: Recor
     const m = world.machines.get(id);
     if (!m || m.ipaddr === null || canonicalIp(m.ipaddr) !== address || sshPort(m.data) !== sshPort(at.data)) continue;
     if (!isRetired(m) && m.state !== 'provisioning' && m.state !== 'failed') return m;
+    if (isRetired(m) && (m.sessionId !== null || m.releasingSession !== null || m.job !== null)) return m;
   }
   return undefined;
 }

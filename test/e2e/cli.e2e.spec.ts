@@ -314,6 +314,12 @@ describe('duffy CLI against a running server', () => {
     expect([back.code, back.stderr]).toEqual([expect.any(Number), `duffy: node ${host} is retired\n`]);
     expect(back.code).not.toBe(0);
     expect((await as(admin, 'nodes')).stdout.split('\n').find((l) => l.includes(host))).toMatch(/ retired /);
+    // Its host name registered again (new hardware under an old name): the CLI's HOST is the new node, not the retired one.
+    const again = await duffy.admin.post(`${V1}/nodes`, { hostname: host, pool: 'metal-arm-aarch64' });
+    expect(again.status).toBe(201);
+    const renewed = await as(admin, 'nodes', 'maintenance', host, '--reason', 'burn-in');
+    expect([renewed.code, renewed.stderr, renewed.stdout]).toEqual([0, '', `${host}\tready\tmaintenance\tburn-in\n`]);
+    expect((await duffy.admin.get(`${V1}/nodes/${again.body.node.id}`)).body.node.service).toBe('maintenance');
   });
 
   it('downloads a session\'s artifacts into a directory, and not another tenant\'s', async () => {

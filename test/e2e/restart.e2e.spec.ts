@@ -259,7 +259,7 @@ describe('restart', () => {
     }
   });
 
-  it('does not go on from its own checkpoint when the ledger before it no longer holds the events it signed (deleted, chains recomputed)', async () => {
+  it('does not go on from its own checkpoint when the store counts fewer events up to it than it signed (as after a deletion with the chains recomputed; the count is stubbed, the decision is real)', async () => {
     const first = await startDuffy();
     await newTenant(first, 'ann');
     await first.app.get(CheckpointService).publish();

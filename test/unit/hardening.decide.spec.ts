@@ -326,6 +326,20 @@ describe('registering machines: one host, one machine, however its name is spell
       }
     });
 
+    it('given i1 at 10.0.0.1 retired while a session holds it (draining), or while its release runs, when b.lab is registered at 10.0.0.1, then refused: the same host would go to two tenants', () => {
+      const history = startedSession().map(([stream, e]): [string, DuffyEvent] =>
+        e.type === 'MachineRegistered' ? [stream, { ...e, data: { ...e.data, ipaddr: '10.0.0.1' } } as DuffyEvent] : [stream, e]);
+      const world = given(...history, ['service-i1', { type: 'MachineServiceChanged', data: { machineId: 1, hostname: 'i1', service: 'retired', reason: 'renamed', actor: 'admin', at: AT } }]);
+      expect(world.machines.get(1)).toMatchObject({ sessionId: 1, service: 'retired' });
+      expect(registerAt(world, at('b.lab', '10.0.0.1'))).toEqual({ refused: 'conflict', reason: "node b.lab: address 10.0.0.1 is node i1's, retired but still in use: register it again once its session ended and its release ran" });
+      const m = world.machines.get(1)!;
+      m.sessionId = null;
+      m.releasingSession = 1;
+      expect(registerAt(world, at('b.lab', '10.0.0.1'))).toEqual({ refused: 'conflict', reason: "node b.lab: address 10.0.0.1 is node i1's, retired but still in use: register it again once its session ended and its release ran" });
+      m.releasingSession = null;
+      expect(kind(registerAt(world, at('b.lab', '10.0.0.1')))).toBe('accepted');
+    });
+
     it('given a machine that provisioning moved to 10.0.0.9, then 10.0.0.9 is taken and its old address is free', () => {
       const run = { action: 'provision' as const, playbook: 'provision.yml', exitCode: 0, durationMs: 1000, timedOut: false, tail: '' };
       const world = given(registered(1, 'vm.lab', '10.0.0.1', {}), ['machine-vm.lab', { type: 'MachineProvisioned', data: { machineId: 1, sessionId: null, ipaddr: '10.0.0.9', run, at: AT } }]);
