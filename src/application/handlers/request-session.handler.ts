@@ -110,6 +110,13 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
       const stopListening = cmd.onCallerGone?.(() => void this.callerGoneWhileWaiting(sessionId, cmd).catch(() => undefined));
       await this.ledger.until(() => world.sessions.get(sessionId)!.status !== 'waiting', (cmd.waitSeconds + 30) * 1000).catch(() => undefined);
       stopListening?.();
+      if (world.sessions.get(sessionId)!.status === 'waiting') {
+        // Its wait is over by this process's own timer while the queue, which reads the host's clock, still holds it
+        // (the clock was set back meanwhile): it leaves the queue before its caller is refused, or the queue would later
+        // serve it to nobody and its machines stay held for a whole lease.
+        const reason = `waited ${cmd.waitSeconds} s (the host's clock was set back meanwhile): ${world.sessions.get(sessionId)!.queue?.reason ?? 'no capacity'}`;
+        await this.ledger.decide((w) => decideLeaveQueue(w.sessions.get(sessionId)!, reason, now()), metaFor(cmd.actor)).catch(() => undefined);
+      }
       const s = world.sessions.get(sessionId)!;
       if (s.status !== 'active') {
         // Left because no wait can serve it any more (its tenant retired, its quota lowered, machines retired): the
