@@ -7,7 +7,7 @@ import { CommandBus } from '@nestjs/cqrs';
 import { Catalog, assertAdminKey } from './catalog.js';
 import { ConfigError, type MachineConfig } from '../config/config.js';
 import { RegisterTenantCommand } from './commands.js';
-import { NOTHING_IN_FLIGHT, decideRecordDefaults, decideRecordPools, decideRegisterMachines, isRefusal, poolProfileChanges } from '../domain/decide.js';
+import { NOTHING_IN_FLIGHT, decideRecordDefaults, defaultsChanges, decideRecordPools, decideRegisterMachines, isRefusal, poolProfileChanges } from '../domain/decide.js';
 import { Ledger } from './ledger.service.js';
 import { Provisioner } from './provisioner.service.js';
 import { ReadSide } from './read-side.service.js';
@@ -44,6 +44,8 @@ export class Bootstrap {
     this.setAsideUnknownArtifacts();
     await this.readSide.start();
     // Before any decision made under them: a replay judges quotas and leases by what was recorded here.
+    const defaultsChanged = defaultsChanges(this.ledger.world, this.catalog.defaults);
+    if (defaultsChanged.length > 0) this.log.warn(`the configuration changed the defaults since the last start, for every tenant without a setting of its own (admins too): ${defaultsChanged.join('; ')}`);
     await this.ledger.decide((world, inFlight) => decideRecordDefaults(world, this.catalog.defaults, now(), inFlight), metaFor(null, { process: 'bootstrap' }));
     // A pool's type, arch or platform changed in the file moves its machines to another kind or family: said, and recorded.
     const moved = poolProfileChanges(this.ledger.world, this.catalog.profiles);

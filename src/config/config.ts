@@ -16,7 +16,7 @@ import {
   validateSync,
   type ValidationError,
 } from 'class-validator';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { PLAYBOOK_ACTIONS, playbookFile } from '../adapters/ansible-runner.js';
 import { fileURLToPath } from 'node:url';
@@ -231,11 +231,16 @@ export function loadConfig(file: string): DuffyConfig {
   return config;
 }
 
-/** class-validator errors as `path.to[0].field: message` lines. */
+/** Constraints on a value's type: when one fails, the others (its range, its length) say nothing more. */
+const TYPE_CONSTRAINTS = new Set(['isInt', 'isNumber', 'isString', 'isBoolean', 'isArray', 'isObject']);
+
+/** class-validator errors as `path.to[0].field: message` lines; a value of the wrong type gets one line, its type's. */
 export function describeValidation(errors: ValidationError[], prefix = ''): string[] {
   return errors.flatMap((e) => {
     const path = /^\d+$/.test(e.property) ? `${prefix}[${e.property}]` : prefix ? `${prefix}.${e.property}` : e.property;
-    const own = Object.values(e.constraints ?? {}).map((m) => `${path}: ${m}`);
+    const failed = Object.entries(e.constraints ?? {});
+    const ofType = failed.filter(([name]) => TYPE_CONSTRAINTS.has(name));
+    const own = (ofType.length > 0 ? ofType : failed).map(([, m]) => `${path}: ${m}`);
     return [...own, ...describeValidation(e.children ?? [], path)];
   });
 }
@@ -306,6 +311,7 @@ function withPlaybooks(config: DuffyConfig, file: string): DuffyConfig {
     for (const [action, path] of Object.entries(p.playbooks ?? {})) {
       const found = playbookFile(action as keyof typeof p.playbooks, path);
       if (!existsSync(found)) throw new ConfigError(`${file}: pools[${i}].playbooks.${action}: no such playbook ${found}`);
+      if (!statSync(found).isFile()) throw new ConfigError(`${file}: pools[${i}].playbooks.${action}: ${found} is not a file (a playbook is a YAML file)`);
     }
   });
   return config;

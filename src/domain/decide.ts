@@ -99,6 +99,26 @@ export function decideRecordDefaults(world: World, configured: Defaults, now: st
   return [{ stream: stream.defaults, expected: expectedAt(expected), events: [{ type: 'DefaultsSet', data: { nodeQuota, sessionLifetime, sessionLifetimeMax, at: now } }] }];
 }
 
+/**
+ * What a changed `defaults` section changes since the last start, for the start's warning: each setting's old and new
+ * value, and the tenants without a quota of their own (admins too) that now hold more than the new one. Empty on a
+ * first start or when nothing changed.
+ */
+export function defaultsChanges(world: World, configured: Defaults): string[] {
+  const last = world.defaults;
+  if (!last) return [];
+  const changes: string[] = [];
+  const said = (name: string, was: number, now: number) => was !== now && changes.push(`${name} ${was} -> ${now}`);
+  said('node-quota', last.nodeQuota, configured.nodeQuota);
+  said('session-lifetime', last.sessionLifetime, configured.sessionLifetime);
+  said('session-lifetime-max', last.sessionLifetimeMax, configured.sessionLifetimeMax);
+  if (configured.nodeQuota < last.nodeQuota) {
+    const over = [...world.tenants.values()].filter((t) => t.retiredAt === null && t.nodeQuota === null && t.held > configured.nodeQuota);
+    if (over.length > 0) changes.push(`now over their quota (they keep what they hold, and get no more until under it): ${over.map((t) => `${t.name} holds ${t.held}`).join(', ')}`);
+  }
+  return changes;
+}
+
 /** The configuration's pools, recorded whenever they differ from the last ones recorded (a first start records them). */
 export function decideRecordPools(world: World, configured: readonly PoolProfile[], now: string, inFlight: InFlightView): Decision {
   const pools = configured.map(({ name, type, arch, platform }) => ({ name, type, arch, platform }));

@@ -326,8 +326,12 @@ export const logSettings = {
   },
 };
 
-/** Nest's start-up wiring (a line per module and per route: some 80 lines), at debug rather than info. */
-const NEST_WIRING = new Set(['InstanceLoader', 'RoutesResolver', 'RouterExplorer']);
+/**
+ * Nest's start-up wiring (a line per module and per route: some 80 lines), at debug rather than info; with its
+ * "successfully started", said before Duffy's own start-up has run (a start refused then exits after it): Duffy's
+ * "listening on" line says when it is up.
+ */
+const NEST_WIRING = new Set(['InstanceLoader', 'RoutesResolver', 'RouterExplorer', 'NestApplication']);
 
 /** nestjs-pino builds the root logger through pino-http; unwrapped, our serializers read the raw request and response. */
 export const httpLogging = {

@@ -98,9 +98,16 @@ legacy-mangle-hostname: "{{ hostname | replace('.ci.centos.org', '') }}"
     expect(() => loadConfig(write(`${pool}machines: [{ hostname: a.lab, pool: p1, ipaddr: 10.0.0.1 }, { hostname: b.lab, pool: p1, ipaddr: 10.0.0.1, data: { ssh_port: "022" } }]\n`))).toThrow(/machines\[1\]\.ipaddr: 10\.0\.0\.1 is a\.lab's too/);
   });
 
+  it('says once what is wrong with a value of the wrong type, not its range too', () => {
+    const file = write("defaults: { node-quota: '2' }\npools: [{ name: p1, type: vm, arch: x, platform: y, fill-level: two }]\n");
+    expect(() => loadConfig(file)).toThrow(`${file}: pools[0].fill-level: fill-level must be an integer number; defaults.node-quota: node-quota must be an integer number`);
+  });
+
   it('refuses at start a pool playbook that is not there, naming the pool, action and file', () => {
     const file = write('pools: [{ name: p1, type: vm, arch: x, platform: y, playbooks: { release: playbooks/relase.yml } }]\n');
     expect(() => loadSettings({ DUFFY_CONFIG: file })).toThrow(new RegExp(`^${file}: pools\\[0\\]\\.playbooks\\.release: no such playbook /.*/ansible/playbooks/relase\\.yml$`));
+    const folder = write('pools: [{ name: p1, type: vm, arch: x, platform: y, playbooks: { release: playbooks } }]\n');
+    expect(() => loadSettings({ DUFFY_CONFIG: folder })).toThrow(new RegExp(`^${folder}: pools\\[0\\]\\.playbooks\\.release: /.*/ansible/playbooks is not a file \\(a playbook is a YAML file\\)$`));
     // The auditor reads the file for its defaults only, wherever the playbooks are.
     expect(loadConfig(file).pools[0].playbooks).toEqual({ release: 'playbooks/relase.yml' });
     const fixed = write('pools: [{ name: p1, type: vm, arch: x, platform: y, playbooks: { release: playbooks/release.yml } }]\n');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { type Decision, NOTHING_IN_FLIGHT, type Refusal, type Write, decideExtendSession, decideRecordDefaults, decideRegisterMachines, decideRegisterTenant, decideUpdateTenant, parseExpiry } from '../../src/domain/decide.js';
+import { type Decision, NOTHING_IN_FLIGHT, type Refusal, type Write, decideExtendSession, decideRecordDefaults, defaultsChanges, decideRegisterMachines, decideRegisterTenant, decideUpdateTenant, parseExpiry } from '../../src/domain/decide.js';
 import { machineIdOfHost } from '../../src/domain/world.js';
 import { decideServiceChange } from '../../src/domain/decide-service.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
@@ -215,6 +215,19 @@ describe('recording the tenant defaults a start brings', () => {
       { stream: 'defaults', expected: 1, events: [{ type: 'DefaultsSet', data: { ...lowered, at: LATER } }] },
     ]);
     expect(given(recorded(), recorded(lowered)).defaults).toEqual(lowered);
+  });
+
+  it('given alice (no quota of her own) holding 1 and bob (his own quota) holding 1, when node-quota goes from 5 to 0, then the start says what changed and that alice is over it', () => {
+    const world = given(recorded(), ...startedSession(), tenant(2, 'bob', { nodeQuota: 3 }));
+    world.tenants.get(2)!.held = 1;
+    expect(defaultsChanges(given(), DEFAULTS)).toEqual([]);
+    expect(defaultsChanges(world, DEFAULTS)).toEqual([]);
+    expect(defaultsChanges(world, { ...DEFAULTS, nodeQuota: 0, sessionLifetime: 60 })).toEqual([
+      'node-quota 5 -> 0',
+      'session-lifetime 3600 -> 60',
+      'now over their quota (they keep what they hold, and get no more until under it): alice holds 1',
+    ]);
+    expect(defaultsChanges(world, { ...DEFAULTS, nodeQuota: 9 })).toEqual(['node-quota 5 -> 9']);
   });
 });
 

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { isId } from '../../src/domain/events.js';
-import { IdParamsPipe, MAX_BODY_DEPTH, MAX_BODY_MEMBERS, checkJsonDepth, reviveJsonBody, isJsonBody, logSettings, redactUrl, refuseCrossSiteWrites, refuseUnreadBodies, requestLogging } from '../../src/http/input.js';
+import { IdParamsPipe, MAX_BODY_DEPTH, MAX_BODY_MEMBERS, checkJsonDepth, httpLogging, reviveJsonBody, isJsonBody, logSettings, redactUrl, refuseCrossSiteWrites, refuseUnreadBodies, requestLogging } from '../../src/http/input.js';
 
 const depth = (text: string) => () => checkJsonDepth(undefined, undefined, Buffer.from(text));
 
@@ -224,5 +224,27 @@ describe('a write whose body is not read as JSON', () => {
       answer('POST', { 'content-type': 'text/plain' }),
       answer('GET', { 'content-type': 'text/plain', 'content-length': '3' }),
     ]).toEqual(['next', 'next', 'next', 'next', 'next']);
+  });
+});
+
+describe("Nest's own start-up lines", () => {
+  const logged = (level: string) => {
+    const lines: Array<{ level: number; msg: string }> = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        lines.push(JSON.parse(String(chunk)) as { level: number; msg: string });
+        done();
+      },
+    });
+    const log = pino({ ...httpLogging, level }, sink);
+    log.info({ context: 'NestApplication' }, 'Nest application successfully started');
+    log.info({ context: 'RouterExplorer' }, 'Mapped {/api/v1/sessions, POST} route');
+    log.info({ context: 'Duffy' }, 'listening on :8080');
+    return lines.map((l) => [l.level, l.msg]);
+  };
+
+  it('keeps "successfully started" (said before Duffy\'s own start-up ran) and the wiring at debug; Duffy\'s own lines at info', () => {
+    expect(logged('info')).toEqual([[30, 'listening on :8080']]);
+    expect(logged('debug')).toEqual([[20, 'Nest application successfully started'], [20, 'Mapped {/api/v1/sessions, POST} route'], [30, 'listening on :8080']]);
   });
 });
