@@ -13,7 +13,7 @@ import { Provisioner } from './provisioner.service.js';
 import { ReadSide } from './read-side.service.js';
 import { WaitingQueue } from './queue.service.js';
 import { Reconciler } from './reconciler.service.js';
-import { SessionLifecycle, metaFor, now } from './session-lifecycle.js';
+import { SessionLifecycle, metaFor } from './session-lifecycle.js';
 import { MAX_APPEND_BYTES } from './ports/event-store.port.js';
 
 /** Start-up: fold the ledger, create the first admin on an empty ledger, register configured machines not yet known (in batches). */
@@ -46,11 +46,11 @@ export class Bootstrap {
     // Before any decision made under them: a replay judges quotas and leases by what was recorded here.
     const defaultsChanged = defaultsChanges(this.ledger.world, this.catalog.defaults);
     if (defaultsChanged.length > 0) this.log.warn(`the configuration changed the defaults since the last start, for every tenant without a setting of its own (admins too): ${defaultsChanged.join('; ')}`);
-    await this.ledger.decide((world, inFlight) => decideRecordDefaults(world, this.catalog.defaults, now(), inFlight), metaFor(null, { process: 'bootstrap' }));
+    await this.ledger.decide((world, inFlight) => decideRecordDefaults(world, this.catalog.defaults, this.ledger.clock.now(), inFlight), metaFor(null, { process: 'bootstrap' }));
     // A pool's type, arch or platform changed in the file moves its machines to another kind or family: said, and recorded.
     const moved = poolProfileChanges(this.ledger.world, this.catalog.profiles);
     if (moved.length > 0) this.log.warn(`the configuration changed the profile of ${moved.length} pool(s) since the last start: ${moved.join('; ')}; a machine never changes pool: if this is a mistake, put the pool back as it was`);
-    await this.ledger.decide((world, inFlight) => decideRecordPools(world, this.catalog.profiles, now(), inFlight), metaFor(null, { process: 'bootstrap' }));
+    await this.ledger.decide((world, inFlight) => decideRecordPools(world, this.catalog.profiles, this.ledger.clock.now(), inFlight), metaFor(null, { process: 'bootstrap' }));
     const s = this.catalog.settings;
     if (this.ledger.world.tenants.size === 0) {
       // Checked only here, where it is used: on a ledger that has its admin the variable is ignored.
@@ -152,7 +152,7 @@ export class Bootstrap {
   private checkInventory(): void {
     const missing = this.missingMachines();
     if (missing.length === 0) return;
-    const decision = decideRegisterMachines(this.ledger.world, this.catalog.profiles, { machines: missing, now: now() }, NOTHING_IN_FLIGHT);
+    const decision = decideRegisterMachines(this.ledger.world, this.catalog.profiles, { machines: missing, now: this.ledger.clock.now() }, NOTHING_IN_FLIGHT);
     if (isRefusal(decision)) throw new ConfigError(`${this.catalog.settings.configFile}: machines: ${decision.reason}`);
   }
 
@@ -173,7 +173,7 @@ export class Bootstrap {
       // Decided on the World at that moment: a machine another instance registered meanwhile is left out.
       await this.ledger.decide(
         (world, inFlight) =>
-          decideRegisterMachines(world, this.catalog.profiles, { machines: chunk.filter((m) => machineIdOfHost(world, m.hostname) === undefined), now: now() }, inFlight),
+          decideRegisterMachines(world, this.catalog.profiles, { machines: chunk.filter((m) => machineIdOfHost(world, m.hostname) === undefined), now: this.ledger.clock.now() }, inFlight),
         meta,
       );
     }

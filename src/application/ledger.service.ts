@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { EventBus } from '@nestjs/cqrs';
 import { randomUUID } from 'node:crypto';
+import { LedgerClock } from './ledger-clock.js';
 import {
   type AppendResult,
   EVENT_STORE,
@@ -120,6 +121,8 @@ export class Ledger implements OnApplicationShutdown {
   private readonly pending = new Set<PendingBatch>();
   /** Per stream, the last decision waiting for its turn to write it (see decide). */
   private readonly lines = new Map<string, Turn>();
+  /** What decisions and events are dated with: the host's clock, never stepping back. */
+  readonly clock = new LedgerClock();
   /** The latest time a signed checkpoint in the ledger claims (ms): nothing appended after it may claim an earlier one. */
   private signedAt = -Infinity;
   private readonly log = new Logger('Ledger');
@@ -181,6 +184,7 @@ export class Ledger implements OnApplicationShutdown {
       return;
     }
     this.signedAt = time;
+    this.clock.notBefore(time);
   }
 
   /**
@@ -314,7 +318,7 @@ export class Ledger implements OnApplicationShutdown {
   async record(decided: Write[], meta: EventMetadata): Promise<Recorded> {
     const writes = this.notBeforeSigned(decided);
     // Stamped at the append: the projection lag and the audit tools read an event's time from here.
-    const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta, at: new Date(Math.max(Date.now(), this.signedAt)).toISOString() };
+    const metadata = { correlationId: meta.correlationId ?? randomUUID(), ...meta, at: this.clock.now() };
     const links = appendLinks(metadata);
     const chain = (headsRead: boolean) => {
       const out: StreamWrite[] = [];

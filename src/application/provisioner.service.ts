@@ -144,7 +144,7 @@ export class Provisioner implements OnApplicationShutdown {
 
   private async pass(): Promise<void> {
     await this.replaceLostMachines();
-    const now = Date.now();
+    const now = this.ledger.clock.nowMs();
     const work = dueWork(this.ledger.world, {
       pools: (n) => this.catalog.pool(n),
       now,
@@ -202,7 +202,7 @@ export class Provisioner implements OnApplicationShutdown {
     const world = this.ledger.world;
     const machines = job.machineIds.map((id) => world.machines.get(id)!);
     // Claim first: only machines whose claim landed get a playbook, so no two instances run one.
-    const claims = await this.ledger.commit(machines.map((m) => decideClaim(m, job.action, job.sessionId, this.instance, timeoutMs, Date.now())), meta);
+    const claims = await this.ledger.commit(machines.map((m) => decideClaim(m, job.action, job.sessionId, this.instance, timeoutMs, this.ledger.clock.nowMs())), meta);
     const claimed = machines.flatMap((m, i) => {
       const c = claims[i];
       return c.ok ? [{ machine: m, revision: c.result.nextExpectedRevisions[0] }] : [];
@@ -245,7 +245,7 @@ export class Provisioner implements OnApplicationShutdown {
     // A run that failed a machine is worth a warning: one filtering for warnings sees the timeouts and failures.
     if (failures.length > 0 || run.timedOut) this.log.warn(line);
     else this.log.log(line);
-    const now = new Date().toISOString();
+    const now = this.ledger.clock.now();
     const outcomes = await Promise.all(
       claimed.map(async ({ machine, revision }) => {
         const result = nodes.get(machine.hostname)!;
@@ -267,7 +267,7 @@ export class Provisioner implements OnApplicationShutdown {
    */
   private async onEnvironmentFault(job: Job, playbook: string, claimed: Array<{ machine: { id: number; hostname: string }; revision: number }>, result: RunResult & { fault: EnvironmentFault }, version: number): Promise<void> {
     const { fault, run } = result;
-    const now = Date.now();
+    const now = this.ledger.clock.nowMs();
     const hosts = claimed.map(({ machine }) => machine.hostname).join(', ');
     const keys: Array<[string, string | undefined]> =
       fault.scope === 'playbook' ? [[playbook, playbook]] : fault.scope === 'run' ? claimed.map(({ machine }) => [machineKey(machine.id), hosts]) : [[ANY_RUN, undefined]];
@@ -341,7 +341,7 @@ export class Provisioner implements OnApplicationShutdown {
     await this.ledger.decide((w, inFlight) => {
       const session = w.sessions.get(sessionId);
       if (!session) return [];
-      const decision = decideReplacement(w, session, this.catalog.profiles, this.catalog.defaults, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => inFlight.busy(id), new Date().toISOString(), this.lostBecause.get(sessionId));
+      const decision = decideReplacement(w, session, this.catalog.profiles, this.catalog.defaults, (p) => this.catalog.pool(p)?.contextualize ?? false, (id) => inFlight.busy(id), this.ledger.clock.now(), this.lostBecause.get(sessionId));
       if (!('fail' in decision)) return decision;
       fail = decision.fail;
       return [];

@@ -92,7 +92,7 @@ export class WaitingQueue implements OnApplicationShutdown {
   }
 
   private async pass(): Promise<void> {
-    const nowMs = Date.now();
+    const nowMs = this.ledger.clock.nowMs();
     const world = this.ledger.world;
     const order = queueOrder(world, nowMs);
     // Requests leave the queue when their wait is over, when their tenant was retired (also one that joined it while
@@ -116,7 +116,7 @@ export class WaitingQueue implements OnApplicationShutdown {
             const waiting = world.sessions.get(s.id)!;
             if (waiting.status !== 'waiting') return [];
             const contextualize = (pool: string) => this.catalog.pool(pool)?.contextualize ?? false;
-            const at = Date.now();
+            const at = this.ledger.clock.nowMs();
             const usage = recentUsage(world, s.tenantId, at);
             const heldFrom = held.heldFrom(usage);
             const view = held.size === 0 ? inFlight : { ...inFlight, busy: (id: number) => inFlight.busy(id) || heldFrom(id) };
@@ -140,7 +140,7 @@ export class WaitingQueue implements OnApplicationShutdown {
     for (const r of outcomes) {
       if (r.status === 'rejected' && !(r.reason instanceof DomainError)) throw r.reason;
     }
-    this.wakeForOverflow(Date.now());
+    this.wakeForOverflow(this.ledger.clock.nowMs());
   }
 
   /**

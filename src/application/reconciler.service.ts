@@ -28,7 +28,7 @@ export class Reconciler implements OnApplicationShutdown {
 
   tick(): Promise<void> {
     // The clock of the decision itself (SessionLifecycle.end) has the last word: a lease extended meanwhile stays.
-    this.running ??= this.pass(Date.now())
+    this.running ??= this.pass(this.ledger.clock.nowMs())
       .catch((err) => this.faults.failed(`reconcile pass failed: ${String(err)}`, err))
       .finally(() => (this.running = undefined));
     return this.running;

@@ -16,8 +16,6 @@ export const metaFor = (actor: Actor | null, extra: EventMetadata = {}): EventMe
   ...extra,
 });
 
-export const now = () => new Date().toISOString();
-
 /** Ending sessions and recycling machines: shared by done, expiry, tenant retirement and failed hand-overs. */
 @Injectable()
 export class SessionLifecycle {
@@ -32,7 +30,7 @@ export class SessionLifecycle {
       (world, inFlight) => {
         const s = actor ? visibleSessionOrRefusal(world, sessionId, actor.tenant) : (world.sessions.get(sessionId) ?? refusal('not_found', `session ${sessionId} not found`));
         if ('refused' in s) return s;
-        return decideEndSession(world, s, { reason, now: now(), detail, recyclesInstantly: (pool) => this.recyclesInstantly(pool) }, inFlight);
+        return decideEndSession(world, s, { reason, now: this.ledger.clock.now(), detail, recyclesInstantly: (pool) => this.recyclesInstantly(pool) }, inFlight);
       },
       metaFor(actor),
     );
@@ -45,7 +43,7 @@ export class SessionLifecycle {
    */
   async letGo(sessionId: number, reasons: { waiting: string; handover: string }, process: 'bootstrap' | 'shutdown'): Promise<void> {
     const s = this.ledger.world.sessions.get(sessionId);
-    if (s?.status === 'waiting') await this.ledger.decide((w) => decideLeaveQueue(w.sessions.get(sessionId)!, reasons.waiting, now()), metaFor(null, { process }));
+    if (s?.status === 'waiting') await this.ledger.decide((w) => decideLeaveQueue(w.sessions.get(sessionId)!, reasons.waiting, this.ledger.clock.now()), metaFor(null, { process }));
     else if (s?.status === 'active' && !handedOver(this.ledger.world, s)) await this.end(sessionId, 'failed', null, reasons.handover);
   }
 
@@ -58,7 +56,7 @@ export class SessionLifecycle {
     await this.ledger.decide((world) => {
       const m = world.machines.get(machineId);
       if (!m || !this.recyclesInstantly(m.pool)) return [];
-      const w = decideRecycle(m, 'reuse', now());
+      const w = decideRecycle(m, 'reuse', this.ledger.clock.now());
       return w ? [w] : [];
     }, meta);
   }

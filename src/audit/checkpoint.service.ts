@@ -140,7 +140,7 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
   }
 
   /** The signed head of every event this instance has seen. */
-  current(now = new Date()): Checkpoint {
+  current(now = new Date(this.ledger.clock.nowMs())): Checkpoint {
     const head = { size: this.tree.size, lastPosition: this.lastPosition.toString(), rootHash: this.tree.root().toString('hex'), time: now.toISOString() };
     return signCheckpoint(head, this.privateKey);
   }

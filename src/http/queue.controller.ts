@@ -23,7 +23,7 @@ export class QueueController {
     const world = this.ledger.world;
     return {
       action: 'get',
-      queue: queueOrder(world, Date.now()).map((s, i) => ({
+      queue: queueOrder(world, this.ledger.clock.nowMs()).map((s, i) => ({
         position: i + 1,
         session: s.id,
         tenant: world.tenants.get(s.tenantId)?.name ?? null,

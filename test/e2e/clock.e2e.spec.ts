@@ -30,6 +30,37 @@ describe('the host clock stepped back after a signed checkpoint', () => {
   });
 });
 
+describe('the host clock stepped back a day under a running Duffy', () => {
+  let duffy: Running;
+  afterAll(() => duffy?.close());
+
+  it('goes on from where it was: a lease starts when its session does and lasts its lifetime, an extension is capped from there, a release comes after its hold', async () => {
+    duffy = await startDuffy();
+    const ci = await newTenant(duffy, 'ci-step');
+    const lifetime = duffy.app.get(Catalog).defaults.sessionLifetime * 1000;
+    const first = (await ci.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
+    await duffy.app.get(CheckpointService).publish();
+    await clockSetBack(24 * 3600_000, async () => {
+      const s = await ci.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] });
+      expect(s.status).toBe(201);
+      const { created_at: created, expires_at: expires } = s.body.session as { created_at: string; expires_at: string };
+      expect(Date.parse(created)).toBeGreaterThanOrEqual(Date.parse(first.created_at));
+      // Before: created a day ahead (pinned to the checkpoint), expiring from the host's clock, a day before it began.
+      expect(Date.parse(expires) - Date.parse(created)).toBe(lifetime);
+      const extended = await ci.put(`${V1}/sessions/${s.body.session.id}`, { expires_at: '+30d' });
+      expect(Date.parse(extended.body.session.expires_at) - Date.parse(created)).toBeLessThanOrEqual(duffy.app.get(Catalog).defaults.sessionLifetimeMax * 1000);
+      expect((await ci.put(`${V1}/sessions/${s.body.session.id}`, { active: false })).status).toBe(200);
+      const ended = (await ci.get(`${V1}/sessions/${s.body.session.id}`)).body.session as { retired_at: string };
+      expect(Date.parse(ended.retired_at)).toBeGreaterThanOrEqual(Date.parse(created));
+    });
+    const events = await ledgerEvents(duffy);
+    expect(replay(events, duffy.app.get(Catalog).defaults)).toEqual([]);
+    expect(checkPublished(events).problems).toEqual([]);
+    const times = events.map((e) => Date.parse(String(e.metadata.at)));
+    expect(times).toEqual([...times].sort((a, b) => a - b));
+  }, 60_000);
+});
+
 describe('the host clock stepped back while a request waits in the queue', () => {
   let duffy: Running;
   afterAll(() => duffy?.close());

@@ -4,7 +4,7 @@ import { ExtendSessionCommand } from '../commands.js';
 import { decideExtendSession, visibleSessionOrRefusal } from '../../domain/decide.js';
 import { Ledger } from '../ledger.service.js';
 import { stream } from '../../domain/events.js';
-import { metaFor, now } from '../session-lifecycle.js';
+import { metaFor } from '../session-lifecycle.js';
 
 @CommandHandler(ExtendSessionCommand)
 export class ExtendSessionHandler implements ICommandHandler<ExtendSessionCommand> {
@@ -20,7 +20,7 @@ export class ExtendSessionHandler implements ICommandHandler<ExtendSessionComman
       (world) => {
         const s = visibleSessionOrRefusal(world, cmd.sessionId, cmd.actor.tenant);
         if ('refused' in s) return s;
-        return decideExtendSession(s, world.tenants.get(s.tenantId)!, this.catalog.defaults, cmd.expiresAt, now(), cmd.actor.tenant.isAdmin);
+        return decideExtendSession(s, world.tenants.get(s.tenantId)!, this.catalog.defaults, cmd.expiresAt, this.ledger.clock.now(), cmd.actor.tenant.isAdmin);
       },
       metaFor(cmd.actor),
       owner ? [stream.tenant(owner.name)] : [],

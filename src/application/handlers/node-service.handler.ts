@@ -4,7 +4,7 @@ import { type ServiceRequest, decideServiceChange } from '../../domain/decide-se
 import { refusal } from '../../domain/decide.js';
 import { refuse } from '../../domain/errors.js';
 import { Ledger } from '../ledger.service.js';
-import { metaFor, now } from '../session-lifecycle.js';
+import { metaFor } from '../session-lifecycle.js';
 import type { Machine } from '../../domain/world.js';
 
 /** An admin takes a node out of service (maintenance, retirement), puts it back, or gives its hardware. */
@@ -26,7 +26,7 @@ export class ChangeNodeServiceHandler implements ICommandHandler<ChangeNodeServi
     if (!cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may change the service or hardware of nodes');
     await this.ledger.decide((world, inFlight) => {
       const m = world.machines.get(cmd.machineId);
-      return m ? decideServiceChange(m, cmd.change, cmd.actor.tenant.name, now(), inFlight) : refusal('not_found', `node ${cmd.machineId} not found`);
+      return m ? decideServiceChange(m, cmd.change, cmd.actor.tenant.name, this.ledger.clock.now(), inFlight) : refusal('not_found', `node ${cmd.machineId} not found`);
     }, metaFor(cmd.actor));
     return this.ledger.world.machines.get(cmd.machineId)!;
   }

@@ -5,7 +5,7 @@ import { RegisterMachineCommand } from '../commands.js';
 import { decideRegisterMachines } from '../../domain/decide.js';
 import { refuse } from '../../domain/errors.js';
 import { Ledger } from '../ledger.service.js';
-import { metaFor, now } from '../session-lifecycle.js';
+import { metaFor } from '../session-lifecycle.js';
 
 @CommandHandler(RegisterMachineCommand)
 export class RegisterMachineHandler implements ICommandHandler<RegisterMachineCommand> {
@@ -16,7 +16,7 @@ export class RegisterMachineHandler implements ICommandHandler<RegisterMachineCo
 
   async execute(cmd: RegisterMachineCommand) {
     if (cmd.actor && !cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may register nodes');
-    await this.ledger.decide((world, inFlight) => decideRegisterMachines(world, this.catalog.profiles, { machines: [cmd.machine], now: now() }, inFlight), metaFor(cmd.actor));
+    await this.ledger.decide((world, inFlight) => decideRegisterMachines(world, this.catalog.profiles, { machines: [cmd.machine], now: this.ledger.clock.now() }, inFlight), metaFor(cmd.actor));
     const world = this.ledger.world;
     return world.machines.get(machineIdOfHost(world, cmd.machine.hostname)!)!;
   }

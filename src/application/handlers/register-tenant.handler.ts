@@ -5,7 +5,7 @@ import { RegisterTenantCommand } from '../commands.js';
 import { decideRegisterTenant } from '../../domain/decide.js';
 import { refuse } from '../../domain/errors.js';
 import { Ledger } from '../ledger.service.js';
-import { metaFor, now } from '../session-lifecycle.js';
+import { metaFor } from '../session-lifecycle.js';
 
 @CommandHandler(RegisterTenantCommand)
 export class RegisterTenantHandler implements ICommandHandler<RegisterTenantCommand> {
@@ -15,7 +15,7 @@ export class RegisterTenantHandler implements ICommandHandler<RegisterTenantComm
     if (cmd.actor && !cmd.actor.tenant.isAdmin) refuse('forbidden', 'only admins may create tenants');
     const apiKey = cmd.apiKey ?? randomUUID();
     await this.ledger.decide(
-      (world, inFlight) => decideRegisterTenant(world, { name: cmd.name, apiKeyDigest: digestKey(apiKey), isAdmin: cmd.isAdmin, settings: cmd.settings, now: now() }, inFlight),
+      (world, inFlight) => decideRegisterTenant(world, { name: cmd.name, apiKeyDigest: digestKey(apiKey), isAdmin: cmd.isAdmin, settings: cmd.settings, now: this.ledger.clock.now() }, inFlight),
       metaFor(cmd.actor),
     );
     const world = this.ledger.world;

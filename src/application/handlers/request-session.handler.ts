@@ -7,7 +7,7 @@ import { RequestSessionCommand } from '../commands.js';
 import { decideLeaveQueue, decideRequestSession, neverServable } from '../../domain/decide.js';
 import { DomainError, refuse } from '../../domain/errors.js';
 import { Ledger } from '../ledger.service.js';
-import { SessionLifecycle, metaFor, now } from '../session-lifecycle.js';
+import { SessionLifecycle, metaFor } from '../session-lifecycle.js';
 import { type Session, handedOver } from '../../domain/world.js';
 import { WaitingQueue } from '../queue.service.js';
 
@@ -57,13 +57,13 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
       await this.ledger.decide((world, inFlight) => {
         sessionId = inFlight.lastSessionId() + 1;
         // Machines the queue holds for an urgent request are held from this one too, as from a later waiting one.
-        const heldFrom = this.queue.heldFromNewRequest(world, cmd.tenantId, Date.now());
+        const heldFrom = this.queue.heldFromNewRequest(world, cmd.tenantId, this.ledger.clock.nowMs());
         const view = heldFrom ? { ...inFlight, busy: (id: number) => inFlight.busy(id) || heldFrom(id) } : inFlight;
         return decideRequestSession(
           world,
           this.catalog.profiles,
           this.catalog.defaults,
-          { sessionId, tenantId: cmd.tenantId, specs: cmd.specs, now: now(), contextualize: (pool) => this.catalog.pool(pool)?.contextualize ?? false, waitSeconds: full ? undefined : cmd.waitSeconds },
+          { sessionId, tenantId: cmd.tenantId, specs: cmd.specs, now: this.ledger.clock.now(), contextualize: (pool) => this.catalog.pool(pool)?.contextualize ?? false, waitSeconds: full ? undefined : cmd.waitSeconds },
           view,
         );
       }, metaFor(cmd.actor));
@@ -115,7 +115,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
         // (the clock was set back meanwhile): it leaves the queue before its caller is refused, or the queue would later
         // serve it to nobody and its machines stay held for a whole lease.
         const reason = `waited ${cmd.waitSeconds} s (the host's clock was set back meanwhile): ${world.sessions.get(sessionId)!.queue?.reason ?? 'no capacity'}`;
-        await this.ledger.decide((w) => decideLeaveQueue(w.sessions.get(sessionId)!, reason, now()), metaFor(cmd.actor)).catch(() => undefined);
+        await this.ledger.decide((w) => decideLeaveQueue(w.sessions.get(sessionId)!, reason, this.ledger.clock.now()), metaFor(cmd.actor)).catch(() => undefined);
       }
       const s = world.sessions.get(sessionId)!;
       if (s.status !== 'active') {
@@ -135,7 +135,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
    */
   private async callerGoneWhileWaiting(sessionId: number, cmd: RequestSessionCommand): Promise<void> {
     await this.ledger.decide(
-      (world) => decideLeaveQueue(world.sessions.get(sessionId)!, `cancelled: ${cmd.actor.tenant.name}'s client went away while waiting`, now()),
+      (world) => decideLeaveQueue(world.sessions.get(sessionId)!, `cancelled: ${cmd.actor.tenant.name}'s client went away while waiting`, this.ledger.clock.now()),
       metaFor(cmd.actor),
     );
     if (this.ledger.world.sessions.get(sessionId)?.status === 'active') await this.sessions.end(sessionId, 'failed', null, CALLER_GONE);
@@ -163,7 +163,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     let s = world.sessions.get(sessionId)!;
     // Its expiry set in the past during the hand-over (the reconciler's pass, every 5 s, may not have come yet):
     // the lease is over, so it ends now and the caller gets the 409 below, never a 201 for an expired session.
-    if (inTime && s.status === 'active' && Date.parse(s.expiresAt) <= Date.now()) s = await this.sessions.end(sessionId, 'expired', null);
+    if (inTime && s.status === 'active' && Date.parse(s.expiresAt) <= this.ledger.clock.nowMs()) s = await this.sessions.end(sessionId, 'expired', null);
     if (inTime && s.status === 'active') return s;
     if (!inTime) await this.sessions.end(sessionId, 'failed', null, 'provisioning did not finish in time');
     const ended = world.sessions.get(sessionId)!;

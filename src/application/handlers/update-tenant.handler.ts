@@ -5,7 +5,7 @@ import { UpdateTenantCommand } from '../commands.js';
 import { decideUpdateTenant, refusal } from '../../domain/decide.js';
 import { refuse } from '../../domain/errors.js';
 import { Ledger } from '../ledger.service.js';
-import { SessionLifecycle, metaFor, now } from '../session-lifecycle.js';
+import { SessionLifecycle, metaFor } from '../session-lifecycle.js';
 
 @CommandHandler(UpdateTenantCommand)
 export class UpdateTenantHandler implements ICommandHandler<UpdateTenantCommand> {
@@ -23,7 +23,7 @@ export class UpdateTenantHandler implements ICommandHandler<UpdateTenantCommand>
     await this.ledger.decide((world, inFlight) => {
       const tenant = world.tenants.get(cmd.tenantId);
       if (!tenant) return refusal('not_found', `tenant ${cmd.tenantId} not found`);
-      return decideUpdateTenant(tenant, { changes, keyDigests, active: cmd.active, now: now() }, world, inFlight);
+      return decideUpdateTenant(tenant, { changes, keyDigests, active: cmd.active, now: this.ledger.clock.now() }, world, inFlight);
     }, metaFor(cmd.actor));
     const world = this.ledger.world;
     const tenant = world.tenants.get(cmd.tenantId)!;
