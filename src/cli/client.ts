@@ -1,5 +1,5 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { type ClientRequest, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -130,13 +130,13 @@ export class DuffyClient {
    * One API call. Plain node:http(s), not fetch: fetch gives up on an answer after 300 s (undici's headers
    * timeout), and a request waiting in Duffy's fair queue is answered only when it is served.
    */
-  async call<T = Record<string, any>>(method: string, path: string, body?: unknown, patient = true): Promise<T> {
-    return JSON.parse((await this.raw(method, path, body, patient)).toString('utf8')) as T;
+  async call<T = Record<string, any>>(method: string, path: string, body?: unknown, patient = true, onRequest?: (req: ClientRequest) => void): Promise<T> {
+    return JSON.parse((await this.raw(method, path, body, patient, onRequest)).toString('utf8')) as T;
   }
 
   /** The answer's bytes (a file download); an error answer becomes an ApiError with its `detail`. */
-  async raw(method: string, path: string, body?: unknown, patient = true): Promise<Buffer> {
-    const res = await this.exchange(method, path, body, patient);
+  async raw(method: string, path: string, body?: unknown, patient = true, onRequest?: (req: ClientRequest) => void): Promise<Buffer> {
+    const res = await this.exchange(method, path, body, patient, onRequest);
     if (res.status >= 200 && res.status < 300) return res.body;
     throw new ApiError(res.status, detailOf(res.body) || res.statusText, res.refusal);
   }
@@ -144,8 +144,9 @@ export class DuffyClient {
   /**
    * One call and its answer whatever the status (Duffy v3's `duffy client` prints error answers as they are).
    * `patient`: tried again where that is safe (below); not for a job that is stopping and must exit now.
+   * `onRequest`: given each HTTP request as it is made (a stopping job closes its side of a request's connection).
    */
-  async exchange(method: string, path: string, body?: unknown, patient = true): Promise<Answer> {
+  async exchange(method: string, path: string, body?: unknown, patient = true, onRequest?: (req: ClientRequest) => void): Promise<Answer> {
     const { tenant, key, url } = this.config;
     if (!tenant || !key) throw new ApiError(401, 'no credentials: give --tenant and --key, DUFFY_TENANT and DUFFY_KEY, or ~/.config/duffy');
     const payload = body === undefined ? undefined : JSON.stringify(body);
@@ -182,7 +183,7 @@ export class DuffyClient {
           authorization: `Basic ${Buffer.from(`${tenant}:${key}`).toString('base64')}`,
           'content-type': 'application/json',
           ...(payload === undefined ? {} : { 'content-length': String(Buffer.byteLength(payload)) }),
-        }, payload, silenceMs);
+        }, payload, silenceMs, onRequest);
       } catch (err) {
         const code = String((err as NodeJS.ErrnoException).code);
         if (retryable.includes(code) && (await tryAgain(attempt, `cannot reach Duffy at ${shownUrl(url)} (${code})`))) continue;
@@ -213,7 +214,7 @@ const RELEASE_PATIENCE_MS = 120_000;
 /** An answer silent this long is given up on (a hung server must not hang a build's last step); a request may wait longer. */
 const SILENCE_MS = 60_000;
 
-function send(url: URL, method: string, headers: Record<string, string>, payload?: string, silenceMs?: number): Promise<Answer> {
+function send(url: URL, method: string, headers: Record<string, string>, payload?: string, silenceMs?: number, onRequest?: (req: ClientRequest) => void): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method, headers }, (res) => {
       const chunks: Buffer[] = [];
@@ -224,6 +225,7 @@ function send(url: URL, method: string, headers: Record<string, string>, payload
     });
     if (silenceMs !== undefined) req.setTimeout(silenceMs, () => req.destroy(Object.assign(new Error(`no answer in ${silenceMs / 1000} s`), { code: 'ETIMEDOUT' })));
     req.on('error', reject);
+    onRequest?.(req);
     req.end(payload);
   });
 }

@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, resolve, sep } from 'node:path';
+import type { ClientRequest } from 'node:http';
 import { isDeepStrictEqual } from 'node:util';
 import { BadQuestionError, NotFoundError } from '../audit/not-found.js';
 import { parseDuration } from '../domain/duration.js';
@@ -87,7 +88,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
         : s.data?.ended === 'expired'
           ? ` (expired at ${s.retired_at})`
           : '';
-    out(`session ${s.id} ${s.active ? `active until ${s.expires_at}` : s.data?.queue ? `waiting in the queue, position ${s.data.queue.position}` : `ended${why}`}`);
+    out(`session ${s.id} ${s.active ? (Date.parse(String(s.expires_at)) <= Date.now() ? `active, its lease ended at ${s.expires_at}: ending now` : `active until ${s.expires_at}`) : s.data?.queue ? `waiting in the queue, position ${s.data.queue.position}` : `ended${why}`}`);
     for (const n of s.nodes) out(`${n.hostname}\t${n.ipaddr ?? '-'}\t${n.pool}\t${n.state ?? '-'}`);
     if (s.active && s.nodes.length) out(`ssh root@${s.nodes[0].hostname}`);
   };
@@ -115,8 +116,7 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
       if (!o.pool && !o.type) throw new UsageError('request: give --pool or --type');
       const spec = Object.fromEntries(Object.entries({ pool: o.pool, type: o.type, arch: o.arch, platform: o.platform, quantity: o.count }).filter(([, v]) => v !== undefined));
       try {
-        if (!o.wait) return show((await client().call<{ session: Session }>('POST', '/sessions', { nodes_specs: [spec] })).session);
-        return show(await waitInQueue(client(), [spec], o.wait, o.count, progress));
+        return show(await requestSession(client(), [spec], o.wait ?? 0, o.count, progress));
       } catch (err) {
         throw sentUnanswered(err, 'the request may have been served all the same (Duffy stopped as it answered): `duffy list` shows it; `duffy done` gives it back, or it is held until its lease ends');
       }
@@ -275,18 +275,20 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
 }
 
 /**
- * POST with `"wait"`: Duffy keeps the request in its fair-share queue and answers once it is served (or its time
- * is up). Meanwhile follow the waiting session: its place and reason as progress, and its id, so that an
- * interrupted CLI takes it out of the queue instead of leaving it to be served to nobody.
+ * POST /sessions. With `"wait"`, Duffy keeps the request in its fair-share queue and answers once it is served (or
+ * its time is up); meanwhile follow the waiting session: its place and reason as progress, and its id, so that an
+ * interrupted CLI takes it out of the queue instead of leaving it to be served to nobody. Waiting or not, a job
+ * stopped (SIGINT, SIGTERM) while its answer is on its way gives back what it was served.
  */
-async function waitInQueue(c: DuffyClient, specs: unknown[], wait: number, count: number, progress?: (line: string) => void): Promise<Session> {
+async function requestSession(c: DuffyClient, specs: unknown[], wait: number, count: number, progress?: (line: string) => void): Promise<Session> {
   const waitingOnes = async () => (await c.call<{ sessions: Session[] }>('GET', '/sessions')).sessions.filter((s) => !s.active && s.data?.queue);
   // Only to show its place on a terminal: a job without one holds its place with its one request, no polling.
-  const before = progress ? new Set((await waitingOnes()).map((s) => s.id)) : undefined;
+  const before = progress && wait > 0 ? new Set((await waitingOnes()).map((s) => s.id)) : undefined;
   let settled = false;
   let served: Session | undefined;
+  let asking: ClientRequest | undefined;
   const answer = c
-    .call<{ session: Session }>('POST', '/sessions', { nodes_specs: specs, wait })
+    .call<{ session: Session }>('POST', '/sessions', wait > 0 ? { nodes_specs: specs, wait } : { nodes_specs: specs }, true, (req) => (asking = req))
     .then((r) => ((served = r.session), r))
     .finally(() => (settled = true));
   let mine: number | undefined;
@@ -298,10 +300,23 @@ async function waitInQueue(c: DuffyClient, specs: unknown[], wait: number, count
     // Served as the job stops (the answer came, not yet printed): given back, or held until its lease ends. Still
     // waiting: taken out of the queue by its id when known; else by the connection this exit closes (Duffy cancels a
     // waiting request whose caller went away).
+    const giveBack = (id: number, said: string) => c.call('PUT', `/sessions/${id}`, { active: false }, false).then(() => process.stderr.write(`duffy: ${said}\n`), () => undefined);
     const id = served?.id ?? mine;
-    const said = served ? `gave back session ${id}, served as the job stopped` : `left the queue (session ${id})`;
     // Once, at once: the job is stopping (a Duffy out of reach still drops the request with this exit's connection).
-    const cancel = id === undefined ? Promise.resolve() : c.call('PUT', `/sessions/${id}`, { active: false }, false).then(() => process.stderr.write(`duffy: ${said}\n`), () => undefined);
+    let cancel: Promise<unknown> = id === undefined ? Promise.resolve() : giveBack(id, served ? `gave back session ${id}, served as the job stopped` : `left the queue (session ${id})`);
+    if (id === undefined && !settled && asking) {
+      // Not known whether it was served: Duffy may have answered already, its 201 on its way (it then cannot tell
+      // that nobody will read it), or not (it cancels a waiting request, ends a hand-over, when its caller goes).
+      // Close only our side of the connection, which tells Duffy, and read what it sent before it knew: a session
+      // served as the job stopped is given back, not held by nobody until its lease ends.
+      const req = asking;
+      if (req.socket && !req.socket.destroyed) req.socket.end();
+      else req.destroy();
+      cancel = Promise.race([
+        answer.then((r) => giveBack(r.session.id, `gave back session ${r.session.id}, served as the job stopped`), () => undefined),
+        sleep(10_000),
+      ]);
+    }
     void cancel.finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
   };
   process.once('SIGINT', interrupted);

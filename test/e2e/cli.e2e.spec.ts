@@ -192,6 +192,8 @@ describe('duffy CLI against a running server', () => {
     const admin = { ...env, DUFFY_TENANT: 'admin', DUFFY_KEY: ADMIN_KEY };
     // Back to its start (an extension is clamped there): due at the reconciler's next pass.
     expect((await runCli(admin, 'extend', String(s.id), '-48h')).code).toBe(0);
+    // Until that pass it is still active: not "active until" a time already gone.
+    expect((await runCli(admin, 'show', String(s.id))).stdout.split('\n')[0]).toMatch(new RegExp(`^session ${s.id} active, its lease ended at [0-9T:.Z-]+: ending now$`));
     await duffy.app.get(Reconciler).tick();
     const ended = (await duffy.admin.get(`${V1}/sessions/${s.id}`)).body.session;
     expect([ended.active, ended.data.ended]).toEqual([false, 'expired']);
