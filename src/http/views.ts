@@ -80,7 +80,8 @@ export function nodeView(m: Machine, admin = false) {
   const retiredAt = retiredForGood(m) ? (m.retiredAt ?? m.serviceChangedAt) : null;
   return {
     ...sessionNodeView(m, admin),
-    comment: m.comment ?? null,
+    // The admins' note (a rack, a vault path): theirs, as in a session's nodes.
+    comment: admin ? (m.comment ?? null) : null,
     created_at: m.createdAt,
     retired_at: retiredAt,
     active: retiredAt === null,

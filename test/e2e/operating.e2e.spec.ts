@@ -338,6 +338,10 @@ describe('hardware requirements', () => {
     expect(mid.body.session.nodes.map((n: { hostname: string }) => n.hostname)).toEqual(['mid.test']);
     // The admins' note on the node stays out of the session's view, as Duffy v3's session nodes have none.
     expect(mid.body.session.nodes[0].comment).toBe(null);
+    // Nor on the node itself, which its tenant may read while it holds it (it showed there).
+    const asTenant = (await hana.get(`${V1}/nodes/${mid.body.session.nodes[0].id}`)).body.node;
+    expect([asTenant.hostname, asTenant.comment]).toEqual(['mid.test', null]);
+    expect((await duffy.admin.get(`${V1}/nodes/${mid.body.session.nodes[0].id}`)).body.node.comment).toBe('rack 4, bought 2024');
 
     const huge = await ask({ hardware: { min_ram_gb: 1024 } });
     expect(huge.status).toBe(422);
