@@ -153,7 +153,11 @@ export class Bootstrap {
     const missing = this.missingMachines();
     if (missing.length === 0) return;
     const decision = decideRegisterMachines(this.ledger.world, this.catalog.profiles, { machines: missing, now: this.ledger.clock.now() }, NOTHING_IN_FLIGHT);
-    if (isRefusal(decision)) throw new ConfigError(`${this.catalog.settings.configFile}: machines: ${decision.reason}`);
+    if (!isRefusal(decision)) return;
+    // Named where the file has it, as the configuration's own checks do (`machines[21].ipaddr: ...`).
+    const named = /^node ([^:\s]+)/.exec(decision.reason)?.[1];
+    const index = named === undefined ? -1 : this.catalog.settings.config.machines.findIndex((m) => hostKey(m.hostname) === hostKey(named));
+    throw new ConfigError(`${this.catalog.settings.configFile}: machines${index < 0 ? '' : `[${index}]`}: ${decision.reason}`);
   }
 
   private missingMachines() {
@@ -197,12 +201,12 @@ export function configDrift(world: World, machines: readonly MachineConfig[]): s
     const m = ledgerMachine(world, c);
     if (!m || isRetired(m)) continue;
     const keys = [
-      c.pool !== m.pool && 'pool',
+      c.pool !== m.pool && `pool ${m.pool} in the ledger, ${c.pool} in the file`,
       // No address configured: provisioning may have learned one (a VM on DHCP), which is no edit.
-      c.ipaddr != null && canonicalIp(c.ipaddr) !== (m.ipaddr === null ? null : canonicalIp(m.ipaddr)) && 'ipaddr',
+      c.ipaddr != null && canonicalIp(c.ipaddr) !== (m.ipaddr === null ? null : canonicalIp(m.ipaddr)) && `ipaddr ${m.ipaddr ?? 'none'} in the ledger, ${c.ipaddr} in the file`,
       !isDeepStrictEqual(c.hardware ?? {}, m.hardware ?? {}) && 'hardware',
     ].filter((k): k is string => k !== false);
-    if (keys.length > 0) out.push(`${c.hostname} (${keys.join(', ')})`);
+    if (keys.length > 0) out.push(`${c.hostname} (${keys.join('; ')})`);
   }
   return out;
 }

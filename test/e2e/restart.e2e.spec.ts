@@ -185,7 +185,7 @@ describe('restart', () => {
     const before = statSync(join(dataDir, 'ledger.sqlite.head')).mtimeMs;
     const refused = await startDuffy({ dataDir, configFile: clashing }).then(() => undefined, (err: unknown) => err);
     expect(refused).toBeInstanceOf(ConfigError);
-    expect((refused as Error).message).toMatch(/clashing\.yaml: machines: .*10\.1\.0\.99.*x-99\.lab/);
+    expect((refused as Error).message).toMatch(new RegExp(`clashing\\.yaml: machines\\[${demo.machines.length - 1}\\]: node y-01\\.lab: address 10\\.1\\.0\\.99 is node x-99\\.lab's$`));
     // Nothing written: not even the tenant defaults of the configuration it refused.
     expect(statSync(join(dataDir, 'ledger.sqlite.head')).mtimeMs).toBe(before);
     duffy = await startDuffy({ dataDir, configFile: config });

@@ -294,7 +294,7 @@ describe('a configuration edited for machines the ledger already knows', () => {
         // Configured without an address, given one by its provisioning (a VM on DHCP): not an edit.
         m({ hostname: 'd.test', pool: 'p' }),
       ]),
-    ).toEqual(['a.test (hardware)', 'B.test. (pool, ipaddr)']);
+    ).toEqual(['a.test (hardware)', 'B.test. (pool p in the ledger, q in the file; ipaddr none in the ledger, 10.0.0.2 in the file)']);
     expect(configDrift(world, [m({ hostname: 'a.test', ipaddr: '10.0.0.1', pool: 'p', hardware: { cpus: 16 } }), m({ hostname: 'b.test', pool: 'p' })])).toEqual([]);
   });
 
