@@ -317,5 +317,9 @@ export function sessionOfStream(name: string): number | undefined {
   return Number.isSafeInteger(id) ? id : undefined;
 }
 
-/** Ids as typed (a path, a query, the CLI): canonical decimal integers, no sign, no leading zero, at most 15 digits. */
-export const isId = (raw: unknown): raw is string => typeof raw === 'string' && /^(0|[1-9][0-9]{0,14})$/.test(raw);
+/** The largest id a path, a query or a body may give: 15 digits, safe as a JavaScript number. */
+export const MAX_ID = 999_999_999_999_999;
+const ID_TEXT = new RegExp(`^(0|[1-9][0-9]{0,${String(MAX_ID).length - 1}})$`);
+
+/** Ids as typed (a path, a query, the CLI): canonical decimal integers, no sign, no leading zero, at most MAX_ID. */
+export const isId = (raw: unknown): raw is string => typeof raw === 'string' && ID_TEXT.test(raw);
