@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import type { Command } from 'commander';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { LEDGER_FILE, READ_MODELS_FILE, headFileOf, lockDataDir, syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
 import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
@@ -106,6 +106,8 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         if (existsSync(join(dataDir, HEAD_FILE))) copyDurably(join(dataDir, HEAD_FILE), join(to, HEAD_FILE));
         snapshot(ledger, join(to, LEDGER_FILE));
         if (existsSync(join(dataDir, KEY_FILE))) copyDurably(join(dataDir, KEY_FILE), join(to, KEY_FILE));
+        // The whole history and the tenants' keys: the owner's alone, also once the copy leaves its 0700 directory.
+        for (const name of readdirSync(to)) chmodSync(join(to, name), 0o600);
         syncToDisk(to);
       } catch (err) {
         // A copy cut short (its disk full) is no backup: removed, so the same command can be run again once there is room.

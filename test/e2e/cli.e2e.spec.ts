@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { execFile, spawn } from 'node:child_process';
 import { type Server, createServer } from 'node:http';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -485,6 +485,8 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     expect(taken.stdout).toMatch(/^backup of .*ledger\.sqlite in .*monday: audit-ed25519\.pem, ledger\.sqlite, ledger\.sqlite\.head\nOK: \d+ events in their stream chains; \d+ links of the global chain; the writer's head at position \d+/);
     expect(served).toBeGreaterThan(0);
     expect(readFileSync(join(backup, 'audit-ed25519.pem'))).toEqual(readFileSync(join(dataDir, 'audit-ed25519.pem')));
+    // The owner's alone, every file (the ledger holds the whole history and the tenants' keys).
+    expect(readdirSync(backup).map((name) => [name, statSync(join(backup, name)).mode & 0o777])).toEqual(readdirSync(backup).map((name) => [name, 0o600]));
     // A backup never writes over another, nor into a file.
     expect((await cli('backup', backup, '--data-dir', dataDir)).code).toBe(2);
     expect(await cli('backup', join(backup, 'ledger.sqlite'), '--data-dir', dataDir)).toMatchObject({ code: 2, stderr: expect.stringMatching(/ledger\.sqlite is a file: a backup goes into a new or empty directory\n$/) });
