@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeEach, afterEach } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
-import { type Doc, type DocChange, type ReadModelStore } from '../../src/application/ports/read-model.port.js';
+import { type Doc, type DocChange, INDEXED_FIELDS, type ReadModelStore } from '../../src/application/ports/read-model.port.js';
 
 /** One behaviour, every adapter: the embedded read models and MongoDB must both pass this. */
 export function readModelsContract(name: string, open: () => Promise<ReadModelStore>) {
@@ -87,6 +87,36 @@ export function readModelsContract(name: string, open: () => Promise<ReadModelSt
       expect(await store.find(c, { kind: 'vm', cpus: 8 })).toEqual([]);
       expect(await store.find(c, { nosuchfield: 'x' })).toEqual([]);
       expect(await store.find(unique('none'), {})).toEqual([]);
+    });
+
+    it('finds on a field the stores index (INDEXED_FIELDS) as on any other: types apart, null for missing, with other fields', async () => {
+      const collection = Object.keys(INDEXED_FIELDS)[0];
+      const field = INDEXED_FIELDS[collection][0];
+      // Values of this test's own: the collection is the real one, shared with whatever else the store holds.
+      const open = unique('open');
+      const shut = unique('shut');
+      const tenant = Math.floor(Math.random() * 1e9);
+      const id = (n: number) => `${unique('d')}-${n}`;
+      const ids = [1, 2, 3, 4, 5, 6].map(id).sort();
+      await store.apply(
+        unique('p'),
+        1,
+        [
+          put(collection, ids[0], { [field]: open, tenant, n: 1 }, 1),
+          put(collection, ids[1], { [field]: shut, tenant, n: 2 }, 2),
+          put(collection, ids[2], { [field]: open, tenant: tenant + 1, n: 3 }, 3),
+          put(collection, ids[3], { [field]: [open], tenant, n: 4 }, 4),
+          put(collection, ids[4], { tenant, n: 5 }, 5),
+          put(collection, ids[5], { [field]: open, tenant, n: 6 }, 6),
+        ],
+        6n,
+      );
+      const ns = async (filter: Record<string, string | number | boolean | null>) => (await store.find(collection, filter)).map((d) => d.n);
+      expect(await ns({ [field]: open })).toEqual([1, 3, 6]);
+      expect(await ns({ tenant, [field]: open })).toEqual([1, 6]);
+      expect(await ns({ [field]: shut, tenant })).toEqual([2]);
+      expect(await ns({ [field]: null, tenant })).toEqual([5]);
+      expect(await ns({ [field]: `${open}x` })).toEqual([]);
     });
 
     it('has no checkpoint until the first apply, then keeps position and version, only moving forward', async () => {

@@ -8,7 +8,7 @@ import {
   MongoClient,
   MongoServerError,
 } from 'mongodb';
-import { type Checkpoint, type Doc, type DocChange, type ReadModelStore } from '../../application/ports/read-model.port.js';
+import { type Checkpoint, type Doc, type DocChange, INDEXED_FIELDS, type ReadModelStore } from '../../application/ports/read-model.port.js';
 import { type FilterValue, filterEntries, latestPerDocAndEvent } from './changes.js';
 
 interface StoredDoc {
@@ -182,7 +182,12 @@ export class MongoReadModels implements ReadModelStore {
   private database(): Promise<Db> {
     if (this.closed) return Promise.reject(new Error('read models are closed'));
     this.connecting ??= this.client.connect().then(
-      (client) => client.db(this.dbName),
+      async (client) => {
+        const db = client.db(this.dbName);
+        // The filters INDEXED_FIELDS names, served by an index (created once, a no-op at later starts).
+        for (const [name, fields] of Object.entries(INDEXED_FIELDS)) for (const field of fields) await collection(db, name).createIndex({ [field]: 1 });
+        return db;
+      },
       (err: unknown) => {
         this.connecting = undefined; // let the next call retry
         throw err;

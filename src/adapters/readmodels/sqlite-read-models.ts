@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { type Checkpoint, type Doc, type DocChange, type ReadModelStore } from '../../application/ports/read-model.port.js';
+import { type Checkpoint, type Doc, type DocChange, INDEXED_FIELDS, type ReadModelStore } from '../../application/ports/read-model.port.js';
 import { type FilterValue, filterEntries, latestPerDocAndEvent } from './changes.js';
 
 /** Batches of at least this many changes are written by the writer thread; smaller ones (live traffic) at once. */
@@ -131,6 +131,7 @@ export class SqliteReadModels implements ReadModelStore {
         position   INTEGER NOT NULL,
         version    INTEGER NOT NULL
       );
+      ${indexStatements()}
     `);
   }
 
@@ -240,20 +241,28 @@ export class SqliteReadModels implements ReadModelStore {
 
   async find(collection: string, filter: Record<string, FilterValue> = {}): Promise<Doc[]> {
     const entries = filterEntries(filter);
-    const shape = entries.map(([, v]) => shapeOf(v)).join('');
-    let stmt = this.finds.get(shape);
+    // SQLite uses an index on an expression only for that very expression: a filter on an indexed field is written
+    // with its collection and paths in the SQL (names of the code's, from INDEXED_FIELDS); any other, as parameters.
+    const indexed = INDEXED_FIELDS[collection]?.find((field) => typeof filter[field] === 'string' || typeof filter[field] === 'number');
+    const literal = indexed !== undefined;
+    const shape = entries.map(([field, v]) => (literal ? `${field}:${shapeOf(v)}` : shapeOf(v))).join(',');
+    const key = literal ? `${collection}/${shape}` : shape;
+    let stmt = this.finds.get(key);
     if (!stmt) {
-      const conditions = [...shape].map((s) => CONDITIONS[s as Shape]);
-      stmt = this.db.prepare(
-        `SELECT doc FROM docs WHERE collection = ?${conditions.map((c) => ` AND ${c}`).join('')} ORDER BY id`,
-      );
-      this.finds.set(shape, stmt);
+      const conditions = entries.map(([field, v]) => CONDITIONS[shapeOf(v)](literal ? sqlPath(field) : '?'));
+      // Named: without statistics the planner would rather take the collection's key and read all of it.
+      const from = indexed === undefined ? 'docs' : `docs INDEXED BY ${indexName(collection, indexed)}`;
+      stmt = this.db.prepare(`SELECT doc FROM ${from} WHERE collection = ${literal ? sqlText(collection) : '?'}${conditions.map((c) => ` AND ${c}`).join('')} ORDER BY id`);
+      this.finds.set(key, stmt);
     }
-    const params: unknown[] = [collection];
+    const params: unknown[] = literal ? [] : [collection];
     for (const [field, value] of entries) {
       // Quoted so field names with dashes or spaces stay one key.
-      params.push(`$."${field}"`);
-      if (typeof value === 'string' || typeof value === 'number') params.push(`$."${field}"`, value);
+      if (!literal) params.push(`$."${field}"`);
+      if (typeof value === 'string' || typeof value === 'number') {
+        if (!literal) params.push(`$."${field}"`);
+        params.push(value);
+      }
     }
     return stmt.all(...params).map((row) => JSON.parse(row.doc));
   }
@@ -308,10 +317,26 @@ function shapeOf(value: FilterValue): Shape {
  * {active: true} must not match {active: 1}, and {n: 1} must not match {n: true} or {n: [1]}.
  * null matches an explicit null or a missing field, as in MongoDB.
  */
-const CONDITIONS: Record<Shape, string> = {
-  s: "json_type(doc, ?) = 'text' AND json_extract(doc, ?) = ?",
-  n: "json_type(doc, ?) IN ('integer', 'real') AND json_extract(doc, ?) = ?",
-  t: "json_type(doc, ?) = 'true'",
-  f: "json_type(doc, ?) = 'false'",
-  z: "coalesce(json_type(doc, ?), 'null') = 'null'",
+const CONDITIONS: Record<Shape, (path: string) => string> = {
+  s: (p) => `json_type(doc, ${p}) = 'text' AND json_extract(doc, ${p}) = ?`,
+  n: (p) => `json_type(doc, ${p}) IN ('integer', 'real') AND json_extract(doc, ${p}) = ?`,
+  t: (p) => `json_type(doc, ${p}) = 'true'`,
+  f: (p) => `json_type(doc, ${p}) = 'false'`,
+  z: (p) => `coalesce(json_type(doc, ${p}), 'null') = 'null'`,
 };
+
+/** An SQL string literal. */
+const sqlText = (text: string) => `'${text.replaceAll("'", "''")}'`;
+/** A field's JSON path as an SQL literal, the field quoted as find's parameters quote it. */
+const sqlPath = (field: string) => sqlText(`$."${field}"`);
+
+const indexName = (collection: string, field: string) => JSON.stringify(`docs_${collection}_${field}`);
+
+/** The indexes of INDEXED_FIELDS: per collection and field, only that collection's documents (a partial index). */
+function indexStatements(): string {
+  return Object.entries(INDEXED_FIELDS)
+    .flatMap(([collection, fields]) =>
+      fields.map((field) => `CREATE INDEX IF NOT EXISTS ${indexName(collection, field)} ON docs (json_extract(doc, ${sqlPath(field)})) WHERE collection = ${sqlText(collection)};`),
+    )
+    .join('\n');
+}

@@ -15,6 +15,12 @@ export interface Checkpoint {
   version: number;
 }
 
+/**
+ * Filters the read side asks on every call of a route, on collections that grow with history (every session ever
+ * made stays readable): each store keeps an index for them, so `GET /sessions` reads the open sessions, not all.
+ */
+export const INDEXED_FIELDS: Readonly<Record<string, readonly string[]>> = { sessions: ['status'] };
+
 export interface ReadModelStore {
   /**
    * `apply` has read (copied) every document of its changes before it returns its promise: the caller may change
