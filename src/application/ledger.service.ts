@@ -140,6 +140,7 @@ export class Ledger implements OnApplicationShutdown {
   readonly started = new Promise<bigint>((resolve) => (this.markStarted = resolve));
 
   async start(): Promise<void> {
+    let lastAt = -Infinity;
     for (;;) {
       const page = await this.store.readAll(this.world.position, FOLD_PAGE);
       if (page.length === 0) break;
@@ -147,8 +148,11 @@ export class Ledger implements OnApplicationShutdown {
         evolve(this.world, folded(e));
         this.noteHead(e);
         this.noteSigned(e);
+        const at = Date.parse(String(e.metadata.at));
+        if (at > lastAt) lastAt = at;
       }
     }
+    this.noteLastWritten(lastAt);
     this.markStarted(this.world.position);
     this.subscription = this.store.subscribeAll(
       this.world.position,
@@ -185,6 +189,21 @@ export class Ledger implements OnApplicationShutdown {
     }
     this.signedAt = time;
     this.clock.notBefore(time);
+  }
+
+  /**
+   * A start on a host clock set back since the last events were written (NTP stepping it at boot, a VM restored from a
+   * snapshot), before this server signed a checkpoint after them, goes on from the newest time its ledger holds, as a
+   * running server would: otherwise a session begun before the restart ended before it began and its lease ran that
+   * much longer. Within the same hour as a signed checkpoint's time (an edit dating an event 2099 must not move it).
+   */
+  private noteLastWritten(at: number): void {
+    if (!Number.isFinite(at)) return;
+    if (at > Date.now() + MAX_CLOCK_STEP_MS) {
+      this.log.warn(`the ledger's newest event is dated ${new Date(at).toISOString()}, more than an hour ahead of this host's clock: Duffy dates what it writes from the host's clock (check the clock, and the ledger with \`duffy audit verify\`)`);
+      return;
+    }
+    this.clock.notBefore(at);
   }
 
   /**

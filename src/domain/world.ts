@@ -176,7 +176,7 @@ export interface World {
   machines: Map<number, Machine>;
   /** Keyed by hostKey(hostname): two spellings of one host are one machine. */
   machineIdsByHostname: Map<string, number>;
-  /** Keyed by canonicalIp(ipaddr): the machines that have had that address (a new one may not take an address in use). */
+  /** Keyed by hostIp(ipaddr): the machines that have had that address (a new one may not take an address in use). */
   machineIdsByIp: Map<string, number[]>;
   /** Machines per pool: a decision looks only at the pools it may draw from. */
   machinesByPool: Map<string, Machine[]>;
@@ -317,6 +317,19 @@ export const canonicalIp = (ipaddr: string) => {
 };
 
 /**
+ * An address as the network reaches it, for uniqueness: its canonical form, and an IPv4-mapped IPv6 address
+ * (`::ffff:10.0.0.1`, which URL parsing writes `::ffff:a00:1`) as the IPv4 address it reaches (a socket connecting to
+ * one connects to the other: the same host under two spellings was registered, and handed out, twice).
+ */
+export const hostIp = (ipaddr: string) => {
+  const a = canonicalIp(ipaddr);
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(a);
+  if (!mapped) return a;
+  const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+};
+
+/**
  * The machine already at this address, if any: as Duffy v3's unique index on `ipaddr`, one not retired and not being
  * provisioned or failed (those may be given a new address). Machines behind one address on distinct ssh ports
  * (node data `ssh_port`, 22 when not given: the remote driver's) are distinct hosts. A retired machine that a session
@@ -326,10 +339,10 @@ export const canonicalIp = (ipaddr: string) => {
  */
 export function machineAtAddress(world: World, at: { ipaddr: string; data: Record<string, unknown> }): Machine | undefined {
   // Parsed once: an IPv6 address's canonical form goes through the URL parser.
-  const address = canonicalIp(at.ipaddr);
+  const address = hostIp(at.ipaddr);
   for (const id of world.machineIdsByIp.get(address) ?? []) {
     const m = world.machines.get(id);
-    if (!m || m.ipaddr === null || canonicalIp(m.ipaddr) !== address || sshPort(m.data) !== sshPort(at.data)) continue;
+    if (!m || m.ipaddr === null || hostIp(m.ipaddr) !== address || sshPort(m.data) !== sshPort(at.data)) continue;
     if (!isRetired(m) && m.state !== 'provisioning' && m.state !== 'failed') return m;
     if (isRetired(m) && (m.sessionId !== null || m.releasingSession !== null || m.job !== null)) return m;
   }
@@ -337,7 +350,7 @@ export function machineAtAddress(world: World, at: { ipaddr: string; data: Recor
 }
 
 /** An address as compared for uniqueness: the address and the ssh port (22 when not given). */
-export const addressKey = (at: { ipaddr: string; data: Record<string, unknown> }) => `${canonicalIp(at.ipaddr)}:${sshPort(at.data)}`;
+export const addressKey = (at: { ipaddr: string; data: Record<string, unknown> }) => `${hostIp(at.ipaddr)}:${sshPort(at.data)}`;
 
 /**
  * The port the playbooks connect to, read as they read it (`ssh_port | default(22, true) | int`): a falsy value is
@@ -368,8 +381,8 @@ export function sshPortProblem(data: Record<string, unknown>): string | null {
 
 function indexIp(world: World, ipaddr: string | null, machineId: number): void {
   if (ipaddr === null) return;
-  const ids = world.machineIdsByIp.get(canonicalIp(ipaddr));
-  if (!ids) world.machineIdsByIp.set(canonicalIp(ipaddr), [machineId]);
+  const ids = world.machineIdsByIp.get(hostIp(ipaddr));
+  if (!ids) world.machineIdsByIp.set(hostIp(ipaddr), [machineId]);
   else if (!ids.includes(machineId)) ids.push(machineId);
 }
 

@@ -29,6 +29,7 @@ export class SessionsController {
   ) {}
 
   private readonly reasonNow = (s: Session) => this.queue.reasonNow(s);
+  private readonly nowMs = () => this.ledger.clock.nowMs();
 
   @ApiOperation({ summary: 'my active sessions (admin: all)' })
   @Get()
@@ -37,7 +38,7 @@ export class SessionsController {
     // Waiting first: a request served between the two reads shows once, as active (the later read wins).
     const w = await this.views.load({ sessions: [{ ...mine, status: 'waiting' }, { ...mine, status: 'active' }] });
     const render = (status: string) =>
-      [...w.sessions.values()].filter((s) => s.status === status).sort((a, b) => a.id - b.id).map((s) => sessionView(s, w, this.catalog, this.ledger.world, this.reasonNow));
+      [...w.sessions.values()].filter((s) => s.status === status).sort((a, b) => a.id - b.id).map((s) => sessionView(s, w, this.catalog, this.ledger.world, this.reasonNow, this.nowMs));
     return { action: 'get', sessions: [...render('active'), ...render('waiting')] };
   }
 
@@ -45,7 +46,7 @@ export class SessionsController {
   @Get(':id')
   async get(@CurrentActor() actor: Actor, @Param('id') id: number) {
     const w = await this.views.load({ sessions: id });
-    return { action: 'get', session: sessionView(visibleSession(w, id, actor.tenant), w, this.catalog, this.ledger.world, this.reasonNow) };
+    return { action: 'get', session: sessionView(visibleSession(w, id, actor.tenant), w, this.catalog, this.ledger.world, this.reasonNow, this.nowMs) };
   }
 
   @ApiOperation({ summary: 'request machines; answers once they are handed over' })
@@ -89,6 +90,6 @@ export class SessionsController {
     const w = await this.views.load({ sessions: id });
     const past = visibleSession(w, id, actor.tenant);
     if (body.active !== false || body.expires_at !== undefined) raise(inactive(id));
-    return { action: 'put', session: sessionView(past, w, this.catalog, this.ledger.world, this.reasonNow) };
+    return { action: 'put', session: sessionView(past, w, this.catalog, this.ledger.world, this.reasonNow, this.nowMs) };
   }
 }

@@ -107,7 +107,8 @@ export class StatsController {
   @ApiOperation({ summary: 'fairness per tenant (admin)' })
   @Get('fairness')
   async fairness(@CurrentActor() actor: Actor) {
-    const now = Date.now();
+    // The ledger's clock, which dated every hold: the host's clock set back would put every hold in the future (0 h).
+    const now = this.ledger.clock.nowMs();
     const { capacity, usage, demands, machineTime, holding } = await this.fresh(actor, async () => {
       const usage = await this.readSide.store.find('tenant_usage');
       const intervals = await this.busySpells();

@@ -99,7 +99,7 @@ export const maySee = (m: Machine, actor: Tenant) => actor.isAdmin || (m.session
  * `queue`: the in-process World, for the queue position (the queue is decided from it); `reasonNow`: why a waiting
  * request waits now (the queue's last pass), else the reason it joined with.
  */
-export function sessionView(s: Session, world: World, catalog: Catalog, queue: World = world, reasonNow = joinedFor) {
+export function sessionView(s: Session, world: World, catalog: Catalog, queue: World = world, reasonNow = joinedFor, nowMs: () => number = Date.now) {
   const live = s.status === 'active';
   return {
     id: s.id,
@@ -116,7 +116,7 @@ export function sessionView(s: Session, world: World, catalog: Catalog, queue: W
       // Duffy extension: machines whose collection failed or left files out (over the pool's limits).
       ...(s.artifactsIncomplete?.length ? { artifacts_incomplete: s.artifactsIncomplete } : {}),
       // Duffy extension: a waiting request says why it waits and where it stands.
-      ...(s.status === 'waiting' && s.queue ? { queue: { position: queuePosition(queue, s.id), reason: reasonNow(s), until: s.queue.until } } : {}),
+      ...(s.status === 'waiting' && s.queue ? { queue: { position: queuePosition(queue, s.id, nowMs), reason: reasonNow(s), until: s.queue.until } } : {}),
       ...(s.status === 'rejected' && s.rejection ? { rejected: s.rejection } : {}),
       // Duffy extension: how a session ended (done, expired, tenant-retired, failed): a job whose lease ran out
       // mid-test learns its machines were taken back then.
@@ -161,8 +161,9 @@ export function poolLevels(world: World, pool: string) {
  * position (for at most a second: urgency moves with time), not once per session shown: a list of n waiting
  * sessions cost n sorts of the whole queue.
  */
-function queuePosition(world: World, sessionId: number): number {
-  const now = Date.now();
+function queuePosition(world: World, sessionId: number, nowMs: () => number): number {
+  // The ledger's clock, as the queue itself and GET /queue order by (the host's clock set back would put urgency off).
+  const now = nowMs();
   let order = orders.get(world);
   if (!order || order.position !== world.position || now - order.at > 1000) {
     order = { position: world.position, at: now, places: new Map(queueOrder(world, now).map((s, i) => [s.id, i + 1])) };

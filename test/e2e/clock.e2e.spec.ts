@@ -90,3 +90,65 @@ describe('the host clock stepped back while a request waits in the queue', () =>
     }
   }, 60_000);
 });
+
+describe('the host clock stepped back, then Duffy restarted before it signed a checkpoint', () => {
+  let duffy: Running | undefined;
+  afterAll(() => duffy?.close());
+
+  it('goes on from the last time its ledger holds (within the hour a clock may step): a session started before the restart ends after it began', async () => {
+    duffy = await startDuffy();
+    const dataDir = duffy.dataDir;
+    const made = await duffy.admin.post(`${V1}/tenants`, { name: 'ci-restart', ssh_key: 'ssh-ed25519 AAAAC3Nza ci-restart@ci' });
+    const key = made.body.tenant.api_key as string;
+    const ci = duffy.client('ci-restart', key);
+    const first = (await ci.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session as { id: number; created_at: string };
+    await duffy.close();
+    duffy = undefined;
+    // NTP steps the clock back 30 minutes at boot (a VM restored from a snapshot); no checkpoint was signed since the session began.
+    await clockSetBack(30 * 60_000, async () => {
+      duffy = await startDuffy({ dataDir });
+      const again = duffy.client('ci-restart', key);
+      expect((await again.put(`${V1}/sessions/${first.id}`, { active: false })).status).toBe(200);
+      const ended = (await again.get(`${V1}/sessions/${first.id}`)).body.session as { retired_at: string };
+      // Before: released 30 minutes before it was created (a hold of negative length, a lease that ran 30 minutes longer).
+      expect(Date.parse(ended.retired_at)).toBeGreaterThanOrEqual(Date.parse(first.created_at));
+      const next = (await again.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session as { created_at: string };
+      expect(Date.parse(next.created_at)).toBeGreaterThanOrEqual(Date.parse(ended.retired_at));
+    });
+    const times = (await ledgerEvents(duffy!)).map((e) => Date.parse(String(e.metadata.at)));
+    expect(times).toEqual([...times].sort((a, b) => a - b));
+  }, 60_000);
+});
+
+describe('the host clock stepped back a day: what the admins read', () => {
+  let duffy: Running;
+  afterAll(() => duffy?.close());
+
+  it('counts machine time and queue places by the ledger clock, as the fair queue does: /stats/fairness and a session\'s queue position agree with GET /queue', async () => {
+    duffy = await startDuffy();
+    const heavy = await newTenant(duffy, 'heavy');
+    const light = await newTenant(duffy, 'light');
+    const held = await heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] });
+    expect(held.status).toBe(201);
+    await new Promise((r) => setTimeout(r, 2_500));
+    const hours = async () => ((await duffy.admin.get(`${V1}/stats/fairness`)).body.tenants as { tenant: string; machine_hours: { '1h': number } }[]).find((t) => t.tenant === 'heavy')!.machine_hours['1h'];
+    const before = await hours();
+    expect(before).toBeGreaterThan(0);
+    await clockSetBack(24 * 3600_000, async () => {
+      // Before: 0 (every hold dated a day after the host's clock), while the fair queue weighed the real figure.
+      expect(await hours()).toBeGreaterThanOrEqual(before);
+      const first = heavy.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }], wait: 5 });
+      await new Promise((r) => setTimeout(r, 200));
+      const second = light.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }], wait: 5 });
+      await new Promise((r) => setTimeout(r, 300));
+      const queue = (await duffy.admin.get(`${V1}/queue`)).body.queue as { session: number; position: number; tenant: string }[];
+      expect(queue.map((q) => q.tenant)).toEqual(['light', 'heavy']);
+      for (const q of queue) {
+        // Before: light's own session said position 2 (machine time counted from the host's clock: a tie, so first come).
+        expect((await duffy.admin.get(`${V1}/sessions/${q.session}`)).body.session.data.queue.position).toBe(q.position);
+      }
+      expect((await first).status).toBe(422);
+      expect((await second).status).toBe(422);
+    });
+  }, 60_000);
+});

@@ -323,6 +323,16 @@ describe('registering machines: one host, one machine, however its name is spell
       expect(registeredEvent?.data).toMatchObject({ hostname: 'v6.lab', ipaddr: '2001:db8::1' });
     });
 
+    it('given a.lab at 10.0.0.1, when b.lab is registered at ::ffff:10.0.0.1 (or ::ffff:a00:1), the IPv4-mapped spelling a socket reaches 10.0.0.1 by, then refused naming a.lab; and the other way round', () => {
+      const world = given(registered(1, 'a.lab', '10.0.0.1'), registered(2, 'm.lab', '::ffff:10.0.0.2'));
+      for (const spelling of ['::ffff:10.0.0.1', '::FFFF:a00:1', '0:0:0:0:0:ffff:10.0.0.1']) {
+        expect(registerAt(world, at('b.lab', spelling))).toEqual({ refused: 'conflict', reason: `node b.lab: address ${spelling} is node a.lab's` });
+      }
+      expect(registerAt(world, at('c.lab', '10.0.0.2'))).toEqual({ refused: 'conflict', reason: "node c.lab: address 10.0.0.2 is node m.lab's" });
+      expect(kind(registerAt(world, at('b.lab', '::ffff:10.0.0.3')))).toBe('accepted');
+      expect(kind(registerAt(world, at('b.lab', '::10.0.0.1')))).toBe('accepted');
+    });
+
     it('given a.lab at 10.0.0.1 on ssh port 22, when b.lab is registered there on port 2201, then accepted: two hosts behind one address', () => {
       const world = given(registered(1, 'a.lab', '10.0.0.1'));
       expect(kind(registerAt(world, at('b.lab', '10.0.0.1', { ssh_port: 2201 })))).toBe('accepted');
