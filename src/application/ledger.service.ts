@@ -140,7 +140,7 @@ export class Ledger implements OnApplicationShutdown {
   readonly started = new Promise<bigint>((resolve) => (this.markStarted = resolve));
 
   async start(): Promise<void> {
-    let lastAt = -Infinity;
+    let lastPage: RecordedEvent[] = [];
     for (;;) {
       const page = await this.store.readAll(this.world.position, FOLD_PAGE);
       if (page.length === 0) break;
@@ -148,11 +148,11 @@ export class Ledger implements OnApplicationShutdown {
         evolve(this.world, folded(e));
         this.noteHead(e);
         this.noteSigned(e);
-        const at = Date.parse(String(e.metadata.at));
-        if (at > lastAt) lastAt = at;
       }
+      lastPage = page;
     }
-    this.noteLastWritten(lastAt);
+    // The newest time is among the last events (the ledger clock dates them in order; older ledgers nearly so).
+    this.noteLastWritten(Math.max(...lastPage.map((e) => Date.parse(String(e.metadata.at))).filter(Number.isFinite)));
     this.markStarted(this.world.position);
     this.subscription = this.store.subscribeAll(
       this.world.position,

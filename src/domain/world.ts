@@ -381,8 +381,9 @@ export function sshPortProblem(data: Record<string, unknown>): string | null {
 
 function indexIp(world: World, ipaddr: string | null, machineId: number): void {
   if (ipaddr === null) return;
-  const ids = world.machineIdsByIp.get(hostIp(ipaddr));
-  if (!ids) world.machineIdsByIp.set(hostIp(ipaddr), [machineId]);
+  const key = hostIp(ipaddr);
+  const ids = world.machineIdsByIp.get(key);
+  if (!ids) world.machineIdsByIp.set(key, [machineId]);
   else if (!ids.includes(machineId)) ids.push(machineId);
 }
 

@@ -111,10 +111,10 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
       await this.ledger.until(() => world.sessions.get(sessionId)!.status !== 'waiting', (cmd.waitSeconds + 30) * 1000).catch(() => undefined);
       stopListening?.();
       if (world.sessions.get(sessionId)!.status === 'waiting') {
-        // Its wait is over by this process's own timer while the queue, which reads the host's clock, still holds it
-        // (the clock was set back meanwhile): it leaves the queue before its caller is refused, or the queue would later
-        // serve it to nobody and its machines stay held for a whole lease.
-        const reason = `waited ${cmd.waitSeconds} s (the host's clock was set back meanwhile): ${world.sessions.get(sessionId)!.queue?.reason ?? 'no capacity'}`;
+        // Its wait is over by this handler's own timer while the queue still holds it (its passes did not take it out:
+        // they failed, or the clock it reads was behind): it leaves the queue before its caller is refused, or the queue
+        // would later serve it to nobody and its machines stay held for a whole lease.
+        const reason = `waited ${cmd.waitSeconds} s: ${world.sessions.get(sessionId)!.queue?.reason ?? 'no capacity'}`;
         await this.ledger.decide((w) => decideLeaveQueue(w.sessions.get(sessionId)!, reason, this.ledger.clock.now()), metaFor(cmd.actor)).catch(() => undefined);
       }
       const s = world.sessions.get(sessionId)!;
