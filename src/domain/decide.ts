@@ -116,6 +116,12 @@ export function defaultsChanges(world: World, configured: Defaults): string[] {
     const over = [...world.tenants.values()].filter((t) => t.retiredAt === null && t.nodeQuota === null && t.held > configured.nodeQuota);
     if (over.length > 0) changes.push(`now over their quota (they keep what they hold, and get no more until under it): ${over.map((t) => `${t.name} holds ${t.held}`).join(', ')}`);
   }
+  if (configured.sessionLifetimeMax < last.sessionLifetimeMax) {
+    const longer = [...world.openSessions]
+      .map((id) => world.sessions.get(id)!)
+      .filter((s) => s.status === 'active' && world.tenants.get(s.tenantId)?.sessionLifetimeMax === null && Date.parse(s.expiresAt) > latestExpiryMs(s, world.tenants.get(s.tenantId)!, configured));
+    if (longer.length > 0) changes.push(`${longer.length} open session(s) keep a lease past the new maximum (sessions ${longer.slice(0, 10).map((s) => s.id).join(', ')}${longer.length > 10 ? ', ...' : ''})`);
+  }
   return changes;
 }
 

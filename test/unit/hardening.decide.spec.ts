@@ -228,6 +228,9 @@ describe('recording the tenant defaults a start brings', () => {
       'now over their quota (they keep what they hold, and get no more until under it): alice holds 1',
     ]);
     expect(defaultsChanges(world, { ...DEFAULTS, nodeQuota: 9 })).toEqual(['node-quota 5 -> 9']);
+    // alice's session 1 was created at AT with a lease to LATER (1 h): a maximum of 30 min leaves it longer.
+    expect(defaultsChanges(world, { ...DEFAULTS, sessionLifetimeMax: 1800 })).toEqual(['session-lifetime-max 7200 -> 1800', '1 open session(s) keep a lease past the new maximum (sessions 1)']);
+    expect(defaultsChanges(world, { ...DEFAULTS, sessionLifetimeMax: 3600 })).toEqual(['session-lifetime-max 7200 -> 3600']);
   });
 });
 
