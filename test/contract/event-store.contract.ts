@@ -75,6 +75,20 @@ export function eventStoreContract(name: string, open: () => Promise<EventStore>
       expect(page[1].position > page[0].position).toBe(true);
     });
 
+    it('reads the newest events before a position, in order, where the store offers it (readLast)', async () => {
+      if (!store.readLast) return; // optional: a store without it is read forwards by its one caller
+      const s = stream('last');
+      const first = await one(store, s, [ev(1)], 'no_stream');
+      await one(store, s, [ev(2)], 0);
+      const third = await one(store, s, [ev(3)], 1);
+      const before = await store.readLast(third.position, 2);
+      expect(before.map((e) => e.position)).toEqual([...before.map((e) => e.position)].sort((x, y) => (x < y ? -1 : 1)));
+      expect(before).toHaveLength(2);
+      expect(before.at(-1)!.data.n).toBe(2);
+      expect(before.every((e) => e.position < third.position)).toBe(true);
+      expect((await store.readLast(first.position + 1n, 1))[0].data.n).toBe(1);
+    });
+
     it('subscribes: catch-up then live, in order, without gaps or repeats', async () => {
       const s = stream('sub');
       const start = await one(store, s, [ev(0)], 'no_stream');

@@ -154,6 +154,7 @@ export class SqliteEventStore implements EventStore {
       // Positions come back as numbers (exact up to 2^53, far beyond any ledger) and become bigints one by one:
       // cheaper than safe integers for every integer column.
       readAll: this.db.prepare<[bigint, number], Row>(`SELECT ${COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?`).raw(true),
+      readLast: this.db.prepare<[bigint, number], Row>(`SELECT ${COLUMNS} FROM events WHERE position < ? ORDER BY position DESC LIMIT ?`).raw(true),
       head: this.db.prepare<[], { position: bigint }>('SELECT position FROM events ORDER BY position DESC LIMIT 1'),
     };
     this.stmts.head.safeIntegers(true);
@@ -267,6 +268,10 @@ export class SqliteEventStore implements EventStore {
 
   async readAll(after: bigint, limit: number): Promise<RecordedEvent[]> {
     return this.stmts.readAll.all(after, limit).map(toRecorded);
+  }
+
+  async readLast(before: bigint, limit: number): Promise<RecordedEvent[]> {
+    return this.stmts.readLast.all(before, limit).map(toRecorded).reverse();
   }
 
   /** What follows `after`: from memory when the tail still holds it, else from the file. */

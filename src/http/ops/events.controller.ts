@@ -48,17 +48,25 @@ export class RecentEvents implements IEventHandler<LedgerEvent> {
     return this.backfill;
   }
 
-  /** Everything before the oldest buffered event was either folded at start-up or published before we listened. */
+  /**
+   * Everything before the oldest buffered event was either folded at start-up or published before we listened.
+   * The newest of them only: from the store's index where it has one (the embedded file), else read forwards from
+   * the first event (the whole history: a store without `readLast`).
+   */
   private async readOlder(): Promise<void> {
     const before = this.buffer[0]?.position ?? this.ledger.world.position + 1n;
     const older: RecordedEvent[] = [];
-    for (let after = 0n; ; ) {
-      const page = await this.ledger.store.readAll(after, 1000);
-      if (page.length === 0) break;
-      for (const e of page) if (e.position < before) older.push(e);
-      if (older.length > RECENT_EVENTS) older.splice(0, older.length - RECENT_EVENTS);
-      after = page[page.length - 1].position;
-      if (after >= before) break;
+    if (this.ledger.store.readLast) {
+      older.push(...(await this.ledger.store.readLast(before, RECENT_EVENTS)));
+    } else {
+      for (let after = 0n; ; ) {
+        const page = await this.ledger.store.readAll(after, 1000);
+        if (page.length === 0) break;
+        for (const e of page) if (e.position < before) older.push(e);
+        if (older.length > RECENT_EVENTS) older.splice(0, older.length - RECENT_EVENTS);
+        after = page[page.length - 1].position;
+        if (after >= before) break;
+      }
     }
     this.buffer = [...older, ...this.buffer.filter((e) => e.position >= before)].slice(-RECENT_EVENTS);
   }
