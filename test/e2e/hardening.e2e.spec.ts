@@ -524,8 +524,10 @@ describe('item 9: the legacy key never reaches the logs (built server, DUFFY_LOG
     expect(out).not.toMatch(/key=[0-9a-f]{8}-/);
     expect(out).not.toContain('ffffffff-0000-4000-8000-00000000dead');
     expect(out).not.toContain(ADMIN_KEY);
-    // Nest's wiring (a line per module and route) is debug, not info.
+    // Nest's wiring (a line per module and route) and its "successfully started", said before Duffy's own start-up
+    // ran, are debug, not info: Duffy's "listening on" says it is up.
     expect(out).not.toContain('"context":"RouterExplorer"');
-    expect(out).toContain('"context":"NestApplication"');
+    expect(out).not.toContain('"context":"NestApplication"');
+    expect(out).toMatch(/"context":"Duffy","msg":"listening on :/);
   });
 });
