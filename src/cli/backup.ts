@@ -30,16 +30,18 @@ function historiesDisagree(current: string, backup: string): string | undefined 
   try {
     [mine, theirs] = [new Database(current, { readonly: true, fileMustExist: true }), new Database(backup, { readonly: true, fileMustExist: true })];
     const last = (db: Database.Database) => db.prepare('SELECT position FROM events ORDER BY position DESC LIMIT 1').safeIntegers(true).pluck().get() as bigint | undefined;
-    const linkAt = (db: Database.Database, position: bigint) => db.prepare('SELECT chain FROM events WHERE position = ?').pluck().get(position) as string | null | undefined;
     const [a, b] = [last(mine), last(theirs)];
     if (a === undefined || b === undefined) return undefined;
-    const both = a < b ? a : b;
+    const linkStatement = (db: Database.Database) => db.prepare('SELECT chain FROM events WHERE position = ?').pluck();
+    const [myLink, theirLink] = [linkStatement(mine), linkStatement(theirs)];
+    const linksAt = (p: bigint) => [myLink.get(p), theirLink.get(p)] as Array<string | null | undefined>;
     const same = (p: bigint) => {
-      const link = linkAt(mine!, p);
-      return link != null && link === linkAt(theirs!, p);
+      const [x, y] = linksAt(p);
+      return x != null && x === y;
     };
-    if (linkAt(mine, both) == null || linkAt(theirs, both) == null) return undefined;
-    if (same(both)) return undefined;
+    const both = a < b ? a : b;
+    const [x, y] = linksAt(both);
+    if (x == null || y == null || x === y) return undefined;
     // The last position both agree at (0: none), found by halving.
     let [agree, differ] = [0n, both];
     while (differ - agree > 1n) {

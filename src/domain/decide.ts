@@ -119,7 +119,10 @@ export function defaultsChanges(world: World, configured: Defaults): string[] {
   if (configured.sessionLifetimeMax < last.sessionLifetimeMax) {
     const longer = [...world.openSessions]
       .map((id) => world.sessions.get(id)!)
-      .filter((s) => s.status === 'active' && world.tenants.get(s.tenantId)?.sessionLifetimeMax === null && Date.parse(s.expiresAt) > latestExpiryMs(s, world.tenants.get(s.tenantId)!, configured));
+      .filter((s) => {
+        const tenant = world.tenants.get(s.tenantId);
+        return s.status === 'active' && tenant?.sessionLifetimeMax === null && Date.parse(s.expiresAt) > latestExpiryMs(s, tenant, configured);
+      });
     if (longer.length > 0) changes.push(`${longer.length} open session(s) keep a lease past the new maximum (sessions ${longer.slice(0, 10).map((s) => s.id).join(', ')}${longer.length > 10 ? ', ...' : ''})`);
   }
   return changes;
@@ -270,13 +273,14 @@ export function decideRegisterMachines(
     if (m.ipaddr !== null) {
       // As Duffy v3's unique index: two records of one host could be handed to two tenants.
       const at = { ipaddr: m.ipaddr, data: m.data };
+      const key = addressKey(at);
       const there = machineAtAddress(world, at);
-      const holder = there?.hostname ?? seenIps.get(addressKey(at));
+      const holder = there?.hostname ?? seenIps.get(key);
       // A retired machine still in use keeps its address: the same host under a new name must wait for its release.
       const until = there !== undefined && isRetired(there) ? ', retired but still in use: register it again once its session ended and its release ran' : '';
       if (holder !== undefined) return refusal('conflict', `node ${m.hostname}: address ${m.ipaddr} is node ${holder}'s${until}`);
-      if (inFlight.claims('ip', addressKey(at))) return refusal('conflict', `node ${m.hostname}: address ${m.ipaddr} is being registered right now`);
-      seenIps.set(addressKey(at), m.hostname);
+      if (inFlight.claims('ip', key)) return refusal('conflict', `node ${m.hostname}: address ${m.ipaddr} is being registered right now`);
+      seenIps.set(key, m.hostname);
     }
     seen.set(hostKey(m.hostname), m.hostname);
   }
