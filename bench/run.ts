@@ -1,10 +1,11 @@
 /**
- * `npm run bench [-- --only p2,p4,p5,p7,p8,p1,soak --seconds 5 --p1-rounds 3 --p7-events 1000000 --soak-sessions 20000]`: prints figures, asserts nothing.
+ * `npm run bench [-- --only p2,p4,p5,p7,audit,p8,p1,soak --seconds 5 --p1-rounds 3 --p7-events 1000000 --soak-sessions 20000]`: prints figures, asserts nothing.
  *
  * P2 ledger appends/s on the embedded store, group commit vs one fsync per append;
  * P4 decision time at 100, 10k and 100k machines;
  * P5 projection rebuild rate; P7 memory of a World with 100k machines after folding a ledger file of 1M events
- * (`--p7-events`) as the server does at start (in a child process, so nothing else counts); P8 start-up of the built server with a 200- and a 20,000-machine inventory;
+ * (`--p7-events`) as the server does at start (in a child process, so nothing else counts); AUDIT `duffy audit verify` of that
+ * ledger (time, peak RSS); P8 start-up of the built server with a 200- and a 20,000-machine inventory;
  * P1 request+release throughput and latency over HTTP against the real app, and a bare Express app as the yardstick.
  * P1 runs Duffy and bare Express each in a process of its own; the load comes from this one (bench/p1-http.ts).
  * SOAK memory of the built server as its history grows (`--soak-sessions`, about a minute by default), and after a restart (bench/soak.ts).
@@ -31,6 +32,9 @@ import { type Machine, emptyWorld, evolve, file, newMachine, unfile } from '../s
 import { percentile } from '../src/domain/statistics.js';
 import { type PoolProfile, planAllocation } from '../src/domain/policy.js';
 import { mulberry32 } from '../src/domain/simulator.js';
+import { GENESIS, eventHash, globalLink } from '../src/audit/chain.js';
+import { headFileOf } from '../src/adapters/eventstore/data-dir-lock.js';
+import { verifyLedger } from '../src/cli/audit.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 const ms = (x: number) => `${x.toFixed(x < 10 ? 2 : 1)} ms`;
@@ -169,27 +173,31 @@ function p4(): void {
  * then whole session cycles (8 events each) round the machines, then IdAllocated events up to `total`. Rows are what
  * the server records: its stream names and revisions, a UUID id, data and chained metadata as JSON text.
  */
-function p7Write(file: string, total: number): void {
+async function p7Write(file: string, total: number): Promise<void> {
   const machines = 100_000;
   const tenants = 10;
+  // The store makes the file (its schema, its append-only triggers); the rows go in directly, chained as it chains them.
+  await new SqliteEventStore(file).close();
+  rmSync(headFileOf(file), { force: true });
   const db = new Database(file);
-  db.pragma('journal_mode = WAL');
   db.pragma('synchronous = OFF');
-  db.exec(`CREATE TABLE events (
-    position INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, revision INTEGER NOT NULL, id TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL, data TEXT NOT NULL, metadata TEXT NOT NULL, chain TEXT NOT NULL, UNIQUE (stream, revision))`);
   const insert = db.prepare('INSERT INTO events (stream, revision, id, type, data, metadata, chain) VALUES (?, ?, ?, ?, ?, ?, ?)');
   const begin = db.prepare('BEGIN');
   const commit = db.prepare('COMMIT');
   let written = 0;
   let clock = Date.parse('2026-01-01T00:00:00.000Z');
   const at = () => new Date((clock += 1000)).toISOString();
-  const hex = (n: number) => (n * 2654435761).toString(16).padStart(64, '0');
+  const heads = new Map<string, string>();
+  let chain = GENESIS;
   const write = (stream: string, revision: number, event: DuffyEvent) => {
     if (written % 10_000 === 0) begin.run();
     written += 1;
-    const metadata = { correlationId: randomUUID(), actor: 'bench', at: (event.data as { at?: string }).at ?? at(), prevHash: hex(written - 1), hash: hex(written) };
-    insert.run(stream, revision, randomUUID(), event.type, JSON.stringify(event.data), JSON.stringify(metadata), hex(written));
+    const covered = { correlationId: randomUUID(), actor: 'bench', at: (event.data as { at?: string }).at ?? at() };
+    const prevHash = heads.get(stream) ?? GENESIS;
+    const hash = eventHash(prevHash, { stream, revision, type: event.type, data: event.data, metadata: covered });
+    heads.set(stream, hash);
+    chain = globalLink(chain, BigInt(written), hash);
+    insert.run(stream, revision, randomUUID(), event.type, JSON.stringify(event.data), JSON.stringify({ ...covered, prevHash, hash }), chain);
     if (written % 10_000 === 0) commit.run();
   };
   for (let t = 1; t <= tenants; t++) {
@@ -224,10 +232,34 @@ function p7Write(file: string, total: number): void {
     write(machine, m + 3, { type: 'MachineRecycled', data: { machineId, policy: 'reuse', state: 'ready', at: later } });
   }
   // The real ledger has IdAllocated events too (ids of tenants and machines): they make up the round figure.
-  // (ids-machine already counts one per machine: revisions go on from there.)
-  for (let revision = machines; written < total; revision++) write(stream.ids('machine'), revision, { type: 'IdAllocated', data: { kind: 'machine' } });
+  for (let revision = 0; written < total; revision++) write(stream.ids('machine'), revision, { type: 'IdAllocated', data: { kind: 'machine' } });
   if (db.inTransaction) commit.run();
   db.close();
+}
+
+/** AUDIT: `duffy audit verify` of the P7 ledger (chained as the writer chains it), in a process of its own: its time and peak RSS. */
+async function auditBench(total: number): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'duffy-audit-'));
+  const file = join(dir, 'ledger.db');
+  try {
+    const writer = spawnSync(process.execPath, [SCRIPT, '--p7-write', file, '--p7-events', String(total)], { stdio: 'inherit' });
+    if (writer.status !== 0) throw new Error(`writing the ledger failed (exit ${writer.status})`);
+    const child = spawnSync(process.execPath, [SCRIPT, '--audit-verify', file], { stdio: 'inherit' });
+    if (child.status !== 0) console.log(`AUDIT verify failed (exit ${child.status})`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function auditVerify(file: string): Promise<void> {
+  const t0 = performance.now();
+  const v = await verifyLedger(file);
+  const seconds = (performance.now() - t0) / 1000;
+  const events = Number(v.verified[0]?.match(/^(\d+) events/)?.[1] ?? 0);
+  console.log(
+    `AUDIT verify of a ledger of ${count(events)} events: ${seconds.toFixed(1)} s (${count(Math.round(events / seconds))} events/s), ` +
+      `peak RSS ${mb(process.resourceUsage().maxRSS * 1024)}; ${v.problems.length === 0 ? 'OK' : `TAMPERED (${v.problems.length} problems: the bench ledger is not what the writer writes)`}`,
+  );
 }
 
 /**
@@ -284,12 +316,13 @@ async function p7(total: number): Promise<void> {
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      only: { type: 'string', default: 'p2,p4,p5,p7,p8,p1,soak' },
+      only: { type: 'string', default: 'p2,p4,p5,p7,audit,p8,p1,soak' },
       seconds: { type: 'string', default: '5' },
       'p1-rounds': { type: 'string', default: '3' },
       'append-seconds': { type: 'string', default: '3' },
       'p7-events': { type: 'string', default: '1000000' },
       'p7-write': { type: 'string' },
+      'audit-verify': { type: 'string' },
       'soak-sessions': { type: 'string', default: '20000' },
       'soak-port': { type: 'string' },
     },
@@ -299,6 +332,7 @@ async function main(): Promise<void> {
   const appendSeconds = Number(values['append-seconds']);
   const p7Events = Number(values['p7-events']);
   if (values['p7-write']) return p7Write(values['p7-write'], p7Events);
+  if (values['audit-verify']) return auditVerify(values['audit-verify']);
   if (only.has('p2')) await p2(appendSeconds);
   if (only.has('p4')) p4();
   if (only.has('p5')) await p5();
@@ -310,6 +344,7 @@ async function main(): Promise<void> {
       if (child.status !== 0) console.log(`P7 failed (exit ${child.status})`);
     }
   }
+  if (only.has('audit')) await auditBench(p7Events);
   if (only.has('p8')) await p8();
   if (only.has('p1')) await p1(seconds, Number(values['p1-rounds']));
   if (only.has('soak')) await soak(Number(values['soak-sessions']), values['soak-port'] ? Number(values['soak-port']) : undefined);

@@ -6,6 +6,7 @@ import { LEDGER_FILE, headFileOf, readHeadRecord } from '../adapters/eventstore/
 import { damagedDatabase } from '../application/ports/storage-fault.port.js';
 import { isEventStoreUrl } from '../config/config.js';
 import { isRecord, verifyGlobalChain } from './chain.js';
+import type { LedgerDigest } from './digest.js';
 import { BadQuestionError, NotFoundError } from './not-found.js';
 import { CHECKPOINT_STREAM } from './checkpoint.js';
 import { effective, tenantExpiryCeilingMs } from '../domain/decide.js';
@@ -429,7 +430,7 @@ export const newestDeletion = (why: string, checkpointSize?: number) =>
 export async function checkLedgerFile(
   location: string,
   head: ReturnType<typeof recordedHead>,
-  events: readonly RecordedEvent[],
+  events: LedgerDigest,
   legacyThrough = 0n,
   /** The events a checkpoint given beside counts: deletions among them it shows, of later ones nothing does. */
   checkpointSize?: number,
@@ -440,38 +441,41 @@ export async function checkLedgerFile(
   const unchecked: string[] = [];
   const schemaProblem = (problem: string) => problems.push({ position: '-', where: 'schema', problem });
   const db = new Database(location, { readonly: true, fileMustExist: true });
-  type Link = { position: bigint; chain: string | null };
-  let links: Link[] | null = null;
-  let positions: Array<{ position: bigint; chain?: string | null }>;
-  let counter: bigint | undefined;
   try {
     const schema = ledgerSchemaProblems(db);
     // A ledger of 2026-11-26 throughout, never written since (no writer's head): it had no global chain yet.
-    const legacy = !schema.chainColumn && head === null && events.length > 0 && legacyThrough === events.at(-1)!.position;
+    const legacy = !schema.chainColumn && head === null && events.length > 0 && legacyThrough === events.lastPosition;
     if (legacy) unchecked.push("the global chain (a ledger of the Duffy of 2026-11-26 has none: today's Duffy adds it at its next start on it)");
     schema.problems.filter((p) => !(legacy && p === NO_CHAIN_COLUMN)).forEach(schemaProblem);
-    counter = readCounter(db);
-    if (schema.chainColumn) links = db.prepare('SELECT position, chain FROM events ORDER BY position').safeIntegers(true).all() as Link[];
-    positions = links ?? (db.prepare('SELECT position FROM events ORDER BY position').safeIntegers(true).all() as typeof positions);
+    const counter = readCounter(db);
+    if (schema.chainColumn) {
+      // Links and events both in position order: the event hash at a link's position is found by walking on.
+      let next = 0;
+      const hashAt = (position: bigint): string | undefined => {
+        while (next < events.length && events.position(next) < position) next += 1;
+        return next < events.length && events.position(next) === position ? events.hash(next) : undefined;
+      };
+      const links = db.prepare('SELECT position, chain FROM events WHERE position <= ? ORDER BY position').safeIntegers(true).iterate(events.lastPosition) as Iterable<{ position: bigint; chain: string | null }>;
+      const g = verifyGlobalChain(links, hashAt);
+      if (g.broken) problems.push({ position: String(g.broken.position), where: 'global chain', problem: g.broken.problem });
+      else verified.push(`${g.checked} links of the global chain`);
+    }
+    const last = (db.prepare('SELECT max(position) FROM events').pluck().safeIntegers(true).get() as bigint | null) ?? 0n;
+    for (const problem of counterProblems(counter, last)) problems.push({ position: counter === undefined ? '-' : String(counter), where: 'sqlite_sequence', problem });
+    if (head === null) unchecked.push(newestDeletion(`no writer's head record ${location}.head`, checkpointSize));
+    else if ('problem' in head) problems.push(head);
+    else {
+      const at = db.prepare(`SELECT ${schema.chainColumn ? 'chain' : 'NULL'} FROM events WHERE position = ?`).pluck().safeIntegers(true);
+      const chainAt = (position: bigint): string | null | undefined => {
+        const row = at.get(position) as string | null | undefined;
+        return row === undefined ? undefined : (row ?? null);
+      };
+      const edit = headProblem(head, last, chainAt);
+      if (edit) problems.push({ position: String(head.position), where: 'writer head', problem: edit });
+      else if (schema.chainColumn) verified.push(`the writer's head at position ${head.position}`);
+    }
   } finally {
     db.close();
-  }
-  if (links) {
-    const hashes = new Map(events.map((e) => [e.position, isRecord(e.metadata) && typeof e.metadata.hash === 'string' ? e.metadata.hash : '']));
-    const upTo = events.at(-1)?.position ?? 0n;
-    const g = verifyGlobalChain(links.filter((l) => l.position <= upTo), (p) => hashes.get(p));
-    if (g.broken) problems.push({ position: String(g.broken.position), where: 'global chain', problem: g.broken.problem });
-    else verified.push(`${g.checked} links of the global chain`);
-  }
-  const last = positions.at(-1)?.position ?? 0n;
-  for (const problem of counterProblems(counter, last)) problems.push({ position: counter === undefined ? '-' : String(counter), where: 'sqlite_sequence', problem });
-  if (head === null) unchecked.push(newestDeletion(`no writer's head record ${location}.head`, checkpointSize));
-  else if ('problem' in head) problems.push(head);
-  else {
-    const chains = new Map(positions.map((l) => [l.position, links ? (l.chain ?? null) : null]));
-    const edit = headProblem(head, last, (position) => chains.get(position));
-    if (edit) problems.push({ position: String(head.position), where: 'writer head', problem: edit });
-    else if (links) verified.push(`the writer's head at position ${head.position}`);
   }
   return { problems, verified, unchecked };
 }

@@ -133,23 +133,41 @@ export function legacyEventHash(prev: string, e: Chainable): string {
  * event without a hash alone) is no format, but an edit of today's.
  */
 export function legacyPrefix(events: Iterable<RecordedEvent>): bigint {
-  const last = new Map<string, string>();
-  let end = 0n;
-  let hashed = false;
-  for (const e of events) {
-    if (!isRecord(e.metadata)) break;
-    const { hash, prevHash } = e.metadata;
-    if (hash === undefined) {
-      if (!e.stream.startsWith('ids-')) break;
-    } else {
-      const prev = last.get(e.stream) ?? GENESIS;
-      if (typeof hash !== 'string' || prevHash !== prev || legacyEventHash(prev, e) !== hash) break;
-      last.set(e.stream, hash);
-      hashed = true;
+  const run = new LegacyRun();
+  for (const e of events) if (!run.add(e)) break;
+  return run.through;
+}
+
+/** legacyPrefix one event at a time: `add` is false once the run has ended (later events change nothing). */
+export class LegacyRun {
+  private readonly last = new Map<string, string>();
+  private end = 0n;
+  private hashed = false;
+  private ended = false;
+
+  add(e: RecordedEvent): boolean {
+    if (this.ended || !this.continues(e)) {
+      this.ended = true;
+      return false;
     }
-    end = e.position;
+    this.end = e.position;
+    return true;
   }
-  return hashed ? end : 0n;
+
+  get through(): bigint {
+    return this.hashed ? this.end : 0n;
+  }
+
+  private continues(e: RecordedEvent): boolean {
+    if (!isRecord(e.metadata)) return false;
+    const { hash, prevHash } = e.metadata;
+    if (hash === undefined) return e.stream.startsWith('ids-');
+    const prev = this.last.get(e.stream) ?? GENESIS;
+    if (typeof hash !== 'string' || prevHash !== prev || legacyEventHash(prev, e) !== hash) return false;
+    this.last.set(e.stream, hash);
+    this.hashed = true;
+    return true;
+  }
 }
 
 /** The global chain of the embedded ledger: one link per position, over the event's own hash. */
@@ -173,20 +191,31 @@ export interface ChainBreak {
  * to `legacyThrough` (legacyPrefix) are judged in the format of 2026-11-26.
  */
 export function verifyChains(events: Iterable<RecordedEvent>, legacyThrough = 0n): { checked: number; breaks: ChainBreak[] } {
-  const last = new Map<string, { revision: number; hash: string; position: bigint }>();
-  const breaks: ChainBreak[] = [];
-  let checked = 0;
-  for (const e of events) {
-    checked += 1;
+  const check = new ChainCheck(legacyThrough);
+  for (const e of events) check.add(e);
+  return { checked: check.checked, breaks: check.breaks };
+}
+
+/** verifyChains one event at a time, keeping only each stream's last link. */
+export class ChainCheck {
+  private readonly last = new Map<string, { revision: number; hash: string; position: bigint }>();
+  readonly breaks: ChainBreak[] = [];
+  checked = 0;
+
+  constructor(private readonly legacyThrough = 0n) {}
+
+  add(e: RecordedEvent): void {
+    const breaks = this.breaks;
+    this.checked += 1;
     const hash = isRecord(e.metadata) ? e.metadata.hash : undefined;
-    const prev = last.get(e.stream);
+    const prev = this.last.get(e.stream);
     const at = { position: e.position, stream: e.stream, revision: e.revision };
     if (prev && e.position <= prev.position) breaks.push({ ...at, problem: `out of order: position ${e.position} after ${prev.position} in its stream` });
     const expectedRevision = prev ? prev.revision + 1 : 0;
     if (e.revision !== expectedRevision) {
       breaks.push({ ...at, problem: `revision ${e.revision} where ${expectedRevision} was due: an event is missing or moved` });
     }
-    const legacy = e.position <= legacyThrough;
+    const legacy = e.position <= this.legacyThrough;
     // A type the World would skip (its stream's revisions then no longer add up), or an event no time dates.
     if (!EVENT_TYPES.has(e.type)) breaks.push({ ...at, problem: `type ${JSON.stringify(e.type).slice(0, 80)} is not one Duffy writes: edited, or written by a newer Duffy` });
     if (!legacy && isRecord(e.metadata) && typeof e.metadata.at !== 'string') breaks.push({ ...at, problem: 'no time (metadata.at), which Duffy writes on every event: forged or rewritten' });
@@ -194,8 +223,8 @@ export function verifyChains(events: Iterable<RecordedEvent>, legacyThrough = 0n
       if (!(legacy && hash === undefined && e.stream.startsWith('ids-') && isRecord(e.metadata))) {
         breaks.push({ ...at, problem: isRecord(e.metadata) ? 'event without hash: not covered by the chain' : 'metadata is not an object: the row was rewritten' });
       }
-      last.set(e.stream, { revision: e.revision, hash: '', position: e.position });
-      continue;
+      this.last.set(e.stream, { revision: e.revision, hash: '', position: e.position });
+      return;
     }
     const before = e.metadata.prevHash;
     const linked = prev ? prev.hash : GENESIS;
@@ -203,9 +232,8 @@ export function verifyChains(events: Iterable<RecordedEvent>, legacyThrough = 0n
     if ((legacy ? legacyEventHash(String(before), e) : eventHash(String(before), e)) !== hash) {
       breaks.push({ ...at, problem: 'hash does not match the event: its type, data or metadata was changed' });
     }
-    last.set(e.stream, { revision: e.revision, hash, position: e.position });
+    this.last.set(e.stream, { revision: e.revision, hash, position: e.position });
   }
-  return { checked, breaks };
 }
 
 /**

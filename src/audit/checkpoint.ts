@@ -1,6 +1,7 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify as verifySignature, type KeyObject } from 'node:crypto';
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
 import { canonical, canonicalData, canonicalMetadata } from './chain.js';
+import type { LedgerDigest } from './digest.js';
 import { CompactTree, consistencyProof, leafHash, rootOf, verifyConsistency } from './merkle.js';
 
 /**
@@ -46,14 +47,15 @@ export function signedPart(cp: Pick<Checkpoint, 'size' | 'lastPosition' | 'rootH
 }
 
 /** The auditor's checkpoint of a whole ledger, with leaf prints. */
-export function checkpointOf(events: readonly RecordedEvent[], time: Date): Checkpoint {
-  const leaves = events.map(eventLeaf);
+export function checkpointOf(events: LedgerDigest, time: Date): Checkpoint {
+  const prints = Buffer.alloc(events.length * PRINT);
+  for (let i = 0; i < events.length; i++) events.leaf(i).copy(prints, i * PRINT, 0, PRINT);
   return {
-    size: leaves.length,
-    lastPosition: (events.at(-1)?.position ?? 0n).toString(),
-    rootHash: rootOf(leaves).toString('hex'),
+    size: events.length,
+    lastPosition: events.lastPosition.toString(),
+    rootHash: rootOf(events.leaves).toString('hex'),
     time: time.toISOString(),
-    leafPrints: Buffer.concat(leaves.map((h) => h.subarray(0, PRINT))).toString('base64'),
+    leafPrints: prints.toString('base64'),
   };
 }
 
@@ -94,14 +96,7 @@ export const privateKeyOf = (pem: string): KeyObject => createPrivateKey(pem);
  * the first `from`: a forged, back-dated fact (the minute is for commands in flight when the checkpoint was taken).
  * Both times an event carries: `who-had` and the replay read the data's.
  */
-function backdated(events: readonly RecordedEvent[], from: number, to: number, taken: number): { index: number; claimed: unknown } | undefined {
-  for (let i = from; i < to; i++) {
-    for (const claimed of [events[i].metadata?.at, (events[i].data as { at?: unknown } | null)?.at]) {
-      if (Date.parse(String(claimed ?? '')) < taken - BACKDATE_SLACK_MS) return { index: i, claimed };
-    }
-  }
-  return undefined;
-}
+const backdated = (events: LedgerDigest, from: number, to: number, taken: number) => events.firstClaimBefore(from, to, taken - BACKDATE_SLACK_MS);
 
 export interface CheckpointVerdict {
   ok: boolean;
@@ -116,38 +111,38 @@ export interface CheckpointVerdict {
  * Does this ledger extend the checkpoint? Rebuilds the tree, checks the checkpoint's root against the ledger's first
  * `size` leaves and the RFC 9162 consistency proof from it to the whole ledger.
  */
-export function checkExtends(cp: Checkpoint, events: readonly RecordedEvent[]): CheckpointVerdict {
+export function checkExtends(cp: Checkpoint, events: LedgerDigest): CheckpointVerdict {
   if (!signatureHolds(cp)) return { ok: false, message: 'the checkpoint signature does not verify: the checkpoint file was altered or forged' };
-  const leaves = events.map(eventLeaf);
-  const at = (i: number) => ({ leafIndex: i, position: events[i]?.position.toString() });
+  const leaves = events.leaves;
+  const at = (i: number) => ({ leafIndex: i, position: i < events.length ? events.position(i).toString() : undefined });
   const prints = cp.leafPrints ? Buffer.from(cp.leafPrints, 'base64') : undefined;
   // Every leaf that differs: the first one may be a checkpoint signed again, not the fact that was changed.
   const diffs = (): number[] => {
     const out: number[] = [];
     if (!prints) return out;
     for (let i = 0; i < Math.min(cp.size, leaves.length); i++) {
-      if (!leaves[i].subarray(0, PRINT).equals(prints.subarray(i * PRINT, (i + 1) * PRINT))) out.push(i);
+      if (!events.leaf(i).subarray(0, PRINT).equals(prints.subarray(i * PRINT, (i + 1) * PRINT))) out.push(i);
     }
     return out;
   };
   const firstDiff = (): number | undefined => diffs()[0];
   if (leaves.length < cp.size) {
     const d = firstDiff();
-    const where = d === undefined ? '' : `; first leaf that differs: ${d} (position ${events[d].position})`;
+    const where = d === undefined ? '' : `; first leaf that differs: ${d} (position ${events.position(d)})`;
     return { ok: false, message: `ledger shorter than checkpoint: ${leaves.length} events, the checkpoint saw ${cp.size}${where}`, ...(d === undefined ? {} : at(d)) };
   }
   const oldRoot = Buffer.from(cp.rootHash, 'hex');
   if (!rootOf(leaves, 0, cp.size).equals(oldRoot)) {
     const [d, ...more] = diffs();
     if (d === undefined) return { ok: false, message: `the first ${cp.size} events are not the ones the checkpoint saw (root hash differs)` };
-    const name = (i: number) => `${i} (position ${events[i].position}, ${events[i].stream}@${events[i].revision})`;
+    const name = (i: number) => `${i} (position ${events.position(i)}, ${events.stream(i)}@${events.revision(i)})`;
     const also = more.length === 0 ? '' : `; also leaves ${more.slice(0, 5).map(name).join(', ')}${more.length > 5 ? ` and ${more.length - 5} more` : ''}`;
     return { ok: false, message: `leaf ${name(d)} differs from the checkpoint: the covered prefix was changed${also}`, ...at(d) };
   }
   const late = backdated(events, cp.size, events.length, Date.parse(cp.time));
   if (late) {
     const i = late.index;
-    return { ok: false, message: `event at position ${events[i].position} (${events[i].type}) was appended after the checkpoint of ${cp.time} but claims ${late.claimed}`, ...at(i) };
+    return { ok: false, message: `event at position ${events.position(i)} (${events.type(i)}) was appended after the checkpoint of ${cp.time} but claims ${late.claimed}`, ...at(i) };
   }
   const newRoot = rootOf(leaves);
   if (!verifyConsistency(cp.size, leaves.length, oldRoot, newRoot, consistencyProof(leaves, cp.size))) {
@@ -157,14 +152,14 @@ export function checkExtends(cp: Checkpoint, events: readonly RecordedEvent[]): 
 }
 
 /** Signed checkpoints the server published into the ledger: each must be signed and match the ledger's prefix of its size. */
-export function checkPublished(events: readonly RecordedEvent[], pinnedKey?: string): { checked: number; keys: Set<string>; problems: Array<{ position: bigint; problem: string }> } {
+export function checkPublished(events: LedgerDigest, pinnedKey?: string): { checked: number; keys: Set<string>; problems: Array<{ position: bigint; problem: string }> } {
   const wanted = new Set<number>();
-  for (const e of events) if (e.type === 'CheckpointPublished') wanted.add(Number((e.data as { size?: unknown }).size));
+  for (const c of events.checkpoints) wanted.add(Number(c.data.size));
   const roots = new Map<number, string>();
   const tree = new CompactTree();
   if (wanted.has(0)) roots.set(0, tree.root().toString('hex'));
-  for (const e of events) {
-    tree.appendHash(eventLeaf(e));
+  for (let i = 0; i < events.length; i++) {
+    tree.appendHash(events.leaf(i));
     if (wanted.has(tree.size)) roots.set(tree.size, tree.root().toString('hex'));
   }
   const problems: Array<{ position: bigint; problem: string }> = [];
@@ -172,16 +167,15 @@ export function checkPublished(events: readonly RecordedEvent[], pinnedKey?: str
   const sound: Checkpoint[] = [];
   const differs: Array<{ position: bigint; size: number; index: number }> = [];
   let checked = 0;
-  events.forEach((e, index) => {
-    if (e.type !== 'CheckpointPublished') return;
+  for (const { index, position, data } of events.checkpoints) {
     checked += 1;
-    const cp = e.data as unknown as Checkpoint;
-    if (!cp.signature || !signatureHolds(cp)) problems.push({ position: e.position, problem: 'published checkpoint without a valid signature' });
-    else if (pinnedKey && cp.publicKey !== pinnedKey) problems.push({ position: e.position, problem: `published checkpoint signed by another key (${keyId(cp.publicKey!)})` });
-    else if (cp.size > index || roots.get(cp.size) !== cp.rootHash) differs.push({ position: e.position, size: cp.size, index });
+    const cp = data as unknown as Checkpoint;
+    if (!cp.signature || !signatureHolds(cp)) problems.push({ position, problem: 'published checkpoint without a valid signature' });
+    else if (pinnedKey && cp.publicKey !== pinnedKey) problems.push({ position, problem: `published checkpoint signed by another key (${keyId(cp.publicKey!)})` });
+    else if (cp.size > index || roots.get(cp.size) !== cp.rootHash) differs.push({ position, size: cp.size, index });
     else sound.push(cp);
     if (cp.publicKey) keys.add(keyId(cp.publicKey));
-  });
+  }
   // Where: past the largest prefix a sound checkpoint vouches for (with recomputed chains, nothing else points there).
   for (const d of differs) {
     if (d.size > d.index) {
@@ -189,7 +183,7 @@ export function checkPublished(events: readonly RecordedEvent[], pinnedKey?: str
       continue;
     }
     const held = sound.reduce((most, cp) => (cp.size < d.size && cp.size > most ? cp.size : most), 0);
-    const range = d.size === 0 ? '' : `; ${held ? `the first ${held} are: ` : ''}an event at positions ${events[held]?.position}..${events[d.size - 1]?.position} was changed, inserted, removed or moved`;
+    const range = d.size === 0 ? '' : `; ${held ? `the first ${held} are: ` : ''}an event at positions ${events.position(held)}..${events.position(d.size - 1)} was changed, inserted, removed or moved`;
     problems.push({ position: d.position, problem: `the first ${d.size} events are not the ones the server signed${range}` });
   }
   problems.sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0));
@@ -202,7 +196,7 @@ export function checkPublished(events: readonly RecordedEvent[], pinnedKey?: str
     const late = backdated(events, cp.size, sound[k + 1]?.size ?? events.length, taken);
     // The checkpoint that dates it, and its key: one signed by a key made up for it dates genuine events too (pin the
     // server's with --checkpoint).
-    if (late && dating) problems.push({ position: events[late.index].position, problem: `${events[late.index].type} was appended after a checkpoint of ${dating.size} events signed at ${dating.time} by ${keyId(dating.publicKey!)}, but claims ${late.claimed}: back-dated` });
+    if (late && dating) problems.push({ position: events.position(late.index), problem: `${events.type(late.index)} was appended after a checkpoint of ${dating.size} events signed at ${dating.time} by ${keyId(dating.publicKey!)}, but claims ${late.claimed}: back-dated` });
   });
   return { checked, keys, problems };
 }

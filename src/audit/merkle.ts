@@ -16,6 +16,12 @@ export const EMPTY_ROOT = sha256();
 export const leafHash = (leaf: Buffer | string): Buffer => sha256(LEAF, typeof leaf === 'string' ? Buffer.from(leaf, 'utf8') : leaf);
 export const nodeHash = (left: Buffer, right: Buffer): Buffer => sha256(NODE, left, right);
 
+/** Leaf hashes in order: an array, or anything that hands out the i-th (an audit's columns, see digest.ts). */
+export interface Leaves {
+  readonly length: number;
+  at(i: number): Buffer | undefined;
+}
+
 /** The largest power of two strictly less than n (n > 1). */
 function split(n: number): number {
   let k = 1;
@@ -24,16 +30,16 @@ function split(n: number): number {
 }
 
 /** MTH over leaf hashes[lo, hi). */
-export function rootOf(hashes: readonly Buffer[], lo = 0, hi = hashes.length): Buffer {
+export function rootOf(hashes: Leaves, lo = 0, hi = hashes.length): Buffer {
   const n = hi - lo;
   if (n === 0) return EMPTY_ROOT;
-  if (n === 1) return hashes[lo];
+  if (n === 1) return hashes.at(lo)!;
   const k = split(n);
   return nodeHash(rootOf(hashes, lo, lo + k), rootOf(hashes, lo + k, hi));
 }
 
 /** PROOF(m, D[n]) of RFC 9162 2.1.4.1, over leaf hashes: shows the tree of the first m leaves is a prefix of this one. */
-export function consistencyProof(hashes: readonly Buffer[], m: number, n = hashes.length): Buffer[] {
+export function consistencyProof(hashes: Leaves, m: number, n = hashes.length): Buffer[] {
   if (m < 0 || m > n || n > hashes.length) throw new RangeError(`no consistency proof from ${m} to ${n} over ${hashes.length} leaves`);
   if (m === 0 || m === n) return [];
   const sub = (m: number, lo: number, hi: number, whole: boolean): Buffer[] => {

@@ -19,7 +19,8 @@ import {
   whoHad,
   withoutTails,
 } from '../audit/audit.js';
-import { legacyPrefix, verifyChains } from '../audit/chain.js';
+import { ChainCheck, LegacyRun } from '../audit/chain.js';
+import { LedgerDigest } from '../audit/digest.js';
 import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } from '../audit/checkpoint.js';
 import { DEMO_CONFIG, dataDirOf, isEventStoreUrl, loadConfig } from '../config/config.js';
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
@@ -100,6 +101,23 @@ export interface Verification {
   unchecked: string[];
 }
 
+/**
+ * One read of the ledger for verify: each event's stream chain checked as it passes, and what the other checks need
+ * of it kept in a LedgerDigest (not the events: a ledger of millions would not fit). The events of the older format
+ * are found first, in a read that stops where they end (at the first event of a ledger written since).
+ */
+async function digestLedger(store: EventStore) {
+  const legacy = new LegacyRun();
+  for await (const e of allEvents(store)) if (!legacy.add(e)) break;
+  const chains = new ChainCheck(legacy.through);
+  const digest = new LedgerDigest();
+  for await (const e of allEvents(store)) {
+    chains.add(e);
+    digest.add(e);
+  }
+  return { legacyThrough: legacy.through, chains, digest };
+}
+
 /** `duffy audit verify`: the hash chains, the file against its writer's head, the signed checkpoints, and `cp` if given. */
 export async function verifyLedger(location: string, cp?: { checkpoint: Checkpoint; file: string }): Promise<Verification> {
   const problems: FileProblem[] = [];
@@ -108,10 +126,10 @@ export async function verifyLedger(location: string, cp?: { checkpoint: Checkpoi
   const embedded = !isEventStoreUrl(location);
   // Before the events: the writer's head never leads what it committed.
   const head = embedded ? recordedHead(location) : null;
-  let events: RecordedEvent[] | undefined;
+  let read: Awaited<ReturnType<typeof digestLedger>> | undefined;
   let emptied = false;
   try {
-    events = await withStoreAt(location, collect);
+    read = await withStoreAt(location, digestLedger);
   } catch (err) {
     // A row that is not an event: name the rows, as any other tampering, instead of the parser's first complaint
     // (and never an OK over events that were not read).
@@ -129,16 +147,15 @@ export async function verifyLedger(location: string, cp?: { checkpoint: Checkpoi
       });
     } else throw err;
   }
-  // The first events of a ledger the Duffy of 2026-11-26 began, in its format (their hashes leave the metadata out).
-  const legacyThrough = events ? legacyPrefix(events) : 0n;
-  if (events) {
-    const { checked, breaks } = verifyChains(events, legacyThrough);
-    for (const b of breaks) problems.push({ position: String(b.position), where: `${b.stream}@${b.revision}`, problem: b.problem });
-    verified.push(`${checked} events in their stream chains${legacyThrough > 0n ? ` (positions 1..${legacyThrough} written by the Duffy of 2026-11-26, whose stream hashes cover each event's type and data, not its metadata, which a checkpoint signed after them covers)` : ''}`);
+  const events = read?.digest;
+  const legacyThrough = read?.legacyThrough ?? 0n;
+  if (read) {
+    for (const b of read.chains.breaks) problems.push({ position: String(b.position), where: `${b.stream}@${b.revision}`, problem: b.problem });
+    verified.push(`${read.chains.checked} events in their stream chains${legacyThrough > 0n ? ` (positions 1..${legacyThrough} written by the Duffy of 2026-11-26, whose stream hashes cover each event's type and data, not its metadata, which a checkpoint signed after them covers)` : ''}`);
   }
   if (embedded && events) problems.push(...rowProblems(location));
   if (embedded && !emptied) {
-    const file = await checkLedgerFile(location, head, events ?? [], legacyThrough, cp?.checkpoint.size);
+    const file = await checkLedgerFile(location, head, events ?? new LedgerDigest(), legacyThrough, cp?.checkpoint.size);
     problems.push(...file.problems);
     // Without the events (a row that is none), the global chain was checked over nothing: claim none of it.
     if (events) verified.push(...file.verified);
@@ -235,7 +252,11 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
     .description("write the ledger's current Merkle tree head (RFC 9162) to a file, to verify the ledger against later")
     .requiredOption('--out <file>', 'where to write the checkpoint (JSON)')
     .action(async (o: { out: string }) => {
-      const cp = await withLedger((events) => checkpointOf(events, new Date()));
+      const cp = await withStore(async (store) => {
+        const digest = new LedgerDigest();
+        for await (const e of allEvents(store)) digest.add(e);
+        return checkpointOf(digest, new Date());
+      });
       writeFileSync(o.out, JSON.stringify(cp) + '\n');
       const { leafPrints: _prints, ...head } = cp;
       out(json() ? JSON.stringify(head) : `checkpoint of ${cp.size} events (last position ${cp.lastPosition}) at ${cp.time}: root ${cp.rootHash} -> ${o.out}`);

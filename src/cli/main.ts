@@ -46,7 +46,11 @@ type Register = (duffy: Command, out: (line: string) => void) => void;
 async function hostCommandsFor(args: string[]): Promise<Register[]> {
   const word = subcommandOf(args);
   if (word === undefined ? args.includes('-V') || args.includes('--version') : word !== 'help' && !HOST_COMMANDS.includes(word)) return [];
-  const [audit, recover, backup] = await Promise.all([import('./audit.js'), import('./recover.js'), import('./backup.js')]);
+  // One after another: Jest's module linker (the CLI's e2e tests run it in-process) loses a module shared by
+  // imports that load at once ("request for 'commander' is not in cache").
+  const audit = await import('./audit.js');
+  const recover = await import('./recover.js');
+  const backup = await import('./backup.js');
   return [audit.auditCommands, recover.recoveryCommands, backup.backupCommands];
 }
 

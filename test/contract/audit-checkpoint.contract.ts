@@ -5,6 +5,7 @@ import { GENESIS, eventHash, verifyChains } from '../../src/audit/chain.js';
 import { checkExtends, checkpointOf, eventLeaf } from '../../src/audit/checkpoint.js';
 import { consistencyProof, rootOf, verifyConsistency } from '../../src/audit/merkle.js';
 import type { EventStore, NewEvent } from '../../src/application/ports/event-store.port.js';
+import { LedgerDigest } from '../../src/audit/digest.js';
 
 /** Checkpoints and consistency proofs over what an adapter's readAll returns: the auditor's path on every store. */
 export function auditCheckpointContract(name: string, open: () => Promise<EventStore>) {
@@ -26,14 +27,14 @@ export function auditCheckpointContract(name: string, open: () => Promise<EventS
         const first = chained(a, 0, 3);
         await store.append([{ stream: a, expected: 'no_stream', events: first }]);
         const before = await collect(store);
-        const cp = checkpointOf(before, new Date());
+        const cp = checkpointOf(LedgerDigest.of(before), new Date());
         await store.append([
           { stream: a, expected: 2, events: chained(a, 3, 2, String(first[2].metadata!.hash)) },
           { stream: b, expected: 'no_stream', events: chained(b, 0, 2) },
         ]);
         const after = await collect(store);
         expect(after.length).toBeGreaterThanOrEqual(before.length + 4);
-        expect(checkExtends(cp, after)).toMatchObject({ ok: true });
+        expect(checkExtends(cp, LedgerDigest.of(after))).toMatchObject({ ok: true });
         const leaves = after.map(eventLeaf);
         expect(verifyConsistency(cp.size, leaves.length, Buffer.from(cp.rootHash, 'hex'), rootOf(leaves), consistencyProof(leaves, cp.size))).toBe(true);
         const mine = after.filter((e) => e.stream === a || e.stream === b);
@@ -41,8 +42,8 @@ export function auditCheckpointContract(name: string, open: () => Promise<EventS
         // What the store returned, changed by one field of one event of the covered prefix.
         const i = before.findIndex((e) => e.stream === a);
         const changed = after.map((e, j) => (j === i ? { ...e, metadata: { ...e.metadata, actor: 'someone-else' } } : e));
-        expect(checkExtends(cp, changed)).toMatchObject({ ok: false, leafIndex: i });
-        expect(checkExtends(cp, after.slice(0, cp.size - 1))).toMatchObject({ ok: false });
+        expect(checkExtends(cp, LedgerDigest.of(changed))).toMatchObject({ ok: false, leafIndex: i });
+        expect(checkExtends(cp, LedgerDigest.of(after.slice(0, cp.size - 1)))).toMatchObject({ ok: false });
       } finally {
         await store.close();
       }

@@ -14,6 +14,7 @@ import { run } from '../../src/cli/main.js';
 import { type Running, instantDemoConfig, ledgerFile, newTenant, startDuffy } from '../support/server.js';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { LedgerDigest } from '../../src/audit/digest.js';
 
 const MAIN = fileURLToPath(new URL('../../dist/src/main.js', import.meta.url));
 
@@ -390,7 +391,7 @@ describe('an auditor against a tamperer with the ledger file', () => {
     const head = recordedHead(ledger);
     const events = await ledgerFile(ledger);
     expect((await ledgerFile(grownLedger)).length).toBeGreaterThan(events.length);
-    const r = await checkLedgerFile(grownLedger, head, events);
+    const r = await checkLedgerFile(grownLedger, head, LedgerDigest.of(events));
     expect(r).toEqual({ problems: [], verified: [`${events.length} links of the global chain`, `the writer's head at position ${events.length}`], unchecked: [] });
   });
 

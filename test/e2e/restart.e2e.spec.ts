@@ -13,6 +13,7 @@ import { checkPublished, checkpointOf, keyId, newSigningKey, privateKeyOf, signC
 import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { createApp } from '../../src/main.js';
 import { type Settings, loadConfig } from '../../src/config/config.js';
+import { LedgerDigest } from '../../src/audit/digest.js';
 
 const V1 = '/api/v1';
 
@@ -252,7 +253,7 @@ describe('restart', () => {
       // What it signed since is the ledger as it is: only the forged checkpoints are named.
       const forgedAt = events.filter((e) => e.type === 'CheckpointPublished' && (e.data as { rootHash: string }).rootHash === 'a'.repeat(64)).map((e) => e.position);
       expect(forgedAt).toHaveLength(3);
-      expect(checkPublished(events).problems.map((p) => p.position)).toEqual(forgedAt);
+      expect(checkPublished(LedgerDigest.of(events)).problems.map((p) => p.position)).toEqual(forgedAt);
     } finally {
       subscribed.mockRestore();
       await again.close();
@@ -291,14 +292,14 @@ describe('restart', () => {
       await duffy.app.get(CheckpointService).publish();
       // A true tree head of the ledger so far, dated ahead, signed with another key: it passes as sound, and dates what follows.
       const madeUp = newSigningKey();
-      const ahead = signCheckpoint(checkpointOf(await ledgerEvents(duffy), new Date(Date.now() + 50 * 60_000)), privateKeyOf(madeUp.privatePem));
+      const ahead = signCheckpoint(checkpointOf(LedgerDigest.of(await ledgerEvents(duffy)), new Date(Date.now() + 50 * 60_000)), privateKeyOf(madeUp.privatePem));
       const revision = (await ledgerEvents(duffy)).filter((e) => e.stream === 'audit-checkpoints').length - 1;
       await duffy.app.get(Ledger).record([{ stream: 'audit-checkpoints', expected: revision, events: [{ type: 'CheckpointPublished', data: ahead } as never] }], { actor: 'duffy' });
       await newTenant(duffy, 'bob');
       // A genuine checkpoint after it, dated now: what follows is still dated by the made-up one (the later time).
       await duffy.app.get(CheckpointService).publish();
       await newTenant(duffy, 'cyd');
-      const problems = checkPublished(await ledgerEvents(duffy)).problems.map((p) => p.problem);
+      const problems = checkPublished(LedgerDigest.of(await ledgerEvents(duffy))).problems.map((p) => p.problem);
       expect(problems.length).toBeGreaterThan(0);
       for (const p of problems) expect(p).toMatch(new RegExp(`was appended after a checkpoint of \\d+ events signed at ${ahead.time.replace(/\./g, '\\.')} by ${keyId(madeUp.publicKey)}, but claims .*: back-dated`));
     } finally {
@@ -325,7 +326,7 @@ describe('restart', () => {
       await newTenant(again, 'cyd');
       await again.app.get(CheckpointService).publish();
       const events = await ledgerEvents(again);
-      const check = checkPublished(events);
+      const check = checkPublished(LedgerDigest.of(events));
       expect(check.problems).toEqual([]);
       expect(check.checked).toBe(2);
     } finally {

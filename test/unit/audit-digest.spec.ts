@@ -1,0 +1,63 @@
+import { describe, expect, it } from '@jest/globals';
+import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
+import { GENESIS, eventHash, verifyChains } from '../../src/audit/chain.js';
+import { checkExtends, checkPublished, checkpointOf, eventLeaf } from '../../src/audit/checkpoint.js';
+import { LedgerDigest } from '../../src/audit/digest.js';
+import { rootOf } from '../../src/audit/merkle.js';
+import { formatTable } from '../../src/domain/text-table.js';
+
+/** A chained ledger of `n` events over a few streams, as the writer makes it. */
+function chained(n: number): RecordedEvent[] {
+  const last = new Map<string, { revision: number; hash: string }>();
+  return Array.from({ length: n }, (_, i) => {
+    const stream = `machine-m${i % 3}`;
+    const prev = last.get(stream);
+    const base = { id: `e${i}`, stream, revision: prev ? prev.revision + 1 : 0, type: 'MachineQuarantined', position: BigInt(i + 1), data: { machineId: i % 3, reason: 'x', at: `2026-12-02T05:00:${String(i % 60).padStart(2, '0')}.000Z` } };
+    const metadata = { actor: 'a', at: '2026-12-02T05:00:00.000Z', prevHash: prev?.hash ?? GENESIS };
+    const hash = eventHash(metadata.prevHash, { ...base, metadata });
+    last.set(stream, { revision: base.revision, hash });
+    return { ...base, metadata: { ...metadata, hash } };
+  });
+}
+
+describe('what audit verify keeps of each event (LedgerDigest)', () => {
+  it('hands back each event\'s place, hash and leaf as the event has them, past its first growth', () => {
+    const events = chained(3000);
+    const digest = LedgerDigest.of(events);
+    expect(digest.length).toBe(3000);
+    expect(digest.lastPosition).toBe(3000n);
+    for (const i of [0, 1023, 1024, 2999]) {
+      expect([digest.position(i), digest.stream(i), digest.revision(i), digest.type(i), digest.hash(i)]).toEqual([events[i].position, events[i].stream, events[i].revision, events[i].type, events[i].metadata.hash]);
+      expect(digest.leaf(i).equals(eventLeaf(events[i]))).toBe(true);
+    }
+    expect(rootOf(digest.leaves).equals(rootOf(events.map(eventLeaf)))).toBe(true);
+    expect(verifyChains(events).breaks).toEqual([]);
+  });
+
+  it('keeps a rewritten row\'s hash and a time in another spelling as they are written (the global chain and the messages use them)', () => {
+    const [a, b] = chained(2);
+    const digest = LedgerDigest.of([{ ...a, metadata: { ...a.metadata, hash: 'not-hex' } }, { ...b, metadata: { ...b.metadata, hash: undefined, at: '2020-01-01' } }]);
+    expect([digest.hash(0), digest.hash(1)]).toEqual(['not-hex', '']);
+    expect(digest.firstClaimBefore(0, 2, Date.parse('2021-01-01T00:00:00Z'))).toEqual({ index: 1, claimed: '2020-01-01' });
+    expect(digest.firstClaimBefore(0, 2, Date.parse('2019-01-01T00:00:00Z'))).toBeUndefined();
+  });
+
+  it('gives the checks the same answers as the events did: a checkpoint, its extension, a change in the covered prefix', () => {
+    const events = chained(50);
+    const cp = checkpointOf(LedgerDigest.of(events.slice(0, 30)), new Date('2026-12-02T04:00:00Z'));
+    expect(cp).toMatchObject({ size: 30, lastPosition: '30', rootHash: rootOf(events.slice(0, 30).map(eventLeaf)).toString('hex') });
+    expect(checkExtends(cp, LedgerDigest.of(events))).toMatchObject({ ok: true });
+    const changed = events.map((e, i) => (i === 12 ? { ...e, data: { ...e.data, reason: 'y' } } : e));
+    expect(checkExtends(cp, LedgerDigest.of(changed))).toMatchObject({ ok: false, leafIndex: 12, position: '13' });
+    expect(checkPublished(LedgerDigest.of(events))).toMatchObject({ checked: 0, problems: [] });
+  });
+});
+
+describe('text tables', () => {
+  it('prints a table of 300,000 rows (the widths were a spread of every row: the stack overflowed)', () => {
+    const rows = Array.from({ length: 300_000 }, (_, i) => [String(i), 'x']);
+    const lines = formatTable(['n', 'v'], rows).split('\n');
+    expect(lines).toHaveLength(300_002);
+    expect(lines.at(-1)).toBe('299999  x');
+  });
+});
