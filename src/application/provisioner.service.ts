@@ -158,6 +158,8 @@ export class Provisioner implements OnApplicationShutdown {
       // A hand-over is never held back by a fault, so without this a ledger that refuses every write was asked
       // again at once, hundreds of times a second, until it took one.
       if (this.runs >= MAX_PARALLEL_RUNS || this.stopped || Date.now() < this.pausedUntil) return;
+      // The jobs come hand-overs first; the other work leaves one run free for the next hand-over, which a client waits for.
+      if (!isHandover(job) && this.runs >= MAX_PARALLEL_RUNS - 1) return;
       if (this.heldBack(job, now)) continue;
       job.machineIds.forEach((id) => this.running.add(id));
       this.runningJobs.add(job);

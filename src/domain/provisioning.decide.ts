@@ -124,8 +124,17 @@ export function dueWork(world: World, ctx: JobContext): Work {
     const missing = (ctx.pools(name)?.['fill-level'] ?? 0) - (readyOrComing.get(name) ?? 0);
     for (const m of candidates.sort(lessStressed).slice(0, Math.max(0, missing))) add(m, 'provision', null);
   }
-  return { jobs: [...groups.values()], returns };
+  return { jobs: [...groups.values()].sort(moreUrgent), returns };
 }
+
+/**
+ * The order runs start in when more are due than may run at once: hand-overs first (a client waits), oldest session
+ * first; then what frees machines (artifacts, releases), oldest session first; then the fill level; health checks
+ * last. In machine order, a busy farm's work on its low-numbered machines kept the others' hand-overs waiting.
+ */
+const RANK: Record<PlaybookAction, number> = { provision: 2, contextualize: 2, decontextualize: 1, collect_artifacts: 1, release: 1, health_check: 3 };
+const rank = (job: Job) => (isHandover(job) ? 0 : RANK[job.action]);
+const moreUrgent = (a: Job, b: Job) => rank(a) - rank(b) || (a.sessionId ?? Number.MAX_SAFE_INTEGER) - (b.sessionId ?? Number.MAX_SAFE_INTEGER);
 
 /** The playbook runs alone (callers that do not write the untouched returns). */
 export const dueJobs = (world: World, ctx: JobContext): Job[] => dueWork(world, ctx).jobs;

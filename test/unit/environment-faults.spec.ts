@@ -106,6 +106,28 @@ describe('a machine whose session ended before it was handed over', () => {
     expect(dueWork(w, ctx)).toEqual({ jobs: [{ pool: 'metal-intel', action: 'release', sessionId: 1, machineIds: [1] }], returns: [] });
   });
 
+  it('comes in the order runs start: hand-overs first, oldest session first, then releases, then health checks (not machine order)', () => {
+    // i1 (the lowest id) to release, i2 to check, i3 and i4 to hand over to sessions 3 and 2.
+    const handover = (machineId: number, host: string, sessionId: number): Array<[string, DuffyEvent]> => [
+      machine(machineId, host, 'metal-intel', 'unused'),
+      [`session-${sessionId}`, { type: 'MachineRequested', data: { sessionId, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: LATER, at: AT } }],
+      [`machine-${host}`, { type: 'MachineReserved', data: { machineId, hostname: host, sessionId, tenantId: 1, pool: 'metal-intel', platform: 'intel', affinity: 'established', contextualize: true, provision: true, at: AT } }],
+      [`session-${sessionId}`, { type: 'SessionStarted', data: { sessionId, machineIds: [machineId], at: AT } }],
+    ];
+    const w = given(
+      ...reserved(false), claim('contextualize'), fault('contextualize', true), ...ended,
+      machine(2, 'i2', 'metal-intel'),
+      ['machine-i2', { type: 'MachineQuarantined', data: { machineId: 2, reason: 'bad disk', at: AT } }],
+      ...handover(3, 'i3', 3), ...handover(4, 'i4', 2),
+    );
+    expect(dueWork(w, ctx).jobs.map((j) => [j.action, j.sessionId, j.machineIds])).toEqual([
+      ['provision', 2, [4]],
+      ['provision', 3, [3]],
+      ['release', 1, [1]],
+      ['health_check', null, [2]],
+    ]);
+  });
+
   it('goes back ready when the contextualize that never spawned is recorded after the release', () => {
     const w = given(...reserved(false), claim('contextualize'), ...ended, fault('contextualize'));
     expect(dueWork(w, ctx).returns.map((x) => x.events[0])).toMatchObject([{ type: 'MachineRecycled', data: { state: 'ready', untouched: true } }]);
