@@ -15,12 +15,13 @@ export const machineStress = documentProjection({
   name: 'machine-stress',
   // 2: health-check failures apart; a failed hand-over is no allocation. 3: nor is a failed session's machine.
   // 4: one document per machine id, with `retired`; pools and platforms rolled up when read.
-  version: 4,
+  // 5: nor is a machine released (expired, done, cancelled) before its hand-over was done.
+  version: 5,
   collections: [MACHINES],
   fold(docs, e) {
     if (e.type === 'MachineRegistered') {
       const { hostname, pool, machineId, state } = e.data;
-      docs.put(MACHINES, machineId, { hostname, machine_id: machineId, pool, platform: null, ...zero, last_used: null, reserved_at: null, retired: state === 'done' });
+      docs.put(MACHINES, machineId, { hostname, machine_id: machineId, pool, platform: null, ...zero, last_used: null, reserved_at: null, handover_steps: 0, retired: state === 'done' });
       return;
     }
     const machineId = (e.data as { machineId?: number }).machineId;
@@ -30,14 +31,20 @@ export const machineStress = documentProjection({
     switch (e.type) {
       case 'MachineReserved':
         add.allocations = 1;
-        Object.assign(m, { platform: e.data.platform, reserved_at: e.data.at, last_used: e.data.at });
+        // The playbooks still to run before the tenant has it (the World's provisioning, then contextualizing).
+        Object.assign(m, { platform: e.data.platform, reserved_at: e.data.at, last_used: e.data.at, handover_steps: Number(e.data.provision === true) + Number(e.data.contextualize) });
+        break;
+      case 'MachineProvisioned':
+      case 'MachineContextualized':
+        if (!m.reserved_at || !m.handover_steps) return;
+        m.handover_steps = Number(m.handover_steps) - 1;
         break;
       case 'MachineReleased':
       case 'MachineReservationCancelled':
         add.busy_ms = m.reserved_at ? ms(String(m.reserved_at), e.data.at) : 0;
-        // A failed session ended before its hand-over (a restart, a caller gone, a timeout): not an allocation.
-        if (m.reserved_at && e.type === 'MachineReleased' && e.data.reason === 'failed') add.allocations = -1;
-        Object.assign(m, { reserved_at: null, last_used: e.data.at });
+        // The tenant never had it: a failed session, or one ended (expired, done, cancelled) before its hand-over.
+        if (m.reserved_at && ((e.type === 'MachineReleased' && e.data.reason === 'failed') || Number(m.handover_steps) > 0)) add.allocations = -1;
+        Object.assign(m, { reserved_at: null, last_used: e.data.at, handover_steps: 0 });
         break;
       case 'ProvisioningFailed':
         if (e.data.action === 'health_check') add.health_check_failures = 1;

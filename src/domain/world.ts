@@ -636,8 +636,10 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       const untouched = m.state === 'provisioning' ? 'unused' : m.state === 'contextualizing' && !m.contextualizeStarted ? 'ready' : null;
       closeUsage(world, m, event.data.at);
       if (m.reservedAt) m.busyMs += Math.max(0, Date.parse(event.data.at) - Date.parse(m.reservedAt));
-      // A session that failed ended before its hand-over (a restart, a caller gone, a timeout): no allocation either.
-      if (m.reservedAt && event.type === 'MachineReleased' && event.data.reason === 'failed') m.allocations = Math.max(0, m.allocations - 1);
+      // The tenant never had it, no allocation either: a session that failed (before its hand-over: a restart, a
+      // caller gone, a timeout), or one ended (expired, done, cancelled) while its hand-over was still to run.
+      const handingOver = m.state === 'provisioning' || m.state === 'contextualizing';
+      if (m.reservedAt && ((event.type === 'MachineReleased' && event.data.reason === 'failed') || handingOver)) m.allocations = Math.max(0, m.allocations - 1);
       m.lastUsedAt = event.data.at;
       m.sessionId = null;
       m.tenantId = null;

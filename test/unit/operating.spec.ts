@@ -66,14 +66,21 @@ describe('quarantine that means something', () => {
     expect(m).toMatchObject({ allocations: 0, provisioningFailures: 1, healthCheckFailures: 1, state: 'failed' });
   });
 
-  it('counts no allocation for the machines of a session that failed before its hand-over (a restart, a caller gone), and one for a session released', () => {
+  it('counts no allocation for the machines of a session that failed, or ended, before its hand-over, and one for a session released after it', () => {
     const reserved = (session: number, s: number): [string, DuffyEvent] => ['machine-a.test', { type: 'MachineReserved', data: { machineId: 1, hostname: 'a.test', sessionId: session, tenantId: 1, pool: 'p', platform: 'intel', affinity: 'established', contextualize: true, at: at(s) } }];
-    const released = (session: number, reason: 'failed' | 'done', s: number): [string, DuffyEvent] => ['machine-a.test', { type: 'MachineReleased', data: { machineId: 1, sessionId: session, reason, at: at(s) } }];
-    const events: Array<[string, DuffyEvent]> = [machine(1, 'a.test', 'p'), tenant(1, 't'), reserved(7, 0), released(7, 'failed', 10), reserved(8, 20), released(8, 'done', 50)];
+    const released = (session: number, reason: 'failed' | 'done' | 'expired', s: number): [string, DuffyEvent] => ['machine-a.test', { type: 'MachineReleased', data: { machineId: 1, sessionId: session, reason, at: at(s) } }];
+    const handedOver = (session: number, s: number): [string, DuffyEvent] => ['machine-a.test', { type: 'MachineContextualized', data: { machineId: 1, sessionId: session, run: { ...run, action: 'contextualize', exitCode: 0 }, at: at(s) } }];
+    // 7 failed before its hand-over (a restart, a caller gone); 8 had it; 9 expired while its hand-over waited for a run.
+    const events: Array<[string, DuffyEvent]> = [
+      machine(1, 'a.test', 'p'), tenant(1, 't'),
+      reserved(7, 0), released(7, 'failed', 10),
+      reserved(8, 20), handedOver(8, 25), released(8, 'done', 50),
+      reserved(9, 60), released(9, 'expired', 70),
+    ];
     let revision = 0;
     const { state } = foldAll(machineStress, events.map(([stream, e]) => ({ ...e, stream, revision: revision++, position: BigInt(revision), metadata: {} }) as never));
-    expect(machineStress.doc(state, 'machine_stress', '1')).toMatchObject({ allocations: 1, busy_ms: 40_000 });
-    expect(given(...events).machines.get(1)).toMatchObject({ allocations: 1, busyMs: 40_000 });
+    expect(machineStress.doc(state, 'machine_stress', '1')).toMatchObject({ allocations: 1, busy_ms: 50_000 });
+    expect(given(...events).machines.get(1)).toMatchObject({ allocations: 1, busyMs: 50_000 });
   });
 });
 
