@@ -27,6 +27,7 @@ import { MAX_LIFETIME } from '../domain/decide.js';
 import { parseDuration } from '../domain/duration.js';
 import { MACHINE_TYPES, MAX_ID, REGISTRABLE_STATES, type MachineState, type MachineType } from '../domain/events.js';
 import { HOST_NAME } from '../domain/world.js';
+import { pydanticInt } from './input.js';
 
 /** One request can't ask for more than this many machines; quota applies on top. */
 export const MAX_QUANTITY = 1000;
@@ -36,11 +37,9 @@ export const MAX_QUANTITY = 1000;
  * templated Jenkins body, `"active": "false"` (and a boolean as 0 or 1). Anything else stays as it came and fails
  * validation.
  */
-// pydantic's int from text: spaces around, a sign, `_` between digits, a fraction of zeros ("1.0", "1_000").
-const INT_TEXT = /^\s*[+-]?[0-9](?:_?[0-9]){0,15}(?:\.0+)?\s*$/;
 const TRUE_TEXT = new Set(['1', 'on', 't', 'true', 'y', 'yes']);
 const FALSE_TEXT = new Set(['0', 'off', 'f', 'false', 'n', 'no']);
-const laxInt = Transform(({ value }) => (typeof value === 'string' && INT_TEXT.test(value) ? Number(value.replace(/_/g, '')) : value));
+const laxInt = Transform(({ value }) => (typeof value === 'string' ? (pydanticInt(value) ?? value) : value));
 const laxBool = Transform(({ value }) => {
   const text = typeof value === 'string' ? value.trim().toLowerCase() : typeof value === 'number' ? String(value) : undefined;
   return text !== undefined && TRUE_TEXT.has(text) ? true : text !== undefined && FALSE_TEXT.has(text) ? false : value;

@@ -6,7 +6,7 @@ import type { LogFn, Logger } from 'pino';
 import { describeValidation } from '../config/config.js';
 import { markRefusal } from './refusal.js';
 import { DomainError, refuse } from '../domain/errors.js';
-import { isId } from '../domain/events.js';
+import { MAX_ID } from '../domain/events.js';
 
 /**
  * What every request goes through before a controller sees it: the JSON body's shape (depth, nulls),
@@ -232,9 +232,20 @@ export function validationFailed(errors: ValidationError[]): DomainError {
 const required = (field: string, rule: string) => `${field} is required${/ \(or [^)]*\)/.exec(rule)?.[0] ?? ''}`;
 
 
+// pydantic's int from text: spaces around, a sign, `_` between digits, a fraction of zeros ("1.0", "1_000", "06").
+const INT_TEXT = /^\s*[+-]?[0-9](?:_?[0-9]){0,15}(?:\.0+)?\s*$/;
+
+/** Text as pydantic reads an int (Duffy v3's bodies, paths and queries), or undefined when it reads none. */
+export const pydanticInt = (text: string): number | undefined => (INT_TEXT.test(text) ? Number(text.replace(/_/g, '')) + 0 : undefined);
+
+/** An id in a path or query, read as Duffy v3 reads it (`06` and `+6` are 6); negative or past MAX_ID, none. */
+export function idOf(raw: unknown): number | undefined {
+  const id = typeof raw === 'string' ? pydanticInt(raw) : undefined;
+  return id !== undefined && id >= 0 && id <= MAX_ID ? id : undefined;
+}
+
 export function parseId(raw: unknown, what = 'id'): number {
-  if (!isId(raw)) return refuse('invalid', `${what} must be a decimal integer (digits only, at most 15), got ${JSON.stringify(String(raw).slice(0, 40))}`);
-  return Number(raw);
+  return idOf(raw) ?? refuse('invalid', `${what} must be an integer from 0 to ${MAX_ID}, got ${JSON.stringify(String(raw).slice(0, 40))}`);
 }
 
 /**

@@ -9,8 +9,7 @@ import { EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Ac
 import { DomainError } from '../domain/errors.js';
 import { Ledger } from '../application/ledger.service.js';
 import { tenantByKey } from './auth.js';
-import { RequestId, callerGoneOf } from './input.js';
-import { isId } from '../domain/events.js';
+import { RequestId, callerGoneOf, idOf } from './input.js';
 import { ReadViews } from './read-views.js';
 
 /** What cico prints and retries on (Duffy v3's legacy wording); a `{"detail"}` object here would crash it. */
@@ -164,9 +163,10 @@ export class LegacyController {
    */
   private async onSession(ssid: unknown, failed: string, act: (id: number) => Promise<unknown>): Promise<string> {
     if (ssid === undefined || ssid === '') return JSON.stringify(NO_SSID);
-    if (!isId(ssid)) return JSON.stringify(failed);
+    const id = idOf(ssid);
+    if (id === undefined) return JSON.stringify(failed);
     try {
-      await act(Number(ssid));
+      await act(id);
     } catch (err) {
       if (err instanceof DomainError) return JSON.stringify(failed);
       throw err;
