@@ -243,6 +243,9 @@ export function environmentFault(r: { code?: string; signal?: string; exitCode: 
   // 4 with no play report: a parser error (4 with a report is an unreachable host), 5: bad options;
   // 126/127: the shell could not run it (a broken installation).
   if (r.exitCode === 126 || r.exitCode === 127) return { reason: `ansible-playbook could not run (exit code ${r.exitCode})`, spawned: true };
+  // One of the run's worker processes was killed (the OOM killer, an operator) while the controller lived on: like the
+  // controller killed, a fault of this run's process, not of its playbook file (which ran tasks) nor of the machines.
+  if (r.exitCode !== 0 && /A worker was found in a dead state/.test(r.stderr ?? '')) return { reason: 'an ansible-playbook worker process was killed (A worker was found in a dead state)', spawned: true, scope: 'run' };
   // Stopped before its first play: no task touched a machine. Held back per playbook, as one pool's file must not
   // stop the others (4 with no play report: a parser error, 5: bad options; any other code: a role missing, or a
   // broken installation's Python error, which then holds back every playbook in turn).

@@ -42,6 +42,9 @@ describe('faults of Duffy\'s own environment', () => {
     [{ exitCode: 4 }, 'ansible-playbook could not load the playbook (exit code 4)', true, { scope: 'playbook' }],
     // A broken installation (its Python cannot import ansible) or a role missing: exit 1 before any play ran.
     [{ exitCode: 1 }, 'ansible-playbook stopped before running the playbook (exit code 1)', true, { scope: 'playbook' }],
+    // A worker killed under a live controller (Ansible exits 1, no play report): the run's fault, not its file's, which
+    // ran tasks (it used to be named a broken playbook on /health and in the log, "stopped before running the playbook").
+    [{ exitCode: 1, stderr: 'ERROR! A worker was found in a dead state\n' }, 'an ansible-playbook worker process was killed (A worker was found in a dead state)', true, { scope: 'run' }],
   ])('are told apart from the machines\' failures: %j', (r, reason, spawned, playbook) => {
     expect(environmentFault({ exitCode: null, timedOut: false, hasDuffyOut: false, ...r })).toEqual({ reason, spawned, ...playbook });
   });
