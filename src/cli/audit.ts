@@ -1,6 +1,6 @@
 import { type Command, InvalidArgumentError } from 'commander';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import {
   type Row,
   allEvents,
@@ -23,7 +23,7 @@ import { ChainCheck, LegacyRun } from '../audit/chain.js';
 import { LedgerDigest } from '../audit/digest.js';
 import { type Checkpoint, checkExtends, checkPublished, checkpointOf, keyId } from '../audit/checkpoint.js';
 import { DEMO_CONFIG, dataDirOf, isEventStoreUrl, loadConfig } from '../config/config.js';
-import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
+import { BACKUP_UNFINISHED, LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
 import { RowNotAnEventError } from '../adapters/eventstore/sqlite-event-store.js';
 import type { EventStore, RecordedEvent } from '../application/ports/event-store.port.js';
 import { parseIsoTime } from '../domain/decide.js';
@@ -164,7 +164,7 @@ export async function verifyLedger(location: string, cp?: { checkpoint: Checkpoi
     unchecked.push(newestDeletion('a KurrentDB ledger has no head record', cp?.checkpoint.size));
   }
   if (events) {
-    const published = checkPublished(events, cp?.checkpoint.publicKey);
+    const published = checkPublished(events, cp?.checkpoint.publicKey ? { publicKey: cp.checkpoint.publicKey, size: cp.checkpoint.size } : undefined);
     for (const p of published.problems) problems.push({ position: String(p.position), where: 'audit-checkpoints', problem: p.problem });
     if (published.checked) verified.push(`${published.checked} signed checkpoints in the ledger (key ${[...published.keys].join(', ')})`);
     if (cp) {
@@ -236,7 +236,12 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
     .option('--checkpoint <file>', 'a checkpoint taken earlier (duffy audit checkpoint, or GET /api/v1/audit/checkpoint)')
     .action(async (o: { checkpoint?: string }) => {
       const cp = o.checkpoint ? { checkpoint: readCheckpoint(o.checkpoint), file: o.checkpoint } : undefined;
-      const v = await verifyLedger(ledgerOf(audit.opts()), cp);
+      const ledger = ledgerOf(audit.opts());
+      // A copy cut short may hold no events yet (read as every event removed), or all of them (read as OK): neither says it.
+      if (!isEventStoreUrl(ledger) && existsSync(join(dirname(ledger), BACKUP_UNFINISHED))) {
+        throw new UsageError(`${ledger} is a backup cut short (${BACKUP_UNFINISHED} is beside it: its duffy backup was killed or is still running): not verified; take another`);
+      }
+      const v = await verifyLedger(ledger, cp);
       if (json()) {
         for (const p of v.problems) out(JSON.stringify(p));
         out(JSON.stringify({ ok: v.problems.length === 0, verified: v.verified, unchecked: v.unchecked }));

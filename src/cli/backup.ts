@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import type { Command } from 'commander';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { LEDGER_FILE, READ_MODELS_FILE, headFileOf, lockDataDir, syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
+import { BACKUP_UNFINISHED, LEDGER_FILE, READ_MODELS_FILE, headFileOf, lockDataDir, syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
 import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
 import { isLegacyLedger } from '../adapters/eventstore/legacy-ledger.js';
 import { KEY_FILE } from '../audit/checkpoint.service.js';
@@ -15,7 +15,6 @@ import { UsageError } from './client.js';
 // A backup that a power cut can take back is none: every file and directory it writes is synced (syncToDisk).
 const HEAD_FILE = headFileOf(LEDGER_FILE);
 /** In a backup's directory until it is whole and verified: one cut short (killed, a power cut) says so. */
-const UNFINISHED = 'backup-unfinished';
 
 /**
  * Where the ledger a restore replaces and the backup tell two histories apart: the global chain link at a position
@@ -102,8 +101,8 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
       mkdirSync(to, { recursive: true, mode: 0o700 });
       if (readdirSync(to).length > 0) throw new UsageError(`${to} is not empty: a backup never writes over another`);
       try {
-        writeFileSync(join(to, UNFINISHED), 'duffy backup has not finished this copy (killed, or still running): take another\n');
-        syncToDisk(join(to, UNFINISHED));
+        writeFileSync(join(to, BACKUP_UNFINISHED), 'duffy backup has not finished this copy (killed, or still running): take another\n');
+        syncToDisk(join(to, BACKUP_UNFINISHED));
         // The head record first: the copy may then be ahead of its head, never behind it (which verify calls deleted events).
         if (existsSync(join(dataDir, HEAD_FILE))) copyDurably(join(dataDir, HEAD_FILE), join(to, HEAD_FILE));
         snapshot(ledger, join(to, LEDGER_FILE));
@@ -118,7 +117,7 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         throw fault ? new Error(`the backup could not be written in ${to}: ${fault.what} (${fault.code}); nothing of it is left there, ${fault.fix} and run it again`) : err;
       }
       const v = await verifyLedger(join(to, LEDGER_FILE));
-      rmSync(join(to, UNFINISHED));
+      rmSync(join(to, BACKUP_UNFINISHED));
       syncToDisk(to);
       out(`backup of ${ledger} in ${to}: ${readdirSync(to).sort().join(', ')}`);
       out(verdict(v));
@@ -138,7 +137,7 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
       const from = resolve(dir);
       const dataDir = o.dataDir !== undefined ? resolve(o.dataDir) : dataDirOf();
       if (!existsSync(join(from, LEDGER_FILE))) throw new NotFoundError(`no backup in ${from} (no ${LEDGER_FILE})`);
-      if (existsSync(join(from, UNFINISHED))) throw new UsageError(`the backup in ${from} was cut short (${UNFINISHED} is there: its duffy backup was killed or is still running): nothing restored; take another`);
+      if (existsSync(join(from, BACKUP_UNFINISHED))) throw new UsageError(`the backup in ${from} was cut short (${BACKUP_UNFINISHED} is there: its duffy backup was killed or is still running): nothing restored; take another`);
       // Held while files move: a Duffy still running or stopping refuses this, and none starts meanwhile.
       const lock = lockDataDir(dataDir, 'Stop that Duffy first: a restore replaces its ledger');
       try {

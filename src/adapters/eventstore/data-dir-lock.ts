@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -9,6 +9,8 @@ export const LOCK_FILE = 'duffy.lock';
 const TAKEOVER_FILE = 'duffy.lock.takeover';
 /** The embedded ledger's file in the data directory. */
 export const LEDGER_FILE = 'ledger.sqlite';
+/** Beside a ledger copy `duffy backup` has not finished (killed, or still running): restore and verify refuse it. */
+export const BACKUP_UNFINISHED = 'backup-unfinished';
 /**
  * The ledger writer's record of the ledger's head, beside the ledger file (`verify` compares the two, so deleting the
  * newest events shows).
@@ -136,8 +138,9 @@ export function assertDataDirWritable(dataDir: string): void {
       fsyncSync(fd);
     } finally {
       closeSync(fd);
+      // Also when the write failed (a full disk): the probe must not stay behind.
+      rmSync(probe, { force: true });
     }
-    unlinkSync(probe);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? '';
     if (!(code in NOT_WRITABLE)) throw err;
