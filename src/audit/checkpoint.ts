@@ -151,8 +151,13 @@ export function checkExtends(cp: Checkpoint, events: LedgerDigest): CheckpointVe
   return { ok: true, message: `the ledger (${leaves.length} events, root ${newRoot.toString('hex')}) extends the checkpoint of ${cp.size} events at ${cp.time}` };
 }
 
-/** Signed checkpoints the server published into the ledger: each must be signed and match the ledger's prefix of its size. */
-export function checkPublished(events: LedgerDigest, pinnedKey?: string): { checked: number; keys: Set<string>; problems: Array<{ position: bigint; problem: string }> } {
+/**
+ * Signed checkpoints the server published into the ledger: each must be signed and match the ledger's prefix of its
+ * size. `pinned`: the key of the auditor's own checkpoint (a server-signed one) and its size; a checkpoint signed by
+ * another key is then refused where nothing that key signed vouches for it (a key made up to sign a rewrite), and
+ * taken where it does (signed before the server's key changed, inside a prefix the pinned key signed).
+ */
+export function checkPublished(events: LedgerDigest, pinned?: { publicKey: string; size: number }): { checked: number; keys: Set<string>; problems: Array<{ position: bigint; problem: string }> } {
   const wanted = new Set<number>();
   for (const c of events.checkpoints) wanted.add(Number(c.data.size));
   const roots = new Map<number, string>();
@@ -161,6 +166,13 @@ export function checkPublished(events: LedgerDigest, pinnedKey?: string): { chec
   for (let i = 0; i < events.length; i++) {
     tree.appendHash(events.leaf(i));
     if (wanted.has(tree.size)) roots.set(tree.size, tree.root().toString('hex'));
+  }
+  const matches = (cp: Checkpoint, index: number) => cp.size <= index && roots.get(cp.size) === cp.rootHash;
+  // The events the pinned key vouches for: its checkpoint's, and those of its checkpoints in the ledger that match it.
+  let vouched = pinned?.size ?? 0;
+  for (const { index, data } of events.checkpoints) {
+    const cp = data as unknown as Checkpoint;
+    if (pinned && cp.publicKey === pinned.publicKey && cp.signature && signatureHolds(cp) && matches(cp, index)) vouched = Math.max(vouched, cp.size);
   }
   const problems: Array<{ position: bigint; problem: string }> = [];
   const keys = new Set<string>();
@@ -171,8 +183,9 @@ export function checkPublished(events: LedgerDigest, pinnedKey?: string): { chec
     checked += 1;
     const cp = data as unknown as Checkpoint;
     if (!cp.signature || !signatureHolds(cp)) problems.push({ position, problem: 'published checkpoint without a valid signature' });
-    else if (pinnedKey && cp.publicKey !== pinnedKey) problems.push({ position, problem: `published checkpoint signed by another key (${keyId(cp.publicKey!)})` });
-    else if (cp.size > index || roots.get(cp.size) !== cp.rootHash) differs.push({ position, size: cp.size, index });
+    else if (pinned && cp.publicKey !== pinned.publicKey && index >= vouched) {
+      problems.push({ position, problem: `published checkpoint signed by another key (${keyId(cp.publicKey!)}) after the ${vouched} events the key you pinned (${keyId(pinned.publicKey)}) signed: made up to sign a rewrite, or the server's key changed since (then verify with a checkpoint it signs now)` });
+    } else if (!matches(cp, index)) differs.push({ position, size: cp.size, index });
     else sound.push(cp);
     if (cp.publicKey) keys.add(keyId(cp.publicKey));
   }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import { GENESIS, eventHash, verifyChains } from '../../src/audit/chain.js';
-import { checkExtends, checkPublished, checkpointOf, eventLeaf } from '../../src/audit/checkpoint.js';
+import { checkExtends, checkPublished, checkpointOf, eventLeaf, keyId, newSigningKey, privateKeyOf, signCheckpoint } from '../../src/audit/checkpoint.js';
 import { LedgerDigest } from '../../src/audit/digest.js';
 import { rootOf } from '../../src/audit/merkle.js';
 import { formatTable } from '../../src/domain/text-table.js';
@@ -50,6 +50,31 @@ describe('what audit verify keeps of each event (LedgerDigest)', () => {
     const changed = events.map((e, i) => (i === 12 ? { ...e, data: { ...e.data, reason: 'y' } } : e));
     expect(checkExtends(cp, LedgerDigest.of(changed))).toMatchObject({ ok: false, leafIndex: 12, position: '13' });
     expect(checkPublished(LedgerDigest.of(events))).toMatchObject({ checked: 0, problems: [] });
+  });
+});
+
+describe('checkpoints signed by another key than the one the auditor pinned', () => {
+  // Ten events, a checkpoint of them signed by the server's first key; ten more, one signed by its new key.
+  const [first, second] = [newSigningKey(), newSigningKey()];
+  const events = chained(20);
+  const publish = (size: number, key: string, index: number): RecordedEvent => ({
+    id: `cp${size}`, stream: 'audit-checkpoints', revision: size / 10 - 1, type: 'CheckpointPublished', position: BigInt(index + 1), metadata: { at: '2026-12-02T05:00:00.000Z' },
+    data: signCheckpoint(checkpointOf(LedgerDigest.of(ledger.slice(0, size)), new Date('2026-12-02T05:00:00Z')), privateKeyOf(key)) as never,
+  });
+  const ledger: RecordedEvent[] = [];
+  ledger.push(...events.slice(0, 10));
+  ledger.push(publish(10, first.privatePem, 10));
+  ledger.push(...events.slice(10).map((e, i) => ({ ...e, position: BigInt(12 + i) })));
+  ledger.push(publish(20, second.privatePem, 21));
+  const digest = LedgerDigest.of(ledger);
+
+  it('takes one inside what the pinned key signed: the server\'s key changed since (it was TAMPERED, one problem per old checkpoint)', () => {
+    expect(checkPublished(digest, { publicKey: second.publicKey, size: 22 })).toMatchObject({ checked: 2, problems: [] });
+  });
+
+  it('refuses one past what the pinned key signed, and says what it may be', () => {
+    const { problems } = checkPublished(digest, { publicKey: first.publicKey, size: 11 });
+    expect(problems).toEqual([{ position: 22n, problem: `published checkpoint signed by another key (${keyId(second.publicKey)}) after the 11 events the key you pinned (${keyId(first.publicKey)}) signed: made up to sign a rewrite, or the server's key changed since (then verify with a checkpoint it signs now)` }]);
   });
 });
 
