@@ -6,12 +6,12 @@ import type { Actor } from './commands.js';
 import { decideEndSession, decideLeaveQueue, decideRecycle, refusal, visibleSessionOrRefusal } from '../domain/decide.js';
 import { needsNoReleasePlaybook } from '../domain/provisioning.decide.js';
 import { Ledger } from './ledger.service.js';
-import type { ReleaseReason } from '../domain/events.js';
+import { DUFFY_ACTOR, type ReleaseReason } from '../domain/events.js';
 import { type Session, handedOver } from '../domain/world.js';
 
 /** Who and which request; the time (`at`) is stamped by Ledger.record at the append. */
 export const metaFor = (actor: Actor | null, extra: EventMetadata = {}): EventMetadata => ({
-  actor: actor?.tenant.name ?? 'duffy',
+  actor: actor?.tenant.name ?? DUFFY_ACTOR,
   correlationId: actor?.requestId ?? randomUUID(),
   ...extra,
 });

@@ -10,7 +10,7 @@ import type { LedgerDigest } from './digest.js';
 import { BadQuestionError, NotFoundError } from './not-found.js';
 import { CHECKPOINT_STREAM } from './checkpoint.js';
 import { effective, tenantExpiryCeilingMs } from '../domain/decide.js';
-import { type Defaults, type DuffyEvent, type HardwareRequirement, type NodeSpec, stream } from '../domain/events.js';
+import { DUFFY_ACTOR, type Defaults, type DuffyEvent, type HardwareRequirement, type NodeSpec, stream } from '../domain/events.js';
 import { unmet } from '../domain/hardware.js';
 import { type Machine, activeAdmins, emptyWorld, evolve, isRetired } from '../domain/world.js';
 import { isFree } from '../domain/indexes.js';
@@ -96,7 +96,7 @@ export function replay(events: RecordedEvent[], fallback: Defaults, pools: reado
     }
     // Only these events change who is an active admin (a scan of the tenants per event would not scale).
     const admins = ADMIN_EVENTS.has(e.type) ? activeAdmins(world) : undefined;
-    violations.push(...keyRule(world, e, recorded.position), ...freeRule(world, e, recorded.position), ...leaseRule(world, recorded, fallback));
+    violations.push(...keyRule(world, e, recorded.position), ...freeRule(world, e, recorded.position), ...leaseRule(world, recorded, fallback), ...endRule(world, recorded));
     evolve(world, e);
     if (admins) violations.push(...adminRule(e, recorded.position, admins, activeAdmins(world)));
     const touched = (e.data as { machineId?: number }).machineId;
@@ -171,6 +171,23 @@ function freeRule(world: ReturnType<typeof emptyWorld>, e: DuffyEvent, position:
     : m.job !== null ? `running its ${m.job.action} playbook`
     : m.state;
   return [{ invariant: 'free', message: `machine ${m.hostname} reserved for session ${e.data.sessionId} while ${why}`, positions: [position] }];
+}
+
+/**
+ * The end rule, before the event is folded: a session is ended by its own tenant, an admin, or Duffy itself (the
+ * actor `duffy`: an expiry, a failed hand-over, a stop), never by another tenant. (A forger writes any actor it
+ * likes: this catches a path that let one tenant end another's session, not a careful rewrite.)
+ */
+function endRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent): Violation[] {
+  const e = recorded as RecordedEvent & DuffyEvent;
+  if (e.type !== 'SessionReleased') return [];
+  const session = world.sessions.get(e.data.sessionId);
+  const actor = typeof recorded.metadata.actor === 'string' ? recorded.metadata.actor : undefined;
+  if (!session || actor === undefined || actor === DUFFY_ACTOR) return [];
+  const actorId = world.tenantIdsByName.get(actor);
+  if (actorId === session.tenantId || (actorId !== undefined && world.tenants.get(actorId)?.isAdmin)) return [];
+  const owner = world.tenants.get(session.tenantId)?.name ?? `tenant ${session.tenantId}`;
+  return [{ invariant: 'end', message: `session ${session.id} of ${owner} ended by ${actor}, neither its tenant nor an admin`, positions: [recorded.position] }];
 }
 
 /**

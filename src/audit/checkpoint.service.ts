@@ -8,6 +8,7 @@ import { EVENT_STORE, type EventStore, type RecordedEvent, type Subscription } f
 import { SETTINGS } from '../application/catalog.js';
 import { Ledger } from '../application/ledger.service.js';
 import { expectedAt } from '../domain/decide.js';
+import { DUFFY_ACTOR } from '../domain/events.js';
 import { CHECKPOINT_STREAM, type Checkpoint, eventLeaf, keyId, newSigningKey, privateKeyOf, signCheckpoint, signedWith } from './checkpoint.js';
 import { CompactTree } from './merkle.js';
 import { syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
@@ -157,7 +158,7 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
       // A conflict means another instance published first: the next checkpoint covers these events too.
       await this.ledger.record(
         [{ stream: CHECKPOINT_STREAM, expected: expectedAt(this.streamRevision), events: [{ type: 'CheckpointPublished', data: { ...cp, frontier } }] }],
-        { actor: 'duffy', at: cp.time },
+        { actor: DUFFY_ACTOR, at: cp.time },
       );
     } catch (err) {
       this.log.warn(`checkpoint not published: ${String(err)}`);

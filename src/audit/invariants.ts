@@ -5,9 +5,10 @@ export interface Violation {
   /**
    * DESIGN section 4's number, or one of Duffy's own rules: `admin` (an active admin is always left), `key` (one API
    * key, one tenant), `free` (only a free machine is reserved), `lease` (no extension past the maximum lifetime),
-   * `ids` (an event names the session, machine and tenant of its stream, and a session's events its tenant).
+   * `ids` (an event names the session, machine and tenant of its stream, and a session's events its tenant), `end`
+   * (a session is ended by its tenant, an admin or Duffy).
    */
-  invariant: number | 'admin' | 'key' | 'free' | 'lease' | 'ids';
+  invariant: number | 'admin' | 'key' | 'free' | 'lease' | 'ids' | 'end';
   message: string;
   /** Global positions of the events that show it. */
   positions: bigint[];
@@ -100,6 +101,13 @@ export function checkInvariants(events: Iterable<RecordedEvent>, fallback: Defau
         held.get(current.tenantId)?.delete(claim.machineId);
       }
     }
+  }
+  // Invariant 10's other half: a session that ended while it still holds a machine (the end and the release are
+  // one append) leaves that machine held by nobody, for good.
+  for (const [machineId, h] of holder) {
+    const ended = endedAt.get(h.sessionId);
+    // Reserved after the end: reported there.
+    if (ended !== undefined && h.position < ended) violations.push({ invariant: 10, message: `machine ${machineId} is still held by session ${h.sessionId}, which ended: nobody would ever release it`, positions: [h.position, ended] });
   }
   violations.push(...ids.finish());
   return violations;

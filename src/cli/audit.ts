@@ -147,28 +147,28 @@ export async function verifyLedger(location: string, cp?: { checkpoint: Checkpoi
       });
     } else throw err;
   }
-  const events = read?.digest;
+  const digest = read?.digest;
   const legacyThrough = read?.legacyThrough ?? 0n;
   if (read) {
     for (const b of read.chains.breaks) problems.push({ position: String(b.position), where: `${b.stream}@${b.revision}`, problem: b.problem });
     verified.push(`${read.chains.checked} events in their stream chains${legacyThrough > 0n ? ` (positions 1..${legacyThrough} written by the Duffy of 2026-11-26, whose stream hashes cover each event's type and data, not its metadata, which a checkpoint signed after them covers)` : ''}`);
   }
-  if (embedded && events) problems.push(...rowProblems(location));
+  if (embedded && digest) problems.push(...rowProblems(location));
   if (embedded && !emptied) {
-    const file = await checkLedgerFile(location, head, events ?? new LedgerDigest(), legacyThrough, cp?.checkpoint.size);
+    const file = await checkLedgerFile(location, head, digest ?? new LedgerDigest(), legacyThrough, cp?.checkpoint.size);
     problems.push(...file.problems);
     // Without the events (a row that is none), the global chain was checked over nothing: claim none of it.
-    if (events) verified.push(...file.verified);
+    if (digest) verified.push(...file.verified);
     unchecked.push(...file.unchecked);
   } else if (!embedded) {
     unchecked.push(newestDeletion('a KurrentDB ledger has no head record', cp?.checkpoint.size));
   }
-  if (events) {
-    const published = checkPublished(events, cp?.checkpoint.publicKey ? { publicKey: cp.checkpoint.publicKey, size: cp.checkpoint.size } : undefined);
+  if (digest) {
+    const published = checkPublished(digest, cp?.checkpoint.publicKey ? { publicKey: cp.checkpoint.publicKey, size: cp.checkpoint.size } : undefined);
     for (const p of published.problems) problems.push({ position: String(p.position), where: 'audit-checkpoints', problem: p.problem });
     if (published.checked) verified.push(`${published.checked} signed checkpoints in the ledger (key ${[...published.keys].join(', ')})`);
     if (cp) {
-      const v = checkExtends(cp.checkpoint, events);
+      const v = checkExtends(cp.checkpoint, digest);
       if (!v.ok) problems.push({ position: v.position ?? '-', where: `checkpoint ${cp.file}`, problem: v.message });
       else verified.push(`${v.message}${cp.checkpoint.publicKey ? `, signed by ${keyId(cp.checkpoint.publicKey)}` : ''}`);
     }

@@ -318,6 +318,9 @@ export function sessionOfStream(name: string): number | undefined {
 }
 
 /** The largest id a path, a query or a body may give: 15 digits, safe as a JavaScript number. */
+/** The `actor` of what Duffy decides itself (an expiry, a failed hand-over, a stop), in every such event's metadata. */
+export const DUFFY_ACTOR = 'duffy';
+
 export const MAX_ID = 999_999_999_999_999;
 const ID_TEXT = new RegExp(`^(0|[1-9][0-9]{0,${String(MAX_ID).length - 1}})$`);
 

@@ -104,3 +104,29 @@ describe('audit replay: quota and lease judged by the tenant defaults recorded w
     expect(quotaBreaches(ledger(defaultsSet({ ...DEFAULTS, nodeQuota: 2 }, 0), tenant(1, 'alice'), ...machines, ...three)).map((v) => v.message)).toEqual(['tenant 1 holds 3 machines over its quota of 2']);
   });
 });
+
+describe('audit replay: rule end (a session is ended by its tenant, an admin or Duffy) and invariant 10 at the end of the ledger', () => {
+  const released = (actor: string): Array<[string, DuffyEvent, string?]> => [
+    ['session-1', { type: 'SessionReleased', data: { sessionId: 1, reason: 'done', at: at(60) } }, actor],
+    ['machine-i1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'done', at: at(60) } }, actor],
+  ];
+  const started = (): Array<[string, DuffyEvent, string?]> => [tenant(9, 'root', { isAdmin: true }), tenant(2, 'bob'), ...startedSession()];
+
+  it('reports another tenant ending a session (an append with valid hashes and actor bob passed replay)', () => {
+    expect(breaches(ledger(...started(), ...released('bob')), 'end')).toEqual([
+      { invariant: 'end', message: 'session 1 of alice ended by bob, neither its tenant nor an admin', positions: [9n] },
+    ]);
+  });
+
+  it('takes the session\'s tenant, an admin and Duffy itself', () => {
+    for (const actor of ['alice', 'root', 'duffy']) expect(breaches(ledger(...started(), ...released(actor)), 'end')).toEqual([]);
+  });
+
+  it('reports a machine still held by a session that ended (its release never written), and none when it was', () => {
+    const ended = ledger(...started(), released('alice')[0]);
+    expect(replay(ended, DEFAULTS).filter((v) => v.invariant === 10)).toEqual([
+      { invariant: 10, message: 'machine 1 is still held by session 1, which ended: nobody would ever release it', positions: [7n, 9n] },
+    ]);
+    expect(replay(ledger(...started(), ...released('alice')), DEFAULTS)).toEqual([]);
+  });
+});
