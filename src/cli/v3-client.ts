@@ -1,6 +1,6 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { stringify } from 'yaml';
 import { DuffyClient, type ClientConfig } from './client.js';
+import { pyyamlDump } from './pyyaml.js';
 
 /**
  * `duffy client ...`: Duffy v3's own command line (duffy/cli.py, duffy/client/), same arguments, same request bodies,
@@ -54,7 +54,7 @@ export function v3ClientCommands(duffy: Command, out: (line: string) => void, co
   };
   const print = (result: unknown, newline = true) => {
     const format = group.opts<{ format: 'json' | 'yaml' | 'flat' }>().format;
-    const text = format === 'json' ? pythonJson(result) : format === 'yaml' ? stringify(result, { version: '1.1', sortMapEntries: true, indentSeq: false, singleQuote: true }) : flat(result);
+    const text = format === 'json' ? pythonJson(result) : format === 'yaml' ? pyyamlDump(result) : flat(result);
     // As v3's list commands: an empty result prints nothing, not an empty line.
     if (text !== '' || newline) out(text);
   };

@@ -12,9 +12,11 @@ describe('duffy client --format, read as Duffy v3 reads it', () => {
   let url = '';
   const pools = { action: 'get', pools: [{ name: 'p', 'fill-level': 1 }] };
   beforeAll(async () => {
-    server = createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(pools));
+    server = createServer((req, res) => {
+      // A pool's page and a request are refused, as Duffy refuses them; the list of pools is answered.
+      const refusal = req.method === 'POST' ? "can't reserve nodes: unknown pool nope" : req.url?.includes('/pools/') ? `pool ${decodeURIComponent(req.url.split('/').pop()!)} not found` : undefined;
+      res.writeHead(refusal ? 404 : 200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(refusal ? { detail: refusal } : pools));
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1`;
@@ -33,6 +35,11 @@ describe('duffy client --format, read as Duffy v3 reads it', () => {
     ['YAML', 'action: get\npools:\n- fill-level: 1\n  name: p\n'],
   ])('--format %s is taken, whatever its case', async (format, stdout) => {
     expect(await cli('--format', format, 'list-pools')).toEqual({ code: 0, stdout });
+  });
+
+  it("--format yaml prints an error answer as v3's yaml.dump does: PyYAML's quotes and escapes", async () => {
+    expect(await cli('--format', 'yaml', 'request-session', 'pool=nope,quantity=1')).toEqual({ code: 0, stdout: "error:\n  detail: 'can''t reserve nodes: unknown pool nope'\n" });
+    expect(await cli('--format', 'yaml', 'show-pool', 'ünïcode')).toEqual({ code: 0, stdout: 'error:\n  detail: "pool \\xFCn\\xEFcode not found"\n' });
   });
 
   it("v3's top-level -l/--loglevel is taken, in any case, before `client`", async () => {
