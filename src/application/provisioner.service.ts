@@ -12,7 +12,7 @@ import { SessionLifecycle, metaFor } from './session-lifecycle.js';
 import { Metrics } from '../adapters/metrics.js';
 import { FaultLog } from './ports/storage-fault.port.js';
 import { PLAYBOOK_RUNNER, type DuffyIn, type EnvironmentFault, type PlaybookRunner, type RunResult, playbookFile } from '../adapters/ansible-runner.js';
-import { type Job, decideClaim, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork, isHandover } from '../domain/provisioning.decide.js';
+import { type Job, decideClaim, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork, isHandover, mayStart } from '../domain/provisioning.decide.js';
 
 /** Playbook runs at once: Ansible is CPU-heavy and a run already batches the hosts of a pool. */
 const MAX_PARALLEL_RUNS = 4;
@@ -154,12 +154,12 @@ export class Provisioner implements OnApplicationShutdown {
     });
     if (work.returns.length > 0) await this.ledger.commit(work.returns, metaFor(null, { process: 'provisioning', reason: 'never handed over' }));
     this.forgetIdleFaults(work.jobs);
-    for (const job of work.jobs) {
+    const due = work.jobs;
+    for (const job of due) {
       // A hand-over is never held back by a fault, so without this a ledger that refuses every write was asked
       // again at once, hundreds of times a second, until it took one.
       if (this.runs >= MAX_PARALLEL_RUNS || this.stopped || Date.now() < this.pausedUntil) return;
-      // The jobs come hand-overs first; the other work leaves one run free for the next hand-over, which a client waits for.
-      if (!isHandover(job) && this.runs >= MAX_PARALLEL_RUNS - 1) return;
+      if (!mayStart(job, this.runningJobs, due, MAX_PARALLEL_RUNS)) continue;
       if (this.heldBack(job, now)) continue;
       job.machineIds.forEach((id) => this.running.add(id));
       this.runningJobs.add(job);

@@ -142,6 +142,24 @@ export const dueJobs = (world: World, ctx: JobContext): Job[] => dueWork(world, 
 /** A run a client is waiting for: the hand-over of a session's machine. */
 export const isHandover = (job: Pick<Job, 'action' | 'sessionId'>) => job.sessionId !== null && (job.action === 'provision' || job.action === 'contextualize');
 
+/**
+ * Whether `job` (due work comes hand-overs first) may start beside the runs under way, `max` at most: each kind leaves
+ * one run to the other, so a hand-over never waits for `max` releases, nor a release (a machine out of use, perhaps
+ * with the last tenant's key on it) for hand-overs that keep coming. `due`: the work due now, `job` among it.
+ */
+export function mayStart(job: Job, running: Iterable<Job>, due: readonly Job[], max: number): boolean {
+  const handover = isHandover(job);
+  let all = 0;
+  let sameKind = 0;
+  for (const r of running) {
+    all += 1;
+    if (isHandover(r) === handover) sameKind += 1;
+  }
+  if (all >= max) return false;
+  const otherKindWaits = handover ? due.some((j) => !isHandover(j)) : true;
+  return sameKind < max - 1 || !otherKindWaits;
+}
+
 export function decideClaim(m: Machine, action: PlaybookAction, sessionId: number | null, instance: string, timeoutMs: number, now: number): Write {
   return {
     stream: stream.machine(m.hostname),

@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { PoolConfig } from '../../src/config/config.js';
 import type { DuffyEvent, PlaybookRun } from '../../src/domain/events.js';
 import { AnsibleRunner, type DuffyIn, environmentFault, outcomes } from '../../src/adapters/ansible-runner.js';
-import { type Job, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork } from '../../src/domain/provisioning.decide.js';
+import { type Job, decideEnvironmentFault, decideReplacement, decideRunOutcome, dueWork, mayStart } from '../../src/domain/provisioning.decide.js';
 import { AT, DEFAULTS, LATER, POOLS, given, machine, tenant } from '../support/given.js';
 import { decideEndSession, decideRecycle } from '../../src/domain/decide.js';
 import { isFree } from '../../src/domain/indexes.js';
@@ -129,6 +129,20 @@ describe('a machine whose session ended before it was handed over', () => {
       ['release', 1, [1]],
       ['health_check', null, [2]],
     ]);
+  });
+
+  it('start so that each kind leaves one of the runs to the other: a hand-over never waits for releases, nor releases for hand-overs that keep coming', () => {
+    const handover = (sessionId: number): Job => ({ pool: 'p', action: 'provision', sessionId, machineIds: [sessionId] });
+    const release = (sessionId: number): Job => ({ pool: 'p', action: 'release', sessionId, machineIds: [100 + sessionId] });
+    const [h, r] = [handover(9), release(9)];
+    // Three releases under way: the fourth run is the next hand-over's.
+    expect(mayStart(r, [release(1), release(2), release(3)], [r, h], 4)).toBe(false);
+    expect(mayStart(h, [release(1), release(2), release(3)], [h, r], 4)).toBe(true);
+    // Three hand-overs under way: the fourth is a waiting release's (a re-checker saw one wait 5 min 21 s), or another hand-over's when none waits.
+    expect(mayStart(h, [handover(1), handover(2), handover(3)], [h, r], 4)).toBe(false);
+    expect(mayStart(r, [handover(1), handover(2), handover(3)], [h, r], 4)).toBe(true);
+    expect(mayStart(h, [handover(1), handover(2), handover(3)], [h], 4)).toBe(true);
+    expect(mayStart(h, [handover(1), handover(2), release(3), release(4)], [h], 4)).toBe(false);
   });
 
   it('goes back ready when the contextualize that never spawned is recorded after the release', () => {
