@@ -6,7 +6,7 @@ import type { ClientRequest } from 'node:http';
 import { isDeepStrictEqual } from 'node:util';
 import { BadQuestionError, NotFoundError } from '../audit/not-found.js';
 import { parseDuration } from '../domain/duration.js';
-import { MACHINE_TYPES, isId } from '../domain/events.js';
+import { MACHINE_TYPES, idOf } from '../domain/events.js';
 import { hostKey } from '../domain/world.js';
 import { formatTable } from '../domain/text-table.js';
 import { printable } from './printable.js';
@@ -356,10 +356,11 @@ function sentUnanswered(err: unknown, mayHaveBeen: string): unknown {
   return err;
 }
 
-/** A session id as typed: a usage error (exit 2) unless digits, before any call (the server's 422 would exit 1). */
+/** A session id as typed, read as the server reads one: a usage error (exit 2) otherwise, before any call (the server's 422 would exit 1). */
 function sessionArg(id: string): string {
-  if (!isId(id)) throw new UsageError(`a session id is a number (as \`duffy list\` shows it), got ${JSON.stringify(String(id).slice(0, 40))}`);
-  return id;
+  const n = idOf(id);
+  if (n === undefined) throw new UsageError(`a session id is a number (as \`duffy list\` shows it), got ${JSON.stringify(String(id).slice(0, 40))}`);
+  return String(n);
 }
 
 /** Runs the CLI; returns the exit code (EXIT: 0 ok, 2 usage, 3 auth, 4 not found, 5 no capacity, 6 unavailable, 7 unreachable, 8 never servable). */

@@ -317,12 +317,20 @@ export function sessionOfStream(name: string): number | undefined {
   return Number.isSafeInteger(id) ? id : undefined;
 }
 
-/** The largest id a path, a query or a body may give: 15 digits, safe as a JavaScript number. */
 /** The `actor` of what Duffy decides itself (an expiry, a failed hand-over, a stop), in every such event's metadata. */
 export const DUFFY_ACTOR = 'duffy';
 
+/** The largest id a path, a query or a body may give: 15 digits, safe as a JavaScript number. */
 export const MAX_ID = 999_999_999_999_999;
-const ID_TEXT = new RegExp(`^(0|[1-9][0-9]{0,${String(MAX_ID).length - 1}})$`);
 
-/** Ids as typed (a path, a query, the CLI): canonical decimal integers, no sign, no leading zero, at most MAX_ID. */
-export const isId = (raw: unknown): raw is string => typeof raw === 'string' && ID_TEXT.test(raw);
+// pydantic's int from text: spaces around, a sign, `_` between digits, leading zeros, a fraction of zeros ("1.0", "1_000", "06").
+const INT_TEXT = /^\s*[+-]?[0-9](?:_?[0-9])*(?:\.0+)?\s*$/;
+
+/** Text as pydantic reads an int (Duffy v3's bodies, paths and queries), or undefined when it reads none. */
+export const pydanticInt = (text: string): number | undefined => (text.length <= 100 && INT_TEXT.test(text) ? Number(text.replace(/_/g, '')) + 0 : undefined);
+
+/** An id as typed (a path, a query, cico's ssid, the CLI), read as Duffy v3 reads it (`06` and `+6` are 6); negative or past MAX_ID, none. */
+export function idOf(raw: unknown): number | undefined {
+  const id = typeof raw === 'string' ? pydanticInt(raw) : undefined;
+  return id !== undefined && id >= 0 && id <= MAX_ID ? id : undefined;
+}

@@ -3,10 +3,10 @@ import type { ValidationError } from 'class-validator';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { LogFn, Logger } from 'pino';
-import { describeValidation } from '../config/config.js';
+import { describeValidation, namedAtMost } from '../config/config.js';
 import { markRefusal } from './refusal.js';
 import { DomainError, refuse } from '../domain/errors.js';
-import { MAX_ID } from '../domain/events.js';
+import { MAX_ID, idOf } from '../domain/events.js';
 
 /**
  * What every request goes through before a controller sees it: the JSON body's shape (depth, nulls),
@@ -21,8 +21,6 @@ export const MAX_BODY_DEPTH = 32;
  * microseconds, and the check of one object's grows with the square of their number.
  */
 export const MAX_BODY_MEMBERS = 2000;
-/** A refusal names this many problems at most: the rest are counted. */
-const MAX_PROBLEMS_NAMED = 10;
 
 /** A 4xx that body-parser passes on as it is (see describe() in errors.filter.ts). */
 class BodyRefused extends Error {
@@ -224,25 +222,12 @@ export function validationFailed(errors: ValidationError[]): DomainError {
       children: rename(e.children ?? []),
     }));
   const problems = describeValidation(rename(errors));
-  const more = problems.length > MAX_PROBLEMS_NAMED ? [`and ${problems.length - MAX_PROBLEMS_NAMED} more`] : [];
-  return new DomainError('invalid', [...problems.slice(0, MAX_PROBLEMS_NAMED), ...more].join('; ') || 'invalid request body');
+  return new DomainError('invalid', namedAtMost(problems).join('; ') || 'invalid request body');
 }
 
 /** A required field that is missing (or null) says so, with the alternative its rule names: `pool is required (or give type/arch/platform instead)`. */
 const required = (field: string, rule: string) => `${field} is required${/ \(or [^)]*\)/.exec(rule)?.[0] ?? ''}`;
 
-
-// pydantic's int from text: spaces around, a sign, `_` between digits, a fraction of zeros ("1.0", "1_000", "06").
-const INT_TEXT = /^\s*[+-]?[0-9](?:_?[0-9]){0,15}(?:\.0+)?\s*$/;
-
-/** Text as pydantic reads an int (Duffy v3's bodies, paths and queries), or undefined when it reads none. */
-export const pydanticInt = (text: string): number | undefined => (INT_TEXT.test(text) ? Number(text.replace(/_/g, '')) + 0 : undefined);
-
-/** An id in a path or query, read as Duffy v3 reads it (`06` and `+6` are 6); negative or past MAX_ID, none. */
-export function idOf(raw: unknown): number | undefined {
-  const id = typeof raw === 'string' ? pydanticInt(raw) : undefined;
-  return id !== undefined && id >= 0 && id <= MAX_ID ? id : undefined;
-}
 
 export function parseId(raw: unknown, what = 'id'): number {
   return idOf(raw) ?? refuse('invalid', `${what} must be an integer from 0 to ${MAX_ID}, got ${JSON.stringify(String(raw).slice(0, 40))}`);

@@ -9,7 +9,8 @@ import { EndSessionCommand, ExtendSessionCommand, RequestSessionCommand, type Ac
 import { DomainError } from '../domain/errors.js';
 import { Ledger } from '../application/ledger.service.js';
 import { tenantByKey } from './auth.js';
-import { RequestId, callerGoneOf, idOf } from './input.js';
+import { RequestId, callerGoneOf } from './input.js';
+import { idOf } from '../domain/events.js';
 import { ReadViews } from './read-views.js';
 
 /** What cico prints and retries on (Duffy v3's legacy wording); a `{"detail"}` object here would crash it. */

@@ -3,7 +3,7 @@ import { type IncomingMessage, type ServerResponse, createServer } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { isId } from '../../src/domain/events.js';
+import { idOf } from '../../src/domain/events.js';
 import { IdParamsPipe, MAX_BODY_DEPTH, MAX_BODY_MEMBERS, checkJsonDepth, httpLogging, reviveJsonBody, isJsonBody, logSettings, redactUrl, refuseCrossSiteWrites, refuseUnreadBodies, requestLogging } from '../../src/http/input.js';
 
 const depth = (text: string) => () => checkJsonDepth(undefined, undefined, Buffer.from(text));
@@ -71,9 +71,11 @@ describe('null members are "not given"', () => {
 });
 
 describe('ids', () => {
-  it.each(['0', '1', '42', '999999999999999'])('%s is an id', (id) => expect(isId(id)).toBe(true));
-  it.each(['0x10', '1e1', '0b1', '1.0', '+1', ' 1', '-1', '01', '1000000000000000', '', '1 ', 'NaN'])('%p is not', (id) => expect(isId(id)).toBe(false));
-  it.each([1, null, undefined, ['1']])('non-strings (%p) are not', (id) => expect(isId(id)).toBe(false));
+  it.each([['0', 0], ['1', 1], ['42', 42], ['999999999999999', 999999999999999]])('%s is an id', (id, n) => expect(idOf(id)).toBe(n));
+  // As pydantic reads an int (Duffy v3's paths): a sign, spaces around, leading zeros (any number of them), `_` between digits, a fraction of zeros.
+  it.each(['01', '+1', ' 1', '1 ', '1.0', '00000000000000001', '-0'])('%p is 1 (or 0)', (id) => expect(idOf(id)).toBe(id === '-0' ? 0 : 1));
+  it.each(['0x10', '1e1', '0b1', '1.5', '-1', '1000000000000000', '', 'NaN', '1__0', '_1', '1.', '.1'])('%p is not', (id) => expect(idOf(id)).toBeUndefined());
+  it.each([1, null, undefined, ['1']])('non-strings (%p) are not', (id) => expect(idOf(id)).toBeUndefined());
 });
 
 describe('logging: no credential in request logs', () => {
