@@ -38,9 +38,18 @@ const time = (v: string) => {
   return new Date(ms);
 };
 
-/** The ledger to read: --ledger, else DUFFY_EVENTSTORE, else the embedded file in DUFFY_DATA_DIR (./data). */
-const ledgerOf = (opts: { ledger?: string }) =>
-  opts.ledger ?? (process.env.DUFFY_EVENTSTORE || join(dataDirOf(), LEDGER_FILE));
+/**
+ * The ledger to read: --ledger, else DUFFY_EVENTSTORE, else the embedded file in DUFFY_DATA_DIR (./data). Never a
+ * backup cut short: it may hold no events yet (verify would read every event removed) or all of them (an OK, a
+ * checkpoint, a replay of a copy that was never checked).
+ */
+function ledgerOf(opts: { ledger?: string }): string {
+  const ledger = opts.ledger ?? (process.env.DUFFY_EVENTSTORE || join(dataDirOf(), LEDGER_FILE));
+  if (!isEventStoreUrl(ledger) && existsSync(join(dirname(ledger), BACKUP_UNFINISHED))) {
+    throw new UsageError(`${ledger} is a backup cut short (${BACKUP_UNFINISHED} is beside it: its duffy backup was killed or is still running): not read; take another`);
+  }
+  return ledger;
+}
 
 const COLUMNS: Array<[keyof Row, string]> = [
   ['time', 'time'],
@@ -236,12 +245,7 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
     .option('--checkpoint <file>', 'a checkpoint taken earlier (duffy audit checkpoint, or GET /api/v1/audit/checkpoint)')
     .action(async (o: { checkpoint?: string }) => {
       const cp = o.checkpoint ? { checkpoint: readCheckpoint(o.checkpoint), file: o.checkpoint } : undefined;
-      const ledger = ledgerOf(audit.opts());
-      // A copy cut short may hold no events yet (read as every event removed), or all of them (read as OK): neither says it.
-      if (!isEventStoreUrl(ledger) && existsSync(join(dirname(ledger), BACKUP_UNFINISHED))) {
-        throw new UsageError(`${ledger} is a backup cut short (${BACKUP_UNFINISHED} is beside it: its duffy backup was killed or is still running): not verified; take another`);
-      }
-      const v = await verifyLedger(ledger, cp);
+      const v = await verifyLedger(ledgerOf(audit.opts()), cp);
       if (json()) {
         for (const p of v.problems) out(JSON.stringify(p));
         out(JSON.stringify({ ok: v.problems.length === 0, verified: v.verified, unchecked: v.unchecked }));

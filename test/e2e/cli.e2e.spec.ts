@@ -601,11 +601,13 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     const restore = await cli('restore', cut, '--data-dir', mkdtempSync(join(tmpdir(), 'duffy-restore-cut-')));
     expect([restore.code, restore.stderr]).toEqual([2, expect.stringMatching(/^duffy: the backup in .*cut was cut short \(backup-unfinished is there.*nothing restored; take another\n$/)]);
     const verify = await cli('audit', '--ledger', join(cut, 'ledger.sqlite'), 'verify');
-    expect([verify.code, verify.stderr]).toEqual([2, expect.stringMatching(/ledger\.sqlite is a backup cut short \(backup-unfinished is beside it: its duffy backup was killed or is still running\): not verified; take another/)]);
-    // Cut short after the ledger was copied whole, before its last check: not an OK (it was one, exit 0).
+    expect([verify.code, verify.stderr]).toEqual([2, expect.stringMatching(/ledger\.sqlite is a backup cut short \(backup-unfinished is beside it: its duffy backup was killed or is still running\): not read; take another/)]);
+    // Cut short after the ledger was copied whole, before its last check: not an OK (it was one, exit 0), nor a checkpoint or a replay.
     writeFileSync(join(whole, 'backup-unfinished'), '');
-    const late = await cli('audit', '--ledger', join(whole, 'ledger.sqlite'), 'verify');
-    expect([late.code, late.stdout]).toEqual([2, '']);
+    for (const command of [['verify'], ['checkpoint', '--out', join(whole, 'cp.json')], ['replay']]) {
+      const late = await cli('audit', '--ledger', join(whole, 'ledger.sqlite'), ...command);
+      expect([late.code, late.stdout]).toEqual([2, '']);
+    }
   });
 
   it("onto a data directory whose read models followed another ledger (a new host started once), serves the backup's history, not theirs", async () => {
