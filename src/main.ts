@@ -80,6 +80,10 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   const server = app.getHttpServer() as HttpServer;
   server.requestTimeout = (settings.requestTimeoutSeconds ?? REQUEST_TIMEOUT_SECONDS) * 1000;
   server.headersTimeout = Math.min(server.headersTimeout, server.requestTimeout);
+  // An idle keep-alive connection is closed after as long as a request may take, not Node's 5 s: a close decided
+  // while the main thread was busy (a GET /nodes of 20,000 machines takes it for a second or more) lands on
+  // requests the client had sent meanwhile, which it then sees reset (a farm tester lost 39 releases so).
+  server.keepAliveTimeout = server.requestTimeout;
   server.maxConnections = maxConnectionsOf(settings);
   server.on('clientError', clientErrorAnswer(server.requestTimeout / 1000));
   // Nest's list but SIGHUP: a `systemctl reload` would stop Duffy; main() says it has no reload.

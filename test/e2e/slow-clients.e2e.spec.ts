@@ -58,14 +58,14 @@ describe('slow senders and connection floods', () => {
   });
 
   /** The built server with one pool of one machine, a tenant `ci`, and that machine held by ci. */
-  async function oneMachineHeld(maxConnections: number): Promise<{ port: number; admin: string; ci: string; held: number }> {
+  async function oneMachineHeld(maxConnections: number, requestTimeoutSeconds = 1): Promise<{ port: number; admin: string; ci: string; held: number }> {
     const dir = mkdtempSync(join(tmpdir(), 'duffy-slow-'));
     const config = join(dir, 'one.yaml');
     writeFileSync(config, stringify({ pools: [{ name: 'solo', type: 'baremetal', arch: 'x86_64', platform: 'intel', driver: 'local' }], machines: [{ hostname: 'solo-1.test', pool: 'solo', state: 'ready' }] }));
     const port = 20000 + Math.floor(Math.random() * 20000);
     child?.kill('SIGKILL');
     child = spawn(process.execPath, [MAIN], {
-      env: { ...process.env, DUFFY_DATA_DIR: join(dir, 'data'), DUFFY_CONFIG: config, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'warn', DUFFY_MAX_CONNECTIONS: String(maxConnections), DUFFY_REQUEST_TIMEOUT_SECONDS: '1', NODE_OPTIONS: '' },
+      env: { ...process.env, DUFFY_DATA_DIR: join(dir, 'data'), DUFFY_CONFIG: config, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'warn', DUFFY_MAX_CONNECTIONS: String(maxConnections), DUFFY_REQUEST_TIMEOUT_SECONDS: String(requestTimeoutSeconds), NODE_OPTIONS: '' },
       stdio: 'ignore',
     });
     const admin = basic('admin', ADMIN_KEY);
@@ -112,6 +112,27 @@ describe('slow senders and connection floods', () => {
       const served = await w;
       expect(served.status).toBe(201);
       release = served.body.session.id;
+    }
+  });
+
+  it("keeps an idle keep-alive connection open as long as a request may take, not Node's 5 s (a close decided while the main thread was busy reset requests sent meanwhile)", async () => {
+    const { port, ci, held } = await oneMachineHeld(MAX_CONNECTIONS, 10);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const get = () =>
+      new Promise<{ status: number; reused: boolean }>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, path: `/api/v1/sessions/${held}`, agent, headers: { authorization: ci } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode!, reused: req.reusedSocket }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    try {
+      expect(await get()).toEqual({ status: 200, reused: false });
+      await sleep(6500);
+      expect(await get()).toEqual({ status: 200, reused: true });
+    } finally {
+      agent.destroy();
     }
   });
 
