@@ -159,10 +159,21 @@ const LISTS_OF_MAPPINGS: ReadonlyArray<[string, string]> = [
   ['legacy', '{ver: ..., arch: ..., pool: ...}'],
 ];
 
+/** Uses of one YAML anchor, times the aliases inside it, that a configuration may make (machines at most 100,000). */
+const MAX_ALIAS_USES = 1_000_000;
+
+/** At most this many problems are named in one refusal (a body's, a configuration's), then how many more. */
+const MAX_PROBLEMS_NAMED = 10;
+export const namedAtMost = (problems: string[]): string[] =>
+  problems.length > MAX_PROBLEMS_NAMED ? [...problems.slice(0, MAX_PROBLEMS_NAMED), `and ${problems.length - MAX_PROBLEMS_NAMED} more`] : problems;
+
 export function loadConfig(file: string): DuffyConfig {
   let raw: unknown;
   try {
-    raw = parse(readFileSync(file, 'utf8'));
+    // An inventory shares its hardware by anchors (`hardware: *xeon-gold` on each of 20,000 machines): the yaml
+    // package's default of 100 uses of one anchor refused such a file as "a resource exhaustion attack". Nested
+    // aliases (a billion laughs) still multiply past this bound and are refused.
+    raw = parse(readFileSync(file, 'utf8'), { maxAliasCount: MAX_ALIAS_USES });
   } catch (err) {
     throw new ConfigError(`${file}: cannot read YAML: ${(err as Error).message}`);
   }
@@ -181,7 +192,7 @@ export function loadConfig(file: string): DuffyConfig {
   }
   const config = plainToInstance(DuffyConfig, raw, { exposeDefaultValues: true });
   const errors = validateSync(config, { forbidUnknownValues: true, whitelist: true, forbidNonWhitelisted: true });
-  if (errors.length > 0) throw new ConfigError(`${file}: ${describeValidation(errors).join('; ')}`);
+  if (errors.length > 0) throw new ConfigError(`${file}: ${namedAtMost(describeValidation(errors)).join('; ')}`);
   const pools = new Set<string>();
   config.pools.forEach((p, i) => {
     if (pools.has(p.name)) throw new ConfigError(`${file}: pools[${i}].name: duplicate pool ${p.name}`);

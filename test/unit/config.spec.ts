@@ -90,6 +90,33 @@ legacy-mangle-hostname: "{{ hostname | replace('.ci.centos.org', '') }}"
     expect(() => loadSettings(env)).toThrow(message);
   });
 
+  it('names ten problems of a configuration at most, then how many more (16,500 bad host names printed one 897 KB line)', () => {
+    const machines = Array.from({ length: 30 }, (_, i) => `  - { hostname: bad_name_${i}, pool: p1 }`);
+    const message = (() => {
+      try {
+        loadConfig(write(`${pool}machines:\n${machines.join('\n')}\n`));
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return '';
+    })();
+    expect(message.split('; ')).toHaveLength(11);
+    expect(message).toMatch(/: machines\[0\]\.hostname: .*; and 20 more$/);
+  });
+
+  it('takes a large inventory that shares its hardware by YAML anchors, and still refuses a billion laughs', () => {
+    const machines = Array.from({ length: 2000 }, (_, i) =>
+      i === 0 ? '  - { hostname: m0.lab, pool: p1, hardware: &xeon { cpus: 32, ram_gb: 256, cpu_model: Xeon } }' : `  - { hostname: m${i}.lab, pool: p1, hardware: *xeon }`,
+    );
+    const c = loadConfig(write(`${pool}machines:\n${machines.join('\n')}\n`));
+    expect(c.machines).toHaveLength(2000);
+    expect(c.machines[1999].hardware).toEqual({ cpus: 32, ram_gb: 256, cpu_model: 'Xeon' });
+    // Ten levels of ten aliases each: 10^10 nodes once expanded.
+    const levels = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]'];
+    for (let i = 1; i <= 9; i++) levels.push(`a${i}: &a${i} [${Array(10).fill(`*a${i - 1}`).join(', ')}]`);
+    expect(() => loadConfig(write(`${pool}${levels.join('\n')}\nbomb: [${Array(10).fill('*a9').join(', ')}]\n`))).toThrow(/resource exhaustion/);
+  });
+
   it('refuses a number YAML reads as infinite or not a number, and an ssh port that is none, naming where', () => {
     const pool = 'pools: [{ name: p1, type: vm, arch: x, platform: y }]\n';
     expect(() => loadConfig(write(`${pool}machines: [{ hostname: a.lab, pool: p1, data: { weight: .inf } }]\n`))).toThrow(/: machines\[0\]\.data\.weight: not a finite number$/);
