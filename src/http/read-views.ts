@@ -54,20 +54,14 @@ export class ReadViews {
   }
 
   /**
-   * The documents of `ids` not already in `have`: fetched together (a round trip each on MongoDB, at once), or, past
-   * ONE_BY_ONE of them, in one read of the collection, so an answer costs a bounded number of round trips.
+   * The documents of `ids` not already in `have`, in one read of those ids (it read the whole collection past 64 of
+   * them: 296 ms of the main thread for an admin's GET /sessions at 20,000 machines).
    */
   private async referred(collection: string, ids: ReadonlySet<number>, have: ReadonlyMap<number, unknown>): Promise<Map<number, Doc>> {
     const missing = [...ids].filter((id) => !have.has(id));
-    const store = this.readSide.store;
-    const docs =
-      missing.length > ONE_BY_ONE ? await store.find(collection) : (await Promise.all(missing.map((id) => store.get(collection, String(id))))).filter((d): d is Doc => d !== undefined);
-    const wanted = new Set(missing);
     const found = new Map<number, Doc>();
-    for (const d of docs) if (wanted.has(Number(d.id))) found.set(Number(d.id), strip(d));
+    if (missing.length === 0) return found;
+    for (const d of await this.readSide.store.getMany(collection, missing.map(String))) found.set(Number(d.id), strip(d));
     return found;
   }
 }
-
-/** Up to this many referred documents are read one by one; more, the whole collection in one read. */
-const ONE_BY_ONE = 64;

@@ -40,6 +40,20 @@ export function readModelsContract(name: string, open: () => Promise<ReadModelSt
       expect(await store.get(b, 'm1')).toEqual({ other: true });
     });
 
+    it('gets many documents by id in one read: those that exist, ordered by id, of that collection only, past a chunk of ids', async () => {
+      const p = unique('p');
+      const [a, b] = [unique('a'), unique('b')];
+      const ids = Array.from({ length: 1200 }, (_, i) => String(i + 1));
+      await store.apply(p, 1, [...ids.filter((id) => Number(id) % 2 === 0).map((id) => put(a, id, { id: Number(id) }, 1)), put(b, '1', { id: 1, other: true }, 1)], 1n);
+      const got = await store.getMany(a, [...ids].reverse());
+      expect(got).toHaveLength(600);
+      expect(got.slice(0, 3)).toEqual([{ id: 10 }, { id: 100 }, { id: 1000 }]);
+      expect(new Set(got.map((d) => d.id))).toEqual(new Set(ids.filter((id) => Number(id) % 2 === 0).map(Number)));
+      expect(await store.getMany(a, ['1', 'nope'])).toEqual([]);
+      expect(await store.getMany(b, ['1', '2'])).toEqual([{ id: 1, other: true }]);
+      expect(await store.getMany(a, [])).toEqual([]);
+    });
+
     it('replaces the whole document on put and keeps nested values', async () => {
       const p = unique('p');
       const c = unique('c');

@@ -51,6 +51,9 @@ class FakeStore implements ReadModelStore {
   async find(): Promise<Doc[]> {
     return [];
   }
+  async getMany(): Promise<Doc[]> {
+    return [];
+  }
   async checkpoint(projection: string): Promise<Checkpoint | undefined> {
     return this.checkpoints.get(projection);
   }

@@ -129,6 +129,13 @@ export class MongoReadModels implements ReadModelStore {
     return found ?? undefined;
   }
 
+  async getMany(collectionName: string, ids: readonly string[]): Promise<Doc[]> {
+    const db = await this.database();
+    return collection<StoredDoc>(db, collectionName)
+      .find({ _id: { $in: [...ids] } } as Filter<StoredDoc>, { projection: { _id: 0, _position: 0 }, sort: { _id: 1 } })
+      .toArray();
+  }
+
   async find(collectionName: string, filter: Record<string, FilterValue> = {}): Promise<Doc[]> {
     const query: Record<string, unknown> = {};
     for (const [field, value] of filterEntries(filter)) {

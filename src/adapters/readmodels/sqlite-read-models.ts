@@ -43,12 +43,16 @@ interface Write {
  * `apply` serializes the documents before it returns (`copiesOnApply`); a large batch is then written by a writer
  * thread of its own, so a rebuild folds the next batch while this one is written.
  */
+/** Ids per statement of getMany: under SQLite's bound on a statement's parameters (32,766 since 3.32; 999 before). */
+const GET_MANY_CHUNK = 500;
+
 export class SqliteReadModels implements ReadModelStore {
   readonly copiesOnApply = true;
   private readonly db: Database.Database;
   private readonly stmts;
   /** find() statements by filter shape; the field paths are parameters, so shapes are few. */
   private readonly finds = new Map<string, Database.Statement<unknown[], { doc: string }>>();
+  private readonly getManys = new Map<number, Database.Statement<unknown[], { id: string; doc: string }>>();
   private readonly applyTx: (projection: string, version: number, rows: Rows, checkpoint: bigint) => void;
   /** Small batches given in this turn of the event loop (every projection's, as their timers fire together). */
   private pending: Write[] = [];
@@ -237,6 +241,19 @@ export class SqliteReadModels implements ReadModelStore {
   async get(collection: string, id: string): Promise<Doc | undefined> {
     const row = this.stmts.get.get(collection, id);
     return row ? JSON.parse(row.doc) : undefined;
+  }
+
+  async getMany(collection: string, ids: readonly string[]): Promise<Doc[]> {
+    const rows: Array<{ id: string; doc: string }> = [];
+    // In chunks, one prepared statement per chunk size: SQLite bounds a statement's parameters.
+    for (let i = 0; i < ids.length; i += GET_MANY_CHUNK) {
+      const chunk = ids.slice(i, i + GET_MANY_CHUNK);
+      let stmt = this.getManys.get(chunk.length);
+      if (!stmt) this.getManys.set(chunk.length, (stmt = this.db.prepare(`SELECT id, doc FROM docs WHERE collection = ? AND id IN (${chunk.map(() => '?').join(',')})`)));
+      rows.push(...stmt.all(collection, ...chunk));
+    }
+    // As find orders them: by id, as text.
+    return rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((r) => JSON.parse(r.doc) as Doc);
   }
 
   async find(collection: string, filter: Record<string, FilterValue> = {}): Promise<Doc[]> {

@@ -34,6 +34,8 @@ export interface ReadModelStore {
    */
   apply(projection: string, version: number, changes: DocChange[], checkpoint: bigint): Promise<void>;
   get(collection: string, id: string): Promise<Doc | undefined>;
+  /** The documents of these ids that exist, ordered by id: one read, whatever the collection holds besides. */
+  getMany(collection: string, ids: readonly string[]): Promise<Doc[]>;
   /** Documents whose top-level fields equal every entry of `filter` (empty filter: all), ordered by id. */
   find(collection: string, filter?: Record<string, string | number | boolean | null>): Promise<Doc[]>;
   checkpoint(projection: string): Promise<Checkpoint | undefined>;
