@@ -235,7 +235,7 @@ export function parseId(raw: unknown, what = 'id'): number {
 
 /**
  * Global, ahead of the ValidationPipe (whose `transform` would turn "0x10" into 16 with Number()): every path or
- * query parameter a controller declares as a number must be a canonical decimal id; a body with a member the reviver
+ * query parameter a controller declares as a number is an id as idOf reads it (as pydantic reads an int); a body with a member the reviver
  * marked (see REFUSED) is refused by its name.
  */
 export class IdParamsPipe implements PipeTransform {
