@@ -78,17 +78,22 @@ describe('fault: Ansible missing, then back (demo inventory)', () => {
 
 describe('fault: a session that ends before its machine was ever provisioned', () => {
   it('returns the machine unused at once, with no release playbook, and it serves the next request', async () => {
-    // Four pools whose fill-level provision hangs keep every runner slot busy, so the request's provision cannot
-    // start before its session ends (the job is cancelled during hand-over): its machine was never provisioned.
-    const hanging = [1, 2, 3, 4].map((i) => ({ name: `busy${i}`, 'fill-level': 1, contextualize: false, 'playbook-timeout': 10, 'quarantine-after': 1, 'health-check-interval': 3600 }));
+    // Every runner slot busy, so the request's provision cannot start before its session ends (the job is cancelled
+    // during hand-over): its machine was never provisioned. Three pools whose fill-level provision hangs take the
+    // three runs other work may have, and bob's hand-over that hangs takes the one kept for hand-overs.
+    const hanging = [1, 2, 3].map((i) => ({ name: `busy${i}`, 'fill-level': 1, contextualize: false, 'playbook-timeout': 10, 'quarantine-after': 1, 'health-check-interval': 3600 }));
+    const held = { name: 'held', contextualize: false, 'playbook-timeout': 10, 'quarantine-after': 1, 'health-check-interval': 3600 };
+    const busy = ['busy-1.test', 'busy-2.test', 'busy-3.test', 'held-1.test'];
     const config = ansibleConfig(
-      [...hanging, { name: 'p', 'release-policy': 'rebuild', 'quarantine-after': 1 }],
-      [...hanging.map((p, i) => ({ hostname: `busy-${i + 1}.test`, pool: p.name })), { hostname: 'never-1.test', pool: 'p' }],
+      [...hanging, held, { name: 'p', 'release-policy': 'rebuild', 'quarantine-after': 1 }],
+      [...hanging.map((p, i) => ({ hostname: `busy-${i + 1}.test`, pool: p.name })), { hostname: 'held-1.test', pool: 'held' }, { hostname: 'never-1.test', pool: 'p' }],
     );
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-faults-'));
-    for (let i = 1; i <= 4; i++) inject(dataDir, `busy-${i}.test`, 'hang', 'provision');
+    for (const host of busy) inject(dataDir, host, 'hang', 'provision');
     duffy = await startDuffy({ configFile: config, dataDir });
-    await until(duffy, () => [1, 2, 3, 4].every((i) => machine(duffy!, `busy-${i}.test`).job?.action === 'provision'), 30_000);
+    const bob = await newTenant(duffy, 'bob');
+    const bobs = bob.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'held', quantity: 1 }] });
+    await until(duffy, () => busy.every((host) => machine(duffy!, host).job?.action === 'provision'), 30_000);
     const alice = await newTenant(duffy, 'alice');
 
     const pending = alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'p', quantity: 1 }] });
@@ -104,7 +109,8 @@ describe('fault: a session that ends before its machine was ever provisioned', (
     expect(existsSync(join(dataDir, 'machines', 'never-1.test'))).toBe(false);
 
     // Once the slots are free it is provisioned and handed over like any machine.
-    await until(duffy, () => [1, 2, 3, 4].every((i) => machine(duffy!, `busy-${i}.test`).state === 'failed'), 60_000);
+    await until(duffy, () => busy.every((host) => machine(duffy!, host).state === 'failed'), 60_000);
+    expect((await bobs).status).toBe(503);
     const again = await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'p', quantity: 1 }] });
     expect([again.status, again.body.session?.nodes?.[0]?.hostname]).toEqual([201, 'never-1.test']);
   });
