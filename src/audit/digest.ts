@@ -40,6 +40,16 @@ export class LedgerDigest {
     return digest;
   }
 
+  /** The digest of events read one page at a time (allEvents of a store), each `also` given them as they pass. */
+  static async read(events: AsyncIterable<RecordedEvent>, also: (e: RecordedEvent) => void = () => undefined): Promise<LedgerDigest> {
+    const digest = new LedgerDigest();
+    for await (const e of events) {
+      also(e);
+      digest.add(e);
+    }
+    return digest;
+  }
+
   add(e: RecordedEvent): void {
     if (this.length === this.capacity) this.grow();
     const i = this.length;

@@ -119,11 +119,7 @@ async function digestLedger(store: EventStore) {
   const legacy = new LegacyRun();
   for await (const e of allEvents(store)) if (!legacy.add(e)) break;
   const chains = new ChainCheck(legacy.through);
-  const digest = new LedgerDigest();
-  for await (const e of allEvents(store)) {
-    chains.add(e);
-    digest.add(e);
-  }
+  const digest = await LedgerDigest.read(allEvents(store), (e) => chains.add(e));
   return { legacyThrough: legacy.through, chains, digest };
 }
 
@@ -261,11 +257,7 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
     .description("write the ledger's current Merkle tree head (RFC 9162) to a file, to verify the ledger against later")
     .requiredOption('--out <file>', 'where to write the checkpoint (JSON)')
     .action(async (o: { out: string }) => {
-      const cp = await withStore(async (store) => {
-        const digest = new LedgerDigest();
-        for await (const e of allEvents(store)) digest.add(e);
-        return checkpointOf(digest, new Date());
-      });
+      const cp = await withStore(async (store) => checkpointOf(await LedgerDigest.read(allEvents(store)), new Date()));
       writeFileSync(o.out, JSON.stringify(cp) + '\n');
       const { leafPrints: _prints, ...head } = cp;
       out(json() ? JSON.stringify(head) : `checkpoint of ${cp.size} events (last position ${cp.lastPosition}) at ${cp.time}: root ${cp.rootHash} -> ${o.out}`);
