@@ -1,6 +1,6 @@
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
-import { Body, Controller, Get, HttpCode, Param, Post, Put, Query, Req, UseGuards } from '@nestjs/common';
-import type { Request } from 'express';
+import { Body, Controller, Get, HttpCode, Param, Post, Put, Query, Req, Res, UseGuards } from '@nestjs/common';
+import type { Request, Response } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
 import { Catalog } from '../application/catalog.js';
 import { RegisterMachineCommand, RegisterTenantCommand, UpdateTenantCommand, type Actor } from '../application/commands.js';
@@ -11,6 +11,7 @@ import { NodeCreateDto, NodeServiceDto, TenantCreateDto, TenantUpdateDto, queryF
 import { hardwareProblem } from '../domain/hardware.js';
 import { ChangeNodeServiceCommand } from '../application/handlers/node-service.handler.js';
 import { MASKED, maySee, nodeView, poolLevels, tenantView } from './views.js';
+import { sendList } from './json-list.js';
 import { retiredForGood } from '../domain/decide-service.js';
 import { nullMembers } from './input.js';
 
@@ -90,14 +91,14 @@ export class NodesController {
   ) {}
 
   @Get()
-  async list(@CurrentActor() actor: Actor, @Query('retired') retired?: unknown) {
+  async list(@CurrentActor() actor: Actor, @Res() res: Response, @Query('retired') retired?: unknown): Promise<void> {
     // As Duffy v3: a retired node is no longer listed (GET /nodes/{id} still shows it); `?retired=true` (a Duffy
     // extension, which the CLI uses) lists them too.
     const withRetired = retired === undefined ? false : queryFlag('retired', retired);
     const w = await this.views.load({ machines: actor.tenant.isAdmin ? {} : { tenantId: actor.tenant.id } });
     // A machine draining towards its retirement is still held, and listed: its tenant sees it in its session.
     const visible = [...w.machines.values()].filter((m) => (withRetired || !retiredForGood(m)) && maySee(m, actor.tenant));
-    return { action: 'get', nodes: visible.sort((a, b) => a.id - b.id).map((m) => nodeView(m, actor.tenant.isAdmin)) };
+    await sendList(res, { action: 'get' }, 'nodes', visible.sort((a, b) => a.id - b.id), (m) => nodeView(m, actor.tenant.isAdmin));
   }
 
   @Get(':id')

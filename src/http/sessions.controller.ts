@@ -12,6 +12,7 @@ import { ReadViews } from './read-views.js';
 import { SessionCreateDto, SessionUpdateDto } from './dto.js';
 import { callerGoneOf } from './input.js';
 import { sessionView } from './views.js';
+import { sendList } from './json-list.js';
 import { WaitingQueue } from '../application/queue.service.js';
 import type { Session } from '../domain/world.js';
 
@@ -33,13 +34,12 @@ export class SessionsController {
 
   @ApiOperation({ summary: 'my active sessions (admin: all)' })
   @Get()
-  async list(@CurrentActor() actor: Actor) {
+  async list(@CurrentActor() actor: Actor, @Res() res: Response): Promise<void> {
     const mine: Record<string, number> = actor.tenant.isAdmin ? {} : { tenantId: actor.tenant.id };
     // Waiting first: a request served between the two reads shows once, as active (the later read wins).
     const w = await this.views.load({ sessions: [{ ...mine, status: 'waiting' }, { ...mine, status: 'active' }] });
-    const render = (status: string) =>
-      [...w.sessions.values()].filter((s) => s.status === status).sort((a, b) => a.id - b.id).map((s) => sessionView(s, w, this.catalog, this.ledger.world, this.reasonNow, this.nowMs));
-    return { action: 'get', sessions: [...render('active'), ...render('waiting')] };
+    const sorted = (status: string) => [...w.sessions.values()].filter((s) => s.status === status).sort((a, b) => a.id - b.id);
+    await sendList(res, { action: 'get' }, 'sessions', [...sorted('active'), ...sorted('waiting')], (s) => sessionView(s, w, this.catalog, this.ledger.world, this.reasonNow, this.nowMs));
   }
 
   @ApiOperation({ summary: 'one session' })

@@ -103,6 +103,28 @@ export function readModelsContract(name: string, open: () => Promise<ReadModelSt
       expect(await store.find(unique('none'), {})).toEqual([]);
     });
 
+    it('finds past any page a store reads at a time: every match once, in id order, indexed field or not; other work runs meanwhile', async () => {
+      const collection = Object.keys(INDEXED_FIELDS)[0];
+      const field = INDEXED_FIELDS[collection][0];
+      const [mine, other, plain] = [unique('v'), unique('w'), unique('plain')];
+      const ids = Array.from({ length: 2_500 }, (_, i) => `${mine}-${String(i).padStart(4, '0')}`);
+      const changes = ids.flatMap((id, i) => [put(collection, id, { [field]: i % 5 === 0 ? other : mine, n: i }, 1), put(plain, id, { even: i % 2 === 0, n: i }, 1)]);
+      await store.apply(unique('p'), 1, changes, 1n);
+      const ns = (docs: Doc[]) => docs.map((d) => d.n);
+      const range = (keep: (i: number) => boolean) => ids.map((_, i) => i).filter(keep);
+      expect(ns(await store.find(collection, { [field]: mine }))).toEqual(range((i) => i % 5 !== 0));
+      expect(ns(await store.find(plain, { even: true }))).toEqual(range((i) => i % 2 === 0));
+      // Others' turns of the event loop while the whole collection is read (the embedded store reads synchronously).
+      let turns = 0;
+      let reading = true;
+      const count = () => reading && (turns++, setImmediate(count));
+      setImmediate(count);
+      const all = await store.find(plain);
+      reading = false;
+      expect(ns(all)).toEqual(range(() => true));
+      expect(turns).toBeGreaterThan(0);
+    });
+
     it('finds on a field the stores index (INDEXED_FIELDS) as on any other: types apart, null for missing, with other fields', async () => {
       const collection = Object.keys(INDEXED_FIELDS)[0];
       const field = INDEXED_FIELDS[collection][0];

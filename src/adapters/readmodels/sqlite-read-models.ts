@@ -45,13 +45,15 @@ interface Write {
  */
 /** Ids per statement of getMany: under SQLite's bound on a statement's parameters (32,766 since 3.32; 999 before). */
 const GET_MANY_CHUNK = 500;
+/** Documents `find` reads between turns of the event loop: a few milliseconds of the main thread. */
+const FIND_PAGE = 1_000;
 
 export class SqliteReadModels implements ReadModelStore {
   readonly copiesOnApply = true;
   private readonly db: Database.Database;
   private readonly stmts;
-  /** find() statements by filter shape; the field paths are parameters, so shapes are few. */
-  private readonly finds = new Map<string, Database.Statement<unknown[], { doc: string }>>();
+  /** find() statements by filter shape (and first page or next); the field paths are parameters, so shapes are few. */
+  private readonly finds = new Map<string, Database.Statement<unknown[], { id: string; doc: string }>>();
   private readonly getManys = new Map<number, Database.Statement<unknown[], { id: string; doc: string }>>();
   private readonly applyTx: (projection: string, version: number, rows: Rows, checkpoint: bigint) => void;
   /** Small batches given in this turn of the event loop (every projection's, as their timers fire together). */
@@ -256,20 +258,39 @@ export class SqliteReadModels implements ReadModelStore {
     return rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((r) => JSON.parse(r.doc) as Doc);
   }
 
+  /**
+   * Read a page at a time, with a turn of the event loop between pages: a listing of 20,000 machines held the main
+   * thread, and every request with it, for as long as it took (SQLite reads synchronously). Each document is read
+   * whole; the list is not one snapshot, as with MongoDB's cursor.
+   */
   async find(collection: string, filter: Record<string, FilterValue> = {}): Promise<Doc[]> {
+    const docs: Doc[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const rows = this.findPage(collection, filter, after);
+      for (const row of rows) docs.push(JSON.parse(row.doc));
+      if (rows.length < FIND_PAGE) return docs;
+      after = rows[rows.length - 1].id;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** Up to FIND_PAGE rows of `find`, with ids after `after` (from the first without). */
+  private findPage(collection: string, filter: Record<string, FilterValue>, after: string | undefined): Array<{ id: string; doc: string }> {
     const entries = filterEntries(filter);
     // SQLite uses an index on an expression only for that very expression: a filter on an indexed field is written
     // with its collection and paths in the SQL (names of the code's, from INDEXED_FIELDS); any other, as parameters.
     const indexed = INDEXED_FIELDS[collection]?.find((field) => typeof filter[field] === 'string' || typeof filter[field] === 'number');
     const literal = indexed !== undefined;
     const shape = entries.map(([field, v]) => (literal ? `${field}:${shapeOf(v)}` : shapeOf(v))).join(',');
-    const key = literal ? `${collection}/${shape}` : shape;
+    const key = `${literal ? `${collection}/${shape}` : shape}${after === undefined ? '' : '>'}`;
     let stmt = this.finds.get(key);
     if (!stmt) {
       const conditions = entries.map(([field, v]) => CONDITIONS[shapeOf(v)](literal ? sqlPath(field) : '?'));
+      if (after !== undefined) conditions.push('id > ?');
       // Named: without statistics the planner would rather take the collection's key and read all of it.
       const from = indexed === undefined ? 'docs' : `docs INDEXED BY ${indexName(collection, indexed)}`;
-      stmt = this.db.prepare(`SELECT doc FROM ${from} WHERE collection = ${literal ? sqlText(collection) : '?'}${conditions.map((c) => ` AND ${c}`).join('')} ORDER BY id`);
+      stmt = this.db.prepare(`SELECT id, doc FROM ${from} WHERE collection = ${literal ? sqlText(collection) : '?'}${conditions.map((c) => ` AND ${c}`).join('')} ORDER BY id LIMIT ${FIND_PAGE}`);
       this.finds.set(key, stmt);
     }
     const params: unknown[] = literal ? [] : [collection];
@@ -281,7 +302,8 @@ export class SqliteReadModels implements ReadModelStore {
         params.push(value);
       }
     }
-    return stmt.all(...params).map((row) => JSON.parse(row.doc));
+    if (after !== undefined) params.push(after);
+    return stmt.all(...params);
   }
 
   async checkpoint(projection: string): Promise<Checkpoint | undefined> {
