@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { KurrentDbEventStore, discovers, retryableWrite } from '../../src/adapters/eventstore/kurrentdb-event-store.js';
 import { describe as answer } from '../../src/http/errors.filter.js';
-import { type RecordedEvent, WrongExpectedRevisionError } from '../../src/application/ports/event-store.port.js';
+import { AppendTooLargeError, MAX_APPEND_BYTES, type RecordedEvent, WrongExpectedRevisionError } from '../../src/application/ports/event-store.port.js';
 
 /**
  * The KurrentDB adapter's own logic over a stand-in for the client (no server here): what the client hands back is
@@ -147,6 +147,15 @@ describe('KurrentDB adapter (client stand-in)', () => {
   });
 });
 
+/** A local port nothing listens on. */
+const closedPort = () =>
+  new Promise<number>((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+
 /** A protobuf length-delimited field (every length here is under 128). */
 const field = (tag: number, bytes: Uint8Array | string) => {
   const b = typeof bytes === 'string' ? Buffer.from(bytes) : Buffer.from(bytes);
@@ -184,18 +193,25 @@ describe('KurrentDB write failures', () => {
   });
 
   it('answers 503 when KurrentDB cannot be reached (the real client, nothing listening), not 500', async () => {
-    const port = await new Promise<number>((resolve) => {
-      const server = createServer().listen(0, '127.0.0.1', () => {
-        const { port: p } = server.address() as { port: number };
-        server.close(() => resolve(p));
-      });
-    });
-    const store = new KurrentDbEventStore(`kurrentdb://127.0.0.1:${port}?tls=false`);
+    const store = new KurrentDbEventStore(`kurrentdb://127.0.0.1:${await closedPort()}?tls=false`);
     try {
       const err = await store.append([{ stream: 'machine-1', expected: 'no_stream', events: [{ type: 'T', data: {} }] }]).catch((e: unknown) => e);
       const [status, detail] = answer(err);
       expect(status).toBe(503);
       expect(detail).toMatch(/event store cannot take writes now: KurrentDB is unreachable/);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('refuses an append over MAX_APPEND_BYTES itself, before sending it (KurrentDB 25.1+ takes up to 256 MiB by default)', async () => {
+    // Nothing listens: only a refusal made before any I/O is not the 503 of an unreachable server.
+    const store = new KurrentDbEventStore(`kurrentdb://127.0.0.1:${await closedPort()}?tls=false`);
+    try {
+      const text = (n: number) => ({ type: 'Counted', data: { n, text: 'x'.repeat(400_000) }, metadata: { actor: 'test' } });
+      const err = await store.append([{ stream: 'size-a', expected: 1, events: [text(2), text(3)] }, { stream: 'size-b', expected: 'no_stream', events: [text(4)] }]).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AppendTooLargeError);
+      expect((err as AppendTooLargeError).bytes).toBeGreaterThan(MAX_APPEND_BYTES);
     } finally {
       await store.close();
     }

@@ -32,6 +32,7 @@ import {
   type Subscription,
   WrongExpectedRevisionError,
   AppendTooLargeError,
+  appendTooLarge,
 } from '../../application/ports/event-store.port.js';
 import { EVENTSTORE_UNAVAILABLE } from '../../application/ports/storage-fault.port.js';
 
@@ -69,6 +70,9 @@ export class KurrentDbEventStore implements EventStore {
   async append(writes: StreamWrite[]): Promise<AppendResult> {
     if (new Set(writes.map((w) => w.stream)).size !== writes.length) throw new Error('a stream may appear once per append');
     if (writes.length === 0 || writes.some((w) => w.events.length === 0)) throw new Error('append needs at least one event per write');
+    // KurrentDB 25.1+ takes up to 256 MiB by default: the port's bound is kept here, as on the embedded store.
+    const tooLarge = appendTooLarge(writes);
+    if (tooLarge) throw tooLarge;
     const client = this.client;
     try {
       const result = await client.multiStreamAppend(
