@@ -125,6 +125,29 @@ describe('KurrentDB adapter (client stand-in)', () => {
     expect(subscribed).toBe(1);
   });
 
+  it('after a drop of a subscription that was up a while, subscribes again after the shortest wait, not a backoff grown by older drops', async () => {
+    const made: number[] = [];
+    const realNow = Date.now.bind(Date);
+    let skew = 0;
+    jest.spyOn(Date, 'now').mockImplementation(() => realNow() + skew);
+    const store = await withClient({
+      subscribeToAll: () => {
+        made.push(realNow());
+        const sub = new FakeSubscription();
+        const drop = () => sub.destroy(new Error('14 UNAVAILABLE: connection dropped'));
+        // Two drops at once (waits of 500 ms, then 1 s), then one that stays up (idle) longer than the longest wait.
+        if (made.length <= 2) setImmediate(drop);
+        else if (made.length === 3) setTimeout(() => ((skew += 31_000), drop()), 10);
+        return sub;
+      },
+    });
+    const subscription = store.subscribeAll(0n, async () => undefined);
+    while (made.length < 4) await new Promise((r) => setTimeout(r, 20));
+    await subscription.close();
+    // The grown backoff would be 2 s.
+    expect(made[3] - made[2]).toBeLessThan(1500);
+  });
+
   it('turns the server\'s revision conflict into WrongExpectedRevisionError with the actual revision', async () => {
     const conflict = (stream: string, current: bigint | 'no_stream') =>
       new WrongExpectedVersionError(undefined, { streamName: stream, expected: 0n, current });
