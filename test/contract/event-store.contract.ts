@@ -132,7 +132,7 @@ export function eventStoreContract(name: string, open: () => Promise<EventStore>
       expect((await store.readStream(a)).map((e) => e.data.n)).toEqual([0, 1, 2]);
     });
 
-    it("takes an append up to MAX_APPEND_BYTES (KurrentDB's default MaxAppendSize), and refuses a larger one whole, as AppendTooLargeError", async () => {
+    it("takes an append up to MAX_APPEND_BYTES, and refuses a larger one whole, as AppendTooLargeError (whatever KurrentDB's MaxAppendSize: 256 MiB by default since 25.1)", async () => {
       const [a, b] = [stream('size-a'), stream('size-b')];
       // Two events of 400 KB: 800 KB in one append, under the bound (KurrentDB counts the type names and metadata too).
       const text = (n: number) => ({ type: 'Counted', data: { n, text: 'x'.repeat(400_000) }, metadata: { actor: 'test' } });

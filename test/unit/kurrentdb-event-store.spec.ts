@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { KurrentDbEventStore, discovers, retryableWrite } from '../../src/adapters/eventstore/kurrentdb-event-store.js';
 import { describe as answer } from '../../src/http/errors.filter.js';
-import { type RecordedEvent, WrongExpectedRevisionError } from '../../src/application/ports/event-store.port.js';
+import { AppendTooLargeError, MAX_APPEND_BYTES, type RecordedEvent, WrongExpectedRevisionError } from '../../src/application/ports/event-store.port.js';
 
 /**
  * The KurrentDB adapter's own logic over a stand-in for the client (no server here): what the client hands back is
@@ -125,6 +125,29 @@ describe('KurrentDB adapter (client stand-in)', () => {
     expect(subscribed).toBe(1);
   });
 
+  it('after a drop of a subscription that was up a while, subscribes again after the shortest wait, not a backoff grown by older drops', async () => {
+    const made: number[] = [];
+    const realNow = Date.now.bind(Date);
+    let skew = 0;
+    jest.spyOn(Date, 'now').mockImplementation(() => realNow() + skew);
+    const store = await withClient({
+      subscribeToAll: () => {
+        made.push(realNow());
+        const sub = new FakeSubscription();
+        const drop = () => sub.destroy(new Error('14 UNAVAILABLE: connection dropped'));
+        // Two drops at once (waits of 500 ms, then 1 s), then one that stays up (idle) longer than the longest wait.
+        if (made.length <= 2) setImmediate(drop);
+        else if (made.length === 3) setTimeout(() => ((skew += 31_000), drop()), 10);
+        return sub;
+      },
+    });
+    const subscription = store.subscribeAll(0n, async () => undefined);
+    while (made.length < 4) await new Promise((r) => setTimeout(r, 20));
+    await subscription.close();
+    // The grown backoff would be 2 s.
+    expect(made[3] - made[2]).toBeLessThan(1500);
+  });
+
   it('turns the server\'s revision conflict into WrongExpectedRevisionError with the actual revision', async () => {
     const conflict = (stream: string, current: bigint | 'no_stream') =>
       new WrongExpectedVersionError(undefined, { streamName: stream, expected: 0n, current });
@@ -146,6 +169,15 @@ describe('KurrentDB adapter (client stand-in)', () => {
     expect(await store.append(writes)).toEqual({ position: 99n, nextExpectedRevisions: [0, 1] });
   });
 });
+
+/** A local port nothing listens on. */
+const closedPort = () =>
+  new Promise<number>((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
 
 /** A protobuf length-delimited field (every length here is under 128). */
 const field = (tag: number, bytes: Uint8Array | string) => {
@@ -184,18 +216,25 @@ describe('KurrentDB write failures', () => {
   });
 
   it('answers 503 when KurrentDB cannot be reached (the real client, nothing listening), not 500', async () => {
-    const port = await new Promise<number>((resolve) => {
-      const server = createServer().listen(0, '127.0.0.1', () => {
-        const { port: p } = server.address() as { port: number };
-        server.close(() => resolve(p));
-      });
-    });
-    const store = new KurrentDbEventStore(`kurrentdb://127.0.0.1:${port}?tls=false`);
+    const store = new KurrentDbEventStore(`kurrentdb://127.0.0.1:${await closedPort()}?tls=false`);
     try {
       const err = await store.append([{ stream: 'machine-1', expected: 'no_stream', events: [{ type: 'T', data: {} }] }]).catch((e: unknown) => e);
       const [status, detail] = answer(err);
       expect(status).toBe(503);
       expect(detail).toMatch(/event store cannot take writes now: KurrentDB is unreachable/);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('refuses an append over MAX_APPEND_BYTES itself, before sending it (KurrentDB 25.1+ takes up to 256 MiB by default)', async () => {
+    // Nothing listens: only a refusal made before any I/O is not the 503 of an unreachable server.
+    const store = new KurrentDbEventStore(`kurrentdb://127.0.0.1:${await closedPort()}?tls=false`);
+    try {
+      const text = (n: number) => ({ type: 'Counted', data: { n, text: 'x'.repeat(400_000) }, metadata: { actor: 'test' } });
+      const err = await store.append([{ stream: 'size-a', expected: 1, events: [text(2), text(3)] }, { stream: 'size-b', expected: 'no_stream', events: [text(4)] }]).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AppendTooLargeError);
+      expect((err as AppendTooLargeError).bytes).toBeGreaterThan(MAX_APPEND_BYTES);
     } finally {
       await store.close();
     }

@@ -32,6 +32,7 @@ import {
   type Subscription,
   WrongExpectedRevisionError,
   AppendTooLargeError,
+  appendTooLarge,
 } from '../../application/ports/event-store.port.js';
 import { EVENTSTORE_UNAVAILABLE } from '../../application/ports/storage-fault.port.js';
 
@@ -69,6 +70,9 @@ export class KurrentDbEventStore implements EventStore {
   async append(writes: StreamWrite[]): Promise<AppendResult> {
     if (new Set(writes.map((w) => w.stream)).size !== writes.length) throw new Error('a stream may appear once per append');
     if (writes.length === 0 || writes.some((w) => w.events.length === 0)) throw new Error('append needs at least one event per write');
+    // KurrentDB 25.1+ takes up to 256 MiB by default: the port's bound is kept here, as on the embedded store.
+    const tooLarge = appendTooLarge(writes);
+    if (tooLarge) throw tooLarge;
     const client = this.client;
     try {
       const result = await client.multiStreamAppend(
@@ -171,6 +175,8 @@ export class KurrentDbEventStore implements EventStore {
           filter: excludeSystemEvents(),
         });
         current = subscription;
+        const since = Date.now();
+        let dropped: unknown;
         try {
           for await (const resolved of subscription) {
             if (closed) break;
@@ -185,13 +191,17 @@ export class KurrentDbEventStore implements EventStore {
             cursor = e.position;
             backoffMs = RESUBSCRIBE_MIN_MS;
           }
-          if (!closed) console.error(`subscription to $all ended without being closed (after position ${cursor}); subscribing again`);
         } catch (err) {
-          if (!closed) console.error(`subscription to $all dropped (after position ${cursor}): ${String(err)}; subscribing again in ${backoffMs} ms`);
+          dropped = err;
         } finally {
           await subscription.unsubscribe().catch(() => undefined);
         }
         if (closed) return;
+        // Up that long, it had recovered (an idle one delivers nothing to say so): this drop is a new one, not the
+        // next failure of a retry, and must not wait out a backoff grown by drops long ago.
+        if (Date.now() - since >= RESUBSCRIBE_MAX_MS) backoffMs = RESUBSCRIBE_MIN_MS;
+        const why = dropped === undefined ? 'ended without being closed' : `dropped: ${String(dropped)}`;
+        console.error(`subscription to $all ${why} (after position ${cursor}); subscribing again in ${backoffMs} ms`);
         // close() cuts the wait short (shutting down must not wait out a backoff of up to RESUBSCRIBE_MAX_MS), and so
         // does an append that lands.
         await new Promise<void>((resolve) => {

@@ -12,8 +12,7 @@ import {
   type StreamWrite,
   type Subscription,
   WrongExpectedRevisionError,
-  AppendTooLargeError,
-  MAX_APPEND_BYTES,
+  appendTooLarge,
 } from '../../application/ports/event-store.port.js';
 import { WRITER_STOPPED, damagedDatabase } from '../../application/ports/storage-fault.port.js';
 import { headFileOf, readHeadRecord } from './data-dir-lock.js';
@@ -189,12 +188,8 @@ export class SqliteEventStore implements EventStore {
         message.push(ids[i][j], e.type, data, metadata, typeof e.metadata?.hash === 'string' ? e.metadata.hash : '');
       });
     });
-    // KurrentDB's bound, kept here too (bytes: counted only when the characters could pass it, as UTF-8 takes up to 3).
-    if (chars * 3 > MAX_APPEND_BYTES) {
-      let bytes = 0;
-      for (const w of writes) for (const e of w.events) bytes += Buffer.byteLength(JSON.stringify(e.data)) + Buffer.byteLength(JSON.stringify(e.metadata ?? {}));
-      if (bytes > MAX_APPEND_BYTES) return Promise.reject(new AppendTooLargeError(bytes, MAX_APPEND_BYTES));
-    }
+    const tooLarge = appendTooLarge(writes, chars);
+    if (tooLarge) return Promise.reject(tooLarge);
     return new Promise((resolve, reject) => {
       // The writer keeps the process alive only while it owes an answer.
       if (this.calls.size === 0) this.writer!.ref();

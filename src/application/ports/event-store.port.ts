@@ -91,9 +91,10 @@ export class WrongExpectedRevisionError extends Error {
 }
 
 /**
- * The most bytes of event data and metadata one append may carry: KurrentDB's default MaxAppendSize (1 MiB), which
- * refuses a larger append whole. The embedded store keeps the same bound, so a write too large for production fails
- * on the embedded default too. (KurrentDB counts a little more: the type names, the metadata as an escaped string.)
+ * The most bytes of event data and metadata one append may carry: KurrentDB's default MaxAppendSize before 25.1
+ * (1 MiB). 25.1 raised that default to 256 MiB, so both adapters refuse a larger append whole themselves
+ * (appendTooLarge): the same write fails on either store, whatever the server is set to. (KurrentDB counts a little
+ * more: the type names, the metadata as an escaped string; a server set lower still refuses on its own.)
  */
 export const MAX_APPEND_BYTES = 1024 * 1024;
 
@@ -106,6 +107,17 @@ export class AppendTooLargeError extends Error {
     super(`the append carries ${bytes === undefined ? 'more' : `${bytes}`} bytes of events, over the event store's bound of ${limit} bytes per append`);
     this.name = 'AppendTooLargeError';
   }
+}
+
+/**
+ * The refusal of writes carrying more than MAX_APPEND_BYTES of data and metadata (JSON, UTF-8), else undefined.
+ * `chars`, where the caller has counted them: at most a third of the bound needs no byte count (UTF-8 takes up to 3).
+ */
+export function appendTooLarge(writes: StreamWrite[], chars = Infinity): AppendTooLargeError | undefined {
+  if (chars * 3 <= MAX_APPEND_BYTES) return undefined;
+  let bytes = 0;
+  for (const w of writes) for (const e of w.events) bytes += Buffer.byteLength(JSON.stringify(e.data)) + Buffer.byteLength(JSON.stringify(e.metadata ?? {}));
+  return bytes > MAX_APPEND_BYTES ? new AppendTooLargeError(bytes, MAX_APPEND_BYTES) : undefined;
 }
 
 export const EVENT_STORE = Symbol('EVENT_STORE');
