@@ -26,3 +26,51 @@ describe('MongoDB read models (database stand-in)', () => {
     await store.close();
   });
 });
+
+/** A stand-in for the driver's client: connect() answers a db whose collections record createIndex and drop. */
+function standIn(failIndexOnce: boolean) {
+  const created: string[] = [];
+  let failing = failIndexOnce;
+  const db = {
+    collection: (name: string) => ({
+      createIndex: async (spec: Record<string, number>) => {
+        if (failing) {
+          failing = false;
+          throw new Error('connection reset');
+        }
+        created.push(`${name}:${Object.keys(spec).join(',')}`);
+        return 'ok';
+      },
+      drop: async () => true,
+      findOne: async () => null,
+      updateOne: async () => ({}),
+      deleteOne: async () => ({}),
+    }),
+  };
+  let connects = 0;
+  const client = { connect: async () => (connects++, client), db: () => db, close: async () => undefined };
+  return { client, created, connects: () => connects };
+}
+
+describe('MongoDB read models: connecting and indexes (driver stand-in)', () => {
+  it('connects again after creating an index failed, instead of failing every later call', async () => {
+    const s = standIn(true);
+    const store = new MongoReadModels('mongodb://localhost:1/duffy');
+    (store as unknown as { client: unknown }).client = s.client;
+    await expect(store.checkpoint('p')).rejects.toThrow('connection reset');
+    await expect(store.checkpoint('p')).resolves.toBeUndefined();
+    expect(s.connects()).toBe(2);
+    await store.close();
+  });
+
+  it('creates the indexes of the collections a reset dropped again', async () => {
+    const s = standIn(false);
+    const store = new MongoReadModels('mongodb://localhost:1/duffy');
+    (store as unknown as { client: unknown }).client = s.client;
+    await store.ping().catch(() => undefined);
+    s.created.length = 0;
+    await store.reset('entities', ['tenants', 'machines', 'sessions']);
+    expect(s.created).toContain('sessions:status');
+    await store.close();
+  });
+});
