@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
-import { MongoServerError } from 'mongodb';
+import { type MongoClient, MongoServerError } from 'mongodb';
 import { MongoReadModels } from '../../src/adapters/readmodels/mongo-read-models.js';
 
 /**
@@ -72,5 +72,17 @@ describe('MongoDB read models: connecting and indexes (driver stand-in)', () => 
     await store.reset('entities', ['tenants', 'machines', 'sessions']);
     expect(s.created).toContain('sessions:status');
     await store.close();
+  });
+});
+
+describe('MongoDB read models: write concern (the driver parses the URL; no server involved)', () => {
+  const writeConcern = (url: string) => (new MongoReadModels(url) as unknown as { client: MongoClient }).client.options.writeConcern;
+  it('writes with w: majority when the URL does not say, so a write it acknowledged survives a failover', () => {
+    expect(writeConcern('mongodb://db1,db2,db3/duffy?replicaSet=rs0')?.w).toBe('majority');
+    expect(writeConcern('mongodb://db1/duffy?journal=true')).toMatchObject({ w: 'majority', journal: true });
+  });
+  it("keeps the URL's own w", () => {
+    expect(writeConcern('mongodb://db1/duffy?w=1')?.w).toBe(1);
+    expect(writeConcern('mongodb://db1/duffy?w=2&wtimeoutMS=5000')).toMatchObject({ w: 2, wtimeoutMS: 5000 });
   });
 });

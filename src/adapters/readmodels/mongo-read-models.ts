@@ -39,7 +39,11 @@ export class MongoReadModels implements ReadModelStore {
 
   constructor(url: string) {
     // JSON semantics, as in the embedded store: an undefined field is absent, not null.
-    this.client = new MongoClient(url, { ignoreUndefined: true });
+    const client = new MongoClient(url, { ignoreUndefined: true });
+    // No `w` in the URL: majority, not the server's default (w: 1 before MongoDB 5.0 and in a set with an arbiter),
+    // whose acknowledged writes a failover can roll back under a checkpoint that has moved on. A URL's own `w` stands.
+    const wc = client.options.writeConcern;
+    this.client = wc?.w === undefined ? new MongoClient(url, { ignoreUndefined: true, writeConcern: { ...wc, w: 'majority' } }) : client;
     this.dbName = dbNameOf(url);
   }
 
