@@ -282,9 +282,12 @@ export const isEventStoreUrl = (location: string) => STORE_URLS.DUFFY_EVENTSTORE
 export function storeUrl(name: keyof typeof STORE_URLS, value: string | undefined): string | undefined {
   const url = value || undefined;
   const { scheme, expected } = STORE_URLS[name];
-  if (url !== undefined && !scheme.test(url)) throw new ConfigError(`${name}: unsupported URL ${JSON.stringify(url)} (expected ${expected}, or unset for the embedded store)`);
+  if (url !== undefined && !scheme.test(url)) throw new ConfigError(`${name}: unsupported URL ${JSON.stringify(withoutPassword(url))} (expected ${expected}, or unset for the embedded store)`);
   return url;
 }
+
+/** The URL as it may be logged: a password in it (`scheme://user:password@host`) is starred, up to the last `@`. */
+export const withoutPassword = (url: string): string => url.replace(/^([^:/]*:\/\/[^:@/]*):.*@/, '$1:***@');
 
 /** DUFFY_DATA_DIR, absolute; empty is unset (./data), not the working directory. The server's and the CLI's. */
 export const dataDirOf = (env: NodeJS.ProcessEnv = process.env): string => resolve(env.DUFFY_DATA_DIR || './data');

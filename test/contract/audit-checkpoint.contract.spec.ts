@@ -2,7 +2,7 @@ import { describe, it } from '@jest/globals';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { storeUrl } from '../../src/config/config.js';
+import { storeUrl, withoutPassword } from '../../src/config/config.js';
 import { KurrentDbEventStore } from '../../src/adapters/eventstore/kurrentdb-event-store.js';
 import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { auditCheckpointContract } from './audit-checkpoint.contract.js';
@@ -13,7 +13,7 @@ auditCheckpointContract('embedded SQLite', async () => new SqliteEventStore(join
 // A set but unsupported URL fails the suite (as it fails start-up), it is not skipped.
 const esdb = storeUrl('DUFFY_EVENTSTORE', process.env.DUFFY_EVENTSTORE);
 if (esdb) {
-  auditCheckpointContract(`EventStoreDB at ${esdb}`, async () => new KurrentDbEventStore(esdb));
+  auditCheckpointContract(`EventStoreDB at ${withoutPassword(esdb)}`, async () => new KurrentDbEventStore(esdb));
 } else {
   console.log('SKIPPED: EventStoreDB audit checkpoint suite (set DUFFY_EVENTSTORE=esdb://... e.g. after `docker compose up -d eventstore`)');
   describe('audit checkpoints: EventStoreDB', () => {

@@ -2,7 +2,7 @@ import { describe, it } from '@jest/globals';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { storeUrl } from '../../src/config/config.js';
+import { storeUrl, withoutPassword } from '../../src/config/config.js';
 import { KurrentDbEventStore } from '../../src/adapters/eventstore/kurrentdb-event-store.js';
 import { SqliteEventStore } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { eventStoreContract } from './event-store.contract.js';
@@ -14,7 +14,7 @@ eventStoreContract('embedded SQLite (one fsync per append)', async () => new Sql
 // A set but unsupported URL fails the suite (as it fails start-up), it is not skipped.
 const esdb = storeUrl('DUFFY_EVENTSTORE', process.env.DUFFY_EVENTSTORE);
 if (esdb) {
-  eventStoreContract(`KurrentDB at ${esdb}`, async () => new KurrentDbEventStore(esdb));
+  eventStoreContract(`KurrentDB at ${withoutPassword(esdb)}`, async () => new KurrentDbEventStore(esdb));
 } else {
   console.log('SKIPPED: KurrentDB (EventStoreDB) contract suite (set DUFFY_EVENTSTORE=kurrentdb://localhost:2113?tls=false, e.g. after `docker compose up -d eventstore`)');
   describe('event store contract: EventStoreDB', () => {

@@ -85,6 +85,9 @@ legacy-mangle-hostname: "{{ hostname | replace('.ci.centos.org', '') }}"
     [{ DUFFY_ADMIN_NAME: 'ops\u001b[2J' }, /^DUFFY_ADMIN_NAME: must be/],
     [{ DUFFY_EVENTSTORE: 'http://x' }, /^DUFFY_EVENTSTORE: unsupported URL "http:\/\/x" \(expected kurrentdb:/],
     [{ DUFFY_READMODELS: 'redis://x' }, /^DUFFY_READMODELS: unsupported URL "redis:\/\/x" \(expected mongodb:/],
+    // A misspelt scheme must not print the password into the start-up log.
+    [{ DUFFY_READMODELS: 'mongdb://duffy:s3cret@db1:27017/duffy' }, /^DUFFY_READMODELS: unsupported URL "mongdb:\/\/duffy:\*\*\*@db1:27017\/duffy" \(expected mongodb:/],
+    [{ DUFFY_EVENTSTORE: 'esdbx://admin:changeit@es1:2113' }, /^DUFFY_EVENTSTORE: unsupported URL "esdbx:\/\/admin:\*\*\*@es1:2113" /],
   ])('refuses the environment %p at start, naming the variable', (env, message) => {
     expect(() => loadSettings(env)).toThrow(ConfigError);
     expect(() => loadSettings(env)).toThrow(message);

@@ -68,6 +68,20 @@ describe('null members are "not given"', () => {
     expect(refusal('{"data": {"list": [1, -1e400]}}')).toBe('data.list[1]: not a finite number (it reads as -Infinity): numbers must be finite');
     expect(refusal('{"x": 1e308, "y": 1e-400}')).toBe('taken');
   });
+  it('marks a member name holding a NUL character (BSON field names cannot: MongoDB read models could never store it)', () => {
+    const refusal = (text: string) => {
+      try {
+        new IdParamsPipe().transform(parse(text), { type: 'body' });
+        return 'taken';
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
+    expect(refusal('{"data": {"a\\u0000b": 1}}')).toBe('data.a\\u0000b: a member name must not hold a NUL character (\\u0000)');
+    expect(refusal('{"hardware": {"k\\u0000": 1}}')).toMatch(/^hardware\.k.*NUL/);
+    // A value may hold one: BSON strings carry their length.
+    expect(refusal('{"data": {"a.b": "x\\u0000y", "$c": 1}}')).toBe('taken');
+  });
 });
 
 describe('ids', () => {

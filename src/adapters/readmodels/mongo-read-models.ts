@@ -39,7 +39,11 @@ export class MongoReadModels implements ReadModelStore {
 
   constructor(url: string) {
     // JSON semantics, as in the embedded store: an undefined field is absent, not null.
-    this.client = new MongoClient(url, { ignoreUndefined: true });
+    const client = new MongoClient(url, { ignoreUndefined: true });
+    // No `w` in the URL: majority, not the server's default (w: 1 before MongoDB 5.0 and in a set with an arbiter),
+    // whose acknowledged writes a failover can roll back under a checkpoint that has moved on. A URL's own `w` stands.
+    const wc = client.options.writeConcern;
+    this.client = wc?.w === undefined ? new MongoClient(url, { ignoreUndefined: true, writeConcern: { ...wc, w: 'majority' } }) : client;
     this.dbName = dbNameOf(url);
   }
 
@@ -170,7 +174,11 @@ export class MongoReadModels implements ReadModelStore {
     const db = await this.database();
     // Not atomic: first mark the checkpoint as an unknown version, so a crash halfway still reads as "rebuild".
     await db.collection<StoredCheckpoint>(CHECKPOINTS).updateOne({ _id: projection }, { $set: { version: -1 } });
-    for (const name of collections) await collection(db, name).drop();
+    for (const name of collections) {
+      await collection(db, name).drop();
+      // A drop takes the collection's indexes with it: without this, `sessions` had no index until the next start.
+      await createIndexes(db, name);
+    }
     await db.collection<StoredCheckpoint>(CHECKPOINTS).deleteOne({ _id: projection });
   }
 
@@ -188,20 +196,24 @@ export class MongoReadModels implements ReadModelStore {
 
   private database(): Promise<Db> {
     if (this.closed) return Promise.reject(new Error('read models are closed'));
-    this.connecting ??= this.client.connect().then(
-      async (client) => {
-        const db = client.db(this.dbName);
-        // The filters INDEXED_FIELDS names, served by an index (created once, a no-op at later starts).
-        for (const [name, fields] of Object.entries(INDEXED_FIELDS)) for (const field of fields) await collection(db, name).createIndex({ [field]: 1 });
-        return db;
-      },
-      (err: unknown) => {
-        this.connecting = undefined; // let the next call retry
-        throw err;
-      },
-    );
+    // Any failure, an index's too, lets the next call retry: a promise kept rejected failed every call until a restart.
+    this.connecting ??= this.open().catch((err: unknown) => {
+      this.connecting = undefined;
+      throw err;
+    });
     return this.connecting;
   }
+
+  private async open(): Promise<Db> {
+    const db = (await this.client.connect()).db(this.dbName);
+    for (const name of Object.keys(INDEXED_FIELDS)) await createIndexes(db, name);
+    return db;
+  }
+}
+
+/** The filters INDEXED_FIELDS names for this collection, served by an index (a no-op when it exists). */
+async function createIndexes(db: Db, name: string): Promise<void> {
+  for (const field of INDEXED_FIELDS[name] ?? []) await collection(db, name).createIndex({ [field]: 1 });
 }
 
 function collection<T extends StoredDoc = StoredDoc>(db: Db, name: string): Collection<T> {
