@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { Ledger } from '../application/ledger.service.js';
 import { ReadSide } from '../application/read-side.service.js';
-import { levelOf } from '../domain/decide-service.js';
+import { EXTRA_LEVELS, LEVELS, levelOf } from '../domain/decide-service.js';
 import { machinesAsked } from '../domain/events.js';
 
 /** Prometheus metrics, one registry per app (tests start several apps in one process). */
@@ -67,7 +67,13 @@ export class Metrics {
       registers,
       collect() {
         this.reset();
+        // Every level of every pool, 0 included: a series that vanishes at 0 never fires an alert on free machines.
+        const seen = new Set<string>();
         for (const m of ledger.world.machines.values()) {
+          if (!seen.has(m.pool)) {
+            seen.add(m.pool);
+            for (const state of [...LEVELS, ...EXTRA_LEVELS]) this.set({ pool: m.pool, state }, 0);
+          }
           const level = levelOf(m);
           if (level) this.inc({ pool: m.pool, state: level });
         }
