@@ -24,7 +24,7 @@ export class Metrics {
     buckets: [0.5, 1, 2, 5, 10, 30, 60, 300, 1800],
     registers: [this.registry],
   });
-  readonly provisioningFailures = new Counter({ name: 'duffy_provisioning_failures_total', help: 'Machines a playbook run reported failed, by action (all of a run that failed as a whole, which the ledger blames none of)', labelNames: ['action'], registers: [this.registry] });
+  readonly provisioningFailures = new Counter({ name: 'duffy_provisioning_failures_total', help: 'Machines a playbook run reported failed, by action and pool (all of a run that failed as a whole, which the ledger blames none of)', labelNames: ['action', 'pool'], registers: [this.registry] });
 
   /** Playbook runs under way in this process: a hung one shows here long before its timeout kills it. */
   private readonly running = new Set<{ action: string; since: number }>();
