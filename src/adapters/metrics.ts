@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { Ledger } from '../application/ledger.service.js';
 import { ReadSide } from '../application/read-side.service.js';
-import { levelOf } from '../domain/decide-service.js';
+import { EXTRA_LEVELS, LEVELS, levelOf } from '../domain/decide-service.js';
 import { machinesAsked } from '../domain/events.js';
 
 /** Prometheus metrics, one registry per app (tests start several apps in one process). */
@@ -24,7 +24,7 @@ export class Metrics {
     buckets: [0.5, 1, 2, 5, 10, 30, 60, 300, 1800],
     registers: [this.registry],
   });
-  readonly provisioningFailures = new Counter({ name: 'duffy_provisioning_failures_total', help: 'Machines a playbook run reported failed, by action (all of a run that failed as a whole, which the ledger blames none of)', labelNames: ['action'], registers: [this.registry] });
+  readonly provisioningFailures = new Counter({ name: 'duffy_provisioning_failures_total', help: 'Machines a playbook run reported failed, by action and pool (all of a run that failed as a whole, which the ledger blames none of)', labelNames: ['action', 'pool'], registers: [this.registry] });
 
   /** Playbook runs under way in this process: a hung one shows here long before its timeout kills it. */
   private readonly running = new Set<{ action: string; since: number }>();
@@ -67,7 +67,13 @@ export class Metrics {
       registers,
       collect() {
         this.reset();
+        // Every level of every pool, 0 included: a series that vanishes at 0 never fires an alert on free machines.
+        const seen = new Set<string>();
         for (const m of ledger.world.machines.values()) {
+          if (!seen.has(m.pool)) {
+            seen.add(m.pool);
+            for (const state of [...LEVELS, ...EXTRA_LEVELS]) this.set({ pool: m.pool, state }, 0);
+          }
           const level = levelOf(m);
           if (level) this.inc({ pool: m.pool, state: level });
         }

@@ -243,7 +243,7 @@ export class Provisioner implements OnApplicationShutdown {
     const failures = [...nodes].filter(([, n]) => !n.ok).map(([host, n]) => `${host}: ${n.error ?? 'failed'}`);
     const line = `${job.action} ${pool.name} [${claimed.map((c) => c.machine.hostname).join(', ')}]: exit ${run.exitCode}${run.timedOut ? ' (timed out)' : ''} in ${run.durationMs} ms${failures.length > 0 ? `; failed ${failures.join('; ').slice(0, 1000)}` : ''}`;
     this.metrics.playbook.observe({ action: job.action, outcome: failures.length === 0 ? 'ok' : 'failed' }, run.durationMs / 1000);
-    if (failures.length > 0) this.metrics.provisioningFailures.inc({ action: job.action }, failures.length);
+    if (failures.length > 0) this.metrics.provisioningFailures.inc({ action: job.action, pool: pool.name }, failures.length);
     // A run that failed a machine is worth a warning: one filtering for warnings sees the timeouts and failures.
     if (failures.length > 0 || run.timedOut) this.log.warn(line);
     else this.log.log(line);

@@ -2,6 +2,7 @@ import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger,
 import type { Request, Response } from 'express';
 import { FaultLog, storageFault } from '../application/ports/storage-fault.port.js';
 import { DomainError } from '../domain/errors.js';
+import { requestIdOf } from './input.js';
 import { answerUnmatched } from './unmatched.js';
 import { STATUS_OF_KIND, markRefusal } from './refusal.js';
 
@@ -35,14 +36,19 @@ export class ErrorsFilter implements ExceptionFilter {
     // A 503 for a storage fault (a full disk fails every write, and the reads behind them, alike): once per interval.
     if (status === 503 && storageFault(error)) this.faults.storageFault(`503 ${detail}`);
     // A 503 Duffy decided on (a hand-over that could not finish, a stop) is an answer, not a fault: no stack.
-    else if (status >= 500 && error instanceof DomainError) this.log.warn(`${status} ${detail}`);
-    else if (status >= 500) this.log.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
+    else if (status >= 500 && error instanceof DomainError) this.log.warn(requestOf(host), `${status} ${detail}`);
+    else if (status >= 500) this.log.error(requestOf(host), error instanceof Error ? (error.stack ?? error.message) : String(error));
     markRefusal(res, status, error instanceof DomainError ? error.kind : undefined);
     if (status === 401) res.setHeader('WWW-Authenticate', 'Basic realm="duffy"');
     if (status === 503) res.setHeader('Retry-After', '60');
     res.status(status).json({ detail });
   }
 
+}
+
+/** The request's id, as its access line names it (`req.id`): with many requests at once, the only way to join the two lines. */
+function requestOf(host: ArgumentsHost): { req: { id: string } } {
+  return { req: { id: requestIdOf(host.switchToHttp().getRequest<Request>() as never) } };
 }
 
 export function describe(error: unknown): [number, string] {

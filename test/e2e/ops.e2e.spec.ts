@@ -104,6 +104,8 @@ describe('a playbook that hangs, seen on /metrics before its timeout', () => {
       const after = await (await fetch(`${duffy.url}/metrics`)).text();
       expect(after).not.toMatch(/^duffy_playbook_runs\{/m);
       expect(after).toMatch(/^duffy_playbook_oldest_run_seconds 0$/m);
+      // By pool, so an alert names the pool whose playbook or machines fail.
+      expect(after).toMatch(/^duffy_provisioning_failures_total\{action="provision",pool="s"\} 1$/m);
     } finally {
       await duffy.close();
     }
