@@ -52,7 +52,7 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   // API answers change with every call: an ETag per response is a hash of every body for nothing.
   app.set('etag', false);
   app.disable('x-powered-by');
-  app.setGlobalPrefix('api/v1', { exclude: ['Node/get', 'Node/done', 'Node/fail', 'Inventory', 'health', 'metrics', 'ops'] });
+  app.setGlobalPrefix('api/v1', { exclude: ['Node/get', 'Node/done', 'Node/fail', 'Inventory', 'health', 'health/live', 'metrics', 'ops'] });
   app.useGlobalPipes(
     new IdParamsPipe(),
     new ValidationPipe({

@@ -256,6 +256,10 @@ export class Provisioner implements OnApplicationShutdown {
       }),
     );
     await this.ledger.commit(outcomes, meta);
+    // A machine taken out of service is what on-call must hear of, not only a level on /metrics.
+    for (const e of outcomes.flatMap((w) => w.events)) {
+      if (e.type === 'MachineQuarantined') this.log.warn(`quarantined ${this.ledger.world.machines.get(e.data.machineId)?.hostname ?? `machine ${e.data.machineId}`} (pool ${pool.name}): ${e.data.reason}`);
+    }
     if (isHandover(job)) {
       const lost = claimed.find(({ machine }) => !nodes.get(machine.hostname)!.ok);
       if (lost) this.lostBecause.set(job.sessionId!, `${lost.machine.hostname}: ${nodes.get(lost.machine.hostname)!.error ?? 'failed'}`);

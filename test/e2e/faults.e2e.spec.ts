@@ -52,6 +52,9 @@ describe('fault: Ansible missing, then back (demo inventory)', () => {
     const health = await duffy.admin.get('/health');
     expect([health.status, health.body.error?.ansible?.status]).toEqual([503, 'down']);
     expect(health.body.error.ansible.message).toMatch(/^ansible-playbook not found on PATH/);
+    // Alive all the same: a liveness probe must not restart Duffy over what a restart does not mend.
+    const live = await duffy.admin.get('/health/live');
+    expect([live.status, live.body]).toEqual([200, { status: 'ok' }]);
     let events = await ledgerEvents(duffy);
     // At least one per request (a run claimed after its session ended records nothing: the release came first).
     expect(events.filter((e) => e.type === 'EnvironmentFault').length).toBeGreaterThanOrEqual(2);
@@ -166,6 +169,8 @@ describe('fault: a run of several machines where one host is unreachable (Ansibl
     expect([machine(duffy, 'fine-1.test').failures, machine(duffy, 'fine-1.test').quarantines]).toEqual([0, 0]);
     // The log's warning names the machine that failed and why, as the ledger does.
     expect(warned).toContainEqual(expect.stringMatching(/^provision b \[gone-1\.test\]: exit 4 in \d+ ms; failed gone-1\.test: playbook failed with exit code 4 \(a host unreachable\)$/));
+    // And that it was taken out of service, which /metrics shows only as a level.
+    expect(warned).toContainEqual(expect.stringMatching(/^quarantined gone-1\.test \(pool b\): 1 failures in a row, last: provision: playbook failed/));
     const events = await ledgerEvents(duffy);
     const fine = events.filter((e) => e.stream === 'machine-fine-1.test').map((e) => e.type);
     expect(fine).toEqual(['MachineRegistered', 'PlaybookStarted', 'PlaybookFailedInBatch', 'PlaybookStarted', 'MachineProvisioned']);

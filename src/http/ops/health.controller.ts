@@ -11,7 +11,11 @@ import { ReadSide } from '../../application/read-side.service.js';
 const withTimeout = <T>(p: Promise<T>, ms: number) =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms).unref())]);
 
-/** Liveness and readiness for load balancers and compose: 200 when all parts answer, 503 naming the one that does not. */
+/**
+ * Readiness for load balancers and compose (`/health`): 200 when all parts answer, 503 naming the one that does not.
+ * Liveness (`/health/live`): the process answers, nothing more; a restart mends neither a full disk nor a missing
+ * Ansible, so a liveness probe must not restart Duffy over them.
+ */
 @ApiTags('ops')
 @Controller('health')
 export class HealthController {
@@ -26,6 +30,11 @@ export class HealthController {
     private readonly readSide: ReadSide,
     @Inject(PLAYBOOK_RUNNER) private readonly runner: PlaybookRunner,
   ) {}
+
+  @Get('live')
+  live() {
+    return { status: 'ok' };
+  }
 
   @Get()
   @HealthCheck()
