@@ -1,4 +1,4 @@
-import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { Body, Controller, Get, HttpCode, Param, Post, Put, Query, Req, UseGuards } from '@nestjs/common';
 import type { Request } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
@@ -13,6 +13,7 @@ import { ChangeNodeServiceCommand } from '../application/handlers/node-service.h
 import { MASKED, maySee, nodeView, poolLevels, tenantView } from './views.js';
 import { retiredForGood } from '../domain/decide-service.js';
 import { nullMembers } from './input.js';
+import { ApiAnswer, ApiRefusals, NodeView, PoolLevelsView, PoolProfileView, PoolView, TenantCreatedView, TenantUpdatedView, TenantView } from './openapi.js';
 
 /** Duffy v3's TenantUpdateModel: a body naming any of these is an update. */
 const SETTINGS = ['ssh_key', 'api_key', 'node_quota', 'session_lifetime', 'session_lifetime_max'];
@@ -27,6 +28,7 @@ export class TenantsController {
     private readonly views: ReadViews,
   ) {}
 
+  @ApiAnswer(200, 'get', 'tenants', TenantView, true)
   @Get()
   async list(@CurrentActor() actor: Actor) {
     const all = [...(await this.views.load({ tenants: {} })).tenants.values()];
@@ -34,6 +36,7 @@ export class TenantsController {
     return { action: 'get', tenants: visible.sort((a, b) => a.id - b.id).map((t) => tenantView(t, this.catalog)) };
   }
 
+  @ApiAnswer(200, 'get', 'tenant', TenantView)
   @Get(':id')
   async get(@CurrentActor() actor: Actor, @Param('id') id: number) {
     const t = (await this.views.load({ tenants: id })).tenants.get(id);
@@ -41,6 +44,8 @@ export class TenantsController {
     return { action: 'get', tenant: tenantView(t!, this.catalog) };
   }
 
+  @ApiAnswer(201, 'post', 'tenant', TenantCreatedView)
+  @ApiRefusals(409)
   @Post()
   @HttpCode(201)
   async create(@CurrentActor() actor: Actor, @Body() b: TenantCreateDto) {
@@ -56,6 +61,8 @@ export class TenantsController {
     return { action: 'post', tenant: { ...tenantView(tenant, this.catalog), ssh_key: b.ssh_key, api_key: apiKey } };
   }
 
+  @ApiAnswer(200, 'put', 'tenant', TenantUpdatedView)
+  @ApiRefusals(409)
   @Put(':id')
   async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() b: TenantUpdateDto, @Req() req: Request) {
     // As Duffy v3's body, `Union[TenantUpdateModel, TenantRetireModel]`: naming any setting (null included) makes it
@@ -89,6 +96,9 @@ export class NodesController {
     private readonly views: ReadViews,
   ) {}
 
+  @ApiAnswer(200, 'get', 'nodes', NodeView, true)
+  @ApiQuery({ name: 'retired', required: false, type: Boolean, description: 'list retired nodes too (also 1/0, yes/no)' })
+  @ApiRefusals(422)
   @Get()
   async list(@CurrentActor() actor: Actor, @Query('retired') retired?: unknown) {
     // As Duffy v3: a retired node is no longer listed (GET /nodes/{id} still shows it); `?retired=true` (a Duffy
@@ -100,6 +110,7 @@ export class NodesController {
     return { action: 'get', nodes: visible.sort((a, b) => a.id - b.id).map((m) => nodeView(m, actor.tenant.isAdmin)) };
   }
 
+  @ApiAnswer(200, 'get', 'node', NodeView)
   @Get(':id')
   async get(@CurrentActor() actor: Actor, @Param('id') id: number) {
     const m = (await this.views.load({ machines: id })).machines.get(id);
@@ -107,6 +118,8 @@ export class NodesController {
     return { action: 'get', node: nodeView(m, actor.tenant.isAdmin) };
   }
 
+  @ApiAnswer(201, 'post', 'node', NodeView)
+  @ApiRefusals(409)
   @Post()
   @HttpCode(201)
   async create(@CurrentActor() actor: Actor, @Body() b: NodeCreateDto) {
@@ -119,6 +132,8 @@ export class NodesController {
   }
 
   /** Admin: maintenance, back in service (also out of quarantine), retirement, its hardware; each an event with actor and reason. */
+  @ApiAnswer(200, 'put', 'node', NodeView)
+  @ApiRefusals(409)
   @Put(':id')
   async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() b: NodeServiceDto) {
     const m = await this.commands.execute(new ChangeNodeServiceCommand(actor, id, { maintenance: b.maintenance ?? undefined, retired: b.retired ?? undefined, hardware: b.hardware ?? undefined, reason: b.reason ?? null }));
@@ -136,12 +151,15 @@ export class PoolsController {
   ) {}
 
   @ApiOperation({ summary: 'pools and their fill levels (no credentials needed)', security: [] })
+  @ApiAnswer(200, 'get', 'pools', PoolView, true)
   @Get()
   list() {
     return { action: 'get', pools: this.catalog.pools.map((p) => ({ name: p.name, 'fill-level': p['fill-level'] })) };
   }
 
   @ApiOperation({ summary: 'one pool with its levels (no credentials needed)', security: [] })
+  @ApiAnswer(200, 'get', 'pool', PoolLevelsView)
+  @ApiRefusals(404)
   @Get(':name')
   async get(@Param('name') name: string) {
     const p = this.catalog.pool(name) ?? refuse('not_found', `pool ${name} not found`);
@@ -157,6 +175,7 @@ export class PoolsController {
 export class PoolProfilesController {
   constructor(private readonly catalog: Catalog) {}
 
+  @ApiAnswer(200, 'get', 'pool_profiles', PoolProfileView, true)
   @Get()
   list() {
     return {
