@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { assertAdminKey } from './application/catalog.js';
 import { createServer } from 'node:net';
 import { refusalKindOf } from './http/refusal.js';
+import { Refusal, describeRefusals } from './http/openapi.js';
 import { Bootstrap } from './application/bootstrap.service.js';
 
 /** Builds the whole app; tests call this with their own settings and port 0. */
@@ -74,7 +75,7 @@ export async function createApp(settings: Settings, options: { store?: EventStor
     .addBasicAuth({ type: 'http', scheme: 'basic', description: 'tenant name and API key' }, 'tenant')
     .addSecurityRequirements('tenant')
     .build();
-  SwaggerModule.setup('api/docs', app, () => SwaggerModule.createDocument(app, openapi));
+  SwaggerModule.setup('api/docs', app, () => describeRefusals(SwaggerModule.createDocument(app, openapi, { extraModels: [Refusal] })));
   // Slow senders (a body trickled a byte at a time) and connection floods: neither may starve other clients, nor
   // Duffy's own files (a playbook run that cannot open its input fails). Node checks the timeout every 30 s.
   const server = app.getHttpServer() as HttpServer;

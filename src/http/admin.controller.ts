@@ -1,4 +1,4 @@
-import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { Body, Controller, Get, HttpCode, Param, Post, Put, Query, Req, Res, UseGuards } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
@@ -14,6 +14,7 @@ import { MASKED, maySee, nodeView, poolLevels, tenantView } from './views.js';
 import { sendList } from './json-list.js';
 import { retiredForGood } from '../domain/decide-service.js';
 import { nullMembers } from './input.js';
+import { ApiAnswer, ApiRefusals, NodeView, PoolLevelsView, PoolProfileView, PoolView, TenantCreatedView, TenantUpdatedView, TenantView } from './openapi.js';
 
 /** Duffy v3's TenantUpdateModel: a body naming any of these is an update. */
 const SETTINGS = ['ssh_key', 'api_key', 'node_quota', 'session_lifetime', 'session_lifetime_max'];
@@ -28,6 +29,7 @@ export class TenantsController {
     private readonly views: ReadViews,
   ) {}
 
+  @ApiAnswer(200, 'get', 'tenants', TenantView, true)
   @Get()
   async list(@CurrentActor() actor: Actor) {
     const all = [...(await this.views.load({ tenants: {} })).tenants.values()];
@@ -35,6 +37,7 @@ export class TenantsController {
     return { action: 'get', tenants: visible.sort((a, b) => a.id - b.id).map((t) => tenantView(t, this.catalog)) };
   }
 
+  @ApiAnswer(200, 'get', 'tenant', TenantView)
   @Get(':id')
   async get(@CurrentActor() actor: Actor, @Param('id') id: number) {
     const t = (await this.views.load({ tenants: id })).tenants.get(id);
@@ -42,6 +45,8 @@ export class TenantsController {
     return { action: 'get', tenant: tenantView(t!, this.catalog) };
   }
 
+  @ApiAnswer(201, 'post', 'tenant', TenantCreatedView)
+  @ApiRefusals(409)
   @Post()
   @HttpCode(201)
   async create(@CurrentActor() actor: Actor, @Body() b: TenantCreateDto) {
@@ -57,6 +62,8 @@ export class TenantsController {
     return { action: 'post', tenant: { ...tenantView(tenant, this.catalog), ssh_key: b.ssh_key, api_key: apiKey } };
   }
 
+  @ApiAnswer(200, 'put', 'tenant', TenantUpdatedView)
+  @ApiRefusals(409)
   @Put(':id')
   async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() b: TenantUpdateDto, @Req() req: Request) {
     // As Duffy v3's body, `Union[TenantUpdateModel, TenantRetireModel]`: naming any setting (null included) makes it
@@ -90,6 +97,9 @@ export class NodesController {
     private readonly views: ReadViews,
   ) {}
 
+  @ApiAnswer(200, 'get', 'nodes', NodeView, true)
+  @ApiQuery({ name: 'retired', required: false, type: Boolean, description: 'list retired nodes too (also 1/0, yes/no)' })
+  @ApiRefusals(422)
   @Get()
   async list(@CurrentActor() actor: Actor, @Res() res: Response, @Query('retired') retired?: unknown): Promise<void> {
     // As Duffy v3: a retired node is no longer listed (GET /nodes/{id} still shows it); `?retired=true` (a Duffy
@@ -101,6 +111,7 @@ export class NodesController {
     await sendList(res, { action: 'get' }, 'nodes', visible.sort((a, b) => a.id - b.id), (m) => nodeView(m, actor.tenant.isAdmin));
   }
 
+  @ApiAnswer(200, 'get', 'node', NodeView)
   @Get(':id')
   async get(@CurrentActor() actor: Actor, @Param('id') id: number) {
     const m = (await this.views.load({ machines: id })).machines.get(id);
@@ -108,6 +119,8 @@ export class NodesController {
     return { action: 'get', node: nodeView(m, actor.tenant.isAdmin) };
   }
 
+  @ApiAnswer(201, 'post', 'node', NodeView)
+  @ApiRefusals(409)
   @Post()
   @HttpCode(201)
   async create(@CurrentActor() actor: Actor, @Body() b: NodeCreateDto) {
@@ -120,6 +133,8 @@ export class NodesController {
   }
 
   /** Admin: maintenance, back in service (also out of quarantine), retirement, its hardware; each an event with actor and reason. */
+  @ApiAnswer(200, 'put', 'node', NodeView)
+  @ApiRefusals(409)
   @Put(':id')
   async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() b: NodeServiceDto) {
     const m = await this.commands.execute(new ChangeNodeServiceCommand(actor, id, { maintenance: b.maintenance ?? undefined, retired: b.retired ?? undefined, hardware: b.hardware ?? undefined, reason: b.reason ?? null }));
@@ -137,12 +152,15 @@ export class PoolsController {
   ) {}
 
   @ApiOperation({ summary: 'pools and their fill levels (no credentials needed)', security: [] })
+  @ApiAnswer(200, 'get', 'pools', PoolView, true)
   @Get()
   list() {
     return { action: 'get', pools: this.catalog.pools.map((p) => ({ name: p.name, 'fill-level': p['fill-level'] })) };
   }
 
   @ApiOperation({ summary: 'one pool with its levels (no credentials needed)', security: [] })
+  @ApiAnswer(200, 'get', 'pool', PoolLevelsView)
+  @ApiRefusals(404)
   @Get(':name')
   async get(@Param('name') name: string) {
     const p = this.catalog.pool(name) ?? refuse('not_found', `pool ${name} not found`);
@@ -158,6 +176,7 @@ export class PoolsController {
 export class PoolProfilesController {
   constructor(private readonly catalog: Catalog) {}
 
+  @ApiAnswer(200, 'get', 'pool_profiles', PoolProfileView, true)
   @Get()
   list() {
     return {

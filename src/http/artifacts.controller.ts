@@ -1,5 +1,6 @@
 import { Controller, Get, Param, StreamableFile, UseGuards } from '@nestjs/common';
-import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiOkResponse, ApiOperation, ApiParam, ApiProduces, ApiTags } from '@nestjs/swagger';
+import { ApiRefusals, ArtifactsView } from './openapi.js';
 import { createReadStream } from 'node:fs';
 import { lstat, readdir, realpath, stat } from 'node:fs/promises';
 import { basename, isAbsolute, join, relative, sep } from 'node:path';
@@ -61,6 +62,7 @@ export class ArtifactsController {
   }
 
   @ApiOperation({ summary: "files collected from the session's machines at release (its tenant and admins)" })
+  @ApiOkResponse({ type: ArtifactsView })
   @Get(':id/artifacts')
   async list(@CurrentActor() actor: Actor, @Param('id') id: number) {
     const { session, dir } = await this.dirOf(actor, id);
@@ -71,6 +73,10 @@ export class ArtifactsController {
   }
 
   @ApiOperation({ summary: 'one artifact, as a download' })
+  @ApiParam({ name: 'path', description: "the file's path in the session's artifacts, as the list names it" })
+  @ApiProduces('application/octet-stream')
+  @ApiOkResponse({ schema: { type: 'string', format: 'binary' } })
+  @ApiRefusals(409)
   @Get(':id/artifacts/*path')
   async get(@CurrentActor() actor: Actor, @Param('id') id: number, @Param('path') path: string | string[]) {
     const rel = Array.isArray(path) ? path.join('/') : String(path);

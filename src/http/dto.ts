@@ -127,23 +127,23 @@ const PoolUnlessProfile = applyDecorators(
 
 /** Duffy extension: what a spec requires of a machine's `hardware`. */
 export class HardwareRequirementDto {
-  @ApiPropertyOptional({ minimum: 1 }) @BoundedInt('min_cpus', 1, 100_000) min_cpus?: number;
-  @ApiPropertyOptional({ minimum: 1 }) @BoundedInt('min_ram_gb', 1, 1_000_000) min_ram_gb?: number;
-  @ApiPropertyOptional({ minimum: 1 }) @BoundedInt('min_disk_gb', 1, 1_000_000_000) min_disk_gb?: number;
+  @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: 100_000 }) @BoundedInt('min_cpus', 1, 100_000) min_cpus?: number;
+  @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: 1_000_000 }) @BoundedInt('min_ram_gb', 1, 1_000_000) min_ram_gb?: number;
+  @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: 1_000_000_000 }) @BoundedInt('min_disk_gb', 1, 1_000_000_000) min_disk_gb?: number;
   @ApiPropertyOptional({ description: "case-insensitive substring of the machine's cpu_model", example: 'EPYC' }) @OptionalStr('cpu_model', 128) cpu_model?: string;
 }
 
 export class NodesSpecDto {
-  @ApiPropertyOptional({ description: 'pool name; or give type/arch/platform instead', example: 'metal-intel-x86_64' })
+  @ApiPropertyOptional({ description: 'pool name; required unless type, arch or platform is given', example: 'metal-intel-x86_64', pattern: NAME.source })
   @PoolUnlessProfile
   pool?: string;
 
   @ApiPropertyOptional({ enum: MACHINE_TYPES, description: 'Duffy extension: any pool of this type' })
   @IsOptional() @IsIn(MACHINE_TYPES, { message: 'type must be baremetal or vm' }) type?: MachineType;
-  @ApiPropertyOptional({ example: 'x86_64' }) @Matches(NAME, { message: 'arch must be letters, digits, dot, dash or underscore' }) @OptionalStr('arch', 64) arch?: string;
-  @ApiPropertyOptional({ description: 'platform family, e.g. intel, amd, arm' }) @Matches(NAME, { message: 'platform must be letters, digits, dot, dash or underscore' }) @OptionalStr('platform', 64) platform?: string;
+  @ApiPropertyOptional({ example: 'x86_64', pattern: NAME.source, maxLength: 64 }) @Matches(NAME, { message: 'arch must be letters, digits, dot, dash or underscore' }) @OptionalStr('arch', 64) arch?: string;
+  @ApiPropertyOptional({ description: 'platform family, e.g. intel, amd, arm', pattern: NAME.source, maxLength: 64 }) @Matches(NAME, { message: 'platform must be letters, digits, dot, dash or underscore' }) @OptionalStr('platform', 64) platform?: string;
 
-  @ApiProperty({ minimum: 1, maximum: MAX_QUANTITY })
+  @ApiProperty({ type: 'integer', minimum: 1, maximum: MAX_QUANTITY })
   @Int('quantity', 1, MAX_QUANTITY)
   quantity!: number;
 
@@ -157,13 +157,13 @@ export class NodesSpecDto {
 }
 
 export class SessionCreateDto {
-  @ApiPropertyOptional({ type: Number, nullable: true, description: 'admin only: request for another tenant' })
+  @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: MAX_ID, description: 'admin only: request for another tenant' })
   @BoundedInt('tenant_id', 1, MAX_ID) tenant_id?: number;
 
-  @ApiPropertyOptional({ minimum: 0, maximum: 3600, description: 'Duffy extension: seconds to wait in the fair-share queue when no machine is free' })
+  @ApiPropertyOptional({ type: 'integer', minimum: 0, maximum: 3600, description: 'Duffy extension: seconds to wait in the fair-share queue when no machine is free' })
   @BoundedInt('wait', 0, 3600, ' seconds') wait?: number;
 
-  @ApiProperty({ type: () => [NodesSpecDto] })
+  @ApiProperty({ type: () => [NodesSpecDto], minItems: 1, maxItems: 32 })
   @ValidateNested({ each: true })
   @Type(() => NodesSpecDto)
   // Checked bottom-up with stopAtFirstError: a list first, then its size, then each element.
@@ -190,7 +190,7 @@ export class SessionUpdateDto {
 /** A tenant's limits, the same when it is created and when it is changed. */
 class TenantLimitsDto {
   // At least 1, as Duffy v3 (`Field(gt=0)`): its TenantModel cannot parse a tenant with quota 0, nor a list holding one.
-  @ApiPropertyOptional({ minimum: 1, maximum: 100000 })
+  @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: 100000 })
   @BoundedInt('node_quota', 1, 100000) node_quota?: number;
   @ApiPropertyOptional({ description: 'seconds (60 to 30 days), or a duration like "6h"', oneOf: [{ type: 'integer' }, { type: 'string' }] })
   @Lifetime('session_lifetime') session_lifetime?: number;
@@ -199,7 +199,7 @@ class TenantLimitsDto {
 }
 
 export class TenantCreateDto extends TenantLimitsDto {
-  @ApiProperty()
+  @ApiProperty({ pattern: NAME.source })
   @Matches(NAME, { message: `name must be ${NAME_RULE}` }) name!: string;
   @ApiPropertyOptional()
   @Bool('is_admin') is_admin?: boolean;
@@ -217,11 +217,11 @@ export class TenantUpdateDto extends TenantLimitsDto {
 }
 
 export class NodeCreateDto {
-  @ApiProperty()
+  @ApiProperty({ description: 'a DNS name' })
   @Matches(HOST_NAME, { message: 'hostname must be a DNS name' }) hostname!: string;
   @ApiPropertyOptional()
   @IsOptional() @IsIP(undefined, { message: 'ipaddr must be an IP address' }) ipaddr?: string;
-  @ApiProperty()
+  @ApiProperty({ pattern: NAME.source })
   @Matches(NAME, { message: 'pool must be a pool name' }) pool!: string;
   @ApiPropertyOptional()
   @Bool('reusable') reusable?: boolean;
@@ -237,11 +237,11 @@ export class NodeCreateDto {
 
 /** PUT /nodes/{id} (admin): `{"maintenance": true, "reason": "disk swap"}`, `{"maintenance": false}`, `{"retired": true}` or `{"hardware": {"ram_gb": 256}}`. */
 export class NodeServiceDto {
-  @ApiPropertyOptional({ description: 'true: hand it out no more (a held node drains); false: back in service, also out of quarantine' })
+  @ApiPropertyOptional({ type: Boolean, description: 'true: hand it out no more (a held node drains); false: back in service, also out of quarantine' })
   @IsOptional() @IsBoolean({ message: 'maintenance must be a boolean' }) maintenance?: boolean | null;
-  @ApiPropertyOptional({ description: 'true: out of service for good (its history stays in the ledger)' })
+  @ApiPropertyOptional({ type: Boolean, description: 'true: out of service for good (its history stays in the ledger)' })
   @IsOptional() @IsBoolean({ message: 'retired must be a boolean' }) retired?: boolean | null;
   @ApiPropertyOptional({ description: "the node's hardware as it is now (cpus, ram_gb, disk_gb, cpu_model, any other key): replaces what the ledger says", example: { cpus: 32, ram_gb: 256 } })
   @IsOptional() @IsObject({ message: 'hardware must be an object' }) hardware?: Record<string, string | number | boolean> | null;
-  @ApiPropertyOptional({ example: 'disk swap' }) @OptionalStr('reason', 1024) reason?: string | null;
+  @ApiPropertyOptional({ type: String, maxLength: 1024, example: 'disk swap' }) @OptionalStr('reason', 1024) reason?: string | null;
 }

@@ -1,4 +1,5 @@
-import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiOkResponse, ApiOperation, ApiQuery, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { applyDecorators } from '@nestjs/common';
 import { Controller, Get, Header, HttpException, Logger, type PipeTransform, Query, Req } from '@nestjs/common';
 import type { Request } from 'express';
 import { CommandBus } from '@nestjs/cqrs';
@@ -19,6 +20,18 @@ const NOT_RETURNED = 'Failed to return nodes on completion';
 const NOT_EXTENDED = 'Failed to change expiration time';
 const NO_SSID = 'Some parameters are absent';
 const NO_INVENTORY = 'Failed to retrieve inventory of nodes';
+
+/** How the document describes a legacy call: its query-string key (no Basic auth) and its old answers. */
+const key = ApiQuery({ name: 'key', required: false, description: "the tenant's API key" });
+const ssid = ApiQuery({ name: 'ssid', required: false, description: 'the session id' });
+const text = (...values: string[]) => ({ type: 'string', enum: values });
+const badKey = ApiResponse({
+  status: 403,
+  description: 'no key ({"detail": "Not authenticated"}) or an unknown one ({"msg": "Invalid duffy key"})',
+  schema: { oneOf: [{ type: 'object', required: ['msg'], properties: { msg: { type: 'string' } } }, { type: 'object', required: ['detail'], properties: { detail: { type: 'string' } } }] },
+});
+const onSessionCall = (summary: string, failed: string) =>
+  applyDecorators(ApiOperation({ summary, security: [] }), key, ssid, ApiOkResponse({ schema: text('Done', failed, NO_SSID) }), badKey);
 
 /** A query parameter given twice counts once, by its last value, as FastAPI (Duffy v3) reads it. */
 const lastValue = (v: unknown) => (Array.isArray(v) ? v.at(-1) : v);
@@ -72,7 +85,14 @@ export class LegacyController {
     return actor;
   }
 
-  @ApiOperation({ summary: 'cico: get nodes (query key, ver, arch, count, flavor)' })
+  @ApiOperation({ summary: 'cico: get nodes (query key, ver, arch, count, flavor)', security: [] })
+  @key
+  @ApiQuery({ name: 'ver', required: false, description: 'default 7' })
+  @ApiQuery({ name: 'arch', required: false, description: 'default x86_64' })
+  @ApiQuery({ name: 'count', required: false, description: '1-100, default 1' })
+  @ApiQuery({ name: 'flavor', required: false })
+  @ApiOkResponse({ schema: { oneOf: [{ type: 'object', required: ['ssid', 'hosts'], properties: { ssid: { type: 'integer' }, hosts: { type: 'array', items: { type: 'string' } } } }, text(FAILED)] } })
+  @badKey
   @Get('Node/get')
   @Header('Content-Type', 'application/json')
   async get(@Query(LastValues) q: Record<string, unknown>, @RequestId() requestId: string, @Req() req: Request) {
@@ -103,7 +123,7 @@ export class LegacyController {
     }
   }
 
-  @ApiOperation({ summary: 'cico: done with a session' })
+  @onSessionCall('cico: done with a session', NOT_RETURNED)
   @Get('Node/done')
   @Header('Content-Type', 'application/json')
   async done(@Query('key', LastValues) key: unknown, @Query('ssid', LastValues) ssid: unknown, @RequestId() requestId: string, @Req() req: Request) {
@@ -113,7 +133,7 @@ export class LegacyController {
   }
 
   /** cico's "fail": keep the machines 6 more hours for debugging. */
-  @ApiOperation({ summary: 'cico: keep the nodes of a failed job 6 h longer' })
+  @onSessionCall('cico: keep the nodes of a failed job 6 h longer', NOT_EXTENDED)
   @Get('Node/fail')
   @Header('Content-Type', 'application/json')
   async fail(@Query('key', LastValues) key: unknown, @Query('ssid', LastValues) ssid: unknown, @RequestId() requestId: string, @Req() req: Request) {
@@ -127,7 +147,13 @@ export class LegacyController {
    * one, as Duffy v3 reads it), every active session's nodes in Duffy v3's 14 columns, python-cicoclient's "full
    * inventory", unless the configuration turns that off (`legacy-public-inventory: false`).
    */
-  @ApiOperation({ summary: 'cico: inventory of active sessions (the key\'s, or every one without a key)' })
+  @ApiOperation({ summary: 'cico: inventory of active sessions (the key\'s, or every one without a key)', security: [] })
+  @key
+  @ApiOkResponse({
+    description: 'with a key [[hostname, ssid], ...]; without, the 14 columns of Duffy v3 per node; or a failure text when that is turned off',
+    schema: { oneOf: [{ type: 'array', items: { type: 'array', items: { oneOf: [{ type: 'string', nullable: true }, { type: 'integer' }] } } }, text(NO_INVENTORY)] },
+  })
+  @badKey
   @Get('Inventory')
   @Header('Content-Type', 'application/json')
   async inventory(@Query('key', LastValues) key: unknown) {

@@ -13,6 +13,7 @@ import { SessionCreateDto, SessionUpdateDto } from './dto.js';
 import { callerGoneOf } from './input.js';
 import { sessionView } from './views.js';
 import { sendList } from './json-list.js';
+import { ApiAnswer, ApiRefusals, SessionView } from './openapi.js';
 import { WaitingQueue } from '../application/queue.service.js';
 import type { Session } from '../domain/world.js';
 
@@ -33,6 +34,7 @@ export class SessionsController {
   private readonly nowMs = () => this.ledger.clock.nowMs();
 
   @ApiOperation({ summary: 'my active sessions (admin: all)' })
+  @ApiAnswer(200, 'get', 'sessions', SessionView, true)
   @Get()
   async list(@CurrentActor() actor: Actor, @Res() res: Response): Promise<void> {
     const mine: Record<string, number> = actor.tenant.isAdmin ? {} : { tenantId: actor.tenant.id };
@@ -43,6 +45,7 @@ export class SessionsController {
   }
 
   @ApiOperation({ summary: 'one session' })
+  @ApiAnswer(200, 'get', 'session', SessionView)
   @Get(':id')
   async get(@CurrentActor() actor: Actor, @Param('id') id: number) {
     const w = await this.views.load({ sessions: id });
@@ -50,6 +53,8 @@ export class SessionsController {
   }
 
   @ApiOperation({ summary: 'request machines; answers once they are handed over' })
+  @ApiAnswer(201, 'post', 'session', SessionView)
+  @ApiRefusals(409)
   @Post()
   @HttpCode(201)
   async create(@CurrentActor() actor: Actor, @Body() body: SessionCreateDto, @Res({ passthrough: true }) res: Response) {
@@ -63,6 +68,8 @@ export class SessionsController {
   }
 
   @ApiOperation({ summary: 'done ({active: false}) or extend ({expires_at})' })
+  @ApiAnswer(200, 'put', 'session', SessionView)
+  @ApiRefusals(409)
   @Put(':id')
   async update(@CurrentActor() actor: Actor, @Param('id') id: number, @Body() body: SessionUpdateDto) {
     if (!this.ledger.world.sessions.has(id)) return this.updatePast(actor, id, body);

@@ -1,4 +1,6 @@
 import { Controller, Get, Injectable, Logger, Query, UseGuards } from '@nestjs/common';
+import { ApiQuery } from '@nestjs/swagger';
+import { ApiRefusals } from '../openapi.js';
 import { EventsHandler, type IEventHandler } from '@nestjs/cqrs';
 import { BasicAuthGuard, CurrentActor } from '../auth.js';
 import type { RecordedEvent } from '../../application/ports/event-store.port.js';
@@ -98,6 +100,8 @@ function parseLimit(raw: unknown): number {
 export class EventsController {
   constructor(private readonly recent: RecentEvents) {}
 
+  @ApiQuery({ name: 'limit', required: false, type: 'integer', description: `1 to ${RECENT_EVENTS}` })
+  @ApiRefusals(422)
   @Get()
   async list(@CurrentActor() actor: Actor, @Query('limit') limit?: unknown) {
     if (!actor.tenant.isAdmin) refuse('forbidden', 'only admins may read the event log');

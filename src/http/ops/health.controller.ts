@@ -1,4 +1,4 @@
-import { ApiTags } from '@nestjs/swagger';
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Controller, Get, Inject } from '@nestjs/common';
 import { HealthCheck, HealthCheckService, HealthIndicatorService } from '@nestjs/terminus';
 import { PLAYBOOK_RUNNER, type PlaybookRunner } from '../../adapters/ansible-runner.js';
@@ -31,11 +31,13 @@ export class HealthController {
     @Inject(PLAYBOOK_RUNNER) private readonly runner: PlaybookRunner,
   ) {}
 
+  @ApiOperation({ summary: 'liveness: the process answers (no credentials needed)', security: [] })
   @Get('live')
   live() {
     return { status: 'ok' };
   }
 
+  @ApiOperation({ summary: 'readiness: every part answers (no credentials needed)', security: [] })
   @Get()
   @HealthCheck()
   check() {

@@ -1,4 +1,4 @@
-import { ApiTags } from '@nestjs/swagger';
+import { ApiOkResponse, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagger';
 import { Controller, Get, Header, Injectable, type NestMiddleware, Optional } from '@nestjs/common';
 import type { NextFunction, Request, Response } from 'express';
 import { Metrics } from '../../adapters/metrics.js';
@@ -45,6 +45,9 @@ export function routePaths(express: { router?: { stack?: Array<{ route?: { path?
 export class MetricsController {
   constructor(private readonly metrics: Metrics) {}
 
+  @ApiOperation({ summary: 'Prometheus metrics (no credentials needed)', security: [] })
+  @ApiProduces('text/plain')
+  @ApiOkResponse({ schema: { type: 'string' } })
   @Get()
   @Header('Content-Type', 'text/plain; version=0.0.4; charset=utf-8')
   scrape(): Promise<string> {
