@@ -8,6 +8,8 @@ import { refuse } from '../domain/errors.js';
 
 const READ_ATTEMPTS = 5;
 const REREAD_AFTER_MS = 50;
+/** A read a rebuild cut short. */
+const CUT_SHORT: unique symbol = Symbol('cut short');
 
 /** Runs every projection of projections/ against the configured read-model store. */
 @Injectable()
@@ -73,8 +75,12 @@ export class ReadSide implements OnApplicationShutdown {
     for (let attempt = 1; ; attempt++) {
       await this.caughtUp(position);
       const resets = this.resets();
-      const result = await read();
-      if (this.resets() === resets && whole(result)) return result;
+      const result: T | typeof CUT_SHORT = await read().catch((err: unknown) => {
+        // A read cut short by a rebuild (MongoDB drops a collection under an open cursor) is read again, not a 500.
+        if (this.resets() === resets) throw err;
+        return CUT_SHORT as typeof CUT_SHORT;
+      });
+      if (result !== CUT_SHORT && this.resets() === resets && whole(result)) return result;
       if (attempt === READ_ATTEMPTS) refuse('unavailable', 'the read models are being rebuilt; try again shortly');
       await new Promise((r) => setTimeout(r, REREAD_AFTER_MS));
     }
