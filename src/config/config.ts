@@ -25,7 +25,7 @@ import { hardwareProblem } from '../domain/hardware.js';
 import { isTemplate, renderTemplate, templateProblem } from './jinja.js';
 import { HOST_NAME, addressKey, hostKey, sshPortProblem } from '../domain/world.js';
 import { MAX_LIFETIME } from '../domain/decide.js';
-import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType, type RecyclePolicy, unstorableNumberAt } from '../domain/events.js';
+import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType, type RecyclePolicy, unstorableAt } from '../domain/events.js';
 
 /** Pool and tenant names: also checked on API input. */
 export const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -178,9 +178,9 @@ export function loadConfig(file: string): DuffyConfig {
     throw new ConfigError(`${file}: cannot read YAML: ${(err as Error).message}`);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`${file}: top level must be a mapping`);
-  // YAML's .inf and .nan (or 1e999): a machine's data holding one would be stored as null under a hash of itself.
-  const unstorable = unstorableNumberAt(raw, '');
-  if (unstorable !== null) throw new ConfigError(`${file}: ${unstorable}: not a finite number`);
+  // YAML's .inf and .nan (or 1e999), a "\0" in a key: what the stores cannot keep as given (see unstorableAt).
+  const unstorable = unstorableAt(raw, '');
+  if (unstorable !== null) throw new ConfigError(`${file}: ${unstorable.at}: ${unstorable.problem}`);
   // Each entry of a list a mapping: class-validator would take a list inside the list as many entries, and say
   // "unknown pool undefined" of it, or "must be either object or array" of a string.
   for (const [key, example] of LISTS_OF_MAPPINGS) {

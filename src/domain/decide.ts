@@ -2,7 +2,7 @@ import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, describeSpec, e
 import { unmet } from './hardware.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { parseDuration } from './duration.js';
-import { type Defaults, type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type PoolProfile, profileChanges, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream, unstorableNumberAt } from './events.js';
+import { type Defaults, type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type PoolProfile, profileChanges, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream, unstorableAt } from './events.js';
 import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, addressKey, canonicalIp, hostKey, isRetired, machineAtAddress, machineIdOfHost, sshPortProblem, tenantKey } from './world.js';
 
 /*
@@ -265,8 +265,8 @@ export function decideRegisterMachines(
     const as = again ? seen.get(hostKey(m.hostname)) : (known?.hostname ?? seen.get(hostKey(m.hostname)));
     if (as !== undefined) return refusal('conflict', `node ${m.hostname} already exists${as === m.hostname ? '' : ` as ${as} (host names ignore case and a trailing dot)`}`);
     if (!pools.some((p) => p.name === m.pool)) return refusal('invalid', `unknown pool ${m.pool}`);
-    const unstorable = unstorableNumberAt({ data: m.data, hardware: m.hardware }, '');
-    if (unstorable !== null) return refusal('invalid', `node ${m.hostname}: ${unstorable} is not a finite number`);
+    const unstorable = unstorableAt({ data: m.data, hardware: m.hardware }, '');
+    if (unstorable !== null) return refusal('invalid', `node ${m.hostname}: ${unstorable.at}: ${unstorable.problem}`);
     const badPort = sshPortProblem(m.data);
     if (badPort !== null) return refusal('invalid', `node ${m.hostname}: ${badPort}`);
     if (!REGISTRABLE_STATES.includes(m.state)) return refusal('invalid', `node ${m.hostname}: state ${m.state} belongs to a session; register it as ready (handed out as it is) or unused (provisioned first)`);

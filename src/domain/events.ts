@@ -285,24 +285,32 @@ export const stream = {
   pools: 'pools',
 };
 
+/** BSON's member names end at a NUL character: no JSON or YAML member name may hold one. */
+export const NUL_NAME = 'a member name must not hold a NUL character (\\u0000)';
+/** A name with its NUL characters written as JSON writes them, for a message. */
+export const shownNul = (name: string) => name.replaceAll('\0', '\\u0000');
+
 /**
- * Where a value holds a number JSON cannot carry (Infinity, NaN: `1e999` parses as Infinity, YAML has `.inf`), as a
- * path below `path`, or null. An event holding one would be stored as `null` (JSON.stringify) and hashed as itself:
- * the ledger would then fail its own audit for good.
+ * Where a value holds what the stores cannot keep as given, as a path below `path` and what is wrong, or null: a
+ * number JSON cannot carry (Infinity, NaN: `1e999` parses as Infinity, YAML has `.inf`), which an event would store as
+ * `null` and hash as itself (the ledger would then fail its own audit for good); a member name holding a NUL
+ * character, which BSON cannot store (every MongoDB read-model write holding it would fail, retried forever).
  */
-export function unstorableNumberAt(value: unknown, path: string): string | null {
-  if (typeof value === 'number') return Number.isFinite(value) ? null : path;
+export function unstorableAt(value: unknown, path: string): { at: string; problem: string } | null {
+  if (typeof value === 'number') return Number.isFinite(value) ? null : { at: path, problem: 'not a finite number' };
   if (typeof value !== 'object' || value === null) return null;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const at = unstorableNumberAt(value[i], `${path}[${i}]`);
-      if (at !== null) return at;
+      const found = unstorableAt(value[i], `${path}[${i}]`);
+      if (found !== null) return found;
     }
     return null;
   }
   for (const [k, v] of Object.entries(value)) {
-    const at = unstorableNumberAt(v, path === '' ? k : `${path}.${k}`);
-    if (at !== null) return at;
+    const at = path === '' ? k : `${path}.${k}`;
+    if (k.includes('\0')) return { at: shownNul(at), problem: NUL_NAME };
+    const found = unstorableAt(v, at);
+    if (found !== null) return found;
   }
   return null;
 }

@@ -1,4 +1,4 @@
-import { type Hardware, type HardwareRequirement, unstorableNumberAt } from './events.js';
+import { type Hardware, type HardwareRequirement, unstorableAt } from './events.js';
 
 /** The measures requests compare with `min_*`: a machine with `cpus: "many"` would silently never match. */
 const MEASURES = ['cpus', 'ram_gb', 'disk_gb'];
@@ -15,8 +15,8 @@ export function hardwareProblem(h: unknown): string | null {
     if (MEASURES.includes(k) && !(typeof v === 'number' && Number.isFinite(v) && v >= 0)) return `hardware.${k} must be a number, at least 0`;
     if (k === 'cpu_model' && typeof v !== 'string') return 'hardware.cpu_model must be a string';
   }
-  const unstorable = unstorableNumberAt(h, 'hardware');
-  return unstorable === null ? null : `${unstorable} is not a finite number`;
+  const unstorable = unstorableAt(h, 'hardware');
+  return unstorable === null ? null : `${unstorable.at}: ${unstorable.problem}`;
 }
 
 /** The requirements a machine's hardware does not meet, in the spec's words (`min_ram_gb 128`); empty when it qualifies. */

@@ -6,7 +6,7 @@ import type { LogFn, Logger } from 'pino';
 import { describeValidation, namedAtMost } from '../config/config.js';
 import { markRefusal } from './refusal.js';
 import { DomainError, refuse } from '../domain/errors.js';
-import { MAX_ID, idOf } from '../domain/events.js';
+import { MAX_ID, NUL_NAME, idOf, shownNul } from '../domain/events.js';
 
 /**
  * What every request goes through before a controller sees it: the JSON body's shape (depth, nulls),
@@ -172,7 +172,7 @@ function urlOf(text: string): URL | undefined {
 export function reviveJsonBody(this: unknown, key: string, value: unknown): unknown {
   if (RESERVED_MEMBERS.has(key)) mark(this, { at: key, problem: 'unknown field (not part of this request body)' });
   // BSON field names are NUL-terminated: one such name in a node's data stopped the MongoDB read models for good.
-  else if (key.includes('\0')) mark(this, { at: key.replaceAll('\0', '\\u0000'), problem: 'a member name must not hold a NUL character (\\u0000)' });
+  else if (key.includes('\0')) mark(this, { at: shownNul(key), problem: NUL_NAME });
   else if (typeof value === 'number' && !Number.isFinite(value)) mark(this, { at: Array.isArray(this) ? `[${key}]` : key, problem: `not a finite number (it reads as ${value}): numbers must be finite` });
   else if (typeof value === 'object' && value !== null && (value as Marked)[REFUSED] !== undefined) {
     const below = (value as Marked)[REFUSED]!;

@@ -390,8 +390,10 @@ describe('registering machines: one host, one machine, however its name is spell
     });
 
     it('given nothing, when a node\'s data or hardware holds a number JSON cannot carry, then refused: stored as null, it would break its own hash', () => {
-      expect(registerAt(given(), at('a.lab', '10.0.0.1', { deep: [{ x: Infinity }] }))).toEqual({ refused: 'invalid', reason: 'node a.lab: data.deep[0].x is not a finite number' });
-      expect(decideRegisterMachines(given(), POOLS, { machines: [{ ...registration('b.lab'), hardware: { cpus: 8, gpu_mem: NaN } }], now: AT })).toEqual({ refused: 'invalid', reason: 'node b.lab: hardware.gpu_mem is not a finite number' });
+      expect(registerAt(given(), at('a.lab', '10.0.0.1', { deep: [{ x: Infinity }] }))).toEqual({ refused: 'invalid', reason: 'node a.lab: data.deep[0].x: not a finite number' });
+      expect(decideRegisterMachines(given(), POOLS, { machines: [{ ...registration('b.lab'), hardware: { cpus: 8, gpu_mem: NaN } }], now: AT })).toEqual({ refused: 'invalid', reason: 'node b.lab: hardware.gpu_mem: not a finite number' });
+      // Nor a member name BSON cannot store (the MongoDB read models would refuse every write holding it).
+      expect(registerAt(given(), at('a.lab', '10.0.0.1', { 'a\0b': 1 }))).toEqual({ refused: 'invalid', reason: 'node a.lab: data.a\\u0000b: a member name must not hold a NUL character (\\u0000)' });
     });
 
     it('given nothing, when one import names one address twice, then the whole import is refused', () => {

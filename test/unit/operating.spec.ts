@@ -154,7 +154,7 @@ describe('machines in and out of service', () => {
     expect(plan.ok).toBe(true);
     expect(decideServiceChange(m, { hardware: { ram_gb: 256, cpus: 32 } }, 'admin', AT)).toEqual([]);
     expect(decideServiceChange(m, { hardware: { ram_gb: -1 } }, 'admin', AT)).toEqual({ refused: 'invalid', reason: 'hardware.ram_gb must be a number, at least 0' });
-    expect(decideServiceChange(m, { hardware: { gpus: Infinity } }, 'admin', AT)).toEqual({ refused: 'invalid', reason: 'hardware.gpus is not a finite number' });
+    expect(decideServiceChange(m, { hardware: { gpus: Infinity } }, 'admin', AT)).toEqual({ refused: 'invalid', reason: 'hardware.gpus: not a finite number' });
     expect(decideServiceChange(m, { hardware: { cpus: 8 }, maintenance: true }, 'admin', AT)).toEqual({ refused: 'invalid', reason: 'give exactly one of "maintenance": true|false, "retired": true or "hardware": {...}' });
     // The auditor's replay takes it: on the service stream, naming its machine.
     const [registeredOn, registered] = machine(1, 'a.test', 'p');
