@@ -345,10 +345,27 @@ function boundedError(error: string): string {
 
 /** Whether the JSON callback printed its report, i.e. Ansible got as far as running plays. */
 function hasPlayReport(stdout: string): boolean {
+  return Array.isArray((playReport(stdout) as { plays?: unknown } | undefined)?.plays);
+}
+
+/**
+ * The JSON callback's document in a run's stdout. Callbacks an operator enables (ANSIBLE_CALLBACKS_ENABLED=timer,
+ * profile_tasks) and ANSIBLE_DEBUG print lines around it, which used to make every run "had no duffy_out" and
+ * quarantine machines for a setting of Duffy's host: then the document is the lines from "{" to "}" (its
+ * indentation puts no other brace at the start of a line, and its strings hold no raw newline).
+ */
+function playReport(stdout: string): unknown {
   try {
-    return Array.isArray((JSON.parse(stdout.slice(stdout.indexOf('{'))) as { plays?: unknown }).plays);
+    return JSON.parse(stdout.slice(stdout.indexOf('{')));
   } catch {
-    return false;
+    const start = stdout.startsWith('{\n') ? 0 : stdout.indexOf('\n{\n');
+    const end = stdout.lastIndexOf('\n}');
+    if (start < 0 || end < start) return undefined;
+    try {
+      return JSON.parse(stdout.slice(start, end + 2));
+    } catch {
+      return undefined;
+    }
   }
 }
 
@@ -356,12 +373,8 @@ type OutNode = { hostname: string; ipaddr?: unknown; ok?: unknown; error?: unkno
 
 /** The last `ansible_facts.duffy_out` in the JSON callback's document; undefined when there is none or it is not JSON. */
 export function findDuffyOut(stdout: string): OutNode[] | undefined {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(stdout.slice(stdout.indexOf('{')));
-  } catch {
-    return undefined;
-  }
+  const doc = playReport(stdout);
+  if (doc === undefined) return undefined;
   let last: OutNode[] | undefined;
   const plays = (doc as { plays?: Array<{ tasks?: Array<{ hosts?: Record<string, { ansible_facts?: { duffy_out?: { nodes?: unknown } } }> }> }> }).plays;
   for (const play of plays ?? []) {

@@ -52,6 +52,23 @@ describe('reading a playbook run', () => {
     expect(r.fault).toBeUndefined();
   }, 60_000);
 
+  it('reads duffy_out when callbacks the operator enabled print around the JSON report (real ansible-playbook)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-callbacks-'));
+    const playbook = join(dir, 'ok.yml');
+    writeFileSync(playbook, ['- hosts: localhost', '  gather_facts: false', '  tasks:', '    - ansible.builtin.set_fact:', '        duffy_out: {nodes: [{hostname: a, ok: true}, {hostname: b, ok: true}]}', ''].join('\n'));
+    // Duffy inherits its environment: timer and profile_tasks print a line before the report and a summary after it.
+    const before = process.env.ANSIBLE_CALLBACKS_ENABLED;
+    process.env.ANSIBLE_CALLBACKS_ENABLED = 'timer,profile_tasks';
+    try {
+      const r = await new AnsibleRunner().run({ ...input, pool: { name: 'p', type: 'vm', driver: 'local', arch: 'x86_64', platform: 'intel', vars: {} }, data_dir: dir }, { timeoutMs: 120_000, playbook });
+      expect(r.run.tail).toContain('Playbook run took');
+      expect([...r.nodes.values()].map((o) => o.ok)).toEqual([true, true]);
+    } finally {
+      if (before === undefined) delete process.env.ANSIBLE_CALLBACKS_ENABLED;
+      else process.env.ANSIBLE_CALLBACKS_ENABLED = before;
+    }
+  }, 120_000);
+
   it('keeps a bounded part of a huge node error (a failed task\'s whole stderr), its start and its end', () => {
     const huge = 'S' + 'x'.repeat(1_500_000) + 'END';
     const out = outcomes(input, doc({ nodes: [{ hostname: 'a', ok: false, error: huge }, { hostname: 'b', ok: false, error: 'short' }] }), { exitCode: 2, timedOut: false });
