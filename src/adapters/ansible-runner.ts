@@ -311,7 +311,7 @@ export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'e
           `playbook output over ${run.outputOver / (1024 * 1024)} MiB: its duffy_out could not be read`
         : run.exitCode === 0
         ? 'playbook output had no duffy_out'
-        : `playbook failed with exit code ${run.exitCode}${run.exitCode === 4 ? ' (a host unreachable)' : ''}`
+        : boundedError(`playbook failed with exit code ${run.exitCode}${run.exitCode === 4 ? ' (a host unreachable)' : ''}${lastFailure(stdout) ?? ''}`)
       : 'node missing from duffy_out';
   const map = new Map<string, NodeOutcome>();
   for (const node of input.nodes) {
@@ -367,6 +367,30 @@ function playReport(stdout: string): unknown {
       return undefined;
     }
   }
+}
+
+type TaskResult = { failed?: unknown; unreachable?: unknown; msg?: unknown; stderr?: unknown; results?: TaskResult[] };
+type Report = { plays?: Array<{ tasks?: Array<{ task?: { name?: unknown }; hosts?: Record<string, TaskResult> }> }> };
+
+/**
+ * The task that stopped a failed run, in words (`: task "x" failed on localhost: msg: stderr`): the run's tail is
+ * the end of the JSON report, its stats, which never says what failed. The last failed task is the one that
+ * stopped the play (one rescued earlier failed too, but the play went on).
+ */
+function lastFailure(stdout: string): string | undefined {
+  let said: string | undefined;
+  for (const play of (playReport(stdout) as Report | undefined)?.plays ?? []) {
+    for (const task of play.tasks ?? []) {
+      for (const [host, r] of Object.entries(task.hosts ?? {})) {
+        if (r?.failed !== true && r?.unreachable !== true) continue;
+        // A loop's own msg is generic: its first failed item says what went wrong.
+        const item = Array.isArray(r.results) ? r.results.find((i) => i?.failed === true) : undefined;
+        const detail = [item?.msg ?? r.msg, item?.stderr ?? r.stderr].filter((t) => typeof t === 'string' && t.trim()).map((t) => String(t).trim());
+        said = `: task ${JSON.stringify(String(task.task?.name ?? '?'))} ${r.unreachable === true ? 'could not reach' : 'failed on'} ${host}${detail.length ? `: ${detail.join(': ')}` : ''}`;
+      }
+    }
+  }
+  return said;
 }
 
 type OutNode = { hostname: string; ipaddr?: unknown; ok?: unknown; error?: unknown; note?: unknown };

@@ -69,6 +69,21 @@ describe('reading a playbook run', () => {
     }
   }, 120_000);
 
+  it('names the task that stopped a failed run and what it said, not only the exit code (real ansible-playbook)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-half-'));
+    const playbook = join(dir, 'half.yml');
+    // A site's playbook with no duffy_common: an early failure rescued, then one that stops the play half-way.
+    writeFileSync(
+      playbook,
+      ['- hosts: localhost', '  gather_facts: false', '  tasks:',
+        '    - block: [{name: rescued early, ansible.builtin.command: /bin/false}]', '      rescue: [{ansible.builtin.debug: {msg: fine}}]',
+        '    - name: wipe the disk', '      ansible.builtin.shell: echo no such disk /dev/sdz >&2; exit 3',
+        '    - ansible.builtin.set_fact:', '        duffy_out: {nodes: [{hostname: a, ok: true}, {hostname: b, ok: true}]}', ''].join('\n'),
+    );
+    const r = await new AnsibleRunner().run({ ...input, pool: { name: 'p', type: 'vm', driver: 'local', arch: 'x86_64', platform: 'intel', vars: {} }, data_dir: dir }, { timeoutMs: 120_000, playbook });
+    expect([...r.nodes.values()].map((o) => o.error)).toEqual(Array(2).fill('playbook failed with exit code 2: task "wipe the disk" failed on localhost: non-zero return code: no such disk /dev/sdz'));
+  }, 120_000);
+
   it('keeps a bounded part of a huge node error (a failed task\'s whole stderr), its start and its end', () => {
     const huge = 'S' + 'x'.repeat(1_500_000) + 'END';
     const out = outcomes(input, doc({ nodes: [{ hostname: 'a', ok: false, error: huge }, { hostname: 'b', ok: false, error: 'short' }] }), { exitCode: 2, timedOut: false });
