@@ -1,5 +1,5 @@
 import { execa } from 'execa';
-import { constants } from 'node:fs';
+import { constants, readFileSync, readdirSync } from 'node:fs';
 import { access, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -104,8 +104,8 @@ const TAIL = 2000;
  * the run gets its own process group so a timeout kills Ansible's workers and the module they run too.
  */
 export class AnsibleRunner implements PlaybookRunner {
-  /** Process groups of the runs under way. */
-  private readonly groups = new Set<number>();
+  /** Process groups of the runs under way, each with its modules' temporary directory (see killRun). */
+  private readonly groups = new Map<number, string>();
   /** Once stopping, no run starts (one asked for meanwhile is not run), and one spawned in the gap is killed. */
   private stopping = false;
 
@@ -126,7 +126,7 @@ export class AnsibleRunner implements PlaybookRunner {
 
   stopAll(): void {
     this.stopping = true;
-    for (const pgid of this.groups) killGroup(pgid);
+    for (const [pgid, tmp] of this.groups) killRun(pgid, tmp);
   }
 
   async reap(dataDir: string): Promise<number> {
@@ -134,10 +134,9 @@ export class AnsibleRunner implements PlaybookRunner {
     let reaped = 0;
     for (const name of await readdir(root).catch(() => [] as string[])) {
       const pgid = await runGroup(join(root, name));
-      if (pgid !== undefined) {
-        killGroup(pgid);
-        reaped += 1;
-      }
+      // Its async jobs too, even once its controller is gone.
+      killRun(pgid, join(root, name, 'tmp'));
+      if (pgid !== undefined) reaped += 1;
       await rm(join(root, name), { recursive: true, force: true });
     }
     return reaped;
@@ -189,10 +188,10 @@ export class AnsibleRunner implements PlaybookRunner {
       });
       const timer = setTimeout(() => {
         timedOut = true;
-        killGroup(child.pid);
+        killRun(child.pid, moduleTmp);
       }, options.timeoutMs);
-      if (child.pid) this.groups.add(child.pid);
-      if (this.stopping) killGroup(child.pid);
+      if (child.pid) this.groups.set(child.pid, moduleTmp);
+      if (this.stopping) killRun(child.pid, moduleTmp);
       // Once the controller is gone (killed by someone else than the timer: the OOM killer, an operator's kill of
       // the pid pgrep shows), its forked workers would hold its stdout open until the timeout, and the run would be
       // read as the machine's timeout: end the group with it, so the run ends now with the controller's signal.
@@ -289,6 +288,32 @@ async function runGroup(dir: string): Promise<number | undefined> {
     if (Number.isInteger(group) && group > 0) return group;
   }
   return undefined;
+}
+
+/**
+ * Kills a run Duffy gives up on (timed out, Duffy stopping, a predecessor's): its process group, and what left the
+ * group but still carries the run's TMPDIR. An `async` task's job detaches into a session of its own (Ansible's
+ * async_wrapper), so killing the group left a hung job running on Duffy's host for good. Only then, not after a run
+ * that ended: a daemon a playbook meant to leave running (a port forward) is not Duffy's to end.
+ */
+function killRun(pid: number | undefined, tmp: string): void {
+  killGroup(pid);
+  const mark = `TMPDIR=${tmp}`;
+  for (const name of readdirSync('/proc', { withFileTypes: false }) as string[]) {
+    if (!/^[0-9]+$/.test(name)) continue;
+    let env: string[];
+    try {
+      env = readFileSync(`/proc/${name}/environ`, 'latin1').split('\0');
+    } catch {
+      continue; // gone, or another user's
+    }
+    if (!env.includes(mark)) continue;
+    try {
+      process.kill(Number(name), 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
 }
 
 function killGroup(pid: number | undefined): void {

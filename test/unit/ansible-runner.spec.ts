@@ -154,6 +154,34 @@ describe('the runs a killed predecessor left behind', () => {
 });
 
 describe('a run killed mid-task', () => {
+  it('kills the job of an async task too, which detaches from the run\'s process group (real ansible-playbook)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-async-'));
+    const playbook = join(dataDir, 'async.yml');
+    const marker = `duffy-async-job-${process.pid}`;
+    writeFileSync(playbook, ['- hosts: localhost', '  gather_facts: false', '  tasks:', `    - ansible.builtin.shell: exec -a ${marker} sleep 300`,
+      '      args: {executable: /bin/bash}', '      async: 600', '      poll: 1', ''].join('\n'));
+    const jobs = () => readdirSync('/proc').filter((pid) => /^[0-9]+$/.test(pid) && (() => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith(marker) && readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').at(-1)?.[0] !== 'Z';
+      } catch {
+        return false;
+      }
+    })());
+    const runner = new AnsibleRunner();
+    try {
+      const running = runner.run({ ...input, pool: { name: 'p', type: 'vm', driver: 'local', arch: 'x86_64', platform: 'intel', vars: {} }, data_dir: dataDir }, { timeoutMs: 120_000, playbook });
+      for (let i = 0; i < 600 && jobs().length === 0; i++) await sleep(100);
+      expect(jobs()).toHaveLength(1);
+      runner.stopAll();
+      await running;
+      await sleep(200);
+      expect(jobs()).toEqual([]);
+    } finally {
+      runner.stopAll();
+      for (const pid of jobs()) process.kill(Number(pid), 'SIGKILL');
+    }
+  }, 120_000);
+
   it('leaves no module files in the temporary directory (real ansible-playbook)', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-killed-'));
     const ownTmp = mkdtempSync(join(tmpdir(), 'duffy-killed-tmp-'));
