@@ -338,12 +338,20 @@ export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'e
         ? 'playbook output had no duffy_out'
         : boundedError(`playbook failed with exit code ${run.exitCode}${run.exitCode === 4 ? ' (a host unreachable)' : ''}${lastFailure(stdout) ?? ''}`)
       : 'node missing from duffy_out';
+  // A task that failed after duffy_out was set (the run exits non-zero) may have been the wipe a release needs: its
+  // "ok" no longer holds, and the run does not say for which machine.
+  const failedAfter =
+    found !== undefined && typeof run.exitCode === 'number' && run.exitCode !== 0
+      ? boundedError(`playbook failed with exit code ${run.exitCode} after its duffy_out${lastFailure(stdout) ?? ''}`)
+      : undefined;
   const map = new Map<string, NodeOutcome>();
   for (const node of input.nodes) {
     const out = run.timedOut ? undefined : found?.find((n) => n.hostname === node.hostname);
     map.set(
       node.hostname,
-      out
+      out && out.ok === true && failedAfter
+        ? { ok: false, ipaddr: node.ipaddr, error: failedAfter, unattributed: true }
+        : out
         ? {
             ok: out.ok === true,
             ipaddr: typeof out.ipaddr === 'string' ? out.ipaddr : node.ipaddr,

@@ -84,6 +84,18 @@ describe('reading a playbook run', () => {
     expect([...r.nodes.values()].map((o) => o.error)).toEqual(Array(2).fill('playbook failed with exit code 2: task "wipe the disk" failed on localhost: non-zero return code: no such disk /dev/sdz'));
   }, 120_000);
 
+  it('fails the nodes a run said were ok when a task after its duffy_out failed (the run exits non-zero)', () => {
+    // The JSON report of a release that set duffy_out first, then failed to wipe the disk (ansible-playbook exit 2).
+    const report = JSON.stringify({ plays: [{ tasks: [
+      { task: { name: 'answer' }, hosts: { localhost: { ansible_facts: { duffy_out: { nodes: [{ hostname: 'a', ok: true }, { hostname: 'b', ok: false, error: 'no disk' }] } } } } },
+      { task: { name: 'wipe the disk' }, hosts: { localhost: { failed: true, msg: 'non-zero return code', stderr: 'busy' } } },
+    ] }] }, null, 4);
+    expect([...outcomes(input, report, { exitCode: 2, timedOut: false })]).toEqual([
+      ['a', { ok: false, ipaddr: '10.0.0.1', error: 'playbook failed with exit code 2 after its duffy_out: task "wipe the disk" failed on localhost: non-zero return code: busy', unattributed: true }],
+      ['b', { ok: false, ipaddr: null, error: 'no disk' }],
+    ]);
+  });
+
   it('keeps a bounded part of a huge node error (a failed task\'s whole stderr), its start and its end', () => {
     const huge = 'S' + 'x'.repeat(1_500_000) + 'END';
     const out = outcomes(input, doc({ nodes: [{ hostname: 'a', ok: false, error: huge }, { hostname: 'b', ok: false, error: 'short' }] }), { exitCode: 2, timedOut: false });
