@@ -406,7 +406,7 @@ type TaskResult = { failed?: unknown; unreachable?: unknown; msg?: unknown; stde
 type Report = { plays?: Array<{ tasks?: Array<{ task?: { name?: unknown }; hosts?: Record<string, TaskResult> }> }> };
 
 /**
- * The task that stopped a failed run, in words (`: task "x" failed on localhost: msg: stderr`): the run's tail is
+ * The task that stopped a failed run, in words (`: task "x" failed: msg: stderr`): the run's tail is
  * the end of the JSON report, its stats, which never says what failed. The last failed task is the one that
  * stopped the play (one rescued earlier failed too, but the play went on).
  */
@@ -414,12 +414,13 @@ function lastFailure(stdout: string): string | undefined {
   let said: string | undefined;
   for (const play of (playReport(stdout) as Report | undefined)?.plays ?? []) {
     for (const task of play.tasks ?? []) {
-      for (const [host, r] of Object.entries(task.hosts ?? {})) {
+      for (const r of Object.values(task.hosts ?? {})) {
         if (r?.failed !== true && r?.unreachable !== true) continue;
         // A loop's own msg is generic: its first failed item says what went wrong.
         const item = Array.isArray(r.results) ? r.results.find((i) => i?.failed === true) : undefined;
         const detail = [item?.msg ?? r.msg, item?.stderr ?? r.stderr].filter((t) => typeof t === 'string' && t.trim()).map((t) => String(t).trim());
-        said = `: task ${JSON.stringify(String(task.task?.name ?? '?'))} ${r.unreachable === true ? 'could not reach' : 'failed on'} ${host}${detail.length ? `: ${detail.join(': ')}` : ''}`;
+        // Not the host: it is localhost even for a task delegated to a node, whose address the msg names.
+        said = `: task ${JSON.stringify(String(task.task?.name ?? '?'))} ${r.unreachable === true ? 'could not reach its host' : 'failed'}${detail.length ? `: ${detail.join(': ')}` : ''}`;
       }
     }
   }

@@ -81,7 +81,7 @@ describe('reading a playbook run', () => {
         '    - ansible.builtin.set_fact:', '        duffy_out: {nodes: [{hostname: a, ok: true}, {hostname: b, ok: true}]}', ''].join('\n'),
     );
     const r = await new AnsibleRunner().run({ ...input, pool: { name: 'p', type: 'vm', driver: 'local', arch: 'x86_64', platform: 'intel', vars: {} }, data_dir: dir }, { timeoutMs: 120_000, playbook });
-    expect([...r.nodes.values()].map((o) => o.error)).toEqual(Array(2).fill('playbook failed with exit code 2: task "wipe the disk" failed on localhost: non-zero return code: no such disk /dev/sdz'));
+    expect([...r.nodes.values()].map((o) => o.error)).toEqual(Array(2).fill('playbook failed with exit code 2: task "wipe the disk" failed: non-zero return code: no such disk /dev/sdz'));
   }, 120_000);
 
   it('fails the nodes a run said were ok when a task after its duffy_out failed (the run exits non-zero)', () => {
@@ -91,7 +91,7 @@ describe('reading a playbook run', () => {
       { task: { name: 'wipe the disk' }, hosts: { localhost: { failed: true, msg: 'non-zero return code', stderr: 'busy' } } },
     ] }] }, null, 4);
     expect([...outcomes(input, report, { exitCode: 2, timedOut: false })]).toEqual([
-      ['a', { ok: false, ipaddr: '10.0.0.1', error: 'playbook failed with exit code 2 after its duffy_out: task "wipe the disk" failed on localhost: non-zero return code: busy', unattributed: true }],
+      ['a', { ok: false, ipaddr: '10.0.0.1', error: 'playbook failed with exit code 2 after its duffy_out: task "wipe the disk" failed: non-zero return code: busy', unattributed: true }],
       ['b', { ok: false, ipaddr: null, error: 'no disk' }],
     ]);
   });
