@@ -1,5 +1,5 @@
 import { execa } from 'execa';
-import { constants } from 'node:fs';
+import { constants, readFileSync, readdirSync } from 'node:fs';
 import { access, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -104,8 +104,8 @@ const TAIL = 2000;
  * the run gets its own process group so a timeout kills Ansible's workers and the module they run too.
  */
 export class AnsibleRunner implements PlaybookRunner {
-  /** Process groups of the runs under way. */
-  private readonly groups = new Set<number>();
+  /** Process groups of the runs under way, each with its modules' temporary directory (see killRun). */
+  private readonly groups = new Map<number, string>();
   /** Once stopping, no run starts (one asked for meanwhile is not run), and one spawned in the gap is killed. */
   private stopping = false;
 
@@ -126,7 +126,7 @@ export class AnsibleRunner implements PlaybookRunner {
 
   stopAll(): void {
     this.stopping = true;
-    for (const pgid of this.groups) killGroup(pgid);
+    for (const [pgid, tmp] of this.groups) killRun(pgid, tmp);
   }
 
   async reap(dataDir: string): Promise<number> {
@@ -134,10 +134,9 @@ export class AnsibleRunner implements PlaybookRunner {
     let reaped = 0;
     for (const name of await readdir(root).catch(() => [] as string[])) {
       const pgid = await runGroup(join(root, name));
-      if (pgid !== undefined) {
-        killGroup(pgid);
-        reaped += 1;
-      }
+      // Its async jobs too, even once its controller is gone.
+      killRun(pgid, join(root, name, 'tmp'));
+      if (pgid !== undefined) reaped += 1;
       await rm(join(root, name), { recursive: true, force: true });
     }
     return reaped;
@@ -189,10 +188,10 @@ export class AnsibleRunner implements PlaybookRunner {
       });
       const timer = setTimeout(() => {
         timedOut = true;
-        killGroup(child.pid);
+        killRun(child.pid, moduleTmp);
       }, options.timeoutMs);
-      if (child.pid) this.groups.add(child.pid);
-      if (this.stopping) killGroup(child.pid);
+      if (child.pid) this.groups.set(child.pid, moduleTmp);
+      if (this.stopping) killRun(child.pid, moduleTmp);
       // Once the controller is gone (killed by someone else than the timer: the OOM killer, an operator's kill of
       // the pid pgrep shows), its forked workers would hold its stdout open until the timeout, and the run would be
       // read as the machine's timeout: end the group with it, so the run ends now with the controller's signal.
@@ -291,6 +290,32 @@ async function runGroup(dir: string): Promise<number | undefined> {
   return undefined;
 }
 
+/**
+ * Kills a run Duffy gives up on (timed out, Duffy stopping, a predecessor's): its process group, and what left the
+ * group but still carries the run's TMPDIR. An `async` task's job detaches into a session of its own (Ansible's
+ * async_wrapper), so killing the group left a hung job running on Duffy's host for good. Only then, not after a run
+ * that ended: a daemon a playbook meant to leave running (a port forward) is not Duffy's to end.
+ */
+function killRun(pid: number | undefined, tmp: string): void {
+  killGroup(pid);
+  const mark = `TMPDIR=${tmp}`;
+  for (const name of readdirSync('/proc', { withFileTypes: false }) as string[]) {
+    if (!/^[0-9]+$/.test(name)) continue;
+    let env: string[];
+    try {
+      env = readFileSync(`/proc/${name}/environ`, 'latin1').split('\0');
+    } catch {
+      continue; // gone, or another user's
+    }
+    if (!env.includes(mark)) continue;
+    try {
+      process.kill(Number(name), 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
 function killGroup(pid: number | undefined): void {
   if (!pid) return;
   try {
@@ -311,14 +336,22 @@ export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'e
           `playbook output over ${run.outputOver / (1024 * 1024)} MiB: its duffy_out could not be read`
         : run.exitCode === 0
         ? 'playbook output had no duffy_out'
-        : `playbook failed with exit code ${run.exitCode}${run.exitCode === 4 ? ' (a host unreachable)' : ''}`
+        : boundedError(`playbook failed with exit code ${run.exitCode}${run.exitCode === 4 ? ' (a host unreachable)' : ''}${lastFailure(stdout) ?? ''}`)
       : 'node missing from duffy_out';
+  // A task that failed after duffy_out was set (the run exits non-zero) may have been the wipe a release needs: its
+  // "ok" no longer holds, and the run does not say for which machine.
+  const failedAfter =
+    found !== undefined && typeof run.exitCode === 'number' && run.exitCode !== 0
+      ? boundedError(`playbook failed with exit code ${run.exitCode} after its duffy_out${lastFailure(stdout) ?? ''}`)
+      : undefined;
   const map = new Map<string, NodeOutcome>();
   for (const node of input.nodes) {
     const out = run.timedOut ? undefined : found?.find((n) => n.hostname === node.hostname);
     map.set(
       node.hostname,
-      out
+      out && out.ok === true && failedAfter
+        ? { ok: false, ipaddr: node.ipaddr, error: failedAfter, unattributed: true }
+        : out
         ? {
             ok: out.ok === true,
             ipaddr: typeof out.ipaddr === 'string' ? out.ipaddr : node.ipaddr,
@@ -345,23 +378,61 @@ function boundedError(error: string): string {
 
 /** Whether the JSON callback printed its report, i.e. Ansible got as far as running plays. */
 function hasPlayReport(stdout: string): boolean {
+  return Array.isArray((playReport(stdout) as { plays?: unknown } | undefined)?.plays);
+}
+
+/**
+ * The JSON callback's document in a run's stdout. Callbacks an operator enables (ANSIBLE_CALLBACKS_ENABLED=timer,
+ * profile_tasks) and ANSIBLE_DEBUG print lines around it, which used to make every run "had no duffy_out" and
+ * quarantine machines for a setting of Duffy's host: then the document is the lines from "{" to "}" (its
+ * indentation puts no other brace at the start of a line, and its strings hold no raw newline).
+ */
+function playReport(stdout: string): unknown {
   try {
-    return Array.isArray((JSON.parse(stdout.slice(stdout.indexOf('{'))) as { plays?: unknown }).plays);
+    return JSON.parse(stdout.slice(stdout.indexOf('{')));
   } catch {
-    return false;
+    const start = stdout.startsWith('{\n') ? 0 : stdout.indexOf('\n{\n');
+    const end = stdout.lastIndexOf('\n}');
+    if (start < 0 || end < start) return undefined;
+    try {
+      return JSON.parse(stdout.slice(start, end + 2));
+    } catch {
+      return undefined;
+    }
   }
+}
+
+type TaskResult = { failed?: unknown; unreachable?: unknown; msg?: unknown; stderr?: unknown; results?: TaskResult[] };
+type Report = { plays?: Array<{ tasks?: Array<{ task?: { name?: unknown }; hosts?: Record<string, TaskResult> }> }> };
+
+/**
+ * The task that stopped a failed run, in words (`: task "x" failed: msg: stderr`): the run's tail is
+ * the end of the JSON report, its stats, which never says what failed. The last failed task is the one that
+ * stopped the play (one rescued earlier failed too, but the play went on).
+ */
+function lastFailure(stdout: string): string | undefined {
+  let said: string | undefined;
+  for (const play of (playReport(stdout) as Report | undefined)?.plays ?? []) {
+    for (const task of play.tasks ?? []) {
+      for (const r of Object.values(task.hosts ?? {})) {
+        if (r?.failed !== true && r?.unreachable !== true) continue;
+        // A loop's own msg is generic: its first failed item says what went wrong.
+        const item = Array.isArray(r.results) ? r.results.find((i) => i?.failed === true) : undefined;
+        const detail = [item?.msg ?? r.msg, item?.stderr ?? r.stderr].filter((t) => typeof t === 'string' && t.trim()).map((t) => String(t).trim());
+        // Not the host: it is localhost even for a task delegated to a node, whose address the msg names.
+        said = `: task ${JSON.stringify(String(task.task?.name ?? '?'))} ${r.unreachable === true ? 'could not reach its host' : 'failed'}${detail.length ? `: ${detail.join(': ')}` : ''}`;
+      }
+    }
+  }
+  return said;
 }
 
 type OutNode = { hostname: string; ipaddr?: unknown; ok?: unknown; error?: unknown; note?: unknown };
 
 /** The last `ansible_facts.duffy_out` in the JSON callback's document; undefined when there is none or it is not JSON. */
 export function findDuffyOut(stdout: string): OutNode[] | undefined {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(stdout.slice(stdout.indexOf('{')));
-  } catch {
-    return undefined;
-  }
+  const doc = playReport(stdout);
+  if (doc === undefined) return undefined;
   let last: OutNode[] | undefined;
   const plays = (doc as { plays?: Array<{ tasks?: Array<{ hosts?: Record<string, { ansible_facts?: { duffy_out?: { nodes?: unknown } } }> }> }> }).plays;
   for (const play of plays ?? []) {

@@ -168,7 +168,7 @@ describe('fault: a run of several machines where one host is unreachable (Ansibl
     jest.restoreAllMocks();
     expect([machine(duffy, 'fine-1.test').failures, machine(duffy, 'fine-1.test').quarantines]).toEqual([0, 0]);
     // The log's warning names the machine that failed and why, as the ledger does.
-    expect(warned).toContainEqual(expect.stringMatching(/^provision b \[gone-1\.test\]: exit 4 in \d+ ms; failed gone-1\.test: playbook failed with exit code 4 \(a host unreachable\)$/));
+    expect(warned).toContainEqual(expect.stringMatching(/^provision b \[gone-1\.test\]: exit 4 in \d+ ms; failed gone-1\.test: playbook failed with exit code 4 \(a host unreachable\): task "reach the host that is gone" could not reach its host: Data could not be sent to remote host "192\.0\.2\.1"\. .*$/));
     // And that it was taken out of service, which /metrics shows only as a level.
     expect(warned).toContainEqual(expect.stringMatching(/^quarantined gone-1\.test \(pool b\): 1 failures in a row, last: provision: playbook failed/));
     const events = await ledgerEvents(duffy);

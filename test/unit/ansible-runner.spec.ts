@@ -52,6 +52,50 @@ describe('reading a playbook run', () => {
     expect(r.fault).toBeUndefined();
   }, 60_000);
 
+  it('reads duffy_out when callbacks the operator enabled print around the JSON report (real ansible-playbook)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-callbacks-'));
+    const playbook = join(dir, 'ok.yml');
+    writeFileSync(playbook, ['- hosts: localhost', '  gather_facts: false', '  tasks:', '    - ansible.builtin.set_fact:', '        duffy_out: {nodes: [{hostname: a, ok: true}, {hostname: b, ok: true}]}', ''].join('\n'));
+    // Duffy inherits its environment: timer and profile_tasks print a line before the report and a summary after it.
+    const before = process.env.ANSIBLE_CALLBACKS_ENABLED;
+    process.env.ANSIBLE_CALLBACKS_ENABLED = 'timer,profile_tasks';
+    try {
+      const r = await new AnsibleRunner().run({ ...input, pool: { name: 'p', type: 'vm', driver: 'local', arch: 'x86_64', platform: 'intel', vars: {} }, data_dir: dir }, { timeoutMs: 120_000, playbook });
+      expect(r.run.tail).toContain('Playbook run took');
+      expect([...r.nodes.values()].map((o) => o.ok)).toEqual([true, true]);
+    } finally {
+      if (before === undefined) delete process.env.ANSIBLE_CALLBACKS_ENABLED;
+      else process.env.ANSIBLE_CALLBACKS_ENABLED = before;
+    }
+  }, 120_000);
+
+  it('names the task that stopped a failed run and what it said, not only the exit code (real ansible-playbook)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'duffy-half-'));
+    const playbook = join(dir, 'half.yml');
+    // A site's playbook with no duffy_common: an early failure rescued, then one that stops the play half-way.
+    writeFileSync(
+      playbook,
+      ['- hosts: localhost', '  gather_facts: false', '  tasks:',
+        '    - block: [{name: rescued early, ansible.builtin.command: /bin/false}]', '      rescue: [{ansible.builtin.debug: {msg: fine}}]',
+        '    - name: wipe the disk', '      ansible.builtin.shell: echo no such disk /dev/sdz >&2; exit 3',
+        '    - ansible.builtin.set_fact:', '        duffy_out: {nodes: [{hostname: a, ok: true}, {hostname: b, ok: true}]}', ''].join('\n'),
+    );
+    const r = await new AnsibleRunner().run({ ...input, pool: { name: 'p', type: 'vm', driver: 'local', arch: 'x86_64', platform: 'intel', vars: {} }, data_dir: dir }, { timeoutMs: 120_000, playbook });
+    expect([...r.nodes.values()].map((o) => o.error)).toEqual(Array(2).fill('playbook failed with exit code 2: task "wipe the disk" failed: non-zero return code: no such disk /dev/sdz'));
+  }, 120_000);
+
+  it('fails the nodes a run said were ok when a task after its duffy_out failed (the run exits non-zero)', () => {
+    // The JSON report of a release that set duffy_out first, then failed to wipe the disk (ansible-playbook exit 2).
+    const report = JSON.stringify({ plays: [{ tasks: [
+      { task: { name: 'answer' }, hosts: { localhost: { ansible_facts: { duffy_out: { nodes: [{ hostname: 'a', ok: true }, { hostname: 'b', ok: false, error: 'no disk' }] } } } } },
+      { task: { name: 'wipe the disk' }, hosts: { localhost: { failed: true, msg: 'non-zero return code', stderr: 'busy' } } },
+    ] }] }, null, 4);
+    expect([...outcomes(input, report, { exitCode: 2, timedOut: false })]).toEqual([
+      ['a', { ok: false, ipaddr: '10.0.0.1', error: 'playbook failed with exit code 2 after its duffy_out: task "wipe the disk" failed: non-zero return code: busy', unattributed: true }],
+      ['b', { ok: false, ipaddr: null, error: 'no disk' }],
+    ]);
+  });
+
   it('keeps a bounded part of a huge node error (a failed task\'s whole stderr), its start and its end', () => {
     const huge = 'S' + 'x'.repeat(1_500_000) + 'END';
     const out = outcomes(input, doc({ nodes: [{ hostname: 'a', ok: false, error: huge }, { hostname: 'b', ok: false, error: 'short' }] }), { exitCode: 2, timedOut: false });
@@ -122,6 +166,34 @@ describe('the runs a killed predecessor left behind', () => {
 });
 
 describe('a run killed mid-task', () => {
+  it('kills the job of an async task too, which detaches from the run\'s process group (real ansible-playbook)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-async-'));
+    const playbook = join(dataDir, 'async.yml');
+    const marker = `duffy-async-job-${process.pid}`;
+    writeFileSync(playbook, ['- hosts: localhost', '  gather_facts: false', '  tasks:', `    - ansible.builtin.shell: exec -a ${marker} sleep 300`,
+      '      args: {executable: /bin/bash}', '      async: 600', '      poll: 1', ''].join('\n'));
+    const jobs = () => readdirSync('/proc').filter((pid) => /^[0-9]+$/.test(pid) && (() => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith(marker) && readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').at(-1)?.[0] !== 'Z';
+      } catch {
+        return false;
+      }
+    })());
+    const runner = new AnsibleRunner();
+    try {
+      const running = runner.run({ ...input, pool: { name: 'p', type: 'vm', driver: 'local', arch: 'x86_64', platform: 'intel', vars: {} }, data_dir: dataDir }, { timeoutMs: 120_000, playbook });
+      for (let i = 0; i < 600 && jobs().length === 0; i++) await sleep(100);
+      expect(jobs()).toHaveLength(1);
+      runner.stopAll();
+      await running;
+      await sleep(200);
+      expect(jobs()).toEqual([]);
+    } finally {
+      runner.stopAll();
+      for (const pid of jobs()) process.kill(Number(pid), 'SIGKILL');
+    }
+  }, 120_000);
+
   it('leaves no module files in the temporary directory (real ansible-playbook)', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-killed-'));
     const ownTmp = mkdtempSync(join(tmpdir(), 'duffy-killed-tmp-'));
