@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import type { Command } from 'commander';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { BACKUP_UNFINISHED, LEDGER_FILE, READ_MODELS_FILE, headFileOf, lockDataDir, syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
 import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
@@ -165,9 +165,15 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         const disagreement = historiesDisagree(join(dataDir, LEDGER_FILE), partial);
         const aside = join(dataDir, `replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`);
         const moved: string[] = [];
+        // The key goes with the history it signed: this host's stays when the backup is of its own history (a key
+        // changed on purpose since stays changed); one that signed another history (a new host started once) goes
+        // aside with that ledger, and the backup's signs on, so auditors' checkpoints pinned to it still verify.
+        const [hostKey, backupKey] = [join(dataDir, KEY_FILE), join(from, KEY_FILE)];
+        const ownHistory = existsSync(join(dataDir, LEDGER_FILE)) && disagreement === undefined;
+        const keyTaken = existsSync(backupKey) && (!existsSync(hostKey) || (!ownHistory && readFileSync(hostKey, 'utf8') !== readFileSync(backupKey, 'utf8')));
         // The read models too: ones that followed another history (a new host's, a backup restored before) would be
         // caught up from their checkpoint over it, serving a mix of both; set aside, they are rebuilt at start.
-        for (const f of [LEDGER_FILE, `${LEDGER_FILE}-wal`, `${LEDGER_FILE}-shm`, HEAD_FILE, READ_MODELS_FILE, `${READ_MODELS_FILE}-wal`, `${READ_MODELS_FILE}-shm`]) {
+        for (const f of [LEDGER_FILE, `${LEDGER_FILE}-wal`, `${LEDGER_FILE}-shm`, HEAD_FILE, READ_MODELS_FILE, `${READ_MODELS_FILE}-wal`, `${READ_MODELS_FILE}-shm`, ...(keyTaken ? [KEY_FILE] : [])]) {
           if (!existsSync(join(dataDir, f))) continue;
           mkdirSync(aside, { recursive: true });
           renameSync(join(dataDir, f), join(aside, f));
@@ -176,9 +182,7 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         // Renamed last: a stop half-way leaves no half ledger under the real name.
         if (existsSync(headFileOf(partial))) renameSync(headFileOf(partial), join(dataDir, HEAD_FILE));
         renameSync(partial, join(dataDir, LEDGER_FILE));
-        // The key that signs from now on stays this host's; a data directory without one takes the backup's.
-        const keyTaken = !existsSync(join(dataDir, KEY_FILE)) && existsSync(join(from, KEY_FILE));
-        if (keyTaken) copyDurably(join(from, KEY_FILE), join(dataDir, KEY_FILE));
+        if (keyTaken) copyDurably(backupKey, hostKey);
         syncToDisk(dataDir);
         out(`restored ${join(from, LEDGER_FILE)} into ${dataDir}${keyTaken ? ` with its signing key ${KEY_FILE}` : ''}`);
         if (moved.length) out(`what it replaced is in ${aside}: ${moved.join(', ')}`);

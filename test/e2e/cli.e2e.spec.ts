@@ -10,7 +10,7 @@ import { Ledger } from '../../src/application/ledger.service.js';
 import { SessionLifecycle } from '../../src/application/session-lifecycle.js';
 import { Reconciler } from '../../src/application/reconciler.service.js';
 import { recentMachineTimeMs } from '../../src/domain/world.js';
-import { ADMIN_KEY, type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+import { ADMIN_KEY, type Client, type Running, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
 import { APPEND_ONLY_TRIGGERS } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -630,5 +630,35 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     } finally {
       await duffy.close();
     }
+  });
+
+  it("onto a new host that made a signing key of its own, signs on with the backup's key, so an auditor's checkpoint of before still verifies", async () => {
+    const prod = await startDuffy();
+    await newTenant(prod, 'prod');
+    const pinned = join(mkdtempSync(join(tmpdir(), 'duffy-auditor-')), 'server.json');
+    writeFileSync(pinned, JSON.stringify((await prod.admin.get('/api/v1/audit/checkpoint')).body));
+    await prod.close();
+    const backup = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'prod');
+    expect((await cli('backup', backup, '--data-dir', prod.dataDir)).code).toBe(0);
+    // The new host was started once to try it: another ledger, another key.
+    const fresh = await startDuffy();
+    await fresh.close();
+    const freshKey = readFileSync(join(fresh.dataDir, 'audit-ed25519.pem'), 'utf8');
+    const restored = await cli('restore', backup, '--data-dir', fresh.dataDir);
+    expect([restored.code, restored.stdout]).toEqual([0, expect.stringMatching(/^restored .* with its signing key audit-ed25519\.pem\n/)]);
+    const aside = /what it replaced is in (\S+):/.exec(restored.stdout)?.[1];
+    expect(readFileSync(join(aside!, 'audit-ed25519.pem'), 'utf8')).toBe(freshKey);
+    process.env.DUFFY_CHECKPOINT_EVERY_EVENTS = '1';
+    try {
+      const duffy = await startDuffy({ dataDir: fresh.dataDir });
+      await newTenant(duffy, 'after-the-restore');
+      while (!(await ledgerEvents(duffy)).some((e) => e.type === 'CheckpointPublished' && e.position > BigInt(JSON.parse(readFileSync(pinned, 'utf8')).lastPosition))) await sleep(50);
+      await duffy.close();
+    } finally {
+      delete process.env.DUFFY_CHECKPOINT_EVERY_EVENTS;
+    }
+    // With the new host's key, its checkpoints read as made up to sign a rewrite (TAMPERED, exit 1).
+    const verify = await cli('audit', '--ledger', join(fresh.dataDir, 'ledger.sqlite'), 'verify', '--checkpoint', pinned);
+    expect([verify.code, verify.stdout]).toEqual([0, expect.stringMatching(/^OK: /)]);
   });
 });
