@@ -46,7 +46,7 @@ export const joinedFor = (s: Session) => s.queue?.reason ?? '';
 @Injectable()
 export class WaitingQueue implements OnApplicationShutdown {
   private timer?: NodeJS.Timeout;
-  /** A pass at the next instant a waiting request may overflow (see `wakeForOverflow`). */
+  /** A pass at the next instant a waiting request may overflow or its wait is over (see `wakeForDeadlines`). */
   private overflowWake?: NodeJS.Timeout;
   private running?: Promise<void>;
   private again = false;
@@ -140,20 +140,21 @@ export class WaitingQueue implements OnApplicationShutdown {
     for (const r of outcomes) {
       if (r.status === 'rejected' && !(r.reason instanceof DomainError)) throw r.reason;
     }
-    this.wakeForOverflow(this.ledger.clock.nowMs());
+    this.wakeForDeadlines(this.ledger.clock.nowMs());
   }
 
   /**
-   * A pass when the next waiting request may overflow to another family: the last share of a short wait (5 % of
-   * 4 s) falls between two of the timer's passes, and the request would leave unserved rather than overflow.
+   * A pass when the next waiting request may overflow to another family (the last share of a short wait, 5 % of
+   * 4 s, falls between two of the timer's passes, and the request would leave unserved rather than overflow), or
+   * when its wait is over (the timer alone answered a wait of 8 s up to a second late).
    */
-  private wakeForOverflow(nowMs: number): void {
+  private wakeForDeadlines(nowMs: number): void {
     const world = this.ledger.world;
     let next = Infinity;
     for (const id of world.openSessions) {
       const q = world.sessions.get(id)!.queue;
-      const at = q ? overflowAt(q) : Infinity;
-      if (at > nowMs && at < next) next = at;
+      if (!q) continue;
+      for (const at of [overflowAt(q), Date.parse(q.until)]) if (at > nowMs && at < next) next = at;
     }
     clearTimeout(this.overflowWake);
     this.overflowWake = next === Infinity ? undefined : setTimeout(() => this.poke(), next - nowMs).unref();

@@ -16,7 +16,7 @@ export class QueueController {
     private readonly queue: WaitingQueue,
   ) {}
 
-  @ApiOperation({ summary: 'waiting requests in the order they will be served (admin)' })
+  @ApiOperation({ summary: 'waiting requests in the order they are tried; one that does not fit is passed over (admin)' })
   @Get()
   list(@CurrentActor() actor: Actor) {
     if (!actor.tenant.isAdmin) refuse('forbidden', 'only admins may read the queue');
