@@ -1,6 +1,7 @@
 import type { NodeSpec } from '../src/domain/events.js';
 import { jain, maxMinFair } from '../src/domain/statistics.js';
 import { HOUR_MS, MINUTE_MS, type MachineTimeBuckets, addHold } from '../src/domain/machine-time.js';
+import { instant } from '../src/domain/instant.js';
 import { documentProjection, ms } from './projection.js';
 
 const TENANTS = 'tenant_usage';
@@ -85,9 +86,9 @@ export const fairness = documentProjection({
         const queued = (t.queued as Array<[number, number, NodeSpec[]]> | undefined) ?? [];
         // Nothing to prune or add for a request that never queued and a tenant with no spells (the common case).
         if (w.queued_at || queued.length > 0) {
-          const end = Date.parse(e.data.at);
+          const end = instant(e.data.at);
           const spells = queued.filter(([, until]) => until >= end - KEEP_MS);
-          t.queued = w.queued_at ? [...spells, [Date.parse(String(w.queued_at)), end, w.specs]].slice(-MAX_INTERVALS) : spells;
+          t.queued = w.queued_at ? [...spells, [instant(String(w.queued_at)), end, w.specs]].slice(-MAX_INTERVALS) : spells;
         } else if (!t.queued) {
           t.queued = queued;
         }
@@ -112,14 +113,14 @@ export const fairness = documentProjection({
         if (!t) return;
         // Intervals are [start ms, end ms, pool], oldest first: whole chunks go from the front once they are all
         // older than the widest window, and so that a tenant keeps at most MAX_INTERVALS.
-        const end = Date.parse(e.data.at);
+        const end = instant(e.data.at);
         let last = Number(t.last_chunk);
         let chunk = last >= Number(t.first_chunk) ? docs.get(INTERVALS, chunkId(h.tenant_id, last)) : undefined;
         if (!chunk || (chunk.intervals as unknown[]).length >= CHUNK) {
           t.last_chunk = last += 1;
           chunk = { tenant_id: h.tenant_id, chunk: last, intervals: [] };
         }
-        const start = Date.parse(String(h.since));
+        const start = instant(String(h.since));
         const time = docs.get(MACHINE_TIME, String(h.tenant_id)) ?? { tenant_id: h.tenant_id, minutes: {}, hours: {} };
         addHold(time.minutes as MachineTimeBuckets, start, end, MINUTE_MS, MINUTES_KEPT);
         addHold(time.hours as MachineTimeBuckets, start, end, HOUR_MS, HOURS_KEPT);

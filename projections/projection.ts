@@ -1,5 +1,6 @@
 import type { RecordedEvent } from '../src/application/ports/event-store.port.js';
 import type { DuffyEvent } from '../src/domain/events.js';
+import { instant } from '../src/domain/instant.js';
 
 /**
  * A read-model definition: a pure fold of the ledger into the projection's own in-memory state, and the documents
@@ -91,4 +92,4 @@ export function foldAll<S>(projection: Projection<S>, events: Iterable<Projected
   return { state, changed };
 }
 
-export const ms = (from: string, to: string) => Math.max(0, Date.parse(to) - Date.parse(from));
+export const ms = (from: string, to: string) => Math.max(0, instant(to) - instant(from));

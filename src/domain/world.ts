@@ -1,6 +1,7 @@
 import { type Defaults, type DuffyEvent, type Hardware, type MachineService, type MachineState, type NodeSpec, type PlaybookAction, type PoolProfile, type ReleaseReason, type TenantSettings, machinesAsked } from './events.js';
 import { FreeIndex, LeaseIndex, WorkIndex, isFree } from './indexes.js';
 import { IdSet } from './ordered-set.js';
+import { instant } from './instant.js';
 import { HOUR_MS, MINUTE_MS, type MachineTimeBuckets, addHold, machineTimeMs } from './machine-time.js';
 
 export { isFree };
@@ -623,7 +624,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       m.revision = revision;
       const t = world.tenants.get(event.data.tenantId);
       if (t && t.platform === null) t.platform = event.data.platform;
-      t?.usage.open.set(m.id, Date.parse(event.data.at));
+      t?.usage.open.set(m.id, instant(event.data.at));
       const s = world.sessions.get(event.data.sessionId);
       // Copied, not pushed: a new session shares one empty list (see Session).
       if (s && s.tenantId === event.data.tenantId && !s.machineIds.includes(m.id)) s.machineIds = [...s.machineIds, m.id];
@@ -635,7 +636,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       if (!m) return world;
       const untouched = m.state === 'provisioning' ? 'unused' : m.state === 'contextualizing' && !m.contextualizeStarted ? 'ready' : null;
       closeUsage(world, m, event.data.at);
-      if (m.reservedAt) m.busyMs += Math.max(0, Date.parse(event.data.at) - Date.parse(m.reservedAt));
+      if (m.reservedAt) m.busyMs += Math.max(0, instant(event.data.at) - instant(m.reservedAt));
       // The tenant never had it, no allocation either: a session that failed (before its hand-over: a restart, a
       // caller gone, a timeout), or one ended (expired, done, cancelled) while its hand-over was still to run.
       const handingOver = m.state === 'provisioning' || m.state === 'contextualizing';
@@ -758,7 +759,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
           s.machineIds = s.machineIds.filter((id) => id !== m.id);
           s.lostMachineIds = [...(s.lostMachineIds ?? NONE), m.id];
         }
-        if (m.reservedAt) m.busyMs += Math.max(0, Date.parse(event.data.at) - Date.parse(m.reservedAt));
+        if (m.reservedAt) m.busyMs += Math.max(0, instant(event.data.at) - instant(m.reservedAt));
         // The tenant never got it: a failed attempt is no allocation (wear counts what was used).
         m.allocations = Math.max(0, m.allocations - 1);
         m.sessionId = null;
@@ -902,5 +903,5 @@ function closeUsage(world: World, m: Machine, at: string): void {
   const start = t?.usage.open.get(m.id);
   if (t === undefined || start === undefined) return;
   t.usage.open.delete(m.id);
-  addHold(t.usage.ended, start, Date.parse(at), MINUTE_MS, FAIR_SHARE_WINDOW_MS / MINUTE_MS + 1);
+  addHold(t.usage.ended, start, instant(at), MINUTE_MS, FAIR_SHARE_WINDOW_MS / MINUTE_MS + 1);
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { SESSIONS, entities } from '../../projections/entities.projection.js';
 import { machineStress } from '../../projections/machine-stress.projection.js';
+import { PROJECTIONS } from '../../projections/index.js';
 import { RETAINED_ENDED, type World } from '../../src/domain/world.js';
 import { ProjectionRunner, dropRetired } from '../../src/application/projector.js';
 import type { EventStore, RecordedEvent } from '../../src/application/ports/event-store.port.js';
@@ -368,5 +369,31 @@ describe('entities projection over a long history', () => {
     const written = [...store.docs.keys()].filter((k) => k.startsWith(`${SESSIONS}/`));
     expect(written).toHaveLength(sessions);
     expect(stateOf(runner).sessions.size).toBeLessThanOrEqual(RETAINED_ENDED);
+  });
+});
+
+describe('projections restarted from their checkpoint', () => {
+  /** Every projection's documents, by collection. */
+  const documents = async (store: SqliteReadModels) => Object.fromEntries(await Promise.all(PROJECTIONS.flatMap((p) => p.collections).map(async (c) => [c, await store.find(c)])));
+  const fold = async (store: SqliteReadModels, events: RecordedEvent[]) => {
+    const runners = PROJECTIONS.map((p) => new ProjectionRunner(p, noLedger, store));
+    for (const r of runners) await r.prepare();
+    for (const e of events) for (const r of runners) r.push(e);
+    for (const r of runners) await r.caughtUp(events.at(-1)!.position);
+    for (const r of runners) await r.stop();
+  };
+
+  it('fold on to the documents one pass gives: what a restart reads back from the store is the state the rest of the ledger folds onto', async () => {
+    const events = sessionCycles(60);
+    const once = new SqliteReadModels(':memory:');
+    await fold(once, events);
+    const restarted = new SqliteReadModels(':memory:');
+    // Cut after session 31's reservation: its wait and its machine's hold are documents the rest of the ledger reads.
+    const cut = 3 + 8 * 30 + 3;
+    await fold(restarted, events.slice(0, cut));
+    await fold(restarted, events.slice(cut));
+    expect(await documents(restarted)).toEqual(await documents(once));
+    await once.close();
+    await restarted.close();
   });
 });
