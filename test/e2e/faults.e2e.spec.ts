@@ -247,6 +247,8 @@ describe('fault: a pool\'s contextualize playbook is broken, so every hand-over 
     let up = await duffy.admin.get('/health');
     for (let i = 0; i < 50 && up.body.details?.ansible?.broken; i++) up = await sleep(200).then(() => duffy!.admin.get('/health'));
     expect([up.status, up.body.details?.ansible?.broken]).toEqual([200, undefined]);
+    // Back in the pool is not yet ready: its release may still be under way (it was, on a slower VM: 422, 0 available).
+    await until(duffy, () => machine(duffy!, 'ctx-1.test').state === 'ready' && machine(duffy!, 'ctx-1.test').job === null, 30_000);
     expect((await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'ctx', quantity: 1 }] })).status).toBe(201);
   });
 });
