@@ -16,7 +16,7 @@ describe('the embedded read models: what GET /sessions asks is read through an i
     const asked: string[] = [];
     const prepare = Database.prototype.prepare;
     jest.spyOn(Database.prototype, 'prepare').mockImplementation(function (this: Database.Database, sql: string) {
-      if (sql.startsWith("SELECT doc FROM docs")) asked.push(sql);
+      if (sql.startsWith("SELECT id, doc FROM docs")) asked.push(sql);
       return prepare.call(this, sql);
     } as typeof prepare);
     try {
