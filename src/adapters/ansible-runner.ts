@@ -203,9 +203,11 @@ export class AnsibleRunner implements PlaybookRunner {
         const stdout = String(result.stdout ?? '');
         const stderr = String(result.stderr ?? '');
         const exitCode = typeof result.exitCode === 'number' ? result.exitCode : null;
-        const nodes = outcomes(input, stdout, { exitCode, timedOut, ...(result.isMaxBuffer ? { outputOver: this.outputLimit } : {}) });
+        // Parsed once: the report may be up to the output bound (64 MiB).
+        const report = playReport(stdout);
+        const nodes = outcomesOf(input, report, { exitCode, timedOut, ...(result.isMaxBuffer ? { outputOver: this.outputLimit } : {}) });
         const fault =
-          environmentFault({ code: result.code, signal: result.signal, exitCode, timedOut, hasDuffyOut: findDuffyOut(stdout) !== undefined, hasReport: hasPlayReport(stdout), stderr }) ??
+          environmentFault({ code: result.code, signal: result.signal, exitCode, timedOut, hasDuffyOut: duffyOutOf(report) !== undefined, hasReport: isPlayReport(report), stderr }) ??
           ([...nodes.values()].some((n) => !n.ok) ? await fullDisk(runs) : undefined);
         const run: RunRecord = {
           action: input.action,
@@ -326,8 +328,15 @@ function killGroup(pid: number | undefined): void {
 }
 
 /** Every input node gets an outcome: from `duffy_out` when the output has one, otherwise a failure that says why. */
-export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'exitCode' | 'timedOut'> & { outputOver?: number }): Map<string, NodeOutcome> {
-  const found = findDuffyOut(stdout);
+export function outcomes(input: DuffyIn, stdout: string, run: RunEnd): Map<string, NodeOutcome> {
+  return outcomesOf(input, playReport(stdout), run);
+}
+
+type RunEnd = Pick<RunRecord, 'exitCode' | 'timedOut'> & { outputOver?: number };
+
+/** `outcomes` of a run whose report (`playReport`) is already parsed. */
+function outcomesOf(input: DuffyIn, report: unknown, run: RunEnd): Map<string, NodeOutcome> {
+  const found = duffyOutOf(report);
   const reason = run.timedOut
     ? 'playbook timed out'
     : found === undefined
@@ -336,13 +345,13 @@ export function outcomes(input: DuffyIn, stdout: string, run: Pick<RunRecord, 'e
           `playbook output over ${run.outputOver / (1024 * 1024)} MiB: its duffy_out could not be read`
         : run.exitCode === 0
         ? 'playbook output had no duffy_out'
-        : boundedError(`playbook failed with exit code ${run.exitCode}${run.exitCode === 4 ? ' (a host unreachable)' : ''}${lastFailure(stdout) ?? ''}`)
+        : boundedError(`playbook failed with exit code ${run.exitCode}${run.exitCode === 4 ? ' (a host unreachable)' : ''}${lastFailure(report) ?? ''}`)
       : 'node missing from duffy_out';
   // A task that failed after duffy_out was set (the run exits non-zero) may have been the wipe a release needs: its
   // "ok" no longer holds, and the run does not say for which machine.
   const failedAfter =
     found !== undefined && typeof run.exitCode === 'number' && run.exitCode !== 0
-      ? boundedError(`playbook failed with exit code ${run.exitCode} after its duffy_out${lastFailure(stdout) ?? ''}`)
+      ? boundedError(`playbook failed with exit code ${run.exitCode} after its duffy_out${lastFailure(report) ?? ''}`)
       : undefined;
   const map = new Map<string, NodeOutcome>();
   for (const node of input.nodes) {
@@ -377,8 +386,8 @@ function boundedError(error: string): string {
 }
 
 /** Whether the JSON callback printed its report, i.e. Ansible got as far as running plays. */
-function hasPlayReport(stdout: string): boolean {
-  return Array.isArray((playReport(stdout) as { plays?: unknown } | undefined)?.plays);
+function isPlayReport(report: unknown): boolean {
+  return Array.isArray((report as { plays?: unknown } | undefined)?.plays);
 }
 
 /**
@@ -410,9 +419,9 @@ type Report = { plays?: Array<{ tasks?: Array<{ task?: { name?: unknown }; hosts
  * the end of the JSON report, its stats, which never says what failed. The last failed task is the one that
  * stopped the play (one rescued earlier failed too, but the play went on).
  */
-function lastFailure(stdout: string): string | undefined {
+function lastFailure(report: unknown): string | undefined {
   let said: string | undefined;
-  for (const play of (playReport(stdout) as Report | undefined)?.plays ?? []) {
+  for (const play of (report as Report | undefined)?.plays ?? []) {
     for (const task of play.tasks ?? []) {
       for (const r of Object.values(task.hosts ?? {})) {
         if (r?.failed !== true && r?.unreachable !== true) continue;
@@ -431,7 +440,10 @@ type OutNode = { hostname: string; ipaddr?: unknown; ok?: unknown; error?: unkno
 
 /** The last `ansible_facts.duffy_out` in the JSON callback's document; undefined when there is none or it is not JSON. */
 export function findDuffyOut(stdout: string): OutNode[] | undefined {
-  const doc = playReport(stdout);
+  return duffyOutOf(playReport(stdout));
+}
+
+function duffyOutOf(doc: unknown): OutNode[] | undefined {
   if (doc === undefined) return undefined;
   let last: OutNode[] | undefined;
   const plays = (doc as { plays?: Array<{ tasks?: Array<{ hosts?: Record<string, { ansible_facts?: { duffy_out?: { nodes?: unknown } } }> }> }> }).plays;
