@@ -51,7 +51,7 @@ export const entities: Projection<World> = {
   collections: [TENANTS, MACHINES, SESSIONS],
   init: emptyWorld,
   fold(w, e, mark) {
-    if (e.type === 'IdAllocated' || e.type === 'CheckpointPublished' || e.type === 'ApiKeyAssigned' || e.type === 'DefaultsSet' || e.type === 'PoolsConfigured') return;
+    if (e.type === 'IdAllocated' || e.type === 'CheckpointPublished' || e.type === 'ApiKeyAssigned' || e.type === 'DefaultsSet' || e.type === 'PoolsConfigured' || e.type === 'LedgerRestored') return;
     const data = e.data as { tenantId?: number; machineId?: number; sessionId?: number | null };
     const machineId = data.machineId;
     const sessionId = data.sessionId;

@@ -264,12 +264,12 @@ export function whoHad(events: readonly RecordedEvent[], hostname: string, at: D
 }
 
 /** Streams of their own that no other event names: their history is the stream itself. */
-const SINGLE_STREAMS: readonly string[] = [stream.defaults, stream.pools, stream.admins, stream.apiKeys, stream.ids('tenant'), stream.ids('machine'), CHECKPOINT_STREAM];
+const SINGLE_STREAMS: readonly string[] = [stream.defaults, stream.pools, stream.admins, stream.apiKeys, stream.ids('tenant'), stream.ids('machine'), stream.restores, CHECKPOINT_STREAM];
 
 /**
  * Every event about one session, machine or tenant: its own stream plus the events elsewhere that name it (a tenant's:
  * its sessions' too); or one of SINGLE_STREAMS (the tenant defaults and pools recorded at starts, the active admins,
- * the keys given, the id sequences, the signed checkpoints).
+ * the keys given, the id sequences, what restores undid, the signed checkpoints).
  */
 export function history(events: RecordedEvent[], asked: string): RecordedEvent[] {
   if (SINGLE_STREAMS.includes(asked)) return events.filter((e) => e.stream === asked);

@@ -3,13 +3,18 @@ import type { Command } from 'commander';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { BACKUP_UNFINISHED, LEDGER_FILE, READ_MODELS_FILE, headFileOf, lockDataDir, syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
-import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
 import { isLegacyLedger } from '../adapters/eventstore/legacy-ledger.js';
 import { KEY_FILE } from '../audit/checkpoint.service.js';
 import { NotFoundError } from '../audit/not-found.js';
 import { storageFault } from '../application/ports/storage-fault.port.js';
 import { dataDirOf } from '../config/config.js';
 import { verdict, verifyLedger } from './audit.js';
+import { offline } from './recover.js';
+import { SqliteEventStore, assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
+import { decideRecordRestore } from '../domain/decide-restore.js';
+import type { LostHours } from '../domain/events.js';
+import { machineIdOfHost } from '../domain/world.js';
+import { randomUUID } from 'node:crypto';
 import { UsageError } from './client.js';
 
 // A backup that a power cut can take back is none: every file and directory it writes is synced (syncToDisk).
@@ -17,20 +22,22 @@ const HEAD_FILE = headFileOf(LEDGER_FILE);
 /** In a backup's directory until it is whole and verified: one cut short (killed, a power cut) says so. */
 
 /**
- * Where the ledger a restore replaces and the backup tell two histories apart: the global chain link at a position
- * covers every event up to it, so the histories agree up to some position and differ from the next one on. Undefined
- * when they agree as far as both go, or when there is nothing to compare (no ledger, one that cannot be read, or one
- * without the chain: a restore is how a damaged ledger is mended).
+ * How the ledger a restore replaces and the backup compare: the last position both hold alike (`sharedUpTo`) and, when
+ * they differ before either ends, where (`disagreement`). The global chain link at a position covers every event up to
+ * it, so two histories agree up to some position and differ from the next one on. Undefined when there is nothing
+ * to compare (no ledger, one that cannot be read, or one without the chain: a restore is how a damaged ledger is
+ * mended).
  */
-function historiesDisagree(current: string, backup: string): string | undefined {
+function compareHistories(current: string, backup: string): { sharedUpTo: bigint; disagreement?: string } | undefined {
   if (!existsSync(current)) return undefined;
   let mine: Database.Database | undefined;
   let theirs: Database.Database | undefined;
   try {
     [mine, theirs] = [new Database(current, { readonly: true, fileMustExist: true }), new Database(backup, { readonly: true, fileMustExist: true })];
     const last = (db: Database.Database) => db.prepare('SELECT position FROM events ORDER BY position DESC LIMIT 1').safeIntegers(true).pluck().get() as bigint | undefined;
-    const [a, b] = [last(mine), last(theirs)];
-    if (a === undefined || b === undefined) return undefined;
+    const [a, b] = [last(mine) ?? 0n, last(theirs) ?? 0n];
+    const both = a < b ? a : b;
+    if (both === 0n) return { sharedUpTo: 0n };
     const linkStatement = (db: Database.Database) => db.prepare('SELECT chain FROM events WHERE position = ?').pluck();
     const [myLink, theirLink] = [linkStatement(mine), linkStatement(theirs)];
     const linksAt = (p: bigint) => [myLink.get(p), theirLink.get(p)] as Array<string | null | undefined>;
@@ -38,9 +45,9 @@ function historiesDisagree(current: string, backup: string): string | undefined 
       const [x, y] = linksAt(p);
       return x != null && x === y;
     };
-    const both = a < b ? a : b;
     const [x, y] = linksAt(both);
-    if (x == null || y == null || x === y) return undefined;
+    if (x == null || y == null) return undefined;
+    if (x === y) return { sharedUpTo: both };
     // The last position both agree at (0: none), found by halving.
     let [agree, differ] = [0n, both];
     while (differ - agree > 1n) {
@@ -48,13 +55,56 @@ function historiesDisagree(current: string, backup: string): string | undefined 
       if (same(mid)) agree = mid;
       else differ = mid;
     }
-    return agree === 0n ? 'their first events already differ' : `they are the same up to position ${agree} and differ from ${differ} on`;
+    return { sharedUpTo: agree, disagreement: agree === 0n ? 'their first events already differ' : `they are the same up to position ${agree} and differ from ${differ} on` };
   } catch {
     return undefined;
   } finally {
     mine?.close();
     theirs?.close();
   }
+}
+
+/** What the ledger a restore replaces holds after `sharedUpTo` (the hours the restore undoes), or undefined if it cannot be read. */
+function lostHoursIn(current: string, sharedUpTo: bigint): Omit<LostHours, 'backup' | 'replacedKeptIn'> | undefined {
+  let db: Database.Database | undefined;
+  try {
+    db = new Database(current, { readonly: true, fileMustExist: true });
+    const after = BigInt.asIntN(64, sharedUpTo);
+    // Every id it gave, not only those after the shared part: another history's clients hold ids of theirs too.
+    const sessionIdsUpTo = Number(db.prepare("SELECT max(CAST(substr(stream, 9) AS INTEGER)) FROM events WHERE stream GLOB 'session-[0-9]*'").pluck().get() ?? 0);
+    const lostSessions = Number(db.prepare("SELECT count(*) FROM events WHERE position > ? AND type = 'MachineRequested'").pluck().get(after));
+    const machines = db.prepare("SELECT DISTINCT substr(stream, 9) FROM events WHERE position > ? AND stream GLOB 'machine-*' ORDER BY 1").pluck().all(after) as string[];
+    return { sharedUpTo: String(sharedUpTo), sessionIdsUpTo, lostSessions, machines };
+  } catch {
+    return undefined;
+  } finally {
+    db?.close();
+  }
+}
+
+/**
+ * Appends what a restore undoes (LedgerRestored, maintenance for the machines used since) to the restored ledger
+ * `file`, and says it in a line; undefined when the restore undoes nothing.
+ */
+async function recordLostHours(file: string, lost: LostHours, now: string): Promise<string | undefined> {
+  const actor = 'duffy restore (offline)';
+  const said = await offline(new SqliteEventStore(file), async (ledger) => {
+    const written = await ledger.decide((world, inFlight) => decideRecordRestore(world, lost, actor, now, inFlight), { actor, correlationId: randomUUID(), at: now });
+    if (!written) return undefined;
+    const machineOf = (hostname: string) => ledger.world.machines.get(machineIdOfHost(ledger.world, hostname) ?? -1);
+    const resting = lost.machines.filter((h) => machineOf(h)?.service === 'maintenance');
+    const unknown = lost.machines.filter((h) => machineOf(h) === undefined);
+    return (
+      `undone: what the replaced ledger holds after position ${lost.sharedUpTo}: ${lost.lostSessions} session(s)` +
+      (lost.sessionIdsUpTo > 0 ? `, and new sessions are numbered from ${ledger.world.lastSessionId + 1} on (ids up to ${lost.sessionIdsUpTo} were given: a job's \`duffy done\` of then ends none of them)` : '') +
+      (resting.length > 0 ? `; in maintenance, as they may hold a tenant's key or half a playbook's work, until wiped and put back (PUT /api/v1/nodes/{id} {"maintenance": false}): ${resting.join(', ')}` : '') +
+      (unknown.length > 0 ? `; registered after the backup, unknown to this ledger, to be checked by hand before it registers them again: ${unknown.join(', ')}` : '') +
+      ' (recorded in the restored ledger: `duffy audit history restores`)'
+    );
+  });
+  // Closed, the store has folded its WAL into the file: a -wal left beside it would be lost in the rename.
+  if (existsSync(`${file}-wal`)) throw new Error(`${file}-wal is still there after the restore's append: nothing restored`);
+  return said;
 }
 
 function copyDurably(from: string, to: string): void {
@@ -145,7 +195,7 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         // both), written under a private name, verified there with the backup's head record, then renamed into place.
         // A copy of the file alone would leave the -wal's events (or its edits) behind.
         const partial = join(dataDir, `${LEDGER_FILE}.restoring`);
-        const removePartial = () => [partial, headFileOf(partial)].forEach((f) => rmSync(f, { force: true }));
+        const removePartial = () => [partial, `${partial}-wal`, `${partial}-shm`, headFileOf(partial)].forEach((f) => rmSync(f, { force: true }));
         removePartial();
         if (existsSync(join(from, HEAD_FILE))) copyDurably(join(from, HEAD_FILE), headFileOf(partial));
         let v: Awaited<ReturnType<typeof verifyLedger>>;
@@ -162,8 +212,21 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         }
         // A backup that verifies may still be another history (another installation's, a new host's first start, or
         // one rewritten whole and chained again): said, and the ledger it replaces kept for whoever audits it.
-        const disagreement = historiesDisagree(join(dataDir, LEDGER_FILE), partial);
-        const aside = join(dataDir, `replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+        const current = join(dataDir, LEDGER_FILE);
+        const histories = compareHistories(current, partial);
+        const disagreement = histories?.disagreement;
+        const now = new Date().toISOString();
+        const aside = join(dataDir, `replaced-${now.replace(/[:.]/g, '-')}`);
+        // The hours the restore undoes go into the restored ledger before it is put in place (a failure leaves all
+        // as it was): their session ids stay given, their machines go to maintenance.
+        const found = histories && lostHoursIn(current, histories.sharedUpTo);
+        let recorded: Awaited<ReturnType<typeof recordLostHours>> | undefined;
+        try {
+          if (found) recorded = await recordLostHours(partial, { ...found, backup: from, replacedKeptIn: aside }, now);
+        } catch (err) {
+          removePartial();
+          throw err;
+        }
         const moved: string[] = [];
         // The key goes with the history it signed: this host's stays when the backup is of its own history (a key
         // changed on purpose since stays changed); one that signed another history (a new host started once) goes
@@ -193,8 +256,14 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
           );
         }
         out(verdict(v));
+        if (recorded) out(recorded);
+        else if (existsSync(join(aside, LEDGER_FILE)) && !found) {
+          process.stderr.write(
+            `duffy: warning: the ledger it replaced could not be read, so what happened after the backup is unknown: session ids given since may be given again, and machines used since may still carry their tenants' keys (README: Restore)\n`,
+          );
+        }
         const mongo = process.env.DUFFY_READMODELS ? ' (on MongoDB: POST /api/v1/stats/rebuild once it runs)' : '';
-        out(`start Duffy: it rebuilds the read models from this ledger${mongo}; machines used by sessions made after the backup may still carry their tenants' keys (README: Restore)`);
+        out(`start Duffy: it rebuilds the read models from this ledger${mongo}`);
       } finally {
         lock.release();
       }

@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createEventStore } from '../adapters/eventstore/event-store.factory.js';
+import type { EventStore } from '../application/ports/event-store.port.js';
 import { assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
 import { isLegacyLedger } from '../adapters/eventstore/legacy-ledger.js';
 import { LEDGER_FILE } from '../adapters/eventstore/data-dir-lock.js';
@@ -15,8 +16,19 @@ import { DomainError } from '../domain/errors.js';
 import { UsageError } from './client.js';
 import { dataDirOf } from '../config/config.js';
 
-/** Events this command appends reach no saga: the server, started later, folds them from the ledger. */
+/** Events a command appends offline reach no saga: the server, started later, folds them from the ledger. */
 const NO_BUS = { publish: () => undefined } as unknown as EventBus;
+
+/** `work` on a Ledger over `store` that a command opens while no server runs on it; the store is closed after. */
+export async function offline<T>(store: EventStore, work: (ledger: Ledger) => Promise<T>): Promise<T> {
+  const ledger = new Ledger(store, NO_BUS);
+  try {
+    await ledger.start();
+    return await work(ledger);
+  } finally {
+    await ledger.onApplicationShutdown();
+  }
+}
 
 /**
  * `duffy admin-key <admin>`: a new API key for an admin tenant, written to the ledger directly, for an operator who
@@ -44,22 +56,20 @@ export function recoveryCommands(duffy: Command, out: (line: string) => void): v
         assertLedgerReadable(file, isLegacyLedger(file));
       }
       const store = createEventStore(url, dataDir, 'Stop that Duffy first: admin-key writes to its ledger (while it runs, another admin can give a key: PUT /api/v1/tenants/{id} {"api_key": "reset"})');
-      const ledger = new Ledger(store, NO_BUS);
       try {
-        await ledger.start();
-        await ledger.decide(
-          (world, inFlight) => {
-            const tenant = [...world.tenants.values()].find((t) => t.name === name);
-            if (!tenant || !tenant.isAdmin) return refusal('not_found', `no admin tenant named ${JSON.stringify(name)} in this ledger`);
-            if (tenant.retiredAt !== null) return refusal('invalid', `admin ${name} is retired`);
-            return decideUpdateTenant(tenant, { changes: { apiKeyDigest: digestKey(key) }, keyDigests: [...digestsOf(key)], now: new Date().toISOString() }, world, inFlight);
-          },
-          { actor: 'duffy admin-key (offline)', correlationId: randomUUID(), at: new Date().toISOString() },
+        await offline(store, (ledger) =>
+          ledger.decide(
+            (world, inFlight) => {
+              const tenant = [...world.tenants.values()].find((t) => t.name === name);
+              if (!tenant || !tenant.isAdmin) return refusal('not_found', `no admin tenant named ${JSON.stringify(name)} in this ledger`);
+              if (tenant.retiredAt !== null) return refusal('invalid', `admin ${name} is retired`);
+              return decideUpdateTenant(tenant, { changes: { apiKeyDigest: digestKey(key) }, keyDigests: [...digestsOf(key)], now: new Date().toISOString() }, world, inFlight);
+            },
+            { actor: 'duffy admin-key (offline)', correlationId: randomUUID(), at: new Date().toISOString() },
+          ),
         );
       } catch (err) {
         throw err instanceof DomainError && err.kind === 'not_found' ? new NotFoundError(err.message) : err;
-      } finally {
-        await ledger.onApplicationShutdown();
       }
       out(`# the new key of ${name} (the old one no longer works); shown once`);
       out(`export DUFFY_ADMIN_KEY=${key}`);

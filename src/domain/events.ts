@@ -94,7 +94,7 @@ export const EVENT_TYPES = everyEventType([
   'EnvironmentFault', 'PlaybookTimedOutInBatch', 'PlaybookFailedInBatch', 'MachineQuarantined',
   'MachineReturnedToService', 'MachineServiceChanged', 'MachineHardwareSet', 'SessionFailed', 'MachineRequested',
   'SessionStarted', 'RequestQueued', 'SessionRejected', 'SessionExtended', 'ReplacementReserved', 'SessionReleased',
-  'SessionExpired', 'CheckpointPublished',
+  'SessionExpired', 'CheckpointPublished', 'LedgerRestored',
 ]);
 
 /** A tenant's settings where it has none of its own (the configuration's `defaults`). */
@@ -259,7 +259,29 @@ export type DuffyEvent =
   | { type: 'SessionReleased'; data: { sessionId: number; reason: ReleaseReason; at: string } }
   | { type: 'SessionExpired'; data: { sessionId: number; at: string } }
   /** A signed Merkle tree head of the ledger's first `size` events (src/audit/checkpoint.ts), in stream audit-checkpoints. */
-  | { type: 'CheckpointPublished'; data: { size: number; lastPosition: string; rootHash: string; time: string; signature?: string; publicKey?: string; frontier?: string[] } };
+  | { type: 'CheckpointPublished'; data: { size: number; lastPosition: string; rootHash: string; time: string; signature?: string; publicKey?: string; frontier?: string[] } }
+  /**
+   * `duffy restore` put a backup back over a ledger that had gone on after it (the lost hours): written by the
+   * restore, on stream `restores`. New session ids start above `sessionIdsUpTo`, so a job's `done N` of then never
+   * ends a session made since; the machines those hours used are put in maintenance in the same append.
+   */
+  | { type: 'LedgerRestored'; data: LostHours & { at: string } };
+
+/** What a restore replaced that the backup does not hold: the replaced ledger's events after the two histories part. */
+export interface LostHours {
+  /** The backup directory put back. */
+  backup: string;
+  /** Where the replaced ledger is kept. */
+  replacedKeptIn: string;
+  /** The last position both histories hold (the backup's end, for a backup of this history). */
+  sharedUpTo: string;
+  /** The highest session id the replaced ledger had given (0: none). */
+  sessionIdsUpTo: number;
+  /** Sessions the replaced ledger made after the histories part. */
+  lostSessions: number;
+  /** Machines whose streams moved after the histories part (taken, released, provisioned...): what they hold now is unknown. */
+  machines: string[];
+}
 
 /** A pool as requests see it: what it offers (type, arch) and its platform family; what PoolsConfigured records. */
 export interface PoolProfile {
@@ -283,6 +305,8 @@ export const stream = {
   apiKeys: 'api-keys',
   defaults: 'defaults',
   pools: 'pools',
+  /** What each `duffy restore` left out (LedgerRestored). */
+  restores: 'restores',
 };
 
 /** BSON's member names end at a NUL character: no JSON or YAML member name may hold one. */

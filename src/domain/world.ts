@@ -197,13 +197,15 @@ export interface World {
    * (no machine, no quota) leaves the World: history is served from the read models and the ledger.
    */
   ended: number[];
-  /** The highest session id requested so far: the next request takes the one after it. */
+  /** The highest session id given so far (by requests, or by the lost hours a restore replaced): the next request takes the one after it. */
   lastSessionId: number;
   /** Last revision of each id sequence stream (ids-tenant, ids-machine): the next id is that revision + 2. */
   idRevisions: Map<string, number>;
   /** Last revision of the `admins` stream (-1: none yet), where every change to the set of active admins is checked. */
   adminsRevision: number;
   apiKeysRevision: number;
+  /** Last revision of the `restores` stream (-1: none yet). */
+  restoresRevision: number;
   /** The tenant defaults last recorded (DefaultsSet), null on a ledger that holds none; and the `defaults` stream's revision. */
   defaults: Defaults | null;
   defaultsRevision: number;
@@ -285,6 +287,7 @@ export function emptyWorld(): World {
     idRevisions: new Map(),
     adminsRevision: -1,
     apiKeysRevision: -1,
+    restoresRevision: -1,
     defaults: null,
     pools: null,
     poolsRevision: -1,
@@ -507,6 +510,11 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       world.idRevisions.set(event.data.kind, revision);
       return world;
     case 'CheckpointPublished':
+      return world;
+    case 'LedgerRestored':
+      world.restoresRevision = revision;
+      // The ids the lost hours gave stay given: clients may still hold them.
+      if (event.data.sessionIdsUpTo > world.lastSessionId) world.lastSessionId = event.data.sessionIdsUpTo;
       return world;
     case 'ActiveAdminsChanged':
       world.adminsRevision = revision;

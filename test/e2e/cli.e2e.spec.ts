@@ -578,6 +578,54 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     expect(await cli('restore', mine, '--data-dir', here)).toMatchObject({ code: 0, stderr: '' });
   });
 
+  it("keeps the lost hours' session ids given and puts the machines they used in maintenance: a job's `done` of then ends no session made since", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-restore-lost-'));
+    let duffy = await startDuffy({ dataDir });
+    const key = (await duffy.admin.post('/api/v1/tenants', { name: 'gamma', ssh_key: 'ssh-ed25519 AAAA gamma' })).body.tenant.api_key;
+    let gamma = duffy.client('gamma', key);
+    const ask = async (type: string) => {
+      const r = await gamma.post('/api/v1/sessions', { nodes_specs: [{ type, quantity: 1 }] });
+      expect(r.status).toBe(201);
+      return { id: r.body.session.id as number, hostname: r.body.session.nodes[0].hostname as string };
+    };
+    const before = await ask('baremetal');
+    const backup = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'lost');
+    expect((await cli('backup', backup, '--data-dir', dataDir)).code).toBe(0);
+    // The lost hours: one session made and ended, one still held by a job when the host died.
+    const ended = await ask('vm');
+    expect((await gamma.put(`/api/v1/sessions/${ended.id}`, { active: false })).status).toBe(200);
+    const held = await ask('vm');
+    await duffy.close();
+
+    const restored = await cli('restore', backup, '--data-dir', dataDir);
+    expect([restored.code, restored.stderr]).toEqual([0, '']);
+    const undone = restored.stdout.split('\n').find((l) => l.startsWith('undone: '));
+    expect(undone).toMatch(new RegExp(`^undone: what the replaced ledger holds after position \\d+: 2 session\\(s\\), and new sessions are numbered from ${held.id + 1} on \\(ids up to ${held.id} were given`));
+    const resting = /\{"maintenance": false\}\): ([^ ;]+(?:, [^ ;]+)*) \(recorded in the restored ledger/.exec(undone!)![1].split(', ');
+    expect(resting).toEqual(expect.arrayContaining([ended.hostname, held.hostname]));
+    expect(resting).not.toContain(before.hostname);
+
+    duffy = await startDuffy({ dataDir });
+    gamma = duffy.client('gamma', key);
+    try {
+      // The held job's post step gives back its id of then: no session of the restored ledger has it.
+      expect((await gamma.put(`/api/v1/sessions/${held.id}`, { active: false })).status).toBe(404);
+      const next = await ask('baremetal');
+      expect(next.id).toBe(held.id + 1);
+      for (const h of [ended.hostname, held.hostname]) {
+        const node = (await duffy.admin.get('/api/v1/nodes')).body.nodes.find((n: { hostname: string }) => n.hostname === h);
+        expect([node.service, node.service_reason]).toEqual(['maintenance', expect.stringMatching(/^used after the backup restored on \d{4}-\d\d-\d\d \(duffy restore\): wipe it, then put it back$/)]);
+      }
+      const trail = await cli('audit', '--ledger', join(dataDir, 'ledger.sqlite'), 'history', 'restores');
+      expect([trail.code, trail.stdout]).toEqual([0, expect.stringContaining('LedgerRestored')]);
+    } finally {
+      await duffy.close();
+    }
+    const verify = await cli('audit', '--ledger', join(dataDir, 'ledger.sqlite'), 'verify');
+    expect([verify.code, verify.stdout]).toEqual([0, expect.stringMatching(/^OK: /)]);
+    expect((await cli('audit', '--ledger', join(dataDir, 'ledger.sqlite'), 'replay')).code).toBe(0);
+  });
+
   it('says a backup cut short is one: restore refuses it and audit names the half-written file, where both said "attempt to write a readonly database"', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-backup-cut-'));
     await (await startDuffy({ dataDir })).close();
