@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import type { Command } from 'commander';
+import { randomUUID } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { BACKUP_UNFINISHED, LEDGER_FILE, READ_MODELS_FILE, headFileOf, lockDataDir, syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
@@ -10,12 +11,11 @@ import { storageFault } from '../application/ports/storage-fault.port.js';
 import { dataDirOf } from '../config/config.js';
 import { verdict, verifyLedger } from './audit.js';
 import { offline } from './recover.js';
+import { UsageError } from './client.js';
 import { SqliteEventStore, assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
 import { decideRecordRestore } from '../domain/decide-restore.js';
 import type { LostHours } from '../domain/events.js';
 import { machineIdOfHost } from '../domain/world.js';
-import { randomUUID } from 'node:crypto';
-import { UsageError } from './client.js';
 
 // A backup that a power cut can take back is none: every file and directory it writes is synced (syncToDisk).
 const HEAD_FILE = headFileOf(LEDGER_FILE);
@@ -69,11 +69,10 @@ function lostHoursIn(current: string, sharedUpTo: bigint): Omit<LostHours, 'back
   let db: Database.Database | undefined;
   try {
     db = new Database(current, { readonly: true, fileMustExist: true });
-    const after = BigInt.asIntN(64, sharedUpTo);
     // Every id it gave, not only those after the shared part: another history's clients hold ids of theirs too.
     const sessionIdsUpTo = Number(db.prepare("SELECT max(CAST(substr(stream, 9) AS INTEGER)) FROM events WHERE stream GLOB 'session-[0-9]*'").pluck().get() ?? 0);
-    const lostSessions = Number(db.prepare("SELECT count(*) FROM events WHERE position > ? AND type = 'MachineRequested'").pluck().get(after));
-    const machines = db.prepare("SELECT DISTINCT substr(stream, 9) FROM events WHERE position > ? AND stream GLOB 'machine-*' ORDER BY 1").pluck().all(after) as string[];
+    const lostSessions = Number(db.prepare("SELECT count(*) FROM events WHERE position > ? AND type = 'MachineRequested'").pluck().get(sharedUpTo));
+    const machines = db.prepare("SELECT DISTINCT substr(stream, 9) FROM events WHERE position > ? AND stream GLOB 'machine-*' ORDER BY 1").pluck().all(sharedUpTo) as string[];
     return { sharedUpTo: String(sharedUpTo), sessionIdsUpTo, lostSessions, machines };
   } catch {
     return undefined;
