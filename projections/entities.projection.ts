@@ -1,5 +1,5 @@
 import type { DuffyEvent } from '../src/domain/events.js';
-import { type Machine, RETAINED_ENDED, type Session, type Tenant, type World, apply, emptyWorld, forgetSettled, holdsSomething, noUsage, sessionIsLive } from '../src/domain/world.js';
+import { type Machine, RETAINED_ENDED, type Session, type Tenant, type World, apply, emptyWorld, forgetSettled, holdsSomething, noUsage, sessionIsLive, LIVE_STATUSES } from '../src/domain/world.js';
 import type { Doc, Mark, Projection, ProjectedEvent } from './projection.js';
 
 export const TENANTS = 'tenants';
@@ -83,6 +83,17 @@ export const entities: Projection<World> = {
       else return;
       w.sessions.set(Number(id), s);
     }
+  },
+  // A restart reads back the live sessions and those a machine or a tenant still names, not every session ever made.
+  restoring(w, collection) {
+    if (collection !== SESSIONS) return undefined;
+    const ids: string[] = [];
+    for (const m of w.machines.values()) {
+      if (m.sessionId != null) ids.push(String(m.sessionId));
+      if (m.releasingSession != null) ids.push(String(m.releasingSession));
+    }
+    for (const t of w.tenants.values()) for (const id of t.claims.keys()) ids.push(String(id));
+    return { filters: LIVE_STATUSES.map((status) => ({ status })), ids };
   },
   // Ended sessions leave the state as they leave the World, once written: history is read from the store.
   written(w, pending) {

@@ -29,6 +29,13 @@ export interface Projection<S = unknown> {
   /** Takes a stored document back into the state (a restart from the checkpoint). */
   restore(state: S, collection: string, id: string, doc: Doc): void;
   /**
+   * Which documents of `collection` a restart reads back, given those of the collections restored before it (in the
+   * order of `collections`): those equal to any of `filters` (on fields the stores index) and those of `ids`; at least
+   * every one `restore` keeps. Absent, or undefined: all of them (a collection that grows with history then makes
+   * every restart slower).
+   */
+  restoring?(state: S, collection: string): { filters: Array<Record<string, string>>; ids: Iterable<string> } | undefined;
+  /**
    * After a batch is written: the state may let go of documents no later event will change, so it does not grow with
    * history. `pending(collection, id)`: marked since, not yet written (doc() must still give it).
    */

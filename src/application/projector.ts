@@ -1,7 +1,7 @@
 import type { Mark, Projection } from '../../projections/index.js';
 import type { EventStore, RecordedEvent, Subscription } from './ports/event-store.port.js';
 import type { DuffyEvent } from '../domain/events.js';
-import type { DocChange, ReadModelStore } from './ports/read-model.port.js';
+import type { Doc, DocChange, ReadModelStore } from './ports/read-model.port.js';
 import { refuse } from '../domain/errors.js';
 import { storageFault } from './ports/storage-fault.port.js';
 
@@ -117,10 +117,20 @@ export class ProjectionRunner {
       await this.store.reset(p.name, p.collections);
     } else {
       this.position = cp.position;
-      for (const c of p.collections) for (const d of await this.store.find(c)) p.restore(this.state, c, String(d.__id), d);
+      for (const c of p.collections) for (const d of await this.restorable(c)) p.restore(this.state, c, String(d.__id), d);
     }
     this.taken = this.batch.to = this.position;
     return this.position;
+  }
+
+  /** The documents of `collection` a restart reads back (see Projection.restoring), in the stores' order: by id. */
+  private async restorable(collection: string): Promise<Doc[]> {
+    const only = this.projection.restoring?.(this.state, collection);
+    if (!only) return this.store.find(collection);
+    const docs = new Map<string, Doc>();
+    for (const filter of only.filters) for (const d of await this.store.find(collection, filter)) docs.set(String(d.__id), d);
+    for (const d of await this.store.getMany(collection, [...new Set(only.ids)].filter((id) => !docs.has(id)))) docs.set(String(d.__id), d);
+    return [...docs.values()].sort((a, b) => (String(a.__id) < String(b.__id) ? -1 : 1));
   }
 
   private backToZero(): void {

@@ -398,7 +398,9 @@ export function handedOver(world: World, s: Session): boolean {
   return held.length === wanted && held.every((id) => world.machines.get(id)!.state === 'deployed');
 }
 
-export const sessionIsLive = (s: Session) => s.status === 'requested' || s.status === 'waiting' || s.status === 'active';
+/** The statuses of a session that has not ended. */
+export const LIVE_STATUSES: readonly SessionStatus[] = ['requested', 'waiting', 'active'];
+export const sessionIsLive = (s: Session) => LIVE_STATUSES.includes(s.status);
 export const claimedBy = (t: Tenant) => t.held;
 /** Ids of the active admins, ascending (a scan: only admin changes and the audit replay of them ask). */
 export const activeAdmins = (world: World): number[] =>
