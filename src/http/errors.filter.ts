@@ -17,6 +17,8 @@ export class ErrorsFilter implements ExceptionFilter {
   catch(error: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<Response>();
     if (res.headersSent) return;
+    // res.json keeps a type the handler set before it refused (/ops: text/html): every refusal is JSON.
+    res.type('json');
     // Nest's own answer for a path no route took under /api/v1: the same 404 or 405 as everywhere else.
     if (error instanceof NotFoundException) {
       const req = host.switchToHttp().getRequest<Request>();

@@ -46,6 +46,8 @@ describe('the ops page: access and the events endpoint', () => {
     const tenant = await alice.get('/ops');
     expect(tenant.status).toBe(403);
     expect(tenant.body).toEqual({ detail: 'only admins may open the ops page' });
+    // The page's own type was set before the handler refused: a refusal is JSON, not HTML.
+    expect(tenant.headers.get('content-type')).toBe('application/json; charset=utf-8');
 
     const admin = await duffy.admin.get('/ops');
     expect(admin.status).toBe(200);
