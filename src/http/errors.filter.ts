@@ -18,7 +18,7 @@ export class ErrorsFilter implements ExceptionFilter {
     const res = host.switchToHttp().getResponse<Response>();
     if (res.headersSent) return;
     // res.json keeps a type the handler set before it refused (/ops: text/html): every refusal is JSON.
-    res.type('json');
+    res.setHeader('Content-Type', 'application/json; charset=utf-8');
     // Nest's own answer for a path no route took under /api/v1: the same 404 or 405 as everywhere else.
     if (error instanceof NotFoundException) {
       const req = host.switchToHttp().getRequest<Request>();
