@@ -434,9 +434,18 @@ export function recordedHead(location: string): { position: bigint; chain: strin
   }
 }
 
-/** The caveat of a verify that nothing shows the newest events' deletion to: `why`, and past which checkpoint. */
-export const newestDeletion = (why: string, checkpointSize?: number) =>
-  checkpointSize === undefined ? `deletion of the newest events (${why}; give --checkpoint)` : `deletion of events after the checkpoint's ${checkpointSize} (${why})`;
+/**
+ * The caveat of a verify without the writer's head record (`why`): past the events a checkpoint covers (`given`, the
+ * auditor's; `signed`, the last sound one in the ledger, its size and last position), events deleted, or rewritten
+ * with their chains recomputed, show nowhere.
+ */
+export function unguardedTail(why: string, covered: { given?: number; signed?: { size: number; position: bigint } } = {}): string {
+  const { given, signed } = covered;
+  if (given !== undefined && given >= (signed?.size ?? 0)) return `deletion or a rewrite, its chains recomputed, of events after the checkpoint's ${given} (${why})`;
+  const ask = given === undefined ? '; give --checkpoint' : '';
+  if (signed) return `deletion of the newest events or a rewrite, its chains recomputed, of any after position ${signed.position}, the last a signed checkpoint in the ledger covers (${why}${ask})`;
+  return `deletion of the newest events or a rewrite of any event, its chains recomputed (${why}${ask})`;
+}
 
 /**
  * What the embedded ledger file shows beyond its events: the schema the store made (the append-only triggers, the
@@ -449,8 +458,8 @@ export async function checkLedgerFile(
   head: ReturnType<typeof recordedHead>,
   events: LedgerDigest,
   legacyThrough = 0n,
-  /** The events a checkpoint given beside counts: deletions among them it shows, of later ones nothing does. */
-  checkpointSize?: number,
+  /** What checkpoints cover (unguardedTail): changes among those events they show, of later ones nothing does. */
+  covered?: Parameters<typeof unguardedTail>[1],
 ): Promise<{ problems: FileProblem[]; verified: string[]; unchecked: string[] }> {
   const { NO_CHAIN_COLUMN, counterProblems, headProblem, ledgerSchemaProblems, readCounter } = await import('../adapters/eventstore/sqlite-event-store.js');
   const problems: FileProblem[] = [];
@@ -479,7 +488,7 @@ export async function checkLedgerFile(
     }
     const last = (db.prepare('SELECT max(position) FROM events').pluck().safeIntegers(true).get() as bigint | null) ?? 0n;
     for (const problem of counterProblems(counter, last)) problems.push({ position: counter === undefined ? '-' : String(counter), where: 'sqlite_sequence', problem });
-    if (head === null) unchecked.push(newestDeletion(`no writer's head record ${location}.head`, checkpointSize));
+    if (head === null) unchecked.push(unguardedTail(`no writer's head record ${location}.head`, covered));
     else if ('problem' in head) problems.push(head);
     else {
       const at = db.prepare(`SELECT ${schema.chainColumn ? 'chain' : 'NULL'} FROM events WHERE position = ?`).pluck().safeIntegers(true);

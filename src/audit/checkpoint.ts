@@ -157,7 +157,7 @@ export function checkExtends(cp: Checkpoint, events: LedgerDigest): CheckpointVe
  * another key is then refused where nothing that key signed vouches for it (a key made up to sign a rewrite), and
  * taken where it does (signed before the server's key changed, inside a prefix the pinned key signed).
  */
-export function checkPublished(events: LedgerDigest, pinned?: { publicKey: string; size: number }): { checked: number; keys: Set<string>; problems: Array<{ position: bigint; problem: string }> } {
+export function checkPublished(events: LedgerDigest, pinned?: { publicKey: string; size: number }): { checked: number; keys: Set<string>; problems: Array<{ position: bigint; problem: string }>; covered: number } {
   const wanted = new Set<number>();
   for (const c of events.checkpoints) wanted.add(Number(c.data.size));
   const roots = new Map<number, string>();
@@ -211,5 +211,6 @@ export function checkPublished(events: LedgerDigest, pinned?: { publicKey: strin
     // server's with --checkpoint).
     if (late && dating) problems.push({ position: events.position(late.index), problem: `${events.type(late.index)} was appended after a checkpoint of ${dating.size} events signed at ${dating.time} by ${keyId(dating.publicKey!)}, but claims ${late.claimed}: back-dated` });
   });
-  return { checked, keys, problems };
+  // The events the sound ones vouch for: past them, only the writer's head record (or an auditor's checkpoint) guards.
+  return { checked, keys, problems, covered: sound.at(-1)?.size ?? 0 };
 }

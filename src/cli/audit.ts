@@ -7,7 +7,7 @@ import {
   collect,
   type FileProblem,
   checkLedgerFile,
-  newestDeletion,
+  unguardedTail,
   recordedHead,
   history,
   inWindow,
@@ -159,17 +159,18 @@ export async function verifyLedger(location: string, cp?: { checkpoint: Checkpoi
     verified.push(`${read.chains.checked} events in their stream chains${legacyThrough > 0n ? ` (positions 1..${legacyThrough} written by the Duffy of 2026-11-26, whose stream hashes cover each event's type and data, not its metadata, which a checkpoint signed after them covers)` : ''}`);
   }
   if (embedded && digest) problems.push(...rowProblems(location));
+  const published = digest && checkPublished(digest, cp?.checkpoint.publicKey ? { publicKey: cp.checkpoint.publicKey, size: cp.checkpoint.size } : undefined);
+  const covered = { given: cp?.checkpoint.size, signed: digest && published?.covered ? { size: published.covered, position: digest.position(published.covered - 1) } : undefined };
   if (embedded && !emptied) {
-    const file = await checkLedgerFile(location, head, digest ?? new LedgerDigest(), legacyThrough, cp?.checkpoint.size);
+    const file = await checkLedgerFile(location, head, digest ?? new LedgerDigest(), legacyThrough, covered);
     problems.push(...file.problems);
     // Without the events (a row that is none), the global chain was checked over nothing: claim none of it.
     if (digest) verified.push(...file.verified);
     unchecked.push(...file.unchecked);
   } else if (!embedded) {
-    unchecked.push(newestDeletion('a KurrentDB ledger has no head record', cp?.checkpoint.size));
+    unchecked.push(unguardedTail('a KurrentDB ledger has no head record', covered));
   }
-  if (digest) {
-    const published = checkPublished(digest, cp?.checkpoint.publicKey ? { publicKey: cp.checkpoint.publicKey, size: cp.checkpoint.size } : undefined);
+  if (digest && published) {
     for (const p of published.problems) problems.push({ position: String(p.position), where: 'audit-checkpoints', problem: p.problem });
     if (published.checked) verified.push(`${published.checked} signed checkpoints in the ledger (key ${[...published.keys].join(', ')})`);
     if (cp) {

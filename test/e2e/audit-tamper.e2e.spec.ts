@@ -452,7 +452,7 @@ describe('an auditor against a tamperer with the ledger file', () => {
     rmSync(`${copy}.head`);
     const r = await cli('audit', '--ledger', copy, 'verify');
     expect(r.exitCode).toBe(0);
-    expect(r.lines.at(-1)).toMatch(/^OK \(NOT CHECKED: deletion of the newest events \(no writer's head record .*\.head; give --checkpoint\)\): /);
+    expect(r.lines.at(-1)).toMatch(/^OK \(NOT CHECKED: deletion of the newest events or a rewrite, its chains recomputed, of any after position \d+, the last a signed checkpoint in the ledger covers \(no writer's head record .*\.head; give --checkpoint\)\): /);
     const asJson = await cli('--json', 'audit', '--ledger', copy, 'verify');
     expect(JSON.parse(asJson.lines.at(-1)!)).toMatchObject({ ok: true, unchecked: [expect.stringMatching(/^deletion of the newest events/)] });
     // A checkpoint taken before covers it.
@@ -462,11 +462,33 @@ describe('an auditor against a tamperer with the ledger file', () => {
     expect((await cli('audit', '--ledger', copy, 'checkpoint', '--out', after)).exitCode).toBe(0);
     const size = JSON.parse(readFileSync(after, 'utf8')).size as number;
     const withAfter = await cli('audit', '--ledger', copy, 'verify', '--checkpoint', after);
-    expect([withAfter.exitCode, withAfter.lines.at(-1)]).toEqual([0, expect.stringMatching(new RegExp(`^OK \\(NOT CHECKED: deletion of events after the checkpoint's ${size} \\(no writer's head record .*\\.head\\)\\): `))]);
+    expect([withAfter.exitCode, withAfter.lines.at(-1)]).toEqual([0, expect.stringMatching(new RegExp(`^OK \\(NOT CHECKED: deletion or a rewrite, its chains recomputed, of events after the checkpoint's ${size} \\(no writer's head record .*\\.head\\)\\): `))]);
     writeFileSync(`${copy}.head`, '{"position": "x"}');
     const garbled = await cli('audit', '--ledger', copy, 'verify');
     expect(garbled.exitCode).toBe(1);
     expect(garbled.lines.join('\n')).toMatch(/writer head .*\.head cannot be read \(not \{position, chain\}\): the writer's record was altered/);
+  });
+
+  it("without the writer's head record, an OK says that events past the last signed checkpoint may have been rewritten, not only deleted", async () => {
+    const rows = await ledgerFile(ledger);
+    const lastSigned = rows.findLast((e) => e.type === 'CheckpointPublished')!;
+    const size = Number((lastSigned.data as { size: number }).size);
+    // The fixture's newest event stands past what that checkpoint covers: a rewrite of it, chains recomputed, shows nowhere.
+    expect(rows.length).toBeGreaterThan(size);
+    const covers = String(rows[size - 1].position);
+    const edit = (all: Row[]) => ((all.at(-1)!.metadata.correlationId = 'rewritten'), all);
+    const tail = tampered(ledger, edit, 'all');
+    rmSync(`${tail}.head`);
+    const r = await cli('audit', '--ledger', tail, 'verify');
+    expect(r.exitCode).toBe(0);
+    expect(r.lines.at(-1)).toMatch(new RegExp(`^OK \\(NOT CHECKED: deletion of the newest events or a rewrite, its chains recomputed, of any after position ${covers}, the last a signed checkpoint in the ledger covers \\(no writer's head record .*\\.head; give --checkpoint\\)\\): `));
+    // No signed checkpoint in the ledger: any event may have been rewritten.
+    // (SQLite's counter set back to the renumbered end.)
+    const all = covered(tampered(ledger, (rows) => edit(renumber(rows.filter((r) => r.type !== 'CheckpointPublished'))), 'all'), true);
+    rmSync(`${all}.head`);
+    expect((await cli('audit', '--ledger', all, 'verify')).lines.at(-1)).toMatch(/^OK \(NOT CHECKED: deletion of the newest events or a rewrite of any event, its chains recomputed \(no writer's head record .*\.head; give --checkpoint\)\): /);
+    // An auditor's checkpoint covers the events it counts, and no more.
+    expect((await cli('audit', '--ledger', tail, 'verify', '--checkpoint', checkpointFile)).exitCode).toBe(1);
   });
 
   it("a truncation covered everywhere in the data dir (head record and SQLite's counter rewritten) is a consistent older ledger: only a checkpoint taken before shows it", async () => {
