@@ -85,9 +85,11 @@ function lostHoursIn(current: string, sharedUpTo: bigint): Omit<LostHours, 'back
  * Appends what a restore undoes (LedgerRestored, maintenance for the machines used since) to the restored ledger
  * `file`, and says it in a line; undefined when the restore undoes nothing.
  */
-async function recordLostHours(file: string, lost: LostHours, now: string): Promise<string | undefined> {
+async function recordLostHours(file: string, lost: LostHours): Promise<string | undefined> {
   const actor = 'duffy restore (offline)';
   const said = await offline(new SqliteEventStore(file), async (ledger) => {
+    // The ledger's clock, not the host's: one set back would date these before the backup's signed checkpoint (back-dated to verify).
+    const now = ledger.clock.now();
     const written = await ledger.decide((world, inFlight) => decideRecordRestore(world, lost, actor, now, inFlight), { actor, correlationId: randomUUID(), at: now });
     if (!written) return undefined;
     const machineOf = (hostname: string) => ledger.world.machines.get(machineIdOfHost(ledger.world, hostname) ?? -1);
@@ -221,7 +223,7 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         const found = histories && lostHoursIn(current, histories.sharedUpTo);
         let recorded: Awaited<ReturnType<typeof recordLostHours>> | undefined;
         try {
-          if (found) recorded = await recordLostHours(partial, { ...found, backup: from, replacedKeptIn: aside }, now);
+          if (found) recorded = await recordLostHours(partial, { ...found, backup: from, replacedKeptIn: aside });
         } catch (err) {
           removePartial();
           throw err;

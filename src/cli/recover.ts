@@ -57,17 +57,19 @@ export function recoveryCommands(duffy: Command, out: (line: string) => void): v
       }
       const store = createEventStore(url, dataDir, 'Stop that Duffy first: admin-key writes to its ledger (while it runs, another admin can give a key: PUT /api/v1/tenants/{id} {"api_key": "reset"})');
       try {
-        await offline(store, (ledger) =>
-          ledger.decide(
+        await offline(store, (ledger) => {
+          // The ledger's clock, not the host's: one set back would date the key's change before a signed checkpoint (back-dated to verify).
+          const now = ledger.clock.now();
+          return ledger.decide(
             (world, inFlight) => {
               const tenant = [...world.tenants.values()].find((t) => t.name === name);
               if (!tenant || !tenant.isAdmin) return refusal('not_found', `no admin tenant named ${JSON.stringify(name)} in this ledger`);
               if (tenant.retiredAt !== null) return refusal('invalid', `admin ${name} is retired`);
-              return decideUpdateTenant(tenant, { changes: { apiKeyDigest: digestKey(key) }, keyDigests: [...digestsOf(key)], now: new Date().toISOString() }, world, inFlight);
+              return decideUpdateTenant(tenant, { changes: { apiKeyDigest: digestKey(key) }, keyDigests: [...digestsOf(key)], now }, world, inFlight);
             },
-            { actor: 'duffy admin-key (offline)', correlationId: randomUUID(), at: new Date().toISOString() },
-          ),
-        );
+            { actor: 'duffy admin-key (offline)', correlationId: randomUUID(), at: now },
+          );
+        });
       } catch (err) {
         throw err instanceof DomainError && err.kind === 'not_found' ? new NotFoundError(err.message) : err;
       }

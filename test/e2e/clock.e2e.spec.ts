@@ -5,6 +5,12 @@ import { CheckpointService } from '../../src/audit/checkpoint.service.js';
 import { type Running, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
 import { clockSetBack, setClockBack } from '../support/clock.js';
 import { LedgerDigest } from '../../src/audit/digest.js';
+import { run } from '../../src/cli/main.js';
+import { verifyLedger } from '../../src/cli/audit.js';
+import { ledgerFile } from '../support/server.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const V1 = '/api/v1';
 
@@ -151,5 +157,38 @@ describe('the host clock stepped back a day: what the admins read', () => {
       expect((await first).status).toBe(422);
       expect((await second).status).toBe(422);
     });
+  }, 60_000);
+});
+
+describe('the host clock stepped back, then an operator runs duffy restore and duffy admin-key', () => {
+  it('what they write offline is dated no earlier than the ledger they write to: plain verify passes the restored ledger', async () => {
+    const dut = async (...args: string[]) => {
+      const code = await run(['node', 'duffy', ...args], () => undefined);
+      process.exitCode = 0;
+      return code;
+    };
+    let duffy = await startDuffy();
+    const { dataDir } = duffy;
+    const ci = await newTenant(duffy, 'ci-offline');
+    expect((await ci.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).status).toBe(201);
+    await duffy.app.get(CheckpointService).publish();
+    await duffy.close();
+    const backup = join(mkdtempSync(join(tmpdir(), 'duffy-clock-backup-')), 'monday');
+    expect(await dut('backup', backup, '--data-dir', dataDir)).toBe(0);
+    // Hours the restore undoes: a machine taken, a checkpoint signed over it.
+    duffy = await startDuffy({ dataDir });
+    const later = await newTenant(duffy, 'ci-later');
+    expect((await later.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).status).toBe(201);
+    await duffy.app.get(CheckpointService).publish();
+    await duffy.close();
+    // NTP steps the clock back 5 minutes: before, both commands dated their events by it, under the backup's signed checkpoint.
+    await clockSetBack(5 * 60_000, async () => {
+      expect(await dut('restore', backup, '--data-dir', dataDir)).toBe(0);
+      expect(await dut('admin-key', 'admin', '--data-dir', dataDir)).toBe(0);
+    });
+    const v = await verifyLedger(join(dataDir, 'ledger.sqlite'));
+    expect(v.problems).toEqual([]);
+    const events = await ledgerFile(join(dataDir, 'ledger.sqlite'));
+    expect(events.map((e) => e.type).slice(-4)).toEqual(['LedgerRestored', 'MachineServiceChanged', 'TenantUpdated', 'ApiKeyAssigned']);
   }, 60_000);
 });
