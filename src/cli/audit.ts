@@ -92,7 +92,14 @@ async function withStoreAt<T>(location: string, fn: (store: EventStore) => Promi
   try {
     return await fn(store);
   } catch (err) {
-    if (err instanceof SyntaxError || err instanceof TypeError || err instanceof RowNotAnEventError) {
+    // An event whose fields are not what its type has (a TypeError in the readers) may be hashed as it is: verify then says OK.
+    if (err instanceof TypeError) {
+      throw new UnreadableLedgerError(
+        `${location} holds an event this command cannot read (${err.message}): verify names it if it was edited; with verify OK its hashes cover it as it is: ` +
+          'forged with its chains recomputed past the last checkpoint (verify --checkpoint with one taken before shows it), or written so by a Duffy (report it)',
+      );
+    }
+    if (err instanceof SyntaxError || err instanceof RowNotAnEventError) {
       const why = err instanceof RowNotAnEventError ? `position ${err.position}: ${err.why}` : err.message;
       throw new UnreadableLedgerError(`${location} holds a row that is not an event as Duffy writes it (${why}): \`duffy audit verify\` names it`);
     }

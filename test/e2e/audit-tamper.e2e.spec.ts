@@ -435,6 +435,16 @@ describe('an auditor against a tamperer with the ledger file', () => {
     expect([start.status, start.stderr.trim().split('\n').at(-1)]).toEqual([1, expect.stringMatching(/^duffy: failed to start: the ledger holds an event of a type this Duffy does not know, "FooBar" at position \d+ \(session-\d+@\d+\): written by a newer Duffy \(run that one\), or edited/)]);
   });
 
+  it('an event without what its type carries, its hashes recomputed past the last signed checkpoint and the head rewritten: replay does not send the reader to a verify that says OK', async () => {
+    const retyped = covered(tampered(ledger, (rows) => ((rows.at(-1)!.type = 'TenantUpdated'), (rows.at(-1)!.data = { tenantId: 1, at: rows.at(-1)!.data.at }), rows), 'all'), true);
+    expect((await cli('audit', '--ledger', retyped, 'verify')).lines.at(-1)).toMatch(/^OK: /);
+    let exitCode = 0;
+    const errors = await stderrOf(async () => void (exitCode = (await cli('audit', '--ledger', retyped, 'replay')).exitCode));
+    expect(exitCode).toBe(1);
+    // Before: "... `duffy audit verify` names it", which it does not: the hashes cover the event as it is.
+    expect(errors.join('')).toMatch(/holds an event this command cannot read \(.*\): verify names it if it was edited; with verify OK its hashes cover it as it is: forged with its chains recomputed past the last checkpoint \(verify --checkpoint with one taken before shows it\), or written so by a Duffy \(report it\)\n$/);
+  });
+
   it.each(['null', '42', '"s"', 'true', '[1]'])('names a row whose data is the JSON value %s, not an object: never an OK over events it could not read', async (value) => {
     for (const column of ['data', 'metadata']) {
       const copy = sqlTampered(ledger, `UPDATE events SET ${column} = '${value.replace(/'/g, "''")}' WHERE position = 2`);
