@@ -14,7 +14,7 @@ import { offline } from './recover.js';
 import { UsageError } from './client.js';
 import { SqliteEventStore, assertLedgerReadable } from '../adapters/eventstore/sqlite-event-store.js';
 import { decideRecordRestore } from '../domain/decide-restore.js';
-import type { LostHours } from '../domain/events.js';
+import { type LostHours, stream } from '../domain/events.js';
 import { machineIdOfHost } from '../domain/world.js';
 
 // A backup that a power cut can take back is none: every file and directory it writes is synced (syncToDisk).
@@ -70,10 +70,21 @@ function lostHoursIn(current: string, sharedUpTo: bigint): Omit<LostHours, 'back
   try {
     db = new Database(current, { readonly: true, fileMustExist: true });
     // Every id it gave, not only those after the shared part: another history's clients hold ids of theirs too.
-    const sessionIdsUpTo = Number(db.prepare("SELECT max(CAST(substr(stream, 9) AS INTEGER)) FROM events WHERE stream GLOB 'session-[0-9]*'").pluck().get() ?? 0);
-    const lostSessions = Number(db.prepare("SELECT count(*) FROM events WHERE position > ? AND type = 'MachineRequested'").pluck().get(sharedUpTo));
-    const machines = db.prepare("SELECT DISTINCT substr(stream, 9) FROM events WHERE position > ? AND stream GLOB 'machine-*' ORDER BY 1").pluck().all(sharedUpTo) as string[];
-    return { sharedUpTo: String(sharedUpTo), sessionIdsUpTo, lostSessions, machines };
+    let sessionIdsUpTo = Number(db.prepare("SELECT max(CAST(substr(stream, 9) AS INTEGER)) FROM events WHERE stream GLOB 'session-[0-9]*'").pluck().get() ?? 0);
+    let lostSessions = Number(db.prepare("SELECT count(*) FROM events WHERE position > ? AND type = 'MachineRequested'").pluck().get(sharedUpTo));
+    const machines = new Set(db.prepare("SELECT DISTINCT substr(stream, 9) FROM events WHERE position > ? AND stream GLOB 'machine-*'").pluck().all(sharedUpTo) as string[]);
+    // A ledger restored before holds the hours that restore undid only in its LedgerRestored events: undone again
+    // (a second restore, an older backup), they are carried on, or their ids would be given again and their machines
+    // handed out.
+    const restores = db.prepare("SELECT position > ?, data FROM events WHERE stream = ? AND type = 'LedgerRestored'").raw().all(sharedUpTo, stream.restores) as Array<[number, string]>;
+    for (const [undone, data] of restores) {
+      const earlier = JSON.parse(data) as LostHours;
+      sessionIdsUpTo = Math.max(sessionIdsUpTo, earlier.sessionIdsUpTo);
+      if (!undone) continue;
+      lostSessions += earlier.lostSessions;
+      for (const h of earlier.machines) machines.add(h);
+    }
+    return { sharedUpTo: String(sharedUpTo), sessionIdsUpTo, lostSessions, machines: [...machines].sort() };
   } catch {
     return undefined;
   } finally {

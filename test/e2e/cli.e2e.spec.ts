@@ -626,6 +626,46 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     expect((await cli('audit', '--ledger', join(dataDir, 'ledger.sqlite'), 'replay')).code).toBe(0);
   });
 
+  it("carries the hours an earlier restore undid into the next: restored twice, then an older backup, the ids of then stay given and their machines in maintenance (the second restore wrote nothing, the third gave session 3 again and handed out its machine)", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-restore-again-'));
+    let duffy = await startDuffy({ dataDir });
+    const key = (await duffy.admin.post('/api/v1/tenants', { name: 'gamma', ssh_key: 'ssh-ed25519 AAAA gamma' })).body.tenant.api_key;
+    let gamma = duffy.client('gamma', key);
+    const ask = async (type: string) => {
+      const r = await gamma.post('/api/v1/sessions', { nodes_specs: [{ type, quantity: 1 }] });
+      expect(r.status).toBe(201);
+      return { id: r.body.session.id as number, hostname: r.body.session.nodes[0].hostname as string };
+    };
+    await ask('baremetal');
+    const [older, newer] = ['older', 'newer'].map((name) => join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), name));
+    expect((await cli('backup', older, '--data-dir', dataDir)).code).toBe(0);
+    const second = await ask('vm');
+    expect((await cli('backup', newer, '--data-dir', dataDir)).code).toBe(0);
+    const third = await ask('vm');
+    await duffy.close();
+
+    const undone = async (backup: string) => {
+      const r = await cli('restore', backup, '--data-dir', dataDir);
+      expect([r.code, r.stderr]).toEqual([0, '']);
+      return r.stdout.split('\n').find((l) => l.startsWith('undone: '));
+    };
+    expect(await undone(newer)).toMatch(new RegExp(`: 1 session\\(s\\), and new sessions are numbered from ${third.id + 1} on .*: ${third.hostname} \\(recorded`));
+    // The replaced ledger is the restored one: what the first restore undid is undone again.
+    expect(await undone(newer)).toMatch(new RegExp(`: 1 session\\(s\\), and new sessions are numbered from ${third.id + 1} on .*: ${third.hostname} \\(recorded`));
+    expect(await undone(older)).toMatch(new RegExp(`: 2 session\\(s\\), and new sessions are numbered from ${third.id + 1} on .*: ${[second.hostname, third.hostname].sort().join(', ')} \\(recorded`));
+
+    duffy = await startDuffy({ dataDir });
+    gamma = duffy.client('gamma', key);
+    try {
+      expect((await gamma.put(`/api/v1/sessions/${third.id}`, { active: false })).status).toBe(404);
+      expect((await ask('baremetal')).id).toBe(third.id + 1);
+      const nodes = (await duffy.admin.get('/api/v1/nodes')).body.nodes as Array<{ hostname: string; service: string }>;
+      expect(nodes.filter((n) => [second.hostname, third.hostname].includes(n.hostname)).map((n) => n.service)).toEqual(['maintenance', 'maintenance']);
+    } finally {
+      await duffy.close();
+    }
+  });
+
   it('says a backup cut short is one: restore refuses it and audit names the half-written file, where both said "attempt to write a readonly database"', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-backup-cut-'));
     await (await startDuffy({ dataDir })).close();
