@@ -13,7 +13,7 @@ import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
 import { IdParamsPipe, checkJsonDepth, reviveJsonBody, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
-import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, assertDataDirFree, assertDataDirWritable, dataDirOpenToOthers } from './adapters/eventstore/data-dir-lock.js';
+import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, RestoreUnfinishedError, assertDataDirFree, assertDataDirWritable, dataDirOpenToOthers } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable, assertNotBehindHead } from './adapters/eventstore/sqlite-event-store.js';
 import { UnknownEventTypeError } from './application/ledger.service.js';
 import { retryableWrite } from './adapters/eventstore/kurrentdb-event-store.js';
@@ -191,7 +191,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       console.error(`duffy: bad configuration: ${err.message}`);
       process.exit(2);
     }
-    const known = err instanceof StartError || err instanceof DataDirLockedError || err instanceof DataDirNotWritableError || err instanceof LedgerDamagedError || err instanceof UnknownEventTypeError || /^DUFFY_[A-Z_]+: /.test(String(err?.message));
+    const known = err instanceof StartError || err instanceof DataDirLockedError || err instanceof DataDirNotWritableError || err instanceof RestoreUnfinishedError || err instanceof LedgerDamagedError || err instanceof UnknownEventTypeError || /^DUFFY_[A-Z_]+: /.test(String(err?.message));
     // KurrentDB out of reach printed the client's `UnavailableError: UnavailableError` and its stack.
     const store = retryableWrite(err);
     // The data directory failing under a start that got past its write probe (a disk with a few KiB left).

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { BACKUP_UNFINISHED, LEDGER_FILE, READ_MODELS_FILE, headFileOf, lockDataDir, syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
+import { BACKUP_UNFINISHED, LEDGER_FILE, READ_MODELS_FILE, RESTORE_UNFINISHED, headFileOf, lockDataDir, syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
 import { isLegacyLedger } from '../adapters/eventstore/legacy-ledger.js';
 import { KEY_FILE } from '../audit/checkpoint.service.js';
 import { NotFoundError } from '../audit/not-found.js';
@@ -224,11 +224,17 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         }
         // A backup that verifies may still be another history (another installation's, a new host's first start, or
         // one rewritten whole and chained again): said, and the ledger it replaces kept for whoever audits it.
-        const current = join(dataDir, LEDGER_FILE);
+        const now = new Date().toISOString();
+        const unfinished = join(dataDir, RESTORE_UNFINISHED);
+        // A restore killed after it began to move the ledger aside: the ledger it replaced is there, and what it left
+        // here (its -wal, the read models) joins it, so that this one compares with, and keeps, that ledger whole.
+        const cutShort = existsSync(unfinished) && !existsSync(join(dataDir, LEDGER_FILE)) ? readFileSync(unfinished, 'utf8') : undefined;
+        const aside = cutShort ?? join(dataDir, `replaced-${now.replace(/[:.]/g, '-')}`);
+        const oldFiles = [LEDGER_FILE, `${LEDGER_FILE}-wal`, `${LEDGER_FILE}-shm`, HEAD_FILE, READ_MODELS_FILE, `${READ_MODELS_FILE}-wal`, `${READ_MODELS_FILE}-shm`];
+        if (cutShort) for (const f of oldFiles) if (existsSync(join(dataDir, f)) && !existsSync(join(aside, f))) renameSync(join(dataDir, f), join(aside, f));
+        const current = join(cutShort ?? dataDir, LEDGER_FILE);
         const histories = compareHistories(current, partial);
         const disagreement = histories?.disagreement;
-        const now = new Date().toISOString();
-        const aside = join(dataDir, `replaced-${now.replace(/[:.]/g, '-')}`);
         // The hours the restore undoes go into the restored ledger before it is put in place (a failure leaves all
         // as it was): their session ids stay given, their machines go to maintenance.
         const found = histories && lostHoursIn(current, histories.sharedUpTo);
@@ -244,11 +250,14 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         // changed on purpose since stays changed); one that signed another history (a new host started once) goes
         // aside with that ledger, and the backup's signs on, so auditors' checkpoints pinned to it still verify.
         const [hostKey, backupKey] = [join(dataDir, KEY_FILE), join(from, KEY_FILE)];
-        const ownHistory = existsSync(join(dataDir, LEDGER_FILE)) && disagreement === undefined;
+        const ownHistory = existsSync(current) && disagreement === undefined;
         const keyTaken = existsSync(backupKey) && (!existsSync(hostKey) || (!ownHistory && readFileSync(hostKey, 'utf8') !== readFileSync(backupKey, 'utf8')));
         // The read models too: ones that followed another history (a new host's, a backup restored before) would be
         // caught up from their checkpoint over it, serving a mix of both; set aside, they are rebuilt at start.
-        for (const f of [LEDGER_FILE, `${LEDGER_FILE}-wal`, `${LEDGER_FILE}-shm`, HEAD_FILE, READ_MODELS_FILE, `${READ_MODELS_FILE}-wal`, `${READ_MODELS_FILE}-shm`, ...(keyTaken ? [KEY_FILE] : [])]) {
+        writeFileSync(unfinished, aside);
+        syncToDisk(unfinished);
+        syncToDisk(dataDir);
+        for (const f of [...oldFiles, ...(keyTaken ? [KEY_FILE] : [])]) {
           if (!existsSync(join(dataDir, f))) continue;
           mkdirSync(aside, { recursive: true });
           renameSync(join(dataDir, f), join(aside, f));
@@ -259,7 +268,10 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         renameSync(partial, join(dataDir, LEDGER_FILE));
         if (keyTaken) copyDurably(backupKey, hostKey);
         syncToDisk(dataDir);
+        rmSync(unfinished);
+        syncToDisk(dataDir);
         out(`restored ${join(from, LEDGER_FILE)} into ${dataDir}${keyTaken ? ` with its signing key ${KEY_FILE}` : ''}`);
+        if (cutShort) out(`a restore cut short before had moved the ledger it replaced to ${aside}: it is kept there`);
         if (moved.length) out(`what it replaced is in ${aside}: ${moved.join(', ')}`);
         if (disagreement) {
           process.stderr.write(

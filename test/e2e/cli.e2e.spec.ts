@@ -666,6 +666,43 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     }
   });
 
+  it('killed after it moved the ledger aside, nothing starts on the half state, and run again it records the hours it undoes (a Duffy started there on a new, empty ledger; run again, it gave the ids again)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-restore-killed-'));
+    let duffy = await startDuffy({ dataDir });
+    const key = (await duffy.admin.post('/api/v1/tenants', { name: 'gamma', ssh_key: 'ssh-ed25519 AAAA gamma' })).body.tenant.api_key;
+    let gamma = duffy.client('gamma', key);
+    const ask = async (type: string) => {
+      const r = await gamma.post('/api/v1/sessions', { nodes_specs: [{ type, quantity: 1 }] });
+      expect(r.status).toBe(201);
+      return { id: r.body.session.id as number, hostname: r.body.session.nodes[0].hostname as string };
+    };
+    await ask('baremetal');
+    const backup = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'killed');
+    expect((await cli('backup', backup, '--data-dir', dataDir)).code).toBe(0);
+    const lost = await ask('vm');
+    await duffy.close();
+
+    // Killed with the replaced ledger aside and the backup's not yet in place.
+    const preload = fileURLToPath(new URL('../support/kill-before-rename.cjs', import.meta.url));
+    const killed = await exec(process.execPath, ['--require', preload, CLI, 'restore', backup, '--data-dir', dataDir], { env: { PATH: process.env.PATH, KILL_BEFORE_RENAME_OF: 'ledger.sqlite.restoring' } }).catch((e) => e);
+    expect([killed.signal, existsSync(join(dataDir, 'ledger.sqlite'))]).toEqual(['SIGKILL', false]);
+    const start = await startDuffy({ dataDir }).then(async (d) => (await d.close(), 'started'), (err: Error) => err.message);
+    expect(start).toMatch(/^a duffy restore into .* was cut short \(restore-unfinished is there\): run the same duffy restore again/);
+
+    const again = await cli('restore', backup, '--data-dir', dataDir);
+    expect([again.code, again.stderr]).toEqual([0, '']);
+    expect(again.stdout).toMatch(/a restore cut short before had moved the ledger it replaced to .*replaced-[^:]*: it is kept there/);
+    expect(again.stdout).toMatch(new RegExp(`undone: .*: 1 session\\(s\\), and new sessions are numbered from ${lost.id + 1} on .*: ${lost.hostname} \\(recorded`));
+    duffy = await startDuffy({ dataDir });
+    gamma = duffy.client('gamma', key);
+    try {
+      expect((await gamma.put(`/api/v1/sessions/${lost.id}`, { active: false })).status).toBe(404);
+      expect((await ask('baremetal')).id).toBe(lost.id + 1);
+    } finally {
+      await duffy.close();
+    }
+  });
+
   it('says a backup cut short is one: restore refuses it and audit names the half-written file, where both said "attempt to write a readonly database"', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-backup-cut-'));
     await (await startDuffy({ dataDir })).close();

@@ -12,6 +12,16 @@ export const LEDGER_FILE = 'ledger.sqlite';
 /** Beside a ledger copy `duffy backup` has not finished (killed, or still running): restore and verify refuse it. */
 export const BACKUP_UNFINISHED = 'backup-unfinished';
 /**
+ * In a data directory while `duffy restore` moves its ledger aside and puts the backup's in place; it names where the
+ * replaced ledger goes. Left there (the restore killed), nothing starts on the half-moved files until it is run again.
+ */
+export const RESTORE_UNFINISHED = 'restore-unfinished';
+export class RestoreUnfinishedError extends Error {
+  constructor(dataDir: string) {
+    super(`a duffy restore into ${dataDir} was cut short (${RESTORE_UNFINISHED} is there): run the same duffy restore again; nothing started`);
+  }
+}
+/**
  * The ledger writer's record of the ledger's head, beside the ledger file (`verify` compares the two, so deleting the
  * newest events shows).
  */

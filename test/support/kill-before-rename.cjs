@@ -1,0 +1,10 @@
+// Preloaded into a CLI run (node --require): SIGKILLs the process just before it renames a file whose name ends with
+// KILL_BEFORE_RENAME_OF, as a kill -9 or a power cut at that point would stop it.
+const fs = require('node:fs');
+const { syncBuiltinESMExports } = require('node:module');
+const renameSync = fs.renameSync;
+fs.renameSync = function (from, to) {
+  if (String(from).endsWith(`/${process.env.KILL_BEFORE_RENAME_OF}`)) process.kill(process.pid, 'SIGKILL');
+  return renameSync.call(this, from, to);
+};
+syncBuiltinESMExports();
