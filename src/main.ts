@@ -13,7 +13,7 @@ import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
 import { IdParamsPipe, checkJsonDepth, reviveJsonBody, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
-import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, RestoreUnfinishedError, assertDataDirFree, assertDataDirWritable, dataDirOpenToOthers } from './adapters/eventstore/data-dir-lock.js';
+import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, RestoreUnfinishedError, assertDataDirFree, assertNoRestoreUnfinished, assertDataDirWritable, dataDirOpenToOthers } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable, assertNotBehindHead } from './adapters/eventstore/sqlite-event-store.js';
 import { UnknownEventTypeError } from './application/ledger.service.js';
 import { retryableWrite } from './adapters/eventstore/kurrentdb-event-store.js';
@@ -148,6 +148,8 @@ async function main() {
   let ledgerWarnings: string[] = [];
   if (!settings.eventStoreUrl) {
     assertDataDirFree(settings.dataDir);
+    // Before the head check, which would call the half-moved files a damaged ledger.
+    assertNoRestoreUnfinished(settings.dataDir);
     // Only an empty ledger takes the key (Bootstrap checks it there too, for KurrentDB).
     if (!existsSync(join(settings.dataDir, LEDGER_FILE))) {
       assertNotBehindHead(join(settings.dataDir, LEDGER_FILE));

@@ -227,11 +227,15 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         const now = new Date().toISOString();
         const unfinished = join(dataDir, RESTORE_UNFINISHED);
         // A restore killed after it began to move the ledger aside: the ledger it replaced is there, and what it left
-        // here (its -wal, the read models) joins it, so that this one compares with, and keeps, that ledger whole.
+        // here (its -wal, the read models) joins it, so that this one compares with, and keeps, that ledger whole. A
+        // file here that is there already is the killed restore's own (the backup's head, put in place): dropped.
         const cutShort = existsSync(unfinished) && !existsSync(join(dataDir, LEDGER_FILE)) ? readFileSync(unfinished, 'utf8') : undefined;
         const aside = cutShort ?? join(dataDir, `replaced-${now.replace(/[:.]/g, '-')}`);
         const oldFiles = [LEDGER_FILE, `${LEDGER_FILE}-wal`, `${LEDGER_FILE}-shm`, HEAD_FILE, READ_MODELS_FILE, `${READ_MODELS_FILE}-wal`, `${READ_MODELS_FILE}-shm`];
-        if (cutShort) for (const f of oldFiles) if (existsSync(join(dataDir, f)) && !existsSync(join(aside, f))) renameSync(join(dataDir, f), join(aside, f));
+        for (const f of cutShort ? oldFiles.filter((f) => existsSync(join(dataDir, f))) : []) {
+          if (existsSync(join(aside, f))) rmSync(join(dataDir, f));
+          else renameSync(join(dataDir, f), join(aside, f));
+        }
         const current = join(cutShort ?? dataDir, LEDGER_FILE);
         const histories = compareHistories(current, partial);
         const disagreement = histories?.disagreement;

@@ -681,6 +681,7 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     expect((await cli('backup', backup, '--data-dir', dataDir)).code).toBe(0);
     const lost = await ask('vm');
     await duffy.close();
+    const head = readFileSync(join(dataDir, 'ledger.sqlite.head'));
 
     // Killed with the replaced ledger aside and the backup's not yet in place.
     const preload = fileURLToPath(new URL('../support/kill-before-rename.cjs', import.meta.url));
@@ -691,7 +692,11 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
 
     const again = await cli('restore', backup, '--data-dir', dataDir);
     expect([again.code, again.stderr]).toEqual([0, '']);
-    expect(again.stdout).toMatch(/a restore cut short before had moved the ledger it replaced to .*replaced-[^:]*: it is kept there/);
+    const aside = /a restore cut short before had moved the ledger it replaced to (.*replaced-[^:]*): it is kept there/.exec(again.stdout)![1];
+    // Kept whole: its own head record, not the backup's the killed restore had put in place.
+    expect(readFileSync(join(aside, 'ledger.sqlite.head'))).toEqual(head);
+    const kept = await cli('audit', '--ledger', join(aside, 'ledger.sqlite'), 'verify');
+    expect([kept.code, kept.stdout]).toEqual([0, expect.stringMatching(/^OK: /)]);
     expect(again.stdout).toMatch(new RegExp(`undone: .*: 1 session\\(s\\), and new sessions are numbered from ${lost.id + 1} on .*: ${lost.hostname} \\(recorded`));
     duffy = await startDuffy({ dataDir });
     gamma = duffy.client('gamma', key);

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -20,6 +20,10 @@ export class RestoreUnfinishedError extends Error {
   constructor(dataDir: string) {
     super(`a duffy restore into ${dataDir} was cut short (${RESTORE_UNFINISHED} is there): run the same duffy restore again; nothing started`);
   }
+}
+/** A half-restored directory may have no ledger: one started there would be a new, empty history. */
+export function assertNoRestoreUnfinished(dataDir: string): void {
+  if (existsSync(join(dataDir, RESTORE_UNFINISHED))) throw new RestoreUnfinishedError(resolve(dataDir));
 }
 /**
  * The ledger writer's record of the ledger's head, beside the ledger file (`verify` compares the two, so deleting the

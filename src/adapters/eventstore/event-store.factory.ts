@@ -1,8 +1,7 @@
 import { join } from 'node:path';
 import { type EventStore, WrongExpectedRevisionError } from '../../application/ports/event-store.port.js';
 import { storeUrl } from '../../config/config.js';
-import { existsSync } from 'node:fs';
-import { LEDGER_FILE, RESTORE_UNFINISHED, RestoreUnfinishedError, lockDataDir } from './data-dir-lock.js';
+import { LEDGER_FILE, assertNoRestoreUnfinished, lockDataDir } from './data-dir-lock.js';
 import { KurrentDbEventStore } from './kurrentdb-event-store.js';
 import { Logger } from '@nestjs/common';
 import { SqliteEventStore } from './sqlite-event-store.js';
@@ -16,8 +15,7 @@ export function createEventStore(url: string | undefined, dataDir: string, lockA
     // One writer per embedded ledger: a second process on this data dir stops here, naming the first.
     const lock = lockDataDir(dataDir, lockAdvice);
     try {
-      // A half-restored directory may have no ledger: one started here would be a new, empty history.
-      if (existsSync(join(dataDir, RESTORE_UNFINISHED))) throw new RestoreUnfinishedError(dataDir);
+      assertNoRestoreUnfinished(dataDir);
       const file = join(dataDir, LEDGER_FILE);
       const linked = upgradeLegacyLedger(file);
       if (linked > 0) {
