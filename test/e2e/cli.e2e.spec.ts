@@ -666,6 +666,25 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     }
   });
 
+  it('puts a machine retired in the lost hours in maintenance, not back in service (it was in service, and the restore said nothing)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-restore-retired-'));
+    let duffy = await startDuffy({ dataDir });
+    const backup = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'retired');
+    expect((await cli('backup', backup, '--data-dir', dataDir)).code).toBe(0);
+    const node = (await duffy.admin.get('/api/v1/nodes')).body.nodes.find((n: { hostname: string }) => n.hostname === 'metal-amd-06.demo.duffy');
+    expect((await duffy.admin.put(`/api/v1/nodes/${node.id}`, { retired: true })).status).toBe(200);
+    await duffy.close();
+
+    const restored = await cli('restore', backup, '--data-dir', dataDir);
+    expect(restored.stdout).toMatch(/^undone: .*\): metal-amd-06\.demo\.duffy \(recorded/m);
+    duffy = await startDuffy({ dataDir });
+    try {
+      expect((await duffy.admin.get(`/api/v1/nodes/${node.id}`)).body.node.service).toBe('maintenance');
+    } finally {
+      await duffy.close();
+    }
+  });
+
   it('killed after it moved the ledger aside, nothing starts on the half state, and run again it records the hours it undoes (a Duffy started there on a new, empty ledger; run again, it gave the ids again)', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-restore-killed-'));
     let duffy = await startDuffy({ dataDir });
