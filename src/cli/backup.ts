@@ -73,8 +73,11 @@ function lostHoursIn(current: string, sharedUpTo: bigint): Omit<LostHours, 'back
     let sessionIdsUpTo = Number(db.prepare("SELECT max(CAST(substr(stream, 9) AS INTEGER)) FROM events WHERE stream GLOB 'session-[0-9]*'").pluck().get() ?? 0);
     let lostSessions = Number(db.prepare("SELECT count(*) FROM events WHERE position > ? AND type = 'MachineRequested'").pluck().get(sharedUpTo));
     // Its service streams too (stream.service, as long a prefix): a machine retired or put in maintenance in those
-    // hours is in service in the backup, and would be handed out.
-    const machines = new Set(db.prepare("SELECT DISTINCT substr(stream, 9) FROM events WHERE position > ? AND (stream GLOB 'machine-*' OR stream GLOB 'service-*')").pluck().all(sharedUpTo) as string[]);
+    // hours is in service in the backup, and would be handed out. A machine those hours only registered was not used
+    // (a new host started once to try it registers every machine: they all went to maintenance).
+    const machines = new Set(
+      db.prepare("SELECT DISTINCT substr(stream, 9) FROM events WHERE position > ? AND ((stream GLOB 'machine-*' AND type != 'MachineRegistered') OR stream GLOB 'service-*')").pluck().all(sharedUpTo) as string[],
+    );
     // A ledger restored before holds the hours that restore undid only in its LedgerRestored events: undone again
     // (a second restore, an older backup), they are carried on, or their ids would be given again and their machines
     // handed out.

@@ -797,6 +797,8 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     expect([restored.code, restored.stdout]).toEqual([0, expect.stringMatching(/^restored .* with its signing key audit-ed25519\.pem\n/)]);
     const aside = /what it replaced is in (\S+):/.exec(restored.stdout)?.[1];
     expect(readFileSync(join(aside!, 'audit-ed25519.pem'), 'utf8')).toBe(freshKey);
+    // The trial start only registered the machines: none of them was used, none goes to maintenance (all did).
+    expect(restored.stdout).not.toContain('in maintenance');
     process.env.DUFFY_CHECKPOINT_EVERY_EVENTS = '1';
     try {
       const duffy = await startDuffy({ dataDir: fresh.dataDir });
