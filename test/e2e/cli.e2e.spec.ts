@@ -458,6 +458,14 @@ describe('duffy admin-key: an operator who lost every admin key', () => {
 
 describe('duffy backup and restore: an operator backs up while Jenkins works, then restores', () => {
   const cli = (...args: string[]) => runCli({ PATH: process.env.PATH, HOME: '/nonexistent' }, ...args);
+  /** Tenant gamma on `duffy`: its key, to sign on again after a restore. */
+  const registerGamma = async (duffy: Running) => (await duffy.admin.post('/api/v1/tenants', { name: 'gamma', ssh_key: 'ssh-ed25519 AAAA gamma' })).body.tenant.api_key as string;
+  /** One machine of `type` for `client`: its session's id and the machine's host name. */
+  const oneMachine = async (client: Client, type: string) => {
+    const r = await client.post('/api/v1/sessions', { nodes_specs: [{ type, quantity: 1 }] });
+    expect(r.status).toBe(201);
+    return { id: r.body.session.id as number, hostname: r.body.session.nodes[0].hostname as string };
+  };
 
   it('copies a consistent, verified ledger under load; restore refuses while Duffy runs and a backup that does not verify; the restored ledger is served as it was', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-backup-data-'));
@@ -581,13 +589,9 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
   it("keeps the lost hours' session ids given and puts the machines they used in maintenance: a job's `done` of then ends no session made since", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-restore-lost-'));
     let duffy = await startDuffy({ dataDir });
-    const key = (await duffy.admin.post('/api/v1/tenants', { name: 'gamma', ssh_key: 'ssh-ed25519 AAAA gamma' })).body.tenant.api_key;
+    const key = await registerGamma(duffy);
     let gamma = duffy.client('gamma', key);
-    const ask = async (type: string) => {
-      const r = await gamma.post('/api/v1/sessions', { nodes_specs: [{ type, quantity: 1 }] });
-      expect(r.status).toBe(201);
-      return { id: r.body.session.id as number, hostname: r.body.session.nodes[0].hostname as string };
-    };
+    const ask = (type: string) => oneMachine(gamma, type);
     const before = await ask('baremetal');
     const backup = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'lost');
     expect((await cli('backup', backup, '--data-dir', dataDir)).code).toBe(0);
@@ -629,13 +633,9 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
   it("carries the hours an earlier restore undid into the next: restored twice, then an older backup, the ids of then stay given and their machines in maintenance (the second restore wrote nothing, the third gave session 3 again and handed out its machine)", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-restore-again-'));
     let duffy = await startDuffy({ dataDir });
-    const key = (await duffy.admin.post('/api/v1/tenants', { name: 'gamma', ssh_key: 'ssh-ed25519 AAAA gamma' })).body.tenant.api_key;
+    const key = await registerGamma(duffy);
     let gamma = duffy.client('gamma', key);
-    const ask = async (type: string) => {
-      const r = await gamma.post('/api/v1/sessions', { nodes_specs: [{ type, quantity: 1 }] });
-      expect(r.status).toBe(201);
-      return { id: r.body.session.id as number, hostname: r.body.session.nodes[0].hostname as string };
-    };
+    const ask = (type: string) => oneMachine(gamma, type);
     await ask('baremetal');
     const [older, newer] = ['older', 'newer'].map((name) => join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), name));
     expect((await cli('backup', older, '--data-dir', dataDir)).code).toBe(0);
@@ -688,13 +688,9 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
   it('killed after it moved the ledger aside, nothing starts on the half state, and run again it records the hours it undoes (a Duffy started there on a new, empty ledger; run again, it gave the ids again)', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-restore-killed-'));
     let duffy = await startDuffy({ dataDir });
-    const key = (await duffy.admin.post('/api/v1/tenants', { name: 'gamma', ssh_key: 'ssh-ed25519 AAAA gamma' })).body.tenant.api_key;
+    const key = await registerGamma(duffy);
     let gamma = duffy.client('gamma', key);
-    const ask = async (type: string) => {
-      const r = await gamma.post('/api/v1/sessions', { nodes_specs: [{ type, quantity: 1 }] });
-      expect(r.status).toBe(201);
-      return { id: r.body.session.id as number, hostname: r.body.session.nodes[0].hostname as string };
-    };
+    const ask = (type: string) => oneMachine(gamma, type);
     await ask('baremetal');
     const backup = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'killed');
     expect((await cli('backup', backup, '--data-dir', dataDir)).code).toBe(0);
