@@ -161,12 +161,16 @@ export async function verifyLedger(location: string, cp?: { checkpoint: Checkpoi
   }
   const digest = read?.digest;
   const legacyThrough = read?.legacyThrough ?? 0n;
+  const published = digest && checkPublished(digest, cp?.checkpoint.publicKey ? { publicKey: cp.checkpoint.publicKey, size: cp.checkpoint.size } : undefined);
+  let metadataUnsigned: string | undefined;
   if (read) {
     for (const b of read.chains.breaks) problems.push({ position: String(b.position), where: `${b.stream}@${b.revision}`, problem: b.problem });
-    verified.push(`${read.chains.checked} events in their stream chains${legacyThrough > 0n ? ` (positions 1..${legacyThrough} written by the Duffy of 2026-11-26, whose stream hashes cover each event's type and data, not its metadata, which a checkpoint signed after them covers)` : ''}`);
+    // Their metadata is covered only by a signed checkpoint of them: until today's server signs one, say so.
+    const signed = !!published && published.covered > 0 && read.digest.position(published.covered - 1) >= legacyThrough;
+    verified.push(`${read.chains.checked} events in their stream chains${legacyThrough > 0n ? ` (positions 1..${legacyThrough} written by the Duffy of 2026-11-26, whose stream hashes cover each event's type and data, not its metadata${signed ? ', which a checkpoint signed after them covers' : ''})` : ''}`);
+    if (legacyThrough > 0n && !signed) metadataUnsigned = `the metadata (actor, time) of positions 1..${legacyThrough}, written by the Duffy of 2026-11-26: no checkpoint in the ledger signs them yet`;
   }
   if (embedded && digest) problems.push(...rowProblems(location));
-  const published = digest && checkPublished(digest, cp?.checkpoint.publicKey ? { publicKey: cp.checkpoint.publicKey, size: cp.checkpoint.size } : undefined);
   const covered = { given: cp?.checkpoint.size, signed: digest && published?.covered ? { size: published.covered, position: digest.position(published.covered - 1) } : undefined };
   if (embedded && !emptied) {
     const file = await checkLedgerFile(location, head, digest ?? new LedgerDigest(), legacyThrough, covered);
@@ -177,6 +181,7 @@ export async function verifyLedger(location: string, cp?: { checkpoint: Checkpoi
   } else if (!embedded) {
     unchecked.push(unguardedTail('a KurrentDB ledger has no head record', covered));
   }
+  if (metadataUnsigned) unchecked.push(metadataUnsigned);
   if (digest && published) {
     for (const p of published.problems) problems.push({ position: String(p.position), where: 'audit-checkpoints', problem: p.problem });
     if (published.checked) verified.push(`${published.checked} signed checkpoints in the ledger (key ${[...published.keys].join(', ')})`);
