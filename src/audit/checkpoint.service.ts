@@ -11,6 +11,7 @@ import { expectedAt } from '../domain/decide.js';
 import { DUFFY_ACTOR } from '../domain/events.js';
 import { CHECKPOINT_STREAM, type Checkpoint, eventLeaf, keyId, newSigningKey, privateKeyOf, signCheckpoint, signedWith } from './checkpoint.js';
 import { CompactTree } from './merkle.js';
+import { LegacyRun } from './chain.js';
 import { syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
 
 export const KEY_FILE = 'audit-ed25519.pem';
@@ -64,6 +65,10 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
   /** The ledger's last position when this process started, once the Ledger has folded it: events up to it are history. */
   private historyEnd?: bigint;
   private publishing = false;
+  /** The ledger's first events, while they are in the format of 2026-11-26 (their metadata not hashed). */
+  private legacy?: LegacyRun = new LegacyRun();
+  /** Such events that no checkpoint signs yet: only a checkpoint covers their metadata, so one is signed once caught up. */
+  private legacyUnsigned = false;
   private subscription?: Subscription;
   private timer?: NodeJS.Timeout;
   private privateKey!: KeyObject;
@@ -124,6 +129,9 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
   }
 
   private add(e: RecordedEvent): void {
+    if (this.legacy?.add(e)) this.legacyUnsigned = this.legacy.through > 0n;
+    else this.legacy = undefined;
+    if (e.stream === CHECKPOINT_STREAM) this.legacyUnsigned = false;
     this.tree.appendHash(eventLeaf(e));
     this.lastPosition = e.position;
     if (e.stream === CHECKPOINT_STREAM) {
@@ -137,7 +145,7 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
   }
 
   private publishIfDue(): void {
-    if (this.sincePublished >= this.everyEvents) void this.publish();
+    if (this.sincePublished >= this.everyEvents || this.legacyUnsigned) void this.publish();
   }
 
   /** The signed head of every event this instance has seen. */
@@ -155,6 +163,7 @@ export class CheckpointService implements OnApplicationBootstrap, OnApplicationS
       // Not signed: what the next start goes on from (resumeFromLastCheckpoint checks it against the signed root).
       const frontier = this.tree.frontier().map((h) => h.toString('hex'));
       this.sincePublished = 0;
+      this.legacyUnsigned = false;
       // A conflict means another instance published first: the next checkpoint covers these events too.
       await this.ledger.record(
         [{ stream: CHECKPOINT_STREAM, expected: expectedAt(this.streamRevision), events: [{ type: 'CheckpointPublished', data: { ...cp, frontier } }] }],

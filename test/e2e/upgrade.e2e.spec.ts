@@ -228,6 +228,25 @@ describe('a ledger of 2026-11-26 is taken over only as it was written', () => {
     expect(await verify(file)).toEqual([1, expect.stringMatching(/^TAMPERED/)]);
   });
 
+  it("is signed by the first start's checkpoint once caught up, not after DUFFY_CHECKPOINT_EVERY_EVENTS more events", async () => {
+    // Only a checkpoint covers those events' metadata: an upgraded farm stopped within the first ten minutes had none.
+    const every = process.env.DUFFY_CHECKPOINT_EVERY_EVENTS;
+    delete process.env.DUFFY_CHECKPOINT_EVERY_EVENTS;
+    try {
+      const dataDir = join(mkdtempSync(join(tmpdir(), 'duffy-legacy-')), 'data');
+      cpSync(join(FIXTURE, '..'), dataDir, { recursive: true });
+      const duffy = await startDuffy({ dataDir, configFile: join(FIXTURE, '../../config.yaml') });
+      const signedNow = async () => (await ledgerFile(join(dataDir, 'ledger.sqlite'))).filter((e) => e.type === 'CheckpointPublished');
+      for (let tries = 0; tries < 100 && (await signedNow()).length === 0; tries++) await new Promise((r) => setTimeout(r, 100));
+      await duffy.close();
+      const signed = await signedNow();
+      expect(signed.map((e) => (e.data as { size: number }).size >= 132)).toEqual([true]);
+      expect(await verify(join(dataDir, 'ledger.sqlite'))).toEqual([0, expect.stringMatching(/^OK: .*written by the Duffy of 2026-11-26, whose stream hashes cover each event's type and data, not its metadata, which a checkpoint signed after them covers\)/)]);
+    } finally {
+      if (every !== undefined) process.env.DUFFY_CHECKPOINT_EVERY_EVENTS = every;
+    }
+  }, 120_000);
+
   it('is refused, not upgraded, when an event was edited before (its old hash no longer matches)', async () => {
     const file = copy();
     edit(file, `UPDATE events SET data = json_set(data, '$.nodeQuota', 99) WHERE type = 'TenantRegistered' AND stream = 'tenant-alpha'`);
