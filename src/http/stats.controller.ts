@@ -88,6 +88,8 @@ export class StatsController {
   @Get('stress')
   async stress(@CurrentActor() actor: Actor) {
     const stored = await this.fresh(actor, () => this.readSide.store.find('machine_stress'));
+    // By id as a number: the store's order is its keys' as text (1, 10, 2).
+    stored.sort((a, b) => Number(a.machine_id) - Number(b.machine_id));
     // A machine never handed out has no reservation to name its platform: its pool's, as configured.
     const machines = stored.map((m) => ({ ...strip(m), platform: m.platform ?? this.catalog.pool(String(m.pool))?.platform ?? null }) as MachineStress & Record<string, unknown>);
     const { pools, platforms } = stressRollup(machines, (busy) => round(gini(busy)));
