@@ -115,7 +115,7 @@ async function recordLostHours(file: string, lost: LostHours): Promise<string | 
       `undone: what the replaced ledger holds after position ${lost.sharedUpTo}: ${lost.lostSessions} session(s)` +
       (lost.sessionIdsUpTo > 0 ? `, and new sessions are numbered from ${ledger.world.lastSessionId + 1} on (ids up to ${lost.sessionIdsUpTo} were given: a job's \`duffy done\` of then ends none of them)` : '') +
       (resting.length > 0 ? `; in maintenance, as they may hold a tenant's key or half a playbook's work, until wiped and put back (PUT /api/v1/nodes/{id} {"maintenance": false}): ${resting.join(', ')}` : '') +
-      (unknown.length > 0 ? `; registered after the backup, unknown to this ledger, to be checked by hand before it registers them again: ${unknown.join(', ')}` : '') +
+      (unknown.length > 0 ? `; registered after the backup, unknown to this ledger, in maintenance too once a start registers them again (the configuration lists them): ${unknown.join(', ')}` : '') +
       ' (recorded in the restored ledger: `duffy audit history restores`)'
     );
   });

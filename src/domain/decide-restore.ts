@@ -1,4 +1,4 @@
-import { type LostHours, stream } from './events.js';
+import { type LostHours, stream, usedInUndoneHours } from './events.js';
 import { type Decision, type InFlightView, NOTHING_IN_FLIGHT, type Write, expectedAt, isRefusal } from './decide.js';
 import { decideServiceChange } from './decide-service.js';
 import { type World, machineIdOfHost } from './world.js';
@@ -11,7 +11,7 @@ import { type World, machineIdOfHost } from './world.js';
  */
 export function decideRecordRestore(world: World, lost: LostHours, actor: string, now: string, inFlight: InFlightView = NOTHING_IN_FLIGHT): Decision {
   if (lost.sessionIdsUpTo <= world.lastSessionId && lost.lostSessions === 0 && lost.machines.length === 0) return [];
-  const reason = `used after the backup restored on ${now.slice(0, 10)} (duffy restore): wipe it, then put it back`;
+  const reason = usedInUndoneHours(now);
   const writes: Write[] = [{ stream: stream.restores, expected: expectedAt(inFlight.revision(stream.restores, world.restoresRevision)), events: [{ type: 'LedgerRestored', data: { ...lost, at: now } }] }];
   for (const hostname of lost.machines) {
     const id = machineIdOfHost(world, hostname);

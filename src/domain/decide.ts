@@ -2,7 +2,7 @@ import { type FreePool, OVERFLOW_AFTER_SHARE_OF_WAIT, type Pick, describeSpec, e
 import { unmet } from './hardware.js';
 import { type DomainErrorKind, refuse } from './errors.js';
 import { parseDuration } from './duration.js';
-import { type Defaults, type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type PoolProfile, profileChanges, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream, unstorableAt } from './events.js';
+import { type Defaults, type DuffyEvent, type Hardware, type MachineState, type NodeSpec, type PlaybookRun, type PoolProfile, profileChanges, type RecyclePolicy, type ReleaseReason, type TenantSettings, REGISTRABLE_STATES, machinesAsked, stream, unstorableAt, usedInUndoneHours } from './events.js';
 import { type Machine, type Session, type Tenant, type World, activeAdmins, claimedBy, addressKey, canonicalIp, hostKey, isRetired, machineAtAddress, machineIdOfHost, sshPortProblem, tenantKey } from './world.js';
 
 /*
@@ -286,6 +286,8 @@ export function decideRegisterMachines(
   }
   if (cmd.machines.length === 0) return [];
   const ids = allocateIds(world, 'machine', cmd.machines.length, inFlight);
+  // A machine the hours a restore undid used, and this ledger never knew: what it holds is unknown, as for the others.
+  const restoredAt = (m: MachineRegistration) => (replaced.has(m.hostname) ? undefined : world.unknownAtRestore.get(hostKey(m.hostname)));
   return [
     ids.write,
     ...cmd.machines.map((m, i): Write => ({
@@ -294,6 +296,12 @@ export function decideRegisterMachines(
       expected: replaced.has(m.hostname) ? replaced.get(m.hostname)!.revision : 'no_stream',
       events: [{ type: 'MachineRegistered', data: { machineId: ids.first + i, ...m, ipaddr: m.ipaddr === null ? null : canonicalIp(m.ipaddr), at: cmd.now } }],
     })),
+    ...cmd.machines.flatMap((m, i): Write[] => {
+      const at = restoredAt(m);
+      if (at === undefined) return [];
+      const event: DuffyEvent = { type: 'MachineServiceChanged', data: { machineId: ids.first + i, hostname: m.hostname, service: 'maintenance', reason: usedInUndoneHours(at), actor: null, at: cmd.now } };
+      return [{ stream: stream.service(m.hostname), expected: 'no_stream', events: [event] }];
+    }),
   ];
 }
 

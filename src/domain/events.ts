@@ -267,6 +267,9 @@ export type DuffyEvent =
    */
   | { type: 'LedgerRestored'; data: LostHours & { at: string } };
 
+/** Why a machine the hours a restore undid used is in maintenance (`at`: the restore's time). */
+export const usedInUndoneHours = (at: string) => `used after the backup restored on ${at.slice(0, 10)} (duffy restore): wipe it, then put it back`;
+
 /** What a restore replaced that the backup does not hold: the replaced ledger's events after the two histories part. */
 export interface LostHours {
   /** The backup directory put back. */

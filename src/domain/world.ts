@@ -177,6 +177,11 @@ export interface World {
   machines: Map<number, Machine>;
   /** Keyed by hostKey(hostname): two spellings of one host are one machine. */
   machineIdsByHostname: Map<string, number>;
+  /**
+   * Host names (hostKey) a restore found used in the hours it undid that this ledger does not know, with that
+   * restore's time: registered again (the configuration still lists them), they start in maintenance.
+   */
+  unknownAtRestore: Map<string, string>;
   /** Keyed by hostIp(ipaddr): the machines that have had that address (a new one may not take an address in use). */
   machineIdsByIp: Map<string, number[]>;
   /** Machines per pool: a decision looks only at the pools it may draw from. */
@@ -274,6 +279,7 @@ export function emptyWorld(): World {
     tenantIdsByDigest: new Map(),
     machines: new Map(),
     machineIdsByHostname: new Map(),
+    unknownAtRestore: new Map(),
     machineIdsByIp: new Map(),
     machinesByPool: new Map(),
     notRetiredByPool: new Map(),
@@ -517,6 +523,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       world.restoresRevision = revision;
       // The ids the lost hours gave stay given: clients may still hold them.
       if (event.data.sessionIdsUpTo > world.lastSessionId) world.lastSessionId = event.data.sessionIdsUpTo;
+      for (const h of event.data.machines) if (!world.machineIdsByHostname.has(hostKey(h))) world.unknownAtRestore.set(hostKey(h), event.data.at);
       return world;
     case 'ActiveAdminsChanged':
       world.adminsRevision = revision;
@@ -609,6 +616,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       world.machines.set(d.machineId, newMachine({ id: d.machineId, hostname: d.hostname, ipaddr: d.ipaddr, pool: d.pool, reusable: d.reusable, data: d.data, hardware: d.hardware, comment: d.comment, state: d.state, createdAt: d.at, revision }));
       if (previous) world.machines.get(d.machineId)!.serviceRevision = previous.serviceRevision;
       world.machineIdsByHostname.set(hostKey(d.hostname), d.machineId);
+      world.unknownAtRestore.delete(hostKey(d.hostname));
       indexIp(world, d.ipaddr, d.machineId);
       const inPool = world.machinesByPool.get(d.pool) ?? [];
       inPool.push(world.machines.get(d.machineId)!);

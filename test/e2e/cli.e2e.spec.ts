@@ -10,7 +10,8 @@ import { Ledger } from '../../src/application/ledger.service.js';
 import { SessionLifecycle } from '../../src/application/session-lifecycle.js';
 import { Reconciler } from '../../src/application/reconciler.service.js';
 import { recentMachineTimeMs } from '../../src/domain/world.js';
-import { ADMIN_KEY, type Client, type Running, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
+import { ADMIN_KEY, type Client, type Running, instantDemoConfig, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
+import { parse, stringify } from 'yaml';
 import { APPEND_ONLY_TRIGGERS } from '../../src/adapters/eventstore/sqlite-event-store.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -680,6 +681,34 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     duffy = await startDuffy({ dataDir });
     try {
       expect((await duffy.admin.get(`/api/v1/nodes/${node.id}`)).body.node.service).toBe('maintenance');
+    } finally {
+      await duffy.close();
+    }
+  });
+
+  it('holds a machine the lost hours registered and used, unknown to the backup, in maintenance once a start registers it again from the configuration (it was handed out as new)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-restore-unknown-'));
+    let duffy = await startDuffy({ dataDir });
+    const key = await registerGamma(duffy);
+    const backup = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'before-power9');
+    expect((await cli('backup', backup, '--data-dir', dataDir)).code).toBe(0);
+    await duffy.close();
+    // The lost hours: a new machine in the configuration, used at once.
+    const configFile = instantDemoConfig();
+    const config = parse(readFileSync(configFile, 'utf8'));
+    config.pools.push({ ...config.pools.find((p: { type: string }) => p.type === 'vm'), name: 'vm-power', arch: 'ppc64le', platform: 'power' });
+    config.machines.push({ hostname: 'vm-power-01.test', pool: 'vm-power', state: 'ready' });
+    writeFileSync(configFile, stringify(config));
+    duffy = await startDuffy({ dataDir, configFile });
+    expect((await duffy.client('gamma', key).post('/api/v1/sessions', { nodes_specs: [{ type: 'vm', arch: 'ppc64le', quantity: 1 }] })).status).toBe(201);
+    await duffy.close();
+
+    const restored = await cli('restore', backup, '--data-dir', dataDir);
+    expect(restored.stdout).toMatch(/; registered after the backup, unknown to this ledger, in maintenance too once a start registers them again \(the configuration lists them\): vm-power-01\.test \(recorded/);
+    duffy = await startDuffy({ dataDir, configFile });
+    try {
+      const node = (await duffy.admin.get('/api/v1/nodes')).body.nodes.find((n: { hostname: string }) => n.hostname === 'vm-power-01.test');
+      expect([node.service, node.service_reason]).toEqual(['maintenance', expect.stringMatching(/^used after the backup restored on /)]);
     } finally {
       await duffy.close();
     }

@@ -1,9 +1,9 @@
 import { describe, expect, it } from '@jest/globals';
 import { decideRecordRestore } from '../../src/domain/decide-restore.js';
-import type { Write } from '../../src/domain/decide.js';
+import { type Write, decideRegisterMachines } from '../../src/domain/decide.js';
 import type { LostHours } from '../../src/domain/events.js';
 import { nodeService } from '../../src/domain/decide-service.js';
-import { AT, given, machine, tenant } from '../support/given.js';
+import { AT, POOLS, given, machine, tenant } from '../support/given.js';
 
 const lost = (over: Partial<LostHours> = {}): LostHours => ({ backup: '/b/monday', replacedKeptIn: '/d/replaced-x', sharedUpTo: '40', sessionIdsUpTo: 0, lostSessions: 0, machines: [], ...over });
 const requested = (sessionId: number): [string, { type: 'MachineRequested'; data: { sessionId: number; tenantId: number; tenant: string; specs: never[]; expiresAt: string; at: string } }] => [
@@ -41,5 +41,20 @@ describe('a restore records the hours it undid', () => {
     const m = after.machines.get(1)!;
     expect([nodeService(m), m.serviceReason]).toEqual(['maintenance', 'used after the backup restored on 2026-12-02 (duffy restore): wipe it, then put it back']);
     expect(nodeService(world.machines.get(2)!)).toBe('in-service');
+  });
+
+  it('given a machine those hours used that this ledger never knew, then registered again (the configuration lists it), it starts in maintenance; another starts in service', () => {
+    const restore = decideRecordRestore(given(), lost({ machines: ['New.test'] }), 'duffy restore', '2026-12-02T10:00:00.000Z') as Write[];
+    const world = given(['restores', restore[0].events[0]]);
+    const reg = (hostname: string) => ({ hostname, ipaddr: null, pool: 'vm-intel', reusable: true, data: {}, state: 'ready' as const });
+    const writes = decideRegisterMachines(world, POOLS, { machines: [reg('new.test'), reg('other.test')], now: AT }) as Write[];
+    const service = writes.filter((w) => w.stream.startsWith('service-'));
+    expect(service.map((w) => [w.stream, w.expected])).toEqual([['service-new.test', 'no_stream']]);
+    const after = given(['restores', restore[0].events[0]], ...writes.flatMap((w) => w.events.map((e): [string, typeof e] => [w.stream, e])));
+    const byName = (h: string) => [...after.machines.values()].find((m) => m.hostname === h)!;
+    expect([nodeService(byName('new.test')), byName('new.test').serviceReason]).toEqual(['maintenance', 'used after the backup restored on 2026-12-02 (duffy restore): wipe it, then put it back']);
+    expect(nodeService(byName('other.test'))).toBe('in-service');
+    // Registered, it leaves the list: retired and registered again some day, it is a new machine like any other.
+    expect(after.unknownAtRestore.size).toBe(0);
   });
 });
