@@ -59,4 +59,20 @@ describe('the metadata of an append', () => {
     expect(canonicalMetadata(second)).toBe(canonical(second));
     expect(canonicalMetadata(second)).toContain('"hash":"bb"');
   });
+
+  it('remembers exactly canonical() whichever side of the chain fields the shared fields sort to, or with none', () => {
+    for (const shared of [{}, { a: 1 }, { i: 1 }, { z: 1 }, { a: 1, i: [2], z: { y: 1, b: 2 } }, { hashes: 1, prevHashes: 2 }]) {
+      const metadata = appendLinks(shared).withChain('aa', 'bb');
+      expect(canonicalMetadata(metadata)).toBe(canonical(metadata));
+    }
+  });
+
+  it('orders keys as Array.prototype.sort does (UTF-16 code units), numeric-looking keys and non-ASCII included', () => {
+    const keys = ['b', '10', '9', 'B', 'é', 'a_', 'a', '', 'Z', '\u{1F600}', 'ﬀ', 'ab', ...Array.from({ length: 40 }, (_, i) => `k${(i * 7919) % 97}`)];
+    for (const n of [0, 1, 2, 5, 12, 33, keys.length]) {
+      const obj = Object.fromEntries(keys.slice(0, n).map((k, i) => [k, i]));
+      const expected = `{${Object.keys(obj).sort().map((k) => `${JSON.stringify(k)}:${obj[k]}`).join(',')}}`;
+      expect(canonical(obj)).toBe(expected);
+    }
+  });
 });

@@ -12,6 +12,7 @@ function silentStore(): EventStore {
     append: async (writes) => ({ position: (position += BigInt(writes.reduce((n, w) => n + w.events.length, 0))), nextExpectedRevisions: writes.map((w) => w.events.length - 1) }),
     readStream: async () => [],
     readAll: async () => [],
+    readLast: async () => [],
     subscribeAll: () => ({ close: async () => undefined }),
     ping: async () => undefined,
     close: async () => undefined,

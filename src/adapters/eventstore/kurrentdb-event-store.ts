@@ -1,6 +1,7 @@
 import {
   AppendConsistencyViolationError,
   AppendRecordSizeExceededError,
+  BACKWARDS,
   CancelledError,
   DeadlineExceededError,
   END,
@@ -154,6 +155,18 @@ export class KurrentDbEventStore implements EventStore {
       if (out.length > 0 || furthest === from) return out;
       from = furthest;
     }
+  }
+
+  async readLast(before: bigint, limit: number): Promise<RecordedEvent[]> {
+    const out: RecordedEvent[] = [];
+    // Backwards from the end: `before` is near it (the World's position), and need not be a position of this store.
+    for await (const resolved of this.client.readAll({ fromPosition: END, direction: BACKWARDS, filter: excludeSystemEvents() })) {
+      const e = toRecorded(resolved);
+      if (!e || e.position >= before) continue;
+      out.push(e);
+      if (out.length === limit) break;
+    }
+    return out.reverse();
   }
 
   /**

@@ -66,11 +66,8 @@ export interface EventStore {
   readStream(stream: string, fromRevision?: number): Promise<RecordedEvent[]>;
   /** Events with a position strictly after `after`, in order, at most `limit`. */
   readAll(after: bigint, limit: number): Promise<RecordedEvent[]>;
-  /**
-   * The newest `limit` events with a position strictly before `before`, in order, where the store can read them
-   * without reading everything before them (the embedded file, by its position index).
-   */
-  readLast?(before: bigint, limit: number): Promise<RecordedEvent[]>;
+  /** The newest `limit` events with a position strictly before `before`, in order, without reading the ones before them. */
+  readLast(before: bigint, limit: number): Promise<RecordedEvent[]>;
   /** How many events have a position up to `position`, where the store can tell without reading them (the embedded file). */
   countUpTo?(position: bigint): Promise<number>;
   /** Catch-up from `after`, then live; the handler is awaited, so delivery is in order without gaps or repeats. */
