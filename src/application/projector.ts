@@ -12,8 +12,12 @@ import { storageFault } from './ports/storage-fault.port.js';
  * kept, so a batch costs only its changed documents' entries.
  */
 const HIGH_WATER = 20_000;
-/** Read-model writes gather this long: one transaction for many requests' events, off the requests' way. */
-const BATCH_MS = 20;
+/**
+ * Read-model writes gather this long: one transaction for many requests' events, and a document changed by several of
+ * them (a session requested and released, a machine, a tenant) written once. A read does not wait it out: it
+ * starts the write of what it needs at once (caughtUp).
+ */
+const BATCH_MS = 100;
 /** A batch the store refused (a full disk...) is written again after this long. */
 const RETRY_MS = 1_000;
 
@@ -151,6 +155,7 @@ export class ProjectionRunner {
       }
       // A 503 for the reader (a rebuild of a long ledger takes longer than a read may wait), not a fault.
       if (Date.now() > end) refuse('unavailable', `the read models are behind the ledger (projection ${this.projection.name} at ${this.position} of ${position}: being rebuilt?); try again shortly`);
+      if (this.batch.events > 0 && this.batch.to >= position) this.hurry?.();
       // A rebuild's flush goes on until it has caught up: waited for no longer than the deadline.
       let timer: NodeJS.Timeout | undefined;
       const due = new Promise<void>((r) => (timer = setTimeout(r, this.flushing ? Math.max(0, end - Date.now()) + 1 : 5)));

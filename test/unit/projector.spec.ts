@@ -1,4 +1,4 @@
-import { describe, expect, it } from '@jest/globals';
+import { describe, expect, it, jest } from '@jest/globals';
 import { SESSIONS, entities } from '../../projections/entities.projection.js';
 import { machineStress } from '../../projections/machine-stress.projection.js';
 import { PROJECTIONS } from '../../projections/index.js';
@@ -114,6 +114,25 @@ describe('projection runner', () => {
     for (const call of store.calls) expect(call.atEnd).toBe(call.given);
     expect(store.docs).toEqual(await reference(events));
     expect(store.checkpoints.get(machineStress.name)!.position).toBe(events.at(-1)!.position);
+  });
+
+  it('writes what a reader waits for at once, without waiting out the time batches gather', async () => {
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
+    try {
+      const store = new FakeStore();
+      const runner = new ProjectionRunner(machineStress, noLedger, store);
+      await runner.prepare();
+      const events = ledger(3);
+      for (const e of events) runner.push(e);
+      let caught = false;
+      void runner.caughtUp(events.at(-1)!.position).then(() => (caught = true));
+      // No timer ever fires here: only the reader can have started the write.
+      for (let i = 0; i < 100 && !caught; i++) await new Promise((r) => setImmediate(r));
+      expect(caught).toBe(true);
+      expect(store.checkpoints.get(machineStress.name)!.position).toBe(events.at(-1)!.position);
+    } finally {
+      jest.useRealTimers();
+    }
   });
 
   it('answers a reader it cannot catch up with in time as unavailable (503), not as a fault', async () => {
