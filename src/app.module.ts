@@ -7,7 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HealthController } from './http/ops/health.controller.js';
 import { Metrics } from './adapters/metrics.js';
 import { HttpMetricsMiddleware, MetricsController, routePaths } from './http/ops/metrics.controller.js';
-import { EventsController, RecentEvents } from './http/ops/events.controller.js';
+import { EventsController } from './http/ops/events.controller.js';
 import { OpsPageController } from './http/ops/ops-page.controller.js';
 import { NodesController, PoolProfilesController, PoolsController, TenantsController } from './http/admin.controller.js';
 import { BasicAuthGuard } from './http/auth.js';
@@ -89,7 +89,6 @@ export class AppModule {
         ReadSide,
         ReadViews,
         Metrics,
-        RecentEvents,
         { provide: APP_FILTER, useClass: ErrorsFilter },
         Catalog,
         Ledger,

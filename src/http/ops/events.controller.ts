@@ -1,4 +1,4 @@
-import { Controller, Get, Injectable, Query, UseGuards } from '@nestjs/common';
+import { Controller, Get, Query, UseGuards } from '@nestjs/common';
 import { ApiQuery } from '@nestjs/swagger';
 import { ApiRefusals } from '../openapi.js';
 import { BasicAuthGuard, CurrentActor } from '../auth.js';
@@ -9,21 +9,6 @@ import { Ledger } from '../../application/ledger.service.js';
 
 /** The most `GET /events` hands out. */
 const RECENT_EVENTS = 200;
-
-/**
- * The newest ledger events for the ops page, read from the store when asked (by its position index on the embedded
- * file, backwards from the end on KurrentDB). Not kept from the live events: a handler on the EventBus cost every
- * request some 3 KB of allocations (Nest's mergeMap per event per handler) for a page polled every few seconds.
- */
-@Injectable()
-export class RecentEvents {
-  constructor(private readonly ledger: Ledger) {}
-
-  /** The newest `limit` events the World has folded, newest first. */
-  async newest(limit: number): Promise<RecordedEvent[]> {
-    return (await this.ledger.store.readLast(this.ledger.world.position + 1n, limit)).reverse();
-  }
-}
 
 function eventView(e: RecordedEvent) {
   const at = e.metadata.at ?? (e.data as { at?: unknown }).at;
@@ -45,18 +30,23 @@ function parseLimit(raw: unknown): number {
   return n;
 }
 
-/** Duffy-only, admin: the newest ledger events, for the ops page. */
+/**
+ * Duffy-only, admin: the newest ledger events the World has folded, newest first, for the ops page. Read from the
+ * store when asked (by its position index on the embedded file, backwards from the end on KurrentDB), not kept from
+ * the live events: a handler on the EventBus cost every request some 3 KB of allocations (Nest's mergeMap per event
+ * per handler) for a page polled every few seconds.
+ */
 @Controller('events')
 @UseGuards(BasicAuthGuard)
 export class EventsController {
-  constructor(private readonly recent: RecentEvents) {}
+  constructor(private readonly ledger: Ledger) {}
 
   @ApiQuery({ name: 'limit', required: false, type: 'integer', description: `1 to ${RECENT_EVENTS}` })
   @ApiRefusals(422)
   @Get()
   async list(@CurrentActor() actor: Actor, @Query('limit') limit?: unknown) {
     if (!actor.tenant.isAdmin) refuse('forbidden', 'only admins may read the event log');
-    const events = await this.recent.newest(parseLimit(limit));
-    return { action: 'get', events: events.map(eventView) };
+    const events = await this.ledger.store.readLast(this.ledger.world.position + 1n, parseLimit(limit));
+    return { action: 'get', events: events.reverse().map(eventView) };
   }
 }
