@@ -186,7 +186,8 @@ export async function p1(seconds: number, rounds: number): Promise<void> {
   const tenants = 8;
   const machines = 200;
   const warmupSeconds = 2;
-  const port = 30000 + Math.floor(Math.random() * 10000);
+  // Below the ephemeral range (32768 and up here), where a client socket of an earlier round may hold the port.
+  const port = 20000 + Math.floor(Math.random() * 10000);
 
   // Duffy: embedded ledger (synchronous=FULL) in a temp dir, one pool of 200 ready machines, no playbooks on the path.
   const dataDir = mkdtempSync(join(tmpdir(), 'duffy-bench-p1-'));
