@@ -121,16 +121,16 @@ describe('fault: a session that ends before its machine was ever provisioned', (
 
 describe('fault: a run of several machines that hangs', () => {
   it('blames only the machine that hangs when run alone; the other one serves', async () => {
-    // The fill level provisions both in one run; one of them hangs, so the whole run times out. 15 s: the healthy
-    // machine's run alone must finish within it on a loaded machine (with 8 s this test timed out once, beside other suites).
-    const config = ansibleConfig([{ name: 'b', 'fill-level': 2, contextualize: false, 'playbook-timeout': 15, 'quarantine-after': 1, 'health-check-interval': 3600 }], [
+    // The fill level provisions both in one run; one of them hangs, so the whole run times out. 30 s: the healthy
+    // machine's run alone must finish within it on a loaded machine (8 s, then 15 s, each timed out in CI beside other suites).
+    const config = ansibleConfig([{ name: 'b', 'fill-level': 2, contextualize: false, 'playbook-timeout': 30, 'quarantine-after': 1, 'health-check-interval': 3600 }], [
       { hostname: 'fine-1.test', pool: 'b' },
       { hostname: 'stuck-1.test', pool: 'b' },
     ]);
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-faults-'));
     inject(dataDir, 'stuck-1.test', 'hang', 'provision');
     duffy = await startDuffy({ configFile: config, dataDir });
-    await until(duffy, () => machine(duffy!, 'stuck-1.test').state === 'failed' && machine(duffy!, 'fine-1.test').state === 'ready', 90_000);
+    await until(duffy, () => machine(duffy!, 'stuck-1.test').state === 'failed' && machine(duffy!, 'fine-1.test').state === 'ready', 180_000);
     expect([machine(duffy, 'fine-1.test').failures, machine(duffy, 'fine-1.test').quarantines]).toEqual([0, 0]);
     const events = await ledgerEvents(duffy);
     const fine = events.filter((e) => e.stream === 'machine-fine-1.test').map((e) => e.type);
@@ -164,7 +164,7 @@ describe('fault: a run of several machines where one host is unreachable (Ansibl
     const warned: string[] = [];
     jest.spyOn(Logger.prototype, 'warn').mockImplementation((message: unknown) => void warned.push(String(message)));
     duffy = await startDuffy({ configFile: config });
-    await until(duffy, () => machine(duffy!, 'gone-1.test').state === 'failed' && machine(duffy!, 'fine-1.test').state === 'ready', 90_000);
+    await until(duffy, () => machine(duffy!, 'gone-1.test').state === 'failed' && machine(duffy!, 'fine-1.test').state === 'ready', 180_000);
     jest.restoreAllMocks();
     expect([machine(duffy, 'fine-1.test').failures, machine(duffy, 'fine-1.test').quarantines]).toEqual([0, 0]);
     // The log's warning names the machine that failed and why, as the ledger does.
