@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --only p2,p4,p5,p7,audit,p8,p1,soak --seconds 5 --p1-rounds 3 --p7-events 1000000 --soak-sessions 20000]`: prints figures, asserts nothing.
+ * `npm run bench [-- --only p2,p4,p5,p7,audit,p8,p1,soak --seconds 5 --p1-rounds 3 --p5-events 1000000 --p7-events 1000000 --soak-sessions 20000]`: prints figures, asserts nothing.
  *
  * P2 ledger appends/s on the embedded store, group commit vs one fsync per append;
  * P4 decision time at 100, 10k and 100k machines;
@@ -320,6 +320,7 @@ async function main(): Promise<void> {
       seconds: { type: 'string', default: '5' },
       'p1-rounds': { type: 'string', default: '3' },
       'append-seconds': { type: 'string', default: '3' },
+      'p5-events': { type: 'string', default: '1000000' },
       'p7-events': { type: 'string', default: '1000000' },
       'p7-write': { type: 'string' },
       'audit-verify': { type: 'string' },
@@ -335,7 +336,7 @@ async function main(): Promise<void> {
   if (values['audit-verify']) return auditVerify(values['audit-verify']);
   if (only.has('p2')) await p2(appendSeconds);
   if (only.has('p4')) p4();
-  if (only.has('p5')) await p5();
+  if (only.has('p5')) await p5(Number(values['p5-events']));
   if (only.has('p7')) {
     if (only.size === 1) await p7(p7Events);
     else {
