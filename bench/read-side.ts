@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROJECTIONS, type Projection } from '../projections/index.js';
@@ -12,11 +12,13 @@ import { percentile } from '../src/domain/statistics.js';
 const count = (n: number) => Math.round(n).toLocaleString('en-US');
 
 /**
- * A synthetic ledger: tenants, machines, then reserve/release cycles, as the API writes them (4 events a cycle). Each
+ * A synthetic ledger of about `events` events: tenants, machines, then reserve/release cycles (4 events each), as the
+ * API writes them. Each
  * phase of a batch of cycles is one atomic multi-stream append: the rows are those of live traffic, written fast
  * enough for a ledger of a million events.
  */
-export async function fill(store: SqliteEventStore, cycles: number, machines = 1000, tenants = 50): Promise<number> {
+export async function fill(store: SqliteEventStore, events: number, machines = 1000, tenants = 50): Promise<number> {
+  const cycles = Math.floor((events - tenants - machines) / 4);
   const at = () => new Date().toISOString();
   const rev = new Map<string, number>();
   let written = 0;
@@ -85,7 +87,7 @@ const nothing: Projection<null> = { name: 'nothing', version: 1, collections: []
 export async function p5(events = 1_000_000): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'duffy-bench-p5-'));
   const ledger = new SqliteEventStore(join(dir, 'ledger.sqlite'));
-  const written = await fill(ledger, Math.floor((events - 1050) / 4));
+  const written = await fill(ledger, events);
   // The last event alone: reading the whole ledger here would leave its garbage to the first rebuild measured.
   const head = (await ledger.readLast(2n ** 62n, 1))[0].position;
   const seconds = await rebuildSeconds(PROJECTIONS, ledger, join(dir, 'readmodels.sqlite'), head);
@@ -124,4 +126,6 @@ export async function p5(events = 1_000_000): Promise<void> {
   for (const r of runners) await r.stop();
   await models.close();
   await ledger.close();
+  // A million events leave about 1 GB of ledger and read models behind.
+  rmSync(dir, { recursive: true, force: true });
 }
