@@ -375,7 +375,10 @@ export async function run(argv: string[], out?: (line: string) => void, io?: Par
     if (e.code?.startsWith('commander.')) return EXIT.usage;
     // A KurrentDB ledger out of reach (audit, admin-key) said only `UnavailableError`. (Its client, loaded for this only.)
     const store = err instanceof ApiError || err instanceof UsageError ? undefined : (await import('../adapters/eventstore/kurrentdb-event-store.js')).retryableWrite(err);
-    process.stderr.write(store ? `duffy: ${store} (${e.message ?? String(err)}): check --ledger, --eventstore or DUFFY_EVENTSTORE\n` : `duffy: ${e.message ?? String(err)}\n`);
+    // The message may echo what a request carried (a pool name, a playbook's words): no escape sequence or bidi control
+    // reaches the terminal from it. Its own lines stay lines (a configuration error's excerpt).
+    const said = (e.message ?? String(err)).split('\n').map(printable).join('\n');
+    process.stderr.write(store ? `duffy: ${store} (${said}): check --ledger, --eventstore or DUFFY_EVENTSTORE\n` : `duffy: ${said}\n`);
     if (e.unreachable) return EXIT.unreachable;
     if (err instanceof NotFoundError) return EXIT.notFound;
     return err instanceof ApiError ? err.exitCode : err instanceof UsageError || err instanceof BadQuestionError ? EXIT.usage : EXIT.failure;

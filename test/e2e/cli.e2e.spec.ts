@@ -117,6 +117,21 @@ describe('duffy CLI against a running server', () => {
     expect((await cli('--url', 'http://127.0.0.1:1', 'list')).code).toBe(7);
   });
 
+  it('prints an error answer with its control characters escaped, its lines kept', async () => {
+    // A detail may quote what some caller or playbook wrote: a terminal escape or a bidi override must not act.
+    const server = createServer((_req, res) => {
+      res.statusCode = 409;
+      res.setHeader('content-type', 'application/json').end(JSON.stringify({ detail: 'pool no\u202esuch\u001b[2J\nsecond line' }));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    try {
+      const answer = await runCli({ ...env, DUFFY_URL: `http://127.0.0.1:${(server.address() as { port: number }).port}` }, 'list');
+      expect(answer.stderr).toBe('duffy: pool no\\u202esuch\\u001b[2J\nsecond line\n');
+    } finally {
+      server.close();
+    }
+  });
+
   const V1 = '/api/v1';
   const queue = async () => (await duffy.admin.get(`${V1}/queue`)).body.queue as Array<{ tenant: string; session: number; position: number }>;
   const untilQueued = async (tenant: string) => {
