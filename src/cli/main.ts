@@ -375,7 +375,7 @@ export async function run(argv: string[], out?: (line: string) => void, io?: Par
     if (e.code?.startsWith('commander.')) return EXIT.usage;
     // A KurrentDB ledger out of reach (audit, admin-key) said only `UnavailableError`. (Its client, loaded for this only.)
     const store = err instanceof ApiError || err instanceof UsageError ? undefined : (await import('../adapters/eventstore/kurrentdb-event-store.js')).retryableWrite(err);
-    // The message may echo what a request carried (a pool name, a playbook's words): no escape sequence or bidi control
+    // The message may quote what others wrote (a tenant, a playbook's output): no escape sequence or bidi control
     // reaches the terminal from it. Its own lines stay lines (a configuration error's excerpt).
     const said = (e.message ?? String(err)).split('\n').map(printable).join('\n');
     process.stderr.write(store ? `duffy: ${store} (${said}): check --ledger, --eventstore or DUFFY_EVENTSTORE\n` : `duffy: ${said}\n`);
