@@ -314,17 +314,26 @@ export const stream = {
 
 /** BSON's member names end at a NUL character: no JSON or YAML member name may hold one. */
 export const NUL_NAME = 'a member name must not hold a NUL character (\\u0000)';
-/** A name with its NUL characters written as JSON writes them, for a message. */
-export const shownNul = (name: string) => name.replaceAll('\0', '\\u0000');
+/**
+ * A lone UTF-16 surrogate (JSON's `"\ud800"`) is no character: MongoDB's BSON (UTF-8) would keep U+FFFD in its place,
+ * and Ansible's modules fail on it (a tenant's ssh_key holding one failed the contextualizing of its machines).
+ */
+const LONE_SURROGATE = /\p{Cs}/u;
+export const hasLoneSurrogate = (text: string) => LONE_SURROGATE.test(text);
+export const LONE_SURROGATE_TEXT = 'not valid Unicode text: it holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is no character';
+/** A name with its NUL characters and lone surrogates written as JSON writes them, for a message. */
+export const shownName = (name: string) => name.replace(/[\0\p{Cs}]/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 
 /**
  * Where a value holds what the stores cannot keep as given, as a path below `path` and what is wrong, or null: a
  * number JSON cannot carry (Infinity, NaN: `1e999` parses as Infinity, YAML has `.inf`), which an event would store as
  * `null` and hash as itself (the ledger would then fail its own audit for good); a member name holding a NUL
- * character, which BSON cannot store (every MongoDB read-model write holding it would fail, retried forever).
+ * character, which BSON cannot store (every MongoDB read-model write holding it would fail, retried forever); text
+ * holding a lone surrogate, in a name or a value (see hasLoneSurrogate).
  */
 export function unstorableAt(value: unknown, path: string): { at: string; problem: string } | null {
   if (typeof value === 'number') return Number.isFinite(value) ? null : { at: path, problem: 'not a finite number' };
+  if (typeof value === 'string') return hasLoneSurrogate(value) ? { at: shownName(path), problem: LONE_SURROGATE_TEXT } : null;
   if (typeof value !== 'object' || value === null) return null;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
@@ -335,7 +344,8 @@ export function unstorableAt(value: unknown, path: string): { at: string; proble
   }
   for (const [k, v] of Object.entries(value)) {
     const at = path === '' ? k : `${path}.${k}`;
-    if (k.includes('\0')) return { at: shownNul(at), problem: NUL_NAME };
+    if (k.includes('\0')) return { at: shownName(at), problem: NUL_NAME };
+    if (hasLoneSurrogate(k)) return { at: shownName(at), problem: LONE_SURROGATE_TEXT };
     const found = unstorableAt(v, at);
     if (found !== null) return found;
   }

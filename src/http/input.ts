@@ -6,7 +6,7 @@ import type { LogFn, Logger } from 'pino';
 import { describeValidation, namedAtMost } from '../config/config.js';
 import { markRefusal } from './refusal.js';
 import { DomainError, refuse } from '../domain/errors.js';
-import { MAX_ID, NUL_NAME, idOf, shownNul } from '../domain/events.js';
+import { LONE_SURROGATE_TEXT, MAX_ID, NUL_NAME, hasLoneSurrogate, idOf, shownName } from '../domain/events.js';
 
 /**
  * What every request goes through before a controller sees it: the JSON body's shape (depth, nulls),
@@ -172,7 +172,8 @@ function urlOf(text: string): URL | undefined {
 export function reviveJsonBody(this: unknown, key: string, value: unknown): unknown {
   if (RESERVED_MEMBERS.has(key)) mark(this, { at: key, problem: 'unknown field (not part of this request body)' });
   // BSON field names are NUL-terminated: one such name in a node's data stopped the MongoDB read models for good.
-  else if (key.includes('\0')) mark(this, { at: shownNul(key), problem: NUL_NAME });
+  else if (key.includes('\0')) mark(this, { at: shownName(key), problem: NUL_NAME });
+  else if (hasLoneSurrogate(key) || (typeof value === 'string' && hasLoneSurrogate(value))) mark(this, { at: Array.isArray(this) ? `[${key}]` : shownName(key), problem: LONE_SURROGATE_TEXT });
   else if (typeof value === 'number' && !Number.isFinite(value)) mark(this, { at: Array.isArray(this) ? `[${key}]` : key, problem: `not a finite number (it reads as ${value}): numbers must be finite` });
   else if (typeof value === 'object' && value !== null && (value as Marked)[REFUSED] !== undefined) {
     const below = (value as Marked)[REFUSED]!;
@@ -198,8 +199,9 @@ export const nullMembers = (body: unknown): ReadonlySet<string> => (typeof body 
  */
 const RESERVED_MEMBERS = new Set([...Object.getOwnPropertyNames(Object.prototype), 'prototype']);
 /**
- * The first member of a body the body pipe refuses: a reserved name, or a number beyond a double (`1e999` parses as
- * Infinity, which the ledger would store as `null` under a hash of Infinity: it would fail its own audit for good).
+ * The first member of a body the body pipe refuses: a reserved name, a number beyond a double (`1e999` parses as
+ * Infinity, which the ledger would store as `null` under a hash of Infinity: it would fail its own audit for good), or
+ * text holding a lone surrogate (see hasLoneSurrogate).
  * The reviver marks the object holding one, and every object above it (it runs bottom-up).
  */
 const REFUSED = Symbol('refused member');

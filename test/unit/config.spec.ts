@@ -126,6 +126,8 @@ legacy-mangle-hostname: "{{ hostname | replace('.ci.centos.org', '') }}"
     expect(() => loadConfig(write(`${pool}machines: [{ hostname: a.lab, pool: p1, hardware: { cpus: .nan } }]\n`))).toThrow(/: machines\[0\]\.hardware\.cpus: not a finite number$/);
     // BSON cannot store such a name: every MongoDB read-model write holding the machine would fail.
     expect(() => loadConfig(write(`${pool}machines: [{ hostname: a.lab, pool: p1, data: { bmc: { "ip\\0x": 1 } } }]\n`))).toThrow(/: machines\[0\]\.data\.bmc\.ip\\u0000x: a member name must not hold a NUL character \(\\u0000\)$/);
+    // Nor text holding a lone surrogate (YAML's "\ud800" escape): no character, Ansible's modules fail on it.
+    expect(() => loadConfig(write(`${pool}machines: [{ hostname: a.lab, pool: p1, comment: "x\\udfff" }]\n`))).toThrow(/: machines\[0\]\.comment: not valid Unicode text: it holds a lone UTF-16 surrogate/);
     expect(() => loadConfig(write(`${pool}machines: [{ hostname: a.lab, pool: p1, data: { ssh_port: "22.0" } }]\n`))).toThrow(/: machines\[0\]\.data\.ssh_port must be a port number, 1-65535 \(not "22\.0"\)$/);
     expect(() => loadConfig(write(`${pool}machines: [{ hostname: a.lab, pool: p1, ipaddr: 10.0.0.1 }, { hostname: b.lab, pool: p1, ipaddr: 10.0.0.1, data: { ssh_port: "022" } }]\n`))).toThrow(/machines\[1\]\.ipaddr: 10\.0\.0\.1 is a\.lab's too/);
   });

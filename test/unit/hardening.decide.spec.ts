@@ -396,6 +396,13 @@ describe('registering machines: one host, one machine, however its name is spell
       expect(registerAt(given(), at('a.lab', '10.0.0.1', { 'a\0b': 1 }))).toEqual({ refused: 'invalid', reason: 'node a.lab: data.a\\u0000b: a member name must not hold a NUL character (\\u0000)' });
     });
 
+    it('given nothing, when a node\'s data holds text with a lone surrogate, then refused: BSON would keep U+FFFD, Ansible fails on it', () => {
+      const lone = 'not valid Unicode text: it holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is no character';
+      expect(registerAt(given(), at('a.lab', '10.0.0.1', { bmc: ['x', 'a\ud800'] }))).toEqual({ refused: 'invalid', reason: `node a.lab: data.bmc[1]: ${lone}` });
+      expect(registerAt(given(), at('a.lab', '10.0.0.1', { ['k\udc00']: 1 }))).toEqual({ refused: 'invalid', reason: `node a.lab: data.k\\udc00: ${lone}` });
+      expect(registerAt(given(), at('a.lab', '10.0.0.1', { emoji: '\ud83d\ude00' }))).not.toHaveProperty('refused');
+    });
+
     it('given nothing, when one import names one address twice, then the whole import is refused', () => {
       expect(registerAt(given(), at('a.lab', '10.0.0.1'), at('b.lab', '10.0.0.1'))).toEqual({ refused: 'conflict', reason: "node b.lab: address 10.0.0.1 is node a.lab's" });
     });

@@ -82,6 +82,23 @@ describe('null members are "not given"', () => {
     // A value may hold one: BSON strings carry their length.
     expect(refusal('{"data": {"a.b": "x\\u0000y", "$c": 1}}')).toBe('taken');
   });
+  it('marks text holding a lone UTF-16 surrogate, as a name or a value at any depth (MongoDB would keep U+FFFD, Ansible fails on it)', () => {
+    const refusal = (text: string) => {
+      try {
+        new IdParamsPipe().transform(parse(text), { type: 'body' });
+        return 'taken';
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
+    const problem = 'not valid Unicode text: it holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is no character';
+    expect(refusal('{"ssh_key": "ssh-ed25519 AAAA\\ud800 x@y"}')).toBe(`ssh_key: ${problem}`);
+    expect(refusal('{"nodes_specs": [{"hardware": {"cpu_model": "\\udfffx"}}]}')).toBe(`nodes_specs[0].hardware.cpu_model: ${problem}`);
+    expect(refusal('{"data": {"k\\ud800": 1}}')).toBe(`data.k\\ud800: ${problem}`);
+    expect(refusal('{"data": {"list": ["ok", "\\ud83d"]}}')).toBe(`data.list[1]: ${problem}`);
+    // A pair is one character (an emoji), and so is every other escape.
+    expect(refusal('{"comment": "\\ud83d\\ude00 \\u202e \\u0000", "data": {"\\ud83d\\ude00": "é"}}')).toBe('taken');
+  });
 });
 
 describe('ids', () => {
