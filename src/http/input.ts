@@ -1,5 +1,6 @@
 import { type ArgumentMetadata, type ExecutionContext, type PipeTransform, createParamDecorator } from '@nestjs/common';
 import type { ValidationError } from 'class-validator';
+import { isUtf8 } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { LogFn, Logger } from 'pino';
@@ -40,6 +41,8 @@ class BodyRefused extends Error {
  */
 export function checkJsonDepth(req: unknown, _res: unknown, buf: Buffer, encoding?: string): void {
   if (encoding !== undefined && !/^utf-?8$/i.test(encoding)) throw new BodyRefused(`JSON bodies must be UTF-8, not ${encoding}`, 415);
+  // Decoding would put U+FFFD in place of each bad byte: a Latin-1 "café" stored as "caf\ufffd", without a word.
+  if (!isUtf8(buf)) throw new BodyRefused('malformed JSON body: not valid UTF-8 (RFC 8259: JSON is UTF-8; Latin-1\'s é, the byte 0xe9, is not)', 400);
   if (buf.length === 0) (req as EmptyMarked)[EMPTY_BODY] = true;
   let depth = 0;
   let inString = false;

@@ -41,6 +41,17 @@ describe('body depth check (on raw bytes, before parsing)', () => {
     expect(depth(`{"a": "\\"", "b": ${'['.repeat(40)}`)).toThrow();
   });
 
+  it('refuses bytes that are no UTF-8 with a 400, where they were read as U+FFFD (a Latin-1 "café" was stored as "caf\\ufffd")', () => {
+    const comment = (...bytes: number[]) => () => checkJsonDepth(undefined, undefined, Buffer.concat([Buffer.from('{"comment": "caf'), Buffer.from(bytes), Buffer.from('"}')]));
+    const refused = expect.objectContaining({ status: 400, message: expect.stringMatching(/^malformed JSON body: not valid UTF-8/) });
+    expect(comment(0xe9)).toThrow(refused);
+    expect(comment(0xed, 0xa0, 0x80)).toThrow(refused); // a surrogate written as UTF-8 (CESU-8)
+    expect(comment(0xc0, 0xaf)).toThrow(refused); // an overlong '/'
+    expect(comment(0xc3, 0xa9)).not.toThrow();
+    expect(comment(0xf0, 0x9f, 0x98, 0x80)).not.toThrow();
+    expect(depth('\ufeff{"a": "\ufffd"}')).not.toThrow();
+  });
+
   it('is linear: 1 MB of brackets is refused at once', () => {
     const t = Date.now();
     expect(depth('['.repeat(1_000_000))).toThrow();
