@@ -7,11 +7,11 @@ import type { Request, Response } from 'express';
 import { Logger as PinoLogger } from 'nestjs-pino';
 import { AppModule, observeRequests } from './app.module.js';
 import { ConfigError, REQUEST_TIMEOUT_SECONDS, type Settings, dataDirOf, loadSettings, maxConnectionsOf } from './config/config.js';
-import type { Server as HttpServer } from 'node:http';
+import { type IncomingMessage, type Server as HttpServer, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
-import { IdParamsPipe, checkJsonDepth, reviveJsonBody, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
+import { IdParamsPipe, answerDetail, checkJsonDepth, reviveJsonBody, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, RestoreUnfinishedError, assertDataDirFree, assertNoRestoreUnfinished, assertDataDirWritable, dataDirOpenToOthers } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable, assertNotBehindHead } from './adapters/eventstore/sqlite-event-store.js';
@@ -22,7 +22,7 @@ import { isLegacyLedger } from './adapters/eventstore/legacy-ledger.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertAdminKey } from './application/catalog.js';
-import { createServer } from 'node:net';
+import { type Socket, createServer } from 'node:net';
 import { refusalKindOf } from './http/refusal.js';
 import { Refusal, describeRefusals } from './http/openapi.js';
 import { Bootstrap } from './application/bootstrap.service.js';
@@ -87,6 +87,7 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   server.keepAliveTimeout = server.requestTimeout;
   server.maxConnections = maxConnectionsOf(settings);
   server.on('clientError', clientErrorAnswer(server.requestTimeout / 1000));
+  server.on('connect', answerConnect(server));
   // Nest's list but SIGHUP: a `systemctl reload` would stop Duffy; main() says it has no reload.
   app.enableShutdownHooks(['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGUSR2']);
   await app.init();
@@ -125,6 +126,24 @@ function clientErrorAnswer(timeoutSeconds: number) {
       socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nDuffy-Refusal: ${refusalKindOf(Number(status))}\r\nConnection: close\r\n\r\n${body}`);
     }
     socket.destroy(err);
+  };
+}
+
+/**
+ * CONNECT (a proxy's method) leaves Node's HTTP parser: without a 'connect' listener Node closed the connection
+ * unanswered. Handed to the app as a plain request, a path gets what any other method does (405 with Allow, or 404);
+ * its usual target, `host:port`, is no path, which Express would answer with its HTML page. Then the connection is
+ * closed, since the parser no longer reads it.
+ */
+function answerConnect(server: HttpServer) {
+  return (req: IncomingMessage, socket: Duplex): void => {
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    res.on('finish', () => socket.end());
+    socket.on('error', () => socket.destroy());
+    if (req.url?.startsWith('/')) server.emit('request', req, res);
+    else answerDetail(res, 404, `Cannot CONNECT ${String(req.url).slice(0, 200)}`);
   };
 }
 

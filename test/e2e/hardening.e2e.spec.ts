@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -391,6 +391,22 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       expect(r.status).toBe(405);
       expect(r.headers.get('allow')).toBe(allow);
       expect(r.body).toEqual({ detail: 'Method Not Allowed' });
+    });
+
+    // fetch cannot send CONNECT: the bytes go over a socket. Node, with no 'connect' listener, closed the connection unanswered.
+    it.each([
+      [`CONNECT ${V1}/sessions`, /^HTTP\/1\.1 405 [^]*\r\nAllow: GET, HEAD, POST\r\n[^]*\r\n\r\n\{"detail":"Method Not Allowed"\}$/],
+      ['CONNECT localhost:22', /^HTTP\/1\.1 404 [^]*\r\n\r\n\{"detail":"Cannot CONNECT localhost:22"\}$/],
+    ])('%s (a proxy\'s method) is answered as any other method, and the connection closed', async (line, answer) => {
+      const { port } = new URL(duffy.url);
+      const got = await new Promise<string>((resolve) => {
+        const socket = connect(Number(port), '127.0.0.1', () => socket.write(`${line} HTTP/1.1\r\nHost: duffy\r\nAuthorization: ${aliceAuth}\r\n\r\n`));
+        let text = '';
+        socket.on('data', (d) => (text += d));
+        socket.on('close', () => resolve(text));
+        socket.on('error', () => undefined);
+      });
+      expect(got).toMatch(answer);
     });
   });
 
