@@ -11,7 +11,7 @@ import { type IncomingMessage, type Server as HttpServer, ServerResponse } from 
 import type { Duplex } from 'node:stream';
 import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
-import { IdParamsPipe, answerDetail, checkJsonDepth, reviveJsonBody, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
+import { IdParamsPipe, answerDetail, checkJsonDepth, requireHost, reviveJsonBody, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, RestoreUnfinishedError, assertDataDirFree, assertNoRestoreUnfinished, assertDataDirWritable, dataDirOpenToOthers } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable, assertNotBehindHead } from './adapters/eventstore/sqlite-event-store.js';
@@ -46,7 +46,7 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   // 1 MB is far above any real request and keeps a hostile body from costing memory. The depth check runs on the
   // raw bytes before parsing; the reviver makes a JSON null "not given" for every field of every body.
   // (Nest's type omits `verify`, which it reserves for rawBody; rawBody is off, so express gets ours.)
-  app.use(...observeRequests(app), refuseWhileStopping(app.get(Stopping)), refuseCrossSiteWrites, refuseUnreadBodies);
+  app.use(...observeRequests(app), requireHost, refuseWhileStopping(app.get(Stopping)), refuseCrossSiteWrites, refuseUnreadBodies);
   const json = { limit: '1mb', strict: false, type: isJsonBody, verify: checkJsonDepth, reviver: reviveJsonBody };
   app.useBodyParser('json', json as NestExpressBodyParserOptionsFor<'json'>);
   app.use(emptyBodyIsNone);
@@ -88,6 +88,8 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   server.maxConnections = maxConnectionsOf(settings);
   server.on('clientError', clientErrorAnswer(server.requestTimeout / 1000));
   server.on('connect', answerConnect(server));
+  // requireHost answers a missing Host in JSON; Node's own check would answer first, with no body.
+  (server as HttpServer & { requireHostHeader: boolean }).requireHostHeader = false;
   // Nest's list but SIGHUP: a `systemctl reload` would stop Duffy; main() says it has no reload.
   app.enableShutdownHooks(['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGUSR2']);
   await app.init();

@@ -111,6 +111,15 @@ export function refuseCrossSiteWrites(req: IncomingMessage, res: ServerResponse,
   answerDetail(res, 403, `a write from another site is refused (${refused.slice(0, 64)})`);
 }
 
+/**
+ * Express middleware: an HTTP/1.1 request without Host is a 400 (RFC 9112), in JSON. Node's own check (the server's
+ * requireHostHeader, turned off for this one) answered it with no body at all.
+ */
+export function requireHost(req: IncomingMessage, res: ServerResponse, next: () => void): void {
+  if (req.httpVersion === '1.1' && req.headers.host === undefined) return answerDetail(res, 400, 'an HTTP/1.1 request must name its Host (RFC 9112)');
+  next();
+}
+
 /** An answer from a middleware that runs before Nest (and its error filter): `{"detail": ...}` as every error. */
 export function answerDetail(res: ServerResponse, status: number, detail: string): void {
   res.statusCode = status;
