@@ -88,6 +88,12 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   server.maxConnections = maxConnectionsOf(settings);
   server.on('clientError', clientErrorAnswer(server.requestTimeout / 1000));
   server.on('connect', answerConnect(server));
+  // An Expect Node does not know (anything but 100-continue): Node's own 417 had no body. The client may be holding
+  // its body back for an answer that never comes: the connection is closed.
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    res.shouldKeepAlive = false;
+    answerDetail(res, 417, `Expect: ${String(req.headers.expect).slice(0, 100)} is not served: only 100-continue`);
+  });
   // requireHost answers a missing Host in JSON; Node's own check would answer first, with no body.
   (server as HttpServer & { requireHostHeader: boolean }).requireHostHeader = false;
   // Nest's list but SIGHUP: a `systemctl reload` would stop Duffy; main() says it has no reload.

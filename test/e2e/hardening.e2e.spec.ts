@@ -411,6 +411,13 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       expect(await overSocket(duffy, `${line} HTTP/1.1\r\nHost: duffy\r\nAuthorization: ${aliceAuth}\r\n\r\n`)).toMatch(answer);
     });
 
+    // Node's own answer to it was a 417 without a body.
+    it('an Expect other than 100-continue is a 417 in JSON, and the connection closed', async () => {
+      expect(await overSocket(duffy, `POST ${V1}/sessions HTTP/1.1\r\nHost: duffy\r\nAuthorization: ${aliceAuth}\r\nExpect: 200-ok\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`)).toMatch(
+        /^HTTP\/1\.1 417 [^]*\r\nContent-Type: application\/json[^]*\r\n\r\n\{"detail":"Expect: 200-ok is not served: only 100-continue"\}$/,
+      );
+    });
+
     // Node's own answer to it was a 400 without a body; HTTP/1.0 has no Host to require.
     it('an HTTP/1.1 request without Host is a 400 in JSON, as every refusal', async () => {
       expect(await overSocket(duffy, `GET ${V1}/pools HTTP/1.1\r\nConnection: close\r\n\r\n`)).toMatch(/^HTTP\/1\.1 400 [^]*\r\nContent-Type: application\/json[^]*\r\n\r\n\{"detail":"an HTTP\/1\.1 request must name its Host \(RFC 9112\)"\}$/);
