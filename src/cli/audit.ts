@@ -231,8 +231,11 @@ export function auditCommands(duffy: Command, out: (line: string) => void): void
     .command('replay')
     .description('replay every event and report each broken invariant with the events that show it')
     .option('--config <file>', 'configuration whose tenant defaults apply until the ledger records its own (DefaultsSet; ledgers written before Duffy recorded them)', process.env.DUFFY_CONFIG ?? DEMO_CONFIG)
-    .action(async (o: { config: string }) => {
-      const config = loadConfig(o.config);
+    .action(async (o: { config: string }, cmd: Command) => {
+      // Commander gives a `--config` anywhere on the line to the root's `-c, --config` (the client configuration,
+      // which no audit command reads): it was dropped and the replay judged by the default configuration.
+      const root = duffy.opts<{ config?: string[] }>().config;
+      const config = loadConfig(cmd.getOptionValueSource('config') === 'default' && root?.length ? root[root.length - 1] : o.config);
       const d = config.defaults;
       const { count, violations } = await withLedger((events) => ({
         count: events.length,

@@ -59,6 +59,9 @@ describe('auditor CLI on a real ledger', () => {
 
   it('replays without violations, and answers who-had, history and export', async () => {
     expect((await duffyCli('audit', '--ledger', ledger, 'replay')).lines.at(-1)).toBe('OK: no invariant is broken');
+    // replay's --config is read, not taken by the root's client configuration option and dropped.
+    expect(await duffyCli('audit', '--ledger', ledger, 'replay', '--config', join(tmpdir(), 'no-such-duffy-config.yaml'))).toMatchObject({ exitCode: 1, lines: [] });
+    expect((await duffyCli('audit', '--ledger', ledger, 'replay', '--config', 'config/demo.yaml')).lines.at(-1)).toBe('OK: no invariant is broken');
     const hist = await duffyCli('--json', 'audit', '--ledger', ledger, 'history', `session-${sessionId}`);
     const types = hist.lines.map((l) => JSON.parse(l).type);
     expect(types).toEqual(expect.arrayContaining(['MachineRequested', 'QuotaClaimed', 'MachineReserved', 'SessionStarted', 'SessionReleased', 'MachineReleased', 'QuotaReturned']));
