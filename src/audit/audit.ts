@@ -10,9 +10,9 @@ import type { LedgerDigest } from './digest.js';
 import { BadQuestionError, NotFoundError } from './not-found.js';
 import { CHECKPOINT_STREAM } from './checkpoint.js';
 import { effective, tenantExpiryCeilingMs } from '../domain/decide.js';
-import { DUFFY_ACTOR, type Defaults, type DuffyEvent, type HardwareRequirement, type NodeSpec, stream } from '../domain/events.js';
+import { DUFFY_ACTOR, type Defaults, type DuffyEvent, type HardwareRequirement, type NodeSpec, idOf, stream } from '../domain/events.js';
 import { unmet } from '../domain/hardware.js';
-import { type Machine, activeAdmins, emptyWorld, evolve, isRetired } from '../domain/world.js';
+import { type Machine, activeAdmins, emptyWorld, evolve, hostKey, isRetired, tenantKey } from '../domain/world.js';
 import { isFree } from '../domain/indexes.js';
 import { type PoolProfile, eligiblePools, lessStressed } from '../domain/policy.js';
 import { type Violation, checkInvariants, holdEnds, holdStarts } from './invariants.js';
@@ -240,9 +240,28 @@ export interface Holding {
 }
 
 /** Who held a machine at an instant: the reservation in force then, from the machine's own stream (see holdEnds). */
-export function whoHad(events: readonly RecordedEvent[], hostname: string, at: Date): Holding | null {
-  const mine = events.filter((r) => r.stream === `machine-${hostname}`);
-  if (mine.length === 0) throw new NotFoundError(`no machine ${hostname} in this ledger`);
+/**
+ * The stream of the machine, session or tenant an auditor names, as Duffy tells them apart: host names as DNS compares
+ * them, tenant names without case, session ids as the API reads them (`03` is 3). Asked in another spelling, the
+ * answer was "no machine ... in this ledger" of a machine that is there.
+ */
+function subjectStream(events: readonly RecordedEvent[], kind: 'session' | 'machine' | 'tenant', key: string): { stream: string; key: string } {
+  if (kind === 'session') {
+    const id = idOf(key);
+    if (id === undefined) throw new BadQuestionError(`a session id is a number (as \`duffy list\` shows it), got ${JSON.stringify(key.slice(0, 40))}`);
+    return { stream: stream.session(id), key: String(id) };
+  }
+  const same = kind === 'machine' ? hostKey : tenantKey;
+  const named = (name: string) => (kind === 'machine' ? stream.machine(name) : stream.tenant(name));
+  const prefix = named('');
+  const found = events.find((e) => e.stream === named(key)) ?? events.find((e) => e.stream.startsWith(prefix) && same(e.stream.slice(prefix.length)) === same(key));
+  return found ? { stream: found.stream, key: found.stream.slice(prefix.length) } : { stream: named(key), key };
+}
+
+export function whoHad(events: readonly RecordedEvent[], asked: string, at: Date): Holding | null {
+  const { stream: own, key: hostname } = subjectStream(events, 'machine', asked);
+  const mine = events.filter((r) => r.stream === own);
+  if (mine.length === 0) throw new NotFoundError(`no machine ${asked} in this ledger`);
   let current: { sessionId: number; tenantId: number; from: string } | null = null;
   let until: string | null = null;
   for (const recorded of mine) {
@@ -274,13 +293,13 @@ const SINGLE_STREAMS: readonly string[] = [stream.defaults, stream.pools, stream
 export function history(events: RecordedEvent[], asked: string): RecordedEvent[] {
   if (SINGLE_STREAMS.includes(asked)) return events.filter((e) => e.stream === asked);
   // A machine's service stream is part of its story: asked by that name, the machine's whole history.
-  const subject = asked.replace(/^service-/, 'machine-');
-  const m = /^(session|machine|tenant)-(.+)$/.exec(subject);
+  const m = /^(session|machine|tenant)-(.+)$/.exec(asked.replace(/^service-/, 'machine-'));
   if (!m) throw new BadQuestionError(`history needs session-<id>, machine-<hostname> (or service-<hostname>), tenant-<name> or one of ${SINGLE_STREAMS.join(', ')}, got ${asked}`);
-  const [, kind, key] = m;
+  const [, kind, said] = m as unknown as [string, 'session' | 'machine' | 'tenant', string];
+  const { stream: subject, key } = subjectStream(events, kind, said);
   let tenantId: number | undefined;
   if (kind === 'tenant') tenantId = events.find((e) => e.type === 'TenantRegistered' && e.data.name === key)?.data.tenantId as number | undefined;
-  if (!events.some((e) => e.stream === subject)) throw new NotFoundError(`no ${kind} ${key} in this ledger`);
+  if (!events.some((e) => e.stream === subject)) throw new NotFoundError(`no ${kind} ${said} in this ledger`);
   // The sessions whose story is told: the one asked, or every one the tenant requested.
   const sessions = new Set<string>(kind === 'session' ? [key] : []);
   // A machine released from a session is that session's until recycled: its release playbook and outcome carry no

@@ -81,7 +81,13 @@ describe('auditor CLI on a real ledger', () => {
     const defaults = await duffyCli('audit', '--ledger', ledger, 'history', 'defaults');
     expect(defaults.lines.filter((l) => / DefaultsSet /.test(l))).toEqual([expect.stringMatching(/quota 10, lifetime 21600 s, at most 43200 s$/)]);
     // A question it cannot read is a usage error (2), not the 1 of a broken ledger a script would take for tampering.
-    for (const subject of ['nonsense', 'session-']) expect((await duffyCli('audit', '--ledger', ledger, 'history', subject)).exitCode).toBe(2);
+    for (const subject of ['nonsense', 'session-', 'session-abc']) expect((await duffyCli('audit', '--ledger', ledger, 'history', subject)).exitCode).toBe(2);
+    // Named as Duffy tells them apart (a host as DNS compares it, a session id as the API reads it), not "no machine ... in this ledger".
+    const spelt = `${reserved.data.hostname.toUpperCase()}.`;
+    expect(JSON.parse((await duffyCli('--json', 'audit', '--ledger', ledger, 'who-had', spelt, '--at', reserved.data.at)).lines[0])).toMatchObject({ hostname: reserved.data.hostname, sessionId, tenant: 'alice' });
+    expect((await duffyCli('--json', 'audit', '--ledger', ledger, 'history', `machine-${spelt}`)).lines).toEqual((await duffyCli('--json', 'audit', '--ledger', ledger, 'history', `machine-${reserved.data.hostname}`)).lines);
+    expect((await duffyCli('--json', 'audit', '--ledger', ledger, 'history', `session-0${sessionId}`)).lines).toEqual(hist.lines);
+    expect((await duffyCli('--json', 'audit', '--ledger', ledger, 'history', 'tenant-ALICE')).lines).toEqual((await duffyCli('--json', 'audit', '--ledger', ledger, 'history', 'tenant-alice')).lines);
     // The pools the configuration gave, and the checkpoints, are streams of their own too.
     const pools = await duffyCli('audit', '--ledger', ledger, 'history', 'pools');
     expect([pools.exitCode, pools.lines.filter((l) => / PoolsConfigured /.test(l))]).toEqual([0, [expect.stringMatching(/metal-intel-x86_64 baremetal x86_64 intel/)]]);
