@@ -6,6 +6,7 @@ import type { ClientRequest } from 'node:http';
 import { isDeepStrictEqual } from 'node:util';
 import { BadQuestionError, NotFoundError } from '../audit/not-found.js';
 import { parseDuration } from '../domain/duration.js';
+import { parseExpiry } from '../domain/decide.js';
 import { MACHINE_TYPES, idOf } from '../domain/events.js';
 import { hostKey } from '../domain/world.js';
 import { formatTable } from '../domain/text-table.js';
@@ -165,6 +166,8 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
         const meant = parseDuration(`+${by.trim()}`, { signed: true }) === undefined ? `+${seconds}s` : `+${by.trim()}`;
         throw new UsageError(`extend: give the time to add with a sign, as in ${meant}, or an ISO time`);
       }
+      // Read as the server reads it: one it would refuse (`+1x`) is a usage error before any call, not the 422's exit 1.
+      if (typeof parseExpiry(by, Date.now()) !== 'number') throw new UsageError(`extend: not a time: ${JSON.stringify(by.slice(0, 40))}; give one like +2h, +30m, -1h or an ISO 8601 time`);
       try {
         show((await client().call<{ session: Session }>('PUT', `/sessions/${sessionArg(id)}`, { expires_at: by })).session);
       } catch (err) {
