@@ -389,6 +389,11 @@ export function detailOf(e: RecordedEvent): string {
         return `quota ${d.nodeQuota}, lifetime ${d.sessionLifetime} s, at most ${d.sessionLifetimeMax} s`;
       case 'ActiveAdminsChanged':
         return `admins ${(d.admins as number[]).join(', ')}`;
+      // What the restore undid, as its own line said it (`history restores` showed the bare event).
+      case 'LedgerRestored':
+        return `after position ${d.sharedUpTo}: ${d.lostSessions} session(s) undone, ids to ${d.sessionIdsUpTo} kept, ${(d.machines as string[]).length} machine(s) out`;
+      case 'CheckpointPublished':
+        return `${d.size} events, root ${String(d.rootHash).slice(0, 16)}`;
       case 'PoolsConfigured':
         return (d.pools as Array<{ name: string; type: string; arch: string; platform: string }>).map((p) => `${p.name} ${p.type} ${p.arch} ${p.platform}`).join('; ');
       default:

@@ -3,7 +3,7 @@ import Database from 'better-sqlite3';
 import { copyFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { replay } from '../../src/audit/audit.js';
+import { detailOf, replay } from '../../src/audit/audit.js';
 import type { RecordedEvent } from '../../src/application/ports/event-store.port.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
 import { newTenant, startDuffy } from '../support/server.js';
@@ -357,5 +357,15 @@ describe('audit history of a machine with playbook runs', () => {
     expect(JSON.parse(json.lines[1]).data.run).toEqual({ action: 'provision', playbook: 'provision.yml', exitCode: 0, durationMs: 900, timedOut: false });
     const full = await duffyCli('--json', 'audit', '--ledger', file, 'history', 'machine-m1', '--verbose');
     expect(JSON.parse(full.lines[1]).data.run.tail).toBe(run.tail);
+  });
+});
+
+describe('history details', () => {
+  const event = (type: string, data: Record<string, unknown>) => ({ position: 1n, stream: 'x', revision: 0n, id: 'i', type, data, metadata: {} }) as unknown as RecordedEvent;
+
+  it("say what a restore undid and what a checkpoint signed (both were blank in `history restores` and `history audit-checkpoints`)", () => {
+    const restored = event('LedgerRestored', { sharedUpTo: '86', sessionIdsUpTo: 5, lostSessions: 2, machines: ['m1', 'm2'], backup: '/b', replacedKeptIn: '/r', at: '2026-12-03T02:33:37.245Z' });
+    expect(detailOf(restored)).toBe('after position 86: 2 session(s) undone, ids to 5 kept, 2 machine(s) out');
+    expect(detailOf(event('CheckpointPublished', { size: 52, lastPosition: '52', rootHash: '63f71b159d1c87ef167cb5e10cb1ba47', time: '2026-11-29T20:08:22.076Z' }))).toBe('52 events, root 63f71b159d1c87ef');
   });
 });
