@@ -373,7 +373,9 @@ export async function run(argv: string[], out?: (line: string) => void, io?: Par
     return Number(process.exitCode ?? 0);
   } catch (err) {
     const e = err as { code?: string; exitCode?: number; message?: string; unreachable?: boolean };
-    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return EXIT.ok;
+    // `duffy help [command]` says commander.help with exit code 0; a command named without its subcommand (`duffy
+    // audit`), the same code with 1: only that is a usage error.
+    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || (e.code === 'commander.help' && e.exitCode === 0)) return EXIT.ok;
     // Commander has printed its own usage errors already.
     if (e.code?.startsWith('commander.')) return EXIT.usage;
     // A KurrentDB ledger out of reach (audit, admin-key) said only `UnavailableError`. (Its client, loaded for this only.)

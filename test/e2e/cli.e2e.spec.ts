@@ -111,6 +111,8 @@ describe('duffy CLI against a running server', () => {
     expect(unsigned.stderr).toBe('duffy: extend: give the time to add with a sign, as in +2h, or an ISO time\n');
     // Bare seconds: the hint is a form the server takes (`+30` is refused there).
     expect((await cli('extend', '99999', '30')).stderr).toBe('duffy: extend: give the time to add with a sign, as in +30s, or an ISO time\n');
+    // Asking for help is no usage error (it exited 2); a command named without its subcommand is.
+    expect([(await cli('help')).code, (await cli('help', 'audit')).code, (await cli('audit', 'help', 'verify')).code, (await cli('audit')).code]).toEqual([0, 0, 0, 2]);
     // A time the server would refuse is a usage error too, before any call (it was the 422's exit 1, or 404's 4 here).
     expect(await cli('extend', '99999', '+1x')).toMatchObject({ code: 2, stderr: 'duffy: extend: not a time: "+1x"; give one like +2h, +30m, -1h or an ISO 8601 time\n' });
     const bad = await cli('--key', 'wrong', 'list');
