@@ -158,6 +158,13 @@ def main():
         check(rc == 0 and out["nodes"][0]["ok"] and out["nodes"][1]["ok"], f"missing machine: {out}")
         print("ok   missing machine:", json.dumps(out))
 
+        # Nor has it artifacts to fail over: a hand-over stopped before it made the directory, then released, told
+        # the tenant "collection failed (machine ... does not exist)".
+        shutil.rmtree(m["n2.example.org"], ignore_errors=True)
+        rc, out = duffy_out(run("collect_artifacts", data)[0])
+        check(rc == 0 and out["nodes"][1]["ok"], f"collect_artifacts on a missing machine: {out}")
+        print("ok   collect_artifacts on a missing machine:", json.dumps(out))
+
         # Malformed input is a whole-run failure: non-zero exit.
         result, _ = run("release", data, policy="bogus")
         check(result[0] != 0, "bad policy must fail the run")
