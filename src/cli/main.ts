@@ -7,7 +7,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { BadQuestionError, NotFoundError } from '../audit/not-found.js';
 import { parseDuration } from '../domain/duration.js';
 import { parseExpiry } from '../domain/decide.js';
-import { MACHINE_TYPES, idOf } from '../domain/events.js';
+import { MACHINE_TYPES, MAX_QUANTITY, idOf } from '../domain/events.js';
 import { hostKey } from '../domain/world.js';
 import { formatTable } from '../domain/text-table.js';
 import { printable } from './printable.js';
@@ -110,7 +110,12 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     .addOption(new Option('--type <type>').choices(MACHINE_TYPES))
     .option('--arch <arch>')
     .option('--platform <family>')
-    .option('--count <n>', 'how many', positive, 1)
+    .option('--count <n>', `how many (1-${MAX_QUANTITY})`, (v: string) => {
+      // As --wait: past the server's bound is a usage error here, not its 422 (exit 1) after a round trip.
+      const n = positive(v);
+      if (n > MAX_QUANTITY) throw new InvalidArgumentError(`must be at most ${MAX_QUANTITY}`);
+      return n;
+    }, 1)
     .option('--wait <seconds>', `wait up to this long in Duffy's fair-share queue while no machine is free (0-${MAX_WAIT}; 0: do not wait)`, (v: string) => {
       // 0 as the API takes it: a parameterised job's WAIT=0 is no usage error.
       const n = v.trim() === '0' ? 0 : positive(v);

@@ -36,6 +36,9 @@ export interface HardwareRequirement {
   cpu_model?: string;
 }
 
+/** One request can't ask for more than this many machines; quota applies on top. */
+export const MAX_QUANTITY = 1000;
+
 /** One line of a request: a pool by name, or a type (+ arch, platform) that the scheduler maps to pools. */
 export interface NodeSpec {
   pool?: string;

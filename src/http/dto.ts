@@ -25,11 +25,8 @@ import { refuse } from '../domain/errors.js';
 import { NAME, NAME_RULE } from '../config/config.js';
 import { MAX_LIFETIME } from '../domain/decide.js';
 import { parseDuration } from '../domain/duration.js';
-import { MACHINE_TYPES, MAX_ID, REGISTRABLE_STATES, type MachineState, type MachineType, pydanticInt } from '../domain/events.js';
+import { MACHINE_TYPES, MAX_ID, MAX_QUANTITY, REGISTRABLE_STATES, type MachineState, type MachineType, pydanticInt } from '../domain/events.js';
 import { HOST_NAME } from '../domain/world.js';
-
-/** One request can't ask for more than this many machines; quota applies on top. */
-export const MAX_QUANTITY = 1000;
 
 /**
  * Numbers and booleans written as strings are read as pydantic (Duffy v3) reads them: `"quantity": "2"` from a

@@ -93,6 +93,7 @@ describe('duffy CLI against a running server', () => {
     expect(noWait.code).toBe(0);
     await cli('done', String(JSON.parse(noWait.stdout).id));
     expect((await cli('request', '--pool', 'vm-intel-x86_64', '--count', 'zero')).code).toBe(2);
+    expect((await cli('request', '--pool', 'vm-intel-x86_64', '--count', '1001')).code).toBe(2);
     expect((await cli('request', '--pool', 'metal-intel-x86_64', '--count', '9')).code).toBe(3); // over quota: 403
     const busy = (await duffy.admin.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] })).body.session;
     expect((await cli('request', '--pool', 'vm-arm-aarch64', '--count', '1')).code).toBe(5);
