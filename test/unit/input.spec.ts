@@ -61,47 +61,32 @@ describe('body depth check (on raw bytes, before parsing)', () => {
 
 describe('null members are "not given"', () => {
   const parse = (text: string) => JSON.parse(text, reviveJsonBody);
+  /** The body pipe's answer to `text`: its refusal's message, or 'taken'. */
+  const refusal = (text: string) => {
+    try {
+      new IdParamsPipe().transform(parse(text), { type: 'body' });
+      return 'taken';
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
   it('drops null members at any depth, keeps null list elements', () => {
     expect(parse('{"active": false, "expires_at": null}')).toEqual({ active: false });
     expect(parse('{"tenant_id": null, "nodes_specs": [{"quantity": 1, "pool": "p", "arch": null}, null]}')).toEqual({ nodes_specs: [{ quantity: 1, pool: 'p' }, null] });
     expect(parse('null')).toBeUndefined();
   });
   it('marks a number beyond a double for the body pipe to refuse, by its path (it parses as Infinity, which the ledger would store as null under a hash of Infinity)', () => {
-    const refusal = (text: string) => {
-      try {
-        new IdParamsPipe().transform(parse(text), { type: 'body' });
-        return 'taken';
-      } catch (err) {
-        return (err as Error).message;
-      }
-    };
     expect(refusal('{"data": {"x": 1e999}}')).toBe('data.x: not a finite number (it reads as Infinity): numbers must be finite');
     expect(refusal('{"data": {"list": [1, -1e400]}}')).toBe('data.list[1]: not a finite number (it reads as -Infinity): numbers must be finite');
     expect(refusal('{"x": 1e308, "y": 1e-400}')).toBe('taken');
   });
   it('marks a member name holding a NUL character (BSON field names cannot: MongoDB read models could never store it)', () => {
-    const refusal = (text: string) => {
-      try {
-        new IdParamsPipe().transform(parse(text), { type: 'body' });
-        return 'taken';
-      } catch (err) {
-        return (err as Error).message;
-      }
-    };
     expect(refusal('{"data": {"a\\u0000b": 1}}')).toBe('data.a\\u0000b: a member name must not hold a NUL character (\\u0000)');
     expect(refusal('{"hardware": {"k\\u0000": 1}}')).toMatch(/^hardware\.k.*NUL/);
     // A value may hold one: BSON strings carry their length.
     expect(refusal('{"data": {"a.b": "x\\u0000y", "$c": 1}}')).toBe('taken');
   });
   it('marks text holding a lone UTF-16 surrogate, as a name or a value at any depth (MongoDB would keep U+FFFD, Ansible fails on it)', () => {
-    const refusal = (text: string) => {
-      try {
-        new IdParamsPipe().transform(parse(text), { type: 'body' });
-        return 'taken';
-      } catch (err) {
-        return (err as Error).message;
-      }
-    };
     const problem = 'not valid Unicode text: it holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is no character';
     expect(refusal('{"ssh_key": "ssh-ed25519 AAAA\\ud800 x@y"}')).toBe(`ssh_key: ${problem}`);
     expect(refusal('{"nodes_specs": [{"hardware": {"cpu_model": "\\udfffx"}}]}')).toBe(`nodes_specs[0].hardware.cpu_model: ${problem}`);
