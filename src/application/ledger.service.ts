@@ -66,6 +66,8 @@ interface PendingBatch {
   /** Hosts (by hostKey) and addresses (by addressKey) registered and API key digests given by this append: unique, but not guarded by one stream. */
   claims: Set<string>;
   sessionId: number;
+  /** Per tenant, the family of the first machine this append reserves for it. */
+  platforms: Map<number, string>;
   /** Whether the append landed; settled once it is known (appends chained on this one wait for it on a shared store). */
   landed: Promise<boolean>;
   settle: (landed: boolean) => void;
@@ -315,6 +317,14 @@ export class Ledger implements OnApplicationShutdown {
       for (const b of this.pending) id = Math.max(id, b.sessionId);
       return id;
     },
+    // The oldest append in flight first: the World keeps the family of a tenant's first reservation.
+    platform: (tenantId) => {
+      for (const b of this.pending) {
+        const p = b.platforms.get(tenantId);
+        if (p !== undefined) return p;
+      }
+      return null;
+    },
   };
 
   /** A per-tenant count summed over the appends in flight (machines claimed, or asked for by requests entering the queue). */
@@ -472,7 +482,7 @@ export class Ledger implements OnApplicationShutdown {
   private track(writes: Write[], chained: Array<{ stream: string; events: NewEvent[] }>): PendingBatch {
     const landed = deferred<boolean>();
     const gone = deferred();
-    const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), waiting: new Map(), claims: new Set(), sessionId: 0, landed: landed.promise, settle: landed.resolve, gone: gone.promise, leave: gone.resolve };
+    const batch: PendingBatch = { streams: new Map(), machines: [], quota: new Map(), waiting: new Map(), claims: new Set(), sessionId: 0, platforms: new Map(), landed: landed.promise, settle: landed.resolve, gone: gone.promise, leave: gone.resolve };
     writes.forEach((w, i) => {
       const base = w.expected === 'no_stream' ? -1 : w.expected === 'any' ? null : w.expected;
       const last = chained[i].events[chained[i].events.length - 1].metadata?.hash;
@@ -483,6 +493,7 @@ export class Ledger implements OnApplicationShutdown {
         // A machine taken out of service (or back), or given new hardware, on its own stream: not to be picked until
         // the World shows it, or a request decided meanwhile reserves it after the change in the ledger.
         if (e.type === 'MachineReserved' || SERVICE_EVENTS.has(e.type)) batch.machines.push((e.data as { machineId: number }).machineId);
+        if (e.type === 'MachineReserved' && !batch.platforms.has(e.data.tenantId)) batch.platforms.set(e.data.tenantId, e.data.platform);
         else if (e.type === 'QuotaClaimed') batch.quota.set(e.data.tenantId, (batch.quota.get(e.data.tenantId) ?? 0) + e.data.count);
         else if (e.type === 'MachineRequested') {
           batch.sessionId = Math.max(batch.sessionId, e.data.sessionId);

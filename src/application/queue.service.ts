@@ -122,7 +122,7 @@ export class WaitingQueue implements OnApplicationShutdown {
             const view = held.size === 0 ? inFlight : { ...inFlight, busy: (id: number) => inFlight.busy(id) || heldFrom(id) };
             const decision = decideRequestSession(world, this.catalog.profiles, this.catalog.defaults, { sessionId: s.id, tenantId: s.tenantId, specs: s.specs, now: new Date(at).toISOString(), contextualize, waiting }, view);
             if (isRefusal(decision) && decision.refused === 'capacity' && holdsMachines(asWaitingRequest(waiting), at)) {
-              const tenantPlatform = world.tenants.get(s.tenantId)?.platform ?? null;
+              const tenantPlatform = world.tenants.get(s.tenantId)?.platform ?? inFlight.platform(s.tenantId);
               const toHold = machinesToHold({ specs: s.specs, pools: this.catalog.profiles, free: (pool) => freeMachines(world, pool, view.busy), tenantPlatform, overflow: mayOverflow({ waiting }, at) });
               held.hold(toHold.map((m) => m.id), usage);
             }

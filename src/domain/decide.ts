@@ -54,10 +54,12 @@ export interface InFlightView {
    */
   revision(stream: string, known: number): number;
   lastSessionId(): number;
+  /** The family a reservation on its way gives a tenant that has none in the World yet (its first machine's), else null. */
+  platform(tenantId: number): string | null;
 }
 
 /** Nothing in flight: for replays, tests and the simulator. */
-export const NOTHING_IN_FLIGHT: InFlightView = { busy: () => false, quota: () => 0, waiting: () => 0, claims: () => false, changing: () => false, revision: (_s, known) => known, lastSessionId: () => 0 };
+export const NOTHING_IN_FLIGHT: InFlightView = { busy: () => false, quota: () => 0, waiting: () => 0, claims: () => false, changing: () => false, revision: (_s, known) => known, lastSessionId: () => 0, platform: () => null };
 
 /** Longest lease a tenant setting or the configured defaults may give: 30 days, in seconds. */
 export const MAX_LIFETIME = 30 * 24 * 3600;
@@ -373,15 +375,17 @@ export function decideRequestSession(
   const overflow = mayOverflow(cmd, nowMs);
   // A new tenant's family is the least crowded one: counted only when a first reservation by type asks (O(tenants)).
   let crowded: ((platform: string, arch: string) => number) | undefined;
+  // A first reservation of this tenant still in flight has chosen its family already (two first requests at once).
+  const tenantPlatform = tenant.platform ?? inFlight.platform(tenant.id);
   const crowding =
-    tenant.platform === null
+    tenantPlatform === null
       ? (platform: string, arch: string) =>
           (crowded ??= familyCrowding(
             pools.map((p) => ({ ...p, machines: world.notRetiredByPool.get(p.name) ?? 0 })),
-            [...world.tenants.values()].filter((t) => t.retiredAt === null).map((t) => t.platform),
+            [...world.tenants.values()].filter((t) => t.retiredAt === null).map((t) => t.platform ?? inFlight.platform(t.id)),
           ))(platform, arch)
       : undefined;
-  const plan = planAllocation({ specs: cmd.specs, pools, tenantPlatform: tenant.platform, overflow, crowding, free: (pool) => freeMachines(world, pool, inFlight.busy) });
+  const plan = planAllocation({ specs: cmd.specs, pools, tenantPlatform, overflow, crowding, free: (pool) => freeMachines(world, pool, inFlight.busy) });
   // The lease starts when machines are handed over (for a waiting request: now), within the tenant's maximum.
   const expiresAt = iso(nowMs + Math.min(limits.sessionLifetime, limits.sessionLifetimeMax) * 1000);
   const s = stream.session(cmd.sessionId);

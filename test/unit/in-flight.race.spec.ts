@@ -124,6 +124,29 @@ describe('a request racing a change of its tenant, in one process', () => {
   });
 });
 
+/** A new tenant's first requests by type in flight together: the first one's family is the tenant's (invariant 7). */
+describe("a new tenant's first requests racing each other, in one process", () => {
+  const instances = ledgerInstances();
+  const FAMILIES = [
+    { name: 'vm-intel', type: 'vm' as const, arch: 'x86_64', platform: 'intel' },
+    { name: 'vm-amd', type: 'vm' as const, arch: 'x86_64', platform: 'amd' },
+  ];
+
+  it('given two families with 3 free machines each, when a new tenant asks for one vm by type twice at once, then both come from one family', async () => {
+    const ledger = await instances.ledger(instances.store());
+    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 't', apiKeyDigest: 't', isAdmin: false, settings, now: NOW }, f), { actor: 'test' });
+    const machines = ['i1', 'i2', 'i3', 'a1', 'a2', 'a3'].map((hostname) => ({ hostname, ipaddr: null, pool: hostname.startsWith('i') ? 'vm-intel' : 'vm-amd', reusable: true, data: {}, state: 'ready' as const }));
+    await ledger.decide((w, f) => decideRegisterMachines(w, FAMILIES, { machines, now: NOW }, f), { actor: 'test' });
+    const ask = (sessionId: number) =>
+      ledger.decide((w, f) => decideRequestSession(w, FAMILIES, DEFAULTS, { sessionId, tenantId: 1, specs: [{ type: 'vm', arch: 'x86_64', quantity: 1 }], now: NOW, contextualize: () => false }, f), { actor: 't' });
+    await Promise.all([ask(1), ask(2)]);
+    // Before: the second was decided while the first's reservation was in flight, as for a tenant with no family yet,
+    // and landed on the other family (then the roomier one), labelled `established` too.
+    const pools = [1, 2].map((id) => ledger.world.machines.get(ledger.world.sessions.get(id)!.machineIds[0])!.pool);
+    expect(pools[1]).toBe(pools[0]);
+  });
+});
+
 /** A replacement for a machine whose hand-over failed, and the session's end, decided at the same moment. */
 describe('a replacement racing the end of its session, in one process', () => {
   const instances = ledgerInstances();

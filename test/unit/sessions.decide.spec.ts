@@ -208,6 +208,15 @@ describe('requesting machines', () => {
     expect(reserved.map((e) => [e.data.hostname, e.data.platform, e.data.affinity])).toEqual([['a1', 'amd', 'established']]);
   });
 
+  it("given bob's first reservation (on intel) still in flight and more amd than intel machines free, when bob asks by type again, then it is intel, kept", () => {
+    const world = given(machine(1, 'i1', 'metal-intel'), machine(2, 'i2', 'metal-intel'), machine(3, 'a1', 'metal-amd'), machine(4, 'a2', 'metal-amd'), machine(5, 'a3', 'metal-amd'), tenant(2, 'bob'));
+    const inFlight: InFlightView = { ...NOTHING_IN_FLIGHT, busy: (id) => id === 1, quota: (t) => (t === 2 ? 1 : 0), lastSessionId: () => 1, platform: (t) => (t === 2 ? 'intel' : null) };
+    const reserved = writesOf(request(world, [{ type: 'baremetal', quantity: 1 }], { sessionId: 2, tenantId: 2, inFlight }))
+      .flatMap((w) => w.events)
+      .filter((e) => e.type === 'MachineReserved');
+    expect(reserved.map((e) => [e.data.hostname, e.data.platform, e.data.affinity])).toEqual([['i2', 'intel', 'kept']]);
+  });
+
   it('given a spec without a numeric quantity (a malformed body that reached the domain), when asked, then refused, never compared with the quota', () => {
     const world = given(tenant(1, 'alice', { nodeQuota: 2 }), machine(1, 'i1', 'metal-intel'));
     for (const specs of [[[]], [{ pool: 'metal-intel' }], [null], [{ pool: 'metal-intel', quantity: 1.5 }]] as unknown as NodeSpec[][]) {
