@@ -94,6 +94,15 @@ export function replay(events: RecordedEvent[], fallback: Defaults, pools: reado
         });
       }
     }
+    // Invariant 7, judged on the family the tenant has before this event (the World's), not only on the event's label:
+    // a second `established` or a `kept` on another family is a move all the same. Overflow and a family that does not
+    // offer the kind are the policy's to allow (the free machines of the moment are not judged here).
+    const family = e.type === 'MachineReserved' ? world.tenants.get(e.data.tenantId)?.platform ?? null : null;
+    const offFamily =
+      e.type !== 'MachineReserved' ? undefined
+      : family !== null && family !== e.data.platform && e.data.affinity !== 'overflow' && e.data.affinity !== 'not-offered' ? family
+      : e.data.affinity === 'fallback' ? ''
+      : undefined;
     // Only these events change who is an active admin (a scan of the tenants per event would not scale).
     const admins = ADMIN_EVENTS.has(e.type) ? activeAdmins(world) : undefined;
     violations.push(...keyRule(world, e, recorded.position), ...freeRule(world, e, recorded.position), ...leaseRule(world, recorded, fallback), ...endRule(world, recorded));
@@ -104,12 +113,12 @@ export function replay(events: RecordedEvent[], fallback: Defaults, pools: reado
     // Free again, ready or unused (a provisioning that failed or timed out frees an unused one too).
     if (after && (after.state === 'ready' || after.state === 'unused') && after.job === null) freedAt.set(touched!, Date.parse(String((e.data as { at?: string }).at ?? 0)));
     if (e.type === 'MachineRequested') specs.set(e.data.sessionId, e.data.specs);
-    if (e.type === 'MachineReserved' && e.data.affinity === 'fallback') {
+    if (e.type === 'MachineReserved' && offFamily !== undefined) {
       const explicit = (specs.get(e.data.sessionId) ?? []).some((s) => s.pool !== undefined || s.platform !== undefined);
       if (!explicit) {
         violations.push({
           invariant: 7,
-          message: `session ${e.data.sessionId} got ${e.data.hostname} on platform ${e.data.platform}, off its tenant's family, without asking for it`,
+          message: `session ${e.data.sessionId} got ${e.data.hostname} on platform ${e.data.platform}, off its tenant's family${offFamily ? ` ${offFamily}` : ''}, without asking for it`,
           positions: [recorded.position],
         });
       }

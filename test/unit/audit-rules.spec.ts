@@ -6,7 +6,7 @@ import { AT, DEFAULTS, machine, recorded as ledger, startedSession, tenant } fro
 
 const at = (s: number) => new Date(Date.parse(AT) + s * 1000).toISOString();
 
-const breaches = (events: RecordedEvent[], rule: string) => replay(events, DEFAULTS).filter((v) => v.invariant === rule);
+const breaches = (events: RecordedEvent[], rule: string | number) => replay(events, DEFAULTS).filter((v) => v.invariant === rule);
 
 const reserve = (machineId: number, hostname: string, sessionId: number, s = 10): [string, DuffyEvent] => [
   `machine-${hostname}`,
@@ -128,5 +128,28 @@ describe('audit replay: rule end (a session is ended by its tenant, an admin or 
       { invariant: 10, message: 'machine 1 is still held by session 1, which ended: nobody would ever release it', positions: [7n, 9n] },
     ]);
     expect(replay(ledger(...started(), ...released('alice')), DEFAULTS)).toEqual([]);
+  });
+});
+
+describe('audit replay: invariant 7 (a tenant kept on its platform family unless its request allowed another)', () => {
+  // alice holds i1 on intel (session 1); session 2 asks for one baremetal by type and gets a1, an amd machine.
+  const second = (affinity: 'established' | 'kept' | 'overflow' | 'fallback', specs: Array<Record<string, unknown>> = [{ type: 'baremetal', quantity: 1 }]): Array<[string, DuffyEvent]> => [
+    ...startedSession(),
+    machine(2, 'a1', 'metal-amd'),
+    ['session-2', { type: 'MachineRequested', data: { sessionId: 2, tenantId: 1, tenant: 'alice', specs: specs as never, expiresAt: at(3600), at: at(10) } }],
+    ['machine-a1', { type: 'MachineReserved', data: { machineId: 2, hostname: 'a1', sessionId: 2, tenantId: 1, pool: 'metal-amd', platform: 'amd', affinity, contextualize: false, at: at(10) } }],
+  ];
+
+  it('reports a machine of another family given to a request by type whatever its label says, unless it says overflow', () => {
+    // Before: only a `fallback` label was judged, so a second `established` family (two first requests at once) passed.
+    for (const label of ['established', 'kept', 'fallback'] as const) {
+      expect(breaches(ledger(...second(label)), 7)).toEqual([
+        { invariant: 7, message: "session 2 got a1 on platform amd, off its tenant's family intel, without asking for it", positions: [9n] },
+      ]);
+    }
+    // Overflow (its family had too few free machines) is what the policy allows; a request naming the pool or platform chose it.
+    expect(breaches(ledger(...second('overflow')), 7)).toEqual([]);
+    expect(breaches(ledger(...second('fallback', [{ pool: 'metal-amd', quantity: 1 }])), 7)).toEqual([]);
+    expect(breaches(ledger(...second('fallback', [{ type: 'baremetal', platform: 'amd', quantity: 1 }])), 7)).toEqual([]);
   });
 });
