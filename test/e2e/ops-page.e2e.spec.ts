@@ -288,6 +288,13 @@ describe('the ops page in headless Chromium', () => {
     expect((await duffy.admin.put(`/api/v1/nodes/${old.id}`, { retired: true, reason: 'end of life' })).status).toBe(200);
     await page.waitForSelector('[data-testid=service-row][data-hostname="old-box.test"]', { timeout: 5_000 });
     expect(await page.locator('[data-testid=service-row][data-hostname="old-box.test"] td').allTextContents()).toEqual(['old-box.test', 'vm-arm-aarch64', 'retired', 'ready', 'end of life']);
+    // Its host name registered again is a new machine: each square shows its own machine's service (before: both the
+    // newer node's, in-service, since the page matched squares to nodes by host name).
+    const again = (await duffy.admin.post('/api/v1/nodes', { hostname: 'old-box.test', pool: 'vm-arm-aarch64' })).body.node;
+    const square = (id: number) => page.locator(`[data-testid=heat-square][data-machine-id="${id}"]`);
+    await square(again.id).waitFor({ timeout: 5_000 });
+    expect([await square(old.id).getAttribute('data-service'), await square(again.id).getAttribute('data-service')]).toEqual(['retired', 'in-service']);
+    expect(await square(old.id).getAttribute('title')).toContain('service: retired (end of life)');
     expect(problems).toEqual([]);
   });
 

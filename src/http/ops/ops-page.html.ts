@@ -210,7 +210,8 @@ function renderPools(pools, details, profiles) {
 
 function renderHeatmap(stress, nodes) {
   const box = byId('heat-pools');
-  const nodeOf = new Map(nodes.map((n) => [n.hostname, n]));
+  // By id: a host name registered again after its retirement is another machine, with a service of its own.
+  const nodeOf = new Map(nodes.map((n) => [n.id, n]));
   const byPool = new Map();
   for (const m of stress.machines) {
     if (!byPool.has(m.pool)) byPool.set(m.pool, []);
@@ -225,7 +226,7 @@ function renderHeatmap(stress, nodes) {
       const busy = Number(m.busy_ms) || 0;
       const rel = max > 0 ? busy / max : 0;
       const flagged = m.provisioning_failures > 0 || m.quarantines > 0;
-      const node = nodeOf.get(m.hostname) || {};
+      const node = nodeOf.get(m.machine_id) || {};
       const service = node.service || 'in-service';
       const lines = [
         m.hostname,
@@ -241,6 +242,7 @@ function renderHeatmap(stress, nodes) {
         className: 'sq' + (flagged ? ' flagged' : '') + (m.reserved_at ? ' inuse' : '') + (service === 'in-service' ? '' : ' out'),
         'data-testid': 'heat-square',
         'data-hostname': m.hostname,
+        'data-machine-id': m.machine_id,
         'data-service': service,
         'data-busy-ms': busy,
         title: lines.join('\n'),
