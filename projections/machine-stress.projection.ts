@@ -80,7 +80,7 @@ function bump(d: Doc, add: Partial<Counters>): Doc {
   return d;
 }
 
-/** A machine's counters, its pool and platform family (its last reservation's, else its pool's), and whether it is retired. */
+/** A machine's counters, its pool and platform family (its pool's as configured now, else its last reservation's), and whether it is retired. */
 export type MachineStress = Counters & { pool: string; platform: string | null; retired: boolean };
 
 /**

@@ -90,8 +90,9 @@ export class StatsController {
     const stored = await this.fresh(actor, () => this.readSide.store.find('machine_stress'));
     // By id as a number: the store's order is its keys' as text (1, 10, 2).
     stored.sort((a, b) => Number(a.machine_id) - Number(b.machine_id));
-    // A machine never handed out has no reservation to name its platform: its pool's, as configured.
-    const machines = stored.map((m) => ({ ...strip(m), platform: m.platform ?? this.catalog.pool(String(m.pool))?.platform ?? null }) as MachineStress & Record<string, unknown>);
+    // The family its pool serves as now (a pool's platform may change with the configuration); its last reservation's
+    // only for a pool no longer configured.
+    const machines = stored.map((m) => ({ ...strip(m), platform: this.catalog.pool(String(m.pool))?.platform ?? m.platform ?? null }) as MachineStress & Record<string, unknown>);
     const { pools, platforms } = stressRollup(machines, (busy) => round(gini(busy)));
     return { action: 'get', pools, platforms, machines };
   }

@@ -3,7 +3,11 @@ import { PROJECTIONS } from '../../projections/index.js';
 import { Ledger } from '../../src/application/ledger.service.js';
 import { recentMachineTimeMs } from '../../src/domain/world.js';
 import { ReadSide } from '../../src/application/read-side.service.js';
-import { type Client, type Running, newTenant, startDuffy } from '../support/server.js';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse, stringify } from 'yaml';
+import { type Client, type Running, instantDemoConfig, newTenant, startDuffy } from '../support/server.js';
 
 const V1 = '/api/v1';
 
@@ -179,5 +183,32 @@ describe('read side: projections over a mixed workload', () => {
     await readSide.rebuild();
     await readSide.caughtUp(ledger.world.position);
     expect(await snapshot(readSide)).toEqual(live);
+  });
+});
+
+describe("read side: /stats/stress after a pool's platform changed in the configuration", () => {
+  it("rolls a pool's machines up under the family they serve as now, used before the change or not", async () => {
+    const first = instantDemoConfig();
+    let duffy = await startDuffy({ configFile: first });
+    try {
+      const alice = await newTenant(duffy, 'alice');
+      const s = (await alice.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }] })).body.session;
+      await alice.put(`${V1}/sessions/${s.id}`, { active: false });
+      const dataDir = duffy.dataDir;
+      await duffy.close();
+      // vm-arm-aarch64 becomes family `ampere` (its machines now serve as such, start-up says).
+      const demo = parse(readFileSync(first, 'utf8'));
+      demo.pools.find((p: { name: string }) => p.name === 'vm-arm-aarch64').platform = 'ampere';
+      const changed = join(mkdtempSync(join(tmpdir(), 'duffy-cfg-')), 'ampere.yaml');
+      writeFileSync(changed, stringify(demo));
+      duffy = await startDuffy({ dataDir, configFile: changed });
+      const stress = (await duffy.admin.get(`${V1}/stats/stress`)).body;
+      const arm = stress.machines.filter((m: { pool: string }) => m.pool === 'vm-arm-aarch64');
+      // Before: the machine handed out before the change stayed under `arm` (its last reservation's), the other went to `ampere`.
+      expect(arm.map((m: { platform: string }) => m.platform)).toEqual(arm.map(() => 'ampere'));
+      expect(stress.platforms.find((p: { platform: string }) => p.platform === 'ampere')).toMatchObject({ machines: arm.length, allocations: 1 });
+    } finally {
+      await duffy.close();
+    }
   });
 });
