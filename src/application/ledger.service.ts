@@ -493,8 +493,9 @@ export class Ledger implements OnApplicationShutdown {
         // A machine taken out of service (or back), or given new hardware, on its own stream: not to be picked until
         // the World shows it, or a request decided meanwhile reserves it after the change in the ledger.
         if (e.type === 'MachineReserved' || SERVICE_EVENTS.has(e.type)) batch.machines.push((e.data as { machineId: number }).machineId);
-        if (e.type === 'MachineReserved' && !batch.platforms.has(e.data.tenantId)) batch.platforms.set(e.data.tenantId, e.data.platform);
-        else if (e.type === 'QuotaClaimed') batch.quota.set(e.data.tenantId, (batch.quota.get(e.data.tenantId) ?? 0) + e.data.count);
+        if (e.type === 'MachineReserved') {
+          if (!batch.platforms.has(e.data.tenantId)) batch.platforms.set(e.data.tenantId, e.data.platform);
+        } else if (e.type === 'QuotaClaimed') batch.quota.set(e.data.tenantId, (batch.quota.get(e.data.tenantId) ?? 0) + e.data.count);
         else if (e.type === 'MachineRequested') {
           batch.sessionId = Math.max(batch.sessionId, e.data.sessionId);
           requested = { tenantId: e.data.tenantId, machines: machinesAsked(e.data.specs) };
