@@ -11,7 +11,7 @@ import { type IncomingMessage, type Server as HttpServer, ServerResponse } from 
 import type { Duplex } from 'node:stream';
 import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
-import { IdParamsPipe, answerDetail, checkJsonDepth, requireHost, reviveJsonBody, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseUnreadBodies, validationFailed } from './http/input.js';
+import { IdParamsPipe, MAX_BODY_BYTES, answerDetail, checkJsonDepth, requireHost, reviveJsonBody, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseOversizedBodies, refuseUnreadBodies, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, RestoreUnfinishedError, assertDataDirFree, assertNoRestoreUnfinished, assertDataDirWritable, dataDirOpenToOthers } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable, assertNotBehindHead } from './adapters/eventstore/sqlite-event-store.js';
@@ -43,11 +43,10 @@ export async function createApp(settings: Settings, options: { store?: EventStor
     app.useLogger(app.get(PinoLogger));
     app.flushLogs();
   }
-  // 1 MB is far above any real request and keeps a hostile body from costing memory. The depth check runs on the
-  // raw bytes before parsing; the reviver makes a JSON null "not given" for every field of every body.
+  // The depth check runs on the raw bytes before parsing; the reviver makes a JSON null "not given" for every field of every body.
   // (Nest's type omits `verify`, which it reserves for rawBody; rawBody is off, so express gets ours.)
-  app.use(...observeRequests(app), requireHost, refuseWhileStopping(app.get(Stopping)), refuseCrossSiteWrites, refuseUnreadBodies);
-  const json = { limit: '1mb', strict: false, type: isJsonBody, verify: checkJsonDepth, reviver: reviveJsonBody };
+  app.use(...observeRequests(app), requireHost, refuseWhileStopping(app.get(Stopping)), refuseCrossSiteWrites, refuseOversizedBodies, refuseUnreadBodies);
+  const json = { limit: MAX_BODY_BYTES, strict: false, type: isJsonBody, verify: checkJsonDepth, reviver: reviveJsonBody };
   app.useBodyParser('json', json as NestExpressBodyParserOptionsFor<'json'>);
   app.use(emptyBodyIsNone);
   // API answers change with every call: an ETag per response is a hash of every body for nothing.

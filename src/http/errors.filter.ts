@@ -2,7 +2,7 @@ import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger,
 import type { Request, Response } from 'express';
 import { FaultLog, storageFault } from '../application/ports/storage-fault.port.js';
 import { DomainError } from '../domain/errors.js';
-import { requestIdOf } from './input.js';
+import { BODY_TOO_LARGE, requestIdOf } from './input.js';
 import { answerUnmatched } from './unmatched.js';
 import { STATUS_OF_KIND, markRefusal } from './refusal.js';
 
@@ -76,7 +76,7 @@ function bodyParserError(error: unknown): [number, string] | undefined {
   const e = error as { status?: number; type?: string; message?: string; charset?: string } | undefined;
   if (typeof e?.status !== 'number' || e.status < 400 || e.status >= 500) return undefined;
   if (e.type === 'entity.parse.failed') return [400, `malformed JSON body: ${e.message}`];
-  if (e.type === 'entity.too.large') return [413, 'request body too large'];
+  if (e.type === 'entity.too.large') return [413, BODY_TOO_LARGE];
   // A charset it cannot decode: refused as checkJsonDepth refuses the ones it can (body-parser says `unsupported charset "X"`).
   if (e.type === 'charset.unsupported') return [415, `JSON bodies must be UTF-8, not ${e.charset}`];
   return [e.status, e.message ?? 'bad request'];

@@ -22,6 +22,8 @@ export const MAX_BODY_DEPTH = 32;
  * microseconds, and the check of one object's grows with the square of their number.
  */
 export const MAX_BODY_MEMBERS = 2000;
+/** 1 MB is far above any real request and keeps a hostile body from costing memory. */
+export const MAX_BODY_BYTES = 1024 * 1024;
 
 /** A 4xx that body-parser passes on as it is (see describe() in errors.filter.ts). */
 class BodyRefused extends Error {
@@ -147,6 +149,35 @@ export function refuseUnreadBodies(req: IncomingMessage, res: ServerResponse, ne
   }
   const type = req.headers['content-type'] === undefined ? 'no Content-Type' : `Content-Type ${String(req.headers['content-type']).slice(0, 64) || '(empty)'}`;
   answerDetail(res, 422, `the body was not read: send it as JSON with Content-Type: application/json (got ${type})`);
+}
+
+export const BODY_TOO_LARGE = 'request body too large';
+
+/**
+ * Express middleware, before the JSON parser: a body over MAX_BODY_BYTES is a 413 as soon as that is known, and
+ * the connection closed. body-parser found it as early, but then read the body to its end before it answered: a
+ * client could stream for as long as it liked (until the request timeout, which then answered 408).
+ */
+export function refuseOversizedBodies(req: IncomingMessage, res: ServerResponse, next: () => void): void {
+  const refuseTooLarge = () => {
+    if (res.headersSent) return;
+    // Node would otherwise read the rest of the body off the connection to keep it for the next request.
+    res.shouldKeepAlive = false;
+    answerDetail(res, 413, BODY_TOO_LARGE);
+  };
+  if (Number(req.headers['content-length']) > MAX_BODY_BYTES) return refuseTooLarge();
+  next();
+  // A chunked body declares no length: counted as the parser reads it (a listener of our own would start the flow
+  // before the parser listens, and lose what it missed), and refused once past the limit.
+  if (req.headers['content-length'] !== undefined || req.listenerCount('data') === 0) return;
+  let read = 0;
+  const count = (chunk: Buffer) => {
+    read += chunk.length;
+    if (read <= MAX_BODY_BYTES) return;
+    req.off('data', count);
+    refuseTooLarge();
+  };
+  req.on('data', count);
 }
 
 /** `Origin: ...` when a request's Origin names another host than the one it was sent to (Host, or a proxy's X-Forwarded-Host or Forwarded host). */

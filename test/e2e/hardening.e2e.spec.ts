@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ledger } from '../../src/application/ledger.service.js';
+import { MAX_BODY_BYTES } from '../../src/http/input.js';
 import { ADMIN_KEY, Client, type Running, basic, instantDemoConfig, ledgerEvents, newTenant, startDuffy } from '../support/server.js';
 
 /** Issue 10 (input and secrets) and issue 14's strict bodies, item by item, through HTTP. */
@@ -416,6 +417,24 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       expect(await overSocket(duffy, `POST ${V1}/sessions HTTP/1.1\r\nHost: duffy\r\nAuthorization: ${aliceAuth}\r\nExpect: 200-ok\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`)).toMatch(
         /^HTTP\/1\.1 417 [^]*\r\nContent-Type: application\/json[^]*\r\n\r\n\{"detail":"Expect: 200-ok is not served: only 100-continue"\}$/,
       );
+    });
+
+    // The answer came only once the whole declared body had arrived (or the request timed out, 408): a client could
+    // stream on for as long as it liked. The body is never sent whole here, so any answer comes while it is unfinished;
+    // overSocket resolves once the server has closed the connection.
+    it('a body declared over 1 MB is a 413 as soon as its headers are read, and the connection closed', async () => {
+      const head = `POST ${V1}/sessions HTTP/1.1\r\nHost: duffy\r\nAuthorization: ${aliceAuth}\r\nContent-Type: application/json\r\n`;
+      expect(await overSocket(duffy, `${head}Content-Length: ${10 * MAX_BODY_BYTES}\r\n\r\n{"nodes_specs": [`)).toMatch(
+        /^HTTP\/1\.1 413 [^]*\r\nConnection: close\r\n[^]*\r\n\r\n\{"detail":"request body too large"\}$/,
+      );
+      // A chunked body declares no length: it is refused once it is past the limit, though it has not ended.
+      const past = MAX_BODY_BYTES + 1;
+      expect(await overSocket(duffy, `${head}Transfer-Encoding: chunked\r\n\r\n${past.toString(16)}\r\n${' '.repeat(past)}\r\n`)).toMatch(
+        /^HTTP\/1\.1 413 [^]*\r\nConnection: close\r\n[^]*\r\n\r\n\{"detail":"request body too large"\}$/,
+      );
+      // One at the limit is read whole and parsed, as before.
+      const json = '{"nodes_specs": []}'.padEnd(MAX_BODY_BYTES);
+      expect(await overSocket(duffy, `${head}Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n${MAX_BODY_BYTES.toString(16)}\r\n${json}\r\n0\r\n\r\n`)).toMatch(/^HTTP\/1\.1 422 [^]*\r\n\r\n\{"detail":"nodes_specs: nodes_specs must not be empty"\}$/);
     });
 
     // Node's own answer to it was a 400 without a body; HTTP/1.0 has no Host to require.
