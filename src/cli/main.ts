@@ -7,7 +7,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { BadQuestionError, NotFoundError } from '../audit/not-found.js';
 import { parseDuration } from '../domain/duration.js';
 import { parseExpiry } from '../domain/decide.js';
-import { MACHINE_TYPES, MAX_QUANTITY, idOf } from '../domain/events.js';
+import { MACHINE_TYPES, MAX_QUANTITY, MAX_SPEC_NAME, NAME, NAME_RULE, idOf } from '../domain/events.js';
 import { hostKey } from '../domain/world.js';
 import { formatTable } from '../domain/text-table.js';
 import { printable } from './printable.js';
@@ -103,13 +103,20 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
     return n;
   };
 
+  // The server's rule for the names a request gives: one it refuses is a usage error here, not its 422 (exit 1).
+  const name = (max?: number) => (v: string) => {
+    if (!NAME.test(v)) throw new InvalidArgumentError(`must be ${NAME_RULE}`);
+    if (max !== undefined && v.length > max) throw new InvalidArgumentError(`must be at most ${max} characters`);
+    return v;
+  };
+
   duffy
     .command('request')
     .description('ask for machines: by --pool, or by --type (+ --arch, --platform)')
-    .option('--pool <name>')
+    .option('--pool <name>', 'a pool by name', name())
     .addOption(new Option('--type <type>').choices(MACHINE_TYPES))
-    .option('--arch <arch>')
-    .option('--platform <family>')
+    .option('--arch <arch>', 'the architecture (x86_64, aarch64)', name(MAX_SPEC_NAME))
+    .option('--platform <family>', 'the platform family (intel, amd, arm)', name(MAX_SPEC_NAME))
     .option('--count <n>', `how many (1-${MAX_QUANTITY})`, (v: string) => {
       // As --wait: past the server's bound is a usage error here, not its 422 (exit 1) after a round trip.
       const n = positive(v);

@@ -25,11 +25,7 @@ import { hardwareProblem } from '../domain/hardware.js';
 import { isTemplate, renderTemplate, templateProblem } from './jinja.js';
 import { HOST_NAME, addressKey, hostKey, sshPortProblem } from '../domain/world.js';
 import { MAX_LIFETIME } from '../domain/decide.js';
-import { MACHINE_TYPES, REGISTRABLE_STATES, type MachineState, type MachineType, type RecyclePolicy, unstorableAt } from '../domain/events.js';
-
-/** Pool and tenant names: also checked on API input. */
-export const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-export const NAME_RULE = '1-128 letters, digits, dot, dash or underscore, starting with a letter or digit';
+import { MACHINE_TYPES, NAME, NAME_RULE, REGISTRABLE_STATES, type MachineState, type MachineType, type RecyclePolicy, unstorableAt } from '../domain/events.js';
 
 export class PoolConfig {
   @Matches(NAME, { message: `name must be ${NAME_RULE}` }) name!: string;

@@ -22,10 +22,9 @@ import {
 } from 'class-validator';
 import { isUuid } from '../application/catalog.js';
 import { refuse } from '../domain/errors.js';
-import { NAME, NAME_RULE } from '../config/config.js';
 import { MAX_LIFETIME } from '../domain/decide.js';
 import { parseDuration } from '../domain/duration.js';
-import { MACHINE_TYPES, MAX_ID, MAX_QUANTITY, REGISTRABLE_STATES, type MachineState, type MachineType, pydanticInt } from '../domain/events.js';
+import { MACHINE_TYPES, MAX_ID, MAX_QUANTITY, MAX_SPEC_NAME, NAME, NAME_RULE, REGISTRABLE_STATES, type MachineState, type MachineType, pydanticInt } from '../domain/events.js';
 import { HOST_NAME } from '../domain/world.js';
 
 /**
@@ -137,8 +136,8 @@ export class NodesSpecDto {
 
   @ApiPropertyOptional({ enum: MACHINE_TYPES, description: 'Duffy extension: any pool of this type' })
   @IsOptional() @IsIn(MACHINE_TYPES, { message: 'type must be baremetal or vm' }) type?: MachineType;
-  @ApiPropertyOptional({ example: 'x86_64', pattern: NAME.source, maxLength: 64 }) @Matches(NAME, { message: 'arch must be letters, digits, dot, dash or underscore' }) @OptionalStr('arch', 64) arch?: string;
-  @ApiPropertyOptional({ description: 'platform family, e.g. intel, amd, arm', pattern: NAME.source, maxLength: 64 }) @Matches(NAME, { message: 'platform must be letters, digits, dot, dash or underscore' }) @OptionalStr('platform', 64) platform?: string;
+  @ApiPropertyOptional({ example: 'x86_64', pattern: NAME.source, maxLength: MAX_SPEC_NAME }) @Matches(NAME, { message: 'arch must be letters, digits, dot, dash or underscore' }) @OptionalStr('arch', MAX_SPEC_NAME) arch?: string;
+  @ApiPropertyOptional({ description: 'platform family, e.g. intel, amd, arm', pattern: NAME.source, maxLength: MAX_SPEC_NAME }) @Matches(NAME, { message: 'platform must be letters, digits, dot, dash or underscore' }) @OptionalStr('platform', MAX_SPEC_NAME) platform?: string;
 
   @ApiProperty({ type: 'integer', minimum: 1, maximum: MAX_QUANTITY })
   @Int('quantity', 1, MAX_QUANTITY)

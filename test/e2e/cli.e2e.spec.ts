@@ -95,6 +95,14 @@ describe('duffy CLI against a running server', () => {
     expect((await cli('request', '--pool', 'vm-intel-x86_64', '--count', 'zero')).code).toBe(2);
     expect((await cli('request', '--pool', 'vm-intel-x86_64', '--count', '1001')).code).toBe(2);
     expect((await cli('request', '--pool', 'metal-intel-x86_64', '--count', '9')).code).toBe(3); // over quota: 403
+    // Names the server's body rules refuse are usage errors too, before any call (they were its 422, exit 1): at an
+    // address nothing listens on, a call would be exit 7.
+    for (const [flag, value] of [['--pool', 'a b'], ['--arch', 'x y'], ['--platform', 'in/tel'], ['--arch', 'x'.repeat(65)]]) {
+      const args = ['request', ...(flag === '--pool' ? [] : ['--type', 'vm']), flag, value];
+      const refused = await cli(...args);
+      expect([refused.code, refused.stderr]).toEqual([2, expect.stringMatching(new RegExp(`^error: option '${flag} <[a-z]+>' argument '${value}' is invalid\\. must be `))]);
+      expect((await cli('--url', 'http://127.0.0.1:1', ...args)).code).toBe(2);
+    }
     const busy = (await duffy.admin.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 2 }] })).body.session;
     expect((await cli('request', '--pool', 'vm-arm-aarch64', '--count', '1')).code).toBe(5);
     await duffy.admin.put(`/api/v1/sessions/${busy.id}`, { active: false });
