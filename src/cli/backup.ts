@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { BACKUP_UNFINISHED, LEDGER_FILE, READ_MODELS_FILE, RESTORE_UNFINISHED, headFileOf, lockDataDir, syncToDisk } from '../adapters/eventstore/data-dir-lock.js';
+import { BACKUP_UNFINISHED, LEDGER_FILE, READ_MODELS_FILE, RESTORE_UNFINISHED, headFileOf, lockDataDir, makeDirs, syncToDisk, whyNotMade } from '../adapters/eventstore/data-dir-lock.js';
 import { isLegacyLedger } from '../adapters/eventstore/legacy-ledger.js';
 import { KEY_FILE } from '../audit/checkpoint.service.js';
 import { NotFoundError } from '../audit/not-found.js';
@@ -165,7 +165,11 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
       assertLedgerReadable(ledger, isLegacyLedger(ledger));
       const to = resolve(dir);
       if (existsSync(to) && !statSync(to).isDirectory()) throw new UsageError(`${to} is a file: a backup goes into a new or empty directory`);
-      mkdirSync(to, { recursive: true, mode: 0o700 });
+      try {
+        makeDirs(to, 0o700);
+      } catch (err) {
+        throw new Error(`the backup directory ${to} cannot be created (${whyNotMade(err)}): give a new or empty directory where this user can write`);
+      }
       if (readdirSync(to).length > 0) throw new UsageError(`${to} is not empty: a backup never writes over another`);
       try {
         writeFileSync(join(to, BACKUP_UNFINISHED), 'duffy backup has not finished this copy (killed, or still running): take another\n');

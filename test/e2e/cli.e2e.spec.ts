@@ -19,12 +19,15 @@ const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url)
 const exec = promisify(execFile);
 
 /** The built CLI as a user runs it with this environment; returns its output and exit code. */
-async function runCli(env: NodeJS.ProcessEnv, ...args: string[]) {
+const runCli = (env: NodeJS.ProcessEnv, ...args: string[]) => runCliWithin(0, env, ...args);
+
+/** runCli, killed after `ms` (0: never), its code then null: a CLI that spins fails its test, it does not hang it. */
+async function runCliWithin(ms: number, env: NodeJS.ProcessEnv, ...args: string[]) {
   try {
-    const r = await exec(process.execPath, [CLI, ...args], { env });
+    const r = await exec(process.execPath, [CLI, ...args], { env, timeout: ms, killSignal: 'SIGKILL' });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
+    const e = err as { code: number | null; stdout: string; stderr: string };
     return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
 }
@@ -778,6 +781,22 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     } finally {
       await duffy.close();
     }
+  });
+
+  // Node's recursive mkdir took /proc's ENOENT for a missing parent, and made /proc again, for ever at 100 % CPU.
+  it('says a backup directory that cannot be created (under /proc, under a file) cannot be, and stops', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-backup-proc-'));
+    await (await startDuffy({ dataDir })).close();
+    const file = join(dataDir, 'ledger.sqlite');
+    for (const [to, why] of [
+      ['/proc/duffy-backup', 'ENOENT: its file system takes no new directory there'],
+      ['/proc/duffy-backup/monday', 'ENOENT: its file system takes no new directory there'],
+      [join(file, 'monday'), 'ENOTDIR: a part of the path is a file'],
+    ]) {
+      const r = await runCliWithin(20_000, { PATH: process.env.PATH, HOME: '/nonexistent' }, 'backup', to, '--data-dir', dataDir);
+      expect([r.code, r.stderr]).toEqual([1, `duffy: the backup directory ${to} cannot be created (${why}): give a new or empty directory where this user can write\n`]);
+    }
+    expect(existsSync('/proc/duffy-backup')).toBe(false);
   });
 
   it('says a backup cut short is one: restore refuses it and audit names the half-written file, where both said "attempt to write a readonly database"', async () => {
