@@ -156,6 +156,14 @@ export function makeDirs(dir: string, mode?: number): void {
   }
 }
 
+function makeDataDir(dir: string): void {
+  try {
+    makeDirs(dir, PRIVATE_DIR);
+  } catch (err) {
+    throw new DataDirNotWritableError(`the data directory ${dir} cannot be created (${whyNotMade(err)}); make its parent writable for this user, or set DUFFY_DATA_DIR`);
+  }
+}
+
 /**
  * Writes, syncs and removes a small file in the data directory (creating it if need be): a directory that cannot
  * take a write (a file system that turned read-only after I/O errors, wrong ownership, a full disk) stops start-up
@@ -164,13 +172,7 @@ export function makeDirs(dir: string, mode?: number): void {
 export function assertDataDirWritable(dataDir: string): void {
   const dir = resolve(dataDir);
   const probe = join(dir, `.write-probe-${process.pid}`);
-  try {
-    mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR });
-  } catch (err) {
-    // A recursive mkdir on a read-only file system says ENOENT: the code alone does not tell why.
-    const code = (err as NodeJS.ErrnoException).code ?? '';
-    throw new DataDirNotWritableError(`the data directory ${dir} cannot be created (${code in NOT_WRITABLE ? `${code}: ${NOT_WRITABLE[code]}` : (err as Error).message}); make its parent writable for this user, or set DUFFY_DATA_DIR`);
-  }
+  makeDataDir(dir);
   try {
     const fd = openSync(probe, 'w');
     try {
@@ -293,7 +295,7 @@ export function dataDirOpenToOthers(dataDir: string): string | undefined {
 /** `advice`: what to do about a live holder, for a caller other than the server (a restore: stop it first). */
 export function lockDataDir(dataDir: string, advice?: string): DataDirLock {
   const dir = resolve(dataDir);
-  mkdirSync(dir, { recursive: true, mode: PRIVATE_DIR });
+  makeDataDir(dir);
   const file = join(dir, LOCK_FILE);
   const me: Holder = { pid: process.pid, host: hostname(), since: new Date().toISOString() };
   const guardFile = join(dir, TAKEOVER_FILE);
