@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { dirname, resolve, sep } from 'node:path';
 import type { ClientRequest } from 'node:http';
 import { isDeepStrictEqual } from 'node:util';
@@ -11,6 +11,7 @@ import { MACHINE_TYPES, MAX_QUANTITY, MAX_SPEC_NAME, NAME, NAME_RULE, idOf } fro
 import { hostKey } from '../domain/world.js';
 import { formatTable } from '../domain/text-table.js';
 import { printable } from './printable.js';
+import { makeDirs, whyNotMade } from '../adapters/make-dirs.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ApiError, type ClientConfig, DuffyClient, EXIT, UsageError, clientConfig } from './client.js';
@@ -209,7 +210,11 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
         // The server confines paths to the session; check again, a file must not land outside --out.
         const target = resolve(root, ...a.path.split('/'));
         if (!target.startsWith(root + sep)) throw new Error(`refusing to write ${printable(a.path)} outside ${root}`);
-        await mkdir(dirname(target), { recursive: true });
+        try {
+          makeDirs(dirname(target));
+        } catch (err) {
+          throw new Error(`the directory ${dirname(target)} cannot be created (${whyNotMade(err)}): give --out a directory where this user can write`);
+        }
         await writeFile(target, await c.raw('GET', `${base}/${a.path.split('/').map(encodeURIComponent).join('/')}`));
         // Names come from what ran on the machine: a newline would forge a line, an escape reach the terminal.
         if (!json()) out(`${printable(a.path)}\t${a.size}`);

@@ -372,6 +372,9 @@ describe('duffy CLI against a running server', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(`${host}/logs/test.log\t5\n`);
     expect(readFileSync(join(out, host, 'logs', 'test.log'), 'utf8')).toBe('PASS\n');
+    // Where no directory can be made: one line, exit 1 (under /proc, Node's recursive mkdir spun for good).
+    const proc = await runCliWithin(20_000, env, 'artifacts', String(id), '--out', '/proc/duffy-artifacts');
+    expect([proc.code, proc.stderr]).toEqual([1, `duffy: the directory /proc/duffy-artifacts/${host}/logs cannot be created (ENOENT: its file system takes no new directory there): give --out a directory where this user can write\n`]);
 
     const other = (await duffy.admin.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 }] })).body.session;
     const denied = await cli('artifacts', String(other.id), '--out', out);
