@@ -7,7 +7,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { BadQuestionError, NotFoundError } from '../audit/not-found.js';
 import { parseDuration } from '../domain/duration.js';
 import { parseExpiry } from '../domain/decide.js';
-import { MACHINE_TYPES, MAX_QUANTITY, MAX_SPEC_NAME, NAME, NAME_RULE, idOf } from '../domain/events.js';
+import { MACHINE_TYPES, MAX_QUANTITY, MAX_SPEC_NAME, MAX_WAIT, NAME, NAME_CHARACTERS, NAME_RULE, idOf } from '../domain/events.js';
 import { hostKey } from '../domain/world.js';
 import { formatTable } from '../domain/text-table.js';
 import { printable } from './printable.js';
@@ -28,8 +28,6 @@ type Session = {
 };
 type Node = { id: number; hostname: string; state: string; service?: string; service_reason?: string | null };
 
-/** The longest wait Duffy's queue accepts (SessionCreateDto). */
-const MAX_WAIT = 3600;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface Io {
@@ -106,8 +104,8 @@ export function program(out: (line: string) => void = (l) => process.stdout.writ
 
   // The server's rule for the names a request gives: one it refuses is a usage error here, not its 422 (exit 1).
   const name = (max?: number) => (v: string) => {
-    if (!NAME.test(v)) throw new InvalidArgumentError(`must be ${NAME_RULE}`);
-    if (max !== undefined && v.length > max) throw new InvalidArgumentError(`must be at most ${max} characters`);
+    const rule = max === undefined ? NAME_RULE : `1-${max} ${NAME_CHARACTERS}`;
+    if (!NAME.test(v) || (max !== undefined && v.length > max)) throw new InvalidArgumentError(`must be ${rule}`);
     return v;
   };
 

@@ -38,10 +38,13 @@ export interface HardwareRequirement {
 
 /** One request can't ask for more than this many machines; quota applies on top. */
 export const MAX_QUANTITY = 1000;
+/** The longest a request may wait in the fair-share queue, in seconds. */
+export const MAX_WAIT = 3600;
 
 /** Pool and tenant names, and a spec's arch and platform: checked on API input, in the configuration and by the CLI. */
 export const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-export const NAME_RULE = '1-128 letters, digits, dot, dash or underscore, starting with a letter or digit';
+export const NAME_CHARACTERS = 'letters, digits, dot, dash or underscore, starting with a letter or digit';
+export const NAME_RULE = `1-128 ${NAME_CHARACTERS}`;
 /** A request's arch and platform are names of at most this many characters. */
 export const MAX_SPEC_NAME = 64;
 

@@ -24,7 +24,7 @@ import { isUuid } from '../application/catalog.js';
 import { refuse } from '../domain/errors.js';
 import { MAX_LIFETIME } from '../domain/decide.js';
 import { parseDuration } from '../domain/duration.js';
-import { MACHINE_TYPES, MAX_ID, MAX_QUANTITY, MAX_SPEC_NAME, NAME, NAME_RULE, REGISTRABLE_STATES, type MachineState, type MachineType, pydanticInt } from '../domain/events.js';
+import { MACHINE_TYPES, MAX_ID, MAX_QUANTITY, MAX_SPEC_NAME, MAX_WAIT, NAME, NAME_RULE, REGISTRABLE_STATES, type MachineState, type MachineType, pydanticInt } from '../domain/events.js';
 import { HOST_NAME } from '../domain/world.js';
 
 /**
@@ -156,8 +156,8 @@ export class SessionCreateDto {
   @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: MAX_ID, description: 'admin only: request for another tenant' })
   @BoundedInt('tenant_id', 1, MAX_ID) tenant_id?: number;
 
-  @ApiPropertyOptional({ type: 'integer', minimum: 0, maximum: 3600, description: 'Duffy extension: seconds to wait in the fair-share queue when no machine is free' })
-  @BoundedInt('wait', 0, 3600, ' seconds') wait?: number;
+  @ApiPropertyOptional({ type: 'integer', minimum: 0, maximum: MAX_WAIT, description: 'Duffy extension: seconds to wait in the fair-share queue when no machine is free' })
+  @BoundedInt('wait', 0, MAX_WAIT, ' seconds') wait?: number;
 
   @ApiProperty({ type: () => [NodesSpecDto], minItems: 1, maxItems: 32 })
   @ValidateNested({ each: true })
