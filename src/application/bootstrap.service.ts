@@ -80,7 +80,7 @@ export class Bootstrap {
     );
     warnOf(
       notConfigured(this.ledger.world, s.config.machines),
-      `in service are not in ${s.configFile} (removed from it, or added with POST /nodes): the configuration only adds machines, so they stay in service until retired (PUT /api/v1/nodes/ID {"retired": true})`,
+      `in service are not in ${s.configFile} (removed from it, or added with POST /nodes): the configuration only adds machines, so they stay in service until retired (PUT /api/v1/nodes/ID {"retired": true}, or {"maintenance": true})`,
     );
     this.reconciler.start(options.reconcileEveryMs);
     await this.provisioner.reapLeftovers();
@@ -232,7 +232,8 @@ export function notConfigured(world: World, machines: readonly MachineConfig[]):
   const listed = new Set(machines.map((c) => hostKey(c.hostname)));
   const out: string[] = [];
   for (const m of world.machines.values()) {
-    if (!isRetired(m) && !listed.has(hostKey(m.hostname))) out.push(m.hostname);
+    // One an admin put in maintenance is out of service already, as the warning advises: it would be said at every start.
+    if (!isRetired(m) && m.service !== 'maintenance' && !listed.has(hostKey(m.hostname))) out.push(m.hostname);
   }
   return out;
 }

@@ -326,6 +326,9 @@ describe('a configuration edited for machines the ledger already knows', () => {
       machine(3, 'gone.test', 'p'),
       machine(4, 'scrapped.test', 'p'),
       retire(4, 'scrapped.test'),
+      // Out of service as the warning and the README advise (or as a restore leaves it): nothing to say.
+      machine(5, 'parked.test', 'p'),
+      ['service-parked.test', { type: 'MachineServiceChanged', data: { machineId: 5, hostname: 'parked.test', service: 'maintenance', reason: 'gone', actor: 'admin', at: AT } }],
     );
     expect(notConfigured(world, [m({ hostname: 'A.test.', pool: 'p' }), m({ hostname: 'b.test', pool: 'p' })])).toEqual(['gone.test']);
     expect(notConfigured(world, [])).toEqual([]);
