@@ -1,7 +1,7 @@
 import { type DuffyEvent, type Hardware, type MachineService, stream } from './events.js';
 import { hardwareProblem } from './hardware.js';
 import { type Decision, type InFlightView, NOTHING_IN_FLIGHT, type Write, expectedAt, refusal } from './decide.js';
-import type { Machine } from './world.js';
+import { type Machine, isRetired } from './world.js';
 
 /** What an admin asks of a machine: `{maintenance: true|false}`, `{retired: true}` or `{hardware: {...}}`, with an optional reason. */
 export interface ServiceRequest {
@@ -23,7 +23,8 @@ export function decideServiceChange(m: Machine, req: ServiceRequest, actor: stri
   if (req.retired === false) return refusal('invalid', 'a retired node stays retired: "retired" can only be true');
   const target: MachineService = req.retired ? 'retired' : req.maintenance ? 'maintenance' : 'in-service';
   const reason = req.reason ?? null;
-  if (m.service === 'retired' && target !== 'retired') return refusal('conflict', `node ${m.hostname} is retired`);
+  // Retired by an admin, or through (`done`: registered so, or recycled after a non-reusable use): never back.
+  if (isRetired(m) && target !== 'retired') return refusal('conflict', `node ${m.hostname} is retired`);
   // Back in service is also the way out of quarantine; anything else is a no-op when nothing would change.
   const unchanged = target === 'in-service' ? m.service === 'in-service' && m.state !== 'failed' : m.service === target && (reason === null || reason === m.serviceReason);
   if (unchanged) return [];
@@ -40,7 +41,7 @@ function onServiceStream(m: Machine, inFlight: InFlightView, event: DuffyEvent):
 function decideHardware(m: Machine, hardware: Hardware, reason: string | null, actor: string | null, now: string, inFlight: InFlightView): Decision {
   const problem = hardwareProblem(hardware);
   if (problem) return refusal('invalid', problem);
-  if (m.service === 'retired') return refusal('conflict', `node ${m.hostname} is retired`);
+  if (isRetired(m)) return refusal('conflict', `node ${m.hostname} is retired`);
   const keys = Object.keys(hardware);
   if (keys.length === Object.keys(m.hardware).length && keys.every((k) => m.hardware[k] === hardware[k])) return [];
   return [onServiceStream(m, inFlight, { type: 'MachineHardwareSet', data: { machineId: m.id, hostname: m.hostname, hardware: { ...hardware }, reason, actor, at: now } })];

@@ -143,6 +143,15 @@ describe('machines in and out of service', () => {
     expect(decideServiceChange(after, { maintenance: true }, 'admin', AT)).toEqual({ refused: 'conflict', reason: 'node a.test is retired' });
   });
 
+  it('given a machine registered done (retired from the start), then no PUT brings it back or into maintenance: 409 as for one an admin retired', () => {
+    const [stream, registered] = machine(1, 'a.test', 'p');
+    const m = given([stream, { ...registered, data: { ...registered.data, state: 'done' } } as DuffyEvent]).machines.get(1)!;
+    const retired = { refused: 'conflict', reason: 'node a.test is retired' };
+    expect(decideServiceChange(m, { maintenance: true, reason: 'x' }, 'admin', AT)).toEqual(retired);
+    expect(decideServiceChange(m, { maintenance: false }, 'admin', AT)).toEqual(retired);
+    expect(decideServiceChange(m, { hardware: { cpus: 2 } }, 'admin', AT)).toEqual(retired);
+  });
+
   it('given a machine registered without hardware, when an admin gives its hardware, then requests by hardware go by it; the same again writes nothing', () => {
     const world = given(machine(1, 'a.test', 'p'));
     const [w] = decideServiceChange(world.machines.get(1)!, { hardware: { cpus: 32, ram_gb: 256 }, reason: 'inventory after the upgrade' }, 'admin', AT) as Write[];
