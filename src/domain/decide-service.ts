@@ -52,7 +52,11 @@ export type NodeService = 'in-service' | 'draining' | 'maintenance' | 'quarantin
 
 export function nodeService(m: Pick<Machine, 'service' | 'sessionId' | 'releasingSession' | 'state'>): NodeService {
   const service = m.service ?? 'in-service';
-  if (service !== 'in-service') return m.sessionId !== null || m.releasingSession !== null || m.state === 'deprovisioning' ? 'draining' : service;
+  if (service !== 'in-service') {
+    if (m.sessionId !== null || m.releasingSession !== null || m.state === 'deprovisioning') return 'draining';
+    // A machine through (`done`) stays retired whatever maintenance a restore, or an older Duffy, put it in.
+    return m.state === 'done' ? 'retired' : service;
+  }
   if (m.state === 'failed') return 'quarantined';
   if (m.state === 'done') return 'retired';
   return 'in-service';

@@ -4,7 +4,7 @@ import { machineStress, stressRollup } from '../../projections/machine-stress.pr
 import { foldAll } from '../../projections/projection.js';
 import { MachineConfig, PoolConfig } from '../../src/config/config.js';
 import { configDrift, configuredButRetired, notConfigured } from '../../src/application/bootstrap.service.js';
-import { decideServiceChange, nodeService } from '../../src/domain/decide-service.js';
+import { decideServiceChange, levelOf, nodeService } from '../../src/domain/decide-service.js';
 import { type Write, decideRegisterMachines, freeMachines } from '../../src/domain/decide.js';
 import type { DuffyEvent, PlaybookRun } from '../../src/domain/events.js';
 import { dueJobs } from '../../src/domain/provisioning.decide.js';
@@ -150,6 +150,13 @@ describe('machines in and out of service', () => {
     expect(decideServiceChange(m, { maintenance: true, reason: 'x' }, 'admin', AT)).toEqual(retired);
     expect(decideServiceChange(m, { maintenance: false }, 'admin', AT)).toEqual(retired);
     expect(decideServiceChange(m, { hardware: { cpus: 2 } }, 'admin', AT)).toEqual(retired);
+    // Put in maintenance all the same (a restore does so with every machine its undone hours moved, or an older Duffy
+    // took the PUT): it still shows, and counts, as retired.
+    const parked = given(
+      [stream, { ...registered, data: { ...registered.data, state: 'done' } } as DuffyEvent],
+      ['service-a.test', { type: 'MachineServiceChanged', data: { machineId: 1, hostname: 'a.test', service: 'maintenance', reason: 'used after the backup', actor: null, at: AT } }],
+    ).machines.get(1)!;
+    expect([nodeService(parked), levelOf(parked)]).toEqual(['retired', 'retired']);
   });
 
   it('given a machine registered without hardware, when an admin gives its hardware, then requests by hardware go by it; the same again writes nothing', () => {
