@@ -313,6 +313,8 @@ export function decideRegisterMachines(
  * reason why not for a retired one; false for a machine in service (it simply exists).
  */
 function reRegistration(known: Machine, hostname: string, inFlight: InFlightView): boolean | string {
+  // Through (`done`) yet not retired by an admin: as Duffy v3, its name stays taken; say how to free it.
+  if (known.service !== 'retired' && isRetired(known)) return `node ${hostname} already exists, through (done): retire it (PUT {"retired": true}) to register its host name again`;
   if (known.service !== 'retired') return false;
   if (known.hostname !== hostname) return `node ${hostname} was ${known.hostname}, retired: register it again as ${known.hostname} (its ledger stream is named so)`;
   if (known.sessionId !== null || known.job !== null || known.releasingSession !== null || inFlight.busy(known.id)) {

@@ -282,6 +282,13 @@ describe('registering machines: one host, one machine, however its name is spell
       expect(register(held, 'i1')).toEqual({ refused: 'conflict', reason: 'node i1 is retired but its last session or release is still under way: register it again once that is over' });
       expect(register(given(machine(1, 'a.lab', 'p'), retire(1, 'a.lab')), 'A.LAB')).toEqual({ refused: 'conflict', reason: 'node A.LAB was a.lab, retired: register it again as a.lab (its ledger stream is named so)' });
     });
+
+    it('given a.lab registered done (through, not retired by an admin), when a.lab is registered, then refused, saying how to free the name; once retired, taken again', () => {
+      const [s, e] = machine(1, 'a.lab', 'p');
+      const done: [string, DuffyEvent] = [s, { ...e, data: { ...e.data, state: 'done' } } as DuffyEvent];
+      expect(register(given(done), 'a.lab')).toEqual({ refused: 'conflict', reason: 'node a.lab already exists, through (done): retire it (PUT {"retired": true}) to register its host name again' });
+      expect(kind(register(given(done, retire(1, 'a.lab')), 'a.lab'))).toBe('accepted');
+    });
   });
 
   it('given Node-1.Lab, when node-1.lab. is registered, then refused as the same host, naming the spelling it has', () => {
