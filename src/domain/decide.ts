@@ -341,13 +341,19 @@ export function decideRequestSession(
     /** Seconds it may wait in the fair-share queue when nothing is free now (0: refuse at once). */
     waitSeconds?: number;
     waiting?: Session;
+    /** The tenant that asks (an admin may ask for another one). */
+    askedBy?: number;
   },
   inFlight: InFlightView = NOTHING_IN_FLIGHT,
 ): Decision {
   const tenant = world.tenants.get(cmd.tenantId);
-  // Duffy v3's answers to an admin asking for another tenant (a retired tenant's own key never gets this far).
+  // Duffy v3's answers to an admin asking for another tenant.
   if (!tenant) return refusal('invalid', `can't find tenant with id ${cmd.tenantId}`);
-  if (tenant.retiredAt !== null) return refusal('invalid', `tenant '${tenant.name}' isn't active`);
+  if (tenant.retiredAt !== null) {
+    // A tenant's own key passed authentication before a retirement landed: the 403 its next request gets.
+    if (cmd.askedBy === tenant.id) return refusal('forbidden', `tenant ${tenant.name} is retired`);
+    return refusal('invalid', `tenant '${tenant.name}' isn't active`);
+  }
   if (cmd.specs.length === 0) return refusal('invalid', 'nodes_specs must not be empty');
   // The quota check below must never compare with a missing number, whatever reached the domain.
   const bad = cmd.specs.find((x) => typeof x !== 'object' || x === null || !Number.isSafeInteger(x.quantity) || x.quantity < 1);

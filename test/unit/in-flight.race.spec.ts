@@ -34,8 +34,8 @@ describe('a request racing a change of its tenant, in one process', () => {
   };
   const change = (ledger: Ledger, changes: Partial<TenantSettings>, active?: boolean) =>
     ledger.decide((w, f) => decideUpdateTenant(w.tenants.get(2)!, { changes, active, now: NOW }, w, f), { actor: 'admin' });
-  const request = (ledger: Ledger, sessionId: number) =>
-    ledger.decide((w, f) => decideRequestSession(w, POOLS, DEFAULTS, { sessionId, tenantId: 2, specs: [{ pool: 'p', quantity: 1 }], now: NOW, contextualize: () => false }, f), { actor: 't' });
+  const request = (ledger: Ledger, sessionId: number, askedBy?: number) =>
+    ledger.decide((w, f) => decideRequestSession(w, POOLS, DEFAULTS, { sessionId, tenantId: 2, specs: [{ pool: 'p', quantity: 1 }], now: NOW, contextualize: () => false, askedBy }, f), { actor: 't' });
 
   it('given a retirement on its way, when the tenant asks at that moment, then it is refused, not served after the retirement', async () => {
     const ledger = await farm();
@@ -43,6 +43,13 @@ describe('a request racing a change of its tenant, in one process', () => {
     expect(retired.status).toBe('fulfilled');
     expect(asked).toMatchObject({ status: 'rejected', reason: { kind: 'invalid', message: "tenant 't' isn't active" } });
     expect([...ledger.world.sessions.values()].filter((s) => s.status === 'active')).toEqual([]);
+  });
+
+  it('given a retirement on its way, when the tenant asks with its own key at that moment, then 403 as its next request gets, not an admin\'s 422', async () => {
+    const ledger = await farm();
+    const [, own, forOther] = await Promise.allSettled([change(ledger, {}, false), request(ledger, 1, 2), request(ledger, 2, 1)]);
+    expect(own).toMatchObject({ status: 'rejected', reason: { kind: 'forbidden', message: 'tenant t is retired' } });
+    expect(forOther).toMatchObject({ status: 'rejected', reason: { kind: 'invalid', message: "tenant 't' isn't active" } });
   });
 
   it('given a lower quota on its way, when the tenant asks for 3 at that moment, then it keeps to the new quota', async () => {

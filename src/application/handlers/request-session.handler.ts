@@ -63,7 +63,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
           world,
           this.catalog.profiles,
           this.catalog.defaults,
-          { sessionId, tenantId: cmd.tenantId, specs: cmd.specs, now: this.ledger.clock.now(), contextualize: (pool) => this.catalog.pool(pool)?.contextualize ?? false, waitSeconds: full ? undefined : cmd.waitSeconds },
+          { sessionId, tenantId: cmd.tenantId, specs: cmd.specs, now: this.ledger.clock.now(), contextualize: (pool) => this.catalog.pool(pool)?.contextualize ?? false, waitSeconds: full ? undefined : cmd.waitSeconds, askedBy: cmd.actor.tenant.id },
           view,
         );
       }, metaFor(cmd.actor));
