@@ -11,7 +11,7 @@ import { type IncomingMessage, type Server as HttpServer, ServerResponse } from 
 import type { Duplex } from 'node:stream';
 import { answerUnmatched } from './http/unmatched.js';
 import { Stopping, refuseWhileStopping } from './http/stopping.js';
-import { IdParamsPipe, MAX_BODY_BYTES, answerDetail, checkJsonDepth, requireHost, reviveJsonBody, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseOversizedBodies, refuseUnreadBodies, validationFailed } from './http/input.js';
+import { IdParamsPipe, MAX_BODY_BYTES, answerDetail, bodyDeclaredTooLarge, checkJsonDepth, requireHost, reviveJsonBody, emptyBodyIsNone, isJsonBody, refuseCrossSiteWrites, refuseOversizedBodies, refuseUnreadBodies, validationFailed } from './http/input.js';
 import { type EventStore } from './application/ports/event-store.port.js';
 import { DataDirLockedError, DataDirNotWritableError, LEDGER_FILE, RestoreUnfinishedError, assertDataDirFree, assertNoRestoreUnfinished, assertDataDirWritable, dataDirOpenToOthers } from './adapters/eventstore/data-dir-lock.js';
 import { LedgerDamagedError, assertLedgerReadable, assertNotBehindHead } from './adapters/eventstore/sqlite-event-store.js';
@@ -92,6 +92,11 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     res.shouldKeepAlive = false;
     answerDetail(res, 417, `Expect: ${String(req.headers.expect).slice(0, 100)} is not served: only 100-continue`);
+  });
+  // Expect: 100-continue with a body declared over the limit: no 100 (the client would send it), straight to the 413.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (!bodyDeclaredTooLarge(req)) res.writeContinue();
+    server.emit('request', req, res);
   });
   // requireHost answers a missing Host in JSON; Node's own check would answer first, with no body.
   (server as HttpServer & { requireHostHeader: boolean }).requireHostHeader = false;

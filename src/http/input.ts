@@ -153,6 +153,8 @@ export function refuseUnreadBodies(req: IncomingMessage, res: ServerResponse, ne
 
 export const BODY_TOO_LARGE = 'request body too large';
 
+export const bodyDeclaredTooLarge = (req: IncomingMessage) => Number(req.headers['content-length']) > MAX_BODY_BYTES;
+
 /**
  * Express middleware, before the JSON parser: a body over MAX_BODY_BYTES is a 413 as soon as that is known, and
  * the connection closed. body-parser found it as early, but then read the body to its end before it answered: a
@@ -165,7 +167,7 @@ export function refuseOversizedBodies(req: IncomingMessage, res: ServerResponse,
     res.shouldKeepAlive = false;
     answerDetail(res, 413, BODY_TOO_LARGE);
   };
-  if (Number(req.headers['content-length']) > MAX_BODY_BYTES) return refuseTooLarge();
+  if (bodyDeclaredTooLarge(req)) return refuseTooLarge();
   next();
   // A chunked body declares no length: counted as the parser reads it (a listener of our own would start the flow
   // before the parser listens, and lose what it missed), and refused once past the limit.

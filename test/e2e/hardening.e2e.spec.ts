@@ -427,6 +427,15 @@ describe('hardened API input (issue 10 items 1-9, 11; issue 14 strict bodies)', 
       expect(await overSocket(duffy, `${head}Content-Length: ${10 * MAX_BODY_BYTES}\r\n\r\n{"nodes_specs": [`)).toMatch(
         /^HTTP\/1\.1 413 [^]*\r\nConnection: close\r\n[^]*\r\n\r\n\{"detail":"request body too large"\}$/,
       );
+      // Asked first with Expect: 100-continue: no 100 (which would have the client send it all), the 413 at once.
+      expect(await overSocket(duffy, `${head}Expect: 100-continue\r\nContent-Length: ${10 * MAX_BODY_BYTES}\r\n\r\n`)).toMatch(
+        /^HTTP\/1\.1 413 [^]*\r\nConnection: close\r\n[^]*\r\n\r\n\{"detail":"request body too large"\}$/,
+      );
+      // Within the limit, the 100 comes first and the body is read as ever.
+      const small = '{"nodes_specs": []}';
+      expect(await overSocket(duffy, `${head}Connection: close\r\nExpect: 100-continue\r\nContent-Length: ${small.length}\r\n\r\n${small}`)).toMatch(
+        /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 422 [^]*\r\n\r\n\{"detail":"nodes_specs: nodes_specs must not be empty"\}$/,
+      );
       // A chunked body declares no length: it is refused once it is past the limit, though it has not ended.
       const past = MAX_BODY_BYTES + 1;
       expect(await overSocket(duffy, `${head}Transfer-Encoding: chunked\r\n\r\n${past.toString(16)}\r\n${' '.repeat(past)}\r\n`)).toMatch(
