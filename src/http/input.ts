@@ -405,15 +405,9 @@ export function requestLogging(root: Logger): (req: IncomingMessage, res: Server
   return (req, res, next) => {
     requestIdOf(req, res);
     const start = Date.now();
-    // 'close' follows 'finish' on every response, and comes alone when the client went away first.
-    res.once('close', () => {
+    whenExchanged(req, res, (whole) => {
       const line = { req, res, responseTime: Date.now() - start };
-      if (!res.writableFinished) {
-        // Nothing was answered: not the 201 Nest had set in advance, but nginx's 499 (the client closed first). An
-        // answer cut off after its headers went out keeps the status it was sent with.
-        if (!res.headersSent) res.statusCode = 499;
-        root.warn(line, 'request aborted');
-      }
+      if (!whole) root.warn(line, 'request aborted');
       // A 503 is a condition Duffy names (a full disk, stopping, the queue full): warned of, with its own summary line; a 500 is a bug.
       else if (res.statusCode === 503) root.warn(line, 'request refused for now');
       else if (res.statusCode >= 500) root.error(line, 'request errored');
@@ -421,4 +415,23 @@ export function requestLogging(root: Logger): (req: IncomingMessage, res: Server
     });
     next();
   };
+}
+
+/**
+ * Calls `done` once a request's exchange is over, `whole` when its answer was sent whole. When the client went away
+ * before any byte of the answer left (a Jenkins abort; a body cut off, which Express still "answers" 400 into the
+ * closed socket, setting headersSent and writableFinished), `res.statusCode` is set to nginx's 499 first, not the
+ * status Nest had set in advance; an answer cut off after its first bytes keeps the status it was sent with.
+ * The log line and the request counter both read it, so they agree.
+ */
+export function whenExchanged(req: IncomingMessage, res: ServerResponse, done: (whole: boolean) => void): void {
+  const socket = req.socket;
+  const sentBefore = socket.bytesWritten;
+  // 'finish' only once the answer was handed to the OS; 'close' follows it, and comes alone when the client left first.
+  let whole = false;
+  res.once('finish', () => (whole = true));
+  res.once('close', () => {
+    if (!whole && socket.bytesWritten === sentBefore) res.statusCode = 499;
+    done(whole);
+  });
 }

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Ledger } from '../../src/application/ledger.service.js';
@@ -71,6 +72,35 @@ describe('operating Duffy: health, metrics, request ids', () => {
     // A method its path does not take counts under that path's route.
     expect(last).toMatch(/^duffy_http_requests_total\{method="DELETE",route="\/api\/v1\/sessions",status="405"\} 1$/m);
     expect(last).not.toMatch(/route="\/api\/v1\*path"/);
+  });
+
+  it('a request whose client went away before any answer counts as 499, as its log line says', async () => {
+    const bob = await newTenant(duffy, 'bob');
+    // A Jenkins abort: a request waiting in the queue (3 of vm-intel's 4 machines are free) whose client leaves.
+    const abort = new AbortController();
+    const waiting = fetch(`${duffy.url}/api/v1/sessions`, { method: 'POST', signal: abort.signal, headers: { 'content-type': 'application/json', authorization: bob.auth! }, body: JSON.stringify({ nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 4 }], wait: 60 }) }).catch(() => 'aborted');
+    const world = () => duffy.app.get(Ledger).world;
+    await until(duffy, () => [...world().openSessions].some((id) => world().sessions.get(id)!.status === 'waiting'));
+    abort.abort();
+    expect(await waiting).toBe('aborted');
+    // A body cut off: Express still writes its 400 into the closed socket, which no client ever reads.
+    const port = new URL(duffy.url).port;
+    await new Promise<void>((done) => {
+      const socket = connect(Number(port), '127.0.0.1', () => {
+        socket.write('PUT /api/v1/sessions/1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"active":');
+        setTimeout(() => (socket.destroy(), done()), 200);
+      });
+    });
+    // The server sees each close a moment after the client made it. The cut body counts once, under the status its
+    // log line gives: 499 if no byte of the 400 left, else the 400 written into the half-closed socket.
+    const cut = (t: string) => [...t.matchAll(/^duffy_http_requests_total\{method="PUT",route="\/api\/v1\/sessions\/:id",status="(400|499)"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[2]), 0);
+    let text = '';
+    for (let i = 0; i < 50 && cut(text) === 0; i++) {
+      await sleep(50);
+      text = await (await fetch(`${duffy.url}/metrics`)).text();
+    }
+    expect(cut(text)).toBe(1);
+    expect(text).toMatch(/^duffy_http_requests_total\{method="POST",route="\/api\/v1\/sessions",status="499"\} 1$/m);
   });
 
   it('/health is up with ledger, read models and ansible, and down when the ledger is unreachable', async () => {

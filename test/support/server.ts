@@ -30,7 +30,7 @@ export type Reply = { status: number; body: any; headers: Headers };
 export class Client {
   constructor(
     readonly url: string,
-    private readonly auth?: string,
+    readonly auth?: string,
   ) {}
 
   /** `raw`: the body's exact bytes instead of `body` as JSON; `extra`: headers beside (or instead of) the defaults. */

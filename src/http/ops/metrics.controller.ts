@@ -2,9 +2,10 @@ import { ApiOkResponse, ApiOperation, ApiProduces, ApiTags } from '@nestjs/swagg
 import { Controller, Get, Header, Injectable, type NestMiddleware, Optional } from '@nestjs/common';
 import type { NextFunction, Request, Response } from 'express';
 import { Metrics } from '../../adapters/metrics.js';
+import { whenExchanged } from '../input.js';
 import { servesEverything } from '../unmatched.js';
 
-/** Counts every answered request by method, matched route and status. */
+/** Counts every request by method, matched route and status (499: the client went away before any answer). */
 @Injectable()
 export class HttpMetricsMiddleware implements NestMiddleware {
   constructor(
@@ -13,7 +14,8 @@ export class HttpMetricsMiddleware implements NestMiddleware {
     @Optional() private readonly routes: () => ReadonlyMap<string, string> = () => new Map(),
   ) {}
   use(req: Request, res: Response, next: NextFunction): void {
-    res.on('finish', () => {
+    // Aborted requests too (499, as the log line says): a Jenkins abort is an HTTP request an alert may want to see.
+    whenExchanged(req, res, () => {
       // The matched route, not the raw URL, so ids do not explode the label set.
       // Nest's catch-all under the global prefix (it serves every method) is no route of Duffy's.
       const matched = req.route && !servesEverything(req.route.methods) ? (req.route.path as string) : undefined;
