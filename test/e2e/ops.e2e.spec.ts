@@ -101,6 +101,9 @@ describe('operating Duffy: health, metrics, request ids', () => {
     }
     expect(cut(text)).toBe(1);
     expect(text).toMatch(/^duffy_http_requests_total\{method="POST",route="\/api\/v1\/sessions",status="499"\} 1$/m);
+    // Nor is the abort a refusal for want of machines.
+    expect(text).toMatch(/^duffy_allocation_seconds_count\{outcome="cancelled"\} 1$/m);
+    expect(text).not.toMatch(/^duffy_allocation_seconds_count\{outcome="capacity"\}/m);
   });
 
   it('/health is up with ledger, read models and ansible, and down when the ledger is unreachable', async () => {

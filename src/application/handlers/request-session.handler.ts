@@ -35,12 +35,15 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
 
   async execute(cmd: RequestSessionCommand): Promise<Session> {
     const stop = this.metrics.allocation.startTimer();
+    // A caller that hung up (a Jenkins abort) is no refusal: counted as `capacity` it would page for a shortage.
+    let gone = false;
+    const onCallerGone = cmd.onCallerGone && ((listener: () => void) => cmd.onCallerGone!(() => ((gone = true), listener())));
     try {
-      const session = await this.request(cmd);
+      const session = await this.request(new RequestSessionCommand(cmd.actor, cmd.tenantId, cmd.specs, cmd.waitSeconds, onCallerGone));
       stop({ outcome: 'served' });
       return session;
     } catch (err) {
-      stop({ outcome: err instanceof DomainError ? err.kind : 'error' });
+      stop({ outcome: gone ? 'cancelled' : err instanceof DomainError ? err.kind : 'error' });
       throw err;
     }
   }
