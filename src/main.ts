@@ -122,9 +122,9 @@ export async function createApp(settings: Settings, options: { store?: EventStor
  * only where no answer of this connection's current request has begun, and then destroys the socket: a half-closed
  * one would hold a connection for good, and would go on parsing what still arrives (a late body would still run).
  */
-function clientErrorAnswer(timeoutSeconds: number) {
+export function clientErrorAnswer(timeoutSeconds: number) {
   return (err: NodeJS.ErrnoException, socket: Duplex): void => {
-    const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean; statusCode: number } })._httpMessage;
     if (socket.writable && !current?.headersSent) {
       const [status, reason, detail] =
         err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
@@ -135,6 +135,8 @@ function clientErrorAnswer(timeoutSeconds: number) {
               ? [413, 'Payload Too Large', 'the chunk extensions are too large']
               : [400, 'Bad Request', `not a readable HTTP request (${err.code ?? err.message})`];
       const body = JSON.stringify({ detail });
+      // The request under way, if any, was answered so: its log line and request count say this status.
+      if (current) current.statusCode = Number(status);
       socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nDuffy-Refusal: ${refusalKindOf(Number(status))}\r\nConnection: close\r\n\r\n${body}`);
     }
     socket.destroy(err);

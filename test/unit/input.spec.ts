@@ -1,6 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { type IncomingMessage, type ServerResponse, createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
+import { clientErrorAnswer } from '../../src/main.js';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { idOf } from '../../src/domain/events.js';
@@ -178,6 +179,26 @@ describe('logging: no credential in request logs', () => {
     await gone;
     server.close();
     expect(JSON.parse(lines[0])).toMatchObject({ level: 40, msg: 'request aborted', res: { statusCode: 499 } });
+  });
+
+  it("logs a request answered 408 (a body sent too slowly) as 408, not as a 200 nobody sent", async () => {
+    const { lines, log } = loggedLines();
+    let closed!: () => void;
+    const gone = new Promise<void>((r) => (closed = r));
+    const server = createServer({ requestTimeout: 300, connectionsCheckingInterval: 50 }, (req, res) => {
+      log(req, res, () => undefined);
+      res.once('close', () => setImmediate(closed));
+    });
+    server.on('clientError', clientErrorAnswer(0.3));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const socket = connect((server.address() as AddressInfo).port, '127.0.0.1', () => socket.write('POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{'));
+    let answer = '';
+    socket.on('data', (d) => (answer += String(d))).on('error', () => undefined);
+    await gone;
+    socket.destroy();
+    server.close();
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(JSON.parse(lines[0])).toMatchObject({ level: 40, msg: 'request aborted', res: { statusCode: 408 } });
   });
 });
 
