@@ -6,6 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = 'test-results/ops-page.png';
+/** The page refreshes every 2 s, spaced up to 4x a slow refresh's time on a loaded machine: a bound for the test, not a speed target. */
+const LIVE_WITHIN = 20_000;
 const DEMO_POOLS = ['metal-intel-x86_64', 'metal-amd-x86_64', 'metal-arm-aarch64', 'vm-intel-x86_64', 'vm-arm-aarch64'];
 
 // The callbacks handed to waitForFunction/evaluateAll run in the page; the project compiles without the DOM lib.
@@ -224,23 +226,24 @@ describe('the ops page in headless Chromium', () => {
     expect(problems).toEqual([]);
   });
 
-  it('shows a new request within a few seconds (live refresh)', async () => {
+  it('shows a new request without a reload (live refresh)', async () => {
     const carol = await newTenant(duffy, 'carol');
     const before = Number(await page.locator('[data-testid=pool-row][data-pool=vm-arm-aarch64] td[data-state=deployed]').textContent());
+    // Gone if the page were loaded again: what follows must come from the page's own refresh.
+    await page.evaluate(() => ((window as unknown as { loadedOnce: boolean }).loadedOnce = true));
     const id = await session(carol, 'vm-arm-aarch64');
-    const started = Date.now();
-    await page.waitForSelector('[data-testid=fairness-row][data-tenant=carol]', { timeout: 5_000 });
+    await page.waitForSelector('[data-testid=fairness-row][data-tenant=carol]', { timeout: LIVE_WITHIN });
     await page.waitForFunction(
       (stream) => [...document.querySelectorAll('[data-testid=event-row][data-type=SessionStarted] td')].some((td) => td.textContent === stream),
       `session-${id}`,
-      { timeout: 5_000 },
+      { timeout: LIVE_WITHIN },
     );
     await page.waitForFunction(
       (n) => document.querySelector('[data-testid=pool-row][data-pool=vm-arm-aarch64] td[data-state=deployed]')?.textContent === String(n),
       before + 1,
-      { timeout: 5_000 },
+      { timeout: LIVE_WITHIN },
     );
-    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(await page.evaluate(() => (window as unknown as { loadedOnce?: boolean }).loadedOnce)).toBe(true);
     const carolRow = await page.locator('[data-testid=fairness-row][data-tenant=carol] td').allTextContents();
     expect(carolRow[1]).toBe('1');
 
@@ -257,7 +260,7 @@ describe('the ops page in headless Chromium', () => {
     expect((await duffy.admin.put(`/api/v1/nodes/${free.id}`, { maintenance: true, reason: 'disk swap' })).status).toBe(200);
     const waiting = bob.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-arm-aarch64', quantity: 1 }], wait: 60 });
 
-    await page.waitForSelector(`[data-testid=service-row][data-hostname="${free.hostname}"]`, { timeout: 5_000 });
+    await page.waitForSelector(`[data-testid=service-row][data-hostname="${free.hostname}"]`, { timeout: LIVE_WITHIN });
     const row = await page.locator(`[data-testid=service-row][data-hostname="${free.hostname}"] td`).allTextContents();
     expect(row).toEqual([free.hostname, 'vm-arm-aarch64', 'maintenance', 'ready', 'disk swap']);
     expect(await page.locator(`[data-testid=heat-square][data-hostname="${free.hostname}"]`).getAttribute('data-service')).toBe('maintenance');
@@ -265,12 +268,12 @@ describe('the ops page in headless Chromium', () => {
     await page.waitForFunction(
       () => document.querySelector('[data-testid=pool-row][data-pool=vm-arm-aarch64] td[data-state=maintenance]')?.textContent === '1',
       null,
-      { timeout: 5_000 },
+      { timeout: LIVE_WITHIN },
     );
     expect(nodes.filter((n) => n.pool === 'vm-arm-aarch64')).toHaveLength(2);
 
     // The queue row fits its section: the since and until columns are not cut off.
-    await page.waitForSelector('[data-testid=queue-row]', { timeout: 5_000 });
+    await page.waitForSelector('[data-testid=queue-row]', { timeout: LIVE_WITHIN });
     const box = (await page.locator('[data-testid=waiting-queue]').boundingBox())!;
     for (const key of ['reason', 'since', 'until']) {
       const cell = (await page.locator(`[data-testid=queue-row] td[data-key=${key}]`).boundingBox())!;
@@ -286,13 +289,13 @@ describe('the ops page in headless Chromium', () => {
     // A retired machine is out of service for good: listed too, though GET /nodes leaves it out (as Duffy v3).
     const old = (await duffy.admin.post('/api/v1/nodes', { hostname: 'old-box.test', pool: 'vm-arm-aarch64' })).body.node;
     expect((await duffy.admin.put(`/api/v1/nodes/${old.id}`, { retired: true, reason: 'end of life' })).status).toBe(200);
-    await page.waitForSelector('[data-testid=service-row][data-hostname="old-box.test"]', { timeout: 5_000 });
+    await page.waitForSelector('[data-testid=service-row][data-hostname="old-box.test"]', { timeout: LIVE_WITHIN });
     expect(await page.locator('[data-testid=service-row][data-hostname="old-box.test"] td').allTextContents()).toEqual(['old-box.test', 'vm-arm-aarch64', 'retired', 'ready', 'end of life']);
     // Its host name registered again is a new machine: each square shows its own machine's service (before: both the
     // newer node's, in-service, since the page matched squares to nodes by host name).
     const again = (await duffy.admin.post('/api/v1/nodes', { hostname: 'old-box.test', pool: 'vm-arm-aarch64' })).body.node;
     const square = (id: number) => page.locator(`[data-testid=heat-square][data-machine-id="${id}"]`);
-    await square(again.id).waitFor({ timeout: 5_000 });
+    await square(again.id).waitFor({ timeout: LIVE_WITHIN });
     expect([await square(old.id).getAttribute('data-service'), await square(again.id).getAttribute('data-service')]).toEqual(['retired', 'in-service']);
     expect(await square(old.id).getAttribute('title')).toContain('service: retired (end of life)');
     expect(problems).toEqual([]);
