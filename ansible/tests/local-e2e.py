@@ -129,15 +129,17 @@ def main():
               == ["actions.log", "inject", "os-release", "root", "state"], "rebuild wiped the disk")
         check(not (m["n1.example.org"] / "root/artifacts").exists(), "rebuild wiped artifacts")
         expect_all_ok("release", data, policy="reinstall")
+        expect_all_ok("contextualize", data)
         expect_all_ok("release", data, policy="shutdown")
         check((m["n2.example.org"] / "state").read_text() == "off\n", "shutdown -> off")
+        check(KEY not in keys["n2.example.org"].read_text(), "shutdown drops the session keys")
         # What the last tenant's contextualize left on the machine it shut down: the next provision installs afresh.
         keys["n2.example.org"].write_text(f"{MARKER}\n{KEY}\n")
 
         log = [line.split(" ", 1)[1] for line in (m["n2.example.org"] / "actions.log").read_text().splitlines()]
         check(log == ["provision", "contextualize", "contextualize", "decontextualize", "health_check",
                       "collect_artifacts", "contextualize", "release reuse", "release rebuild",
-                      "release reinstall", "release shutdown"], f"actions.log: {log}")
+                      "release reinstall", "contextualize", "release shutdown"], f"actions.log: {log}")
         print("ok   actions.log:", log)
 
         # Injected failure: n1 fails with the file's content, n2 still gets provisioned.
