@@ -16,6 +16,8 @@ interface PageNode {
 }
 declare const document: { querySelector(selector: string): PageNode | null; querySelectorAll(selector: string): Iterable<PageNode> & { length: number } };
 declare function getComputedStyle(element: unknown): { backgroundColor: string };
+/** Set by the test on the open page: a reload would drop it. */
+declare const window: { loadedOnce?: boolean };
 
 async function session(client: Client, pool: string, quantity = 1): Promise<number> {
   const r = await client.post('/api/v1/sessions', { nodes_specs: [{ pool, quantity }] });
@@ -230,7 +232,7 @@ describe('the ops page in headless Chromium', () => {
     const carol = await newTenant(duffy, 'carol');
     const before = Number(await page.locator('[data-testid=pool-row][data-pool=vm-arm-aarch64] td[data-state=deployed]').textContent());
     // Gone if the page were loaded again: what follows must come from the page's own refresh.
-    await page.evaluate(() => ((window as unknown as { loadedOnce: boolean }).loadedOnce = true));
+    await page.evaluate(() => (window.loadedOnce = true));
     const id = await session(carol, 'vm-arm-aarch64');
     await page.waitForSelector('[data-testid=fairness-row][data-tenant=carol]', { timeout: LIVE_WITHIN });
     await page.waitForFunction(
@@ -243,7 +245,7 @@ describe('the ops page in headless Chromium', () => {
       before + 1,
       { timeout: LIVE_WITHIN },
     );
-    expect(await page.evaluate(() => (window as unknown as { loadedOnce?: boolean }).loadedOnce)).toBe(true);
+    expect(await page.evaluate(() => window.loadedOnce)).toBe(true);
     const carolRow = await page.locator('[data-testid=fairness-row][data-tenant=carol] td').allTextContents();
     expect(carolRow[1]).toBe('1');
 
