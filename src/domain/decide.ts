@@ -467,6 +467,18 @@ export function neverServable(world: World, defaults: Defaults, pools: readonly 
   return none === undefined ? undefined : { kind: 'invalid', reason: none };
 }
 
+/**
+ * The refusal for a request that left the queue unserved, as things stand when it is answered: what a new request
+ * for it would get. Its kind and its words agree, even when its tenant was retired or its quota lowered after it left.
+ */
+export function refusalAfterWait(world: World, defaults: Defaults, pools: readonly PoolProfile[], s: Session): { kind: DomainErrorKind; message: string } {
+  const never = neverServable(world, defaults, pools, s);
+  const why = never?.reason ?? s.rejection ?? s.queue?.reason ?? 'no capacity';
+  const kind = never?.kind ?? 'capacity';
+  // Scripts match `quota exceeded` as a new request's quota refusal says it.
+  return { kind, message: `${kind === 'quota' ? 'quota exceeded' : "can't reserve nodes"}: ${why}` };
+}
+
 /** A pool's machines that are not retired and meet the spec's hardware (a scan of the pool only when it has some). */
 function everFor(world: World, pool: string, x: NodeSpec): number {
   if (!hasHardware(x)) return world.notRetiredByPool.get(pool) ?? 0;

@@ -8,6 +8,7 @@ import {
   decideRecycle,
   decideRequestSession,
   isRefusal,
+  refusalAfterWait,
   visibleSession,
 } from '../../src/domain/decide.js';
 import { DomainError } from '../../src/domain/errors.js';
@@ -141,6 +142,31 @@ describe('requesting machines', () => {
       expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 2, hardware: { min_ram_gb: 256 } }], { waitSeconds: 600 })).message).toMatch(/has 1 machine\(s\)/);
       expect(writesOf(request(world, [{ pool: 'metal-intel', quantity: 1, hardware: { min_ram_gb: 256 } }, { pool: 'metal-intel', quantity: 2 }], { waitSeconds: 600 }))[0].events.map((e) => e.type)).toEqual(['MachineRequested', 'RequestQueued']);
       expect(refusal(() => request(world, [{ pool: 'metal-intel', quantity: 1, hardware: { min_ram_gb: 256 } }, { pool: 'metal-intel', quantity: 3 }], { waitSeconds: 600 })).kind).toBe('invalid');
+    });
+  });
+
+  describe('the answer to a request that left the queue unserved', () => {
+    const left: Array<[string, DuffyEvent]> = [
+      ['session-1', { type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 2 }], expiresAt: LATER, at: AT } }],
+      ['session-1', { type: 'RequestQueued', data: { sessionId: 1, reason: 'pool metal-intel: none free', waitUntil: LATER, at: AT } }],
+      ['session-1', { type: 'SessionRejected', data: { sessionId: 1, reason: 'waited until 2026-01-01T00:01:00.000Z: pool metal-intel: 2 requested, 0 available', at: AT } }],
+    ];
+    const answer = (world: ReturnType<typeof given>) => refusalAfterWait(world, DEFAULTS, POOLS, world.sessions.get(1)!);
+
+    it('given its wait ended, then a capacity refusal that says so', () => {
+      const world = given(tenant(1, 'alice', { nodeQuota: 3 }), ...quarantined('metal-intel', 3), ...left);
+      expect(answer(world)).toEqual({ kind: 'capacity', message: "can't reserve nodes: waited until 2026-01-01T00:01:00.000Z: pool metal-intel: 2 requested, 0 available" });
+    });
+
+    // Seen in the chaos test: a 403 whose words were the wait's end (the retirement landed before the answer).
+    it('given its wait ended and its tenant was retired before the answer, then 403 for the retirement, in words that say so', () => {
+      const world = given(tenant(1, 'alice', { nodeQuota: 3 }), ...quarantined('metal-intel', 3), ...left, ['tenant-alice', { type: 'TenantRetired', data: { tenantId: 1, at: AT } }]);
+      expect(answer(world)).toEqual({ kind: 'forbidden', message: "can't reserve nodes: tenant alice was retired" });
+    });
+
+    it('given its wait ended and its quota was lowered under it before the answer, then the quota refusal a new request gets', () => {
+      const world = given(tenant(1, 'alice', { nodeQuota: 3 }), ...quarantined('metal-intel', 3), ...left, ['tenant-alice', { type: 'TenantUpdated', data: { tenantId: 1, changes: { nodeQuota: 1 }, at: AT } }]);
+      expect(answer(world)).toEqual({ kind: 'quota', message: "quota exceeded: tenant alice's quota is now 1, fewer than the 2 nodes asked for" });
     });
   });
 

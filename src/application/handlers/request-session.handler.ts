@@ -4,7 +4,7 @@ import { Metrics } from '../../adapters/metrics.js';
 import { Catalog } from '../catalog.js';
 import { waitingCallersAtMost } from '../../config/config.js';
 import { RequestSessionCommand } from '../commands.js';
-import { decideLeaveQueue, decideRequestSession, neverServable } from '../../domain/decide.js';
+import { decideLeaveQueue, decideRequestSession, refusalAfterWait } from '../../domain/decide.js';
 import { DomainError, refuse } from '../../domain/errors.js';
 import { Ledger } from '../ledger.service.js';
 import { SessionLifecycle, metaFor } from '../session-lifecycle.js';
@@ -124,9 +124,9 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
       if (s.status !== 'active') {
         // Left because no wait can serve it any more (its tenant retired, its quota lowered, machines retired): the
         // refusal a new request for it gets, so a CLI tells "ask again later" from "asking again cannot help".
-        const kind = this.stopping ? 'unavailable' : (neverServable(world, this.catalog.defaults, this.catalog.profiles, s)?.kind ?? 'capacity');
-        // A quota lowered under it is said as a new request's quota refusal is: scripts match `quota exceeded`.
-        refuse(kind, `${kind === 'quota' ? 'quota exceeded' : "can't reserve nodes"}: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
+        if (this.stopping) refuse('unavailable', `can't reserve nodes: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
+        const { kind, message } = refusalAfterWait(world, this.catalog.defaults, this.catalog.profiles, s);
+        refuse(kind, message);
       }
     }
     return this.handedOver(sessionId, cmd);
