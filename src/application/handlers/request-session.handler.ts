@@ -37,14 +37,18 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     const stop = this.metrics.allocation.startTimer();
     // A caller that hung up (a Jenkins abort) is no refusal: counted as `capacity` it would page for a shortage.
     let gone = false;
-    const onCallerGone = cmd.onCallerGone && ((listener: () => void) => cmd.onCallerGone!(() => ((gone = true), listener())));
+    const stopWatching = cmd.onCallerGone?.(() => {
+      gone = true;
+    });
     try {
-      const session = await this.request(new RequestSessionCommand(cmd.actor, cmd.tenantId, cmd.specs, cmd.waitSeconds, onCallerGone));
+      const session = await this.request(cmd);
       stop({ outcome: 'served' });
       return session;
     } catch (err) {
       stop({ outcome: gone ? 'cancelled' : err instanceof DomainError ? err.kind : 'error' });
       throw err;
+    } finally {
+      stopWatching?.();
     }
   }
 
