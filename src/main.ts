@@ -4,7 +4,8 @@ import { NestFactory } from '@nestjs/core';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@nestjs/platform-express';
 import type { Request, Response } from 'express';
-import { Logger as PinoLogger } from 'nestjs-pino';
+import { Logger as PinoLogger, PinoLogger as Pino } from 'nestjs-pino';
+import { Metrics } from './adapters/metrics.js';
 import { AppModule, observeRequests } from './app.module.js';
 import { ConfigError, REQUEST_TIMEOUT_SECONDS, type Settings, dataDirOf, loadSettings, maxConnectionsOf } from './config/config.js';
 import { type IncomingMessage, type Server as HttpServer, ServerResponse } from 'node:http';
@@ -85,7 +86,7 @@ export async function createApp(settings: Settings, options: { store?: EventStor
   // requests the client had sent meanwhile, which it then sees reset (a farm tester lost 39 releases so).
   server.keepAliveTimeout = server.requestTimeout;
   server.maxConnections = maxConnectionsOf(settings);
-  server.on('clientError', clientErrorAnswer(server.requestTimeout / 1000));
+  server.on('clientError', clientErrorAnswer(server.requestTimeout / 1000, unreadableRequestReport(app.get(Metrics))));
   server.on('connect', answerConnect(server));
   // An Expect Node does not know (anything but 100-continue): Node's own 417 had no body. The client may be holding
   // its body back for an answer that never comes: the connection is closed.
@@ -122,7 +123,7 @@ export async function createApp(settings: Settings, options: { store?: EventStor
  * only where no answer of this connection's current request has begun, and then destroys the socket: a half-closed
  * one would hold a connection for good, and would go on parsing what still arrives (a late body would still run).
  */
-export function clientErrorAnswer(timeoutSeconds: number) {
+export function clientErrorAnswer(timeoutSeconds: number, answeredBeforeAnyRequest: (status: number, detail: string, socket: Duplex) => void = () => undefined) {
   return (err: NodeJS.ErrnoException, socket: Duplex): void => {
     const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean; statusCode: number } })._httpMessage;
     if (socket.writable && !current?.headersSent) {
@@ -137,9 +138,19 @@ export function clientErrorAnswer(timeoutSeconds: number) {
       const body = JSON.stringify({ detail });
       // The request under way, if any, was answered so: its log line and request count say this status.
       if (current) current.statusCode = Number(status);
+      // No request reached the app (its headers were never read whole): nothing else would log or count this answer.
+      else answeredBeforeAnyRequest(Number(status), detail, socket);
       socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nDuffy-Refusal: ${refusalKindOf(Number(status))}\r\nConnection: close\r\n\r\n${body}`);
     }
     socket.destroy(err);
+  };
+}
+
+/** An answer Node's parser gave before any request was read whole (431, 400, a 408 during headers): logged and counted as requests are. */
+function unreadableRequestReport(metrics: Metrics) {
+  return (status: number, detail: string, socket: Duplex): void => {
+    Pino.root.warn({ res: { statusCode: status }, remoteAddress: (socket as Socket).remoteAddress, detail }, 'request unreadable');
+    metrics.http.inc({ method: 'unknown', route: 'unreadable', status: String(status) });
   };
 }
 

@@ -106,6 +106,18 @@ describe('operating Duffy: health, metrics, request ids', () => {
     expect(text).not.toMatch(/^duffy_allocation_seconds_count\{outcome="capacity"\}/m);
   });
 
+  it('counts an answer Node gives before any request was read whole (headers over 16 KB: 431)', async () => {
+    const port = Number(new URL(duffy.url).port);
+    const answer = await new Promise<string>((done) => {
+      let got = '';
+      const socket = connect(port, '127.0.0.1', () => socket.write(`GET /api/v1/sessions HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`));
+      socket.on('data', (d) => (got += String(d))).on('close', () => done(got)).on('error', () => undefined);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 431 /);
+    const text = await (await fetch(`${duffy.url}/metrics`)).text();
+    expect(text).toMatch(/^duffy_http_requests_total\{method="unknown",route="unreadable",status="431"\} 1$/m);
+  });
+
   it('/health is up with ledger, read models and ansible, and down when the ledger is unreachable', async () => {
     const up = await fetch(`${duffy.url}/health`);
     const body = (await up.json()) as { info: Record<string, { version?: string }> };

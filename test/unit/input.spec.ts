@@ -200,6 +200,23 @@ describe('logging: no credential in request logs', () => {
     expect(answer).toMatch(/^HTTP\/1\.1 408 /);
     expect(JSON.parse(lines[0])).toMatchObject({ level: 40, msg: 'request aborted', res: { statusCode: 408 } });
   });
+
+  it('reports an answer given before any request was read whole (431), and not one given to a request under way (408)', async () => {
+    const reported: number[] = [];
+    const server = createServer({ requestTimeout: 300, connectionsCheckingInterval: 50 }, () => undefined);
+    server.on('clientError', clientErrorAnswer(0.3, (status) => reported.push(status)));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const send = (text: string) =>
+      new Promise<string>((done) => {
+        let got = '';
+        const socket = connect((server.address() as AddressInfo).port, '127.0.0.1', () => socket.write(text));
+        socket.on('data', (d) => (got += String(d))).on('close', () => done(got)).on('error', () => undefined);
+      });
+    expect(await send(`GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431 /);
+    expect(await send('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{')).toMatch(/^HTTP\/1\.1 408 /);
+    server.close();
+    expect(reported).toEqual([431]);
+  });
 });
 
 describe('cross-site writes', () => {
