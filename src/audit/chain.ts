@@ -191,6 +191,20 @@ export class LegacyRun {
   }
 }
 
+/**
+ * Why an event's times are not what Duffy writes: no `metadata.at`, or a `metadata.at` or `data.at` that no reader
+ * reads as a time (Date.parse: NaN), which would escape the back-dating check and every rule that reads it.
+ */
+function timeProblem(metadataAt: unknown, data: unknown): string | undefined {
+  if (typeof metadataAt !== 'string') return 'no time (metadata.at), which Duffy writes on every event: forged or rewritten';
+  const dataAt = isRecord(data) ? data.at : undefined;
+  for (const [field, value] of [['metadata.at', metadataAt], ['data.at', dataAt]] as const) {
+    if (field === 'data.at' && value === undefined) continue;
+    if (typeof value !== 'string' || Number.isNaN(Date.parse(value))) return `${field} ${JSON.stringify(value)?.slice(0, 80)} is no time, which Duffy never writes: forged or rewritten`;
+  }
+  return undefined;
+}
+
 /** The global chain of the embedded ledger: one link per position, over the event's own hash. */
 export function globalLink(prev: string, position: bigint, hash: string): string {
   return sha256(`${prev}\n${position}\n${hash}`);
@@ -239,7 +253,8 @@ export class ChainCheck {
     const legacy = e.position <= this.legacyThrough;
     // A type the World would skip (its stream's revisions then no longer add up), or an event no time dates.
     if (!EVENT_TYPES.has(e.type)) breaks.push({ ...at, problem: `type ${JSON.stringify(e.type).slice(0, 80)} is not one Duffy writes: edited, or written by a newer Duffy` });
-    if (!legacy && isRecord(e.metadata) && typeof e.metadata.at !== 'string') breaks.push({ ...at, problem: 'no time (metadata.at), which Duffy writes on every event: forged or rewritten' });
+    const untimed = legacy || !isRecord(e.metadata) ? undefined : timeProblem(e.metadata.at, e.data);
+    if (untimed) breaks.push({ ...at, problem: untimed });
     if (typeof hash !== 'string') {
       if (!(legacy && hash === undefined && e.stream.startsWith('ids-') && isRecord(e.metadata))) {
         breaks.push({ ...at, problem: isRecord(e.metadata) ? 'event without hash: not covered by the chain' : 'metadata is not an object: the row was rewritten' });

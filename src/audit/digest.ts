@@ -62,9 +62,11 @@ export class LedgerDigest {
     if (HEX_HASH.test(hash)) this.hashBytes.write(hash, i * HASH_BYTES, 'hex');
     else this.oddHashes.set(i, hash);
     claimedTimes(e).forEach((claimed, k) => {
-      const ms = Date.parse(String(claimed ?? ''));
+      let ms = Date.parse(String(claimed ?? ''));
+      // A time no reader can read dates the event after nothing: it counts as earlier than any checkpoint.
+      if (Number.isNaN(ms) && claimed !== undefined && claimed !== null) ms = -Infinity;
       this.times[2 * i + k] = ms;
-      if (!Number.isNaN(ms) && new Date(ms).toISOString() !== claimed) this.oddTimes.set(2 * i + k, claimed);
+      if (ms === -Infinity || (!Number.isNaN(ms) && new Date(ms).toISOString() !== claimed)) this.oddTimes.set(2 * i + k, claimed);
     });
     if (e.type === 'CheckpointPublished') this.checkpoints.push({ index: i, position: e.position, data: e.data as Record<string, unknown> });
     this.length += 1;

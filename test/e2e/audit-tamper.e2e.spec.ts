@@ -143,12 +143,15 @@ const pick = (rows: Row[], test: (r: Row) => boolean, what: string): Row => {
   return r;
 };
 const lastOfStream = (rows: Row[], stream: string) => rows.filter((r) => r.stream === stream).at(-1)!;
-/** A forged SessionExtended appended at the end with valid hashes, claiming a time an hour before its session began ('both' times, or the data's only). */
-const forgedExtension = (ledger: string, backdated: 'both' | 'data'): string =>
+/**
+ * A forged SessionExtended appended at the end with valid hashes, claiming a time an hour before its session began
+ * ('both' times, or the data's only), or ('unreadable') no time a reader can read.
+ */
+const forgedExtension = (ledger: string, backdated: 'both' | 'data' | 'unreadable'): string =>
   tampered(ledger, (rows) => {
     const started = pick(rows, (r) => r.type === 'SessionStarted', 'session start');
     const last = lastOfStream(rows, started.stream);
-    const at = new Date(Date.parse(String(started.data.at)) - 3600_000).toISOString();
+    const at = backdated === 'unreadable' ? 'yesterday' : new Date(Date.parse(String(started.data.at)) - 3600_000).toISOString();
     const forged: Row = {
       ...last,
       id: 'forged',
@@ -156,7 +159,7 @@ const forgedExtension = (ledger: string, backdated: 'both' | 'data'): string =>
       revision: last.revision + 1,
       type: 'SessionExtended',
       data: { sessionId: started.data.sessionId, expiresAt: '2099-01-01T00:00:00.000Z', at },
-      metadata: { ...last.metadata, at: backdated === 'both' ? at : new Date().toISOString() },
+      metadata: { ...last.metadata, at: backdated === 'data' ? new Date().toISOString() : at },
     };
     return [...rows, forged];
   }, 'all');
@@ -323,6 +326,8 @@ describe('an auditor against a tamperer with the ledger file', () => {
     { name: 'a forged, back-dated SessionExtended appended at the end with valid hashes', plain: true, make: (l) => forgedExtension(l, 'both') },
     // who-had and the replay read the data's time: the metadata's alone says nothing of what the event claims.
     { name: "a forged SessionExtended appended at the end, its data back-dated, its metadata's time left plausible", plain: true, make: (l) => forgedExtension(l, 'data') },
+    // Date.parse reads no time in it: it escaped the back-dating check, and the replay's rules, as a time after every checkpoint.
+    { name: 'a forged SessionExtended appended at the end with valid hashes, its times no times', plain: true, make: (l) => forgedExtension(l, 'unreadable') },
     { name: 'the newest event of the ledger deleted (truncation)', plain: true, newest: true, make: (l) => tampered(l, (rows) => rows.slice(0, -1)) },
     // SQLite's AUTOINCREMENT counter remembers the highest position ever written: the file itself says rows went.
     { name: "the newest 3 events deleted and the writer's head record rewritten to match", plain: true, newest: true, make: (l) => covered(tampered(l, (rows) => rows.slice(0, -3))) },
@@ -604,8 +609,8 @@ describe('an auditor against a tamperer with the ledger file', () => {
     ]);
   });
 
-  it('is a list of 31 kinds, as the README counts them (it said 27 when there were 26)', () => {
-    expect(tamperings).toHaveLength(31);
+  it('is a list of 32 kinds, as the README counts them (it said 27 when there were 26)', () => {
+    expect(tamperings).toHaveLength(32);
   });
 
   it('catches an edit of one event of every type', async () => {

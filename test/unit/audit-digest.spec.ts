@@ -86,3 +86,37 @@ describe('text tables', () => {
     expect(lines.at(-1)).toBe('299999  x');
   });
 });
+
+describe('the times an event claims, checked with its chain', () => {
+  /** chained(3) with its last event's times replaced and its hash recomputed, as a tamperer who knows the format does. */
+  const timed = (metadataAt: unknown, dataAt: unknown): RecordedEvent[] => {
+    const events = chained(3);
+    const e = events[2];
+    const metadata: Record<string, unknown> = { ...e.metadata, at: metadataAt };
+    delete metadata.hash;
+    const data = { ...e.data, at: dataAt };
+    const forged = { ...e, data, metadata: { ...metadata, hash: eventHash(String(metadata.prevHash), { ...e, data, metadata }) } };
+    return [...events.slice(0, 2), forged];
+  };
+
+  it('names a time no reader can read, in the metadata or the data (it escaped the back-dating check: verify said OK)', () => {
+    expect(verifyChains(timed('yesterday', '2026-12-02T05:00:00.000Z')).breaks).toEqual([
+      { position: 3n, stream: 'machine-m2', revision: 0, problem: 'metadata.at "yesterday" is no time, which Duffy never writes: forged or rewritten' },
+    ]);
+    expect(verifyChains(timed('2026-12-02T05:00:00.000Z', 'never')).breaks.map((b) => b.problem)).toEqual(['data.at "never" is no time, which Duffy never writes: forged or rewritten']);
+    expect(verifyChains(timed('2026-12-02T05:00:00.000Z', 42)).breaks.map((b) => b.problem)).toEqual(['data.at 42 is no time, which Duffy never writes: forged or rewritten']);
+    expect(verifyChains(timed(undefined, '2026-12-02T05:00:00.000Z')).breaks.map((b) => b.problem)).toEqual(['no time (metadata.at), which Duffy writes on every event: forged or rewritten']);
+  });
+
+  it('counts an append that claims no readable time as dated before a checkpoint, not after it (verify --checkpoint said it extends)', () => {
+    const cp = checkpointOf(LedgerDigest.of(chained(2)), new Date('2026-12-02T04:00:00Z'));
+    expect(checkExtends(cp, LedgerDigest.of(timed('yesterday', '2026-12-02T05:00:00.000Z')))).toMatchObject({ ok: false, leafIndex: 2, message: 'event at position 3 (MachineQuarantined) was appended after the checkpoint of 2026-12-02T04:00:00.000Z but claims yesterday' });
+    expect(checkExtends(cp, LedgerDigest.of(timed('2026-12-02T05:00:00.000Z', 'never')))).toMatchObject({ ok: false, message: expect.stringMatching(/but claims never$/) });
+    expect(checkExtends(cp, LedgerDigest.of(timed('2026-12-02T05:00:00.000Z', undefined)))).toMatchObject({ ok: true });
+  });
+
+  it('takes the times Duffy writes, and an event whose data has none', () => {
+    expect(verifyChains(timed('2026-12-02T05:00:00.000Z', '2026-12-02T05:00:01.000Z')).breaks).toEqual([]);
+    expect(verifyChains(timed('2026-12-02T05:00:00.000Z', undefined)).breaks).toEqual([]);
+  });
+});
