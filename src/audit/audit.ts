@@ -214,9 +214,9 @@ function leaseRule(world: ReturnType<typeof emptyWorld>, recorded: RecordedEvent
   // Only an admin may pass the maximum: an extension by anyone else, or by no one recorded, is held to it (Duffy
   // itself never extends a lease).
   if (!session || !tenant) return [];
-  // A lease to no time (Date.parse: NaN) is one no expiry ends, which no one may take, an admin neither: Duffy never writes it.
+  // An expiry no reader can read (Date.parse: NaN) judges nothing below; Duffy never writes one, for an admin neither.
   if (Number.isNaN(Date.parse(e.data.expiresAt))) {
-    return [{ invariant: 'lease', message: `session ${session.id} extended by ${actor ?? 'no one recorded'} to ${JSON.stringify(e.data.expiresAt)?.slice(0, 80)}, which is no time: a lease no expiry ends`, positions: [recorded.position] }];
+    return [{ invariant: 'lease', message: `session ${session.id} extended by ${actor ?? 'no one recorded'} to ${JSON.stringify(e.data.expiresAt)?.slice(0, 80)}, which is no time: no lease Duffy gives ends at it`, positions: [recorded.position] }];
   }
   if (actorId !== undefined && world.tenants.get(actorId)?.isAdmin) return [];
   const defaults = world.defaults ?? fallback;
