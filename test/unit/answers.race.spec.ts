@@ -1,0 +1,68 @@
+import { describe, expect, it } from '@jest/globals';
+import type { Ledger } from '../../src/application/ledger.service.js';
+import type { Catalog } from '../../src/application/catalog.js';
+import type { Metrics } from '../../src/adapters/metrics.js';
+import type { WaitingQueue } from '../../src/application/queue.service.js';
+import { RequestSessionCommand } from '../../src/application/commands.js';
+import { RequestSessionHandler } from '../../src/application/handlers/request-session.handler.js';
+import { SessionLifecycle } from '../../src/application/session-lifecycle.js';
+import { decideRegisterMachines, decideRegisterTenant, decideUpdateTenant } from '../../src/domain/decide.js';
+import { type PlaybookRun, stream } from '../../src/domain/events.js';
+import { ledgerInstances } from '../support/ledgers.js';
+
+const NOW = '2026-12-03T09:00:00.000Z';
+const POOLS = [{ name: 'p', type: 'baremetal' as const, arch: 'x86_64', platform: 'intel' }];
+const DEFAULTS = { nodeQuota: 10, sessionLifetime: 3600, sessionLifetimeMax: 7200 };
+const settings = { sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null };
+/** A pool whose hand-over runs a contextualize playbook: the caller waits for it. */
+const catalog = {
+  profiles: POOLS,
+  defaults: DEFAULTS,
+  settings: { maxConnections: 100 },
+  pool: (name: string) => (name === 'p' ? { contextualize: true, 'handover-timeout': 10, 'release-policy': 'reuse', 'collect-artifacts': false } : undefined),
+} as unknown as Catalog;
+const metrics = { allocation: { startTimer: () => () => undefined } } as unknown as Metrics;
+const queue = { heldFromNewRequest: () => undefined } as unknown as WaitingQueue;
+const run: PlaybookRun = { action: 'contextualize', playbook: 'contextualize.yml', exitCode: 0, durationMs: 1, timedOut: false, tail: '' };
+
+/**
+ * Answers built after an `await`: what the caller is told must be what held at one moment, even when an admin's
+ * change lands between the decision and the answer.
+ */
+describe('an answer and an admin change landing before it is built', () => {
+  const instances = ledgerInstances();
+
+  /** Tenants admin (1) and t (2), machines m1-m3 in pool p. */
+  const farm = async () => {
+    const ledger = await instances.ledger(instances.store());
+    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 'admin', apiKeyDigest: 'a', isAdmin: true, settings, now: NOW }, f), { actor: 'test' });
+    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 't', apiKeyDigest: 't', isAdmin: false, settings, now: NOW }, f), { actor: 'test' });
+    const machines = ['m1', 'm2', 'm3'].map((hostname) => ({ hostname, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' as const }));
+    await ledger.decide((w, f) => decideRegisterMachines(w, POOLS, { machines, now: NOW }, f), { actor: 'test' });
+    return ledger;
+  };
+  const requests = (ledger: Ledger) => new RequestSessionHandler(ledger, catalog, new SessionLifecycle(ledger, catalog), metrics, queue);
+  const ask = (ledger: Ledger, waitSeconds = 0) =>
+    requests(ledger)
+      .execute(new RequestSessionCommand({ tenant: ledger.world.tenants.get(2)! }, 2, [{ pool: 'p', quantity: 1 }], waitSeconds))
+      .then(
+        (s) => ({ status: s.status }),
+        (err: { kind: string; message: string }) => ({ kind: err.kind, message: err.message }),
+      );
+  const setActive = (ledger: Ledger, active: boolean) =>
+    ledger.decide((w, f) => decideUpdateTenant(w.tenants.get(2)!, { changes: {}, active, now: NOW }, w, f), { actor: 'admin' });
+
+  it('given a request in hand-over, when its tenant is retired and the hand-over ends before the retirement ended that session, then 403, not a 201 for a retired tenant', async () => {
+    const ledger = await farm();
+    const answer = ask(ledger);
+    await ledger.until(() => ledger.world.sessions.get(1)?.status === 'active');
+    // The retirement has landed; its handler ends the tenant's sessions one by one and has not come to this one.
+    await setActive(ledger, false);
+    const m = ledger.world.machines.get(ledger.world.sessions.get(1)!.machineIds[0])!;
+    await ledger.decide(() => [{ stream: stream.machine(m.hostname), expected: m.revision, events: [{ type: 'MachineContextualized', data: { machineId: m.id, sessionId: 1, run, at: NOW } }] }], { actor: 'provisioning' });
+    // Before: 201 with the session active and its tenant shown retired (the retirement's loop ended it right after).
+    expect(await answer).toEqual({ kind: 'forbidden', message: 'tenant t was retired before the machines were handed over' });
+    expect(ledger.world.sessions.get(1)).toMatchObject({ status: 'released', releaseReason: 'tenant-retired' });
+  });
+
+});
