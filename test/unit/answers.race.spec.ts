@@ -6,7 +6,8 @@ import type { WaitingQueue } from '../../src/application/queue.service.js';
 import { RequestSessionCommand } from '../../src/application/commands.js';
 import { RequestSessionHandler } from '../../src/application/handlers/request-session.handler.js';
 import { SessionLifecycle } from '../../src/application/session-lifecycle.js';
-import { decideRegisterMachines, decideRegisterTenant, decideUpdateTenant } from '../../src/domain/decide.js';
+import { type Write, decideLeaveQueue, decideRegisterMachines, decideRegisterTenant, decideUpdateTenant } from '../../src/domain/decide.js';
+import { decideServiceChange } from '../../src/domain/decide-service.js';
 import { type PlaybookRun, stream } from '../../src/domain/events.js';
 import { ledgerInstances } from '../support/ledgers.js';
 
@@ -63,6 +64,23 @@ describe('an answer and an admin change landing before it is built', () => {
     // Before: 201 with the session active and its tenant shown retired (the retirement's loop ended it right after).
     expect(await answer).toEqual({ kind: 'forbidden', message: 'tenant t was retired before the machines were handed over' });
     expect(ledger.world.sessions.get(1)).toMatchObject({ status: 'released', releaseReason: 'tenant-retired' });
+  });
+
+  it('given a request that left the queue because its tenant was retired, when the reactivation lands with the leaving, then the retirement\'s 403, not a 422 "capacity" in the retirement\'s words', async () => {
+    const ledger = await farm();
+    // Every machine in maintenance: the request waits (they may come back).
+    for (const id of [1, 2, 3]) await ledger.decide((w, f) => decideServiceChange(w.machines.get(id)!, { maintenance: true, reason: 'disk swap' }, 'admin', NOW, f), { actor: 'admin' });
+    const answer = ask(ledger, 60);
+    await ledger.until(() => ledger.world.sessions.get(1)?.status === 'waiting');
+    await setActive(ledger, false);
+    // The queue's pass takes it out for the retirement; an admin's reactivation is delivered together with that.
+    await ledger.decide(
+      (w, f) => [...decideLeaveQueue(w.sessions.get(1)!, 'tenant t was retired', NOW), ...(decideUpdateTenant(w.tenants.get(2)!, { changes: {}, active: true, now: NOW }, w, f) as Write[])],
+      { actor: 'queue' },
+    );
+    expect(ledger.world.tenants.get(2)!.retiredAt).toBeNull();
+    // Before: {kind: 'capacity', message: "can't reserve nodes: tenant t was retired"} (the kind of the answer's moment).
+    expect(await answer).toEqual({ kind: 'forbidden', message: "can't reserve nodes: tenant t was retired" });
   });
 
 });

@@ -115,7 +115,16 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     if (world.sessions.get(sessionId)!.status === 'waiting') {
       // The queue serves it in fair-share order, or rejects it when its time is up, or it leaves when the caller does.
       const stopListening = cmd.onCallerGone?.(() => void this.callerGoneWhileWaiting(sessionId, cmd).catch(() => undefined));
-      await this.ledger.until(() => world.sessions.get(sessionId)!.status !== 'waiting', (cmd.waitSeconds + 30) * 1000).catch(() => undefined);
+      // The refusal as things stood when it left (the World right after that event): a change delivered with it, a
+      // reactivation, must not give the answer another kind than its words.
+      let whenLeft: ReturnType<typeof refusalAfterWait> | undefined;
+      const left = () => {
+        const s = world.sessions.get(sessionId)!;
+        if (s.status === 'waiting') return false;
+        if (s.status !== 'active') whenLeft ??= refusalAfterWait(world, this.catalog.defaults, this.catalog.profiles, s);
+        return true;
+      };
+      await this.ledger.until(left, (cmd.waitSeconds + 30) * 1000).catch(() => undefined);
       stopListening?.();
       if (world.sessions.get(sessionId)!.status === 'waiting') {
         // Its wait is over by this handler's own timer while the queue still holds it (its passes did not take it out:
@@ -129,7 +138,9 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
         // Left because no wait can serve it any more (its tenant retired, its quota lowered, machines retired): the
         // refusal a new request for it gets, so a CLI tells "ask again later" from "asking again cannot help".
         if (this.stopping) refuse('unavailable', `can't reserve nodes: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
-        const { kind, message } = refusalAfterWait(world, this.catalog.defaults, this.catalog.profiles, s);
+        // No wait can serve it now (retired, quota lowered since it left): that; else the refusal of its leaving.
+        const now = refusalAfterWait(world, this.catalog.defaults, this.catalog.profiles, s);
+        const { kind, message } = now.kind === 'capacity' && whenLeft ? whenLeft : now;
         refuse(kind, message);
       }
     }
