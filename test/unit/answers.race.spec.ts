@@ -3,10 +3,11 @@ import type { Ledger } from '../../src/application/ledger.service.js';
 import type { Catalog } from '../../src/application/catalog.js';
 import type { Metrics } from '../../src/adapters/metrics.js';
 import type { WaitingQueue } from '../../src/application/queue.service.js';
-import { RequestSessionCommand } from '../../src/application/commands.js';
+import { RequestSessionCommand, UpdateTenantCommand } from '../../src/application/commands.js';
 import { RequestSessionHandler } from '../../src/application/handlers/request-session.handler.js';
+import { UpdateTenantHandler } from '../../src/application/handlers/update-tenant.handler.js';
 import { SessionLifecycle } from '../../src/application/session-lifecycle.js';
-import { type Write, decideLeaveQueue, decideRegisterMachines, decideRegisterTenant, decideUpdateTenant } from '../../src/domain/decide.js';
+import { type Write, decideLeaveQueue, decideRegisterMachines, decideRegisterTenant, decideRequestSession, decideUpdateTenant } from '../../src/domain/decide.js';
 import { decideServiceChange } from '../../src/domain/decide-service.js';
 import { type PlaybookRun, stream } from '../../src/domain/events.js';
 import { ledgerInstances } from '../support/ledgers.js';
@@ -83,4 +84,17 @@ describe('an answer and an admin change landing before it is built', () => {
     expect(await answer).toEqual({ kind: 'forbidden', message: "can't reserve nodes: tenant t was retired" });
   });
 
+  it('given a tenant holding sessions, when it is reactivated while its retirement still ends them, then the retirement is answered as it was decided: retired', async () => {
+    const ledger = await farm();
+    for (const sessionId of [1, 2, 3]) {
+      await ledger.decide((w, f) => decideRequestSession(w, POOLS, DEFAULTS, { sessionId, tenantId: 2, specs: [{ pool: 'p', quantity: 1 }], now: NOW, contextualize: () => false }, f), { actor: 't' });
+    }
+    const retire = new UpdateTenantHandler(ledger, new SessionLifecycle(ledger, catalog)).execute(new UpdateTenantCommand({ tenant: ledger.world.tenants.get(1)! }, 2, {}, false, undefined));
+    await ledger.until(() => ledger.world.tenants.get(2)!.retiredAt !== null);
+    await setActive(ledger, true);
+    const { tenant } = await retire;
+    expect(ledger.world.tenants.get(2)!.retiredAt).toBeNull();
+    // Before: the answer was the live tenant, read after the loop: `active: true` in the answer to a retirement.
+    expect(tenant.retiredAt).not.toBeNull();
+  });
 });

@@ -26,7 +26,8 @@ export class UpdateTenantHandler implements ICommandHandler<UpdateTenantCommand>
       return decideUpdateTenant(tenant, { changes, keyDigests, active: cmd.active, now: this.ledger.clock.now() }, world, inFlight);
     }, metaFor(cmd.actor));
     const world = this.ledger.world;
-    const tenant = world.tenants.get(cmd.tenantId)!;
+    // As decided: the loop below awaits, and a change landing meanwhile (a reactivation) is not this answer's.
+    const tenant = { ...world.tenants.get(cmd.tenantId)! };
     if (tenant.retiredAt !== null) {
       // Retiring a tenant ends its sessions; their machines go back through release.
       for (const s of [...world.openSessions].map((id) => world.sessions.get(id)!)) {
