@@ -65,9 +65,10 @@ export class ArtifactsController {
   @ApiOkResponse({ type: ArtifactsView })
   @Get(':id/artifacts')
   async list(@CurrentActor() actor: Actor, @Param('id') id: number) {
-    const { session, dir } = await this.dirOf(actor, id);
     // `collecting`: the session's release has files still to collect, so the list may grow (the CLI waits for it).
+    // Read before the read models, which then hold at least what it saw: `false` comes with what the collection noted.
     const collecting = collectingFor(this.ledger.world, id, (name) => this.catalog.pool(name));
+    const { session, dir } = await this.dirOf(actor, id);
     // `incomplete`: machines whose collection failed or left files out, and why.
     return { action: 'get', session: id, collecting, incomplete: session.artifactsIncomplete ?? [], artifacts: await listArtifacts(dir) };
   }

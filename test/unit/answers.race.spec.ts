@@ -7,10 +7,15 @@ import { RequestSessionCommand, UpdateTenantCommand } from '../../src/applicatio
 import { RequestSessionHandler } from '../../src/application/handlers/request-session.handler.js';
 import { UpdateTenantHandler } from '../../src/application/handlers/update-tenant.handler.js';
 import { SessionLifecycle } from '../../src/application/session-lifecycle.js';
-import { type Write, decideLeaveQueue, decideRegisterMachines, decideRegisterTenant, decideRequestSession, decideUpdateTenant } from '../../src/domain/decide.js';
+import { type Write, decideEndSession, decideLeaveQueue, decideRegisterMachines, decideRegisterTenant, decideRequestSession, decideUpdateTenant } from '../../src/domain/decide.js';
 import { decideServiceChange } from '../../src/domain/decide-service.js';
 import { type PlaybookRun, stream } from '../../src/domain/events.js';
 import { ledgerInstances } from '../support/ledgers.js';
+import { ArtifactsController } from '../../src/http/artifacts.controller.js';
+import type { ReadViews } from '../../src/http/read-views.js';
+import { type Session, emptyWorld } from '../../src/domain/world.js';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const NOW = '2026-12-03T09:00:00.000Z';
 const POOLS = [{ name: 'p', type: 'baremetal' as const, arch: 'x86_64', platform: 'intel' }];
@@ -96,5 +101,35 @@ describe('an answer and an admin change landing before it is built', () => {
     expect(ledger.world.tenants.get(2)!.retiredAt).toBeNull();
     // Before: the answer was the live tenant, read after the loop: `active: true` in the answer to a retirement.
     expect(tenant.retiredAt).not.toBeNull();
+  });
+});
+
+/** GET /sessions/{id}/artifacts: `collecting` (the World) and `incomplete` (the read models) of one moment. */
+describe('the artifacts list while the release collects', () => {
+  const instances = ledgerInstances();
+
+  it('given a release collecting, when its failed collection lands while the read models are read, then never "collecting: false" without the note it left', async () => {
+    const ledger = await instances.ledger(instances.store());
+    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 't', apiKeyDigest: 't', isAdmin: false, settings, now: NOW }, f), { actor: 'test' });
+    await ledger.decide((w, f) => decideRegisterMachines(w, POOLS, { machines: [{ hostname: 'm1', ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' }], now: NOW }, f), { actor: 'test' });
+    await ledger.decide((w, f) => decideRequestSession(w, POOLS, DEFAULTS, { sessionId: 1, tenantId: 1, specs: [{ pool: 'p', quantity: 1 }], now: NOW, contextualize: () => false }, f), { actor: 't' });
+    await ledger.decide((w, f) => decideEndSession(w, w.sessions.get(1)!, { reason: 'done', now: NOW, recyclesInstantly: () => false }, f), { actor: 't' });
+    const collects = { ...catalog, pool: () => ({ 'collect-artifacts': true }), artifactsDir: () => join(tmpdir(), 'duffy-no-such-artifacts') } as unknown as Catalog;
+    const m = ledger.world.machines.get(1)!;
+    const collected = (): Promise<unknown> =>
+      ledger.decide(() => [{ stream: stream.machine(m.hostname), expected: m.revision, events: [{ type: 'ArtifactsCollected', data: { machineId: 1, sessionId: 1, files: [], error: 'disk on fire', run: { ...run, action: 'collect_artifacts' }, at: NOW } }] }], { actor: 'provisioning' });
+    // The read models as they were before the collection's outcome; the outcome lands while they are read.
+    const views = {
+      load: async () => {
+        const read = emptyWorld();
+        read.sessions.set(1, { ...ledger.world.sessions.get(1)!, artifactsIncomplete: [] } as Session);
+        await collected();
+        return read;
+      },
+    } as unknown as ReadViews;
+    const answer = await new ArtifactsController(collects, views, ledger).list({ tenant: ledger.world.tenants.get(1)! }, 1);
+    expect(ledger.world.sessions.get(1)!.artifactsIncomplete).toEqual(['m1: collection failed (disk on fire): only files copied before that are there']);
+    // Before: {collecting: false, incomplete: []}: the CLI stopped waiting and said every file was there.
+    expect(answer.collecting || answer.incomplete.length > 0).toBe(true);
   });
 });
