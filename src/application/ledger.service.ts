@@ -29,6 +29,9 @@ const HEADS_SLACK = 4096;
 /** Decisions taken again after a revision conflict before the caller gets a 409. */
 const DECIDE_ATTEMPTS = 5;
 
+/** Times a decision that lost to an append of this process still in flight waits for it instead of spending an attempt. */
+const OWN_LOSSES = 100;
+
 /** How long an append that is durable may take to come back through the subscription before its caller gets a 503. */
 const SEEN_TIMEOUT_MS = 30_000;
 
@@ -405,6 +408,16 @@ export class Ledger implements OnApplicationShutdown {
     return [...ahead];
   }
 
+  /** The appends in flight that write a stream these writes expect a revision of. */
+  private pendingOn(writes: Write[]): PendingBatch[] {
+    const on = new Set<PendingBatch>();
+    for (const w of writes) {
+      if (typeof w.expected !== 'number') continue;
+      for (const b of this.pending) if (b.streams.has(w.stream)) on.add(b);
+    }
+    return [...on];
+  }
+
   /** The appends in flight whose revision of a stream these writes expect (they were chained on them). */
   private chainedOn(writes: Write[]): PendingBatch[] {
     const on = new Set<PendingBatch>();
@@ -436,6 +449,7 @@ export class Ledger implements OnApplicationShutdown {
    */
   async decide(decide: (world: World, inFlight: InFlightView) => Decision, meta: EventMetadata, reads: readonly string[] = []): Promise<Recorded | null> {
     let turn: Turn | undefined;
+    let ownLosses = 0;
     try {
       for (let attempt = 1; ; attempt++) {
         const decision = decide(this.world, this.inFlight);
@@ -454,6 +468,15 @@ export class Ledger implements OnApplicationShutdown {
         }
         const recorded = await this.record(decision, meta);
         if (recorded.ok) return recorded;
+        // Lost to an append of this process it was not chained on (a quota claim or return before a tenant change
+        // written at the World's revision): that one is no other writer; wait for it, not an attempt. A retirement's
+        // loop of session ends got the admin's reactivation a 409 in five attempts.
+        const ours = this.pendingOn(decision);
+        if (ours.length > 0 && ++ownLosses <= OWN_LOSSES) {
+          await Promise.all(ours.map((b) => b.gone));
+          attempt -= 1;
+          continue;
+        }
         if (attempt >= DECIDE_ATTEMPTS) throw new DomainError('conflict', 'the ledger changed under this request too often; try again');
         await this.catchUp();
       }

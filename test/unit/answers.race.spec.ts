@@ -133,3 +133,31 @@ describe('the artifacts list while the release collects', () => {
     expect(answer.collecting || answer.incomplete.length > 0).toBe(true);
   });
 });
+
+/** An admin's change of a tenant while this process ends or requests that tenant's sessions: never a 409 in one process. */
+describe('a tenant change beside quota claims and returns in flight', () => {
+  const instances = ledgerInstances();
+
+  it('given a retirement ending 30 sessions one by one, when the tenant is reactivated meanwhile, then the reactivation lands, not a 409', async () => {
+    const ledger = await instances.ledger(instances.store());
+    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 'admin', apiKeyDigest: 'a', isAdmin: true, settings, now: NOW }, f), { actor: 'test' });
+    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 't', apiKeyDigest: 't', isAdmin: false, settings: { ...settings, nodeQuota: 30 }, now: NOW }, f), { actor: 'test' });
+    const machines = Array.from({ length: 30 }, (_, i) => ({ hostname: `m${i}`, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' as const }));
+    await ledger.decide((w, f) => decideRegisterMachines(w, POOLS, { machines, now: NOW }, f), { actor: 'test' });
+    for (let sessionId = 1; sessionId <= 30; sessionId++) {
+      await ledger.decide((w, f) => decideRequestSession(w, POOLS, DEFAULTS, { sessionId, tenantId: 2, specs: [{ pool: 'p', quantity: 1 }], now: NOW, contextualize: () => false }, f), { actor: 't' });
+    }
+    const retire = new UpdateTenantHandler(ledger, new SessionLifecycle(ledger, catalog)).execute(new UpdateTenantCommand({ tenant: ledger.world.tenants.get(1)! }, 2, {}, false, undefined));
+    await ledger.until(() => ledger.world.tenants.get(2)!.retiredAt !== null);
+    await new Promise((r) => setTimeout(r, 10));
+    // Before: decided at the World's revision of the tenant's stream, under each QuotaReturned of the loop in flight,
+    // it conflicted five times and was refused: 409 "the ledger changed under this request too often".
+    const reactivated = await ledger.decide((w, f) => decideUpdateTenant(w.tenants.get(2)!, { changes: {}, active: true, now: NOW }, w, f), { actor: 'admin' }).then(
+      () => 'landed',
+      (err: Error) => err.message,
+    );
+    await retire;
+    expect(reactivated).toBe('landed');
+    expect(ledger.world.tenants.get(2)!.retiredAt).toBeNull();
+  });
+});
