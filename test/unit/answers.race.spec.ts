@@ -89,6 +89,24 @@ describe('an answer and an admin change landing before it is built', () => {
     expect(await answer).toEqual({ kind: 'forbidden', message: "can't reserve nodes: tenant t was retired" });
   });
 
+  it('given a request that left the queue because its tenant was retired, when Duffy begins to stop before it is answered, then the retirement\'s 403, not a 503 "ask again" in the retirement\'s words', async () => {
+    const ledger = await farm();
+    for (const id of [1, 2, 3]) await ledger.decide((w, f) => decideServiceChange(w.machines.get(id)!, { maintenance: true, reason: 'disk swap' }, 'admin', NOW, f), { actor: 'admin' });
+    const handler = requests(ledger);
+    const answer = handler.execute(new RequestSessionCommand({ tenant: ledger.world.tenants.get(2)! }, 2, [{ pool: 'p', quantity: 1 }], 60)).then(
+      () => 'served',
+      (err: { kind: string; message: string }) => ({ kind: err.kind, message: err.message }),
+    );
+    await ledger.until(() => ledger.world.sessions.get(1)?.status === 'waiting');
+    await setActive(ledger, false);
+    const left = ledger.decide((w) => decideLeaveQueue(w.sessions.get(1)!, 'tenant t was retired', NOW), { actor: 'queue' });
+    const stopped = handler.beforeApplicationShutdown();
+    await Promise.all([left, stopped]);
+    expect(ledger.world.sessions.get(1)!.rejection).toBe('tenant t was retired');
+    // Before: {kind: 'unavailable', message: "can't reserve nodes: tenant t was retired"}: a 503 telling to ask again.
+    expect(await answer).toEqual({ kind: 'forbidden', message: "can't reserve nodes: tenant t was retired" });
+  });
+
   it('given a tenant holding sessions, when it is reactivated while its retirement still ends them, then the retirement is answered as it was decided: retired', async () => {
     const ledger = await farm();
     for (const sessionId of [1, 2, 3]) {

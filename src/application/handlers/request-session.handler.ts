@@ -12,6 +12,8 @@ import { type Session, handedOver } from '../../domain/world.js';
 import { WaitingQueue } from '../queue.service.js';
 
 const CALLER_GONE = 'the caller went away before the machines were handed over';
+/** Why a stop takes a waiting request out of the queue: its answer is a 503, to be asked again. */
+const STOPPING = 'Duffy is stopping; ask again';
 
 /**
  * POST /sessions: decide on the World, record the whole request in one append, then answer once the machines are
@@ -105,8 +107,7 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
    */
   async beforeApplicationShutdown(): Promise<void> {
     this.stopping = true;
-    const reason = 'Duffy is stopping; ask again';
-    const reasons = { waiting: reason, handover: `${reason} (it stopped before the machines were handed over)` };
+    const reasons = { waiting: STOPPING, handover: `${STOPPING} (it stopped before the machines were handed over)` };
     await Promise.allSettled([...this.answering].map((id) => this.sessions.letGo(id, reasons, 'shutdown')));
   }
 
@@ -137,7 +138,8 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
       if (s.status !== 'active') {
         // Left because no wait can serve it any more (its tenant retired, its quota lowered, machines retired): the
         // refusal a new request for it gets, so a CLI tells "ask again later" from "asking again cannot help".
-        if (this.stopping) refuse('unavailable', `can't reserve nodes: ${s.rejection ?? s.queue?.reason ?? 'no capacity'}`);
+        // Taken out by the stop; one that left for its own reason as the stop began is answered for that reason.
+        if (this.stopping && s.rejection === STOPPING) refuse('unavailable', `can't reserve nodes: ${STOPPING}`);
         // No wait can serve it now (retired, quota lowered since it left): that; else the refusal of its leaving.
         const now = refusalAfterWait(world, this.catalog.defaults, this.catalog.profiles, s);
         const { kind, message } = now.kind === 'capacity' && whenLeft ? whenLeft : now;
