@@ -99,11 +99,14 @@ export class Bootstrap {
     const world = this.ledger.world;
     const orphans = [...world.openSessions].map((id) => world.sessions.get(id)!).filter((s) => s.status === 'waiting' || (s.status === 'active' && !handedOver(world, s)));
     if (orphans.length === 0) return;
+    // Named, so on-call can tell which jobs lost their request (their tenants read why in the session).
+    const named = orphans.map((s) => `session ${s.id} (${world.tenants.get(s.tenantId)?.name ?? `tenant ${s.tenantId}`}, ${s.status === 'waiting' ? 'waiting in the queue' : 'in hand-over'})`);
     const why = 'the caller\'s connection went with the previous process';
     for (const s of orphans) {
       await this.sessions.letGo(s.id, { waiting: `Duffy restarted while it waited: ${why}`, handover: `Duffy restarted before the machines were handed over: ${why}` }, 'bootstrap');
     }
-    this.log.warn(`${orphans.length} request(s) waiting in the queue or for their hand-over let go: their callers went with the previous process`);
+    const shown = named.slice(0, 10).join(', ') + (named.length > 10 ? ` and ${named.length - 10} more` : '');
+    this.log.warn(`${orphans.length} request(s) waiting in the queue or for their hand-over let go: their callers went with the previous process: ${shown}`);
   }
 
   /**

@@ -1,4 +1,5 @@
 import { describe, expect, it, jest } from '@jest/globals';
+import { Logger } from '@nestjs/common';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -212,8 +213,12 @@ describe('restart', () => {
     expect(ledger.world.sessions.get(id)!.status).toBe('waiting');
     await duffy.close();
 
+    const warned = jest.spyOn(Logger.prototype, 'warn');
     duffy = await startDuffy({ dataDir });
     try {
+      // The log names the request let go, so on-call can tell which job lost it (it said only how many).
+      expect(warned.mock.calls.map(([m]) => String(m))).toContainEqual(expect.stringMatching(new RegExp(`let go: .*: session ${id} \\(waiter, waiting in the queue\\)$`)));
+      warned.mockRestore();
       const s = (await waiter().get(`${V1}/sessions/${id}`)).body.session;
       expect(s.active).toBe(false);
       expect(s.data.rejected).toMatch(/Duffy restarted while it waited/);
