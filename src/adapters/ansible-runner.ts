@@ -85,8 +85,8 @@ export interface PlaybookRunner {
   run(input: DuffyIn, options: { timeoutMs: number; playbook?: string }): Promise<RunResult>;
   /** Kills every run under way (Duffy is stopping: their claims are void for the next process). */
   stopAll?(): void;
-  /** Kills the runs a previous process on this data directory left behind (kill -9), and removes their inputs. */
-  reap?(dataDir: string): Promise<number>;
+  /** Kills the runs a previous process on this data directory left behind (kill -9), and removes their inputs; says what each was. */
+  reap?(dataDir: string): Promise<string[]>;
   /** What runs the playbooks, in one line (for /health); rejects when it cannot run at all. */
   version(): Promise<string>;
 }
@@ -129,14 +129,14 @@ export class AnsibleRunner implements PlaybookRunner {
     for (const [pgid, tmp] of this.groups) killRun(pgid, tmp);
   }
 
-  async reap(dataDir: string): Promise<number> {
+  async reap(dataDir: string): Promise<string[]> {
     const root = join(resolve(dataDir), RUNS_DIR);
-    let reaped = 0;
+    const reaped: string[] = [];
     for (const name of await readdir(root).catch(() => [] as string[])) {
       const pgid = await runGroup(join(root, name));
       // Its async jobs too, even once its controller is gone.
       killRun(pgid, join(root, name, 'tmp'));
-      if (pgid !== undefined) reaped += 1;
+      if (pgid !== undefined) reaped.push(await describeRun(join(root, name, INPUT_FILE)));
       await rm(join(root, name), { recursive: true, force: true });
     }
     return reaped;
@@ -464,6 +464,17 @@ function duffyOutOf(doc: unknown): OutNode[] | undefined {
  * run on Duffy's host. Unsafe text is used as it is, never templated. The pool's `vars` come from the configuration
  * (as trusted as the host) and stay templates.
  */
+/** A run left behind, from its input, for the log: `release p [p-3.test] for session 1` (its work is done again). */
+async function describeRun(inputFile: string): Promise<string> {
+  try {
+    // Every string of the input is wrapped as Ansible's unsafe text: unwrapped here.
+    const { duffy_in: d } = JSON.parse(await readFile(inputFile, 'utf8'), (_k, v: unknown) => (v !== null && typeof v === 'object' && '__ansible_unsafe' in v ? (v as { __ansible_unsafe: unknown }).__ansible_unsafe : v)) as { duffy_in: DuffyIn };
+    return `${d.action} ${d.pool.name} [${d.nodes.map((n) => n.hostname).join(', ')}]${d.session ? ` for session ${d.session.id}` : ''}`;
+  } catch {
+    return 'a run whose input cannot be read';
+  }
+}
+
 export function extraVarsJson(input: DuffyIn): string {
   const trusted = new WeakSet<object>();
   const trust = (v: unknown): void => {

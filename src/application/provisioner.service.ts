@@ -89,7 +89,7 @@ export class Provisioner implements OnApplicationShutdown {
   async reapLeftovers(): Promise<void> {
     if (!this.ledger.store.singleWriter || !this.runner.reap) return;
     const reaped = await this.runner.reap(this.catalog.settings.dataDir);
-    if (reaped > 0) this.log.warn(`killed ${reaped} playbook run(s) a previous process left running`);
+    if (reaped.length > 0) this.log.warn(`killed ${reaped.length} playbook run(s) a previous process left running, their work to be done again: ${reaped.join('; ')}`);
   }
 
   start(intervalMs = 2_000): void {

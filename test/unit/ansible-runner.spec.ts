@@ -136,7 +136,8 @@ describe('the runs a killed predecessor left behind', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-reap-'));
     const run = join(dataDir, 'runs', 'run-x');
     mkdirSync(run, { recursive: true });
-    writeFileSync(join(run, 'duffy_in.json'), '{}');
+    const input: DuffyIn = { action: 'release', pool: { name: 'p', type: 'vm', driver: 'local', arch: 'x86_64', platform: 'intel', vars: {} }, session: { id: 7, tenant: 't', ssh_key: 'k' }, policy: 'reuse', nodes: [{ id: 1, hostname: 'n1.test', ipaddr: null, data: {} }], data_dir: dataDir };
+    writeFileSync(join(run, 'duffy_in.json'), extraVarsJson(input));
     const playbook = join(dataDir, 'hang.yml');
     writeFileSync(playbook, '- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 300\n');
     // As the runner spawns it: its own process group, the input named on its command line.
@@ -151,7 +152,8 @@ describe('the runs a killed predecessor left behind', () => {
     try {
       // Its module runs: the group holds the playbook and the `sleep` it started.
       for (let i = 0; i < 300 && !execaSync('pgrep', ['-g', String(child.pid), '-x', 'sleep'], { reject: false }).stdout; i++) await sleep(100);
-      expect(await new AnsibleRunner().reap(dataDir)).toBe(1);
+      // Said by what it was, so the log tells on-call which work the new process does again.
+      expect(await new AnsibleRunner().reap(dataDir)).toEqual(['release p [n1.test] for session 7']);
       for (let i = 0; i < 50 && alive(child.pid!); i++) await sleep(100);
       expect(alive(child.pid!)).toBe(false);
       expect(readdirSync(join(dataDir, 'runs'))).toEqual([]);
