@@ -239,7 +239,11 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         // A restore killed after it began to move the ledger aside: the ledger it replaced is there, and what it left
         // here (its -wal, the read models) joins it, so that this one compares with, and keeps, that ledger whole. A
         // file here that is there already is the killed restore's own (the backup's head, put in place): dropped.
-        const cutShort = existsSync(unfinished) && !existsSync(join(dataDir, LEDGER_FILE)) ? readFileSync(unfinished, 'utf8') : undefined;
+        const earlier = existsSync(unfinished) ? readFileSync(unfinished, 'utf8') : undefined;
+        const cutShort = earlier !== undefined && !existsSync(join(dataDir, LEDGER_FILE)) ? earlier : undefined;
+        // Killed after it put the backup in place: the ledger it replaced stays where that restore moved it, named
+        // here, as that restore never said it (this one replaces what that one put in place).
+        const keptBefore = earlier !== undefined && cutShort === undefined && existsSync(join(earlier, LEDGER_FILE)) ? earlier : undefined;
         const aside = cutShort ?? join(dataDir, `replaced-${now.replace(/[:.]/g, '-')}`);
         const oldFiles = [LEDGER_FILE, `${LEDGER_FILE}-wal`, `${LEDGER_FILE}-shm`, HEAD_FILE, READ_MODELS_FILE, `${READ_MODELS_FILE}-wal`, `${READ_MODELS_FILE}-shm`];
         for (const f of cutShort ? oldFiles.filter((f) => existsSync(join(dataDir, f))) : []) {
@@ -286,6 +290,7 @@ export function backupCommands(duffy: Command, out: (line: string) => void): voi
         syncToDisk(dataDir);
         out(`restored ${join(from, LEDGER_FILE)} into ${dataDir}${keyTaken ? ` with its signing key ${KEY_FILE}` : ''}`);
         if (cutShort) out(`a restore cut short before had moved the ledger it replaced to ${aside}: it is kept there`);
+        if (keptBefore) out(`a restore cut short before had moved the ledger it replaced to ${keptBefore}: it is kept there`);
         if (moved.length) out(`what it replaced is in ${aside}: ${moved.join(', ')}`);
         if (disagreement) {
           process.stderr.write(

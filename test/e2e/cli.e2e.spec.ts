@@ -786,6 +786,27 @@ describe('duffy backup and restore: an operator backs up while Jenkins works, th
     }
   });
 
+  it('killed after it put the backup in place, run again it names where the ledger it first replaced is kept (it named only the one it replaced itself)', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-restore-killed-late-'));
+    let duffy = await startDuffy({ dataDir });
+    const gamma = duffy.client('gamma', await registerGamma(duffy));
+    await oneMachine(gamma, 'baremetal');
+    const backup = join(mkdtempSync(join(tmpdir(), 'duffy-backup-')), 'late');
+    expect((await cli('backup', backup, '--data-dir', dataDir)).code).toBe(0);
+    await oneMachine(gamma, 'vm');
+    await duffy.close();
+    const preload = fileURLToPath(new URL('../support/kill-before-rename.cjs', import.meta.url));
+    const killed = await exec(process.execPath, ['--require', preload, CLI, 'restore', backup, '--data-dir', dataDir], { env: { PATH: process.env.PATH, KILL_BEFORE_REMOVE_OF: 'restore-unfinished' } }).catch((e) => e);
+    expect(killed.signal).toBe('SIGKILL');
+    const first = readdirSync(dataDir).filter((f) => f.startsWith('replaced-'));
+    expect(first).toHaveLength(1);
+    const again = await cli('restore', backup, '--data-dir', dataDir);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain(`a restore cut short before had moved the ledger it replaced to ${join(dataDir, first[0])}: it is kept there`);
+    duffy = await startDuffy({ dataDir });
+    await duffy.close();
+  });
+
   // Node's recursive mkdir took /proc's ENOENT for a missing parent, and made /proc again, for ever at 100 % CPU.
   it('says a backup directory that cannot be created (under /proc, under a file) cannot be, and stops', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-backup-proc-'));
