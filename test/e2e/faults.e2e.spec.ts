@@ -577,6 +577,44 @@ describe('fault: the disk fills up while a hand-over runs, so its outcome cannot
   });
 });
 
+describe('fault: a stop (SIGTERM) while the disk is full and a hand-over runs', () => {
+  (fullDisk ? it : it.skip)('answers the hand-over\'s caller 503 at once and ends, though the ledger cannot record the session\'s end (it waited for the handover-timeout, 15 min by default)', async () => {
+    const disk = mountTmpfs()!;
+    const machines = mkdtempSync(join(tmpdir(), 'duffy-machines-'));
+    const runs = mkdtempSync(join(tmpdir(), 'duffy-runs-'));
+    try {
+      const dataDir = join(disk, 'data');
+      mkdirSync(dataDir);
+      symlinkSync(machines, join(dataDir, 'machines'));
+      symlinkSync(runs, join(dataDir, 'runs'));
+      const config = ansibleConfig([{ name: 'p', 'playbook-timeout': 900, 'handover-timeout': 900 }], [{ hostname: 'h-1.test', pool: 'p', state: 'ready' }]);
+      inject(dataDir, 'h-1.test', 'hang', 'contextualize');
+      duffy = await startDuffy({ configFile: config, dataDir });
+      const ci = await newTenant(duffy, 'ci');
+      const answer = ci.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'p', quantity: 1 }] });
+      for (let i = 0; i < 600 && !hangingSleep(dataDir); i++) await sleep(100);
+      fillUp(join(disk, 'filler'));
+      let refused = false;
+      for (let i = 0; i < 400 && !refused; i++) refused = (await duffy.admin.post(`${V1}/tenants`, { name: `t-${i}`, ssh_key: `ssh-ed25519 ${'A'.repeat(2000)} x` })).status === 503;
+      expect(refused).toBe(true);
+
+      const closed = duffy.close();
+      duffy = undefined;
+      const timer = new AbortController();
+      const said = await Promise.race([answer, sleep(30_000, undefined, { signal: timer.signal }).then(() => undefined)]).finally(() => timer.abort());
+      expect([said?.status, said?.body.detail]).toEqual([503, expect.stringMatching(/Duffy is stopping; ask again/)]);
+      await closed;
+    } finally {
+      await duffy?.close();
+      duffy = undefined;
+      spawnSync('umount', ['-l', disk]);
+      rmSync(disk, { recursive: true, force: true });
+      rmSync(machines, { recursive: true, force: true });
+      rmSync(runs, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("fault: the embedded ledger's writer thread dies", () => {
   it('answers writes 503 with Retry-After, never 500, and /health says the ledger is down and why', async () => {
     duffy = await startDuffy();

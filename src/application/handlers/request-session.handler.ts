@@ -26,6 +26,9 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
   /** Requests that may wait, being decided: not yet among `answering`. */
   private joining = 0;
   private stopping = false;
+  /** The stop has let its callers go, or tried to: a caller still held (the ledger refused the write, a full disk) is answered now. */
+  private letGoDone = false;
+  private readonly wakeOnStop = new Set<() => void>();
 
   constructor(
     private readonly ledger: Ledger,
@@ -109,6 +112,22 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     this.stopping = true;
     const reasons = { waiting: STOPPING, handover: `${STOPPING} (it stopped before the machines were handed over)` };
     await Promise.allSettled([...this.answering].map((id) => this.sessions.letGo(id, reasons, 'shutdown')));
+    // Whatever could not be written (a full disk) is let go by the next process at its start; the stop waits for no wait or hand-over.
+    this.letGoDone = true;
+    for (const wake of this.wakeOnStop) wake();
+  }
+
+  /** `wait`, or `onStop` once the stop has let its callers go. Its waker goes with it: a request leaves nothing behind. */
+  private async unlessStopped<T>(wait: Promise<T>, onStop: T): Promise<T> {
+    if (this.letGoDone) return onStop;
+    let wake!: () => void;
+    const stopped = new Promise<T>((resolve) => (wake = () => resolve(onStop)));
+    this.wakeOnStop.add(wake);
+    try {
+      return await Promise.race([wait, stopped]);
+    } finally {
+      this.wakeOnStop.delete(wake);
+    }
   }
 
   private async answer(sessionId: number, cmd: RequestSessionCommand): Promise<Session> {
@@ -125,8 +144,9 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
         if (s.status !== 'active') whenLeft ??= refusalAfterWait(world, this.catalog.defaults, this.catalog.profiles, s);
         return true;
       };
-      await this.ledger.until(left, (cmd.waitSeconds + 30) * 1000).catch(() => undefined);
+      await this.unlessStopped(this.ledger.until(left, (cmd.waitSeconds + 30) * 1000).catch(() => undefined), undefined);
       stopListening?.();
+      if (this.stopping && world.sessions.get(sessionId)!.status === 'waiting') refuse('unavailable', `can't reserve nodes: ${STOPPING}`);
       if (world.sessions.get(sessionId)!.status === 'waiting') {
         // Its wait is over by this handler's own timer while the queue still holds it (its passes did not take it out:
         // they failed, or the clock it reads was behind): it leaves the queue before its caller is refused, or the queue
@@ -175,11 +195,17 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     const timeoutMs = Math.max(...session.machineIds.map((id) => this.catalog.pool(world.machines.get(id)!.pool)!['handover-timeout'])) * 1000;
     // A caller that hangs up during the hand-over never learns the session: it ends, not held for a whole lease.
     const stopListening = done() ? undefined : cmd.onCallerGone?.(() => void this.sessions.end(sessionId, 'failed', null, CALLER_GONE).catch(() => undefined));
-    const inTime = await this.ledger.until(done, timeoutMs).then(
-      () => true,
-      () => false,
-    );
+    const inTime =
+      done() ||
+      (await this.unlessStopped(
+        this.ledger.until(done, timeoutMs).then(
+          () => true,
+          () => false,
+        ),
+        true,
+      ));
     stopListening?.();
+    if (this.stopping && !done()) refuse('unavailable', `can't provision nodes: ${STOPPING} (it stopped before the machines were handed over)`);
     let s = world.sessions.get(sessionId)!;
     // Its expiry set in the past during the hand-over (the reconciler's pass, every 5 s, may not have come yet):
     // the lease is over, so it ends now and the caller gets the 409 below, never a 201 for an expired session.
