@@ -458,23 +458,26 @@ function duffyOutOf(doc: unknown): OutNode[] | undefined {
   return last;
 }
 
-/**
- * `duffy_in` as extra vars, every string as Ansible's JSON marker for unsafe text: extra vars are templated, and
- * tenants and admins write some of them (an SSH key, node data, a comment): `{{ lookup('pipe', ...) }}` in one would
- * run on Duffy's host. Unsafe text is used as it is, never templated. The pool's `vars` come from the configuration
- * (as trusted as the host) and stay templates.
- */
+/** Ansible's JSON marker for unsafe text (never templated). */
+const UNSAFE = '__ansible_unsafe';
+
 /** A run left behind, from its input, for the log: `release p [p-3.test] for session 1` (its work is done again). */
 async function describeRun(inputFile: string): Promise<string> {
   try {
     // Every string of the input is wrapped as Ansible's unsafe text: unwrapped here.
-    const { duffy_in: d } = JSON.parse(await readFile(inputFile, 'utf8'), (_k, v: unknown) => (v !== null && typeof v === 'object' && '__ansible_unsafe' in v ? (v as { __ansible_unsafe: unknown }).__ansible_unsafe : v)) as { duffy_in: DuffyIn };
+    const { duffy_in: d } = JSON.parse(await readFile(inputFile, 'utf8'), (_k, v: unknown) => (v !== null && typeof v === 'object' && UNSAFE in v ? (v as Record<typeof UNSAFE, unknown>)[UNSAFE] : v)) as { duffy_in: DuffyIn };
     return `${d.action} ${d.pool.name} [${d.nodes.map((n) => n.hostname).join(', ')}]${d.session ? ` for session ${d.session.id}` : ''}`;
   } catch {
     return 'a run whose input cannot be read';
   }
 }
 
+/**
+ * `duffy_in` as extra vars, every string as Ansible's JSON marker for unsafe text: extra vars are templated, and
+ * tenants and admins write some of them (an SSH key, node data, a comment): `{{ lookup('pipe', ...) }}` in one would
+ * run on Duffy's host. Unsafe text is used as it is, never templated. The pool's `vars` come from the configuration
+ * (as trusted as the host) and stay templates.
+ */
 export function extraVarsJson(input: DuffyIn): string {
   const trusted = new WeakSet<object>();
   const trust = (v: unknown): void => {
@@ -485,7 +488,7 @@ export function extraVarsJson(input: DuffyIn): string {
   trust(input.pool.vars);
   return JSON.stringify({ duffy_in: input }, function (this: object, key: string, value: unknown) {
     // Called again on the marker's own member.
-    if (typeof value !== 'string' || key === '__ansible_unsafe' || trusted.has(this)) return value;
-    return { __ansible_unsafe: value };
+    if (typeof value !== 'string' || key === UNSAFE || trusted.has(this)) return value;
+    return { [UNSAFE]: value };
   });
 }
