@@ -10,7 +10,7 @@ import { SessionLifecycle } from '../../src/application/session-lifecycle.js';
 import { type Write, decideEndSession, decideLeaveQueue, decideRegisterMachines, decideRegisterTenant, decideRequestSession, decideUpdateTenant } from '../../src/domain/decide.js';
 import { decideServiceChange } from '../../src/domain/decide-service.js';
 import { type PlaybookRun, stream } from '../../src/domain/events.js';
-import { ledgerInstances } from '../support/ledgers.js';
+import { ledgerInstances, registerSmallFarm } from '../support/ledgers.js';
 import { ArtifactsController } from '../../src/http/artifacts.controller.js';
 import type { ReadViews } from '../../src/http/read-views.js';
 import { type Session, emptyWorld } from '../../src/domain/world.js';
@@ -40,14 +40,7 @@ describe('an answer and an admin change landing before it is built', () => {
   const instances = ledgerInstances();
 
   /** Tenants admin (1) and t (2), machines m1-m3 in pool p. */
-  const farm = async () => {
-    const ledger = await instances.ledger(instances.store());
-    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 'admin', apiKeyDigest: 'a', isAdmin: true, settings, now: NOW }, f), { actor: 'test' });
-    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 't', apiKeyDigest: 't', isAdmin: false, settings, now: NOW }, f), { actor: 'test' });
-    const machines = ['m1', 'm2', 'm3'].map((hostname) => ({ hostname, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' as const }));
-    await ledger.decide((w, f) => decideRegisterMachines(w, POOLS, { machines, now: NOW }, f), { actor: 'test' });
-    return ledger;
-  };
+  const farm = async () => registerSmallFarm(await instances.ledger(instances.store()), { pools: POOLS, settings, now: NOW });
   const requests = (ledger: Ledger) => new RequestSessionHandler(ledger, catalog, new SessionLifecycle(ledger, catalog), metrics, queue);
   const ask = (ledger: Ledger, waitSeconds = 0) =>
     requests(ledger)

@@ -8,7 +8,7 @@ import { ExtendSessionCommand } from '../../src/application/commands.js';
 import type { Catalog } from '../../src/application/catalog.js';
 import { stream } from '../../src/domain/events.js';
 import type { TenantSettings } from '../../src/domain/events.js';
-import { ledgerInstances } from '../support/ledgers.js';
+import { ledgerInstances, registerSmallFarm } from '../support/ledgers.js';
 import type { EventStore, StreamWrite } from '../../src/application/ports/event-store.port.js';
 import { verifyChains } from '../../src/audit/chain.js';
 
@@ -24,14 +24,7 @@ const settings = { sshKey: '', nodeQuota: 3, sessionLifetime: null, sessionLifet
 describe('a request racing a change of its tenant, in one process', () => {
   const instances = ledgerInstances();
 
-  const farm = async () => {
-    const ledger = await instances.ledger(instances.store());
-    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 'admin', apiKeyDigest: 'a', isAdmin: true, settings, now: NOW }, f), { actor: 'test' });
-    await ledger.decide((w, f) => decideRegisterTenant(w, { name: 't', apiKeyDigest: 't', isAdmin: false, settings, now: NOW }, f), { actor: 'test' });
-    const machines = ['m1', 'm2', 'm3'].map((hostname) => ({ hostname, ipaddr: null, pool: 'p', reusable: true, data: {}, state: 'ready' as const }));
-    await ledger.decide((w, f) => decideRegisterMachines(w, POOLS, { machines, now: NOW }, f), { actor: 'test' });
-    return ledger;
-  };
+  const farm = async () => registerSmallFarm(await instances.ledger(instances.store()), { pools: POOLS, settings, now: NOW });
   const change = (ledger: Ledger, changes: Partial<TenantSettings>, active?: boolean) =>
     ledger.decide((w, f) => decideUpdateTenant(w.tenants.get(2)!, { changes, active, now: NOW }, w, f), { actor: 'admin' });
   const request = (ledger: Ledger, sessionId: number, askedBy?: number) =>
