@@ -195,15 +195,22 @@ export function decideRegisterTenant(
 export function decideUpdateTenant(
   tenant: Tenant,
   /** `keyDigests`: every digest the new key may already be stored under (default: its `apiKeyDigest`). */
-  cmd: { changes: Partial<TenantSettings & { apiKeyDigest: string }>; keyDigests?: readonly string[]; active?: boolean; now: string },
+  cmd: {
+    changes: Partial<TenantSettings & { apiKeyDigest: string }>;
+    keyDigests?: readonly string[];
+    active?: boolean;
+    now: string;
+    /** As for decideEndSession (a retirement ends the tenant's sessions); without it, the reconciler's next pass recycles those machines. */
+    recyclesInstantly?: (pool: string) => boolean;
+  },
   world: World,
   inFlight: InFlightView = NOTHING_IN_FLIGHT,
 ): Decision {
   // As Duffy v3: a retired tenant can only be reactivated (with or without other changes in the same call). Retiring
-  // it again changes nothing, and lets the handler end what an interrupted retirement left running.
+  // it again ends what a retirement written before retirements were one append left running (a ledger of 2026-12-03 or older).
   if (tenant.retiredAt !== null && cmd.active !== true) {
     const onlyRetire = cmd.active === false && Object.values(cmd.changes).every((v) => v === undefined);
-    return onlyRetire ? [] : refusal('invalid', `tenant ${tenant.name} (id=${tenant.id}) is retired`);
+    return onlyRetire ? withSessionsEnded(world, tenant, [], cmd, inFlight) : refusal('invalid', `tenant ${tenant.name} (id=${tenant.id}) is retired`);
   }
   const events: DuffyEvent[] = [];
   let admins: number[] | undefined;
@@ -232,11 +239,31 @@ export function decideUpdateTenant(
   }
   if (events.length === 0) return [];
   const change: Write = { stream: stream.tenant(tenant.name), expected: tenant.revision, events };
-  return [
+  const writes = [
     change,
     ...('apiKeyDigest' in changes ? [keyAssigned(world, tenant.id, cmd.now, inFlight)] : []),
     ...(admins ? [adminsChanged(world, admins, cmd.now, inFlight)] : []),
   ];
+  return cmd.active === false ? withSessionsEnded(world, tenant, writes, cmd, inFlight) : writes;
+}
+
+/**
+ * A retirement and the end of every session its tenant holds, in one append: a crash can no longer leave a retired
+ * tenant's sessions running. Each session's quota return joins the tenant's own write (a stream appears once per append).
+ */
+function withSessionsEnded(world: World, tenant: Tenant, writes: Write[], cmd: { now: string; recyclesInstantly?: (pool: string) => boolean }, inFlight: InFlightView): Write[] {
+  const merged = [...writes];
+  const recyclesInstantly = cmd.recyclesInstantly ?? (() => false);
+  for (const id of world.openSessions) {
+    const s = world.sessions.get(id)!;
+    if (s.tenantId !== tenant.id) continue;
+    for (const w of decideEndSession(world, s, { reason: 'tenant-retired', now: cmd.now, recyclesInstantly }, inFlight)) {
+      const same = merged.findIndex((m) => m.stream === w.stream);
+      if (same === -1) merged.push(w);
+      else merged[same] = { ...merged[same], events: [...merged[same].events, ...w.events] };
+    }
+  }
+  return merged;
 }
 
 /** An admin whose stream has a write in flight may be retiring right now: it does not count (two admins retiring each other at once). */

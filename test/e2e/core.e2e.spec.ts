@@ -32,6 +32,24 @@ describe('one command, one append', () => {
     expect(done.status).toBe(200);
     expect(ledger.appends - mid).toBe(1);
   });
+
+  it("a tenant's retirement, with every session it holds ended, is exactly one append", async () => {
+    const bob = await newTenant(duffy, 'one-append-retired');
+    const ids: number[] = [];
+    for (const pool of ['vm-intel-x86_64', 'vm-intel-x86_64']) {
+      const r = await bob.post('/api/v1/sessions', { nodes_specs: [{ pool, quantity: 1 }] });
+      expect(r.status).toBe(201);
+      ids.push(r.body.session.id);
+    }
+    const ledger = duffy.app.get(Ledger);
+    const bobId = [...ledger.world.tenants.values()].find((t) => t.name === 'one-append-retired')!.id;
+    const before = ledger.appends;
+    const retired = await duffy.admin.put(`/api/v1/tenants/${bobId}`, { active: false });
+    expect(retired.status).toBe(200);
+    expect(ledger.appends - before).toBe(1);
+    for (const id of ids) expect(ledger.world.sessions.get(id)).toMatchObject({ status: 'released', releaseReason: 'tenant-retired' });
+    expect(ledger.world.tenants.get(bobId)!.held).toBe(0);
+  });
 });
 
 describe('a session ended long ago (the World has let it go)', () => {

@@ -188,6 +188,62 @@ describe('the last active admin', () => {
   });
 });
 
+describe('retiring a tenant that holds sessions', () => {
+  /** alice(1) holds session 1 on i1 and session 2 on i2; bob(2) holds session 3 on a1. */
+  const held = (): Array<[string, DuffyEvent]> => {
+    const session = (sessionId: number, tenantId: number, name: string, machineId: number, hostname: string, pool: string): Array<[string, DuffyEvent]> => [
+      [`session-${sessionId}`, { type: 'MachineRequested', data: { sessionId, tenantId, tenant: name, specs: [{ pool, quantity: 1 }], expiresAt: LATER, at: AT } }],
+      [`tenant-${name}`, { type: 'QuotaClaimed', data: { tenantId, sessionId, count: 1, at: AT } }],
+      [`machine-${hostname}`, { type: 'MachineReserved', data: { machineId, hostname, sessionId, tenantId, pool, platform: 'intel', affinity: 'established', contextualize: false, at: AT } }],
+      [`session-${sessionId}`, { type: 'SessionStarted', data: { sessionId, machineIds: [machineId], at: AT } }],
+    ];
+    return [
+      tenant(1, 'alice'), tenant(2, 'bob'), machine(1, 'i1', 'metal-intel'), machine(2, 'i2', 'metal-intel'), machine(3, 'a1', 'metal-amd'),
+      ...session(1, 1, 'alice', 1, 'i1', 'metal-intel'), ...session(2, 1, 'alice', 2, 'i2', 'metal-intel'), ...session(3, 2, 'bob', 3, 'a1', 'metal-amd'),
+    ];
+  };
+
+  it('given two sessions of alice and one of bob, when alice is retired, then one decision ends both of hers, each stream written once', () => {
+    const world = given(...held());
+    const writes = decideUpdateTenant(world.tenants.get(1)!, { changes: {}, active: false, now: LATER, recyclesInstantly: (pool) => pool === 'metal-intel' }, world) as Write[];
+    expect(written(writes)).toEqual([
+      {
+        stream: 'tenant-alice',
+        expected: world.tenants.get(1)!.revision,
+        events: [
+          { type: 'TenantRetired', data: { tenantId: 1, at: LATER } },
+          { type: 'QuotaReturned', data: { tenantId: 1, sessionId: 1, count: 1, at: LATER } },
+          { type: 'QuotaReturned', data: { tenantId: 1, sessionId: 2, count: 1, at: LATER } },
+        ],
+      },
+      { stream: 'session-1', expected: 1, events: [{ type: 'SessionReleased', data: { sessionId: 1, reason: 'tenant-retired', at: LATER } }] },
+      { stream: 'machine-i1', expected: 1, events: [expect.objectContaining({ type: 'MachineReleased' }), expect.objectContaining({ type: 'MachineRecycled' })] },
+      { stream: 'session-2', expected: 1, events: [{ type: 'SessionReleased', data: { sessionId: 2, reason: 'tenant-retired', at: LATER } }] },
+      { stream: 'machine-i2', expected: 1, events: [expect.objectContaining({ type: 'MachineReleased' }), expect.objectContaining({ type: 'MachineRecycled' })] },
+    ]);
+  });
+
+  it('given a retirement that ended only some sessions (written before retirements were one append), when retired again, then the rest end in one decision', () => {
+    const partly: Array<[string, DuffyEvent]> = [
+      ...held(),
+      ['tenant-alice', { type: 'TenantRetired', data: { tenantId: 1, at: LATER } }],
+      ['session-1', { type: 'SessionReleased', data: { sessionId: 1, reason: 'tenant-retired', at: LATER } }],
+      ['machine-i1', { type: 'MachineReleased', data: { machineId: 1, sessionId: 1, reason: 'tenant-retired', at: LATER } }],
+      ['tenant-alice', { type: 'QuotaReturned', data: { tenantId: 1, sessionId: 1, count: 1, at: LATER } }],
+    ];
+    const world = given(...partly);
+    const writes = decideUpdateTenant(world.tenants.get(1)!, { changes: {}, active: false, now: LATER }, world) as Write[];
+    expect(writes.map((w) => [w.stream, w.events.map((e) => e.type)])).toEqual([
+      ['session-2', ['SessionReleased']],
+      ['machine-i2', ['MachineReleased']],
+      ['tenant-alice', ['QuotaReturned']],
+    ]);
+    // Nothing left: retiring it again writes nothing.
+    const after = given(...partly, ...writes.flatMap((w) => w.events.map((e): [string, DuffyEvent] => [w.stream, e as DuffyEvent])));
+    expect(decideUpdateTenant(after.tenants.get(1)!, { changes: {}, active: false, now: LATER }, after)).toEqual([]);
+  });
+});
+
 describe('changing a retired tenant', () => {
   const retired = () => given(tenant(1, 'admin', { isAdmin: true }), tenant(2, 't'), ['tenant-t', { type: 'TenantRetired', data: { tenantId: 2, at: AT } }]);
 

@@ -210,9 +210,6 @@ export class RequestSessionHandler implements ICommandHandler<RequestSessionComm
     // Its expiry set in the past during the hand-over (the reconciler's pass, every 5 s, may not have come yet):
     // the lease is over, so it ends now and the caller gets the 409 below, never a 201 for an expired session.
     if (inTime && s.status === 'active' && Date.parse(s.expiresAt) <= this.ledger.clock.nowMs()) s = await this.sessions.end(sessionId, 'expired', null);
-    // Its tenant retired meanwhile: the retirement ends the tenant's sessions one by one and may not have come to this
-    // one yet. It ends now and is answered as the retirement's, never a 201 for a retired tenant.
-    if (inTime && s.status === 'active' && world.tenants.get(s.tenantId)?.retiredAt) s = await this.sessions.end(sessionId, 'tenant-retired', null);
     if (inTime && s.status === 'active') return s;
     if (!inTime) await this.sessions.end(sessionId, 'failed', null, 'provisioning did not finish in time');
     const ended = world.sessions.get(sessionId)!;

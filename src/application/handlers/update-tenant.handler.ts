@@ -23,17 +23,11 @@ export class UpdateTenantHandler implements ICommandHandler<UpdateTenantCommand>
     await this.ledger.decide((world, inFlight) => {
       const tenant = world.tenants.get(cmd.tenantId);
       if (!tenant) return refusal('not_found', `tenant ${cmd.tenantId} not found`);
-      return decideUpdateTenant(tenant, { changes, keyDigests, active: cmd.active, now: this.ledger.clock.now() }, world, inFlight);
+      const now = this.ledger.clock.now();
+      return decideUpdateTenant(tenant, { changes, keyDigests, active: cmd.active, now, recyclesInstantly: (pool) => this.sessions.recyclesInstantly(pool) }, world, inFlight);
     }, metaFor(cmd.actor));
-    const world = this.ledger.world;
-    // As decided: the loop below awaits, and a change landing meanwhile (a reactivation) is not this answer's.
-    const tenant = { ...world.tenants.get(cmd.tenantId)! };
-    if (tenant.retiredAt !== null) {
-      // Retiring a tenant ends its sessions; their machines go back through release.
-      for (const s of [...world.openSessions].map((id) => world.sessions.get(id)!)) {
-        if (s.tenantId === tenant.id && s.status === 'active') await this.sessions.end(s.id, 'tenant-retired', cmd.actor);
-      }
-    }
+    // As decided, whatever lands after this append.
+    const tenant = { ...this.ledger.world.tenants.get(cmd.tenantId)! };
     // Only a key Duffy made up is shown; one the admin chose they know already.
     return { tenant, apiKey: cmd.apiKey === 'reset' ? apiKey : undefined };
   }
