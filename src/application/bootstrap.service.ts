@@ -38,6 +38,9 @@ export class Bootstrap {
    * inventory left an admin nobody had the key of).
    */
   async run(options: { reconcileEveryMs?: number; showAdminKey?: (key: string) => void } = {}): Promise<void> {
+    // First (main holds the data directory's lock): their work is void and done again, and the start (folding the
+    // ledger, a read-side rebuild, a large inventory) may take minutes they would go on touching machines.
+    await this.provisioner.reapLeftovers();
     await this.ledger.start();
     this.checkPoolsOfMachines();
     this.checkInventory();
@@ -83,7 +86,6 @@ export class Bootstrap {
       `in service are not in ${s.configFile} (removed from it, or added with POST /nodes): the configuration only adds machines, so they stay in service until retired (PUT /api/v1/nodes/ID {"retired": true}, or {"maintenance": true})`,
     );
     this.reconciler.start(options.reconcileEveryMs);
-    await this.provisioner.reapLeftovers();
     this.provisioner.start();
     this.queue.start();
   }

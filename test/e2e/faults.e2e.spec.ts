@@ -743,9 +743,11 @@ describe('fault: Duffy stopped or killed while a playbook runs', () => {
   });
   const host = 'stop-1.test';
   const start = (dataDir: string, config: string, port: number) => {
-    const child = spawn(process.execPath, [MAIN], { env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_CONFIG: config, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'warn', NODE_OPTIONS: '' }, stdio: 'ignore' });
+    const child = spawn(process.execPath, [MAIN], { env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_CONFIG: config, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'warn', NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(child);
-    return { child, exit: new Promise<number | string | null>((r) => child.once('exit', (code, signal) => r(code ?? signal))) };
+    const log: string[] = [];
+    for (const out of [child.stdout!, child.stderr!]) out.on('data', (chunk: Buffer) => log.push(chunk.toString()));
+    return { child, log, exit: new Promise<number | string | null>((r) => child.once('exit', (code, signal) => r(code ?? signal))) };
   };
   const up = async (port: number) => {
     for (let i = 0; i < 300; i++) {
@@ -812,9 +814,13 @@ describe('fault: Duffy stopped or killed while a playbook runs', () => {
     expect(alive(group)).toBe(true);
 
     rmSync(join(dataDir, 'machines', host, 'inject'), { recursive: true, force: true });
-    start(dataDir, config, port + 1);
+    const second = start(dataDir, config, port + 1);
     await up(port + 1);
     expect(await gone(group)).toBe(true);
+    // First thing: before the start lets the request go (and frees its machine), not at its end.
+    const said = second.log.join('');
+    expect(said.indexOf('killed 1 playbook run(s) a previous process left running')).toBeGreaterThan(-1);
+    expect(said.indexOf('killed 1 playbook run(s)')).toBeLessThan(said.indexOf('let go: their callers went with the previous process'));
     expect(readdirSync(join(dataDir, 'runs')).filter((r) => existsSync(join(dataDir, 'runs', r, 'pgid')) && Number(readFileSync(join(dataDir, 'runs', r, 'pgid'), 'utf8')) === group)).toEqual([]);
   });
 });
