@@ -11,7 +11,7 @@ import { Ledger } from '../../src/application/ledger.service.js';
 import { Provisioner } from '../../src/application/provisioner.service.js';
 import { ANSIBLE_DIR, AnsibleRunner, type DuffyIn } from '../../src/adapters/ansible-runner.js';
 import { ansibleConfig, inject } from '../support/ansible.js';
-import { ADMIN_KEY, Client, type Running, basic, ledgerEvents, machine, newTenant, startDuffy, until } from '../support/server.js';
+import { ADMIN_KEY, Client, type Reply, type Running, basic, ledgerEvents, machine, newTenant, startDuffy, until } from '../support/server.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 // Real playbooks and a real second process: seconds each.
@@ -522,41 +522,57 @@ function hangingSleep(dataDir: string): number | undefined {
   return undefined;
 }
 
+/**
+ * A tenant's request in hand-over, its contextualize hanging, on a tmpfs data directory then filled until the ledger
+ * refuses even a small write: `body` gets the caller's answer on its way and the hanging playbook's sleep (killed, the
+ * run ends). The machine's own "disk" is elsewhere, as a real machine's is; so are the runs' files, whose removal at
+ * the run's end would give the ledger room. The claim's deadline (playbook-timeout + 60 s) is past every wait here.
+ */
+async function handOverOnFullDisk(body: (hung: { disk: string; machines: string; answer: Promise<Reply>; sleeper: number }) => Promise<void>): Promise<void> {
+  const disk = mountTmpfs()!;
+  const machines = mkdtempSync(join(tmpdir(), 'duffy-machines-'));
+  const runs = mkdtempSync(join(tmpdir(), 'duffy-runs-'));
+  try {
+    const dataDir = join(disk, 'data');
+    mkdirSync(dataDir);
+    symlinkSync(machines, join(dataDir, 'machines'));
+    symlinkSync(runs, join(dataDir, 'runs'));
+    const config = ansibleConfig([{ name: 'p', 'playbook-timeout': 900, 'handover-timeout': 900 }], [{ hostname: 'h-1.test', pool: 'p', state: 'ready' }]);
+    inject(dataDir, 'h-1.test', 'hang', 'contextualize');
+    duffy = await startDuffy({ configFile: config, dataDir });
+    const ci = await newTenant(duffy, 'ci');
+    const answer = ci.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'p', quantity: 1 }] });
+    let sleeper: number | undefined;
+    for (let i = 0; i < 600 && !(sleeper = hangingSleep(dataDir)); i++) await sleep(100);
+    expect(sleeper).toBeDefined();
+
+    fillUp(join(disk, 'filler'));
+    // The ledger may still have room in pages it already holds: write until it has none, not even for a small write.
+    for (const size of [2000, 1]) {
+      let refused = false;
+      for (let i = 0; i < 400 && !refused; i++) refused = (await duffy.admin.post(`${V1}/tenants`, { name: `t-${size}-${i}`, ssh_key: `ssh-ed25519 ${'A'.repeat(size)} x` })).status === 503;
+      expect(refused).toBe(true);
+    }
+    await body({ disk, machines, answer, sleeper: sleeper! });
+  } finally {
+    await duffy?.close();
+    duffy = undefined;
+    spawnSync('umount', ['-l', disk]);
+    rmSync(disk, { recursive: true, force: true });
+    rmSync(machines, { recursive: true, force: true });
+    rmSync(runs, { recursive: true, force: true });
+  }
+}
+
 describe('fault: the disk fills up while a hand-over runs, so its outcome cannot be written', () => {
   (fullDisk ? it : it.skip)("answers the waiting caller once there is room again, not at the claim's deadline, and asks the full ledger about once a second meanwhile", async () => {
-    const disk = mountTmpfs()!;
-    const machines = mkdtempSync(join(tmpdir(), 'duffy-machines-'));
-    const runs = mkdtempSync(join(tmpdir(), 'duffy-runs-'));
-    try {
-      const dataDir = join(disk, 'data');
-      mkdirSync(dataDir);
-      // The machine's own "disk" is elsewhere, as a real machine's is; so are the runs' files, whose removal at the
-      // run's end would give the ledger room for its outcome.
-      symlinkSync(machines, join(dataDir, 'machines'));
-      symlinkSync(runs, join(dataDir, 'runs'));
-      // The claim's deadline (playbook-timeout + 60 s) is far past this test's waits.
-      const config = ansibleConfig([{ name: 'p', 'playbook-timeout': 900, 'handover-timeout': 900 }], [{ hostname: 'h-1.test', pool: 'p', state: 'ready' }]);
-      inject(dataDir, 'h-1.test', 'hang', 'contextualize');
-      duffy = await startDuffy({ configFile: config, dataDir });
-      const ci = await newTenant(duffy, 'ci');
-      const answer = ci.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'p', quantity: 1 }] });
-      let sleeper: number | undefined;
-      for (let i = 0; i < 600 && !(sleeper = hangingSleep(dataDir)); i++) await sleep(100);
-      expect(sleeper).toBeDefined();
-
-      fillUp(join(disk, 'filler'));
-      // The ledger may still have room in pages it already holds: write until it has none, not even for a small write.
-      for (const size of [2000, 1]) {
-        let refused = false;
-        for (let i = 0; i < 400 && !refused; i++) refused = (await duffy.admin.post(`${V1}/tenants`, { name: `t-${size}-${i}`, ssh_key: `ssh-ed25519 ${'A'.repeat(size)} x` })).status === 503;
-        expect(refused).toBe(true);
-      }
+    await handOverOnFullDisk(async ({ disk, machines, answer, sleeper }) => {
       // The playbook ends; the ledger refuses its outcome, so the claim stays.
       rmSync(join(machines, 'h-1.test', 'inject'), { recursive: true });
-      const commits = jest.spyOn(duffy.app.get(Ledger), 'commit');
-      process.kill(sleeper!, 'SIGKILL');
+      const commits = jest.spyOn(duffy!.app.get(Ledger), 'commit');
+      process.kill(sleeper, 'SIGKILL');
       await sleep(5_000);
-      expect([machine(duffy, 'h-1.test').state, machine(duffy, 'h-1.test').job?.action]).toEqual(['contextualizing', 'contextualize']);
+      expect([machine(duffy!, 'h-1.test').state, machine(duffy!, 'h-1.test').job?.action]).toEqual(['contextualizing', 'contextualize']);
       // Tried again now and then, not in a loop (it was hundreds of refused claims a second).
       expect(commits.mock.calls.length).toBeLessThan(10);
 
@@ -565,53 +581,21 @@ describe('fault: the disk fills up while a hand-over runs, so its outcome cannot
       const timer = new AbortController();
       const served = await Promise.race([answer, sleep(60_000, undefined, { signal: timer.signal }).then(() => undefined)]).finally(() => timer.abort());
       expect([served?.status, served?.body.session?.nodes?.map((n: { hostname: string }) => n.hostname)]).toEqual([201, ['h-1.test']]);
-      expect(machine(duffy, 'h-1.test').state).toBe('deployed');
-    } finally {
-      await duffy?.close();
-      duffy = undefined;
-      spawnSync('umount', ['-l', disk]);
-      rmSync(disk, { recursive: true, force: true });
-      rmSync(machines, { recursive: true, force: true });
-      rmSync(runs, { recursive: true, force: true });
-    }
+      expect(machine(duffy!, 'h-1.test').state).toBe('deployed');
+    });
   });
 });
 
 describe('fault: a stop (SIGTERM) while the disk is full and a hand-over runs', () => {
   (fullDisk ? it : it.skip)('answers the hand-over\'s caller 503 at once and ends, though the ledger cannot record the session\'s end (it waited for the handover-timeout, 15 min by default)', async () => {
-    const disk = mountTmpfs()!;
-    const machines = mkdtempSync(join(tmpdir(), 'duffy-machines-'));
-    const runs = mkdtempSync(join(tmpdir(), 'duffy-runs-'));
-    try {
-      const dataDir = join(disk, 'data');
-      mkdirSync(dataDir);
-      symlinkSync(machines, join(dataDir, 'machines'));
-      symlinkSync(runs, join(dataDir, 'runs'));
-      const config = ansibleConfig([{ name: 'p', 'playbook-timeout': 900, 'handover-timeout': 900 }], [{ hostname: 'h-1.test', pool: 'p', state: 'ready' }]);
-      inject(dataDir, 'h-1.test', 'hang', 'contextualize');
-      duffy = await startDuffy({ configFile: config, dataDir });
-      const ci = await newTenant(duffy, 'ci');
-      const answer = ci.post(`${V1}/sessions`, { nodes_specs: [{ pool: 'p', quantity: 1 }] });
-      for (let i = 0; i < 600 && !hangingSleep(dataDir); i++) await sleep(100);
-      fillUp(join(disk, 'filler'));
-      let refused = false;
-      for (let i = 0; i < 400 && !refused; i++) refused = (await duffy.admin.post(`${V1}/tenants`, { name: `t-${i}`, ssh_key: `ssh-ed25519 ${'A'.repeat(2000)} x` })).status === 503;
-      expect(refused).toBe(true);
-
-      const closed = duffy.close();
+    await handOverOnFullDisk(async ({ answer }) => {
+      const closed = duffy!.close();
       duffy = undefined;
       const timer = new AbortController();
       const said = await Promise.race([answer, sleep(30_000, undefined, { signal: timer.signal }).then(() => undefined)]).finally(() => timer.abort());
       expect([said?.status, said?.body.detail]).toEqual([503, expect.stringMatching(/Duffy is stopping; ask again/)]);
       await closed;
-    } finally {
-      await duffy?.close();
-      duffy = undefined;
-      spawnSync('umount', ['-l', disk]);
-      rmSync(disk, { recursive: true, force: true });
-      rmSync(machines, { recursive: true, force: true });
-      rmSync(runs, { recursive: true, force: true });
-    }
+    });
   });
 });
 
