@@ -254,8 +254,8 @@ async function until(probe: () => Promise<boolean>, ms = 60_000): Promise<void> 
   throw new Error('server did not come up');
 }
 
-describe('kill -9 at random points of requests and releases', () => {
-  it('the ledger never holds part of a request or of a release, and every acknowledged session is intact', async () => {
+describe('kill -9 at random points of requests, releases and retirements', () => {
+  it('the ledger never holds part of a request, of a release or of a retirement, and every acknowledged session is intact', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'duffy-core-crash-'));
     const config = instantDemoConfig();
     const port = 20000 + Math.floor(Math.random() * 20000);
@@ -265,9 +265,11 @@ describe('kill -9 at random points of requests and releases', () => {
     let child = server(dataDir, config, port);
     await until(async () => (await admin.get('/api/v1/pools')).status === 200);
     const keys: Client[] = [];
+    const tenantIds: number[] = [];
     for (let i = 0; i < 4; i++) {
       const r = await admin.post('/api/v1/tenants', { name: `crash-${i}`, ssh_key: 'ssh-ed25519 AAAA x', node_quota: 50 });
       keys.push(new Client(url, basic(`crash-${i}`, r.body.tenant.api_key)));
+      tenantIds.push(r.body.tenant.id);
     }
     try {
       for (let round = 0; round < 4; round++) {
@@ -275,17 +277,28 @@ describe('kill -9 at random points of requests and releases', () => {
         const load = keys.map(async (c) => {
           while (!stop) {
             const r = await c.post('/api/v1/sessions', { nodes_specs: [{ pool: 'vm-intel-x86_64', quantity: 1 + (round % 2) }] }).catch(() => undefined);
+            // Retired for now (below): asked again a moment later.
+            if (r?.status === 403) await sleep(20);
             if (r?.status !== 201) continue;
             acknowledged.started.add(r.body.session.id);
             const d = await c.put(`/api/v1/sessions/${r.body.session.id}`, { active: false }).catch(() => undefined);
             if (d?.status === 200) acknowledged.released.add(r.body.session.id);
           }
         });
+        // The first tenant retired (its sessions ended) and reactivated, over and over, while it asks.
+        const churn = (async () => {
+          while (!stop) {
+            for (const active of [false, true]) {
+              await admin.put(`/api/v1/tenants/${tenantIds[0]}`, { active }).catch(() => undefined);
+              await sleep(30);
+            }
+          }
+        })();
         await sleep(300 + Math.random() * 1200);
         child.kill('SIGKILL');
         await new Promise((r) => child.once('exit', r));
         stop = true;
-        await Promise.all(load);
+        await Promise.all([...load, churn]);
         child = server(dataDir, config, port);
         await until(async () => (await admin.get('/api/v1/pools')).status === 200);
       }
@@ -316,6 +329,19 @@ describe('kill -9 at random points of requests and releases', () => {
       }
     }
     expect(requests).toBeGreaterThanOrEqual(acknowledged.started.size);
+    // A retirement is whole: every session its tenant held then ends in the retirement's own append.
+    const ends = new Set(['SessionReleased', 'SessionExpired', 'SessionFailed']);
+    const retirements = events.filter((e) => e.type === 'TenantRetired');
+    expect(retirements.length).toBeGreaterThan(0);
+    for (const retired of retirements) {
+      for (const [id, mine] of bySession) {
+        if (mine.find((e) => e.type === 'MachineRequested')?.data.tenantId !== retired.data.tenantId) continue;
+        const open = mine.some((e) => e.type === 'SessionStarted' && e.position < retired.position) && !mine.some((e) => ends.has(e.type) && e.position < retired.position);
+        if (!open) continue;
+        const end = mine.find((e) => ends.has(e.type));
+        expect({ id, correlation: end?.metadata.correlationId, reason: end?.data.reason }).toEqual({ id, correlation: retired.metadata.correlationId, reason: 'tenant-retired' });
+      }
+    }
     for (const id of acknowledged.started) expect(bySession.get(id)?.some((e) => e.type === 'SessionStarted')).toBe(true);
     for (const id of acknowledged.released) expect(bySession.get(id)?.some((e) => e.type === 'SessionReleased')).toBe(true);
   });
