@@ -45,6 +45,24 @@ describe('a request racing a change of its tenant, in one process', () => {
     expect(forOther).toMatchObject({ status: 'rejected', reason: { kind: 'invalid', message: "tenant 't' isn't active" } });
   });
 
+  it.each([['retirement first'], ['release first']])('given two sessions, when the tenant is retired as it releases one (%s), then each session ends once and every machine and quota unit comes back', async (order) => {
+    const ledger = await farm();
+    await request(ledger, 1);
+    await request(ledger, 2);
+    const release = () => ledger.decide((w, f) => decideEndSession(w, w.sessions.get(1)!, { reason: 'done', now: NOW, recyclesInstantly: () => false }, f), { actor: 't' });
+    const outcomes = await Promise.allSettled(order === 'retirement first' ? [change(ledger, {}, false), release()] : [release(), change(ledger, {}, false)]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled']);
+    const ended = [1, 2].map((id) => ledger.world.sessions.get(id)!);
+    expect(ended.map((s) => s.status)).toEqual(['released', 'released']);
+    expect(ended[1].releaseReason).toBe('tenant-retired');
+    expect([...ledger.world.machines.values()].filter((m) => m.sessionId !== null)).toEqual([]);
+    expect(ledger.world.tenants.get(2)!.held).toBe(0);
+    const events = await ledger.store.readAll(0n, 1000);
+    expect(events.filter((e) => e.type === 'SessionReleased').map((e) => e.data.sessionId).sort()).toEqual([1, 2]);
+    expect(events.filter((e) => e.type === 'QuotaReturned')).toHaveLength(2);
+    expect(verifyChains(events).breaks).toEqual([]);
+  });
+
   it('given a lower quota on its way, when the tenant asks for 3 at that moment, then it keeps to the new quota', async () => {
     const ledger = await farm();
     const outcomes = await Promise.allSettled([change(ledger, { nodeQuota: 1 }), request(ledger, 1), request(ledger, 2), request(ledger, 3)]);
