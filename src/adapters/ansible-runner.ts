@@ -134,9 +134,10 @@ export class AnsibleRunner implements PlaybookRunner {
     const reaped: string[] = [];
     for (const name of await readdir(root).catch(() => [] as string[])) {
       const pgid = await runGroup(join(root, name));
-      // Its async jobs too, even once its controller is gone.
-      killRun(pgid, join(root, name, 'tmp'));
-      if (pgid !== undefined) reaped.push(await describeRun(join(root, name, INPUT_FILE)));
+      // Its async jobs too, even once its controller is gone (the OOM killer's pick, say, while its task runs on):
+      // named either way, since what it ran is done again.
+      const killed = killRun(pgid, join(root, name, 'tmp'));
+      if (pgid !== undefined || killed > 0) reaped.push(await describeRun(join(root, name, INPUT_FILE)));
       await rm(join(root, name), { recursive: true, force: true });
     }
     return reaped;
@@ -296,10 +297,11 @@ async function runGroup(dir: string): Promise<number | undefined> {
  * Kills a run Duffy gives up on (timed out, Duffy stopping, a predecessor's): its process group, and what left the
  * group but still carries the run's TMPDIR. An `async` task's job detaches into a session of its own (Ansible's
  * async_wrapper), so killing the group left a hung job running on Duffy's host for good. Only then, not after a run
- * that ended: a daemon a playbook meant to leave running (a port forward) is not Duffy's to end.
+ * that ended: a daemon a playbook meant to leave running (a port forward) is not Duffy's to end. Returns how many
+ * kills found something (the group counts once).
  */
-function killRun(pid: number | undefined, tmp: string): void {
-  killGroup(pid);
+function killRun(pid: number | undefined, tmp: string): number {
+  let killed = killGroup(pid) ? 1 : 0;
   const mark = `TMPDIR=${tmp}`;
   for (const name of readdirSync('/proc', { withFileTypes: false }) as string[]) {
     if (!/^[0-9]+$/.test(name)) continue;
@@ -312,18 +314,22 @@ function killRun(pid: number | undefined, tmp: string): void {
     if (!env.includes(mark)) continue;
     try {
       process.kill(Number(name), 'SIGKILL');
+      killed++;
     } catch {
       /* already gone */
     }
   }
+  return killed;
 }
 
-function killGroup(pid: number | undefined): void {
-  if (!pid) return;
+/** Whether the group was there to kill. */
+function killGroup(pid: number | undefined): boolean {
+  if (!pid) return false;
   try {
     process.kill(-pid, 'SIGKILL');
+    return true;
   } catch {
-    /* already gone */
+    return false;
   }
 }
 

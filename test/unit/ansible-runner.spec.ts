@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { execaSync } from 'execa';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -163,6 +163,24 @@ describe('the runs a killed predecessor left behind', () => {
       } catch {
         /* gone */
       }
+    }
+  }, 60_000);
+
+  it("names a run whose controller is gone while its task's process still runs, and kills that", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'duffy-reap-'));
+    const run = join(dataDir, 'runs', 'run-y');
+    mkdirSync(join(run, 'tmp'), { recursive: true });
+    const input: DuffyIn = { action: 'contextualize', pool: { name: 'p', type: 'vm', driver: 'local', arch: 'x86_64', platform: 'intel', vars: {} }, session: { id: 8, tenant: 't', ssh_key: 'k' }, policy: 'reuse', nodes: [{ id: 1, hostname: 'n2.test', ipaddr: null, data: {} }], data_dir: dataDir };
+    writeFileSync(join(run, 'duffy_in.json'), extraVarsJson(input));
+    // The controller is gone; what it started still carries the run's TMPDIR, as every process of a run does.
+    const task = spawn('sleep', ['300'], { detached: true, stdio: 'ignore', env: { ...process.env, TMPDIR: join(run, 'tmp') } });
+    try {
+      for (let i = 0; i < 50 && !existsSync(`/proc/${task.pid}/environ`); i++) await sleep(50);
+      expect(await new AnsibleRunner().reap(dataDir)).toEqual(['contextualize p [n2.test] for session 8']);
+      const exited = await new Promise((r) => (task.exitCode !== null || task.signalCode !== null ? r(task.signalCode) : task.once('exit', (_code, signal) => r(signal))));
+      expect(exited).toBe('SIGKILL');
+    } finally {
+      task.kill('SIGKILL');
     }
   }, 60_000);
 });
