@@ -252,18 +252,18 @@ export function decideUpdateTenant(
  * tenant's sessions running. Each session's quota return joins the tenant's own write (a stream appears once per append).
  */
 function withSessionsEnded(world: World, tenant: Tenant, writes: Write[], cmd: { now: string; recyclesInstantly?: (pool: string) => boolean }, inFlight: InFlightView): Write[] {
-  const merged = [...writes];
+  // By stream, in first-write order (a Map keeps it): a tenant of hundreds of sessions merges in one pass.
+  const merged = new Map(writes.map((w) => [w.stream, w]));
   const recyclesInstantly = cmd.recyclesInstantly ?? (() => false);
   for (const id of world.openSessions) {
     const s = world.sessions.get(id)!;
     if (s.tenantId !== tenant.id) continue;
     for (const w of decideEndSession(world, s, { reason: 'tenant-retired', now: cmd.now, recyclesInstantly }, inFlight)) {
-      const same = merged.findIndex((m) => m.stream === w.stream);
-      if (same === -1) merged.push(w);
-      else merged[same] = { ...merged[same], events: [...merged[same].events, ...w.events] };
+      const same = merged.get(w.stream);
+      merged.set(w.stream, same ? { ...same, events: [...same.events, ...w.events] } : w);
     }
   }
-  return merged;
+  return [...merged.values()];
 }
 
 /** An admin whose stream has a write in flight may be retiring right now: it does not count (two admins retiring each other at once). */

@@ -63,12 +63,17 @@ export const POOLS = [
 
 export const DEFAULTS = { nodeQuota: 5, sessionLifetime: 3600, sessionLifetimeMax: 7200 };
 
+/** A one-machine session of a registered tenant on a registered machine, started at AT, expiring at LATER. */
+export const heldSession = (sessionId: number, holder: { tenantId: number; name: string }, on: { machineId: number; hostname: string; pool: string }): Array<[string, DuffyEvent]> => [
+  [`session-${sessionId}`, { type: 'MachineRequested', data: { sessionId, tenantId: holder.tenantId, tenant: holder.name, specs: [{ pool: on.pool, quantity: 1 }], expiresAt: LATER, at: AT } }],
+  [`tenant-${holder.name}`, { type: 'QuotaClaimed', data: { tenantId: holder.tenantId, sessionId, count: 1, at: AT } }],
+  [`machine-${on.hostname}`, { type: 'MachineReserved', data: { machineId: on.machineId, hostname: on.hostname, sessionId, tenantId: holder.tenantId, pool: on.pool, platform: 'intel', affinity: 'established', contextualize: false, at: AT } }],
+  [`session-${sessionId}`, { type: 'SessionStarted', data: { sessionId, machineIds: [on.machineId], at: AT } }],
+];
+
 /** alice(1) holds session 1 on metal-intel i1, created at AT, expiring at LATER (AT + 1 h); DEFAULTS allow 2 h at most. */
 export const startedSession = (): Array<[string, DuffyEvent]> => [
   tenant(1, 'alice'),
   machine(1, 'i1', 'metal-intel'),
-  ['session-1', { type: 'MachineRequested', data: { sessionId: 1, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: LATER, at: AT } }],
-  ['tenant-alice', { type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 1, count: 1, at: AT } }],
-  ['machine-i1', { type: 'MachineReserved', data: { machineId: 1, hostname: 'i1', sessionId: 1, tenantId: 1, pool: 'metal-intel', platform: 'intel', affinity: 'established', contextualize: false, at: AT } }],
-  ['session-1', { type: 'SessionStarted', data: { sessionId: 1, machineIds: [1], at: AT } }],
+  ...heldSession(1, { tenantId: 1, name: 'alice' }, { machineId: 1, hostname: 'i1', pool: 'metal-intel' }),
 ];

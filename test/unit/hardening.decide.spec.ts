@@ -3,7 +3,7 @@ import { type Decision, NOTHING_IN_FLIGHT, type Refusal, type Write, decideExten
 import { machineIdOfHost } from '../../src/domain/world.js';
 import { decideServiceChange } from '../../src/domain/decide-service.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
-import { AT, DEFAULTS, LATER, given, machine, startedSession, tenant, written } from '../support/given.js';
+import { AT, DEFAULTS, LATER, given, heldSession, machine, startedSession, tenant, written } from '../support/given.js';
 
 const HOUR = 3600_000;
 /** A refusal is a value: its kind, or 'accepted'. */
@@ -190,18 +190,12 @@ describe('the last active admin', () => {
 
 describe('retiring a tenant that holds sessions', () => {
   /** alice(1) holds session 1 on i1 and session 2 on i2; bob(2) holds session 3 on a1. */
-  const held = (): Array<[string, DuffyEvent]> => {
-    const session = (sessionId: number, tenantId: number, name: string, machineId: number, hostname: string, pool: string): Array<[string, DuffyEvent]> => [
-      [`session-${sessionId}`, { type: 'MachineRequested', data: { sessionId, tenantId, tenant: name, specs: [{ pool, quantity: 1 }], expiresAt: LATER, at: AT } }],
-      [`tenant-${name}`, { type: 'QuotaClaimed', data: { tenantId, sessionId, count: 1, at: AT } }],
-      [`machine-${hostname}`, { type: 'MachineReserved', data: { machineId, hostname, sessionId, tenantId, pool, platform: 'intel', affinity: 'established', contextualize: false, at: AT } }],
-      [`session-${sessionId}`, { type: 'SessionStarted', data: { sessionId, machineIds: [machineId], at: AT } }],
-    ];
-    return [
-      tenant(1, 'alice'), tenant(2, 'bob'), machine(1, 'i1', 'metal-intel'), machine(2, 'i2', 'metal-intel'), machine(3, 'a1', 'metal-amd'),
-      ...session(1, 1, 'alice', 1, 'i1', 'metal-intel'), ...session(2, 1, 'alice', 2, 'i2', 'metal-intel'), ...session(3, 2, 'bob', 3, 'a1', 'metal-amd'),
-    ];
-  };
+  const held = (): Array<[string, DuffyEvent]> => [
+    tenant(1, 'alice'), tenant(2, 'bob'), machine(1, 'i1', 'metal-intel'), machine(2, 'i2', 'metal-intel'), machine(3, 'a1', 'metal-amd'),
+    ...heldSession(1, { tenantId: 1, name: 'alice' }, { machineId: 1, hostname: 'i1', pool: 'metal-intel' }),
+    ...heldSession(2, { tenantId: 1, name: 'alice' }, { machineId: 2, hostname: 'i2', pool: 'metal-intel' }),
+    ...heldSession(3, { tenantId: 2, name: 'bob' }, { machineId: 3, hostname: 'a1', pool: 'metal-amd' }),
+  ];
 
   it('given two sessions of alice and one of bob, when alice is retired, then one decision ends both of hers, each stream written once', () => {
     const world = given(...held());
