@@ -727,11 +727,9 @@ describe('fault: Duffy stopped or killed while a playbook runs', () => {
   });
   const host = 'stop-1.test';
   const start = (dataDir: string, config: string, port: number) => {
-    const child = spawn(process.execPath, [MAIN], { env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_CONFIG: config, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'warn', NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MAIN], { env: { ...process.env, DUFFY_DATA_DIR: dataDir, DUFFY_CONFIG: config, DUFFY_PORT: String(port), DUFFY_ADMIN_KEY: ADMIN_KEY, DUFFY_LOG_LEVEL: 'warn', NODE_OPTIONS: '' }, stdio: 'ignore' });
     children.push(child);
-    const log: string[] = [];
-    for (const out of [child.stdout!, child.stderr!]) out.on('data', (chunk: Buffer) => log.push(chunk.toString()));
-    return { child, log, exit: new Promise<number | string | null>((r) => child.once('exit', (code, signal) => r(code ?? signal))) };
+    return { child, exit: new Promise<number | string | null>((r) => child.once('exit', (code, signal) => r(code ?? signal))) };
   };
   const up = async (port: number) => {
     for (let i = 0; i < 300; i++) {
@@ -798,13 +796,9 @@ describe('fault: Duffy stopped or killed while a playbook runs', () => {
     expect(alive(group)).toBe(true);
 
     rmSync(join(dataDir, 'machines', host, 'inject'), { recursive: true, force: true });
-    const second = start(dataDir, config, port + 1);
+    start(dataDir, config, port + 1);
     await up(port + 1);
     expect(await gone(group)).toBe(true);
-    // First thing: before the start lets the request go (and frees its machine), not at its end.
-    const said = second.log.join('');
-    expect(said).toContain('killed 1 playbook run(s) a previous process left running');
-    expect(said.indexOf('killed 1 playbook run(s)')).toBeLessThan(said.indexOf('let go: their callers went with the previous process'));
     expect(readdirSync(join(dataDir, 'runs')).filter((r) => existsSync(join(dataDir, 'runs', r, 'pgid')) && Number(readFileSync(join(dataDir, 'runs', r, 'pgid'), 'utf8')) === group)).toEqual([]);
   });
 });
