@@ -247,9 +247,12 @@ export function decideUpdateTenant(
   return cmd.active === false ? withSessionsEnded(world, tenant, writes, cmd, inFlight) : writes;
 }
 
+const retiredReason = (tenant: Tenant) => `tenant ${tenant.name} was retired`;
+
 /**
- * A retirement and the end of every session its tenant holds, in one append: a crash can no longer leave a retired
- * tenant's sessions running. Each session's quota return joins the tenant's own write (a stream appears once per append).
+ * A retirement, the end of every session its tenant holds and the leaving of every request it has waiting, in one
+ * append: a crash can no longer leave a retired tenant's sessions running or its requests queued. Each session's quota
+ * return joins the tenant's own write (a stream appears once per append).
  */
 function withSessionsEnded(world: World, tenant: Tenant, writes: Write[], cmd: { now: string; recyclesInstantly?: (pool: string) => boolean }, inFlight: InFlightView): Write[] {
   // By stream, in first-write order (a Map keeps it): a tenant of hundreds of sessions merges in one pass.
@@ -258,7 +261,8 @@ function withSessionsEnded(world: World, tenant: Tenant, writes: Write[], cmd: {
   for (const id of world.openSessions) {
     const s = world.sessions.get(id)!;
     if (s.tenantId !== tenant.id) continue;
-    for (const w of decideEndSession(world, s, { reason: 'tenant-retired', now: cmd.now, recyclesInstantly }, inFlight)) {
+    const ending = s.status === 'waiting' ? decideLeaveQueue(s, retiredReason(tenant), cmd.now) : decideEndSession(world, s, { reason: 'tenant-retired', now: cmd.now, recyclesInstantly }, inFlight);
+    for (const w of ending) {
       const same = merged.get(w.stream);
       merged.set(w.stream, same ? { ...same, events: [...same.events, ...w.events] } : w);
     }
@@ -486,7 +490,7 @@ export function neverEnough(world: World, pools: readonly PoolProfile[], specs: 
 export function neverServable(world: World, defaults: Defaults, pools: readonly PoolProfile[], s: { tenantId: number; specs: readonly NodeSpec[] }): { kind: DomainErrorKind; reason: string } | undefined {
   const tenant = world.tenants.get(s.tenantId);
   if (tenant === undefined) return undefined;
-  if (tenant.retiredAt !== null) return { kind: 'forbidden', reason: `tenant ${tenant.name} was retired` };
+  if (tenant.retiredAt !== null) return { kind: 'forbidden', reason: retiredReason(tenant) };
   const asked = machinesAsked(s.specs);
   const quota = effective(tenant, defaults).nodeQuota;
   if (asked > quota) return { kind: 'quota', reason: `tenant ${tenant.name}'s quota is now ${quota}, fewer than the ${asked} nodes asked for` };

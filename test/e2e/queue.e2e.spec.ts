@@ -232,6 +232,8 @@ describe('waiting for capacity in a fair-share queue', () => {
     await sleep(300);
     expect(await waitingIds(leaving)).toHaveLength(2);
     expect((await duffy.admin.put(`${V1}/tenants/${id}`, { active: false })).status).toBe(200);
+    // Out of the queue in the retirement's own append, not at a later pass of the queue.
+    expect((await duffy.admin.get(`${V1}/queue`)).body.queue).toEqual([]);
     // Refused as a new request of a retired tenant is (403): asking again cannot help, so a CLI does not (exit 3).
     for (const r of await Promise.all(waits)) {
       expect([r.status, r.headers.get('duffy-refusal')]).toEqual([403, 'forbidden']);

@@ -217,6 +217,25 @@ describe('retiring a tenant that holds sessions', () => {
     ]);
   });
 
+  it('given alice also has a request waiting in the queue, when alice is retired, then it leaves the queue in the same decision', () => {
+    const waiting: Array<[string, DuffyEvent]> = [
+      ['session-4', { type: 'MachineRequested', data: { sessionId: 4, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-amd', quantity: 1 }], expiresAt: LATER, at: AT } }],
+      ['session-4', { type: 'RequestQueued', data: { sessionId: 4, reason: 'no free machine', waitUntil: LATER, at: AT } }],
+    ];
+    const world = given(...held(), ...waiting);
+    expect(world.sessions.get(4)!.status).toBe('waiting');
+    const writes = decideUpdateTenant(world.tenants.get(1)!, { changes: {}, active: false, now: LATER }, world) as Write[];
+    expect(writes.map((w) => [w.stream, w.events.map((e) => e.type)])).toEqual([
+      ['tenant-alice', ['TenantRetired', 'QuotaReturned', 'QuotaReturned']],
+      ['session-1', ['SessionReleased']],
+      ['machine-i1', ['MachineReleased']],
+      ['session-2', ['SessionReleased']],
+      ['machine-i2', ['MachineReleased']],
+      ['session-4', ['SessionRejected']],
+    ]);
+    expect(writes.find((w) => w.stream === 'session-4')).toEqual({ stream: 'session-4', expected: 1, events: [{ type: 'SessionRejected', data: { sessionId: 4, reason: 'tenant alice was retired', at: LATER } }] });
+  });
+
   it('given a retirement that ended only some sessions (written before retirements were one append), when retired again, then the rest end in one decision', () => {
     const partly: Array<[string, DuffyEvent]> = [
       ...held(),
@@ -241,7 +260,7 @@ describe('retiring a tenant that holds sessions', () => {
 describe('changing a retired tenant', () => {
   const retired = () => given(tenant(1, 'admin', { isAdmin: true }), tenant(2, 't'), ['tenant-t', { type: 'TenantRetired', data: { tenantId: 2, at: AT } }]);
 
-  it('given a retired tenant, when changed, then refused as Duffy v3 does; retired again, nothing to write (the handler ends what is left); reactivated, accepted', () => {
+  it('given a retired tenant, when changed, then refused as Duffy v3 does; retired again, nothing to write (nothing is left); reactivated, accepted', () => {
     const w = retired();
     expect(decideUpdateTenant(w.tenants.get(2)!, { changes: { nodeQuota: 4 }, now: LATER }, w)).toEqual({ refused: 'invalid', reason: 'tenant t (id=2) is retired' });
     expect(decideUpdateTenant(w.tenants.get(2)!, { changes: {}, active: false, now: LATER }, w)).toEqual([]);
