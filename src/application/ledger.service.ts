@@ -385,7 +385,7 @@ export class Ledger implements OnApplicationShutdown {
     } catch (err) {
       if (err instanceof WrongExpectedRevisionError) return { ok: false, conflict: err };
       if (err instanceof AppendTooLargeError) {
-        refuse('invalid', `this change is too large to record: ${err.message}; shorten what it writes (node data, hardware, a comment)`);
+        refuse('invalid', `this change is too large to record: ${err.message}; shorten what it writes (node data, hardware, a comment), or, to retire a tenant that holds hundreds of sessions, end some of them first`);
       }
       throw err;
     } finally {
