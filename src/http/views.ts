@@ -157,11 +157,12 @@ export function poolLevels(world: World, pool: string) {
 }
 
 /**
- * 1-based place in the fair-share order of waiting requests. The order is computed once per World and ledger
+ * 1-based place in the fair-share order of waiting requests; null when the in-process World has already seen it
+ * leave the queue (served, cancelled or rejected) while the view it is shown in was read a moment earlier. The order is computed once per World and ledger
  * position (for at most a second: urgency moves with time), not once per session shown: a list of n waiting
  * sessions cost n sorts of the whole queue.
  */
-function queuePosition(world: World, sessionId: number, nowMs: () => number): number {
+export function queuePosition(world: World, sessionId: number, nowMs: () => number): number | null {
   // The ledger's clock, as the queue itself and GET /queue order by (the host's clock set back would put urgency off).
   const now = nowMs();
   let order = orders.get(world);
@@ -169,6 +170,6 @@ function queuePosition(world: World, sessionId: number, nowMs: () => number): nu
     order = { position: world.position, at: now, places: new Map(queueOrder(world, now).map((s, i) => [s.id, i + 1])) };
     orders.set(world, order);
   }
-  return order.places.get(sessionId) ?? 0;
+  return order.places.get(sessionId) ?? null;
 }
 const orders = new WeakMap<World, { position: bigint; at: number; places: Map<number, number> }>();

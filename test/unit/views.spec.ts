@@ -1,5 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
-import { publicData } from '../../src/http/views.js';
+import { publicData, queuePosition } from '../../src/http/views.js';
+import type { DuffyEvent } from '../../src/domain/events.js';
+import { AT, LATER, given, tenant } from '../support/given.js';
 
 describe('node data a tenant sees', () => {
   it('drops every key that names a credential, at any depth, and keeps the rest', () => {
@@ -42,5 +44,21 @@ describe('fairness capacity', () => {
     ];
     const { state } = foldAll(fairness, events);
     expect(fairness.doc(state, 'capacity', 'all')).toMatchObject({ machines: 2 });
+  });
+});
+
+describe('a waiting request\'s place in the queue', () => {
+  const waiting = (sessionId: number, tenantId: number, name: string): Array<[string, DuffyEvent]> => [
+    [`session-${sessionId}`, { type: 'MachineRequested', data: { sessionId, tenantId, tenant: name, specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: LATER, at: AT } }],
+    [`session-${sessionId}`, { type: 'RequestQueued', data: { sessionId, reason: 'no free machine', waitUntil: LATER, at: AT } }],
+  ];
+  const now = () => Date.parse(AT);
+
+  it('given two waiting requests, then 1 and 2; given one of them left the queue since the view was read, then null for it, not 0', () => {
+    const queued = given(tenant(1, 'alice'), tenant(2, 'bob'), ...waiting(1, 1, 'alice'), ...waiting(2, 2, 'bob'));
+    expect([1, 2].map((id) => queuePosition(queued, id, now)).sort()).toEqual([1, 2]);
+    const left = given(tenant(1, 'alice'), tenant(2, 'bob'), ...waiting(1, 1, 'alice'), ...waiting(2, 2, 'bob'), ['session-1', { type: 'SessionRejected', data: { sessionId: 1, reason: 'cancelled', at: AT } }]);
+    expect(queuePosition(left, 1, now)).toBeNull();
+    expect(queuePosition(left, 2, now)).toBe(1);
   });
 });
