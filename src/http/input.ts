@@ -422,9 +422,16 @@ export function requestLogging(root: Logger): (req: IncomingMessage, res: Server
  * before any byte of the answer left (a Jenkins abort; a body cut off, which Express still "answers" 400 into the
  * closed socket, setting headersSent and writableFinished), `res.statusCode` is set to nginx's 499 first, not the
  * status Nest had set in advance; an answer cut off after its first bytes keeps the status it was sent with.
- * The log line and the request counter both read it, so they agree.
+ * The log line and the request counter both read it, so they agree. One pair of listeners per exchange, whoever asks.
  */
 export function whenExchanged(req: IncomingMessage, res: ServerResponse, done: (whole: boolean) => void): void {
+  const waiting = (res as ExchangeWatched)[EXCHANGE_END];
+  if (waiting) {
+    waiting.push(done);
+    return;
+  }
+  const callbacks = [done];
+  (res as ExchangeWatched)[EXCHANGE_END] = callbacks;
   const socket = req.socket;
   const sentBefore = socket.bytesWritten;
   // 'finish' only once the answer was handed to the OS; 'close' follows it, and comes alone when the client left first.
@@ -432,6 +439,8 @@ export function whenExchanged(req: IncomingMessage, res: ServerResponse, done: (
   res.once('finish', () => (whole = true));
   res.once('close', () => {
     if (!whole && socket.bytesWritten === sentBefore) res.statusCode = 499;
-    done(whole);
+    for (const callback of callbacks) callback(whole);
   });
 }
+const EXCHANGE_END = Symbol('exchange end');
+type ExchangeWatched = ServerResponse & { [EXCHANGE_END]?: Array<(whole: boolean) => void> };
