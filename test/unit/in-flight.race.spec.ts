@@ -63,6 +63,31 @@ describe('a request racing a change of its tenant, in one process', () => {
     expect(verifyChains(events).breaks).toEqual([]);
   });
 
+  it.each([['retirement first'], ['serve first']])('given a request of the tenant waiting in the queue, when it is retired as the queue serves that request (%s), then the request ends once and nothing stays held', async (order) => {
+    const ledger = await farm();
+    // The admin holds all three machines, so t's request for one waits.
+    await ledger.decide((w, f) => decideRequestSession(w, POOLS, DEFAULTS, { sessionId: 1, tenantId: 1, specs: [{ pool: 'p', quantity: 3 }], now: NOW, contextualize: () => false }, f), { actor: 'admin' });
+    await ledger.decide((w, f) => decideRequestSession(w, POOLS, DEFAULTS, { sessionId: 2, tenantId: 2, specs: [{ pool: 'p', quantity: 1 }], now: NOW, contextualize: () => false, waitSeconds: 60 }, f), { actor: 't' });
+    expect(ledger.world.sessions.get(2)!.status).toBe('waiting');
+    await ledger.decide((w, f) => decideEndSession(w, w.sessions.get(1)!, { reason: 'done', now: NOW, recyclesInstantly: () => true }, f), { actor: 'admin' });
+    const serve = () =>
+      ledger.decide((w, f) => {
+        const waiting = w.sessions.get(2)!;
+        return waiting.status === 'waiting' ? decideRequestSession(w, POOLS, DEFAULTS, { sessionId: 2, tenantId: 2, specs: waiting.specs, now: NOW, contextualize: () => false, waiting }, f) : [];
+      }, { actor: 'queue' });
+    const outcomes = await Promise.allSettled(order === 'retirement first' ? [change(ledger, {}, false), serve()] : [serve(), change(ledger, {}, false)]);
+    expect(outcomes[order === 'retirement first' ? 0 : 1].status).toBe('fulfilled');
+    const s = ledger.world.sessions.get(2)!;
+    // Left the queue with the retirement, or served and then ended by it: never served after it.
+    if (order === 'retirement first') expect([s.status, s.rejection]).toEqual(['rejected', 'tenant t was retired']);
+    else expect([s.status, s.releaseReason]).toEqual(['released', 'tenant-retired']);
+    expect([...ledger.world.machines.values()].filter((m) => m.sessionId !== null)).toEqual([]);
+    expect(ledger.world.tenants.get(2)!.held).toBe(0);
+    const events = await ledger.store.readAll(0n, 1000);
+    expect(events.filter((e) => e.data.sessionId === 2 && ['SessionRejected', 'SessionReleased'].includes(e.type))).toHaveLength(1);
+    expect(verifyChains(events).breaks).toEqual([]);
+  });
+
   it('given a lower quota on its way, when the tenant asks for 3 at that moment, then it keeps to the new quota', async () => {
     const ledger = await farm();
     const outcomes = await Promise.allSettled([change(ledger, { nodeQuota: 1 }), request(ledger, 1), request(ledger, 2), request(ledger, 3)]);
