@@ -2,64 +2,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROJECTIONS, type Projection } from '../projections/index.js';
-import type { NewEvent } from '../src/application/ports/event-store.port.js';
 import { SqliteEventStore } from '../src/adapters/eventstore/sqlite-event-store.js';
-import type { DuffyEvent } from '../src/domain/events.js';
+import { stream } from '../src/domain/events.js';
+import { writeLedgerFile } from './ledger-file.js';
 import { ProjectionRunner, followTogether } from '../src/application/projector.js';
 import { SqliteReadModels } from '../src/adapters/readmodels/sqlite-read-models.js';
 import { percentile } from '../src/domain/statistics.js';
 
 const count = (n: number) => Math.round(n).toLocaleString('en-US');
 
-/**
- * A synthetic ledger of about `events` events: tenants, machines, then reserve/release cycles (4 events each), as the
- * API writes them. Each
- * phase of a batch of cycles is one atomic multi-stream append: the rows are those of live traffic, written fast
- * enough for a ledger of a million events.
- */
-export async function fill(store: SqliteEventStore, events: number, machines = 1000, tenants = 50): Promise<number> {
-  const cycles = Math.floor((events - tenants - machines) / 4);
-  const at = () => new Date().toISOString();
-  const rev = new Map<string, number>();
-  let written = 0;
-  const put = async (writes: Array<[stream: string, events: DuffyEvent[]]>) => {
-    const r = await store.append(
-      writes.map(([stream, events]) => ({ stream, events: events.map((e) => ({ ...e, metadata: { at: at() } }) as NewEvent), expected: rev.has(stream) ? rev.get(stream)! : 'no_stream' })),
-    );
-    writes.forEach(([stream, events], i) => {
-      rev.set(stream, r.nextExpectedRevisions[i]);
-      written += events.length;
-    });
-  };
-  const tenantRegistered = (t: number): DuffyEvent => ({ type: 'TenantRegistered', data: { tenantId: t, name: `t${t}`, apiKeyDigest: `d${t}`, isAdmin: false, sshKey: '', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null, at: at() } });
-  await put(Array.from({ length: tenants }, (_, i) => [`tenant-t${i + 1}`, [tenantRegistered(i + 1)]]));
-  await put(
-    Array.from({ length: machines }, (_, i) => {
-      const m = i + 1;
-      return [`machine-m${m}`, [{ type: 'MachineRegistered', data: { machineId: m, hostname: `m${m}`, ipaddr: null, pool: `pool-${m % 10}`, reusable: true, data: {}, state: 'ready', at: at() } }]];
-    }),
-  );
-  // A batch's cycles use distinct machines (batch < machines), so each phase touches a stream once.
-  const batch = 200;
-  for (let c = 0; c < cycles; c += batch) {
-    const made = Array.from({ length: Math.min(batch, cycles - c) }, (_, i) => {
-      const s = c + i + 1;
-      return { s, m: (s % machines) + 1, t: (s % tenants) + 1 };
-    });
-    await put(made.map(({ s, m, t }) => [`session-${s}`, [{ type: 'MachineRequested', data: { sessionId: s, tenantId: t, tenant: `t${t}`, specs: [{ pool: `pool-${m % 10}`, quantity: 1 }], expiresAt: at(), at: at() } }]]));
-    await put(
-      made.map(({ s, m, t }) => [
-        `machine-m${m}`,
-        [
-          { type: 'MachineReserved', data: { machineId: m, hostname: `m${m}`, sessionId: s, tenantId: t, pool: `pool-${m % 10}`, platform: m % 2 ? 'intel' : 'amd', affinity: 'kept', contextualize: false, at: at() } },
-          { type: 'MachineReleased', data: { machineId: m, sessionId: s, reason: 'done', at: at() } },
-        ],
-      ]),
-    );
-    await put(made.map(({ s }) => [`session-${s}`, [{ type: 'SessionStarted', data: { sessionId: s, machineIds: [], at: at() } }]]));
-  }
-  return written;
-}
+/** The farm of the ledger P5 rebuilds: a million events are then about 125,000 sessions of one machine each. */
+const P5_FARM = { machines: 1000, tenants: 50 };
 
 /** Seconds to rebuild `projections` from position 0 up to `head` through the server's path, on fresh read models. */
 async function rebuildSeconds(projections: readonly Projection[], ledger: SqliteEventStore, file: string, head: bigint): Promise<number> {
@@ -86,12 +39,12 @@ const nothing: Projection<null> = { name: 'nothing', version: 1, collections: []
  */
 export async function p5(events = 1_000_000): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'duffy-bench-p5-'));
+  const written = await writeLedgerFile(join(dir, 'ledger.sqlite'), events, P5_FARM);
   const ledger = new SqliteEventStore(join(dir, 'ledger.sqlite'));
-  const written = await fill(ledger, events);
   // The last event alone: reading the whole ledger here would leave its garbage to the first rebuild measured.
   const head = (await ledger.readLast(2n ** 62n, 1))[0].position;
   const seconds = await rebuildSeconds(PROJECTIONS, ledger, join(dir, 'readmodels.sqlite'), head);
-  console.log(`P5 rebuild: ${count(written)} events through ${PROJECTIONS.length} projections (one shared read of the ledger) in ${seconds.toFixed(2)} s = ${count(written / seconds)} events/s`);
+  console.log(`P5 rebuild: ${count(written)} events (${count(P5_FARM.machines)} machines, ${count(P5_FARM.tenants)} tenants, sessions requested and released as the server records them) through ${PROJECTIONS.length} projections (one shared read of the ledger) in ${seconds.toFixed(2)} s = ${count(written / seconds)} events/s`);
   const yardstick = await rebuildSeconds([nothing], ledger, join(dir, 'readmodels-yardstick.sqlite'), head);
   console.log(`P5 yardstick, the same path with one projection that does nothing (reading and parsing the ledger): ${yardstick.toFixed(2)} s = ${count(written / yardstick)} events/s`);
   const alone = [];
@@ -110,7 +63,8 @@ export async function p5(events = 1_000_000): Promise<void> {
     const lags: number[] = [];
     for (let i = offset; i < offset + count; i++) {
       const start = performance.now();
-      const r = await ledger.append([{ stream: `machine-m${(i % 1000) + 1}`, events: [{ type: 'MachineQuarantined', data: { machineId: (i % 1000) + 1, reason: 'bench', at: new Date().toISOString() }, metadata: {} }], expected: 'any' }]);
+      const machineId = (i % P5_FARM.machines) + 1;
+      const r = await ledger.append([{ stream: stream.machine(`m${machineId}.bench`), events: [{ type: 'MachineQuarantined', data: { machineId, reason: 'bench', at: new Date().toISOString() }, metadata: {} }], expected: 'any' }]);
       await written(r.position);
       lags.push(performance.now() - start);
       await new Promise((res) => setTimeout(res, 2));

@@ -10,9 +10,7 @@
  * P1 runs Duffy and bare Express each in a process of its own; the load comes from this one (bench/p1-http.ts).
  * SOAK memory of the built server as its history grows (`--soak-sessions`, about a minute by default), and after a restart (bench/soak.ts).
  */
-import Database from 'better-sqlite3';
 import { spawnSync } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,17 +21,16 @@ import type { EventBus } from '@nestjs/cqrs';
 import { SqliteEventStore } from '../src/adapters/eventstore/sqlite-event-store.js';
 import { Ledger } from '../src/application/ledger.service.js';
 import { p5 } from './read-side.js';
+import { POOLS, poolFor, writeLedgerFile } from './ledger-file.js';
 import { p1 } from './p1-http.js';
 import { p8 } from './startup.js';
 import { soak } from './soak.js';
 import { decideRequestSession, freeMachines } from '../src/domain/decide.js';
-import { type DuffyEvent, type MachineState, type NodeSpec, stream } from '../src/domain/events.js';
+import type { MachineState, NodeSpec } from '../src/domain/events.js';
 import { type Machine, emptyWorld, evolve, file, newMachine, unfile } from '../src/domain/world.js';
 import { percentile } from '../src/domain/statistics.js';
-import { type PoolProfile, planAllocation } from '../src/domain/policy.js';
+import { planAllocation } from '../src/domain/policy.js';
 import { mulberry32 } from '../src/domain/simulator.js';
-import { GENESIS, eventHash, globalLink } from '../src/audit/chain.js';
-import { headFileOf } from '../src/adapters/eventstore/data-dir-lock.js';
 import { verifyLedger } from '../src/cli/audit.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
@@ -42,24 +39,6 @@ const us = (x: number) => `${(x * 1000).toFixed(x * 1000 < 100 ? 1 : 0)} µs`;
 const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 const count = (n: number) => n.toLocaleString('en-US');
 
-
-const POOLS: PoolProfile[] = [
-  { name: 'metal-intel-x86_64', type: 'baremetal', arch: 'x86_64', platform: 'intel' },
-  { name: 'metal-amd-x86_64', type: 'baremetal', arch: 'x86_64', platform: 'amd' },
-  { name: 'metal-arm-aarch64', type: 'baremetal', arch: 'aarch64', platform: 'arm' },
-  { name: 'vm-intel-x86_64', type: 'vm', arch: 'x86_64', platform: 'intel' },
-  { name: 'vm-arm-aarch64', type: 'vm', arch: 'aarch64', platform: 'arm' },
-];
-/** Share of machines per pool, as in the simulator's default farm (20/16/10/8/6 of 60). */
-const POOL_SHARE = [20 / 60, 16 / 60, 10 / 60, 8 / 60, 6 / 60];
-const poolFor = (i: number, n: number) => {
-  let edge = 0;
-  for (let p = 0; p < POOLS.length; p++) {
-    edge += POOL_SHARE[p] * n;
-    if (i < edge) return POOLS[p].name;
-  }
-  return POOLS[POOLS.length - 1].name;
-};
 
 // ---------------------------------------------------------------------------------------------------------------
 // P2: appends per second on the embedded ledger.
@@ -168,74 +147,8 @@ function p4(): void {
 // ---------------------------------------------------------------------------------------------------------------
 // P7: memory of the World after folding a ledger of 1M events (--p7-events).
 
-/**
- * The ledger P7 folds, written to `file` by a process of its own (so its garbage is not the fold's): tenants, machines,
- * then whole session cycles (8 events each) round the machines, then IdAllocated events up to `total`. Rows are what
- * the server records: its stream names and revisions, a UUID id, data and chained metadata as JSON text.
- */
-async function p7Write(file: string, total: number): Promise<void> {
-  const machines = 100_000;
-  const tenants = 10;
-  // The store makes the file (its schema, its append-only triggers); the rows go in directly, chained as it chains them.
-  await new SqliteEventStore(file).close();
-  rmSync(headFileOf(file), { force: true });
-  const db = new Database(file);
-  db.pragma('synchronous = OFF');
-  const insert = db.prepare('INSERT INTO events (stream, revision, id, type, data, metadata, chain) VALUES (?, ?, ?, ?, ?, ?, ?)');
-  const begin = db.prepare('BEGIN');
-  const commit = db.prepare('COMMIT');
-  let written = 0;
-  let clock = Date.parse('2026-01-01T00:00:00.000Z');
-  const at = () => new Date((clock += 1000)).toISOString();
-  const heads = new Map<string, string>();
-  let chain = GENESIS;
-  const write = (stream: string, revision: number, event: DuffyEvent) => {
-    if (written % 10_000 === 0) begin.run();
-    written += 1;
-    const covered = { correlationId: randomUUID(), actor: 'bench', at: (event.data as { at?: string }).at ?? at() };
-    const prevHash = heads.get(stream) ?? GENESIS;
-    const hash = eventHash(prevHash, { stream, revision, type: event.type, data: event.data, metadata: covered });
-    heads.set(stream, hash);
-    chain = globalLink(chain, BigInt(written), hash);
-    insert.run(stream, revision, randomUUID(), event.type, JSON.stringify(event.data), JSON.stringify({ ...covered, prevHash, hash }), chain);
-    if (written % 10_000 === 0) commit.run();
-  };
-  for (let t = 1; t <= tenants; t++) {
-    const data = { tenantId: t, name: `tenant-${t}`, apiKeyDigest: `digest-${t}`, isAdmin: false, sshKey: 'ssh-ed25519 AAAA', nodeQuota: null, sessionLifetime: null, sessionLifetimeMax: null, at: at() };
-    write(stream.tenant(`tenant-${t}`), 0, { type: 'TenantRegistered', data });
-  }
-  for (let id = 1; id <= machines; id++) {
-    const data = { machineId: id, hostname: `m${id}.bench`, ipaddr: null, pool: poolFor(id - 1, machines), reusable: true, data: {}, state: 'ready' as const, at: at() };
-    write(stream.machine(data.hostname), 0, { type: 'MachineRegistered', data });
-  }
-  let sessionId = 0;
-  while (written + 8 <= total) {
-    sessionId += 1;
-    const machineId = ((sessionId - 1) % machines) + 1;
-    const tenantId = ((sessionId - 1) % tenants) + 1;
-    const pool = POOLS.find((p) => p.name === poolFor(machineId - 1, machines))!;
-    // Stream revisions follow from the round: each cycle adds 3 events to its machine's stream and 2 to its tenant's.
-    const [m, t] = [3 * Math.floor((sessionId - 1) / machines), 2 * Math.floor((sessionId - 1) / tenants)];
-    const [machine, tenant, session] = [stream.machine(`m${machineId}.bench`), stream.tenant(`tenant-${tenantId}`), stream.session(sessionId)];
-    const now = at();
-    write(session, 0, { type: 'MachineRequested', data: { sessionId, tenantId, tenant: `tenant-${tenantId}`, specs: [{ pool: pool.name, quantity: 1 }], expiresAt: now, at: now } });
-    write(tenant, t + 1, { type: 'QuotaClaimed', data: { tenantId, sessionId, count: 1, at: now } });
-    write(machine, m + 1, {
-      type: 'MachineReserved',
-      data: { machineId, hostname: `m${machineId}.bench`, sessionId, tenantId, pool: pool.name, platform: pool.platform, affinity: 'kept', contextualize: false, at: now },
-    });
-    write(session, 1, { type: 'SessionStarted', data: { sessionId, machineIds: [machineId], at: now } });
-    const later = at();
-    write(session, 2, { type: 'SessionReleased', data: { sessionId, reason: 'done', at: later } });
-    write(machine, m + 2, { type: 'MachineReleased', data: { machineId, sessionId, reason: 'done', at: later } });
-    write(tenant, t + 2, { type: 'QuotaReturned', data: { tenantId, sessionId, count: 1, at: later } });
-    write(machine, m + 3, { type: 'MachineRecycled', data: { machineId, policy: 'reuse', state: 'ready', at: later } });
-  }
-  // The real ledger has IdAllocated events too (ids of tenants and machines): they make up the round figure.
-  for (let revision = 0; written < total; revision++) write(stream.ids('machine'), revision, { type: 'IdAllocated', data: { kind: 'machine' } });
-  if (db.inTransaction) commit.run();
-  db.close();
-}
+/** The farm of the ledger P7 folds (writeLedgerFile), written by a process of its own so its garbage is not the fold's. */
+const P7_FARM = { machines: 100_000, tenants: 10 };
 
 /** AUDIT: `duffy audit verify` of the P7 ledger (chained as the writer chains it), in a process of its own: its time and peak RSS. */
 async function auditBench(total: number): Promise<void> {
@@ -332,7 +245,7 @@ async function main(): Promise<void> {
   const seconds = Number(values.seconds);
   const appendSeconds = Number(values['append-seconds']);
   const p7Events = Number(values['p7-events']);
-  if (values['p7-write']) return p7Write(values['p7-write'], p7Events);
+  if (values['p7-write']) return void (await writeLedgerFile(values['p7-write'], p7Events, P7_FARM));
   if (values['audit-verify']) return auditVerify(values['audit-verify']);
   if (only.has('p2')) await p2(appendSeconds);
   if (only.has('p4')) p4();
