@@ -158,9 +158,9 @@ export function poolLevels(world: World, pool: string) {
 
 /**
  * 1-based place in the fair-share order of waiting requests; null when the in-process World has already seen it
- * leave the queue (served, cancelled or rejected) while the view it is shown in was read a moment earlier. The order is computed once per World and ledger
- * position (for at most a second: urgency moves with time), not once per session shown: a list of n waiting
- * sessions cost n sorts of the whole queue.
+ * leave the queue (served, cancelled or rejected) while the view it is shown in was read a moment earlier. The
+ * order is computed once per World and ledger position (for at most a second: urgency moves with time), not once
+ * per session shown: a list of n waiting sessions cost n sorts of the whole queue.
  */
 export function queuePosition(world: World, sessionId: number, nowMs: () => number): number | null {
   // The ledger's clock, as the queue itself and GET /queue order by (the host's clock set back would put urgency off).
