@@ -255,8 +255,9 @@ const retiredReason = (tenant: Tenant) => `tenant ${tenant.name} was retired`;
  * return joins the tenant's own write (a stream appears once per append).
  */
 function withSessionsEnded(world: World, tenant: Tenant, writes: Write[], cmd: { now: string; recyclesInstantly?: (pool: string) => boolean }, inFlight: InFlightView): Write[] {
-  // By stream, in first-write order (a Map keeps it): a tenant of hundreds of sessions merges in one pass.
-  const merged = new Map(writes.map((w) => [w.stream, w]));
+  // By stream, in first-write order (a Map keeps it), each stream's events gathered in one list of its own: a tenant
+  // of hundreds of sessions merges in one pass, its own stream's quota returns appended, not copied per session.
+  const merged = new Map(writes.map((w) => [w.stream, { ...w, events: [...w.events] }]));
   const recyclesInstantly = cmd.recyclesInstantly ?? (() => false);
   for (const id of world.openSessions) {
     const s = world.sessions.get(id)!;
@@ -264,7 +265,8 @@ function withSessionsEnded(world: World, tenant: Tenant, writes: Write[], cmd: {
     const ending = s.status === 'waiting' ? decideLeaveQueue(s, retiredReason(tenant), cmd.now) : decideEndSession(world, s, { reason: 'tenant-retired', now: cmd.now, recyclesInstantly }, inFlight);
     for (const w of ending) {
       const same = merged.get(w.stream);
-      merged.set(w.stream, same ? { ...same, events: [...same.events, ...w.events] } : w);
+      if (same) same.events.push(...w.events);
+      else merged.set(w.stream, { ...w, events: [...w.events] });
     }
   }
   return [...merged.values()];
