@@ -71,6 +71,12 @@ export const heldSession = (sessionId: number, holder: { tenantId: number; name:
   [`session-${sessionId}`, { type: 'SessionStarted', data: { sessionId, machineIds: [on.machineId], at: AT } }],
 ];
 
+/** A request of `quantity` machines of `pool` waiting in the queue (its wait ends at LATER); alice's unless said. */
+export const queuedRequest = (sessionId: number, quantity: number, holder = { tenantId: 1, name: 'alice' }, pool = 'metal-intel'): Array<[string, DuffyEvent]> => [
+  [`session-${sessionId}`, { type: 'MachineRequested', data: { sessionId, tenantId: holder.tenantId, tenant: holder.name, specs: [{ pool, quantity }], expiresAt: LATER, at: AT } }],
+  [`session-${sessionId}`, { type: 'RequestQueued', data: { sessionId, reason: `pool ${pool}: none free`, waitUntil: LATER, at: AT } }],
+];
+
 /** alice(1) holds session 1 on metal-intel i1, created at AT, expiring at LATER (AT + 1 h); DEFAULTS allow 2 h at most. */
 export const startedSession = (): Array<[string, DuffyEvent]> => [
   tenant(1, 'alice'),

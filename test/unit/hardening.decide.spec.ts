@@ -3,7 +3,7 @@ import { type Decision, NOTHING_IN_FLIGHT, type Refusal, type Write, decideExten
 import { machineIdOfHost } from '../../src/domain/world.js';
 import { decideServiceChange } from '../../src/domain/decide-service.js';
 import type { DuffyEvent } from '../../src/domain/events.js';
-import { AT, DEFAULTS, LATER, given, heldSession, machine, startedSession, tenant, written } from '../support/given.js';
+import { AT, DEFAULTS, LATER, given, heldSession, machine, queuedRequest, startedSession, tenant, written } from '../support/given.js';
 
 const HOUR = 3600_000;
 /** A refusal is a value: its kind, or 'accepted'. */
@@ -218,11 +218,7 @@ describe('retiring a tenant that holds sessions', () => {
   });
 
   it('given alice also has a request waiting in the queue, when alice is retired, then it leaves the queue in the same decision', () => {
-    const waiting: Array<[string, DuffyEvent]> = [
-      ['session-4', { type: 'MachineRequested', data: { sessionId: 4, tenantId: 1, tenant: 'alice', specs: [{ pool: 'metal-amd', quantity: 1 }], expiresAt: LATER, at: AT } }],
-      ['session-4', { type: 'RequestQueued', data: { sessionId: 4, reason: 'no free machine', waitUntil: LATER, at: AT } }],
-    ];
-    const world = given(...held(), ...waiting);
+    const world = given(...held(), ...queuedRequest(4, 1));
     expect(world.sessions.get(4)!.status).toBe('waiting');
     const writes = decideUpdateTenant(world.tenants.get(1)!, { changes: {}, active: false, now: LATER }, world) as Write[];
     expect(writes.map((w) => [w.stream, w.events.map((e) => e.type)])).toEqual([

@@ -14,7 +14,7 @@ import {
 import { DomainError } from '../../src/domain/errors.js';
 import { type Session, isRetired } from '../../src/domain/world.js';
 import type { DuffyEvent, NodeSpec } from '../../src/domain/events.js';
-import { AT, DEFAULTS, LATER, POOLS, given, machine, quarantined, startedSession, tenant, written } from '../support/given.js';
+import { AT, DEFAULTS, LATER, POOLS, given, machine, queuedRequest, quarantined, startedSession, tenant, written } from '../support/given.js';
 
 const request = (world: ReturnType<typeof given>, specs: NodeSpec[], extra: Partial<{ sessionId: number; tenantId: number; waitSeconds: number; inFlight: InFlightView; waiting: Session }> = {}) =>
   decideRequestSession(
@@ -171,10 +171,7 @@ describe('requesting machines', () => {
   });
 
   describe('what a tenant may queue is bounded by its quota', () => {
-    const queued = (sessionId: number, quantity: number, tenantId = 1, name = 'alice'): Array<[string, DuffyEvent]> => [
-      [`session-${sessionId}`, { type: 'MachineRequested', data: { sessionId, tenantId, tenant: name, specs: [{ pool: 'metal-intel', quantity }], expiresAt: LATER, at: AT } }],
-      [`session-${sessionId}`, { type: 'RequestQueued', data: { sessionId, reason: 'pool metal-intel: none free', waitUntil: LATER, at: AT } }],
-    ];
+    const queued = (sessionId: number, quantity: number, tenantId = 1, name = 'alice') => queuedRequest(sessionId, quantity, { tenantId, name });
 
     it('given alice (quota 3) waiting for 2 machines, when she asks to wait for 2 more, then refused for quota, naming what waits', () => {
       const world = given(tenant(1, 'alice', { nodeQuota: 3 }), ...quarantined('metal-intel', 3), ...queued(1, 2));

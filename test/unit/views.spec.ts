@@ -1,7 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { publicData, queuePosition } from '../../src/http/views.js';
-import type { DuffyEvent } from '../../src/domain/events.js';
-import { AT, LATER, given, tenant } from '../support/given.js';
+import { AT, given, queuedRequest, tenant } from '../support/given.js';
 
 describe('node data a tenant sees', () => {
   it('drops every key that names a credential, at any depth, and keeps the rest', () => {
@@ -48,10 +47,7 @@ describe('fairness capacity', () => {
 });
 
 describe('a waiting request\'s place in the queue', () => {
-  const waiting = (sessionId: number, tenantId: number, name: string): Array<[string, DuffyEvent]> => [
-    [`session-${sessionId}`, { type: 'MachineRequested', data: { sessionId, tenantId, tenant: name, specs: [{ pool: 'metal-intel', quantity: 1 }], expiresAt: LATER, at: AT } }],
-    [`session-${sessionId}`, { type: 'RequestQueued', data: { sessionId, reason: 'no free machine', waitUntil: LATER, at: AT } }],
-  ];
+  const waiting = (sessionId: number, tenantId: number, name: string) => queuedRequest(sessionId, 1, { tenantId, name });
   const now = () => Date.parse(AT);
 
   it('given two waiting requests, then 1 and 2; given one of them left the queue since the view was read, then null for it, not 0', () => {
