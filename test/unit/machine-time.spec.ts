@@ -30,6 +30,34 @@ describe('machine time per bucket', () => {
     expect(machineTimeMs(b, [], now, HOUR_MS, MINUTE_MS)).toBeGreaterThanOrEqual(60 * 30_000);
   });
 
+  it('keeps exactly the buckets a scan of every bucket keeps, for holds of any length and gap added as they end', () => {
+    // The plain rule: add the hold's buckets, then drop every bucket more than `keep` before the newest.
+    const scan = (b: Record<string, number>, start: number, end: number, bucketMs: number, keep: number) => {
+      if (end <= start) return;
+      const last = Math.floor(end / bucketMs);
+      for (let k = Math.max(Math.floor(start / bucketMs), last - keep + 1); k <= last; k++) {
+        const ms = Math.min(end, (k + 1) * bucketMs) - Math.max(start, k * bucketMs);
+        if (ms > 0) b[k] = (b[k] ?? 0) + ms;
+      }
+      for (const k of Object.keys(b)) if (Number(k) <= last - keep) delete b[k];
+    };
+    let seed = 7;
+    const random = (n: number) => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31), seed % n);
+    for (const [bucketMs, keep] of [[MINUTE_MS, 61], [HOUR_MS, 169], [MINUTE_MS, 3]]) {
+      const fast: Record<string, number> = {};
+      const plain: Record<string, number> = {};
+      let clock = T0;
+      for (let i = 0; i < 1_000; i++) {
+        // Mostly short gaps, sometimes idle for longer than the kept range; holds from a second to days.
+        clock += random(10) === 0 ? random(keep * 3) * bucketMs : random(bucketMs);
+        const start = clock - random(10) * random(keep + 5) * bucketMs - random(bucketMs);
+        addHold(fast, start, clock, bucketMs, keep);
+        scan(plain, start, clock, bucketMs, keep);
+        expect(fast).toEqual(plain);
+      }
+    }
+  });
+
   it("given a tenant's long hold, then 500 short ones, its last hour still counts the long one (a capped list of holds lost it)", () => {
     const at = (ms: number) => new Date(T0 + ms).toISOString();
     const events: Array<[string, DuffyEvent]> = [tenant(1, 'heavy'), machine(1, 'a.test', 'p'), machine(2, 'b.test', 'p')];
