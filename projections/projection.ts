@@ -1,4 +1,4 @@
-import type { RecordedEvent } from '../src/application/ports/event-store.port.js';
+import type { LeanEvent } from '../src/application/ports/event-store.port.js';
 import type { DuffyEvent } from '../src/domain/events.js';
 import { instant } from '../src/domain/instant.js';
 
@@ -15,7 +15,7 @@ export type Doc = Record<string, unknown>;
  * before this event, so if it is gone again before it was ever written there is nothing to delete.
  */
 export type Mark = (collection: string, id: string, created?: boolean) => void;
-export type ProjectedEvent = RecordedEvent & DuffyEvent;
+export type ProjectedEvent = LeanEvent & DuffyEvent;
 
 export interface Projection<S = unknown> {
   name: string;

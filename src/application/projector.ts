@@ -1,5 +1,5 @@
 import type { Mark, Projection } from '../../projections/index.js';
-import type { EventStore, RecordedEvent, Subscription } from './ports/event-store.port.js';
+import type { EventStore, LeanEvent, Subscription } from './ports/event-store.port.js';
 import type { DuffyEvent } from '../domain/events.js';
 import type { Doc, DocChange, ReadModelStore } from './ports/read-model.port.js';
 import { refuse } from '../domain/errors.js';
@@ -39,7 +39,7 @@ export class ProjectionRunner {
    * Events that arrived while a write was under way (a store that does not copy the documents on `apply` may still
    * be reading them then): folded, in order, when the next write begins.
    */
-  private held: RecordedEvent[] = [];
+  private held: LeanEvent[] = [];
   /** The store write under way (never rejects). */
   private write?: Promise<void>;
   private flushing?: Promise<void>;
@@ -80,7 +80,7 @@ export class ProjectionRunner {
   /** Rebuilds from 0 when the stored version differs (or when asked), then follows the ledger live. */
   async start(options: PrepareOptions = {}): Promise<void> {
     await this.prepare(options);
-    this.subscription = this.ledger.subscribeAll(this.position, (e) => this.push(internType(e)), (err) => (this.failure = err));
+    this.subscription = this.ledger.subscribeAllLean(this.position, (e) => this.push(internType(e)), (err) => (this.failure = err));
   }
 
   /** Loads the checkpoint (or resets for a rebuild); returns the position to follow the ledger from. */
@@ -170,7 +170,7 @@ export class ProjectionRunner {
    * (no promise per event on a rebuild). A store that copies the documents on `apply` is written to while the next
    * batch is folded.
    */
-  push(e: RecordedEvent): Promise<void> | undefined {
+  push(e: LeanEvent): Promise<void> | undefined {
     if (e.position <= this.taken) return undefined;
     this.taken = e.position;
     if ((this.write && !this.store.copiesOnApply) || this.held.length > 0) this.held.push(e);
@@ -185,13 +185,13 @@ export class ProjectionRunner {
   }
 
   /** Folds one event into the projection's state; the documents it marks are written with the next batch. */
-  private fold(e: RecordedEvent): void {
+  private fold(e: LeanEvent): void {
     const batch = this.batch;
-    if (batch.events === 0) batch.since = Math.max(Date.parse(String(e.metadata.at ?? '')), this.followingSince);
+    if (batch.events === 0) batch.since = Math.max(Date.parse(String(e.data.at ?? '')), this.followingSince);
     batch.events += 1;
     batch.to = e.position;
     this.folding = e.position;
-    this.projection.fold(this.state, e as RecordedEvent & DuffyEvent, this.mark);
+    this.projection.fold(this.state, e as LeanEvent & DuffyEvent, this.mark);
   }
 
   private schedule(ms: number): void {
@@ -300,7 +300,7 @@ export async function followTogether(runners: ProjectionRunner[], ledger: EventS
     const p = await r.prepare(options);
     if (from === undefined || p < from) from = p;
   }
-  return ledger.subscribeAll(
+  return ledger.subscribeAllLean(
     from ?? 0n,
     (e) => {
       // A promise only when some runner's batch is full: no promise, no microtask per event on a rebuild.
@@ -343,7 +343,7 @@ const types = new Map<string, string>();
  * Gives the event the one copy of its type name V8 keeps internalized (as a property name is): a type read from the
  * ledger is a fresh string, and every projection's switch would compare its characters against each case.
  */
-function internType(e: RecordedEvent): RecordedEvent {
+function internType<E extends LeanEvent>(e: E): E {
   let type = types.get(e.type);
   if (type === undefined) types.set(e.type, (type = Object.keys({ [e.type]: 0 })[0]));
   e.type = type;

@@ -1,6 +1,6 @@
 import { describe, expect, it, beforeEach, afterEach } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
-import { AppendTooLargeError, type EventStore, type ExpectedRevision, MAX_APPEND_BYTES, type NewEvent, type RecordedEvent, WrongExpectedRevisionError } from '../../src/application/ports/event-store.port.js';
+import { AppendTooLargeError, type EventStore, type ExpectedRevision, type LeanEvent, MAX_APPEND_BYTES, type NewEvent, type RecordedEvent, WrongExpectedRevisionError } from '../../src/application/ports/event-store.port.js';
 
 /** One behaviour, every adapter: the embedded ledger and EventStoreDB must both pass this. */
 export function eventStoreContract(name: string, open: () => Promise<EventStore>) {
@@ -106,6 +106,35 @@ export function eventStoreContract(name: string, open: () => Promise<EventStore>
       await sub.close();
       expect(seen.map((e) => e.data.n)).toEqual([1, 2, 3, 4]);
       expect(seen.map((e) => e.revision)).toEqual([1, 2, 3, 4]);
+    });
+
+    it('subscribes lean: what subscribeAll delivers, without ids and metadata, read back after a reopen, then live', async () => {
+      const s = stream('lean');
+      const start = await one(store, s, [ev(0)], 'no_stream');
+      await one(store, s, [ev(1), ev(2)], 0);
+      // Reopened: the catch-up is read from the store itself, not from what this process wrote.
+      await store.close();
+      store = await open();
+      const follow = <E extends { stream: string }>(subscribe: (h: (e: E) => Promise<void>) => { close(): Promise<void> }) => {
+        const seen: E[] = [];
+        let resolveDone!: () => void;
+        const done = new Promise<void>((r) => (resolveDone = r));
+        const sub = subscribe(async (e) => {
+          if (e.stream !== s) return;
+          seen.push(e);
+          if (seen.length === 4) resolveDone();
+        });
+        return { seen, done: done.then(() => sub.close()) };
+      };
+      const whole = follow<RecordedEvent>((h) => store.subscribeAll(start.position, h));
+      const lean = follow<LeanEvent>((h) => store.subscribeAllLean(start.position, h));
+      await one(store, s, [ev(3)], 2);
+      await one(store, s, [ev(4)], 3);
+      await Promise.all([whole.done, lean.done]);
+      expect(lean.seen.map((e) => e.data.n)).toEqual([1, 2, 3, 4]);
+      expect(lean.seen.map(({ stream, revision, position, type, data }) => ({ stream, revision, position, type, data }))).toEqual(
+        whole.seen.map(({ stream, revision, position, type, data }) => ({ stream, revision, position, type, data })),
+      );
     });
 
     it('appends to several streams in one call, all of it or nothing', async () => {

@@ -100,10 +100,10 @@ describe('read side: projections over a mixed workload', () => {
     const live = await snapshot(readSide);
     // Count the subscriptions the read side opens and closes from here on.
     const store = ledger.store;
-    const subscribeAll = store.subscribeAll.bind(store);
+    const subscribeAllLean = store.subscribeAllLean.bind(store);
     let open = 0;
-    store.subscribeAll = (...args) => {
-      const sub = subscribeAll(...args);
+    store.subscribeAllLean = (...args) => {
+      const sub = subscribeAllLean(...args);
       open++;
       return { close: () => (open--, sub.close()) };
     };
@@ -115,7 +115,7 @@ describe('read side: projections over a mixed workload', () => {
       await readSide.caughtUp(ledger.world.position);
       expect(await snapshot(readSide)).toEqual(live);
     } finally {
-      store.subscribeAll = subscribeAll;
+      store.subscribeAllLean = subscribeAllLean;
     }
   });
 

@@ -14,6 +14,7 @@ function silentStore(): EventStore {
     readAll: async () => [],
     readLast: async () => [],
     subscribeAll: () => ({ close: async () => undefined }),
+    subscribeAllLean: () => ({ close: async () => undefined }),
     ping: async () => undefined,
     close: async () => undefined,
   };

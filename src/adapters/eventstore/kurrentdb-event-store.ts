@@ -26,6 +26,7 @@ import { getGrpcStatusDetails } from '@kurrent/kurrentdb-client/dist/utils/getGr
 import {
   type AppendResult,
   type EventHandler,
+  type LeanEventHandler,
   type EventMetadata,
   type EventStore,
   type RecordedEvent,
@@ -174,6 +175,11 @@ export class KurrentDbEventStore implements EventStore {
    * delivered, with backoff, until closed: the World and the projectors must not freeze. A handler's own failure
    * stops it and is reported, as on the embedded store.
    */
+  /** The server sends whole events anyway. */
+  subscribeAllLean(after: bigint, handler: LeanEventHandler, onError?: (err: unknown) => void): Subscription {
+    return this.subscribeAll(after, handler, onError);
+  }
+
   subscribeAll(after: bigint, handler: EventHandler, onError?: (err: unknown) => void): Subscription {
     const report = (err: unknown) => (onError ? onError(err) : console.error('subscription failed', err));
     let cursor = after;

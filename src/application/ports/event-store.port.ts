@@ -53,6 +53,13 @@ export interface Subscription {
 
 export type EventHandler = (event: RecordedEvent) => void | Promise<void>;
 
+/**
+ * An event as a projection folds it: without its id and metadata, which are most of a stored event's bytes (a hash
+ * chain, a correlation id) and which no projection reads.
+ */
+export type LeanEvent = Omit<RecordedEvent, 'id' | 'metadata'>;
+export type LeanEventHandler = (event: LeanEvent) => void | Promise<void>;
+
 export interface EventStore {
   /** True when no other process can write this ledger (the embedded file): claims left by a dead process are void. */
   readonly singleWriter: boolean;
@@ -72,6 +79,8 @@ export interface EventStore {
   countUpTo?(position: bigint): Promise<number>;
   /** Catch-up from `after`, then live; the handler is awaited, so delivery is in order without gaps or repeats. */
   subscribeAll(after: bigint, handler: EventHandler, onError?: (err: unknown) => void): Subscription;
+  /** subscribeAll for followers of LeanEvents: a store that can leave ids and metadata unread does (a rebuild reads less). */
+  subscribeAllLean(after: bigint, handler: LeanEventHandler, onError?: (err: unknown) => void): Subscription;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
