@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it, jest } from '@jest/globals';
+import { afterAll, afterEach, describe, expect, it, jest } from '@jest/globals';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -303,13 +303,35 @@ describe('fault: a quarantined machine that was never provisioned', () => {
   });
 });
 
-/** A tmpfs we can fill; undefined (and the test skipped) where mounting is not allowed. */
+/**
+ * A tmpfs we can fill; undefined (and the test skipped) where mounting is not allowed. Named for this process, so a
+ * later run unmounts what a killed one left (a killed run cannot clean up), and never what a running one uses.
+ */
 function mountTmpfs(): string | undefined {
-  const dir = mkdtempSync(join(tmpdir(), 'duffy-full-'));
+  unmountLeftovers();
+  const dir = mkdtempSync(join(tmpdir(), `duffy-full-${process.pid}-`));
   const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', dir]);
   if (r.status === 0) return dir;
   rmSync(dir, { recursive: true, force: true });
   return undefined;
+}
+/** Unmounts and removes the tmpfs mounts of test processes that are gone. */
+function unmountLeftovers(): void {
+  const mounts = existsSync('/proc/mounts') ? readFileSync('/proc/mounts', 'utf8').split('\n').map((line) => line.split(' ')[1] ?? '') : [];
+  for (const dir of mounts) {
+    const owner = /^duffy-full-(\d+)-/.exec(dir.slice(tmpdir().length + 1))?.[1];
+    if (!dir.startsWith(`${tmpdir()}/`) || !owner || isAlive(Number(owner))) continue;
+    spawnSync('umount', ['-l', dir]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 /** Fills the disk under `file` to the last byte. */
 function fillUp(file: string): void {
@@ -329,6 +351,12 @@ function fillUp(file: string): void {
 }
 const fullDisk = mountTmpfs();
 if (!fullDisk) console.log('SKIPPED: full-disk fault test: `mount -t tmpfs` is not allowed here (it needs root)');
+// Its case unmounts it; this is for a run that filters that case out (`-t`).
+afterAll(() => {
+  if (!fullDisk || !existsSync(fullDisk)) return;
+  spawnSync('umount', ['-l', fullDisk]);
+  rmSync(fullDisk, { recursive: true, force: true });
+});
 
 describe('fault: the data directory\'s disk fills up', () => {
   (fullDisk ? it : it.skip)('answers 503 with Retry-After and a clear reason, /health says the ledger is down while the disk is full (before a write fails, and until it has room again), nothing acknowledged is lost', async () => {
@@ -379,8 +407,6 @@ describe('fault: the data directory\'s disk fills up', () => {
     } finally {
       await duffy?.close();
       duffy = undefined;
-      spawnSync('umount', ['-l', fullDisk!]);
-      rmSync(fullDisk!, { recursive: true, force: true });
     }
   });
 });
