@@ -315,12 +315,15 @@ function mountTmpfs(): string | undefined {
   rmSync(dir, { recursive: true, force: true });
   return undefined;
 }
-/** Unmounts and removes the tmpfs mounts of test processes that are gone. */
+/**
+ * Unmounts and removes the tmpfs mounts of test processes that are gone, wherever their run's temporary directory was
+ * (scripts/test.sh gives each run its own).
+ */
 function unmountLeftovers(): void {
   const mounts = existsSync('/proc/mounts') ? readFileSync('/proc/mounts', 'utf8').split('\n').map((line) => line.split(' ')[1] ?? '') : [];
   for (const dir of mounts) {
-    const owner = /^duffy-full-(\d+)-/.exec(dir.slice(tmpdir().length + 1))?.[1];
-    if (!dir.startsWith(`${tmpdir()}/`) || !owner || isAlive(Number(owner))) continue;
+    const owner = /\/duffy-full-(\d+)-[^/]*$/.exec(dir)?.[1];
+    if (!owner || isAlive(Number(owner))) continue;
     spawnSync('umount', ['-l', dir]);
     rmSync(dir, { recursive: true, force: true });
   }
