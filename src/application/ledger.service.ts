@@ -115,7 +115,7 @@ const MAX_CLOCK_STEP_MS = 3_600_000;
 export class Ledger implements OnApplicationShutdown {
   readonly world: World = emptyWorld();
   private subscription?: Subscription;
-  private waiters: Array<{ ready: () => boolean; resolve: () => void }> = [];
+  private waiters: Array<{ ready: () => boolean; resolve: () => void; abandon: (why: Error) => void }> = [];
   /** Appends waiting to be seen in the World, in position order (cheaper than a predicate per event each). */
   private positionWaiters: Array<{ position: bigint; since: number; resolve: () => void; reject: (err: Error) => void }> = [];
   /** One sweep for every append waiting to be seen, not a timer each. */
@@ -269,7 +269,11 @@ export class Ledger implements OnApplicationShutdown {
         clearTimeout(timer);
         resolve();
       };
-      this.waiters.push({ ready, resolve: done });
+      const abandon = (why: Error) => {
+        clearTimeout(timer);
+        reject(why);
+      };
+      this.waiters.push({ ready, resolve: done, abandon });
     });
   }
 
@@ -579,6 +583,10 @@ export class Ledger implements OnApplicationShutdown {
 
   async onApplicationShutdown(): Promise<void> {
     clearInterval(this.stallSweep);
+    // A wait of up to a hand-over's timeout (15 min by default) must not keep a stopped Duffy's process alive.
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w.abandon(new DomainError('unavailable', 'Duffy is stopping; ask again'));
     await this.subscription?.close();
     await this.store.close();
   }

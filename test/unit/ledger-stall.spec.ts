@@ -46,6 +46,23 @@ describe('Ledger: an append that never comes back through the subscription', () 
   });
 });
 
+describe('Ledger: a stop while a caller waits for the World (a hand-over of up to 15 min)', () => {
+  it('answers the wait unavailable at once and leaves no timer behind', async () => {
+    jest.useFakeTimers();
+    try {
+      const ledger = new Ledger(silentStore(), { publish: () => undefined } as unknown as EventBus);
+      await ledger.start();
+      const outcome = ledger.until(() => false, 900_000).catch((err: unknown) => err);
+      expect(jest.getTimerCount()).toBe(1);
+      await ledger.onApplicationShutdown();
+      expect(await outcome).toMatchObject({ kind: 'unavailable', message: 'Duffy is stopping; ask again' });
+      expect(jest.getTimerCount()).toBe(0);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+});
+
 describe('Ledger: a decision that keeps conflicting', () => {
   it('is taken again after each conflict, then answered 409 after the fifth append', async () => {
     let appends = 0;
