@@ -170,16 +170,16 @@ export class KurrentDbEventStore implements EventStore {
     return out.reverse();
   }
 
-  /**
-   * Follows $all from `after`. A dropped connection (a leader change, a restart) subscribes again from the last event
-   * delivered, with backoff, until closed: the World and the projectors must not freeze. A handler's own failure
-   * stops it and is reported, as on the embedded store.
-   */
   /** The server sends whole events anyway. */
   subscribeAllLean(after: bigint, handler: LeanEventHandler, onError?: (err: unknown) => void): Subscription {
     return this.subscribeAll(after, handler, onError);
   }
 
+  /**
+   * Follows $all from `after`. A dropped connection (a leader change, a restart) subscribes again from the last event
+   * delivered, with backoff, until closed: the World and the projectors must not freeze. A handler's own failure
+   * stops it and is reported, as on the embedded store.
+   */
   subscribeAll(after: bigint, handler: EventHandler, onError?: (err: unknown) => void): Subscription {
     const report = (err: unknown) => (onError ? onError(err) : console.error('subscription failed', err));
     let cursor = after;
