@@ -361,14 +361,8 @@ export class SqliteEventStore implements EventStore {
 
 /** A stored row as subscribers and readers get it (exported for the memory benchmark, which folds rows as the server does). */
 export function toRecorded(row: Row): RecordedEvent {
-  let data: unknown;
-  let metadata: unknown;
-  try {
-    data = JSON.parse(row[5]);
-    metadata = JSON.parse(row[6]);
-  } catch (err) {
-    throw notAnEvent(row, `not JSON: ${(err as Error).message}`);
-  }
+  const data = parsed(row, row[5]);
+  const metadata = parsed(row, row[6]);
   // Objects, as the writer writes them: a row edited to hold something else would fail far from here, with a stack.
   if (!isRecord(data) || !isRecord(metadata)) throw notAnEvent(row, 'its data or metadata is not a JSON object');
   return {
@@ -384,14 +378,18 @@ export function toRecorded(row: Row): RecordedEvent {
 
 /** A lean row as lean subscribers get it. */
 function toLean(row: LeanRow): LeanEvent {
-  let data: unknown;
+  const data = parsed(row, row[4]);
+  if (!isRecord(data)) throw notAnEvent(row, 'its data is not a JSON object');
+  return { stream: row[1], revision: row[2], position: BigInt(row[0]), type: row[3], data };
+}
+
+/** One column of `row` parsed, or the row named as not an event. */
+function parsed(row: Row | LeanRow, text: string): unknown {
   try {
-    data = JSON.parse(row[4]);
+    return JSON.parse(text);
   } catch (err) {
     throw notAnEvent(row, `not JSON: ${(err as Error).message}`);
   }
-  if (!isRecord(data)) throw notAnEvent(row, 'its data is not a JSON object');
-  return { stream: row[1], revision: row[2], position: BigInt(row[0]), type: row[3], data };
 }
 
 const notAnEvent = (row: Row | LeanRow, why: string) => new RowNotAnEventError(String(row[0]), why);
