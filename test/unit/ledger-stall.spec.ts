@@ -20,12 +20,21 @@ function silentStore(): EventStore {
   };
 }
 
+/** `test` on a started Ledger over silentStore, under Jest's fake timers. */
+async function onFakeTimers(test: (ledger: Ledger) => Promise<void>): Promise<void> {
+  jest.useFakeTimers();
+  try {
+    const ledger = new Ledger(silentStore(), { publish: () => undefined } as unknown as EventBus);
+    await ledger.start();
+    await test(ledger);
+  } finally {
+    jest.useRealTimers();
+  }
+}
+
 describe('Ledger: an append that never comes back through the subscription', () => {
-  it('answers unavailable after 30 s, naming the position, and not before', async () => {
-    jest.useFakeTimers();
-    try {
-      const ledger = new Ledger(silentStore(), { publish: () => undefined } as unknown as EventBus);
-      await ledger.start();
+  it('answers unavailable after 30 s, naming the position, and not before', () =>
+    onFakeTimers(async (ledger) => {
       let outcome: unknown = 'pending';
       void ledger
         .record([{ stream: 'tenant-1', expected: 'no_stream', events: [{ type: 'QuotaClaimed', data: { tenantId: 1, sessionId: 1, count: 1, at: 'x' } }] }], { actor: 'test' })
@@ -40,27 +49,18 @@ describe('Ledger: an append that never comes back through the subscription', () 
       expect((outcome as DomainError).kind).toBe('unavailable');
       expect((outcome as DomainError).message).toMatch(/did not deliver position 1 back in time/);
       await ledger.onApplicationShutdown();
-    } finally {
-      jest.useRealTimers();
-    }
-  });
+    }));
 });
 
 describe('Ledger: a stop while a caller waits for the World (a hand-over of up to 15 min)', () => {
-  it('answers the wait unavailable at once and leaves no timer behind', async () => {
-    jest.useFakeTimers();
-    try {
-      const ledger = new Ledger(silentStore(), { publish: () => undefined } as unknown as EventBus);
-      await ledger.start();
+  it('answers the wait unavailable at once and leaves no timer behind', () =>
+    onFakeTimers(async (ledger) => {
       const outcome = ledger.until(() => false, 900_000).catch((err: unknown) => err);
       expect(jest.getTimerCount()).toBe(1);
       await ledger.onApplicationShutdown();
       expect(await outcome).toMatchObject({ kind: 'unavailable', message: 'Duffy is stopping; ask again' });
       expect(jest.getTimerCount()).toBe(0);
-    } finally {
-      jest.useRealTimers();
-    }
-  });
+    }));
 });
 
 describe('Ledger: a decision that keeps conflicting', () => {
