@@ -48,7 +48,7 @@ async function p2(seconds: number): Promise<void> {
   const results: string[] = [];
   for (const groupCommit of [true, false]) {
     const dir = mkdtempSync(join(tmpdir(), 'duffy-bench-p2-'));
-    const store = new SqliteEventStore(join(dir, 'ledger.sqlite'), groupCommit);
+    const store = new SqliteEventStore(join(dir, 'ledger.sqlite'), { groupCommit });
     const latencies: number[] = [];
     const start = performance.now();
     const end = start + seconds * 1000;
@@ -187,7 +187,7 @@ async function p7(total: number): Promise<void> {
   try {
     const writer = spawnSync(process.execPath, [SCRIPT, '--p7-write', file, '--p7-events', String(total)], { stdio: 'inherit' });
     if (writer.status !== 0) throw new Error(`writing the P7 ledger failed (exit ${writer.status})`);
-    const store = new SqliteEventStore(file, true, true);
+    const store = new SqliteEventStore(file, { readonly: true });
     gc?.();
     const before = process.memoryUsage();
     let folded = 0;

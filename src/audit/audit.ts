@@ -27,7 +27,7 @@ export async function openLedger(location: string): Promise<EventStore> {
   // SQLite's words for a directory are "disk I/O error".
   if (statSync(location).isDirectory()) throw new NotFoundError(`${location} is a directory; the ledger is the file ${join(location, LEDGER_FILE)}`);
   try {
-    return new (await import('../adapters/eventstore/sqlite-event-store.js')).SqliteEventStore(location, false, true);
+    return new (await import('../adapters/eventstore/sqlite-event-store.js')).SqliteEventStore(location, { groupCommit: false, readonly: true });
   } catch (err) {
     // A file whose writer stopped mid-write (a `duffy backup` killed): SQLite would roll its journal back, which a
     // read-only reader cannot, and says only "attempt to write a readonly database".

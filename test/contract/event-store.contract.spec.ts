@@ -9,7 +9,9 @@ import { eventStoreContract } from './event-store.contract.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'duffy-es-'));
 eventStoreContract('embedded SQLite (group commit)', async () => new SqliteEventStore(join(dir, 'group.sqlite')));
-eventStoreContract('embedded SQLite (one fsync per append)', async () => new SqliteEventStore(join(dir, 'single.sqlite'), false));
+eventStoreContract('embedded SQLite (one fsync per append)', async () => new SqliteEventStore(join(dir, 'single.sqlite'), { groupCommit: false }));
+// Every lean catch-up from the file read ahead on the reader thread, as a rebuild's is.
+eventStoreContract('embedded SQLite (lean catch-up read ahead)', async () => new SqliteEventStore(join(dir, 'ahead.sqlite'), { readAheadFrom: 0 }));
 
 // A set but unsupported URL fails the suite (as it fails start-up), it is not skipped.
 const esdb = storeUrl('DUFFY_EVENTSTORE', process.env.DUFFY_EVENTSTORE);

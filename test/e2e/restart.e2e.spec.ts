@@ -271,7 +271,7 @@ describe('restart', () => {
     await first.app.get(CheckpointService).publish();
     const cp = (await ledgerEvents(first)).filter((e) => e.type === 'CheckpointPublished').at(-1)!.data as { size: number; lastPosition: string };
     await first.close();
-    const store = new SqliteEventStore(join(first.dataDir, 'ledger.sqlite'), true, true);
+    const store = new SqliteEventStore(join(first.dataDir, 'ledger.sqlite'), { readonly: true });
     expect(await store.countUpTo(BigInt(cp.lastPosition))).toBe(cp.size);
     await store.close();
 

@@ -408,7 +408,7 @@ describe('a damaged embedded ledger file', () => {
     const db = new Database(file);
     db.exec(`DROP TRIGGER events_no_update; ${sql}; ${APPEND_ONLY_TRIGGERS.events_no_update}`);
     db.close();
-    const reopened = new SqliteEventStore(file, false, true);
+    const reopened = new SqliteEventStore(file, { groupCommit: false, readonly: true });
     try {
       await expect(reopened.readAll(0n, 10)).rejects.toThrow(LedgerDamagedError);
       await expect(reopened.readAll(0n, 10)).rejects.toThrow(problem);

@@ -18,6 +18,7 @@ import {
 } from '../../application/ports/event-store.port.js';
 import { WRITER_STOPPED, damagedDatabase } from '../../application/ports/storage-fault.port.js';
 import { headFileOf, readHeadRecord } from './data-dir-lock.js';
+import { PageReader } from './sqlite-page-reader.js';
 import { isRecord } from '../../audit/chain.js';
 
 /** A row as the read statements return it (raw): position, stream, revision, id, type, data, metadata. */
@@ -25,9 +26,27 @@ export type Row = [position: number, stream: string, revision: number, id: strin
 /** Columns of `Row`, in its order (the hash chain is the auditor's, not the readers'). */
 const COLUMNS = 'position, stream, revision, id, type, data, metadata';
 /** A row as a lean read returns it: a LeanEvent's columns. */
-type LeanRow = [position: number, stream: string, revision: number, type: string, data: string];
+type LeanRow = [position: number, revision: number, type: string, data: string];
 /** Events read from the file per page when a subscriber is behind the in-memory tail (a rebuild, a catch-up). */
 const PAGE = 1000;
+/** How far behind the head a lean subscriber must be for its pages to be read ahead on a thread of their own. */
+const READ_AHEAD_FROM = 20 * PAGE;
+
+export interface SqliteEventStoreOptions {
+  /** False: one transaction (and fsync) per call, for the benchmark. */
+  groupCommit?: boolean;
+  /** For auditors: no writer, nothing written. */
+  readonly?: boolean;
+  /** Events behind the head from which a lean catch-up reads ahead on a thread (tests set 0 to take that path always). */
+  readAheadFrom?: number;
+}
+
+/** Where a subscriber's events come from while the in-memory tail does not reach back to it. */
+interface FileSource<E> {
+  read(after: bigint): E[] | Promise<E[]>;
+  /** The subscriber has caught up with the tail, or stopped. */
+  release?(): void;
+}
 
 interface PendingAppend {
   writes: StreamWrite[];
@@ -137,12 +156,14 @@ export class SqliteEventStore implements EventStore {
   /** Events of the last commits, oldest first: live subscribers read from here, not from the file. */
   private tail: RecordedEvent[] = [];
 
-  /** `groupCommit` false: one transaction (and fsync) per call, for the benchmark. `readonly`: for auditors. */
+  private readonly readAheadFrom: number;
+
   constructor(
-    file: string,
-    groupCommit = true,
-    readonly = false,
+    private readonly file: string,
+    { groupCommit = true, readonly = false, readAheadFrom = READ_AHEAD_FROM }: SqliteEventStoreOptions = {},
   ) {
+    // An in-memory database has no file another connection could read ahead from.
+    this.readAheadFrom = file === ':memory:' ? Number.POSITIVE_INFINITY : readAheadFrom;
     if (readonly) {
       this.db = new Database(file, { readonly: true, fileMustExist: true });
     } else {
@@ -157,8 +178,8 @@ export class SqliteEventStore implements EventStore {
       // Positions come back as numbers (exact up to 2^53, far beyond any ledger) and become bigints one by one:
       // cheaper than safe integers for every integer column.
       readAll: this.db.prepare<[bigint, number], Row>(`SELECT ${COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?`).raw(true),
-      // Without the id and metadata: most of a row's bytes, and a third of what reading a page costs.
-      readAllLean: this.db.prepare<[bigint, number], LeanRow>('SELECT position, stream, revision, type, data FROM events WHERE position > ? ORDER BY position LIMIT ?').raw(true),
+      // A LeanEvent's columns only: the id and metadata are most of a row's bytes, and every cell read costs.
+      readAllLean: this.db.prepare<[bigint, number], LeanRow>('SELECT position, revision, type, data FROM events WHERE position > ? ORDER BY position LIMIT ?').raw(true),
       readLast: this.db.prepare<[bigint, number], Row>(`SELECT ${COLUMNS} FROM events WHERE position < ? ORDER BY position DESC LIMIT ?`).raw(true),
       head: this.db.prepare<[], { position: bigint }>('SELECT position FROM events ORDER BY position DESC LIMIT 1'),
     };
@@ -275,26 +296,54 @@ export class SqliteEventStore implements EventStore {
     return this.stmts.readLast.all(before, limit).map(toRecorded).reverse();
   }
 
-  /** What follows `after`: from memory when the tail still holds it, else from the file (`fromFile`). */
-  private nextPage<E>(after: bigint, fromFile: (after: bigint) => E[]): Array<E | RecordedEvent> {
+  /** What follows `after` from memory, or undefined when the tail no longer holds it. */
+  private fromTail(after: bigint): RecordedEvent[] | undefined {
     const first = this.tail[0];
-    if (first && first.position <= after + 1n) {
-      if (after >= this.lastPosition) return [];
-      const start = Number(after + 1n - first.position);
-      return this.tail.slice(start, start + PAGE);
-    }
-    return fromFile(after);
+    if (!first || first.position > after + 1n) return undefined;
+    if (after >= this.lastPosition) return [];
+    const start = Number(after + 1n - first.position);
+    return this.tail.slice(start, start + PAGE);
   }
 
   subscribeAll(after: bigint, handler: EventHandler, onError?: (err: unknown) => void): Subscription {
-    return this.follow(after, handler, onError, (from) => this.stmts.readAll.all(from, PAGE).map(toRecorded));
+    return this.follow(after, handler, onError, { read: (from) => this.stmts.readAll.all(from, PAGE).map(toRecorded) });
   }
 
   subscribeAllLean(after: bigint, handler: LeanEventHandler, onError?: (err: unknown) => void): Subscription {
-    return this.follow<LeanEvent>(after, handler, onError, (from) => this.stmts.readAllLean.all(from, PAGE).map(toLean));
+    return this.follow<LeanEvent>(after, handler, onError, this.leanFromFile());
   }
 
-  private follow<E extends LeanEvent>(after: bigint, handler: (event: E | RecordedEvent) => void | Promise<void>, onError: ((err: unknown) => void) | undefined, fromFile: (after: bigint) => E[]): Subscription {
+  /**
+   * Lean pages from the file: read ahead on a thread while the subscriber is far behind (a rebuild), so the event
+   * loop only parses; read here otherwise, and whenever the thread cannot give a page (see PageReader).
+   */
+  private leanFromFile(): FileSource<LeanEvent> {
+    const readHere = (after: bigint) => this.stmts.readAllLean.all(after, PAGE).map(toLean);
+    let reader: PageReader | undefined;
+    let readerUsed = false;
+    const release = () => {
+      reader?.close();
+      reader = undefined;
+    };
+    return {
+      read: (after) => {
+        if (!readerUsed && this.lastPosition - after >= this.readAheadFrom) {
+          readerUsed = true;
+          reader = new PageReader(this.file, after, PAGE);
+        }
+        if (!reader) return readHere(after);
+        return reader.next(after).then((page) => {
+          if (page && page.length > 0) return page;
+          // The end of the file, or a page the thread could not give: read on here.
+          release();
+          return this.closed ? [] : readHere(after);
+        });
+      },
+      release,
+    };
+  }
+
+  private follow<E extends LeanEvent>(after: bigint, handler: (event: E | RecordedEvent) => void | Promise<void>, onError: ((err: unknown) => void) | undefined, fromFile: FileSource<E>): Subscription {
     let cursor = after;
     let active = true;
     let wake: (() => void) | undefined;
@@ -307,7 +356,10 @@ export class SqliteEventStore implements EventStore {
     const done = (async () => {
       while (active && !this.closed) {
         pendingWake = false;
-        const page = this.nextPage(cursor, fromFile);
+        const tail = this.fromTail(cursor);
+        if (tail) fromFile.release?.();
+        const page = tail ?? (await fromFile.read(cursor));
+        if (this.closed) return;
         for (const event of page) {
           if (!active) return;
           // Awaited only when the handler gives a promise: no microtask per event on a catch-up.
@@ -318,7 +370,9 @@ export class SqliteEventStore implements EventStore {
         if (page.length === 0 && !pendingWake && active) await new Promise<void>((r) => (wake = r));
         wake = undefined;
       }
-    })().catch((err) => (onError ? onError(err) : console.error('subscription failed', err)));
+    })()
+      .catch((err) => (onError ? onError(err) : console.error('subscription failed', err)))
+      .finally(() => fromFile.release?.());
     return {
       close: async () => {
         active = false;
@@ -378,9 +432,9 @@ export function toRecorded(row: Row): RecordedEvent {
 
 /** A lean row as lean subscribers get it. */
 function toLean(row: LeanRow): LeanEvent {
-  const data = parsed(row, row[4]);
+  const data = parsed(row, row[3]);
   if (!isRecord(data)) throw notAnEvent(row, 'its data is not a JSON object');
-  return { stream: row[1], revision: row[2], position: BigInt(row[0]), type: row[3], data };
+  return { position: BigInt(row[0]), revision: row[1], type: row[2], data };
 }
 
 /** One column of `row` parsed, or the row named as not an event. */

@@ -54,10 +54,10 @@ export interface Subscription {
 export type EventHandler = (event: RecordedEvent) => void | Promise<void>;
 
 /**
- * An event as a projection folds it: without its id and metadata, which are most of a stored event's bytes (a hash
- * chain, a correlation id) and which no projection reads.
+ * An event as a projection folds it: its position, revision, type and data. Not its id and metadata, most of a
+ * stored event's bytes (a hash chain, a correlation id), nor its stream: no projection reads them.
  */
-export type LeanEvent = Omit<RecordedEvent, 'id' | 'metadata'>;
+export type LeanEvent = Pick<RecordedEvent, 'position' | 'revision' | 'type' | 'data'>;
 export type LeanEventHandler = (event: LeanEvent) => void | Promise<void>;
 
 export interface EventStore {
@@ -79,7 +79,7 @@ export interface EventStore {
   countUpTo?(position: bigint): Promise<number>;
   /** Catch-up from `after`, then live; the handler is awaited, so delivery is in order without gaps or repeats. */
   subscribeAll(after: bigint, handler: EventHandler, onError?: (err: unknown) => void): Subscription;
-  /** subscribeAll for followers of LeanEvents: a store that can leave ids and metadata unread does (a rebuild reads less). */
+  /** subscribeAll for followers of LeanEvents: a store that can leave the rest unread does (a rebuild reads less). */
   subscribeAllLean(after: bigint, handler: LeanEventHandler, onError?: (err: unknown) => void): Subscription;
   ping(): Promise<void>;
   close(): Promise<void>;

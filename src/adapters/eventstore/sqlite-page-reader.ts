@@ -1,0 +1,90 @@
+import { Worker } from 'node:worker_threads';
+import type { LeanEvent } from '../../application/ports/event-store.port.js';
+import { isRecord } from '../../audit/chain.js';
+
+/** A page as sqlite-reader.worker.js sends it. */
+interface PageMessage {
+  /** The position the page was read after. */
+  from: number;
+  count: number;
+  /** The events' data as one JSON array; types, positions and revisions comma-separated; null for an empty page. */
+  data: string | null;
+  types: string | null;
+  positions: string | null;
+  revisions: string | null;
+}
+
+/**
+ * Pages of lean events read ahead on a thread of its own (sqlite-reader.worker.js), for a subscriber far behind the
+ * ledger's head. An optimisation only: `next` answers undefined whenever a page cannot be taken as it is (out of step,
+ * a row SQLite's texts cannot carry, the thread gone), and the caller reads that page itself, which also names a
+ * damaged row as it always did.
+ */
+export class PageReader {
+  private readonly worker: Worker;
+  private readonly pages: PageMessage[] = [];
+  private waiting?: () => void;
+  private broken = false;
+
+  constructor(file: string, after: bigint, limit: number, ahead = 3) {
+    this.worker = new Worker(new URL('./sqlite-reader.worker.js', import.meta.url), { workerData: { file, after: Number(after), limit, ahead } });
+    this.worker.on('message', (page: PageMessage) => {
+      this.pages.push(page);
+      this.waiting?.();
+    });
+    const stop = () => {
+      this.broken = true;
+      this.waiting?.();
+    };
+    this.worker.on('error', stop);
+    this.worker.on('exit', stop);
+    this.worker.unref();
+  }
+
+  /** The events after `after`, or undefined when this reader cannot give them (read them yourself). */
+  async next(after: bigint): Promise<LeanEvent[] | undefined> {
+    if (this.pages.length === 0 && !this.broken) {
+      // Only a subscriber waiting for a page keeps the process alive.
+      this.worker.ref();
+      await new Promise<void>((r) => (this.waiting = r));
+      this.waiting = undefined;
+      this.worker.unref();
+    }
+    const page = this.pages.shift();
+    if (!page || page.from !== Number(after)) return undefined;
+    this.worker.postMessage(1);
+    return leanPage(page, after);
+  }
+
+  close(): void {
+    void this.worker.terminate();
+  }
+}
+
+/**
+ * The page's events, or undefined unless every row came through whole: as many data, types, positions and revisions as rows
+ * (SQLite's group_concat skips NULLs, and a comma inside a type would split it), positions rising from `after`, and
+ * each data a JSON object.
+ */
+function leanPage(page: PageMessage, after: bigint): LeanEvent[] | undefined {
+  if (page.count === 0) return [];
+  let data: unknown;
+  try {
+    data = JSON.parse(page.data ?? '');
+  } catch {
+    return undefined;
+  }
+  const types = page.types?.split(',') ?? [];
+  const positions = page.positions?.split(',') ?? [];
+  const revisions = page.revisions?.split(',') ?? [];
+  if (!Array.isArray(data) || data.length !== page.count || types.length !== page.count || positions.length !== page.count || revisions.length !== page.count) return undefined;
+  const events = new Array<LeanEvent>(page.count);
+  let last = after;
+  for (let i = 0; i < page.count; i++) {
+    const position = BigInt(positions[i]);
+    if (position <= last || !isRecord(data[i])) return undefined;
+    last = position;
+    events[i] = { position, revision: Number(revisions[i]), type: types[i], data: data[i] };
+  }
+  return events;
+}
