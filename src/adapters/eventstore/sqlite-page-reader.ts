@@ -63,8 +63,8 @@ export class PageReader {
 
 /**
  * The page's events, or undefined unless every row came through whole: as many data, types, positions and revisions as rows
- * (SQLite's group_concat skips NULLs, and a comma inside a type would split it), positions rising from `after`, and
- * each data a JSON object.
+ * (SQLite's group_concat skips NULLs, and a comma inside a type would split it), positions rising from `after`,
+ * whole revisions and each data a JSON object.
  */
 function leanPage(page: PageMessage, after: bigint): LeanEvent[] | undefined {
   if (page.count === 0) return [];
@@ -82,9 +82,10 @@ function leanPage(page: PageMessage, after: bigint): LeanEvent[] | undefined {
   let last = after;
   for (let i = 0; i < page.count; i++) {
     const position = BigInt(positions[i]);
-    if (position <= last || !isRecord(data[i])) return undefined;
+    const revision = Number(revisions[i]);
+    if (position <= last || !Number.isInteger(revision) || !isRecord(data[i])) return undefined;
     last = position;
-    events[i] = { position, revision: Number(revisions[i]), type: types[i], data: data[i] };
+    events[i] = { position, revision, type: types[i], data: data[i] };
   }
   return events;
 }
