@@ -329,7 +329,11 @@ export class SqliteEventStore implements EventStore {
       read: (after) => {
         if (!readerUsed && this.lastPosition - after >= this.readAheadFrom) {
           readerUsed = true;
-          reader = new PageReader(this.file, after, PAGE);
+          try {
+            reader = new PageReader(this.file, after, PAGE);
+          } catch {
+            // No thread to be had (a limit on threads or memory): read here, as a short catch-up does.
+          }
         }
         if (!reader) return readHere(after);
         return reader.next(after).then((page) => {
