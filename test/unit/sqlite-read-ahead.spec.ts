@@ -110,6 +110,16 @@ describe('the embedded ledger reads a long lean catch-up ahead on a thread', () 
     check(ahead.events[1019]);
   });
 
+  it('rows whose data parse only together (one value over two rows, two values in a third) are named, never shifted onto each other', async () => {
+    const file = await ledger(1_500);
+    edit(file, `UPDATE events SET data = '{"a":[1' WHERE position = 1100; UPDATE events SET data = '2]}' WHERE position = 1101; UPDATE events SET data = '{"c":1},{"d":2}' WHERE position = 1102`);
+    const ahead = await leanUntil(store(file, 0), 1_500n);
+    const here = await leanUntil(store(file, Number.POSITIVE_INFINITY), 1_500n);
+    expect(String((ahead.error as Error)?.message)).toMatch(/^the ledger's row at position 1100 is not an event \(not JSON/);
+    expect(String((ahead.error as Error)?.message)).toBe(String((here.error as Error)?.message));
+    expect(ahead.events.map(lean)).toEqual(here.events.map(lean));
+  });
+
   it('a row whose data is two values is named as not JSON, as without the thread', async () => {
     const file = await ledger(2_500);
     edit(file, "UPDATE events SET data = '{\"n\":2100}' || ',' || '{\"n\":-1}' WHERE position = 2101");

@@ -2,12 +2,15 @@ import { Worker } from 'node:worker_threads';
 import type { LeanEvent } from '../../application/ports/event-store.port.js';
 import { isRecord } from '../../audit/chain.js';
 
+/** Between two events' data in a page: a control character, which a JSON text only holds escaped. */
+const DATA_SEPARATOR = '\u0001';
+
 /** A page as sqlite-reader.worker.js sends it. */
 interface PageMessage {
   /** The position the page was read after. */
   from: number;
   count: number;
-  /** The events' data as one JSON array; types, positions and revisions comma-separated; null for an empty page. */
+  /** The events' data separated by DATA_SEPARATOR; types, positions and revisions by commas; null for an empty page. */
   data: string | null;
   types: string | null;
   positions: string | null;
@@ -62,30 +65,31 @@ export class PageReader {
 }
 
 /**
- * The page's events, or undefined unless every row came through whole: as many data, types, positions and revisions as rows
- * (SQLite's group_concat skips NULLs, and a comma inside a type would split it), positions rising from `after`,
- * whole revisions and each data a JSON object.
+ * The page's events, or undefined unless every row came through whole: as many data, types, positions and revisions
+ * as rows (SQLite's group_concat skips NULLs, and a separator inside a value splits it), positions rising from
+ * `after`, whole revisions, and each data a JSON object on its own (as reading the row here checks it).
  */
 function leanPage(page: PageMessage, after: bigint): LeanEvent[] | undefined {
-  if (page.count === 0) return [];
-  let data: unknown;
-  try {
-    data = JSON.parse(page.data ?? '');
-  } catch {
-    return undefined;
-  }
+  const { count } = page;
+  if (count === 0) return [];
+  const texts = page.data?.split(DATA_SEPARATOR) ?? [];
   const types = page.types?.split(',') ?? [];
   const positions = page.positions?.split(',') ?? [];
   const revisions = page.revisions?.split(',') ?? [];
-  if (!Array.isArray(data) || data.length !== page.count || types.length !== page.count || positions.length !== page.count || revisions.length !== page.count) return undefined;
-  const events = new Array<LeanEvent>(page.count);
+  if (texts.length !== count || types.length !== count || positions.length !== count || revisions.length !== count) return undefined;
+  const events = new Array<LeanEvent>(count);
   let last = after;
-  for (let i = 0; i < page.count; i++) {
-    const position = BigInt(positions[i]);
-    const revision = Number(revisions[i]);
-    if (position <= last || !Number.isInteger(revision) || !isRecord(data[i])) return undefined;
-    last = position;
-    events[i] = { position, revision, type: types[i], data: data[i] };
+  try {
+    for (let i = 0; i < count; i++) {
+      const position = BigInt(positions[i]);
+      const revision = Number(revisions[i]);
+      const data: unknown = JSON.parse(texts[i]);
+      if (position <= last || !Number.isInteger(revision) || !isRecord(data)) return undefined;
+      last = position;
+      events[i] = { position, revision, type: types[i], data };
+    }
+  } catch {
+    return undefined;
   }
   return events;
 }

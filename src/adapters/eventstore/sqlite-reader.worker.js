@@ -1,7 +1,7 @@
 // Reads the embedded ledger ahead of a subscriber that is far behind (a rebuild), on its own thread and its own
 // read-only connection, so SQLite's work is not on the event loop. Plain JavaScript, as the writer (see there).
-// A page is four texts SQLite builds (the events' data as one JSON array; their types, positions and revisions)
-// and the row count: the main thread parses one text per page, not five cells per row. See PageReader for the checks.
+// A page is four texts SQLite builds (the events' data, their types, positions and revisions) and the row count: the
+// main thread splits them, not reading four cells a row. See PageReader for the checks.
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 
@@ -9,7 +9,8 @@ const db = new Database(workerData.file, { readonly: true, fileMustExist: true }
 const read = db
   .prepare(
     // In the subquery's order, which is the rows' (no sort per aggregate); PageReader checks that positions rise.
-    `SELECT '[' || group_concat(data) || ']', group_concat(type), group_concat(position), group_concat(revision), count(*), max(position)
+    // The data apart by U+0001, which no JSON text holds (a control character is escaped inside a string).
+    `SELECT group_concat(data, char(1)), group_concat(type), group_concat(position), group_concat(revision), count(*), max(position)
      FROM (SELECT position, revision, type, data FROM events WHERE position > ? ORDER BY position LIMIT ?)`,
   )
   .raw(true);
