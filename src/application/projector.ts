@@ -36,6 +36,17 @@ export class ProjectionRunner {
   /** Position of the event being folded. */
   private folding = 0n;
   /**
+   * While folding from 0 up to this position (the ledger's head when the rebuild began), a document changed in two
+   * batches running (a machine, a tenant: the same few thousand every batch) is held back until it stops changing or
+   * the rebuild ends, not rewritten with every batch; the checkpoint stays put meanwhile. 0n: not rebuilding.
+   * A rebuild stopped halfway starts over (documents past the checkpoint), as one always has from a crash.
+   */
+  private rebuildingTo = 0n;
+  /** The documents held back: per collection, id -> position of the last event that changed it. */
+  private deferred: Dirty = new Map();
+  /** What the last batch written changed (a rebuild's next batch holds back those it changes again). */
+  private lastDirty: Dirty = new Map();
+  /**
    * Events that arrived while a write was under way (a store that does not copy the documents on `apply` may still
    * be reading them then): folded, in order, when the next write begins.
    */
@@ -124,6 +135,9 @@ export class ProjectionRunner {
       for (const c of p.collections) for (const d of await this.restorable(c)) p.restore(this.state, c, String(d.__id), d);
     }
     this.taken = this.batch.to = this.position;
+    this.deferred = new Map();
+    this.lastDirty = new Map();
+    this.rebuildingTo = this.position === 0n ? ((await options.head?.()) ?? (await this.ledger.readLast(2n ** 63n - 1n, 1))[0]?.position ?? 0n) : 0n;
     return this.position;
   }
 
@@ -154,7 +168,7 @@ export class ProjectionRunner {
         throw this.writeFailure;
       }
       // A 503 for the reader (a rebuild of a long ledger takes longer than a read may wait), not a fault.
-      if (Date.now() > end) refuse('unavailable', `the read models are behind the ledger (projection ${this.projection.name} at ${this.position} of ${position}: being rebuilt?); try again shortly`);
+      if (Date.now() > end) refuse('unavailable', `the read models are behind the ledger (projection ${this.projection.name} written up to ${this.position} of ${position}, read up to ${this.taken}: being rebuilt?); try again shortly`);
       if (this.batch.events > 0 && this.batch.to >= position) this.hurry?.();
       // A rebuild's flush goes on until it has caught up: waited for no longer than the deadline.
       let timer: NodeJS.Timeout | undefined;
@@ -220,7 +234,7 @@ export class ProjectionRunner {
   private async flush(): Promise<void> {
     this.hurry = undefined;
     try {
-      while (this.batch.events > 0 || this.held.length > 0) {
+      while (this.batch.events > 0 || this.held.length > 0 || (this.deferred.size > 0 && (this.stopped || this.batch.to >= this.rebuildingTo))) {
         if (this.held.length > 0) {
           const held = this.held;
           this.held = [];
@@ -229,7 +243,9 @@ export class ProjectionRunner {
         const batch = this.batch;
         this.batch = new Batch(batch.to);
         this.writingSince = batch.since;
-        const written = this.store.apply(this.projection.name, this.projection.version, this.changes(batch), batch.to);
+        const whole = this.stopped || batch.to >= this.rebuildingTo;
+        const { changes, deferred } = this.changes(batch, !whole);
+        const written = this.store.apply(this.projection.name, this.projection.version, changes, whole ? batch.to : this.position);
         this.write = written.then(
           () => undefined,
           () => undefined,
@@ -245,9 +261,14 @@ export class ProjectionRunner {
           this.writingSince = Number.NaN;
         }
         this.writeFailure = undefined;
-        this.position = batch.to;
+        this.deferred = deferred;
+        this.lastDirty = batch.dirty;
+        if (whole) {
+          this.position = batch.to;
+          this.rebuildingTo = 0n;
+        }
         const pending = this.batch;
-        this.projection.written?.(this.state, (collection, id) => pending.dirty.get(collection)?.has(id) === true);
+        this.projection.written?.(this.state, (collection, id) => pending.dirty.get(collection)?.has(id) === true || deferred.get(collection)?.has(id) === true);
         this.lastLagMs = Number.isNaN(batch.since) ? 0 : Math.max(0, Date.now() - batch.since);
       }
       this.flushing = undefined;
@@ -258,23 +279,43 @@ export class ProjectionRunner {
     }
   }
 
-  /** Each changed document's final state, once: the checkpoint covers the whole batch anyway. */
-  private changes(batch: Batch): DocChange[] {
+  /**
+   * Each changed document's final state, once: the checkpoint covers the whole batch anyway. `deferring` (a rebuild):
+   * the documents changed again since the last batch stay back (`deferred`) and those held back that did not change
+   * are written; otherwise every one held back is written too.
+   */
+  private changes(batch: Batch, deferring: boolean): { changes: DocChange[]; deferred: Dirty } {
     const changes: DocChange[] = [];
+    const deferred: Dirty = new Map();
+    const add = (collection: string, id: string, position: bigint, born: boolean) => {
+      const doc = this.projection.doc(this.state, collection, id);
+      if (doc) {
+        // The id rides along in the document, so a restart can restore the state from `find`.
+        if (doc.__id !== id) doc.__id = id;
+        changes.push({ op: 'put', collection, id, doc, position });
+      } else if (!born) {
+        changes.push({ op: 'delete', collection, id, position });
+      }
+    };
     for (const [collection, changed] of batch.dirty) {
       const born = batch.created.get(collection);
+      const held = this.deferred.get(collection);
+      const last = this.lastDirty.get(collection);
+      let stays: Map<string, bigint> | undefined;
       for (const [id, position] of changed) {
-        const doc = this.projection.doc(this.state, collection, id);
-        if (doc) {
-          // The id rides along in the document, so a restart can restore the state from `find`.
-          if (doc.__id !== id) doc.__id = id;
-          changes.push({ op: 'put', collection, id, doc, position });
-        } else if (!born?.has(id)) {
-          changes.push({ op: 'delete', collection, id, position });
+        if (deferring && (held?.has(id) || last?.has(id))) {
+          if (!stays) deferred.set(collection, (stays = new Map()));
+          stays.set(id, position);
+        } else {
+          add(collection, id, position, born?.has(id) === true && !held?.has(id));
         }
       }
     }
-    return changes;
+    for (const [collection, held] of this.deferred) {
+      const changed = batch.dirty.get(collection);
+      for (const [id, position] of held) if (!changed?.has(id)) add(collection, id, position, false);
+    }
+    return { changes, deferred };
   }
 
   async stop(): Promise<void> {
@@ -283,6 +324,8 @@ export class ProjectionRunner {
     this.subscription = undefined;
     this.hurry?.();
     await this.flushing;
+    // A rebuild stopped halfway writes what it held back, so its checkpoint can cover everything folded.
+    if (this.deferred.size > 0) await this.flush();
   }
 
   fail(err: unknown): void {
@@ -350,12 +393,15 @@ function internType<E extends LeanEvent>(e: E): E {
   return e;
 }
 
+/** Changed documents: per collection, id -> position of the last event that changed it. */
+type Dirty = Map<string, Map<string, bigint>>;
+
 /** Events folded and not yet written: how many, the last one's position, the oldest one's append time, what they changed. */
 class Batch {
   events = 0;
   since = Number.NaN;
-  /** Changed documents: per collection, id -> position of the last event that changed it. */
-  readonly dirty = new Map<string, Map<string, bigint>>();
+  /** Changed documents. */
+  readonly dirty: Dirty = new Map();
   /** Of those, the ones created in this batch: gone again before they were written, there is nothing to delete. */
   readonly created = new Map<string, Set<string>>();
 
