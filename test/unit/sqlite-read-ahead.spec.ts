@@ -101,6 +101,9 @@ describe('the embedded ledger reads a long lean catch-up ahead on a thread', () 
   it.each([
     ['a comma in its type', "UPDATE events SET type = 'Odd,Type' WHERE position = 1020", (e: LeanEvent) => expect(e.type).toBe('Odd,Type')],
     ['a revision that is not a number', "UPDATE events SET revision = 'x' WHERE position = 1020", (e: LeanEvent) => expect(e.revision).toBe('x')],
+    ['a revision that is not whole', 'UPDATE events SET revision = 1.5 WHERE position = 1020', (e: LeanEvent) => expect(e.revision).toBe(1.5)],
+    ['a negative revision', 'UPDATE events SET revision = -1 WHERE position = 1020', (e: LeanEvent) => expect(e.revision).toBe(-1)],
+    ['an empty revision', "UPDATE events SET revision = '' WHERE position = 1020", (e: LeanEvent) => expect(e.revision).toBe('')],
   ])('a row the page texts cannot carry (%s) is read here and delivered whole', async (_, sql, check) => {
     const file = await ledger(2_500);
     edit(file, sql);
