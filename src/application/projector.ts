@@ -39,9 +39,16 @@ export class ProjectionRunner {
    * While folding from 0 up to this position (the ledger's head when the rebuild began), a document changed in two
    * batches running (a machine, a tenant: the same few thousand every batch) is held back until it stops changing or
    * the rebuild ends, not rewritten with every batch; the checkpoint stays put meanwhile. 0n: not rebuilding.
-   * A rebuild stopped halfway starts over (documents past the checkpoint), as one always has from a crash.
+   * A stop writes what was held back; a crash leaves documents past the checkpoint, so the next start folds from 0
+   * again over them (`overDocuments`).
    */
   private rebuildingTo = 0n;
+  /**
+   * Folding from 0 over the documents already stored (see `prepare`), until the head it began at: a document created
+   * and removed within one batch may have been written by the run before (its batches ended elsewhere), so its
+   * removal is written too.
+   */
+  private overDocuments = false;
   /** The documents held back: per collection, id -> position of the last event that changed it. */
   private deferred: Dirty = new Map();
   /** What the last batch written changed (a rebuild's next batch holds back those it changes again). */
@@ -137,6 +144,7 @@ export class ProjectionRunner {
     this.taken = this.batch.to = this.position;
     this.deferred = new Map();
     this.lastDirty = new Map();
+    this.overDocuments = refold;
     this.rebuildingTo = this.position === 0n ? ((await options.head?.()) ?? (await this.ledger.readLast(2n ** 63n - 1n, 1))[0]?.position ?? 0n) : 0n;
     return this.position;
   }
@@ -266,6 +274,7 @@ export class ProjectionRunner {
         if (whole) {
           this.position = batch.to;
           this.rebuildingTo = 0n;
+          this.overDocuments = false;
         }
         const pending = this.batch;
         this.projection.written?.(this.state, (collection, id) => pending.dirty.get(collection)?.has(id) === true || deferred.get(collection)?.has(id) === true);
@@ -307,7 +316,7 @@ export class ProjectionRunner {
           if (!stays) deferred.set(collection, (stays = new Map()));
           stays.set(id, position);
         } else {
-          add(collection, id, position, born?.has(id) === true && !held?.has(id));
+          add(collection, id, position, born?.has(id) === true && !held?.has(id) && !this.overDocuments);
         }
       }
     }

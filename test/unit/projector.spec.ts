@@ -1,6 +1,7 @@
 import { describe, expect, it, jest } from '@jest/globals';
 import { SESSIONS, entities } from '../../projections/entities.projection.js';
 import { machineStress } from '../../projections/machine-stress.projection.js';
+import { fairness } from '../../projections/fairness.projection.js';
 import { PROJECTIONS } from '../../projections/index.js';
 import { RETAINED_ENDED, type World } from '../../src/domain/world.js';
 import { ProjectionRunner, dropRetired } from '../../src/application/projector.js';
@@ -408,6 +409,41 @@ describe('a rebuild', () => {
     await runner.stop();
     expect(store.docs).toEqual(await reference(half));
     expect(store.checkpoints.get(machineStress.name)!.position).toBe(half.at(-1)!.position);
+  });
+
+  it('folded again over the documents a crash left ahead of its checkpoint, removes those created and removed within one batch since', async () => {
+    const events = sessionCycles(10);
+    const last = events.at(-1)!;
+    const onePass = new SqliteReadModels(':memory:');
+    const plain = new ProjectionRunner(fairness, noLedger, onePass);
+    await plain.prepare();
+    for (const e of events) plain.push(e);
+    await plain.caughtUp(last.position);
+
+    const store = new SqliteReadModels(':memory:');
+    let written = 0;
+    const apply = store.apply.bind(store);
+    store.apply = async (...args) => {
+      await apply(...args);
+      written += 1;
+    };
+    const crashed = new ProjectionRunner(fairness, ledgerEndingAt(last), store);
+    await crashed.prepare();
+    // Its first batch ends between session 6's reservation and its release: the machine's hold is written, and then
+    // the process dies (the runner is never stopped).
+    for (const e of events.slice(0, 3 + 8 * 5 + 3)) crashed.push(e);
+    while (written === 0) await sleep(5);
+    const again = new ProjectionRunner(fairness, ledgerEndingAt(last), store);
+    await again.prepare();
+    expect(again.rebuiltBecause).toMatch(/^documents written after its checkpoint/);
+    // One batch now: the hold is created and removed within it.
+    for (const e of events) again.push(e);
+    await again.caughtUp(last.position);
+    const documents = async (s: SqliteReadModels) => Object.fromEntries(await Promise.all(fairness.collections.map(async (c) => [c, await s.find(c)])));
+    expect(await documents(store)).toEqual(await documents(onePass));
+    for (const r of [plain, again]) await r.stop();
+    await onePass.close();
+    await store.close();
   });
 
   it('of every projection, in batches, leaves the documents one pass without holding back leaves', async () => {
