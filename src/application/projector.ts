@@ -242,7 +242,7 @@ export class ProjectionRunner {
   private async flush(): Promise<void> {
     this.hurry = undefined;
     try {
-      while (this.batch.events > 0 || this.held.length > 0 || (this.deferred.size > 0 && (this.stopped || this.batch.to >= this.rebuildingTo))) {
+      while (this.batch.events > 0 || this.held.length > 0 || (this.deferred.size > 0 && this.writesWhole(this.batch))) {
         if (this.held.length > 0) {
           const held = this.held;
           this.held = [];
@@ -251,7 +251,7 @@ export class ProjectionRunner {
         const batch = this.batch;
         this.batch = new Batch(batch.to);
         this.writingSince = batch.since;
-        const whole = this.stopped || batch.to >= this.rebuildingTo;
+        const whole = this.writesWhole(batch);
         const { changes, deferred } = this.changes(batch, !whole);
         const written = this.store.apply(this.projection.name, this.projection.version, changes, whole ? batch.to : this.position);
         this.write = written.then(
@@ -286,6 +286,11 @@ export class ProjectionRunner {
       this.flushing = undefined;
       if (!this.stopped) this.schedule(RETRY_MS);
     }
+  }
+
+  /** Whether `batch` is written whole (nothing held back, the checkpoint moved): not in the middle of a rebuild. */
+  private writesWhole(batch: Batch): boolean {
+    return this.stopped || batch.to >= this.rebuildingTo;
   }
 
   /**

@@ -348,6 +348,10 @@ function sessionCycles(sessions: number): RecordedEvent[] {
 /** The runner's in-memory state (private: what the bound is about). */
 const stateOf = (runner: ProjectionRunner) => (runner as unknown as { state: World }).state;
 
+/** The documents of `collections` (every projection's by default), by collection. */
+const documents = async (store: SqliteReadModels, collections = PROJECTIONS.flatMap((p) => p.collections)) =>
+  Object.fromEntries(await Promise.all(collections.map(async (c) => [c, await store.find(c)])));
+
 /** A ledger whose last event, when the runner starts, is `last`: a runner starting from 0 rebuilds up to it. */
 const ledgerEndingAt = (last: RecordedEvent) => ({ readLast: async () => [last] }) as unknown as EventStore;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -439,8 +443,7 @@ describe('a rebuild', () => {
     // One batch now: the hold is created and removed within it.
     for (const e of events) again.push(e);
     await again.caughtUp(last.position);
-    const documents = async (s: SqliteReadModels) => Object.fromEntries(await Promise.all(fairness.collections.map(async (c) => [c, await s.find(c)])));
-    expect(await documents(store)).toEqual(await documents(onePass));
+    expect(await documents(store, fairness.collections)).toEqual(await documents(onePass, fairness.collections));
     for (const r of [plain, again]) await r.stop();
     await onePass.close();
     await store.close();
@@ -449,7 +452,6 @@ describe('a rebuild', () => {
   it('of every projection, in batches, leaves the documents one pass without holding back leaves', async () => {
     // Batches of more sessions than the World keeps ended: a session held back across one must stay until written.
     const events = sessionCycles(RETAINED_ENDED * 4);
-    const documents = async (store: SqliteReadModels) => Object.fromEntries(await Promise.all(PROJECTIONS.flatMap((p) => p.collections).map(async (c) => [c, await store.find(c)])));
     const once = new SqliteReadModels(':memory:');
     const plain = PROJECTIONS.map((p) => new ProjectionRunner(p, noLedger, once));
     for (const r of plain) await r.prepare();
@@ -527,8 +529,6 @@ describe('entities projection over a long history', () => {
 });
 
 describe('projections restarted from their checkpoint', () => {
-  /** Every projection's documents, by collection. */
-  const documents = async (store: SqliteReadModels) => Object.fromEntries(await Promise.all(PROJECTIONS.flatMap((p) => p.collections).map(async (c) => [c, await store.find(c)])));
   const fold = async (store: SqliteReadModels, events: RecordedEvent[]) => {
     const runners = PROJECTIONS.map((p) => new ProjectionRunner(p, noLedger, store));
     for (const r of runners) await r.prepare();
