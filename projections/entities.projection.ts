@@ -49,7 +49,7 @@ export const entities: Projection<World> = {
   // 10: sessions carry `artifactsIncomplete` (machines whose collection failed or left files out).
   version: 10,
   collections: [TENANTS, MACHINES, SESSIONS],
-  init: emptyWorld,
+  init: () => emptyWorld({ keepsUsage: false }),
   fold(w, e, mark) {
     if (e.type === 'IdAllocated' || e.type === 'CheckpointPublished' || e.type === 'ApiKeyAssigned' || e.type === 'DefaultsSet' || e.type === 'PoolsConfigured' || e.type === 'LedgerRestored') return;
     const data = e.data as { tenantId?: number; machineId?: number; sessionId?: number | null };

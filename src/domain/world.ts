@@ -218,6 +218,11 @@ export interface World {
   pools: Map<string, PoolProfile> | null;
   poolsRevision: number;
   position: bigint;
+  /**
+   * Whether tenants' recent machine time (`usage`, for the fair queue) is kept: the `entities` projection shows none,
+   * and summing it was a twentieth of a rebuild's main thread.
+   */
+  keepsUsage: boolean;
 }
 
 /** A machine as registered: identity from its registration, every counter and link at zero. */
@@ -271,7 +276,7 @@ function countRetirement(world: World, m: Machine, wasRetired: boolean): void {
   if (now !== wasRetired) world.notRetiredByPool.set(m.pool, (world.notRetiredByPool.get(m.pool) ?? 0) + (now ? -1 : 1));
 }
 
-export function emptyWorld(): World {
+export function emptyWorld(options: { keepsUsage?: boolean } = {}): World {
   return {
     tenants: new Map(),
     tenantIdsByName: new Map(),
@@ -299,6 +304,7 @@ export function emptyWorld(): World {
     poolsRevision: -1,
     defaultsRevision: -1,
     position: 0n,
+    keepsUsage: options.keepsUsage ?? true,
   };
 }
 
@@ -642,7 +648,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
       m.revision = revision;
       const t = world.tenants.get(event.data.tenantId);
       if (t && t.platform === null) t.platform = event.data.platform;
-      t?.usage.open.set(m.id, instant(event.data.at));
+      if (world.keepsUsage) t?.usage.open.set(m.id, instant(event.data.at));
       const s = world.sessions.get(event.data.sessionId);
       // Copied, not pushed: a new session shares one empty list (see Session).
       if (s && s.tenantId === event.data.tenantId && !s.machineIds.includes(m.id)) s.machineIds = [...s.machineIds, m.id];
@@ -917,6 +923,7 @@ export function apply(world: World, event: DuffyEvent & { revision: number; posi
 }
 
 function closeUsage(world: World, m: Machine, at: string): void {
+  if (!world.keepsUsage) return;
   const t = m.tenantId === null ? undefined : world.tenants.get(m.tenantId);
   const start = t?.usage.open.get(m.id);
   if (t === undefined || start === undefined) return;

@@ -332,6 +332,9 @@ describe('entities projection', () => {
     for (const t of h.world.tenants.values()) expect(json(docs.get(`${TENANTS}/${t.id}`))).toEqual(json(tenantDoc(t)));
     // The fair queue's usage list stays out of the tenant document, rewritten with every batch.
     for (const t of h.world.tenants.values()) expect(docs.get(`${TENANTS}/${t.id}`)).not.toHaveProperty('usage');
+    // Nor does the projection's World sum that usage, which the deciding World does.
+    for (const t of state.tenants.values()) expect([t.usage.open.size, Object.keys(t.usage.ended).length]).toEqual([0, 0]);
+    expect([...h.world.tenants.values()].some((t) => Object.keys(t.usage.ended).length > 0)).toBe(true);
     for (const m of h.world.machines.values()) expect(json(docs.get(`${MACHINES}/${m.id}`))).toEqual(json(m));
     for (const s of h.world.sessions.values()) expect(json(docs.get(`${SESSIONS}/${s.id}`))).toEqual(json(s));
     expect(h.world.sessions.size).toBeGreaterThan(0);
