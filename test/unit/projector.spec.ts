@@ -465,7 +465,8 @@ describe('a rebuild', () => {
     const runners = PROJECTIONS.map((p) => new ProjectionRunner(p, ledgerEndingAt(events.at(-1)!), rebuilt));
     for (const r of runners) await r.prepare();
     const all = { push: (e: RecordedEvent) => (runners.forEach((r) => r.push(e)), undefined) } as unknown as ProjectionRunner;
-    await inBatches(all, events, 3, () => writes);
+    // Each chunk is one batch of every runner: the next chunk waits for all three writes.
+    await inBatches(all, events, 3, () => Math.floor(writes / runners.length));
     for (const r of runners) await r.caughtUp(events.at(-1)!.position);
     expect(writes).toBeGreaterThanOrEqual(3 * runners.length);
     expect(await documents(rebuilt)).toEqual(await documents(once));
