@@ -220,7 +220,7 @@ export interface World {
   position: bigint;
   /**
    * Whether tenants' recent machine time (`usage`, for the fair queue) is kept: the `entities` projection shows none,
-   * and summing it was a twentieth of a rebuild's main thread.
+   * and summing it was about 4 % of a rebuild's main thread.
    */
   keepsUsage: boolean;
 }
