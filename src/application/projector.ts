@@ -58,8 +58,8 @@ export class ProjectionRunner {
   private overDocuments = false;
   /** The documents held back: per collection, id -> position of the last event that changed it. */
   private deferred: Dirty = new Map();
-  /** Of those, the ones the last batches left unchanged: per collection, id -> how many batches running. */
-  private quiet: Quiet = new Map();
+  /** Where the last QUIET_BATCHES batches written ended, oldest first (how long a held-back document has been left alone). */
+  private batchEnds: bigint[] = [];
   /** What the last batch written changed (a rebuild's next batch holds back those it changes again). */
   private lastDirty: Dirty = new Map();
   /**
@@ -152,7 +152,7 @@ export class ProjectionRunner {
     }
     this.taken = this.batch.to = this.position;
     this.deferred = new Map();
-    this.quiet = new Map();
+    this.batchEnds = [];
     this.lastDirty = new Map();
     this.overDocuments = refold;
     this.rebuildingTo = this.position === 0n ? ((await options.head?.()) ?? (await this.ledger.readLast(2n ** 63n - 1n, 1))[0]?.position ?? 0n) : 0n;
@@ -262,7 +262,7 @@ export class ProjectionRunner {
         this.batch = new Batch(batch.to);
         this.writingSince = batch.since;
         const whole = this.writesWhole(batch);
-        const { changes, deferred, quiet } = this.changes(batch, !whole);
+        const { changes, deferred } = this.changes(batch, !whole);
         const written = this.store.apply(this.projection.name, this.projection.version, changes, whole ? batch.to : this.position);
         this.write = written.then(
           () => undefined,
@@ -280,7 +280,8 @@ export class ProjectionRunner {
         }
         this.writeFailure = undefined;
         this.deferred = deferred;
-        this.quiet = quiet;
+        this.batchEnds.push(batch.to);
+        if (this.batchEnds.length > QUIET_BATCHES) this.batchEnds.shift();
         this.lastDirty = batch.dirty;
         if (whole) {
           this.position = batch.to;
@@ -309,10 +310,11 @@ export class ProjectionRunner {
    * the documents changed again since the last batch stay back (`deferred`), and so do those held back that this
    * batch left unchanged until QUIET_BATCHES batches have; otherwise every one held back is written too.
    */
-  private changes(batch: Batch, deferring: boolean): { changes: DocChange[]; deferred: Dirty; quiet: Quiet } {
+  private changes(batch: Batch, deferring: boolean): { changes: DocChange[]; deferred: Dirty } {
     const changes: DocChange[] = [];
     const deferred: Dirty = new Map();
-    const quiet: Quiet = new Map();
+    // Left alone by this batch and the QUIET_BATCHES - 1 before it: last changed at or before where the first of them began.
+    const quietSince = this.batchEnds.length === QUIET_BATCHES ? this.batchEnds[0] : -1n;
     const add = (collection: string, id: string, position: bigint, born: boolean) => {
       const doc = this.projection.doc(this.state, collection, id);
       if (doc) {
@@ -339,23 +341,18 @@ export class ProjectionRunner {
     }
     for (const [collection, held] of this.deferred) {
       const changed = batch.dirty.get(collection);
-      const before = this.quiet.get(collection);
       let stays = deferred.get(collection);
-      let still: Map<string, number> | undefined;
       for (const [id, position] of held) {
         if (changed?.has(id)) continue;
-        const batches = (before?.get(id) ?? 0) + 1;
-        if (!deferring || batches >= QUIET_BATCHES) {
+        if (!deferring || position <= quietSince) {
           add(collection, id, position, false);
-          continue;
+        } else {
+          if (!stays) deferred.set(collection, (stays = new Map()));
+          stays.set(id, position);
         }
-        if (!stays) deferred.set(collection, (stays = new Map()));
-        if (!still) quiet.set(collection, (still = new Map()));
-        stays.set(id, position);
-        still.set(id, batches);
       }
     }
-    return { changes, deferred, quiet };
+    return { changes, deferred };
   }
 
   async stop(): Promise<void> {
@@ -435,8 +432,6 @@ function internType<E extends LeanEvent>(e: E): E {
 
 /** Changed documents: per collection, id -> position of the last event that changed it. */
 type Dirty = Map<string, Map<string, bigint>>;
-/** Documents held back and left unchanged: per collection, id -> batches running. */
-type Quiet = Map<string, Map<string, number>>;
 
 /** Events folded and not yet written: how many, the last one's position, the oldest one's append time, what they changed. */
 class Batch {
