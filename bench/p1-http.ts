@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -38,6 +38,8 @@ interface LoadResult {
   statuses: Record<string, number>;
   /** The server's CPU seconds over the measured window (from /proc): its main thread, and all its other threads. */
   cpu?: { main: number; others: number };
+  /** The load generator's CPU seconds over the same window: this bench process, all its threads. */
+  loadCpu?: number;
 }
 
 /** CPU seconds of each thread of a process so far, by thread id (Linux /proc; empty elsewhere). */
@@ -112,10 +114,16 @@ function load(job: LoadJob, serverPid?: number): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(SCRIPT, { workerData: job });
     let before = new Map<string, number>();
+    let loadBefore = new Map<string, number>();
     worker.on('message', (m: LoadResult | { measuring: true }) => {
       if (serverPid === undefined) return 'measuring' in m || resolve(m);
-      if ('measuring' in m) before = threadSeconds(serverPid);
-      else resolve({ ...m, cpu: cpuBetween(serverPid, before, threadSeconds(serverPid)) });
+      if ('measuring' in m) {
+        before = threadSeconds(serverPid);
+        loadBefore = threadSeconds(process.pid);
+        return;
+      }
+      const loadCpu = cpuBetween(process.pid, loadBefore, threadSeconds(process.pid));
+      resolve({ ...m, cpu: cpuBetween(serverPid, before, threadSeconds(serverPid)), loadCpu: loadCpu.main + loadCpu.others });
     });
     worker.once('error', reject);
     worker.once('exit', (code) => code !== 0 && reject(new Error(`load worker exited with ${code}`)));
@@ -164,6 +172,7 @@ function merged(runs: LoadResult[]): LoadResult {
   const all: LoadResult = { cycles: 0, requests: 0, seconds: 0, post: [], put: [], statuses: {} };
   for (const r of runs) {
     if (r.cpu) all.cpu = { main: (all.cpu?.main ?? 0) + r.cpu.main, others: (all.cpu?.others ?? 0) + r.cpu.others };
+    if (r.loadCpu !== undefined) all.loadCpu = (all.loadCpu ?? 0) + r.loadCpu;
     all.cycles += r.cycles;
     all.requests += r.requests;
     all.seconds += r.seconds;
@@ -266,6 +275,28 @@ export async function p1(seconds: number, rounds: number): Promise<void> {
     .filter(({ all }) => all.cpu && all.requests > 0)
     .map(({ s, all }) => `${s.name} ${((all.cpu!.main * 1000) / all.requests).toFixed(3)} + ${((all.cpu!.others * 1000) / all.requests).toFixed(3)} ms`);
   if (cpu.length) console.log(`   CPU per HTTP request (from /proc over the measured windows), main thread + the process's other threads (V8's garbage collector and compiler helpers, worker threads): ${cpu.join('; ')}`);
+  const budget = aimBudget(merged(duffy.runs), merged(floor.runs), merged(bare.runs));
+  if (budget) console.log(`   ${budget}`);
+}
+
+/**
+ * What the aim leaves Duffy on this machine: at 0.40 of bare Express's rate, the cores less what the load generator
+ * needs for that many requests (its CPU per request in Duffy's own runs), and the main thread at most all the time.
+ */
+function aimBudget(duffy: LoadResult, floor: LoadResult, bare: LoadResult): string | undefined {
+  if (!duffy.cpu || !floor.cpu || duffy.loadCpu === undefined || duffy.requests === 0 || floor.requests === 0) return undefined;
+  const cores = availableParallelism();
+  const perRequest = (r: LoadResult, seconds: number) => (seconds * 1000) / r.requests;
+  const busy = (r: LoadResult) => `${((r.cpu!.main + r.cpu!.others) / r.seconds).toFixed(2)} + ${(r.loadCpu! / r.seconds).toFixed(2)}`;
+  const aimRate = 0.4 * (bare.requests / bare.seconds);
+  const load = perRequest(duffy, duffy.loadCpu);
+  const allThreads = (cores * 1000) / aimRate - load;
+  return (
+    `The aim on this machine: ${count(Math.round(aimRate))} HTTP req/s, so the ${cores} cores less the load generator's ${load.toFixed(3)} ms per request leave Duffy at most ${allThreads.toFixed(3)} ms of CPU per request ` +
+    `(all threads) and ${(1000 / aimRate).toFixed(3)} ms of its main thread; Duffy used ${perRequest(duffy, duffy.cpu.main + duffy.cpu.others).toFixed(3)} (main ${perRequest(duffy, duffy.cpu.main).toFixed(3)}), ` +
+    `the Nest pipeline with no work ${perRequest(floor, floor.cpu.main + floor.cpu.others).toFixed(3)} (main ${perRequest(floor, floor.cpu.main).toFixed(3)}). ` +
+    `Cores busy, server + load generator: Duffy ${busy(duffy)}, the Nest pipeline ${busy(floor)}${bare.cpu && bare.loadCpu !== undefined ? `, bare Express ${busy(bare)}` : ''}`
+  );
 }
 
 if (!isMainThread) clientLoop(workerData as LoadJob).then((r) => parentPort!.postMessage(r));
