@@ -185,6 +185,8 @@ function merged(runs: LoadResult[]): LoadResult {
   return all;
 }
 
+/** CPU seconds spent over a run, in milliseconds per HTTP request of it. */
+const msPerRequest = (r: LoadResult, cpuSeconds: number) => (cpuSeconds * 1000) / r.requests;
 const median = (xs: number[]) => percentile(xs, 50);
 const ratios = (xs: number[], digits: number, unit = '') => xs.map((x) => `${x.toFixed(digits)}${unit}`).join(', ');
 
@@ -255,7 +257,9 @@ export async function p1(seconds: number, rounds: number): Promise<void> {
     rmSync(dataDir, { recursive: true, force: true });
   }
 
-  const line = new Map(servers.map((s) => [s, describeLoad(s.name, merged(s.runs))]));
+  // Each server's rounds as one, merged once for the lines below.
+  const total = new Map(servers.map((s) => [s, merged(s.runs)]));
+  const line = new Map(servers.map((s) => [s, describeLoad(s.name, total.get(s)!)]));
   const perRound = (a: (typeof servers)[number], b: (typeof servers)[number]) =>
     a.runs.map((r, i) => ({ rps: r.requests / r.seconds / (b.runs[i].requests / b.runs[i].seconds), p99: percentile([...r.post, ...r.put], 99) / percentile([...b.runs[i].post, ...b.runs[i].put], 99) }));
   const vsBare = perRound(duffy, bare);
@@ -273,11 +277,11 @@ export async function p1(seconds: number, rounds: number): Promise<void> {
   );
   console.log(`   Duffy / Nest pipeline per round: ${summary(duffy, floor)}; Nest pipeline / bare Express: ${summary(floor, bare)}; bare Nest / bare Express: ${summary(nest, bare)}`);
   const cpu = servers
-    .map((s) => ({ s, all: merged(s.runs) }))
+    .map((s) => ({ s, all: total.get(s)! }))
     .filter(({ all }) => all.cpu && all.requests > 0)
-    .map(({ s, all }) => `${s.name} ${((all.cpu!.main * 1000) / all.requests).toFixed(3)} + ${((all.cpu!.others * 1000) / all.requests).toFixed(3)} ms`);
+    .map(({ s, all }) => `${s.name} ${msPerRequest(all, all.cpu!.main).toFixed(3)} + ${msPerRequest(all, all.cpu!.others).toFixed(3)} ms`);
   if (cpu.length) console.log(`   CPU per HTTP request (from /proc over the measured windows), main thread + the process's other threads (V8's garbage collector and compiler helpers, worker threads): ${cpu.join('; ')}`);
-  const budget = aimBudget(merged(duffy.runs), merged(floor.runs), merged(bare.runs));
+  const budget = aimBudget(total.get(duffy)!, total.get(floor)!, total.get(bare)!);
   if (budget) console.log(`   ${budget}`);
 }
 
@@ -289,15 +293,14 @@ export async function p1(seconds: number, rounds: number): Promise<void> {
 function aimBudget(duffy: LoadResult, floor: LoadResult, bare: LoadResult): string | undefined {
   if (!duffy.cpu || !floor.cpu || duffy.loadCpu === undefined || duffy.requests === 0 || floor.requests === 0) return undefined;
   const cores = availableParallelism();
-  const perRequest = (r: LoadResult, seconds: number) => (seconds * 1000) / r.requests;
   const busy = (r: LoadResult) => `${((r.cpu!.main + r.cpu!.others) / r.seconds).toFixed(2)} + ${(r.loadCpu! / r.seconds).toFixed(2)}`;
   const aimRate = AIM_RATIO * (bare.requests / bare.seconds);
-  const load = perRequest(duffy, duffy.loadCpu);
+  const load = msPerRequest(duffy, duffy.loadCpu);
   const allThreads = (cores * 1000) / aimRate - load;
   return (
     `The aim on this machine: ${count(Math.round(aimRate))} HTTP req/s, so the ${cores} cores less the load generator's ${load.toFixed(3)} ms per request leave Duffy at most ${allThreads.toFixed(3)} ms of CPU per request ` +
-    `(all threads) and ${(1000 / aimRate).toFixed(3)} ms of its main thread; Duffy used ${perRequest(duffy, duffy.cpu.main + duffy.cpu.others).toFixed(3)} (main ${perRequest(duffy, duffy.cpu.main).toFixed(3)}), ` +
-    `the Nest pipeline with no work ${perRequest(floor, floor.cpu.main + floor.cpu.others).toFixed(3)} (main ${perRequest(floor, floor.cpu.main).toFixed(3)}). ` +
+    `(all threads) and ${(1000 / aimRate).toFixed(3)} ms of its main thread; Duffy used ${msPerRequest(duffy, duffy.cpu.main + duffy.cpu.others).toFixed(3)} (main ${msPerRequest(duffy, duffy.cpu.main).toFixed(3)}), ` +
+    `the Nest pipeline with no work ${msPerRequest(floor, floor.cpu.main + floor.cpu.others).toFixed(3)} (main ${msPerRequest(floor, floor.cpu.main).toFixed(3)}). ` +
     `Cores busy, server + load generator: Duffy ${busy(duffy)}, the Nest pipeline ${busy(floor)}${bare.cpu && bare.loadCpu !== undefined ? `, bare Express ${busy(bare)}` : ''}`
   );
 }
