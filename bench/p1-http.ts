@@ -1,7 +1,7 @@
 /**
  * P1: request + release over HTTP at 64 keep-alive clients. Duffy (the built server, `npm start`'s code, default
- * log level), Duffy's Nest pipeline with nothing behind it (nest-floor.ts), Nest alone (nest-bare.ts) and a bare
- * Express app with the same two routes each run in a process of their own; the load comes from a worker thread of the
+ * log level), Duffy's Nest pipeline with nothing behind it (nest-floor.ts), the same answering once the ledger
+ * holds the request's events durably (nest-floor.ts with FLOOR_LEDGER), Nest alone (nest-bare.ts) and a bare Express app with the same two routes each run in a process of their own; the load comes from a worker thread of the
  * bench process, another process. Rounds take the servers in turn. Prints figures, asserts nothing.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -224,14 +224,19 @@ export async function p1(seconds: number, rounds: number): Promise<void> {
   const servers = [
     { name: 'Duffy', script: 'src/main.js', port },
     { name: 'Nest pipeline, no work', script: 'bench/nest-floor.js', port: port + 2 },
+    { name: 'Nest pipeline + ledger append', script: 'bench/nest-floor.js', port: port + 4 },
     { name: 'bare Nest', script: 'bench/nest-bare.js', port: port + 3 },
     { name: 'bare Express', script: 'bench/bare-express.js', port: port + 1 },
   ].map((s) => ({ ...s, url: `http://127.0.0.1:${s.port}`, auths: Array.from({ length: clients }, () => ''), runs: [] as LoadResult[], pid: undefined as number | undefined }));
-  const [duffy, floor, nest, bare] = servers;
+  const [duffy, floor, durable, nest, bare] = servers;
   try {
     for (const s of servers) {
       const env: Record<string, string> =
-        s === duffy ? { DUFFY_DATA_DIR: dataDir, DUFFY_CONFIG: configFile, DUFFY_PORT: String(s.port), DUFFY_ADMIN_KEY: adminKey } : { PORT: String(s.port) };
+        s === duffy
+          ? { DUFFY_DATA_DIR: dataDir, DUFFY_CONFIG: configFile, DUFFY_PORT: String(s.port), DUFFY_ADMIN_KEY: adminKey }
+          : s === durable
+            ? { PORT: String(s.port), FLOOR_LEDGER: join(dataDir, 'floor', 'ledger.sqlite') }
+            : { PORT: String(s.port) };
       const child = spawnServer(s.script, env);
       s.pid = child.pid;
       await ready(s.url, child);
@@ -276,12 +281,13 @@ export async function p1(seconds: number, rounds: number): Promise<void> {
       `p99 ${ratios(vsBare.map((r) => r.p99), 2, 'x')} bare Express's, median ${median(vsBare.map((r) => r.p99)).toFixed(2)}x (aim <= 2x)`,
   );
   console.log(`   Duffy / Nest pipeline per round: ${summary(duffy, floor)}; Nest pipeline / bare Express: ${summary(floor, bare)}; bare Nest / bare Express: ${summary(nest, bare)}`);
+  console.log(`   Nest pipeline + ledger append / bare Express per round: ${summary(durable, bare)}; Duffy / Nest pipeline + ledger append: ${summary(duffy, durable)}`);
   const cpu = servers
     .map((s) => ({ s, all: total.get(s)! }))
     .filter(({ all }) => all.cpu && all.requests > 0)
     .map(({ s, all }) => `${s.name} ${msPerRequest(all, all.cpu!.main).toFixed(3)} + ${msPerRequest(all, all.cpu!.others).toFixed(3)} ms`);
   if (cpu.length) console.log(`   CPU per HTTP request (from /proc over the measured windows), main thread + the process's other threads (V8's garbage collector and compiler helpers, worker threads): ${cpu.join('; ')}`);
-  const budget = aimBudget(total.get(duffy)!, total.get(floor)!, total.get(bare)!);
+  const budget = aimBudget(total.get(duffy)!, total.get(floor)!, total.get(durable)!, total.get(bare)!);
   if (budget) console.log(`   ${budget}`);
 }
 
@@ -290,8 +296,9 @@ export async function p1(seconds: number, rounds: number): Promise<void> {
  * the load generator needs for that many requests (its CPU per request in Duffy's own runs), and the main thread at
  * most all the time.
  */
-function aimBudget(duffy: LoadResult, floor: LoadResult, bare: LoadResult): string | undefined {
-  if (!duffy.cpu || !floor.cpu || duffy.loadCpu === undefined || duffy.requests === 0 || floor.requests === 0) return undefined;
+function aimBudget(duffy: LoadResult, floor: LoadResult, durable: LoadResult, bare: LoadResult): string | undefined {
+  if (!duffy.cpu || !floor.cpu || !durable.cpu || duffy.loadCpu === undefined || duffy.requests === 0 || floor.requests === 0 || durable.requests === 0) return undefined;
+  const used = (r: LoadResult) => `${msPerRequest(r, r.cpu!.main + r.cpu!.others).toFixed(3)} (main ${msPerRequest(r, r.cpu!.main).toFixed(3)})`;
   const cores = availableParallelism();
   const busy = (r: LoadResult) => `${((r.cpu!.main + r.cpu!.others) / r.seconds).toFixed(2)} + ${(r.loadCpu! / r.seconds).toFixed(2)}`;
   const aimRate = AIM_RATIO * (bare.requests / bare.seconds);
@@ -299,8 +306,8 @@ function aimBudget(duffy: LoadResult, floor: LoadResult, bare: LoadResult): stri
   const allThreads = (cores * 1000) / aimRate - load;
   return (
     `The aim on this machine: ${count(Math.round(aimRate))} HTTP req/s, so the ${cores} cores less the load generator's ${load.toFixed(3)} ms per request leave Duffy at most ${allThreads.toFixed(3)} ms of CPU per request ` +
-    `(all threads) and ${(1000 / aimRate).toFixed(3)} ms of its main thread; Duffy used ${msPerRequest(duffy, duffy.cpu.main + duffy.cpu.others).toFixed(3)} (main ${msPerRequest(duffy, duffy.cpu.main).toFixed(3)}), ` +
-    `the Nest pipeline with no work ${msPerRequest(floor, floor.cpu.main + floor.cpu.others).toFixed(3)} (main ${msPerRequest(floor, floor.cpu.main).toFixed(3)}). ` +
+    `(all threads) and ${(1000 / aimRate).toFixed(3)} ms of its main thread; Duffy used ${used(duffy)}, ` +
+    `the Nest pipeline with no work ${used(floor)}, with the ledger append ${used(durable)}. ` +
     `Cores busy, server + load generator: Duffy ${busy(duffy)}, the Nest pipeline ${busy(floor)}${bare.cpu && bare.loadCpu !== undefined ? `, bare Express ${busy(bare)}` : ''}`
   );
 }
