@@ -37,7 +37,7 @@ const ledger = process.env.FLOOR_LEDGER ? new SqliteEventStore(process.env.FLOOR
 const HASH = 'f'.repeat(64);
 const event = (type: string, data: object): NewEvent => ({ type, data: { ...data, at: new Date().toISOString() }, metadata: { correlationId: randomUUID(), actor: 'bench-0', at: new Date().toISOString(), prevHash: HASH, hash: HASH } });
 /** The events of a request (or a release) of session `id`, as Duffy appends them: one call, three streams. */
-async function append(ledger: SqliteEventStore, id: number, release: boolean): Promise<void> {
+async function append(store: SqliteEventStore, id: number, release: boolean): Promise<void> {
   const machineId = id % 200;
   const [session, machine, quota] = release
     ? [[event('SessionReleased', { sessionId: id, reason: 'done' })], [event('MachineReleased', { machineId, sessionId: id, reason: 'done' }), event('MachineRecycled', { machineId, policy: 'reuse', state: 'ready' })], [event('QuotaReturned', { tenantId: 1, sessionId: id, count: 1 })]]
@@ -46,7 +46,7 @@ async function append(ledger: SqliteEventStore, id: number, release: boolean): P
         [event('MachineReserved', { machineId, hostname: `bench-${machineId}.test`, sessionId: id, tenantId: 1, pool: 'metal-bench', platform: 'intel', affinity: 'kept', contextualize: false })],
         [event('QuotaClaimed', { tenantId: 1, sessionId: id, count: 1 })],
       ];
-  await ledger.append([
+  await store.append([
     { stream: `session-${id}`, expected: 'any', events: session },
     { stream: `machine-m${machineId}`, expected: 'any', events: machine },
     { stream: 'tenant-bench-0', expected: 'any', events: quota },

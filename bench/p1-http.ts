@@ -1,8 +1,9 @@
 /**
  * P1: request + release over HTTP at 64 keep-alive clients. Duffy (the built server, `npm start`'s code, default
  * log level), Duffy's Nest pipeline with nothing behind it (nest-floor.ts), the same answering once the ledger
- * holds the request's events durably (nest-floor.ts with FLOOR_LEDGER), Nest alone (nest-bare.ts) and a bare Express app with the same two routes each run in a process of their own; the load comes from a worker thread of the
- * bench process, another process. Rounds take the servers in turn. Prints figures, asserts nothing.
+ * holds the request's events durably (nest-floor.ts with FLOOR_LEDGER), Nest alone (nest-bare.ts) and a bare Express
+ * app with the same two routes each run in a process of their own; the load comes from a worker thread of the bench
+ * process, another process. Rounds take the servers in turn. Prints figures, asserts nothing.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -308,7 +309,7 @@ function aimBudget(duffy: LoadResult, floor: LoadResult, durable: LoadResult, ba
     `The aim on this machine: ${count(Math.round(aimRate))} HTTP req/s, so the ${cores} cores less the load generator's ${load.toFixed(3)} ms per request leave Duffy at most ${allThreads.toFixed(3)} ms of CPU per request ` +
     `(all threads) and ${(1000 / aimRate).toFixed(3)} ms of its main thread; Duffy used ${used(duffy)}, ` +
     `the Nest pipeline with no work ${used(floor)}, with the ledger append ${used(durable)}. ` +
-    `Cores busy, server + load generator: Duffy ${busy(duffy)}, the Nest pipeline ${busy(floor)}${bare.cpu && bare.loadCpu !== undefined ? `, bare Express ${busy(bare)}` : ''}`
+    `Cores busy, server + load generator: Duffy ${busy(duffy)}, the Nest pipeline ${busy(floor)}, with the ledger append ${busy(durable)}${bare.cpu && bare.loadCpu !== undefined ? `, bare Express ${busy(bare)}` : ''}`
   );
 }
 
