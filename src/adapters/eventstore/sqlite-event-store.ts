@@ -132,13 +132,6 @@ export function ledgerSchemaProblems(db: Database.Database): { problems: string[
 /** Recent events kept in memory, so live subscribers get what was just committed without reading it back. */
 const TAIL_SIZE = 8192;
 
-/**
- * Embedded ledger: one SQLite file, WAL, synchronous=FULL, so a resolved append is on disk.
- * The writes and their fsync run on a worker thread (sqlite-writer.worker.js beside this file), which puts every call
- * that arrived during the last commit into the next transaction (group commit); each call is checked and written
- * whole, so a stale revision fails that call alone and leaves nothing of it. The writer also keeps the global
- * chain (column `chain`). This thread reads, and hands committed events to subscribers from memory.
- */
 let lastIdMs = 0;
 let idSeq = 0;
 /**
@@ -158,6 +151,13 @@ export function timeOrderedId(): string {
   return `${time.slice(0, 8)}-${time.slice(8)}-7${idSeq.toString(16).padStart(3, '0')}-${randomUUID().slice(19)}`;
 }
 
+/**
+ * Embedded ledger: one SQLite file, WAL, synchronous=FULL, so a resolved append is on disk.
+ * The writes and their fsync run on a worker thread (sqlite-writer.worker.js beside this file), which puts every call
+ * that arrived during the last commit into the next transaction (group commit); each call is checked and written
+ * whole, so a stale revision fails that call alone and leaves nothing of it. The writer also keeps the global
+ * chain (column `chain`). This thread reads, and hands committed events to subscribers from memory.
+ */
 export class SqliteEventStore implements EventStore {
   readonly singleWriter = true;
   private readonly db: Database.Database;
