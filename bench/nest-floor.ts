@@ -35,14 +35,18 @@ let next = 0;
 const ledger = process.env.FLOOR_LEDGER ? new SqliteEventStore(process.env.FLOOR_LEDGER) : undefined;
 // Chain fields as long as Duffy's (two SHA-256 in hex): the bytes written, not their computing.
 const HASH = 'f'.repeat(64);
-const event = (type: string, data: object): NewEvent => ({ type, data: { ...data, at: new Date().toISOString() }, metadata: { correlationId: randomUUID(), actor: 'bench-0', at: new Date().toISOString(), prevHash: HASH, hash: HASH } });
+
 /** The events of a request (or a release) of session `id`, as Duffy appends them: one call, three streams. */
 async function append(store: SqliteEventStore, id: number, release: boolean): Promise<void> {
+  // One time and one correlation id per append, as Duffy stamps its decision's events.
+  const at = new Date().toISOString();
+  const correlationId = randomUUID();
+  const event = (type: string, data: object): NewEvent => ({ type, data: { ...data, at }, metadata: { correlationId, actor: 'bench-0', at, prevHash: HASH, hash: HASH } });
   const machineId = id % 200;
   const [session, machine, quota] = release
     ? [[event('SessionReleased', { sessionId: id, reason: 'done' })], [event('MachineReleased', { machineId, sessionId: id, reason: 'done' }), event('MachineRecycled', { machineId, policy: 'reuse', state: 'ready' })], [event('QuotaReturned', { tenantId: 1, sessionId: id, count: 1 })]]
     : [
-        [event('MachineRequested', { sessionId: id, tenantId: 1, tenant: 'bench-0', specs: [{ type: 'baremetal', arch: 'x86_64', quantity: 1 }], expiresAt: new Date().toISOString() }), event('SessionStarted', { sessionId: id, machineIds: [machineId] })],
+        [event('MachineRequested', { sessionId: id, tenantId: 1, tenant: 'bench-0', specs: [{ type: 'baremetal', arch: 'x86_64', quantity: 1 }], expiresAt: at }), event('SessionStarted', { sessionId: id, machineIds: [machineId] })],
         [event('MachineReserved', { machineId, hostname: `bench-${machineId}.test`, sessionId: id, tenantId: 1, pool: 'metal-bench', platform: 'intel', affinity: 'kept', contextualize: false })],
         [event('QuotaClaimed', { tenantId: 1, sessionId: id, count: 1 })],
       ];
