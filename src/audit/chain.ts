@@ -61,7 +61,8 @@ const sha256 = (s: string) => hash('sha256', s);
 
 /**
  * canonical() of an event's data, remembered per object: the chain link and the checkpoint leaf both need it, on
- * the thread that serves requests, and an event's data is not changed once it is appended.
+ * the thread that serves requests, and an event's data is not changed once it is appended. The leaf takes it (see
+ * takeCanonical).
  */
 const canonicalByData = new WeakMap<object, string>();
 export function canonicalData(data: unknown): string {
@@ -121,6 +122,18 @@ export function appendLinks(shared: Record<string, unknown>): {
 /** canonical() of an event's metadata, remembered when appendLinks made it. */
 export function canonicalMetadata(metadata: Record<string, unknown>): string {
   return canonicalByMetadata.get(metadata) ?? canonical(metadata);
+}
+
+/**
+ * An event's canonical data and metadata for its checkpoint leaf, the last use of what the chain link remembered:
+ * kept until the event itself dies, those texts (ropes of a few dozen strings each) outlived the young generation and
+ * were a fifth of what the collector promoted under load.
+ */
+export function takeCanonical(data: unknown, metadata: Record<string, unknown>): { data: string; metadata: string } {
+  const texts = { data: canonicalData(data), metadata: canonicalMetadata(metadata) };
+  if (data !== null && typeof data === 'object') canonicalByData.delete(data);
+  canonicalByMetadata.delete(metadata);
+  return texts;
 }
 
 /** The link of one event in its stream's chain: covers prev, stream, revision, type, data and metadata (actor, ids, time...). */

@@ -1,6 +1,6 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify as verifySignature, type KeyObject } from 'node:crypto';
 import type { RecordedEvent } from '../application/ports/event-store.port.js';
-import { canonical, canonicalData, canonicalMetadata } from './chain.js';
+import { canonical, takeCanonical } from './chain.js';
 import type { LedgerDigest } from './digest.js';
 import { CompactTree, consistencyProof, leafHash, rootOf, verifyConsistency } from './merkle.js';
 
@@ -36,7 +36,8 @@ export function leafBytes(e: RecordedEvent): Buffer {
     return Buffer.from(canonical({ position: e.position.toString(), stream: e.stream, revision: e.revision, type: e.type, data: e.data, metadata: e.metadata }), 'utf8');
   }
   // The same bytes, keys in canonical order, with the canonical data and metadata the chain link already made.
-  const text = `{"data":${canonicalData(e.data)},"metadata":${canonicalMetadata(e.metadata)},"position":${canonical(e.position.toString())},"revision":${canonical(e.revision)},"stream":${canonical(e.stream)},"type":${canonical(e.type)}}`;
+  const canonicalEvent = takeCanonical(e.data, e.metadata);
+  const text = `{"data":${canonicalEvent.data},"metadata":${canonicalEvent.metadata},"position":${canonical(e.position.toString())},"revision":${canonical(e.revision)},"stream":${canonical(e.stream)},"type":${canonical(e.type)}}`;
   return Buffer.from(text, 'utf8');
 }
 

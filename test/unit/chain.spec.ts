@@ -45,6 +45,16 @@ describe('checkpoint leaves (the Merkle tree over every event)', () => {
     linkWith(canonical(coveredMetadata(event.metadata)))(GENESIS, event.stream, event.revision, event.type, event.data);
     expect(leafBytes(recorded).toString('utf8')).toBe(whole);
   });
+
+  it('are the same bytes when the texts the append remembered were taken by an earlier leaf', () => {
+    const { link, withChain } = appendLinks({ correlationId: 'c-1', actor: 'tenant:p0', at: '2026-11-29T19:00:00.000Z' });
+    const hash = link(GENESIS, event.stream, event.revision, event.type, event.data);
+    const appended = { ...recorded, metadata: withChain(GENESIS, hash) };
+    const whole = canonical({ position: '41', stream: event.stream, revision: event.revision, type: event.type, data: event.data, metadata: appended.metadata });
+    expect(leafBytes(appended).toString('utf8')).toBe(whole);
+    expect(leafBytes(appended).toString('utf8')).toBe(whole);
+    expect(canonicalMetadata(appended.metadata)).toBe(canonical(appended.metadata));
+  });
 });
 
 describe('the metadata of an append', () => {
