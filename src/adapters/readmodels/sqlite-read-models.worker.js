@@ -1,5 +1,5 @@
-// The embedded read models' writer for large batches (a rebuild, a catch-up): its own connection on its own thread,
-// so the main thread reads and folds the next batch meanwhile. Plain JavaScript: a worker loads this file directly,
+// The embedded read models' writer: its own connection on its own thread, so the main thread serves requests, or
+// reads and folds a rebuild's next batch, meanwhile. Plain JavaScript: a worker loads this file directly,
 // from src/ under the tests and from dist/ in production. The statements come from SqliteReadModels (workerData).
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
