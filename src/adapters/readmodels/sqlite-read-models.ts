@@ -55,18 +55,18 @@ export class SqliteReadModels implements ReadModelStore {
   private readonly finds = new Map<string, Database.Statement<unknown[], { id: string; doc: string }>>();
   private readonly getManys = new Map<number, Database.Statement<unknown[], { id: string; doc: string }>>();
   private readonly applyTx: (projection: string, version: number, rows: Rows, checkpoint: bigint) => void;
-  /** Small batches given in this turn of the event loop (every projection's, as their timers fire together). */
+  /** An in-memory database's batches of this turn of the event loop (every projection's: their timers fire together). */
   private pending: Write[] = [];
   private readonly applyAllTx: (writes: Write[]) => Map<Write, unknown>;
   private readonly resetTx: (projection: string, collections: string[]) => void;
   private closed = false;
   /** Closing: no new writes. */
   private closing = false;
-  /** Started by the first large batch. */
+  /** Started by the first batch of a file database. */
   private writer?: Worker;
   private nextCall = 0;
   private readonly calls = new Map<number, { resolve: () => void; reject: (err: unknown) => void }>();
-  /** The writer thread's writes under way: until they are done, every write goes there too, in order. */
+  /** The writer thread's writes under way: a reset or a close waits until there are none. */
   private queued = 0;
   private idle: Array<() => void> = [];
 
